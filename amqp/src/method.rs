@@ -1,0 +1,220 @@
+//! Method decoding. `basic.publish` and `basic.ack` — one per message on the hot path — are read
+//! by hand into zero-copy fields; every other method goes through `amq-protocol`'s parser. The
+//! property tests at the bottom check the fast paths against `amq-protocol` field by field.
+
+use amq_protocol::protocol::{parse_class, AMQPClass};
+use bytes::Bytes;
+use thiserror::Error;
+
+use crate::error::{AmqpError, ReplyCode};
+
+/// `basic.publish` with the exchange and routing key still in the frame's buffer.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Publish {
+    pub exchange: Bytes,
+    pub routing_key: Bytes,
+    pub mandatory: bool,
+    pub immediate: bool,
+}
+
+/// A decoded method frame payload.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Method {
+    Publish(Publish),
+    Ack { delivery_tag: u64, multiple: bool },
+    Other(AMQPClass),
+}
+
+impl Method {
+    pub fn ids(&self) -> (u16, u16) {
+        match self {
+            Method::Publish(_) => (60, 40),
+            Method::Ack { .. } => (60, 80),
+            Method::Other(class) => (class.get_amqp_class_id(), class.get_amqp_method_id()),
+        }
+    }
+
+    /// Methods that carry content (a header and body frames follow).
+    pub fn has_content(&self) -> bool {
+        matches!(self, Method::Publish(_))
+    }
+}
+
+#[derive(Clone, Debug, Error, PartialEq, Eq)]
+pub enum MethodError {
+    #[error("method frame too short ({0} octets)")]
+    TooShort(usize),
+    #[error("unknown class/method {0}/{1}")]
+    Unknown(u16, u16),
+    #[error("malformed arguments for method {0}/{1}")]
+    Malformed(u16, u16),
+}
+
+impl From<MethodError> for AmqpError {
+    fn from(e: MethodError) -> Self {
+        match e {
+            MethodError::TooShort(_) => AmqpError::frame_error(e.to_string()),
+            MethodError::Unknown(c, m) => AmqpError::new(
+                ReplyCode::CommandInvalid,
+                format!("unknown method {c}/{m} (class/method)"),
+            )
+            .on_method(c, m),
+            MethodError::Malformed(c, m) => AmqpError::new(
+                ReplyCode::FrameError,
+                format!("cannot decode arguments of method {c}/{m}"),
+            )
+            .on_method(c, m),
+        }
+    }
+}
+
+/// Is (class, method) one AMQP 0-9-1 defines?
+pub fn is_known(class_id: u16, method_id: u16) -> bool {
+    matches!(
+        (class_id, method_id),
+        (10, 10 | 11 | 20 | 21 | 30 | 31 | 40 | 41 | 50 | 51 | 60 | 61 | 70 | 71)
+            | (20, 10 | 11 | 20 | 21 | 40 | 41)
+            | (30, 10 | 11)
+            | (40, 10 | 11 | 20 | 21 | 30 | 31 | 40 | 51)
+            | (50, 10 | 11 | 20 | 21 | 30 | 31 | 40 | 41 | 50 | 51)
+            | (60, 10 | 11 | 20 | 21 | 30 | 31 | 40 | 50 | 60 | 70 | 71 | 72 | 80 | 90 | 100 | 110 | 111 | 120)
+            | (85, 10 | 11)
+            | (90, 10 | 11 | 20 | 21 | 30 | 31)
+    )
+}
+
+/// A cursor over a method payload with bounds-checked reads.
+struct Reader<'a> {
+    buf: &'a Bytes,
+    pos: usize,
+}
+
+impl<'a> Reader<'a> {
+    fn u8(&mut self) -> Option<u8> {
+        let v = *self.buf.get(self.pos)?;
+        self.pos += 1;
+        Some(v)
+    }
+    fn u16(&mut self) -> Option<u16> {
+        let s = self.buf.get(self.pos..self.pos + 2)?;
+        self.pos += 2;
+        Some(u16::from_be_bytes([s[0], s[1]]))
+    }
+    fn u64(&mut self) -> Option<u64> {
+        let s = self.buf.get(self.pos..self.pos + 8)?;
+        self.pos += 8;
+        Some(u64::from_be_bytes(s.try_into().ok()?))
+    }
+    fn short_str(&mut self) -> Option<Bytes> {
+        let len = self.u8()? as usize;
+        if self.pos + len > self.buf.len() {
+            return None;
+        }
+        let s = self.buf.slice(self.pos..self.pos + len);
+        self.pos += len;
+        Some(s)
+    }
+    fn done(&self) -> bool {
+        self.pos == self.buf.len()
+    }
+}
+
+/// Decodes one method frame payload.
+pub fn decode_method(payload: &Bytes) -> Result<Method, MethodError> {
+    if payload.len() < 4 {
+        return Err(MethodError::TooShort(payload.len()));
+    }
+    let class_id = u16::from_be_bytes([payload[0], payload[1]]);
+    let method_id = u16::from_be_bytes([payload[2], payload[3]]);
+    if !is_known(class_id, method_id) {
+        return Err(MethodError::Unknown(class_id, method_id));
+    }
+    let malformed = || MethodError::Malformed(class_id, method_id);
+    let mut r = Reader { buf: payload, pos: 4 };
+    match (class_id, method_id) {
+        (60, 40) => {
+            r.u16().ok_or_else(malformed)?;
+            let exchange = r.short_str().ok_or_else(malformed)?;
+            let routing_key = r.short_str().ok_or_else(malformed)?;
+            let bits = r.u8().ok_or_else(malformed)?;
+            if !r.done() {
+                return Err(malformed());
+            }
+            Ok(Method::Publish(Publish {
+                exchange,
+                routing_key,
+                mandatory: bits & 1 != 0,
+                immediate: bits & 2 != 0,
+            }))
+        }
+        (60, 80) => {
+            let delivery_tag = r.u64().ok_or_else(malformed)?;
+            let bits = r.u8().ok_or_else(malformed)?;
+            if !r.done() {
+                return Err(malformed());
+            }
+            Ok(Method::Ack {
+                delivery_tag,
+                multiple: bits & 1 != 0,
+            })
+        }
+        _ => match parse_class(&payload[..]) {
+            Ok((rest, class)) if rest.is_empty() => Ok(Method::Other(class)),
+            _ => Err(malformed()),
+        },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::encode::encode_class;
+    use amq_protocol::protocol::basic;
+    use proptest::prelude::*;
+
+    fn short() -> impl Strategy<Value = String> {
+        "[a-zA-Z0-9._-]{0,40}"
+    }
+
+    proptest! {
+        #[test]
+        fn publish_fast_path_matches_amq_protocol(ex in short(), rk in short(), mandatory: bool, immediate: bool) {
+            let class = AMQPClass::Basic(basic::AMQPMethod::Publish(basic::Publish {
+                exchange: ex.clone().into(), routing_key: rk.clone().into(), mandatory, immediate,
+            }));
+            let payload = Bytes::from(encode_class(&class).unwrap());
+            let Method::Publish(p) = decode_method(&payload).unwrap() else { panic!("not publish") };
+            prop_assert_eq!(&p.exchange[..], ex.as_bytes());
+            prop_assert_eq!(&p.routing_key[..], rk.as_bytes());
+            prop_assert_eq!((p.mandatory, p.immediate), (mandatory, immediate));
+        }
+
+        #[test]
+        fn ack_fast_path_matches_amq_protocol(tag: u64, multiple: bool) {
+            let class = AMQPClass::Basic(basic::AMQPMethod::Ack(basic::Ack { delivery_tag: tag, multiple }));
+            let payload = Bytes::from(encode_class(&class).unwrap());
+            prop_assert_eq!(decode_method(&payload).unwrap(), Method::Ack { delivery_tag: tag, multiple });
+        }
+
+        #[test]
+        fn truncated_methods_never_panic(cut in 0usize..40, tag: u64) {
+            let class = AMQPClass::Basic(basic::AMQPMethod::Publish(basic::Publish {
+                exchange: "ex".into(), routing_key: "key".into(), mandatory: true, immediate: false,
+            }));
+            let full = encode_class(&class).unwrap();
+            let payload = Bytes::copy_from_slice(&full[..cut.min(full.len())]);
+            let _ = decode_method(&payload);
+            let mut ack = encode_class(&AMQPClass::Basic(basic::AMQPMethod::Ack(basic::Ack { delivery_tag: tag, multiple: false }))).unwrap();
+            ack.truncate(cut.min(ack.len()));
+            let _ = decode_method(&Bytes::from(ack));
+        }
+    }
+
+    #[test]
+    fn unknown_methods_are_reported_with_ids() {
+        let payload = Bytes::from_static(&[0, 99, 0, 10]);
+        assert_eq!(decode_method(&payload), Err(MethodError::Unknown(99, 10)));
+        let payload = Bytes::from_static(&[0, 60, 0, 99]);
+        assert_eq!(decode_method(&payload), Err(MethodError::Unknown(60, 99)));
+    }
+}
