@@ -1,0 +1,86 @@
+//! The broker: vhosts, users, settings and the count of live connections, shared by every
+//! connection task.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, RwLock};
+
+use tokio::sync::{watch, Notify};
+
+use crate::auth::Users;
+use crate::config::Config;
+use crate::vhost::Vhost;
+
+pub struct Broker {
+    pub config: Config,
+    pub users: Users,
+    vhosts: RwLock<HashMap<String, Arc<Vhost>>>,
+    next_id: AtomicU64,
+    connections: AtomicUsize,
+    connections_gone: Notify,
+    shutdown: watch::Sender<bool>,
+}
+
+impl Broker {
+    pub fn new(config: Config) -> Arc<Self> {
+        let mut vhosts = HashMap::new();
+        vhosts.insert("/".to_owned(), Vhost::new("/"));
+        Arc::new(Broker {
+            config,
+            users: Users::default(),
+            vhosts: RwLock::new(vhosts),
+            next_id: AtomicU64::new(1),
+            connections: AtomicUsize::new(0),
+            connections_gone: Notify::new(),
+            shutdown: watch::channel(false).0,
+        })
+    }
+
+    pub fn vhost(&self, name: &str) -> Option<Arc<Vhost>> {
+        self.vhosts.read().unwrap_or_else(|e| e.into_inner()).get(name).cloned()
+    }
+
+    /// A broker-wide unique id (connections, consumers).
+    pub fn next_id(&self) -> u64 {
+        self.next_id.fetch_add(1, Ordering::Relaxed)
+    }
+
+    /// Tells every connection to close (`connection.close` 320), then waits for them to go.
+    pub async fn shut_down(&self, grace: std::time::Duration) {
+        let _ = self.shutdown.send(true);
+        let wait = async {
+            loop {
+                let gone = self.connections_gone.notified();
+                if self.connections.load(Ordering::Acquire) == 0 {
+                    return;
+                }
+                gone.await;
+            }
+        };
+        let _ = tokio::time::timeout(grace, wait).await;
+    }
+
+    pub fn shutdown_signal(&self) -> watch::Receiver<bool> {
+        self.shutdown.subscribe()
+    }
+
+    pub fn connection_opened(self: &Arc<Self>) -> ConnectionGuard {
+        self.connections.fetch_add(1, Ordering::AcqRel);
+        ConnectionGuard(self.clone())
+    }
+
+    pub fn connection_count(&self) -> usize {
+        self.connections.load(Ordering::Acquire)
+    }
+}
+
+/// Counts a live connection until dropped.
+pub struct ConnectionGuard(Arc<Broker>);
+
+impl Drop for ConnectionGuard {
+    fn drop(&mut self) {
+        if self.0.connections.fetch_sub(1, Ordering::AcqRel) == 1 {
+            self.0.connections_gone.notify_waiters();
+        }
+    }
+}

@@ -1,0 +1,44 @@
+//! Broker settings, from command-line flags or `WARREN_*` environment variables (flags win).
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+#[derive(clap::Args, Clone, Debug)]
+pub struct Config {
+    /// AMQP 0-9-1 listener.
+    #[arg(long, env = "WARREN_AMQP_LISTEN", default_value = "0.0.0.0:5672")]
+    pub amqp_listen: SocketAddr,
+    /// HTTP listener (health check; the management API lives here).
+    #[arg(long, env = "WARREN_HTTP_LISTEN", default_value = "0.0.0.0:15672")]
+    pub http_listen: SocketAddr,
+    /// Where durable state is kept.
+    #[arg(long, env = "WARREN_DATA_DIR", default_value = "./warren-data")]
+    pub data_dir: PathBuf,
+    /// Heartbeat interval offered to clients, in seconds (0 disables).
+    #[arg(long, env = "WARREN_HEARTBEAT", default_value_t = 60)]
+    pub heartbeat: u16,
+    /// Largest frame offered to clients, in octets.
+    #[arg(long, env = "WARREN_FRAME_MAX", default_value_t = 131_072)]
+    pub frame_max: u32,
+    /// Highest channel number offered to clients.
+    #[arg(long, env = "WARREN_CHANNEL_MAX", default_value_t = 2047)]
+    pub channel_max: u16,
+    /// Largest message body accepted, in octets.
+    #[arg(long, env = "WARREN_MAX_MESSAGE_SIZE", default_value_t = 134_217_728)]
+    pub max_message_size: u64,
+}
+
+impl Config {
+    /// Settings for tests and embedding: loopback listeners on free ports.
+    pub fn ephemeral(data_dir: PathBuf) -> Self {
+        Config {
+            amqp_listen: ([127, 0, 0, 1], 0).into(),
+            http_listen: ([127, 0, 0, 1], 0).into(),
+            data_dir,
+            heartbeat: 60,
+            frame_max: 131_072,
+            channel_max: 2047,
+            max_message_size: 134_217_728,
+        }
+    }
+}

@@ -1,0 +1,537 @@
+//! Channel-level commands: channel lifecycle, exchanges, queues, basic, confirm.
+
+use std::sync::Arc;
+
+use rand::Rng;
+use warren_amqp::protocol::{basic, channel as chan, confirm, exchange, queue, AMQPClass};
+use warren_amqp::types::FieldTable;
+use warren_amqp::{encode, AmqpError, Content, Frame, FrameKind, Method, PropertiesView, ReplyCode};
+
+use super::channel::{Channel, ConsumerEntry};
+use super::Connection;
+use crate::message::Message;
+use crate::queue::{Consumer, QueueCommand};
+use crate::vhost::{DeclareExchange, DeclareQueue, Vhost};
+
+/// `amq.gen-…` / `amq.ctag-…`: a prefix and 22 random URL-safe characters, like RabbitMQ.
+fn generated_name(prefix: &str) -> String {
+    const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+    let mut rng = rand::rng();
+    let mut s = String::with_capacity(prefix.len() + 22);
+    s.push_str(prefix);
+    for _ in 0..22 {
+        s.push(ALPHABET[rng.random_range(0..ALPHABET.len())] as char);
+    }
+    s
+}
+
+impl Connection {
+    fn vhost(&self) -> Result<Arc<Vhost>, AmqpError> {
+        self.vhost
+            .clone()
+            .ok_or_else(|| AmqpError::channel_error("connection not open"))
+    }
+
+    fn channel(&mut self, ch: u16) -> Result<&mut Channel, AmqpError> {
+        self.channels
+            .get_mut(&ch)
+            .ok_or_else(|| AmqpError::channel_error(format!("channel {ch} is not open")))
+    }
+
+    /// Every frame on a channel other than 0.
+    pub(super) async fn channel_frame(&mut self, frame: Frame) -> Result<(), AmqpError> {
+        let ch = frame.channel;
+        if ch > self.channel_max {
+            return Err(AmqpError::channel_error(format!(
+                "channel {ch} exceeds channel_max {}",
+                self.channel_max
+            )));
+        }
+        let Some(channel) = self.channels.get_mut(&ch) else {
+            if frame.kind == FrameKind::Method {
+                if let Method::Other(AMQPClass::Channel(chan::AMQPMethod::Open(_))) =
+                    warren_amqp::decode_method(&frame.payload)?
+                {
+                    self.channels.insert(ch, Channel::default());
+                    self.send_method(ch, AMQPClass::Channel(chan::AMQPMethod::OpenOk(chan::OpenOk {})));
+                    return Ok(());
+                }
+            }
+            return Err(AmqpError::channel_error("expected 'channel.open'"));
+        };
+        if channel.closing {
+            if frame.kind == FrameKind::Method {
+                match warren_amqp::decode_method(&frame.payload) {
+                    Ok(Method::Other(AMQPClass::Channel(chan::AMQPMethod::CloseOk(_)))) => {
+                        self.channels.remove(&ch);
+                    }
+                    Ok(Method::Other(AMQPClass::Channel(chan::AMQPMethod::Close(_)))) => {
+                        self.channels.remove(&ch);
+                        self.send_method(ch, AMQPClass::Channel(chan::AMQPMethod::CloseOk(chan::CloseOk {})));
+                    }
+                    _ => {}
+                }
+            }
+            return Ok(());
+        }
+        let result = match frame.kind {
+            FrameKind::Method => {
+                if !channel.assembler.is_idle() {
+                    return Err(AmqpError::unexpected_frame(
+                        "expected content header for class 60, got non content header frame instead",
+                    ));
+                }
+                let method = warren_amqp::decode_method(&frame.payload)?;
+                let ids = method.ids();
+                self.channel_method(ch, method).await.map_err(|e| e.on_method(ids.0, ids.1))
+            }
+            FrameKind::Header => {
+                let max = self.broker.config.max_message_size;
+                match channel.assembler.header(frame.payload, max) {
+                    Ok(Some(content)) => self.publish(ch, content).await.map_err(|e| e.on_method(60, 40)),
+                    Ok(None) => Ok(()),
+                    Err(e) => Err(e.on_method(60, 40)),
+                }
+            }
+            FrameKind::Body => match channel.assembler.body(frame.payload) {
+                Ok(Some(content)) => self.publish(ch, content).await.map_err(|e| e.on_method(60, 40)),
+                Ok(None) => Ok(()),
+                Err(e) => Err(e.on_method(60, 40)),
+            },
+            FrameKind::Heartbeat => Ok(()),
+        };
+        match result {
+            Err(e) if !e.closes_connection() => {
+                self.channel_error(ch, e).await;
+                Ok(())
+            }
+            other => other,
+        }
+    }
+
+    /// A soft error: close just this channel.
+    async fn channel_error(&mut self, ch: u16, e: AmqpError) {
+        tracing::debug!(channel = ch, "channel error: {}", e.reply_text());
+        self.flush_confirms();
+        let Some(c) = self.channels.get_mut(&ch) else { return };
+        c.closing = true;
+        c.release().await;
+        self.send_method(
+            ch,
+            AMQPClass::Channel(chan::AMQPMethod::Close(chan::Close {
+                reply_code: e.code.code(),
+                reply_text: e.reply_text().into(),
+                class_id: e.class_id,
+                method_id: e.method_id,
+            })),
+        );
+    }
+
+    async fn channel_method(&mut self, ch: u16, method: Method) -> Result<(), AmqpError> {
+        match method {
+            Method::Publish(p) => {
+                if p.immediate {
+                    return Err(AmqpError::not_implemented("immediate=true"));
+                }
+                self.channel(ch)?.assembler.start(p);
+                Ok(())
+            }
+            Method::Ack { delivery_tag, multiple } => {
+                let c = self.channel(ch)?;
+                let settled = c.take_settled(delivery_tag, multiple)?;
+                c.settle(settled, false).await;
+                Ok(())
+            }
+            Method::Qos { prefetch_size, prefetch_count, global } => {
+                if prefetch_size != 0 {
+                    return Err(AmqpError::not_implemented(format!("prefetch_size!=0 ({prefetch_size})")));
+                }
+                let c = self.channel(ch)?;
+                if global {
+                    c.flow.global_prefetch.store(u32::from(prefetch_count), std::sync::atomic::Ordering::Relaxed);
+                    for q in c.consumers.values() {
+                        q.queue.resume();
+                    }
+                } else {
+                    c.consumer_prefetch = prefetch_count;
+                }
+                self.send_method(ch, AMQPClass::Basic(basic::AMQPMethod::QosOk(basic::QosOk {})));
+                Ok(())
+            }
+            Method::Other(class) => self.class_method(ch, class).await,
+        }
+    }
+
+    async fn class_method(&mut self, ch: u16, class: AMQPClass) -> Result<(), AmqpError> {
+        match class {
+            AMQPClass::Channel(m) => self.channel_class(ch, m).await,
+            AMQPClass::Access(warren_amqp::protocol::access::AMQPMethod::Request(_)) => {
+                self.send_method(
+                    ch,
+                    AMQPClass::Access(warren_amqp::protocol::access::AMQPMethod::RequestOk(
+                        warren_amqp::protocol::access::RequestOk {},
+                    )),
+                );
+                Ok(())
+            }
+            AMQPClass::Exchange(m) => self.exchange_method(ch, m),
+            AMQPClass::Queue(m) => self.queue_method(ch, m).await,
+            AMQPClass::Basic(m) => self.basic_method(ch, m).await,
+            AMQPClass::Confirm(confirm::AMQPMethod::Select(sel)) => {
+                self.channel(ch)?.confirm = true;
+                if !sel.nowait {
+                    self.send_method(ch, AMQPClass::Confirm(confirm::AMQPMethod::SelectOk(confirm::SelectOk {})));
+                }
+                Ok(())
+            }
+            AMQPClass::Tx(_) => Err(AmqpError::not_implemented("transactions are not supported yet")),
+            AMQPClass::Connection(_) => Err(AmqpError::command_invalid("connection methods belong on channel 0")),
+            other => Err(AmqpError::command_invalid(format!(
+                "method {}/{} cannot be sent to the server",
+                other.get_amqp_class_id(),
+                other.get_amqp_method_id()
+            ))),
+        }
+    }
+
+    async fn channel_class(&mut self, ch: u16, m: chan::AMQPMethod) -> Result<(), AmqpError> {
+        match m {
+            chan::AMQPMethod::Open(_) => Err(AmqpError::channel_error("second 'channel.open' seen")),
+            chan::AMQPMethod::Close(_) => {
+                if let Some(mut c) = self.channels.remove(&ch) {
+                    self.confirms_due.retain(|due| *due != ch);
+                    c.release().await;
+                }
+                self.send_method(ch, AMQPClass::Channel(chan::AMQPMethod::CloseOk(chan::CloseOk {})));
+                Ok(())
+            }
+            chan::AMQPMethod::CloseOk(_) => Ok(()),
+            chan::AMQPMethod::Flow(flow) => {
+                if !flow.active {
+                    return Err(AmqpError::not_implemented("active=false"));
+                }
+                self.send_method(ch, AMQPClass::Channel(chan::AMQPMethod::FlowOk(chan::FlowOk { active: true })));
+                Ok(())
+            }
+            other => Err(AmqpError::command_invalid(format!(
+                "method 20/{} cannot be sent to the server",
+                AMQPClass::Channel(other).get_amqp_method_id()
+            ))),
+        }
+    }
+
+    fn exchange_method(&mut self, ch: u16, m: exchange::AMQPMethod) -> Result<(), AmqpError> {
+        let vhost = self.vhost()?;
+        match m {
+            exchange::AMQPMethod::Declare(d) => {
+                vhost.declare_exchange(DeclareExchange {
+                    name: d.exchange.as_str(),
+                    kind: d.kind.as_str(),
+                    passive: d.passive,
+                    durable: d.durable,
+                    auto_delete: d.auto_delete,
+                    internal: d.internal,
+                    arguments: &d.arguments,
+                })?;
+                if !d.nowait {
+                    self.send_method(ch, AMQPClass::Exchange(exchange::AMQPMethod::DeclareOk(exchange::DeclareOk {})));
+                }
+                Ok(())
+            }
+            exchange::AMQPMethod::Delete(d) => {
+                match vhost.delete_exchange(d.exchange.as_str(), d.if_unused) {
+                    // Deleting a missing exchange succeeds, as in RabbitMQ.
+                    Err(e) if e.code == ReplyCode::NotFound => {}
+                    other => other?,
+                }
+                if !d.nowait {
+                    self.send_method(ch, AMQPClass::Exchange(exchange::AMQPMethod::DeleteOk(exchange::DeleteOk {})));
+                }
+                Ok(())
+            }
+            _ => Err(AmqpError::not_implemented("exchange-to-exchange bindings are not supported yet")),
+        }
+    }
+
+    /// Resolves a queue name from a method: empty means the channel's last declared queue.
+    fn queue_name(&mut self, ch: u16, name: &str) -> Result<String, AmqpError> {
+        if !name.is_empty() {
+            return Ok(name.to_owned());
+        }
+        self.channel(ch)?
+            .last_queue
+            .clone()
+            .ok_or_else(|| AmqpError::not_found("no previously declared queue"))
+    }
+
+    async fn queue_method(&mut self, ch: u16, m: queue::AMQPMethod) -> Result<(), AmqpError> {
+        let vhost = self.vhost()?;
+        match m {
+            queue::AMQPMethod::Declare(d) => {
+                let name = if d.queue.as_str().is_empty() && !d.passive {
+                    generated_name("amq.gen-")
+                } else {
+                    self.queue_name(ch, d.queue.as_str())?
+                };
+                let (q, created) = vhost.declare_queue(DeclareQueue {
+                    name: &name,
+                    passive: d.passive,
+                    durable: d.durable,
+                    exclusive: d.exclusive,
+                    auto_delete: d.auto_delete,
+                    arguments: &d.arguments,
+                    connection: self.id,
+                })?;
+                if created && q.is_exclusive() {
+                    self.exclusive_queues.push(q.clone());
+                }
+                self.channel(ch)?.last_queue = Some(name.clone());
+                if !d.nowait {
+                    let stats = q.ask(QueueCommand::Stats).await.unwrap_or_default();
+                    self.send_method(
+                        ch,
+                        AMQPClass::Queue(queue::AMQPMethod::DeclareOk(queue::DeclareOk {
+                            queue: name.into(),
+                            message_count: stats.messages,
+                            consumer_count: stats.consumers,
+                        })),
+                    );
+                }
+                Ok(())
+            }
+            queue::AMQPMethod::Bind(b) => {
+                let name = self.queue_name(ch, b.queue.as_str())?;
+                let q = vhost.queue(&name, self.id)?;
+                vhost.bind_queue(&q, b.exchange.as_str(), b.routing_key.as_str(), &b.arguments)?;
+                if !b.nowait {
+                    self.send_method(ch, AMQPClass::Queue(queue::AMQPMethod::BindOk(queue::BindOk {})));
+                }
+                Ok(())
+            }
+            queue::AMQPMethod::Unbind(u) => {
+                let name = self.queue_name(ch, u.queue.as_str())?;
+                let q = vhost.queue(&name, self.id)?;
+                vhost.unbind_queue(&q, u.exchange.as_str(), u.routing_key.as_str(), &u.arguments)?;
+                self.send_method(ch, AMQPClass::Queue(queue::AMQPMethod::UnbindOk(queue::UnbindOk {})));
+                Ok(())
+            }
+            queue::AMQPMethod::Purge(p) => {
+                let name = self.queue_name(ch, p.queue.as_str())?;
+                let q = vhost.queue(&name, self.id)?;
+                let n = q.ask(QueueCommand::Purge).await.map_err(|_| gone(&vhost, &name))?;
+                if !p.nowait {
+                    self.send_method(ch, AMQPClass::Queue(queue::AMQPMethod::PurgeOk(queue::PurgeOk { message_count: n })));
+                }
+                Ok(())
+            }
+            queue::AMQPMethod::Delete(d) => {
+                let name = self.queue_name(ch, d.queue.as_str())?;
+                let n = match vhost.queue(&name, self.id) {
+                    Ok(q) => q
+                        .ask(|reply| QueueCommand::Delete {
+                            if_unused: d.if_unused,
+                            if_empty: d.if_empty,
+                            reply,
+                        })
+                        .await
+                        .unwrap_or(Ok(0))?,
+                    // Deleting a missing queue succeeds with a count of 0, as in RabbitMQ.
+                    Err(e) if e.code == ReplyCode::NotFound => 0,
+                    Err(e) => return Err(e),
+                };
+                if !d.nowait {
+                    self.send_method(ch, AMQPClass::Queue(queue::AMQPMethod::DeleteOk(queue::DeleteOk { message_count: n })));
+                }
+                Ok(())
+            }
+            other => Err(AmqpError::command_invalid(format!(
+                "method 50/{} cannot be sent to the server",
+                AMQPClass::Queue(other).get_amqp_method_id()
+            ))),
+        }
+    }
+
+    async fn basic_method(&mut self, ch: u16, m: basic::AMQPMethod) -> Result<(), AmqpError> {
+        match m {
+            basic::AMQPMethod::Consume(c) => self.consume(ch, c).await,
+            basic::AMQPMethod::Cancel(c) => {
+                let tag = c.consumer_tag.as_str();
+                let entry = self.channel(ch)?.consumers.remove(tag);
+                if let Some(entry) = entry {
+                    let _ = entry
+                        .queue
+                        .ask(|done| QueueCommand::Cancel {
+                            consumer_id: entry.id,
+                            done,
+                        })
+                        .await;
+                }
+                if !c.nowait {
+                    self.send_method(
+                        ch,
+                        AMQPClass::Basic(basic::AMQPMethod::CancelOk(basic::CancelOk {
+                            consumer_tag: c.consumer_tag,
+                        })),
+                    );
+                }
+                Ok(())
+            }
+            basic::AMQPMethod::Get(g) => {
+                let vhost = self.vhost()?;
+                let name = self.queue_name(ch, g.queue.as_str())?;
+                let q = vhost.queue(&name, self.id)?;
+                let no_ack = g.no_ack;
+                let got = q
+                    .ask(|reply| QueueCommand::Get { no_ack, reply })
+                    .await
+                    .map_err(|_| gone(&vhost, &name))?;
+                match got {
+                    Some(r) => {
+                        let tag = self.channel(ch)?.next_tag(q.clone(), r.id, !no_ack, false);
+                        let m = &r.message;
+                        encode::write_get_ok(&mut self.out, ch, tag, r.redelivered, m.exchange(), m.routing_key(), r.remaining);
+                        encode::write_content(&mut self.out, ch, m.properties(), &m.body, self.frame_max);
+                    }
+                    None => self.send_method(
+                        ch,
+                        AMQPClass::Basic(basic::AMQPMethod::GetEmpty(basic::GetEmpty {})),
+                    ),
+                }
+                Ok(())
+            }
+            basic::AMQPMethod::Reject(r) => {
+                let c = self.channel(ch)?;
+                let settled = c.take_settled(r.delivery_tag, false)?;
+                c.settle(settled, r.requeue).await;
+                Ok(())
+            }
+            basic::AMQPMethod::Nack(n) => {
+                let c = self.channel(ch)?;
+                let settled = c.take_settled(n.delivery_tag, n.multiple)?;
+                c.settle(settled, n.requeue).await;
+                Ok(())
+            }
+            basic::AMQPMethod::RecoverAsync(basic::RecoverAsync { requeue }) | basic::AMQPMethod::Recover(basic::Recover { requeue }) => {
+                if !requeue {
+                    return Err(AmqpError::not_implemented("requeue=false"));
+                }
+                let c = self.channel(ch)?;
+                let all = c.take_settled(0, true)?;
+                c.settle(all, true).await;
+                if matches!(m, basic::AMQPMethod::Recover(_)) {
+                    self.send_method(ch, AMQPClass::Basic(basic::AMQPMethod::RecoverOk(basic::RecoverOk {})));
+                }
+                Ok(())
+            }
+            other => Err(AmqpError::command_invalid(format!(
+                "method 60/{} cannot be sent to the server",
+                AMQPClass::Basic(other).get_amqp_method_id()
+            ))),
+        }
+    }
+
+    async fn consume(&mut self, ch: u16, c: basic::Consume) -> Result<(), AmqpError> {
+        let vhost = self.vhost()?;
+        let name = self.queue_name(ch, c.queue.as_str())?;
+        let q = vhost.queue(&name, self.id)?;
+        let tag: Arc<str> = if c.consumer_tag.as_str().is_empty() {
+            generated_name("amq.ctag-").into()
+        } else {
+            c.consumer_tag.as_str().into()
+        };
+        let (id, connection, connection_flow, events) = (self.broker.next_id(), self.id, self.flow.clone(), self.events_tx.clone());
+        let channel = self.channel(ch)?;
+        if channel.consumers.contains_key(&tag) {
+            return Err(AmqpError::not_allowed(format!("attempt to reuse consumer tag '{tag}'")));
+        }
+        let consumer = Consumer {
+            id,
+            tag: tag.clone(),
+            connection,
+            channel: ch,
+            no_ack: c.no_ack,
+            exclusive: c.exclusive,
+            prefetch: u32::from(channel.consumer_prefetch),
+            channel_flow: channel.flow.clone(),
+            connection_flow,
+            events,
+        };
+        // Registered before the queue can deliver, so the first delivery finds its consumer.
+        channel.consumers.insert(tag.clone(), ConsumerEntry { id, queue: q.clone() });
+        let added = q
+            .ask(|reply| QueueCommand::Consume(consumer, reply))
+            .await
+            .unwrap_or_else(|_| Err(gone(&vhost, &name)));
+        if let Err(e) = added {
+            self.channel(ch)?.consumers.remove(&tag);
+            return Err(e);
+        }
+        if !c.nowait {
+            self.send_method(
+                ch,
+                AMQPClass::Basic(basic::AMQPMethod::ConsumeOk(basic::ConsumeOk {
+                    consumer_tag: tag.as_ref().into(),
+                })),
+            );
+        }
+        Ok(())
+    }
+
+    /// A complete message from the client: route it, store it in its queues, confirm it.
+    async fn publish(&mut self, ch: u16, content: Content) -> Result<(), AmqpError> {
+        let vhost = self.vhost()?;
+        let exchange = String::from_utf8_lossy(&content.publish.exchange);
+        let routing_key = String::from_utf8_lossy(&content.publish.routing_key);
+        let props = PropertiesView::parse(&content.properties).unwrap_or_default();
+        if let Some(user_id) = props.user_id {
+            if user_id != self.user.as_bytes() {
+                return Err(AmqpError::precondition_failed(format!(
+                    "user_id property set to '{}' but authenticated user was '{}'",
+                    String::from_utf8_lossy(user_id),
+                    self.user
+                )));
+            }
+        }
+        let headers = match props.headers {
+            Some(raw) if vhost.needs_headers(&exchange) => decode_table(raw),
+            _ => None,
+        };
+        let mut targets = std::mem::take(&mut self.route_buf);
+        targets.clear();
+        let routed = vhost.route(&exchange, &routing_key, headers.as_ref(), &mut targets);
+        if let Err(e) = routed {
+            self.route_buf = targets;
+            return Err(e);
+        }
+        let channel = self.channel(ch)?;
+        if channel.confirm {
+            channel.published += 1;
+            if !self.confirms_due.contains(&ch) {
+                self.confirms_due.push(ch);
+            }
+        }
+        if targets.is_empty() {
+            if content.publish.mandatory {
+                encode::write_return(&mut self.out, ch, 312, "NO_ROUTE", &content.publish.exchange, &content.publish.routing_key);
+                encode::write_content(&mut self.out, ch, &content.properties, &content.body, self.frame_max);
+            }
+        } else {
+            let message = Message::from_content(content);
+            for q in targets.drain(..) {
+                let _ = q.send(QueueCommand::Publish(message.clone())).await;
+            }
+        }
+        self.route_buf = targets;
+        Ok(())
+    }
+}
+
+fn gone(vhost: &Vhost, name: &str) -> AmqpError {
+    AmqpError::not_found(format!("no queue '{name}' in vhost '{}'", vhost.name))
+}
+
+fn decode_table(raw: &[u8]) -> Option<FieldTable> {
+    let mut framed = (raw.len() as u32).to_be_bytes().to_vec();
+    framed.extend_from_slice(raw);
+    warren_amqp::types::parsing::parse_field_table(&framed[..]).ok().map(|(_, t)| t)
+}

@@ -1,0 +1,574 @@
+//! One client connection: a reader loop (this task) that decodes frames, runs the handshake and
+//! the channels, and encodes deliveries from queues; and a writer task that puts batches of
+//! encoded frames on the socket, one write per batch.
+
+mod channel;
+mod methods;
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::{Bytes, BytesMut};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::net::TcpStream;
+use tokio::sync::mpsc;
+use warren_amqp::protocol::{connection as conn_methods, AMQPClass};
+use warren_amqp::types::{AMQPValue, FieldTable, LongString};
+use warren_amqp::{encode, AmqpError, Frame, FrameDecoder, FrameKind, Method, ReplyCode, PROTOCOL_HEADER};
+
+use crate::broker::Broker;
+use crate::message::Message;
+use crate::queue::{ConnectionFlow, ConnectionId, QueueCommand, QueueHandle};
+use crate::vhost::Vhost;
+use channel::Channel;
+
+/// What queues send to a connection.
+pub enum ConnEvent {
+    Deliver(Delivery),
+    /// The queue went away (deleted): the consumer is cancelled by the broker.
+    ConsumerCancelled { channel: u16, consumer_id: u64 },
+}
+
+pub struct Delivery {
+    pub channel: u16,
+    pub consumer_id: u64,
+    pub consumer_tag: Arc<str>,
+    pub queue: Arc<QueueHandle>,
+    pub id: u64,
+    pub redelivered: bool,
+    pub no_ack: bool,
+    pub message: Message,
+}
+
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long to wait for `connection.close-ok` after sending `connection.close`.
+const CLOSE_TIMEOUT: Duration = Duration::from_secs(3);
+const READ_CHUNK: usize = 64 * 1024;
+/// Before tune-ok, frames are limited to the server's maximum.
+const FRAME_MIN_SIZE: u32 = 4096;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Phase {
+    AwaitStartOk,
+    AwaitTuneOk,
+    AwaitOpen,
+    Open,
+    /// We sent connection.close and wait for close-ok.
+    Closing,
+    Done,
+}
+
+/// What the client said it supports in `client_properties.capabilities`.
+#[derive(Debug, Default, Clone, Copy)]
+struct ClientCaps {
+    consumer_cancel_notify: bool,
+    authentication_failure_close: bool,
+}
+
+pub(crate) struct Connection {
+    id: ConnectionId,
+    broker: Arc<Broker>,
+    peer: SocketAddr,
+    phase: Phase,
+    user: String,
+    vhost: Option<Arc<Vhost>>,
+    decoder: FrameDecoder,
+    frame_max: u32,
+    channel_max: u16,
+    heartbeat: u16,
+    caps: ClientCaps,
+    channels: HashMap<u16, Channel>,
+    out: BytesMut,
+    events_tx: mpsc::UnboundedSender<ConnEvent>,
+    flow: Arc<ConnectionFlow>,
+    exclusive_queues: Vec<Arc<QueueHandle>>,
+    /// Channels with publisher confirms to send at the next flush.
+    confirms_due: Vec<u16>,
+    route_buf: Vec<Arc<QueueHandle>>,
+    close_deadline: Option<Instant>,
+}
+
+/// Serves one accepted socket until it closes.
+pub async fn serve(broker: Arc<Broker>, stream: TcpStream, peer: SocketAddr) {
+    let _guard = broker.connection_opened();
+    let _ = stream.set_nodelay(true);
+    let (mut rd, mut wr) = stream.into_split();
+    let mut rbuf = BytesMut::with_capacity(READ_CHUNK);
+    let header = tokio::time::timeout(HANDSHAKE_TIMEOUT, async {
+        while rbuf.len() < PROTOCOL_HEADER.len() {
+            match rd.read_buf(&mut rbuf).await {
+                Ok(0) | Err(_) => return false,
+                Ok(_) => {}
+            }
+        }
+        true
+    })
+    .await;
+    if !matches!(header, Ok(true)) {
+        return;
+    }
+    if rbuf[..8] != PROTOCOL_HEADER[..] {
+        // RabbitMQ answers an unsupported protocol header with the one it speaks, then closes.
+        tracing::debug!(%peer, header = ?&rbuf[..8], "bad protocol header");
+        let _ = wr.write_all(PROTOCOL_HEADER).await;
+        let _ = wr.shutdown().await;
+        return;
+    }
+    let _ = rbuf.split_to(8);
+
+    let (wtx, wrx) = mpsc::channel::<Bytes>(64);
+    let writer = tokio::spawn(write_loop(wr, wrx));
+    let (events_tx, events_rx) = mpsc::unbounded_channel();
+    let mut conn = Connection {
+        id: broker.next_id(),
+        broker: broker.clone(),
+        peer,
+        phase: Phase::AwaitStartOk,
+        user: String::new(),
+        vhost: None,
+        decoder: FrameDecoder::new(broker.config.frame_max.max(FRAME_MIN_SIZE)),
+        frame_max: broker.config.frame_max,
+        channel_max: broker.config.channel_max,
+        heartbeat: 0,
+        caps: ClientCaps::default(),
+        channels: HashMap::new(),
+        out: BytesMut::with_capacity(READ_CHUNK),
+        events_tx,
+        flow: Arc::new(ConnectionFlow::default()),
+        exclusive_queues: Vec::new(),
+        confirms_due: Vec::new(),
+        route_buf: Vec::new(),
+        close_deadline: None,
+    };
+    conn.send_start();
+    conn.run(rd, rbuf, wtx, events_rx).await;
+    conn.release_all().await;
+    let _ = writer.await;
+    tracing::debug!(%peer, id = conn.id, "connection closed");
+}
+
+async fn write_loop(mut wr: OwnedWriteHalf, mut rx: mpsc::Receiver<Bytes>) {
+    let mut batch = Vec::with_capacity(16);
+    while rx.recv_many(&mut batch, 16).await > 0 {
+        for chunk in batch.drain(..) {
+            if wr.write_all(&chunk).await.is_err() {
+                return;
+            }
+        }
+    }
+    let _ = wr.shutdown().await;
+}
+
+impl Connection {
+    fn send_method(&mut self, channel: u16, class: AMQPClass) {
+        if let Err(e) = encode::write_method(&mut self.out, channel, &class) {
+            tracing::error!("cannot encode {class:?}: {e}");
+        }
+    }
+
+    fn server_properties() -> FieldTable {
+        let mut caps = FieldTable::default();
+        for cap in [
+            "publisher_confirms",
+            "exchange_exchange_bindings",
+            "basic.nack",
+            "consumer_cancel_notify",
+            "connection.blocked",
+            "consumer_priorities",
+            "authentication_failure_close",
+            "per_consumer_qos",
+            "direct_reply_to",
+        ] {
+            caps.insert(cap.into(), AMQPValue::Boolean(true));
+        }
+        let text = |s: &str| AMQPValue::LongString(LongString::from(s));
+        let mut props = FieldTable::default();
+        props.insert("capabilities".into(), AMQPValue::FieldTable(caps));
+        props.insert("product".into(), text("Warren"));
+        props.insert("version".into(), text(env!("CARGO_PKG_VERSION")));
+        props.insert("platform".into(), text("Rust"));
+        props.insert("cluster_name".into(), text("warren"));
+        props.insert("copyright".into(), text("Warren contributors"));
+        props.insert("information".into(), text("Licensed under the Apache License 2.0"));
+        props
+    }
+
+    fn send_start(&mut self) {
+        self.send_method(
+            0,
+            AMQPClass::Connection(conn_methods::AMQPMethod::Start(conn_methods::Start {
+                version_major: 0,
+                version_minor: 9,
+                server_properties: Self::server_properties(),
+                mechanisms: "PLAIN AMQPLAIN".into(),
+                locales: "en_US".into(),
+            })),
+        );
+    }
+
+    async fn run(
+        &mut self,
+        mut rd: OwnedReadHalf,
+        mut rbuf: BytesMut,
+        wtx: mpsc::Sender<Bytes>,
+        mut events: mpsc::UnboundedReceiver<ConnEvent>,
+    ) {
+        let mut shutdown = self.broker.shutdown_signal();
+        let mut last_read = Instant::now();
+        let mut last_write = Instant::now();
+        let started = Instant::now();
+        let mut tick = tokio::time::interval(Duration::from_secs(1));
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        // Frames that came in with the protocol header.
+        if let Err(e) = self.process_input(&mut rbuf).await {
+            self.fail(e);
+        }
+        loop {
+            if self.phase == Phase::Done {
+                break;
+            }
+            if self.out.is_empty() {
+                if rbuf.capacity() - rbuf.len() < 4096 {
+                    rbuf.reserve(READ_CHUNK);
+                }
+                tokio::select! {
+                    biased;
+                    read = rd.read_buf(&mut rbuf) => match read {
+                        Ok(0) | Err(_) => break,
+                        Ok(_) => {
+                            last_read = Instant::now();
+                            if let Err(e) = self.process_input(&mut rbuf).await {
+                                self.fail(e);
+                            }
+                        }
+                    },
+                    Some(event) = events.recv() => self.on_events(event, &mut events).await,
+                    _ = tick.tick() => {
+                        let now = Instant::now();
+                        if self.phase != Phase::Open && self.phase != Phase::Closing && now - started > HANDSHAKE_TIMEOUT {
+                            tracing::info!(peer = %self.peer, "handshake timeout");
+                            break;
+                        }
+                        if self.close_deadline.is_some_and(|d| now > d) {
+                            break;
+                        }
+                        if self.heartbeat > 0 {
+                            let hb = Duration::from_secs(u64::from(self.heartbeat));
+                            if now - last_read > hb * 2 {
+                                tracing::info!(peer = %self.peer, "missed heartbeats from client, timeout: {}s", self.heartbeat);
+                                break;
+                            }
+                            if now - last_write >= hb / 2 {
+                                encode::write_heartbeat(&mut self.out);
+                            }
+                        }
+                    }
+                    changed = shutdown.changed() => {
+                        if changed.is_err() || *shutdown.borrow() {
+                            if self.phase == Phase::Closing {
+                                break;
+                            }
+                            self.fail(AmqpError::new(ReplyCode::ConnectionForced, "broker forced connection closure with reason 'shutdown'"));
+                        }
+                    }
+                }
+            }
+            self.flush_confirms();
+            if !self.out.is_empty() {
+                last_write = Instant::now();
+                if wtx.send(self.out.split().freeze()).await.is_err() {
+                    break;
+                }
+            }
+        }
+    }
+
+    /// Decodes and handles every complete frame in the read buffer.
+    async fn process_input(&mut self, rbuf: &mut BytesMut) -> Result<(), AmqpError> {
+        loop {
+            if self.phase == Phase::Done {
+                return Ok(());
+            }
+            let frame = match self.decoder.decode(rbuf) {
+                Ok(Some(frame)) => frame,
+                Ok(None) => return Ok(()),
+                Err(e) => {
+                    if self.phase == Phase::Closing {
+                        self.phase = Phase::Done;
+                        return Ok(());
+                    }
+                    return Err(AmqpError::frame_error(e.to_string()));
+                }
+            };
+            self.handle_frame(frame).await?;
+        }
+    }
+
+    /// A connection error: send connection.close and wait (a little) for close-ok.
+    fn fail(&mut self, e: AmqpError) {
+        if matches!(self.phase, Phase::Closing | Phase::Done) {
+            return;
+        }
+        tracing::info!(peer = %self.peer, "closing connection: {}", e.reply_text());
+        if self.phase == Phase::AwaitStartOk || self.phase == Phase::AwaitTuneOk {
+            // Before tune the client cannot be expected to take a close; RabbitMQ sends it anyway.
+        }
+        self.send_method(
+            0,
+            AMQPClass::Connection(conn_methods::AMQPMethod::Close(conn_methods::Close {
+                reply_code: e.code.code(),
+                reply_text: e.reply_text().into(),
+                class_id: e.class_id,
+                method_id: e.method_id,
+            })),
+        );
+        self.phase = Phase::Closing;
+        self.close_deadline = Some(Instant::now() + CLOSE_TIMEOUT);
+    }
+
+    async fn handle_frame(&mut self, frame: Frame) -> Result<(), AmqpError> {
+        if self.phase == Phase::Closing {
+            // Only close-ok (or a crossing close) matters now.
+            if frame.channel == 0 && frame.kind == FrameKind::Method {
+                if let Ok(Method::Other(AMQPClass::Connection(m))) = warren_amqp::decode_method(&frame.payload) {
+                    match m {
+                        conn_methods::AMQPMethod::CloseOk(_) => self.phase = Phase::Done,
+                        conn_methods::AMQPMethod::Close(_) => {
+                            self.send_method(0, AMQPClass::Connection(conn_methods::AMQPMethod::CloseOk(conn_methods::CloseOk {})));
+                            self.phase = Phase::Done;
+                        }
+                        _ => {}
+                    }
+                }
+            }
+            return Ok(());
+        }
+        match frame.kind {
+            FrameKind::Heartbeat => {
+                if frame.channel != 0 {
+                    return Err(AmqpError::frame_error(format!(
+                        "heartbeat frame on non-zero channel {}",
+                        frame.channel
+                    )));
+                }
+                Ok(())
+            }
+            _ if frame.channel == 0 => {
+                if frame.kind != FrameKind::Method {
+                    return Err(AmqpError::unexpected_frame("content frame on channel 0"));
+                }
+                let method = warren_amqp::decode_method(&frame.payload)?;
+                self.connection_method(method).await
+            }
+            _ => {
+                if self.phase != Phase::Open {
+                    return Err(AmqpError::channel_error(format!(
+                        "frame on channel {} before the connection is open",
+                        frame.channel
+                    )));
+                }
+                self.channel_frame(frame).await
+            }
+        }
+    }
+
+    /// Methods on channel 0: the handshake and connection-level commands.
+    async fn connection_method(&mut self, method: Method) -> Result<(), AmqpError> {
+        let (class_id, method_id) = method.ids();
+        let Method::Other(AMQPClass::Connection(m)) = method else {
+            return Err(AmqpError::command_invalid(format!(
+                "method {class_id}/{method_id} is not allowed on channel 0"
+            ))
+            .on_method(class_id, method_id));
+        };
+        use conn_methods::AMQPMethod as M;
+        match (self.phase, m) {
+            (Phase::AwaitStartOk, M::StartOk(ok)) => self.start_ok(ok),
+            (Phase::AwaitTuneOk, M::TuneOk(ok)) => {
+                self.channel_max = match ok.channel_max {
+                    0 => self.broker.config.channel_max,
+                    n => n.min(self.broker.config.channel_max),
+                };
+                let server_max = self.broker.config.frame_max;
+                self.frame_max = match ok.frame_max {
+                    0 => server_max,
+                    n if n < FRAME_MIN_SIZE => {
+                        return Err(AmqpError::not_allowed(format!(
+                            "frame_max={n} < {FRAME_MIN_SIZE} min size"
+                        )));
+                    }
+                    n if server_max != 0 && n > server_max => {
+                        return Err(AmqpError::not_allowed(format!(
+                            "frame_max={n} > {server_max} max size"
+                        )));
+                    }
+                    n => n,
+                };
+                self.decoder.set_frame_max(self.frame_max);
+                self.heartbeat = ok.heartbeat;
+                self.phase = Phase::AwaitOpen;
+                Ok(())
+            }
+            (Phase::AwaitOpen, M::Open(open)) => {
+                let name = open.virtual_host.as_str();
+                let Some(vhost) = self.broker.vhost(name) else {
+                    return Err(AmqpError::not_allowed(format!("vhost {name} not found")).on_method(10, 40));
+                };
+                self.vhost = Some(vhost);
+                self.phase = Phase::Open;
+                self.send_method(0, AMQPClass::Connection(M::OpenOk(conn_methods::OpenOk {})));
+                Ok(())
+            }
+            (_, M::Close(_)) => {
+                self.send_method(0, AMQPClass::Connection(M::CloseOk(conn_methods::CloseOk {})));
+                self.phase = Phase::Done;
+                Ok(())
+            }
+            (_, M::CloseOk(_)) => {
+                self.phase = Phase::Done;
+                Ok(())
+            }
+            (Phase::Open, M::UpdateSecret(_)) => {
+                self.send_method(0, AMQPClass::Connection(M::UpdateSecretOk(conn_methods::UpdateSecretOk {})));
+                Ok(())
+            }
+            (phase, m) => {
+                let expected = match phase {
+                    Phase::AwaitStartOk => "connection.start_ok",
+                    Phase::AwaitTuneOk => "connection.tune_ok",
+                    Phase::AwaitOpen => "connection.open",
+                    _ => "a channel-0 method",
+                };
+                let ids = (10, AMQPClass::Connection(m).get_amqp_method_id());
+                Err(AmqpError::command_invalid(format!("expected '{expected}'")).on_method(ids.0, ids.1))
+            }
+        }
+    }
+
+    fn start_ok(&mut self, ok: conn_methods::StartOk) -> Result<(), AmqpError> {
+        if let Some(AMQPValue::FieldTable(caps)) = ok.client_properties.inner().get("capabilities") {
+            let flag = |k: &str| matches!(caps.inner().get(k), Some(AMQPValue::Boolean(true)));
+            self.caps.consumer_cancel_notify = flag("consumer_cancel_notify");
+            self.caps.authentication_failure_close = flag("authentication_failure_close");
+        }
+        let mechanism = ok.mechanism.as_str();
+        match self.broker.users.authenticate(mechanism, ok.response.as_bytes(), self.peer.ip()) {
+            Ok(user) => {
+                self.user = user;
+                let c = &self.broker.config;
+                let (channel_max, frame_max, heartbeat) = (c.channel_max, c.frame_max, c.heartbeat);
+                self.send_method(
+                    0,
+                    AMQPClass::Connection(conn_methods::AMQPMethod::Tune(conn_methods::Tune {
+                        channel_max,
+                        frame_max,
+                        heartbeat,
+                    })),
+                );
+                self.phase = Phase::AwaitTuneOk;
+                Ok(())
+            }
+            Err(e) => {
+                tracing::warn!(peer = %self.peer, "authentication failed: {e}");
+                if self.caps.authentication_failure_close {
+                    Err(AmqpError::access_refused(e.to_string()))
+                } else {
+                    self.phase = Phase::Done;
+                    Ok(())
+                }
+            }
+        }
+    }
+
+    /// Handles deliveries and notices from queues, a batch at a time.
+    async fn on_events(&mut self, first: ConnEvent, events: &mut mpsc::UnboundedReceiver<ConnEvent>) {
+        let mut delivered = 0u32;
+        let mut next = Some(first);
+        let mut budget = 512;
+        while let Some(event) = next {
+            match event {
+                ConnEvent::Deliver(d) => {
+                    delivered += 1;
+                    self.deliver(d);
+                }
+                ConnEvent::ConsumerCancelled { channel, consumer_id } => self.consumer_cancelled(channel, consumer_id),
+            }
+            budget -= 1;
+            next = if budget > 0 && self.out.len() < READ_CHUNK * 4 {
+                events.try_recv().ok()
+            } else {
+                None
+            };
+        }
+        if delivered > 0 {
+            self.flow.drained(delivered);
+        }
+    }
+
+    fn deliver(&mut self, d: Delivery) {
+        let live = self.channels.get(&d.channel).is_some_and(|c| c.accepts_delivery(&d));
+        if !live {
+            // Sent before its consumer or channel went away: back to the queue.
+            if !d.no_ack {
+                d.queue.send_now(QueueCommand::Requeue(vec![d.id]));
+            }
+            return;
+        }
+        let Some(c) = self.channels.get_mut(&d.channel) else { return };
+        let tag = c.record_delivery(&d);
+        let m = &d.message;
+        encode::write_deliver(&mut self.out, d.channel, d.consumer_tag.as_bytes(), tag, d.redelivered, m.exchange(), m.routing_key());
+        encode::write_content(&mut self.out, d.channel, m.properties(), &m.body, self.frame_max);
+    }
+
+    fn consumer_cancelled(&mut self, channel: u16, consumer_id: u64) {
+        let Some(c) = self.channels.get_mut(&channel) else { return };
+        let Some(tag) = c.remove_consumer_by_id(consumer_id) else { return };
+        if self.caps.consumer_cancel_notify && !c.closing {
+            self.send_method(
+                channel,
+                AMQPClass::Basic(warren_amqp::protocol::basic::AMQPMethod::Cancel(
+                    warren_amqp::protocol::basic::Cancel {
+                        consumer_tag: tag.as_ref().into(),
+                        nowait: true,
+                    },
+                )),
+            );
+        }
+    }
+
+    /// Sends the publisher confirms that are due, one `multiple` ack per channel.
+    fn flush_confirms(&mut self) {
+        for ch in std::mem::take(&mut self.confirms_due) {
+            if let Some(c) = self.channels.get_mut(&ch) {
+                if let Some((tag, multiple)) = c.take_due_confirms() {
+                    encode::write_confirm(&mut self.out, ch, tag, multiple, true);
+                }
+            }
+        }
+    }
+
+    /// Gives back everything the connection held: consumers, unacked deliveries, exclusive queues.
+    async fn release_all(&mut self) {
+        let channels: Vec<u16> = self.channels.keys().copied().collect();
+        for ch in channels {
+            if let Some(mut c) = self.channels.remove(&ch) {
+                c.release().await;
+            }
+        }
+        for q in std::mem::take(&mut self.exclusive_queues) {
+            if !q.is_deleted() {
+                let _ = q
+                    .ask(|reply| QueueCommand::Delete {
+                        if_unused: false,
+                        if_empty: false,
+                        reply,
+                    })
+                    .await;
+            }
+        }
+    }
+}

@@ -1,0 +1,19 @@
+//! Warren: an AMQP 0-9-1 message broker that existing RabbitMQ clients use unchanged.
+//!
+//! Data flow: [`server`] accepts sockets → [`connection`] decodes frames and runs channels →
+//! [`vhost`] routes publishes through [`exchange`]s → each [`queue`] is owned by one task that
+//! delivers back to connections.
+
+pub mod auth;
+pub mod broker;
+pub mod config;
+pub mod connection;
+pub mod exchange;
+pub mod http;
+pub mod message;
+pub mod queue;
+pub mod server;
+pub mod vhost;
+
+pub use config::Config;
+pub use server::Server;

@@ -1,0 +1,221 @@
+//! Queues: the handle every channel and exchange holds, and the commands it accepts. The state
+//! itself lives in one owner task per queue ([`engine`]); nothing else touches it.
+
+pub mod engine;
+
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::{Arc, Mutex};
+
+use tokio::sync::{mpsc, oneshot};
+use warren_amqp::types::FieldTable;
+use warren_amqp::AmqpError;
+
+use crate::connection::ConnEvent;
+use crate::message::Message;
+
+/// Identifies a connection inside the broker.
+pub type ConnectionId = u64;
+
+/// Commands queued to a queue's owner task.
+pub enum QueueCommand {
+    Publish(Message),
+    Consume(Consumer, oneshot::Sender<Result<(), AmqpError>>),
+    Cancel {
+        consumer_id: u64,
+        done: oneshot::Sender<()>,
+    },
+    Get {
+        no_ack: bool,
+        reply: oneshot::Sender<Option<GetReply>>,
+    },
+    /// Deliveries settled by ack (or by reject/nack without requeue).
+    Ack(Vec<u64>),
+    /// Deliveries handed back, to be delivered again with `redelivered` set.
+    Requeue(Vec<u64>),
+    Purge(oneshot::Sender<u32>),
+    Delete {
+        if_unused: bool,
+        if_empty: bool,
+        reply: oneshot::Sender<Result<u32, AmqpError>>,
+    },
+    Stats(oneshot::Sender<QueueStats>),
+    /// A connection or channel has room for deliveries again.
+    Resume,
+    /// Cancel a consumer without an answer (its channel or connection went away).
+    Forget { consumer_id: u64 },
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct QueueStats {
+    pub messages: u32,
+    pub consumers: u32,
+}
+
+pub struct GetReply {
+    pub id: u64,
+    pub message: Message,
+    pub redelivered: bool,
+    pub remaining: u32,
+}
+
+/// Delivery credit shared by a channel's consumers across queues: `basic.qos` with
+/// `global = true` limits the channel's unacknowledged deliveries as a whole.
+#[derive(Debug, Default)]
+pub struct ChannelFlow {
+    pub global_prefetch: AtomicU32,
+    pub unacked: AtomicU32,
+}
+
+impl ChannelFlow {
+    /// Takes one unit of channel-wide credit, if the channel's limit allows.
+    pub fn try_take(&self) -> bool {
+        let limit = self.global_prefetch.load(Ordering::Relaxed);
+        if limit == 0 {
+            self.unacked.fetch_add(1, Ordering::Relaxed);
+            return true;
+        }
+        self.unacked
+            .fetch_update(Ordering::AcqRel, Ordering::Relaxed, |n| (n < limit).then_some(n + 1))
+            .is_ok()
+    }
+
+    /// Gives back `n` units; true when the channel was at its limit (queues should be resumed).
+    pub fn give_back(&self, n: u32) -> bool {
+        let before = self
+            .unacked
+            .fetch_update(Ordering::AcqRel, Ordering::Relaxed, |u| Some(u.saturating_sub(n)))
+            .unwrap_or(0);
+        let limit = self.global_prefetch.load(Ordering::Relaxed);
+        limit != 0 && before >= limit
+    }
+}
+
+/// How many deliveries a connection may have in transit (sent by queues, not yet encoded for its
+/// socket) before queues stop pushing to it: the back-pressure from a slow client.
+pub const CONNECTION_CREDIT: u32 = 2000;
+
+/// Back-pressure between queues and one connection.
+#[derive(Default)]
+pub struct ConnectionFlow {
+    pub in_transit: AtomicU32,
+    /// Queues that found the connection full; resumed when it drains.
+    pub waiting: Mutex<Vec<Arc<QueueHandle>>>,
+}
+
+impl ConnectionFlow {
+    pub fn has_room(&self) -> bool {
+        self.in_transit.load(Ordering::Relaxed) < CONNECTION_CREDIT
+    }
+
+    /// Called by a connection after encoding `n` deliveries.
+    pub fn drained(&self, n: u32) {
+        let before = self.in_transit.fetch_sub(n, Ordering::AcqRel);
+        if before >= CONNECTION_CREDIT / 2 && before - n < CONNECTION_CREDIT / 2 {
+            let waiting = std::mem::take(&mut *self.waiting.lock().unwrap_or_else(|e| e.into_inner()));
+            for q in waiting {
+                q.resume();
+            }
+        }
+    }
+
+    fn wait(&self, queue: &Arc<QueueHandle>) {
+        let mut waiting = self.waiting.lock().unwrap_or_else(|e| e.into_inner());
+        if !waiting.iter().any(|q| Arc::ptr_eq(q, queue)) {
+            waiting.push(queue.clone());
+        }
+        drop(waiting);
+        // The connection may have drained between our check and registering: look again.
+        if self.has_room() {
+            queue.resume();
+        }
+    }
+}
+
+/// A consumer as its queue sees it.
+pub struct Consumer {
+    /// Unique in the broker; connections use it to cancel.
+    pub id: u64,
+    pub tag: Arc<str>,
+    pub connection: ConnectionId,
+    pub channel: u16,
+    pub no_ack: bool,
+    pub exclusive: bool,
+    /// Per-consumer prefetch (0 = unlimited).
+    pub prefetch: u32,
+    pub channel_flow: Arc<ChannelFlow>,
+    pub connection_flow: Arc<ConnectionFlow>,
+    pub events: mpsc::UnboundedSender<ConnEvent>,
+}
+
+/// What a queue is, as declared; shared by everything that routes to or reads from it.
+pub struct QueueHandle {
+    pub name: Arc<str>,
+    pub durable: bool,
+    pub exclusive_owner: Option<ConnectionId>,
+    pub auto_delete: bool,
+    pub arguments: FieldTable,
+    tx: mpsc::Sender<QueueCommand>,
+    deleted: AtomicBool,
+}
+
+/// How many commands may wait in a queue's inbox before senders (publishers) wait.
+const INBOX: usize = 8192;
+
+impl QueueHandle {
+    pub fn is_deleted(&self) -> bool {
+        self.deleted.load(Ordering::Acquire)
+    }
+
+    pub(crate) fn mark_deleted(&self) {
+        self.deleted.store(true, Ordering::Release);
+    }
+
+    /// Queues a command, waiting for room (back-pressure on publishers). Fails only when the
+    /// queue is gone.
+    pub async fn send(&self, cmd: QueueCommand) -> Result<(), QueueGone> {
+        self.tx.send(cmd).await.map_err(|_| QueueGone)
+    }
+
+    /// Queues a command without waiting: for settlements from connections that must not block.
+    /// A full inbox falls back to a task that waits.
+    pub fn send_now(&self, cmd: QueueCommand) {
+        match self.tx.try_send(cmd) {
+            Ok(()) => {}
+            Err(mpsc::error::TrySendError::Full(cmd)) => {
+                let tx = self.tx.clone();
+                tokio::spawn(async move {
+                    let _ = tx.send(cmd).await;
+                });
+            }
+            Err(mpsc::error::TrySendError::Closed(_)) => {}
+        }
+    }
+
+    pub fn resume(&self) {
+        let _ = self.tx.try_send(QueueCommand::Resume);
+    }
+
+    /// Sends a command and waits for its answer.
+    pub async fn ask<T>(&self, make: impl FnOnce(oneshot::Sender<T>) -> QueueCommand) -> Result<T, QueueGone> {
+        let (tx, rx) = oneshot::channel();
+        self.send(make(tx)).await?;
+        rx.await.map_err(|_| QueueGone)
+    }
+
+    pub fn is_exclusive(&self) -> bool {
+        self.exclusive_owner.is_some()
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("queue deleted")]
+pub struct QueueGone;
+
+/// Everything needed to create a queue.
+pub struct QueueSpec {
+    pub name: String,
+    pub durable: bool,
+    pub exclusive_owner: Option<ConnectionId>,
+    pub auto_delete: bool,
+    pub arguments: FieldTable,
+}
