@@ -46,6 +46,8 @@ pub struct DeclareQueue<'a> {
     pub auto_delete: bool,
     pub arguments: &'a FieldTable,
     pub connection: ConnectionId,
+    /// The broker chose the name (`amq.gen-…`), so the reserved prefix is allowed.
+    pub server_named: bool,
 }
 
 /// The exchange.declare request.
@@ -140,7 +142,7 @@ impl Vhost {
         if req.passive {
             return Err(self.no_queue(req.name));
         }
-        if req.name.starts_with("amq.") {
+        if req.name.starts_with("amq.") && !req.server_named {
             return Err(AmqpError::access_refused(format!(
                 "queue name '{}' contains reserved prefix 'amq.*'",
                 req.name

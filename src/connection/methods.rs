@@ -268,7 +268,8 @@ impl Connection {
         let vhost = self.vhost()?;
         match m {
             queue::AMQPMethod::Declare(d) => {
-                let name = if d.queue.as_str().is_empty() && !d.passive {
+                let server_named = d.queue.as_str().is_empty() && !d.passive;
+                let name = if server_named {
                     generated_name("amq.gen-")
                 } else {
                     self.queue_name(ch, d.queue.as_str())?
@@ -281,6 +282,7 @@ impl Connection {
                     auto_delete: d.auto_delete,
                     arguments: &d.arguments,
                     connection: self.id,
+                    server_named,
                 })?;
                 if created && q.is_exclusive() {
                     self.exclusive_queues.push(q.clone());

@@ -1,0 +1,36 @@
+#!/usr/bin/env bash
+# The whole test suite, on a fresh machine: installs what it needs, then runs formatting and lint
+# checks, the Rust tests (unit, property and integration) and the client-compatibility suites
+# against a live Warren.
+#   scripts/test.sh            everything CI runs
+#   scripts/test.sh --no-lint  skip fmt/clippy
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+
+lint=1
+for arg in "$@"; do
+  case "$arg" in
+    --no-lint) lint=0 ;;
+    *) echo "unknown argument: $arg" >&2; exit 2 ;;
+  esac
+done
+
+need_apt=()
+command -v cargo >/dev/null || { echo "cargo is required (install Rust with rustup)" >&2; exit 2; }
+python3 -c 'import venv, ensurepip' 2>/dev/null || need_apt+=(python3-venv)
+if [ ${#need_apt[@]} -gt 0 ]; then
+  apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q "${need_apt[@]}"
+fi
+
+if [ "$lint" = 1 ]; then
+  echo "== cargo fmt --check"
+  cargo fmt --all -- --check
+  echo "== cargo clippy"
+  cargo clippy --workspace --all-targets -- -D warnings
+fi
+
+echo "== cargo test"
+cargo test --workspace
+
+echo "== compat-tests (real clients against a live Warren)"
+compat-tests/run.sh --broker warren
