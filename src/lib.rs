@@ -11,6 +11,7 @@ pub mod connection;
 pub mod exchange;
 pub mod http;
 pub mod message;
+pub mod perf;
 pub mod queue;
 pub mod server;
 pub mod vhost;

@@ -17,6 +17,8 @@ struct Cli {
 enum Command {
     /// Run the broker (the default).
     Server(Config),
+    /// Load generator for any AMQP 0-9-1 broker.
+    Perf(warren::perf::PerfArgs),
 }
 
 #[tokio::main]
@@ -27,6 +29,7 @@ async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     let config = match cli.command {
         Some(Command::Server(config)) => config,
+        Some(Command::Perf(args)) => return warren::perf::run(args).await,
         None => cli.server,
     };
     std::fs::create_dir_all(&config.data_dir)?;
