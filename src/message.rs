@@ -1,59 +1,120 @@
-//! A published message as queues hold it: the routing information and the publisher's property
-//! bytes (copied into one small buffer) and the body (a zero-copy slice of what was read, shared
-//! by every queue the message was routed to).
+//! A published message as queues hold it. Routing information, the publisher's property bytes
+//! and (for bodies up to [`INLINE_BODY_MAX`]) the body share one small allocation, so a backlog of
+//! small messages costs little beyond its bodies and does not pin the read buffers they arrived
+//! in. Larger bodies stay zero-copy slices of what was read. Queues and deliveries share one
+//! `Arc<Message>`, however many queues a publish reached.
+
+use std::sync::Arc;
 
 use bytes::{BufMut, Bytes, BytesMut};
 use warren_amqp::{Content, PropertiesView};
 
-#[derive(Clone, Debug)]
+/// Bodies up to this size are copied next to the routing information.
+pub const INLINE_BODY_MAX: usize = 4096;
+
+#[derive(Debug)]
 pub struct Message {
-    /// exchange | routing key | properties.
-    head: Bytes,
+    /// exchange | routing key | properties [| body, when inline].
+    data: Bytes,
     exchange_len: u8,
     routing_key_len: u8,
-    pub body: Bytes,
+    properties_len: u32,
+    /// A large body, kept as received.
+    external_body: Option<Bytes>,
     pub persistent: bool,
 }
 
+pub type MessageRef = Arc<Message>;
+
 impl Message {
-    pub fn from_content(content: Content) -> Self {
+    pub fn from_content(content: Content) -> MessageRef {
         let ex = &content.publish.exchange[..content.publish.exchange.len().min(255)];
         let rk = &content.publish.routing_key[..content.publish.routing_key.len().min(255)];
         let persistent = PropertiesView::parse(&content.properties)
             .map(|p| p.persistent())
             .unwrap_or(false);
-        let mut head = BytesMut::with_capacity(ex.len() + rk.len() + content.properties.len());
-        head.put_slice(ex);
-        head.put_slice(rk);
-        head.put_slice(&content.properties);
-        Message {
-            head: head.freeze(),
+        let inline = content.body.len() <= INLINE_BODY_MAX;
+        let mut data = BytesMut::with_capacity(
+            ex.len() + rk.len() + content.properties.len() + if inline { content.body.len() } else { 0 },
+        );
+        data.put_slice(ex);
+        data.put_slice(rk);
+        data.put_slice(&content.properties);
+        let external_body = if inline {
+            data.put_slice(&content.body);
+            None
+        } else {
+            Some(content.body)
+        };
+        Arc::new(Message {
+            data: data.freeze(),
             exchange_len: ex.len() as u8,
             routing_key_len: rk.len() as u8,
-            body: content.body,
+            properties_len: content.properties.len() as u32,
+            external_body,
             persistent,
-        }
+        })
     }
 
     pub fn exchange(&self) -> &[u8] {
-        &self.head[..self.exchange_len as usize]
+        &self.data[..self.exchange_len as usize]
     }
 
     pub fn routing_key(&self) -> &[u8] {
         let start = self.exchange_len as usize;
-        &self.head[start..start + self.routing_key_len as usize]
+        &self.data[start..start + self.routing_key_len as usize]
+    }
+
+    fn properties_start(&self) -> usize {
+        self.exchange_len as usize + self.routing_key_len as usize
     }
 
     /// Property flags and values as the publisher sent them.
     pub fn properties(&self) -> &[u8] {
-        &self.head[self.exchange_len as usize + self.routing_key_len as usize..]
+        let start = self.properties_start();
+        &self.data[start..start + self.properties_len as usize]
     }
 
     pub fn properties_view(&self) -> PropertiesView<'_> {
         PropertiesView::parse(self.properties()).unwrap_or_default()
     }
 
-    pub fn body_len(&self) -> usize {
-        self.body.len()
+    pub fn body(&self) -> &[u8] {
+        match &self.external_body {
+            Some(body) => body,
+            None => &self.data[self.properties_start() + self.properties_len as usize..],
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use warren_amqp::Publish;
+
+    fn content(body: Vec<u8>) -> Content {
+        Content {
+            publish: Publish {
+                exchange: Bytes::from_static(b"ex"),
+                routing_key: Bytes::from_static(b"key.1"),
+                mandatory: false,
+                immediate: false,
+            },
+            properties: Bytes::from_static(&[0x10, 0x00, 2]),
+            body: Bytes::from(body),
+        }
+    }
+
+    #[test]
+    fn fields_come_back_for_inline_and_external_bodies() {
+        for size in [0, 16, INLINE_BODY_MAX, INLINE_BODY_MAX + 1, 100_000] {
+            let body: Vec<u8> = (0..size).map(|i| i as u8).collect();
+            let m = Message::from_content(content(body.clone()));
+            assert_eq!(m.exchange(), b"ex");
+            assert_eq!(m.routing_key(), b"key.1");
+            assert_eq!(m.properties(), &[0x10, 0x00, 2]);
+            assert_eq!(m.body(), &body[..]);
+            assert!(m.persistent);
+        }
     }
 }

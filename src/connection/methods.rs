@@ -392,7 +392,7 @@ impl Connection {
                         let tag = self.channel(ch)?.next_tag(q.clone(), r.id, !no_ack, false);
                         let m = &r.message;
                         encode::write_get_ok(&mut self.out, ch, tag, r.redelivered, m.exchange(), m.routing_key(), r.remaining);
-                        encode::write_content(&mut self.out, ch, m.properties(), &m.body, self.frame_max);
+                        encode::write_content(&mut self.out, ch, m.properties(), m.body(), self.frame_max);
                     }
                     None => self.send_method(
                         ch,

@@ -20,7 +20,7 @@ use warren_amqp::types::{AMQPValue, FieldTable, LongString};
 use warren_amqp::{encode, AmqpError, Frame, FrameDecoder, FrameKind, Method, ReplyCode, PROTOCOL_HEADER};
 
 use crate::broker::Broker;
-use crate::message::Message;
+use crate::message::MessageRef;
 use crate::queue::{ConnectionFlow, ConnectionId, QueueCommand, QueueHandle};
 use crate::vhost::Vhost;
 use channel::Channel;
@@ -40,7 +40,7 @@ pub struct Delivery {
     pub id: u64,
     pub redelivered: bool,
     pub no_ack: bool,
-    pub message: Message,
+    pub message: MessageRef,
 }
 
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
@@ -521,7 +521,7 @@ impl Connection {
         let tag = c.record_delivery(&d);
         let m = &d.message;
         encode::write_deliver(&mut self.out, d.channel, d.consumer_tag.as_bytes(), tag, d.redelivered, m.exchange(), m.routing_key());
-        encode::write_content(&mut self.out, d.channel, m.properties(), &m.body, self.frame_max);
+        encode::write_content(&mut self.out, d.channel, m.properties(), m.body(), self.frame_max);
     }
 
     fn consumer_cancelled(&mut self, channel: u16, consumer_id: u64) {

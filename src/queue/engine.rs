@@ -11,12 +11,12 @@ use warren_amqp::AmqpError;
 
 use super::{Consumer, GetReply, QueueCommand, QueueHandle, QueueSpec, QueueStats};
 use crate::connection::{ConnEvent, Delivery};
-use crate::message::Message;
+use crate::message::MessageRef;
 use crate::vhost::Vhost;
 
 struct Entry {
     id: u64,
-    message: Message,
+    message: MessageRef,
     redelivered: bool,
 }
 

@@ -11,14 +11,14 @@ use warren_amqp::types::FieldTable;
 use warren_amqp::AmqpError;
 
 use crate::connection::ConnEvent;
-use crate::message::Message;
+use crate::message::MessageRef;
 
 /// Identifies a connection inside the broker.
 pub type ConnectionId = u64;
 
 /// Commands queued to a queue's owner task.
 pub enum QueueCommand {
-    Publish(Message),
+    Publish(MessageRef),
     Consume(Consumer, oneshot::Sender<Result<(), AmqpError>>),
     Cancel {
         consumer_id: u64,
@@ -53,7 +53,7 @@ pub struct QueueStats {
 
 pub struct GetReply {
     pub id: u64,
-    pub message: Message,
+    pub message: MessageRef,
     pub redelivered: bool,
     pub remaining: u32,
 }

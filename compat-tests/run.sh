@@ -1,0 +1,332 @@
+#!/usr/bin/env bash
+# Run Warren's client-compatibility suites (compat-tests/suites/*) against a broker.
+#
+#   compat-tests/run.sh [--broker warren|rabbitmq|amqp://URI] [--suite NAME]...
+#
+#   --broker warren    (default) build Warren (unless WARREN_BIN is set), start it on free
+#                      loopback ports with a temporary data dir, stop it on exit.
+#   --broker rabbitmq  start a private RabbitMQ node (installed with apt-get if missing) on free
+#                      ports under a temporary dir, stop it on exit.
+#   --broker amqp://…  use an already running broker at that URI, as is.
+#   --suite NAME       run compat-tests/suites/NAME; repeatable. Default: every suite.
+#
+# Environment: WARREN_BIN (prebuilt binary; skips cargo build), CARGO_TARGET_DIR,
+# COMPAT_SUITE_TIMEOUT (seconds for one suite as a whole, default 600),
+# COMPAT_KEEP_TMP=1 (keep the temp dir with broker logs and junit xml).
+#
+# Prints one line per suite, `NAME: N passed, N failed, N skipped`, and exits non-zero if any
+# suite had a failure or an error (or pytest itself failed).
+set -euo pipefail
+
+HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+ROOT="$(cd "$HERE/.." && pwd)"
+TARGET_DIR="${CARGO_TARGET_DIR:-$ROOT/target}"
+case "$TARGET_DIR" in /*) ;; *) TARGET_DIR="$ROOT/$TARGET_DIR" ;; esac
+VENV="$ROOT/target/compat-venv"
+SUITE_TIMEOUT="${COMPAT_SUITE_TIMEOUT:-600}"
+
+log() { echo "compat-tests: $*" >&2; }
+die() { log "error: $*"; exit 2; }
+
+usage() { sed -n '2,18p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; }
+
+# ---------------------------------------------------------------- arguments
+BROKER=warren
+SUITES=()
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --broker) [ $# -ge 2 ] || die "--broker needs a value"; BROKER="$2"; shift 2 ;;
+    --broker=*) BROKER="${1#--broker=}"; shift ;;
+    --suite) [ $# -ge 2 ] || die "--suite needs a value"; SUITES+=("$2"); shift 2 ;;
+    --suite=*) SUITES+=("${1#--suite=}"); shift ;;
+    -h|--help) usage; exit 0 ;;
+    *) usage >&2; die "unknown argument: $1" ;;
+  esac
+done
+case "$BROKER" in
+  warren|rabbitmq|amqp://*|amqps://*) ;;
+  *) die "--broker must be warren, rabbitmq or an amqp:// URI (got '$BROKER')" ;;
+esac
+if [ ${#SUITES[@]} -eq 0 ]; then
+  for d in "$HERE"/suites/*/; do
+    [ -d "$d" ] && SUITES+=("$(basename "$d")")
+  done
+fi
+[ ${#SUITES[@]} -gt 0 ] || die "no suites under $HERE/suites"
+for s in "${SUITES[@]}"; do
+  [ -d "$HERE/suites/$s" ] || die "no such suite: $s (looked for $HERE/suites/$s)"
+done
+
+# ---------------------------------------------------------------- temp dir and cleanup
+TMP="$(mktemp -d "${TMPDIR:-/tmp}/warren-compat.XXXXXX")"
+SUITE_PID=""           # running pytest (under timeout), if any
+BROKER_PID=""          # process (group leader) we started, if any
+BROKER_KIND=""
+BROKER_LOG=""
+RMQ_NODE=""
+RMQ_PORT=""
+RMQ_DIST_PORT=""
+EPMD_STARTED_BY_US=0
+
+RMQ_LIB=/usr/lib/rabbitmq/bin
+
+# rmq_env_args: fills RMQ_ENV with the `env` arguments for the private node. Everything of that
+# node lives under $TMP/rabbitmq; /etc/rabbitmq is not read, and HOME points there too so the
+# Erlang cookie is private to this run.
+RMQ_ENV=()
+rmq_env_args() {
+  local base="$TMP/rabbitmq"
+  RMQ_ENV=(
+    -C "$base"
+    HOME="$base/home"
+    ERL_CRASH_DUMP="$base/erl_crash.dump"
+    RABBITMQ_NODENAME="$RMQ_NODE"
+    RABBITMQ_NODE_IP_ADDRESS=127.0.0.1
+    RABBITMQ_NODE_PORT="$RMQ_PORT"
+    RABBITMQ_DIST_PORT="$RMQ_DIST_PORT"
+    RABBITMQ_MNESIA_BASE="$base/mnesia"
+    RABBITMQ_LOG_BASE="$base/log"
+    RABBITMQ_PID_FILE="$base/rabbitmq.pid"
+    RABBITMQ_CONFIG_FILE="$base/rabbitmq.conf"
+    RABBITMQ_ADVANCED_CONFIG_FILE="$base/advanced.config"
+    RABBITMQ_CONF_ENV_FILE="$base/rabbitmq-env.conf"
+    RABBITMQ_ENABLED_PLUGINS_FILE="$base/enabled_plugins"
+  )
+}
+
+stop_broker() {
+  [ -n "$BROKER_PID" ] || return 0
+  local pid="$BROKER_PID"
+  BROKER_PID=""
+  if [ "$BROKER_KIND" = rabbitmq ]; then
+    env "${RMQ_ENV[@]}" timeout 60 "$RMQ_LIB/rabbitmqctl" -n "$RMQ_NODE" stop "$TMP/rabbitmq/rabbitmq.pid" \
+      >>"$TMP/rabbitmq/stop.log" 2>&1 || true
+  fi
+  if kill -0 "$pid" 2>/dev/null; then
+    # The broker was started with setsid, so it leads its own process group: end that group.
+    kill -TERM -- "-$pid" 2>/dev/null || kill -TERM "$pid" 2>/dev/null || true
+    for _ in $(seq 1 100); do
+      kill -0 "$pid" 2>/dev/null || break
+      sleep 0.1
+    done
+    if kill -0 "$pid" 2>/dev/null; then
+      log "broker (pid $pid) did not stop in 10 s; killing it"
+      kill -KILL -- "-$pid" 2>/dev/null || kill -KILL "$pid" 2>/dev/null || true
+    fi
+  fi
+  wait "$pid" 2>/dev/null || true
+  if [ "$BROKER_KIND" = rabbitmq ] && [ "$EPMD_STARTED_BY_US" = 1 ]; then
+    # Our node started epmd; stop it again if no other node has registered with it since.
+    if ! epmd -names 2>/dev/null | grep -q '^name '; then epmd -kill >/dev/null 2>&1 || true; fi
+  fi
+}
+
+cleanup() {
+  local rc=$?
+  trap - EXIT INT TERM
+  if [ -n "$SUITE_PID" ]; then
+    kill -TERM "$SUITE_PID" 2>/dev/null || true   # timeout passes it on to pytest
+    wait "$SUITE_PID" 2>/dev/null || true
+  fi
+  stop_broker
+  if [ "${COMPAT_KEEP_TMP:-0}" = 1 ]; then
+    log "kept $TMP"
+  else
+    rm -rf "$TMP"
+  fi
+  exit "$rc"
+}
+trap cleanup EXIT
+trap 'log interrupted; exit 130' INT
+trap 'log terminated; exit 143' TERM
+
+# ---------------------------------------------------------------- helpers
+free_port() {
+  python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1]); s.close()'
+}
+
+# wait_port PORT TIMEOUT_S: succeed once 127.0.0.1:PORT accepts a TCP connection; fail early if
+# the broker process is gone.
+wait_port() {
+  local port="$1" timeout="$2" deadline=$((SECONDS + $2))
+  while [ $SECONDS -lt $deadline ]; do
+    if python3 -c 'import socket,sys; socket.create_connection(("127.0.0.1", int(sys.argv[1])), timeout=1).close()' "$port" 2>/dev/null; then
+      return 0
+    fi
+    if [ -n "$BROKER_PID" ] && ! kill -0 "$BROKER_PID" 2>/dev/null; then
+      log "broker exited before accepting connections on port $port"
+      return 1
+    fi
+    sleep 0.2
+  done
+  log "broker did not accept connections on port $port within ${timeout} s"
+  return 1
+}
+
+show_log() {
+  [ -n "$1" ] && [ -f "$1" ] || return 0
+  log "last lines of $1:"
+  tail -n 40 "$1" >&2 || true
+}
+
+# ---------------------------------------------------------------- Python venv
+setup_venv() {
+  local req="$HERE/requirements.txt" stamp="$VENV/.compat-requirements.sha256" want
+  want="$( { cat "$req"; python3 -c 'import sys; print(sys.version)'; } | sha256sum | cut -d' ' -f1)"
+  if [ -x "$VENV/bin/python" ] && [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ]; then
+    return 0
+  fi
+  log "creating Python venv at $VENV"
+  rm -rf "$VENV"
+  mkdir -p "$(dirname "$VENV")"
+  python3 -m venv "$VENV"
+  "$VENV/bin/python" -m pip install -q --disable-pip-version-check -r "$req"
+  echo "$want" >"$stamp"
+}
+
+# ---------------------------------------------------------------- brokers
+start_warren() {
+  local bin
+  if [ -n "${WARREN_BIN:-}" ]; then
+    bin="$WARREN_BIN"
+  else
+    log "building warren (cargo build --release -p warren)"
+    (cd "$ROOT" && cargo build --release -p warren) >&2
+    bin="$TARGET_DIR/release/warren"
+  fi
+  [ -x "$bin" ] || die "warren binary not found or not executable: $bin"
+  local amqp_port http_port
+  amqp_port="$(free_port)"
+  http_port="$(free_port)"
+  while [ "$http_port" = "$amqp_port" ]; do http_port="$(free_port)"; done
+  mkdir -p "$TMP/warren-data"
+  BROKER_KIND=warren
+  BROKER_LOG="$TMP/warren.log"
+  log "starting $bin on amqp 127.0.0.1:$amqp_port, http 127.0.0.1:$http_port"
+  setsid "$bin" server \
+    --amqp-listen "127.0.0.1:$amqp_port" \
+    --http-listen "127.0.0.1:$http_port" \
+    --data-dir "$TMP/warren-data" \
+    </dev/null >"$BROKER_LOG" 2>&1 &
+  BROKER_PID=$!
+  if ! wait_port "$amqp_port" 30; then show_log "$BROKER_LOG"; exit 1; fi
+  AMQP_URL="amqp://guest:guest@127.0.0.1:$amqp_port/%2F"
+  export WARREN_HTTP_URL="http://127.0.0.1:$http_port"
+}
+
+start_rabbitmq() {
+  if [ ! -x "$RMQ_LIB/rabbitmq-server" ]; then
+    log "rabbitmq-server not installed; installing it with apt-get"
+    local sudo=""
+    [ "$(id -u)" = 0 ] || sudo="sudo"
+    $sudo apt-get update -q >/dev/null 2>&1 || true
+    $sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends \
+      rabbitmq-server >&2
+    # The package starts a system node through its service scripts where it can; this run uses
+    # its own private node and leaves any other node alone.
+  fi
+  [ -x "$RMQ_LIB/rabbitmq-server" ] || die "no $RMQ_LIB/rabbitmq-server after install"
+
+  RMQ_PORT="$(free_port)"
+  RMQ_DIST_PORT="$(free_port)"
+  while [ "$RMQ_DIST_PORT" = "$RMQ_PORT" ]; do RMQ_DIST_PORT="$(free_port)"; done
+  RMQ_NODE="warren-compat-$$@localhost"
+  local base="$TMP/rabbitmq"
+  mkdir -p "$base/home" "$base/mnesia" "$base/log"
+  chmod 700 "$base/home"
+  echo '[].' >"$base/enabled_plugins"          # no management plugin: nothing on port 15672
+  : >"$base/rabbitmq-env.conf"
+  cat >"$base/rabbitmq.conf" <<'EOF'
+loopback_users.guest = true
+disk_free_limit.absolute = 10MB
+log.console = false
+log.file.level = info
+EOF
+  echo '[].' >"$base/advanced.config"
+  if ! epmd -names >/dev/null 2>&1; then EPMD_STARTED_BY_US=1; fi
+  rmq_env_args
+
+  BROKER_KIND=rabbitmq
+  BROKER_LOG="$base/startup.log"
+  log "starting private RabbitMQ node $RMQ_NODE on amqp 127.0.0.1:$RMQ_PORT (dist port $RMQ_DIST_PORT)"
+  # A simple command in the background: bash execs env, env execs setsid, and setsid (not being a
+  # group leader) calls setsid() and execs the server script in place, so $! is the server's pid
+  # and the leader of its own process group.
+  env "${RMQ_ENV[@]}" setsid "$RMQ_LIB/rabbitmq-server" </dev/null >"$BROKER_LOG" 2>&1 &
+  BROKER_PID=$!
+  if ! wait_port "$RMQ_PORT" 120; then
+    show_log "$BROKER_LOG"
+    show_log "$(ls "$base"/log/*.log 2>/dev/null | head -n1)"
+    exit 1
+  fi
+  # The listener opens late in boot; make sure boot has finished all the same.
+  if ! env "${RMQ_ENV[@]}" timeout 60 "$RMQ_LIB/rabbitmqctl" -n "$RMQ_NODE" await_startup --timeout 50 \
+      >>"$base/await.log" 2>&1; then
+    show_log "$base/await.log"
+    die "RabbitMQ node $RMQ_NODE did not finish booting"
+  fi
+  AMQP_URL="amqp://guest:guest@127.0.0.1:$RMQ_PORT/%2F"
+}
+
+# ---------------------------------------------------------------- main
+setup_venv
+
+case "$BROKER" in
+  warren) start_warren ;;
+  rabbitmq) start_rabbitmq ;;
+  *) AMQP_URL="$BROKER" ;;
+esac
+export AMQP_URL
+log "AMQP_URL=$AMQP_URL"
+
+export PYTHONDONTWRITEBYTECODE=1
+overall=0
+summaries=()
+for s in "${SUITES[@]}"; do
+  xml="$TMP/junit-$s.xml"
+  log "running suite $s"
+  # In the background and waited for, so that a signal to this script runs its traps at once
+  # (cleanup ends the suite, then the broker) rather than after pytest has finished.
+  (cd "$ROOT" && exec timeout --kill-after=10 "$SUITE_TIMEOUT" \
+    "$VENV/bin/python" -m pytest -q -c "$HERE/pytest.ini" --rootdir "$HERE" \
+      -p no:cacheprovider --junitxml "$xml" "compat-tests/suites/$s") &
+  SUITE_PID=$!
+  rc=0
+  wait "$SUITE_PID" || rc=$?
+  SUITE_PID=""
+  [ "$rc" -ne 124 ] || log "suite $s: killed after ${SUITE_TIMEOUT} s (COMPAT_SUITE_TIMEOUT)"
+  # junit xml -> "passed failed skipped"; failed counts failures and errors.
+  counts="$("$VENV/bin/python" - "$xml" <<'EOF'
+import sys
+import xml.etree.ElementTree as ET
+try:
+    root = ET.parse(sys.argv[1]).getroot()
+except (OSError, ET.ParseError):
+    print("-1 -1 -1")
+    sys.exit(0)
+suites = [root] if root.tag == "testsuite" else root.iter("testsuite")
+tests = failed = skipped = 0
+for ts in suites:
+    tests += int(ts.get("tests", 0))
+    failed += int(ts.get("failures", 0)) + int(ts.get("errors", 0))
+    skipped += int(ts.get("skipped", 0))
+print(tests - failed - skipped, failed, skipped)
+EOF
+)"
+  read -r passed failed skipped <<<"$counts"
+  if [ "$passed" = -1 ]; then
+    log "suite $s produced no junit report (pytest exit code $rc)"
+    passed=0 failed=1 skipped=0
+  fi
+  # Exit code 5 (no tests collected) is not a failure by itself; anything else non-zero is.
+  if [ "$failed" -gt 0 ] || { [ "$rc" -ne 0 ] && [ "$rc" -ne 5 ]; }; then
+    overall=1
+    [ "$failed" -gt 0 ] || { log "suite $s: pytest exited with $rc"; failed=1; }
+  fi
+  summaries+=("$s: $passed passed, $failed failed, $skipped skipped")
+done
+
+if [ "$overall" -ne 0 ] && [ -n "$BROKER_LOG" ]; then show_log "$BROKER_LOG"; fi
+echo
+for line in "${summaries[@]}"; do echo "$line"; done
+exit "$overall"
