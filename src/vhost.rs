@@ -7,7 +7,7 @@ use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use warren_amqp::types::{AMQPValue, FieldTable};
 use warren_amqp::AmqpError;
 
-use crate::exchange::{Exchange, ExchangeKind};
+use crate::exchange::{Destination, Exchange, ExchangeKind, LazyHeaders};
 use crate::queue::{engine, ConnectionId, QueueHandle, QueueSpec};
 
 pub struct Vhost {
@@ -19,6 +19,37 @@ pub struct Vhost {
 struct Topology {
     exchanges: HashMap<String, Exchange>,
     queues: HashMap<String, Arc<QueueHandle>>,
+}
+
+impl Topology {
+    /// Removes one binding from `source`; an auto-delete source left without bindings goes too.
+    fn unbind(&mut self, source: &str, destination: &Destination, routing_key: &str, arguments: &FieldTable) {
+        let emptied = self
+            .exchanges
+            .get_mut(source)
+            .is_some_and(|ex| ex.unbind(destination, routing_key, arguments) && ex.auto_delete && ex.bindings().is_empty());
+        if emptied {
+            self.exchanges.remove(source);
+            self.remove_bindings_to(&Destination::Exchange(source.into()));
+        }
+    }
+
+    /// Removes every binding leading to `destination` (it is gone), cascading auto-delete.
+    fn remove_bindings_to(&mut self, destination: &Destination) {
+        let mut gone = vec![destination.clone()];
+        while let Some(d) = gone.pop() {
+            let mut emptied = Vec::new();
+            for ex in self.exchanges.values_mut() {
+                if ex.unbind_destination(&d) && ex.auto_delete && ex.bindings().is_empty() {
+                    emptied.push(ex.name.clone());
+                }
+            }
+            for name in emptied {
+                self.exchanges.remove(&name);
+                gone.push(Destination::Exchange(name.into()));
+            }
+        }
+    }
 }
 
 /// Queue arguments RabbitMQ compares when a queue is declared again.
@@ -206,15 +237,7 @@ impl Vhost {
         if same {
             topo.queues.remove(&*queue.name);
         }
-        let mut emptied = Vec::new();
-        for ex in topo.exchanges.values_mut() {
-            if ex.unbind_queue(queue) && ex.auto_delete && ex.bindings().is_empty() {
-                emptied.push(ex.name.clone());
-            }
-        }
-        for name in emptied {
-            topo.exchanges.remove(&name);
-        }
+        topo.remove_bindings_to(&Destination::Queue(queue.clone()));
     }
 
     pub fn declare_exchange(&self, req: DeclareExchange<'_>) -> Result<(), AmqpError> {
@@ -276,16 +299,22 @@ impl Vhost {
         let Some(ex) = topo.exchanges.get(name) else {
             return Err(self.no_exchange(name));
         };
-        if if_unused && !ex.bindings().is_empty() {
+        let is_destination = topo
+            .exchanges
+            .values()
+            .any(|e| e.bindings().iter().any(|b| matches!(&b.destination, Destination::Exchange(d) if &**d == name)));
+        if if_unused && (!ex.bindings().is_empty() || is_destination) {
             return Err(AmqpError::precondition_failed(format!(
                 "exchange '{name}' in vhost '{}' in use",
                 self.name
             )));
         }
         topo.exchanges.remove(name);
+        topo.remove_bindings_to(&Destination::Exchange(name.into()));
         Ok(())
     }
 
+    /// Binds a queue (or, with [`Vhost::bind_exchange`], an exchange) to an exchange.
     pub fn bind_queue(&self, queue: &Arc<QueueHandle>, exchange: &str, routing_key: &str, arguments: &FieldTable) -> Result<(), AmqpError> {
         if exchange.is_empty() {
             return Err(default_exchange_refused());
@@ -295,8 +324,7 @@ impl Vhost {
             return Err(self.no_queue(&queue.name));
         }
         let ex = topo.exchanges.get_mut(exchange).ok_or_else(|| self.no_exchange(exchange))?;
-        ex.bind(queue.clone(), routing_key, arguments.clone());
-        Ok(())
+        ex.bind(Destination::Queue(queue.clone()), routing_key, arguments.clone())
     }
 
     pub fn unbind_queue(&self, queue: &Arc<QueueHandle>, exchange: &str, routing_key: &str, arguments: &FieldTable) -> Result<(), AmqpError> {
@@ -304,43 +332,103 @@ impl Vhost {
             return Err(default_exchange_refused());
         }
         let mut topo = self.write();
-        let ex = topo.exchanges.get_mut(exchange).ok_or_else(|| self.no_exchange(exchange))?;
-        if ex.unbind(queue, routing_key, arguments) && ex.auto_delete && ex.bindings().is_empty() {
-            topo.exchanges.remove(exchange);
+        if !topo.exchanges.contains_key(exchange) {
+            return Err(self.no_exchange(exchange));
         }
+        topo.unbind(exchange, &Destination::Queue(queue.clone()), routing_key, arguments);
         Ok(())
     }
 
-    /// The queues a publish reaches (each once). Errors: no such exchange (404), internal (403).
-    pub fn route(&self, exchange: &str, routing_key: &str, headers: Option<&FieldTable>, out: &mut Vec<Arc<QueueHandle>>) -> Result<(), AmqpError> {
+    /// exchange.bind: messages routed by `source` also go through `destination`.
+    pub fn bind_exchange(&self, destination: &str, source: &str, routing_key: &str, arguments: &FieldTable) -> Result<(), AmqpError> {
+        if destination.is_empty() || source.is_empty() {
+            return Err(default_exchange_refused());
+        }
+        let mut topo = self.write();
+        if !topo.exchanges.contains_key(destination) {
+            return Err(self.no_exchange(destination));
+        }
+        let ex = topo.exchanges.get_mut(source).ok_or_else(|| self.no_exchange(source))?;
+        ex.bind(Destination::Exchange(destination.into()), routing_key, arguments.clone())
+    }
+
+    pub fn unbind_exchange(&self, destination: &str, source: &str, routing_key: &str, arguments: &FieldTable) -> Result<(), AmqpError> {
+        if destination.is_empty() || source.is_empty() {
+            return Err(default_exchange_refused());
+        }
+        let mut topo = self.write();
+        for name in [destination, source] {
+            if !topo.exchanges.contains_key(name) {
+                return Err(self.no_exchange(name));
+            }
+        }
+        topo.unbind(source, &Destination::Exchange(destination.into()), routing_key, arguments);
+        Ok(())
+    }
+
+    /// The queues a publish reaches, each once, following exchange-to-exchange bindings and
+    /// alternate exchanges without looping. Errors: no such exchange (404), internal (403).
+    pub fn route(
+        &self,
+        exchange: &str,
+        routing_keys: &[&str],
+        headers: &LazyHeaders<'_>,
+        out: &mut Vec<Arc<QueueHandle>>,
+    ) -> Result<(), AmqpError> {
         let topo = self.read();
-        if exchange.is_empty() {
-            if let Some(q) = topo.queues.get(routing_key) {
+        let push_queue = |out: &mut Vec<Arc<QueueHandle>>, q: &Arc<QueueHandle>| {
+            if !out.iter().any(|o| Arc::ptr_eq(o, q)) {
                 out.push(q.clone());
+            }
+        };
+        if exchange.is_empty() {
+            for key in routing_keys {
+                if let Some(q) = topo.queues.get(*key) {
+                    push_queue(out, q);
+                }
             }
             return Ok(());
         }
-        let ex = topo.exchanges.get(exchange).ok_or_else(|| self.no_exchange(exchange))?;
-        if ex.internal {
+        let first = topo.exchanges.get(exchange).ok_or_else(|| self.no_exchange(exchange))?;
+        if first.internal {
             return Err(AmqpError::access_refused(format!(
                 "cannot publish to internal exchange '{exchange}' in vhost '{}'",
                 self.name
             )));
         }
-        ex.route(routing_key, headers, out);
+        // Exchanges already visited, and those still to visit: both stay empty (no allocation)
+        // unless exchange-to-exchange bindings or alternate exchanges are involved.
+        let mut seen: Vec<&str> = Vec::new();
+        let mut work: Vec<&Exchange> = Vec::new();
+        let mut current = Some(first);
+        while let Some(ex) = current.take().or_else(|| work.pop()) {
+            let mut routed_any = false;
+            ex.route(routing_keys, headers, &mut |d| {
+                routed_any = true;
+                match d {
+                    Destination::Queue(q) => push_queue(out, q),
+                    Destination::Exchange(name) => {
+                        if &**name != exchange && !seen.contains(&&**name) {
+                            if let Some((key, next)) = topo.exchanges.get_key_value(&**name) {
+                                seen.push(key);
+                                work.push(next);
+                            }
+                        }
+                    }
+                }
+            });
+            if !routed_any {
+                if let Some(ae) = ex.alternate() {
+                    if ae != exchange && !seen.contains(&ae) {
+                        if let Some((key, next)) = topo.exchanges.get_key_value(ae) {
+                            seen.push(key);
+                            work.push(next);
+                        }
+                    }
+                }
+            }
+        }
         Ok(())
-    }
-
-    /// Whether routing needs the message's headers (any headers exchange by that name).
-    pub fn needs_headers(&self, exchange: &str) -> bool {
-        self.read()
-            .exchanges
-            .get(exchange)
-            .is_some_and(|e| e.kind == ExchangeKind::Headers)
-    }
-
-    pub fn exchange_exists(&self, name: &str) -> bool {
-        self.read().exchanges.contains_key(name)
     }
 }
 

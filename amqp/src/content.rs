@@ -103,7 +103,7 @@ impl ContentAssembler {
 
     /// A body frame arrived.
     pub fn body(&mut self, payload: Bytes) -> Result<Option<Content>, AmqpError> {
-        let State::AwaitingBody { publish, properties, body_size, parts } = &mut self.state else {
+        let State::AwaitingBody { body_size, parts, .. } = &mut self.state else {
             return Err(AmqpError::unexpected_frame("expected method frame, got non method frame instead"));
         };
         let so_far = match parts {

@@ -17,6 +17,13 @@ pub fn encode_class(class: &AMQPClass) -> Result<Vec<u8>, GenError> {
     Ok(buf)
 }
 
+/// Encodes basic properties (flags and values), as they follow the body size in a content header.
+pub fn encode_properties(props: &amq_protocol::protocol::BasicProperties) -> Result<Vec<u8>, GenError> {
+    let ctx = WriteContext::from(Vec::with_capacity(64));
+    let (buf, _) = amq_protocol::protocol::basic::gen_properties(props)(ctx)?.into_inner();
+    Ok(buf)
+}
+
 fn frame_start(buf: &mut BytesMut, kind: u8, channel: u16) -> usize {
     buf.put_u8(kind);
     buf.put_u16(channel);

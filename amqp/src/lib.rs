@@ -17,7 +17,7 @@ pub use amq_protocol::types;
 pub use content::{Content, ContentAssembler};
 pub use error::{AmqpError, ReplyCode};
 pub use frame::{Frame, FrameDecoder, FrameError, FrameKind};
-pub use method::Method;
+pub use method::{decode_method, Method, MethodError, Publish};
 pub use properties::PropertiesView;
 
 /// The 8 octets a client sends first: `AMQP` 0 0 9 1.

@@ -22,6 +22,8 @@ pub struct Publish {
 pub enum Method {
     Publish(Publish),
     Ack { delivery_tag: u64, multiple: bool },
+    /// Decoded here because `amq-protocol` drops `prefetch_size`, which RabbitMQ refuses unless 0.
+    Qos { prefetch_size: u32, prefetch_count: u16, global: bool },
     Other(AMQPClass),
 }
 
@@ -30,6 +32,7 @@ impl Method {
         match self {
             Method::Publish(_) => (60, 40),
             Method::Ack { .. } => (60, 80),
+            Method::Qos { .. } => (60, 10),
             Method::Other(class) => (class.get_amqp_class_id(), class.get_amqp_method_id()),
         }
     }
@@ -158,6 +161,20 @@ pub fn decode_method(payload: &Bytes) -> Result<Method, MethodError> {
                 multiple: bits & 1 != 0,
             })
         }
+        (60, 10) => {
+            let size = r.u16().zip(r.u16()).ok_or_else(malformed)?;
+            let prefetch_size = (u32::from(size.0) << 16) | u32::from(size.1);
+            let prefetch_count = r.u16().ok_or_else(malformed)?;
+            let bits = r.u8().ok_or_else(malformed)?;
+            if !r.done() {
+                return Err(malformed());
+            }
+            Ok(Method::Qos {
+                prefetch_size,
+                prefetch_count,
+                global: bits & 1 != 0,
+            })
+        }
         _ => match parse_class(&payload[..]) {
             Ok((rest, class)) if rest.is_empty() => Ok(Method::Other(class)),
             _ => Err(malformed()),
@@ -194,6 +211,13 @@ mod tests {
             let class = AMQPClass::Basic(basic::AMQPMethod::Ack(basic::Ack { delivery_tag: tag, multiple }));
             let payload = Bytes::from(encode_class(&class).unwrap());
             prop_assert_eq!(decode_method(&payload).unwrap(), Method::Ack { delivery_tag: tag, multiple });
+        }
+
+        #[test]
+        fn qos_fast_path_matches_amq_protocol(count: u16, global: bool) {
+            let class = AMQPClass::Basic(basic::AMQPMethod::Qos(basic::Qos { prefetch_count: count, global }));
+            let payload = Bytes::from(encode_class(&class).unwrap());
+            prop_assert_eq!(decode_method(&payload).unwrap(), Method::Qos { prefetch_size: 0, prefetch_count: count, global });
         }
 
         #[test]

@@ -40,6 +40,22 @@ pub(super) struct Channel {
     confirmed: u64,
     /// The last queue declared on this channel (an empty queue name refers to it).
     pub last_queue: Option<String>,
+    /// In transaction mode (tx.select): publishes and settlements wait for tx.commit.
+    pub tx: Option<TxBuffer>,
+}
+
+/// What a transaction holds until commit.
+#[derive(Default)]
+pub(super) struct TxBuffer {
+    pub publishes: Vec<TxPublish>,
+    /// Settlements (acks, or nacks/rejects with their requeue flag), in order.
+    pub settlements: Vec<(Vec<(u64, Unacked)>, bool)>,
+}
+
+/// A publish routed at publish time, delivered at commit (as in RabbitMQ).
+pub(super) struct TxPublish {
+    pub targets: Vec<Arc<QueueHandle>>,
+    pub content: warren_amqp::Content,
 }
 
 impl Channel {
@@ -68,18 +84,36 @@ impl Channel {
 
     /// Takes the deliveries an ack/nack/reject settles: one tag, or every tag up to it with
     /// `multiple` (tag 0 with `multiple` means all). Unknown tags are a 406, as in RabbitMQ.
-    pub fn take_settled(&mut self, tag: u64, multiple: bool) -> Result<Vec<Unacked>, AmqpError> {
+    pub fn take_settled(&mut self, tag: u64, multiple: bool) -> Result<Vec<(u64, Unacked)>, AmqpError> {
         if multiple && tag == 0 {
-            return Ok(std::mem::take(&mut self.unacked).into_values().collect());
+            return Ok(std::mem::take(&mut self.unacked).into_iter().collect());
         }
         if !self.unacked.contains_key(&tag) {
             return Err(AmqpError::precondition_failed(format!("unknown delivery tag {tag}")));
         }
         if multiple {
             let rest = self.unacked.split_off(&(tag + 1));
-            Ok(std::mem::replace(&mut self.unacked, rest).into_values().collect())
+            Ok(std::mem::replace(&mut self.unacked, rest).into_iter().collect())
         } else {
-            Ok(self.unacked.remove(&tag).into_iter().collect())
+            Ok(self.unacked.remove_entry(&tag).into_iter().collect())
+        }
+    }
+
+    /// An ack, nack or reject: settled now, or at commit in a transaction.
+    pub async fn settle_or_buffer(&mut self, settled: Vec<(u64, Unacked)>, requeue: bool) {
+        match self.tx.as_mut() {
+            Some(tx) => tx.settlements.push((settled, requeue)),
+            None => self.settle(settled, requeue).await,
+        }
+    }
+
+    /// tx.rollback: buffered settlements are undone (their deliveries are unacked again).
+    pub fn rollback(&mut self) {
+        if let Some(tx) = self.tx.as_mut() {
+            let buffered = std::mem::take(tx);
+            for (settled, _) in buffered.settlements {
+                self.unacked.extend(settled);
+            }
         }
     }
 
@@ -95,8 +129,8 @@ impl Channel {
 
     /// Settles deliveries with their queues: acked (dropped) or requeued. Returns the queues to
     /// resume when channel-wide prefetch credit came back.
-    pub async fn settle(&mut self, settled: Vec<Unacked>, requeue: bool) {
-        let from_consumers = settled.iter().filter(|u| u.from_consumer).count() as u32;
+    pub async fn settle(&mut self, settled: Vec<(u64, Unacked)>, requeue: bool) {
+        let from_consumers = settled.iter().filter(|(_, u)| u.from_consumer).count() as u32;
         for (queue, ids) in group_by_queue(settled) {
             let cmd = if requeue { QueueCommand::Requeue(ids) } else { QueueCommand::Ack(ids) };
             let _ = queue.send(cmd).await;
@@ -117,7 +151,8 @@ impl Channel {
         for (_, c) in self.consumers.drain() {
             let _ = c.queue.send(QueueCommand::Forget { consumer_id: c.id }).await;
         }
-        let unacked = std::mem::take(&mut self.unacked).into_values().collect();
+        self.tx = None;
+        let unacked = std::mem::take(&mut self.unacked).into_iter().collect();
         self.settle(unacked, true).await;
         self.flow.unacked.store(0, Ordering::Relaxed);
         self.assembler.reset();
@@ -125,9 +160,9 @@ impl Channel {
 }
 
 /// Groups settled deliveries by queue, keeping tag order within each queue.
-fn group_by_queue(settled: Vec<Unacked>) -> Vec<(Arc<QueueHandle>, Vec<u64>)> {
+fn group_by_queue(settled: Vec<(u64, Unacked)>) -> Vec<(Arc<QueueHandle>, Vec<u64>)> {
     let mut groups: Vec<(Arc<QueueHandle>, Vec<u64>)> = Vec::new();
-    for u in settled {
+    for (_, u) in settled {
         match groups.iter_mut().find(|(q, _)| Arc::ptr_eq(q, &u.queue)) {
             Some((_, ids)) => ids.push(u.id),
             None => groups.push((u.queue, vec![u.id])),

@@ -3,14 +3,15 @@
 use std::sync::Arc;
 
 use rand::Rng;
-use warren_amqp::protocol::{basic, channel as chan, confirm, exchange, queue, AMQPClass};
-use warren_amqp::types::FieldTable;
+use warren_amqp::protocol::{basic, channel as chan, confirm, exchange, queue, tx, AMQPClass};
+use warren_amqp::types::{AMQPValue, FieldTable};
 use warren_amqp::{encode, AmqpError, Content, Frame, FrameKind, Method, PropertiesView, ReplyCode};
 
-use super::channel::{Channel, ConsumerEntry};
+use super::channel::{Channel, ConsumerEntry, TxPublish};
 use super::Connection;
 use crate::message::Message;
-use crate::queue::{Consumer, QueueCommand};
+use crate::exchange::LazyHeaders;
+use crate::queue::{Consumer, QueueCommand, QueueHandle};
 use crate::vhost::{DeclareExchange, DeclareQueue, Vhost};
 
 /// `amq.gen-…` / `amq.ctag-…`: a prefix and 22 random URL-safe characters, like RabbitMQ.
@@ -139,7 +140,7 @@ impl Connection {
             Method::Ack { delivery_tag, multiple } => {
                 let c = self.channel(ch)?;
                 let settled = c.take_settled(delivery_tag, multiple)?;
-                c.settle(settled, false).await;
+                c.settle_or_buffer(settled, false).await;
                 Ok(())
             }
             Method::Qos { prefetch_size, prefetch_count, global } => {
@@ -178,13 +179,17 @@ impl Connection {
             AMQPClass::Queue(m) => self.queue_method(ch, m).await,
             AMQPClass::Basic(m) => self.basic_method(ch, m).await,
             AMQPClass::Confirm(confirm::AMQPMethod::Select(sel)) => {
-                self.channel(ch)?.confirm = true;
+                let c = self.channel(ch)?;
+                if c.tx.is_some() {
+                    return Err(AmqpError::precondition_failed("cannot switch from tx to confirm mode"));
+                }
+                c.confirm = true;
                 if !sel.nowait {
                     self.send_method(ch, AMQPClass::Confirm(confirm::AMQPMethod::SelectOk(confirm::SelectOk {})));
                 }
                 Ok(())
             }
-            AMQPClass::Tx(_) => Err(AmqpError::not_implemented("transactions are not supported yet")),
+            AMQPClass::Tx(m) => self.tx_method(ch, m).await,
             AMQPClass::Connection(_) => Err(AmqpError::command_invalid("connection methods belong on channel 0")),
             other => Err(AmqpError::command_invalid(format!(
                 "method {}/{} cannot be sent to the server",
@@ -249,8 +254,64 @@ impl Connection {
                 }
                 Ok(())
             }
-            _ => Err(AmqpError::not_implemented("exchange-to-exchange bindings are not supported yet")),
+            exchange::AMQPMethod::Bind(b) => {
+                vhost.bind_exchange(b.destination.as_str(), b.source.as_str(), b.routing_key.as_str(), &b.arguments)?;
+                if !b.nowait {
+                    self.send_method(ch, AMQPClass::Exchange(exchange::AMQPMethod::BindOk(exchange::BindOk {})));
+                }
+                Ok(())
+            }
+            exchange::AMQPMethod::Unbind(u) => {
+                vhost.unbind_exchange(u.destination.as_str(), u.source.as_str(), u.routing_key.as_str(), &u.arguments)?;
+                if !u.nowait {
+                    self.send_method(ch, AMQPClass::Exchange(exchange::AMQPMethod::UnbindOk(exchange::UnbindOk {})));
+                }
+                Ok(())
+            }
+            other => Err(AmqpError::command_invalid(format!(
+                "method 40/{} cannot be sent to the server",
+                AMQPClass::Exchange(other).get_amqp_method_id()
+            ))),
         }
+    }
+
+    async fn tx_method(&mut self, ch: u16, m: tx::AMQPMethod) -> Result<(), AmqpError> {
+        let c = self.channel(ch)?;
+        match m {
+            tx::AMQPMethod::Select(_) => {
+                if c.confirm {
+                    return Err(AmqpError::precondition_failed("cannot switch from confirm to tx mode"));
+                }
+                c.tx.get_or_insert_with(Default::default);
+                self.send_method(ch, AMQPClass::Tx(tx::AMQPMethod::SelectOk(tx::SelectOk {})));
+            }
+            tx::AMQPMethod::Commit(_) => {
+                let Some(buffer) = c.tx.as_mut().map(std::mem::take) else {
+                    return Err(AmqpError::precondition_failed("channel is not transactional"));
+                };
+                for (settled, requeue) in buffer.settlements {
+                    self.channel(ch)?.settle(settled, requeue).await;
+                }
+                for p in buffer.publishes {
+                    self.deliver_publish(ch, p.targets, p.content).await;
+                }
+                self.send_method(ch, AMQPClass::Tx(tx::AMQPMethod::CommitOk(tx::CommitOk {})));
+            }
+            tx::AMQPMethod::Rollback(_) => {
+                if c.tx.is_none() {
+                    return Err(AmqpError::precondition_failed("channel is not transactional"));
+                }
+                c.rollback();
+                self.send_method(ch, AMQPClass::Tx(tx::AMQPMethod::RollbackOk(tx::RollbackOk {})));
+            }
+            other => {
+                return Err(AmqpError::command_invalid(format!(
+                    "method 90/{} cannot be sent to the server",
+                    AMQPClass::Tx(other).get_amqp_method_id()
+                )))
+            }
+        }
+        Ok(())
     }
 
     /// Resolves a queue name from a method: empty means the channel's last declared queue.
@@ -404,13 +465,13 @@ impl Connection {
             basic::AMQPMethod::Reject(r) => {
                 let c = self.channel(ch)?;
                 let settled = c.take_settled(r.delivery_tag, false)?;
-                c.settle(settled, r.requeue).await;
+                c.settle_or_buffer(settled, r.requeue).await;
                 Ok(())
             }
             basic::AMQPMethod::Nack(n) => {
                 let c = self.channel(ch)?;
                 let settled = c.take_settled(n.delivery_tag, n.multiple)?;
-                c.settle(settled, n.requeue).await;
+                c.settle_or_buffer(settled, n.requeue).await;
                 Ok(())
             }
             basic::AMQPMethod::RecoverAsync(basic::RecoverAsync { requeue }) | basic::AMQPMethod::Recover(basic::Recover { requeue }) => {
@@ -479,11 +540,10 @@ impl Connection {
         Ok(())
     }
 
-    /// A complete message from the client: route it, store it in its queues, confirm it.
-    async fn publish(&mut self, ch: u16, content: Content) -> Result<(), AmqpError> {
+    /// A complete message from the client: route it, store it in its queues (at commit in a
+    /// transaction), confirm it.
+    async fn publish(&mut self, ch: u16, mut content: Content) -> Result<(), AmqpError> {
         let vhost = self.vhost()?;
-        let exchange = String::from_utf8_lossy(&content.publish.exchange);
-        let routing_key = String::from_utf8_lossy(&content.publish.routing_key);
         let props = PropertiesView::parse(&content.properties).unwrap_or_default();
         if let Some(user_id) = props.user_id {
             if user_id != self.user.as_bytes() {
@@ -494,46 +554,109 @@ impl Connection {
                 )));
             }
         }
-        let headers = match props.headers {
-            Some(raw) if vhost.needs_headers(&exchange) => decode_table(raw),
-            _ => None,
+        let headers = LazyHeaders::new(props.headers);
+        let sender_selected = props.headers.is_some_and(may_have_sender_selected_keys);
+        let (extra_keys, strip_bcc) = if sender_selected {
+            sender_selected_keys(headers.get())
+        } else {
+            (Vec::new(), false)
+        };
+        let exchange = String::from_utf8_lossy(&content.publish.exchange);
+        let routing_key = String::from_utf8_lossy(&content.publish.routing_key);
+        let rk: &str = &routing_key;
+        let mut keys: Vec<&str> = Vec::new();
+        let keys: &[&str] = if extra_keys.is_empty() {
+            std::slice::from_ref(&rk)
+        } else {
+            keys.push(&routing_key);
+            keys.extend(extra_keys.iter().map(String::as_str));
+            &keys
         };
         let mut targets = std::mem::take(&mut self.route_buf);
         targets.clear();
-        let routed = vhost.route(&exchange, &routing_key, headers.as_ref(), &mut targets);
-        if let Err(e) = routed {
+        if let Err(e) = vhost.route(&exchange, keys, &headers, &mut targets) {
             self.route_buf = targets;
             return Err(e);
         }
+        drop(headers);
+        if strip_bcc {
+            content.properties = without_bcc(&content.properties).unwrap_or(content.properties);
+        }
         let channel = self.channel(ch)?;
+        if let Some(tx) = channel.tx.as_mut() {
+            tx.publishes.push(TxPublish { targets, content });
+            return Ok(());
+        }
         if channel.confirm {
             channel.published += 1;
             if !self.confirms_due.contains(&ch) {
                 self.confirms_due.push(ch);
             }
         }
+        let targets = self.deliver_publish(ch, targets, content).await;
+        self.route_buf = targets;
+        Ok(())
+    }
+
+    /// Hands a routed message to its queues, or returns it (mandatory, no route). Gives the
+    /// emptied target list back for reuse.
+    async fn deliver_publish(&mut self, ch: u16, mut targets: Vec<Arc<QueueHandle>>, content: Content) -> Vec<Arc<QueueHandle>> {
         if targets.is_empty() {
             if content.publish.mandatory {
                 encode::write_return(&mut self.out, ch, 312, "NO_ROUTE", &content.publish.exchange, &content.publish.routing_key);
                 encode::write_content(&mut self.out, ch, &content.properties, &content.body, self.frame_max);
             }
-        } else {
-            let message = Message::from_content(content);
-            for q in targets.drain(..) {
-                let _ = q.send(QueueCommand::Publish(message.clone())).await;
-            }
+            return targets;
         }
-        self.route_buf = targets;
-        Ok(())
+        let message = Message::from_content(content);
+        for q in targets.drain(..) {
+            let _ = q.send(QueueCommand::Publish(message.clone())).await;
+        }
+        targets
     }
+}
+
+/// A cheap look at a raw headers table for `CC` / `BCC` keys before decoding it.
+fn may_have_sender_selected_keys(raw: &[u8]) -> bool {
+    raw.windows(3).any(|w| w == b"\x02CC") || raw.windows(4).any(|w| w == b"\x03BCC")
+}
+
+/// Routing keys added by the `CC` and `BCC` headers (sender-selected distribution), and whether
+/// a `BCC` header is there to be removed before delivery.
+fn sender_selected_keys(headers: &FieldTable) -> (Vec<String>, bool) {
+    let mut keys = Vec::new();
+    for name in ["CC", "BCC"] {
+        match headers.inner().get(name) {
+            Some(AMQPValue::LongString(s)) => keys.push(String::from_utf8_lossy(s.as_bytes()).into_owned()),
+            Some(AMQPValue::FieldArray(values)) => {
+                for v in values.as_slice() {
+                    if let AMQPValue::LongString(s) = v {
+                        keys.push(String::from_utf8_lossy(s.as_bytes()).into_owned());
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+    (keys, headers.contains_key("BCC"))
+}
+
+/// Re-encodes properties without the `BCC` header (never delivered, as in RabbitMQ).
+fn without_bcc(raw: &[u8]) -> Option<bytes::Bytes> {
+    use warren_amqp::protocol::basic::parse_properties;
+    let (_, props) = parse_properties(raw).ok()?;
+    let mut headers = props.headers().clone()?;
+    let mut kept = FieldTable::default();
+    for (k, v) in headers.inner() {
+        if k.as_str() != "BCC" {
+            kept.insert(k.clone(), v.clone());
+        }
+    }
+    headers = kept;
+    let props = props.with_headers(headers);
+    encode::encode_properties(&props).ok().map(Into::into)
 }
 
 fn gone(vhost: &Vhost, name: &str) -> AmqpError {
     AmqpError::not_found(format!("no queue '{name}' in vhost '{}'", vhost.name))
-}
-
-fn decode_table(raw: &[u8]) -> Option<FieldTable> {
-    let mut framed = (raw.len() as u32).to_be_bytes().to_vec();
-    framed.extend_from_slice(raw);
-    warren_amqp::types::parsing::parse_field_table(&framed[..]).ok().map(|(_, t)| t)
 }
