@@ -362,7 +362,7 @@ fn validate_x_match(arguments: &FieldTable) -> Result<(), AmqpError> {
 
 /// Values of the same class compare by value (RabbitMQ compares all integer widths as integers
 /// and float/double as floats); other types must match exactly.
-fn same_value(a: &AMQPValue, b: &AMQPValue) -> bool {
+pub fn same_value(a: &AMQPValue, b: &AMQPValue) -> bool {
     fn int(v: &AMQPValue) -> Option<i128> {
         Some(match v {
             AMQPValue::ShortShortInt(n) => i128::from(*n),

@@ -211,20 +211,17 @@ impl Vhost {
         for arg in COMPARED_QUEUE_ARGS {
             let new = req.arguments.inner().get(*arg);
             let old = q.arguments.inner().get(*arg);
-            if new != old {
-                let received = match new {
-                    Some(v) => format!("the value '{}' of type '{}'", describe(v), type_name(v)),
-                    None => "none".to_owned(),
-                };
-                let current = match old {
-                    Some(v) => format!("the value '{}' of type '{}'", describe(v), type_name(v)),
-                    None => "none".to_owned(),
-                };
-                return Err(AmqpError::precondition_failed(format!(
-                    "inequivalent arg '{arg}' for queue '{}' in vhost '{}': received {received} but current is {current}",
-                    req.name, self.name
-                )));
-            }
+            let (received, current) = match (new, old) {
+                (None, None) => continue,
+                (Some(n), Some(o)) if crate::exchange::same_value(n, o) && type_class(n) == type_class(o) => continue,
+                (Some(n), Some(o)) => (format!("'{}'", describe(n)), format!("'{}'", describe(o))),
+                (Some(n), None) => (format!("the value '{}' of type '{}'", describe(n), type_name(n)), "none".to_owned()),
+                (None, Some(o)) => ("none".to_owned(), format!("the value '{}' of type '{}'", describe(o), type_name(o))),
+            };
+            return Err(AmqpError::precondition_failed(format!(
+                "inequivalent arg '{arg}' for queue '{}' in vhost '{}': received {received} but current is {current}",
+                req.name, self.name
+            )));
         }
         Ok(())
     }
@@ -241,6 +238,9 @@ impl Vhost {
     }
 
     pub fn declare_exchange(&self, req: DeclareExchange<'_>) -> Result<(), AmqpError> {
+        if req.name.is_empty() {
+            return Err(default_exchange_refused());
+        }
         let mut topo = self.write();
         if let Some(ex) = topo.exchanges.get(req.name) {
             if req.passive {
@@ -273,7 +273,9 @@ impl Vhost {
             return Err(self.no_exchange(req.name));
         }
         let Some(kind) = ExchangeKind::parse(req.kind) else {
-            return Err(AmqpError::command_invalid(format!("unknown exchange type '{}'", req.kind)));
+            // RabbitMQ's wording differs for plugin-style (x-) type names.
+            let what = if req.kind.starts_with("x-") { "unknown" } else { "invalid" };
+            return Err(AmqpError::command_invalid(format!("{what} exchange type '{}'", req.kind)));
         };
         if req.name.starts_with("amq.") {
             return Err(AmqpError::access_refused(format!(
@@ -289,7 +291,10 @@ impl Vhost {
     }
 
     pub fn delete_exchange(&self, name: &str, if_unused: bool) -> Result<(), AmqpError> {
-        if name.is_empty() || name.starts_with("amq.") {
+        if name.is_empty() {
+            return Err(default_exchange_refused());
+        }
+        if name.starts_with("amq.") {
             return Err(AmqpError::access_refused(format!(
                 "deletion of system exchange '{name}' in vhost '{}' not allowed",
                 self.name
@@ -315,19 +320,8 @@ impl Vhost {
     }
 
     /// Binds a queue (or, with [`Vhost::bind_exchange`], an exchange) to an exchange.
-    pub fn bind_queue(&self, queue: &Arc<QueueHandle>, exchange: &str, routing_key: &str, arguments: &FieldTable) -> Result<(), AmqpError> {
-        if exchange.is_empty() {
-            return Err(default_exchange_refused());
-        }
-        let mut topo = self.write();
-        if !topo.queues.get(&*queue.name).is_some_and(|q| Arc::ptr_eq(q, queue)) {
-            return Err(self.no_queue(&queue.name));
-        }
-        let ex = topo.exchanges.get_mut(exchange).ok_or_else(|| self.no_exchange(exchange))?;
-        ex.bind(Destination::Queue(queue.clone()), routing_key, arguments.clone())
-    }
-
-    pub fn unbind_queue(&self, queue: &Arc<QueueHandle>, exchange: &str, routing_key: &str, arguments: &FieldTable) -> Result<(), AmqpError> {
+    /// queue.bind, checked in RabbitMQ's order: default exchange, exchange, queue, exclusivity.
+    pub fn bind_queue(&self, queue: &str, connection: ConnectionId, exchange: &str, routing_key: &str, arguments: &FieldTable) -> Result<(), AmqpError> {
         if exchange.is_empty() {
             return Err(default_exchange_refused());
         }
@@ -335,7 +329,26 @@ impl Vhost {
         if !topo.exchanges.contains_key(exchange) {
             return Err(self.no_exchange(exchange));
         }
-        topo.unbind(exchange, &Destination::Queue(queue.clone()), routing_key, arguments);
+        let q = topo.queues.get(queue).cloned().ok_or_else(|| self.no_queue(queue))?;
+        if q.exclusive_owner.is_some_and(|owner| owner != connection) {
+            return Err(self.locked(queue));
+        }
+        let ex = topo.exchanges.get_mut(exchange).ok_or_else(|| self.no_exchange(exchange))?;
+        ex.bind(Destination::Queue(q), routing_key, arguments.clone())
+    }
+
+    /// queue.unbind: like RabbitMQ, unbinding a missing queue or binding succeeds.
+    pub fn unbind_queue(&self, queue: &str, exchange: &str, routing_key: &str, arguments: &FieldTable) -> Result<(), AmqpError> {
+        if exchange.is_empty() {
+            return Err(default_exchange_refused());
+        }
+        let mut topo = self.write();
+        if !topo.exchanges.contains_key(exchange) {
+            return Err(self.no_exchange(exchange));
+        }
+        if let Some(q) = topo.queues.get(queue).cloned() {
+            topo.unbind(exchange, &Destination::Queue(q), routing_key, arguments);
+        }
         Ok(())
     }
 
@@ -454,6 +467,15 @@ fn type_name(v: &AMQPValue) -> &'static str {
         AMQPValue::FieldTable(_) => "table",
         AMQPValue::ByteArray(_) => "binary",
         AMQPValue::Void => "void",
+    }
+}
+
+/// Values RabbitMQ compares as equal across types: all integers, all floats.
+fn type_class(v: &AMQPValue) -> &'static str {
+    match type_name(v) {
+        "byte" | "short" | "signedint" | "unsignedint" | "long" => "int",
+        "float" | "double" => "float",
+        other => other,
     }
 }
 

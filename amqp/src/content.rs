@@ -49,6 +49,18 @@ impl ContentAssembler {
         matches!(self.state, State::Idle)
     }
 
+    /// The error for a method frame arriving in the middle of a message.
+    pub fn interrupted(&self) -> AmqpError {
+        match self.state {
+            State::AwaitingBody { .. } => {
+                AmqpError::unexpected_frame("expected content body, got non content body frame instead")
+            }
+            _ => AmqpError::unexpected_frame(
+                "expected content header for class 60, got non content header frame instead",
+            ),
+        }
+    }
+
     /// Forgets a half-assembled message (the channel is closing).
     pub fn reset(&mut self) {
         self.state = State::Idle;

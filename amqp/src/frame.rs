@@ -46,7 +46,8 @@ pub struct FrameDecoder {
 }
 
 impl FrameDecoder {
-    /// `frame_max` counts the whole frame, overhead included, as in `connection.tune`; 0 = no limit.
+    /// `frame_max` as negotiated in `connection.tune`; 0 = no limit. A payload may be as large as
+    /// `frame_max` (RabbitMQ accepts that much; it sends at most `frame_max` octets per frame).
     pub fn new(frame_max: u32) -> Self {
         Self { frame_max }
     }
@@ -80,14 +81,14 @@ impl FrameDecoder {
         }
         let channel = u16::from_be_bytes([buf[1], buf[2]]);
         let size = u32::from_be_bytes([buf[3], buf[4], buf[5], buf[6]]) as usize;
-        let total = size as u64 + FRAME_OVERHEAD as u64;
-        if self.frame_max != 0 && total > u64::from(self.frame_max) {
+        // Like RabbitMQ, allow a payload of up to frame_max octets (its "frame size fudge").
+        if self.frame_max != 0 && size as u64 > u64::from(self.frame_max) {
             return Err(FrameError::TooLarge {
-                size: total,
+                size: size as u64,
                 frame_max: self.frame_max,
             });
         }
-        let total = total as usize;
+        let total = size + FRAME_OVERHEAD;
         if buf.len() < total {
             buf.reserve(total - buf.len());
             return Ok(None);

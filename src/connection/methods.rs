@@ -42,45 +42,52 @@ impl Connection {
     /// Every frame on a channel other than 0.
     pub(super) async fn channel_frame(&mut self, frame: Frame) -> Result<(), AmqpError> {
         let ch = frame.channel;
-        if ch > self.channel_max {
-            return Err(AmqpError::channel_error(format!(
-                "channel {ch} exceeds channel_max {}",
-                self.channel_max
-            )));
-        }
         let Some(channel) = self.channels.get_mut(&ch) else {
-            if frame.kind == FrameKind::Method {
-                if let Method::Other(AMQPClass::Channel(chan::AMQPMethod::Open(_))) =
-                    warren_amqp::decode_method(&frame.payload)?
-                {
-                    self.channels.insert(ch, Channel::default());
-                    self.send_method(ch, AMQPClass::Channel(chan::AMQPMethod::OpenOk(chan::OpenOk {})));
-                    return Ok(());
-                }
+            if frame.kind != FrameKind::Method {
+                return Err(AmqpError::unexpected_frame("expected method frame, got non method frame instead"));
             }
-            return Err(AmqpError::channel_error("expected 'channel.open'"));
+            let method = warren_amqp::decode_method(&frame.payload)?;
+            let (class_id, method_id) = method.ids();
+            if let Method::Other(AMQPClass::Channel(chan::AMQPMethod::Open(_))) = method {
+                // Like RabbitMQ, channel_max bounds how many channels are open, not their numbers.
+                if self.channels.len() >= usize::from(self.channel_max) {
+                    return Err(AmqpError::not_allowed(format!(
+                        "number of channels opened ({}) has reached the negotiated channel_max ({})",
+                        self.channels.len(),
+                        self.channel_max
+                    ))
+                    .on_method(class_id, method_id));
+                }
+                self.channels.insert(ch, Channel::default());
+                self.send_method(ch, AMQPClass::Channel(chan::AMQPMethod::OpenOk(chan::OpenOk {})));
+                return Ok(());
+            }
+            return Err(AmqpError::channel_error("expected 'channel.open'").on_method(class_id, method_id));
         };
         if channel.closing {
-            if frame.kind == FrameKind::Method {
-                match warren_amqp::decode_method(&frame.payload) {
-                    Ok(Method::Other(AMQPClass::Channel(chan::AMQPMethod::CloseOk(_)))) => {
-                        self.channels.remove(&ch);
-                    }
-                    Ok(Method::Other(AMQPClass::Channel(chan::AMQPMethod::Close(_)))) => {
-                        self.channels.remove(&ch);
-                        self.send_method(ch, AMQPClass::Channel(chan::AMQPMethod::CloseOk(chan::CloseOk {})));
-                    }
-                    _ => {}
+            // Waiting for close-ok: everything else is dropped, but it must still be well-formed.
+            if frame.kind != FrameKind::Method {
+                return Err(AmqpError::unexpected_frame("expected method frame, got non method frame instead"));
+            }
+            match warren_amqp::decode_method(&frame.payload)? {
+                Method::Other(AMQPClass::Channel(chan::AMQPMethod::CloseOk(_))) => {
+                    self.channels.remove(&ch);
                 }
+                Method::Other(AMQPClass::Channel(chan::AMQPMethod::Close(_))) => {
+                    self.channels.remove(&ch);
+                    self.send_method(ch, AMQPClass::Channel(chan::AMQPMethod::CloseOk(chan::CloseOk {})));
+                }
+                Method::Other(AMQPClass::Channel(chan::AMQPMethod::Open(_))) => {
+                    return Err(AmqpError::channel_error("second 'channel.open' seen").on_method(20, 10));
+                }
+                _ => {}
             }
             return Ok(());
         }
         let result = match frame.kind {
             FrameKind::Method => {
                 if !channel.assembler.is_idle() {
-                    return Err(AmqpError::unexpected_frame(
-                        "expected content header for class 60, got non content header frame instead",
-                    ));
+                    return Err(channel.assembler.interrupted());
                 }
                 let method = warren_amqp::decode_method(&frame.payload)?;
                 let ids = method.ids();
@@ -131,9 +138,6 @@ impl Connection {
     async fn channel_method(&mut self, ch: u16, method: Method) -> Result<(), AmqpError> {
         match method {
             Method::Publish(p) => {
-                if p.immediate {
-                    return Err(AmqpError::not_implemented("immediate=true"));
-                }
                 self.channel(ch)?.assembler.start(p);
                 Ok(())
             }
@@ -190,12 +194,7 @@ impl Connection {
                 Ok(())
             }
             AMQPClass::Tx(m) => self.tx_method(ch, m).await,
-            AMQPClass::Connection(_) => Err(AmqpError::command_invalid("connection methods belong on channel 0")),
-            other => Err(AmqpError::command_invalid(format!(
-                "method {}/{} cannot be sent to the server",
-                other.get_amqp_class_id(),
-                other.get_amqp_method_id()
-            ))),
+            _ => Err(unimplemented_method()),
         }
     }
 
@@ -210,7 +209,7 @@ impl Connection {
                 self.send_method(ch, AMQPClass::Channel(chan::AMQPMethod::CloseOk(chan::CloseOk {})));
                 Ok(())
             }
-            chan::AMQPMethod::CloseOk(_) => Ok(()),
+            chan::AMQPMethod::CloseOk(_) => Err(unimplemented_method()),
             chan::AMQPMethod::Flow(flow) => {
                 if !flow.active {
                     return Err(AmqpError::not_implemented("active=false"));
@@ -218,10 +217,7 @@ impl Connection {
                 self.send_method(ch, AMQPClass::Channel(chan::AMQPMethod::FlowOk(chan::FlowOk { active: true })));
                 Ok(())
             }
-            other => Err(AmqpError::command_invalid(format!(
-                "method 20/{} cannot be sent to the server",
-                AMQPClass::Channel(other).get_amqp_method_id()
-            ))),
+            _ => Err(unimplemented_method()),
         }
     }
 
@@ -268,10 +264,7 @@ impl Connection {
                 }
                 Ok(())
             }
-            other => Err(AmqpError::command_invalid(format!(
-                "method 40/{} cannot be sent to the server",
-                AMQPClass::Exchange(other).get_amqp_method_id()
-            ))),
+            _ => Err(unimplemented_method()),
         }
     }
 
@@ -304,12 +297,7 @@ impl Connection {
                 c.rollback();
                 self.send_method(ch, AMQPClass::Tx(tx::AMQPMethod::RollbackOk(tx::RollbackOk {})));
             }
-            other => {
-                return Err(AmqpError::command_invalid(format!(
-                    "method 90/{} cannot be sent to the server",
-                    AMQPClass::Tx(other).get_amqp_method_id()
-                )))
-            }
+            _ => return Err(unimplemented_method()),
         }
         Ok(())
     }
@@ -364,8 +352,7 @@ impl Connection {
             }
             queue::AMQPMethod::Bind(b) => {
                 let name = self.queue_name(ch, b.queue.as_str())?;
-                let q = vhost.queue(&name, self.id)?;
-                vhost.bind_queue(&q, b.exchange.as_str(), b.routing_key.as_str(), &b.arguments)?;
+                vhost.bind_queue(&name, self.id, b.exchange.as_str(), b.routing_key.as_str(), &b.arguments)?;
                 if !b.nowait {
                     self.send_method(ch, AMQPClass::Queue(queue::AMQPMethod::BindOk(queue::BindOk {})));
                 }
@@ -373,8 +360,7 @@ impl Connection {
             }
             queue::AMQPMethod::Unbind(u) => {
                 let name = self.queue_name(ch, u.queue.as_str())?;
-                let q = vhost.queue(&name, self.id)?;
-                vhost.unbind_queue(&q, u.exchange.as_str(), u.routing_key.as_str(), &u.arguments)?;
+                vhost.unbind_queue(&name, u.exchange.as_str(), u.routing_key.as_str(), &u.arguments)?;
                 self.send_method(ch, AMQPClass::Queue(queue::AMQPMethod::UnbindOk(queue::UnbindOk {})));
                 Ok(())
             }
@@ -407,10 +393,7 @@ impl Connection {
                 }
                 Ok(())
             }
-            other => Err(AmqpError::command_invalid(format!(
-                "method 50/{} cannot be sent to the server",
-                AMQPClass::Queue(other).get_amqp_method_id()
-            ))),
+            _ => Err(unimplemented_method()),
         }
     }
 
@@ -486,10 +469,7 @@ impl Connection {
                 }
                 Ok(())
             }
-            other => Err(AmqpError::command_invalid(format!(
-                "method 60/{} cannot be sent to the server",
-                AMQPClass::Basic(other).get_amqp_method_id()
-            ))),
+            _ => Err(unimplemented_method()),
         }
     }
 
@@ -543,6 +523,10 @@ impl Connection {
     /// A complete message from the client: route it, store it in its queues (at commit in a
     /// transaction), confirm it.
     async fn publish(&mut self, ch: u16, mut content: Content) -> Result<(), AmqpError> {
+        if content.publish.immediate {
+            // RabbitMQ refuses it once the whole message is in.
+            return Err(AmqpError::not_implemented("immediate=true"));
+        }
         let vhost = self.vhost()?;
         let props = PropertiesView::parse(&content.properties).unwrap_or_default();
         if let Some(user_id) = props.user_id {
@@ -655,6 +639,11 @@ fn without_bcc(raw: &[u8]) -> Option<bytes::Bytes> {
     headers = kept;
     let props = props.with_headers(headers);
     encode::encode_properties(&props).ok().map(Into::into)
+}
+
+/// A method only a server may send (RabbitMQ's answer when a client sends one).
+fn unimplemented_method() -> AmqpError {
+    AmqpError::command_invalid("unimplemented method")
 }
 
 fn gone(vhost: &Vhost, name: &str) -> AmqpError {

@@ -19,6 +19,7 @@ use warren_amqp::protocol::{connection as conn_methods, AMQPClass};
 use warren_amqp::types::{AMQPValue, FieldTable, LongString};
 use warren_amqp::{encode, AmqpError, Frame, FrameDecoder, FrameKind, Method, ReplyCode, PROTOCOL_HEADER};
 
+use crate::auth::AuthError;
 use crate::broker::Broker;
 use crate::message::MessageRef;
 use crate::queue::{ConnectionFlow, ConnectionId, QueueCommand, QueueHandle};
@@ -59,6 +60,13 @@ enum Phase {
     /// We sent connection.close and wait for close-ok.
     Closing,
     Done,
+}
+
+const HANDSHAKE_VIOLATION: &str = "handshake violation";
+
+/// A protocol violation during the handshake: the socket is closed without a close frame.
+fn handshake_violation() -> AmqpError {
+    AmqpError::internal_error(HANDSHAKE_VIOLATION)
 }
 
 /// What the client said it supports in `client_properties.capabilities`.
@@ -110,7 +118,8 @@ pub async fn serve(broker: Arc<Broker>, stream: TcpStream, peer: SocketAddr) {
     if !matches!(header, Ok(true)) {
         return;
     }
-    if rbuf[..8] != PROTOCOL_HEADER[..] {
+    // RabbitMQ also takes the older "AMQP 1 1 0 9" header as 0-9-1.
+    if rbuf[..8] != PROTOCOL_HEADER[..] && rbuf[..8] != b"AMQP\x01\x01\x00\x09"[..] {
         // RabbitMQ answers an unsupported protocol header with the one it speaks, then closes.
         tracing::debug!(%peer, header = ?&rbuf[..8], "bad protocol header");
         let _ = wr.write_all(PROTOCOL_HEADER).await;
@@ -312,10 +321,12 @@ impl Connection {
         if matches!(self.phase, Phase::Closing | Phase::Done) {
             return;
         }
-        tracing::info!(peer = %self.peer, "closing connection: {}", e.reply_text());
-        if self.phase == Phase::AwaitStartOk || self.phase == Phase::AwaitTuneOk {
-            // Before tune the client cannot be expected to take a close; RabbitMQ sends it anyway.
+        if e.code == ReplyCode::InternalError && e.text == HANDSHAKE_VIOLATION {
+            // Before the connection is tuned RabbitMQ closes the socket without a close frame.
+            self.phase = Phase::Done;
+            return;
         }
+        tracing::info!(peer = %self.peer, "closing connection: {}", e.reply_text());
         self.send_method(
             0,
             AMQPClass::Connection(conn_methods::AMQPMethod::Close(conn_methods::Close {
@@ -348,11 +359,14 @@ impl Connection {
         }
         match frame.kind {
             FrameKind::Heartbeat => {
-                if frame.channel != 0 {
+                if !frame.payload.is_empty() {
                     return Err(AmqpError::frame_error(format!(
-                        "heartbeat frame on non-zero channel {}",
-                        frame.channel
+                        "type 8, all octets = {:?}: unknown_frame",
+                        &frame.payload[..frame.payload.len().min(16)]
                     )));
+                }
+                if frame.channel != 0 {
+                    return Err(AmqpError::unexpected_frame("type 8, all octets = <<>>"));
                 }
                 Ok(())
             }
@@ -365,8 +379,8 @@ impl Connection {
             }
             _ => {
                 if self.phase != Phase::Open {
-                    return Err(AmqpError::channel_error(format!(
-                        "frame on channel {} before the connection is open",
+                    return Err(AmqpError::unexpected_frame(format!(
+                        "frame on channel {} before connection.open",
                         frame.channel
                     )));
                 }
@@ -379,10 +393,10 @@ impl Connection {
     async fn connection_method(&mut self, method: Method) -> Result<(), AmqpError> {
         let (class_id, method_id) = method.ids();
         let Method::Other(AMQPClass::Connection(m)) = method else {
-            return Err(AmqpError::command_invalid(format!(
-                "method {class_id}/{method_id} is not allowed on channel 0"
-            ))
-            .on_method(class_id, method_id));
+            if self.phase != Phase::Open {
+                return Err(handshake_violation());
+            }
+            return Err(AmqpError::channel_error("unexpected method in connection state running").on_method(class_id, method_id));
         };
         use conn_methods::AMQPMethod as M;
         match (self.phase, m) {
@@ -393,20 +407,13 @@ impl Connection {
                     n => n.min(self.broker.config.channel_max),
                 };
                 let server_max = self.broker.config.frame_max;
-                self.frame_max = match ok.frame_max {
-                    0 => server_max,
-                    n if n < FRAME_MIN_SIZE => {
-                        return Err(AmqpError::not_allowed(format!(
-                            "frame_max={n} < {FRAME_MIN_SIZE} min size"
-                        )));
-                    }
-                    n if server_max != 0 && n > server_max => {
-                        return Err(AmqpError::not_allowed(format!(
-                            "frame_max={n} > {server_max} max size"
-                        )));
-                    }
-                    n => n,
-                };
+                // RabbitMQ drops the connection (no close frame) for a frame_max of 0 or above its
+                // own; a small one is accepted.
+                if ok.frame_max == 0 || (server_max != 0 && ok.frame_max > server_max) {
+                    tracing::info!(peer = %self.peer, frame_max = ok.frame_max, "refusing tune-ok frame_max");
+                    return Err(handshake_violation());
+                }
+                self.frame_max = ok.frame_max;
                 self.decoder.set_frame_max(self.frame_max);
                 self.heartbeat = ok.heartbeat;
                 self.phase = Phase::AwaitOpen;
@@ -427,24 +434,15 @@ impl Connection {
                 self.phase = Phase::Done;
                 Ok(())
             }
-            (_, M::CloseOk(_)) => {
-                self.phase = Phase::Done;
-                Ok(())
-            }
             (Phase::Open, M::UpdateSecret(_)) => {
                 self.send_method(0, AMQPClass::Connection(M::UpdateSecretOk(conn_methods::UpdateSecretOk {})));
                 Ok(())
             }
-            (phase, m) => {
-                let expected = match phase {
-                    Phase::AwaitStartOk => "connection.start_ok",
-                    Phase::AwaitTuneOk => "connection.tune_ok",
-                    Phase::AwaitOpen => "connection.open",
-                    _ => "a channel-0 method",
-                };
-                let ids = (10, AMQPClass::Connection(m).get_amqp_method_id());
-                Err(AmqpError::command_invalid(format!("expected '{expected}'")).on_method(ids.0, ids.1))
+            (Phase::Open, m) => {
+                let method_id = AMQPClass::Connection(m).get_amqp_method_id();
+                Err(AmqpError::channel_error("unexpected method in connection state running").on_method(10, method_id))
             }
+            _ => Err(handshake_violation()),
         }
     }
 
@@ -473,9 +471,12 @@ impl Connection {
             }
             Err(e) => {
                 tracing::warn!(peer = %self.peer, "authentication failed: {e}");
-                if self.caps.authentication_failure_close {
+                let refusal = matches!(e, AuthError::Refused(_) | AuthError::LoopbackOnly(_));
+                if refusal && self.caps.authentication_failure_close {
                     Err(AmqpError::access_refused(e.to_string()))
                 } else {
+                    // As RabbitMQ: without the capability (or for a mechanism it does not offer,
+                    // or a response it cannot read), the socket is just closed.
                     self.phase = Phase::Done;
                     Ok(())
                 }

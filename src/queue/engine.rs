@@ -144,7 +144,7 @@ impl QueueState {
                     ))));
                 } else if if_empty && !self.ready.is_empty() {
                     let _ = reply.send(Err(AmqpError::precondition_failed(format!(
-                        "queue '{}' in vhost '{}' is not empty",
+                        "queue '{}' in vhost '{}' not empty",
                         self.handle.name,
                         self.vhost_name()
                     ))));

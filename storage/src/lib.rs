@@ -1,0 +1,233 @@
+//! Warren's durable store. Definitions (exchanges, queues, bindings) and persistent messages live
+//! in one redb database. Every write goes through one writer thread that gathers whatever is
+//! pending — from all queues and channels — into a single transaction, commits it with an fsync,
+//! and only then reports each write done: group commit. Under load batches grow by themselves;
+//! when idle a lone write is committed at once.
+//!
+//! A message routed to several durable queues is stored once; each queue holds an index entry
+//! `(queue id, message id) → flags`, and the message goes when its last entry does.
+
+mod records;
+mod writer;
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+use bytes::Bytes;
+use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
+use thiserror::Error;
+use tokio::sync::{mpsc, oneshot};
+
+pub use records::{BindingRecord, ExchangeRecord, QueueRecord, StoredMessage};
+pub use writer::{CommitListener, Op};
+
+/// Message id → encoded message (see [`StoredMessage`]).
+const MESSAGES: TableDefinition<u64, &[u8]> = TableDefinition::new("messages");
+/// Message id → number of queues holding it, when more than one.
+const MESSAGE_REFS: TableDefinition<u64, u32> = TableDefinition::new("message_refs");
+/// (queue id, message id) → flags ([`FLAG_DELIVERED`]).
+const QUEUE_INDEX: TableDefinition<(u64, u64), u8> = TableDefinition::new("queue_index");
+/// (vhost, name) → JSON queue record.
+const QUEUES: TableDefinition<(&str, &str), &[u8]> = TableDefinition::new("queues");
+/// (vhost, name) → JSON exchange record.
+const EXCHANGES: TableDefinition<(&str, &str), &[u8]> = TableDefinition::new("exchanges");
+/// JSON binding record → nothing.
+const BINDINGS: TableDefinition<&[u8], ()> = TableDefinition::new("bindings");
+/// Counters: the next queue id and message id.
+const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
+
+/// The message was handed to a consumer; after a restart it comes back with `redelivered`.
+pub const FLAG_DELIVERED: u8 = 1;
+
+#[derive(Debug, Error)]
+pub enum StorageError {
+    #[error("cannot open the database at {path}: {source}")]
+    Open { path: PathBuf, source: redb::DatabaseError },
+    #[error("storage: {0}")]
+    Redb(String),
+    #[error("corrupt record: {0}")]
+    Corrupt(String),
+    #[error("the storage writer has stopped")]
+    WriterGone,
+}
+
+macro_rules! redb_errors {
+    ($($t:ty),*) => {$(
+        impl From<$t> for StorageError {
+            fn from(e: $t) -> Self { StorageError::Redb(e.to_string()) }
+        }
+    )*};
+}
+redb_errors!(redb::TransactionError, redb::TableError, redb::StorageError, redb::CommitError);
+
+/// Everything the store held at start-up.
+#[derive(Debug, Default)]
+pub struct Recovered {
+    pub exchanges: Vec<ExchangeRecord>,
+    pub queues: Vec<QueueRecord>,
+    pub bindings: Vec<BindingRecord>,
+}
+
+/// A handle to the store; cheap to clone.
+#[derive(Clone)]
+pub struct Store {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    db: Arc<Database>,
+    /// Taken on drop, which ends the writer thread after its last batch.
+    tx: Option<mpsc::UnboundedSender<writer::Request>>,
+    writer: Option<std::thread::JoinHandle<()>>,
+    next_message_id: AtomicU64,
+    next_queue_id: AtomicU64,
+}
+
+impl Drop for Inner {
+    /// Finishes pending writes and releases the database file, so it can be opened again.
+    fn drop(&mut self) {
+        drop(self.tx.take());
+        if let Some(writer) = self.writer.take() {
+            let _ = writer.join();
+        }
+    }
+}
+
+impl Store {
+    /// Opens (or creates) `dir/warren.redb` and starts the writer thread.
+    pub fn open(dir: &Path) -> Result<(Store, Recovered), StorageError> {
+        let path = dir.join("warren.redb");
+        let db = Database::create(&path).map_err(|source| StorageError::Open { path: path.clone(), source })?;
+        let db = Arc::new(db);
+        let (next_message_id, next_queue_id) = {
+            let w = db.begin_write()?;
+            {
+                // Create every table so that reads never meet a missing one.
+                w.open_table(MESSAGES)?;
+                w.open_table(MESSAGE_REFS)?;
+                w.open_table(QUEUE_INDEX)?;
+                w.open_table(QUEUES)?;
+                w.open_table(EXCHANGES)?;
+                w.open_table(BINDINGS)?;
+                w.open_table(META)?;
+            }
+            w.commit()?;
+            let r = db.begin_read()?;
+            let meta = r.open_table(META)?;
+            let get = |k: &str| -> Result<u64, StorageError> { Ok(meta.get(k)?.map(|v| v.value()).unwrap_or(1)) };
+            // Message ids also restart above the highest stored one, in case a counter write was lost.
+            let messages = r.open_table(MESSAGES)?;
+            let highest = messages.last()?.map(|(k, _)| k.value() + 1).unwrap_or(1);
+            (get("next_message_id")?.max(highest), get("next_queue_id")?)
+        };
+        let recovered = read_definitions(&db)?;
+        let (tx, rx) = mpsc::unbounded_channel();
+        let writer_db = db.clone();
+        let writer = std::thread::Builder::new()
+            .name("warren-storage".into())
+            .spawn(move || writer::run(writer_db, rx))
+            .map_err(|e| StorageError::Redb(format!("cannot start the writer thread: {e}")))?;
+        let store = Store {
+            inner: Arc::new(Inner {
+                db,
+                tx: Some(tx),
+                writer: Some(writer),
+                next_message_id: AtomicU64::new(next_message_id),
+                next_queue_id: AtomicU64::new(next_queue_id),
+            }),
+        };
+        Ok((store, recovered))
+    }
+
+    pub fn next_message_id(&self) -> u64 {
+        self.inner.next_message_id.fetch_add(1, Ordering::Relaxed)
+    }
+
+    /// A new queue id, persisted with the next commit.
+    pub fn next_queue_id(&self) -> u64 {
+        self.inner.next_queue_id.fetch_add(1, Ordering::Relaxed)
+    }
+
+    fn counters(&self) -> (u64, u64) {
+        (
+            self.inner.next_message_id.load(Ordering::Relaxed),
+            self.inner.next_queue_id.load(Ordering::Relaxed),
+        )
+    }
+
+    /// Queues a write; `listener` hears about it (with `token`) once it is on disk, or failed.
+    pub fn submit(&self, op: Op, listener: Option<(Arc<dyn CommitListener>, u64)>) {
+        let done = listener.map(|(l, token)| writer::Done::Listener(l, token));
+        let counters = matches!(op, Op::PutQueue(_)).then(|| self.counters());
+        if let Some(tx) = &self.inner.tx {
+            let _ = tx.send(writer::Request { op, done, counters });
+        }
+    }
+
+    /// Queues a write and waits until it is on disk.
+    pub async fn write(&self, op: Op) -> Result<(), StorageError> {
+        let (tx, rx) = oneshot::channel();
+        let counters = matches!(op, Op::PutQueue(_)).then(|| self.counters());
+        self.inner
+            .tx
+            .as_ref()
+            .ok_or(StorageError::WriterGone)?
+            .send(writer::Request { op, done: Some(writer::Done::Oneshot(tx)), counters })
+            .map_err(|_| StorageError::WriterGone)?;
+        rx.await.map_err(|_| StorageError::WriterGone)?
+    }
+
+    /// Waits until everything queued so far is on disk.
+    pub async fn sync(&self) -> Result<(), StorageError> {
+        self.write(Op::Nothing).await
+    }
+
+    /// A durable queue's messages in order, with their index flags.
+    pub fn queue_messages(&self, queue_id: u64) -> Result<Vec<(u64, u8, StoredMessage)>, StorageError> {
+        let r = self.inner.db.begin_read()?;
+        let index = r.open_table(QUEUE_INDEX)?;
+        let messages = r.open_table(MESSAGES)?;
+        let mut out = Vec::new();
+        for entry in index.range((queue_id, 0)..=(queue_id, u64::MAX))? {
+            let (key, flags) = entry?;
+            let (_, message_id) = key.value();
+            let Some(data) = messages.get(message_id)? else {
+                tracing::warn!(queue_id, message_id, "index entry without a message; skipped");
+                continue;
+            };
+            let message = StoredMessage::decode(Bytes::copy_from_slice(data.value()))?;
+            out.push((message_id, flags.value(), message));
+        }
+        Ok(out)
+    }
+
+    /// Size of the database file in bytes.
+    pub fn file_size(&self, dir: &Path) -> u64 {
+        std::fs::metadata(dir.join("warren.redb")).map(|m| m.len()).unwrap_or(0)
+    }
+}
+
+fn read_definitions(db: &Database) -> Result<Recovered, StorageError> {
+    let r = db.begin_read()?;
+    let mut rec = Recovered::default();
+    fn decode<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<T, StorageError> {
+        serde_json::from_slice(bytes).map_err(|e| StorageError::Corrupt(e.to_string()))
+    }
+    for entry in r.open_table(EXCHANGES)?.iter()? {
+        let (_, v) = entry?;
+        rec.exchanges.push(decode(v.value())?);
+    }
+    for entry in r.open_table(QUEUES)?.iter()? {
+        let (_, v) = entry?;
+        rec.queues.push(decode(v.value())?);
+    }
+    for entry in r.open_table(BINDINGS)?.iter()? {
+        let (k, _) = entry?;
+        rec.bindings.push(decode(k.value())?);
+    }
+    Ok(rec)
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,174 @@
+//! The group-commit writer: one thread, one redb write transaction per batch of requests.
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use redb::{Database, ReadableTable, WriteTransaction};
+use tokio::sync::{mpsc, oneshot};
+
+use crate::records::{BindingRecord, ExchangeRecord, QueueRecord};
+use crate::{StorageError, BINDINGS, EXCHANGES, FLAG_DELIVERED, MESSAGES, MESSAGE_REFS, META, QUEUES, QUEUE_INDEX};
+
+/// Hears when writes it asked about are on disk.
+pub trait CommitListener: Send + Sync {
+    /// `ok` is false when the commit failed: the write is not on disk.
+    fn committed(&self, token: u64, ok: bool);
+}
+
+/// One write.
+#[derive(Debug)]
+pub enum Op {
+    /// Nothing to write: completes once everything before it is on disk.
+    Nothing,
+    /// A persistent message for these durable queues, stored once.
+    PutMessage { id: u64, data: Bytes, queues: Vec<u64> },
+    /// A queue no longer holds a message (acked, dropped, expired, purged).
+    Remove { queue: u64, messages: Vec<u64> },
+    /// Messages were handed to a consumer: after a restart they come back redelivered.
+    MarkDelivered { queue: u64, messages: Vec<u64> },
+    PutQueue(QueueRecord),
+    /// Deletes a queue's record and every message it held.
+    DeleteQueue { vhost: String, name: String, id: u64 },
+    PutExchange(ExchangeRecord),
+    DeleteExchange { vhost: String, name: String },
+    PutBinding(BindingRecord),
+    DeleteBinding(BindingRecord),
+}
+
+pub(crate) enum Done {
+    Listener(Arc<dyn CommitListener>, u64),
+    Oneshot(oneshot::Sender<Result<(), StorageError>>),
+}
+
+pub(crate) struct Request {
+    pub op: Op,
+    pub done: Option<Done>,
+    /// Id counters to persist with this write (next message id, next queue id).
+    pub counters: Option<(u64, u64)>,
+}
+
+/// The most requests one transaction takes; a bound on commit latency under heavy load.
+const MAX_BATCH: usize = 16_384;
+
+pub(crate) fn run(db: Arc<Database>, mut rx: mpsc::UnboundedReceiver<Request>) {
+    let mut batch = Vec::with_capacity(1024);
+    while let Some(first) = rx.blocking_recv() {
+        batch.push(first);
+        while batch.len() < MAX_BATCH {
+            match rx.try_recv() {
+                Ok(r) => batch.push(r),
+                Err(_) => break,
+            }
+        }
+        let result = commit(&db, &batch);
+        if let Err(e) = &result {
+            tracing::error!("storage commit of {} writes failed: {e}", batch.len());
+        }
+        for request in batch.drain(..) {
+            match request.done {
+                Some(Done::Listener(listener, token)) => listener.committed(token, result.is_ok()),
+                Some(Done::Oneshot(tx)) => {
+                    let _ = tx.send(result.as_ref().map(|_| ()).map_err(|e| StorageError::Redb(e.to_string())));
+                }
+                None => {}
+            }
+        }
+    }
+}
+
+fn commit(db: &Database, batch: &[Request]) -> Result<(), StorageError> {
+    let w = db.begin_write()?;
+    for request in batch {
+        apply(&w, &request.op)?;
+        if let Some((next_message_id, next_queue_id)) = request.counters {
+            let mut meta = w.open_table(META)?;
+            meta.insert("next_message_id", next_message_id)?;
+            meta.insert("next_queue_id", next_queue_id)?;
+        }
+    }
+    w.commit()?;
+    Ok(())
+}
+
+fn json<T: serde::Serialize>(v: &T) -> Vec<u8> {
+    serde_json::to_vec(v).unwrap_or_default()
+}
+
+fn apply(w: &WriteTransaction, op: &Op) -> Result<(), StorageError> {
+    match op {
+        Op::Nothing => {}
+        Op::PutMessage { id, data, queues } => {
+            w.open_table(MESSAGES)?.insert(*id, &data[..])?;
+            let mut index = w.open_table(QUEUE_INDEX)?;
+            for q in queues {
+                index.insert((*q, *id), 0)?;
+            }
+            if queues.len() > 1 {
+                w.open_table(MESSAGE_REFS)?.insert(*id, queues.len() as u32)?;
+            }
+        }
+        Op::Remove { queue, messages } => {
+            for m in messages {
+                remove_entry(w, *queue, *m)?;
+            }
+        }
+        Op::MarkDelivered { queue, messages } => {
+            let mut index = w.open_table(QUEUE_INDEX)?;
+            for m in messages {
+                // Only entries still there: an ack in the same batch may already have removed it.
+                let flags = index.get((*queue, *m))?.map(|f| f.value());
+                if let Some(flags) = flags {
+                    index.insert((*queue, *m), flags | FLAG_DELIVERED)?;
+                }
+            }
+        }
+        Op::PutQueue(q) => {
+            w.open_table(QUEUES)?.insert((q.vhost.as_str(), q.name.as_str()), &json(q)[..])?;
+        }
+        Op::DeleteQueue { vhost, name, id } => {
+            w.open_table(QUEUES)?.remove((vhost.as_str(), name.as_str()))?;
+            let ids: Vec<u64> = {
+                let index = w.open_table(QUEUE_INDEX)?;
+                let mut ids = Vec::new();
+                for entry in index.range((*id, 0)..=(*id, u64::MAX))? {
+                    ids.push(entry?.0.value().1);
+                }
+                ids
+            };
+            for m in ids {
+                remove_entry(w, *id, m)?;
+            }
+        }
+        Op::PutExchange(e) => {
+            w.open_table(EXCHANGES)?.insert((e.vhost.as_str(), e.name.as_str()), &json(e)[..])?;
+        }
+        Op::DeleteExchange { vhost, name } => {
+            w.open_table(EXCHANGES)?.remove((vhost.as_str(), name.as_str()))?;
+        }
+        Op::PutBinding(b) => {
+            w.open_table(BINDINGS)?.insert(&json(b)[..], ())?;
+        }
+        Op::DeleteBinding(b) => {
+            w.open_table(BINDINGS)?.remove(&json(b)[..])?;
+        }
+    }
+    Ok(())
+}
+
+/// Removes a queue's index entry; the message itself goes with its last entry.
+fn remove_entry(w: &WriteTransaction, queue: u64, message: u64) -> Result<(), StorageError> {
+    let existed = w.open_table(QUEUE_INDEX)?.remove((queue, message))?.is_some();
+    if !existed {
+        return Ok(());
+    }
+    let mut refs = w.open_table(MESSAGE_REFS)?;
+    let count = refs.get(message)?.map(|c| c.value()).unwrap_or(1);
+    if count > 2 {
+        refs.insert(message, count - 1)?;
+    } else if count == 2 {
+        refs.remove(message)?;
+    } else {
+        w.open_table(MESSAGES)?.remove(message)?;
+    }
+    Ok(())
+}
