@@ -223,16 +223,9 @@ impl<'a> LazyHeaders<'a> {
     }
 
     pub fn get(&self) -> &FieldTable {
-        self.parsed.get_or_init(|| self.raw.and_then(decode_table).unwrap_or_default())
+        self.parsed
+            .get_or_init(|| self.raw.and_then(warren_amqp::encode::decode_table_entries).unwrap_or_default())
     }
-}
-
-/// Decodes a field table's content (without the 4-octet length in front).
-pub fn decode_table(raw: &[u8]) -> Option<FieldTable> {
-    let mut framed = Vec::with_capacity(raw.len() + 4);
-    framed.extend_from_slice(&(raw.len() as u32).to_be_bytes());
-    framed.extend_from_slice(raw);
-    warren_amqp::types::parsing::parse_field_table(&framed[..]).ok().map(|(_, t)| t)
 }
 
 /// A routing key or pattern as words; the empty key has none (as in RabbitMQ).

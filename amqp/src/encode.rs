@@ -24,6 +24,29 @@ pub fn encode_properties(props: &amq_protocol::protocol::BasicProperties) -> Res
     Ok(buf)
 }
 
+/// Encodes a field table as on the wire (4-octet length, then entries).
+pub fn encode_table(table: &amq_protocol::types::FieldTable) -> Vec<u8> {
+    let ctx = WriteContext::from(Vec::with_capacity(64));
+    match amq_protocol::types::generation::gen_field_table(table)(ctx) {
+        Ok(ctx) => ctx.into_inner().0,
+        Err(_) => 0u32.to_be_bytes().to_vec(),
+    }
+}
+
+/// Decodes a field table as on the wire (with its 4-octet length).
+pub fn decode_table(bytes: &[u8]) -> Option<amq_protocol::types::FieldTable> {
+    amq_protocol::types::parsing::parse_field_table(bytes).ok().map(|(_, t)| t)
+}
+
+/// Decodes a field table's entries without the 4-octet length in front (as properties hold it
+/// in [`crate::PropertiesView::headers`]).
+pub fn decode_table_entries(entries: &[u8]) -> Option<amq_protocol::types::FieldTable> {
+    let mut framed = Vec::with_capacity(entries.len() + 4);
+    framed.extend_from_slice(&(entries.len() as u32).to_be_bytes());
+    framed.extend_from_slice(entries);
+    decode_table(&framed)
+}
+
 fn frame_start(buf: &mut BytesMut, kind: u8, channel: u16) -> usize {
     buf.put_u8(kind);
     buf.put_u16(channel);

@@ -82,6 +82,9 @@ struct Inner {
     writer: Option<std::thread::JoinHandle<()>>,
     next_message_id: AtomicU64,
     next_queue_id: AtomicU64,
+    /// Requests sent to the writer so far, and how many of them are on disk.
+    submitted: AtomicU64,
+    committed: Arc<AtomicU64>,
 }
 
 impl Drop for Inner {
@@ -124,9 +127,11 @@ impl Store {
         let recovered = read_definitions(&db)?;
         let (tx, rx) = mpsc::unbounded_channel();
         let writer_db = db.clone();
+        let committed = Arc::new(AtomicU64::new(0));
+        let writer_committed = committed.clone();
         let writer = std::thread::Builder::new()
             .name("warren-storage".into())
-            .spawn(move || writer::run(writer_db, rx))
+            .spawn(move || writer::run(writer_db, rx, writer_committed))
             .map_err(|e| StorageError::Redb(format!("cannot start the writer thread: {e}")))?;
         let store = Store {
             inner: Arc::new(Inner {
@@ -135,6 +140,8 @@ impl Store {
                 writer: Some(writer),
                 next_message_id: AtomicU64::new(next_message_id),
                 next_queue_id: AtomicU64::new(next_queue_id),
+                submitted: AtomicU64::new(0),
+                committed,
             }),
         };
         Ok((store, recovered))
@@ -156,30 +163,40 @@ impl Store {
         )
     }
 
+    fn send(&self, op: Op, done: Option<writer::Done>) -> Result<(), StorageError> {
+        let counters = matches!(op, Op::PutQueue(_)).then(|| self.counters());
+        self.inner.submitted.fetch_add(1, Ordering::AcqRel);
+        self.inner
+            .tx
+            .as_ref()
+            .ok_or(StorageError::WriterGone)?
+            .send(writer::Request { op, done, counters })
+            .map_err(|_| StorageError::WriterGone)
+    }
+
     /// Queues a write; `listener` hears about it (with `token`) once it is on disk, or failed.
     pub fn submit(&self, op: Op, listener: Option<(Arc<dyn CommitListener>, u64)>) {
         let done = listener.map(|(l, token)| writer::Done::Listener(l, token));
-        let counters = matches!(op, Op::PutQueue(_)).then(|| self.counters());
-        if let Some(tx) = &self.inner.tx {
-            let _ = tx.send(writer::Request { op, done, counters });
+        if let Err(e) = self.send(op, done) {
+            tracing::error!("storage write dropped: {e}");
         }
     }
 
     /// Queues a write and waits until it is on disk.
     pub async fn write(&self, op: Op) -> Result<(), StorageError> {
         let (tx, rx) = oneshot::channel();
-        let counters = matches!(op, Op::PutQueue(_)).then(|| self.counters());
-        self.inner
-            .tx
-            .as_ref()
-            .ok_or(StorageError::WriterGone)?
-            .send(writer::Request { op, done: Some(writer::Done::Oneshot(tx)), counters })
-            .map_err(|_| StorageError::WriterGone)?;
+        self.send(op, Some(writer::Done::Oneshot(tx)))?;
         rx.await.map_err(|_| StorageError::WriterGone)?
     }
 
-    /// Waits until everything queued so far is on disk.
+    /// Waits until everything this caller queued so far is on disk; free when it already is.
+    /// (Commits follow submission order, so once as many requests are committed as had been
+    /// submitted when this was called, the caller's own are among them.)
     pub async fn sync(&self) -> Result<(), StorageError> {
+        let submitted = self.inner.submitted.load(Ordering::Acquire);
+        if self.inner.committed.load(Ordering::Acquire) >= submitted {
+            return Ok(());
+        }
         self.write(Op::Nothing).await
     }
 

@@ -1,5 +1,6 @@
 //! The group-commit writer: one thread, one redb write transaction per batch of requests.
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use bytes::Bytes;
@@ -50,7 +51,7 @@ pub(crate) struct Request {
 /// The most requests one transaction takes; a bound on commit latency under heavy load.
 const MAX_BATCH: usize = 16_384;
 
-pub(crate) fn run(db: Arc<Database>, mut rx: mpsc::UnboundedReceiver<Request>) {
+pub(crate) fn run(db: Arc<Database>, mut rx: mpsc::UnboundedReceiver<Request>, committed: Arc<AtomicU64>) {
     let mut batch = Vec::with_capacity(1024);
     while let Some(first) = rx.blocking_recv() {
         batch.push(first);
@@ -64,6 +65,8 @@ pub(crate) fn run(db: Arc<Database>, mut rx: mpsc::UnboundedReceiver<Request>) {
         if let Err(e) = &result {
             tracing::error!("storage commit of {} writes failed: {e}", batch.len());
         }
+        // Batches are prefixes of the submission order, so a count tells how far commits got.
+        committed.fetch_add(batch.len() as u64, Ordering::AcqRel);
         for request in batch.drain(..) {
             match request.done {
                 Some(Done::Listener(listener, token)) => listener.committed(token, result.is_ok()),
