@@ -7,12 +7,15 @@ use std::sync::{Arc, RwLock};
 
 use tokio::sync::{watch, Notify};
 
+use warren_storage::{StorageError, Store};
+
 use crate::auth::Users;
 use crate::config::Config;
 use crate::vhost::Vhost;
 
 pub struct Broker {
     pub config: Config,
+    pub store: Store,
     pub users: Users,
     vhosts: RwLock<HashMap<String, Arc<Vhost>>>,
     next_id: AtomicU64,
@@ -22,18 +25,26 @@ pub struct Broker {
 }
 
 impl Broker {
-    pub fn new(config: Config) -> Arc<Self> {
+    /// Opens the store under `config.data_dir` and rebuilds what it holds. Needs a Tokio runtime
+    /// (recovered queues start their tasks).
+    pub fn open(config: Config) -> Result<Arc<Self>, StorageError> {
+        let started = std::time::Instant::now();
+        let (store, recovered) = Store::open(&config.data_dir)?;
+        let default_vhost = Vhost::new("/", store.clone());
+        default_vhost.restore(&recovered)?;
+        tracing::info!(elapsed_ms = started.elapsed().as_millis() as u64, "storage recovered");
         let mut vhosts = HashMap::new();
-        vhosts.insert("/".to_owned(), Vhost::new("/"));
-        Arc::new(Broker {
+        vhosts.insert("/".to_owned(), default_vhost);
+        Ok(Arc::new(Broker {
             config,
+            store,
             users: Users::default(),
             vhosts: RwLock::new(vhosts),
             next_id: AtomicU64::new(1),
             connections: AtomicUsize::new(0),
             connections_gone: Notify::new(),
             shutdown: watch::channel(false).0,
-        })
+        }))
     }
 
     pub fn vhost(&self, name: &str) -> Option<Arc<Vhost>> {

@@ -17,4 +17,4 @@ pub mod server;
 pub mod vhost;
 
 pub use config::Config;
-pub use server::Server;
+pub use server::{Server, ServerError};

@@ -32,7 +32,6 @@ async fn main() -> anyhow::Result<()> {
         Some(Command::Perf(args)) => return warren::perf::run(args).await,
         None => cli.server,
     };
-    std::fs::create_dir_all(&config.data_dir)?;
     let server = Server::bind(config).await?;
     server.run(shutdown_signal()).await;
     Ok(())

@@ -8,6 +8,7 @@ use std::sync::Arc;
 
 use bytes::{BufMut, Bytes, BytesMut};
 use warren_amqp::{Content, PropertiesView};
+use warren_storage::StoredMessage;
 
 /// Bodies up to this size are copied next to the routing information.
 pub const INLINE_BODY_MAX: usize = 4096;
@@ -22,38 +23,58 @@ pub struct Message {
     /// A large body, kept as received.
     external_body: Option<Bytes>,
     pub persistent: bool,
+    /// Set when the message is stored on disk for its durable queues.
+    pub storage_id: Option<u64>,
 }
 
 pub type MessageRef = Arc<Message>;
 
 impl Message {
-    pub fn from_content(content: Content) -> MessageRef {
-        let ex = &content.publish.exchange[..content.publish.exchange.len().min(255)];
-        let rk = &content.publish.routing_key[..content.publish.routing_key.len().min(255)];
-        let persistent = PropertiesView::parse(&content.properties)
-            .map(|p| p.persistent())
-            .unwrap_or(false);
-        let inline = content.body.len() <= INLINE_BODY_MAX;
-        let mut data = BytesMut::with_capacity(
-            ex.len() + rk.len() + content.properties.len() + if inline { content.body.len() } else { 0 },
-        );
+    pub fn from_content(content: Content, storage_id: Option<u64>) -> MessageRef {
+        Self::from_parts(
+            &content.publish.exchange,
+            &content.publish.routing_key,
+            &content.properties,
+            content.body,
+            storage_id,
+        )
+    }
+
+    /// A message read back from the store.
+    pub fn from_stored(stored: StoredMessage, storage_id: u64) -> MessageRef {
+        Self::from_parts(&stored.exchange, &stored.routing_key, &stored.properties, stored.body, Some(storage_id))
+    }
+
+    fn from_parts(exchange: &[u8], routing_key: &[u8], properties: &[u8], body: Bytes, storage_id: Option<u64>) -> MessageRef {
+        let ex = &exchange[..exchange.len().min(255)];
+        let rk = &routing_key[..routing_key.len().min(255)];
+        let persistent = PropertiesView::parse(properties).map(|p| p.persistent()).unwrap_or(false);
+        let inline = body.len() <= INLINE_BODY_MAX;
+        let mut data =
+            BytesMut::with_capacity(ex.len() + rk.len() + properties.len() + if inline { body.len() } else { 0 });
         data.put_slice(ex);
         data.put_slice(rk);
-        data.put_slice(&content.properties);
+        data.put_slice(properties);
         let external_body = if inline {
-            data.put_slice(&content.body);
+            data.put_slice(&body);
             None
         } else {
-            Some(content.body)
+            Some(body)
         };
         Arc::new(Message {
             data: data.freeze(),
             exchange_len: ex.len() as u8,
             routing_key_len: rk.len() as u8,
-            properties_len: content.properties.len() as u32,
+            properties_len: properties.len() as u32,
             external_body,
             persistent,
+            storage_id,
         })
+    }
+
+    /// The message as the store keeps it.
+    pub fn to_stored(&self) -> Bytes {
+        StoredMessage::encode(self.exchange(), self.routing_key(), self.properties(), self.body())
     }
 
     pub fn exchange(&self) -> &[u8] {
@@ -109,7 +130,10 @@ mod tests {
     fn fields_come_back_for_inline_and_external_bodies() {
         for size in [0, 16, INLINE_BODY_MAX, INLINE_BODY_MAX + 1, 100_000] {
             let body: Vec<u8> = (0..size).map(|i| i as u8).collect();
-            let m = Message::from_content(content(body.clone()));
+            let m = Message::from_content(content(body.clone()), None);
+            let back = Message::from_stored(StoredMessage::decode(m.to_stored()).unwrap(), 9);
+            assert_eq!((back.exchange(), back.routing_key(), back.properties(), back.body()), (m.exchange(), m.routing_key(), m.properties(), m.body()));
+            assert_eq!(back.storage_id, Some(9));
             assert_eq!(m.exchange(), b"ex");
             assert_eq!(m.routing_key(), b"key.1");
             assert_eq!(m.properties(), &[0x10, 0x00, 2]);

@@ -10,6 +10,14 @@ use tokio::net::TcpListener;
 use crate::broker::Broker;
 use crate::config::Config;
 
+#[derive(Debug, thiserror::Error)]
+pub enum ServerError {
+    #[error("cannot listen: {0}")]
+    Listen(#[from] std::io::Error),
+    #[error(transparent)]
+    Storage(#[from] warren_storage::StorageError),
+}
+
 pub struct Server {
     broker: Arc<Broker>,
     amqp: TcpListener,
@@ -18,11 +26,12 @@ pub struct Server {
 
 impl Server {
     /// Binds the listeners (port 0 picks a free port; see [`Server::amqp_addr`]).
-    pub async fn bind(config: Config) -> std::io::Result<Server> {
+    pub async fn bind(config: Config) -> Result<Server, ServerError> {
         let amqp = TcpListener::bind(config.amqp_listen).await?;
         let http = TcpListener::bind(config.http_listen).await?;
+        std::fs::create_dir_all(&config.data_dir)?;
         Ok(Server {
-            broker: Broker::new(config),
+            broker: Broker::open(config)?,
             amqp,
             http,
         })
@@ -64,6 +73,9 @@ impl Server {
         }
         tracing::info!("shutting down");
         self.broker.shut_down(Duration::from_secs(5)).await;
+        if let Err(e) = self.broker.store.sync().await {
+            tracing::error!("final storage sync failed: {e}");
+        }
         http.abort();
     }
 }

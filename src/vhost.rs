@@ -7,47 +7,107 @@ use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use warren_amqp::types::{AMQPValue, FieldTable};
 use warren_amqp::AmqpError;
 
+use warren_amqp::encode::{decode_table, encode_table};
+use warren_storage::{BindingRecord, ExchangeRecord, Op, QueueRecord, Recovered, StorageError, Store, FLAG_DELIVERED};
+
 use crate::exchange::{Destination, Exchange, ExchangeKind, LazyHeaders};
+use crate::message::Message;
 use crate::queue::{engine, ConnectionId, QueueHandle, QueueSpec};
 
 pub struct Vhost {
     pub name: String,
+    store: Store,
     topology: RwLock<Topology>,
 }
 
-#[derive(Default)]
 struct Topology {
+    vhost: String,
+    store: Store,
     exchanges: HashMap<String, Exchange>,
     queues: HashMap<String, Arc<QueueHandle>>,
 }
 
 impl Topology {
-    /// Removes one binding from `source`; an auto-delete source left without bindings goes too.
-    fn unbind(&mut self, source: &str, destination: &Destination, routing_key: &str, arguments: &FieldTable) {
-        let emptied = self
-            .exchanges
-            .get_mut(source)
-            .is_some_and(|ex| ex.unbind(destination, routing_key, arguments) && ex.auto_delete && ex.bindings().is_empty());
-        if emptied {
-            self.exchanges.remove(source);
-            self.remove_bindings_to(&Destination::Exchange(source.into()));
+    fn is_durable(&self, d: &Destination) -> bool {
+        match d {
+            Destination::Queue(q) => q.is_durable_on_disk(),
+            Destination::Exchange(name) => self.exchanges.get(&**name).is_some_and(|e| e.durable),
         }
     }
 
+    fn binding_record(&self, source: &str, d: &Destination, routing_key: &str, arguments: &FieldTable) -> BindingRecord {
+        let (destination, destination_is_queue) = match d {
+            Destination::Queue(q) => (q.name.to_string(), true),
+            Destination::Exchange(name) => (name.to_string(), false),
+        };
+        BindingRecord {
+            vhost: self.vhost.clone(),
+            source: source.to_owned(),
+            destination,
+            destination_is_queue,
+            routing_key: routing_key.to_owned(),
+            arguments: encode_table(arguments),
+        }
+    }
+
+    /// Adds a binding, recording it when both ends are durable (as RabbitMQ does).
+    fn bind(&mut self, source: &str, d: Destination, routing_key: &str, arguments: &FieldTable) -> Result<(), AmqpError> {
+        let durable = self.exchanges.get(source).is_some_and(|e| e.durable) && self.is_durable(&d);
+        let record = durable.then(|| self.binding_record(source, &d, routing_key, arguments));
+        let Some(ex) = self.exchanges.get_mut(source) else {
+            return Err(AmqpError::not_found(format!("no exchange '{source}' in vhost '{}'", self.vhost)));
+        };
+        ex.bind(d, routing_key, arguments.clone())?;
+        if let Some(record) = record {
+            self.store.submit(Op::PutBinding(record), None);
+        }
+        Ok(())
+    }
+
+    /// Removes one binding from `source`; an auto-delete source left without bindings goes too.
+    fn unbind(&mut self, source: &str, destination: &Destination, routing_key: &str, arguments: &FieldTable) {
+        let durable = self.exchanges.get(source).is_some_and(|e| e.durable) && self.is_durable(destination);
+        let record = durable.then(|| self.binding_record(source, destination, routing_key, arguments));
+        let Some(ex) = self.exchanges.get_mut(source) else { return };
+        if !ex.unbind(destination, routing_key, arguments) {
+            return;
+        }
+        if let Some(record) = record {
+            self.store.submit(Op::DeleteBinding(record), None);
+        }
+        if ex.auto_delete && ex.bindings().is_empty() {
+            self.remove_exchange(source);
+        }
+    }
+
+    /// Deletes an exchange with its bindings, in memory and on disk.
+    fn remove_exchange(&mut self, name: &str) {
+        let Some(ex) = self.exchanges.remove(name) else { return };
+        if ex.durable {
+            let vhost = self.vhost.clone();
+            self.store.submit(Op::DeleteExchange { vhost: vhost.clone(), name: name.to_owned() }, None);
+            self.store.submit(Op::DeleteBindingsFrom { vhost, exchange: name.to_owned() }, None);
+        }
+        self.remove_bindings_to(&Destination::Exchange(name.into()), ex.durable);
+    }
+
     /// Removes every binding leading to `destination` (it is gone), cascading auto-delete.
-    fn remove_bindings_to(&mut self, destination: &Destination) {
-        let mut gone = vec![destination.clone()];
-        while let Some(d) = gone.pop() {
-            let mut emptied = Vec::new();
-            for ex in self.exchanges.values_mut() {
-                if ex.unbind_destination(&d) && ex.auto_delete && ex.bindings().is_empty() {
-                    emptied.push(ex.name.clone());
-                }
+    fn remove_bindings_to(&mut self, destination: &Destination, durable: bool) {
+        if durable {
+            let (name, is_queue) = match destination {
+                Destination::Queue(q) => (q.name.to_string(), true),
+                Destination::Exchange(name) => (name.to_string(), false),
+            };
+            self.store.submit(Op::DeleteBindingsTo { vhost: self.vhost.clone(), name, is_queue }, None);
+        }
+        let mut emptied = Vec::new();
+        for ex in self.exchanges.values_mut() {
+            if ex.unbind_destination(destination) && ex.auto_delete && ex.bindings().is_empty() {
+                emptied.push(ex.name.clone());
             }
-            for name in emptied {
-                self.exchanges.remove(&name);
-                gone.push(Destination::Exchange(name.into()));
-            }
+        }
+        for name in emptied {
+            self.remove_exchange(&name);
         }
     }
 }
@@ -93,8 +153,14 @@ pub struct DeclareExchange<'a> {
 }
 
 impl Vhost {
-    pub fn new(name: impl Into<String>) -> Arc<Self> {
-        let mut topology = Topology::default();
+    pub fn new(name: impl Into<String>, store: Store) -> Arc<Self> {
+        let name = name.into();
+        let mut topology = Topology {
+            vhost: name.clone(),
+            store: store.clone(),
+            exchanges: HashMap::new(),
+            queues: HashMap::new(),
+        };
         let empty = FieldTable::default;
         for (name, kind) in [
             ("", ExchangeKind::Direct),
@@ -109,9 +175,65 @@ impl Vhost {
                 .insert(name.to_owned(), Exchange::new(name, kind, true, false, false, empty()));
         }
         Arc::new(Vhost {
-            name: name.into(),
+            name,
+            store,
             topology: RwLock::new(topology),
         })
+    }
+
+    /// Rebuilds the durable topology and queues of this vhost from what the store held.
+    pub fn restore(self: &Arc<Self>, recovered: &Recovered) -> Result<(), StorageError> {
+        let mut topo = self.write();
+        for e in recovered.exchanges.iter().filter(|e| e.vhost == self.name) {
+            let Some(kind) = ExchangeKind::parse(&e.kind) else {
+                tracing::warn!(exchange = %e.name, kind = %e.kind, "stored exchange of unknown type skipped");
+                continue;
+            };
+            let arguments = decode_table(&e.arguments).unwrap_or_default();
+            let ex = Exchange::new(e.name.clone(), kind, true, e.auto_delete, e.internal, arguments);
+            topo.exchanges.insert(e.name.clone(), ex);
+        }
+        let mut messages = 0usize;
+        for q in recovered.queues.iter().filter(|q| q.vhost == self.name) {
+            let stored = self.store.queue_messages(q.id)?;
+            messages += stored.len();
+            let recovered_messages = stored
+                .into_iter()
+                .map(|(id, flags, m)| (Message::from_stored(m, id), flags & FLAG_DELIVERED != 0))
+                .collect();
+            let spec = QueueSpec {
+                name: q.name.clone(),
+                storage_id: Some(q.id),
+                durable: true,
+                exclusive_owner: None,
+                auto_delete: q.auto_delete,
+                arguments: decode_table(&q.arguments).unwrap_or_default(),
+            };
+            let handle = engine::spawn(spec, Arc::downgrade(self), &self.store, recovered_messages);
+            topo.queues.insert(q.name.clone(), handle);
+        }
+        for b in recovered.bindings.iter().filter(|b| b.vhost == self.name) {
+            let destination = if b.destination_is_queue {
+                topo.queues.get(&b.destination).cloned().map(Destination::Queue)
+            } else {
+                topo.exchanges.contains_key(&b.destination).then(|| Destination::Exchange(b.destination.as_str().into()))
+            };
+            let arguments = decode_table(&b.arguments).unwrap_or_default();
+            match (destination, topo.exchanges.get_mut(&b.source)) {
+                (Some(d), Some(ex)) => {
+                    let _ = ex.bind(d, &b.routing_key, arguments);
+                }
+                _ => tracing::warn!(source = %b.source, destination = %b.destination, "stored binding with a missing end skipped"),
+            }
+        }
+        tracing::info!(
+            vhost = %self.name,
+            exchanges = topo.exchanges.len(),
+            queues = topo.queues.len(),
+            messages,
+            "recovered"
+        );
+        Ok(())
     }
 
     fn read(&self) -> RwLockReadGuard<'_, Topology> {
@@ -179,15 +301,31 @@ impl Vhost {
                 req.name
             )));
         }
+        // Exclusive queues die with their connection, so they never go to disk.
+        let storage_id = (req.durable && !req.exclusive).then(|| {
+            let id = self.store.next_queue_id();
+            let record = QueueRecord {
+                vhost: self.name.clone(),
+                name: req.name.to_owned(),
+                id,
+                auto_delete: req.auto_delete,
+                arguments: encode_table(req.arguments),
+            };
+            self.store.submit(Op::PutQueue(record), None);
+            id
+        });
         let handle = engine::spawn(
             QueueSpec {
                 name: req.name.to_owned(),
+                storage_id,
                 durable: req.durable,
                 exclusive_owner: req.exclusive.then_some(req.connection),
                 auto_delete: req.auto_delete,
                 arguments: req.arguments.clone(),
             },
             Arc::downgrade(self),
+            &self.store,
+            Vec::new(),
         );
         topo.queues.insert(req.name.to_owned(), handle.clone());
         // Every queue is bound to the default exchange under its own name; that binding is
@@ -234,7 +372,7 @@ impl Vhost {
         if same {
             topo.queues.remove(&*queue.name);
         }
-        topo.remove_bindings_to(&Destination::Queue(queue.clone()));
+        topo.remove_bindings_to(&Destination::Queue(queue.clone()), queue.is_durable_on_disk());
     }
 
     pub fn declare_exchange(&self, req: DeclareExchange<'_>) -> Result<(), AmqpError> {
@@ -283,6 +421,17 @@ impl Vhost {
                 req.name
             )));
         }
+        if req.durable {
+            let record = ExchangeRecord {
+                vhost: self.name.clone(),
+                name: req.name.to_owned(),
+                kind: kind.as_str().to_owned(),
+                auto_delete: req.auto_delete,
+                internal: req.internal,
+                arguments: encode_table(req.arguments),
+            };
+            self.store.submit(Op::PutExchange(record), None);
+        }
         topo.exchanges.insert(
             req.name.to_owned(),
             Exchange::new(req.name, kind, req.durable, req.auto_delete, req.internal, req.arguments.clone()),
@@ -314,8 +463,7 @@ impl Vhost {
                 self.name
             )));
         }
-        topo.exchanges.remove(name);
-        topo.remove_bindings_to(&Destination::Exchange(name.into()));
+        topo.remove_exchange(name);
         Ok(())
     }
 
@@ -333,8 +481,7 @@ impl Vhost {
         if q.exclusive_owner.is_some_and(|owner| owner != connection) {
             return Err(self.locked(queue));
         }
-        let ex = topo.exchanges.get_mut(exchange).ok_or_else(|| self.no_exchange(exchange))?;
-        ex.bind(Destination::Queue(q), routing_key, arguments.clone())
+        topo.bind(exchange, Destination::Queue(q), routing_key, arguments)
     }
 
     /// queue.unbind: like RabbitMQ, unbinding a missing queue or binding succeeds.
@@ -361,8 +508,10 @@ impl Vhost {
         if !topo.exchanges.contains_key(destination) {
             return Err(self.no_exchange(destination));
         }
-        let ex = topo.exchanges.get_mut(source).ok_or_else(|| self.no_exchange(source))?;
-        ex.bind(Destination::Exchange(destination.into()), routing_key, arguments.clone())
+        if !topo.exchanges.contains_key(source) {
+            return Err(self.no_exchange(source));
+        }
+        topo.bind(source, Destination::Exchange(destination.into()), routing_key, arguments)
     }
 
     pub fn unbind_exchange(&self, destination: &str, source: &str, routing_key: &str, arguments: &FieldTable) -> Result<(), AmqpError> {

@@ -1,7 +1,7 @@
 //! Per-channel state: delivery tags and unacknowledged deliveries, consumers, prefetch, publisher
 //! confirm sequence, and the content being assembled.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
@@ -37,7 +37,10 @@ pub(super) struct Channel {
     pub confirm: bool,
     /// Sequence number of the last publish in confirm mode.
     pub published: u64,
+    /// Everything up to this sequence number has been acked or nacked.
     confirmed: u64,
+    /// Confirm-mode publishes waiting for the disk, in order: confirms stop before the first.
+    pub awaiting_disk: VecDeque<u64>,
     /// The last queue declared on this channel (an empty queue name refers to it).
     pub last_queue: Option<String>,
     /// In transaction mode (tx.select): publishes and settlements wait for tx.commit.
@@ -117,14 +120,40 @@ impl Channel {
         }
     }
 
-    /// Publisher confirms owed since the last flush: (last tag, multiple).
+    /// Publisher confirms owed since the last flush: (last tag, multiple). Publishes still
+    /// waiting for the disk hold back their own confirm and every later one.
     pub fn take_due_confirms(&mut self) -> Option<(u64, bool)> {
-        if self.published <= self.confirmed {
+        let through = self.awaiting_disk.front().map_or(self.published, |first| first - 1);
+        self.confirm_through(through)
+    }
+
+    fn confirm_through(&mut self, through: u64) -> Option<(u64, bool)> {
+        if through <= self.confirmed {
             return None;
         }
-        let multiple = self.published - self.confirmed > 1;
-        self.confirmed = self.published;
-        Some((self.published, multiple))
+        let multiple = through - self.confirmed > 1;
+        self.confirmed = through;
+        Some((through, multiple))
+    }
+
+    /// A publish reached the disk (or failed to): the confirms to send now, as
+    /// (tag, multiple, ack). A failure is nacked at once, after acking what precedes it.
+    pub fn persisted(&mut self, seq: u64, ok: bool) -> Vec<(u64, bool, bool)> {
+        if let Some(at) = self.awaiting_disk.iter().position(|s| *s == seq) {
+            self.awaiting_disk.remove(at);
+        }
+        if ok || seq <= self.confirmed {
+            return Vec::new();
+        }
+        // Storage reports in submission order, so nothing before `seq` still waits for the disk:
+        // ack what precedes it, then nack it on its own.
+        let mut out = Vec::new();
+        if let Some((tag, multiple)) = self.confirm_through(seq - 1) {
+            out.push((tag, multiple, true));
+        }
+        out.push((seq, false, false));
+        self.confirmed = seq;
+        out
     }
 
     /// Settles deliveries with their queues: acked (dropped) or requeued. Returns the queues to

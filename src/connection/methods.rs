@@ -12,6 +12,7 @@ use super::Connection;
 use crate::message::Message;
 use crate::exchange::LazyHeaders;
 use crate::queue::{Consumer, QueueCommand, QueueHandle};
+use warren_storage::Op;
 use crate::vhost::{DeclareExchange, DeclareQueue, Vhost};
 
 /// `amq.gen-…` / `amq.ctag-…`: a prefix and 22 random URL-safe characters, like RabbitMQ.
@@ -179,7 +180,7 @@ impl Connection {
                 );
                 Ok(())
             }
-            AMQPClass::Exchange(m) => self.exchange_method(ch, m),
+            AMQPClass::Exchange(m) => self.exchange_method(ch, m).await,
             AMQPClass::Queue(m) => self.queue_method(ch, m).await,
             AMQPClass::Basic(m) => self.basic_method(ch, m).await,
             AMQPClass::Confirm(confirm::AMQPMethod::Select(sel)) => {
@@ -221,7 +222,7 @@ impl Connection {
         }
     }
 
-    fn exchange_method(&mut self, ch: u16, m: exchange::AMQPMethod) -> Result<(), AmqpError> {
+    async fn exchange_method(&mut self, ch: u16, m: exchange::AMQPMethod) -> Result<(), AmqpError> {
         let vhost = self.vhost()?;
         match m {
             exchange::AMQPMethod::Declare(d) => {
@@ -234,6 +235,7 @@ impl Connection {
                     internal: d.internal,
                     arguments: &d.arguments,
                 })?;
+                self.sync_storage().await?;
                 if !d.nowait {
                     self.send_method(ch, AMQPClass::Exchange(exchange::AMQPMethod::DeclareOk(exchange::DeclareOk {})));
                 }
@@ -245,6 +247,7 @@ impl Connection {
                     Err(e) if e.code == ReplyCode::NotFound => {}
                     other => other?,
                 }
+                self.sync_storage().await?;
                 if !d.nowait {
                     self.send_method(ch, AMQPClass::Exchange(exchange::AMQPMethod::DeleteOk(exchange::DeleteOk {})));
                 }
@@ -252,6 +255,7 @@ impl Connection {
             }
             exchange::AMQPMethod::Bind(b) => {
                 vhost.bind_exchange(b.destination.as_str(), b.source.as_str(), b.routing_key.as_str(), &b.arguments)?;
+                self.sync_storage().await?;
                 if !b.nowait {
                     self.send_method(ch, AMQPClass::Exchange(exchange::AMQPMethod::BindOk(exchange::BindOk {})));
                 }
@@ -259,6 +263,7 @@ impl Connection {
             }
             exchange::AMQPMethod::Unbind(u) => {
                 vhost.unbind_exchange(u.destination.as_str(), u.source.as_str(), u.routing_key.as_str(), &u.arguments)?;
+                self.sync_storage().await?;
                 if !u.nowait {
                     self.send_method(ch, AMQPClass::Exchange(exchange::AMQPMethod::UnbindOk(exchange::UnbindOk {})));
                 }
@@ -286,8 +291,9 @@ impl Connection {
                     self.channel(ch)?.settle(settled, requeue).await;
                 }
                 for p in buffer.publishes {
-                    self.deliver_publish(ch, p.targets, p.content).await;
+                    self.deliver_publish(ch, p.targets, p.content, None).await;
                 }
+                self.sync_storage().await?;
                 self.send_method(ch, AMQPClass::Tx(tx::AMQPMethod::CommitOk(tx::CommitOk {})));
             }
             tx::AMQPMethod::Rollback(_) => {
@@ -337,6 +343,7 @@ impl Connection {
                     self.exclusive_queues.push(q.clone());
                 }
                 self.channel(ch)?.last_queue = Some(name.clone());
+                self.sync_storage().await?;
                 if !d.nowait {
                     let stats = q.ask(QueueCommand::Stats).await.unwrap_or_default();
                     self.send_method(
@@ -353,6 +360,7 @@ impl Connection {
             queue::AMQPMethod::Bind(b) => {
                 let name = self.queue_name(ch, b.queue.as_str())?;
                 vhost.bind_queue(&name, self.id, b.exchange.as_str(), b.routing_key.as_str(), &b.arguments)?;
+                self.sync_storage().await?;
                 if !b.nowait {
                     self.send_method(ch, AMQPClass::Queue(queue::AMQPMethod::BindOk(queue::BindOk {})));
                 }
@@ -361,6 +369,7 @@ impl Connection {
             queue::AMQPMethod::Unbind(u) => {
                 let name = self.queue_name(ch, u.queue.as_str())?;
                 vhost.unbind_queue(&name, u.exchange.as_str(), u.routing_key.as_str(), &u.arguments)?;
+                self.sync_storage().await?;
                 self.send_method(ch, AMQPClass::Queue(queue::AMQPMethod::UnbindOk(queue::UnbindOk {})));
                 Ok(())
             }
@@ -368,6 +377,7 @@ impl Connection {
                 let name = self.queue_name(ch, p.queue.as_str())?;
                 let q = vhost.queue(&name, self.id)?;
                 let n = q.ask(QueueCommand::Purge).await.map_err(|_| gone(&vhost, &name))?;
+                self.sync_storage().await?;
                 if !p.nowait {
                     self.send_method(ch, AMQPClass::Queue(queue::AMQPMethod::PurgeOk(queue::PurgeOk { message_count: n })));
                 }
@@ -388,6 +398,7 @@ impl Connection {
                     Err(e) if e.code == ReplyCode::NotFound => 0,
                     Err(e) => return Err(e),
                 };
+                self.sync_storage().await?;
                 if !d.nowait {
                     self.send_method(ch, AMQPClass::Queue(queue::AMQPMethod::DeleteOk(queue::DeleteOk { message_count: n })));
                 }
@@ -571,20 +582,28 @@ impl Connection {
             tx.publishes.push(TxPublish { targets, content });
             return Ok(());
         }
-        if channel.confirm {
+        let confirm_seq = channel.confirm.then(|| {
             channel.published += 1;
-            if !self.confirms_due.contains(&ch) {
-                self.confirms_due.push(ch);
-            }
+            channel.published
+        });
+        if confirm_seq.is_some() && !self.confirms_due.contains(&ch) {
+            self.confirms_due.push(ch);
         }
-        let targets = self.deliver_publish(ch, targets, content).await;
+        let targets = self.deliver_publish(ch, targets, content, confirm_seq).await;
         self.route_buf = targets;
         Ok(())
     }
 
-    /// Hands a routed message to its queues, or returns it (mandatory, no route). Gives the
-    /// emptied target list back for reuse.
-    async fn deliver_publish(&mut self, ch: u16, mut targets: Vec<Arc<QueueHandle>>, content: Content) -> Vec<Arc<QueueHandle>> {
+    /// Hands a routed message to its queues, or returns it (mandatory, no route). A persistent
+    /// message bound for durable queues is stored first (once, for all of them); its confirm, if
+    /// `confirm_seq` asks for one, waits for the disk. Gives the emptied target list back.
+    async fn deliver_publish(
+        &mut self,
+        ch: u16,
+        mut targets: Vec<Arc<QueueHandle>>,
+        content: Content,
+        confirm_seq: Option<u64>,
+    ) -> Vec<Arc<QueueHandle>> {
         if targets.is_empty() {
             if content.publish.mandatory {
                 encode::write_return(&mut self.out, ch, 312, "NO_ROUTE", &content.publish.exchange, &content.publish.routing_key);
@@ -592,7 +611,25 @@ impl Connection {
             }
             return targets;
         }
-        let message = Message::from_content(content);
+        let persistent = PropertiesView::parse(&content.properties).is_ok_and(|p| p.persistent());
+        let durable: Vec<u64> = if persistent {
+            targets.iter().filter_map(|q| q.storage_id).collect()
+        } else {
+            Vec::new()
+        };
+        let message = if durable.is_empty() {
+            Message::from_content(content, None)
+        } else {
+            let store = &self.broker.store;
+            let id = store.next_message_id();
+            let message = Message::from_content(content, Some(id));
+            let listener = confirm_seq.map(|seq| (self.confirm_relay.clone(), super::confirm_token(ch, seq)));
+            store.submit(Op::PutMessage { id, data: message.to_stored(), queues: durable }, listener);
+            if let (Some(seq), Some(c)) = (confirm_seq, self.channels.get_mut(&ch)) {
+                c.awaiting_disk.push_back(seq);
+            }
+            message
+        };
         for q in targets.drain(..) {
             let _ = q.send(QueueCommand::Publish(message.clone())).await;
         }
@@ -639,6 +676,17 @@ fn without_bcc(raw: &[u8]) -> Option<bytes::Bytes> {
     headers = kept;
     let props = props.with_headers(headers);
     encode::encode_properties(&props).ok().map(Into::into)
+}
+
+impl Connection {
+    /// Waits until this connection's writes are on disk (before answering a declare, bind, delete
+    /// or commit that changed something durable); free when nothing is pending.
+    async fn sync_storage(&self) -> Result<(), AmqpError> {
+        self.broker.store.sync().await.map_err(|e| {
+            tracing::error!("storage sync failed: {e}");
+            AmqpError::internal_error("could not write to disk")
+        })
+    }
 }
 
 /// A method only a server may send (RabbitMQ's answer when a client sends one).

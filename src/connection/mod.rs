@@ -19,6 +19,8 @@ use warren_amqp::protocol::{connection as conn_methods, AMQPClass};
 use warren_amqp::types::{AMQPValue, FieldTable, LongString};
 use warren_amqp::{encode, AmqpError, Frame, FrameDecoder, FrameKind, Method, ReplyCode, PROTOCOL_HEADER};
 
+use warren_storage::CommitListener;
+
 use crate::auth::AuthError;
 use crate::broker::Broker;
 use crate::message::MessageRef;
@@ -31,6 +33,26 @@ pub enum ConnEvent {
     Deliver(Delivery),
     /// The queue went away (deleted): the consumer is cancelled by the broker.
     ConsumerCancelled { channel: u16, consumer_id: u64 },
+    /// A persistent publish in confirm mode is on disk (or failed to get there).
+    Persisted { channel: u16, seq: u64, ok: bool },
+}
+
+/// Relays storage commits of a connection's confirmed publishes back to it as events. The token
+/// carries the channel in its top 16 bits and the publish sequence number below.
+struct ConfirmRelay(mpsc::UnboundedSender<ConnEvent>);
+
+impl CommitListener for ConfirmRelay {
+    fn committed(&self, token: u64, ok: bool) {
+        let _ = self.0.send(ConnEvent::Persisted {
+            channel: (token >> 48) as u16,
+            seq: token & ((1 << 48) - 1),
+            ok,
+        });
+    }
+}
+
+fn confirm_token(channel: u16, seq: u64) -> u64 {
+    (u64::from(channel) << 48) | (seq & ((1 << 48) - 1))
 }
 
 pub struct Delivery {
@@ -91,6 +113,7 @@ pub(crate) struct Connection {
     channels: HashMap<u16, Channel>,
     out: BytesMut,
     events_tx: mpsc::UnboundedSender<ConnEvent>,
+    confirm_relay: Arc<dyn CommitListener>,
     flow: Arc<ConnectionFlow>,
     exclusive_queues: Vec<Arc<QueueHandle>>,
     /// Channels with publisher confirms to send at the next flush.
@@ -145,6 +168,7 @@ pub async fn serve(broker: Arc<Broker>, stream: TcpStream, peer: SocketAddr) {
         caps: ClientCaps::default(),
         channels: HashMap::new(),
         out: BytesMut::with_capacity(READ_CHUNK),
+        confirm_relay: Arc::new(ConfirmRelay(events_tx.clone())),
         events_tx,
         flow: Arc::new(ConnectionFlow::default()),
         exclusive_queues: Vec::new(),
@@ -496,6 +520,7 @@ impl Connection {
                     self.deliver(d);
                 }
                 ConnEvent::ConsumerCancelled { channel, consumer_id } => self.consumer_cancelled(channel, consumer_id),
+                ConnEvent::Persisted { channel, seq, ok } => self.persisted(channel, seq, ok),
             }
             budget -= 1;
             next = if budget > 0 && self.out.len() < READ_CHUNK * 4 {
@@ -538,6 +563,16 @@ impl Connection {
                     },
                 )),
             );
+        }
+    }
+
+    fn persisted(&mut self, ch: u16, seq: u64, ok: bool) {
+        let Some(c) = self.channels.get_mut(&ch) else { return };
+        for (tag, multiple, ack) in c.persisted(seq, ok) {
+            encode::write_confirm(&mut self.out, ch, tag, multiple, ack);
+        }
+        if !self.confirms_due.contains(&ch) {
+            self.confirms_due.push(ch);
         }
     }
 

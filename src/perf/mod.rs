@@ -312,7 +312,6 @@ async fn join_until(handles: Vec<JoinHandle<()>>, deadline: Instant) {
 
 pub async fn run(args: PerfArgs) -> anyhow::Result<()> {
     let plan = Plan::new(&args)?;
-    let uri_for = |conn_index: usize| plan.uris[conn_index % plan.uris.len()].clone();
 
     // Topology, on a control connection to the first URI.
     let mut control = Conn::open(&plan.uris[0], "warren perf control").await?;
@@ -329,6 +328,35 @@ pub async fn run(args: PerfArgs) -> anyhow::Result<()> {
             control.bind_queue(1, queue, exchange, key).await?;
         }
     }
+
+    let result = load(&args, &plan, &mut control).await;
+    if plan.owns_queues {
+        for queue in &plan.queues {
+            if let Err(e) = control.delete_queue(1, queue).await {
+                eprintln!("warren perf: {e:#}");
+                break;
+            }
+        }
+    }
+    let _ = control.close().await;
+
+    let summary = result?;
+    for line in summary.lines() {
+        println!("{line}");
+    }
+    if args.json {
+        println!("{}", summary.json());
+    }
+    if summary.errors > 0 {
+        bail!("{} connection(s) failed", summary.errors);
+    }
+    Ok(())
+}
+
+/// Sets up the producer and consumer connections, runs the measured phase and the drain, and
+/// adds up the results.
+async fn load(args: &PerfArgs, plan: &Plan, control: &mut Conn) -> anyhow::Result<Summary> {
+    let uri_for = |conn_index: usize| plan.uris[conn_index % plan.uris.len()].clone();
 
     // Connections: consumers first, so that they are consuming before anything is published.
     let consumer_groups = spread(args.consumers, args.connections);
@@ -462,41 +490,20 @@ pub async fn run(args: PerfArgs) -> anyhow::Result<()> {
             }
         }
     }
-    let left_over = count_left_over(&mut control, &plan.queues).await;
+    let left_over = count_left_over(control, &plan.queues).await;
     let _ = stop_consumers_tx.send(true);
     join_until(consumer_tasks, Instant::now() + Duration::from_secs(5)).await;
     let _ = reporter_done.send(());
     let mut latency = reporter.await.unwrap_or_else(|_| stats::new_histogram());
     latencies.drain_into(&mut latency);
-
-    if plan.owns_queues {
-        for queue in &plan.queues {
-            if let Err(e) = control.delete_queue(1, queue).await {
-                eprintln!("warren perf: {e:#}");
-                break;
-            }
-        }
-    }
-    let _ = control.close().await;
-
-    let summary = Summary {
+    Ok(Summary {
         duration,
         at_stop,
         total: ctx.counters.snapshot(),
         left_over,
         latency: Percentiles::of(&latency),
         errors: workers.failed.load(Ordering::SeqCst),
-    };
-    for line in summary.lines() {
-        println!("{line}");
-    }
-    if args.json {
-        println!("{}", summary.json());
-    }
-    if summary.errors > 0 {
-        bail!("{} connection(s) failed", summary.errors);
-    }
-    Ok(())
+    })
 }
 
 /// Ready messages left in the queues (`None` if a queue is gone or the check failed).

@@ -113,8 +113,8 @@ pub async fn setup(
 }
 
 impl ProducerConn {
-    /// Publishes from `start` until the context's producer stop signal, then waits (a little) for outstanding
-    /// confirms and closes the connection.
+    /// Publishes from `start` until the context's producer stop signal, then waits (a little)
+    /// for outstanding confirms and closes the connection.
     pub async fn run(self, ctx: Arc<RunContext>, start: Instant) -> anyhow::Result<()> {
         let ProducerConn { conn, specs, opts } = self;
         let frame_max = conn.frame_max;
@@ -237,7 +237,10 @@ async fn write_loop(
                 {
                     Ok(r) => r.context("writing publishes")?,
                     Err(_) => {
-                        eprintln!("warren perf: a producer could not finish its last write in 2 s; dropping the connection");
+                        eprintln!(
+                            "warren perf: a producer could not finish its last write in 2 s; \
+                             dropping the connection"
+                        );
                         shared.closing.store(true, Ordering::Release);
                         return Ok(());
                     }

@@ -12,6 +12,7 @@ use warren_amqp::AmqpError;
 use super::{Consumer, GetReply, QueueCommand, QueueHandle, QueueSpec, QueueStats};
 use crate::connection::{ConnEvent, Delivery};
 use crate::message::MessageRef;
+use warren_storage::{Op, Store};
 use crate::vhost::Vhost;
 
 struct Entry {
@@ -34,6 +35,11 @@ struct ActiveConsumer {
 struct QueueState {
     handle: Arc<QueueHandle>,
     vhost: Weak<Vhost>,
+    /// Set for durable queues: where acks, deliveries and deletion are recorded.
+    store: Option<(Store, u64)>,
+    /// Storage ids settled or delivered during the current batch, written once per batch.
+    removed: Vec<u64>,
+    delivered: Vec<u64>,
     ready: VecDeque<Entry>,
     outstanding: HashMap<u64, Outstanding>,
     consumers: Vec<ActiveConsumer>,
@@ -42,11 +48,14 @@ struct QueueState {
     had_consumer: bool,
 }
 
-/// Creates a queue and starts its owner task.
-pub fn spawn(spec: QueueSpec, vhost: Weak<Vhost>) -> Arc<QueueHandle> {
+/// Creates a queue and starts its owner task. `recovered` are the messages a durable queue had
+/// on disk (with their delivered flag), in order.
+pub fn spawn(spec: QueueSpec, vhost: Weak<Vhost>, store: &Store, recovered: Vec<(MessageRef, bool)>) -> Arc<QueueHandle> {
     let (tx, rx) = mpsc::channel(super::INBOX);
+    let storage_id = spec.storage_id;
     let handle = Arc::new(QueueHandle {
         name: spec.name.into(),
+        storage_id,
         durable: spec.durable,
         exclusive_owner: spec.exclusive_owner,
         auto_delete: spec.auto_delete,
@@ -54,14 +63,22 @@ pub fn spawn(spec: QueueSpec, vhost: Weak<Vhost>) -> Arc<QueueHandle> {
         tx,
         deleted: Default::default(),
     });
+    let ready: VecDeque<Entry> = recovered
+        .into_iter()
+        .enumerate()
+        .map(|(i, (message, redelivered))| Entry { id: i as u64, message, redelivered })
+        .collect();
     let state = QueueState {
         handle: handle.clone(),
         vhost,
-        ready: VecDeque::new(),
+        store: storage_id.map(|id| (store.clone(), id)),
+        removed: Vec::new(),
+        delivered: Vec::new(),
+        next_id: ready.len() as u64,
+        ready,
         outstanding: HashMap::new(),
         consumers: Vec::new(),
         next_consumer: 0,
-        next_id: 0,
         had_consumer: false,
     };
     tokio::spawn(state.run(rx));
@@ -83,12 +100,31 @@ impl QueueState {
                 }
             }
             self.dispatch();
+            self.write_to_store();
             if self.handle.is_deleted() {
                 break;
             }
         }
         self.handle.mark_deleted();
         tracing::debug!(queue = %self.handle.name, "queue task stopped");
+    }
+
+    /// The storage id of a message if this queue keeps it on disk.
+    fn on_disk(&self, message: &MessageRef) -> Option<u64> {
+        self.store.as_ref().and(message.storage_id)
+    }
+
+    /// Writes what this batch settled and delivered (no waiting: acks need no fsync of their own).
+    fn write_to_store(&mut self) {
+        let Some((store, queue)) = &self.store else { return };
+        if !self.delivered.is_empty() {
+            let messages = std::mem::take(&mut self.delivered);
+            store.submit(Op::MarkDelivered { queue: *queue, messages }, None);
+        }
+        if !self.removed.is_empty() {
+            let messages = std::mem::take(&mut self.removed);
+            store.submit(Op::Remove { queue: *queue, messages }, None);
+        }
     }
 
     fn handle_command(&mut self, cmd: QueueCommand) -> Flow {
@@ -115,7 +151,11 @@ impl QueueState {
                         redelivered: entry.redelivered,
                         remaining: self.ready.len() as u32,
                     };
-                    if !no_ack {
+                    let on_disk = self.on_disk(&entry.message);
+                    if no_ack {
+                        self.removed.extend(on_disk);
+                    } else {
+                        self.delivered.extend(on_disk);
                         self.outstanding.insert(entry.id, Outstanding { entry, consumer: None });
                     }
                     reply
@@ -126,13 +166,20 @@ impl QueueState {
                 for id in ids {
                     if let Some(o) = self.outstanding.remove(&id) {
                         self.settled(o.consumer);
+                        if let Some(sid) = self.on_disk(&o.entry.message) {
+                            self.removed.push(sid);
+                        }
                     }
                 }
             }
             QueueCommand::Requeue(ids) => self.requeue(ids),
             QueueCommand::Purge(reply) => {
                 let n = self.ready.len() as u32;
-                self.ready.clear();
+                for entry in std::mem::take(&mut self.ready) {
+                    if let Some(sid) = self.on_disk(&entry.message) {
+                        self.removed.push(sid);
+                    }
+                }
                 let _ = reply.send(n);
             }
             QueueCommand::Delete { if_unused, if_empty, reply } => {
@@ -229,6 +276,12 @@ impl QueueState {
         }
         self.ready.clear();
         self.outstanding.clear();
+        self.removed.clear();
+        self.delivered.clear();
+        if let Some((store, id)) = &self.store {
+            let op = Op::DeleteQueue { vhost: self.vhost_name(), name: self.handle.name.to_string(), id: *id };
+            store.submit(op, None);
+        }
         if let Some(vhost) = self.vhost.upgrade() {
             vhost.forget_queue(&self.handle);
         }
@@ -273,9 +326,13 @@ impl QueueState {
                 }
                 continue;
             }
-            if !no_ack {
+            let on_disk = self.store.as_ref().and(entry.message.storage_id);
+            if no_ack {
+                self.removed.extend(on_disk);
+            } else {
                 c.unacked += 1;
                 let consumer = Some(c.spec.id);
+                self.delivered.extend(on_disk);
                 self.outstanding.insert(entry.id, Outstanding { entry, consumer });
             }
         }

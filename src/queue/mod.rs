@@ -150,6 +150,8 @@ pub struct Consumer {
 /// What a queue is, as declared; shared by everything that routes to or reads from it.
 pub struct QueueHandle {
     pub name: Arc<str>,
+    /// The queue's id in the store: set for durable (non-exclusive) queues.
+    pub storage_id: Option<u64>,
     pub durable: bool,
     pub exclusive_owner: Option<ConnectionId>,
     pub auto_delete: bool,
@@ -205,6 +207,10 @@ impl QueueHandle {
     pub fn is_exclusive(&self) -> bool {
         self.exclusive_owner.is_some()
     }
+
+    pub fn is_durable_on_disk(&self) -> bool {
+        self.storage_id.is_some()
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -214,6 +220,7 @@ pub struct QueueGone;
 /// Everything needed to create a queue.
 pub struct QueueSpec {
     pub name: String,
+    pub storage_id: Option<u64>,
     pub durable: bool,
     pub exclusive_owner: Option<ConnectionId>,
     pub auto_delete: bool,

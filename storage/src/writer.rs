@@ -34,6 +34,10 @@ pub enum Op {
     DeleteExchange { vhost: String, name: String },
     PutBinding(BindingRecord),
     DeleteBinding(BindingRecord),
+    /// Deletes every binding to a queue or exchange (it is gone).
+    DeleteBindingsTo { vhost: String, name: String, is_queue: bool },
+    /// Deletes every binding from an exchange (it is gone).
+    DeleteBindingsFrom { vhost: String, exchange: String },
 }
 
 pub(crate) enum Done {
@@ -154,6 +158,29 @@ fn apply(w: &WriteTransaction, op: &Op) -> Result<(), StorageError> {
         Op::DeleteBinding(b) => {
             w.open_table(BINDINGS)?.remove(&json(b)[..])?;
         }
+        Op::DeleteBindingsTo { vhost, name, is_queue } => {
+            delete_bindings(w, |b| &b.vhost == vhost && &b.destination == name && b.destination_is_queue == *is_queue)?;
+        }
+        Op::DeleteBindingsFrom { vhost, exchange } => {
+            delete_bindings(w, |b| &b.vhost == vhost && &b.source == exchange)?;
+        }
+    }
+    Ok(())
+}
+
+/// Deletes the binding records that match (a scan: bindings are few and this is rare).
+fn delete_bindings(w: &WriteTransaction, matches: impl Fn(&BindingRecord) -> bool) -> Result<(), StorageError> {
+    let mut table = w.open_table(BINDINGS)?;
+    let mut doomed = Vec::new();
+    for entry in table.iter()? {
+        let (k, _) = entry?;
+        let key = k.value().to_vec();
+        if serde_json::from_slice::<BindingRecord>(&key).is_ok_and(|b| matches(&b)) {
+            doomed.push(key);
+        }
+    }
+    for key in doomed {
+        table.remove(&key[..])?;
     }
     Ok(())
 }
