@@ -8,7 +8,7 @@ use warren_amqp::types::{AMQPValue, FieldTable};
 use warren_amqp::AmqpError;
 
 use warren_amqp::encode::{decode_table, encode_table};
-use warren_storage::{BindingRecord, ExchangeRecord, Op, QueueRecord, Recovered, StorageError, Store, FLAG_DELIVERED};
+use warren_storage::{BindingRecord, ExchangeRecord, Op, QueueRecord, Recovered, StorageError, Store};
 
 use crate::exchange::{Destination, Exchange, ExchangeKind, LazyHeaders};
 use crate::message::Message;
@@ -199,7 +199,7 @@ impl Vhost {
             messages += stored.len();
             let recovered_messages = stored
                 .into_iter()
-                .map(|(id, flags, m)| (Message::from_stored(m, id), flags & FLAG_DELIVERED != 0))
+                .map(|(id, redelivered, m)| (Message::from_stored(m, id), redelivered))
                 .collect();
             let spec = QueueSpec {
                 name: q.name.clone(),

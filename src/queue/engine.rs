@@ -37,9 +37,11 @@ struct QueueState {
     vhost: Weak<Vhost>,
     /// Set for durable queues: where acks, deliveries and deletion are recorded.
     store: Option<(Store, u64)>,
-    /// Storage ids settled or delivered during the current batch, written once per batch.
+    /// Storage ids settled during the current batch, written once per batch.
     removed: Vec<u64>,
-    delivered: Vec<u64>,
+    /// The highest storage id handed to a consumer, and the highest already recorded.
+    delivered_through: u64,
+    delivered_recorded: u64,
     ready: VecDeque<Entry>,
     outstanding: HashMap<u64, Outstanding>,
     consumers: Vec<ActiveConsumer>,
@@ -73,7 +75,8 @@ pub fn spawn(spec: QueueSpec, vhost: Weak<Vhost>, store: &Store, recovered: Vec<
         vhost,
         store: storage_id.map(|id| (store.clone(), id)),
         removed: Vec::new(),
-        delivered: Vec::new(),
+        delivered_through: 0,
+        delivered_recorded: 0,
         next_id: ready.len() as u64,
         ready,
         outstanding: HashMap::new(),
@@ -117,9 +120,9 @@ impl QueueState {
     /// Writes what this batch settled and delivered (no waiting: acks need no fsync of their own).
     fn write_to_store(&mut self) {
         let Some((store, queue)) = &self.store else { return };
-        if !self.delivered.is_empty() {
-            let messages = std::mem::take(&mut self.delivered);
-            store.submit(Op::MarkDelivered { queue: *queue, messages }, None);
+        if self.delivered_through > self.delivered_recorded {
+            self.delivered_recorded = self.delivered_through;
+            store.submit(Op::MarkDelivered { queue: *queue, through: self.delivered_through }, None);
         }
         if !self.removed.is_empty() {
             let messages = std::mem::take(&mut self.removed);
@@ -155,7 +158,7 @@ impl QueueState {
                     if no_ack {
                         self.removed.extend(on_disk);
                     } else {
-                        self.delivered.extend(on_disk);
+                        self.delivered_through = self.delivered_through.max(on_disk.unwrap_or(0));
                         self.outstanding.insert(entry.id, Outstanding { entry, consumer: None });
                     }
                     reply
@@ -277,7 +280,6 @@ impl QueueState {
         self.ready.clear();
         self.outstanding.clear();
         self.removed.clear();
-        self.delivered.clear();
         if let Some((store, id)) = &self.store {
             let op = Op::DeleteQueue { vhost: self.vhost_name(), name: self.handle.name.to_string(), id: *id };
             store.submit(op, None);
@@ -332,7 +334,7 @@ impl QueueState {
             } else {
                 c.unacked += 1;
                 let consumer = Some(c.spec.id);
-                self.delivered.extend(on_disk);
+                self.delivered_through = self.delivered_through.max(on_disk.unwrap_or(0));
                 self.outstanding.insert(entry.id, Outstanding { entry, consumer });
             }
         }

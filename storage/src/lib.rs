@@ -4,8 +4,14 @@
 //! and only then reports each write done: group commit. Under load batches grow by themselves;
 //! when idle a lone write is committed at once.
 //!
-//! A message routed to several durable queues is stored once; each queue holds an index entry
-//! `(queue id, message id) → flags`, and the message goes when its last entry does.
+//! Each durable queue holds an index entry `(queue id, message id)` per message. A message on one
+//! queue (the usual case) is stored inside that entry, so storing and acking it are one insert and
+//! one delete. A message routed to several durable queues is stored once, in a shared table with
+//! a reference count, and goes when its last entry does. A message acked before the batch that
+//! stores it is committed never touches the disk at all.
+//!
+//! Instead of a mark per delivery, each queue records the highest message id it has handed to a
+//! consumer: after a restart, messages up to that mark come back `redelivered`.
 
 mod records;
 mod writer;
@@ -22,23 +28,25 @@ use tokio::sync::{mpsc, oneshot};
 pub use records::{BindingRecord, ExchangeRecord, QueueRecord, StoredMessage};
 pub use writer::{CommitListener, Op};
 
-/// Message id → encoded message (see [`StoredMessage`]).
+/// Message id → encoded message (see [`StoredMessage`]), for messages on several queues.
 const MESSAGES: TableDefinition<u64, &[u8]> = TableDefinition::new("messages");
-/// Message id → number of queues holding it, when more than one.
+/// Message id → number of queues still holding a shared message.
 const MESSAGE_REFS: TableDefinition<u64, u32> = TableDefinition::new("message_refs");
-/// (queue id, message id) → flags ([`FLAG_DELIVERED`]).
-const QUEUE_INDEX: TableDefinition<(u64, u64), u8> = TableDefinition::new("queue_index");
+/// (queue id, message id) → the encoded message, or nothing when it is shared (in MESSAGES).
+const QUEUE_INDEX: TableDefinition<(u64, u64), &[u8]> = TableDefinition::new("queue_index");
+/// Queue id → highest message id handed to a consumer.
+const DELIVERED: TableDefinition<u64, u64> = TableDefinition::new("delivered");
 /// (vhost, name) → JSON queue record.
 const QUEUES: TableDefinition<(&str, &str), &[u8]> = TableDefinition::new("queues");
 /// (vhost, name) → JSON exchange record.
 const EXCHANGES: TableDefinition<(&str, &str), &[u8]> = TableDefinition::new("exchanges");
 /// JSON binding record → nothing.
 const BINDINGS: TableDefinition<&[u8], ()> = TableDefinition::new("bindings");
-/// Counters: the next queue id and message id.
+/// Counters (the next queue id and message id) and the schema version.
 const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
 
-/// The message was handed to a consumer; after a restart it comes back with `redelivered`.
-pub const FLAG_DELIVERED: u8 = 1;
+/// The layout of the tables above; a database written with another one is refused.
+const SCHEMA_VERSION: u64 = 2;
 
 #[derive(Debug, Error)]
 pub enum StorageError {
@@ -50,6 +58,8 @@ pub enum StorageError {
     Corrupt(String),
     #[error("the storage writer has stopped")]
     WriterGone,
+    #[error("the database has schema version {found}, this Warren reads version {SCHEMA_VERSION}")]
+    Schema { found: u64 },
 }
 
 macro_rules! redb_errors {
@@ -110,18 +120,29 @@ impl Store {
                 w.open_table(MESSAGES)?;
                 w.open_table(MESSAGE_REFS)?;
                 w.open_table(QUEUE_INDEX)?;
+                w.open_table(DELIVERED)?;
+                let mut meta = w.open_table(META)?;
+                let found = meta.get("schema_version")?.map(|v| v.value());
+                match found {
+                    None => {
+                        meta.insert("schema_version", SCHEMA_VERSION)?;
+                    }
+                    Some(SCHEMA_VERSION) => {}
+                    Some(found) => return Err(StorageError::Schema { found }),
+                }
                 w.open_table(QUEUES)?;
                 w.open_table(EXCHANGES)?;
                 w.open_table(BINDINGS)?;
-                w.open_table(META)?;
             }
             w.commit()?;
             let r = db.begin_read()?;
             let meta = r.open_table(META)?;
             let get = |k: &str| -> Result<u64, StorageError> { Ok(meta.get(k)?.map(|v| v.value()).unwrap_or(1)) };
             // Message ids also restart above the highest stored one, in case a counter write was lost.
-            let messages = r.open_table(MESSAGES)?;
-            let highest = messages.last()?.map(|(k, _)| k.value() + 1).unwrap_or(1);
+            let mut highest = r.open_table(MESSAGES)?.last()?.map(|(k, _)| k.value() + 1).unwrap_or(1);
+            for entry in r.open_table(QUEUE_INDEX)?.iter()? {
+                highest = highest.max(entry?.0.value().1 + 1);
+            }
             (get("next_message_id")?.max(highest), get("next_queue_id")?)
         };
         let recovered = read_definitions(&db)?;
@@ -200,21 +221,26 @@ impl Store {
         self.write(Op::Nothing).await
     }
 
-    /// A durable queue's messages in order, with their index flags.
-    pub fn queue_messages(&self, queue_id: u64) -> Result<Vec<(u64, u8, StoredMessage)>, StorageError> {
+    /// A durable queue's messages in order: (message id, redelivered, message).
+    pub fn queue_messages(&self, queue_id: u64) -> Result<Vec<(u64, bool, StoredMessage)>, StorageError> {
         let r = self.inner.db.begin_read()?;
         let index = r.open_table(QUEUE_INDEX)?;
         let messages = r.open_table(MESSAGES)?;
+        let delivered_through = r.open_table(DELIVERED)?.get(queue_id)?.map(|v| v.value()).unwrap_or(0);
         let mut out = Vec::new();
         for entry in index.range((queue_id, 0)..=(queue_id, u64::MAX))? {
-            let (key, flags) = entry?;
+            let (key, inline) = entry?;
             let (_, message_id) = key.value();
-            let Some(data) = messages.get(message_id)? else {
-                tracing::warn!(queue_id, message_id, "index entry without a message; skipped");
-                continue;
+            let data = if inline.value().is_empty() {
+                let Some(shared) = messages.get(message_id)? else {
+                    tracing::warn!(queue_id, message_id, "index entry without a message; skipped");
+                    continue;
+                };
+                Bytes::copy_from_slice(shared.value())
+            } else {
+                Bytes::copy_from_slice(inline.value())
             };
-            let message = StoredMessage::decode(Bytes::copy_from_slice(data.value()))?;
-            out.push((message_id, flags.value(), message));
+            out.push((message_id, message_id <= delivered_through, StoredMessage::decode(data)?));
         }
         Ok(out)
     }

@@ -1,4 +1,5 @@
 use super::*;
+use redb::ReadableTableMetadata;
 
 fn open(dir: &Path) -> (Store, Recovered) {
     Store::open(dir).expect("open store")
@@ -22,15 +23,15 @@ async fn messages_survive_reopen_in_order_with_flags_and_shared_bodies() {
             store.submit(Op::PutMessage { id, data, queues: vec![q1, q2] }, None);
         }
         store.submit(Op::Remove { queue: q1, messages: vec![ids[0]] }, None);
-        store.submit(Op::MarkDelivered { queue: q1, messages: vec![ids[1]] }, None);
+        store.submit(Op::MarkDelivered { queue: q1, through: ids[1] }, None);
         store.write(Op::Remove { queue: q2, messages: vec![ids[0], ids[4]] }).await.unwrap();
     }
     let (store, rec) = open(dir.path());
     assert_eq!(rec.queues.len(), 2);
     let q1 = rec.queues.iter().find(|q| q.name.ends_with('1')).unwrap().id;
     let q2 = rec.queues.iter().find(|q| q.name.ends_with('2')).unwrap().id;
-    let got1: Vec<(u8, u8)> = store.queue_messages(q1).unwrap().into_iter().map(|(_, f, m)| (m.body[0], f)).collect();
-    assert_eq!(got1, vec![(1, FLAG_DELIVERED), (2, 0), (3, 0), (4, 0)]);
+    let got1: Vec<(u8, bool)> = store.queue_messages(q1).unwrap().into_iter().map(|(_, r, m)| (m.body[0], r)).collect();
+    assert_eq!(got1, vec![(1, true), (2, false), (3, false), (4, false)]);
     let got2: Vec<u8> = store.queue_messages(q2).unwrap().into_iter().map(|(_, _, m)| m.body[0]).collect();
     assert_eq!(got2, vec![1, 2, 3]);
     // Message 0 was removed from both queues: its body is gone; new ids never collide.
@@ -51,6 +52,25 @@ async fn deleting_a_queue_drops_its_messages_but_not_shared_ones() {
     assert_eq!((&m.exchange[..], &m.routing_key[..], &m.properties[..], &m.body[..]), (&b"ex"[..], &b"rk"[..], &[0x10, 0, 2][..], &b"body"[..]));
     store.write(Op::Remove { queue: 2, messages: vec![7] }).await.unwrap();
     assert!(store.queue_messages(2).unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn single_queue_messages_are_inline_and_put_then_remove_in_one_batch_writes_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let (store, _) = open(dir.path());
+    // Submitted back to back, these land in one or two batches; either way the outcome is the same.
+    for id in 1..=100u64 {
+        let data = StoredMessage::encode(b"", b"q", &[0, 0], &id.to_be_bytes());
+        store.submit(Op::PutMessage { id, data, queues: vec![3] }, None);
+        if id % 2 == 0 {
+            store.submit(Op::Remove { queue: 3, messages: vec![id] }, None);
+        }
+    }
+    store.sync().await.unwrap();
+    let left: Vec<u64> = store.queue_messages(3).unwrap().into_iter().map(|(id, _, _)| id).collect();
+    assert_eq!(left, (1..=100).step_by(2).collect::<Vec<_>>());
+    let r = store.inner.db.begin_read().unwrap();
+    assert_eq!(r.open_table(MESSAGES).unwrap().len().unwrap(), 0, "single-queue messages are not in the shared table");
 }
 
 #[tokio::test]

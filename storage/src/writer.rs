@@ -1,5 +1,6 @@
 //! The group-commit writer: one thread, one redb write transaction per batch of requests.
 
+use std::collections::HashSet;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
@@ -8,7 +9,7 @@ use redb::{Database, ReadableTable, WriteTransaction};
 use tokio::sync::{mpsc, oneshot};
 
 use crate::records::{BindingRecord, ExchangeRecord, QueueRecord};
-use crate::{StorageError, BINDINGS, EXCHANGES, FLAG_DELIVERED, MESSAGES, MESSAGE_REFS, META, QUEUES, QUEUE_INDEX};
+use crate::{StorageError, BINDINGS, DELIVERED, EXCHANGES, MESSAGES, MESSAGE_REFS, META, QUEUES, QUEUE_INDEX};
 
 /// Hears when writes it asked about are on disk.
 pub trait CommitListener: Send + Sync {
@@ -25,8 +26,9 @@ pub enum Op {
     PutMessage { id: u64, data: Bytes, queues: Vec<u64> },
     /// A queue no longer holds a message (acked, dropped, expired, purged).
     Remove { queue: u64, messages: Vec<u64> },
-    /// Messages were handed to a consumer: after a restart they come back redelivered.
-    MarkDelivered { queue: u64, messages: Vec<u64> },
+    /// A queue has handed messages up to this id to consumers: after a restart they come back
+    /// redelivered.
+    MarkDelivered { queue: u64, through: u64 },
     PutQueue(QueueRecord),
     /// Deletes a queue's record and every message it held.
     DeleteQueue { vhost: String, name: String, id: u64 },
@@ -83,10 +85,32 @@ pub(crate) fn run(db: Arc<Database>, mut rx: mpsc::UnboundedReceiver<Request>, c
     }
 }
 
+/// Queue entries both stored and removed within one batch: neither write needs to happen.
+fn elided(batch: &[Request]) -> HashSet<(u64, u64)> {
+    let put: HashSet<u64> = batch
+        .iter()
+        .filter_map(|r| match &r.op {
+            Op::PutMessage { id, .. } => Some(*id),
+            _ => None,
+        })
+        .collect();
+    if put.is_empty() {
+        return HashSet::new();
+    }
+    let mut elided = HashSet::new();
+    for r in batch {
+        if let Op::Remove { queue, messages } = &r.op {
+            elided.extend(messages.iter().filter(|m| put.contains(m)).map(|m| (*queue, *m)));
+        }
+    }
+    elided
+}
+
 fn commit(db: &Database, batch: &[Request]) -> Result<(), StorageError> {
+    let elided = elided(batch);
     let w = db.begin_write()?;
     for request in batch {
-        apply(&w, &request.op)?;
+        apply(&w, &request.op, &elided)?;
         if let Some((next_message_id, next_queue_id)) = request.counters {
             let mut meta = w.open_table(META)?;
             meta.insert("next_message_id", next_message_id)?;
@@ -101,32 +125,38 @@ fn json<T: serde::Serialize>(v: &T) -> Vec<u8> {
     serde_json::to_vec(v).unwrap_or_default()
 }
 
-fn apply(w: &WriteTransaction, op: &Op) -> Result<(), StorageError> {
+fn apply(w: &WriteTransaction, op: &Op, elided: &HashSet<(u64, u64)>) -> Result<(), StorageError> {
     match op {
         Op::Nothing => {}
         Op::PutMessage { id, data, queues } => {
-            w.open_table(MESSAGES)?.insert(*id, &data[..])?;
+            let queues: Vec<u64> = queues.iter().copied().filter(|q| !elided.contains(&(*q, *id))).collect();
             let mut index = w.open_table(QUEUE_INDEX)?;
-            for q in queues {
-                index.insert((*q, *id), 0)?;
-            }
-            if queues.len() > 1 {
-                w.open_table(MESSAGE_REFS)?.insert(*id, queues.len() as u32)?;
+            match queues.len() {
+                0 => {}
+                1 => {
+                    index.insert((queues[0], *id), &data[..])?;
+                }
+                n => {
+                    w.open_table(MESSAGES)?.insert(*id, &data[..])?;
+                    for q in &queues {
+                        index.insert((*q, *id), &[][..])?;
+                    }
+                    w.open_table(MESSAGE_REFS)?.insert(*id, n as u32)?;
+                }
             }
         }
         Op::Remove { queue, messages } => {
             for m in messages {
-                remove_entry(w, *queue, *m)?;
+                if !elided.contains(&(*queue, *m)) {
+                    remove_entry(w, *queue, *m)?;
+                }
             }
         }
-        Op::MarkDelivered { queue, messages } => {
-            let mut index = w.open_table(QUEUE_INDEX)?;
-            for m in messages {
-                // Only entries still there: an ack in the same batch may already have removed it.
-                let flags = index.get((*queue, *m))?.map(|f| f.value());
-                if let Some(flags) = flags {
-                    index.insert((*queue, *m), flags | FLAG_DELIVERED)?;
-                }
+        Op::MarkDelivered { queue, through } => {
+            let mut delivered = w.open_table(DELIVERED)?;
+            let before = delivered.get(*queue)?.map(|v| v.value()).unwrap_or(0);
+            if *through > before {
+                delivered.insert(*queue, *through)?;
             }
         }
         Op::PutQueue(q) => {
@@ -145,6 +175,7 @@ fn apply(w: &WriteTransaction, op: &Op) -> Result<(), StorageError> {
             for m in ids {
                 remove_entry(w, *id, m)?;
             }
+            w.open_table(DELIVERED)?.remove(*id)?;
         }
         Op::PutExchange(e) => {
             w.open_table(EXCHANGES)?.insert((e.vhost.as_str(), e.name.as_str()), &json(e)[..])?;
@@ -185,19 +216,21 @@ fn delete_bindings(w: &WriteTransaction, matches: impl Fn(&BindingRecord) -> boo
     Ok(())
 }
 
-/// Removes a queue's index entry; the message itself goes with its last entry.
+/// Removes a queue's index entry; a shared message goes with its last entry.
 fn remove_entry(w: &WriteTransaction, queue: u64, message: u64) -> Result<(), StorageError> {
-    let existed = w.open_table(QUEUE_INDEX)?.remove((queue, message))?.is_some();
-    if !existed {
+    let shared = match w.open_table(QUEUE_INDEX)?.remove((queue, message))? {
+        None => return Ok(()),
+        Some(inline) => inline.value().is_empty(),
+    };
+    if !shared {
         return Ok(());
     }
     let mut refs = w.open_table(MESSAGE_REFS)?;
     let count = refs.get(message)?.map(|c| c.value()).unwrap_or(1);
-    if count > 2 {
+    if count > 1 {
         refs.insert(message, count - 1)?;
-    } else if count == 2 {
-        refs.remove(message)?;
     } else {
+        refs.remove(message)?;
         w.open_table(MESSAGES)?.remove(message)?;
     }
     Ok(())
