@@ -36,7 +36,9 @@ impl Default for Users {
 pub enum AuthError {
     #[error("unsupported authentication mechanism '{0}'")]
     UnsupportedMechanism(String),
-    #[error("Login was refused using authentication mechanism {0}. For details see the broker logfile.")]
+    #[error(
+        "Login was refused using authentication mechanism {0}. For details see the broker logfile."
+    )]
     Refused(String),
     #[error("User '{0}' can only connect via localhost")]
     LoopbackOnly(String),
@@ -44,7 +46,12 @@ pub enum AuthError {
 
 impl Users {
     /// Checks a `connection.start-ok` response; returns the user name.
-    pub fn authenticate(&self, mechanism: &str, response: &[u8], peer: IpAddr) -> Result<String, AuthError> {
+    pub fn authenticate(
+        &self,
+        mechanism: &str,
+        response: &[u8],
+        peer: IpAddr,
+    ) -> Result<String, AuthError> {
         let (login, password) = match mechanism {
             "PLAIN" => parse_plain(response),
             "AMQPLAIN" => parse_amqplain(response),
@@ -79,14 +86,18 @@ fn parse_plain(response: &[u8]) -> Option<(String, String)> {
     if parts.next().is_some() {
         return None;
     }
-    Some((String::from_utf8(login.to_vec()).ok()?, String::from_utf8(password.to_vec()).ok()?))
+    Some((
+        String::from_utf8(login.to_vec()).ok()?,
+        String::from_utf8(password.to_vec()).ok()?,
+    ))
 }
 
 /// A field table without its length prefix, holding `LOGIN` and `PASSWORD`.
 fn parse_amqplain(response: &[u8]) -> Option<(String, String)> {
     let mut framed = (response.len() as u32).to_be_bytes().to_vec();
     framed.extend_from_slice(response);
-    let (_, table): (_, FieldTable) = warren_amqp::types::parsing::parse_field_table(&framed[..]).ok()?;
+    let (_, table): (_, FieldTable) =
+        warren_amqp::types::parsing::parse_field_table(&framed[..]).ok()?;
     let text = |key: &str| match table.inner().get(key)? {
         AMQPValue::LongString(s) => String::from_utf8(s.as_bytes().to_vec()).ok(),
         AMQPValue::ShortString(s) => Some(s.as_str().to_owned()),
@@ -104,9 +115,21 @@ mod tests {
         let users = Users::default();
         let lo: IpAddr = [127, 0, 0, 1].into();
         let remote: IpAddr = [10, 1, 2, 3].into();
-        assert_eq!(users.authenticate("PLAIN", b"\0guest\0guest", lo), Ok("guest".into()));
-        assert!(matches!(users.authenticate("PLAIN", b"\0guest\0nope", lo), Err(AuthError::Refused(_))));
-        assert!(matches!(users.authenticate("PLAIN", b"\0guest\0guest", remote), Err(AuthError::LoopbackOnly(_))));
-        assert!(matches!(users.authenticate("EXTERNAL", b"", lo), Err(AuthError::UnsupportedMechanism(_))));
+        assert_eq!(
+            users.authenticate("PLAIN", b"\0guest\0guest", lo),
+            Ok("guest".into())
+        );
+        assert!(matches!(
+            users.authenticate("PLAIN", b"\0guest\0nope", lo),
+            Err(AuthError::Refused(_))
+        ));
+        assert!(matches!(
+            users.authenticate("PLAIN", b"\0guest\0guest", remote),
+            Err(AuthError::LoopbackOnly(_))
+        ));
+        assert!(matches!(
+            users.authenticate("EXTERNAL", b"", lo),
+            Err(AuthError::UnsupportedMechanism(_))
+        ));
     }
 }

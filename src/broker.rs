@@ -32,7 +32,10 @@ impl Broker {
         let (store, recovered) = Store::open(&config.data_dir)?;
         let default_vhost = Vhost::new("/", store.clone());
         default_vhost.restore(&recovered)?;
-        tracing::info!(elapsed_ms = started.elapsed().as_millis() as u64, "storage recovered");
+        tracing::info!(
+            elapsed_ms = started.elapsed().as_millis() as u64,
+            "storage recovered"
+        );
         let mut vhosts = HashMap::new();
         vhosts.insert("/".to_owned(), default_vhost);
         Ok(Arc::new(Broker {
@@ -48,7 +51,11 @@ impl Broker {
     }
 
     pub fn vhost(&self, name: &str) -> Option<Arc<Vhost>> {
-        self.vhosts.read().unwrap_or_else(|e| e.into_inner()).get(name).cloned()
+        self.vhosts
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(name)
+            .cloned()
     }
 
     /// A broker-wide unique id (connections, consumers).

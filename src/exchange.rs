@@ -76,7 +76,14 @@ pub struct Exchange {
 }
 
 impl Exchange {
-    pub fn new(name: impl Into<String>, kind: ExchangeKind, durable: bool, auto_delete: bool, internal: bool, arguments: FieldTable) -> Self {
+    pub fn new(
+        name: impl Into<String>,
+        kind: ExchangeKind,
+        durable: bool,
+        auto_delete: bool,
+        internal: bool,
+        arguments: FieldTable,
+    ) -> Self {
         let alternate = match arguments.inner().get("alternate-exchange") {
             Some(AMQPValue::LongString(s)) => Some(String::from_utf8_lossy(s.as_bytes()).into()),
             Some(AMQPValue::ShortString(s)) => Some(s.as_str().into()),
@@ -106,19 +113,27 @@ impl Exchange {
     }
 
     /// Adds a binding; binding the same (destination, key, arguments) twice is a no-op.
-    pub fn bind(&mut self, destination: Destination, routing_key: &str, arguments: FieldTable) -> Result<(), AmqpError> {
+    pub fn bind(
+        &mut self,
+        destination: Destination,
+        routing_key: &str,
+        arguments: FieldTable,
+    ) -> Result<(), AmqpError> {
         if self.kind == ExchangeKind::Headers {
             validate_x_match(&arguments)?;
         }
-        let exists = self
-            .bindings
-            .iter()
-            .any(|b| b.destination == destination && b.routing_key == routing_key && b.arguments == arguments);
+        let exists = self.bindings.iter().any(|b| {
+            b.destination == destination && b.routing_key == routing_key && b.arguments == arguments
+        });
         if exists {
             return Ok(());
         }
         match self.kind {
-            ExchangeKind::Direct => self.direct.entry(routing_key.to_owned()).or_default().push(destination.clone()),
+            ExchangeKind::Direct => self
+                .direct
+                .entry(routing_key.to_owned())
+                .or_default()
+                .push(destination.clone()),
             ExchangeKind::Topic => self.topic.insert(&words(routing_key), destination.clone()),
             ExchangeKind::Fanout | ExchangeKind::Headers => {}
         }
@@ -131,12 +146,17 @@ impl Exchange {
     }
 
     /// Removes a binding; true if there was one.
-    pub fn unbind(&mut self, destination: &Destination, routing_key: &str, arguments: &FieldTable) -> bool {
-        let Some(at) = self
-            .bindings
-            .iter()
-            .position(|b| &b.destination == destination && b.routing_key == routing_key && &b.arguments == arguments)
-        else {
+    pub fn unbind(
+        &mut self,
+        destination: &Destination,
+        routing_key: &str,
+        arguments: &FieldTable,
+    ) -> bool {
+        let Some(at) = self.bindings.iter().position(|b| {
+            &b.destination == destination
+                && b.routing_key == routing_key
+                && &b.arguments == arguments
+        }) else {
             return false;
         };
         self.bindings.remove(at);
@@ -181,7 +201,12 @@ impl Exchange {
 
     /// Calls `emit` for each destination a message with these routing keys and headers reaches
     /// (possibly more than once; the caller de-duplicates).
-    pub fn route(&self, routing_keys: &[&str], headers: &LazyHeaders<'_>, emit: &mut dyn FnMut(&Destination)) {
+    pub fn route(
+        &self,
+        routing_keys: &[&str],
+        headers: &LazyHeaders<'_>,
+        emit: &mut dyn FnMut(&Destination),
+    ) {
         match self.kind {
             ExchangeKind::Direct => {
                 for key in routing_keys {
@@ -223,8 +248,11 @@ impl<'a> LazyHeaders<'a> {
     }
 
     pub fn get(&self) -> &FieldTable {
-        self.parsed
-            .get_or_init(|| self.raw.and_then(warren_amqp::encode::decode_table_entries).unwrap_or_default())
+        self.parsed.get_or_init(|| {
+            self.raw
+                .and_then(warren_amqp::encode::decode_table_entries)
+                .unwrap_or_default()
+        })
     }
 }
 
@@ -248,7 +276,10 @@ struct TopicNode {
 
 impl TopicNode {
     fn is_empty(&self) -> bool {
-        self.words.is_empty() && self.star.is_none() && self.hash.is_none() && self.destinations.is_empty()
+        self.words.is_empty()
+            && self.star.is_none()
+            && self.hash.is_none()
+            && self.destinations.is_empty()
     }
 
     fn insert(&mut self, pattern: &[&str], destination: Destination) {
@@ -487,8 +518,16 @@ mod tests {
     #[test]
     fn topic_table_trie_and_reference_agree() {
         for (pattern, key, expected) in TOPIC_CASES {
-            assert_eq!(topic_matches(pattern, key), *expected, "reference: {pattern:?} vs {key:?}");
-            assert_eq!(trie_matches(pattern, key), *expected, "trie: {pattern:?} vs {key:?}");
+            assert_eq!(
+                topic_matches(pattern, key),
+                *expected,
+                "reference: {pattern:?} vs {key:?}"
+            );
+            assert_eq!(
+                trie_matches(pattern, key),
+                *expected,
+                "trie: {pattern:?} vs {key:?}"
+            );
         }
     }
 
@@ -552,27 +591,95 @@ mod tests {
             (table(&[("a", s("1"))]), table(&[("a", s("1"))]), true),
             (table(&[("a", s("1"))]), table(&[("a", s("2"))]), false),
             (table(&[("a", s("1"))]), table(&[]), false),
-            (table(&[("x-match", s("all")), ("a", s("1")), ("b", s("2"))]), table(&[("a", s("1")), ("b", s("2"))]), true),
-            (table(&[("x-match", s("all")), ("a", s("1")), ("b", s("2"))]), table(&[("a", s("1"))]), false),
-            (table(&[("x-match", s("any")), ("a", s("1")), ("b", s("2"))]), table(&[("a", s("1"))]), true),
-            (table(&[("x-match", s("any")), ("a", s("1")), ("b", s("2"))]), table(&[("c", s("1"))]), false),
-            (table(&[("x-match", s("any"))]), table(&[("a", s("1"))]), false),
-            (table(&[("x-match", s("all"))]), table(&[("a", s("1"))]), true),
+            (
+                table(&[("x-match", s("all")), ("a", s("1")), ("b", s("2"))]),
+                table(&[("a", s("1")), ("b", s("2"))]),
+                true,
+            ),
+            (
+                table(&[("x-match", s("all")), ("a", s("1")), ("b", s("2"))]),
+                table(&[("a", s("1"))]),
+                false,
+            ),
+            (
+                table(&[("x-match", s("any")), ("a", s("1")), ("b", s("2"))]),
+                table(&[("a", s("1"))]),
+                true,
+            ),
+            (
+                table(&[("x-match", s("any")), ("a", s("1")), ("b", s("2"))]),
+                table(&[("c", s("1"))]),
+                false,
+            ),
+            (
+                table(&[("x-match", s("any"))]),
+                table(&[("a", s("1"))]),
+                false,
+            ),
+            (
+                table(&[("x-match", s("all"))]),
+                table(&[("a", s("1"))]),
+                true,
+            ),
             (table(&[]), table(&[]), true),
             (table(&[("a", Void)]), table(&[("a", s("anything"))]), true),
             (table(&[("a", Void)]), table(&[("b", s("x"))]), false),
-            (table(&[("a", LongInt(5))]), table(&[("a", ShortShortInt(5))]), true),
-            (table(&[("a", LongInt(5))]), table(&[("a", LongLongInt(5))]), true),
-            (table(&[("a", LongInt(5))]), table(&[("a", LongInt(6))]), false),
+            (
+                table(&[("a", LongInt(5))]),
+                table(&[("a", ShortShortInt(5))]),
+                true,
+            ),
+            (
+                table(&[("a", LongInt(5))]),
+                table(&[("a", LongLongInt(5))]),
+                true,
+            ),
+            (
+                table(&[("a", LongInt(5))]),
+                table(&[("a", LongInt(6))]),
+                false,
+            ),
             (table(&[("a", LongInt(5))]), table(&[("a", s("5"))]), false),
-            (table(&[("a", Double(1.5))]), table(&[("a", Float(1.5))]), true),
-            (table(&[("a", Boolean(true))]), table(&[("a", Boolean(true))]), true),
-            (table(&[("a", Boolean(true))]), table(&[("a", Boolean(false))]), false),
-            (table(&[("x-match", s("all")), ("x-k", s("1"))]), table(&[("x-k", s("2"))]), true),
-            (table(&[("x-match", s("all-with-x")), ("x-k", s("1"))]), table(&[("x-k", s("2"))]), false),
-            (table(&[("x-match", s("all-with-x")), ("x-k", s("1"))]), table(&[("x-k", s("1"))]), true),
-            (table(&[("x-match", s("any-with-x")), ("x-k", s("1")), ("a", s("z"))]), table(&[("x-k", s("1"))]), true),
-            (table(&[("x-match", s("any")), ("x-k", s("1"))]), table(&[("x-k", s("1"))]), false),
+            (
+                table(&[("a", Double(1.5))]),
+                table(&[("a", Float(1.5))]),
+                true,
+            ),
+            (
+                table(&[("a", Boolean(true))]),
+                table(&[("a", Boolean(true))]),
+                true,
+            ),
+            (
+                table(&[("a", Boolean(true))]),
+                table(&[("a", Boolean(false))]),
+                false,
+            ),
+            (
+                table(&[("x-match", s("all")), ("x-k", s("1"))]),
+                table(&[("x-k", s("2"))]),
+                true,
+            ),
+            (
+                table(&[("x-match", s("all-with-x")), ("x-k", s("1"))]),
+                table(&[("x-k", s("2"))]),
+                false,
+            ),
+            (
+                table(&[("x-match", s("all-with-x")), ("x-k", s("1"))]),
+                table(&[("x-k", s("1"))]),
+                true,
+            ),
+            (
+                table(&[("x-match", s("any-with-x")), ("x-k", s("1")), ("a", s("z"))]),
+                table(&[("x-k", s("1"))]),
+                true,
+            ),
+            (
+                table(&[("x-match", s("any")), ("x-k", s("1"))]),
+                table(&[("x-k", s("1"))]),
+                false,
+            ),
         ];
         for (i, (binding, headers, expected)) in cases.iter().enumerate() {
             assert_eq!(headers_match(binding, headers), *expected, "case {i}");
@@ -581,8 +688,17 @@ mod tests {
 
     #[test]
     fn invalid_x_match_is_refused() {
-        let mut ex = Exchange::new("h", ExchangeKind::Headers, false, false, false, FieldTable::default());
-        let err = ex.bind(dest("d"), "", table(&[("x-match", s("some"))])).unwrap_err();
+        let mut ex = Exchange::new(
+            "h",
+            ExchangeKind::Headers,
+            false,
+            false,
+            false,
+            FieldTable::default(),
+        );
+        let err = ex
+            .bind(dest("d"), "", table(&[("x-match", s("some"))]))
+            .unwrap_err();
         assert_eq!(err.code, warren_amqp::ReplyCode::PreconditionFailed);
     }
 }

@@ -11,8 +11,14 @@ use crate::broker::Broker;
 
 pub async fn serve(listener: TcpListener, broker: Arc<Broker>) {
     let app = Router::new()
-        .route("/api/health/checks/alarms", get(|| async { Json(json!({"status": "ok"})) }))
-        .route("/api/aliveness-test/{vhost}", get(|| async { Json(json!({"status": "ok"})) }))
+        .route(
+            "/api/health/checks/alarms",
+            get(|| async { Json(json!({"status": "ok"})) }),
+        )
+        .route(
+            "/api/aliveness-test/{vhost}",
+            get(|| async { Json(json!({"status": "ok"})) }),
+        )
         .route(
             "/api/overview",
             get(move || {

@@ -42,16 +42,31 @@ impl Message {
 
     /// A message read back from the store.
     pub fn from_stored(stored: StoredMessage, storage_id: u64) -> MessageRef {
-        Self::from_parts(&stored.exchange, &stored.routing_key, &stored.properties, stored.body, Some(storage_id))
+        Self::from_parts(
+            &stored.exchange,
+            &stored.routing_key,
+            &stored.properties,
+            stored.body,
+            Some(storage_id),
+        )
     }
 
-    fn from_parts(exchange: &[u8], routing_key: &[u8], properties: &[u8], body: Bytes, storage_id: Option<u64>) -> MessageRef {
+    fn from_parts(
+        exchange: &[u8],
+        routing_key: &[u8],
+        properties: &[u8],
+        body: Bytes,
+        storage_id: Option<u64>,
+    ) -> MessageRef {
         let ex = &exchange[..exchange.len().min(255)];
         let rk = &routing_key[..routing_key.len().min(255)];
-        let persistent = PropertiesView::parse(properties).map(|p| p.persistent()).unwrap_or(false);
+        let persistent = PropertiesView::parse(properties)
+            .map(|p| p.persistent())
+            .unwrap_or(false);
         let inline = body.len() <= INLINE_BODY_MAX;
-        let mut data =
-            BytesMut::with_capacity(ex.len() + rk.len() + properties.len() + if inline { body.len() } else { 0 });
+        let mut data = BytesMut::with_capacity(
+            ex.len() + rk.len() + properties.len() + if inline { body.len() } else { 0 },
+        );
         data.put_slice(ex);
         data.put_slice(rk);
         data.put_slice(properties);
@@ -74,7 +89,12 @@ impl Message {
 
     /// The message as the store keeps it.
     pub fn to_stored(&self) -> Bytes {
-        StoredMessage::encode(self.exchange(), self.routing_key(), self.properties(), self.body())
+        StoredMessage::encode(
+            self.exchange(),
+            self.routing_key(),
+            self.properties(),
+            self.body(),
+        )
     }
 
     pub fn exchange(&self) -> &[u8] {
@@ -132,7 +152,15 @@ mod tests {
             let body: Vec<u8> = (0..size).map(|i| i as u8).collect();
             let m = Message::from_content(content(body.clone()), None);
             let back = Message::from_stored(StoredMessage::decode(m.to_stored()).unwrap(), 9);
-            assert_eq!((back.exchange(), back.routing_key(), back.properties(), back.body()), (m.exchange(), m.routing_key(), m.properties(), m.body()));
+            assert_eq!(
+                (
+                    back.exchange(),
+                    back.routing_key(),
+                    back.properties(),
+                    back.body()
+                ),
+                (m.exchange(), m.routing_key(), m.properties(), m.body())
+            );
             assert_eq!(back.storage_id, Some(9));
             assert_eq!(m.exchange(), b"ex");
             assert_eq!(m.routing_key(), b"key.1");

@@ -38,11 +38,15 @@ impl Server {
     }
 
     pub fn amqp_addr(&self) -> SocketAddr {
-        self.amqp.local_addr().unwrap_or(self.broker.config.amqp_listen)
+        self.amqp
+            .local_addr()
+            .unwrap_or(self.broker.config.amqp_listen)
     }
 
     pub fn http_addr(&self) -> SocketAddr {
-        self.http.local_addr().unwrap_or(self.broker.config.http_listen)
+        self.http
+            .local_addr()
+            .unwrap_or(self.broker.config.http_listen)
     }
 
     pub fn broker(&self) -> Arc<Broker> {

@@ -8,7 +8,9 @@ use warren_amqp::types::{AMQPValue, FieldTable};
 use warren_amqp::AmqpError;
 
 use warren_amqp::encode::{decode_table, encode_table};
-use warren_storage::{BindingRecord, ExchangeRecord, Op, QueueRecord, Recovered, StorageError, Store};
+use warren_storage::{
+    BindingRecord, ExchangeRecord, Op, QueueRecord, Recovered, StorageError, Store,
+};
 
 use crate::exchange::{Destination, Exchange, ExchangeKind, LazyHeaders};
 use crate::message::Message;
@@ -35,7 +37,13 @@ impl Topology {
         }
     }
 
-    fn binding_record(&self, source: &str, d: &Destination, routing_key: &str, arguments: &FieldTable) -> BindingRecord {
+    fn binding_record(
+        &self,
+        source: &str,
+        d: &Destination,
+        routing_key: &str,
+        arguments: &FieldTable,
+    ) -> BindingRecord {
         let (destination, destination_is_queue) = match d {
             Destination::Queue(q) => (q.name.to_string(), true),
             Destination::Exchange(name) => (name.to_string(), false),
@@ -51,11 +59,20 @@ impl Topology {
     }
 
     /// Adds a binding, recording it when both ends are durable (as RabbitMQ does).
-    fn bind(&mut self, source: &str, d: Destination, routing_key: &str, arguments: &FieldTable) -> Result<(), AmqpError> {
+    fn bind(
+        &mut self,
+        source: &str,
+        d: Destination,
+        routing_key: &str,
+        arguments: &FieldTable,
+    ) -> Result<(), AmqpError> {
         let durable = self.exchanges.get(source).is_some_and(|e| e.durable) && self.is_durable(&d);
         let record = durable.then(|| self.binding_record(source, &d, routing_key, arguments));
         let Some(ex) = self.exchanges.get_mut(source) else {
-            return Err(AmqpError::not_found(format!("no exchange '{source}' in vhost '{}'", self.vhost)));
+            return Err(AmqpError::not_found(format!(
+                "no exchange '{source}' in vhost '{}'",
+                self.vhost
+            )));
         };
         ex.bind(d, routing_key, arguments.clone())?;
         if let Some(record) = record {
@@ -65,10 +82,20 @@ impl Topology {
     }
 
     /// Removes one binding from `source`; an auto-delete source left without bindings goes too.
-    fn unbind(&mut self, source: &str, destination: &Destination, routing_key: &str, arguments: &FieldTable) {
-        let durable = self.exchanges.get(source).is_some_and(|e| e.durable) && self.is_durable(destination);
-        let record = durable.then(|| self.binding_record(source, destination, routing_key, arguments));
-        let Some(ex) = self.exchanges.get_mut(source) else { return };
+    fn unbind(
+        &mut self,
+        source: &str,
+        destination: &Destination,
+        routing_key: &str,
+        arguments: &FieldTable,
+    ) {
+        let durable =
+            self.exchanges.get(source).is_some_and(|e| e.durable) && self.is_durable(destination);
+        let record =
+            durable.then(|| self.binding_record(source, destination, routing_key, arguments));
+        let Some(ex) = self.exchanges.get_mut(source) else {
+            return;
+        };
         if !ex.unbind(destination, routing_key, arguments) {
             return;
         }
@@ -82,11 +109,25 @@ impl Topology {
 
     /// Deletes an exchange with its bindings, in memory and on disk.
     fn remove_exchange(&mut self, name: &str) {
-        let Some(ex) = self.exchanges.remove(name) else { return };
+        let Some(ex) = self.exchanges.remove(name) else {
+            return;
+        };
         if ex.durable {
             let vhost = self.vhost.clone();
-            self.store.submit(Op::DeleteExchange { vhost: vhost.clone(), name: name.to_owned() }, None);
-            self.store.submit(Op::DeleteBindingsFrom { vhost, exchange: name.to_owned() }, None);
+            self.store.submit(
+                Op::DeleteExchange {
+                    vhost: vhost.clone(),
+                    name: name.to_owned(),
+                },
+                None,
+            );
+            self.store.submit(
+                Op::DeleteBindingsFrom {
+                    vhost,
+                    exchange: name.to_owned(),
+                },
+                None,
+            );
         }
         self.remove_bindings_to(&Destination::Exchange(name.into()), ex.durable);
     }
@@ -98,7 +139,14 @@ impl Topology {
                 Destination::Queue(q) => (q.name.to_string(), true),
                 Destination::Exchange(name) => (name.to_string(), false),
             };
-            self.store.submit(Op::DeleteBindingsTo { vhost: self.vhost.clone(), name, is_queue }, None);
+            self.store.submit(
+                Op::DeleteBindingsTo {
+                    vhost: self.vhost.clone(),
+                    name,
+                    is_queue,
+                },
+                None,
+            );
         }
         let mut emptied = Vec::new();
         for ex in self.exchanges.values_mut() {
@@ -170,9 +218,10 @@ impl Vhost {
             ("amq.headers", ExchangeKind::Headers),
             ("amq.match", ExchangeKind::Headers),
         ] {
-            topology
-                .exchanges
-                .insert(name.to_owned(), Exchange::new(name, kind, true, false, false, empty()));
+            topology.exchanges.insert(
+                name.to_owned(),
+                Exchange::new(name, kind, true, false, false, empty()),
+            );
         }
         Arc::new(Vhost {
             name,
@@ -190,7 +239,14 @@ impl Vhost {
                 continue;
             };
             let arguments = decode_table(&e.arguments).unwrap_or_default();
-            let ex = Exchange::new(e.name.clone(), kind, true, e.auto_delete, e.internal, arguments);
+            let ex = Exchange::new(
+                e.name.clone(),
+                kind,
+                true,
+                e.auto_delete,
+                e.internal,
+                arguments,
+            );
             topo.exchanges.insert(e.name.clone(), ex);
         }
         let mut messages = 0usize;
@@ -214,16 +270,23 @@ impl Vhost {
         }
         for b in recovered.bindings.iter().filter(|b| b.vhost == self.name) {
             let destination = if b.destination_is_queue {
-                topo.queues.get(&b.destination).cloned().map(Destination::Queue)
+                topo.queues
+                    .get(&b.destination)
+                    .cloned()
+                    .map(Destination::Queue)
             } else {
-                topo.exchanges.contains_key(&b.destination).then(|| Destination::Exchange(b.destination.as_str().into()))
+                topo.exchanges
+                    .contains_key(&b.destination)
+                    .then(|| Destination::Exchange(b.destination.as_str().into()))
             };
             let arguments = decode_table(&b.arguments).unwrap_or_default();
             match (destination, topo.exchanges.get_mut(&b.source)) {
                 (Some(d), Some(ex)) => {
                     let _ = ex.bind(d, &b.routing_key, arguments);
                 }
-                _ => tracing::warn!(source = %b.source, destination = %b.destination, "stored binding with a missing end skipped"),
+                _ => {
+                    tracing::warn!(source = %b.source, destination = %b.destination, "stored binding with a missing end skipped")
+                }
             }
         }
         tracing::info!(
@@ -260,8 +323,17 @@ impl Vhost {
     }
 
     /// Finds a queue the connection may use (exclusive queues belong to their connection).
-    pub fn queue(&self, name: &str, connection: ConnectionId) -> Result<Arc<QueueHandle>, AmqpError> {
-        let q = self.read().queues.get(name).cloned().ok_or_else(|| self.no_queue(name))?;
+    pub fn queue(
+        &self,
+        name: &str,
+        connection: ConnectionId,
+    ) -> Result<Arc<QueueHandle>, AmqpError> {
+        let q = self
+            .read()
+            .queues
+            .get(name)
+            .cloned()
+            .ok_or_else(|| self.no_queue(name))?;
         match q.exclusive_owner {
             Some(owner) if owner != connection => Err(self.locked(name)),
             _ => Ok(q),
@@ -273,7 +345,10 @@ impl Vhost {
     }
 
     /// Declares (or checks) a queue; returns it and whether it was created.
-    pub fn declare_queue(self: &Arc<Self>, req: DeclareQueue<'_>) -> Result<(Arc<QueueHandle>, bool), AmqpError> {
+    pub fn declare_queue(
+        self: &Arc<Self>,
+        req: DeclareQueue<'_>,
+    ) -> Result<(Arc<QueueHandle>, bool), AmqpError> {
         let mut topo = self.write();
         if let Some(q) = topo.queues.get(req.name) {
             let q = q.clone();
@@ -341,20 +416,38 @@ impl Vhost {
             ))
         };
         if q.durable != req.durable {
-            return Err(inequivalent("durable", req.durable.to_string(), q.durable.to_string()));
+            return Err(inequivalent(
+                "durable",
+                req.durable.to_string(),
+                q.durable.to_string(),
+            ));
         }
         if q.auto_delete != req.auto_delete {
-            return Err(inequivalent("auto_delete", req.auto_delete.to_string(), q.auto_delete.to_string()));
+            return Err(inequivalent(
+                "auto_delete",
+                req.auto_delete.to_string(),
+                q.auto_delete.to_string(),
+            ));
         }
         for arg in COMPARED_QUEUE_ARGS {
             let new = req.arguments.inner().get(*arg);
             let old = q.arguments.inner().get(*arg);
             let (received, current) = match (new, old) {
                 (None, None) => continue,
-                (Some(n), Some(o)) if crate::exchange::same_value(n, o) && type_class(n) == type_class(o) => continue,
+                (Some(n), Some(o))
+                    if crate::exchange::same_value(n, o) && type_class(n) == type_class(o) =>
+                {
+                    continue
+                }
                 (Some(n), Some(o)) => (format!("'{}'", describe(n)), format!("'{}'", describe(o))),
-                (Some(n), None) => (format!("the value '{}' of type '{}'", describe(n), type_name(n)), "none".to_owned()),
-                (None, Some(o)) => ("none".to_owned(), format!("the value '{}' of type '{}'", describe(o), type_name(o))),
+                (Some(n), None) => (
+                    format!("the value '{}' of type '{}'", describe(n), type_name(n)),
+                    "none".to_owned(),
+                ),
+                (None, Some(o)) => (
+                    "none".to_owned(),
+                    format!("the value '{}' of type '{}'", describe(o), type_name(o)),
+                ),
             };
             return Err(AmqpError::precondition_failed(format!(
                 "inequivalent arg '{arg}' for queue '{}' in vhost '{}': received {received} but current is {current}",
@@ -368,11 +461,17 @@ impl Vhost {
     /// has replaced it.
     pub fn forget_queue(&self, queue: &Arc<QueueHandle>) {
         let mut topo = self.write();
-        let same = topo.queues.get(&*queue.name).is_some_and(|q| Arc::ptr_eq(q, queue));
+        let same = topo
+            .queues
+            .get(&*queue.name)
+            .is_some_and(|q| Arc::ptr_eq(q, queue));
         if same {
             topo.queues.remove(&*queue.name);
         }
-        topo.remove_bindings_to(&Destination::Queue(queue.clone()), queue.is_durable_on_disk());
+        topo.remove_bindings_to(
+            &Destination::Queue(queue.clone()),
+            queue.is_durable_on_disk(),
+        );
     }
 
     pub fn declare_exchange(&self, req: DeclareExchange<'_>) -> Result<(), AmqpError> {
@@ -412,8 +511,15 @@ impl Vhost {
         }
         let Some(kind) = ExchangeKind::parse(req.kind) else {
             // RabbitMQ's wording differs for plugin-style (x-) type names.
-            let what = if req.kind.starts_with("x-") { "unknown" } else { "invalid" };
-            return Err(AmqpError::command_invalid(format!("{what} exchange type '{}'", req.kind)));
+            let what = if req.kind.starts_with("x-") {
+                "unknown"
+            } else {
+                "invalid"
+            };
+            return Err(AmqpError::command_invalid(format!(
+                "{what} exchange type '{}'",
+                req.kind
+            )));
         };
         if req.name.starts_with("amq.") {
             return Err(AmqpError::access_refused(format!(
@@ -434,7 +540,14 @@ impl Vhost {
         }
         topo.exchanges.insert(
             req.name.to_owned(),
-            Exchange::new(req.name, kind, req.durable, req.auto_delete, req.internal, req.arguments.clone()),
+            Exchange::new(
+                req.name,
+                kind,
+                req.durable,
+                req.auto_delete,
+                req.internal,
+                req.arguments.clone(),
+            ),
         );
         Ok(())
     }
@@ -453,10 +566,11 @@ impl Vhost {
         let Some(ex) = topo.exchanges.get(name) else {
             return Err(self.no_exchange(name));
         };
-        let is_destination = topo
-            .exchanges
-            .values()
-            .any(|e| e.bindings().iter().any(|b| matches!(&b.destination, Destination::Exchange(d) if &**d == name)));
+        let is_destination = topo.exchanges.values().any(|e| {
+            e.bindings()
+                .iter()
+                .any(|b| matches!(&b.destination, Destination::Exchange(d) if &**d == name))
+        });
         if if_unused && (!ex.bindings().is_empty() || is_destination) {
             return Err(AmqpError::precondition_failed(format!(
                 "exchange '{name}' in vhost '{}' in use",
@@ -469,7 +583,14 @@ impl Vhost {
 
     /// Binds a queue (or, with [`Vhost::bind_exchange`], an exchange) to an exchange.
     /// queue.bind, checked in RabbitMQ's order: default exchange, exchange, queue, exclusivity.
-    pub fn bind_queue(&self, queue: &str, connection: ConnectionId, exchange: &str, routing_key: &str, arguments: &FieldTable) -> Result<(), AmqpError> {
+    pub fn bind_queue(
+        &self,
+        queue: &str,
+        connection: ConnectionId,
+        exchange: &str,
+        routing_key: &str,
+        arguments: &FieldTable,
+    ) -> Result<(), AmqpError> {
         if exchange.is_empty() {
             return Err(default_exchange_refused());
         }
@@ -477,7 +598,11 @@ impl Vhost {
         if !topo.exchanges.contains_key(exchange) {
             return Err(self.no_exchange(exchange));
         }
-        let q = topo.queues.get(queue).cloned().ok_or_else(|| self.no_queue(queue))?;
+        let q = topo
+            .queues
+            .get(queue)
+            .cloned()
+            .ok_or_else(|| self.no_queue(queue))?;
         if q.exclusive_owner.is_some_and(|owner| owner != connection) {
             return Err(self.locked(queue));
         }
@@ -485,7 +610,13 @@ impl Vhost {
     }
 
     /// queue.unbind: like RabbitMQ, unbinding a missing queue or binding succeeds.
-    pub fn unbind_queue(&self, queue: &str, exchange: &str, routing_key: &str, arguments: &FieldTable) -> Result<(), AmqpError> {
+    pub fn unbind_queue(
+        &self,
+        queue: &str,
+        exchange: &str,
+        routing_key: &str,
+        arguments: &FieldTable,
+    ) -> Result<(), AmqpError> {
         if exchange.is_empty() {
             return Err(default_exchange_refused());
         }
@@ -500,7 +631,13 @@ impl Vhost {
     }
 
     /// exchange.bind: messages routed by `source` also go through `destination`.
-    pub fn bind_exchange(&self, destination: &str, source: &str, routing_key: &str, arguments: &FieldTable) -> Result<(), AmqpError> {
+    pub fn bind_exchange(
+        &self,
+        destination: &str,
+        source: &str,
+        routing_key: &str,
+        arguments: &FieldTable,
+    ) -> Result<(), AmqpError> {
         if destination.is_empty() || source.is_empty() {
             return Err(default_exchange_refused());
         }
@@ -511,10 +648,21 @@ impl Vhost {
         if !topo.exchanges.contains_key(source) {
             return Err(self.no_exchange(source));
         }
-        topo.bind(source, Destination::Exchange(destination.into()), routing_key, arguments)
+        topo.bind(
+            source,
+            Destination::Exchange(destination.into()),
+            routing_key,
+            arguments,
+        )
     }
 
-    pub fn unbind_exchange(&self, destination: &str, source: &str, routing_key: &str, arguments: &FieldTable) -> Result<(), AmqpError> {
+    pub fn unbind_exchange(
+        &self,
+        destination: &str,
+        source: &str,
+        routing_key: &str,
+        arguments: &FieldTable,
+    ) -> Result<(), AmqpError> {
         if destination.is_empty() || source.is_empty() {
             return Err(default_exchange_refused());
         }
@@ -524,7 +672,12 @@ impl Vhost {
                 return Err(self.no_exchange(name));
             }
         }
-        topo.unbind(source, &Destination::Exchange(destination.into()), routing_key, arguments);
+        topo.unbind(
+            source,
+            &Destination::Exchange(destination.into()),
+            routing_key,
+            arguments,
+        );
         Ok(())
     }
 
@@ -551,7 +704,10 @@ impl Vhost {
             }
             return Ok(());
         }
-        let first = topo.exchanges.get(exchange).ok_or_else(|| self.no_exchange(exchange))?;
+        let first = topo
+            .exchanges
+            .get(exchange)
+            .ok_or_else(|| self.no_exchange(exchange))?;
         if first.internal {
             return Err(AmqpError::access_refused(format!(
                 "cannot publish to internal exchange '{exchange}' in vhost '{}'",

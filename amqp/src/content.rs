@@ -52,9 +52,9 @@ impl ContentAssembler {
     /// The error for a method frame arriving in the middle of a message.
     pub fn interrupted(&self) -> AmqpError {
         match self.state {
-            State::AwaitingBody { .. } => {
-                AmqpError::unexpected_frame("expected content body, got non content body frame instead")
-            }
+            State::AwaitingBody { .. } => AmqpError::unexpected_frame(
+                "expected content body, got non content body frame instead",
+            ),
             _ => AmqpError::unexpected_frame(
                 "expected content header for class 60, got non content header frame instead",
             ),
@@ -74,9 +74,15 @@ impl ContentAssembler {
 
     /// A content header frame arrived; `max_body` bounds the size claim before anything is
     /// allocated for the body.
-    pub fn header(&mut self, mut payload: Bytes, max_body: u64) -> Result<Option<Content>, AmqpError> {
+    pub fn header(
+        &mut self,
+        mut payload: Bytes,
+        max_body: u64,
+    ) -> Result<Option<Content>, AmqpError> {
         let State::AwaitingHeader(publish) = std::mem::take(&mut self.state) else {
-            return Err(AmqpError::unexpected_frame("expected method frame, got non method frame instead"));
+            return Err(AmqpError::unexpected_frame(
+                "expected method frame, got non method frame instead",
+            ));
         };
         if payload.len() < 14 {
             return Err(AmqpError::frame_error("content header too short"));
@@ -90,7 +96,9 @@ impl ContentAssembler {
             )));
         }
         if PropertiesView::parse(&payload).is_err() {
-            return Err(AmqpError::frame_error("cannot decode content header properties"));
+            return Err(AmqpError::frame_error(
+                "cannot decode content header properties",
+            ));
         }
         if body_size > max_body {
             return Err(AmqpError::precondition_failed(format!(
@@ -115,8 +123,13 @@ impl ContentAssembler {
 
     /// A body frame arrived.
     pub fn body(&mut self, payload: Bytes) -> Result<Option<Content>, AmqpError> {
-        let State::AwaitingBody { body_size, parts, .. } = &mut self.state else {
-            return Err(AmqpError::unexpected_frame("expected method frame, got non method frame instead"));
+        let State::AwaitingBody {
+            body_size, parts, ..
+        } = &mut self.state
+        else {
+            return Err(AmqpError::unexpected_frame(
+                "expected method frame, got non method frame instead",
+            ));
         };
         let so_far = match parts {
             BodyParts::None => 0,
@@ -145,7 +158,13 @@ impl ContentAssembler {
         if total < *body_size {
             return Ok(None);
         }
-        let State::AwaitingBody { publish, properties, parts, .. } = std::mem::take(&mut self.state) else {
+        let State::AwaitingBody {
+            publish,
+            properties,
+            parts,
+            ..
+        } = std::mem::take(&mut self.state)
+        else {
             unreachable!("state checked above");
         };
         let body = match parts {
@@ -153,7 +172,11 @@ impl ContentAssembler {
             BodyParts::One(b) => b,
             BodyParts::Many(b) => b.freeze(),
         };
-        Ok(Some(Content { publish, properties, body }))
+        Ok(Some(Content {
+            publish,
+            properties,
+            body,
+        }))
     }
 }
 
@@ -203,9 +226,15 @@ mod tests {
         assert!(a.header(header(1), 100).is_err());
         assert!(a.body(Bytes::from_static(b"x")).is_err());
         a.start(publish());
-        assert_eq!(a.header(header(1 << 40), 1 << 20).unwrap_err().code, crate::ReplyCode::PreconditionFailed);
+        assert_eq!(
+            a.header(header(1 << 40), 1 << 20).unwrap_err().code,
+            crate::ReplyCode::PreconditionFailed
+        );
         a.start(publish());
         a.header(header(2), 100).unwrap();
-        assert_eq!(a.body(Bytes::from_static(b"xyz")).unwrap_err().code, crate::ReplyCode::FrameError);
+        assert_eq!(
+            a.body(Bytes::from_static(b"xyz")).unwrap_err().code,
+            crate::ReplyCode::FrameError
+        );
     }
 }

@@ -7,7 +7,9 @@ use amq_protocol::frame::{GenError, WriteContext};
 use amq_protocol::protocol::{gen_class, AMQPClass};
 use bytes::{BufMut, BytesMut};
 
-use crate::frame::{FRAME_BODY, FRAME_END, FRAME_HEADER, FRAME_HEARTBEAT, FRAME_METHOD, FRAME_OVERHEAD};
+use crate::frame::{
+    FRAME_BODY, FRAME_END, FRAME_HEADER, FRAME_HEARTBEAT, FRAME_METHOD, FRAME_OVERHEAD,
+};
 use crate::BASIC_CLASS;
 
 /// Encodes a method's payload (class id, method id, arguments) with `amq-protocol`.
@@ -18,7 +20,9 @@ pub fn encode_class(class: &AMQPClass) -> Result<Vec<u8>, GenError> {
 }
 
 /// Encodes basic properties (flags and values), as they follow the body size in a content header.
-pub fn encode_properties(props: &amq_protocol::protocol::BasicProperties) -> Result<Vec<u8>, GenError> {
+pub fn encode_properties(
+    props: &amq_protocol::protocol::BasicProperties,
+) -> Result<Vec<u8>, GenError> {
     let ctx = WriteContext::from(Vec::with_capacity(64));
     let (buf, _) = amq_protocol::protocol::basic::gen_properties(props)(ctx)?.into_inner();
     Ok(buf)
@@ -35,7 +39,9 @@ pub fn encode_table(table: &amq_protocol::types::FieldTable) -> Vec<u8> {
 
 /// Decodes a field table as on the wire (with its 4-octet length).
 pub fn decode_table(bytes: &[u8]) -> Option<amq_protocol::types::FieldTable> {
-    amq_protocol::types::parsing::parse_field_table(bytes).ok().map(|(_, t)| t)
+    amq_protocol::types::parsing::parse_field_table(bytes)
+        .ok()
+        .map(|(_, t)| t)
 }
 
 /// Decodes a field table's entries without the 4-octet length in front (as properties hold it
@@ -142,7 +148,13 @@ pub fn write_return(
 }
 
 /// Publisher confirm: `basic.ack` or `basic.nack` from the server.
-pub fn write_confirm(buf: &mut BytesMut, channel: u16, delivery_tag: u64, multiple: bool, ack: bool) {
+pub fn write_confirm(
+    buf: &mut BytesMut,
+    channel: u16,
+    delivery_tag: u64,
+    multiple: bool,
+    ack: bool,
+) {
     let at = frame_start(buf, FRAME_METHOD, channel);
     buf.put_u16(BASIC_CLASS);
     if ack {
@@ -159,7 +171,13 @@ pub fn write_confirm(buf: &mut BytesMut, channel: u16, delivery_tag: u64, multip
 
 /// The content header (with the publisher's property bytes, verbatim) and body frames, each body
 /// frame at most `frame_max` octets long overall.
-pub fn write_content(buf: &mut BytesMut, channel: u16, properties: &[u8], body: &[u8], frame_max: u32) {
+pub fn write_content(
+    buf: &mut BytesMut,
+    channel: u16,
+    properties: &[u8],
+    body: &[u8],
+    frame_max: u32,
+) {
     let at = frame_start(buf, FRAME_HEADER, channel);
     buf.put_u16(BASIC_CLASS);
     buf.put_u16(0);

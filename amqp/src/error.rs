@@ -168,10 +168,25 @@ mod tests {
 
     #[test]
     fn hard_and_soft_codes_match_the_spec() {
-        for c in [ReplyCode::AccessRefused, ReplyCode::NotFound, ReplyCode::ResourceLocked, ReplyCode::PreconditionFailed] {
+        for c in [
+            ReplyCode::AccessRefused,
+            ReplyCode::NotFound,
+            ReplyCode::ResourceLocked,
+            ReplyCode::PreconditionFailed,
+        ] {
             assert!(!c.is_hard(), "{c}");
         }
-        for c in [ReplyCode::ConnectionForced, ReplyCode::FrameError, ReplyCode::SyntaxError, ReplyCode::CommandInvalid, ReplyCode::ChannelError, ReplyCode::UnexpectedFrame, ReplyCode::NotAllowed, ReplyCode::NotImplemented, ReplyCode::InternalError] {
+        for c in [
+            ReplyCode::ConnectionForced,
+            ReplyCode::FrameError,
+            ReplyCode::SyntaxError,
+            ReplyCode::CommandInvalid,
+            ReplyCode::ChannelError,
+            ReplyCode::UnexpectedFrame,
+            ReplyCode::NotAllowed,
+            ReplyCode::NotImplemented,
+            ReplyCode::InternalError,
+        ] {
             assert!(c.is_hard(), "{c}");
         }
     }

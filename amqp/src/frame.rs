@@ -130,7 +130,10 @@ mod tests {
         assert_eq!(d.decode(&mut buf), Ok(None));
         buf.extend_from_slice(&bytes[10..]);
         let f = d.decode(&mut buf).unwrap().unwrap();
-        assert_eq!((f.kind, f.channel, &f.payload[..]), (FrameKind::Body, 3, &b"hello"[..]));
+        assert_eq!(
+            (f.kind, f.channel, &f.payload[..]),
+            (FrameKind::Body, 3, &b"hello"[..])
+        );
         let f = d.decode(&mut buf).unwrap().unwrap();
         assert_eq!(f.kind, FrameKind::Heartbeat);
         assert_eq!(d.decode(&mut buf), Ok(None));
@@ -140,7 +143,10 @@ mod tests {
     fn rejects_oversized_claim_before_buffering() {
         let d = FrameDecoder::new(4096);
         let mut buf = BytesMut::from(&[FRAME_BODY, 0, 1, 0xFF, 0xFF, 0xFF, 0xF0][..]);
-        assert!(matches!(d.decode(&mut buf), Err(FrameError::TooLarge { .. })));
+        assert!(matches!(
+            d.decode(&mut buf),
+            Err(FrameError::TooLarge { .. })
+        ));
         assert!(buf.capacity() < 1 << 20);
     }
 
@@ -150,6 +156,9 @@ mod tests {
         let mut buf = BytesMut::from(&raw(FRAME_METHOD, 1, b"abcd", 0)[..]);
         assert_eq!(d.decode(&mut buf), Err(FrameError::BadFrameEnd(0)));
         let mut buf = BytesMut::from(&raw(7, 1, b"abcd", FRAME_END)[..]);
-        assert!(matches!(d.decode(&mut buf), Err(FrameError::UnknownType(7, _))));
+        assert!(matches!(
+            d.decode(&mut buf),
+            Err(FrameError::UnknownType(7, _))
+        ));
     }
 }

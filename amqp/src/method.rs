@@ -21,9 +21,16 @@ pub struct Publish {
 #[derive(Clone, Debug, PartialEq)]
 pub enum Method {
     Publish(Publish),
-    Ack { delivery_tag: u64, multiple: bool },
+    Ack {
+        delivery_tag: u64,
+        multiple: bool,
+    },
     /// Decoded here because `amq-protocol` drops `prefetch_size`, which RabbitMQ refuses unless 0.
-    Qos { prefetch_size: u32, prefetch_count: u16, global: bool },
+    Qos {
+        prefetch_size: u32,
+        prefetch_count: u16,
+        global: bool,
+    },
     Other(AMQPClass),
 }
 
@@ -75,12 +82,33 @@ impl From<MethodError> for AmqpError {
 pub fn is_known(class_id: u16, method_id: u16) -> bool {
     matches!(
         (class_id, method_id),
-        (10, 10 | 11 | 20 | 21 | 30 | 31 | 40 | 41 | 50 | 51 | 60 | 61 | 70 | 71)
-            | (20, 10 | 11 | 20 | 21 | 40 | 41)
+        (
+            10,
+            10 | 11 | 20 | 21 | 30 | 31 | 40 | 41 | 50 | 51 | 60 | 61 | 70 | 71
+        ) | (20, 10 | 11 | 20 | 21 | 40 | 41)
             | (30, 10 | 11)
             | (40, 10 | 11 | 20 | 21 | 30 | 31 | 40 | 51)
             | (50, 10 | 11 | 20 | 21 | 30 | 31 | 40 | 41 | 50 | 51)
-            | (60, 10 | 11 | 20 | 21 | 30 | 31 | 40 | 50 | 60 | 70 | 71 | 72 | 80 | 90 | 100 | 110 | 111 | 120)
+            | (
+                60,
+                10 | 11
+                    | 20
+                    | 21
+                    | 30
+                    | 31
+                    | 40
+                    | 50
+                    | 60
+                    | 70
+                    | 71
+                    | 72
+                    | 80
+                    | 90
+                    | 100
+                    | 110
+                    | 111
+                    | 120
+            )
             | (85, 10 | 11)
             | (90, 10 | 11 | 20 | 21 | 30 | 31)
     )
@@ -133,7 +161,10 @@ pub fn decode_method(payload: &Bytes) -> Result<Method, MethodError> {
         return Err(MethodError::Unknown(class_id, method_id));
     }
     let malformed = || MethodError::Malformed(class_id, method_id);
-    let mut r = Reader { buf: payload, pos: 4 };
+    let mut r = Reader {
+        buf: payload,
+        pos: 4,
+    };
     match (class_id, method_id) {
         (60, 40) => {
             r.u16().ok_or_else(malformed)?;
@@ -176,7 +207,7 @@ pub fn decode_method(payload: &Bytes) -> Result<Method, MethodError> {
             })
         }
         _ => match parse_class(&payload[..]) {
-            Ok((rest, class)) if rest.is_empty() => Ok(Method::Other(class)),
+            Ok(([], class)) => Ok(Method::Other(class)),
             _ => Err(malformed()),
         },
     }

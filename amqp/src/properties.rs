@@ -101,7 +101,9 @@ impl<'a> PropertiesView<'a> {
         }
         if flags & FLAG_TIMESTAMP != 0 {
             let t = c.take(8)?;
-            v.timestamp = Some(u64::from_be_bytes(t.try_into().map_err(|_| MalformedProperties)?));
+            v.timestamp = Some(u64::from_be_bytes(
+                t.try_into().map_err(|_| MalformedProperties)?,
+            ));
         }
         if flags & FLAG_TYPE != 0 {
             c.short_str()?;
@@ -133,7 +135,9 @@ mod tests {
     use proptest::prelude::*;
 
     fn encode(props: &AMQPProperties) -> Vec<u8> {
-        let (buf, _) = gen_properties(props)(WriteContext::from(Vec::new())).unwrap().into_inner();
+        let (buf, _) = gen_properties(props)(WriteContext::from(Vec::new()))
+            .unwrap()
+            .into_inner();
         buf
     }
 

@@ -63,7 +63,11 @@ pub(super) struct TxPublish {
 
 impl Channel {
     pub fn accepts_delivery(&self, d: &Delivery) -> bool {
-        !self.closing && self.consumers.get(&d.consumer_tag).is_some_and(|c| c.id == d.consumer_id)
+        !self.closing
+            && self
+                .consumers
+                .get(&d.consumer_tag)
+                .is_some_and(|c| c.id == d.consumer_id)
     }
 
     /// Assigns the next delivery tag, remembering the delivery until it is settled.
@@ -71,32 +75,58 @@ impl Channel {
         self.next_tag(d.queue.clone(), d.id, !d.no_ack, true)
     }
 
-    pub fn next_tag(&mut self, queue: Arc<QueueHandle>, id: u64, track: bool, from_consumer: bool) -> u64 {
+    pub fn next_tag(
+        &mut self,
+        queue: Arc<QueueHandle>,
+        id: u64,
+        track: bool,
+        from_consumer: bool,
+    ) -> u64 {
         self.next_tag += 1;
         if track {
-            self.unacked.insert(self.next_tag, Unacked { queue, id, from_consumer });
+            self.unacked.insert(
+                self.next_tag,
+                Unacked {
+                    queue,
+                    id,
+                    from_consumer,
+                },
+            );
         }
         self.next_tag
     }
 
     pub fn remove_consumer_by_id(&mut self, consumer_id: u64) -> Option<Arc<str>> {
-        let tag = self.consumers.iter().find(|(_, c)| c.id == consumer_id)?.0.clone();
+        let tag = self
+            .consumers
+            .iter()
+            .find(|(_, c)| c.id == consumer_id)?
+            .0
+            .clone();
         self.consumers.remove(&tag);
         Some(tag)
     }
 
     /// Takes the deliveries an ack/nack/reject settles: one tag, or every tag up to it with
     /// `multiple` (tag 0 with `multiple` means all). Unknown tags are a 406, as in RabbitMQ.
-    pub fn take_settled(&mut self, tag: u64, multiple: bool) -> Result<Vec<(u64, Unacked)>, AmqpError> {
+    pub fn take_settled(
+        &mut self,
+        tag: u64,
+        multiple: bool,
+    ) -> Result<Vec<(u64, Unacked)>, AmqpError> {
         if multiple && tag == 0 {
             return Ok(std::mem::take(&mut self.unacked).into_iter().collect());
         }
         if !self.unacked.contains_key(&tag) {
-            return Err(AmqpError::precondition_failed(format!("unknown delivery tag {tag}")));
+            return Err(AmqpError::precondition_failed(format!(
+                "unknown delivery tag {tag}"
+            )));
         }
         if multiple {
             let rest = self.unacked.split_off(&(tag + 1));
-            Ok(std::mem::replace(&mut self.unacked, rest).into_iter().collect())
+            Ok(std::mem::replace(&mut self.unacked, rest)
+                .into_iter()
+                .collect())
         } else {
             Ok(self.unacked.remove_entry(&tag).into_iter().collect())
         }
@@ -123,7 +153,10 @@ impl Channel {
     /// Publisher confirms owed since the last flush: (last tag, multiple). Publishes still
     /// waiting for the disk hold back their own confirm and every later one.
     pub fn take_due_confirms(&mut self) -> Option<(u64, bool)> {
-        let through = self.awaiting_disk.front().map_or(self.published, |first| first - 1);
+        let through = self
+            .awaiting_disk
+            .front()
+            .map_or(self.published, |first| first - 1);
         self.confirm_through(through)
     }
 
@@ -161,7 +194,11 @@ impl Channel {
     pub async fn settle(&mut self, settled: Vec<(u64, Unacked)>, requeue: bool) {
         let from_consumers = settled.iter().filter(|(_, u)| u.from_consumer).count() as u32;
         for (queue, ids) in group_by_queue(settled) {
-            let cmd = if requeue { QueueCommand::Requeue(ids) } else { QueueCommand::Ack(ids) };
+            let cmd = if requeue {
+                QueueCommand::Requeue(ids)
+            } else {
+                QueueCommand::Ack(ids)
+            };
             let _ = queue.send(cmd).await;
         }
         if from_consumers > 0 && self.flow.give_back(from_consumers) {
@@ -178,7 +215,10 @@ impl Channel {
     /// Cancels the channel's consumers and requeues its unacked deliveries (channel closing).
     pub async fn release(&mut self) {
         for (_, c) in self.consumers.drain() {
-            let _ = c.queue.send(QueueCommand::Forget { consumer_id: c.id }).await;
+            let _ = c
+                .queue
+                .send(QueueCommand::Forget { consumer_id: c.id })
+                .await;
         }
         self.tx = None;
         let unacked = std::mem::take(&mut self.unacked).into_iter().collect();

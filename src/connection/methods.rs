@@ -5,15 +5,17 @@ use std::sync::Arc;
 use rand::Rng;
 use warren_amqp::protocol::{basic, channel as chan, confirm, exchange, queue, tx, AMQPClass};
 use warren_amqp::types::{AMQPValue, FieldTable};
-use warren_amqp::{encode, AmqpError, Content, Frame, FrameKind, Method, PropertiesView, ReplyCode};
+use warren_amqp::{
+    encode, AmqpError, Content, Frame, FrameKind, Method, PropertiesView, ReplyCode,
+};
 
 use super::channel::{Channel, ConsumerEntry, TxPublish};
 use super::Connection;
-use crate::message::Message;
 use crate::exchange::LazyHeaders;
+use crate::message::Message;
 use crate::queue::{Consumer, QueueCommand, QueueHandle};
-use warren_storage::Op;
 use crate::vhost::{DeclareExchange, DeclareQueue, Vhost};
+use warren_storage::Op;
 
 /// `amq.gen-…` / `amq.ctag-…`: a prefix and 22 random URL-safe characters, like RabbitMQ.
 fn generated_name(prefix: &str) -> String {
@@ -45,7 +47,9 @@ impl Connection {
         let ch = frame.channel;
         let Some(channel) = self.channels.get_mut(&ch) else {
             if frame.kind != FrameKind::Method {
-                return Err(AmqpError::unexpected_frame("expected method frame, got non method frame instead"));
+                return Err(AmqpError::unexpected_frame(
+                    "expected method frame, got non method frame instead",
+                ));
             }
             let method = warren_amqp::decode_method(&frame.payload)?;
             let (class_id, method_id) = method.ids();
@@ -60,15 +64,22 @@ impl Connection {
                     .on_method(class_id, method_id));
                 }
                 self.channels.insert(ch, Channel::default());
-                self.send_method(ch, AMQPClass::Channel(chan::AMQPMethod::OpenOk(chan::OpenOk {})));
+                self.send_method(
+                    ch,
+                    AMQPClass::Channel(chan::AMQPMethod::OpenOk(chan::OpenOk {})),
+                );
                 return Ok(());
             }
-            return Err(AmqpError::channel_error("expected 'channel.open'").on_method(class_id, method_id));
+            return Err(
+                AmqpError::channel_error("expected 'channel.open'").on_method(class_id, method_id)
+            );
         };
         if channel.closing {
             // Waiting for close-ok: everything else is dropped, but it must still be well-formed.
             if frame.kind != FrameKind::Method {
-                return Err(AmqpError::unexpected_frame("expected method frame, got non method frame instead"));
+                return Err(AmqpError::unexpected_frame(
+                    "expected method frame, got non method frame instead",
+                ));
             }
             match warren_amqp::decode_method(&frame.payload)? {
                 Method::Other(AMQPClass::Channel(chan::AMQPMethod::CloseOk(_))) => {
@@ -76,10 +87,15 @@ impl Connection {
                 }
                 Method::Other(AMQPClass::Channel(chan::AMQPMethod::Close(_))) => {
                     self.channels.remove(&ch);
-                    self.send_method(ch, AMQPClass::Channel(chan::AMQPMethod::CloseOk(chan::CloseOk {})));
+                    self.send_method(
+                        ch,
+                        AMQPClass::Channel(chan::AMQPMethod::CloseOk(chan::CloseOk {})),
+                    );
                 }
                 Method::Other(AMQPClass::Channel(chan::AMQPMethod::Open(_))) => {
-                    return Err(AmqpError::channel_error("second 'channel.open' seen").on_method(20, 10));
+                    return Err(
+                        AmqpError::channel_error("second 'channel.open' seen").on_method(20, 10)
+                    );
                 }
                 _ => {}
             }
@@ -92,18 +108,26 @@ impl Connection {
                 }
                 let method = warren_amqp::decode_method(&frame.payload)?;
                 let ids = method.ids();
-                self.channel_method(ch, method).await.map_err(|e| e.on_method(ids.0, ids.1))
+                self.channel_method(ch, method)
+                    .await
+                    .map_err(|e| e.on_method(ids.0, ids.1))
             }
             FrameKind::Header => {
                 let max = self.broker.config.max_message_size;
                 match channel.assembler.header(frame.payload, max) {
-                    Ok(Some(content)) => self.publish(ch, content).await.map_err(|e| e.on_method(60, 40)),
+                    Ok(Some(content)) => self
+                        .publish(ch, content)
+                        .await
+                        .map_err(|e| e.on_method(60, 40)),
                     Ok(None) => Ok(()),
                     Err(e) => Err(e.on_method(60, 40)),
                 }
             }
             FrameKind::Body => match channel.assembler.body(frame.payload) {
-                Ok(Some(content)) => self.publish(ch, content).await.map_err(|e| e.on_method(60, 40)),
+                Ok(Some(content)) => self
+                    .publish(ch, content)
+                    .await
+                    .map_err(|e| e.on_method(60, 40)),
                 Ok(None) => Ok(()),
                 Err(e) => Err(e.on_method(60, 40)),
             },
@@ -122,7 +146,9 @@ impl Connection {
     async fn channel_error(&mut self, ch: u16, e: AmqpError) {
         tracing::debug!(channel = ch, "channel error: {}", e.reply_text());
         self.flush_confirms();
-        let Some(c) = self.channels.get_mut(&ch) else { return };
+        let Some(c) = self.channels.get_mut(&ch) else {
+            return;
+        };
         c.closing = true;
         c.release().await;
         self.send_method(
@@ -142,26 +168,41 @@ impl Connection {
                 self.channel(ch)?.assembler.start(p);
                 Ok(())
             }
-            Method::Ack { delivery_tag, multiple } => {
+            Method::Ack {
+                delivery_tag,
+                multiple,
+            } => {
                 let c = self.channel(ch)?;
                 let settled = c.take_settled(delivery_tag, multiple)?;
                 c.settle_or_buffer(settled, false).await;
                 Ok(())
             }
-            Method::Qos { prefetch_size, prefetch_count, global } => {
+            Method::Qos {
+                prefetch_size,
+                prefetch_count,
+                global,
+            } => {
                 if prefetch_size != 0 {
-                    return Err(AmqpError::not_implemented(format!("prefetch_size!=0 ({prefetch_size})")));
+                    return Err(AmqpError::not_implemented(format!(
+                        "prefetch_size!=0 ({prefetch_size})"
+                    )));
                 }
                 let c = self.channel(ch)?;
                 if global {
-                    c.flow.global_prefetch.store(u32::from(prefetch_count), std::sync::atomic::Ordering::Relaxed);
+                    c.flow.global_prefetch.store(
+                        u32::from(prefetch_count),
+                        std::sync::atomic::Ordering::Relaxed,
+                    );
                     for q in c.consumers.values() {
                         q.queue.resume();
                     }
                 } else {
                     c.consumer_prefetch = prefetch_count;
                 }
-                self.send_method(ch, AMQPClass::Basic(basic::AMQPMethod::QosOk(basic::QosOk {})));
+                self.send_method(
+                    ch,
+                    AMQPClass::Basic(basic::AMQPMethod::QosOk(basic::QosOk {})),
+                );
                 Ok(())
             }
             Method::Other(class) => self.class_method(ch, class).await,
@@ -186,11 +227,16 @@ impl Connection {
             AMQPClass::Confirm(confirm::AMQPMethod::Select(sel)) => {
                 let c = self.channel(ch)?;
                 if c.tx.is_some() {
-                    return Err(AmqpError::precondition_failed("cannot switch from tx to confirm mode"));
+                    return Err(AmqpError::precondition_failed(
+                        "cannot switch from tx to confirm mode",
+                    ));
                 }
                 c.confirm = true;
                 if !sel.nowait {
-                    self.send_method(ch, AMQPClass::Confirm(confirm::AMQPMethod::SelectOk(confirm::SelectOk {})));
+                    self.send_method(
+                        ch,
+                        AMQPClass::Confirm(confirm::AMQPMethod::SelectOk(confirm::SelectOk {})),
+                    );
                 }
                 Ok(())
             }
@@ -201,13 +247,18 @@ impl Connection {
 
     async fn channel_class(&mut self, ch: u16, m: chan::AMQPMethod) -> Result<(), AmqpError> {
         match m {
-            chan::AMQPMethod::Open(_) => Err(AmqpError::channel_error("second 'channel.open' seen")),
+            chan::AMQPMethod::Open(_) => {
+                Err(AmqpError::channel_error("second 'channel.open' seen"))
+            }
             chan::AMQPMethod::Close(_) => {
                 if let Some(mut c) = self.channels.remove(&ch) {
                     self.confirms_due.retain(|due| *due != ch);
                     c.release().await;
                 }
-                self.send_method(ch, AMQPClass::Channel(chan::AMQPMethod::CloseOk(chan::CloseOk {})));
+                self.send_method(
+                    ch,
+                    AMQPClass::Channel(chan::AMQPMethod::CloseOk(chan::CloseOk {})),
+                );
                 Ok(())
             }
             chan::AMQPMethod::CloseOk(_) => Err(unimplemented_method()),
@@ -215,7 +266,10 @@ impl Connection {
                 if !flow.active {
                     return Err(AmqpError::not_implemented("active=false"));
                 }
-                self.send_method(ch, AMQPClass::Channel(chan::AMQPMethod::FlowOk(chan::FlowOk { active: true })));
+                self.send_method(
+                    ch,
+                    AMQPClass::Channel(chan::AMQPMethod::FlowOk(chan::FlowOk { active: true })),
+                );
                 Ok(())
             }
             _ => Err(unimplemented_method()),
@@ -237,7 +291,12 @@ impl Connection {
                 })?;
                 self.sync_storage().await?;
                 if !d.nowait {
-                    self.send_method(ch, AMQPClass::Exchange(exchange::AMQPMethod::DeclareOk(exchange::DeclareOk {})));
+                    self.send_method(
+                        ch,
+                        AMQPClass::Exchange(exchange::AMQPMethod::DeclareOk(
+                            exchange::DeclareOk {},
+                        )),
+                    );
                 }
                 Ok(())
             }
@@ -249,23 +308,42 @@ impl Connection {
                 }
                 self.sync_storage().await?;
                 if !d.nowait {
-                    self.send_method(ch, AMQPClass::Exchange(exchange::AMQPMethod::DeleteOk(exchange::DeleteOk {})));
+                    self.send_method(
+                        ch,
+                        AMQPClass::Exchange(exchange::AMQPMethod::DeleteOk(exchange::DeleteOk {})),
+                    );
                 }
                 Ok(())
             }
             exchange::AMQPMethod::Bind(b) => {
-                vhost.bind_exchange(b.destination.as_str(), b.source.as_str(), b.routing_key.as_str(), &b.arguments)?;
+                vhost.bind_exchange(
+                    b.destination.as_str(),
+                    b.source.as_str(),
+                    b.routing_key.as_str(),
+                    &b.arguments,
+                )?;
                 self.sync_storage().await?;
                 if !b.nowait {
-                    self.send_method(ch, AMQPClass::Exchange(exchange::AMQPMethod::BindOk(exchange::BindOk {})));
+                    self.send_method(
+                        ch,
+                        AMQPClass::Exchange(exchange::AMQPMethod::BindOk(exchange::BindOk {})),
+                    );
                 }
                 Ok(())
             }
             exchange::AMQPMethod::Unbind(u) => {
-                vhost.unbind_exchange(u.destination.as_str(), u.source.as_str(), u.routing_key.as_str(), &u.arguments)?;
+                vhost.unbind_exchange(
+                    u.destination.as_str(),
+                    u.source.as_str(),
+                    u.routing_key.as_str(),
+                    &u.arguments,
+                )?;
                 self.sync_storage().await?;
                 if !u.nowait {
-                    self.send_method(ch, AMQPClass::Exchange(exchange::AMQPMethod::UnbindOk(exchange::UnbindOk {})));
+                    self.send_method(
+                        ch,
+                        AMQPClass::Exchange(exchange::AMQPMethod::UnbindOk(exchange::UnbindOk {})),
+                    );
                 }
                 Ok(())
             }
@@ -278,14 +356,18 @@ impl Connection {
         match m {
             tx::AMQPMethod::Select(_) => {
                 if c.confirm {
-                    return Err(AmqpError::precondition_failed("cannot switch from confirm to tx mode"));
+                    return Err(AmqpError::precondition_failed(
+                        "cannot switch from confirm to tx mode",
+                    ));
                 }
                 c.tx.get_or_insert_with(Default::default);
                 self.send_method(ch, AMQPClass::Tx(tx::AMQPMethod::SelectOk(tx::SelectOk {})));
             }
             tx::AMQPMethod::Commit(_) => {
                 let Some(buffer) = c.tx.as_mut().map(std::mem::take) else {
-                    return Err(AmqpError::precondition_failed("channel is not transactional"));
+                    return Err(AmqpError::precondition_failed(
+                        "channel is not transactional",
+                    ));
                 };
                 for (settled, requeue) in buffer.settlements {
                     self.channel(ch)?.settle(settled, requeue).await;
@@ -298,10 +380,15 @@ impl Connection {
             }
             tx::AMQPMethod::Rollback(_) => {
                 if c.tx.is_none() {
-                    return Err(AmqpError::precondition_failed("channel is not transactional"));
+                    return Err(AmqpError::precondition_failed(
+                        "channel is not transactional",
+                    ));
                 }
                 c.rollback();
-                self.send_method(ch, AMQPClass::Tx(tx::AMQPMethod::RollbackOk(tx::RollbackOk {})));
+                self.send_method(
+                    ch,
+                    AMQPClass::Tx(tx::AMQPMethod::RollbackOk(tx::RollbackOk {})),
+                );
             }
             _ => return Err(unimplemented_method()),
         }
@@ -359,27 +446,52 @@ impl Connection {
             }
             queue::AMQPMethod::Bind(b) => {
                 let name = self.queue_name(ch, b.queue.as_str())?;
-                vhost.bind_queue(&name, self.id, b.exchange.as_str(), b.routing_key.as_str(), &b.arguments)?;
+                vhost.bind_queue(
+                    &name,
+                    self.id,
+                    b.exchange.as_str(),
+                    b.routing_key.as_str(),
+                    &b.arguments,
+                )?;
                 self.sync_storage().await?;
                 if !b.nowait {
-                    self.send_method(ch, AMQPClass::Queue(queue::AMQPMethod::BindOk(queue::BindOk {})));
+                    self.send_method(
+                        ch,
+                        AMQPClass::Queue(queue::AMQPMethod::BindOk(queue::BindOk {})),
+                    );
                 }
                 Ok(())
             }
             queue::AMQPMethod::Unbind(u) => {
                 let name = self.queue_name(ch, u.queue.as_str())?;
-                vhost.unbind_queue(&name, u.exchange.as_str(), u.routing_key.as_str(), &u.arguments)?;
+                vhost.unbind_queue(
+                    &name,
+                    u.exchange.as_str(),
+                    u.routing_key.as_str(),
+                    &u.arguments,
+                )?;
                 self.sync_storage().await?;
-                self.send_method(ch, AMQPClass::Queue(queue::AMQPMethod::UnbindOk(queue::UnbindOk {})));
+                self.send_method(
+                    ch,
+                    AMQPClass::Queue(queue::AMQPMethod::UnbindOk(queue::UnbindOk {})),
+                );
                 Ok(())
             }
             queue::AMQPMethod::Purge(p) => {
                 let name = self.queue_name(ch, p.queue.as_str())?;
                 let q = vhost.queue(&name, self.id)?;
-                let n = q.ask(QueueCommand::Purge).await.map_err(|_| gone(&vhost, &name))?;
+                let n = q
+                    .ask(QueueCommand::Purge)
+                    .await
+                    .map_err(|_| gone(&vhost, &name))?;
                 self.sync_storage().await?;
                 if !p.nowait {
-                    self.send_method(ch, AMQPClass::Queue(queue::AMQPMethod::PurgeOk(queue::PurgeOk { message_count: n })));
+                    self.send_method(
+                        ch,
+                        AMQPClass::Queue(queue::AMQPMethod::PurgeOk(queue::PurgeOk {
+                            message_count: n,
+                        })),
+                    );
                 }
                 Ok(())
             }
@@ -400,7 +512,12 @@ impl Connection {
                 };
                 self.sync_storage().await?;
                 if !d.nowait {
-                    self.send_method(ch, AMQPClass::Queue(queue::AMQPMethod::DeleteOk(queue::DeleteOk { message_count: n })));
+                    self.send_method(
+                        ch,
+                        AMQPClass::Queue(queue::AMQPMethod::DeleteOk(queue::DeleteOk {
+                            message_count: n,
+                        })),
+                    );
                 }
                 Ok(())
             }
@@ -446,8 +563,22 @@ impl Connection {
                     Some(r) => {
                         let tag = self.channel(ch)?.next_tag(q.clone(), r.id, !no_ack, false);
                         let m = &r.message;
-                        encode::write_get_ok(&mut self.out, ch, tag, r.redelivered, m.exchange(), m.routing_key(), r.remaining);
-                        encode::write_content(&mut self.out, ch, m.properties(), m.body(), self.frame_max);
+                        encode::write_get_ok(
+                            &mut self.out,
+                            ch,
+                            tag,
+                            r.redelivered,
+                            m.exchange(),
+                            m.routing_key(),
+                            r.remaining,
+                        );
+                        encode::write_content(
+                            &mut self.out,
+                            ch,
+                            m.properties(),
+                            m.body(),
+                            self.frame_max,
+                        );
                     }
                     None => self.send_method(
                         ch,
@@ -468,7 +599,8 @@ impl Connection {
                 c.settle_or_buffer(settled, n.requeue).await;
                 Ok(())
             }
-            basic::AMQPMethod::RecoverAsync(basic::RecoverAsync { requeue }) | basic::AMQPMethod::Recover(basic::Recover { requeue }) => {
+            basic::AMQPMethod::RecoverAsync(basic::RecoverAsync { requeue })
+            | basic::AMQPMethod::Recover(basic::Recover { requeue }) => {
                 if !requeue {
                     return Err(AmqpError::not_implemented("requeue=false"));
                 }
@@ -476,7 +608,10 @@ impl Connection {
                 let all = c.take_settled(0, true)?;
                 c.settle(all, true).await;
                 if matches!(m, basic::AMQPMethod::Recover(_)) {
-                    self.send_method(ch, AMQPClass::Basic(basic::AMQPMethod::RecoverOk(basic::RecoverOk {})));
+                    self.send_method(
+                        ch,
+                        AMQPClass::Basic(basic::AMQPMethod::RecoverOk(basic::RecoverOk {})),
+                    );
                 }
                 Ok(())
             }
@@ -493,10 +628,17 @@ impl Connection {
         } else {
             c.consumer_tag.as_str().into()
         };
-        let (id, connection, connection_flow, events) = (self.broker.next_id(), self.id, self.flow.clone(), self.events_tx.clone());
+        let (id, connection, connection_flow, events) = (
+            self.broker.next_id(),
+            self.id,
+            self.flow.clone(),
+            self.events_tx.clone(),
+        );
         let channel = self.channel(ch)?;
         if channel.consumers.contains_key(&tag) {
-            return Err(AmqpError::not_allowed(format!("attempt to reuse consumer tag '{tag}'")));
+            return Err(AmqpError::not_allowed(format!(
+                "attempt to reuse consumer tag '{tag}'"
+            )));
         }
         let consumer = Consumer {
             id,
@@ -511,7 +653,13 @@ impl Connection {
             events,
         };
         // Registered before the queue can deliver, so the first delivery finds its consumer.
-        channel.consumers.insert(tag.clone(), ConsumerEntry { id, queue: q.clone() });
+        channel.consumers.insert(
+            tag.clone(),
+            ConsumerEntry {
+                id,
+                queue: q.clone(),
+            },
+        );
         let added = q
             .ask(|reply| QueueCommand::Consume(consumer, reply))
             .await
@@ -589,7 +737,9 @@ impl Connection {
         if confirm_seq.is_some() && !self.confirms_due.contains(&ch) {
             self.confirms_due.push(ch);
         }
-        let targets = self.deliver_publish(ch, targets, content, confirm_seq).await;
+        let targets = self
+            .deliver_publish(ch, targets, content, confirm_seq)
+            .await;
         self.route_buf = targets;
         Ok(())
     }
@@ -606,8 +756,21 @@ impl Connection {
     ) -> Vec<Arc<QueueHandle>> {
         if targets.is_empty() {
             if content.publish.mandatory {
-                encode::write_return(&mut self.out, ch, 312, "NO_ROUTE", &content.publish.exchange, &content.publish.routing_key);
-                encode::write_content(&mut self.out, ch, &content.properties, &content.body, self.frame_max);
+                encode::write_return(
+                    &mut self.out,
+                    ch,
+                    312,
+                    "NO_ROUTE",
+                    &content.publish.exchange,
+                    &content.publish.routing_key,
+                );
+                encode::write_content(
+                    &mut self.out,
+                    ch,
+                    &content.properties,
+                    &content.body,
+                    self.frame_max,
+                );
             }
             return targets;
         }
@@ -623,8 +786,16 @@ impl Connection {
             let store = &self.broker.store;
             let id = store.next_message_id();
             let message = Message::from_content(content, Some(id));
-            let listener = confirm_seq.map(|seq| (self.confirm_relay.clone(), super::confirm_token(ch, seq)));
-            store.submit(Op::PutMessage { id, data: message.to_stored(), queues: durable }, listener);
+            let listener =
+                confirm_seq.map(|seq| (self.confirm_relay.clone(), super::confirm_token(ch, seq)));
+            store.submit(
+                Op::PutMessage {
+                    id,
+                    data: message.to_stored(),
+                    queues: durable,
+                },
+                listener,
+            );
             if let (Some(seq), Some(c)) = (confirm_seq, self.channels.get_mut(&ch)) {
                 c.awaiting_disk.push_back(seq);
             }
@@ -648,7 +819,9 @@ fn sender_selected_keys(headers: &FieldTable) -> (Vec<String>, bool) {
     let mut keys = Vec::new();
     for name in ["CC", "BCC"] {
         match headers.inner().get(name) {
-            Some(AMQPValue::LongString(s)) => keys.push(String::from_utf8_lossy(s.as_bytes()).into_owned()),
+            Some(AMQPValue::LongString(s)) => {
+                keys.push(String::from_utf8_lossy(s.as_bytes()).into_owned())
+            }
             Some(AMQPValue::FieldArray(values)) => {
                 for v in values.as_slice() {
                     if let AMQPValue::LongString(s) = v {

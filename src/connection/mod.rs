@@ -17,7 +17,9 @@ use tokio::net::TcpStream;
 use tokio::sync::mpsc;
 use warren_amqp::protocol::{connection as conn_methods, AMQPClass};
 use warren_amqp::types::{AMQPValue, FieldTable, LongString};
-use warren_amqp::{encode, AmqpError, Frame, FrameDecoder, FrameKind, Method, ReplyCode, PROTOCOL_HEADER};
+use warren_amqp::{
+    encode, AmqpError, Frame, FrameDecoder, FrameKind, Method, ReplyCode, PROTOCOL_HEADER,
+};
 
 use warren_storage::CommitListener;
 
@@ -32,9 +34,16 @@ use channel::Channel;
 pub enum ConnEvent {
     Deliver(Delivery),
     /// The queue went away (deleted): the consumer is cancelled by the broker.
-    ConsumerCancelled { channel: u16, consumer_id: u64 },
+    ConsumerCancelled {
+        channel: u16,
+        consumer_id: u64,
+    },
     /// A persistent publish in confirm mode is on disk (or failed to get there).
-    Persisted { channel: u16, seq: u64, ok: bool },
+    Persisted {
+        channel: u16,
+        seq: u64,
+        ok: bool,
+    },
 }
 
 /// Relays storage commits of a connection's confirmed publishes back to it as events. The token
@@ -225,7 +234,10 @@ impl Connection {
         props.insert("platform".into(), text("Rust"));
         props.insert("cluster_name".into(), text("warren"));
         props.insert("copyright".into(), text("Warren contributors"));
-        props.insert("information".into(), text("Licensed under the Apache License 2.0"));
+        props.insert(
+            "information".into(),
+            text("Licensed under the Apache License 2.0"),
+        );
         props
     }
 
@@ -368,11 +380,18 @@ impl Connection {
         if self.phase == Phase::Closing {
             // Only close-ok (or a crossing close) matters now.
             if frame.channel == 0 && frame.kind == FrameKind::Method {
-                if let Ok(Method::Other(AMQPClass::Connection(m))) = warren_amqp::decode_method(&frame.payload) {
+                if let Ok(Method::Other(AMQPClass::Connection(m))) =
+                    warren_amqp::decode_method(&frame.payload)
+                {
                     match m {
                         conn_methods::AMQPMethod::CloseOk(_) => self.phase = Phase::Done,
                         conn_methods::AMQPMethod::Close(_) => {
-                            self.send_method(0, AMQPClass::Connection(conn_methods::AMQPMethod::CloseOk(conn_methods::CloseOk {})));
+                            self.send_method(
+                                0,
+                                AMQPClass::Connection(conn_methods::AMQPMethod::CloseOk(
+                                    conn_methods::CloseOk {},
+                                )),
+                            );
                             self.phase = Phase::Done;
                         }
                         _ => {}
@@ -420,7 +439,10 @@ impl Connection {
             if self.phase != Phase::Open {
                 return Err(handshake_violation());
             }
-            return Err(AmqpError::channel_error("unexpected method in connection state running").on_method(class_id, method_id));
+            return Err(
+                AmqpError::channel_error("unexpected method in connection state running")
+                    .on_method(class_id, method_id),
+            );
         };
         use conn_methods::AMQPMethod as M;
         match (self.phase, m) {
@@ -446,7 +468,9 @@ impl Connection {
             (Phase::AwaitOpen, M::Open(open)) => {
                 let name = open.virtual_host.as_str();
                 let Some(vhost) = self.broker.vhost(name) else {
-                    return Err(AmqpError::not_allowed(format!("vhost {name} not found")).on_method(10, 40));
+                    return Err(
+                        AmqpError::not_allowed(format!("vhost {name} not found")).on_method(10, 40)
+                    );
                 };
                 self.vhost = Some(vhost);
                 self.phase = Phase::Open;
@@ -454,30 +478,44 @@ impl Connection {
                 Ok(())
             }
             (_, M::Close(_)) => {
-                self.send_method(0, AMQPClass::Connection(M::CloseOk(conn_methods::CloseOk {})));
+                self.send_method(
+                    0,
+                    AMQPClass::Connection(M::CloseOk(conn_methods::CloseOk {})),
+                );
                 self.phase = Phase::Done;
                 Ok(())
             }
             (Phase::Open, M::UpdateSecret(_)) => {
-                self.send_method(0, AMQPClass::Connection(M::UpdateSecretOk(conn_methods::UpdateSecretOk {})));
+                self.send_method(
+                    0,
+                    AMQPClass::Connection(M::UpdateSecretOk(conn_methods::UpdateSecretOk {})),
+                );
                 Ok(())
             }
             (Phase::Open, m) => {
                 let method_id = AMQPClass::Connection(m).get_amqp_method_id();
-                Err(AmqpError::channel_error("unexpected method in connection state running").on_method(10, method_id))
+                Err(
+                    AmqpError::channel_error("unexpected method in connection state running")
+                        .on_method(10, method_id),
+                )
             }
             _ => Err(handshake_violation()),
         }
     }
 
     fn start_ok(&mut self, ok: conn_methods::StartOk) -> Result<(), AmqpError> {
-        if let Some(AMQPValue::FieldTable(caps)) = ok.client_properties.inner().get("capabilities") {
+        if let Some(AMQPValue::FieldTable(caps)) = ok.client_properties.inner().get("capabilities")
+        {
             let flag = |k: &str| matches!(caps.inner().get(k), Some(AMQPValue::Boolean(true)));
             self.caps.consumer_cancel_notify = flag("consumer_cancel_notify");
             self.caps.authentication_failure_close = flag("authentication_failure_close");
         }
         let mechanism = ok.mechanism.as_str();
-        match self.broker.users.authenticate(mechanism, ok.response.as_bytes(), self.peer.ip()) {
+        match self
+            .broker
+            .users
+            .authenticate(mechanism, ok.response.as_bytes(), self.peer.ip())
+        {
             Ok(user) => {
                 self.user = user;
                 let c = &self.broker.config;
@@ -509,7 +547,11 @@ impl Connection {
     }
 
     /// Handles deliveries and notices from queues, a batch at a time.
-    async fn on_events(&mut self, first: ConnEvent, events: &mut mpsc::UnboundedReceiver<ConnEvent>) {
+    async fn on_events(
+        &mut self,
+        first: ConnEvent,
+        events: &mut mpsc::UnboundedReceiver<ConnEvent>,
+    ) {
         let mut delivered = 0u32;
         let mut next = Some(first);
         let mut budget = 512;
@@ -519,7 +561,10 @@ impl Connection {
                     delivered += 1;
                     self.deliver(d);
                 }
-                ConnEvent::ConsumerCancelled { channel, consumer_id } => self.consumer_cancelled(channel, consumer_id),
+                ConnEvent::ConsumerCancelled {
+                    channel,
+                    consumer_id,
+                } => self.consumer_cancelled(channel, consumer_id),
                 ConnEvent::Persisted { channel, seq, ok } => self.persisted(channel, seq, ok),
             }
             budget -= 1;
@@ -535,7 +580,10 @@ impl Connection {
     }
 
     fn deliver(&mut self, d: Delivery) {
-        let live = self.channels.get(&d.channel).is_some_and(|c| c.accepts_delivery(&d));
+        let live = self
+            .channels
+            .get(&d.channel)
+            .is_some_and(|c| c.accepts_delivery(&d));
         if !live {
             // Sent before its consumer or channel went away: back to the queue.
             if !d.no_ack {
@@ -543,16 +591,36 @@ impl Connection {
             }
             return;
         }
-        let Some(c) = self.channels.get_mut(&d.channel) else { return };
+        let Some(c) = self.channels.get_mut(&d.channel) else {
+            return;
+        };
         let tag = c.record_delivery(&d);
         let m = &d.message;
-        encode::write_deliver(&mut self.out, d.channel, d.consumer_tag.as_bytes(), tag, d.redelivered, m.exchange(), m.routing_key());
-        encode::write_content(&mut self.out, d.channel, m.properties(), m.body(), self.frame_max);
+        encode::write_deliver(
+            &mut self.out,
+            d.channel,
+            d.consumer_tag.as_bytes(),
+            tag,
+            d.redelivered,
+            m.exchange(),
+            m.routing_key(),
+        );
+        encode::write_content(
+            &mut self.out,
+            d.channel,
+            m.properties(),
+            m.body(),
+            self.frame_max,
+        );
     }
 
     fn consumer_cancelled(&mut self, channel: u16, consumer_id: u64) {
-        let Some(c) = self.channels.get_mut(&channel) else { return };
-        let Some(tag) = c.remove_consumer_by_id(consumer_id) else { return };
+        let Some(c) = self.channels.get_mut(&channel) else {
+            return;
+        };
+        let Some(tag) = c.remove_consumer_by_id(consumer_id) else {
+            return;
+        };
         if self.caps.consumer_cancel_notify && !c.closing {
             self.send_method(
                 channel,
@@ -567,7 +635,9 @@ impl Connection {
     }
 
     fn persisted(&mut self, ch: u16, seq: u64, ok: bool) {
-        let Some(c) = self.channels.get_mut(&ch) else { return };
+        let Some(c) = self.channels.get_mut(&ch) else {
+            return;
+        };
         for (tag, multiple, ack) in c.persisted(seq, ok) {
             encode::write_confirm(&mut self.out, ch, tag, multiple, ack);
         }

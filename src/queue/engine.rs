@@ -12,8 +12,8 @@ use warren_amqp::AmqpError;
 use super::{Consumer, GetReply, QueueCommand, QueueHandle, QueueSpec, QueueStats};
 use crate::connection::{ConnEvent, Delivery};
 use crate::message::MessageRef;
-use warren_storage::{Op, Store};
 use crate::vhost::Vhost;
+use warren_storage::{Op, Store};
 
 struct Entry {
     id: u64,
@@ -52,7 +52,12 @@ struct QueueState {
 
 /// Creates a queue and starts its owner task. `recovered` are the messages a durable queue had
 /// on disk (with their delivered flag), in order.
-pub fn spawn(spec: QueueSpec, vhost: Weak<Vhost>, store: &Store, recovered: Vec<(MessageRef, bool)>) -> Arc<QueueHandle> {
+pub fn spawn(
+    spec: QueueSpec,
+    vhost: Weak<Vhost>,
+    store: &Store,
+    recovered: Vec<(MessageRef, bool)>,
+) -> Arc<QueueHandle> {
     let (tx, rx) = mpsc::channel(super::INBOX);
     let storage_id = spec.storage_id;
     let handle = Arc::new(QueueHandle {
@@ -68,7 +73,11 @@ pub fn spawn(spec: QueueSpec, vhost: Weak<Vhost>, store: &Store, recovered: Vec<
     let ready: VecDeque<Entry> = recovered
         .into_iter()
         .enumerate()
-        .map(|(i, (message, redelivered))| Entry { id: i as u64, message, redelivered })
+        .map(|(i, (message, redelivered))| Entry {
+            id: i as u64,
+            message,
+            redelivered,
+        })
         .collect();
     let state = QueueState {
         handle: handle.clone(),
@@ -119,14 +128,28 @@ impl QueueState {
 
     /// Writes what this batch settled and delivered (no waiting: acks need no fsync of their own).
     fn write_to_store(&mut self) {
-        let Some((store, queue)) = &self.store else { return };
+        let Some((store, queue)) = &self.store else {
+            return;
+        };
         if self.delivered_through > self.delivered_recorded {
             self.delivered_recorded = self.delivered_through;
-            store.submit(Op::MarkDelivered { queue: *queue, through: self.delivered_through }, None);
+            store.submit(
+                Op::MarkDelivered {
+                    queue: *queue,
+                    through: self.delivered_through,
+                },
+                None,
+            );
         }
         if !self.removed.is_empty() {
             let messages = std::mem::take(&mut self.removed);
-            store.submit(Op::Remove { queue: *queue, messages }, None);
+            store.submit(
+                Op::Remove {
+                    queue: *queue,
+                    messages,
+                },
+                None,
+            );
         }
     }
 
@@ -135,7 +158,11 @@ impl QueueState {
             QueueCommand::Publish(message) => {
                 let id = self.next_id;
                 self.next_id += 1;
-                self.ready.push_back(Entry { id, message, redelivered: false });
+                self.ready.push_back(Entry {
+                    id,
+                    message,
+                    redelivered: false,
+                });
             }
             QueueCommand::Consume(consumer, reply) => {
                 let _ = reply.send(self.add_consumer(consumer));
@@ -159,7 +186,13 @@ impl QueueState {
                         self.removed.extend(on_disk);
                     } else {
                         self.delivered_through = self.delivered_through.max(on_disk.unwrap_or(0));
-                        self.outstanding.insert(entry.id, Outstanding { entry, consumer: None });
+                        self.outstanding.insert(
+                            entry.id,
+                            Outstanding {
+                                entry,
+                                consumer: None,
+                            },
+                        );
                     }
                     reply
                 });
@@ -185,7 +218,11 @@ impl QueueState {
                 }
                 let _ = reply.send(n);
             }
-            QueueCommand::Delete { if_unused, if_empty, reply } => {
+            QueueCommand::Delete {
+                if_unused,
+                if_empty,
+                reply,
+            } => {
                 if if_unused && !self.consumers.is_empty() {
                     let _ = reply.send(Err(AmqpError::precondition_failed(format!(
                         "queue '{}' in vhost '{}' in use",
@@ -217,7 +254,10 @@ impl QueueState {
     }
 
     fn vhost_name(&self) -> String {
-        self.vhost.upgrade().map(|v| v.name.clone()).unwrap_or_default()
+        self.vhost
+            .upgrade()
+            .map(|v| v.name.clone())
+            .unwrap_or_default()
     }
 
     fn add_consumer(&mut self, consumer: Consumer) -> Result<(), AmqpError> {
@@ -230,14 +270,21 @@ impl QueueState {
             )));
         }
         self.had_consumer = true;
-        self.consumers.push(ActiveConsumer { spec: consumer, unacked: 0 });
+        self.consumers.push(ActiveConsumer {
+            spec: consumer,
+            unacked: 0,
+        });
         Ok(())
     }
 
     fn remove_consumer(&mut self, consumer_id: u64) -> Flow {
         let before = self.consumers.len();
         self.consumers.retain(|c| c.spec.id != consumer_id);
-        if self.consumers.len() < before && self.consumers.is_empty() && self.handle.auto_delete && self.had_consumer {
+        if self.consumers.len() < before
+            && self.consumers.is_empty()
+            && self.handle.auto_delete
+            && self.had_consumer
+        {
             tracing::debug!(queue = %self.handle.name, "auto-deleting queue after its last consumer");
             self.delete();
             return Flow::Stop;
@@ -281,7 +328,11 @@ impl QueueState {
         self.outstanding.clear();
         self.removed.clear();
         if let Some((store, id)) = &self.store {
-            let op = Op::DeleteQueue { vhost: self.vhost_name(), name: self.handle.name.to_string(), id: *id };
+            let op = Op::DeleteQueue {
+                vhost: self.vhost_name(),
+                name: self.handle.name.to_string(),
+                id: *id,
+            };
             store.submit(op, None);
         }
         if let Some(vhost) = self.vhost.upgrade() {
@@ -301,7 +352,9 @@ impl QueueState {
                 continue;
             }
             idle = 0;
-            let Some(entry) = self.ready.pop_front() else { break };
+            let Some(entry) = self.ready.pop_front() else {
+                break;
+            };
             let c = &mut self.consumers[i];
             let no_ack = c.spec.no_ack;
             let delivery = Delivery {
@@ -314,10 +367,16 @@ impl QueueState {
                 no_ack,
                 message: entry.message.clone(),
             };
-            c.spec.connection_flow.in_transit.fetch_add(1, Ordering::Relaxed);
+            c.spec
+                .connection_flow
+                .in_transit
+                .fetch_add(1, Ordering::Relaxed);
             if c.spec.events.send(ConnEvent::Deliver(delivery)).is_err() {
                 // The connection is gone: the message stays, the consumer goes.
-                c.spec.connection_flow.in_transit.fetch_sub(1, Ordering::Relaxed);
+                c.spec
+                    .connection_flow
+                    .in_transit
+                    .fetch_sub(1, Ordering::Relaxed);
                 if !no_ack {
                     c.spec.channel_flow.give_back(1);
                 }
@@ -335,7 +394,8 @@ impl QueueState {
                 c.unacked += 1;
                 let consumer = Some(c.spec.id);
                 self.delivered_through = self.delivered_through.max(on_disk.unwrap_or(0));
-                self.outstanding.insert(entry.id, Outstanding { entry, consumer });
+                self.outstanding
+                    .insert(entry.id, Outstanding { entry, consumer });
             }
         }
     }

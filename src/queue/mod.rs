@@ -42,7 +42,9 @@ pub enum QueueCommand {
     /// A connection or channel has room for deliveries again.
     Resume,
     /// Cancel a consumer without an answer (its channel or connection went away).
-    Forget { consumer_id: u64 },
+    Forget {
+        consumer_id: u64,
+    },
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -75,7 +77,9 @@ impl ChannelFlow {
             return true;
         }
         self.unacked
-            .fetch_update(Ordering::AcqRel, Ordering::Relaxed, |n| (n < limit).then_some(n + 1))
+            .fetch_update(Ordering::AcqRel, Ordering::Relaxed, |n| {
+                (n < limit).then_some(n + 1)
+            })
             .is_ok()
     }
 
@@ -83,7 +87,9 @@ impl ChannelFlow {
     pub fn give_back(&self, n: u32) -> bool {
         let before = self
             .unacked
-            .fetch_update(Ordering::AcqRel, Ordering::Relaxed, |u| Some(u.saturating_sub(n)))
+            .fetch_update(Ordering::AcqRel, Ordering::Relaxed, |u| {
+                Some(u.saturating_sub(n))
+            })
             .unwrap_or(0);
         let limit = self.global_prefetch.load(Ordering::Relaxed);
         limit != 0 && before >= limit
@@ -111,7 +117,8 @@ impl ConnectionFlow {
     pub fn drained(&self, n: u32) {
         let before = self.in_transit.fetch_sub(n, Ordering::AcqRel);
         if before >= CONNECTION_CREDIT / 2 && before - n < CONNECTION_CREDIT / 2 {
-            let waiting = std::mem::take(&mut *self.waiting.lock().unwrap_or_else(|e| e.into_inner()));
+            let waiting =
+                std::mem::take(&mut *self.waiting.lock().unwrap_or_else(|e| e.into_inner()));
             for q in waiting {
                 q.resume();
             }
@@ -198,7 +205,10 @@ impl QueueHandle {
     }
 
     /// Sends a command and waits for its answer.
-    pub async fn ask<T>(&self, make: impl FnOnce(oneshot::Sender<T>) -> QueueCommand) -> Result<T, QueueGone> {
+    pub async fn ask<T>(
+        &self,
+        make: impl FnOnce(oneshot::Sender<T>) -> QueueCommand,
+    ) -> Result<T, QueueGone> {
         let (tx, rx) = oneshot::channel();
         self.send(make(tx)).await?;
         rx.await.map_err(|_| QueueGone)

@@ -51,7 +51,10 @@ const SCHEMA_VERSION: u64 = 2;
 #[derive(Debug, Error)]
 pub enum StorageError {
     #[error("cannot open the database at {path}: {source}")]
-    Open { path: PathBuf, source: redb::DatabaseError },
+    Open {
+        path: PathBuf,
+        source: redb::DatabaseError,
+    },
     #[error("storage: {0}")]
     Redb(String),
     #[error("corrupt record: {0}")]
@@ -69,7 +72,12 @@ macro_rules! redb_errors {
         }
     )*};
 }
-redb_errors!(redb::TransactionError, redb::TableError, redb::StorageError, redb::CommitError);
+redb_errors!(
+    redb::TransactionError,
+    redb::TableError,
+    redb::StorageError,
+    redb::CommitError
+);
 
 /// Everything the store held at start-up.
 #[derive(Debug, Default)]
@@ -111,7 +119,10 @@ impl Store {
     /// Opens (or creates) `dir/warren.redb` and starts the writer thread.
     pub fn open(dir: &Path) -> Result<(Store, Recovered), StorageError> {
         let path = dir.join("warren.redb");
-        let db = Database::create(&path).map_err(|source| StorageError::Open { path: path.clone(), source })?;
+        let db = Database::create(&path).map_err(|source| StorageError::Open {
+            path: path.clone(),
+            source,
+        })?;
         let db = Arc::new(db);
         let (next_message_id, next_queue_id) = {
             let w = db.begin_write()?;
@@ -137,9 +148,15 @@ impl Store {
             w.commit()?;
             let r = db.begin_read()?;
             let meta = r.open_table(META)?;
-            let get = |k: &str| -> Result<u64, StorageError> { Ok(meta.get(k)?.map(|v| v.value()).unwrap_or(1)) };
+            let get = |k: &str| -> Result<u64, StorageError> {
+                Ok(meta.get(k)?.map(|v| v.value()).unwrap_or(1))
+            };
             // Message ids also restart above the highest stored one, in case a counter write was lost.
-            let mut highest = r.open_table(MESSAGES)?.last()?.map(|(k, _)| k.value() + 1).unwrap_or(1);
+            let mut highest = r
+                .open_table(MESSAGES)?
+                .last()?
+                .map(|(k, _)| k.value() + 1)
+                .unwrap_or(1);
             for entry in r.open_table(QUEUE_INDEX)?.iter()? {
                 highest = highest.max(entry?.0.value().1 + 1);
             }
@@ -222,32 +239,49 @@ impl Store {
     }
 
     /// A durable queue's messages in order: (message id, redelivered, message).
-    pub fn queue_messages(&self, queue_id: u64) -> Result<Vec<(u64, bool, StoredMessage)>, StorageError> {
+    pub fn queue_messages(
+        &self,
+        queue_id: u64,
+    ) -> Result<Vec<(u64, bool, StoredMessage)>, StorageError> {
         let r = self.inner.db.begin_read()?;
         let index = r.open_table(QUEUE_INDEX)?;
         let messages = r.open_table(MESSAGES)?;
-        let delivered_through = r.open_table(DELIVERED)?.get(queue_id)?.map(|v| v.value()).unwrap_or(0);
+        let delivered_through = r
+            .open_table(DELIVERED)?
+            .get(queue_id)?
+            .map(|v| v.value())
+            .unwrap_or(0);
         let mut out = Vec::new();
         for entry in index.range((queue_id, 0)..=(queue_id, u64::MAX))? {
             let (key, inline) = entry?;
             let (_, message_id) = key.value();
             let data = if inline.value().is_empty() {
                 let Some(shared) = messages.get(message_id)? else {
-                    tracing::warn!(queue_id, message_id, "index entry without a message; skipped");
+                    tracing::warn!(
+                        queue_id,
+                        message_id,
+                        "index entry without a message; skipped"
+                    );
                     continue;
                 };
                 Bytes::copy_from_slice(shared.value())
             } else {
                 Bytes::copy_from_slice(inline.value())
             };
-            out.push((message_id, message_id <= delivered_through, StoredMessage::decode(data)?));
+            out.push((
+                message_id,
+                message_id <= delivered_through,
+                StoredMessage::decode(data)?,
+            ));
         }
         Ok(out)
     }
 
     /// Size of the database file in bytes.
     pub fn file_size(&self, dir: &Path) -> u64 {
-        std::fs::metadata(dir.join("warren.redb")).map(|m| m.len()).unwrap_or(0)
+        std::fs::metadata(dir.join("warren.redb"))
+            .map(|m| m.len())
+            .unwrap_or(0)
     }
 }
 

@@ -52,7 +52,8 @@ impl StoredMessage {
     pub fn encode(exchange: &[u8], routing_key: &[u8], properties: &[u8], body: &[u8]) -> Bytes {
         let ex = &exchange[..exchange.len().min(255)];
         let rk = &routing_key[..routing_key.len().min(255)];
-        let mut b = BytesMut::with_capacity(6 + ex.len() + rk.len() + properties.len() + body.len());
+        let mut b =
+            BytesMut::with_capacity(6 + ex.len() + rk.len() + properties.len() + body.len());
         b.put_u8(ex.len() as u8);
         b.put_slice(ex);
         b.put_u8(rk.len() as u8);

@@ -12,7 +12,13 @@ async fn messages_survive_reopen_in_order_with_flags_and_shared_bodies() {
         let (store, _) = open(dir.path());
         let (q1, q2) = (store.next_queue_id(), store.next_queue_id());
         for q in [q1, q2] {
-            let rec = QueueRecord { vhost: "/".into(), name: format!("q{q}"), id: q, auto_delete: false, arguments: vec![] };
+            let rec = QueueRecord {
+                vhost: "/".into(),
+                name: format!("q{q}"),
+                id: q,
+                auto_delete: false,
+                arguments: vec![],
+            };
             store.write(Op::PutQueue(rec)).await.unwrap();
         }
         let mut ids = Vec::new();
@@ -20,19 +26,64 @@ async fn messages_survive_reopen_in_order_with_flags_and_shared_bodies() {
             let id = store.next_message_id();
             ids.push(id);
             let data = StoredMessage::encode(b"", b"k", &[0, 0], &[i]);
-            store.submit(Op::PutMessage { id, data, queues: vec![q1, q2] }, None);
+            store.submit(
+                Op::PutMessage {
+                    id,
+                    data,
+                    queues: vec![q1, q2],
+                },
+                None,
+            );
         }
-        store.submit(Op::Remove { queue: q1, messages: vec![ids[0]] }, None);
-        store.submit(Op::MarkDelivered { queue: q1, through: ids[1] }, None);
-        store.write(Op::Remove { queue: q2, messages: vec![ids[0], ids[4]] }).await.unwrap();
+        store.submit(
+            Op::Remove {
+                queue: q1,
+                messages: vec![ids[0]],
+            },
+            None,
+        );
+        store.submit(
+            Op::MarkDelivered {
+                queue: q1,
+                through: ids[1],
+            },
+            None,
+        );
+        store
+            .write(Op::Remove {
+                queue: q2,
+                messages: vec![ids[0], ids[4]],
+            })
+            .await
+            .unwrap();
     }
     let (store, rec) = open(dir.path());
     assert_eq!(rec.queues.len(), 2);
-    let q1 = rec.queues.iter().find(|q| q.name.ends_with('1')).unwrap().id;
-    let q2 = rec.queues.iter().find(|q| q.name.ends_with('2')).unwrap().id;
-    let got1: Vec<(u8, bool)> = store.queue_messages(q1).unwrap().into_iter().map(|(_, r, m)| (m.body[0], r)).collect();
+    let q1 = rec
+        .queues
+        .iter()
+        .find(|q| q.name.ends_with('1'))
+        .unwrap()
+        .id;
+    let q2 = rec
+        .queues
+        .iter()
+        .find(|q| q.name.ends_with('2'))
+        .unwrap()
+        .id;
+    let got1: Vec<(u8, bool)> = store
+        .queue_messages(q1)
+        .unwrap()
+        .into_iter()
+        .map(|(_, r, m)| (m.body[0], r))
+        .collect();
     assert_eq!(got1, vec![(1, true), (2, false), (3, false), (4, false)]);
-    let got2: Vec<u8> = store.queue_messages(q2).unwrap().into_iter().map(|(_, _, m)| m.body[0]).collect();
+    let got2: Vec<u8> = store
+        .queue_messages(q2)
+        .unwrap()
+        .into_iter()
+        .map(|(_, _, m)| m.body[0])
+        .collect();
     assert_eq!(got2, vec![1, 2, 3]);
     // Message 0 was removed from both queues: its body is gone; new ids never collide.
     assert!(store.next_message_id() > 5);
@@ -43,14 +94,42 @@ async fn deleting_a_queue_drops_its_messages_but_not_shared_ones() {
     let dir = tempfile::tempdir().unwrap();
     let (store, _) = open(dir.path());
     let data = StoredMessage::encode(b"ex", b"rk", &[0x10, 0, 2], b"body");
-    store.submit(Op::PutMessage { id: 7, data, queues: vec![1, 2] }, None);
-    store.write(Op::DeleteQueue { vhost: "/".into(), name: "a".into(), id: 1 }).await.unwrap();
+    store.submit(
+        Op::PutMessage {
+            id: 7,
+            data,
+            queues: vec![1, 2],
+        },
+        None,
+    );
+    store
+        .write(Op::DeleteQueue {
+            vhost: "/".into(),
+            name: "a".into(),
+            id: 1,
+        })
+        .await
+        .unwrap();
     assert!(store.queue_messages(1).unwrap().is_empty());
     let left = store.queue_messages(2).unwrap();
     assert_eq!(left.len(), 1);
     let m = &left[0].2;
-    assert_eq!((&m.exchange[..], &m.routing_key[..], &m.properties[..], &m.body[..]), (&b"ex"[..], &b"rk"[..], &[0x10, 0, 2][..], &b"body"[..]));
-    store.write(Op::Remove { queue: 2, messages: vec![7] }).await.unwrap();
+    assert_eq!(
+        (
+            &m.exchange[..],
+            &m.routing_key[..],
+            &m.properties[..],
+            &m.body[..]
+        ),
+        (&b"ex"[..], &b"rk"[..], &[0x10, 0, 2][..], &b"body"[..])
+    );
+    store
+        .write(Op::Remove {
+            queue: 2,
+            messages: vec![7],
+        })
+        .await
+        .unwrap();
     assert!(store.queue_messages(2).unwrap().is_empty());
 }
 
@@ -61,16 +140,38 @@ async fn single_queue_messages_are_inline_and_put_then_remove_in_one_batch_write
     // Submitted back to back, these land in one or two batches; either way the outcome is the same.
     for id in 1..=100u64 {
         let data = StoredMessage::encode(b"", b"q", &[0, 0], &id.to_be_bytes());
-        store.submit(Op::PutMessage { id, data, queues: vec![3] }, None);
+        store.submit(
+            Op::PutMessage {
+                id,
+                data,
+                queues: vec![3],
+            },
+            None,
+        );
         if id % 2 == 0 {
-            store.submit(Op::Remove { queue: 3, messages: vec![id] }, None);
+            store.submit(
+                Op::Remove {
+                    queue: 3,
+                    messages: vec![id],
+                },
+                None,
+            );
         }
     }
     store.sync().await.unwrap();
-    let left: Vec<u64> = store.queue_messages(3).unwrap().into_iter().map(|(id, _, _)| id).collect();
+    let left: Vec<u64> = store
+        .queue_messages(3)
+        .unwrap()
+        .into_iter()
+        .map(|(id, _, _)| id)
+        .collect();
     assert_eq!(left, (1..=100).step_by(2).collect::<Vec<_>>());
     let r = store.inner.db.begin_read().unwrap();
-    assert_eq!(r.open_table(MESSAGES).unwrap().len().unwrap(), 0, "single-queue messages are not in the shared table");
+    assert_eq!(
+        r.open_table(MESSAGES).unwrap().len().unwrap(),
+        0,
+        "single-queue messages are not in the shared table"
+    );
 }
 
 #[tokio::test]
@@ -86,7 +187,14 @@ async fn definitions_round_trip() {
     };
     {
         let (store, _) = open(dir.path());
-        let ex = ExchangeRecord { vhost: "/".into(), name: "ex".into(), kind: "topic".into(), auto_delete: false, internal: false, arguments: vec![] };
+        let ex = ExchangeRecord {
+            vhost: "/".into(),
+            name: "ex".into(),
+            kind: "topic".into(),
+            auto_delete: false,
+            internal: false,
+            arguments: vec![],
+        };
         store.submit(Op::PutExchange(ex), None);
         store.submit(Op::PutBinding(binding.clone()), None);
         store.sync().await.unwrap();
@@ -95,7 +203,13 @@ async fn definitions_round_trip() {
     assert_eq!(rec.exchanges.len(), 1);
     assert_eq!(rec.bindings, vec![binding.clone()]);
     store.write(Op::DeleteBinding(binding)).await.unwrap();
-    store.write(Op::DeleteExchange { vhost: "/".into(), name: "ex".into() }).await.unwrap();
+    store
+        .write(Op::DeleteExchange {
+            vhost: "/".into(),
+            name: "ex".into(),
+        })
+        .await
+        .unwrap();
     drop(store);
     let (_, rec) = open(dir.path());
     assert!(rec.exchanges.is_empty() && rec.bindings.is_empty());
@@ -116,7 +230,14 @@ async fn listeners_hear_every_write_in_order() {
     for token in 0..1000u64 {
         let id = store.next_message_id();
         let data = StoredMessage::encode(b"", b"q", &[0, 0], b"x");
-        store.submit(Op::PutMessage { id, data, queues: vec![1] }, Some((listener.clone(), token)));
+        store.submit(
+            Op::PutMessage {
+                id,
+                data,
+                queues: vec![1],
+            },
+            Some((listener.clone(), token)),
+        );
     }
     store.sync().await.unwrap();
     let heard = listener.0.lock().unwrap().clone();

@@ -9,7 +9,9 @@ use redb::{Database, ReadableTable, WriteTransaction};
 use tokio::sync::{mpsc, oneshot};
 
 use crate::records::{BindingRecord, ExchangeRecord, QueueRecord};
-use crate::{StorageError, BINDINGS, DELIVERED, EXCHANGES, MESSAGES, MESSAGE_REFS, META, QUEUES, QUEUE_INDEX};
+use crate::{
+    StorageError, BINDINGS, DELIVERED, EXCHANGES, MESSAGES, MESSAGE_REFS, META, QUEUES, QUEUE_INDEX,
+};
 
 /// Hears when writes it asked about are on disk.
 pub trait CommitListener: Send + Sync {
@@ -23,23 +25,47 @@ pub enum Op {
     /// Nothing to write: completes once everything before it is on disk.
     Nothing,
     /// A persistent message for these durable queues, stored once.
-    PutMessage { id: u64, data: Bytes, queues: Vec<u64> },
+    PutMessage {
+        id: u64,
+        data: Bytes,
+        queues: Vec<u64>,
+    },
     /// A queue no longer holds a message (acked, dropped, expired, purged).
-    Remove { queue: u64, messages: Vec<u64> },
+    Remove {
+        queue: u64,
+        messages: Vec<u64>,
+    },
     /// A queue has handed messages up to this id to consumers: after a restart they come back
     /// redelivered.
-    MarkDelivered { queue: u64, through: u64 },
+    MarkDelivered {
+        queue: u64,
+        through: u64,
+    },
     PutQueue(QueueRecord),
     /// Deletes a queue's record and every message it held.
-    DeleteQueue { vhost: String, name: String, id: u64 },
+    DeleteQueue {
+        vhost: String,
+        name: String,
+        id: u64,
+    },
     PutExchange(ExchangeRecord),
-    DeleteExchange { vhost: String, name: String },
+    DeleteExchange {
+        vhost: String,
+        name: String,
+    },
     PutBinding(BindingRecord),
     DeleteBinding(BindingRecord),
     /// Deletes every binding to a queue or exchange (it is gone).
-    DeleteBindingsTo { vhost: String, name: String, is_queue: bool },
+    DeleteBindingsTo {
+        vhost: String,
+        name: String,
+        is_queue: bool,
+    },
     /// Deletes every binding from an exchange (it is gone).
-    DeleteBindingsFrom { vhost: String, exchange: String },
+    DeleteBindingsFrom {
+        vhost: String,
+        exchange: String,
+    },
 }
 
 pub(crate) enum Done {
@@ -57,7 +83,11 @@ pub(crate) struct Request {
 /// The most requests one transaction takes; a bound on commit latency under heavy load.
 const MAX_BATCH: usize = 16_384;
 
-pub(crate) fn run(db: Arc<Database>, mut rx: mpsc::UnboundedReceiver<Request>, committed: Arc<AtomicU64>) {
+pub(crate) fn run(
+    db: Arc<Database>,
+    mut rx: mpsc::UnboundedReceiver<Request>,
+    committed: Arc<AtomicU64>,
+) {
     let mut batch = Vec::with_capacity(1024);
     while let Some(first) = rx.blocking_recv() {
         batch.push(first);
@@ -77,7 +107,12 @@ pub(crate) fn run(db: Arc<Database>, mut rx: mpsc::UnboundedReceiver<Request>, c
             match request.done {
                 Some(Done::Listener(listener, token)) => listener.committed(token, result.is_ok()),
                 Some(Done::Oneshot(tx)) => {
-                    let _ = tx.send(result.as_ref().map(|_| ()).map_err(|e| StorageError::Redb(e.to_string())));
+                    let _ = tx.send(
+                        result
+                            .as_ref()
+                            .map(|_| ())
+                            .map_err(|e| StorageError::Redb(e.to_string())),
+                    );
                 }
                 None => {}
             }
@@ -100,7 +135,12 @@ fn elided(batch: &[Request]) -> HashSet<(u64, u64)> {
     let mut elided = HashSet::new();
     for r in batch {
         if let Op::Remove { queue, messages } = &r.op {
-            elided.extend(messages.iter().filter(|m| put.contains(m)).map(|m| (*queue, *m)));
+            elided.extend(
+                messages
+                    .iter()
+                    .filter(|m| put.contains(m))
+                    .map(|m| (*queue, *m)),
+            );
         }
     }
     elided
@@ -129,7 +169,11 @@ fn apply(w: &WriteTransaction, op: &Op, elided: &HashSet<(u64, u64)>) -> Result<
     match op {
         Op::Nothing => {}
         Op::PutMessage { id, data, queues } => {
-            let queues: Vec<u64> = queues.iter().copied().filter(|q| !elided.contains(&(*q, *id))).collect();
+            let queues: Vec<u64> = queues
+                .iter()
+                .copied()
+                .filter(|q| !elided.contains(&(*q, *id)))
+                .collect();
             let mut index = w.open_table(QUEUE_INDEX)?;
             match queues.len() {
                 0 => {}
@@ -160,10 +204,12 @@ fn apply(w: &WriteTransaction, op: &Op, elided: &HashSet<(u64, u64)>) -> Result<
             }
         }
         Op::PutQueue(q) => {
-            w.open_table(QUEUES)?.insert((q.vhost.as_str(), q.name.as_str()), &json(q)[..])?;
+            w.open_table(QUEUES)?
+                .insert((q.vhost.as_str(), q.name.as_str()), &json(q)[..])?;
         }
         Op::DeleteQueue { vhost, name, id } => {
-            w.open_table(QUEUES)?.remove((vhost.as_str(), name.as_str()))?;
+            w.open_table(QUEUES)?
+                .remove((vhost.as_str(), name.as_str()))?;
             let ids: Vec<u64> = {
                 let index = w.open_table(QUEUE_INDEX)?;
                 let mut ids = Vec::new();
@@ -178,10 +224,12 @@ fn apply(w: &WriteTransaction, op: &Op, elided: &HashSet<(u64, u64)>) -> Result<
             w.open_table(DELIVERED)?.remove(*id)?;
         }
         Op::PutExchange(e) => {
-            w.open_table(EXCHANGES)?.insert((e.vhost.as_str(), e.name.as_str()), &json(e)[..])?;
+            w.open_table(EXCHANGES)?
+                .insert((e.vhost.as_str(), e.name.as_str()), &json(e)[..])?;
         }
         Op::DeleteExchange { vhost, name } => {
-            w.open_table(EXCHANGES)?.remove((vhost.as_str(), name.as_str()))?;
+            w.open_table(EXCHANGES)?
+                .remove((vhost.as_str(), name.as_str()))?;
         }
         Op::PutBinding(b) => {
             w.open_table(BINDINGS)?.insert(&json(b)[..], ())?;
@@ -189,8 +237,14 @@ fn apply(w: &WriteTransaction, op: &Op, elided: &HashSet<(u64, u64)>) -> Result<
         Op::DeleteBinding(b) => {
             w.open_table(BINDINGS)?.remove(&json(b)[..])?;
         }
-        Op::DeleteBindingsTo { vhost, name, is_queue } => {
-            delete_bindings(w, |b| &b.vhost == vhost && &b.destination == name && b.destination_is_queue == *is_queue)?;
+        Op::DeleteBindingsTo {
+            vhost,
+            name,
+            is_queue,
+        } => {
+            delete_bindings(w, |b| {
+                &b.vhost == vhost && &b.destination == name && b.destination_is_queue == *is_queue
+            })?;
         }
         Op::DeleteBindingsFrom { vhost, exchange } => {
             delete_bindings(w, |b| &b.vhost == vhost && &b.source == exchange)?;
@@ -200,7 +254,10 @@ fn apply(w: &WriteTransaction, op: &Op, elided: &HashSet<(u64, u64)>) -> Result<
 }
 
 /// Deletes the binding records that match (a scan: bindings are few and this is rare).
-fn delete_bindings(w: &WriteTransaction, matches: impl Fn(&BindingRecord) -> bool) -> Result<(), StorageError> {
+fn delete_bindings(
+    w: &WriteTransaction,
+    matches: impl Fn(&BindingRecord) -> bool,
+) -> Result<(), StorageError> {
     let mut table = w.open_table(BINDINGS)?;
     let mut doomed = Vec::new();
     for entry in table.iter()? {
