@@ -23,6 +23,10 @@ pub struct Message {
     /// A large body, kept as received.
     external_body: Option<Bytes>,
     pub persistent: bool,
+    /// The `priority` property (0 when absent).
+    pub priority: u8,
+    /// The `expiration` property in milliseconds, when it is a valid number.
+    pub expiration_ms: Option<u32>,
     /// Set when the message is stored on disk for its durable queues.
     pub storage_id: Option<u64>,
 }
@@ -51,7 +55,7 @@ impl Message {
         )
     }
 
-    fn from_parts(
+    pub fn from_parts(
         exchange: &[u8],
         routing_key: &[u8],
         properties: &[u8],
@@ -60,9 +64,13 @@ impl Message {
     ) -> MessageRef {
         let ex = &exchange[..exchange.len().min(255)];
         let rk = &routing_key[..routing_key.len().min(255)];
-        let persistent = PropertiesView::parse(properties)
-            .map(|p| p.persistent())
-            .unwrap_or(false);
+        let view = PropertiesView::parse(properties).unwrap_or_default();
+        let persistent = view.persistent();
+        let priority = view.priority.unwrap_or(0);
+        let expiration_ms = view
+            .expiration
+            .and_then(|e| std::str::from_utf8(e).ok()?.parse::<u64>().ok())
+            .map(|ms| ms.min(u64::from(u32::MAX / 2)) as u32);
         let inline = body.len() <= INLINE_BODY_MAX;
         let mut data = BytesMut::with_capacity(
             ex.len() + rk.len() + properties.len() + if inline { body.len() } else { 0 },
@@ -83,6 +91,8 @@ impl Message {
             properties_len: properties.len() as u32,
             external_body,
             persistent,
+            priority,
+            expiration_ms,
             storage_id,
         })
     }
@@ -118,6 +128,16 @@ impl Message {
 
     pub fn properties_view(&self) -> PropertiesView<'_> {
         PropertiesView::parse(self.properties()).unwrap_or_default()
+    }
+
+    /// The body as a shared buffer (no copy).
+    pub fn body_bytes(&self) -> Bytes {
+        match &self.external_body {
+            Some(body) => body.clone(),
+            None => self
+                .data
+                .slice(self.properties_start() + self.properties_len as usize..),
+        }
     }
 
     pub fn body(&self) -> &[u8] {

@@ -14,7 +14,7 @@ use warren_storage::{
 
 use crate::exchange::{Destination, Exchange, ExchangeKind, LazyHeaders};
 use crate::message::Message;
-use crate::queue::{engine, ConnectionId, QueueHandle, QueueSpec};
+use crate::queue::{engine, ConnectionId, QueueArgs, QueueHandle, QueueSpec};
 
 pub struct Vhost {
     pub name: String,
@@ -257,13 +257,15 @@ impl Vhost {
                 .into_iter()
                 .map(|(id, redelivered, m)| (Message::from_stored(m, id), redelivered))
                 .collect();
+            let arguments = decode_table(&q.arguments).unwrap_or_default();
             let spec = QueueSpec {
                 name: q.name.clone(),
+                args: QueueArgs::parse(&arguments, &q.name, &self.name).unwrap_or_default(),
                 storage_id: Some(q.id),
                 durable: true,
                 exclusive_owner: None,
                 auto_delete: q.auto_delete,
-                arguments: decode_table(&q.arguments).unwrap_or_default(),
+                arguments,
             };
             let handle = engine::spawn(spec, Arc::downgrade(self), &self.store, recovered_messages);
             topo.queues.insert(q.name.clone(), handle);
@@ -376,6 +378,7 @@ impl Vhost {
                 req.name
             )));
         }
+        let args = QueueArgs::parse(req.arguments, req.name, &self.name)?;
         // Exclusive queues die with their connection, so they never go to disk.
         let storage_id = (req.durable && !req.exclusive).then(|| {
             let id = self.store.next_queue_id();
@@ -392,6 +395,7 @@ impl Vhost {
         let handle = engine::spawn(
             QueueSpec {
                 name: req.name.to_owned(),
+                args,
                 storage_id,
                 durable: req.durable,
                 exclusive_owner: req.exclusive.then_some(req.connection),

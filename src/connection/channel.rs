@@ -23,6 +23,22 @@ pub(super) struct ConsumerEntry {
     pub queue: Arc<QueueHandle>,
 }
 
+/// A confirm-mode publish and how many answers it still waits for.
+struct Awaiting {
+    seq: u64,
+    waits: u32,
+    ok: bool,
+}
+
+/// What to tell a queue about deliveries the client settled.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(super) enum Settlement {
+    Ack,
+    Requeue,
+    /// Rejected or nacked without requeue: dead-lettered or dropped.
+    Reject,
+}
+
 #[derive(Default)]
 pub(super) struct Channel {
     /// We sent channel.close and wait for close-ok.
@@ -39,8 +55,9 @@ pub(super) struct Channel {
     pub published: u64,
     /// Everything up to this sequence number has been acked or nacked.
     confirmed: u64,
-    /// Confirm-mode publishes waiting for the disk, in order: confirms stop before the first.
-    pub awaiting_disk: VecDeque<u64>,
+    /// Confirm-mode publishes still waiting (for the disk, or for queues that may refuse them),
+    /// in order: confirms stop before the first that still waits.
+    awaiting: VecDeque<Awaiting>,
     /// The last queue declared on this channel (an empty queue name refers to it).
     pub last_queue: Option<String>,
     /// In transaction mode (tx.select): publishes and settlements wait for tx.commit.
@@ -51,8 +68,8 @@ pub(super) struct Channel {
 #[derive(Default)]
 pub(super) struct TxBuffer {
     pub publishes: Vec<TxPublish>,
-    /// Settlements (acks, or nacks/rejects with their requeue flag), in order.
-    pub settlements: Vec<(Vec<(u64, Unacked)>, bool)>,
+    /// Settlements (acks, nacks, rejects), in order.
+    pub settlements: Vec<(Vec<(u64, Unacked)>, Settlement)>,
 }
 
 /// A publish routed at publish time, delivered at commit (as in RabbitMQ).
@@ -133,10 +150,10 @@ impl Channel {
     }
 
     /// An ack, nack or reject: settled now, or at commit in a transaction.
-    pub async fn settle_or_buffer(&mut self, settled: Vec<(u64, Unacked)>, requeue: bool) {
+    pub async fn settle_or_buffer(&mut self, settled: Vec<(u64, Unacked)>, how: Settlement) {
         match self.tx.as_mut() {
-            Some(tx) => tx.settlements.push((settled, requeue)),
-            None => self.settle(settled, requeue).await,
+            Some(tx) => tx.settlements.push((settled, how)),
+            None => self.settle(settled, how).await,
         }
     }
 
@@ -150,14 +167,54 @@ impl Channel {
         }
     }
 
-    /// Publisher confirms owed since the last flush: (last tag, multiple). Publishes still
-    /// waiting for the disk hold back their own confirm and every later one.
-    pub fn take_due_confirms(&mut self) -> Option<(u64, bool)> {
+    /// Publish `seq` must wait for `waits` answers before it is confirmed.
+    pub fn expect_answers(&mut self, seq: u64, waits: u32) {
+        if waits > 0 {
+            self.awaiting.push_back(Awaiting {
+                seq,
+                waits,
+                ok: true,
+            });
+        }
+    }
+
+    /// One answer about publish `seq`: stored, or taken by a queue (`ok`), or not.
+    pub fn publish_settled(&mut self, seq: u64, ok: bool) {
+        if let Some(a) = self.awaiting.iter_mut().find(|a| a.seq == seq) {
+            a.waits = a.waits.saturating_sub(1);
+            a.ok &= ok;
+        }
+    }
+
+    /// Publisher confirms owed since the last flush, as (tag, multiple, ack): runs of acks
+    /// folded into one `multiple` ack, each failed publish nacked on its own. A publish still
+    /// waiting holds back its own confirm and every later one.
+    pub fn take_due_confirms(&mut self) -> Vec<(u64, bool, bool)> {
+        let mut out = Vec::new();
+        while let Some(front) = self.awaiting.front() {
+            if front.waits > 0 {
+                break;
+            }
+            let (seq, ok) = (front.seq, front.ok);
+            self.awaiting.pop_front();
+            if !ok {
+                out.extend(
+                    self.confirm_through(seq - 1)
+                        .map(|(tag, multiple)| (tag, multiple, true)),
+                );
+                out.push((seq, false, false));
+                self.confirmed = seq;
+            }
+        }
         let through = self
-            .awaiting_disk
+            .awaiting
             .front()
-            .map_or(self.published, |first| first - 1);
-        self.confirm_through(through)
+            .map_or(self.published, |first| first.seq - 1);
+        out.extend(
+            self.confirm_through(through)
+                .map(|(tag, multiple)| (tag, multiple, true)),
+        );
+        out
     }
 
     fn confirm_through(&mut self, through: u64) -> Option<(u64, bool)> {
@@ -169,35 +226,15 @@ impl Channel {
         Some((through, multiple))
     }
 
-    /// A publish reached the disk (or failed to): the confirms to send now, as
-    /// (tag, multiple, ack). A failure is nacked at once, after acking what precedes it.
-    pub fn persisted(&mut self, seq: u64, ok: bool) -> Vec<(u64, bool, bool)> {
-        if let Some(at) = self.awaiting_disk.iter().position(|s| *s == seq) {
-            self.awaiting_disk.remove(at);
-        }
-        if ok || seq <= self.confirmed {
-            return Vec::new();
-        }
-        // Storage reports in submission order, so nothing before `seq` still waits for the disk:
-        // ack what precedes it, then nack it on its own.
-        let mut out = Vec::new();
-        if let Some((tag, multiple)) = self.confirm_through(seq - 1) {
-            out.push((tag, multiple, true));
-        }
-        out.push((seq, false, false));
-        self.confirmed = seq;
-        out
-    }
-
     /// Settles deliveries with their queues: acked (dropped) or requeued. Returns the queues to
     /// resume when channel-wide prefetch credit came back.
-    pub async fn settle(&mut self, settled: Vec<(u64, Unacked)>, requeue: bool) {
+    pub async fn settle(&mut self, settled: Vec<(u64, Unacked)>, how: Settlement) {
         let from_consumers = settled.iter().filter(|(_, u)| u.from_consumer).count() as u32;
         for (queue, ids) in group_by_queue(settled) {
-            let cmd = if requeue {
-                QueueCommand::Requeue(ids)
-            } else {
-                QueueCommand::Ack(ids)
+            let cmd = match how {
+                Settlement::Ack => QueueCommand::Ack(ids),
+                Settlement::Requeue => QueueCommand::Requeue(ids),
+                Settlement::Reject => QueueCommand::Reject(ids),
             };
             let _ = queue.send(cmd).await;
         }
@@ -222,7 +259,7 @@ impl Channel {
         }
         self.tx = None;
         let unacked = std::mem::take(&mut self.unacked).into_iter().collect();
-        self.settle(unacked, true).await;
+        self.settle(unacked, Settlement::Requeue).await;
         self.flow.unacked.store(0, Ordering::Relaxed);
         self.assembler.reset();
     }

@@ -9,11 +9,11 @@ use warren_amqp::{
     encode, AmqpError, Content, Frame, FrameKind, Method, PropertiesView, ReplyCode,
 };
 
-use super::channel::{Channel, ConsumerEntry, TxPublish};
+use super::channel::{Channel, ConsumerEntry, Settlement, TxPublish};
 use super::Connection;
 use crate::exchange::LazyHeaders;
 use crate::message::Message;
-use crate::queue::{Consumer, QueueCommand, QueueHandle};
+use crate::queue::{args::integer, Consumer, PublishConfirm, QueueCommand, QueueHandle};
 use crate::vhost::{DeclareExchange, DeclareQueue, Vhost};
 use warren_storage::Op;
 
@@ -174,7 +174,7 @@ impl Connection {
             } => {
                 let c = self.channel(ch)?;
                 let settled = c.take_settled(delivery_tag, multiple)?;
-                c.settle_or_buffer(settled, false).await;
+                c.settle_or_buffer(settled, Settlement::Ack).await;
                 Ok(())
             }
             Method::Qos {
@@ -369,8 +369,8 @@ impl Connection {
                         "channel is not transactional",
                     ));
                 };
-                for (settled, requeue) in buffer.settlements {
-                    self.channel(ch)?.settle(settled, requeue).await;
+                for (settled, how) in buffer.settlements {
+                    self.channel(ch)?.settle(settled, how).await;
                 }
                 for p in buffer.publishes {
                     self.deliver_publish(ch, p.targets, p.content, None).await;
@@ -590,13 +590,29 @@ impl Connection {
             basic::AMQPMethod::Reject(r) => {
                 let c = self.channel(ch)?;
                 let settled = c.take_settled(r.delivery_tag, false)?;
-                c.settle_or_buffer(settled, r.requeue).await;
+                c.settle_or_buffer(
+                    settled,
+                    if r.requeue {
+                        Settlement::Requeue
+                    } else {
+                        Settlement::Reject
+                    },
+                )
+                .await;
                 Ok(())
             }
             basic::AMQPMethod::Nack(n) => {
                 let c = self.channel(ch)?;
                 let settled = c.take_settled(n.delivery_tag, n.multiple)?;
-                c.settle_or_buffer(settled, n.requeue).await;
+                c.settle_or_buffer(
+                    settled,
+                    if n.requeue {
+                        Settlement::Requeue
+                    } else {
+                        Settlement::Reject
+                    },
+                )
+                .await;
                 Ok(())
             }
             basic::AMQPMethod::RecoverAsync(basic::RecoverAsync { requeue })
@@ -606,7 +622,7 @@ impl Connection {
                 }
                 let c = self.channel(ch)?;
                 let all = c.take_settled(0, true)?;
-                c.settle(all, true).await;
+                c.settle(all, Settlement::Requeue).await;
                 if matches!(m, basic::AMQPMethod::Recover(_)) {
                     self.send_method(
                         ch,
@@ -648,6 +664,13 @@ impl Connection {
             no_ack: c.no_ack,
             exclusive: c.exclusive,
             prefetch: u32::from(channel.consumer_prefetch),
+            priority: c
+                .arguments
+                .inner()
+                .get("x-priority")
+                .and_then(integer)
+                .unwrap_or(0)
+                .clamp(i64::from(i32::MIN), i64::from(i32::MAX)) as i32,
             channel_flow: channel.flow.clone(),
             connection_flow,
             events,
@@ -780,6 +803,7 @@ impl Connection {
         } else {
             Vec::new()
         };
+        let mut waits = 0;
         let message = if durable.is_empty() {
             Message::from_content(content, None)
         } else {
@@ -788,21 +812,40 @@ impl Connection {
             let message = Message::from_content(content, Some(id));
             let listener =
                 confirm_seq.map(|seq| (self.confirm_relay.clone(), super::confirm_token(ch, seq)));
+            let data = message.to_stored();
             store.submit(
                 Op::PutMessage {
                     id,
-                    data: message.to_stored(),
+                    data,
                     queues: durable,
                 },
                 listener,
             );
-            if let (Some(seq), Some(c)) = (confirm_seq, self.channels.get_mut(&ch)) {
-                c.awaiting_disk.push_back(seq);
-            }
+            waits += 1;
             message
         };
         for q in targets.drain(..) {
-            let _ = q.send(QueueCommand::Publish(message.clone())).await;
+            // A queue that may refuse the publish (x-overflow reject-publish) answers the confirm.
+            let confirm = match confirm_seq {
+                Some(seq) if q.args.may_reject_publish() => {
+                    waits += 1;
+                    Some(PublishConfirm {
+                        events: self.events_tx.clone(),
+                        channel: ch,
+                        seq,
+                    })
+                }
+                _ => None,
+            };
+            let _ = q
+                .send(QueueCommand::Publish {
+                    message: message.clone(),
+                    confirm,
+                })
+                .await;
+        }
+        if let (Some(seq), Some(c)) = (confirm_seq, self.channels.get_mut(&ch)) {
+            c.expect_answers(seq, waits);
         }
         targets
     }

@@ -38,8 +38,9 @@ pub enum ConnEvent {
         channel: u16,
         consumer_id: u64,
     },
-    /// A persistent publish in confirm mode is on disk (or failed to get there).
-    Persisted {
+    /// One of the things a confirm-mode publish waits for happened: the disk has it (or failed
+    /// to), or a queue that may refuse publishes took (or refused) it.
+    Settled {
         channel: u16,
         seq: u64,
         ok: bool,
@@ -52,7 +53,7 @@ struct ConfirmRelay(mpsc::UnboundedSender<ConnEvent>);
 
 impl CommitListener for ConfirmRelay {
     fn committed(&self, token: u64, ok: bool) {
-        let _ = self.0.send(ConnEvent::Persisted {
+        let _ = self.0.send(ConnEvent::Settled {
             channel: (token >> 48) as u16,
             seq: token & ((1 << 48) - 1),
             ok,
@@ -565,7 +566,7 @@ impl Connection {
                     channel,
                     consumer_id,
                 } => self.consumer_cancelled(channel, consumer_id),
-                ConnEvent::Persisted { channel, seq, ok } => self.persisted(channel, seq, ok),
+                ConnEvent::Settled { channel, seq, ok } => self.publish_settled(channel, seq, ok),
             }
             budget -= 1;
             next = if budget > 0 && self.out.len() < READ_CHUNK * 4 {
@@ -634,13 +635,11 @@ impl Connection {
         }
     }
 
-    fn persisted(&mut self, ch: u16, seq: u64, ok: bool) {
+    fn publish_settled(&mut self, ch: u16, seq: u64, ok: bool) {
         let Some(c) = self.channels.get_mut(&ch) else {
             return;
         };
-        for (tag, multiple, ack) in c.persisted(seq, ok) {
-            encode::write_confirm(&mut self.out, ch, tag, multiple, ack);
-        }
+        c.publish_settled(seq, ok);
         if !self.confirms_due.contains(&ch) {
             self.confirms_due.push(ch);
         }
@@ -650,8 +649,8 @@ impl Connection {
     fn flush_confirms(&mut self) {
         for ch in std::mem::take(&mut self.confirms_due) {
             if let Some(c) = self.channels.get_mut(&ch) {
-                if let Some((tag, multiple)) = c.take_due_confirms() {
-                    encode::write_confirm(&mut self.out, ch, tag, multiple, true);
+                for (tag, multiple, ack) in c.take_due_confirms() {
+                    encode::write_confirm(&mut self.out, ch, tag, multiple, ack);
                 }
             }
         }

@@ -1,25 +1,29 @@
-//! The queue owner task: ready messages in order, deliveries awaiting settlement, consumers served
-//! round-robin within their prefetch, and the queue's own lifetime (auto-delete, delete). It
-//! drains its inbox in batches and dispatches once per batch.
+//! The queue owner task: ready messages in order (by priority level when the queue has
+//! priorities), deliveries awaiting settlement, consumers served by priority and round-robin
+//! within their prefetch (or one at a time with single active consumer), and everything that
+//! removes messages on its own: TTL, length limits, delivery limits, dead-lettering. It also owns
+//! the queue's lifetime (auto-delete, `x-expires`, delete). It drains its inbox in batches and
+//! dispatches once per batch.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::HashMap;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Weak};
+use std::time::{Duration, Instant, SystemTime};
 
 use tokio::sync::mpsc;
-use warren_amqp::AmqpError;
-
-use super::{Consumer, GetReply, QueueCommand, QueueHandle, QueueSpec, QueueStats};
-use crate::connection::{ConnEvent, Delivery};
-use crate::message::MessageRef;
-use crate::vhost::Vhost;
+use warren_amqp::{AmqpError, PropertiesView};
 use warren_storage::{Op, Store};
 
-struct Entry {
-    id: u64,
-    message: MessageRef,
-    redelivered: bool,
-}
+use super::dead_letter::{self, Reason};
+use super::ready::{Entry, Ready};
+use super::{
+    Consumer, GetReply, Overflow, PublishConfirm, QueueArgs, QueueCommand, QueueHandle, QueueSpec,
+    QueueStats,
+};
+use crate::connection::{ConnEvent, Delivery};
+use crate::exchange::LazyHeaders;
+use crate::message::{Message, MessageRef};
+use crate::vhost::Vhost;
 
 /// A delivery awaiting ack, and which consumer's prefetch it counts against.
 struct Outstanding {
@@ -35,23 +39,29 @@ struct ActiveConsumer {
 struct QueueState {
     handle: Arc<QueueHandle>,
     vhost: Weak<Vhost>,
-    /// Set for durable queues: where acks, deliveries and deletion are recorded.
-    store: Option<(Store, u64)>,
+    store: Store,
+    /// The queue's id in the store, for durable queues.
+    storage_id: Option<u64>,
     /// Storage ids settled during the current batch, written once per batch.
     removed: Vec<u64>,
     /// The highest storage id handed to a consumer, and the highest already recorded.
     delivered_through: u64,
     delivered_recorded: u64,
-    ready: VecDeque<Entry>,
+    ready: Ready,
     outstanding: HashMap<u64, Outstanding>,
+    /// In registration order (the first is the single active consumer when that is on).
     consumers: Vec<ActiveConsumer>,
     next_consumer: usize,
     next_id: u64,
     had_consumer: bool,
+    /// The queue's clock for TTLs: milliseconds since `epoch` (re-based before it overflows).
+    epoch: Instant,
+    /// Last use (consume, get, declare) for `x-expires`.
+    last_used: Instant,
 }
 
 /// Creates a queue and starts its owner task. `recovered` are the messages a durable queue had
-/// on disk (with their delivered flag), in order.
+/// on disk (with their redelivered flag), in order.
 pub fn spawn(
     spec: QueueSpec,
     vhost: Weak<Vhost>,
@@ -60,6 +70,7 @@ pub fn spawn(
 ) -> Arc<QueueHandle> {
     let (tx, rx) = mpsc::channel(super::INBOX);
     let storage_id = spec.storage_id;
+    let max_priority = spec.args.max_priority;
     let handle = Arc::new(QueueHandle {
         name: spec.name.into(),
         storage_id,
@@ -67,32 +78,33 @@ pub fn spawn(
         exclusive_owner: spec.exclusive_owner,
         auto_delete: spec.auto_delete,
         arguments: spec.arguments,
+        args: spec.args,
         tx,
         deleted: Default::default(),
     });
-    let ready: VecDeque<Entry> = recovered
-        .into_iter()
-        .enumerate()
-        .map(|(i, (message, redelivered))| Entry {
-            id: i as u64,
-            message,
-            redelivered,
-        })
-        .collect();
-    let state = QueueState {
+    let now = Instant::now();
+    let mut state = QueueState {
         handle: handle.clone(),
         vhost,
-        store: storage_id.map(|id| (store.clone(), id)),
+        store: store.clone(),
+        storage_id,
         removed: Vec::new(),
         delivered_through: 0,
         delivered_recorded: 0,
-        next_id: ready.len() as u64,
-        ready,
+        ready: Ready::new(max_priority),
         outstanding: HashMap::new(),
         consumers: Vec::new(),
         next_consumer: 0,
+        next_id: 0,
         had_consumer: false,
+        epoch: now,
+        last_used: now,
     };
+    for (message, redelivered) in recovered {
+        // Recovered messages start their TTL afresh, as RabbitMQ's do.
+        let entry = state.new_entry(message, redelivered);
+        state.ready.push_back(entry);
+    }
     tokio::spawn(state.run(rx));
     handle
 }
@@ -102,40 +114,134 @@ enum Flow {
     Stop,
 }
 
+/// Re-base the TTL clock when it passes this many milliseconds (about 24 days).
+const CLOCK_REBASE_AT: u32 = 1 << 31;
+
 impl QueueState {
+    fn args(&self) -> &QueueArgs {
+        &self.handle.args
+    }
+
     async fn run(mut self, mut rx: mpsc::Receiver<QueueCommand>) {
         let mut batch = Vec::with_capacity(256);
-        'outer: while rx.recv_many(&mut batch, 256).await > 0 {
-            for cmd in batch.drain(..) {
-                if let Flow::Stop = self.handle_command(cmd) {
-                    break 'outer;
+        loop {
+            let wake = self.next_wakeup();
+            let timer = async {
+                match wake {
+                    Some(at) => tokio::time::sleep_until(at.into()).await,
+                    None => std::future::pending().await,
                 }
+            };
+            tokio::select! {
+                received = rx.recv_many(&mut batch, 256) => {
+                    if received == 0 {
+                        break;
+                    }
+                    let mut stop = false;
+                    for cmd in batch.drain(..) {
+                        if let Flow::Stop = self.handle_command(cmd) {
+                            stop = true;
+                            break;
+                        }
+                    }
+                    if stop {
+                        break;
+                    }
+                }
+                _ = timer => {}
             }
+            if self.unused_too_long() {
+                tracing::debug!(queue = %self.handle.name, "queue expired (x-expires)");
+                self.delete();
+                break;
+            }
+            self.expire();
             self.dispatch();
             self.write_to_store();
             if self.handle.is_deleted() {
                 break;
             }
         }
+        self.write_to_store();
         self.handle.mark_deleted();
         tracing::debug!(queue = %self.handle.name, "queue task stopped");
     }
 
+    /// Milliseconds on the queue's TTL clock (never 0, which means "no expiry").
+    fn now_ms(&mut self) -> u32 {
+        let mut ms = self.epoch.elapsed().as_millis();
+        if ms >= u128::from(CLOCK_REBASE_AT) {
+            let by = CLOCK_REBASE_AT / 2;
+            self.epoch += Duration::from_millis(u64::from(by));
+            self.ready.rebase(by);
+            for o in self.outstanding.values_mut() {
+                o.entry.expires_at = o.entry.expires_at.saturating_sub(by).max(1);
+            }
+            ms = self.epoch.elapsed().as_millis();
+        }
+        (ms as u32).max(1)
+    }
+
+    fn next_wakeup(&self) -> Option<Instant> {
+        let expiry = self
+            .ready
+            .next_expiry()
+            .map(|ms| self.epoch + Duration::from_millis(u64::from(ms)));
+        let unused = self.expires_at();
+        match (expiry, unused) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+
+    /// When `x-expires` deletes the queue, if it stays unused.
+    fn expires_at(&self) -> Option<Instant> {
+        let ms = self.args().expires?;
+        self.consumers
+            .is_empty()
+            .then(|| self.last_used + Duration::from_millis(ms))
+    }
+
+    fn unused_too_long(&self) -> bool {
+        self.expires_at().is_some_and(|at| Instant::now() >= at)
+    }
+
+    fn new_entry(&mut self, message: MessageRef, redelivered: bool) -> Entry {
+        let ttl = match (self.args().message_ttl, message.expiration_ms) {
+            (Some(q), Some(m)) => Some(q.min(u64::from(m))),
+            (q, m) => q.or(m.map(u64::from)),
+        };
+        let expires_at = match ttl {
+            // TTL 0 expires at once unless a consumer can take it right away (see `publish`).
+            Some(ttl) => self
+                .now_ms()
+                .saturating_add(ttl.min(u64::from(u32::MAX / 4)) as u32),
+            None => 0,
+        };
+        let id = self.next_id;
+        self.next_id += 1;
+        Entry {
+            id,
+            message,
+            expires_at,
+            returns: 0,
+            redelivered,
+        }
+    }
+
     /// The storage id of a message if this queue keeps it on disk.
     fn on_disk(&self, message: &MessageRef) -> Option<u64> {
-        self.store.as_ref().and(message.storage_id)
+        self.storage_id.and(message.storage_id)
     }
 
     /// Writes what this batch settled and delivered (no waiting: acks need no fsync of their own).
     fn write_to_store(&mut self) {
-        let Some((store, queue)) = &self.store else {
-            return;
-        };
+        let Some(queue) = self.storage_id else { return };
         if self.delivered_through > self.delivered_recorded {
             self.delivered_recorded = self.delivered_through;
-            store.submit(
+            self.store.submit(
                 Op::MarkDelivered {
-                    queue: *queue,
+                    queue,
                     through: self.delivered_through,
                 },
                 None,
@@ -143,28 +249,15 @@ impl QueueState {
         }
         if !self.removed.is_empty() {
             let messages = std::mem::take(&mut self.removed);
-            store.submit(
-                Op::Remove {
-                    queue: *queue,
-                    messages,
-                },
-                None,
-            );
+            self.store.submit(Op::Remove { queue, messages }, None);
         }
     }
 
     fn handle_command(&mut self, cmd: QueueCommand) -> Flow {
         match cmd {
-            QueueCommand::Publish(message) => {
-                let id = self.next_id;
-                self.next_id += 1;
-                self.ready.push_back(Entry {
-                    id,
-                    message,
-                    redelivered: false,
-                });
-            }
+            QueueCommand::Publish { message, confirm } => self.publish(message, confirm),
             QueueCommand::Consume(consumer, reply) => {
+                self.last_used = Instant::now();
                 let _ = reply.send(self.add_consumer(consumer));
             }
             QueueCommand::Cancel { consumer_id, done } => {
@@ -174,6 +267,8 @@ impl QueueState {
             }
             QueueCommand::Forget { consumer_id } => return self.remove_consumer(consumer_id),
             QueueCommand::Get { no_ack, reply } => {
+                self.last_used = Instant::now();
+                self.expire();
                 let got = self.ready.pop_front().map(|entry| {
                     let reply = GetReply {
                         id: entry.id,
@@ -181,19 +276,7 @@ impl QueueState {
                         redelivered: entry.redelivered,
                         remaining: self.ready.len() as u32,
                     };
-                    let on_disk = self.on_disk(&entry.message);
-                    if no_ack {
-                        self.removed.extend(on_disk);
-                    } else {
-                        self.delivered_through = self.delivered_through.max(on_disk.unwrap_or(0));
-                        self.outstanding.insert(
-                            entry.id,
-                            Outstanding {
-                                entry,
-                                consumer: None,
-                            },
-                        );
-                    }
+                    self.handed_out(entry, no_ack, None);
                     reply
                 });
                 let _ = reply.send(got);
@@ -208,10 +291,18 @@ impl QueueState {
                     }
                 }
             }
+            QueueCommand::Reject(ids) => {
+                for id in ids {
+                    if let Some(o) = self.outstanding.remove(&id) {
+                        self.settled(o.consumer);
+                        self.dead_letter(o.entry, Reason::Rejected);
+                    }
+                }
+            }
             QueueCommand::Requeue(ids) => self.requeue(ids),
             QueueCommand::Purge(reply) => {
                 let n = self.ready.len() as u32;
-                for entry in std::mem::take(&mut self.ready) {
+                for entry in self.ready.drain() {
                     if let Some(sid) = self.on_disk(&entry.message) {
                         self.removed.push(sid);
                     }
@@ -243,6 +334,8 @@ impl QueueState {
                 }
             }
             QueueCommand::Stats(reply) => {
+                self.last_used = Instant::now();
+                self.expire();
                 let _ = reply.send(QueueStats {
                     messages: self.ready.len() as u32,
                     consumers: self.consumers.len() as u32,
@@ -251,6 +344,68 @@ impl QueueState {
             QueueCommand::Resume => {}
         }
         Flow::Continue
+    }
+
+    fn publish(&mut self, message: MessageRef, confirm: Option<PublishConfirm>) {
+        let args = self.args();
+        let over_length = args
+            .max_length
+            .is_some_and(|max| self.ready.len() as u64 >= max);
+        let over_bytes = args
+            .max_length_bytes
+            .is_some_and(|max| self.ready.bytes() + message.body().len() as u64 > max);
+        let overflow = args.overflow;
+        let ttl_zero = args.message_ttl == Some(0) || message.expiration_ms == Some(0);
+        if (over_length || over_bytes) && overflow != Overflow::DropHead {
+            // Refused: nacked to a confirming publisher, dead-lettered with reject-publish-dlx.
+            answer(confirm, false);
+            let entry = self.new_entry(message, false);
+            if overflow == Overflow::RejectPublishDlx {
+                self.dead_letter(entry, Reason::MaxLen);
+            } else if let Some(sid) = self.on_disk(&entry.message) {
+                self.removed.push(sid);
+            }
+            return;
+        }
+        answer(confirm, true);
+        let entry = self.new_entry(message, false);
+        self.ready.push_back(entry);
+        self.enforce_limits();
+        if ttl_zero {
+            // A zero TTL means "deliver now or never": hand it out before it expires.
+            self.dispatch();
+        }
+    }
+
+    /// Drops (dead-letters) messages from the head until the queue is within its limits.
+    fn enforce_limits(&mut self) {
+        loop {
+            let args = self.args();
+            let over = args
+                .max_length
+                .is_some_and(|max| self.ready.len() as u64 > max)
+                || args
+                    .max_length_bytes
+                    .is_some_and(|max| self.ready.bytes() > max);
+            if !over {
+                return;
+            }
+            let Some(head) = self.ready.pop_front() else {
+                return;
+            };
+            self.dead_letter(head, Reason::MaxLen);
+        }
+    }
+
+    /// Removes expired messages from the heads of the queue.
+    fn expire(&mut self) {
+        if self.ready.next_expiry().is_none() {
+            return;
+        }
+        let now = self.now_ms();
+        while let Some(entry) = self.ready.pop_expired(now) {
+            self.dead_letter(entry, Reason::Expired);
+        }
     }
 
     fn vhost_name(&self) -> String {
@@ -280,14 +435,13 @@ impl QueueState {
     fn remove_consumer(&mut self, consumer_id: u64) -> Flow {
         let before = self.consumers.len();
         self.consumers.retain(|c| c.spec.id != consumer_id);
-        if self.consumers.len() < before
-            && self.consumers.is_empty()
-            && self.handle.auto_delete
-            && self.had_consumer
-        {
-            tracing::debug!(queue = %self.handle.name, "auto-deleting queue after its last consumer");
-            self.delete();
-            return Flow::Stop;
+        if self.consumers.len() < before {
+            self.last_used = Instant::now();
+            if self.consumers.is_empty() && self.handle.auto_delete && self.had_consumer {
+                tracing::debug!(queue = %self.handle.name, "auto-deleting queue after its last consumer");
+                self.delete();
+                return Flow::Stop;
+            }
         }
         Flow::Continue
     }
@@ -303,15 +457,97 @@ impl QueueState {
 
     fn requeue(&mut self, mut ids: Vec<u64>) {
         ids.sort_unstable();
+        let limit = self.args().delivery_limit;
         for id in ids.into_iter().rev() {
             if let Some(o) = self.outstanding.remove(&id) {
                 self.settled(o.consumer);
                 let mut entry = o.entry;
                 entry.redelivered = true;
-                // Back to its original position: ready stays ordered by id.
-                let at = self.ready.partition_point(|e| e.id < entry.id);
-                self.ready.insert(at, entry);
+                entry.returns = entry.returns.saturating_add(1);
+                if limit.is_some_and(|limit| u64::from(entry.returns) > limit) {
+                    self.dead_letter(entry, Reason::DeliveryLimit);
+                    continue;
+                }
+                // Back to its original position.
+                self.ready.insert_sorted(entry);
             }
+        }
+    }
+
+    /// A message leaves the queue for good (rejected, expired, over a limit): it goes to the
+    /// dead-letter exchange if the queue has one, and is dropped otherwise.
+    fn dead_letter(&mut self, entry: Entry, reason: Reason) {
+        if let Some(sid) = self.on_disk(&entry.message) {
+            self.removed.push(sid);
+        }
+        let Some(dlx) = self.args().dead_letter_exchange.clone() else {
+            return;
+        };
+        let Some(vhost) = self.vhost.upgrade() else {
+            return;
+        };
+        let m = &entry.message;
+        let original_key = String::from_utf8_lossy(m.routing_key()).into_owned();
+        let routing_key = self
+            .args()
+            .dead_letter_routing_key
+            .clone()
+            .unwrap_or_else(|| original_key.clone());
+        let now = SystemTime::now()
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or(0);
+        let exchange = String::from_utf8_lossy(m.exchange()).into_owned();
+        let Some(properties) = dead_letter::properties(
+            m.properties(),
+            reason,
+            &self.handle.name,
+            &exchange,
+            &[original_key],
+            now,
+        ) else {
+            tracing::warn!(queue = %self.handle.name, "cannot decode the properties of a dead-lettered message; dropped");
+            return;
+        };
+        let view = PropertiesView::parse(&properties).unwrap_or_default();
+        let headers = LazyHeaders::new(view.headers);
+        let mut targets = Vec::new();
+        if let Err(e) = vhost.route(&dlx, &[routing_key.as_str()], &headers, &mut targets) {
+            tracing::debug!(queue = %self.handle.name, "dead-letter exchange unusable, message dropped: {}", e.reply_text());
+            return;
+        }
+        targets.retain(|q| !dead_letter::is_cycle(Some(headers.get()), reason, &q.name));
+        if targets.is_empty() {
+            return;
+        }
+        let durable: Vec<u64> = if m.persistent {
+            targets.iter().filter_map(|q| q.storage_id).collect()
+        } else {
+            Vec::new()
+        };
+        let storage_id = (!durable.is_empty()).then(|| self.store.next_message_id());
+        let message = Message::from_parts(
+            dlx.as_bytes(),
+            routing_key.as_bytes(),
+            &properties,
+            m.body_bytes(),
+            storage_id,
+        );
+        if let Some(id) = storage_id {
+            self.store.submit(
+                Op::PutMessage {
+                    id,
+                    data: message.to_stored(),
+                    queues: durable,
+                },
+                None,
+            );
+        }
+        for q in targets {
+            q.send_now(QueueCommand::Publish {
+                message: message.clone(),
+                confirm: None,
+            });
         }
     }
 
@@ -324,34 +560,41 @@ impl QueueState {
                 consumer_id: c.spec.id,
             });
         }
-        self.ready.clear();
+        self.ready.drain();
         self.outstanding.clear();
         self.removed.clear();
-        if let Some((store, id)) = &self.store {
+        if let Some(id) = self.storage_id {
             let op = Op::DeleteQueue {
                 vhost: self.vhost_name(),
                 name: self.handle.name.to_string(),
-                id: *id,
+                id,
             };
-            store.submit(op, None);
+            self.store.submit(op, None);
         }
         if let Some(vhost) = self.vhost.upgrade() {
             vhost.forget_queue(&self.handle);
         }
     }
 
-    /// Hands ready messages to consumers, round-robin, as far as their credit allows.
+    /// A message leaves the ready list for a client: forgotten at once with no-ack, otherwise
+    /// held until settled.
+    fn handed_out(&mut self, entry: Entry, no_ack: bool, consumer: Option<u64>) {
+        let on_disk = self.on_disk(&entry.message);
+        if no_ack {
+            self.removed.extend(on_disk);
+        } else {
+            self.delivered_through = self.delivered_through.max(on_disk.unwrap_or(0));
+            self.outstanding
+                .insert(entry.id, Outstanding { entry, consumer });
+        }
+    }
+
+    /// Hands ready messages to consumers as far as their credit allows: highest consumer
+    /// priority first, round-robin among equals; only the first consumer with single active
+    /// consumer.
     fn dispatch(&mut self) {
-        let n = self.consumers.len();
-        let mut idle = 0;
-        while !self.ready.is_empty() && n > 0 && idle < n {
-            let i = self.next_consumer % n;
-            self.next_consumer = (i + 1) % n;
-            if !self.can_deliver(i) {
-                idle += 1;
-                continue;
-            }
-            idle = 0;
+        while !self.ready.is_empty() {
+            let Some(i) = self.pick_consumer() else { break };
             let Some(entry) = self.ready.pop_front() else {
                 break;
             };
@@ -381,26 +624,56 @@ impl QueueState {
                     c.spec.channel_flow.give_back(1);
                 }
                 let cid = c.spec.id;
-                self.ready.push_front(entry);
+                self.ready.insert_sorted(entry);
                 if let Flow::Stop = self.remove_consumer(cid) {
                     return;
                 }
                 continue;
             }
-            let on_disk = self.store.as_ref().and(entry.message.storage_id);
-            if no_ack {
-                self.removed.extend(on_disk);
-            } else {
+            let consumer = (!no_ack).then_some(c.spec.id);
+            if !no_ack {
                 c.unacked += 1;
-                let consumer = Some(c.spec.id);
-                self.delivered_through = self.delivered_through.max(on_disk.unwrap_or(0));
-                self.outstanding
-                    .insert(entry.id, Outstanding { entry, consumer });
+            }
+            self.handed_out(entry, no_ack, consumer);
+        }
+    }
+
+    /// The consumer to deliver the next message to, with one unit of its channel's credit taken.
+    fn pick_consumer(&mut self) -> Option<usize> {
+        let n = self.consumers.len();
+        let candidates = if self.args().single_active_consumer {
+            n.min(1)
+        } else {
+            n
+        };
+        loop {
+            let mut best: Option<usize> = None;
+            for k in 0..candidates {
+                let i = if candidates == n {
+                    (self.next_consumer + k) % n
+                } else {
+                    k
+                };
+                if !self.has_credit(i) {
+                    continue;
+                }
+                if best.is_none_or(|b| {
+                    self.consumers[i].spec.priority > self.consumers[b].spec.priority
+                }) {
+                    best = Some(i);
+                }
+            }
+            let i = best?;
+            let c = &self.consumers[i];
+            // Channel-wide credit is shared with other queues: taking it can still fail.
+            if c.spec.no_ack || c.spec.channel_flow.try_take() {
+                self.next_consumer = (i + 1) % n;
+                return Some(i);
             }
         }
     }
 
-    fn can_deliver(&mut self, i: usize) -> bool {
+    fn has_credit(&self, i: usize) -> bool {
         let c = &self.consumers[i];
         if !c.spec.connection_flow.has_room() {
             c.spec.connection_flow.wait(&self.handle);
@@ -412,6 +685,17 @@ impl QueueState {
         if c.spec.prefetch != 0 && c.unacked >= c.spec.prefetch {
             return false;
         }
-        c.spec.channel_flow.try_take()
+        c.spec.channel_flow.has_room()
+    }
+}
+
+/// Tells a confirming publisher whether the queue took its message.
+fn answer(confirm: Option<PublishConfirm>, ok: bool) {
+    if let Some(c) = confirm {
+        let _ = c.events.send(ConnEvent::Settled {
+            channel: c.channel,
+            seq: c.seq,
+            ok,
+        });
     }
 }

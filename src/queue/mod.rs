@@ -1,7 +1,12 @@
 //! Queues: the handle every channel and exchange holds, and the commands it accepts. The state
 //! itself lives in one owner task per queue ([`engine`]); nothing else touches it.
 
+pub mod args;
+pub mod dead_letter;
 pub mod engine;
+mod ready;
+
+pub use args::{Overflow, QueueArgs};
 
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
@@ -18,7 +23,11 @@ pub type ConnectionId = u64;
 
 /// Commands queued to a queue's owner task.
 pub enum QueueCommand {
-    Publish(MessageRef),
+    Publish {
+        message: MessageRef,
+        /// Asks for an answer (accepted or refused) when the queue may refuse publishes.
+        confirm: Option<PublishConfirm>,
+    },
     Consume(Consumer, oneshot::Sender<Result<(), AmqpError>>),
     Cancel {
         consumer_id: u64,
@@ -28,8 +37,10 @@ pub enum QueueCommand {
         no_ack: bool,
         reply: oneshot::Sender<Option<GetReply>>,
     },
-    /// Deliveries settled by ack (or by reject/nack without requeue).
+    /// Deliveries settled by ack.
     Ack(Vec<u64>),
+    /// Deliveries refused without requeue (reject/nack): dead-lettered or dropped.
+    Reject(Vec<u64>),
     /// Deliveries handed back, to be delivered again with `redelivered` set.
     Requeue(Vec<u64>),
     Purge(oneshot::Sender<u32>),
@@ -45,6 +56,13 @@ pub enum QueueCommand {
     Forget {
         consumer_id: u64,
     },
+}
+
+/// Where a queue answers a confirm-mode publish it might refuse (`x-overflow` reject-publish).
+pub struct PublishConfirm {
+    pub events: mpsc::UnboundedSender<ConnEvent>,
+    pub channel: u16,
+    pub seq: u64,
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -69,6 +87,12 @@ pub struct ChannelFlow {
 }
 
 impl ChannelFlow {
+    /// Whether the channel's limit would allow one more delivery (without taking it).
+    pub fn has_room(&self) -> bool {
+        let limit = self.global_prefetch.load(Ordering::Relaxed);
+        limit == 0 || self.unacked.load(Ordering::Relaxed) < limit
+    }
+
     /// Takes one unit of channel-wide credit, if the channel's limit allows.
     pub fn try_take(&self) -> bool {
         let limit = self.global_prefetch.load(Ordering::Relaxed);
@@ -149,6 +173,8 @@ pub struct Consumer {
     pub exclusive: bool,
     /// Per-consumer prefetch (0 = unlimited).
     pub prefetch: u32,
+    /// `x-priority` consume argument: higher-priority consumers are served first.
+    pub priority: i32,
     pub channel_flow: Arc<ChannelFlow>,
     pub connection_flow: Arc<ConnectionFlow>,
     pub events: mpsc::UnboundedSender<ConnEvent>,
@@ -163,6 +189,8 @@ pub struct QueueHandle {
     pub exclusive_owner: Option<ConnectionId>,
     pub auto_delete: bool,
     pub arguments: FieldTable,
+    /// The arguments the engine acts on.
+    pub args: QueueArgs,
     tx: mpsc::Sender<QueueCommand>,
     deleted: AtomicBool,
 }
@@ -230,6 +258,7 @@ pub struct QueueGone;
 /// Everything needed to create a queue.
 pub struct QueueSpec {
     pub name: String,
+    pub args: QueueArgs,
     pub storage_id: Option<u64>,
     pub durable: bool,
     pub exclusive_owner: Option<ConnectionId>,

@@ -1,0 +1,237 @@
+//! Queue arguments (`x-…`) as the queue engine uses them, validated with RabbitMQ's wording.
+//! Unknown `x-` arguments are accepted and kept, as RabbitMQ does.
+
+use warren_amqp::types::{AMQPValue, FieldTable};
+use warren_amqp::AmqpError;
+
+/// What happens to a publish that would take a queue over its length limit.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Overflow {
+    /// The oldest message goes (dead-lettered if the queue has a dead-letter exchange).
+    #[default]
+    DropHead,
+    /// The new message is refused (nacked to a confirming publisher).
+    RejectPublish,
+    /// Refused and dead-lettered.
+    RejectPublishDlx,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct QueueArgs {
+    pub message_ttl: Option<u64>,
+    pub expires: Option<u64>,
+    pub max_length: Option<u64>,
+    pub max_length_bytes: Option<u64>,
+    pub overflow: Overflow,
+    pub dead_letter_exchange: Option<String>,
+    pub dead_letter_routing_key: Option<String>,
+    pub max_priority: Option<u8>,
+    pub single_active_consumer: bool,
+    pub delivery_limit: Option<u64>,
+}
+
+impl QueueArgs {
+    /// Publishes to this queue may be refused (so confirms wait for the queue's answer).
+    pub fn may_reject_publish(&self) -> bool {
+        self.overflow != Overflow::DropHead
+            && (self.max_length.is_some() || self.max_length_bytes.is_some())
+    }
+
+    pub fn parse(args: &FieldTable, queue: &str, vhost: &str) -> Result<QueueArgs, AmqpError> {
+        let invalid = |arg: &str, why: String| {
+            AmqpError::precondition_failed(format!(
+                "invalid arg '{arg}' for queue '{queue}' in vhost '{vhost}': {why}"
+            ))
+        };
+        let get = |arg: &str| args.inner().get(arg);
+        let non_negative = |arg: &str| -> Result<Option<u64>, AmqpError> {
+            match get(arg) {
+                None => Ok(None),
+                Some(v) => match integer(v) {
+                    Some(n) if n < 0 => Err(invalid(arg, format!("{{value_negative,{n}}}"))),
+                    Some(n) => Ok(Some(n as u64)),
+                    None => Err(invalid(
+                        arg,
+                        format!("\"expected integer, got {}\"", type_name(v)),
+                    )),
+                },
+            }
+        };
+        let text = |arg: &str| -> Result<Option<String>, AmqpError> {
+            match get(arg) {
+                None => Ok(None),
+                Some(AMQPValue::LongString(s)) => {
+                    Ok(Some(String::from_utf8_lossy(s.as_bytes()).into_owned()))
+                }
+                Some(AMQPValue::ShortString(s)) => Ok(Some(s.as_str().to_owned())),
+                Some(v) => Err(invalid(
+                    arg,
+                    format!("\"expected longstr, got {}\"", type_name(v)),
+                )),
+            }
+        };
+        let mut out = QueueArgs {
+            message_ttl: non_negative("x-message-ttl")?,
+            expires: non_negative("x-expires")?,
+            max_length: non_negative("x-max-length")?,
+            max_length_bytes: non_negative("x-max-length-bytes")?,
+            dead_letter_exchange: text("x-dead-letter-exchange")?,
+            dead_letter_routing_key: text("x-dead-letter-routing-key")?,
+            delivery_limit: non_negative("x-delivery-limit")?,
+            ..Default::default()
+        };
+        if out.expires == Some(0) {
+            return Err(invalid("x-expires", "{value_zero,0}".into()));
+        }
+        if let Some(n) = non_negative("x-max-priority")? {
+            if n > 255 {
+                return Err(invalid(
+                    "x-max-priority",
+                    format!("{{value_too_large,{n},255}}"),
+                ));
+            }
+            out.max_priority = (n > 0).then_some(n as u8);
+        }
+        if out.dead_letter_routing_key.is_some() && out.dead_letter_exchange.is_none() {
+            return Err(invalid(
+                "x-dead-letter-routing-key",
+                "routing_key_but_no_dlx_defined".into(),
+            ));
+        }
+        out.overflow = match text("x-overflow")?.as_deref() {
+            None | Some("drop-head") => Overflow::DropHead,
+            Some("reject-publish") => Overflow::RejectPublish,
+            Some("reject-publish-dlx") => Overflow::RejectPublishDlx,
+            Some(other) => {
+                return Err(invalid(
+                    "x-overflow",
+                    format!("{{unknown_overflow_type,<<\"{other}\">>}}"),
+                ))
+            }
+        };
+        out.single_active_consumer = match get("x-single-active-consumer") {
+            None => false,
+            Some(AMQPValue::Boolean(b)) => *b,
+            Some(v) => {
+                return Err(invalid(
+                    "x-single-active-consumer",
+                    format!("\"expected bool, got {}\"", type_name(v)),
+                ))
+            }
+        };
+        Ok(out)
+    }
+}
+
+/// Any integer-typed field value.
+pub fn integer(v: &AMQPValue) -> Option<i64> {
+    Some(match v {
+        AMQPValue::ShortShortInt(n) => i64::from(*n),
+        AMQPValue::ShortShortUInt(n) => i64::from(*n),
+        AMQPValue::ShortInt(n) => i64::from(*n),
+        AMQPValue::ShortUInt(n) => i64::from(*n),
+        AMQPValue::LongInt(n) => i64::from(*n),
+        AMQPValue::LongUInt(n) => i64::from(*n),
+        AMQPValue::LongLongInt(n) => *n,
+        _ => return None,
+    })
+}
+
+/// RabbitMQ's names for field value types, as its error messages print them.
+pub fn type_name(v: &AMQPValue) -> &'static str {
+    match v {
+        AMQPValue::Boolean(_) => "bool",
+        AMQPValue::ShortShortInt(_) | AMQPValue::ShortShortUInt(_) => "byte",
+        AMQPValue::ShortInt(_) | AMQPValue::ShortUInt(_) => "short",
+        AMQPValue::LongInt(_) => "signedint",
+        AMQPValue::LongUInt(_) => "unsignedint",
+        AMQPValue::LongLongInt(_) => "long",
+        AMQPValue::Float(_) => "float",
+        AMQPValue::Double(_) => "double",
+        AMQPValue::DecimalValue(_) => "decimal",
+        AMQPValue::ShortString(_) | AMQPValue::LongString(_) => "longstr",
+        AMQPValue::FieldArray(_) => "array",
+        AMQPValue::Timestamp(_) => "timestamp",
+        AMQPValue::FieldTable(_) => "table",
+        AMQPValue::ByteArray(_) => "binary",
+        AMQPValue::Void => "void",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn table(entries: &[(&str, AMQPValue)]) -> FieldTable {
+        let mut t = FieldTable::default();
+        for (k, v) in entries {
+            t.insert((*k).into(), v.clone());
+        }
+        t
+    }
+
+    #[test]
+    fn parses_and_validates_like_rabbitmq() {
+        let a = QueueArgs::parse(
+            &table(&[
+                ("x-message-ttl", AMQPValue::LongInt(1000)),
+                ("x-max-length", AMQPValue::LongLongInt(5)),
+                ("x-overflow", AMQPValue::LongString("reject-publish".into())),
+                (
+                    "x-dead-letter-exchange",
+                    AMQPValue::LongString("dlx".into()),
+                ),
+                ("x-max-priority", AMQPValue::ShortShortUInt(10)),
+                ("x-single-active-consumer", AMQPValue::Boolean(true)),
+                ("x-unknown", AMQPValue::LongString("kept".into())),
+            ]),
+            "q",
+            "/",
+        )
+        .unwrap();
+        assert_eq!(a.message_ttl, Some(1000));
+        assert_eq!(a.max_length, Some(5));
+        assert_eq!(a.overflow, Overflow::RejectPublish);
+        assert!(a.may_reject_publish());
+        assert_eq!(a.max_priority, Some(10));
+        assert!(a.single_active_consumer);
+        let e = QueueArgs::parse(
+            &table(&[("x-max-length", AMQPValue::LongInt(-1))]),
+            "wp.c16z",
+            "/",
+        )
+        .unwrap_err();
+        assert_eq!(e.reply_text(), "PRECONDITION_FAILED - invalid arg 'x-max-length' for queue 'wp.c16z' in vhost '/': {value_negative,-1}");
+        let e = QueueArgs::parse(
+            &table(&[("x-max-length", AMQPValue::LongString("abc".into()))]),
+            "wp.c16z",
+            "/",
+        )
+        .unwrap_err();
+        assert_eq!(e.reply_text(), "PRECONDITION_FAILED - invalid arg 'x-max-length' for queue 'wp.c16z' in vhost '/': \"expected integer, got longstr\"");
+        assert!(QueueArgs::parse(
+            &table(&[("x-max-priority", AMQPValue::LongInt(256))]),
+            "q",
+            "/"
+        )
+        .is_err());
+        assert!(
+            QueueArgs::parse(&table(&[("x-expires", AMQPValue::LongInt(0))]), "q", "/").is_err()
+        );
+        assert!(QueueArgs::parse(
+            &table(&[("x-overflow", AMQPValue::LongString("nope".into()))]),
+            "q",
+            "/"
+        )
+        .is_err());
+        assert!(QueueArgs::parse(
+            &table(&[(
+                "x-dead-letter-routing-key",
+                AMQPValue::LongString("k".into())
+            )]),
+            "q",
+            "/"
+        )
+        .is_err());
+    }
+}
