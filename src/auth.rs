@@ -42,6 +42,8 @@ pub enum AuthError {
     Refused(String),
     #[error("User '{0}' can only connect via localhost")]
     LoopbackOnly(String),
+    #[error("malformed {0} response")]
+    Malformed(String),
 }
 
 impl Users {
@@ -57,7 +59,7 @@ impl Users {
             "AMQPLAIN" => parse_amqplain(response),
             other => return Err(AuthError::UnsupportedMechanism(other.to_owned())),
         }
-        .ok_or_else(|| AuthError::Refused(mechanism.to_owned()))?;
+        .ok_or_else(|| AuthError::Malformed(mechanism.to_owned()))?;
         let user = self
             .users
             .get(&login)

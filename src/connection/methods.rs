@@ -75,29 +75,40 @@ impl Connection {
             );
         };
         if channel.closing {
-            // Waiting for close-ok: everything else is dropped, but it must still be well-formed.
-            if frame.kind != FrameKind::Method {
-                return Err(AmqpError::unexpected_frame(
-                    "expected method frame, got non method frame instead",
-                ));
-            }
-            match warren_amqp::decode_method(&frame.payload)? {
-                Method::Other(AMQPClass::Channel(chan::AMQPMethod::CloseOk(_))) => {
-                    self.channels.remove(&ch);
+            // Waiting for close-ok: commands are dropped, but frames must still make sense (a
+            // dropped publish still owns its header and body frames, as in RabbitMQ).
+            match frame.kind {
+                FrameKind::Header => {
+                    let max = self.broker.config.max_message_size;
+                    channel.assembler.header(frame.payload, max)?;
                 }
-                Method::Other(AMQPClass::Channel(chan::AMQPMethod::Close(_))) => {
-                    self.channels.remove(&ch);
-                    self.send_method(
-                        ch,
-                        AMQPClass::Channel(chan::AMQPMethod::CloseOk(chan::CloseOk {})),
-                    );
+                FrameKind::Body => {
+                    channel.assembler.body(frame.payload)?;
                 }
-                Method::Other(AMQPClass::Channel(chan::AMQPMethod::Open(_))) => {
-                    return Err(
-                        AmqpError::channel_error("second 'channel.open' seen").on_method(20, 10)
-                    );
+                FrameKind::Heartbeat => {}
+                FrameKind::Method => {
+                    if !channel.assembler.is_idle() {
+                        return Err(channel.assembler.interrupted());
+                    }
+                    match warren_amqp::decode_method(&frame.payload)? {
+                        Method::Publish(p) => channel.assembler.start(p),
+                        Method::Other(AMQPClass::Channel(chan::AMQPMethod::CloseOk(_))) => {
+                            self.channels.remove(&ch);
+                        }
+                        Method::Other(AMQPClass::Channel(chan::AMQPMethod::Close(_))) => {
+                            self.channels.remove(&ch);
+                            self.send_method(
+                                ch,
+                                AMQPClass::Channel(chan::AMQPMethod::CloseOk(chan::CloseOk {})),
+                            );
+                        }
+                        Method::Other(AMQPClass::Channel(chan::AMQPMethod::Open(_))) => {
+                            return Err(AmqpError::channel_error("second 'channel.open' seen")
+                                .on_method(20, 10));
+                        }
+                        _ => {}
+                    }
                 }
-                _ => {}
             }
             return Ok(());
         }

@@ -449,17 +449,21 @@ impl Connection {
         match (self.phase, m) {
             (Phase::AwaitStartOk, M::StartOk(ok)) => self.start_ok(ok),
             (Phase::AwaitTuneOk, M::TuneOk(ok)) => {
-                self.channel_max = match ok.channel_max {
-                    0 => self.broker.config.channel_max,
-                    n => n.min(self.broker.config.channel_max),
-                };
+                let server_channel_max = self.broker.config.channel_max;
                 let server_max = self.broker.config.frame_max;
-                // RabbitMQ drops the connection (no close frame) for a frame_max of 0 or above its
-                // own; a small one is accepted.
-                if ok.frame_max == 0 || (server_max != 0 && ok.frame_max > server_max) {
-                    tracing::info!(peer = %self.peer, frame_max = ok.frame_max, "refusing tune-ok frame_max");
+                // RabbitMQ drops the connection (no close frame) when the client asks for more
+                // than it offered, or for a frame_max of 0 or below the 4096 minimum.
+                if ok.channel_max > server_channel_max
+                    || ok.frame_max < FRAME_MIN_SIZE
+                    || (server_max != 0 && ok.frame_max > server_max)
+                {
+                    tracing::info!(peer = %self.peer, frame_max = ok.frame_max, channel_max = ok.channel_max, "refusing tune-ok");
                     return Err(handshake_violation());
                 }
+                self.channel_max = match ok.channel_max {
+                    0 => server_channel_max,
+                    n => n,
+                };
                 self.frame_max = ok.frame_max;
                 self.decoder.set_frame_max(self.frame_max);
                 self.heartbeat = ok.heartbeat;
