@@ -49,16 +49,18 @@ impl ContentAssembler {
         matches!(self.state, State::Idle)
     }
 
-    /// The error for a method frame arriving in the middle of a message.
+    /// The error for a method frame arriving in the middle of a message (blamed on the publish,
+    /// as RabbitMQ does).
     pub fn interrupted(&self) -> AmqpError {
-        match self.state {
+        let e = match self.state {
             State::AwaitingBody { .. } => AmqpError::unexpected_frame(
                 "expected content body, got non content body frame instead",
             ),
             _ => AmqpError::unexpected_frame(
                 "expected content header for class 60, got non content header frame instead",
             ),
-        }
+        };
+        e.on_method(60, 40)
     }
 
     /// Forgets a half-assembled message (the channel is closing).
@@ -74,7 +76,18 @@ impl ContentAssembler {
 
     /// A content header frame arrived; `max_body` bounds the size claim before anything is
     /// allocated for the body.
-    pub fn header(
+    pub fn header(&mut self, payload: Bytes, max_body: u64) -> Result<Option<Content>, AmqpError> {
+        let in_progress = !self.is_idle();
+        self.header_inner(payload, max_body).map_err(|e| {
+            if in_progress {
+                e.on_method(60, 40)
+            } else {
+                e
+            }
+        })
+    }
+
+    fn header_inner(
         &mut self,
         mut payload: Bytes,
         max_body: u64,
@@ -121,8 +134,15 @@ impl ContentAssembler {
         Ok(None)
     }
 
-    /// A body frame arrived.
+    /// A body frame arrived. Errors name the publish (60/40) when a message was in progress, and
+    /// no method otherwise (a stray frame), as RabbitMQ does.
     pub fn body(&mut self, payload: Bytes) -> Result<Option<Content>, AmqpError> {
+        let in_progress = !self.is_idle();
+        self.body_inner(payload)
+            .map_err(|e| if in_progress { e.on_method(60, 40) } else { e })
+    }
+
+    fn body_inner(&mut self, payload: Bytes) -> Result<Option<Content>, AmqpError> {
         let State::AwaitingBody {
             body_size, parts, ..
         } = &mut self.state

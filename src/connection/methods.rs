@@ -51,7 +51,7 @@ impl Connection {
                     "expected method frame, got non method frame instead",
                 ));
             }
-            let method = warren_amqp::decode_method(&frame.payload)?;
+            let method = super::decode(&frame.payload)?;
             let (class_id, method_id) = method.ids();
             if let Method::Other(AMQPClass::Channel(chan::AMQPMethod::Open(_))) = method {
                 // Like RabbitMQ, channel_max bounds how many channels are open, not their numbers.
@@ -60,8 +60,7 @@ impl Connection {
                         "number of channels opened ({}) has reached the negotiated channel_max ({})",
                         self.channels.len(),
                         self.channel_max
-                    ))
-                    .on_method(class_id, method_id));
+                    )));
                 }
                 self.channels.insert(ch, Channel::default());
                 self.send_method(
@@ -90,7 +89,7 @@ impl Connection {
                     if !channel.assembler.is_idle() {
                         return Err(channel.assembler.interrupted());
                     }
-                    match warren_amqp::decode_method(&frame.payload)? {
+                    match super::decode(&frame.payload)? {
                         Method::Publish(p) => channel.assembler.start(p),
                         Method::Other(AMQPClass::Channel(chan::AMQPMethod::CloseOk(_))) => {
                             self.channels.remove(&ch);
@@ -117,7 +116,7 @@ impl Connection {
                 if !channel.assembler.is_idle() {
                     return Err(channel.assembler.interrupted());
                 }
-                let method = warren_amqp::decode_method(&frame.payload)?;
+                let method = super::decode(&frame.payload)?;
                 let ids = method.ids();
                 self.channel_method(ch, method)
                     .await
@@ -131,7 +130,7 @@ impl Connection {
                         .await
                         .map_err(|e| e.on_method(60, 40)),
                     Ok(None) => Ok(()),
-                    Err(e) => Err(e.on_method(60, 40)),
+                    Err(e) => Err(e),
                 }
             }
             FrameKind::Body => match channel.assembler.body(frame.payload) {
@@ -140,7 +139,7 @@ impl Connection {
                     .await
                     .map_err(|e| e.on_method(60, 40)),
                 Ok(None) => Ok(()),
-                Err(e) => Err(e.on_method(60, 40)),
+                Err(e) => Err(e),
             },
             FrameKind::Heartbeat => Ok(()),
         };

@@ -94,11 +94,28 @@ enum Phase {
     Done,
 }
 
-const HANDSHAKE_VIOLATION: &str = "handshake violation";
+const SILENT_CLOSE: &str = "close without a close frame";
 
-/// A protocol violation during the handshake: the socket is closed without a close frame.
+/// A violation RabbitMQ answers by closing the socket without a close frame (during the
+/// handshake, or an unknown class or method).
 fn handshake_violation() -> AmqpError {
-    AmqpError::internal_error(HANDSHAKE_VIOLATION)
+    AmqpError::internal_error(SILENT_CLOSE)
+}
+
+/// Decodes a method frame; an unknown class or method drops the connection, as in RabbitMQ.
+fn decode(payload: &bytes::Bytes) -> Result<Method, AmqpError> {
+    match warren_amqp::decode_method(payload) {
+        Ok(m) => Ok(m),
+        Err(warren_amqp::MethodError::Unknown(class_id, method_id)) => {
+            tracing::info!(
+                class_id,
+                method_id,
+                "unknown method; closing the connection"
+            );
+            Err(handshake_violation())
+        }
+        Err(e) => Err(e.into()),
+    }
 }
 
 /// What the client said it supports in `client_properties.capabilities`.
@@ -358,8 +375,7 @@ impl Connection {
         if matches!(self.phase, Phase::Closing | Phase::Done) {
             return;
         }
-        if e.code == ReplyCode::InternalError && e.text == HANDSHAKE_VIOLATION {
-            // Before the connection is tuned RabbitMQ closes the socket without a close frame.
+        if e.code == ReplyCode::InternalError && e.text == SILENT_CLOSE {
             self.phase = Phase::Done;
             return;
         }
@@ -418,7 +434,7 @@ impl Connection {
                 if frame.kind != FrameKind::Method {
                     return Err(AmqpError::unexpected_frame("content frame on channel 0"));
                 }
-                let method = warren_amqp::decode_method(&frame.payload)?;
+                let method = decode(&frame.payload)?;
                 self.connection_method(method).await
             }
             _ => {
