@@ -11,12 +11,14 @@ use warren_storage::{StorageError, Store};
 
 use crate::auth::Users;
 use crate::config::Config;
+use crate::reply_to::ReplyRegistry;
 use crate::vhost::Vhost;
 
 pub struct Broker {
     pub config: Config,
     pub store: Store,
     pub users: Users,
+    pub replies: ReplyRegistry,
     vhosts: RwLock<HashMap<String, Arc<Vhost>>>,
     next_id: AtomicU64,
     connections: AtomicUsize,
@@ -42,6 +44,7 @@ impl Broker {
             config,
             store,
             users: Users::default(),
+            replies: ReplyRegistry::default(),
             vhosts: RwLock::new(vhosts),
             next_id: AtomicU64::new(1),
             connections: AtomicUsize::new(0),

@@ -13,6 +13,7 @@ pub mod http;
 pub mod message;
 pub mod perf;
 pub mod queue;
+pub mod reply_to;
 pub mod server;
 pub mod vhost;
 

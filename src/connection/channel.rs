@@ -62,6 +62,8 @@ pub(super) struct Channel {
     pub last_queue: Option<String>,
     /// In transaction mode (tx.select): publishes and settlements wait for tx.commit.
     pub tx: Option<TxBuffer>,
+    /// The direct reply-to consumer: its tag and the key replies are addressed with.
+    pub reply_consumer: Option<(Arc<str>, String)>,
 }
 
 /// What a transaction holds until commit.
@@ -110,6 +112,12 @@ impl Channel {
                 },
             );
         }
+        self.next_tag
+    }
+
+    /// A delivery tag for a delivery that needs no settling (direct replies).
+    pub fn untracked_tag(&mut self) -> u64 {
+        self.next_tag += 1;
         self.next_tag
     }
 

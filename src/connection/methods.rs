@@ -14,6 +14,7 @@ use super::Connection;
 use crate::exchange::LazyHeaders;
 use crate::message::Message;
 use crate::queue::{args::integer, Consumer, PublishConfirm, QueueCommand, QueueHandle};
+use crate::reply_to;
 use crate::vhost::{DeclareExchange, DeclareQueue, Vhost};
 use warren_storage::Op;
 
@@ -156,6 +157,7 @@ impl Connection {
     async fn channel_error(&mut self, ch: u16, e: AmqpError) {
         tracing::debug!(channel = ch, "channel error: {}", e.reply_text());
         self.flush_confirms();
+        self.drop_reply_consumer(ch);
         let Some(c) = self.channels.get_mut(&ch) else {
             return;
         };
@@ -261,6 +263,7 @@ impl Connection {
                 Err(AmqpError::channel_error("second 'channel.open' seen"))
             }
             chan::AMQPMethod::Close(_) => {
+                self.drop_reply_consumer(ch);
                 if let Some(mut c) = self.channels.remove(&ch) {
                     self.confirms_due.retain(|due| *due != ch);
                     c.release().await;
@@ -419,6 +422,20 @@ impl Connection {
     async fn queue_method(&mut self, ch: u16, m: queue::AMQPMethod) -> Result<(), AmqpError> {
         let vhost = self.vhost()?;
         match m {
+            queue::AMQPMethod::Declare(d) if d.queue.as_str() == reply_to::PSEUDO_QUEUE => {
+                // Always there, with this channel (or someone) consuming, as RabbitMQ reports it.
+                if !d.nowait {
+                    self.send_method(
+                        ch,
+                        AMQPClass::Queue(queue::AMQPMethod::DeclareOk(queue::DeclareOk {
+                            queue: d.queue,
+                            message_count: 0,
+                            consumer_count: 1,
+                        })),
+                    );
+                }
+                Ok(())
+            }
             queue::AMQPMethod::Declare(d) => {
                 let server_named = d.queue.as_str().is_empty() && !d.passive;
                 let name = if server_named {
@@ -540,6 +557,14 @@ impl Connection {
             basic::AMQPMethod::Consume(c) => self.consume(ch, c).await,
             basic::AMQPMethod::Cancel(c) => {
                 let tag = c.consumer_tag.as_str();
+                let is_reply_consumer = self
+                    .channel(ch)?
+                    .reply_consumer
+                    .as_ref()
+                    .is_some_and(|(t, _)| &**t == tag);
+                if is_reply_consumer {
+                    self.drop_reply_consumer(ch);
+                }
                 let entry = self.channel(ch)?.consumers.remove(tag);
                 if let Some(entry) = entry {
                     let _ = entry
@@ -647,6 +672,9 @@ impl Connection {
 
     async fn consume(&mut self, ch: u16, c: basic::Consume) -> Result<(), AmqpError> {
         let vhost = self.vhost()?;
+        if c.queue.as_str() == reply_to::PSEUDO_QUEUE {
+            return self.consume_replies(ch, c);
+        }
         let name = self.queue_name(ch, c.queue.as_str())?;
         let q = vhost.queue(&name, self.id)?;
         let tag: Arc<str> = if c.consumer_tag.as_str().is_empty() {
@@ -712,6 +740,48 @@ impl Connection {
         Ok(())
     }
 
+    /// basic.consume of `amq.rabbitmq.reply-to`: this channel receives direct replies.
+    fn consume_replies(&mut self, ch: u16, c: basic::Consume) -> Result<(), AmqpError> {
+        if !c.no_ack {
+            return Err(AmqpError::precondition_failed(
+                "reply consumer cannot acknowledge",
+            ));
+        }
+        let tag: Arc<str> = if c.consumer_tag.as_str().is_empty() {
+            generated_name("amq.ctag-").into()
+        } else {
+            c.consumer_tag.as_str().into()
+        };
+        let events = self.events_tx.clone();
+        let channel = self.channel(ch)?;
+        if channel.reply_consumer.is_some() {
+            return Err(AmqpError::precondition_failed("reply consumer already set"));
+        }
+        let key = generated_name("");
+        channel.reply_consumer = Some((tag.clone(), key.clone()));
+        self.broker.replies.register(key, events, ch, tag.clone());
+        if !c.nowait {
+            self.send_method(
+                ch,
+                AMQPClass::Basic(basic::AMQPMethod::ConsumeOk(basic::ConsumeOk {
+                    consumer_tag: tag.as_ref().into(),
+                })),
+            );
+        }
+        Ok(())
+    }
+
+    /// Forgets a channel's direct reply-to consumer (cancelled, or the channel is closing).
+    pub(super) fn drop_reply_consumer(&mut self, ch: u16) {
+        if let Some((_, key)) = self
+            .channels
+            .get_mut(&ch)
+            .and_then(|c| c.reply_consumer.take())
+        {
+            self.broker.replies.unregister(&key);
+        }
+    }
+
     /// A complete message from the client: route it, store it in its queues (at commit in a
     /// transaction), confirm it.
     async fn publish(&mut self, ch: u16, mut content: Content) -> Result<(), AmqpError> {
@@ -720,6 +790,25 @@ impl Connection {
             return Err(AmqpError::not_implemented("immediate=true"));
         }
         let vhost = self.vhost()?;
+        let asks_direct_reply = PropertiesView::parse(&content.properties)
+            .is_ok_and(|p| p.reply_to == Some(reply_to::PSEUDO_QUEUE.as_bytes()));
+        if asks_direct_reply {
+            let key = self
+                .channel(ch)?
+                .reply_consumer
+                .as_ref()
+                .map(|(_, key)| key.clone());
+            let Some(key) = key else {
+                return Err(AmqpError::precondition_failed(
+                    "fast reply consumer does not exist",
+                ));
+            };
+            content.properties =
+                with_reply_to(&content.properties, &format!("{}{key}", reply_to::PREFIX))
+                    .ok_or_else(|| {
+                        AmqpError::precondition_failed("cannot rewrite the reply_to property")
+                    })?;
+        }
         let props = PropertiesView::parse(&content.properties).unwrap_or_default();
         if let Some(user_id) = props.user_id {
             if user_id != self.user.as_bytes() {
@@ -729,6 +818,14 @@ impl Connection {
                     self.user
                 )));
             }
+        }
+        if content.publish.exchange.is_empty()
+            && content
+                .publish
+                .routing_key
+                .starts_with(reply_to::PREFIX.as_bytes())
+        {
+            return self.publish_direct_reply(ch, content);
         }
         let headers = LazyHeaders::new(props.headers);
         let sender_selected = props.headers.is_some_and(may_have_sender_selected_keys);
@@ -774,6 +871,40 @@ impl Connection {
             .deliver_publish(ch, targets, content, confirm_seq)
             .await;
         self.route_buf = targets;
+        Ok(())
+    }
+
+    /// A reply to a direct reply-to request: straight to the requester's channel.
+    fn publish_direct_reply(&mut self, ch: u16, content: Content) -> Result<(), AmqpError> {
+        let routing_key = String::from_utf8_lossy(&content.publish.routing_key).into_owned();
+        let mandatory = content.publish.mandatory;
+        let (exchange, properties, body) = (
+            content.publish.exchange.clone(),
+            content.properties.clone(),
+            content.body.clone(),
+        );
+        let delivered = self
+            .broker
+            .replies
+            .deliver(&routing_key, Message::from_content(content, None));
+        if !delivered && mandatory {
+            encode::write_return(
+                &mut self.out,
+                ch,
+                312,
+                "NO_ROUTE",
+                &exchange,
+                routing_key.as_bytes(),
+            );
+            encode::write_content(&mut self.out, ch, &properties, &body, self.frame_max);
+        }
+        let channel = self.channel(ch)?;
+        if channel.confirm && channel.tx.is_none() {
+            channel.published += 1;
+            if !self.confirms_due.contains(&ch) {
+                self.confirms_due.push(ch);
+            }
+        }
         Ok(())
     }
 
@@ -886,6 +1017,14 @@ fn sender_selected_keys(headers: &FieldTable) -> (Vec<String>, bool) {
         }
     }
     (keys, headers.contains_key("BCC"))
+}
+
+/// Re-encodes properties with another `reply_to`.
+fn with_reply_to(raw: &[u8], reply_to: &str) -> Option<bytes::Bytes> {
+    use warren_amqp::protocol::basic::parse_properties;
+    let (_, props) = parse_properties(raw).ok()?;
+    let props = props.with_reply_to(reply_to.into());
+    encode::encode_properties(&props).ok().map(Into::into)
 }
 
 /// Re-encodes properties without the `BCC` header (never delivered, as in RabbitMQ).

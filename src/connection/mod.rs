@@ -33,6 +33,12 @@ use channel::Channel;
 /// What queues send to a connection.
 pub enum ConnEvent {
     Deliver(Delivery),
+    /// A direct reply-to message for the channel's reply consumer.
+    DirectReply {
+        channel: u16,
+        consumer_tag: Arc<str>,
+        message: MessageRef,
+    },
     /// The queue went away (deleted): the consumer is cancelled by the broker.
     ConsumerCancelled {
         channel: u16,
@@ -587,6 +593,11 @@ impl Connection {
                     consumer_id,
                 } => self.consumer_cancelled(channel, consumer_id),
                 ConnEvent::Settled { channel, seq, ok } => self.publish_settled(channel, seq, ok),
+                ConnEvent::DirectReply {
+                    channel,
+                    consumer_tag,
+                    message,
+                } => self.direct_reply(channel, &consumer_tag, &message),
             }
             budget -= 1;
             next = if budget > 0 && self.out.len() < READ_CHUNK * 4 {
@@ -635,6 +646,30 @@ impl Connection {
         );
     }
 
+    fn direct_reply(&mut self, ch: u16, consumer_tag: &str, m: &MessageRef) {
+        let Some(c) = self.channels.get_mut(&ch) else {
+            return;
+        };
+        if c.closing
+            || c.reply_consumer
+                .as_ref()
+                .is_none_or(|(tag, _)| &**tag != consumer_tag)
+        {
+            return;
+        }
+        let tag = c.untracked_tag();
+        encode::write_deliver(
+            &mut self.out,
+            ch,
+            consumer_tag.as_bytes(),
+            tag,
+            false,
+            m.exchange(),
+            m.routing_key(),
+        );
+        encode::write_content(&mut self.out, ch, m.properties(), m.body(), self.frame_max);
+    }
+
     fn consumer_cancelled(&mut self, channel: u16, consumer_id: u64) {
         let Some(c) = self.channels.get_mut(&channel) else {
             return;
@@ -681,6 +716,9 @@ impl Connection {
         let channels: Vec<u16> = self.channels.keys().copied().collect();
         for ch in channels {
             if let Some(mut c) = self.channels.remove(&ch) {
+                if let Some((_, key)) = c.reply_consumer.take() {
+                    self.broker.replies.unregister(&key);
+                }
                 c.release().await;
             }
         }

@@ -200,3 +200,34 @@ def test_x_expires_deletes_an_unused_queue(connection, queue_name):
     with pytest.raises(pika.exceptions.ChannelClosedByBroker) as e:
         ch.queue_declare(queue_name, passive=True)
     assert e.value.args[0] == 404
+
+
+def test_direct_reply_to_round_trip(connect, queue_name):
+    server = connect().channel()
+    server.queue_declare(queue_name)
+    client_conn = connect()
+    client = client_conn.channel()
+    replies = []
+    client.basic_consume("amq.rabbitmq.reply-to", lambda c, m, p, b: replies.append((b, p.correlation_id)), auto_ack=True)
+    client.basic_publish("", queue_name, b"ping", pika.BasicProperties(reply_to="amq.rabbitmq.reply-to", correlation_id="42"))
+    method, props, body = None, None, None
+    deadline = time.time() + 5
+    while method is None and time.time() < deadline:
+        method, props, body = server.basic_get(queue_name, auto_ack=True)
+    assert body == b"ping"
+    assert props.reply_to.startswith("amq.rabbitmq.reply-to.")
+    server.basic_publish("", props.reply_to, b"pong", pika.BasicProperties(correlation_id=props.correlation_id))
+    assert pump(client_conn, lambda: replies == [(b"pong", "42")])
+
+
+def test_direct_reply_to_rules(connect):
+    conn = connect()
+    ch = conn.channel()
+    with pytest.raises(pika.exceptions.ChannelClosedByBroker) as e:
+        ch.basic_publish("", "anything", b"x", pika.BasicProperties(reply_to="amq.rabbitmq.reply-to"))
+        ch.queue_declare("", exclusive=True)
+    assert e.value.args[0] == 406
+    ch = conn.channel()
+    with pytest.raises(pika.exceptions.ChannelClosedByBroker) as e:
+        ch.basic_consume("amq.rabbitmq.reply-to", lambda *a: None, auto_ack=False)
+    assert e.value.args[0] == 406
