@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use bytes::{BufMut, Bytes, BytesMut};
 use warren_amqp::{Content, PropertiesView};
-use warren_storage::StoredMessage;
+use warren_storage::{MessageParts, StoredMessage};
 
 /// Bodies up to this size are copied next to the routing information.
 pub const INLINE_BODY_MAX: usize = 4096;
@@ -45,12 +45,19 @@ impl Message {
     }
 
     /// A message read back from the store.
-    pub fn from_stored(stored: StoredMessage, storage_id: u64) -> MessageRef {
-        Self::from_parts(
-            &stored.exchange,
-            &stored.routing_key,
-            &stored.properties,
-            stored.body,
+    pub fn from_stored(parts: MessageParts<'_>, storage_id: u64) -> MessageRef {
+        // Copied once out of the database page: inline next to the rest, or into its own buffer.
+        let external = if parts.body.len() > INLINE_BODY_MAX {
+            Bytes::copy_from_slice(parts.body)
+        } else {
+            Bytes::new()
+        };
+        Self::build(
+            parts.exchange,
+            parts.routing_key,
+            parts.properties,
+            parts.body,
+            external,
             Some(storage_id),
         )
     }
@@ -60,6 +67,31 @@ impl Message {
         routing_key: &[u8],
         properties: &[u8],
         body: Bytes,
+        storage_id: Option<u64>,
+    ) -> MessageRef {
+        let external = if body.len() > INLINE_BODY_MAX {
+            body.clone()
+        } else {
+            Bytes::new()
+        };
+        Self::build(
+            exchange,
+            routing_key,
+            properties,
+            &body,
+            external,
+            storage_id,
+        )
+    }
+
+    /// `body` is always the body; `external` is the same body as a shared buffer when it is too
+    /// large to copy inline (and empty otherwise).
+    fn build(
+        exchange: &[u8],
+        routing_key: &[u8],
+        properties: &[u8],
+        body: &[u8],
+        external: Bytes,
         storage_id: Option<u64>,
     ) -> MessageRef {
         let ex = &exchange[..exchange.len().min(255)];
@@ -79,10 +111,10 @@ impl Message {
         data.put_slice(rk);
         data.put_slice(properties);
         let external_body = if inline {
-            data.put_slice(&body);
+            data.put_slice(body);
             None
         } else {
-            Some(body)
+            Some(external)
         };
         Arc::new(Message {
             data: data.freeze(),
@@ -171,7 +203,12 @@ mod tests {
         for size in [0, 16, INLINE_BODY_MAX, INLINE_BODY_MAX + 1, 100_000] {
             let body: Vec<u8> = (0..size).map(|i| i as u8).collect();
             let m = Message::from_content(content(body.clone()), None);
-            let back = Message::from_stored(StoredMessage::decode(m.to_stored()).unwrap(), 9);
+            let stored = m.to_stored();
+            let back = Message::from_stored(MessageParts::decode(&stored).unwrap(), 9);
+            assert_eq!(
+                StoredMessage::decode(stored.clone()).unwrap().body,
+                m.body()
+            );
             assert_eq!(
                 (
                     back.exchange(),

@@ -251,12 +251,12 @@ impl Vhost {
         }
         let mut messages = 0usize;
         for q in recovered.queues.iter().filter(|q| q.vhost == self.name) {
-            let stored = self.store.queue_messages(q.id)?;
-            messages += stored.len();
-            let recovered_messages = stored
-                .into_iter()
-                .map(|(id, redelivered, m)| (Message::from_stored(m, id), redelivered))
-                .collect();
+            let mut recovered_messages = Vec::new();
+            messages += self
+                .store
+                .for_each_queue_message(q.id, |id, redelivered, parts| {
+                    recovered_messages.push((Message::from_stored(parts, id), redelivered));
+                })?;
             let arguments = decode_table(&q.arguments).unwrap_or_default();
             let spec = QueueSpec {
                 name: q.name.clone(),

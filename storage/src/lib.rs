@@ -20,12 +20,11 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
-use bytes::Bytes;
 use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
 use thiserror::Error;
 use tokio::sync::{mpsc, oneshot};
 
-pub use records::{BindingRecord, ExchangeRecord, QueueRecord, StoredMessage};
+pub use records::{BindingRecord, ExchangeRecord, MessageParts, QueueRecord, StoredMessage};
 pub use writer::{CommitListener, Op};
 
 /// Message id → encoded message (see [`StoredMessage`]), for messages on several queues.
@@ -44,6 +43,9 @@ const EXCHANGES: TableDefinition<(&str, &str), &[u8]> = TableDefinition::new("ex
 const BINDINGS: TableDefinition<&[u8], ()> = TableDefinition::new("bindings");
 /// Counters (the next queue id and message id) and the schema version.
 const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
+
+/// redb's page cache.
+const CACHE_BYTES: usize = 128 << 20;
 
 /// The layout of the tables above; a database written with another one is refused.
 const SCHEMA_VERSION: u64 = 2;
@@ -238,11 +240,13 @@ impl Store {
         self.write(Op::Nothing).await
     }
 
-    /// A durable queue's messages in order: (message id, redelivered, message).
-    pub fn queue_messages(
+    /// Calls `each` with a durable queue's messages in order: (message id, redelivered, message
+    /// parts borrowed from the database page). Returns how many there were.
+    pub fn for_each_queue_message(
         &self,
         queue_id: u64,
-    ) -> Result<Vec<(u64, bool, StoredMessage)>, StorageError> {
+        mut each: impl FnMut(u64, bool, MessageParts<'_>),
+    ) -> Result<usize, StorageError> {
         let r = self.inner.db.begin_read()?;
         let index = r.open_table(QUEUE_INDEX)?;
         let messages = r.open_table(MESSAGES)?;
@@ -251,11 +255,12 @@ impl Store {
             .get(queue_id)?
             .map(|v| v.value())
             .unwrap_or(0);
-        let mut out = Vec::new();
+        let mut n = 0;
         for entry in index.range((queue_id, 0)..=(queue_id, u64::MAX))? {
             let (key, inline) = entry?;
             let (_, message_id) = key.value();
-            let data = if inline.value().is_empty() {
+            let redelivered = message_id <= delivered_through;
+            if inline.value().is_empty() {
                 let Some(shared) = messages.get(message_id)? else {
                     tracing::warn!(
                         queue_id,
@@ -264,16 +269,32 @@ impl Store {
                     );
                     continue;
                 };
-                Bytes::copy_from_slice(shared.value())
+                each(
+                    message_id,
+                    redelivered,
+                    MessageParts::decode(shared.value())?,
+                );
             } else {
-                Bytes::copy_from_slice(inline.value())
-            };
-            out.push((
-                message_id,
-                message_id <= delivered_through,
-                StoredMessage::decode(data)?,
-            ));
+                each(
+                    message_id,
+                    redelivered,
+                    MessageParts::decode(inline.value())?,
+                );
+            }
+            n += 1;
         }
+        Ok(n)
+    }
+
+    /// A durable queue's messages in order: (message id, redelivered, message).
+    pub fn queue_messages(
+        &self,
+        queue_id: u64,
+    ) -> Result<Vec<(u64, bool, StoredMessage)>, StorageError> {
+        let mut out = Vec::new();
+        self.for_each_queue_message(queue_id, |id, redelivered, parts| {
+            out.push((id, redelivered, parts.to_owned()))
+        })?;
         Ok(out)
     }
 

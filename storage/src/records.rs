@@ -1,7 +1,7 @@
 //! What is stored: definition records (as JSON, small and rarely written) and messages (a compact
 //! binary layout, written once per persistent publish).
 
-use bytes::{Buf, BufMut, Bytes, BytesMut};
+use bytes::{BufMut, Bytes, BytesMut};
 use serde::{Deserialize, Serialize};
 
 use crate::StorageError;
@@ -38,6 +38,50 @@ pub struct BindingRecord {
     pub arguments: Vec<u8>,
 }
 
+/// A stored message's parts, borrowed from where they lie.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MessageParts<'a> {
+    pub exchange: &'a [u8],
+    pub routing_key: &'a [u8],
+    pub properties: &'a [u8],
+    pub body: &'a [u8],
+}
+
+impl<'a> MessageParts<'a> {
+    pub fn decode(data: &'a [u8]) -> Result<Self, StorageError> {
+        let corrupt = || StorageError::Corrupt("truncated message".into());
+        let mut at = 0usize;
+        let mut take = |n: usize| -> Result<&'a [u8], StorageError> {
+            let s = data.get(at..at + n).ok_or_else(corrupt)?;
+            at += n;
+            Ok(s)
+        };
+        let n = take(1)?[0] as usize;
+        let exchange = take(n)?;
+        let n = take(1)?[0] as usize;
+        let routing_key = take(n)?;
+        let len = take(4)?;
+        let n = u32::from_be_bytes([len[0], len[1], len[2], len[3]]) as usize;
+        let properties = take(n)?;
+        let body = data.get(at..).ok_or_else(corrupt)?;
+        Ok(MessageParts {
+            exchange,
+            routing_key,
+            properties,
+            body,
+        })
+    }
+
+    pub fn to_owned(self) -> StoredMessage {
+        StoredMessage {
+            exchange: Bytes::copy_from_slice(self.exchange),
+            routing_key: Bytes::copy_from_slice(self.routing_key),
+            properties: Bytes::copy_from_slice(self.properties),
+            body: Bytes::copy_from_slice(self.body),
+        }
+    }
+}
+
 /// A persistent message as published: routing information, property bytes, body.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StoredMessage {
@@ -64,26 +108,19 @@ impl StoredMessage {
         b.freeze()
     }
 
-    pub fn decode(mut data: Bytes) -> Result<Self, StorageError> {
-        let corrupt = || StorageError::Corrupt("truncated message".into());
-        let take = |data: &mut Bytes, n: usize| {
-            if data.len() < n {
-                Err(corrupt())
-            } else {
-                Ok(data.split_to(n))
-            }
-        };
-        let n = take(&mut data, 1)?[0] as usize;
-        let exchange = take(&mut data, n)?;
-        let n = take(&mut data, 1)?[0] as usize;
-        let routing_key = take(&mut data, n)?;
-        let n = take(&mut data, 4)?.get_u32() as usize;
-        let properties = take(&mut data, n)?;
+    pub fn decode(data: Bytes) -> Result<Self, StorageError> {
+        let parts = MessageParts::decode(&data)?;
+        let (ex, rk, props) = (
+            parts.exchange.len(),
+            parts.routing_key.len(),
+            parts.properties.len(),
+        );
+        let body_start = data.len() - parts.body.len();
         Ok(StoredMessage {
-            exchange,
-            routing_key,
-            properties,
-            body: data,
+            exchange: data.slice(1..1 + ex),
+            routing_key: data.slice(2 + ex..2 + ex + rk),
+            properties: data.slice(6 + ex + rk..6 + ex + rk + props),
+            body: data.slice(body_start..),
         })
     }
 }
