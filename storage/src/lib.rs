@@ -121,10 +121,15 @@ impl Store {
     /// Opens (or creates) `dir/warren.redb` and starts the writer thread.
     pub fn open(dir: &Path) -> Result<(Store, Recovered), StorageError> {
         let path = dir.join("warren.redb");
-        let db = Database::create(&path).map_err(|source| StorageError::Open {
-            path: path.clone(),
-            source,
-        })?;
+        // redb caches 1 GiB of pages by default; inner B-tree nodes fit in far less, and message
+        // bodies are read once (at recovery), so caching them only costs memory.
+        let db = Database::builder()
+            .set_cache_size(CACHE_BYTES)
+            .create(&path)
+            .map_err(|source| StorageError::Open {
+                path: path.clone(),
+                source,
+            })?;
         let db = Arc::new(db);
         let (next_message_id, next_queue_id) = {
             let w = db.begin_write()?;
