@@ -26,6 +26,10 @@ pub struct Config {
     /// Largest message body accepted, in octets.
     #[arg(long, env = "WARREN_MAX_MESSAGE_SIZE", default_value_t = 134_217_728)]
     pub max_message_size: u64,
+    /// A delivery left unacknowledged this long (milliseconds) closes its channel with 406, as
+    /// RabbitMQ's consumer_timeout does; 0 disables.
+    #[arg(long, env = "WARREN_CONSUMER_TIMEOUT", default_value_t = 1_800_000)]
+    pub consumer_timeout: u64,
 }
 
 impl Config {
@@ -39,6 +43,7 @@ impl Config {
             frame_max: 131_072,
             channel_max: 2047,
             max_message_size: 134_217_728,
+            consumer_timeout: 1_800_000,
         }
     }
 }

@@ -4,6 +4,7 @@
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use warren_amqp::{AmqpError, ContentAssembler};
 
@@ -16,6 +17,8 @@ pub(super) struct Unacked {
     pub id: u64,
     /// Counted against the channel's prefetch (consumer deliveries, not basic.get).
     pub from_consumer: bool,
+    /// For the consumer timeout.
+    pub delivered_at: Instant,
 }
 
 pub(super) struct ConsumerEntry {
@@ -109,10 +112,19 @@ impl Channel {
                     queue,
                     id,
                     from_consumer,
+                    delivered_at: Instant::now(),
                 },
             );
         }
         self.next_tag
+    }
+
+    /// How long the oldest unacknowledged delivery has waited.
+    pub fn oldest_unacked_age(&self, now: Instant) -> Option<Duration> {
+        self.unacked
+            .values()
+            .next()
+            .map(|u| now.saturating_duration_since(u.delivered_at))
     }
 
     /// A delivery tag for a delivery that needs no settling (direct replies).

@@ -153,6 +153,29 @@ impl Connection {
         }
     }
 
+    /// Closes channels whose oldest unacknowledged delivery is older than the consumer timeout.
+    pub(super) async fn check_consumer_timeouts(&mut self, now: std::time::Instant) {
+        let timeout_ms = self.broker.config.consumer_timeout;
+        if timeout_ms == 0 {
+            return;
+        }
+        let timeout = std::time::Duration::from_millis(timeout_ms);
+        let late: Vec<u16> = self
+            .channels
+            .iter()
+            .filter(|(_, c)| {
+                !c.closing && c.oldest_unacked_age(now).is_some_and(|age| age > timeout)
+            })
+            .map(|(ch, _)| *ch)
+            .collect();
+        for ch in late {
+            let e = AmqpError::precondition_failed(format!(
+                "delivery acknowledgement on channel {ch} timed out. Timeout value used: {timeout_ms} ms. This timeout value can be configured, see consumers doc guide to learn more"
+            ));
+            self.channel_error(ch, e).await;
+        }
+    }
+
     /// A soft error: close just this channel.
     async fn channel_error(&mut self, ch: u16, e: AmqpError) {
         tracing::debug!(channel = ch, "channel error: {}", e.reply_text());

@@ -317,6 +317,9 @@ impl Connection {
                     Some(event) = events.recv() => self.on_events(event, &mut events).await,
                     _ = tick.tick() => {
                         let now = Instant::now();
+                        if self.phase == Phase::Open {
+                            self.check_consumer_timeouts(now).await;
+                        }
                         if self.phase != Phase::Open && self.phase != Phase::Closing && now - started > HANDSHAKE_TIMEOUT {
                             tracing::info!(peer = %self.peer, "handshake timeout");
                             break;
