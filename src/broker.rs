@@ -24,6 +24,7 @@ pub struct Broker {
     connections: AtomicUsize,
     connections_gone: Notify,
     shutdown: watch::Sender<bool>,
+    disk_alarm: watch::Sender<bool>,
 }
 
 impl Broker {
@@ -50,6 +51,7 @@ impl Broker {
             connections: AtomicUsize::new(0),
             connections_gone: Notify::new(),
             shutdown: watch::channel(false).0,
+            disk_alarm: watch::channel(false).0,
         }))
     }
 
@@ -79,6 +81,16 @@ impl Broker {
             }
         };
         let _ = tokio::time::timeout(grace, wait).await;
+    }
+
+    /// Sets or clears the disk alarm; true when that changed it.
+    pub fn set_disk_alarm(&self, on: bool) -> bool {
+        self.disk_alarm
+            .send_if_modified(|current| std::mem::replace(current, on) != on)
+    }
+
+    pub fn disk_alarm(&self) -> watch::Receiver<bool> {
+        self.disk_alarm.subscribe()
     }
 
     pub fn shutdown_signal(&self) -> watch::Receiver<bool> {

@@ -30,6 +30,9 @@ pub struct Config {
     /// RabbitMQ's consumer_timeout does; 0 disables.
     #[arg(long, env = "WARREN_CONSUMER_TIMEOUT", default_value_t = 1_800_000)]
     pub consumer_timeout: u64,
+    /// Free disk space (bytes) under the data directory below which publishers are blocked.
+    #[arg(long, env = "WARREN_DISK_FREE_LIMIT", default_value_t = 50_000_000)]
+    pub disk_free_limit: u64,
 }
 
 impl Config {
@@ -44,6 +47,7 @@ impl Config {
             channel_max: 2047,
             max_message_size: 134_217_728,
             consumer_timeout: 1_800_000,
+            disk_free_limit: 50_000_000,
         }
     }
 }

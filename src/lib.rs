@@ -4,6 +4,7 @@
 //! [`vhost`] routes publishes through [`exchange`]s → each [`queue`] is owned by one task that
 //! delivers back to connections.
 
+pub mod alarm;
 pub mod auth;
 pub mod broker;
 pub mod config;

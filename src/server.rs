@@ -57,6 +57,7 @@ impl Server {
     pub async fn run(self, stop: impl Future<Output = ()>) {
         tracing::info!(amqp = %self.amqp_addr(), http = %self.http_addr(), "warren listening");
         let http = tokio::spawn(crate::http::serve(self.http, self.broker.clone()));
+        let disk = tokio::spawn(crate::alarm::watch_disk(self.broker.clone()));
         let accept = async {
             loop {
                 match self.amqp.accept().await {
@@ -81,5 +82,6 @@ impl Server {
             tracing::error!("final storage sync failed: {e}");
         }
         http.abort();
+        disk.abort();
     }
 }

@@ -812,6 +812,10 @@ impl Connection {
             // RabbitMQ refuses it once the whole message is in.
             return Err(AmqpError::not_implemented("immediate=true"));
         }
+        if !self.published {
+            self.published = true;
+            self.update_blocked();
+        }
         let vhost = self.vhost()?;
         let asks_direct_reply = PropertiesView::parse(&content.properties)
             .is_ok_and(|p| p.reply_to == Some(reply_to::PSEUDO_QUEUE.as_bytes()));

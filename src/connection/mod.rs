@@ -129,6 +129,7 @@ fn decode(payload: &bytes::Bytes) -> Result<Method, AmqpError> {
 struct ClientCaps {
     consumer_cancel_notify: bool,
     authentication_failure_close: bool,
+    connection_blocked: bool,
 }
 
 pub(crate) struct Connection {
@@ -153,6 +154,11 @@ pub(crate) struct Connection {
     confirms_due: Vec<u16>,
     route_buf: Vec<Arc<QueueHandle>>,
     close_deadline: Option<Instant>,
+    /// This connection has published: a resource alarm blocks it.
+    published: bool,
+    /// Blocked by an alarm: not read from until it clears.
+    blocked: bool,
+    disk_alarm: tokio::sync::watch::Receiver<bool>,
 }
 
 /// Serves one accepted socket until it closes.
@@ -208,6 +214,9 @@ pub async fn serve(broker: Arc<Broker>, stream: TcpStream, peer: SocketAddr) {
         confirms_due: Vec::new(),
         route_buf: Vec::new(),
         close_deadline: None,
+        published: false,
+        blocked: false,
+        disk_alarm: broker.disk_alarm(),
     };
     conn.send_start();
     conn.run(rd, rbuf, wtx, events_rx).await;
@@ -303,9 +312,10 @@ impl Connection {
                 if rbuf.capacity() - rbuf.len() < 4096 {
                     rbuf.reserve(READ_CHUNK);
                 }
+                let mut alarm = self.disk_alarm.clone();
                 tokio::select! {
                     biased;
-                    read = rd.read_buf(&mut rbuf) => match read {
+                    read = rd.read_buf(&mut rbuf), if !self.blocked => match read {
                         Ok(0) | Err(_) => break,
                         Ok(_) => {
                             last_read = Instant::now();
@@ -315,6 +325,11 @@ impl Connection {
                         }
                     },
                     Some(event) = events.recv() => self.on_events(event, &mut events).await,
+                    changed = alarm.changed() => {
+                        if changed.is_ok() {
+                            self.update_blocked();
+                        }
+                    }
                     _ = tick.tick() => {
                         let now = Instant::now();
                         if self.phase == Phase::Open {
@@ -329,6 +344,10 @@ impl Connection {
                         }
                         if self.heartbeat > 0 {
                             let hb = Duration::from_secs(u64::from(self.heartbeat));
+                            // A blocked connection is not read from, so its heartbeats go unseen.
+                            if self.blocked {
+                                last_read = now;
+                            }
                             if now - last_read > hb * 2 {
                                 tracing::info!(peer = %self.peer, "missed heartbeats from client, timeout: {}s", self.heartbeat);
                                 break;
@@ -539,6 +558,7 @@ impl Connection {
             let flag = |k: &str| matches!(caps.inner().get(k), Some(AMQPValue::Boolean(true)));
             self.caps.consumer_cancel_notify = flag("consumer_cancel_notify");
             self.caps.authentication_failure_close = flag("authentication_failure_close");
+            self.caps.connection_blocked = flag("connection.blocked");
         }
         let mechanism = ok.mechanism.as_str();
         match self
@@ -700,6 +720,27 @@ impl Connection {
         c.publish_settled(seq, ok);
         if !self.confirms_due.contains(&ch) {
             self.confirms_due.push(ch);
+        }
+    }
+
+    /// Blocks a publishing connection while an alarm is on (telling a client that understands
+    /// `connection.blocked`), and unblocks it when the alarm clears.
+    fn update_blocked(&mut self) {
+        let alarm = *self.disk_alarm.borrow();
+        let block = alarm && self.published && self.phase == Phase::Open;
+        if block == self.blocked {
+            return;
+        }
+        self.blocked = block;
+        if self.caps.connection_blocked {
+            let method = if block {
+                conn_methods::AMQPMethod::Blocked(conn_methods::Blocked {
+                    reason: "low on disk".into(),
+                })
+            } else {
+                conn_methods::AMQPMethod::Unblocked(conn_methods::Unblocked {})
+            };
+            self.send_method(0, AMQPClass::Connection(method));
         }
     }
 

@@ -105,6 +105,8 @@ struct Inner {
     /// Requests sent to the writer so far, and how many of them are on disk.
     submitted: AtomicU64,
     committed: Arc<AtomicU64>,
+    /// Whether the last commit failed (the disk alarm stays on until one succeeds).
+    failing: Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl Drop for Inner {
@@ -173,10 +175,11 @@ impl Store {
         let (tx, rx) = mpsc::unbounded_channel();
         let writer_db = db.clone();
         let committed = Arc::new(AtomicU64::new(0));
-        let writer_committed = committed.clone();
+        let failing = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let (writer_committed, writer_failing) = (committed.clone(), failing.clone());
         let writer = std::thread::Builder::new()
             .name("warren-storage".into())
-            .spawn(move || writer::run(writer_db, rx, writer_committed))
+            .spawn(move || writer::run(writer_db, rx, writer_committed, writer_failing))
             .map_err(|e| StorageError::Redb(format!("cannot start the writer thread: {e}")))?;
         let store = Store {
             inner: Arc::new(Inner {
@@ -187,6 +190,7 @@ impl Store {
                 next_queue_id: AtomicU64::new(next_queue_id),
                 submitted: AtomicU64::new(0),
                 committed,
+                failing,
             }),
         };
         Ok((store, recovered))
@@ -301,6 +305,11 @@ impl Store {
             out.push((id, redelivered, parts.to_owned()))
         })?;
         Ok(out)
+    }
+
+    /// True while commits fail (a full disk, an I/O error): writes are being refused.
+    pub fn is_failing(&self) -> bool {
+        self.inner.failing.load(Ordering::Acquire)
     }
 
     /// Size of the database file in bytes.

@@ -1,7 +1,7 @@
 //! The group-commit writer: one thread, one redb write transaction per batch of requests.
 
 use std::collections::HashSet;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 
 use bytes::Bytes;
@@ -87,6 +87,7 @@ pub(crate) fn run(
     db: Arc<Database>,
     mut rx: mpsc::UnboundedReceiver<Request>,
     committed: Arc<AtomicU64>,
+    failing: Arc<AtomicBool>,
 ) {
     let mut batch = Vec::with_capacity(1024);
     while let Some(first) = rx.blocking_recv() {
@@ -98,6 +99,7 @@ pub(crate) fn run(
             }
         }
         let result = commit(&db, &batch);
+        failing.store(result.is_err(), Ordering::Release);
         if let Err(e) = &result {
             tracing::error!("storage commit of {} writes failed: {e}", batch.len());
         }

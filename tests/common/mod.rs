@@ -748,6 +748,7 @@ impl Raw {
             caps.insert("consumer_cancel_notify".into(), AMQPValue::Boolean(true));
             caps.insert("publisher_confirms".into(), AMQPValue::Boolean(true));
             caps.insert("basic.nack".into(), AMQPValue::Boolean(true));
+            caps.insert("connection.blocked".into(), AMQPValue::Boolean(true));
             props.insert("capabilities".into(), AMQPValue::FieldTable(caps));
         }
         props.insert(
