@@ -14,6 +14,7 @@ use warren_storage::{
 
 use crate::exchange::{Destination, Exchange, ExchangeKind, LazyHeaders};
 use crate::message::Message;
+use crate::queue::args::type_name;
 use crate::queue::{engine, ConnectionId, QueueArgs, QueueHandle, QueueSpec};
 
 pub struct Vhost {
@@ -756,27 +757,6 @@ impl Vhost {
 
 fn default_exchange_refused() -> AmqpError {
     AmqpError::access_refused("operation not permitted on the default exchange")
-}
-
-/// RabbitMQ's names for field value types, as its inequivalence messages print them.
-fn type_name(v: &AMQPValue) -> &'static str {
-    match v {
-        AMQPValue::Boolean(_) => "bool",
-        AMQPValue::ShortShortInt(_) | AMQPValue::ShortShortUInt(_) => "byte",
-        AMQPValue::ShortInt(_) | AMQPValue::ShortUInt(_) => "short",
-        AMQPValue::LongInt(_) => "signedint",
-        AMQPValue::LongUInt(_) => "unsignedint",
-        AMQPValue::LongLongInt(_) => "long",
-        AMQPValue::Float(_) => "float",
-        AMQPValue::Double(_) => "double",
-        AMQPValue::DecimalValue(_) => "decimal",
-        AMQPValue::ShortString(_) | AMQPValue::LongString(_) => "longstr",
-        AMQPValue::FieldArray(_) => "array",
-        AMQPValue::Timestamp(_) => "timestamp",
-        AMQPValue::FieldTable(_) => "table",
-        AMQPValue::ByteArray(_) => "binary",
-        AMQPValue::Void => "void",
-    }
 }
 
 /// Values RabbitMQ compares as equal across types: all integers, all floats.

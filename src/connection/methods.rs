@@ -325,16 +325,9 @@ impl Connection {
                     internal: d.internal,
                     arguments: &d.arguments,
                 })?;
-                self.sync_storage().await?;
-                if !d.nowait {
-                    self.send_method(
-                        ch,
-                        AMQPClass::Exchange(exchange::AMQPMethod::DeclareOk(
-                            exchange::DeclareOk {},
-                        )),
-                    );
-                }
-                Ok(())
+                let ok =
+                    AMQPClass::Exchange(exchange::AMQPMethod::DeclareOk(exchange::DeclareOk {}));
+                self.durable_reply(ch, d.nowait, ok).await
             }
             exchange::AMQPMethod::Delete(d) => {
                 match vhost.delete_exchange(d.exchange.as_str(), d.if_unused) {
@@ -342,13 +335,12 @@ impl Connection {
                     Err(e) if e.code == ReplyCode::NotFound => {}
                     other => other?,
                 }
-                self.sync_storage().await?;
-                if !d.nowait {
-                    self.send_method(
-                        ch,
-                        AMQPClass::Exchange(exchange::AMQPMethod::DeleteOk(exchange::DeleteOk {})),
-                    );
-                }
+                self.durable_reply(
+                    ch,
+                    d.nowait,
+                    AMQPClass::Exchange(exchange::AMQPMethod::DeleteOk(exchange::DeleteOk {})),
+                )
+                .await?;
                 Ok(())
             }
             exchange::AMQPMethod::Bind(b) => {
@@ -358,13 +350,12 @@ impl Connection {
                     b.routing_key.as_str(),
                     &b.arguments,
                 )?;
-                self.sync_storage().await?;
-                if !b.nowait {
-                    self.send_method(
-                        ch,
-                        AMQPClass::Exchange(exchange::AMQPMethod::BindOk(exchange::BindOk {})),
-                    );
-                }
+                self.durable_reply(
+                    ch,
+                    b.nowait,
+                    AMQPClass::Exchange(exchange::AMQPMethod::BindOk(exchange::BindOk {})),
+                )
+                .await?;
                 Ok(())
             }
             exchange::AMQPMethod::Unbind(u) => {
@@ -374,13 +365,12 @@ impl Connection {
                     u.routing_key.as_str(),
                     &u.arguments,
                 )?;
-                self.sync_storage().await?;
-                if !u.nowait {
-                    self.send_method(
-                        ch,
-                        AMQPClass::Exchange(exchange::AMQPMethod::UnbindOk(exchange::UnbindOk {})),
-                    );
-                }
+                self.durable_reply(
+                    ch,
+                    u.nowait,
+                    AMQPClass::Exchange(exchange::AMQPMethod::UnbindOk(exchange::UnbindOk {})),
+                )
+                .await?;
                 Ok(())
             }
             _ => Err(unimplemented_method()),
@@ -503,13 +493,12 @@ impl Connection {
                     b.routing_key.as_str(),
                     &b.arguments,
                 )?;
-                self.sync_storage().await?;
-                if !b.nowait {
-                    self.send_method(
-                        ch,
-                        AMQPClass::Queue(queue::AMQPMethod::BindOk(queue::BindOk {})),
-                    );
-                }
+                self.durable_reply(
+                    ch,
+                    b.nowait,
+                    AMQPClass::Queue(queue::AMQPMethod::BindOk(queue::BindOk {})),
+                )
+                .await?;
                 Ok(())
             }
             queue::AMQPMethod::Unbind(u) => {
@@ -520,12 +509,8 @@ impl Connection {
                     u.routing_key.as_str(),
                     &u.arguments,
                 )?;
-                self.sync_storage().await?;
-                self.send_method(
-                    ch,
-                    AMQPClass::Queue(queue::AMQPMethod::UnbindOk(queue::UnbindOk {})),
-                );
-                Ok(())
+                let ok = AMQPClass::Queue(queue::AMQPMethod::UnbindOk(queue::UnbindOk {}));
+                self.durable_reply(ch, false, ok).await
             }
             queue::AMQPMethod::Purge(p) => {
                 let name = self.queue_name(ch, p.queue.as_str())?;
@@ -534,15 +519,14 @@ impl Connection {
                     .ask(QueueCommand::Purge)
                     .await
                     .map_err(|_| gone(&vhost, &name))?;
-                self.sync_storage().await?;
-                if !p.nowait {
-                    self.send_method(
-                        ch,
-                        AMQPClass::Queue(queue::AMQPMethod::PurgeOk(queue::PurgeOk {
-                            message_count: n,
-                        })),
-                    );
-                }
+                self.durable_reply(
+                    ch,
+                    p.nowait,
+                    AMQPClass::Queue(queue::AMQPMethod::PurgeOk(queue::PurgeOk {
+                        message_count: n,
+                    })),
+                )
+                .await?;
                 Ok(())
             }
             queue::AMQPMethod::Delete(d) => {
@@ -560,15 +544,14 @@ impl Connection {
                     Err(e) if e.code == ReplyCode::NotFound => 0,
                     Err(e) => return Err(e),
                 };
-                self.sync_storage().await?;
-                if !d.nowait {
-                    self.send_method(
-                        ch,
-                        AMQPClass::Queue(queue::AMQPMethod::DeleteOk(queue::DeleteOk {
-                            message_count: n,
-                        })),
-                    );
-                }
+                self.durable_reply(
+                    ch,
+                    d.nowait,
+                    AMQPClass::Queue(queue::AMQPMethod::DeleteOk(queue::DeleteOk {
+                        message_count: n,
+                    })),
+                )
+                .await?;
                 Ok(())
             }
             _ => Err(unimplemented_method()),
@@ -1071,6 +1054,21 @@ fn without_bcc(raw: &[u8]) -> Option<bytes::Bytes> {
 }
 
 impl Connection {
+    /// Answers a command that may have changed durable state: once that is on disk, and only
+    /// if the client wants an answer.
+    async fn durable_reply(
+        &mut self,
+        ch: u16,
+        nowait: bool,
+        reply: AMQPClass,
+    ) -> Result<(), AmqpError> {
+        self.sync_storage().await?;
+        if !nowait {
+            self.send_method(ch, reply);
+        }
+        Ok(())
+    }
+
     /// Waits until this connection's writes are on disk (before answering a declare, bind, delete
     /// or commit that changed something durable); free when nothing is pending.
     async fn sync_storage(&self) -> Result<(), AmqpError> {
