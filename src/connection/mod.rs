@@ -295,6 +295,8 @@ impl Connection {
         mut events: mpsc::UnboundedReceiver<ConnEvent>,
     ) {
         let mut shutdown = self.broker.shutdown_signal();
+        // One receiver for the whole loop: `changed` marks what it has seen.
+        let mut alarm = self.broker.disk_alarm();
         let mut last_read = Instant::now();
         let mut last_write = Instant::now();
         let started = Instant::now();
@@ -312,7 +314,6 @@ impl Connection {
                 if rbuf.capacity() - rbuf.len() < 4096 {
                     rbuf.reserve(READ_CHUNK);
                 }
-                let mut alarm = self.disk_alarm.clone();
                 tokio::select! {
                     biased;
                     read = rd.read_buf(&mut rbuf), if !self.blocked => match read {
