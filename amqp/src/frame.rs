@@ -162,3 +162,69 @@ mod tests {
         ));
     }
 }
+
+#[cfg(test)]
+mod split_tests {
+    use super::*;
+    use crate::encode::{write_content, write_deliver, write_heartbeat, write_method};
+    use amq_protocol::protocol::{basic, queue, AMQPClass};
+    use proptest::prelude::*;
+
+    /// A stream of several frames of every kind.
+    fn stream(bodies: &[Vec<u8>]) -> Vec<u8> {
+        let mut buf = BytesMut::new();
+        for (i, body) in bodies.iter().enumerate() {
+            let ch = (i % 3 + 1) as u16;
+            write_deliver(&mut buf, ch, b"ctag", i as u64, i % 2 == 0, b"ex", b"rk");
+            write_content(&mut buf, ch, &[0, 0], body, 4096);
+            write_heartbeat(&mut buf);
+            let declare = AMQPClass::Queue(queue::AMQPMethod::Declare(queue::Declare {
+                queue: format!("q{i}").into(),
+                ..Default::default()
+            }));
+            write_method(&mut buf, ch, &declare).unwrap();
+            let qos = AMQPClass::Basic(basic::AMQPMethod::Qos(basic::Qos {
+                prefetch_count: i as u16,
+                global: false,
+            }));
+            write_method(&mut buf, ch, &qos).unwrap();
+        }
+        buf.to_vec()
+    }
+
+    fn decode_all(chunks: &[&[u8]]) -> Vec<Frame> {
+        let d = FrameDecoder::new(4096);
+        let mut buf = BytesMut::new();
+        let mut out = Vec::new();
+        for chunk in chunks {
+            buf.extend_from_slice(chunk);
+            while let Some(f) = d.decode(&mut buf).unwrap() {
+                out.push(f);
+            }
+        }
+        assert!(buf.is_empty(), "nothing left over");
+        out
+    }
+
+    proptest! {
+        #[test]
+        fn any_split_of_a_stream_gives_the_same_frames(
+            bodies in proptest::collection::vec(proptest::collection::vec(any::<u8>(), 0..9000), 1..6),
+            cuts in proptest::collection::vec(any::<prop::sample::Index>(), 0..40),
+        ) {
+            let bytes = stream(&bodies);
+            let whole = decode_all(&[&bytes]);
+            let mut points: Vec<usize> = cuts.iter().map(|c| c.index(bytes.len() + 1)).collect();
+            points.sort_unstable();
+            points.dedup();
+            let mut chunks = Vec::new();
+            let mut last = 0;
+            for p in points {
+                chunks.push(&bytes[last..p]);
+                last = p;
+            }
+            chunks.push(&bytes[last..]);
+            prop_assert_eq!(decode_all(&chunks), whole);
+        }
+    }
+}

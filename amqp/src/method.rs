@@ -273,3 +273,190 @@ mod tests {
         assert_eq!(decode_method(&payload), Err(MethodError::Unknown(60, 99)));
     }
 }
+
+#[cfg(test)]
+mod round_trip_tests {
+    use super::*;
+    use crate::encode::encode_class;
+    use amq_protocol::protocol::{basic, channel, confirm, connection, exchange, queue, tx};
+    use amq_protocol::types::{AMQPValue, FieldTable};
+    use proptest::prelude::*;
+
+    fn name() -> impl Strategy<Value = String> {
+        "[a-zA-Z0-9._:-]{0,60}"
+    }
+
+    fn table() -> impl Strategy<Value = FieldTable> {
+        proptest::collection::vec(
+            ("[a-z-]{1,12}", any::<i32>(), "[a-z]{0,10}", any::<bool>()),
+            0..4,
+        )
+        .prop_map(|entries| {
+            let mut t = FieldTable::default();
+            for (k, n, s, b) in entries {
+                t.insert(format!("{k}-n").into(), AMQPValue::LongInt(n));
+                t.insert(format!("{k}-s").into(), AMQPValue::LongString(s.into()));
+                t.insert(format!("{k}-b").into(), AMQPValue::Boolean(b));
+            }
+            t
+        })
+    }
+
+    /// Every method a client sends to Warren (the ones Warren reads with amq-protocol).
+    fn client_method() -> impl Strategy<Value = AMQPClass> {
+        let flags = proptest::collection::vec(any::<bool>(), 6);
+        prop_oneof![
+            (name(), flags.clone(), table()).prop_map(|(q, f, a)| AMQPClass::Queue(
+                queue::AMQPMethod::Declare(queue::Declare {
+                    queue: q.into(),
+                    passive: f[0],
+                    durable: f[1],
+                    exclusive: f[2],
+                    auto_delete: f[3],
+                    nowait: f[4],
+                    arguments: a,
+                })
+            )),
+            (name(), name(), name(), any::<bool>(), table()).prop_map(|(q, e, k, nowait, a)| {
+                AMQPClass::Queue(queue::AMQPMethod::Bind(queue::Bind {
+                    queue: q.into(),
+                    exchange: e.into(),
+                    routing_key: k.into(),
+                    nowait,
+                    arguments: a,
+                }))
+            }),
+            (name(), name(), name(), table()).prop_map(|(q, e, k, a)| AMQPClass::Queue(
+                queue::AMQPMethod::Unbind(queue::Unbind {
+                    queue: q.into(),
+                    exchange: e.into(),
+                    routing_key: k.into(),
+                    arguments: a,
+                })
+            )),
+            (name(), any::<bool>()).prop_map(|(q, nowait)| AMQPClass::Queue(
+                queue::AMQPMethod::Purge(queue::Purge {
+                    queue: q.into(),
+                    nowait
+                })
+            )),
+            (name(), flags.clone()).prop_map(|(q, f)| AMQPClass::Queue(queue::AMQPMethod::Delete(
+                queue::Delete {
+                    queue: q.into(),
+                    if_unused: f[0],
+                    if_empty: f[1],
+                    nowait: f[2],
+                }
+            ))),
+            (
+                name(),
+                "(direct|fanout|topic|headers)",
+                flags.clone(),
+                table()
+            )
+                .prop_map(|(e, k, f, a)| AMQPClass::Exchange(
+                    exchange::AMQPMethod::Declare(exchange::Declare {
+                        exchange: e.into(),
+                        kind: k.into(),
+                        passive: f[0],
+                        durable: f[1],
+                        auto_delete: f[2],
+                        internal: f[3],
+                        nowait: f[4],
+                        arguments: a,
+                    })
+                )),
+            (name(), any::<bool>(), any::<bool>()).prop_map(|(e, if_unused, nowait)| {
+                AMQPClass::Exchange(exchange::AMQPMethod::Delete(exchange::Delete {
+                    exchange: e.into(),
+                    if_unused,
+                    nowait,
+                }))
+            }),
+            (name(), name(), name(), any::<bool>(), table()).prop_map(|(d, s, k, nowait, a)| {
+                AMQPClass::Exchange(exchange::AMQPMethod::Bind(exchange::Bind {
+                    destination: d.into(),
+                    source: s.into(),
+                    routing_key: k.into(),
+                    nowait,
+                    arguments: a,
+                }))
+            }),
+            (name(), name(), flags.clone(), table()).prop_map(|(q, t, f, a)| AMQPClass::Basic(
+                basic::AMQPMethod::Consume(basic::Consume {
+                    queue: q.into(),
+                    consumer_tag: t.into(),
+                    no_local: f[0],
+                    no_ack: f[1],
+                    exclusive: f[2],
+                    nowait: f[3],
+                    arguments: a,
+                })
+            )),
+            (name(), any::<bool>()).prop_map(|(t, nowait)| AMQPClass::Basic(
+                basic::AMQPMethod::Cancel(basic::Cancel {
+                    consumer_tag: t.into(),
+                    nowait
+                })
+            )),
+            (name(), any::<bool>()).prop_map(|(q, no_ack)| AMQPClass::Basic(
+                basic::AMQPMethod::Get(basic::Get {
+                    queue: q.into(),
+                    no_ack
+                })
+            )),
+            (any::<u64>(), any::<bool>()).prop_map(|(t, requeue)| AMQPClass::Basic(
+                basic::AMQPMethod::Reject(basic::Reject {
+                    delivery_tag: t,
+                    requeue
+                })
+            )),
+            (any::<u64>(), any::<bool>(), any::<bool>()).prop_map(|(t, multiple, requeue)| {
+                AMQPClass::Basic(basic::AMQPMethod::Nack(basic::Nack {
+                    delivery_tag: t,
+                    multiple,
+                    requeue,
+                }))
+            }),
+            any::<bool>().prop_map(|requeue| AMQPClass::Basic(basic::AMQPMethod::Recover(
+                basic::Recover { requeue }
+            ))),
+            any::<bool>().prop_map(|active| AMQPClass::Channel(channel::AMQPMethod::Flow(
+                channel::Flow { active }
+            ))),
+            (300u16..600, "[A-Z_ -]{0,40}", any::<u16>(), any::<u16>()).prop_map(
+                |(c, t, cl, m)| AMQPClass::Channel(channel::AMQPMethod::Close(channel::Close {
+                    reply_code: c,
+                    reply_text: t.into(),
+                    class_id: cl,
+                    method_id: m,
+                }))
+            ),
+            any::<bool>().prop_map(|nowait| AMQPClass::Confirm(confirm::AMQPMethod::Select(
+                confirm::Select { nowait }
+            ))),
+            Just(AMQPClass::Tx(tx::AMQPMethod::Select(tx::Select {}))),
+            Just(AMQPClass::Tx(tx::AMQPMethod::Commit(tx::Commit {}))),
+            (any::<u16>(), any::<u32>(), any::<u16>()).prop_map(|(c, f, h)| AMQPClass::Connection(
+                connection::AMQPMethod::TuneOk(connection::TuneOk {
+                    channel_max: c,
+                    frame_max: f,
+                    heartbeat: h,
+                })
+            )),
+            name().prop_map(|v| AMQPClass::Connection(connection::AMQPMethod::Open(
+                connection::Open {
+                    virtual_host: v.into()
+                }
+            ))),
+        ]
+    }
+
+    proptest! {
+        #[test]
+        fn every_client_method_round_trips(class in client_method()) {
+            let payload = Bytes::from(encode_class(&class).unwrap());
+            prop_assert_eq!(decode_method(&payload).unwrap(), Method::Other(class));
+        }
+    }
+}
