@@ -21,17 +21,20 @@ pub struct Message {
     routing_key_len: u8,
     properties_len: u32,
     /// A large body, kept as received.
-    external_body: Option<Bytes>,
+    external_body: Option<Box<Bytes>>,
     pub persistent: bool,
     /// The `priority` property (0 when absent).
     pub priority: u8,
     /// The `expiration` property in milliseconds, when it is a valid number.
-    pub expiration_ms: Option<u32>,
+    expiration_ms: u32,
     /// Set when the message is stored on disk for its durable queues.
-    pub storage_id: Option<u64>,
+    storage_id: u64,
 }
 
 pub type MessageRef = Arc<Message>;
+
+/// `expiration_ms` when the message has none (kept in 4 octets: a backlog pays per message).
+const NO_EXPIRATION: u32 = u32::MAX;
 
 impl Message {
     pub fn from_content(content: Content, storage_id: Option<u64>) -> MessageRef {
@@ -114,7 +117,7 @@ impl Message {
             data.put_slice(body);
             None
         } else {
-            Some(external)
+            Some(Box::new(external))
         };
         Arc::new(Message {
             data: data.freeze(),
@@ -124,8 +127,8 @@ impl Message {
             external_body,
             persistent,
             priority,
-            expiration_ms,
-            storage_id,
+            expiration_ms: expiration_ms.unwrap_or(NO_EXPIRATION),
+            storage_id: storage_id.unwrap_or(0),
         })
     }
 
@@ -137,6 +140,16 @@ impl Message {
             self.properties(),
             self.body(),
         )
+    }
+
+    /// The `expiration` property in milliseconds, when it is a valid number.
+    pub fn expiration_ms(&self) -> Option<u32> {
+        (self.expiration_ms != NO_EXPIRATION).then_some(self.expiration_ms)
+    }
+
+    /// Set when the message is stored on disk for its durable queues (ids start at 1).
+    pub fn storage_id(&self) -> Option<u64> {
+        (self.storage_id != 0).then_some(self.storage_id)
     }
 
     pub fn exchange(&self) -> &[u8] {
@@ -165,7 +178,7 @@ impl Message {
     /// The body as a shared buffer (no copy).
     pub fn body_bytes(&self) -> Bytes {
         match &self.external_body {
-            Some(body) => body.clone(),
+            Some(body) => Bytes::clone(body),
             None => self
                 .data
                 .slice(self.properties_start() + self.properties_len as usize..),
@@ -218,7 +231,7 @@ mod tests {
                 ),
                 (m.exchange(), m.routing_key(), m.properties(), m.body())
             );
-            assert_eq!(back.storage_id, Some(9));
+            assert_eq!(back.storage_id(), Some(9));
             assert_eq!(m.exchange(), b"ex");
             assert_eq!(m.routing_key(), b"key.1");
             assert_eq!(m.properties(), &[0x10, 0x00, 2]);

@@ -207,7 +207,7 @@ impl QueueState {
     }
 
     fn new_entry(&mut self, message: MessageRef, redelivered: bool) -> Entry {
-        let ttl = match (self.args().message_ttl, message.expiration_ms) {
+        let ttl = match (self.args().message_ttl, message.expiration_ms()) {
             (Some(q), Some(m)) => Some(q.min(u64::from(m))),
             (q, m) => q.or(m.map(u64::from)),
         };
@@ -231,7 +231,7 @@ impl QueueState {
 
     /// The storage id of a message if this queue keeps it on disk.
     fn on_disk(&self, message: &MessageRef) -> Option<u64> {
-        self.storage_id.and(message.storage_id)
+        self.storage_id.and(message.storage_id())
     }
 
     /// Writes what this batch settled and delivered (no waiting: acks need no fsync of their own).
@@ -355,7 +355,7 @@ impl QueueState {
             .max_length_bytes
             .is_some_and(|max| self.ready.bytes() + message.body().len() as u64 > max);
         let overflow = args.overflow;
-        let ttl_zero = args.message_ttl == Some(0) || message.expiration_ms == Some(0);
+        let ttl_zero = args.message_ttl == Some(0) || message.expiration_ms() == Some(0);
         if (over_length || over_bytes) && overflow != Overflow::DropHead {
             // Refused: nacked to a confirming publisher, dead-lettered with reject-publish-dlx.
             answer(confirm, false);
