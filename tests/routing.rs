@@ -236,31 +236,25 @@ async fn internal_exchanges_refuse_publishes_and_auto_delete_exchanges_go_with_t
     let b = start().await;
     let c = lapin_connect(&b).await;
     let ch = lapin_channel(&c).await;
-    let internal = ExchangeDeclareOptions {
-        internal: true,
-        ..Default::default()
-    };
-    ch.exchange_declare(
-        "inner".into(),
-        ExchangeKind::Fanout,
-        internal,
-        FieldTable::default(),
-    )
-    .await
-    .unwrap();
-    ch.basic_publish(
-        "inner".into(),
-        "".into(),
-        Default::default(),
-        b"x",
-        Default::default(),
-    )
-    .await
-    .unwrap();
-    let r = ch
-        .queue_declare("after".into(), Default::default(), FieldTable::default())
-        .await;
-    assert_lapin_code(r, 403);
+    // Seen on the wire: the publish closes the channel with 403 (a lapin call racing the close
+    // may report the closed channel instead of the code).
+    let mut raw = Raw::open(b.addr).await;
+    raw.open_channel(1).await;
+    let declare = warren_amqp::protocol::AMQPClass::Exchange(
+        warren_amqp::protocol::exchange::AMQPMethod::Declare(
+            warren_amqp::protocol::exchange::Declare {
+                exchange: "inner".into(),
+                kind: "fanout".into(),
+                internal: true,
+                ..Default::default()
+            },
+        ),
+    );
+    raw.call(1, declare).await;
+    raw.publish(1, "inner", "", b"x").await;
+    let close = raw.expect_channel_close(1).await;
+    close.assert(403, 60, 40);
+    close.assert_text("ACCESS_REFUSED - cannot publish to internal exchange 'inner' in vhost '/'");
 
     let ch = lapin_channel(&c).await;
     let auto = ExchangeDeclareOptions {
