@@ -235,7 +235,6 @@ async fn internal_exchanges_refuse_publishes_and_auto_delete_exchanges_go_with_t
 {
     let b = start().await;
     let c = lapin_connect(&b).await;
-    let ch = lapin_channel(&c).await;
     // Seen on the wire: the publish closes the channel with 403 (a lapin call racing the close
     // may report the closed channel instead of the code).
     let mut raw = Raw::open(b.addr).await;
