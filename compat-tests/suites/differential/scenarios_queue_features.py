@@ -1,0 +1,253 @@
+"""Scenarios: RabbitMQ's queue features (TTL, expiry, dead-lettering, length limits, priorities,
+single active consumer, consumer priorities) and direct reply-to. They wait on timers (TTLs of
+100-300 ms), so they take a few seconds in all."""
+
+import time
+
+from harness import Typed, scenario
+
+
+def _confirm_events(ch):
+    ev = []
+    ch.events["basic_ack"].add(lambda tag, multiple: ev.append(["ack", tag]))
+    ch.events["basic_nack"].add(lambda tag, multiple: ev.append(["nack", tag]))
+    ch.confirm_select()
+    return ev
+
+
+@scenario
+def queue_message_ttl(ctx):
+    q = ctx.queue("q", arguments={"x-message-ttl": 200})
+    ctx.seed(q, ["expires"])
+    time.sleep(0.5)
+    ctx.rec("after the ttl", ctx.declare_ok(q))
+    ctx.rec("redeclare with another ttl", ctx.attempt(ctx.ch.queue_declare, q, auto_delete=False,
+                                                     arguments={"x-message-ttl": 300}))
+
+
+@scenario
+def message_expiration(ctx):
+    q = ctx.queue("q")
+    ctx.publish("short", "", q, expiration="100")
+    ctx.publish("long", "", q, expiration="600000")
+    ctx.publish("zero", "", q, expiration="0")
+    ctx.rec("publishes", ctx.sync())
+    time.sleep(0.4)
+    ctx.rec("left", ctx.drain_get(q, props=True))
+
+
+@scenario
+def invalid_expiration_is_refused(ctx):
+    q = ctx.queue("q")
+    for value in ("soon", "-1", "1.5", ""):
+        ch = ctx.channel()
+        ctx.publish(f"expiration {value!r}", "", q, ch=ch, expiration=value)
+        ctx.rec(f"expiration {value!r}", ctx.sync(ch))
+    ctx.rec("queue", ctx.bodies(q))
+
+
+@scenario
+def queue_expires(ctx):
+    q = ctx.queue("q", arguments={"x-expires": 300})
+    time.sleep(0.8)
+    ctx.rec("exists after x-expires", ctx.exists(q))
+
+
+@scenario
+def dead_letter_on_reject(ctx):
+    dlx = ctx.exchange("dlx", "fanout")
+    dlq = ctx.queue("dlq")
+    ctx.ch.queue_bind(dlq, dlx, "")
+    q = ctx.queue("q", arguments={"x-dead-letter-exchange": dlx, "x-dead-letter-routing-key": "dead"})
+    ctx.seed(q, ["rejected"])
+    m = ctx.get(q, no_ack=False)
+    ctx.ch.basic_reject(m["delivery_tag"], requeue=False)
+    ctx.sync()
+    time.sleep(0.2)
+    m = ctx.get(dlq, props=True)
+    for death in (m or {}).get("properties", {}).get("headers", {}).get("x-death", ["A", []])[1]:
+        death[1].pop("time", None)   # when it died: differs from run to run
+    ctx.rec("dead-lettered", m)
+
+
+@scenario
+def max_length_drop_head(ctx):
+    q = ctx.queue("q", arguments={"x-max-length": 2})
+    ctx.seed(q, ["a", "b", "c"])
+    ctx.rec("left", ctx.bodies(q))
+
+
+@scenario
+def max_length_reject_publish(ctx):
+    q = ctx.queue("q", arguments={"x-max-length": 1, "x-overflow": "reject-publish"})
+    ev = _confirm_events(ctx.ch)
+    ctx.publish("a", "", q)
+    ctx.publish("b", "", q)
+    ctx.wait(lambda: len(ev) >= 2)
+    ctx.rec("confirms", ev)
+    ctx.rec("left", ctx.bodies(q))
+
+
+@scenario
+def priority_queue_order(ctx):
+    q = ctx.queue("q", arguments={"x-max-priority": 10})
+    for body, prio in (("low", 1), ("high", 9), ("mid", 5), ("none", None)):
+        if prio is None:
+            ctx.publish(body, "", q)
+        else:
+            ctx.publish(body, "", q, priority=prio)
+    ctx.sync()
+    ctx.rec("order", ctx.bodies(q))
+
+
+@scenario
+def single_active_consumer(ctx):
+    q = ctx.queue("q", arguments={"x-single-active-consumer": True})
+    t1, g1 = ctx.consume(q, ch=ctx.channel(), no_ack=True)
+    t2, g2 = ctx.consume(q, ch=ctx.channel(), no_ack=True)
+    ctx.seed(q, [str(i) for i in range(4)])
+    ctx.wait(lambda: len(g1) + len(g2) == 4)
+    ctx.rec("first consumer", [m["body"] for m, _ in g1])
+    ctx.rec("second consumer", [m["body"] for m, _ in g2])
+
+
+@scenario
+def direct_reply_to(ctx):
+    q = ctx.queue("rpc")
+    replies = []
+    ctx.ch.basic_consume("amq.rabbitmq.reply-to", no_ack=True, callback=lambda m: replies.append(ctx.msg(m)))
+    ctx.publish("request", "", q, reply_to="amq.rabbitmq.reply-to")
+    ctx.sync()
+    req = ctx.channel().basic_get(q, no_ack=True)
+    reply_to = req.properties.get("reply_to") or ""
+    ctx.rec("reply_to seen by the server side is amq.rabbitmq.reply-to.<token>",
+            reply_to.startswith("amq.rabbitmq.reply-to.") and len(reply_to) > 22)
+    ctx.publish(b"response", "", req.properties["reply_to"], ch=ctx.channel())
+    ctx.wait(lambda: replies)
+    ctx.rec("reply", [r["body"] for r in replies])
+
+
+@scenario
+def consumer_priorities(ctx):
+    q = ctx.queue("q")
+    ch_lo, ch_hi = ctx.channel(), ctx.channel()
+    _t, lo = ctx.consume(q, ch=ch_lo, no_ack=True, arguments={"x-priority": 1})
+    _t, hi = ctx.consume(q, ch=ch_hi, no_ack=True, arguments={"x-priority": 10})
+    ctx.seed(q, ["a", "b", "c"])
+    ctx.wait(lambda: len(lo) + len(hi) == 3)
+    ctx.rec("high priority consumer", len(hi))
+
+
+def _strip_death_times(m):
+    """x-death entries without their `time` (when it died: differs from run to run)."""
+    for death in (m or {}).get("properties", {}).get("headers", {}).get("x-death", ["A", []])[1]:
+        death[1].pop("time", None)
+    return m
+
+
+@scenario
+def dead_letter_reasons(ctx):
+    dlx = ctx.exchange("dlx", "topic")
+    dlq = ctx.queue("dlq")
+    ctx.ch.queue_bind(dlq, dlx, "#")
+    q_ttl = ctx.queue("q-ttl", arguments={"x-message-ttl": 100, "x-dead-letter-exchange": dlx})
+    q_len = ctx.queue("q-maxlen", arguments={"x-max-length": 1, "x-dead-letter-exchange": dlx})
+    q_nack = ctx.queue("q-nack", arguments={"x-dead-letter-exchange": dlx, "x-dead-letter-routing-key": "rk"})
+    ctx.seed(q_ttl, ["expired"])
+    ctx.seed(q_len, ["pushed out", "stays"])
+    ctx.seed(q_nack, ["nacked"])
+    m = ctx.get(q_nack, no_ack=False)
+    ctx.nack(m["delivery_tag"], requeue=False)
+    ctx.sync()
+    time.sleep(0.4)
+    got = [_strip_death_times(x) for x in ctx.drain_get(dlq, props=True)]
+    ctx.rec("dead-lettered, by body", sorted(got, key=lambda x: x["body"]))
+
+
+@scenario
+def dead_letter_cycle_is_dropped(ctx):
+    # expired -> dead-lettered back into the same queue by the default exchange: RabbitMQ drops a
+    # message that would go round a cycle with no rejection in it
+    q = ctx.name("q")
+    ctx.ch.queue_declare(q, auto_delete=False, arguments={
+        "x-message-ttl": 100, "x-dead-letter-exchange": "", "x-dead-letter-routing-key": q})
+    ctx.seed(q, ["round and round"])
+    time.sleep(0.6)
+    ctx.rec("left", ctx.declare_ok(q))
+
+
+@scenario
+def max_length_bytes_and_reject_publish_dlx(ctx):
+    q = ctx.queue("q-bytes", arguments={"x-max-length-bytes": 10})
+    ctx.seed(q, ["12345", "67890", "abcde"])
+    ctx.rec("max-length-bytes 10, three 5-octet messages", ctx.bodies(q))
+    dlx = ctx.exchange("dlx", "fanout")
+    dlq = ctx.queue("dlq")
+    ctx.ch.queue_bind(dlq, dlx, "")
+    q2 = ctx.queue("q-rpd", arguments={"x-max-length": 1, "x-overflow": "reject-publish-dlx",
+                                       "x-dead-letter-exchange": dlx})
+    ev = _confirm_events(ctx.ch)
+    ctx.publish("a", "", q2)
+    ctx.publish("b", "", q2)
+    ctx.wait(lambda: len(ev) >= 2)
+    ctx.rec("confirms", ev)
+    ctx.rec("queue", ctx.bodies(q2))
+    ctx.rec("dead-lettered", ctx.bodies(dlq))
+
+
+@scenario
+def priority_queue_requeue_and_limits(ctx):
+    q = ctx.queue("q", arguments={"x-max-priority": 5})
+    for body, prio in (("p1", 1), ("p5", 5), ("p9 counts as 5", 9), ("p0", 0), ("p3", 3)):
+        ctx.publish(body, "", q, priority=prio)
+    ctx.sync()
+    first = ctx.get(q, no_ack=False)
+    ctx.rec("first", first["body"])
+    ctx.ch.basic_reject(first["delivery_tag"], requeue=True)
+    ctx.rec("order after requeue", [(m["body"], m["redelivered"]) for m in ctx.drain_get(q)])
+
+
+@scenario
+def single_active_consumer_hands_over(ctx):
+    q = ctx.queue("q", arguments={"x-single-active-consumer": True})
+    ch1, ch2 = ctx.channel(), ctx.channel()
+    _t1, g1 = ctx.consume(q, ch=ch1)
+    _t2, g2 = ctx.consume(q, ch=ch2)
+    ctx.seed(q, ["a", "b"])
+    ctx.wait(lambda: len(g1) == 2)
+    ctx.settle()
+    ctx.rec("active consumer got", [m["body"] for m, _ in g1])
+    ctx.rec("passive consumer got", [m["body"] for m, _ in g2])
+    ch1.close()     # a and b were unacked: back to the queue, and to the new active consumer
+    ctx.wait(lambda: len(g2) == 2)
+    ctx.settle()
+    ctx.rec("after the active one's channel closed", [(m["body"], m["redelivered"]) for m, _ in g2])
+
+
+@scenario
+def queue_argument_validation(ctx):
+    cases = {
+        "x-message-ttl -1": {"x-message-ttl": -1},
+        "x-message-ttl as string": {"x-message-ttl": "100"},
+        "x-expires 0": {"x-expires": 0},
+        "x-max-length -1": {"x-max-length": -1},
+        "x-max-priority 256": {"x-max-priority": 256},
+        "x-max-priority as string": {"x-max-priority": "5"},
+        "x-overflow unknown": {"x-overflow": "drop-tail"},
+        "x-dead-letter-routing-key without exchange": {"x-dead-letter-routing-key": "k"},
+        "x-single-active-consumer as string": {"x-single-active-consumer": "yes"},
+    }
+    for what, args in cases.items():
+        ch = ctx.channel()
+        ctx.rec(what, ctx.attempt(lambda: ch.queue_declare(ctx.name("q"), auto_delete=False, arguments=args) and None))
+
+
+@scenario
+def queue_argument_equivalence(ctx):
+    q = ctx.queue("q", arguments={"x-max-length": 10, "x-message-ttl": 1000})
+    for what, args in (("same", {"x-max-length": 10, "x-message-ttl": 1000}),
+                       ("other max-length", {"x-max-length": 11, "x-message-ttl": 1000}),
+                       ("without ttl", {"x-max-length": 10}),
+                       ("same ttl as another int type", {"x-max-length": 10, "x-message-ttl": Typed("l", 1000)})):
+        ch = ctx.channel()
+        ctx.rec(what, ctx.attempt(lambda: ch.queue_declare(q, auto_delete=False, arguments=args) and None))

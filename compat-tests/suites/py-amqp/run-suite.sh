@@ -1,0 +1,25 @@
+# Suite hook (run by compat-tests/run.sh; see compat-tests/lib/suite-common.sh for the contract):
+# py-amqp's own integration tests, t/integration in the `amqp` sdist pinned in requirements.txt,
+# against the broker at AMQP_URL.
+#
+# How those tests find the broker: t/integration/test_rmq.py connects to
+# $RABBITMQ_HOST:$RABBITMQ_5672_TCP (default localhost:5672) as guest/guest on vhost "/", and for
+# its TLS variants to $RABBITMQ_5671_TCP with certificates under t/certs (not in the sdist).
+# t/integration/test_integration.py talks to a mocked transport and needs no broker. Only that
+# configuration is set here; the tests run unmodified from the unpacked sdist.
+set -euo pipefail
+source "$(dirname "${BASH_SOURCE[0]}")/../../lib/suite-common.sh"
+
+version="$(compat_pin amqp)"
+src="$(compat_sdist amqp "$version")"
+
+export RABBITMQ_HOST="$(compat_url_part host)"
+export RABBITMQ_5672_TCP="$(compat_url_part port)"
+if [ "$(compat_url_part user)" != guest ] || [ "$(compat_url_part password)" != guest ] \
+   || [ "$(compat_url_part vhost)" != / ]; then
+  compat_log "warning: py-amqp's tests always log in as guest/guest on vhost '/'; AMQP_URL's credentials and vhost are not used"
+fi
+compat_log "py-amqp $version tests from $src against $RABBITMQ_HOST:$RABBITMQ_5672_TCP"
+
+cd "$src"
+compat_pytest -c "$COMPAT_SUITE_DIR/pytest.ini" --rootdir "$src" t/integration
