@@ -384,8 +384,8 @@ fn validate_x_match(arguments: &FieldTable) -> Result<(), AmqpError> {
     }
 }
 
-/// Values of the same class compare by value (RabbitMQ compares all integer widths as integers
-/// and float/double as floats); other types must match exactly.
+/// Values compare as RabbitMQ (Erlang `==`) compares them: numbers by value whatever their
+/// width or kind (5 equals 5.0), strings and byte arrays by their octets; other types exactly.
 pub fn same_value(a: &AMQPValue, b: &AMQPValue) -> bool {
     fn int(v: &AMQPValue) -> Option<i128> {
         Some(match v {
@@ -399,24 +399,25 @@ pub fn same_value(a: &AMQPValue, b: &AMQPValue) -> bool {
             _ => return None,
         })
     }
-    fn float(v: &AMQPValue) -> Option<f64> {
+    fn number(v: &AMQPValue) -> Option<f64> {
         match v {
             AMQPValue::Float(f) => Some(f64::from(*f)),
             AMQPValue::Double(d) => Some(*d),
-            _ => None,
+            other => int(other).map(|n| n as f64),
         }
     }
     fn text(v: &AMQPValue) -> Option<&[u8]> {
         match v {
             AMQPValue::LongString(s) => Some(s.as_bytes()),
             AMQPValue::ShortString(s) => Some(s.as_str().as_bytes()),
+            AMQPValue::ByteArray(b) => Some(b.as_slice()),
             _ => None,
         }
     }
     if let (Some(x), Some(y)) = (int(a), int(b)) {
         return x == y;
     }
-    if let (Some(x), Some(y)) = (float(a), float(b)) {
+    if let (Some(x), Some(y)) = (number(a), number(b)) {
         return x == y;
     }
     if let (Some(x), Some(y)) = (text(a), text(b)) {
@@ -640,6 +641,11 @@ mod tests {
                 false,
             ),
             (table(&[("a", LongInt(5))]), table(&[("a", s("5"))]), false),
+            (
+                table(&[("a", LongInt(5))]),
+                table(&[("a", Double(5.0))]),
+                true,
+            ),
             (
                 table(&[("a", Double(1.5))]),
                 table(&[("a", Float(1.5))]),

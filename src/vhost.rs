@@ -571,12 +571,8 @@ impl Vhost {
         let Some(ex) = topo.exchanges.get(name) else {
             return Err(self.no_exchange(name));
         };
-        let is_destination = topo.exchanges.values().any(|e| {
-            e.bindings()
-                .iter()
-                .any(|b| matches!(&b.destination, Destination::Exchange(d) if &**d == name))
-        });
-        if if_unused && (!ex.bindings().is_empty() || is_destination) {
+        // "In use" means bindings from it, as in RabbitMQ (being a destination does not count).
+        if if_unused && !ex.bindings().is_empty() {
             return Err(AmqpError::precondition_failed(format!(
                 "exchange '{name}' in vhost '{}' in use",
                 self.name
@@ -614,7 +610,7 @@ impl Vhost {
         topo.bind(exchange, Destination::Queue(q), routing_key, arguments)
     }
 
-    /// queue.unbind: like RabbitMQ, unbinding a missing queue or binding succeeds.
+    /// queue.unbind: like RabbitMQ, unbinding a missing queue, exchange or binding succeeds.
     pub fn unbind_queue(
         &self,
         queue: &str,
@@ -626,9 +622,6 @@ impl Vhost {
             return Err(default_exchange_refused());
         }
         let mut topo = self.write();
-        if !topo.exchanges.contains_key(exchange) {
-            return Err(self.no_exchange(exchange));
-        }
         if let Some(q) = topo.queues.get(queue).cloned() {
             topo.unbind(exchange, &Destination::Queue(q), routing_key, arguments);
         }

@@ -820,6 +820,7 @@ impl Connection {
                     })?;
         }
         let props = PropertiesView::parse(&content.properties).unwrap_or_default();
+        validate_properties(&props)?;
         if let Some(user_id) = props.user_id {
             if user_id != self.user.as_bytes() {
                 return Err(AmqpError::precondition_failed(format!(
@@ -840,7 +841,7 @@ impl Connection {
         let headers = LazyHeaders::new(props.headers);
         let sender_selected = props.headers.is_some_and(may_have_sender_selected_keys);
         let (extra_keys, strip_bcc) = if sender_selected {
-            sender_selected_keys(headers.get())
+            sender_selected_keys(headers.get())?
         } else {
             (Vec::new(), false)
         };
@@ -1009,13 +1010,12 @@ fn may_have_sender_selected_keys(raw: &[u8]) -> bool {
 
 /// Routing keys added by the `CC` and `BCC` headers (sender-selected distribution), and whether
 /// a `BCC` header is there to be removed before delivery.
-fn sender_selected_keys(headers: &FieldTable) -> (Vec<String>, bool) {
+/// RabbitMQ takes them only as arrays (of long strings); anything else refuses the message.
+fn sender_selected_keys(headers: &FieldTable) -> Result<(Vec<String>, bool), AmqpError> {
     let mut keys = Vec::new();
     for name in ["CC", "BCC"] {
         match headers.inner().get(name) {
-            Some(AMQPValue::LongString(s)) => {
-                keys.push(String::from_utf8_lossy(s.as_bytes()).into_owned())
-            }
+            None => {}
             Some(AMQPValue::FieldArray(values)) => {
                 for v in values.as_slice() {
                     if let AMQPValue::LongString(s) = v {
@@ -1023,10 +1023,43 @@ fn sender_selected_keys(headers: &FieldTable) -> (Vec<String>, bool) {
                     }
                 }
             }
-            _ => {}
+            Some(other) => {
+                return Err(AmqpError::precondition_failed(format!(
+                    "invalid message: {{unacceptable_type_in_header,\"{name}\",{}}}",
+                    crate::queue::args::type_name(other)
+                )))
+            }
         }
     }
-    (keys, headers.contains_key("BCC"))
+    Ok((keys, headers.contains_key("BCC")))
+}
+
+/// The checks RabbitMQ makes on a message's properties before routing it.
+fn validate_properties(props: &PropertiesView<'_>) -> Result<(), AmqpError> {
+    if let Some(mode) = props.delivery_mode {
+        if mode != 1 && mode != 2 {
+            return Err(AmqpError::precondition_failed(format!(
+                "invalid message: {{delivery_mode_unknown,{mode}}}"
+            )));
+        }
+    }
+    if let Some(raw) = props.expiration {
+        let text = String::from_utf8_lossy(raw);
+        match text.parse::<i64>() {
+            Ok(n) if n < 0 => {
+                return Err(AmqpError::precondition_failed(format!(
+                    "invalid expiration '{text}': {{value_negative,{n}}}"
+                )))
+            }
+            Ok(_) => {}
+            Err(_) => {
+                return Err(AmqpError::precondition_failed(format!(
+                    "invalid expiration '{text}': no_integer"
+                )))
+            }
+        }
+    }
+    Ok(())
 }
 
 /// Re-encodes properties with another `reply_to`.

@@ -270,6 +270,8 @@ impl QueueState {
                 self.last_used = Instant::now();
                 self.expire();
                 let got = self.ready.pop_front().map(|entry| {
+                    // Messages behind it that expired leave now, so the count is what remains.
+                    self.expire();
                     let reply = GetReply {
                         id: entry.id,
                         message: entry.message.clone(),
