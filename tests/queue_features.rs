@@ -481,3 +481,72 @@ async fn invalid_arguments_are_refused_and_unknown_ones_kept() {
     )
     .await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deduplication_drops_repeated_ids_and_still_confirms_them() {
+    let b = start().await;
+    let c = lapin_connect(&b).await;
+    let ch = lapin_channel(&c).await;
+    declare(
+        &ch,
+        "dedup",
+        args(&[
+            ("x-message-deduplication", AMQPValue::Boolean(true)),
+            ("x-cache-ttl", AMQPValue::LongInt(60_000)),
+        ]),
+    )
+    .await;
+    ch.confirm_select(ConfirmSelectOptions::default())
+        .await
+        .unwrap();
+    for (body, id) in [(b"1", "a"), (b"2", "a"), (b"3", "b"), (b"4", "a")] {
+        let props = BasicProperties::default().with_message_id(id.into());
+        let confirm = ch
+            .basic_publish(
+                "".into(),
+                "dedup".into(),
+                BasicPublishOptions::default(),
+                body,
+                props,
+            )
+            .await
+            .unwrap()
+            .await
+            .unwrap();
+        assert!(confirm.is_ack(), "duplicates are confirmed too");
+    }
+    lapin_publish(&ch, "", "dedup", b"no-id").await;
+    lapin_publish(&ch, "", "dedup", b"no-id").await;
+    assert_eq!(
+        bodies(&ch, "dedup").await,
+        vec![
+            b"1".to_vec(),
+            b"3".to_vec(),
+            b"no-id".to_vec(),
+            b"no-id".to_vec()
+        ],
+        "messages without an id are never dropped"
+    );
+
+    declare(
+        &ch,
+        "dedup-h",
+        args(&[
+            ("x-message-deduplication", AMQPValue::Boolean(true)),
+            (
+                "x-deduplication-header",
+                AMQPValue::LongString("order".into()),
+            ),
+        ]),
+    )
+    .await;
+    for (body, order) in [(b"x", 7), (b"y", 7), (b"z", 8)] {
+        let props =
+            BasicProperties::default().with_headers(args(&[("order", AMQPValue::LongInt(order))]));
+        publish_with(&ch, "dedup-h", body, props).await;
+    }
+    assert_eq!(
+        bodies(&ch, "dedup-h").await,
+        vec![b"x".to_vec(), b"z".to_vec()]
+    );
+}

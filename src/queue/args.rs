@@ -28,6 +28,19 @@ pub struct QueueArgs {
     pub max_priority: Option<u8>,
     pub single_active_consumer: bool,
     pub delivery_limit: Option<u64>,
+    /// `x-message-deduplication`: drop publishes whose id was seen recently.
+    pub deduplication: Option<Dedup>,
+}
+
+/// Deduplication settings (Warren's own; the arguments follow RabbitMQ's deduplication plugin).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Dedup {
+    /// How many ids are remembered (the oldest are forgotten first).
+    pub cache_size: usize,
+    /// How long an id is remembered, in milliseconds (None: until pushed out).
+    pub ttl_ms: Option<u64>,
+    /// The header holding the id; the `message-id` property when None.
+    pub header: Option<String>,
 }
 
 impl QueueArgs {
@@ -109,6 +122,23 @@ impl QueueArgs {
                 ))
             }
         };
+        let dedup_on = match get("x-message-deduplication") {
+            None => false,
+            Some(AMQPValue::Boolean(b)) => *b,
+            Some(v) => {
+                return Err(invalid(
+                    "x-message-deduplication",
+                    format!("\"expected bool, got {}\"", type_name(v)),
+                ))
+            }
+        };
+        if dedup_on {
+            out.deduplication = Some(Dedup {
+                cache_size: non_negative("x-cache-size")?.unwrap_or(DEFAULT_DEDUP_CACHE) as usize,
+                ttl_ms: non_negative("x-cache-ttl")?,
+                header: text("x-deduplication-header")?,
+            });
+        }
         out.single_active_consumer = match get("x-single-active-consumer") {
             None => false,
             Some(AMQPValue::Boolean(b)) => *b,
@@ -122,6 +152,9 @@ impl QueueArgs {
         Ok(out)
     }
 }
+
+/// Ids remembered by a deduplicating queue when `x-cache-size` is not given.
+const DEFAULT_DEDUP_CACHE: u64 = 100_000;
 
 /// Any integer-typed field value.
 pub fn integer(v: &AMQPValue) -> Option<i64> {

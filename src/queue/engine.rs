@@ -15,6 +15,7 @@ use warren_amqp::{AmqpError, PropertiesView};
 use warren_storage::{Op, Store};
 
 use super::dead_letter::{self, Reason};
+use super::dedup::DedupCache;
 use super::ready::{Entry, Ready};
 use super::{
     Consumer, GetReply, Overflow, PublishConfirm, QueueArgs, QueueCommand, QueueHandle, QueueSpec,
@@ -58,6 +59,8 @@ struct QueueState {
     epoch: Instant,
     /// Last use (consume, get, declare) for `x-expires`.
     last_used: Instant,
+    /// `x-message-deduplication`.
+    dedup: Option<DedupCache>,
 }
 
 /// Creates a queue and starts its owner task. `recovered` are the messages a durable queue had
@@ -99,8 +102,15 @@ pub fn spawn(
         had_consumer: false,
         epoch: now,
         last_used: now,
+        dedup: handle.args.deduplication.as_ref().map(DedupCache::new),
     };
     for (message, redelivered) in recovered {
+        // Ids of the messages still in a durable queue stay known after a restart.
+        if let Some(cache) = state.dedup.as_mut() {
+            if let Some(key) = cache.key_of(&message) {
+                cache.is_duplicate(key, now);
+            }
+        }
         // Recovered messages start their TTL afresh, as RabbitMQ's do.
         let entry = state.new_entry(message, redelivered);
         state.ready.push_back(entry);
@@ -349,6 +359,18 @@ impl QueueState {
     }
 
     fn publish(&mut self, message: MessageRef, confirm: Option<PublishConfirm>) {
+        if let Some(cache) = self.dedup.as_mut() {
+            if let Some(key) = cache.key_of(&message) {
+                if cache.is_duplicate(key, Instant::now()) {
+                    // Dropped, but confirmed: the publisher's message is (already) here.
+                    answer(confirm, true);
+                    if let Some(sid) = self.on_disk(&message) {
+                        self.removed.push(sid);
+                    }
+                    return;
+                }
+            }
+        }
         let args = self.args();
         let over_length = args
             .max_length

@@ -3,6 +3,7 @@
 
 pub mod args;
 pub mod dead_letter;
+pub mod dedup;
 pub mod engine;
 mod ready;
 
