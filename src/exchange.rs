@@ -388,16 +388,7 @@ fn validate_x_match(arguments: &FieldTable) -> Result<(), AmqpError> {
 /// width or kind (5 equals 5.0), strings and byte arrays by their octets; other types exactly.
 pub fn same_value(a: &AMQPValue, b: &AMQPValue) -> bool {
     fn int(v: &AMQPValue) -> Option<i128> {
-        Some(match v {
-            AMQPValue::ShortShortInt(n) => i128::from(*n),
-            AMQPValue::ShortShortUInt(n) => i128::from(*n),
-            AMQPValue::ShortInt(n) => i128::from(*n),
-            AMQPValue::ShortUInt(n) => i128::from(*n),
-            AMQPValue::LongInt(n) => i128::from(*n),
-            AMQPValue::LongUInt(n) => i128::from(*n),
-            AMQPValue::LongLongInt(n) => i128::from(*n),
-            _ => return None,
-        })
+        crate::queue::args::integer(v).map(i128::from)
     }
     fn number(v: &AMQPValue) -> Option<f64> {
         match v {

@@ -628,6 +628,25 @@ impl Vhost {
         Ok(())
     }
 
+    /// The checks exchange.bind and exchange.unbind share, in RabbitMQ's order: neither end is
+    /// the default exchange, the destination exists, the source exists.
+    fn check_exchange_pair(
+        &self,
+        topo: &Topology,
+        destination: &str,
+        source: &str,
+    ) -> Result<(), AmqpError> {
+        if destination.is_empty() || source.is_empty() {
+            return Err(default_exchange_refused());
+        }
+        for name in [destination, source] {
+            if !topo.exchanges.contains_key(name) {
+                return Err(self.no_exchange(name));
+            }
+        }
+        Ok(())
+    }
+
     /// exchange.bind: messages routed by `source` also go through `destination`.
     pub fn bind_exchange(
         &self,
@@ -636,16 +655,8 @@ impl Vhost {
         routing_key: &str,
         arguments: &FieldTable,
     ) -> Result<(), AmqpError> {
-        if destination.is_empty() || source.is_empty() {
-            return Err(default_exchange_refused());
-        }
         let mut topo = self.write();
-        if !topo.exchanges.contains_key(destination) {
-            return Err(self.no_exchange(destination));
-        }
-        if !topo.exchanges.contains_key(source) {
-            return Err(self.no_exchange(source));
-        }
+        self.check_exchange_pair(&topo, destination, source)?;
         topo.bind(
             source,
             Destination::Exchange(destination.into()),
@@ -661,15 +672,8 @@ impl Vhost {
         routing_key: &str,
         arguments: &FieldTable,
     ) -> Result<(), AmqpError> {
-        if destination.is_empty() || source.is_empty() {
-            return Err(default_exchange_refused());
-        }
         let mut topo = self.write();
-        for name in [destination, source] {
-            if !topo.exchanges.contains_key(name) {
-                return Err(self.no_exchange(name));
-            }
-        }
+        self.check_exchange_pair(&topo, destination, source)?;
         topo.unbind(
             source,
             &Destination::Exchange(destination.into()),

@@ -340,8 +340,7 @@ impl Connection {
                     d.nowait,
                     AMQPClass::Exchange(exchange::AMQPMethod::DeleteOk(exchange::DeleteOk {})),
                 )
-                .await?;
-                Ok(())
+                .await
             }
             exchange::AMQPMethod::Bind(b) => {
                 vhost.bind_exchange(
@@ -355,8 +354,7 @@ impl Connection {
                     b.nowait,
                     AMQPClass::Exchange(exchange::AMQPMethod::BindOk(exchange::BindOk {})),
                 )
-                .await?;
-                Ok(())
+                .await
             }
             exchange::AMQPMethod::Unbind(u) => {
                 vhost.unbind_exchange(
@@ -370,8 +368,7 @@ impl Connection {
                     u.nowait,
                     AMQPClass::Exchange(exchange::AMQPMethod::UnbindOk(exchange::UnbindOk {})),
                 )
-                .await?;
-                Ok(())
+                .await
             }
             _ => Err(unimplemented_method()),
         }
@@ -498,8 +495,7 @@ impl Connection {
                     b.nowait,
                     AMQPClass::Queue(queue::AMQPMethod::BindOk(queue::BindOk {})),
                 )
-                .await?;
-                Ok(())
+                .await
             }
             queue::AMQPMethod::Unbind(u) => {
                 let name = self.queue_name(ch, u.queue.as_str())?;
@@ -526,8 +522,7 @@ impl Connection {
                         message_count: n,
                     })),
                 )
-                .await?;
-                Ok(())
+                .await
             }
             queue::AMQPMethod::Delete(d) => {
                 let name = self.queue_name(ch, d.queue.as_str())?;
@@ -551,8 +546,7 @@ impl Connection {
                         message_count: n,
                     })),
                 )
-                .await?;
-                Ok(())
+                .await
             }
             _ => Err(unimplemented_method()),
         }
