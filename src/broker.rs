@@ -33,7 +33,7 @@ impl Broker {
     pub fn open(config: Config) -> Result<Arc<Self>, StorageError> {
         let started = std::time::Instant::now();
         let (store, recovered) = Store::open(&config.data_dir)?;
-        let default_vhost = Vhost::new("/", store.clone());
+        let default_vhost = Vhost::new("/", store.clone(), config.queue_memory_limit);
         default_vhost.restore(&recovered)?;
         tracing::info!(
             elapsed_ms = started.elapsed().as_millis() as u64,

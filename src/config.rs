@@ -33,6 +33,10 @@ pub struct Config {
     /// Free disk space (bytes) under the data directory below which publishers are blocked.
     #[arg(long, env = "WARREN_DISK_FREE_LIMIT", default_value_t = 50_000_000)]
     pub disk_free_limit: u64,
+    /// Body bytes of ready messages a durable queue keeps in memory; persistent messages beyond
+    /// it are paged out to disk and read back when consumers near them.
+    #[arg(long, env = "WARREN_QUEUE_MEMORY_LIMIT", default_value_t = 64 << 20)]
+    pub queue_memory_limit: u64,
 }
 
 impl Config {
@@ -48,6 +52,7 @@ impl Config {
             max_message_size: 134_217_728,
             consumer_timeout: 1_800_000,
             disk_free_limit: 50_000_000,
+            queue_memory_limit: 64 << 20,
         }
     }
 }

@@ -102,10 +102,7 @@ impl Message {
         let view = PropertiesView::parse(properties).unwrap_or_default();
         let persistent = view.persistent();
         let priority = view.priority.unwrap_or(0);
-        let expiration_ms = view
-            .expiration
-            .and_then(|e| std::str::from_utf8(e).ok()?.parse::<u64>().ok())
-            .map(|ms| ms.min(u64::from(u32::MAX / 2)) as u32);
+        let expiration_ms = expiration_ms(&view);
         let inline = body.len() <= INLINE_BODY_MAX;
         let mut data = BytesMut::with_capacity(
             ex.len() + rk.len() + properties.len() + if inline { body.len() } else { 0 },
@@ -191,6 +188,13 @@ impl Message {
             None => &self.data[self.properties_start() + self.properties_len as usize..],
         }
     }
+}
+
+/// The `expiration` property in milliseconds, when it is a valid number (capped far in the future).
+pub fn expiration_ms(view: &PropertiesView<'_>) -> Option<u32> {
+    view.expiration
+        .and_then(|e| std::str::from_utf8(e).ok()?.parse::<u64>().ok())
+        .map(|ms| ms.min(u64::from(u32::MAX / 2)) as u32)
 }
 
 #[cfg(test)]

@@ -13,13 +13,14 @@ use warren_storage::{
 };
 
 use crate::exchange::{Destination, Exchange, ExchangeKind, LazyHeaders};
-use crate::message::Message;
 use crate::queue::args::type_name;
 use crate::queue::{engine, ConnectionId, QueueArgs, QueueHandle, QueueSpec};
 
 pub struct Vhost {
     pub name: String,
     store: Store,
+    /// Body bytes of ready messages each durable queue keeps in memory (see `QueueSpec`).
+    queue_memory_limit: u64,
     topology: RwLock<Topology>,
 }
 
@@ -202,7 +203,7 @@ pub struct DeclareExchange<'a> {
 }
 
 impl Vhost {
-    pub fn new(name: impl Into<String>, store: Store) -> Arc<Self> {
+    pub fn new(name: impl Into<String>, store: Store, queue_memory_limit: u64) -> Arc<Self> {
         let name = name.into();
         let mut topology = Topology {
             vhost: name.clone(),
@@ -227,6 +228,7 @@ impl Vhost {
         Arc::new(Vhost {
             name,
             store,
+            queue_memory_limit,
             topology: RwLock::new(topology),
         })
     }
@@ -252,12 +254,12 @@ impl Vhost {
         }
         let mut messages = 0usize;
         for q in recovered.queues.iter().filter(|q| q.vhost == self.name) {
-            let mut recovered_messages = Vec::new();
-            messages += self
-                .store
+            let mut recovery = engine::Recovery::new(self.queue_memory_limit);
+            self.store
                 .for_each_queue_message(q.id, |id, redelivered, parts| {
-                    recovered_messages.push((Message::from_stored(parts, id), redelivered));
+                    recovery.push(id, redelivered, parts)
                 })?;
+            messages += recovery.len();
             let arguments = decode_table(&q.arguments).unwrap_or_default();
             let spec = QueueSpec {
                 name: q.name.clone(),
@@ -267,8 +269,9 @@ impl Vhost {
                 exclusive_owner: None,
                 auto_delete: q.auto_delete,
                 arguments,
+                memory_limit: self.queue_memory_limit,
             };
-            let handle = engine::spawn(spec, Arc::downgrade(self), &self.store, recovered_messages);
+            let handle = engine::spawn(spec, Arc::downgrade(self), &self.store, Some(recovery));
             topo.queues.insert(q.name.clone(), handle);
         }
         for b in recovered.bindings.iter().filter(|b| b.vhost == self.name) {
@@ -402,10 +405,11 @@ impl Vhost {
                 exclusive_owner: req.exclusive.then_some(req.connection),
                 auto_delete: req.auto_delete,
                 arguments: req.arguments.clone(),
+                memory_limit: self.queue_memory_limit,
             },
             Arc::downgrade(self),
             &self.store,
-            Vec::new(),
+            None,
         );
         topo.queues.insert(req.name.to_owned(), handle.clone());
         // Every queue is bound to the default exchange under its own name; that binding is

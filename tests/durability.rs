@@ -1,12 +1,11 @@
 //! Durability against a real broker process: definitions and persistent messages survive a
 //! restart and a `kill -9`; transient ones do not; no confirmed message is ever lost.
 
+mod common;
+
 use std::collections::HashSet;
-use std::net::TcpListener;
-use std::path::Path;
-use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use futures::stream::{FuturesUnordered, StreamExt};
 use lapin::options::{
@@ -17,74 +16,9 @@ use lapin::types::FieldTable;
 use lapin::{BasicProperties, Connection, ConnectionProperties};
 use rand::Rng;
 
-struct Broker {
-    child: Child,
-    port: u16,
-}
+use common::ChildBroker;
 
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("free port")
-}
-
-impl Broker {
-    fn start(dir: &Path) -> Broker {
-        let port = free_port();
-        let child = Command::new(env!("CARGO_BIN_EXE_warren"))
-            .args([
-                "server",
-                "--amqp-listen",
-                &format!("127.0.0.1:{port}"),
-                "--http-listen",
-                "127.0.0.1:0",
-            ])
-            .arg("--data-dir")
-            .arg(dir)
-            .env("RUST_LOG", "warn")
-            .stdout(Stdio::null())
-            .spawn()
-            .expect("start warren");
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(Instant::now() < deadline, "broker did not start listening");
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        Broker { child, port }
-    }
-
-    fn uri(&self) -> String {
-        format!("amqp://guest:guest@127.0.0.1:{}/%2f", self.port)
-    }
-
-    fn kill9(mut self) {
-        let _ = self.child.kill(); // SIGKILL
-        let _ = self.child.wait();
-    }
-
-    /// SIGTERM, then wait for a clean exit.
-    fn stop(mut self) {
-        let _ = Command::new("kill")
-            .arg(self.child.id().to_string())
-            .status();
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while Instant::now() < deadline {
-            if let Ok(Some(_)) = self.child.try_wait() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        self.kill9();
-    }
-}
-
-impl Drop for Broker {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
+type Broker = ChildBroker;
 
 async fn connect(b: &Broker) -> Connection {
     tokio::time::timeout(
@@ -151,7 +85,7 @@ async fn drain(b: &Broker, queue: &str) -> Vec<(Vec<u8>, bool)> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn definitions_and_persistent_messages_survive_restart_transient_ones_do_not() {
     let dir = tempfile::tempdir().unwrap();
-    let b = Broker::start(dir.path());
+    let b = Broker::start(dir.path(), &[]);
     let conn = connect(&b).await;
     let ch = conn.create_channel().await.unwrap();
     ch.confirm_select(ConfirmSelectOptions::default())
@@ -236,7 +170,7 @@ async fn definitions_and_persistent_messages_survive_restart_transient_ones_do_n
     drop(conn);
     b.stop();
 
-    let b = Broker::start(dir.path());
+    let b = Broker::start(dir.path(), &[]);
     let conn = connect(&b).await;
     let ch = conn.create_channel().await.unwrap();
     let gone = ch
@@ -340,7 +274,7 @@ async fn no_confirmed_message_is_lost_on_kill_9() {
     let mut total_confirmed = 0;
     let mut survivors: HashSet<u64> = HashSet::new();
     for round in 0..rounds() {
-        let b = Broker::start(dir.path());
+        let b = Broker::start(dir.path(), &[]);
         {
             let conn = connect(&b).await;
             let ch = conn.create_channel().await.unwrap();
@@ -362,7 +296,7 @@ async fn no_confirmed_message_is_lost_on_kill_9() {
         let confirmed = confirmed.lock().unwrap().clone();
         total_confirmed += confirmed.len();
 
-        let b = Broker::start(dir.path());
+        let b = Broker::start(dir.path(), &[]);
         let got = drain(&b, "crash").await;
         let ids: Vec<u64> = got
             .iter()

@@ -5,25 +5,26 @@
 //! the queue's lifetime (auto-delete, `x-expires`, delete). It drains its inbox in batches and
 //! dispatches once per batch.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant, SystemTime};
 
 use tokio::sync::mpsc;
 use warren_amqp::{AmqpError, PropertiesView};
+use warren_storage::MessageParts;
 use warren_storage::{Op, Store};
 
 use super::dead_letter::{self, Reason};
 use super::dedup::DedupCache;
-use super::ready::{Entry, Ready};
+use super::ready::{Entry, Ready, Slot};
 use super::{
     Consumer, GetReply, Overflow, PublishConfirm, QueueArgs, QueueCommand, QueueHandle, QueueSpec,
     QueueStats,
 };
 use crate::connection::{ConnEvent, Delivery};
 use crate::exchange::LazyHeaders;
-use crate::message::{Message, MessageRef};
+use crate::message::{self, Message, MessageRef};
 use crate::vhost::Vhost;
 
 /// A delivery awaiting ack, and which consumer's prefetch it counts against.
@@ -61,15 +62,85 @@ struct QueueState {
     last_used: Instant,
     /// `x-message-deduplication`.
     dedup: Option<DedupCache>,
+    /// Body bytes of ready messages kept in memory (durable queues; `u64::MAX` otherwise).
+    memory_limit: u64,
+    /// Entries to page out once the store has their message: (writes queued when they were
+    /// published, entry id, level), oldest first.
+    page_out: VecDeque<(u64, u64, usize)>,
+    /// When reading paged-out messages failed: try again then.
+    retry_at: Option<Instant>,
 }
 
-/// Creates a queue and starts its owner task. `recovered` are the messages a durable queue had
-/// on disk (with their redelivered flag), in order.
+/// How many entries near the head are read back together when the head is paged out.
+const PAGE_IN_WINDOW: usize = 256;
+
+/// While messages wait to be paged out, the queue looks at the store's progress this often even
+/// when idle.
+const PAGE_OUT_POLL: Duration = Duration::from_millis(20);
+
+/// A message a durable queue held on disk at start-up.
+pub struct RecoveredMessage {
+    slot: Slot,
+    expiration_ms: Option<u32>,
+    redelivered: bool,
+}
+
+/// Gathers a durable queue's stored messages at start-up: in memory up to the queue's memory
+/// limit, paged out (only their index kept) beyond it.
+pub struct Recovery {
+    memory_limit: u64,
+    loaded_bytes: u64,
+    messages: Vec<RecoveredMessage>,
+}
+
+impl Recovery {
+    pub fn new(memory_limit: u64) -> Self {
+        Recovery {
+            memory_limit,
+            loaded_bytes: 0,
+            messages: Vec::new(),
+        }
+    }
+
+    pub fn push(&mut self, storage_id: u64, redelivered: bool, parts: MessageParts<'_>) {
+        let len = parts.body.len() as u64;
+        let (slot, expiration_ms) = if self.loaded_bytes + len <= self.memory_limit {
+            self.loaded_bytes += len;
+            let m = Message::from_stored(parts, storage_id);
+            let expiration = m.expiration_ms();
+            (Slot::Loaded(m), expiration)
+        } else {
+            let view = PropertiesView::parse(parts.properties).unwrap_or_default();
+            let slot = Slot::Paged {
+                storage_id,
+                body_len: len as u32,
+                priority: view.priority.unwrap_or(0),
+            };
+            (slot, message::expiration_ms(&view))
+        };
+        self.messages.push(RecoveredMessage {
+            slot,
+            expiration_ms,
+            redelivered,
+        });
+    }
+
+    pub fn len(&self) -> usize {
+        self.messages.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.messages.is_empty()
+    }
+}
+
+/// Creates a queue and starts its owner task. `recovered` holds the messages a durable queue had
+/// on disk, in order.
 pub fn spawn(
     spec: QueueSpec,
     vhost: Weak<Vhost>,
     store: &Store,
-    recovered: Vec<(MessageRef, bool)>,
+    recovered: Option<Recovery>,
 ) -> Arc<QueueHandle> {
     let (tx, rx) = mpsc::channel(super::INBOX);
     let storage_id = spec.storage_id;
@@ -103,16 +174,23 @@ pub fn spawn(
         epoch: now,
         last_used: now,
         dedup: handle.args.deduplication.as_ref().map(DedupCache::new),
+        memory_limit: if storage_id.is_some() {
+            spec.memory_limit
+        } else {
+            u64::MAX
+        },
+        page_out: VecDeque::new(),
+        retry_at: None,
     };
-    for (message, redelivered) in recovered {
+    for m in recovered.map(|r| r.messages).unwrap_or_default() {
         // Ids of the messages still in a durable queue stay known after a restart.
-        if let Some(cache) = state.dedup.as_mut() {
-            if let Some(key) = cache.key_of(&message) {
+        if let (Some(cache), Slot::Loaded(message)) = (state.dedup.as_mut(), &m.slot) {
+            if let Some(key) = cache.key_of(message) {
                 cache.is_duplicate(key, now);
             }
         }
         // Recovered messages start their TTL afresh, as RabbitMQ's do.
-        let entry = state.new_entry(message, redelivered);
+        let entry = state.new_entry(m.slot, m.expiration_ms, m.redelivered);
         state.ready.push_back(entry);
     }
     tokio::spawn(state.run(rx));
@@ -168,6 +246,7 @@ impl QueueState {
             self.expire();
             self.dispatch();
             self.write_to_store();
+            self.page_out_committed();
             if self.handle.is_deleted() {
                 break;
             }
@@ -198,10 +277,11 @@ impl QueueState {
             .next_expiry()
             .map(|ms| self.epoch + Duration::from_millis(u64::from(ms)));
         let unused = self.expires_at();
-        match (expiry, unused) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        }
+        let paging = (!self.page_out.is_empty()).then(|| Instant::now() + PAGE_OUT_POLL);
+        [expiry, unused, paging, self.retry_at]
+            .into_iter()
+            .flatten()
+            .min()
     }
 
     /// When `x-expires` deletes the queue, if it stays unused.
@@ -216,8 +296,8 @@ impl QueueState {
         self.expires_at().is_some_and(|at| Instant::now() >= at)
     }
 
-    fn new_entry(&mut self, message: MessageRef, redelivered: bool) -> Entry {
-        let ttl = match (self.args().message_ttl, message.expiration_ms()) {
+    fn new_entry(&mut self, slot: Slot, expiration_ms: Option<u32>, redelivered: bool) -> Entry {
+        let ttl = match (self.args().message_ttl, expiration_ms) {
             (Some(q), Some(m)) => Some(q.min(u64::from(m))),
             (q, m) => q.or(m.map(u64::from)),
         };
@@ -232,7 +312,7 @@ impl QueueState {
         self.next_id += 1;
         Entry {
             id,
-            message,
+            slot,
             expires_at,
             returns: 0,
             redelivered,
@@ -242,6 +322,85 @@ impl QueueState {
     /// The storage id of a message if this queue keeps it on disk.
     fn on_disk(&self, message: &MessageRef) -> Option<u64> {
         self.storage_id.and(message.storage_id())
+    }
+
+    /// The storage id of an entry's message if this queue keeps it on disk.
+    fn entry_on_disk(&self, entry: &Entry) -> Option<u64> {
+        self.storage_id.and(entry.storage_id())
+    }
+
+    /// Pages out the entries whose messages the store now has, while the queue is over its
+    /// memory limit. Nothing is paged out while commits fail: the message might not be there.
+    fn page_out_committed(&mut self) {
+        if self.page_out.is_empty() || self.store.is_failing() {
+            return;
+        }
+        let committed = self.store.committed();
+        while let Some(&(queued, id, level)) = self.page_out.front() {
+            if queued > committed {
+                break;
+            }
+            self.page_out.pop_front();
+            self.ready.page_out(level, id);
+        }
+    }
+
+    /// Reads paged-out messages back from the store.
+    fn read_paged(&self, ids: &[u64]) -> Option<HashMap<u64, MessageRef>> {
+        let queue = self.storage_id?;
+        let mut read = HashMap::with_capacity(ids.len());
+        let result = self.store.read_queue_messages(queue, ids, |sid, parts| {
+            read.insert(sid, Message::from_stored(parts, sid));
+        });
+        match result {
+            Ok(()) => Some(read),
+            Err(e) => {
+                tracing::warn!(queue = %self.handle.name, "cannot read paged-out messages, will retry: {e}");
+                None
+            }
+        }
+    }
+
+    /// Makes the head of the queue deliverable: expired heads leave (dead-lettered), a paged-out
+    /// head is read back with the entries behind it. False when nothing is ready, or when the
+    /// store cannot be read right now (retried shortly).
+    fn prepare_head(&mut self) -> bool {
+        loop {
+            let Some(head) = self.ready.head() else {
+                return false;
+            };
+            let (expires_at, paged) = (head.expires_at, head.is_paged());
+            if expires_at != 0 && expires_at <= self.now_ms() {
+                if let Some(entry) = self.ready.pop_front() {
+                    self.dead_letter(entry, Reason::Expired);
+                }
+                continue;
+            }
+            if !paged {
+                self.retry_at = None;
+                return true;
+            }
+            let Some((level, ids)) = self.ready.paged_head(PAGE_IN_WINDOW) else {
+                return true;
+            };
+            let Some(read) = self.read_paged(&ids) else {
+                self.retry_at = Some(Instant::now() + Duration::from_millis(500));
+                return false;
+            };
+            for lost in self.ready.page_in(level, PAGE_IN_WINDOW, read) {
+                // Only a message whose commit failed (and was nacked) can be missing.
+                tracing::warn!(queue = %self.handle.name, "paged-out message missing from the store; dropped");
+                self.removed.extend(self.entry_on_disk(&lost));
+            }
+        }
+    }
+
+    /// An entry's message, read back from the store if it is paged out.
+    fn load(&self, entry: &Entry) -> Option<MessageRef> {
+        match &entry.slot {
+            Slot::Loaded(m) => Some(m.clone()),
+            Slot::Paged { storage_id, .. } => self.read_paged(&[*storage_id])?.remove(storage_id),
+        }
     }
 
     /// Writes what this batch settled and delivered (no waiting: acks need no fsync of their own).
@@ -279,25 +438,29 @@ impl QueueState {
             QueueCommand::Get { no_ack, reply } => {
                 self.last_used = Instant::now();
                 self.expire();
-                let got = self.ready.pop_front().map(|entry| {
-                    // Messages behind it that expired leave now, so the count is what remains.
-                    self.expire();
-                    let reply = GetReply {
-                        id: entry.id,
-                        message: entry.message.clone(),
-                        redelivered: entry.redelivered,
-                        remaining: self.ready.len() as u32,
-                    };
-                    self.handed_out(entry, no_ack, None);
-                    reply
-                });
+                let mut got = None;
+                if self.prepare_head() {
+                    if let Some(entry) = self.ready.pop_front() {
+                        // Messages behind it that expired leave now, so the count is what remains.
+                        self.expire();
+                        if let Some(message) = entry.message().cloned() {
+                            got = Some(GetReply {
+                                id: entry.id,
+                                message,
+                                redelivered: entry.redelivered,
+                                remaining: self.ready.len() as u32,
+                            });
+                            self.handed_out(entry, no_ack, None);
+                        }
+                    }
+                }
                 let _ = reply.send(got);
             }
             QueueCommand::Ack(ids) => {
                 for id in ids {
                     if let Some(o) = self.outstanding.remove(&id) {
                         self.settled(o.consumer);
-                        if let Some(sid) = self.on_disk(&o.entry.message) {
+                        if let Some(sid) = self.entry_on_disk(&o.entry) {
                             self.removed.push(sid);
                         }
                     }
@@ -315,10 +478,11 @@ impl QueueState {
             QueueCommand::Purge(reply) => {
                 let n = self.ready.len() as u32;
                 for entry in self.ready.drain() {
-                    if let Some(sid) = self.on_disk(&entry.message) {
+                    if let Some(sid) = self.entry_on_disk(&entry) {
                         self.removed.push(sid);
                     }
                 }
+                self.page_out.clear();
                 let _ = reply.send(n);
             }
             QueueCommand::Delete {
@@ -383,16 +547,26 @@ impl QueueState {
         if (over_length || over_bytes) && overflow != Overflow::DropHead {
             // Refused: nacked to a confirming publisher, dead-lettered with reject-publish-dlx.
             answer(confirm, false);
-            let entry = self.new_entry(message, false);
             if overflow == Overflow::RejectPublishDlx {
+                let expiration = message.expiration_ms();
+                let entry = self.new_entry(Slot::Loaded(message), expiration, false);
                 self.dead_letter(entry, Reason::MaxLen);
-            } else if let Some(sid) = self.on_disk(&entry.message) {
+            } else if let Some(sid) = self.on_disk(&message) {
                 self.removed.push(sid);
             }
             return;
         }
         answer(confirm, true);
-        let entry = self.new_entry(message, false);
+        // Over the memory limit, a stored message is paged out as soon as the store has it.
+        let page_out = self.on_disk(&message).is_some()
+            && self.ready.loaded_bytes() + message.body().len() as u64 > self.memory_limit;
+        let level = self.ready.level_of(message.priority);
+        let expiration = message.expiration_ms();
+        let entry = self.new_entry(Slot::Loaded(message), expiration, false);
+        if page_out {
+            self.page_out
+                .push_back((self.store.submitted(), entry.id, level));
+        }
         self.ready.push_back(entry);
         self.enforce_limits();
         if ttl_zero {
@@ -501,7 +675,7 @@ impl QueueState {
     /// A message leaves the queue for good (rejected, expired, over a limit): it goes to the
     /// dead-letter exchange if the queue has one, and is dropped otherwise.
     fn dead_letter(&mut self, entry: Entry, reason: Reason) {
-        if let Some(sid) = self.on_disk(&entry.message) {
+        if let Some(sid) = self.entry_on_disk(&entry) {
             self.removed.push(sid);
         }
         let Some(dlx) = self.args().dead_letter_exchange.clone() else {
@@ -510,7 +684,11 @@ impl QueueState {
         let Some(vhost) = self.vhost.upgrade() else {
             return;
         };
-        let m = &entry.message;
+        let Some(message) = self.load(&entry) else {
+            tracing::warn!(queue = %self.handle.name, "cannot read a paged-out message to dead-letter it; dropped");
+            return;
+        };
+        let m = &message;
         let original_key = String::from_utf8_lossy(m.routing_key()).into_owned();
         let routing_key = self
             .args()
@@ -587,6 +765,7 @@ impl QueueState {
         self.ready.drain();
         self.outstanding.clear();
         self.removed.clear();
+        self.page_out.clear();
         if let Some(id) = self.storage_id {
             let op = Op::DeleteQueue {
                 vhost: self.vhost_name(),
@@ -603,7 +782,7 @@ impl QueueState {
     /// A message leaves the ready list for a client: forgotten at once with no-ack, otherwise
     /// held until settled.
     fn handed_out(&mut self, entry: Entry, no_ack: bool, consumer: Option<u64>) {
-        let on_disk = self.on_disk(&entry.message);
+        let on_disk = self.entry_on_disk(&entry);
         if no_ack {
             self.removed.extend(on_disk);
         } else {
@@ -617,9 +796,14 @@ impl QueueState {
     /// priority first, round-robin among equals; only the first consumer with single active
     /// consumer.
     fn dispatch(&mut self) {
-        while !self.ready.is_empty() {
+        while self.prepare_head() {
             let Some(i) = self.pick_consumer() else { break };
             let Some(entry) = self.ready.pop_front() else {
+                break;
+            };
+            // `prepare_head` made the head an unexpired message in memory.
+            let Some(message) = entry.message().cloned() else {
+                self.ready.insert_sorted(entry);
                 break;
             };
             let c = &mut self.consumers[i];
@@ -632,7 +816,7 @@ impl QueueState {
                 id: entry.id,
                 redelivered: entry.redelivered,
                 no_ack,
-                message: entry.message.clone(),
+                message,
             };
             c.spec
                 .connection_flow

@@ -265,4 +265,7 @@ pub struct QueueSpec {
     pub exclusive_owner: Option<ConnectionId>,
     pub auto_delete: bool,
     pub arguments: FieldTable,
+    /// Body bytes of ready messages a durable queue keeps in memory; persistent messages beyond
+    /// it are paged out to the store and read back when they near the head.
+    pub memory_limit: u64,
 }

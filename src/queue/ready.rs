@@ -1,16 +1,31 @@
 //! Ready messages of one queue, in order: one FIFO per priority level (one level unless the
 //! queue has `x-max-priority`), with the count and body bytes that length limits look at.
 //! Expiry is only ever checked at the head of each level, so it costs O(1) per message.
+//!
+//! An entry holds its message in memory or, for a durable queue over its memory limit, only the
+//! message's storage id ("paged out"): the body is read back from the store when the entry nears
+//! the head. Paging happens here in place, so the order of the queue never changes.
 
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
 
 use crate::message::MessageRef;
+
+/// Where an entry's message is.
+pub enum Slot {
+    Loaded(MessageRef),
+    /// On disk only; what the queue needs to know about it without reading it.
+    Paged {
+        storage_id: u64,
+        body_len: u32,
+        priority: u8,
+    },
+}
 
 /// A message in a queue.
 pub struct Entry {
     /// Position in the queue (increasing); requeued messages go back to their position.
     pub id: u64,
-    pub message: MessageRef,
+    pub slot: Slot,
     /// When it expires, in milliseconds of the queue's clock; 0 = never.
     pub expires_at: u32,
     /// How many times it was handed back (requeued) so far.
@@ -18,10 +33,48 @@ pub struct Entry {
     pub redelivered: bool,
 }
 
+impl Entry {
+    /// The message, when it is in memory.
+    pub fn message(&self) -> Option<&MessageRef> {
+        match &self.slot {
+            Slot::Loaded(m) => Some(m),
+            Slot::Paged { .. } => None,
+        }
+    }
+
+    pub fn is_paged(&self) -> bool {
+        matches!(self.slot, Slot::Paged { .. })
+    }
+
+    /// The message's id in the store, if it is stored.
+    pub fn storage_id(&self) -> Option<u64> {
+        match &self.slot {
+            Slot::Loaded(m) => m.storage_id(),
+            Slot::Paged { storage_id, .. } => Some(*storage_id),
+        }
+    }
+
+    pub fn body_len(&self) -> u64 {
+        match &self.slot {
+            Slot::Loaded(m) => m.body().len() as u64,
+            Slot::Paged { body_len, .. } => u64::from(*body_len),
+        }
+    }
+
+    fn priority(&self) -> u8 {
+        match &self.slot {
+            Slot::Loaded(m) => m.priority,
+            Slot::Paged { priority, .. } => *priority,
+        }
+    }
+}
+
 pub struct Ready {
     levels: Vec<VecDeque<Entry>>,
     len: usize,
     bytes: u64,
+    /// Body bytes of the entries whose message is in memory.
+    loaded_bytes: u64,
 }
 
 impl Ready {
@@ -31,11 +84,13 @@ impl Ready {
             levels: (0..levels).map(|_| VecDeque::new()).collect(),
             len: 0,
             bytes: 0,
+            loaded_bytes: 0,
         }
     }
 
-    fn level(&self, e: &Entry) -> usize {
-        usize::from(e.message.priority).min(self.levels.len() - 1)
+    /// The level a message of this priority goes to (above the maximum counts as the maximum).
+    pub fn level_of(&self, priority: u8) -> usize {
+        usize::from(priority).min(self.levels.len() - 1)
     }
 
     pub fn len(&self) -> usize {
@@ -51,33 +106,54 @@ impl Ready {
         self.bytes
     }
 
-    pub fn push_back(&mut self, e: Entry) {
+    /// Body bytes of ready messages held in memory.
+    pub fn loaded_bytes(&self) -> u64 {
+        self.loaded_bytes
+    }
+
+    fn added(&mut self, e: &Entry) {
+        let n = e.body_len();
         self.len += 1;
-        self.bytes += e.message.body().len() as u64;
-        let level = self.level(&e);
+        self.bytes += n;
+        if !e.is_paged() {
+            self.loaded_bytes += n;
+        }
+    }
+
+    fn took(&mut self, e: &Entry) {
+        let n = e.body_len();
+        self.len -= 1;
+        self.bytes -= n;
+        if !e.is_paged() {
+            self.loaded_bytes -= n;
+        }
+    }
+
+    pub fn push_back(&mut self, e: Entry) {
+        self.added(&e);
+        let level = self.level_of(e.priority());
         self.levels[level].push_back(e);
     }
 
     /// Puts a message back at its original position in its level.
     pub fn insert_sorted(&mut self, e: Entry) {
-        self.len += 1;
-        self.bytes += e.message.body().len() as u64;
-        let level = self.level(&e);
+        self.added(&e);
+        let level = self.level_of(e.priority());
         let q = &mut self.levels[level];
         let at = q.partition_point(|x| x.id < e.id);
         q.insert(at, e);
     }
 
     /// The next message to deliver: the oldest of the highest priority.
+    pub fn head(&self) -> Option<&Entry> {
+        self.levels.iter().rev().find_map(|q| q.front())
+    }
+
+    /// Takes the next message to deliver (see [`Ready::head`]), in memory or not.
     pub fn pop_front(&mut self) -> Option<Entry> {
         let e = self.levels.iter_mut().rev().find_map(|q| q.pop_front())?;
         self.took(&e);
         Some(e)
-    }
-
-    fn took(&mut self, e: &Entry) {
-        self.len -= 1;
-        self.bytes -= e.message.body().len() as u64;
     }
 
     /// The earliest expiry among the heads of the levels.
@@ -103,6 +179,7 @@ impl Ready {
     pub fn drain(&mut self) -> Vec<Entry> {
         self.len = 0;
         self.bytes = 0;
+        self.loaded_bytes = 0;
         self.levels.iter_mut().flat_map(|q| q.drain(..)).collect()
     }
 
@@ -113,5 +190,183 @@ impl Ready {
                 e.expires_at = e.expires_at.saturating_sub(by).max(1);
             }
         }
+    }
+
+    /// Drops the in-memory copy of entry `id` of `level` (its message must be on disk). False
+    /// when the entry is no longer ready or is already paged out.
+    pub fn page_out(&mut self, level: usize, id: u64) -> bool {
+        let Some(q) = self.levels.get_mut(level) else {
+            return false;
+        };
+        let at = q.partition_point(|x| x.id < id);
+        let Some(e) = q.get_mut(at).filter(|e| e.id == id) else {
+            return false;
+        };
+        let Slot::Loaded(m) = &e.slot else {
+            return false;
+        };
+        let Some(storage_id) = m.storage_id() else {
+            return false;
+        };
+        let body_len = m.body().len() as u32;
+        e.slot = Slot::Paged {
+            storage_id,
+            body_len,
+            priority: m.priority,
+        };
+        self.loaded_bytes -= u64::from(body_len);
+        true
+    }
+
+    /// The level the next delivery comes from, when its head is paged out: that level and the
+    /// storage ids of the paged entries among its first `window` entries (to read back at once).
+    pub fn paged_head(&self, window: usize) -> Option<(usize, Vec<u64>)> {
+        let level = self.levels.iter().rposition(|q| !q.is_empty())?;
+        let q = &self.levels[level];
+        if !q.front()?.is_paged() {
+            return None;
+        }
+        let ids = q
+            .iter()
+            .take(window)
+            .filter_map(|e| match e.slot {
+                Slot::Paged { storage_id, .. } => Some(storage_id),
+                Slot::Loaded(_) => None,
+            })
+            .collect();
+        Some((level, ids))
+    }
+
+    /// Puts messages read back from the store into the paged entries among the first `window`
+    /// of `level`. Paged entries whose message the store did not have are removed and returned.
+    pub fn page_in(
+        &mut self,
+        level: usize,
+        window: usize,
+        mut read: HashMap<u64, MessageRef>,
+    ) -> Vec<Entry> {
+        let mut lost_at = Vec::new();
+        let mut loaded = 0;
+        if let Some(q) = self.levels.get_mut(level) {
+            for (i, e) in q.iter_mut().take(window).enumerate() {
+                let Slot::Paged { storage_id, .. } = e.slot else {
+                    continue;
+                };
+                match read.remove(&storage_id) {
+                    Some(m) => {
+                        loaded += m.body().len() as u64;
+                        e.slot = Slot::Loaded(m);
+                    }
+                    None => lost_at.push(i),
+                }
+            }
+        }
+        self.loaded_bytes += loaded;
+        let mut lost = Vec::with_capacity(lost_at.len());
+        for i in lost_at.into_iter().rev() {
+            if let Some(e) = self.levels[level].remove(i) {
+                self.took(&e);
+                lost.push(e);
+            }
+        }
+        lost
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::message::Message;
+    use bytes::Bytes;
+
+    fn entry(id: u64, storage_id: Option<u64>, priority: u8, body: &'static [u8]) -> Entry {
+        // Property flags with only `priority` (0x0800), then its value.
+        let properties = [0x08, 0x00, priority];
+        Entry {
+            id,
+            slot: Slot::Loaded(Message::from_parts(
+                b"",
+                b"q",
+                &properties,
+                Bytes::from_static(body),
+                storage_id,
+            )),
+            expires_at: 0,
+            returns: 0,
+            redelivered: false,
+        }
+    }
+
+    #[test]
+    fn an_entry_stays_small() {
+        // A backlog pays this per message, paged out or not.
+        assert!(std::mem::size_of::<Entry>() <= 32);
+    }
+
+    #[test]
+    fn paging_out_and_in_keeps_order_and_counts() {
+        let mut r = Ready::new(None);
+        for id in 0..10 {
+            r.push_back(entry(id, Some(100 + id), 0, b"four"));
+        }
+        assert_eq!((r.len(), r.bytes(), r.loaded_bytes()), (10, 40, 40));
+        for id in 2..10 {
+            assert!(r.page_out(0, id));
+        }
+        assert!(!r.page_out(0, 5), "already paged");
+        assert!(!r.page_out(0, 42), "no such entry");
+        assert_eq!((r.len(), r.bytes(), r.loaded_bytes()), (10, 40, 8));
+        assert!(r.paged_head(4).is_none(), "the head is in memory");
+        r.pop_front();
+        r.pop_front();
+        let (level, ids) = r.paged_head(3).unwrap();
+        assert_eq!((level, ids.clone()), (0, vec![102, 103, 104]));
+        // The store had 102 and 104 but not 103.
+        let read: HashMap<u64, MessageRef> = [102, 104]
+            .into_iter()
+            .map(|sid| {
+                let e = entry(0, Some(sid), 0, b"four");
+                (sid, e.message().unwrap().clone())
+            })
+            .collect();
+        let lost = r.page_in(level, 3, read);
+        assert_eq!(lost.iter().map(|e| e.id).collect::<Vec<_>>(), vec![3]);
+        assert_eq!((r.len(), r.bytes(), r.loaded_bytes()), (7, 28, 8));
+        let order: Vec<(u64, bool)> = std::iter::from_fn(|| r.pop_front())
+            .map(|e| (e.id, e.is_paged()))
+            .collect();
+        assert_eq!(
+            order,
+            vec![
+                (2, false),
+                (4, false),
+                (5, true),
+                (6, true),
+                (7, true),
+                (8, true),
+                (9, true)
+            ]
+        );
+        assert_eq!((r.len(), r.bytes(), r.loaded_bytes()), (0, 0, 0));
+    }
+
+    #[test]
+    fn transient_messages_are_never_paged_out() {
+        let mut r = Ready::new(None);
+        r.push_back(entry(0, None, 0, b"x"));
+        assert!(!r.page_out(0, 0));
+        assert_eq!(r.loaded_bytes(), 1);
+    }
+
+    #[test]
+    fn a_paged_entry_keeps_its_priority_level() {
+        let mut r = Ready::new(Some(3));
+        r.push_back(entry(0, Some(1), 1, b"low"));
+        r.push_back(entry(1, Some(2), 3, b"high"));
+        assert!(r.page_out(3, 1));
+        let (level, ids) = r.paged_head(10).unwrap();
+        assert_eq!((level, ids), (3, vec![2]));
+        assert_eq!(r.pop_front().map(|e| e.id), Some(1));
+        assert_eq!(r.pop_front().map(|e| e.id), Some(0));
     }
 }

