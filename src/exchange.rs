@@ -3,11 +3,12 @@
 //! exchanges by a trie over words, so routing cost does not grow with the number of bindings.
 
 use std::collections::HashMap;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use warren_amqp::types::{AMQPValue, FieldTable};
 use warren_amqp::AmqpError;
 
+use crate::queue::dedup::DedupCache;
 use crate::queue::QueueHandle;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -70,6 +71,8 @@ pub struct Exchange {
     pub internal: bool,
     pub arguments: FieldTable,
     alternate: Option<Box<str>>,
+    /// `x-message-deduplication`: publishes to this exchange whose id it remembers are dropped.
+    pub dedup: Option<Mutex<DedupCache>>,
     bindings: Vec<Binding>,
     direct: HashMap<String, Vec<Destination>>,
     topic: TopicNode,
@@ -97,6 +100,7 @@ impl Exchange {
             internal,
             arguments,
             alternate,
+            dedup: None,
             bindings: Vec::new(),
             direct: HashMap::new(),
             topic: TopicNode::default(),

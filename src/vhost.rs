@@ -2,10 +2,10 @@
 //! topology sits behind one read-write lock; routing takes the read side and never awaits.
 
 use std::collections::HashMap;
-use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
+use std::sync::{Arc, Mutex, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 use warren_amqp::types::{AMQPValue, FieldTable};
-use warren_amqp::AmqpError;
+use warren_amqp::{AmqpError, PropertiesView};
 
 use warren_amqp::encode::{decode_table, encode_table};
 use warren_storage::{
@@ -14,6 +14,8 @@ use warren_storage::{
 
 use crate::exchange::{Destination, Exchange, ExchangeKind, LazyHeaders};
 use crate::queue::args::type_name;
+use crate::queue::args::{ArgReader, Dedup};
+use crate::queue::dedup::{self, DedupCache};
 use crate::queue::{engine, ConnectionId, QueueArgs, QueueHandle, QueueSpec};
 
 pub struct Vhost {
@@ -116,6 +118,10 @@ impl Topology {
         };
         if ex.durable {
             let vhost = self.vhost.clone();
+            if ex.dedup.is_some() {
+                let owner = dedup::exchange_owner(&vhost, name);
+                self.store.submit(Op::ForgetAllIds { owner }, None);
+            }
             self.store.submit(
                 Op::DeleteExchange {
                     vhost: vhost.clone(),
@@ -242,7 +248,7 @@ impl Vhost {
                 continue;
             };
             let arguments = decode_table(&e.arguments).unwrap_or_default();
-            let ex = Exchange::new(
+            let mut ex = Exchange::new(
                 e.name.clone(),
                 kind,
                 true,
@@ -250,20 +256,33 @@ impl Vhost {
                 e.internal,
                 arguments,
             );
+            if let Ok(Some(settings)) = Dedup::parse(&self.exchange_args(&ex.arguments, &e.name)) {
+                let mut cache = DedupCache::new(&settings, true);
+                let remembered = self
+                    .store
+                    .dedup_ids(&dedup::exchange_owner(&self.name, &e.name))?;
+                cache.restore(remembered, dedup::now_ms());
+                ex.dedup = Some(Mutex::new(cache));
+            }
             topo.exchanges.insert(e.name.clone(), ex);
         }
         let mut messages = 0usize;
         for q in recovered.queues.iter().filter(|q| q.vhost == self.name) {
+            let arguments = decode_table(&q.arguments).unwrap_or_default();
+            let args = QueueArgs::parse(&arguments, &q.name, &self.name).unwrap_or_default();
             let mut recovery = engine::Recovery::new(self.queue_memory_limit);
+            if let Some(settings) = &args.deduplication {
+                let remembered = self.store.dedup_ids(&dedup::queue_owner(q.id))?;
+                recovery = recovery.with_dedup(settings, remembered);
+            }
             self.store
                 .for_each_queue_message(q.id, |id, redelivered, parts| {
                     recovery.push(id, redelivered, parts)
                 })?;
             messages += recovery.len();
-            let arguments = decode_table(&q.arguments).unwrap_or_default();
             let spec = QueueSpec {
                 name: q.name.clone(),
-                args: QueueArgs::parse(&arguments, &q.name, &self.name).unwrap_or_default(),
+                args,
                 storage_id: Some(q.id),
                 durable: true,
                 exclusive_owner: None,
@@ -536,6 +555,7 @@ impl Vhost {
                 req.name
             )));
         }
+        let dedup = Dedup::parse(&self.exchange_args(req.arguments, req.name))?;
         if req.durable {
             let record = ExchangeRecord {
                 vhost: self.name.clone(),
@@ -547,18 +567,26 @@ impl Vhost {
             };
             self.store.submit(Op::PutExchange(record), None);
         }
-        topo.exchanges.insert(
-            req.name.to_owned(),
-            Exchange::new(
-                req.name,
-                kind,
-                req.durable,
-                req.auto_delete,
-                req.internal,
-                req.arguments.clone(),
-            ),
+        let mut exchange = Exchange::new(
+            req.name,
+            kind,
+            req.durable,
+            req.auto_delete,
+            req.internal,
+            req.arguments.clone(),
         );
+        exchange.dedup = dedup.map(|d| Mutex::new(DedupCache::new(&d, req.durable)));
+        topo.exchanges.insert(req.name.to_owned(), exchange);
         Ok(())
+    }
+
+    fn exchange_args<'a>(&'a self, args: &'a FieldTable, name: &'a str) -> ArgReader<'a> {
+        ArgReader {
+            args,
+            kind: "exchange",
+            name,
+            vhost: &self.name,
+        }
     }
 
     pub fn delete_exchange(&self, name: &str, if_unused: bool) -> Result<(), AmqpError> {
@@ -696,7 +724,46 @@ impl Vhost {
         headers: &LazyHeaders<'_>,
         out: &mut Vec<Arc<QueueHandle>>,
     ) -> Result<(), AmqpError> {
+        self.route_in(&self.read(), exchange, routing_keys, headers, out)
+    }
+
+    /// Routes a client's publish: as [`Vhost::route`], unless the exchange deduplicates and
+    /// has seen the message's id.
+    pub fn route_publish(
+        &self,
+        exchange: &str,
+        routing_keys: &[&str],
+        headers: &LazyHeaders<'_>,
+        properties: &PropertiesView<'_>,
+        out: &mut Vec<Arc<QueueHandle>>,
+    ) -> Result<Routing, AmqpError> {
         let topo = self.read();
+        let first = topo.exchanges.get(exchange).filter(|ex| !ex.internal);
+        if let Some((cache, ex)) = first.and_then(|ex| Some((ex.dedup.as_ref()?, ex))) {
+            let mut cache = cache.lock().unwrap_or_else(|e| e.into_inner());
+            if let Some(key) = cache.key_of(properties) {
+                if cache.is_duplicate(key, dedup::now_ms()) {
+                    return Ok(Routing::Duplicate);
+                }
+            }
+            if ex.durable {
+                for op in cache.take_writes(&dedup::exchange_owner(&self.name, exchange)) {
+                    self.store.submit(op, None);
+                }
+            }
+        }
+        self.route_in(&topo, exchange, routing_keys, headers, out)?;
+        Ok(Routing::Routed)
+    }
+
+    fn route_in(
+        &self,
+        topo: &Topology,
+        exchange: &str,
+        routing_keys: &[&str],
+        headers: &LazyHeaders<'_>,
+        out: &mut Vec<Arc<QueueHandle>>,
+    ) -> Result<(), AmqpError> {
         let push_queue = |out: &mut Vec<Arc<QueueHandle>>, q: &Arc<QueueHandle>| {
             if !out.iter().any(|o| Arc::ptr_eq(o, q)) {
                 out.push(q.clone());
@@ -754,6 +821,14 @@ impl Vhost {
         }
         Ok(())
     }
+}
+
+/// What became of a publish at its exchange.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Routing {
+    Routed,
+    /// Dropped: the exchange deduplicates and had seen the message's id.
+    Duplicate,
 }
 
 fn default_exchange_refused() -> AmqpError {

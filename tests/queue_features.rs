@@ -550,3 +550,179 @@ async fn deduplication_drops_repeated_ids_and_still_confirms_them() {
         vec![b"x".to_vec(), b"z".to_vec()]
     );
 }
+
+/// Publishes with a message id and confirms, asserting the confirm is an ack.
+async fn publish_id(ch: &lapin::Channel, exchange: &str, rk: &str, body: &[u8], id: &str) {
+    let props = BasicProperties::default()
+        .with_message_id(id.into())
+        .with_delivery_mode(2);
+    let confirm = within(
+        "publish",
+        ch.basic_publish(
+            exchange.into(),
+            rk.into(),
+            BasicPublishOptions {
+                mandatory: true,
+                ..Default::default()
+            },
+            body,
+            props,
+        ),
+    )
+    .await
+    .expect("publish");
+    let confirm = within("confirm", confirm).await.expect("confirm");
+    assert!(confirm.is_ack(), "duplicates are confirmed too");
+    assert!(
+        confirm.take_message().is_none(),
+        "a dropped duplicate is not returned"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_exchange_can_deduplicate_before_routing() {
+    let b = start().await;
+    let c = lapin_connect(&b).await;
+    let ch = lapin_channel(&c).await;
+    ch.exchange_declare(
+        "dedup-x".into(),
+        lapin::ExchangeKind::Fanout,
+        Default::default(),
+        args(&[("x-message-deduplication", AMQPValue::Boolean(true))]),
+    )
+    .await
+    .unwrap();
+    for q in ["dx1", "dx2"] {
+        declare(&ch, q, FieldTable::default()).await;
+        ch.queue_bind(
+            q.into(),
+            "dedup-x".into(),
+            "".into(),
+            Default::default(),
+            FieldTable::default(),
+        )
+        .await
+        .unwrap();
+    }
+    ch.confirm_select(ConfirmSelectOptions::default())
+        .await
+        .unwrap();
+    for (body, id) in [(b"1", "a"), (b"2", "a"), (b"3", "b"), (b"4", "b")] {
+        publish_id(&ch, "dedup-x", "", body, id).await;
+    }
+    for q in ["dx1", "dx2"] {
+        assert_eq!(bodies(&ch, q).await, vec![b"1".to_vec(), b"3".to_vec()]);
+    }
+
+    // Settings are checked like a queue's, with the exchange named.
+    let c2 = lapin_channel(&c).await;
+    let e = assert_lapin_code(
+        c2.exchange_declare(
+            "dedup-bad".into(),
+            lapin::ExchangeKind::Direct,
+            Default::default(),
+            args(&[
+                ("x-message-deduplication", AMQPValue::Boolean(true)),
+                ("x-cache-size", AMQPValue::LongString("many".into())),
+            ]),
+        )
+        .await,
+        406,
+    );
+    assert_eq!(
+        lapin_text(&e),
+        "PRECONDITION_FAILED - invalid arg 'x-cache-size' for exchange 'dedup-bad' in vhost '/': \"expected integer, got longstr\""
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deduplication_remembers_consumed_ids_across_a_restart() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let durable = || lapin::options::QueueDeclareOptions {
+        durable: true,
+        ..Default::default()
+    };
+    let dedup_args = |ttl: i32| {
+        args(&[
+            ("x-message-deduplication", AMQPValue::Boolean(true)),
+            ("x-cache-ttl", AMQPValue::LongInt(ttl)),
+        ])
+    };
+    let connect = |uri: String| async move {
+        let c = within(
+            "connect",
+            lapin::Connection::connect(&uri, lapin::ConnectionProperties::default()),
+        )
+        .await
+        .expect("connect");
+        let ch = lapin_channel(&c).await;
+        ch.confirm_select(ConfirmSelectOptions::default())
+            .await
+            .unwrap();
+        (c, ch)
+    };
+
+    let broker = ChildBroker::start(dir.path(), &[]);
+    {
+        let (_c, ch) = connect(broker.uri()).await;
+        // A durable deduplicating queue (one id short-lived) and a durable deduplicating exchange.
+        ch.queue_declare("dq".into(), durable(), dedup_args(600_000))
+            .await
+            .unwrap();
+        ch.queue_declare("dq-short".into(), durable(), dedup_args(1_500))
+            .await
+            .unwrap();
+        ch.exchange_declare(
+            "dx".into(),
+            lapin::ExchangeKind::Fanout,
+            lapin::options::ExchangeDeclareOptions {
+                durable: true,
+                ..Default::default()
+            },
+            dedup_args(600_000),
+        )
+        .await
+        .unwrap();
+        ch.queue_declare("dx-q".into(), durable(), FieldTable::default())
+            .await
+            .unwrap();
+        ch.queue_bind(
+            "dx-q".into(),
+            "dx".into(),
+            "".into(),
+            Default::default(),
+            FieldTable::default(),
+        )
+        .await
+        .unwrap();
+        publish_id(&ch, "", "dq", b"first", "a").await;
+        publish_id(&ch, "", "dq-short", b"first", "a").await;
+        publish_id(&ch, "dx", "", b"first", "a").await;
+        // Consumed: no longer stored as messages, only remembered as ids.
+        for q in ["dq", "dq-short", "dx-q"] {
+            assert_eq!(bodies(&ch, q).await, vec![b"first".to_vec()]);
+        }
+        // Kept in the queue: known again from the stored message.
+        publish_id(&ch, "", "dq", b"kept", "k").await;
+    }
+    broker.stop();
+
+    let broker = ChildBroker::start(dir.path(), &[]);
+    let (_c, ch) = connect(broker.uri()).await;
+    for (exchange, rk) in [("", "dq"), ("", "dq-short"), ("dx", "")] {
+        publish_id(&ch, exchange, rk, b"again", "a").await;
+        publish_id(&ch, exchange, rk, b"new", "b").await;
+    }
+    publish_id(&ch, "", "dq", b"kept again", "k").await;
+    assert_eq!(
+        bodies(&ch, "dq").await,
+        vec![b"kept".to_vec(), b"new".to_vec()]
+    );
+    assert_eq!(bodies(&ch, "dx-q").await, vec![b"new".to_vec()]);
+    assert_eq!(bodies(&ch, "dq-short").await, vec![b"new".to_vec()]);
+    // The short-lived id expires, after the restart as before it.
+    tokio::time::sleep(Duration::from_millis(1_600)).await;
+    publish_id(&ch, "", "dq-short", b"later", "a").await;
+    assert_eq!(bodies(&ch, "dq-short").await, vec![b"later".to_vec()]);
+    broker.stop();
+}

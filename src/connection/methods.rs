@@ -15,7 +15,7 @@ use crate::exchange::LazyHeaders;
 use crate::message::Message;
 use crate::queue::{args::integer, Consumer, PublishConfirm, QueueCommand, QueueHandle};
 use crate::reply_to;
-use crate::vhost::{DeclareExchange, DeclareQueue, Vhost};
+use crate::vhost::{DeclareExchange, DeclareQueue, Routing, Vhost};
 use warren_storage::Op;
 
 /// `amq.gen-…` / `amq.ctag-…`: a prefix and 22 random URL-safe characters, like RabbitMQ.
@@ -852,17 +852,22 @@ impl Connection {
         };
         let mut targets = std::mem::take(&mut self.route_buf);
         targets.clear();
-        if let Err(e) = vhost.route(&exchange, keys, &headers, &mut targets) {
-            self.route_buf = targets;
-            return Err(e);
-        }
+        let routing = match vhost.route_publish(&exchange, keys, &headers, &props, &mut targets) {
+            Ok(routing) => routing,
+            Err(e) => {
+                self.route_buf = targets;
+                return Err(e);
+            }
+        };
         drop(headers);
         if strip_bcc {
             content.properties = without_bcc(&content.properties).unwrap_or(content.properties);
         }
         let channel = self.channel(ch)?;
         if let Some(tx) = channel.tx.as_mut() {
-            tx.publishes.push(TxPublish { targets, content });
+            if routing == Routing::Routed {
+                tx.publishes.push(TxPublish { targets, content });
+            }
             return Ok(());
         }
         let confirm_seq = channel.confirm.then(|| {
@@ -871,6 +876,11 @@ impl Connection {
         });
         if confirm_seq.is_some() && !self.confirms_due.contains(&ch) {
             self.confirms_due.push(ch);
+        }
+        if routing == Routing::Duplicate {
+            // Dropped, but confirmed (nothing to wait for): the message is already there.
+            self.route_buf = targets;
+            return Ok(());
         }
         let targets = self
             .deliver_publish(ch, targets, content, confirm_seq)

@@ -51,38 +51,16 @@ impl QueueArgs {
     }
 
     pub fn parse(args: &FieldTable, queue: &str, vhost: &str) -> Result<QueueArgs, AmqpError> {
-        let invalid = |arg: &str, why: String| {
-            AmqpError::precondition_failed(format!(
-                "invalid arg '{arg}' for queue '{queue}' in vhost '{vhost}': {why}"
-            ))
+        let reader = ArgReader {
+            args,
+            kind: "queue",
+            name: queue,
+            vhost,
         };
+        let invalid = |arg: &str, why: String| reader.invalid(arg, why);
         let get = |arg: &str| args.inner().get(arg);
-        let non_negative = |arg: &str| -> Result<Option<u64>, AmqpError> {
-            match get(arg) {
-                None => Ok(None),
-                Some(v) => match integer(v) {
-                    Some(n) if n < 0 => Err(invalid(arg, format!("{{value_negative,{n}}}"))),
-                    Some(n) => Ok(Some(n as u64)),
-                    None => Err(invalid(
-                        arg,
-                        format!("\"expected integer, got {}\"", type_name(v)),
-                    )),
-                },
-            }
-        };
-        let text = |arg: &str| -> Result<Option<String>, AmqpError> {
-            match get(arg) {
-                None => Ok(None),
-                Some(AMQPValue::LongString(s)) => {
-                    Ok(Some(String::from_utf8_lossy(s.as_bytes()).into_owned()))
-                }
-                Some(AMQPValue::ShortString(s)) => Ok(Some(s.as_str().to_owned())),
-                Some(v) => Err(invalid(
-                    arg,
-                    format!("\"expected longstr, got {}\"", type_name(v)),
-                )),
-            }
-        };
+        let non_negative = |arg: &str| reader.non_negative(arg);
+        let text = |arg: &str| reader.text(arg);
         let mut out = QueueArgs {
             message_ttl: non_negative("x-message-ttl")?,
             expires: non_negative("x-expires")?,
@@ -122,23 +100,7 @@ impl QueueArgs {
                 ))
             }
         };
-        let dedup_on = match get("x-message-deduplication") {
-            None => false,
-            Some(AMQPValue::Boolean(b)) => *b,
-            Some(v) => {
-                return Err(invalid(
-                    "x-message-deduplication",
-                    format!("\"expected bool, got {}\"", type_name(v)),
-                ))
-            }
-        };
-        if dedup_on {
-            out.deduplication = Some(Dedup {
-                cache_size: non_negative("x-cache-size")?.unwrap_or(DEFAULT_DEDUP_CACHE) as usize,
-                ttl_ms: non_negative("x-cache-ttl")?,
-                header: text("x-deduplication-header")?,
-            });
-        }
+        out.deduplication = Dedup::parse(&reader)?;
         out.single_active_consumer = match get("x-single-active-consumer") {
             None => false,
             Some(AMQPValue::Boolean(b)) => *b,
@@ -150,6 +112,76 @@ impl QueueArgs {
             }
         };
         Ok(out)
+    }
+}
+
+impl Dedup {
+    /// `x-message-deduplication` and its settings, from a queue's or an exchange's arguments.
+    pub fn parse(reader: &ArgReader<'_>) -> Result<Option<Dedup>, AmqpError> {
+        let on = match reader.args.inner().get("x-message-deduplication") {
+            None => false,
+            Some(AMQPValue::Boolean(b)) => *b,
+            Some(v) => {
+                return Err(reader.invalid(
+                    "x-message-deduplication",
+                    format!("\"expected bool, got {}\"", type_name(v)),
+                ))
+            }
+        };
+        if !on {
+            return Ok(None);
+        }
+        Ok(Some(Dedup {
+            cache_size: reader
+                .non_negative("x-cache-size")?
+                .unwrap_or(DEFAULT_DEDUP_CACHE) as usize,
+            ttl_ms: reader.non_negative("x-cache-ttl")?,
+            header: reader.text("x-deduplication-header")?,
+        }))
+    }
+}
+
+/// Reads `x-` arguments of a queue or exchange, refusing wrong types with RabbitMQ's wording.
+pub struct ArgReader<'a> {
+    pub args: &'a FieldTable,
+    /// "queue" or "exchange".
+    pub kind: &'a str,
+    pub name: &'a str,
+    pub vhost: &'a str,
+}
+
+impl ArgReader<'_> {
+    pub fn invalid(&self, arg: &str, why: String) -> AmqpError {
+        AmqpError::precondition_failed(format!(
+            "invalid arg '{arg}' for {} '{}' in vhost '{}': {why}",
+            self.kind, self.name, self.vhost
+        ))
+    }
+
+    pub fn non_negative(&self, arg: &str) -> Result<Option<u64>, AmqpError> {
+        match self.args.inner().get(arg) {
+            None => Ok(None),
+            Some(v) => match integer(v) {
+                Some(n) if n < 0 => Err(self.invalid(arg, format!("{{value_negative,{n}}}"))),
+                Some(n) => Ok(Some(n as u64)),
+                None => {
+                    Err(self.invalid(arg, format!("\"expected integer, got {}\"", type_name(v))))
+                }
+            },
+        }
+    }
+
+    pub fn text(&self, arg: &str) -> Result<Option<String>, AmqpError> {
+        match self.args.inner().get(arg) {
+            None => Ok(None),
+            Some(AMQPValue::LongString(s)) => {
+                Ok(Some(String::from_utf8_lossy(s.as_bytes()).into_owned()))
+            }
+            Some(AMQPValue::ShortString(s)) => Ok(Some(s.as_str().to_owned())),
+            Some(v) => {
+                Err(self.invalid(arg, format!("\"expected longstr, got {}\"", type_name(v))))
+            }
+        }
     }
 }
 

@@ -1,87 +1,178 @@
-//! Message deduplication (`x-message-deduplication`): a queue remembers the ids of recent
-//! publishes — the `message-id` property, or a header named by `x-deduplication-header` — for
-//! `x-cache-ttl` milliseconds and at most `x-cache-size` ids, and drops a publish whose id it
-//! remembers. The publisher still gets its confirm.
+//! Message deduplication (`x-message-deduplication`, on a queue or an exchange): the ids of
+//! recent publishes — the `message-id` property, or a header named by `x-deduplication-header` —
+//! are remembered for `x-cache-ttl` milliseconds and at most `x-cache-size` ids, and a publish
+//! whose id is remembered is dropped. The publisher still gets its confirm.
+//!
+//! A durable owner's cache is mirrored in the store (see [`DedupCache::take_writes`]) and
+//! restored at start-up, so a restart does not forget what was already seen. Times are Unix
+//! milliseconds so that they mean the same after a restart.
 
 use std::collections::{HashMap, VecDeque};
-use std::time::{Duration, Instant};
+use std::time::SystemTime;
 
 use warren_amqp::types::AMQPValue;
+use warren_amqp::PropertiesView;
+use warren_storage::{Op, RememberedId};
 
 use super::args::Dedup;
-use crate::message::Message;
+
+/// Expiry of an id remembered without a TTL (kept until pushed out by newer ones).
+const NEVER: u64 = u64::MAX;
 
 pub struct DedupCache {
-    seen: HashMap<Vec<u8>, Instant>,
+    /// Id → when it is forgotten.
+    seen: HashMap<Vec<u8>, u64>,
     /// Ids in the order they were remembered, with their expiry, for eviction.
-    order: VecDeque<(Vec<u8>, Instant)>,
+    order: VecDeque<(Vec<u8>, u64)>,
     size: usize,
-    ttl: Option<Duration>,
+    ttl_ms: Option<u64>,
     header: Option<String>,
+    /// Whether changes are kept for the store (the owner is durable).
+    durable: bool,
+    remembered: Vec<RememberedId>,
+    forgotten: Vec<Vec<u8>>,
+}
+
+/// The clock deduplication runs on: Unix time in milliseconds.
+pub fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+/// The store's name for a durable queue's cache.
+pub fn queue_owner(storage_id: u64) -> String {
+    format!("q:{storage_id}")
+}
+
+/// The store's name for a durable exchange's cache.
+pub fn exchange_owner(vhost: &str, exchange: &str) -> String {
+    format!("e:{vhost}\0{exchange}")
+}
+
+/// The id a message is deduplicated by, if it has one.
+pub fn key_of(header: Option<&str>, props: &PropertiesView<'_>) -> Option<Vec<u8>> {
+    match header {
+        None => props.message_id.map(<[u8]>::to_vec),
+        Some(name) => {
+            let table = warren_amqp::encode::decode_table_entries(props.headers?)?;
+            match table.inner().get(name)? {
+                AMQPValue::LongString(s) => Some(s.as_bytes().to_vec()),
+                AMQPValue::ShortString(s) => Some(s.as_str().as_bytes().to_vec()),
+                other => crate::queue::args::integer(other).map(|n| n.to_string().into_bytes()),
+            }
+        }
+    }
 }
 
 impl DedupCache {
-    pub fn new(settings: &Dedup) -> Self {
+    pub fn new(settings: &Dedup, durable: bool) -> Self {
         DedupCache {
             seen: HashMap::new(),
             order: VecDeque::new(),
             size: settings.cache_size.max(1),
-            ttl: settings.ttl_ms.map(Duration::from_millis),
+            ttl_ms: settings.ttl_ms,
             header: settings.header.clone(),
+            durable,
+            remembered: Vec::new(),
+            forgotten: Vec::new(),
         }
     }
 
     /// The id a message is deduplicated by, if it has one.
-    pub fn key_of(&self, message: &Message) -> Option<Vec<u8>> {
-        let props = message.properties_view();
-        match &self.header {
-            None => props.message_id.map(<[u8]>::to_vec),
-            Some(name) => {
-                let table = warren_amqp::encode::decode_table_entries(props.headers?)?;
-                match table.inner().get(name.as_str())? {
-                    AMQPValue::LongString(s) => Some(s.as_bytes().to_vec()),
-                    AMQPValue::ShortString(s) => Some(s.as_str().as_bytes().to_vec()),
-                    other => crate::queue::args::integer(other).map(|n| n.to_string().into_bytes()),
-                }
-            }
-        }
+    pub fn key_of(&self, props: &PropertiesView<'_>) -> Option<Vec<u8>> {
+        key_of(self.header.as_deref(), props)
     }
 
     /// True when `key` was seen within the window (a duplicate); otherwise remembers it.
-    pub fn is_duplicate(&mut self, key: Vec<u8>, now: Instant) -> bool {
+    pub fn is_duplicate(&mut self, key: Vec<u8>, now: u64) -> bool {
         self.forget_expired(now);
         if self.seen.get(&key).is_some_and(|expiry| *expiry > now) {
             return true;
         }
-        // Without a TTL an id is remembered until pushed out by newer ones.
-        let expiry = self
-            .ttl
-            .map_or(now + Duration::from_secs(100 * 365 * 86_400), |ttl| {
-                now + ttl
-            });
+        let expiry = self.ttl_ms.map_or(NEVER, |ttl| now.saturating_add(ttl));
+        self.remember(key, now, expiry);
+        false
+    }
+
+    /// Takes back what the store held: (id, remembered at, expires at), oldest first.
+    pub fn restore(&mut self, ids: Vec<RememberedId>, now: u64) {
+        for (key, at, expiry) in ids {
+            if expiry > now {
+                self.remember(key, at, expiry);
+            } else if self.durable {
+                self.forgotten.push(key);
+            }
+        }
+        // What the store held is already there.
+        self.remembered.clear();
+    }
+
+    fn remember(&mut self, key: Vec<u8>, at: u64, expiry: u64) {
+        if self.durable {
+            self.remembered.push((key.clone(), at, expiry));
+        }
         self.seen.insert(key.clone(), expiry);
         self.order.push_back((key, expiry));
         while self.seen.len() > self.size {
             let Some((old, at)) = self.order.pop_front() else {
                 break;
             };
-            if self.seen.get(&old) == Some(&at) {
-                self.seen.remove(&old);
-            }
+            self.forget(old, at);
         }
-        false
     }
 
-    fn forget_expired(&mut self, now: Instant) {
-        while let Some((key, at)) = self.order.front() {
-            if *at > now {
-                break;
+    fn forget_expired(&mut self, now: u64) {
+        while self.order.front().is_some_and(|(_, at)| *at <= now) {
+            if let Some((key, at)) = self.order.pop_front() {
+                self.forget(key, at);
             }
-            if self.seen.get(key) == Some(at) {
-                self.seen.remove(key);
-            }
-            self.order.pop_front();
         }
+    }
+
+    /// Forgets `key` if `expiry` is still its current entry (it may have been remembered anew).
+    fn forget(&mut self, key: Vec<u8>, expiry: u64) {
+        if self.seen.get(&key) == Some(&expiry) {
+            self.seen.remove(&key);
+            if self.durable {
+                self.forgotten.push(key);
+            }
+        }
+    }
+
+    /// The store writes that bring its copy up to date with this cache, if any.
+    pub fn take_writes(&mut self, owner: &str) -> Vec<Op> {
+        let mut ops = Vec::new();
+        if self.remembered.is_empty() && self.forgotten.is_empty() {
+            return ops;
+        }
+        // Only the final state counts: an id remembered then forgotten since the last call is
+        // simply not remembered; one forgotten then remembered again is.
+        let seen = &self.seen;
+        let ids: Vec<_> = self
+            .remembered
+            .drain(..)
+            .filter(|(key, _, expiry)| seen.get(key) == Some(expiry))
+            .collect();
+        let gone: Vec<_> = self
+            .forgotten
+            .drain(..)
+            .filter(|key| !seen.contains_key(key))
+            .collect();
+        if !ids.is_empty() {
+            ops.push(Op::RememberIds {
+                owner: owner.to_owned(),
+                ids,
+            });
+        }
+        if !gone.is_empty() {
+            ops.push(Op::ForgetIds {
+                owner: owner.to_owned(),
+                ids: gone,
+            });
+        }
+        ops
     }
 }
 
@@ -89,25 +180,91 @@ impl DedupCache {
 mod tests {
     use super::*;
 
+    fn cache(size: usize, ttl_ms: Option<u64>, durable: bool) -> DedupCache {
+        DedupCache::new(
+            &Dedup {
+                cache_size: size,
+                ttl_ms,
+                header: None,
+            },
+            durable,
+        )
+    }
+
     #[test]
     fn remembers_within_ttl_and_size() {
-        let mut c = DedupCache::new(&Dedup {
-            cache_size: 2,
-            ttl_ms: Some(1000),
-            header: None,
-        });
-        let t0 = Instant::now();
+        let mut c = cache(2, Some(1000), false);
+        let t0 = 1_000_000;
         assert!(!c.is_duplicate(b"a".to_vec(), t0));
-        assert!(c.is_duplicate(b"a".to_vec(), t0 + Duration::from_millis(10)));
+        assert!(c.is_duplicate(b"a".to_vec(), t0 + 10));
+        assert!(!c.is_duplicate(b"a".to_vec(), t0 + 1500), "expired");
+        assert!(!c.is_duplicate(b"b".to_vec(), t0 + 1500));
+        assert!(!c.is_duplicate(b"c".to_vec(), t0 + 1500));
         assert!(
-            !c.is_duplicate(b"a".to_vec(), t0 + Duration::from_millis(1500)),
-            "expired"
-        );
-        assert!(!c.is_duplicate(b"b".to_vec(), t0 + Duration::from_millis(1500)));
-        assert!(!c.is_duplicate(b"c".to_vec(), t0 + Duration::from_millis(1500)));
-        assert!(
-            !c.is_duplicate(b"a".to_vec(), t0 + Duration::from_millis(1501)),
+            !c.is_duplicate(b"a".to_vec(), t0 + 1501),
             "pushed out by b and c"
         );
+        assert!(c.take_writes("q:1").is_empty(), "not durable");
+    }
+
+    fn apply(store: &mut HashMap<Vec<u8>, (u64, u64)>, ops: Vec<Op>) {
+        for op in ops {
+            match op {
+                Op::RememberIds { ids, .. } => {
+                    for (k, at, exp) in ids {
+                        store.insert(k, (at, exp));
+                    }
+                }
+                Op::ForgetIds { ids, .. } => {
+                    for k in ids {
+                        store.remove(&k);
+                    }
+                }
+                _ => panic!("unexpected op"),
+            }
+        }
+    }
+
+    #[test]
+    fn the_stored_copy_follows_the_cache_and_restores_it() {
+        let mut store = HashMap::new();
+        let mut c = cache(2, Some(1000), true);
+        let t0 = 1_000_000;
+        c.is_duplicate(b"a".to_vec(), t0);
+        c.is_duplicate(b"b".to_vec(), t0 + 1);
+        apply(&mut store, c.take_writes("q:1"));
+        assert_eq!(store.len(), 2);
+        // c pushes a out; a comes back after expiring... within one batch of writes.
+        c.is_duplicate(b"c".to_vec(), t0 + 2);
+        c.is_duplicate(b"a".to_vec(), t0 + 3);
+        apply(&mut store, c.take_writes("q:1"));
+        let mut keys: Vec<_> = store.keys().cloned().collect();
+        keys.sort();
+        assert_eq!(keys, vec![b"a".to_vec(), b"c".to_vec()]);
+
+        // A new cache restored from the store knows a and c, not b.
+        let mut ids: Vec<_> = store
+            .iter()
+            .map(|(k, (at, e))| (k.clone(), *at, *e))
+            .collect();
+        ids.sort_by_key(|(_, at, _)| *at);
+        let mut d = cache(2, Some(1000), true);
+        d.restore(ids, t0 + 10);
+        assert!(d.take_writes("q:1").is_empty(), "nothing new to write");
+        assert!(d.is_duplicate(b"a".to_vec(), t0 + 11));
+        assert!(d.is_duplicate(b"c".to_vec(), t0 + 11));
+        assert!(!d.is_duplicate(b"b".to_vec(), t0 + 11));
+
+        // Restored entries that expired while the broker was down are dropped from the store.
+        store.insert(b"gone".to_vec(), (t0, t0 + 1000));
+        let mut e = cache(10, Some(1000), true);
+        e.restore(vec![(b"gone".to_vec(), t0, t0 + 1000)], t0 + 5000);
+        assert!(!e.is_duplicate(b"gone".to_vec(), t0 + 5001), "expired");
+        apply(&mut store, e.take_writes("q:1"));
+        assert_eq!(store.get(&b"gone"[..]), Some(&(t0 + 5001, t0 + 6001)));
+        let mut f = cache(10, Some(1000), true);
+        f.restore(vec![(b"gone".to_vec(), t0, t0 + 1000)], t0 + 9000);
+        apply(&mut store, f.take_writes("q:1"));
+        assert!(!store.contains_key(&b"gone"[..]));
     }
 }

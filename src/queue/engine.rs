@@ -12,11 +12,12 @@ use std::time::{Duration, Instant, SystemTime};
 
 use tokio::sync::mpsc;
 use warren_amqp::{AmqpError, PropertiesView};
-use warren_storage::MessageParts;
+use warren_storage::{MessageParts, RememberedId};
 use warren_storage::{Op, Store};
 
+use super::args::Dedup;
 use super::dead_letter::{self, Reason};
-use super::dedup::DedupCache;
+use super::dedup::{self, DedupCache};
 use super::ready::{Entry, Ready, Slot};
 use super::{
     Consumer, GetReply, Overflow, PublishConfirm, QueueArgs, QueueCommand, QueueHandle, QueueSpec,
@@ -91,6 +92,10 @@ pub struct Recovery {
     memory_limit: u64,
     loaded_bytes: u64,
     messages: Vec<RecoveredMessage>,
+    /// With deduplication: the header ids are read from (None: `message-id`), the ids the store
+    /// remembered, and those of the messages still in the queue.
+    dedup: Option<(Option<String>, Vec<RememberedId>)>,
+    dedup_keys: Vec<Vec<u8>>,
 }
 
 impl Recovery {
@@ -99,10 +104,23 @@ impl Recovery {
             memory_limit,
             loaded_bytes: 0,
             messages: Vec::new(),
+            dedup: None,
+            dedup_keys: Vec::new(),
         }
     }
 
+    /// For a deduplicating queue: the ids it remembered (see `DedupCache::restore`).
+    pub fn with_dedup(mut self, settings: &Dedup, remembered: Vec<RememberedId>) -> Self {
+        self.dedup = Some((settings.header.clone(), remembered));
+        self
+    }
+
     pub fn push(&mut self, storage_id: u64, redelivered: bool, parts: MessageParts<'_>) {
+        if let Some((header, _)) = &self.dedup {
+            let view = PropertiesView::parse(parts.properties).unwrap_or_default();
+            self.dedup_keys
+                .extend(dedup::key_of(header.as_deref(), &view));
+        }
         let len = parts.body.len() as u64;
         let (slot, expiration_ms) = if self.loaded_bytes + len <= self.memory_limit {
             self.loaded_bytes += len;
@@ -173,7 +191,11 @@ pub fn spawn(
         had_consumer: false,
         epoch: now,
         last_used: now,
-        dedup: handle.args.deduplication.as_ref().map(DedupCache::new),
+        dedup: handle
+            .args
+            .deduplication
+            .as_ref()
+            .map(|d| DedupCache::new(d, storage_id.is_some())),
         memory_limit: if storage_id.is_some() {
             spec.memory_limit
         } else {
@@ -182,13 +204,17 @@ pub fn spawn(
         page_out: VecDeque::new(),
         retry_at: None,
     };
-    for m in recovered.map(|r| r.messages).unwrap_or_default() {
-        // Ids of the messages still in a durable queue stay known after a restart.
-        if let (Some(cache), Slot::Loaded(message)) = (state.dedup.as_mut(), &m.slot) {
-            if let Some(key) = cache.key_of(message) {
-                cache.is_duplicate(key, now);
-            }
+    let recovered = recovered.unwrap_or_else(|| Recovery::new(0));
+    if let (Some(cache), Some((_, remembered))) = (state.dedup.as_mut(), recovered.dedup) {
+        // What the queue remembered, and the ids of the messages still in it (in case the
+        // broker stopped before it wrote down what it remembered).
+        let now = dedup::now_ms();
+        cache.restore(remembered, now);
+        for key in recovered.dedup_keys {
+            cache.is_duplicate(key, now);
         }
+    }
+    for m in recovered.messages {
         // Recovered messages start their TTL afresh, as RabbitMQ's do.
         let entry = state.new_entry(m.slot, m.expiration_ms, m.redelivered);
         state.ready.push_back(entry);
@@ -420,6 +446,11 @@ impl QueueState {
             let messages = std::mem::take(&mut self.removed);
             self.store.submit(Op::Remove { queue, messages }, None);
         }
+        if let Some(cache) = self.dedup.as_mut() {
+            for op in cache.take_writes(&dedup::queue_owner(queue)) {
+                self.store.submit(op, None);
+            }
+        }
     }
 
     fn handle_command(&mut self, cmd: QueueCommand) -> Flow {
@@ -524,8 +555,8 @@ impl QueueState {
 
     fn publish(&mut self, message: MessageRef, confirm: Option<PublishConfirm>) {
         if let Some(cache) = self.dedup.as_mut() {
-            if let Some(key) = cache.key_of(&message) {
-                if cache.is_duplicate(key, Instant::now()) {
+            if let Some(key) = cache.key_of(&message.properties_view()) {
+                if cache.is_duplicate(key, dedup::now_ms()) {
                     // Dropped, but confirmed: the publisher's message is (already) here.
                     answer(confirm, true);
                     if let Some(sid) = self.on_disk(&message) {
@@ -773,6 +804,11 @@ impl QueueState {
                 id,
             };
             self.store.submit(op, None);
+            if let Some(cache) = self.dedup.as_mut() {
+                cache.take_writes("");
+                let owner = dedup::queue_owner(id);
+                self.store.submit(Op::ForgetAllIds { owner }, None);
+            }
         }
         if let Some(vhost) = self.vhost.upgrade() {
             vhost.forget_queue(&self.handle);

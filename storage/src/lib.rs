@@ -41,6 +41,10 @@ const QUEUES: TableDefinition<(&str, &str), &[u8]> = TableDefinition::new("queue
 const EXCHANGES: TableDefinition<(&str, &str), &[u8]> = TableDefinition::new("exchanges");
 /// JSON binding record → nothing.
 const BINDINGS: TableDefinition<&[u8], ()> = TableDefinition::new("bindings");
+/// (owner, message id) → (when remembered, when forgotten; both Unix ms, `u64::MAX` = never):
+/// the ids a deduplicating queue or exchange remembers. The owner is `q:<queue id>` or
+/// `e:<vhost>\0<exchange>`.
+const DEDUP: TableDefinition<(&str, &[u8]), (u64, u64)> = TableDefinition::new("dedup");
 /// Counters (the next queue id and message id) and the schema version.
 const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
 
@@ -80,6 +84,10 @@ redb_errors!(
     redb::StorageError,
     redb::CommitError
 );
+
+/// An id a deduplicating queue or exchange remembers: (id, remembered at, forgotten at), in
+/// Unix milliseconds (`u64::MAX`: until pushed out by newer ids).
+pub type RememberedId = (Vec<u8>, u64, u64);
 
 /// Everything the store held at start-up.
 #[derive(Debug, Default)]
@@ -143,6 +151,7 @@ impl Store {
                 w.open_table(MESSAGE_REFS)?;
                 w.open_table(QUEUE_INDEX)?;
                 w.open_table(DELIVERED)?;
+                w.open_table(DEDUP)?;
                 let mut meta = w.open_table(META)?;
                 let found = meta.get("schema_version")?.map(|v| v.value());
                 match found {
@@ -321,6 +330,25 @@ impl Store {
             }
         }
         Ok(())
+    }
+
+    /// The ids a deduplicating queue or exchange remembered: (id, remembered at, expires at), in
+    /// the order they were remembered.
+    pub fn dedup_ids(&self, owner: &str) -> Result<Vec<RememberedId>, StorageError> {
+        let r = self.inner.db.begin_read()?;
+        let table = r.open_table(DEDUP)?;
+        let mut out = Vec::new();
+        for entry in table.range((owner, &[][..])..)? {
+            let (k, v) = entry?;
+            let (o, id) = k.value();
+            if o != owner {
+                break;
+            }
+            let (at, expires) = v.value();
+            out.push((id.to_vec(), at, expires));
+        }
+        out.sort_by_key(|(_, at, _)| *at);
+        Ok(out)
     }
 
     /// How many writes were queued so far (see [`Store::committed`]).

@@ -293,3 +293,45 @@ async fn paged_messages_are_read_back_by_id_inline_or_shared() {
         vec![(shared, b"k2".to_vec(), b"both".to_vec())]
     );
 }
+
+#[tokio::test]
+async fn remembered_ids_survive_reopen_per_owner_in_order() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let (store, _) = open(dir.path());
+        let remember = |owner: &str, ids: &[(&[u8], u64)]| Op::RememberIds {
+            owner: owner.into(),
+            ids: ids
+                .iter()
+                .map(|(id, at)| (id.to_vec(), *at, at + 1000))
+                .collect(),
+        };
+        store.submit(remember("q:1", &[(b"b", 20), (b"a", 10), (b"c", 30)]), None);
+        store.submit(remember("q:10", &[(b"x", 5)]), None);
+        store.submit(remember("e:/\0ex", &[(b"y", 7)]), None);
+        store.submit(
+            Op::ForgetIds {
+                owner: "q:1".into(),
+                ids: vec![b"b".to_vec()],
+            },
+            None,
+        );
+        store
+            .write(Op::ForgetAllIds {
+                owner: "e:/\0ex".into(),
+            })
+            .await
+            .unwrap();
+    }
+    let (store, _) = open(dir.path());
+    assert_eq!(
+        store.dedup_ids("q:1").unwrap(),
+        vec![(b"a".to_vec(), 10, 1010), (b"c".to_vec(), 30, 1030)]
+    );
+    assert_eq!(
+        store.dedup_ids("q:10").unwrap(),
+        vec![(b"x".to_vec(), 5, 1005)]
+    );
+    assert!(store.dedup_ids("e:/\0ex").unwrap().is_empty());
+    assert!(store.dedup_ids("q:2").unwrap().is_empty());
+}

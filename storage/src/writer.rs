@@ -10,7 +10,8 @@ use tokio::sync::{mpsc, oneshot};
 
 use crate::records::{BindingRecord, ExchangeRecord, QueueRecord};
 use crate::{
-    StorageError, BINDINGS, DELIVERED, EXCHANGES, MESSAGES, MESSAGE_REFS, META, QUEUES, QUEUE_INDEX,
+    StorageError, BINDINGS, DEDUP, DELIVERED, EXCHANGES, MESSAGES, MESSAGE_REFS, META, QUEUES,
+    QUEUE_INDEX,
 };
 
 /// Hears when writes it asked about are on disk.
@@ -65,6 +66,20 @@ pub enum Op {
     DeleteBindingsFrom {
         vhost: String,
         exchange: String,
+    },
+    /// Ids a deduplicating queue or exchange now remembers.
+    RememberIds {
+        owner: String,
+        ids: Vec<crate::RememberedId>,
+    },
+    /// Ids it no longer remembers (expired, or pushed out by newer ones).
+    ForgetIds {
+        owner: String,
+        ids: Vec<Vec<u8>>,
+    },
+    /// Everything it remembered (it is gone).
+    ForgetAllIds {
+        owner: String,
     },
 }
 
@@ -250,6 +265,36 @@ fn apply(w: &WriteTransaction, op: &Op, elided: &HashSet<(u64, u64)>) -> Result<
         }
         Op::DeleteBindingsFrom { vhost, exchange } => {
             delete_bindings(w, |b| &b.vhost == vhost && &b.source == exchange)?;
+        }
+        Op::RememberIds { owner, ids } => {
+            let mut table = w.open_table(DEDUP)?;
+            for (id, at, expires) in ids {
+                table.insert((owner.as_str(), &id[..]), (*at, *expires))?;
+            }
+        }
+        Op::ForgetIds { owner, ids } => {
+            let mut table = w.open_table(DEDUP)?;
+            for id in ids {
+                table.remove((owner.as_str(), &id[..]))?;
+            }
+        }
+        Op::ForgetAllIds { owner } => {
+            let mut table = w.open_table(DEDUP)?;
+            let ids: Vec<Vec<u8>> = {
+                let mut ids = Vec::new();
+                for entry in table.range((owner.as_str(), &[][..])..)? {
+                    let (k, _) = entry?;
+                    let (o, id) = k.value();
+                    if o != owner {
+                        break;
+                    }
+                    ids.push(id.to_vec());
+                }
+                ids
+            };
+            for id in ids {
+                table.remove((owner.as_str(), &id[..]))?;
+            }
         }
     }
     Ok(())
