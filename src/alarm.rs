@@ -16,11 +16,15 @@ pub fn free_bytes(dir: &Path) -> Option<u64> {
     Some((s.blocks_available() as u64).saturating_mul(s.fragment_size() as u64))
 }
 
-/// Checks the disk every second for as long as the broker runs.
+/// Checks the disk every second, and at once when storage commits start or stop failing, for as
+/// long as the broker runs.
 pub async fn watch_disk(broker: Arc<Broker>) {
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     loop {
-        tick.tick().await;
+        tokio::select! {
+            _ = tick.tick() => broker.store.retry_if_failing(),
+            _ = broker.store.failing_changed() => {}
+        }
         let limit = broker.config.disk_free_limit;
         let free = free_bytes(&broker.config.data_dir);
         let low = free.is_some_and(|f| f < limit);

@@ -18,7 +18,7 @@ mod writer;
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, RwLock};
 
 use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
 use thiserror::Error;
@@ -67,6 +67,8 @@ pub enum StorageError {
     Corrupt(String),
     #[error("the storage writer has stopped")]
     WriterGone,
+    #[error("the database is being reopened after a failure")]
+    Unavailable,
     #[error("the database has schema version {found}, this Warren reads version {SCHEMA_VERSION}")]
     Schema { found: u64 },
 }
@@ -104,7 +106,7 @@ pub struct Store {
 }
 
 struct Inner {
-    db: Arc<Database>,
+    db: Arc<DbSlot>,
     /// Taken on drop, which ends the writer thread after its last batch.
     tx: Option<mpsc::UnboundedSender<writer::Request>>,
     writer: Option<std::thread::JoinHandle<()>>,
@@ -115,6 +117,8 @@ struct Inner {
     committed: Arc<AtomicU64>,
     /// Whether the last commit failed (the disk alarm stays on until one succeeds).
     failing: Arc<std::sync::atomic::AtomicBool>,
+    /// Woken when `failing` changes.
+    failing_changed: Arc<tokio::sync::Notify>,
 }
 
 impl Drop for Inner {
@@ -131,18 +135,7 @@ impl Store {
     /// Opens (or creates) `dir/warren.redb` and starts the writer thread.
     pub fn open(dir: &Path) -> Result<(Store, Recovered), StorageError> {
         let path = dir.join("warren.redb");
-        // redb caches 1 GiB of pages by default. Inner B-tree nodes fit in far less; message
-        // pages are written once and read once (paged-out queues, recovery), so caching them only
-        // costs memory: 16 MiB kept persistent throughput unchanged and a 200 MiB backlog under
-        // 50 MiB of RSS.
-        let db = Database::builder()
-            .set_cache_size(CACHE_BYTES)
-            .create(&path)
-            .map_err(|source| StorageError::Open {
-                path: path.clone(),
-                source,
-            })?;
-        let db = Arc::new(db);
+        let db = Arc::new(open_database(&path)?);
         let (next_message_id, next_queue_id) = {
             let w = db.begin_write()?;
             {
@@ -184,13 +177,22 @@ impl Store {
         };
         let recovered = read_definitions(&db)?;
         let (tx, rx) = mpsc::unbounded_channel();
+        let db = Arc::new(DbSlot {
+            path,
+            db: RwLock::new(Some(db)),
+        });
         let writer_db = db.clone();
         let committed = Arc::new(AtomicU64::new(0));
         let failing = Arc::new(std::sync::atomic::AtomicBool::new(false));
-        let (writer_committed, writer_failing) = (committed.clone(), failing.clone());
+        let failing_changed = Arc::new(tokio::sync::Notify::new());
+        let progress = writer::Progress {
+            committed: committed.clone(),
+            failing: failing.clone(),
+            failing_changed: failing_changed.clone(),
+        };
         let writer = std::thread::Builder::new()
             .name("warren-storage".into())
-            .spawn(move || writer::run(writer_db, rx, writer_committed, writer_failing))
+            .spawn(move || writer::run(writer_db, rx, progress))
             .map_err(|e| StorageError::Redb(format!("cannot start the writer thread: {e}")))?;
         let store = Store {
             inner: Arc::new(Inner {
@@ -202,9 +204,15 @@ impl Store {
                 submitted: AtomicU64::new(0),
                 committed,
                 failing,
+                failing_changed,
             }),
         };
         Ok((store, recovered))
+    }
+
+    /// The database, unless it is being reopened after a failure.
+    fn db(&self) -> Result<Arc<Database>, StorageError> {
+        self.inner.db.get()
     }
 
     pub fn next_message_id(&self) -> u64 {
@@ -267,7 +275,7 @@ impl Store {
         queue_id: u64,
         mut each: impl FnMut(u64, bool, MessageParts<'_>),
     ) -> Result<usize, StorageError> {
-        let r = self.inner.db.begin_read()?;
+        let r = self.db()?.begin_read()?;
         let index = r.open_table(QUEUE_INDEX)?;
         let messages = r.open_table(MESSAGES)?;
         let delivered_through = r
@@ -314,7 +322,7 @@ impl Store {
         ids: &[u64],
         mut each: impl FnMut(u64, MessageParts<'_>),
     ) -> Result<(), StorageError> {
-        let r = self.inner.db.begin_read()?;
+        let r = self.db()?.begin_read()?;
         let index = r.open_table(QUEUE_INDEX)?;
         let messages = r.open_table(MESSAGES)?;
         for &message_id in ids {
@@ -335,7 +343,7 @@ impl Store {
     /// The ids a deduplicating queue or exchange remembered: (id, remembered at, expires at), in
     /// the order they were remembered.
     pub fn dedup_ids(&self, owner: &str) -> Result<Vec<RememberedId>, StorageError> {
-        let r = self.inner.db.begin_read()?;
+        let r = self.db()?.begin_read()?;
         let table = r.open_table(DEDUP)?;
         let mut out = Vec::new();
         for entry in table.range((owner, &[][..])..)? {
@@ -379,11 +387,77 @@ impl Store {
         self.inner.failing.load(Ordering::Acquire)
     }
 
+    /// Resolves when commits start or stop failing.
+    pub async fn failing_changed(&self) {
+        self.inner.failing_changed.notified().await
+    }
+
+    /// While commits fail, makes the writer try again (reopening the database) even if nothing
+    /// else is being written, so that it notices when the disk has room again.
+    pub fn retry_if_failing(&self) {
+        if self.is_failing() {
+            self.submit(Op::Nothing, None);
+        }
+    }
+
     /// Size of the database file in bytes.
     pub fn file_size(&self, dir: &Path) -> u64 {
         std::fs::metadata(dir.join("warren.redb"))
             .map(|m| m.len())
             .unwrap_or(0)
+    }
+}
+
+/// Opens (or creates) the database file.
+fn open_database(path: &Path) -> Result<Database, StorageError> {
+    // redb caches 1 GiB of pages by default. Inner B-tree nodes fit in far less; message pages are
+    // written once and read once (paged-out queues, recovery), so caching them only costs memory:
+    // 16 MiB kept persistent throughput unchanged and a 200 MiB backlog under 50 MiB of RSS.
+    Database::builder()
+        .set_cache_size(CACHE_BYTES)
+        .create(path)
+        .map_err(|source| StorageError::Open {
+            path: path.to_owned(),
+            source,
+        })
+}
+
+/// The open database, shared by the writer and readers. After an I/O error redb refuses every
+/// further write until the database is closed and opened again; the writer does that here,
+/// while readers see [`StorageError::Unavailable`] for the moment it takes.
+pub(crate) struct DbSlot {
+    path: PathBuf,
+    db: RwLock<Option<Arc<Database>>>,
+}
+
+impl DbSlot {
+    pub(crate) fn get(&self) -> Result<Arc<Database>, StorageError> {
+        self.db
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+            .ok_or(StorageError::Unavailable)
+    }
+
+    /// Closes the database and opens it again. Waits (briefly) for readers to let go of it:
+    /// the file stays locked while any handle lives.
+    pub(crate) fn reopen(&self) -> Result<(), StorageError> {
+        let old = self.db.write().unwrap_or_else(|e| e.into_inner()).take();
+        if let Some(old) = old {
+            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+            while Arc::strong_count(&old) > 1 && std::time::Instant::now() < deadline {
+                std::thread::sleep(std::time::Duration::from_millis(1));
+            }
+            if Arc::strong_count(&old) > 1 {
+                // Put it back rather than leak a second handle on the same file.
+                *self.db.write().unwrap_or_else(|e| e.into_inner()) = Some(old);
+                return Err(StorageError::Unavailable);
+            }
+            drop(old);
+        }
+        let db = open_database(&self.path)?;
+        *self.db.write().unwrap_or_else(|e| e.into_inner()) = Some(Arc::new(db));
+        Ok(())
     }
 }
 

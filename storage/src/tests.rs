@@ -166,7 +166,7 @@ async fn single_queue_messages_are_inline_and_put_then_remove_in_one_batch_write
         .map(|(id, _, _)| id)
         .collect();
     assert_eq!(left, (1..=100).step_by(2).collect::<Vec<_>>());
-    let r = store.inner.db.begin_read().unwrap();
+    let r = store.db().unwrap().begin_read().unwrap();
     assert_eq!(
         r.open_table(MESSAGES).unwrap().len().unwrap(),
         0,

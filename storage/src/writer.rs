@@ -5,13 +5,13 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 
 use bytes::Bytes;
-use redb::{Database, ReadableTable, WriteTransaction};
+use redb::{ReadableTable, WriteTransaction};
 use tokio::sync::{mpsc, oneshot};
 
 use crate::records::{BindingRecord, ExchangeRecord, QueueRecord};
 use crate::{
-    StorageError, BINDINGS, DEDUP, DELIVERED, EXCHANGES, MESSAGES, MESSAGE_REFS, META, QUEUES,
-    QUEUE_INDEX,
+    DbSlot, StorageError, BINDINGS, DEDUP, DELIVERED, EXCHANGES, MESSAGES, MESSAGE_REFS, META,
+    QUEUES, QUEUE_INDEX,
 };
 
 /// Hears when writes it asked about are on disk.
@@ -98,13 +98,18 @@ pub(crate) struct Request {
 /// The most requests one transaction takes; a bound on commit latency under heavy load.
 const MAX_BATCH: usize = 16_384;
 
-pub(crate) fn run(
-    db: Arc<Database>,
-    mut rx: mpsc::UnboundedReceiver<Request>,
-    committed: Arc<AtomicU64>,
-    failing: Arc<AtomicBool>,
-) {
+/// What the writer tells the rest of the store.
+pub(crate) struct Progress {
+    /// Requests through a commit (successful or not), in submission order.
+    pub committed: Arc<AtomicU64>,
+    pub failing: Arc<AtomicBool>,
+    pub failing_changed: Arc<tokio::sync::Notify>,
+}
+
+pub(crate) fn run(slot: Arc<DbSlot>, mut rx: mpsc::UnboundedReceiver<Request>, progress: Progress) {
     let mut batch = Vec::with_capacity(1024);
+    // Batches failed in a row; after a failure the database is reopened before the next commit.
+    let mut failed_batches = 0u64;
     while let Some(first) = rx.blocking_recv() {
         batch.push(first);
         while batch.len() < MAX_BATCH {
@@ -113,13 +118,36 @@ pub(crate) fn run(
                 Err(_) => break,
             }
         }
-        let result = commit(&db, &batch);
-        failing.store(result.is_err(), Ordering::Release);
-        if let Err(e) = &result {
-            tracing::error!("storage commit of {} writes failed: {e}", batch.len());
+        let result = if failed_batches > 0 {
+            slot.reopen().and_then(|()| commit(&slot, &batch))
+        } else {
+            commit(&slot, &batch)
+        };
+        if progress.failing.swap(result.is_err(), Ordering::AcqRel) != result.is_err() {
+            progress.failing_changed.notify_waiters();
+        }
+        match &result {
+            Err(e) => {
+                failed_batches += 1;
+                // Once, then now and then: a full disk fails every batch.
+                if failed_batches.is_power_of_two() {
+                    tracing::error!(
+                        failed_batches,
+                        "storage commit of {} writes failed: {e}",
+                        batch.len()
+                    );
+                }
+            }
+            Ok(()) if failed_batches > 0 => {
+                tracing::info!(failed_batches, "storage commits succeed again");
+                failed_batches = 0;
+            }
+            Ok(()) => {}
         }
         // Batches are prefixes of the submission order, so a count tells how far commits got.
-        committed.fetch_add(batch.len() as u64, Ordering::AcqRel);
+        progress
+            .committed
+            .fetch_add(batch.len() as u64, Ordering::AcqRel);
         for request in batch.drain(..) {
             match request.done {
                 Some(Done::Listener(listener, token)) => listener.committed(token, result.is_ok()),
@@ -163,8 +191,9 @@ fn elided(batch: &[Request]) -> HashSet<(u64, u64)> {
     elided
 }
 
-fn commit(db: &Database, batch: &[Request]) -> Result<(), StorageError> {
+fn commit(slot: &DbSlot, batch: &[Request]) -> Result<(), StorageError> {
     let elided = elided(batch);
+    let db = slot.get()?;
     let w = db.begin_write()?;
     for request in batch {
         apply(&w, &request.op, &elided)?;

@@ -912,6 +912,21 @@ impl Raw {
         self.send(&b).await;
     }
 
+    /// basic.publish with `delivery-mode` 2.
+    pub async fn publish_persistent(&mut self, channel: u16, rk: &str, body: &[u8]) {
+        let mut b = BytesMut::new();
+        let class = AMQPClass::Basic(basic::AMQPMethod::Publish(basic::Publish {
+            exchange: "".into(),
+            routing_key: rk.into(),
+            mandatory: false,
+            immediate: false,
+        }));
+        encode::write_method(&mut b, channel, &class).expect("encode publish");
+        // Property flags with only delivery-mode (0x1000), then its value.
+        encode::write_content(&mut b, channel, &[0x10, 0x00, 2], body, self.frame_max);
+        self.send(&b).await;
+    }
+
     pub async fn publish(&mut self, channel: u16, exchange: &str, rk: &str, body: &[u8]) {
         self.publish_full(channel, exchange, rk, false, false, body)
             .await;
