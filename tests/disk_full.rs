@@ -13,9 +13,6 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use common::*;
-use futures::StreamExt;
-use lapin::options::{BasicConsumeOptions, QueueDeclareOptions};
-use lapin::types::FieldTable;
 use warren_amqp::protocol::{basic, connection as conn, AMQPClass};
 
 /// A tmpfs mounted for the test, unmounted when dropped.
@@ -176,51 +173,21 @@ async fn a_full_disk_nacks_blocks_and_recovers_without_losing_confirmed_messages
 
     // Every acked message is there after a restart, in order (nacked ones may or may not be).
     let broker = ChildBroker::start(&data, &["--disk-free-limit", "0"]);
-    let c = lapin::Connection::connect(&broker.uri(), lapin::ConnectionProperties::default())
+    let found: Vec<u64> = broker
+        .drain("full")
         .await
-        .expect("connect");
-    let ch = lapin_channel(&c).await;
-    let count = ch
-        .queue_declare(
-            "full".into(),
-            QueueDeclareOptions {
-                passive: true,
-                ..Default::default()
-            },
-            FieldTable::default(),
-        )
-        .await
-        .expect("passive declare")
-        .message_count();
-    let mut consumer = ch
-        .basic_consume(
-            "full".into(),
-            "".into(),
-            BasicConsumeOptions {
-                no_ack: true,
-                ..Default::default()
-            },
-            FieldTable::default(),
-        )
-        .await
-        .expect("consume");
-    let mut found = Vec::with_capacity(count as usize);
-    for _ in 0..count {
-        let d = within("delivery", consumer.next())
-            .await
-            .expect("stream")
-            .expect("delivery");
-        let id: u64 = std::str::from_utf8(&d.data[..8])
-            .ok()
-            .and_then(|s| s.parse().ok())
-            .expect("message number");
-        found.push(id);
-    }
+        .into_iter()
+        .map(|(body, _)| {
+            std::str::from_utf8(&body[..8])
+                .ok()
+                .and_then(|s| s.parse().ok())
+                .expect("message number")
+        })
+        .collect();
     assert!(found.windows(2).all(|w| w[0] < w[1]), "order changed");
     let found: BTreeSet<u64> = found.into_iter().collect();
     let lost: Vec<_> = heard.acked.difference(&found).collect();
     assert!(lost.is_empty(), "confirmed messages lost: {lost:?}");
     assert!(acked_while_full.len() > 100, "the disk filled too early");
-    drop(c);
     broker.stop();
 }

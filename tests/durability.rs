@@ -9,8 +9,7 @@ use std::time::Duration;
 
 use futures::stream::{FuturesUnordered, StreamExt};
 use lapin::options::{
-    BasicConsumeOptions, BasicGetOptions, BasicPublishOptions, ConfirmSelectOptions,
-    QueueDeclareOptions,
+    BasicGetOptions, BasicPublishOptions, ConfirmSelectOptions, QueueDeclareOptions,
 };
 use lapin::types::FieldTable;
 use lapin::{BasicProperties, Connection, ConnectionProperties};
@@ -39,47 +38,6 @@ fn durable() -> QueueDeclareOptions {
         durable: true,
         ..Default::default()
     }
-}
-
-/// Every message body in `queue`, in order, with its redelivered flag (consumed with no-ack).
-async fn drain(b: &Broker, queue: &str) -> Vec<(Vec<u8>, bool)> {
-    let conn = connect(b).await;
-    let ch = conn.create_channel().await.expect("channel");
-    let count = ch
-        .queue_declare(
-            queue.into(),
-            QueueDeclareOptions {
-                passive: true,
-                ..Default::default()
-            },
-            FieldTable::default(),
-        )
-        .await
-        .expect("passive declare")
-        .message_count();
-    let mut consumer = ch
-        .basic_consume(
-            queue.into(),
-            "drain".into(),
-            BasicConsumeOptions {
-                no_ack: true,
-                ..Default::default()
-            },
-            FieldTable::default(),
-        )
-        .await
-        .expect("consume");
-    let mut out = Vec::with_capacity(count as usize);
-    while out.len() < count as usize {
-        let d = tokio::time::timeout(Duration::from_secs(10), consumer.next())
-            .await
-            .expect("delivery timeout")
-            .expect("consumer ended")
-            .expect("delivery");
-        out.push((d.data, d.redelivered));
-    }
-    let _ = conn.close(200, "bye".into()).await;
-    out
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -195,7 +153,7 @@ async fn definitions_and_persistent_messages_survive_restart_transient_ones_do_n
     .await
     .unwrap();
     drop(conn);
-    let got = drain(&b, "dur.q").await;
+    let got = b.drain("dur.q").await;
     let expected: Vec<(Vec<u8>, bool)> = std::iter::once((0u32.to_be_bytes().to_vec(), true))
         .chain(
             (4..100u32)
@@ -297,7 +255,7 @@ async fn no_confirmed_message_is_lost_on_kill_9() {
         total_confirmed += confirmed.len();
 
         let b = Broker::start(dir.path(), &[]);
-        let got = drain(&b, "crash").await;
+        let got = b.drain("crash").await;
         let ids: Vec<u64> = got
             .iter()
             .map(|(body, _)| u64::from_be_bytes(body[..8].try_into().unwrap()))

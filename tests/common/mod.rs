@@ -158,6 +158,43 @@ impl ChildBroker {
         format!("amqp://guest:guest@127.0.0.1:{}/%2f", self.port)
     }
 
+    /// Every message body in `queue`, in order, with its redelivered flag (consumed with no-ack).
+    pub async fn drain(&self, queue: &str) -> Vec<(Vec<u8>, bool)> {
+        use futures::StreamExt;
+        let conn = within(
+            "connect",
+            lapin::Connection::connect(&self.uri(), lapin::ConnectionProperties::default()),
+        )
+        .await
+        .expect("connect");
+        let ch = lapin_channel(&conn).await;
+        let count = lapin_count(&ch, queue).await;
+        let mut consumer = within(
+            "basic.consume",
+            ch.basic_consume(
+                queue.into(),
+                "drain".into(),
+                lapin::options::BasicConsumeOptions {
+                    no_ack: true,
+                    ..Default::default()
+                },
+                FieldTable::default(),
+            ),
+        )
+        .await
+        .expect("consume");
+        let mut out = Vec::with_capacity(count as usize);
+        while out.len() < count as usize {
+            let d = within("delivery", consumer.next())
+                .await
+                .expect("consumer ended")
+                .expect("delivery");
+            out.push((d.data, d.redelivered));
+        }
+        let _ = conn.close(200, "bye".into()).await;
+        out
+    }
+
     /// Resident memory of the broker process, in bytes.
     pub fn rss(&self) -> u64 {
         let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))
