@@ -17,11 +17,13 @@
 #   f  1 -> 1 at a fixed 10,000 msg/s, 1 KiB, auto-ack           end-to-end p50/p99 µs
 #   g  1,000 connections each publishing 10 msg/s, 1 consumer    broker peak RSS MiB (on a
 #      freshly restarted broker, so that memory kept from the floods of a-e does not count)
+#   h  b on a priority queue (x-max-priority 10), priorities 0-9 in turn   consumed msg/s
+#   i  b with a per-message expiration (60 s, nothing expires)   consumed msg/s
 #
 # Environment:
 #   DURATION=10        seconds per run
 #   ROUNDS=2           rounds (the table shows the median over rounds)
-#   SCENARIOS="a b c d e f g"
+#   SCENARIOS="a b c d e f g h i"
 #   EXTRA_URI="amqp://user:pass@host:port/vhost ..."  more brokers (already running), one column
 #                      each; their RSS is not measured
 #   WARREN_BIN         prebuilt warren binary (default: cargo build --release, then
@@ -39,7 +41,7 @@ TARGET_DIR="${CARGO_TARGET_DIR:-$ROOT/target}"
 case "$TARGET_DIR" in /*) ;; *) TARGET_DIR="$ROOT/$TARGET_DIR" ;; esac
 DURATION="${DURATION:-10}"
 ROUNDS="${ROUNDS:-2}"
-SCENARIOS="${SCENARIOS:-a b c d e f g}"
+SCENARIOS="${SCENARIOS:-a b c d e f g h i}"
 EXTRA_URI="${EXTRA_URI:-}"
 RMQ_LIB=/usr/lib/rabbitmq/bin
 
@@ -49,7 +51,7 @@ die() { log "error: $*"; exit 2; }
 [[ "$DURATION" =~ ^[0-9]+([.][0-9]+)?$ ]] || die "DURATION must be a number of seconds"
 [[ "$ROUNDS" =~ ^[1-9][0-9]*$ ]] || die "ROUNDS must be a positive integer"
 for s in $SCENARIOS; do
-  case "$s" in a|b|c|d|e|f|g) ;; *) die "unknown scenario '$s' (a-g)" ;; esac
+  case "$s" in a|b|c|d|e|f|g|h|i) ;; *) die "unknown scenario '$s' (a-i)" ;; esac
 done
 command -v python3 >/dev/null || die "python3 is required"
 
@@ -249,6 +251,8 @@ scenario_args() {
     e) echo "-x 1 -y 10 -e perf-fanout -t fanout --queues 10 -s 16 -a" ;;
     f) echo "-x 1 -y 1 -s 1024 -r 10000 -a" ;;
     g) echo "-x 1000 -y 1 -r 10 -s 16 -a" ;;
+    h) echo "-x 1 -y 1 -s 1024 -c 1000 -q 1000 --queue-args x-max-priority=10 --message-properties priority=0-9" ;;
+    i) echo "-x 1 -y 1 -s 1024 -c 1000 -q 1000 --message-properties expiration=60000" ;;
   esac
 }
 
@@ -376,6 +380,8 @@ rows = [
     ("g", "1000 conns x 10 msg/s", "consumed msg/s", consumed, "higher"),
     ("g", "", "broker RSS before MiB", rss_before, "lower"),
     ("g", "", "peak broker RSS MiB", rss, "lower"),
+    ("h", "b, priority queue, 10 levels", "consumed msg/s", consumed, "higher"),
+    ("i", "b, per-message TTL", "consumed msg/s", consumed, "higher"),
 ]
 present = {s for (s, _) in runs}
 header = ["", "scenario", "metric"] + brokers

@@ -287,6 +287,7 @@ impl Conn {
         name: &str,
         durable: bool,
         passive: bool,
+        arguments: &FieldTable,
     ) -> anyhow::Result<u32> {
         let reply = self
             .rpc(
@@ -295,6 +296,7 @@ impl Conn {
                     queue: name.into(),
                     passive,
                     durable,
+                    arguments: arguments.clone(),
                     ..Default::default()
                 })),
             )

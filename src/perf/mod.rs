@@ -23,6 +23,8 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+use amq_protocol::protocol::BasicProperties;
+use amq_protocol::types::{AMQPValue, FieldTable};
 use amq_protocol::uri::AMQPUri;
 use anyhow::{bail, Context};
 use hdrhistogram::Histogram;
@@ -105,6 +107,15 @@ pub struct PerfArgs {
     /// Print a JSON summary as the last line of stdout.
     #[arg(long = "json")]
     pub json: bool,
+    /// Queue arguments, `KEY=VALUE[,KEY=VALUE…]` (numbers are sent as integers), e.g.
+    /// `x-max-priority=10` (PerfTest's `--queue-args`).
+    #[arg(long = "queue-args", value_delimiter = ',')]
+    pub queue_args: Vec<String>,
+    /// Message properties, `KEY=VALUE[,…]` (PerfTest's `--message-properties`): `priority` and
+    /// `expiration` (milliseconds). A range `A-B` cycles messages through the priorities A..=B, or
+    /// through 10 expirations spread evenly over A..=B.
+    #[arg(long = "message-properties", value_delimiter = ',')]
+    pub message_properties: Vec<String>,
 }
 
 /// What every producer and consumer task shares.
@@ -117,6 +128,8 @@ pub struct RunContext {
 /// The run as the flags describe it, checked.
 #[derive(Debug)]
 struct Plan {
+    /// Arguments of the queues it declares.
+    queue_args: FieldTable,
     uris: Vec<AMQPUri>,
     queues: Vec<String>,
     /// Queues this run named itself (deleted at the end).
@@ -209,9 +222,10 @@ impl Plan {
                 .clone()
                 .map(|e| (e, args.exchange_type.clone())),
             routing_key: args.routing_key.clone(),
+            queue_args: parse_queue_args(&args.queue_args)?,
             producer_opts: ProducerOptions {
                 body_size: args.size,
-                persistent,
+                variants: message_variants(&args.message_properties, persistent)?,
                 confirm_window: args.confirm,
                 rate: args.rate,
             },
@@ -322,7 +336,9 @@ pub async fn run(args: PerfArgs) -> anyhow::Result<()> {
             .await?;
     }
     for queue in &plan.queues {
-        control.declare_queue(1, queue, plan.durable, false).await?;
+        control
+            .declare_queue(1, queue, plan.durable, false, &plan.queue_args)
+            .await?;
         if let Some((exchange, _)) = &plan.exchange {
             let key = plan.routing_key.as_deref().unwrap_or(queue);
             control.bind_queue(1, queue, exchange, key).await?;
@@ -510,7 +526,10 @@ async fn load(args: &PerfArgs, plan: &Plan, control: &mut Conn) -> anyhow::Resul
 async fn count_left_over(control: &mut Conn, queues: &[String]) -> Option<u64> {
     let mut total = 0;
     for queue in queues {
-        match control.declare_queue(1, queue, false, true).await {
+        match control
+            .declare_queue(1, queue, false, true, &FieldTable::default())
+            .await
+        {
             Ok(n) => total += u64::from(n),
             Err(e) => {
                 eprintln!("warren perf: counting messages left over: {e:#}");
@@ -613,7 +632,7 @@ mod tests {
         ])
         .unwrap();
         assert_eq!(p.consumer_opts.ack_every, 500);
-        assert!(p.durable && p.producer_opts.persistent);
+        assert!(p.durable && p.producer_opts.variants[0].delivery_mode() == &Some(2));
         assert_eq!(p.producer_opts.confirm_window, Some(1000));
         assert_eq!(
             (p.uris[0].authority.port, p.uris[0].vhost.as_str()),
@@ -638,5 +657,111 @@ mod tests {
         assert_eq!(spread(5, Some(2)), vec![vec![0, 2, 4], vec![1, 3]]);
         assert_eq!(spread(2, Some(10)).len(), 2);
         assert!(spread(0, Some(4)).is_empty());
+    }
+}
+
+/// `--queue-args`: `KEY=VALUE` pairs, integers as long-long, anything else as a long string.
+fn parse_queue_args(pairs: &[String]) -> anyhow::Result<FieldTable> {
+    let mut table = FieldTable::default();
+    for pair in pairs.iter().filter(|p| !p.is_empty()) {
+        let (key, value) = pair
+            .split_once('=')
+            .with_context(|| format!("--queue-args {pair:?} is not KEY=VALUE"))?;
+        let value = match value.parse::<i64>() {
+            Ok(n) => AMQPValue::LongLongInt(n),
+            Err(_) => AMQPValue::LongString(value.into()),
+        };
+        table.insert(key.into(), value);
+    }
+    Ok(table)
+}
+
+/// `A-B` or `A`, as an inclusive range.
+fn parse_range(key: &str, value: &str) -> anyhow::Result<(u64, u64)> {
+    let (a, b) = value.split_once('-').unwrap_or((value, value));
+    let parse = |s: &str| {
+        s.trim()
+            .parse::<u64>()
+            .with_context(|| format!("--message-properties {key}={value}: not a number or range"))
+    };
+    let (a, b) = (parse(a)?, parse(b)?);
+    if a > b {
+        bail!("--message-properties {key}={value}: empty range");
+    }
+    Ok((a, b))
+}
+
+/// The properties messages cycle through: one per priority in the range, times one per
+/// expiration (up to 10 spread over its range).
+fn message_variants(pairs: &[String], persistent: bool) -> anyhow::Result<Vec<BasicProperties>> {
+    let mut priorities: Vec<Option<u8>> = vec![None];
+    let mut expirations: Vec<Option<u64>> = vec![None];
+    for pair in pairs.iter().filter(|p| !p.is_empty()) {
+        let (key, value) = pair
+            .split_once('=')
+            .with_context(|| format!("--message-properties {pair:?} is not KEY=VALUE"))?;
+        let (a, b) = parse_range(key, value)?;
+        match key {
+            "priority" => {
+                if b > 255 {
+                    bail!("--message-properties priority={value}: priorities go up to 255");
+                }
+                priorities = (a..=b).map(|p| Some(p as u8)).collect();
+            }
+            "expiration" => {
+                let steps = (b - a).min(9);
+                expirations = (0..=steps)
+                    .map(|i| Some(a + (b - a) * i / steps.max(1)))
+                    .collect();
+            }
+            other => bail!("--message-properties {other}: supported are priority and expiration"),
+        }
+    }
+    let mut variants = Vec::with_capacity(priorities.len() * expirations.len());
+    for e in &expirations {
+        for p in &priorities {
+            let mut props = BasicProperties::default();
+            if persistent {
+                props = props.with_delivery_mode(2);
+            }
+            if let Some(p) = p {
+                props = props.with_priority(*p);
+            }
+            if let Some(e) = e {
+                props = props.with_expiration(e.to_string().into());
+            }
+            variants.push(props);
+        }
+    }
+    Ok(variants)
+}
+
+#[cfg(test)]
+mod flag_tests {
+    use super::*;
+
+    #[test]
+    fn message_properties_expand_to_the_variants_messages_cycle_through() {
+        let v = message_variants(&["priority=0-9".into()], true).unwrap();
+        assert_eq!(v.len(), 10);
+        assert_eq!(v[3].priority(), &Some(3));
+        assert_eq!(v[0].delivery_mode(), &Some(2));
+        let v = message_variants(&["expiration=1-1000".into()], false).unwrap();
+        let exp: Vec<String> = v
+            .iter()
+            .map(|p| p.expiration().as_ref().unwrap().to_string())
+            .collect();
+        assert_eq!(exp.first().map(String::as_str), Some("1"));
+        assert_eq!(exp.last().map(String::as_str), Some("1000"));
+        assert_eq!(exp.len(), 10);
+        assert_eq!(message_variants(&[], false).unwrap().len(), 1);
+        assert!(message_variants(&["priority=300".into()], false).is_err());
+        assert!(message_variants(&["colour=red".into()], false).is_err());
+        let args =
+            parse_queue_args(&["x-max-priority=10".into(), "x-queue-mode=lazy".into()]).unwrap();
+        assert_eq!(
+            args.inner().get("x-max-priority"),
+            Some(&AMQPValue::LongLongInt(10))
+        );
     }
 }

@@ -9,6 +9,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+use amq_protocol::protocol::BasicProperties;
 use amq_protocol::uri::AMQPUri;
 use anyhow::{anyhow, bail, Context};
 use bytes::BytesMut;
@@ -38,7 +39,8 @@ pub struct ProducerSpec {
 #[derive(Clone, Debug)]
 pub struct ProducerOptions {
     pub body_size: usize,
-    pub persistent: bool,
+    /// The properties messages cycle through (one entry: every message alike).
+    pub variants: Vec<BasicProperties>,
     /// Most unconfirmed publishes per channel; `None` = no publisher confirms.
     pub confirm_window: Option<u64>,
     /// Messages per second per producer; `None` = as fast as the broker takes them.
@@ -69,7 +71,8 @@ impl Pacer {
 }
 
 struct Channel {
-    template: PublishTemplate,
+    /// One per message variant; message `k` uses `templates[k % len]`.
+    templates: Vec<PublishTemplate>,
     /// Messages per batch so that a batch is about [`BATCH_BYTES`].
     batch: u64,
     window: Option<u64>,
@@ -120,15 +123,22 @@ impl ProducerConn {
         let frame_max = conn.frame_max;
         let mut channels = Vec::with_capacity(specs.len());
         for (i, spec) in specs.iter().enumerate() {
-            let template = PublishTemplate::new(
-                i as u16 + 1,
-                &spec.exchange,
-                &spec.routing_key,
-                opts.body_size,
-                opts.persistent,
-                frame_max,
-            )?;
-            let batch = (BATCH_BYTES / template.wire_len()).max(1) as u64;
+            let templates = opts
+                .variants
+                .iter()
+                .map(|props| {
+                    PublishTemplate::new(
+                        i as u16 + 1,
+                        &spec.exchange,
+                        &spec.routing_key,
+                        opts.body_size,
+                        props,
+                        frame_max,
+                    )
+                })
+                .collect::<anyhow::Result<Vec<_>>>()?;
+            let wire_len = templates.first().map_or(1, |t| t.wire_len());
+            let batch = (BATCH_BYTES / wire_len).max(1) as u64;
             // A random phase within the first interval keeps many slow producers from firing
             // in lockstep.
             let pacer = opts.rate.map(|rate| Pacer {
@@ -136,7 +146,7 @@ impl ProducerConn {
                 rate,
             });
             channels.push(Channel {
-                template,
+                templates,
                 batch: opts.confirm_window.map_or(batch, |w| batch.min(w)),
                 window: opts.confirm_window,
                 pacer,
@@ -212,8 +222,9 @@ async fn write_loop(
                 }
                 count = count.min(room);
             }
-            for _ in 0..count {
-                ch.template.put(&mut buf, stamp);
+            let variants = ch.templates.len() as u64;
+            for k in ch.published..ch.published + count {
+                ch.templates[(k % variants) as usize].put(&mut buf, stamp);
             }
             ch.published += count;
             sent += count;

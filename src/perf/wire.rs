@@ -42,7 +42,7 @@ impl PublishTemplate {
         exchange: &str,
         routing_key: &str,
         body_size: usize,
-        persistent: bool,
+        props: &BasicProperties,
         frame_max: u32,
     ) -> anyhow::Result<Self> {
         let mut buf = BytesMut::with_capacity(body_size + 128);
@@ -54,11 +54,7 @@ impl PublishTemplate {
         }));
         encode::write_method(&mut buf, channel, &publish)
             .map_err(|e| anyhow::anyhow!("encoding basic.publish: {e}"))?;
-        let mut props = BasicProperties::default();
-        if persistent {
-            props = props.with_delivery_mode(2);
-        }
-        let props = encode::encode_properties(&props)
+        let props = encode::encode_properties(props)
             .map_err(|e| anyhow::anyhow!("encoding properties: {e}"))?;
         let header_at = buf.len();
         encode::write_content(&mut buf, channel, &props, &vec![0u8; body_size], frame_max);
@@ -220,7 +216,15 @@ mod tests {
 
     #[test]
     fn publish_template_decodes_as_publish_header_and_stamped_body() {
-        let t = PublishTemplate::new(3, "ex", "rk", 300, true, 128).unwrap();
+        let t = PublishTemplate::new(
+            3,
+            "ex",
+            "rk",
+            300,
+            &BasicProperties::default().with_delivery_mode(2),
+            128,
+        )
+        .unwrap();
         let mut buf = BytesMut::new();
         t.put(&mut buf, 0x0102_0304_0506_0708);
         t.put(&mut buf, 42);
@@ -256,7 +260,7 @@ mod tests {
 
     #[test]
     fn tiny_bodies_carry_no_timestamp() {
-        let t = PublishTemplate::new(1, "", "q", 4, false, 0).unwrap();
+        let t = PublishTemplate::new(1, "", "q", 4, &BasicProperties::default(), 0).unwrap();
         let mut a = BytesMut::new();
         t.put(&mut a, u64::MAX);
         let mut b = BytesMut::new();
