@@ -305,3 +305,25 @@ def ttl_and_priority_together(ctx):
     ctx.sync()
     time.sleep(0.4)
     ctx.rec("after the queue ttl", ctx.bodies(q))
+
+
+@scenario
+def delivery_limit_on_a_quorum_queue(ctx):
+    # RabbitMQ 3.10 has x-delivery-limit on quorum queues only; Warren has it on every queue and
+    # accepts x-queue-type as an ordinary argument.
+    dlq = ctx.queue("dlq")
+    q = ctx.queue("q", durable=True, arguments={
+        "x-queue-type": "quorum", "x-delivery-limit": 1,
+        "x-dead-letter-exchange": "", "x-dead-letter-routing-key": dlq})
+    ctx.seed(q, ["m"])
+    seen = []
+    for _ in range(3):
+        m = ctx.ch.basic_get(q, no_ack=False)
+        if m is None:
+            break
+        seen.append([m.body.decode(), m.delivery_info["redelivered"]])
+        ctx.nack(m.delivery_tag, requeue=True)
+        ctx.sync()
+    ctx.rec("deliveries before the limit", seen)
+    ctx.wait(lambda: ctx.declare_ok(dlq)[1] == 1)
+    ctx.rec("dead-lettered", [_strip_death_times(x) for x in ctx.drain_get(dlq, props=True)])
