@@ -32,7 +32,8 @@ impl Broker {
     /// (recovered queues start their tasks).
     pub fn open(config: Config) -> Result<Arc<Self>, StorageError> {
         let started = std::time::Instant::now();
-        let (store, recovered) = Store::open(&config.data_dir)?;
+        let key = config.encryption_key()?;
+        let (store, recovered) = Store::open_with(&config.data_dir, key.as_ref())?;
         let default_vhost = Vhost::new("/", store.clone(), config.queue_memory_limit);
         default_vhost.restore(&recovered)?;
         tracing::info!(

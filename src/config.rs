@@ -3,6 +3,8 @@
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
+use warren_storage::{EncryptionKey, StorageError};
+
 #[derive(clap::Args, Clone, Debug)]
 pub struct Config {
     /// AMQP 0-9-1 listener.
@@ -37,6 +39,18 @@ pub struct Config {
     /// it are paged out to disk and read back when consumers near them.
     #[arg(long, env = "WARREN_QUEUE_MEMORY_LIMIT", default_value_t = 64 << 20)]
     pub queue_memory_limit: u64,
+    /// A file holding the key (64 hex digits) that encrypts stored messages at rest
+    /// (XChaCha20-Poly1305). A database created with a key needs it at every start.
+    #[arg(long, env = "WARREN_ENCRYPTION_KEY_FILE")]
+    pub encryption_key_file: Option<PathBuf>,
+    /// The key itself (64 hex digits); meant for the environment, not the command line.
+    #[arg(
+        long,
+        env = "WARREN_ENCRYPTION_KEY",
+        hide_env_values = true,
+        hide = true
+    )]
+    pub encryption_key: Option<String>,
 }
 
 impl Config {
@@ -53,6 +67,29 @@ impl Config {
             consumer_timeout: 1_800_000,
             disk_free_limit: 50_000_000,
             queue_memory_limit: 64 << 20,
+            encryption_key_file: None,
+            encryption_key: None,
+        }
+    }
+
+    /// The key for encryption at rest, if one is configured.
+    pub fn encryption_key(&self) -> Result<Option<EncryptionKey>, StorageError> {
+        match (&self.encryption_key, &self.encryption_key_file) {
+            (Some(_), Some(_)) => Err(StorageError::Key(
+                "give the encryption key once: WARREN_ENCRYPTION_KEY or --encryption-key-file"
+                    .into(),
+            )),
+            (Some(hex), None) => EncryptionKey::from_hex(hex).map(Some),
+            (None, Some(file)) => {
+                let text = std::fs::read_to_string(file).map_err(|e| {
+                    StorageError::Key(format!(
+                        "cannot read the encryption key file {}: {e}",
+                        file.display()
+                    ))
+                })?;
+                EncryptionKey::from_hex(&text).map(Some)
+            }
+            (None, None) => Ok(None),
         }
     }
 }

@@ -285,3 +285,91 @@ async fn no_confirmed_message_is_lost_on_kill_9() {
         rounds()
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn encrypted_store_restarts_with_its_key_and_refuses_another() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let key_file = dir.path().join("key");
+    std::fs::write(&key_file, format!("{}\n", "3c".repeat(32))).unwrap();
+    let key_arg = key_file.to_str().unwrap().to_owned();
+    let marker = "ENCRYPTED-BODY-MARKER-".repeat(4);
+
+    let b = Broker::start(&data, &["--encryption-key-file", &key_arg]);
+    {
+        let conn = connect(&b).await;
+        let ch = conn.create_channel().await.unwrap();
+        ch.confirm_select(ConfirmSelectOptions::default())
+            .await
+            .unwrap();
+        ch.queue_declare("enc.q".into(), durable(), FieldTable::default())
+            .await
+            .unwrap();
+        for i in 0..3 {
+            let body = format!("{i}:{marker}");
+            let confirm = ch
+                .basic_publish(
+                    "".into(),
+                    "enc.q".into(),
+                    BasicPublishOptions::default(),
+                    body.as_bytes(),
+                    persistent(),
+                )
+                .await
+                .unwrap()
+                .await
+                .unwrap();
+            assert!(confirm.is_ack());
+        }
+        let _ = conn.close(200, "bye".into()).await;
+    }
+    b.stop();
+    let file = std::fs::read(data.join("warren.redb")).unwrap();
+    assert!(
+        !file.windows(marker.len()).any(|w| w == marker.as_bytes()),
+        "message bodies are in the database file in plaintext"
+    );
+
+    // Another key, or none: the broker refuses to start and says why.
+    let other = dir.path().join("other-key");
+    std::fs::write(&other, "c3".repeat(32)).unwrap();
+    for (args, expected) in [
+        (
+            vec!["--encryption-key-file", other.to_str().unwrap()],
+            "wrong encryption key",
+        ),
+        (vec![], "is encrypted"),
+    ] {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_warren"))
+            .args([
+                "server",
+                "--amqp-listen",
+                "127.0.0.1:0",
+                "--http-listen",
+                "127.0.0.1:0",
+            ])
+            .arg("--data-dir")
+            .arg(&data)
+            .args(&args)
+            .env("RUST_LOG", "warn")
+            .output()
+            .expect("run warren");
+        assert!(!out.status.success(), "started with {args:?}");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(stderr.contains(expected), "stderr: {stderr}");
+    }
+
+    // The right key: everything is back, in order.
+    let b = Broker::start(&data, &["--encryption-key-file", &key_arg]);
+    let got: Vec<String> = b
+        .drain("enc.q")
+        .await
+        .into_iter()
+        .map(|(body, _)| String::from_utf8(body).unwrap())
+        .collect();
+    assert_eq!(
+        got,
+        (0..3).map(|i| format!("{i}:{marker}")).collect::<Vec<_>>()
+    );
+    b.stop();
+}

@@ -13,6 +13,7 @@
 //! Instead of a mark per delivery, each queue records the highest message id it has handed to a
 //! consumer: after a restart, messages up to that mark come back `redelivered`.
 
+mod crypto;
 mod records;
 mod writer;
 
@@ -20,12 +21,15 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 
-use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
+use redb::{Database, ReadableDatabase, ReadableTable, ReadableTableMetadata, TableDefinition};
 use thiserror::Error;
 use tokio::sync::{mpsc, oneshot};
 
+pub use crypto::EncryptionKey;
 pub use records::{BindingRecord, ExchangeRecord, MessageParts, QueueRecord, StoredMessage};
 pub use writer::{CommitListener, Op};
+
+use crypto::Cipher;
 
 /// Message id → encoded message (see [`StoredMessage`]), for messages on several queues.
 const MESSAGES: TableDefinition<u64, &[u8]> = TableDefinition::new("messages");
@@ -45,6 +49,8 @@ const BINDINGS: TableDefinition<&[u8], ()> = TableDefinition::new("bindings");
 /// the ids a deduplicating queue or exchange remembers. The owner is `q:<queue id>` or
 /// `e:<vhost>\0<exchange>`.
 const DEDUP: TableDefinition<(&str, &[u8]), (u64, u64)> = TableDefinition::new("dedup");
+/// "key_check": a fixed text sealed under the encryption key, when messages are encrypted.
+const CRYPTO: TableDefinition<&str, &[u8]> = TableDefinition::new("crypto");
 /// Counters (the next queue id and message id) and the schema version.
 const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
 
@@ -69,6 +75,14 @@ pub enum StorageError {
     WriterGone,
     #[error("the database is being reopened after a failure")]
     Unavailable,
+    #[error("{0}")]
+    Key(String),
+    #[error("the database at {0} is encrypted: start with its encryption key")]
+    KeyRequired(PathBuf),
+    #[error("wrong encryption key for the database at {0}")]
+    WrongKey(PathBuf),
+    #[error("the database at {0} holds unencrypted messages: it cannot be encrypted in place")]
+    NotEncrypted(PathBuf),
     #[error("the database has schema version {found}, this Warren reads version {SCHEMA_VERSION}")]
     Schema { found: u64 },
 }
@@ -119,6 +133,8 @@ struct Inner {
     failing: Arc<std::sync::atomic::AtomicBool>,
     /// Woken when `failing` changes.
     failing_changed: Arc<tokio::sync::Notify>,
+    /// Seals and opens stored messages, when encryption at rest is on.
+    cipher: Option<Arc<Cipher>>,
 }
 
 impl Drop for Inner {
@@ -134,7 +150,17 @@ impl Drop for Inner {
 impl Store {
     /// Opens (or creates) `dir/warren.redb` and starts the writer thread.
     pub fn open(dir: &Path) -> Result<(Store, Recovered), StorageError> {
+        Self::open_with(dir, None)
+    }
+
+    /// As [`Store::open`], with messages encrypted at rest under `key`. A database created with
+    /// a key cannot be opened without it or with another one.
+    pub fn open_with(
+        dir: &Path,
+        key: Option<&EncryptionKey>,
+    ) -> Result<(Store, Recovered), StorageError> {
         let path = dir.join("warren.redb");
+        let cipher = key.map(|k| Arc::new(Cipher::new(k)));
         let db = Arc::new(open_database(&path)?);
         let (next_message_id, next_queue_id) = {
             let w = db.begin_write()?;
@@ -157,6 +183,23 @@ impl Store {
                 w.open_table(QUEUES)?;
                 w.open_table(EXCHANGES)?;
                 w.open_table(BINDINGS)?;
+                let holds_messages = !w.open_table(QUEUE_INDEX)?.is_empty()?;
+                let mut crypto = w.open_table(CRYPTO)?;
+                let check = crypto.get("key_check")?.map(|v| v.value().to_vec());
+                match (&cipher, check) {
+                    (None, None) => {}
+                    (None, Some(_)) => return Err(StorageError::KeyRequired(path)),
+                    (Some(c), Some(check)) if !c.verify(&check) => {
+                        return Err(StorageError::WrongKey(path))
+                    }
+                    (Some(_), Some(_)) => {}
+                    (Some(_), None) if holds_messages => {
+                        return Err(StorageError::NotEncrypted(path))
+                    }
+                    (Some(c), None) => {
+                        crypto.insert("key_check", &c.key_check()?[..])?;
+                    }
+                }
             }
             w.commit()?;
             let r = db.begin_read()?;
@@ -205,9 +248,19 @@ impl Store {
                 committed,
                 failing,
                 failing_changed,
+                cipher,
             }),
         };
         Ok((store, recovered))
+    }
+
+    /// A stored message record as plain bytes (opened, when messages are encrypted).
+    fn plain<'a>(
+        &self,
+        message_id: u64,
+        stored: &'a [u8],
+    ) -> Result<std::borrow::Cow<'a, [u8]>, StorageError> {
+        crypto::plain(self.inner.cipher.as_deref(), message_id, stored)
     }
 
     /// The database, unless it is being reopened after a failure.
@@ -232,6 +285,15 @@ impl Store {
     }
 
     fn send(&self, op: Op, done: Option<writer::Done>) -> Result<(), StorageError> {
+        // Sealed here, on the caller's thread, so that encryption scales with connections.
+        let op = match (op, &self.inner.cipher) {
+            (Op::PutMessage { id, data, queues }, Some(c)) => Op::PutMessage {
+                id,
+                data: c.seal(id, &data)?,
+                queues,
+            },
+            (op, _) => op,
+        };
         let counters = matches!(op, Op::PutQueue(_)).then(|| self.counters());
         self.inner.submitted.fetch_add(1, Ordering::AcqRel);
         self.inner
@@ -297,17 +359,11 @@ impl Store {
                     );
                     continue;
                 };
-                each(
-                    message_id,
-                    redelivered,
-                    MessageParts::decode(shared.value())?,
-                );
+                let plain = self.plain(message_id, shared.value())?;
+                each(message_id, redelivered, MessageParts::decode(&plain)?);
             } else {
-                each(
-                    message_id,
-                    redelivered,
-                    MessageParts::decode(inline.value())?,
-                );
+                let plain = self.plain(message_id, inline.value())?;
+                each(message_id, redelivered, MessageParts::decode(&plain)?);
             }
             n += 1;
         }
@@ -331,10 +387,12 @@ impl Store {
             };
             if inline.value().is_empty() {
                 if let Some(shared) = messages.get(message_id)? {
-                    each(message_id, MessageParts::decode(shared.value())?);
+                    let plain = self.plain(message_id, shared.value())?;
+                    each(message_id, MessageParts::decode(&plain)?);
                 }
             } else {
-                each(message_id, MessageParts::decode(inline.value())?);
+                let plain = self.plain(message_id, inline.value())?;
+                each(message_id, MessageParts::decode(&plain)?);
             }
         }
         Ok(())

@@ -335,3 +335,65 @@ async fn remembered_ids_survive_reopen_per_owner_in_order() {
     assert!(store.dedup_ids("e:/\0ex").unwrap().is_empty());
     assert!(store.dedup_ids("q:2").unwrap().is_empty());
 }
+
+/// Whether `needle` occurs anywhere in the database file.
+fn file_contains(dir: &Path, needle: &[u8]) -> bool {
+    let bytes = std::fs::read(dir.join("warren.redb")).unwrap();
+    bytes.windows(needle.len()).any(|w| w == needle)
+}
+
+async fn store_marker(store: &Store, queue: u64, marker: &[u8]) {
+    let id = store.next_message_id();
+    store
+        .write(Op::PutMessage {
+            id,
+            data: StoredMessage::encode(b"", b"k", &[0, 0], marker),
+            queues: vec![queue],
+        })
+        .await
+        .unwrap();
+}
+
+#[tokio::test]
+async fn encrypted_messages_leave_no_plaintext_and_need_their_key() {
+    let marker: Vec<u8> = b"WARREN-PLAINTEXT-MARKER-".repeat(3);
+    let key = EncryptionKey::from_hex(&"5a".repeat(32)).unwrap();
+    let other = EncryptionKey::from_hex(&"a5".repeat(32)).unwrap();
+
+    // Without a key the marker is in the file (the check below can see it).
+    let plain_dir = tempfile::tempdir().unwrap();
+    {
+        let (store, _) = open(plain_dir.path());
+        store_marker(&store, 1, &marker).await;
+    }
+    assert!(file_contains(plain_dir.path(), &marker));
+    // An unencrypted database with messages is not silently mixed with encrypted ones.
+    assert!(matches!(
+        Store::open_with(plain_dir.path(), Some(&key)),
+        Err(StorageError::NotEncrypted(_))
+    ));
+
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let (store, _) = Store::open_with(dir.path(), Some(&key)).unwrap();
+        store_marker(&store, 1, &marker).await;
+    }
+    assert!(!file_contains(dir.path(), &marker), "plaintext in the file");
+    assert!(matches!(
+        Store::open_with(dir.path(), Some(&other)),
+        Err(StorageError::WrongKey(_))
+    ));
+    assert!(matches!(
+        Store::open(dir.path()),
+        Err(StorageError::KeyRequired(_))
+    ));
+    let (store, _) = Store::open_with(dir.path(), Some(&key)).unwrap();
+    let back = store.queue_messages(1).unwrap();
+    assert_eq!(back.len(), 1);
+    assert_eq!(back[0].2.body, marker);
+    let mut read = Vec::new();
+    store
+        .read_queue_messages(1, &[back[0].0], |_, parts| read.push(parts.body.to_vec()))
+        .unwrap();
+    assert_eq!(read, vec![marker.clone()]);
+}
