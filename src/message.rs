@@ -47,8 +47,9 @@ impl Message {
         )
     }
 
-    /// A message read back from the store.
-    pub fn from_stored(parts: MessageParts<'_>, storage_id: u64) -> MessageRef {
+    /// A message read back from the store (`storage_id` is None for a transient message that was
+    /// only written to be paged out).
+    pub fn from_stored(parts: MessageParts<'_>, storage_id: Option<u64>) -> MessageRef {
         // Copied once out of the database page: inline next to the rest, or into its own buffer.
         let external = if parts.body.len() > INLINE_BODY_MAX {
             Bytes::copy_from_slice(parts.body)
@@ -61,7 +62,7 @@ impl Message {
             parts.properties,
             parts.body,
             external,
-            Some(storage_id),
+            storage_id,
         )
     }
 
@@ -221,7 +222,7 @@ mod tests {
             let body: Vec<u8> = (0..size).map(|i| i as u8).collect();
             let m = Message::from_content(content(body.clone()), None);
             let stored = m.to_stored();
-            let back = Message::from_stored(MessageParts::decode(&stored).unwrap(), 9);
+            let back = Message::from_stored(MessageParts::decode(&stored).unwrap(), Some(9));
             assert_eq!(
                 StoredMessage::decode(stored.clone()).unwrap().body,
                 m.body()

@@ -47,6 +47,8 @@ struct QueueState {
     storage_id: Option<u64>,
     /// Storage ids settled during the current batch, written once per batch.
     removed: Vec<u64>,
+    /// Transient messages' paged-out copies no longer needed, removed once per batch.
+    removed_shadow: Vec<u64>,
     /// The highest storage id handed to a consumer, and the highest already recorded.
     delivered_through: u64,
     delivered_recorded: u64,
@@ -66,14 +68,17 @@ struct QueueState {
     /// Body bytes of ready messages kept in memory (durable queues; `u64::MAX` otherwise).
     memory_limit: u64,
     /// Entries to page out once the store has their message: (writes queued when they were
-    /// published, entry id, level), oldest first.
-    page_out: VecDeque<(u64, u64, usize)>,
+    /// published, entry id, level, the id of a transient message's copy), oldest first.
+    page_out: VecDeque<(u64, u64, usize, Option<u64>)>,
     /// When reading paged-out messages failed: try again then.
     retry_at: Option<Instant>,
 }
 
 /// How many entries near the head are read back together when the head is paged out.
 const PAGE_IN_WINDOW: usize = 256;
+
+/// Messages waiting to be paged out beyond which the queue waits for the disk.
+const PAGE_OUT_BACKLOG: usize = 2048;
 
 /// While messages wait to be paged out, the queue looks at the store's progress this often even
 /// when idle.
@@ -124,7 +129,7 @@ impl Recovery {
         let len = parts.body.len() as u64;
         let (slot, expiration_ms) = if self.loaded_bytes + len <= self.memory_limit {
             self.loaded_bytes += len;
-            let m = Message::from_stored(parts, storage_id);
+            let m = Message::from_stored(parts, Some(storage_id));
             let expiration = m.expiration_ms();
             (Slot::Loaded(m), expiration)
         } else {
@@ -133,6 +138,7 @@ impl Recovery {
                 storage_id,
                 body_len: len as u32,
                 priority: view.priority.unwrap_or(0),
+                transient: false,
             };
             (slot, message::expiration_ms(&view))
         };
@@ -181,6 +187,7 @@ pub fn spawn(
         store: store.clone(),
         storage_id,
         removed: Vec::new(),
+        removed_shadow: Vec::new(),
         delivered_through: 0,
         delivered_recorded: 0,
         ready: Ready::new(max_priority),
@@ -273,6 +280,12 @@ impl QueueState {
             self.dispatch();
             self.write_to_store();
             self.page_out_committed();
+            if self.page_out.len() >= PAGE_OUT_BACKLOG {
+                // Publishing faster than the disk takes the copies would only move the backlog
+                // into the writer's queue: wait for the disk (publishers wait on this queue).
+                let _ = self.store.sync().await;
+                self.page_out_committed();
+            }
             if self.handle.is_deleted() {
                 break;
             }
@@ -350,9 +363,22 @@ impl QueueState {
         self.storage_id.and(message.storage_id())
     }
 
-    /// The storage id of an entry's message if this queue keeps it on disk.
+    /// The storage id of an entry's message if this queue keeps it on disk as persistent.
     fn entry_on_disk(&self, entry: &Entry) -> Option<u64> {
-        self.storage_id.and(entry.storage_id())
+        let (id, transient) = entry.stored_as()?;
+        self.storage_id.and((!transient).then_some(id))
+    }
+
+    /// An entry leaves the queue for good: its copy on disk (if any) goes at the next write.
+    fn forget_disk_copy(&mut self, entry: &Entry) {
+        if self.storage_id.is_none() {
+            return;
+        }
+        match entry.stored_as() {
+            Some((id, false)) => self.removed.push(id),
+            Some((id, true)) => self.removed_shadow.push(id),
+            None => {}
+        }
     }
 
     /// Pages out the entries whose messages the store now has, while the queue is over its
@@ -362,22 +388,38 @@ impl QueueState {
             return;
         }
         let committed = self.store.committed();
-        while let Some(&(queued, id, level)) = self.page_out.front() {
+        while let Some(&(queued, id, level, copy)) = self.page_out.front() {
             if queued > committed {
                 break;
             }
             self.page_out.pop_front();
-            self.ready.page_out(level, id);
+            if !self.ready.page_out(level, id, copy) {
+                // Delivered or dropped meanwhile: a transient message's copy is not needed.
+                self.removed_shadow.extend(copy);
+            }
         }
     }
 
-    /// Reads paged-out messages back from the store.
-    fn read_paged(&self, ids: &[u64]) -> Option<HashMap<u64, MessageRef>> {
+    /// Reads paged-out messages back from the store: (storage id, transient) pairs.
+    fn read_paged(&self, ids: &[(u64, bool)]) -> Option<HashMap<u64, MessageRef>> {
         let queue = self.storage_id?;
         let mut read = HashMap::with_capacity(ids.len());
-        let result = self.store.read_queue_messages(queue, ids, |sid, parts| {
-            read.insert(sid, Message::from_stored(parts, sid));
-        });
+        let (transient, persistent): (Vec<_>, Vec<_>) = ids.iter().partition(|(_, t)| *t);
+        let persistent: Vec<u64> = persistent.into_iter().map(|(id, _)| id).collect();
+        let transient: Vec<u64> = transient.into_iter().map(|(id, _)| id).collect();
+        let mut result = self
+            .store
+            .read_queue_messages(queue, &persistent, |sid, parts| {
+                read.insert(sid, Message::from_stored(parts, Some(sid)));
+            });
+        if result.is_ok() && !transient.is_empty() {
+            let shadow = warren_storage::shadow_queue(queue);
+            result = self
+                .store
+                .read_queue_messages(shadow, &transient, |sid, parts| {
+                    read.insert(sid, Message::from_stored(parts, None));
+                });
+        }
         match result {
             Ok(()) => Some(read),
             Err(e) => {
@@ -413,10 +455,14 @@ impl QueueState {
                 self.retry_at = Some(Instant::now() + Duration::from_millis(500));
                 return false;
             };
+            // Transient messages back in memory need their copies no more.
+            for (sid, _) in ids.iter().filter(|(sid, t)| *t && read.contains_key(sid)) {
+                self.removed_shadow.push(*sid);
+            }
             for lost in self.ready.page_in(level, PAGE_IN_WINDOW, read) {
                 // Only a message whose commit failed (and was nacked) can be missing.
                 tracing::warn!(queue = %self.handle.name, "paged-out message missing from the store; dropped");
-                self.removed.extend(self.entry_on_disk(&lost));
+                self.forget_disk_copy(&lost);
             }
         }
     }
@@ -425,7 +471,13 @@ impl QueueState {
     fn load(&self, entry: &Entry) -> Option<MessageRef> {
         match &entry.slot {
             Slot::Loaded(m) => Some(m.clone()),
-            Slot::Paged { storage_id, .. } => self.read_paged(&[*storage_id])?.remove(storage_id),
+            Slot::Paged {
+                storage_id,
+                transient,
+                ..
+            } => self
+                .read_paged(&[(*storage_id, *transient)])?
+                .remove(storage_id),
         }
     }
 
@@ -444,6 +496,11 @@ impl QueueState {
         }
         if !self.removed.is_empty() {
             let messages = std::mem::take(&mut self.removed);
+            self.store.submit(Op::Remove { queue, messages }, None);
+        }
+        if !self.removed_shadow.is_empty() {
+            let messages = std::mem::take(&mut self.removed_shadow);
+            let queue = warren_storage::shadow_queue(queue);
             self.store.submit(Op::Remove { queue, messages }, None);
         }
         if let Some(cache) = self.dedup.as_mut() {
@@ -491,9 +548,7 @@ impl QueueState {
                 for id in ids {
                     if let Some(o) = self.outstanding.remove(&id) {
                         self.settled(o.consumer);
-                        if let Some(sid) = self.entry_on_disk(&o.entry) {
-                            self.removed.push(sid);
-                        }
+                        self.forget_disk_copy(&o.entry);
                     }
                 }
             }
@@ -509,11 +564,11 @@ impl QueueState {
             QueueCommand::Purge(reply) => {
                 let n = self.ready.len() as u32;
                 for entry in self.ready.drain() {
-                    if let Some(sid) = self.entry_on_disk(&entry) {
-                        self.removed.push(sid);
-                    }
+                    self.forget_disk_copy(&entry);
                 }
-                self.page_out.clear();
+                for (_, _, _, copy) in self.page_out.drain(..) {
+                    self.removed_shadow.extend(copy);
+                }
                 let _ = reply.send(n);
             }
             QueueCommand::Delete {
@@ -588,15 +643,29 @@ impl QueueState {
             return;
         }
         answer(confirm, true);
-        // Over the memory limit, a stored message is paged out as soon as the store has it.
-        let page_out = self.on_disk(&message).is_some()
+        // Over the memory limit, a message is paged out as soon as the store has it: a
+        // persistent one is stored already, a transient one gets a copy under the shadow key.
+        let page_out = self.storage_id.is_some()
             && self.ready.loaded_bytes() + message.body().len() as u64 > self.memory_limit;
+        let copy = match self.storage_id {
+            Some(queue) if page_out && self.on_disk(&message).is_none() => {
+                let id = self.store.next_message_id();
+                let op = Op::PutMessage {
+                    id,
+                    data: message.to_stored(),
+                    queues: vec![warren_storage::shadow_queue(queue)],
+                };
+                self.store.submit(op, None);
+                Some(id)
+            }
+            _ => None,
+        };
         let level = self.ready.level_of(message.priority);
         let expiration = message.expiration_ms();
         let entry = self.new_entry(Slot::Loaded(message), expiration, false);
         if page_out {
             self.page_out
-                .push_back((self.store.submitted(), entry.id, level));
+                .push_back((self.store.submitted(), entry.id, level, copy));
         }
         self.ready.push_back(entry);
         self.enforce_limits();
@@ -706,9 +775,7 @@ impl QueueState {
     /// A message leaves the queue for good (rejected, expired, over a limit): it goes to the
     /// dead-letter exchange if the queue has one, and is dropped otherwise.
     fn dead_letter(&mut self, entry: Entry, reason: Reason) {
-        if let Some(sid) = self.entry_on_disk(&entry) {
-            self.removed.push(sid);
-        }
+        self.forget_disk_copy(&entry);
         let Some(dlx) = self.args().dead_letter_exchange.clone() else {
             return;
         };

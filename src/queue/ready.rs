@@ -13,11 +13,13 @@ use crate::message::MessageRef;
 /// Where an entry's message is.
 pub enum Slot {
     Loaded(MessageRef),
-    /// On disk only; what the queue needs to know about it without reading it.
+    /// On disk only; what the queue needs to know about it without reading it. A transient
+    /// message is written only to be paged out, under the queue's shadow key.
     Paged {
         storage_id: u64,
         body_len: u32,
         priority: u8,
+        transient: bool,
     },
 }
 
@@ -46,11 +48,16 @@ impl Entry {
         matches!(self.slot, Slot::Paged { .. })
     }
 
-    /// The message's id in the store, if it is stored.
-    pub fn storage_id(&self) -> Option<u64> {
+    /// The message's id in the store, if it is stored, and whether it is a transient message's
+    /// paged-out copy (under the queue's shadow key).
+    pub fn stored_as(&self) -> Option<(u64, bool)> {
         match &self.slot {
-            Slot::Loaded(m) => m.storage_id(),
-            Slot::Paged { storage_id, .. } => Some(*storage_id),
+            Slot::Loaded(m) => m.storage_id().map(|id| (id, false)),
+            Slot::Paged {
+                storage_id,
+                transient,
+                ..
+            } => Some((*storage_id, *transient)),
         }
     }
 
@@ -192,9 +199,10 @@ impl Ready {
         }
     }
 
-    /// Drops the in-memory copy of entry `id` of `level` (its message must be on disk). False
-    /// when the entry is no longer ready or is already paged out.
-    pub fn page_out(&mut self, level: usize, id: u64) -> bool {
+    /// Drops the in-memory copy of entry `id` of `level`: its message must be on disk, as a
+    /// persistent message or (`transient_copy`) as a transient one's copy. False when the entry
+    /// is no longer ready or is already paged out.
+    pub fn page_out(&mut self, level: usize, id: u64, transient_copy: Option<u64>) -> bool {
         let Some(q) = self.levels.get_mut(level) else {
             return false;
         };
@@ -205,7 +213,7 @@ impl Ready {
         let Slot::Loaded(m) = &e.slot else {
             return false;
         };
-        let Some(storage_id) = m.storage_id() else {
+        let Some(storage_id) = transient_copy.or(m.storage_id()) else {
             return false;
         };
         let body_len = m.body().len() as u32;
@@ -213,6 +221,7 @@ impl Ready {
             storage_id,
             body_len,
             priority: m.priority,
+            transient: transient_copy.is_some(),
         };
         self.loaded_bytes -= u64::from(body_len);
         true
@@ -220,7 +229,7 @@ impl Ready {
 
     /// The level the next delivery comes from, when its head is paged out: that level and the
     /// storage ids of the paged entries among its first `window` entries (to read back at once).
-    pub fn paged_head(&self, window: usize) -> Option<(usize, Vec<u64>)> {
+    pub fn paged_head(&self, window: usize) -> Option<(usize, Vec<(u64, bool)>)> {
         let level = self.levels.iter().rposition(|q| !q.is_empty())?;
         let q = &self.levels[level];
         if !q.front()?.is_paged() {
@@ -230,7 +239,11 @@ impl Ready {
             .iter()
             .take(window)
             .filter_map(|e| match e.slot {
-                Slot::Paged { storage_id, .. } => Some(storage_id),
+                Slot::Paged {
+                    storage_id,
+                    transient,
+                    ..
+                } => Some((storage_id, transient)),
                 Slot::Loaded(_) => None,
             })
             .collect();
@@ -311,16 +324,19 @@ mod tests {
         }
         assert_eq!((r.len(), r.bytes(), r.loaded_bytes()), (10, 40, 40));
         for id in 2..10 {
-            assert!(r.page_out(0, id));
+            assert!(r.page_out(0, id, None));
         }
-        assert!(!r.page_out(0, 5), "already paged");
-        assert!(!r.page_out(0, 42), "no such entry");
+        assert!(!r.page_out(0, 5, None), "already paged");
+        assert!(!r.page_out(0, 42, None), "no such entry");
         assert_eq!((r.len(), r.bytes(), r.loaded_bytes()), (10, 40, 8));
         assert!(r.paged_head(4).is_none(), "the head is in memory");
         r.pop_front();
         r.pop_front();
         let (level, ids) = r.paged_head(3).unwrap();
-        assert_eq!((level, ids.clone()), (0, vec![102, 103, 104]));
+        assert_eq!(
+            (level, ids.clone()),
+            (0, vec![(102, false), (103, false), (104, false)])
+        );
         // The store had 102 and 104 but not 103.
         let read: HashMap<u64, MessageRef> = [102, 104]
             .into_iter()
@@ -351,11 +367,14 @@ mod tests {
     }
 
     #[test]
-    fn transient_messages_are_never_paged_out() {
+    fn transient_messages_are_paged_out_only_with_a_copy() {
         let mut r = Ready::new(None);
         r.push_back(entry(0, None, 0, b"x"));
-        assert!(!r.page_out(0, 0));
+        assert!(!r.page_out(0, 0, None), "no copy on disk");
         assert_eq!(r.loaded_bytes(), 1);
+        assert!(r.page_out(0, 0, Some(77)), "a transient copy");
+        assert_eq!(r.loaded_bytes(), 0);
+        assert_eq!(r.head().and_then(Entry::stored_as), Some((77, true)));
     }
 
     #[test]
@@ -363,9 +382,9 @@ mod tests {
         let mut r = Ready::new(Some(3));
         r.push_back(entry(0, Some(1), 1, b"low"));
         r.push_back(entry(1, Some(2), 3, b"high"));
-        assert!(r.page_out(3, 1));
+        assert!(r.page_out(3, 1, None));
         let (level, ids) = r.paged_head(10).unwrap();
-        assert_eq!((level, ids), (3, vec![2]));
+        assert_eq!((level, ids), (3, vec![(2, false)]));
         assert_eq!(r.pop_front().map(|e| e.id), Some(1));
         assert_eq!(r.pop_front().map(|e| e.id), Some(0));
     }

@@ -54,6 +54,16 @@ const CRYPTO: TableDefinition<&str, &[u8]> = TableDefinition::new("crypto");
 /// Counters (the next queue id and message id) and the schema version.
 const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
 
+/// Marks a queue id as the "shadow" of a durable queue: where it pages out transient messages.
+/// Shadow entries use the same index and operations as persistent ones but are never
+/// recovered: they are all deleted at start-up.
+const SHADOW_BIT: u64 = 1 << 63;
+
+/// The key under which a durable queue keeps transient messages it paged out.
+pub fn shadow_queue(queue_id: u64) -> u64 {
+    queue_id | SHADOW_BIT
+}
+
 /// redb's page cache (see `Store::open`).
 const CACHE_BYTES: usize = 16 << 20;
 
@@ -183,6 +193,18 @@ impl Store {
                 w.open_table(QUEUES)?;
                 w.open_table(EXCHANGES)?;
                 w.open_table(BINDINGS)?;
+                // Transient messages paged out before a restart are gone with it.
+                let shadow: Vec<(u64, u64)> = {
+                    let index = w.open_table(QUEUE_INDEX)?;
+                    let mut keys = Vec::new();
+                    for entry in index.range((SHADOW_BIT, 0)..)? {
+                        keys.push(entry?.0.value());
+                    }
+                    keys
+                };
+                for (queue, message) in shadow {
+                    writer::remove_entry(&w, queue, message)?;
+                }
                 let holds_messages = !w.open_table(QUEUE_INDEX)?.is_empty()?;
                 let mut crypto = w.open_table(CRYPTO)?;
                 let check = crypto.get("key_check")?.map(|v| v.value().to_vec());

@@ -397,3 +397,43 @@ async fn encrypted_messages_leave_no_plaintext_and_need_their_key() {
         .unwrap();
     assert_eq!(read, vec![marker.clone()]);
 }
+
+#[tokio::test]
+async fn transient_copies_under_a_shadow_key_are_gone_after_reopen() {
+    let dir = tempfile::tempdir().unwrap();
+    let (kept, copy) = {
+        let (store, _) = open(dir.path());
+        let (kept, copy) = (store.next_message_id(), store.next_message_id());
+        store.submit(
+            Op::PutMessage {
+                id: kept,
+                data: StoredMessage::encode(b"", b"k", &[0, 0], b"persistent"),
+                queues: vec![1],
+            },
+            None,
+        );
+        store
+            .write(Op::PutMessage {
+                id: copy,
+                data: StoredMessage::encode(b"", b"k", &[0, 0], b"transient"),
+                queues: vec![shadow_queue(1)],
+            })
+            .await
+            .unwrap();
+        let mut seen = 0;
+        store
+            .read_queue_messages(shadow_queue(1), &[copy], |_, _| seen += 1)
+            .unwrap();
+        assert_eq!(seen, 1, "readable before the restart");
+        (kept, copy)
+    };
+    let (store, _) = open(dir.path());
+    let mut seen = 0;
+    store
+        .read_queue_messages(shadow_queue(1), &[copy], |_, _| seen += 1)
+        .unwrap();
+    assert_eq!(seen, 0, "not recovered");
+    let back = store.queue_messages(1).unwrap();
+    assert_eq!(back.len(), 1);
+    assert_eq!(back[0].0, kept);
+}

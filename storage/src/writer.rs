@@ -256,16 +256,18 @@ fn apply(w: &WriteTransaction, op: &Op, elided: &HashSet<(u64, u64)>) -> Result<
         Op::DeleteQueue { vhost, name, id } => {
             w.open_table(QUEUES)?
                 .remove((vhost.as_str(), name.as_str()))?;
-            let ids: Vec<u64> = {
-                let index = w.open_table(QUEUE_INDEX)?;
-                let mut ids = Vec::new();
-                for entry in index.range((*id, 0)..=(*id, u64::MAX))? {
-                    ids.push(entry?.0.value().1);
+            for queue in [*id, crate::shadow_queue(*id)] {
+                let ids: Vec<u64> = {
+                    let index = w.open_table(QUEUE_INDEX)?;
+                    let mut ids = Vec::new();
+                    for entry in index.range((queue, 0)..=(queue, u64::MAX))? {
+                        ids.push(entry?.0.value().1);
+                    }
+                    ids
+                };
+                for m in ids {
+                    remove_entry(w, queue, m)?;
                 }
-                ids
-            };
-            for m in ids {
-                remove_entry(w, *id, m)?;
             }
             w.open_table(DELIVERED)?.remove(*id)?;
         }
@@ -350,7 +352,11 @@ fn delete_bindings(
 }
 
 /// Removes a queue's index entry; a shared message goes with its last entry.
-fn remove_entry(w: &WriteTransaction, queue: u64, message: u64) -> Result<(), StorageError> {
+pub(crate) fn remove_entry(
+    w: &WriteTransaction,
+    queue: u64,
+    message: u64,
+) -> Result<(), StorageError> {
     let shared = match w.open_table(QUEUE_INDEX)?.remove((queue, message))? {
         None => return Ok(()),
         Some(inline) => inline.value().is_empty(),

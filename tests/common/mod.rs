@@ -38,6 +38,15 @@ pub async fn within<F: Future>(what: &str, fut: F) -> F::Output {
     }
 }
 
+/// [`within`] with a longer bound: for a broker process that may be recovering, or a debug build
+/// on a loaded machine moving hundreds of megabytes.
+pub async fn within_long<F: Future>(what: &str, fut: F) -> F::Output {
+    match tokio::time::timeout(Duration::from_secs(60), fut).await {
+        Ok(v) => v,
+        Err(_) => panic!("timed out after 60 s waiting for {what}"),
+    }
+}
+
 // ---------------------------------------------------------------------------------------------
 // The broker
 
@@ -161,7 +170,7 @@ impl ChildBroker {
     /// Every message body in `queue`, in order, with its redelivered flag (consumed with no-ack).
     pub async fn drain(&self, queue: &str) -> Vec<(Vec<u8>, bool)> {
         use futures::StreamExt;
-        let conn = within(
+        let conn = within_long(
             "connect",
             lapin::Connection::connect(&self.uri(), lapin::ConnectionProperties::default()),
         )
@@ -185,7 +194,7 @@ impl ChildBroker {
         .expect("consume");
         let mut out = Vec::with_capacity(count as usize);
         while out.len() < count as usize {
-            let d = within("delivery", consumer.next())
+            let d = within_long("delivery", consumer.next())
                 .await
                 .expect("consumer ended")
                 .expect("delivery");
