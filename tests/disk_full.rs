@@ -106,8 +106,10 @@ async fn a_full_disk_nacks_blocks_and_recovers_without_losing_confirmed_messages
     let filler = fs.0.join("filler");
     std::fs::write(&filler, vec![0u8; 4 << 20]).expect("filler");
     let data = fs.0.join("data");
-    // Only failing commits raise the alarm: no free-space threshold.
-    let broker = ChildBroker::start(&data, &["--disk-free-limit", "0"]);
+    // Only failing commits raise the alarm: no free-space threshold. A tiny memory limit pages
+    // messages out as soon as they are stored, never those whose commit failed.
+    let args = ["--disk-free-limit", "0", "--queue-memory-limit", "4096"];
+    let broker = ChildBroker::start(&data, &args);
     let addr = ([127, 0, 0, 1], broker.port).into();
     let mut raw = Raw::open(addr).await;
     raw.open_channel(1).await;
@@ -172,7 +174,7 @@ async fn a_full_disk_nacks_blocks_and_recovers_without_losing_confirmed_messages
     broker.stop();
 
     // Every acked message is there after a restart, in order (nacked ones may or may not be).
-    let broker = ChildBroker::start(&data, &["--disk-free-limit", "0"]);
+    let broker = ChildBroker::start(&data, &args);
     let found: Vec<u64> = broker
         .drain("full")
         .await

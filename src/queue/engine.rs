@@ -67,9 +67,8 @@ struct QueueState {
     dedup: Option<DedupCache>,
     /// Body bytes of ready messages kept in memory (durable queues; `u64::MAX` otherwise).
     memory_limit: u64,
-    /// Entries to page out once the store has their message: (writes queued when they were
-    /// published, entry id, level, the id of a transient message's copy), oldest first.
-    page_out: VecDeque<(u64, u64, usize, Option<u64>)>,
+    /// Entries to page out once the store has their message, oldest first.
+    page_out: VecDeque<PageOut>,
     /// When reading paged-out messages failed: try again then.
     retry_at: Option<Instant>,
 }
@@ -83,6 +82,16 @@ const PAGE_OUT_BACKLOG: usize = 2048;
 /// While messages wait to be paged out, the queue looks at the store's progress this often even
 /// when idle.
 const PAGE_OUT_POLL: Duration = Duration::from_millis(20);
+
+/// An entry to page out once the commit that stores its message is through.
+struct PageOut {
+    /// Writes queued when it was published.
+    queued: u64,
+    entry: u64,
+    level: usize,
+    /// The id of a transient message's copy.
+    copy: Option<u64>,
+}
 
 /// A message a durable queue held on disk at start-up.
 pub struct RecoveredMessage {
@@ -382,20 +391,24 @@ impl QueueState {
     }
 
     /// Pages out the entries whose messages the store now has, while the queue is over its
-    /// memory limit. Nothing is paged out while commits fail: the message might not be there.
+    /// memory limit. An entry whose write may have been in a failed commit stays in memory.
     fn page_out_committed(&mut self) {
-        if self.page_out.is_empty() || self.store.is_failing() {
+        if self.page_out.is_empty() {
             return;
         }
         let committed = self.store.committed();
-        while let Some(&(queued, id, level, copy)) = self.page_out.front() {
-            if queued > committed {
+        while let Some(p) = self.page_out.front() {
+            if p.queued > committed {
                 break;
             }
-            self.page_out.pop_front();
-            if !self.ready.page_out(level, id, copy) {
-                // Delivered or dropped meanwhile: a transient message's copy is not needed.
-                self.removed_shadow.extend(copy);
+            let Some(p) = self.page_out.pop_front() else {
+                break;
+            };
+            let stored_as = p.copy.or_else(|| self.ready.stored_id(p.level, p.entry));
+            let written = stored_as.is_some_and(|id| !self.store.write_failed(id));
+            if !(written && self.ready.page_out(p.level, p.entry, p.copy)) {
+                // Kept in memory (or delivered, or gone): a transient message's copy is not needed.
+                self.removed_shadow.extend(p.copy);
             }
         }
     }
@@ -566,8 +579,8 @@ impl QueueState {
                 for entry in self.ready.drain() {
                     self.forget_disk_copy(&entry);
                 }
-                for (_, _, _, copy) in self.page_out.drain(..) {
-                    self.removed_shadow.extend(copy);
+                for p in self.page_out.drain(..) {
+                    self.removed_shadow.extend(p.copy);
                 }
                 let _ = reply.send(n);
             }
@@ -664,8 +677,12 @@ impl QueueState {
         let expiration = message.expiration_ms();
         let entry = self.new_entry(Slot::Loaded(message), expiration, false);
         if page_out {
-            self.page_out
-                .push_back((self.store.submitted(), entry.id, level, copy));
+            self.page_out.push_back(PageOut {
+                queued: self.store.submitted(),
+                entry: entry.id,
+                level,
+                copy,
+            });
         }
         self.ready.push_back(entry);
         self.enforce_limits();

@@ -227,6 +227,16 @@ impl Ready {
         true
     }
 
+    /// The storage id of ready entry `id` of `level`'s message, if it is stored.
+    pub fn stored_id(&self, level: usize, id: u64) -> Option<u64> {
+        let q = self.levels.get(level)?;
+        let at = q.partition_point(|x| x.id < id);
+        q.get(at)
+            .filter(|e| e.id == id)?
+            .stored_as()
+            .map(|(s, _)| s)
+    }
+
     /// The level the next delivery comes from, when its head is paged out: that level and the
     /// storage ids of the paged entries among its first `window` entries (to read back at once).
     pub fn paged_head(&self, window: usize) -> Option<(usize, Vec<(u64, bool)>)> {

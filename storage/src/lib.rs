@@ -143,6 +143,10 @@ struct Inner {
     failing: Arc<std::sync::atomic::AtomicBool>,
     /// Woken when `failing` changes.
     failing_changed: Arc<tokio::sync::Notify>,
+    /// Failed commits so far.
+    failures: Arc<AtomicU64>,
+    /// Messages whose write was in a failed commit.
+    failed_puts: Arc<std::sync::Mutex<std::collections::HashSet<u64>>>,
     /// Seals and opens stored messages, when encryption at rest is on.
     cipher: Option<Arc<Cipher>>,
 }
@@ -250,10 +254,14 @@ impl Store {
         let committed = Arc::new(AtomicU64::new(0));
         let failing = Arc::new(std::sync::atomic::AtomicBool::new(false));
         let failing_changed = Arc::new(tokio::sync::Notify::new());
+        let failures = Arc::new(AtomicU64::new(0));
+        let failed_puts = Arc::default();
         let progress = writer::Progress {
             committed: committed.clone(),
             failing: failing.clone(),
             failing_changed: failing_changed.clone(),
+            failures: failures.clone(),
+            failed_puts: Arc::clone(&failed_puts),
         };
         let writer = std::thread::Builder::new()
             .name("warren-storage".into())
@@ -270,6 +278,8 @@ impl Store {
                 committed,
                 failing,
                 failing_changed,
+                failures,
+                failed_puts,
                 cipher,
             }),
         };
@@ -465,6 +475,18 @@ impl Store {
     /// True while commits fail (a full disk, an I/O error): writes are being refused.
     pub fn is_failing(&self) -> bool {
         self.inner.failing.load(Ordering::Acquire)
+    }
+
+    /// Whether message `id` was in a commit that failed (so it is not on disk). Only meaningful
+    /// once [`Store::committed`] has passed the write.
+    pub fn write_failed(&self, id: u64) -> bool {
+        self.inner.failures.load(Ordering::Acquire) > 0
+            && self
+                .inner
+                .failed_puts
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .contains(&id)
     }
 
     /// Resolves when commits start or stop failing.

@@ -104,6 +104,10 @@ pub(crate) struct Progress {
     pub committed: Arc<AtomicU64>,
     pub failing: Arc<AtomicBool>,
     pub failing_changed: Arc<tokio::sync::Notify>,
+    /// Failed commits so far.
+    pub failures: Arc<AtomicU64>,
+    /// Messages whose write was in a failed commit.
+    pub failed_puts: Arc<std::sync::Mutex<HashSet<u64>>>,
 }
 
 pub(crate) fn run(slot: Arc<DbSlot>, mut rx: mpsc::UnboundedReceiver<Request>, progress: Progress) {
@@ -129,6 +133,16 @@ pub(crate) fn run(slot: Arc<DbSlot>, mut rx: mpsc::UnboundedReceiver<Request>, p
         match &result {
             Err(e) => {
                 failed_batches += 1;
+                let mut failed = progress
+                    .failed_puts
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner());
+                failed.extend(batch.iter().filter_map(|r| match &r.op {
+                    Op::PutMessage { id, .. } => Some(*id),
+                    _ => None,
+                }));
+                drop(failed);
+                progress.failures.fetch_add(1, Ordering::AcqRel);
                 // Once, then now and then: a full disk fails every batch.
                 if failed_batches.is_power_of_two() {
                     tracing::error!(
