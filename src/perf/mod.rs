@@ -711,7 +711,12 @@ fn message_variants(pairs: &[String], persistent: bool) -> anyhow::Result<Vec<Ba
             "expiration" => {
                 let steps = (b - a).min(9);
                 expirations = (0..=steps)
-                    .map(|i| Some(a + (b - a) * i / steps.max(1)))
+                    .map(|i| {
+                        Some(
+                            a + ((u128::from(b - a) * u128::from(i)) / u128::from(steps.max(1)))
+                                as u64,
+                        )
+                    })
                     .collect();
             }
             other => bail!("--message-properties {other}: supported are priority and expiration"),
