@@ -229,6 +229,9 @@ start_warren() {
     bin="$TARGET_DIR/release/warren"
   fi
   [ -x "$bin" ] || die "warren binary not found or not executable: $bin"
+  # Suite hooks that need a Warren of their own (amqprs) start this binary.
+  WARREN_BIN="$(cd "$(dirname "$bin")" && pwd)/$(basename "$bin")"
+  export WARREN_BIN
   local amqp_port http_port pid
   amqp_port="$(free_port)"
   http_port="$(free_port)"
@@ -274,6 +277,9 @@ start_rabbitmq() {
   cat >"$base/rabbitmq.conf" <<'CONF'
 loopback_users.guest = true
 disk_free_limit.absolute = 10MB
+auth_mechanisms.1 = PLAIN
+auth_mechanisms.2 = AMQPLAIN
+auth_mechanisms.3 = RABBIT-CR-DEMO
 log.console = false
 log.file.level = info
 CONF
@@ -302,6 +308,12 @@ CONF
     die "RabbitMQ node $RMQ_NODE did not finish booting"
   fi
   STARTED_URL="amqp://guest:guest@127.0.0.1:$RMQ_PORT/%2F"
+  # rabbitmqctl for this node, for suite hooks that must add a user (amqprs).
+  {
+    echo '#!/usr/bin/env bash'
+    printf 'exec env'; printf ' %q' "${RMQ_ENV[@]}"; printf ' %q -n %q "$@"\n' "$RMQ_LIB/rabbitmqctl" "$RMQ_NODE"
+  } >"$base/rabbitmqctl"
+  chmod +x "$base/rabbitmqctl"
 }
 
 # ---------------------------------------------------------------- main
@@ -309,7 +321,9 @@ setup_venv
 
 case "$BROKER" in
   warren) start_warren; AMQP_URL="$STARTED_URL"; BROKER_LOG="$STARTED_LOG"; COMPAT_BROKER=warren ;;
-  rabbitmq) start_rabbitmq; AMQP_URL="$STARTED_URL"; BROKER_LOG="$STARTED_LOG"; COMPAT_BROKER=rabbitmq ;;
+  rabbitmq)
+    start_rabbitmq; AMQP_URL="$STARTED_URL"; BROKER_LOG="$STARTED_LOG"; COMPAT_BROKER=rabbitmq
+    export COMPAT_RABBITMQCTL="$TMP/rabbitmq/rabbitmqctl" ;;
   *) AMQP_URL="$BROKER"; COMPAT_BROKER=uri ;;
 esac
 export AMQP_URL COMPAT_BROKER

@@ -1,5 +1,5 @@
-//! Users and SASL: PLAIN and AMQPLAIN, with RabbitMQ's rule that `guest` may only log in from
-//! loopback.
+//! Users and SASL: PLAIN, AMQPLAIN and RabbitMQ's challenge-response demo mechanism, with
+//! RabbitMQ's rule that `guest` may only log in from loopback.
 
 use std::collections::HashMap;
 use std::net::IpAddr;
@@ -19,18 +19,55 @@ pub struct Users {
 
 impl Default for Users {
     fn default() -> Self {
-        let mut users = HashMap::new();
-        users.insert(
-            "guest".to_owned(),
-            User {
-                name: "guest".to_owned(),
-                password: "guest".to_owned(),
-                loopback_only: true,
-            },
-        );
-        Users { users }
+        Users::with_default("guest", "guest")
     }
 }
+
+/// The SASL mechanisms a listener can offer (RabbitMQ's `auth_mechanisms`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum Mechanism {
+    #[value(name = "PLAIN")]
+    Plain,
+    #[value(name = "AMQPLAIN")]
+    Amqplain,
+    /// `RABBIT-CR-DEMO`: the login in start-ok, then one challenge ("Please tell me your
+    /// password") answered with "My password is PASSWORD". Off by default, as in RabbitMQ.
+    #[value(name = "RABBIT-CR-DEMO")]
+    RabbitCrDemo,
+}
+
+impl Mechanism {
+    pub fn name(self) -> &'static str {
+        match self {
+            Mechanism::Plain => "PLAIN",
+            Mechanism::Amqplain => "AMQPLAIN",
+            Mechanism::RabbitCrDemo => "RABBIT-CR-DEMO",
+        }
+    }
+
+    /// The mechanism a client named in start-ok, if it is one of `offered`.
+    pub fn chosen(name: &str, offered: &[Mechanism]) -> Result<Mechanism, AuthError> {
+        offered
+            .iter()
+            .copied()
+            .find(|m| m.name() == name)
+            .ok_or_else(|| AuthError::UnsupportedMechanism(name.to_owned()))
+    }
+}
+
+/// What start-ok leads to.
+#[derive(Debug, PartialEq, Eq)]
+pub enum StartOutcome {
+    LoggedIn(String),
+    /// Send this challenge in connection.secure; the answer goes to [`Users::answer_challenge`].
+    Challenge {
+        login: String,
+        challenge: &'static str,
+    },
+}
+
+pub const CR_DEMO_CHALLENGE: &str = "Please tell me your password";
+const CR_DEMO_ANSWER_PREFIX: &[u8] = b"My password is ";
 
 #[derive(Debug, PartialEq, Eq, thiserror::Error)]
 pub enum AuthError {
@@ -47,26 +84,95 @@ pub enum AuthError {
 }
 
 impl Users {
-    /// Checks a `connection.start-ok` response; returns the user name.
-    pub fn authenticate(
+    /// One user, as RabbitMQ creates at first start from `default_user` / `default_pass`;
+    /// `guest` is held to loopback (RabbitMQ's default `loopback_users`), any other name is not.
+    pub fn with_default(name: &str, password: &str) -> Self {
+        let mut users = HashMap::new();
+        users.insert(
+            name.to_owned(),
+            User {
+                name: name.to_owned(),
+                password: password.to_owned(),
+                loopback_only: name == "guest",
+            },
+        );
+        Users { users }
+    }
+
+    /// Checks a `connection.start-ok` response under one of the `offered` mechanisms.
+    pub fn start(
+        &self,
+        mechanism: &str,
+        offered: &[Mechanism],
+        response: &[u8],
+        peer: IpAddr,
+    ) -> Result<StartOutcome, AuthError> {
+        let chosen = Mechanism::chosen(mechanism, offered)?;
+        let (login, password) = match chosen {
+            Mechanism::Plain => parse_plain(response),
+            Mechanism::Amqplain => parse_amqplain(response),
+            Mechanism::RabbitCrDemo => {
+                let login = String::from_utf8(response.to_vec())
+                    .map_err(|_| AuthError::Malformed(mechanism.to_owned()))?;
+                return Ok(StartOutcome::Challenge {
+                    login,
+                    challenge: CR_DEMO_CHALLENGE,
+                });
+            }
+        }
+        .ok_or_else(|| AuthError::Malformed(mechanism.to_owned()))?;
+        self.check(mechanism, &login, &password, peer)
+            .map(StartOutcome::LoggedIn)
+    }
+
+    /// Checks the answer (`connection.secure-ok`) to a RABBIT-CR-DEMO challenge.
+    pub fn answer_challenge(
+        &self,
+        login: &str,
+        response: &[u8],
+        peer: IpAddr,
+    ) -> Result<String, AuthError> {
+        let mechanism = Mechanism::RabbitCrDemo.name();
+        let password = response
+            .strip_prefix(CR_DEMO_ANSWER_PREFIX)
+            .and_then(|p| String::from_utf8(p.to_vec()).ok())
+            .ok_or_else(|| AuthError::Malformed(mechanism.to_owned()))?;
+        self.check(mechanism, login, &password, peer)
+    }
+
+    /// Checks PLAIN or AMQPLAIN credentials; returns the user name.
+    #[cfg(test)]
+    fn authenticate(
         &self,
         mechanism: &str,
         response: &[u8],
         peer: IpAddr,
     ) -> Result<String, AuthError> {
-        let (login, password) = match mechanism {
-            "PLAIN" => parse_plain(response),
-            "AMQPLAIN" => parse_amqplain(response),
-            other => return Err(AuthError::UnsupportedMechanism(other.to_owned())),
+        match self.start(
+            mechanism,
+            &[Mechanism::Plain, Mechanism::Amqplain],
+            response,
+            peer,
+        )? {
+            StartOutcome::LoggedIn(user) => Ok(user),
+            StartOutcome::Challenge { .. } => Err(AuthError::Malformed(mechanism.to_owned())),
         }
-        .ok_or_else(|| AuthError::Malformed(mechanism.to_owned()))?;
+    }
+
+    fn check(
+        &self,
+        mechanism: &str,
+        login: &str,
+        password: &str,
+        peer: IpAddr,
+    ) -> Result<String, AuthError> {
         let user = self
             .users
-            .get(&login)
+            .get(login)
             .filter(|u| u.password == password)
             .ok_or_else(|| AuthError::Refused(mechanism.to_owned()))?;
         if user.loopback_only && !peer.is_loopback() && !is_mapped_loopback(peer) {
-            return Err(AuthError::LoopbackOnly(login));
+            return Err(AuthError::LoopbackOnly(login.to_owned()));
         }
         Ok(user.name.clone())
     }
@@ -132,6 +238,54 @@ mod tests {
         assert!(matches!(
             users.authenticate("EXTERNAL", b"", lo),
             Err(AuthError::UnsupportedMechanism(_))
+        ));
+    }
+
+    #[test]
+    fn rabbit_cr_demo_challenges_for_the_password_and_only_when_offered() {
+        let users = Users::with_default("user", "bitnami");
+        let lo: IpAddr = [127, 0, 0, 1].into();
+        let all = [Mechanism::Plain, Mechanism::RabbitCrDemo];
+        assert_eq!(
+            users.start("RABBIT-CR-DEMO", &all, b"user", lo),
+            Ok(StartOutcome::Challenge {
+                login: "user".into(),
+                challenge: CR_DEMO_CHALLENGE
+            })
+        );
+        assert_eq!(
+            users.answer_challenge("user", b"My password is bitnami", lo),
+            Ok("user".into())
+        );
+        assert!(matches!(
+            users.answer_challenge("user", b"My password is guest", lo),
+            Err(AuthError::Refused(_))
+        ));
+        assert!(matches!(
+            users.answer_challenge("user", b"bitnami", lo),
+            Err(AuthError::Malformed(_))
+        ));
+        assert!(matches!(
+            users.start("RABBIT-CR-DEMO", &[Mechanism::Plain], b"user", lo),
+            Err(AuthError::UnsupportedMechanism(_))
+        ));
+        assert!(matches!(
+            users.start("AMQPLAIN", &[Mechanism::Plain], b"", lo),
+            Err(AuthError::UnsupportedMechanism(_))
+        ));
+    }
+
+    #[test]
+    fn a_default_user_other_than_guest_replaces_guest_and_may_connect_remotely() {
+        let users = Users::with_default("user", "bitnami");
+        let remote: IpAddr = [10, 1, 2, 3].into();
+        assert_eq!(
+            users.authenticate("PLAIN", b"\0user\0bitnami", remote),
+            Ok("user".into())
+        );
+        assert!(matches!(
+            users.authenticate("PLAIN", b"\0guest\0guest", [127, 0, 0, 1].into()),
+            Err(AuthError::Refused(_))
         ));
     }
 }

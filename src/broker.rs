@@ -42,10 +42,11 @@ impl Broker {
         );
         let mut vhosts = HashMap::new();
         vhosts.insert("/".to_owned(), default_vhost);
+        let users = Users::with_default(&config.default_user, &config.default_pass);
         Ok(Arc::new(Broker {
             config,
             store,
-            users: Users::default(),
+            users,
             replies: ReplyRegistry::default(),
             vhosts: RwLock::new(vhosts),
             next_id: AtomicU64::new(1),

@@ -5,6 +5,8 @@ use std::path::PathBuf;
 
 use warren_storage::{EncryptionKey, StorageError};
 
+use crate::auth::Mechanism;
+
 #[derive(clap::Args, Clone, Debug)]
 pub struct Config {
     /// AMQP 0-9-1 listener.
@@ -51,6 +53,28 @@ pub struct Config {
         hide = true
     )]
     pub encryption_key: Option<String>,
+    /// The user created at start (RabbitMQ's `default_user`); it may use every vhost. Named
+    /// `guest`, it may only connect from loopback, as RabbitMQ's `loopback_users` default says.
+    #[arg(long, env = "WARREN_DEFAULT_USER", default_value = "guest")]
+    pub default_user: String,
+    /// The default user's password (RabbitMQ's `default_pass`); meant for the environment.
+    #[arg(
+        long,
+        env = "WARREN_DEFAULT_PASS",
+        default_value = "guest",
+        hide_env_values = true,
+        hide_default_value = true
+    )]
+    pub default_pass: String,
+    /// SASL mechanisms offered to clients, in order (RabbitMQ's `auth_mechanisms`): PLAIN,
+    /// AMQPLAIN, RABBIT-CR-DEMO.
+    #[arg(
+        long,
+        env = "WARREN_AUTH_MECHANISMS",
+        value_delimiter = ',',
+        default_value = "PLAIN,AMQPLAIN"
+    )]
+    pub auth_mechanisms: Vec<Mechanism>,
 }
 
 impl Config {
@@ -69,6 +93,9 @@ impl Config {
             queue_memory_limit: 64 << 20,
             encryption_key_file: None,
             encryption_key: None,
+            default_user: "guest".to_owned(),
+            default_pass: "guest".to_owned(),
+            auth_mechanisms: vec![Mechanism::Plain, Mechanism::Amqplain],
         }
     }
 

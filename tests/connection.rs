@@ -227,6 +227,98 @@ async fn bad_credentials_get_403_access_refused() {
     assert_alive(b.addr).await;
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn default_user_and_rabbit_cr_demo_when_configured() {
+    use warren::auth::Mechanism;
+    // amqprs's own test broker: user/bitnami, RABBIT-CR-DEMO enabled (compat-tests/suites/amqprs).
+    let b = start_with(|c| {
+        c.default_user = "user".into();
+        c.default_pass = "bitnami".into();
+        c.auth_mechanisms = vec![Mechanism::Plain, Mechanism::RabbitCrDemo];
+    })
+    .await;
+    let r = Raw::start(b.addr).await;
+    let offered =
+        String::from_utf8_lossy(r.start.as_ref().unwrap().mechanisms.as_bytes()).into_owned();
+    assert_eq!(
+        offered, "PLAIN RABBIT-CR-DEMO",
+        "offered in the configured order"
+    );
+    drop(r);
+
+    // start-ok names the login, connection.secure asks for the password, secure-ok gives it.
+    let cr_demo = |password: &str| {
+        let password = password.to_owned();
+        async move {
+            let mut r = Raw::start(b.addr).await;
+            let h = Handshake {
+                mechanism: "RABBIT-CR-DEMO".into(),
+                response: b"user".to_vec(),
+                ..Handshake::default()
+            };
+            r.start_ok(&h).await;
+            match r.recv().await {
+                In::Method(0, AMQPClass::Connection(conn::AMQPMethod::Secure(s))) => {
+                    assert_eq!(s.challenge.as_bytes(), b"Please tell me your password")
+                }
+                other => panic!("expected connection.secure, got {other:?}"),
+            }
+            r.send_method(
+                0,
+                AMQPClass::Connection(conn::AMQPMethod::SecureOk(conn::SecureOk {
+                    response: LongString::from(format!("My password is {password}").into_bytes()),
+                })),
+            )
+            .await;
+            r
+        }
+    };
+    let mut r = cr_demo("bitnami").await;
+    let tune = r.expect_tune().await;
+    r.tune_ok(&Handshake::default(), &tune).await;
+    r.send_method(
+        0,
+        AMQPClass::Connection(conn::AMQPMethod::Open(conn::Open {
+            virtual_host: "/".into(),
+        })),
+    )
+    .await;
+    match r.recv().await {
+        In::Method(0, AMQPClass::Connection(conn::AMQPMethod::OpenOk(_))) => {}
+        other => panic!("expected connection.open-ok, got {other:?}"),
+    }
+    r.open_channel(1).await;
+    r.ping(1).await;
+    r.close().await;
+
+    let mut r = cr_demo("wrong").await;
+    let c = r.expect_connection_close_ok().await;
+    c.assert(403, 0, 0);
+    c.assert_text("ACCESS_REFUSED - Login was refused using authentication mechanism RABBIT-CR-DEMO. For details see the broker logfile.");
+
+    // The default user replaces guest; a mechanism not offered closes the socket, as RabbitMQ.
+    let mut r = Raw::start(b.addr).await;
+    r.start_ok(&Handshake::default()).await;
+    r.expect_connection_close_ok().await.assert(403, 0, 0);
+    let mut r = Raw::start(b.addr).await;
+    r.start_ok(&Handshake {
+        mechanism: "AMQPLAIN".into(),
+        response: amqplain("user", "bitnami"),
+        ..Handshake::default()
+    })
+    .await;
+    r.expect_eof_without_close(Duration::from_secs(4)).await;
+    let mut r = Raw::open_with(
+        b.addr,
+        Handshake {
+            response: plain("user", "bitnami"),
+            ..Handshake::default()
+        },
+    )
+    .await;
+    r.close().await;
+}
+
 // ------------------------------------------------------------------------------------------
 // Tune
 

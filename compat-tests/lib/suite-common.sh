@@ -10,6 +10,9 @@
 #   COMPAT_SUITE_TMP   a scratch dir for this suite and run (removed with run.sh's temp dir)
 #   COMPAT_CACHE       target/compat-cache: downloads and unpacked sdists, kept between runs
 #   COMPAT_SKIP_FILE / COMPAT_XFAIL_FILE   lists applied by compat_plugin (see lib/compat_plugin.py)
+#   WARREN_BIN         with COMPAT_BROKER=warren: the broker's binary (absolute), for a hook that
+#                      needs a Warren of its own
+#   COMPAT_RABBITMQCTL with COMPAT_BROKER=rabbitmq: rabbitmqctl bound to run.sh's private node
 #   PYTHONPATH         includes compat-tests/lib, so `-p compat_plugin` loads
 # The hook's exit code is read like pytest's (0 ok, 5 no tests collected, else failure); the
 # suite's counts come from the junit xml.

@@ -23,7 +23,7 @@ use warren_amqp::{
 
 use warren_storage::CommitListener;
 
-use crate::auth::AuthError;
+use crate::auth::{AuthError, StartOutcome};
 use crate::broker::Broker;
 use crate::message::MessageRef;
 use crate::queue::{ConnectionFlow, ConnectionId, QueueCommand, QueueHandle};
@@ -92,6 +92,8 @@ const FRAME_MIN_SIZE: u32 = 4096;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Phase {
     AwaitStartOk,
+    /// We sent connection.secure (a challenge-response mechanism) and wait for secure-ok.
+    AwaitSecureOk,
     AwaitTuneOk,
     AwaitOpen,
     Open,
@@ -138,6 +140,8 @@ pub(crate) struct Connection {
     peer: SocketAddr,
     phase: Phase,
     user: String,
+    /// The login named in start-ok while a challenge is outstanding.
+    pending_login: Option<String>,
     vhost: Option<Arc<Vhost>>,
     decoder: FrameDecoder,
     frame_max: u32,
@@ -199,6 +203,7 @@ pub async fn serve(broker: Arc<Broker>, stream: TcpStream, peer: SocketAddr) {
         peer,
         phase: Phase::AwaitStartOk,
         user: String::new(),
+        pending_login: None,
         vhost: None,
         decoder: FrameDecoder::new(broker.config.frame_max.max(FRAME_MIN_SIZE)),
         frame_max: broker.config.frame_max,
@@ -275,13 +280,21 @@ impl Connection {
     }
 
     fn send_start(&mut self) {
+        let mechanisms = self
+            .broker
+            .config
+            .auth_mechanisms
+            .iter()
+            .map(|m| m.name())
+            .collect::<Vec<_>>()
+            .join(" ");
         self.send_method(
             0,
             AMQPClass::Connection(conn_methods::AMQPMethod::Start(conn_methods::Start {
                 version_major: 0,
                 version_minor: 9,
                 server_properties: Self::server_properties(),
-                mechanisms: "PLAIN AMQPLAIN".into(),
+                mechanisms: mechanisms.into(),
                 locales: "en_US".into(),
             })),
         );
@@ -493,6 +506,15 @@ impl Connection {
         use conn_methods::AMQPMethod as M;
         match (self.phase, m) {
             (Phase::AwaitStartOk, M::StartOk(ok)) => self.start_ok(ok),
+            (Phase::AwaitSecureOk, M::SecureOk(ok)) => {
+                let login = self.pending_login.take().unwrap_or_default();
+                let outcome = self.broker.users.answer_challenge(
+                    &login,
+                    ok.response.as_bytes(),
+                    self.peer.ip(),
+                );
+                self.logged_in(outcome.map(StartOutcome::LoggedIn))
+            }
             (Phase::AwaitTuneOk, M::TuneOk(ok)) => {
                 let server_channel_max = self.broker.config.channel_max;
                 let server_max = self.broker.config.frame_max;
@@ -561,13 +583,31 @@ impl Connection {
             self.caps.authentication_failure_close = flag("authentication_failure_close");
             self.caps.connection_blocked = flag("connection.blocked");
         }
-        let mechanism = ok.mechanism.as_str();
-        match self
-            .broker
-            .users
-            .authenticate(mechanism, ok.response.as_bytes(), self.peer.ip())
-        {
-            Ok(user) => {
+        let outcome = self.broker.users.start(
+            ok.mechanism.as_str(),
+            &self.broker.config.auth_mechanisms,
+            ok.response.as_bytes(),
+            self.peer.ip(),
+        );
+        self.logged_in(outcome)
+    }
+
+    /// Goes on from start-ok or secure-ok: tune once a user is known, a challenge if the
+    /// mechanism asks one, or the refusal RabbitMQ gives.
+    fn logged_in(&mut self, outcome: Result<StartOutcome, AuthError>) -> Result<(), AmqpError> {
+        match outcome {
+            Ok(StartOutcome::Challenge { login, challenge }) => {
+                self.pending_login = Some(login);
+                self.send_method(
+                    0,
+                    AMQPClass::Connection(conn_methods::AMQPMethod::Secure(conn_methods::Secure {
+                        challenge: challenge.into(),
+                    })),
+                );
+                self.phase = Phase::AwaitSecureOk;
+                Ok(())
+            }
+            Ok(StartOutcome::LoggedIn(user)) => {
                 self.user = user;
                 let c = &self.broker.config;
                 let (channel_max, frame_max, heartbeat) = (c.channel_max, c.frame_max, c.heartbeat);
