@@ -277,9 +277,6 @@ start_rabbitmq() {
   cat >"$base/rabbitmq.conf" <<'CONF'
 loopback_users.guest = true
 disk_free_limit.absolute = 10MB
-auth_mechanisms.1 = PLAIN
-auth_mechanisms.2 = AMQPLAIN
-auth_mechanisms.3 = RABBIT-CR-DEMO
 log.console = false
 log.file.level = info
 CONF
@@ -308,7 +305,7 @@ CONF
     die "RabbitMQ node $RMQ_NODE did not finish booting"
   fi
   STARTED_URL="amqp://guest:guest@127.0.0.1:$RMQ_PORT/%2F"
-  # rabbitmqctl for this node, for suite hooks that must add a user (amqprs).
+  # rabbitmqctl for this node, for suite hooks that must set it up as their tests expect (amqprs).
   {
     echo '#!/usr/bin/env bash'
     printf 'exec env'; printf ' %q' "${RMQ_ENV[@]}"; printf ' %q -n %q "$@"\n' "$RMQ_LIB/rabbitmqctl" "$RMQ_NODE"

@@ -8,8 +8,8 @@
 # RABBIT-CR-DEMO). Both are hard-coded, so the tests run in a private network namespace
 # (`unshare -n`) where localhost:5672 is, for
 #   --broker warren    a Warren of the build under test, started here with that user and mechanism;
-#   --broker rabbitmq  run.sh's private node (it offers RABBIT-CR-DEMO; the user is added here with
-#                      rabbitmqctl), reached through a relay over a Unix socket;
+#   --broker rabbitmq  run.sh's private node, given the user and the mechanism here with rabbitmqctl
+#                      (both undone at the end), reached through a relay over a Unix socket;
 #   --broker URI       that broker through the same relay: it must have that user and mechanism.
 # The crate's lib tests count too: most of its broker tests live in src/. Doc tests do not run
 # (they need no broker). Tests behind the `tls` feature are not built: they need amqprs's
@@ -86,7 +86,15 @@ if ! command -v ip >/dev/null; then
   $sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends iproute2 >&2
 fi
 relay_pid=""
-cleanup_hook() { [ -z "$relay_pid" ] || kill "$relay_pid" 2>/dev/null || true; }
+rabbitmq_restore=""    # Erlang expression that puts the node's auth_mechanisms back
+cleanup_hook() {
+  [ -z "$relay_pid" ] || kill "$relay_pid" 2>/dev/null || true
+  if [ -n "$rabbitmq_restore" ]; then
+    # Leave run.sh's node as it was, for the suites after this one.
+    "$COMPAT_RABBITMQCTL" eval "$rabbitmq_restore" >/dev/null 2>&1 || true
+    "$COMPAT_RABBITMQCTL" delete_user user >/dev/null 2>&1 || true
+  fi
+}
 trap cleanup_hook EXIT
 inner_mode=relay
 socket="$COMPAT_SUITE_TMP/broker.sock"
@@ -95,11 +103,18 @@ case "$COMPAT_BROKER" in
     inner_mode=warren
     [ -x "${WARREN_BIN:-}" ] || { compat_log "WARREN_BIN is not set by run.sh"; exit 1; } ;;
   rabbitmq)
+    # The user, and RABBIT-CR-DEMO among the mechanisms: RabbitMQ reads auth_mechanisms for
+    # each new connection, so setting it at run time is enough.
     [ -n "${COMPAT_RABBITMQCTL:-}" ] || { compat_log "COMPAT_RABBITMQCTL is not set by run.sh"; exit 1; }
-    "$COMPAT_RABBITMQCTL" add_user user bitnami >"$COMPAT_SUITE_TMP/rabbitmqctl.log" 2>&1 \
-      || grep -q already_exists "$COMPAT_SUITE_TMP/rabbitmqctl.log" \
-      || { cat "$COMPAT_SUITE_TMP/rabbitmqctl.log" >&2; exit 1; }
-    "$COMPAT_RABBITMQCTL" set_permissions -p / user '.*' '.*' '.*' >>"$COMPAT_SUITE_TMP/rabbitmqctl.log" 2>&1 ;;
+    log="$COMPAT_SUITE_TMP/rabbitmqctl.log"
+    saved="$("$COMPAT_RABBITMQCTL" eval 'application:get_env(rabbit, auth_mechanisms).' 2>>"$log")"
+    case "$saved" in "{ok,"*) ;; *) compat_log "cannot read the node's auth_mechanisms: $saved"; exit 1 ;; esac
+    rabbitmq_restore="{ok, M} = $saved, application:set_env(rabbit, auth_mechanisms, M)."
+    "$COMPAT_RABBITMQCTL" eval \
+      "application:set_env(rabbit, auth_mechanisms, ['PLAIN', 'AMQPLAIN', 'RABBIT-CR-DEMO'])." >>"$log" 2>&1 \
+      || { cat "$log" >&2; exit 1; }
+    "$COMPAT_RABBITMQCTL" add_user user bitnami >>"$log" 2>&1 || { cat "$log" >&2; exit 1; }
+    "$COMPAT_RABBITMQCTL" set_permissions -p / user '.*' '.*' '.*' >>"$log" 2>&1 || { cat "$log" >&2; exit 1; } ;;
   *)
     compat_log "the broker at $AMQP_URL must have the user user/bitnami and offer RABBIT-CR-DEMO" ;;
 esac
