@@ -1,14 +1,41 @@
-//! Resource alarms. The disk alarm goes off when free space under the data directory falls below
-//! the configured limit, or when storage commits fail (a full disk, an I/O error); while it is on,
-//! connections that publish are told `connection.blocked` and are no longer read from, as in
-//! RabbitMQ. Consumers keep draining queues. It clears by itself when space returns and commits
-//! succeed again.
+//! Resource alarms, as RabbitMQ's. The disk alarm goes off when free space under the data
+//! directory falls below the configured limit, or when storage commits fail (a full disk, an I/O
+//! error). The memory alarm goes off when the messages the broker holds in memory pass the
+//! high watermark, which is what happens when publishers outrun consumers on queues that do not
+//! page out. While either is on, connections that publish are told `connection.blocked` and are
+//! no longer read from; consumers keep draining queues. Each clears by itself.
 
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
 use crate::broker::Broker;
+
+/// The alarms that are on.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Alarms {
+    pub disk: bool,
+    pub memory: bool,
+}
+
+impl Alarms {
+    pub fn any(self) -> bool {
+        self.disk || self.memory
+    }
+
+    /// The `connection.blocked` reason RabbitMQ gives: "low on disk", "low on memory", or
+    /// "low on disk & memory".
+    pub fn reason(self) -> String {
+        let mut on = Vec::new();
+        if self.disk {
+            on.push("disk");
+        }
+        if self.memory {
+            on.push("memory");
+        }
+        format!("low on {}", on.join(" & "))
+    }
+}
 
 /// Free bytes available to unprivileged writers on the file system holding `dir`.
 pub fn free_bytes(dir: &Path) -> Option<u64> {
@@ -37,5 +64,101 @@ pub async fn watch_disk(broker: Arc<Broker>) {
                 tracing::info!(free_bytes = ?free, "disk alarm cleared");
             }
         }
+    }
+}
+
+/// Memory the machine (or the cgroup the broker runs in, when that is smaller) gives us.
+pub fn total_memory() -> Option<u64> {
+    let meminfo = std::fs::read_to_string("/proc/meminfo").ok()?;
+    let total_kib: u64 = meminfo
+        .lines()
+        .find_map(|l| l.strip_prefix("MemTotal:"))?
+        .trim()
+        .trim_end_matches("kB")
+        .trim()
+        .parse()
+        .ok()?;
+    let machine = total_kib.saturating_mul(1024);
+    let cgroup = [
+        "/sys/fs/cgroup/memory.max",
+        "/sys/fs/cgroup/memory/memory.limit_in_bytes",
+    ]
+    .iter()
+    .find_map(|path| {
+        std::fs::read_to_string(path)
+            .ok()?
+            .trim()
+            .parse::<u64>()
+            .ok()
+    });
+    Some(cgroup.map_or(machine, |limit| limit.min(machine)))
+}
+
+/// The memory high watermark in bytes: the absolute setting, else the fraction of total memory.
+pub fn memory_high_watermark(relative: f64, absolute: Option<u64>) -> Option<u64> {
+    absolute.or_else(|| Some((total_memory()? as f64 * relative) as u64))
+}
+
+/// Compares the bytes held by messages with the high watermark twice a second, for as long as the
+/// broker runs.
+pub async fn watch_memory(broker: Arc<Broker>) {
+    let c = &broker.config;
+    let Some(limit) = memory_high_watermark(
+        c.vm_memory_high_watermark,
+        c.vm_memory_high_watermark_absolute,
+    ) else {
+        tracing::warn!("total memory unknown: no memory alarm");
+        return;
+    };
+    tracing::info!(limit_bytes = limit, "memory high watermark");
+    let mut tick = tokio::time::interval(Duration::from_millis(500));
+    loop {
+        tick.tick().await;
+        let held = crate::message::held_bytes();
+        let on = held >= limit;
+        if broker.set_memory_alarm(on) {
+            if on {
+                tracing::warn!(
+                    held_bytes = held,
+                    limit_bytes = limit,
+                    "memory alarm set: publishers are blocked"
+                );
+            } else {
+                tracing::info!(held_bytes = held, "memory alarm cleared");
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn blocked_reasons_read_as_rabbitmq_sends_them() {
+        let disk = Alarms {
+            disk: true,
+            memory: false,
+        };
+        let memory = Alarms {
+            disk: false,
+            memory: true,
+        };
+        let both = Alarms {
+            disk: true,
+            memory: true,
+        };
+        assert_eq!(disk.reason(), "low on disk");
+        assert_eq!(memory.reason(), "low on memory");
+        assert_eq!(both.reason(), "low on disk & memory");
+        assert!(!Alarms::default().any());
+    }
+
+    #[test]
+    fn watermark_is_absolute_or_a_fraction_of_total_memory() {
+        assert_eq!(memory_high_watermark(0.4, Some(1000)), Some(1000));
+        let total = total_memory().expect("/proc/meminfo");
+        let relative = memory_high_watermark(0.5, None).unwrap();
+        assert!(relative.abs_diff(total / 2) <= 1, "{relative} vs {total}");
     }
 }

@@ -9,6 +9,7 @@ use tokio::sync::{watch, Notify};
 
 use warren_storage::{StorageError, Store};
 
+use crate::alarm::Alarms;
 use crate::auth::Users;
 use crate::config::Config;
 use crate::reply_to::ReplyRegistry;
@@ -24,7 +25,7 @@ pub struct Broker {
     connections: AtomicUsize,
     connections_gone: Notify,
     shutdown: watch::Sender<bool>,
-    disk_alarm: watch::Sender<bool>,
+    alarms: watch::Sender<Alarms>,
 }
 
 impl Broker {
@@ -53,7 +54,7 @@ impl Broker {
             connections: AtomicUsize::new(0),
             connections_gone: Notify::new(),
             shutdown: watch::channel(false).0,
-            disk_alarm: watch::channel(false).0,
+            alarms: watch::channel(Alarms::default()).0,
         }))
     }
 
@@ -87,12 +88,19 @@ impl Broker {
 
     /// Sets or clears the disk alarm; true when that changed it.
     pub fn set_disk_alarm(&self, on: bool) -> bool {
-        self.disk_alarm
-            .send_if_modified(|current| std::mem::replace(current, on) != on)
+        self.alarms
+            .send_if_modified(|a| std::mem::replace(&mut a.disk, on) != on)
     }
 
-    pub fn disk_alarm(&self) -> watch::Receiver<bool> {
-        self.disk_alarm.subscribe()
+    /// Sets or clears the memory alarm; true when that changed it.
+    pub fn set_memory_alarm(&self, on: bool) -> bool {
+        self.alarms
+            .send_if_modified(|a| std::mem::replace(&mut a.memory, on) != on)
+    }
+
+    /// The resource alarms, watched by every connection.
+    pub fn alarms(&self) -> watch::Receiver<Alarms> {
+        self.alarms.subscribe()
     }
 
     pub fn shutdown_signal(&self) -> watch::Receiver<bool> {

@@ -37,6 +37,13 @@ pub struct Config {
     /// Free disk space (bytes) under the data directory below which publishers are blocked.
     #[arg(long, env = "WARREN_DISK_FREE_LIMIT", default_value_t = 50_000_000)]
     pub disk_free_limit: u64,
+    /// Publishers are blocked once the messages held in memory pass this fraction of the
+    /// machine's (or the cgroup's) memory (RabbitMQ's `vm_memory_high_watermark.relative`).
+    #[arg(long, env = "WARREN_VM_MEMORY_HIGH_WATERMARK", default_value_t = 0.4)]
+    pub vm_memory_high_watermark: f64,
+    /// The same limit in bytes, instead of a fraction (`vm_memory_high_watermark.absolute`).
+    #[arg(long, env = "WARREN_VM_MEMORY_HIGH_WATERMARK_ABSOLUTE")]
+    pub vm_memory_high_watermark_absolute: Option<u64>,
     /// Body bytes of ready messages a durable queue keeps in memory; persistent messages beyond
     /// it are paged out to disk and read back when consumers near them.
     #[arg(long, env = "WARREN_QUEUE_MEMORY_LIMIT", default_value_t = 64 << 20)]
@@ -90,6 +97,8 @@ impl Config {
             max_message_size: 134_217_728,
             consumer_timeout: 1_800_000,
             disk_free_limit: 50_000_000,
+            vm_memory_high_watermark: 0.4,
+            vm_memory_high_watermark_absolute: None,
             queue_memory_limit: 64 << 20,
             encryption_key_file: None,
             encryption_key: None,

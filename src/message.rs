@@ -2,8 +2,10 @@
 //! and (for bodies up to [`INLINE_BODY_MAX`]) the body share one small allocation, so a backlog of
 //! small messages costs little beyond its bodies and does not pin the read buffers they arrived
 //! in. Larger bodies stay zero-copy slices of what was read. Queues and deliveries share one
-//! `Arc<Message>`, however many queues a publish reached.
+//! `Arc<Message>`, however many queues a publish reached. Every message alive in the process is
+//! counted in [`held_bytes`], which the memory alarm watches.
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use bytes::{BufMut, Bytes, BytesMut};
@@ -35,6 +37,20 @@ pub type MessageRef = Arc<Message>;
 
 /// `expiration_ms` when the message has none (kept in 4 octets: a backlog pays per message).
 const NO_EXPIRATION: u32 = u32::MAX;
+
+/// What a message costs beyond its bytes: the struct, the `Arc` and buffer headers, and a queue's
+/// index entry.
+const MESSAGE_OVERHEAD: u64 = std::mem::size_of::<Message>() as u64 + 96;
+
+/// Bytes held by the messages alive in this process (their routing information, properties and
+/// bodies, plus [`MESSAGE_OVERHEAD`] each). One counter for the process: embedding several
+/// brokers in one process shares it.
+static HELD_BYTES: AtomicU64 = AtomicU64::new(0);
+
+/// Bytes held by the messages alive in this process.
+pub fn held_bytes() -> u64 {
+    HELD_BYTES.load(Ordering::Relaxed)
+}
 
 impl Message {
     pub fn from_content(content: Content, storage_id: Option<u64>) -> MessageRef {
@@ -117,7 +133,7 @@ impl Message {
         } else {
             Some(Box::new(external))
         };
-        Arc::new(Message {
+        let message = Message {
             data: data.freeze(),
             exchange_len: ex.len() as u8,
             routing_key_len: rk.len() as u8,
@@ -127,7 +143,15 @@ impl Message {
             priority,
             expiration_ms: expiration_ms.unwrap_or(NO_EXPIRATION),
             storage_id: storage_id.unwrap_or(0),
-        })
+        };
+        HELD_BYTES.fetch_add(message.charge(), Ordering::Relaxed);
+        Arc::new(message)
+    }
+
+    /// What this message counts for in [`held_bytes`].
+    fn charge(&self) -> u64 {
+        let external = self.external_body.as_ref().map_or(0, |b| b.len());
+        (self.data.len() + external) as u64 + MESSAGE_OVERHEAD
     }
 
     /// The message as the store keeps it.
@@ -188,6 +212,12 @@ impl Message {
             Some(body) => body,
             None => &self.data[self.properties_start() + self.properties_len as usize..],
         }
+    }
+}
+
+impl Drop for Message {
+    fn drop(&mut self) {
+        HELD_BYTES.fetch_sub(self.charge(), Ordering::Relaxed);
     }
 }
 

@@ -58,6 +58,7 @@ impl Server {
         tracing::info!(amqp = %self.amqp_addr(), http = %self.http_addr(), "warren listening");
         let http = tokio::spawn(crate::http::serve(self.http, self.broker.clone()));
         let disk = tokio::spawn(crate::alarm::watch_disk(self.broker.clone()));
+        let memory = tokio::spawn(crate::alarm::watch_memory(self.broker.clone()));
         let accept = async {
             loop {
                 match self.amqp.accept().await {
@@ -83,5 +84,6 @@ impl Server {
         }
         http.abort();
         disk.abort();
+        memory.abort();
     }
 }

@@ -162,7 +162,7 @@ pub(crate) struct Connection {
     published: bool,
     /// Blocked by an alarm: not read from until it clears.
     blocked: bool,
-    disk_alarm: tokio::sync::watch::Receiver<bool>,
+    alarms: tokio::sync::watch::Receiver<crate::alarm::Alarms>,
 }
 
 /// Serves one accepted socket until it closes.
@@ -221,7 +221,7 @@ pub async fn serve(broker: Arc<Broker>, stream: TcpStream, peer: SocketAddr) {
         close_deadline: None,
         published: false,
         blocked: false,
-        disk_alarm: broker.disk_alarm(),
+        alarms: broker.alarms(),
     };
     conn.send_start();
     conn.run(rd, rbuf, wtx, events_rx).await;
@@ -309,7 +309,7 @@ impl Connection {
     ) {
         let mut shutdown = self.broker.shutdown_signal();
         // One receiver for the whole loop: `changed` marks what it has seen.
-        let mut alarm = self.broker.disk_alarm();
+        let mut alarm = self.broker.alarms();
         let mut last_read = Instant::now();
         let mut last_write = Instant::now();
         let started = Instant::now();
@@ -767,8 +767,8 @@ impl Connection {
     /// Blocks a publishing connection while an alarm is on (telling a client that understands
     /// `connection.blocked`), and unblocks it when the alarm clears.
     fn update_blocked(&mut self) {
-        let alarm = *self.disk_alarm.borrow();
-        let block = alarm && self.published && self.phase == Phase::Open;
+        let alarms = *self.alarms.borrow();
+        let block = alarms.any() && self.published && self.phase == Phase::Open;
         if block == self.blocked {
             return;
         }
@@ -776,7 +776,7 @@ impl Connection {
         if self.caps.connection_blocked {
             let method = if block {
                 conn_methods::AMQPMethod::Blocked(conn_methods::Blocked {
-                    reason: "low on disk".into(),
+                    reason: alarms.reason().into(),
                 })
             } else {
                 conn_methods::AMQPMethod::Unblocked(conn_methods::Unblocked {})

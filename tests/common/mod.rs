@@ -131,22 +131,26 @@ impl Drop for TestBroker {
 pub struct ChildBroker {
     child: std::process::Child,
     pub port: u16,
+    pub http_port: u16,
 }
 
 impl ChildBroker {
     /// Starts `warren server` on a free port with `dir` as its data directory, plus `args`.
     pub fn start(dir: &std::path::Path, args: &[&str]) -> ChildBroker {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .map(|a| a.port())
-            .expect("free port");
+        let free_port = || {
+            std::net::TcpListener::bind("127.0.0.1:0")
+                .and_then(|l| l.local_addr())
+                .map(|a| a.port())
+                .expect("free port")
+        };
+        let (port, http_port) = (free_port(), free_port());
         let child = std::process::Command::new(env!("CARGO_BIN_EXE_warren"))
             .args([
                 "server",
                 "--amqp-listen",
                 &format!("127.0.0.1:{port}"),
                 "--http-listen",
-                "127.0.0.1:0",
+                &format!("127.0.0.1:{http_port}"),
             ])
             .arg("--data-dir")
             .arg(dir)
@@ -160,7 +164,37 @@ impl ChildBroker {
             assert!(Instant::now() < deadline, "broker did not start listening");
             std::thread::sleep(Duration::from_millis(20));
         }
-        ChildBroker { child, port }
+        ChildBroker {
+            child,
+            port,
+            http_port,
+        }
+    }
+
+    /// `GET path` on the HTTP listener: the status code and the body.
+    pub fn http_get(&self, path: &str) -> (u16, String) {
+        use std::io::{Read, Write};
+        let mut s =
+            std::net::TcpStream::connect(("127.0.0.1", self.http_port)).expect("http connect");
+        s.set_read_timeout(Some(Duration::from_secs(10)))
+            .expect("timeout");
+        write!(
+            s,
+            "GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n"
+        )
+        .expect("http request");
+        let mut response = String::new();
+        s.read_to_string(&mut response).expect("http response");
+        let status = response
+            .split_whitespace()
+            .nth(1)
+            .and_then(|c| c.parse().ok())
+            .expect("http status line");
+        let body = response
+            .split_once("\r\n\r\n")
+            .map(|(_, b)| b)
+            .unwrap_or_default();
+        (status, body.to_owned())
     }
 
     pub fn uri(&self) -> String {

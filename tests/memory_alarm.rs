@@ -1,0 +1,144 @@
+//! The memory alarm: a publisher that outruns its consumers on a queue that keeps messages in
+//! memory is blocked (`connection.blocked`, "low on memory", as RabbitMQ says it) once the
+//! messages held pass the high watermark; connections that do not publish keep working; when the
+//! backlog is consumed the publisher is unblocked, and nothing it sent meanwhile is lost.
+//!
+//! A broker process of its own: the count of message bytes is per process.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::*;
+use warren_amqp::protocol::{connection as conn, queue, AMQPClass};
+
+const BODY: usize = 8 * 1024;
+
+/// What the publisher heard: the blocked reason, and whether it was unblocked.
+#[derive(Default)]
+struct Heard {
+    blocked: Option<String>,
+    unblocked: bool,
+}
+
+impl Heard {
+    /// Reads what the broker sends for up to `d`, returning early once `done` holds.
+    async fn listen(&mut self, raw: &mut Raw, d: Duration, done: impl Fn(&Heard) -> bool) {
+        let deadline = Instant::now() + d;
+        while !done(self) && Instant::now() < deadline {
+            match raw.recv_within(Duration::from_millis(50)).await {
+                Ok(In::Method(0, AMQPClass::Connection(conn::AMQPMethod::Blocked(b)))) => {
+                    self.blocked = Some(b.reason.to_string())
+                }
+                Ok(In::Method(0, AMQPClass::Connection(conn::AMQPMethod::Unblocked(_)))) => {
+                    self.unblocked = true
+                }
+                Ok(other) => panic!("unexpected {other:?}"),
+                Err(_) => {}
+            }
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_publisher_beyond_the_memory_watermark_is_blocked_until_the_backlog_drains() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    // 8 MB of messages: about a thousand 8 KiB bodies.
+    let broker = ChildBroker::start(
+        dir.path(),
+        &["--vm-memory-high-watermark-absolute", "8000000"],
+    );
+    let addr = ([127, 0, 0, 1], broker.port).into();
+
+    let mut publisher = Raw::open(addr).await;
+    publisher.open_channel(1).await;
+    publisher.declare(1, "backlog", QOpts::default()).await;
+    let mut other = Raw::open(addr).await;
+    other.open_channel(1).await;
+
+    // Transient messages, no consumer: the backlog stays in memory until the alarm goes off.
+    let body = vec![b'm'; BODY];
+    let (mut heard, mut published) = (Heard::default(), 0u64);
+    while heard.blocked.is_none() && published < 5_000 {
+        for _ in 0..50 {
+            publisher.publish(1, "", "backlog", &body).await;
+            published += 1;
+        }
+        heard
+            .listen(&mut publisher, Duration::from_millis(20), |_| false)
+            .await;
+    }
+    heard
+        .listen(&mut publisher, Duration::from_secs(5), |h| {
+            h.blocked.is_some()
+        })
+        .await;
+    assert_eq!(
+        heard.blocked.as_deref(),
+        Some("low on memory"),
+        "no connection.blocked after {published} messages of {BODY} bytes"
+    );
+    assert!(
+        published * (BODY as u64) >= 8_000_000,
+        "blocked before the watermark"
+    );
+    // The health check reports it as RabbitMQ's does.
+    let (status, health) = broker.http_get("/api/health/checks/alarms");
+    assert_eq!(status, 503, "{health}");
+    assert!(
+        health.contains(r#""resource":"memory""#) && health.contains(r#""status":"failed""#),
+        "{health}"
+    );
+    // Sent while blocked: the broker does not read it until the alarm clears.
+    for _ in 0..10 {
+        publisher.publish(1, "", "backlog", &body).await;
+        published += 1;
+    }
+
+    // A connection that has not published is not blocked: it drains the backlog.
+    let purged = match other
+        .call(
+            1,
+            AMQPClass::Queue(queue::AMQPMethod::Purge(queue::Purge {
+                queue: "backlog".into(),
+                nowait: false,
+            })),
+        )
+        .await
+    {
+        AMQPClass::Queue(queue::AMQPMethod::PurgeOk(ok)) => u64::from(ok.message_count),
+        other => panic!("expected purge-ok, got {other:?}"),
+    };
+    assert!(purged > 0);
+    heard
+        .listen(&mut publisher, Duration::from_secs(10), |h| h.unblocked)
+        .await;
+    assert!(
+        heard.unblocked,
+        "no connection.unblocked once the backlog was purged"
+    );
+
+    // What was sent while blocked arrives now: purged + left = every publish.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut left = 0;
+    while purged + left < published && Instant::now() < deadline {
+        left = u64::from(
+            other
+                .declare(
+                    1,
+                    "backlog",
+                    QOpts {
+                        passive: true,
+                        ..Default::default()
+                    },
+                )
+                .await
+                .message_count,
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(purged + left, published, "a publish was lost");
+    publisher.close().await;
+    other.close().await;
+    broker.stop();
+}
