@@ -12,6 +12,26 @@ pub struct Config {
     /// AMQP 0-9-1 listener.
     #[arg(long, env = "WARREN_AMQP_LISTEN", default_value = "0.0.0.0:5672")]
     pub amqp_listen: SocketAddr,
+    /// AMQPS (AMQP over TLS) listener, e.g. 0.0.0.0:5671; none by default. Needs
+    /// --tls-cert-file and --tls-key-file.
+    #[arg(long, env = "WARREN_AMQPS_LISTEN")]
+    pub amqps_listen: Option<SocketAddr>,
+    /// The server's certificate chain (PEM), leaf first (RabbitMQ's `ssl_options.certfile`).
+    #[arg(long, env = "WARREN_TLS_CERT_FILE")]
+    pub tls_cert_file: Option<PathBuf>,
+    /// The server's private key (PEM; `ssl_options.keyfile`).
+    #[arg(long, env = "WARREN_TLS_KEY_FILE")]
+    pub tls_key_file: Option<PathBuf>,
+    /// CA certificates (PEM) that sign client certificates (`ssl_options.cacertfile`).
+    #[arg(long, env = "WARREN_TLS_CA_FILE")]
+    pub tls_ca_file: Option<PathBuf>,
+    /// Ask clients for a certificate and verify it (`ssl_options.verify = verify_peer`).
+    #[arg(long, env = "WARREN_TLS_VERIFY_PEER")]
+    pub tls_verify_peer: bool,
+    /// With --tls-verify-peer, refuse clients without a certificate
+    /// (`ssl_options.fail_if_no_peer_cert`).
+    #[arg(long, env = "WARREN_TLS_FAIL_IF_NO_PEER_CERT")]
+    pub tls_fail_if_no_peer_cert: bool,
     /// HTTP listener (health check; the management API lives here).
     #[arg(long, env = "WARREN_HTTP_LISTEN", default_value = "0.0.0.0:15672")]
     pub http_listen: SocketAddr,
@@ -90,6 +110,12 @@ impl Config {
         Config {
             amqp_listen: ([127, 0, 0, 1], 0).into(),
             http_listen: ([127, 0, 0, 1], 0).into(),
+            amqps_listen: None,
+            tls_cert_file: None,
+            tls_key_file: None,
+            tls_ca_file: None,
+            tls_verify_peer: false,
+            tls_fail_if_no_peer_cert: false,
             data_dir,
             heartbeat: 60,
             frame_max: 131_072,
@@ -105,6 +131,17 @@ impl Config {
             default_user: "guest".to_owned(),
             default_pass: "guest".to_owned(),
             auth_mechanisms: vec![Mechanism::Plain, Mechanism::Amqplain],
+        }
+    }
+
+    /// The AMQPS listener's TLS options.
+    pub fn tls_options(&self) -> crate::tls::TlsOptions {
+        crate::tls::TlsOptions {
+            cert_file: self.tls_cert_file.clone(),
+            key_file: self.tls_key_file.clone(),
+            ca_file: self.tls_ca_file.clone(),
+            verify_peer: self.tls_verify_peer,
+            fail_if_no_peer_cert: self.tls_fail_if_no_peer_cert,
         }
     }
 

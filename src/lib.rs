@@ -16,6 +16,7 @@ pub mod perf;
 pub mod queue;
 pub mod reply_to;
 pub mod server;
+pub mod tls;
 pub mod vhost;
 
 pub use config::Config;

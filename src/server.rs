@@ -1,4 +1,5 @@
-//! Listeners: accepts AMQP connections and serves the HTTP health check, until told to stop.
+//! Listeners: accepts AMQP connections (plain, and over TLS when configured) and serves the HTTP
+//! API, until told to stop.
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -6,6 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::net::TcpListener;
+use tokio_rustls::TlsAcceptor;
 
 use crate::broker::Broker;
 use crate::config::Config;
@@ -16,25 +18,42 @@ pub enum ServerError {
     Listen(#[from] std::io::Error),
     #[error(transparent)]
     Storage(#[from] warren_storage::StorageError),
+    #[error(transparent)]
+    Tls(#[from] crate::tls::TlsError),
 }
 
 pub struct Server {
     broker: Arc<Broker>,
     amqp: TcpListener,
+    /// The AMQPS listener and its TLS acceptor, when configured.
+    amqps: Option<(TcpListener, TlsAcceptor)>,
     http: TcpListener,
 }
 
 impl Server {
     /// Binds the listeners (port 0 picks a free port; see [`Server::amqp_addr`]).
     pub async fn bind(config: Config) -> Result<Server, ServerError> {
+        let amqps = match config.amqps_listen {
+            Some(addr) => {
+                let acceptor = crate::tls::acceptor(&config.tls_options())?;
+                Some((TcpListener::bind(addr).await?, acceptor))
+            }
+            None => None,
+        };
         let amqp = TcpListener::bind(config.amqp_listen).await?;
         let http = TcpListener::bind(config.http_listen).await?;
         std::fs::create_dir_all(&config.data_dir)?;
         Ok(Server {
             broker: Broker::open(config)?,
             amqp,
+            amqps,
             http,
         })
+    }
+
+    /// The AMQPS listener's address, when there is one.
+    pub fn amqps_addr(&self) -> Option<SocketAddr> {
+        self.amqps.as_ref().and_then(|(l, _)| l.local_addr().ok())
     }
 
     pub fn amqp_addr(&self) -> SocketAddr {
@@ -55,7 +74,7 @@ impl Server {
 
     /// Serves until `stop` completes, then closes every connection with 320 CONNECTION_FORCED.
     pub async fn run(self, stop: impl Future<Output = ()>) {
-        tracing::info!(amqp = %self.amqp_addr(), http = %self.http_addr(), "warren listening");
+        tracing::info!(amqp = %self.amqp_addr(), amqps = ?self.amqps_addr(), http = %self.http_addr(), "warren listening");
         let http = tokio::spawn(crate::http::serve(self.http, self.broker.clone()));
         let disk = tokio::spawn(crate::alarm::watch_disk(self.broker.clone()));
         let memory = tokio::spawn(crate::alarm::watch_memory(self.broker.clone()));
@@ -73,8 +92,40 @@ impl Server {
                 }
             }
         };
+        let accept_tls = async {
+            let Some((listener, acceptor)) = &self.amqps else {
+                return std::future::pending().await;
+            };
+            loop {
+                match listener.accept().await {
+                    Ok((stream, peer)) => {
+                        let broker = self.broker.clone();
+                        let acceptor = acceptor.clone();
+                        tokio::spawn(async move {
+                            // A client that stalls in the handshake is dropped, as in AMQP's own.
+                            let handshake = tokio::time::timeout(
+                                crate::connection::HANDSHAKE_TIMEOUT,
+                                acceptor.accept(stream),
+                            );
+                            match handshake.await {
+                                Ok(Ok(tls)) => {
+                                    crate::connection::serve_tls(broker, tls, peer).await
+                                }
+                                Ok(Err(e)) => tracing::info!(%peer, "TLS handshake failed: {e}"),
+                                Err(_) => tracing::info!(%peer, "TLS handshake timeout"),
+                            }
+                        });
+                    }
+                    Err(e) => {
+                        tracing::warn!("accept failed: {e}");
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                    }
+                }
+            }
+        };
         tokio::select! {
             _ = accept => {}
+            _ = accept_tls => {}
             _ = stop => {}
         }
         tracing::info!("shutting down");

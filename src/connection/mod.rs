@@ -11,8 +11,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::mpsc;
 use warren_amqp::protocol::{connection as conn_methods, AMQPClass};
@@ -82,7 +81,7 @@ pub struct Delivery {
     pub message: MessageRef,
 }
 
-const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+pub(crate) const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long to wait for `connection.close-ok` after sending `connection.close`.
 const CLOSE_TIMEOUT: Duration = Duration::from_secs(3);
 const READ_CHUNK: usize = 64 * 1024;
@@ -167,9 +166,28 @@ pub(crate) struct Connection {
 
 /// Serves one accepted socket until it closes.
 pub async fn serve(broker: Arc<Broker>, stream: TcpStream, peer: SocketAddr) {
-    let _guard = broker.connection_opened();
     let _ = stream.set_nodelay(true);
-    let (mut rd, mut wr) = stream.into_split();
+    let (rd, wr) = stream.into_split();
+    serve_split(broker, rd, wr, peer).await;
+}
+
+/// Serves one connection over TLS (the handshake done) until it closes.
+pub async fn serve_tls(
+    broker: Arc<Broker>,
+    stream: tokio_rustls::server::TlsStream<TcpStream>,
+    peer: SocketAddr,
+) {
+    let _ = stream.get_ref().0.set_nodelay(true);
+    let (rd, wr) = tokio::io::split(stream);
+    serve_split(broker, rd, wr, peer).await;
+}
+
+async fn serve_split<R, W>(broker: Arc<Broker>, mut rd: R, mut wr: W, peer: SocketAddr)
+where
+    R: AsyncRead + Unpin,
+    W: AsyncWrite + Unpin + Send + 'static,
+{
+    let _guard = broker.connection_opened();
     let mut rbuf = BytesMut::with_capacity(READ_CHUNK);
     let header = tokio::time::timeout(HANDSHAKE_TIMEOUT, async {
         while rbuf.len() < PROTOCOL_HEADER.len() {
@@ -230,13 +248,17 @@ pub async fn serve(broker: Arc<Broker>, stream: TcpStream, peer: SocketAddr) {
     tracing::debug!(%peer, id = conn.id, "connection closed");
 }
 
-async fn write_loop(mut wr: OwnedWriteHalf, mut rx: mpsc::Receiver<Bytes>) {
+async fn write_loop<W: AsyncWrite + Unpin>(mut wr: W, mut rx: mpsc::Receiver<Bytes>) {
     let mut batch = Vec::with_capacity(16);
     while rx.recv_many(&mut batch, 16).await > 0 {
         for chunk in batch.drain(..) {
             if wr.write_all(&chunk).await.is_err() {
                 return;
             }
+        }
+        // A no-op on TCP; over TLS it pushes out records the TLS layer may still hold.
+        if wr.flush().await.is_err() {
+            return;
         }
     }
     let _ = wr.shutdown().await;
@@ -300,9 +322,9 @@ impl Connection {
         );
     }
 
-    async fn run(
+    async fn run<R: AsyncRead + Unpin>(
         &mut self,
-        mut rd: OwnedReadHalf,
+        mut rd: R,
         mut rbuf: BytesMut,
         wtx: mpsc::Sender<Bytes>,
         mut events: mpsc::UnboundedReceiver<ConnEvent>,

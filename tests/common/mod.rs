@@ -52,6 +52,8 @@ pub async fn within_long<F: Future>(what: &str, fut: F) -> F::Output {
 
 pub struct TestBroker {
     pub addr: SocketAddr,
+    /// The AMQPS listener, when the configuration has one.
+    pub amqps_addr: Option<SocketAddr>,
     stop: Option<oneshot::Sender<()>>,
     task: Option<JoinHandle<()>>,
     dir: PathBuf,
@@ -80,12 +82,14 @@ pub async fn start_with(tweak: impl FnOnce(&mut warren::Config)) -> TestBroker {
     tweak(&mut config);
     let server = warren::Server::bind(config).await.expect("bind broker");
     let addr = server.amqp_addr();
+    let amqps_addr = server.amqps_addr();
     let (stop_tx, stop_rx) = oneshot::channel::<()>();
     let task = tokio::spawn(server.run(async move {
         let _ = stop_rx.await;
     }));
     TestBroker {
         addr,
+        amqps_addr,
         stop: Some(stop_tx),
         task: Some(task),
         dir,
@@ -810,8 +814,12 @@ pub fn amqplain(user: &str, pass: &str) -> Vec<u8> {
     v
 }
 
+/// What a raw client talks over: TCP, or TLS on top of it.
+pub trait RawStream: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send {}
+impl<T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send> RawStream for T {}
+
 pub struct Raw {
-    pub stream: TcpStream,
+    stream: Box<dyn RawStream>,
     buf: BytesMut,
     decoder: FrameDecoder,
     /// Negotiated frame_max (for splitting bodies we publish).
@@ -854,8 +862,13 @@ impl Raw {
             .await
             .expect("tcp connect");
         let _ = stream.set_nodelay(true);
+        Raw::over(stream)
+    }
+
+    /// A raw client over an established stream (e.g. TLS), nothing sent yet.
+    pub fn over(stream: impl RawStream + 'static) -> Raw {
         Raw {
-            stream,
+            stream: Box::new(stream),
             buf: BytesMut::with_capacity(64 * 1024),
             decoder: FrameDecoder::new(0),
             frame_max: 131_072,
@@ -866,13 +879,19 @@ impl Raw {
 
     /// Connects and sends the protocol header; returns with connection.start received.
     pub async fn start(addr: SocketAddr) -> Raw {
-        let mut r = Raw::connect(addr).await;
-        r.send(b"AMQP\x00\x00\x09\x01").await;
-        match r.recv().await {
-            In::Method(0, AMQPClass::Connection(conn::AMQPMethod::Start(s))) => r.start = Some(s),
+        Raw::connect(addr).await.begin().await
+    }
+
+    /// Sends the protocol header; returns with connection.start received.
+    pub async fn begin(mut self) -> Raw {
+        self.send(b"AMQP\x00\x00\x09\x01").await;
+        match self.recv().await {
+            In::Method(0, AMQPClass::Connection(conn::AMQPMethod::Start(s))) => {
+                self.start = Some(s)
+            }
             other => panic!("expected connection.start, got {other:?}"),
         }
-        r
+        self
     }
 
     /// A fully opened connection (vhost "/"), no channels open.
@@ -881,7 +900,12 @@ impl Raw {
     }
 
     pub async fn open_with(addr: SocketAddr, h: Handshake) -> Raw {
-        let mut r = Raw::start(addr).await;
+        Raw::connect(addr).await.open_as(h).await
+    }
+
+    /// The whole handshake over this stream: header, start-ok, tune-ok, open (vhost of `h`).
+    pub async fn open_as(self, h: Handshake) -> Raw {
+        let mut r = self.begin().await;
         r.start_ok(&h).await;
         let tune = r.expect_tune().await;
         r.tune_ok(&h, &tune).await;
