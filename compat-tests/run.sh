@@ -217,8 +217,43 @@ setup_venv() {
   echo "$want" >"$stamp"
 }
 
+# ---------------------------------------------------------------- TLS certificates
+# make_certs: a CA, a server certificate for localhost/127.0.0.1 and a client certificate it
+# signs, and a "broken" client certificate from another CA, all PEM under $TMP/certs with the
+# names py-amqp's TLS tests expect (t/certs/*.pem). The brokers run.sh starts listen for TLS with
+# them (verify_peer, fail_if_no_peer_cert), like RabbitMQ in py-amqp's own CI.
+CERTS=""
+make_certs() {
+  CERTS="$TMP/certs"
+  mkdir -p "$CERTS"
+  command -v openssl >/dev/null || die "openssl is needed to make the TLS test certificates"
+  local d="$CERTS" ec=(-newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes)
+  {
+    openssl req -x509 "${ec[@]}" -keyout "$d/ca_key.pem" -out "$d/ca_certificate.pem" -days 2 \
+      -subj "/CN=warren-compat CA"
+    openssl req -x509 "${ec[@]}" -keyout "$d/other_ca_key.pem" -out "$d/other_ca_certificate.pem" \
+      -days 2 -subj "/CN=warren-compat other CA"
+    # leaf NAME CN EXTENSIONS [CA-PREFIX]: a key and a certificate signed by that CA.
+    leaf() {
+      local ca="${4:-ca}"
+      openssl req "${ec[@]}" -keyout "$d/$1_key.pem" -out "$d/$1.csr" -subj "/CN=$2"
+      printf '%s\n' "$3" >"$d/$1.ext"
+      openssl x509 -req -in "$d/$1.csr" -CA "$d/${ca}_certificate.pem" -CAkey "$d/${ca}_key.pem" \
+        -CAcreateserial -days 2 -extfile "$d/$1.ext" -out "$d/$1_certificate.pem"
+    }
+    leaf server localhost "subjectAltName=DNS:localhost,IP:127.0.0.1
+extendedKeyUsage=serverAuth"
+    leaf client client "extendedKeyUsage=clientAuth"
+    leaf client_broken client "extendedKeyUsage=clientAuth" other_ca
+    mv "$d/client_broken_key.pem" "$d/client_key_broken.pem"
+    mv "$d/client_broken_certificate.pem" "$d/client_certificate_broken.pem"
+  } >"$d/openssl.log" 2>&1 || { cat "$d/openssl.log" >&2; die "making TLS certificates failed"; }
+  chmod 644 "$d"/*.pem
+}
+
 # ---------------------------------------------------------------- brokers
-# Each start_* function sets STARTED_URL and STARTED_LOG and records the pid for cleanup.
+# Each start_* function sets STARTED_URL and STARTED_LOG (and STARTED_TLS_PORT, the AMQPS port)
+# and records the pid for cleanup.
 start_warren() {
   local bin
   if [ -n "${WARREN_BIN:-}" ]; then
@@ -232,16 +267,21 @@ start_warren() {
   # Suite hooks that need a Warren of their own (amqprs) start this binary.
   WARREN_BIN="$(cd "$(dirname "$bin")" && pwd)/$(basename "$bin")"
   export WARREN_BIN
-  local amqp_port http_port pid
+  local amqp_port http_port tls_port pid
   amqp_port="$(free_port)"
   http_port="$(free_port)"
   while [ "$http_port" = "$amqp_port" ]; do http_port="$(free_port)"; done
+  tls_port="$(free_port)"
+  while [ "$tls_port" = "$amqp_port" ] || [ "$tls_port" = "$http_port" ]; do tls_port="$(free_port)"; done
   mkdir -p "$TMP/warren-data"
   STARTED_LOG="$TMP/warren.log"
-  log "starting $bin on amqp 127.0.0.1:$amqp_port, http 127.0.0.1:$http_port"
+  log "starting $bin on amqp 127.0.0.1:$amqp_port, amqps 127.0.0.1:$tls_port, http 127.0.0.1:$http_port"
   setsid "$bin" server \
     --amqp-listen "127.0.0.1:$amqp_port" \
     --http-listen "127.0.0.1:$http_port" \
+    --amqps-listen "127.0.0.1:$tls_port" \
+    --tls-cert-file "$CERTS/server_certificate.pem" --tls-key-file "$CERTS/server_key.pem" \
+    --tls-ca-file "$CERTS/ca_certificate.pem" --tls-verify-peer --tls-fail-if-no-peer-cert \
     --data-dir "$TMP/warren-data" \
     </dev/null >"$STARTED_LOG" 2>&1 &
   pid=$!
@@ -249,6 +289,7 @@ start_warren() {
   STARTED_KINDS+=(warren)
   if ! wait_port "$amqp_port" 30 "$pid"; then show_log "$STARTED_LOG"; exit 1; fi
   STARTED_URL="amqp://guest:guest@127.0.0.1:$amqp_port/%2F"
+  STARTED_TLS_PORT="$tls_port"
   export WARREN_HTTP_URL="http://127.0.0.1:$http_port"
 }
 
@@ -268,17 +309,26 @@ start_rabbitmq() {
   RMQ_PORT="$(free_port)"
   RMQ_DIST_PORT="$(free_port)"
   while [ "$RMQ_DIST_PORT" = "$RMQ_PORT" ]; do RMQ_DIST_PORT="$(free_port)"; done
+  local tls_port
+  tls_port="$(free_port)"
+  while [ "$tls_port" = "$RMQ_PORT" ] || [ "$tls_port" = "$RMQ_DIST_PORT" ]; do tls_port="$(free_port)"; done
   RMQ_NODE="warren-compat-$$@localhost"
   local base="$TMP/rabbitmq" pid
   mkdir -p "$base/home" "$base/mnesia" "$base/log"
   chmod 700 "$base/home"
   echo '[].' >"$base/enabled_plugins"          # no management plugin: nothing on port 15672
   : >"$base/rabbitmq-env.conf"
-  cat >"$base/rabbitmq.conf" <<'CONF'
+  cat >"$base/rabbitmq.conf" <<CONF
 loopback_users.guest = true
 disk_free_limit.absolute = 10MB
 log.console = false
 log.file.level = info
+listeners.ssl.default = $tls_port
+ssl_options.cacertfile = $CERTS/ca_certificate.pem
+ssl_options.certfile = $CERTS/server_certificate.pem
+ssl_options.keyfile = $CERTS/server_key.pem
+ssl_options.verify = verify_peer
+ssl_options.fail_if_no_peer_cert = true
 CONF
   echo '[].' >"$base/advanced.config"
   if ! epmd -names >/dev/null 2>&1; then EPMD_STARTED_BY_US=1; fi
@@ -305,6 +355,7 @@ CONF
     die "RabbitMQ node $RMQ_NODE did not finish booting"
   fi
   STARTED_URL="amqp://guest:guest@127.0.0.1:$RMQ_PORT/%2F"
+  STARTED_TLS_PORT="$tls_port"
   # rabbitmqctl for this node, for suite hooks that must set it up as their tests expect (amqprs).
   {
     echo '#!/usr/bin/env bash'
@@ -315,7 +366,9 @@ CONF
 
 # ---------------------------------------------------------------- main
 setup_venv
+make_certs
 
+STARTED_TLS_PORT=""
 case "$BROKER" in
   warren) start_warren; AMQP_URL="$STARTED_URL"; BROKER_LOG="$STARTED_LOG"; COMPAT_BROKER=warren ;;
   rabbitmq)
@@ -325,6 +378,13 @@ case "$BROKER" in
 esac
 export AMQP_URL COMPAT_BROKER
 log "AMQP_URL=$AMQP_URL"
+# The broker under test's TLS port and the certificates, when run.sh started it.
+if [ -n "$STARTED_TLS_PORT" ]; then
+  export COMPAT_TLS_PORT="$STARTED_TLS_PORT" COMPAT_TLS_CERTS="$CERTS"
+  log "AMQPS on 127.0.0.1:$COMPAT_TLS_PORT (certificates in $CERTS)"
+else
+  unset COMPAT_TLS_PORT COMPAT_TLS_CERTS
+fi
 case "$REFERENCE" in
   "") unset REFERENCE_URL ;;
   rabbitmq) start_rabbitmq; REFERENCE_URL="$STARTED_URL"; REFERENCE_LOG="$STARTED_LOG" ;;

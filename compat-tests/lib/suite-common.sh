@@ -13,6 +13,9 @@
 #   WARREN_BIN         with COMPAT_BROKER=warren: the broker's binary (absolute), for a hook that
 #                      needs a Warren of its own
 #   COMPAT_RABBITMQCTL with COMPAT_BROKER=rabbitmq: rabbitmqctl bound to run.sh's private node
+#   COMPAT_TLS_PORT, COMPAT_TLS_CERTS   when run.sh started the broker: its AMQPS port on 127.0.0.1
+#                      and the dir of PEM certificates (ca_certificate, client_certificate,
+#                      client_key, client_*_broken from an untrusted CA)
 #   PYTHONPATH         includes compat-tests/lib, so `-p compat_plugin` loads
 # The hook's exit code is read like pytest's (0 ok, 5 no tests collected, else failure); the
 # suite's counts come from the junit xml.
