@@ -1,4 +1,5 @@
-//! Broker settings, from command-line flags or `WARREN_*` environment variables (flags win).
+//! Broker settings, from command-line flags, `WARREN_*` environment variables or a config file
+//! (in that order of precedence; see [`crate::config_file`]).
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -9,6 +10,10 @@ use crate::auth::Mechanism;
 
 #[derive(clap::Args, Clone, Debug)]
 pub struct Config {
+    /// A TOML file of settings named like these flags (`amqp_listen = "0.0.0.0:5672"`); flags
+    /// and WARREN_* variables override it.
+    #[arg(long, env = "WARREN_CONFIG")]
+    pub config: Option<PathBuf>,
     /// AMQP 0-9-1 listener.
     #[arg(long, env = "WARREN_AMQP_LISTEN", default_value = "0.0.0.0:5672")]
     pub amqp_listen: SocketAddr,
@@ -108,6 +113,7 @@ impl Config {
     /// Settings for tests and embedding: loopback listeners on free ports.
     pub fn ephemeral(data_dir: PathBuf) -> Self {
         Config {
+            config: None,
             amqp_listen: ([127, 0, 0, 1], 0).into(),
             http_listen: ([127, 0, 0, 1], 0).into(),
             amqps_listen: None,

@@ -8,6 +8,7 @@ pub mod alarm;
 pub mod auth;
 pub mod broker;
 pub mod config;
+pub mod config_file;
 pub mod connection;
 pub mod exchange;
 pub mod http;

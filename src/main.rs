@@ -1,6 +1,6 @@
 //! The `warren` binary: `warren` or `warren server` runs the broker.
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
 use tracing_subscriber::EnvFilter;
 use warren::{Config, Server};
 
@@ -28,7 +28,7 @@ async fn main() -> anyhow::Result<()> {
             EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
         )
         .init();
-    let cli = Cli::parse();
+    let cli = parse_with_config_file()?;
     let config = match cli.command {
         Some(Command::Server(config)) => config,
         Some(Command::Perf(args)) => return warren::perf::run(args).await,
@@ -37,6 +37,29 @@ async fn main() -> anyhow::Result<()> {
     let server = Server::bind(config).await?;
     server.run(shutdown_signal()).await;
     Ok(())
+}
+
+/// The command line, plus the settings of `--config FILE` that neither a flag nor the environment
+/// gave, parsed again as flags (so that the file's values are checked like flags).
+fn parse_with_config_file() -> anyhow::Result<Cli> {
+    let command = Cli::command();
+    let matches = command.clone().get_matches();
+    let cli = Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
+    let (config, server_matches, server_command) = match (&cli.command, matches.subcommand()) {
+        (Some(Command::Server(c)), Some(("server", m))) => {
+            (c, m, command.find_subcommand("server").cloned())
+        }
+        (None, _) => (&cli.server, &matches, Some(command.clone())),
+        _ => return Ok(cli),
+    };
+    let (Some(path), Some(server_command)) = (&config.config, server_command) else {
+        return Ok(cli);
+    };
+    let extra = warren::config_file::args_from_file(path, &server_command, server_matches)?;
+    if extra.is_empty() {
+        return Ok(cli);
+    }
+    Ok(Cli::parse_from(std::env::args_os().chain(extra)))
 }
 
 async fn shutdown_signal() {

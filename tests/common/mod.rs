@@ -141,6 +141,15 @@ pub struct ChildBroker {
 impl ChildBroker {
     /// Starts `warren server` on a free port with `dir` as its data directory, plus `args`.
     pub fn start(dir: &std::path::Path, args: &[&str]) -> ChildBroker {
+        ChildBroker::start_with_env(dir, args, &[])
+    }
+
+    /// As [`ChildBroker::start`], with these environment variables set for the broker.
+    pub fn start_with_env(
+        dir: &std::path::Path,
+        args: &[&str],
+        env: &[(&str, &str)],
+    ) -> ChildBroker {
         let free_port = || {
             std::net::TcpListener::bind("127.0.0.1:0")
                 .and_then(|l| l.local_addr())
@@ -159,6 +168,7 @@ impl ChildBroker {
             .arg("--data-dir")
             .arg(dir)
             .args(args)
+            .envs(env.iter().copied())
             .env("RUST_LOG", "warn")
             .stdout(std::process::Stdio::null())
             .spawn()
