@@ -19,7 +19,7 @@ pub struct Users {
 
 impl Default for Users {
     fn default() -> Self {
-        Users::with_default("guest", "guest")
+        Users::with_default("guest", "guest", &["guest".to_owned()])
     }
 }
 
@@ -84,16 +84,16 @@ pub enum AuthError {
 }
 
 impl Users {
-    /// One user, as RabbitMQ creates at first start from `default_user` / `default_pass`;
-    /// `guest` is held to loopback (RabbitMQ's default `loopback_users`), any other name is not.
-    pub fn with_default(name: &str, password: &str) -> Self {
+    /// One user, as RabbitMQ creates at first start from `default_user` / `default_pass`, held to
+    /// loopback if `loopback_users` names it (RabbitMQ's default is `guest`).
+    pub fn with_default(name: &str, password: &str, loopback_users: &[String]) -> Self {
         let mut users = HashMap::new();
         users.insert(
             name.to_owned(),
             User {
                 name: name.to_owned(),
                 password: password.to_owned(),
-                loopback_only: name == "guest",
+                loopback_only: loopback_users.iter().any(|u| u == name),
             },
         );
         Users { users }
@@ -243,7 +243,7 @@ mod tests {
 
     #[test]
     fn rabbit_cr_demo_challenges_for_the_password_and_only_when_offered() {
-        let users = Users::with_default("user", "bitnami");
+        let users = Users::with_default("user", "bitnami", &[]);
         let lo: IpAddr = [127, 0, 0, 1].into();
         let all = [Mechanism::Plain, Mechanism::RabbitCrDemo];
         assert_eq!(
@@ -277,7 +277,7 @@ mod tests {
 
     #[test]
     fn a_default_user_other_than_guest_replaces_guest_and_may_connect_remotely() {
-        let users = Users::with_default("user", "bitnami");
+        let users = Users::with_default("user", "bitnami", &["guest".to_owned()]);
         let remote: IpAddr = [10, 1, 2, 3].into();
         assert_eq!(
             users.authenticate("PLAIN", b"\0user\0bitnami", remote),
@@ -287,5 +287,15 @@ mod tests {
             users.authenticate("PLAIN", b"\0guest\0guest", [127, 0, 0, 1].into()),
             Err(AuthError::Refused(_))
         ));
+    }
+
+    #[test]
+    fn loopback_users_none_lets_guest_connect_remotely() {
+        let remote: IpAddr = [10, 1, 2, 3].into();
+        let open = Users::with_default("guest", "guest", &["none".to_owned()]);
+        assert_eq!(
+            open.authenticate("PLAIN", b"\0guest\0guest", remote),
+            Ok("guest".into())
+        );
     }
 }

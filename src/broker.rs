@@ -43,7 +43,11 @@ impl Broker {
         );
         let mut vhosts = HashMap::new();
         vhosts.insert("/".to_owned(), default_vhost);
-        let users = Users::with_default(&config.default_user, &config.default_pass);
+        let users = Users::with_default(
+            &config.default_user,
+            &config.default_pass,
+            &config.loopback_users,
+        );
         Ok(Arc::new(Broker {
             config,
             store,

@@ -85,10 +85,19 @@ pub struct Config {
         hide = true
     )]
     pub encryption_key: Option<String>,
-    /// The user created at start (RabbitMQ's `default_user`); it may use every vhost. Named
-    /// `guest`, it may only connect from loopback, as RabbitMQ's `loopback_users` default says.
+    /// The user created at start (RabbitMQ's `default_user`); it may use every vhost. It may
+    /// only connect from loopback if --loopback-users names it (by default, `guest`).
     #[arg(long, env = "WARREN_DEFAULT_USER", default_value = "guest")]
     pub default_user: String,
+    /// Users who may only connect from loopback (RabbitMQ's `loopback_users`); `none` for nobody,
+    /// as in RabbitMQ's container image.
+    #[arg(
+        long,
+        env = "WARREN_LOOPBACK_USERS",
+        value_delimiter = ',',
+        default_value = "guest"
+    )]
+    pub loopback_users: Vec<String>,
     /// The default user's password (RabbitMQ's `default_pass`); meant for the environment.
     #[arg(
         long,
@@ -136,6 +145,7 @@ impl Config {
             encryption_key: None,
             default_user: "guest".to_owned(),
             default_pass: "guest".to_owned(),
+            loopback_users: vec!["guest".to_owned()],
             auth_mechanisms: vec![Mechanism::Plain, Mechanism::Amqplain],
         }
     }
