@@ -33,53 +33,13 @@ docker run -d --name "$ID" --network "$ID" -v "$ID:/var/lib/warren" "$TAG" >/dev
 
 address() { docker inspect -f '{{range .NetworkSettings.Networks}}{{.IPAddress}}{{end}}' "$ID"; }
 
-"$venv/bin/python" - "$(address)" publish <<'PY'
-import sys, time, pika
-host, step = sys.argv[1], sys.argv[2]
-deadline = time.time() + 30
-while True:
-    try:
-        conn = pika.BlockingConnection(pika.ConnectionParameters(host, 5672))
-        break
-    except pika.exceptions.AMQPConnectionError:
-        if time.time() > deadline:
-            raise
-        time.sleep(0.2)
-ch = conn.channel()
-ch.queue_declare("docker.smoke", durable=True)
-ch.confirm_delivery()
-for i in range(1000):
-    ch.basic_publish("", "docker.smoke", str(i).encode(), pika.BasicProperties(delivery_mode=2))
-conn.close()
-print("published and confirmed 1000 persistent messages")
-PY
+"$venv/bin/python" "$HERE/smoke.py" "$(address)" publish
 
 docker kill -s KILL "$ID" >/dev/null
 docker start "$ID" >/dev/null
 
-"$venv/bin/python" - "$(address)" <<'PY'
-import sys, time, pika
-host = sys.argv[1]
-deadline = time.time() + 30
-while True:
-    try:
-        conn = pika.BlockingConnection(pika.ConnectionParameters(host, 5672))
-        break
-    except pika.exceptions.AMQPConnectionError:
-        if time.time() > deadline:
-            raise
-        time.sleep(0.2)
-ch = conn.channel()
-seen = []
-while True:
-    method, props, body = ch.basic_get("docker.smoke", auto_ack=True)
-    if method is None:
-        break
-    seen.append(int(body))
-conn.close()
-assert seen == list(range(1000)), f"after kill -9 and restart: {len(seen)} messages, first missing {sorted(set(range(1000)) - set(seen))[:5]}"
-print("after kill -9 and restart: all 1000 back, in order")
-PY
+echo -n "after kill -9 and restart: "
+"$venv/bin/python" "$HERE/smoke.py" "$(address)" check
 
 docker stop -t 10 "$ID" >/dev/null
 code="$(docker inspect -f '{{.State.ExitCode}}' "$ID")"
