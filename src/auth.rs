@@ -140,6 +140,25 @@ impl Users {
         self.check(mechanism, login, &password, peer)
     }
 
+    /// Checks a login and password given outside AMQP (HTTP basic auth); returns the user name.
+    pub fn check_password(
+        &self,
+        login: &str,
+        password: &str,
+        peer: IpAddr,
+    ) -> Result<String, AuthError> {
+        self.check("PLAIN", login, password, peer)
+    }
+
+    /// A user's tags (the default user is an administrator, as RabbitMQ's is).
+    pub fn tags(&self, name: &str) -> Vec<&'static str> {
+        if self.users.contains_key(name) {
+            vec!["administrator"]
+        } else {
+            Vec::new()
+        }
+    }
+
     /// Checks PLAIN or AMQPLAIN credentials; returns the user name.
     #[cfg(test)]
     fn authenticate(

@@ -70,6 +70,19 @@ impl Broker {
             .cloned()
     }
 
+    /// Every vhost, sorted by name.
+    pub fn vhosts(&self) -> Vec<Arc<Vhost>> {
+        let mut all: Vec<Arc<Vhost>> = self
+            .vhosts
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .values()
+            .cloned()
+            .collect();
+        all.sort_by(|a, b| a.name.cmp(&b.name));
+        all
+    }
+
     /// A broker-wide unique id (connections, consumers).
     pub fn next_id(&self) -> u64 {
         self.next_id.fetch_add(1, Ordering::Relaxed)

@@ -20,8 +20,8 @@ use super::dead_letter::{self, Reason};
 use super::dedup::{self, DedupCache};
 use super::ready::{Entry, Ready, Slot};
 use super::{
-    Consumer, GetReply, Overflow, PublishConfirm, QueueArgs, QueueCommand, QueueHandle, QueueSpec,
-    QueueStats,
+    Consumer, GetReply, Overflow, PublishConfirm, QueueArgs, QueueCommand, QueueHandle, QueueInfo,
+    QueueSpec, QueueStats,
 };
 use crate::connection::{ConnEvent, Delivery};
 use crate::exchange::LazyHeaders;
@@ -613,6 +613,13 @@ impl QueueState {
                 self.expire();
                 let _ = reply.send(QueueStats {
                     messages: self.ready.len() as u32,
+                    consumers: self.consumers.len() as u32,
+                });
+            }
+            QueueCommand::Info(reply) => {
+                let _ = reply.send(QueueInfo {
+                    ready: self.ready.len() as u32,
+                    unacked: self.outstanding.len() as u32,
                     consumers: self.consumers.len() as u32,
                 });
             }

@@ -51,6 +51,8 @@ pub enum QueueCommand {
         reply: oneshot::Sender<Result<u32, AmqpError>>,
     },
     Stats(oneshot::Sender<QueueStats>),
+    /// Counts for the management API; unlike `Stats` this is not a use of the queue (`x-expires`).
+    Info(oneshot::Sender<QueueInfo>),
     /// A connection or channel has room for deliveries again.
     Resume,
     /// Cancel a consumer without an answer (its channel or connection went away).
@@ -69,6 +71,14 @@ pub struct PublishConfirm {
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct QueueStats {
     pub messages: u32,
+    pub consumers: u32,
+}
+
+/// What the management API shows of a queue's contents.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct QueueInfo {
+    pub ready: u32,
+    pub unacked: u32,
     pub consumers: u32,
 }
 

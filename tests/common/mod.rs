@@ -50,8 +50,41 @@ pub async fn within_long<F: Future>(what: &str, fut: F) -> F::Output {
 // ---------------------------------------------------------------------------------------------
 // The broker
 
+/// `GET path` over HTTP/1.1 (with basic credentials if given): the status code and the body.
+pub fn http_get(addr: SocketAddr, path: &str, auth: Option<(&str, &str)>) -> (u16, String) {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(addr).expect("http connect");
+    s.set_read_timeout(Some(Duration::from_secs(10)))
+        .expect("timeout");
+    let credentials = auth
+        .map(|(user, pass)| {
+            use base64::Engine as _;
+            let token = base64::engine::general_purpose::STANDARD.encode(format!("{user}:{pass}"));
+            format!("Authorization: Basic {token}\r\n")
+        })
+        .unwrap_or_default();
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: localhost\r\n{credentials}Connection: close\r\n\r\n"
+    )
+    .expect("http request");
+    let mut response = String::new();
+    s.read_to_string(&mut response).expect("http response");
+    let status = response
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .expect("http status line");
+    let body = response
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b)
+        .unwrap_or_default();
+    (status, body.to_owned())
+}
+
 pub struct TestBroker {
     pub addr: SocketAddr,
+    pub http_addr: SocketAddr,
     /// The AMQPS listener, when the configuration has one.
     pub amqps_addr: Option<SocketAddr>,
     stop: Option<oneshot::Sender<()>>,
@@ -83,12 +116,14 @@ pub async fn start_with(tweak: impl FnOnce(&mut warren::Config)) -> TestBroker {
     let server = warren::Server::bind(config).await.expect("bind broker");
     let addr = server.amqp_addr();
     let amqps_addr = server.amqps_addr();
+    let http_addr = server.http_addr();
     let (stop_tx, stop_rx) = oneshot::channel::<()>();
     let task = tokio::spawn(server.run(async move {
         let _ = stop_rx.await;
     }));
     TestBroker {
         addr,
+        http_addr,
         amqps_addr,
         stop: Some(stop_tx),
         task: Some(task),
@@ -187,28 +222,7 @@ impl ChildBroker {
 
     /// `GET path` on the HTTP listener: the status code and the body.
     pub fn http_get(&self, path: &str) -> (u16, String) {
-        use std::io::{Read, Write};
-        let mut s =
-            std::net::TcpStream::connect(("127.0.0.1", self.http_port)).expect("http connect");
-        s.set_read_timeout(Some(Duration::from_secs(10)))
-            .expect("timeout");
-        write!(
-            s,
-            "GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n"
-        )
-        .expect("http request");
-        let mut response = String::new();
-        s.read_to_string(&mut response).expect("http response");
-        let status = response
-            .split_whitespace()
-            .nth(1)
-            .and_then(|c| c.parse().ok())
-            .expect("http status line");
-        let body = response
-            .split_once("\r\n\r\n")
-            .map(|(_, b)| b)
-            .unwrap_or_default();
-        (status, body.to_owned())
+        http_get(([127, 0, 0, 1], self.http_port).into(), path, None)
     }
 
     pub fn uri(&self) -> String {

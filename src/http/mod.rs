@@ -1,5 +1,9 @@
-//! The HTTP listener. For now it answers the health checks; the management API grows here.
+//! The HTTP listener: health checks, and RabbitMQ's management API as far as it goes
+//! ([`api`]: the read-only listings).
 
+mod api;
+
+use std::net::SocketAddr;
 use std::sync::Arc;
 
 use axum::http::StatusCode;
@@ -58,20 +62,22 @@ pub async fn serve(listener: TcpListener, broker: Arc<Broker>) {
             "/api/aliveness-test/{vhost}",
             get(|| async { Json(json!({"status": "ok"})) }),
         )
-        .route(
-            "/api/overview",
-            get(move || {
-                let broker = broker.clone();
-                async move {
-                    Json(json!({
-                        "product_name": "Warren",
-                        "product_version": env!("CARGO_PKG_VERSION"),
-                        "object_totals": {"connections": broker.connection_count()},
-                    }))
-                }
-            }),
-        );
-    if let Err(e) = axum::serve(listener, app).await {
+        .route("/api/overview", get(api::overview))
+        .route("/api/whoami", get(api::whoami))
+        .route("/api/nodes", get(api::nodes))
+        .route("/api/vhosts", get(api::vhosts))
+        .route("/api/vhosts/{vhost}", get(api::vhost_one))
+        .route("/api/queues", get(api::queues_all))
+        .route("/api/queues/{vhost}", get(api::queues_in))
+        .route("/api/queues/{vhost}/{name}", get(api::queue_one))
+        .route("/api/exchanges", get(api::exchanges_all))
+        .route("/api/exchanges/{vhost}", get(api::exchanges_in))
+        .route("/api/exchanges/{vhost}/{name}", get(api::exchange_one))
+        .route("/api/bindings", get(api::bindings_all))
+        .route("/api/bindings/{vhost}", get(api::bindings_in))
+        .with_state(broker);
+    let service = app.into_make_service_with_connect_info::<SocketAddr>();
+    if let Err(e) = axum::serve(listener, service).await {
         tracing::error!("http listener failed: {e}");
     }
 }

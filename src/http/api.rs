@@ -1,0 +1,341 @@
+//! The read-only part of RabbitMQ's management API: overview, nodes, vhosts, whoami, queues,
+//! exchanges and bindings, with the field names and shapes RabbitMQ 3.10 uses, behind HTTP basic
+//! authentication. Vhost names in paths are percent-encoded (`%2F` for `/`).
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use axum::extract::{ConnectInfo, FromRequestParts, Path, State};
+use axum::http::request::Parts;
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use base64::Engine as _;
+use serde_json::{json, Map, Value};
+use warren_amqp::types::{AMQPValue, FieldTable};
+
+use crate::broker::Broker;
+use crate::queue::{QueueCommand, QueueHandle, QueueInfo};
+use crate::vhost::Vhost;
+
+pub type Shared = State<Arc<Broker>>;
+
+/// A request with right basic credentials: handlers that take one answer 401 otherwise.
+pub struct User(pub String);
+
+impl FromRequestParts<Arc<Broker>> for User {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        broker: &Arc<Broker>,
+    ) -> Result<Self, Self::Rejection> {
+        let peer = parts
+            .extensions
+            .get::<ConnectInfo<SocketAddr>>()
+            .map(|c| c.0)
+            .ok_or(ApiError::Unauthorized)?;
+        user(broker, &parts.headers, peer).map(User)
+    }
+}
+
+/// An answer that is not the listing asked for.
+pub enum ApiError {
+    Unauthorized,
+    NotFound,
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        match self {
+            ApiError::Unauthorized => (
+                StatusCode::UNAUTHORIZED,
+                [(
+                    header::WWW_AUTHENTICATE,
+                    "Basic realm=\"RabbitMQ Management\"",
+                )],
+                Json(json!({"error": "not_authorized", "reason": "Login failed"})),
+            )
+                .into_response(),
+            ApiError::NotFound => (
+                StatusCode::NOT_FOUND,
+                Json(json!({"error": "Object Not Found", "reason": "Not Found"})),
+            )
+                .into_response(),
+        }
+    }
+}
+
+type Answer = Result<Json<Value>, ApiError>;
+
+/// The user named by the request's basic credentials, if they are right.
+fn user(broker: &Broker, headers: &HeaderMap, peer: SocketAddr) -> Result<String, ApiError> {
+    let encoded = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Basic "))
+        .ok_or(ApiError::Unauthorized)?;
+    let decoded = base64::engine::general_purpose::STANDARD
+        .decode(encoded.trim())
+        .ok()
+        .and_then(|d| String::from_utf8(d).ok())
+        .ok_or(ApiError::Unauthorized)?;
+    let (login, password) = decoded.split_once(':').ok_or(ApiError::Unauthorized)?;
+    broker
+        .users
+        .check_password(login, password, peer.ip())
+        .map_err(|_| ApiError::Unauthorized)
+}
+
+fn vhost(broker: &Broker, name: &str) -> Result<Arc<Vhost>, ApiError> {
+    broker.vhost(name).ok_or(ApiError::NotFound)
+}
+
+/// An AMQP field value as RabbitMQ's management API renders it in JSON.
+fn value_json(v: &AMQPValue) -> Value {
+    match v {
+        AMQPValue::Boolean(b) => json!(b),
+        AMQPValue::ShortShortInt(n) => json!(n),
+        AMQPValue::ShortShortUInt(n) => json!(n),
+        AMQPValue::ShortInt(n) => json!(n),
+        AMQPValue::ShortUInt(n) => json!(n),
+        AMQPValue::LongInt(n) => json!(n),
+        AMQPValue::LongUInt(n) => json!(n),
+        AMQPValue::LongLongInt(n) => json!(n),
+        AMQPValue::Float(f) => json!(f),
+        AMQPValue::Double(f) => json!(f),
+        AMQPValue::DecimalValue(d) => json!(d.value),
+        AMQPValue::ShortString(s) => json!(s.as_str()),
+        AMQPValue::LongString(s) => json!(String::from_utf8_lossy(s.as_bytes())),
+        AMQPValue::ByteArray(b) => json!(String::from_utf8_lossy(b.as_slice())),
+        AMQPValue::FieldArray(a) => Value::Array(a.as_slice().iter().map(value_json).collect()),
+        AMQPValue::Timestamp(t) => json!(t),
+        AMQPValue::FieldTable(t) => table_json(t),
+        AMQPValue::Void => Value::Null,
+    }
+}
+
+pub fn table_json(table: &FieldTable) -> Value {
+    let map: Map<String, Value> = table
+        .inner()
+        .iter()
+        .map(|(k, v)| (k.as_str().to_owned(), value_json(v)))
+        .collect();
+    Value::Object(map)
+}
+
+async fn queue_json(vhost: &str, q: &QueueHandle, node: &str) -> Value {
+    let info = q
+        .ask(QueueCommand::Info)
+        .await
+        .unwrap_or(QueueInfo::default());
+    json!({
+        "name": &*q.name,
+        "vhost": vhost,
+        "durable": q.durable,
+        "auto_delete": q.auto_delete,
+        "exclusive": q.is_exclusive(),
+        "arguments": table_json(&q.arguments),
+        "messages": u64::from(info.ready) + u64::from(info.unacked),
+        "messages_ready": info.ready,
+        "messages_unacknowledged": info.unacked,
+        "consumers": info.consumers,
+        "state": "running",
+        "type": "classic",
+        "node": node,
+    })
+}
+
+async fn queues_json(vhosts: Vec<Arc<Vhost>>) -> Vec<Value> {
+    let node = super::node_name();
+    let mut out = Vec::new();
+    for v in vhosts {
+        let mut queues = v.queues();
+        queues.sort_by(|a, b| a.name.cmp(&b.name));
+        for q in queues {
+            out.push(queue_json(&v.name, &q, &node).await);
+        }
+    }
+    out
+}
+
+fn exchanges_json(v: &Vhost) -> Vec<Value> {
+    v.exchanges_info()
+        .into_iter()
+        .map(|e| {
+            json!({
+                "name": e.name,
+                "vhost": &v.name,
+                "type": e.kind,
+                "durable": e.durable,
+                "auto_delete": e.auto_delete,
+                "internal": e.internal,
+                "arguments": table_json(&e.arguments),
+            })
+        })
+        .collect()
+}
+
+fn bindings_json(v: &Vhost) -> Vec<Value> {
+    v.bindings_info()
+        .into_iter()
+        .map(|b| {
+            // The key for a binding in URLs: as RabbitMQ's, the routing key ("~" when empty), then
+            // "~" and a hash of the arguments when there are any (RabbitMQ's hash differs).
+            let properties_key = if b.arguments.inner().is_empty() {
+                if b.routing_key.is_empty() {
+                    "~".to_owned()
+                } else {
+                    b.routing_key.clone()
+                }
+            } else {
+                use std::hash::{Hash, Hasher};
+                let mut h = std::collections::hash_map::DefaultHasher::new();
+                table_json(&b.arguments).to_string().hash(&mut h);
+                format!("{}~{:x}", b.routing_key, h.finish())
+            };
+            json!({
+                "source": b.source,
+                "vhost": &v.name,
+                "destination": b.destination,
+                "destination_type": if b.destination_is_queue { "queue" } else { "exchange" },
+                "routing_key": b.routing_key,
+                "arguments": table_json(&b.arguments),
+                "properties_key": properties_key,
+            })
+        })
+        .collect()
+}
+
+pub async fn overview(State(broker): Shared, _user: User) -> Answer {
+    let vhosts = broker.vhosts();
+    let queues = queues_json(vhosts.clone()).await;
+    let sum = |key: &str| queues.iter().filter_map(|q| q[key].as_u64()).sum::<u64>();
+    let exchanges: usize = vhosts.iter().map(|v| v.exchanges_info().len()).sum();
+    Ok(Json(json!({
+        "management_version": env!("CARGO_PKG_VERSION"),
+        "product_name": "Warren",
+        "product_version": env!("CARGO_PKG_VERSION"),
+        "node": super::node_name(),
+        "cluster_name": super::node_name(),
+        "object_totals": {
+            "connections": broker.connection_count(),
+            "exchanges": exchanges,
+            "queues": queues.len(),
+            "consumers": sum("consumers"),
+        },
+        "queue_totals": {
+            "messages": sum("messages"),
+            "messages_ready": sum("messages_ready"),
+            "messages_unacknowledged": sum("messages_unacknowledged"),
+        },
+    })))
+}
+
+pub async fn whoami(State(broker): Shared, User(name): User) -> Answer {
+    let tags = broker.users.tags(&name);
+    Ok(Json(json!({"name": name, "tags": tags})))
+}
+
+pub async fn nodes(State(broker): Shared, _user: User) -> Answer {
+    let alarms = *broker.alarms().borrow();
+    let c = &broker.config;
+    Ok(Json(json!([{
+        "name": super::node_name(),
+        "type": "disc",
+        "running": true,
+        "mem_alarm": alarms.memory,
+        "disk_free_alarm": alarms.disk,
+        "mem_used": crate::message::held_bytes(),
+        "mem_limit": crate::alarm::memory_high_watermark(
+            c.vm_memory_high_watermark,
+            c.vm_memory_high_watermark_absolute,
+        ),
+        "disk_free": crate::alarm::free_bytes(&c.data_dir),
+        "disk_free_limit": c.disk_free_limit,
+    }])))
+}
+
+pub async fn vhosts(State(broker): Shared, _user: User) -> Answer {
+    let list: Vec<Value> = broker
+        .vhosts()
+        .iter()
+        .map(|v| json!({"name": &v.name, "description": "", "tags": [], "tracing": false}))
+        .collect();
+    Ok(Json(Value::Array(list)))
+}
+
+pub async fn vhost_one(State(broker): Shared, _user: User, Path(name): Path<String>) -> Answer {
+    let v = vhost(&broker, &name)?;
+    Ok(Json(
+        json!({"name": &v.name, "description": "", "tags": [], "tracing": false}),
+    ))
+}
+
+pub async fn queues_all(State(broker): Shared, _user: User) -> Answer {
+    Ok(Json(Value::Array(queues_json(broker.vhosts()).await)))
+}
+
+pub async fn queues_in(State(broker): Shared, _user: User, Path(name): Path<String>) -> Answer {
+    let v = vhost(&broker, &name)?;
+    Ok(Json(Value::Array(queues_json(vec![v]).await)))
+}
+
+pub async fn queue_one(
+    State(broker): Shared,
+    _user: User,
+    Path((vhost_name, queue)): Path<(String, String)>,
+) -> Answer {
+    let v = vhost(&broker, &vhost_name)?;
+    let q = v
+        .queues()
+        .into_iter()
+        .find(|q| *q.name == *queue)
+        .ok_or(ApiError::NotFound)?;
+    Ok(Json(queue_json(&v.name, &q, &super::node_name()).await))
+}
+
+pub async fn exchanges_all(State(broker): Shared, _user: User) -> Answer {
+    let all: Vec<Value> = broker
+        .vhosts()
+        .iter()
+        .flat_map(|v| exchanges_json(v))
+        .collect();
+    Ok(Json(Value::Array(all)))
+}
+
+pub async fn exchanges_in(State(broker): Shared, _user: User, Path(name): Path<String>) -> Answer {
+    Ok(Json(Value::Array(exchanges_json(&*vhost(&broker, &name)?))))
+}
+
+pub async fn exchange_one(
+    State(broker): Shared,
+    _user: User,
+    Path((vhost_name, exchange)): Path<(String, String)>,
+) -> Answer {
+    let v = vhost(&broker, &vhost_name)?;
+    // RabbitMQ names the default exchange `amq.default` in URLs.
+    let wanted = if exchange == "amq.default" {
+        ""
+    } else {
+        exchange.as_str()
+    };
+    exchanges_json(&v)
+        .into_iter()
+        .find(|e| e["name"] == wanted)
+        .map(Json)
+        .ok_or(ApiError::NotFound)
+}
+
+pub async fn bindings_all(State(broker): Shared, _user: User) -> Answer {
+    let all: Vec<Value> = broker
+        .vhosts()
+        .iter()
+        .flat_map(|v| bindings_json(v))
+        .collect();
+    Ok(Json(Value::Array(all)))
+}
+
+pub async fn bindings_in(State(broker): Shared, _user: User, Path(name): Path<String>) -> Answer {
+    Ok(Json(Value::Array(bindings_json(&*vhost(&broker, &name)?))))
+}

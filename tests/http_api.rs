@@ -1,0 +1,162 @@
+//! The read-only management API: the listings RabbitMQ's management plugin gives (field names and
+//! values as RabbitMQ 3.10 shows them for the same state), behind basic authentication.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::*;
+use serde_json::{json, Value};
+use warren_amqp::protocol::{queue, AMQPClass};
+use warren_amqp::types::{AMQPValue, FieldTable, LongString};
+
+/// queue.declare with arguments.
+fn declare_with(q: &str, durable: bool, arguments: FieldTable) -> AMQPClass {
+    match declare(
+        q,
+        QOpts {
+            durable,
+            ..Default::default()
+        },
+    ) {
+        AMQPClass::Queue(queue::AMQPMethod::Declare(d)) => {
+            AMQPClass::Queue(queue::AMQPMethod::Declare(queue::Declare {
+                arguments,
+                ..d
+            }))
+        }
+        other => other,
+    }
+}
+
+fn api(b: &TestBroker, path: &str) -> (u16, Value) {
+    let (status, body) = http_get(b.http_addr, path, Some(("guest", "guest")));
+    let value = serde_json::from_str(&body).unwrap_or(Value::Null);
+    (status, value)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn listings_show_queues_exchanges_bindings_and_counts() {
+    let b = start().await;
+    let mut r = Raw::open(b.addr).await;
+    r.open_channel(1).await;
+    let mut args = FieldTable::default();
+    args.insert("x-max-length".into(), AMQPValue::LongInt(10));
+    r.call(1, declare_with("http.q", true, args)).await;
+    r.call(1, exchange_declare("http.x", "topic", false, false))
+        .await;
+    let mut bind_args = FieldTable::default();
+    bind_args.insert("k".into(), AMQPValue::LongString(LongString::from("v")));
+    let with_args = match bind("http.q", "http.x", "a.#") {
+        AMQPClass::Queue(queue::AMQPMethod::Bind(b)) => {
+            AMQPClass::Queue(queue::AMQPMethod::Bind(queue::Bind {
+                arguments: bind_args,
+                ..b
+            }))
+        }
+        other => other,
+    };
+    r.call(1, with_args).await;
+    for _ in 0..3 {
+        r.publish(1, "", "http.q", b"x").await;
+    }
+    // One delivered and not acked.
+    assert!(r.get(1, "http.q", false).await.is_some());
+
+    let (status, q) = api(&b, "/api/queues/%2F/http.q");
+    assert_eq!(status, 200, "{q}");
+    for (key, want) in [
+        ("name", json!("http.q")),
+        ("vhost", json!("/")),
+        ("durable", json!(true)),
+        ("auto_delete", json!(false)),
+        ("exclusive", json!(false)),
+        ("arguments", json!({"x-max-length": 10})),
+        ("messages", json!(3)),
+        ("messages_ready", json!(2)),
+        ("messages_unacknowledged", json!(1)),
+        ("consumers", json!(0)),
+        ("state", json!("running")),
+        ("type", json!("classic")),
+    ] {
+        assert_eq!(q[key], want, "queue field {key}: {q}");
+    }
+    let (_, all) = api(&b, "/api/queues");
+    assert_eq!(all.as_array().map(Vec::len), Some(1), "{all}");
+
+    let (status, x) = api(&b, "/api/exchanges/%2F/amq.default");
+    assert_eq!(status, 200);
+    assert_eq!(x["name"], json!(""));
+    assert_eq!(x["type"], json!("direct"));
+    let (_, xs) = api(&b, "/api/exchanges/%2F");
+    let names: Vec<&str> = xs
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|e| e["name"].as_str())
+        .collect();
+    assert_eq!(
+        names,
+        [
+            "",
+            "amq.direct",
+            "amq.fanout",
+            "amq.headers",
+            "amq.match",
+            "amq.topic",
+            "http.x"
+        ]
+    );
+
+    let (_, bindings) = api(&b, "/api/bindings/%2F");
+    let bindings = bindings.as_array().unwrap();
+    assert_eq!(bindings.len(), 2, "{bindings:?}");
+    assert_eq!(bindings[0]["source"], json!(""));
+    assert_eq!(bindings[0]["routing_key"], json!("http.q"));
+    assert_eq!(bindings[0]["properties_key"], json!("http.q"));
+    assert_eq!(bindings[1]["source"], json!("http.x"));
+    assert_eq!(bindings[1]["destination_type"], json!("queue"));
+    assert_eq!(bindings[1]["arguments"], json!({"k": "v"}));
+
+    let (_, overview) = api(&b, "/api/overview");
+    assert_eq!(
+        overview["queue_totals"],
+        json!({"messages": 3, "messages_ready": 2, "messages_unacknowledged": 1})
+    );
+    assert_eq!(overview["object_totals"]["queues"], json!(1));
+    let (_, me) = api(&b, "/api/whoami");
+    assert_eq!(me, json!({"name": "guest", "tags": ["administrator"]}));
+    let (_, nodes) = api(&b, "/api/nodes");
+    assert_eq!(nodes[0]["mem_alarm"], json!(false));
+    assert_eq!(nodes[0]["disk_free_alarm"], json!(false));
+
+    // Errors as RabbitMQ gives them.
+    let (status, body) = http_get(b.http_addr, "/api/queues", Some(("guest", "nope")));
+    assert_eq!(status, 401);
+    assert!(body.contains("not_authorized"), "{body}");
+    assert_eq!(http_get(b.http_addr, "/api/queues", None).0, 401);
+    let (status, body) = api(&b, "/api/queues/%2F/nope");
+    assert_eq!(status, 404);
+    assert_eq!(body["error"], json!("Object Not Found"));
+    assert_eq!(api(&b, "/api/queues/nope").0, 404);
+    r.close().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn listing_a_queue_is_not_a_use_of_it() {
+    // x-expires counts consumers, gets and declares as use; the management API does not.
+    let b = start().await;
+    let mut r = Raw::open(b.addr).await;
+    r.open_channel(1).await;
+    let mut args = FieldTable::default();
+    args.insert("x-expires".into(), AMQPValue::LongInt(1500));
+    r.call(1, declare_with("http.expiring", false, args)).await;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut gone = false;
+    while !gone && Instant::now() < deadline {
+        gone = api(&b, "/api/queues/%2F/http.expiring").0 == 404;
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert!(gone, "polling the queue's listing kept it alive");
+    r.close().await;
+}
