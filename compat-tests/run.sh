@@ -290,7 +290,7 @@ start_warren() {
   if ! wait_port "$amqp_port" 30 "$pid"; then show_log "$STARTED_LOG"; exit 1; fi
   STARTED_URL="amqp://guest:guest@127.0.0.1:$amqp_port/%2F"
   STARTED_TLS_PORT="$tls_port"
-  export WARREN_HTTP_URL="http://127.0.0.1:$http_port"
+  STARTED_HTTP_URL="http://127.0.0.1:$http_port"
 }
 
 start_rabbitmq() {
@@ -309,14 +309,19 @@ start_rabbitmq() {
   RMQ_PORT="$(free_port)"
   RMQ_DIST_PORT="$(free_port)"
   while [ "$RMQ_DIST_PORT" = "$RMQ_PORT" ]; do RMQ_DIST_PORT="$(free_port)"; done
-  local tls_port
+  local tls_port http_port
   tls_port="$(free_port)"
   while [ "$tls_port" = "$RMQ_PORT" ] || [ "$tls_port" = "$RMQ_DIST_PORT" ]; do tls_port="$(free_port)"; done
+  http_port="$(free_port)"
+  while [ "$http_port" = "$RMQ_PORT" ] || [ "$http_port" = "$RMQ_DIST_PORT" ] || [ "$http_port" = "$tls_port" ]; do
+    http_port="$(free_port)"
+  done
   RMQ_NODE="warren-compat-$$@localhost"
   local base="$TMP/rabbitmq" pid
   mkdir -p "$base/home" "$base/mnesia" "$base/log"
   chmod 700 "$base/home"
-  echo '[].' >"$base/enabled_plugins"          # no management plugin: nothing on port 15672
+  # The management plugin, on a free loopback port (compared with Warren's management API).
+  echo '[rabbitmq_management].' >"$base/enabled_plugins"
   : >"$base/rabbitmq-env.conf"
   cat >"$base/rabbitmq.conf" <<CONF
 loopback_users.guest = true
@@ -329,6 +334,10 @@ ssl_options.certfile = $CERTS/server_certificate.pem
 ssl_options.keyfile = $CERTS/server_key.pem
 ssl_options.verify = verify_peer
 ssl_options.fail_if_no_peer_cert = true
+management.tcp.ip = 127.0.0.1
+management.tcp.port = $http_port
+# Queue counts in the management API are refreshed this often (ms; RabbitMQ's default is 5000).
+collect_statistics_interval = 500
 CONF
   echo '[].' >"$base/advanced.config"
   if ! epmd -names >/dev/null 2>&1; then EPMD_STARTED_BY_US=1; fi
@@ -356,6 +365,7 @@ CONF
   fi
   STARTED_URL="amqp://guest:guest@127.0.0.1:$RMQ_PORT/%2F"
   STARTED_TLS_PORT="$tls_port"
+  STARTED_HTTP_URL="http://127.0.0.1:$http_port"
   # rabbitmqctl for this node, for suite hooks that must set it up as their tests expect (amqprs).
   {
     echo '#!/usr/bin/env bash'
@@ -369,6 +379,7 @@ setup_venv
 make_certs
 
 STARTED_TLS_PORT=""
+STARTED_HTTP_URL=""
 case "$BROKER" in
   warren) start_warren; AMQP_URL="$STARTED_URL"; BROKER_LOG="$STARTED_LOG"; COMPAT_BROKER=warren ;;
   rabbitmq)
@@ -378,7 +389,8 @@ case "$BROKER" in
 esac
 export AMQP_URL COMPAT_BROKER
 log "AMQP_URL=$AMQP_URL"
-# The broker under test's TLS port and the certificates, when run.sh started it.
+# The broker under test's management API, TLS port and certificates, when run.sh started it.
+if [ -n "$STARTED_HTTP_URL" ]; then export COMPAT_HTTP_URL="$STARTED_HTTP_URL"; else unset COMPAT_HTTP_URL; fi
 if [ -n "$STARTED_TLS_PORT" ]; then
   export COMPAT_TLS_PORT="$STARTED_TLS_PORT" COMPAT_TLS_CERTS="$CERTS"
   log "AMQPS on 127.0.0.1:$COMPAT_TLS_PORT (certificates in $CERTS)"
@@ -387,7 +399,9 @@ else
 fi
 case "$REFERENCE" in
   "") unset REFERENCE_URL ;;
-  rabbitmq) start_rabbitmq; REFERENCE_URL="$STARTED_URL"; REFERENCE_LOG="$STARTED_LOG" ;;
+  rabbitmq)
+    start_rabbitmq; REFERENCE_URL="$STARTED_URL"; REFERENCE_LOG="$STARTED_LOG"
+    export REFERENCE_HTTP_URL="$STARTED_HTTP_URL" ;;
   *) REFERENCE_URL="$REFERENCE" ;;
 esac
 if [ -n "$REFERENCE" ]; then

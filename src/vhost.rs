@@ -237,17 +237,19 @@ impl Vhost {
             queues: HashMap::new(),
         };
         let empty = FieldTable::default;
-        for (name, kind) in [
-            ("", ExchangeKind::Direct),
-            ("amq.direct", ExchangeKind::Direct),
-            ("amq.fanout", ExchangeKind::Fanout),
-            ("amq.topic", ExchangeKind::Topic),
-            ("amq.headers", ExchangeKind::Headers),
-            ("amq.match", ExchangeKind::Headers),
+        // RabbitMQ's predeclared exchanges; amq.rabbitmq.trace (internal) is the firehose's.
+        for (name, kind, internal) in [
+            ("", ExchangeKind::Direct, false),
+            ("amq.direct", ExchangeKind::Direct, false),
+            ("amq.fanout", ExchangeKind::Fanout, false),
+            ("amq.topic", ExchangeKind::Topic, false),
+            ("amq.headers", ExchangeKind::Headers, false),
+            ("amq.match", ExchangeKind::Headers, false),
+            ("amq.rabbitmq.trace", ExchangeKind::Topic, true),
         ] {
             topology.exchanges.insert(
                 name.to_owned(),
-                Exchange::new(name, kind, true, false, false, empty()),
+                Exchange::new(name, kind, true, false, internal, empty()),
             );
         }
         Arc::new(Vhost {

@@ -103,6 +103,7 @@ async fn listings_show_queues_exchanges_bindings_and_counts() {
             "amq.fanout",
             "amq.headers",
             "amq.match",
+            "amq.rabbitmq.trace",
             "amq.topic",
             "http.x"
         ]

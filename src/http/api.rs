@@ -180,19 +180,20 @@ fn bindings_json(v: &Vhost) -> Vec<Value> {
     v.bindings_info()
         .into_iter()
         .map(|b| {
-            // The key for a binding in URLs: as RabbitMQ's, the routing key ("~" when empty), then
-            // "~" and a hash of the arguments when there are any (RabbitMQ's hash differs).
+            // The key for a binding in URLs: as RabbitMQ's, the routing key percent-encoded ("~"
+            // when empty), then "~" and a hash of the arguments when there are any (RabbitMQ's
+            // hash differs).
             let properties_key = if b.arguments.inner().is_empty() {
                 if b.routing_key.is_empty() {
                     "~".to_owned()
                 } else {
-                    b.routing_key.clone()
+                    percent_encode(&b.routing_key)
                 }
             } else {
                 use std::hash::{Hash, Hasher};
                 let mut h = std::collections::hash_map::DefaultHasher::new();
                 table_json(&b.arguments).to_string().hash(&mut h);
-                format!("{}~{:x}", b.routing_key, h.finish())
+                format!("{}~{:x}", percent_encode(&b.routing_key), h.finish())
             };
             json!({
                 "source": b.source,
@@ -205,6 +206,20 @@ fn bindings_json(v: &Vhost) -> Vec<Value> {
             })
         })
         .collect()
+}
+
+/// `s` with everything but unreserved characters (RFC 3986) percent-encoded, as RabbitMQ encodes
+/// routing keys in binding keys.
+fn percent_encode(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~') {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
 }
 
 pub async fn overview(State(broker): Shared, _user: User) -> Answer {

@@ -15,11 +15,16 @@ Outcomes are normalised so that only protocol-visible behaviour is compared:
   wording. The full texts are kept as notes, shown when outcomes differ, never compared.
 """
 
+import base64
+import json
+import os
 import re
 import socket
 import time
+import urllib.error
+import urllib.request
 import uuid
-from urllib.parse import unquote, urlsplit
+from urllib.parse import quote, unquote, urlsplit
 
 import amqp
 from amqp import spec
@@ -63,9 +68,22 @@ DELIVERY_TIMEOUT = 3.0
 SETTLE = 0.25
 
 
+class NoManagementApi(Exception):
+    """A scenario needs the HTTP management API of a broker whose address is not known."""
+
+
+# Each broker's management API, by its AMQP URL (run.sh exports both for the brokers it starts;
+# give REFERENCE_HTTP_URL yourself with --reference URI).
+HTTP_URLS = {
+    os.environ.get("AMQP_URL"): os.environ.get("COMPAT_HTTP_URL"),
+    os.environ.get("REFERENCE_URL"): os.environ.get("REFERENCE_HTTP_URL"),
+}
+
+
 class Ctx:
     def __init__(self, url, scenario_id):
         self.url = url
+        self.http_url = HTTP_URLS.get(url)
         self.sid = scenario_id
         self.outcome = {}
         self.notes = []
@@ -93,6 +111,26 @@ class Ctx:
         real = f"diff-{tag}-{uuid.uuid4().hex[:12]}"
         self._names[real] = f"<{tag}>"
         return real
+
+    # ------------------------------------------------------------ management API
+    def http(self, path, user=None, password=None):
+        """GET path on the management API: (status, decoded JSON body or None). `{vhost}` in path
+        is this broker's vhost, percent-encoded."""
+        if not self.http_url:
+            raise NoManagementApi(f"no management API known for {self.url}")
+        path = path.replace("{vhost}", quote(self.vhost, safe=""))
+        req = urllib.request.Request(self.http_url + path)
+        creds = f"{self.user if user is None else user}:{self.password if password is None else password}"
+        req.add_header("Authorization", "Basic " + base64.b64encode(creds.encode()).decode())
+        try:
+            with urllib.request.urlopen(req, timeout=READ_TIMEOUT) as r:
+                status, body = r.status, r.read()
+        except urllib.error.HTTPError as e:
+            status, body = e.code, e.read()
+        try:
+            return status, json.loads(body) if body else None
+        except ValueError:
+            return status, None
 
     # ------------------------------------------------------------ connections and channels
     def connect(self, user=None, password=None, vhost=None, **kw):
@@ -368,6 +406,8 @@ def run(fn, url, scenario_id):
     ctx = Ctx(url, scenario_id)
     try:
         fn(ctx)
+    except NoManagementApi:
+        raise
     except AMQPError as e:
         ctx.outcome["!unexpected close"] = ctx.error(e)
     except (socket.timeout, TimeoutError) as e:

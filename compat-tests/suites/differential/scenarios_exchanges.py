@@ -155,6 +155,16 @@ def internal_exchange(ctx):
 
 
 @scenario
+def firehose_trace_exchange(ctx):
+    # RabbitMQ predeclares amq.rabbitmq.trace: a durable, internal topic exchange.
+    ctx.rec("passive", ctx.attempt(ctx.exchange_declare, "amq.rabbitmq.trace", "topic", passive=True))
+    ctx.rec("redeclare", ctx.attempt(ctx.exchange_declare, "amq.rabbitmq.trace", "topic", durable=True,
+                                     internal=True))
+    ctx.publish("to the trace exchange", "amq.rabbitmq.trace", "publish.x")
+    ctx.rec("publish", ctx.sync())
+
+
+@scenario
 def deleting_an_exchange_removes_its_bindings(ctx):
     x = ctx.exchange("x", "fanout")
     q = ctx.queue("q")
