@@ -161,3 +161,57 @@ async fn listing_a_queue_is_not_a_use_of_it() {
     assert!(gone, "polling the queue's listing kept it alive");
     r.close().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn prometheus_metrics_with_rabbitmq_names() {
+    let b = start().await;
+    let mut r = Raw::open(b.addr).await;
+    r.open_channel(1).await;
+    // A name that needs escaping in a label value.
+    let name = "metrics \"q\" \\ 1";
+    r.declare(1, name, QOpts::default()).await;
+    for _ in 0..2 {
+        r.publish(1, "", name, b"m").await;
+    }
+    r.declare(1, name, QOpts::default()).await; // a round trip: both publishes are in
+
+    let sample = |text: &str, series: &str| -> Option<f64> {
+        text.lines()
+            .find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
+    };
+    let (status, totals) = http_get(b.http_addr, "/metrics", None);
+    assert_eq!(status, 200);
+    assert_eq!(sample(&totals, "rabbitmq_queues"), Some(1.0), "{totals}");
+    assert_eq!(sample(&totals, "rabbitmq_queue_messages_ready"), Some(2.0));
+    assert_eq!(sample(&totals, "rabbitmq_queue_messages"), Some(2.0));
+    assert_eq!(sample(&totals, "rabbitmq_connections"), Some(1.0));
+    assert_eq!(
+        sample(&totals, "rabbitmq_alarms_memory_used_watermark"),
+        Some(0.0)
+    );
+    let (_, per_object) = http_get(b.http_addr, "/metrics/per-object", None);
+    assert_eq!(
+        sample(
+            &per_object,
+            r#"rabbitmq_queue_messages_ready{vhost="/",queue="metrics \"q\" \\ 1"}"#
+        ),
+        Some(2.0),
+        "{per_object}"
+    );
+    // Each family is declared once, and every sample line is `name{labels} value`.
+    for text in [&totals, &per_object] {
+        let mut families: Vec<&str> = text
+            .lines()
+            .filter_map(|l| l.strip_prefix("# TYPE "))
+            .collect();
+        let n = families.len();
+        families.sort_unstable();
+        families.dedup();
+        assert_eq!(families.len(), n, "a family declared twice: {text}");
+        for line in text.lines().filter(|l| !l.starts_with('#')) {
+            let value = line.rsplit(' ').next().unwrap_or_default();
+            assert!(value.parse::<f64>().is_ok(), "bad sample line {line:?}");
+        }
+    }
+    r.close().await;
+}

@@ -1,7 +1,8 @@
-//! The HTTP listener: health checks, and RabbitMQ's management API as far as it goes
-//! ([`api`]: the read-only listings).
+//! The HTTP listener: health checks, RabbitMQ's management API as far as it goes ([`api`]: the
+//! read-only listings) and Prometheus metrics ([`metrics`]).
 
 mod api;
+mod metrics;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -75,6 +76,8 @@ pub async fn serve(listener: TcpListener, broker: Arc<Broker>) {
         .route("/api/exchanges/{vhost}/{name}", get(api::exchange_one))
         .route("/api/bindings", get(api::bindings_all))
         .route("/api/bindings/{vhost}", get(api::bindings_in))
+        .route("/metrics", get(metrics::totals))
+        .route("/metrics/per-object", get(metrics::per_object))
         .with_state(broker);
     let service = app.into_make_service_with_connect_info::<SocketAddr>();
     if let Err(e) = axum::serve(listener, service).await {

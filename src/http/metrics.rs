@@ -1,0 +1,190 @@
+//! Prometheus metrics in the text exposition format, with the names RabbitMQ's
+//! `rabbitmq_prometheus` plugin uses (so that its dashboards and alerts apply): `/metrics` gives
+//! node-wide totals, `/metrics/per-object` adds per-queue series. Unauthenticated, as RabbitMQ's.
+
+use std::fmt::Write as _;
+use std::sync::Arc;
+
+use axum::extract::State;
+use axum::http::header;
+use axum::response::IntoResponse;
+
+use crate::broker::Broker;
+use crate::queue::{QueueCommand, QueueInfo};
+
+/// One metric family being written: its `# HELP` / `# TYPE` header once, then its samples.
+struct Exposition(String);
+
+impl Exposition {
+    fn gauge(&mut self, name: &str, help: &str, samples: &[(String, f64)]) {
+        let _ = writeln!(self.0, "# TYPE {name} gauge\n# HELP {name} {help}");
+        for (labels, value) in samples {
+            let _ = writeln!(self.0, "{name}{labels} {value}");
+        }
+    }
+
+    fn single(&mut self, name: &str, help: &str, value: f64) {
+        self.gauge(name, help, &[(String::new(), value)]);
+    }
+}
+
+/// `{k="v",...}` with the values escaped as the format requires.
+fn labels(pairs: &[(&str, &str)]) -> String {
+    let body: Vec<String> = pairs
+        .iter()
+        .map(|(k, v)| {
+            let escaped = v
+                .replace('\\', "\\\\")
+                .replace('"', "\\\"")
+                .replace('\n', "\\n");
+            format!("{k}=\"{escaped}\"")
+        })
+        .collect();
+    format!("{{{}}}", body.join(","))
+}
+
+fn resident_memory_bytes() -> Option<u64> {
+    let statm = std::fs::read_to_string("/proc/self/statm").ok()?;
+    let pages: u64 = statm.split_whitespace().nth(1)?.parse().ok()?;
+    Some(pages * 4096)
+}
+
+async fn render(broker: &Broker, per_object: bool) -> String {
+    let mut queues = Vec::new();
+    for v in broker.vhosts() {
+        for q in v.queues() {
+            let info = q
+                .ask(QueueCommand::Info)
+                .await
+                .unwrap_or(QueueInfo::default());
+            queues.push((v.name.clone(), q.name.to_string(), info));
+        }
+    }
+    queues.sort_by(|a, b| (&a.0, &a.1).cmp(&(&b.0, &b.1)));
+    let total = |f: fn(&QueueInfo) -> u32| queues.iter().map(|q| f64::from(f(&q.2))).sum::<f64>();
+    let alarms = *broker.alarms().borrow();
+    let c = &broker.config;
+    let node = super::node_name();
+    let mut out = Exposition(String::new());
+    out.gauge(
+        "rabbitmq_identity_info",
+        "RabbitMQ node & cluster identity info",
+        &[(
+            labels(&[("rabbitmq_node", &node), ("rabbitmq_cluster", &node)]),
+            1.0,
+        )],
+    );
+    out.gauge(
+        "rabbitmq_build_info",
+        "RABBITMQ-SERVER build info",
+        &[(
+            labels(&[
+                ("product", "Warren"),
+                ("product_version", env!("CARGO_PKG_VERSION")),
+            ]),
+            1.0,
+        )],
+    );
+    out.single(
+        "rabbitmq_connections",
+        "Connections currently open",
+        broker.connection_count() as f64,
+    );
+    out.single("rabbitmq_queues", "Queues available", queues.len() as f64);
+    out.single(
+        "rabbitmq_consumers",
+        "Consumers currently connected",
+        total(|i| i.consumers),
+    );
+    // Totals, or one series per queue (a family appears once either way, as the format requires).
+    let series = |f: fn(&QueueInfo) -> u64| -> Vec<(String, f64)> {
+        if per_object {
+            queues
+                .iter()
+                .map(|(v, q, i)| (labels(&[("vhost", v), ("queue", q)]), f(i) as f64))
+                .collect()
+        } else {
+            vec![(String::new(), queues.iter().map(|q| f(&q.2) as f64).sum())]
+        }
+    };
+    out.gauge(
+        "rabbitmq_queue_messages_ready",
+        "Messages ready to be delivered to consumers",
+        &series(|i| u64::from(i.ready)),
+    );
+    out.gauge(
+        "rabbitmq_queue_messages_unacked",
+        "Messages delivered to consumers but not yet acknowledged",
+        &series(|i| u64::from(i.unacked)),
+    );
+    out.gauge(
+        "rabbitmq_queue_messages",
+        "Sum of ready and unacknowledged messages - total queue depth",
+        &series(|i| u64::from(i.ready) + u64::from(i.unacked)),
+    );
+    if per_object {
+        out.gauge(
+            "rabbitmq_queue_consumers",
+            "Consumers on a queue",
+            &series(|i| u64::from(i.consumers)),
+        );
+    }
+    out.single(
+        "rabbitmq_alarms_memory_used_watermark",
+        "is 1 if VM memory watermark alarm is in effect",
+        f64::from(u8::from(alarms.memory)),
+    );
+    out.single(
+        "rabbitmq_alarms_free_disk_space_watermark",
+        "is 1 if free disk space watermark alarm is in effect",
+        f64::from(u8::from(alarms.disk)),
+    );
+    if let Some(rss) = resident_memory_bytes() {
+        out.single(
+            "rabbitmq_process_resident_memory_bytes",
+            "Memory used in bytes",
+            rss as f64,
+        );
+    }
+    if let Some(limit) = crate::alarm::memory_high_watermark(
+        c.vm_memory_high_watermark,
+        c.vm_memory_high_watermark_absolute,
+    ) {
+        out.single(
+            "rabbitmq_resident_memory_limit_bytes",
+            "Memory high watermark in bytes",
+            limit as f64,
+        );
+    }
+    if let Some(free) = crate::alarm::free_bytes(&c.data_dir) {
+        out.single(
+            "rabbitmq_disk_space_available_bytes",
+            "Disk space available in bytes",
+            free as f64,
+        );
+    }
+    out.single(
+        "rabbitmq_disk_space_available_limit_bytes",
+        "Free disk space low watermark in bytes",
+        c.disk_free_limit as f64,
+    );
+    out.0
+}
+
+fn text(body: String) -> impl IntoResponse {
+    (
+        [(
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        body,
+    )
+}
+
+pub async fn totals(State(broker): State<Arc<Broker>>) -> impl IntoResponse {
+    text(render(&broker, false).await)
+}
+
+pub async fn per_object(State(broker): State<Arc<Broker>>) -> impl IntoResponse {
+    text(render(&broker, true).await)
+}
