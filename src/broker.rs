@@ -19,6 +19,8 @@ pub struct Broker {
     pub config: Config,
     pub store: Store,
     pub users: Users,
+    /// Message counts since start, for metrics and the overview.
+    pub counters: crate::stats::Counters,
     pub replies: ReplyRegistry,
     vhosts: RwLock<HashMap<String, Arc<Vhost>>>,
     next_id: AtomicU64,
@@ -52,6 +54,7 @@ impl Broker {
             config,
             store,
             users,
+            counters: crate::stats::Counters::default(),
             replies: ReplyRegistry::default(),
             vhosts: RwLock::new(vhosts),
             next_id: AtomicU64::new(1),

@@ -17,6 +17,7 @@ pub mod perf;
 pub mod queue;
 pub mod reply_to;
 pub mod server;
+pub mod stats;
 pub mod tls;
 pub mod vhost;
 

@@ -144,6 +144,71 @@ async fn listings_show_queues_exchanges_bindings_and_counts() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn message_counters_in_metrics_and_overview() {
+    let b = start().await;
+    let mut r = Raw::open(b.addr).await;
+    r.open_channel(1).await;
+    r.declare(1, "counted", QOpts::default()).await;
+    r.confirm_select(1).await;
+    for _ in 0..3 {
+        r.publish(1, "", "counted", b"m").await;
+    }
+    r.publish(1, "amq.direct", "nowhere", b"dropped").await;
+    r.publish_full(1, "amq.direct", "nowhere", true, false, b"returned")
+        .await;
+    // Gets and the ack on another connection (this one is busy with confirms and a return).
+    let mut c = Raw::open(b.addr).await;
+    c.open_channel(1).await;
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let got = loop {
+        match c.get(1, "counted", false).await {
+            Some(m) => break m,
+            None if Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(20)).await
+            }
+            None => panic!("the published messages never arrived"),
+        }
+    };
+    c.ack(1, got.delivery_tag(), false).await;
+    assert!(c.get(1, "counted", true).await.is_some());
+
+    let want = [
+        ("rabbitmq_global_messages_received_total", 5.0),
+        ("rabbitmq_global_messages_routed_total", 3.0),
+        ("rabbitmq_global_messages_unroutable_dropped_total", 1.0),
+        ("rabbitmq_global_messages_unroutable_returned_total", 1.0),
+        ("rabbitmq_global_messages_delivered_total", 2.0),
+        ("rabbitmq_global_messages_acknowledged_total", 1.0),
+        ("rabbitmq_global_messages_confirmed_total", 5.0),
+    ];
+    // Connections add their counts once per turn of their loop: wait for them.
+    let read = || {
+        let (_, text) = http_get(b.http_addr, "/metrics", None);
+        want.map(|(name, _)| {
+            let v = text
+                .lines()
+                .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse::<f64>().ok());
+            (name, v.unwrap_or(-1.0))
+        })
+    };
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let mut seen = read();
+    while seen != want && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        seen = read();
+    }
+    assert_eq!(seen, want);
+    let (_, overview) = api(&b, "/api/overview");
+    assert_eq!(
+        overview["message_stats"],
+        json!({"publish": 5, "confirm": 5, "deliver_get": 2, "ack": 1,
+               "return_unroutable": 1, "drop_unroutable": 1})
+    );
+    c.close().await;
+    drop(r);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn listing_a_queue_is_not_a_use_of_it() {
     // x-expires counts consumers, gets and declares as use; the management API does not.
     let b = start().await;

@@ -209,6 +209,11 @@ impl Channel {
     /// Publisher confirms owed since the last flush, as (tag, multiple, ack): runs of acks
     /// folded into one `multiple` ack, each failed publish nacked on its own. A publish still
     /// waiting holds back its own confirm and every later one.
+    /// The highest publish sequence number answered so far.
+    pub fn confirmed_through(&self) -> u64 {
+        self.confirmed
+    }
+
     pub fn take_due_confirms(&mut self) -> Vec<(u64, bool, bool)> {
         let mut out = Vec::new();
         while let Some(front) = self.awaiting.front() {

@@ -209,6 +209,8 @@ impl Connection {
             } => {
                 let c = self.channel(ch)?;
                 let settled = c.take_settled(delivery_tag, multiple)?;
+                self.counts.acknowledged += settled.len() as u64;
+                let c = self.channel(ch)?;
                 c.settle_or_buffer(settled, Settlement::Ack).await;
                 Ok(())
             }
@@ -596,6 +598,7 @@ impl Connection {
                     .map_err(|_| gone(&vhost, &name))?;
                 match got {
                     Some(r) => {
+                        self.counts.delivered += 1;
                         let tag = self.channel(ch)?.next_tag(q.clone(), r.id, !no_ack, false);
                         let m = &r.message;
                         encode::write_get_ok(
@@ -793,6 +796,7 @@ impl Connection {
             self.published = true;
             self.update_blocked();
         }
+        self.counts.received += 1;
         let vhost = self.vhost()?;
         let asks_direct_reply = PropertiesView::parse(&content.properties)
             .is_ok_and(|p| p.reply_to == Some(reply_to::PSEUDO_QUEUE.as_bytes()));
@@ -860,6 +864,15 @@ impl Connection {
             }
         };
         drop(headers);
+        if targets.is_empty() && routing == Routing::Routed {
+            if content.publish.mandatory {
+                self.counts.unroutable_returned += 1;
+            } else {
+                self.counts.unroutable_dropped += 1;
+            }
+        } else {
+            self.counts.routed += 1;
+        }
         if strip_bcc {
             content.properties = without_bcc(&content.properties).unwrap_or(content.properties);
         }

@@ -162,6 +162,8 @@ pub(crate) struct Connection {
     /// Blocked by an alarm: not read from until it clears.
     blocked: bool,
     alarms: tokio::sync::watch::Receiver<crate::alarm::Alarms>,
+    /// Message counts not yet added to the broker's totals (once per loop turn).
+    counts: crate::stats::Counts,
 }
 
 /// Serves one accepted socket until it closes.
@@ -240,10 +242,12 @@ where
         published: false,
         blocked: false,
         alarms: broker.alarms(),
+        counts: crate::stats::Counts::default(),
     };
     conn.send_start();
     conn.run(rd, rbuf, wtx, events_rx).await;
     conn.release_all().await;
+    broker.counters.flush(&mut conn.counts);
     let _ = writer.await;
     tracing::debug!(%peer, id = conn.id, "connection closed");
 }
@@ -342,6 +346,7 @@ impl Connection {
             self.fail(e);
         }
         loop {
+            self.broker.counters.flush(&mut self.counts);
             if self.phase == Phase::Done {
                 break;
             }
@@ -713,6 +718,7 @@ impl Connection {
             return;
         };
         let tag = c.record_delivery(&d);
+        self.counts.delivered += 1;
         let m = &d.message;
         encode::write_deliver(
             &mut self.out,
@@ -811,8 +817,13 @@ impl Connection {
     fn flush_confirms(&mut self) {
         for ch in std::mem::take(&mut self.confirms_due) {
             if let Some(c) = self.channels.get_mut(&ch) {
+                let mut through = c.confirmed_through();
                 for (tag, multiple, ack) in c.take_due_confirms() {
                     encode::write_confirm(&mut self.out, ch, tag, multiple, ack);
+                    if ack {
+                        self.counts.confirmed += if multiple { tag - through } else { 1 };
+                    }
+                    through = tag;
                 }
             }
         }

@@ -227,6 +227,7 @@ pub async fn overview(State(broker): Shared, _user: User) -> Answer {
     let queues = queues_json(vhosts.clone()).await;
     let sum = |key: &str| queues.iter().filter_map(|q| q[key].as_u64()).sum::<u64>();
     let exchanges: usize = vhosts.iter().map(|v| v.exchanges_info().len()).sum();
+    let t = broker.counters.totals();
     Ok(Json(json!({
         "management_version": env!("CARGO_PKG_VERSION"),
         "product_name": "Warren",
@@ -238,6 +239,14 @@ pub async fn overview(State(broker): Shared, _user: User) -> Answer {
             "exchanges": exchanges,
             "queues": queues.len(),
             "consumers": sum("consumers"),
+        },
+        "message_stats": {
+            "publish": t.received,
+            "confirm": t.confirmed,
+            "deliver_get": t.delivered,
+            "ack": t.acknowledged,
+            "return_unroutable": t.unroutable_returned,
+            "drop_unroutable": t.unroutable_dropped,
         },
         "queue_totals": {
             "messages": sum("messages"),

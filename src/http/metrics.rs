@@ -26,6 +26,13 @@ impl Exposition {
     fn single(&mut self, name: &str, help: &str, value: f64) {
         self.gauge(name, help, &[(String::new(), value)]);
     }
+
+    fn counter(&mut self, name: &str, help: &str, value: u64) {
+        let _ = writeln!(
+            self.0,
+            "# TYPE {name} counter\n# HELP {name} {help}\n{name} {value}"
+        );
+    }
 }
 
 /// `{k="v",...}` with the values escaped as the format requires.
@@ -122,6 +129,34 @@ async fn render(broker: &Broker, per_object: bool) -> String {
         "Sum of ready and unacknowledged messages - total queue depth",
         &series(|i| u64::from(i.ready) + u64::from(i.unacked)),
     );
+    let t = broker.counters.totals();
+    for (name, help, value) in [
+        ("received", "Total number of messages received from publishers", t.received),
+        ("routed", "Total number of messages routed to queues or streams", t.routed),
+        (
+            "unroutable_dropped",
+            "Total number of messages published as non-mandatory into an exchange and dropped as unroutable",
+            t.unroutable_dropped,
+        ),
+        (
+            "unroutable_returned",
+            "Total number of messages published as mandatory into an exchange and returned to the publisher as unroutable",
+            t.unroutable_returned,
+        ),
+        ("delivered", "Total number of messages delivered to consumers", t.delivered),
+        (
+            "acknowledged",
+            "Total number of messages acknowledged by consumers",
+            t.acknowledged,
+        ),
+        (
+            "confirmed",
+            "Total number of messages confirmed to publishers",
+            t.confirmed,
+        ),
+    ] {
+        out.counter(&format!("rabbitmq_global_messages_{name}_total"), help, value);
+    }
     if per_object {
         out.gauge(
             "rabbitmq_queue_consumers",
