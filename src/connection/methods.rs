@@ -471,12 +471,15 @@ impl Connection {
                 self.channel(ch)?.last_queue = Some(name.clone());
                 self.sync_storage().await?;
                 if !d.nowait {
-                    let stats = q.ask(QueueCommand::Stats).await.unwrap_or_default();
+                    let stats = q
+                        .ask(|reply| QueueCommand::Stats { used: true, reply })
+                        .await
+                        .unwrap_or_default();
                     self.send_method(
                         ch,
                         AMQPClass::Queue(queue::AMQPMethod::DeclareOk(queue::DeclareOk {
                             queue: name.into(),
-                            message_count: stats.messages,
+                            message_count: stats.ready,
                             consumer_count: stats.consumers,
                         })),
                     );

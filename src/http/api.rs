@@ -14,8 +14,9 @@ use base64::Engine as _;
 use serde_json::{json, Map, Value};
 use warren_amqp::types::{AMQPValue, FieldTable};
 
+use super::QueueSnapshot;
 use crate::broker::Broker;
-use crate::queue::{QueueCommand, QueueHandle, QueueInfo};
+use crate::queue::QueueStats;
 use crate::vhost::Vhost;
 
 pub type Shared = State<Arc<Broker>>;
@@ -124,39 +125,29 @@ pub fn table_json(table: &FieldTable) -> Value {
     Value::Object(map)
 }
 
-async fn queue_json(vhost: &str, q: &QueueHandle, node: &str) -> Value {
-    let info = q
-        .ask(QueueCommand::Info)
-        .await
-        .unwrap_or(QueueInfo::default());
+fn queue_json(s: &QueueSnapshot, node: &str) -> Value {
+    let (q, stats) = (&s.queue, &s.stats);
     json!({
         "name": &*q.name,
-        "vhost": vhost,
+        "vhost": &s.vhost,
         "durable": q.durable,
         "auto_delete": q.auto_delete,
         "exclusive": q.is_exclusive(),
         "arguments": table_json(&q.arguments),
-        "messages": u64::from(info.ready) + u64::from(info.unacked),
-        "messages_ready": info.ready,
-        "messages_unacknowledged": info.unacked,
-        "consumers": info.consumers,
+        "messages": u64::from(stats.ready) + u64::from(stats.unacked),
+        "messages_ready": stats.ready,
+        "messages_unacknowledged": stats.unacked,
+        "consumers": stats.consumers,
         "state": "running",
         "type": "classic",
         "node": node,
     })
 }
 
-async fn queues_json(vhosts: Vec<Arc<Vhost>>) -> Vec<Value> {
+async fn queues_json(vhosts: &[Arc<Vhost>]) -> Value {
     let node = super::node_name();
-    let mut out = Vec::new();
-    for v in vhosts {
-        let mut queues = v.queues();
-        queues.sort_by(|a, b| a.name.cmp(&b.name));
-        for q in queues {
-            out.push(queue_json(&v.name, &q, &node).await);
-        }
-    }
-    out
+    let snapshots = super::queue_snapshots(vhosts).await;
+    Value::Array(snapshots.iter().map(|s| queue_json(s, &node)).collect())
 }
 
 fn exchanges_json(v: &Vhost) -> Vec<Value> {
@@ -224,8 +215,9 @@ fn percent_encode(s: &str) -> String {
 
 pub async fn overview(State(broker): Shared, _user: User) -> Answer {
     let vhosts = broker.vhosts();
-    let queues = queues_json(vhosts.clone()).await;
-    let sum = |key: &str| queues.iter().filter_map(|q| q[key].as_u64()).sum::<u64>();
+    let queues = super::queue_snapshots(&vhosts).await;
+    let sum =
+        |f: fn(&QueueStats) -> u32| queues.iter().map(|q| u64::from(f(&q.stats))).sum::<u64>();
     let exchanges: usize = vhosts.iter().map(|v| v.exchanges_info().len()).sum();
     let t = broker.counters.totals();
     Ok(Json(json!({
@@ -238,7 +230,7 @@ pub async fn overview(State(broker): Shared, _user: User) -> Answer {
             "connections": broker.connection_count(),
             "exchanges": exchanges,
             "queues": queues.len(),
-            "consumers": sum("consumers"),
+            "consumers": sum(|s| s.consumers),
         },
         "message_stats": {
             "publish": t.received,
@@ -249,9 +241,9 @@ pub async fn overview(State(broker): Shared, _user: User) -> Answer {
             "drop_unroutable": t.unroutable_dropped,
         },
         "queue_totals": {
-            "messages": sum("messages"),
-            "messages_ready": sum("messages_ready"),
-            "messages_unacknowledged": sum("messages_unacknowledged"),
+            "messages": sum(|s| s.ready) + sum(|s| s.unacked),
+            "messages_ready": sum(|s| s.ready),
+            "messages_unacknowledged": sum(|s| s.unacked),
         },
     })))
 }
@@ -297,12 +289,12 @@ pub async fn vhost_one(State(broker): Shared, _user: User, Path(name): Path<Stri
 }
 
 pub async fn queues_all(State(broker): Shared, _user: User) -> Answer {
-    Ok(Json(Value::Array(queues_json(broker.vhosts()).await)))
+    Ok(Json(queues_json(&broker.vhosts()).await))
 }
 
 pub async fn queues_in(State(broker): Shared, _user: User, Path(name): Path<String>) -> Answer {
     let v = vhost(&broker, &name)?;
-    Ok(Json(Value::Array(queues_json(vec![v]).await)))
+    Ok(Json(queues_json(&[v]).await))
 }
 
 pub async fn queue_one(
@@ -316,7 +308,8 @@ pub async fn queue_one(
         .into_iter()
         .find(|q| *q.name == *queue)
         .ok_or(ApiError::NotFound)?;
-    Ok(Json(queue_json(&v.name, &q, &super::node_name()).await))
+    let snapshot = super::queue_snapshot(&v.name, q).await;
+    Ok(Json(queue_json(&snapshot, &super::node_name())))
 }
 
 pub async fn exchanges_all(State(broker): Shared, _user: User) -> Answer {

@@ -10,7 +10,7 @@ use axum::http::header;
 use axum::response::IntoResponse;
 
 use crate::broker::Broker;
-use crate::queue::{QueueCommand, QueueInfo};
+use crate::queue::QueueStats;
 
 /// One metric family being written: its `# HELP` / `# TYPE` header once, then its samples.
 struct Exposition(String);
@@ -57,18 +57,9 @@ fn resident_memory_bytes() -> Option<u64> {
 }
 
 async fn render(broker: &Broker, per_object: bool) -> String {
-    let mut queues = Vec::new();
-    for v in broker.vhosts() {
-        for q in v.queues() {
-            let info = q
-                .ask(QueueCommand::Info)
-                .await
-                .unwrap_or(QueueInfo::default());
-            queues.push((v.name.clone(), q.name.to_string(), info));
-        }
-    }
-    queues.sort_by(|a, b| (&a.0, &a.1).cmp(&(&b.0, &b.1)));
-    let total = |f: fn(&QueueInfo) -> u32| queues.iter().map(|q| f64::from(f(&q.2))).sum::<f64>();
+    let queues = super::queue_snapshots(&broker.vhosts()).await;
+    let total =
+        |f: fn(&QueueStats) -> u32| queues.iter().map(|q| f64::from(f(&q.stats))).sum::<f64>();
     let alarms = *broker.alarms().borrow();
     let c = &broker.config;
     let node = super::node_name();
@@ -104,14 +95,20 @@ async fn render(broker: &Broker, per_object: bool) -> String {
         total(|i| i.consumers),
     );
     // Totals, or one series per queue (a family appears once either way, as the format requires).
-    let series = |f: fn(&QueueInfo) -> u64| -> Vec<(String, f64)> {
+    let series = |f: fn(&QueueStats) -> u64| -> Vec<(String, f64)> {
         if per_object {
             queues
                 .iter()
-                .map(|(v, q, i)| (labels(&[("vhost", v), ("queue", q)]), f(i) as f64))
+                .map(|s| {
+                    let labels = labels(&[("vhost", &s.vhost), ("queue", &s.queue.name)]);
+                    (labels, f(&s.stats) as f64)
+                })
                 .collect()
         } else {
-            vec![(String::new(), queues.iter().map(|q| f(&q.2) as f64).sum())]
+            vec![(
+                String::new(),
+                queues.iter().map(|s| f(&s.stats) as f64).sum(),
+            )]
         }
     };
     out.gauge(

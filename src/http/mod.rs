@@ -14,6 +14,41 @@ use serde_json::json;
 use tokio::net::TcpListener;
 
 use crate::broker::Broker;
+use crate::queue::{QueueCommand, QueueHandle, QueueStats};
+use crate::vhost::Vhost;
+
+/// A queue as the listings and metrics show it: its vhost, its handle, its counts.
+struct QueueSnapshot {
+    vhost: String,
+    queue: Arc<QueueHandle>,
+    stats: QueueStats,
+}
+
+/// One queue's snapshot; asking for it is not a use of the queue (`x-expires`).
+async fn queue_snapshot(vhost: &str, queue: Arc<QueueHandle>) -> QueueSnapshot {
+    let stats = queue
+        .ask(|reply| QueueCommand::Stats { used: false, reply })
+        .await
+        .unwrap_or_default();
+    QueueSnapshot {
+        vhost: vhost.to_owned(),
+        queue,
+        stats,
+    }
+}
+
+/// Every queue of these vhosts, by vhost and then by name.
+async fn queue_snapshots(vhosts: &[Arc<Vhost>]) -> Vec<QueueSnapshot> {
+    let mut out = Vec::new();
+    for v in vhosts {
+        let mut queues = v.queues();
+        queues.sort_by(|a, b| a.name.cmp(&b.name));
+        for q in queues {
+            out.push(queue_snapshot(&v.name, q).await);
+        }
+    }
+    out
+}
 
 /// RabbitMQ's answer: 200 `{"status":"ok"}`, or 503 with the alarms in effect.
 fn alarms_health_check(broker: &Broker) -> (StatusCode, Json<serde_json::Value>) {

@@ -20,8 +20,8 @@ use super::dead_letter::{self, Reason};
 use super::dedup::{self, DedupCache};
 use super::ready::{Entry, Ready, Slot};
 use super::{
-    Consumer, GetReply, Overflow, PublishConfirm, QueueArgs, QueueCommand, QueueHandle, QueueInfo,
-    QueueSpec, QueueStats,
+    Consumer, GetReply, Overflow, PublishConfirm, QueueArgs, QueueCommand, QueueHandle, QueueSpec,
+    QueueStats,
 };
 use crate::connection::{ConnEvent, Delivery};
 use crate::exchange::LazyHeaders;
@@ -608,16 +608,12 @@ impl QueueState {
                     return Flow::Stop;
                 }
             }
-            QueueCommand::Stats(reply) => {
-                self.last_used = Instant::now();
-                self.expire();
+            QueueCommand::Stats { used, reply } => {
+                if used {
+                    self.last_used = Instant::now();
+                    self.expire();
+                }
                 let _ = reply.send(QueueStats {
-                    messages: self.ready.len() as u32,
-                    consumers: self.consumers.len() as u32,
-                });
-            }
-            QueueCommand::Info(reply) => {
-                let _ = reply.send(QueueInfo {
                     ready: self.ready.len() as u32,
                     unacked: self.outstanding.len() as u32,
                     consumers: self.consumers.len() as u32,

@@ -50,9 +50,12 @@ pub enum QueueCommand {
         if_empty: bool,
         reply: oneshot::Sender<Result<u32, AmqpError>>,
     },
-    Stats(oneshot::Sender<QueueStats>),
-    /// Counts for the management API; unlike `Stats` this is not a use of the queue (`x-expires`).
-    Info(oneshot::Sender<QueueInfo>),
+    /// The queue's counts. `used`: this counts as a use of the queue for `x-expires` (a declare
+    /// does; the management API's listings do not).
+    Stats {
+        used: bool,
+        reply: oneshot::Sender<QueueStats>,
+    },
     /// A connection or channel has room for deliveries again.
     Resume,
     /// Cancel a consumer without an answer (its channel or connection went away).
@@ -70,14 +73,9 @@ pub struct PublishConfirm {
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct QueueStats {
-    pub messages: u32,
-    pub consumers: u32,
-}
-
-/// What the management API shows of a queue's contents.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct QueueInfo {
+    /// Ready messages (declare-ok's message_count).
     pub ready: u32,
+    /// Delivered and not yet settled.
     pub unacked: u32,
     pub consumers: u32,
 }
