@@ -102,11 +102,7 @@ pub fn memory_high_watermark(relative: f64, absolute: Option<u64>) -> Option<u64
 /// Compares the bytes held by messages with the high watermark twice a second, for as long as the
 /// broker runs.
 pub async fn watch_memory(broker: Arc<Broker>) {
-    let c = &broker.config;
-    let Some(limit) = memory_high_watermark(
-        c.vm_memory_high_watermark,
-        c.vm_memory_high_watermark_absolute,
-    ) else {
+    let Some(limit) = broker.memory_limit else {
         tracing::warn!("total memory unknown: no memory alarm");
         return;
     };

@@ -21,6 +21,8 @@ pub struct Broker {
     pub users: Users,
     /// Message counts since start, for metrics and the overview.
     pub counters: crate::stats::Counters,
+    /// The memory high watermark in bytes, worked out once at start (None: total memory unknown).
+    pub memory_limit: Option<u64>,
     pub replies: ReplyRegistry,
     vhosts: RwLock<HashMap<String, Arc<Vhost>>>,
     next_id: AtomicU64,
@@ -50,11 +52,16 @@ impl Broker {
             &config.default_pass,
             &config.loopback_users,
         );
+        let memory_limit = crate::alarm::memory_high_watermark(
+            config.vm_memory_high_watermark,
+            config.vm_memory_high_watermark_absolute,
+        );
         Ok(Arc::new(Broker {
             config,
             store,
             users,
             counters: crate::stats::Counters::default(),
+            memory_limit,
             replies: ReplyRegistry::default(),
             vhosts: RwLock::new(vhosts),
             next_id: AtomicU64::new(1),

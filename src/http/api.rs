@@ -263,10 +263,7 @@ pub async fn nodes(State(broker): Shared, _user: User) -> Answer {
         "mem_alarm": alarms.memory,
         "disk_free_alarm": alarms.disk,
         "mem_used": crate::message::held_bytes(),
-        "mem_limit": crate::alarm::memory_high_watermark(
-            c.vm_memory_high_watermark,
-            c.vm_memory_high_watermark_absolute,
-        ),
+        "mem_limit": broker.memory_limit,
         "disk_free": crate::alarm::free_bytes(&c.data_dir),
         "disk_free_limit": c.disk_free_limit,
     }])))

@@ -178,10 +178,7 @@ async fn render(broker: &Broker, per_object: bool) -> String {
             rss as f64,
         );
     }
-    if let Some(limit) = crate::alarm::memory_high_watermark(
-        c.vm_memory_high_watermark,
-        c.vm_memory_high_watermark_absolute,
-    ) {
+    if let Some(limit) = broker.memory_limit {
         out.single(
             "rabbitmq_resident_memory_limit_bytes",
             "Memory high watermark in bytes",
