@@ -6,7 +6,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, TcpStream};
 use tokio_rustls::TlsAcceptor;
 
 use crate::broker::Broker;
@@ -78,50 +78,31 @@ impl Server {
         let http = tokio::spawn(crate::http::serve(self.http, self.broker.clone()));
         let disk = tokio::spawn(crate::alarm::watch_disk(self.broker.clone()));
         let memory = tokio::spawn(crate::alarm::watch_memory(self.broker.clone()));
-        let accept = async {
-            loop {
-                match self.amqp.accept().await {
-                    Ok((stream, peer)) => {
-                        let broker = self.broker.clone();
-                        tokio::spawn(crate::connection::serve(broker, stream, peer));
-                    }
-                    Err(e) => {
-                        tracing::warn!("accept failed: {e}");
-                        tokio::time::sleep(Duration::from_millis(50)).await;
-                    }
-                }
-            }
-        };
+        let broker = &self.broker;
+        let accept = accept_each(&self.amqp, |stream, peer| {
+            tokio::spawn(crate::connection::serve(broker.clone(), stream, peer));
+        });
         let accept_tls = async {
             let Some((listener, acceptor)) = &self.amqps else {
                 return std::future::pending().await;
             };
-            loop {
-                match listener.accept().await {
-                    Ok((stream, peer)) => {
-                        let broker = self.broker.clone();
-                        let acceptor = acceptor.clone();
-                        tokio::spawn(async move {
-                            // A client that stalls in the handshake is dropped, as in AMQP's own.
-                            let handshake = tokio::time::timeout(
-                                crate::connection::HANDSHAKE_TIMEOUT,
-                                acceptor.accept(stream),
-                            );
-                            match handshake.await {
-                                Ok(Ok(tls)) => {
-                                    crate::connection::serve_tls(broker, tls, peer).await
-                                }
-                                Ok(Err(e)) => tracing::info!(%peer, "TLS handshake failed: {e}"),
-                                Err(_) => tracing::info!(%peer, "TLS handshake timeout"),
-                            }
-                        });
+            accept_each(listener, |stream, peer| {
+                let broker = broker.clone();
+                let acceptor = acceptor.clone();
+                tokio::spawn(async move {
+                    // A client that stalls in the handshake is dropped, as in AMQP's own.
+                    let handshake = tokio::time::timeout(
+                        crate::connection::HANDSHAKE_TIMEOUT,
+                        acceptor.accept(stream),
+                    );
+                    match handshake.await {
+                        Ok(Ok(tls)) => crate::connection::serve_tls(broker, tls, peer).await,
+                        Ok(Err(e)) => tracing::info!(%peer, "TLS handshake failed: {e}"),
+                        Err(_) => tracing::info!(%peer, "TLS handshake timeout"),
                     }
-                    Err(e) => {
-                        tracing::warn!("accept failed: {e}");
-                        tokio::time::sleep(Duration::from_millis(50)).await;
-                    }
-                }
-            }
+                });
+            })
+            .await
         };
         tokio::select! {
             _ = accept => {}
@@ -136,5 +117,19 @@ impl Server {
         http.abort();
         disk.abort();
         memory.abort();
+    }
+}
+
+/// Hands every connection `listener` accepts to `serve`, for ever; a failed accept (too many open
+/// files, say) is logged and retried shortly after.
+async fn accept_each(listener: &TcpListener, mut serve: impl FnMut(TcpStream, SocketAddr)) {
+    loop {
+        match listener.accept().await {
+            Ok((stream, peer)) => serve(stream, peer),
+            Err(e) => {
+                tracing::warn!("accept failed: {e}");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
     }
 }
