@@ -150,17 +150,6 @@ impl Config {
         }
     }
 
-    /// The AMQPS listener's TLS options.
-    pub fn tls_options(&self) -> crate::tls::TlsOptions {
-        crate::tls::TlsOptions {
-            cert_file: self.tls_cert_file.clone(),
-            key_file: self.tls_key_file.clone(),
-            ca_file: self.tls_ca_file.clone(),
-            verify_peer: self.tls_verify_peer,
-            fail_if_no_peer_cert: self.tls_fail_if_no_peer_cert,
-        }
-    }
-
     /// The key for encryption at rest, if one is configured.
     pub fn encryption_key(&self) -> Result<Option<EncryptionKey>, StorageError> {
         match (&self.encryption_key, &self.encryption_key_file) {

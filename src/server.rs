@@ -35,7 +35,7 @@ impl Server {
     pub async fn bind(config: Config) -> Result<Server, ServerError> {
         let amqps = match config.amqps_listen {
             Some(addr) => {
-                let acceptor = crate::tls::acceptor(&config.tls_options())?;
+                let acceptor = crate::tls::acceptor(&config)?;
                 Some((TcpListener::bind(addr).await?, acceptor))
             }
             None => None,

@@ -12,6 +12,8 @@ use tokio_rustls::rustls::server::WebPkiClientVerifier;
 use tokio_rustls::rustls::{self, RootCertStore, ServerConfig};
 use tokio_rustls::TlsAcceptor;
 
+use crate::config::Config;
+
 #[derive(Debug, thiserror::Error)]
 pub enum TlsError {
     #[error("--amqps-listen needs --tls-cert-file and --tls-key-file")]
@@ -31,16 +33,6 @@ pub enum TlsError {
     Verifier(#[from] rustls::server::VerifierBuilderError),
 }
 
-/// The TLS options of the AMQPS listener.
-#[derive(Clone, Debug, Default)]
-pub struct TlsOptions {
-    pub cert_file: Option<PathBuf>,
-    pub key_file: Option<PathBuf>,
-    pub ca_file: Option<PathBuf>,
-    pub verify_peer: bool,
-    pub fail_if_no_peer_cert: bool,
-}
-
 fn certificates(path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsError> {
     let pem = |source| TlsError::Pem {
         path: path.to_owned(),
@@ -56,9 +48,9 @@ fn certificates(path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsError> {
     Ok(certs)
 }
 
-/// The acceptor for the AMQPS listener.
-pub fn acceptor(options: &TlsOptions) -> Result<TlsAcceptor, TlsError> {
-    let (Some(cert_file), Some(key_file)) = (&options.cert_file, &options.key_file) else {
+/// The acceptor for the AMQPS listener, from the configuration's `tls_*` settings.
+pub fn acceptor(config: &Config) -> Result<TlsAcceptor, TlsError> {
+    let (Some(cert_file), Some(key_file)) = (&config.tls_cert_file, &config.tls_key_file) else {
         return Err(TlsError::MissingFiles);
     };
     let certs = certificates(cert_file)?;
@@ -69,14 +61,14 @@ pub fn acceptor(options: &TlsOptions) -> Result<TlsAcceptor, TlsError> {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let builder = ServerConfig::builder_with_provider(provider.clone())
         .with_safe_default_protocol_versions()?;
-    let builder = if options.verify_peer {
-        let ca_file = options.ca_file.as_ref().ok_or(TlsError::MissingCa)?;
+    let builder = if config.tls_verify_peer {
+        let ca_file = config.tls_ca_file.as_ref().ok_or(TlsError::MissingCa)?;
         let mut roots = RootCertStore::empty();
         for ca in certificates(ca_file)? {
             roots.add(ca)?;
         }
         let verifier = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider);
-        let verifier = if options.fail_if_no_peer_cert {
+        let verifier = if config.tls_fail_if_no_peer_cert {
             verifier.build()?
         } else {
             verifier.allow_unauthenticated().build()?

@@ -7,6 +7,7 @@ mod metrics;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
+use axum::extract::State;
 use axum::http::StatusCode;
 use axum::routing::get;
 use axum::{Json, Router};
@@ -85,14 +86,10 @@ fn node_name() -> String {
 }
 
 pub async fn serve(listener: TcpListener, broker: Arc<Broker>) {
-    let alarms_broker = broker.clone();
     let app = Router::new()
         .route(
             "/api/health/checks/alarms",
-            get(move || {
-                let broker = alarms_broker.clone();
-                async move { alarms_health_check(&broker) }
-            }),
+            get(|State(broker): State<Arc<Broker>>| async move { alarms_health_check(&broker) }),
         )
         .route(
             "/api/aliveness-test/{vhost}",
