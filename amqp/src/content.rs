@@ -28,6 +28,14 @@ enum State {
         body_size: u64,
         parts: BodyParts,
     },
+    /// The header was refused (a message over the size limit): its body frames are skipped,
+    /// not buffered, until `remaining` octets have gone by.
+    Discarding {
+        remaining: u64,
+    },
+    /// A body ran past the size its header declared. As RabbitMQ, further body frames are
+    /// swallowed and any other frame is an error.
+    Overrun,
 }
 
 #[derive(Debug)]
@@ -36,6 +44,16 @@ enum BodyParts {
     /// A body in one frame stays a slice of the read buffer.
     One(Bytes),
     Many(BytesMut),
+}
+
+impl BodyParts {
+    fn len(&self) -> usize {
+        match self {
+            BodyParts::None => 0,
+            BodyParts::One(b) => b.len(),
+            BodyParts::Many(b) => b.len(),
+        }
+    }
 }
 
 /// Per-channel state machine for method + header + body frames.
@@ -53,9 +71,11 @@ impl ContentAssembler {
     /// as RabbitMQ does).
     pub fn interrupted(&self) -> AmqpError {
         let e = match self.state {
-            State::AwaitingBody { .. } => AmqpError::unexpected_frame(
-                "expected content body, got non content body frame instead",
-            ),
+            State::AwaitingBody { .. } | State::Discarding { .. } | State::Overrun => {
+                AmqpError::unexpected_frame(
+                    "expected content body, got non content body frame instead",
+                )
+            }
             _ => AmqpError::unexpected_frame(
                 "expected content header for class 60, got non content header frame instead",
             ),
@@ -63,9 +83,20 @@ impl ContentAssembler {
         e.on_method(60, 40)
     }
 
-    /// Forgets a half-assembled message (the channel is closing).
+    /// Forgets a half-assembled message (the channel is closing). The body frames of a refused
+    /// message are still skipped: the client sends them whatever the broker answered.
     pub fn reset(&mut self) {
-        self.state = State::Idle;
+        if !matches!(self.state, State::Discarding { .. }) {
+            self.state = State::Idle;
+        }
+    }
+
+    /// Body octets held for the message being assembled.
+    pub fn buffered(&self) -> usize {
+        match &self.state {
+            State::AwaitingBody { parts, .. } => parts.len(),
+            _ => 0,
+        }
     }
 
     /// A content-bearing method arrived. Any other frame in the middle of a message is an error
@@ -114,6 +145,10 @@ impl ContentAssembler {
             ));
         }
         if body_size > max_body {
+            // Only the channel is closed: the body frames that follow are skipped.
+            self.state = State::Discarding {
+                remaining: body_size,
+            };
             return Err(AmqpError::precondition_failed(format!(
                 "message size {body_size} is larger than configured max size {max_body}"
             )));
@@ -143,6 +178,22 @@ impl ContentAssembler {
     }
 
     fn body_inner(&mut self, payload: Bytes) -> Result<Option<Content>, AmqpError> {
+        match &mut self.state {
+            State::Discarding { remaining } => {
+                let len = payload.len() as u64;
+                if len > *remaining {
+                    self.state = State::Overrun;
+                } else {
+                    *remaining -= len;
+                    if *remaining == 0 {
+                        self.state = State::Idle;
+                    }
+                }
+                return Ok(None);
+            }
+            State::Overrun => return Ok(None),
+            _ => {}
+        }
         let State::AwaitingBody {
             body_size, parts, ..
         } = &mut self.state
@@ -151,16 +202,12 @@ impl ContentAssembler {
                 "expected method frame, got non method frame instead",
             ));
         };
-        let so_far = match parts {
-            BodyParts::None => 0,
-            BodyParts::One(b) => b.len(),
-            BodyParts::Many(b) => b.len(),
-        } as u64;
-        let total = so_far + payload.len() as u64;
+        let total = parts.len() as u64 + payload.len() as u64;
         if total > *body_size {
-            return Err(AmqpError::frame_error(format!(
-                "body of {total} octets is longer than the {body_size} octets the content header declared"
-            )));
+            // RabbitMQ keeps waiting for a body that can never complete; the next frame of
+            // another kind closes the connection (505).
+            self.state = State::Overrun;
+            return Ok(None);
         }
         *parts = match std::mem::replace(parts, BodyParts::None) {
             BodyParts::None => BodyParts::One(payload),
@@ -252,9 +299,37 @@ mod tests {
         );
         a.start(publish());
         a.header(header(2), 100).unwrap();
+        // An overlong body is swallowed; the next method frame is the error (505, as RabbitMQ).
+        assert_eq!(a.body(Bytes::from_static(b"xyz")).unwrap(), None);
+        assert_eq!(a.body(Bytes::from_static(b"more")).unwrap(), None);
+        assert!(!a.is_idle());
+        assert_eq!(a.interrupted().code, crate::ReplyCode::UnexpectedFrame);
+    }
+
+    #[test]
+    fn refused_oversize_message_skips_its_body_frames() {
+        let mut a = ContentAssembler::default();
+        a.start(publish());
         assert_eq!(
-            a.body(Bytes::from_static(b"xyz")).unwrap_err().code,
-            crate::ReplyCode::FrameError
+            a.header(header(10), 5).unwrap_err().code,
+            crate::ReplyCode::PreconditionFailed
+        );
+        // The channel closes (reset), but the body frames still in flight are skipped.
+        a.reset();
+        assert_eq!(a.buffered(), 0);
+        assert_eq!(a.body(Bytes::from_static(b"abcdef")).unwrap(), None);
+        assert!(!a.is_idle());
+        assert_eq!(a.body(Bytes::from_static(b"ghij")).unwrap(), None);
+        assert!(a.is_idle());
+        // And the next message is assembled as usual.
+        a.start(publish());
+        a.header(header(2), 5).unwrap();
+        assert_eq!(a.buffered(), 0);
+        assert_eq!(a.body(Bytes::from_static(b"k")).unwrap(), None);
+        assert_eq!(a.buffered(), 1);
+        assert_eq!(
+            &a.body(Bytes::from_static(b"l")).unwrap().unwrap().body[..],
+            b"kl"
         );
     }
 }

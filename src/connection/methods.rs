@@ -80,7 +80,11 @@ impl Connection {
             match frame.kind {
                 FrameKind::Header => {
                     let max = self.broker.config.max_message_size;
-                    channel.assembler.header(frame.payload, max)?;
+                    match channel.assembler.header(frame.payload, max) {
+                        // An oversize message on a closing channel is just skipped.
+                        Err(e) if e.closes_connection() => return Err(e),
+                        _ => {}
+                    }
                 }
                 FrameKind::Body => {
                     channel.assembler.body(frame.payload)?;
@@ -186,6 +190,7 @@ impl Connection {
         };
         c.closing = true;
         c.release().await;
+        self.requeue_dead_pending();
         self.send_method(
             ch,
             AMQPClass::Channel(chan::AMQPMethod::Close(chan::Close {
@@ -292,6 +297,7 @@ impl Connection {
                 if let Some(mut c) = self.channels.remove(&ch) {
                     self.confirms_due.retain(|due| *due != ch);
                     c.release().await;
+                    self.requeue_dead_pending();
                 }
                 self.send_method(
                     ch,
@@ -579,6 +585,7 @@ impl Connection {
                             done,
                         })
                         .await;
+                    self.requeue_dead_pending();
                 }
                 if !c.nowait {
                     self.send_method(

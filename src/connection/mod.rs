@@ -85,6 +85,17 @@ pub(crate) const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long to wait for `connection.close-ok` after sending `connection.close`.
 const CLOSE_TIMEOUT: Duration = Duration::from_secs(3);
 const READ_CHUNK: usize = 64 * 1024;
+/// How often the connection looks at its timers.
+const TICK: Duration = Duration::from_secs(1);
+
+/// The timer period for a heartbeat interval: fine enough to send a heartbeat after half of it.
+fn tick_period_for(heartbeat: u16) -> Duration {
+    if heartbeat > 0 && heartbeat <= 2 {
+        Duration::from_millis(250)
+    } else {
+        TICK
+    }
+}
 /// Before tune-ok, frames are limited to the server's maximum.
 const FRAME_MIN_SIZE: u32 = 4096;
 
@@ -164,6 +175,12 @@ pub(crate) struct Connection {
     alarms: tokio::sync::watch::Receiver<crate::alarm::Alarms>,
     /// Message counts not yet added to the broker's totals (once per loop turn).
     counts: crate::stats::Counts,
+    /// connection.close and close-ok were exchanged (either way round).
+    close_handshake_done: bool,
+    /// Deliveries taken from queues while the socket was full, not yet encoded (bounded by the
+    /// connection's delivery credit). Taking them keeps the event queue moving, so a channel
+    /// that closes meanwhile hands its deliveries back at once.
+    pending: std::collections::VecDeque<Delivery>,
 }
 
 /// Serves one accepted socket until it closes.
@@ -214,9 +231,9 @@ where
     }
     let _ = rbuf.split_to(8);
 
-    let (wtx, wrx) = mpsc::channel::<Bytes>(64);
-    let writer = tokio::spawn(write_loop(wr, wrx));
-    let (events_tx, events_rx) = mpsc::unbounded_channel();
+    let (wtx, wrx) = mpsc::channel::<Bytes>(WRITER_QUEUE);
+    let mut writer = tokio::spawn(write_loop(wr, wrx));
+    let (events_tx, mut events_rx) = mpsc::unbounded_channel();
     let mut conn = Connection {
         id: broker.next_id(),
         broker: broker.clone(),
@@ -225,7 +242,9 @@ where
         user: String::new(),
         pending_login: None,
         vhost: None,
-        decoder: FrameDecoder::new(broker.config.frame_max.max(FRAME_MIN_SIZE)),
+        // Until tune-ok, frames are held to the protocol's minimum (as in RabbitMQ): a client
+        // that has not logged in cannot make the broker buffer large frames.
+        decoder: FrameDecoder::new(FRAME_MIN_SIZE),
         frame_max: broker.config.frame_max,
         channel_max: broker.config.channel_max,
         heartbeat: 0,
@@ -243,29 +262,94 @@ where
         blocked: false,
         alarms: broker.alarms(),
         counts: crate::stats::Counts::default(),
+        close_handshake_done: false,
+        pending: std::collections::VecDeque::new(),
     };
     conn.send_start();
-    conn.run(rd, rbuf, wtx, events_rx).await;
+    let ending = conn.run(&mut rd, &mut rbuf, wtx, &mut events_rx).await;
+    // Everything the connection held goes back to its queues before anything else can fail:
+    // consumers, unacked deliveries, and deliveries queues sent that were never encoded.
     conn.release_all().await;
+    conn.requeue_undelivered(&mut events_rx).await;
     broker.counters.flush(&mut conn.counts);
-    let _ = writer.await;
+    // Let the writer flush what is left (close-ok above all). After a clean close, read and
+    // discard until the client closes its side, so it never sees a reset before close-ok; a
+    // writer stuck on a client that does not read is abandoned.
+    let lingering = async {
+        if ending == Ending::Closed {
+            loop {
+                rbuf.clear();
+                match rd.read_buf(&mut rbuf).await {
+                    Ok(0) | Err(_) => break,
+                    Ok(_) => {}
+                }
+            }
+        }
+    };
+    let flushed = tokio::time::timeout(LINGER, async {
+        let _ = (&mut writer).await;
+        lingering.await;
+    })
+    .await;
+    if flushed.is_err() {
+        writer.abort();
+    }
     tracing::debug!(%peer, id = conn.id, "connection closed");
+}
+
+/// Frames encoded for the socket may wait in this many batches before the connection stops
+/// taking more work (deliveries, client frames) for it.
+const WRITER_QUEUE: usize = 64;
+/// Encoded output beyond which the connection stops reading and taking deliveries until the
+/// writer catches up.
+const OUT_HIGH_WATER: usize = 1 << 20;
+/// A write that makes no progress for this long ends the connection (RabbitMQ's `send_timeout`).
+const SEND_TIMEOUT: Duration = Duration::from_secs(15);
+/// How long a closing connection waits for its last writes and for the client to close.
+const LINGER: Duration = Duration::from_secs(2);
+
+/// How the connection loop ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Ending {
+    /// The close handshake completed (or the broker closed without a close frame).
+    Closed,
+    /// The socket ended, failed or went silent: nothing more to say to it.
+    Lost,
 }
 
 async fn write_loop<W: AsyncWrite + Unpin>(mut wr: W, mut rx: mpsc::Receiver<Bytes>) {
     let mut batch = Vec::with_capacity(16);
     while rx.recv_many(&mut batch, 16).await > 0 {
         for chunk in batch.drain(..) {
-            if wr.write_all(&chunk).await.is_err() {
+            if !write_with_progress(&mut wr, &chunk).await {
                 return;
             }
         }
         // A no-op on TCP; over TLS it pushes out records the TLS layer may still hold.
-        if wr.flush().await.is_err() {
-            return;
+        match tokio::time::timeout(SEND_TIMEOUT, wr.flush()).await {
+            Ok(Ok(())) => {}
+            _ => return,
         }
     }
-    let _ = wr.shutdown().await;
+    let _ = tokio::time::timeout(SEND_TIMEOUT, wr.shutdown()).await;
+}
+
+/// Writes all of `chunk`, giving up when a write makes no progress within [`SEND_TIMEOUT`] (a
+/// client that stopped reading) or fails.
+async fn write_with_progress<W: AsyncWrite + Unpin>(wr: &mut W, mut chunk: &[u8]) -> bool {
+    while !chunk.is_empty() {
+        match tokio::time::timeout(SEND_TIMEOUT, wr.write(chunk)).await {
+            Ok(Ok(n)) if n > 0 => chunk = &chunk[n..],
+            Ok(_) => return false,
+            Err(_) => {
+                tracing::info!(
+                    "closing a connection whose client has not read for {SEND_TIMEOUT:?}"
+                );
+                return false;
+            }
+        }
+    }
+    true
 }
 
 impl Connection {
@@ -326,95 +410,180 @@ impl Connection {
         );
     }
 
+    /// Serves the connection until it ends. The loop never waits on the writer alone: while the
+    /// socket is full, timers (heartbeats, consumer timeouts, close deadlines) and the client's
+    /// frames (acks above all) are still handled, up to [`OUT_HIGH_WATER`] of pending output.
     async fn run<R: AsyncRead + Unpin>(
         &mut self,
-        mut rd: R,
-        mut rbuf: BytesMut,
+        rd: &mut R,
+        rbuf: &mut BytesMut,
         wtx: mpsc::Sender<Bytes>,
-        mut events: mpsc::UnboundedReceiver<ConnEvent>,
-    ) {
+        events: &mut mpsc::UnboundedReceiver<ConnEvent>,
+    ) -> Ending {
         let mut shutdown = self.broker.shutdown_signal();
         // One receiver for the whole loop: `changed` marks what it has seen.
         let mut alarm = self.broker.alarms();
         let mut last_read = Instant::now();
         let mut last_write = Instant::now();
         let started = Instant::now();
-        let mut tick = tokio::time::interval(Duration::from_secs(1));
+        let mut tick = tokio::time::interval(TICK);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut tick_period = TICK;
         // Frames that came in with the protocol header.
-        if let Err(e) = self.process_input(&mut rbuf).await {
+        if let Err(e) = self.process_input(rbuf).await {
             self.fail(e);
         }
         loop {
             self.broker.counters.flush(&mut self.counts);
             if self.phase == Phase::Done {
-                break;
+                // The last words (close-ok, or close before a silent drop) still go out.
+                if !self.out.is_empty() {
+                    let last = self.out.split().freeze();
+                    let _ = tokio::time::timeout(LINGER, wtx.send(last)).await;
+                }
+                return if self.close_handshake_done {
+                    Ending::Closed
+                } else {
+                    Ending::Lost
+                };
             }
-            if self.out.is_empty() {
-                if rbuf.capacity() - rbuf.len() < 4096 {
-                    rbuf.reserve(READ_CHUNK);
-                }
-                tokio::select! {
-                    biased;
-                    read = rd.read_buf(&mut rbuf), if !self.blocked => match read {
-                        Ok(0) | Err(_) => break,
-                        Ok(_) => {
-                            last_read = Instant::now();
-                            if let Err(e) = self.process_input(&mut rbuf).await {
-                                self.fail(e);
-                            }
-                        }
-                    },
-                    Some(event) = events.recv() => self.on_events(event, &mut events).await,
-                    changed = alarm.changed() => {
-                        if changed.is_ok() {
-                            self.update_blocked();
+            let period = tick_period_for(self.heartbeat);
+            if period != tick_period {
+                tick_period = period;
+                tick = tokio::time::interval(period);
+                tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            }
+            let writing = !self.out.is_empty();
+            let room = self.out.len() < OUT_HIGH_WATER;
+            if rbuf.capacity() - rbuf.len() < 4096 {
+                rbuf.reserve(READ_CHUNK);
+            }
+            tokio::select! {
+                biased;
+                permit = wtx.reserve(), if writing => match permit {
+                    Ok(permit) => {
+                        permit.send(self.out.split().freeze());
+                        last_write = Instant::now();
+                    }
+                    Err(_) => return Ending::Lost,
+                },
+                read = rd.read_buf(rbuf), if room && !self.blocked => match read {
+                    Ok(0) | Err(_) => return Ending::Lost,
+                    Ok(_) => {
+                        last_read = Instant::now();
+                        if let Err(e) = self.process_input(rbuf).await {
+                            self.fail(e);
                         }
                     }
-                    _ = tick.tick() => {
-                        let now = Instant::now();
-                        if self.phase == Phase::Open {
-                            self.check_consumer_timeouts(now).await;
-                        }
-                        if self.phase != Phase::Open && self.phase != Phase::Closing && now - started > HANDSHAKE_TIMEOUT {
-                            tracing::info!(peer = %self.peer, "handshake timeout");
-                            break;
-                        }
-                        if self.close_deadline.is_some_and(|d| now > d) {
-                            break;
-                        }
-                        if self.heartbeat > 0 {
-                            let hb = Duration::from_secs(u64::from(self.heartbeat));
-                            // A blocked connection is not read from, so its heartbeats go unseen.
-                            if self.blocked {
-                                last_read = now;
-                            }
-                            if now - last_read > hb * 2 {
-                                tracing::info!(peer = %self.peer, "missed heartbeats from client, timeout: {}s", self.heartbeat);
-                                break;
-                            }
-                            if now - last_write >= hb / 2 {
-                                encode::write_heartbeat(&mut self.out);
-                            }
-                        }
-                    }
-                    changed = shutdown.changed() => {
-                        if changed.is_err() || *shutdown.borrow() {
-                            if self.phase == Phase::Closing {
-                                break;
-                            }
-                            self.fail(AmqpError::new(ReplyCode::ConnectionForced, "broker forced connection closure with reason 'shutdown'"));
-                        }
+                },
+                Some(event) = events.recv() => self.on_events(event, events).await,
+                changed = alarm.changed() => {
+                    if changed.is_ok() {
+                        self.update_blocked();
                     }
                 }
+                _ = tick.tick() => {
+                    let now = Instant::now();
+                    if self.phase == Phase::Open {
+                        self.check_consumer_timeouts(now).await;
+                    }
+                    if self.phase != Phase::Open && self.phase != Phase::Closing && now - started > HANDSHAKE_TIMEOUT {
+                        tracing::info!(peer = %self.peer, "handshake timeout");
+                        return Ending::Lost;
+                    }
+                    if self.close_deadline.is_some_and(|d| now > d) {
+                        return Ending::Lost;
+                    }
+                    if self.heartbeat > 0 {
+                        let hb = Duration::from_secs(u64::from(self.heartbeat));
+                        // A blocked connection is not read from, so its heartbeats go unseen.
+                        if self.blocked {
+                            last_read = now;
+                        }
+                        if now - last_read > hb * 2 {
+                            tracing::info!(peer = %self.peer, "missed heartbeats from client, timeout: {}s", self.heartbeat);
+                            return Ending::Lost;
+                        }
+                        // As RabbitMQ: a heartbeat when nothing was sent for half the interval.
+                        if now - last_write >= hb / 2 && self.out.is_empty() {
+                            encode::write_heartbeat(&mut self.out);
+                        }
+                    }
+                }
+                changed = shutdown.changed() => {
+                    if changed.is_err() || *shutdown.borrow() {
+                        if self.phase == Phase::Closing {
+                            return Ending::Lost;
+                        }
+                        self.fail(AmqpError::new(ReplyCode::ConnectionForced, "broker forced connection closure with reason 'shutdown'"));
+                    }
+                }
+            }
+            if room && !self.pending.is_empty() {
+                self.encode_pending();
             }
             self.flush_confirms();
-            if !self.out.is_empty() {
-                last_write = Instant::now();
-                if wtx.send(self.out.split().freeze()).await.is_err() {
-                    break;
+        }
+    }
+
+    /// Encodes deliveries held back while the socket was full, as far as there is room.
+    fn encode_pending(&mut self) {
+        let mut encoded = 0;
+        while self.out.len() < OUT_HIGH_WATER {
+            let Some(d) = self.pending.pop_front() else {
+                break;
+            };
+            encoded += 1;
+            self.deliver(d);
+        }
+        if encoded > 0 {
+            self.flow.drained(encoded);
+        }
+    }
+
+    /// Held-back deliveries whose consumer or channel has gone go back to their queues now.
+    fn requeue_dead_pending(&mut self) {
+        let mut returned = 0;
+        let channels = &self.channels;
+        self.pending.retain(|d| {
+            let live = channels
+                .get(&d.channel)
+                .is_some_and(|c| c.accepts_delivery(d));
+            if !live {
+                returned += 1;
+                if !d.no_ack {
+                    d.queue.send_now(QueueCommand::Requeue(vec![d.id]));
                 }
             }
+            live
+        });
+        if returned > 0 {
+            self.flow.drained(returned);
+        }
+    }
+
+    /// Deliveries queues sent that the connection never encoded go back to their queues (the
+    /// receiver is closed first, so a queue that tries to send more keeps the message itself).
+    async fn requeue_undelivered(&mut self, events: &mut mpsc::UnboundedReceiver<ConnEvent>) {
+        events.close();
+        let mut back: Vec<(Arc<QueueHandle>, Vec<u64>)> = Vec::new();
+        let mut undelivered: Vec<Delivery> = self.pending.drain(..).collect();
+        while let Ok(event) = events.try_recv() {
+            if let ConnEvent::Deliver(d) = event {
+                undelivered.push(d);
+            }
+        }
+        for d in undelivered {
+            if d.no_ack {
+                continue;
+            }
+            match back.iter_mut().find(|(q, _)| Arc::ptr_eq(q, &d.queue)) {
+                Some((_, ids)) => ids.push(d.id),
+                None => back.push((d.queue.clone(), vec![d.id])),
+            }
+        }
+        for (queue, ids) in back {
+            let _ = queue.send(QueueCommand::Requeue(ids)).await;
         }
     }
 
@@ -431,6 +600,15 @@ impl Connection {
                     if self.phase == Phase::Closing {
                         self.phase = Phase::Done;
                         return Ok(());
+                    }
+                    if matches!(
+                        self.phase,
+                        Phase::AwaitStartOk | Phase::AwaitSecureOk | Phase::AwaitTuneOk
+                    ) {
+                        // Before tune-ok RabbitMQ drops a client that breaks framing (a frame
+                        // over 4096 octets, say) without a word.
+                        tracing::info!(peer = %self.peer, "bad frame during the handshake: {e}");
+                        return Err(handshake_violation());
                     }
                     return Err(AmqpError::frame_error(e.to_string()));
                 }
@@ -470,8 +648,12 @@ impl Connection {
                     warren_amqp::decode_method(&frame.payload)
                 {
                     match m {
-                        conn_methods::AMQPMethod::CloseOk(_) => self.phase = Phase::Done,
+                        conn_methods::AMQPMethod::CloseOk(_) => {
+                            self.phase = Phase::Done;
+                            self.close_handshake_done = true;
+                        }
                         conn_methods::AMQPMethod::Close(_) => {
+                            self.close_handshake_done = true;
                             self.send_method(
                                 0,
                                 AMQPClass::Connection(conn_methods::AMQPMethod::CloseOk(
@@ -577,6 +759,7 @@ impl Connection {
                 Ok(())
             }
             (_, M::Close(_)) => {
+                self.close_handshake_done = true;
                 self.send_method(
                     0,
                     AMQPClass::Connection(M::CloseOk(conn_methods::CloseOk {})),
@@ -676,8 +859,12 @@ impl Connection {
         while let Some(event) = next {
             match event {
                 ConnEvent::Deliver(d) => {
-                    delivered += 1;
-                    self.deliver(d);
+                    if self.out.len() >= OUT_HIGH_WATER || !self.pending.is_empty() {
+                        self.pending.push_back(d);
+                    } else {
+                        delivered += 1;
+                        self.deliver(d);
+                    }
                 }
                 ConnEvent::ConsumerCancelled {
                     channel,
