@@ -46,10 +46,11 @@ pub struct Config {
     /// Heartbeat interval offered to clients, in seconds (0 disables).
     #[arg(long, env = "WARREN_HEARTBEAT", default_value_t = 60)]
     pub heartbeat: u16,
-    /// Largest frame offered to clients, in octets.
-    #[arg(long, env = "WARREN_FRAME_MAX", default_value_t = 131_072)]
+    /// Largest frame offered to clients, in octets: at least 4096 (the protocol's minimum), or
+    /// 0 for no limit.
+    #[arg(long, env = "WARREN_FRAME_MAX", default_value_t = 131_072, value_parser = parse_frame_max)]
     pub frame_max: u32,
-    /// Highest channel number offered to clients.
+    /// How many channels a connection may open; 0 for no limit (65535), as in RabbitMQ.
     #[arg(long, env = "WARREN_CHANNEL_MAX", default_value_t = 2047)]
     pub channel_max: u16,
     /// Largest message body accepted, in octets.
@@ -170,4 +171,15 @@ impl Config {
             (None, None) => Ok(None),
         }
     }
+}
+
+/// `--frame-max`: no client could connect with a limit below the protocol's 4096 octets.
+fn parse_frame_max(s: &str) -> Result<u32, String> {
+    let n: u32 = s.parse().map_err(|e| format!("{e}"))?;
+    if n != 0 && n < 4096 {
+        return Err(format!(
+            "{n} is below 4096, the smallest frame_max AMQP 0-9-1 allows (0 means no limit)"
+        ));
+    }
+    Ok(n)
 }

@@ -52,6 +52,34 @@ pub fn held_bytes() -> u64 {
     HELD_BYTES.load(Ordering::Relaxed)
 }
 
+/// Bytes the broker holds for a client outside any message, counted in [`held_bytes`] with the
+/// messages while it lives: a partly received body, an uncommitted transaction's publishes.
+#[derive(Debug, Default)]
+pub struct HeldCharge(u64);
+
+impl HeldCharge {
+    pub fn new(bytes: u64) -> Self {
+        HELD_BYTES.fetch_add(bytes, Ordering::Relaxed);
+        HeldCharge(bytes)
+    }
+
+    /// Now holding `bytes` instead.
+    pub fn set(&mut self, bytes: u64) {
+        if bytes > self.0 {
+            HELD_BYTES.fetch_add(bytes - self.0, Ordering::Relaxed);
+        } else if bytes < self.0 {
+            HELD_BYTES.fetch_sub(self.0 - bytes, Ordering::Relaxed);
+        }
+        self.0 = bytes;
+    }
+}
+
+impl Drop for HeldCharge {
+    fn drop(&mut self) {
+        HELD_BYTES.fetch_sub(self.0, Ordering::Relaxed);
+    }
+}
+
 impl Message {
     pub fn from_content(content: Content, storage_id: Option<u64>) -> MessageRef {
         Self::from_parts(

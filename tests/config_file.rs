@@ -89,3 +89,10 @@ fn unknown_keys_and_bad_values_are_refused() {
     let err = failed_start(dir.path(), "heartbeat = [\n");
     assert!(err.contains("not valid TOML"), "{err}");
 }
+
+#[test]
+fn a_frame_max_no_client_could_use_is_refused_at_start() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let err = failed_start(dir.path(), "frame_max = 1000\n");
+    assert!(err.contains("below 4096"), "{err}");
+}

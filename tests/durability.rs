@@ -20,13 +20,7 @@ use common::ChildBroker;
 type Broker = ChildBroker;
 
 async fn connect(b: &Broker) -> Connection {
-    tokio::time::timeout(
-        Duration::from_secs(10),
-        Connection::connect(&b.uri(), ConnectionProperties::default()),
-    )
-    .await
-    .expect("connect timeout")
-    .expect("connect")
+    b.connect().await
 }
 
 fn persistent() -> BasicProperties {

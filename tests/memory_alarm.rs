@@ -10,7 +10,7 @@ mod common;
 use std::time::{Duration, Instant};
 
 use common::*;
-use warren_amqp::protocol::{connection as conn, queue, AMQPClass};
+use warren_amqp::protocol::{basic, connection as conn, queue, AMQPClass};
 
 const BODY: usize = 8 * 1024;
 
@@ -140,5 +140,113 @@ async fn a_publisher_beyond_the_memory_watermark_is_blocked_until_the_backlog_dr
     assert_eq!(purged + left, published, "a publish was lost");
     publisher.close().await;
     other.close().await;
+    broker.stop();
+}
+
+/// Sends as much of `bytes` as the broker takes within `d`; returns whether all of it went.
+async fn send_while_read(raw: &mut Raw, bytes: &[u8], d: Duration) -> bool {
+    tokio::time::timeout(d, raw.send(bytes)).await.is_ok()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn uncommitted_transactions_count_towards_the_memory_alarm() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let broker = ChildBroker::start(
+        dir.path(),
+        &["--vm-memory-high-watermark-absolute", "20000000"],
+    );
+    let addr = ([127, 0, 0, 1], broker.port).into();
+    let rss_before = broker.rss();
+    let mut publisher = Raw::open(addr).await;
+    publisher.open_channel(1).await;
+    publisher.declare(1, "tx-backlog", QOpts::default()).await;
+    publisher.call(1, tx_select()).await;
+    // 1 MB messages that are never committed: RabbitMQ's alarm sees them, so must ours.
+    let body = vec![b't'; 1_000_000];
+    let mut heard = Heard::default();
+    let mut sent = 0;
+    while heard.blocked.is_none() && sent < 200 {
+        publisher.publish(1, "", "tx-backlog", &body).await;
+        sent += 1;
+        heard
+            .listen(&mut publisher, Duration::from_millis(5), |h| {
+                h.blocked.is_some()
+            })
+            .await;
+    }
+    heard
+        .listen(&mut publisher, Duration::from_secs(5), |h| {
+            h.blocked.is_some()
+        })
+        .await;
+    assert_eq!(
+        heard.blocked.as_deref(),
+        Some("low on memory"),
+        "no connection.blocked after {sent} uncommitted 1 MB publishes"
+    );
+    let grown = broker.rss().saturating_sub(rss_before);
+    assert!(grown < 150_000_000, "RSS grew by {grown} bytes");
+    // Dropping the connection drops the transaction: the alarm clears.
+    drop(publisher);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let (status, _) = broker.http_get("/api/health/checks/alarms");
+        if status == 200 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the alarm never cleared");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    broker.stop();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn partly_received_bodies_count_towards_the_memory_alarm() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let broker = ChildBroker::start(
+        dir.path(),
+        &["--vm-memory-high-watermark-absolute", "20000000"],
+    );
+    let addr = ([127, 0, 0, 1], broker.port).into();
+    let rss_before = broker.rss();
+    // Connections that each start a 120 MB message and send part of its body.
+    let mut clients = Vec::new();
+    let mut blocked = 0;
+    for _ in 0..8 {
+        let mut r = Raw::open(addr).await;
+        r.open_channel(1).await;
+        let mut bytes = method_bytes(
+            1,
+            &AMQPClass::Basic(basic::AMQPMethod::Publish(basic::Publish {
+                exchange: "".into(),
+                routing_key: "nowhere".into(),
+                mandatory: false,
+                immediate: false,
+            })),
+        );
+        bytes.extend(header_bytes(1, 120_000_000));
+        r.send(&bytes).await;
+        let chunk = body_bytes(1, &vec![b'p'; 100_000]);
+        for _ in 0..100 {
+            if !send_while_read(&mut r, &chunk, Duration::from_millis(500)).await {
+                break;
+            }
+        }
+        let mut heard = Heard::default();
+        heard
+            .listen(&mut r, Duration::from_millis(500), |h| h.blocked.is_some())
+            .await;
+        blocked += usize::from(heard.blocked.is_some());
+        clients.push(r);
+    }
+    assert!(blocked > 0, "no connection was blocked");
+    let grown = broker.rss().saturating_sub(rss_before);
+    assert!(grown < 250_000_000, "RSS grew by {grown} bytes");
+    // Clients that do not publish are still served.
+    let mut other = Raw::open(addr).await;
+    other.open_channel(1).await;
+    other.declare(1, "still-served", QOpts::default()).await;
+    other.close().await;
+    drop(clients);
     broker.stop();
 }

@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 use warren_amqp::{AmqpError, ContentAssembler};
 
 use super::Delivery;
+use crate::message::HeldCharge;
 use crate::queue::{ChannelFlow, QueueCommand, QueueHandle};
 
 /// A delivery the client has not settled yet.
@@ -67,6 +68,8 @@ pub(super) struct Channel {
     pub tx: Option<TxBuffer>,
     /// The direct reply-to consumer: its tag and the key replies are addressed with.
     pub reply_consumer: Option<(Arc<str>, String)>,
+    /// The body octets of the message being received, counted by the memory alarm.
+    pub partial_body: HeldCharge,
 }
 
 /// What a transaction holds until commit.
@@ -81,7 +84,24 @@ pub(super) struct TxBuffer {
 pub(super) struct TxPublish {
     pub targets: Vec<Arc<QueueHandle>>,
     pub content: warren_amqp::Content,
+    /// What it holds until commit, counted by the memory alarm.
+    pub _held: HeldCharge,
 }
+
+impl TxPublish {
+    pub fn new(targets: Vec<Arc<QueueHandle>>, content: warren_amqp::Content) -> Self {
+        let bytes =
+            content.properties.len() + content.body.len() + content.publish.routing_key.len();
+        TxPublish {
+            targets,
+            content,
+            _held: HeldCharge::new(bytes as u64 + TX_PUBLISH_OVERHEAD),
+        }
+    }
+}
+
+/// What a buffered publish costs beyond its octets.
+const TX_PUBLISH_OVERHEAD: u64 = 128;
 
 impl Channel {
     pub fn accepts_delivery(&self, d: &Delivery) -> bool {
@@ -287,6 +307,7 @@ impl Channel {
         self.settle(unacked, Settlement::Requeue).await;
         self.flow.unacked.store(0, Ordering::Relaxed);
         self.assembler.reset();
+        self.partial_body.set(0);
     }
 }
 

@@ -138,14 +138,20 @@ impl Connection {
                     Err(e) => Err(e),
                 }
             }
-            FrameKind::Body => match channel.assembler.body(frame.payload) {
-                Ok(Some(content)) => self
-                    .publish(ch, content)
-                    .await
-                    .map_err(|e| e.on_method(60, 40)),
-                Ok(None) => Ok(()),
-                Err(e) => Err(e),
-            },
+            FrameKind::Body => {
+                let assembled = channel.assembler.body(frame.payload);
+                channel
+                    .partial_body
+                    .set(channel.assembler.buffered() as u64);
+                match assembled {
+                    Ok(Some(content)) => self
+                        .publish(ch, content)
+                        .await
+                        .map_err(|e| e.on_method(60, 40)),
+                    Ok(None) => Ok(()),
+                    Err(e) => Err(e),
+                }
+            }
             FrameKind::Heartbeat => Ok(()),
         };
         match result {
@@ -206,6 +212,11 @@ impl Connection {
         match method {
             Method::Publish(p) => {
                 self.channel(ch)?.assembler.start(p);
+                // A publisher from its first publish: an alarm blocks it before its body is in.
+                if !self.published {
+                    self.published = true;
+                    self.update_blocked();
+                }
                 Ok(())
             }
             Method::Ack {
@@ -889,7 +900,7 @@ impl Connection {
         let channel = self.channel(ch)?;
         if let Some(tx) = channel.tx.as_mut() {
             if routing == Routing::Routed {
-                tx.publishes.push(TxPublish { targets, content });
+                tx.publishes.push(TxPublish::new(targets, content));
             }
             return Ok(());
         }

@@ -136,6 +136,14 @@ fn decode(payload: &bytes::Bytes) -> Result<Method, AmqpError> {
     }
 }
 
+/// RabbitMQ's rule for a value the client answers in tune-ok: at least `min` unless 0, and when
+/// the server set a limit (not 0), neither 0 ("no limit") nor above it.
+fn negotiated_ok(server: u32, client: u32, min: u32) -> bool {
+    let below_min = client != 0 && client < min;
+    let over_limit = server != 0 && (client == 0 || client > server);
+    !below_min && !over_limit
+}
+
 /// What the client said it supports in `client_properties.capabilities`.
 #[derive(Debug, Default, Clone, Copy)]
 struct ClientCaps {
@@ -305,6 +313,8 @@ const WRITER_QUEUE: usize = 64;
 const OUT_HIGH_WATER: usize = 1 << 20;
 /// A write that makes no progress for this long ends the connection (RabbitMQ's `send_timeout`).
 const SEND_TIMEOUT: Duration = Duration::from_secs(15);
+/// How much a blocked connection reads ahead (without handling it) to notice a closed socket.
+const BLOCKED_READ_CAP: usize = 256 * 1024;
 /// How long a closing connection waits for its last writes and for the client to close.
 const LINGER: Duration = Duration::from_secs(2);
 
@@ -467,12 +477,18 @@ impl Connection {
                     }
                     Err(_) => return Ending::Lost,
                 },
-                read = rd.read_buf(rbuf), if room && !self.blocked => match read {
+                // A blocked connection is not served, but a little is still read (not handled)
+                // so that a client that closes its socket while blocked is noticed.
+                read = rd.read_buf(rbuf), if room && (!self.blocked || rbuf.len() < BLOCKED_READ_CAP) => match read {
                     Ok(0) | Err(_) => return Ending::Lost,
+                    Ok(_) if self.blocked => {}
                     Ok(_) => {
                         last_read = Instant::now();
                         if let Err(e) = self.process_input(rbuf).await {
                             self.fail(e);
+                        }
+                        if self.published && !self.blocked {
+                            self.check_memory();
                         }
                     }
                 },
@@ -480,6 +496,12 @@ impl Connection {
                 changed = alarm.changed() => {
                     if changed.is_ok() {
                         self.update_blocked();
+                        if !self.blocked && !rbuf.is_empty() {
+                            // What arrived while blocked.
+                            if let Err(e) = self.process_input(rbuf).await {
+                                self.fail(e);
+                            }
+                        }
                     }
                 }
                 _ = tick.tick() => {
@@ -725,19 +747,18 @@ impl Connection {
                 self.logged_in(outcome.map(StartOutcome::LoggedIn))
             }
             (Phase::AwaitTuneOk, M::TuneOk(ok)) => {
-                let server_channel_max = self.broker.config.channel_max;
-                let server_max = self.broker.config.frame_max;
+                let c = &self.broker.config;
                 // RabbitMQ drops the connection (no close frame) when the client asks for more
-                // than it offered, or for a frame_max of 0 or below the 4096 minimum.
-                if ok.channel_max > server_channel_max
-                    || ok.frame_max < FRAME_MIN_SIZE
-                    || (server_max != 0 && ok.frame_max > server_max)
+                // than it offered, for "no limit" when it offered one, or for a frame_max below
+                // the 4096 minimum.
+                if !negotiated_ok(c.channel_max.into(), ok.channel_max.into(), 1)
+                    || !negotiated_ok(c.frame_max, ok.frame_max, FRAME_MIN_SIZE)
                 {
                     tracing::info!(peer = %self.peer, frame_max = ok.frame_max, channel_max = ok.channel_max, "refusing tune-ok");
                     return Err(handshake_violation());
                 }
                 self.channel_max = match ok.channel_max {
-                    0 => server_channel_max,
+                    0 => u16::MAX,
                     n => n,
                 };
                 self.frame_max = ok.frame_max;
@@ -977,6 +998,21 @@ impl Connection {
         if !self.confirms_due.contains(&ch) {
             self.confirms_due.push(ch);
         }
+    }
+
+    /// A publisher that just took the broker past its memory watermark is blocked at once,
+    /// not at the watcher's next look (a fast client can send a lot in half a second).
+    fn check_memory(&mut self) {
+        let Some(limit) = self.broker.memory_limit else {
+            return;
+        };
+        if crate::message::held_bytes() >= limit && self.broker.set_memory_alarm(true) {
+            tracing::warn!(
+                limit_bytes = limit,
+                "memory alarm set: publishers are blocked"
+            );
+        }
+        self.update_blocked();
     }
 
     /// Blocks a publishing connection while an alarm is on (telling a client that understands

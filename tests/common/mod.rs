@@ -167,6 +167,9 @@ impl Drop for TestBroker {
 // ---------------------------------------------------------------------------------------------
 // A broker as a separate process (for restarts, `kill -9` and memory measurements)
 
+/// How long a broker process may take to be ready for clients.
+pub const READY: Duration = Duration::from_secs(180);
+
 pub struct ChildBroker {
     child: std::process::Child,
     pub port: u16,
@@ -208,7 +211,7 @@ impl ChildBroker {
             .stdout(std::process::Stdio::null())
             .spawn()
             .expect("start warren");
-        let deadline = Instant::now() + Duration::from_secs(60);
+        let deadline = Instant::now() + READY;
         while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
             assert!(Instant::now() < deadline, "broker did not start listening");
             std::thread::sleep(Duration::from_millis(20));
@@ -220,24 +223,45 @@ impl ChildBroker {
         }
     }
 
-    /// `GET path` on the HTTP listener: the status code and the body.
+    /// `GET path` on the HTTP listener as guest: the status code and the body.
     pub fn http_get(&self, path: &str) -> (u16, String) {
-        http_get(([127, 0, 0, 1], self.http_port).into(), path, None)
+        http_get(
+            ([127, 0, 0, 1], self.http_port).into(),
+            path,
+            Some(("guest", "guest")),
+        )
     }
 
     pub fn uri(&self) -> String {
         format!("amqp://guest:guest@127.0.0.1:{}/%2f", self.port)
     }
 
+    /// A lapin connection, once the broker answers: a broker process that is recovering a large
+    /// store, or a debug build on a busy 2-core machine, may take a while to complete a
+    /// handshake, so attempts are repeated until [`READY`] has passed.
+    pub async fn connect(&self) -> lapin::Connection {
+        let deadline = Instant::now() + READY;
+        loop {
+            let attempt = tokio::time::timeout(
+                Duration::from_secs(30),
+                lapin::Connection::connect(&self.uri(), lapin::ConnectionProperties::default()),
+            )
+            .await;
+            match attempt {
+                Ok(Ok(conn)) => return conn,
+                Ok(Err(e)) if Instant::now() >= deadline => panic!("cannot connect: {e}"),
+                Err(_) if Instant::now() >= deadline => {
+                    panic!("no handshake within {READY:?}")
+                }
+                _ => tokio::time::sleep(Duration::from_millis(100)).await,
+            }
+        }
+    }
+
     /// Every message body in `queue`, in order, with its redelivered flag (consumed with no-ack).
     pub async fn drain(&self, queue: &str) -> Vec<(Vec<u8>, bool)> {
         use futures::StreamExt;
-        let conn = within_long(
-            "connect",
-            lapin::Connection::connect(&self.uri(), lapin::ConnectionProperties::default()),
-        )
-        .await
-        .expect("connect");
+        let conn = self.connect().await;
         let ch = lapin_channel(&conn).await;
         let count = lapin_count(&ch, queue).await;
         let mut consumer = within(

@@ -1,0 +1,498 @@
+//! Hostile and broken clients against a live broker. Each test plays a client RabbitMQ users meet
+//! in production (one that vanishes with deliveries in flight, one that freezes, one that sends a
+//! pathological routing key or an oversize message) and asserts what RabbitMQ's clients observe:
+//! every message accounted for (published = still queued + consumed), other clients unaffected,
+//! only the offending channel or connection closed.
+//!
+//! `WARREN_SOAK_ROUNDS=N cargo test --release --test adversarial soak -- --ignored` runs the
+//! vanishing-consumer cases N times with random timing (outside CI).
+
+mod common;
+
+use std::collections::HashSet;
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use common::*;
+use tokio::net::TcpStream;
+use warren_amqp::protocol::{basic, connection as conn, exchange, queue, AMQPClass};
+use warren_amqp::types::{AMQPValue, FieldTable, LongString};
+
+/// How long the broker may take to hand back what a vanished client held.
+const SETTLE: Duration = Duration::from_secs(30);
+
+/// A distinct body for message `i`, padded to `size`.
+fn body(i: usize, size: usize) -> Vec<u8> {
+    let mut b = format!("m{i:07}-").into_bytes();
+    b.resize(size.max(b.len()), b'x');
+    b
+}
+
+fn id_of(body: &[u8]) -> usize {
+    std::str::from_utf8(&body[1..8])
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .expect("message id")
+}
+
+/// Publishes `n` messages to `q` (declared non-durable) and waits until the queue holds them all.
+async fn fill(addr: SocketAddr, q: &str, n: usize, size: usize) -> Raw {
+    let mut r = Raw::open(addr).await;
+    r.open_channel(1).await;
+    r.declare(1, q, QOpts::default()).await;
+    for i in 0..n {
+        r.publish(1, "", q, &body(i, size)).await;
+    }
+    let (ready, _) = wait_for(&mut r, q, Duration::from_secs(60), |ready, _| ready == n).await;
+    assert_eq!(ready, n, "queue {q} never held the {n} messages published");
+    r
+}
+
+/// (ready messages, consumers) of `q`, from a passive declare.
+async fn counts(r: &mut Raw, q: &str) -> (usize, usize) {
+    match r.call(1, passive(q)).await {
+        AMQPClass::Queue(queue::AMQPMethod::DeclareOk(ok)) => {
+            (ok.message_count as usize, ok.consumer_count as usize)
+        }
+        other => panic!("expected declare-ok for {q}, got {other:?}"),
+    }
+}
+
+/// Polls the queue's counts until `done` holds or `limit` passes; returns the last counts.
+async fn wait_for(
+    r: &mut Raw,
+    q: &str,
+    limit: Duration,
+    done: impl Fn(usize, usize) -> bool,
+) -> (usize, usize) {
+    let deadline = Instant::now() + limit;
+    loop {
+        let (ready, consumers) = counts(r, q).await;
+        if done(ready, consumers) || Instant::now() >= deadline {
+            return (ready, consumers);
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Drains `q` with basic.get and checks that it holds each of messages 0..n exactly once;
+/// returns how many came back flagged redelivered.
+async fn drain_exactly(r: &mut Raw, q: &str, n: usize) -> usize {
+    let mut seen = HashSet::new();
+    let mut redelivered = 0;
+    while let Some(m) = r.get(1, q, true).await {
+        let id = id_of(&m.body);
+        assert!(seen.insert(id), "message {id} twice");
+        redelivered += usize::from(m.redelivered());
+    }
+    assert_eq!(seen.len(), n, "messages lost");
+    redelivered
+}
+
+/// A consumer without a prefetch limit on `q` that reads `take` deliveries and acks none.
+async fn greedy_consumer(addr: SocketAddr, q: &str, h: Handshake, take: usize) -> Raw {
+    let stream = TcpStream::connect(addr).await.expect("connect");
+    let _ = stream.set_nodelay(true);
+    greedy_consumer_over(stream, q, h, take).await
+}
+
+async fn greedy_consumer_over(stream: TcpStream, q: &str, h: Handshake, take: usize) -> Raw {
+    let mut c = Raw::over(stream).open_as(h).await;
+    c.open_channel(1).await;
+    c.consume(1, q, "greedy", false, false).await;
+    for _ in 0..take {
+        c.expect_deliver().await;
+    }
+    c
+}
+
+/// How the consumer goes away.
+#[derive(Debug, Clone, Copy)]
+enum Vanish {
+    /// connection.close without closing its channel first (the Java and Go clients do this).
+    CloseWithoutChannelClose,
+    /// The socket is reset (SO_LINGER 0), as when the process is killed.
+    Reset,
+    /// The client half-closes its socket (EOF) without a word.
+    Eof,
+}
+
+async fn vanish_with_deliveries_in_flight(how: Vanish, n: usize, take: usize) {
+    let b = start().await;
+    let q = name("vanish");
+    let mut observer = fill(b.addr, &q, n, 512).await;
+    let stream = TcpStream::connect(b.addr).await.expect("connect");
+    if matches!(how, Vanish::Reset) {
+        #[allow(deprecated)] // a blocking close is what we want here: RST at once
+        stream.set_linger(Some(Duration::ZERO)).expect("linger");
+    }
+    let mut c = greedy_consumer_over(stream, &q, Handshake::default(), take).await;
+    match how {
+        Vanish::CloseWithoutChannelClose => c.close().await,
+        Vanish::Reset => drop(c),
+        Vanish::Eof => c.shutdown_write().await,
+    }
+    let (ready, consumers) = wait_for(&mut observer, &q, SETTLE, |ready, consumers| {
+        ready == n && consumers == 0
+    })
+    .await;
+    assert_eq!(
+        (ready, consumers),
+        (n, 0),
+        "{how:?}: every delivery must be back in the queue"
+    );
+    let redelivered = drain_exactly(&mut observer, &q, n).await;
+    assert!(
+        redelivered >= take,
+        "{how:?}: the {take} deliveries the client saw come back redelivered ({redelivered})"
+    );
+    b.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn consumer_closing_its_connection_without_channel_close_loses_nothing() {
+    vanish_with_deliveries_in_flight(Vanish::CloseWithoutChannelClose, 5000, 50).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn consumer_whose_socket_is_reset_loses_nothing() {
+    vanish_with_deliveries_in_flight(Vanish::Reset, 5000, 50).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn consumer_whose_socket_ends_loses_nothing() {
+    vanish_with_deliveries_in_flight(Vanish::Eof, 5000, 50).await;
+}
+
+/// Enough 2 KiB messages (40 MB) to fill the socket buffers of a client that stops reading and
+/// everything the broker queues for its writer, so that the writer is blocked.
+const FLOOD: usize = 20_000;
+const FLOOD_BODY: usize = 2048;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn frozen_consumer_is_dropped_on_missed_heartbeats_and_its_deliveries_requeued() {
+    let b = start().await;
+    let q = name("frozen");
+    let mut observer = fill(b.addr, &q, FLOOD, FLOOD_BODY).await;
+    let h = Handshake {
+        heartbeat: 1,
+        ..Handshake::default()
+    };
+    // Frozen (as with SIGSTOP): it neither reads nor sends anything, heartbeats included.
+    let frozen = greedy_consumer(b.addr, &q, h, 10).await;
+    let (ready, consumers) = wait_for(&mut observer, &q, SETTLE, |ready, consumers| {
+        ready == FLOOD && consumers == 0
+    })
+    .await;
+    assert_eq!((ready, consumers), (FLOOD, 0));
+    // Other clients were served meanwhile, and still are.
+    assert_alive(b.addr).await;
+    drop(frozen);
+    drain_exactly(&mut observer, &q, FLOOD).await;
+    b.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn consumer_timeout_applies_to_a_consumer_that_stopped_reading() {
+    let b = start_with(|c| c.consumer_timeout = 1000).await;
+    let q = name("stalled");
+    let mut observer = fill(b.addr, &q, FLOOD, FLOOD_BODY).await;
+    // No heartbeats: only the consumer timeout can take the deliveries back.
+    let stalled = greedy_consumer(b.addr, &q, Handshake::default(), 10).await;
+    let (ready, consumers) = wait_for(&mut observer, &q, SETTLE, |ready, consumers| {
+        ready == FLOOD && consumers == 0
+    })
+    .await;
+    assert_eq!((ready, consumers), (FLOOD, 0));
+    drop(stalled);
+    drain_exactly(&mut observer, &q, FLOOD).await;
+    b.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pathological_topic_binding_does_not_stall_the_broker() {
+    let b = start().await;
+    let mut r = Raw::open(b.addr).await;
+    r.open_channel(1).await;
+    let q = name("topic");
+    r.declare(1, &q, QOpts::default()).await;
+    let matching = name("topic-match");
+    r.declare(1, &matching, QOpts::default()).await;
+    for (queue, pattern) in [(&q, "#.#.#.#.#.#.nomatch"), (&matching, "#.#.#.#.#.#.w99")] {
+        let m = r
+            .call(
+                1,
+                AMQPClass::Queue(queue::AMQPMethod::Bind(queue::Bind {
+                    queue: queue.as_str().into(),
+                    exchange: "amq.topic".into(),
+                    routing_key: pattern.into(),
+                    nowait: false,
+                    arguments: FieldTable::default(),
+                })),
+            )
+            .await;
+        assert!(matches!(m, AMQPClass::Queue(queue::AMQPMethod::BindOk(_))));
+    }
+    // A 100-word key (within the 255-octet limit: one-letter words, then `w99`).
+    let mut words: Vec<String> = (0..99)
+        .map(|i| ((b'a' + i % 26) as char).to_string())
+        .collect();
+    words.push("w99".into());
+    let key = words.join(".");
+    assert!(key.len() <= 255);
+    let mut other = Raw::open(b.addr).await;
+    other.open_channel(1).await;
+    for _ in 0..20 {
+        r.publish(1, "amq.topic", &key, b"x").await;
+    }
+    // Another client is served at once (within the usual 5 s), and routing was right.
+    let (ready, _) = counts(&mut other, &matching).await;
+    let (ready, _) = if ready < 20 {
+        wait_for(&mut other, &matching, Duration::from_secs(5), |r, _| {
+            r == 20
+        })
+        .await
+    } else {
+        (ready, 0)
+    };
+    assert_eq!(ready, 20);
+    assert_eq!(counts(&mut other, &q).await.0, 0);
+    b.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn oversize_message_closes_only_its_channel() {
+    let b = start_with(|c| c.max_message_size = 1000).await;
+    let mut r = Raw::open(b.addr).await;
+    r.open_channel(1).await;
+    r.open_channel(2).await;
+    let q = name("big");
+    r.declare(2, &q, QOpts::default()).await;
+    // Header and body frames go out together, as any client sends them.
+    let big = vec![b'b'; 5000];
+    let mut bytes = method_bytes(
+        1,
+        &AMQPClass::Basic(basic::AMQPMethod::Publish(basic::Publish {
+            exchange: "".into(),
+            routing_key: q.as_str().into(),
+            mandatory: false,
+            immediate: false,
+        })),
+    );
+    bytes.extend(header_bytes(1, big.len() as u64));
+    for part in big.chunks(1000) {
+        bytes.extend(body_bytes(1, part));
+    }
+    r.send(&bytes).await;
+    let c = r.expect_channel_close_ok(1).await;
+    c.assert(406, 60, 40);
+    c.assert_text(
+        "PRECONDITION_FAILED - message size 5000 is larger than configured max size 1000",
+    );
+    // The connection lives on: the other channel works, the closed one can be opened again.
+    r.publish(2, "", &q, b"small").await;
+    r.open_channel(1).await;
+    r.publish(1, "", &q, b"small again").await;
+    assert_eq!(r.get(2, &q, true).await.expect("first").body, b"small");
+    assert_eq!(
+        r.get(2, &q, true).await.expect("second").body,
+        b"small again"
+    );
+    r.close().await;
+    b.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn body_longer_than_its_header_is_505_at_the_next_frame() {
+    let b = start().await;
+    let mut r = Raw::open(b.addr).await;
+    r.open_channel(1).await;
+    let mut bytes = method_bytes(
+        1,
+        &AMQPClass::Basic(basic::AMQPMethod::Publish(basic::Publish {
+            exchange: "".into(),
+            routing_key: "nowhere".into(),
+            mandatory: false,
+            immediate: false,
+        })),
+    );
+    bytes.extend(header_bytes(1, 5));
+    bytes.extend(body_bytes(1, b"0123456789"));
+    r.send(&bytes).await;
+    // As RabbitMQ: the extra octets are swallowed; the next method is the error.
+    r.expect_silence(QUIET).await;
+    r.send_method(
+        1,
+        AMQPClass::Basic(basic::AMQPMethod::Qos(basic::Qos {
+            prefetch_count: 1,
+            global: false,
+        })),
+    )
+    .await;
+    let c = r.expect_connection_close_ok().await;
+    assert_eq!(c.code, 505, "{c:?}");
+    assert_alive(b.addr).await;
+    b.stop().await;
+}
+
+fn start_ok_with_padding(padding: usize) -> Vec<u8> {
+    let mut props = FieldTable::default();
+    props.insert(
+        "padding".into(),
+        AMQPValue::LongString(LongString::from(vec![b'p'; padding])),
+    );
+    method_bytes(
+        0,
+        &AMQPClass::Connection(conn::AMQPMethod::StartOk(conn::StartOk {
+            client_properties: props,
+            mechanism: "PLAIN".into(),
+            response: LongString::from(plain("guest", "guest")),
+            locale: "en_US".into(),
+        })),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn frames_before_tune_are_limited_to_4096_octets() {
+    let b = start().await;
+    // 128 KiB before logging in: dropped without a word, nothing buffered.
+    let mut r = Raw::start(b.addr).await;
+    let big = start_ok_with_padding(128 * 1024);
+    let _ = r.try_send(&big).await;
+    r.expect_eof_without_close(T).await;
+    // Just over the limit is refused too; just under it is fine.
+    let mut r = Raw::start(b.addr).await;
+    let over = start_ok_with_padding(4096);
+    let _ = r.try_send(&over).await;
+    r.expect_eof_without_close(T).await;
+    let mut r = Raw::start(b.addr).await;
+    let under = start_ok_with_padding(3500);
+    assert!(under.len() - 8 <= 4096);
+    r.send(&under).await;
+    r.expect_tune().await;
+    assert_alive(b.addr).await;
+    b.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn exchange_declare_storm_on_a_vanishing_connection_leaves_the_broker_serving() {
+    // A client that opens channels, declares, publishes and resets mid-way, many times over.
+    let b = start().await;
+    let q = name("storm");
+    let mut observer = Raw::open(b.addr).await;
+    observer.open_channel(1).await;
+    observer.declare(1, &q, QOpts::default()).await;
+    let mut published = 0;
+    for round in 0..20 {
+        let stream = TcpStream::connect(b.addr).await.expect("connect");
+        #[allow(deprecated)]
+        stream.set_linger(Some(Duration::ZERO)).expect("linger");
+        let mut r = Raw::over(stream).open_as(Handshake::default()).await;
+        r.open_channel(1).await;
+        r.send_method(
+            1,
+            AMQPClass::Exchange(exchange::AMQPMethod::Declare(exchange::Declare {
+                exchange: format!("storm-{round}").as_str().into(),
+                kind: "fanout".into(),
+                passive: false,
+                durable: false,
+                auto_delete: false,
+                internal: false,
+                nowait: true,
+                arguments: FieldTable::default(),
+            })),
+        )
+        .await;
+        for i in 0..50 {
+            r.publish(1, "", &q, &body(published + i, 16)).await;
+        }
+        r.ping(1).await;
+        published += 50;
+        // Half a frame, then the reset.
+        let half = method_bytes(
+            1,
+            &AMQPClass::Queue(queue::AMQPMethod::Purge(queue::Purge {
+                queue: q.as_str().into(),
+                nowait: false,
+            })),
+        );
+        let _ = r.try_send(&half[..half.len() / 2]).await;
+        drop(r);
+    }
+    let (ready, _) = wait_for(&mut observer, &q, SETTLE, |ready, _| ready == published).await;
+    assert_eq!(ready, published);
+    drain_exactly(&mut observer, &q, published).await;
+    b.stop().await;
+}
+
+/// The vanishing-consumer cases over and over with random timing: how many deliveries the client
+/// reads before it goes, and how it goes. Outside CI.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore]
+async fn soak_vanishing_consumers() {
+    use rand::Rng;
+    let rounds: usize = std::env::var("WARREN_SOAK_ROUNDS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(50);
+    for round in 0..rounds {
+        let (how, take, n) = {
+            let mut rng = rand::rng();
+            let how = match rng.random_range(0..3) {
+                0 => Vanish::CloseWithoutChannelClose,
+                1 => Vanish::Reset,
+                _ => Vanish::Eof,
+            };
+            (how, rng.random_range(0..500), rng.random_range(500..10_000))
+        };
+        eprintln!("round {round}: {how:?}, {n} messages, client reads {take}");
+        vanish_with_deliveries_in_flight(how, n, take.min(n)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn channel_max_zero_means_no_limit() {
+    let b = start_with(|c| c.channel_max = 0).await;
+    let mut r = Raw::start(b.addr).await;
+    r.start_ok(&Handshake::default()).await;
+    let tune = r.expect_tune().await;
+    assert_eq!(tune.channel_max, 0);
+    let h = Handshake {
+        channel_max: Some(0),
+        ..Handshake::default()
+    };
+    r.tune_ok(&h, &tune).await;
+    r.send_method(
+        0,
+        AMQPClass::Connection(conn::AMQPMethod::Open(conn::Open {
+            virtual_host: "/".into(),
+        })),
+    )
+    .await;
+    assert!(matches!(
+        r.recv().await,
+        In::Method(0, AMQPClass::Connection(conn::AMQPMethod::OpenOk(_)))
+    ));
+    for ch in 1..=3000 {
+        r.open_channel(ch).await;
+    }
+    r.close().await;
+    b.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tune_ok_asking_for_no_channel_limit_when_the_server_has_one_is_refused() {
+    // RabbitMQ: a client may not answer 0 ("no limit") to a limit the server offered.
+    let b = start().await;
+    let mut r = Raw::start(b.addr).await;
+    r.start_ok(&Handshake::default()).await;
+    let tune = r.expect_tune().await;
+    let h = Handshake {
+        channel_max: Some(0),
+        ..Handshake::default()
+    };
+    r.tune_ok(&h, &tune).await;
+    r.expect_eof_without_close(T).await;
+    assert_alive(b.addr).await;
+    b.stop().await;
+}
