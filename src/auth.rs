@@ -109,7 +109,14 @@ impl Users {
     ) -> Result<StartOutcome, AuthError> {
         let chosen = Mechanism::chosen(mechanism, offered)?;
         let (login, password) = match chosen {
-            Mechanism::Plain => parse_plain(response),
+            Mechanism::Plain => match parse_plain(response) {
+                // RabbitMQ's PLAIN takes no authorisation identity (acting as another user): one
+                // is refused as a wrong password is, rather than ignored.
+                Some((authzid, _, _)) if !authzid.is_empty() => {
+                    return Err(AuthError::Refused(mechanism.to_owned()))
+                }
+                parsed => parsed.map(|(_, login, password)| (login, password)),
+            },
             Mechanism::Amqplain => parse_amqplain(response),
             Mechanism::RabbitCrDemo => {
                 let login = String::from_utf8(response.to_vec())
@@ -204,16 +211,17 @@ fn is_mapped_loopback(ip: IpAddr) -> bool {
     }
 }
 
-/// `authzid \0 authcid \0 password`.
-fn parse_plain(response: &[u8]) -> Option<(String, String)> {
+/// `authzid \0 authcid \0 password` (RFC 4616): the three fields, authzid as sent.
+fn parse_plain(response: &[u8]) -> Option<(&[u8], String, String)> {
     let mut parts = response.split(|b| *b == 0);
-    let _authzid = parts.next()?;
+    let authzid = parts.next()?;
     let login = parts.next()?;
     let password = parts.next()?;
     if parts.next().is_some() {
         return None;
     }
     Some((
+        authzid,
         String::from_utf8(login.to_vec()).ok()?,
         String::from_utf8(password.to_vec()).ok()?,
     ))
@@ -254,6 +262,13 @@ mod tests {
             users.authenticate("PLAIN", b"\0guest\0guest", remote),
             Err(AuthError::LoopbackOnly(_))
         ));
+        // An authorisation identity, even the user's own name, is refused like a wrong password.
+        for response in [&b"guest\0guest\0guest"[..], b"admin\0guest\0guest"] {
+            assert!(matches!(
+                users.authenticate("PLAIN", response, lo),
+                Err(AuthError::Refused(_))
+            ));
+        }
         assert!(matches!(
             users.authenticate("EXTERNAL", b"", lo),
             Err(AuthError::UnsupportedMechanism(_))
