@@ -77,6 +77,16 @@ pub enum StorageError {
         path: PathBuf,
         source: redb::DatabaseError,
     },
+    #[error(
+        "the database file {0} is empty (truncated?): refusing to start without the data it held; \
+         restore it, or remove it to start with an empty broker"
+    )]
+    EmptyFile(PathBuf),
+    #[error("cannot open the database at {path}: {source}")]
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("storage: {0}")]
     Redb(String),
     #[error("corrupt record: {0}")]
@@ -162,7 +172,9 @@ impl Drop for Inner {
 }
 
 impl Store {
-    /// Opens (or creates) `dir/warren.redb` and starts the writer thread.
+    /// Opens (or creates) `dir/warren.redb` and starts the writer thread. An existing file that is
+    /// empty or not a redb database is refused ([`StorageError::EmptyFile`],
+    /// [`StorageError::Open`]), never started over.
     pub fn open(dir: &Path) -> Result<(Store, Recovered), StorageError> {
         Self::open_with(dir, None)
     }
@@ -510,18 +522,58 @@ impl Store {
     }
 }
 
-/// Opens (or creates) the database file.
+/// Opens the database file, or creates it when there is none. A file that is there is only ever
+/// opened, never initialised: one that is empty (truncated) or not a redb database is refused, as
+/// starting afresh over it would silently drop everything it held.
 fn open_database(path: &Path) -> Result<Database, StorageError> {
     // redb caches 1 GiB of pages by default. Inner B-tree nodes fit in far less; message pages are
     // written once and read once (paged-out queues, recovery), so caching them only costs memory:
     // 16 MiB kept persistent throughput unchanged and a 200 MiB backlog under 50 MiB of RSS.
-    Database::builder()
-        .set_cache_size(CACHE_BYTES)
-        .create(path)
-        .map_err(|source| StorageError::Open {
+    let mut builder = Database::builder();
+    builder.set_cache_size(CACHE_BYTES);
+    match std::fs::metadata(path) {
+        Ok(m) if m.len() == 0 => Err(StorageError::EmptyFile(path.to_owned())),
+        Ok(_) => builder.open(path).map_err(|source| StorageError::Open {
             path: path.to_owned(),
             source,
-        })
+        }),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => create_database(&builder, path),
+        Err(source) => Err(StorageError::Io {
+            path: path.to_owned(),
+            source,
+        }),
+    }
+}
+
+/// Creates the database at `path`, where there was none: initialised under a temporary name, then
+/// renamed into place, so that a crash while creating it never leaves at `path` a partial file
+/// that the next start would refuse.
+fn create_database(builder: &redb::Builder, path: &Path) -> Result<Database, StorageError> {
+    let fresh = path.with_extension("redb.new");
+    let io = |path: &Path| {
+        let path = path.to_owned();
+        move |source| StorageError::Io { path, source }
+    };
+    match std::fs::remove_file(&fresh) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(io(&fresh)(e)),
+        _ => {}
+    }
+    let db = builder
+        .create(&fresh)
+        .map_err(|source| StorageError::Open {
+            path: fresh.clone(),
+            source,
+        })?;
+    std::fs::rename(&fresh, path).map_err(io(path))?;
+    // The rename itself is made durable: the directory entry is what a restart looks for.
+    let dir = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d,
+        _ => Path::new("."),
+    };
+    std::fs::File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(io(dir))?;
+    Ok(db)
 }
 
 /// The open database, shared by the writer and readers. After an I/O error redb refuses every

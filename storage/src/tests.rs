@@ -437,3 +437,51 @@ async fn transient_copies_under_a_shadow_key_are_gone_after_reopen() {
     assert_eq!(back.len(), 1);
     assert_eq!(back[0].0, kept);
 }
+
+#[tokio::test]
+async fn an_existing_file_is_opened_never_started_over() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("warren.redb");
+    // Absent: a fresh database, created in place of a leftover from a crashed creation.
+    std::fs::write(dir.path().join("warren.redb.new"), b"partial").unwrap();
+    {
+        let (store, _) = open(dir.path());
+        let rec = QueueRecord {
+            vhost: "/".into(),
+            name: "kept".into(),
+            id: store.next_queue_id(),
+            auto_delete: false,
+            arguments: vec![],
+        };
+        store.write(Op::PutQueue(rec)).await.unwrap();
+    }
+    assert!(!dir.path().join("warren.redb.new").exists());
+    assert_eq!(open(dir.path()).1.queues.len(), 1);
+
+    // Truncated to nothing: refused, naming the file, and the file is left as it was.
+    std::fs::File::create(&path).unwrap();
+    let err = Store::open(dir.path())
+        .err()
+        .expect("an empty file is refused");
+    assert!(
+        matches!(&err, StorageError::EmptyFile(p) if *p == path),
+        "{err}"
+    );
+    assert!(err.to_string().contains(&*path.to_string_lossy()), "{err}");
+    assert_eq!(std::fs::metadata(&path).unwrap().len(), 0);
+
+    // Not a redb database: refused, naming the file.
+    std::fs::write(&path, b"not a database at all").unwrap();
+    let err = Store::open(dir.path())
+        .err()
+        .expect("a foreign file is refused");
+    assert!(
+        matches!(&err, StorageError::Open { path: p, .. } if *p == path),
+        "{err}"
+    );
+    assert!(err.to_string().contains(&*path.to_string_lossy()), "{err}");
+    assert_eq!(
+        std::fs::read(&path).unwrap(),
+        b"not a database at all".to_vec()
+    );
+}
