@@ -280,3 +280,170 @@ async fn prometheus_metrics_with_rabbitmq_names() {
     }
     r.close().await;
 }
+
+/// A raw HTTP/1.1 exchange (`Connection: close`): the status, the headers (names in lower case)
+/// and the body.
+fn http_exchange(
+    b: &TestBroker,
+    path: &str,
+    authorization: Option<&str>,
+) -> (u16, Vec<(String, String)>, String) {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(b.http_addr).expect("http connect");
+    s.set_read_timeout(Some(Duration::from_secs(10)))
+        .expect("timeout");
+    let authorization = authorization
+        .map(|a| format!("Authorization: {a}\r\n"))
+        .unwrap_or_default();
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: localhost\r\n{authorization}Connection: close\r\n\r\n"
+    )
+    .expect("http request");
+    let mut response = String::new();
+    s.read_to_string(&mut response).expect("http response");
+    let (head, body) = response.split_once("\r\n\r\n").expect("http head");
+    let mut lines = head.split("\r\n");
+    let status = lines
+        .next()
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|c| c.parse().ok())
+        .expect("http status line");
+    let headers = lines
+        .filter_map(|l| l.split_once(':'))
+        .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_owned()))
+        .collect();
+    (status, headers, body.to_owned())
+}
+
+fn basic(scheme: &str, user: &str, pass: &str) -> String {
+    use base64::Engine as _;
+    let token = base64::engine::general_purpose::STANDARD.encode(format!("{user}:{pass}"));
+    format!("{scheme} {token}")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn health_checks_need_credentials_like_the_other_routes() {
+    let b = start().await;
+    // The refusal every API route gives: status, WWW-Authenticate header and body.
+    let (status, headers, body) = http_exchange(&b, "/api/overview", None);
+    assert_eq!(status, 401);
+    let challenge = |headers: &[(String, String)]| {
+        headers
+            .iter()
+            .find(|(k, _)| k == "www-authenticate")
+            .map(|(_, v)| v.clone())
+    };
+    let reference = (challenge(&headers), body);
+    assert_eq!(
+        reference.0.as_deref(),
+        Some("Basic realm=\"RabbitMQ Management\"")
+    );
+    for path in [
+        "/api/aliveness-test/%2F",
+        "/api/aliveness-test/no-such-vhost",
+        "/api/health/checks/alarms",
+    ] {
+        for authorization in [None, Some(basic("Basic", "guest", "nope"))] {
+            let (status, headers, body) = http_exchange(&b, path, authorization.as_deref());
+            assert_eq!(status, 401, "{path} with {authorization:?}: {body}");
+            assert_eq!(
+                (challenge(&headers), body),
+                reference,
+                "{path} with {authorization:?}"
+            );
+        }
+    }
+    let (status, health) = api(&b, "/api/health/checks/alarms");
+    assert_eq!((status, health), (200, json!({"status": "ok"})));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn basic_auth_scheme_is_case_insensitive() {
+    let b = start().await;
+    for scheme in ["Basic", "basic", "BASIC", "bAsIc"] {
+        let (status, _, body) =
+            http_exchange(&b, "/api/whoami", Some(&basic(scheme, "guest", "guest")));
+        assert_eq!(status, 200, "scheme {scheme}: {body}");
+        assert_eq!(
+            serde_json::from_str::<Value>(&body).unwrap_or(Value::Null)["name"],
+            json!("guest")
+        );
+    }
+    // Still basic credentials, and still checked.
+    for authorization in [
+        basic("basic", "guest", "nope"),
+        basic("Bearer", "guest", "guest"),
+        "Basicx".to_owned(),
+    ] {
+        let (status, _, _) = http_exchange(&b, "/api/whoami", Some(&authorization));
+        assert_eq!(status, 401, "{authorization}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn aliveness_test_round_trips_a_message_in_the_vhost() {
+    let b = start().await;
+    // A vhost that does not exist: RabbitMQ's 404.
+    let (status, body) = api(&b, "/api/aliveness-test/no-such-vhost");
+    assert_eq!(status, 404);
+    assert_eq!(
+        body,
+        json!({"error": "Object Not Found", "reason": "Not Found"})
+    );
+    assert_eq!(api(&b, "/api/queues/no-such-vhost/aliveness-test").0, 404);
+
+    // The default vhost: declares aliveness-test (transient, left in place), publishes to it
+    // through the default exchange and gets the message back.
+    let (status, body) = api(&b, "/api/aliveness-test/%2F");
+    assert_eq!((status, body), (200, json!({"status": "ok"})));
+    let (status, q) = api(&b, "/api/queues/%2F/aliveness-test");
+    assert_eq!(status, 200, "the check declared no queue");
+    assert_eq!(q["durable"], json!(false));
+    assert_eq!(q["auto_delete"], json!(false));
+    assert_eq!(q["messages"], json!(0), "{q}");
+
+    // The message really goes through the queue: a message already there is what the check's
+    // basic.get takes, and the check's own message stays for the next reader.
+    let mut r = Raw::open(b.addr).await;
+    r.open_channel(1).await;
+    r.publish(1, "", "aliveness-test", b"first").await;
+    r.declare(1, "aliveness-test", QOpts::default()).await; // a round trip: the publish is in
+    let (status, body) = api(&b, "/api/aliveness-test/%2F");
+    assert_eq!((status, body), (200, json!({"status": "ok"})));
+    let left = r
+        .get(1, "aliveness-test", true)
+        .await
+        .expect("a message left");
+    assert_eq!(left.body, b"test_message");
+    assert!(r.get(1, "aliveness-test", true).await.is_none());
+
+    r.close().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn aliveness_test_reports_an_inequivalent_queue_as_a_bad_request() {
+    let b = start().await;
+    let mut r = Raw::open(b.addr).await;
+    r.open_channel(1).await;
+    r.declare(
+        1,
+        "aliveness-test",
+        QOpts {
+            durable: true,
+            ..QOpts::default()
+        },
+    )
+    .await;
+    // The check's transient declare is refused, as a client's would be: RabbitMQ's management
+    // plugin answers such a channel error 400 with its code and text.
+    let (status, body) = api(&b, "/api/aliveness-test/%2F");
+    assert_eq!(status, 400, "{body}");
+    assert_eq!(body["error"], json!("bad_request"));
+    let reason = body["reason"].as_str().unwrap_or_default();
+    assert!(
+        reason.starts_with("406 PRECONDITION_FAILED - inequivalent arg 'durable'"),
+        "{body}"
+    );
+    r.close().await;
+}

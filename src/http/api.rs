@@ -74,7 +74,7 @@ fn user(broker: &Broker, headers: &HeaderMap, peer: SocketAddr) -> Result<String
     let encoded = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Basic "))
+        .and_then(basic_credentials)
         .ok_or(ApiError::Unauthorized)?;
     let decoded = base64::engine::general_purpose::STANDARD
         .decode(encoded.trim())
@@ -86,6 +86,15 @@ fn user(broker: &Broker, headers: &HeaderMap, peer: SocketAddr) -> Result<String
         .users
         .check_password(login, password, peer.ip())
         .map_err(|_| ApiError::Unauthorized)
+}
+
+/// The credentials of a `Basic` authorization header; the scheme's name is case-insensitive
+/// (RFC 7617), as RabbitMQ takes it.
+fn basic_credentials(value: &str) -> Option<&str> {
+    let (scheme, rest) = value.trim_start().split_once([' ', '\t'])?;
+    scheme
+        .eq_ignore_ascii_case("basic")
+        .then(|| rest.trim_start_matches([' ', '\t']))
 }
 
 fn vhost(broker: &Broker, name: &str) -> Result<Arc<Vhost>, ApiError> {

@@ -1,22 +1,40 @@
-//! The HTTP listener: health checks, RabbitMQ's management API as far as it goes ([`api`]: the
-//! read-only listings) and Prometheus metrics ([`metrics`]).
+//! The HTTP listener: health checks ([`health`]), RabbitMQ's management API as far as it goes
+//! ([`api`]: the read-only listings) and Prometheus metrics ([`metrics`]), on an accept loop of
+//! its own that bounds what HTTP clients can hold: a request-head (and idle) timeout and a cap on
+//! connections.
 
 mod api;
+mod health;
 mod metrics;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Duration;
 
-use axum::extract::State;
-use axum::http::StatusCode;
+use axum::extract::ConnectInfo;
+use axum::http::Request;
 use axum::routing::get;
-use axum::{Json, Router};
-use serde_json::json;
-use tokio::net::TcpListener;
+use axum::Router;
+use hyper::body::Incoming;
+use hyper::server::conn::http1;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::service::TowerToHyperService;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio::task::JoinSet;
+use tower::ServiceExt as _;
 
 use crate::broker::Broker;
 use crate::queue::{QueueCommand, QueueHandle, QueueStats};
 use crate::vhost::Vhost;
+
+/// How long an HTTP connection may take to send a complete request head: from accept, and from
+/// the end of each response on a kept-alive connection (so it is the idle timeout as well).
+/// RabbitMQ's listener closed idle and half-sent requests within 5 s as well.
+pub const REQUEST_HEAD_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// HTTP connections served at once; more wait, unaccepted, until one closes.
+pub const MAX_CONNECTIONS: usize = 256;
 
 /// A queue as the listings and metrics show it: its vhost, its handle, its counts.
 struct QueueSnapshot {
@@ -51,30 +69,6 @@ async fn queue_snapshots(vhosts: &[Arc<Vhost>]) -> Vec<QueueSnapshot> {
     out
 }
 
-/// RabbitMQ's answer: 200 `{"status":"ok"}`, or 503 with the alarms in effect.
-fn alarms_health_check(broker: &Broker) -> (StatusCode, Json<serde_json::Value>) {
-    let alarms = *broker.alarms().borrow();
-    if !alarms.any() {
-        return (StatusCode::OK, Json(json!({"status": "ok"})));
-    }
-    let node = node_name();
-    let mut list = Vec::new();
-    if alarms.disk {
-        list.push(json!({"node": node, "resource": "disk space"}));
-    }
-    if alarms.memory {
-        list.push(json!({"node": node, "resource": "memory"}));
-    }
-    (
-        StatusCode::SERVICE_UNAVAILABLE,
-        Json(json!({
-            "status": "failed",
-            "reason": "There are alarms in effect in the cluster",
-            "alarms": list,
-        })),
-    )
-}
-
 /// This node's name as the management API shows it, `warren@HOST` like RabbitMQ's `rabbit@HOST`.
 fn node_name() -> String {
     let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
@@ -85,16 +79,11 @@ fn node_name() -> String {
     )
 }
 
-pub async fn serve(listener: TcpListener, broker: Arc<Broker>) {
-    let app = Router::new()
-        .route(
-            "/api/health/checks/alarms",
-            get(|State(broker): State<Arc<Broker>>| async move { alarms_health_check(&broker) }),
-        )
-        .route(
-            "/api/aliveness-test/{vhost}",
-            get(|| async { Json(json!({"status": "ok"})) }),
-        )
+/// Every route: health checks, the management API, the metrics.
+fn router(broker: Arc<Broker>) -> Router {
+    Router::new()
+        .route("/api/health/checks/alarms", get(health::alarms))
+        .route("/api/aliveness-test/{vhost}", get(health::aliveness_test))
         .route("/api/overview", get(api::overview))
         .route("/api/whoami", get(api::whoami))
         .route("/api/nodes", get(api::nodes))
@@ -110,9 +99,70 @@ pub async fn serve(listener: TcpListener, broker: Arc<Broker>) {
         .route("/api/bindings/{vhost}", get(api::bindings_in))
         .route("/metrics", get(metrics::totals))
         .route("/metrics/per-object", get(metrics::per_object))
-        .with_state(broker);
-    let service = app.into_make_service_with_connect_info::<SocketAddr>();
-    if let Err(e) = axum::serve(listener, service).await {
-        tracing::error!("http listener failed: {e}");
+        .with_state(broker)
+}
+
+/// Serves HTTP on `listener` until the future is dropped (which closes every HTTP connection).
+///
+/// A connection has [`REQUEST_HEAD_TIMEOUT`] to send a complete request head, counted from
+/// accept and again after each response: an idle keep-alive connection, or one that sends part
+/// of a request and stalls, is closed then. At most [`MAX_CONNECTIONS`] are served at once; while
+/// that many are open, further ones are not accepted (they wait in the listen backlog, holding no
+/// file descriptor of ours), so HTTP clients cannot use up the descriptors AMQP accepts need.
+pub async fn serve(listener: TcpListener, broker: Arc<Broker>) {
+    let app = router(broker);
+    let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
+    // Owned here so that the connections end with the listener (at shutdown).
+    let mut connections = JoinSet::new();
+    loop {
+        tokio::select! {
+            Some(_) = connections.join_next(), if !connections.is_empty() => {}
+            (stream, peer, slot) = accept(&listener, &slots) => {
+                connections.spawn(serve_connection(stream, peer, app.clone(), slot));
+            }
+        }
+    }
+}
+
+/// The next connection, once a slot is free for it. Cancel-safe: dropping it loses no
+/// connection (`accept` is cancel-safe) and gives the slot back.
+async fn accept(
+    listener: &TcpListener,
+    slots: &Arc<Semaphore>,
+) -> (TcpStream, SocketAddr, OwnedSemaphorePermit) {
+    let slot = match slots.clone().acquire_owned().await {
+        Ok(slot) => slot,
+        // The semaphore is never closed.
+        Err(_) => return std::future::pending().await,
+    };
+    loop {
+        match listener.accept().await {
+            Ok((stream, peer)) => return (stream, peer, slot),
+            Err(e) => {
+                tracing::warn!("http accept failed: {e}");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    }
+}
+
+/// One HTTP/1.1 connection; `_slot` is given back when it closes.
+async fn serve_connection(
+    stream: TcpStream,
+    peer: SocketAddr,
+    app: Router,
+    _slot: OwnedSemaphorePermit,
+) {
+    // Handlers that check credentials need the peer (guest may only log in from loopback).
+    let service = app.map_request(move |mut request: Request<Incoming>| {
+        request.extensions_mut().insert(ConnectInfo(peer));
+        request
+    });
+    let connection = http1::Builder::new()
+        .timer(TokioTimer::new())
+        .header_read_timeout(REQUEST_HEAD_TIMEOUT)
+        .serve_connection(TokioIo::new(stream), TowerToHyperService::new(service));
+    if let Err(e) = connection.await {
+        tracing::debug!(%peer, "http connection closed: {e}");
     }
 }
