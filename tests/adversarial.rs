@@ -15,7 +15,9 @@ use std::time::{Duration, Instant};
 
 use common::*;
 use tokio::net::TcpStream;
-use warren_amqp::protocol::{basic, connection as conn, exchange, queue, AMQPClass};
+use warren_amqp::protocol::{
+    basic, channel as chan, connection as conn, exchange, queue, AMQPClass,
+};
 use warren_amqp::types::{AMQPValue, FieldTable, LongString};
 
 /// How long the broker may take to hand back what a vanished client held.
@@ -494,5 +496,89 @@ async fn tune_ok_asking_for_no_channel_limit_when_the_server_has_one_is_refused(
     r.tune_ok(&h, &tune).await;
     r.expect_eof_without_close(T).await;
     assert_alive(b.addr).await;
+    b.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_and_half_open_sockets_are_closed_and_never_starve_real_clients() {
+    let b = start().await;
+    // Sockets that say nothing, half a protocol header, or stop in the middle of start-ok.
+    let mut idle = Vec::new();
+    for i in 0..600 {
+        let mut s = TcpStream::connect(b.addr).await.expect("connect");
+        use tokio::io::AsyncWriteExt;
+        match i % 3 {
+            0 => {}
+            1 => s.write_all(b"AMQP").await.expect("write"),
+            _ => {
+                s.write_all(b"AMQP\x00\x00\x09\x01").await.expect("write");
+                let start_ok = start_ok_with_padding(10);
+                s.write_all(&start_ok[..start_ok.len() / 2])
+                    .await
+                    .expect("write");
+            }
+        }
+        idle.push(s);
+    }
+    // Real clients are served meanwhile.
+    assert_alive(b.addr).await;
+    // And the broker closes every one of them once the handshake timeout (10 s) has passed.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    for mut s in idle {
+        use tokio::io::AsyncReadExt;
+        let mut buf = vec![0u8; 4096];
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match tokio::time::timeout(left, s.read(&mut buf)).await {
+                Err(_) => panic!("an idle socket was still open after 30 s"),
+                Ok(Ok(0)) | Ok(Err(_)) => break,
+                Ok(Ok(_)) => {} // connection.start for those that sent a header
+            }
+        }
+    }
+    assert_alive(b.addr).await;
+    b.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn crossing_channel_closes_leave_the_connection_working() {
+    // amqp091-go's test for its issue 43: an error on channel 1 and the client's own close of
+    // channel 1 cross on the wire; the client answers the broker's close with close-ok.
+    let b = start().await;
+    let mut r = Raw::open(b.addr).await;
+    r.open_channel(1).await;
+    r.open_channel(2).await;
+    let mut bytes = method_bytes(
+        1,
+        &AMQPClass::Basic(basic::AMQPMethod::Publish(basic::Publish {
+            exchange: "no-such-exchange".into(),
+            routing_key: "k".into(),
+            mandatory: false,
+            immediate: false,
+        })),
+    );
+    bytes.extend(header_bytes(1, 1));
+    bytes.extend(body_bytes(1, b"x"));
+    bytes.extend(method_bytes(1, &channel_close()));
+    r.send(&bytes).await;
+    let (mut closed, mut close_ok) = (None, false);
+    while closed.is_none() || !close_ok {
+        match r.recv().await {
+            In::Method(1, AMQPClass::Channel(chan::AMQPMethod::Close(c))) => closed = Some(c),
+            In::Method(1, AMQPClass::Channel(chan::AMQPMethod::CloseOk(_))) => close_ok = true,
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    assert_eq!(closed.map(|c| c.reply_code), Some(404));
+    r.send_method(
+        1,
+        AMQPClass::Channel(chan::AMQPMethod::CloseOk(chan::CloseOk {})),
+    )
+    .await;
+    // The connection is fine: channel 2 works and channel 1 opens again.
+    r.ping(2).await;
+    r.open_channel(1).await;
+    r.ping(1).await;
+    r.close().await;
     b.stop().await;
 }

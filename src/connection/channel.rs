@@ -47,6 +47,8 @@ pub(super) enum Settlement {
 pub(super) struct Channel {
     /// We sent channel.close and wait for close-ok.
     pub closing: bool,
+    /// While closing, the client's own channel.close crossed ours (and was answered).
+    pub crossed_close: bool,
     pub assembler: ContentAssembler,
     next_tag: u64,
     pub unacked: BTreeMap<u64, Unacked>,
@@ -302,6 +304,8 @@ impl Channel {
                 .send(QueueCommand::Forget { consumer_id: c.id })
                 .await;
         }
+        // Settlements a transaction had not committed are undone: those deliveries go back too.
+        self.rollback();
         self.tx = None;
         let unacked = std::mem::take(&mut self.unacked).into_iter().collect();
         self.settle(unacked, Settlement::Requeue).await;

@@ -100,10 +100,23 @@ impl Connection {
                             self.channels.remove(&ch);
                         }
                         Method::Other(AMQPClass::Channel(chan::AMQPMethod::Close(_))) => {
-                            self.channels.remove(&ch);
+                            // The closes crossed: answer the client's, and (as RabbitMQ) still
+                            // wait for its close-ok to ours before the channel is gone.
+                            channel.crossed_close = true;
                             self.send_method(
                                 ch,
                                 AMQPClass::Channel(chan::AMQPMethod::CloseOk(chan::CloseOk {})),
+                            );
+                        }
+                        Method::Other(AMQPClass::Channel(chan::AMQPMethod::Open(_)))
+                            if channel.crossed_close =>
+                        {
+                            // A client that took our close-ok as the end of the channel reopens
+                            // it without answering our close: the open implies that answer.
+                            self.channels.insert(ch, Channel::default());
+                            self.send_method(
+                                ch,
+                                AMQPClass::Channel(chan::AMQPMethod::OpenOk(chan::OpenOk {})),
                             );
                         }
                         Method::Other(AMQPClass::Channel(chan::AMQPMethod::Open(_))) => {

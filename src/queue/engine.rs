@@ -451,7 +451,10 @@ impl QueueState {
                 return false;
             };
             let (expires_at, paged) = (head.expires_at, head.is_paged());
-            if expires_at != 0 && expires_at <= self.now_ms() {
+            // Still deliverable in the millisecond it expires: a TTL of 0 means "now or never",
+            // and a consumer that can take it now gets it (the batch's `expire` drops it
+            // otherwise).
+            if expires_at != 0 && expires_at < self.now_ms() {
                 if let Some(entry) = self.ready.pop_front() {
                     self.dead_letter(entry, Reason::Expired);
                 }
@@ -524,6 +527,19 @@ impl QueueState {
     }
 
     fn handle_command(&mut self, cmd: QueueCommand) -> Flow {
+        // A channel's methods take effect in the order they were sent: messages published before
+        // a get, a cancel, a consume or a count reach the consumers that could take them first,
+        // as they would have in RabbitMQ (the batch's own dispatch comes only at its end).
+        if !matches!(
+            cmd,
+            QueueCommand::Publish { .. }
+                | QueueCommand::Ack(_)
+                | QueueCommand::Reject(_)
+                | QueueCommand::Requeue(_)
+                | QueueCommand::Resume
+        ) {
+            self.dispatch();
+        }
         match cmd {
             QueueCommand::Publish { message, confirm } => self.publish(message, confirm),
             QueueCommand::Consume(consumer, reply) => {
@@ -789,6 +805,11 @@ impl QueueState {
                 // Back to its original position.
                 self.ready.insert_sorted(entry);
             }
+        }
+        // Requeued messages count towards the length limits too: with drop-head, RabbitMQ drops
+        // from the head (a queue that refuses publishes keeps what comes back).
+        if self.args().overflow == Overflow::DropHead {
+            self.enforce_limits();
         }
     }
 

@@ -174,3 +174,17 @@ def tx_select_twice_and_publish_to_missing_exchange(ctx):
     ctx.rec("second select", ctx.attempt(tx.tx_select))
     ctx.publish("lost", ctx.name("nox"), "k", ch=tx)
     ctx.rec("commit after publish to missing exchange", ctx.attempt(tx.tx_commit))
+
+
+@scenario
+def uncommitted_tx_ack_is_undone_when_the_channel_closes(ctx):
+    # Java client's Transactions.requeueOnClose: the ack was never committed, so m1 comes back.
+    q = ctx.queue("q")
+    ctx.seed(q, ["m1", "m2"])
+    ch = ctx.channel()
+    ch.tx_select()
+    m1 = ch.basic_get(q, no_ack=False)
+    ch.basic_ack(m1.delivery_tag)
+    ch.basic_get(q, no_ack=False)
+    ch.close()
+    ctx.rec("queue", [[m["body"], m["redelivered"]] for m in ctx.drain_get(q)])

@@ -327,3 +327,53 @@ def delivery_limit_on_a_quorum_queue(ctx):
     ctx.rec("deliveries before the limit", seen)
     ctx.wait(lambda: ctx.declare_ok(dlq)[1] == 1)
     ctx.rec("dead-lettered", [_strip_death_times(x) for x in ctx.drain_get(dlq, props=True)])
+
+
+@scenario
+def max_length_applies_to_requeued_messages(ctx):
+    # Java client's QueueSizeLimit.requeue / requeueWithDlx: a requeue that takes the queue past
+    # x-max-length drops (dead-letters) from the head.
+    dlq = ctx.queue("dlq")
+    for tag, args in (("plain", {}), ("dlx", {"x-dead-letter-exchange": "", "x-dead-letter-routing-key": dlq})):
+        q = ctx.queue("q-" + tag, arguments={"x-max-length": 1, **args})
+        ctx.seed(q, ["first"])
+        ch = ctx.channel()
+        m = ch.basic_get(q, no_ack=False)
+        ctx.seed(q, ["second"])
+        ctx.nack(m.delivery_tag, requeue=True, ch=ch)
+        ctx.sync(ch)
+        ctx.rec(tag, ctx.bodies(q))
+    ctx.rec("dead-lettered", ctx.bodies(dlq))
+
+
+@scenario
+def zero_ttl_reaches_a_waiting_consumer(ctx):
+    # Java client's zeroTTLDelivery (three test classes): TTL 0 means "now or never", and a
+    # consumer that is ready takes it now.
+    q = ctx.queue("q", arguments={"x-message-ttl": 0})
+    q2 = ctx.queue("q2")
+    _, got = ctx.consume(q, no_ack=True)
+    _, got2 = ctx.consume(q2, no_ack=True)
+    ctx.sync()
+    ctx.publish("queue ttl 0", "", q)
+    ctx.publish("expiration 0", "", q2, expiration="0")
+    ctx.wait(lambda: got and got2)
+    ctx.rec("q", [m["body"] for m, _ in got])
+    ctx.rec("q2", [m["body"] for m, _ in got2])
+
+
+@scenario
+def publish_then_get_with_an_idle_consumer_goes_to_the_consumer(ctx):
+    # Java client's BindingLifecycle / ConsumerPriorities: a channel's methods take effect in
+    # order, so a message published before a basic.get reaches the idle consumer first.
+    q = ctx.queue("q")
+    ch2 = ctx.channel()
+    _, got = ctx.consume(q, ch=ch2, no_ack=True)
+    ctx.sync(ch2)
+    results = []
+    for i in range(30):
+        ctx.publish(str(i), "", q)
+        results.append(ctx.get(q))
+    ctx.wait(lambda: len(got) >= 30, conn=ch2.connection)
+    ctx.rec("gets", [r for r in results if r is not None])
+    ctx.rec("consumed", len(got))
