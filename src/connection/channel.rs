@@ -72,6 +72,8 @@ pub(super) struct Channel {
     pub reply_consumer: Option<(Arc<str>, String)>,
     /// The body octets of the message being received, counted by the memory alarm.
     pub partial_body: HeldCharge,
+    /// Which of the channel's queues is resumed first when channel-wide credit comes back.
+    resume_turn: usize,
 }
 
 /// What a transaction holds until commit.
@@ -286,12 +288,21 @@ impl Channel {
             let _ = queue.send(cmd).await;
         }
         if from_consumers > 0 && self.flow.give_back(from_consumers) {
-            let mut resumed: Vec<&Arc<QueueHandle>> = Vec::new();
+            let mut queues: Vec<&Arc<QueueHandle>> = Vec::new();
             for c in self.consumers.values() {
-                if !resumed.iter().any(|q| Arc::ptr_eq(q, &c.queue)) {
-                    c.queue.resume();
-                    resumed.push(&c.queue);
+                if !queues.iter().any(|q| Arc::ptr_eq(q, &c.queue)) {
+                    queues.push(&c.queue);
                 }
+            }
+            // The first queue told takes the credit that came back: take turns, so that one
+            // queue is not starved by the others (RabbitMQ spreads a channel's prefetch).
+            if !queues.is_empty() {
+                let first = self.resume_turn % queues.len();
+                self.resume_turn = self.resume_turn.wrapping_add(1);
+                queues.rotate_left(first);
+            }
+            for q in queues {
+                q.resume();
             }
         }
     }

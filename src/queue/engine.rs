@@ -1031,8 +1031,10 @@ impl QueueState {
             c.spec.connection_flow.wait(&self.handle);
             return false;
         }
+        // A no-ack consumer takes no credit, but a channel whose channel-wide limit is used up
+        // (basic.qos global) sends nothing, to it either (RabbitMQ's limiter blocks the channel).
         if c.spec.no_ack {
-            return true;
+            return c.spec.channel_flow.has_room();
         }
         if c.spec.prefetch != 0 && c.unacked >= c.spec.prefetch {
             return false;

@@ -315,3 +315,44 @@ def messages_published_while_consuming(ctx):
     ctx.settle()
     ctx.rec("delivered", [m["body"] for m, _ in got])
     ctx.rec("left after cancel", ctx.bodies(q))
+
+
+@scenario
+def global_prefetch_holds_back_no_ack_consumers_too(ctx):
+    # Java client's QosTests.noAckObeysLimit: with the channel's limit used up by an unacked
+    # delivery, a no-ack consumer on another queue of the channel gets nothing until the ack.
+    ch = ctx.channel()
+    ch.basic_qos(0, 1, True)
+    q1, q2 = ctx.queue("q1"), ctx.queue("q2")
+    _, got1 = ctx.consume(q1, ch=ch)
+    ctx.seed(q1, ["a1"])
+    ctx.wait(lambda: got1, conn=ch.connection)
+    _, got2 = ctx.consume(q2, ch=ch, no_ack=True)
+    ctx.seed(q2, ["b1"])
+    ctx.settle(conn=ch.connection)
+    ctx.rec("no-ack consumer while the limit is used up", [m["body"] for m, _ in got2])
+    ch.basic_ack(got1[0][1].delivery_tag)
+    ctx.wait(lambda: got2, conn=ch.connection)
+    ctx.rec("after the ack", [m["body"] for m, _ in got2])
+
+
+@scenario
+def global_prefetch_is_shared_fairly_between_queues(ctx):
+    # Java client's QosTests.fairness: prefetch 1 (global) over three queues of 100 messages;
+    # after 99 acks every queue has had a fair share (RabbitMQ: about a third each).
+    ch = ctx.channel()
+    ch.basic_qos(0, 1, True)
+    queues = [ctx.queue(f"q{i}") for i in range(3)]
+    for q in queues:
+        ctx.seed(q, [f"{q}-{i}" for i in range(100)])
+    lists = [ctx.consume(q, ch=ch)[1] for q in queues]
+    acked = set()
+    for _ in range(99):
+        ctx.wait(lambda: sum(len(got) for got in lists) > len(acked), conn=ch.connection)
+        for got in lists:
+            for _, m in got:
+                if m.delivery_tag not in acked:
+                    acked.add(m.delivery_tag)
+                    ch.basic_ack(m.delivery_tag)
+    counts = sorted(len(got) for got in lists)
+    ctx.rec("every queue had at least a fifth of the deliveries", counts[0] >= 20)
