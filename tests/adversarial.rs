@@ -582,3 +582,64 @@ async fn crossing_channel_closes_leave_the_connection_working() {
     r.close().await;
     b.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn direct_replies_to_a_requester_that_is_not_reading_arrive_in_order_later() {
+    // A responder floods replies to a requester that stopped reading: they wait (as messages,
+    // counted by the memory alarm) and arrive in order once it reads again.
+    let b = start().await;
+    let requests = name("requests");
+    let mut requester = Raw::open(b.addr).await;
+    requester.open_channel(1).await;
+    requester.declare(1, &requests, QOpts::default()).await;
+    requester
+        .consume(1, "amq.rabbitmq.reply-to", "replies", true, false)
+        .await;
+    let mut bytes = method_bytes(
+        1,
+        &AMQPClass::Basic(basic::AMQPMethod::Publish(basic::Publish {
+            exchange: "".into(),
+            routing_key: requests.as_str().into(),
+            mandatory: false,
+            immediate: false,
+        })),
+    );
+    // Properties: reply-to (flag bit 9) = amq.rabbitmq.reply-to.
+    let reply_to = b"amq.rabbitmq.reply-to";
+    let mut header = vec![0, 60, 0, 0];
+    header.extend_from_slice(&7u64.to_be_bytes());
+    header.extend_from_slice(&[0x02, 0x00, reply_to.len() as u8]);
+    header.extend_from_slice(reply_to);
+    bytes.extend(frame_bytes(2, 1, &header));
+    bytes.extend(body_bytes(1, b"request"));
+    requester.send(&bytes).await;
+    requester.ping(1).await;
+
+    let mut responder = Raw::open(b.addr).await;
+    responder.open_channel(1).await;
+    let request = responder
+        .get(1, &requests, true)
+        .await
+        .expect("the request");
+    let address = request
+        .properties
+        .reply_to()
+        .as_ref()
+        .expect("reply_to")
+        .as_str()
+        .to_owned();
+    assert!(address.starts_with("amq.rabbitmq.reply-to."), "{address}");
+    const REPLIES: usize = 10_000;
+    for i in 0..REPLIES {
+        responder.publish(1, "", &address, &body(i, 2048)).await;
+    }
+    responder.ping(1).await;
+    assert_alive(b.addr).await;
+    for i in 0..REPLIES {
+        let m = requester.expect_deliver().await;
+        assert_eq!(id_of(&m.body), i, "replies out of order");
+    }
+    requester.close().await;
+    responder.close().await;
+    b.stop().await;
+}

@@ -189,6 +189,8 @@ pub(crate) struct Connection {
     /// connection's delivery credit). Taking them keeps the event queue moving, so a channel
     /// that closes meanwhile hands its deliveries back at once.
     pending: std::collections::VecDeque<Delivery>,
+    /// Direct replies held back likewise (bounded by the memory alarm: they are messages).
+    pending_replies: std::collections::VecDeque<(u16, Arc<str>, MessageRef)>,
 }
 
 /// Serves one accepted socket until it closes.
@@ -272,6 +274,7 @@ where
         counts: crate::stats::Counts::default(),
         close_handshake_done: false,
         pending: std::collections::VecDeque::new(),
+        pending_replies: std::collections::VecDeque::new(),
     };
     conn.send_start();
     let ending = conn.run(&mut rd, &mut rbuf, wtx, &mut events_rx).await;
@@ -541,7 +544,7 @@ impl Connection {
                     }
                 }
             }
-            if room && !self.pending.is_empty() {
+            if room && !(self.pending.is_empty() && self.pending_replies.is_empty()) {
                 self.encode_pending();
             }
             self.flush_confirms();
@@ -560,6 +563,12 @@ impl Connection {
         }
         if encoded > 0 {
             self.flow.drained(encoded);
+        }
+        while self.out.len() < OUT_HIGH_WATER {
+            let Some((channel, consumer_tag, message)) = self.pending_replies.pop_front() else {
+                break;
+            };
+            self.direct_reply(channel, &consumer_tag, &message);
         }
     }
 
@@ -896,7 +905,14 @@ impl Connection {
                     channel,
                     consumer_tag,
                     message,
-                } => self.direct_reply(channel, &consumer_tag, &message),
+                } => {
+                    if self.out.len() >= OUT_HIGH_WATER || !self.pending_replies.is_empty() {
+                        self.pending_replies
+                            .push_back((channel, consumer_tag, message));
+                    } else {
+                        self.direct_reply(channel, &consumer_tag, &message);
+                    }
+                }
             }
             budget -= 1;
             next = if budget > 0 && self.out.len() < READ_CHUNK * 4 {
