@@ -643,3 +643,41 @@ async fn direct_replies_to_a_requester_that_is_not_reading_arrive_in_order_later
     responder.close().await;
     b.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connection_close_ok_is_never_lost_to_a_reset() {
+    // amqp091-go's TestConcurrentClose: frames still arriving after connection.close must not
+    // make the broker reset the socket before the client has read close-ok.
+    let b = start().await;
+    for _ in 0..20 {
+        let mut r = Raw::open(b.addr).await;
+        r.open_channel(1).await;
+        let close = method_bytes(
+            0,
+            &AMQPClass::Connection(conn::AMQPMethod::Close(conn::Close {
+                reply_code: 200,
+                reply_text: "bye".into(),
+                class_id: 0,
+                method_id: 0,
+            })),
+        );
+        let mut bytes = close.clone();
+        for _ in 0..32 {
+            bytes.extend(&close);
+            bytes.extend(frame_bytes(8, 0, &[]));
+        }
+        r.send(&bytes).await;
+        let (raw, closed) = r.read_raw(1 << 20, T).await;
+        assert!(closed, "the broker did not close the socket");
+        let close_ok = method_bytes(
+            0,
+            &AMQPClass::Connection(conn::AMQPMethod::CloseOk(conn::CloseOk {})),
+        );
+        assert!(
+            raw.windows(close_ok.len())
+                .any(|w| w == close_ok.as_slice()),
+            "no connection.close-ok before the end of the stream: {raw:?}"
+        );
+    }
+    b.stop().await;
+}
