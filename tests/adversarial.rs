@@ -272,15 +272,7 @@ async fn oversize_message_closes_only_its_channel() {
     r.declare(2, &q, QOpts::default()).await;
     // Header and body frames go out together, as any client sends them.
     let big = vec![b'b'; 5000];
-    let mut bytes = method_bytes(
-        1,
-        &AMQPClass::Basic(basic::AMQPMethod::Publish(basic::Publish {
-            exchange: "".into(),
-            routing_key: q.as_str().into(),
-            mandatory: false,
-            immediate: false,
-        })),
-    );
+    let mut bytes = publish_bytes(1, "", q.as_str());
     bytes.extend(header_bytes(1, big.len() as u64));
     for part in big.chunks(1000) {
         bytes.extend(body_bytes(1, part));
@@ -309,15 +301,7 @@ async fn body_longer_than_its_header_is_505_at_the_next_frame() {
     let b = start().await;
     let mut r = Raw::open(b.addr).await;
     r.open_channel(1).await;
-    let mut bytes = method_bytes(
-        1,
-        &AMQPClass::Basic(basic::AMQPMethod::Publish(basic::Publish {
-            exchange: "".into(),
-            routing_key: "nowhere".into(),
-            mandatory: false,
-            immediate: false,
-        })),
-    );
+    let mut bytes = publish_bytes(1, "", "nowhere");
     bytes.extend(header_bytes(1, 5));
     bytes.extend(body_bytes(1, b"0123456789"));
     r.send(&bytes).await;
@@ -548,15 +532,7 @@ async fn crossing_channel_closes_leave_the_connection_working() {
     let mut r = Raw::open(b.addr).await;
     r.open_channel(1).await;
     r.open_channel(2).await;
-    let mut bytes = method_bytes(
-        1,
-        &AMQPClass::Basic(basic::AMQPMethod::Publish(basic::Publish {
-            exchange: "no-such-exchange".into(),
-            routing_key: "k".into(),
-            mandatory: false,
-            immediate: false,
-        })),
-    );
+    let mut bytes = publish_bytes(1, "no-such-exchange", "k");
     bytes.extend(header_bytes(1, 1));
     bytes.extend(body_bytes(1, b"x"));
     bytes.extend(method_bytes(1, &channel_close()));
@@ -595,15 +571,7 @@ async fn direct_replies_to_a_requester_that_is_not_reading_arrive_in_order_later
     requester
         .consume(1, "amq.rabbitmq.reply-to", "replies", true, false)
         .await;
-    let mut bytes = method_bytes(
-        1,
-        &AMQPClass::Basic(basic::AMQPMethod::Publish(basic::Publish {
-            exchange: "".into(),
-            routing_key: requests.as_str().into(),
-            mandatory: false,
-            immediate: false,
-        })),
-    );
+    let mut bytes = publish_bytes(1, "", requests.as_str());
     // Properties: reply-to (flag bit 9) = amq.rabbitmq.reply-to.
     let reply_to = b"amq.rabbitmq.reply-to";
     let mut header = vec![0, 60, 0, 0];

@@ -10,7 +10,7 @@ mod common;
 use std::time::{Duration, Instant};
 
 use common::*;
-use warren_amqp::protocol::{basic, connection as conn, queue, AMQPClass};
+use warren_amqp::protocol::{connection as conn, queue, AMQPClass};
 
 const BODY: usize = 8 * 1024;
 
@@ -215,15 +215,7 @@ async fn partly_received_bodies_count_towards_the_memory_alarm() {
     for _ in 0..8 {
         let mut r = Raw::open(addr).await;
         r.open_channel(1).await;
-        let mut bytes = method_bytes(
-            1,
-            &AMQPClass::Basic(basic::AMQPMethod::Publish(basic::Publish {
-                exchange: "".into(),
-                routing_key: "nowhere".into(),
-                mandatory: false,
-                immediate: false,
-            })),
-        );
+        let mut bytes = publish_bytes(1, "", "nowhere");
         bytes.extend(header_bytes(1, 120_000_000));
         r.send(&bytes).await;
         let chunk = body_bytes(1, &vec![b'p'; 100_000]);

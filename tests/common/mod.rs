@@ -892,6 +892,19 @@ pub fn method_bytes(channel: u16, class: &AMQPClass) -> Vec<u8> {
     b.to_vec()
 }
 
+/// The method frame of a basic.publish (its content frames are up to the caller).
+pub fn publish_bytes(channel: u16, exchange: &str, rk: &str) -> Vec<u8> {
+    method_bytes(
+        channel,
+        &AMQPClass::Basic(basic::AMQPMethod::Publish(basic::Publish {
+            exchange: exchange.into(),
+            routing_key: rk.into(),
+            mandatory: false,
+            immediate: false,
+        })),
+    )
+}
+
 /// A content header frame for class 60 with empty properties.
 pub fn header_bytes(channel: u16, body_size: u64) -> Vec<u8> {
     let mut p = vec![0, 60, 0, 0];
