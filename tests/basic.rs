@@ -1195,3 +1195,55 @@ async fn publish_to_a_missing_exchange_is_404() {
     }
     lapin_declare(&ch2, "").await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn consumer_priority_must_be_an_integer() {
+    use warren_amqp::types::{AMQPValue, FieldArray};
+    let b = start().await;
+    let mut r = Raw::open(b.addr).await;
+    r.open_channel(1).await;
+    r.declare(1, "prio.args", QOpts::default()).await;
+    let cases = [
+        (AMQPValue::LongString("5".into()), Some("longstr")),
+        (AMQPValue::FieldTable(FieldTable::default()), Some("table")),
+        (AMQPValue::Void, Some("void")),
+        (AMQPValue::FieldArray(FieldArray::default()), Some("array")),
+        (AMQPValue::Boolean(true), Some("bool")),
+        (AMQPValue::Double(2.5), Some("double")),
+        (AMQPValue::LongInt(-3), None),
+        (AMQPValue::LongLongInt(1 << 40), None),
+        (AMQPValue::ShortShortUInt(5), None),
+    ];
+    for (i, (value, refused)) in cases.into_iter().enumerate() {
+        let ch = i as u16 + 2;
+        r.open_channel(ch).await;
+        let mut arguments = FieldTable::default();
+        arguments.insert("x-priority".into(), value);
+        let method = AMQPClass::Basic(basic::AMQPMethod::Consume(basic::Consume {
+            queue: "prio.args".into(),
+            consumer_tag: format!("c{ch}").as_str().into(),
+            no_local: false,
+            no_ack: true,
+            exclusive: false,
+            nowait: false,
+            arguments,
+        }));
+        r.send_method(ch, method).await;
+        match refused {
+            Some(kind) => {
+                let c = r.expect_channel_close_ok(ch).await;
+                c.assert(406, 60, 20);
+                c.assert_text(&format!(
+                    "PRECONDITION_FAILED - invalid arg 'x-priority' for queue 'prio.args' in vhost '/': \"expected integer, got {kind}\""
+                ));
+            }
+            None => {
+                let m = r.recv().await;
+                assert!(
+                    matches!(m, In::Method(c, AMQPClass::Basic(basic::AMQPMethod::ConsumeOk(_))) if c == ch),
+                    "{m:?}"
+                );
+            }
+        }
+    }
+}

@@ -13,7 +13,8 @@ use super::channel::{Channel, ConsumerEntry, Settlement, TxPublish};
 use super::Connection;
 use crate::exchange::LazyHeaders;
 use crate::message::Message;
-use crate::queue::{args::integer, Consumer, PublishConfirm, QueueCommand, QueueHandle};
+use crate::queue::args::{check_consume_args, integer};
+use crate::queue::{Consumer, PublishConfirm, QueueCommand, QueueHandle};
 use crate::reply_to;
 use crate::vhost::{DeclareExchange, DeclareQueue, Routing, Vhost};
 use warren_storage::Op;
@@ -714,6 +715,7 @@ impl Connection {
         }
         let name = self.queue_name(ch, c.queue.as_str())?;
         let q = vhost.queue(&name, self.id)?;
+        check_consume_args(&c.arguments, &name, &vhost.name)?;
         let tag: Arc<str> = if c.consumer_tag.as_str().is_empty() {
             generated_name("amq.ctag-").into()
         } else {

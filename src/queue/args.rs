@@ -60,58 +60,98 @@ impl QueueArgs {
         let invalid = |arg: &str, why: String| reader.invalid(arg, why);
         let get = |arg: &str| args.inner().get(arg);
         let non_negative = |arg: &str| reader.non_negative(arg);
-        let text = |arg: &str| reader.text(arg);
+        // Checked in RabbitMQ's order: the dead-letter exchange's type first (its channel looks
+        // at it before the queue's own checks), then each argument in turn.
+        if let Some(v) = get("x-dead-letter-exchange").filter(|v| string(v).is_none()) {
+            return Err(AmqpError::precondition_failed(format!(
+                "invalid type '{}' for arg 'x-dead-letter-exchange' in queue '{queue}' in vhost '{vhost}'",
+                type_name(v)
+            )));
+        }
         let mut out = QueueArgs {
-            message_ttl: non_negative("x-message-ttl")?,
             expires: non_negative("x-expires")?,
-            max_length: non_negative("x-max-length")?,
-            max_length_bytes: non_negative("x-max-length-bytes")?,
-            dead_letter_exchange: text("x-dead-letter-exchange")?,
-            dead_letter_routing_key: text("x-dead-letter-routing-key")?,
-            delivery_limit: non_negative("x-delivery-limit")?,
             ..Default::default()
         };
         if out.expires == Some(0) {
             return Err(invalid("x-expires", "{value_zero,0}".into()));
         }
-        if let Some(n) = non_negative("x-max-priority")? {
-            if n > 255 {
-                return Err(invalid(
-                    "x-max-priority",
-                    format!("{{value_too_large,{n},255}}"),
-                ));
-            }
-            out.max_priority = (n > 0).then_some(n as u8);
-        }
+        out.message_ttl = non_negative("x-message-ttl")?;
+        out.dead_letter_exchange = get("x-dead-letter-exchange").and_then(string);
+        out.dead_letter_routing_key = reader.string_or_unacceptable("x-dead-letter-routing-key")?;
         if out.dead_letter_routing_key.is_some() && out.dead_letter_exchange.is_none() {
             return Err(invalid(
                 "x-dead-letter-routing-key",
                 "routing_key_but_no_dlx_defined".into(),
             ));
         }
-        out.overflow = match text("x-overflow")?.as_deref() {
+        out.max_length = non_negative("x-max-length")?;
+        out.max_length_bytes = non_negative("x-max-length-bytes")?;
+        if let Some(n) = non_negative("x-max-priority")? {
+            if n > 255 {
+                return Err(invalid(
+                    "x-max-priority",
+                    format!("{{max_value_exceeded,{n}}}"),
+                ));
+            }
+            out.max_priority = (n > 0).then_some(n as u8);
+        }
+        out.overflow = match reader.string_or_unacceptable("x-overflow")?.as_deref() {
             None | Some("drop-head") => Overflow::DropHead,
             Some("reject-publish") => Overflow::RejectPublish,
             Some("reject-publish-dlx") => Overflow::RejectPublishDlx,
+            Some(_) => return Err(invalid("x-overflow", "invalid_overflow".into())),
+        };
+        // Paging is Warren's own (by memory use), so the mode is only checked.
+        match reader.string_or_unacceptable("x-queue-mode")?.as_deref() {
+            None | Some("default") | Some("lazy") => {}
             Some(other) => {
                 return Err(invalid(
-                    "x-overflow",
-                    format!("{{unknown_overflow_type,<<\"{other}\">>}}"),
+                    "x-queue-mode",
+                    format!("\"unsupported queue mode '{other}'\""),
                 ))
             }
-        };
-        out.deduplication = Dedup::parse(&reader)?;
+        }
         out.single_active_consumer = match get("x-single-active-consumer") {
             None => false,
             Some(AMQPValue::Boolean(b)) => *b,
             Some(v) => {
                 return Err(invalid(
                     "x-single-active-consumer",
-                    format!("\"expected bool, got {}\"", type_name(v)),
+                    format!("{{unacceptable_type,{}}}", type_name(v)),
                 ))
             }
         };
+        out.delivery_limit = non_negative("x-delivery-limit")?;
+        out.deduplication = Dedup::parse(&reader)?;
         Ok(out)
+    }
+}
+
+/// The arguments of basic.consume RabbitMQ checks (after finding the queue): `x-priority` must
+/// be an integer, `x-cancel-on-ha-failover` a boolean.
+pub fn check_consume_args(args: &FieldTable, queue: &str, vhost: &str) -> Result<(), AmqpError> {
+    let reader = ArgReader {
+        args,
+        kind: "queue",
+        name: queue,
+        vhost,
+    };
+    reader.any_integer("x-priority")?;
+    match args.inner().get("x-cancel-on-ha-failover") {
+        None | Some(AMQPValue::Boolean(_)) => Ok(()),
+        Some(v) => Err(reader.invalid(
+            "x-cancel-on-ha-failover",
+            format!("{{unacceptable_type,{}}}", type_name(v)),
+        )),
+    }
+}
+
+/// A string-typed field value's text.
+fn string(v: &AMQPValue) -> Option<String> {
+    match v {
+        AMQPValue::LongString(s) => Some(String::from_utf8_lossy(s.as_bytes()).into_owned()),
+        AMQPValue::ShortString(s) => Some(s.as_str().to_owned()),
+        _ => None,
     }
 }
 
@@ -168,6 +208,27 @@ impl ArgReader<'_> {
                     Err(self.invalid(arg, format!("\"expected integer, got {}\"", type_name(v))))
                 }
             },
+        }
+    }
+
+    /// An integer argument of any sign (`"expected integer, got …"` otherwise).
+    pub fn any_integer(&self, arg: &str) -> Result<Option<i64>, AmqpError> {
+        match self.args.inner().get(arg) {
+            None => Ok(None),
+            Some(v) => integer(v).map(Some).ok_or_else(|| {
+                self.invalid(arg, format!("\"expected integer, got {}\"", type_name(v)))
+            }),
+        }
+    }
+
+    /// A string argument; another type is `{unacceptable_type,…}` (RabbitMQ's wording for
+    /// `x-overflow`, `x-queue-mode`, `x-dead-letter-routing-key`).
+    pub fn string_or_unacceptable(&self, arg: &str) -> Result<Option<String>, AmqpError> {
+        match self.args.inner().get(arg) {
+            None => Ok(None),
+            Some(v) => string(v).map(Some).ok_or_else(|| {
+                self.invalid(arg, format!("{{unacceptable_type,{}}}", type_name(v)))
+            }),
         }
     }
 
@@ -289,6 +350,61 @@ mod tests {
             "/"
         )
         .is_err());
+        // Texts from RabbitMQ 3.10.
+        let text = |entries: &[(&str, AMQPValue)]| {
+            QueueArgs::parse(&table(entries), "q", "/")
+                .unwrap_err()
+                .reply_text()
+        };
+        let prefix = "PRECONDITION_FAILED - invalid arg";
+        assert_eq!(
+            text(&[("x-queue-mode", AMQPValue::LongString("bogus".into()))]),
+            format!("{prefix} 'x-queue-mode' for queue 'q' in vhost '/': \"unsupported queue mode 'bogus'\"")
+        );
+        assert_eq!(
+            text(&[("x-queue-mode", AMQPValue::ShortInt(1))]),
+            format!(
+                "{prefix} 'x-queue-mode' for queue 'q' in vhost '/': {{unacceptable_type,short}}"
+            )
+        );
+        for mode in ["default", "lazy"] {
+            let args = table(&[("x-queue-mode", AMQPValue::LongString(mode.into()))]);
+            assert!(QueueArgs::parse(&args, "q", "/").is_ok());
+        }
+        assert_eq!(
+            text(&[("x-overflow", AMQPValue::LongString("nope".into()))]),
+            format!("{prefix} 'x-overflow' for queue 'q' in vhost '/': invalid_overflow")
+        );
+        assert_eq!(
+            text(&[("x-max-priority", AMQPValue::LongInt(256))]),
+            format!(
+                "{prefix} 'x-max-priority' for queue 'q' in vhost '/': {{max_value_exceeded,256}}"
+            )
+        );
+        assert_eq!(
+            text(&[("x-single-active-consumer", AMQPValue::LongString("x".into()))]),
+            format!("{prefix} 'x-single-active-consumer' for queue 'q' in vhost '/': {{unacceptable_type,longstr}}")
+        );
+        assert_eq!(
+            text(&[
+                ("x-message-ttl", AMQPValue::LongInt(-1)),
+                ("x-dead-letter-exchange", AMQPValue::LongInt(5)),
+            ]),
+            "PRECONDITION_FAILED - invalid type 'signedint' for arg 'x-dead-letter-exchange' in queue 'q' in vhost '/'"
+        );
+        let e = check_consume_args(
+            &table(&[("x-priority", AMQPValue::LongString("5".into()))]),
+            "q",
+            "/",
+        )
+        .unwrap_err();
+        assert_eq!(
+            e.reply_text(),
+            format!("{prefix} 'x-priority' for queue 'q' in vhost '/': \"expected integer, got longstr\"")
+        );
+        assert!(
+            check_consume_args(&table(&[("x-priority", AMQPValue::LongInt(-3))]), "q", "/").is_ok()
+        );
         assert!(QueueArgs::parse(
             &table(&[(
                 "x-dead-letter-routing-key",

@@ -377,3 +377,84 @@ def publish_then_get_with_an_idle_consumer_goes_to_the_consumer(ctx):
     ctx.wait(lambda: len(got) >= 30, conn=ch2.connection)
     ctx.rec("gets", [r for r in results if r is not None])
     ctx.rec("consumed", len(got))
+
+
+def _attempt_text(ctx, fn):
+    """ctx.attempt, and on an error the whole reply text too (names made with ctx.name are
+    normalised), for the errors whose wording clients show or match."""
+    out = ctx.attempt(fn)
+    if "error" in out:
+        out["error"]["text"] = ctx.notes[-1].split(": ", 1)[1]
+    return out
+
+
+@scenario
+def consumer_priority_must_be_an_integer(ctx):
+    q = ctx.queue("q")
+    values = {
+        "longstr": Typed("S", "5"), "table": Typed("F", {}), "void": Typed("V", None), "array": Typed("A", []),
+        "bool": Typed("t", True), "float": Typed("f", 1.5), "double": Typed("d", 2.5),
+        "decimal": Typed("D", (1, 5)), "timestamp": Typed("T", 5), "byte array": Typed("x", b"5"),
+        "int8": Typed("b", 5), "uint8": Typed("B", 5), "int16": Typed("s", 5), "uint16": Typed("u", 5),
+        "int32": Typed("I", 5), "uint32": Typed("i", 5), "int64": Typed("l", 2 ** 40), "negative": Typed("I", -3),
+    }
+    for what, v in values.items():
+        ch = ctx.channel()
+        ctx.rec(what, _attempt_text(
+            ctx, lambda: ch.basic_consume(q, arguments={"x-priority": v}, callback=lambda m: None) and None))
+    ch = ctx.channel()
+    ch.queue_declare(q, passive=True)
+    ctx.rec("on the last declared queue ''", _attempt_text(
+        ctx, lambda: ch.basic_consume("", arguments={"x-priority": "5"}, callback=lambda m: None) and None))
+    ctx.rec("on a missing queue", _attempt_text(ctx, lambda: ctx.channel().basic_consume(
+        ctx.name("missing"), arguments={"x-priority": "5"}, callback=lambda m: None) and None))
+    for what, v in (("x-cancel-on-ha-failover as string", "yes"), ("x-cancel-on-ha-failover as int", 1),
+                    ("x-cancel-on-ha-failover as bool", True)):
+        ch = ctx.channel()
+        ctx.rec(what, _attempt_text(ctx, lambda: ch.basic_consume(
+            q, arguments={"x-cancel-on-ha-failover": v}, callback=lambda m: None) and None))
+    ctx.rec("consumers", ctx.declare_ok(q))
+
+
+@scenario
+def queue_mode_validation(ctx):
+    cases = {
+        "default": "default", "lazy": "lazy", "unknown": "bogus", "empty": "", "capitalised": "Lazy",
+        "short int": Typed("s", 1), "bool": Typed("t", True), "byte array": Typed("x", b"lazy"),
+        "table": Typed("F", {}), "void": Typed("V", None), "array": Typed("A", []),
+    }
+    for what, mode in cases.items():
+        ch = ctx.channel()
+        ctx.rec(what, _attempt_text(ctx, lambda: ch.queue_declare(
+            ctx.name("q"), auto_delete=False, arguments={"x-queue-mode": mode}).message_count))
+    q = ctx.queue("q-plain")
+    ctx.rec("redeclare with an unknown mode", _attempt_text(ctx, lambda: ctx.channel().queue_declare(
+        q, auto_delete=False, arguments={"x-queue-mode": "bogus"}).message_count))
+    ctx.rec("passive with an unknown mode", _attempt_text(ctx, lambda: ctx.channel().queue_declare(
+        q, passive=True, arguments={"x-queue-mode": "bogus"}).message_count))
+
+
+@scenario
+def queue_argument_error_texts(ctx):
+    # The whole reply texts (queue_argument_validation compares codes), and which argument is
+    # reported first when several are wrong.
+    cases = {
+        "x-overflow unknown": {"x-overflow": "drop-tail"},
+        "x-overflow as short": {"x-overflow": Typed("s", 1)},
+        "x-max-priority 256": {"x-max-priority": 256},
+        "x-max-priority -1": {"x-max-priority": -1},
+        "x-single-active-consumer as string": {"x-single-active-consumer": "yes"},
+        "x-dead-letter-exchange as int": {"x-dead-letter-exchange": 5},
+        "x-dead-letter-exchange as table": {"x-dead-letter-exchange": Typed("F", {})},
+        "x-dead-letter-routing-key as int": {"x-dead-letter-exchange": "dlx", "x-dead-letter-routing-key": 5},
+        "bad ttl, int dead-letter exchange": {"x-message-ttl": -1, "x-dead-letter-exchange": 5},
+        "bad ttl, bad expires": {"x-message-ttl": -1, "x-expires": 0},
+        "bad max-length, routing key without exchange": {"x-max-length": -1, "x-dead-letter-routing-key": "k"},
+        "bad mode, bad overflow": {"x-queue-mode": "bogus", "x-overflow": "x"},
+        "bad mode, bad max-priority": {"x-queue-mode": "bogus", "x-max-priority": 300},
+        "bad mode, bad single-active-consumer": {"x-queue-mode": "bogus", "x-single-active-consumer": "x"},
+    }
+    for what, args in cases.items():
+        ch = ctx.channel()
+        ctx.rec(what, _attempt_text(ctx, lambda: ch.queue_declare(
+            ctx.name("q"), auto_delete=False, arguments=args) and None))
