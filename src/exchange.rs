@@ -149,6 +149,20 @@ impl Exchange {
         Ok(())
     }
 
+    /// Whether this exact binding (destination, key, arguments) exists.
+    pub fn has_binding(
+        &self,
+        destination: &Destination,
+        routing_key: &str,
+        arguments: &FieldTable,
+    ) -> bool {
+        self.bindings.iter().any(|b| {
+            &b.destination == destination
+                && b.routing_key == routing_key
+                && &b.arguments == arguments
+        })
+    }
+
     /// Removes a binding; true if there was one.
     pub fn unbind(
         &mut self,

@@ -54,6 +54,15 @@ impl ReplyRegistry {
             .remove(key);
     }
 
+    /// Whether a channel consumes replies under `key` (the part of a reply-to name after
+    /// [`PREFIX`]).
+    pub fn contains(&self, key: &str) -> bool {
+        self.targets
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .contains_key(key)
+    }
+
     /// Delivers a reply addressed to `routing_key`; false when nobody is there (the reply is
     /// unroutable, as in RabbitMQ).
     pub fn deliver(&self, routing_key: &str, message: MessageRef) -> bool {

@@ -718,10 +718,12 @@ impl Vhost {
         topo.bind(exchange, Destination::Queue(q), routing_key, arguments)
     }
 
-    /// queue.unbind: like RabbitMQ, unbinding a missing queue, exchange or binding succeeds.
+    /// queue.unbind: like RabbitMQ, unbinding a missing queue, exchange or binding succeeds;
+    /// removing an existing binding of another connection's exclusive queue is refused (405).
     pub fn unbind_queue(
         &self,
         queue: &str,
+        connection: ConnectionId,
         exchange: &str,
         routing_key: &str,
         arguments: &FieldTable,
@@ -730,14 +732,25 @@ impl Vhost {
             return Err(default_exchange_refused());
         }
         let mut topo = self.write();
-        if let Some(q) = topo.queues.get(queue).cloned() {
-            topo.unbind(exchange, &Destination::Queue(q), routing_key, arguments);
+        let Some(q) = topo.queues.get(queue).cloned() else {
+            return Ok(());
+        };
+        let locked = q.exclusive_owner.is_some_and(|owner| owner != connection);
+        let destination = Destination::Queue(q);
+        if locked
+            && topo
+                .exchanges
+                .get(exchange)
+                .is_some_and(|ex| ex.has_binding(&destination, routing_key, arguments))
+        {
+            return Err(self.locked(queue));
         }
+        topo.unbind(exchange, &destination, routing_key, arguments);
         Ok(())
     }
 
-    /// The checks exchange.bind and exchange.unbind share, in RabbitMQ's order: neither end is
-    /// the default exchange, the destination exists, the source exists.
+    /// The checks of exchange.bind, in RabbitMQ's order: neither end is the default exchange,
+    /// the destination exists, the source exists.
     fn check_exchange_pair(
         &self,
         topo: &Topology,
@@ -773,6 +786,8 @@ impl Vhost {
         )
     }
 
+    /// exchange.unbind: like RabbitMQ, unbinding a missing source, destination or binding
+    /// succeeds; only the default exchange is refused at either end.
     pub fn unbind_exchange(
         &self,
         destination: &str,
@@ -780,8 +795,10 @@ impl Vhost {
         routing_key: &str,
         arguments: &FieldTable,
     ) -> Result<(), AmqpError> {
+        if destination.is_empty() || source.is_empty() {
+            return Err(default_exchange_refused());
+        }
         let mut topo = self.write();
-        self.check_exchange_pair(&topo, destination, source)?;
         topo.unbind(
             source,
             &Destination::Exchange(destination.into()),

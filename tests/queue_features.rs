@@ -449,6 +449,84 @@ async fn direct_reply_to_round_trip() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn direct_reply_to_address_can_be_declared_while_its_requester_waits() {
+    // Java's DirectReplyTo.roundTrip: the replier checks the reply_to address with a passive
+    // declare; RabbitMQ answers declare-ok (0 messages, 1 consumer) while the requester consumes.
+    let b = start().await;
+    let server_conn = lapin_connect(&b).await;
+    let server = lapin_channel(&server_conn).await;
+    lapin_declare(&server, "rpc.declare").await;
+    let client_conn = lapin_connect(&b).await;
+    let client = lapin_channel(&client_conn).await;
+    let consumer = within(
+        "basic.consume",
+        client.basic_consume(
+            "amq.rabbitmq.reply-to".into(),
+            "replies".into(),
+            BasicConsumeOptions {
+                no_ack: true,
+                ..Default::default()
+            },
+            FieldTable::default(),
+        ),
+    )
+    .await
+    .unwrap();
+    let props = BasicProperties::default().with_reply_to("amq.rabbitmq.reply-to".into());
+    publish_with(&client, "rpc.declare", b"ping", props).await;
+    let mut request = None;
+    for _ in 0..100 {
+        request = lapin_get(&server, "rpc.declare").await;
+        if request.is_some() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let reply_to = request
+        .expect("request")
+        .delivery
+        .properties
+        .reply_to()
+        .clone()
+        .expect("reply_to")
+        .to_string();
+    let passive = QueueDeclareOptions {
+        passive: true,
+        ..Default::default()
+    };
+    let q = within(
+        "passive declare",
+        server.queue_declare(reply_to.as_str().into(), passive, FieldTable::default()),
+    )
+    .await
+    .expect("the requester's address exists");
+    assert_eq!(q.name().as_str(), reply_to);
+    assert_eq!((q.message_count(), q.consumer_count()), (0, 1));
+    let ch = lapin_channel(&server_conn).await;
+    let r = ch
+        .queue_declare(
+            format!("{reply_to}x").as_str().into(),
+            passive,
+            FieldTable::default(),
+        )
+        .await;
+    assert_lapin_code(r, 404);
+    drop(consumer);
+    client_conn.close(200, "bye".into()).await.unwrap();
+    let ch = lapin_channel(&server_conn).await;
+    let r = within(
+        "passive declare after the requester left",
+        ch.queue_declare(reply_to.as_str().into(), passive, FieldTable::default()),
+    )
+    .await;
+    let e = assert_lapin_code(r, 404);
+    assert_eq!(
+        lapin_text(&e),
+        format!("NOT_FOUND - no queue '{reply_to}' in vhost '/'")
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn invalid_arguments_are_refused_and_unknown_ones_kept() {
     let b = start().await;
     let c = lapin_connect(&b).await;

@@ -12,7 +12,7 @@ use lapin::options::{
     QueuePurgeOptions,
 };
 use warren_amqp::protocol::{basic, queue, AMQPClass};
-use warren_amqp::types::FieldTable;
+use warren_amqp::types::{AMQPValue, FieldTable};
 
 fn q_ok(m: &AMQPClass) -> bool {
     matches!(m, AMQPClass::Queue(_))
@@ -1047,4 +1047,205 @@ async fn delete_returns_the_count_and_honours_if_unused_if_empty() {
         other => panic!("expected basic.cancel, got {other:?}"),
     }
     amqprs_close(c).await;
+}
+
+// ------------------------------------------------------------------------------------------
+// RabbitMQ's name shortcuts and clean-ups
+
+fn unbind(q: &str, ex: &str, rk: &str) -> AMQPClass {
+    AMQPClass::Queue(queue::AMQPMethod::Unbind(queue::Unbind {
+        queue: q.into(),
+        exchange: ex.into(),
+        routing_key: rk.into(),
+        arguments: FieldTable::default(),
+    }))
+}
+
+fn is_bind_ok(m: &AMQPClass) -> bool {
+    matches!(m, AMQPClass::Queue(queue::AMQPMethod::BindOk(_)))
+}
+
+fn is_unbind_ok(m: &AMQPClass) -> bool {
+    matches!(m, AMQPClass::Queue(queue::AMQPMethod::UnbindOk(_)))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn empty_queue_and_key_bind_the_last_declared_queue_under_its_name() {
+    let b = start().await;
+    let mut r = Raw::open(b.addr).await;
+    r.open_channel(1).await;
+    r.declare(1, "short.q", QOpts::default()).await;
+    assert!(is_bind_ok(&r.call(1, bind("", "amq.direct", "")).await));
+    r.publish(1, "amq.direct", "short.q", b"by name").await;
+    r.publish(1, "amq.direct", "", b"by empty key").await;
+    let got = r
+        .get(1, "short.q", true)
+        .await
+        .expect("routed by the queue's name");
+    assert_eq!(got.body, b"by name");
+    assert!(r.get(1, "short.q", true).await.is_none());
+    // A key given with an empty queue name is kept as it is.
+    assert!(is_bind_ok(&r.call(1, bind("", "amq.direct", "k")).await));
+    r.publish(1, "amq.direct", "k", b"by k").await;
+    assert_eq!(r.get(1, "short.q", true).await.unwrap().body, b"by k");
+    // queue.unbind takes the same shortcut.
+    assert!(is_unbind_ok(&r.call(1, unbind("", "amq.direct", "")).await));
+    r.publish(1, "amq.direct", "short.q", b"unbound").await;
+    assert!(r.get(1, "short.q", true).await.is_none());
+    // Without a declared queue on the channel, both are 404.
+    for (i, (method, method_id)) in [
+        (bind("", "amq.direct", ""), 20),
+        (unbind("", "amq.direct", ""), 50),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let ch = 2 + i as u16;
+        r.open_channel(ch).await;
+        r.send_method(ch, method).await;
+        let c = r.expect_channel_close_ok(ch).await;
+        c.assert(404, 50, method_id);
+        c.assert_text("NOT_FOUND - no previously declared queue");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unbinding_another_connections_exclusive_queue_is_locked() {
+    let b = start().await;
+    let mut owner = Raw::open(b.addr).await;
+    owner.open_channel(1).await;
+    owner
+        .declare(
+            1,
+            "excl.unbind",
+            QOpts {
+                exclusive: true,
+                ..QOpts::default()
+            },
+        )
+        .await;
+    assert!(is_bind_ok(
+        &owner.call(1, bind("excl.unbind", "amq.direct", "k")).await
+    ));
+    let mut other = Raw::open(b.addr).await;
+    other.open_channel(1).await;
+    other
+        .send_method(1, unbind("excl.unbind", "amq.direct", "k"))
+        .await;
+    let c = other.expect_channel_close_ok(1).await;
+    c.assert(405, 50, 50);
+    c.assert_text("RESOURCE_LOCKED - cannot obtain exclusive access to locked queue 'excl.unbind' in vhost '/'. It could be originally declared on another connection or the exclusive property value does not match that of the original declaration.");
+    // As in RabbitMQ, a binding the queue does not have (or a missing exchange) is no error.
+    other.open_channel(1).await;
+    let m = other
+        .call(1, unbind("excl.unbind", "amq.direct", "other"))
+        .await;
+    assert!(is_unbind_ok(&m), "{m:?}");
+    let m = other.call(1, unbind("excl.unbind", "no.such.x", "k")).await;
+    assert!(is_unbind_ok(&m), "{m:?}");
+    owner.publish(1, "amq.direct", "k", b"still bound").await;
+    assert_eq!(
+        owner.get(1, "excl.unbind", true).await.unwrap().body,
+        b"still bound"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn carriage_returns_and_line_feeds_are_dropped_from_declared_names() {
+    let b = start().await;
+    let mut r = Raw::open(b.addr).await;
+    r.open_channel(1).await;
+    let ok = r.declare(1, "que\r\nue_test\n", QOpts::default()).await;
+    assert_eq!(ok.queue.as_str(), "queue_test");
+    let ok = r
+        .declare(
+            1,
+            "queue\n_test",
+            QOpts {
+                passive: true,
+                ..QOpts::default()
+            },
+        )
+        .await;
+    assert_eq!(ok.queue.as_str(), "queue_test");
+    assert!(is_bind_ok(
+        &r.call(1, bind("queue_\ntest", "amq.\rdirect", "k")).await
+    ));
+    r.publish(1, "amq.direct", "k", b"routed").await;
+    assert_eq!(r.get(1, "queue_test", true).await.unwrap().body, b"routed");
+    // basic.get (like publish, consume and purge) takes the name as it is.
+    r.send_method(1, get("queue\n_test", true)).await;
+    let c = r.expect_channel_close_ok(1).await;
+    c.assert(404, 60, 70);
+    c.assert_text("NOT_FOUND - no queue 'queue\n_test' in vhost '/'");
+    r.open_channel(1).await;
+    // A name of nothing but line feeds is empty: the server names the queue.
+    let ok = r
+        .declare(
+            1,
+            "\n",
+            QOpts {
+                exclusive: true,
+                ..QOpts::default()
+            },
+        )
+        .await;
+    assert!(ok.queue.as_str().starts_with("amq.gen-"), "{:?}", ok.queue);
+    let m = r.call(1, delete("queue_test\r\n", false, false)).await;
+    assert!(
+        matches!(m, AMQPClass::Queue(queue::AMQPMethod::DeleteOk(_))),
+        "{m:?}"
+    );
+    r.send_method(1, passive("queue_test")).await;
+    r.expect_channel_close_ok(1).await.assert(404, 50, 10);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn queue_mode_must_be_default_or_lazy() {
+    let b = start().await;
+    let mut r = Raw::open(b.addr).await;
+    for (i, (mode, ok)) in [
+        (AMQPValue::LongString("default".into()), None),
+        (AMQPValue::LongString("lazy".into()), None),
+        (
+            AMQPValue::LongString("bogus".into()),
+            Some("\"unsupported queue mode 'bogus'\""),
+        ),
+        (AMQPValue::ShortInt(1), Some("{unacceptable_type,short}")),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let ch = i as u16 + 1;
+        r.open_channel(ch).await;
+        let mut arguments = FieldTable::default();
+        arguments.insert("x-queue-mode".into(), mode);
+        let name = format!("mode.{ch}");
+        let method = AMQPClass::Queue(queue::AMQPMethod::Declare(queue::Declare {
+            queue: name.as_str().into(),
+            passive: false,
+            durable: false,
+            exclusive: false,
+            auto_delete: false,
+            nowait: false,
+            arguments,
+        }));
+        r.send_method(ch, method).await;
+        match ok {
+            None => {
+                let m = r.recv().await;
+                assert!(
+                    matches!(m, In::Method(c, AMQPClass::Queue(queue::AMQPMethod::DeclareOk(_))) if c == ch),
+                    "{m:?}"
+                );
+            }
+            Some(why) => {
+                let c = r.expect_channel_close_ok(ch).await;
+                c.assert(406, 50, 10);
+                c.assert_text(&format!(
+                    "PRECONDITION_FAILED - invalid arg 'x-queue-mode' for queue '{name}' in vhost '/': {why}"
+                ));
+            }
+        }
+    }
 }

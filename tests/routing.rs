@@ -356,3 +356,57 @@ async fn transactions_commit_and_roll_back_publishes_and_acks() {
     let r = probe.tx_select().await;
     assert_lapin_code(r, 406);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn exchange_unbind_with_a_missing_end_succeeds() {
+    // As RabbitMQ (aio-pika's clean-up relies on it): only exchange.bind checks both ends.
+    let b = start().await;
+    let c = lapin_connect(&b).await;
+    let ch = lapin_channel(&c).await;
+    exchange(&ch, "eu.x", ExchangeKind::Direct, FieldTable::default()).await;
+    for (destination, source) in [
+        ("eu.x", "eu.missing"),
+        ("eu.missing", "eu.x"),
+        ("eu.missing", "eu.missing2"),
+    ] {
+        within(
+            "exchange.unbind",
+            ch.exchange_unbind(
+                destination.into(),
+                source.into(),
+                "k".into(),
+                Default::default(),
+                FieldTable::default(),
+            ),
+        )
+        .await
+        .unwrap_or_else(|e| panic!("unbind {destination} from {source}: {e:?}"));
+    }
+    let r = ch
+        .exchange_bind(
+            "eu.x".into(),
+            "eu.missing".into(),
+            "k".into(),
+            ExchangeBindOptions::default(),
+            FieldTable::default(),
+        )
+        .await;
+    let e = assert_lapin_code(r, 404);
+    assert!(
+        lapin_text(&e).contains("no exchange 'eu.missing'"),
+        "{}",
+        lapin_text(&e)
+    );
+    // The default exchange is still refused at either end.
+    let ch = lapin_channel(&c).await;
+    let r = ch
+        .exchange_unbind(
+            "eu.x".into(),
+            "".into(),
+            "k".into(),
+            Default::default(),
+            FieldTable::default(),
+        )
+        .await;
+    assert_lapin_code(r, 403);
+}

@@ -350,7 +350,7 @@ impl Connection {
         match m {
             exchange::AMQPMethod::Declare(d) => {
                 vhost.declare_exchange(DeclareExchange {
-                    name: d.exchange.as_str(),
+                    name: &strip_cr_lf(d.exchange.as_str()),
                     kind: d.kind.as_str(),
                     passive: d.passive,
                     durable: d.durable,
@@ -363,7 +363,7 @@ impl Connection {
                 self.durable_reply(ch, d.nowait, ok).await
             }
             exchange::AMQPMethod::Delete(d) => {
-                match vhost.delete_exchange(d.exchange.as_str(), d.if_unused) {
+                match vhost.delete_exchange(&strip_cr_lf(d.exchange.as_str()), d.if_unused) {
                     // Deleting a missing exchange succeeds, as in RabbitMQ.
                     Err(e) if e.code == ReplyCode::NotFound => {}
                     other => other?,
@@ -377,8 +377,8 @@ impl Connection {
             }
             exchange::AMQPMethod::Bind(b) => {
                 vhost.bind_exchange(
-                    b.destination.as_str(),
-                    b.source.as_str(),
+                    &strip_cr_lf(b.destination.as_str()),
+                    &strip_cr_lf(b.source.as_str()),
                     b.routing_key.as_str(),
                     &b.arguments,
                 )?;
@@ -391,8 +391,8 @@ impl Connection {
             }
             exchange::AMQPMethod::Unbind(u) => {
                 vhost.unbind_exchange(
-                    u.destination.as_str(),
-                    u.source.as_str(),
+                    &strip_cr_lf(u.destination.as_str()),
+                    &strip_cr_lf(u.source.as_str()),
                     u.routing_key.as_str(),
                     &u.arguments,
                 )?;
@@ -452,6 +452,7 @@ impl Connection {
     }
 
     /// Resolves a queue name from a method: empty means the channel's last declared queue.
+    /// (Names are not stripped of CR/LF here: see [`Connection::stripped_queue_name`].)
     fn queue_name(&mut self, ch: u16, name: &str) -> Result<String, AmqpError> {
         if !name.is_empty() {
             return Ok(name.to_owned());
@@ -462,29 +463,76 @@ impl Connection {
             .ok_or_else(|| AmqpError::not_found("no previously declared queue"))
     }
 
+    /// The queue a declare, bind, unbind or delete names, as RabbitMQ reads it: an empty name is
+    /// the channel's last declared queue, and carriage returns and line feeds are dropped from
+    /// any other (`"que\nue"` is `queue`; `"\n"` is the queue named `""`).
+    fn stripped_queue_name(&mut self, ch: u16, name: &str) -> Result<String, AmqpError> {
+        if name.is_empty() {
+            self.queue_name(ch, name)
+        } else {
+            Ok(strip_cr_lf(name).into_owned())
+        }
+    }
+
+    /// queue.bind and queue.unbind: the queue, and the routing key, which is the queue's name
+    /// when both the queue and the key are empty (RabbitMQ's "last declared queue" shortcut).
+    fn binding_queue_and_key(
+        &mut self,
+        ch: u16,
+        queue: &str,
+        routing_key: &str,
+    ) -> Result<(String, String), AmqpError> {
+        let name = self.stripped_queue_name(ch, queue)?;
+        let key = if queue.is_empty() && routing_key.is_empty() {
+            name.clone()
+        } else {
+            routing_key.to_owned()
+        };
+        Ok((name, key))
+    }
+
+    /// queue.declare of a direct reply-to name: the pseudo-queue itself always exists; a
+    /// requester's `amq.rabbitmq.reply-to.<key>` exists while its channel consumes replies
+    /// (declare-ok with 0 messages and 1 consumer, whatever the flags), and is otherwise
+    /// missing (404), as in RabbitMQ.
+    fn declare_reply_to(&mut self, ch: u16, d: queue::Declare) -> Result<(), AmqpError> {
+        let name = strip_cr_lf(d.queue.as_str()).into_owned();
+        let exists = name == reply_to::PSEUDO_QUEUE
+            || name
+                .strip_prefix(reply_to::PREFIX)
+                .is_some_and(|key| self.broker.replies.contains(key));
+        if !exists {
+            return Err(gone(&*self.vhost()?, &name));
+        }
+        if !d.nowait {
+            self.send_method(
+                ch,
+                AMQPClass::Queue(queue::AMQPMethod::DeclareOk(queue::DeclareOk {
+                    queue: name.into(),
+                    message_count: 0,
+                    consumer_count: 1,
+                })),
+            );
+        }
+        Ok(())
+    }
+
     async fn queue_method(&mut self, ch: u16, m: queue::AMQPMethod) -> Result<(), AmqpError> {
         let vhost = self.vhost()?;
         match m {
-            queue::AMQPMethod::Declare(d) if d.queue.as_str() == reply_to::PSEUDO_QUEUE => {
-                // Always there, with this channel (or someone) consuming, as RabbitMQ reports it.
-                if !d.nowait {
-                    self.send_method(
-                        ch,
-                        AMQPClass::Queue(queue::AMQPMethod::DeclareOk(queue::DeclareOk {
-                            queue: d.queue,
-                            message_count: 0,
-                            consumer_count: 1,
-                        })),
-                    );
-                }
-                Ok(())
+            // Matched before CR/LF are stripped, as RabbitMQ does.
+            queue::AMQPMethod::Declare(d)
+                if d.queue.as_str().starts_with(reply_to::PSEUDO_QUEUE) =>
+            {
+                self.declare_reply_to(ch, d)
             }
             queue::AMQPMethod::Declare(d) => {
-                let server_named = d.queue.as_str().is_empty() && !d.passive;
+                let stripped = strip_cr_lf(d.queue.as_str());
+                let server_named = stripped.is_empty() && !d.passive;
                 let name = if server_named {
                     generated_name("amq.gen-")
                 } else {
-                    self.queue_name(ch, d.queue.as_str())?
+                    self.stripped_queue_name(ch, d.queue.as_str())?
                 };
                 let (q, created) = vhost.declare_queue(DeclareQueue {
                     name: &name,
@@ -518,12 +566,13 @@ impl Connection {
                 Ok(())
             }
             queue::AMQPMethod::Bind(b) => {
-                let name = self.queue_name(ch, b.queue.as_str())?;
+                let (name, key) =
+                    self.binding_queue_and_key(ch, b.queue.as_str(), b.routing_key.as_str())?;
                 vhost.bind_queue(
                     &name,
                     self.id,
-                    b.exchange.as_str(),
-                    b.routing_key.as_str(),
+                    &strip_cr_lf(b.exchange.as_str()),
+                    &key,
                     &b.arguments,
                 )?;
                 self.durable_reply(
@@ -534,11 +583,13 @@ impl Connection {
                 .await
             }
             queue::AMQPMethod::Unbind(u) => {
-                let name = self.queue_name(ch, u.queue.as_str())?;
+                let (name, key) =
+                    self.binding_queue_and_key(ch, u.queue.as_str(), u.routing_key.as_str())?;
                 vhost.unbind_queue(
                     &name,
-                    u.exchange.as_str(),
-                    u.routing_key.as_str(),
+                    self.id,
+                    &strip_cr_lf(u.exchange.as_str()),
+                    &key,
                     &u.arguments,
                 )?;
                 let ok = AMQPClass::Queue(queue::AMQPMethod::UnbindOk(queue::UnbindOk {}));
@@ -561,7 +612,7 @@ impl Connection {
                 .await
             }
             queue::AMQPMethod::Delete(d) => {
-                let name = self.queue_name(ch, d.queue.as_str())?;
+                let name = self.stripped_queue_name(ch, d.queue.as_str())?;
                 let n = match vhost.queue(&name, self.id) {
                     Ok(q) => q
                         .ask(|reply| QueueCommand::Delete {
@@ -1162,6 +1213,16 @@ impl Connection {
             tracing::error!("storage sync failed: {e}");
             AmqpError::internal_error("could not write to disk")
         })
+    }
+}
+
+/// A queue or exchange name without its carriage returns and line feeds, which RabbitMQ drops
+/// from the names in declare, delete, bind and unbind (not in publish, get, consume or purge).
+fn strip_cr_lf(name: &str) -> std::borrow::Cow<'_, str> {
+    if name.contains(['\r', '\n']) {
+        name.replace(['\r', '\n'], "").into()
+    } else {
+        name.into()
     }
 }
 

@@ -196,3 +196,16 @@ def deleting_a_queue_removes_its_bindings(ctx):
 def exchange_arguments_are_accepted(ctx):
     x = ctx.exchange("x", "direct", arguments={"diff-arg": "v", "n": 1})
     ctx.rec("redeclare with other arguments", ctx.attempt(ctx.exchange_declare, x, "direct", arguments={"diff-arg": "w"}))
+
+
+@scenario
+def exchange_unbind_missing_ends(ctx):
+    x = ctx.exchange("x")
+    ch = ctx.channel()
+    ctx.rec("missing source", ctx.attempt(lambda: ch.exchange_unbind(x, ctx.name("nosrc"), "k") and None))
+    ctx.rec("missing destination", ctx.attempt(lambda: ch.exchange_unbind(ctx.name("nodst"), x, "k") and None))
+    ctx.rec("both missing", ctx.attempt(
+        lambda: ch.exchange_unbind(ctx.name("nodst2"), ctx.name("nosrc2"), "k") and None))
+    ctx.rec("default exchange as source", ctx.attempt(lambda: ctx.channel().exchange_unbind(x, "", "k") and None))
+    ctx.rec("default exchange as destination", ctx.attempt(
+        lambda: ctx.channel().exchange_unbind("", ctx.name("nosrc3"), "k") and None))

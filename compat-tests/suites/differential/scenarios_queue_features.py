@@ -417,6 +417,48 @@ def consumer_priority_must_be_an_integer(ctx):
 
 
 @scenario
+def direct_reply_to_declare_from_elsewhere(ctx):
+    q = ctx.queue("rpc")
+    requester = ctx.connect()
+    rch = ctx.channel(requester)
+    tag = rch.basic_consume("amq.rabbitmq.reply-to", no_ack=True, callback=lambda m: None)
+    ctx.publish("request", "", q, ch=rch, reply_to="amq.rabbitmq.reply-to")
+    ctx.sync(rch)
+    reply_to = ctx.ch.basic_get(q, no_ack=True).properties["reply_to"]
+    other = ctx.connect()
+
+    def declare(name, ch=None, **kw):
+        ok = (ch or ctx.channel(other)).queue_declare(name, **kw)
+        return {"same name": ok.queue == name, "messages": ok.message_count, "consumers": ok.consumer_count}
+
+    ctx.rec("passive, other connection", ctx.attempt(declare, reply_to, passive=True))
+    ctx.rec("passive, requester's connection", ctx.attempt(declare, reply_to, ch=ctx.channel(requester), passive=True))
+    ctx.rec("not passive, any flags", ctx.attempt(declare, reply_to, durable=True, exclusive=True,
+                                                  arguments={"x-queue-mode": "bogus"}))
+    for what, name in (("unknown suffix", reply_to + "x"), ("garbage", "amq.rabbitmq.reply-to.garbage"),
+                       ("prefix only", "amq.rabbitmq.reply-to."), ("no dot", "amq.rabbitmq.reply-tox")):
+        for passive in (True, False):
+            ctx.rec(f"{what}, passive={passive}", ctx.attempt(declare, name, passive=passive))
+    ctx.rec("the pseudo-queue, not passive", ctx.attempt(declare, "amq.rabbitmq.reply-to", durable=True))
+    for what, op in (("get", lambda ch: ch.basic_get(reply_to)), ("purge", lambda ch: ch.queue_purge(reply_to)),
+                     ("bind", lambda ch: ch.queue_bind(reply_to, "amq.direct", "k")),
+                     ("consume", lambda ch: ch.basic_consume(reply_to, no_ack=True, callback=lambda m: None)),
+                     ("delete", lambda ch: ch.queue_delete(reply_to))):
+        ctx.rec(what, ctx.attempt(lambda: op(ctx.channel(other))))
+    rch.basic_cancel(tag)
+    ctx.rec("passive after the requester cancelled", ctx.attempt(declare, reply_to, passive=True))
+    c2 = ctx.connect()
+    ch2 = ctx.channel(c2)
+    ch2.basic_consume("amq.rabbitmq.reply-to", no_ack=True, callback=lambda m: None)
+    ctx.publish("request 2", "", q, ch=ch2, reply_to="amq.rabbitmq.reply-to")
+    ctx.sync(ch2)
+    reply_to2 = ctx.ch.basic_get(q, no_ack=True).properties["reply_to"]
+    ctx.rec("passive while the second requester waits", ctx.attempt(declare, reply_to2, passive=True))
+    c2.close()
+    ctx.rec("passive after its connection closed", ctx.attempt(declare, reply_to2, passive=True))
+
+
+@scenario
 def queue_mode_validation(ctx):
     cases = {
         "default": "default", "lazy": "lazy", "unknown": "bogus", "empty": "", "capitalised": "Lazy",

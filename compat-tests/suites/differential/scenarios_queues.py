@@ -198,3 +198,140 @@ def names_utf8_and_255_octets(ctx):
     ctx._names[long_name] = "<long-255>"
     ctx.rec("255-octet name", ctx.attempt(ctx.ch.queue_declare, long_name, auto_delete=False))
     ctx.rec("255-octet delete", ctx.attempt(ctx.ch.queue_delete, long_name))
+
+
+@scenario
+def bind_with_empty_queue_and_key(ctx):
+    # An empty queue name is the channel's last declared queue; when the routing key is empty
+    # too, the key is that queue's name (queue.bind and queue.unbind alike).
+    q = ctx.queue("q")
+    ctx.rec("bind '' ''", ctx.attempt(lambda: ctx.ch.queue_bind("", "amq.direct", "") and None))
+    ctx.publish("key q", "amq.direct", q)
+    ctx.publish("key ''", "amq.direct", "")
+    ctx.sync()
+    ctx.rec("q got", ctx.bodies(q))
+    q2 = ctx.queue("q2")
+    ctx.rec("bind '' k", ctx.attempt(lambda: ctx.ch.queue_bind("", "amq.direct", "k") and None))
+    ctx.rec("bind '' '' again", ctx.attempt(lambda: ctx.ch.queue_bind("", "amq.direct", "") and None))
+    ctx.rec("bind q2 '' (named: the key stays empty)", ctx.attempt(
+        lambda: ctx.ch.queue_bind(q2, "amq.direct", "") and None))
+    for key in ("k", q2, ""):
+        ctx.publish(f"to {key or 'empty'}", "amq.direct", key)
+    ctx.sync()
+    ctx.rec("q2 got", ctx.bodies(q2))
+    ctx.rec("unbind '' ''", ctx.attempt(lambda: ctx.ch.queue_unbind("", "amq.direct", "") and None))
+    for key in ("k", q2, ""):
+        ctx.publish(f"again to {key or 'empty'}", "amq.direct", key)
+    ctx.sync()
+    ctx.rec("q2 got after unbind", ctx.bodies(q2))
+    ctx.rec("q got nothing more", ctx.bodies(q))
+    sn = ctx.channel()
+    server_named = sn.queue_declare("", exclusive=True).queue
+    ctx.rec("bind '' '' to a topic exchange", ctx.attempt(lambda: sn.queue_bind("", "amq.topic", "") and None))
+    ctx.publish("topic", "amq.topic", server_named)
+    ctx.sync()
+    ctx.rec("server-named got", ctx.bodies(server_named, ch=sn))
+    for what, op in (("bind '' ''", lambda ch: ch.queue_bind("", "amq.direct", "")),
+                     ("bind '' k", lambda ch: ch.queue_bind("", "amq.direct", "k")),
+                     ("unbind '' ''", lambda ch: ch.queue_unbind("", "amq.direct", "")),
+                     ("bind '' '' to a missing exchange", lambda ch: ch.queue_bind("", ctx.name("nox"), ""))):
+        ch = ctx.channel()
+        ctx.rec(f"no declared queue: {what}", ctx.attempt(lambda: op(ch) and None))
+
+
+@scenario
+def unbind_missing_queue_or_exchange(ctx):
+    q = ctx.queue("q")
+    ch = ctx.channel()
+    ctx.rec("missing queue", ctx.attempt(lambda: ch.queue_unbind(ctx.name("noq"), "amq.direct", "k") and None))
+    ctx.rec("missing exchange", ctx.attempt(lambda: ch.queue_unbind(q, ctx.name("nox"), "k") and None))
+    ctx.rec("both missing", ctx.attempt(
+        lambda: ch.queue_unbind(ctx.name("noq2"), ctx.name("nox2"), "k") and None))
+    ctx.rec("default exchange", ctx.attempt(lambda: ch.queue_unbind(q, "", q) and None))
+
+
+@scenario
+def exclusive_queue_bindings_from_another_connection(ctx):
+    q = ctx.queue("q", exclusive=True)
+    ctx.ch.queue_bind(q, "amq.direct", "k")
+    other = ctx.connect()
+    ops = {
+        "unbind": lambda ch: ch.queue_unbind(q, "amq.direct", "k"),
+        "unbind a binding it does not have": lambda ch: ch.queue_unbind(q, "amq.direct", "other"),
+        "unbind from a missing exchange": lambda ch: ch.queue_unbind(q, ctx.name("nox"), "k"),
+        "bind": lambda ch: ch.queue_bind(q, "amq.direct", "k2"),
+        "bind to a missing exchange": lambda ch: ch.queue_bind(q, ctx.name("nox"), "k2"),
+        "purge": lambda ch: ch.queue_purge(q),
+        "delete if-empty": lambda ch: ch.queue_delete(q, if_empty=True),
+        "declare shared": lambda ch: ch.queue_declare(q, auto_delete=False),
+        "consume with x-priority as string": lambda ch: ch.basic_consume(
+            q, arguments={"x-priority": "high"}, callback=lambda m: None),
+    }
+    for what, op in ops.items():
+        ch = ctx.channel(other)
+        ctx.rec(what, ctx.attempt(lambda: op(ch) and None))
+    ctx.publish("still bound", "amq.direct", "k")
+    ctx.sync()
+    ctx.rec("owner gets", ctx.bodies(q))
+
+
+@scenario
+def names_with_line_feeds(ctx):
+    # RabbitMQ drops CR and LF from queue and exchange names in declare, bind, unbind and
+    # delete, but not in publish, get, consume or purge.
+    q = ctx.name("crlf")
+    qn = q[:9] + "\n" + q[9:]
+    x = ctx.name("xcrlf")
+    xn = x[:8] + "\r\n" + x[8:]
+    ctx.rec("declare", ctx.attempt(lambda: list(ctx.ch.queue_declare(q[:4] + "\r\n" + q[4:] + "\n",
+                                                                      auto_delete=False))))
+    ctx.rec("passive", ctx.attempt(lambda: list(ctx.ch.queue_declare(qn, passive=True))))
+    ctx.rec("exchange declare", ctx.attempt(ctx.exchange_declare, xn, "direct"))
+    ctx.rec("exchange passive", ctx.attempt(ctx.exchange_declare, x + "\r", "direct", passive=True))
+    ctx.rec("exchange exists", ctx.exists(x, "exchange"))
+    ctx.rec("bind", ctx.attempt(lambda: ctx.channel().queue_bind(qn, xn, "k\nk") and None))
+    ctx.publish("to kk", x, "kk")
+    ctx.publish("to k-lf-k", x, "k\nk")
+    ctx.sync()
+    ctx.rec("the key kept its LF", ctx.bodies(q))
+    for what, op in (("get", lambda ch: ch.basic_get(qn)),
+                     ("consume", lambda ch: ch.basic_consume(qn, callback=lambda m: None)),
+                     ("purge", lambda ch: ch.queue_purge(qn))):
+        ch = ctx.channel()
+        ctx.rec(what, ctx.attempt(lambda: op(ch) and None))
+    ch = ctx.channel()
+    ctx.publish("p", xn, "k\nk", ch=ch)
+    ctx.rec("publish to the exchange", ctx.sync(ch))
+    ctx.rec("exchange.bind", ctx.attempt(lambda: ctx.channel().exchange_bind(xn, "amq.fanout\n", "") and None))
+    ctx.publish("via amq.fanout", "amq.fanout", "")
+    ctx.sync()
+    ctx.rec("q got nothing via fanout (key k-lf-k only)", ctx.bodies(q))
+    ctx.rec("bind with key ''", ctx.attempt(lambda: ctx.channel().queue_bind(q, x, "") and None))
+    ctx.publish("via amq.fanout", "amq.fanout", "")
+    ctx.sync()
+    ctx.rec("q got via fanout", ctx.bodies(q))
+    ctx.rec("exchange.unbind", ctx.attempt(lambda: ctx.channel().exchange_unbind(xn, "amq.\rfanout", "") and None))
+    ctx.publish("via amq.fanout after unbind", "amq.fanout", "")
+    ctx.rec("unbind", ctx.attempt(lambda: ctx.channel().queue_unbind(qn, xn, "k\nk") and None))
+    ctx.publish("to k-lf-k after unbind", x, "k\nk")
+    ctx.sync()
+    ctx.rec("q got after unbinds", ctx.bodies(q))
+    ctx.rec("exchange delete", ctx.attempt(lambda: ctx.channel().exchange_delete(xn) and None))
+    ctx.rec("exchange gone", not ctx.exists(x, "exchange"))
+    ctx.rec("delete", ctx.attempt(lambda: ctx.channel().queue_delete(qn)))
+    ctx.rec("queue gone", not ctx.exists(q))
+    # Names that are only CR/LF: a server-named queue, the default exchange, the queue ''.
+    ctx.rec("declare a queue named LF", ctx.attempt(lambda: ctx.channel().queue_declare("\n", exclusive=True).queue))
+    ctx.rec("declare an exchange named LF", ctx.attempt(ctx.exchange_declare, "\n", "direct", ch=ctx.channel()))
+    ctx.rec("declare am-LF-q.x", ctx.attempt(lambda: ctx.channel().queue_declare("am\nq.x", auto_delete=False) and None))
+    ch = ctx.channel()
+    ch.queue_declare(ctx.name("last"), auto_delete=False)
+    ctx.rec("passive CR-LF (the queue '', not the last declared)", ctx.attempt(
+        lambda: ch.queue_declare("\r\n", passive=True) and None))
+    ch = ctx.channel()
+    last = ctx.queue("last2", ch=ch)
+    ctx.rec("bind LF with key '' (no shortcut)", ctx.attempt(lambda: ch.queue_bind("\n", "amq.direct", "") and None))
+    ch = ctx.channel()
+    ch.queue_declare(last, passive=True)
+    ctx.rec("delete LF", ctx.attempt(lambda: ch.queue_delete("\n")))
+    ctx.rec("last declared still there", ctx.exists(last))
