@@ -37,13 +37,62 @@ fn id_of(body: &[u8]) -> usize {
         .expect("message id")
 }
 
+/// The kinds of queue a vanishing consumer is tried on.
+#[derive(Debug, Clone, Copy)]
+enum Kind {
+    /// Transient messages on a non-durable queue.
+    Transient,
+    /// Persistent messages on a durable queue, paged out beyond a small memory limit.
+    DurablePaged,
+    /// A priority queue (x-max-priority 5), messages of every priority.
+    Priority,
+}
+
+fn declare_kind(q: &str, kind: Kind) -> AMQPClass {
+    let mut arguments = FieldTable::default();
+    if let Kind::Priority = kind {
+        arguments.insert("x-max-priority".into(), AMQPValue::ShortShortInt(5));
+    }
+    AMQPClass::Queue(queue::AMQPMethod::Declare(queue::Declare {
+        queue: q.into(),
+        passive: false,
+        durable: matches!(kind, Kind::DurablePaged),
+        exclusive: false,
+        auto_delete: false,
+        nowait: false,
+        arguments,
+    }))
+}
+
 /// Publishes `n` messages to `q` (declared non-durable) and waits until the queue holds them all.
 async fn fill(addr: SocketAddr, q: &str, n: usize, size: usize) -> Raw {
+    fill_kind(addr, q, n, size, Kind::Transient).await
+}
+
+async fn fill_kind(addr: SocketAddr, q: &str, n: usize, size: usize, kind: Kind) -> Raw {
     let mut r = Raw::open(addr).await;
     r.open_channel(1).await;
-    r.declare(1, q, QOpts::default()).await;
+    let ok = r.call(1, declare_kind(q, kind)).await;
+    assert!(
+        matches!(ok, AMQPClass::Queue(queue::AMQPMethod::DeclareOk(_))),
+        "{ok:?}"
+    );
     for i in 0..n {
-        r.publish(1, "", q, &body(i, size)).await;
+        let b = body(i, size);
+        match kind {
+            Kind::Transient => r.publish(1, "", q, &b).await,
+            Kind::DurablePaged => r.publish_persistent(1, q, &b).await,
+            Kind::Priority => {
+                // Property flags with only priority (0x0800), then its value.
+                let mut bytes = publish_bytes(1, "", q);
+                let mut header = vec![0, 60, 0, 0];
+                header.extend_from_slice(&(b.len() as u64).to_be_bytes());
+                header.extend_from_slice(&[0x08, 0x00, (i % 7) as u8]);
+                bytes.extend(frame_bytes(2, 1, &header));
+                bytes.extend(body_bytes(1, &b));
+                r.send(&bytes).await;
+            }
+        }
     }
     let (ready, _) = wait_for(&mut r, q, Duration::from_secs(60), |ready, _| ready == n).await;
     assert_eq!(ready, n, "queue {q} never held the {n} messages published");
@@ -95,10 +144,6 @@ async fn drain_exactly(r: &mut Raw, q: &str, n: usize) -> usize {
 async fn greedy_consumer(addr: SocketAddr, q: &str, h: Handshake, take: usize) -> Raw {
     let stream = TcpStream::connect(addr).await.expect("connect");
     let _ = stream.set_nodelay(true);
-    greedy_consumer_over(stream, q, h, take).await
-}
-
-async fn greedy_consumer_over(stream: TcpStream, q: &str, h: Handshake, take: usize) -> Raw {
     let mut c = Raw::over(stream).open_as(h).await;
     c.open_channel(1).await;
     c.consume(1, q, "greedy", false, false).await;
@@ -120,15 +165,29 @@ enum Vanish {
 }
 
 async fn vanish_with_deliveries_in_flight(how: Vanish, n: usize, take: usize) {
-    let b = start().await;
+    vanish_from(how, n, take, Kind::Transient, 0).await;
+}
+
+/// A consumer (prefetch `prefetch`, 0 for none) on a queue of `kind` with `n` messages reads
+/// `take` deliveries and goes away `how`: every message is back, the seen ones redelivered.
+async fn vanish_from(how: Vanish, n: usize, take: usize, kind: Kind, prefetch: u16) {
+    let b = start_with(|c| c.queue_memory_limit = 256 * 1024).await;
     let q = name("vanish");
-    let mut observer = fill(b.addr, &q, n, 512).await;
+    let mut observer = fill_kind(b.addr, &q, n, 512, kind).await;
     let stream = TcpStream::connect(b.addr).await.expect("connect");
     if matches!(how, Vanish::Reset) {
         #[allow(deprecated)] // a blocking close is what we want here: RST at once
         stream.set_linger(Some(Duration::ZERO)).expect("linger");
     }
-    let mut c = greedy_consumer_over(stream, &q, Handshake::default(), take).await;
+    let mut c = Raw::over(stream).open_as(Handshake::default()).await;
+    c.open_channel(1).await;
+    if prefetch > 0 {
+        c.qos(1, prefetch, false).await;
+    }
+    c.consume(1, &q, "greedy", false, false).await;
+    for _ in 0..take {
+        c.expect_deliver().await;
+    }
     match how {
         Vanish::CloseWithoutChannelClose => c.close().await,
         Vanish::Reset => drop(c),
@@ -141,14 +200,27 @@ async fn vanish_with_deliveries_in_flight(how: Vanish, n: usize, take: usize) {
     assert_eq!(
         (ready, consumers),
         (n, 0),
-        "{how:?}: every delivery must be back in the queue"
+        "{how:?} on {kind:?}: every delivery must be back in the queue"
     );
     let redelivered = drain_exactly(&mut observer, &q, n).await;
     assert!(
         redelivered >= take,
-        "{how:?}: the {take} deliveries the client saw come back redelivered ({redelivered})"
+        "{how:?} on {kind:?}: the {take} deliveries the client saw come back redelivered ({redelivered})"
     );
     b.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn consumers_vanishing_from_durable_paged_and_priority_queues_lose_nothing() {
+    for kind in [Kind::DurablePaged, Kind::Priority] {
+        for (how, prefetch) in [
+            (Vanish::CloseWithoutChannelClose, 0),
+            (Vanish::Reset, 100),
+            (Vanish::Eof, 0),
+        ] {
+            vanish_from(how, 3000, 50, kind, prefetch).await;
+        }
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
