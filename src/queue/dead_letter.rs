@@ -74,10 +74,65 @@ fn rebuild(p: &AMQPProperties, headers: FieldTable) -> AMQPProperties {
     out
 }
 
+/// A dead-lettered message's new properties and the routing keys it goes to its dead-letter
+/// exchange with (the first is the one it is delivered with).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeadLettered {
+    pub properties: Vec<u8>,
+    pub routing_keys: Vec<String>,
+}
+
+/// Dead-letters a message published with `routing_key` (its `CC` header adds more keys) from
+/// `queue`, as RabbitMQ does: with `x-dead-letter-routing-key` the message goes with that key
+/// alone and loses its `CC` header; without it, it goes with its own key and its `CC` keys. The
+/// properties are those of [`properties`]. `None` when the properties cannot be decoded.
+pub fn dead_letter(
+    raw: &[u8],
+    reason: Reason,
+    queue: &str,
+    exchange: &str,
+    routing_key: &str,
+    dead_letter_routing_key: Option<&str>,
+    now_secs: u64,
+) -> Option<DeadLettered> {
+    let (_, props) = parse_properties(raw).ok()?;
+    let cc = props.headers().as_ref().map(cc_keys).unwrap_or_default();
+    let death_keys: Vec<String> = std::iter::once(routing_key.to_owned())
+        .chain(cc.iter().cloned())
+        .collect();
+    let routing_keys = match dead_letter_routing_key {
+        Some(key) => vec![key.to_owned()],
+        None => death_keys.clone(),
+    };
+    let properties = with_death(
+        &props,
+        reason,
+        queue,
+        exchange,
+        &death_keys,
+        dead_letter_routing_key.is_some(),
+        now_secs,
+    )?;
+    Some(DeadLettered {
+        properties,
+        routing_keys,
+    })
+}
+
+/// The routing keys a `CC` header adds (an array of strings; anything else adds none).
+fn cc_keys(headers: &FieldTable) -> Vec<String> {
+    match headers.inner().get("CC") {
+        Some(AMQPValue::FieldArray(values)) => values.as_slice().iter().filter_map(text).collect(),
+        _ => Vec::new(),
+    }
+}
+
 /// The properties of a message dead-lettered from `queue`: `x-death` gains (or counts again) an
-/// entry for this queue and reason, moved to the front; `x-first-death-*` are set the first time;
-/// a per-message `expiration` is dropped (kept as `original-expiration`). `None` when the
-/// properties cannot be decoded (the message then keeps its own).
+/// entry for this queue and reason, moved to the front, whose `routing-keys` are
+/// `routing_keys` followed by the keys of the message's `CC` header; `x-first-death-*` are set
+/// the first time; a per-message `expiration` is dropped (kept as `original-expiration`). `None`
+/// when the properties cannot be decoded (the message then keeps its own). (The `CC` header
+/// stays: [`dead_letter`] removes it when the queue has a dead-letter routing key.)
 pub fn properties(
     raw: &[u8],
     reason: Reason,
@@ -87,6 +142,20 @@ pub fn properties(
     now_secs: u64,
 ) -> Option<Vec<u8>> {
     let (_, props) = parse_properties(raw).ok()?;
+    let cc = props.headers().as_ref().map(cc_keys).unwrap_or_default();
+    let keys: Vec<String> = routing_keys.iter().cloned().chain(cc).collect();
+    with_death(&props, reason, queue, exchange, &keys, false, now_secs)
+}
+
+fn with_death(
+    props: &AMQPProperties,
+    reason: Reason,
+    queue: &str,
+    exchange: &str,
+    routing_keys: &[String],
+    remove_cc: bool,
+    now_secs: u64,
+) -> Option<Vec<u8>> {
     let mut headers = props.headers().clone().unwrap_or_default();
     let mut deaths: Vec<AMQPValue> = match headers.inner().get("x-death") {
         Some(AMQPValue::FieldArray(a)) => a.as_slice().to_vec(),
@@ -144,6 +213,15 @@ pub fn properties(
         "x-death".into(),
         AMQPValue::FieldArray(FieldArray::from(deaths)),
     );
+    if remove_cc {
+        let mut kept = FieldTable::default();
+        for (k, v) in headers.inner() {
+            if k.as_str() != "CC" {
+                kept.insert(k.clone(), v.clone());
+            }
+        }
+        headers = kept;
+    }
     for (key, value) in [
         ("x-first-death-reason", reason.as_str()),
         ("x-first-death-queue", queue),
@@ -153,7 +231,7 @@ pub fn properties(
             headers.insert(key.into(), AMQPValue::LongString(LongString::from(value)));
         }
     }
-    warren_amqp::encode::encode_properties(&rebuild(&props, headers)).ok()
+    warren_amqp::encode::encode_properties(&rebuild(props, headers)).ok()
 }
 
 /// Would dead-lettering for `reason` to `target` close a cycle? As in RabbitMQ: the message has
@@ -231,6 +309,45 @@ mod tests {
             h.inner().get("x-first-death-queue"),
             Some(&AMQPValue::LongString("q1".into()))
         );
+    }
+
+    #[test]
+    fn a_dead_letter_routing_key_replaces_the_cc_keys_and_header() {
+        let mut h = FieldTable::default();
+        h.insert(
+            "CC".into(),
+            AMQPValue::FieldArray(FieldArray::from(vec![AMQPValue::LongString("cc".into())])),
+        );
+        h.insert("other".into(), AMQPValue::LongString("x".into()));
+        let start = encode_properties(&AMQPProperties::default().with_headers(h)).unwrap();
+        let death_keys = |raw: &[u8]| {
+            let h = headers_of(raw);
+            let Some(AMQPValue::FieldArray(deaths)) = h.inner().get("x-death") else {
+                panic!("no x-death")
+            };
+            let AMQPValue::FieldTable(first) = &deaths.as_slice()[0] else {
+                panic!()
+            };
+            first.inner().get("routing-keys").cloned()
+        };
+        let both = Some(AMQPValue::FieldArray(FieldArray::from(vec![
+            AMQPValue::LongString("rk".into()),
+            AMQPValue::LongString("cc".into()),
+        ])));
+
+        let with = dead_letter(&start, Reason::Rejected, "q", "ex", "rk", Some("dl"), 1).unwrap();
+        assert_eq!(with.routing_keys, vec!["dl".to_owned()]);
+        assert!(!headers_of(&with.properties).contains_key("CC"));
+        assert!(headers_of(&with.properties).contains_key("other"));
+        assert_eq!(death_keys(&with.properties), both);
+
+        let without = dead_letter(&start, Reason::Rejected, "q", "ex", "rk", None, 1).unwrap();
+        assert_eq!(without.routing_keys, vec!["rk".to_owned(), "cc".to_owned()]);
+        assert!(headers_of(&without.properties).contains_key("CC"));
+        assert_eq!(death_keys(&without.properties), both);
+
+        let plain = properties(&start, Reason::Rejected, "q", "ex", &["rk".into()], 1).unwrap();
+        assert_eq!(death_keys(&plain), both);
     }
 
     #[test]
