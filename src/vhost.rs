@@ -849,6 +849,26 @@ impl Vhost {
         Ok(Routing::Routed)
     }
 
+    /// Whether a message may be published to `exchange` (the default exchange, or one that
+    /// exists and is not internal), with the error RabbitMQ gives otherwise; nothing is routed.
+    pub fn check_publish_target(&self, exchange: &str) -> Result<(), AmqpError> {
+        if exchange.is_empty() {
+            return Ok(());
+        }
+        let topo = self.read();
+        let ex = topo
+            .exchanges
+            .get(exchange)
+            .ok_or_else(|| self.no_exchange(exchange))?;
+        if ex.internal {
+            return Err(AmqpError::access_refused(format!(
+                "cannot publish to internal exchange '{exchange}' in vhost '{}'",
+                self.name
+            )));
+        }
+        Ok(())
+    }
+
     fn route_in(
         &self,
         topo: &Topology,

@@ -84,20 +84,18 @@ pub(super) struct TxBuffer {
     pub settlements: Vec<(Vec<(u64, Unacked)>, Settlement)>,
 }
 
-/// A publish routed at publish time, delivered at commit (as in RabbitMQ).
+/// A publish held until commit, when it is routed and delivered (as in RabbitMQ).
 pub(super) struct TxPublish {
-    pub targets: Vec<Arc<QueueHandle>>,
     pub content: warren_amqp::Content,
     /// What it holds until commit, counted by the memory alarm.
     pub _held: HeldCharge,
 }
 
 impl TxPublish {
-    pub fn new(targets: Vec<Arc<QueueHandle>>, content: warren_amqp::Content) -> Self {
+    pub fn new(content: warren_amqp::Content) -> Self {
         let bytes =
             content.properties.len() + content.body.len() + content.publish.routing_key.len();
         TxPublish {
-            targets,
             content,
             _held: HeldCharge::new(bytes as u64 + TX_PUBLISH_OVERHEAD),
         }

@@ -428,8 +428,19 @@ impl Connection {
                 for (settled, how) in buffer.settlements {
                     self.channel(ch)?.settle(settled, how).await;
                 }
+                let vhost = self.vhost()?;
                 for p in buffer.publishes {
-                    self.deliver_publish(ch, p.targets, p.content, None).await;
+                    let content = p.content;
+                    let raw_properties = content.properties.clone();
+                    let props = PropertiesView::parse(&raw_properties).unwrap_or_default();
+                    if let Err(e) = self.route_and_deliver(ch, &vhost, content, &props).await {
+                        // The exchange went away after the publish: nothing to route to.
+                        tracing::debug!(
+                            channel = ch,
+                            "transactional publish dropped at commit: {}",
+                            e.reply_text()
+                        );
+                    }
                 }
                 self.sync_storage().await?;
                 self.send_method(ch, AMQPClass::Tx(tx::AMQPMethod::CommitOk(tx::CommitOk {})));
@@ -904,7 +915,9 @@ impl Connection {
                         AmqpError::precondition_failed("cannot rewrite the reply_to property")
                     })?;
         }
-        let props = PropertiesView::parse(&content.properties).unwrap_or_default();
+        // Parsed from a handle of its own, so that `content` can move on while `props` lives.
+        let raw_properties = content.properties.clone();
+        let props = PropertiesView::parse(&raw_properties).unwrap_or_default();
         validate_properties(&props)?;
         if let Some(user_id) = props.user_id {
             if user_id != self.user.as_bytes() {
@@ -923,6 +936,31 @@ impl Connection {
         {
             return self.publish_direct_reply(ch, content);
         }
+        if self.channel(ch)?.tx.is_some() {
+            // A transaction's publishes are routed at commit, as in RabbitMQ (a queue deleted
+            // meanwhile makes a mandatory one come back, one declared meanwhile takes it); the
+            // exchange and the CC/BCC headers are checked now.
+            vhost.check_publish_target(&String::from_utf8_lossy(&content.publish.exchange))?;
+            if props.headers.is_some_and(may_have_sender_selected_keys) {
+                sender_selected_keys(LazyHeaders::new(props.headers).get())?;
+            }
+            if let Some(tx) = self.channel(ch)?.tx.as_mut() {
+                tx.publishes.push(TxPublish::new(content));
+            }
+            return Ok(());
+        }
+        self.route_and_deliver(ch, &vhost, content, &props).await
+    }
+
+    /// Routes a complete message and hands it to its queues (or returns it), confirming it in
+    /// confirm mode.
+    async fn route_and_deliver(
+        &mut self,
+        ch: u16,
+        vhost: &Vhost,
+        mut content: Content,
+        props: &PropertiesView<'_>,
+    ) -> Result<(), AmqpError> {
         let headers = LazyHeaders::new(props.headers);
         let sender_selected = props.headers.is_some_and(may_have_sender_selected_keys);
         let (extra_keys, strip_bcc) = if sender_selected {
@@ -943,7 +981,7 @@ impl Connection {
         };
         let mut targets = std::mem::take(&mut self.route_buf);
         targets.clear();
-        let routing = match vhost.route_publish(&exchange, keys, &headers, &props, &mut targets) {
+        let routing = match vhost.route_publish(&exchange, keys, &headers, props, &mut targets) {
             Ok(routing) => routing,
             Err(e) => {
                 self.route_buf = targets;
@@ -964,12 +1002,6 @@ impl Connection {
             content.properties = without_bcc(&content.properties).unwrap_or(content.properties);
         }
         let channel = self.channel(ch)?;
-        if let Some(tx) = channel.tx.as_mut() {
-            if routing == Routing::Routed {
-                tx.publishes.push(TxPublish::new(targets, content));
-            }
-            return Ok(());
-        }
         let confirm_seq = channel.confirm.then(|| {
             channel.published += 1;
             channel.published

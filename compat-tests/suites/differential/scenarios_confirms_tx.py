@@ -1,6 +1,6 @@
 """Scenarios: publisher confirms and transactions."""
 
-from harness import scenario
+from harness import body_text, scenario
 
 
 def _confirms(ctx, ch):
@@ -188,3 +188,28 @@ def uncommitted_tx_ack_is_undone_when_the_channel_closes(ctx):
     ch.basic_get(q, no_ack=False)
     ch.close()
     ctx.rec("queue", [[m["body"], m["redelivered"]] for m in ctx.drain_get(q)])
+
+
+@scenario
+def transactional_publishes_are_routed_at_commit(ctx):
+    # Java client's Routing tests: RabbitMQ routes a transaction's publishes at tx.commit, so a
+    # mandatory one whose queue was deleted meanwhile comes back then (312 NO_ROUTE), and one to a
+    # queue declared only after the publish reaches it.
+    gone = ctx.queue("gone")
+    ch = ctx.channel()
+    returns = []
+    ch.events["basic_return"].add(lambda exc, x, rk, m: returns.append([exc.reply_code, body_text(m.body)]))
+    ch.tx_select()
+    ctx.publish("to a queue deleted before commit", "", gone, ch=ch, mandatory=True)
+    later = ctx.name("later")
+    ctx.publish("to a queue declared before commit", "", later, ch=ch, mandatory=True)
+    ctx.sync(ch)
+    ctx.rec("returns before commit", list(returns))
+    ctx.ch.queue_delete(gone)
+    ctx.ch.queue_declare(later, auto_delete=False)
+    ch.tx_commit()
+    ctx.wait(lambda: returns, conn=ch.connection)
+    ctx.settle(conn=ch.connection)
+    ctx.rec("returns", sorted(returns))
+    ctx.rec("later", ctx.bodies(later))
+    ctx.ch.queue_delete(later)
