@@ -141,19 +141,13 @@ impl Connection {
                     .await
                     .map_err(|e| e.on_method(ids.0, ids.1))
             }
-            FrameKind::Header => {
-                let max = self.broker.config.max_message_size;
-                match channel.assembler.header(frame.payload, max) {
-                    Ok(Some(content)) => self
-                        .publish(ch, content)
-                        .await
-                        .map_err(|e| e.on_method(60, 40)),
-                    Ok(None) => Ok(()),
-                    Err(e) => Err(e),
-                }
-            }
-            FrameKind::Body => {
-                let assembled = channel.assembler.body(frame.payload);
+            FrameKind::Header | FrameKind::Body => {
+                let assembled = if frame.kind == FrameKind::Header {
+                    let max = self.broker.config.max_message_size;
+                    channel.assembler.header(frame.payload, max)
+                } else {
+                    channel.assembler.body(frame.payload)
+                };
                 channel
                     .partial_body
                     .set(channel.assembler.buffered() as u64);
