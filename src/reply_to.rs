@@ -8,8 +8,8 @@ use std::sync::{Arc, Mutex};
 
 use tokio::sync::mpsc;
 
-use crate::connection::ConnEvent;
 use crate::message::MessageRef;
+use crate::queue::ConnEvent;
 
 /// The pseudo-queue clients consume from and name in `reply_to`.
 pub const PSEUDO_QUEUE: &str = "amq.rabbitmq.reply-to";

@@ -25,32 +25,9 @@ use warren_storage::CommitListener;
 use crate::auth::{AuthError, StartOutcome};
 use crate::broker::Broker;
 use crate::message::MessageRef;
-use crate::queue::{ConnectionFlow, ConnectionId, QueueCommand, QueueHandle};
+use crate::queue::{ConnEvent, ConnectionFlow, ConnectionId, Delivery, QueueCommand, QueueHandle};
 use crate::vhost::Vhost;
 use channel::Channel;
-
-/// What queues send to a connection.
-pub enum ConnEvent {
-    Deliver(Delivery),
-    /// A direct reply-to message for the channel's reply consumer.
-    DirectReply {
-        channel: u16,
-        consumer_tag: Arc<str>,
-        message: MessageRef,
-    },
-    /// The queue went away (deleted): the consumer is cancelled by the broker.
-    ConsumerCancelled {
-        channel: u16,
-        consumer_id: u64,
-    },
-    /// One of the things a confirm-mode publish waits for happened: the disk has it (or failed
-    /// to), or a queue that may refuse publishes took (or refused) it.
-    Settled {
-        channel: u16,
-        seq: u64,
-        ok: bool,
-    },
-}
 
 /// Relays storage commits of a connection's confirmed publishes back to it as events. The token
 /// carries the channel in its top 16 bits and the publish sequence number below.
@@ -68,17 +45,6 @@ impl CommitListener for ConfirmRelay {
 
 fn confirm_token(channel: u16, seq: u64) -> u64 {
     (u64::from(channel) << 48) | (seq & ((1 << 48) - 1))
-}
-
-pub struct Delivery {
-    pub channel: u16,
-    pub consumer_id: u64,
-    pub consumer_tag: Arc<str>,
-    pub queue: Arc<QueueHandle>,
-    pub id: u64,
-    pub redelivered: bool,
-    pub no_ack: bool,
-    pub message: MessageRef,
 }
 
 pub(crate) const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);

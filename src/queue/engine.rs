@@ -20,10 +20,9 @@ use super::dead_letter::{self, Reason};
 use super::dedup::{self, DedupCache};
 use super::ready::{Entry, Ready, Slot};
 use super::{
-    Consumer, GetReply, Overflow, PublishConfirm, QueueArgs, QueueCommand, QueueHandle, QueueSpec,
-    QueueStats,
+    ConnEvent, Consumer, Delivery, GetReply, Overflow, PublishConfirm, QueueArgs, QueueCommand,
+    QueueHandle, QueueSpec, QueueStats,
 };
-use crate::connection::{ConnEvent, Delivery};
 use crate::exchange::LazyHeaders;
 use crate::message::{self, Message, MessageRef};
 use crate::vhost::Vhost;

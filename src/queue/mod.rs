@@ -4,10 +4,12 @@
 pub mod args;
 pub mod dead_letter;
 pub mod dedup;
+mod delivery;
 pub mod engine;
 mod ready;
 
 pub use args::{Overflow, QueueArgs};
+pub use delivery::{ConnEvent, Delivery};
 
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
@@ -16,7 +18,6 @@ use tokio::sync::{mpsc, oneshot};
 use warren_amqp::types::FieldTable;
 use warren_amqp::AmqpError;
 
-use crate::connection::ConnEvent;
 use crate::message::MessageRef;
 
 /// Identifies a connection inside the broker.
