@@ -828,31 +828,29 @@ impl QueueState {
         };
         let m = &message;
         let original_key = String::from_utf8_lossy(m.routing_key()).into_owned();
-        let routing_key = self
-            .args()
-            .dead_letter_routing_key
-            .clone()
-            .unwrap_or_else(|| original_key.clone());
         let now = SystemTime::now()
             .duration_since(SystemTime::UNIX_EPOCH)
             .map(|d| d.as_secs())
             .unwrap_or(0);
         let exchange = String::from_utf8_lossy(m.exchange()).into_owned();
-        let Some(properties) = dead_letter::properties(
+        let Some(dead) = dead_letter::dead_letter(
             m.properties(),
             reason,
             &self.handle.name,
             &exchange,
-            &[original_key],
+            &original_key,
+            self.args().dead_letter_routing_key.as_deref(),
             now,
         ) else {
             tracing::warn!(queue = %self.handle.name, "cannot decode the properties of a dead-lettered message; dropped");
             return;
         };
+        let properties = dead.properties;
         let view = PropertiesView::parse(&properties).unwrap_or_default();
         let headers = LazyHeaders::new(view.headers);
+        let keys: Vec<&str> = dead.routing_keys.iter().map(String::as_str).collect();
         let mut targets = Vec::new();
-        if let Err(e) = vhost.route(&dlx, &[routing_key.as_str()], &headers, &mut targets) {
+        if let Err(e) = vhost.route(&dlx, &keys, &headers, &mut targets) {
             tracing::debug!(queue = %self.handle.name, "dead-letter exchange unusable, message dropped: {}", e.reply_text());
             return;
         }
@@ -866,6 +864,8 @@ impl QueueState {
             Vec::new()
         };
         let storage_id = (!durable.is_empty()).then(|| self.store.next_message_id());
+        // Delivered with the dead-letter routing key if the queue has one, else its own.
+        let routing_key = keys.first().copied().unwrap_or(original_key.as_str());
         let message = Message::from_parts(
             dlx.as_bytes(),
             routing_key.as_bytes(),
