@@ -478,6 +478,19 @@ impl Vhost {
             )));
         }
         let args = QueueArgs::parse(req.arguments, req.name, &self.name)?;
+        if args.queue_type.needs_plain_durable() {
+            let refused = [
+                (!req.durable, "non-durable"),
+                (req.exclusive, "exclusive-owner"),
+                (req.auto_delete, "auto-delete"),
+            ];
+            if let Some((_, property)) = refused.iter().find(|(bad, _)| *bad) {
+                return Err(AmqpError::precondition_failed(format!(
+                    "invalid property '{property}' for queue '{}' in vhost '{}'",
+                    req.name, self.name
+                )));
+            }
+        }
         // Exclusive queues die with their connection, so they never go to disk.
         let storage_id = (req.durable && !req.exclusive).then(|| {
             let id = self.store.next_queue_id();

@@ -16,8 +16,25 @@ pub enum Overflow {
     RejectPublishDlx,
 }
 
+/// `x-queue-type`: which kind of queue a declare asks for.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum QueueType {
+    #[default]
+    Classic,
+    Quorum,
+    Stream,
+}
+
+impl QueueType {
+    /// Replicated kinds are durable, never exclusive or auto-delete (RabbitMQ refuses those).
+    pub fn needs_plain_durable(self) -> bool {
+        self != QueueType::Classic
+    }
+}
+
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct QueueArgs {
+    pub queue_type: QueueType,
     pub message_ttl: Option<u64>,
     pub expires: Option<u64>,
     pub max_length: Option<u64>,
@@ -100,6 +117,17 @@ impl QueueArgs {
             Some("reject-publish") => Overflow::RejectPublish,
             Some("reject-publish-dlx") => Overflow::RejectPublishDlx,
             Some(_) => return Err(invalid("x-overflow", "invalid_overflow".into())),
+        };
+        out.queue_type = match reader.string_or_unacceptable("x-queue-type")?.as_deref() {
+            None | Some("classic") => QueueType::Classic,
+            Some("quorum") => QueueType::Quorum,
+            Some("stream") => QueueType::Stream,
+            Some(other) => {
+                return Err(invalid(
+                    "x-queue-type",
+                    format!("\"unsupported queue type '{other}'\""),
+                ))
+            }
         };
         // Paging is Warren's own (by memory use), so the mode is only checked.
         match reader.string_or_unacceptable("x-queue-mode")?.as_deref() {
@@ -360,6 +388,14 @@ mod tests {
         assert_eq!(
             text(&[("x-queue-mode", AMQPValue::LongString("bogus".into()))]),
             format!("{prefix} 'x-queue-mode' for queue 'q' in vhost '/': \"unsupported queue mode 'bogus'\"")
+        );
+        assert_eq!(
+            text(&[("x-queue-type", AMQPValue::LongString("bogus".into()))]),
+            format!("{prefix} 'x-queue-type' for queue 'q' in vhost '/': \"unsupported queue type 'bogus'\"")
+        );
+        assert_eq!(
+            text(&[("x-queue-type", AMQPValue::LongInt(5))]),
+            format!("{prefix} 'x-queue-type' for queue 'q' in vhost '/': {{unacceptable_type,signedint}}")
         );
         assert_eq!(
             text(&[("x-queue-mode", AMQPValue::ShortInt(1))]),

@@ -335,3 +335,22 @@ def names_with_line_feeds(ctx):
     ch.queue_declare(last, passive=True)
     ctx.rec("delete LF", ctx.attempt(lambda: ch.queue_delete("\n")))
     ctx.rec("last declared still there", ctx.exists(last))
+
+
+@scenario
+def queue_type_validation(ctx):
+    # x-queue-type must name a kind RabbitMQ has; quorum and stream queues are durable, never
+    # exclusive or auto-delete.
+    for qt in ["bogus", 5]:
+        ch = ctx.channel()
+        ctx.rec(f"type {qt!r}", ctx.attempt(ch.queue_declare, ctx.name(f"t-{qt}"), durable=True,
+                                             auto_delete=False, arguments={"x-queue-type": qt}))
+    for qt in ["quorum", "stream"]:
+        for tag, flags in (("non-durable", dict(durable=False, auto_delete=False)),
+                           ("exclusive", dict(durable=True, exclusive=True, auto_delete=False)),
+                           ("auto-delete", dict(durable=True, auto_delete=True))):
+            ch = ctx.channel()
+            ctx.rec(f"{qt} {tag}", ctx.attempt(ch.queue_declare, ctx.name(f"{qt}-{tag}"),
+                                               arguments={"x-queue-type": qt}, **flags))
+    q = ctx.queue("classic", arguments={"x-queue-type": "classic"})
+    ctx.rec("classic", ctx.declare_ok(q))
