@@ -6,6 +6,7 @@
 mod api;
 mod health;
 mod metrics;
+mod stall;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -35,6 +36,9 @@ pub const REQUEST_HEAD_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// HTTP connections served at once; more wait, unaccepted, until one closes.
 pub const MAX_CONNECTIONS: usize = 256;
+/// A connection whose reads or writes make no progress this long in the middle of a request (a
+/// body that never comes, a response never read) is closed.
+pub const STALL_TIMEOUT: Duration = Duration::from_secs(15);
 
 /// A queue as the listings and metrics show it: its vhost, its handle, its counts.
 struct QueueSnapshot {
@@ -161,7 +165,10 @@ async fn serve_connection(
     let connection = http1::Builder::new()
         .timer(TokioTimer::new())
         .header_read_timeout(REQUEST_HEAD_TIMEOUT)
-        .serve_connection(TokioIo::new(stream), TowerToHyperService::new(service));
+        .serve_connection(
+            TokioIo::new(stall::Stall::new(stream, STALL_TIMEOUT)),
+            TowerToHyperService::new(service),
+        );
     if let Err(e) = connection.await {
         tracing::debug!(%peer, "http connection closed: {e}");
     }
