@@ -510,7 +510,10 @@ impl Connection {
                     }
                 }
             }
-            if room && !(self.pending.is_empty() && self.pending_replies.is_empty()) {
+            // (Room as it is now: the writer may just have taken the output.)
+            if self.out.len() < OUT_HIGH_WATER
+                && !(self.pending.is_empty() && self.pending_replies.is_empty())
+            {
                 self.encode_pending();
             }
             self.flush_confirms();
