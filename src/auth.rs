@@ -1,20 +1,130 @@
-//! Users and SASL: PLAIN, AMQPLAIN and RabbitMQ's challenge-response demo mechanism, with
-//! RabbitMQ's rule that `guest` may only log in from loopback.
+//! Users, permissions and SASL: PLAIN, AMQPLAIN and RabbitMQ's challenge-response demo
+//! mechanism, with RabbitMQ's rule that `guest` may only log in from loopback. Passwords are kept
+//! as RabbitMQ keeps them (a salted SHA-256 or SHA-512 hash), so users exported from RabbitMQ log
+//! in with their passwords; permissions are RabbitMQ's configure / write / read regular
+//! expressions per user and vhost.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::net::IpAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::RwLock;
 
+use base64::Engine as _;
+use sha2::Digest as _;
 use warren_amqp::types::{AMQPValue, FieldTable};
+use warren_storage::{PermissionRecord, UserRecord};
 
-pub struct User {
-    pub name: String,
-    password: String,
-    /// May only connect from a loopback address.
-    pub loopback_only: bool,
+/// RabbitMQ's hashing modules, by the names its definitions use.
+pub const SHA256: &str = "rabbit_password_hashing_sha256";
+pub const SHA512: &str = "rabbit_password_hashing_sha512";
+
+/// A password hash as RabbitMQ's `rabbit_password:hash/2` computes it: base64 of a 4-byte random
+/// salt followed by the digest of (salt ++ UTF-8 password).
+pub fn hash_password(password: &str, algorithm: &str) -> String {
+    let salt: [u8; 4] = rand::random();
+    let mut out = salt.to_vec();
+    out.extend(digest(algorithm, &salt, password).unwrap_or_default());
+    base64::engine::general_purpose::STANDARD.encode(out)
 }
 
-pub struct Users {
+fn digest(algorithm: &str, salt: &[u8], password: &str) -> Option<Vec<u8>> {
+    match algorithm {
+        SHA256 => Some(
+            sha2::Sha256::new()
+                .chain_update(salt)
+                .chain_update(password)
+                .finalize()
+                .to_vec(),
+        ),
+        SHA512 => Some(
+            sha2::Sha512::new()
+                .chain_update(salt)
+                .chain_update(password)
+                .finalize()
+                .to_vec(),
+        ),
+        _ => None,
+    }
+}
+
+/// Whether `password` matches a stored hash. A user without a hash (or with one in an algorithm
+/// Warren does not know) cannot log in with a password.
+pub fn password_matches(hash: &str, algorithm: &str, password: &str) -> bool {
+    let Ok(stored) = base64::engine::general_purpose::STANDARD.decode(hash) else {
+        return false;
+    };
+    if stored.len() <= 4 {
+        return false;
+    }
+    let (salt, expected) = stored.split_at(4);
+    let Some(actual) = digest(algorithm, salt, password) else {
+        return false;
+    };
+    // Compared in time independent of where they differ.
+    actual.len() == expected.len()
+        && actual
+            .iter()
+            .zip(expected)
+            .fold(0u8, |acc, (a, b)| acc | (a ^ b))
+            == 0
+}
+
+/// What a permission check is for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Access {
+    Configure,
+    Write,
+    Read,
+}
+
+/// One user's permissions in one vhost, compiled.
+struct Permission {
+    record: PermissionRecord,
+    configure: regex::Regex,
+    write: regex::Regex,
+    read: regex::Regex,
+}
+
+/// A permission regex as RabbitMQ matches it: unanchored, and an empty one matches nothing.
+fn compile(pattern: &str) -> Result<regex::Regex, String> {
+    let pattern = if pattern.is_empty() { "^$" } else { pattern };
+    regex::Regex::new(pattern).map_err(|e| e.to_string())
+}
+
+/// Refuses a permission whose regular expressions do not compile.
+pub fn validate_permission(record: &PermissionRecord) -> Result<(), String> {
+    Permission::new(record.clone()).map(|_| ())
+}
+
+impl Permission {
+    fn new(record: PermissionRecord) -> Result<Self, String> {
+        Ok(Permission {
+            configure: compile(&record.configure)?,
+            write: compile(&record.write)?,
+            read: compile(&record.read)?,
+            record,
+        })
+    }
+}
+
+pub struct User {
+    pub record: UserRecord,
+}
+
+#[derive(Default)]
+struct State {
     users: HashMap<String, User>,
+    /// (vhost, user) → permissions.
+    permissions: BTreeMap<(String, String), Permission>,
+}
+
+/// The users and their permissions. Changes apply to connections at once (permission checks
+/// read the current state); [`Users::generation`] tells caches when to forget.
+pub struct Users {
+    state: RwLock<State>,
+    /// Users held to loopback (`--loopback-users`), whatever their record says.
+    loopback_users: Vec<String>,
+    generation: AtomicU64,
 }
 
 impl Default for Users {
@@ -85,18 +195,143 @@ pub enum AuthError {
 
 impl Users {
     /// One user, as RabbitMQ creates at first start from `default_user` / `default_pass`, held to
-    /// loopback if `loopback_users` names it (RabbitMQ's default is `guest`).
+    /// loopback if `loopback_users` names it (RabbitMQ's default is `guest`), with every
+    /// permission on `/`.
     pub fn with_default(name: &str, password: &str, loopback_users: &[String]) -> Self {
-        let mut users = HashMap::new();
-        users.insert(
-            name.to_owned(),
-            User {
-                name: name.to_owned(),
-                password: password.to_owned(),
-                loopback_only: loopback_users.iter().any(|u| u == name),
-            },
-        );
-        Users { users }
+        let (user, permission) = default_records(name, password);
+        Users::from_records(vec![user], vec![permission], loopback_users)
+    }
+
+    /// The users and permissions the store held (a permission whose regex no longer compiles is
+    /// skipped with a warning).
+    pub fn from_records(
+        users: Vec<UserRecord>,
+        permissions: Vec<PermissionRecord>,
+        loopback_users: &[String],
+    ) -> Self {
+        let mut state = State::default();
+        for record in users {
+            state.users.insert(record.name.clone(), User { record });
+        }
+        for record in permissions {
+            let key = (record.vhost.clone(), record.user.clone());
+            match Permission::new(record) {
+                Ok(p) => {
+                    state.permissions.insert(key, p);
+                }
+                Err(e) => {
+                    tracing::warn!(vhost = %key.0, user = %key.1, "stored permission skipped: {e}")
+                }
+            }
+        }
+        Users {
+            state: RwLock::new(state),
+            loopback_users: loopback_users.to_vec(),
+            generation: AtomicU64::new(0),
+        }
+    }
+
+    fn read(&self) -> std::sync::RwLockReadGuard<'_, State> {
+        self.state.read().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn write(&self) -> std::sync::RwLockWriteGuard<'_, State> {
+        self.generation.fetch_add(1, Ordering::AcqRel);
+        self.state.write().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Changes whenever a user or permission does.
+    pub fn generation(&self) -> u64 {
+        self.generation.load(Ordering::Acquire)
+    }
+
+    /// Creates or replaces a user; true when it was created.
+    pub fn put_user(&self, record: UserRecord) -> bool {
+        self.write()
+            .users
+            .insert(record.name.clone(), User { record })
+            .is_none()
+    }
+
+    /// Deletes a user and its permissions; false when there was none.
+    pub fn delete_user(&self, name: &str) -> bool {
+        let mut state = self.write();
+        state.permissions.retain(|(_, u), _| u != name);
+        state.users.remove(name).is_some()
+    }
+
+    pub fn user(&self, name: &str) -> Option<UserRecord> {
+        self.read().users.get(name).map(|u| u.record.clone())
+    }
+
+    /// Every user, sorted by name.
+    pub fn users(&self) -> Vec<UserRecord> {
+        let mut all: Vec<UserRecord> = self
+            .read()
+            .users
+            .values()
+            .map(|u| u.record.clone())
+            .collect();
+        all.sort_by(|a, b| a.name.cmp(&b.name));
+        all
+    }
+
+    /// Sets a user's permissions in a vhost; true when there were none before. An invalid
+    /// regular expression is refused, and nothing changes.
+    pub fn set_permission(&self, record: PermissionRecord) -> Result<bool, String> {
+        let key = (record.vhost.clone(), record.user.clone());
+        let permission = Permission::new(record)?;
+        Ok(self.write().permissions.insert(key, permission).is_none())
+    }
+
+    /// Removes a user's permissions in a vhost; false when it had none.
+    pub fn delete_permission(&self, vhost: &str, user: &str) -> bool {
+        self.write()
+            .permissions
+            .remove(&(vhost.to_owned(), user.to_owned()))
+            .is_some()
+    }
+
+    /// Forgets every permission in a vhost (it is gone).
+    pub fn forget_vhost(&self, vhost: &str) {
+        self.write().permissions.retain(|(v, _), _| v != vhost);
+    }
+
+    pub fn permission(&self, vhost: &str, user: &str) -> Option<PermissionRecord> {
+        self.read()
+            .permissions
+            .get(&(vhost.to_owned(), user.to_owned()))
+            .map(|p| p.record.clone())
+    }
+
+    /// Every permission, by vhost and then user.
+    pub fn permissions(&self) -> Vec<PermissionRecord> {
+        self.read()
+            .permissions
+            .values()
+            .map(|p| p.record.clone())
+            .collect()
+    }
+
+    /// Whether the user may open connections to the vhost (it has permissions there).
+    pub fn may_use_vhost(&self, user: &str, vhost: &str) -> bool {
+        self.read()
+            .permissions
+            .contains_key(&(vhost.to_owned(), user.to_owned()))
+    }
+
+    /// Whether `user` may `access` the resource `name` in `vhost`, as RabbitMQ's internal
+    /// backend decides: the matching regex of its permissions there, unanchored.
+    pub fn permitted(&self, user: &str, vhost: &str, access: Access, name: &str) -> bool {
+        let state = self.read();
+        let Some(p) = state.permissions.get(&(vhost.to_owned(), user.to_owned())) else {
+            return false;
+        };
+        match access {
+            Access::Configure => p.configure.is_match(name),
+            Access::Write => p.write.is_match(name),
+            Access::Read => p.read.is_match(name),
+        }
     }
 
     /// Checks a `connection.start-ok` response under one of the `offered` mechanisms.
@@ -157,13 +392,13 @@ impl Users {
         self.check("PLAIN", login, password, peer)
     }
 
-    /// A user's tags (the default user is an administrator, as RabbitMQ's is).
-    pub fn tags(&self, name: &str) -> Vec<&'static str> {
-        if self.users.contains_key(name) {
-            vec!["administrator"]
-        } else {
-            Vec::new()
-        }
+    /// A user's tags.
+    pub fn tags(&self, name: &str) -> Vec<String> {
+        self.read()
+            .users
+            .get(name)
+            .map(|u| u.record.tags.clone())
+            .unwrap_or_default()
     }
 
     /// Checks PLAIN or AMQPLAIN credentials; returns the user name.
@@ -192,16 +427,44 @@ impl Users {
         password: &str,
         peer: IpAddr,
     ) -> Result<String, AuthError> {
-        let user = self
+        let state = self.read();
+        let user = state
             .users
             .get(login)
-            .filter(|u| u.password == password)
+            .filter(|u| {
+                password_matches(
+                    &u.record.password_hash,
+                    &u.record.hashing_algorithm,
+                    password,
+                )
+            })
             .ok_or_else(|| AuthError::Refused(mechanism.to_owned()))?;
-        if user.loopback_only && !peer.is_loopback() && !is_mapped_loopback(peer) {
+        let loopback_only = self.loopback_users.iter().any(|u| u == login);
+        if loopback_only && !peer.is_loopback() && !is_mapped_loopback(peer) {
             return Err(AuthError::LoopbackOnly(login.to_owned()));
         }
-        Ok(user.name.clone())
+        Ok(user.record.name.clone())
     }
+}
+
+/// The user and permission RabbitMQ creates on a fresh node from `default_user` and
+/// `default_pass`: an administrator with every permission on `/`.
+pub fn default_records(name: &str, password: &str) -> (UserRecord, PermissionRecord) {
+    (
+        UserRecord {
+            name: name.to_owned(),
+            password_hash: hash_password(password, SHA256),
+            hashing_algorithm: SHA256.to_owned(),
+            tags: vec!["administrator".to_owned()],
+        },
+        PermissionRecord {
+            user: name.to_owned(),
+            vhost: "/".to_owned(),
+            configure: ".*".to_owned(),
+            write: ".*".to_owned(),
+            read: ".*".to_owned(),
+        },
+    )
 }
 
 fn is_mapped_loopback(ip: IpAddr) -> bool {
@@ -321,6 +584,74 @@ mod tests {
             users.authenticate("PLAIN", b"\0guest\0guest", [127, 0, 0, 1].into()),
             Err(AuthError::Refused(_))
         ));
+    }
+
+    #[test]
+    fn hashes_made_by_rabbitmq_check_and_new_ones_are_in_its_format() {
+        // `rabbitmqctl add_user u p` on RabbitMQ 3.10.8, from `export_definitions`.
+        let theirs = "zC2kn+lAXYtfFjnKorF4QlvLiuJnlTg+K32MFmD/oVmuzGkW";
+        assert!(password_matches(theirs, SHA256, "p"));
+        assert!(!password_matches(theirs, SHA256, "q"));
+        assert!(!password_matches(theirs, SHA512, "p"));
+        assert!(
+            !password_matches("", SHA256, ""),
+            "no hash: no password login"
+        );
+        assert!(!password_matches(
+            theirs,
+            "rabbit_password_hashing_md4",
+            "p"
+        ));
+        for algorithm in [SHA256, SHA512] {
+            let ours = hash_password("sécret", algorithm);
+            let raw = base64::engine::general_purpose::STANDARD
+                .decode(&ours)
+                .unwrap();
+            assert_eq!(raw.len(), 4 + if algorithm == SHA256 { 32 } else { 64 });
+            assert!(password_matches(&ours, algorithm, "sécret"));
+            assert!(!password_matches(&ours, algorithm, "secret"));
+        }
+        assert_ne!(
+            hash_password("p", SHA256),
+            hash_password("p", SHA256),
+            "salted"
+        );
+    }
+
+    #[test]
+    fn passwordless_users_cannot_log_in_and_permissions_match_unanchored() {
+        let users = Users::default();
+        users.put_user(UserRecord {
+            name: "nopass".into(),
+            password_hash: String::new(),
+            hashing_algorithm: SHA256.into(),
+            tags: vec![],
+        });
+        let lo: IpAddr = [127, 0, 0, 1].into();
+        assert!(users.check_password("nopass", "", lo).is_err());
+        let perm = |c: &str, w: &str, r: &str| PermissionRecord {
+            user: "nopass".into(),
+            vhost: "/".into(),
+            configure: c.into(),
+            write: w.into(),
+            read: r.into(),
+        };
+        assert!(users.set_permission(perm("(", ".*", ".*")).is_err());
+        assert!(!users.may_use_vhost("nopass", "/"));
+        assert_eq!(users.set_permission(perm("q", "^w$", "")), Ok(true));
+        assert!(users.may_use_vhost("nopass", "/"));
+        assert!(users.permitted("nopass", "/", Access::Configure, "aqa"));
+        assert!(!users.permitted("nopass", "/", Access::Write, "ww"));
+        assert!(users.permitted("nopass", "/", Access::Write, "w"));
+        assert!(
+            !users.permitted("nopass", "/", Access::Read, "x"),
+            "empty is ^$: matches nothing but ''"
+        );
+        assert!(!users.permitted("nopass", "/other", Access::Read, "x"));
+        assert_eq!(users.set_permission(perm("", "", ".*")), Ok(false));
+        assert!(users.permitted("nopass", "/", Access::Read, "x"));
+        assert!(users.delete_user("nopass"));
+        assert!(!users.may_use_vhost("nopass", "/"));
     }
 
     #[test]

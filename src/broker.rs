@@ -7,11 +7,12 @@ use std::sync::{Arc, RwLock};
 
 use tokio::sync::{watch, Notify};
 
-use warren_storage::{StorageError, Store};
+use warren_storage::{Op, PermissionRecord, StorageError, Store, UserRecord, VhostRecord};
 
 use crate::alarm::Alarms;
 use crate::auth::Users;
 use crate::config::Config;
+use crate::queue::QueueCommand;
 use crate::reply_to::ReplyRegistry;
 use crate::vhost::Vhost;
 
@@ -38,18 +39,39 @@ impl Broker {
     pub fn open(config: Config) -> Result<Arc<Self>, StorageError> {
         let started = std::time::Instant::now();
         let key = config.encryption_key()?;
-        let (store, recovered) = Store::open_with(&config.data_dir, key.as_ref())?;
-        let default_vhost = Vhost::new("/", store.clone(), config.queue_memory_limit);
-        default_vhost.restore(&recovered)?;
+        let (store, mut recovered) = Store::open_with(&config.data_dir, key.as_ref())?;
+        if recovered.needs_seed {
+            // A fresh data directory (or one from before users and vhosts were stored): the
+            // default user, administrator with every permission on `/`, as RabbitMQ creates.
+            let (user, permission) =
+                crate::auth::default_records(&config.default_user, &config.default_pass);
+            let vhost = VhostRecord {
+                name: "/".to_owned(),
+                description: "Default virtual host".to_owned(),
+                tags: Vec::new(),
+            };
+            store.submit(Op::PutUser(user.clone()), None);
+            store.submit(Op::PutVhost(vhost.clone()), None);
+            store.submit(Op::PutPermission(permission.clone()), None);
+            store.submit(Op::MarkSeeded, None);
+            recovered.users.push(user);
+            recovered.vhosts.push(vhost);
+            recovered.permissions.push(permission);
+        }
+        let mut vhosts = HashMap::new();
+        for record in &recovered.vhosts {
+            let vhost = Vhost::new(&*record.name, store.clone(), config.queue_memory_limit);
+            vhost.set_metadata(record.description.clone(), record.tags.clone());
+            vhost.restore(&recovered)?;
+            vhosts.insert(record.name.clone(), vhost);
+        }
         tracing::info!(
             elapsed_ms = started.elapsed().as_millis() as u64,
             "storage recovered"
         );
-        let mut vhosts = HashMap::new();
-        vhosts.insert("/".to_owned(), default_vhost);
-        let users = Users::with_default(
-            &config.default_user,
-            &config.default_pass,
+        let users = Users::from_records(
+            std::mem::take(&mut recovered.users),
+            std::mem::take(&mut recovered.permissions),
             &config.loopback_users,
         );
         let memory_limit = crate::alarm::memory_high_watermark(
@@ -91,6 +113,106 @@ impl Broker {
             .collect();
         all.sort_by(|a, b| a.name.cmp(&b.name));
         all
+    }
+
+    /// Creates a vhost, or updates its description and tags; true when it was created.
+    pub async fn put_vhost(
+        &self,
+        name: &str,
+        description: String,
+        tags: Vec<String>,
+    ) -> Result<bool, StorageError> {
+        let record = VhostRecord {
+            name: name.to_owned(),
+            description: description.clone(),
+            tags: tags.clone(),
+        };
+        self.store.write(Op::PutVhost(record)).await?;
+        let mut vhosts = self.vhosts.write().unwrap_or_else(|e| e.into_inner());
+        if let Some(v) = vhosts.get(name) {
+            v.set_metadata(description, tags);
+            return Ok(false);
+        }
+        let vhost = Vhost::new(name, self.store.clone(), self.config.queue_memory_limit);
+        vhost.set_metadata(description, tags);
+        vhosts.insert(name.to_owned(), vhost);
+        Ok(true)
+    }
+
+    /// Deletes a vhost: its connections are closed (320), its queues (with their messages),
+    /// exchanges, bindings and permissions go. False when there was none.
+    pub async fn delete_vhost(&self, name: &str) -> Result<bool, StorageError> {
+        let removed = self
+            .vhosts
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(name);
+        let Some(vhost) = removed else {
+            return Ok(false);
+        };
+        self.users.forget_vhost(name);
+        for q in vhost.delete_contents() {
+            let _ = q
+                .ask(|reply| QueueCommand::Delete {
+                    if_unused: false,
+                    if_empty: false,
+                    reply,
+                })
+                .await;
+        }
+        self.store
+            .write(Op::DeleteVhost {
+                name: name.to_owned(),
+            })
+            .await?;
+        Ok(true)
+    }
+
+    /// Creates or replaces a user (on disk first); true when it was created.
+    pub async fn put_user(&self, record: UserRecord) -> Result<bool, StorageError> {
+        self.store.write(Op::PutUser(record.clone())).await?;
+        Ok(self.users.put_user(record))
+    }
+
+    /// Deletes a user and its permissions; false when there was none.
+    pub async fn delete_user(&self, name: &str) -> Result<bool, StorageError> {
+        if self.users.user(name).is_none() {
+            return Ok(false);
+        }
+        self.store
+            .write(Op::DeleteUser {
+                name: name.to_owned(),
+            })
+            .await?;
+        Ok(self.users.delete_user(name))
+    }
+
+    /// Sets a user's permissions in a vhost; `Err(Ok(reason))` for an invalid regex (nothing
+    /// changed), true when the user had none there before.
+    pub async fn set_permission(
+        &self,
+        record: PermissionRecord,
+    ) -> Result<Result<bool, String>, StorageError> {
+        // Compiled first, so that an invalid one is refused before anything is written.
+        if let Err(e) = crate::auth::validate_permission(&record) {
+            return Ok(Err(e));
+        }
+        self.store.write(Op::PutPermission(record.clone())).await?;
+        Ok(self.users.set_permission(record))
+    }
+
+    /// Removes a user's permissions in a vhost; false when it had none.
+    pub async fn delete_permission(&self, vhost: &str, user: &str) -> Result<bool, StorageError> {
+        if self.users.permission(vhost, user).is_none() {
+            return Ok(false);
+        }
+        self.store
+            .write(Op::DeletePermission {
+                vhost: vhost.to_owned(),
+                user: user.to_owned(),
+            })
+            .await?;
+        Ok(self.users.delete_permission(vhost, user))
     }
 
     /// A broker-wide unique id (connections, consumers).

@@ -24,6 +24,10 @@ pub struct Vhost {
     /// Body bytes of ready messages each durable queue keeps in memory (see `QueueSpec`).
     queue_memory_limit: u64,
     topology: RwLock<Topology>,
+    /// Description and tags, as the management API shows them.
+    meta: RwLock<(String, Vec<String>)>,
+    /// Becomes true when the vhost is deleted: its connections close (320).
+    deleted: tokio::sync::watch::Sender<bool>,
 }
 
 struct Topology {
@@ -257,7 +261,35 @@ impl Vhost {
             store,
             queue_memory_limit,
             topology: RwLock::new(topology),
+            meta: RwLock::new((String::new(), Vec::new())),
+            deleted: tokio::sync::watch::channel(false).0,
         })
+    }
+
+    /// The description and tags.
+    pub fn metadata(&self) -> (String, Vec<String>) {
+        self.meta.read().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    pub fn set_metadata(&self, description: String, tags: Vec<String>) {
+        *self.meta.write().unwrap_or_else(|e| e.into_inner()) = (description, tags);
+    }
+
+    /// Becomes true once the vhost is deleted (connections to it watch this).
+    pub fn deleted_signal(&self) -> tokio::sync::watch::Receiver<bool> {
+        self.deleted.subscribe()
+    }
+
+    /// Marks the vhost deleted and empties it: its connections are told to close, its exchanges
+    /// go (records included); returns its queues, for the caller to delete (with their messages).
+    pub fn delete_contents(&self) -> Vec<Arc<QueueHandle>> {
+        let _ = self.deleted.send(true);
+        let mut topo = self.write();
+        let names: Vec<String> = topo.exchanges.keys().cloned().collect();
+        for name in names {
+            topo.remove_exchange(&name);
+        }
+        topo.queues.values().cloned().collect()
     }
 
     /// Rebuilds the durable topology and queues of this vhost from what the store held.

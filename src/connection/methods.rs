@@ -1,5 +1,6 @@
 //! Channel-level commands: channel lifecycle, exchanges, queues, basic, confirm.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use rand::Rng;
@@ -11,6 +12,7 @@ use warren_amqp::{
 
 use super::channel::{Channel, ConsumerEntry, Settlement, TxPublish};
 use super::Connection;
+use crate::auth::Access;
 use crate::exchange::LazyHeaders;
 use crate::message::Message;
 use crate::queue::args::{check_consume_args, integer};
@@ -31,7 +33,54 @@ fn generated_name(prefix: &str) -> String {
     s
 }
 
+/// A resource name as permission checks and refusals see it: the default exchange is
+/// `amq.default`, as in RabbitMQ.
+fn resource_name(kind: &str, name: &str) -> String {
+    if kind == "exchange" && name.is_empty() {
+        "amq.default".to_owned()
+    } else {
+        name.to_owned()
+    }
+}
+
 impl Connection {
+    /// RabbitMQ's permission check: the user's configure, write or read regex in this vhost must
+    /// match the queue's or exchange's name, else 403 ACCESS_REFUSED. Answers are cached for the
+    /// connection until users or permissions change (so changes apply without reconnecting).
+    pub(super) fn check_access(
+        &mut self,
+        access: Access,
+        kind: &'static str,
+        name: &str,
+    ) -> Result<(), AmqpError> {
+        let vhost = self.vhost()?;
+        let name = resource_name(kind, name);
+        let generation = self.broker.users.generation();
+        if self.access_cache.0 != generation || self.access_cache.1.len() > 1024 {
+            self.access_cache = (generation, HashMap::new());
+        }
+        let key = (access, kind == "queue", name);
+        let allowed = match self.access_cache.1.get(&key) {
+            Some(&allowed) => allowed,
+            None => {
+                let allowed = self
+                    .broker
+                    .users
+                    .permitted(&self.user, &vhost.name, access, &key.2);
+                self.access_cache.1.insert(key.clone(), allowed);
+                allowed
+            }
+        };
+        if allowed {
+            Ok(())
+        } else {
+            Err(AmqpError::access_refused(format!(
+                "access to {kind} '{}' in vhost '{}' refused for user '{}'",
+                key.2, vhost.name, self.user
+            )))
+        }
+    }
+
     fn vhost(&self) -> Result<Arc<Vhost>, AmqpError> {
         self.vhost
             .clone()
@@ -343,6 +392,10 @@ impl Connection {
         let vhost = self.vhost()?;
         match m {
             exchange::AMQPMethod::Declare(d) => {
+                let name = strip_cr_lf(d.exchange.as_str());
+                if !d.passive && !name.is_empty() {
+                    self.check_access(Access::Configure, "exchange", &name)?;
+                }
                 vhost.declare_exchange(DeclareExchange {
                     name: &strip_cr_lf(d.exchange.as_str()),
                     kind: d.kind.as_str(),
@@ -357,7 +410,11 @@ impl Connection {
                 self.durable_reply(ch, d.nowait, ok).await
             }
             exchange::AMQPMethod::Delete(d) => {
-                match vhost.delete_exchange(&strip_cr_lf(d.exchange.as_str()), d.if_unused) {
+                let name = strip_cr_lf(d.exchange.as_str());
+                if !name.is_empty() {
+                    self.check_access(Access::Configure, "exchange", &name)?;
+                }
+                match vhost.delete_exchange(&name, d.if_unused) {
                     // Deleting a missing exchange succeeds, as in RabbitMQ.
                     Err(e) if e.code == ReplyCode::NotFound => {}
                     other => other?,
@@ -370,6 +427,12 @@ impl Connection {
                 .await
             }
             exchange::AMQPMethod::Bind(b) => {
+                self.check_access(
+                    Access::Write,
+                    "exchange",
+                    &strip_cr_lf(b.destination.as_str()),
+                )?;
+                self.check_access(Access::Read, "exchange", &strip_cr_lf(b.source.as_str()))?;
                 vhost.bind_exchange(
                     &strip_cr_lf(b.destination.as_str()),
                     &strip_cr_lf(b.source.as_str()),
@@ -384,6 +447,12 @@ impl Connection {
                 .await
             }
             exchange::AMQPMethod::Unbind(u) => {
+                self.check_access(
+                    Access::Write,
+                    "exchange",
+                    &strip_cr_lf(u.destination.as_str()),
+                )?;
+                self.check_access(Access::Read, "exchange", &strip_cr_lf(u.source.as_str()))?;
                 vhost.unbind_exchange(
                     &strip_cr_lf(u.destination.as_str()),
                     &strip_cr_lf(u.source.as_str()),
@@ -539,6 +608,9 @@ impl Connection {
                 } else {
                     self.stripped_queue_name(ch, d.queue.as_str())?
                 };
+                if !d.passive {
+                    self.check_access(Access::Configure, "queue", &name)?;
+                }
                 let (q, created) = vhost.declare_queue(DeclareQueue {
                     name: &name,
                     passive: d.passive,
@@ -573,6 +645,8 @@ impl Connection {
             queue::AMQPMethod::Bind(b) => {
                 let (name, key) =
                     self.binding_queue_and_key(ch, b.queue.as_str(), b.routing_key.as_str())?;
+                self.check_access(Access::Write, "queue", &name)?;
+                self.check_access(Access::Read, "exchange", &strip_cr_lf(b.exchange.as_str()))?;
                 vhost.bind_queue(
                     &name,
                     self.id,
@@ -590,6 +664,8 @@ impl Connection {
             queue::AMQPMethod::Unbind(u) => {
                 let (name, key) =
                     self.binding_queue_and_key(ch, u.queue.as_str(), u.routing_key.as_str())?;
+                self.check_access(Access::Write, "queue", &name)?;
+                self.check_access(Access::Read, "exchange", &strip_cr_lf(u.exchange.as_str()))?;
                 vhost.unbind_queue(
                     &name,
                     self.id,
@@ -602,6 +678,7 @@ impl Connection {
             }
             queue::AMQPMethod::Purge(p) => {
                 let name = self.queue_name(ch, p.queue.as_str())?;
+                self.check_access(Access::Read, "queue", &name)?;
                 let q = vhost.queue(&name, self.id)?;
                 let n = q
                     .ask(QueueCommand::Purge)
@@ -618,6 +695,7 @@ impl Connection {
             }
             queue::AMQPMethod::Delete(d) => {
                 let name = self.stripped_queue_name(ch, d.queue.as_str())?;
+                self.check_access(Access::Configure, "queue", &name)?;
                 let n = match vhost.queue(&name, self.id) {
                     Ok(q) => q
                         .ask(|reply| QueueCommand::Delete {
@@ -681,6 +759,7 @@ impl Connection {
             basic::AMQPMethod::Get(g) => {
                 let vhost = self.vhost()?;
                 let name = self.queue_name(ch, g.queue.as_str())?;
+                self.check_access(Access::Read, "queue", &name)?;
                 let q = vhost.queue(&name, self.id)?;
                 let no_ack = g.no_ack;
                 let got = q
@@ -770,6 +849,7 @@ impl Connection {
             return self.consume_replies(ch, c);
         }
         let name = self.queue_name(ch, c.queue.as_str())?;
+        self.check_access(Access::Read, "queue", &name)?;
         let q = vhost.queue(&name, self.id)?;
         check_consume_args(&c.arguments, &name, &vhost.name)?;
         let tag: Arc<str> = if c.consumer_tag.as_str().is_empty() {
@@ -890,6 +970,20 @@ impl Connection {
         }
         self.counts.received += 1;
         let vhost = self.vhost()?;
+        // The last exchange allowed is remembered, so a steady publisher costs a compare.
+        let generation = self.broker.users.generation();
+        let known = self
+            .publish_allowed
+            .as_ref()
+            .is_some_and(|(g, x)| *g == generation && *x == content.publish.exchange);
+        if !known {
+            self.check_access(
+                Access::Write,
+                "exchange",
+                &String::from_utf8_lossy(&content.publish.exchange),
+            )?;
+            self.publish_allowed = Some((generation, content.publish.exchange.clone()));
+        }
         let asks_direct_reply = PropertiesView::parse(&content.properties)
             .is_ok_and(|p| p.reply_to == Some(reply_to::PSEUDO_QUEUE.as_bytes()));
         if asks_direct_reply {

@@ -157,6 +157,10 @@ pub(crate) struct Connection {
     pending: std::collections::VecDeque<Delivery>,
     /// Direct replies held back likewise (bounded by the memory alarm: they are messages).
     pending_replies: std::collections::VecDeque<(u16, Arc<str>, MessageRef)>,
+    /// Permission answers (access, is a queue, name) at a generation of the users' state.
+    access_cache: (u64, HashMap<(crate::auth::Access, bool, String), bool>),
+    /// The exchange last published to with write permission, at a generation.
+    publish_allowed: Option<(u64, Bytes)>,
 }
 
 /// Serves one accepted socket until it closes.
@@ -241,6 +245,8 @@ where
         close_handshake_done: false,
         pending: std::collections::VecDeque::new(),
         pending_replies: std::collections::VecDeque::new(),
+        access_cache: (0, HashMap::new()),
+        publish_allowed: None,
     };
     conn.send_start();
     let ending = conn.run(&mut rd, &mut rbuf, wtx, &mut events_rx).await;
@@ -400,6 +406,9 @@ impl Connection {
         events: &mut mpsc::UnboundedReceiver<ConnEvent>,
     ) -> Ending {
         let mut shutdown = self.broker.shutdown_signal();
+        // Set once the connection is open: the vhost's deletion closes it (320).
+        let mut vhost_deleted: Option<tokio::sync::watch::Receiver<bool>> = None;
+        let mut vhost_gone_seen = false;
         // One receiver for the whole loop: `changed` marks what it has seen.
         let mut alarm = self.broker.alarms();
         let mut last_read = Instant::now();
@@ -431,6 +440,9 @@ impl Connection {
                 tick_period = period;
                 tick = tokio::time::interval(period);
                 tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            }
+            if vhost_deleted.is_none() {
+                vhost_deleted = self.vhost.as_ref().map(|v| v.deleted_signal());
             }
             let writing = !self.out.is_empty();
             let room = self.out.len() < OUT_HIGH_WATER;
@@ -499,6 +511,17 @@ impl Connection {
                         if now - last_write >= hb / 2 && self.out.is_empty() {
                             encode::write_heartbeat(&mut self.out);
                         }
+                    }
+                }
+                _ = async {
+                    if let Some(rx) = vhost_deleted.as_mut() {
+                        let _ = rx.wait_for(|deleted| *deleted).await;
+                    }
+                }, if vhost_deleted.is_some() && !vhost_gone_seen => {
+                    vhost_gone_seen = true;
+                    if self.phase != Phase::Closing {
+                        let name = self.vhost.as_ref().map(|v| v.name.clone()).unwrap_or_default();
+                        self.fail(AmqpError::new(ReplyCode::ConnectionForced, format!("vhost '{name}' is deleted")));
                     }
                 }
                 changed = shutdown.changed() => {
@@ -752,6 +775,13 @@ impl Connection {
                         AmqpError::not_allowed(format!("vhost {name} not found")).on_method(10, 40)
                     );
                 };
+                if !self.broker.users.may_use_vhost(&self.user, name) {
+                    return Err(AmqpError::not_allowed(format!(
+                        "access to vhost '{name}' refused for user '{}'",
+                        self.user
+                    ))
+                    .on_method(10, 40));
+                }
                 self.vhost = Some(vhost);
                 self.phase = Phase::Open;
                 self.send_method(0, AMQPClass::Connection(M::OpenOk(conn_methods::OpenOk {})));

@@ -36,14 +36,27 @@ impl FromRequestParts<Arc<Broker>> for User {
             .get::<ConnectInfo<SocketAddr>>()
             .map(|c| c.0)
             .ok_or(ApiError::Unauthorized)?;
-        user(broker, &parts.headers, peer).map(User)
+        let name = user(broker, &parts.headers, peer)?;
+        // As RabbitMQ's plugin: a user without a management tag may not use the API.
+        let tags = broker.users.tags(&name);
+        let management = ["administrator", "monitoring", "policymaker", "management"];
+        if !tags.iter().any(|t| management.contains(&t.as_str())) {
+            return Err(ApiError::NotAuthorised("Not management user"));
+        }
+        Ok(User(name))
     }
 }
 
 /// An answer that is not the listing asked for.
 pub enum ApiError {
     Unauthorized,
+    /// Right credentials, but a user whose tags do not allow this (401, as RabbitMQ).
+    NotAuthorised(&'static str),
     NotFound,
+    /// 400 with RabbitMQ's `bad_request` body.
+    BadRequest(Value),
+    /// The change could not be stored.
+    Internal(String),
 }
 
 impl IntoResponse for ApiError {
@@ -56,6 +69,25 @@ impl IntoResponse for ApiError {
                     "Basic realm=\"RabbitMQ Management\"",
                 )],
                 Json(json!({"error": "not_authorized", "reason": "Login failed"})),
+            )
+                .into_response(),
+            ApiError::NotAuthorised(reason) => (
+                StatusCode::UNAUTHORIZED,
+                [(
+                    header::WWW_AUTHENTICATE,
+                    "Basic realm=\"RabbitMQ Management\"",
+                )],
+                Json(json!({"error": "not_authorised", "reason": reason})),
+            )
+                .into_response(),
+            ApiError::BadRequest(reason) => (
+                StatusCode::BAD_REQUEST,
+                Json(json!({"error": "bad_request", "reason": reason})),
+            )
+                .into_response(),
+            ApiError::Internal(reason) => (
+                StatusCode::INTERNAL_SERVER_ERROR,
+                Json(json!({"error": "internal_server_error", "reason": reason})),
             )
                 .into_response(),
             ApiError::NotFound => (
@@ -97,7 +129,7 @@ fn basic_credentials(value: &str) -> Option<&str> {
         .then(|| rest.trim_start_matches([' ', '\t']))
 }
 
-fn vhost(broker: &Broker, name: &str) -> Result<Arc<Vhost>, ApiError> {
+pub(super) fn vhost(broker: &Broker, name: &str) -> Result<Arc<Vhost>, ApiError> {
     broker.vhost(name).ok_or(ApiError::NotFound)
 }
 
@@ -278,20 +310,27 @@ pub async fn nodes(State(broker): Shared, _user: User) -> Answer {
     }])))
 }
 
+/// A vhost as RabbitMQ 3.10 shows it (the metadata twice, as it does).
+fn vhost_json(v: &Vhost) -> Value {
+    let (description, tags) = v.metadata();
+    json!({
+        "name": &v.name,
+        "description": description,
+        "tags": tags,
+        "default_queue_type": "undefined",
+        "metadata": {"description": description, "tags": tags},
+        "tracing": false,
+    })
+}
+
 pub async fn vhosts(State(broker): Shared, _user: User) -> Answer {
-    let list: Vec<Value> = broker
-        .vhosts()
-        .iter()
-        .map(|v| json!({"name": &v.name, "description": "", "tags": [], "tracing": false}))
-        .collect();
+    let list: Vec<Value> = broker.vhosts().iter().map(|v| vhost_json(v)).collect();
     Ok(Json(Value::Array(list)))
 }
 
 pub async fn vhost_one(State(broker): Shared, _user: User, Path(name): Path<String>) -> Answer {
     let v = vhost(&broker, &name)?;
-    Ok(Json(
-        json!({"name": &v.name, "description": "", "tags": [], "tracing": false}),
-    ))
+    Ok(Json(vhost_json(&v)))
 }
 
 pub async fn queues_all(State(broker): Shared, _user: User) -> Answer {

@@ -3,6 +3,7 @@
 //! its own that bounds what HTTP clients can hold: a request-head (and idle) timeout and a cap on
 //! connections.
 
+mod admin;
 mod api;
 mod health;
 mod metrics;
@@ -92,7 +93,34 @@ fn router(broker: Arc<Broker>) -> Router {
         .route("/api/whoami", get(api::whoami))
         .route("/api/nodes", get(api::nodes))
         .route("/api/vhosts", get(api::vhosts))
-        .route("/api/vhosts/{vhost}", get(api::vhost_one))
+        .route(
+            "/api/vhosts/{vhost}",
+            get(api::vhost_one)
+                .put(admin::put_vhost)
+                .delete(admin::delete_vhost),
+        )
+        .route(
+            "/api/vhosts/{vhost}/permissions",
+            get(admin::vhost_permissions),
+        )
+        .route("/api/users", get(admin::users))
+        .route(
+            "/api/users/{name}",
+            get(admin::user_one)
+                .put(admin::put_user)
+                .delete(admin::delete_user),
+        )
+        .route(
+            "/api/users/{name}/permissions",
+            get(admin::user_permissions),
+        )
+        .route("/api/permissions", get(admin::permissions))
+        .route(
+            "/api/permissions/{vhost}/{user}",
+            get(admin::permission_one)
+                .put(admin::put_permission)
+                .delete(admin::delete_permission),
+        )
         .route("/api/queues", get(api::queues_all))
         .route("/api/queues/{vhost}", get(api::queues_in))
         .route("/api/queues/{vhost}/{name}", get(api::queue_one))

@@ -26,7 +26,10 @@ use thiserror::Error;
 use tokio::sync::{mpsc, oneshot};
 
 pub use crypto::EncryptionKey;
-pub use records::{BindingRecord, ExchangeRecord, MessageParts, QueueRecord, StoredMessage};
+pub use records::{
+    BindingRecord, ExchangeRecord, MessageParts, PermissionRecord, QueueRecord, StoredMessage,
+    UserRecord, VhostRecord,
+};
 pub use writer::{CommitListener, Op};
 
 use crypto::Cipher;
@@ -45,13 +48,20 @@ const QUEUES: TableDefinition<(&str, &str), &[u8]> = TableDefinition::new("queue
 const EXCHANGES: TableDefinition<(&str, &str), &[u8]> = TableDefinition::new("exchanges");
 /// JSON binding record → nothing.
 const BINDINGS: TableDefinition<&[u8], ()> = TableDefinition::new("bindings");
+/// User name → JSON user record.
+const USERS: TableDefinition<&str, &[u8]> = TableDefinition::new("users");
+/// Vhost name → JSON vhost record.
+const VHOSTS: TableDefinition<&str, &[u8]> = TableDefinition::new("vhosts");
+/// (vhost, user) → JSON permission record.
+const PERMISSIONS: TableDefinition<(&str, &str), &[u8]> = TableDefinition::new("permissions");
 /// (owner, message id) → (when remembered, when forgotten; both Unix ms, `u64::MAX` = never):
 /// the ids a deduplicating queue or exchange remembers. The owner is `q:<queue id>` or
 /// `e:<vhost>\0<exchange>`.
 const DEDUP: TableDefinition<(&str, &[u8]), (u64, u64)> = TableDefinition::new("dedup");
 /// "key_check": a fixed text sealed under the encryption key, when messages are encrypted.
 const CRYPTO: TableDefinition<&str, &[u8]> = TableDefinition::new("crypto");
-/// Counters (the next queue id and message id) and the schema version.
+/// Counters (the next queue id and message id), the schema version, and `seeded` once the
+/// default user and vhost were created (a fresh data directory gets them once, as in RabbitMQ).
 const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
 
 /// Marks a queue id as the "shadow" of a durable queue: where it pages out transient messages.
@@ -131,6 +141,13 @@ pub struct Recovered {
     pub exchanges: Vec<ExchangeRecord>,
     pub queues: Vec<QueueRecord>,
     pub bindings: Vec<BindingRecord>,
+    pub users: Vec<UserRecord>,
+    pub vhosts: Vec<VhostRecord>,
+    pub permissions: Vec<PermissionRecord>,
+    /// The default user and vhost have not been created yet (a fresh data directory, or one
+    /// written before users and vhosts were stored): the broker creates them and then submits
+    /// [`Op::MarkSeeded`].
+    pub needs_seed: bool,
 }
 
 /// A handle to the store; cheap to clone.
@@ -209,6 +226,9 @@ impl Store {
                 w.open_table(QUEUES)?;
                 w.open_table(EXCHANGES)?;
                 w.open_table(BINDINGS)?;
+                w.open_table(USERS)?;
+                w.open_table(VHOSTS)?;
+                w.open_table(PERMISSIONS)?;
                 // Transient messages paged out before a restart are gone with it.
                 let shadow: Vec<(u64, u64)> = {
                     let index = w.open_table(QUEUE_INDEX)?;
@@ -633,6 +653,16 @@ fn read_definitions(db: &Database) -> Result<Recovered, StorageError> {
         let (k, _) = entry?;
         rec.bindings.push(decode(k.value())?);
     }
+    for entry in r.open_table(USERS)?.iter()? {
+        rec.users.push(decode(entry?.1.value())?);
+    }
+    for entry in r.open_table(VHOSTS)?.iter()? {
+        rec.vhosts.push(decode(entry?.1.value())?);
+    }
+    for entry in r.open_table(PERMISSIONS)?.iter()? {
+        rec.permissions.push(decode(entry?.1.value())?);
+    }
+    rec.needs_seed = r.open_table(META)?.get("seeded")?.is_none();
     Ok(rec)
 }
 

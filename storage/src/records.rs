@@ -38,6 +38,37 @@ pub struct BindingRecord {
     pub arguments: Vec<u8>,
 }
 
+/// A user, as RabbitMQ's definitions hold one: the password hash is base64 of (4-byte salt ++
+/// digest), empty for a user without a password; `hashing_algorithm` is RabbitMQ's module name
+/// (`rabbit_password_hashing_sha256`, `rabbit_password_hashing_sha512`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UserRecord {
+    pub name: String,
+    pub password_hash: String,
+    pub hashing_algorithm: String,
+    pub tags: Vec<String>,
+}
+
+/// A virtual host and its metadata.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VhostRecord {
+    pub name: String,
+    #[serde(default)]
+    pub description: String,
+    #[serde(default)]
+    pub tags: Vec<String>,
+}
+
+/// A user's configure / write / read regular expressions in one vhost.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PermissionRecord {
+    pub user: String,
+    pub vhost: String,
+    pub configure: String,
+    pub write: String,
+    pub read: String,
+}
+
 /// A stored message's parts, borrowed from where they lie.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct MessageParts<'a> {

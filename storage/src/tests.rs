@@ -485,3 +485,83 @@ async fn an_existing_file_is_opened_never_started_over() {
         b"not a database at all".to_vec()
     );
 }
+
+#[tokio::test]
+async fn users_vhosts_and_permissions_survive_reopen_and_vhost_deletion_takes_its_records() {
+    let dir = tempfile::tempdir().unwrap();
+    let perm = |vhost: &str, user: &str| PermissionRecord {
+        user: user.into(),
+        vhost: vhost.into(),
+        configure: ".*".into(),
+        write: "^w".into(),
+        read: "".into(),
+    };
+    {
+        let (store, rec) = open(dir.path());
+        assert!(
+            rec.needs_seed,
+            "a fresh store asks for the default user and vhost"
+        );
+        for name in ["alice", "bob"] {
+            store
+                .write(Op::PutUser(UserRecord {
+                    name: name.into(),
+                    password_hash: "aGFzaA==".into(),
+                    hashing_algorithm: "rabbit_password_hashing_sha256".into(),
+                    tags: vec!["administrator".into()],
+                }))
+                .await
+                .unwrap();
+        }
+        for name in ["/", "v1"] {
+            store
+                .write(Op::PutVhost(VhostRecord {
+                    name: name.into(),
+                    description: String::new(),
+                    tags: vec![],
+                }))
+                .await
+                .unwrap();
+        }
+        for (v, u) in [("/", "alice"), ("v1", "alice"), ("/", "bob"), ("v1", "bob")] {
+            store.write(Op::PutPermission(perm(v, u))).await.unwrap();
+        }
+        store
+            .write(Op::PutExchange(ExchangeRecord {
+                vhost: "v1".into(),
+                name: "x".into(),
+                kind: "direct".into(),
+                auto_delete: false,
+                internal: false,
+                arguments: vec![],
+            }))
+            .await
+            .unwrap();
+        store
+            .write(Op::DeleteUser { name: "bob".into() })
+            .await
+            .unwrap();
+        store.write(Op::MarkSeeded).await.unwrap();
+    }
+    {
+        let (store, rec) = open(dir.path());
+        assert!(!rec.needs_seed);
+        let users: Vec<&str> = rec.users.iter().map(|u| u.name.as_str()).collect();
+        assert_eq!(users, ["alice"]);
+        assert_eq!(rec.users[0].tags, ["administrator"]);
+        assert_eq!(rec.vhosts.len(), 2);
+        assert_eq!(
+            rec.permissions,
+            vec![perm("/", "alice"), perm("v1", "alice")]
+        );
+        assert_eq!(rec.exchanges.len(), 1);
+        store
+            .write(Op::DeleteVhost { name: "v1".into() })
+            .await
+            .unwrap();
+    }
+    let (_, rec) = open(dir.path());
+    assert_eq!(rec.vhosts.len(), 1);
+    assert_eq!(rec.permissions, vec![perm("/", "alice")]);
+    assert!(rec.exchanges.is_empty());
+}

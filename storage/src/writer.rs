@@ -8,10 +8,12 @@ use bytes::Bytes;
 use redb::{ReadableTable, WriteTransaction};
 use tokio::sync::{mpsc, oneshot};
 
-use crate::records::{BindingRecord, ExchangeRecord, QueueRecord};
+use crate::records::{
+    BindingRecord, ExchangeRecord, PermissionRecord, QueueRecord, UserRecord, VhostRecord,
+};
 use crate::{
     DbSlot, StorageError, BINDINGS, DEDUP, DELIVERED, EXCHANGES, MESSAGES, MESSAGE_REFS, META,
-    QUEUES, QUEUE_INDEX,
+    PERMISSIONS, QUEUES, QUEUE_INDEX, USERS, VHOSTS,
 };
 
 /// Hears when writes it asked about are on disk.
@@ -81,6 +83,26 @@ pub enum Op {
     ForgetAllIds {
         owner: String,
     },
+    /// Creates or replaces a user.
+    PutUser(UserRecord),
+    /// Deletes a user and its permissions.
+    DeleteUser {
+        name: String,
+    },
+    /// Creates or replaces a vhost.
+    PutVhost(VhostRecord),
+    /// Deletes a vhost's record, its permissions and any queue, exchange or binding record left
+    /// in it (its queues delete their messages themselves).
+    DeleteVhost {
+        name: String,
+    },
+    PutPermission(PermissionRecord),
+    DeletePermission {
+        vhost: String,
+        user: String,
+    },
+    /// The default user and vhost exist: a restart does not create them again.
+    MarkSeeded,
 }
 
 pub(crate) enum Done {
@@ -311,6 +333,49 @@ fn apply(w: &WriteTransaction, op: &Op, elided: &HashSet<(u64, u64)>) -> Result<
         Op::DeleteBindingsFrom { vhost, exchange } => {
             delete_bindings(w, |b| &b.vhost == vhost && &b.source == exchange)?;
         }
+        Op::PutUser(u) => {
+            w.open_table(USERS)?.insert(u.name.as_str(), &json(u)[..])?;
+        }
+        Op::DeleteUser { name } => {
+            w.open_table(USERS)?.remove(name.as_str())?;
+            let mut table = w.open_table(PERMISSIONS)?;
+            let keys = string_pairs(&table, |_, user| user == name)?;
+            for (v, u) in keys {
+                table.remove((v.as_str(), u.as_str()))?;
+            }
+        }
+        Op::PutVhost(v) => {
+            w.open_table(VHOSTS)?
+                .insert(v.name.as_str(), &json(v)[..])?;
+        }
+        Op::DeleteVhost { name } => {
+            w.open_table(VHOSTS)?.remove(name.as_str())?;
+            let in_vhost = |v: &str, _: &str| v == name;
+            let mut table = w.open_table(PERMISSIONS)?;
+            for (v, u) in string_pairs(&table, in_vhost)? {
+                table.remove((v.as_str(), u.as_str()))?;
+            }
+            let mut table = w.open_table(EXCHANGES)?;
+            for (v, x) in string_pairs(&table, in_vhost)? {
+                table.remove((v.as_str(), x.as_str()))?;
+            }
+            let mut table = w.open_table(QUEUES)?;
+            for (v, q) in string_pairs(&table, in_vhost)? {
+                table.remove((v.as_str(), q.as_str()))?;
+            }
+            delete_bindings(w, |b| &b.vhost == name)?;
+        }
+        Op::PutPermission(p) => {
+            w.open_table(PERMISSIONS)?
+                .insert((p.vhost.as_str(), p.user.as_str()), &json(p)[..])?;
+        }
+        Op::DeletePermission { vhost, user } => {
+            w.open_table(PERMISSIONS)?
+                .remove((vhost.as_str(), user.as_str()))?;
+        }
+        Op::MarkSeeded => {
+            w.open_table(META)?.insert("seeded", 1)?;
+        }
         Op::RememberIds { owner, ids } => {
             let mut table = w.open_table(DEDUP)?;
             for (id, at, expires) in ids {
@@ -346,6 +411,22 @@ fn apply(w: &WriteTransaction, op: &Op, elided: &HashSet<(u64, u64)>) -> Result<
 }
 
 /// Deletes the binding records that match (a scan: bindings are few and this is rare).
+/// The (vhost, name) keys of a definitions table that `matches` picks.
+fn string_pairs(
+    table: &impl ReadableTable<(&'static str, &'static str), &'static [u8]>,
+    matches: impl Fn(&str, &str) -> bool,
+) -> Result<Vec<(String, String)>, StorageError> {
+    let mut out = Vec::new();
+    for entry in table.iter()? {
+        let (k, _) = entry?;
+        let (a, b) = k.value();
+        if matches(a, b) {
+            out.push((a.to_owned(), b.to_owned()));
+        }
+    }
+    Ok(out)
+}
+
 fn delete_bindings(
     w: &WriteTransaction,
     matches: impl Fn(&BindingRecord) -> bool,
