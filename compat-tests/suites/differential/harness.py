@@ -113,13 +113,16 @@ class Ctx:
         return real
 
     # ------------------------------------------------------------ management API
-    def http(self, path, user=None, password=None):
-        """GET path on the management API: (status, decoded JSON body or None). `{vhost}` in path
-        is this broker's vhost, percent-encoded."""
+    def http(self, path, user=None, password=None, method="GET", body=None):
+        """A request (GET unless `method`; `body` sent as JSON) on the management API: (status,
+        decoded JSON body or None). `{vhost}` in path is this broker's vhost, percent-encoded."""
         if not self.http_url:
             raise NoManagementApi(f"no management API known for {self.url}")
         path = path.replace("{vhost}", quote(self.vhost, safe=""))
-        req = urllib.request.Request(self.http_url + path)
+        data = None if body is None else json.dumps(body).encode()
+        req = urllib.request.Request(self.http_url + path, data=data, method=method)
+        if data is not None:
+            req.add_header("Content-Type", "application/json")
         creds = f"{self.user if user is None else user}:{self.password if password is None else password}"
         req.add_header("Authorization", "Basic " + base64.b64encode(creds.encode()).decode())
         try:

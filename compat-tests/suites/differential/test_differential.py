@@ -9,7 +9,8 @@ import os
 import pytest
 
 import harness
-import scenarios_confirms_tx  # noqa: F401  (registers scenarios)
+import scenarios_access  # noqa: F401  (registers scenarios)
+import scenarios_confirms_tx  # noqa: F401
 import scenarios_consume  # noqa: F401
 import scenarios_errors  # noqa: F401
 import scenarios_exchanges  # noqa: F401
