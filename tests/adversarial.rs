@@ -721,3 +721,39 @@ async fn connection_close_ok_is_never_lost_to_a_reset() {
     }
     b.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_consumer_that_keeps_reading_is_not_taken_for_a_dead_one() {
+    // Heartbeat 1 s, a large backlog, and a consumer that reads slowly: while its output backs
+    // up the broker does not read its heartbeats, but the bytes it takes show it is alive.
+    let b = start().await;
+    let q = name("slow");
+    // More than the writer's queue and the socket buffers hold, so that output backs up.
+    let n = FLOOD;
+    let mut observer = fill(b.addr, &q, n, FLOOD_BODY).await;
+    let h = Handshake {
+        heartbeat: 1,
+        ..Handshake::default()
+    };
+    let mut c = greedy_consumer(b.addr, &q, h, 1).await;
+    let heartbeat = frame_bytes(8, 0, &[]);
+    let started = Instant::now();
+    let mut last_beat = Instant::now();
+    let mut got = 1;
+    // Slowly for the first 5 s (far longer than two heartbeat intervals), then at full speed.
+    while got < n {
+        c.expect_deliver().await;
+        got += 1;
+        if last_beat.elapsed() > Duration::from_millis(300) {
+            c.send(&heartbeat).await;
+            last_beat = Instant::now();
+        }
+        if started.elapsed() < Duration::from_secs(5) {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+    // Still its consumer: nothing went back to the queue.
+    assert_eq!(counts(&mut observer, &q).await, (0, 1));
+    c.close().await;
+    b.stop().await;
+}

@@ -212,7 +212,8 @@ where
     let _ = rbuf.split_to(8);
 
     let (wtx, wrx) = mpsc::channel::<Bytes>(WRITER_QUEUE);
-    let mut writer = tokio::spawn(write_loop(wr, wrx));
+    let written = Arc::new(WriteProgress::new());
+    let mut writer = tokio::spawn(write_loop(wr, wrx, written.clone()));
     let (events_tx, mut events_rx) = mpsc::unbounded_channel();
     let mut conn = Connection {
         id: broker.next_id(),
@@ -249,7 +250,9 @@ where
         publish_allowed: None,
     };
     conn.send_start();
-    let ending = conn.run(&mut rd, &mut rbuf, wtx, &mut events_rx).await;
+    let ending = conn
+        .run(&mut rd, &mut rbuf, wtx, &mut events_rx, &written)
+        .await;
     // Everything the connection held goes back to its queues before anything else can fail:
     // consumers, unacked deliveries, and deliveries queues sent that were never encoded.
     conn.release_all().await;
@@ -302,13 +305,43 @@ enum Ending {
     Lost,
 }
 
-async fn write_loop<W: AsyncWrite + Unpin>(mut wr: W, mut rx: mpsc::Receiver<Bytes>) {
+/// When the writer last got bytes onto the socket: a client whose socket takes our bytes is
+/// reading, so it is alive even while the connection does not read its heartbeats.
+struct WriteProgress {
+    since: Instant,
+    ms: std::sync::atomic::AtomicU64,
+}
+
+impl WriteProgress {
+    fn new() -> Self {
+        WriteProgress {
+            since: Instant::now(),
+            ms: std::sync::atomic::AtomicU64::new(0),
+        }
+    }
+
+    fn record(&self) {
+        let ms = self.since.elapsed().as_millis() as u64;
+        self.ms.store(ms, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    fn last(&self) -> Instant {
+        self.since + Duration::from_millis(self.ms.load(std::sync::atomic::Ordering::Relaxed))
+    }
+}
+
+async fn write_loop<W: AsyncWrite + Unpin>(
+    mut wr: W,
+    mut rx: mpsc::Receiver<Bytes>,
+    written: Arc<WriteProgress>,
+) {
     let mut batch = Vec::with_capacity(16);
     while rx.recv_many(&mut batch, 16).await > 0 {
         for chunk in batch.drain(..) {
             if !write_with_progress(&mut wr, &chunk).await {
                 return;
             }
+            written.record();
         }
         // A no-op on TCP; over TLS it pushes out records the TLS layer may still hold.
         match tokio::time::timeout(SEND_TIMEOUT, wr.flush()).await {
@@ -404,11 +437,14 @@ impl Connection {
         rbuf: &mut BytesMut,
         wtx: mpsc::Sender<Bytes>,
         events: &mut mpsc::UnboundedReceiver<ConnEvent>,
+        written: &WriteProgress,
     ) -> Ending {
         let mut shutdown = self.broker.shutdown_signal();
         // Set once the connection is open: the vhost's deletion closes it (320).
         let mut vhost_deleted: Option<tokio::sync::watch::Receiver<bool>> = None;
         let mut vhost_gone_seen = false;
+        // Bytes read ahead but not handled yet (while blocked or backed up).
+        let mut unhandled = false;
         // One receiver for the whole loop: `changed` marks what it has seen.
         let mut alarm = self.broker.alarms();
         let mut last_read = Instant::now();
@@ -458,11 +494,15 @@ impl Connection {
                     }
                     Err(_) => return Ending::Lost,
                 },
-                // A blocked connection is not served, but a little is still read (not handled)
-                // so that a client that closes its socket while blocked is noticed.
-                read = rd.read_buf(rbuf), if room && (!self.blocked || rbuf.len() < BLOCKED_READ_CAP) => match read {
+                // A blocked connection, or one whose output backs up, is not served, but a little
+                // is still read ahead (not handled): a client that closes its socket is noticed,
+                // and one that still sends (heartbeats) is seen to be alive.
+                read = rd.read_buf(rbuf), if (room && !self.blocked) || rbuf.len() < BLOCKED_READ_CAP => match read {
                     Ok(0) | Err(_) => return Ending::Lost,
-                    Ok(_) if self.blocked => {}
+                    Ok(_) if self.blocked || !room => {
+                        last_read = Instant::now();
+                        unhandled = true;
+                    }
                     Ok(_) => {
                         last_read = Instant::now();
                         if let Err(e) = self.process_input(rbuf).await {
@@ -478,10 +518,8 @@ impl Connection {
                     if changed.is_ok() {
                         self.update_blocked();
                         if !self.blocked && !rbuf.is_empty() {
-                            // What arrived while blocked.
-                            if let Err(e) = self.process_input(rbuf).await {
-                                self.fail(e);
-                            }
+                            // What arrived while blocked is handled below.
+                            unhandled = true;
                         }
                     }
                 }
@@ -499,9 +537,15 @@ impl Connection {
                     }
                     if self.heartbeat > 0 {
                         let hb = Duration::from_secs(u64::from(self.heartbeat));
-                        // A blocked connection is not read from, so its heartbeats go unseen.
-                        if self.blocked {
+                        // A blocked connection is not read from, so its heartbeats go unseen; nor
+                        // are those of a client we stopped reading while its output backs up,
+                        // which is alive as long as it takes our bytes (a frozen one does not).
+                        if self.blocked || rbuf.len() >= BLOCKED_READ_CAP {
+                            // Not read from: by an alarm, or because it sends more than we can
+                            // answer while its output backs up (a frozen client sends nothing).
                             last_read = now;
+                        } else if self.out.len() >= OUT_HIGH_WATER {
+                            last_read = last_read.max(written.last());
                         }
                         if now - last_read > hb * 2 {
                             tracing::info!(peer = %self.peer, "missed heartbeats from client, timeout: {}s", self.heartbeat);
@@ -531,6 +575,13 @@ impl Connection {
                         }
                         self.fail(AmqpError::new(ReplyCode::ConnectionForced, "broker forced connection closure with reason 'shutdown'"));
                     }
+                }
+            }
+            if unhandled && !self.blocked && self.out.len() < OUT_HIGH_WATER {
+                // What was read ahead while the connection could not be served.
+                unhandled = false;
+                if let Err(e) = self.process_input(rbuf).await {
+                    self.fail(e);
                 }
             }
             // (Room as it is now: the writer may just have taken the output.)
