@@ -24,17 +24,44 @@
 
 compat_log() { echo "compat-tests[$(basename "$COMPAT_SUITE_DIR")]: $*" >&2; }
 
-# compat_pin PACKAGE: the version pinned for PACKAGE (`PACKAGE==X`) in the suite's requirements.txt.
+# compat_pin PACKAGE [FILE]: the version pinned for PACKAGE (`PACKAGE==X`) in FILE (default: the
+# suite's requirements.txt; a file name is relative to the suite's dir).
 compat_pin() {
-  local pkg="$1" v
+  local pkg="$1" file="${2:-requirements.txt}" v
+  case "$file" in /*) ;; *) file="$COMPAT_SUITE_DIR/$file" ;; esac
   v="$(sed -n "s/^[[:space:]]*$pkg[[:space:]]*==[[:space:]]*\([^[:space:];#]*\).*/\1/p" \
-        "$COMPAT_SUITE_DIR/requirements.txt" | head -n1)"
-  [ -n "$v" ] || { compat_log "no '$pkg==VERSION' pin in $COMPAT_SUITE_DIR/requirements.txt"; return 1; }
+        "$file" | head -n1)"
+  [ -n "$v" ] || { compat_log "no '$pkg==VERSION' pin in $file"; return 1; }
   echo "$v"
+}
+
+# compat_venv FILE: a Python venv of the suite's own, for a client whose pins cannot share run.sh's
+# venv (e.g. aiormq 6.9 pins pamqp 3, where aio-pika 10 needs aiormq 7 and pamqp 4). FILE (relative
+# to the suite's dir) lists the pins; it must not be named requirements.txt, which run.sh installs
+# into its venv. The venv is target/compat-venv-NAME, rebuilt only when FILE or the Python version
+# changes (a stamp as run.sh's). Prints the venv's python.
+compat_venv() {
+  local file="$COMPAT_SUITE_DIR/$1" name venv stamp want
+  name="$(basename "$COMPAT_SUITE_DIR")"
+  venv="$(dirname "$COMPAT_CACHE")/compat-venv-$name"
+  stamp="$venv/.compat-requirements.sha256"
+  [ -f "$file" ] || { compat_log "no $file"; return 1; }
+  want="$( { cat "$file"; python3 -c 'import sys; print(sys.version)'; } | sha256sum | cut -d' ' -f1)"
+  if [ ! -x "$venv/bin/python" ] || [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
+    compat_log "creating Python venv at $venv"
+    rm -rf "$venv"
+    python3 -m venv "$venv" >&2
+    "$venv/bin/python" -m pip install -q --disable-pip-version-check -r "$file" >&2 \
+      || { compat_log "pip install -r $file failed"; return 1; }
+    echo "$want" >"$stamp"
+  fi
+  echo "$venv/bin/python"
 }
 
 # compat_sdist PACKAGE VERSION: download PACKAGE's sdist from PyPI (pip download --no-binary) into
 # $COMPAT_CACHE/downloads once, unpack it once under $COMPAT_CACHE/sdists, print the unpacked dir.
+# `--no-binary PACKAGE`, not `:all:`: pip prepares the sdist's metadata, and its build backend may
+# come as a wheel (aiormq's uv_build would otherwise be compiled from source, in minutes).
 compat_sdist() {
   local pkg="$1" ver="$2" dl="$COMPAT_CACHE/downloads" dest="$COMPAT_CACHE/sdists"
   local dir="$dest/$pkg-$ver" archive
@@ -43,7 +70,7 @@ compat_sdist() {
   archive="$(ls "$dl/$pkg-$ver".tar.gz 2>/dev/null | head -n1 || true)"
   if [ -z "$archive" ]; then
     compat_log "downloading the $pkg==$ver sdist"
-    "$COMPAT_PYTHON" -m pip download -q --disable-pip-version-check --no-binary :all: --no-deps \
+    "$COMPAT_PYTHON" -m pip download -q --disable-pip-version-check --no-binary "$pkg" --no-deps \
       "$pkg==$ver" -d "$dl" >&2 || { compat_log "pip download of the $pkg==$ver sdist failed"; return 1; }
     archive="$(ls "$dl/$pkg-$ver".tar.gz 2>/dev/null | head -n1 || true)"
     [ -n "$archive" ] || { compat_log "no $pkg-$ver.tar.gz in $dl after pip download"; return 1; }
@@ -74,7 +101,8 @@ PY
 }
 
 # compat_pytest ARGS...: pytest with the flags every suite gets (junit xml, the compat plugin, no
-# cache dir written into the sdist).
+# cache dir written into the sdist), from run.sh's venv or, if set, COMPAT_PYTEST_PYTHON's
+# (a suite's own venv, from compat_venv).
 compat_pytest() {
-  "$COMPAT_PYTHON" -m pytest -p no:cacheprovider -p compat_plugin --junitxml "$COMPAT_JUNIT_XML" "$@"
+  "${COMPAT_PYTEST_PYTHON:-$COMPAT_PYTHON}" -m pytest -p no:cacheprovider -p compat_plugin --junitxml "$COMPAT_JUNIT_XML" "$@"
 }
