@@ -757,3 +757,46 @@ async fn a_slow_consumer_that_keeps_reading_is_not_taken_for_a_dead_one() {
     c.close().await;
     b.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn after_close_ok_the_broker_waits_for_the_client_to_close_first() {
+    // As RabbitMQ: no FIN right behind close-ok (amqp091-go reports that as 501 EOF to anyone
+    // still waiting on the connection); the broker closes once the client has.
+    let b = start().await;
+    let mut r = Raw::open(b.addr).await;
+    r.close().await;
+    let (rest, closed) = r.read_raw(1, Duration::from_millis(500)).await;
+    assert!(!closed && rest.is_empty(), "the broker closed first");
+    r.shutdown_write().await;
+    let (_, closed) = r.read_raw(1, T).await;
+    assert!(closed, "the broker did not close after the client did");
+    b.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_auto_delete_queue_is_gone_when_its_consumers_connection_gets_close_ok() {
+    // A client that reconnects at once must not find the old auto-delete queue still there
+    // (and see it vanish between its declare and its consume).
+    let b = start().await;
+    for round in 0..20 {
+        let q = format!("{}-{round}", name("autodel"));
+        let mut c = Raw::open(b.addr).await;
+        c.open_channel(1).await;
+        c.declare(
+            1,
+            &q,
+            QOpts {
+                auto_delete: true,
+                ..QOpts::default()
+            },
+        )
+        .await;
+        c.consume(1, &q, "c", false, false).await;
+        c.close().await;
+        let mut other = Raw::open(b.addr).await;
+        other.open_channel(1).await;
+        other.send_method(1, passive(&q)).await;
+        other.expect_channel_close(1).await.assert(404, 50, 10);
+    }
+    b.stop().await;
+}

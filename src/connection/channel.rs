@@ -307,11 +307,16 @@ impl Channel {
 
     /// Cancels the channel's consumers and requeues its unacked deliveries (channel closing).
     pub async fn release(&mut self) {
+        // Cancelled and answered, so that the queue has let go of them (an auto-delete queue has
+        // gone) before the channel's or connection's close-ok is sent.
+        // (Bounded: a queue stuck on a full disk does not hold the close forever; the cancel
+        // stays in its inbox.)
         for (_, c) in self.consumers.drain() {
-            let _ = c
-                .queue
-                .send(QueueCommand::Forget { consumer_id: c.id })
-                .await;
+            let cancel = c.queue.ask(|done| QueueCommand::Cancel {
+                consumer_id: c.id,
+                done,
+            });
+            let _ = tokio::time::timeout(CANCEL_WAIT, cancel).await;
         }
         // Settlements a transaction had not committed are undone: those deliveries go back too.
         self.rollback();
@@ -323,6 +328,9 @@ impl Channel {
         self.partial_body.set(0);
     }
 }
+
+/// How long a closing channel waits for each of its queues to confirm a consumer's cancel.
+const CANCEL_WAIT: Duration = Duration::from_secs(5);
 
 /// Groups settled deliveries by queue, keeping tag order within each queue.
 fn group_by_queue(settled: Vec<(u64, Unacked)>) -> Vec<(Arc<QueueHandle>, Vec<u64>)> {

@@ -151,6 +151,9 @@ pub(crate) struct Connection {
     counts: crate::stats::Counts,
     /// connection.close and close-ok were exchanged (either way round).
     close_handshake_done: bool,
+    /// The client closed and we answered close-ok: it closes the socket first (as with
+    /// RabbitMQ); after our own close and its close-ok, we close at once.
+    sent_close_ok: bool,
     /// Deliveries taken from queues while the socket was full, not yet encoded (bounded by the
     /// connection's delivery credit). Taking them keeps the event queue moving, so a channel
     /// that closes meanwhile hands its deliveries back at once.
@@ -212,8 +215,7 @@ where
     let _ = rbuf.split_to(8);
 
     let (wtx, wrx) = mpsc::channel::<Bytes>(WRITER_QUEUE);
-    let written = Arc::new(WriteProgress::new());
-    let mut writer = tokio::spawn(write_loop(wr, wrx, written.clone()));
+    let mut writer = tokio::spawn(write_loop(wr, wrx));
     let (events_tx, mut events_rx) = mpsc::unbounded_channel();
     let mut conn = Connection {
         id: broker.next_id(),
@@ -244,15 +246,14 @@ where
         alarms: broker.alarms(),
         counts: crate::stats::Counts::default(),
         close_handshake_done: false,
+        sent_close_ok: false,
         pending: std::collections::VecDeque::new(),
         pending_replies: std::collections::VecDeque::new(),
         access_cache: (0, HashMap::new()),
         publish_allowed: None,
     };
     conn.send_start();
-    let ending = conn
-        .run(&mut rd, &mut rbuf, wtx, &mut events_rx, &written)
-        .await;
+    let ending = conn.run(&mut rd, &mut rbuf, wtx, &mut events_rx).await;
     // Everything the connection held goes back to its queues before anything else can fail:
     // consumers, unacked deliveries, and deliveries queues sent that were never encoded.
     conn.release_all().await;
@@ -273,12 +274,18 @@ where
         }
     };
     let flushed = tokio::time::timeout(LINGER, async {
-        let _ = (&mut writer).await;
+        let wr = (&mut writer).await.ok().flatten();
         lingering.await;
+        wr
     })
     .await;
-    if flushed.is_err() {
-        writer.abort();
+    match flushed {
+        // The client has closed (or had its time): now our side closes too.
+        Ok(Some(mut wr)) => {
+            let _ = tokio::time::timeout(LINGER, wr.shutdown()).await;
+        }
+        Ok(None) => {}
+        Err(_) => writer.abort(),
     }
     tracing::debug!(%peer, id = conn.id, "connection closed");
 }
@@ -299,57 +306,30 @@ const LINGER: Duration = Duration::from_secs(2);
 /// How the connection loop ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Ending {
-    /// The close handshake completed (or the broker closed without a close frame).
+    /// The client closed and got close-ok: it is given a moment to close its side first.
     Closed,
-    /// The socket ended, failed or went silent: nothing more to say to it.
+    /// Anything else (the socket ended, failed or went silent, or the broker closed): the
+    /// socket is closed at once.
     Lost,
 }
 
-/// When the writer last got bytes onto the socket: a client whose socket takes our bytes is
-/// reading, so it is alive even while the connection does not read its heartbeats.
-struct WriteProgress {
-    since: Instant,
-    ms: std::sync::atomic::AtomicU64,
-}
-
-impl WriteProgress {
-    fn new() -> Self {
-        WriteProgress {
-            since: Instant::now(),
-            ms: std::sync::atomic::AtomicU64::new(0),
-        }
-    }
-
-    fn record(&self) {
-        let ms = self.since.elapsed().as_millis() as u64;
-        self.ms.store(ms, std::sync::atomic::Ordering::Relaxed);
-    }
-
-    fn last(&self) -> Instant {
-        self.since + Duration::from_millis(self.ms.load(std::sync::atomic::Ordering::Relaxed))
-    }
-}
-
-async fn write_loop<W: AsyncWrite + Unpin>(
-    mut wr: W,
-    mut rx: mpsc::Receiver<Bytes>,
-    written: Arc<WriteProgress>,
-) {
+/// Writes what the connection sends until it stops sending; gives the socket's write half back
+/// (still open: RabbitMQ closes only once the client has) unless writing failed.
+async fn write_loop<W: AsyncWrite + Unpin>(mut wr: W, mut rx: mpsc::Receiver<Bytes>) -> Option<W> {
     let mut batch = Vec::with_capacity(16);
     while rx.recv_many(&mut batch, 16).await > 0 {
         for chunk in batch.drain(..) {
             if !write_with_progress(&mut wr, &chunk).await {
-                return;
+                return None;
             }
-            written.record();
         }
         // A no-op on TCP; over TLS it pushes out records the TLS layer may still hold.
         match tokio::time::timeout(SEND_TIMEOUT, wr.flush()).await {
             Ok(Ok(())) => {}
-            _ => return,
+            _ => return None,
         }
     }
-    let _ = tokio::time::timeout(SEND_TIMEOUT, wr.shutdown()).await;
+    Some(wr)
 }
 
 /// Writes all of `chunk`, giving up when a write makes no progress within [`SEND_TIMEOUT`] (a
@@ -437,7 +417,6 @@ impl Connection {
         rbuf: &mut BytesMut,
         wtx: mpsc::Sender<Bytes>,
         events: &mut mpsc::UnboundedReceiver<ConnEvent>,
-        written: &WriteProgress,
     ) -> Ending {
         let mut shutdown = self.broker.shutdown_signal();
         // Set once the connection is open: the vhost's deletion closes it (320).
@@ -460,12 +439,19 @@ impl Connection {
         loop {
             self.broker.counters.flush(&mut self.counts);
             if self.phase == Phase::Done {
+                if self.close_handshake_done {
+                    // As in RabbitMQ, what the connection held is given back before close-ok
+                    // goes out: a client that reconnects at once finds its auto-delete queues
+                    // already gone and its unacked messages already back.
+                    self.release_all().await;
+                    self.requeue_undelivered(events).await;
+                }
                 // The last words (close-ok, or close before a silent drop) still go out.
                 if !self.out.is_empty() {
                     let last = self.out.split().freeze();
                     let _ = tokio::time::timeout(LINGER, wtx.send(last)).await;
                 }
-                return if self.close_handshake_done {
+                return if self.sent_close_ok {
                     Ending::Closed
                 } else {
                     Ending::Lost
@@ -537,15 +523,11 @@ impl Connection {
                     }
                     if self.heartbeat > 0 {
                         let hb = Duration::from_secs(u64::from(self.heartbeat));
-                        // A blocked connection is not read from, so its heartbeats go unseen; nor
-                        // are those of a client we stopped reading while its output backs up,
-                        // which is alive as long as it takes our bytes (a frozen one does not).
+                        // Not read from (an alarm blocks it, or it sent more than we can answer
+                        // while its output backs up): its heartbeats go unseen. A frozen client
+                        // sends nothing, so it never gets here.
                         if self.blocked || rbuf.len() >= BLOCKED_READ_CAP {
-                            // Not read from: by an alarm, or because it sends more than we can
-                            // answer while its output backs up (a frozen client sends nothing).
                             last_read = now;
-                        } else if self.out.len() >= OUT_HIGH_WATER {
-                            last_read = last_read.max(written.last());
                         }
                         if now - last_read > hb * 2 {
                             tracing::info!(peer = %self.peer, "missed heartbeats from client, timeout: {}s", self.heartbeat);
@@ -728,6 +710,7 @@ impl Connection {
                         }
                         conn_methods::AMQPMethod::Close(_) => {
                             self.close_handshake_done = true;
+                            self.sent_close_ok = true;
                             self.send_method(
                                 0,
                                 AMQPClass::Connection(conn_methods::AMQPMethod::CloseOk(
@@ -840,6 +823,7 @@ impl Connection {
             }
             (_, M::Close(_)) => {
                 self.close_handshake_done = true;
+                self.sent_close_ok = true;
                 self.send_method(
                     0,
                     AMQPClass::Connection(M::CloseOk(conn_methods::CloseOk {})),

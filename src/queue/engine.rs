@@ -550,7 +550,6 @@ impl QueueState {
                 let _ = done.send(());
                 return flow;
             }
-            QueueCommand::Forget { consumer_id } => return self.remove_consumer(consumer_id),
             QueueCommand::Get { no_ack, reply } => {
                 self.last_used = Instant::now();
                 self.expire();

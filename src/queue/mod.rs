@@ -59,10 +59,6 @@ pub enum QueueCommand {
     },
     /// A connection or channel has room for deliveries again.
     Resume,
-    /// Cancel a consumer without an answer (its channel or connection went away).
-    Forget {
-        consumer_id: u64,
-    },
 }
 
 /// Where a queue answers a confirm-mode publish it might refuse (`x-overflow` reject-publish).
