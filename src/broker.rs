@@ -12,7 +12,6 @@ use warren_storage::{Op, PermissionRecord, StorageError, Store, UserRecord, Vhos
 use crate::alarm::Alarms;
 use crate::auth::Users;
 use crate::config::Config;
-use crate::queue::QueueCommand;
 use crate::reply_to::ReplyRegistry;
 use crate::vhost::Vhost;
 
@@ -152,13 +151,7 @@ impl Broker {
         };
         self.users.forget_vhost(name);
         for q in vhost.delete_contents() {
-            let _ = q
-                .ask(|reply| QueueCommand::Delete {
-                    if_unused: false,
-                    if_empty: false,
-                    reply,
-                })
-                .await;
+            q.delete_unconditionally().await;
         }
         self.store
             .write(Op::DeleteVhost {

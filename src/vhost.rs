@@ -900,7 +900,16 @@ impl Vhost {
         if exchange.is_empty() {
             return Ok(());
         }
-        let topo = self.read();
+        self.publish_target(&self.read(), exchange).map(|_| ())
+    }
+
+    /// The (non-default) exchange a message is published to, with RabbitMQ's errors for one
+    /// that is missing or internal.
+    fn publish_target<'t>(
+        &self,
+        topo: &'t Topology,
+        exchange: &str,
+    ) -> Result<&'t Exchange, AmqpError> {
         let ex = topo
             .exchanges
             .get(exchange)
@@ -911,7 +920,7 @@ impl Vhost {
                 self.name
             )));
         }
-        Ok(())
+        Ok(ex)
     }
 
     fn route_in(
@@ -935,16 +944,7 @@ impl Vhost {
             }
             return Ok(());
         }
-        let first = topo
-            .exchanges
-            .get(exchange)
-            .ok_or_else(|| self.no_exchange(exchange))?;
-        if first.internal {
-            return Err(AmqpError::access_refused(format!(
-                "cannot publish to internal exchange '{exchange}' in vhost '{}'",
-                self.name
-            )));
-        }
+        let first = self.publish_target(topo, exchange)?;
         // Exchanges already visited, and those still to visit: both stay empty (no allocation)
         // unless exchange-to-exchange bindings or alternate exchanges are involved.
         let mut seen: Vec<&str> = Vec::new();

@@ -1115,13 +1115,7 @@ impl Connection {
         }
         for q in std::mem::take(&mut self.exclusive_queues) {
             if !q.is_deleted() {
-                let _ = q
-                    .ask(|reply| QueueCommand::Delete {
-                        if_unused: false,
-                        if_empty: false,
-                        reply,
-                    })
-                    .await;
+                q.delete_unconditionally().await;
             }
         }
     }

@@ -248,6 +248,17 @@ impl QueueHandle {
         rx.await.map_err(|_| QueueGone)
     }
 
+    /// Deletes the queue whatever it holds (its vhost or exclusive owner went away).
+    pub async fn delete_unconditionally(&self) {
+        let _ = self
+            .ask(|reply| QueueCommand::Delete {
+                if_unused: false,
+                if_empty: false,
+                reply,
+            })
+            .await;
+    }
+
     pub fn is_exclusive(&self) -> bool {
         self.exclusive_owner.is_some()
     }
