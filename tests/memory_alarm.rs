@@ -40,6 +40,34 @@ impl Heard {
     }
 }
 
+/// Publishes `body` to `queue` in batches of `batch`, listening between batches, until the
+/// broker says connection.blocked or `max` messages have gone; then listens up to 5 s more.
+/// Returns what was heard and how many were published.
+async fn publish_until_blocked(
+    publisher: &mut Raw,
+    queue: &str,
+    body: &[u8],
+    batch: u64,
+    max: u64,
+) -> (Heard, u64) {
+    let (mut heard, mut published) = (Heard::default(), 0u64);
+    while heard.blocked.is_none() && published < max {
+        for _ in 0..batch {
+            publisher.publish(1, "", queue, body).await;
+            published += 1;
+        }
+        heard
+            .listen(publisher, Duration::from_millis(20), |h| {
+                h.blocked.is_some()
+            })
+            .await;
+    }
+    heard
+        .listen(publisher, Duration::from_secs(5), |h| h.blocked.is_some())
+        .await;
+    (heard, published)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_publisher_beyond_the_memory_watermark_is_blocked_until_the_backlog_drains() {
     let dir = tempfile::tempdir().expect("temp dir");
@@ -58,21 +86,8 @@ async fn a_publisher_beyond_the_memory_watermark_is_blocked_until_the_backlog_dr
 
     // Transient messages, no consumer: the backlog stays in memory until the alarm goes off.
     let body = vec![b'm'; BODY];
-    let (mut heard, mut published) = (Heard::default(), 0u64);
-    while heard.blocked.is_none() && published < 5_000 {
-        for _ in 0..50 {
-            publisher.publish(1, "", "backlog", &body).await;
-            published += 1;
-        }
-        heard
-            .listen(&mut publisher, Duration::from_millis(20), |_| false)
-            .await;
-    }
-    heard
-        .listen(&mut publisher, Duration::from_secs(5), |h| {
-            h.blocked.is_some()
-        })
-        .await;
+    let (mut heard, mut published) =
+        publish_until_blocked(&mut publisher, "backlog", &body, 50, 5_000).await;
     assert_eq!(
         heard.blocked.as_deref(),
         Some("low on memory"),
@@ -163,22 +178,7 @@ async fn uncommitted_transactions_count_towards_the_memory_alarm() {
     publisher.call(1, tx_select()).await;
     // 1 MB messages that are never committed: RabbitMQ's alarm sees them, so must ours.
     let body = vec![b't'; 1_000_000];
-    let mut heard = Heard::default();
-    let mut sent = 0;
-    while heard.blocked.is_none() && sent < 200 {
-        publisher.publish(1, "", "tx-backlog", &body).await;
-        sent += 1;
-        heard
-            .listen(&mut publisher, Duration::from_millis(5), |h| {
-                h.blocked.is_some()
-            })
-            .await;
-    }
-    heard
-        .listen(&mut publisher, Duration::from_secs(5), |h| {
-            h.blocked.is_some()
-        })
-        .await;
+    let (heard, sent) = publish_until_blocked(&mut publisher, "tx-backlog", &body, 1, 200).await;
     assert_eq!(
         heard.blocked.as_deref(),
         Some("low on memory"),
