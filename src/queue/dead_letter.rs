@@ -132,8 +132,10 @@ fn cc_keys(headers: &FieldTable) -> Vec<String> {
 /// `routing_keys` followed by the keys of the message's `CC` header; `x-first-death-*` are set
 /// the first time; a per-message `expiration` is dropped (kept as `original-expiration`). `None`
 /// when the properties cannot be decoded (the message then keeps its own). (The `CC` header
-/// stays: [`dead_letter`] removes it when the queue has a dead-letter routing key.)
-pub fn properties(
+/// stays: [`dead_letter`] removes it when the queue has a dead-letter routing key.) The engine
+/// goes through [`dead_letter`]; this is its x-death part on its own, for the unit tests.
+#[cfg(test)]
+fn properties(
     raw: &[u8],
     reason: Reason,
     queue: &str,
