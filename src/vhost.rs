@@ -1020,3 +1020,29 @@ fn describe(v: &AMQPValue) -> String {
         other => format!("{other:?}"),
     }
 }
+
+impl crate::queue::host::QueueHost for Vhost {
+    fn vhost_name(&self) -> &str {
+        &self.name
+    }
+
+    fn route(
+        &self,
+        exchange: &str,
+        routing_keys: &[&str],
+        headers: Option<&[u8]>,
+        out: &mut Vec<Arc<QueueHandle>>,
+    ) -> Result<(), AmqpError> {
+        Vhost::route(
+            self,
+            exchange,
+            routing_keys,
+            &LazyHeaders::new(headers),
+            out,
+        )
+    }
+
+    fn forget_queue(&self, queue: &Arc<QueueHandle>) {
+        Vhost::forget_queue(self, queue)
+    }
+}

@@ -141,14 +141,14 @@ impl DedupCache {
         }
     }
 
-    /// The store writes that bring its copy up to date with this cache, if any.
-    pub fn take_writes(&mut self, owner: &str) -> Vec<Op> {
-        let mut ops = Vec::new();
+    /// What changed since the last call, for the copy on disk: ids now remembered (with when
+    /// and until when) and ids forgotten. Only the final state counts: an id remembered then
+    /// forgotten since the last call is simply not remembered; one forgotten then remembered
+    /// again is.
+    pub fn take_changes(&mut self) -> (Vec<RememberedId>, Vec<Vec<u8>>) {
         if self.remembered.is_empty() && self.forgotten.is_empty() {
-            return ops;
+            return (Vec::new(), Vec::new());
         }
-        // Only the final state counts: an id remembered then forgotten since the last call is
-        // simply not remembered; one forgotten then remembered again is.
         let seen = &self.seen;
         let ids: Vec<_> = self
             .remembered
@@ -160,6 +160,13 @@ impl DedupCache {
             .drain(..)
             .filter(|key| !seen.contains_key(key))
             .collect();
+        (ids, gone)
+    }
+
+    /// The store writes that bring its copy up to date with this cache, if any.
+    pub fn take_writes(&mut self, owner: &str) -> Vec<Op> {
+        let (ids, gone) = self.take_changes();
+        let mut ops = Vec::new();
         if !ids.is_empty() {
             ops.push(Op::RememberIds {
                 owner: owner.to_owned(),

@@ -1,12 +1,24 @@
-//! Queues: the handle every channel and exchange holds, and the commands it accepts. The state
-//! itself lives in one owner task per queue ([`engine`]); nothing else touches it.
+//! Queues: the handle every channel and exchange holds, and the commands it accepts.
+//!
+//! Layout: [`core`] is the queue as a state machine with no I/O (commands in, effects out);
+//! [`owner`] is the one task per queue that feeds it and carries out its effects; [`log`] is the
+//! queue's durable log (the store today); [`host`] is what a queue needs from its vhost;
+//! `ready.rs` holds the ready messages in order; [`args`], [`dead_letter`] and [`dedup`] are the
+//! RabbitMQ features' rules; `delivery.rs` is what a queue sends to a connection.
 
 pub mod args;
+pub mod core;
 pub mod dead_letter;
 pub mod dedup;
 mod delivery;
-pub mod engine;
+pub mod factory;
+pub mod host;
+pub mod log;
+pub mod owner;
 mod ready;
+
+// Until the vhost's single call site is renamed.
+pub use self::owner as engine;
 
 pub use args::{Overflow, QueueArgs};
 pub use delivery::{ConnEvent, Delivery};
@@ -77,6 +89,7 @@ pub struct QueueStats {
     pub consumers: u32,
 }
 
+#[derive(Debug)]
 pub struct GetReply {
     pub id: u64,
     pub message: MessageRef,

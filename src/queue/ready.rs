@@ -183,6 +183,12 @@ impl Ready {
         Some(e)
     }
 
+    /// Every ready entry, in the order they would be delivered.
+    #[cfg(test)]
+    pub fn iter(&self) -> impl Iterator<Item = &Entry> {
+        self.levels.iter().rev().flat_map(|q| q.iter())
+    }
+
     pub fn drain(&mut self) -> Vec<Entry> {
         self.len = 0;
         self.bytes = 0;

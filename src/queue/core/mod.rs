@@ -1,0 +1,532 @@
+//! The queue as a state machine that does no I/O: ready messages in order (by priority level when
+//! the queue has priorities), deliveries awaiting settlement, consumers served by priority and
+//! round-robin within their prefetch (or one at a time with single active consumer), and
+//! everything that removes messages on its own: TTL, length limits, delivery limits,
+//! dead-lettering, `x-expires`, auto-delete.
+//!
+//! [`QueueCore::apply`] takes a [`Command`] and a [`Context`]. Everything the outcome depends on
+//! beyond the queue's own state comes from the context (the clock, whether a consumer's
+//! connection and channel have room, what the queue's log holds); everything it does to the world
+//! goes out through the context as data ([`Effect`]s for consumers, dead-letters and deletion,
+//! [`LogRecord`]s for the queue's durable log). The same commands with the same answers give the
+//! same state and the same effects on every copy, which is what a replicated queue needs; the
+//! owner task ([`super::owner`]) is the context that carries them out.
+//!
+//! Files: `dispatch.rs` (consumers and deliveries), `removal.rs` (publish, limits, expiry,
+//! settlement, dead-lettering, purge and delete), `paging.rs` (paging out and in, log writes).
+
+mod dispatch;
+mod paging;
+mod removal;
+#[cfg(test)]
+mod tests;
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::Arc;
+
+use warren_amqp::AmqpError;
+
+use super::dead_letter::Reason;
+use super::dedup::DedupCache;
+use super::log::QueueLog;
+use super::ready::{Entry, Ready, Slot};
+use super::{GetReply, QueueArgs, QueueStats};
+use crate::message::MessageRef;
+
+/// What a queue is told to do.
+pub enum Command {
+    /// A message routed to the queue.
+    Publish(MessageRef),
+    Consume(ConsumerSpec),
+    Cancel {
+        consumer: u64,
+    },
+    Get {
+        no_ack: bool,
+    },
+    /// Deliveries settled by ack.
+    Ack(Vec<u64>),
+    /// Deliveries refused without requeue (reject/nack): dead-lettered or dropped.
+    Reject(Vec<u64>),
+    /// Deliveries handed back, to be delivered again with `redelivered` set.
+    Requeue(Vec<u64>),
+    /// Deliveries that never reached the consumer (its connection was gone when they were
+    /// sent): they go back where they were, not marked redelivered, and the consumer goes.
+    /// `consumer` is `None` for a `basic.get` whose channel stopped waiting for the answer.
+    Undelivered {
+        consumer: Option<u64>,
+        deliveries: Vec<u64>,
+    },
+    Purge,
+    Delete {
+        if_unused: bool,
+        if_empty: bool,
+    },
+    /// The queue's counts. `used`: a declare, which counts as a use for `x-expires`.
+    Stats {
+        used: bool,
+    },
+    /// The end of a batch of commands, or a timer: expire, dispatch, write the log, page out.
+    Tick,
+}
+
+/// A consumer as the state machine sees it; where its deliveries go is the context's business.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConsumerSpec {
+    /// Unique in the broker.
+    pub id: u64,
+    pub no_ack: bool,
+    pub exclusive: bool,
+    /// Per-consumer prefetch (0 = unlimited).
+    pub prefetch: u32,
+    /// `x-priority`: higher-priority consumers are served first.
+    pub priority: i32,
+}
+
+/// What a command answers.
+#[derive(Debug)]
+pub enum Outcome {
+    Done,
+    /// A publish was taken (`true`) or refused by `x-overflow` (`false`); a duplicate counts as
+    /// taken.
+    Published(bool),
+    Consumed(Result<(), AmqpError>),
+    Got(Option<GetReply>),
+    Purged(u32),
+    Deleted(Result<u32, AmqpError>),
+    Stats(QueueStats),
+}
+
+/// What the queue does to the world, carried out by its owner.
+#[derive(Debug)]
+pub enum Effect {
+    Deliver {
+        consumer: u64,
+        delivery: u64,
+        redelivered: bool,
+        no_ack: bool,
+        message: MessageRef,
+    },
+    /// The queue cancels a consumer (the queue is being deleted).
+    ConsumerCancelled { consumer: u64 },
+    /// A message leaves for the dead-letter exchange.
+    DeadLetter(DeadLetter),
+    /// The queue is gone; no command changes it any more.
+    Deleted,
+}
+
+/// A message on its way to the queue's dead-letter exchange.
+#[derive(Debug)]
+pub struct DeadLetter {
+    pub exchange: String,
+    /// The first is the key it is delivered with.
+    pub routing_keys: Vec<String>,
+    /// The message's properties with its `x-death` history.
+    pub properties: Vec<u8>,
+    pub reason: Reason,
+    /// The original message (its body goes along).
+    pub message: MessageRef,
+}
+
+/// The state machine's view of the world: inputs it asks for, outputs it hands over.
+pub trait Context {
+    /// A monotonic clock in milliseconds (TTLs, `x-expires`).
+    fn now_ms(&self) -> u64;
+    /// Milliseconds since the Unix epoch (the `time` of an `x-death` entry, deduplication).
+    fn wall_clock_ms(&self) -> u64;
+    /// Whether the consumer's connection and channel can take one more delivery now (a no-ack
+    /// consumer takes no channel credit, but a channel whose channel-wide limit is used up sends
+    /// nothing, to it either: RabbitMQ's limiter blocks the whole channel).
+    fn consumer_has_room(&mut self, consumer: u64) -> bool;
+    /// Takes one unit of the consumer's channel-wide credit (`basic.qos` global); false when the
+    /// channel's limit is used up. Not asked for no-ack consumers.
+    fn take_channel_credit(&mut self, consumer: u64) -> bool;
+    fn emit(&mut self, effect: Effect);
+    /// The queue's durable log (only used by queues that have one).
+    fn log(&mut self) -> &mut dyn QueueLog;
+}
+
+/// A delivery awaiting ack, and which consumer's prefetch it counts against.
+struct Outstanding {
+    entry: Entry,
+    consumer: Option<u64>,
+}
+
+struct ActiveConsumer {
+    spec: ConsumerSpec,
+    unacked: u32,
+}
+
+/// An entry to page out once the log has made its message durable.
+struct PageOut {
+    /// The log's position once the message was written.
+    written_at: u64,
+    entry: u64,
+    level: usize,
+    /// The id of a transient message's copy.
+    copy: Option<u64>,
+}
+
+/// How many entries near the head are read back together when the head is paged out.
+const PAGE_IN_WINDOW: usize = 256;
+
+/// While messages wait to be paged out, the queue looks at the log's progress this often even
+/// when idle.
+const PAGE_OUT_POLL_MS: u64 = 20;
+
+/// After a failed read of paged-out messages, try again this much later.
+const PAGE_IN_RETRY_MS: u64 = 500;
+
+/// Re-base the TTL clock when it passes this many milliseconds (about 24 days).
+const CLOCK_REBASE_AT: u32 = 1 << 31;
+
+/// What a queue needs to know about itself to start.
+pub struct CoreSpec {
+    pub name: Arc<str>,
+    /// For error texts.
+    pub vhost: Arc<str>,
+    pub args: QueueArgs,
+    pub auto_delete: bool,
+    /// Whether the queue keeps its messages in a durable log.
+    pub logged: bool,
+    /// Body bytes of ready messages a logged queue keeps in memory; messages beyond it are paged
+    /// out to the log and read back when they near the head.
+    pub memory_limit: u64,
+}
+
+/// A message a logged queue held at start-up.
+pub struct RecoveredEntry {
+    pub slot: Slot,
+    pub expiration_ms: Option<u32>,
+    pub redelivered: bool,
+}
+
+pub struct QueueCore {
+    name: Arc<str>,
+    vhost: Arc<str>,
+    args: QueueArgs,
+    auto_delete: bool,
+    logged: bool,
+    ready: Ready,
+    outstanding: HashMap<u64, Outstanding>,
+    /// In registration order (the first is the single active consumer when that is on).
+    consumers: Vec<ActiveConsumer>,
+    next_consumer: usize,
+    next_id: u64,
+    had_consumer: bool,
+    /// The context's clock when the queue's TTL clock read 0 (re-based before it overflows).
+    epoch: u64,
+    /// Last use (consume, get, declare) for `x-expires`, on the context's clock.
+    last_used: u64,
+    dedup: Option<DedupCache>,
+    memory_limit: u64,
+    /// Entries to page out once the log has their message, oldest first.
+    page_out: VecDeque<PageOut>,
+    /// When reading paged-out messages failed: try again then (context clock).
+    retry_at: Option<u64>,
+    /// Log ids settled since the last write, written once per batch.
+    removed: Vec<u64>,
+    /// Transient messages' paged-out copies no longer needed, removed once per batch.
+    removed_copies: Vec<u64>,
+    /// The highest log id handed to a consumer, and the highest already written.
+    delivered_through: u64,
+    delivered_recorded: u64,
+    deleted: bool,
+}
+
+impl QueueCore {
+    pub fn new(spec: CoreSpec, now_ms: u64) -> Self {
+        let dedup = spec
+            .args
+            .deduplication
+            .as_ref()
+            .map(|d| DedupCache::new(d, spec.logged));
+        QueueCore {
+            ready: Ready::new(spec.args.max_priority),
+            memory_limit: if spec.logged {
+                spec.memory_limit
+            } else {
+                u64::MAX
+            },
+            name: spec.name,
+            vhost: spec.vhost,
+            args: spec.args,
+            auto_delete: spec.auto_delete,
+            logged: spec.logged,
+            outstanding: HashMap::new(),
+            consumers: Vec::new(),
+            next_consumer: 0,
+            next_id: 0,
+            had_consumer: false,
+            epoch: now_ms,
+            last_used: now_ms,
+            dedup,
+            page_out: VecDeque::new(),
+            retry_at: None,
+            removed: Vec::new(),
+            removed_copies: Vec::new(),
+            delivered_through: 0,
+            delivered_recorded: 0,
+            deleted: false,
+        }
+    }
+
+    /// The deduplication cache, for restoring what a logged queue remembered.
+    pub fn dedup_mut(&mut self) -> Option<&mut DedupCache> {
+        self.dedup.as_mut()
+    }
+
+    /// Puts back a message the queue held before a restart. Recovered messages start their TTL
+    /// afresh, as RabbitMQ's do.
+    pub fn recover(&mut self, m: RecoveredEntry, ctx: &dyn Context) {
+        let entry = self.new_entry(m.slot, m.expiration_ms, m.redelivered, ctx.now_ms());
+        self.ready.push_back(entry);
+    }
+
+    pub fn is_deleted(&self) -> bool {
+        self.deleted
+    }
+
+    /// Messages waiting for the log before they can be paged out.
+    pub fn page_out_backlog(&self) -> usize {
+        self.page_out.len()
+    }
+
+    pub fn stats(&self) -> QueueStats {
+        QueueStats {
+            ready: self.ready.len() as u32,
+            unacked: self.outstanding.len() as u32,
+            consumers: self.consumers.len() as u32,
+        }
+    }
+
+    /// Carries out one command.
+    pub fn apply(&mut self, command: Command, ctx: &mut dyn Context) -> Outcome {
+        if self.deleted {
+            return match command {
+                Command::Delete { .. } => Outcome::Deleted(Ok(0)),
+                Command::Stats { .. } => Outcome::Stats(self.stats()),
+                _ => Outcome::Done,
+            };
+        }
+        // A channel's methods take effect in the order they were sent: messages published before
+        // a get, a cancel, a consume or a count reach the consumers that could take them first,
+        // as they would have in RabbitMQ (a batch's own dispatch comes only at its end).
+        if !matches!(
+            command,
+            Command::Publish(_)
+                | Command::Ack(_)
+                | Command::Reject(_)
+                | Command::Requeue(_)
+                | Command::Undelivered { .. }
+                | Command::Tick
+        ) {
+            self.dispatch(ctx);
+        }
+        match command {
+            Command::Publish(message) => Outcome::Published(self.publish(message, ctx)),
+            Command::Consume(spec) => {
+                self.last_used = ctx.now_ms();
+                Outcome::Consumed(self.add_consumer(spec))
+            }
+            Command::Cancel { consumer } => {
+                self.remove_consumer(consumer, ctx);
+                Outcome::Done
+            }
+            Command::Get { no_ack } => Outcome::Got(self.get(no_ack, ctx)),
+            Command::Ack(ids) => {
+                self.ack(ids);
+                Outcome::Done
+            }
+            Command::Reject(ids) => {
+                self.reject(ids, ctx);
+                Outcome::Done
+            }
+            Command::Requeue(ids) => {
+                self.requeue(ids, ctx);
+                Outcome::Done
+            }
+            Command::Undelivered {
+                consumer,
+                deliveries,
+            } => {
+                self.undelivered(deliveries);
+                if let Some(consumer) = consumer {
+                    self.remove_consumer(consumer, ctx);
+                }
+                Outcome::Done
+            }
+            Command::Purge => Outcome::Purged(self.purge()),
+            Command::Delete {
+                if_unused,
+                if_empty,
+            } => Outcome::Deleted(self.delete_if(if_unused, if_empty, ctx)),
+            Command::Stats { used } => {
+                if used {
+                    self.last_used = ctx.now_ms();
+                    self.expire(ctx);
+                }
+                Outcome::Stats(self.stats())
+            }
+            Command::Tick => {
+                self.tick(ctx);
+                Outcome::Done
+            }
+        }
+    }
+
+    /// What a batch ends with (and what a timer runs).
+    fn tick(&mut self, ctx: &mut dyn Context) {
+        if self.unused_too_long(ctx.now_ms()) {
+            tracing::debug!(queue = %self.name, "queue expired (x-expires)");
+            self.delete(ctx);
+            return;
+        }
+        self.expire(ctx);
+        self.dispatch(ctx);
+        self.write_log(ctx);
+        self.page_out_committed(ctx);
+    }
+
+    /// When the queue next needs a [`Command::Tick`] without being told anything (context
+    /// clock): a message expires, `x-expires` runs out, paging waits for the log or retries.
+    pub fn next_wakeup(&self, now_ms: u64) -> Option<u64> {
+        if self.deleted {
+            return None;
+        }
+        let expiry = self
+            .ready
+            .next_expiry()
+            .map(|ms| self.epoch + u64::from(ms));
+        let unused = self.expires_at();
+        let paging = (!self.page_out.is_empty()).then_some(now_ms + PAGE_OUT_POLL_MS);
+        [expiry, unused, paging, self.retry_at]
+            .into_iter()
+            .flatten()
+            .min()
+    }
+
+    /// When `x-expires` deletes the queue, if it stays unused.
+    fn expires_at(&self) -> Option<u64> {
+        let ms = self.args.expires?;
+        self.consumers
+            .is_empty()
+            .then(|| self.last_used.saturating_add(ms))
+    }
+
+    fn unused_too_long(&self, now_ms: u64) -> bool {
+        self.expires_at().is_some_and(|at| now_ms >= at)
+    }
+
+    /// Milliseconds on the queue's TTL clock (never 0, which means "no expiry").
+    fn clock(&mut self, now_ms: u64) -> u32 {
+        let mut ms = now_ms.saturating_sub(self.epoch);
+        if ms >= u64::from(CLOCK_REBASE_AT) {
+            let by = CLOCK_REBASE_AT / 2;
+            self.epoch += u64::from(by);
+            self.ready.rebase(by);
+            for o in self.outstanding.values_mut() {
+                o.entry.expires_at = o.entry.expires_at.saturating_sub(by).max(1);
+            }
+            ms = now_ms.saturating_sub(self.epoch);
+        }
+        (ms.min(u64::from(u32::MAX)) as u32).max(1)
+    }
+
+    fn new_entry(
+        &mut self,
+        slot: Slot,
+        expiration_ms: Option<u32>,
+        redelivered: bool,
+        now_ms: u64,
+    ) -> Entry {
+        let ttl = match (self.args.message_ttl, expiration_ms) {
+            (Some(q), Some(m)) => Some(q.min(u64::from(m))),
+            (q, m) => q.or(m.map(u64::from)),
+        };
+        let expires_at = match ttl {
+            // TTL 0 expires at once unless a consumer can take it right away (see `publish`).
+            Some(ttl) => self
+                .clock(now_ms)
+                .saturating_add(ttl.min(u64::from(u32::MAX / 4)) as u32),
+            None => 0,
+        };
+        let id = self.next_id;
+        self.next_id += 1;
+        Entry {
+            id,
+            slot,
+            expires_at,
+            returns: 0,
+            redelivered,
+        }
+    }
+
+    /// The log id of a message if this queue keeps it in its log.
+    fn logged_id(&self, message: &MessageRef) -> Option<u64> {
+        self.logged.then(|| message.storage_id()).flatten()
+    }
+
+    /// The log id of an entry's message if this queue keeps it in its log as persistent.
+    fn entry_logged_id(&self, entry: &Entry) -> Option<u64> {
+        let (id, transient) = entry.stored_as()?;
+        (self.logged && !transient).then_some(id)
+    }
+
+    /// An entry leaves the queue for good: its copy in the log (if any) goes at the next write.
+    fn forget_logged_copy(&mut self, entry: &Entry) {
+        if !self.logged {
+            return;
+        }
+        match entry.stored_as() {
+            Some((id, false)) => self.removed.push(id),
+            Some((id, true)) => self.removed_copies.push(id),
+            None => {}
+        }
+    }
+
+    fn in_use_error(&self, what: &str) -> AmqpError {
+        AmqpError::precondition_failed(format!(
+            "queue '{}' in vhost '{}' {what}",
+            self.name, self.vhost
+        ))
+    }
+}
+
+/// A comparable picture of a queue's state, for tests that replay commands on two copies.
+#[cfg(test)]
+#[derive(Debug, PartialEq, Eq)]
+pub struct Snapshot {
+    pub ready: Vec<(u64, bool, u16, u32)>,
+    pub outstanding: Vec<(u64, Option<u64>)>,
+    pub consumers: Vec<(u64, u32)>,
+    pub next_consumer: usize,
+    pub deleted: bool,
+}
+
+#[cfg(test)]
+impl QueueCore {
+    pub fn snapshot(&self) -> Snapshot {
+        let mut outstanding: Vec<_> = self
+            .outstanding
+            .iter()
+            .map(|(id, o)| (*id, o.consumer))
+            .collect();
+        outstanding.sort_unstable();
+        Snapshot {
+            ready: self
+                .ready
+                .iter()
+                .map(|e| (e.id, e.redelivered, e.returns, e.expires_at))
+                .collect(),
+            outstanding,
+            consumers: self
+                .consumers
+                .iter()
+                .map(|c| (c.spec.id, c.unacked))
+                .collect(),
+            next_consumer: self.next_consumer,
+            deleted: self.deleted,
+        }
+    }
+}

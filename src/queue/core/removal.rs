@@ -1,0 +1,254 @@
+//! How messages arrive and leave: publish (with deduplication and `x-overflow`), length limits,
+//! TTL expiry, settlement (ack, reject, requeue), dead-lettering, purge and delete.
+
+use warren_amqp::AmqpError;
+
+use super::{Context, DeadLetter, Effect, PageOut, QueueCore};
+use crate::message::MessageRef;
+use crate::queue::dead_letter::{self, Reason};
+use crate::queue::log::LogRecord;
+use crate::queue::ready::{Entry, Slot};
+use crate::queue::Overflow;
+
+impl QueueCore {
+    /// Takes a message in, or refuses it (`x-overflow` reject-publish): true when taken.
+    pub(super) fn publish(&mut self, message: MessageRef, ctx: &mut dyn Context) -> bool {
+        if let Some(cache) = self.dedup.as_mut() {
+            if let Some(key) = cache.key_of(&message.properties_view()) {
+                if cache.is_duplicate(key, ctx.wall_clock_ms()) {
+                    // Dropped, but confirmed: the publisher's message is (already) here.
+                    self.removed.extend(self.logged_id(&message));
+                    return true;
+                }
+            }
+        }
+        let args = &self.args;
+        let over_length = args
+            .max_length
+            .is_some_and(|max| self.ready.len() as u64 >= max);
+        let over_bytes = args
+            .max_length_bytes
+            .is_some_and(|max| self.ready.bytes() + message.body().len() as u64 > max);
+        let overflow = args.overflow;
+        let ttl_zero = args.message_ttl == Some(0) || message.expiration_ms() == Some(0);
+        if (over_length || over_bytes) && overflow != Overflow::DropHead {
+            // Refused: nacked to a confirming publisher, dead-lettered with reject-publish-dlx.
+            if overflow == Overflow::RejectPublishDlx {
+                let expiration = message.expiration_ms();
+                let entry = self.new_entry(Slot::Loaded(message), expiration, false, ctx.now_ms());
+                self.dead_letter(entry, Reason::MaxLen, ctx);
+            } else {
+                self.removed.extend(self.logged_id(&message));
+            }
+            return false;
+        }
+        // Over the memory limit, a message is paged out as soon as the log has it: a persistent
+        // one is logged already, a transient one gets a copy of its own.
+        let page_out = self.logged
+            && self.ready.loaded_bytes() + message.body().len() as u64 > self.memory_limit;
+        let copy = if page_out && self.logged_id(&message).is_none() {
+            let log = ctx.log();
+            let id = log.next_message_id();
+            log.append(LogRecord::Copy {
+                id,
+                message: message.clone(),
+            });
+            Some(id)
+        } else {
+            None
+        };
+        let level = self.ready.level_of(message.priority);
+        let expiration = message.expiration_ms();
+        let entry = self.new_entry(Slot::Loaded(message), expiration, false, ctx.now_ms());
+        if page_out {
+            self.page_out.push_back(PageOut {
+                written_at: ctx.log().appended(),
+                entry: entry.id,
+                level,
+                copy,
+            });
+        }
+        self.ready.push_back(entry);
+        self.enforce_limits(ctx);
+        if ttl_zero {
+            // A zero TTL means "deliver now or never": hand it out before it expires.
+            self.dispatch(ctx);
+        }
+        true
+    }
+
+    /// Drops (dead-letters) messages from the head until the queue is within its limits.
+    fn enforce_limits(&mut self, ctx: &mut dyn Context) {
+        loop {
+            let args = &self.args;
+            let over = args
+                .max_length
+                .is_some_and(|max| self.ready.len() as u64 > max)
+                || args
+                    .max_length_bytes
+                    .is_some_and(|max| self.ready.bytes() > max);
+            if !over {
+                return;
+            }
+            let Some(head) = self.ready.pop_front() else {
+                return;
+            };
+            self.dead_letter(head, Reason::MaxLen, ctx);
+        }
+    }
+
+    /// Removes expired messages from the heads of the queue.
+    pub(super) fn expire(&mut self, ctx: &mut dyn Context) {
+        if self.ready.next_expiry().is_none() {
+            return;
+        }
+        let now = self.clock(ctx.now_ms());
+        while let Some(entry) = self.ready.pop_expired(now) {
+            self.dead_letter(entry, Reason::Expired, ctx);
+        }
+    }
+
+    /// Whether the head expired before this millisecond (a message is still deliverable in the
+    /// millisecond it expires: a TTL of 0 means "now or never", and a consumer that can take it
+    /// now gets it; the batch's `expire` drops it otherwise).
+    pub(super) fn head_expired(&mut self, expires_at: u32, ctx: &dyn Context) -> bool {
+        expires_at != 0 && expires_at < self.clock(ctx.now_ms())
+    }
+
+    pub(super) fn ack(&mut self, ids: Vec<u64>) {
+        for id in ids {
+            if let Some(o) = self.outstanding.remove(&id) {
+                self.settled(o.consumer);
+                self.forget_logged_copy(&o.entry);
+            }
+        }
+    }
+
+    pub(super) fn reject(&mut self, ids: Vec<u64>, ctx: &mut dyn Context) {
+        for id in ids {
+            if let Some(o) = self.outstanding.remove(&id) {
+                self.settled(o.consumer);
+                self.dead_letter(o.entry, Reason::Rejected, ctx);
+            }
+        }
+    }
+
+    pub(super) fn requeue(&mut self, mut ids: Vec<u64>, ctx: &mut dyn Context) {
+        ids.sort_unstable();
+        let limit = self.args.delivery_limit;
+        for id in ids.into_iter().rev() {
+            if let Some(o) = self.outstanding.remove(&id) {
+                self.settled(o.consumer);
+                let mut entry = o.entry;
+                entry.redelivered = true;
+                entry.returns = entry.returns.saturating_add(1);
+                if limit.is_some_and(|limit| u64::from(entry.returns) > limit) {
+                    self.dead_letter(entry, Reason::DeliveryLimit, ctx);
+                    continue;
+                }
+                // Back to its original position.
+                self.ready.insert_sorted(entry);
+            }
+        }
+        // Requeued messages count towards the length limits too: with drop-head, RabbitMQ drops
+        // from the head (a queue that refuses publishes keeps what comes back).
+        if self.args.overflow == Overflow::DropHead {
+            self.enforce_limits(ctx);
+        }
+    }
+
+    /// Deliveries that never left: back to their positions as they were.
+    pub(super) fn undelivered(&mut self, ids: Vec<u64>) {
+        for id in ids {
+            if let Some(o) = self.outstanding.remove(&id) {
+                self.settled(o.consumer);
+                self.ready.insert_sorted(o.entry);
+            }
+        }
+    }
+
+    pub(super) fn purge(&mut self) -> u32 {
+        let n = self.ready.len() as u32;
+        for entry in self.ready.drain() {
+            self.forget_logged_copy(&entry);
+        }
+        for p in self.page_out.drain(..) {
+            self.removed_copies.extend(p.copy);
+        }
+        n
+    }
+
+    /// A message leaves the queue for good (rejected, expired, over a limit): it goes to the
+    /// dead-letter exchange if the queue has one, and is dropped otherwise.
+    pub(super) fn dead_letter(&mut self, entry: Entry, reason: Reason, ctx: &mut dyn Context) {
+        self.forget_logged_copy(&entry);
+        let Some(exchange) = self.args.dead_letter_exchange.clone() else {
+            return;
+        };
+        let Some(message) = self.load(&entry, ctx) else {
+            tracing::warn!(queue = %self.name, "cannot read a paged-out message to dead-letter it; dropped");
+            return;
+        };
+        let original_key = String::from_utf8_lossy(message.routing_key()).into_owned();
+        let original_exchange = String::from_utf8_lossy(message.exchange()).into_owned();
+        let Some(dead) = dead_letter::dead_letter(
+            message.properties(),
+            reason,
+            &self.name,
+            &original_exchange,
+            &original_key,
+            self.args.dead_letter_routing_key.as_deref(),
+            ctx.wall_clock_ms() / 1000,
+        ) else {
+            tracing::warn!(queue = %self.name, "cannot decode the properties of a dead-lettered message; dropped");
+            return;
+        };
+        ctx.emit(Effect::DeadLetter(DeadLetter {
+            exchange,
+            routing_keys: dead.routing_keys,
+            properties: dead.properties,
+            reason,
+            message,
+        }));
+    }
+
+    pub(super) fn delete_if(
+        &mut self,
+        if_unused: bool,
+        if_empty: bool,
+        ctx: &mut dyn Context,
+    ) -> Result<u32, AmqpError> {
+        if if_unused && !self.consumers.is_empty() {
+            return Err(self.in_use_error("in use"));
+        }
+        if if_empty && !self.ready.is_empty() {
+            return Err(self.in_use_error("not empty"));
+        }
+        let n = self.ready.len() as u32;
+        self.delete(ctx);
+        Ok(n)
+    }
+
+    /// Cancels every consumer, drops every message, and ends the queue.
+    pub(super) fn delete(&mut self, ctx: &mut dyn Context) {
+        self.deleted = true;
+        for c in self.consumers.drain(..) {
+            ctx.emit(Effect::ConsumerCancelled {
+                consumer: c.spec.id,
+            });
+        }
+        self.ready.drain();
+        self.outstanding.clear();
+        self.removed.clear();
+        self.removed_copies.clear();
+        self.page_out.clear();
+        if self.logged {
+            if let Some(cache) = self.dedup.as_mut() {
+                // Whatever it was about to write is forgotten with the rest.
+                cache.take_changes();
+            }
+            ctx.log().append(LogRecord::Deleted);
+        }
+        ctx.emit(Effect::Deleted);
+    }
+}

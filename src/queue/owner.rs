@@ -1,0 +1,566 @@
+//! The queue owner task: one per queue, the only thing that touches its [`QueueCore`]. It turns
+//! the [`QueueCommand`]s channels send into state-machine commands, drains its inbox in batches
+//! (one dispatch and one log write per batch), answers the senders, and is the state machine's
+//! [`Context`]: the clock, consumers' credit, the queue's log, and the effects carried out —
+//! deliveries to connections, dead-letters routed through the vhost, deletion.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Weak};
+use std::time::{Duration, Instant, SystemTime};
+
+use tokio::sync::mpsc;
+use warren_amqp::PropertiesView;
+use warren_storage::{MessageParts, Op, RememberedId, Store};
+
+use super::args::Dedup;
+use super::core::{
+    Command, ConsumerSpec, Context, CoreSpec, DeadLetter, Effect, Outcome, QueueCore,
+    RecoveredEntry,
+};
+use super::dead_letter;
+use super::dedup;
+use super::host::QueueHost;
+use super::log::{NoLog, QueueLog, StoreLog};
+use super::ready::Slot;
+use super::{
+    ChannelFlow, ConnEvent, ConnectionFlow, Consumer, Delivery, QueueCommand, QueueHandle,
+    QueueSpec,
+};
+use crate::message::{self, Message};
+
+/// Messages waiting to be paged out beyond which the queue waits for the disk.
+const PAGE_OUT_BACKLOG: usize = 2048;
+
+/// A message a durable queue held on disk at start-up.
+struct RecoveredMessage {
+    slot: Slot,
+    expiration_ms: Option<u32>,
+    redelivered: bool,
+}
+
+/// Gathers a durable queue's stored messages at start-up: in memory up to the queue's memory
+/// limit, paged out (only their index kept) beyond it.
+pub struct Recovery {
+    memory_limit: u64,
+    loaded_bytes: u64,
+    messages: Vec<RecoveredMessage>,
+    /// With deduplication: the header ids are read from (None: `message-id`), the ids the store
+    /// remembered, and those of the messages still in the queue.
+    dedup: Option<(Option<String>, Vec<RememberedId>)>,
+    dedup_keys: Vec<Vec<u8>>,
+}
+
+impl Recovery {
+    pub fn new(memory_limit: u64) -> Self {
+        Recovery {
+            memory_limit,
+            loaded_bytes: 0,
+            messages: Vec::new(),
+            dedup: None,
+            dedup_keys: Vec::new(),
+        }
+    }
+
+    /// For a deduplicating queue: the ids it remembered (see `DedupCache::restore`).
+    pub fn with_dedup(mut self, settings: &Dedup, remembered: Vec<RememberedId>) -> Self {
+        self.dedup = Some((settings.header.clone(), remembered));
+        self
+    }
+
+    pub fn push(&mut self, storage_id: u64, redelivered: bool, parts: MessageParts<'_>) {
+        if let Some((header, _)) = &self.dedup {
+            let view = PropertiesView::parse(parts.properties).unwrap_or_default();
+            self.dedup_keys
+                .extend(dedup::key_of(header.as_deref(), &view));
+        }
+        let len = parts.body.len() as u64;
+        let (slot, expiration_ms) = if self.loaded_bytes + len <= self.memory_limit {
+            self.loaded_bytes += len;
+            let m = Message::from_stored(parts, Some(storage_id));
+            let expiration = m.expiration_ms();
+            (Slot::Loaded(m), expiration)
+        } else {
+            let view = PropertiesView::parse(parts.properties).unwrap_or_default();
+            let slot = Slot::Paged {
+                storage_id,
+                body_len: len as u32,
+                priority: view.priority.unwrap_or(0),
+                transient: false,
+            };
+            (slot, message::expiration_ms(&view))
+        };
+        self.messages.push(RecoveredMessage {
+            slot,
+            expiration_ms,
+            redelivered,
+        });
+    }
+
+    pub fn len(&self) -> usize {
+        self.messages.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.messages.is_empty()
+    }
+}
+
+/// Where a consumer's deliveries go, and the credit they take.
+struct ConsumerIo {
+    channel: u16,
+    tag: Arc<str>,
+    channel_flow: Arc<ChannelFlow>,
+    connection_flow: Arc<ConnectionFlow>,
+    events: mpsc::UnboundedSender<ConnEvent>,
+}
+
+/// Consumer ids are unique counters: a multiplicative hash spreads them well enough, and a
+/// delivery looks its consumer up a few times (credit, then send), so the lookup stays cheap.
+#[derive(Default)]
+struct IdHasher(u64);
+
+impl std::hash::Hasher for IdHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        for b in bytes {
+            self.0 = (self.0 << 8 | u64::from(*b)).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+        }
+    }
+
+    fn write_u64(&mut self, id: u64) {
+        self.0 = id.wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    }
+}
+
+type ConsumerMap = HashMap<u64, ConsumerIo, std::hash::BuildHasherDefault<IdHasher>>;
+
+/// The state machine's world: everything [`QueueCore`] may not touch itself.
+struct World {
+    handle: Arc<QueueHandle>,
+    host: Weak<dyn QueueHost>,
+    store: Store,
+    log: Box<dyn QueueLog + Send>,
+    consumers: ConsumerMap,
+    started: Instant,
+    /// Ack-mode deliveries whose connection was gone when they were sent.
+    undelivered: Vec<(u64, u64)>,
+    /// Consumers whose connection is gone.
+    gone: Vec<u64>,
+}
+
+/// Creates a queue and starts its owner task. `recovered` holds the messages a durable queue had
+/// on disk, in order.
+pub fn spawn<H: QueueHost + 'static>(
+    spec: QueueSpec,
+    host: Weak<H>,
+    store: &Store,
+    recovered: Option<Recovery>,
+) -> Arc<QueueHandle> {
+    let host: Weak<dyn QueueHost> = host;
+    let (tx, rx) = mpsc::channel(super::INBOX);
+    let storage_id = spec.storage_id;
+    let handle = Arc::new(QueueHandle {
+        name: spec.name.into(),
+        storage_id,
+        durable: spec.durable,
+        exclusive_owner: spec.exclusive_owner,
+        auto_delete: spec.auto_delete,
+        arguments: spec.arguments,
+        args: spec.args,
+        tx,
+        deleted: Default::default(),
+    });
+    let vhost: Arc<str> = host
+        .upgrade()
+        .map(|h| h.vhost_name().into())
+        .unwrap_or_else(|| "".into());
+    let log: Box<dyn QueueLog + Send> = match storage_id {
+        Some(id) => Box::new(StoreLog::new(
+            store.clone(),
+            id,
+            vhost.to_string(),
+            handle.name.to_string(),
+        )),
+        None => Box::new(NoLog),
+    };
+    let world = World {
+        handle: handle.clone(),
+        host,
+        store: store.clone(),
+        log,
+        consumers: ConsumerMap::default(),
+        started: Instant::now(),
+        undelivered: Vec::new(),
+        gone: Vec::new(),
+    };
+    let core_spec = CoreSpec {
+        name: handle.name.clone(),
+        vhost,
+        args: handle.args.clone(),
+        auto_delete: handle.auto_delete,
+        logged: storage_id.is_some(),
+        memory_limit: spec.memory_limit,
+    };
+    let mut core = QueueCore::new(core_spec, world.now_ms());
+    let recovered = recovered.unwrap_or_else(|| Recovery::new(0));
+    if let (Some(cache), Some((_, remembered))) = (core.dedup_mut(), recovered.dedup) {
+        // What the queue remembered, and the ids of the messages still in it (in case the
+        // broker stopped before it wrote down what it remembered).
+        let now = world.wall_clock_ms();
+        cache.restore(remembered, now);
+        for key in recovered.dedup_keys {
+            cache.is_duplicate(key, now);
+        }
+    }
+    for m in recovered.messages {
+        let entry = RecoveredEntry {
+            slot: m.slot,
+            expiration_ms: m.expiration_ms,
+            redelivered: m.redelivered,
+        };
+        core.recover(entry, &world);
+    }
+    tokio::spawn(Owner { core, world }.run(rx));
+    handle
+}
+
+struct Owner {
+    core: QueueCore,
+    world: World,
+}
+
+impl Owner {
+    async fn run(mut self, mut rx: mpsc::Receiver<QueueCommand>) {
+        let mut batch = Vec::with_capacity(256);
+        while !self.core.is_deleted() && !self.world.handle.is_deleted() {
+            let wake = self
+                .core
+                .next_wakeup(self.world.now_ms())
+                .map(|ms| self.world.started + Duration::from_millis(ms));
+            let timer = async {
+                match wake {
+                    Some(at) => tokio::time::sleep_until(at.into()).await,
+                    None => std::future::pending().await,
+                }
+            };
+            tokio::select! {
+                received = rx.recv_many(&mut batch, 256) => {
+                    if received == 0 {
+                        break;
+                    }
+                    for cmd in batch.drain(..) {
+                        self.handle(cmd);
+                        if self.core.is_deleted() {
+                            break;
+                        }
+                    }
+                }
+                _ = timer => {}
+            }
+            if self.core.is_deleted() {
+                break;
+            }
+            self.apply(Command::Tick);
+            if self.core.page_out_backlog() >= PAGE_OUT_BACKLOG {
+                // Publishing faster than the disk takes the copies would only move the backlog
+                // into the writer's queue: wait for the disk (publishers wait on this queue).
+                let _ = self.world.store.sync().await;
+                self.apply(Command::Tick);
+            }
+        }
+        self.world.handle.mark_deleted();
+        tracing::debug!(queue = %self.world.handle.name, "queue task stopped");
+    }
+
+    /// Applies a command, then takes back what could not be delivered.
+    fn apply(&mut self, command: Command) -> Outcome {
+        let outcome = self.core.apply(command, &mut self.world);
+        while !(self.world.undelivered.is_empty() && self.world.gone.is_empty()) {
+            let mut undelivered = std::mem::take(&mut self.world.undelivered);
+            let mut gone = std::mem::take(&mut self.world.gone);
+            gone.extend(undelivered.iter().map(|(c, _)| *c));
+            gone.sort_unstable();
+            gone.dedup();
+            undelivered.sort_unstable();
+            for consumer in gone {
+                let deliveries = undelivered
+                    .iter()
+                    .filter(|(c, _)| *c == consumer)
+                    .map(|(_, d)| *d)
+                    .collect();
+                self.core.apply(
+                    Command::Undelivered {
+                        consumer: Some(consumer),
+                        deliveries,
+                    },
+                    &mut self.world,
+                );
+                self.world.consumers.remove(&consumer);
+            }
+        }
+        outcome
+    }
+
+    fn handle(&mut self, cmd: QueueCommand) {
+        match cmd {
+            QueueCommand::Publish { message, confirm } => {
+                let Outcome::Published(ok) = self.apply(Command::Publish(message)) else {
+                    return;
+                };
+                if let Some(c) = confirm {
+                    let _ = c.events.send(ConnEvent::Settled {
+                        channel: c.channel,
+                        seq: c.seq,
+                        ok,
+                    });
+                }
+            }
+            QueueCommand::Consume(consumer, reply) => {
+                let (spec, io) = split_consumer(consumer);
+                let id = spec.id;
+                self.world.consumers.insert(id, io);
+                let result = match self.apply(Command::Consume(spec)) {
+                    Outcome::Consumed(result) => result,
+                    _ => Ok(()),
+                };
+                if result.is_err() {
+                    self.world.consumers.remove(&id);
+                }
+                let _ = reply.send(result);
+            }
+            QueueCommand::Cancel { consumer_id, done } => {
+                self.apply(Command::Cancel {
+                    consumer: consumer_id,
+                });
+                self.world.consumers.remove(&consumer_id);
+                let _ = done.send(());
+            }
+            QueueCommand::Get { no_ack, reply } => {
+                let Outcome::Got(got) = self.apply(Command::Get { no_ack }) else {
+                    return;
+                };
+                if let Err(Some(got)) = reply.send(got) {
+                    // The channel stopped waiting: the message was never handed out.
+                    if !no_ack {
+                        self.apply(Command::Undelivered {
+                            consumer: None,
+                            deliveries: vec![got.id],
+                        });
+                    }
+                }
+            }
+            QueueCommand::Ack(ids) => {
+                self.apply(Command::Ack(ids));
+            }
+            QueueCommand::Reject(ids) => {
+                self.apply(Command::Reject(ids));
+            }
+            QueueCommand::Requeue(ids) => {
+                self.apply(Command::Requeue(ids));
+            }
+            QueueCommand::Purge(reply) => {
+                if let Outcome::Purged(n) = self.apply(Command::Purge) {
+                    let _ = reply.send(n);
+                }
+            }
+            QueueCommand::Delete {
+                if_unused,
+                if_empty,
+                reply,
+            } => {
+                if let Outcome::Deleted(result) = self.apply(Command::Delete {
+                    if_unused,
+                    if_empty,
+                }) {
+                    let _ = reply.send(result);
+                }
+            }
+            QueueCommand::Stats { used, reply } => {
+                if let Outcome::Stats(stats) = self.apply(Command::Stats { used }) {
+                    let _ = reply.send(stats);
+                }
+            }
+            // The batch's tick dispatches.
+            QueueCommand::Resume => {}
+        }
+    }
+}
+
+/// A consumer's registration: what the state machine decides with, and where deliveries go.
+fn split_consumer(c: Consumer) -> (ConsumerSpec, ConsumerIo) {
+    let spec = ConsumerSpec {
+        id: c.id,
+        no_ack: c.no_ack,
+        exclusive: c.exclusive,
+        prefetch: c.prefetch,
+        priority: c.priority,
+    };
+    let io = ConsumerIo {
+        channel: c.channel,
+        tag: c.tag,
+        channel_flow: c.channel_flow,
+        connection_flow: c.connection_flow,
+        events: c.events,
+    };
+    (spec, io)
+}
+
+impl World {
+    fn deliver(
+        &mut self,
+        consumer: u64,
+        delivery: u64,
+        redelivered: bool,
+        no_ack: bool,
+        message: message::MessageRef,
+    ) {
+        let Some(io) = self.consumers.get(&consumer) else {
+            if !no_ack {
+                self.undelivered.push((consumer, delivery));
+            }
+            return;
+        };
+        let d = Delivery {
+            channel: io.channel,
+            consumer_id: consumer,
+            consumer_tag: io.tag.clone(),
+            queue: self.handle.clone(),
+            id: delivery,
+            redelivered,
+            no_ack,
+            message,
+        };
+        io.connection_flow
+            .in_transit
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        if io.events.send(ConnEvent::Deliver(d)).is_err() {
+            // The connection went away since it was asked for room.
+            io.connection_flow
+                .in_transit
+                .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+            if !no_ack {
+                io.channel_flow.give_back(1);
+                self.undelivered.push((consumer, delivery));
+            }
+        }
+    }
+
+    fn dead_letter(&mut self, d: DeadLetter) {
+        let Some(host) = self.host.upgrade() else {
+            return;
+        };
+        let view = PropertiesView::parse(&d.properties).unwrap_or_default();
+        let keys: Vec<&str> = d.routing_keys.iter().map(String::as_str).collect();
+        let mut targets = Vec::new();
+        if let Err(e) = host.route(&d.exchange, &keys, view.headers, &mut targets) {
+            tracing::debug!(queue = %self.handle.name, "dead-letter exchange unusable, message dropped: {}", e.reply_text());
+            return;
+        }
+        let headers = view
+            .headers
+            .and_then(warren_amqp::encode::decode_table_entries);
+        targets.retain(|q| !dead_letter::is_cycle(headers.as_ref(), d.reason, &q.name));
+        if targets.is_empty() {
+            return;
+        }
+        let original = &d.message;
+        let durable: Vec<u64> = if original.persistent {
+            targets.iter().filter_map(|q| q.storage_id).collect()
+        } else {
+            Vec::new()
+        };
+        let storage_id = (!durable.is_empty()).then(|| self.store.next_message_id());
+        let routing_key = keys.first().copied().unwrap_or_default();
+        let message = Message::from_parts(
+            d.exchange.as_bytes(),
+            routing_key.as_bytes(),
+            &d.properties,
+            original.body_bytes(),
+            storage_id,
+        );
+        if let Some(id) = storage_id {
+            self.store.submit(
+                Op::PutMessage {
+                    id,
+                    data: message.to_stored(),
+                    queues: durable,
+                },
+                None,
+            );
+        }
+        for q in targets {
+            q.send_now(QueueCommand::Publish {
+                message: message.clone(),
+                confirm: None,
+            });
+        }
+    }
+}
+
+impl Context for World {
+    fn now_ms(&self) -> u64 {
+        self.started.elapsed().as_millis() as u64
+    }
+
+    fn wall_clock_ms(&self) -> u64 {
+        SystemTime::now()
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .map(|d| d.as_millis() as u64)
+            .unwrap_or(0)
+    }
+
+    fn consumer_has_room(&mut self, consumer: u64) -> bool {
+        let Some(io) = self.consumers.get(&consumer) else {
+            return false;
+        };
+        if io.events.is_closed() {
+            self.gone.push(consumer);
+            return false;
+        }
+        if !io.connection_flow.has_room() {
+            io.connection_flow.wait(&self.handle);
+            return false;
+        }
+        io.channel_flow.has_room()
+    }
+
+    fn take_channel_credit(&mut self, consumer: u64) -> bool {
+        self.consumers
+            .get(&consumer)
+            .is_some_and(|io| io.channel_flow.try_take())
+    }
+
+    fn emit(&mut self, effect: Effect) {
+        match effect {
+            Effect::Deliver {
+                consumer,
+                delivery,
+                redelivered,
+                no_ack,
+                message,
+            } => self.deliver(consumer, delivery, redelivered, no_ack, message),
+            Effect::ConsumerCancelled { consumer } => {
+                if let Some(io) = self.consumers.remove(&consumer) {
+                    let _ = io.events.send(ConnEvent::ConsumerCancelled {
+                        channel: io.channel,
+                        consumer_id: consumer,
+                    });
+                }
+            }
+            Effect::DeadLetter(d) => self.dead_letter(d),
+            Effect::Deleted => {
+                self.handle.mark_deleted();
+                if let Some(host) = self.host.upgrade() {
+                    host.forget_queue(&self.handle);
+                }
+            }
+        }
+    }
+
+    fn log(&mut self) -> &mut dyn QueueLog {
+        &mut *self.log
+    }
+}
