@@ -17,9 +17,6 @@ pub mod log;
 pub mod owner;
 mod ready;
 
-// Until the vhost's single call site is renamed.
-pub use self::owner as engine;
-
 pub use args::{Overflow, QueueArgs};
 pub use delivery::{ConnEvent, Delivery};
 

@@ -1,0 +1,266 @@
+//! Exchanges and their bindings: which destinations (queues, or exchanges for exchange-to-exchange
+//! bindings) a routing key and headers reach. Direct exchanges index bindings by key, topic
+//! exchanges by a trie over words, so routing cost does not grow with the number of bindings.
+//!
+//! Layout:
+//! - `mod.rs`: the exchange kinds, destinations and bindings, and `Exchange` itself: binding,
+//!   unbinding and the common routing entry, which dispatches on the kind. Direct (a map from
+//!   key to destinations) and fanout (every binding) are a few lines each and live here.
+//! - `topic.rs`: the topic trie with its memoised walk, and `topic_matches`, the reference.
+//! - `headers.rs`: headers matching (`x-match`), RabbitMQ's value equality, `LazyHeaders`.
+
+mod headers;
+mod topic;
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use warren_amqp::types::{AMQPValue, FieldTable};
+use warren_amqp::AmqpError;
+
+use crate::queue::dedup::DedupCache;
+use crate::queue::QueueHandle;
+
+use headers::validate_x_match;
+pub use headers::{headers_match, same_value, LazyHeaders};
+pub use topic::topic_matches;
+use topic::{words, TopicNode};
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ExchangeKind {
+    Direct,
+    Fanout,
+    Topic,
+    Headers,
+}
+
+impl ExchangeKind {
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "direct" => Some(Self::Direct),
+            "fanout" => Some(Self::Fanout),
+            "topic" => Some(Self::Topic),
+            "headers" => Some(Self::Headers),
+            _ => None,
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Direct => "direct",
+            Self::Fanout => "fanout",
+            Self::Topic => "topic",
+            Self::Headers => "headers",
+        }
+    }
+}
+
+/// Where a binding leads.
+#[derive(Clone)]
+pub enum Destination {
+    Queue(Arc<QueueHandle>),
+    Exchange(Arc<str>),
+}
+
+impl PartialEq for Destination {
+    fn eq(&self, other: &Self) -> bool {
+        match (self, other) {
+            (Destination::Queue(a), Destination::Queue(b)) => Arc::ptr_eq(a, b),
+            (Destination::Exchange(a), Destination::Exchange(b)) => a == b,
+            _ => false,
+        }
+    }
+}
+
+pub struct Binding {
+    pub destination: Destination,
+    pub routing_key: String,
+    pub arguments: FieldTable,
+}
+
+pub struct Exchange {
+    pub name: String,
+    pub kind: ExchangeKind,
+    pub durable: bool,
+    pub auto_delete: bool,
+    pub internal: bool,
+    pub arguments: FieldTable,
+    alternate: Option<Box<str>>,
+    /// `x-message-deduplication`: publishes to this exchange whose id it remembers are dropped.
+    pub dedup: Option<Mutex<DedupCache>>,
+    bindings: Vec<Binding>,
+    direct: HashMap<String, Vec<Destination>>,
+    topic: TopicNode,
+}
+
+impl Exchange {
+    pub fn new(
+        name: impl Into<String>,
+        kind: ExchangeKind,
+        durable: bool,
+        auto_delete: bool,
+        internal: bool,
+        arguments: FieldTable,
+    ) -> Self {
+        let alternate = match arguments.inner().get("alternate-exchange") {
+            Some(AMQPValue::LongString(s)) => Some(String::from_utf8_lossy(s.as_bytes()).into()),
+            Some(AMQPValue::ShortString(s)) => Some(s.as_str().into()),
+            _ => None,
+        };
+        Exchange {
+            name: name.into(),
+            kind,
+            durable,
+            auto_delete,
+            internal,
+            arguments,
+            alternate,
+            dedup: None,
+            bindings: Vec::new(),
+            direct: HashMap::new(),
+            topic: TopicNode::default(),
+        }
+    }
+
+    pub fn bindings(&self) -> &[Binding] {
+        &self.bindings
+    }
+
+    /// The `alternate-exchange` argument: where messages this exchange cannot route go.
+    pub fn alternate(&self) -> Option<&str> {
+        self.alternate.as_deref()
+    }
+
+    /// Adds a binding; binding the same (destination, key, arguments) twice is a no-op.
+    pub fn bind(
+        &mut self,
+        destination: Destination,
+        routing_key: &str,
+        arguments: FieldTable,
+    ) -> Result<(), AmqpError> {
+        if self.kind == ExchangeKind::Headers {
+            validate_x_match(&arguments)?;
+        }
+        let exists = self.bindings.iter().any(|b| {
+            b.destination == destination && b.routing_key == routing_key && b.arguments == arguments
+        });
+        if exists {
+            return Ok(());
+        }
+        match self.kind {
+            ExchangeKind::Direct => self
+                .direct
+                .entry(routing_key.to_owned())
+                .or_default()
+                .push(destination.clone()),
+            ExchangeKind::Topic => self.topic.insert(&words(routing_key), destination.clone()),
+            ExchangeKind::Fanout | ExchangeKind::Headers => {}
+        }
+        self.bindings.push(Binding {
+            destination,
+            routing_key: routing_key.to_owned(),
+            arguments,
+        });
+        Ok(())
+    }
+
+    /// Whether this exact binding (destination, key, arguments) exists.
+    pub fn has_binding(
+        &self,
+        destination: &Destination,
+        routing_key: &str,
+        arguments: &FieldTable,
+    ) -> bool {
+        self.bindings.iter().any(|b| {
+            &b.destination == destination
+                && b.routing_key == routing_key
+                && &b.arguments == arguments
+        })
+    }
+
+    /// Removes a binding; true if there was one.
+    pub fn unbind(
+        &mut self,
+        destination: &Destination,
+        routing_key: &str,
+        arguments: &FieldTable,
+    ) -> bool {
+        let Some(at) = self.bindings.iter().position(|b| {
+            &b.destination == destination
+                && b.routing_key == routing_key
+                && &b.arguments == arguments
+        }) else {
+            return false;
+        };
+        self.bindings.remove(at);
+        self.unindex(destination, routing_key);
+        true
+    }
+
+    /// Removes every binding to `destination`; true if there were any.
+    pub fn unbind_destination(&mut self, destination: &Destination) -> bool {
+        let mut removed = Vec::new();
+        self.bindings.retain(|b| {
+            let hit = &b.destination == destination;
+            if hit {
+                removed.push(b.routing_key.clone());
+            }
+            !hit
+        });
+        for key in &removed {
+            self.unindex(destination, key);
+        }
+        !removed.is_empty()
+    }
+
+    fn unindex(&mut self, destination: &Destination, routing_key: &str) {
+        match self.kind {
+            ExchangeKind::Direct => {
+                if let Some(dests) = self.direct.get_mut(routing_key) {
+                    if let Some(i) = dests.iter().position(|d| d == destination) {
+                        dests.remove(i);
+                    }
+                    if dests.is_empty() {
+                        self.direct.remove(routing_key);
+                    }
+                }
+            }
+            ExchangeKind::Topic => {
+                self.topic.remove(&words(routing_key), destination);
+            }
+            ExchangeKind::Fanout | ExchangeKind::Headers => {}
+        }
+    }
+
+    /// Calls `emit` for each destination a message with these routing keys and headers reaches
+    /// (possibly more than once; the caller de-duplicates).
+    pub fn route(
+        &self,
+        routing_keys: &[&str],
+        headers: &LazyHeaders<'_>,
+        emit: &mut dyn FnMut(&Destination),
+    ) {
+        match self.kind {
+            ExchangeKind::Direct => {
+                for key in routing_keys {
+                    if let Some(dests) = self.direct.get(*key) {
+                        dests.iter().for_each(&mut *emit);
+                    }
+                }
+            }
+            ExchangeKind::Fanout => self.bindings.iter().for_each(|b| emit(&b.destination)),
+            ExchangeKind::Topic => {
+                for key in routing_keys {
+                    self.topic.walk(&words(key), emit);
+                }
+            }
+            ExchangeKind::Headers => {
+                let headers = headers.get();
+                self.bindings
+                    .iter()
+                    .filter(|b| headers_match(&b.arguments, headers))
+                    .for_each(|b| emit(&b.destination));
+            }
+        }
+    }
+}

@@ -1,0 +1,348 @@
+//! Declaring and deleting queues and exchanges, with RabbitMQ's checks and texts: reserved
+//! names, the equivalence of a repeated declare, exclusivity. Apart from routing and bindings
+//! because it is where queues and exchanges come into being and go.
+
+use std::sync::{Arc, Mutex};
+
+use warren_amqp::encode::encode_table;
+use warren_amqp::types::{AMQPValue, FieldTable};
+use warren_amqp::AmqpError;
+use warren_storage::{ExchangeRecord, Op, QueueRecord};
+
+use crate::exchange::{Destination, Exchange, ExchangeKind};
+use crate::queue::args::type_name;
+use crate::queue::args::{ArgReader, Dedup};
+use crate::queue::dedup::DedupCache;
+use crate::queue::{ConnectionId, QueueArgs, QueueHandle, QueueSpec};
+
+use super::{default_exchange_refused, Vhost};
+
+/// Queue arguments RabbitMQ compares when a queue is declared again.
+const COMPARED_QUEUE_ARGS: &[&str] = &[
+    "x-expires",
+    "x-message-ttl",
+    "x-dead-letter-exchange",
+    "x-dead-letter-routing-key",
+    "x-max-length",
+    "x-max-length-bytes",
+    "x-max-priority",
+    "x-overflow",
+    "x-queue-mode",
+    "x-queue-type",
+    "x-single-active-consumer",
+    "x-delivery-limit",
+];
+
+/// The queue.declare request, as the vhost needs it.
+pub struct DeclareQueue<'a> {
+    pub name: &'a str,
+    pub passive: bool,
+    pub durable: bool,
+    pub exclusive: bool,
+    pub auto_delete: bool,
+    pub arguments: &'a FieldTable,
+    pub connection: ConnectionId,
+    /// The broker chose the name (`amq.gen-…`), so the reserved prefix is allowed.
+    pub server_named: bool,
+}
+
+/// The exchange.declare request.
+pub struct DeclareExchange<'a> {
+    pub name: &'a str,
+    pub kind: &'a str,
+    pub passive: bool,
+    pub durable: bool,
+    pub auto_delete: bool,
+    pub internal: bool,
+    pub arguments: &'a FieldTable,
+}
+
+impl Vhost {
+    /// Declares (or checks) a queue; returns it and whether it was created.
+    pub fn declare_queue(
+        self: &Arc<Self>,
+        req: DeclareQueue<'_>,
+    ) -> Result<(Arc<QueueHandle>, bool), AmqpError> {
+        let mut topo = self.write();
+        if let Some(q) = topo.queues.get(req.name) {
+            let q = q.clone();
+            drop(topo);
+            if let Some(owner) = q.exclusive_owner {
+                if owner != req.connection {
+                    return Err(self.locked(req.name));
+                }
+            }
+            if req.passive {
+                return Ok((q, false));
+            }
+            if req.exclusive != q.is_exclusive() {
+                return Err(self.locked(req.name));
+            }
+            self.check_equivalent(&q, &req)?;
+            return Ok((q, false));
+        }
+        if req.passive {
+            return Err(self.no_queue(req.name));
+        }
+        if req.name.starts_with("amq.") && !req.server_named {
+            return Err(AmqpError::access_refused(format!(
+                "queue name '{}' contains reserved prefix 'amq.*'",
+                req.name
+            )));
+        }
+        let args = QueueArgs::parse(req.arguments, req.name, &self.name)?;
+        if args.queue_type.needs_plain_durable() {
+            let refused = [
+                (!req.durable, "non-durable"),
+                (req.exclusive, "exclusive-owner"),
+                (req.auto_delete, "auto-delete"),
+            ];
+            if let Some((_, property)) = refused.iter().find(|(bad, _)| *bad) {
+                return Err(AmqpError::precondition_failed(format!(
+                    "invalid property '{property}' for queue '{}' in vhost '{}'",
+                    req.name, self.name
+                )));
+            }
+        }
+        // Exclusive queues die with their connection, so they never go to disk.
+        let storage_id = (req.durable && !req.exclusive).then(|| {
+            let id = self.store.next_queue_id();
+            let record = QueueRecord {
+                vhost: self.name.clone(),
+                name: req.name.to_owned(),
+                id,
+                auto_delete: req.auto_delete,
+                arguments: encode_table(req.arguments),
+            };
+            self.store.submit(Op::PutQueue(record), None);
+            id
+        });
+        let handle = self.spawn_queue(
+            QueueSpec {
+                name: req.name.to_owned(),
+                args,
+                storage_id,
+                durable: req.durable,
+                exclusive_owner: req.exclusive.then_some(req.connection),
+                auto_delete: req.auto_delete,
+                arguments: req.arguments.clone(),
+                memory_limit: self.queue_memory_limit,
+            },
+            None,
+        );
+        topo.queues.insert(req.name.to_owned(), handle.clone());
+        // Every queue is bound to the default exchange under its own name; that binding is
+        // implicit (routing looks the queue up by name).
+        Ok((handle, true))
+    }
+
+    fn check_equivalent(&self, q: &QueueHandle, req: &DeclareQueue<'_>) -> Result<(), AmqpError> {
+        let inequivalent = |arg: &str, received: String, current: String| {
+            AmqpError::precondition_failed(format!(
+                "inequivalent arg '{arg}' for queue '{}' in vhost '{}': received '{received}' but current is '{current}'",
+                req.name, self.name
+            ))
+        };
+        if q.durable != req.durable {
+            return Err(inequivalent(
+                "durable",
+                req.durable.to_string(),
+                q.durable.to_string(),
+            ));
+        }
+        if q.auto_delete != req.auto_delete {
+            return Err(inequivalent(
+                "auto_delete",
+                req.auto_delete.to_string(),
+                q.auto_delete.to_string(),
+            ));
+        }
+        for arg in COMPARED_QUEUE_ARGS {
+            let new = req.arguments.inner().get(*arg);
+            let old = q.arguments.inner().get(*arg);
+            let (received, current) = match (new, old) {
+                (None, None) => continue,
+                (Some(n), Some(o))
+                    if crate::exchange::same_value(n, o) && type_class(n) == type_class(o) =>
+                {
+                    continue
+                }
+                (Some(n), Some(o)) => (format!("'{}'", describe(n)), format!("'{}'", describe(o))),
+                (Some(n), None) => (
+                    format!("the value '{}' of type '{}'", describe(n), type_name(n)),
+                    "none".to_owned(),
+                ),
+                (None, Some(o)) => (
+                    "none".to_owned(),
+                    format!("the value '{}' of type '{}'", describe(o), type_name(o)),
+                ),
+            };
+            return Err(AmqpError::precondition_failed(format!(
+                "inequivalent arg '{arg}' for queue '{}' in vhost '{}': received {received} but current is {current}",
+                req.name, self.name
+            )));
+        }
+        Ok(())
+    }
+
+    /// Drops a queue from the topology (it deleted itself); no-op if another queue of that name
+    /// has replaced it.
+    pub fn forget_queue(&self, queue: &Arc<QueueHandle>) {
+        let mut topo = self.write();
+        let same = topo
+            .queues
+            .get(&*queue.name)
+            .is_some_and(|q| Arc::ptr_eq(q, queue));
+        if same {
+            topo.queues.remove(&*queue.name);
+        }
+        topo.remove_bindings_to(
+            &Destination::Queue(queue.clone()),
+            queue.is_durable_on_disk(),
+        );
+    }
+
+    pub fn declare_exchange(&self, req: DeclareExchange<'_>) -> Result<(), AmqpError> {
+        if req.name.is_empty() {
+            return Err(default_exchange_refused());
+        }
+        let mut topo = self.write();
+        if let Some(ex) = topo.exchanges.get(req.name) {
+            if req.passive {
+                return Ok(());
+            }
+            if req.name.is_empty() || ex.kind.as_str() != req.kind {
+                return Err(AmqpError::precondition_failed(format!(
+                    "inequivalent arg 'type' for exchange '{}' in vhost '{}': received '{}' but current is '{}'",
+                    req.name,
+                    self.name,
+                    req.kind,
+                    ex.kind.as_str()
+                )));
+            }
+            for (arg, new, old) in [
+                ("durable", req.durable, ex.durable),
+                ("auto_delete", req.auto_delete, ex.auto_delete),
+                ("internal", req.internal, ex.internal),
+            ] {
+                if new != old {
+                    return Err(AmqpError::precondition_failed(format!(
+                        "inequivalent arg '{arg}' for exchange '{}' in vhost '{}': received '{new}' but current is '{old}'",
+                        req.name, self.name
+                    )));
+                }
+            }
+            return Ok(());
+        }
+        if req.passive {
+            return Err(self.no_exchange(req.name));
+        }
+        let Some(kind) = ExchangeKind::parse(req.kind) else {
+            // RabbitMQ's wording differs for plugin-style (x-) type names.
+            let what = if req.kind.starts_with("x-") {
+                "unknown"
+            } else {
+                "invalid"
+            };
+            return Err(AmqpError::command_invalid(format!(
+                "{what} exchange type '{}'",
+                req.kind
+            )));
+        };
+        if req.name.starts_with("amq.") {
+            return Err(AmqpError::access_refused(format!(
+                "exchange name '{}' contains reserved prefix 'amq.*'",
+                req.name
+            )));
+        }
+        let dedup = Dedup::parse(&self.exchange_args(req.arguments, req.name))?;
+        if req.durable {
+            let record = ExchangeRecord {
+                vhost: self.name.clone(),
+                name: req.name.to_owned(),
+                kind: kind.as_str().to_owned(),
+                auto_delete: req.auto_delete,
+                internal: req.internal,
+                arguments: encode_table(req.arguments),
+            };
+            self.store.submit(Op::PutExchange(record), None);
+        }
+        let mut exchange = Exchange::new(
+            req.name,
+            kind,
+            req.durable,
+            req.auto_delete,
+            req.internal,
+            req.arguments.clone(),
+        );
+        exchange.dedup = dedup.map(|d| Mutex::new(DedupCache::new(&d, req.durable)));
+        topo.exchanges.insert(req.name.to_owned(), exchange);
+        Ok(())
+    }
+
+    pub(super) fn exchange_args<'a>(
+        &'a self,
+        args: &'a FieldTable,
+        name: &'a str,
+    ) -> ArgReader<'a> {
+        ArgReader {
+            args,
+            kind: "exchange",
+            name,
+            vhost: &self.name,
+        }
+    }
+
+    pub fn delete_exchange(&self, name: &str, if_unused: bool) -> Result<(), AmqpError> {
+        if name.is_empty() {
+            return Err(default_exchange_refused());
+        }
+        if name.starts_with("amq.") {
+            return Err(AmqpError::access_refused(format!(
+                "deletion of system exchange '{name}' in vhost '{}' not allowed",
+                self.name
+            )));
+        }
+        let mut topo = self.write();
+        let Some(ex) = topo.exchanges.get(name) else {
+            return Err(self.no_exchange(name));
+        };
+        // "In use" means bindings from it, as in RabbitMQ (being a destination does not count).
+        if if_unused && !ex.bindings().is_empty() {
+            return Err(AmqpError::precondition_failed(format!(
+                "exchange '{name}' in vhost '{}' in use",
+                self.name
+            )));
+        }
+        topo.remove_exchange(name);
+        Ok(())
+    }
+}
+
+/// Values RabbitMQ compares as equal across types: all integers, all floats.
+fn type_class(v: &AMQPValue) -> &'static str {
+    match type_name(v) {
+        "byte" | "short" | "signedint" | "unsignedint" | "long" => "int",
+        "float" | "double" => "float",
+        other => other,
+    }
+}
+
+fn describe(v: &AMQPValue) -> String {
+    match v {
+        AMQPValue::Boolean(b) => b.to_string(),
+        AMQPValue::ShortShortInt(n) => n.to_string(),
+        AMQPValue::ShortShortUInt(n) => n.to_string(),
+        AMQPValue::ShortInt(n) => n.to_string(),
+        AMQPValue::ShortUInt(n) => n.to_string(),
+        AMQPValue::LongInt(n) => n.to_string(),
+        AMQPValue::LongUInt(n) => n.to_string(),
+        AMQPValue::LongLongInt(n) => n.to_string(),
+        AMQPValue::Float(n) => n.to_string(),
+        AMQPValue::Double(n) => n.to_string(),
+        AMQPValue::Timestamp(n) => n.to_string(),
+        AMQPValue::ShortString(s) => s.as_str().to_owned(),
+        AMQPValue::LongString(s) => String::from_utf8_lossy(s.as_bytes()).into_owned(),
+        other => format!("{other:?}"),
+    }
+}

@@ -1,0 +1,91 @@
+//! Listings of a vhost's queues, exchanges and bindings, as the management API shows them;
+//! read-only views, apart from the AMQP operations.
+
+use std::sync::Arc;
+
+use warren_amqp::types::FieldTable;
+
+use crate::exchange::{Destination, Exchange};
+use crate::queue::QueueHandle;
+
+use super::Vhost;
+
+/// An exchange as the management API shows it.
+pub struct ExchangeInfo {
+    pub name: String,
+    pub kind: &'static str,
+    pub durable: bool,
+    pub auto_delete: bool,
+    pub internal: bool,
+    pub arguments: FieldTable,
+}
+
+/// A binding as the management API shows it.
+pub struct BindingInfo {
+    pub source: String,
+    pub destination: String,
+    pub destination_is_queue: bool,
+    pub routing_key: String,
+    pub arguments: FieldTable,
+}
+
+impl Vhost {
+    pub fn queues(&self) -> Vec<Arc<QueueHandle>> {
+        self.read().queues.values().cloned().collect()
+    }
+
+    /// Every exchange, as the management API lists them (sorted by name).
+    pub fn exchanges_info(&self) -> Vec<ExchangeInfo> {
+        let topology = self.read();
+        let mut out: Vec<ExchangeInfo> = topology
+            .exchanges
+            .values()
+            .map(|e| ExchangeInfo {
+                name: e.name.clone(),
+                kind: e.kind.as_str(),
+                durable: e.durable,
+                auto_delete: e.auto_delete,
+                internal: e.internal,
+                arguments: e.arguments.clone(),
+            })
+            .collect();
+        out.sort_by(|a, b| a.name.cmp(&b.name));
+        out
+    }
+
+    /// Every binding, the default exchange's implicit ones to each queue first, as RabbitMQ
+    /// lists them.
+    pub fn bindings_info(&self) -> Vec<BindingInfo> {
+        let topology = self.read();
+        let mut queues: Vec<&str> = topology.queues.keys().map(String::as_str).collect();
+        queues.sort_unstable();
+        let mut out: Vec<BindingInfo> = queues
+            .into_iter()
+            .map(|q| BindingInfo {
+                source: String::new(),
+                destination: q.to_owned(),
+                destination_is_queue: true,
+                routing_key: q.to_owned(),
+                arguments: FieldTable::default(),
+            })
+            .collect();
+        let mut exchanges: Vec<&Exchange> = topology.exchanges.values().collect();
+        exchanges.sort_by(|a, b| a.name.cmp(&b.name));
+        for e in exchanges.into_iter().filter(|e| !e.name.is_empty()) {
+            for b in e.bindings() {
+                let (destination, destination_is_queue) = match &b.destination {
+                    Destination::Queue(q) => (q.name.to_string(), true),
+                    Destination::Exchange(x) => (x.to_string(), false),
+                };
+                out.push(BindingInfo {
+                    source: e.name.clone(),
+                    destination,
+                    destination_is_queue,
+                    routing_key: b.routing_key.clone(),
+                    arguments: b.arguments.clone(),
+                });
+            }
+        }
+        out
+    }
+}
