@@ -539,7 +539,7 @@ impl Model {
             let n = self.consumers.len();
             let pick = (0..n).map(|k| (self.next_consumer + k) % n).find(|&i| {
                 let (id, prefetch, unacked) = self.consumers[i];
-                !(prefetch != 0 && unacked >= prefetch) && !self.full.contains(&id)
+                (prefetch == 0 || unacked < prefetch) && !self.full.contains(&id)
             });
             let Some(i) = pick else { break };
             self.next_consumer = (i + 1) % n;
