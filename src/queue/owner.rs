@@ -238,7 +238,7 @@ impl Owner {
         while !self.core.is_deleted() && !self.world.handle.is_deleted() {
             let wake = self
                 .core
-                .next_wakeup(self.world.now_ms())
+                .next_wakeup(|| self.world.now_ms())
                 .map(|ms| self.world.started + Duration::from_millis(ms));
             let timer = async {
                 match wake {

@@ -279,7 +279,7 @@ impl QueueCore {
     /// Puts back a message the queue held before a restart. Recovered messages start their TTL
     /// afresh, as RabbitMQ's do.
     pub fn recover(&mut self, m: RecoveredEntry, ctx: &dyn Context) {
-        let entry = self.new_entry(m.slot, m.expiration_ms, m.redelivered, ctx.now_ms());
+        let entry = self.new_entry(m.slot, m.expiration_ms, m.redelivered, ctx);
         self.ready.push_back(entry);
     }
 
@@ -377,7 +377,7 @@ impl QueueCore {
 
     /// What a batch ends with (and what a timer runs).
     fn tick(&mut self, ctx: &mut dyn Context) {
-        if self.unused_too_long(ctx.now_ms()) {
+        if self.expires_at().is_some_and(|at| ctx.now_ms() >= at) {
             tracing::debug!(queue = %self.name, "queue expired (x-expires)");
             self.delete(ctx);
             return;
@@ -390,7 +390,8 @@ impl QueueCore {
 
     /// When the queue next needs a [`Command::Tick`] without being told anything (context
     /// clock): a message expires, `x-expires` runs out, paging waits for the log or retries.
-    pub fn next_wakeup(&self, now_ms: u64) -> Option<u64> {
+    /// `now_ms` is asked only when paging waits (reading the clock is a call).
+    pub fn next_wakeup(&self, now_ms: impl FnOnce() -> u64) -> Option<u64> {
         if self.deleted {
             return None;
         }
@@ -399,7 +400,7 @@ impl QueueCore {
             .next_expiry()
             .map(|ms| self.epoch + u64::from(ms));
         let unused = self.expires_at();
-        let paging = (!self.page_out.is_empty()).then_some(now_ms + PAGE_OUT_POLL_MS);
+        let paging = (!self.page_out.is_empty()).then(|| now_ms() + PAGE_OUT_POLL_MS);
         [expiry, unused, paging, self.retry_at]
             .into_iter()
             .flatten()
@@ -412,10 +413,6 @@ impl QueueCore {
         self.consumers
             .is_empty()
             .then(|| self.last_used.saturating_add(ms))
-    }
-
-    fn unused_too_long(&self, now_ms: u64) -> bool {
-        self.expires_at().is_some_and(|at| now_ms >= at)
     }
 
     /// Milliseconds on the queue's TTL clock (never 0, which means "no expiry").
@@ -438,7 +435,7 @@ impl QueueCore {
         slot: Slot,
         expiration_ms: Option<u32>,
         redelivered: bool,
-        now_ms: u64,
+        ctx: &dyn Context,
     ) -> Entry {
         let ttl = match (self.args.message_ttl, expiration_ms) {
             (Some(q), Some(m)) => Some(q.min(u64::from(m))),
@@ -446,8 +443,9 @@ impl QueueCore {
         };
         let expires_at = match ttl {
             // TTL 0 expires at once unless a consumer can take it right away (see `publish`).
+            // The clock is read only for messages that can expire (it is a call per message).
             Some(ttl) => self
-                .clock(now_ms)
+                .clock(ctx.now_ms())
                 .saturating_add(ttl.min(u64::from(u32::MAX / 4)) as u32),
             None => 0,
         };

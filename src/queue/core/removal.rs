@@ -35,7 +35,7 @@ impl QueueCore {
             // Refused: nacked to a confirming publisher, dead-lettered with reject-publish-dlx.
             if overflow == Overflow::RejectPublishDlx {
                 let expiration = message.expiration_ms();
-                let entry = self.new_entry(Slot::Loaded(message), expiration, false, ctx.now_ms());
+                let entry = self.new_entry(Slot::Loaded(message), expiration, false, ctx);
                 self.dead_letter(entry, Reason::MaxLen, ctx);
             } else {
                 self.removed.extend(self.logged_id(&message));
@@ -59,7 +59,7 @@ impl QueueCore {
         };
         let level = self.ready.level_of(message.priority);
         let expiration = message.expiration_ms();
-        let entry = self.new_entry(Slot::Loaded(message), expiration, false, ctx.now_ms());
+        let entry = self.new_entry(Slot::Loaded(message), expiration, false, ctx);
         if page_out {
             self.page_out.push_back(PageOut {
                 written_at: ctx.log().appended(),

@@ -254,7 +254,7 @@ fn ttl_expiry_dead_letters_with_the_queue_dead_letter_exchange() {
     };
     let (mut q, mut ctx) = (queue(args), TestCtx::default());
     publish(&mut q, &mut ctx, "m");
-    assert_eq!(q.next_wakeup(ctx.now), Some(11));
+    assert_eq!(q.next_wakeup(|| ctx.now), Some(11));
     ctx.now = 10;
     q.apply(Command::Tick, &mut ctx);
     assert_eq!(q.stats().ready, 1, "not expired yet");
@@ -349,7 +349,7 @@ fn unused_queue_expires_and_auto_delete_follows_the_last_consumer() {
         ..Default::default()
     };
     let (mut q, mut ctx) = (queue(args), TestCtx::default());
-    assert_eq!(q.next_wakeup(0), Some(100));
+    assert_eq!(q.next_wakeup(|| 0), Some(100));
     ctx.now = 99;
     q.apply(Command::Tick, &mut ctx);
     assert!(!q.is_deleted());
