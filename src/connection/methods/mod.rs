@@ -11,7 +11,7 @@
 //! - `consume.rs`: basic.consume/cancel, direct reply-to consumers
 //! - `get.rs`: basic.get
 //! - `settle.rs`: basic.ack/reject/nack/recover
-//! - `confirm.rs`: confirm.select
+//! - `confirm.rs`: confirm.select, and the relay of storage commits to publisher confirms
 //! - `tx.rs`: tx.select/commit/rollback
 
 mod basic;
@@ -24,6 +24,8 @@ mod publish;
 mod queue;
 mod settle;
 mod tx;
+
+pub(super) use confirm::ConfirmRelay;
 
 use std::collections::HashMap;
 use std::sync::Arc;

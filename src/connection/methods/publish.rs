@@ -260,7 +260,7 @@ impl Connection {
             let listener = confirm_seq.map(|seq| {
                 (
                     self.confirm_relay.clone(),
-                    crate::connection::confirm_token(ch, seq),
+                    super::confirm::confirm_token(ch, seq),
                 )
             });
             let data = message.to_stored();
