@@ -10,7 +10,7 @@ use warren_amqp::protocol::{connection as conn_methods, AMQPClass};
 use warren_amqp::types::{AMQPValue, FieldTable, LongString};
 use warren_amqp::{AmqpError, Method, PROTOCOL_HEADER};
 
-use super::{handshake_violation, Connection, Phase, HANDSHAKE_TIMEOUT};
+use super::{Connection, ConnectionError, Phase, HANDSHAKE_TIMEOUT};
 use crate::auth::{AuthError, StartOutcome};
 
 /// Before tune-ok, frames are limited to the server's maximum.
@@ -122,20 +122,24 @@ impl Connection {
     }
 
     /// Methods on channel 0: the handshake and connection-level commands.
-    pub(super) async fn connection_method(&mut self, method: Method) -> Result<(), AmqpError> {
+    pub(super) async fn connection_method(
+        &mut self,
+        method: Method,
+    ) -> Result<(), ConnectionError> {
         let (class_id, method_id) = method.ids();
         let Method::Other(AMQPClass::Connection(m)) = method else {
             if self.phase != Phase::Open {
-                return Err(handshake_violation());
+                return Err(ConnectionError::SilentClose);
             }
             return Err(
                 AmqpError::channel_error("unexpected method in connection state running")
-                    .on_method(class_id, method_id),
+                    .on_method(class_id, method_id)
+                    .into(),
             );
         };
         use conn_methods::AMQPMethod as M;
         match (self.phase, m) {
-            (Phase::AwaitStartOk, M::StartOk(ok)) => self.start_ok(ok),
+            (Phase::AwaitStartOk, M::StartOk(ok)) => Ok(self.start_ok(ok)?),
             (Phase::AwaitSecureOk, M::SecureOk(ok)) => {
                 let login = self.pending_login.take().unwrap_or_default();
                 let outcome = self.broker.users.answer_challenge(
@@ -143,7 +147,7 @@ impl Connection {
                     ok.response.as_bytes(),
                     self.peer.ip(),
                 );
-                self.logged_in(outcome.map(StartOutcome::LoggedIn))
+                Ok(self.logged_in(outcome.map(StartOutcome::LoggedIn))?)
             }
             (Phase::AwaitTuneOk, M::TuneOk(ok)) => {
                 let c = &self.broker.config;
@@ -154,7 +158,7 @@ impl Connection {
                     || !negotiated_ok(c.frame_max, ok.frame_max, FRAME_MIN_SIZE)
                 {
                     tracing::info!(peer = %self.peer, frame_max = ok.frame_max, channel_max = ok.channel_max, "refusing tune-ok");
-                    return Err(handshake_violation());
+                    return Err(ConnectionError::SilentClose);
                 }
                 self.channel_max = match ok.channel_max {
                     0 => u16::MAX,
@@ -169,16 +173,17 @@ impl Connection {
             (Phase::AwaitOpen, M::Open(open)) => {
                 let name = open.virtual_host.as_str();
                 let Some(vhost) = self.broker.vhost(name) else {
-                    return Err(
-                        AmqpError::not_allowed(format!("vhost {name} not found")).on_method(10, 40)
-                    );
+                    return Err(AmqpError::not_allowed(format!("vhost {name} not found"))
+                        .on_method(10, 40)
+                        .into());
                 };
                 if !self.broker.users.may_use_vhost(&self.user, name) {
                     return Err(AmqpError::not_allowed(format!(
                         "access to vhost '{name}' refused for user '{}'",
                         self.user
                     ))
-                    .on_method(10, 40));
+                    .on_method(10, 40)
+                    .into());
                 }
                 self.vhost = Some(vhost);
                 self.phase = Phase::Open;
@@ -206,10 +211,11 @@ impl Connection {
                 let method_id = AMQPClass::Connection(m).get_amqp_method_id();
                 Err(
                     AmqpError::channel_error("unexpected method in connection state running")
-                        .on_method(10, method_id),
+                        .on_method(10, method_id)
+                        .into(),
                 )
             }
-            _ => Err(handshake_violation()),
+            _ => Err(ConnectionError::SilentClose),
         }
     }
 

@@ -70,16 +70,21 @@ enum Phase {
     Done,
 }
 
-const SILENT_CLOSE: &str = "close without a close frame";
-
-/// A violation RabbitMQ answers by closing the socket without a close frame (during the
-/// handshake, or an unknown class or method).
-fn handshake_violation() -> AmqpError {
-    AmqpError::internal_error(SILENT_CLOSE)
+/// An error that ends the connection, and how: a typed value (not a marker in an error's text),
+/// so that a close without a close frame cannot be mistaken for an error with a like text.
+#[derive(Debug, thiserror::Error)]
+enum ConnectionError {
+    /// An error the connection answers with connection.close (its code, text and method).
+    #[error(transparent)]
+    Close(#[from] AmqpError),
+    /// A violation RabbitMQ answers by closing the socket without a close frame (during the
+    /// handshake, or an unknown class or method).
+    #[error("close without a close frame")]
+    SilentClose,
 }
 
 /// Decodes a method frame; an unknown class or method drops the connection, as in RabbitMQ.
-fn decode(payload: &bytes::Bytes) -> Result<Method, AmqpError> {
+fn decode(payload: &bytes::Bytes) -> Result<Method, ConnectionError> {
     match warren_amqp::decode_method(payload) {
         Ok(m) => Ok(m),
         Err(warren_amqp::MethodError::Unknown(class_id, method_id)) => {
@@ -88,9 +93,9 @@ fn decode(payload: &bytes::Bytes) -> Result<Method, AmqpError> {
                 method_id,
                 "unknown method; closing the connection"
             );
-            Err(handshake_violation())
+            Err(ConnectionError::SilentClose)
         }
-        Err(e) => Err(e.into()),
+        Err(e) => Err(AmqpError::from(e).into()),
     }
 }
 
@@ -435,7 +440,7 @@ impl Connection {
     }
 
     /// Decodes and handles every complete frame in the read buffer.
-    async fn process_input(&mut self, rbuf: &mut BytesMut) -> Result<(), AmqpError> {
+    async fn process_input(&mut self, rbuf: &mut BytesMut) -> Result<(), ConnectionError> {
         loop {
             if self.phase == Phase::Done {
                 return Ok(());
@@ -455,9 +460,9 @@ impl Connection {
                         // Before tune-ok RabbitMQ drops a client that breaks framing (a frame
                         // over 4096 octets, say) without a word.
                         tracing::info!(peer = %self.peer, "bad frame during the handshake: {e}");
-                        return Err(handshake_violation());
+                        return Err(ConnectionError::SilentClose);
                     }
-                    return Err(AmqpError::frame_error(e.to_string()));
+                    return Err(AmqpError::frame_error(e.to_string()).into());
                 }
             };
             self.handle_frame(frame).await?;
@@ -465,14 +470,17 @@ impl Connection {
     }
 
     /// A connection error: send connection.close and wait (a little) for close-ok.
-    fn fail(&mut self, e: AmqpError) {
+    fn fail(&mut self, e: impl Into<ConnectionError>) {
         if matches!(self.phase, Phase::Closing | Phase::Done) {
             return;
         }
-        if e.code == ReplyCode::InternalError && e.text == SILENT_CLOSE {
-            self.phase = Phase::Done;
-            return;
-        }
+        let e = match e.into() {
+            ConnectionError::Close(e) => e,
+            ConnectionError::SilentClose => {
+                self.phase = Phase::Done;
+                return;
+            }
+        };
         tracing::info!(peer = %self.peer, "closing connection: {}", e.reply_text());
         self.send_method(
             0,
@@ -487,7 +495,7 @@ impl Connection {
         self.close_deadline = Some(Instant::now() + CLOSE_TIMEOUT);
     }
 
-    async fn handle_frame(&mut self, frame: Frame) -> Result<(), AmqpError> {
+    async fn handle_frame(&mut self, frame: Frame) -> Result<(), ConnectionError> {
         if self.phase == Phase::Closing {
             // Only close-ok (or a crossing close) matters now.
             if frame.channel == 0 && frame.kind == FrameKind::Method {
@@ -522,16 +530,17 @@ impl Connection {
                     return Err(AmqpError::frame_error(format!(
                         "type 8, all octets = {:?}: unknown_frame",
                         &frame.payload[..frame.payload.len().min(16)]
-                    )));
+                    ))
+                    .into());
                 }
                 if frame.channel != 0 {
-                    return Err(AmqpError::unexpected_frame("type 8, all octets = <<>>"));
+                    return Err(AmqpError::unexpected_frame("type 8, all octets = <<>>").into());
                 }
                 Ok(())
             }
             _ if frame.channel == 0 => {
                 if frame.kind != FrameKind::Method {
-                    return Err(AmqpError::unexpected_frame("content frame on channel 0"));
+                    return Err(AmqpError::unexpected_frame("content frame on channel 0").into());
                 }
                 let method = decode(&frame.payload)?;
                 self.connection_method(method).await
@@ -541,7 +550,8 @@ impl Connection {
                     return Err(AmqpError::unexpected_frame(format!(
                         "frame on channel {} before connection.open",
                         frame.channel
-                    )));
+                    ))
+                    .into());
                 }
                 self.channel_frame(frame).await
             }

@@ -35,7 +35,7 @@ use warren_amqp::protocol::{channel as chan, AMQPClass};
 use warren_amqp::{AmqpError, Frame, FrameKind, Method};
 
 use super::channel::Channel;
-use super::Connection;
+use super::{Connection, ConnectionError};
 use crate::auth::Access;
 use crate::vhost::Vhost;
 
@@ -112,13 +112,14 @@ impl Connection {
     }
 
     /// Every frame on a channel other than 0.
-    pub(super) async fn channel_frame(&mut self, frame: Frame) -> Result<(), AmqpError> {
+    pub(super) async fn channel_frame(&mut self, frame: Frame) -> Result<(), ConnectionError> {
         let ch = frame.channel;
         let Some(channel) = self.channels.get_mut(&ch) else {
             if frame.kind != FrameKind::Method {
                 return Err(AmqpError::unexpected_frame(
                     "expected method frame, got non method frame instead",
-                ));
+                )
+                .into());
             }
             let method = super::decode(&frame.payload)?;
             let (class_id, method_id) = method.ids();
@@ -129,7 +130,8 @@ impl Connection {
                         "number of channels opened ({}) has reached the negotiated channel_max ({})",
                         self.channels.len(),
                         self.channel_max
-                    )));
+                    ))
+                    .into());
                 }
                 self.channels.insert(ch, Channel::default());
                 self.send_method(
@@ -138,9 +140,9 @@ impl Connection {
                 );
                 return Ok(());
             }
-            return Err(
-                AmqpError::channel_error("expected 'channel.open'").on_method(class_id, method_id)
-            );
+            return Err(AmqpError::channel_error("expected 'channel.open'")
+                .on_method(class_id, method_id)
+                .into());
         };
         if channel.closing {
             // Waiting for close-ok: commands are dropped, but frames must still make sense (a
@@ -150,7 +152,7 @@ impl Connection {
                     let max = self.broker.config.max_message_size;
                     match channel.assembler.header(frame.payload, max) {
                         // An oversize message on a closing channel is just skipped.
-                        Err(e) if e.closes_connection() => return Err(e),
+                        Err(e) if e.closes_connection() => return Err(e.into()),
                         _ => {}
                     }
                 }
@@ -160,7 +162,7 @@ impl Connection {
                 FrameKind::Heartbeat => {}
                 FrameKind::Method => {
                     if !channel.assembler.is_idle() {
-                        return Err(channel.assembler.interrupted());
+                        return Err(channel.assembler.interrupted().into());
                     }
                     match super::decode(&frame.payload)? {
                         Method::Publish(p) => channel.assembler.start(p),
@@ -189,7 +191,8 @@ impl Connection {
                         }
                         Method::Other(AMQPClass::Channel(chan::AMQPMethod::Open(_))) => {
                             return Err(AmqpError::channel_error("second 'channel.open' seen")
-                                .on_method(20, 10));
+                                .on_method(20, 10)
+                                .into());
                         }
                         _ => {}
                     }
@@ -200,7 +203,7 @@ impl Connection {
         let result = match frame.kind {
             FrameKind::Method => {
                 if !channel.assembler.is_idle() {
-                    return Err(channel.assembler.interrupted());
+                    return Err(channel.assembler.interrupted().into());
                 }
                 let method = super::decode(&frame.payload)?;
                 let ids = method.ids();
@@ -234,7 +237,7 @@ impl Connection {
                 self.channel_error(ch, e).await;
                 Ok(())
             }
-            other => other,
+            other => Ok(other?),
         }
     }
 
