@@ -56,9 +56,13 @@ impl Connection {
             )?;
             self.publish_allowed = Some((generation, content.publish.exchange.clone()));
         }
-        let asks_direct_reply = PropertiesView::parse(&content.properties)
-            .is_ok_and(|p| p.reply_to == Some(reply_to::PSEUDO_QUEUE.as_bytes()));
-        if asks_direct_reply {
+        // The properties are parsed once for everything on the way in (checks, routing, the
+        // message the queues keep); from a handle of their own, so that `content` can move on
+        // while `props` lives. Malformed properties read as none.
+        let raw_properties = content.properties.clone();
+        let rewritten_properties;
+        let mut props = PropertiesView::parse(&raw_properties).unwrap_or_default();
+        if props.reply_to == Some(reply_to::PSEUDO_QUEUE.as_bytes()) {
             let key = self
                 .channel(ch)?
                 .reply_consumer
@@ -74,10 +78,10 @@ impl Connection {
                     .ok_or_else(|| {
                         AmqpError::precondition_failed("cannot rewrite the reply_to property")
                     })?;
+            // New bytes: the view is of what will be delivered.
+            rewritten_properties = content.properties.clone();
+            props = PropertiesView::parse(&rewritten_properties).unwrap_or_default();
         }
-        // Parsed from a handle of its own, so that `content` can move on while `props` lives.
-        let raw_properties = content.properties.clone();
-        let props = PropertiesView::parse(&raw_properties).unwrap_or_default();
         validate_properties(&props)?;
         if let Some(user_id) = props.user_id {
             if user_id != self.user.as_bytes() {
@@ -94,7 +98,7 @@ impl Connection {
                 .routing_key
                 .starts_with(reply_to::PREFIX.as_bytes())
         {
-            return self.publish_direct_reply(ch, content);
+            return self.publish_direct_reply(ch, content, &props);
         }
         if self.channel(ch)?.tx.is_some() {
             // A transaction's publishes are routed at commit, as in RabbitMQ (a queue deleted
@@ -111,6 +115,7 @@ impl Connection {
         }
         self.route_and_deliver(ch, &vhost, content, &props).await
     }
+
     /// Routes a complete message and hands it to its queues (or returns it), confirming it in
     /// confirm mode.
     pub(super) async fn route_and_deliver(
@@ -174,14 +179,19 @@ impl Connection {
             return Ok(());
         }
         let targets = self
-            .deliver_publish(ch, targets, content, confirm_seq)
+            .deliver_publish(ch, targets, content, props, confirm_seq)
             .await;
         self.route_buf = targets;
         Ok(())
     }
 
     /// A reply to a direct reply-to request: straight to the requester's channel.
-    fn publish_direct_reply(&mut self, ch: u16, content: Content) -> Result<(), AmqpError> {
+    fn publish_direct_reply(
+        &mut self,
+        ch: u16,
+        content: Content,
+        props: &PropertiesView<'_>,
+    ) -> Result<(), AmqpError> {
         let routing_key = String::from_utf8_lossy(&content.publish.routing_key).into_owned();
         let mandatory = content.publish.mandatory;
         let (exchange, properties, body) = (
@@ -192,7 +202,7 @@ impl Connection {
         let delivered = self
             .broker
             .replies
-            .deliver(&routing_key, Message::from_content(content, None));
+            .deliver(&routing_key, Message::from_published(content, None, props));
         if !delivered && mandatory {
             encode::write_return(
                 &mut self.out,
@@ -217,11 +227,14 @@ impl Connection {
     /// Hands a routed message to its queues, or returns it (mandatory, no route). A persistent
     /// message bound for durable queues is stored first (once, for all of them); its confirm, if
     /// `confirm_seq` asks for one, waits for the disk. Gives the emptied target list back.
+    /// `props` are the message's properties as parsed on the way in (before a `BCC` header was
+    /// taken out of `content`, which leaves the fields read here as they were).
     async fn deliver_publish(
         &mut self,
         ch: u16,
         mut targets: Vec<Arc<QueueHandle>>,
         content: Content,
+        props: &PropertiesView<'_>,
         confirm_seq: Option<u64>,
     ) -> Vec<Arc<QueueHandle>> {
         if targets.is_empty() {
@@ -244,19 +257,18 @@ impl Connection {
             }
             return targets;
         }
-        let persistent = PropertiesView::parse(&content.properties).is_ok_and(|p| p.persistent());
-        let durable: Vec<u64> = if persistent {
+        let durable: Vec<u64> = if props.persistent() {
             targets.iter().filter_map(|q| q.storage_id).collect()
         } else {
             Vec::new()
         };
         let mut waits = 0;
         let message = if durable.is_empty() {
-            Message::from_content(content, None)
+            Message::from_published(content, None, props)
         } else {
             let store = &self.broker.store;
             let id = store.next_message_id();
-            let message = Message::from_content(content, Some(id));
+            let message = Message::from_published(content, Some(id), props);
             let listener = confirm_seq.map(|seq| {
                 (
                     self.confirm_relay.clone(),

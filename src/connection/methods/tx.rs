@@ -32,6 +32,8 @@ impl Connection {
                 let vhost = self.vhost()?;
                 for p in buffer.publishes {
                     let content = p.content;
+                    // Parsed again at commit (a view borrows its bytes, so the buffered
+                    // publish cannot keep one); routing and the stored message share this one.
                     let raw_properties = content.properties.clone();
                     let props = PropertiesView::parse(&raw_properties).unwrap_or_default();
                     if let Err(e) = self.route_and_deliver(ch, &vhost, content, &props).await {
