@@ -80,14 +80,56 @@ impl Drop for HeldCharge {
     }
 }
 
+/// The properties a message's queues act on, read when the message is made: its property bytes
+/// are parsed once on the way in, not again for each of these.
+#[derive(Debug, Clone, Copy)]
+struct Fields {
+    persistent: bool,
+    priority: u8,
+    expiration_ms: Option<u32>,
+}
+
+impl Fields {
+    fn of(view: &PropertiesView<'_>) -> Self {
+        Fields {
+            persistent: view.persistent(),
+            priority: view.priority.unwrap_or(0),
+            expiration_ms: expiration_ms(view),
+        }
+    }
+
+    /// Malformed properties read as none, as everywhere the broker looks at them.
+    fn parse(properties: &[u8]) -> Self {
+        Self::of(&PropertiesView::parse(properties).unwrap_or_default())
+    }
+}
+
 impl Message {
     pub fn from_content(content: Content, storage_id: Option<u64>) -> MessageRef {
-        Self::from_parts(
+        let fields = Fields::parse(&content.properties);
+        Self::from_content_with(content, storage_id, fields)
+    }
+
+    /// A published message whose properties the connection has parsed already (`view`), so
+    /// they are not parsed again. `view` may be of the bytes as published when the broker has
+    /// since rewritten them without the `BCC` header: only the delivery mode, priority and
+    /// expiration are read from it, which that leaves as they were.
+    pub fn from_published(
+        content: Content,
+        storage_id: Option<u64>,
+        view: &PropertiesView<'_>,
+    ) -> MessageRef {
+        Self::from_content_with(content, storage_id, Fields::of(view))
+    }
+
+    fn from_content_with(content: Content, storage_id: Option<u64>, fields: Fields) -> MessageRef {
+        Self::from_parts_with(
             &content.publish.exchange,
             &content.publish.routing_key,
             &content.properties,
             content.body,
             storage_id,
+            fields,
         )
     }
 
@@ -107,6 +149,7 @@ impl Message {
             parts.body,
             external,
             storage_id,
+            Fields::parse(parts.properties),
         )
     }
 
@@ -116,6 +159,19 @@ impl Message {
         properties: &[u8],
         body: Bytes,
         storage_id: Option<u64>,
+    ) -> MessageRef {
+        let fields = Fields::parse(properties);
+        Self::from_parts_with(exchange, routing_key, properties, body, storage_id, fields)
+    }
+
+    /// As [`Message::from_parts`], with the properties' fields already read.
+    fn from_parts_with(
+        exchange: &[u8],
+        routing_key: &[u8],
+        properties: &[u8],
+        body: Bytes,
+        storage_id: Option<u64>,
+        fields: Fields,
     ) -> MessageRef {
         let external = if body.len() > INLINE_BODY_MAX {
             body.clone()
@@ -129,11 +185,12 @@ impl Message {
             &body,
             external,
             storage_id,
+            fields,
         )
     }
 
     /// `body` is always the body; `external` is the same body as a shared buffer when it is too
-    /// large to copy inline (and empty otherwise).
+    /// large to copy inline (and empty otherwise); `fields` are read from `properties`.
     fn build(
         exchange: &[u8],
         routing_key: &[u8],
@@ -141,13 +198,15 @@ impl Message {
         body: &[u8],
         external: Bytes,
         storage_id: Option<u64>,
+        fields: Fields,
     ) -> MessageRef {
         let ex = &exchange[..exchange.len().min(255)];
         let rk = &routing_key[..routing_key.len().min(255)];
-        let view = PropertiesView::parse(properties).unwrap_or_default();
-        let persistent = view.persistent();
-        let priority = view.priority.unwrap_or(0);
-        let expiration_ms = expiration_ms(&view);
+        let Fields {
+            persistent,
+            priority,
+            expiration_ms,
+        } = fields;
         let inline = body.len() <= INLINE_BODY_MAX;
         let mut data = BytesMut::with_capacity(
             ex.len() + rk.len() + properties.len() + if inline { body.len() } else { 0 },
@@ -301,5 +360,29 @@ mod tests {
             assert_eq!(m.body(), &body[..]);
             assert!(m.persistent);
         }
+    }
+
+    #[test]
+    fn a_published_message_keeps_the_fields_of_the_view_it_was_made_with() {
+        // delivery_mode 2, priority 5, expiration "1500"
+        let properties = Bytes::from_static(&[0x19, 0x00, 2, 5, 4, b'1', b'5', b'0', b'0']);
+        let mut c = content(vec![1, 2, 3]);
+        c.properties = properties.clone();
+        let view = PropertiesView::parse(&properties).unwrap();
+        let published = Message::from_published(c, Some(4), &view);
+        let parsed = Message::from_parts(
+            b"ex",
+            b"key.1",
+            &properties,
+            Bytes::from(vec![1, 2, 3]),
+            None,
+        );
+        for m in [&published, &parsed] {
+            assert!(m.persistent);
+            assert_eq!(m.priority, 5);
+            assert_eq!(m.expiration_ms(), Some(1500));
+            assert_eq!(m.properties(), &properties[..]);
+        }
+        assert_eq!(published.storage_id(), Some(4));
     }
 }

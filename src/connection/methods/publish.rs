@@ -1,0 +1,398 @@
+//! basic.publish: the publish method starts a message; once its content is in, it is checked
+//! (permissions, properties, user id), routed (CC/BCC, deduplication), stored when persistent,
+//! handed to its queues or returned, and confirmed. Also replies to direct reply-to requests.
+
+use std::sync::Arc;
+
+use warren_amqp::types::{AMQPValue, FieldTable};
+use warren_amqp::{encode, AmqpError, Content, PropertiesView, Publish};
+
+use crate::auth::Access;
+use crate::connection::channel::TxPublish;
+use crate::connection::Connection;
+use crate::exchange::LazyHeaders;
+use crate::message::Message;
+use crate::queue::{PublishConfirm, QueueCommand, QueueHandle};
+use crate::reply_to;
+use crate::vhost::{Routing, Vhost};
+use warren_storage::Op;
+
+impl Connection {
+    /// basic.publish: the message's content follows in header and body frames.
+    pub(super) fn start_publish(&mut self, ch: u16, p: Publish) -> Result<(), AmqpError> {
+        self.channel(ch)?.assembler.start(p);
+        // A publisher from its first publish: an alarm blocks it before its body is in.
+        if !self.published {
+            self.published = true;
+            self.update_blocked();
+        }
+        Ok(())
+    }
+
+    /// A complete message from the client: route it, store it in its queues (at commit in a
+    /// transaction), confirm it.
+    pub(super) async fn publish(&mut self, ch: u16, mut content: Content) -> Result<(), AmqpError> {
+        if content.publish.immediate {
+            // RabbitMQ refuses it once the whole message is in.
+            return Err(AmqpError::not_implemented("immediate=true"));
+        }
+        if !self.published {
+            self.published = true;
+            self.update_blocked();
+        }
+        self.counts.received += 1;
+        let vhost = self.vhost()?;
+        // The last exchange allowed is remembered, so a steady publisher costs a compare.
+        let generation = self.broker.users.generation();
+        let known = self
+            .publish_allowed
+            .as_ref()
+            .is_some_and(|(g, x)| *g == generation && *x == content.publish.exchange);
+        if !known {
+            self.check_access(
+                Access::Write,
+                "exchange",
+                &String::from_utf8_lossy(&content.publish.exchange),
+            )?;
+            self.publish_allowed = Some((generation, content.publish.exchange.clone()));
+        }
+        // The properties are parsed once for everything on the way in (checks, routing, the
+        // message the queues keep); from a handle of their own, so that `content` can move on
+        // while `props` lives. Malformed properties read as none.
+        let raw_properties = content.properties.clone();
+        let rewritten_properties;
+        let mut props = PropertiesView::parse(&raw_properties).unwrap_or_default();
+        if props.reply_to == Some(reply_to::PSEUDO_QUEUE.as_bytes()) {
+            let key = self
+                .channel(ch)?
+                .reply_consumer
+                .as_ref()
+                .map(|(_, key)| key.clone());
+            let Some(key) = key else {
+                return Err(AmqpError::precondition_failed(
+                    "fast reply consumer does not exist",
+                ));
+            };
+            content.properties =
+                with_reply_to(&content.properties, &format!("{}{key}", reply_to::PREFIX))
+                    .ok_or_else(|| {
+                        AmqpError::precondition_failed("cannot rewrite the reply_to property")
+                    })?;
+            // New bytes: the view is of what will be delivered.
+            rewritten_properties = content.properties.clone();
+            props = PropertiesView::parse(&rewritten_properties).unwrap_or_default();
+        }
+        validate_properties(&props)?;
+        if let Some(user_id) = props.user_id {
+            if user_id != self.user.as_bytes() {
+                return Err(AmqpError::precondition_failed(format!(
+                    "user_id property set to '{}' but authenticated user was '{}'",
+                    String::from_utf8_lossy(user_id),
+                    self.user
+                )));
+            }
+        }
+        if content.publish.exchange.is_empty()
+            && content
+                .publish
+                .routing_key
+                .starts_with(reply_to::PREFIX.as_bytes())
+        {
+            return self.publish_direct_reply(ch, content, &props);
+        }
+        if self.channel(ch)?.tx.is_some() {
+            // A transaction's publishes are routed at commit, as in RabbitMQ (a queue deleted
+            // meanwhile makes a mandatory one come back, one declared meanwhile takes it); the
+            // exchange and the CC/BCC headers are checked now.
+            vhost.check_publish_target(&String::from_utf8_lossy(&content.publish.exchange))?;
+            if props.headers.is_some_and(may_have_sender_selected_keys) {
+                sender_selected_keys(LazyHeaders::new(props.headers).get())?;
+            }
+            if let Some(tx) = self.channel(ch)?.tx.as_mut() {
+                tx.publishes.push(TxPublish::new(content));
+            }
+            return Ok(());
+        }
+        self.route_and_deliver(ch, &vhost, content, &props).await
+    }
+
+    /// Routes a complete message and hands it to its queues (or returns it), confirming it in
+    /// confirm mode.
+    pub(super) async fn route_and_deliver(
+        &mut self,
+        ch: u16,
+        vhost: &Vhost,
+        mut content: Content,
+        props: &PropertiesView<'_>,
+    ) -> Result<(), AmqpError> {
+        let headers = LazyHeaders::new(props.headers);
+        let sender_selected = props.headers.is_some_and(may_have_sender_selected_keys);
+        let (extra_keys, strip_bcc) = if sender_selected {
+            sender_selected_keys(headers.get())?
+        } else {
+            (Vec::new(), false)
+        };
+        let exchange = String::from_utf8_lossy(&content.publish.exchange);
+        let routing_key = String::from_utf8_lossy(&content.publish.routing_key);
+        let rk: &str = &routing_key;
+        let mut keys: Vec<&str> = Vec::new();
+        let keys: &[&str] = if extra_keys.is_empty() {
+            std::slice::from_ref(&rk)
+        } else {
+            keys.push(&routing_key);
+            keys.extend(extra_keys.iter().map(String::as_str));
+            &keys
+        };
+        let mut targets = std::mem::take(&mut self.route_buf);
+        targets.clear();
+        let routing = match vhost.route_publish(&exchange, keys, &headers, props, &mut targets) {
+            Ok(routing) => routing,
+            Err(e) => {
+                self.route_buf = targets;
+                return Err(e);
+            }
+        };
+        drop(headers);
+        if targets.is_empty() && routing == Routing::Routed {
+            if content.publish.mandatory {
+                self.counts.unroutable_returned += 1;
+            } else {
+                self.counts.unroutable_dropped += 1;
+            }
+        } else {
+            self.counts.routed += 1;
+        }
+        if strip_bcc {
+            content.properties = without_bcc(&content.properties).unwrap_or(content.properties);
+        }
+        let channel = self.channel(ch)?;
+        let confirm_seq = channel.confirm.then(|| {
+            channel.published += 1;
+            channel.published
+        });
+        if confirm_seq.is_some() && !self.confirms_due.contains(&ch) {
+            self.confirms_due.push(ch);
+        }
+        if routing == Routing::Duplicate {
+            // Dropped, but confirmed (nothing to wait for): the message is already there.
+            self.route_buf = targets;
+            return Ok(());
+        }
+        let targets = self
+            .deliver_publish(ch, targets, content, props, confirm_seq)
+            .await;
+        self.route_buf = targets;
+        Ok(())
+    }
+
+    /// A reply to a direct reply-to request: straight to the requester's channel.
+    fn publish_direct_reply(
+        &mut self,
+        ch: u16,
+        content: Content,
+        props: &PropertiesView<'_>,
+    ) -> Result<(), AmqpError> {
+        let routing_key = String::from_utf8_lossy(&content.publish.routing_key).into_owned();
+        let mandatory = content.publish.mandatory;
+        let (exchange, properties, body) = (
+            content.publish.exchange.clone(),
+            content.properties.clone(),
+            content.body.clone(),
+        );
+        let delivered = self
+            .broker
+            .replies
+            .deliver(&routing_key, Message::from_published(content, None, props));
+        if !delivered && mandatory {
+            encode::write_return(
+                &mut self.out,
+                ch,
+                312,
+                "NO_ROUTE",
+                &exchange,
+                routing_key.as_bytes(),
+            );
+            encode::write_content(&mut self.out, ch, &properties, &body, self.frame_max);
+        }
+        let channel = self.channel(ch)?;
+        if channel.confirm && channel.tx.is_none() {
+            channel.published += 1;
+            if !self.confirms_due.contains(&ch) {
+                self.confirms_due.push(ch);
+            }
+        }
+        Ok(())
+    }
+
+    /// Hands a routed message to its queues, or returns it (mandatory, no route). A persistent
+    /// message bound for durable queues is stored first (once, for all of them); its confirm, if
+    /// `confirm_seq` asks for one, waits for the disk. Gives the emptied target list back.
+    /// `props` are the message's properties as parsed on the way in (before a `BCC` header was
+    /// taken out of `content`, which leaves the fields read here as they were).
+    async fn deliver_publish(
+        &mut self,
+        ch: u16,
+        mut targets: Vec<Arc<QueueHandle>>,
+        content: Content,
+        props: &PropertiesView<'_>,
+        confirm_seq: Option<u64>,
+    ) -> Vec<Arc<QueueHandle>> {
+        if targets.is_empty() {
+            if content.publish.mandatory {
+                encode::write_return(
+                    &mut self.out,
+                    ch,
+                    312,
+                    "NO_ROUTE",
+                    &content.publish.exchange,
+                    &content.publish.routing_key,
+                );
+                encode::write_content(
+                    &mut self.out,
+                    ch,
+                    &content.properties,
+                    &content.body,
+                    self.frame_max,
+                );
+            }
+            return targets;
+        }
+        let durable: Vec<u64> = if props.persistent() {
+            targets.iter().filter_map(|q| q.storage_id).collect()
+        } else {
+            Vec::new()
+        };
+        let mut waits = 0;
+        let message = if durable.is_empty() {
+            Message::from_published(content, None, props)
+        } else {
+            let store = &self.broker.store;
+            let id = store.next_message_id();
+            let message = Message::from_published(content, Some(id), props);
+            let listener = confirm_seq.map(|seq| {
+                (
+                    self.confirm_relay.clone(),
+                    super::confirm::confirm_token(ch, seq),
+                )
+            });
+            let data = message.to_stored();
+            store.submit(
+                Op::PutMessage {
+                    id,
+                    data,
+                    queues: durable,
+                },
+                listener,
+            );
+            waits += 1;
+            message
+        };
+        for q in targets.drain(..) {
+            // A queue that may refuse the publish (x-overflow reject-publish) answers the confirm.
+            let confirm = match confirm_seq {
+                Some(seq) if q.args.may_reject_publish() => {
+                    waits += 1;
+                    Some(PublishConfirm {
+                        events: self.events_tx.clone(),
+                        channel: ch,
+                        seq,
+                    })
+                }
+                _ => None,
+            };
+            let _ = q
+                .send(QueueCommand::Publish {
+                    message: message.clone(),
+                    confirm,
+                })
+                .await;
+        }
+        if let (Some(seq), Some(c)) = (confirm_seq, self.channels.get_mut(&ch)) {
+            c.expect_answers(seq, waits);
+        }
+        targets
+    }
+}
+
+/// A cheap look at a raw headers table for `CC` / `BCC` keys before decoding it.
+fn may_have_sender_selected_keys(raw: &[u8]) -> bool {
+    raw.windows(3).any(|w| w == b"\x02CC") || raw.windows(4).any(|w| w == b"\x03BCC")
+}
+
+/// Routing keys added by the `CC` and `BCC` headers (sender-selected distribution), and whether
+/// a `BCC` header is there to be removed before delivery.
+/// RabbitMQ takes them only as arrays (of long strings); anything else refuses the message.
+fn sender_selected_keys(headers: &FieldTable) -> Result<(Vec<String>, bool), AmqpError> {
+    let mut keys = Vec::new();
+    for name in ["CC", "BCC"] {
+        match headers.inner().get(name) {
+            None => {}
+            Some(AMQPValue::FieldArray(values)) => {
+                for v in values.as_slice() {
+                    if let AMQPValue::LongString(s) = v {
+                        keys.push(String::from_utf8_lossy(s.as_bytes()).into_owned());
+                    }
+                }
+            }
+            Some(other) => {
+                return Err(AmqpError::precondition_failed(format!(
+                    "invalid message: {{unacceptable_type_in_header,\"{name}\",{}}}",
+                    crate::queue::args::type_name(other)
+                )))
+            }
+        }
+    }
+    Ok((keys, headers.contains_key("BCC")))
+}
+
+/// The checks RabbitMQ makes on a message's properties before routing it.
+fn validate_properties(props: &PropertiesView<'_>) -> Result<(), AmqpError> {
+    if let Some(mode) = props.delivery_mode {
+        if mode != 1 && mode != 2 {
+            return Err(AmqpError::precondition_failed(format!(
+                "invalid message: {{delivery_mode_unknown,{mode}}}"
+            )));
+        }
+    }
+    if let Some(raw) = props.expiration {
+        let text = String::from_utf8_lossy(raw);
+        match text.parse::<i64>() {
+            Ok(n) if n < 0 => {
+                return Err(AmqpError::precondition_failed(format!(
+                    "invalid expiration '{text}': {{value_negative,{n}}}"
+                )))
+            }
+            Ok(_) => {}
+            Err(_) => {
+                return Err(AmqpError::precondition_failed(format!(
+                    "invalid expiration '{text}': no_integer"
+                )))
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Re-encodes properties with another `reply_to`.
+fn with_reply_to(raw: &[u8], reply_to: &str) -> Option<bytes::Bytes> {
+    use warren_amqp::protocol::basic::parse_properties;
+    let (_, props) = parse_properties(raw).ok()?;
+    let props = props.with_reply_to(reply_to.into());
+    encode::encode_properties(&props).ok().map(Into::into)
+}
+
+/// Re-encodes properties without the `BCC` header (never delivered, as in RabbitMQ).
+fn without_bcc(raw: &[u8]) -> Option<bytes::Bytes> {
+    use warren_amqp::protocol::basic::parse_properties;
+    let (_, props) = parse_properties(raw).ok()?;
+    let mut headers = props.headers().clone()?;
+    let mut kept = FieldTable::default();
+    for (k, v) in headers.inner() {
+        if k.as_str() != "BCC" {
+            kept.insert(k.clone(), v.clone());
+        }
+    }
+    headers = kept;
+    let props = props.with_headers(headers);
+    encode::encode_properties(&props).ok().map(Into::into)
+}
