@@ -97,10 +97,20 @@ pub enum StorageError {
         path: PathBuf,
         source: std::io::Error,
     },
+    /// A redb operation failed (beginning a transaction, opening a table, reading, committing).
     #[error("storage: {0}")]
-    Redb(String),
+    Redb(#[source] redb::Error),
+    /// The writer thread could not be started.
+    #[error("storage: cannot start the writer thread: {0}")]
+    WriterThread(#[source] std::io::Error),
+    /// A batch's commit failed: every write in the batch gets this (shared) error.
+    #[error(transparent)]
+    Batch(Arc<StorageError>),
     #[error("corrupt record: {0}")]
     Corrupt(String),
+    /// A stored definition (exchange, queue, binding, user, vhost, permission) does not decode.
+    #[error("corrupt record: {0}")]
+    CorruptDefinition(#[source] serde_json::Error),
     #[error("the storage writer has stopped")]
     WriterGone,
     #[error("the database is being reopened after a failure")]
@@ -120,7 +130,7 @@ pub enum StorageError {
 macro_rules! redb_errors {
     ($($t:ty),*) => {$(
         impl From<$t> for StorageError {
-            fn from(e: $t) -> Self { StorageError::Redb(e.to_string()) }
+            fn from(e: $t) -> Self { StorageError::Redb(e.into()) }
         }
     )*};
 }
@@ -298,7 +308,7 @@ impl Store {
         let writer = std::thread::Builder::new()
             .name("warren-storage".into())
             .spawn(move || writer::run(writer_db, rx, progress))
-            .map_err(|e| StorageError::Redb(format!("cannot start the writer thread: {e}")))?;
+            .map_err(StorageError::WriterThread)?;
         let store = Store {
             inner: Arc::new(Inner {
                 db,
@@ -639,7 +649,7 @@ fn read_definitions(db: &Database) -> Result<Recovered, StorageError> {
     let r = db.begin_read()?;
     let mut rec = Recovered::default();
     fn decode<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<T, StorageError> {
-        serde_json::from_slice(bytes).map_err(|e| StorageError::Corrupt(e.to_string()))
+        serde_json::from_slice(bytes).map_err(StorageError::CorruptDefinition)
     }
     for entry in r.open_table(EXCHANGES)?.iter()? {
         let (_, v) = entry?;

@@ -565,3 +565,22 @@ async fn users_vhosts_and_permissions_survive_reopen_and_vhost_deletion_takes_it
     assert_eq!(rec.permissions, vec![perm("/", "alice")]);
     assert!(rec.exchanges.is_empty());
 }
+
+#[test]
+fn errors_keep_their_source() {
+    use std::error::Error as _;
+    let e = StorageError::from(redb::StorageError::Corrupted("bad page".into()));
+    assert_eq!(e.to_string(), "storage: DB corrupted: bad page");
+    let source = e.source().expect("a source");
+    assert!(matches!(
+        source.downcast_ref::<redb::Error>(),
+        Some(redb::Error::Corrupted(m)) if m == "bad page"
+    ));
+    // Every write of a failed batch gets the batch's error, source included.
+    let shared = StorageError::Batch(Arc::new(e));
+    assert_eq!(shared.to_string(), "storage: DB corrupted: bad page");
+    assert!(shared.source().is_some_and(|s| s.is::<redb::Error>()));
+    let e = StorageError::CorruptDefinition(serde_json::from_slice::<u8>(b"{").unwrap_err());
+    assert!(e.to_string().starts_with("corrupt record: "));
+    assert!(e.source().is_some_and(|s| s.is::<serde_json::Error>()));
+}

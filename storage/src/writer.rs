@@ -148,7 +148,8 @@ pub(crate) fn run(slot: Arc<DbSlot>, mut rx: mpsc::UnboundedReceiver<Request>, p
             slot.reopen().and_then(|()| commit(&slot, &batch))
         } else {
             commit(&slot, &batch)
-        };
+        }
+        .map_err(Arc::new);
         if progress.failing.swap(result.is_err(), Ordering::AcqRel) != result.is_err() {
             progress.failing_changed.notify_waiters();
         }
@@ -188,12 +189,7 @@ pub(crate) fn run(slot: Arc<DbSlot>, mut rx: mpsc::UnboundedReceiver<Request>, p
             match request.done {
                 Some(Done::Listener(listener, token)) => listener.committed(token, result.is_ok()),
                 Some(Done::Oneshot(tx)) => {
-                    let _ = tx.send(
-                        result
-                            .as_ref()
-                            .map(|_| ())
-                            .map_err(|e| StorageError::Redb(e.to_string())),
-                    );
+                    let _ = tx.send(result.clone().map_err(StorageError::Batch));
                 }
                 None => {}
             }

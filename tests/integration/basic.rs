@@ -3,12 +3,10 @@
 //! unknown delivery tags, qos per consumer and per channel, recover, redelivery and requeue on
 //! close, round-robin dispatch.
 
-mod common;
-
 use std::collections::{HashMap, HashSet};
 use std::time::Duration;
 
-use common::*;
+use crate::common::*;
 use futures::StreamExt;
 use lapin::options::{
     BasicAckOptions, BasicCancelOptions, BasicConsumeOptions, BasicNackOptions, BasicQosOptions,

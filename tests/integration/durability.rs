@@ -1,8 +1,6 @@
 //! Durability against a real broker process: definitions and persistent messages survive a
 //! restart and a `kill -9`; transient ones do not; no confirmed message is ever lost.
 
-mod common;
-
 use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -15,7 +13,7 @@ use lapin::types::FieldTable;
 use lapin::{BasicProperties, Connection, ConnectionProperties};
 use rand::Rng;
 
-use common::ChildBroker;
+use crate::common::ChildBroker;
 
 type Broker = ChildBroker;
 

@@ -2,11 +2,9 @@
 //! order (multiple acks allowed), unroutable mandatory → basic.return then basic.ack, and the
 //! tx/confirm exclusivity.
 
-mod common;
-
 use std::collections::BTreeSet;
 
-use common::*;
+use crate::common::*;
 use lapin::options::{BasicPublishOptions, ConfirmSelectOptions};
 use lapin::Confirmation;
 use warren_amqp::protocol::{basic, confirm, AMQPClass};

@@ -2,11 +2,9 @@
 //! connection.start, SASL, tune, open, heartbeats, update-secret, access.request, close both ways,
 //! graceful shutdown, channel open/close/flow, channel_max, methods on channels not open.
 
-mod common;
-
 use std::time::{Duration, Instant};
 
-use common::*;
+use crate::common::*;
 use warren_amqp::protocol::{access, channel as chan, connection as conn, AMQPClass};
 use warren_amqp::types::{AMQPValue, LongString};
 

@@ -1,11 +1,9 @@
 //! The disk alarm: below the free-space limit, publishing connections get `connection.blocked`
 //! and are no longer read from; connections that only consume keep working.
 
-mod common;
-
 use std::time::Duration;
 
-use common::*;
+use crate::common::*;
 use warren_amqp::protocol::{connection as conn, AMQPClass};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

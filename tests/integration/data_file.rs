@@ -1,12 +1,10 @@
 //! A data directory whose `warren.redb` is there but empty (truncated) or not a database stops
 //! the start with a message naming the file; the broker never starts afresh over it.
 
-mod common;
-
 use std::path::Path;
 use std::time::Duration;
 
-use common::*;
+use crate::common::*;
 
 /// Runs `warren server` on `data` and expects it to exit unsuccessfully (within a bound: a broker
 /// that starts instead fails the test rather than hanging it); returns its stderr.

@@ -2,11 +2,9 @@
 //! x-death, length limits and overflow modes, priorities, single active consumer, delivery
 //! limits, x-expires, consumer timeout, direct reply-to and argument validation.
 
-mod common;
-
 use std::time::Duration;
 
-use common::*;
+use crate::common::*;
 use lapin::options::{
     BasicAckOptions, BasicConsumeOptions, BasicNackOptions, BasicPublishOptions,
     ConfirmSelectOptions, QueueDeclareOptions,

@@ -4,12 +4,10 @@
 //! refused in the TLS handshake; plain AMQP on the TLS port gets nowhere; the plain listener is
 //! unaffected. Certificates are made for the test (rcgen).
 
-mod common;
-
 use std::path::Path;
 use std::sync::Arc;
 
-use common::*;
+use crate::common::*;
 use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, DnType, IsCa, KeyPair};
 use tokio::net::TcpStream;
 use tokio_rustls::rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};

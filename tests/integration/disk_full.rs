@@ -5,14 +5,12 @@
 //! Needs a small file system of its own: a tmpfs, which only root can mount. Elsewhere the test
 //! says so and passes without running.
 
-mod common;
-
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use common::*;
+use crate::common::*;
 use warren_amqp::protocol::{basic, connection as conn, AMQPClass};
 
 /// A tmpfs mounted for the test, unmounted when dropped.

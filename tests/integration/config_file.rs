@@ -1,11 +1,9 @@
 //! `--config FILE`: settings from a TOML file apply where neither a flag nor a WARREN_* variable
 //! gave one; unknown keys and bad values stop the start with a message naming them.
 
-mod common;
-
 use std::path::Path;
 
-use common::*;
+use crate::common::*;
 
 fn write_config(dir: &Path, text: &str) -> String {
     let path = dir.join("warren.toml");

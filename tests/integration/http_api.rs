@@ -1,11 +1,9 @@
 //! The read-only management API: the listings RabbitMQ's management plugin gives (field names and
 //! values as RabbitMQ 3.10 shows them for the same state), behind basic authentication.
 
-mod common;
-
 use std::time::{Duration, Instant};
 
-use common::*;
+use crate::common::*;
 use serde_json::{json, Value};
 use warren_amqp::protocol::{queue, AMQPClass};
 use warren_amqp::types::{AMQPValue, FieldTable, LongString};

@@ -2,11 +2,9 @@
 //! authorisation identity (`authzid\0user\0password`, asking to act as another user) is a failed
 //! login, answered as a wrong password is.
 
-mod common;
-
 use std::time::Duration;
 
-use common::*;
+use crate::common::*;
 
 /// PLAIN's response with an authorisation identity in front.
 fn plain_as(authzid: &str, user: &str, pass: &str) -> Vec<u8> {

@@ -3,12 +3,10 @@
 //! refused without permission (530), vhost deletion closing its connections (320), and the
 //! configure / write / read checks on AMQP methods with RabbitMQ's 403 texts.
 
-mod common;
-
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use common::*;
+use crate::common::*;
 use lapin::options::*;
 use lapin::types::FieldTable;
 use serde_json::{json, Value};

@@ -3,11 +3,9 @@
 //! not change — order, bodies, priorities, TTL, dead-lettering — and the broker's memory must not
 //! grow with the backlog.
 
-mod common;
-
 use std::time::Duration;
 
-use common::*;
+use crate::common::*;
 use futures::StreamExt;
 use lapin::options::{
     BasicAckOptions, BasicConsumeOptions, BasicPublishOptions, BasicQosOptions,

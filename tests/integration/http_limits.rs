@@ -4,13 +4,11 @@
 //! most `MAX_CONNECTIONS` are served at once, so HTTP sockets never use up the file descriptors
 //! AMQP connections need.
 
-mod common;
-
 use std::net::SocketAddr;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use common::*;
+use crate::common::*;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use warren::http::{MAX_CONNECTIONS, REQUEST_HEAD_TIMEOUT};

@@ -5,11 +5,9 @@
 //!
 //! A broker process of its own: the count of message bytes is per process.
 
-mod common;
-
 use std::time::{Duration, Instant};
 
-use common::*;
+use crate::common::*;
 use warren_amqp::protocol::{connection as conn, queue, AMQPClass};
 
 const BODY: usize = 8 * 1024;

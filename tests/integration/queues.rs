@@ -2,11 +2,9 @@
 //! (server-named, passive, durable, exclusive, auto-delete, inequivalent), bind/unbind, purge,
 //! delete with if-unused/if-empty, counts in declare-ok.
 
-mod common;
-
 use std::time::Duration;
 
-use common::*;
+use crate::common::*;
 use lapin::options::{
     BasicConsumeOptions, QueueBindOptions, QueueDeclareOptions, QueueDeleteOptions,
     QueuePurgeOptions,

@@ -4,16 +4,14 @@
 //! every message accounted for (published = still queued + consumed), other clients unaffected,
 //! only the offending channel or connection closed.
 //!
-//! `WARREN_SOAK_ROUNDS=N cargo test --release --test adversarial soak -- --ignored` runs the
-//! vanishing-consumer cases N times with random timing (outside CI).
-
-mod common;
+//! `WARREN_SOAK_ROUNDS=N cargo test --release --test integration adversarial::soak -- --ignored`
+//! runs the vanishing-consumer cases N times with random timing (outside CI).
 
 use std::collections::HashSet;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use common::*;
+use crate::common::*;
 use tokio::net::TcpStream;
 use warren_amqp::protocol::{
     basic, channel as chan, connection as conn, exchange, queue, AMQPClass,

@@ -1,9 +1,7 @@
 //! Routing as a lapin client sees it: every exchange type, exchange-to-exchange bindings (cycles
 //! deliver once), alternate exchanges, internal and auto-delete exchanges, CC/BCC, transactions.
 
-mod common;
-
-use common::*;
+use crate::common::*;
 use lapin::options::{
     BasicPublishOptions, ConfirmSelectOptions, ExchangeBindOptions, ExchangeDeclareOptions,
     QueueBindOptions,

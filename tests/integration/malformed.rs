@@ -3,11 +3,9 @@
 //! originals) or RabbitMQ's plain socket close, never a panic; and a fresh connection works
 //! afterwards.
 
-mod common;
-
 use std::time::Duration;
 
-use common::*;
+use crate::common::*;
 use warren_amqp::protocol::{basic, channel as chan, connection as conn, AMQPClass};
 
 /// A connection with channel 1 open.
