@@ -14,18 +14,22 @@
 //! consumer: after a restart, messages up to that mark come back `redelivered`.
 
 mod crypto;
+mod db;
+mod error;
+mod reads;
 mod records;
 mod writer;
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, RwLock};
+use std::sync::Arc;
 
 use redb::{Database, ReadableDatabase, ReadableTable, ReadableTableMetadata, TableDefinition};
-use thiserror::Error;
 use tokio::sync::{mpsc, oneshot};
 
 pub use crypto::EncryptionKey;
+pub use error::StorageError;
+pub use reads::RememberedId;
 pub use records::{
     BindingRecord, ExchangeRecord, MessageParts, PermissionRecord, QueueRecord, StoredMessage,
     UserRecord, VhostRecord,
@@ -33,6 +37,8 @@ pub use records::{
 pub use writer::{CommitListener, Op};
 
 use crypto::Cipher;
+use db::{open_database, DbSlot};
+use reads::read_definitions;
 
 /// Message id → encoded message (see [`StoredMessage`]), for messages on several queues.
 const MESSAGES: TableDefinition<u64, &[u8]> = TableDefinition::new("messages");
@@ -74,76 +80,8 @@ pub fn shadow_queue(queue_id: u64) -> u64 {
     queue_id | SHADOW_BIT
 }
 
-/// redb's page cache (see `Store::open`).
-const CACHE_BYTES: usize = 16 << 20;
-
 /// The layout of the tables above; a database written with another one is refused.
 const SCHEMA_VERSION: u64 = 2;
-
-#[derive(Debug, Error)]
-pub enum StorageError {
-    #[error("cannot open the database at {path}: {source}")]
-    Open {
-        path: PathBuf,
-        source: redb::DatabaseError,
-    },
-    #[error(
-        "the database file {0} is empty (truncated?): refusing to start without the data it held; \
-         restore it, or remove it to start with an empty broker"
-    )]
-    EmptyFile(PathBuf),
-    #[error("cannot open the database at {path}: {source}")]
-    Io {
-        path: PathBuf,
-        source: std::io::Error,
-    },
-    /// A redb operation failed (beginning a transaction, opening a table, reading, committing).
-    #[error("storage: {0}")]
-    Redb(#[source] redb::Error),
-    /// The writer thread could not be started.
-    #[error("storage: cannot start the writer thread: {0}")]
-    WriterThread(#[source] std::io::Error),
-    /// A batch's commit failed: every write in the batch gets this (shared) error.
-    #[error(transparent)]
-    Batch(Arc<StorageError>),
-    #[error("corrupt record: {0}")]
-    Corrupt(String),
-    /// A stored definition (exchange, queue, binding, user, vhost, permission) does not decode.
-    #[error("corrupt record: {0}")]
-    CorruptDefinition(#[source] serde_json::Error),
-    #[error("the storage writer has stopped")]
-    WriterGone,
-    #[error("the database is being reopened after a failure")]
-    Unavailable,
-    #[error("{0}")]
-    Key(String),
-    #[error("the database at {0} is encrypted: start with its encryption key")]
-    KeyRequired(PathBuf),
-    #[error("wrong encryption key for the database at {0}")]
-    WrongKey(PathBuf),
-    #[error("the database at {0} holds unencrypted messages: it cannot be encrypted in place")]
-    NotEncrypted(PathBuf),
-    #[error("the database has schema version {found}, this Warren reads version {SCHEMA_VERSION}")]
-    Schema { found: u64 },
-}
-
-macro_rules! redb_errors {
-    ($($t:ty),*) => {$(
-        impl From<$t> for StorageError {
-            fn from(e: $t) -> Self { StorageError::Redb(e.into()) }
-        }
-    )*};
-}
-redb_errors!(
-    redb::TransactionError,
-    redb::TableError,
-    redb::StorageError,
-    redb::CommitError
-);
-
-/// An id a deduplicating queue or exchange remembers: (id, remembered at, forgotten at), in
-/// Unix milliseconds (`u64::MAX`: until pushed out by newer ids).
-pub type RememberedId = (Vec<u8>, u64, u64);
 
 /// Everything the store held at start-up.
 #[derive(Debug, Default)]
@@ -288,10 +226,7 @@ impl Store {
         };
         let recovered = read_definitions(&db)?;
         let (tx, rx) = mpsc::unbounded_channel();
-        let db = Arc::new(DbSlot {
-            path,
-            db: RwLock::new(Some(db)),
-        });
+        let db = Arc::new(DbSlot::new(path, db));
         let writer_db = db.clone();
         let committed = Arc::new(AtomicU64::new(0));
         let failing = Arc::new(std::sync::atomic::AtomicBool::new(false));
@@ -326,15 +261,6 @@ impl Store {
             }),
         };
         Ok((store, recovered))
-    }
-
-    /// A stored message record as plain bytes (opened, when messages are encrypted).
-    fn plain<'a>(
-        &self,
-        message_id: u64,
-        stored: &'a [u8],
-    ) -> Result<std::borrow::Cow<'a, [u8]>, StorageError> {
-        crypto::plain(self.inner.cipher.as_deref(), message_id, stored)
     }
 
     /// The database, unless it is being reopened after a failure.
@@ -404,93 +330,6 @@ impl Store {
         self.write(Op::Nothing).await
     }
 
-    /// Calls `each` with a durable queue's messages in order: (message id, redelivered, message
-    /// parts borrowed from the database page). Returns how many there were.
-    pub fn for_each_queue_message(
-        &self,
-        queue_id: u64,
-        mut each: impl FnMut(u64, bool, MessageParts<'_>),
-    ) -> Result<usize, StorageError> {
-        let r = self.db()?.begin_read()?;
-        let index = r.open_table(QUEUE_INDEX)?;
-        let messages = r.open_table(MESSAGES)?;
-        let delivered_through = r
-            .open_table(DELIVERED)?
-            .get(queue_id)?
-            .map(|v| v.value())
-            .unwrap_or(0);
-        let mut n = 0;
-        for entry in index.range((queue_id, 0)..=(queue_id, u64::MAX))? {
-            let (key, inline) = entry?;
-            let (_, message_id) = key.value();
-            let redelivered = message_id <= delivered_through;
-            if inline.value().is_empty() {
-                let Some(shared) = messages.get(message_id)? else {
-                    tracing::warn!(
-                        queue_id,
-                        message_id,
-                        "index entry without a message; skipped"
-                    );
-                    continue;
-                };
-                let plain = self.plain(message_id, shared.value())?;
-                each(message_id, redelivered, MessageParts::decode(&plain)?);
-            } else {
-                let plain = self.plain(message_id, inline.value())?;
-                each(message_id, redelivered, MessageParts::decode(&plain)?);
-            }
-            n += 1;
-        }
-        Ok(n)
-    }
-
-    /// Reads back some of a durable queue's messages (paged out of memory), in one read
-    /// transaction: `each(message id, parts)` for each one found; ids it does not hold are skipped.
-    pub fn read_queue_messages(
-        &self,
-        queue_id: u64,
-        ids: &[u64],
-        mut each: impl FnMut(u64, MessageParts<'_>),
-    ) -> Result<(), StorageError> {
-        let r = self.db()?.begin_read()?;
-        let index = r.open_table(QUEUE_INDEX)?;
-        let messages = r.open_table(MESSAGES)?;
-        for &message_id in ids {
-            let Some(inline) = index.get((queue_id, message_id))? else {
-                continue;
-            };
-            if inline.value().is_empty() {
-                if let Some(shared) = messages.get(message_id)? {
-                    let plain = self.plain(message_id, shared.value())?;
-                    each(message_id, MessageParts::decode(&plain)?);
-                }
-            } else {
-                let plain = self.plain(message_id, inline.value())?;
-                each(message_id, MessageParts::decode(&plain)?);
-            }
-        }
-        Ok(())
-    }
-
-    /// The ids a deduplicating queue or exchange remembered: (id, remembered at, expires at), in
-    /// the order they were remembered.
-    pub fn dedup_ids(&self, owner: &str) -> Result<Vec<RememberedId>, StorageError> {
-        let r = self.db()?.begin_read()?;
-        let table = r.open_table(DEDUP)?;
-        let mut out = Vec::new();
-        for entry in table.range((owner, &[][..])..)? {
-            let (k, v) = entry?;
-            let (o, id) = k.value();
-            if o != owner {
-                break;
-            }
-            let (at, expires) = v.value();
-            out.push((id.to_vec(), at, expires));
-        }
-        out.sort_by_key(|(_, at, _)| *at);
-        Ok(out)
-    }
-
     /// How many writes were queued so far (see [`Store::committed`]).
     pub fn submitted(&self) -> u64 {
         self.inner.submitted.load(Ordering::Acquire)
@@ -500,18 +339,6 @@ impl Store {
     /// queued before [`Store::submitted`] returned `n` is through once this reaches `n`.
     pub fn committed(&self) -> u64 {
         self.inner.committed.load(Ordering::Acquire)
-    }
-
-    /// A durable queue's messages in order: (message id, redelivered, message).
-    pub fn queue_messages(
-        &self,
-        queue_id: u64,
-    ) -> Result<Vec<(u64, bool, StoredMessage)>, StorageError> {
-        let mut out = Vec::new();
-        self.for_each_queue_message(queue_id, |id, redelivered, parts| {
-            out.push((id, redelivered, parts.to_owned()))
-        })?;
-        Ok(out)
     }
 
     /// True while commits fail (a full disk, an I/O error): writes are being refused.
@@ -550,130 +377,6 @@ impl Store {
             .map(|m| m.len())
             .unwrap_or(0)
     }
-}
-
-/// Opens the database file, or creates it when there is none. A file that is there is only ever
-/// opened, never initialised: one that is empty (truncated) or not a redb database is refused, as
-/// starting afresh over it would silently drop everything it held.
-fn open_database(path: &Path) -> Result<Database, StorageError> {
-    // redb caches 1 GiB of pages by default. Inner B-tree nodes fit in far less; message pages are
-    // written once and read once (paged-out queues, recovery), so caching them only costs memory:
-    // 16 MiB kept persistent throughput unchanged and a 200 MiB backlog under 50 MiB of RSS.
-    let mut builder = Database::builder();
-    builder.set_cache_size(CACHE_BYTES);
-    match std::fs::metadata(path) {
-        Ok(m) if m.len() == 0 => Err(StorageError::EmptyFile(path.to_owned())),
-        Ok(_) => builder.open(path).map_err(|source| StorageError::Open {
-            path: path.to_owned(),
-            source,
-        }),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => create_database(&builder, path),
-        Err(source) => Err(StorageError::Io {
-            path: path.to_owned(),
-            source,
-        }),
-    }
-}
-
-/// Creates the database at `path`, where there was none: initialised under a temporary name, then
-/// renamed into place, so that a crash while creating it never leaves at `path` a partial file
-/// that the next start would refuse.
-fn create_database(builder: &redb::Builder, path: &Path) -> Result<Database, StorageError> {
-    let fresh = path.with_extension("redb.new");
-    let io = |path: &Path| {
-        let path = path.to_owned();
-        move |source| StorageError::Io { path, source }
-    };
-    match std::fs::remove_file(&fresh) {
-        Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(io(&fresh)(e)),
-        _ => {}
-    }
-    let db = builder
-        .create(&fresh)
-        .map_err(|source| StorageError::Open {
-            path: fresh.clone(),
-            source,
-        })?;
-    std::fs::rename(&fresh, path).map_err(io(path))?;
-    // The rename itself is made durable: the directory entry is what a restart looks for.
-    let dir = match path.parent() {
-        Some(d) if !d.as_os_str().is_empty() => d,
-        _ => Path::new("."),
-    };
-    std::fs::File::open(dir)
-        .and_then(|d| d.sync_all())
-        .map_err(io(dir))?;
-    Ok(db)
-}
-
-/// The open database, shared by the writer and readers. After an I/O error redb refuses every
-/// further write until the database is closed and opened again; the writer does that here,
-/// while readers see [`StorageError::Unavailable`] for the moment it takes.
-pub(crate) struct DbSlot {
-    path: PathBuf,
-    db: RwLock<Option<Arc<Database>>>,
-}
-
-impl DbSlot {
-    pub(crate) fn get(&self) -> Result<Arc<Database>, StorageError> {
-        self.db
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone()
-            .ok_or(StorageError::Unavailable)
-    }
-
-    /// Closes the database and opens it again. Waits (briefly) for readers to let go of it:
-    /// the file stays locked while any handle lives.
-    pub(crate) fn reopen(&self) -> Result<(), StorageError> {
-        let old = self.db.write().unwrap_or_else(|e| e.into_inner()).take();
-        if let Some(old) = old {
-            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-            while Arc::strong_count(&old) > 1 && std::time::Instant::now() < deadline {
-                std::thread::sleep(std::time::Duration::from_millis(1));
-            }
-            if Arc::strong_count(&old) > 1 {
-                // Put it back rather than leak a second handle on the same file.
-                *self.db.write().unwrap_or_else(|e| e.into_inner()) = Some(old);
-                return Err(StorageError::Unavailable);
-            }
-            drop(old);
-        }
-        let db = open_database(&self.path)?;
-        *self.db.write().unwrap_or_else(|e| e.into_inner()) = Some(Arc::new(db));
-        Ok(())
-    }
-}
-
-fn read_definitions(db: &Database) -> Result<Recovered, StorageError> {
-    let r = db.begin_read()?;
-    let mut rec = Recovered::default();
-    fn decode<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<T, StorageError> {
-        serde_json::from_slice(bytes).map_err(StorageError::CorruptDefinition)
-    }
-    for entry in r.open_table(EXCHANGES)?.iter()? {
-        let (_, v) = entry?;
-        rec.exchanges.push(decode(v.value())?);
-    }
-    for entry in r.open_table(QUEUES)?.iter()? {
-        let (_, v) = entry?;
-        rec.queues.push(decode(v.value())?);
-    }
-    for entry in r.open_table(BINDINGS)?.iter()? {
-        let (k, _) = entry?;
-        rec.bindings.push(decode(k.value())?);
-    }
-    for entry in r.open_table(USERS)?.iter()? {
-        rec.users.push(decode(entry?.1.value())?);
-    }
-    for entry in r.open_table(VHOSTS)?.iter()? {
-        rec.vhosts.push(decode(entry?.1.value())?);
-    }
-    for entry in r.open_table(PERMISSIONS)?.iter()? {
-        rec.permissions.push(decode(entry?.1.value())?);
-    }
-    rec.needs_seed = r.open_table(META)?.get("seeded")?.is_none();
-    Ok(rec)
 }
 
 #[cfg(test)]
