@@ -23,7 +23,7 @@ impl QueueCore {
 
     /// Drops a consumer; the queue deletes itself when that was the last consumer of an
     /// auto-delete queue.
-    pub(super) fn remove_consumer(&mut self, consumer: u64, ctx: &mut dyn Context) {
+    pub(super) fn remove_consumer(&mut self, consumer: u64, ctx: &mut impl Context) {
         let before = self.consumers.len();
         self.consumers.retain(|c| c.spec.id != consumer);
         if self.consumers.len() == before {
@@ -46,7 +46,7 @@ impl QueueCore {
     }
 
     /// `basic.get`: the head of the queue, if any.
-    pub(super) fn get(&mut self, no_ack: bool, ctx: &mut dyn Context) -> Option<GetReply> {
+    pub(super) fn get(&mut self, no_ack: bool, ctx: &mut impl Context) -> Option<GetReply> {
         self.last_used = ctx.now_ms();
         self.expire(ctx);
         if !self.prepare_head(ctx) {
@@ -82,7 +82,7 @@ impl QueueCore {
     /// Hands ready messages to consumers as far as their credit allows: highest consumer
     /// priority first, round-robin among equals; only the first consumer with single active
     /// consumer.
-    pub(super) fn dispatch(&mut self, ctx: &mut dyn Context) {
+    pub(super) fn dispatch(&mut self, ctx: &mut impl Context) {
         while !self.deleted && self.prepare_head(ctx) {
             let Some(i) = self.pick_consumer(ctx) else {
                 break;
@@ -114,7 +114,7 @@ impl QueueCore {
     }
 
     /// The consumer to deliver the next message to, with one unit of its channel's credit taken.
-    fn pick_consumer(&mut self, ctx: &mut dyn Context) -> Option<usize> {
+    fn pick_consumer(&mut self, ctx: &mut impl Context) -> Option<usize> {
         let n = self.consumers.len();
         let candidates = if self.args.single_active_consumer {
             n.min(1)
@@ -146,7 +146,7 @@ impl QueueCore {
         }
     }
 
-    fn has_credit(&self, i: usize, ctx: &mut dyn Context) -> bool {
+    fn has_credit(&self, i: usize, ctx: &mut impl Context) -> bool {
         let c = &self.consumers[i];
         if !c.spec.no_ack && c.spec.prefetch != 0 && c.unacked >= c.spec.prefetch {
             return false;

@@ -278,7 +278,7 @@ impl QueueCore {
 
     /// Puts back a message the queue held before a restart. Recovered messages start their TTL
     /// afresh, as RabbitMQ's do.
-    pub fn recover(&mut self, m: RecoveredEntry, ctx: &dyn Context) {
+    pub fn recover(&mut self, m: RecoveredEntry, ctx: &impl Context) {
         let entry = self.new_entry(m.slot, m.expiration_ms, m.redelivered, ctx);
         self.ready.push_back(entry);
     }
@@ -301,7 +301,7 @@ impl QueueCore {
     }
 
     /// Carries out one command.
-    pub fn apply(&mut self, command: Command, ctx: &mut dyn Context) -> Outcome {
+    pub fn apply(&mut self, command: Command, ctx: &mut impl Context) -> Outcome {
         if self.deleted {
             return match command {
                 Command::Delete { .. } => Outcome::Deleted(Ok(0)),
@@ -376,7 +376,7 @@ impl QueueCore {
     }
 
     /// What a batch ends with (and what a timer runs).
-    fn tick(&mut self, ctx: &mut dyn Context) {
+    fn tick(&mut self, ctx: &mut impl Context) {
         if self.expires_at().is_some_and(|at| ctx.now_ms() >= at) {
             tracing::debug!(queue = %self.name, "queue expired (x-expires)");
             self.delete(ctx);
@@ -435,7 +435,7 @@ impl QueueCore {
         slot: Slot,
         expiration_ms: Option<u32>,
         redelivered: bool,
-        ctx: &dyn Context,
+        ctx: &impl Context,
     ) -> Entry {
         let ttl = match (self.args.message_ttl, expiration_ms) {
             (Some(q), Some(m)) => Some(q.min(u64::from(m))),

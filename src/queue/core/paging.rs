@@ -11,7 +11,7 @@ use crate::queue::ready::{Entry, Slot};
 impl QueueCore {
     /// Pages out the entries whose messages the log has made durable, while the queue is over
     /// its memory limit. An entry whose write may have failed stays in memory.
-    pub(super) fn page_out_committed(&mut self, ctx: &mut dyn Context) {
+    pub(super) fn page_out_committed(&mut self, ctx: &mut impl Context) {
         if self.page_out.is_empty() {
             return;
         }
@@ -36,7 +36,7 @@ impl QueueCore {
     /// Makes the head of the queue deliverable: expired heads leave (dead-lettered), a paged-out
     /// head is read back with the entries behind it. False when nothing is ready, or when the
     /// log cannot be read right now (retried shortly).
-    pub(super) fn prepare_head(&mut self, ctx: &mut dyn Context) -> bool {
+    pub(super) fn prepare_head(&mut self, ctx: &mut impl Context) -> bool {
         loop {
             let Some(head) = self.ready.head() else {
                 return false;
@@ -75,7 +75,7 @@ impl QueueCore {
     fn read_paged(
         &self,
         ids: &[(u64, bool)],
-        ctx: &mut dyn Context,
+        ctx: &mut impl Context,
     ) -> Option<HashMap<u64, MessageRef>> {
         if !self.logged {
             return None;
@@ -90,7 +90,7 @@ impl QueueCore {
     }
 
     /// An entry's message, read back from the log if it is paged out.
-    pub(super) fn load(&self, entry: &Entry, ctx: &mut dyn Context) -> Option<MessageRef> {
+    pub(super) fn load(&self, entry: &Entry, ctx: &mut impl Context) -> Option<MessageRef> {
         match &entry.slot {
             Slot::Loaded(m) => Some(m.clone()),
             Slot::Paged {
@@ -105,7 +105,7 @@ impl QueueCore {
 
     /// Writes what this batch settled and delivered (no waiting: settlements need no fsync of
     /// their own).
-    pub(super) fn write_log(&mut self, ctx: &mut dyn Context) {
+    pub(super) fn write_log(&mut self, ctx: &mut impl Context) {
         if !self.logged {
             return;
         }

@@ -12,7 +12,7 @@ use crate::queue::Overflow;
 
 impl QueueCore {
     /// Takes a message in, or refuses it (`x-overflow` reject-publish): true when taken.
-    pub(super) fn publish(&mut self, message: MessageRef, ctx: &mut dyn Context) -> bool {
+    pub(super) fn publish(&mut self, message: MessageRef, ctx: &mut impl Context) -> bool {
         if let Some(cache) = self.dedup.as_mut() {
             if let Some(key) = cache.key_of(&message.properties_view()) {
                 if cache.is_duplicate(key, ctx.wall_clock_ms()) {
@@ -78,7 +78,7 @@ impl QueueCore {
     }
 
     /// Drops (dead-letters) messages from the head until the queue is within its limits.
-    fn enforce_limits(&mut self, ctx: &mut dyn Context) {
+    fn enforce_limits(&mut self, ctx: &mut impl Context) {
         loop {
             let args = &self.args;
             let over = args
@@ -98,7 +98,7 @@ impl QueueCore {
     }
 
     /// Removes expired messages from the heads of the queue.
-    pub(super) fn expire(&mut self, ctx: &mut dyn Context) {
+    pub(super) fn expire(&mut self, ctx: &mut impl Context) {
         if self.ready.next_expiry().is_none() {
             return;
         }
@@ -111,7 +111,7 @@ impl QueueCore {
     /// Whether the head expired before this millisecond (a message is still deliverable in the
     /// millisecond it expires: a TTL of 0 means "now or never", and a consumer that can take it
     /// now gets it; the batch's `expire` drops it otherwise).
-    pub(super) fn head_expired(&mut self, expires_at: u32, ctx: &dyn Context) -> bool {
+    pub(super) fn head_expired(&mut self, expires_at: u32, ctx: &impl Context) -> bool {
         expires_at != 0 && expires_at < self.clock(ctx.now_ms())
     }
 
@@ -124,7 +124,7 @@ impl QueueCore {
         }
     }
 
-    pub(super) fn reject(&mut self, ids: Vec<u64>, ctx: &mut dyn Context) {
+    pub(super) fn reject(&mut self, ids: Vec<u64>, ctx: &mut impl Context) {
         for id in ids {
             if let Some(o) = self.outstanding.remove(&id) {
                 self.settled(o.consumer);
@@ -133,7 +133,7 @@ impl QueueCore {
         }
     }
 
-    pub(super) fn requeue(&mut self, mut ids: Vec<u64>, ctx: &mut dyn Context) {
+    pub(super) fn requeue(&mut self, mut ids: Vec<u64>, ctx: &mut impl Context) {
         ids.sort_unstable();
         let limit = self.args.delivery_limit;
         for id in ids.into_iter().rev() {
@@ -180,7 +180,7 @@ impl QueueCore {
 
     /// A message leaves the queue for good (rejected, expired, over a limit): it goes to the
     /// dead-letter exchange if the queue has one, and is dropped otherwise.
-    pub(super) fn dead_letter(&mut self, entry: Entry, reason: Reason, ctx: &mut dyn Context) {
+    pub(super) fn dead_letter(&mut self, entry: Entry, reason: Reason, ctx: &mut impl Context) {
         self.forget_logged_copy(&entry);
         let Some(exchange) = self.args.dead_letter_exchange.clone() else {
             return;
@@ -216,7 +216,7 @@ impl QueueCore {
         &mut self,
         if_unused: bool,
         if_empty: bool,
-        ctx: &mut dyn Context,
+        ctx: &mut impl Context,
     ) -> Result<u32, AmqpError> {
         if if_unused && !self.consumers.is_empty() {
             return Err(self.in_use_error("in use"));
@@ -230,7 +230,7 @@ impl QueueCore {
     }
 
     /// Cancels every consumer, drops every message, and ends the queue.
-    pub(super) fn delete(&mut self, ctx: &mut dyn Context) {
+    pub(super) fn delete(&mut self, ctx: &mut impl Context) {
         self.deleted = true;
         for c in self.consumers.drain(..) {
             ctx.emit(Effect::ConsumerCancelled {
