@@ -213,6 +213,18 @@ impl Broker {
         self.next_id.fetch_add(1, Ordering::Relaxed)
     }
 
+    /// Waits until every durable queue has logged what it was sent (at a clean shutdown, so
+    /// that persistent messages still in a queue's inbox are not lost with the process).
+    pub async fn sync_queues(&self) {
+        for vhost in self.vhosts() {
+            for q in vhost.queues() {
+                if q.storage_id.is_some() {
+                    let _ = q.ask(crate::queue::QueueCommand::Sync).await;
+                }
+            }
+        }
+    }
+
     /// Tells every connection to close (`connection.close` 320), then waits for them to go.
     pub async fn shut_down(&self, grace: std::time::Duration) {
         let _ = self.shutdown.send(true);

@@ -111,6 +111,12 @@ impl Server {
         }
         tracing::info!("shutting down");
         self.broker.shut_down(Duration::from_secs(5)).await;
+        if tokio::time::timeout(Duration::from_secs(5), self.broker.sync_queues())
+            .await
+            .is_err()
+        {
+            tracing::warn!("queues still writing at shutdown");
+        }
         if let Err(e) = self.broker.store.sync().await {
             tracing::error!("final storage sync failed: {e}");
         }

@@ -31,8 +31,6 @@ use tokio::sync::mpsc;
 use warren_amqp::protocol::{connection as conn_methods, AMQPClass};
 use warren_amqp::{encode, AmqpError, Frame, FrameDecoder, FrameKind, Method, ReplyCode};
 
-use warren_storage::CommitListener;
-
 use crate::broker::Broker;
 use crate::message::MessageRef;
 use crate::queue::{ConnEvent, ConnectionFlow, ConnectionId, Delivery, QueueHandle};
@@ -116,12 +114,14 @@ pub(crate) struct Connection {
     channels: HashMap<u16, Channel>,
     out: BytesMut,
     events_tx: mpsc::UnboundedSender<ConnEvent>,
-    confirm_relay: Arc<dyn CommitListener>,
     flow: Arc<ConnectionFlow>,
     exclusive_queues: Vec<Arc<QueueHandle>>,
     /// Channels with publisher confirms to send at the next flush.
     confirms_due: Vec<u16>,
     route_buf: Vec<Arc<QueueHandle>>,
+    /// During a transaction's commit: the queues that logged its publishes (the commit waits
+    /// for their logs).
+    tx_logged: Option<Vec<Arc<QueueHandle>>>,
     close_deadline: Option<Instant>,
     /// This connection has published: a resource alarm blocks it.
     published: bool,
@@ -196,12 +196,12 @@ where
         caps: ClientCaps::default(),
         channels: HashMap::new(),
         out: BytesMut::with_capacity(READ_CHUNK),
-        confirm_relay: Arc::new(methods::ConfirmRelay(events_tx.clone())),
         events_tx,
         flow: Arc::new(ConnectionFlow::default()),
         exclusive_queues: Vec::new(),
         confirms_due: Vec::new(),
         route_buf: Vec::new(),
+        tx_logged: None,
         close_deadline: None,
         published: false,
         blocked: false,

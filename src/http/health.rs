@@ -140,6 +140,7 @@ async fn round_trip(broker: &Broker, vhost: &Arc<Vhost>) -> Result<(), Failure> 
     for q in targets {
         q.send(QueueCommand::Publish {
             message: message.clone(),
+            logged: None,
             confirm: None,
         })
         .await

@@ -4,15 +4,17 @@
 //! Positions are the log's own count of appended records: a record is durable once
 //! [`QueueLog::durable`] has reached the position [`QueueLog::appended`] gave after it.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
-use warren_storage::{Op, RememberedId, StorageError, Store};
+use warren_storage::{Enqueued, Op, RememberedId, StorageError, Store};
 
 use crate::message::{Message, MessageRef};
 
 /// What a queue writes to its log.
 #[derive(Debug)]
 pub enum LogRecord {
+    /// Persistent messages the queue took, in order.
+    Enqueued(Vec<Enqueued>),
     /// Every message with an id up to `through` has been delivered once (redelivered after a
     /// restart).
     Delivered { through: u64 },
@@ -39,12 +41,18 @@ pub trait QueueLog {
     fn durable(&self) -> u64;
     /// Whether the write of message `id` failed (its commit was refused).
     fn write_failed(&self, id: u64) -> bool;
+    /// Calls `done` once every record appended so far has been through the log, with a way to
+    /// ask whether a message (by id) made it: what releases publisher confirms.
+    fn when_durable(&mut self, done: WhenDurable);
     /// A fresh message id.
     fn next_message_id(&mut self) -> u64;
     /// Reads messages back: (id, transient copy) pairs. Ids the log does not have are missing
     /// from the answer.
     fn read(&mut self, ids: &[(u64, bool)]) -> Result<HashMap<u64, MessageRef>, StorageError>;
 }
+
+/// What waits for a queue's log: given a way to ask whether a message (by id) is durable.
+pub type WhenDurable = Box<dyn FnOnce(&dyn Fn(u64) -> bool) + Send>;
 
 /// A queue's log in the node's store: the queue's rows of the shared message table (a message
 /// routed to several queues is stored once), and a shadow key for transient messages' copies.
@@ -54,6 +62,8 @@ pub struct StoreLog {
     queue: u64,
     vhost: String,
     name: String,
+    /// Copies that could not be sealed, so were never written.
+    unsealed: HashSet<u64>,
 }
 
 impl StoreLog {
@@ -63,6 +73,7 @@ impl StoreLog {
             queue,
             vhost,
             name,
+            unsealed: HashSet::new(),
         }
     }
 
@@ -76,16 +87,27 @@ impl QueueLog for StoreLog {
     fn append(&mut self, record: LogRecord) {
         let queue = self.queue;
         let op = match record {
+            LogRecord::Enqueued(messages) => Op::Enqueue { queue, messages },
             LogRecord::Delivered { through } => Op::MarkDelivered { queue, through },
             LogRecord::Removed(messages) => Op::Remove { queue, messages },
             LogRecord::CopiesRemoved(messages) => Op::Remove {
                 queue: warren_storage::shadow_queue(queue),
                 messages,
             },
-            LogRecord::Copy { id, message } => Op::PutMessage {
-                id,
-                data: message.to_stored(),
-                queues: vec![warren_storage::shadow_queue(queue)],
+            LogRecord::Copy { id, message } => match self.store.seal(id, message.to_stored()) {
+                Ok(data) => Op::Enqueue {
+                    queue: warren_storage::shadow_queue(queue),
+                    messages: vec![Enqueued {
+                        id,
+                        data,
+                        shared: false,
+                    }],
+                },
+                Err(e) => {
+                    tracing::error!(queue = %self.name, "cannot seal a message to page it out: {e}");
+                    self.unsealed.insert(id);
+                    return;
+                }
             },
             LogRecord::RememberIds(ids) => Op::RememberIds {
                 owner: self.dedup_owner(),
@@ -121,7 +143,15 @@ impl QueueLog for StoreLog {
     }
 
     fn write_failed(&self, id: u64) -> bool {
-        self.store.write_failed(id)
+        self.store.write_failed(id) || self.unsealed.contains(&id)
+    }
+
+    fn when_durable(&mut self, done: WhenDurable) {
+        let store = self.store.clone();
+        self.store.submit_then(
+            Op::Nothing,
+            Box::new(move |ok| done(&|id| ok && !store.write_failed(id))),
+        );
     }
 
     fn next_message_id(&mut self) -> u64 {
@@ -165,6 +195,10 @@ impl QueueLog for NoLog {
 
     fn write_failed(&self, _id: u64) -> bool {
         false
+    }
+
+    fn when_durable(&mut self, done: WhenDurable) {
+        done(&|_| true)
     }
 
     fn next_message_id(&mut self) -> u64 {

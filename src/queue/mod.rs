@@ -28,6 +28,7 @@ use warren_amqp::types::FieldTable;
 use warren_amqp::AmqpError;
 
 use crate::message::MessageRef;
+use warren_storage::Enqueued;
 
 /// Identifies a connection inside the broker.
 pub type ConnectionId = u64;
@@ -36,9 +37,16 @@ pub type ConnectionId = u64;
 pub enum QueueCommand {
     Publish {
         message: MessageRef,
-        /// Asks for an answer (accepted or refused) when the queue may refuse publishes.
+        /// The message's durable form, when this queue is to log it (a persistent message for
+        /// a durable queue), made once by whoever routed it.
+        logged: Option<Enqueued>,
+        /// Asks for an answer: once the queue's log has the message, or at once when the queue
+        /// refuses it (`x-overflow` reject-publish) or has nothing to log.
         confirm: Option<PublishConfirm>,
     },
+    /// Answered once everything the queue was told before is in its log (a transaction's
+    /// commit, a clean shutdown): false if a write failed.
+    Sync(oneshot::Sender<bool>),
     Consume(Consumer, oneshot::Sender<Result<(), AmqpError>>),
     Cancel {
         consumer_id: u64,
@@ -70,11 +78,24 @@ pub enum QueueCommand {
     Resume,
 }
 
-/// Where a queue answers a confirm-mode publish it might refuse (`x-overflow` reject-publish).
+/// Where a queue answers a confirm-mode publish it must vouch for: one it logs, or one it might
+/// refuse (`x-overflow` reject-publish).
 pub struct PublishConfirm {
     pub events: mpsc::UnboundedSender<ConnEvent>,
     pub channel: u16,
     pub seq: u64,
+}
+
+impl PublishConfirm {
+    /// Tells the publisher's connection the queue's answer: taken (and durable, when logged) or
+    /// not.
+    pub fn answer(self, ok: bool) {
+        let _ = self.events.send(ConnEvent::Settled {
+            channel: self.channel,
+            seq: self.seq,
+            ok,
+        });
+    }
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]

@@ -8,14 +8,14 @@ use std::collections::HashMap;
 use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant, SystemTime};
 
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, oneshot};
 use warren_amqp::PropertiesView;
-use warren_storage::{MessageParts, Op, RememberedId, Store};
+use warren_storage::{Enqueued, MessageParts, RememberedId, Store};
 
 use super::args::Dedup;
 use super::core::{
     Command, ConsumerSpec, Context, CoreSpec, DeadLetter, Effect, Outcome, QueueCore,
-    RecoveredEntry,
+    RecoveredEntry, Taken,
 };
 use super::dead_letter;
 use super::dedup;
@@ -23,8 +23,8 @@ use super::host::QueueHost;
 use super::log::{NoLog, QueueLog, StoreLog};
 use super::ready::Slot;
 use super::{
-    ChannelFlow, ConnEvent, ConnectionFlow, Consumer, Delivery, QueueCommand, QueueHandle,
-    QueueSpec,
+    ChannelFlow, ConnEvent, ConnectionFlow, Consumer, Delivery, PublishConfirm, QueueCommand,
+    QueueHandle, QueueSpec,
 };
 use crate::message::{self, Message};
 
@@ -223,13 +223,31 @@ pub fn spawn<H: QueueHost + 'static>(
         };
         core.recover(entry, &world);
     }
-    tokio::spawn(Owner { core, world }.run(rx));
+    tokio::spawn(
+        Owner {
+            core,
+            world,
+            waiting: Vec::new(),
+        }
+        .run(rx),
+    );
     handle
 }
 
 struct Owner {
     core: QueueCore,
     world: World,
+    /// What waits for the batch's log writes to be durable: confirms of logged publishes, syncs.
+    waiting: Vec<Waiter>,
+}
+
+/// Something answered once the log has what the queue was told before it.
+enum Waiter {
+    Confirm {
+        confirm: PublishConfirm,
+        message: u64,
+    },
+    Sync(oneshot::Sender<bool>),
 }
 
 impl Owner {
@@ -264,6 +282,7 @@ impl Owner {
                 break;
             }
             self.apply(Command::Tick);
+            self.release_when_durable();
             if self.core.page_out_backlog() >= PAGE_OUT_BACKLOG {
                 // Publishing faster than the disk takes the copies would only move the backlog
                 // into the writer's queue: wait for the disk (publishers wait on this queue).
@@ -271,8 +290,30 @@ impl Owner {
                 self.apply(Command::Tick);
             }
         }
+        // The queue is gone: what it took is settled with it (RabbitMQ confirms a publish whose
+        // queue is deleted).
+        for waiter in self.waiting.drain(..) {
+            waiter.answer(true);
+        }
         self.world.handle.mark_deleted();
         tracing::debug!(queue = %self.world.handle.name, "queue task stopped");
+    }
+
+    /// Hands what waits to the log, answered once the batch's writes are durable.
+    fn release_when_durable(&mut self) {
+        if self.waiting.is_empty() {
+            return;
+        }
+        let waiting = std::mem::take(&mut self.waiting);
+        self.world.log.when_durable(Box::new(move |durable| {
+            for waiter in waiting {
+                let ok = match &waiter {
+                    Waiter::Confirm { message, .. } => durable(*message),
+                    Waiter::Sync(_) => true,
+                };
+                waiter.answer(ok);
+            }
+        }));
     }
 
     /// Applies a command, then takes back what could not be delivered.
@@ -306,18 +347,28 @@ impl Owner {
 
     fn handle(&mut self, cmd: QueueCommand) {
         match cmd {
-            QueueCommand::Publish { message, confirm } => {
-                let Outcome::Published(ok) = self.apply(Command::Publish(message)) else {
+            QueueCommand::Publish {
+                message,
+                logged,
+                confirm,
+            } => {
+                let id = logged.as_ref().map(|l| l.id);
+                let taken = match self.apply(Command::Publish { message, logged }) {
+                    Outcome::Published(taken) => taken,
+                    // Deleted meanwhile: confirmed, as RabbitMQ does.
+                    _ => Taken::Taken,
+                };
+                let Some(confirm) = confirm else {
                     return;
                 };
-                if let Some(c) = confirm {
-                    let _ = c.events.send(ConnEvent::Settled {
-                        channel: c.channel,
-                        seq: c.seq,
-                        ok,
-                    });
+                match (taken, id) {
+                    (Taken::Logged, Some(message)) => {
+                        self.waiting.push(Waiter::Confirm { confirm, message })
+                    }
+                    (taken, _) => confirm.answer(taken != Taken::Refused),
                 }
             }
+            QueueCommand::Sync(reply) => self.waiting.push(Waiter::Sync(reply)),
             QueueCommand::Consume(consumer, reply) => {
                 let (spec, io) = split_consumer(consumer);
                 let id = spec.id;
@@ -385,6 +436,17 @@ impl Owner {
             }
             // The batch's tick dispatches.
             QueueCommand::Resume => {}
+        }
+    }
+}
+
+impl Waiter {
+    fn answer(self, ok: bool) {
+        match self {
+            Waiter::Confirm { confirm, .. } => confirm.answer(ok),
+            Waiter::Sync(reply) => {
+                let _ = reply.send(ok);
+            }
         }
     }
 }
@@ -467,12 +529,12 @@ impl World {
             return;
         }
         let original = &d.message;
-        let durable: Vec<u64> = if original.persistent {
-            targets.iter().filter_map(|q| q.storage_id).collect()
+        let durable_targets = if original.persistent {
+            targets.iter().filter(|q| q.storage_id.is_some()).count()
         } else {
-            Vec::new()
+            0
         };
-        let storage_id = (!durable.is_empty()).then(|| self.store.next_message_id());
+        let storage_id = (durable_targets > 0).then(|| self.store.next_message_id());
         let routing_key = keys.first().copied().unwrap_or_default();
         let message = Message::from_parts(
             d.exchange.as_bytes(),
@@ -481,23 +543,39 @@ impl World {
             original.body_bytes(),
             storage_id,
         );
-        if let Some(id) = storage_id {
-            self.store.submit(
-                Op::PutMessage {
-                    id,
-                    data: message.to_stored(),
-                    queues: durable,
-                },
-                None,
-            );
-        }
+        let logged = match storage_id
+            .map(|id| durable_form(&self.store, &message, id, durable_targets))
+        {
+            Some(Ok(logged)) => Some(logged),
+            Some(Err(e)) => {
+                tracing::error!(queue = %self.handle.name, "cannot store a dead-lettered message, dropped: {e}");
+                return;
+            }
+            None => None,
+        };
         for q in targets {
             q.send_now(QueueCommand::Publish {
+                logged: q.storage_id.and_then(|_| logged.clone()),
                 message: message.clone(),
                 confirm: None,
             });
         }
     }
+}
+
+/// A persistent message's durable form for the logs of its `queues` durable queues: made once,
+/// stored once for all of them when they are several.
+pub fn durable_form(
+    store: &Store,
+    message: &Message,
+    id: u64,
+    queues: usize,
+) -> Result<Enqueued, warren_storage::StorageError> {
+    Ok(Enqueued {
+        id,
+        data: store.seal(id, message.to_stored())?,
+        shared: queues > 1,
+    })
 }
 
 impl Context for World {

@@ -24,6 +24,7 @@ use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
+use bytes::Bytes;
 use redb::{Database, ReadableDatabase, ReadableTable, ReadableTableMetadata, TableDefinition};
 use tokio::sync::{mpsc, oneshot};
 
@@ -31,10 +32,10 @@ pub use crypto::EncryptionKey;
 pub use error::StorageError;
 pub use reads::RememberedId;
 pub use records::{
-    BindingRecord, ExchangeRecord, MessageParts, PermissionRecord, QueueRecord, StoredMessage,
-    UserRecord, VhostRecord,
+    BindingRecord, ExchangeRecord, MessageParts, PermissionRecord, QueueRecord, SealedMessage,
+    StoredMessage, UserRecord, VhostRecord,
 };
-pub use writer::{CommitListener, Op};
+pub use writer::{Callback, CommitListener, Enqueued, Op};
 
 use crypto::Cipher;
 use db::{open_database, DbSlot};
@@ -284,38 +285,58 @@ impl Store {
         )
     }
 
-    fn send(&self, op: Op, done: Option<writer::Done>) -> Result<(), StorageError> {
-        // Sealed here, on the caller's thread, so that encryption scales with connections.
-        let op = match (op, &self.inner.cipher) {
-            (Op::PutMessage { id, data, queues }, Some(c)) => Op::PutMessage {
-                id,
-                data: c.seal(id, &data)?,
-                queues,
-            },
-            (op, _) => op,
-        };
+    /// A message's stored form (see [`StoredMessage::encode`]) made ready to be written under
+    /// `id`: sealed when messages are encrypted at rest. Done by the caller, once per message
+    /// however many queues hold it, so that encryption scales with connections.
+    pub fn seal(&self, id: u64, stored: Bytes) -> Result<SealedMessage, StorageError> {
+        match &self.inner.cipher {
+            Some(c) => Ok(SealedMessage(c.seal(id, &stored)?)),
+            None => Ok(SealedMessage(stored)),
+        }
+    }
+
+    /// Hands a write to the writer thread; gives back what was to hear of it if the writer is
+    /// gone.
+    fn send(&self, op: Op, done: Option<writer::Done>) -> Result<(), Option<writer::Done>> {
         let counters = matches!(op, Op::PutQueue(_)).then(|| self.counters());
+        let request = writer::Request { op, done, counters };
+        let Some(tx) = self.inner.tx.as_ref() else {
+            return Err(request.done);
+        };
         self.inner.submitted.fetch_add(1, Ordering::AcqRel);
-        self.inner
-            .tx
-            .as_ref()
-            .ok_or(StorageError::WriterGone)?
-            .send(writer::Request { op, done, counters })
-            .map_err(|_| StorageError::WriterGone)
+        tx.send(request).map_err(|e| {
+            self.inner.submitted.fetch_sub(1, Ordering::AcqRel);
+            e.0.done
+        })
     }
 
     /// Queues a write; `listener` hears about it (with `token`) once it is on disk, or failed.
     pub fn submit(&self, op: Op, listener: Option<(Arc<dyn CommitListener>, u64)>) {
         let done = listener.map(|(l, token)| writer::Done::Listener(l, token));
-        if let Err(e) = self.send(op, done) {
-            tracing::error!("storage write dropped: {e}");
+        if let Err(done) = self.send(op, done) {
+            tracing::error!("storage write dropped: the writer is gone");
+            if let Some(writer::Done::Listener(l, token)) = done {
+                l.committed(token, false);
+            }
+        }
+    }
+
+    /// Queues a write; `callback` is called once it is through a commit, with whether it is on
+    /// disk (at once with `false` if the writer is gone).
+    pub fn submit_then(&self, op: Op, callback: writer::Callback) {
+        if let Err(done) = self.send(op, Some(writer::Done::Callback(callback))) {
+            tracing::error!("storage write dropped: the writer is gone");
+            if let Some(writer::Done::Callback(callback)) = done {
+                callback(false);
+            }
         }
     }
 
     /// Queues a write and waits until it is on disk.
     pub async fn write(&self, op: Op) -> Result<(), StorageError> {
         let (tx, rx) = oneshot::channel();
-        self.send(op, Some(writer::Done::Oneshot(tx)))?;
+        self.send(op, Some(writer::Done::Oneshot(tx)))
+            .map_err(|_| StorageError::WriterGone)?;
         rx.await.map_err(|_| StorageError::WriterGone)?
     }
 

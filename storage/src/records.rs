@@ -113,6 +113,23 @@ impl<'a> MessageParts<'a> {
     }
 }
 
+/// A message's stored form (see [`StoredMessage::encode`]), sealed when messages are encrypted
+/// at rest. Only [`crate::Store::seal`] makes one, so nothing reaches the disk unsealed.
+#[derive(Debug, Clone)]
+pub struct SealedMessage(pub(crate) Bytes);
+
+impl SealedMessage {
+    /// Bytes taken as they are, unsealed: for logs other than an encrypting store's (a test's
+    /// log in memory).
+    pub fn unsealed(data: Bytes) -> Self {
+        SealedMessage(data)
+    }
+
+    pub(crate) fn as_bytes(&self) -> &[u8] {
+        &self.0
+    }
+}
+
 /// A persistent message as published: routing information, property bytes, body.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StoredMessage {

@@ -5,6 +5,23 @@ fn open(dir: &Path) -> (Store, Recovered) {
     Store::open(dir).expect("open store")
 }
 
+/// The writes that enqueue one message on `queues`, as the broker's queues make them: one per
+/// queue, shared when there are several.
+fn enqueue(store: &Store, id: u64, data: Bytes, queues: &[u64]) -> Vec<Op> {
+    let data = store.seal(id, data).expect("seal");
+    queues
+        .iter()
+        .map(|&queue| Op::Enqueue {
+            queue,
+            messages: vec![Enqueued {
+                id,
+                data: data.clone(),
+                shared: queues.len() > 1,
+            }],
+        })
+        .collect()
+}
+
 #[tokio::test]
 async fn messages_survive_reopen_in_order_with_flags_and_shared_bodies() {
     let dir = tempfile::tempdir().unwrap();
@@ -26,14 +43,9 @@ async fn messages_survive_reopen_in_order_with_flags_and_shared_bodies() {
             let id = store.next_message_id();
             ids.push(id);
             let data = StoredMessage::encode(b"", b"k", &[0, 0], &[i]);
-            store.submit(
-                Op::PutMessage {
-                    id,
-                    data,
-                    queues: vec![q1, q2],
-                },
-                None,
-            );
+            for op in enqueue(&store, id, data, &[q1, q2]) {
+                store.submit(op, None);
+            }
         }
         store.submit(
             Op::Remove {
@@ -94,14 +106,9 @@ async fn deleting_a_queue_drops_its_messages_but_not_shared_ones() {
     let dir = tempfile::tempdir().unwrap();
     let (store, _) = open(dir.path());
     let data = StoredMessage::encode(b"ex", b"rk", &[0x10, 0, 2], b"body");
-    store.submit(
-        Op::PutMessage {
-            id: 7,
-            data,
-            queues: vec![1, 2],
-        },
-        None,
-    );
+    for op in enqueue(&store, 7, data, &[1, 2]) {
+        store.submit(op, None);
+    }
     store
         .write(Op::DeleteQueue {
             vhost: "/".into(),
@@ -140,14 +147,9 @@ async fn single_queue_messages_are_inline_and_put_then_remove_in_one_batch_write
     // Submitted back to back, these land in one or two batches; either way the outcome is the same.
     for id in 1..=100u64 {
         let data = StoredMessage::encode(b"", b"q", &[0, 0], &id.to_be_bytes());
-        store.submit(
-            Op::PutMessage {
-                id,
-                data,
-                queues: vec![3],
-            },
-            None,
-        );
+        for op in enqueue(&store, id, data, &[3]) {
+            store.submit(op, None);
+        }
         if id % 2 == 0 {
             store.submit(
                 Op::Remove {
@@ -231,11 +233,7 @@ async fn listeners_hear_every_write_in_order() {
         let id = store.next_message_id();
         let data = StoredMessage::encode(b"", b"q", &[0, 0], b"x");
         store.submit(
-            Op::PutMessage {
-                id,
-                data,
-                queues: vec![1],
-            },
+            enqueue(&store, id, data, &[1]).remove(0),
             Some((listener.clone(), token)),
         );
     }
@@ -252,25 +250,25 @@ async fn paged_messages_are_read_back_by_id_inline_or_shared() {
     let only_q1 = store.next_message_id();
     let shared = store.next_message_id();
     let before = store.submitted();
-    store.submit(
-        Op::PutMessage {
-            id: only_q1,
-            data: StoredMessage::encode(b"", b"k", &[0, 0], b"one"),
-            queues: vec![q1],
-        },
-        None,
-    );
-    store.submit(
-        Op::PutMessage {
-            id: shared,
-            data: StoredMessage::encode(b"x", b"k2", &[0, 0], b"both"),
-            queues: vec![q1, q2],
-        },
-        None,
-    );
-    assert_eq!(store.submitted(), before + 2);
+    for op in enqueue(
+        &store,
+        only_q1,
+        StoredMessage::encode(b"", b"k", &[0, 0], b"one"),
+        &[q1],
+    ) {
+        store.submit(op, None);
+    }
+    for op in enqueue(
+        &store,
+        shared,
+        StoredMessage::encode(b"x", b"k2", &[0, 0], b"both"),
+        &[q1, q2],
+    ) {
+        store.submit(op, None);
+    }
+    assert_eq!(store.submitted(), before + 3);
     store.sync().await.unwrap();
-    assert!(store.committed() >= before + 2);
+    assert!(store.committed() >= before + 3);
     let read = |queue, ids: &[u64]| {
         let mut got = Vec::new();
         store
@@ -345,11 +343,15 @@ fn file_contains(dir: &Path, needle: &[u8]) -> bool {
 async fn store_marker(store: &Store, queue: u64, marker: &[u8]) {
     let id = store.next_message_id();
     store
-        .write(Op::PutMessage {
-            id,
-            data: StoredMessage::encode(b"", b"k", &[0, 0], marker),
-            queues: vec![queue],
-        })
+        .write(
+            enqueue(
+                store,
+                id,
+                StoredMessage::encode(b"", b"k", &[0, 0], marker),
+                &[queue],
+            )
+            .remove(0),
+        )
         .await
         .unwrap();
 }
@@ -404,20 +406,24 @@ async fn transient_copies_under_a_shadow_key_are_gone_after_reopen() {
     let (kept, copy) = {
         let (store, _) = open(dir.path());
         let (kept, copy) = (store.next_message_id(), store.next_message_id());
-        store.submit(
-            Op::PutMessage {
-                id: kept,
-                data: StoredMessage::encode(b"", b"k", &[0, 0], b"persistent"),
-                queues: vec![1],
-            },
-            None,
-        );
+        for op in enqueue(
+            &store,
+            kept,
+            StoredMessage::encode(b"", b"k", &[0, 0], b"persistent"),
+            &[1],
+        ) {
+            store.submit(op, None);
+        }
         store
-            .write(Op::PutMessage {
-                id: copy,
-                data: StoredMessage::encode(b"", b"k", &[0, 0], b"transient"),
-                queues: vec![shadow_queue(1)],
-            })
+            .write(
+                enqueue(
+                    &store,
+                    copy,
+                    StoredMessage::encode(b"", b"k", &[0, 0], b"transient"),
+                    &[shadow_queue(1)],
+                )
+                .remove(0),
+            )
             .await
             .unwrap();
         let mut seen = 0;
@@ -583,4 +589,62 @@ fn errors_keep_their_source() {
     let e = StorageError::CorruptDefinition(serde_json::from_slice::<u8>(b"{").unwrap_err());
     assert!(e.to_string().starts_with("corrupt record: "));
     assert!(e.source().is_some_and(|s| s.is::<serde_json::Error>()));
+}
+
+#[tokio::test]
+async fn a_shared_message_is_counted_per_queue_that_enqueues_it_and_goes_with_the_last() {
+    let dir = tempfile::tempdir().unwrap();
+    let (store, _) = open(dir.path());
+    let id = store.next_message_id();
+    let data = StoredMessage::encode(b"x", b"k", &[0, 0], b"fanned out");
+    let [for_q1, for_q2, for_q3]: [Op; 3] =
+        enqueue(&store, id, data, &[1, 2, 3]).try_into().unwrap();
+    let shared_rows = |store: &Store| {
+        let r = store.db().unwrap().begin_read().unwrap();
+        let rows = r.open_table(MESSAGES).unwrap().len().unwrap();
+        let refs = r
+            .open_table(MESSAGE_REFS)
+            .unwrap()
+            .get(id)
+            .unwrap()
+            .map(|c| c.value());
+        (rows, refs)
+    };
+    let remove = |queue| Op::Remove {
+        queue,
+        messages: vec![id],
+    };
+    // Each queue logs it on its own schedule; one lets go before another has taken it.
+    store.write(for_q1).await.unwrap();
+    assert_eq!(shared_rows(&store), (1, Some(1)));
+    store.write(remove(1)).await.unwrap();
+    assert_eq!(shared_rows(&store), (0, None), "gone with its only entry");
+    store.write(for_q2).await.unwrap();
+    store.write(for_q3).await.unwrap();
+    assert_eq!(shared_rows(&store), (1, Some(2)), "written again for q2");
+    let mut read = Vec::new();
+    store
+        .read_queue_messages(3, &[id], |_, parts| read.push(parts.body.to_vec()))
+        .unwrap();
+    assert_eq!(read, [b"fanned out".to_vec()]);
+    // A remove of an entry a queue never took changes nothing.
+    store.write(remove(1)).await.unwrap();
+    assert_eq!(shared_rows(&store), (1, Some(2)));
+    store.write(remove(2)).await.unwrap();
+    store.write(remove(3)).await.unwrap();
+    assert_eq!(shared_rows(&store), (0, None));
+}
+
+#[tokio::test]
+async fn callbacks_hear_whether_their_write_is_on_disk() {
+    let dir = tempfile::tempdir().unwrap();
+    let (store, _) = open(dir.path());
+    let (tx, rx) = std::sync::mpsc::channel();
+    for n in 0..3u32 {
+        let tx = tx.clone();
+        store.submit_then(Op::Nothing, Box::new(move |ok| tx.send((n, ok)).unwrap()));
+    }
+    store.sync().await.unwrap();
+    let heard: Vec<_> = rx.try_iter().collect();
+    assert_eq!(heard, [(0, true), (1, true), (2, true)]);
 }

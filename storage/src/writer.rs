@@ -4,12 +4,12 @@ use std::collections::HashSet;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 
-use bytes::Bytes;
 use redb::{ReadableTable, WriteTransaction};
 use tokio::sync::{mpsc, oneshot};
 
 use crate::records::{
-    BindingRecord, ExchangeRecord, PermissionRecord, QueueRecord, UserRecord, VhostRecord,
+    BindingRecord, ExchangeRecord, PermissionRecord, QueueRecord, SealedMessage, UserRecord,
+    VhostRecord,
 };
 use crate::{
     DbSlot, StorageError, BINDINGS, DEDUP, DELIVERED, EXCHANGES, MESSAGES, MESSAGE_REFS, META,
@@ -27,11 +27,13 @@ pub trait CommitListener: Send + Sync {
 pub enum Op {
     /// Nothing to write: completes once everything before it is on disk.
     Nothing,
-    /// A persistent message for these durable queues, stored once.
-    PutMessage {
-        id: u64,
-        data: Bytes,
-        queues: Vec<u64>,
+    /// Messages a queue now holds, in the order it took them. A message held by one queue is
+    /// stored inside that queue's index entry; one held by several (`shared`) is stored once in
+    /// the shared table and counted once per queue that enqueues it, so whichever queue lets go
+    /// of it last removes it (and a queue enqueueing it after the others let go writes it again).
+    Enqueue {
+        queue: u64,
+        messages: Vec<Enqueued>,
     },
     /// A queue no longer holds a message (acked, dropped, expired, purged).
     Remove {
@@ -105,8 +107,21 @@ pub enum Op {
     MarkSeeded,
 }
 
+/// A message in an [`Op::Enqueue`].
+#[derive(Debug, Clone)]
+pub struct Enqueued {
+    pub id: u64,
+    pub data: SealedMessage,
+    /// Routed to several queues: stored once for all of them.
+    pub shared: bool,
+}
+
+/// Called once a write is through a commit: `true` when it is on disk.
+pub type Callback = Box<dyn FnOnce(bool) + Send>;
+
 pub(crate) enum Done {
     Listener(Arc<dyn CommitListener>, u64),
+    Callback(Callback),
     Oneshot(oneshot::Sender<Result<(), StorageError>>),
 }
 
@@ -160,10 +175,11 @@ pub(crate) fn run(slot: Arc<DbSlot>, mut rx: mpsc::UnboundedReceiver<Request>, p
                     .failed_puts
                     .lock()
                     .unwrap_or_else(|e| e.into_inner());
-                failed.extend(batch.iter().filter_map(|r| match &r.op {
-                    Op::PutMessage { id, .. } => Some(*id),
-                    _ => None,
-                }));
+                for r in &batch {
+                    if let Op::Enqueue { messages, .. } = &r.op {
+                        failed.extend(messages.iter().map(|m| m.id));
+                    }
+                }
                 drop(failed);
                 progress.failures.fetch_add(1, Ordering::AcqRel);
                 // Once, then now and then: a full disk fails every batch.
@@ -188,6 +204,7 @@ pub(crate) fn run(slot: Arc<DbSlot>, mut rx: mpsc::UnboundedReceiver<Request>, p
         for request in batch.drain(..) {
             match request.done {
                 Some(Done::Listener(listener, token)) => listener.committed(token, result.is_ok()),
+                Some(Done::Callback(callback)) => callback(result.is_ok()),
                 Some(Done::Oneshot(tx)) => {
                     let _ = tx.send(result.clone().map_err(StorageError::Batch));
                 }
@@ -197,17 +214,16 @@ pub(crate) fn run(slot: Arc<DbSlot>, mut rx: mpsc::UnboundedReceiver<Request>, p
     }
 }
 
-/// Queue entries both stored and removed within one batch: neither write needs to happen.
+/// Queue entries both enqueued and removed within one batch: neither write needs to happen.
 fn elided(batch: &[Request]) -> HashSet<(u64, u64)> {
-    let put: HashSet<u64> = batch
-        .iter()
-        .filter_map(|r| match &r.op {
-            Op::PutMessage { id, .. } => Some(*id),
-            _ => None,
-        })
-        .collect();
+    let mut put: HashSet<(u64, u64)> = HashSet::new();
+    for r in batch {
+        if let Op::Enqueue { queue, messages } = &r.op {
+            put.extend(messages.iter().map(|m| (*queue, m.id)));
+        }
+    }
     if put.is_empty() {
-        return HashSet::new();
+        return put;
     }
     let mut elided = HashSet::new();
     for r in batch {
@@ -215,8 +231,8 @@ fn elided(batch: &[Request]) -> HashSet<(u64, u64)> {
             elided.extend(
                 messages
                     .iter()
-                    .filter(|m| put.contains(m))
-                    .map(|m| (*queue, *m)),
+                    .map(|m| (*queue, *m))
+                    .filter(|entry| put.contains(entry)),
             );
         }
     }
@@ -246,25 +262,26 @@ fn json<T: serde::Serialize>(v: &T) -> Vec<u8> {
 fn apply(w: &WriteTransaction, op: &Op, elided: &HashSet<(u64, u64)>) -> Result<(), StorageError> {
     match op {
         Op::Nothing => {}
-        Op::PutMessage { id, data, queues } => {
-            let queues: Vec<u64> = queues
-                .iter()
-                .copied()
-                .filter(|q| !elided.contains(&(*q, *id)))
-                .collect();
+        Op::Enqueue { queue, messages } => {
             let mut index = w.open_table(QUEUE_INDEX)?;
-            match queues.len() {
-                0 => {}
-                1 => {
-                    index.insert((queues[0], *id), &data[..])?;
+            for m in messages {
+                if elided.contains(&(*queue, m.id)) {
+                    continue;
                 }
-                n => {
-                    w.open_table(MESSAGES)?.insert(*id, &data[..])?;
-                    for q in &queues {
-                        index.insert((*q, *id), &[][..])?;
-                    }
-                    w.open_table(MESSAGE_REFS)?.insert(*id, n as u32)?;
+                if !m.shared {
+                    index.insert((*queue, m.id), m.data.as_bytes())?;
+                    continue;
                 }
+                // An entry already there (the same enqueue replayed) holds its reference.
+                if index.insert((*queue, m.id), &[][..])?.is_some() {
+                    continue;
+                }
+                let mut refs = w.open_table(MESSAGE_REFS)?;
+                let count = refs.get(m.id)?.map(|c| c.value()).unwrap_or(0);
+                if count == 0 {
+                    w.open_table(MESSAGES)?.insert(m.id, m.data.as_bytes())?;
+                }
+                refs.insert(m.id, count + 1)?;
             }
         }
         Op::Remove { queue, messages } => {

@@ -1,32 +1,11 @@
-//! Publisher confirms: confirm.select puts a channel in confirm mode, and a relay turns the
-//! storage commits of confirmed persistent publishes into events for the connection.
+//! Publisher confirms: confirm.select puts a channel in confirm mode. (The answers come from the
+//! queues, as `ConnEvent::Settled`, once their logs have the messages.)
 
-use tokio::sync::mpsc;
 use warren_amqp::protocol::{confirm, AMQPClass};
 use warren_amqp::AmqpError;
-use warren_storage::CommitListener;
 
 use super::unimplemented_method;
 use crate::connection::Connection;
-use crate::queue::ConnEvent;
-
-/// Relays storage commits of a connection's confirmed publishes back to it as events. The token
-/// carries the channel in its top 16 bits and the publish sequence number below.
-pub(in crate::connection) struct ConfirmRelay(pub mpsc::UnboundedSender<ConnEvent>);
-
-impl CommitListener for ConfirmRelay {
-    fn committed(&self, token: u64, ok: bool) {
-        let _ = self.0.send(ConnEvent::Settled {
-            channel: (token >> 48) as u16,
-            seq: token & ((1 << 48) - 1),
-            ok,
-        });
-    }
-}
-
-pub(super) fn confirm_token(channel: u16, seq: u64) -> u64 {
-    (u64::from(channel) << 48) | (seq & ((1 << 48) - 1))
-}
 
 impl Connection {
     /// confirm.select (a channel in tx mode cannot switch); select-ok is the only other method

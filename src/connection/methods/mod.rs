@@ -25,8 +25,6 @@ mod queue;
 mod settle;
 mod tx;
 
-pub(super) use confirm::ConfirmRelay;
-
 use std::collections::HashMap;
 use std::sync::Arc;
 

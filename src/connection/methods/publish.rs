@@ -12,10 +12,10 @@ use crate::connection::channel::TxPublish;
 use crate::connection::Connection;
 use crate::exchange::LazyHeaders;
 use crate::message::Message;
+use crate::queue::owner::durable_form;
 use crate::queue::{PublishConfirm, QueueCommand, QueueHandle};
 use crate::reply_to;
 use crate::vhost::{Routing, Vhost};
-use warren_storage::Op;
 
 impl Connection {
     /// basic.publish: the message's content follows in header and body frames.
@@ -225,8 +225,8 @@ impl Connection {
     }
 
     /// Hands a routed message to its queues, or returns it (mandatory, no route). A persistent
-    /// message bound for durable queues is stored first (once, for all of them); its confirm, if
-    /// `confirm_seq` asks for one, waits for the disk. Gives the emptied target list back.
+    /// message bound for durable queues is logged by each of them; its confirm, if `confirm_seq`
+    /// asks for one, waits for every one of their logs. Gives the emptied target list back.
     /// `props` are the message's properties as parsed on the way in (before a `BCC` header was
     /// taken out of `content`, which leaves the fields read here as they were).
     async fn deliver_publish(
@@ -257,40 +257,40 @@ impl Connection {
             }
             return targets;
         }
-        let durable: Vec<u64> = if props.persistent() {
-            targets.iter().filter_map(|q| q.storage_id).collect()
+        // A persistent message for durable queues is logged by each of them; its durable form
+        // is made here, once (stored once for all of them when they are several).
+        let durable_targets = if props.persistent() {
+            targets.iter().filter(|q| q.storage_id.is_some()).count()
         } else {
-            Vec::new()
+            0
         };
-        let mut waits = 0;
-        let message = if durable.is_empty() {
-            Message::from_published(content, None, props)
+        let (message, logged) = if durable_targets == 0 {
+            (Message::from_published(content, None, props), None)
         } else {
             let store = &self.broker.store;
             let id = store.next_message_id();
             let message = Message::from_published(content, Some(id), props);
-            let listener = confirm_seq.map(|seq| {
-                (
-                    self.confirm_relay.clone(),
-                    super::confirm::confirm_token(ch, seq),
-                )
-            });
-            let data = message.to_stored();
-            store.submit(
-                Op::PutMessage {
-                    id,
-                    data,
-                    queues: durable,
-                },
-                listener,
-            );
-            waits += 1;
-            message
+            match durable_form(store, &message, id, durable_targets) {
+                Ok(logged) => (message, Some(logged)),
+                Err(e) => {
+                    // It cannot be stored (sealing failed): refused, as a failed write is.
+                    tracing::error!("cannot store a message, dropped: {e}");
+                    if let (Some(seq), Some(c)) = (confirm_seq, self.channels.get_mut(&ch)) {
+                        c.expect_answers(seq, 1);
+                        c.publish_settled(seq, false);
+                    }
+                    targets.clear();
+                    return targets;
+                }
+            }
         };
+        let mut waits = 0;
         for q in targets.drain(..) {
-            // A queue that may refuse the publish (x-overflow reject-publish) answers the confirm.
+            let logged = q.storage_id.and_then(|_| logged.clone());
+            // A queue that logs the message, or may refuse it (x-overflow reject-publish),
+            // answers the confirm.
             let confirm = match confirm_seq {
-                Some(seq) if q.args.may_reject_publish() => {
+                Some(seq) if logged.is_some() || q.args.may_reject_publish() => {
                     waits += 1;
                     Some(PublishConfirm {
                         events: self.events_tx.clone(),
@@ -300,9 +300,17 @@ impl Connection {
                 }
                 _ => None,
             };
+            if logged.is_some() {
+                if let Some(synced) = self.tx_logged.as_mut() {
+                    if !synced.iter().any(|s| Arc::ptr_eq(s, &q)) {
+                        synced.push(q.clone());
+                    }
+                }
+            }
             let _ = q
                 .send(QueueCommand::Publish {
                     message: message.clone(),
+                    logged,
                     confirm,
                 })
                 .await;

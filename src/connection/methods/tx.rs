@@ -6,6 +6,7 @@ use warren_amqp::{AmqpError, PropertiesView};
 
 use super::unimplemented_method;
 use crate::connection::Connection;
+use crate::queue::QueueCommand;
 
 impl Connection {
     pub(super) async fn tx_method(&mut self, ch: u16, m: tx::AMQPMethod) -> Result<(), AmqpError> {
@@ -30,6 +31,7 @@ impl Connection {
                     self.channel(ch)?.settle(settled, how).await;
                 }
                 let vhost = self.vhost()?;
+                self.tx_logged = Some(Vec::new());
                 for p in buffer.publishes {
                     let content = p.content;
                     // Parsed again at commit (a view borrows its bytes, so the buffered
@@ -43,6 +45,13 @@ impl Connection {
                             "transactional publish dropped at commit: {}",
                             e.reply_text()
                         );
+                    }
+                }
+                // Commit-ok once the queues' logs have the transaction's messages.
+                for q in self.tx_logged.take().unwrap_or_default() {
+                    if let Ok(false) = q.ask(QueueCommand::Sync).await {
+                        tracing::error!(queue = %q.name, "a transaction's messages could not be stored");
+                        return Err(AmqpError::internal_error("could not write to disk"));
                     }
                 }
                 self.sync_storage().await?;

@@ -32,11 +32,17 @@ use super::log::QueueLog;
 use super::ready::{Entry, Ready, Slot};
 use super::{GetReply, QueueArgs, QueueStats};
 use crate::message::MessageRef;
+use warren_storage::Enqueued;
 
 /// What a queue is told to do.
 pub enum Command {
-    /// A message routed to the queue.
-    Publish(MessageRef),
+    /// A message routed to the queue; `logged` is its durable form when the queue should log it
+    /// (a persistent message for a durable queue; the one who routed it made it, once for all
+    /// of the message's queues).
+    Publish {
+        message: MessageRef,
+        logged: Option<Enqueued>,
+    },
     Consume(ConsumerSpec),
     Cancel {
         consumer: u64,
@@ -87,14 +93,24 @@ pub struct ConsumerSpec {
 #[derive(Debug)]
 pub enum Outcome {
     Done,
-    /// A publish was taken (`true`) or refused by `x-overflow` (`false`); a duplicate counts as
-    /// taken.
-    Published(bool),
+    /// A publish was taken or refused by `x-overflow`; a duplicate counts as taken.
+    Published(Taken),
     Consumed(Result<(), AmqpError>),
     Got(Option<GetReply>),
     Purged(u32),
     Deleted(Result<u32, AmqpError>),
     Stats(QueueStats),
+}
+
+/// What became of a publish.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Taken {
+    /// Refused (`x-overflow` reject-publish): a confirming publisher gets a nack.
+    Refused,
+    /// Taken (or a duplicate, dropped as already there): nothing to wait for.
+    Taken,
+    /// Taken and appended to the queue's log: durable once the log says so.
+    Logged,
 }
 
 /// What the queue does to the world, carried out by its owner.
@@ -159,13 +175,17 @@ struct ActiveConsumer {
 
 /// An entry to page out once the log has made its message durable.
 struct PageOut {
-    /// The log's position once the message was written.
+    /// The log's position once the message was written ([`UNSTAMPED`] until the batch's log
+    /// write has appended it).
     written_at: u64,
     entry: u64,
     level: usize,
     /// The id of a transient message's copy.
     copy: Option<u64>,
 }
+
+/// The position of a page-out whose message is not appended to the log yet.
+const UNSTAMPED: u64 = u64::MAX;
 
 /// How many entries near the head are read back together when the head is paged out.
 const PAGE_IN_WINDOW: usize = 256;
@@ -222,6 +242,10 @@ pub struct QueueCore {
     memory_limit: u64,
     /// Entries to page out once the log has their message, oldest first.
     page_out: VecDeque<PageOut>,
+    /// How many of the newest `page_out` entries await the batch's log write for a position.
+    unstamped: usize,
+    /// Persistent messages taken since the last log write, appended once per batch.
+    enqueued: Vec<Enqueued>,
     /// When reading paged-out messages failed: try again then (context clock).
     retry_at: Option<u64>,
     /// Log ids settled since the last write, written once per batch.
@@ -262,6 +286,8 @@ impl QueueCore {
             last_used: now_ms,
             dedup,
             page_out: VecDeque::new(),
+            unstamped: 0,
+            enqueued: Vec::new(),
             retry_at: None,
             removed: Vec::new(),
             removed_copies: Vec::new(),
@@ -314,7 +340,7 @@ impl QueueCore {
         // as they would have in RabbitMQ (a batch's own dispatch comes only at its end).
         if !matches!(
             command,
-            Command::Publish(_)
+            Command::Publish { .. }
                 | Command::Ack(_)
                 | Command::Reject(_)
                 | Command::Requeue(_)
@@ -324,7 +350,9 @@ impl QueueCore {
             self.dispatch(ctx);
         }
         match command {
-            Command::Publish(message) => Outcome::Published(self.publish(message, ctx)),
+            Command::Publish { message, logged } => {
+                Outcome::Published(self.publish(message, logged, ctx))
+            }
             Command::Consume(spec) => {
                 self.last_used = ctx.now_ms();
                 Outcome::Consumed(self.add_consumer(spec))

@@ -110,6 +110,10 @@ impl QueueCore {
             return;
         }
         let log = ctx.log();
+        // First, so that a message's removal never comes before its enqueue.
+        if !self.enqueued.is_empty() {
+            log.append(LogRecord::Enqueued(std::mem::take(&mut self.enqueued)));
+        }
         if self.delivered_through > self.delivered_recorded {
             self.delivered_recorded = self.delivered_through;
             log.append(LogRecord::Delivered {
@@ -133,5 +137,11 @@ impl QueueCore {
                 log.append(LogRecord::ForgetIds(forgotten));
             }
         }
+        // The batch's page-outs wait for everything appended so far.
+        let written_at = log.appended();
+        for p in self.page_out.iter_mut().rev().take(self.unstamped) {
+            p.written_at = written_at;
+        }
+        self.unstamped = 0;
     }
 }

@@ -3,7 +3,9 @@
 
 use warren_amqp::AmqpError;
 
-use super::{Context, DeadLetter, Effect, PageOut, QueueCore};
+use warren_storage::Enqueued;
+
+use super::{Context, DeadLetter, Effect, PageOut, QueueCore, Taken, UNSTAMPED};
 use crate::message::MessageRef;
 use crate::queue::dead_letter::{self, Reason};
 use crate::queue::log::LogRecord;
@@ -11,14 +13,25 @@ use crate::queue::ready::{Entry, Slot};
 use crate::queue::Overflow;
 
 impl QueueCore {
-    /// Takes a message in, or refuses it (`x-overflow` reject-publish): true when taken.
-    pub(super) fn publish(&mut self, message: MessageRef, ctx: &mut impl Context) -> bool {
+    /// Takes a message in, or refuses it (`x-overflow` reject-publish). A taken message with a
+    /// `logged` form is appended to the log with the batch's other writes.
+    pub(super) fn publish(
+        &mut self,
+        message: MessageRef,
+        logged: Option<Enqueued>,
+        ctx: &mut impl Context,
+    ) -> Taken {
+        let logged = logged.filter(|_| self.logged);
+        debug_assert_eq!(
+            logged.as_ref().map(|l| l.id),
+            self.logged_id(&message),
+            "a logged queue logs exactly the messages stored for it"
+        );
         if let Some(cache) = self.dedup.as_mut() {
             if let Some(key) = cache.key_of(&message.properties_view()) {
                 if cache.is_duplicate(key, ctx.wall_clock_ms()) {
                     // Dropped, but confirmed: the publisher's message is (already) here.
-                    self.removed.extend(self.logged_id(&message));
-                    return true;
+                    return Taken::Taken;
                 }
             }
         }
@@ -34,19 +47,25 @@ impl QueueCore {
         if (over_length || over_bytes) && overflow != Overflow::DropHead {
             // Refused: nacked to a confirming publisher, dead-lettered with reject-publish-dlx.
             if overflow == Overflow::RejectPublishDlx {
+                // Never logged here, so nothing to remove from the log.
                 let expiration = message.expiration_ms();
                 let entry = self.new_entry(Slot::Loaded(message), expiration, false, ctx);
-                self.dead_letter(entry, Reason::MaxLen, ctx);
-            } else {
-                self.removed.extend(self.logged_id(&message));
+                self.dead_letter_unlogged(entry, Reason::MaxLen, ctx);
             }
-            return false;
+            return Taken::Refused;
         }
         // Over the memory limit, a message is paged out as soon as the log has it: a persistent
-        // one is logged already, a transient one gets a copy of its own.
+        // one is logged with the batch, a transient one gets a copy of its own.
         let page_out = self.logged
             && self.ready.loaded_bytes() + message.body().len() as u64 > self.memory_limit;
-        let copy = if page_out && self.logged_id(&message).is_none() {
+        let taken = match logged {
+            Some(record) => {
+                self.enqueued.push(record);
+                Taken::Logged
+            }
+            None => Taken::Taken,
+        };
+        let copy = if page_out && taken == Taken::Taken {
             let log = ctx.log();
             let id = log.next_message_id();
             log.append(LogRecord::Copy {
@@ -62,11 +81,12 @@ impl QueueCore {
         let entry = self.new_entry(Slot::Loaded(message), expiration, false, ctx);
         if page_out {
             self.page_out.push_back(PageOut {
-                written_at: ctx.log().appended(),
+                written_at: UNSTAMPED,
                 entry: entry.id,
                 level,
                 copy,
             });
+            self.unstamped += 1;
         }
         self.ready.push_back(entry);
         self.enforce_limits(ctx);
@@ -74,7 +94,7 @@ impl QueueCore {
             // A zero TTL means "deliver now or never": hand it out before it expires.
             self.dispatch(ctx);
         }
-        true
+        taken
     }
 
     /// Drops (dead-letters) messages from the head until the queue is within its limits.
@@ -182,6 +202,11 @@ impl QueueCore {
     /// dead-letter exchange if the queue has one, and is dropped otherwise.
     pub(super) fn dead_letter(&mut self, entry: Entry, reason: Reason, ctx: &mut impl Context) {
         self.forget_logged_copy(&entry);
+        self.dead_letter_unlogged(entry, reason, ctx);
+    }
+
+    /// Dead-letters an entry the log does not hold.
+    fn dead_letter_unlogged(&mut self, entry: Entry, reason: Reason, ctx: &mut impl Context) {
         let Some(exchange) = self.args.dead_letter_exchange.clone() else {
             return;
         };
@@ -242,6 +267,9 @@ impl QueueCore {
         self.removed.clear();
         self.removed_copies.clear();
         self.page_out.clear();
+        self.unstamped = 0;
+        // Taken but not yet written: gone with the queue before they reach the log.
+        self.enqueued.clear();
         if self.logged {
             if let Some(cache) = self.dedup.as_mut() {
                 // Whatever it was about to write is forgotten with the rest.

@@ -38,6 +38,9 @@ impl QueueLog for MemLog {
     fn write_failed(&self, _id: u64) -> bool {
         false
     }
+    fn when_durable(&mut self, done: crate::queue::log::WhenDurable) {
+        done(&|_| true)
+    }
     fn next_message_id(&mut self) -> u64 {
         self.next_id += 1;
         1_000_000 + self.next_id
@@ -177,10 +180,20 @@ fn consumer(id: u64, prefetch: u32) -> ConsumerSpec {
     }
 }
 
+/// A publish as a router makes it: a message with a storage id comes with its durable form.
+fn publish_command(message: MessageRef) -> Command {
+    let logged = message.storage_id().map(|id| warren_storage::Enqueued {
+        id,
+        data: warren_storage::SealedMessage::unsealed(message.to_stored()),
+        shared: false,
+    });
+    Command::Publish { message, logged }
+}
+
 fn publish(q: &mut QueueCore, ctx: &mut TestCtx, body: &str) -> bool {
     matches!(
-        q.apply(Command::Publish(message(body, None, None)), ctx),
-        Outcome::Published(true)
+        q.apply(publish_command(message(body, None, None)), ctx),
+        Outcome::Published(Taken::Taken)
     )
 }
 
@@ -337,7 +350,7 @@ fn delete_if_unused_refuses_while_consumed_and_deletion_cancels_consumers() {
     assert_eq!(ctx.effects, vec!["cancelled 7", "deleted"]);
     assert!(q.is_deleted());
     assert!(matches!(
-        q.apply(Command::Publish(message("late", None, None)), &mut ctx),
+        q.apply(publish_command(message("late", None, None)), &mut ctx),
         Outcome::Done
     ));
 }
@@ -427,7 +440,7 @@ fn over_the_memory_limit_messages_page_out_once_durable_and_come_back() {
         if let Some(id) = id {
             ctx.log.messages.insert(id, m.clone());
         }
-        q.apply(Command::Publish(m), &mut ctx);
+        q.apply(publish_command(m), &mut ctx);
     }
     assert_eq!(
         q.page_out_backlog(),
@@ -440,6 +453,12 @@ fn over_the_memory_limit_messages_page_out_once_durable_and_come_back() {
         ctx.log.records
     );
     q.apply(Command::Tick, &mut ctx);
+    assert!(
+        ctx.log.records[1].starts_with("Enqueued([Enqueued { id: 1,")
+            && ctx.log.records[1].contains("Enqueued { id: 3,"),
+        "the persistent messages are logged together at the batch's end: {:?}",
+        ctx.log.records
+    );
     assert_eq!(q.page_out_backlog(), 2, "not durable yet");
     ctx.log.durable = ctx.log.appended();
     q.apply(Command::Tick, &mut ctx);
@@ -453,4 +472,56 @@ fn over_the_memory_limit_messages_page_out_once_durable_and_come_back() {
     let last = ctx.log.records.join("\n");
     assert!(last.contains("Removed([1, 3])"), "{last}");
     assert!(last.contains("CopiesRemoved([1000001])"), "{last}");
+}
+
+#[test]
+fn persistent_messages_are_logged_once_per_batch_before_their_removal() {
+    let args = QueueArgs {
+        max_length: Some(1),
+        overflow: Overflow::RejectPublish,
+        ..Default::default()
+    };
+    let (mut q, mut ctx) = (queue_with(args, true, 1 << 20), TestCtx::default());
+    let taken = |o: Outcome| match o {
+        Outcome::Published(t) => t,
+        other => panic!("expected a publish answer, got {other:?}"),
+    };
+    let first = taken(q.apply(publish_command(message("a", None, Some(1))), &mut ctx));
+    let refused = taken(q.apply(publish_command(message("b", None, Some(2))), &mut ctx));
+    assert_eq!((first, refused), (Taken::Logged, Taken::Refused));
+    assert!(
+        ctx.log.records.is_empty(),
+        "nothing written before the batch ends"
+    );
+    assert_eq!(
+        got(q.apply(Command::Get { no_ack: true }, &mut ctx)),
+        Some(("a".into(), false, 0))
+    );
+    q.apply(Command::Tick, &mut ctx);
+    let records = ctx.log.records.join("\n");
+    let enqueued = records.find("Enqueued([Enqueued { id: 1,").expect(&records);
+    let removed = records.find("Removed([1])").expect(&records);
+    assert!(enqueued < removed, "enqueue before removal: {records}");
+    assert!(
+        !records.contains("id: 2"),
+        "a refused message is not logged: {records}"
+    );
+}
+
+#[test]
+fn a_queue_deleted_before_its_batch_ends_logs_only_its_deletion() {
+    let (mut q, mut ctx) = (
+        queue_with(QueueArgs::default(), true, 1 << 20),
+        TestCtx::default(),
+    );
+    q.apply(publish_command(message("a", None, Some(1))), &mut ctx);
+    q.apply(
+        Command::Delete {
+            if_unused: false,
+            if_empty: false,
+        },
+        &mut ctx,
+    );
+    q.apply(Command::Tick, &mut ctx);
+    assert_eq!(ctx.log.records, ["Deleted"]);
 }

@@ -5,7 +5,7 @@ use std::collections::HashSet;
 
 use proptest::prelude::*;
 
-use super::{consumer, got, message, queue, TestCtx};
+use super::{consumer, got, message, publish_command, queue, TestCtx};
 use crate::queue::core::{Command, Outcome};
 use crate::queue::QueueArgs;
 
@@ -133,7 +133,7 @@ fn run_model_and_queue(steps: &[Step]) -> Result<(), TestCaseError> {
                     m.dispatch();
                 }
                 q.apply(
-                    Command::Publish(message(&body, ttl.map(u64::from), None)),
+                    publish_command(message(&body, ttl.map(u64::from), None)),
                     &mut ctx,
                 );
             }
@@ -263,7 +263,7 @@ proptest! {
                 let command = match s.clone() {
                     Step::Publish { ttl } => {
                         next += 1;
-                        Command::Publish(message(&format!("m{next}"), ttl.map(u64::from), None))
+                        publish_command(message(&format!("m{next}"), ttl.map(u64::from), None))
                     }
                     Step::Consume { consumer, prefetch } => {
                         Command::Consume(self::consumer(u64::from(consumer), u32::from(prefetch)))
