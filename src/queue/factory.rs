@@ -11,7 +11,8 @@ use warren_storage::Store;
 
 use super::args::QueueType;
 use super::host::QueueHost;
-use super::owner::{self, Recovery};
+use super::owner;
+use super::recovery::Recovery;
 use super::{QueueHandle, QueueSpec};
 
 /// Creates a queue of the type its arguments name and starts it. `recovered` holds the messages

@@ -3,6 +3,7 @@
 //! Layout: [`core`] is the queue as a state machine with no I/O (commands in, effects out);
 //! [`owner`] is the one task per queue that feeds it and carries out its effects; [`log`] is the
 //! queue's durable log (the store today); [`host`] is what a queue needs from its vhost;
+//! [`recovery`] gathers a durable queue's messages at start-up;
 //! `ready.rs` holds the ready messages in order; [`args`], [`dead_letter`] and [`dedup`] are the
 //! RabbitMQ features' rules; `delivery.rs` is what a queue sends to a connection.
 
@@ -16,6 +17,7 @@ pub mod host;
 pub mod log;
 pub mod owner;
 mod ready;
+pub mod recovery;
 
 pub use args::{Overflow, QueueArgs};
 pub use delivery::{ConnEvent, Delivery};

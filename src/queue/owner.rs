@@ -1,6 +1,7 @@
 //! The queue owner task: one per queue, the only thing that touches its [`QueueCore`]. It turns
 //! the [`QueueCommand`]s channels send into state-machine commands, drains its inbox in batches
-//! (one dispatch and one log write per batch), answers the senders, and is the state machine's
+//! (one dispatch and one log write per batch), answers the senders (a logged publish's confirm once
+//! the log says it is durable), and is the state machine's
 //! [`Context`]: the clock, consumers' credit, the queue's log, and the effects carried out —
 //! deliveries to connections, dead-letters routed through the vhost, deletion.
 
@@ -10,18 +11,16 @@ use std::time::{Duration, Instant, SystemTime};
 
 use tokio::sync::{mpsc, oneshot};
 use warren_amqp::PropertiesView;
-use warren_storage::{Enqueued, MessageParts, RememberedId, Store};
+use warren_storage::{Enqueued, Store};
 
-use super::args::Dedup;
 use super::core::{
     Command, ConsumerSpec, Context, CoreSpec, DeadLetter, Effect, Outcome, QueueCore,
     RecoveredEntry, Taken,
 };
 use super::dead_letter;
-use super::dedup;
 use super::host::QueueHost;
 use super::log::{NoLog, QueueLog, StoreLog};
-use super::ready::Slot;
+use super::recovery::Recovery;
 use super::{
     ChannelFlow, ConnEvent, ConnectionFlow, Consumer, Delivery, PublishConfirm, QueueCommand,
     QueueHandle, QueueSpec,
@@ -30,80 +29,6 @@ use crate::message::{self, Message};
 
 /// Messages waiting to be paged out beyond which the queue waits for the disk.
 const PAGE_OUT_BACKLOG: usize = 2048;
-
-/// A message a durable queue held on disk at start-up.
-struct RecoveredMessage {
-    slot: Slot,
-    expiration_ms: Option<u32>,
-    redelivered: bool,
-}
-
-/// Gathers a durable queue's stored messages at start-up: in memory up to the queue's memory
-/// limit, paged out (only their index kept) beyond it.
-pub struct Recovery {
-    memory_limit: u64,
-    loaded_bytes: u64,
-    messages: Vec<RecoveredMessage>,
-    /// With deduplication: the header ids are read from (None: `message-id`), the ids the store
-    /// remembered, and those of the messages still in the queue.
-    dedup: Option<(Option<String>, Vec<RememberedId>)>,
-    dedup_keys: Vec<Vec<u8>>,
-}
-
-impl Recovery {
-    pub fn new(memory_limit: u64) -> Self {
-        Recovery {
-            memory_limit,
-            loaded_bytes: 0,
-            messages: Vec::new(),
-            dedup: None,
-            dedup_keys: Vec::new(),
-        }
-    }
-
-    /// For a deduplicating queue: the ids it remembered (see `DedupCache::restore`).
-    pub fn with_dedup(mut self, settings: &Dedup, remembered: Vec<RememberedId>) -> Self {
-        self.dedup = Some((settings.header.clone(), remembered));
-        self
-    }
-
-    pub fn push(&mut self, storage_id: u64, redelivered: bool, parts: MessageParts<'_>) {
-        if let Some((header, _)) = &self.dedup {
-            let view = PropertiesView::parse(parts.properties).unwrap_or_default();
-            self.dedup_keys
-                .extend(dedup::key_of(header.as_deref(), &view));
-        }
-        let len = parts.body.len() as u64;
-        let (slot, expiration_ms) = if self.loaded_bytes + len <= self.memory_limit {
-            self.loaded_bytes += len;
-            let m = Message::from_stored(parts, Some(storage_id));
-            let expiration = m.expiration_ms();
-            (Slot::Loaded(m), expiration)
-        } else {
-            let view = PropertiesView::parse(parts.properties).unwrap_or_default();
-            let slot = Slot::Paged {
-                storage_id,
-                body_len: len as u32,
-                priority: view.priority.unwrap_or(0),
-                transient: false,
-            };
-            (slot, message::expiration_ms(&view))
-        };
-        self.messages.push(RecoveredMessage {
-            slot,
-            expiration_ms,
-            redelivered,
-        });
-    }
-
-    pub fn len(&self) -> usize {
-        self.messages.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.messages.is_empty()
-    }
-}
 
 /// Where a consumer's deliveries go, and the credit they take.
 struct ConsumerIo {

@@ -28,7 +28,7 @@ use warren_amqp::AmqpError;
 use warren_storage::Store;
 
 use crate::exchange::{Exchange, ExchangeKind};
-use crate::queue::owner::Recovery;
+use crate::queue::recovery::Recovery;
 use crate::queue::{factory, ConnectionId, QueueHandle, QueueSpec};
 
 pub use declare::{DeclareExchange, DeclareQueue};

@@ -9,7 +9,7 @@ use warren_storage::{Recovered, StorageError};
 use crate::exchange::{Destination, Exchange, ExchangeKind};
 use crate::queue::args::Dedup;
 use crate::queue::dedup::{self, DedupCache};
-use crate::queue::owner::Recovery;
+use crate::queue::recovery::Recovery;
 use crate::queue::{QueueArgs, QueueSpec};
 
 use super::Vhost;
