@@ -28,8 +28,9 @@ pub enum LogRecord {
     RememberIds(Vec<RememberedId>),
     /// Deduplication ids no longer remembered.
     ForgetIds(Vec<Vec<u8>>),
-    /// The queue is gone, with everything it held and remembered.
-    Deleted,
+    /// The queue is gone, with everything it held and (`remembered_ids`: it deduplicated) the
+    /// ids it remembered.
+    Deleted { remembered_ids: bool },
 }
 
 pub trait QueueLog {
@@ -117,17 +118,19 @@ impl QueueLog for StoreLog {
                 owner: self.dedup_owner(),
                 ids,
             },
-            LogRecord::Deleted => {
-                self.store.submit(
-                    Op::DeleteQueue {
-                        vhost: self.vhost.clone(),
-                        name: self.name.clone(),
-                        id: queue,
-                    },
-                    None,
-                );
-                Op::ForgetAllIds {
-                    owner: self.dedup_owner(),
+            LogRecord::Deleted { remembered_ids } => {
+                if remembered_ids {
+                    self.store.submit(
+                        Op::ForgetAllIds {
+                            owner: self.dedup_owner(),
+                        },
+                        None,
+                    );
+                }
+                Op::DeleteQueue {
+                    vhost: self.vhost.clone(),
+                    name: self.name.clone(),
+                    id: queue,
                 }
             }
         };

@@ -203,17 +203,16 @@ impl ConnectionFlow {
 
 /// A consumer as its queue sees it.
 pub struct Consumer {
-    /// Unique in the broker; connections use it to cancel.
-    pub id: u64,
-    pub tag: Arc<str>,
-    pub connection: ConnectionId,
+    /// What the queue's state machine decides with.
+    pub spec: core::ConsumerSpec,
+    /// Where its deliveries go.
+    pub outbox: ConsumerOutbox,
+}
+
+/// Where a consumer's deliveries go, and the credit they take.
+pub struct ConsumerOutbox {
     pub channel: u16,
-    pub no_ack: bool,
-    pub exclusive: bool,
-    /// Per-consumer prefetch (0 = unlimited).
-    pub prefetch: u32,
-    /// `x-priority` consume argument: higher-priority consumers are served first.
-    pub priority: i32,
+    pub tag: Arc<str>,
     pub channel_flow: Arc<ChannelFlow>,
     pub connection_flow: Arc<ConnectionFlow>,
     pub events: mpsc::UnboundedSender<ConnEvent>,

@@ -14,30 +14,20 @@ use warren_amqp::PropertiesView;
 use warren_storage::{Enqueued, Store};
 
 use super::core::{
-    Command, ConsumerSpec, Context, CoreSpec, DeadLetter, Effect, Outcome, QueueCore,
-    RecoveredEntry, Taken,
+    Command, Context, CoreSpec, DeadLetter, Effect, Outcome, QueueCore, RecoveredEntry, Taken,
 };
 use super::dead_letter;
 use super::host::QueueHost;
 use super::log::{NoLog, QueueLog, StoreLog};
 use super::recovery::Recovery;
 use super::{
-    ChannelFlow, ConnEvent, ConnectionFlow, Consumer, Delivery, PublishConfirm, QueueCommand,
-    QueueHandle, QueueSpec,
+    ConnEvent, Consumer, ConsumerOutbox, Delivery, PublishConfirm, QueueCommand, QueueHandle,
+    QueueSpec,
 };
 use crate::message::{self, Message};
 
 /// Messages waiting to be paged out beyond which the queue waits for the disk.
 const PAGE_OUT_BACKLOG: usize = 2048;
-
-/// Where a consumer's deliveries go, and the credit they take.
-struct ConsumerIo {
-    channel: u16,
-    tag: Arc<str>,
-    channel_flow: Arc<ChannelFlow>,
-    connection_flow: Arc<ConnectionFlow>,
-    events: mpsc::UnboundedSender<ConnEvent>,
-}
 
 /// Consumer ids are unique counters: a multiplicative hash spreads them well enough, and a
 /// delivery looks its consumer up a few times (credit, then send), so the lookup stays cheap.
@@ -60,7 +50,7 @@ impl std::hash::Hasher for IdHasher {
     }
 }
 
-type ConsumerMap = HashMap<u64, ConsumerIo, std::hash::BuildHasherDefault<IdHasher>>;
+type ConsumerMap = HashMap<u64, ConsumerOutbox, std::hash::BuildHasherDefault<IdHasher>>;
 
 /// The state machine's world: everything [`QueueCore`] may not touch itself.
 struct World {
@@ -295,9 +285,9 @@ impl Owner {
             }
             QueueCommand::Sync(reply) => self.waiting.push(Waiter::Sync(reply)),
             QueueCommand::Consume(consumer, reply) => {
-                let (spec, io) = split_consumer(consumer);
+                let Consumer { spec, outbox } = consumer;
                 let id = spec.id;
-                self.world.consumers.insert(id, io);
+                self.world.consumers.insert(id, outbox);
                 let result = match self.apply(Command::Consume(spec)) {
                     Outcome::Consumed(result) => result,
                     _ => Ok(()),
@@ -374,25 +364,6 @@ impl Waiter {
             }
         }
     }
-}
-
-/// A consumer's registration: what the state machine decides with, and where deliveries go.
-fn split_consumer(c: Consumer) -> (ConsumerSpec, ConsumerIo) {
-    let spec = ConsumerSpec {
-        id: c.id,
-        no_ack: c.no_ack,
-        exclusive: c.exclusive,
-        prefetch: c.prefetch,
-        priority: c.priority,
-    };
-    let io = ConsumerIo {
-        channel: c.channel,
-        tag: c.tag,
-        channel_flow: c.channel_flow,
-        connection_flow: c.connection_flow,
-        events: c.events,
-    };
-    (spec, io)
 }
 
 impl World {

@@ -10,7 +10,8 @@ use crate::auth::Access;
 use crate::connection::channel::ConsumerEntry;
 use crate::connection::Connection;
 use crate::queue::args::{check_consume_args, integer};
-use crate::queue::{Consumer, QueueCommand};
+use crate::queue::core::ConsumerSpec;
+use crate::queue::{Consumer, ConsumerOutbox, QueueCommand};
 use crate::reply_to;
 
 impl Connection {
@@ -24,9 +25,8 @@ impl Connection {
         let q = vhost.queue(&name, self.id)?;
         check_consume_args(&c.arguments, &name, &vhost.name)?;
         let tag = consumer_tag(&c);
-        let (id, connection, connection_flow, events) = (
+        let (id, connection_flow, events) = (
             self.broker.next_id(),
-            self.id,
             self.flow.clone(),
             self.events_tx.clone(),
         );
@@ -37,23 +37,27 @@ impl Connection {
             )));
         }
         let consumer = Consumer {
-            id,
-            tag: tag.clone(),
-            connection,
-            channel: ch,
-            no_ack: c.no_ack,
-            exclusive: c.exclusive,
-            prefetch: u32::from(channel.consumer_prefetch),
-            priority: c
-                .arguments
-                .inner()
-                .get("x-priority")
-                .and_then(integer)
-                .unwrap_or(0)
-                .clamp(i64::from(i32::MIN), i64::from(i32::MAX)) as i32,
-            channel_flow: channel.flow.clone(),
-            connection_flow,
-            events,
+            spec: ConsumerSpec {
+                id,
+                no_ack: c.no_ack,
+                exclusive: c.exclusive,
+                prefetch: u32::from(channel.consumer_prefetch),
+                priority: c
+                    .arguments
+                    .inner()
+                    .get("x-priority")
+                    .and_then(integer)
+                    .unwrap_or(0)
+                    .clamp(i64::from(i32::MIN), i64::from(i32::MAX))
+                    as i32,
+            },
+            outbox: ConsumerOutbox {
+                channel: ch,
+                tag: tag.clone(),
+                channel_flow: channel.flow.clone(),
+                connection_flow,
+                events,
+            },
         };
         // Registered before the queue can deliver, so the first delivery finds its consumer.
         channel.consumers.insert(

@@ -275,7 +275,8 @@ impl QueueCore {
                 // Whatever it was about to write is forgotten with the rest.
                 cache.take_changes();
             }
-            ctx.log().append(LogRecord::Deleted);
+            let remembered_ids = self.dedup.is_some();
+            ctx.log().append(LogRecord::Deleted { remembered_ids });
         }
         ctx.emit(Effect::Deleted);
     }

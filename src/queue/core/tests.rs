@@ -523,5 +523,5 @@ fn a_queue_deleted_before_its_batch_ends_logs_only_its_deletion() {
         &mut ctx,
     );
     q.apply(Command::Tick, &mut ctx);
-    assert_eq!(ctx.log.records, ["Deleted"]);
+    assert_eq!(ctx.log.records, ["Deleted { remembered_ids: false }"]);
 }
