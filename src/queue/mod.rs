@@ -82,21 +82,43 @@ pub enum QueueCommand {
 
 /// Where a queue answers a confirm-mode publish it must vouch for: one it logs, or one it might
 /// refuse (`x-overflow` reject-publish).
+/// Answered exactly once: one that is dropped unanswered (its queue's task died) is a nack, so
+/// the publisher's later confirms never wait for it.
 pub struct PublishConfirm {
-    pub events: mpsc::UnboundedSender<ConnEvent>,
-    pub channel: u16,
-    pub seq: u64,
+    events: Option<mpsc::UnboundedSender<ConnEvent>>,
+    channel: u16,
+    seq: u64,
 }
 
 impl PublishConfirm {
+    pub fn new(events: mpsc::UnboundedSender<ConnEvent>, channel: u16, seq: u64) -> Self {
+        PublishConfirm {
+            events: Some(events),
+            channel,
+            seq,
+        }
+    }
+
     /// Tells the publisher's connection the queue's answer: taken (and durable, when logged) or
     /// not.
-    pub fn answer(self, ok: bool) {
-        let _ = self.events.send(ConnEvent::Settled {
-            channel: self.channel,
-            seq: self.seq,
-            ok,
-        });
+    pub fn answer(mut self, ok: bool) {
+        self.send(ok);
+    }
+
+    fn send(&mut self, ok: bool) {
+        if let Some(events) = self.events.take() {
+            let _ = events.send(ConnEvent::Settled {
+                channel: self.channel,
+                seq: self.seq,
+                ok,
+            });
+        }
+    }
+}
+
+impl Drop for PublishConfirm {
+    fn drop(&mut self) {
+        self.send(false);
     }
 }
 
@@ -249,6 +271,11 @@ impl QueueHandle {
     /// queue is gone.
     pub async fn send(&self, cmd: QueueCommand) -> Result<(), QueueGone> {
         self.tx.send(cmd).await.map_err(|_| QueueGone)
+    }
+
+    /// Sends a command; gives it back if the queue is gone.
+    pub async fn send_or_return(&self, cmd: QueueCommand) -> Result<(), QueueCommand> {
+        self.tx.send(cmd).await.map_err(|e| e.0)
     }
 
     /// Queues a command without waiting: for settlements from connections that must not block.

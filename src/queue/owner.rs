@@ -184,11 +184,10 @@ impl Owner {
                     if received == 0 {
                         break;
                     }
+                    // All of them, even once the queue is deleted: the deleted queue answers
+                    // what it is asked (publishes are confirmed, gets find nothing).
                     for cmd in batch.drain(..) {
                         self.handle(cmd);
-                        if self.core.is_deleted() {
-                            break;
-                        }
                     }
                 }
                 _ = timer => {}
@@ -206,7 +205,11 @@ impl Owner {
             }
         }
         // The queue is gone: what it took is settled with it (RabbitMQ confirms a publish whose
-        // queue is deleted).
+        // queue is deleted), and so is what is still in its inbox.
+        rx.close();
+        while let Ok(cmd) = rx.try_recv() {
+            self.handle(cmd);
+        }
         for waiter in self.waiting.drain(..) {
             waiter.answer(true);
         }
@@ -261,6 +264,22 @@ impl Owner {
     }
 
     fn handle(&mut self, cmd: QueueCommand) {
+        if self.core.is_deleted() {
+            match cmd {
+                // Confirmed, as RabbitMQ confirms a publish whose queue is deleted.
+                QueueCommand::Publish {
+                    confirm: Some(confirm),
+                    ..
+                } => confirm.answer(true),
+                QueueCommand::Sync(reply) => {
+                    let _ = reply.send(true);
+                }
+                // Anything else finds no queue: its answer is dropped, so the asker sees the
+                // queue gone.
+                _ => {}
+            }
+            return;
+        }
         match cmd {
             QueueCommand::Publish {
                 message,
@@ -268,10 +287,9 @@ impl Owner {
                 confirm,
             } => {
                 let id = logged.as_ref().map(|l| l.id);
-                let taken = match self.apply(Command::Publish { message, logged }) {
-                    Outcome::Published(taken) => taken,
-                    // Deleted meanwhile: confirmed, as RabbitMQ does.
-                    _ => Taken::Taken,
+                let Outcome::Published(taken) = self.apply(Command::Publish { message, logged })
+                else {
+                    return;
                 };
                 let Some(confirm) = confirm else {
                     return;

@@ -394,3 +394,68 @@ async fn confirms_continue_after_a_soft_error_on_another_channel() {
         other => panic!("expected basic.ack 2, got {other:?}"),
     }
 }
+
+/// A durable queue deleted while confirmed persistent publishes stream into it: every publish is
+/// still answered with an ack (RabbitMQ confirms a publish whose queue is deleted); none is lost
+/// with what the deleted queue still had in its inbox, which would hold back every later confirm.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn publishes_to_a_queue_deleted_meanwhile_are_all_confirmed() {
+    let b = start().await;
+    let publisher = lapin_connect(&b).await;
+    let admin = lapin_connect(&b).await;
+    let ch = lapin_channel(&publisher).await;
+    let admin = lapin_channel(&admin).await;
+    within(
+        "confirm.select",
+        ch.confirm_select(ConfirmSelectOptions::default()),
+    )
+    .await
+    .unwrap();
+    let persistent = lapin::BasicProperties::default().with_delivery_mode(2);
+    for round in 0..5 {
+        let queue = format!("conf.deleted.{round}");
+        let durable = lapin::options::QueueDeclareOptions {
+            durable: true,
+            ..Default::default()
+        };
+        within(
+            "queue.declare",
+            ch.queue_declare(queue.as_str().into(), durable, Default::default()),
+        )
+        .await
+        .unwrap();
+        let mut pending = Vec::new();
+        for i in 0..3000u32 {
+            if i == 1000 {
+                // From another connection, while the first thousand are still arriving.
+                let admin = admin.clone();
+                let queue = queue.clone();
+                tokio::spawn(async move {
+                    let _ = admin
+                        .queue_delete(queue.as_str().into(), Default::default())
+                        .await;
+                });
+            }
+            let c = within(
+                "publish",
+                ch.basic_publish(
+                    "".into(),
+                    queue.as_str().into(),
+                    BasicPublishOptions::default(),
+                    &i.to_be_bytes(),
+                    persistent.clone(),
+                ),
+            )
+            .await
+            .unwrap();
+            pending.push(c);
+        }
+        for (i, c) in pending.into_iter().enumerate() {
+            let conf = within("confirm", c).await.unwrap();
+            assert!(
+                matches!(conf, Confirmation::Ack(_)),
+                "round {round}: publish {i} answered {conf:?}"
+            );
+        }
+    }
+}

@@ -292,11 +292,7 @@ impl Connection {
             let confirm = match confirm_seq {
                 Some(seq) if logged.is_some() || q.args.may_reject_publish() => {
                     waits += 1;
-                    Some(PublishConfirm {
-                        events: self.events_tx.clone(),
-                        channel: ch,
-                        seq,
-                    })
+                    Some(PublishConfirm::new(self.events_tx.clone(), ch, seq))
                 }
                 _ => None,
             };
@@ -307,13 +303,22 @@ impl Connection {
                     }
                 }
             }
-            let _ = q
-                .send(QueueCommand::Publish {
+            let sent = q
+                .send_or_return(QueueCommand::Publish {
                     message: message.clone(),
                     logged,
                     confirm,
                 })
                 .await;
+            if let Err(QueueCommand::Publish {
+                confirm: Some(confirm),
+                ..
+            }) = sent
+            {
+                // Deleted since it was routed to: confirmed, as RabbitMQ confirms a publish whose
+                // queue is deleted.
+                confirm.answer(true);
+            }
         }
         if let (Some(seq), Some(c)) = (confirm_seq, self.channels.get_mut(&ch)) {
             c.expect_answers(seq, waits);
