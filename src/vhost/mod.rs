@@ -25,6 +25,8 @@ mod recovery;
 mod routing;
 mod topology;
 
+#[cfg(test)]
+mod tests;
 
 use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
