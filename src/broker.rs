@@ -12,12 +12,15 @@ use warren_storage::{Op, PermissionRecord, StorageError, Store, UserRecord, Vhos
 use crate::alarm::Alarms;
 use crate::auth::Users;
 use crate::config::Config;
+use crate::definitions::{CommitError, DefinitionLog, StoreDefinitionLog};
 use crate::reply_to::ReplyRegistry;
 use crate::vhost::Vhost;
 
 pub struct Broker {
     pub config: Config,
     pub store: Store,
+    /// Where vhosts make their definition changes durable before applying them.
+    definitions: Arc<dyn DefinitionLog>,
     pub users: Users,
     /// Message counts since start, for metrics and the overview.
     pub counters: crate::stats::Counters,
@@ -57,9 +60,15 @@ impl Broker {
             recovered.vhosts.push(vhost);
             recovered.permissions.push(permission);
         }
+        let definitions: Arc<dyn DefinitionLog> = Arc::new(StoreDefinitionLog::new(store.clone()));
         let mut vhosts = HashMap::new();
         for record in &recovered.vhosts {
-            let vhost = Vhost::new(&*record.name, store.clone(), config.queue_memory_limit);
+            let vhost = Vhost::new(
+                &*record.name,
+                store.clone(),
+                definitions.clone(),
+                config.queue_memory_limit,
+            );
             vhost.set_metadata(record.description.clone(), record.tags.clone());
             vhost.restore(&recovered)?;
             vhosts.insert(record.name.clone(), vhost);
@@ -80,6 +89,7 @@ impl Broker {
         Ok(Arc::new(Broker {
             config,
             store,
+            definitions,
             users,
             counters: crate::stats::Counters::default(),
             memory_limit,
@@ -132,7 +142,12 @@ impl Broker {
             v.set_metadata(description, tags);
             return Ok(false);
         }
-        let vhost = Vhost::new(name, self.store.clone(), self.config.queue_memory_limit);
+        let vhost = Vhost::new(
+            name,
+            self.store.clone(),
+            self.definitions.clone(),
+            self.config.queue_memory_limit,
+        );
         vhost.set_metadata(description, tags);
         vhosts.insert(name.to_owned(), vhost);
         Ok(true)
@@ -140,7 +155,7 @@ impl Broker {
 
     /// Deletes a vhost: its connections are closed (320), its queues (with their messages),
     /// exchanges, bindings and permissions go. False when there was none.
-    pub async fn delete_vhost(&self, name: &str) -> Result<bool, StorageError> {
+    pub async fn delete_vhost(&self, name: &str) -> Result<bool, CommitError> {
         let removed = self
             .vhosts
             .write()
@@ -150,7 +165,7 @@ impl Broker {
             return Ok(false);
         };
         self.users.forget_vhost(name);
-        for q in vhost.delete_contents() {
+        for q in vhost.delete_contents().await? {
             q.delete_unconditionally().await;
         }
         self.store

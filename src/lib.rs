@@ -10,6 +10,7 @@ pub mod broker;
 pub mod config;
 pub mod config_file;
 pub mod connection;
+pub mod definitions;
 pub mod exchange;
 pub mod http;
 pub mod message;

@@ -26,7 +26,9 @@ pub use headers::{headers_match, same_value, LazyHeaders};
 pub use topic::topic_matches;
 use topic::{words, TopicNode};
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+/// Serialized by its AMQP name (`"direct"`), as definitions carry it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum ExchangeKind {
     Direct,
     Fanout,
@@ -131,6 +133,15 @@ impl Exchange {
         self.alternate.as_deref()
     }
 
+    /// Whether a binding with these arguments may be added (a headers exchange's `x-match` must
+    /// be one it knows), with RabbitMQ's error otherwise.
+    pub fn check_binding(&self, arguments: &FieldTable) -> Result<(), AmqpError> {
+        if self.kind == ExchangeKind::Headers {
+            validate_x_match(arguments)?;
+        }
+        Ok(())
+    }
+
     /// Adds a binding; binding the same (destination, key, arguments) twice is a no-op.
     pub fn bind(
         &mut self,
@@ -138,9 +149,7 @@ impl Exchange {
         routing_key: &str,
         arguments: FieldTable,
     ) -> Result<(), AmqpError> {
-        if self.kind == ExchangeKind::Headers {
-            validate_x_match(&arguments)?;
-        }
+        self.check_binding(&arguments)?;
         let exists = self.bindings.iter().any(|b| {
             b.destination == destination && b.routing_key == routing_key && b.arguments == arguments
         });

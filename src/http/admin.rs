@@ -42,7 +42,7 @@ impl FromRequestParts<Arc<Broker>> for Admin {
 type Answer = Result<Json<Value>, ApiError>;
 type Done = Result<StatusCode, ApiError>;
 
-fn stored<T>(r: Result<T, warren_storage::StorageError>) -> Result<T, ApiError> {
+fn stored<T, E: std::fmt::Display>(r: Result<T, E>) -> Result<T, ApiError> {
     r.map_err(|e| ApiError::Internal(e.to_string()))
 }
 

@@ -119,6 +119,7 @@ async fn round_trip(broker: &Broker, vhost: &Arc<Vhost>) -> Result<(), Failure> 
             connection: broker.next_id(),
             server_named: false,
         })
+        .await
         .map_err(Failure::Refused)?;
     let mut targets = Vec::new();
     vhost

@@ -150,10 +150,10 @@ impl QueueLog for StoreLog {
     }
 
     fn when_durable(&mut self, done: WhenDurable) {
-        let store = self.store.clone();
+        let failed = self.store.failed_writes();
         self.store.submit_then(
             Op::Nothing,
-            Box::new(move |ok| done(&|id| ok && !store.write_failed(id))),
+            Box::new(move |ok| done(&|id| ok && !failed.contains(id))),
         );
     }
 

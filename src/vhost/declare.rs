@@ -2,19 +2,17 @@
 //! names, the equivalence of a repeated declare, exclusivity. Apart from routing and bindings
 //! because it is where queues and exchanges come into being and go.
 
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
-use warren_amqp::encode::encode_table;
 use warren_amqp::types::{AMQPValue, FieldTable};
 use warren_amqp::AmqpError;
-use warren_storage::{ExchangeRecord, Op, QueueRecord};
 
-use crate::exchange::{Destination, Exchange, ExchangeKind};
-use crate::queue::args::type_name;
-use crate::queue::args::{ArgReader, Dedup};
-use crate::queue::dedup::DedupCache;
-use crate::queue::{ConnectionId, QueueArgs, QueueHandle, QueueSpec};
+use crate::definitions::{DefinitionCommand, ExchangeDefinition, QueueDefinition};
+use crate::exchange::ExchangeKind;
+use crate::queue::args::{type_name, Dedup};
+use crate::queue::{ConnectionId, QueueArgs, QueueHandle};
 
+use super::topology::exchange_args;
 use super::{default_exchange_refused, Vhost};
 
 /// Queue arguments RabbitMQ compares when a queue is declared again.
@@ -59,31 +57,60 @@ pub struct DeclareExchange<'a> {
 
 impl Vhost {
     /// Declares (or checks) a queue; returns it and whether it was created.
-    pub fn declare_queue(
+    pub async fn declare_queue(
         self: &Arc<Self>,
         req: DeclareQueue<'_>,
     ) -> Result<(Arc<QueueHandle>, bool), AmqpError> {
-        let mut topo = self.write();
-        if let Some(q) = topo.queues.get(req.name) {
-            let q = q.clone();
-            drop(topo);
-            if let Some(owner) = q.exclusive_owner {
-                if owner != req.connection {
-                    return Err(self.locked(req.name));
-                }
-            }
-            if req.passive {
-                return Ok((q, false));
-            }
-            if req.exclusive != q.is_exclusive() {
-                return Err(self.locked(req.name));
-            }
-            self.check_equivalent(&q, &req)?;
+        // Most declares find their queue: they are answered without waiting for the change lock.
+        if let Some(q) = self.existing_queue(&req)? {
             return Ok((q, false));
         }
         if req.passive {
             return Err(self.no_queue(req.name));
         }
+        let change = self.begin_change().await;
+        // Another declare may have created it while this one waited.
+        if let Some(q) = self.existing_queue(&req)? {
+            return Ok((q, false));
+        }
+        let definition = self.new_queue(&req)?;
+        let started = self
+            .commit(change, vec![DefinitionCommand::DeclareQueue(definition)])
+            .await?;
+        let q = started
+            .into_iter()
+            .next()
+            .ok_or_else(|| AmqpError::internal_error("the declared queue did not start"))?;
+        // Every queue is bound to the default exchange under its own name; that binding is
+        // implicit (routing looks the queue up by name).
+        Ok((q, true))
+    }
+
+    /// The queue a declare names, if it exists, once the declare's checks against it pass.
+    fn existing_queue(
+        &self,
+        req: &DeclareQueue<'_>,
+    ) -> Result<Option<Arc<QueueHandle>>, AmqpError> {
+        let Some(q) = self.read().queues.get(req.name).cloned() else {
+            return Ok(None);
+        };
+        if let Some(owner) = q.exclusive_owner {
+            if owner != req.connection {
+                return Err(self.locked(req.name));
+            }
+        }
+        if req.passive {
+            return Ok(Some(q));
+        }
+        if req.exclusive != q.is_exclusive() {
+            return Err(self.locked(req.name));
+        }
+        self.check_equivalent(&q, req)?;
+        Ok(Some(q))
+    }
+
+    /// The definition of the queue a (not passive) declare creates, once its checks pass.
+    fn new_queue(&self, req: &DeclareQueue<'_>) -> Result<QueueDefinition, AmqpError> {
         if req.name.starts_with("amq.") && !req.server_named {
             return Err(AmqpError::access_refused(format!(
                 "queue name '{}' contains reserved prefix 'amq.*'",
@@ -104,36 +131,15 @@ impl Vhost {
                 )));
             }
         }
-        // Exclusive queues die with their connection, so they never go to disk.
-        let storage_id = (req.durable && !req.exclusive).then(|| {
-            let id = self.store.next_queue_id();
-            let record = QueueRecord {
-                vhost: self.name.clone(),
-                name: req.name.to_owned(),
-                id,
-                auto_delete: req.auto_delete,
-                arguments: encode_table(req.arguments),
-            };
-            self.store.submit(Op::PutQueue(record), None);
-            id
-        });
-        let handle = self.spawn_queue(
-            QueueSpec {
-                name: req.name.to_owned(),
-                args,
-                storage_id,
-                durable: req.durable,
-                exclusive_owner: req.exclusive.then_some(req.connection),
-                auto_delete: req.auto_delete,
-                arguments: req.arguments.clone(),
-                memory_limit: self.queue_memory_limit,
-            },
-            None,
-        );
-        topo.queues.insert(req.name.to_owned(), handle.clone());
-        // Every queue is bound to the default exchange under its own name; that binding is
-        // implicit (routing looks the queue up by name).
-        Ok((handle, true))
+        Ok(QueueDefinition {
+            name: req.name.to_owned(),
+            // Exclusive queues die with their connection, so they never go to disk.
+            storage_id: (req.durable && !req.exclusive).then(|| self.store.next_queue_id()),
+            durable: req.durable,
+            exclusive_owner: req.exclusive.then_some(req.connection),
+            auto_delete: req.auto_delete,
+            arguments: req.arguments.clone(),
+        })
     }
 
     fn check_equivalent(&self, q: &QueueHandle, req: &DeclareQueue<'_>) -> Result<(), AmqpError> {
@@ -185,58 +191,65 @@ impl Vhost {
         Ok(())
     }
 
-    /// Drops a queue from the topology (it deleted itself); no-op if another queue of that name
-    /// has replaced it.
-    pub fn forget_queue(&self, queue: &Arc<QueueHandle>) {
-        let mut topo = self.write();
-        let same = topo
-            .queues
-            .get(&*queue.name)
-            .is_some_and(|q| Arc::ptr_eq(q, queue));
-        if same {
-            topo.queues.remove(&*queue.name);
-        }
-        topo.remove_bindings_to(
-            &Destination::Queue(queue.clone()),
-            queue.is_durable_on_disk(),
-        );
-    }
-
-    pub fn declare_exchange(&self, req: DeclareExchange<'_>) -> Result<(), AmqpError> {
+    pub async fn declare_exchange(
+        self: &Arc<Self>,
+        req: DeclareExchange<'_>,
+    ) -> Result<(), AmqpError> {
         if req.name.is_empty() {
             return Err(default_exchange_refused());
         }
-        let mut topo = self.write();
-        if let Some(ex) = topo.exchanges.get(req.name) {
-            if req.passive {
-                return Ok(());
-            }
-            if req.name.is_empty() || ex.kind.as_str() != req.kind {
-                return Err(AmqpError::precondition_failed(format!(
-                    "inequivalent arg 'type' for exchange '{}' in vhost '{}': received '{}' but current is '{}'",
-                    req.name,
-                    self.name,
-                    req.kind,
-                    ex.kind.as_str()
-                )));
-            }
-            for (arg, new, old) in [
-                ("durable", req.durable, ex.durable),
-                ("auto_delete", req.auto_delete, ex.auto_delete),
-                ("internal", req.internal, ex.internal),
-            ] {
-                if new != old {
-                    return Err(AmqpError::precondition_failed(format!(
-                        "inequivalent arg '{arg}' for exchange '{}' in vhost '{}': received '{new}' but current is '{old}'",
-                        req.name, self.name
-                    )));
-                }
-            }
+        if self.existing_exchange(&req)? {
             return Ok(());
         }
         if req.passive {
             return Err(self.no_exchange(req.name));
         }
+        let change = self.begin_change().await;
+        // Another declare may have created it while this one waited.
+        if self.existing_exchange(&req)? {
+            return Ok(());
+        }
+        let definition = self.new_exchange(&req)?;
+        self.commit(change, vec![DefinitionCommand::DeclareExchange(definition)])
+            .await?;
+        Ok(())
+    }
+
+    /// Whether the exchange a declare names exists, once the declare's checks against it pass.
+    fn existing_exchange(&self, req: &DeclareExchange<'_>) -> Result<bool, AmqpError> {
+        let topo = self.read();
+        let Some(ex) = topo.exchanges.get(req.name) else {
+            return Ok(false);
+        };
+        if req.passive {
+            return Ok(true);
+        }
+        if ex.kind.as_str() != req.kind {
+            return Err(AmqpError::precondition_failed(format!(
+                "inequivalent arg 'type' for exchange '{}' in vhost '{}': received '{}' but current is '{}'",
+                req.name,
+                self.name,
+                req.kind,
+                ex.kind.as_str()
+            )));
+        }
+        for (arg, new, old) in [
+            ("durable", req.durable, ex.durable),
+            ("auto_delete", req.auto_delete, ex.auto_delete),
+            ("internal", req.internal, ex.internal),
+        ] {
+            if new != old {
+                return Err(AmqpError::precondition_failed(format!(
+                    "inequivalent arg '{arg}' for exchange '{}' in vhost '{}': received '{new}' but current is '{old}'",
+                    req.name, self.name
+                )));
+            }
+        }
+        Ok(true)
+    }
+
+    /// The definition of the exchange a (not passive) declare creates, once its checks pass.
+    fn new_exchange(&self, req: &DeclareExchange<'_>) -> Result<ExchangeDefinition, AmqpError> {
         let Some(kind) = ExchangeKind::parse(req.kind) else {
             // RabbitMQ's wording differs for plugin-style (x-) type names.
             let what = if req.kind.starts_with("x-") {
@@ -255,45 +268,22 @@ impl Vhost {
                 req.name
             )));
         }
-        let dedup = Dedup::parse(&self.exchange_args(req.arguments, req.name))?;
-        if req.durable {
-            let record = ExchangeRecord {
-                vhost: self.name.clone(),
-                name: req.name.to_owned(),
-                kind: kind.as_str().to_owned(),
-                auto_delete: req.auto_delete,
-                internal: req.internal,
-                arguments: encode_table(req.arguments),
-            };
-            self.store.submit(Op::PutExchange(record), None);
-        }
-        let mut exchange = Exchange::new(
-            req.name,
+        Dedup::parse(&exchange_args(req.arguments, req.name, &self.name))?;
+        Ok(ExchangeDefinition {
+            name: req.name.to_owned(),
             kind,
-            req.durable,
-            req.auto_delete,
-            req.internal,
-            req.arguments.clone(),
-        );
-        exchange.dedup = dedup.map(|d| Mutex::new(DedupCache::new(&d, req.durable)));
-        topo.exchanges.insert(req.name.to_owned(), exchange);
-        Ok(())
+            durable: req.durable,
+            auto_delete: req.auto_delete,
+            internal: req.internal,
+            arguments: req.arguments.clone(),
+        })
     }
 
-    pub(super) fn exchange_args<'a>(
-        &'a self,
-        args: &'a FieldTable,
-        name: &'a str,
-    ) -> ArgReader<'a> {
-        ArgReader {
-            args,
-            kind: "exchange",
-            name,
-            vhost: &self.name,
-        }
-    }
-
-    pub fn delete_exchange(&self, name: &str, if_unused: bool) -> Result<(), AmqpError> {
+    pub async fn delete_exchange(
+        self: &Arc<Self>,
+        name: &str,
+        if_unused: bool,
+    ) -> Result<(), AmqpError> {
         if name.is_empty() {
             return Err(default_exchange_refused());
         }
@@ -303,18 +293,25 @@ impl Vhost {
                 self.name
             )));
         }
-        let mut topo = self.write();
-        let Some(ex) = topo.exchanges.get(name) else {
-            return Err(self.no_exchange(name));
+        let change = self.begin_change().await;
+        let commands = {
+            let topo = self.read();
+            let Some(ex) = topo.exchanges.get(name) else {
+                return Err(self.no_exchange(name));
+            };
+            // "In use" means bindings from it, as in RabbitMQ (being a destination does not count).
+            if if_unused && !ex.bindings().is_empty() {
+                return Err(AmqpError::precondition_failed(format!(
+                    "exchange '{name}' in vhost '{}' in use",
+                    self.name
+                )));
+            }
+            topo.with_cascade(DefinitionCommand::DeleteExchange {
+                name: name.to_owned(),
+                durable: ex.durable,
+            })
         };
-        // "In use" means bindings from it, as in RabbitMQ (being a destination does not count).
-        if if_unused && !ex.bindings().is_empty() {
-            return Err(AmqpError::precondition_failed(format!(
-                "exchange '{name}' in vhost '{}' in use",
-                self.name
-            )));
-        }
-        topo.remove_exchange(name);
+        self.commit(change, commands).await?;
         Ok(())
     }
 }

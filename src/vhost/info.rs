@@ -8,9 +8,11 @@ use warren_amqp::types::FieldTable;
 use crate::exchange::{Destination, Exchange};
 use crate::queue::QueueHandle;
 
+use super::topology::Topology;
 use super::Vhost;
 
 /// An exchange as the management API shows it.
+#[derive(Debug, Clone, PartialEq)]
 pub struct ExchangeInfo {
     pub name: String,
     pub kind: &'static str,
@@ -21,6 +23,7 @@ pub struct ExchangeInfo {
 }
 
 /// A binding as the management API shows it.
+#[derive(Debug, Clone, PartialEq)]
 pub struct BindingInfo {
     pub source: String,
     pub destination: String,
@@ -36,8 +39,19 @@ impl Vhost {
 
     /// Every exchange, as the management API lists them (sorted by name).
     pub fn exchanges_info(&self) -> Vec<ExchangeInfo> {
-        let topology = self.read();
-        let mut out: Vec<ExchangeInfo> = topology
+        self.read().exchanges_info()
+    }
+
+    /// Every binding, the default exchange's implicit ones to each queue first, as RabbitMQ
+    /// lists them.
+    pub fn bindings_info(&self) -> Vec<BindingInfo> {
+        self.read().bindings_info()
+    }
+}
+
+impl Topology {
+    pub(super) fn exchanges_info(&self) -> Vec<ExchangeInfo> {
+        let mut out: Vec<ExchangeInfo> = self
             .exchanges
             .values()
             .map(|e| ExchangeInfo {
@@ -53,11 +67,8 @@ impl Vhost {
         out
     }
 
-    /// Every binding, the default exchange's implicit ones to each queue first, as RabbitMQ
-    /// lists them.
-    pub fn bindings_info(&self) -> Vec<BindingInfo> {
-        let topology = self.read();
-        let mut queues: Vec<&str> = topology.queues.keys().map(String::as_str).collect();
+    pub(super) fn bindings_info(&self) -> Vec<BindingInfo> {
+        let mut queues: Vec<&str> = self.queues.keys().map(String::as_str).collect();
         queues.sort_unstable();
         let mut out: Vec<BindingInfo> = queues
             .into_iter()
@@ -69,7 +80,7 @@ impl Vhost {
                 arguments: FieldTable::default(),
             })
             .collect();
-        let mut exchanges: Vec<&Exchange> = topology.exchanges.values().collect();
+        let mut exchanges: Vec<&Exchange> = self.exchanges.values().collect();
         exchanges.sort_by(|a, b| a.name.cmp(&b.name));
         for e in exchanges.into_iter().filter(|e| !e.name.is_empty()) {
             for b in e.bindings() {

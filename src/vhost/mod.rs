@@ -1,11 +1,14 @@
 //! A virtual host: its exchanges, queues and bindings, and routing a publish to queues. The
 //! topology sits behind one read-write lock; routing takes the read side and never awaits.
+//! Definitions change through commands made durable in a definition log before they are applied
+//! (`change.rs`; the commands and the log are in `crate::definitions`).
 //!
 //! Layout, one concern a file (each adds its own `impl Vhost` block):
 //! - `mod.rs`: the `Vhost` struct, its constructor and small accessors, the lock helpers and
-//!   errors the other files share, and `Vhost::spawn_queue`, the one place queues are started.
-//! - `topology.rs`: the `Topology` behind the lock, with its bind / unbind / remove helpers
-//!   (the durable records they write included).
+//!   errors the other files share, and `Vhost::start_queue`, the one place queues are started.
+//! - `topology.rs`: the `Topology` behind the lock, and applying a command to it (pure).
+//! - `cascade.rs`: the auto-delete cascade, planned as further commands.
+//! - `change.rs`: check → commit → apply, the change lock, and queues that delete themselves.
 //! - `declare.rs`: declare and delete of queues and exchanges, and the equivalence checks of a
 //!   repeated declare.
 //! - `bindings.rs`: queue.bind / queue.unbind and exchange.bind / exchange.unbind.
@@ -14,22 +17,25 @@
 //! - `info.rs`: listings for the management API.
 
 mod bindings;
+mod cascade;
+mod change;
 mod declare;
 mod info;
 mod recovery;
 mod routing;
 mod topology;
 
-use std::collections::HashMap;
+#[cfg(test)]
+mod tests;
+
 use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
-use warren_amqp::types::FieldTable;
 use warren_amqp::AmqpError;
 use warren_storage::Store;
 
-use crate::exchange::{Exchange, ExchangeKind};
+use crate::definitions::{DefinitionLog, QueueDefinition};
 use crate::queue::recovery::Recovery;
-use crate::queue::{factory, ConnectionId, QueueHandle, QueueSpec};
+use crate::queue::{factory, ConnectionId, QueueArgs, QueueHandle, QueueSpec};
 
 pub use declare::{DeclareExchange, DeclareQueue};
 pub use info::{BindingInfo, ExchangeInfo};
@@ -38,7 +44,12 @@ use topology::Topology;
 
 pub struct Vhost {
     pub name: String,
+    /// Queues keep their messages here; durable exchanges their deduplication memory.
     store: Store,
+    /// Where definition changes are made durable before they are applied.
+    log: Arc<dyn DefinitionLog>,
+    /// Held from a change's checks to its apply: changes are serialized (`change.rs`).
+    changes: Arc<tokio::sync::Mutex<()>>,
     /// Body bytes of ready messages each durable queue keeps in memory (see `QueueSpec`).
     queue_memory_limit: u64,
     topology: RwLock<Topology>,
@@ -49,35 +60,20 @@ pub struct Vhost {
 }
 
 impl Vhost {
-    pub fn new(name: impl Into<String>, store: Store, queue_memory_limit: u64) -> Arc<Self> {
+    pub fn new(
+        name: impl Into<String>,
+        store: Store,
+        log: Arc<dyn DefinitionLog>,
+        queue_memory_limit: u64,
+    ) -> Arc<Self> {
         let name = name.into();
-        let mut topology = Topology {
-            vhost: name.clone(),
-            store: store.clone(),
-            exchanges: HashMap::new(),
-            queues: HashMap::new(),
-        };
-        let empty = FieldTable::default;
-        // RabbitMQ's predeclared exchanges; amq.rabbitmq.trace (internal) is the firehose's.
-        for (name, kind, internal) in [
-            ("", ExchangeKind::Direct, false),
-            ("amq.direct", ExchangeKind::Direct, false),
-            ("amq.fanout", ExchangeKind::Fanout, false),
-            ("amq.topic", ExchangeKind::Topic, false),
-            ("amq.headers", ExchangeKind::Headers, false),
-            ("amq.match", ExchangeKind::Headers, false),
-            ("amq.rabbitmq.trace", ExchangeKind::Topic, true),
-        ] {
-            topology.exchanges.insert(
-                name.to_owned(),
-                Exchange::new(name, kind, true, false, internal, empty()),
-            );
-        }
         Arc::new(Vhost {
+            topology: RwLock::new(Topology::new(&name)),
             name,
             store,
+            log,
+            changes: Arc::new(tokio::sync::Mutex::new(())),
             queue_memory_limit,
-            topology: RwLock::new(topology),
             meta: RwLock::new((String::new(), Vec::new())),
             deleted: tokio::sync::watch::channel(false).0,
         })
@@ -95,18 +91,6 @@ impl Vhost {
     /// Becomes true once the vhost is deleted (connections to it watch this).
     pub fn deleted_signal(&self) -> tokio::sync::watch::Receiver<bool> {
         self.deleted.subscribe()
-    }
-
-    /// Marks the vhost deleted and empties it: its connections are told to close, its exchanges
-    /// go (records included); returns its queues, for the caller to delete (with their messages).
-    pub fn delete_contents(&self) -> Vec<Arc<QueueHandle>> {
-        let _ = self.deleted.send(true);
-        let mut topo = self.write();
-        let names: Vec<String> = topo.exchanges.keys().cloned().collect();
-        for name in names {
-            topo.remove_exchange(&name);
-        }
-        topo.queues.values().cloned().collect()
     }
 
     fn read(&self) -> RwLockReadGuard<'_, Topology> {
@@ -150,13 +134,27 @@ impl Vhost {
         }
     }
 
-    /// Starts a queue through the queue factory: the one place the vhost creates queues
-    /// (declared or recovered).
-    fn spawn_queue(
+    /// Starts a declared (or, with `recovery`, recovered) queue through the queue factory: the
+    /// one place the vhost creates queues.
+    fn start_queue(
         self: &Arc<Self>,
-        spec: QueueSpec,
+        definition: &QueueDefinition,
         recovery: Option<Recovery>,
     ) -> Arc<QueueHandle> {
+        // Checked before a declare is committed; stored arguments that no longer parse act as
+        // none, as recovery always had them.
+        let args = QueueArgs::parse(&definition.arguments, &definition.name, &self.name)
+            .unwrap_or_default();
+        let spec = QueueSpec {
+            name: definition.name.clone(),
+            args,
+            storage_id: definition.storage_id,
+            durable: definition.durable,
+            exclusive_owner: definition.exclusive_owner,
+            auto_delete: definition.auto_delete,
+            arguments: definition.arguments.clone(),
+            memory_limit: self.queue_memory_limit,
+        };
         factory::create(spec, Arc::downgrade(self), &self.store, recovery)
     }
 }

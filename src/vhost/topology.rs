@@ -1,157 +1,206 @@
-//! The topology behind a vhost's lock: exchanges (with their bindings) and queues by name. Its
-//! helpers keep memory and the store in step (a binding is recorded when both ends are durable)
-//! and cascade auto-delete; they are apart from `Vhost` because they run with the lock held.
+//! The topology behind a vhost's lock: exchanges (with their bindings) and queues by name, and
+//! applying a definition command to them. Applying is pure (no I/O, no waiting: the command was
+//! made durable before), total (a command naming something missing, or a name already taken, is
+//! skipped) and deterministic, so the same commands in the same order give the same topology:
+//! a log replays onto a fresh one. The one thing it cannot make itself is a queue, which is a
+//! running task: the caller starts it (`StartQueue`) and the topology keeps its handle.
 
 use std::collections::HashMap;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
-use warren_amqp::encode::encode_table;
 use warren_amqp::types::FieldTable;
-use warren_amqp::AmqpError;
-use warren_storage::{BindingRecord, Op, Store};
 
-use crate::exchange::{Destination, Exchange};
-use crate::queue::dedup;
+use crate::definitions::{
+    BindingDefinition, DefinitionCommand, DestinationKind, ExchangeDefinition, QueueDefinition,
+};
+use crate::exchange::{Destination, Exchange, ExchangeKind};
+use crate::queue::args::{ArgReader, Dedup};
+use crate::queue::dedup::DedupCache;
 use crate::queue::QueueHandle;
 
 pub(super) struct Topology {
     pub(super) vhost: String,
-    pub(super) store: Store,
     pub(super) exchanges: HashMap<String, Exchange>,
     pub(super) queues: HashMap<String, Arc<QueueHandle>>,
 }
 
+/// Starts the queue a declare defines; `None` when it cannot (the declare is then skipped).
+pub(super) type StartQueue<'a> = dyn FnMut(&QueueDefinition) -> Option<Arc<QueueHandle>> + 'a;
+
+/// What applying a command did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Applied {
+    Changed,
+    /// It already was so: a binding bound again, an unbind of what is not bound.
+    Unchanged,
+    /// Not applied: what it names (a binding's end included) is missing, or the name it declares
+    /// is taken.
+    Skipped,
+}
+
+/// The exchange arguments as the argument checks read them (for their error texts).
+pub(super) fn exchange_args<'a>(
+    args: &'a FieldTable,
+    name: &'a str,
+    vhost: &'a str,
+) -> ArgReader<'a> {
+    ArgReader {
+        args,
+        kind: "exchange",
+        name,
+        vhost,
+    }
+}
+
 impl Topology {
-    fn is_durable(&self, d: &Destination) -> bool {
-        match d {
-            Destination::Queue(q) => q.is_durable_on_disk(),
-            Destination::Exchange(name) => self.exchanges.get(&**name).is_some_and(|e| e.durable),
+    /// A vhost's topology before anything is declared: RabbitMQ's predeclared exchanges
+    /// (amq.rabbitmq.trace, internal, is the firehose's).
+    pub(super) fn new(vhost: &str) -> Self {
+        let mut exchanges = HashMap::new();
+        for (name, kind, internal) in [
+            ("", ExchangeKind::Direct, false),
+            ("amq.direct", ExchangeKind::Direct, false),
+            ("amq.fanout", ExchangeKind::Fanout, false),
+            ("amq.topic", ExchangeKind::Topic, false),
+            ("amq.headers", ExchangeKind::Headers, false),
+            ("amq.match", ExchangeKind::Headers, false),
+            ("amq.rabbitmq.trace", ExchangeKind::Topic, true),
+        ] {
+            exchanges.insert(
+                name.to_owned(),
+                Exchange::new(name, kind, true, false, internal, FieldTable::default()),
+            );
+        }
+        Topology {
+            vhost: vhost.to_owned(),
+            exchanges,
+            queues: HashMap::new(),
         }
     }
 
-    fn binding_record(
-        &self,
-        source: &str,
-        d: &Destination,
-        routing_key: &str,
-        arguments: &FieldTable,
-    ) -> BindingRecord {
-        let (destination, destination_is_queue) = match d {
-            Destination::Queue(q) => (q.name.to_string(), true),
-            Destination::Exchange(name) => (name.to_string(), false),
-        };
-        BindingRecord {
-            vhost: self.vhost.clone(),
-            source: source.to_owned(),
-            destination,
-            destination_is_queue,
-            routing_key: routing_key.to_owned(),
-            arguments: encode_table(arguments),
-        }
-    }
-
-    /// Adds a binding, recording it when both ends are durable (as RabbitMQ does).
-    pub(super) fn bind(
+    /// Applies one command. Deleting a queue or an exchange removes the bindings to it (and an
+    /// exchange's own go with it); the auto-delete cascade is not applied here but planned as
+    /// further commands (`cascade.rs`).
+    pub(super) fn apply(
         &mut self,
-        source: &str,
-        d: Destination,
-        routing_key: &str,
-        arguments: &FieldTable,
-    ) -> Result<(), AmqpError> {
-        let durable = self.exchanges.get(source).is_some_and(|e| e.durable) && self.is_durable(&d);
-        let record = durable.then(|| self.binding_record(source, &d, routing_key, arguments));
-        let Some(ex) = self.exchanges.get_mut(source) else {
-            return Err(AmqpError::not_found(format!(
-                "no exchange '{source}' in vhost '{}'",
-                self.vhost
-            )));
-        };
-        ex.bind(d, routing_key, arguments.clone())?;
-        if let Some(record) = record {
-            self.store.submit(Op::PutBinding(record), None);
-        }
-        Ok(())
-    }
-
-    /// Removes one binding from `source`; an auto-delete source left without bindings goes too.
-    pub(super) fn unbind(
-        &mut self,
-        source: &str,
-        destination: &Destination,
-        routing_key: &str,
-        arguments: &FieldTable,
-    ) {
-        let durable =
-            self.exchanges.get(source).is_some_and(|e| e.durable) && self.is_durable(destination);
-        let record =
-            durable.then(|| self.binding_record(source, destination, routing_key, arguments));
-        let Some(ex) = self.exchanges.get_mut(source) else {
-            return;
-        };
-        if !ex.unbind(destination, routing_key, arguments) {
-            return;
-        }
-        if let Some(record) = record {
-            self.store.submit(Op::DeleteBinding(record), None);
-        }
-        if ex.auto_delete && ex.bindings().is_empty() {
-            self.remove_exchange(source);
-        }
-    }
-
-    /// Deletes an exchange with its bindings, in memory and on disk.
-    pub(super) fn remove_exchange(&mut self, name: &str) {
-        let Some(ex) = self.exchanges.remove(name) else {
-            return;
-        };
-        if ex.durable {
-            let vhost = self.vhost.clone();
-            if ex.dedup.is_some() {
-                let owner = dedup::exchange_owner(&vhost, name);
-                self.store.submit(Op::ForgetAllIds { owner }, None);
+        command: &DefinitionCommand,
+        start_queue: &mut StartQueue<'_>,
+    ) -> Applied {
+        match command {
+            DefinitionCommand::DeclareQueue(q) => {
+                if self.queues.contains_key(&q.name) {
+                    return Applied::Skipped;
+                }
+                let Some(handle) = start_queue(q) else {
+                    return Applied::Skipped;
+                };
+                self.queues.insert(q.name.clone(), handle);
+                Applied::Changed
             }
-            self.store.submit(
-                Op::DeleteExchange {
-                    vhost: vhost.clone(),
-                    name: name.to_owned(),
-                },
-                None,
-            );
-            self.store.submit(
-                Op::DeleteBindingsFrom {
-                    vhost,
-                    exchange: name.to_owned(),
-                },
-                None,
-            );
+            DefinitionCommand::DeleteQueue { name, .. } => match self.queues.remove(name) {
+                Some(q) => {
+                    self.unbind_destination(&Destination::Queue(q));
+                    Applied::Changed
+                }
+                None => Applied::Skipped,
+            },
+            DefinitionCommand::DeclareExchange(e) => {
+                if self.exchanges.contains_key(&e.name) {
+                    return Applied::Skipped;
+                }
+                let exchange = self.exchange(e);
+                self.exchanges.insert(e.name.clone(), exchange);
+                Applied::Changed
+            }
+            DefinitionCommand::DeleteExchange { name, .. } => {
+                if self.exchanges.remove(name).is_none() {
+                    return Applied::Skipped;
+                }
+                self.unbind_destination(&Destination::Exchange(name.as_str().into()));
+                Applied::Changed
+            }
+            DefinitionCommand::Bind { binding, .. } => self.bind(binding),
+            DefinitionCommand::Unbind { binding, .. } => {
+                let Some(destination) = self.destination(binding) else {
+                    return Applied::Unchanged;
+                };
+                let Some(ex) = self.exchanges.get_mut(&binding.source) else {
+                    return Applied::Unchanged;
+                };
+                if ex.unbind(&destination, &binding.routing_key, &binding.arguments) {
+                    Applied::Changed
+                } else {
+                    Applied::Unchanged
+                }
+            }
         }
-        self.remove_bindings_to(&Destination::Exchange(name.into()), ex.durable);
     }
 
-    /// Removes every binding leading to `destination` (it is gone), cascading auto-delete.
-    pub(super) fn remove_bindings_to(&mut self, destination: &Destination, durable: bool) {
-        if durable {
-            let (name, is_queue) = match destination {
-                Destination::Queue(q) => (q.name.to_string(), true),
-                Destination::Exchange(name) => (name.to_string(), false),
-            };
-            self.store.submit(
-                Op::DeleteBindingsTo {
-                    vhost: self.vhost.clone(),
-                    name,
-                    is_queue,
-                },
-                None,
-            );
+    fn bind(&mut self, binding: &BindingDefinition) -> Applied {
+        let Some(destination) = self.destination(binding) else {
+            return Applied::Skipped;
+        };
+        let Some(ex) = self.exchanges.get_mut(&binding.source) else {
+            return Applied::Skipped;
+        };
+        if ex.has_binding(&destination, &binding.routing_key, &binding.arguments) {
+            return Applied::Unchanged;
         }
-        let mut emptied = Vec::new();
+        match ex.bind(destination, &binding.routing_key, binding.arguments.clone()) {
+            Ok(()) => Applied::Changed,
+            // Checked before the command was committed; one that fails here binds nothing.
+            Err(_) => Applied::Skipped,
+        }
+    }
+
+    /// Where a binding leads, if that queue or exchange exists.
+    pub(super) fn destination(&self, binding: &BindingDefinition) -> Option<Destination> {
+        match binding.destination_kind {
+            DestinationKind::Queue => self
+                .queues
+                .get(&binding.destination)
+                .cloned()
+                .map(Destination::Queue),
+            DestinationKind::Exchange => self
+                .exchanges
+                .contains_key(&binding.destination)
+                .then(|| Destination::Exchange(binding.destination.as_str().into())),
+        }
+    }
+
+    /// Whether a binding from `source` to `destination` is kept on disk: both ends are durable
+    /// (as RabbitMQ records bindings).
+    pub(super) fn is_durable_binding(&self, source: &str, destination: &Destination) -> bool {
+        self.exchanges.get(source).is_some_and(|e| e.durable)
+            && match destination {
+                Destination::Queue(q) => q.is_durable_on_disk(),
+                Destination::Exchange(name) => {
+                    self.exchanges.get(&**name).is_some_and(|e| e.durable)
+                }
+            }
+    }
+
+    fn exchange(&self, e: &ExchangeDefinition) -> Exchange {
+        let mut exchange = Exchange::new(
+            e.name.clone(),
+            e.kind,
+            e.durable,
+            e.auto_delete,
+            e.internal,
+            e.arguments.clone(),
+        );
+        // Checked before the command was committed; stored arguments that no longer parse
+        // deduplicate nothing.
+        if let Ok(Some(settings)) = Dedup::parse(&exchange_args(&e.arguments, &e.name, &self.vhost))
+        {
+            exchange.dedup = Some(Mutex::new(DedupCache::new(&settings, e.durable)));
+        }
+        exchange
+    }
+
+    fn unbind_destination(&mut self, destination: &Destination) {
         for ex in self.exchanges.values_mut() {
-            if ex.unbind_destination(destination) && ex.auto_delete && ex.bindings().is_empty() {
-                emptied.push(ex.name.clone());
-            }
-        }
-        for name in emptied {
-            self.remove_exchange(&name);
+            ex.unbind_destination(destination);
         }
     }
 }

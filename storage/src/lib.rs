@@ -99,6 +99,24 @@ pub struct Recovered {
     pub needs_seed: bool,
 }
 
+/// The messages whose writes were in a failed commit.
+#[derive(Clone)]
+pub struct FailedWrites {
+    failures: Arc<AtomicU64>,
+    failed_puts: Arc<std::sync::Mutex<std::collections::HashSet<u64>>>,
+}
+
+impl FailedWrites {
+    pub fn contains(&self, id: u64) -> bool {
+        self.failures.load(Ordering::Acquire) > 0
+            && self
+                .failed_puts
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .contains(&id)
+    }
+}
+
 /// A handle to the store; cheap to clone.
 #[derive(Clone)]
 pub struct Store {
@@ -132,7 +150,11 @@ impl Drop for Inner {
     fn drop(&mut self) {
         drop(self.tx.take());
         if let Some(writer) = self.writer.take() {
-            let _ = writer.join();
+            // Dropped by the writer itself (the last handle was in something it ran): it ends
+            // on its own once its batch is done.
+            if writer.thread().id() != std::thread::current().id() {
+                let _ = writer.join();
+            }
         }
     }
 }
@@ -370,13 +392,16 @@ impl Store {
     /// Whether message `id` was in a commit that failed (so it is not on disk). Only meaningful
     /// once [`Store::committed`] has passed the write.
     pub fn write_failed(&self, id: u64) -> bool {
-        self.inner.failures.load(Ordering::Acquire) > 0
-            && self
-                .inner
-                .failed_puts
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .contains(&id)
+        self.failed_writes().contains(id)
+    }
+
+    /// The messages whose writes failed, to ask about later without holding the store (a commit
+    /// callback runs on the writer thread, which must not hold the last handle to the store).
+    pub fn failed_writes(&self) -> FailedWrites {
+        FailedWrites {
+            failures: self.inner.failures.clone(),
+            failed_puts: self.inner.failed_puts.clone(),
+        }
     }
 
     /// Resolves when commits start or stop failing.

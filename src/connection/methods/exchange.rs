@@ -21,35 +21,38 @@ impl Connection {
                 if !d.passive && !name.is_empty() {
                     self.check_access(Access::Configure, "exchange", &name)?;
                 }
-                vhost.declare_exchange(DeclareExchange {
-                    name: &strip_cr_lf(d.exchange.as_str()),
-                    kind: d.kind.as_str(),
-                    passive: d.passive,
-                    durable: d.durable,
-                    auto_delete: d.auto_delete,
-                    internal: d.internal,
-                    arguments: &d.arguments,
-                })?;
+                vhost
+                    .declare_exchange(DeclareExchange {
+                        name: &strip_cr_lf(d.exchange.as_str()),
+                        kind: d.kind.as_str(),
+                        passive: d.passive,
+                        durable: d.durable,
+                        auto_delete: d.auto_delete,
+                        internal: d.internal,
+                        arguments: &d.arguments,
+                    })
+                    .await?;
                 let ok =
                     AMQPClass::Exchange(exchange::AMQPMethod::DeclareOk(exchange::DeclareOk {}));
-                self.durable_reply(ch, d.nowait, ok).await
+                self.reply(ch, d.nowait, ok);
+                Ok(())
             }
             exchange::AMQPMethod::Delete(d) => {
                 let name = strip_cr_lf(d.exchange.as_str());
                 if !name.is_empty() {
                     self.check_access(Access::Configure, "exchange", &name)?;
                 }
-                match vhost.delete_exchange(&name, d.if_unused) {
+                match vhost.delete_exchange(&name, d.if_unused).await {
                     // Deleting a missing exchange succeeds, as in RabbitMQ.
                     Err(e) if e.code == ReplyCode::NotFound => {}
                     other => other?,
                 }
-                self.durable_reply(
+                self.reply(
                     ch,
                     d.nowait,
                     AMQPClass::Exchange(exchange::AMQPMethod::DeleteOk(exchange::DeleteOk {})),
-                )
-                .await
+                );
+                Ok(())
             }
             exchange::AMQPMethod::Bind(b) => {
                 self.check_access(
@@ -58,18 +61,20 @@ impl Connection {
                     &strip_cr_lf(b.destination.as_str()),
                 )?;
                 self.check_access(Access::Read, "exchange", &strip_cr_lf(b.source.as_str()))?;
-                vhost.bind_exchange(
-                    &strip_cr_lf(b.destination.as_str()),
-                    &strip_cr_lf(b.source.as_str()),
-                    b.routing_key.as_str(),
-                    &b.arguments,
-                )?;
-                self.durable_reply(
+                vhost
+                    .bind_exchange(
+                        &strip_cr_lf(b.destination.as_str()),
+                        &strip_cr_lf(b.source.as_str()),
+                        b.routing_key.as_str(),
+                        &b.arguments,
+                    )
+                    .await?;
+                self.reply(
                     ch,
                     b.nowait,
                     AMQPClass::Exchange(exchange::AMQPMethod::BindOk(exchange::BindOk {})),
-                )
-                .await
+                );
+                Ok(())
             }
             exchange::AMQPMethod::Unbind(u) => {
                 self.check_access(
@@ -78,18 +83,20 @@ impl Connection {
                     &strip_cr_lf(u.destination.as_str()),
                 )?;
                 self.check_access(Access::Read, "exchange", &strip_cr_lf(u.source.as_str()))?;
-                vhost.unbind_exchange(
-                    &strip_cr_lf(u.destination.as_str()),
-                    &strip_cr_lf(u.source.as_str()),
-                    u.routing_key.as_str(),
-                    &u.arguments,
-                )?;
-                self.durable_reply(
+                vhost
+                    .unbind_exchange(
+                        &strip_cr_lf(u.destination.as_str()),
+                        &strip_cr_lf(u.source.as_str()),
+                        u.routing_key.as_str(),
+                        &u.arguments,
+                    )
+                    .await?;
+                self.reply(
                     ch,
                     u.nowait,
                     AMQPClass::Exchange(exchange::AMQPMethod::UnbindOk(exchange::UnbindOk {})),
-                )
-                .await
+                );
+                Ok(())
             }
             _ => Err(unimplemented_method()),
         }

@@ -279,7 +279,8 @@ impl Connection {
     }
 
     /// Answers a command that may have changed durable state: once that is on disk, and only
-    /// if the client wants an answer.
+    /// if the client wants an answer. (A definition change is durable once its vhost call
+    /// returns, its commit awaited: it answers with [`Connection::reply`].)
     async fn durable_reply(
         &mut self,
         ch: u16,
@@ -287,14 +288,19 @@ impl Connection {
         reply: AMQPClass,
     ) -> Result<(), AmqpError> {
         self.sync_storage().await?;
-        if !nowait {
-            self.send_method(ch, reply);
-        }
+        self.reply(ch, nowait, reply);
         Ok(())
     }
 
-    /// Waits until this connection's writes are on disk (before answering a declare, bind, delete
-    /// or commit that changed something durable); free when nothing is pending.
+    /// Answers a command, unless the client asked for no answer.
+    fn reply(&mut self, ch: u16, nowait: bool, reply: AMQPClass) {
+        if !nowait {
+            self.send_method(ch, reply);
+        }
+    }
+
+    /// Waits until this connection's writes are on disk (before answering a purge, a queue delete
+    /// or a commit that changed something durable); free when nothing is pending.
     async fn sync_storage(&self) -> Result<(), AmqpError> {
         self.broker.store.sync().await.map_err(|e| {
             tracing::error!("storage sync failed: {e}");

@@ -102,21 +102,22 @@ impl Connection {
                 if !d.passive {
                     self.check_access(Access::Configure, "queue", &name)?;
                 }
-                let (q, created) = vhost.declare_queue(DeclareQueue {
-                    name: &name,
-                    passive: d.passive,
-                    durable: d.durable,
-                    exclusive: d.exclusive,
-                    auto_delete: d.auto_delete,
-                    arguments: &d.arguments,
-                    connection: self.id,
-                    server_named,
-                })?;
+                let (q, created) = vhost
+                    .declare_queue(DeclareQueue {
+                        name: &name,
+                        passive: d.passive,
+                        durable: d.durable,
+                        exclusive: d.exclusive,
+                        auto_delete: d.auto_delete,
+                        arguments: &d.arguments,
+                        connection: self.id,
+                        server_named,
+                    })
+                    .await?;
                 if created && q.is_exclusive() {
                     self.exclusive_queues.push(q.clone());
                 }
                 self.channel(ch)?.last_queue = Some(name.clone());
-                self.sync_storage().await?;
                 if !d.nowait {
                     let stats = q
                         .ask(|reply| QueueCommand::Stats { used: true, reply })
@@ -138,34 +139,39 @@ impl Connection {
                     self.binding_queue_and_key(ch, b.queue.as_str(), b.routing_key.as_str())?;
                 self.check_access(Access::Write, "queue", &name)?;
                 self.check_access(Access::Read, "exchange", &strip_cr_lf(b.exchange.as_str()))?;
-                vhost.bind_queue(
-                    &name,
-                    self.id,
-                    &strip_cr_lf(b.exchange.as_str()),
-                    &key,
-                    &b.arguments,
-                )?;
-                self.durable_reply(
+                vhost
+                    .bind_queue(
+                        &name,
+                        self.id,
+                        &strip_cr_lf(b.exchange.as_str()),
+                        &key,
+                        &b.arguments,
+                    )
+                    .await?;
+                self.reply(
                     ch,
                     b.nowait,
                     AMQPClass::Queue(queue::AMQPMethod::BindOk(queue::BindOk {})),
-                )
-                .await
+                );
+                Ok(())
             }
             queue::AMQPMethod::Unbind(u) => {
                 let (name, key) =
                     self.binding_queue_and_key(ch, u.queue.as_str(), u.routing_key.as_str())?;
                 self.check_access(Access::Write, "queue", &name)?;
                 self.check_access(Access::Read, "exchange", &strip_cr_lf(u.exchange.as_str()))?;
-                vhost.unbind_queue(
-                    &name,
-                    self.id,
-                    &strip_cr_lf(u.exchange.as_str()),
-                    &key,
-                    &u.arguments,
-                )?;
+                vhost
+                    .unbind_queue(
+                        &name,
+                        self.id,
+                        &strip_cr_lf(u.exchange.as_str()),
+                        &key,
+                        &u.arguments,
+                    )
+                    .await?;
                 let ok = AMQPClass::Queue(queue::AMQPMethod::UnbindOk(queue::UnbindOk {}));
-                self.durable_reply(ch, false, ok).await
+                self.reply(ch, false, ok);
+                Ok(())
             }
             queue::AMQPMethod::Purge(p) => {
                 let name = self.queue_name(ch, p.queue.as_str())?;

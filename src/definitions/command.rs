@@ -1,0 +1,95 @@
+//! The commands: one per kind of change to a vhost's definitions, each carrying what applying it
+//! needs and what a log needs to write it (whether the store keeps it), so that neither has to
+//! look anything up.
+
+use serde::{Deserialize, Serialize};
+use warren_amqp::types::FieldTable;
+
+use crate::exchange::ExchangeKind;
+use crate::queue::ConnectionId;
+
+/// One change to a vhost's exchanges, queues or bindings.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum DefinitionCommand {
+    DeclareQueue(QueueDefinition),
+    /// The queue goes, with every binding to it.
+    DeleteQueue {
+        name: String,
+        /// Its id in the store, when it is kept on disk.
+        storage_id: Option<u64>,
+    },
+    DeclareExchange(ExchangeDefinition),
+    /// The exchange goes, with every binding from it and to it.
+    DeleteExchange {
+        name: String,
+        durable: bool,
+    },
+    /// `durable`: both ends are durable, so the binding is kept on disk (as RabbitMQ does).
+    Bind {
+        binding: BindingDefinition,
+        durable: bool,
+    },
+    Unbind {
+        binding: BindingDefinition,
+        durable: bool,
+    },
+}
+
+/// A queue as declared.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct QueueDefinition {
+    pub name: String,
+    /// The queue's id in the store: set for the queues kept on disk, durable and not exclusive
+    /// (an exclusive queue dies with its connection).
+    pub storage_id: Option<u64>,
+    pub durable: bool,
+    /// The connection an exclusive queue belongs to.
+    pub exclusive_owner: Option<ConnectionId>,
+    pub auto_delete: bool,
+    pub arguments: FieldTable,
+}
+
+/// An exchange as declared.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ExchangeDefinition {
+    pub name: String,
+    pub kind: ExchangeKind,
+    pub durable: bool,
+    pub auto_delete: bool,
+    pub internal: bool,
+    pub arguments: FieldTable,
+}
+
+/// What a binding leads to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum DestinationKind {
+    Queue,
+    /// An exchange-to-exchange binding.
+    Exchange,
+}
+
+/// A binding from an exchange to a queue or another exchange.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct BindingDefinition {
+    pub source: String,
+    pub destination: String,
+    pub destination_kind: DestinationKind,
+    pub routing_key: String,
+    pub arguments: FieldTable,
+}
+
+impl DefinitionCommand {
+    /// Whether the store keeps what this command changes: a durable exchange, a queue kept on
+    /// disk, a binding between durable ends. The others still go through the log (a replicated
+    /// log carries them to other nodes) but write nothing to disk.
+    pub fn is_durable(&self) -> bool {
+        match self {
+            DefinitionCommand::DeclareQueue(q) => q.storage_id.is_some(),
+            DefinitionCommand::DeleteQueue { storage_id, .. } => storage_id.is_some(),
+            DefinitionCommand::DeclareExchange(e) => e.durable,
+            DefinitionCommand::DeleteExchange { durable, .. }
+            | DefinitionCommand::Bind { durable, .. }
+            | DefinitionCommand::Unbind { durable, .. } => *durable,
+        }
+    }
+}
