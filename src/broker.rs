@@ -1,5 +1,5 @@
-//! The broker: vhosts, users, settings and the count of live connections, shared by every
-//! connection task.
+//! The broker: vhosts, users, settings, the count of live connections and their tracking,
+//! shared by every connection task.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
@@ -14,6 +14,7 @@ use crate::auth::Users;
 use crate::config::Config;
 use crate::definitions::{CommitError, DefinitionLog, StoreDefinitionLog};
 use crate::reply_to::ReplyRegistry;
+use crate::tracking::Tracker;
 use crate::vhost::Vhost;
 
 pub struct Broker {
@@ -27,6 +28,8 @@ pub struct Broker {
     /// The memory high watermark in bytes, worked out once at start (None: total memory unknown).
     pub memory_limit: Option<u64>,
     pub replies: ReplyRegistry,
+    /// The live connections, for the management API and for closing a deleted user's.
+    pub tracker: Arc<Tracker>,
     vhosts: RwLock<HashMap<String, Arc<Vhost>>>,
     next_id: AtomicU64,
     connections: AtomicUsize,
@@ -94,6 +97,7 @@ impl Broker {
             counters: crate::stats::Counters::default(),
             memory_limit,
             replies: ReplyRegistry::default(),
+            tracker: Arc::default(),
             vhosts: RwLock::new(vhosts),
             next_id: AtomicU64::new(1),
             connections: AtomicUsize::new(0),
@@ -182,7 +186,8 @@ impl Broker {
         Ok(self.users.put_user(record))
     }
 
-    /// Deletes a user and its permissions; false when there was none.
+    /// Deletes a user and its permissions, and closes its connections (320, RabbitMQ's text);
+    /// false when there was none.
     pub async fn delete_user(&self, name: &str) -> Result<bool, StorageError> {
         if self.users.user(name).is_none() {
             return Ok(false);
@@ -192,7 +197,12 @@ impl Broker {
                 name: name.to_owned(),
             })
             .await?;
-        Ok(self.users.delete_user(name))
+        let deleted = self.users.delete_user(name);
+        // After the user is gone: a connection that opens meanwhile is either seen here (it is
+        // tracked before it checks its permissions) or refused by that check.
+        self.tracker
+            .close_user(name, &format!("user '{name}' is deleted"));
+        Ok(deleted)
     }
 
     /// Sets a user's permissions in a vhost; `Err(Ok(reason))` for an invalid regex (nothing

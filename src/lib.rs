@@ -2,7 +2,8 @@
 //!
 //! Data flow: [`server`] accepts sockets → [`connection`] decodes frames and runs channels →
 //! [`vhost`] routes publishes through [`exchange`]s → each [`queue`] is owned by one task that
-//! delivers back to connections.
+//! delivers back to connections. [`tracking`] is what the management API sees of the live
+//! connections.
 
 pub mod alarm;
 pub mod auth;
@@ -20,6 +21,7 @@ pub mod reply_to;
 pub mod server;
 pub mod stats;
 pub mod tls;
+pub mod tracking;
 pub mod vhost;
 
 pub use config::Config;

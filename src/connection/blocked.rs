@@ -4,6 +4,7 @@
 use warren_amqp::protocol::{connection as conn_methods, AMQPClass};
 
 use super::{Connection, Phase};
+use crate::tracking::ConnectionState;
 
 impl Connection {
     /// A publisher that just took the broker past its memory watermark is blocked at once,
@@ -30,6 +31,11 @@ impl Connection {
             return;
         }
         self.blocked = block;
+        self.info.set_state(if block {
+            ConnectionState::Blocked
+        } else {
+            ConnectionState::Running
+        });
         if self.caps.connection_blocked {
             let method = if block {
                 conn_methods::AMQPMethod::Blocked(conn_methods::Blocked {

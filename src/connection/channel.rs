@@ -11,6 +11,7 @@ use warren_amqp::{AmqpError, ContentAssembler};
 use super::Delivery;
 use crate::message::HeldCharge;
 use crate::queue::{ChannelFlow, QueueCommand, QueueHandle};
+use crate::tracking::{ChannelInfo, ConsumerInfo};
 
 /// A delivery the client has not settled yet.
 pub(super) struct Unacked {
@@ -51,8 +52,12 @@ pub(super) struct Channel {
     pub crossed_close: bool,
     pub assembler: ContentAssembler,
     next_tag: u64,
-    pub unacked: BTreeMap<u64, Unacked>,
-    pub consumers: HashMap<Arc<str>, ConsumerEntry>,
+    /// (Changed only through the methods below, which keep `info`'s count of it.)
+    unacked: BTreeMap<u64, Unacked>,
+    /// (Changed only through the methods below, which keep `info`'s list of them.)
+    consumers: HashMap<Arc<str>, ConsumerEntry>,
+    /// What the management API sees of this channel.
+    pub info: Arc<ChannelInfo>,
     /// basic.qos global=false: the prefetch of consumers created from now on.
     pub consumer_prefetch: u16,
     pub flow: Arc<ChannelFlow>,
@@ -137,8 +142,27 @@ impl Channel {
                     delivered_at: Instant::now(),
                 },
             );
+            self.info.set_unacked(self.unacked.len());
         }
         self.next_tag
+    }
+
+    /// The consumers, by tag.
+    pub fn consumers(&self) -> &HashMap<Arc<str>, ConsumerEntry> {
+        &self.consumers
+    }
+
+    /// Registers a consumer (and shows it).
+    pub fn add_consumer(&mut self, entry: ConsumerEntry, shown: ConsumerInfo) {
+        self.consumers.insert(shown.tag.clone(), entry);
+        self.info.add_consumer(shown);
+    }
+
+    /// Forgets a consumer (cancelled, or refused by its queue).
+    pub fn remove_consumer(&mut self, tag: &str) -> Option<ConsumerEntry> {
+        let entry = self.consumers.remove(tag)?;
+        self.info.remove_consumer(tag);
+        Some(entry)
     }
 
     /// How long the oldest unacknowledged delivery has waited.
@@ -162,7 +186,7 @@ impl Channel {
             .find(|(_, c)| c.id == consumer_id)?
             .0
             .clone();
-        self.consumers.remove(&tag);
+        self.remove_consumer(&tag);
         Some(tag)
     }
 
@@ -173,22 +197,24 @@ impl Channel {
         tag: u64,
         multiple: bool,
     ) -> Result<Vec<(u64, Unacked)>, AmqpError> {
-        if multiple && tag == 0 {
-            return Ok(std::mem::take(&mut self.unacked).into_iter().collect());
-        }
-        if !self.unacked.contains_key(&tag) {
+        let everything = multiple && tag == 0;
+        if !everything && !self.unacked.contains_key(&tag) {
             return Err(AmqpError::precondition_failed(format!(
                 "unknown delivery tag {tag}"
             )));
         }
-        if multiple {
+        let settled = if everything {
+            std::mem::take(&mut self.unacked).into_iter().collect()
+        } else if multiple {
             let rest = self.unacked.split_off(&(tag + 1));
-            Ok(std::mem::replace(&mut self.unacked, rest)
+            std::mem::replace(&mut self.unacked, rest)
                 .into_iter()
-                .collect())
+                .collect()
         } else {
-            Ok(self.unacked.remove_entry(&tag).into_iter().collect())
-        }
+            self.unacked.remove_entry(&tag).into_iter().collect()
+        };
+        self.info.set_unacked(self.unacked.len());
+        Ok(settled)
     }
 
     /// An ack, nack or reject: settled now, or at commit in a transaction.
@@ -206,6 +232,7 @@ impl Channel {
             for (settled, _) in buffered.settlements {
                 self.unacked.extend(settled);
             }
+            self.info.set_unacked(self.unacked.len());
         }
     }
 
@@ -311,6 +338,7 @@ impl Channel {
         // gone) before the channel's or connection's close-ok is sent.
         // (Bounded: a queue stuck on a full disk does not hold the close forever; the cancel
         // stays in its inbox.)
+        self.info.clear_consumers();
         for (_, c) in self.consumers.drain() {
             let cancel = c.queue.ask(|done| QueueCommand::Cancel {
                 consumer_id: c.id,
@@ -322,6 +350,7 @@ impl Channel {
         self.rollback();
         self.tx = None;
         let unacked = std::mem::take(&mut self.unacked).into_iter().collect();
+        self.info.set_unacked(0);
         self.settle(unacked, Settlement::Requeue).await;
         self.flow.unacked.store(0, Ordering::Relaxed);
         self.assembler.reset();

@@ -12,6 +12,7 @@ use warren_amqp::{AmqpError, Method, PROTOCOL_HEADER};
 
 use super::{Connection, ConnectionError, Phase, HANDSHAKE_TIMEOUT};
 use crate::auth::{AuthError, StartOutcome};
+use crate::tracking::ConnectionState;
 
 /// Before tune-ok, frames are limited to the server's maximum.
 pub(super) const FRAME_MIN_SIZE: u32 = 4096;
@@ -167,6 +168,12 @@ impl Connection {
                 self.frame_max = ok.frame_max;
                 self.decoder.set_frame_max(self.frame_max);
                 self.heartbeat = ok.heartbeat;
+                let channel_max = self.channel_max;
+                self.info.update_handshake(|s| {
+                    s.frame_max = ok.frame_max;
+                    s.channel_max = channel_max;
+                    s.heartbeat = ok.heartbeat;
+                });
                 self.phase = Phase::AwaitOpen;
                 Ok(())
             }
@@ -177,6 +184,10 @@ impl Connection {
                         .on_method(10, 40)
                         .into());
                 };
+                // Tracked (listed, and found by a user's deletion) before the permission check:
+                // a user deleted meanwhile either finds this connection or fails that check.
+                self.info.opened(name);
+                self.info.set_state(ConnectionState::Running);
                 if !self.broker.users.may_use_vhost(&self.user, name) {
                     return Err(AmqpError::not_allowed(format!(
                         "access to vhost '{name}' refused for user '{}'",
@@ -227,6 +238,10 @@ impl Connection {
             self.caps.authentication_failure_close = flag("authentication_failure_close");
             self.caps.connection_blocked = flag("connection.blocked");
         }
+        self.info.update_handshake(|s| {
+            s.client_properties = ok.client_properties.clone();
+            s.auth_mechanism = ok.mechanism.as_str().to_owned();
+        });
         let outcome = self.broker.users.start(
             ok.mechanism.as_str(),
             &self.broker.config.auth_mechanisms,
@@ -252,6 +267,7 @@ impl Connection {
                 Ok(())
             }
             Ok(StartOutcome::LoggedIn(user)) => {
+                self.info.update_handshake(|s| s.user = user.clone());
                 self.user = user;
                 let c = &self.broker.config;
                 let (channel_max, frame_max, heartbeat) = (c.channel_max, c.frame_max, c.heartbeat);

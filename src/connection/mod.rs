@@ -5,6 +5,8 @@
 //! Layout:
 //! - `mod.rs`: the connection's state, its loop (reading, timers, events, closing) and frame
 //!   dispatch by channel
+//! - `serve.rs`: a socket's life around that loop: accepting, the writer task, tracking, the
+//!   cleaning up and lingering after it
 //! - `handshake.rs`: protocol header, start/start-ok, SASL, tune/tune-ok, open; the connection
 //!   class on channel 0 (close, update-secret)
 //! - `writer.rs`: the writer task, and the encoding of what goes out (methods, deliveries,
@@ -17,7 +19,10 @@ mod blocked;
 mod channel;
 mod handshake;
 mod methods;
+mod serve;
 mod writer;
+
+pub use serve::{serve, serve_tls};
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -25,8 +30,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
-use tokio::net::TcpStream;
+use tokio::io::{AsyncRead, AsyncReadExt};
 use tokio::sync::mpsc;
 use warren_amqp::protocol::{connection as conn_methods, AMQPClass};
 use warren_amqp::{encode, AmqpError, Frame, FrameDecoder, FrameKind, Method, ReplyCode};
@@ -34,10 +38,10 @@ use warren_amqp::{encode, AmqpError, Frame, FrameDecoder, FrameKind, Method, Rep
 use crate::broker::Broker;
 use crate::message::MessageRef;
 use crate::queue::{ConnEvent, ConnectionFlow, ConnectionId, Delivery, QueueHandle};
+use crate::tracking::{ConnectionInfo, ConnectionState};
 use crate::vhost::Vhost;
 use channel::Channel;
-use handshake::{ClientCaps, FRAME_MIN_SIZE};
-use writer::{write_loop, WRITER_QUEUE};
+use handshake::ClientCaps;
 
 pub(crate) const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long to wait for `connection.close-ok` after sending `connection.close`.
@@ -101,6 +105,8 @@ pub(crate) struct Connection {
     id: ConnectionId,
     broker: Arc<Broker>,
     peer: SocketAddr,
+    /// What the management API sees of this connection (kept up to date as it changes).
+    info: Arc<ConnectionInfo>,
     phase: Phase,
     user: String,
     /// The login named in start-ok while a challenge is outstanding.
@@ -147,111 +153,6 @@ pub(crate) struct Connection {
     publish_allowed: Option<(u64, Bytes)>,
 }
 
-/// Serves one accepted socket until it closes.
-pub async fn serve(broker: Arc<Broker>, stream: TcpStream, peer: SocketAddr) {
-    let _ = stream.set_nodelay(true);
-    let (rd, wr) = stream.into_split();
-    serve_split(broker, rd, wr, peer).await;
-}
-
-/// Serves one connection over TLS (the handshake done) until it closes.
-pub async fn serve_tls(
-    broker: Arc<Broker>,
-    stream: tokio_rustls::server::TlsStream<TcpStream>,
-    peer: SocketAddr,
-) {
-    let _ = stream.get_ref().0.set_nodelay(true);
-    let (rd, wr) = tokio::io::split(stream);
-    serve_split(broker, rd, wr, peer).await;
-}
-
-async fn serve_split<R, W>(broker: Arc<Broker>, mut rd: R, mut wr: W, peer: SocketAddr)
-where
-    R: AsyncRead + Unpin,
-    W: AsyncWrite + Unpin + Send + 'static,
-{
-    let _guard = broker.connection_opened();
-    let mut rbuf = BytesMut::with_capacity(READ_CHUNK);
-    if !handshake::read_protocol_header(&mut rd, &mut wr, &mut rbuf, peer).await {
-        return;
-    }
-
-    let (wtx, wrx) = mpsc::channel::<Bytes>(WRITER_QUEUE);
-    let mut writer = tokio::spawn(write_loop(wr, wrx));
-    let (events_tx, mut events_rx) = mpsc::unbounded_channel();
-    let mut conn = Connection {
-        id: broker.next_id(),
-        broker: broker.clone(),
-        peer,
-        phase: Phase::AwaitStartOk,
-        user: String::new(),
-        pending_login: None,
-        vhost: None,
-        // Until tune-ok, frames are held to the protocol's minimum (as in RabbitMQ): a client
-        // that has not logged in cannot make the broker buffer large frames.
-        decoder: FrameDecoder::new(FRAME_MIN_SIZE),
-        frame_max: broker.config.frame_max,
-        channel_max: broker.config.channel_max,
-        heartbeat: 0,
-        caps: ClientCaps::default(),
-        channels: HashMap::new(),
-        out: BytesMut::with_capacity(READ_CHUNK),
-        events_tx,
-        flow: Arc::new(ConnectionFlow::default()),
-        exclusive_queues: Vec::new(),
-        confirms_due: Vec::new(),
-        route_buf: Vec::new(),
-        tx_logged: None,
-        close_deadline: None,
-        published: false,
-        blocked: false,
-        alarms: broker.alarms(),
-        counts: crate::stats::Counts::default(),
-        close_handshake_done: false,
-        sent_close_ok: false,
-        pending: std::collections::VecDeque::new(),
-        pending_replies: std::collections::VecDeque::new(),
-        access_cache: (0, HashMap::new()),
-        publish_allowed: None,
-    };
-    conn.send_start();
-    let ending = conn.run(&mut rd, &mut rbuf, wtx, &mut events_rx).await;
-    // Everything the connection held goes back to its queues before anything else can fail:
-    // consumers, unacked deliveries, and deliveries queues sent that were never encoded.
-    conn.release_all().await;
-    conn.requeue_undelivered(&mut events_rx).await;
-    broker.counters.flush(&mut conn.counts);
-    // Let the writer flush what is left (close-ok above all). After a clean close, read and
-    // discard until the client closes its side, so it never sees a reset before close-ok; a
-    // writer stuck on a client that does not read is abandoned.
-    let lingering = async {
-        if ending == Ending::Closed {
-            loop {
-                rbuf.clear();
-                match rd.read_buf(&mut rbuf).await {
-                    Ok(0) | Err(_) => break,
-                    Ok(_) => {}
-                }
-            }
-        }
-    };
-    let flushed = tokio::time::timeout(LINGER, async {
-        let wr = (&mut writer).await.ok().flatten();
-        lingering.await;
-        wr
-    })
-    .await;
-    match flushed {
-        // The client has closed (or had its time): now our side closes too.
-        Ok(Some(mut wr)) => {
-            let _ = tokio::time::timeout(LINGER, wr.shutdown()).await;
-        }
-        Ok(None) => {}
-        Err(_) => writer.abort(),
-    }
-    tracing::debug!(%peer, id = conn.id, "connection closed");
-}
-
 /// Encoded output beyond which the connection stops reading and taking deliveries until the
 /// writer catches up.
 const OUT_HIGH_WATER: usize = 1 << 20;
@@ -282,6 +183,11 @@ impl Connection {
         events: &mut mpsc::UnboundedReceiver<ConnEvent>,
     ) -> Ending {
         let mut shutdown = self.broker.shutdown_signal();
+        // Close requests (the management API, a deleted user); one asked for before this
+        // subscription is still seen at the first turn.
+        let mut close_requests = self.info.close_requests();
+        close_requests.mark_changed();
+        let mut close_requested = false;
         // Set once the connection is open: the vhost's deletion closes it (320).
         let mut vhost_deleted: Option<tokio::sync::watch::Receiver<bool>> = None;
         let mut vhost_gone_seen = false;
@@ -348,11 +254,13 @@ impl Connection {
                 // and one that still sends (heartbeats) is seen to be alive.
                 read = rd.read_buf(rbuf), if (room && !self.blocked) || rbuf.len() < BLOCKED_READ_CAP => match read {
                     Ok(0) | Err(_) => return Ending::Lost,
-                    Ok(_) if self.blocked || !room => {
+                    Ok(n) if self.blocked || !room => {
+                        self.info.received(n);
                         last_read = Instant::now();
                         unhandled = true;
                     }
-                    Ok(_) => {
+                    Ok(n) => {
+                        self.info.received(n);
                         last_read = Instant::now();
                         if let Err(e) = self.process_input(rbuf).await {
                             self.fail(e);
@@ -411,6 +319,19 @@ impl Connection {
                     if self.phase != Phase::Closing {
                         let name = self.vhost.as_ref().map(|v| v.name.clone()).unwrap_or_default();
                         self.fail(AmqpError::new(ReplyCode::ConnectionForced, format!("vhost '{name}' is deleted")));
+                    }
+                }
+                changed = close_requests.changed(), if !close_requested => {
+                    let reason = close_requests.borrow_and_update().clone();
+                    match (changed, reason) {
+                        (Ok(()), Some(reason)) => {
+                            close_requested = true;
+                            // A connection already closing just goes on closing.
+                            self.fail(AmqpError::new(ReplyCode::ConnectionForced, &*reason));
+                        }
+                        (Ok(()), None) => {}
+                        // (The sender lives in `self.info`: it cannot be gone.)
+                        (Err(_), _) => close_requested = true,
                     }
                 }
                 changed = shutdown.changed() => {
@@ -492,6 +413,7 @@ impl Connection {
             })),
         );
         self.phase = Phase::Closing;
+        self.info.set_state(ConnectionState::Closing);
         self.close_deadline = Some(Instant::now() + CLOSE_TIMEOUT);
     }
 
@@ -562,7 +484,7 @@ impl Connection {
     async fn release_all(&mut self) {
         let channels: Vec<u16> = self.channels.keys().copied().collect();
         for ch in channels {
-            if let Some(mut c) = self.channels.remove(&ch) {
+            if let Some(mut c) = self.remove_channel(ch) {
                 if let Some((_, key)) = c.reply_consumer.take() {
                     self.broker.replies.unregister(&key);
                 }
@@ -574,5 +496,19 @@ impl Connection {
                 q.delete_unconditionally().await;
             }
         }
+    }
+
+    /// Opens channel `ch` (or reopens it, replacing what was there) and shows it.
+    fn insert_channel(&mut self, ch: u16) {
+        let channel = Channel::default();
+        self.info.channel_opened(ch, channel.info.clone());
+        self.channels.insert(ch, channel);
+    }
+
+    /// Takes channel `ch` away (closed), and from the listings.
+    fn remove_channel(&mut self, ch: u16) -> Option<Channel> {
+        let channel = self.channels.remove(&ch)?;
+        self.info.channel_closed(ch);
+        Some(channel)
     }
 }

@@ -15,6 +15,7 @@ use warren_amqp::protocol::AMQPClass;
 use super::{Connection, OUT_HIGH_WATER, READ_CHUNK};
 use crate::message::MessageRef;
 use crate::queue::{ConnEvent, Delivery, QueueCommand, QueueHandle};
+use crate::tracking::ConnectionInfo;
 
 /// Frames encoded for the socket may wait in this many batches before the connection stops
 /// taking more work (deliveries, client frames) for it.
@@ -27,6 +28,7 @@ const SEND_TIMEOUT: Duration = Duration::from_secs(15);
 pub(super) async fn write_loop<W: AsyncWrite + Unpin>(
     mut wr: W,
     mut rx: mpsc::Receiver<Bytes>,
+    info: Arc<ConnectionInfo>,
 ) -> Option<W> {
     let mut batch = Vec::with_capacity(16);
     while rx.recv_many(&mut batch, 16).await > 0 {
@@ -34,6 +36,7 @@ pub(super) async fn write_loop<W: AsyncWrite + Unpin>(
             if !write_with_progress(&mut wr, &chunk).await {
                 return None;
             }
+            info.sent(chunk.len());
         }
         // A no-op on TCP; over TLS it pushes out records the TLS layer may still hold.
         match tokio::time::timeout(SEND_TIMEOUT, wr.flush()).await {

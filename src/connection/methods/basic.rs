@@ -44,12 +44,13 @@ impl Connection {
             )));
         }
         let c = self.channel(ch)?;
+        c.info.set_prefetch(prefetch_count, global);
         if global {
             c.flow.global_prefetch.store(
                 u32::from(prefetch_count),
                 std::sync::atomic::Ordering::Relaxed,
             );
-            for q in c.consumers.values() {
+            for q in c.consumers().values() {
                 q.queue.resume();
             }
         } else {

@@ -64,7 +64,7 @@ impl Connection {
             }
             chan::AMQPMethod::Close(_) => {
                 self.drop_reply_consumer(ch);
-                if let Some(mut c) = self.channels.remove(&ch) {
+                if let Some(mut c) = self.remove_channel(ch) {
                     self.confirms_due.retain(|due| *due != ch);
                     c.release().await;
                     self.requeue_dead_pending();

@@ -25,6 +25,7 @@ impl Connection {
             ));
         }
         c.confirm = true;
+        c.info.set_confirm();
         if !sel.nowait {
             self.send_method(
                 ch,

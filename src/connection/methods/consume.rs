@@ -13,6 +13,7 @@ use crate::queue::args::{check_consume_args, integer};
 use crate::queue::core::ConsumerSpec;
 use crate::queue::{Consumer, ConsumerOutbox, QueueCommand};
 use crate::reply_to;
+use crate::tracking::ConsumerInfo;
 
 impl Connection {
     pub(super) async fn consume(&mut self, ch: u16, c: basic::Consume) -> Result<(), AmqpError> {
@@ -31,7 +32,7 @@ impl Connection {
             self.events_tx.clone(),
         );
         let channel = self.channel(ch)?;
-        if channel.consumers.contains_key(&tag) {
+        if channel.consumers().contains_key(&tag) {
             return Err(AmqpError::not_allowed(format!(
                 "attempt to reuse consumer tag '{tag}'"
             )));
@@ -60,19 +61,27 @@ impl Connection {
             },
         };
         // Registered before the queue can deliver, so the first delivery finds its consumer.
-        channel.consumers.insert(
-            tag.clone(),
+        let shown = ConsumerInfo {
+            tag: tag.clone(),
+            queue: q.name.clone(),
+            ack_required: !c.no_ack,
+            exclusive: c.exclusive,
+            prefetch_count: channel.consumer_prefetch,
+            arguments: c.arguments.clone(),
+        };
+        channel.add_consumer(
             ConsumerEntry {
                 id,
                 queue: q.clone(),
             },
+            shown,
         );
         let added = q
             .ask(|reply| QueueCommand::Consume(consumer, reply))
             .await
             .unwrap_or_else(|_| Err(gone(&vhost, &name)));
         if let Err(e) = added {
-            self.channel(ch)?.consumers.remove(&tag);
+            self.channel(ch)?.remove_consumer(&tag);
             return Err(e);
         }
         self.consume_ok(ch, c.nowait, &tag);
@@ -90,7 +99,7 @@ impl Connection {
         if is_reply_consumer {
             self.drop_reply_consumer(ch);
         }
-        let entry = self.channel(ch)?.consumers.remove(tag);
+        let entry = self.channel(ch)?.remove_consumer(tag);
         if let Some(entry) = entry {
             let _ = entry
                 .queue

@@ -131,7 +131,7 @@ impl Connection {
                     ))
                     .into());
                 }
-                self.channels.insert(ch, Channel::default());
+                self.insert_channel(ch);
                 self.send_method(
                     ch,
                     AMQPClass::Channel(chan::AMQPMethod::OpenOk(chan::OpenOk {})),
@@ -165,7 +165,7 @@ impl Connection {
                     match super::decode(&frame.payload)? {
                         Method::Publish(p) => channel.assembler.start(p),
                         Method::Other(AMQPClass::Channel(chan::AMQPMethod::CloseOk(_))) => {
-                            self.channels.remove(&ch);
+                            self.remove_channel(ch);
                         }
                         Method::Other(AMQPClass::Channel(chan::AMQPMethod::Close(_))) => {
                             // The closes crossed: answer the client's, and (as RabbitMQ) still
@@ -181,7 +181,7 @@ impl Connection {
                         {
                             // A client that took our close-ok as the end of the channel reopens
                             // it without answering our close: the open implies that answer.
-                            self.channels.insert(ch, Channel::default());
+                            self.insert_channel(ch);
                             self.send_method(
                                 ch,
                                 AMQPClass::Channel(chan::AMQPMethod::OpenOk(chan::OpenOk {})),

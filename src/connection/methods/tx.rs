@@ -19,6 +19,7 @@ impl Connection {
                     ));
                 }
                 c.tx.get_or_insert_with(Default::default);
+                c.info.set_transactional();
                 self.send_method(ch, AMQPClass::Tx(tx::AMQPMethod::SelectOk(tx::SelectOk {})));
             }
             tx::AMQPMethod::Commit(_) => {
