@@ -1,10 +1,13 @@
 //! The HTTP listener: health checks ([`health`]), RabbitMQ's management API as far as it goes
-//! ([`api`]: the read-only listings) and Prometheus metrics ([`metrics`]), on an accept loop of
-//! its own that bounds what HTTP clients can hold: a request-head (and idle) timeout and a cap on
-//! connections.
+//! ([`api`]: the read-only listings; [`admin`]: users, vhosts, permissions; [`connections`] and
+//! [`channels`]: the live connections, channels and consumers) and Prometheus metrics
+//! ([`metrics`]), on an accept loop of its own that bounds what HTTP clients can hold: a
+//! request-head (and idle) timeout and a cap on connections.
 
 mod admin;
 mod api;
+mod channels;
+mod connections;
 mod health;
 mod metrics;
 mod stall;
@@ -129,6 +132,24 @@ fn router(broker: Arc<Broker>) -> Router {
         .route("/api/exchanges/{vhost}/{name}", get(api::exchange_one))
         .route("/api/bindings", get(api::bindings_all))
         .route("/api/bindings/{vhost}", get(api::bindings_in))
+        .route("/api/connections", get(connections::all))
+        .route(
+            "/api/connections/{name}",
+            get(connections::get_one).delete(connections::delete),
+        )
+        .route(
+            "/api/connections/{name}/channels",
+            get(channels::of_connection),
+        )
+        .route(
+            "/api/vhosts/{vhost}/connections",
+            get(connections::in_vhost),
+        )
+        .route("/api/channels", get(channels::all))
+        .route("/api/channels/{name}", get(channels::get_one))
+        .route("/api/vhosts/{vhost}/channels", get(channels::in_vhost))
+        .route("/api/consumers", get(channels::consumers_all))
+        .route("/api/consumers/{vhost}", get(channels::consumers_in))
         .route("/metrics", get(metrics::totals))
         .route("/metrics/per-object", get(metrics::per_object))
         .with_state(broker)
