@@ -52,20 +52,42 @@ pub async fn within_long<F: Future>(what: &str, fut: F) -> F::Output {
 
 /// `GET path` over HTTP/1.1 (with basic credentials if given): the status code and the body.
 pub fn http_get(addr: SocketAddr, path: &str, auth: Option<(&str, &str)>) -> (u16, String) {
+    http_request(addr, "GET", path, &[], None, auth)
+}
+
+/// `METHOD path` over HTTP/1.1 with these extra headers, a JSON body (or none) and basic
+/// credentials (if given): the status code and the body.
+pub fn http_request(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: Option<&str>,
+    auth: Option<(&str, &str)>,
+) -> (u16, String) {
     use std::io::{Read, Write};
     let mut s = std::net::TcpStream::connect(addr).expect("http connect");
     s.set_read_timeout(Some(Duration::from_secs(10)))
         .expect("timeout");
-    let credentials = auth
-        .map(|(user, pass)| {
-            use base64::Engine as _;
-            let token = base64::engine::general_purpose::STANDARD.encode(format!("{user}:{pass}"));
-            format!("Authorization: Basic {token}\r\n")
-        })
-        .unwrap_or_default();
+    let mut head = String::new();
+    if let Some((user, pass)) = auth {
+        use base64::Engine as _;
+        let token = base64::engine::general_purpose::STANDARD.encode(format!("{user}:{pass}"));
+        head.push_str(&format!("Authorization: Basic {token}\r\n"));
+    }
+    for (name, value) in headers {
+        head.push_str(&format!("{name}: {value}\r\n"));
+    }
+    if let Some(body) = body {
+        head.push_str(&format!(
+            "Content-Type: application/json\r\nContent-Length: {}\r\n",
+            body.len()
+        ));
+    }
     write!(
         s,
-        "GET {path} HTTP/1.1\r\nHost: localhost\r\n{credentials}Connection: close\r\n\r\n"
+        "{method} {path} HTTP/1.1\r\nHost: localhost\r\n{head}Connection: close\r\n\r\n{}",
+        body.unwrap_or_default()
     )
     .expect("http request");
     let mut response = String::new();
@@ -970,18 +992,28 @@ impl Raw {
         r.start_ok(&h).await;
         let tune = r.expect_tune().await;
         r.tune_ok(&h, &tune).await;
-        r.send_method(
+        r.connection_open(&h.vhost).await;
+        r
+    }
+
+    /// Sends connection.open for `vhost`.
+    pub async fn send_connection_open(&mut self, vhost: &str) {
+        self.send_method(
             0,
             AMQPClass::Connection(conn::AMQPMethod::Open(conn::Open {
-                virtual_host: h.vhost.as_str().into(),
+                virtual_host: vhost.into(),
             })),
         )
         .await;
-        match r.recv().await {
+    }
+
+    /// connection.open for `vhost`, answered with open-ok (panics on anything else).
+    pub async fn connection_open(&mut self, vhost: &str) {
+        self.send_connection_open(vhost).await;
+        match self.recv().await {
             In::Method(0, AMQPClass::Connection(conn::AMQPMethod::OpenOk(_))) => {}
             other => panic!("expected connection.open-ok, got {other:?}"),
         }
-        r
     }
 
     pub async fn start_ok(&mut self, h: &Handshake) {

@@ -274,17 +274,7 @@ async fn default_user_and_rabbit_cr_demo_when_configured() {
     let mut r = cr_demo("bitnami").await;
     let tune = r.expect_tune().await;
     r.tune_ok(&Handshake::default(), &tune).await;
-    r.send_method(
-        0,
-        AMQPClass::Connection(conn::AMQPMethod::Open(conn::Open {
-            virtual_host: "/".into(),
-        })),
-    )
-    .await;
-    match r.recv().await {
-        In::Method(0, AMQPClass::Connection(conn::AMQPMethod::OpenOk(_))) => {}
-        other => panic!("expected connection.open-ok, got {other:?}"),
-    }
+    r.connection_open("/").await;
     r.open_channel(1).await;
     r.ping(1).await;
     r.close().await;

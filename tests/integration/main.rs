@@ -20,6 +20,7 @@ mod basic;
 mod config_file;
 mod confirms;
 mod connection;
+mod connections_api;
 mod data_file;
 mod disk_full;
 mod durability;
