@@ -31,11 +31,14 @@ impl Connection {
             return;
         }
         self.blocked = block;
-        self.info.set_state(if block {
-            ConnectionState::Blocked
-        } else {
-            ConnectionState::Running
-        });
+        // (A closing connection that an alarm no longer blocks is still closing.)
+        if self.phase == Phase::Open {
+            self.info.set_state(if block {
+                ConnectionState::Blocked
+            } else {
+                ConnectionState::Running
+            });
+        }
         if self.caps.connection_blocked {
             let method = if block {
                 conn_methods::AMQPMethod::Blocked(conn_methods::Blocked {

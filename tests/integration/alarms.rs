@@ -1,5 +1,6 @@
 //! The disk alarm: below the free-space limit, publishing connections get `connection.blocked`
-//! and are no longer read from; connections that only consume keep working.
+//! and are no longer read from (and show as `blocked`); connections that only consume keep
+//! working.
 
 use std::time::Duration;
 
@@ -23,6 +24,10 @@ async fn publishers_are_blocked_while_disk_is_low_and_consumers_are_not() {
         }
         other => panic!("expected connection.blocked, got {other:?}"),
     }
+    // The management API shows it blocked, as RabbitMQ does.
+    let (_, listing) = http_get(b.http_addr, "/api/connections", Some(("guest", "guest")));
+    let listing: serde_json::Value = serde_json::from_str(&listing).expect("json");
+    assert_eq!(listing[0]["state"], "blocked", "{listing}");
     // Further publishes are not read while the alarm lasts.
     publisher.publish(1, "", "alarmed", b"second").await;
     publisher.publish(1, "", "alarmed", b"third").await;

@@ -130,6 +130,12 @@ async fn amqps_with_client_certificates() {
     r.publish(1, "", "over.tls", &body).await;
     let got = r.get(1, "over.tls", true).await.expect("message over TLS");
     assert_eq!(got.body, body);
+    // The management API shows it as a TLS connection on the AMQPS port.
+    let (status, listing) = http_get(b.http_addr, "/api/connections", Some(("guest", "guest")));
+    assert_eq!(status, 200);
+    let listing: serde_json::Value = serde_json::from_str(&listing).expect("json");
+    assert_eq!(listing[0]["ssl"], serde_json::json!(true), "{listing}");
+    assert_eq!(listing[0]["port"], serde_json::json!(tls_addr.port()));
     r.close().await;
 
     // Without a certificate, or with one the CA did not sign: refused in the TLS handshake.
