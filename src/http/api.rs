@@ -261,6 +261,7 @@ pub async fn overview(State(broker): Shared, _user: User) -> Answer {
         |f: fn(&QueueStats) -> u32| queues.iter().map(|q| u64::from(f(&q.stats))).sum::<u64>();
     let exchanges: usize = vhosts.iter().map(|v| v.exchanges_info().len()).sum();
     let t = broker.counters.totals();
+    let open = broker.tracker.open_connections();
     Ok(Json(json!({
         "management_version": env!("CARGO_PKG_VERSION"),
         "product_name": "Warren",
@@ -268,7 +269,9 @@ pub async fn overview(State(broker): Shared, _user: User) -> Answer {
         "node": super::node_name(),
         "cluster_name": super::node_name(),
         "object_totals": {
-            "connections": broker.connection_count(),
+            // As RabbitMQ counts them: connections past connection.open, and their channels.
+            "connections": open.len(),
+            "channels": open.iter().map(|(c, _)| c.channel_count()).sum::<usize>(),
             "exchanges": exchanges,
             "queues": queues.len(),
             "consumers": sum(|s| s.consumers),

@@ -191,6 +191,7 @@ async fn connections_are_listed_with_rabbitmq_fields() {
     // The overview counts them too.
     let (_, overview) = call(&b, "GET", "/api/overview", &[], GUEST);
     assert_eq!(overview["object_totals"]["connections"], json!(2));
+    assert_eq!(overview["object_totals"]["channels"], json!(3));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
