@@ -215,6 +215,28 @@ async fn publish_until_killed(
     }
 }
 
+/// Publishes to `exchange` until the broker is killed (`kill -9`) at a random moment; the ids
+/// that were confirmed.
+async fn kill_9_while_publishing(
+    b: Broker,
+    exchange: &'static str,
+    routing_key: &'static str,
+) -> HashSet<u64> {
+    let confirmed = Arc::new(Mutex::new(HashSet::new()));
+    let publisher = tokio::spawn(publish_until_killed(
+        b.uri(),
+        exchange,
+        routing_key,
+        confirmed.clone(),
+    ));
+    let delay = rand::rng().random_range(100..1200);
+    tokio::time::sleep(Duration::from_millis(delay)).await;
+    b.kill9();
+    let _ = tokio::time::timeout(Duration::from_secs(10), publisher).await;
+    let confirmed = confirmed.lock().unwrap().clone();
+    confirmed
+}
+
 /// The number of kill -9 rounds: 10 in CI; `WARREN_CRASH_ROUNDS` raises it for a soak.
 fn rounds() -> usize {
     std::env::var("WARREN_CRASH_ROUNDS")
@@ -242,18 +264,7 @@ async fn no_confirmed_message_is_lost_on_kill_9() {
                 .unwrap();
             let _ = conn.close(200, "bye".into()).await;
         }
-        let confirmed = Arc::new(Mutex::new(HashSet::new()));
-        let publisher = tokio::spawn(publish_until_killed(
-            b.uri(),
-            "",
-            "crash",
-            confirmed.clone(),
-        ));
-        let delay = rand::rng().random_range(100..1200);
-        tokio::time::sleep(Duration::from_millis(delay)).await;
-        b.kill9();
-        let _ = tokio::time::timeout(Duration::from_secs(10), publisher).await;
-        let confirmed = confirmed.lock().unwrap().clone();
+        let confirmed = kill_9_while_publishing(b, "", "crash").await;
         total_confirmed += confirmed.len();
 
         let b = Broker::start(dir.path(), &[]);
@@ -339,18 +350,7 @@ async fn a_confirmed_fanned_out_message_is_in_every_queue_after_kill_9() {
             }
             let _ = conn.close(200, "bye".into()).await;
         }
-        let confirmed = Arc::new(Mutex::new(HashSet::new()));
-        let publisher = tokio::spawn(publish_until_killed(
-            b.uri(),
-            "crash.fan",
-            "",
-            confirmed.clone(),
-        ));
-        let delay = rand::rng().random_range(100..1200);
-        tokio::time::sleep(Duration::from_millis(delay)).await;
-        b.kill9();
-        let _ = tokio::time::timeout(Duration::from_secs(10), publisher).await;
-        let confirmed = confirmed.lock().unwrap().clone();
+        let confirmed = kill_9_while_publishing(b, "crash.fan", "").await;
         total_confirmed += confirmed.len();
 
         let b = Broker::start(dir.path(), &[]);
