@@ -42,8 +42,9 @@ pub trait QueueLog {
     fn durable(&self) -> u64;
     /// Whether the write of message `id` failed (its commit was refused).
     fn write_failed(&self, id: u64) -> bool;
-    /// Calls `done` once every record appended so far has been through the log, with a way to
-    /// ask whether a message (by id) made it: what releases publisher confirms.
+    /// Calls `done` once every record appended so far has been through the log, with whether the
+    /// log's last write succeeded and a way to ask whether a message (by id) made it: what
+    /// releases publisher confirms and transactions' commits.
     fn when_durable(&mut self, done: WhenDurable);
     /// A fresh message id.
     fn next_message_id(&mut self) -> u64;
@@ -52,8 +53,9 @@ pub trait QueueLog {
     fn read(&mut self, ids: &[(u64, bool)]) -> Result<HashMap<u64, MessageRef>, StorageError>;
 }
 
-/// What waits for a queue's log: given a way to ask whether a message (by id) is durable.
-pub type WhenDurable = Box<dyn FnOnce(&dyn Fn(u64) -> bool) + Send>;
+/// What waits for a queue's log: given whether the write it waited for succeeded, and a way to
+/// ask whether a message (by id) is durable.
+pub type WhenDurable = Box<dyn FnOnce(bool, &dyn Fn(u64) -> bool) + Send>;
 
 /// A queue's log in the node's store: the queue's rows of the shared message table (a message
 /// routed to several queues is stored once), and a shadow key for transient messages' copies.
@@ -153,7 +155,7 @@ impl QueueLog for StoreLog {
         let failed = self.store.failed_writes();
         self.store.submit_then(
             Op::Nothing,
-            Box::new(move |ok| done(&|id| ok && !failed.contains(id))),
+            Box::new(move |ok| done(ok, &|id| ok && !failed.contains(id))),
         );
     }
 
@@ -201,7 +203,7 @@ impl QueueLog for NoLog {
     }
 
     fn when_durable(&mut self, done: WhenDurable) {
-        done(&|_| true)
+        done(true, &|_| true)
     }
 
     fn next_message_id(&mut self) -> u64 {

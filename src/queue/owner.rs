@@ -223,11 +223,12 @@ impl Owner {
             return;
         }
         let waiting = std::mem::take(&mut self.waiting);
-        self.world.log.when_durable(Box::new(move |durable| {
+        self.world.log.when_durable(Box::new(move |written, durable| {
             for waiter in waiting {
                 let ok = match &waiter {
                     Waiter::Confirm { message, .. } => durable(*message),
-                    Waiter::Sync(_) => true,
+                    // (An earlier batch's failure is not seen here; the store's disk alarm is.)
+                    Waiter::Sync(_) => written,
                 };
                 waiter.answer(ok);
             }

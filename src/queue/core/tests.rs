@@ -39,7 +39,7 @@ impl QueueLog for MemLog {
         false
     }
     fn when_durable(&mut self, done: crate::queue::log::WhenDurable) {
-        done(&|_| true)
+        done(true, &|_| true)
     }
     fn next_message_id(&mut self) -> u64 {
         self.next_id += 1;
