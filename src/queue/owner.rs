@@ -223,16 +223,18 @@ impl Owner {
             return;
         }
         let waiting = std::mem::take(&mut self.waiting);
-        self.world.log.when_durable(Box::new(move |written, durable| {
-            for waiter in waiting {
-                let ok = match &waiter {
-                    Waiter::Confirm { message, .. } => durable(*message),
-                    // (An earlier batch's failure is not seen here; the store's disk alarm is.)
-                    Waiter::Sync(_) => written,
-                };
-                waiter.answer(ok);
-            }
-        }));
+        self.world
+            .log
+            .when_durable(Box::new(move |written, durable| {
+                for waiter in waiting {
+                    let ok = match &waiter {
+                        Waiter::Confirm { message, .. } => durable(*message),
+                        // (Not an earlier batch's failure: the disk alarm shows that.)
+                        Waiter::Sync(_) => written,
+                    };
+                    waiter.answer(ok);
+                }
+            }));
     }
 
     /// Applies a command, then takes back what could not be delivered.
