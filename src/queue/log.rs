@@ -53,6 +53,21 @@ pub trait QueueLog {
     fn read(&mut self, ids: &[(u64, bool)]) -> Result<HashMap<u64, MessageRef>, StorageError>;
 }
 
+/// A persistent message's durable form for the logs of its `queues` durable queues: made once,
+/// stored once for all of them when they are several.
+pub fn durable_form(
+    store: &Store,
+    message: &Message,
+    id: u64,
+    queues: usize,
+) -> Result<Enqueued, StorageError> {
+    Ok(Enqueued {
+        id,
+        data: store.seal(id, message.to_stored())?,
+        shared: queues > 1,
+    })
+}
+
 /// What waits for a queue's log: given whether the write it waited for succeeded, and a way to
 /// ask whether a message (by id) is durable.
 pub type WhenDurable = Box<dyn FnOnce(bool, &dyn Fn(u64) -> bool) + Send>;
@@ -97,14 +112,10 @@ impl QueueLog for StoreLog {
                 queue: warren_storage::shadow_queue(queue),
                 messages,
             },
-            LogRecord::Copy { id, message } => match self.store.seal(id, message.to_stored()) {
-                Ok(data) => Op::Enqueue {
+            LogRecord::Copy { id, message } => match durable_form(&self.store, &message, id, 1) {
+                Ok(copy) => Op::Enqueue {
                     queue: warren_storage::shadow_queue(queue),
-                    messages: vec![Enqueued {
-                        id,
-                        data,
-                        shared: false,
-                    }],
+                    messages: vec![copy],
                 },
                 Err(e) => {
                     tracing::error!(queue = %self.name, "cannot seal a message to page it out: {e}");

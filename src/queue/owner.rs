@@ -11,14 +11,14 @@ use std::time::{Duration, Instant, SystemTime};
 
 use tokio::sync::{mpsc, oneshot};
 use warren_amqp::PropertiesView;
-use warren_storage::{Enqueued, Store};
+use warren_storage::Store;
 
 use super::core::{
     Command, Context, CoreSpec, DeadLetter, Effect, Outcome, QueueCore, RecoveredEntry, Taken,
 };
 use super::dead_letter;
 use super::host::QueueHost;
-use super::log::{NoLog, QueueLog, StoreLog};
+use super::log::{durable_form, NoLog, QueueLog, StoreLog};
 use super::recovery::Recovery;
 use super::{
     ConnEvent, Consumer, ConsumerOutbox, Delivery, PublishConfirm, QueueCommand, QueueHandle,
@@ -478,21 +478,6 @@ impl World {
             });
         }
     }
-}
-
-/// A persistent message's durable form for the logs of its `queues` durable queues: made once,
-/// stored once for all of them when they are several.
-pub fn durable_form(
-    store: &Store,
-    message: &Message,
-    id: u64,
-    queues: usize,
-) -> Result<Enqueued, warren_storage::StorageError> {
-    Ok(Enqueued {
-        id,
-        data: store.seal(id, message.to_stored())?,
-        shared: queues > 1,
-    })
 }
 
 impl Context for World {

@@ -268,17 +268,9 @@ async fn no_confirmed_message_is_lost_on_kill_9() {
         total_confirmed += confirmed.len();
 
         let b = Broker::start(dir.path(), &[]);
-        let got = b.drain("crash").await;
-        let ids: Vec<u64> = got
-            .iter()
-            .map(|(body, _)| u64::from_be_bytes(body[..8].try_into().unwrap()))
-            .collect();
+        let ids = drain_ids(&b, "crash").await;
         let present: HashSet<u64> = ids.iter().copied().collect();
-        let lost: Vec<&u64> = confirmed
-            .iter()
-            .filter(|id| !present.contains(id))
-            .take(10)
-            .collect();
+        let lost = missing(&confirmed, &present);
         assert!(lost.is_empty(), "round {round}: confirmed messages lost after kill -9 (e.g. {lost:?}); {} confirmed, {} recovered", confirmed.len(), ids.len());
         let mut sorted = ids.clone();
         sorted.sort_unstable();
@@ -297,6 +289,16 @@ async fn no_confirmed_message_is_lost_on_kill_9() {
         "{} rounds, {total_confirmed} confirmed messages, none lost",
         rounds()
     );
+}
+
+/// Up to ten confirmed ids that are not `present`.
+fn missing(confirmed: &HashSet<u64>, present: &HashSet<u64>) -> Vec<u64> {
+    confirmed
+        .iter()
+        .filter(|id| !present.contains(id))
+        .take(10)
+        .copied()
+        .collect()
 }
 
 /// The ids of the messages in a queue, in order.
@@ -357,11 +359,7 @@ async fn a_confirmed_fanned_out_message_is_in_every_queue_after_kill_9() {
         for q in QUEUES {
             let ids = drain_ids(&b, q).await;
             let present: HashSet<u64> = ids.iter().copied().collect();
-            let lost: Vec<&u64> = confirmed
-                .iter()
-                .filter(|id| !present.contains(id))
-                .take(10)
-                .collect();
+            let lost = missing(&confirmed, &present);
             assert!(
                 lost.is_empty(),
                 "round {round}: confirmed messages missing from {q} after kill -9 (e.g. {lost:?}); {} confirmed, {} recovered",

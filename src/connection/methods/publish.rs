@@ -12,7 +12,7 @@ use crate::connection::channel::TxPublish;
 use crate::connection::Connection;
 use crate::exchange::LazyHeaders;
 use crate::message::Message;
-use crate::queue::owner::durable_form;
+use crate::queue::log::durable_form;
 use crate::queue::{PublishConfirm, QueueCommand, QueueHandle};
 use crate::reply_to;
 use crate::vhost::{Routing, Vhost};
