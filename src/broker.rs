@@ -7,7 +7,9 @@ use std::sync::{Arc, RwLock};
 
 use tokio::sync::{watch, Notify};
 
-use warren_storage::{Op, PermissionRecord, StorageError, Store, UserRecord, VhostRecord};
+use warren_storage::{
+    Op, PermissionRecord, StorageError, Store, TopicPermissionRecord, UserRecord, VhostRecord,
+};
 
 use crate::alarm::Alarms;
 use crate::auth::Users;
@@ -53,7 +55,7 @@ impl Broker {
             let vhost = VhostRecord {
                 name: "/".to_owned(),
                 description: "Default virtual host".to_owned(),
-                tags: Vec::new(),
+                ..VhostRecord::default()
             };
             store.submit(Op::PutUser(user.clone()), None);
             store.submit(Op::PutVhost(vhost.clone()), None);
@@ -72,7 +74,7 @@ impl Broker {
                 definitions.clone(),
                 config.queue_memory_limit,
             );
-            vhost.set_metadata(record.description.clone(), record.tags.clone());
+            vhost.set_record(record.clone());
             vhost.restore(&recovered)?;
             vhosts.insert(record.name.clone(), vhost);
         }
@@ -83,6 +85,7 @@ impl Broker {
         let users = Users::from_records(
             std::mem::take(&mut recovered.users),
             std::mem::take(&mut recovered.permissions),
+            std::mem::take(&mut recovered.topic_permissions),
             &config.loopback_users,
         );
         let memory_limit = crate::alarm::memory_high_watermark(
@@ -135,15 +138,18 @@ impl Broker {
         description: String,
         tags: Vec<String>,
     ) -> Result<bool, StorageError> {
+        // An existing vhost keeps its limits.
+        let limits = self.vhost(name).and_then(|v| v.record().limits);
         let record = VhostRecord {
             name: name.to_owned(),
-            description: description.clone(),
-            tags: tags.clone(),
+            description,
+            tags,
+            limits,
         };
-        self.store.write(Op::PutVhost(record)).await?;
+        self.store.write(Op::PutVhost(record.clone())).await?;
         let mut vhosts = self.vhosts.write().unwrap_or_else(|e| e.into_inner());
         if let Some(v) = vhosts.get(name) {
-            v.set_metadata(description, tags);
+            v.set_record(record);
             return Ok(false);
         }
         let vhost = Vhost::new(
@@ -152,7 +158,7 @@ impl Broker {
             self.definitions.clone(),
             self.config.queue_memory_limit,
         );
-        vhost.set_metadata(description, tags);
+        vhost.set_record(record);
         vhosts.insert(name.to_owned(), vhost);
         Ok(true)
     }
@@ -231,6 +237,61 @@ impl Broker {
             })
             .await?;
         Ok(self.users.delete_permission(vhost, user))
+    }
+
+    /// Sets a user's topic permission on one exchange of a vhost; `Err(Ok(reason))` for an
+    /// invalid regex (nothing changed), true when the user had none in the vhost before.
+    pub async fn set_topic_permission(
+        &self,
+        record: TopicPermissionRecord,
+    ) -> Result<Result<bool, String>, StorageError> {
+        if let Err(e) = crate::auth::validate_topic_permission(&record) {
+            return Ok(Err(e));
+        }
+        let (vhost, user) = (record.vhost.clone(), record.user.clone());
+        let mut list: Vec<TopicPermissionRecord> = self
+            .users
+            .topic_permissions()
+            .into_iter()
+            .filter(|p| p.vhost == vhost && p.user == user && p.exchange != record.exchange)
+            .collect();
+        list.push(record.clone());
+        // On disk first, then in effect.
+        self.store
+            .write(Op::SetTopicPermissions {
+                vhost,
+                user,
+                permissions: list,
+            })
+            .await?;
+        Ok(self.users.set_topic_permission(record))
+    }
+
+    /// Removes a user's topic permission on one exchange of a vhost, or all of them there;
+    /// false when there was none to remove.
+    pub async fn delete_topic_permissions(
+        &self,
+        vhost: &str,
+        user: &str,
+        exchange: Option<&str>,
+    ) -> Result<bool, StorageError> {
+        let (removed, remaining): (Vec<TopicPermissionRecord>, Vec<TopicPermissionRecord>) = self
+            .users
+            .topic_permissions()
+            .into_iter()
+            .filter(|p| p.vhost == vhost && p.user == user)
+            .partition(|p| exchange.is_none_or(|x| x == p.exchange));
+        if removed.is_empty() {
+            return Ok(false);
+        }
+        self.store
+            .write(Op::SetTopicPermissions {
+                vhost: vhost.to_owned(),
+                user: user.to_owned(),
+                permissions: remaining,
+            })
+            .await?;
+        Ok(self.users.delete_topic_permissions(vhost, user, exchange))
     }
 
     /// A broker-wide unique id (connections, consumers).

@@ -3,7 +3,8 @@
 //! Data flow: [`server`] accepts sockets → [`connection`] decodes frames and runs channels →
 //! [`vhost`] routes publishes through [`exchange`]s → each [`queue`] is owned by one task that
 //! delivers back to connections. [`tracking`] is what the management API sees of the live
-//! connections.
+//! connections. [`auth`] holds users and permissions and [`limits`] the vhost and user limits the
+//! connection checks.
 
 pub mod alarm;
 pub mod auth;
@@ -14,6 +15,7 @@ pub mod connection;
 pub mod definitions;
 pub mod exchange;
 pub mod http;
+pub mod limits;
 pub mod message;
 pub mod perf;
 pub mod queue;

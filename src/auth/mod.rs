@@ -8,22 +8,25 @@
 //! - `mod.rs`: the users (`Users`, its state and lock, user records) and the default user.
 //! - `password.rs`: RabbitMQ's salted password hashes.
 //! - `permissions.rs`: configure / write / read permissions and their checks.
+//! - `topic.rs`: topic permissions (routing-key patterns per topic exchange) and their checks.
 //! - `sasl.rs`: the SASL mechanisms and the login checks (with the loopback rule).
 
 mod password;
 mod permissions;
 mod sasl;
+mod topic;
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::RwLock;
 
-use warren_storage::{PermissionRecord, UserRecord};
+use warren_storage::{PermissionRecord, TopicPermissionRecord, UserRecord};
 
 pub use password::{hash_password, password_matches, SHA256, SHA512};
 use permissions::Permission;
 pub use permissions::{validate_permission, Access};
 pub use sasl::{AuthError, Mechanism, StartOutcome, CR_DEMO_CHALLENGE};
+pub use topic::validate_topic_permission;
 
 pub struct User {
     pub record: UserRecord,
@@ -34,6 +37,8 @@ struct State {
     users: HashMap<String, User>,
     /// (vhost, user) → permissions.
     permissions: BTreeMap<(String, String), Permission>,
+    /// (vhost, user) → topic permissions by exchange.
+    topic_permissions: BTreeMap<(String, String), topic::TopicPermissions>,
 }
 
 /// The users and their permissions. Changes apply to connections at once (permission checks
@@ -57,7 +62,7 @@ impl Users {
     /// permission on `/`.
     pub fn with_default(name: &str, password: &str, loopback_users: &[String]) -> Self {
         let (user, permission) = default_records(name, password);
-        Users::from_records(vec![user], vec![permission], loopback_users)
+        Users::from_records(vec![user], vec![permission], Vec::new(), loopback_users)
     }
 
     /// The users and permissions the store held (a permission whose regex no longer compiles is
@@ -65,6 +70,7 @@ impl Users {
     pub fn from_records(
         users: Vec<UserRecord>,
         permissions: Vec<PermissionRecord>,
+        topic_permissions: Vec<TopicPermissionRecord>,
         loopback_users: &[String],
     ) -> Self {
         let mut state = State::default();
@@ -82,6 +88,7 @@ impl Users {
                 }
             }
         }
+        Users::load_topic_permissions(&mut state, topic_permissions);
         Users {
             state: RwLock::new(state),
             loopback_users: loopback_users.to_vec(),
@@ -115,6 +122,7 @@ impl Users {
     pub fn delete_user(&self, name: &str) -> bool {
         let mut state = self.write();
         state.permissions.retain(|(_, u), _| u != name);
+        state.topic_permissions.retain(|(_, u), _| u != name);
         state.users.remove(name).is_some()
     }
 
@@ -132,6 +140,14 @@ impl Users {
             .collect();
         all.sort_by(|a, b| a.name.cmp(&b.name));
         all
+    }
+
+    /// A user's limit (`max-connections`, `max-channels`), when it has one: a negative value
+    /// is none, as in RabbitMQ.
+    pub fn limit(&self, name: &str, limit: &str) -> Option<u64> {
+        let state = self.read();
+        let value = *state.users.get(name)?.record.limits.get(limit)?;
+        u64::try_from(value).ok()
     }
 
     /// A user's tags.
@@ -153,6 +169,7 @@ pub fn default_records(name: &str, password: &str) -> (UserRecord, PermissionRec
             password_hash: hash_password(password, SHA256),
             hashing_algorithm: SHA256.to_owned(),
             tags: vec!["administrator".to_owned()],
+            ..UserRecord::default()
         },
         PermissionRecord {
             user: name.to_owned(),

@@ -62,7 +62,9 @@ impl Users {
 
     /// Forgets every permission in a vhost (it is gone).
     pub fn forget_vhost(&self, vhost: &str) {
-        self.write().permissions.retain(|(v, _), _| v != vhost);
+        let mut state = self.write();
+        state.permissions.retain(|(v, _), _| v != vhost);
+        state.topic_permissions.retain(|(v, _), _| v != vhost);
     }
 
     pub fn permission(&self, vhost: &str, user: &str) -> Option<PermissionRecord> {
@@ -118,6 +120,7 @@ mod tests {
             password_hash: String::new(),
             hashing_algorithm: SHA256.into(),
             tags: vec![],
+            ..UserRecord::default()
         });
         let lo: IpAddr = [127, 0, 0, 1].into();
         assert!(users.check_password("nopass", "", lo).is_err());

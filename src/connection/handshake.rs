@@ -184,6 +184,23 @@ impl Connection {
                         .on_method(10, 40)
                         .into());
                 };
+                // Limits before permissions, as RabbitMQ checks them.
+                if let Some(limit) = self.broker.vhost_connection_limit_reached(name) {
+                    return Err(AmqpError::not_allowed(format!(
+                        "access to vhost '{name}' refused for user '{}': connection limit ({limit}) is reached",
+                        self.user
+                    ))
+                    .on_method(10, 40)
+                    .into());
+                }
+                if let Some(limit) = self.broker.user_connection_limit_reached(&self.user) {
+                    return Err(AmqpError::not_allowed(format!(
+                        "connection refused for user '{}': user connection limit ({limit}) is reached",
+                        self.user
+                    ))
+                    .on_method(10, 40)
+                    .into());
+                }
                 // Tracked (listed, and found by a user's deletion) before the permission check:
                 // a user deleted meanwhile either finds this connection or fails that check.
                 self.info.opened(name);

@@ -150,7 +150,15 @@ pub(crate) struct Connection {
     /// Permission answers (access, is a queue, name) at a generation of the users' state.
     access_cache: (u64, HashMap<(crate::auth::Access, bool, String), bool>),
     /// The exchange last published to with write permission, at a generation.
-    publish_allowed: Option<(u64, Bytes)>,
+    publish_allowed: Option<PublishAllowed>,
+}
+
+/// What a publish to the exchange last published to needs checked, while the users' state is
+/// at `generation`: nothing more, or (`topic_restricted`) the user's topic permission there.
+pub(super) struct PublishAllowed {
+    pub(super) generation: u64,
+    pub(super) exchange: Bytes,
+    pub(super) topic_restricted: bool,
 }
 
 /// Encoded output beyond which the connection stops reading and taking deliveries until the

@@ -39,15 +39,15 @@ impl FromRequestParts<Arc<Broker>> for Admin {
     }
 }
 
-type Answer = Result<Json<Value>, ApiError>;
-type Done = Result<StatusCode, ApiError>;
+pub(super) type Answer = Result<Json<Value>, ApiError>;
+pub(super) type Done = Result<StatusCode, ApiError>;
 
-fn stored<T, E: std::fmt::Display>(r: Result<T, E>) -> Result<T, ApiError> {
+pub(super) fn stored<T, E: std::fmt::Display>(r: Result<T, E>) -> Result<T, ApiError> {
     r.map_err(|e| ApiError::Internal(e.to_string()))
 }
 
 /// A JSON object body; anything else is RabbitMQ's `not_json`. An empty body is `{}`.
-fn object(body: &[u8]) -> Result<Map<String, Value>, ApiError> {
+pub(super) fn object(body: &[u8]) -> Result<Map<String, Value>, ApiError> {
     if body.iter().all(u8::is_ascii_whitespace) {
         return Ok(Map::new());
     }
@@ -55,6 +55,33 @@ fn object(body: &[u8]) -> Result<Map<String, Value>, ApiError> {
         Ok(Value::Object(map)) => Ok(map),
         _ => Err(ApiError::BadRequest(json!("not_json"))),
     }
+}
+
+/// The string values of `keys` in a body, all required: RabbitMQ's `key_missing` list names
+/// every missing one.
+pub(super) fn required_strings<const N: usize>(
+    body: &Map<String, Value>,
+    keys: [&str; N],
+) -> Result<[String; N], ApiError> {
+    let missing: Vec<String> = keys
+        .iter()
+        .filter(|k| !body.contains_key(**k))
+        .map(|k| format!("{{key_missing,{k}}}"))
+        .collect();
+    if !missing.is_empty() {
+        return Err(ApiError::BadRequest(json!(format!(
+            "[{}]",
+            missing.join(",")
+        ))));
+    }
+    let mut values = keys.map(|_| String::new());
+    for (value, key) in values.iter_mut().zip(keys) {
+        *value = body[key]
+            .as_str()
+            .map(str::to_owned)
+            .ok_or_else(|| ApiError::BadRequest(json!(format!("{key} must be a string"))))?;
+    }
+    Ok(values)
 }
 
 /// Tags as RabbitMQ takes them: a comma-separated string or a list.
@@ -74,7 +101,7 @@ fn tags(v: Option<&Value>) -> Vec<String> {
     }
 }
 
-fn created(was_created: bool) -> StatusCode {
+pub(super) fn created(was_created: bool) -> StatusCode {
     if was_created {
         StatusCode::CREATED
     } else {
@@ -88,7 +115,7 @@ fn user_json(u: &UserRecord) -> Value {
         "password_hash": u.password_hash,
         "hashing_algorithm": u.hashing_algorithm,
         "tags": u.tags,
-        "limits": {},
+        "limits": u.limits,
     })
 }
 
@@ -144,11 +171,18 @@ pub async fn put_user(
     } else {
         algorithm
     };
+    // A user that exists keeps its limits (they are set apart, with /api/user-limits).
+    let limits = broker
+        .users
+        .user(&name)
+        .map(|u| u.limits)
+        .unwrap_or_default();
     let record = UserRecord {
         name,
         password_hash,
         hashing_algorithm,
         tags: tags(body.get("tags")),
+        limits,
     };
     Ok(created(stored(broker.put_user(record).await)?))
 }
@@ -266,28 +300,12 @@ pub async fn put_permission(
     Path((vhost, user)): Path<(String, String)>,
     body: Bytes,
 ) -> Done {
-    let body = object(&body)?;
-    let missing: Vec<String> = ["configure", "write", "read"]
-        .iter()
-        .filter(|k| !body.contains_key(**k))
-        .map(|k| format!("{{key_missing,{k}}}"))
-        .collect();
-    if !missing.is_empty() {
-        return Err(ApiError::BadRequest(json!(format!(
-            "[{}]",
-            missing.join(",")
-        ))));
-    }
-    let text = |k: &str| -> Result<String, ApiError> {
-        body[k]
-            .as_str()
-            .map(str::to_owned)
-            .ok_or_else(|| ApiError::BadRequest(json!(format!("{k} must be a string"))))
-    };
+    let [configure, write, read] =
+        required_strings(&object(&body)?, ["configure", "write", "read"])?;
     let record = PermissionRecord {
-        configure: text("configure")?,
-        write: text("write")?,
-        read: text("read")?,
+        configure,
+        write,
+        read,
         user,
         vhost,
     };

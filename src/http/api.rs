@@ -53,6 +53,8 @@ pub enum ApiError {
     /// Right credentials, but a user whose tags do not allow this (401, as RabbitMQ).
     NotAuthorised(&'static str),
     NotFound,
+    /// 404 with RabbitMQ's `not_found` body and a reason (e.g. `vhost_not_found`).
+    NotFoundBecause(&'static str),
     /// 400 with RabbitMQ's `bad_request` body.
     BadRequest(Value),
     /// The change could not be stored.
@@ -88,6 +90,11 @@ impl IntoResponse for ApiError {
             ApiError::Internal(reason) => (
                 StatusCode::INTERNAL_SERVER_ERROR,
                 Json(json!({"error": "internal_server_error", "reason": reason})),
+            )
+                .into_response(),
+            ApiError::NotFoundBecause(reason) => (
+                StatusCode::NOT_FOUND,
+                Json(json!({"error": "not_found", "reason": reason})),
             )
                 .into_response(),
             ApiError::NotFound => (

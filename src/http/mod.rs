@@ -1,5 +1,6 @@
 //! The HTTP listener: health checks ([`health`]), RabbitMQ's management API as far as it goes
-//! ([`api`]: the read-only listings; [`admin`]: users, vhosts, permissions; [`connections`] and
+//! ([`api`]: the read-only listings; [`admin`]: users, vhosts, permissions;
+//! [`topic_permissions`]; [`limits`]: vhost and user limits; [`connections`] and
 //! [`channels`]: the live connections, channels and consumers) and Prometheus metrics
 //! ([`metrics`]), on an accept loop of its own that bounds what HTTP clients can hold: a
 //! request-head (and idle) timeout and a cap on connections.
@@ -9,8 +10,10 @@ mod api;
 mod channels;
 mod connections;
 mod health;
+mod limits;
 mod metrics;
 mod stall;
+mod topic_permissions;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -123,6 +126,37 @@ fn router(broker: Arc<Broker>) -> Router {
             get(admin::permission_one)
                 .put(admin::put_permission)
                 .delete(admin::delete_permission),
+        )
+        .route("/api/topic-permissions", get(topic_permissions::all))
+        .route(
+            "/api/topic-permissions/{vhost}/{user}",
+            get(topic_permissions::of_user_in_vhost)
+                .put(topic_permissions::put)
+                .delete(topic_permissions::delete),
+        )
+        .route(
+            "/api/topic-permissions/{vhost}/{user}/{exchange}",
+            get(topic_permissions::of_user_in_vhost_on).delete(topic_permissions::delete_on),
+        )
+        .route(
+            "/api/users/{name}/topic-permissions",
+            get(topic_permissions::of_user),
+        )
+        .route(
+            "/api/vhosts/{vhost}/topic-permissions",
+            get(topic_permissions::in_vhost),
+        )
+        .route("/api/vhost-limits", get(limits::vhost_limits))
+        .route("/api/vhost-limits/{vhost}", get(limits::vhost_limits_in))
+        .route(
+            "/api/vhost-limits/{vhost}/{name}",
+            axum::routing::put(limits::put_vhost_limit).delete(limits::delete_vhost_limit),
+        )
+        .route("/api/user-limits", get(limits::user_limits))
+        .route("/api/user-limits/{user}", get(limits::user_limits_of_one))
+        .route(
+            "/api/user-limits/{user}/{name}",
+            axum::routing::put(limits::put_user_limit).delete(limits::delete_user_limit),
         )
         .route("/api/queues", get(api::queues_all))
         .route("/api/queues/{vhost}", get(api::queues_in))

@@ -73,6 +73,8 @@ impl Vhost {
         if let Some(q) = self.existing_queue(&req)? {
             return Ok((q, false));
         }
+        // Only a queue that does not exist counts against the limit, as in RabbitMQ.
+        self.check_queue_limit(req.name)?;
         let definition = self.new_queue(&req)?;
         let started = self
             .commit(change, vec![DefinitionCommand::DeclareQueue(definition)])
@@ -107,6 +109,20 @@ impl Vhost {
         }
         self.check_equivalent(&q, req)?;
         Ok(Some(q))
+    }
+
+    /// RabbitMQ's `max-queues` vhost limit: a new queue is refused once the vhost has that many.
+    fn check_queue_limit(&self, name: &str) -> Result<(), AmqpError> {
+        let Some(limit) = self.limit("max-queues") else {
+            return Ok(());
+        };
+        if (self.read().queues.len() as u64) < limit {
+            return Ok(());
+        }
+        Err(AmqpError::precondition_failed(format!(
+            "cannot declare queue '{name}': queue limit in vhost '{}' ({limit}) is reached",
+            self.name
+        )))
     }
 
     /// The definition of the queue a (not passive) declare creates, once its checks pass.

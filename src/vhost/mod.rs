@@ -31,7 +31,7 @@ mod tests;
 use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 use warren_amqp::AmqpError;
-use warren_storage::Store;
+use warren_storage::{Store, VhostRecord};
 
 use crate::definitions::{DefinitionLog, QueueDefinition};
 use crate::queue::recovery::Recovery;
@@ -53,8 +53,8 @@ pub struct Vhost {
     /// Body bytes of ready messages each durable queue keeps in memory (see `QueueSpec`).
     queue_memory_limit: u64,
     topology: RwLock<Topology>,
-    /// Description and tags, as the management API shows them.
-    meta: RwLock<(String, Vec<String>)>,
+    /// Description, tags and limits, as stored.
+    record: RwLock<VhostRecord>,
     /// Becomes true when the vhost is deleted: its connections close (320).
     deleted: tokio::sync::watch::Sender<bool>,
 }
@@ -68,24 +68,48 @@ impl Vhost {
     ) -> Arc<Self> {
         let name = name.into();
         Arc::new(Vhost {
+            name: name.clone(),
             topology: RwLock::new(Topology::new(&name)),
-            name,
             store,
             log,
             changes: Arc::new(tokio::sync::Mutex::new(())),
             queue_memory_limit,
-            meta: RwLock::new((String::new(), Vec::new())),
+            record: RwLock::new(VhostRecord {
+                name: name.clone(),
+                ..VhostRecord::default()
+            }),
             deleted: tokio::sync::watch::channel(false).0,
         })
     }
 
     /// The description and tags.
     pub fn metadata(&self) -> (String, Vec<String>) {
-        self.meta.read().unwrap_or_else(|e| e.into_inner()).clone()
+        let record = self.record();
+        (record.description, record.tags)
     }
 
-    pub fn set_metadata(&self, description: String, tags: Vec<String>) {
-        *self.meta.write().unwrap_or_else(|e| e.into_inner()) = (description, tags);
+    /// The vhost as stored: description, tags, limits.
+    pub fn record(&self) -> VhostRecord {
+        self.record
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// Takes a stored record's description, tags and limits (its name is this vhost's).
+    pub fn set_record(&self, record: VhostRecord) {
+        *self.record.write().unwrap_or_else(|e| e.into_inner()) = VhostRecord {
+            name: self.name.clone(),
+            ..record
+        };
+    }
+
+    /// A limit (`max-connections`, `max-queues`), when the vhost has one: negative values are
+    /// none, as in RabbitMQ.
+    pub fn limit(&self, limit: &str) -> Option<u64> {
+        let record = self.record.read().unwrap_or_else(|e| e.into_inner());
+        let value = *record.limits.as_ref()?.get(limit)?;
+        u64::try_from(value).ok()
     }
 
     /// Becomes true once the vhost is deleted (connections to it watch this).

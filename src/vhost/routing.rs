@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use warren_amqp::{AmqpError, PropertiesView};
 
-use crate::exchange::{Destination, Exchange, LazyHeaders};
+use crate::exchange::{Destination, Exchange, ExchangeKind, LazyHeaders};
 use crate::queue::dedup;
 use crate::queue::QueueHandle;
 
@@ -53,6 +53,15 @@ impl Vhost {
         }
         self.route_in(&topo, exchange, routing_keys, headers, out)?;
         Ok(Routing::Routed)
+    }
+
+    /// Whether `exchange` is a topic exchange (where topic permissions apply), and whether it
+    /// is internal; `None` when there is no such exchange.
+    pub fn topic_exchange(&self, exchange: &str) -> Option<(bool, bool)> {
+        self.read()
+            .exchanges
+            .get(exchange)
+            .map(|ex| (ex.kind == ExchangeKind::Topic, ex.internal))
     }
 
     /// Whether a message may be published to `exchange` (the default exchange, or one that

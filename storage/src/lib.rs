@@ -33,7 +33,7 @@ pub use error::StorageError;
 pub use reads::RememberedId;
 pub use records::{
     BindingRecord, ExchangeRecord, MessageParts, PermissionRecord, QueueRecord, SealedMessage,
-    StoredMessage, UserRecord, VhostRecord,
+    StoredMessage, TopicPermissionRecord, UserRecord, VhostRecord,
 };
 pub use writer::{Callback, CommitListener, Enqueued, Op};
 
@@ -61,6 +61,9 @@ const USERS: TableDefinition<&str, &[u8]> = TableDefinition::new("users");
 const VHOSTS: TableDefinition<&str, &[u8]> = TableDefinition::new("vhosts");
 /// (vhost, user) → JSON permission record.
 const PERMISSIONS: TableDefinition<(&str, &str), &[u8]> = TableDefinition::new("permissions");
+/// (vhost, user) → JSON list of that user's topic permission records in that vhost.
+const TOPIC_PERMISSIONS: TableDefinition<(&str, &str), &[u8]> =
+    TableDefinition::new("topic_permissions");
 /// (owner, message id) → (when remembered, when forgotten; both Unix ms, `u64::MAX` = never):
 /// the ids a deduplicating queue or exchange remembers. The owner is `q:<queue id>` or
 /// `e:<vhost>\0<exchange>`.
@@ -93,6 +96,7 @@ pub struct Recovered {
     pub users: Vec<UserRecord>,
     pub vhosts: Vec<VhostRecord>,
     pub permissions: Vec<PermissionRecord>,
+    pub topic_permissions: Vec<TopicPermissionRecord>,
     /// The default user and vhost have not been created yet (a fresh data directory, or one
     /// written before users and vhosts were stored): the broker creates them and then submits
     /// [`Op::MarkSeeded`].
@@ -200,6 +204,7 @@ impl Store {
                 w.open_table(USERS)?;
                 w.open_table(VHOSTS)?;
                 w.open_table(PERMISSIONS)?;
+                w.open_table(TOPIC_PERMISSIONS)?;
                 // Transient messages paged out before a restart are gone with it.
                 let shadow: Vec<(u64, u64)> = {
                     let index = w.open_table(QUEUE_INDEX)?;

@@ -4,10 +4,10 @@
 
 use redb::{Database, ReadableDatabase, ReadableTable};
 
-use crate::records::{MessageParts, StoredMessage};
+use crate::records::{MessageParts, StoredMessage, TopicPermissionRecord};
 use crate::{
     crypto, Recovered, StorageError, Store, BINDINGS, DEDUP, DELIVERED, EXCHANGES, MESSAGES, META,
-    PERMISSIONS, QUEUES, QUEUE_INDEX, USERS, VHOSTS,
+    PERMISSIONS, QUEUES, QUEUE_INDEX, TOPIC_PERMISSIONS, USERS, VHOSTS,
 };
 
 /// An id a deduplicating queue or exchange remembers: (id, remembered at, forgotten at), in
@@ -150,6 +150,10 @@ pub(crate) fn read_definitions(db: &Database) -> Result<Recovered, StorageError>
     }
     for entry in r.open_table(PERMISSIONS)?.iter()? {
         rec.permissions.push(decode(entry?.1.value())?);
+    }
+    for entry in r.open_table(TOPIC_PERMISSIONS)?.iter()? {
+        let list: Vec<TopicPermissionRecord> = decode(entry?.1.value())?;
+        rec.topic_permissions.extend(list);
     }
     rec.needs_seed = r.open_table(META)?.get("seeded")?.is_none();
     Ok(rec)

@@ -1,6 +1,8 @@
 //! What is stored: definition records (as JSON, small and rarely written) and messages (a compact
 //! binary layout, written once per persistent publish).
 
+use std::collections::BTreeMap;
+
 use bytes::{BufMut, Bytes, BytesMut};
 use serde::{Deserialize, Serialize};
 
@@ -41,22 +43,29 @@ pub struct BindingRecord {
 /// A user, as RabbitMQ's definitions hold one: the password hash is base64 of (4-byte salt ++
 /// digest), empty for a user without a password; `hashing_algorithm` is RabbitMQ's module name
 /// (`rabbit_password_hashing_sha256`, `rabbit_password_hashing_sha512`).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct UserRecord {
     pub name: String,
     pub password_hash: String,
     pub hashing_algorithm: String,
     pub tags: Vec<String>,
+    /// RabbitMQ's user limits (`max-connections`, `max-channels`); a negative value is no limit.
+    #[serde(default)]
+    pub limits: BTreeMap<String, i64>,
 }
 
 /// A virtual host and its metadata.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct VhostRecord {
     pub name: String,
     #[serde(default)]
     pub description: String,
     #[serde(default)]
     pub tags: Vec<String>,
+    /// RabbitMQ's vhost limits (`max-connections`, `max-queues`; negative: no limit); `None`
+    /// or empty when it has none (RabbitMQ's definitions show `limits` only when set).
+    #[serde(default)]
+    pub limits: Option<BTreeMap<String, i64>>,
 }
 
 /// A user's configure / write / read regular expressions in one vhost.
@@ -65,6 +74,17 @@ pub struct PermissionRecord {
     pub user: String,
     pub vhost: String,
     pub configure: String,
+    pub write: String,
+    pub read: String,
+}
+
+/// A user's topic permission on one exchange of a vhost: regular expressions its routing keys
+/// (write: publishing; read: binding keys) must match when the exchange is a topic exchange.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TopicPermissionRecord {
+    pub user: String,
+    pub vhost: String,
+    pub exchange: String,
     pub write: String,
     pub read: String,
 }

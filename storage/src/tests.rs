@@ -169,6 +169,13 @@ async fn users_vhosts_and_permissions_survive_reopen_and_vhost_deletion_takes_it
         write: "^w".into(),
         read: "".into(),
     };
+    let topic = |vhost: &str, user: &str, exchange: &str| TopicPermissionRecord {
+        user: user.into(),
+        vhost: vhost.into(),
+        exchange: exchange.into(),
+        write: "^{username}\\.".into(),
+        read: ".*".into(),
+    };
     {
         let (store, rec) = open(dir.path());
         assert!(
@@ -182,6 +189,7 @@ async fn users_vhosts_and_permissions_survive_reopen_and_vhost_deletion_takes_it
                     password_hash: "aGFzaA==".into(),
                     hashing_algorithm: "rabbit_password_hashing_sha256".into(),
                     tags: vec!["administrator".into()],
+                    limits: [("max-channels".to_owned(), 3)].into(),
                 }))
                 .await
                 .unwrap();
@@ -190,15 +198,32 @@ async fn users_vhosts_and_permissions_survive_reopen_and_vhost_deletion_takes_it
             store
                 .write(Op::PutVhost(VhostRecord {
                     name: name.into(),
-                    description: String::new(),
-                    tags: vec![],
+                    limits: Some([("max-queues".to_owned(), 10)].into()),
+                    ..VhostRecord::default()
                 }))
                 .await
                 .unwrap();
         }
         for (v, u) in [("/", "alice"), ("v1", "alice"), ("/", "bob"), ("v1", "bob")] {
             store.write(Op::PutPermission(perm(v, u))).await.unwrap();
+            store
+                .write(Op::SetTopicPermissions {
+                    vhost: v.into(),
+                    user: u.into(),
+                    permissions: vec![topic(v, u, "amq.topic"), topic(v, u, "t")],
+                })
+                .await
+                .unwrap();
         }
+        // An empty list removes them.
+        store
+            .write(Op::SetTopicPermissions {
+                vhost: "/".into(),
+                user: "alice".into(),
+                permissions: vec![],
+            })
+            .await
+            .unwrap();
         store
             .write(Op::PutExchange(ExchangeRecord {
                 vhost: "v1".into(),
@@ -222,10 +247,20 @@ async fn users_vhosts_and_permissions_survive_reopen_and_vhost_deletion_takes_it
         let users: Vec<&str> = rec.users.iter().map(|u| u.name.as_str()).collect();
         assert_eq!(users, ["alice"]);
         assert_eq!(rec.users[0].tags, ["administrator"]);
+        assert_eq!(rec.users[0].limits, [("max-channels".to_owned(), 3)].into());
         assert_eq!(rec.vhosts.len(), 2);
+        assert_eq!(
+            rec.vhosts[0].limits,
+            Some([("max-queues".to_owned(), 10)].into())
+        );
         assert_eq!(
             rec.permissions,
             vec![perm("/", "alice"), perm("v1", "alice")]
+        );
+        assert_eq!(
+            rec.topic_permissions,
+            vec![topic("v1", "alice", "amq.topic"), topic("v1", "alice", "t")],
+            "bob's went with him, alice's on / were cleared"
         );
         assert_eq!(rec.exchanges.len(), 1);
         store
@@ -236,6 +271,7 @@ async fn users_vhosts_and_permissions_survive_reopen_and_vhost_deletion_takes_it
     let (_, rec) = open(dir.path());
     assert_eq!(rec.vhosts.len(), 1);
     assert_eq!(rec.permissions, vec![perm("/", "alice")]);
+    assert!(rec.topic_permissions.is_empty());
     assert!(rec.exchanges.is_empty());
 }
 

@@ -8,12 +8,12 @@ use redb::{ReadableTable, WriteTransaction};
 use tokio::sync::{mpsc, oneshot};
 
 use crate::records::{
-    BindingRecord, ExchangeRecord, PermissionRecord, QueueRecord, SealedMessage, UserRecord,
-    VhostRecord,
+    BindingRecord, ExchangeRecord, PermissionRecord, QueueRecord, SealedMessage,
+    TopicPermissionRecord, UserRecord, VhostRecord,
 };
 use crate::{
     DbSlot, StorageError, BINDINGS, DEDUP, DELIVERED, EXCHANGES, MESSAGES, MESSAGE_REFS, META,
-    PERMISSIONS, QUEUES, QUEUE_INDEX, USERS, VHOSTS,
+    PERMISSIONS, QUEUES, QUEUE_INDEX, TOPIC_PERMISSIONS, USERS, VHOSTS,
 };
 
 /// Hears when writes it asked about are on disk.
@@ -102,6 +102,12 @@ pub enum Op {
     DeletePermission {
         vhost: String,
         user: String,
+    },
+    /// Replaces a user's topic permissions in a vhost (none: removes them).
+    SetTopicPermissions {
+        vhost: String,
+        user: String,
+        permissions: Vec<TopicPermissionRecord>,
     },
     /// The default user and vhost exist: a restart does not create them again.
     MarkSeeded,
@@ -351,10 +357,12 @@ fn apply(w: &WriteTransaction, op: &Op, elided: &HashSet<(u64, u64)>) -> Result<
         }
         Op::DeleteUser { name } => {
             w.open_table(USERS)?.remove(name.as_str())?;
-            let mut table = w.open_table(PERMISSIONS)?;
-            let keys = string_pairs(&table, |_, user| user == name)?;
-            for (v, u) in keys {
-                table.remove((v.as_str(), u.as_str()))?;
+            for definition in [PERMISSIONS, TOPIC_PERMISSIONS] {
+                let mut table = w.open_table(definition)?;
+                let keys = string_pairs(&table, |_, user| user == name)?;
+                for (v, u) in keys {
+                    table.remove((v.as_str(), u.as_str()))?;
+                }
             }
         }
         Op::PutVhost(v) => {
@@ -364,9 +372,11 @@ fn apply(w: &WriteTransaction, op: &Op, elided: &HashSet<(u64, u64)>) -> Result<
         Op::DeleteVhost { name } => {
             w.open_table(VHOSTS)?.remove(name.as_str())?;
             let in_vhost = |v: &str, _: &str| v == name;
-            let mut table = w.open_table(PERMISSIONS)?;
-            for (v, u) in string_pairs(&table, in_vhost)? {
-                table.remove((v.as_str(), u.as_str()))?;
+            for definition in [PERMISSIONS, TOPIC_PERMISSIONS] {
+                let mut table = w.open_table(definition)?;
+                for (v, u) in string_pairs(&table, in_vhost)? {
+                    table.remove((v.as_str(), u.as_str()))?;
+                }
             }
             let mut table = w.open_table(EXCHANGES)?;
             for (v, x) in string_pairs(&table, in_vhost)? {
@@ -385,6 +395,18 @@ fn apply(w: &WriteTransaction, op: &Op, elided: &HashSet<(u64, u64)>) -> Result<
         Op::DeletePermission { vhost, user } => {
             w.open_table(PERMISSIONS)?
                 .remove((vhost.as_str(), user.as_str()))?;
+        }
+        Op::SetTopicPermissions {
+            vhost,
+            user,
+            permissions,
+        } => {
+            let mut table = w.open_table(TOPIC_PERMISSIONS)?;
+            if permissions.is_empty() {
+                table.remove((vhost.as_str(), user.as_str()))?;
+            } else {
+                table.insert((vhost.as_str(), user.as_str()), &json(permissions)[..])?;
+            }
         }
         Op::MarkSeeded => {
             w.open_table(META)?.insert("seeded", 1)?;

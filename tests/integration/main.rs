@@ -26,6 +26,7 @@ mod disk_full;
 mod durability;
 mod http_api;
 mod http_limits;
+mod limits;
 mod malformed;
 mod memory_alarm;
 mod paging;

@@ -14,6 +14,7 @@ import scenarios_confirms_tx  # noqa: F401
 import scenarios_consume  # noqa: F401
 import scenarios_errors  # noqa: F401
 import scenarios_exchanges  # noqa: F401
+import scenarios_limits  # noqa: F401
 import scenarios_management  # noqa: F401
 import scenarios_pending  # noqa: F401
 import scenarios_properties  # noqa: F401

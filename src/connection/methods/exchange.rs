@@ -61,6 +61,11 @@ impl Connection {
                     &strip_cr_lf(b.destination.as_str()),
                 )?;
                 self.check_access(Access::Read, "exchange", &strip_cr_lf(b.source.as_str()))?;
+                self.check_topic_access(
+                    Access::Read,
+                    &strip_cr_lf(b.source.as_str()),
+                    b.routing_key.as_str(),
+                )?;
                 vhost
                     .bind_exchange(
                         &strip_cr_lf(b.destination.as_str()),
@@ -83,6 +88,11 @@ impl Connection {
                     &strip_cr_lf(u.destination.as_str()),
                 )?;
                 self.check_access(Access::Read, "exchange", &strip_cr_lf(u.source.as_str()))?;
+                self.check_topic_access(
+                    Access::Read,
+                    &strip_cr_lf(u.source.as_str()),
+                    u.routing_key.as_str(),
+                )?;
                 vhost
                     .unbind_exchange(
                         &strip_cr_lf(u.destination.as_str()),

@@ -97,6 +97,35 @@ impl Connection {
         }
     }
 
+    /// RabbitMQ's topic permission check: on a topic exchange, a user with a topic permission
+    /// there may publish only with routing keys its `write` pattern matches (`access` Write),
+    /// and bind only with keys its `read` pattern matches (Read); 403 ACCESS_REFUSED otherwise.
+    /// Not checked on a missing exchange, nor for a publish to an internal one (their own
+    /// errors come first, as in RabbitMQ).
+    pub(super) fn check_topic_access(
+        &self,
+        access: Access,
+        exchange: &str,
+        key: &str,
+    ) -> Result<(), AmqpError> {
+        let vhost = self.vhost()?;
+        let users = &self.broker.users;
+        if !users.has_topic_permission(&self.user, &vhost.name, exchange) {
+            return Ok(());
+        }
+        let applies = match vhost.topic_exchange(exchange) {
+            Some((is_topic, internal)) => is_topic && !(internal && access == Access::Write),
+            None => false,
+        };
+        if !applies || users.topic_permitted(&self.user, &vhost.name, exchange, access, key) {
+            return Ok(());
+        }
+        Err(AmqpError::access_refused(format!(
+            "access to topic '{key}' in exchange '{exchange}' in vhost '{}' refused for user '{}'",
+            vhost.name, self.user
+        )))
+    }
+
     fn vhost(&self) -> Result<Arc<Vhost>, AmqpError> {
         self.vhost
             .clone()
@@ -128,6 +157,13 @@ impl Connection {
                         "number of channels opened ({}) has reached the negotiated channel_max ({})",
                         self.channels.len(),
                         self.channel_max
+                    ))
+                    .into());
+                }
+                if let Some(limit) = self.broker.user_channel_limit_reached(&self.user) {
+                    return Err(AmqpError::not_allowed(format!(
+                        "number of channels opened for user '{}' has reached the maximum allowed user limit of ({limit})",
+                        self.user
                     ))
                     .into());
                 }

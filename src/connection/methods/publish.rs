@@ -10,6 +10,7 @@ use warren_amqp::{encode, AmqpError, Content, PropertiesView, Publish};
 use crate::auth::Access;
 use crate::connection::channel::TxPublish;
 use crate::connection::Connection;
+use crate::connection::PublishAllowed;
 use crate::exchange::LazyHeaders;
 use crate::message::Message;
 use crate::queue::log::durable_form;
@@ -44,17 +45,32 @@ impl Connection {
         let vhost = self.vhost()?;
         // The last exchange allowed is remembered, so a steady publisher costs a compare.
         let generation = self.broker.users.generation();
-        let known = self
-            .publish_allowed
-            .as_ref()
-            .is_some_and(|(g, x)| *g == generation && *x == content.publish.exchange);
-        if !known {
-            self.check_access(
+        let known = self.publish_allowed.as_ref().filter(|allowed| {
+            allowed.generation == generation && allowed.exchange == content.publish.exchange
+        });
+        let topic_restricted = match known {
+            Some(allowed) => allowed.topic_restricted,
+            None => {
+                let exchange = String::from_utf8_lossy(&content.publish.exchange);
+                self.check_access(Access::Write, "exchange", &exchange)?;
+                let topic_restricted =
+                    self.broker
+                        .users
+                        .has_topic_permission(&self.user, &vhost.name, &exchange);
+                self.publish_allowed = Some(PublishAllowed {
+                    generation,
+                    exchange: content.publish.exchange.clone(),
+                    topic_restricted,
+                });
+                topic_restricted
+            }
+        };
+        if topic_restricted {
+            self.check_topic_access(
                 Access::Write,
-                "exchange",
                 &String::from_utf8_lossy(&content.publish.exchange),
+                &String::from_utf8_lossy(&content.publish.routing_key),
             )?;
-            self.publish_allowed = Some((generation, content.publish.exchange.clone()));
         }
         // The properties are parsed once for everything on the way in (checks, routing, the
         // message the queues keep); from a handle of their own, so that `content` can move on

@@ -139,6 +139,7 @@ impl Connection {
                     self.binding_queue_and_key(ch, b.queue.as_str(), b.routing_key.as_str())?;
                 self.check_access(Access::Write, "queue", &name)?;
                 self.check_access(Access::Read, "exchange", &strip_cr_lf(b.exchange.as_str()))?;
+                self.check_topic_access(Access::Read, &strip_cr_lf(b.exchange.as_str()), &key)?;
                 vhost
                     .bind_queue(
                         &name,
@@ -160,6 +161,7 @@ impl Connection {
                     self.binding_queue_and_key(ch, u.queue.as_str(), u.routing_key.as_str())?;
                 self.check_access(Access::Write, "queue", &name)?;
                 self.check_access(Access::Read, "exchange", &strip_cr_lf(u.exchange.as_str()))?;
+                self.check_topic_access(Access::Read, &strip_cr_lf(u.exchange.as_str()), &key)?;
                 vhost
                     .unbind_queue(
                         &name,

@@ -1,0 +1,206 @@
+//! RabbitMQ's vhost limits (`max-connections`, `max-queues`) and user limits
+//! (`max-connections`, `max-channels`): setting and clearing them (validated as RabbitMQ
+//! validates its `vhost-limits` parameter and user limits, stored before they take effect), and
+//! the counts the connection checks them against. A negative value is no limit; 0 allows none.
+//! The queue limit is checked where queues are created (`vhost::declare`).
+
+use serde_json::Value;
+use thiserror::Error;
+use warren_storage::{Op, StorageError};
+
+use crate::broker::Broker;
+
+/// The limits a vhost may have.
+pub const VHOST_LIMITS: [&str; 2] = ["max-connections", "max-queues"];
+/// The limits a user may have.
+pub const USER_LIMITS: [&str; 2] = ["max-connections", "max-channels"];
+
+#[derive(Debug, Error)]
+pub enum LimitError {
+    /// Not a limit of that kind of object: RabbitMQ's text, its value as Erlang prints it.
+    #[error("Unrecognised terms [{{<<\"{name}\">>,{value}}}] in {component}")]
+    Unknown {
+        name: String,
+        value: String,
+        component: &'static str,
+    },
+    #[error("{name} should be a number, actually was {value}")]
+    NotANumber { name: String, value: String },
+    #[error("no such vhost")]
+    NoSuchVhost,
+    #[error("no such user")]
+    NoSuchUser,
+    #[error(transparent)]
+    Storage(#[from] StorageError),
+}
+
+/// A limit's value, checked as RabbitMQ checks it: `name` must be one of `known`, the value an
+/// integer.
+fn checked(
+    known: &[&str],
+    component: &'static str,
+    name: &str,
+    value: &Value,
+) -> Result<i64, LimitError> {
+    if !known.contains(&name) {
+        return Err(LimitError::Unknown {
+            name: name.to_owned(),
+            value: erlang_term(value),
+            component,
+        });
+    }
+    value.as_i64().ok_or_else(|| LimitError::NotANumber {
+        name: name.to_owned(),
+        value: erlang_term(value),
+    })
+}
+
+/// A JSON value as RabbitMQ's error texts print it (an Erlang term): strings as binaries,
+/// `null`/`true`/`false` as atoms, objects as maps.
+pub fn erlang_term(value: &Value) -> String {
+    match value {
+        Value::String(s) => format!("<<\"{s}\">>"),
+        Value::Array(items) => {
+            let items: Vec<String> = items.iter().map(erlang_term).collect();
+            format!("[{}]", items.join(","))
+        }
+        Value::Object(map) => {
+            let items: Vec<String> = map
+                .iter()
+                .map(|(k, v)| format!("<<\"{k}\">> => {}", erlang_term(v)))
+                .collect();
+            format!("#{{{}}}", items.join(","))
+        }
+        other => other.to_string(),
+    }
+}
+
+impl Broker {
+    /// Sets one of a vhost's limits (on disk first).
+    pub async fn set_vhost_limit(
+        &self,
+        vhost: &str,
+        name: &str,
+        value: &Value,
+    ) -> Result<(), LimitError> {
+        let value = checked(&VHOST_LIMITS, "limits", name, value)?;
+        let v = self.vhost(vhost).ok_or(LimitError::NoSuchVhost)?;
+        let mut record = v.record();
+        record
+            .limits
+            .get_or_insert_with(Default::default)
+            .insert(name.to_owned(), value);
+        self.store.write(Op::PutVhost(record.clone())).await?;
+        v.set_record(record);
+        Ok(())
+    }
+
+    /// Clears one of a vhost's limits (clearing one it does not have is fine, as in RabbitMQ).
+    pub async fn clear_vhost_limit(&self, vhost: &str, name: &str) -> Result<(), LimitError> {
+        let v = self.vhost(vhost).ok_or(LimitError::NoSuchVhost)?;
+        let mut record = v.record();
+        let Some(limits) = record.limits.as_mut() else {
+            return Ok(());
+        };
+        if limits.remove(name).is_none() {
+            return Ok(());
+        }
+        self.store.write(Op::PutVhost(record.clone())).await?;
+        v.set_record(record);
+        Ok(())
+    }
+
+    /// Sets one of a user's limits (on disk first).
+    pub async fn set_user_limit(
+        &self,
+        user: &str,
+        name: &str,
+        value: &Value,
+    ) -> Result<(), LimitError> {
+        let mut record = self.users.user(user).ok_or(LimitError::NoSuchUser)?;
+        let value = checked(&USER_LIMITS, "user-limits", name, value)?;
+        record.limits.insert(name.to_owned(), value);
+        self.store.write(Op::PutUser(record.clone())).await?;
+        self.users.put_user(record);
+        Ok(())
+    }
+
+    /// Clears one of a user's limits (clearing one it does not have is fine).
+    pub async fn clear_user_limit(&self, user: &str, name: &str) -> Result<(), LimitError> {
+        let mut record = self.users.user(user).ok_or(LimitError::NoSuchUser)?;
+        if record.limits.remove(name).is_none() {
+            return Ok(());
+        }
+        self.store.write(Op::PutUser(record.clone())).await?;
+        self.users.put_user(record);
+        Ok(())
+    }
+
+    /// The vhost's connection limit, when its open connections have reached it (a new one is
+    /// refused). Counted over the tracked (opened) connections, as RabbitMQ counts.
+    pub fn vhost_connection_limit_reached(&self, vhost: &str) -> Option<u64> {
+        let limit = self.vhost(vhost)?.limit("max-connections")?;
+        let open = self
+            .tracker
+            .open_connections()
+            .iter()
+            .filter(|(_, s)| s.vhost == vhost)
+            .count();
+        (open as u64 >= limit).then_some(limit)
+    }
+
+    /// The user's connection limit, when its open connections have reached it.
+    pub fn user_connection_limit_reached(&self, user: &str) -> Option<u64> {
+        let limit = self.users.limit(user, "max-connections")?;
+        let open = self
+            .tracker
+            .open_connections()
+            .iter()
+            .filter(|(_, s)| s.user == user)
+            .count();
+        (open as u64 >= limit).then_some(limit)
+    }
+
+    /// The user's channel limit, when its open channels (on all its connections) have reached
+    /// it.
+    pub fn user_channel_limit_reached(&self, user: &str) -> Option<u64> {
+        let limit = self.users.limit(user, "max-channels")?;
+        let open: usize = self
+            .tracker
+            .open_connections()
+            .iter()
+            .filter(|(_, s)| s.user == user)
+            .map(|(c, _)| c.channel_count())
+            .sum();
+        (open as u64 >= limit).then_some(limit)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn values_are_checked_as_rabbitmq_checks_them() {
+        let check = |name: &str, v: Value| checked(&VHOST_LIMITS, "limits", name, &v);
+        assert_eq!(check("max-queues", json!(7)).unwrap(), 7);
+        assert_eq!(check("max-queues", json!(-1)).unwrap(), -1);
+        assert_eq!(
+            check("max-queues", json!("x")).unwrap_err().to_string(),
+            "max-queues should be a number, actually was <<\"x\">>"
+        );
+        assert_eq!(
+            check("max-queues", json!(1.5)).unwrap_err().to_string(),
+            "max-queues should be a number, actually was 1.5"
+        );
+        assert_eq!(
+            check("max-foo", json!(5)).unwrap_err().to_string(),
+            "Unrecognised terms [{<<\"max-foo\">>,5}] in limits"
+        );
+        assert_eq!(
+            erlang_term(&json!({"a": [null, true]})),
+            "#{<<\"a\">> => [null,true]}"
+        );
+    }
+}
