@@ -7,7 +7,7 @@ use redb::{Database, ReadableDatabase, ReadableTable};
 use crate::records::{MessageParts, StoredMessage};
 use crate::{
     crypto, Recovered, StorageError, Store, BINDINGS, DEDUP, DELIVERED, EXCHANGES, MESSAGES, META,
-    PERMISSIONS, QUEUES, QUEUE_INDEX, USERS, VHOSTS,
+    OPERATOR_POLICIES, PERMISSIONS, POLICIES, QUEUES, QUEUE_INDEX, USERS, VHOSTS,
 };
 
 /// An id a deduplicating queue or exchange remembers: (id, remembered at, forgotten at), in
@@ -150,6 +150,11 @@ pub(crate) fn read_definitions(db: &Database) -> Result<Recovered, StorageError>
     }
     for entry in r.open_table(PERMISSIONS)?.iter()? {
         rec.permissions.push(decode(entry?.1.value())?);
+    }
+    for table in [POLICIES, OPERATOR_POLICIES] {
+        for entry in r.open_table(table)?.iter()? {
+            rec.policies.push(decode(entry?.1.value())?);
+        }
     }
     rec.needs_seed = r.open_table(META)?.get("seeded")?.is_none();
     Ok(rec)
