@@ -16,6 +16,7 @@ pub mod exchange;
 pub mod http;
 pub mod message;
 pub mod perf;
+pub mod policy;
 pub mod queue;
 pub mod reply_to;
 pub mod server;
