@@ -1,5 +1,6 @@
 //! The HTTP listener: health checks ([`health`]), RabbitMQ's management API as far as it goes
-//! ([`api`]: the read-only listings; [`admin`]: users, vhosts, permissions; [`connections`] and
+//! ([`api`]: the read-only listings; [`admin`]: users, vhosts, permissions; [`policies`]: policies
+//! and operator policies; [`connections`] and
 //! [`channels`]: the live connections, channels and consumers) and Prometheus metrics
 //! ([`metrics`]), on an accept loop of its own that bounds what HTTP clients can hold: a
 //! request-head (and idle) timeout and a cap on connections.
@@ -10,6 +11,7 @@ mod channels;
 mod connections;
 mod health;
 mod metrics;
+mod policies;
 mod stall;
 
 use std::net::SocketAddr;
@@ -123,6 +125,25 @@ fn router(broker: Arc<Broker>) -> Router {
             get(admin::permission_one)
                 .put(admin::put_permission)
                 .delete(admin::delete_permission),
+        )
+        .route("/api/policies", get(policies::policies))
+        .route("/api/policies/{vhost}", get(policies::policies_in))
+        .route(
+            "/api/policies/{vhost}/{name}",
+            get(policies::policy)
+                .put(policies::put_policy)
+                .delete(policies::delete_policy),
+        )
+        .route("/api/operator-policies", get(policies::operator_policies))
+        .route(
+            "/api/operator-policies/{vhost}",
+            get(policies::operator_policies_in),
+        )
+        .route(
+            "/api/operator-policies/{vhost}/{name}",
+            get(policies::operator_policy)
+                .put(policies::put_operator_policy)
+                .delete(policies::delete_operator_policy),
         )
         .route("/api/queues", get(api::queues_all))
         .route("/api/queues/{vhost}", get(api::queues_in))

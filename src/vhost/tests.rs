@@ -107,7 +107,9 @@ impl Fixture {
         let _runtime = self.runtime.enter();
         let mut topo = Topology::new(&self.vhost.name);
         for command in commands {
-            topo.apply(command, &mut |q| Some(self.vhost.start_queue(q, None)));
+            topo.apply(command, &mut |q, policies| {
+                Some(self.vhost.start_queue(q, policies, None))
+            });
         }
         topo
     }

@@ -132,7 +132,8 @@ fn replaying_the_applied_commands_gives_the_same_topology_and_the_cascade_rules_
     runner
         .run(&prop::collection::vec(command(), 0..60), |commands| {
             let mut live = Topology::new("/");
-            let mut start = |q: &QueueDefinition| Some(fixture.vhost.start_queue(q, None));
+            let mut start =
+                |q: &QueueDefinition, policies| Some(fixture.vhost.start_queue(q, policies, None));
             let mut log = Vec::new();
             for command in commands {
                 log.extend(change(&mut live, command, &mut start)?);
@@ -200,7 +201,7 @@ fn the_cascade_follows_emptied_auto_delete_exchanges_through_exchange_bindings()
     assert_eq!(deleted, ["inner", "outer"]);
     let _runtime = fixture.runtime.enter();
     for c in &planned {
-        topo.apply(c, &mut |_| None);
+        topo.apply(c, &mut |_, _| None);
     }
     let left: HashSet<&str> = topo.exchanges.keys().map(String::as_str).collect();
     assert!(left.contains("kept") && left.contains("unbound"));
