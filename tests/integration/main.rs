@@ -29,6 +29,7 @@ mod http_limits;
 mod malformed;
 mod memory_alarm;
 mod paging;
+mod policies;
 mod queue_features;
 mod queues;
 mod routing;
