@@ -139,6 +139,15 @@ fn basic_credentials(value: &str) -> Option<&str> {
         .then(|| rest.trim_start_matches([' ', '\t']))
 }
 
+/// Whether the user has one of these tags.
+pub(super) fn has_tag(broker: &Broker, user: &str, tags: &[&str]) -> bool {
+    broker
+        .users
+        .tags(user)
+        .iter()
+        .any(|t| tags.contains(&t.as_str()))
+}
+
 pub(super) fn vhost(broker: &Broker, name: &str) -> Result<Arc<Vhost>, ApiError> {
     broker.vhost(name).ok_or(ApiError::NotFound)
 }

@@ -126,24 +126,25 @@ fn router(broker: Arc<Broker>) -> Router {
                 .put(admin::put_permission)
                 .delete(admin::delete_permission),
         )
-        .route("/api/policies", get(policies::policies))
-        .route("/api/policies/{vhost}", get(policies::policies_in))
+        // User policies, then operator policies: the same handlers (`policies.rs`).
+        .route("/api/policies", get(policies::list::<false>))
+        .route("/api/policies/{vhost}", get(policies::list_vhost::<false>))
         .route(
             "/api/policies/{vhost}/{name}",
-            get(policies::policy)
-                .put(policies::put_policy)
-                .delete(policies::delete_policy),
+            get(policies::get::<false>)
+                .put(policies::put::<false>)
+                .delete(policies::delete::<false>),
         )
-        .route("/api/operator-policies", get(policies::operator_policies))
+        .route("/api/operator-policies", get(policies::list::<true>))
         .route(
             "/api/operator-policies/{vhost}",
-            get(policies::operator_policies_in),
+            get(policies::list_vhost::<true>),
         )
         .route(
             "/api/operator-policies/{vhost}/{name}",
-            get(policies::operator_policy)
-                .put(policies::put_operator_policy)
-                .delete(policies::delete_operator_policy),
+            get(policies::get::<true>)
+                .put(policies::put::<true>)
+                .delete(policies::delete::<true>),
         )
         .route("/api/queues", get(api::queues_all))
         .route("/api/queues/{vhost}", get(api::queues_in))

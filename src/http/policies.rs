@@ -20,7 +20,7 @@ use axum::http::{header, HeaderMap, StatusCode};
 use axum::Json;
 use serde_json::{json, Value};
 
-use super::api::{ApiError, Shared, User};
+use super::api::{has_tag, ApiError, Shared, User};
 use crate::broker::Broker;
 use crate::policy::{parse_policy, PolicyDefinition, PolicyKind};
 use crate::vhost::Vhost;
@@ -29,15 +29,11 @@ type Answer = Result<Json<Value>, ApiError>;
 type Done = Result<StatusCode, ApiError>;
 
 fn is_admin(broker: &Broker, user: &str) -> bool {
-    broker.users.tags(user).iter().any(|t| t == "administrator")
+    has_tag(broker, user, &["administrator"])
 }
 
 fn is_policymaker(broker: &Broker, user: &str) -> bool {
-    broker
-        .users
-        .tags(user)
-        .iter()
-        .any(|t| t == "administrator" || t == "policymaker")
+    has_tag(broker, user, &["administrator", "policymaker"])
 }
 
 /// Whether the user may log in to the vhost (RabbitMQ's `list_login_vhosts`: it has permissions
@@ -173,94 +169,50 @@ fn is_json(headers: &HeaderMap) -> bool {
         .is_some_and(|t| t.trim().eq_ignore_ascii_case("application/json"))
 }
 
-pub async fn policies(State(broker): Shared, User(user): User) -> Answer {
-    list_all(&broker, &user, PolicyKind::User).await
+/// The kind a route serves: the handlers below serve both, `OPERATOR` picks which.
+fn kind<const OPERATOR: bool>() -> PolicyKind {
+    if OPERATOR {
+        PolicyKind::Operator
+    } else {
+        PolicyKind::User
+    }
 }
 
-pub async fn policies_in(
+pub async fn list<const OPERATOR: bool>(State(broker): Shared, User(user): User) -> Answer {
+    list_all(&broker, &user, kind::<OPERATOR>()).await
+}
+
+pub async fn list_vhost<const OPERATOR: bool>(
     State(broker): Shared,
     User(user): User,
     Path(vhost): Path<String>,
 ) -> Answer {
-    list_in(&broker, &user, PolicyKind::User, &vhost).await
+    list_in(&broker, &user, kind::<OPERATOR>(), &vhost).await
 }
 
-pub async fn policy(
+pub async fn get<const OPERATOR: bool>(
     State(broker): Shared,
     User(user): User,
     Path((vhost, name)): Path<(String, String)>,
 ) -> Answer {
-    get_one(&broker, &user, PolicyKind::User, &vhost, &name).await
+    get_one(&broker, &user, kind::<OPERATOR>(), &vhost, &name).await
 }
 
-pub async fn put_policy(
+pub async fn put<const OPERATOR: bool>(
     State(broker): Shared,
     User(user): User,
     Path((vhost, name)): Path<(String, String)>,
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Done {
-    put_one(
-        &broker,
-        &user,
-        PolicyKind::User,
-        (&vhost, &name),
-        &headers,
-        body,
-    )
-    .await
+    let kind = kind::<OPERATOR>();
+    put_one(&broker, &user, kind, (&vhost, &name), &headers, body).await
 }
 
-pub async fn delete_policy(
+pub async fn delete<const OPERATOR: bool>(
     State(broker): Shared,
     User(user): User,
     Path((vhost, name)): Path<(String, String)>,
 ) -> Done {
-    delete_one(&broker, &user, PolicyKind::User, &vhost, &name).await
-}
-
-pub async fn operator_policies(State(broker): Shared, User(user): User) -> Answer {
-    list_all(&broker, &user, PolicyKind::Operator).await
-}
-
-pub async fn operator_policies_in(
-    State(broker): Shared,
-    User(user): User,
-    Path(vhost): Path<String>,
-) -> Answer {
-    list_in(&broker, &user, PolicyKind::Operator, &vhost).await
-}
-
-pub async fn operator_policy(
-    State(broker): Shared,
-    User(user): User,
-    Path((vhost, name)): Path<(String, String)>,
-) -> Answer {
-    get_one(&broker, &user, PolicyKind::Operator, &vhost, &name).await
-}
-
-pub async fn put_operator_policy(
-    State(broker): Shared,
-    User(user): User,
-    Path((vhost, name)): Path<(String, String)>,
-    headers: HeaderMap,
-    body: Result<Bytes, BytesRejection>,
-) -> Done {
-    put_one(
-        &broker,
-        &user,
-        PolicyKind::Operator,
-        (&vhost, &name),
-        &headers,
-        body,
-    )
-    .await
-}
-
-pub async fn delete_operator_policy(
-    State(broker): Shared,
-    User(user): User,
-    Path((vhost, name)): Path<(String, String)>,
-) -> Done {
-    delete_one(&broker, &user, PolicyKind::Operator, &vhost, &name).await
+    delete_one(&broker, &user, kind::<OPERATOR>(), &vhost, &name).await
 }

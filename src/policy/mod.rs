@@ -26,7 +26,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Number, Value};
 use warren_storage::PolicyRecord;
 
-pub use validate::{parse_policy, PolicyError};
+pub use validate::{parse_policy, policy_from_json, PolicyError};
 
 /// The keys of a policy's definition and their values (validated).
 pub type Definition = Map<String, Value>;

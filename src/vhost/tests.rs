@@ -159,6 +159,8 @@ struct QueueInfo {
     durable: bool,
     exclusive_owner: Option<ConnectionId>,
     auto_delete: bool,
+    /// The policy and operator policy that apply to it.
+    policies: (Option<String>, Option<String>),
 }
 
 /// Everything a topology holds, in a stable order.
@@ -179,6 +181,13 @@ fn listing(topo: &Topology) -> Listing {
             durable: q.durable,
             exclusive_owner: q.exclusive_owner,
             auto_delete: q.auto_delete,
+            policies: {
+                let applied = q.applied_policies();
+                (
+                    applied.policy_name().map(str::to_owned),
+                    applied.operator_policy_name().map(str::to_owned),
+                )
+            },
         })
         .collect();
     queues.sort();

@@ -7,28 +7,17 @@
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
+use crate::common::http_json as http;
 use crate::common::*;
 use lapin::options::{
     BasicGetOptions, BasicPublishOptions, BasicRejectOptions, ConfirmSelectOptions,
     ExchangeDeclareOptions, QueueBindOptions, QueueDeclareOptions,
 };
-use lapin::Confirmation;
 use lapin::types::{AMQPValue, FieldTable};
+use lapin::Confirmation;
 use serde_json::{json, Value};
 
 const GUEST: (&str, &str) = ("guest", "guest");
-
-/// `METHOD path` with a JSON body (or none) as `auth`: status and decoded body (Null if none).
-fn http(
-    addr: SocketAddr,
-    method: &str,
-    path: &str,
-    body: Option<&str>,
-    auth: (&str, &str),
-) -> (u16, Value) {
-    let (status, body) = http_request(addr, method, path, &[], body, Some(auth));
-    (status, serde_json::from_str(&body).unwrap_or(Value::Null))
-}
 
 fn put_policy(addr: SocketAddr, path: &str, body: Value) -> u16 {
     http(addr, "PUT", path, Some(&body.to_string()), GUEST).0
