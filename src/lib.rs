@@ -18,6 +18,7 @@ pub mod http;
 pub mod limits;
 pub mod message;
 pub mod perf;
+pub mod policy;
 pub mod queue;
 pub mod reply_to;
 pub mod server;

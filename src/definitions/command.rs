@@ -6,9 +6,10 @@ use serde::{Deserialize, Serialize};
 use warren_amqp::types::FieldTable;
 
 use crate::exchange::ExchangeKind;
+use crate::policy::{PolicyDefinition, PolicyKind};
 use crate::queue::ConnectionId;
 
-/// One change to a vhost's exchanges, queues or bindings.
+/// One change to a vhost's exchanges, queues, bindings or policies.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub enum DefinitionCommand {
     DeclareQueue(QueueDefinition),
@@ -32,6 +33,14 @@ pub enum DefinitionCommand {
     Unbind {
         binding: BindingDefinition,
         durable: bool,
+    },
+    /// A policy or operator policy is added or replaced; it applies to the queues and exchanges
+    /// it matches at once.
+    SetPolicy(PolicyDefinition),
+    /// A policy or operator policy goes; what it matched falls back on the next one, if any.
+    ClearPolicy {
+        kind: PolicyKind,
+        name: String,
     },
 }
 
@@ -90,6 +99,8 @@ impl DefinitionCommand {
             DefinitionCommand::DeleteExchange { durable, .. }
             | DefinitionCommand::Bind { durable, .. }
             | DefinitionCommand::Unbind { durable, .. } => *durable,
+            // Policies are kept whatever they match, as RabbitMQ keeps them.
+            DefinitionCommand::SetPolicy(_) | DefinitionCommand::ClearPolicy { .. } => true,
         }
     }
 }

@@ -1,4 +1,4 @@
-//! Definitions as commands: every change to a vhost's exchanges, queues and bindings is a
+//! Definitions as commands: every change to a vhost's exchanges, queues, bindings and policies is a
 //! [`DefinitionCommand`], made durable through a [`DefinitionLog`] first and applied to the
 //! vhost's topology after (propose → durable → apply). The node's store implements the log today
 //! ([`StoreDefinitionLog`]); a replicated metadata log can implement the same trait tomorrow and

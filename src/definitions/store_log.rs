@@ -10,6 +10,7 @@ use warren_storage::{CommitListener, Op, StorageError, Store};
 
 use super::command::DefinitionCommand;
 use super::log::{Commit, CommitError, DefinitionLog};
+use crate::policy::PolicyKind;
 use crate::queue::dedup;
 
 pub struct StoreDefinitionLog {
@@ -76,6 +77,12 @@ fn write_ops(vhost: &str, command: &DefinitionCommand, ops: &mut Vec<Op>) {
         DefinitionCommand::Unbind { binding, .. } => {
             ops.push(Op::DeleteBinding(binding.record(vhost)))
         }
+        DefinitionCommand::SetPolicy(p) => ops.push(Op::PutPolicy(p.record(vhost))),
+        DefinitionCommand::ClearPolicy { kind, name } => ops.push(Op::DeletePolicy {
+            vhost: vhost_owned(),
+            name: name.clone(),
+            operator: *kind == PolicyKind::Operator,
+        }),
     }
 }
 

@@ -18,6 +18,7 @@ use std::sync::{Arc, Mutex};
 use warren_amqp::types::{AMQPValue, FieldTable};
 use warren_amqp::AmqpError;
 
+use crate::policy::{resolve, Applied as AppliedPolicies};
 use crate::queue::dedup::DedupCache;
 use crate::queue::QueueHandle;
 
@@ -88,6 +89,10 @@ pub struct Exchange {
     pub internal: bool,
     pub arguments: FieldTable,
     alternate: Option<Box<str>>,
+    /// The policies that apply to the exchange, and the alternate exchange they give it (which
+    /// the argument's overrides).
+    policies: AppliedPolicies,
+    policy_alternate: Option<Box<str>>,
     /// `x-message-deduplication`: publishes to this exchange whose id it remembers are dropped.
     pub dedup: Option<Mutex<DedupCache>>,
     bindings: Vec<Binding>,
@@ -117,6 +122,8 @@ impl Exchange {
             internal,
             arguments,
             alternate,
+            policies: AppliedPolicies::default(),
+            policy_alternate: None,
             dedup: None,
             bindings: Vec::new(),
             direct: HashMap::new(),
@@ -128,9 +135,23 @@ impl Exchange {
         &self.bindings
     }
 
-    /// The `alternate-exchange` argument: where messages this exchange cannot route go.
+    /// Where messages this exchange cannot route go: its `alternate-exchange` argument, else its
+    /// policy's.
     pub fn alternate(&self) -> Option<&str> {
-        self.alternate.as_deref()
+        self.alternate
+            .as_deref()
+            .or(self.policy_alternate.as_deref())
+    }
+
+    /// The policies that apply to the exchange.
+    pub fn policies(&self) -> &AppliedPolicies {
+        &self.policies
+    }
+
+    pub fn set_policies(&mut self, policies: AppliedPolicies) {
+        self.policy_alternate =
+            resolve::alternate_exchange(None, &policies.effective_definition()).map(Into::into);
+        self.policies = policies;
     }
 
     /// Whether a binding with these arguments may be added (a headers exchange's `x-match` must

@@ -55,6 +55,10 @@ pub enum ApiError {
     NotFound,
     /// 404 with RabbitMQ's `not_found` body and a reason (e.g. `vhost_not_found`).
     NotFoundBecause(&'static str),
+    /// A change to something in a vhost that does not exist (404 `vhost_not_found`).
+    VhostNotFound,
+    /// A body of a type the resource does not take (415, no body, as cowboy answers).
+    UnsupportedMediaType,
     /// 400 with RabbitMQ's `bad_request` body.
     BadRequest(Value),
     /// The change could not be stored.
@@ -102,6 +106,12 @@ impl IntoResponse for ApiError {
                 Json(json!({"error": "Object Not Found", "reason": "Not Found"})),
             )
                 .into_response(),
+            ApiError::VhostNotFound => (
+                StatusCode::NOT_FOUND,
+                Json(json!({"error": "not_found", "reason": "vhost_not_found"})),
+            )
+                .into_response(),
+            ApiError::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE.into_response(),
         }
     }
 }
@@ -134,6 +144,15 @@ fn basic_credentials(value: &str) -> Option<&str> {
     scheme
         .eq_ignore_ascii_case("basic")
         .then(|| rest.trim_start_matches([' ', '\t']))
+}
+
+/// Whether the user has one of these tags.
+pub(super) fn has_tag(broker: &Broker, user: &str, tags: &[&str]) -> bool {
+    broker
+        .users
+        .tags(user)
+        .iter()
+        .any(|t| tags.contains(&t.as_str()))
 }
 
 pub(super) fn vhost(broker: &Broker, name: &str) -> Result<Arc<Vhost>, ApiError> {
@@ -175,6 +194,7 @@ pub fn table_json(table: &FieldTable) -> Value {
 
 fn queue_json(s: &QueueSnapshot, node: &str) -> Value {
     let (q, stats) = (&s.queue, &s.stats);
+    let policies = q.applied_policies();
     json!({
         "name": &*q.name,
         "vhost": &s.vhost,
@@ -182,6 +202,9 @@ fn queue_json(s: &QueueSnapshot, node: &str) -> Value {
         "auto_delete": q.auto_delete,
         "exclusive": q.is_exclusive(),
         "arguments": table_json(&q.arguments),
+        "policy": policies.policy_name(),
+        "operator_policy": policies.operator_policy_name(),
+        "effective_policy_definition": policies.effective_definition(),
         "messages": u64::from(stats.ready) + u64::from(stats.unacked),
         "messages_ready": stats.ready,
         "messages_unacknowledged": stats.unacked,
@@ -202,7 +225,7 @@ fn exchanges_json(v: &Vhost) -> Vec<Value> {
     v.exchanges_info()
         .into_iter()
         .map(|e| {
-            json!({
+            let mut out = json!({
                 "name": e.name,
                 "vhost": &v.name,
                 "type": e.kind,
@@ -210,7 +233,12 @@ fn exchanges_json(v: &Vhost) -> Vec<Value> {
                 "auto_delete": e.auto_delete,
                 "internal": e.internal,
                 "arguments": table_json(&e.arguments),
-            })
+            });
+            // RabbitMQ shows an exchange's policy only when one applies.
+            if let (Some(policy), Some(map)) = (e.policy, out.as_object_mut()) {
+                map.insert("policy".into(), json!(policy));
+            }
+            out
         })
         .collect()
 }

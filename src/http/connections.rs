@@ -26,11 +26,7 @@ pub(super) type Open = (Arc<ConnectionInfo>, Session);
 
 /// Whether the user's tags let it see every user's connections (RabbitMQ's `is_monitor`).
 fn sees_all(broker: &Broker, user: &str) -> bool {
-    broker
-        .users
-        .tags(user)
-        .iter()
-        .any(|t| t == "monitoring" || t == "administrator")
+    super::api::has_tag(broker, user, &["monitoring", "administrator"])
 }
 
 /// The open connections `user` may see, in `vhost` when given (404 when it does not exist).
@@ -58,7 +54,7 @@ pub(super) fn one(broker: &Broker, user: &str, name: &str, delete: bool) -> Resu
     let (info, session) = broker.tracker.find(name).ok_or(ApiError::NotFound)?;
     let allowed = session.user == user
         || if delete {
-            broker.users.tags(user).iter().any(|t| t == "administrator")
+            super::api::has_tag(broker, user, &["administrator"])
         } else {
             sees_all(broker, user)
         };

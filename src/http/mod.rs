@@ -1,6 +1,7 @@
 //! The HTTP listener: health checks ([`health`]), RabbitMQ's management API as far as it goes
 //! ([`api`]: the read-only listings; [`admin`]: users, vhosts, permissions;
-//! [`topic_permissions`]; [`limits`]: vhost and user limits; [`connections`] and
+//! [`topic_permissions`]; [`limits`]: vhost and user limits; [`policies`]: policies and operator
+//! policies; [`connections`] and
 //! [`channels`]: the live connections, channels and consumers) and Prometheus metrics
 //! ([`metrics`]), on an accept loop of its own that bounds what HTTP clients can hold: a
 //! request-head (and idle) timeout and a cap on connections.
@@ -12,6 +13,7 @@ mod connections;
 mod health;
 mod limits;
 mod metrics;
+mod policies;
 mod stall;
 mod topic_permissions;
 
@@ -157,6 +159,26 @@ fn router(broker: Arc<Broker>) -> Router {
         .route(
             "/api/user-limits/{user}/{name}",
             axum::routing::put(limits::put_user_limit).delete(limits::delete_user_limit),
+        )
+        // User policies, then operator policies: the same handlers (`policies.rs`).
+        .route("/api/policies", get(policies::list::<false>))
+        .route("/api/policies/{vhost}", get(policies::list_vhost::<false>))
+        .route(
+            "/api/policies/{vhost}/{name}",
+            get(policies::get::<false>)
+                .put(policies::put::<false>)
+                .delete(policies::delete::<false>),
+        )
+        .route("/api/operator-policies", get(policies::list::<true>))
+        .route(
+            "/api/operator-policies/{vhost}",
+            get(policies::list_vhost::<true>),
+        )
+        .route(
+            "/api/operator-policies/{vhost}/{name}",
+            get(policies::get::<true>)
+                .put(policies::put::<true>)
+                .delete(policies::delete::<true>),
         )
         .route("/api/queues", get(api::queues_all))
         .route("/api/queues/{vhost}", get(api::queues_in))

@@ -30,6 +30,7 @@ use warren_amqp::types::FieldTable;
 use warren_amqp::AmqpError;
 
 use crate::message::MessageRef;
+use crate::policy::{resolve, Applied};
 use warren_storage::Enqueued;
 
 /// Identifies a connection inside the broker.
@@ -78,6 +79,9 @@ pub enum QueueCommand {
     },
     /// A connection or channel has room for deliveries again.
     Resume,
+    /// The policies that apply to the queue changed: act on the handle's effective arguments
+    /// (the latest, whichever order such commands arrive in).
+    PoliciesChanged,
 }
 
 /// Where a queue answers a confirm-mode publish it must vouch for: one it logs, or one it might
@@ -249,16 +253,85 @@ pub struct QueueHandle {
     pub exclusive_owner: Option<ConnectionId>,
     pub auto_delete: bool,
     pub arguments: FieldTable,
-    /// The arguments the engine acts on.
+    /// The arguments as declared, parsed.
     pub args: QueueArgs,
+    /// The policies that apply to the queue, and what it acts on with them.
+    policies: Mutex<QueuePolicies>,
+    /// Whether publishes may be refused (`x-overflow` reject-publish, from an argument or a
+    /// policy), so confirms wait for the queue's answer: read on every confirmed publish.
+    may_reject_publish: AtomicBool,
     tx: mpsc::Sender<QueueCommand>,
     deleted: AtomicBool,
+}
+
+/// The policies applied to a queue and its arguments with them.
+struct QueuePolicies {
+    applied: Applied,
+    effective: QueueArgs,
 }
 
 /// How many commands may wait in a queue's inbox before senders (publishers) wait.
 const INBOX: usize = 8192;
 
 impl QueueHandle {
+    fn new(spec: QueueSpec, tx: mpsc::Sender<QueueCommand>) -> Self {
+        let effective = resolve::queue_args(
+            &spec.arguments,
+            &spec.args,
+            &spec.policies.effective_definition(),
+        );
+        QueueHandle {
+            name: spec.name.into(),
+            storage_id: spec.storage_id,
+            durable: spec.durable,
+            exclusive_owner: spec.exclusive_owner,
+            auto_delete: spec.auto_delete,
+            arguments: spec.arguments,
+            args: spec.args,
+            may_reject_publish: AtomicBool::new(effective.may_reject_publish()),
+            policies: Mutex::new(QueuePolicies {
+                applied: spec.policies,
+                effective,
+            }),
+            tx,
+            deleted: Default::default(),
+        }
+    }
+
+    fn policies(&self) -> std::sync::MutexGuard<'_, QueuePolicies> {
+        self.policies.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The policies that apply to the queue.
+    pub fn applied_policies(&self) -> Applied {
+        self.policies().applied.clone()
+    }
+
+    /// What the queue acts on: its arguments with its policies applied.
+    pub fn effective_args(&self) -> QueueArgs {
+        self.policies().effective.clone()
+    }
+
+    /// Whether a publish may be refused, so that a confirm must wait for the queue's answer.
+    pub fn may_reject_publish(&self) -> bool {
+        self.may_reject_publish.load(Ordering::Acquire)
+    }
+
+    /// Applies the policies that now match the queue; the queue is told only if they changed.
+    pub fn set_policies(&self, applied: Applied) {
+        let mut current = self.policies();
+        if current.applied == applied {
+            return;
+        }
+        let effective =
+            resolve::queue_args(&self.arguments, &self.args, &applied.effective_definition());
+        self.may_reject_publish
+            .store(effective.may_reject_publish(), Ordering::Release);
+        *current = QueuePolicies { applied, effective };
+        drop(current);
+        self.send_now(QueueCommand::PoliciesChanged);
+    }
+
     pub fn is_deleted(&self) -> bool {
         self.deleted.load(Ordering::Acquire)
     }
@@ -343,4 +416,6 @@ pub struct QueueSpec {
     /// Body bytes of ready messages a durable queue keeps in memory; persistent messages beyond
     /// it are paged out to the store and read back when they near the head.
     pub memory_limit: u64,
+    /// The policies that apply to it.
+    pub policies: Applied,
 }

@@ -77,17 +77,8 @@ pub fn spawn<H: QueueHost + 'static>(
     let host: Weak<dyn QueueHost> = host;
     let (tx, rx) = mpsc::channel(super::INBOX);
     let storage_id = spec.storage_id;
-    let handle = Arc::new(QueueHandle {
-        name: spec.name.into(),
-        storage_id,
-        durable: spec.durable,
-        exclusive_owner: spec.exclusive_owner,
-        auto_delete: spec.auto_delete,
-        arguments: spec.arguments,
-        args: spec.args,
-        tx,
-        deleted: Default::default(),
-    });
+    let memory_limit = spec.memory_limit;
+    let handle = Arc::new(QueueHandle::new(spec, tx));
     let vhost: Arc<str> = host
         .upgrade()
         .map(|h| h.vhost_name().into())
@@ -114,10 +105,10 @@ pub fn spawn<H: QueueHost + 'static>(
     let core_spec = CoreSpec {
         name: handle.name.clone(),
         vhost,
-        args: handle.args.clone(),
+        args: handle.effective_args(),
         auto_delete: handle.auto_delete,
         logged: storage_id.is_some(),
-        memory_limit: spec.memory_limit,
+        memory_limit,
     };
     let mut core = QueueCore::new(core_spec, world.now_ms());
     let recovered = recovered.unwrap_or_else(|| Recovery::new(0));
@@ -372,6 +363,10 @@ impl Owner {
             }
             // The batch's tick dispatches.
             QueueCommand::Resume => {}
+            QueueCommand::PoliciesChanged => {
+                let args = self.world.handle.effective_args();
+                self.apply(Command::Configure(args));
+            }
         }
     }
 }

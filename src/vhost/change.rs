@@ -67,7 +67,7 @@ impl Vhost {
         Ok(())
     }
 
-    async fn commit_and_apply(
+    pub(super) async fn commit_and_apply(
         self: &Arc<Self>,
         change: Change,
         commands: Vec<DefinitionCommand>,
@@ -92,8 +92,8 @@ impl Vhost {
     /// Applies a committed change, then corrects for a queue that deleted itself meanwhile.
     fn apply_committed(self: &Arc<Self>, commands: &[DefinitionCommand]) -> Vec<Arc<QueueHandle>> {
         let mut started = Vec::new();
-        let mut start = |definition: &QueueDefinition| {
-            let q = self.start_queue(definition, None);
+        let mut start = |definition: &QueueDefinition, policies| {
+            let q = self.start_queue(definition, policies, None);
             started.push(q.clone());
             Some(q)
         };
@@ -163,9 +163,9 @@ impl Vhost {
         self.log.record(&self.name, &commands);
     }
 
-    /// Marks the vhost deleted and empties it: its connections are told to close, its exchanges
-    /// go (through the log, records included); returns its queues, for the caller to delete (with
-    /// their messages).
+    /// Marks the vhost deleted and empties it: its connections are told to close, its policies
+    /// and exchanges go (through the log, records included); returns its queues, for the caller
+    /// to delete (with their messages).
     pub async fn delete_contents(self: &Arc<Self>) -> Result<Vec<Arc<QueueHandle>>, CommitError> {
         let _ = self.deleted.send(true);
         let change = self.begin_change().await;
@@ -176,11 +176,22 @@ impl Vhost {
             .map(|e| (e.name.clone(), e.durable))
             .collect();
         names.sort();
-        // Every exchange goes, so there is nothing for a cascade to add.
-        let commands = names
-            .into_iter()
-            .map(|(name, durable)| DefinitionCommand::DeleteExchange { name, durable })
+        // The policies first, so that nothing is matched again as the exchanges go.
+        let mut commands: Vec<DefinitionCommand> = self
+            .read()
+            .policies
+            .all()
+            .map(|p| DefinitionCommand::ClearPolicy {
+                kind: p.kind,
+                name: p.name.clone(),
+            })
             .collect();
+        // Every exchange goes, so there is nothing for a cascade to add.
+        commands.extend(
+            names
+                .into_iter()
+                .map(|(name, durable)| DefinitionCommand::DeleteExchange { name, durable }),
+        );
         self.commit_and_apply(change, commands).await?;
         Ok(self.read().queues.values().cloned().collect())
     }
@@ -189,6 +200,6 @@ impl Vhost {
 /// Applies commands that start no queue (deletions).
 fn apply_all(topo: &mut Topology, commands: &[DefinitionCommand]) {
     for command in commands {
-        topo.apply(command, &mut |_| None);
+        topo.apply(command, &mut |_, _| None);
     }
 }

@@ -20,6 +20,8 @@ pub struct ExchangeInfo {
     pub auto_delete: bool,
     pub internal: bool,
     pub arguments: FieldTable,
+    /// The name of the (user) policy that applies to it, if any.
+    pub policy: Option<String>,
 }
 
 /// A binding as the management API shows it.
@@ -61,6 +63,7 @@ impl Topology {
                 auto_delete: e.auto_delete,
                 internal: e.internal,
                 arguments: e.arguments.clone(),
+                policy: e.policies().policy_name().map(str::to_owned),
             })
             .collect();
         out.sort_by(|a, b| a.name.cmp(&b.name));

@@ -15,12 +15,14 @@
 //! - `routing.rs`: routing a publish to its queues, deduplicating exchanges, the publish checks.
 //! - `recovery.rs`: rebuilding the durable topology and queues at start-up.
 //! - `info.rs`: listings for the management API.
+//! - `policies.rs`: setting and clearing policies, and listing them.
 
 mod bindings;
 mod cascade;
 mod change;
 mod declare;
 mod info;
+mod policies;
 mod recovery;
 mod routing;
 mod topology;
@@ -34,6 +36,7 @@ use warren_amqp::AmqpError;
 use warren_storage::{Store, VhostRecord};
 
 use crate::definitions::{DefinitionLog, QueueDefinition};
+use crate::policy::Applied;
 use crate::queue::recovery::Recovery;
 use crate::queue::{factory, ConnectionId, QueueArgs, QueueHandle, QueueSpec};
 
@@ -163,6 +166,7 @@ impl Vhost {
     fn start_queue(
         self: &Arc<Self>,
         definition: &QueueDefinition,
+        policies: Applied,
         recovery: Option<Recovery>,
     ) -> Arc<QueueHandle> {
         // Checked before a declare is committed; stored arguments that no longer parse act as
@@ -178,6 +182,7 @@ impl Vhost {
             auto_delete: definition.auto_delete,
             arguments: definition.arguments.clone(),
             memory_limit: self.queue_memory_limit,
+            policies,
         };
         factory::create(spec, Arc::downgrade(self), &self.store, recovery)
     }

@@ -1,4 +1,4 @@
-//! Recovery at start-up: the durable exchanges (with their deduplication memory), queues (with
+//! Recovery at start-up: the policies, the durable exchanges (with their deduplication memory), queues (with
 //! their messages) and bindings of this vhost, rebuilt from what the store held. The records are
 //! read back as definition commands and applied directly: they are durable already, so nothing
 //! is committed again.
@@ -10,6 +10,7 @@ use warren_storage::{Recovered, StorageError};
 use crate::definitions::{
     BindingDefinition, DefinitionCommand, ExchangeDefinition, QueueDefinition,
 };
+use crate::policy::PolicyDefinition;
 use crate::queue::dedup;
 use crate::queue::recovery::Recovery;
 use crate::queue::QueueArgs;
@@ -21,7 +22,15 @@ impl Vhost {
     /// Rebuilds the durable topology and queues of this vhost from what the store held.
     pub fn restore(self: &Arc<Self>, recovered: &Recovered) -> Result<(), StorageError> {
         let mut topo = self.write();
-        let mut no_queue = |_: &QueueDefinition| None;
+        let mut no_queue = |_: &QueueDefinition, _| None;
+        // Policies first: the exchanges and queues recovered next start under them.
+        for p in recovered.policies.iter().filter(|p| p.vhost == self.name) {
+            let Some(definition) = PolicyDefinition::from_record(p) else {
+                tracing::warn!(policy = %p.name, apply_to = %p.apply_to, "stored policy skipped");
+                continue;
+            };
+            topo.apply(&DefinitionCommand::SetPolicy(definition), &mut no_queue);
+        }
         for e in recovered.exchanges.iter().filter(|e| e.vhost == self.name) {
             let Some(definition) = ExchangeDefinition::from_record(e) else {
                 tracing::warn!(exchange = %e.name, kind = %e.kind, "stored exchange of unknown type skipped");
@@ -59,7 +68,9 @@ impl Vhost {
             let mut recovery = Some(recovery);
             topo.apply(
                 &DefinitionCommand::DeclareQueue(definition),
-                &mut |definition| Some(self.start_queue(definition, recovery.take())),
+                &mut |definition, policies| {
+                    Some(self.start_queue(definition, policies, recovery.take()))
+                },
             );
         }
         for b in recovered.bindings.iter().filter(|b| b.vhost == self.name) {

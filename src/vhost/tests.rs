@@ -107,7 +107,9 @@ impl Fixture {
         let _runtime = self.runtime.enter();
         let mut topo = Topology::new(&self.vhost.name);
         for command in commands {
-            topo.apply(command, &mut |q| Some(self.vhost.start_queue(q, None)));
+            topo.apply(command, &mut |q, policies| {
+                Some(self.vhost.start_queue(q, policies, None))
+            });
         }
         topo
     }
@@ -157,6 +159,8 @@ struct QueueInfo {
     durable: bool,
     exclusive_owner: Option<ConnectionId>,
     auto_delete: bool,
+    /// The policy and operator policy that apply to it.
+    policies: (Option<String>, Option<String>),
 }
 
 /// Everything a topology holds, in a stable order.
@@ -177,6 +181,13 @@ fn listing(topo: &Topology) -> Listing {
             durable: q.durable,
             exclusive_owner: q.exclusive_owner,
             auto_delete: q.auto_delete,
+            policies: {
+                let applied = q.applied_policies();
+                (
+                    applied.policy_name().map(str::to_owned),
+                    applied.operator_policy_name().map(str::to_owned),
+                )
+            },
         })
         .collect();
     queues.sort();

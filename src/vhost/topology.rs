@@ -4,6 +4,10 @@
 //! skipped) and deterministic, so the same commands in the same order give the same topology:
 //! a log replays onto a fresh one. The one thing it cannot make itself is a queue, which is a
 //! running task: the caller starts it (`StartQueue`) and the topology keeps its handle.
+//!
+//! The vhost's policies live here too: a queue or exchange gets the ones that match it when it is
+//! declared, and every queue and exchange is matched again when a policy is set or cleared (a
+//! queue told of a change acts on it in its own task).
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -14,6 +18,7 @@ use crate::definitions::{
     BindingDefinition, DefinitionCommand, DestinationKind, ExchangeDefinition, QueueDefinition,
 };
 use crate::exchange::{Destination, Exchange, ExchangeKind};
+use crate::policy::{Applied as AppliedPolicies, ObjectKind, Policies};
 use crate::queue::args::{ArgReader, Dedup};
 use crate::queue::dedup::DedupCache;
 use crate::queue::QueueHandle;
@@ -22,10 +27,13 @@ pub(super) struct Topology {
     pub(super) vhost: String,
     pub(super) exchanges: HashMap<String, Exchange>,
     pub(super) queues: HashMap<String, Arc<QueueHandle>>,
+    pub(super) policies: Policies,
 }
 
-/// Starts the queue a declare defines; `None` when it cannot (the declare is then skipped).
-pub(super) type StartQueue<'a> = dyn FnMut(&QueueDefinition) -> Option<Arc<QueueHandle>> + 'a;
+/// Starts the queue a declare defines, under the policies that match it; `None` when it cannot
+/// (the declare is then skipped).
+pub(super) type StartQueue<'a> =
+    dyn FnMut(&QueueDefinition, AppliedPolicies) -> Option<Arc<QueueHandle>> + 'a;
 
 /// What applying a command did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -75,6 +83,7 @@ impl Topology {
             vhost: vhost.to_owned(),
             exchanges,
             queues: HashMap::new(),
+            policies: Policies::default(),
         }
     }
 
@@ -91,7 +100,8 @@ impl Topology {
                 if self.queues.contains_key(&q.name) {
                     return Applied::Skipped;
                 }
-                let Some(handle) = start_queue(q) else {
+                let policies = self.policies.for_object(ObjectKind::Queue, &q.name);
+                let Some(handle) = start_queue(q, policies) else {
                     return Applied::Skipped;
                 };
                 self.queues.insert(q.name.clone(), handle);
@@ -133,6 +143,31 @@ impl Topology {
                     Applied::Unchanged
                 }
             }
+            DefinitionCommand::SetPolicy(policy) => {
+                if !self.policies.set(policy.clone()) {
+                    return Applied::Skipped;
+                }
+                self.apply_policies();
+                Applied::Changed
+            }
+            DefinitionCommand::ClearPolicy { kind, name } => {
+                if !self.policies.clear(*kind, name) {
+                    return Applied::Unchanged;
+                }
+                self.apply_policies();
+                Applied::Changed
+            }
+        }
+    }
+
+    /// Matches every exchange and queue against the policies again, after a change to them; a
+    /// queue whose policies changed is told (RabbitMQ re-applies only to those).
+    fn apply_policies(&mut self) {
+        for (name, exchange) in self.exchanges.iter_mut() {
+            exchange.set_policies(self.policies.for_object(ObjectKind::Exchange, name));
+        }
+        for (name, queue) in &self.queues {
+            queue.set_policies(self.policies.for_object(ObjectKind::Queue, name));
         }
     }
 
@@ -195,6 +230,7 @@ impl Topology {
         {
             exchange.dedup = Some(Mutex::new(DedupCache::new(&settings, e.durable)));
         }
+        exchange.set_policies(self.policies.for_object(ObjectKind::Exchange, &e.name));
         exchange
     }
 

@@ -32,8 +32,8 @@ pub use crypto::EncryptionKey;
 pub use error::StorageError;
 pub use reads::RememberedId;
 pub use records::{
-    BindingRecord, ExchangeRecord, MessageParts, PermissionRecord, QueueRecord, SealedMessage,
-    StoredMessage, TopicPermissionRecord, UserRecord, VhostRecord,
+    BindingRecord, ExchangeRecord, MessageParts, PermissionRecord, PolicyRecord, QueueRecord,
+    SealedMessage, StoredMessage, TopicPermissionRecord, UserRecord, VhostRecord,
 };
 pub use writer::{Callback, CommitListener, Enqueued, Op};
 
@@ -64,6 +64,11 @@ const PERMISSIONS: TableDefinition<(&str, &str), &[u8]> = TableDefinition::new("
 /// (vhost, user) → JSON list of that user's topic permission records in that vhost.
 const TOPIC_PERMISSIONS: TableDefinition<(&str, &str), &[u8]> =
     TableDefinition::new("topic_permissions");
+/// (vhost, name) → JSON policy record: the user policies, and the operator policies apart (the
+/// two kinds have separate namespaces, as in RabbitMQ).
+const POLICIES: TableDefinition<(&str, &str), &[u8]> = TableDefinition::new("policies");
+const OPERATOR_POLICIES: TableDefinition<(&str, &str), &[u8]> =
+    TableDefinition::new("operator_policies");
 /// (owner, message id) → (when remembered, when forgotten; both Unix ms, `u64::MAX` = never):
 /// the ids a deduplicating queue or exchange remembers. The owner is `q:<queue id>` or
 /// `e:<vhost>\0<exchange>`.
@@ -97,6 +102,8 @@ pub struct Recovered {
     pub vhosts: Vec<VhostRecord>,
     pub permissions: Vec<PermissionRecord>,
     pub topic_permissions: Vec<TopicPermissionRecord>,
+    /// Policies and operator policies, by vhost and name.
+    pub policies: Vec<PolicyRecord>,
     /// The default user and vhost have not been created yet (a fresh data directory, or one
     /// written before users and vhosts were stored): the broker creates them and then submits
     /// [`Op::MarkSeeded`].
@@ -205,6 +212,8 @@ impl Store {
                 w.open_table(VHOSTS)?;
                 w.open_table(PERMISSIONS)?;
                 w.open_table(TOPIC_PERMISSIONS)?;
+                w.open_table(POLICIES)?;
+                w.open_table(OPERATOR_POLICIES)?;
                 // Transient messages paged out before a restart are gone with it.
                 let shadow: Vec<(u64, u64)> = {
                     let index = w.open_table(QUEUE_INDEX)?;

@@ -7,7 +7,8 @@ use redb::{Database, ReadableDatabase, ReadableTable};
 use crate::records::{MessageParts, StoredMessage, TopicPermissionRecord};
 use crate::{
     crypto, Recovered, StorageError, Store, BINDINGS, DEDUP, DELIVERED, EXCHANGES, MESSAGES, META,
-    PERMISSIONS, QUEUES, QUEUE_INDEX, TOPIC_PERMISSIONS, USERS, VHOSTS,
+    OPERATOR_POLICIES, PERMISSIONS, POLICIES, QUEUES, QUEUE_INDEX, TOPIC_PERMISSIONS, USERS,
+    VHOSTS,
 };
 
 /// An id a deduplicating queue or exchange remembers: (id, remembered at, forgotten at), in
@@ -154,6 +155,11 @@ pub(crate) fn read_definitions(db: &Database) -> Result<Recovered, StorageError>
     for entry in r.open_table(TOPIC_PERMISSIONS)?.iter()? {
         let list: Vec<TopicPermissionRecord> = decode(entry?.1.value())?;
         rec.topic_permissions.extend(list);
+    }
+    for table in [POLICIES, OPERATOR_POLICIES] {
+        for entry in r.open_table(table)?.iter()? {
+            rec.policies.push(decode(entry?.1.value())?);
+        }
     }
     rec.needs_seed = r.open_table(META)?.get("seeded")?.is_none();
     Ok(rec)

@@ -89,6 +89,21 @@ pub struct TopicPermissionRecord {
     pub read: String,
 }
 
+/// A policy or an operator policy of a vhost, as RabbitMQ's definitions hold one: `definition`
+/// is its JSON object of keys (`message-ttl`, `max-length`, ...), validated before it was stored;
+/// `priority` is any JSON number, as RabbitMQ accepts.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PolicyRecord {
+    pub vhost: String,
+    pub name: String,
+    /// An operator policy (`/api/operator-policies`) rather than a user policy.
+    pub operator: bool,
+    pub pattern: String,
+    pub apply_to: String,
+    pub priority: serde_json::Number,
+    pub definition: serde_json::Map<String, serde_json::Value>,
+}
+
 /// A stored message's parts, borrowed from where they lie.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct MessageParts<'a> {

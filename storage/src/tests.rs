@@ -275,6 +275,63 @@ async fn users_vhosts_and_permissions_survive_reopen_and_vhost_deletion_takes_it
     assert!(rec.exchanges.is_empty());
 }
 
+#[tokio::test]
+async fn policies_of_both_kinds_survive_reopen_and_go_with_their_vhost() {
+    let dir = tempfile::tempdir().unwrap();
+    let policy = |vhost: &str, name: &str, operator: bool| PolicyRecord {
+        vhost: vhost.into(),
+        name: name.into(),
+        operator,
+        pattern: "^q".into(),
+        apply_to: "queues".into(),
+        priority: serde_json::Number::from(3),
+        definition: serde_json::json!({"max-length": 2})
+            .as_object()
+            .unwrap()
+            .clone(),
+    };
+    {
+        let (store, _) = open(dir.path());
+        // One name in both kinds: separate namespaces, as in RabbitMQ.
+        for (v, n, op) in [
+            ("/", "p", false),
+            ("/", "p", true),
+            ("v1", "p", false),
+            ("/", "gone", false),
+        ] {
+            store.write(Op::PutPolicy(policy(v, n, op))).await.unwrap();
+        }
+        store
+            .write(Op::DeletePolicy {
+                vhost: "/".into(),
+                name: "gone".into(),
+                operator: false,
+            })
+            .await
+            .unwrap();
+    }
+    {
+        let (store, rec) = open(dir.path());
+        assert_eq!(
+            rec.policies,
+            vec![
+                policy("/", "p", false),
+                policy("v1", "p", false),
+                policy("/", "p", true)
+            ]
+        );
+        store
+            .write(Op::DeleteVhost { name: "v1".into() })
+            .await
+            .unwrap();
+    }
+    let (_, rec) = open(dir.path());
+    assert_eq!(
+        rec.policies,
+        vec![policy("/", "p", false), policy("/", "p", true)]
+    );
+}
+
 #[test]
 fn errors_keep_their_source() {
     use std::error::Error as _;

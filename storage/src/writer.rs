@@ -8,13 +8,15 @@ use redb::{ReadableTable, WriteTransaction};
 use tokio::sync::{mpsc, oneshot};
 
 use crate::records::{
-    BindingRecord, ExchangeRecord, PermissionRecord, QueueRecord, SealedMessage,
+    BindingRecord, ExchangeRecord, PermissionRecord, PolicyRecord, QueueRecord, SealedMessage,
     TopicPermissionRecord, UserRecord, VhostRecord,
 };
 use crate::{
     DbSlot, StorageError, BINDINGS, DEDUP, DELIVERED, EXCHANGES, MESSAGES, MESSAGE_REFS, META,
-    PERMISSIONS, QUEUES, QUEUE_INDEX, TOPIC_PERMISSIONS, USERS, VHOSTS,
+    OPERATOR_POLICIES, PERMISSIONS, POLICIES, QUEUES, QUEUE_INDEX, TOPIC_PERMISSIONS, USERS,
+    VHOSTS,
 };
+use redb::TableDefinition;
 
 /// Hears when writes it asked about are on disk.
 pub trait CommitListener: Send + Sync {
@@ -93,8 +95,8 @@ pub enum Op {
     },
     /// Creates or replaces a vhost.
     PutVhost(VhostRecord),
-    /// Deletes a vhost's record, its permissions and any queue, exchange or binding record left
-    /// in it (its queues delete their messages themselves).
+    /// Deletes a vhost's record, its permissions and policies and any queue, exchange or binding
+    /// record left in it (its queues delete their messages themselves).
     DeleteVhost {
         name: String,
     },
@@ -108,6 +110,13 @@ pub enum Op {
         vhost: String,
         user: String,
         permissions: Vec<TopicPermissionRecord>,
+    },
+    /// Creates or replaces a policy (or an operator policy).
+    PutPolicy(PolicyRecord),
+    DeletePolicy {
+        vhost: String,
+        name: String,
+        operator: bool,
     },
     /// The default user and vhost exist: a restart does not create them again.
     MarkSeeded,
@@ -387,6 +396,24 @@ fn apply(w: &WriteTransaction, op: &Op, elided: &HashSet<(u64, u64)>) -> Result<
                 table.remove((v.as_str(), q.as_str()))?;
             }
             delete_bindings(w, |b| &b.vhost == name)?;
+            for policies in [POLICIES, OPERATOR_POLICIES] {
+                let mut table = w.open_table(policies)?;
+                for (v, p) in string_pairs(&table, in_vhost)? {
+                    table.remove((v.as_str(), p.as_str()))?;
+                }
+            }
+        }
+        Op::PutPolicy(p) => {
+            w.open_table(policy_table(p.operator))?
+                .insert((p.vhost.as_str(), p.name.as_str()), &json(p)[..])?;
+        }
+        Op::DeletePolicy {
+            vhost,
+            name,
+            operator,
+        } => {
+            w.open_table(policy_table(*operator))?
+                .remove((vhost.as_str(), name.as_str()))?;
         }
         Op::PutPermission(p) => {
             w.open_table(PERMISSIONS)?
@@ -447,6 +474,17 @@ fn apply(w: &WriteTransaction, op: &Op, elided: &HashSet<(u64, u64)>) -> Result<
 
 /// Deletes the binding records that match (a scan: bindings are few and this is rare).
 /// The (vhost, name) keys of a definitions table that `matches` picks.
+/// Where policies of one kind are kept.
+fn policy_table(
+    operator: bool,
+) -> TableDefinition<'static, (&'static str, &'static str), &'static [u8]> {
+    if operator {
+        OPERATOR_POLICIES
+    } else {
+        POLICIES
+    }
+}
+
 fn string_pairs(
     table: &impl ReadableTable<(&'static str, &'static str), &'static [u8]>,
     matches: impl Fn(&str, &str) -> bool,

@@ -104,6 +104,29 @@ pub fn http_request(
     (status, body.to_owned())
 }
 
+/// `METHOD path` with a JSON body (an empty one when none: a body-less write still says it has
+/// none) and basic credentials: the status and the decoded body (`Null` when it is not JSON).
+pub fn http_json(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    body: Option<&str>,
+    auth: (&str, &str),
+) -> (u16, serde_json::Value) {
+    let (status, body) = http_request(
+        addr,
+        method,
+        path,
+        &[],
+        Some(body.unwrap_or("")),
+        Some(auth),
+    );
+    (
+        status,
+        serde_json::from_str(&body).unwrap_or(serde_json::Value::Null),
+    )
+}
+
 pub struct TestBroker {
     pub addr: SocketAddr,
     pub http_addr: SocketAddr,

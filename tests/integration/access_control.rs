@@ -3,33 +3,13 @@
 //! refused without permission (530), vhost deletion closing its connections (320), and the
 //! configure / write / read checks on AMQP methods with RabbitMQ's 403 texts.
 
-use std::net::SocketAddr;
 use std::time::Duration;
 
+use crate::common::http_json as http;
 use crate::common::*;
 use lapin::options::*;
 use lapin::types::FieldTable;
-use serde_json::{json, Value};
-
-/// `METHOD path` with a JSON body (or none) and basic credentials: status and body.
-fn http(
-    addr: SocketAddr,
-    method: &str,
-    path: &str,
-    body: Option<&str>,
-    auth: (&str, &str),
-) -> (u16, Value) {
-    // (A body-less write still says it has none, as the tests of PUT with an empty body need.)
-    let (status, body) = http_request(
-        addr,
-        method,
-        path,
-        &[],
-        Some(body.unwrap_or("")),
-        Some(auth),
-    );
-    (status, serde_json::from_str(&body).unwrap_or(Value::Null))
-}
+use serde_json::json;
 
 const GUEST: (&str, &str) = ("guest", "guest");
 

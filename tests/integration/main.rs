@@ -30,6 +30,7 @@ mod limits;
 mod malformed;
 mod memory_alarm;
 mod paging;
+mod policies;
 mod queue_features;
 mod queues;
 mod routing;

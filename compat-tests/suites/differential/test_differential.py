@@ -17,6 +17,7 @@ import scenarios_exchanges  # noqa: F401
 import scenarios_limits  # noqa: F401
 import scenarios_management  # noqa: F401
 import scenarios_pending  # noqa: F401
+import scenarios_policies  # noqa: F401
 import scenarios_properties  # noqa: F401
 import scenarios_queue_features  # noqa: F401
 import scenarios_queues  # noqa: F401

@@ -306,7 +306,7 @@ impl Connection {
             // A queue that logs the message, or may refuse it (x-overflow reject-publish),
             // answers the confirm.
             let confirm = match confirm_seq {
-                Some(seq) if logged.is_some() || q.args.may_reject_publish() => {
+                Some(seq) if logged.is_some() || q.may_reject_publish() => {
                     waits += 1;
                     Some(PublishConfirm::new(self.events_tx.clone(), ch, seq))
                 }

@@ -74,6 +74,9 @@ pub enum Command {
     },
     /// The end of a batch of commands, or a timer: expire, dispatch, write the log, page out.
     Tick,
+    /// The queue's settings changed (a policy was set, changed or cleared): act on these
+    /// arguments from now on.
+    Configure(QueueArgs),
 }
 
 /// A consumer as the state machine sees it; where its deliveries go is the context's business.
@@ -346,6 +349,7 @@ impl QueueCore {
                 | Command::Requeue(_)
                 | Command::Undelivered { .. }
                 | Command::Tick
+                | Command::Configure(_)
         ) {
             self.dispatch(ctx);
         }
@@ -398,6 +402,10 @@ impl QueueCore {
             }
             Command::Tick => {
                 self.tick(ctx);
+                Outcome::Done
+            }
+            Command::Configure(args) => {
+                self.configure(args, ctx);
                 Outcome::Done
             }
         }

@@ -10,7 +10,7 @@ use crate::message::MessageRef;
 use crate::queue::dead_letter::{self, Reason};
 use crate::queue::log::LogRecord;
 use crate::queue::ready::{Entry, Slot};
-use crate::queue::Overflow;
+use crate::queue::{Overflow, QueueArgs};
 
 impl QueueCore {
     /// Takes a message in, or refuses it (`x-overflow` reject-publish). A taken message with a
@@ -95,6 +95,20 @@ impl QueueCore {
             self.dispatch(ctx);
         }
         taken
+    }
+
+    /// New settings, as RabbitMQ's queue takes a policy change: a TTL applies to messages
+    /// published from now on (those already in keep the expiry they got); a lower length limit
+    /// drops (dead-letters) from the head at once with `drop-head`; a new `x-expires` counts
+    /// from now.
+    pub(super) fn configure(&mut self, args: QueueArgs, ctx: &mut impl Context) {
+        if args.expires != self.args.expires {
+            self.last_used = ctx.now_ms();
+        }
+        self.args = args;
+        if self.args.overflow == Overflow::DropHead {
+            self.enforce_limits(ctx);
+        }
     }
 
     /// Drops (dead-letters) messages from the head until the queue is within its limits.

@@ -28,6 +28,8 @@ fn summary(command: &DefinitionCommand) -> String {
         DefinitionCommand::Unbind { binding: b, .. } => {
             format!("unbind {}->{}", b.source, b.destination)
         }
+        DefinitionCommand::SetPolicy(p) => format!("set policy {}", p.name),
+        DefinitionCommand::ClearPolicy { name, .. } => format!("clear policy {name}"),
     }
 }
 

@@ -1,7 +1,7 @@
 //! Applying commands to a topology: random sequences of commands, each planned with its cascade
 //! as the vhost plans a change, then applied. The log of what was applied replays onto a fresh
-//! topology to the same one; no binding outlives either end; an auto-delete exchange goes with
-//! its last binding.
+//! topology to the same one (the policies that apply to each queue and exchange included); no
+//! binding outlives either end; an auto-delete exchange goes with its last binding.
 
 use std::collections::HashSet;
 
@@ -13,6 +13,7 @@ use crate::definitions::{
     BindingDefinition, DefinitionCommand, DestinationKind, ExchangeDefinition, QueueDefinition,
 };
 use crate::exchange::ExchangeKind;
+use crate::policy::{ApplyTo, PolicyDefinition, PolicyKind};
 
 use super::super::topology::{StartQueue, Topology};
 use super::{listing, plain_queue, Fixture};
@@ -53,6 +54,29 @@ fn binding() -> impl Strategy<Value = BindingDefinition> {
     )
 }
 
+/// Policies of both kinds, over some of the queues and exchanges the commands name.
+fn policy_command() -> impl Strategy<Value = DefinitionCommand> {
+    let kind = prop_oneof![Just(PolicyKind::User), Just(PolicyKind::Operator)];
+    let apply_to = prop::sample::select(vec![ApplyTo::Queues, ApplyTo::Exchanges, ApplyTo::All]);
+    let pattern = prop::sample::select(vec!["^q", "^x", "[02]$", ""]);
+    prop_oneof![
+        2 => (name("p"), kind.clone(), pattern, apply_to, -1i64..2).prop_map(
+            |(name, kind, pattern, apply_to, priority)| {
+                let definition = serde_json::json!({"max-length": 3});
+                DefinitionCommand::SetPolicy(PolicyDefinition {
+                    name,
+                    kind,
+                    pattern: pattern.to_owned(),
+                    apply_to,
+                    priority: priority.into(),
+                    definition: definition.as_object().cloned().unwrap_or_default(),
+                })
+            }
+        ),
+        1 => (name("p"), kind).prop_map(|(name, kind)| DefinitionCommand::ClearPolicy { kind, name }),
+    ]
+}
+
 fn command() -> impl Strategy<Value = DefinitionCommand> {
     let kind = prop::sample::select(vec![
         ExchangeKind::Direct,
@@ -91,6 +115,7 @@ fn command() -> impl Strategy<Value = DefinitionCommand> {
             .prop_map(|(binding, durable)| DefinitionCommand::Bind { binding, durable }),
         3 => (binding(), any::<bool>())
             .prop_map(|(binding, durable)| DefinitionCommand::Unbind { binding, durable }),
+        2 => policy_command(),
     ]
 }
 
@@ -132,7 +157,8 @@ fn replaying_the_applied_commands_gives_the_same_topology_and_the_cascade_rules_
     runner
         .run(&prop::collection::vec(command(), 0..60), |commands| {
             let mut live = Topology::new("/");
-            let mut start = |q: &QueueDefinition| Some(fixture.vhost.start_queue(q, None));
+            let mut start =
+                |q: &QueueDefinition, policies| Some(fixture.vhost.start_queue(q, policies, None));
             let mut log = Vec::new();
             for command in commands {
                 log.extend(change(&mut live, command, &mut start)?);
@@ -200,7 +226,7 @@ fn the_cascade_follows_emptied_auto_delete_exchanges_through_exchange_bindings()
     assert_eq!(deleted, ["inner", "outer"]);
     let _runtime = fixture.runtime.enter();
     for c in &planned {
-        topo.apply(c, &mut |_| None);
+        topo.apply(c, &mut |_, _| None);
     }
     let left: HashSet<&str> = topo.exchanges.keys().map(String::as_str).collect();
     assert!(left.contains("kept") && left.contains("unbound"));
