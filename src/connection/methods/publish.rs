@@ -359,7 +359,7 @@ fn sender_selected_keys(headers: &FieldTable) -> Result<(Vec<String>, bool), Amq
 }
 
 /// The checks RabbitMQ makes on a message's properties before routing it.
-fn validate_properties(props: &PropertiesView<'_>) -> Result<(), AmqpError> {
+pub(crate) fn validate_properties(props: &PropertiesView<'_>) -> Result<(), AmqpError> {
     if let Some(mode) = props.delivery_mode {
         if mode != 1 && mode != 2 {
             return Err(AmqpError::precondition_failed(format!(
