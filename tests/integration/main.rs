@@ -27,6 +27,7 @@ mod durability;
 mod http_api;
 mod http_limits;
 mod malformed;
+mod management_writes;
 mod memory_alarm;
 mod paging;
 mod queue_features;
