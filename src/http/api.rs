@@ -47,6 +47,7 @@ impl FromRequestParts<Arc<Broker>> for User {
 }
 
 /// An answer that is not the listing asked for.
+#[derive(Debug)]
 pub enum ApiError {
     Unauthorized,
     /// Right credentials, but a user whose tags do not allow this (401, as RabbitMQ).

@@ -87,7 +87,7 @@ pub fn unpack(props: &str) -> Result<(String, Option<String>), String> {
     let parts: Vec<&str> = props.split('~').collect();
     match parts.as_slice() {
         [key] => Ok((unquote(key), None)),
-        [key, ""] if key.is_empty() => Ok((String::new(), None)),
+        ["", ""] => Ok((String::new(), None)),
         [key, hash] => Ok((unquote(key), Some(unquote(hash)))),
         _ => Err(format!("{{too_many_tokens,\"{props}\"}}")),
     }

@@ -62,11 +62,11 @@ async fn as_guest(b: &TestBroker, method: &str, path: &str, body: Option<Value>)
     (status, value)
 }
 
+/// A request under way: status and JSON body.
+type Pending = std::pin::Pin<Box<dyn std::future::Future<Output = (u16, Value)> + Send>>;
+
 /// `PUT path` as guest, from a closure that outlives no borrow of the path.
-fn putter(
-    b: &TestBroker,
-) -> impl Fn(&str, Value) -> std::pin::Pin<Box<dyn std::future::Future<Output = (u16, Value)> + Send>>
-{
+fn putter(b: &TestBroker) -> impl Fn(&str, Value) -> Pending {
     let addr = b.http_addr;
     move |path: &str, body: Value| {
         let path = path.to_owned();
