@@ -5,6 +5,7 @@
 //! exported queue or to a (non-default) exchange.
 
 use serde_json::{json, Value};
+use warren_storage::{PermissionRecord, UserRecord};
 
 use super::json::table_to_json;
 use super::sections;
@@ -78,21 +79,35 @@ fn topology(v: &Vhost, with_vhost: bool) -> (Vec<Value>, Vec<Value>, Vec<Value>)
     (queues, exchanges, bindings)
 }
 
+/// A user as RabbitMQ's definitions (and `GET /api/users`) show one.
+pub fn user_json(broker: &Broker, u: &UserRecord) -> Value {
+    json!({
+        "name": u.name,
+        "password_hash": u.password_hash,
+        "hashing_algorithm": u.hashing_algorithm,
+        "tags": u.tags,
+        "limits": sections::export_user_limits(broker, &u.name),
+    })
+}
+
+/// A user's permissions in a vhost, as the definitions (and `GET /api/permissions`) show them.
+pub fn permission_json(p: &PermissionRecord) -> Value {
+    json!({
+        "user": p.user,
+        "vhost": p.vhost,
+        "configure": p.configure,
+        "write": p.write,
+        "read": p.read,
+    })
+}
+
 /// Everything: users, vhosts, permissions and every vhost's topology.
 pub fn export_all(broker: &Broker) -> Value {
     let users: Vec<Value> = broker
         .users
         .users()
         .iter()
-        .map(|u| {
-            json!({
-                "name": u.name,
-                "password_hash": u.password_hash,
-                "hashing_algorithm": u.hashing_algorithm,
-                "tags": u.tags,
-                "limits": sections::export_user_limits(broker, &u.name),
-            })
-        })
+        .map(|u| user_json(broker, u))
         .collect();
     let vhosts = broker.vhosts();
     let (mut queues, mut exchanges, mut bindings) = (Vec::new(), Vec::new(), Vec::new());
@@ -113,15 +128,7 @@ pub fn export_all(broker: &Broker) -> Value {
         .users
         .permissions()
         .iter()
-        .map(|p| {
-            json!({
-                "user": p.user,
-                "vhost": p.vhost,
-                "configure": p.configure,
-                "write": p.write,
-                "read": p.read,
-            })
-        })
+        .map(permission_json)
         .collect();
     json!({
         "rabbit_version": FORMAT_VERSION,

@@ -155,3 +155,22 @@ pub(super) fn short_name(kind: &str, name: &str) -> Result<(), ApiError> {
     }
     Ok(())
 }
+
+/// The required keys of a body, or RabbitMQ's `[{key_missing,K},…]` for those that are not there.
+pub(super) fn required<'a>(
+    body: &'a Map<String, Value>,
+    keys: &[&str],
+) -> Result<Vec<&'a Value>, ApiError> {
+    let missing: Vec<String> = keys
+        .iter()
+        .filter(|k| body.get(**k).is_none_or(Value::is_null))
+        .map(|k| format!("{{key_missing,{k}}}"))
+        .collect();
+    if !missing.is_empty() {
+        return Err(ApiError::BadRequest(json!(format!(
+            "[{}]",
+            missing.join(",")
+        ))));
+    }
+    Ok(keys.iter().filter_map(|k| body.get(*k)).collect())
+}

@@ -82,33 +82,26 @@ fn created(was_created: bool) -> StatusCode {
     }
 }
 
-fn user_json(u: &UserRecord) -> Value {
-    json!({
-        "name": u.name,
-        "password_hash": u.password_hash,
-        "hashing_algorithm": u.hashing_algorithm,
-        "tags": u.tags,
-        "limits": {},
-    })
+fn user_json(broker: &Broker, u: &UserRecord) -> Value {
+    crate::definitions::export::user_json(broker, u)
 }
 
-fn permission_json(p: &PermissionRecord) -> Value {
-    json!({
-        "user": p.user,
-        "vhost": p.vhost,
-        "configure": p.configure,
-        "write": p.write,
-        "read": p.read,
-    })
-}
+use crate::definitions::export::permission_json;
 
 pub async fn users(State(broker): Shared, _admin: Admin) -> Answer {
-    Ok(Json(broker.users.users().iter().map(user_json).collect()))
+    Ok(Json(
+        broker
+            .users
+            .users()
+            .iter()
+            .map(|u| user_json(&broker, u))
+            .collect(),
+    ))
 }
 
 pub async fn user_one(State(broker): Shared, _admin: Admin, Path(name): Path<String>) -> Answer {
     let u = broker.users.user(&name).ok_or(ApiError::NotFound)?;
-    Ok(Json(user_json(&u)))
+    Ok(Json(user_json(&broker, &u)))
 }
 
 /// `{"password": P, "tags": T}` or `{"password_hash": H, "hashing_algorithm": A, "tags": T}`;
@@ -267,17 +260,7 @@ pub async fn put_permission(
     body: Bytes,
 ) -> Done {
     let body = object(&body)?;
-    let missing: Vec<String> = ["configure", "write", "read"]
-        .iter()
-        .filter(|k| !body.contains_key(**k))
-        .map(|k| format!("{{key_missing,{k}}}"))
-        .collect();
-    if !missing.is_empty() {
-        return Err(ApiError::BadRequest(json!(format!(
-            "[{}]",
-            missing.join(",")
-        ))));
-    }
+    super::access::required(&body, &["configure", "write", "read"])?;
     let text = |k: &str| -> Result<String, ApiError> {
         body[k]
             .as_str()

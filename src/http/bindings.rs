@@ -221,26 +221,30 @@ fn find(
         .ok_or(ApiError::NotFound)
 }
 
-/// `GET /api/bindings/{vhost}/e/{source}/{q|e}/{destination}/{props}`.
-pub async fn get_one(
-    State(broker): Shared,
-    User(user): User,
-    Path((vhost_name, source, kind, destination, props)): Path<(
-        String,
-        String,
-        String,
-        String,
-        String,
-    )>,
-) -> Answer {
+/// The path of one binding: vhost, source, `q` or `e`, destination, `properties_key`.
+type OnePath = Path<(String, String, String, String, String)>;
+
+/// The binding a path names, with its vhost (404 for a missing vhost, an unknown `q`/`e` or no
+/// such binding).
+fn one(
+    broker: &Broker,
+    user: &str,
+    Path((vhost_name, source, kind, destination, props)): OnePath,
+) -> Result<(std::sync::Arc<Vhost>, BindingInfo), ApiError> {
     let to_queue = destination_is_queue(&kind)?;
-    let v = read_vhost(&broker, &user, &vhost_name)?;
+    let v = read_vhost(broker, user, &vhost_name)?;
     let destination = if to_queue {
         destination.as_str()
     } else {
         exchange_name(&destination)
     };
     let b = find(&v, exchange_name(&source), destination, to_queue, &props)?;
+    Ok((v, b))
+}
+
+/// `GET /api/bindings/{vhost}/e/{source}/{q|e}/{destination}/{props}`.
+pub async fn get_one(State(broker): Shared, User(user): User, path: OnePath) -> Answer {
+    let (v, b) = one(&broker, &user, path)?;
     Ok(Json(binding_json(&v.name, &b)))
 }
 
@@ -248,25 +252,19 @@ pub async fn get_one(
 pub async fn delete(
     State(broker): Shared,
     User(user): User,
-    Path((vhost_name, source, kind, destination, props)): Path<(
-        String,
-        String,
-        String,
-        String,
-        String,
-    )>,
+    path: OnePath,
 ) -> Result<StatusCode, ApiError> {
-    let to_queue = destination_is_queue(&kind)?;
-    let v = read_vhost(&broker, &user, &vhost_name)?;
-    let destination = if to_queue {
-        destination.as_str()
-    } else {
-        exchange_name(&destination)
-    };
-    let source = exchange_name(&source);
-    let b = find(&v, source, destination, to_queue, &props)?;
-    check_bind(&broker, &user, &v, source, destination, to_queue)?;
-    let unbound = if to_queue {
+    let (v, b) = one(&broker, &user, path)?;
+    let (source, destination) = (b.source.as_str(), b.destination.as_str());
+    check_bind(
+        &broker,
+        &user,
+        &v,
+        source,
+        destination,
+        b.destination_is_queue,
+    )?;
+    let unbound = if b.destination_is_queue {
         v.unbind_queue(
             destination,
             broker.next_id(),

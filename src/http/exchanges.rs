@@ -13,19 +13,20 @@ use tokio::sync::mpsc;
 use warren_amqp::encode::encode_properties;
 use warren_amqp::PropertiesView;
 
+use super::access::required;
 use super::access::{
     arguments, body_object, check, closed_channel, direct_error, flag, read_vhost, short_name,
     text, write_vhost,
 };
 use super::api::{ApiError, Shared, User};
 use super::message_json::{payload_from_json, properties_from_json};
-use super::queues::{query_true, required};
+use super::queues::query_true;
 use crate::auth::Access;
 use crate::broker::Broker;
 use crate::exchange::LazyHeaders;
 use crate::message::Message;
 use crate::queue::log::durable_form;
-use crate::queue::{ConnEvent, PublishConfirm, QueueCommand};
+use crate::queue::{ConnEvent, PublishConfirm};
 use crate::vhost::{DeclareExchange, Routing, Vhost};
 
 type Done = Result<StatusCode, ApiError>;
@@ -234,21 +235,7 @@ async fn publish_message(
             waits += 1;
             PublishConfirm::new(events.clone(), 0, 1)
         });
-        let sent = q
-            .send_or_return(QueueCommand::Publish {
-                message: message.clone(),
-                logged,
-                confirm,
-            })
-            .await;
-        if let Err(QueueCommand::Publish {
-            confirm: Some(confirm),
-            ..
-        }) = sent
-        {
-            // Deleted since it was routed to: confirmed, as RabbitMQ confirms such a publish.
-            confirm.answer(true);
-        }
+        q.publish(message.clone(), logged, confirm).await;
     }
     drop(events);
     let mut all_ok = true;

@@ -1,8 +1,10 @@
 //! The HTTP listener: health checks ([`health`]), RabbitMQ's management API as far as it goes
-//! ([`api`]: the read-only listings; [`admin`]: users, vhosts, permissions; [`connections`] and
-//! [`channels`]: the live connections, channels and consumers) and Prometheus metrics
-//! ([`metrics`]), on an accept loop of its own that bounds what HTTP clients can hold: a
-//! request-head (and idle) timeout and a cap on connections.
+//! ([`api`]: the read-only listings; [`admin`]: users, vhosts, permissions; [`queues`],
+//! [`exchanges`], [`bindings`]: declaring, deleting, purging, binding, publishing and getting,
+//! with [`access`] deciding who may and how refusals read; [`definitions`]: export and import;
+//! [`connections`] and [`channels`]: the live connections, channels and consumers) and Prometheus
+//! metrics ([`metrics`]), on an accept loop of its own that bounds what HTTP clients can hold: a
+//! request-head (and idle) timeout, a cap on connections and on request bodies.
 
 mod access;
 mod admin;

@@ -8,12 +8,12 @@ use axum::body::Bytes;
 use axum::extract::{Path, State};
 use axum::http::{StatusCode, Uri};
 use axum::Json;
-use serde_json::{json, Map, Value};
+use serde_json::{json, Value};
 use warren_amqp::AmqpError;
 
 use super::access::{
-    arguments, body_object, channel_error, check, direct_error, flag, read_vhost, short_name,
-    write_vhost,
+    arguments, body_object, channel_error, check, direct_error, flag, read_vhost, required,
+    short_name, write_vhost,
 };
 use super::api::{ApiError, Shared, User};
 use super::message_json::{payload_to_json, properties_to_json, PayloadEncoding};
@@ -155,25 +155,6 @@ fn integer(v: &Value) -> Result<i64, ApiError> {
     v.as_i64()
         .or_else(|| v.as_str().and_then(|s| s.trim().parse().ok()))
         .ok_or_else(|| ApiError::BadRequest(json!(["not_integer", v])))
-}
-
-/// The required keys of a body, or RabbitMQ's `[{key_missing,K},…]` for those that are not there.
-pub(super) fn required<'a>(
-    body: &'a Map<String, Value>,
-    keys: &[&str],
-) -> Result<Vec<&'a Value>, ApiError> {
-    let missing: Vec<String> = keys
-        .iter()
-        .filter(|k| body.get(**k).is_none_or(Value::is_null))
-        .map(|k| format!("{{key_missing,{k}}}"))
-        .collect();
-    if !missing.is_empty() {
-        return Err(ApiError::BadRequest(json!(format!(
-            "[{}]",
-            missing.join(",")
-        ))));
-    }
-    Ok(keys.iter().filter_map(|k| body.get(*k)).collect())
 }
 
 /// `POST /api/queues/{vhost}/{name}/get`: `count`, `ackmode`, `encoding` (`auto` or `base64`),

@@ -13,7 +13,7 @@ use crate::connection::Connection;
 use crate::exchange::LazyHeaders;
 use crate::message::Message;
 use crate::queue::log::durable_form;
-use crate::queue::{PublishConfirm, QueueCommand, QueueHandle};
+use crate::queue::{PublishConfirm, QueueHandle};
 use crate::reply_to;
 use crate::vhost::{Routing, Vhost};
 
@@ -303,22 +303,7 @@ impl Connection {
                     }
                 }
             }
-            let sent = q
-                .send_or_return(QueueCommand::Publish {
-                    message: message.clone(),
-                    logged,
-                    confirm,
-                })
-                .await;
-            if let Err(QueueCommand::Publish {
-                confirm: Some(confirm),
-                ..
-            }) = sent
-            {
-                // Deleted since it was routed to: confirmed, as RabbitMQ confirms a publish whose
-                // queue is deleted.
-                confirm.answer(true);
-            }
+            q.publish(message.clone(), logged, confirm).await;
         }
         if let (Some(seq), Some(c)) = (confirm_seq, self.channels.get_mut(&ch)) {
             c.expect_answers(seq, waits);
