@@ -117,6 +117,11 @@ pub struct Config {
         default_value = "PLAIN,AMQPLAIN"
     )]
     pub auth_mechanisms: Vec<Mechanism>,
+    /// A definitions file (RabbitMQ's JSON format: users, vhosts, permissions, queues,
+    /// exchanges, bindings) imported at every start, before clients are accepted (RabbitMQ's
+    /// `load_definitions`). A file that cannot be imported stops the start.
+    #[arg(long, env = "WARREN_LOAD_DEFINITIONS")]
+    pub load_definitions: Option<PathBuf>,
 }
 
 impl Config {
@@ -148,6 +153,7 @@ impl Config {
             default_pass: "guest".to_owned(),
             loopback_users: vec!["guest".to_owned()],
             auth_mechanisms: vec![Mechanism::Plain, Mechanism::Amqplain],
+            load_definitions: None,
         }
     }
 

@@ -36,7 +36,7 @@ pub enum LimitError {
 
 /// A limit's value, checked as RabbitMQ checks it: `name` must be one of `known`, the value an
 /// integer.
-fn checked(
+pub fn check_limit(
     known: &[&str],
     component: &'static str,
     name: &str,
@@ -83,7 +83,7 @@ impl Broker {
         name: &str,
         value: &Value,
     ) -> Result<(), LimitError> {
-        let value = checked(&VHOST_LIMITS, "limits", name, value)?;
+        let value = check_limit(&VHOST_LIMITS, "limits", name, value)?;
         let v = self.vhost(vhost).ok_or(LimitError::NoSuchVhost)?;
         let mut record = v.record();
         record
@@ -118,7 +118,7 @@ impl Broker {
         value: &Value,
     ) -> Result<(), LimitError> {
         let mut record = self.users.user(user).ok_or(LimitError::NoSuchUser)?;
-        let value = checked(&USER_LIMITS, "user-limits", name, value)?;
+        let value = check_limit(&USER_LIMITS, "user-limits", name, value)?;
         record.limits.insert(name.to_owned(), value);
         self.store.write(Op::PutUser(record.clone())).await?;
         self.users.put_user(record);
@@ -183,7 +183,7 @@ mod tests {
 
     #[test]
     fn values_are_checked_as_rabbitmq_checks_them() {
-        let check = |name: &str, v: Value| checked(&VHOST_LIMITS, "limits", name, &v);
+        let check = |name: &str, v: Value| check_limit(&VHOST_LIMITS, "limits", name, &v);
         assert_eq!(check("max-queues", json!(7)).unwrap(), 7);
         assert_eq!(check("max-queues", json!(-1)).unwrap(), -1);
         assert_eq!(

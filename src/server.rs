@@ -20,6 +20,16 @@ pub enum ServerError {
     Storage(#[from] warren_storage::StorageError),
     #[error(transparent)]
     Tls(#[from] crate::tls::TlsError),
+    #[error("cannot read the definitions file {path}: {source}")]
+    DefinitionsFile {
+        path: std::path::PathBuf,
+        source: std::io::Error,
+    },
+    #[error("cannot load the definitions file {path}: {source}")]
+    Definitions {
+        path: std::path::PathBuf,
+        source: crate::definitions::ImportError,
+    },
 }
 
 pub struct Server {
@@ -43,8 +53,14 @@ impl Server {
         let amqp = TcpListener::bind(config.amqp_listen).await?;
         let http = TcpListener::bind(config.http_listen).await?;
         std::fs::create_dir_all(&config.data_dir)?;
+        let broker = Broker::open(config)?;
+        // Listeners are bound (so their ports are taken) but accept nothing until `run`: clients
+        // find the imported definitions in place.
+        if let Some(path) = broker.config.load_definitions.clone() {
+            load_definitions(&broker, path).await?;
+        }
         Ok(Server {
-            broker: Broker::open(config)?,
+            broker,
             amqp,
             amqps,
             http,
@@ -123,6 +139,26 @@ impl Server {
         http.abort();
         disk.abort();
         memory.abort();
+    }
+}
+
+/// RabbitMQ's `load_definitions`: the file imported as `POST /api/definitions` would import it.
+async fn load_definitions(broker: &Broker, path: std::path::PathBuf) -> Result<(), ServerError> {
+    use crate::definitions::import::{import, parse, Scope};
+    let bytes = match std::fs::read(&path) {
+        Ok(bytes) => bytes,
+        Err(source) => return Err(ServerError::DefinitionsFile { path, source }),
+    };
+    let imported = match parse(&bytes) {
+        Ok(defs) => import(broker, &defs, Scope::All).await,
+        Err(e) => Err(e),
+    };
+    match imported {
+        Ok(()) => {
+            tracing::info!(file = %path.display(), "definitions loaded");
+            Ok(())
+        }
+        Err(source) => Err(ServerError::Definitions { path, source }),
     }
 }
 

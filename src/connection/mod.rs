@@ -18,7 +18,7 @@
 mod blocked;
 mod channel;
 mod handshake;
-mod methods;
+pub(crate) mod methods;
 mod serve;
 mod writer;
 

@@ -11,17 +11,30 @@
 //!   recovery reads back).
 //! - `log.rs`: the `DefinitionLog` trait and its error.
 //! - `store_log.rs`: the log in the node's store: each command as the storage writes it implies.
+//! - `format.rs`: RabbitMQ 3.10's definitions file (users, vhosts, permissions, queues,
+//!   exchanges, bindings, and the sections other features own), as import reads it.
+//! - `json.rs`: AMQP argument tables to and from JSON, as the file and the HTTP API write them.
+//! - `export.rs` / `import.rs`: the broker's definitions as such a file, and such a file applied
+//!   to the broker (checked whole first).
+//! - `sections.rs`: the file's sections whose features are not here yet (policies, topic
+//!   permissions, parameters, limits): refused on import, empty on export.
 //!
 //! The vhost side (checks, the cascade, applying) is in `src/vhost/change.rs`.
 
 mod command;
+pub mod export;
+pub mod format;
+pub mod import;
+pub mod json;
 mod log;
 mod records;
+pub mod sections;
 mod store_log;
 
 pub use command::{
     BindingDefinition, DefinitionCommand, DestinationKind, ExchangeDefinition, QueueDefinition,
 };
+pub use import::{ImportError, Scope};
 pub use log::{Commit, CommitError, DefinitionLog};
 pub use store_log::StoreDefinitionLog;
 

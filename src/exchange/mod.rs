@@ -157,10 +157,7 @@ impl Exchange {
     /// Whether a binding with these arguments may be added (a headers exchange's `x-match` must
     /// be one it knows), with RabbitMQ's error otherwise.
     pub fn check_binding(&self, arguments: &FieldTable) -> Result<(), AmqpError> {
-        if self.kind == ExchangeKind::Headers {
-            validate_x_match(arguments)?;
-        }
-        Ok(())
+        check_binding_arguments(self.kind, arguments)
     }
 
     /// Adds a binding; binding the same (destination, key, arguments) twice is a no-op.
@@ -293,4 +290,17 @@ impl Exchange {
             }
         }
     }
+}
+
+/// Whether an exchange of this type takes a binding with these arguments (a headers exchange's
+/// `x-match` must be one it knows), with RabbitMQ's error otherwise; for checks made before the
+/// exchange exists (a definitions import).
+pub fn check_binding_arguments(
+    kind: ExchangeKind,
+    arguments: &FieldTable,
+) -> Result<(), AmqpError> {
+    if kind == ExchangeKind::Headers {
+        validate_x_match(arguments)?;
+    }
+    Ok(())
 }

@@ -63,25 +63,15 @@ pub(super) fn required_strings<const N: usize>(
     body: &Map<String, Value>,
     keys: [&str; N],
 ) -> Result<[String; N], ApiError> {
-    let missing: Vec<String> = keys
-        .iter()
-        .filter(|k| !body.contains_key(**k))
-        .map(|k| format!("{{key_missing,{k}}}"))
-        .collect();
-    if !missing.is_empty() {
-        return Err(ApiError::BadRequest(json!(format!(
-            "[{}]",
-            missing.join(",")
-        ))));
-    }
-    let mut values = keys.map(|_| String::new());
-    for (value, key) in values.iter_mut().zip(keys) {
-        *value = body[key]
+    let values = super::access::required(body, &keys)?;
+    let mut strings = keys.map(|_| String::new());
+    for ((string, value), key) in strings.iter_mut().zip(values).zip(keys) {
+        *string = value
             .as_str()
             .map(str::to_owned)
             .ok_or_else(|| ApiError::BadRequest(json!(format!("{key} must be a string"))))?;
     }
-    Ok(values)
+    Ok(strings)
 }
 
 /// Tags as RabbitMQ takes them: a comma-separated string or a list.
@@ -109,33 +99,26 @@ pub(super) fn created(was_created: bool) -> StatusCode {
     }
 }
 
-fn user_json(u: &UserRecord) -> Value {
-    json!({
-        "name": u.name,
-        "password_hash": u.password_hash,
-        "hashing_algorithm": u.hashing_algorithm,
-        "tags": u.tags,
-        "limits": u.limits,
-    })
+fn user_json(broker: &Broker, u: &UserRecord) -> Value {
+    crate::definitions::export::user_json(broker, u)
 }
 
-fn permission_json(p: &PermissionRecord) -> Value {
-    json!({
-        "user": p.user,
-        "vhost": p.vhost,
-        "configure": p.configure,
-        "write": p.write,
-        "read": p.read,
-    })
-}
+use crate::definitions::export::permission_json;
 
 pub async fn users(State(broker): Shared, _admin: Admin) -> Answer {
-    Ok(Json(broker.users.users().iter().map(user_json).collect()))
+    Ok(Json(
+        broker
+            .users
+            .users()
+            .iter()
+            .map(|u| user_json(&broker, u))
+            .collect(),
+    ))
 }
 
 pub async fn user_one(State(broker): Shared, _admin: Admin, Path(name): Path<String>) -> Answer {
     let u = broker.users.user(&name).ok_or(ApiError::NotFound)?;
-    Ok(Json(user_json(&u)))
+    Ok(Json(user_json(&broker, &u)))
 }
 
 /// `{"password": P, "tags": T}` or `{"password_hash": H, "hashing_algorithm": A, "tags": T}`;

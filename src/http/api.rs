@@ -11,8 +11,7 @@ use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use base64::Engine as _;
-use serde_json::{json, Map, Value};
-use warren_amqp::types::{AMQPValue, FieldTable};
+use serde_json::{json, Value};
 
 use super::QueueSnapshot;
 use crate::broker::Broker;
@@ -48,17 +47,21 @@ impl FromRequestParts<Arc<Broker>> for User {
 }
 
 /// An answer that is not the listing asked for.
+#[derive(Debug)]
 pub enum ApiError {
     Unauthorized,
     /// Right credentials, but a user whose tags do not allow this (401, as RabbitMQ).
     NotAuthorised(&'static str),
     NotFound,
-    /// 404 with RabbitMQ's `not_found` body and a reason (e.g. `vhost_not_found`).
-    NotFoundBecause(&'static str),
     /// A change to something in a vhost that does not exist (404 `vhost_not_found`).
     VhostNotFound,
     /// A body of a type the resource does not take (415, no body, as cowboy answers).
     UnsupportedMediaType,
+    /// 404 with a reason, as RabbitMQ answers a write whose vhost or target is missing
+    /// (`{"error":"not_found","reason":...}`).
+    NotFoundBecause(String),
+    /// 401 with a reason of the moment (an AMQP refusal's text).
+    Refused(String),
     /// 400 with RabbitMQ's `bad_request` body.
     BadRequest(Value),
     /// The change could not be stored.
@@ -86,6 +89,16 @@ impl IntoResponse for ApiError {
                 Json(json!({"error": "not_authorised", "reason": reason})),
             )
                 .into_response(),
+            ApiError::Refused(reason) => (
+                StatusCode::UNAUTHORIZED,
+                Json(json!({"error": "not_authorised", "reason": reason})),
+            )
+                .into_response(),
+            ApiError::NotFoundBecause(reason) => (
+                StatusCode::NOT_FOUND,
+                Json(json!({"error": "not_found", "reason": reason})),
+            )
+                .into_response(),
             ApiError::BadRequest(reason) => (
                 StatusCode::BAD_REQUEST,
                 Json(json!({"error": "bad_request", "reason": reason})),
@@ -94,11 +107,6 @@ impl IntoResponse for ApiError {
             ApiError::Internal(reason) => (
                 StatusCode::INTERNAL_SERVER_ERROR,
                 Json(json!({"error": "internal_server_error", "reason": reason})),
-            )
-                .into_response(),
-            ApiError::NotFoundBecause(reason) => (
-                StatusCode::NOT_FOUND,
-                Json(json!({"error": "not_found", "reason": reason})),
             )
                 .into_response(),
             ApiError::NotFound => (
@@ -159,38 +167,7 @@ pub(super) fn vhost(broker: &Broker, name: &str) -> Result<Arc<Vhost>, ApiError>
     broker.vhost(name).ok_or(ApiError::NotFound)
 }
 
-/// An AMQP field value as RabbitMQ's management API renders it in JSON.
-fn value_json(v: &AMQPValue) -> Value {
-    match v {
-        AMQPValue::Boolean(b) => json!(b),
-        AMQPValue::ShortShortInt(n) => json!(n),
-        AMQPValue::ShortShortUInt(n) => json!(n),
-        AMQPValue::ShortInt(n) => json!(n),
-        AMQPValue::ShortUInt(n) => json!(n),
-        AMQPValue::LongInt(n) => json!(n),
-        AMQPValue::LongUInt(n) => json!(n),
-        AMQPValue::LongLongInt(n) => json!(n),
-        AMQPValue::Float(f) => json!(f),
-        AMQPValue::Double(f) => json!(f),
-        AMQPValue::DecimalValue(d) => json!(d.value),
-        AMQPValue::ShortString(s) => json!(s.as_str()),
-        AMQPValue::LongString(s) => json!(String::from_utf8_lossy(s.as_bytes())),
-        AMQPValue::ByteArray(b) => json!(String::from_utf8_lossy(b.as_slice())),
-        AMQPValue::FieldArray(a) => Value::Array(a.as_slice().iter().map(value_json).collect()),
-        AMQPValue::Timestamp(t) => json!(t),
-        AMQPValue::FieldTable(t) => table_json(t),
-        AMQPValue::Void => Value::Null,
-    }
-}
-
-pub fn table_json(table: &FieldTable) -> Value {
-    let map: Map<String, Value> = table
-        .inner()
-        .iter()
-        .map(|(k, v)| (k.as_str().to_owned(), value_json(v)))
-        .collect();
-    Value::Object(map)
-}
+pub use crate::definitions::json::table_to_json as table_json;
 
 fn queue_json(s: &QueueSnapshot, node: &str) -> Value {
     let (q, stats) = (&s.queue, &s.stats);
@@ -241,52 +218,6 @@ fn exchanges_json(v: &Vhost) -> Vec<Value> {
             out
         })
         .collect()
-}
-
-fn bindings_json(v: &Vhost) -> Vec<Value> {
-    v.bindings_info()
-        .into_iter()
-        .map(|b| {
-            // The key for a binding in URLs: as RabbitMQ's, the routing key percent-encoded ("~"
-            // when empty), then "~" and a hash of the arguments when there are any (RabbitMQ's
-            // hash differs).
-            let properties_key = if b.arguments.inner().is_empty() {
-                if b.routing_key.is_empty() {
-                    "~".to_owned()
-                } else {
-                    percent_encode(&b.routing_key)
-                }
-            } else {
-                use std::hash::{Hash, Hasher};
-                let mut h = std::collections::hash_map::DefaultHasher::new();
-                table_json(&b.arguments).to_string().hash(&mut h);
-                format!("{}~{:x}", percent_encode(&b.routing_key), h.finish())
-            };
-            json!({
-                "source": b.source,
-                "vhost": &v.name,
-                "destination": b.destination,
-                "destination_type": if b.destination_is_queue { "queue" } else { "exchange" },
-                "routing_key": b.routing_key,
-                "arguments": table_json(&b.arguments),
-                "properties_key": properties_key,
-            })
-        })
-        .collect()
-}
-
-/// `s` with everything but unreserved characters (RFC 3986) percent-encoded, as RabbitMQ encodes
-/// routing keys in binding keys.
-fn percent_encode(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for b in s.bytes() {
-        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~') {
-            out.push(b as char);
-        } else {
-            out.push_str(&format!("%{b:02X}"));
-        }
-    }
-    out
 }
 
 pub async fn overview(State(broker): Shared, _user: User) -> Answer {
@@ -425,17 +356,4 @@ pub async fn exchange_one(
         .find(|e| e["name"] == wanted)
         .map(Json)
         .ok_or(ApiError::NotFound)
-}
-
-pub async fn bindings_all(State(broker): Shared, _user: User) -> Answer {
-    let all: Vec<Value> = broker
-        .vhosts()
-        .iter()
-        .flat_map(|v| bindings_json(v))
-        .collect();
-    Ok(Json(Value::Array(all)))
-}
-
-pub async fn bindings_in(State(broker): Shared, _user: User, Path(name): Path<String>) -> Answer {
-    Ok(Json(Value::Array(bindings_json(&*vhost(&broker, &name)?))))
 }

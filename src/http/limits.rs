@@ -65,7 +65,7 @@ fn value(body: &Map<String, Value>) -> Result<&Value, ApiError> {
 /// frames so.
 fn vhost_limit_error(e: LimitError) -> ApiError {
     match e {
-        LimitError::NoSuchVhost => ApiError::NotFoundBecause("vhost_not_found"),
+        LimitError::NoSuchVhost => ApiError::VhostNotFound,
         LimitError::Storage(e) => ApiError::Internal(e.to_string()),
         e => ApiError::BadRequest(json!(format!("Validation failed\n\n{e}\n"))),
     }
@@ -85,7 +85,7 @@ pub async fn put_vhost_limit(
     Path((vhost, name)): Path<(String, String)>,
     body: Bytes,
 ) -> Done {
-    super::api::vhost(&broker, &vhost).map_err(|_| ApiError::NotFoundBecause("vhost_not_found"))?;
+    super::api::vhost(&broker, &vhost).map_err(|_| ApiError::VhostNotFound)?;
     let body = object(&body)?;
     broker
         .set_vhost_limit(&vhost, &name, value(&body)?)

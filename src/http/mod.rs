@@ -1,19 +1,28 @@
 //! The HTTP listener: health checks ([`health`]), RabbitMQ's management API as far as it goes
 //! ([`api`]: the read-only listings; [`admin`]: users, vhosts, permissions;
 //! [`topic_permissions`]; [`limits`]: vhost and user limits; [`policies`]: policies and operator
-//! policies; [`connections`] and
-//! [`channels`]: the live connections, channels and consumers) and Prometheus metrics
-//! ([`metrics`]), on an accept loop of its own that bounds what HTTP clients can hold: a
-//! request-head (and idle) timeout and a cap on connections.
+//! policies; [`queues`],
+//! [`exchanges`], [`bindings`]: declaring, deleting, purging, binding, publishing and getting,
+//! with [`access`] deciding who may and how refusals read; [`definitions`]: export and import;
+//! [`connections`] and [`channels`]: the live connections, channels and consumers) and Prometheus
+//! metrics ([`metrics`]), on an accept loop of its own that bounds what HTTP clients can hold: a
+//! request-head (and idle) timeout, a cap on connections and on request bodies.
 
+mod access;
 mod admin;
 mod api;
+mod binding_key;
+mod bindings;
 mod channels;
 mod connections;
+mod definitions;
+mod exchanges;
 mod health;
 mod limits;
+mod message_json;
 mod metrics;
 mod policies;
+mod queues;
 mod stall;
 mod topic_permissions;
 
@@ -22,8 +31,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::extract::ConnectInfo;
+use axum::extract::DefaultBodyLimit;
 use axum::http::Request;
-use axum::routing::get;
+use axum::routing::{delete, get, post};
 use axum::Router;
 use hyper::body::Incoming;
 use hyper::server::conn::http1;
@@ -48,6 +58,11 @@ pub const MAX_CONNECTIONS: usize = 256;
 /// A connection whose reads or writes make no progress this long in the middle of a request (a
 /// body that never comes, a response never read) is closed.
 pub const STALL_TIMEOUT: Duration = Duration::from_secs(15);
+
+/// The largest request body read (a definitions file, a published message), in octets; a
+/// larger one is answered 413 before it is read. RabbitMQ 3.10 has no limit; this one bounds what
+/// the connection cap (256) lets HTTP clients hold.
+pub const MAX_BODY: usize = 32 << 20;
 
 /// A queue as the listings and metrics show it: its vhost, its handle, its counts.
 struct QueueSnapshot {
@@ -182,12 +197,54 @@ fn router(broker: Arc<Broker>) -> Router {
         )
         .route("/api/queues", get(api::queues_all))
         .route("/api/queues/{vhost}", get(api::queues_in))
-        .route("/api/queues/{vhost}/{name}", get(api::queue_one))
+        .route(
+            "/api/queues/{vhost}/{name}",
+            get(api::queue_one).put(queues::put).delete(queues::delete),
+        )
+        .route("/api/queues/{vhost}/{name}/contents", delete(queues::purge))
+        .route("/api/queues/{vhost}/{name}/get", post(queues::get))
+        .route(
+            "/api/queues/{vhost}/{name}/bindings",
+            get(bindings::to_queue),
+        )
         .route("/api/exchanges", get(api::exchanges_all))
         .route("/api/exchanges/{vhost}", get(api::exchanges_in))
-        .route("/api/exchanges/{vhost}/{name}", get(api::exchange_one))
-        .route("/api/bindings", get(api::bindings_all))
-        .route("/api/bindings/{vhost}", get(api::bindings_in))
+        .route(
+            "/api/exchanges/{vhost}/{name}",
+            get(api::exchange_one)
+                .put(exchanges::put)
+                .delete(exchanges::delete),
+        )
+        .route(
+            "/api/exchanges/{vhost}/{name}/publish",
+            post(exchanges::publish),
+        )
+        .route(
+            "/api/exchanges/{vhost}/{name}/bindings/source",
+            get(bindings::from_exchange),
+        )
+        .route(
+            "/api/exchanges/{vhost}/{name}/bindings/destination",
+            get(bindings::to_exchange),
+        )
+        .route("/api/bindings", get(bindings::all))
+        .route("/api/bindings/{vhost}", get(bindings::in_vhost))
+        .route(
+            "/api/bindings/{vhost}/e/{source}/{kind}/{destination}",
+            get(bindings::between).post(bindings::create),
+        )
+        .route(
+            "/api/bindings/{vhost}/e/{source}/{kind}/{destination}/{props}",
+            get(bindings::get_one).delete(bindings::delete),
+        )
+        .route(
+            "/api/definitions",
+            get(definitions::export_all).post(definitions::import_all),
+        )
+        .route(
+            "/api/definitions/{vhost}",
+            get(definitions::export_vhost).post(definitions::import_vhost),
+        )
         .route("/api/connections", get(connections::all))
         .route(
             "/api/connections/{name}",
@@ -208,6 +265,7 @@ fn router(broker: Arc<Broker>) -> Router {
         .route("/api/consumers/{vhost}", get(channels::consumers_in))
         .route("/metrics", get(metrics::totals))
         .route("/metrics/per-object", get(metrics::per_object))
+        .layer(DefaultBodyLimit::max(MAX_BODY))
         .with_state(broker)
 }
 

@@ -64,14 +64,22 @@ fn escape_html(s: &str) -> String {
         .replace('>', "&gt;")
 }
 
-/// The keys a user policy may set (RabbitMQ 3.10's core validators), and what each takes.
-const USER_KEYS: [&str; 18] = [
+/// The keys a user policy may set (RabbitMQ 3.10's core validators), and what each takes. The
+/// classic mirroring keys (`ha-*`) are taken and kept, with no effect (Warren replicates with
+/// quorum queues instead), so that definitions from RabbitMQ 3.x import unchanged.
+const USER_KEYS: [&str; 24] = [
     "alternate-exchange",
     "dead-letter-exchange",
     "dead-letter-routing-key",
     "dead-letter-strategy",
     "delivery-limit",
     "expires",
+    "ha-mode",
+    "ha-params",
+    "ha-promote-on-failure",
+    "ha-promote-on-shutdown",
+    "ha-sync-batch-size",
+    "ha-sync-mode",
     "initial-cluster-size",
     "max-age",
     "max-in-memory-bytes",
@@ -311,6 +319,17 @@ fn check_value(key: &str, value: &Value) -> Result<(), String> {
             "a valid queue leader locator value",
         ),
         "initial-cluster-size" => (integer_at_least(0), "a valid cluster size"),
+        "ha-mode" => (one_of(&["all", "exactly", "nodes"]), "a valid ha-mode value"),
+        "ha-params" => (
+            integer_at_least(1) || value.as_array().is_some_and(|a| a.iter().all(Value::is_string)),
+            "a valid ha-params value",
+        ),
+        "ha-sync-mode" => (one_of(&["manual", "automatic"]), "a valid ha-sync-mode value"),
+        "ha-sync-batch-size" => (integer_at_least(1), "a valid ha-sync-batch-size value"),
+        "ha-promote-on-shutdown" | "ha-promote-on-failure" => (
+            one_of(&["when-synced", "always"]),
+            "a valid ha-promote-on-shutdown or ha-promote-on-failure value",
+        ),
         "stream-max-segment-size-bytes" => (
             integer_at_least(0) && value.as_u64().is_some_and(|n| n <= MAX_STREAM_SEGMENT_SIZE),
             "a valid segment size",

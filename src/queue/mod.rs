@@ -351,6 +351,31 @@ impl QueueHandle {
         self.tx.send(cmd).await.map_err(|e| e.0)
     }
 
+    /// Hands a routed message to the queue (waiting for room). A confirm for a queue deleted
+    /// since it was routed to is answered (ack), as RabbitMQ confirms a publish whose queue is
+    /// deleted.
+    pub async fn publish(
+        &self,
+        message: MessageRef,
+        logged: Option<Enqueued>,
+        confirm: Option<PublishConfirm>,
+    ) {
+        let sent = self
+            .send_or_return(QueueCommand::Publish {
+                message,
+                logged,
+                confirm,
+            })
+            .await;
+        if let Err(QueueCommand::Publish {
+            confirm: Some(confirm),
+            ..
+        }) = sent
+        {
+            confirm.answer(true);
+        }
+    }
+
     /// Queues a command without waiting: for settlements from connections that must not block.
     /// A full inbox falls back to a task that waits.
     pub fn send_now(&self, cmd: QueueCommand) {

@@ -127,26 +127,7 @@ impl Vhost {
 
     /// The definition of the queue a (not passive) declare creates, once its checks pass.
     fn new_queue(&self, req: &DeclareQueue<'_>) -> Result<QueueDefinition, AmqpError> {
-        if req.name.starts_with("amq.") && !req.server_named {
-            return Err(AmqpError::access_refused(format!(
-                "queue name '{}' contains reserved prefix 'amq.*'",
-                req.name
-            )));
-        }
-        let args = QueueArgs::parse(req.arguments, req.name, &self.name)?;
-        if args.queue_type.needs_plain_durable() {
-            let refused = [
-                (!req.durable, "non-durable"),
-                (req.exclusive, "exclusive-owner"),
-                (req.auto_delete, "auto-delete"),
-            ];
-            if let Some((_, property)) = refused.iter().find(|(bad, _)| *bad) {
-                return Err(AmqpError::precondition_failed(format!(
-                    "invalid property '{property}' for queue '{}' in vhost '{}'",
-                    req.name, self.name
-                )));
-            }
-        }
+        check_new_queue(&self.name, req)?;
         Ok(QueueDefinition {
             name: req.name.to_owned(),
             // Exclusive queues die with their connection, so they never go to disk.
@@ -266,28 +247,9 @@ impl Vhost {
 
     /// The definition of the exchange a (not passive) declare creates, once its checks pass.
     fn new_exchange(&self, req: &DeclareExchange<'_>) -> Result<ExchangeDefinition, AmqpError> {
-        let Some(kind) = ExchangeKind::parse(req.kind) else {
-            // RabbitMQ's wording differs for plugin-style (x-) type names.
-            let what = if req.kind.starts_with("x-") {
-                "unknown"
-            } else {
-                "invalid"
-            };
-            return Err(AmqpError::command_invalid(format!(
-                "{what} exchange type '{}'",
-                req.kind
-            )));
-        };
-        if req.name.starts_with("amq.") {
-            return Err(AmqpError::access_refused(format!(
-                "exchange name '{}' contains reserved prefix 'amq.*'",
-                req.name
-            )));
-        }
-        Dedup::parse(&exchange_args(req.arguments, req.name, &self.name))?;
         Ok(ExchangeDefinition {
             name: req.name.to_owned(),
-            kind,
+            kind: check_new_exchange(&self.name, req)?,
             durable: req.durable,
             auto_delete: req.auto_delete,
             internal: req.internal,
@@ -330,6 +292,61 @@ impl Vhost {
         self.commit(change, commands).await?;
         Ok(())
     }
+}
+
+/// The checks of a queue a declare creates that need nothing but the declare (its name, its
+/// arguments, its queue type's properties), with RabbitMQ's texts: apart so that a definitions
+/// import can make them before the vhost it fills exists.
+pub fn check_new_queue(vhost: &str, req: &DeclareQueue<'_>) -> Result<(), AmqpError> {
+    if req.name.starts_with("amq.") && !req.server_named {
+        return Err(AmqpError::access_refused(format!(
+            "queue name '{}' contains reserved prefix 'amq.*'",
+            req.name
+        )));
+    }
+    let args = QueueArgs::parse(req.arguments, req.name, vhost)?;
+    if args.queue_type.needs_plain_durable() {
+        let refused = [
+            (!req.durable, "non-durable"),
+            (req.exclusive, "exclusive-owner"),
+            (req.auto_delete, "auto-delete"),
+        ];
+        if let Some((_, property)) = refused.iter().find(|(bad, _)| *bad) {
+            return Err(AmqpError::precondition_failed(format!(
+                "invalid property '{property}' for queue '{}' in vhost '{vhost}'",
+                req.name
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// The checks of an exchange a declare creates (its type, its name, its arguments), as
+/// [`check_new_queue`] for queues; the type it names.
+pub fn check_new_exchange(
+    vhost: &str,
+    req: &DeclareExchange<'_>,
+) -> Result<ExchangeKind, AmqpError> {
+    let Some(kind) = ExchangeKind::parse(req.kind) else {
+        // RabbitMQ's wording differs for plugin-style (x-) type names.
+        let what = if req.kind.starts_with("x-") {
+            "unknown"
+        } else {
+            "invalid"
+        };
+        return Err(AmqpError::command_invalid(format!(
+            "{what} exchange type '{}'",
+            req.kind
+        )));
+    };
+    if req.name.starts_with("amq.") {
+        return Err(AmqpError::access_refused(format!(
+            "exchange name '{}' contains reserved prefix 'amq.*'",
+            req.name
+        )));
+    }
+    Dedup::parse(&exchange_args(req.arguments, req.name, vhost))?;
+    Ok(kind)
 }
 
 /// Values RabbitMQ compares as equal across types: all integers, all floats.

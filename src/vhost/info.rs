@@ -39,6 +39,16 @@ impl Vhost {
         self.read().queues.values().cloned().collect()
     }
 
+    /// The queue of that name, whoever owns it (the management API looks at any).
+    pub fn find_queue(&self, name: &str) -> Option<Arc<QueueHandle>> {
+        self.read().queues.get(name).cloned()
+    }
+
+    /// Whether an exchange of that name exists (the default exchange, `""`, always does).
+    pub fn has_exchange(&self, name: &str) -> bool {
+        self.read().exchanges.contains_key(name)
+    }
+
     /// Every exchange, as the management API lists them (sorted by name).
     pub fn exchanges_info(&self) -> Vec<ExchangeInfo> {
         self.read().exchanges_info()

@@ -40,10 +40,11 @@ use crate::policy::Applied;
 use crate::queue::recovery::Recovery;
 use crate::queue::{factory, ConnectionId, QueueArgs, QueueHandle, QueueSpec};
 
-pub use declare::{DeclareExchange, DeclareQueue};
+pub use declare::{check_new_exchange, check_new_queue, DeclareExchange, DeclareQueue};
 pub use info::{BindingInfo, ExchangeInfo};
 pub use routing::Routing;
 use topology::Topology;
+pub use topology::PREDECLARED;
 
 pub struct Vhost {
     pub name: String,

@@ -60,20 +60,24 @@ pub(super) fn exchange_args<'a>(
     }
 }
 
+/// RabbitMQ's predeclared exchanges, in every vhost: name, type, internal (amq.rabbitmq.trace,
+/// internal, is the firehose's).
+pub const PREDECLARED: &[(&str, ExchangeKind, bool)] = &[
+    ("", ExchangeKind::Direct, false),
+    ("amq.direct", ExchangeKind::Direct, false),
+    ("amq.fanout", ExchangeKind::Fanout, false),
+    ("amq.topic", ExchangeKind::Topic, false),
+    ("amq.headers", ExchangeKind::Headers, false),
+    ("amq.match", ExchangeKind::Headers, false),
+    ("amq.rabbitmq.trace", ExchangeKind::Topic, true),
+];
+
 impl Topology {
     /// A vhost's topology before anything is declared: RabbitMQ's predeclared exchanges
     /// (amq.rabbitmq.trace, internal, is the firehose's).
     pub(super) fn new(vhost: &str) -> Self {
         let mut exchanges = HashMap::new();
-        for (name, kind, internal) in [
-            ("", ExchangeKind::Direct, false),
-            ("amq.direct", ExchangeKind::Direct, false),
-            ("amq.fanout", ExchangeKind::Fanout, false),
-            ("amq.topic", ExchangeKind::Topic, false),
-            ("amq.headers", ExchangeKind::Headers, false),
-            ("amq.match", ExchangeKind::Headers, false),
-            ("amq.rabbitmq.trace", ExchangeKind::Topic, true),
-        ] {
+        for &(name, kind, internal) in PREDECLARED {
             exchanges.insert(
                 name.to_owned(),
                 Exchange::new(name, kind, true, false, internal, FieldTable::default()),

@@ -65,6 +65,21 @@ pub fn http_request(
     body: Option<&str>,
     auth: Option<(&str, &str)>,
 ) -> (u16, String) {
+    let (status, _, body) =
+        http_exchange(addr, method, path, headers, body.map(str::as_bytes), auth);
+    (status, body)
+}
+
+/// As [`http_request`], with any body (octets) and the response's head (status line and
+/// headers) as well: status, head, body.
+pub fn http_exchange(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: Option<&[u8]>,
+    auth: Option<(&str, &str)>,
+) -> (u16, String, String) {
     use std::io::{Read, Write};
     let mut s = std::net::TcpStream::connect(addr).expect("http connect");
     s.set_read_timeout(Some(Duration::from_secs(10)))
@@ -84,24 +99,22 @@ pub fn http_request(
             body.len()
         ));
     }
-    write!(
-        s,
-        "{method} {path} HTTP/1.1\r\nHost: localhost\r\n{head}Connection: close\r\n\r\n{}",
-        body.unwrap_or_default()
-    )
-    .expect("http request");
-    let mut response = String::new();
-    s.read_to_string(&mut response).expect("http response");
+    let mut request =
+        format!("{method} {path} HTTP/1.1\r\nHost: localhost\r\n{head}Connection: close\r\n\r\n")
+            .into_bytes();
+    request.extend_from_slice(body.unwrap_or_default());
+    // A server that answers before reading a whole (too large) body may close meanwhile.
+    let _ = s.write_all(&request);
+    let mut response = Vec::new();
+    let _ = s.read_to_end(&mut response);
+    let response = String::from_utf8_lossy(&response).into_owned();
     let status = response
         .split_whitespace()
         .nth(1)
         .and_then(|c| c.parse().ok())
         .expect("http status line");
-    let body = response
-        .split_once("\r\n\r\n")
-        .map(|(_, b)| b)
-        .unwrap_or_default();
-    (status, body.to_owned())
+    let (head, body) = response.split_once("\r\n\r\n").unwrap_or((&response, ""));
+    (status, head.to_owned(), body.to_owned())
 }
 
 /// `METHOD path` with a JSON body (an empty one when none: a body-less write still says it has

@@ -28,6 +28,7 @@ mod http_api;
 mod http_limits;
 mod limits;
 mod malformed;
+mod management_writes;
 mod memory_alarm;
 mod paging;
 mod policies;

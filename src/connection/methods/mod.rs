@@ -20,7 +20,7 @@ mod confirm;
 mod consume;
 mod exchange;
 mod get;
-mod publish;
+pub(crate) mod publish;
 mod queue;
 mod settle;
 mod tx;

@@ -14,7 +14,7 @@ use crate::connection::PublishAllowed;
 use crate::exchange::LazyHeaders;
 use crate::message::Message;
 use crate::queue::log::durable_form;
-use crate::queue::{PublishConfirm, QueueCommand, QueueHandle};
+use crate::queue::{PublishConfirm, QueueHandle};
 use crate::reply_to;
 use crate::vhost::{Routing, Vhost};
 
@@ -319,22 +319,7 @@ impl Connection {
                     }
                 }
             }
-            let sent = q
-                .send_or_return(QueueCommand::Publish {
-                    message: message.clone(),
-                    logged,
-                    confirm,
-                })
-                .await;
-            if let Err(QueueCommand::Publish {
-                confirm: Some(confirm),
-                ..
-            }) = sent
-            {
-                // Deleted since it was routed to: confirmed, as RabbitMQ confirms a publish whose
-                // queue is deleted.
-                confirm.answer(true);
-            }
+            q.publish(message.clone(), logged, confirm).await;
         }
         if let (Some(seq), Some(c)) = (confirm_seq, self.channels.get_mut(&ch)) {
             c.expect_answers(seq, waits);
@@ -375,7 +360,7 @@ fn sender_selected_keys(headers: &FieldTable) -> Result<(Vec<String>, bool), Amq
 }
 
 /// The checks RabbitMQ makes on a message's properties before routing it.
-fn validate_properties(props: &PropertiesView<'_>) -> Result<(), AmqpError> {
+pub(crate) fn validate_properties(props: &PropertiesView<'_>) -> Result<(), AmqpError> {
     if let Some(mode) = props.delivery_mode {
         if mode != 1 && mode != 2 {
             return Err(AmqpError::precondition_failed(format!(
