@@ -100,11 +100,10 @@ impl Sections {
                     return Err(ImportError::NoSuchUser(record.user));
                 }
                 crate::auth::validate_topic_permission(&record).map_err(|reason| {
-                    ImportError::InvalidRegexp {
-                        user: record.user.clone(),
-                        vhost: record.vhost.clone(),
-                        reason,
-                    }
+                    ImportError::Invalid(format!(
+                        "topic permission of user '{}' in vhost '{}' on exchange '{}': invalid regular expression: {reason}",
+                        record.user, record.vhost, record.exchange
+                    ))
                 })?;
                 sections.topic_permissions.push(record);
             }

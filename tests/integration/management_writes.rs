@@ -1141,10 +1141,18 @@ async fn a_bad_definitions_file_changes_nothing() {
         (json!({"users": [user], "permissions": [{"user": "nobody", "vhost": "/", "configure": "", "write": "", "read": ""}]}),
             json!(["no_such_user", "nobody"])),
         (json!({"users": [{"name": "u", "password_hash": "xx", "tags": ""}]}), json!(["not_base64", "xx"])),
-        (json!({"queues": [queue], "queues_extra": 1, "policies": [{"vhost": "/", "name": "p", "pattern": ".*", "definition": {"message-ttl": 1}}]}),
-            json!("policies: 1 entries, which this version of Warren cannot import yet")),
-        (json!({"queues": [queue], "topic_permissions": [{"user": "guest", "vhost": "/", "exchange": "amq.topic", "write": ".*", "read": ".*"}]}),
-            json!("topic_permissions: 1 entries, which this version of Warren cannot import yet")),
+        (json!({"queues": [queue], "queues_extra": 1, "policies": [{"vhost": "/", "name": "p", "pattern": ".*", "definition": {"message-ttl": "x"}}]}),
+            json!("Validation failed\n\n<<\"x\">> is not a valid message TTL\n (//p)")),
+        (json!({"queues": [queue], "policies": [{"vhost": "nosuch", "name": "p", "pattern": ".*", "definition": {"message-ttl": 1}}]}),
+            json!(["no_such_vhost", "nosuch"])),
+        (json!({"queues": [queue], "topic_permissions": [{"user": "guest", "vhost": "/", "exchange": "amq.topic", "write": "(", "read": ".*"}]}),
+            json!("topic permission of user 'guest' in vhost '/' on exchange 'amq.topic': invalid regular expression: regex parse error:\n    (\n    ^\nerror: unclosed group")),
+        (json!({"queues": [queue], "parameters": [{"vhost": "/", "component": "shovel", "name": "s", "value": {}}]}),
+            json!("parameters: 1 entries, which this version of Warren cannot import yet")),
+        (json!({"queues": [queue], "parameters": [{"vhost": "/", "component": "vhost-limits", "name": "limits", "value": {"max-queues": "many"}}]}),
+            json!("max-queues should be a number, actually was <<\"many\">> (vhost '/')")),
+        (json!({"users": [{"name": "lim", "password_hash": "", "tags": "", "limits": {"max-channels": 1.5}}]}),
+            json!("max-channels should be a number, actually was 1.5 (user 'lim')")),
         (json!({"queues": [{"name": "bad.q3", "vhost": "/", "arguments": {"x-max-length": "abc"}}]}),
             json!(["amqp_error", "precondition_failed", "invalid arg 'x-max-length' for queue 'bad.q3' in vhost '/': \"expected integer, got longstr\"", "none"])),
     ] {
@@ -1362,5 +1370,143 @@ async fn load_definitions_at_start_and_a_bad_file_stops_the_start() {
     assert!(
         stderr.contains("bad.json") && stderr.contains("nosuch"),
         "{stderr}"
+    );
+}
+
+/// Policies, topic permissions, vhost limits (as `vhost-limits` parameters) and user limits go
+/// out with an export and come back with an import, in RabbitMQ's shapes, and are in effect in
+/// the broker that imported them; a RabbitMQ 3.x file's classic mirroring policy imports too.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn definitions_carry_policies_topic_permissions_and_limits() {
+    let a = start().await;
+    let put = putter(&a);
+    assert_eq!(
+        put("/api/users/lim", json!({"password": "pp", "tags": ""}))
+            .await
+            .0,
+        201
+    );
+    assert_eq!(
+        put(
+            "/api/permissions/%2F/lim",
+            json!({"configure": ".*", "write": ".*", "read": ".*"})
+        )
+        .await
+        .0,
+        201
+    );
+    assert_eq!(
+        put("/api/user-limits/lim/max-channels", json!({"value": 2}))
+            .await
+            .0,
+        204
+    );
+    assert_eq!(
+        put("/api/vhost-limits/%2F/max-queues", json!({"value": 1}))
+            .await
+            .0,
+        204
+    );
+    assert_eq!(
+        put(
+            "/api/topic-permissions/%2F/lim",
+            json!({"exchange": "amq.topic", "write": "^{username}\\.", "read": ".*"})
+        )
+        .await
+        .0,
+        201
+    );
+    assert_eq!(
+        put("/api/policies/%2F/cap", json!({"pattern": "^capped", "definition": {"max-length": 1}, "apply-to": "queues", "priority": 3})).await.0,
+        201
+    );
+    let (status, exported) = as_guest(&a, "GET", "/api/definitions", None).await;
+    assert_eq!(status, 200);
+    assert_eq!(
+        exported["parameters"],
+        json!([{"value": {"max-queues": 1}, "vhost": "/", "component": "vhost-limits", "name": "limits"}])
+    );
+    assert_eq!(
+        exported["topic_permissions"],
+        json!([{"user": "lim", "vhost": "/", "exchange": "amq.topic", "write": "^{username}\\.", "read": ".*"}])
+    );
+    assert_eq!(
+        exported["policies"],
+        json!([{"vhost": "/", "name": "cap", "pattern": "^capped", "apply-to": "queues", "definition": {"max-length": 1}, "priority": 3}])
+    );
+    let user = exported["users"]
+        .as_array()
+        .and_then(|users| users.iter().find(|u| u["name"] == "lim"))
+        .cloned()
+        .expect("lim exported");
+    assert_eq!(user["limits"], json!({"max-channels": 2}));
+
+    let b = start().await;
+    let (status, _) = as_guest(&b, "POST", "/api/definitions", Some(exported.clone())).await;
+    assert_eq!(status, 204);
+    let (_, copy) = as_guest(&b, "GET", "/api/definitions", None).await;
+    for section in ["parameters", "topic_permissions", "policies"] {
+        assert_eq!(copy[section], exported[section], "{section}");
+    }
+    // In effect: the queue limit (the policy's queue counts), the policy on it, the channel
+    // limit, the topic permission.
+    let conn = lapin_connect(&b).await;
+    let ch = lapin_channel(&conn).await;
+    lapin_declare(&ch, "capped.q").await;
+    for body in [b"1".as_slice(), b"2"] {
+        lapin_publish(&ch, "", "capped.q", body).await;
+    }
+    assert_eq!(
+        lapin_count(&ch, "capped.q").await,
+        1,
+        "max-length 1 from the policy"
+    );
+    assert_lapin_code(
+        ch.queue_declare(
+            "second".into(),
+            QueueDeclareOptions::default(),
+            FieldTable::default(),
+        )
+        .await,
+        406,
+    );
+    let copied = copy["users"]
+        .as_array()
+        .and_then(|users| users.iter().find(|u| u["name"] == "lim"))
+        .cloned()
+        .expect("lim imported");
+    assert_eq!(copied["limits"], json!({"max-channels": 2}));
+    let mut lim = Raw::open_with(
+        b.addr,
+        Handshake {
+            response: plain("lim", "pp"),
+            ..Handshake::default()
+        },
+    )
+    .await;
+    lim.open_channel(1).await;
+    lim.open_channel(2).await;
+    lim.send_method(
+        3,
+        warren_amqp::protocol::AMQPClass::Channel(
+            warren_amqp::protocol::channel::AMQPMethod::Open(
+                warren_amqp::protocol::channel::Open {},
+            ),
+        ),
+    )
+    .await;
+    lim.expect_connection_close_ok().await.assert(530, 0, 0);
+
+    // RabbitMQ 3.x files often carry classic mirroring policies: taken, with no effect.
+    let ha = json!({"policies": [{"vhost": "/", "name": "ha-all", "pattern": ".*", "apply-to": "all",
+                                  "definition": {"ha-mode": "all", "ha-sync-mode": "automatic"}, "priority": 0}]});
+    assert_eq!(
+        as_guest(&b, "POST", "/api/definitions", Some(ha)).await.0,
+        204
+    );
+    let (status, policy) = as_guest(&b, "GET", "/api/policies/%2F/ha-all", None).await;
+    assert_eq!(
+        (status, &policy["definition"]["ha-mode"]),
+        (200, &json!("all"))
     );
 }
