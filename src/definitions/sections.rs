@@ -182,7 +182,10 @@ fn check_global_parameters(entries: &[GlobalParameterDef]) -> Result<(), ImportE
 
 /// A user's `limits` in a file: an object of `max-connections` / `max-channels` (RabbitMQ also
 /// writes an empty list for none).
-pub fn user_limits(user: &str, limits: Option<&Value>) -> Result<BTreeMap<String, i64>, ImportError> {
+pub fn user_limits(
+    user: &str,
+    limits: Option<&Value>,
+) -> Result<BTreeMap<String, i64>, ImportError> {
     let mut out = BTreeMap::new();
     match limits {
         None | Some(Value::Null) => {}
@@ -275,6 +278,10 @@ pub fn export_global_parameters(_broker: &Broker) -> Vec<Value> {
 
 /// A user's `limits` in an export.
 pub fn export_user_limits(broker: &Broker, user: &str) -> Value {
-    let limits = broker.users.user(user).map(|u| u.limits).unwrap_or_default();
+    let limits = broker
+        .users
+        .user(user)
+        .map(|u| u.limits)
+        .unwrap_or_default();
     json!(limits)
 }

@@ -319,12 +319,21 @@ fn check_value(key: &str, value: &Value) -> Result<(), String> {
             "a valid queue leader locator value",
         ),
         "initial-cluster-size" => (integer_at_least(0), "a valid cluster size"),
-        "ha-mode" => (one_of(&["all", "exactly", "nodes"]), "a valid ha-mode value"),
+        "ha-mode" => (
+            one_of(&["all", "exactly", "nodes"]),
+            "a valid ha-mode value",
+        ),
         "ha-params" => (
-            integer_at_least(1) || value.as_array().is_some_and(|a| a.iter().all(Value::is_string)),
+            integer_at_least(1)
+                || value
+                    .as_array()
+                    .is_some_and(|a| a.iter().all(Value::is_string)),
             "a valid ha-params value",
         ),
-        "ha-sync-mode" => (one_of(&["manual", "automatic"]), "a valid ha-sync-mode value"),
+        "ha-sync-mode" => (
+            one_of(&["manual", "automatic"]),
+            "a valid ha-sync-mode value",
+        ),
         "ha-sync-batch-size" => (integer_at_least(1), "a valid ha-sync-batch-size value"),
         "ha-promote-on-shutdown" | "ha-promote-on-failure" => (
             one_of(&["when-synced", "always"]),
