@@ -201,7 +201,12 @@ pub enum Command {
     #[command(alias = "add_user")]
     AddUser {
         user: String,
-        #[arg(allow_hyphen_values = true)]
+        // Not the id `password`: that is the global --password, which clap would set instead.
+        #[arg(
+            id = "new_password",
+            value_name = "PASSWORD",
+            allow_hyphen_values = true
+        )]
         password: String,
     },
     /// Deletes a user (its connections are closed).
@@ -211,7 +216,12 @@ pub enum Command {
     #[command(alias = "change_password")]
     ChangePassword {
         user: String,
-        #[arg(allow_hyphen_values = true)]
+        // Not the id `password`: that is the global --password, which clap would set instead.
+        #[arg(
+            id = "new_password",
+            value_name = "PASSWORD",
+            allow_hyphen_values = true
+        )]
         password: String,
     },
     /// Replaces a user's tags (none: no tags).
