@@ -127,6 +127,19 @@ pub struct Columns {
     pub columns: Vec<String>,
 }
 
+/// A user and the password to give it.
+#[derive(Args, Debug, Clone)]
+pub struct UserPassword {
+    pub user: String,
+    // Not the id `password`: that is the global --password, which clap would set instead.
+    #[arg(
+        id = "new_password",
+        value_name = "PASSWORD",
+        allow_hyphen_values = true
+    )]
+    pub password: String,
+}
+
 #[derive(Args, Debug, Clone)]
 pub struct PolicyArgs {
     pub name: String,
@@ -199,31 +212,13 @@ pub enum Command {
     },
     /// Adds a user with a password and no tags.
     #[command(alias = "add_user")]
-    AddUser {
-        user: String,
-        // Not the id `password`: that is the global --password, which clap would set instead.
-        #[arg(
-            id = "new_password",
-            value_name = "PASSWORD",
-            allow_hyphen_values = true
-        )]
-        password: String,
-    },
+    AddUser(UserPassword),
     /// Deletes a user (its connections are closed).
     #[command(alias = "delete_user")]
     DeleteUser { user: String },
     /// Sets a user's password, keeping its tags.
     #[command(alias = "change_password")]
-    ChangePassword {
-        user: String,
-        // Not the id `password`: that is the global --password, which clap would set instead.
-        #[arg(
-            id = "new_password",
-            value_name = "PASSWORD",
-            allow_hyphen_values = true
-        )]
-        password: String,
-    },
+    ChangePassword(UserPassword),
     /// Replaces a user's tags (none: no tags).
     #[command(alias = "set_user_tags")]
     SetUserTags { user: String, tags: Vec<String> },
@@ -465,11 +460,9 @@ async fn dispatch(ctl: &Ctl, command: Command) -> Result<(), CtlError> {
             };
             list(ctl, &USER_LIMITS, request, &[]).await
         }
-        Command::AddUser { user, password } => admin::add_user(ctl, &user, &password).await,
+        Command::AddUser(u) => admin::add_user(ctl, &u.user, &u.password).await,
         Command::DeleteUser { user } => admin::delete_user(ctl, &user).await,
-        Command::ChangePassword { user, password } => {
-            admin::change_password(ctl, &user, Some(&password)).await
-        }
+        Command::ChangePassword(u) => admin::change_password(ctl, &u.user, Some(&u.password)).await,
         Command::ClearPassword { user } => admin::change_password(ctl, &user, None).await,
         Command::SetUserTags { user, tags } => admin::set_user_tags(ctl, &user, &tags).await,
         Command::AddVhost { name, description } => {
