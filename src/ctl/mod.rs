@@ -530,3 +530,41 @@ fn parse_json(what: &str, text: &str) -> Result<serde_json::Value, CtlError> {
         source,
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::{CommandFactory as _, Parser};
+
+    #[derive(Parser, Debug)]
+    struct Cli {
+        #[command(flatten)]
+        ctl: CtlArgs,
+    }
+
+    #[test]
+    fn arguments_are_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn a_new_password_is_not_the_global_password() {
+        let cli = Cli::try_parse_from([
+            "ctl",
+            "--password",
+            "admin-pw",
+            "add_user",
+            "alice",
+            "-s3cret",
+            "-p",
+            "v",
+        ])
+        .expect("parse");
+        assert_eq!(cli.ctl.options.password, "admin-pw");
+        assert_eq!(cli.ctl.options.vhost, "v");
+        let Command::AddUser(u) = cli.ctl.command else {
+            panic!("not add-user: {:?}", cli.ctl.command);
+        };
+        assert_eq!((u.user.as_str(), u.password.as_str()), ("alice", "-s3cret"));
+    }
+}
