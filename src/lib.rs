@@ -4,7 +4,7 @@
 //! [`vhost`] routes publishes through [`exchange`]s → each [`queue`] is owned by one task that
 //! delivers back to connections. [`tracking`] is what the management API sees of the live
 //! connections. [`auth`] holds users and permissions and [`limits`] the vhost and user limits the
-//! connection checks.
+//! connection checks. [`ctl`] and [`perf`] are the clients the `warren` binary also runs.
 
 pub mod alarm;
 pub mod auth;
@@ -12,6 +12,7 @@ pub mod broker;
 pub mod config;
 pub mod config_file;
 pub mod connection;
+pub mod ctl;
 pub mod definitions;
 pub mod exchange;
 pub mod http;

@@ -1,4 +1,5 @@
-//! The `warren` binary: `warren` or `warren server` runs the broker.
+//! The `warren` binary: `warren` or `warren server` runs the broker; `warren perf` and
+//! `warren ctl` are clients of one.
 
 use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
 use tracing_subscriber::EnvFilter;
@@ -19,6 +20,8 @@ enum Command {
     Server(Config),
     /// Load generator for any AMQP 0-9-1 broker.
     Perf(warren::perf::PerfArgs),
+    /// Operator commands against a running node, as rabbitmqctl's (over the management API).
+    Ctl(warren::ctl::CtlArgs),
 }
 
 #[tokio::main]
@@ -32,6 +35,7 @@ async fn main() -> anyhow::Result<()> {
     let config = match cli.command {
         Some(Command::Server(config)) => config,
         Some(Command::Perf(args)) => return warren::perf::run(args).await,
+        Some(Command::Ctl(args)) => std::process::exit(warren::ctl::main(args).await),
         None => cli.server,
     };
     let server = Server::bind(config).await?;
@@ -43,7 +47,10 @@ async fn main() -> anyhow::Result<()> {
 /// gave, parsed again as flags (so that the file's values are checked like flags).
 fn parse_with_config_file() -> anyhow::Result<Cli> {
     let command = Cli::command();
-    let matches = command.clone().get_matches();
+    let matches = command
+        .clone()
+        .try_get_matches()
+        .unwrap_or_else(|e| exit_on_bad_arguments(e));
     let cli = Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
     let (config, server_matches, server_command) = match (&cli.command, matches.subcommand()) {
         (Some(Command::Server(c)), Some(("server", m))) => {
@@ -60,6 +67,17 @@ fn parse_with_config_file() -> anyhow::Result<Cli> {
         return Ok(cli);
     }
     Ok(Cli::parse_from(std::env::args_os().chain(extra)))
+}
+
+/// Reports a command line clap refused and exits: with 64 (EX_USAGE) for `warren ctl`, as
+/// rabbitmqctl does, else with clap's own code (help and version exit 0).
+fn exit_on_bad_arguments(e: clap::Error) -> ! {
+    let ctl = std::env::args_os().nth(1).is_some_and(|a| a == "ctl");
+    if ctl && e.use_stderr() {
+        let _ = e.print();
+        std::process::exit(warren::ctl::EX_USAGE);
+    }
+    e.exit()
 }
 
 async fn shutdown_signal() {

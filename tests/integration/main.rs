@@ -21,6 +21,7 @@ mod config_file;
 mod confirms;
 mod connection;
 mod connections_api;
+mod ctl;
 mod data_file;
 mod disk_full;
 mod durability;

@@ -1,0 +1,397 @@
+//! `warren ctl` as an operator runs it: the binary against an in-process broker's management
+//! API. Users and permissions it sets let a client in over AMQP; listings show what clients
+//! declared, with the columns asked for, as a table or JSON; policies, purges, vhost deletion,
+//! definitions export and import, closing a connection; and the exit codes of rabbitmqctl for a
+//! node that is down (69), refused credentials (77) and a bad column (64).
+
+use std::process::Output;
+use std::time::Duration;
+
+use crate::common::*;
+use futures::StreamExt as _;
+use serde_json::Value;
+
+/// `warren ctl --url http://HTTP_ADDR -q ARGS...` with credentials from `auth`.
+async fn ctl_as(b: &TestBroker, auth: (&str, &str), args: &[&str]) -> Output {
+    let url = format!("http://{}", b.http_addr);
+    ctl_raw(
+        &["--url", &url, "--username", auth.0, "--password", auth.1],
+        args,
+    )
+    .await
+}
+
+async fn ctl(b: &TestBroker, args: &[&str]) -> Output {
+    ctl_as(b, ("guest", "guest"), args).await
+}
+
+async fn ctl_raw(options: &[&str], args: &[&str]) -> Output {
+    let run = tokio::process::Command::new(env!("CARGO_BIN_EXE_warren"))
+        .arg("ctl")
+        .arg("-q")
+        .args(options)
+        .args(args)
+        // The environment of whoever runs the tests must not choose the node or the user.
+        .env_remove("WARREN_CTL_URL")
+        .env_remove("WARREN_CTL_USERNAME")
+        .env_remove("WARREN_CTL_PASSWORD")
+        .kill_on_drop(true)
+        .output();
+    within_long("warren ctl", run)
+        .await
+        .expect("run warren ctl")
+}
+
+fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+#[track_caller]
+fn assert_ok(o: &Output) {
+    assert!(
+        o.status.success(),
+        "warren ctl failed ({:?}): {}{}",
+        o.status.code(),
+        stdout(o),
+        stderr(o)
+    );
+}
+
+/// Runs `args` until its output satisfies `done` (counts settle after a publish), failing after
+/// [`T`]; the last output.
+async fn ctl_until(b: &TestBroker, args: &[&str], done: impl Fn(&str) -> bool) -> String {
+    let deadline = tokio::time::Instant::now() + T;
+    loop {
+        let o = ctl(b, args).await;
+        assert_ok(&o);
+        let out = stdout(&o);
+        if done(&out) {
+            return out;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "`warren ctl {}` never gave the expected output; last:\n{out}",
+            args.join(" ")
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+async fn api_get(b: &TestBroker, path: &str) -> (u16, Value) {
+    let (addr, path) = (b.http_addr, path.to_owned());
+    let (status, body) =
+        tokio::task::spawn_blocking(move || http_get(addr, &path, Some(("guest", "guest"))))
+            .await
+            .expect("http get");
+    (status, serde_json::from_str(&body).unwrap_or(Value::Null))
+}
+
+/// The table's rows (after the header), split on runs of spaces.
+fn table_rows(out: &str) -> Vec<Vec<String>> {
+    out.lines()
+        .skip(1)
+        .map(|l| l.split_whitespace().map(str::to_owned).collect())
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn added_user_with_permissions_logs_in_over_amqp() {
+    let b = start().await;
+    assert_ok(&ctl(&b, &["add-user", "alice", "s3cret"]).await);
+    assert_ok(
+        &ctl(
+            &b,
+            &["set-permissions", "-p", "/", "alice", ".*", ".*", ".*"],
+        )
+        .await,
+    );
+    let uri = format!("amqp://alice:s3cret@{}/%2f", b.addr);
+    let c = within(
+        "alice connects",
+        lapin::Connection::connect(&uri, lapin::ConnectionProperties::default()),
+    )
+    .await
+    .expect("alice logs in");
+    lapin_declare(&lapin_channel(&c).await, "alice-q").await;
+
+    // Tags replaced with the password kept, then the password changed with the tags kept.
+    assert_ok(&ctl(&b, &["set_user_tags", "alice", "management", "monitoring"]).await);
+    assert_ok(&ctl_as(&b, ("alice", "s3cret"), &["list-queues"]).await);
+    assert_ok(&ctl(&b, &["change-password", "alice", "n3w"]).await);
+    let users = stdout(&ctl(&b, &["list-users"]).await);
+    assert!(
+        users
+            .lines()
+            .any(|l| l.starts_with("alice") && l.ends_with("[management, monitoring]")),
+        "{users}"
+    );
+    assert_eq!(
+        ctl_as(&b, ("alice", "s3cret"), &["list-queues"])
+            .await
+            .status
+            .code(),
+        Some(77)
+    );
+    assert_ok(&ctl_as(&b, ("alice", "n3w"), &["list-queues"]).await);
+
+    let perms = stdout(&ctl(&b, &["list_permissions"]).await);
+    assert!(perms.starts_with("user"), "{perms}");
+    assert!(table_rows(&perms).contains(&vec![
+        "alice".to_owned(),
+        ".*".to_owned(),
+        ".*".to_owned(),
+        ".*".to_owned()
+    ]));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn list_queues_shows_selected_columns_and_json() {
+    let b = start().await;
+    let c = lapin_connect(&b).await;
+    let ch = lapin_channel(&c).await;
+    lapin_declare(&ch, "ctl-listed").await;
+    for body in [b"1", b"2", b"3"] {
+        lapin_publish(&ch, "", "ctl-listed", body).await;
+    }
+    let args = ["list-queues", "name", "messages", "consumers"];
+    let out = ctl_until(&b, &args, |out| {
+        table_rows(out).contains(&vec!["ctl-listed".into(), "3".into(), "0".into()])
+    })
+    .await;
+    assert_eq!(out.lines().next(), Some("name        messages  consumers"));
+
+    let o = ctl(&b, &["--json", "list_queues", "name", "messages"]).await;
+    assert_ok(&o);
+    let listed: Value = serde_json::from_str(&stdout(&o)).expect("JSON output");
+    let queues = listed.as_array().expect("a list");
+    assert!(queues.contains(&serde_json::json!({"name": "ctl-listed", "messages": 3})));
+
+    // Default columns of the other listings answer too.
+    for listing in [
+        "list-exchanges",
+        "list-bindings",
+        "list-connections",
+        "list-channels",
+    ] {
+        assert_ok(&ctl(&b, &[listing]).await);
+    }
+    let exchanges = stdout(&ctl(&b, &["list-exchanges"]).await);
+    assert!(
+        table_rows(&exchanges).contains(&vec!["amq.topic".into(), "topic".into()]),
+        "{exchanges}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn set_policy_applies_to_matching_queues() {
+    let b = start().await;
+    let o = ctl(
+        &b,
+        &[
+            "set-policy",
+            "--apply-to",
+            "queues",
+            "--priority",
+            "3",
+            "cap",
+            "^capped-",
+            r#"{"max-length": 2}"#,
+        ],
+    )
+    .await;
+    assert_ok(&o);
+    let c = lapin_connect(&b).await;
+    lapin_declare(&lapin_channel(&c).await, "capped-q").await;
+    let (status, q) = api_get(&b, "/api/queues/%2F/capped-q").await;
+    assert_eq!(status, 200);
+    assert_eq!(q["policy"], "cap");
+    assert_eq!(q["effective_policy_definition"]["max-length"], 2);
+    let policies = stdout(&ctl(&b, &["list-policies", "name", "priority"]).await);
+    assert_eq!(policies, "name  priority\ncap   3\n");
+
+    // A bad definition is refused before it reaches the node.
+    let o = ctl(&b, &["set-policy", "bad", ".*", "{max-length"]).await;
+    assert_eq!(o.status.code(), Some(64));
+    assert_ok(&ctl(&b, &["clear-policy", "cap"]).await);
+    let (_, q) = api_get(&b, "/api/queues/%2F/capped-q").await;
+    assert_eq!(q["policy"], Value::Null);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn purge_queue_empties_it_and_delete_queue_removes_it() {
+    let b = start().await;
+    let c = lapin_connect(&b).await;
+    let ch = lapin_channel(&c).await;
+    lapin_declare(&ch, "ctl-purged").await;
+    lapin_publish(&ch, "", "ctl-purged", b"a").await;
+    lapin_publish(&ch, "", "ctl-purged", b"b").await;
+    ctl_until(&b, &["list-queues"], |out| {
+        table_rows(out).contains(&vec!["ctl-purged".into(), "2".into()])
+    })
+    .await;
+    assert_ok(&ctl(&b, &["purge-queue", "ctl-purged"]).await);
+    assert_eq!(lapin_count(&ch, "ctl-purged").await, 0);
+
+    assert_ok(&ctl(&b, &["delete-queue", "ctl-purged", "--if-empty"]).await);
+    let (status, _) = api_get(&b, "/api/queues/%2F/ctl-purged").await;
+    assert_eq!(status, 404);
+    let o = ctl(&b, &["purge-queue", "ctl-purged"]).await;
+    assert_eq!(o.status.code(), Some(1));
+    assert!(
+        stderr(&o).contains("queue 'ctl-purged' in vhost '/' does not exist"),
+        "{}",
+        stderr(&o)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn add_and_delete_vhost() {
+    let b = start().await;
+    assert_ok(&ctl(&b, &["add-vhost", "ctl-v"]).await);
+    let o = ctl(&b, &["--json", "list-vhosts"]).await;
+    let vhosts: Value = serde_json::from_str(&stdout(&o)).expect("JSON output");
+    assert!(vhosts
+        .as_array()
+        .expect("a list")
+        .contains(&serde_json::json!({"name": "ctl-v"})));
+    assert_ok(&ctl(&b, &["delete-vhost", "ctl-v"]).await);
+    let vhosts = stdout(&ctl(&b, &["list-vhosts"]).await);
+    assert_eq!(vhosts, "name\n/\n");
+    let o = ctl(&b, &["delete-vhost", "ctl-v"]).await;
+    assert_eq!(o.status.code(), Some(1));
+    assert!(
+        stderr(&o).contains("vhost 'ctl-v' does not exist"),
+        "{}",
+        stderr(&o)
+    );
+    let o = ctl(&b, &["list-queues", "-p", "ctl-v"]).await;
+    assert_eq!(o.status.code(), Some(1));
+    assert!(
+        stderr(&o).contains("vhost 'ctl-v' does not exist"),
+        "{}",
+        stderr(&o)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn exported_definitions_import_into_another_broker() {
+    let first = start().await;
+    let c = lapin_connect(&first).await;
+    let ch = lapin_channel(&c).await;
+    within(
+        "durable queue.declare",
+        ch.queue_declare(
+            "ctl-exported".into(),
+            lapin::options::QueueDeclareOptions {
+                durable: true,
+                ..Default::default()
+            },
+            lapin::types::FieldTable::default(),
+        ),
+    )
+    .await
+    .expect("declare");
+    let dir = tempfile::tempdir().expect("temp dir");
+    let file = dir.path().join("defs.json");
+    let file = file.to_str().expect("utf-8 path");
+    assert_ok(&ctl(&first, &["export-definitions", file]).await);
+
+    let second = start().await;
+    let (status, _) = api_get(&second, "/api/queues/%2F/ctl-exported").await;
+    assert_eq!(status, 404);
+    assert_ok(&ctl(&second, &["import_definitions", file]).await);
+    let (status, q) = api_get(&second, "/api/queues/%2F/ctl-exported").await;
+    assert_eq!(status, 200);
+    assert_eq!(q["durable"], true);
+
+    let o = ctl(&second, &["export-definitions", "-"]).await;
+    let exported: Value = serde_json::from_str(&stdout(&o)).expect("definitions on stdout");
+    assert!(exported["queues"].is_array());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn close_connection_closes_it_with_320() {
+    let b = start().await;
+    let c = lapin_connect(&b).await;
+    let mut events = c.events_listener();
+    let out = ctl_until(&b, &["--json", "list-connections", "name", "user"], |out| {
+        out.contains("guest")
+    })
+    .await;
+    let listed: Value = serde_json::from_str(&out).expect("JSON output");
+    let name = listed[0]["name"]
+        .as_str()
+        .expect("a connection name")
+        .to_owned();
+    assert_ok(&ctl(&b, &["close-connection", &name, "go away"]).await);
+    let code = within("the connection's close", async {
+        loop {
+            match events.next().await {
+                Some(lapin::Event::Error(e)) => break lapin_code(&e),
+                Some(_) => continue,
+                None => break None,
+            }
+        }
+    })
+    .await;
+    assert_eq!(code, Some(320));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn status_and_cluster_status() {
+    let b = start().await;
+    let o = ctl(&b, &["--json", "cluster-status"]).await;
+    assert_ok(&o);
+    let status: Value = serde_json::from_str(&stdout(&o)).expect("JSON output");
+    let running = status["running_nodes"].as_array().expect("running nodes");
+    assert_eq!(running.len(), 1);
+    assert!(running[0]
+        .as_str()
+        .is_some_and(|n| n.starts_with("warren@")));
+    let o = ctl(&b, &["status"]).await;
+    assert_ok(&o);
+    assert!(
+        stdout(&o).lines().any(|l| l.starts_with("node ")),
+        "{}",
+        stdout(&o)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn errors_have_rabbitmqctl_exit_codes() {
+    // A port nothing listens on: bound, then closed.
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let port = closed.local_addr().expect("addr").port().to_string();
+    drop(closed);
+    let o = ctl_raw(&["--port", &port], &["list-queues"]).await;
+    assert_eq!(o.status.code(), Some(69), "{}", stderr(&o));
+    let expected = format!("cannot reach the node at http://127.0.0.1:{port}: connection refused");
+    assert!(stderr(&o).contains(&expected), "{}", stderr(&o));
+
+    let b = start().await;
+    let o = ctl_as(&b, ("guest", "wrong"), &["list-queues"]).await;
+    assert_eq!(o.status.code(), Some(77));
+    assert!(
+        stderr(&o).contains("credentials refused for user guest"),
+        "{}",
+        stderr(&o)
+    );
+
+    let o = ctl(&b, &["list-queues", "name", "colour"]).await;
+    assert_eq!(o.status.code(), Some(64));
+    assert!(
+        stderr(&o).contains("unknown column 'colour' for queues; valid columns: name,"),
+        "{}",
+        stderr(&o)
+    );
+    let o = ctl(&b, &["no-such-command"]).await;
+    assert_eq!(o.status.code(), Some(64));
+
+    // The node's reason for a 400.
+    let o = ctl(&b, &["set-permissions", "guest", "(", ".*", ".*"]).await;
+    assert_eq!(o.status.code(), Some(65), "{}", stderr(&o));
+}
