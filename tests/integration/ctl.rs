@@ -395,3 +395,67 @@ async fn errors_have_rabbitmqctl_exit_codes() {
     let o = ctl(&b, &["set-permissions", "guest", "(", ".*", ".*"]).await;
     assert_eq!(o.status.code(), Some(65), "{}", stderr(&o));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn limits_and_topic_permissions_are_set_listed_and_cleared() {
+    let b = start().await;
+    assert_ok(&ctl(&b, &["add-user", "tp", "pw"]).await);
+    assert_ok(
+        &ctl(
+            &b,
+            &[
+                "set-vhost-limits",
+                r#"{"max-queues": 5, "max-connections": 10}"#,
+            ],
+        )
+        .await,
+    );
+    assert_ok(&ctl(&b, &["set-user-limits", "tp", r#"{"max-channels": 3}"#]).await);
+    assert_ok(
+        &ctl(
+            &b,
+            &["set-topic-permissions", "tp", "amq.topic", "^tp\\.", ".*"],
+        )
+        .await,
+    );
+    assert_eq!(
+        api_get(&b, "/api/vhost-limits/%2F").await,
+        (
+            200,
+            serde_json::json!([{"vhost": "/", "value": {"max-queues": 5, "max-connections": 10}}])
+        )
+    );
+    assert_eq!(
+        api_get(&b, "/api/user-limits/tp").await.1,
+        serde_json::json!([{"user": "tp", "value": {"max-channels": 3}}])
+    );
+    assert_eq!(
+        api_get(&b, "/api/topic-permissions/%2F/tp").await.1,
+        serde_json::json!([{"user": "tp", "vhost": "/", "exchange": "amq.topic", "write": "^tp\\.", "read": ".*"}])
+    );
+    let listed = ctl(&b, &["list-topic-permissions", "--json"]).await;
+    assert_ok(&listed);
+    let rows: Value = serde_json::from_str(&stdout(&listed)).expect("json");
+    assert_eq!(rows.as_array().map(Vec::len), Some(1), "{rows}");
+    // A bad limit is the API's 400 (exit 65), and changes nothing.
+    assert_eq!(
+        ctl(&b, &["set-user-limits", "tp", r#"{"max-queues": 1}"#])
+            .await
+            .status
+            .code(),
+        Some(65)
+    );
+    assert_ok(&ctl(&b, &["clear-user-limits", "tp", "all"]).await);
+    assert_ok(&ctl(&b, &["clear-vhost-limits"]).await);
+    assert_ok(&ctl(&b, &["clear-topic-permissions", "tp"]).await);
+    assert_eq!(
+        api_get(&b, "/api/user-limits/tp").await.1,
+        serde_json::json!([])
+    );
+    assert_eq!(
+        api_get(&b, "/api/vhost-limits/%2F").await.1,
+        serde_json::json!([])
+    );
+    assert_eq!(api_get(&b, "/api/topic-permissions/%2F/tp").await.0, 404);
+    b.stop().await;
+}

@@ -310,28 +310,11 @@ async fn topic_permissions_refuse_only_the_offending_publishes_and_apply_without
         ),
         204
     );
-    let bad = lapin_channel(&conn).await;
-    let _ = bad
-        .basic_publish(
-            "amq.topic".into(),
-            "alice.x".into(),
-            BasicPublishOptions::default(),
-            b"refused",
-            lapin::BasicProperties::default(),
-        )
-        .await;
-    assert_lapin_code(
-        bad.queue_declare(
-            q.as_str().into(),
-            QueueDeclareOptions {
-                passive: true,
-                ..Default::default()
-            },
-            FieldTable::default(),
-        )
-        .await,
-        403,
-    );
+    // The raw connection stays open through all this: its cached permission is renewed too.
+    raw.open_channel(99).await;
+    raw.publish(99, "amq.topic", "alice.x", b"refused").await;
+    let close = raw.expect_channel_close(99).await;
+    close.assert(403, 60, 40);
     assert_eq!(delete(b.http_addr, "/api/topic-permissions/%2F/alice"), 204);
     lapin_publish(&ch, "amq.topic", "anyone", b"unrestricted").await;
     assert_eq!(lapin_count(&ch, &q).await, allowed + 2);
