@@ -38,6 +38,9 @@ pub struct Broker {
     connections_gone: Notify,
     shutdown: watch::Sender<bool>,
     alarms: watch::Sender<Alarms>,
+    /// Held by the administrative changes that read a record, change it and write it back
+    /// (limits, topic permissions), so that two at once cannot lose one's write on disk.
+    pub(crate) record_updates: tokio::sync::Mutex<()>,
 }
 
 impl Broker {
@@ -107,6 +110,7 @@ impl Broker {
             connections_gone: Notify::new(),
             shutdown: watch::channel(false).0,
             alarms: watch::channel(Alarms::default()).0,
+            record_updates: tokio::sync::Mutex::new(()),
         }))
     }
 
@@ -139,6 +143,7 @@ impl Broker {
         tags: Vec<String>,
     ) -> Result<bool, StorageError> {
         // An existing vhost keeps its limits.
+        let _one_at_a_time = self.record_updates.lock().await;
         let limits = self.vhost(name).and_then(|v| v.record().limits);
         let record = VhostRecord {
             name: name.to_owned(),
@@ -248,6 +253,7 @@ impl Broker {
         if let Err(e) = crate::auth::validate_topic_permission(&record) {
             return Ok(Err(e));
         }
+        let _one_at_a_time = self.record_updates.lock().await;
         let (vhost, user) = (record.vhost.clone(), record.user.clone());
         let mut list: Vec<TopicPermissionRecord> = self
             .users
@@ -275,6 +281,7 @@ impl Broker {
         user: &str,
         exchange: Option<&str>,
     ) -> Result<bool, StorageError> {
+        let _one_at_a_time = self.record_updates.lock().await;
         let (removed, remaining): (Vec<TopicPermissionRecord>, Vec<TopicPermissionRecord>) = self
             .users
             .topic_permissions()

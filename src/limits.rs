@@ -84,6 +84,7 @@ impl Broker {
         value: &Value,
     ) -> Result<(), LimitError> {
         let value = check_limit(&VHOST_LIMITS, "limits", name, value)?;
+        let _one_at_a_time = self.record_updates.lock().await;
         let v = self.vhost(vhost).ok_or(LimitError::NoSuchVhost)?;
         let mut record = v.record();
         record
@@ -97,6 +98,7 @@ impl Broker {
 
     /// Clears one of a vhost's limits (clearing one it does not have is fine, as in RabbitMQ).
     pub async fn clear_vhost_limit(&self, vhost: &str, name: &str) -> Result<(), LimitError> {
+        let _one_at_a_time = self.record_updates.lock().await;
         let v = self.vhost(vhost).ok_or(LimitError::NoSuchVhost)?;
         let mut record = v.record();
         let Some(limits) = record.limits.as_mut() else {
@@ -117,6 +119,7 @@ impl Broker {
         name: &str,
         value: &Value,
     ) -> Result<(), LimitError> {
+        let _one_at_a_time = self.record_updates.lock().await;
         let mut record = self.users.user(user).ok_or(LimitError::NoSuchUser)?;
         let value = check_limit(&USER_LIMITS, "user-limits", name, value)?;
         record.limits.insert(name.to_owned(), value);
@@ -127,6 +130,7 @@ impl Broker {
 
     /// Clears one of a user's limits (clearing one it does not have is fine).
     pub async fn clear_user_limit(&self, user: &str, name: &str) -> Result<(), LimitError> {
+        let _one_at_a_time = self.record_updates.lock().await;
         let mut record = self.users.user(user).ok_or(LimitError::NoSuchUser)?;
         if record.limits.remove(name).is_none() {
             return Ok(());
