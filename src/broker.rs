@@ -41,6 +41,9 @@ pub struct Broker {
     /// Held by the administrative changes that read a record, change it and write it back
     /// (limits, topic permissions), so that two at once cannot lose one's write on disk.
     pub(crate) record_updates: tokio::sync::Mutex<()>,
+    /// Management requests over AMQP being answered at once (`crate::management`): a bound on
+    /// what publishers of requests make the broker hold, and back-pressure beyond it.
+    pub(crate) management_requests: Arc<tokio::sync::Semaphore>,
 }
 
 impl Broker {
@@ -111,6 +114,9 @@ impl Broker {
             shutdown: watch::channel(false).0,
             alarms: watch::channel(Alarms::default()).0,
             record_updates: tokio::sync::Mutex::new(()),
+            management_requests: Arc::new(tokio::sync::Semaphore::new(
+                crate::management::CONCURRENT_REQUESTS,
+            )),
         }))
     }
 

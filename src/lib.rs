@@ -17,6 +17,7 @@ pub mod definitions;
 pub mod exchange;
 pub mod http;
 pub mod limits;
+pub mod management;
 pub mod message;
 pub mod perf;
 pub mod policy;

@@ -20,6 +20,11 @@ use crate::vhost::Vhost;
 
 pub type Shared = State<Arc<Broker>>;
 
+/// The user of an AMQP connection a management request came on (set only in-process, by
+/// [`super::call_as`]; never from an HTTP request).
+#[derive(Clone)]
+pub struct AuthenticatedOverAmqp(pub String);
+
 /// A request with right basic credentials: handlers that take one answer 401 otherwise.
 pub struct User(pub String);
 
@@ -30,12 +35,19 @@ impl FromRequestParts<Arc<Broker>> for User {
         parts: &mut Parts,
         broker: &Arc<Broker>,
     ) -> Result<Self, Self::Rejection> {
-        let peer = parts
-            .extensions
-            .get::<ConnectInfo<SocketAddr>>()
-            .map(|c| c.0)
-            .ok_or(ApiError::Unauthorized)?;
-        let name = user(broker, &parts.headers, peer)?;
+        // A request made over AMQP (`crate::management`) comes from a connection whose user
+        // already logged in; its tags are checked below as any other's.
+        let name = match parts.extensions.get::<AuthenticatedOverAmqp>() {
+            Some(AuthenticatedOverAmqp(name)) => name.clone(),
+            None => {
+                let peer = parts
+                    .extensions
+                    .get::<ConnectInfo<SocketAddr>>()
+                    .map(|c| c.0)
+                    .ok_or(ApiError::Unauthorized)?;
+                user(broker, &parts.headers, peer)?
+            }
+        };
         // As RabbitMQ's plugin: a user without a management tag may not use the API.
         let tags = broker.users.tags(&name);
         let management = ["administrator", "monitoring", "policymaker", "management"];

@@ -269,6 +269,43 @@ fn router(broker: Arc<Broker>) -> Router {
         .with_state(broker)
 }
 
+/// Answers one management API request in-process, as `user` (who logged in on an AMQP
+/// connection): the same handlers, checks and answers as over HTTP. For management over AMQP
+/// (`crate::management`). The status and the body.
+pub async fn call_as(
+    broker: Arc<Broker>,
+    user: String,
+    peer: SocketAddr,
+    method: axum::http::Method,
+    path: &str,
+    body: Vec<u8>,
+) -> (u16, axum::body::Bytes) {
+    let request = Request::builder()
+        .method(method)
+        .uri(path)
+        .header(axum::http::header::CONTENT_TYPE, "application/json")
+        .extension(api::AuthenticatedOverAmqp(user))
+        .extension(ConnectInfo(peer))
+        .body(axum::body::Body::from(body));
+    let request = match request {
+        Ok(r) => r,
+        Err(e) => {
+            let answer = serde_json::json!({"error": "bad_request", "reason": e.to_string()});
+            return (400, answer.to_string().into());
+        }
+    };
+    let response = match router(broker).oneshot(request).await {
+        Ok(r) => r,
+        Err(never) => match never {},
+    };
+    let status = response.status().as_u16();
+    // Bodies are the API's answers: bounded like requests.
+    let body = axum::body::to_bytes(response.into_body(), MAX_BODY)
+        .await
+        .unwrap_or_default();
+    (status, body)
+}
+
 /// Serves HTTP on `listener` until the future is dropped (which closes every HTTP connection).
 ///
 /// A connection has [`REQUEST_HEAD_TIMEOUT`] to send a complete request head, counted from

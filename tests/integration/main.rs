@@ -29,6 +29,7 @@ mod http_api;
 mod http_limits;
 mod limits;
 mod malformed;
+mod management_amqp;
 mod management_writes;
 mod memory_alarm;
 mod paging;

@@ -12,6 +12,7 @@ use crate::connection::channel::TxPublish;
 use crate::connection::Connection;
 use crate::connection::PublishAllowed;
 use crate::exchange::LazyHeaders;
+use crate::management;
 use crate::message::Message;
 use crate::queue::log::durable_form;
 use crate::queue::{PublishConfirm, QueueHandle};
@@ -116,6 +117,11 @@ impl Connection {
         {
             return self.publish_direct_reply(ch, content, &props);
         }
+        if content.publish.exchange == management::EXCHANGE.as_bytes() {
+            return self
+                .publish_management_request(ch, content, &props, vhost)
+                .await;
+        }
         if self.channel(ch)?.tx.is_some() {
             // A transaction's publishes are routed at commit, as in RabbitMQ (a queue deleted
             // meanwhile makes a mandatory one come back, one declared meanwhile takes it); the
@@ -201,6 +207,43 @@ impl Connection {
         Ok(())
     }
 
+    /// A request to the management exchange: answered apart (`crate::management`), and
+    /// confirmed at once, as a routed publish is.
+    async fn publish_management_request(
+        &mut self,
+        ch: u16,
+        content: Content,
+        props: &PropertiesView<'_>,
+        vhost: Arc<Vhost>,
+    ) -> Result<(), AmqpError> {
+        management::spawn_request(
+            self.broker.clone(),
+            vhost,
+            self.user.clone(),
+            self.peer,
+            content.body.clone(),
+            props
+                .reply_to
+                .map(|r| String::from_utf8_lossy(r).into_owned()),
+            props.correlation_id.map(<[u8]>::to_vec),
+        )
+        .await;
+        self.confirm_at_once(ch)
+    }
+
+    /// Counts a publish that has nothing to wait for (a direct reply, a management request) and,
+    /// in confirm mode, confirms it with the next batch of confirms.
+    fn confirm_at_once(&mut self, ch: u16) -> Result<(), AmqpError> {
+        let channel = self.channel(ch)?;
+        if channel.confirm && channel.tx.is_none() {
+            channel.published += 1;
+            if !self.confirms_due.contains(&ch) {
+                self.confirms_due.push(ch);
+            }
+        }
+        Ok(())
+    }
+
     /// A reply to a direct reply-to request: straight to the requester's channel.
     fn publish_direct_reply(
         &mut self,
@@ -230,14 +273,7 @@ impl Connection {
             );
             encode::write_content(&mut self.out, ch, &properties, &body, self.frame_max);
         }
-        let channel = self.channel(ch)?;
-        if channel.confirm && channel.tx.is_none() {
-            channel.published += 1;
-            if !self.confirms_due.contains(&ch) {
-                self.confirms_due.push(ch);
-            }
-        }
-        Ok(())
+        self.confirm_at_once(ch)
     }
 
     /// Hands a routed message to its queues, or returns it (mandatory, no route). A persistent
