@@ -49,7 +49,7 @@ pub enum Method {
 }
 
 impl Method {
-    fn as_str(self) -> &'static str {
+    pub fn as_str(self) -> &'static str {
         match self {
             Method::Get => "GET",
             Method::Put => "PUT",
@@ -292,11 +292,12 @@ fn dechunk(mut rest: &[u8]) -> Result<Vec<u8>, ClientError> {
     }
 }
 
-/// How management requests travel. HTTP only for now; management over AMQP will be another
-/// variant.
+/// How management requests travel: HTTP to the management API, or AMQP messages to the node's
+/// management exchange (the same API behind it).
 #[derive(Clone, Debug)]
 pub enum Transport {
     Http(HttpTransport),
+    Amqp(super::amqp::AmqpTransport),
 }
 
 #[derive(Clone, Debug)]
@@ -326,6 +327,7 @@ impl Client {
     pub fn target(&self) -> &str {
         match &self.transport {
             Transport::Http(http) => http.url(),
+            Transport::Amqp(amqp) => amqp.url(),
         }
     }
 
@@ -335,6 +337,7 @@ impl Client {
         let exchange = async {
             match &self.transport {
                 Transport::Http(http) => http.exchange(&request, &self.credentials).await,
+                Transport::Amqp(amqp) => amqp.exchange(&request).await,
             }
         };
         let (status, body) = tokio::time::timeout(self.timeout, exchange)

@@ -7,6 +7,7 @@
 //! node unreachable, 75 a timeout, 77 credentials or access refused, 1 a missing object.
 
 mod admin;
+pub mod amqp;
 pub mod client;
 mod listings;
 mod node;
@@ -84,6 +85,10 @@ pub struct Options {
     /// The management API's URL, http://HOST:PORT (instead of --host and --port).
     #[arg(long, global = true, env = "WARREN_CTL_URL")]
     pub url: Option<String>,
+    /// Manage over AMQP instead of HTTP: amqp://[USER:PASS@]HOST[:PORT][/VHOST] (requests go to
+    /// the node's `amq.warren.management` exchange; only the AMQP port is needed).
+    #[arg(long, global = true, env = "WARREN_CTL_URI", conflicts_with = "url")]
+    pub uri: Option<String>,
     /// The node's HTTP listener host.
     #[arg(long, global = true, default_value = "127.0.0.1")]
     pub host: String,
@@ -334,10 +339,13 @@ impl Ctl {
             }
             None => format!("http://{}:{}", options.host, options.port),
         };
-        let transport = Transport::Http(HttpTransport::parse(&url)?);
         let credentials = Credentials {
             username: options.username.clone(),
             password: options.password.clone(),
+        };
+        let transport = match &options.uri {
+            Some(uri) => Transport::Amqp(amqp::AmqpTransport::parse(uri, &credentials)?),
+            None => Transport::Http(HttpTransport::parse(&url)?),
         };
         Ok(Ctl {
             client: Client::new(

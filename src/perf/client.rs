@@ -84,6 +84,13 @@ impl Conn {
             .await
             .map_err(|_| anyhow!("connecting to {}:{} timed out", addr.0, addr.1))?
             .with_context(|| format!("connecting to {}:{}", addr.0, addr.1))?;
+        Conn::open_over(stream, uri, name).await
+    }
+
+    /// The handshake over a socket already connected to the server (for a caller that tells
+    /// connection failures apart from refusals).
+    pub async fn open_over(stream: TcpStream, uri: &AMQPUri, name: &str) -> anyhow::Result<Conn> {
+        let addr = (uri.authority.host.as_str(), uri.authority.port);
         stream.set_nodelay(true)?;
         let mut conn = Conn {
             stream,
@@ -164,6 +171,11 @@ impl Conn {
     pub fn queue_method(&mut self, channel: u16, class: &AMQPClass) -> anyhow::Result<()> {
         encode::write_method(&mut self.wbuf, channel, class)
             .map_err(|e| anyhow!("encoding {class:?}: {e}"))
+    }
+
+    /// Appends a message's header and body frames to the output buffer without writing them.
+    pub fn queue_content(&mut self, channel: u16, properties: &[u8], body: &[u8]) {
+        encode::write_content(&mut self.wbuf, channel, properties, body, self.frame_max);
     }
 
     /// Writes whatever is in the output buffer.

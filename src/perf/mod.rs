@@ -14,7 +14,7 @@
 //! as the last line of stdout.
 
 mod args;
-mod client;
+pub(crate) mod client;
 mod consumer;
 mod producer;
 mod stats;

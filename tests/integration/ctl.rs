@@ -459,3 +459,63 @@ async fn limits_and_topic_permissions_are_set_listed_and_cleared() {
     assert_eq!(api_get(&b, "/api/topic-permissions/%2F/tp").await.0, 404);
     b.stop().await;
 }
+
+/// `--uri amqp://...`: the same commands over AMQP (management requests to the node's
+/// `amq.warren.management` exchange), with only the AMQP port known.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn commands_work_over_amqp_with_only_the_amqp_port() {
+    let b = start().await;
+    let uri = format!("amqp://guest:guest@{}/%2f", b.addr);
+    let over_amqp = |args: &'static [&'static str]| {
+        let uri = uri.clone();
+        async move { ctl_raw(&["--uri", &uri], args).await }
+    };
+    assert_ok(&over_amqp(&["add-user", "by-amqp", "pw"]).await);
+    assert_ok(&over_amqp(&["set-permissions", "by-amqp", ".*", ".*", ".*"]).await);
+    let conn = lapin_connect(&b).await;
+    let ch = lapin_channel(&conn).await;
+    lapin_declare(&ch, "seen-over-amqp").await;
+    lapin_publish(&ch, "", "seen-over-amqp", b"one").await;
+    let out = ctl_until(&b, &["list-queues", "name", "messages"], |o| {
+        o.contains("seen-over-amqp")
+    })
+    .await;
+    assert!(out.contains("seen-over-amqp"));
+    let listed = over_amqp(&["--json", "list-queues", "name", "messages"]).await;
+    assert_ok(&listed);
+    let rows: Value = serde_json::from_str(&stdout(&listed)).expect("json");
+    assert_eq!(
+        rows,
+        serde_json::json!([{"name": "seen-over-amqp", "messages": 1}])
+    );
+    let users = over_amqp(&["list-users"]).await;
+    assert_ok(&users);
+    assert!(stdout(&users).contains("by-amqp"), "{}", stdout(&users));
+    // The user logs in with what was set over AMQP.
+    let uri_user = format!("amqp://by-amqp:pw@{}/%2f", b.addr);
+    within(
+        "connect",
+        lapin::Connection::connect(&uri_user, lapin::ConnectionProperties::default()),
+    )
+    .await
+    .expect("by-amqp logs in");
+    // Errors keep their exit codes: a missing queue (1), refused credentials (77), a node down
+    // (69).
+    assert_eq!(
+        over_amqp(&["purge-queue", "no-such-queue"])
+            .await
+            .status
+            .code(),
+        Some(1)
+    );
+    let wrong = format!("amqp://guest:wrong@{}/%2f", b.addr);
+    let o = ctl_raw(&["--uri", &wrong], &["list-queues"]).await;
+    assert_eq!(o.status.code(), Some(77), "{}", stderr(&o));
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let port = closed.local_addr().expect("addr").port();
+    drop(closed);
+    let down = format!("amqp://guest:guest@127.0.0.1:{port}/%2f");
+    let o = ctl_raw(&["--uri", &down], &["list-queues"]).await;
+    assert_eq!(o.status.code(), Some(69), "{}", stderr(&o));
+    b.stop().await;
+}
