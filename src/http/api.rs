@@ -175,6 +175,31 @@ pub(super) fn has_tag(broker: &Broker, user: &str, tags: &[&str]) -> bool {
         .any(|t| tags.contains(&t.as_str()))
 }
 
+/// RabbitMQ's `filter_vhost`: administrators see the objects (queues, exchanges, bindings) of
+/// every vhost, other users those of the vhosts they may log in to (have permissions in).
+pub(super) fn sees_objects_of(broker: &Broker, user: &str, vhost: &str) -> bool {
+    has_tag(broker, user, &["administrator"]) || broker.users.may_use_vhost(user, vhost)
+}
+
+/// RabbitMQ's `is_authorized_vhost`: administrators, or users that may log in to the vhost; 401
+/// otherwise. A vhost that does not exist passes here, and is a 404 later.
+pub(super) fn authorise_vhost(broker: &Broker, user: &str, vhost: &str) -> Result<(), ApiError> {
+    if broker.vhost(vhost).is_none() || sees_objects_of(broker, user, vhost) {
+        Ok(())
+    } else {
+        Err(ApiError::NotAuthorised(
+            "User not authorised to access virtual host",
+        ))
+    }
+}
+
+/// RabbitMQ's `list_visible_vhosts`: monitoring users and administrators know of every vhost,
+/// others of those they may log in to.
+fn sees_vhost(broker: &Broker, user: &str, vhost: &str) -> bool {
+    has_tag(broker, user, &["administrator", "monitoring"])
+        || broker.users.may_use_vhost(user, vhost)
+}
+
 pub(super) fn vhost(broker: &Broker, name: &str) -> Result<Arc<Vhost>, ApiError> {
     broker.vhost(name).ok_or(ApiError::NotFound)
 }
@@ -304,30 +329,58 @@ fn vhost_json(v: &Vhost) -> Value {
     })
 }
 
-pub async fn vhosts(State(broker): Shared, _user: User) -> Answer {
-    let list: Vec<Value> = broker.vhosts().iter().map(|v| vhost_json(v)).collect();
+pub async fn vhosts(State(broker): Shared, User(user): User) -> Answer {
+    let list: Vec<Value> = broker
+        .vhosts()
+        .iter()
+        .filter(|v| sees_vhost(&broker, &user, &v.name))
+        .map(|v| vhost_json(v))
+        .collect();
     Ok(Json(Value::Array(list)))
 }
 
-pub async fn vhost_one(State(broker): Shared, _user: User, Path(name): Path<String>) -> Answer {
+pub async fn vhost_one(
+    State(broker): Shared,
+    User(user): User,
+    Path(name): Path<String>,
+) -> Answer {
+    // One vhost is for administrators only, as in RabbitMQ 3.10 (the listing is for all).
+    if !has_tag(&broker, &user, &["administrator"]) {
+        return Err(ApiError::NotAuthorised("Not administrator user"));
+    }
     let v = vhost(&broker, &name)?;
     Ok(Json(vhost_json(&v)))
 }
 
-pub async fn queues_all(State(broker): Shared, _user: User) -> Answer {
-    Ok(Json(queues_json(&broker.vhosts()).await))
+/// The vhosts whose objects `user` sees in listings across vhosts.
+fn object_vhosts(broker: &Broker, user: &str) -> Vec<Arc<Vhost>> {
+    broker
+        .vhosts()
+        .into_iter()
+        .filter(|v| sees_objects_of(broker, user, &v.name))
+        .collect()
 }
 
-pub async fn queues_in(State(broker): Shared, _user: User, Path(name): Path<String>) -> Answer {
+pub async fn queues_all(State(broker): Shared, User(user): User) -> Answer {
+    Ok(Json(queues_json(&object_vhosts(&broker, &user)).await))
+}
+
+pub async fn queues_in(
+    State(broker): Shared,
+    User(user): User,
+    Path(name): Path<String>,
+) -> Answer {
+    authorise_vhost(&broker, &user, &name)?;
     let v = vhost(&broker, &name)?;
     Ok(Json(queues_json(&[v]).await))
 }
 
 pub async fn queue_one(
     State(broker): Shared,
-    _user: User,
+    User(user): User,
     Path((vhost_name, queue)): Path<(String, String)>,
 ) -> Answer {
+    authorise_vhost(&broker, &user, &vhost_name)?;
     let v = vhost(&broker, &vhost_name)?;
     let q = v
         .queues()
@@ -338,24 +391,29 @@ pub async fn queue_one(
     Ok(Json(queue_json(&snapshot, &super::node_name())))
 }
 
-pub async fn exchanges_all(State(broker): Shared, _user: User) -> Answer {
-    let all: Vec<Value> = broker
-        .vhosts()
+pub async fn exchanges_all(State(broker): Shared, User(user): User) -> Answer {
+    let all: Vec<Value> = object_vhosts(&broker, &user)
         .iter()
         .flat_map(|v| exchanges_json(v))
         .collect();
     Ok(Json(Value::Array(all)))
 }
 
-pub async fn exchanges_in(State(broker): Shared, _user: User, Path(name): Path<String>) -> Answer {
+pub async fn exchanges_in(
+    State(broker): Shared,
+    User(user): User,
+    Path(name): Path<String>,
+) -> Answer {
+    authorise_vhost(&broker, &user, &name)?;
     Ok(Json(Value::Array(exchanges_json(&*vhost(&broker, &name)?))))
 }
 
 pub async fn exchange_one(
     State(broker): Shared,
-    _user: User,
+    User(user): User,
     Path((vhost_name, exchange)): Path<(String, String)>,
 ) -> Answer {
+    authorise_vhost(&broker, &user, &vhost_name)?;
     let v = vhost(&broker, &vhost_name)?;
     // RabbitMQ names the default exchange `amq.default` in URLs.
     let wanted = if exchange == "amq.default" {

@@ -44,10 +44,11 @@ fn listing(v: &Vhost, keep: impl Fn(&BindingInfo) -> bool) -> Value {
     )
 }
 
-pub async fn all(State(broker): Shared, _user: User) -> Answer {
+pub async fn all(State(broker): Shared, User(user): User) -> Answer {
     let all: Vec<Value> = broker
         .vhosts()
         .iter()
+        .filter(|v| super::api::sees_objects_of(&broker, &user, &v.name))
         .flat_map(|v| match listing(v, |_| true) {
             Value::Array(list) => list,
             _ => Vec::new(),
@@ -56,7 +57,8 @@ pub async fn all(State(broker): Shared, _user: User) -> Answer {
     Ok(Json(Value::Array(all)))
 }
 
-pub async fn in_vhost(State(broker): Shared, _user: User, Path(name): Path<String>) -> Answer {
+pub async fn in_vhost(State(broker): Shared, User(user): User, Path(name): Path<String>) -> Answer {
+    super::api::authorise_vhost(&broker, &user, &name)?;
     Ok(Json(listing(&*vhost(&broker, &name)?, |_| true)))
 }
 

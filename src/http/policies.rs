@@ -42,18 +42,6 @@ fn may_use(broker: &Broker, user: &str, vhost: &str) -> bool {
     broker.users.permission(vhost, user).is_some()
 }
 
-/// `is_authorized_vhost`: administrators, or users that may use the vhost. A vhost that does not
-/// exist passes here, and is a 404 later.
-fn authorise_vhost(broker: &Broker, user: &str, vhost: &str) -> Result<(), ApiError> {
-    if is_admin(broker, user) || broker.vhost(vhost).is_none() || may_use(broker, user, vhost) {
-        Ok(())
-    } else {
-        Err(ApiError::NotAuthorised(
-            "User not authorised to access virtual host",
-        ))
-    }
-}
-
 /// `is_authorized_policies` for user policies, `is_authorized_admin` for operator policies.
 fn authorise_object(
     broker: &Broker,
@@ -103,7 +91,7 @@ async fn list_all(broker: &Broker, user: &str, kind: PolicyKind) -> Answer {
 }
 
 async fn list_in(broker: &Broker, user: &str, kind: PolicyKind, vhost: &str) -> Answer {
-    authorise_vhost(broker, user, vhost)?;
+    super::api::authorise_vhost(broker, user, vhost)?;
     let v = super::api::vhost(broker, vhost)?;
     Ok(Json(listing(&[v], kind)))
 }

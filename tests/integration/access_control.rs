@@ -618,3 +618,93 @@ async fn users_vhosts_and_permissions_survive_a_restart_and_the_default_user_is_
         .users
         .permitted("bob", "v1", warren::auth::Access::Write, "c1"));
 }
+
+/// As RabbitMQ's plugin filters them: a management user sees the queues, exchanges and
+/// bindings of the vhosts it may log in to, and is refused (401) another vhost's; a monitoring
+/// user knows every vhost; administrators see everything.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn listings_show_non_administrators_only_their_vhosts() {
+    let b = start().await;
+    let a = b.http_addr;
+    let put = |path: &str, body: &str| http(a, "PUT", path, Some(body), GUEST).0;
+    assert_eq!(put("/api/vhosts/mine", "{}"), 201);
+    assert_eq!(put("/api/vhosts/theirs", "{}"), 201);
+    assert_eq!(put("/api/queues/mine/q-mine", "{}"), 201);
+    assert_eq!(put("/api/queues/theirs/q-theirs", "{}"), 201);
+    for (user, tags) in [("mgr", "management"), ("mon", "monitoring")] {
+        assert_eq!(
+            put(
+                &format!("/api/users/{user}"),
+                &format!(r#"{{"password":"pp","tags":"{tags}"}}"#)
+            ),
+            201
+        );
+        assert_eq!(
+            put(
+                &format!("/api/permissions/mine/{user}"),
+                r#"{"configure":".*","write":".*","read":".*"}"#
+            ),
+            201
+        );
+    }
+    let names = |v: &serde_json::Value, key: &str| -> Vec<String> {
+        let mut names: Vec<String> = v
+            .as_array()
+            .map(|list| {
+                list.iter()
+                    .filter_map(|o| o[key].as_str().map(str::to_owned))
+                    .collect()
+            })
+            .unwrap_or_default();
+        names.sort();
+        names
+    };
+    let as_mgr = |path: &str| http(a, "GET", path, None, ("mgr", "pp"));
+    let as_mon = |path: &str| http(a, "GET", path, None, ("mon", "pp"));
+    let (status, queues) = as_mgr("/api/queues");
+    assert_eq!(
+        (status, names(&queues, "vhost")),
+        (200, vec!["mine".to_owned()])
+    );
+    let (_, vhosts) = as_mgr("/api/vhosts");
+    assert_eq!(names(&vhosts, "name"), ["mine"]);
+    let (_, exchanges) = as_mgr("/api/exchanges");
+    assert!(names(&exchanges, "vhost").iter().all(|v| v == "mine"));
+    for path in [
+        "/api/queues/theirs",
+        "/api/queues/theirs/q-theirs",
+        "/api/exchanges/theirs",
+        "/api/exchanges/theirs/amq.direct",
+        "/api/bindings/theirs",
+    ] {
+        assert_eq!(
+            as_mgr(path),
+            (
+                401,
+                json!({"error": "not_authorised", "reason": "User not authorised to access virtual host"})
+            ),
+            "{path}"
+        );
+    }
+    assert_eq!(as_mgr("/api/queues/mine/q-mine").0, 200);
+    // One vhost is for administrators (RabbitMQ 3.10), even the user's own.
+    for path in ["/api/vhosts/mine", "/api/vhosts/theirs"] {
+        assert_eq!(
+            as_mgr(path),
+            (
+                401,
+                json!({"error": "not_authorised", "reason": "Not administrator user"})
+            )
+        );
+        assert_eq!(as_mon(path).0, 401);
+    }
+    // Monitoring knows every vhost, and lists the objects of those it may log in to.
+    let (_, vhosts) = as_mon("/api/vhosts");
+    assert_eq!(names(&vhosts, "name"), ["/", "mine", "theirs"]);
+    let (_, queues) = as_mon("/api/queues");
+    assert_eq!(names(&queues, "vhost"), ["mine"]);
+    // Administrators see all.
+    let (_, queues) = http(a, "GET", "/api/queues", None, GUEST);
+    assert_eq!(names(&queues, "name"), ["q-mine", "q-theirs"]);
+    b.stop().await;
+}

@@ -186,6 +186,8 @@ async fn deletes_and_purges_over_http_with_rabbitmq_conditions() {
     let ch = lapin_channel(&c).await;
     lapin_declare(&ch, "mw.del").await;
     lapin_publish(&ch, "", "mw.del", b"x").await;
+    // In the queue before the HTTP request (another connection) looks: a round trip after it.
+    assert_eq!(lapin_count(&ch, "mw.del").await, 1);
     assert_eq!(
         as_guest(&b, "DELETE", "/api/queues/%2F/mw.del?if-empty=true", None).await,
         bad_request(json!("queue 'mw.del' in vhost '/' not empty"))
@@ -213,6 +215,7 @@ async fn deletes_and_purges_over_http_with_rabbitmq_conditions() {
     for _ in 0..3 {
         lapin_publish(&ch2, "", "mw.purge", b"p").await;
     }
+    assert_eq!(lapin_count(&ch2, "mw.purge").await, 3);
     assert_eq!(
         as_guest(&b, "DELETE", "/api/queues/%2F/mw.purge/contents", None)
             .await
@@ -371,6 +374,8 @@ async fn get_over_http_with_each_ack_mode() {
     for body in ["one", "two", "three"] {
         lapin_publish(&ch, "", "mw.get", body.as_bytes()).await;
     }
+    // In the queue before the HTTP gets (another connection) look: a round trip after them.
+    assert_eq!(lapin_count(&ch, "mw.get").await, 3);
     let get = |count: Value, ackmode: &str, extra: Value| {
         let mut body = json!({"count": count, "ackmode": ackmode, "encoding": "auto"});
         if let (Value::Object(m), Value::Object(e)) = (&mut body, extra) {
