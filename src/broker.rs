@@ -141,21 +141,31 @@ impl Broker {
         all
     }
 
-    /// Creates a vhost, or updates its description and tags; true when it was created.
+    /// Creates a vhost, or updates its description and tags; true when it was created. The
+    /// default queue type is taken only when the vhost is created, as RabbitMQ takes it.
     pub async fn put_vhost(
         &self,
         name: &str,
         description: String,
         tags: Vec<String>,
+        default_queue_type: Option<String>,
     ) -> Result<bool, StorageError> {
-        // An existing vhost keeps its limits.
+        // An existing vhost keeps its limits and default queue type.
         let _one_at_a_time = self.record_updates.lock().await;
-        let limits = self.vhost(name).and_then(|v| v.record().limits);
-        let record = VhostRecord {
-            name: name.to_owned(),
-            description,
-            tags,
-            limits,
+        let existing = self.vhost(name).map(|v| v.record());
+        let record = match existing {
+            Some(old) => VhostRecord {
+                description,
+                tags,
+                ..old
+            },
+            None => VhostRecord {
+                name: name.to_owned(),
+                description,
+                tags,
+                limits: None,
+                default_queue_type,
+            },
         };
         self.store.write(Op::PutVhost(record.clone())).await?;
         let mut vhosts = self.vhosts.write().unwrap_or_else(|e| e.into_inner());

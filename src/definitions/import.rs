@@ -488,7 +488,7 @@ impl Plan {
             let tags = tags.unwrap_or(old_tags);
             if existing != Some((description.clone(), tags.clone())) {
                 broker
-                    .put_vhost(&name, description, tags)
+                    .put_vhost(&name, description, tags, None)
                     .await
                     .map_err(|e| stored(&e))?;
             }

@@ -192,9 +192,22 @@ pub async fn put_vhost(
         .and_then(Value::as_str)
         .unwrap_or_default()
         .to_owned();
+    // RabbitMQ's plugin reads it as `defaultqueuetype`.
+    let default_queue_type = match body.get("defaultqueuetype") {
+        None | Some(Value::Null) => None,
+        Some(Value::String(t)) if ["classic", "quorum", "stream"].contains(&t.as_str()) => {
+            Some(t.clone())
+        }
+        Some(_) => return Err(ApiError::BadRequest(json!("invalid_queue_type"))),
+    };
     let was_created = stored(
         broker
-            .put_vhost(&name, description, tags(body.get("tags")))
+            .put_vhost(
+                &name,
+                description,
+                tags(body.get("tags")),
+                default_queue_type,
+            )
             .await,
     )?;
     if was_created {

@@ -224,7 +224,7 @@ fn queue_json(s: &QueueSnapshot, node: &str) -> Value {
         "messages_unacknowledged": stats.unacked,
         "consumers": stats.consumers,
         "state": "running",
-        "type": "classic",
+        "type": q.args.queue_type.as_str(),
         "node": node,
     })
 }
@@ -318,13 +318,17 @@ pub async fn nodes(State(broker): Shared, _user: User) -> Answer {
 
 /// A vhost as RabbitMQ 3.10 shows it (the metadata twice, as it does).
 fn vhost_json(v: &Vhost) -> Value {
-    let (description, tags) = v.metadata();
+    let record = v.record();
+    let mut metadata = json!({"description": record.description, "tags": record.tags});
+    if let (Some(t), Some(m)) = (&record.default_queue_type, metadata.as_object_mut()) {
+        m.insert("default_queue_type".into(), json!(t));
+    }
     json!({
         "name": &v.name,
-        "description": description,
-        "tags": tags,
-        "default_queue_type": "undefined",
-        "metadata": {"description": description, "tags": tags},
+        "description": record.description,
+        "tags": record.tags,
+        "default_queue_type": record.default_queue_type.as_deref().unwrap_or("undefined"),
+        "metadata": metadata,
         "tracing": false,
     })
 }

@@ -26,6 +26,15 @@ pub enum QueueType {
 }
 
 impl QueueType {
+    /// Its `x-queue-type` name (and the management API's `type`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            QueueType::Classic => "classic",
+            QueueType::Quorum => "quorum",
+            QueueType::Stream => "stream",
+        }
+    }
+
     /// Replicated kinds are durable, never exclusive or auto-delete (RabbitMQ refuses those).
     pub fn needs_plain_durable(self) -> bool {
         self != QueueType::Classic

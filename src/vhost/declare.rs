@@ -61,6 +61,13 @@ impl Vhost {
         self: &Arc<Self>,
         req: DeclareQueue<'_>,
     ) -> Result<(Arc<QueueHandle>, bool), AmqpError> {
+        // RabbitMQ's `augment_declare_args`: the vhost's default queue type, where none is named
+        // and the type fits the declare, is as if declared (for the equivalence checks too).
+        let augmented = self.with_default_queue_type(&req);
+        let req = match &augmented {
+            Some(arguments) => DeclareQueue { arguments, ..req },
+            None => req,
+        };
         // Most declares find their queue: they are answered without waiting for the change lock.
         if let Some(q) = self.existing_queue(&req)? {
             return Ok((q, false));
@@ -86,6 +93,26 @@ impl Vhost {
         // Every queue is bound to the default exchange under its own name; that binding is
         // implicit (routing looks the queue up by name).
         Ok((q, true))
+    }
+
+    /// The declare's arguments with the vhost's default `x-queue-type` added, when it has one,
+    /// the declare names none, and the type fits (quorum and stream queues are durable, never
+    /// exclusive nor auto-delete; classic fits any).
+    fn with_default_queue_type(&self, req: &DeclareQueue<'_>) -> Option<FieldTable> {
+        let default = self.record().default_queue_type?;
+        if req.arguments.inner().contains_key("x-queue-type") {
+            return None;
+        }
+        let fits = default == "classic" || (req.durable && !req.exclusive && !req.auto_delete);
+        if !fits {
+            return None;
+        }
+        let mut arguments = req.arguments.clone();
+        arguments.insert(
+            "x-queue-type".into(),
+            AMQPValue::LongString(default.as_str().into()),
+        );
+        Some(arguments)
     }
 
     /// The queue a declare names, if it exists, once the declare's checks against it pass.

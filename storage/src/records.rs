@@ -66,6 +66,10 @@ pub struct VhostRecord {
     /// or empty when it has none (RabbitMQ's definitions show `limits` only when set).
     #[serde(default)]
     pub limits: Option<BTreeMap<String, i64>>,
+    /// The queue type a declare without `x-queue-type` gets, where it fits (RabbitMQ's
+    /// `default_queue_type`, set when the vhost is created).
+    #[serde(default)]
+    pub default_queue_type: Option<String>,
 }
 
 /// A user's configure / write / read regular expressions in one vhost.

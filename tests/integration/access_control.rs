@@ -585,7 +585,10 @@ async fn users_vhosts_and_permissions_survive_a_restart_and_the_default_user_is_
         let lo: std::net::IpAddr = [127, 0, 0, 1].into();
         assert!(broker.users.check_password("admin", "secret", lo).is_ok());
         assert_eq!(broker.users.tags("admin"), ["administrator"]);
-        assert!(broker.put_vhost("v1", "d".into(), vec![]).await.unwrap());
+        assert!(broker
+            .put_vhost("v1", "d".into(), vec![], None)
+            .await
+            .unwrap());
         let (mut user, _) = warren::auth::default_records("bob", "pw");
         user.tags = vec!["management".into()];
         assert!(broker.put_user(user).await.unwrap());
@@ -706,5 +709,77 @@ async fn listings_show_non_administrators_only_their_vhosts() {
     // Administrators see all.
     let (_, queues) = http(a, "GET", "/api/queues", None, GUEST);
     assert_eq!(names(&queues, "name"), ["q-mine", "q-theirs"]);
+    b.stop().await;
+}
+
+/// A vhost's default queue type (RabbitMQ's `defaultqueuetype`, set at creation): a declare
+/// that names no type gets it where it fits (durable, not exclusive nor auto-delete), is then
+/// equivalent to a redeclare, and shows in the listings; other declares stay classic.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_vhost_default_queue_type_applies_where_it_fits() {
+    let b = start().await;
+    let a = b.http_addr;
+    assert_eq!(
+        http(
+            a,
+            "PUT",
+            "/api/vhosts/dq",
+            Some(r#"{"defaultqueuetype":"bogus"}"#),
+            GUEST
+        ),
+        (
+            400,
+            json!({"error": "bad_request", "reason": "invalid_queue_type"})
+        )
+    );
+    assert_eq!(
+        http(
+            a,
+            "PUT",
+            "/api/vhosts/dq",
+            Some(r#"{"defaultqueuetype":"quorum"}"#),
+            GUEST
+        )
+        .0,
+        201
+    );
+    // An update does not change it.
+    assert_eq!(
+        http(
+            a,
+            "PUT",
+            "/api/vhosts/dq",
+            Some(r#"{"defaultqueuetype":"stream"}"#),
+            GUEST
+        )
+        .0,
+        204
+    );
+    let (_, v) = http(a, "GET", "/api/vhosts/dq", None, GUEST);
+    assert_eq!(v["default_queue_type"], "quorum");
+    let conn = connect_as(&b, "guest", "guest", "dq")
+        .await
+        .expect("connect");
+    let ch = lapin_channel(&conn).await;
+    let durable = QueueDeclareOptions {
+        durable: true,
+        ..Default::default()
+    };
+    for _ in 0..2 {
+        ch.queue_declare("dq.durable".into(), durable, FieldTable::default())
+            .await
+            .expect("declare, then an equivalent redeclare");
+    }
+    lapin_declare(&ch, "dq.transient").await;
+    let (_, q) = http(a, "GET", "/api/queues/dq/dq.durable", None, GUEST);
+    assert_eq!(
+        (&q["type"], &q["arguments"]),
+        (&json!("quorum"), &json!({"x-queue-type": "quorum"}))
+    );
+    let (_, q) = http(a, "GET", "/api/queues/dq/dq.transient", None, GUEST);
+    assert_eq!(
+        (&q["type"], &q["arguments"]),
+        (&json!("classic"), &json!({}))
+    );
     b.stop().await;
 }

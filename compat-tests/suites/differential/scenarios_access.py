@@ -122,3 +122,31 @@ def permission_matrix_on_amqp_methods(ctx):
             ctx.channel().queue_delete(q1)
         except Exception:
             pass
+
+
+@scenario
+def vhost_default_queue_type(ctx):
+    v = ctx.name("vhost")
+    vq = quote(v, safe="")
+    try:
+        ctx.rec("create", ctx.http(f"/api/vhosts/{vq}", method="PUT",
+                                   body={"defaultqueuetype": "quorum", "description": "d"})[0])
+        status, body = ctx.http(f"/api/vhosts/{vq}")
+        ctx.rec("vhost", (status, body.get("default_queue_type"), body.get("metadata")))
+        ctx.rec("update keeps it", ctx.http(f"/api/vhosts/{vq}", method="PUT",
+                                            body={"defaultqueuetype": "stream"})[0])
+        status, body = ctx.http(f"/api/vhosts/{vq}")
+        ctx.rec("after update", (status, body.get("default_queue_type")))
+        conn = ctx.connect(vhost=v)
+        ch = ctx.channel(conn)
+        durable, transient, typed = ctx.name("durable"), ctx.name("transient"), ctx.name("typed")
+        ctx.rec("durable", ch.queue_declare(durable, durable=True)[1:])
+        ctx.rec("redeclare", ch.queue_declare(durable, durable=True)[1:])
+        ctx.rec("transient", ch.queue_declare(transient)[1:])
+        ctx.rec("typed", ch.queue_declare(typed, durable=True, arguments={"x-queue-type": "classic"})[1:])
+        status, queues = ctx.http(f"/api/queues/{vq}")
+        ctx.rec("queues", (status, sorted((ctx.normalise(q["name"]), q.get("type"), q["durable"],
+                                           q["arguments"]) for q in queues)))
+    finally:
+        ctx.close()
+        ctx.http(f"/api/vhosts/{vq}", method="DELETE")
