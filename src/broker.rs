@@ -44,6 +44,9 @@ pub struct Broker {
     /// Management requests over AMQP being answered at once (`crate::management`): a bound on
     /// what publishers of requests make the broker hold, and back-pressure beyond it.
     pub(crate) management_requests: Arc<tokio::sync::Semaphore>,
+    /// The listeners, by RabbitMQ's protocol name (`amqp`, `amqp/ssl`, `http`) and bound port,
+    /// for the health checks; set once the server has bound them.
+    pub listeners: std::sync::OnceLock<Vec<(&'static str, u16)>>,
 }
 
 impl Broker {
@@ -114,6 +117,7 @@ impl Broker {
             shutdown: watch::channel(false).0,
             alarms: watch::channel(Alarms::default()).0,
             record_updates: tokio::sync::Mutex::new(()),
+            listeners: std::sync::OnceLock::new(),
             management_requests: Arc::new(tokio::sync::Semaphore::new(
                 crate::management::CONCURRENT_REQUESTS,
             )),

@@ -54,6 +54,12 @@ impl Server {
         let http = TcpListener::bind(config.http_listen).await?;
         std::fs::create_dir_all(&config.data_dir)?;
         let broker = Broker::open(config)?;
+        let mut listeners = vec![("amqp", amqp.local_addr()?.port())];
+        if let Some((l, _)) = &amqps {
+            listeners.push(("amqp/ssl", l.local_addr()?.port()));
+        }
+        listeners.push(("http", http.local_addr()?.port()));
+        let _ = broker.listeners.set(listeners);
         // Listeners are bound (so their ports are taken) but accept nothing until `run`: clients
         // find the imported definitions in place.
         if let Some(path) = broker.config.load_definitions.clone() {

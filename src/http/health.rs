@@ -57,6 +57,134 @@ fn alarms_answer(broker: &Broker) -> (StatusCode, Json<serde_json::Value>) {
     )
 }
 
+/// `GET /api/health/checks/local-alarms`: this node's alarms (a one-node cluster: the same).
+pub async fn local_alarms(State(broker): Shared, _user: User) -> Response {
+    alarms_answer(&broker).into_response()
+}
+
+/// `GET /api/health/checks/virtual-hosts`: every vhost runs (a vhost here has no supervisor
+/// that can be down), so `ok`.
+pub async fn virtual_hosts(_user: User) -> Response {
+    Json(json!({"status": "ok"})).into_response()
+}
+
+/// `GET /api/health/checks/node-is-mirror-sync-critical` and `.../node-is-quorum-critical`:
+/// stopping a one-node cluster's node loses no replica.
+pub async fn single_node(_user: User) -> Response {
+    Json(json!({"status": "ok", "reason": "single node cluster"})).into_response()
+}
+
+/// `GET /api/health/checks/port-listener/{port}`: 200 when a listener is bound to it, else 503
+/// with the ports there are.
+pub async fn port_listener(
+    State(broker): Shared,
+    _user: User,
+    Path(port): Path<String>,
+) -> Response {
+    let Ok(port) = port.parse::<u16>() else {
+        return ApiError::BadRequest(json!(format!("Invalid port: {port}"))).into_response();
+    };
+    let listeners = broker.listeners.get().cloned().unwrap_or_default();
+    if listeners.iter().any(|(_, p)| *p == port) {
+        return Json(json!({"status": "ok", "port": port})).into_response();
+    }
+    let ports: Vec<u16> = listeners.iter().map(|(_, p)| *p).collect();
+    (
+        StatusCode::SERVICE_UNAVAILABLE,
+        Json(json!({"status": "failed", "reason": "No active listener", "missing": port, "ports": ports})),
+    )
+        .into_response()
+}
+
+/// `GET /api/health/checks/protocol-listener/{protocol}`: 200 when a listener speaks it
+/// (`amqp`, `amqp/ssl` as `amqp%2Fssl`, `http`), else 503 with the protocols there are.
+pub async fn protocol_listener(
+    State(broker): Shared,
+    _user: User,
+    Path(protocol): Path<String>,
+) -> Response {
+    let listeners = broker.listeners.get().cloned().unwrap_or_default();
+    // RabbitMQ's names: `amqp091` and `amqp` are one protocol.
+    let wanted = if protocol == "amqp091" {
+        "amqp"
+    } else {
+        protocol.as_str()
+    };
+    if listeners.iter().any(|(p, _)| *p == wanted) {
+        return Json(json!({"status": "ok", "protocol": protocol})).into_response();
+    }
+    let protocols: Vec<&str> = listeners.iter().map(|(p, _)| *p).collect();
+    (
+        StatusCode::SERVICE_UNAVAILABLE,
+        Json(json!({"status": "failed", "reason": "No active listener", "missing": protocol, "protocols": protocols})),
+    )
+        .into_response()
+}
+
+/// `GET /api/health/checks/certificate-expiration/{within}/{unit}`: 503 when the TLS
+/// listener's certificate expires within that time (`days`, `weeks`, `months`, `years`), else
+/// 200 (also without TLS).
+pub async fn certificate_expiration(
+    State(broker): Shared,
+    _user: User,
+    Path((within, unit)): Path<(String, String)>,
+) -> Response {
+    let Ok(within) = within.parse::<u64>() else {
+        return ApiError::BadRequest(json!("Time period should be an integer")).into_response();
+    };
+    let days_per_unit = match unit.as_str() {
+        "days" => 1,
+        "weeks" => 7,
+        "months" => 30,
+        "years" => 365,
+        _ => {
+            return ApiError::BadRequest(json!(
+                "Time unit not recognised. Supported units: days, weeks, months, years."
+            ))
+            .into_response()
+        }
+    };
+    let (Some(path), Some(port)) = (
+        broker.config.tls_cert_file.clone(),
+        broker.listeners.get().and_then(|l| {
+            l.iter()
+                .find(|(p, _)| *p == "amqp/ssl")
+                .map(|(_, port)| *port)
+        }),
+    ) else {
+        return Json(json!({"status": "ok"})).into_response();
+    };
+    let horizon = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+        .saturating_add(within.saturating_mul(days_per_unit * 86_400));
+    let expires = crate::tls::certificates(&path).ok().and_then(|chain| {
+        let leaf = chain.first()?;
+        let (_, cert) = x509_parser::parse_x509_certificate(leaf.as_ref()).ok()?;
+        u64::try_from(cert.validity().not_after.timestamp()).ok()
+    });
+    match expires {
+        Some(at) if at > horizon => Json(json!({"status": "ok"})).into_response(),
+        // Expiring within the period, or a certificate that cannot be read: failed, naming it.
+        expires => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            Json(json!({
+                "status": "failed",
+                "reason": "Certificates expiring",
+                "expired": [{
+                    "node": super::node_name(),
+                    "protocol": "amqp/ssl",
+                    "port": port,
+                    "certfile": path.display().to_string(),
+                    "expires_unix": expires,
+                }],
+            })),
+        )
+            .into_response(),
+    }
+}
+
 /// Why a round trip did not complete.
 enum Failure {
     /// The broker refused a step (an inequivalent or locked `aliveness-test` queue): RabbitMQ's

@@ -341,6 +341,10 @@ async fn health_checks_need_credentials_like_the_other_routes() {
         "/api/aliveness-test/%2F",
         "/api/aliveness-test/no-such-vhost",
         "/api/health/checks/alarms",
+        "/api/health/checks/local-alarms",
+        "/api/health/checks/virtual-hosts",
+        "/api/health/checks/port-listener/5672",
+        "/api/health/checks/certificate-expiration/1/months",
     ] {
         for authorization in [None, Some(basic("Basic", "guest", "nope"))] {
             let (status, headers, body) = http_exchange(&b, path, authorization.as_deref());
@@ -354,6 +358,62 @@ async fn health_checks_need_credentials_like_the_other_routes() {
     }
     let (status, health) = api(&b, "/api/health/checks/alarms");
     assert_eq!((status, health), (200, json!({"status": "ok"})));
+    // The other checks, with RabbitMQ 3.10's answers.
+    let ok = json!({"status": "ok"});
+    for path in [
+        "local-alarms",
+        "virtual-hosts",
+        "certificate-expiration/1/months",
+    ] {
+        assert_eq!(
+            api(&b, &format!("/api/health/checks/{path}")),
+            (200, ok.clone()),
+            "{path}"
+        );
+    }
+    for path in ["node-is-quorum-critical", "node-is-mirror-sync-critical"] {
+        assert_eq!(
+            api(&b, &format!("/api/health/checks/{path}")),
+            (
+                200,
+                json!({"status": "ok", "reason": "single node cluster"})
+            )
+        );
+    }
+    let (amqp, http) = (b.addr.port(), b.http_addr.port());
+    assert_eq!(
+        api(&b, &format!("/api/health/checks/port-listener/{amqp}")),
+        (200, json!({"status": "ok", "port": amqp}))
+    );
+    let free = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free port");
+    assert_eq!(
+        api(&b, &format!("/api/health/checks/port-listener/{free}")),
+        (
+            503,
+            json!({"status": "failed", "reason": "No active listener", "missing": free, "ports": [amqp, http]})
+        )
+    );
+    assert_eq!(
+        api(&b, "/api/health/checks/protocol-listener/amqp"),
+        (200, json!({"status": "ok", "protocol": "amqp"}))
+    );
+    assert_eq!(
+        api(&b, "/api/health/checks/protocol-listener/mqtt"),
+        (
+            503,
+            json!({"status": "failed", "reason": "No active listener", "missing": "mqtt", "protocols": ["amqp", "http"]})
+        )
+    );
+    assert_eq!(
+        api(&b, "/api/health/checks/certificate-expiration/1/foo"),
+        (
+            400,
+            json!({"error": "bad_request", "reason": "Time unit not recognised. Supported units: days, weeks, months, years."})
+        )
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -173,3 +173,50 @@ async fn bad_tls_settings_stop_the_broker_from_starting() {
         "unreadable certificate file"
     );
 }
+
+/// `/api/health/checks/certificate-expiration/N/UNIT` looks at the AMQPS listener's
+/// certificate: 503 when it expires within that time (here: one that expired already), 200 when
+/// it does not (one valid until 2099); and the listener checks see the AMQPS port.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn health_checks_see_the_tls_listener_and_its_certificate_expiry() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let ca = Ca::new("warren test CA");
+    for (name, not_after, expiring) in [
+        ("expired", rcgen::date_time_ymd(2021, 1, 1), true),
+        ("valid", rcgen::date_time_ymd(2099, 1, 1), false),
+    ] {
+        let mut params = CertificateParams::new(vec!["localhost".to_string()]).expect("params");
+        params.not_before = rcgen::date_time_ymd(2020, 1, 1);
+        params.not_after = not_after;
+        let key = KeyPair::generate().expect("key");
+        let cert = params.signed_by(&key, &ca.issuer).expect("cert");
+        let cert_file = write(dir.path(), &format!("{name}.pem"), &cert.pem());
+        let key_file = write(dir.path(), &format!("{name}.key"), &key.serialize_pem());
+        let b = start_with(|c| {
+            c.amqps_listen = Some(([127, 0, 0, 1], 0).into());
+            c.tls_cert_file = Some(cert_file.clone().into());
+            c.tls_key_file = Some(key_file.into());
+        })
+        .await;
+        let get = |path: &str| http_get(b.http_addr, path, Some(("guest", "guest")));
+        let (status, body) = get("/api/health/checks/certificate-expiration/1/years");
+        let body: serde_json::Value = serde_json::from_str(&body).expect("json");
+        if expiring {
+            assert_eq!(status, 503, "{body}");
+            assert_eq!(body["reason"], "Certificates expiring");
+            assert_eq!(body["expired"][0]["certfile"], cert_file.as_str());
+        } else {
+            assert_eq!((status, &body), (200, &serde_json::json!({"status": "ok"})));
+        }
+        let tls_port = b.amqps_addr.expect("amqps").port();
+        assert_eq!(
+            get(&format!("/api/health/checks/port-listener/{tls_port}")).0,
+            200
+        );
+        assert_eq!(
+            get("/api/health/checks/protocol-listener/amqp%2Fssl").0,
+            200
+        );
+        b.stop().await;
+    }
+}
