@@ -4,6 +4,8 @@
 //! the counts the connection checks them against. A negative value is no limit; 0 allows none.
 //! The queue limit is checked where queues are created (`vhost::declare`).
 
+use std::collections::BTreeMap;
+
 use serde_json::Value;
 use thiserror::Error;
 use warren_storage::{Op, StorageError};
@@ -84,27 +86,30 @@ impl Broker {
         value: &Value,
     ) -> Result<(), LimitError> {
         let value = check_limit(&VHOST_LIMITS, "limits", name, value)?;
-        let _one_at_a_time = self.record_updates.lock().await;
-        let v = self.vhost(vhost).ok_or(LimitError::NoSuchVhost)?;
-        let mut record = v.record();
-        record
-            .limits
-            .get_or_insert_with(Default::default)
-            .insert(name.to_owned(), value);
-        self.store.write(Op::PutVhost(record.clone())).await?;
-        v.set_record(record);
-        Ok(())
+        self.change_vhost_limits(vhost, |limits| {
+            limits.insert(name.to_owned(), value);
+            true
+        })
+        .await
     }
 
     /// Clears one of a vhost's limits (clearing one it does not have is fine, as in RabbitMQ).
     pub async fn clear_vhost_limit(&self, vhost: &str, name: &str) -> Result<(), LimitError> {
+        self.change_vhost_limits(vhost, |limits| limits.remove(name).is_some())
+            .await
+    }
+
+    /// Read, change, write back a vhost's limits, one change at a time; `change` says whether
+    /// it changed anything (nothing is written otherwise).
+    async fn change_vhost_limits(
+        &self,
+        vhost: &str,
+        change: impl FnOnce(&mut BTreeMap<String, i64>) -> bool,
+    ) -> Result<(), LimitError> {
         let _one_at_a_time = self.record_updates.lock().await;
         let v = self.vhost(vhost).ok_or(LimitError::NoSuchVhost)?;
         let mut record = v.record();
-        let Some(limits) = record.limits.as_mut() else {
-            return Ok(());
-        };
-        if limits.remove(name).is_none() {
+        if !change(record.limits.get_or_insert_with(Default::default)) {
             return Ok(());
         }
         self.store.write(Op::PutVhost(record.clone())).await?;
@@ -119,20 +124,30 @@ impl Broker {
         name: &str,
         value: &Value,
     ) -> Result<(), LimitError> {
-        let _one_at_a_time = self.record_updates.lock().await;
-        let mut record = self.users.user(user).ok_or(LimitError::NoSuchUser)?;
-        let value = check_limit(&USER_LIMITS, "user-limits", name, value)?;
-        record.limits.insert(name.to_owned(), value);
-        self.store.write(Op::PutUser(record.clone())).await?;
-        self.users.put_user(record);
-        Ok(())
+        self.change_user_limits(user, |limits| {
+            let value = check_limit(&USER_LIMITS, "user-limits", name, value)?;
+            limits.insert(name.to_owned(), value);
+            Ok(true)
+        })
+        .await
     }
 
     /// Clears one of a user's limits (clearing one it does not have is fine).
     pub async fn clear_user_limit(&self, user: &str, name: &str) -> Result<(), LimitError> {
+        self.change_user_limits(user, |limits| Ok(limits.remove(name).is_some()))
+            .await
+    }
+
+    /// Read, change, write back a user's limits, one change at a time (a missing user is
+    /// refused before `change` checks anything, as RabbitMQ answers).
+    async fn change_user_limits(
+        &self,
+        user: &str,
+        change: impl FnOnce(&mut BTreeMap<String, i64>) -> Result<bool, LimitError>,
+    ) -> Result<(), LimitError> {
         let _one_at_a_time = self.record_updates.lock().await;
         let mut record = self.users.user(user).ok_or(LimitError::NoSuchUser)?;
-        if record.limits.remove(name).is_none() {
+        if !change(&mut record.limits)? {
             return Ok(());
         }
         self.store.write(Op::PutUser(record.clone())).await?;
@@ -140,28 +155,31 @@ impl Broker {
         Ok(())
     }
 
+    /// The open connections whose session `keep` takes.
+    fn open_connections_where(
+        &self,
+        keep: impl Fn(&crate::tracking::Session) -> bool,
+    ) -> Vec<std::sync::Arc<crate::tracking::ConnectionInfo>> {
+        self.tracker
+            .open_connections()
+            .into_iter()
+            .filter(|(_, s)| keep(s))
+            .map(|(c, _)| c)
+            .collect()
+    }
+
     /// The vhost's connection limit, when its open connections have reached it (a new one is
     /// refused). Counted over the tracked (opened) connections, as RabbitMQ counts.
     pub fn vhost_connection_limit_reached(&self, vhost: &str) -> Option<u64> {
         let limit = self.vhost(vhost)?.limit("max-connections")?;
-        let open = self
-            .tracker
-            .open_connections()
-            .iter()
-            .filter(|(_, s)| s.vhost == vhost)
-            .count();
+        let open = self.open_connections_where(|s| s.vhost == vhost).len();
         (open as u64 >= limit).then_some(limit)
     }
 
     /// The user's connection limit, when its open connections have reached it.
     pub fn user_connection_limit_reached(&self, user: &str) -> Option<u64> {
         let limit = self.users.limit(user, "max-connections")?;
-        let open = self
-            .tracker
-            .open_connections()
-            .iter()
-            .filter(|(_, s)| s.user == user)
-            .count();
+        let open = self.open_connections_where(|s| s.user == user).len();
         (open as u64 >= limit).then_some(limit)
     }
 
@@ -170,11 +188,9 @@ impl Broker {
     pub fn user_channel_limit_reached(&self, user: &str) -> Option<u64> {
         let limit = self.users.limit(user, "max-channels")?;
         let open: usize = self
-            .tracker
-            .open_connections()
+            .open_connections_where(|s| s.user == user)
             .iter()
-            .filter(|(_, s)| s.user == user)
-            .map(|(c, _)| c.channel_count())
+            .map(|c| c.channel_count())
             .sum();
         (open as u64 >= limit).then_some(limit)
     }

@@ -17,6 +17,7 @@ use super::client::{ClientError, Credentials, Request};
 use crate::exchange::LazyHeaders;
 use crate::management::EXCHANGE;
 use crate::perf::client::{consume_method, Conn};
+use crate::perf::wire::header_body_size;
 use crate::reply_to::PSEUDO_QUEUE;
 
 /// The channel requests go on.
@@ -170,11 +171,7 @@ async fn read_answer(conn: &mut Conn) -> Result<(u16, Vec<u8>), ClientError> {
                 }
                 FrameKind::Header if frame.channel == CHANNEL => {
                     // class, weight, body size, then the properties.
-                    let size = frame
-                        .payload
-                        .get(4..12)
-                        .and_then(|b| b.try_into().ok())
-                        .map(u64::from_be_bytes)
+                    let size = header_body_size(&frame.payload)
                         .ok_or_else(|| protocol("short content header"))?;
                     let view = PropertiesView::parse(&frame.payload[12..]).map_err(protocol)?;
                     let headers = LazyHeaders::new(view.headers);

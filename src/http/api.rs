@@ -195,7 +195,7 @@ pub(super) fn authorise_vhost(broker: &Broker, user: &str, vhost: &str) -> Resul
 
 /// RabbitMQ's `list_visible_vhosts`: monitoring users and administrators know of every vhost,
 /// others of those they may log in to.
-fn sees_vhost(broker: &Broker, user: &str, vhost: &str) -> bool {
+pub(super) fn sees_vhost(broker: &Broker, user: &str, vhost: &str) -> bool {
     has_tag(broker, user, &["administrator", "monitoring"])
         || broker.users.may_use_vhost(user, vhost)
 }

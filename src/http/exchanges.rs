@@ -79,11 +79,7 @@ pub async fn put(
         })
         .await
         .map_err(direct_error)?;
-    Ok(if existed {
-        StatusCode::NO_CONTENT
-    } else {
-        StatusCode::CREATED
-    })
+    Ok(super::admin::created(!existed))
 }
 
 /// `DELETE /api/exchanges/{vhost}/{name}[?if-unused=true]`.

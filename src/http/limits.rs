@@ -17,24 +17,13 @@ fn limits_json(limits: &std::collections::BTreeMap<String, i64>) -> Value {
     Value::Object(limits.iter().map(|(k, v)| (k.clone(), json!(v))).collect())
 }
 
-/// Whether `user` sees `vhost` in listings: monitoring users and administrators see every
-/// vhost, other management users those they have permissions in.
-fn sees_vhost(broker: &Broker, user: &str, vhost: &str) -> bool {
-    broker
-        .users
-        .tags(user)
-        .iter()
-        .any(|t| t == "administrator" || t == "monitoring")
-        || broker.users.may_use_vhost(user, vhost)
-}
-
 fn vhost_limits_of(broker: &Broker, user: &str, only: Option<&str>) -> Vec<Value> {
     let mut vhosts = broker.vhosts();
     vhosts.sort_by(|a, b| a.name.cmp(&b.name));
     vhosts
         .iter()
         .filter(|v| only.is_none_or(|name| v.name == name))
-        .filter(|v| sees_vhost(broker, user, &v.name))
+        .filter(|v| super::api::sees_vhost(broker, user, &v.name))
         .filter_map(|v| {
             let limits = v.record().limits.filter(|l| !l.is_empty())?;
             Some(json!({"vhost": v.name, "value": limits_json(&limits)}))

@@ -36,12 +36,6 @@ fn is_policymaker(broker: &Broker, user: &str) -> bool {
     has_tag(broker, user, &["administrator", "policymaker"])
 }
 
-/// Whether the user may log in to the vhost (RabbitMQ's `list_login_vhosts`: it has permissions
-/// there).
-fn may_use(broker: &Broker, user: &str, vhost: &str) -> bool {
-    broker.users.permission(vhost, user).is_some()
-}
-
 /// `is_authorized_policies` for user policies, `is_authorized_admin` for operator policies.
 fn authorise_object(
     broker: &Broker,
@@ -55,7 +49,8 @@ fn authorise_object(
         PolicyKind::User
             if is_admin(broker, user)
                 || (is_policymaker(broker, user)
-                    && (broker.vhost(vhost).is_none() || may_use(broker, user, vhost))) =>
+                    && (broker.vhost(vhost).is_none()
+                        || broker.users.may_use_vhost(user, vhost))) =>
         {
             Ok(())
         }
@@ -81,11 +76,10 @@ fn listing(vhosts: &[Arc<Vhost>], kind: PolicyKind) -> Value {
 }
 
 async fn list_all(broker: &Broker, user: &str, kind: PolicyKind) -> Answer {
-    let admin = is_admin(broker, user);
     let visible: Vec<Arc<Vhost>> = broker
         .vhosts()
         .into_iter()
-        .filter(|v| admin || may_use(broker, user, &v.name))
+        .filter(|v| super::api::sees_objects_of(broker, user, &v.name))
         .collect();
     Ok(Json(listing(&visible, kind)))
 }

@@ -68,11 +68,7 @@ pub async fn put(
         })
         .await
         .map_err(direct_error)?;
-    Ok(if created {
-        StatusCode::CREATED
-    } else {
-        StatusCode::NO_CONTENT
-    })
+    Ok(super::admin::created(created))
 }
 
 /// `DELETE /api/queues/{vhost}/{name}[?if-unused=true][&if-empty=true]`.

@@ -18,7 +18,7 @@ pub(crate) mod client;
 mod consumer;
 mod producer;
 mod stats;
-mod wire;
+pub(crate) mod wire;
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;

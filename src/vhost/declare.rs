@@ -99,7 +99,7 @@ impl Vhost {
     /// the declare names none, and the type fits (quorum and stream queues are durable, never
     /// exclusive nor auto-delete; classic fits any).
     fn with_default_queue_type(&self, req: &DeclareQueue<'_>) -> Option<FieldTable> {
-        let default = self.record().default_queue_type?;
+        let default = self.default_queue_type()?;
         if req.arguments.inner().contains_key("x-queue-type") {
             return None;
         }

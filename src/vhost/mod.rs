@@ -108,6 +108,12 @@ impl Vhost {
         };
     }
 
+    /// The queue type declares naming none get where it fits (`default_queue_type`).
+    pub fn default_queue_type(&self) -> Option<String> {
+        let record = self.record.read().unwrap_or_else(|e| e.into_inner());
+        record.default_queue_type.clone()
+    }
+
     /// A limit (`max-connections`, `max-queues`), when the vhost has one: negative values are
     /// none, as in RabbitMQ.
     pub fn limit(&self, limit: &str) -> Option<u64> {
