@@ -7,6 +7,7 @@
 //! - `state_machine.rs`: openraft's `RaftStateMachine` around an [`Applier`] the application
 //!   supplies (what a committed entry does is the application's business).
 
+pub mod link;
 pub mod types;
 
 pub use types::{node_id, Node, NodeId, Proposal, TypeConfig};

@@ -1,0 +1,362 @@
+//! The cluster link: one TCP connection per pair of nodes, carrying every kind of traffic between
+//! them (Raft messages of every group, proposals sent to a leader, the application's forwarded
+//! queue operations) as numbered requests and responses in both directions.
+//!
+//! - One connection per pair: of two nodes, the one whose name sorts first dials, the other
+//!   waits to be called; the dialer calls again (with a growing pause, up to a second) whenever
+//!   the connection drops. So a restarted node is called back within a second of listening.
+//! - Writes are batched: one task per connection drains everything queued into one buffer and
+//!   one write (`connection.rs`).
+//! - A dead peer is noticed within seconds: each side sends a ping when it has sent nothing for
+//!   [`LinkConfig::heartbeat`], and a side that hears nothing for [`LinkConfig::dead_after`]
+//!   closes the connection, which fails every request waiting on it.
+//! - Only nodes that know the cluster's secret get past the handshake (`handshake.rs`).
+
+mod connection;
+pub mod frame;
+pub mod handshake;
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use thiserror::Error;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{oneshot, watch};
+
+pub use frame::{GroupId, ProposeRefused, RaftReply, RaftRpc, Request, Response};
+
+use connection::Connection;
+
+#[derive(Debug, Error)]
+pub enum LinkError {
+    #[error("cluster link I/O: {0}")]
+    Io(#[source] std::io::Error),
+    #[error("cannot encode a cluster frame: {0}")]
+    Encode(#[source] postcard::Error),
+    #[error("cannot decode a cluster frame: {0}")]
+    Decode(#[source] postcard::Error),
+    #[error("a cluster frame of {0} bytes is over the limit")]
+    TooLarge(u32),
+    #[error("the peer closed the cluster link")]
+    Closed,
+    #[error("refused: {0}")]
+    Refused(String),
+    #[error("unexpected handshake message: {0}")]
+    Unexpected(String),
+    #[error("the handshake did not finish in time")]
+    HandshakeTimeout,
+    #[error("node {0} is not a known peer")]
+    UnknownPeer(String),
+    #[error("node {0} is not connected")]
+    NotConnected(String),
+    #[error("node {0} did not answer in time")]
+    Timeout(String),
+    #[error("the connection to node {0} closed before it answered")]
+    Lost(String),
+}
+
+/// A future a handler answers with.
+pub type Answer = Pin<Box<dyn Future<Output = Response> + Send + 'static>>;
+
+/// What the node does with requests its peers send.
+pub trait Handler: Send + Sync + 'static {
+    fn handle(&self, from: &str, request: Request) -> Answer;
+}
+
+#[derive(Debug, Clone)]
+pub struct LinkConfig {
+    /// This node's name.
+    pub name: String,
+    /// Where peers call this node (as they know it).
+    pub addr: String,
+    pub secret: Vec<u8>,
+    pub heartbeat: Duration,
+    pub dead_after: Duration,
+}
+
+impl LinkConfig {
+    pub fn new(name: impl Into<String>, addr: impl Into<String>, secret: Vec<u8>) -> Self {
+        LinkConfig {
+            name: name.into(),
+            addr: addr.into(),
+            secret,
+            heartbeat: Duration::from_secs(1),
+            dead_after: Duration::from_secs(4),
+        }
+    }
+}
+
+/// What the link knows of one peer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PeerStatus {
+    pub name: String,
+    pub addr: String,
+    pub connected: bool,
+}
+
+struct PeerState {
+    addr: String,
+    /// The current connection: `Some` while one is open.
+    connection: watch::Sender<Option<Arc<Connection>>>,
+}
+
+pub(crate) struct Inner {
+    config: LinkConfig,
+    handler: Mutex<Option<Arc<dyn Handler>>>,
+    peers: Mutex<HashMap<String, PeerState>>,
+    next_request: AtomicU64,
+    stopped: watch::Sender<bool>,
+}
+
+/// This node's end of the cluster link. Cheap to clone.
+#[derive(Clone)]
+pub struct Link {
+    inner: Arc<Inner>,
+}
+
+impl Link {
+    /// Starts accepting peers on `listener`.
+    pub fn start(config: LinkConfig, listener: TcpListener) -> Link {
+        let link = Link {
+            inner: Arc::new(Inner {
+                config,
+                handler: Mutex::new(None),
+                peers: Mutex::new(HashMap::new()),
+                next_request: AtomicU64::new(1),
+                stopped: watch::channel(false).0,
+            }),
+        };
+        tokio::spawn(link.clone().accept_loop(listener));
+        link
+    }
+
+    pub fn name(&self) -> &str {
+        &self.inner.config.name
+    }
+
+    pub fn addr(&self) -> &str {
+        &self.inner.config.addr
+    }
+
+    /// Sets what answers peers' requests (until it is set, they get an error).
+    pub fn set_handler(&self, handler: Arc<dyn Handler>) {
+        *lock(&self.inner.handler) = Some(handler);
+    }
+
+    /// Makes a node a peer: if this node's name sorts first, it calls it (and keeps calling).
+    pub fn add_peer(&self, name: &str, addr: &str) {
+        if name == self.inner.config.name {
+            return;
+        }
+        let mut peers = lock(&self.inner.peers);
+        if let Some(peer) = peers.get_mut(name) {
+            peer.addr = addr.to_owned();
+            return;
+        }
+        peers.insert(
+            name.to_owned(),
+            PeerState {
+                addr: addr.to_owned(),
+                connection: watch::channel(None).0,
+            },
+        );
+        drop(peers);
+        if self.inner.config.name.as_str() < name {
+            tokio::spawn(self.clone().dial_loop(name.to_owned()));
+        }
+    }
+
+    /// The peers and whether each is connected now.
+    pub fn peers(&self) -> Vec<PeerStatus> {
+        let peers = lock(&self.inner.peers);
+        let mut all: Vec<PeerStatus> = peers
+            .iter()
+            .map(|(name, p)| PeerStatus {
+                name: name.clone(),
+                addr: p.addr.clone(),
+                connected: p.connection.borrow().is_some(),
+            })
+            .collect();
+        all.sort_by(|a, b| a.name.cmp(&b.name));
+        all
+    }
+
+    /// Sends a request to `peer` and waits for its answer, at most `timeout` in all (waiting for a
+    /// connection included).
+    pub async fn request(
+        &self,
+        peer: &str,
+        body: Request,
+        timeout: Duration,
+    ) -> Result<Response, LinkError> {
+        let mut connection = {
+            let peers = lock(&self.inner.peers);
+            peers
+                .get(peer)
+                .ok_or_else(|| LinkError::UnknownPeer(peer.to_owned()))?
+                .connection
+                .subscribe()
+        };
+        let outcome = tokio::time::timeout(timeout, async {
+            let connection = connection
+                .wait_for(Option::is_some)
+                .await
+                .map_err(|_| LinkError::NotConnected(peer.to_owned()))?
+                .clone()
+                .ok_or_else(|| LinkError::NotConnected(peer.to_owned()))?;
+            let (answer, answered) = oneshot::channel();
+            let id = self.inner.next_request.fetch_add(1, Ordering::Relaxed);
+            let _pending = connection.send_request(id, body, answer).await?;
+            answered.await.map_err(|_| LinkError::Lost(peer.to_owned()))
+        })
+        .await;
+        match outcome {
+            Ok(result) => result,
+            Err(_) => Err(LinkError::Timeout(peer.to_owned())),
+        }
+    }
+
+    /// Stops accepting and calling, and closes every connection.
+    pub fn stop(&self) {
+        let _ = self.inner.stopped.send(true);
+        for peer in lock(&self.inner.peers).values() {
+            if let Some(c) = peer.connection.borrow().as_ref() {
+                c.close();
+            }
+        }
+    }
+
+    fn handler(&self) -> Option<Arc<dyn Handler>> {
+        lock(&self.inner.handler).clone()
+    }
+
+    async fn accept_loop(self, listener: TcpListener) {
+        let mut stopped = self.inner.stopped.subscribe();
+        loop {
+            let accepted = tokio::select! {
+                a = listener.accept() => a,
+                _ = stopped.wait_for(|s| *s) => return,
+            };
+            match accepted {
+                Ok((stream, from)) => {
+                    let link = self.clone();
+                    tokio::spawn(async move { link.accepted(stream, from).await });
+                }
+                Err(e) => {
+                    // Out of file descriptors, most likely: pause rather than spin.
+                    tracing::warn!("cluster link accept failed: {e}");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+            }
+        }
+    }
+
+    async fn accepted(self, mut stream: TcpStream, from: std::net::SocketAddr) {
+        let config = &self.inner.config;
+        let peer = match handshake::accept(&mut stream, &config.secret, &config.name).await {
+            Ok(peer) => peer,
+            Err(LinkError::Refused(reason)) => {
+                tracing::warn!("cluster link from {from} refused: {reason}");
+                return;
+            }
+            Err(e) => {
+                tracing::warn!("cluster link from {from} failed its handshake: {e}");
+                return;
+            }
+        };
+        // A node that calls is a peer (a node joining with the secret).
+        self.add_peer(&peer.name, &peer.addr);
+        self.serve(stream, peer.name).await;
+    }
+
+    async fn dial_loop(self, peer: String) {
+        let mut stopped = self.inner.stopped.subscribe();
+        let mut pause = Duration::from_millis(50);
+        loop {
+            if *stopped.borrow() {
+                return;
+            }
+            let Some(addr) = lock(&self.inner.peers).get(&peer).map(|p| p.addr.clone()) else {
+                return;
+            };
+            match self.dial(&peer, &addr).await {
+                Ok(stream) => {
+                    pause = Duration::from_millis(50);
+                    self.serve(stream, peer.clone()).await;
+                }
+                Err(LinkError::Refused(reason)) => {
+                    tracing::warn!("cluster link to {peer} at {addr} refused: {reason}");
+                }
+                Err(e) => tracing::debug!("cannot reach {peer} at {addr}: {e}"),
+            }
+            tokio::select! {
+                _ = tokio::time::sleep(pause) => {}
+                _ = stopped.wait_for(|s| *s) => return,
+            }
+            pause = (pause * 2).min(Duration::from_secs(1));
+        }
+    }
+
+    async fn dial(&self, peer: &str, addr: &str) -> Result<TcpStream, LinkError> {
+        let config = &self.inner.config;
+        let mut stream = tokio::time::timeout(handshake::TIMEOUT, TcpStream::connect(addr))
+            .await
+            .map_err(|_| LinkError::HandshakeTimeout)?
+            .map_err(LinkError::Io)?;
+        handshake::dial(
+            &mut stream,
+            &config.secret,
+            &config.name,
+            &config.addr,
+            peer,
+        )
+        .await?;
+        Ok(stream)
+    }
+
+    /// Runs an authenticated connection to `peer` until it closes.
+    async fn serve(&self, stream: TcpStream, peer: String) {
+        let _ = stream.set_nodelay(true);
+        let (connection, done) = Connection::start(
+            stream,
+            peer.clone(),
+            self.clone(),
+            self.inner.config.heartbeat,
+            self.inner.config.dead_after,
+        );
+        let replaced = {
+            let peers = lock(&self.inner.peers);
+            match peers.get(&peer) {
+                Some(state) => state.connection.send_replace(Some(connection.clone())),
+                None => None,
+            }
+        };
+        if let Some(old) = replaced {
+            old.close();
+        }
+        tracing::info!("cluster link to {peer} is up");
+        let _ = done.await;
+        let peers = lock(&self.inner.peers);
+        if let Some(state) = peers.get(&peer) {
+            state.connection.send_if_modified(|current| match current {
+                Some(c) if Arc::ptr_eq(c, &connection) => {
+                    *current = None;
+                    true
+                }
+                _ => false,
+            });
+        }
+        tracing::info!("cluster link to {peer} is down");
+    }
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,164 @@
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::net::TcpListener;
+
+use super::*;
+
+struct Echo;
+
+impl Handler for Echo {
+    fn handle(&self, from: &str, request: Request) -> Answer {
+        let from = from.to_owned();
+        Box::pin(async move {
+            match request {
+                Request::App(mut bytes) => {
+                    bytes.extend_from_slice(from.as_bytes());
+                    Response::App(Ok(bytes))
+                }
+                other => Response::refusal(&other, "echo only"),
+            }
+        })
+    }
+}
+
+async fn node(name: &str, secret: &[u8]) -> Link {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    let mut config = LinkConfig::new(name, addr, secret.to_vec());
+    config.heartbeat = Duration::from_millis(100);
+    config.dead_after = Duration::from_millis(500);
+    let link = Link::start(config, listener);
+    link.set_handler(Arc::new(Echo));
+    link
+}
+
+async fn ask(link: &Link, peer: &str, bytes: &[u8]) -> Result<Vec<u8>, String> {
+    match link
+        .request(peer, Request::App(bytes.to_vec()), Duration::from_secs(5))
+        .await
+    {
+        Ok(Response::App(answer)) => answer,
+        Ok(other) => Err(format!("{other:?}")),
+        Err(e) => Err(e.to_string()),
+    }
+}
+
+fn meet(a: &Link, b: &Link) {
+    a.add_peer(b.name(), b.addr());
+    b.add_peer(a.name(), a.addr());
+}
+
+#[tokio::test]
+async fn requests_go_both_ways_over_one_connection() {
+    let a = node("a", b"s").await;
+    let b = node("b", b"s").await;
+    meet(&a, &b);
+    assert_eq!(ask(&a, "b", b"hi ").await.unwrap(), b"hi a");
+    assert_eq!(ask(&b, "a", b"hey ").await.unwrap(), b"hey b");
+    assert!(a.peers()[0].connected && b.peers()[0].connected);
+}
+
+#[tokio::test]
+async fn many_requests_at_once_each_get_their_own_answer() {
+    let a = node("a", b"s").await;
+    let b = node("b", b"s").await;
+    meet(&a, &b);
+    let asks = (0..2000u32).map(|i| {
+        let b = b.clone();
+        async move { (i, ask(&b, "a", &i.to_be_bytes()).await) }
+    });
+    for (i, answer) in futures::future::join_all(asks).await {
+        let answer = answer.unwrap();
+        assert_eq!(&answer[..4], &i.to_be_bytes());
+    }
+}
+
+#[tokio::test]
+async fn a_node_with_another_secret_is_never_connected() {
+    let a = node("a", b"right").await;
+    let b = node("b", b"wrong").await;
+    meet(&a, &b);
+    let answer = a
+        .request("b", Request::App(vec![]), Duration::from_millis(800))
+        .await;
+    assert!(matches!(answer, Err(LinkError::Timeout(_))), "{answer:?}");
+    assert!(!a.peers()[0].connected);
+    assert!(!b.peers()[0].connected);
+}
+
+#[tokio::test]
+async fn an_unknown_peer_is_an_error() {
+    let a = node("a", b"s").await;
+    assert!(matches!(
+        a.request("zz", Request::App(vec![]), Duration::from_millis(100))
+            .await,
+        Err(LinkError::UnknownPeer(_))
+    ));
+}
+
+#[tokio::test]
+async fn a_restarted_peer_is_called_back() {
+    let a = node("a", b"s").await;
+    let b = node("b", b"s").await;
+    meet(&a, &b);
+    assert!(ask(&a, "b", b"1").await.is_ok());
+    // b goes away; a new b listens on the same address.
+    let addr = b.addr().to_owned();
+    b.stop();
+    drop(b);
+    let listener = loop {
+        // The old listener task may take a moment to drop its socket.
+        match TcpListener::bind(&addr).await {
+            Ok(l) => break l,
+            Err(_) => tokio::time::sleep(Duration::from_millis(20)).await,
+        }
+    };
+    let b2 = Link::start(LinkConfig::new("b", addr, b"s".to_vec()), listener);
+    b2.set_handler(Arc::new(Echo));
+    assert_eq!(ask(&a, "b", b"2 ").await.unwrap(), b"2 a");
+    assert_eq!(ask(&b2, "a", b"3 ").await.unwrap(), b"3 b");
+}
+
+/// A peer that passes the handshake, then never says anything again (a SIGSTOPped process): it
+/// is taken for dead after `dead_after`, and a request waiting on it fails then, not later.
+#[tokio::test]
+async fn a_silent_peer_is_taken_for_dead() {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let silent_addr = listener.local_addr().unwrap().to_string();
+    // "a" sorts before "z", so a calls z.
+    let a = node("a", b"s").await;
+    a.add_peer("z", &silent_addr);
+    let (mut stream, _) = listener.accept().await.unwrap();
+    handshake::accept(&mut stream, b"s", "z").await.unwrap();
+    let started = std::time::Instant::now();
+    let answer = a
+        .request("z", Request::App(vec![]), Duration::from_secs(10))
+        .await;
+    assert!(matches!(answer, Err(LinkError::Lost(_))), "{answer:?}");
+    assert!(started.elapsed() < Duration::from_secs(5));
+    drop(stream);
+}
+
+/// Garbage after the handshake closes that connection only.
+#[tokio::test]
+async fn garbage_from_a_peer_closes_its_connection() {
+    use tokio::io::AsyncWriteExt;
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let rogue_addr = listener.local_addr().unwrap().to_string();
+    let a = node("a", b"s").await;
+    let b = node("b", b"s").await;
+    meet(&a, &b);
+    a.add_peer("z", &rogue_addr);
+    let (mut stream, _) = listener.accept().await.unwrap();
+    handshake::accept(&mut stream, b"s", "z").await.unwrap();
+    stream
+        .write_all(&[0, 0, 0, 5, 0xff, 0xff, 0xff, 0xff, 0xff])
+        .await
+        .unwrap();
+    let mut buf = [0u8; 64];
+    // a closes it: reads reach the end (pings may arrive first).
+    use tokio::io::AsyncReadExt;
+    while stream.read(&mut buf).await.unwrap_or(0) > 0 {}
+    assert_eq!(ask(&a, "b", b"ok ").await.unwrap(), b"ok a");
+}
