@@ -21,6 +21,8 @@ use crate::vhost::Vhost;
 
 pub struct Broker {
     pub config: Config,
+    /// This node's name (`Config::node_name`), worked out once.
+    node_name: String,
     pub store: Store,
     /// Where vhosts make their definition changes durable before applying them.
     definitions: Arc<dyn DefinitionLog>,
@@ -47,6 +49,9 @@ pub struct Broker {
     /// The listeners, by RabbitMQ's protocol name (`amqp`, `amqp/ssl`, `http`) and bound port,
     /// for the health checks; set once the server has bound them.
     pub listeners: std::sync::OnceLock<Vec<(&'static str, u16)>>,
+    /// This node's part in the cluster (alone: a cluster of one); set once the server has
+    /// started it.
+    pub cluster: std::sync::OnceLock<Arc<crate::clustering::Clustering>>,
 }
 
 impl Broker {
@@ -102,6 +107,7 @@ impl Broker {
             config.vm_memory_high_watermark_absolute,
         );
         Ok(Arc::new(Broker {
+            node_name: config.node_name(),
             config,
             store,
             definitions,
@@ -118,6 +124,7 @@ impl Broker {
             alarms: watch::channel(Alarms::default()).0,
             record_updates: tokio::sync::Mutex::new(()),
             listeners: std::sync::OnceLock::new(),
+            cluster: std::sync::OnceLock::new(),
             management_requests: Arc::new(tokio::sync::Semaphore::new(
                 crate::management::CONCURRENT_REQUESTS,
             )),
@@ -366,6 +373,10 @@ impl Broker {
     }
 
     /// The resource alarms, watched by every connection.
+    pub fn node_name(&self) -> &str {
+        &self.node_name
+    }
+
     pub fn alarms(&self) -> watch::Receiver<Alarms> {
         self.alarms.subscribe()
     }

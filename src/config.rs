@@ -122,9 +122,45 @@ pub struct Config {
     /// `load_definitions`). A file that cannot be imported stops the start.
     #[arg(long, env = "WARREN_LOAD_DEFINITIONS")]
     pub load_definitions: Option<PathBuf>,
+    /// This node's name in a cluster (RabbitMQ's node name): `warren@<hostname>` by default.
+    #[arg(long, env = "WARREN_NODE_NAME")]
+    pub node_name: Option<String>,
+    /// The cluster link's listener, e.g. 0.0.0.0:25672. With --cluster-peers, the node is a
+    /// member of a cluster; without, it runs alone.
+    #[arg(long, env = "WARREN_CLUSTER_LISTEN")]
+    pub cluster_listen: Option<SocketAddr>,
+    /// The cluster's seed nodes, `NAME@HOST:PORT,...` (this node's own entry may be among them).
+    /// The cluster forms once a majority of them is up; every node is started with the same list.
+    #[arg(long, env = "WARREN_CLUSTER_PEERS", value_delimiter = ',')]
+    pub cluster_peers: Vec<String>,
+    /// A file holding the cluster's shared secret (RabbitMQ's Erlang cookie): a node that does
+    /// not know it is refused on the cluster link.
+    #[arg(long, env = "WARREN_CLUSTER_SECRET_FILE")]
+    pub cluster_secret_file: Option<PathBuf>,
+    /// The cluster's shared secret itself (rather than --cluster-secret-file).
+    #[arg(long, env = "WARREN_CLUSTER_SECRET", hide_env_values = true)]
+    pub cluster_secret: Option<String>,
+    /// How long a definition change (a declare, a bind, a delete) waits for a majority of the
+    /// cluster before it is refused, in milliseconds.
+    #[arg(long, env = "WARREN_CLUSTER_COMMIT_TIMEOUT", default_value_t = 10_000)]
+    pub cluster_commit_timeout: u64,
 }
 
 impl Config {
+    /// This node's name: `--node-name`, or `warren@<short hostname>` as RabbitMQ's default is
+    /// `rabbit@<short hostname>`.
+    pub fn node_name(&self) -> String {
+        if let Some(name) = &self.node_name {
+            return name.clone();
+        }
+        let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
+        let short = host.trim().split('.').next().unwrap_or_default();
+        format!(
+            "warren@{}",
+            if short.is_empty() { "localhost" } else { short }
+        )
+    }
+
     /// Settings for tests and embedding: loopback listeners on free ports.
     pub fn ephemeral(data_dir: PathBuf) -> Self {
         Config {
@@ -154,6 +190,12 @@ impl Config {
             loopback_users: vec!["guest".to_owned()],
             auth_mechanisms: vec![Mechanism::Plain, Mechanism::Amqplain],
             load_definitions: None,
+            node_name: None,
+            cluster_listen: None,
+            cluster_peers: Vec::new(),
+            cluster_secret_file: None,
+            cluster_secret: None,
+            cluster_commit_timeout: 10_000,
         }
     }
 

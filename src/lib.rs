@@ -9,6 +9,7 @@
 pub mod alarm;
 pub mod auth;
 pub mod broker;
+pub mod clustering;
 pub mod config;
 pub mod config_file;
 pub mod connection;

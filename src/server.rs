@@ -20,6 +20,8 @@ pub enum ServerError {
     Storage(#[from] warren_storage::StorageError),
     #[error(transparent)]
     Tls(#[from] crate::tls::TlsError),
+    #[error(transparent)]
+    Cluster(#[from] crate::clustering::ClusterStartError),
     #[error("cannot read the definitions file {path}: {source}")]
     DefinitionsFile {
         path: std::path::PathBuf,
@@ -50,10 +52,20 @@ impl Server {
             }
             None => None,
         };
+        // Checked before anything is bound: a mistake in the cluster flags stops the start.
+        let cluster_settings =
+            crate::clustering::Settings::from_config(&config).map_err(crate::clustering::ClusterStartError::from)?;
         let amqp = TcpListener::bind(config.amqp_listen).await?;
         let http = TcpListener::bind(config.http_listen).await?;
         std::fs::create_dir_all(&config.data_dir)?;
         let broker = Broker::open(config)?;
+        let clustering = crate::clustering::Clustering::start(
+            cluster_settings,
+            &broker.config.data_dir,
+            Duration::from_millis(broker.config.cluster_commit_timeout),
+        )
+        .await?;
+        let _ = broker.cluster.set(Arc::new(clustering));
         let mut listeners = vec![("amqp", amqp.local_addr()?.port())];
         if let Some((l, _)) = &amqps {
             listeners.push(("amqp/ssl", l.local_addr()?.port()));
@@ -145,6 +157,9 @@ impl Server {
         http.abort();
         disk.abort();
         memory.abort();
+        if let Some(cluster) = self.broker.cluster.get() {
+            cluster.stop().await;
+        }
     }
 }
 

@@ -7,7 +7,10 @@
 //! - `state_machine.rs`: openraft's `RaftStateMachine` around an [`Applier`] the application
 //!   supplies (what a committed entry does is the application's business).
 
+pub mod group;
 pub mod link;
+pub mod network;
+pub mod node;
 pub mod types;
 
 pub use types::{node_id, Node, NodeId, Proposal, TypeConfig};

@@ -78,6 +78,9 @@ pub enum ApiError {
     BadRequest(Value),
     /// The change could not be stored.
     Internal(String),
+    /// No majority of the cluster confirmed a change in time (503, `timeout`, as RabbitMQ's
+    /// management API answers when its metadata store has no quorum).
+    Unavailable(String),
 }
 
 impl IntoResponse for ApiError {
@@ -132,6 +135,11 @@ impl IntoResponse for ApiError {
             )
                 .into_response(),
             ApiError::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE.into_response(),
+            ApiError::Unavailable(reason) => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                Json(json!({"error": "timeout", "reason": reason})),
+            )
+                .into_response(),
         }
     }
 }
@@ -229,8 +237,8 @@ fn queue_json(s: &QueueSnapshot, node: &str) -> Value {
     })
 }
 
-async fn queues_json(vhosts: &[Arc<Vhost>]) -> Value {
-    let node = super::node_name();
+async fn queues_json(vhosts: &[Arc<Vhost>], node: &str) -> Value {
+    let node = node.to_owned();
     let snapshots = super::queue_snapshots(vhosts).await;
     Value::Array(snapshots.iter().map(|s| queue_json(s, &node)).collect())
 }
@@ -269,8 +277,8 @@ pub async fn overview(State(broker): Shared, _user: User) -> Answer {
         "management_version": env!("CARGO_PKG_VERSION"),
         "product_name": "Warren",
         "product_version": env!("CARGO_PKG_VERSION"),
-        "node": super::node_name(),
-        "cluster_name": super::node_name(),
+        "node": broker.node_name(),
+        "cluster_name": cluster_name(&broker),
         "object_totals": {
             // As RabbitMQ counts them: connections past connection.open, and their channels.
             "connections": open.len(),
@@ -300,20 +308,78 @@ pub async fn whoami(State(broker): Shared, User(name): User) -> Answer {
     Ok(Json(json!({"name": name, "tags": tags})))
 }
 
+/// The cluster's members: this node with its own figures, the others with whether this node
+/// reaches them over the cluster link (RabbitMQ's `running` as this node sees it). `partitions`
+/// stays empty: a node cut off from the majority cannot change anything (the metadata group has
+/// no quorum there), so there is never a split to heal.
 pub async fn nodes(State(broker): Shared, _user: User) -> Answer {
     let alarms = *broker.alarms().borrow();
     let c = &broker.config;
-    Ok(Json(json!([{
-        "name": super::node_name(),
+    let me = json!({
+        "name": broker.node_name(),
         "type": "disc",
         "running": true,
+        "partitions": [],
         "mem_alarm": alarms.memory,
         "disk_free_alarm": alarms.disk,
         "mem_used": crate::message::held_bytes(),
         "mem_limit": broker.memory_limit,
         "disk_free": crate::alarm::free_bytes(&c.data_dir),
         "disk_free_limit": c.disk_free_limit,
-    }])))
+    });
+    let Some(cluster) = broker.cluster.get() else {
+        return Ok(Json(json!([me])));
+    };
+    let list = cluster
+        .members()
+        .into_iter()
+        .map(|m| match m.name == broker.node_name() {
+            true => me.clone(),
+            false => json!({
+                "name": m.name,
+                "type": "disc",
+                "running": m.reachable,
+                "partitions": [],
+                "cluster_links": [{"name": m.name, "peer_addr": m.addr}],
+            }),
+        })
+        .collect();
+    Ok(Json(Value::Array(list)))
+}
+
+/// The cluster's name: the one set (`PUT /api/cluster-name`), else its first node's.
+fn cluster_name(broker: &Broker) -> String {
+    match broker.cluster.get() {
+        Some(cluster) => cluster.cluster_name(),
+        None => broker.node_name().to_owned(),
+    }
+}
+
+pub async fn get_cluster_name(State(broker): Shared, _user: User) -> Answer {
+    Ok(Json(json!({"name": cluster_name(&broker)})))
+}
+
+/// Sets the cluster's name, for every node (through the metadata group).
+pub async fn put_cluster_name(
+    State(broker): Shared,
+    _admin: super::admin::Admin,
+    body: axum::body::Bytes,
+) -> Result<axum::http::StatusCode, ApiError> {
+    let body = super::admin::object(&body)?;
+    let Some(name) = body.get("name").and_then(Value::as_str) else {
+        return Err(ApiError::BadRequest(json!("[{key_missing,name}]")));
+    };
+    let Some(cluster) = broker.cluster.get() else {
+        return Err(ApiError::Internal("the node is starting".into()));
+    };
+    let command = crate::clustering::MetadataCommand::SetClusterName(name.to_owned());
+    match cluster.metadata.commit(&command).await {
+        Ok(()) => Ok(axum::http::StatusCode::NO_CONTENT),
+        Err(warren_cluster::group::ProposeError::Timeout(_)) => Err(ApiError::Unavailable(
+            "no majority of the cluster's nodes confirmed the change".into(),
+        )),
+        Err(e) => Err(ApiError::Internal(e.to_string())),
+    }
 }
 
 /// A vhost as RabbitMQ 3.10 shows it (the metadata twice, as it does).
@@ -366,7 +432,7 @@ fn object_vhosts(broker: &Broker, user: &str) -> Vec<Arc<Vhost>> {
 }
 
 pub async fn queues_all(State(broker): Shared, User(user): User) -> Answer {
-    Ok(Json(queues_json(&object_vhosts(&broker, &user)).await))
+    Ok(Json(queues_json(&object_vhosts(&broker, &user), broker.node_name()).await))
 }
 
 pub async fn queues_in(
@@ -376,7 +442,7 @@ pub async fn queues_in(
 ) -> Answer {
     authorise_vhost(&broker, &user, &name)?;
     let v = vhost(&broker, &name)?;
-    Ok(Json(queues_json(&[v]).await))
+    Ok(Json(queues_json(&[v], broker.node_name()).await))
 }
 
 pub async fn queue_one(
@@ -392,7 +458,7 @@ pub async fn queue_one(
         .find(|q| *q.name == *queue)
         .ok_or(ApiError::NotFound)?;
     let snapshot = super::queue_snapshot(&v.name, q).await;
-    Ok(Json(queue_json(&snapshot, &super::node_name())))
+    Ok(Json(queue_json(&snapshot, &broker.node_name())))
 }
 
 pub async fn exchanges_all(State(broker): Shared, User(user): User) -> Answer {

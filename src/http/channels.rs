@@ -91,8 +91,7 @@ fn channel_json(ch: &Shown, node: &str) -> Value {
     })
 }
 
-fn channels_json(conns: &[Open]) -> Value {
-    let node = super::node_name();
+fn channels_json(conns: &[Open], node: &str) -> Value {
     let mut shown = channels_of(conns);
     // RabbitMQ's default order: by vhost, then name (the connections come sorted so already,
     // but channel 10 sorts before channel 2 by name).
@@ -100,8 +99,7 @@ fn channels_json(conns: &[Open]) -> Value {
     Value::Array(shown.iter().map(|c| channel_json(c, &node)).collect())
 }
 
-fn consumers_json(conns: &[Open]) -> Value {
-    let node = super::node_name();
+fn consumers_json(conns: &[Open], node: &str) -> Value {
     let channels = channels_of(conns);
     let mut all: Vec<(&Shown, &ConsumerInfo)> = channels
         .iter()
@@ -124,11 +122,11 @@ fn consumers_json(conns: &[Open]) -> Value {
 }
 
 pub async fn all(State(broker): Shared, User(user): User) -> Answer {
-    Ok(Json(channels_json(&visible(&broker, &user, None)?)))
+    Ok(Json(channels_json(&visible(&broker, &user, None)?, broker.node_name())))
 }
 
 pub async fn in_vhost(State(broker): Shared, User(user): User, Path(v): Path<String>) -> Answer {
-    Ok(Json(channels_json(&visible(&broker, &user, Some(&v))?)))
+    Ok(Json(channels_json(&visible(&broker, &user, Some(&v))?, broker.node_name())))
 }
 
 /// `GET /api/connections/{name}/channels`.
@@ -138,13 +136,13 @@ pub async fn of_connection(
     Path(name): Path<String>,
 ) -> Answer {
     let conn = one(&broker, &user, &name, false)?;
-    Ok(Json(channels_json(&[conn])))
+    Ok(Json(channels_json(&[conn], broker.node_name())))
 }
 
 /// `GET /api/channels/{name}`: the channel with its consumers.
 pub async fn get_one(State(broker): Shared, User(user): User, Path(name): Path<String>) -> Answer {
     let conns = visible(&broker, &user, None)?;
-    let node = super::node_name();
+    let node = broker.node_name();
     let ch = channels_of(&conns)
         .into_iter()
         .find(|c| c.name() == name)
@@ -160,7 +158,7 @@ pub async fn get_one(State(broker): Shared, User(user): User, Path(name): Path<S
 }
 
 pub async fn consumers_all(State(broker): Shared, User(user): User) -> Answer {
-    Ok(Json(consumers_json(&visible(&broker, &user, None)?)))
+    Ok(Json(consumers_json(&visible(&broker, &user, None)?, broker.node_name())))
 }
 
 pub async fn consumers_in(
@@ -168,5 +166,5 @@ pub async fn consumers_in(
     User(user): User,
     Path(v): Path<String>,
 ) -> Answer {
-    Ok(Json(consumers_json(&visible(&broker, &user, Some(&v))?)))
+    Ok(Json(consumers_json(&visible(&broker, &user, Some(&v))?, broker.node_name())))
 }

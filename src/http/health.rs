@@ -39,7 +39,7 @@ fn alarms_answer(broker: &Broker) -> (StatusCode, Json<serde_json::Value>) {
     if !alarms.any() {
         return (StatusCode::OK, Json(json!({"status": "ok"})));
     }
-    let node = super::node_name();
+    let node = broker.node_name().to_owned();
     let mut list = Vec::new();
     if alarms.disk {
         list.push(json!({"node": node, "resource": "disk space"}));
@@ -173,7 +173,7 @@ pub async fn certificate_expiration(
                 "status": "failed",
                 "reason": "Certificates expiring",
                 "expired": [{
-                    "node": super::node_name(),
+                    "node": broker.node_name().to_owned(),
                     "protocol": "amqp/ssl",
                     "port": port,
                     "certfile": path.display().to_string(),

@@ -62,7 +62,7 @@ async fn render(broker: &Broker, per_object: bool) -> String {
         |f: fn(&QueueStats) -> u32| queues.iter().map(|q| f64::from(f(&q.stats))).sum::<f64>();
     let alarms = *broker.alarms().borrow();
     let c = &broker.config;
-    let node = super::node_name();
+    let node = broker.node_name().to_owned();
     let mut out = Exposition(String::new());
     out.gauge(
         "rabbitmq_identity_info",

@@ -97,16 +97,6 @@ async fn queue_snapshots(vhosts: &[Arc<Vhost>]) -> Vec<QueueSnapshot> {
     out
 }
 
-/// This node's name as the management API shows it, `warren@HOST` like RabbitMQ's `rabbit@HOST`.
-fn node_name() -> String {
-    let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
-    let short = host.trim().split('.').next().unwrap_or_default();
-    format!(
-        "warren@{}",
-        if short.is_empty() { "localhost" } else { short }
-    )
-}
-
 /// Every route: health checks, the management API, the metrics.
 fn router(broker: Arc<Broker>) -> Router {
     Router::new()
@@ -140,6 +130,10 @@ fn router(broker: Arc<Broker>) -> Router {
         .route("/api/overview", get(api::overview))
         .route("/api/whoami", get(api::whoami))
         .route("/api/nodes", get(api::nodes))
+        .route(
+            "/api/cluster-name",
+            get(api::get_cluster_name).put(api::put_cluster_name),
+        )
         .route("/api/vhosts", get(api::vhosts))
         .route(
             "/api/vhosts/{vhost}",

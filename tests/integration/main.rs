@@ -17,6 +17,7 @@ mod access_control;
 mod adversarial;
 mod alarms;
 mod basic;
+mod cluster;
 mod config_file;
 mod confirms;
 mod connection;

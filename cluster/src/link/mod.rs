@@ -119,8 +119,8 @@ pub struct Link {
 }
 
 impl Link {
-    /// Starts accepting peers on `listener`.
-    pub fn start(config: LinkConfig, listener: TcpListener) -> Link {
+    /// Starts accepting peers on `listener` (none: a node alone, which only ever calls out).
+    pub fn start(config: LinkConfig, listener: Option<TcpListener>) -> Link {
         let link = Link {
             inner: Arc::new(Inner {
                 config,
@@ -130,7 +130,9 @@ impl Link {
                 stopped: watch::channel(false).0,
             }),
         };
-        tokio::spawn(link.clone().accept_loop(listener));
+        if let Some(listener) = listener {
+            tokio::spawn(link.clone().accept_loop(listener));
+        }
         link
     }
 

@@ -28,7 +28,7 @@ async fn node(name: &str, secret: &[u8]) -> Link {
     let mut config = LinkConfig::new(name, addr, secret.to_vec());
     config.heartbeat = Duration::from_millis(100);
     config.dead_after = Duration::from_millis(500);
-    let link = Link::start(config, listener);
+    let link = Link::start(config, Some(listener));
     link.set_handler(Arc::new(Echo));
     link
 }
@@ -114,7 +114,7 @@ async fn a_restarted_peer_is_called_back() {
             Err(_) => tokio::time::sleep(Duration::from_millis(20)).await,
         }
     };
-    let b2 = Link::start(LinkConfig::new("b", addr, b"s".to_vec()), listener);
+    let b2 = Link::start(LinkConfig::new("b", addr, b"s".to_vec()), Some(listener));
     b2.set_handler(Arc::new(Echo));
     assert_eq!(ask(&a, "b", b"2 ").await.unwrap(), b"2 a");
     assert_eq!(ask(&b2, "a", b"3 ").await.unwrap(), b"3 b");

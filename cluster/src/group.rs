@@ -1,0 +1,265 @@
+//! A Raft group on this node: its log and state machine in a directory of its own, its network
+//! over the node's link, and proposing to it from any member (a follower sends the proposal to the
+//! leader over the link).
+//!
+//! Every member of a group starts it with the same seed members; a member whose log is empty
+//! initializes the group with them (openraft allows every member to do so with the same
+//! membership), so nodes may start in any order and the group forms once a majority is up.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use openraft::errors::{ClientWriteError, RaftError};
+use thiserror::Error;
+
+use crate::link::{GroupId, LinkError, ProposeRefused, Request, Response};
+use crate::log_store::LogStore;
+use crate::network::GroupNetwork;
+use crate::node::ClusterNode;
+use crate::state_machine::{Applier, StateMachine};
+use crate::types::{node_id, Node, NodeId, Proposal, TypeConfig};
+use crate::ClusterError;
+
+pub type GroupRaft = openraft::Raft<TypeConfig, StateMachine>;
+
+/// A group's timing.
+#[derive(Debug, Clone)]
+pub struct Timing {
+    pub heartbeat: Duration,
+    pub election_min: Duration,
+    pub election_max: Duration,
+}
+
+impl Default for Timing {
+    fn default() -> Self {
+        Timing {
+            heartbeat: Duration::from_millis(250),
+            election_min: Duration::from_millis(1000),
+            election_max: Duration::from_millis(2000),
+        }
+    }
+}
+
+#[derive(Debug, Error)]
+pub enum ProposeError {
+    /// No leader with a majority answered in time: this node may be on the minority side of a
+    /// partition, or too few members are up. The change may still be made, if a leader had it.
+    #[error("no majority of the cluster confirmed the change in time ({0:?})")]
+    Timeout(Duration),
+    #[error("the cluster refused the change: {0}")]
+    Failed(String),
+}
+
+/// A member's view of one other member (or itself).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MemberStatus {
+    pub name: String,
+    pub addr: String,
+    /// This node itself, or a peer whose link is up.
+    pub reachable: bool,
+    pub leader: bool,
+}
+
+#[cfg(test)]
+mod tests;
+
+pub struct Group {
+    id: GroupId,
+    me: NodeId,
+    raft: GroupRaft,
+    node: Arc<ClusterNode>,
+    numbers: AtomicU64,
+}
+
+impl Group {
+    /// Starts this node's member of group `id`, its files in `dir`; `members` are the group's
+    /// seed members (this node among them).
+    pub async fn start(
+        node: Arc<ClusterNode>,
+        id: impl Into<GroupId>,
+        dir: &Path,
+        applier: Arc<dyn Applier>,
+        members: &[Node],
+        timing: Timing,
+    ) -> Result<Arc<Group>, ClusterError> {
+        let id = id.into();
+        let me = node_id(node.name());
+        for m in members {
+            node.link().add_peer(&m.name, &m.addr);
+        }
+        std::fs::create_dir_all(dir).map_err(|source| ClusterError::File {
+            path: dir.to_path_buf(),
+            source,
+        })?;
+        let log = LogStore::open(dir.join("log.redb"))?;
+        let state_machine = StateMachine::open(dir.join("snapshot"), applier)?;
+        let config = openraft::Config {
+            cluster_name: id.clone(),
+            heartbeat_interval: timing.heartbeat.as_millis() as u64,
+            election_timeout_min: timing.election_min.as_millis() as u64,
+            election_timeout_max: timing.election_max.as_millis() as u64,
+            // A node cut off and back does not depose a healthy leader.
+            enable_pre_vote: Some(true),
+            ..Default::default()
+        }
+        .validate()
+        .map_err(|e| ClusterError::Raft(e.to_string()))?;
+        let network = GroupNetwork::new(node.link().clone(), id.clone());
+        let raft = openraft::Raft::new(me, Arc::new(config), network, log, state_machine)
+            .await
+            .map_err(|e| ClusterError::Raft(e.to_string()))?;
+        node.add_group(id.clone(), Arc::new(raft.clone()));
+        let initialized = raft
+            .is_initialized()
+            .await
+            .map_err(|e| ClusterError::Raft(e.to_string()))?;
+        if !initialized {
+            let seeds: BTreeMap<NodeId, Node> =
+                members.iter().map(|m| (node_id(&m.name), m.clone())).collect();
+            // Another member may have initialized it and reached this one first: fine.
+            if let Err(e) = raft.initialize(seeds).await {
+                tracing::debug!("group {id}: initialize: {e}");
+            }
+        }
+        // Numbers from the clock, so that a restarted node never reuses one an entry of its
+        // previous life still carries.
+        let start = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_nanos() as u64)
+            .unwrap_or(1);
+        Ok(Arc::new(Group {
+            id,
+            me,
+            raft,
+            node,
+            numbers: AtomicU64::new(start),
+        }))
+    }
+
+    pub fn id(&self) -> &str {
+        &self.id
+    }
+
+    pub fn raft(&self) -> &GroupRaft {
+        &self.raft
+    }
+
+    /// A proposal of this node's, numbered: the applier knows it by (origin, number).
+    pub fn proposal(&self, payload: Vec<u8>) -> Proposal {
+        Proposal {
+            origin: self.me,
+            number: self.numbers.fetch_add(1, Ordering::Relaxed),
+            payload,
+        }
+    }
+
+    /// Proposes `proposal` and waits until the group has committed it (the leader has applied
+    /// it; this node applies it in its turn). Retried only where it cannot have been appended (a
+    /// node that is not the leader refused it, or it could not be sent), so it is never committed
+    /// twice.
+    pub async fn propose(&self, proposal: Proposal, timeout: Duration) -> Result<(), ProposeError> {
+        let deadline = tokio::time::Instant::now() + timeout;
+        let mut metrics = self.raft.metrics();
+        loop {
+            let leader = metrics.borrow().current_leader;
+            let remaining = deadline.saturating_duration_since(tokio::time::Instant::now());
+            if remaining.is_zero() {
+                return Err(ProposeError::Timeout(timeout));
+            }
+            match leader {
+                Some(leader) if leader == self.me => {
+                    let outcome =
+                        tokio::time::timeout(remaining, self.raft.client_write(proposal.clone()))
+                            .await;
+                    match outcome {
+                        Err(_) => return Err(ProposeError::Timeout(timeout)),
+                        Ok(Ok(_)) => return Ok(()),
+                        Ok(Err(RaftError::APIError(ClientWriteError::ForwardToLeader(_)))) => {
+                            // Lost the leadership before appending: ask the next leader.
+                        }
+                        Ok(Err(e)) => return Err(ProposeError::Failed(e.to_string())),
+                    }
+                }
+                Some(leader) => {
+                    let Some(name) = self.member_name(leader) else {
+                        return Err(ProposeError::Failed(format!(
+                            "leader {leader:x} is not a member"
+                        )));
+                    };
+                    let request = Request::Propose {
+                        group: self.id.clone(),
+                        proposal: proposal.clone(),
+                    };
+                    match self.node.link().request(&name, request, remaining).await {
+                        Ok(Response::Propose(Ok(()))) => return Ok(()),
+                        Ok(Response::Propose(Err(ProposeRefused::NotLeader { .. }))) => {}
+                        Ok(Response::Propose(Err(ProposeRefused::Failed(e)))) => {
+                            return Err(ProposeError::Failed(e))
+                        }
+                        Ok(other) => {
+                            return Err(ProposeError::Failed(format!(
+                                "unexpected answer {other:?}"
+                            )))
+                        }
+                        Err(LinkError::Timeout(_)) => return Err(ProposeError::Timeout(timeout)),
+                        // Never sent: safe to try again once the leader may have changed.
+                        Err(LinkError::NotConnected(_)) | Err(LinkError::UnknownPeer(_)) => {}
+                        Err(e) => return Err(ProposeError::Failed(e.to_string())),
+                    }
+                }
+                None => {}
+            }
+            // Wait for a (new) leader, or a moment if the same one refused.
+            let _ = tokio::time::timeout(
+                remaining.min(Duration::from_millis(100)),
+                metrics.changed(),
+            )
+            .await;
+        }
+    }
+
+    fn member_name(&self, id: NodeId) -> Option<String> {
+        let metrics = self.raft.metrics();
+        let metrics = metrics.borrow();
+        metrics
+            .membership_config
+            .membership()
+            .get_node(&id)
+            .map(|n| n.name.clone())
+    }
+
+    /// The group's members as this node sees them.
+    pub fn members(&self) -> Vec<MemberStatus> {
+        let metrics = self.raft.metrics();
+        let metrics = metrics.borrow();
+        let peers = self.node.link().peers();
+        let mut members: Vec<MemberStatus> = metrics
+            .membership_config
+            .membership()
+            .nodes()
+            .map(|(id, n)| MemberStatus {
+                name: n.name.clone(),
+                addr: n.addr.clone(),
+                reachable: *id == self.me
+                    || peers.iter().any(|p| p.name == n.name && p.connected),
+                leader: metrics.current_leader == Some(*id),
+            })
+            .collect();
+        members.sort_by(|a, b| a.name.cmp(&b.name));
+        members
+    }
+
+    /// The leader's name, if one is known.
+    pub fn leader(&self) -> Option<String> {
+        let leader = self.raft.metrics().borrow().current_leader?;
+        self.member_name(leader)
+    }
+
+    pub async fn shutdown(&self) {
+        self.node.remove_group(&self.id);
+        let _ = self.raft.shutdown().await;
+    }
+}

@@ -1,0 +1,218 @@
+//! Three members of a group in one process, each with its own link on loopback.
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::net::TcpListener;
+
+use super::*;
+use crate::link::{Link, LinkConfig};
+
+#[derive(Default)]
+struct Recorder {
+    applied: Mutex<Vec<Vec<u8>>>,
+}
+
+impl Applier for Recorder {
+    fn apply(&self, _index: u64, proposal: &Proposal) {
+        self.applied.lock().unwrap().push(proposal.payload.clone());
+    }
+    fn snapshot(&self) -> Vec<u8> {
+        postcard::to_stdvec(&*self.applied.lock().unwrap()).unwrap()
+    }
+    fn install(&self, snapshot: &[u8]) {
+        *self.applied.lock().unwrap() = postcard::from_bytes(snapshot).unwrap_or_default();
+    }
+}
+
+impl Recorder {
+    fn applied(&self) -> Vec<Vec<u8>> {
+        self.applied.lock().unwrap().clone()
+    }
+}
+
+fn fast() -> Timing {
+    Timing {
+        heartbeat: Duration::from_millis(50),
+        election_min: Duration::from_millis(300),
+        election_max: Duration::from_millis(600),
+    }
+}
+
+struct Member {
+    group: Arc<Group>,
+    link: Link,
+    recorder: Arc<Recorder>,
+}
+
+async fn listeners(n: usize) -> (Vec<TcpListener>, Vec<Node>) {
+    let mut ls = Vec::new();
+    let mut nodes = Vec::new();
+    for i in 0..n {
+        let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        nodes.push(Node {
+            name: format!("m{i}"),
+            addr: l.local_addr().unwrap().to_string(),
+        });
+        ls.push(l);
+    }
+    (ls, nodes)
+}
+
+async fn member(listener: TcpListener, me: &Node, all: &[Node], dir: &Path) -> Member {
+    let link = Link::start(
+        LinkConfig::new(me.name.clone(), me.addr.clone(), b"secret".to_vec()),
+        Some(listener),
+    );
+    let node = ClusterNode::new(link.clone());
+    let recorder = Arc::new(Recorder::default());
+    let group = Group::start(node, "g", dir, recorder.clone(), all, fast())
+        .await
+        .unwrap();
+    Member {
+        group,
+        link,
+        recorder,
+    }
+}
+
+async fn stop(m: Member) {
+    m.group.shutdown().await;
+    m.link.stop();
+}
+
+async fn until(what: &str, mut check: impl FnMut() -> bool) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    while !check() {
+        assert!(tokio::time::Instant::now() < deadline, "{what}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn proposals_from_any_member_are_applied_everywhere_in_one_order() {
+    let dirs: Vec<_> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
+    let (ls, nodes) = listeners(3).await;
+    let mut members = Vec::new();
+    for (i, l) in ls.into_iter().enumerate() {
+        members.push(member(l, &nodes[i], &nodes, dirs[i].path()).await);
+    }
+    // Every member proposes, concurrently.
+    let mut proposing = Vec::new();
+    for (i, m) in members.iter().enumerate() {
+        for k in 0..20u8 {
+            let g = m.group.clone();
+            proposing.push(tokio::spawn(async move {
+                let p = g.proposal(vec![i as u8, k]);
+                g.propose(p, Duration::from_secs(20)).await
+            }));
+        }
+    }
+    for p in proposing {
+        p.await.unwrap().unwrap();
+    }
+    until("every member applied the 60", || {
+        members.iter().all(|m| m.recorder.applied().len() == 60)
+    })
+    .await;
+    let first = members[0].recorder.applied();
+    for m in &members[1..] {
+        assert_eq!(m.recorder.applied(), first, "the same order everywhere");
+    }
+    let mut sorted = first.clone();
+    sorted.sort();
+    sorted.dedup();
+    assert_eq!(sorted.len(), 60, "each once");
+    let leaders = members.iter().filter(|m| m.group.members().iter().any(|s| s.leader && s.name == m.link.name())).count();
+    assert_eq!(leaders, 1);
+    for m in members {
+        stop(m).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_minority_cannot_commit_and_a_restarted_member_catches_up() {
+    let dirs: Vec<_> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
+    let (ls, nodes) = listeners(3).await;
+    let mut members = Vec::new();
+    for (i, l) in ls.into_iter().enumerate() {
+        members.push(Some(member(l, &nodes[i], &nodes, dirs[i].path()).await));
+    }
+    let propose = |m: &Member, byte: u8, timeout| {
+        let g = m.group.clone();
+        async move {
+            let p = g.proposal(vec![byte]);
+            g.propose(p, timeout).await
+        }
+    };
+    propose(members[0].as_ref().unwrap(), 1, Duration::from_secs(20))
+        .await
+        .unwrap();
+
+    // m2 goes away; m0 and m1 are a majority and go on.
+    let m2 = members[2].take().unwrap();
+    stop(m2).await;
+    propose(members[1].as_ref().unwrap(), 2, Duration::from_secs(20))
+        .await
+        .unwrap();
+
+    // m2 comes back on the same address and directory: it has 1 (from its own log) and gets 2.
+    let listener = loop {
+        match TcpListener::bind(&nodes[2].addr).await {
+            Ok(l) => break l,
+            Err(_) => tokio::time::sleep(Duration::from_millis(20)).await,
+        }
+    };
+    let m2 = member(listener, &nodes[2], &nodes, dirs[2].path()).await;
+    until("m2 caught up", || m2.recorder.applied() == vec![vec![1], vec![2]]).await;
+    members[2] = Some(m2);
+
+    // m1 and m2 go: m0 alone cannot commit, and says so within its timeout.
+    for i in [1, 2] {
+        stop(members[i].take().unwrap()).await;
+    }
+    let lone = members[0].take().unwrap();
+    let outcome = propose(&lone, 3, Duration::from_secs(3)).await;
+    assert!(matches!(outcome, Err(ProposeError::Timeout(_))), "{outcome:?}");
+    assert_eq!(lone.recorder.applied(), vec![vec![1], vec![2]]);
+    stop(lone).await;
+}
+
+#[tokio::test]
+async fn a_single_member_group_commits_alone_and_replays_its_log_after_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let me = Node {
+        name: "solo".into(),
+        addr: String::new(),
+    };
+    let start = || async {
+        let link = Link::start(LinkConfig::new("solo", "", Vec::new()), None);
+        let recorder = Arc::new(Recorder::default());
+        let group = Group::start(
+            ClusterNode::new(link.clone()),
+            "g",
+            dir.path(),
+            recorder.clone(),
+            std::slice::from_ref(&me),
+            fast(),
+        )
+        .await
+        .unwrap();
+        Member {
+            group,
+            link,
+            recorder,
+        }
+    };
+    let m = start().await;
+    for b in 0..5u8 {
+        let p = m.group.proposal(vec![b]);
+        m.group.propose(p, Duration::from_secs(10)).await.unwrap();
+    }
+    assert_eq!(m.recorder.applied().len(), 5);
+    stop(m).await;
+    let m = start().await;
+    until("the log replayed", || m.recorder.applied().len() == 5).await;
+    assert_eq!(m.recorder.applied(), (0..5u8).map(|b| vec![b]).collect::<Vec<_>>());
+    stop(m).await;
+}

@@ -1,0 +1,182 @@
+//! This node's place in the cluster: its link, the Raft groups it is a member of, and where the
+//! link's requests go (a group's Raft messages and proposals to that group, the application's own
+//! traffic to the application).
+
+use std::collections::HashMap;
+use std::io::Cursor;
+use std::sync::{Arc, Mutex, RwLock};
+
+use futures::future::BoxFuture;
+
+use crate::link::{
+    Answer, GroupId, Handler, Link, ProposeRefused, RaftReply, RaftRpc, Request, Response,
+};
+use crate::types::{Proposal, TypeConfig};
+
+/// What the link needs of a group: to hand it Raft messages and proposals.
+pub trait GroupEndpoint: Send + Sync + 'static {
+    fn raft(&self, rpc: RaftRpc) -> BoxFuture<'static, Result<RaftReply, String>>;
+    fn propose(&self, proposal: Proposal) -> BoxFuture<'static, Result<(), ProposeRefused>>;
+}
+
+/// The application's side of the link: requests other nodes' applications send this one.
+pub trait AppHandler: Send + Sync + 'static {
+    fn handle(&self, from: &str, request: Vec<u8>) -> BoxFuture<'static, Result<Vec<u8>, String>>;
+}
+
+pub struct ClusterNode {
+    link: Link,
+    groups: RwLock<HashMap<GroupId, Arc<dyn GroupEndpoint>>>,
+    app: Mutex<Option<Arc<dyn AppHandler>>>,
+}
+
+impl ClusterNode {
+    pub fn new(link: Link) -> Arc<ClusterNode> {
+        let node = Arc::new(ClusterNode {
+            link: link.clone(),
+            groups: RwLock::new(HashMap::new()),
+            app: Mutex::new(None),
+        });
+        link.set_handler(Arc::new(Router(Arc::downgrade(&node))));
+        node
+    }
+
+    pub fn link(&self) -> &Link {
+        &self.link
+    }
+
+    pub fn name(&self) -> &str {
+        self.link.name()
+    }
+
+    pub fn set_app_handler(&self, handler: Arc<dyn AppHandler>) {
+        *self.app.lock().unwrap_or_else(|e| e.into_inner()) = Some(handler);
+    }
+
+    pub(crate) fn add_group(&self, id: GroupId, group: Arc<dyn GroupEndpoint>) {
+        self.groups
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(id, group);
+    }
+
+    pub(crate) fn remove_group(&self, id: &str) {
+        self.groups
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(id);
+    }
+
+    fn group(&self, id: &str) -> Option<Arc<dyn GroupEndpoint>> {
+        self.groups
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(id)
+            .cloned()
+    }
+}
+
+/// The link's handler: a weak reference, so the node can go while the link lives on.
+struct Router(std::sync::Weak<ClusterNode>);
+
+impl Handler for Router {
+    fn handle(&self, from: &str, request: Request) -> Answer {
+        let Some(node) = self.0.upgrade() else {
+            return Box::pin(async move { Response::refusal(&request, "the node is stopping") });
+        };
+        match request {
+            Request::Raft { group, rpc } => match node.group(&group) {
+                Some(g) => {
+                    let reply = g.raft(rpc);
+                    Box::pin(async move { Response::Raft(reply.await) })
+                }
+                None => Box::pin(async move {
+                    Response::Raft(Err(format!("no group {group} on this node")))
+                }),
+            },
+            Request::Propose { group, proposal } => match node.group(&group) {
+                Some(g) => {
+                    let outcome = g.propose(proposal);
+                    Box::pin(async move { Response::Propose(outcome.await) })
+                }
+                None => Box::pin(async move {
+                    Response::Propose(Err(ProposeRefused::Failed(format!(
+                        "no group {group} on this node"
+                    ))))
+                }),
+            },
+            Request::App(bytes) => {
+                let app = node.app.lock().unwrap_or_else(|e| e.into_inner()).clone();
+                let from = from.to_owned();
+                match app {
+                    Some(app) => {
+                        let answer = app.handle(&from, bytes);
+                        Box::pin(async move { Response::App(answer.await) })
+                    }
+                    None => Box::pin(async { Response::App(Err("the node is starting".into())) }),
+                }
+            }
+        }
+    }
+}
+
+/// Any group whose state machine takes snapshots as bytes is an endpoint.
+impl<SM> GroupEndpoint for openraft::Raft<TypeConfig, SM>
+where
+    SM: openraft::storage::RaftStateMachine<TypeConfig, SnapshotData = Cursor<Vec<u8>>>,
+{
+    fn raft(&self, rpc: RaftRpc) -> BoxFuture<'static, Result<RaftReply, String>> {
+        let raft = self.clone();
+        Box::pin(async move {
+            match rpc {
+                RaftRpc::Append(r) => raft
+                    .append_entries(r)
+                    .await
+                    .map(RaftReply::Append)
+                    .map_err(|e| e.to_string()),
+                RaftRpc::Vote(r) => raft
+                    .vote(r)
+                    .await
+                    .map(RaftReply::Vote)
+                    .map_err(|e| e.to_string()),
+                RaftRpc::PreVote(r) => raft
+                    .pre_vote(r)
+                    .await
+                    .map(RaftReply::Vote)
+                    .map_err(|e| e.to_string()),
+                RaftRpc::Snapshot { vote, meta, data } => raft
+                    .install_full_snapshot(
+                        vote,
+                        openraft::storage::Snapshot {
+                            meta,
+                            snapshot: Cursor::new(data),
+                        },
+                    )
+                    .await
+                    .map(RaftReply::Snapshot)
+                    .map_err(|e| e.to_string()),
+                RaftRpc::TransferLeader(r) => raft
+                    .handle_transfer_leader(r)
+                    .await
+                    .map(RaftReply::TransferLeader)
+                    .map_err(|e| e.to_string()),
+            }
+        })
+    }
+
+    fn propose(&self, proposal: Proposal) -> BoxFuture<'static, Result<(), ProposeRefused>> {
+        let raft = self.clone();
+        Box::pin(async move {
+            use openraft::errors::{ClientWriteError, RaftError};
+            match raft.client_write(proposal).await {
+                Ok(_) => Ok(()),
+                Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f))) => {
+                    Err(ProposeRefused::NotLeader {
+                        leader: f.leader_id,
+                    })
+                }
+                Err(e) => Err(ProposeRefused::Failed(e.to_string())),
+            }
+        })
+    }
+}

@@ -1,0 +1,243 @@
+//! Three Warren processes on loopback forming one cluster: membership as `/api/nodes` shows it,
+//! a change made on one node read back on the others, a node with the wrong secret refused, a
+//! minority refusing changes, and a node killed with SIGKILL rejoining with what it missed.
+
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+use crate::common::{http_json, ChildBroker};
+
+const SECRET: &str = "integration-test-cookie";
+/// How long a cluster may take to form (or catch up) with debug builds on a busy 2-core machine.
+const FORM: Duration = Duration::from_secs(90);
+
+struct Cluster {
+    dirs: Vec<tempfile::TempDir>,
+    cluster_ports: Vec<u16>,
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("free port")
+}
+
+impl Cluster {
+    fn new(nodes: usize) -> Cluster {
+        Cluster {
+            dirs: (0..nodes).map(|_| tempfile::tempdir().unwrap()).collect(),
+            cluster_ports: (0..nodes).map(|_| free_port()).collect(),
+        }
+    }
+
+    fn peers(&self) -> String {
+        self.cluster_ports
+            .iter()
+            .enumerate()
+            .map(|(i, port)| format!("n{}@127.0.0.1:{port}", i + 1))
+            .collect::<Vec<_>>()
+            .join(",")
+    }
+
+    /// Starts node `i` (0-based; named n1, n2, ...) with `secret`.
+    fn start_with_secret(&self, i: usize, secret: &str) -> ChildBroker {
+        let name = format!("n{}", i + 1);
+        let listen = format!("127.0.0.1:{}", self.cluster_ports[i]);
+        let peers = self.peers();
+        ChildBroker::start_with_env(
+            self.dirs[i].path(),
+            &[
+                "--node-name",
+                &name,
+                "--cluster-listen",
+                &listen,
+                "--cluster-peers",
+                &peers,
+                "--cluster-commit-timeout",
+                "3000",
+            ],
+            &[("WARREN_CLUSTER_SECRET", secret)],
+        )
+    }
+
+    fn start(&self, i: usize) -> ChildBroker {
+        self.start_with_secret(i, SECRET)
+    }
+}
+
+fn api(node: &ChildBroker, method: &str, path: &str, body: Option<&str>) -> (u16, Value) {
+    http_json(
+        ([127, 0, 0, 1], node.http_port).into(),
+        method,
+        path,
+        body,
+        ("guest", "guest"),
+    )
+}
+
+/// The nodes `node` lists and whether it sees each running, sorted by name.
+fn nodes(node: &ChildBroker) -> Vec<(String, bool)> {
+    let (status, list) = api(node, "GET", "/api/nodes", None);
+    assert_eq!(status, 200, "{list}");
+    let mut all: Vec<(String, bool)> = list
+        .as_array()
+        .expect("a list")
+        .iter()
+        .map(|n| {
+            (
+                n["name"].as_str().unwrap_or_default().to_owned(),
+                n["running"].as_bool().unwrap_or(false),
+            )
+        })
+        .collect();
+    all.sort();
+    all
+}
+
+/// Waits until `check` holds, failing after [`FORM`] with `what` and the last value seen.
+fn eventually<T: std::fmt::Debug>(what: &str, mut probe: impl FnMut() -> T, check: impl Fn(&T) -> bool) -> T {
+    let deadline = Instant::now() + FORM;
+    loop {
+        let value = probe();
+        if check(&value) {
+            return value;
+        }
+        assert!(Instant::now() < deadline, "{what}: still {value:?}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+fn cluster_name(node: &ChildBroker) -> String {
+    let (status, body) = api(node, "GET", "/api/cluster-name", None);
+    assert_eq!(status, 200, "{body}");
+    body["name"].as_str().unwrap_or_default().to_owned()
+}
+
+fn all_running(names: &[&str]) -> Vec<(String, bool)> {
+    names.iter().map(|n| (n.to_string(), true)).collect()
+}
+
+#[tokio::test]
+async fn three_nodes_form_one_cluster_and_agree_on_a_change_made_on_any() {
+    let cluster = Cluster::new(3);
+    // Started in reverse order: the order does not matter.
+    let nodes_up: Vec<ChildBroker> = (0..3).rev().map(|i| cluster.start(i)).collect();
+    let (n3, n2, n1) = (&nodes_up[0], &nodes_up[1], &nodes_up[2]);
+    for node in [n1, n2, n3] {
+        eventually(
+            "every node sees the three running",
+            || nodes(node),
+            |n| *n == all_running(&["n1", "n2", "n3"]),
+        );
+    }
+    // Before any is set, every node names the cluster after its first node.
+    for node in [n1, n2, n3] {
+        assert_eq!(cluster_name(node), "n1");
+    }
+    let (status, body) = api(n2, "PUT", "/api/cluster-name", Some(r#"{"name":"orchard"}"#));
+    assert_eq!(status, 204, "{body}");
+    // The node that made the change reads it back at once; the others once they apply it.
+    assert_eq!(cluster_name(n2), "orchard");
+    for node in [n1, n3] {
+        eventually("the name reaches every node", || cluster_name(node), |n| n == "orchard");
+    }
+    let (status, overview) = api(n3, "GET", "/api/overview", None);
+    assert_eq!(status, 200);
+    assert_eq!(overview["cluster_name"], "orchard");
+    assert_eq!(overview["node"], "n3");
+    // A body without a name is refused, as RabbitMQ refuses it.
+    let (status, _) = api(n1, "PUT", "/api/cluster-name", Some(r#"{"other":1}"#));
+    assert_eq!(status, 400);
+}
+
+#[tokio::test]
+async fn a_node_with_the_wrong_secret_is_refused_and_cannot_change_anything() {
+    let cluster = Cluster::new(3);
+    let n1 = cluster.start(0);
+    let n2 = cluster.start(1);
+    let n3 = cluster.start_with_secret(2, "not-the-cookie");
+    eventually(
+        "n1 and n2 see each other, not n3",
+        || nodes(&n1),
+        |n| *n == vec![("n1".into(), true), ("n2".into(), true), ("n3".into(), false)],
+    );
+    // n1 and n2 are a majority of three: changes go through.
+    let (status, body) = api(&n1, "PUT", "/api/cluster-name", Some(r#"{"name":"kept"}"#));
+    assert_eq!(status, 204, "{body}");
+    eventually("n2 has it", || cluster_name(&n2), |n| n == "kept");
+    // n3 reaches nobody, and nobody takes its changes.
+    assert_eq!(
+        nodes(&n3),
+        vec![("n1".into(), false), ("n2".into(), false), ("n3".into(), true)]
+    );
+    let (status, body) = api(&n3, "PUT", "/api/cluster-name", Some(r#"{"name":"rogue"}"#));
+    assert_eq!(status, 503, "{body}");
+    assert_eq!(body["error"], "timeout");
+    assert_eq!(cluster_name(&n1), "kept");
+    assert_ne!(cluster_name(&n3), "rogue");
+}
+
+#[tokio::test]
+async fn a_killed_node_rejoins_with_what_it_missed_and_a_lone_node_refuses_changes() {
+    let cluster = Cluster::new(3);
+    let n1 = cluster.start(0);
+    let n2 = cluster.start(1);
+    let n3 = cluster.start(2);
+    eventually(
+        "the three see each other",
+        || nodes(&n1),
+        |n| *n == all_running(&["n1", "n2", "n3"]),
+    );
+    let (status, _) = api(&n3, "PUT", "/api/cluster-name", Some(r#"{"name":"before"}"#));
+    assert_eq!(status, 204);
+
+    n3.kill9();
+    eventually(
+        "n1 sees n3 down",
+        || nodes(&n1),
+        |n| *n == vec![("n1".into(), true), ("n2".into(), true), ("n3".into(), false)],
+    );
+    // Two of three: the cluster goes on without n3.
+    let (status, body) = api(&n2, "PUT", "/api/cluster-name", Some(r#"{"name":"while-away"}"#));
+    assert_eq!(status, 204, "{body}");
+
+    // n3 comes back with its data directory, and catches up.
+    let n3 = cluster.start(2);
+    eventually("n3 catches up", || cluster_name(&n3), |n| n == "while-away");
+    eventually(
+        "n3 sees everyone",
+        || nodes(&n3),
+        |n| *n == all_running(&["n1", "n2", "n3"]),
+    );
+
+    // Two nodes go: the one left is a minority and refuses changes instead of diverging.
+    n2.kill9();
+    n3.kill9();
+    let (status, body) = api(&n1, "PUT", "/api/cluster-name", Some(r#"{"name":"alone"}"#));
+    assert_eq!(status, 503, "{body}");
+    assert_eq!(cluster_name(&n1), "while-away");
+}
+
+/// A node started without cluster flags is a cluster of one: it lists itself, and its changes
+/// need no one else.
+#[tokio::test]
+async fn a_node_alone_is_a_cluster_of_one() {
+    let b = crate::common::start().await;
+    let (status, list) = http_json(b.http_addr, "GET", "/api/nodes", None, ("guest", "guest"));
+    assert_eq!(status, 200);
+    assert_eq!(list.as_array().map(Vec::len), Some(1));
+    assert_eq!(list[0]["running"], true);
+    let (status, body) = http_json(
+        b.http_addr,
+        "PUT",
+        "/api/cluster-name",
+        Some(r#"{"name":"solo"}"#),
+        ("guest", "guest"),
+    );
+    assert_eq!(status, 204, "{body}");
+    let (_, body) = http_json(b.http_addr, "GET", "/api/cluster-name", None, ("guest", "guest"));
+    assert_eq!(body["name"], "solo");
+    b.stop().await;
+}
