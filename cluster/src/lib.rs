@@ -2,11 +2,19 @@
 //!
 //! Layout, one concept a module:
 //! - `types.rs`: the Raft type configuration, node names and ids.
-//! - `log_store.rs`: a group's Raft log, vote and commit point in redb (openraft's
-//!   `RaftLogStorage`).
-//! - `state_machine.rs`: openraft's `RaftStateMachine` around an [`Applier`] the application
+//! - `error.rs`: [`ClusterError`], what the crate's own functions fail with (openraft's storage
+//!   traits want `io::Error`, into which it converts).
+//! - `log_store.rs`: a group's Raft log, vote, commit and purge points in one redb file
+//!   ([`LogStore`], openraft's `RaftLogStorage`). Appends return once readable and report
+//!   durability later, so openraft can pipeline them; writes are group-committed on the blocking
+//!   pool.
+//! - `state_machine.rs`: openraft's `RaftStateMachine` around an `Applier` the application
 //!   supplies (what a committed entry does is the application's business).
 
+mod error;
+mod log_store;
 pub mod types;
 
+pub use error::ClusterError;
+pub use log_store::LogStore;
 pub use types::{node_id, Node, NodeId, Proposal, TypeConfig};
