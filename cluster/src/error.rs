@@ -48,6 +48,11 @@ impl ClusterError {
     pub(crate) fn decode(what: &'static str) -> impl FnOnce(postcard::Error) -> ClusterError {
         move |source| ClusterError::Decode { what, source }
     }
+
+    pub(crate) fn file(path: impl Into<PathBuf>) -> impl FnOnce(io::Error) -> ClusterError {
+        let path = path.into();
+        move |source| ClusterError::File { path, source }
+    }
 }
 
 // redb has one error type per operation; each converts into `redb::Error`, which keeps the detail.
