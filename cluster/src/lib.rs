@@ -18,6 +18,9 @@ mod log_store;
 mod state_machine;
 pub mod types;
 
+#[cfg(test)]
+mod tests;
+
 pub use error::ClusterError;
 pub use log_store::LogStore;
 pub use state_machine::{Applier, StateMachine};
