@@ -55,7 +55,8 @@ const CACHE_BYTES: usize = 16 << 20;
 const READ_SLICE_BYTES: usize = 4 << 20;
 
 /// A group's log storage. Cloning gives another handle on the same store (openraft's log reader is
-/// one).
+/// one); the file stays open until every handle is dropped (redb refuses a second open of it).
+/// The trait methods run on a tokio runtime: writes and reads of the file go to its blocking pool.
 #[derive(Clone)]
 pub struct LogStore {
     shared: Arc<Shared>,
