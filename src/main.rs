@@ -17,7 +17,7 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Run the broker (the default).
-    Server(Config),
+    Server(Box<Config>),
     /// Load generator for any AMQP 0-9-1 broker.
     Perf(warren::perf::PerfArgs),
     /// Operator commands against a running node, as rabbitmqctl's (over the management API).
@@ -28,12 +28,15 @@ enum Command {
 async fn main() -> anyhow::Result<()> {
     tracing_subscriber::fmt()
         .with_env_filter(
-            EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
+            // openraft reports every election and vote change at info: its warnings are what an
+            // operator needs.
+            EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| EnvFilter::new("info,openraft=warn")),
         )
         .init();
     let cli = parse_with_config_file()?;
     let config = match cli.command {
-        Some(Command::Server(config)) => config,
+        Some(Command::Server(config)) => *config,
         Some(Command::Perf(args)) => return warren::perf::run(args).await,
         Some(Command::Ctl(args)) => std::process::exit(warren::ctl::main(args).await),
         None => cli.server,
@@ -54,7 +57,7 @@ fn parse_with_config_file() -> anyhow::Result<Cli> {
     let cli = Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
     let (config, server_matches, server_command) = match (&cli.command, matches.subcommand()) {
         (Some(Command::Server(c)), Some(("server", m))) => {
-            (c, m, command.find_subcommand("server").cloned())
+            (&**c, m, command.find_subcommand("server").cloned())
         }
         (None, _) => (&cli.server, &matches, Some(command.clone())),
         _ => return Ok(cli),

@@ -53,8 +53,8 @@ impl Server {
             None => None,
         };
         // Checked before anything is bound: a mistake in the cluster flags stops the start.
-        let cluster_settings =
-            crate::clustering::Settings::from_config(&config).map_err(crate::clustering::ClusterStartError::from)?;
+        let cluster_settings = crate::clustering::Settings::from_config(&config)
+            .map_err(crate::clustering::ClusterStartError::from)?;
         let amqp = TcpListener::bind(config.amqp_listen).await?;
         let http = TcpListener::bind(config.http_listen).await?;
         std::fs::create_dir_all(&config.data_dir)?;

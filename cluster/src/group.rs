@@ -13,6 +13,7 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use openraft::errors::{ClientWriteError, RaftError};
+use openraft::type_config::async_runtime::WatchReceiver;
 use thiserror::Error;
 
 use crate::link::{GroupId, LinkError, ProposeRefused, Request, Response};
@@ -72,6 +73,8 @@ pub struct Group {
     raft: GroupRaft,
     node: Arc<ClusterNode>,
     numbers: AtomicU64,
+    /// The log's file closes once openraft's tasks have let go of it.
+    log_closed: crate::log_store::Closed,
 }
 
 impl Group {
@@ -95,6 +98,7 @@ impl Group {
             source,
         })?;
         let log = LogStore::open(dir.join("log.redb"))?;
+        let log_closed = log.closed();
         let state_machine = StateMachine::open(dir.join("snapshot"), applier)?;
         let config = openraft::Config {
             cluster_name: id.clone(),
@@ -117,8 +121,10 @@ impl Group {
             .await
             .map_err(|e| ClusterError::Raft(e.to_string()))?;
         if !initialized {
-            let seeds: BTreeMap<NodeId, Node> =
-                members.iter().map(|m| (node_id(&m.name), m.clone())).collect();
+            let seeds: BTreeMap<NodeId, Node> = members
+                .iter()
+                .map(|m| (node_id(&m.name), m.clone()))
+                .collect();
             // Another member may have initialized it and reached this one first: fine.
             if let Err(e) = raft.initialize(seeds).await {
                 tracing::debug!("group {id}: initialize: {e}");
@@ -136,6 +142,7 @@ impl Group {
             raft,
             node,
             numbers: AtomicU64::new(start),
+            log_closed,
         }))
     }
 
@@ -164,7 +171,7 @@ impl Group {
         let deadline = tokio::time::Instant::now() + timeout;
         let mut metrics = self.raft.metrics();
         loop {
-            let leader = metrics.borrow().current_leader;
+            let leader = metrics.borrow_watched().current_leader;
             let remaining = deadline.saturating_duration_since(tokio::time::Instant::now());
             if remaining.is_zero() {
                 return Err(ProposeError::Timeout(timeout));
@@ -213,17 +220,15 @@ impl Group {
                 None => {}
             }
             // Wait for a (new) leader, or a moment if the same one refused.
-            let _ = tokio::time::timeout(
-                remaining.min(Duration::from_millis(100)),
-                metrics.changed(),
-            )
-            .await;
+            let _ =
+                tokio::time::timeout(remaining.min(Duration::from_millis(100)), metrics.changed())
+                    .await;
         }
     }
 
     fn member_name(&self, id: NodeId) -> Option<String> {
         let metrics = self.raft.metrics();
-        let metrics = metrics.borrow();
+        let metrics = metrics.borrow_watched();
         metrics
             .membership_config
             .membership()
@@ -234,7 +239,7 @@ impl Group {
     /// The group's members as this node sees them.
     pub fn members(&self) -> Vec<MemberStatus> {
         let metrics = self.raft.metrics();
-        let metrics = metrics.borrow();
+        let metrics = metrics.borrow_watched();
         let peers = self.node.link().peers();
         let mut members: Vec<MemberStatus> = metrics
             .membership_config
@@ -243,8 +248,7 @@ impl Group {
             .map(|(id, n)| MemberStatus {
                 name: n.name.clone(),
                 addr: n.addr.clone(),
-                reachable: *id == self.me
-                    || peers.iter().any(|p| p.name == n.name && p.connected),
+                reachable: *id == self.me || peers.iter().any(|p| p.name == n.name && p.connected),
                 leader: metrics.current_leader == Some(*id),
             })
             .collect();
@@ -254,12 +258,18 @@ impl Group {
 
     /// The leader's name, if one is known.
     pub fn leader(&self) -> Option<String> {
-        let leader = self.raft.metrics().borrow().current_leader?;
+        let leader = self.raft.metrics().borrow_watched().current_leader?;
         self.member_name(leader)
     }
 
+    /// Stops the member and waits (a few seconds at most) until its files are closed, so that
+    /// it can be started again at once.
     pub async fn shutdown(&self) {
         self.node.remove_group(&self.id);
         let _ = self.raft.shutdown().await;
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+        while !self.log_closed.is_closed() && tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
     }
 }

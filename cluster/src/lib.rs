@@ -2,15 +2,36 @@
 //!
 //! Layout, one concept a module:
 //! - `types.rs`: the Raft type configuration, node names and ids.
-//! - `log_store.rs`: a group's Raft log, vote and commit point in redb (openraft's
-//!   `RaftLogStorage`).
-//! - `state_machine.rs`: openraft's `RaftStateMachine` around an [`Applier`] the application
-//!   supplies (what a committed entry does is the application's business).
+//! - `error.rs`: [`ClusterError`], what the crate's own functions fail with (openraft's storage
+//!   traits want `io::Error`, into which it converts).
+//! - `log_store.rs`: a group's Raft log, vote, commit and purge points in one redb file
+//!   ([`LogStore`], openraft's `RaftLogStorage`). Appends return once readable and report
+//!   durability later, so openraft can pipeline them; writes are group-committed on the blocking
+//!   pool.
+//! - `state_machine.rs`: openraft's `RaftStateMachine` ([`StateMachine`]) around an [`Applier`]
+//!   the application supplies (what a committed entry does is the application's business). Only
+//!   snapshots are persisted: on start the last one is installed and openraft re-applies the
+//!   committed log after it.
+//! - `link/`: the cluster link, one authenticated TCP connection per pair of nodes carrying
+//!   every group's Raft messages, proposals and the application's own requests.
+//! - `network.rs`: openraft's network for a group, over the link.
+//! - `node.rs`: this node's groups and where the link's requests go.
+//! - `group.rs`: starting a group member, proposing to the group from any member, its members'
+//!   status.
 
+mod error;
 pub mod group;
 pub mod link;
+mod log_store;
 pub mod network;
 pub mod node;
+mod state_machine;
 pub mod types;
 
+#[cfg(test)]
+mod tests;
+
+pub use error::ClusterError;
+pub use log_store::LogStore;
+pub use state_machine::{Applier, StateMachine};
 pub use types::{node_id, Node, NodeId, Proposal, TypeConfig};

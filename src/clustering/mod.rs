@@ -77,7 +77,10 @@ impl Clustering {
                     settings.advertise.clone(),
                     settings.secret.clone(),
                 );
-                (Link::start(config, Some(listener)), settings.members.clone())
+                (
+                    Link::start(config, Some(listener)),
+                    settings.members.clone(),
+                )
             }
         };
         let node = ClusterNode::new(link);

@@ -156,12 +156,8 @@ mod tests {
 
     #[test]
     fn this_node_joins_the_seed_list_if_missing() {
-        let s = Settings::from_config(&config(
-            &["n2@127.0.0.1:2"],
-            Some("127.0.0.1:1"),
-            Some("c"),
-        ))
-        .unwrap();
+        let s = Settings::from_config(&config(&["n2@127.0.0.1:2"], Some("127.0.0.1:1"), Some("c")))
+            .unwrap();
         assert_eq!(s.members.len(), 2);
         assert_eq!(s.advertise, "127.0.0.1:1");
     }
@@ -179,6 +175,8 @@ mod tests {
         assert!(e(&["n2@h:1"], Some("127.0.0.1:1"), None).contains("secret"));
         assert!(e(&["n2@h:1"], Some("127.0.0.1:1"), Some("  ")).contains("empty"));
         assert!(e(&["n2@h:1", "n2@h:2"], Some("127.0.0.1:1"), Some("c")).contains("twice"));
-        assert!(Settings::from_config(&config(&[], None, None)).unwrap().alone());
+        assert!(Settings::from_config(&config(&[], None, None))
+            .unwrap()
+            .alone());
     }
 }

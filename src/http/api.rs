@@ -432,7 +432,9 @@ fn object_vhosts(broker: &Broker, user: &str) -> Vec<Arc<Vhost>> {
 }
 
 pub async fn queues_all(State(broker): Shared, User(user): User) -> Answer {
-    Ok(Json(queues_json(&object_vhosts(&broker, &user), broker.node_name()).await))
+    Ok(Json(
+        queues_json(&object_vhosts(&broker, &user), broker.node_name()).await,
+    ))
 }
 
 pub async fn queues_in(
@@ -458,7 +460,7 @@ pub async fn queue_one(
         .find(|q| *q.name == *queue)
         .ok_or(ApiError::NotFound)?;
     let snapshot = super::queue_snapshot(&v.name, q).await;
-    Ok(Json(queue_json(&snapshot, &broker.node_name())))
+    Ok(Json(queue_json(&snapshot, broker.node_name())))
 }
 
 pub async fn exchanges_all(State(broker): Shared, User(user): User) -> Answer {

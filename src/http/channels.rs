@@ -96,7 +96,7 @@ fn channels_json(conns: &[Open], node: &str) -> Value {
     // RabbitMQ's default order: by vhost, then name (the connections come sorted so already,
     // but channel 10 sorts before channel 2 by name).
     shown.sort_by_cached_key(|c| (c.conn.1.vhost.clone(), c.name()));
-    Value::Array(shown.iter().map(|c| channel_json(c, &node)).collect())
+    Value::Array(shown.iter().map(|c| channel_json(c, node)).collect())
 }
 
 fn consumers_json(conns: &[Open], node: &str) -> Value {
@@ -116,17 +116,23 @@ fn consumers_json(conns: &[Open], node: &str) -> Value {
     });
     Value::Array(
         all.into_iter()
-            .map(|(ch, c)| consumer_json(ch, c, &node))
+            .map(|(ch, c)| consumer_json(ch, c, node))
             .collect(),
     )
 }
 
 pub async fn all(State(broker): Shared, User(user): User) -> Answer {
-    Ok(Json(channels_json(&visible(&broker, &user, None)?, broker.node_name())))
+    Ok(Json(channels_json(
+        &visible(&broker, &user, None)?,
+        broker.node_name(),
+    )))
 }
 
 pub async fn in_vhost(State(broker): Shared, User(user): User, Path(v): Path<String>) -> Answer {
-    Ok(Json(channels_json(&visible(&broker, &user, Some(&v))?, broker.node_name())))
+    Ok(Json(channels_json(
+        &visible(&broker, &user, Some(&v))?,
+        broker.node_name(),
+    )))
 }
 
 /// `GET /api/connections/{name}/channels`.
@@ -147,18 +153,21 @@ pub async fn get_one(State(broker): Shared, User(user): User, Path(name): Path<S
         .into_iter()
         .find(|c| c.name() == name)
         .ok_or(ApiError::NotFound)?;
-    let mut v = channel_json(&ch, &node);
+    let mut v = channel_json(&ch, node);
     v["consumer_details"] = ch
         .view
         .consumers
         .iter()
-        .map(|c| consumer_json(&ch, c, &node))
+        .map(|c| consumer_json(&ch, c, node))
         .collect();
     Ok(Json(v))
 }
 
 pub async fn consumers_all(State(broker): Shared, User(user): User) -> Answer {
-    Ok(Json(consumers_json(&visible(&broker, &user, None)?, broker.node_name())))
+    Ok(Json(consumers_json(
+        &visible(&broker, &user, None)?,
+        broker.node_name(),
+    )))
 }
 
 pub async fn consumers_in(
@@ -166,5 +175,8 @@ pub async fn consumers_in(
     User(user): User,
     Path(v): Path<String>,
 ) -> Answer {
-    Ok(Json(consumers_json(&visible(&broker, &user, Some(&v))?, broker.node_name())))
+    Ok(Json(consumers_json(
+        &visible(&broker, &user, Some(&v))?,
+        broker.node_name(),
+    )))
 }

@@ -107,15 +107,21 @@ fn connection_json((info, s): &Open, node: &str) -> Value {
 }
 
 fn connections_json(list: &[Open], node: &str) -> Value {
-    Value::Array(list.iter().map(|c| connection_json(c, &node)).collect())
+    Value::Array(list.iter().map(|c| connection_json(c, node)).collect())
 }
 
 pub async fn all(State(broker): Shared, User(user): User) -> Answer {
-    Ok(Json(connections_json(&visible(&broker, &user, None)?, broker.node_name())))
+    Ok(Json(connections_json(
+        &visible(&broker, &user, None)?,
+        broker.node_name(),
+    )))
 }
 
 pub async fn in_vhost(State(broker): Shared, User(user): User, Path(v): Path<String>) -> Answer {
-    Ok(Json(connections_json(&visible(&broker, &user, Some(&v))?, broker.node_name())))
+    Ok(Json(connections_json(
+        &visible(&broker, &user, Some(&v))?,
+        broker.node_name(),
+    )))
 }
 
 pub async fn get_one(State(broker): Shared, User(user): User, Path(name): Path<String>) -> Answer {

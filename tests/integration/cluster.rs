@@ -56,7 +56,7 @@ impl Cluster {
                 "--cluster-peers",
                 &peers,
                 "--cluster-commit-timeout",
-                "3000",
+                "10000",
             ],
             &[("WARREN_CLUSTER_SECRET", secret)],
         )
@@ -97,7 +97,11 @@ fn nodes(node: &ChildBroker) -> Vec<(String, bool)> {
 }
 
 /// Waits until `check` holds, failing after [`FORM`] with `what` and the last value seen.
-fn eventually<T: std::fmt::Debug>(what: &str, mut probe: impl FnMut() -> T, check: impl Fn(&T) -> bool) -> T {
+fn eventually<T: std::fmt::Debug>(
+    what: &str,
+    mut probe: impl FnMut() -> T,
+    check: impl Fn(&T) -> bool,
+) -> T {
     let deadline = Instant::now() + FORM;
     loop {
         let value = probe();
@@ -136,12 +140,21 @@ async fn three_nodes_form_one_cluster_and_agree_on_a_change_made_on_any() {
     for node in [n1, n2, n3] {
         assert_eq!(cluster_name(node), "n1");
     }
-    let (status, body) = api(n2, "PUT", "/api/cluster-name", Some(r#"{"name":"orchard"}"#));
+    let (status, body) = api(
+        n2,
+        "PUT",
+        "/api/cluster-name",
+        Some(r#"{"name":"orchard"}"#),
+    );
     assert_eq!(status, 204, "{body}");
     // The node that made the change reads it back at once; the others once they apply it.
     assert_eq!(cluster_name(n2), "orchard");
     for node in [n1, n3] {
-        eventually("the name reaches every node", || cluster_name(node), |n| n == "orchard");
+        eventually(
+            "the name reaches every node",
+            || cluster_name(node),
+            |n| n == "orchard",
+        );
     }
     let (status, overview) = api(n3, "GET", "/api/overview", None);
     assert_eq!(status, 200);
@@ -161,7 +174,13 @@ async fn a_node_with_the_wrong_secret_is_refused_and_cannot_change_anything() {
     eventually(
         "n1 and n2 see each other, not n3",
         || nodes(&n1),
-        |n| *n == vec![("n1".into(), true), ("n2".into(), true), ("n3".into(), false)],
+        |n| {
+            *n == vec![
+                ("n1".into(), true),
+                ("n2".into(), true),
+                ("n3".into(), false),
+            ]
+        },
     );
     // n1 and n2 are a majority of three: changes go through.
     let (status, body) = api(&n1, "PUT", "/api/cluster-name", Some(r#"{"name":"kept"}"#));
@@ -170,7 +189,11 @@ async fn a_node_with_the_wrong_secret_is_refused_and_cannot_change_anything() {
     // n3 reaches nobody, and nobody takes its changes.
     assert_eq!(
         nodes(&n3),
-        vec![("n1".into(), false), ("n2".into(), false), ("n3".into(), true)]
+        vec![
+            ("n1".into(), false),
+            ("n2".into(), false),
+            ("n3".into(), true)
+        ]
     );
     let (status, body) = api(&n3, "PUT", "/api/cluster-name", Some(r#"{"name":"rogue"}"#));
     assert_eq!(status, 503, "{body}");
@@ -190,17 +213,33 @@ async fn a_killed_node_rejoins_with_what_it_missed_and_a_lone_node_refuses_chang
         || nodes(&n1),
         |n| *n == all_running(&["n1", "n2", "n3"]),
     );
-    let (status, _) = api(&n3, "PUT", "/api/cluster-name", Some(r#"{"name":"before"}"#));
+    let (status, _) = api(
+        &n3,
+        "PUT",
+        "/api/cluster-name",
+        Some(r#"{"name":"before"}"#),
+    );
     assert_eq!(status, 204);
 
     n3.kill9();
     eventually(
         "n1 sees n3 down",
         || nodes(&n1),
-        |n| *n == vec![("n1".into(), true), ("n2".into(), true), ("n3".into(), false)],
+        |n| {
+            *n == vec![
+                ("n1".into(), true),
+                ("n2".into(), true),
+                ("n3".into(), false),
+            ]
+        },
     );
     // Two of three: the cluster goes on without n3.
-    let (status, body) = api(&n2, "PUT", "/api/cluster-name", Some(r#"{"name":"while-away"}"#));
+    let (status, body) = api(
+        &n2,
+        "PUT",
+        "/api/cluster-name",
+        Some(r#"{"name":"while-away"}"#),
+    );
     assert_eq!(status, 204, "{body}");
 
     // n3 comes back with its data directory, and catches up.
@@ -222,7 +261,7 @@ async fn a_killed_node_rejoins_with_what_it_missed_and_a_lone_node_refuses_chang
 
 /// A node started without cluster flags is a cluster of one: it lists itself, and its changes
 /// need no one else.
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_node_alone_is_a_cluster_of_one() {
     let b = crate::common::start().await;
     let (status, list) = http_json(b.http_addr, "GET", "/api/nodes", None, ("guest", "guest"));
@@ -237,7 +276,13 @@ async fn a_node_alone_is_a_cluster_of_one() {
         ("guest", "guest"),
     );
     assert_eq!(status, 204, "{body}");
-    let (_, body) = http_json(b.http_addr, "GET", "/api/cluster-name", None, ("guest", "guest"));
+    let (_, body) = http_json(
+        b.http_addr,
+        "GET",
+        "/api/cluster-name",
+        None,
+        ("guest", "guest"),
+    );
     assert_eq!(body["name"], "solo");
     b.stop().await;
 }

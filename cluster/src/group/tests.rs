@@ -123,7 +123,15 @@ async fn proposals_from_any_member_are_applied_everywhere_in_one_order() {
     sorted.sort();
     sorted.dedup();
     assert_eq!(sorted.len(), 60, "each once");
-    let leaders = members.iter().filter(|m| m.group.members().iter().any(|s| s.leader && s.name == m.link.name())).count();
+    let leaders = members
+        .iter()
+        .filter(|m| {
+            m.group
+                .members()
+                .iter()
+                .any(|s| s.leader && s.name == m.link.name())
+        })
+        .count();
     assert_eq!(leaders, 1);
     for m in members {
         stop(m).await;
@@ -164,7 +172,10 @@ async fn a_minority_cannot_commit_and_a_restarted_member_catches_up() {
         }
     };
     let m2 = member(listener, &nodes[2], &nodes, dirs[2].path()).await;
-    until("m2 caught up", || m2.recorder.applied() == vec![vec![1], vec![2]]).await;
+    until("m2 caught up", || {
+        m2.recorder.applied() == vec![vec![1], vec![2]]
+    })
+    .await;
     members[2] = Some(m2);
 
     // m1 and m2 go: m0 alone cannot commit, and says so within its timeout.
@@ -173,7 +184,10 @@ async fn a_minority_cannot_commit_and_a_restarted_member_catches_up() {
     }
     let lone = members[0].take().unwrap();
     let outcome = propose(&lone, 3, Duration::from_secs(3)).await;
-    assert!(matches!(outcome, Err(ProposeError::Timeout(_))), "{outcome:?}");
+    assert!(
+        matches!(outcome, Err(ProposeError::Timeout(_))),
+        "{outcome:?}"
+    );
     assert_eq!(lone.recorder.applied(), vec![vec![1], vec![2]]);
     stop(lone).await;
 }
@@ -213,6 +227,9 @@ async fn a_single_member_group_commits_alone_and_replays_its_log_after_a_restart
     stop(m).await;
     let m = start().await;
     until("the log replayed", || m.recorder.applied().len() == 5).await;
-    assert_eq!(m.recorder.applied(), (0..5u8).map(|b| vec![b]).collect::<Vec<_>>());
+    assert_eq!(
+        m.recorder.applied(),
+        (0..5u8).map(|b| vec![b]).collect::<Vec<_>>()
+    );
     stop(m).await;
 }

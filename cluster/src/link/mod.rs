@@ -59,6 +59,9 @@ pub enum LinkError {
     Lost(String),
 }
 
+/// How long a request waits for a connection to its peer before it is reported as not connected.
+const CONNECT_WAIT: Duration = Duration::from_millis(500);
+
 /// A future a handler answers with.
 pub type Answer = Pin<Box<dyn Future<Output = Response> + Send + 'static>>;
 
@@ -204,11 +207,16 @@ impl Link {
                 .subscribe()
         };
         let outcome = tokio::time::timeout(timeout, async {
-            let connection = connection
-                .wait_for(Option::is_some)
-                .await
-                .map_err(|_| LinkError::NotConnected(peer.to_owned()))?
-                .clone()
+            // A peer being called back gets a moment to answer; one that is down is reported at
+            // once, so that the caller can turn to another (a new leader).
+            let connected = tokio::time::timeout(
+                CONNECT_WAIT.min(timeout),
+                connection.wait_for(Option::is_some),
+            )
+            .await;
+            let connection = connected
+                .ok()
+                .and_then(|c| c.ok().and_then(|c| c.clone()))
                 .ok_or_else(|| LinkError::NotConnected(peer.to_owned()))?;
             let (answer, answered) = oneshot::channel();
             let id = self.inner.next_request.fetch_add(1, Ordering::Relaxed);

@@ -1,0 +1,708 @@
+//! A group's Raft log, vote, commit point and purge point in one redb file: openraft's
+//! [`RaftLogStorage`].
+//!
+//! Why it is shaped as it is:
+//!
+//! - openraft's core awaits `append()` and wants it back as soon as the entries are *readable*;
+//!   durability is reported later through the [`IOFlushed`] callback, so the next batch can be
+//!   replicated and written while this one is being flushed (0.10's pipelining). redb makes a
+//!   commit readable and durable in the same step (and holds its single writer through the fsync),
+//!   so the entries an append hands over are kept in memory ("unwritten") until their commit, and
+//!   readers see them from there.
+//! - redb is synchronous: every write runs on tokio's blocking pool, one writer task at a time
+//!   draining a FIFO queue, so writes reach the file in the order openraft issued them. Whatever
+//!   queued up while the previous commit was being flushed goes into one transaction and one fsync
+//!   (group commit).
+//! - The in-memory view (last log id, purge point, unwritten entries) changes when openraft calls,
+//!   the file follows; a reader takes its bounds from memory and its redb snapshot under the same
+//!   lock, so it never sees a hole: an entry leaves memory only once its commit is readable.
+//! - Values are postcard-encoded, keys are log indexes (redb keeps u64 keys in numeric order).
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::io;
+use std::ops::{Bound, RangeBounds, RangeInclusive};
+use std::panic::AssertUnwindSafe;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use openraft::storage::{IOFlushed, LogState, RaftLogStorage};
+use openraft::{LogIdOptionExt, OptionalSend, RaftLogReader};
+use redb::{
+    Database, Durability, ReadTransaction, ReadableDatabase, ReadableTable, Table, TableDefinition,
+};
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+use tokio::sync::oneshot;
+
+use crate::error::ClusterError;
+use crate::types::{Entry, LogId, TypeConfig, Vote};
+
+/// Log entries by index.
+const LOG: TableDefinition<u64, &[u8]> = TableDefinition::new("log");
+/// The few values beside the log, under the keys below.
+const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
+const VOTE: &str = "vote";
+const COMMITTED: &str = "committed";
+const LAST_PURGED: &str = "last_purged";
+
+/// redb's page cache per group. Its default (1 GiB) is sized for one database per process; a node
+/// has one file per group, and the entries read most (the recent ones) are served from memory.
+const CACHE_BYTES: usize = 16 << 20;
+
+/// How much `limited_get_log_entries` reads at once (at least one entry): replication to a far
+/// behind follower goes in slices instead of loading the whole backlog.
+const READ_SLICE_BYTES: usize = 4 << 20;
+
+/// A group's log storage. Cloning gives another handle on the same store (openraft's log reader is
+/// one); the file stays open until every handle is dropped (redb refuses a second open of it).
+/// The trait methods run on a tokio runtime: writes and reads of the file go to its blocking pool.
+#[derive(Clone)]
+pub struct LogStore {
+    shared: Arc<Shared>,
+}
+
+/// Tells when every handle on a log store is gone (its file closed, so it can be opened again).
+pub struct Closed(std::sync::Weak<Shared>);
+
+impl Closed {
+    pub fn is_closed(&self) -> bool {
+        self.0.strong_count() == 0
+    }
+}
+
+struct Shared {
+    db: Database,
+    path: PathBuf,
+    state: Mutex<State>,
+}
+
+/// The log as openraft sees it, ahead of the file by the writes still queued.
+#[derive(Default)]
+struct State {
+    /// The vote last made durable (openraft reads back only what it saved).
+    vote: Option<Vote>,
+    committed: Option<LogId>,
+    last_purged: Option<LogId>,
+    /// The id of the last entry; may be at or below `last_purged` when everything was purged.
+    last_log: Option<LogId>,
+    /// Entries appended but not yet committed to the file, by index: a contiguous run ending at
+    /// `last_log`.
+    unwritten: BTreeMap<u64, Unwritten>,
+    /// Writes not yet taken by the writer, in call order.
+    queue: Vec<Op>,
+    /// A writer task is running (and will take what is queued).
+    writing: bool,
+    next_batch: u64,
+    /// The first write error: later writes are refused.
+    failure: Option<String>,
+}
+
+struct Unwritten {
+    /// The append that brought it: a truncation and a new append may put another entry at the
+    /// same index before the first one's commit, which must then not drop it from memory.
+    batch: u64,
+    entry: Arc<Entry>,
+}
+
+type Done = oneshot::Sender<Result<(), String>>;
+
+enum Op {
+    /// Entries `indexes` of append `batch` (those still unwritten when the writer takes it);
+    /// `None` for an empty append, which has only its callback to answer, in turn.
+    Append {
+        batch: u64,
+        indexes: Option<RangeInclusive<u64>>,
+        flushed: IOFlushed<TypeConfig>,
+    },
+    Vote {
+        vote: Vote,
+        done: Done,
+    },
+    /// Not waited for: a commit point lost in a crash only means re-applying less at start-up.
+    Committed(Option<LogId>),
+    Truncate {
+        from: u64,
+        done: Done,
+    },
+    Purge {
+        upto: LogId,
+        done: Done,
+    },
+}
+
+/// What one transaction does, in order.
+enum Step {
+    Put(u64, Arc<Entry>),
+    Vote(Vote),
+    Committed(Option<LogId>),
+    Truncate(u64),
+    Purge(LogId),
+}
+
+impl LogStore {
+    /// Opens (creating if absent) the log file of a group. Blocking: call it where blocking is
+    /// fine (start-up, or `spawn_blocking`).
+    /// Watches for the store's file to close.
+    pub fn closed(&self) -> Closed {
+        Closed(Arc::downgrade(&self.shared))
+    }
+
+    pub fn open(path: impl AsRef<Path>) -> Result<LogStore, ClusterError> {
+        let path = path.as_ref();
+        // A group stopped a moment ago may still be closing the file on another thread (the
+        // last handle's drop): give it a little while.
+        let mut attempts = 0;
+        let db = loop {
+            match Database::builder().set_cache_size(CACHE_BYTES).create(path) {
+                Err(redb::DatabaseError::DatabaseAlreadyOpen) if attempts < 200 => {
+                    attempts += 1;
+                    std::thread::sleep(std::time::Duration::from_millis(10));
+                }
+                other => break other?,
+            }
+        };
+
+        // A read transaction cannot open a table that was never created.
+        let txn = db.begin_write()?;
+        txn.open_table(LOG)?;
+        txn.open_table(META)?;
+        txn.commit()?;
+
+        let txn = db.begin_read()?;
+        let meta = txn.open_table(META)?;
+        let vote = get_meta::<Vote>(&meta, VOTE)?;
+        let committed = get_meta::<LogId>(&meta, COMMITTED)?;
+        let last_purged = get_meta::<LogId>(&meta, LAST_PURGED)?;
+        let log = txn.open_table(LOG)?;
+        let last_log = match log.last()? {
+            None => None,
+            Some((index, bytes)) => Some(decode_entry(index.value(), bytes.value())?.log_id),
+        };
+        drop((meta, log, txn));
+
+        Ok(LogStore {
+            shared: Arc::new(Shared {
+                db,
+                path: path.to_owned(),
+                state: Mutex::new(State {
+                    vote,
+                    committed,
+                    last_purged,
+                    last_log,
+                    ..State::default()
+                }),
+            }),
+        })
+    }
+
+    /// Queues a write and waits until it is durable.
+    ///
+    /// `op` changes the in-memory view (under the lock) and says what the file must do.
+    async fn write(&self, op: impl FnOnce(&mut State, Done) -> Op) -> Result<(), ClusterError> {
+        let (done, rx) = oneshot::channel();
+        {
+            let mut st = self.shared.state();
+            st.check()?;
+            let op = op(&mut st, done);
+            self.shared.enqueue(&mut st, op);
+        }
+        match rx.await {
+            Ok(result) => result.map_err(ClusterError::Failed),
+            Err(_) => Err(ClusterError::TaskEnded(
+                "the writer dropped a write without an answer".into(),
+            )),
+        }
+    }
+
+    /// Entries `start..end` that the log holds: from redb up to the first unwritten entry, from
+    /// memory after it. `budget` stops the redb part once that many encoded bytes are read.
+    async fn read(
+        &self,
+        start: u64,
+        end: u64,
+        budget: Option<usize>,
+    ) -> Result<Vec<Entry>, ClusterError> {
+        let (lo, stored_end, tail, txn) = {
+            let st = self.shared.state();
+            let lo = start.max(st.last_purged.next_index());
+            let hi = end.min(st.last_log.next_index());
+            if lo >= hi {
+                return Ok(Vec::new());
+            }
+            let first_unwritten = st.unwritten.keys().next().copied().unwrap_or(hi);
+            let stored_end = first_unwritten.clamp(lo, hi);
+            let tail: Vec<Arc<Entry>> = st
+                .unwritten
+                .range(stored_end..hi)
+                .map(|(_, u)| u.entry.clone())
+                .collect();
+            // Under the lock: the snapshot then holds every entry memory no longer does.
+            let txn = if lo < stored_end {
+                Some(self.shared.db.begin_read()?)
+            } else {
+                None
+            };
+            (lo, stored_end, tail, txn)
+        };
+
+        let (mut entries, complete) = match txn {
+            None => (Vec::new(), true),
+            Some(txn) => {
+                tokio::task::spawn_blocking(move || read_stored(&txn, lo, stored_end, budget))
+                    .await??
+            }
+        };
+        // A budget that stopped the stored part early: the tail would leave a hole.
+        if complete {
+            for entry in tail {
+                let follows = entries
+                    .last()
+                    .is_none_or(|last: &Entry| last.log_id.index + 1 == entry.log_id.index);
+                if !follows {
+                    return Err(ClusterError::Corrupt(format!(
+                        "log entry {} is not followed by {}",
+                        entries.last().map_or(0, |e| e.log_id.index),
+                        entry.log_id
+                    )));
+                }
+                entries.push((*entry).clone());
+            }
+        }
+        Ok(entries)
+    }
+}
+
+impl Shared {
+    fn state(&self) -> MutexGuard<'_, State> {
+        // A panic while holding the lock leaves no half-made change behind (nothing under it
+        // panics by design): carry on with the state as it is.
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Queues `op`, starting the writer if none is running.
+    fn enqueue(self: &Arc<Self>, st: &mut State, op: Op) {
+        st.queue.push(op);
+        if !st.writing {
+            st.writing = true;
+            let shared = self.clone();
+            tokio::task::spawn_blocking(move || write_queued(shared));
+        }
+    }
+
+    /// One transaction for everything the writer took, made durable before it returns.
+    fn commit(&self, steps: Vec<Step>) -> Result<(), ClusterError> {
+        let mut txn = self.db.begin_write()?;
+        txn.set_durability(Durability::Immediate)?;
+        {
+            let mut log = txn.open_table(LOG)?;
+            let mut meta = txn.open_table(META)?;
+            for step in steps {
+                match step {
+                    Step::Put(index, entry) => {
+                        let bytes = postcard::to_stdvec(&*entry)
+                            .map_err(ClusterError::encode("log entry"))?;
+                        log.insert(index, bytes.as_slice())?;
+                    }
+                    Step::Vote(vote) => put_meta(&mut meta, VOTE, &vote)?,
+                    Step::Committed(Some(committed)) => put_meta(&mut meta, COMMITTED, &committed)?,
+                    Step::Committed(None) => {
+                        meta.remove(COMMITTED)?;
+                    }
+                    Step::Truncate(from) => log.retain_in(from.., |_, _| false)?,
+                    Step::Purge(upto) => {
+                        // The purge point and the deletion in one commit: a crash cannot leave
+                        // entries below a purge point, nor a purge point with them still there.
+                        put_meta(&mut meta, LAST_PURGED, &upto)?;
+                        log.retain_in(..=upto.index, |_, _| false)?;
+                    }
+                }
+            }
+        }
+        txn.commit()?;
+        Ok(())
+    }
+}
+
+impl State {
+    fn check(&self) -> Result<(), ClusterError> {
+        match &self.failure {
+            Some(failure) => Err(ClusterError::Failed(failure.clone())),
+            None => Ok(()),
+        }
+    }
+
+    /// The index the next append must start at, if the log holds entries (an empty log, or one
+    /// purged to its end, takes any index past the purge point: a snapshot may have moved it).
+    fn next_index(&self) -> Option<u64> {
+        let next = self.last_log.next_index();
+        (next > self.last_purged.next_index()).then_some(next)
+    }
+
+    /// What the writer does for `ops`: the entries appends brought that are still unwritten
+    /// (truncated or purged ones are not written at all), then the other changes, in order.
+    fn steps(&self, ops: &[Op]) -> Vec<Step> {
+        let mut steps = Vec::new();
+        for op in ops {
+            match op {
+                Op::Append {
+                    batch,
+                    indexes: Some(indexes),
+                    ..
+                } => steps.extend(
+                    self.unwritten
+                        .range(indexes.clone())
+                        .filter(|(_, u)| u.batch == *batch)
+                        .map(|(index, u)| Step::Put(*index, u.entry.clone())),
+                ),
+                Op::Append { indexes: None, .. } => {}
+                Op::Vote { vote, .. } => steps.push(Step::Vote(*vote)),
+                Op::Committed(committed) => steps.push(Step::Committed(*committed)),
+                Op::Truncate { from, .. } => steps.push(Step::Truncate(*from)),
+                Op::Purge { upto, .. } => steps.push(Step::Purge(*upto)),
+            }
+        }
+        steps
+    }
+
+    /// `ops` are durable: their entries are now read from the file, their vote is the one to
+    /// read back.
+    fn written(&mut self, ops: &[Op]) {
+        for op in ops {
+            match op {
+                Op::Append {
+                    batch,
+                    indexes: Some(indexes),
+                    ..
+                } => {
+                    for index in indexes.clone() {
+                        if self
+                            .unwritten
+                            .get(&index)
+                            .is_some_and(|u| u.batch == *batch)
+                        {
+                            self.unwritten.remove(&index);
+                        }
+                    }
+                }
+                Op::Append { indexes: None, .. } => {}
+                Op::Vote { vote, .. } => self.vote = Some(*vote),
+                Op::Committed(_) | Op::Truncate { .. } | Op::Purge { .. } => {}
+            }
+        }
+    }
+}
+
+/// The writer: takes what is queued, commits it in one transaction, tells the waiters, until the
+/// queue is empty. Runs on the blocking pool; one at a time per store (`State::writing`).
+fn write_queued(shared: Arc<Shared>) {
+    loop {
+        let (ops, steps) = {
+            let mut st = shared.state();
+            let ops = std::mem::take(&mut st.queue);
+            if ops.is_empty() {
+                st.writing = false;
+                return;
+            }
+            let steps = st.check().map(|()| st.steps(&ops));
+            (ops, steps)
+        };
+
+        // A panic in redb must not leave `writing` set with nobody writing: every later write
+        // would wait forever. It fails the store instead, as an error would.
+        let result = steps.and_then(|steps| {
+            std::panic::catch_unwind(AssertUnwindSafe(|| shared.commit(steps))).unwrap_or_else(
+                |_| Err(ClusterError::Failed("the raft log writer panicked".into())),
+            )
+        });
+
+        let idle = {
+            let mut st = shared.state();
+            match &result {
+                Ok(()) => st.written(&ops),
+                Err(e) => {
+                    tracing::error!(path = %shared.path.display(), error = %e, "raft log write failed");
+                    if st.failure.is_none() {
+                        st.failure = Some(e.to_string());
+                    }
+                }
+            }
+            st.writing = !st.queue.is_empty();
+            !st.writing
+        };
+
+        let result = result.map_err(|e| e.to_string());
+        if idle {
+            // Let go of the database before answering: whoever waits for the last write may then
+            // drop its handles and reopen the file.
+            drop(shared);
+            answer(ops, &result);
+            return;
+        }
+        answer(ops, &result);
+    }
+}
+
+fn answer(ops: Vec<Op>, result: &Result<(), String>) {
+    for op in ops {
+        match op {
+            Op::Append { flushed, .. } => {
+                flushed.io_completed(result.clone().map_err(io::Error::other));
+            }
+            Op::Vote { done, .. } | Op::Truncate { done, .. } | Op::Purge { done, .. } => {
+                // The waiter may have gone (its future dropped): nothing to tell.
+                let _ = done.send(result.clone());
+            }
+            Op::Committed(_) => {}
+        }
+    }
+}
+
+/// Entries `lo..end` from the file, checked to be the ones asked for, with no hole, and whether
+/// they reach `end` (false when `budget` stopped the read).
+///
+/// The run may start after `lo`: a log need not start right after its purge point (openraft's
+/// suite appends at index 1 on an empty log), and openraft tolerates entries missing at the
+/// start of a range. Inside the run and at its end nothing may be missing.
+fn read_stored(
+    txn: &ReadTransaction,
+    lo: u64,
+    end: u64,
+    budget: Option<usize>,
+) -> Result<(Vec<Entry>, bool), ClusterError> {
+    let log = txn.open_table(LOG)?;
+    let mut entries: Vec<Entry> = Vec::new();
+    let mut bytes_read = 0;
+    for item in log.range(lo..end)? {
+        let (index, bytes) = item?;
+        let index = index.value();
+        if let Some(last) = entries.last() {
+            if index != last.log_id.index + 1 {
+                return Err(ClusterError::Corrupt(format!(
+                    "log entries {}..{index} are missing",
+                    last.log_id.index + 1
+                )));
+            }
+        }
+        entries.push(decode_entry(index, bytes.value())?);
+        bytes_read += bytes.value().len();
+        if budget.is_some_and(|budget| bytes_read >= budget) {
+            let complete = index + 1 == end;
+            return Ok((entries, complete));
+        }
+    }
+    if let Some(last) = entries.last() {
+        if last.log_id.index + 1 != end {
+            return Err(ClusterError::Corrupt(format!(
+                "log entries {}..{end} are missing",
+                last.log_id.index + 1
+            )));
+        }
+    }
+    Ok((entries, true))
+}
+
+fn decode_entry(index: u64, bytes: &[u8]) -> Result<Entry, ClusterError> {
+    let entry: Entry = postcard::from_bytes(bytes).map_err(ClusterError::decode("log entry"))?;
+    if entry.log_id.index != index {
+        return Err(ClusterError::Corrupt(format!(
+            "log entry {} stored under index {index}",
+            entry.log_id
+        )));
+    }
+    Ok(entry)
+}
+
+fn get_meta<T: DeserializeOwned>(
+    meta: &impl ReadableTable<&'static str, &'static [u8]>,
+    key: &'static str,
+) -> Result<Option<T>, ClusterError> {
+    match meta.get(key)? {
+        None => Ok(None),
+        Some(bytes) => postcard::from_bytes(bytes.value())
+            .map(Some)
+            .map_err(ClusterError::decode(key)),
+    }
+}
+
+fn put_meta<T: Serialize>(
+    meta: &mut Table<&'static str, &'static [u8]>,
+    key: &'static str,
+    value: &T,
+) -> Result<(), ClusterError> {
+    let bytes = postcard::to_stdvec(value).map_err(ClusterError::encode(key))?;
+    meta.insert(key, bytes.as_slice())?;
+    Ok(())
+}
+
+/// `range` as `start..end`, `end` exclusive.
+fn bounds(range: &impl RangeBounds<u64>) -> (u64, u64) {
+    let start = match range.start_bound() {
+        Bound::Included(&i) => i,
+        Bound::Excluded(&i) => i.saturating_add(1),
+        Bound::Unbounded => 0,
+    };
+    let end = match range.end_bound() {
+        Bound::Included(&i) => i.saturating_add(1),
+        Bound::Excluded(&i) => i,
+        Bound::Unbounded => u64::MAX,
+    };
+    (start, end)
+}
+
+impl fmt::Debug for LogStore {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("LogStore")
+            .field("path", &self.shared.path)
+            .finish_non_exhaustive()
+    }
+}
+
+impl RaftLogReader<TypeConfig> for LogStore {
+    async fn try_get_log_entries<RB: RangeBounds<u64> + Clone + fmt::Debug + OptionalSend>(
+        &mut self,
+        range: RB,
+    ) -> Result<Vec<Entry>, io::Error> {
+        let (start, end) = bounds(&range);
+        Ok(self.read(start, end, None).await?)
+    }
+
+    async fn read_vote(&mut self) -> Result<Option<Vote>, io::Error> {
+        Ok(self.shared.state().vote)
+    }
+
+    async fn limited_get_log_entries(
+        &mut self,
+        start: u64,
+        end: u64,
+    ) -> Result<Vec<Entry>, io::Error> {
+        Ok(self.read(start, end, Some(READ_SLICE_BYTES)).await?)
+    }
+}
+
+impl RaftLogStorage<TypeConfig> for LogStore {
+    type LogReader = LogStore;
+
+    async fn get_log_state(&mut self) -> Result<LogState<TypeConfig>, io::Error> {
+        let st = self.shared.state();
+        let last_log_id = if st.last_log.next_index() > st.last_purged.next_index() {
+            st.last_log
+        } else {
+            st.last_purged
+        };
+        Ok(LogState {
+            last_purged_log_id: st.last_purged,
+            last_log_id,
+        })
+    }
+
+    async fn get_log_reader(&mut self) -> LogStore {
+        self.clone()
+    }
+
+    async fn save_vote(&mut self, vote: &Vote) -> Result<(), io::Error> {
+        let vote = *vote;
+        Ok(self.write(|_, done| Op::Vote { vote, done }).await?)
+    }
+
+    async fn save_committed(&mut self, committed: Option<LogId>) -> Result<(), io::Error> {
+        let mut st = self.shared.state();
+        st.check()?;
+        st.committed = committed;
+        self.shared.enqueue(&mut st, Op::Committed(committed));
+        Ok(())
+    }
+
+    async fn read_committed(&mut self) -> Result<Option<LogId>, io::Error> {
+        Ok(self.shared.state().committed)
+    }
+
+    async fn append<I>(
+        &mut self,
+        entries: I,
+        callback: IOFlushed<TypeConfig>,
+    ) -> Result<(), io::Error>
+    where
+        I: IntoIterator<Item = Entry> + OptionalSend,
+        I::IntoIter: OptionalSend,
+    {
+        let entries: Vec<Entry> = entries.into_iter().collect();
+        let mut st = self.shared.state();
+        st.check()?;
+
+        // The log must stay without holes: each entry follows the last one.
+        let mut expected = st.next_index();
+        for entry in &entries {
+            let index = entry.log_id.index;
+            let follows = match expected {
+                Some(next) => index == next,
+                None => index >= st.last_purged.next_index(),
+            };
+            if !follows {
+                return Err(io::Error::new(
+                    io::ErrorKind::InvalidInput,
+                    format!(
+                        "append of log entry {} would leave a hole (last: {:?}, purged: {:?})",
+                        entry.log_id, st.last_log, st.last_purged
+                    ),
+                ));
+            }
+            expected = Some(index + 1);
+        }
+
+        let batch = st.next_batch;
+        st.next_batch += 1;
+        // An empty append writes nothing, but its callback still waits for the writes queued
+        // before it.
+        let indexes = match (entries.first(), entries.last()) {
+            (Some(first), Some(last)) => Some(first.log_id.index..=last.log_id.index),
+            _ => None,
+        };
+        if let Some(last) = entries.last() {
+            st.last_log = Some(last.log_id);
+        }
+        for entry in entries {
+            let index = entry.log_id.index;
+            let entry = Arc::new(entry);
+            st.unwritten.insert(index, Unwritten { batch, entry });
+        }
+        self.shared.enqueue(
+            &mut st,
+            Op::Append {
+                batch,
+                indexes,
+                flushed: callback,
+            },
+        );
+        Ok(())
+    }
+
+    async fn truncate_after(&mut self, last_log_id: Option<LogId>) -> Result<(), io::Error> {
+        let from = last_log_id.next_index();
+        Ok(self
+            .write(|st, done| {
+                st.unwritten.split_off(&from);
+                if st.last_log.next_index() > from {
+                    st.last_log = last_log_id;
+                }
+                Op::Truncate { from, done }
+            })
+            .await?)
+    }
+
+    async fn purge(&mut self, log_id: LogId) -> Result<(), io::Error> {
+        Ok(self
+            .write(|st, done| {
+                let upto = if st.last_purged.next_index() > log_id.index {
+                    // Never moves back: purging less than before is a no-op.
+                    st.last_purged.unwrap_or(log_id)
+                } else {
+                    log_id
+                };
+                st.unwritten = st.unwritten.split_off(&upto.index.saturating_add(1));
+                st.last_purged = Some(upto);
+                Op::Purge { upto, done }
+            })
+            .await?)
+    }
+}
