@@ -15,6 +15,7 @@ use crate::alarm::Alarms;
 use crate::auth::Users;
 use crate::config::Config;
 use crate::definitions::{CommitError, DefinitionLog, StoreDefinitionLog};
+use crate::queue::factory::Placement;
 use crate::reply_to::ReplyRegistry;
 use crate::tracking::Tracker;
 use crate::vhost::Vhost;
@@ -23,6 +24,8 @@ pub struct Broker {
     pub config: Config,
     /// This node's name (`Config::node_name`), worked out once.
     node_name: String,
+    /// Alone, or a member of a cluster (vhosts made later are placed the same way).
+    placement: Placement,
     pub store: Store,
     /// Where vhosts make their definition changes durable before applying them.
     definitions: Arc<dyn DefinitionLog>,
@@ -58,6 +61,18 @@ impl Broker {
     /// Opens the store under `config.data_dir` and rebuilds what it holds. Needs a Tokio runtime
     /// (recovered queues start their tasks).
     pub fn open(config: Config) -> Result<Arc<Self>, StorageError> {
+        Self::open_in(config, Placement::Alone, None)
+    }
+
+    /// Opens a broker that is a member of a cluster (`placement`), whose vhosts' definitions go
+    /// through `definitions` (the cluster's metadata log). Such a broker rebuilds its exchanges,
+    /// queues and bindings from that log as it replays, not from the store, which keeps only
+    /// the messages of its own queues (read back as the log declares them again).
+    pub fn open_in(
+        config: Config,
+        placement: Placement,
+        definitions: Option<Arc<dyn DefinitionLog>>,
+    ) -> Result<Arc<Self>, StorageError> {
         let started = std::time::Instant::now();
         let key = config.encryption_key()?;
         let (store, mut recovered) = Store::open_with(&config.data_dir, key.as_ref())?;
@@ -79,17 +94,24 @@ impl Broker {
             recovered.vhosts.push(vhost);
             recovered.permissions.push(permission);
         }
-        let definitions: Arc<dyn DefinitionLog> = Arc::new(StoreDefinitionLog::new(store.clone()));
+        let replicated = definitions.is_some();
+        let definitions: Arc<dyn DefinitionLog> = match definitions {
+            Some(log) => log,
+            None => Arc::new(StoreDefinitionLog::new(store.clone())),
+        };
         let mut vhosts = HashMap::new();
         for record in &recovered.vhosts {
-            let vhost = Vhost::new(
+            let vhost = Vhost::new_in(
                 &*record.name,
                 store.clone(),
                 definitions.clone(),
                 config.queue_memory_limit,
+                placement.clone(),
             );
             vhost.set_record(record.clone());
-            vhost.restore(&recovered)?;
+            if !replicated {
+                vhost.restore(&recovered)?;
+            }
             vhosts.insert(record.name.clone(), vhost);
         }
         tracing::info!(
@@ -107,6 +129,7 @@ impl Broker {
             config.vm_memory_high_watermark_absolute,
         );
         Ok(Arc::new(Broker {
+            placement,
             node_name: config.node_name(),
             config,
             store,
@@ -184,11 +207,12 @@ impl Broker {
             v.set_record(record);
             return Ok(false);
         }
-        let vhost = Vhost::new(
+        let vhost = Vhost::new_in(
             name,
             self.store.clone(),
             self.definitions.clone(),
             self.config.queue_memory_limit,
+            self.placement.clone(),
         );
         vhost.set_record(record);
         vhosts.insert(name.to_owned(), vhost);

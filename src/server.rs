@@ -58,13 +58,10 @@ impl Server {
         let amqp = TcpListener::bind(config.amqp_listen).await?;
         let http = TcpListener::bind(config.http_listen).await?;
         std::fs::create_dir_all(&config.data_dir)?;
-        let broker = Broker::open(config)?;
-        let clustering = crate::clustering::Clustering::start(
-            cluster_settings,
-            &broker.config.data_dir,
-            Duration::from_millis(broker.config.cluster_commit_timeout),
-        )
-        .await?;
+        let connected = crate::clustering::Connected::start(cluster_settings).await?;
+        let broker = Broker::open_in(config, connected.placement(), connected.definition_log())?;
+        let commit_timeout = Duration::from_millis(broker.config.cluster_commit_timeout);
+        let clustering = connected.join(&broker, commit_timeout).await?;
         let _ = broker.cluster.set(Arc::new(clustering));
         let mut listeners = vec![("amqp", amqp.local_addr()?.port())];
         if let Some((l, _)) = &amqps {

@@ -28,6 +28,33 @@ pub enum ReplyCode {
 }
 
 impl ReplyCode {
+    /// Every code, for turning a number back into one.
+    pub const ALL: [ReplyCode; 18] = [
+        ReplyCode::ContentTooLarge,
+        ReplyCode::NoRoute,
+        ReplyCode::NoConsumers,
+        ReplyCode::ConnectionForced,
+        ReplyCode::InvalidPath,
+        ReplyCode::AccessRefused,
+        ReplyCode::NotFound,
+        ReplyCode::ResourceLocked,
+        ReplyCode::PreconditionFailed,
+        ReplyCode::FrameError,
+        ReplyCode::SyntaxError,
+        ReplyCode::CommandInvalid,
+        ReplyCode::ChannelError,
+        ReplyCode::UnexpectedFrame,
+        ReplyCode::ResourceError,
+        ReplyCode::NotAllowed,
+        ReplyCode::NotImplemented,
+        ReplyCode::InternalError,
+    ];
+
+    /// The code with this number (as another node sent it).
+    pub fn from_code(code: u16) -> Option<ReplyCode> {
+        Self::ALL.into_iter().find(|c| c.code() == code)
+    }
+
     pub const fn code(self) -> u16 {
         match self {
             ReplyCode::ContentTooLarge => 311,

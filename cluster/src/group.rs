@@ -26,12 +26,16 @@ use crate::ClusterError;
 
 pub type GroupRaft = openraft::Raft<TypeConfig, StateMachine>;
 
-/// A group's timing.
+/// A group's timing, and when it takes snapshots.
 #[derive(Debug, Clone)]
 pub struct Timing {
     pub heartbeat: Duration,
     pub election_min: Duration,
     pub election_max: Duration,
+    /// A snapshot (and a purge of the log before it) after this many entries; None: never, for
+    /// an applier whose snapshot does not hold everything its entries did (the log is then
+    /// replayed whole at every start).
+    pub snapshot_every: Option<u64>,
 }
 
 impl Default for Timing {
@@ -40,6 +44,7 @@ impl Default for Timing {
             heartbeat: Duration::from_millis(250),
             election_min: Duration::from_millis(1000),
             election_max: Duration::from_millis(2000),
+            snapshot_every: Some(5000),
         }
     }
 }
@@ -107,6 +112,10 @@ impl Group {
             election_timeout_max: timing.election_max.as_millis() as u64,
             // A node cut off and back does not depose a healthy leader.
             enable_pre_vote: Some(true),
+            snapshot_policy: match timing.snapshot_every {
+                Some(n) => openraft::SnapshotPolicy::LogsSinceLast(n),
+                None => openraft::SnapshotPolicy::Never,
+            },
             ..Default::default()
         }
         .validate()

@@ -1,14 +1,19 @@
 //! The metadata group's state on this node: what every node of the cluster agrees on, changed
 //! only by commands the group has committed, applied in the group's order on every node.
 //!
-//! Today it holds the cluster's name; vhosts' definitions move here next (their commands already
-//! cross the network as serde values, `crate::definitions`).
+//! It holds the cluster's name and every vhost's definitions (exchanges, queues, bindings,
+//! policies: `crate::definitions`' commands, applied to each node's vhosts as they commit). Users,
+//! vhosts themselves and permissions are still each node's own.
+//!
+//! A queue declared through the log gets, on every node alike, the log index of its declare as
+//! its incarnation, and (when durable) a storage id made from it: unique in the cluster, so that
+//! the home node's store keeps its messages under an id no node reuses.
 //!
 //! A change is proposed by any node ([`Metadata::commit`]); it is answered once this node has
 //! applied it, so the node that made the change reads it back at once.
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::{Arc, Mutex, OnceLock, RwLock, Weak};
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
@@ -16,11 +21,25 @@ use tokio::sync::oneshot;
 use warren_cluster::group::{Group, ProposeError};
 use warren_cluster::{Applier, NodeId, Proposal};
 
+use crate::broker::Broker;
+use crate::definitions::DefinitionCommand;
+
+/// Storage ids the metadata log gives durable queues: the declare's log index with this bit,
+/// apart from the ids a node alone counts up from 1 (and from the store's shadow bit, 1 << 63).
+pub const CLUSTER_QUEUE_IDS: u64 = 1 << 62;
+
 /// One change to the metadata.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub enum MetadataCommand {
     /// RabbitMQ's `cluster_name` (`rabbitmqctl set_cluster_name`, `PUT /api/cluster-name`).
     SetClusterName(String),
+    /// A change to a vhost's definitions. `applied_at_origin`: the proposing node applied it
+    /// already (a queue that deleted itself, and what that cascaded) and skips it.
+    Definitions {
+        vhost: String,
+        commands: Vec<DefinitionCommand>,
+        applied_at_origin: bool,
+    },
 }
 
 /// What the metadata holds (the snapshot is this, serialized).
@@ -33,21 +52,81 @@ impl MetadataState {
     fn apply(&mut self, command: MetadataCommand) {
         match command {
             MetadataCommand::SetClusterName(name) => self.cluster_name = Some(name),
+            // Applied to the vhosts, not kept here.
+            MetadataCommand::Definitions { .. } => {}
         }
     }
 }
 
 /// The applier the metadata group calls, and the proposers waiting for their changes.
-#[derive(Default)]
 pub struct MetadataApplier {
+    /// This node's id in the group.
+    me: NodeId,
     state: RwLock<MetadataState>,
     /// Proposals of this node's, by (origin, number), waiting to be applied here.
     waiting: Mutex<HashMap<(NodeId, u64), oneshot::Sender<()>>>,
+    /// Whose vhosts definitions apply to (set once the broker is open).
+    broker: OnceLock<Weak<Broker>>,
+}
+
+impl MetadataApplier {
+    pub fn new(me: NodeId) -> Self {
+        MetadataApplier {
+            me,
+            state: RwLock::default(),
+            waiting: Mutex::default(),
+            broker: OnceLock::new(),
+        }
+    }
+
+    pub fn set_broker(&self, broker: Weak<Broker>) {
+        let _ = self.broker.set(broker);
+    }
+
+    fn apply_definitions(
+        &self,
+        index: u64,
+        origin: NodeId,
+        vhost: &str,
+        mut commands: Vec<DefinitionCommand>,
+        applied_at_origin: bool,
+    ) {
+        let proposed_here = origin == self.me;
+        if applied_at_origin && proposed_here {
+            return;
+        }
+        let Some(broker) = self.broker.get().and_then(Weak::upgrade) else {
+            return;
+        };
+        let Some(vhost) = broker.vhost(vhost) else {
+            tracing::warn!(
+                vhost,
+                "definitions for a vhost this node does not have, skipped"
+            );
+            return;
+        };
+        for command in &mut commands {
+            if let DefinitionCommand::DeclareQueue(q) = command {
+                q.incarnation = index;
+                if q.storage_id.is_some() {
+                    q.storage_id = Some(CLUSTER_QUEUE_IDS | index);
+                }
+            }
+        }
+        vhost.apply_replicated(&commands, proposed_here);
+    }
 }
 
 impl Applier for MetadataApplier {
-    fn apply(&self, _index: u64, proposal: &Proposal) {
+    fn apply(&self, index: u64, proposal: &Proposal) {
         match serde_json::from_slice::<MetadataCommand>(&proposal.payload) {
+            Ok(MetadataCommand::Definitions {
+                vhost,
+                commands,
+                applied_at_origin,
+            }) => {
+                self.apply_definitions(index, proposal.origin, &vhost, commands, applied_at_origin)
+            }
             Ok(command) => self
                 .state
                 .write()
@@ -55,7 +134,7 @@ impl Applier for MetadataApplier {
                 .apply(command),
             // Every node has the same bytes and skips them alike: the state stays the same
             // everywhere (a node of a newer version proposed what this one does not know).
-            Err(e) => tracing::error!("metadata entry {_index} skipped: {e}"),
+            Err(e) => tracing::error!("metadata entry {index} skipped: {e}"),
         }
         let waiter = self
             .waiting
@@ -114,6 +193,21 @@ impl Metadata {
             .read()
             .unwrap_or_else(|e| e.into_inner())
             .clone()
+    }
+
+    /// Proposes a change this node has applied already, without waiting for it.
+    pub fn record(self: &Arc<Self>, command: &MetadataCommand) {
+        let Ok(payload) = serde_json::to_vec(command) else {
+            return;
+        };
+        let proposal = self.group.proposal(payload);
+        let group = self.group.clone();
+        let timeout = self.timeout;
+        tokio::spawn(async move {
+            if let Err(e) = group.propose(proposal, timeout).await {
+                tracing::warn!("a change this node made could not be recorded in the cluster: {e}");
+            }
+        });
     }
 
     /// Commits a change through the group and waits until this node has applied it.

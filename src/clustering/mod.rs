@@ -4,14 +4,23 @@
 //!
 //! - `settings.rs`: the cluster flags, checked.
 //! - `metadata.rs`: the metadata group's state on this node, and changing it.
+//! - `definitions.rs`: the vhosts' definition log of a cluster member (the metadata group).
+//! - `forward.rs`: what this node does for other nodes' proxies of its queues, and with the
+//!   deliveries they relay to its own proxies' consumers.
+//!
+//! Start-up: [`Connected::start`] opens the link (the broker's queues need it to reach other
+//! nodes' queues), the broker opens with its placement and definition log, then
+//! [`Connected::join`] starts the metadata group, which replays the definitions into the
+//! broker's vhosts.
 //!
 //! A node started without cluster flags is a cluster of one: its metadata group has one member
 //! (named `local`, so that a changed host name does not strand it) and no listener.
 
+pub mod definitions;
+pub mod forward;
 pub mod metadata;
 pub mod settings;
 
-use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -20,11 +29,17 @@ use tokio::net::TcpListener;
 use warren_cluster::group::{Group, MemberStatus, Timing};
 use warren_cluster::link::{Link, LinkConfig};
 use warren_cluster::node::ClusterNode;
-use warren_cluster::{ClusterError, Node};
+use warren_cluster::{node_id, ClusterError, Node};
 
 pub use metadata::{Metadata, MetadataCommand};
 pub use settings::{Settings, SettingsError};
 
+use crate::broker::Broker;
+use crate::definitions::DefinitionLog;
+use crate::queue::factory::Placement;
+use crate::queue::remote::{Proxies, Remote};
+use definitions::ClusterDefinitionLog;
+use forward::{Forwarding, ForwardingHandler};
 use metadata::MetadataApplier;
 
 /// The metadata group's name on the link.
@@ -48,26 +63,24 @@ pub enum ClusterStartError {
 pub struct Clustering {
     settings: Settings,
     node: Arc<ClusterNode>,
-    pub metadata: Metadata,
+    pub metadata: Arc<Metadata>,
 }
 
-impl Clustering {
-    /// Starts this node's cluster link (if it has peers) and its member of the metadata group,
-    /// with its files under `data_dir/cluster`.
-    pub async fn start(
-        settings: Settings,
-        data_dir: &Path,
-        commit_timeout: Duration,
-    ) -> Result<Clustering, ClusterStartError> {
-        let (link, members) = match settings.listen {
-            None => {
-                let config = LinkConfig::new(ALONE, "", Vec::new());
-                let me = Node {
-                    name: ALONE.to_owned(),
-                    addr: String::new(),
-                };
-                (Link::start(config, None), vec![me])
-            }
+/// A node's cluster link, before its metadata group starts: what the broker's queues need to
+/// reach other nodes' queues.
+pub struct Connected {
+    settings: Settings,
+    node: Arc<ClusterNode>,
+    proxies: Arc<Proxies>,
+    /// The vhosts' definition log (a cluster member's; none alone).
+    definitions: Option<Arc<ClusterDefinitionLog>>,
+}
+
+impl Connected {
+    /// Starts the cluster link: listening for peers (and calling them) if the node has any.
+    pub async fn start(settings: Settings) -> Result<Connected, ClusterStartError> {
+        let link = match settings.listen {
+            None => Link::start(LinkConfig::new(ALONE, "", Vec::new()), None),
             Some(addr) => {
                 let listener = TcpListener::bind(addr)
                     .await
@@ -77,30 +90,95 @@ impl Clustering {
                     settings.advertise.clone(),
                     settings.secret.clone(),
                 );
-                (
-                    Link::start(config, Some(listener)),
-                    settings.members.clone(),
-                )
+                Link::start(config, Some(listener))
             }
         };
-        let node = ClusterNode::new(link);
-        let applier = Arc::new(MetadataApplier::default());
-        let group = Group::start(
-            node.clone(),
-            METADATA,
-            &data_dir.join("cluster").join(METADATA),
-            applier.clone(),
-            &members,
-            Timing::default(),
-        )
-        .await?;
-        Ok(Clustering {
-            metadata: Metadata::new(group, applier, commit_timeout),
+        let definitions = (!settings.alone()).then(|| Arc::new(ClusterDefinitionLog::default()));
+        Ok(Connected {
+            node: ClusterNode::new(link),
+            proxies: Arc::new(Proxies::default()),
+            definitions,
             settings,
-            node,
         })
     }
 
+    /// Where the broker's queues live, and how to reach the others.
+    pub fn placement(&self) -> Placement {
+        match self.settings.alone() {
+            true => Placement::Alone,
+            false => Placement::Member {
+                me: self.settings.name.as_str().into(),
+                remote: Remote {
+                    link: self.node.link().clone(),
+                    proxies: self.proxies.clone(),
+                },
+            },
+        }
+    }
+
+    /// The definition log the broker's vhosts use: the metadata group's, in a cluster.
+    pub fn definition_log(&self) -> Option<Arc<dyn DefinitionLog>> {
+        self.definitions
+            .clone()
+            .map(|log| log as Arc<dyn DefinitionLog>)
+    }
+
+    /// Starts this node's member of the metadata group (files under `data_dir/cluster`), which
+    /// applies definitions to `broker`'s vhosts, and answers other nodes' forwarded requests.
+    pub async fn join(
+        self,
+        broker: &Arc<Broker>,
+        commit_timeout: Duration,
+    ) -> Result<Clustering, ClusterStartError> {
+        let me = if self.settings.alone() {
+            ALONE.to_owned()
+        } else {
+            self.settings.name.clone()
+        };
+        let members = match self.settings.alone() {
+            true => vec![Node {
+                name: ALONE.to_owned(),
+                addr: String::new(),
+            }],
+            false => self.settings.members.clone(),
+        };
+        let applier = Arc::new(MetadataApplier::new(node_id(&me)));
+        applier.set_broker(Arc::downgrade(broker));
+        let forwarding = Forwarding::new(
+            Arc::downgrade(broker),
+            self.node.link().clone(),
+            self.proxies.clone(),
+        );
+        self.node
+            .set_app_handler(Arc::new(ForwardingHandler(forwarding)));
+        let group = Group::start(
+            self.node.clone(),
+            METADATA,
+            &broker.config.data_dir.join("cluster").join(METADATA),
+            applier.clone(),
+            &members,
+            // The metadata's snapshot holds the cluster's name but not yet the vhosts'
+            // definitions, which the applier hands to the vhosts: the log is kept whole and
+            // replayed at every start until it does.
+            Timing {
+                snapshot_every: None,
+                ..Timing::default()
+            },
+        )
+        .await?;
+        let metadata = Arc::new(Metadata::new(group, applier, commit_timeout));
+        if let Some(log) = &self.definitions {
+            log.attach(metadata.clone());
+        }
+        Ok(Clustering {
+            metadata,
+            settings: self.settings,
+            node: self.node,
+        })
+    }
+}
+
+impl Clustering {
     /// This node's name.
     pub fn name(&self) -> &str {
         &self.settings.name

@@ -18,6 +18,10 @@ pub enum DefinitionCommand {
         name: String,
         /// Its id in the store, when it is kept on disk.
         storage_id: Option<u64>,
+        /// Which queue of that name (its declare's [`QueueDefinition::incarnation`]); 0: whichever
+        /// is there.
+        #[serde(default)]
+        incarnation: u64,
     },
     DeclareExchange(ExchangeDefinition),
     /// The exchange goes, with every binding from it and to it.
@@ -56,6 +60,15 @@ pub struct QueueDefinition {
     pub exclusive_owner: Option<ConnectionId>,
     pub auto_delete: bool,
     pub arguments: FieldTable,
+    /// The node the queue lives on, in a cluster (where it was declared, as RabbitMQ places a
+    /// classic queue); the other nodes reach it over the cluster link. None: this node, alone.
+    #[serde(default)]
+    pub home: Option<String>,
+    /// In a cluster, the metadata log's index of the declare that created this queue (0 alone):
+    /// a removal names it, so that one meant for a queue since deleted and declared again under
+    /// the same name leaves the new one be.
+    #[serde(default)]
+    pub incarnation: u64,
 }
 
 /// An exchange as declared.

@@ -35,7 +35,7 @@ pub use command::{
     BindingDefinition, DefinitionCommand, DestinationKind, ExchangeDefinition, QueueDefinition,
 };
 pub use import::{ImportError, Scope};
-pub use log::{Commit, CommitError, DefinitionLog};
+pub use log::{Commit, CommitError, Committed, DefinitionLog};
 pub use store_log::StoreDefinitionLog;
 
 #[cfg(test)]

@@ -29,6 +29,8 @@ impl QueueDefinition {
             exclusive_owner: None,
             auto_delete: record.auto_delete,
             arguments: decode_table(&record.arguments).unwrap_or_default(),
+            home: None,
+            incarnation: 0,
         }
     }
 }

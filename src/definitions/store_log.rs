@@ -9,7 +9,7 @@ use tokio::sync::mpsc;
 use warren_storage::{CommitListener, Op, StorageError, Store};
 
 use super::command::DefinitionCommand;
-use super::log::{Commit, CommitError, DefinitionLog};
+use super::log::{Commit, CommitError, Committed, DefinitionLog};
 use crate::policy::PolicyKind;
 use crate::queue::dedup;
 
@@ -36,7 +36,9 @@ fn write_ops(vhost: &str, command: &DefinitionCommand, ops: &mut Vec<Op>) {
     let vhost_owned = || vhost.to_owned();
     match command {
         DefinitionCommand::DeclareQueue(q) => ops.extend(q.record(vhost).map(Op::PutQueue)),
-        DefinitionCommand::DeleteQueue { name, storage_id } => {
+        DefinitionCommand::DeleteQueue {
+            name, storage_id, ..
+        } => {
             // A queue that deletes itself has its own log write this first (with its messages
             // and deduplication memory, which the queue owns); written here too, so that the
             // command is complete on its own (a replica replaying it). Deleting twice is harmless.
@@ -100,7 +102,7 @@ impl DefinitionLog for StoreDefinitionLog {
         let ops = Self::ops(vhost, commands);
         let writes = ops.len();
         if writes == 0 {
-            return Box::pin(std::future::ready(Ok(())));
+            return Box::pin(std::future::ready(Ok(Committed::ToApply)));
         }
         // Submitted now, in order, so the entry follows everything appended before this call;
         // each write reports on its own (they may fall into different batches, and a batch can
@@ -120,7 +122,7 @@ impl DefinitionLog for StoreDefinitionLog {
                     None => return Err(StorageError::WriterGone.into()),
                 }
             }
-            Ok(())
+            Ok(Committed::ToApply)
         })
     }
 

@@ -29,6 +29,8 @@ fn queue(name: &str, storage_id: Option<u64>) -> DefinitionCommand {
         exclusive_owner: None,
         auto_delete: false,
         arguments: FieldTable::default(),
+        home: None,
+        incarnation: 0,
     })
 }
 
@@ -124,6 +126,7 @@ fn the_store_log_writes_what_is_durable_and_nothing_else() {
         &[vec![DefinitionCommand::DeleteQueue {
             name: "q".into(),
             storage_id: Some(1),
+            incarnation: 0,
         }]],
     );
     assert_eq!(names(&recovered), (vec!["d"], vec![], vec![]));

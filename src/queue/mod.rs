@@ -18,6 +18,7 @@ pub mod log;
 pub mod owner;
 mod ready;
 pub mod recovery;
+pub mod remote;
 
 pub use args::{Overflow, QueueArgs};
 pub use delivery::{ConnEvent, Delivery};
@@ -262,6 +263,8 @@ pub struct QueueHandle {
     may_reject_publish: AtomicBool,
     tx: mpsc::Sender<QueueCommand>,
     deleted: AtomicBool,
+    /// Which declare of its name it is, in a cluster (0 alone).
+    pub incarnation: u64,
 }
 
 /// The policies applied to a queue and its arguments with them.
@@ -295,6 +298,7 @@ impl QueueHandle {
             }),
             tx,
             deleted: Default::default(),
+            incarnation: spec.incarnation,
         }
     }
 
@@ -443,4 +447,6 @@ pub struct QueueSpec {
     pub memory_limit: u64,
     /// The policies that apply to it.
     pub policies: Applied,
+    /// Which declare of its name it is, in a cluster (see `QueueDefinition::incarnation`).
+    pub incarnation: u64,
 }

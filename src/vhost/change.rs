@@ -24,7 +24,7 @@ use std::sync::Arc;
 
 use warren_amqp::AmqpError;
 
-use crate::definitions::{CommitError, DefinitionCommand, QueueDefinition};
+use crate::definitions::{CommitError, Committed, DefinitionCommand, QueueDefinition};
 use crate::queue::QueueHandle;
 
 use super::topology::{Applied, Topology};
@@ -49,10 +49,22 @@ impl Vhost {
         change: Change,
         commands: Vec<DefinitionCommand>,
     ) -> Result<Vec<Arc<QueueHandle>>, AmqpError> {
-        self.commit_and_apply(change, commands).await.map_err(|e| {
-            tracing::error!(vhost = %self.name, "definition commit failed: {e}");
-            AmqpError::internal_error("could not write to disk")
-        })
+        self.commit_and_apply(change, commands)
+            .await
+            .map_err(|e| match e {
+                // The closest reply RabbitMQ has: its metadata store's timeouts close the
+                // connection with 541 too; a client reconnects, perhaps to a node of the majority.
+                CommitError::NoQuorum => {
+                    tracing::warn!(vhost = %self.name, "definition change refused: {e}");
+                    AmqpError::internal_error(
+                        "timed out waiting for a majority of the cluster's nodes to confirm the change",
+                    )
+                }
+                e => {
+                    tracing::error!(vhost = %self.name, "definition commit failed: {e}");
+                    AmqpError::internal_error("could not write to disk")
+                }
+            })
     }
 
     /// Commits a change that may turn out to be none (an unbind of what is not bound).
@@ -77,8 +89,10 @@ impl Vhost {
         // held until it is.
         let vhost = self.clone();
         let task = tokio::spawn(async move {
-            vhost.log.commit(&vhost.name, &commands).await?;
-            let started = vhost.apply_committed(&commands);
+            let started = match vhost.log.commit(&vhost.name, &commands).await? {
+                Committed::ToApply => vhost.apply_committed(&commands, true),
+                Committed::Applied => vhost.declared_queues(&commands),
+            };
             drop(change);
             Ok(started)
         });
@@ -89,8 +103,32 @@ impl Vhost {
         }
     }
 
-    /// Applies a committed change, then corrects for a queue that deleted itself meanwhile.
-    fn apply_committed(self: &Arc<Self>, commands: &[DefinitionCommand]) -> Vec<Arc<QueueHandle>> {
+    /// The queues a change applied by the log declared, as they are now.
+    fn declared_queues(&self, commands: &[DefinitionCommand]) -> Vec<Arc<QueueHandle>> {
+        let topo = self.read();
+        commands
+            .iter()
+            .filter_map(|c| match c {
+                DefinitionCommand::DeclareQueue(q) => topo.queues.get(&q.name).cloned(),
+                _ => None,
+            })
+            .collect()
+    }
+
+    /// Applies a change the cluster's metadata log committed (on every node, in the log's
+    /// order). Only the node that proposed it records the corrections applying it calls for;
+    /// the others make the same ones, and meet the proposer's record of them later as no-ops.
+    pub fn apply_replicated(self: &Arc<Self>, commands: &[DefinitionCommand], proposed_here: bool) {
+        self.apply_committed(commands, proposed_here);
+    }
+
+    /// Applies a committed change, then corrects for a queue that deleted itself meanwhile
+    /// (recording the corrections in the log if `record`).
+    fn apply_committed(
+        self: &Arc<Self>,
+        commands: &[DefinitionCommand],
+        record: bool,
+    ) -> Vec<Arc<QueueHandle>> {
         let mut started = Vec::new();
         let mut start = |definition: &QueueDefinition, policies| {
             let q = self.start_queue(definition, policies, None);
@@ -135,7 +173,7 @@ impl Vhost {
             apply_all(&mut topo, &cascade);
             corrections.extend(cascade);
         }
-        if !corrections.is_empty() {
+        if record && !corrections.is_empty() {
             // Under the topology lock, so the log has them in the order they were applied.
             self.log.record(&self.name, &corrections);
         }
@@ -158,6 +196,7 @@ impl Vhost {
         let commands = topo.with_cascade(DefinitionCommand::DeleteQueue {
             name: queue.name.to_string(),
             storage_id: queue.storage_id,
+            incarnation: queue.incarnation,
         });
         apply_all(&mut topo, &commands);
         self.log.record(&self.name, &commands);

@@ -163,6 +163,9 @@ impl Vhost {
             exclusive_owner: req.exclusive.then_some(req.connection),
             auto_delete: req.auto_delete,
             arguments: req.arguments.clone(),
+            home: self.placement.home_here(),
+            // Set when the metadata log applies the declare.
+            incarnation: 0,
         })
     }
 

@@ -37,6 +37,7 @@ use warren_storage::{Store, VhostRecord};
 
 use crate::definitions::{DefinitionLog, QueueDefinition};
 use crate::policy::Applied;
+use crate::queue::factory::Placement;
 use crate::queue::recovery::Recovery;
 use crate::queue::{factory, ConnectionId, QueueArgs, QueueHandle, QueueSpec};
 
@@ -61,6 +62,8 @@ pub struct Vhost {
     record: RwLock<VhostRecord>,
     /// Becomes true when the vhost is deleted: its connections close (320).
     deleted: tokio::sync::watch::Sender<bool>,
+    /// Alone, or a member of a cluster: where new queues live, and how to reach others'.
+    placement: Placement,
 }
 
 impl Vhost {
@@ -69,6 +72,17 @@ impl Vhost {
         store: Store,
         log: Arc<dyn DefinitionLog>,
         queue_memory_limit: u64,
+    ) -> Arc<Self> {
+        Self::new_in(name, store, log, queue_memory_limit, Placement::Alone)
+    }
+
+    /// A vhost of a cluster member (`placement`).
+    pub fn new_in(
+        name: impl Into<String>,
+        store: Store,
+        log: Arc<dyn DefinitionLog>,
+        queue_memory_limit: u64,
+        placement: Placement,
     ) -> Arc<Self> {
         let name = name.into();
         Arc::new(Vhost {
@@ -83,6 +97,7 @@ impl Vhost {
                 ..VhostRecord::default()
             }),
             deleted: tokio::sync::watch::channel(false).0,
+            placement,
         })
     }
 
@@ -180,6 +195,21 @@ impl Vhost {
         // none, as recovery always had them.
         let args = QueueArgs::parse(&definition.arguments, &definition.name, &self.name)
             .unwrap_or_default();
+        // In a cluster, a durable queue of this node's is declared again by the metadata log
+        // at every start: its messages are read back from the store then.
+        let here = !self.placement.is_remote(definition.home.as_deref());
+        let recovery = match (recovery, definition.storage_id) {
+            (None, Some(id)) if self.placement.is_member() && here => {
+                match self.recover_queue(id, &args) {
+                    Ok(r) => Some(r),
+                    Err(e) => {
+                        tracing::error!(queue = %definition.name, "cannot read the queue's messages back: {e}");
+                        None
+                    }
+                }
+            }
+            (recovery, _) => recovery,
+        };
         let spec = QueueSpec {
             name: definition.name.clone(),
             args,
@@ -190,8 +220,16 @@ impl Vhost {
             arguments: definition.arguments.clone(),
             memory_limit: self.queue_memory_limit,
             policies,
+            incarnation: definition.incarnation,
         };
-        factory::create(spec, Arc::downgrade(self), &self.store, recovery)
+        factory::create(
+            spec,
+            Arc::downgrade(self),
+            &self.store,
+            recovery,
+            &self.placement,
+            definition.home.as_deref(),
+        )
     }
 }
 

@@ -19,6 +19,24 @@ use super::topology::Applied;
 use super::Vhost;
 
 impl Vhost {
+    /// A durable queue's messages (and deduplication memory) as the store holds them.
+    pub(super) fn recover_queue(
+        &self,
+        storage_id: u64,
+        args: &QueueArgs,
+    ) -> Result<Recovery, StorageError> {
+        let mut recovery = Recovery::new(self.queue_memory_limit);
+        if let Some(settings) = &args.deduplication {
+            let remembered = self.store.dedup_ids(&dedup::queue_owner(storage_id))?;
+            recovery = recovery.with_dedup(settings, remembered);
+        }
+        self.store
+            .for_each_queue_message(storage_id, |id, redelivered, parts| {
+                recovery.push(id, redelivered, parts)
+            })?;
+        Ok(recovery)
+    }
+
     /// Rebuilds the durable topology and queues of this vhost from what the store held.
     pub fn restore(self: &Arc<Self>, recovered: &Recovered) -> Result<(), StorageError> {
         let mut topo = self.write();
@@ -55,15 +73,7 @@ impl Vhost {
             let definition = QueueDefinition::from_record(q);
             let args =
                 QueueArgs::parse(&definition.arguments, &q.name, &self.name).unwrap_or_default();
-            let mut recovery = Recovery::new(self.queue_memory_limit);
-            if let Some(settings) = &args.deduplication {
-                let remembered = self.store.dedup_ids(&dedup::queue_owner(q.id))?;
-                recovery = recovery.with_dedup(settings, remembered);
-            }
-            self.store
-                .for_each_queue_message(q.id, |id, redelivered, parts| {
-                    recovery.push(id, redelivered, parts)
-                })?;
+            let recovery = self.recover_queue(q.id, &args)?;
             messages += recovery.len();
             let mut recovery = Some(recovery);
             topo.apply(

@@ -67,7 +67,7 @@ impl DefinitionLog for RecordingLog {
         let mut holding = self.holding.subscribe();
         Box::pin(async move {
             let _ = holding.wait_for(|held| !held).await;
-            Ok(())
+            Ok(crate::definitions::Committed::ToApply)
         })
     }
 
@@ -206,5 +206,7 @@ fn plain_queue(name: &str) -> QueueDefinition {
         exclusive_owner: None,
         auto_delete: false,
         arguments: Default::default(),
+        home: None,
+        incarnation: 0,
     }
 }

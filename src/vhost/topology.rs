@@ -111,13 +111,21 @@ impl Topology {
                 self.queues.insert(q.name.clone(), handle);
                 Applied::Changed
             }
-            DefinitionCommand::DeleteQueue { name, .. } => match self.queues.remove(name) {
-                Some(q) => {
-                    self.unbind_destination(&Destination::Queue(q));
-                    Applied::Changed
+            DefinitionCommand::DeleteQueue {
+                name, incarnation, ..
+            } => {
+                let same = self
+                    .queues
+                    .get(name)
+                    .is_some_and(|q| *incarnation == 0 || q.incarnation == *incarnation);
+                match same.then(|| self.queues.remove(name)).flatten() {
+                    Some(q) => {
+                        self.unbind_destination(&Destination::Queue(q));
+                        Applied::Changed
+                    }
+                    None => Applied::Skipped,
                 }
-                None => Applied::Skipped,
-            },
+            }
             DefinitionCommand::DeclareExchange(e) => {
                 if self.exchanges.contains_key(&e.name) {
                     return Applied::Skipped;

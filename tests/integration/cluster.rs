@@ -286,3 +286,227 @@ async fn a_node_alone_is_a_cluster_of_one() {
     assert_eq!(body["name"], "solo");
     b.stop().await;
 }
+
+async fn formed(cluster: &Cluster, nodes: &[&ChildBroker]) {
+    let names: Vec<String> = (1..=cluster.dirs.len()).map(|i| format!("n{i}")).collect();
+    let names: Vec<&str> = names.iter().map(String::as_str).collect();
+    for node in nodes {
+        eventually(
+            "the cluster formed",
+            || self::nodes(node),
+            |n| *n == all_running(&names),
+        );
+    }
+}
+
+async fn confirm_channel(conn: &lapin::Connection) -> lapin::Channel {
+    let ch = crate::common::lapin_channel(conn).await;
+    ch.confirm_select(lapin::options::ConfirmSelectOptions::default())
+        .await
+        .expect("confirm.select");
+    ch
+}
+
+async fn publish_confirmed(
+    ch: &lapin::Channel,
+    exchange: &str,
+    key: &str,
+    body: &[u8],
+    persistent: bool,
+) {
+    let props = match persistent {
+        true => lapin::BasicProperties::default().with_delivery_mode(2),
+        false => lapin::BasicProperties::default(),
+    };
+    let confirm = crate::common::within(
+        "basic.publish",
+        ch.basic_publish(exchange.into(), key.into(), Default::default(), body, props),
+    )
+    .await
+    .expect("basic.publish");
+    let confirmation = crate::common::within("the confirm", confirm)
+        .await
+        .expect("confirm");
+    assert!(confirmation.is_ack(), "nacked: {confirmation:?}");
+}
+
+fn durable() -> lapin::options::QueueDeclareOptions {
+    lapin::options::QueueDeclareOptions {
+        durable: true,
+        ..Default::default()
+    }
+}
+
+/// A queue declared on n1 lives there; n2 publishes to it (directly and through an exchange
+/// declared on n2 and bound on n3), n3 consumes and acks: every message arrives once, counts
+/// agree on every node, and a get and a purge work from afar.
+#[tokio::test]
+async fn a_queue_on_one_node_is_published_to_and_consumed_from_the_others() {
+    use futures::StreamExt;
+    use lapin::options::*;
+    let cluster = Cluster::new(3);
+    let n1 = cluster.start(0);
+    let n2 = cluster.start(1);
+    let n3 = cluster.start(2);
+    formed(&cluster, &[&n1, &n2, &n3]).await;
+    let (c1, c2, c3) = (n1.connect().await, n2.connect().await, n3.connect().await);
+    let ch1 = crate::common::lapin_channel(&c1).await;
+    ch1.queue_declare("orders".into(), durable(), Default::default())
+        .await
+        .expect("declare on n1");
+    let ch2 = confirm_channel(&c2).await;
+    ch2.exchange_declare(
+        "fan".into(),
+        lapin::ExchangeKind::Fanout,
+        ExchangeDeclareOptions {
+            durable: true,
+            ..Default::default()
+        },
+        Default::default(),
+    )
+    .await
+    .expect("exchange on n2");
+    let ch3 = crate::common::lapin_channel(&c3).await;
+    // The queue and the exchange reach n3 once committed; the bind waits for neither.
+    ch3.queue_bind(
+        "orders".into(),
+        "fan".into(),
+        "".into(),
+        Default::default(),
+        Default::default(),
+    )
+    .await
+    .expect("bind on n3");
+    for i in 0..50u32 {
+        publish_confirmed(
+            &ch2,
+            "",
+            "orders",
+            format!("direct {i}").as_bytes(),
+            i % 2 == 0,
+        )
+        .await;
+        publish_confirmed(
+            &ch2,
+            "fan",
+            "",
+            format!("fanout {i}").as_bytes(),
+            i % 2 == 1,
+        )
+        .await;
+    }
+    for node in [&ch1, &ch3] {
+        assert_eq!(crate::common::lapin_count(node, "orders").await, 100);
+    }
+    // A get from n2 and an ack.
+    let got = ch2
+        .basic_get("orders".into(), BasicGetOptions::default())
+        .await
+        .expect("get")
+        .expect("a message");
+    assert_eq!(got.delivery.data, b"direct 0");
+    got.delivery.ack(Default::default()).await.expect("ack");
+
+    let mut consumer = ch3
+        .basic_consume(
+            "orders".into(),
+            "c3".into(),
+            BasicConsumeOptions::default(),
+            Default::default(),
+        )
+        .await
+        .expect("consume on n3");
+    let mut seen = std::collections::BTreeSet::new();
+    while seen.len() < 99 {
+        let d = crate::common::within_long("a delivery", consumer.next())
+            .await
+            .expect("consumer ended")
+            .expect("delivery");
+        assert!(
+            seen.insert(String::from_utf8(d.data.clone()).unwrap()),
+            "delivered twice"
+        );
+        d.ack(Default::default()).await.expect("ack");
+    }
+    assert!(!seen.contains("direct 0"));
+    // Everything settled: nothing left anywhere, and the consumer counts where the queue is.
+    let check = crate::common::lapin_channel(&c1).await;
+    eventually_async(
+        || async {
+            let q = check
+                .queue_declare(
+                    "orders".into(),
+                    QueueDeclareOptions {
+                        passive: true,
+                        ..Default::default()
+                    },
+                    Default::default(),
+                )
+                .await
+                .expect("passive");
+            (q.message_count(), q.consumer_count())
+        },
+        (0, 1),
+    )
+    .await;
+    // A purge from n2 of what n2 publishes next.
+    publish_confirmed(&ch2, "", "orders", b"late", true).await;
+    ch3.basic_cancel("c3".into(), Default::default())
+        .await
+        .expect("cancel");
+    publish_confirmed(&ch2, "", "orders", b"later", true).await;
+    let purged = ch2
+        .queue_purge("orders".into(), Default::default())
+        .await
+        .expect("purge");
+    assert!(purged >= 1, "purged {purged}");
+    // Deleted from n3: gone on every node.
+    ch3.queue_delete("orders".into(), Default::default())
+        .await
+        .expect("delete");
+    for conn in [&c1, &c2, &c3] {
+        let ch = crate::common::lapin_channel(conn).await;
+        let mut gone = false;
+        for _ in 0..100 {
+            let probe = crate::common::lapin_channel(conn).await;
+            if probe
+                .queue_declare(
+                    "orders".into(),
+                    QueueDeclareOptions {
+                        passive: true,
+                        ..Default::default()
+                    },
+                    Default::default(),
+                )
+                .await
+                .is_err()
+            {
+                gone = true;
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        assert!(gone, "the queue is gone everywhere");
+        drop(ch);
+    }
+}
+
+async fn eventually_async<T, F, Fut>(mut probe: F, expected: T)
+where
+    T: PartialEq + std::fmt::Debug,
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = T>,
+{
+    let deadline = Instant::now() + FORM;
+    loop {
+        let value = probe().await;
+        if value == expected {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "still {value:?}, expected {expected:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}

@@ -118,14 +118,19 @@ impl Connection {
             match frame {
                 Frame::Ping => {}
                 Frame::Request { id, body } => {
-                    let handler = link.handler();
+                    // The handler is called here, in the order requests arrive, so what it does
+                    // before its answer's future (queueing work in order) keeps their order;
+                    // the answers are awaited concurrently.
+                    let answer = match link.handler() {
+                        Some(h) => h.handle(&self.peer, body),
+                        None => {
+                            let refusal = Response::refusal(&body, "the node is starting");
+                            Box::pin(async move { refusal })
+                        }
+                    };
                     let out = self.out.clone();
-                    let peer = self.peer.clone();
                     tokio::spawn(async move {
-                        let body = match handler {
-                            Some(h) => h.handle(&peer, body).await,
-                            None => Response::refusal(&body, "the node is starting"),
-                        };
+                        let body = answer.await;
                         let _ = out.send(Frame::Response { id, body }).await;
                     });
                 }

@@ -67,6 +67,8 @@ pub type Answer = Pin<Box<dyn Future<Output = Response> + Send + 'static>>;
 
 /// What the node does with requests its peers send.
 pub trait Handler: Send + Sync + 'static {
+    /// Called in the order requests arrive on a connection (the returned futures run
+    /// concurrently): work queued before returning keeps that order.
     fn handle(&self, from: &str, request: Request) -> Answer;
 }
 
@@ -175,6 +177,28 @@ impl Link {
         }
     }
 
+    /// Follows whether `peer` is connected (None: not a known peer).
+    pub fn watch_peer(&self, peer: &str) -> Option<watch::Receiver<bool>> {
+        let peers = lock(&self.inner.peers);
+        let mut connection = peers.get(peer)?.connection.subscribe();
+        let (up, watching) = watch::channel(connection.borrow().is_some());
+        tokio::spawn(async move {
+            loop {
+                tokio::select! {
+                    changed = connection.changed() => {
+                        if changed.is_err() {
+                            return;
+                        }
+                        let now = connection.borrow_and_update().is_some();
+                        up.send_if_modified(|was| std::mem::replace(was, now) != now);
+                    }
+                    _ = up.closed() => return,
+                }
+            }
+        });
+        Some(watching)
+    }
+
     /// The peers and whether each is connected now.
     pub fn peers(&self) -> Vec<PeerStatus> {
         let peers = lock(&self.inner.peers);
@@ -228,6 +252,33 @@ impl Link {
             Ok(result) => result,
             Err(_) => Err(LinkError::Timeout(peer.to_owned())),
         }
+    }
+
+    /// Sends a request to `peer` now (waiting for a connection at most a moment), and gives back
+    /// the wait for its answer: requests started one after another are sent in that order.
+    pub async fn call(&self, peer: &str, body: Request) -> Result<Call, LinkError> {
+        let mut connection = {
+            let peers = lock(&self.inner.peers);
+            peers
+                .get(peer)
+                .ok_or_else(|| LinkError::UnknownPeer(peer.to_owned()))?
+                .connection
+                .subscribe()
+        };
+        let connected =
+            tokio::time::timeout(CONNECT_WAIT, connection.wait_for(Option::is_some)).await;
+        let connection = connected
+            .ok()
+            .and_then(|c| c.ok().and_then(|c| c.clone()))
+            .ok_or_else(|| LinkError::NotConnected(peer.to_owned()))?;
+        let (answer, answered) = oneshot::channel();
+        let id = self.inner.next_request.fetch_add(1, Ordering::Relaxed);
+        let pending = connection.send_request(id, body, answer).await?;
+        Ok(Call {
+            peer: peer.to_owned(),
+            answered,
+            _pending: pending,
+        })
     }
 
     /// Stops accepting and calling, and closes every connection.
@@ -361,6 +412,23 @@ impl Link {
             });
         }
         tracing::info!("cluster link to {peer} is down");
+    }
+}
+
+/// A request sent, its answer awaited with [`Call::answer`].
+pub struct Call {
+    peer: String,
+    answered: oneshot::Receiver<Response>,
+    _pending: connection::Pending,
+}
+
+impl Call {
+    pub async fn answer(self, timeout: Duration) -> Result<Response, LinkError> {
+        match tokio::time::timeout(timeout, self.answered).await {
+            Ok(Ok(response)) => Ok(response),
+            Ok(Err(_)) => Err(LinkError::Lost(self.peer)),
+            Err(_) => Err(LinkError::Timeout(self.peer)),
+        }
     }
 }
 

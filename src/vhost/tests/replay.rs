@@ -96,7 +96,7 @@ fn command() -> impl Strategy<Value = DefinitionCommand> {
                 })
             }
         ),
-        1 => name("q").prop_map(|name| DefinitionCommand::DeleteQueue { name, storage_id: None }),
+        1 => name("q").prop_map(|name| DefinitionCommand::DeleteQueue { name, storage_id: None, incarnation: 0 }),
         2 => (name("x"), kind, any::<bool>(), any::<bool>(), arguments()).prop_map(
             |(name, kind, durable, auto_delete, arguments)| {
                 DefinitionCommand::DeclareExchange(ExchangeDefinition {
@@ -212,6 +212,7 @@ fn the_cascade_follows_emptied_auto_delete_exchanges_through_exchange_bindings()
     let planned = topo.with_cascade(DefinitionCommand::DeleteQueue {
         name: "q".into(),
         storage_id: None,
+        incarnation: 0,
     });
     let deleted: Vec<&str> = planned
         .iter()

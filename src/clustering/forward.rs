@@ -1,0 +1,495 @@
+//! The home node's side of forwarded queue operations: what other nodes' proxies of this node's
+//! queues ask (`crate::queue::remote`), done to the local queue as a local channel would do it;
+//! and this node's side of deliveries relayed to its own proxies' consumers.
+//!
+//! - Publishes from one peer to one queue go through one worker, in the order they arrived (the
+//!   link hands requests over in order), each message stored when persistent and the queue
+//!   durable, and answered once the queue's log has it.
+//! - A peer's consumers share one relay: deliveries go back in batches, and are counted in
+//!   transit until the peer has taken them (the link's back-pressure reaches the queue).
+//! - What a peer holds unsettled (deliveries, gets) is remembered; when its link goes down its
+//!   consumers are cancelled and all of that is requeued, as when a connection closes.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex, Weak};
+use std::time::Duration;
+
+use tokio::sync::{mpsc, oneshot};
+use warren_cluster::link::{Link, Request};
+use warren_cluster::node::AppHandler;
+
+use crate::broker::Broker;
+use crate::message::Message;
+use crate::queue::core::ConsumerSpec;
+use crate::queue::log::durable_form;
+use crate::queue::remote::wire::{
+    self, Forward, QueueRef, Reply, Settle, Taken, WireDelivery, WireError, WireGot, WireMessage,
+};
+use crate::queue::remote::Proxies;
+use crate::queue::{
+    ChannelFlow, ConnEvent, ConnectionFlow, Consumer, ConsumerOutbox, PublishConfirm, QueueCommand,
+    QueueHandle,
+};
+
+/// Deliveries relayed to a peer in one request, at most.
+const RELAY_BATCH: usize = 256;
+const TIMEOUT: Duration = Duration::from_secs(30);
+
+pub struct Forwarding {
+    broker: Weak<Broker>,
+    link: Link,
+    proxies: Arc<Proxies>,
+    peers: Mutex<HashMap<String, Arc<Peer>>>,
+}
+
+/// What this node does for one peer's proxies.
+struct Peer {
+    name: String,
+    publishers: Mutex<HashMap<QueueRef, mpsc::UnboundedSender<PublishBatch>>>,
+    /// The peer's consumers of queues here: its consumer id → (queue, the id here).
+    consumers: Mutex<HashMap<u64, (Arc<QueueHandle>, u64)>>,
+    /// The ids here of the peer's consumers → its own ids.
+    consumer_ids: Mutex<HashMap<u64, u64>>,
+    /// Deliveries the peer holds unsettled, by queue.
+    unsettled: Mutex<Vec<(Arc<QueueHandle>, HashSet<u64>)>>,
+    /// Where queues deliver to the peer's consumers.
+    events: mpsc::UnboundedSender<ConnEvent>,
+    flow: Arc<ConnectionFlow>,
+    channel_flow: Arc<ChannelFlow>,
+}
+
+struct PublishBatch {
+    messages: Vec<WireMessage>,
+    answer: oneshot::Sender<Reply>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+impl Forwarding {
+    pub fn new(broker: Weak<Broker>, link: Link, proxies: Arc<Proxies>) -> Arc<Forwarding> {
+        Arc::new(Forwarding {
+            broker,
+            link,
+            proxies,
+            peers: Mutex::new(HashMap::new()),
+        })
+    }
+
+    /// The local queue a request names.
+    fn queue(&self, q: &QueueRef) -> Option<Arc<QueueHandle>> {
+        let broker = self.broker.upgrade()?;
+        broker.vhost(&q.vhost)?.find_queue(&q.name)
+    }
+
+    fn peer(self: &Arc<Self>, name: &str) -> Arc<Peer> {
+        if let Some(p) = lock(&self.peers).get(name) {
+            return p.clone();
+        }
+        let (events, relayed) = mpsc::unbounded_channel();
+        let peer = Arc::new(Peer {
+            name: name.to_owned(),
+            publishers: Mutex::new(HashMap::new()),
+            consumers: Mutex::new(HashMap::new()),
+            consumer_ids: Mutex::new(HashMap::new()),
+            unsettled: Mutex::new(Vec::new()),
+            events,
+            flow: Arc::new(ConnectionFlow::default()),
+            channel_flow: Arc::new(ChannelFlow::default()),
+        });
+        lock(&self.peers).insert(name.to_owned(), peer.clone());
+        tokio::spawn(self.clone().relay(peer.clone(), relayed));
+        if let Some(mut up) = self.link.watch_peer(name) {
+            let this = self.clone();
+            let watched = peer.clone();
+            tokio::spawn(async move {
+                let _ = up.wait_for(|up| !*up).await;
+                this.peer_lost(&watched);
+            });
+        }
+        peer
+    }
+
+    /// The peer's link went down: its consumers here are cancelled and what it held unsettled
+    /// is requeued, as for a connection that closes.
+    fn peer_lost(&self, peer: &Arc<Peer>) {
+        {
+            let mut peers = lock(&self.peers);
+            if peers.get(&peer.name).is_some_and(|p| Arc::ptr_eq(p, peer)) {
+                peers.remove(&peer.name);
+            }
+        }
+        for (_, (queue, id)) in lock(&peer.consumers).drain() {
+            let (done, _) = oneshot::channel();
+            queue.send_now(QueueCommand::Cancel {
+                consumer_id: id,
+                done,
+            });
+        }
+        for (queue, ids) in lock(&peer.unsettled).drain(..) {
+            if !ids.is_empty() {
+                queue.send_now(QueueCommand::Requeue(ids.into_iter().collect()));
+            }
+        }
+        lock(&peer.publishers).clear();
+    }
+
+    /// Sends the peer's consumers their deliveries, in batches.
+    async fn relay(
+        self: Arc<Self>,
+        peer: Arc<Peer>,
+        mut events: mpsc::UnboundedReceiver<ConnEvent>,
+    ) {
+        while let Some(first) = events.recv().await {
+            let mut batch = Vec::new();
+            let mut next = Some(first);
+            while let Some(event) = next.take() {
+                match event {
+                    ConnEvent::Deliver(d) => {
+                        let Some(consumer) = lock(&peer.consumer_ids).get(&d.consumer_id).copied()
+                        else {
+                            // Cancelled meanwhile: back to the queue.
+                            peer.flow.drained(1);
+                            if !d.no_ack {
+                                d.queue.send_now(QueueCommand::Requeue(vec![d.id]));
+                            }
+                            continue;
+                        };
+                        if !d.no_ack {
+                            peer.hold(&d.queue, d.id);
+                        }
+                        batch.push(WireDelivery {
+                            consumer,
+                            id: d.id,
+                            redelivered: d.redelivered,
+                            message: WireMessage::of(&d.message),
+                        });
+                    }
+                    ConnEvent::ConsumerCancelled { consumer_id, .. } => {
+                        let consumer = lock(&peer.consumer_ids).remove(&consumer_id);
+                        if let Some(consumer) = consumer {
+                            lock(&peer.consumers).remove(&consumer);
+                            self.send(&peer.name, &Forward::Cancelled { consumer })
+                                .await;
+                        }
+                    }
+                    ConnEvent::DirectReply { .. } | ConnEvent::Settled { .. } => {}
+                }
+                if batch.len() < RELAY_BATCH {
+                    next = events.try_recv().ok();
+                }
+            }
+            if batch.is_empty() {
+                continue;
+            }
+            let n = batch.len() as u32;
+            let sent = match wire::encode(&Forward::Deliver { deliveries: batch }) {
+                Ok(bytes) => self.link.call(&peer.name, Request::App(bytes)).await.ok(),
+                Err(_) => None,
+            };
+            let flow = peer.flow.clone();
+            tokio::spawn(async move {
+                if let Some(call) = sent {
+                    let _ = call.answer(TIMEOUT).await;
+                }
+                // Taken by the peer (or lost with it: then everything is requeued anyway).
+                flow.drained(n);
+            });
+        }
+    }
+
+    async fn send(&self, peer: &str, forward: &Forward) {
+        if let Ok(bytes) = wire::encode(forward) {
+            if let Ok(call) = self.link.call(peer, Request::App(bytes)).await {
+                let _ = call.answer(TIMEOUT).await;
+            }
+        }
+    }
+
+    /// The worker that publishes one peer's batches for one queue, in order.
+    fn publisher(
+        self: &Arc<Self>,
+        peer: &Arc<Peer>,
+        queue: &QueueRef,
+    ) -> mpsc::UnboundedSender<PublishBatch> {
+        let mut publishers = lock(&peer.publishers);
+        if let Some(tx) = publishers.get(queue) {
+            if !tx.is_closed() {
+                return tx.clone();
+            }
+        }
+        let (tx, mut rx) = mpsc::unbounded_channel::<PublishBatch>();
+        publishers.insert(queue.clone(), tx.clone());
+        let this = self.clone();
+        let queue = queue.clone();
+        tokio::spawn(async move {
+            while let Some(batch) = rx.recv().await {
+                let reply = this.publish(&queue, batch.messages).await;
+                let _ = batch.answer.send(reply);
+            }
+        });
+        tx
+    }
+
+    /// Publishes forwarded messages to a local queue; answers once each is taken (and durable,
+    /// where it must be).
+    async fn publish(&self, queue: &QueueRef, messages: Vec<WireMessage>) -> Reply {
+        let (Some(broker), Some(q)) = (self.broker.upgrade(), self.queue(queue)) else {
+            return Reply::Published(vec![Taken::No; messages.len()]);
+        };
+        let (events, mut settled) = mpsc::unbounded_channel();
+        let count = messages.len();
+        let mut waits = 0;
+        let mut taken = vec![Taken::Yes; count];
+        for (seq, m) in messages.into_iter().enumerate() {
+            let persistent = PropertiesPersistent::of(&m.properties);
+            let storage_id =
+                (persistent && q.storage_id.is_some()).then(|| broker.store.next_message_id());
+            let message = Message::from_parts(
+                &m.exchange,
+                &m.routing_key,
+                &m.properties,
+                m.body.into(),
+                storage_id,
+            );
+            let logged = match storage_id.map(|id| durable_form(&broker.store, &message, id, 1)) {
+                Some(Ok(logged)) => Some(logged),
+                Some(Err(e)) => {
+                    tracing::error!("cannot store a forwarded message, refused: {e}");
+                    taken[seq] = Taken::No;
+                    continue;
+                }
+                None => None,
+            };
+            let confirm = (logged.is_some() || q.may_reject_publish()).then(|| {
+                waits += 1;
+                PublishConfirm::new(events.clone(), 0, seq as u64)
+            });
+            q.publish(message, logged, confirm).await;
+        }
+        drop(events);
+        for _ in 0..waits {
+            match settled.recv().await {
+                Some(ConnEvent::Settled { seq, ok, .. }) => {
+                    if !ok {
+                        if let Some(t) = taken.get_mut(seq as usize) {
+                            *t = Taken::No;
+                        }
+                    }
+                }
+                Some(_) => {}
+                None => break,
+            }
+        }
+        Reply::Published(taken)
+    }
+
+    async fn answer(self: Arc<Self>, peer: Arc<Peer>, forward: Forward) -> Reply {
+        match forward {
+            // Handled before (in order); never reaches here.
+            Forward::Publish { .. } => Reply::Done,
+            Forward::Deliver { deliveries } => {
+                for (queue, ids) in self.proxies.deliver(deliveries) {
+                    // Their consumer is gone here: back to the home node's queue.
+                    queue.send_now(QueueCommand::Requeue(ids));
+                }
+                Reply::Done
+            }
+            Forward::Cancelled { consumer } => {
+                self.proxies.cancelled(consumer);
+                Reply::Done
+            }
+            Forward::Get { queue, no_ack } => {
+                let Some(q) = self.queue(&queue) else {
+                    return Reply::Gone;
+                };
+                match q.ask(|reply| QueueCommand::Get { no_ack, reply }).await {
+                    Ok(Some(got)) => {
+                        if !no_ack {
+                            peer.hold(&q, got.id);
+                        }
+                        Reply::Got(Some(WireGot {
+                            id: got.id,
+                            redelivered: got.redelivered,
+                            remaining: got.remaining,
+                            message: WireMessage::of(&got.message),
+                        }))
+                    }
+                    Ok(None) => Reply::Got(None),
+                    Err(_) => Reply::Gone,
+                }
+            }
+            Forward::Settle { queue, how, ids } => {
+                let Some(q) = self.queue(&queue) else {
+                    return Reply::Gone;
+                };
+                peer.release(&q, &ids);
+                q.send_now(match how {
+                    Settle::Ack => QueueCommand::Ack(ids),
+                    Settle::Reject => QueueCommand::Reject(ids),
+                    Settle::Requeue => QueueCommand::Requeue(ids),
+                });
+                Reply::Done
+            }
+            Forward::Purge { queue } => match self.queue(&queue) {
+                Some(q) => match q.ask(QueueCommand::Purge).await {
+                    Ok(n) => Reply::Purged(n),
+                    Err(_) => Reply::Gone,
+                },
+                None => Reply::Gone,
+            },
+            Forward::Delete {
+                queue,
+                if_unused,
+                if_empty,
+            } => match self.queue(&queue) {
+                Some(q) => match q
+                    .ask(|reply| QueueCommand::Delete {
+                        if_unused,
+                        if_empty,
+                        reply,
+                    })
+                    .await
+                {
+                    Ok(Ok(n)) => Reply::Deleted(n),
+                    Ok(Err(e)) => Reply::Refused(WireError::from(&e)),
+                    Err(_) => Reply::Gone,
+                },
+                None => Reply::Gone,
+            },
+            Forward::Stats { queue, used } => match self.queue(&queue) {
+                Some(q) => match q.ask(|reply| QueueCommand::Stats { used, reply }).await {
+                    Ok(s) => Reply::Stats {
+                        ready: s.ready,
+                        unacked: s.unacked,
+                        consumers: s.consumers,
+                    },
+                    Err(_) => Reply::Gone,
+                },
+                None => Reply::Gone,
+            },
+            Forward::Sync { queue } => match self.queue(&queue) {
+                Some(q) => Reply::Synced(q.ask(QueueCommand::Sync).await.unwrap_or(false)),
+                None => Reply::Gone,
+            },
+            Forward::Consume {
+                queue,
+                consumer,
+                no_ack,
+                exclusive,
+                prefetch,
+                priority,
+            } => {
+                let (Some(broker), Some(q)) = (self.broker.upgrade(), self.queue(&queue)) else {
+                    return Reply::Gone;
+                };
+                let id = broker.next_id();
+                lock(&peer.consumer_ids).insert(id, consumer);
+                lock(&peer.consumers).insert(consumer, (q.clone(), id));
+                let spec = ConsumerSpec {
+                    id,
+                    no_ack,
+                    exclusive,
+                    prefetch,
+                    priority,
+                };
+                let outbox = ConsumerOutbox {
+                    channel: 0,
+                    tag: Arc::from(""),
+                    channel_flow: peer.channel_flow.clone(),
+                    connection_flow: peer.flow.clone(),
+                    events: peer.events.clone(),
+                };
+                let result = q
+                    .ask(|reply| QueueCommand::Consume(Consumer { spec, outbox }, reply))
+                    .await;
+                match result {
+                    Ok(Ok(())) => Reply::Done,
+                    other => {
+                        lock(&peer.consumer_ids).remove(&id);
+                        lock(&peer.consumers).remove(&consumer);
+                        match other {
+                            Ok(Err(e)) => Reply::Refused(WireError::from(&e)),
+                            _ => Reply::Gone,
+                        }
+                    }
+                }
+            }
+            Forward::Cancel { queue: _, consumer } => {
+                let found = lock(&peer.consumers).remove(&consumer);
+                if let Some((q, id)) = found {
+                    lock(&peer.consumer_ids).remove(&id);
+                    let _ = q
+                        .ask(|done| QueueCommand::Cancel {
+                            consumer_id: id,
+                            done,
+                        })
+                        .await;
+                }
+                Reply::Done
+            }
+        }
+    }
+}
+
+impl Peer {
+    fn hold(&self, queue: &Arc<QueueHandle>, id: u64) {
+        let mut unsettled = lock(&self.unsettled);
+        match unsettled.iter_mut().find(|(q, _)| Arc::ptr_eq(q, queue)) {
+            Some((_, ids)) => {
+                ids.insert(id);
+            }
+            None => unsettled.push((queue.clone(), HashSet::from([id]))),
+        }
+    }
+
+    fn release(&self, queue: &Arc<QueueHandle>, ids: &[u64]) {
+        let mut unsettled = lock(&self.unsettled);
+        if let Some((_, held)) = unsettled.iter_mut().find(|(q, _)| Arc::ptr_eq(q, queue)) {
+            for id in ids {
+                held.remove(id);
+            }
+        }
+    }
+}
+
+/// The link's application requests, answered by [`Forwarding`].
+pub struct ForwardingHandler(pub Arc<Forwarding>);
+
+type Answer = std::pin::Pin<Box<dyn std::future::Future<Output = Result<Vec<u8>, String>> + Send>>;
+
+impl AppHandler for ForwardingHandler {
+    fn handle(&self, from: &str, request: Vec<u8>) -> Answer {
+        let forward: Forward = match wire::decode(&request) {
+            Ok(f) => f,
+            Err(e) => return Box::pin(async move { Err(format!("undecodable request: {e}")) }),
+        };
+        let peer = self.0.peer(from);
+        // Publishes are queued here, in the order they arrived.
+        if let Forward::Publish { queue, messages } = forward {
+            let (answer, answered) = oneshot::channel();
+            let _ = self
+                .0
+                .publisher(&peer, &queue)
+                .send(PublishBatch { messages, answer });
+            return Box::pin(async move {
+                let reply = answered.await.unwrap_or(Reply::Published(Vec::new()));
+                wire::encode(&reply)
+            });
+        }
+        let this = self.0.clone();
+        Box::pin(async move { wire::encode(&this.answer(peer, forward).await) })
+    }
+}
+
+/// Whether properties as published say delivery mode 2.
+struct PropertiesPersistent;
+
+impl PropertiesPersistent {
+    fn of(properties: &[u8]) -> bool {
+        warren_amqp::PropertiesView::parse(properties)
+            .map(|v| v.persistent())
+            .unwrap_or(false)
+    }
+}

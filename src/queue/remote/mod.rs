@@ -1,0 +1,429 @@
+//! A queue that lives on another node of the cluster, as this node holds it: a proxy with the
+//! same [`QueueHandle`] as a local queue, whose task forwards every command to the queue's home
+//! node over the cluster link and relays the answers, so that channels, exchanges and the
+//! management API use it as they use a local queue (RabbitMQ does the same through Erlang
+//! distribution).
+//!
+//! - Publishes are batched (everything queued, up to [`BATCH`]), sent in order, a few batches in
+//!   flight at once; a confirm is answered when the home node has the message (on disk, for a
+//!   persistent message on a durable queue), so the proxy always takes the confirms
+//!   (`may_reject_publish`).
+//! - A consumer here is registered in [`Proxies`] under its id; the home node relays its
+//!   deliveries, which reach the channel as a local queue's would (the proxy is their queue, so
+//!   acks come back through it).
+//! - When the home node is unreachable, the proxy's consumers are cancelled (`basic.cancel` for
+//!   those that asked) and its commands fail as for a deleted queue.
+//!
+//! `wire.rs` holds the messages nodes exchange.
+
+pub mod wire;
+
+use std::collections::HashMap;
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex, Weak};
+use std::time::Duration;
+
+use tokio::sync::{mpsc, Semaphore};
+use warren_amqp::AmqpError;
+use warren_cluster::link::{Link, Request, Response};
+
+use super::{
+    ConnEvent, ConsumerOutbox, Delivery, GetReply, PublishConfirm, QueueCommand, QueueHandle,
+    QueueSpec, QueueStats,
+};
+use wire::{Forward, QueueRef, Reply, Settle, Taken, WireDelivery, WireMessage};
+
+/// Publishes sent to the home node in one request, at most.
+const BATCH: usize = 256;
+/// Publish batches awaiting the home node's answer at once.
+const IN_FLIGHT: usize = 8;
+/// How long a forwarded command may wait for the home node.
+const TIMEOUT: Duration = Duration::from_secs(30);
+
+/// This node's proxies' consumers, by consumer id: where the home nodes' relayed deliveries go.
+#[derive(Default)]
+pub struct Proxies {
+    consumers: Mutex<HashMap<u64, RemoteConsumer>>,
+}
+
+struct RemoteConsumer {
+    queue: Weak<QueueHandle>,
+    home: String,
+    no_ack: bool,
+    outbox: ConsumerOutbox,
+}
+
+impl Proxies {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<u64, RemoteConsumer>> {
+        self.consumers.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Hands relayed deliveries to their consumers' connections; gives back, by queue, the ids of
+    /// those whose consumer is gone (to be requeued at home).
+    pub fn deliver(&self, deliveries: Vec<WireDelivery>) -> Vec<(Arc<QueueHandle>, Vec<u64>)> {
+        let mut orphans: Vec<(Arc<QueueHandle>, Vec<u64>)> = Vec::new();
+        let consumers = self.lock();
+        for d in deliveries {
+            let Some(c) = consumers.get(&d.consumer) else {
+                continue;
+            };
+            let Some(queue) = c.queue.upgrade() else {
+                continue;
+            };
+            let delivery = Delivery {
+                channel: c.outbox.channel,
+                consumer_id: d.consumer,
+                consumer_tag: c.outbox.tag.clone(),
+                queue: queue.clone(),
+                id: d.id,
+                redelivered: d.redelivered,
+                no_ack: c.no_ack,
+                message: d.message.into_message(),
+            };
+            c.outbox
+                .connection_flow
+                .in_transit
+                .fetch_add(1, Ordering::Relaxed);
+            if c.outbox.events.send(ConnEvent::Deliver(delivery)).is_err() {
+                c.outbox
+                    .connection_flow
+                    .in_transit
+                    .fetch_sub(1, Ordering::Relaxed);
+                if !c.no_ack {
+                    match orphans.iter_mut().find(|(q, _)| Arc::ptr_eq(q, &queue)) {
+                        Some((_, ids)) => ids.push(d.id),
+                        None => orphans.push((queue, vec![d.id])),
+                    }
+                }
+            }
+        }
+        orphans
+    }
+
+    /// The home node cancelled a consumer (its queue was deleted).
+    pub fn cancelled(&self, consumer: u64) {
+        if let Some(c) = self.lock().remove(&consumer) {
+            let _ = c.outbox.events.send(ConnEvent::ConsumerCancelled {
+                channel: c.outbox.channel,
+                consumer_id: consumer,
+            });
+        }
+    }
+
+    /// The home node is unreachable: its queues' consumers here are cancelled.
+    fn home_lost(&self, home: &str) {
+        let gone: Vec<u64> = self
+            .lock()
+            .iter()
+            .filter(|(_, c)| c.home == home)
+            .map(|(id, _)| *id)
+            .collect();
+        for id in gone {
+            self.cancelled(id);
+        }
+    }
+}
+
+/// Where the proxy sends, and what it needs to relay.
+#[derive(Clone)]
+pub struct Remote {
+    pub link: Link,
+    pub proxies: Arc<Proxies>,
+}
+
+/// Starts the proxy of a queue homed on `home`.
+pub fn spawn(mut spec: QueueSpec, vhost: &str, home: String, remote: Remote) -> Arc<QueueHandle> {
+    // Nothing of it is stored here: the home node stores its messages.
+    spec.storage_id = None;
+    // An exclusive queue belongs to a connection of its home node: no connection here has this
+    // id (they count up from 1), so every use from here is refused as RabbitMQ refuses it.
+    spec.exclusive_owner = spec.exclusive_owner.map(|_| super::ConnectionId::MAX);
+    let (tx, rx) = mpsc::channel(super::INBOX);
+    let queue = QueueRef {
+        vhost: vhost.to_owned(),
+        name: spec.name.clone(),
+    };
+    let handle = Arc::new(QueueHandle::new(spec, tx));
+    // Confirms wait for the home node's answer.
+    handle.may_reject_publish.store(true, Ordering::Release);
+    let proxy = Proxy {
+        handle: Arc::downgrade(&handle),
+        queue,
+        home,
+        remote,
+        in_flight: Arc::new(Semaphore::new(IN_FLIGHT)),
+    };
+    tokio::spawn(proxy.run(rx));
+    handle
+}
+
+struct Proxy {
+    handle: Weak<QueueHandle>,
+    queue: QueueRef,
+    home: String,
+    remote: Remote,
+    in_flight: Arc<Semaphore>,
+}
+
+type Batch = Vec<(WireMessage, Option<PublishConfirm>)>;
+
+impl Proxy {
+    async fn run(self, mut rx: mpsc::Receiver<QueueCommand>) {
+        let mut home_up = self.remote.link.watch_peer(&self.home);
+        let mut next: Option<QueueCommand> = None;
+        loop {
+            let command = match next.take() {
+                Some(c) => c,
+                None => {
+                    // The home node's link going down.
+                    let lost = async {
+                        match home_up.as_mut() {
+                            Some(up) => loop {
+                                if up.changed().await.is_err() {
+                                    std::future::pending::<()>().await;
+                                }
+                                if !*up.borrow_and_update() {
+                                    break;
+                                }
+                            },
+                            None => std::future::pending().await,
+                        }
+                    };
+                    tokio::select! {
+                        c = rx.recv() => match c {
+                            Some(c) => c,
+                            None => return,
+                        },
+                        _ = lost => {
+                            self.remote.proxies.home_lost(&self.home);
+                            continue;
+                        }
+                    }
+                }
+            };
+            match command {
+                QueueCommand::Publish {
+                    message, confirm, ..
+                } => {
+                    let mut batch: Batch = vec![(WireMessage::of(&message), confirm)];
+                    while batch.len() < BATCH {
+                        match rx.try_recv() {
+                            Ok(QueueCommand::Publish {
+                                message, confirm, ..
+                            }) => batch.push((WireMessage::of(&message), confirm)),
+                            Ok(other) => {
+                                next = Some(other);
+                                break;
+                            }
+                            Err(_) => break,
+                        }
+                    }
+                    self.publish(batch).await;
+                }
+                other => self.command(other).await,
+            }
+        }
+    }
+
+    /// Sends a batch in order and answers its confirms when the home node does.
+    async fn publish(&self, batch: Batch) {
+        let Ok(permit) = self.in_flight.clone().acquire_owned().await else {
+            return;
+        };
+        let (messages, confirms): (Vec<WireMessage>, Vec<Option<PublishConfirm>>) =
+            batch.into_iter().unzip();
+        let call = match wire::encode(&Forward::Publish {
+            queue: self.queue.clone(),
+            messages,
+        }) {
+            Ok(bytes) => self.remote.link.call(&self.home, Request::App(bytes)).await,
+            Err(e) => {
+                tracing::error!(queue = %self.queue.name, "cannot forward publishes: {e}");
+                return;
+            }
+        };
+        tokio::spawn(async move {
+            let _permit = permit;
+            let taken = match call {
+                Ok(call) => match call.answer(TIMEOUT).await {
+                    Ok(Response::App(Ok(bytes))) => match wire::decode::<Reply>(&bytes) {
+                        Ok(Reply::Published(taken)) => taken,
+                        _ => Vec::new(),
+                    },
+                    _ => Vec::new(),
+                },
+                Err(_) => Vec::new(),
+            };
+            // Unanswered ones (the home node unreachable) are nacks: dropping a confirm is one.
+            for (i, confirm) in confirms.into_iter().enumerate() {
+                if let Some(confirm) = confirm {
+                    confirm.answer(taken.get(i) == Some(&Taken::Yes));
+                }
+            }
+        });
+    }
+
+    /// Sends one request and waits for its answer.
+    async fn ask(&self, forward: Forward) -> Option<Reply> {
+        let bytes = wire::encode(&forward).ok()?;
+        let call = self
+            .remote
+            .link
+            .call(&self.home, Request::App(bytes))
+            .await
+            .ok()?;
+        match call.answer(TIMEOUT).await {
+            Ok(Response::App(Ok(bytes))) => wire::decode(&bytes).ok(),
+            _ => None,
+        }
+    }
+
+    /// Sends one request without waiting for its answer (settlements).
+    async fn tell(&self, forward: Forward) {
+        let Ok(bytes) = wire::encode(&forward) else {
+            return;
+        };
+        if let Ok(call) = self.remote.link.call(&self.home, Request::App(bytes)).await {
+            tokio::spawn(async move {
+                let _ = call.answer(TIMEOUT).await;
+            });
+        }
+    }
+
+    fn unreachable(&self) -> AmqpError {
+        AmqpError::not_found(format!(
+            "queue '{}' in vhost '{}' is on node {}, which cannot be reached",
+            self.queue.name, self.queue.vhost, self.home
+        ))
+    }
+
+    async fn command(&self, command: QueueCommand) {
+        let queue = self.queue.clone();
+        match command {
+            QueueCommand::Publish { .. } => {}
+            QueueCommand::Sync(reply) => {
+                let synced = matches!(
+                    self.ask(Forward::Sync { queue }).await,
+                    Some(Reply::Synced(true))
+                );
+                let _ = reply.send(synced);
+            }
+            QueueCommand::Consume(consumer, reply) => {
+                let id = consumer.spec.id;
+                let spec = consumer.spec;
+                self.remote.proxies.lock().insert(
+                    id,
+                    RemoteConsumer {
+                        queue: self.handle.clone(),
+                        home: self.home.clone(),
+                        no_ack: spec.no_ack,
+                        outbox: consumer.outbox,
+                    },
+                );
+                let answer = self
+                    .ask(Forward::Consume {
+                        queue,
+                        consumer: id,
+                        no_ack: spec.no_ack,
+                        exclusive: spec.exclusive,
+                        prefetch: spec.prefetch,
+                        priority: spec.priority,
+                    })
+                    .await;
+                let result = match answer {
+                    Some(Reply::Done) => Ok(()),
+                    Some(Reply::Refused(e)) => Err(e.into_error()),
+                    _ => Err(self.unreachable()),
+                };
+                if result.is_err() {
+                    self.remote.proxies.lock().remove(&id);
+                }
+                let _ = reply.send(result);
+            }
+            QueueCommand::Cancel { consumer_id, done } => {
+                self.remote.proxies.lock().remove(&consumer_id);
+                let _ = self
+                    .ask(Forward::Cancel {
+                        queue,
+                        consumer: consumer_id,
+                    })
+                    .await;
+                let _ = done.send(());
+            }
+            QueueCommand::Get { no_ack, reply } => {
+                let got = match self.ask(Forward::Get { queue, no_ack }).await {
+                    Some(Reply::Got(Some(g))) => Some(GetReply {
+                        id: g.id,
+                        message: g.message.into_message(),
+                        redelivered: g.redelivered,
+                        remaining: g.remaining,
+                    }),
+                    _ => None,
+                };
+                let _ = reply.send(got);
+            }
+            QueueCommand::Ack(ids) => self.settle(Settle::Ack, ids).await,
+            QueueCommand::Reject(ids) => self.settle(Settle::Reject, ids).await,
+            QueueCommand::Requeue(ids) => self.settle(Settle::Requeue, ids).await,
+            QueueCommand::Purge(reply) => {
+                let purged = match self.ask(Forward::Purge { queue }).await {
+                    Some(Reply::Purged(n)) => n,
+                    _ => 0,
+                };
+                let _ = reply.send(purged);
+            }
+            QueueCommand::Delete {
+                if_unused,
+                if_empty,
+                reply,
+            } => {
+                let result = match self
+                    .ask(Forward::Delete {
+                        queue,
+                        if_unused,
+                        if_empty,
+                    })
+                    .await
+                {
+                    Some(Reply::Deleted(n)) => Ok(n),
+                    // Already gone at home: nothing was in it.
+                    Some(Reply::Gone) => Ok(0),
+                    Some(Reply::Refused(e)) => Err(e.into_error()),
+                    _ => Err(self.unreachable()),
+                };
+                if result.is_ok() {
+                    if let Some(handle) = self.handle.upgrade() {
+                        handle.mark_deleted();
+                    }
+                }
+                let _ = reply.send(result);
+            }
+            QueueCommand::Stats { used, reply } => {
+                let stats = match self.ask(Forward::Stats { queue, used }).await {
+                    Some(Reply::Stats {
+                        ready,
+                        unacked,
+                        consumers,
+                    }) => QueueStats {
+                        ready,
+                        unacked,
+                        consumers,
+                    },
+                    _ => QueueStats::default(),
+                };
+                let _ = reply.send(stats);
+            }
+            // Flow and policies are the home node's business.
+            QueueCommand::Resume | QueueCommand::PoliciesChanged => {}
+        }
+    }
+
+    async fn settle(&self, how: Settle, ids: Vec<u64>) {
+        self.tell(Forward::Settle {
+            queue: self.queue.clone(),
+            how,
+            ids,
+        })
+        .await;
+    }
+}

@@ -1,0 +1,194 @@
+//! What nodes say to each other about a queue that lives on one of them: the requests a node with
+//! a remote queue's proxy sends to the queue's home node, and what the home node sends back to
+//! that node's consumers. Encoded with postcard inside the cluster link's application requests.
+
+use serde::{Deserialize, Serialize};
+use warren_amqp::{AmqpError, ReplyCode};
+
+use crate::message::{Message, MessageRef};
+
+/// A request to a queue's home node, or from it.
+#[derive(Debug, Serialize, Deserialize)]
+pub enum Forward {
+    /// Messages for the queue, in order; answered with one [`Taken`] each, once the queue has
+    /// taken them (and, for a persistent message on a durable queue, its log has them on disk).
+    Publish {
+        queue: QueueRef,
+        messages: Vec<WireMessage>,
+    },
+    Get {
+        queue: QueueRef,
+        no_ack: bool,
+    },
+    /// Deliveries settled by the node whose channel has them.
+    Settle {
+        queue: QueueRef,
+        how: Settle,
+        ids: Vec<u64>,
+    },
+    Purge {
+        queue: QueueRef,
+    },
+    Delete {
+        queue: QueueRef,
+        if_unused: bool,
+        if_empty: bool,
+    },
+    Stats {
+        queue: QueueRef,
+        used: bool,
+    },
+    /// A consumer on the proxy's node: `consumer` is its id there.
+    Consume {
+        queue: QueueRef,
+        consumer: u64,
+        no_ack: bool,
+        exclusive: bool,
+        prefetch: u32,
+        priority: i32,
+    },
+    Cancel {
+        queue: QueueRef,
+        consumer: u64,
+    },
+    /// Sync: answered once everything sent before is in the queue's log.
+    Sync {
+        queue: QueueRef,
+    },
+    /// From the home node: deliveries for consumers on the receiving node.
+    Deliver {
+        deliveries: Vec<WireDelivery>,
+    },
+    /// From the home node: the queue cancelled this consumer (it was deleted).
+    Cancelled {
+        consumer: u64,
+    },
+}
+
+/// A queue by vhost and name.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct QueueRef {
+    pub vhost: String,
+    pub name: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Settle {
+    Ack,
+    Reject,
+    Requeue,
+}
+
+/// A message as the store writes it: exchange, routing key, properties, body.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct WireMessage {
+    pub exchange: Vec<u8>,
+    pub routing_key: Vec<u8>,
+    pub properties: Vec<u8>,
+    pub body: Vec<u8>,
+}
+
+impl WireMessage {
+    pub fn of(m: &Message) -> WireMessage {
+        WireMessage {
+            exchange: m.exchange().to_vec(),
+            routing_key: m.routing_key().to_vec(),
+            properties: m.properties().to_vec(),
+            body: m.body().to_vec(),
+        }
+    }
+
+    /// The message, for this node (not stored here).
+    pub fn into_message(self) -> MessageRef {
+        Message::from_parts(
+            &self.exchange,
+            &self.routing_key,
+            &self.properties,
+            self.body.into(),
+            None,
+        )
+    }
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+pub struct WireDelivery {
+    pub consumer: u64,
+    pub id: u64,
+    pub redelivered: bool,
+    pub message: WireMessage,
+}
+
+/// What became of one forwarded publish.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Taken {
+    /// Taken (and on disk where it had to be).
+    Yes,
+    /// Refused (`x-overflow` reject-publish, a failed write): a confirm is a nack.
+    No,
+}
+
+/// An answer.
+#[derive(Debug, Serialize, Deserialize)]
+pub enum Reply {
+    Done,
+    Published(Vec<Taken>),
+    Got(Option<WireGot>),
+    Purged(u32),
+    Deleted(u32),
+    Stats {
+        ready: u32,
+        unacked: u32,
+        consumers: u32,
+    },
+    Synced(bool),
+    /// The queue refused (a consume on an exclusive-consumer queue, a conditional delete).
+    Refused(WireError),
+    /// The queue is not there (any more).
+    Gone,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+pub struct WireGot {
+    pub id: u64,
+    pub redelivered: bool,
+    pub remaining: u32,
+    pub message: WireMessage,
+}
+
+/// An AMQP error, by number.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct WireError {
+    pub code: u16,
+    pub text: String,
+    pub class_id: u16,
+    pub method_id: u16,
+}
+
+impl From<&AmqpError> for WireError {
+    fn from(e: &AmqpError) -> Self {
+        WireError {
+            code: e.code.code(),
+            text: e.text.clone(),
+            class_id: e.class_id,
+            method_id: e.method_id,
+        }
+    }
+}
+
+impl WireError {
+    pub fn into_error(self) -> AmqpError {
+        let code = ReplyCode::from_code(self.code).unwrap_or(ReplyCode::InternalError);
+        let mut e = AmqpError::new(code, self.text);
+        e.class_id = self.class_id;
+        e.method_id = self.method_id;
+        e
+    }
+}
+
+pub fn encode<T: Serialize>(value: &T) -> Result<Vec<u8>, String> {
+    postcard::to_stdvec(value).map_err(|e| e.to_string())
+}
+
+pub fn decode<'a, T: Deserialize<'a>>(bytes: &'a [u8]) -> Result<T, String> {
+    postcard::from_bytes(bytes).map_err(|e| e.to_string())
+}
