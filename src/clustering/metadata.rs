@@ -67,6 +67,13 @@ pub struct MetadataApplier {
     waiting: Mutex<HashMap<(NodeId, u64), oneshot::Sender<()>>>,
     /// Whose vhosts definitions apply to (set once the broker is open).
     broker: OnceLock<Weak<Broker>>,
+    /// When this process started, as the group numbers proposals: this node's proposals with a
+    /// lower number are from before a restart.
+    started: u64,
+    /// Where removals this applier decides are proposed (set once the group runs), and those
+    /// decided before.
+    recorder: OnceLock<Weak<Metadata>>,
+    unrecorded: Mutex<Vec<MetadataCommand>>,
 }
 
 impl MetadataApplier {
@@ -76,6 +83,33 @@ impl MetadataApplier {
             state: RwLock::default(),
             waiting: Mutex::default(),
             broker: OnceLock::new(),
+            started: std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_nanos() as u64)
+                .unwrap_or(0),
+            recorder: OnceLock::new(),
+            unrecorded: Mutex::default(),
+        }
+    }
+
+    /// Where this applier's own removals are proposed from now on; proposes those decided so far.
+    pub fn set_recorder(&self, metadata: &Arc<Metadata>) {
+        let _ = self.recorder.set(Arc::downgrade(metadata));
+        let pending =
+            std::mem::take(&mut *self.unrecorded.lock().unwrap_or_else(|e| e.into_inner()));
+        for command in pending {
+            metadata.record(&command);
+        }
+    }
+
+    fn record(&self, command: MetadataCommand) {
+        match self.recorder.get().and_then(Weak::upgrade) {
+            Some(metadata) => metadata.record(&command),
+            None => self
+                .unrecorded
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .push(command),
         }
     }
 
@@ -86,12 +120,13 @@ impl MetadataApplier {
     fn apply_definitions(
         &self,
         index: u64,
-        origin: NodeId,
+        proposal: &Proposal,
         vhost: &str,
         mut commands: Vec<DefinitionCommand>,
         applied_at_origin: bool,
     ) {
-        let proposed_here = origin == self.me;
+        let proposed_here = proposal.origin == self.me;
+        let before_restart = proposed_here && proposal.number < self.started;
         if applied_at_origin && proposed_here {
             return;
         }
@@ -105,13 +140,33 @@ impl MetadataApplier {
             );
             return;
         };
+        let mut stale = Vec::new();
         for command in &mut commands {
             if let DefinitionCommand::DeclareQueue(q) = command {
                 q.incarnation = index;
                 if q.storage_id.is_some() {
                     q.storage_id = Some(CLUSTER_QUEUE_IDS | index);
+                } else if before_restart {
+                    // A transient or exclusive queue of this node's from before it restarted:
+                    // gone with that process, as RabbitMQ's are; the other nodes forget it too.
+                    stale.push(DefinitionCommand::DeleteQueue {
+                        name: q.name.clone(),
+                        storage_id: None,
+                        incarnation: index,
+                    });
                 }
             }
+        }
+        if !stale.is_empty() {
+            commands.retain(|c| match c {
+                DefinitionCommand::DeclareQueue(q) => q.storage_id.is_some(),
+                _ => true,
+            });
+            self.record(MetadataCommand::Definitions {
+                vhost: vhost.name.clone(),
+                commands: stale,
+                applied_at_origin: true,
+            });
         }
         vhost.apply_replicated(&commands, proposed_here);
     }
@@ -124,9 +179,7 @@ impl Applier for MetadataApplier {
                 vhost,
                 commands,
                 applied_at_origin,
-            }) => {
-                self.apply_definitions(index, proposal.origin, &vhost, commands, applied_at_origin)
-            }
+            }) => self.apply_definitions(index, proposal, &vhost, commands, applied_at_origin),
             Ok(command) => self
                 .state
                 .write()

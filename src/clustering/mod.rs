@@ -166,7 +166,8 @@ impl Connected {
             },
         )
         .await?;
-        let metadata = Arc::new(Metadata::new(group, applier, commit_timeout));
+        let metadata = Arc::new(Metadata::new(group, applier.clone(), commit_timeout));
+        applier.set_recorder(&metadata);
         if let Some(log) = &self.definitions {
             log.attach(metadata.clone());
         }

@@ -216,6 +216,8 @@ pub use crate::definitions::json::table_to_json as table_json;
 
 fn queue_json(s: &QueueSnapshot, node: &str) -> Value {
     let (q, stats) = (&s.queue, &s.stats);
+    // In a cluster, the node the queue lives on.
+    let node = q.home.as_deref().unwrap_or(node);
     let policies = q.applied_policies();
     json!({
         "name": &*q.name,

@@ -265,6 +265,10 @@ pub struct QueueHandle {
     deleted: AtomicBool,
     /// Which declare of its name it is, in a cluster (0 alone).
     pub incarnation: u64,
+    /// The node it lives on, in a cluster (None alone).
+    pub home: Option<Arc<str>>,
+    /// False while the node it lives on cannot be reached (a proxy's; always true here).
+    home_up: AtomicBool,
 }
 
 /// The policies applied to a queue and its arguments with them.
@@ -299,6 +303,8 @@ impl QueueHandle {
             tx,
             deleted: Default::default(),
             incarnation: spec.incarnation,
+            home: spec.home.map(Arc::from),
+            home_up: AtomicBool::new(true),
         }
     }
 
@@ -334,6 +340,18 @@ impl QueueHandle {
         *current = QueuePolicies { applied, effective };
         drop(current);
         self.send_now(QueueCommand::PoliciesChanged);
+    }
+
+    /// RabbitMQ's answer to a use of a queue whose node is down, if this one's is.
+    pub fn check_reachable(&self, vhost: &str) -> Result<(), AmqpError> {
+        if self.home_up.load(Ordering::Acquire) {
+            return Ok(());
+        }
+        Err(AmqpError::not_found(format!(
+            "home node '{}' of durable queue '{}' in vhost '{vhost}' is down or inaccessible",
+            self.home.as_deref().unwrap_or_default(),
+            self.name
+        )))
     }
 
     pub fn is_deleted(&self) -> bool {
@@ -449,4 +467,6 @@ pub struct QueueSpec {
     pub policies: Applied,
     /// Which declare of its name it is, in a cluster (see `QueueDefinition::incarnation`).
     pub incarnation: u64,
+    /// The node it lives on, in a cluster.
+    pub home: Option<String>,
 }

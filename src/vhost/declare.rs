@@ -123,6 +123,7 @@ impl Vhost {
         let Some(q) = self.read().queues.get(req.name).cloned() else {
             return Ok(None);
         };
+        q.check_reachable(&self.name)?;
         if let Some(owner) = q.exclusive_owner {
             if owner != req.connection {
                 return Err(self.locked(req.name));

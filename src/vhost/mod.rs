@@ -177,6 +177,7 @@ impl Vhost {
             .get(name)
             .cloned()
             .ok_or_else(|| self.no_queue(name))?;
+        q.check_reachable(&self.name)?;
         match q.exclusive_owner {
             Some(owner) if owner != connection => Err(self.locked(name)),
             _ => Ok(q),
@@ -221,6 +222,7 @@ impl Vhost {
             memory_limit: self.queue_memory_limit,
             policies,
             incarnation: definition.incarnation,
+            home: definition.home.clone(),
         };
         factory::create(
             spec,

@@ -43,6 +43,11 @@ impl Cluster {
 
     /// Starts node `i` (0-based; named n1, n2, ...) with `secret`.
     fn start_with_secret(&self, i: usize, secret: &str) -> ChildBroker {
+        self.start_with(i, secret, "10000")
+    }
+
+    /// As [`Cluster::start_with_secret`], with this commit timeout (ms).
+    fn start_with(&self, i: usize, secret: &str, commit_timeout: &str) -> ChildBroker {
         let name = format!("n{}", i + 1);
         let listen = format!("127.0.0.1:{}", self.cluster_ports[i]);
         let peers = self.peers();
@@ -56,7 +61,7 @@ impl Cluster {
                 "--cluster-peers",
                 &peers,
                 "--cluster-commit-timeout",
-                "10000",
+                commit_timeout,
             ],
             &[("WARREN_CLUSTER_SECRET", secret)],
         )
@@ -509,4 +514,127 @@ where
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+}
+
+async fn passive(conn: &lapin::Connection, queue: &str) -> Result<(u32, u32), lapin::Error> {
+    let ch = crate::common::lapin_channel(conn).await;
+    let q = ch
+        .queue_declare(
+            queue.into(),
+            lapin::options::QueueDeclareOptions {
+                passive: true,
+                ..Default::default()
+            },
+            Default::default(),
+        )
+        .await?;
+    Ok((q.message_count(), q.consumer_count()))
+}
+
+/// The home node of a queue is killed: consumers elsewhere are cancelled, uses from elsewhere get
+/// RabbitMQ's "home node is down" 404, the other nodes keep serving; back with its data, it has
+/// every message it confirmed (those delivered unacked included), and its transient queue is gone.
+#[tokio::test]
+async fn a_killed_home_node_comes_back_with_its_confirmed_messages() {
+    use futures::StreamExt;
+    use lapin::options::*;
+    let cluster = Cluster::new(3);
+    let n1 = cluster.start(0);
+    let n2 = cluster.start(1);
+    let n3 = cluster.start(2);
+    formed(&cluster, &[&n1, &n2, &n3]).await;
+    let c1 = n1.connect().await;
+    let ch1 = crate::common::lapin_channel(&c1).await;
+    ch1.queue_declare("kept".into(), durable(), Default::default())
+        .await
+        .expect("durable on n1");
+    ch1.queue_declare("temp".into(), Default::default(), Default::default())
+        .await
+        .expect("transient on n1");
+    let c2 = n2.connect().await;
+    let ch2 = confirm_channel(&c2).await;
+    for i in 0..200u32 {
+        publish_confirmed(&ch2, "", "kept", format!("m{i}").as_bytes(), true).await;
+    }
+    // n3 takes ten and holds them unacked.
+    let c3 = n3.connect().await;
+    let ch3 = crate::common::lapin_channel(&c3).await;
+    ch3.basic_qos(10, Default::default()).await.expect("qos");
+    let mut consumer = ch3
+        .basic_consume(
+            "kept".into(),
+            "held".into(),
+            BasicConsumeOptions::default(),
+            Default::default(),
+        )
+        .await
+        .expect("consume");
+    for _ in 0..10 {
+        crate::common::within_long("a delivery", consumer.next())
+            .await
+            .expect("stream")
+            .expect("delivery");
+    }
+
+    n1.kill9();
+    // The consumer on n3 is cancelled by the broker.
+    let ended = crate::common::within_long("the consumer's cancel", consumer.next()).await;
+    assert!(ended.is_none(), "still delivering: {ended:?}");
+    // From n2: RabbitMQ's 404 for a durable queue whose node is down.
+    let err = eventually_err(&c2, "kept").await;
+    assert!(err.contains("NOT_FOUND") || err.contains("404"), "{err}");
+    assert!(err.contains("home node 'n1'"), "{err}");
+    // n2 and n3 are a majority: they keep serving, definitions included.
+    let ch = crate::common::lapin_channel(&c2).await;
+    ch.queue_declare("on-n2".into(), durable(), Default::default())
+        .await
+        .expect("declare while n1 is down");
+    publish_confirmed(&ch2, "", "on-n2", b"x", true).await;
+    assert_eq!(passive(&c3, "on-n2").await.expect("n3 sees it"), (1, 0));
+
+    let n1 = cluster.start(0);
+    let c1 = n1.connect().await;
+    // Every confirmed message is back, the ten n3 held among them (requeued).
+    eventually_async(|| async { passive(&c1, "kept").await.ok() }, Some((200, 0))).await;
+    eventually_async(|| async { passive(&c2, "kept").await.ok() }, Some((200, 0))).await;
+    // The transient queue died with n1's process, on every node.
+    for conn in [&c1, &c2, &c3] {
+        eventually_async(|| async { passive(conn, "temp").await.is_err() }, true).await;
+    }
+    // n1 learns what was declared while it was away.
+    eventually_async(|| async { passive(&c1, "on-n2").await.ok() }, Some((1, 0))).await;
+}
+
+/// Waits until a passive declare of `queue` fails, and gives its error.
+async fn eventually_err(conn: &lapin::Connection, queue: &str) -> String {
+    let deadline = Instant::now() + FORM;
+    loop {
+        if let Err(e) = passive(conn, queue).await {
+            return e.to_string();
+        }
+        assert!(Instant::now() < deadline, "{queue} still answers");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// A node cut off from the majority refuses declares (541, as RabbitMQ's metadata store
+/// timeouts close the connection) instead of making a change the others never see.
+#[tokio::test]
+async fn a_minority_node_refuses_declares() {
+    let cluster = Cluster::new(3);
+    let n1 = cluster.start_with(0, SECRET, "2000");
+    let n2 = cluster.start(1);
+    let n3 = cluster.start(2);
+    formed(&cluster, &[&n1, &n2, &n3]).await;
+    n2.kill9();
+    n3.kill9();
+    let c1 = n1.connect().await;
+    let ch = crate::common::lapin_channel(&c1).await;
+    let err = ch
+        .queue_declare("never".into(), Default::default(), Default::default())
+        .await
+        .expect_err("declared without a majority");
+    let text = err.to_string();
+    assert!(text.contains("majority"), "{text}");
+    assert_eq!(crate::common::lapin_code(&err), Some(541), "{text}");
 }

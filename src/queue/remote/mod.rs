@@ -157,6 +157,17 @@ pub fn spawn(mut spec: QueueSpec, vhost: &str, home: String, remote: Remote) -> 
     handle
 }
 
+/// Resolves when the watched home node's link goes down or comes back: its new state.
+async fn link_changed(up: &mut Option<tokio::sync::watch::Receiver<bool>>) -> bool {
+    let Some(up) = up.as_mut() else {
+        return std::future::pending().await;
+    };
+    if up.changed().await.is_err() {
+        return std::future::pending().await;
+    }
+    *up.borrow_and_update()
+}
+
 struct Proxy {
     handle: Weak<QueueHandle>,
     queue: QueueRef,
@@ -170,32 +181,28 @@ type Batch = Vec<(WireMessage, Option<PublishConfirm>)>;
 impl Proxy {
     async fn run(self, mut rx: mpsc::Receiver<QueueCommand>) {
         let mut home_up = self.remote.link.watch_peer(&self.home);
+        if let (Some(up), Some(handle)) = (&home_up, self.handle.upgrade()) {
+            handle.home_up.store(*up.borrow(), Ordering::Release);
+        }
         let mut next: Option<QueueCommand> = None;
         loop {
             let command = match next.take() {
                 Some(c) => c,
                 None => {
-                    // The home node's link going down.
-                    let lost = async {
-                        match home_up.as_mut() {
-                            Some(up) => loop {
-                                if up.changed().await.is_err() {
-                                    std::future::pending::<()>().await;
-                                }
-                                if !*up.borrow_and_update() {
-                                    break;
-                                }
-                            },
-                            None => std::future::pending().await,
-                        }
-                    };
                     tokio::select! {
                         c = rx.recv() => match c {
                             Some(c) => c,
                             None => return,
                         },
-                        _ = lost => {
-                            self.remote.proxies.home_lost(&self.home);
+                        up = link_changed(&mut home_up) => {
+                            if let Some(handle) = self.handle.upgrade() {
+                                handle.home_up.store(up, Ordering::Release);
+                            }
+                            if !up {
+                                // Its consumers here are cancelled (basic.cancel to those
+                                // that asked); commands fail until it is back.
+                                self.remote.proxies.home_lost(&self.home);
+                            }
                             continue;
                         }
                     }
@@ -227,6 +234,10 @@ impl Proxy {
 
     /// Sends a batch in order and answers its confirms when the home node does.
     async fn publish(&self, batch: Batch) {
+        if !self.home_up() {
+            // Not taken: confirms are nacks (dropping them answers so).
+            return;
+        }
         let Ok(permit) = self.in_flight.clone().acquire_owned().await else {
             return;
         };
@@ -263,8 +274,18 @@ impl Proxy {
         });
     }
 
+    /// Whether the home node's link is up (a command to a node known down fails at once).
+    fn home_up(&self) -> bool {
+        self.handle
+            .upgrade()
+            .is_some_and(|h| h.home_up.load(Ordering::Acquire))
+    }
+
     /// Sends one request and waits for its answer.
     async fn ask(&self, forward: Forward) -> Option<Reply> {
+        if !self.home_up() {
+            return None;
+        }
         let bytes = wire::encode(&forward).ok()?;
         let call = self
             .remote
