@@ -176,7 +176,11 @@ impl Group {
     /// it; this node applies it in its turn). Retried only where it cannot have been appended (a
     /// node that is not the leader refused it, or it could not be sent), so it is never committed
     /// twice.
-    pub async fn propose(&self, proposal: Proposal, timeout: Duration) -> Result<(), ProposeError> {
+    pub async fn propose(
+        &self,
+        proposal: Proposal,
+        timeout: Duration,
+    ) -> Result<u64, ProposeError> {
         let deadline = tokio::time::Instant::now() + timeout;
         let mut metrics = self.raft.metrics();
         loop {
@@ -192,7 +196,11 @@ impl Group {
                             .await;
                     match outcome {
                         Err(_) => return Err(ProposeError::Timeout(timeout)),
-                        Ok(Ok(_)) => return Ok(()),
+                        Ok(Ok(written)) => {
+                            // The followers learn of the commit now, not at the next heartbeat.
+                            let _ = self.raft.trigger().heartbeat().await;
+                            return Ok(written.log_id.index);
+                        }
                         Ok(Err(RaftError::APIError(ClientWriteError::ForwardToLeader(_)))) => {
                             // Lost the leadership before appending: ask the next leader.
                         }
@@ -210,7 +218,7 @@ impl Group {
                         proposal: proposal.clone(),
                     };
                     match self.node.link().request(&name, request, remaining).await {
-                        Ok(Response::Propose(Ok(()))) => return Ok(()),
+                        Ok(Response::Propose(Ok(index))) => return Ok(index),
                         Ok(Response::Propose(Err(ProposeRefused::NotLeader { .. }))) => {}
                         Ok(Response::Propose(Err(ProposeRefused::Failed(e)))) => {
                             return Err(ProposeError::Failed(e))
@@ -233,6 +241,31 @@ impl Group {
                 tokio::time::timeout(remaining.min(Duration::from_millis(100)), metrics.changed())
                     .await;
         }
+    }
+
+    /// Waits (at most `within`) until every member this node reaches has applied up to `index`:
+    /// a change answered after this is seen by every node that is up, as RabbitMQ's metadata
+    /// changes are (a declare on one node, then a bind on another, finds the queue there).
+    pub async fn wait_applied_everywhere(&self, index: u64, within: Duration) {
+        let peers = self.node.link().peers();
+        let members: Vec<String> = self
+            .members()
+            .into_iter()
+            .filter(|m| m.name != self.node.name())
+            .filter(|m| peers.iter().any(|p| p.name == m.name && p.connected))
+            .map(|m| m.name)
+            .collect();
+        let asks = members.iter().map(|name| {
+            let request = Request::WaitApplied {
+                group: self.id.clone(),
+                index,
+                within_ms: within.as_millis() as u64,
+            };
+            self.node
+                .link()
+                .request(name, request, within + Duration::from_millis(100))
+        });
+        futures::future::join_all(asks).await;
     }
 
     fn member_name(&self, id: NodeId) -> Option<String> {

@@ -16,7 +16,9 @@ use crate::types::{Proposal, TypeConfig};
 /// What the link needs of a group: to hand it Raft messages and proposals.
 pub trait GroupEndpoint: Send + Sync + 'static {
     fn raft(&self, rpc: RaftRpc) -> BoxFuture<'static, Result<RaftReply, String>>;
-    fn propose(&self, proposal: Proposal) -> BoxFuture<'static, Result<(), ProposeRefused>>;
+    fn propose(&self, proposal: Proposal) -> BoxFuture<'static, Result<u64, ProposeRefused>>;
+    /// Resolves once this member has applied up to `index` (true), or `within` has passed.
+    fn wait_applied(&self, index: u64, within: std::time::Duration) -> BoxFuture<'static, bool>;
 }
 
 /// The application's side of the link: requests other nodes' applications send this one.
@@ -105,6 +107,18 @@ impl Handler for Router {
                     ))))
                 }),
             },
+            Request::WaitApplied {
+                group,
+                index,
+                within_ms,
+            } => match node.group(&group) {
+                Some(g) => {
+                    let applied =
+                        g.wait_applied(index, std::time::Duration::from_millis(within_ms));
+                    Box::pin(async move { Response::Applied(applied.await) })
+                }
+                None => Box::pin(async { Response::Applied(false) }),
+            },
             Request::App(bytes) => {
                 let app = node.app.lock().unwrap_or_else(|e| e.into_inner()).clone();
                 let from = from.to_owned();
@@ -164,12 +178,26 @@ where
         })
     }
 
-    fn propose(&self, proposal: Proposal) -> BoxFuture<'static, Result<(), ProposeRefused>> {
+    fn wait_applied(&self, index: u64, within: std::time::Duration) -> BoxFuture<'static, bool> {
+        let raft = self.clone();
+        Box::pin(async move {
+            raft.wait(Some(within))
+                .applied_index_at_least(Some(index), "wait applied")
+                .await
+                .is_ok()
+        })
+    }
+
+    fn propose(&self, proposal: Proposal) -> BoxFuture<'static, Result<u64, ProposeRefused>> {
         let raft = self.clone();
         Box::pin(async move {
             use openraft::errors::{ClientWriteError, RaftError};
             match raft.client_write(proposal).await {
-                Ok(_) => Ok(()),
+                Ok(written) => {
+                    // The followers learn of the commit now rather than at the next heartbeat.
+                    let _ = raft.trigger().heartbeat().await;
+                    Ok(written.log_id.index)
+                }
                 Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f))) => {
                     Err(ProposeRefused::NotLeader {
                         leader: f.leader_id,

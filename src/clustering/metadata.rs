@@ -28,6 +28,9 @@ use crate::definitions::DefinitionCommand;
 /// apart from the ids a node alone counts up from 1 (and from the store's shadow bit, 1 << 63).
 pub const CLUSTER_QUEUE_IDS: u64 = 1 << 62;
 
+/// How long a change waits for the other nodes that are up to apply it, at most.
+const SPREAD: Duration = Duration::from_secs(2);
+
 /// One change to the metadata.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub enum MetadataCommand {
@@ -282,17 +285,24 @@ impl Metadata {
                 .unwrap_or_else(|e| e.into_inner())
                 .remove(&key);
         };
-        if let Err(e) = self.group.propose(proposal, self.timeout).await {
-            forget();
-            return Err(e);
-        }
-        // Committed: this node applies it as soon as it hears the commit (a heartbeat away).
-        match tokio::time::timeout(self.timeout, applied).await {
-            Ok(Ok(())) => Ok(()),
-            _ => {
+        let index = match self.group.propose(proposal, self.timeout).await {
+            Ok(index) => index,
+            Err(e) => {
                 forget();
-                Err(ProposeError::Timeout(self.timeout))
+                return Err(e);
             }
+        };
+        // Committed: this node applies it as soon as it hears the commit.
+        if tokio::time::timeout(self.timeout, applied).await.is_err() {
+            forget();
+            return Err(ProposeError::Timeout(self.timeout));
         }
+        // And so does every node that is up before the change is answered, as RabbitMQ's
+        // metadata changes are seen everywhere once answered. A node slower than this bound
+        // catches up on its own.
+        self.group
+            .wait_applied_everywhere(index, self.timeout.min(SPREAD))
+            .await;
+        Ok(())
     }
 }

@@ -209,6 +209,7 @@ impl Response {
                 Response::Propose(Err(super::frame::ProposeRefused::Failed(reason.to_owned())))
             }
             Request::App(_) => Response::App(Err(reason.to_owned())),
+            Request::WaitApplied { .. } => Response::Applied(false),
         }
     }
 }

@@ -69,6 +69,13 @@ pub enum Request {
         group: GroupId,
         proposal: crate::types::Proposal,
     },
+    /// Answered once the receiving member of `group` has applied the log up to `index` (or
+    /// `within_ms` has passed).
+    WaitApplied {
+        group: GroupId,
+        index: u64,
+        within_ms: u64,
+    },
     /// The application's own traffic (forwarded queue operations), opaque to the link.
     App(Vec<u8>),
 }
@@ -99,7 +106,10 @@ pub enum RaftReply {
 #[derive(Debug, Serialize, Deserialize)]
 pub enum Response {
     Raft(Result<RaftReply, String>),
-    Propose(Result<(), ProposeRefused>),
+    /// The index the proposal was committed at.
+    Propose(Result<u64, ProposeRefused>),
+    /// Whether the member has applied that far.
+    Applied(bool),
     App(Result<Vec<u8>, String>),
 }
 
