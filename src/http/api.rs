@@ -350,7 +350,7 @@ pub async fn nodes(State(broker): Shared, _user: User) -> Answer {
 }
 
 /// The cluster's name: the one set (`PUT /api/cluster-name`), else its first node's.
-fn cluster_name(broker: &Broker) -> String {
+pub(super) fn cluster_name(broker: &Broker) -> String {
     match broker.cluster.get() {
         Some(cluster) => cluster.cluster_name(),
         None => broker.node_name().to_owned(),

@@ -57,18 +57,26 @@ fn resident_memory_bytes() -> Option<u64> {
 }
 
 async fn render(broker: &Broker, per_object: bool) -> String {
-    let queues = super::queue_snapshots(&broker.vhosts()).await;
+    // Each node reports the queues that live on it (as RabbitMQ's Prometheus plugin does): a
+    // cluster's figures are the sum of its nodes'.
+    let queues = super::queue_snapshots_where(&broker.vhosts(), |q| {
+        q.home
+            .as_deref()
+            .is_none_or(|home| home == broker.node_name())
+    })
+    .await;
     let total =
         |f: fn(&QueueStats) -> u32| queues.iter().map(|q| f64::from(f(&q.stats))).sum::<f64>();
     let alarms = *broker.alarms().borrow();
     let c = &broker.config;
     let node = broker.node_name().to_owned();
+    let cluster = super::api::cluster_name(broker);
     let mut out = Exposition(String::new());
     out.gauge(
         "rabbitmq_identity_info",
         "RabbitMQ node & cluster identity info",
         &[(
-            labels(&[("rabbitmq_node", &node), ("rabbitmq_cluster", &node)]),
+            labels(&[("rabbitmq_node", &node), ("rabbitmq_cluster", &cluster)]),
             1.0,
         )],
     );

@@ -86,9 +86,18 @@ async fn queue_snapshot(vhost: &str, queue: Arc<QueueHandle>) -> QueueSnapshot {
 
 /// Every queue of these vhosts, by vhost and then by name.
 async fn queue_snapshots(vhosts: &[Arc<Vhost>]) -> Vec<QueueSnapshot> {
+    queue_snapshots_where(vhosts, |_| true).await
+}
+
+/// The queues of these vhosts that `keep` keeps, by vhost and then by name.
+async fn queue_snapshots_where(
+    vhosts: &[Arc<Vhost>],
+    keep: impl Fn(&QueueHandle) -> bool,
+) -> Vec<QueueSnapshot> {
     let mut out = Vec::new();
     for v in vhosts {
         let mut queues = v.queues();
+        queues.retain(|q| keep(q));
         queues.sort_by(|a, b| a.name.cmp(&b.name));
         for q in queues {
             out.push(queue_snapshot(&v.name, q).await);
