@@ -11,6 +11,7 @@ use warren_storage::{
     Op, PermissionRecord, StorageError, Store, TopicPermissionRecord, UserRecord, VhostRecord,
 };
 
+use crate::access_change::AccessChange;
 use crate::alarm::Alarms;
 use crate::auth::Users;
 use crate::config::Config;
@@ -183,10 +184,11 @@ impl Broker {
         description: String,
         tags: Vec<String>,
         default_queue_type: Option<String>,
-    ) -> Result<bool, StorageError> {
+    ) -> Result<bool, CommitError> {
         // An existing vhost keeps its limits and default queue type.
         let _one_at_a_time = self.record_updates.lock().await;
         let existing = self.vhost(name).map(|v| v.record());
+        let created = existing.is_none();
         let record = match existing {
             Some(old) => VhostRecord {
                 description,
@@ -201,70 +203,58 @@ impl Broker {
                 default_queue_type,
             },
         };
-        self.store.write(Op::PutVhost(record.clone())).await?;
-        let mut vhosts = self.vhosts.write().unwrap_or_else(|e| e.into_inner());
-        if let Some(v) = vhosts.get(name) {
-            v.set_record(record);
-            return Ok(false);
-        }
-        let vhost = Vhost::new_in(
+        self.change_access(AccessChange::PutVhost(record)).await?;
+        Ok(created)
+    }
+
+    /// The vhosts, to change.
+    pub(crate) fn vhosts_mut(
+        &self,
+    ) -> std::sync::RwLockWriteGuard<'_, HashMap<String, Arc<Vhost>>> {
+        self.vhosts.write().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// A new vhost of this broker (not yet among its vhosts).
+    pub(crate) fn new_vhost(&self, name: &str) -> Arc<Vhost> {
+        Vhost::new_in(
             name,
             self.store.clone(),
             self.definitions.clone(),
             self.config.queue_memory_limit,
             self.placement.clone(),
-        );
-        vhost.set_record(record);
-        vhosts.insert(name.to_owned(), vhost);
-        Ok(true)
+        )
     }
 
     /// Deletes a vhost: its connections are closed (320), its queues (with their messages),
     /// exchanges, bindings and permissions go. False when there was none.
     pub async fn delete_vhost(&self, name: &str) -> Result<bool, CommitError> {
-        let removed = self
-            .vhosts
-            .write()
-            .unwrap_or_else(|e| e.into_inner())
-            .remove(name);
-        let Some(vhost) = removed else {
+        let Some(vhost) = self.vhost(name) else {
             return Ok(false);
         };
-        self.users.forget_vhost(name);
         for q in vhost.delete_contents().await? {
             q.delete_unconditionally().await;
         }
-        self.store
-            .write(Op::DeleteVhost {
-                name: name.to_owned(),
-            })
+        self.change_access(AccessChange::DeleteVhost(name.to_owned()))
             .await?;
         Ok(true)
     }
 
     /// Creates or replaces a user (on disk first); true when it was created.
-    pub async fn put_user(&self, record: UserRecord) -> Result<bool, StorageError> {
-        self.store.write(Op::PutUser(record.clone())).await?;
-        Ok(self.users.put_user(record))
+    pub async fn put_user(&self, record: UserRecord) -> Result<bool, CommitError> {
+        let created = self.users.user(&record.name).is_none();
+        self.change_access(AccessChange::PutUser(record)).await?;
+        Ok(created)
     }
 
     /// Deletes a user and its permissions, and closes its connections (320, RabbitMQ's text);
     /// false when there was none.
-    pub async fn delete_user(&self, name: &str) -> Result<bool, StorageError> {
+    pub async fn delete_user(&self, name: &str) -> Result<bool, CommitError> {
         if self.users.user(name).is_none() {
             return Ok(false);
         }
-        self.store
-            .write(Op::DeleteUser {
-                name: name.to_owned(),
-            })
+        self.change_access(AccessChange::DeleteUser(name.to_owned()))
             .await?;
-        let deleted = self.users.delete_user(name);
-        // After the user is gone: a connection that opens meanwhile is either seen here (it is
-        // tracked before it checks its permissions) or refused by that check.
-        self.tracker
-            .close_user(name, &format!("user '{name}' is deleted"));
-        Ok(deleted)
+        Ok(true)
     }
 
     /// Sets a user's permissions in a vhost; `Err(Ok(reason))` for an invalid regex (nothing
@@ -272,27 +262,28 @@ impl Broker {
     pub async fn set_permission(
         &self,
         record: PermissionRecord,
-    ) -> Result<Result<bool, String>, StorageError> {
+    ) -> Result<Result<bool, String>, CommitError> {
         // Compiled first, so that an invalid one is refused before anything is written.
         if let Err(e) = crate::auth::validate_permission(&record) {
             return Ok(Err(e));
         }
-        self.store.write(Op::PutPermission(record.clone())).await?;
-        Ok(self.users.set_permission(record))
+        let first = self.users.permission(&record.vhost, &record.user).is_none();
+        self.change_access(AccessChange::PutPermission(record))
+            .await?;
+        Ok(Ok(first))
     }
 
     /// Removes a user's permissions in a vhost; false when it had none.
-    pub async fn delete_permission(&self, vhost: &str, user: &str) -> Result<bool, StorageError> {
+    pub async fn delete_permission(&self, vhost: &str, user: &str) -> Result<bool, CommitError> {
         if self.users.permission(vhost, user).is_none() {
             return Ok(false);
         }
-        self.store
-            .write(Op::DeletePermission {
-                vhost: vhost.to_owned(),
-                user: user.to_owned(),
-            })
-            .await?;
-        Ok(self.users.delete_permission(vhost, user))
+        self.change_access(AccessChange::DeletePermission {
+            vhost: vhost.to_owned(),
+            user: user.to_owned(),
+        })
+        .await?;
+        Ok(true)
     }
 
     /// Sets a user's topic permission on one exchange of a vhost; `Err(Ok(reason))` for an
@@ -300,7 +291,7 @@ impl Broker {
     pub async fn set_topic_permission(
         &self,
         record: TopicPermissionRecord,
-    ) -> Result<Result<bool, String>, StorageError> {
+    ) -> Result<Result<bool, String>, CommitError> {
         if let Err(e) = crate::auth::validate_topic_permission(&record) {
             return Ok(Err(e));
         }
@@ -310,18 +301,18 @@ impl Broker {
             .users
             .topic_permissions()
             .into_iter()
-            .filter(|p| p.vhost == vhost && p.user == user && p.exchange != record.exchange)
+            .filter(|p| p.vhost == vhost && p.user == user)
             .collect();
-        list.push(record.clone());
-        // On disk first, then in effect.
-        self.store
-            .write(Op::SetTopicPermissions {
-                vhost,
-                user,
-                permissions: list,
-            })
-            .await?;
-        Ok(self.users.set_topic_permission(record))
+        let first = list.is_empty();
+        list.retain(|p| p.exchange != record.exchange);
+        list.push(record);
+        self.change_access(AccessChange::SetTopicPermissions {
+            vhost,
+            user,
+            permissions: list,
+        })
+        .await?;
+        Ok(Ok(first))
     }
 
     /// Removes a user's topic permission on one exchange of a vhost, or all of them there;
@@ -331,7 +322,7 @@ impl Broker {
         vhost: &str,
         user: &str,
         exchange: Option<&str>,
-    ) -> Result<bool, StorageError> {
+    ) -> Result<bool, CommitError> {
         let _one_at_a_time = self.record_updates.lock().await;
         let (removed, remaining): (Vec<TopicPermissionRecord>, Vec<TopicPermissionRecord>) = self
             .users
@@ -342,14 +333,13 @@ impl Broker {
         if removed.is_empty() {
             return Ok(false);
         }
-        self.store
-            .write(Op::SetTopicPermissions {
-                vhost: vhost.to_owned(),
-                user: user.to_owned(),
-                permissions: remaining,
-            })
-            .await?;
-        Ok(self.users.delete_topic_permissions(vhost, user, exchange))
+        self.change_access(AccessChange::SetTopicPermissions {
+            vhost: vhost.to_owned(),
+            user: user.to_owned(),
+            permissions: remaining,
+        })
+        .await?;
+        Ok(true)
     }
 
     /// A broker-wide unique id (connections, consumers).

@@ -140,6 +140,11 @@ pub struct Config {
     /// The cluster's shared secret itself (rather than --cluster-secret-file).
     #[arg(long, env = "WARREN_CLUSTER_SECRET", hide_env_values = true)]
     pub cluster_secret: Option<String>,
+    /// TLS on the cluster link, with the AMQPS certificate and key (--tls-cert-file,
+    /// --tls-key-file): every node presents its certificate and requires its peers', signed by
+    /// --tls-ca-file, naming the host it is called at.
+    #[arg(long, env = "WARREN_CLUSTER_TLS")]
+    pub cluster_tls: bool,
     /// How long a definition change (a declare, a bind, a delete) waits for a majority of the
     /// cluster before it is refused, in milliseconds.
     #[arg(long, env = "WARREN_CLUSTER_COMMIT_TIMEOUT", default_value_t = 10_000)]
@@ -195,6 +200,7 @@ impl Config {
             cluster_peers: Vec::new(),
             cluster_secret_file: None,
             cluster_secret: None,
+            cluster_tls: false,
             cluster_commit_timeout: 10_000,
         }
     }

@@ -6,6 +6,7 @@
 //! connections. [`auth`] holds users and permissions and [`limits`] the vhost and user limits the
 //! connection checks. [`ctl`] and [`perf`] are the clients the `warren` binary also runs.
 
+pub mod access_change;
 pub mod alarm;
 pub mod auth;
 pub mod broker;

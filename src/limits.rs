@@ -6,9 +6,10 @@
 
 use std::collections::BTreeMap;
 
+use crate::access_change::AccessChange;
+use crate::definitions::CommitError;
 use serde_json::Value;
 use thiserror::Error;
-use warren_storage::{Op, StorageError};
 
 use crate::broker::Broker;
 
@@ -33,7 +34,7 @@ pub enum LimitError {
     #[error("no such user")]
     NoSuchUser,
     #[error(transparent)]
-    Storage(#[from] StorageError),
+    Commit(#[from] CommitError),
 }
 
 /// A limit's value, checked as RabbitMQ checks it: `name` must be one of `known`, the value an
@@ -112,8 +113,7 @@ impl Broker {
         if !change(record.limits.get_or_insert_with(Default::default)) {
             return Ok(());
         }
-        self.store.write(Op::PutVhost(record.clone())).await?;
-        v.set_record(record);
+        self.change_access(AccessChange::PutVhost(record)).await?;
         Ok(())
     }
 
@@ -150,8 +150,7 @@ impl Broker {
         if !change(&mut record.limits)? {
             return Ok(());
         }
-        self.store.write(Op::PutUser(record.clone())).await?;
-        self.users.put_user(record);
+        self.change_access(AccessChange::PutUser(record)).await?;
         Ok(())
     }
 

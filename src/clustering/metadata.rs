@@ -43,6 +43,8 @@ pub enum MetadataCommand {
         commands: Vec<DefinitionCommand>,
         applied_at_origin: bool,
     },
+    /// A change to users, vhosts or permissions.
+    Access(crate::access_change::AccessChange),
 }
 
 /// What the metadata holds (the snapshot is this, serialized).
@@ -55,8 +57,8 @@ impl MetadataState {
     fn apply(&mut self, command: MetadataCommand) {
         match command {
             MetadataCommand::SetClusterName(name) => self.cluster_name = Some(name),
-            // Applied to the vhosts, not kept here.
-            MetadataCommand::Definitions { .. } => {}
+            // Applied to the broker, not kept here.
+            MetadataCommand::Definitions { .. } | MetadataCommand::Access(_) => {}
         }
     }
 }
@@ -183,6 +185,11 @@ impl Applier for MetadataApplier {
                 commands,
                 applied_at_origin,
             }) => self.apply_definitions(index, proposal, &vhost, commands, applied_at_origin),
+            Ok(MetadataCommand::Access(change)) => {
+                if let Some(broker) = self.broker.get().and_then(Weak::upgrade) {
+                    broker.apply_replicated_access(&change);
+                }
+            }
             Ok(command) => self
                 .state
                 .write()

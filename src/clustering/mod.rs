@@ -27,7 +27,7 @@ use std::time::Duration;
 use thiserror::Error;
 use tokio::net::TcpListener;
 use warren_cluster::group::{Group, MemberStatus, Timing};
-use warren_cluster::link::{Link, LinkConfig};
+use warren_cluster::link::{Link, LinkConfig, LinkTls};
 use warren_cluster::node::ClusterNode;
 use warren_cluster::{node_id, ClusterError, Node};
 
@@ -58,6 +58,8 @@ pub enum ClusterStartError {
     },
     #[error("cannot start the metadata group: {0}")]
     Group(#[from] ClusterError),
+    #[error(transparent)]
+    Tls(#[from] warren_cluster::link::tls::LinkTlsError),
 }
 
 pub struct Clustering {
@@ -85,11 +87,14 @@ impl Connected {
                 let listener = TcpListener::bind(addr)
                     .await
                     .map_err(|source| ClusterStartError::Listen { addr, source })?;
-                let config = LinkConfig::new(
+                let mut config = LinkConfig::new(
                     settings.name.clone(),
                     settings.advertise.clone(),
                     settings.secret.clone(),
                 );
+                if let Some(files) = &settings.tls {
+                    config.tls = Some(LinkTls::from_pem_files(&files.cert, &files.key, &files.ca)?);
+                }
                 Link::start(config, Some(listener))
             }
         };

@@ -29,6 +29,16 @@ pub enum SettingsError {
     EmptySecret,
     #[error("--cluster-peers names node {0} twice")]
     Duplicate(String),
+    #[error("--cluster-tls needs --tls-cert-file, --tls-key-file and --tls-ca-file")]
+    TlsFiles,
+}
+
+/// The PEM files of the cluster link's TLS: this node's certificate and key, the cluster's CA.
+#[derive(Debug, Clone)]
+pub struct TlsFiles {
+    pub cert: std::path::PathBuf,
+    pub key: std::path::PathBuf,
+    pub ca: std::path::PathBuf,
 }
 
 /// How this node takes part in a cluster.
@@ -42,6 +52,8 @@ pub struct Settings {
     pub secret: Vec<u8>,
     /// The seed members, this node among them.
     pub members: Vec<Node>,
+    /// TLS on the link (`--cluster-tls`).
+    pub tls: Option<TlsFiles>,
 }
 
 impl Settings {
@@ -78,6 +90,7 @@ impl Settings {
                         addr: String::new(),
                     }],
                     name,
+                    tls: None,
                 });
             }
             (None, false) => return Err(SettingsError::NoListener),
@@ -112,12 +125,28 @@ impl Settings {
         if secret.is_empty() {
             return Err(SettingsError::EmptySecret);
         }
+        let tls = match config.cluster_tls {
+            false => None,
+            true => match (
+                &config.tls_cert_file,
+                &config.tls_key_file,
+                &config.tls_ca_file,
+            ) {
+                (Some(cert), Some(key), Some(ca)) => Some(TlsFiles {
+                    cert: cert.clone(),
+                    key: key.clone(),
+                    ca: ca.clone(),
+                }),
+                _ => return Err(SettingsError::TlsFiles),
+            },
+        };
         Ok(Settings {
             name,
             listen: Some(listen),
             advertise,
             secret,
             members,
+            tls,
         })
     }
 

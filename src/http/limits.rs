@@ -55,7 +55,7 @@ fn value(body: &Map<String, Value>) -> Result<&Value, ApiError> {
 fn vhost_limit_error(e: LimitError) -> ApiError {
     match e {
         LimitError::NoSuchVhost => ApiError::VhostNotFound,
-        LimitError::Storage(e) => ApiError::Internal(e.to_string()),
+        LimitError::Commit(e) => ApiError::Internal(e.to_string()),
         e => ApiError::BadRequest(json!(format!("Validation failed\n\n{e}\n"))),
     }
 }
@@ -63,7 +63,7 @@ fn vhost_limit_error(e: LimitError) -> ApiError {
 fn user_limit_error(e: LimitError, user: &str) -> ApiError {
     match e {
         LimitError::NoSuchUser => ApiError::BadRequest(json!(["no_such_user", user])),
-        LimitError::Storage(e) => ApiError::Internal(e.to_string()),
+        LimitError::Commit(e) => ApiError::Internal(e.to_string()),
         e => ApiError::BadRequest(json!(e.to_string())),
     }
 }

@@ -137,6 +137,11 @@ impl Vhost {
         u64::try_from(value).ok()
     }
 
+    /// Tells the vhost's connections it is deleted (they close, 320).
+    pub fn mark_deleted(&self) {
+        let _ = self.deleted.send(true);
+    }
+
     /// Becomes true once the vhost is deleted (connections to it watch this).
     pub fn deleted_signal(&self) -> tokio::sync::watch::Receiver<bool> {
         self.deleted.subscribe()

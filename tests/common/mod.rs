@@ -225,6 +225,10 @@ impl Drop for TestBroker {
 // ---------------------------------------------------------------------------------------------
 // A broker as a separate process (for restarts, `kill -9` and memory measurements)
 
+/// Held by the tests that load the machine most (a backlog of hundreds of megabytes, a cluster
+/// of three broker processes), so that they take turns instead of starving each other.
+pub static ONE_HEAVY_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
 /// How long a broker process may take to be ready for clients.
 pub const READY: Duration = Duration::from_secs(180);
 

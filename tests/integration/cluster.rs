@@ -13,6 +13,7 @@ const SECRET: &str = "integration-test-cookie";
 const FORM: Duration = Duration::from_secs(90);
 
 struct Cluster {
+    _turn: tokio::sync::MutexGuard<'static, ()>,
     dirs: Vec<tempfile::TempDir>,
     cluster_ports: Vec<u16>,
 }
@@ -25,8 +26,11 @@ fn free_port() -> u16 {
 }
 
 impl Cluster {
-    fn new(nodes: usize) -> Cluster {
+    /// A cluster's directories and link ports; its tests take turns with the other heavy ones
+    /// (`_turn` is held until the cluster is dropped).
+    async fn new(nodes: usize) -> Cluster {
         Cluster {
+            _turn: crate::common::ONE_HEAVY_AT_A_TIME.lock().await,
             dirs: (0..nodes).map(|_| tempfile::tempdir().unwrap()).collect(),
             cluster_ports: (0..nodes).map(|_| free_port()).collect(),
         }
@@ -130,7 +134,7 @@ fn all_running(names: &[&str]) -> Vec<(String, bool)> {
 
 #[tokio::test]
 async fn three_nodes_form_one_cluster_and_agree_on_a_change_made_on_any() {
-    let cluster = Cluster::new(3);
+    let cluster = Cluster::new(3).await;
     // Started in reverse order: the order does not matter.
     let nodes_up: Vec<ChildBroker> = (0..3).rev().map(|i| cluster.start(i)).collect();
     let (n3, n2, n1) = (&nodes_up[0], &nodes_up[1], &nodes_up[2]);
@@ -141,6 +145,28 @@ async fn three_nodes_form_one_cluster_and_agree_on_a_change_made_on_any() {
             |n| *n == all_running(&["n1", "n2", "n3"]),
         );
     }
+    // `warren ctl cluster-status` on any node: every node running.
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_warren"))
+        .args([
+            "ctl",
+            "--port",
+            &n3.http_port.to_string(),
+            "--json",
+            "cluster-status",
+        ])
+        .output()
+        .expect("warren ctl");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let status: Value = serde_json::from_slice(&out.stdout).expect("json");
+    assert_eq!(
+        status["running_nodes"],
+        serde_json::json!(["n1", "n2", "n3"]),
+        "{status}"
+    );
     // Before any is set, every node names the cluster after its first node.
     for node in [n1, n2, n3] {
         assert_eq!(cluster_name(node), "n1");
@@ -172,7 +198,7 @@ async fn three_nodes_form_one_cluster_and_agree_on_a_change_made_on_any() {
 
 #[tokio::test]
 async fn a_node_with_the_wrong_secret_is_refused_and_cannot_change_anything() {
-    let cluster = Cluster::new(3);
+    let cluster = Cluster::new(3).await;
     let n1 = cluster.start(0);
     let n2 = cluster.start(1);
     let n3 = cluster.start_with_secret(2, "not-the-cookie");
@@ -209,7 +235,7 @@ async fn a_node_with_the_wrong_secret_is_refused_and_cannot_change_anything() {
 
 #[tokio::test]
 async fn a_killed_node_rejoins_with_what_it_missed_and_a_lone_node_refuses_changes() {
-    let cluster = Cluster::new(3);
+    let cluster = Cluster::new(3).await;
     let n1 = cluster.start(0);
     let n2 = cluster.start(1);
     let n3 = cluster.start(2);
@@ -349,7 +375,7 @@ fn durable() -> lapin::options::QueueDeclareOptions {
 async fn a_queue_on_one_node_is_published_to_and_consumed_from_the_others() {
     use futures::StreamExt;
     use lapin::options::*;
-    let cluster = Cluster::new(3);
+    let cluster = Cluster::new(3).await;
     let n1 = cluster.start(0);
     let n2 = cluster.start(1);
     let n3 = cluster.start(2);
@@ -435,25 +461,7 @@ async fn a_queue_on_one_node_is_published_to_and_consumed_from_the_others() {
     }
     assert!(!seen.contains("direct 0"));
     // Everything settled: nothing left anywhere, and the consumer counts where the queue is.
-    let check = crate::common::lapin_channel(&c1).await;
-    eventually_async(
-        || async {
-            let q = check
-                .queue_declare(
-                    "orders".into(),
-                    QueueDeclareOptions {
-                        passive: true,
-                        ..Default::default()
-                    },
-                    Default::default(),
-                )
-                .await
-                .expect("passive");
-            (q.message_count(), q.consumer_count())
-        },
-        (0, 1),
-    )
-    .await;
+    eventually_async(|| async { passive(&c1, "orders").await.ok() }, Some((0, 1))).await;
     // A purge from n2 of what n2 publishes next.
     publish_confirmed(&ch2, "", "orders", b"late", true).await;
     ch3.basic_cancel("c3".into(), Default::default())
@@ -470,29 +478,7 @@ async fn a_queue_on_one_node_is_published_to_and_consumed_from_the_others() {
         .await
         .expect("delete");
     for conn in [&c1, &c2, &c3] {
-        let ch = crate::common::lapin_channel(conn).await;
-        let mut gone = false;
-        for _ in 0..100 {
-            let probe = crate::common::lapin_channel(conn).await;
-            if probe
-                .queue_declare(
-                    "orders".into(),
-                    QueueDeclareOptions {
-                        passive: true,
-                        ..Default::default()
-                    },
-                    Default::default(),
-                )
-                .await
-                .is_err()
-            {
-                gone = true;
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-        assert!(gone, "the queue is gone everywhere");
-        drop(ch);
+        eventually_async(|| async { passive(conn, "orders").await.is_err() }, true).await;
     }
 }
 
@@ -538,7 +524,7 @@ async fn passive(conn: &lapin::Connection, queue: &str) -> Result<(u32, u32), la
 async fn a_killed_home_node_comes_back_with_its_confirmed_messages() {
     use futures::StreamExt;
     use lapin::options::*;
-    let cluster = Cluster::new(3);
+    let cluster = Cluster::new(3).await;
     let n1 = cluster.start(0);
     let n2 = cluster.start(1);
     let n3 = cluster.start(2);
@@ -621,7 +607,7 @@ async fn eventually_err(conn: &lapin::Connection, queue: &str) -> String {
 /// timeouts close the connection) instead of making a change the others never see.
 #[tokio::test]
 async fn a_minority_node_refuses_declares() {
-    let cluster = Cluster::new(3);
+    let cluster = Cluster::new(3).await;
     let n1 = cluster.start_with(0, SECRET, "2000");
     let n2 = cluster.start(1);
     let n3 = cluster.start(2);
@@ -637,4 +623,142 @@ async fn a_minority_node_refuses_declares() {
     let text = err.to_string();
     assert!(text.contains("majority"), "{text}");
     assert_eq!(crate::common::lapin_code(&err), Some(541), "{text}");
+}
+
+/// Users, vhosts and permissions made on one node hold on every node.
+#[tokio::test]
+async fn users_vhosts_and_permissions_are_the_clusters() {
+    let cluster = Cluster::new(3).await;
+    let n1 = cluster.start(0);
+    let n2 = cluster.start(1);
+    let n3 = cluster.start(2);
+    formed(&cluster, &[&n1, &n2, &n3]).await;
+    let (status, body) = api(
+        &n1,
+        "PUT",
+        "/api/users/alice",
+        Some(r#"{"password":"s3cret","tags":""}"#),
+    );
+    assert_eq!(status, 201, "{body}");
+    let (status, body) = api(&n2, "PUT", "/api/vhosts/shop", Some("{}"));
+    assert_eq!(status, 201, "{body}");
+    let (status, body) = api(
+        &n3,
+        "PUT",
+        "/api/permissions/shop/alice",
+        Some(r#"{"configure":".*","write":".*","read":".*"}"#),
+    );
+    assert_eq!(status, 201, "{body}");
+    // Alice uses the vhost from every node, a queue declared on one seen from the others.
+    let uri = |node: &ChildBroker| format!("amqp://alice:s3cret@127.0.0.1:{}/shop", node.port);
+    let mut conns = Vec::new();
+    for node in [&n1, &n2, &n3] {
+        let conn = lapin::Connection::connect(&uri(node), Default::default()).await;
+        conns.push(conn.expect("alice connects to every node"));
+    }
+    let ch = crate::common::lapin_channel(&conns[0]).await;
+    ch.queue_declare("cart".into(), durable(), Default::default())
+        .await
+        .expect("declare in shop");
+    for conn in &conns[1..] {
+        assert_eq!(passive(conn, "cart").await.expect("seen"), (0, 0));
+    }
+    for node in [&n1, &n2, &n3] {
+        let (status, list) = api(node, "GET", "/api/vhosts", None);
+        assert_eq!(status, 200);
+        assert!(list.as_array().unwrap().iter().any(|v| v["name"] == "shop"));
+    }
+    // The permission goes on n2: n1 refuses alice's next connection.
+    let (status, _) = api(&n2, "DELETE", "/api/permissions/shop/alice", None);
+    assert_eq!(status, 204);
+    let refused = lapin::Connection::connect(&uri(&n1), Default::default()).await;
+    assert!(refused.is_err(), "alice still gets in");
+    // The vhost goes on n3: gone on n1 too.
+    let (status, _) = api(&n3, "DELETE", "/api/vhosts/shop", None);
+    assert_eq!(status, 204);
+    let (status, _) = api(&n1, "GET", "/api/vhosts/shop", None);
+    assert_eq!(status, 404);
+    // The user goes on n1: n3 no longer knows her.
+    let (status, _) = api(&n1, "DELETE", "/api/users/alice", None);
+    assert_eq!(status, 204);
+    let (status, _) = api(&n3, "GET", "/api/users/alice", None);
+    assert_eq!(status, 404);
+}
+
+/// `--cluster-tls`: the cluster forms and works over mutual TLS with the nodes' certificates; a
+/// node of the same cluster without TLS is not let in.
+#[tokio::test]
+async fn the_cluster_link_runs_over_tls() {
+    use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, IsCa, KeyPair};
+    let cluster = Cluster::new(3).await;
+    let certs = tempfile::tempdir().unwrap();
+    let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
+    params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    let ca = CertifiedIssuer::self_signed(params, KeyPair::generate().unwrap()).unwrap();
+    let path = |name: &str| certs.path().join(name).to_str().unwrap().to_owned();
+    std::fs::write(path("ca.pem"), ca.pem()).unwrap();
+    for i in 1..=3 {
+        let key = KeyPair::generate().unwrap();
+        let cert = CertificateParams::new(vec!["127.0.0.1".to_string()])
+            .unwrap()
+            .signed_by(&key, &ca)
+            .unwrap();
+        std::fs::write(path(&format!("n{i}.pem")), cert.pem()).unwrap();
+        std::fs::write(path(&format!("n{i}.key")), key.serialize_pem()).unwrap();
+    }
+    let peers = cluster.peers();
+    let start = |i: usize, tls: bool| {
+        let listen = format!("127.0.0.1:{}", cluster.cluster_ports[i]);
+        let name = format!("n{}", i + 1);
+        let (cert, key, ca) = (
+            path(&format!("{name}.pem")),
+            path(&format!("{name}.key")),
+            path("ca.pem"),
+        );
+        let mut args = vec![
+            "--node-name",
+            &name,
+            "--cluster-listen",
+            &listen,
+            "--cluster-peers",
+            &peers,
+            "--tls-cert-file",
+            &cert,
+            "--tls-key-file",
+            &key,
+            "--tls-ca-file",
+            &ca,
+        ];
+        if tls {
+            args.push("--cluster-tls");
+        }
+        ChildBroker::start_with_env(
+            cluster.dirs[i].path(),
+            &args,
+            &[("WARREN_CLUSTER_SECRET", SECRET)],
+        )
+    };
+    let n1 = start(0, true);
+    let n2 = start(1, true);
+    let n3 = start(2, false);
+    eventually(
+        "n1 and n2 meet over TLS, n3 (plain) is left out",
+        || nodes(&n1),
+        |n| {
+            *n == vec![
+                ("n1".into(), true),
+                ("n2".into(), true),
+                ("n3".into(), false),
+            ]
+        },
+    );
+    let (status, body) = api(
+        &n2,
+        "PUT",
+        "/api/cluster-name",
+        Some(r#"{"name":"sealed"}"#),
+    );
+    assert_eq!(status, 204, "{body}");
+    eventually("n1 has it", || cluster_name(&n1), |n| n == "sealed");
+    drop(n3);
 }

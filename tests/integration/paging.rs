@@ -252,12 +252,10 @@ async fn a_transient_backlog_is_paged_out_and_gone_after_a_restart() {
     backlog_beyond_the_memory_limit(false).await;
 }
 
-/// The two backlog tests each move hundreds of megabytes through a broker process: on a 2-core
-/// machine they take turns rather than starve each other (and their brokers' handshakes).
-static ONE_BACKLOG_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
-
 async fn backlog_beyond_the_memory_limit(persistent_messages: bool) {
-    let _turn = ONE_BACKLOG_AT_A_TIME.lock().await;
+    // Hundreds of megabytes through a broker process: on a 2-core machine such tests take turns
+    // rather than starve each other (and their brokers' handshakes and memory figures).
+    let _turn = ONE_HEAVY_AT_A_TIME.lock().await;
     // 320 MiB of bodies. Transient messages are confirmed before they reach the queue, so up to
     // a full queue inbox of them (8,192) is in memory too: smaller ones keep that part small.
     let (size, count) = if persistent_messages {

@@ -6,14 +6,13 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use tokio::io::{AsyncWriteExt, BufReader};
-use tokio::net::TcpStream;
+use tokio::io::{AsyncWriteExt, BufReader, ReadHalf, WriteHalf};
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
 use super::frame::{self, Frame, Request, Response, FRAME_MAX};
-use super::{lock, Link, LinkError};
+use super::{lock, BoxStream, Link, LinkError};
 
 /// Frames queued for the writer before senders wait: the link's back-pressure.
 const QUEUE: usize = 4096;
@@ -42,7 +41,7 @@ impl Drop for Pending {
 impl Connection {
     /// Starts the reader and writer; the handle finishes when the connection has closed.
     pub(crate) fn start(
-        stream: TcpStream,
+        stream: BoxStream,
         peer: String,
         link: Link,
         heartbeat: Duration,
@@ -55,7 +54,7 @@ impl Connection {
             pending: Mutex::new(HashMap::new()),
             closed: watch::channel(false).0,
         });
-        let (reader, writer) = stream.into_split();
+        let (reader, writer) = tokio::io::split(stream);
         tokio::spawn(connection.clone().write_loop(writer, queued, heartbeat));
         let done = tokio::spawn(connection.clone().read_loop(reader, link, dead_after));
         (connection, done)
@@ -87,7 +86,7 @@ impl Connection {
 
     async fn read_loop(
         self: Arc<Self>,
-        reader: tokio::net::tcp::OwnedReadHalf,
+        reader: ReadHalf<BoxStream>,
         link: Link,
         dead_after: Duration,
     ) {
@@ -148,7 +147,7 @@ impl Connection {
 
     async fn write_loop(
         self: Arc<Self>,
-        mut writer: tokio::net::tcp::OwnedWriteHalf,
+        mut writer: WriteHalf<BoxStream>,
         mut queued: mpsc::Receiver<Frame>,
         heartbeat: Duration,
     ) {

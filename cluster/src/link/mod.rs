@@ -15,6 +15,7 @@
 mod connection;
 pub mod frame;
 pub mod handshake;
+pub mod tls;
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -24,8 +25,10 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use thiserror::Error;
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{oneshot, watch};
+use tokio_rustls::{TlsAcceptor, TlsConnector};
 
 pub use frame::{GroupId, ProposeRefused, RaftReply, RaftRpc, Request, Response};
 
@@ -72,7 +75,7 @@ pub trait Handler: Send + Sync + 'static {
     fn handle(&self, from: &str, request: Request) -> Answer;
 }
 
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct LinkConfig {
     /// This node's name.
     pub name: String,
@@ -81,7 +84,21 @@ pub struct LinkConfig {
     pub secret: Vec<u8>,
     pub heartbeat: Duration,
     pub dead_after: Duration,
+    /// TLS on every connection (both ways: a peer's certificate is checked as a server's).
+    pub tls: Option<LinkTls>,
 }
+
+/// The link's TLS: what accepts peers' connections and what calls them.
+#[derive(Clone)]
+pub struct LinkTls {
+    pub acceptor: TlsAcceptor,
+    pub connector: TlsConnector,
+}
+
+/// A connection to a peer, over TLS or not.
+pub(crate) trait PeerStream: AsyncRead + AsyncWrite + Send + Unpin {}
+impl<T: AsyncRead + AsyncWrite + Send + Unpin> PeerStream for T {}
+pub(crate) type BoxStream = Box<dyn PeerStream>;
 
 impl LinkConfig {
     pub fn new(name: impl Into<String>, addr: impl Into<String>, secret: Vec<u8>) -> Self {
@@ -91,6 +108,7 @@ impl LinkConfig {
             secret,
             heartbeat: Duration::from_secs(1),
             dead_after: Duration::from_secs(4),
+            tls: None,
         }
     }
 }
@@ -316,8 +334,26 @@ impl Link {
         }
     }
 
-    async fn accepted(self, mut stream: TcpStream, from: std::net::SocketAddr) {
+    async fn accepted(self, stream: TcpStream, from: std::net::SocketAddr) {
         let config = &self.inner.config;
+        let _ = stream.set_nodelay(true);
+        let mut stream: BoxStream = match &config.tls {
+            None => Box::new(stream),
+            Some(tls) => {
+                let accepting = tls.acceptor.accept(stream);
+                match tokio::time::timeout(handshake::TIMEOUT, accepting).await {
+                    Ok(Ok(s)) => Box::new(s),
+                    Ok(Err(e)) => {
+                        tracing::warn!("cluster link from {from} refused: TLS: {e}");
+                        return;
+                    }
+                    Err(_) => {
+                        tracing::warn!("cluster link from {from}: TLS handshake timeout");
+                        return;
+                    }
+                }
+            }
+        };
         let peer = match handshake::accept(&mut stream, &config.secret, &config.name).await {
             Ok(peer) => peer,
             Err(LinkError::Refused(reason)) => {
@@ -362,12 +398,29 @@ impl Link {
         }
     }
 
-    async fn dial(&self, peer: &str, addr: &str) -> Result<TcpStream, LinkError> {
+    async fn dial(&self, peer: &str, addr: &str) -> Result<BoxStream, LinkError> {
         let config = &self.inner.config;
-        let mut stream = tokio::time::timeout(handshake::TIMEOUT, TcpStream::connect(addr))
+        let tcp = tokio::time::timeout(handshake::TIMEOUT, TcpStream::connect(addr))
             .await
             .map_err(|_| LinkError::HandshakeTimeout)?
             .map_err(LinkError::Io)?;
+        let _ = tcp.set_nodelay(true);
+        let mut stream: BoxStream = match &config.tls {
+            None => Box::new(tcp),
+            Some(tls) => {
+                // The peer's certificate must name the host it is called at.
+                let host = addr.rsplit_once(':').map_or(addr, |(h, _)| h);
+                let host = host.trim_start_matches('[').trim_end_matches(']');
+                let name = rustls_pki_types::ServerName::try_from(host.to_owned())
+                    .map_err(|e| LinkError::Refused(format!("TLS: {host}: {e}")))?;
+                let connecting = tls.connector.connect(name, tcp);
+                let tls = tokio::time::timeout(handshake::TIMEOUT, connecting)
+                    .await
+                    .map_err(|_| LinkError::HandshakeTimeout)?
+                    .map_err(|e| LinkError::Refused(format!("TLS: {e}")))?;
+                Box::new(tls)
+            }
+        };
         handshake::dial(
             &mut stream,
             &config.secret,
@@ -380,8 +433,7 @@ impl Link {
     }
 
     /// Runs an authenticated connection to `peer` until it closes.
-    async fn serve(&self, stream: TcpStream, peer: String) {
-        let _ = stream.set_nodelay(true);
+    async fn serve(&self, stream: BoxStream, peer: String) {
         let (connection, done) = Connection::start(
             stream,
             peer.clone(),

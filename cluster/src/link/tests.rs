@@ -165,3 +165,72 @@ async fn garbage_from_a_peer_closes_its_connection() {
     while stream.read(&mut buf).await.unwrap_or(0) > 0 {}
     assert_eq!(ask(&a, "b", b"ok ").await.unwrap(), b"ok a");
 }
+
+mod over_tls {
+    use super::*;
+    use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, IsCa, KeyPair};
+
+    /// A CA and, for each name, a certificate for 127.0.0.1 it signs: PEM files in `dir`.
+    fn certificates(dir: &std::path::Path, names: &[&str]) {
+        let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
+        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        let ca = CertifiedIssuer::self_signed(params, KeyPair::generate().unwrap()).unwrap();
+        std::fs::write(dir.join("ca.pem"), ca.pem()).unwrap();
+        for name in names {
+            let key = KeyPair::generate().unwrap();
+            let cert = CertificateParams::new(vec!["127.0.0.1".to_string()])
+                .unwrap()
+                .signed_by(&key, &ca)
+                .unwrap();
+            std::fs::write(dir.join(format!("{name}.pem")), cert.pem()).unwrap();
+            std::fs::write(dir.join(format!("{name}.key")), key.serialize_pem()).unwrap();
+        }
+    }
+
+    async fn tls_node(name: &str, dir: &std::path::Path) -> Link {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap().to_string();
+        let mut config = LinkConfig::new(name, addr, b"s".to_vec());
+        config.tls = Some(
+            LinkTls::from_pem_files(
+                &dir.join(format!("{name}.pem")),
+                &dir.join(format!("{name}.key")),
+                &dir.join("ca.pem"),
+            )
+            .unwrap(),
+        );
+        let link = Link::start(config, Some(listener));
+        link.set_handler(Arc::new(Echo));
+        link
+    }
+
+    #[tokio::test]
+    async fn nodes_with_certificates_of_the_cluster_ca_talk_over_tls() {
+        let dir = tempfile::tempdir().unwrap();
+        certificates(dir.path(), &["a", "b"]);
+        let a = tls_node("a", dir.path()).await;
+        let b = tls_node("b", dir.path()).await;
+        meet(&a, &b);
+        assert_eq!(ask(&a, "b", b"hi ").await.unwrap(), b"hi a");
+        assert_eq!(ask(&b, "a", b"yo ").await.unwrap(), b"yo b");
+    }
+
+    #[tokio::test]
+    async fn a_node_without_tls_or_with_another_ca_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        certificates(dir.path(), &["a"]);
+        let other = tempfile::tempdir().unwrap();
+        certificates(other.path(), &["c"]);
+        let a = tls_node("a", dir.path()).await;
+        let plain = node("b", b"s").await;
+        let stranger = tls_node("c", other.path()).await;
+        meet(&a, &plain);
+        meet(&a, &stranger);
+        for peer in ["b", "c"] {
+            let answer = a
+                .request(peer, Request::App(vec![]), Duration::from_millis(800))
+                .await;
+            assert!(answer.is_err(), "{peer} answered: {answer:?}");
+        }
+    }
+}
