@@ -34,18 +34,14 @@ pub enum TlsError {
 }
 
 pub fn certificates(path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsError> {
-    let pem = |source| TlsError::Pem {
-        path: path.to_owned(),
-        source,
-    };
-    let certs = CertificateDer::pem_file_iter(path)
-        .map_err(pem)?
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(pem)?;
-    if certs.is_empty() {
-        return Err(TlsError::NoCertificate(path.to_owned()));
-    }
-    Ok(certs)
+    use warren_cluster::link::tls::{self as link_tls, LinkTlsError};
+    link_tls::certificates(path).map_err(|e| match e {
+        LinkTlsError::Pem { source, .. } => TlsError::Pem {
+            path: path.to_owned(),
+            source,
+        },
+        _ => TlsError::NoCertificate(path.to_owned()),
+    })
 }
 
 /// The acceptor for the AMQPS listener, from the configuration's `tls_*` settings.

@@ -269,6 +269,9 @@ pub struct QueueHandle {
     pub home: Option<Arc<str>>,
     /// False while the node it lives on cannot be reached (a proxy's; always true here).
     home_up: AtomicBool,
+    /// A proxy of a queue on another node: it answers every confirm itself (once the home node
+    /// has the message), whatever its policies say.
+    forwards: bool,
 }
 
 /// The policies applied to a queue and its arguments with them.
@@ -305,6 +308,7 @@ impl QueueHandle {
             incarnation: spec.incarnation,
             home: spec.home.map(Arc::from),
             home_up: AtomicBool::new(true),
+            forwards: false,
         }
     }
 
@@ -324,7 +328,7 @@ impl QueueHandle {
 
     /// Whether a publish may be refused, so that a confirm must wait for the queue's answer.
     pub fn may_reject_publish(&self) -> bool {
-        self.may_reject_publish.load(Ordering::Acquire)
+        self.forwards || self.may_reject_publish.load(Ordering::Acquire)
     }
 
     /// Applies the policies that now match the queue; the queue is told only if they changed.

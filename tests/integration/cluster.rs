@@ -128,6 +128,11 @@ fn cluster_name(node: &ChildBroker) -> String {
     body["name"].as_str().unwrap_or_default().to_owned()
 }
 
+/// n1, n2 and n3, each running or not.
+fn running(up: [bool; 3]) -> Vec<(String, bool)> {
+    (1..=3).map(|i| (format!("n{i}"), up[i - 1])).collect()
+}
+
 fn all_running(names: &[&str]) -> Vec<(String, bool)> {
     names.iter().map(|n| (n.to_string(), true)).collect()
 }
@@ -205,27 +210,14 @@ async fn a_node_with_the_wrong_secret_is_refused_and_cannot_change_anything() {
     eventually(
         "n1 and n2 see each other, not n3",
         || nodes(&n1),
-        |n| {
-            *n == vec![
-                ("n1".into(), true),
-                ("n2".into(), true),
-                ("n3".into(), false),
-            ]
-        },
+        |n| *n == running([true, true, false]),
     );
     // n1 and n2 are a majority of three: changes go through.
     let (status, body) = api(&n1, "PUT", "/api/cluster-name", Some(r#"{"name":"kept"}"#));
     assert_eq!(status, 204, "{body}");
     eventually("n2 has it", || cluster_name(&n2), |n| n == "kept");
     // n3 reaches nobody, and nobody takes its changes.
-    assert_eq!(
-        nodes(&n3),
-        vec![
-            ("n1".into(), false),
-            ("n2".into(), false),
-            ("n3".into(), true)
-        ]
-    );
+    assert_eq!(nodes(&n3), running([false, false, true]));
     let (status, body) = api(&n3, "PUT", "/api/cluster-name", Some(r#"{"name":"rogue"}"#));
     assert_eq!(status, 503, "{body}");
     assert_eq!(body["error"], "timeout");
@@ -256,13 +248,7 @@ async fn a_killed_node_rejoins_with_what_it_missed_and_a_lone_node_refuses_chang
     eventually(
         "n1 sees n3 down",
         || nodes(&n1),
-        |n| {
-            *n == vec![
-                ("n1".into(), true),
-                ("n2".into(), true),
-                ("n3".into(), false),
-            ]
-        },
+        |n| *n == running([true, true, false]),
     );
     // Two of three: the cluster goes on without n3.
     let (status, body) = api(
@@ -744,13 +730,7 @@ async fn the_cluster_link_runs_over_tls() {
     eventually(
         "n1 and n2 meet over TLS, n3 (plain) is left out",
         || nodes(&n1),
-        |n| {
-            *n == vec![
-                ("n1".into(), true),
-                ("n2".into(), true),
-                ("n3".into(), false),
-            ]
-        },
+        |n| *n == running([true, true, false]),
     );
     let (status, body) = api(
         &n2,

@@ -30,7 +30,9 @@ pub struct Peer {
     pub addr: String,
 }
 
-fn proof(secret: &[u8], role: &str, parts: [&[u8]; 4]) -> [u8; 32] {
+/// The HMAC-SHA256 under the secret of the prover's role and the parts (each length-prefixed, so
+/// that no two different sequences of parts read the same).
+fn mac(secret: &[u8], role: &str, parts: [&[u8]; 4]) -> Hmac<Sha256> {
     let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(secret)
         .expect("HMAC-SHA256 takes a key of any length");
     mac.update(b"warren-cluster-link ");
@@ -39,20 +41,16 @@ fn proof(secret: &[u8], role: &str, parts: [&[u8]; 4]) -> [u8; 32] {
         mac.update(&(part.len() as u64).to_be_bytes());
         mac.update(part);
     }
-    mac.finalize().into_bytes().into()
+    mac
+}
+
+fn proof(secret: &[u8], role: &str, parts: [&[u8]; 4]) -> [u8; 32] {
+    mac(secret, role, parts).finalize().into_bytes().into()
 }
 
 fn verify(secret: &[u8], role: &str, parts: [&[u8]; 4], claimed: &[u8; 32]) -> bool {
-    let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(secret)
-        .expect("HMAC-SHA256 takes a key of any length");
-    mac.update(b"warren-cluster-link ");
-    mac.update(role.as_bytes());
-    for part in parts {
-        mac.update(&(part.len() as u64).to_be_bytes());
-        mac.update(part);
-    }
     // Constant time.
-    mac.verify_slice(claimed).is_ok()
+    mac(secret, role, parts).verify_slice(claimed).is_ok()
 }
 
 async fn send<W: AsyncWrite + Unpin>(writer: &mut W, message: &Handshake) -> Result<(), LinkError> {

@@ -240,36 +240,11 @@ impl Link {
         body: Request,
         timeout: Duration,
     ) -> Result<Response, LinkError> {
-        let mut connection = {
-            let peers = lock(&self.inner.peers);
-            peers
-                .get(peer)
-                .ok_or_else(|| LinkError::UnknownPeer(peer.to_owned()))?
-                .connection
-                .subscribe()
-        };
-        let outcome = tokio::time::timeout(timeout, async {
-            // A peer being called back gets a moment to answer; one that is down is reported at
-            // once, so that the caller can turn to another (a new leader).
-            let connected = tokio::time::timeout(
-                CONNECT_WAIT.min(timeout),
-                connection.wait_for(Option::is_some),
-            )
-            .await;
-            let connection = connected
-                .ok()
-                .and_then(|c| c.ok().and_then(|c| c.clone()))
-                .ok_or_else(|| LinkError::NotConnected(peer.to_owned()))?;
-            let (answer, answered) = oneshot::channel();
-            let id = self.inner.next_request.fetch_add(1, Ordering::Relaxed);
-            let _pending = connection.send_request(id, body, answer).await?;
-            answered.await.map_err(|_| LinkError::Lost(peer.to_owned()))
-        })
-        .await;
-        match outcome {
-            Ok(result) => result,
-            Err(_) => Err(LinkError::Timeout(peer.to_owned())),
-        }
+        let started = tokio::time::Instant::now();
+        let call = tokio::time::timeout(timeout, self.call(peer, body))
+            .await
+            .map_err(|_| LinkError::Timeout(peer.to_owned()))??;
+        call.answer(timeout.saturating_sub(started.elapsed())).await
     }
 
     /// Sends a request to `peer` now (waiting for a connection at most a moment), and gives back

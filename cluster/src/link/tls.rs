@@ -28,7 +28,8 @@ pub enum LinkTlsError {
     Verifier(#[from] rustls::server::VerifierBuilderError),
 }
 
-fn certificates(path: &Path) -> Result<Vec<CertificateDer<'static>>, LinkTlsError> {
+/// The certificates of a PEM file (at least one).
+pub fn certificates(path: &Path) -> Result<Vec<CertificateDer<'static>>, LinkTlsError> {
     let pem = |source| LinkTlsError::Pem {
         path: path.display().to_string(),
         source,

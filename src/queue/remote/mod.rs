@@ -143,9 +143,11 @@ pub fn spawn(mut spec: QueueSpec, vhost: &str, home: String, remote: Remote) -> 
         vhost: vhost.to_owned(),
         name: spec.name.clone(),
     };
-    let handle = Arc::new(QueueHandle::new(spec, tx));
     // Confirms wait for the home node's answer.
-    handle.may_reject_publish.store(true, Ordering::Release);
+    let handle = Arc::new(QueueHandle {
+        forwards: true,
+        ..QueueHandle::new(spec, tx)
+    });
     let proxy = Proxy {
         handle: Arc::downgrade(&handle),
         queue,
