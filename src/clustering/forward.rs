@@ -300,6 +300,15 @@ impl Forwarding {
                 self.proxies.cancelled(consumer);
                 Reply::Done
             }
+            Forward::DirectReply {
+                routing_key,
+                message,
+            } => {
+                if let Some(broker) = self.broker.upgrade() {
+                    broker.replies.deliver(&routing_key, message.into_message());
+                }
+                Reply::Done
+            }
             Forward::Get { queue, no_ack } => {
                 let Some(q) = self.queue(&queue) else {
                     return Reply::Gone;

@@ -27,8 +27,9 @@ use std::time::Duration;
 use thiserror::Error;
 use tokio::net::TcpListener;
 use warren_cluster::group::{Group, MemberStatus, Timing};
-use warren_cluster::link::{Link, LinkConfig, LinkTls};
+use warren_cluster::link::{Link, LinkConfig, LinkTls, Request};
 use warren_cluster::node::ClusterNode;
+use warren_cluster::NodeId;
 use warren_cluster::{node_id, ClusterError, Node};
 
 pub use metadata::{Metadata, MetadataCommand};
@@ -36,7 +37,9 @@ pub use settings::{Settings, SettingsError};
 
 use crate::broker::Broker;
 use crate::definitions::DefinitionLog;
+use crate::message::Message;
 use crate::queue::factory::Placement;
+use crate::queue::remote::wire::{self, Forward, WireMessage};
 use crate::queue::remote::{Proxies, Remote};
 use definitions::ClusterDefinitionLog;
 use forward::{Forwarding, ForwardingHandler};
@@ -147,6 +150,9 @@ impl Connected {
             }],
             false => self.settings.members.clone(),
         };
+        if !self.settings.alone() {
+            broker.replies.set_node(node_id(&me));
+        }
         let applier = Arc::new(MetadataApplier::new(node_id(&me)));
         applier.set_broker(Arc::downgrade(broker));
         let forwarding = Forwarding::new(
@@ -185,6 +191,32 @@ impl Connected {
 }
 
 impl Clustering {
+    /// Sends a direct reply to the node with id `node` (fire and forget).
+    pub fn send_direct_reply(&self, node: NodeId, routing_key: &str, message: &Message) {
+        let Some(peer) = self
+            .settings
+            .members
+            .iter()
+            .find(|m| node_id(&m.name) == node)
+            .map(|m| m.name.clone())
+        else {
+            return;
+        };
+        let forward = Forward::DirectReply {
+            routing_key: routing_key.to_owned(),
+            message: WireMessage::of(message),
+        };
+        let Ok(bytes) = wire::encode(&forward) else {
+            return;
+        };
+        let link = self.node.link().clone();
+        tokio::spawn(async move {
+            if let Ok(call) = link.call(&peer, Request::App(bytes)).await {
+                let _ = call.answer(Duration::from_secs(30)).await;
+            }
+        });
+    }
+
     /// This node's name.
     pub fn name(&self) -> &str {
         &self.settings.name

@@ -742,3 +742,86 @@ async fn the_cluster_link_runs_over_tls() {
     eventually("n1 has it", || cluster_name(&n1), |n| n == "sealed");
     drop(n3);
 }
+
+/// Direct reply-to across nodes: the client consumes `amq.rabbitmq.reply-to` on n3, its request
+/// goes to a queue homed on n2, the server answers from n1, and the reply reaches n3's channel.
+#[tokio::test]
+async fn direct_replies_cross_nodes() {
+    use futures::StreamExt;
+    use lapin::options::*;
+    let cluster = Cluster::new(3).await;
+    let n1 = cluster.start(0);
+    let n2 = cluster.start(1);
+    let n3 = cluster.start(2);
+    formed(&cluster, &[&n1, &n2, &n3]).await;
+    let (c1, c2, c3) = (n1.connect().await, n2.connect().await, n3.connect().await);
+    crate::common::lapin_channel(&c2)
+        .await
+        .queue_declare("requests".into(), Default::default(), Default::default())
+        .await
+        .expect("declare on n2");
+    let client = crate::common::lapin_channel(&c3).await;
+    let mut replies = client
+        .basic_consume(
+            "amq.rabbitmq.reply-to".into(),
+            "replies".into(),
+            BasicConsumeOptions {
+                no_ack: true,
+                ..Default::default()
+            },
+            Default::default(),
+        )
+        .await
+        .expect("consume replies");
+    for i in 0..5u8 {
+        client
+            .basic_publish(
+                "".into(),
+                "requests".into(),
+                Default::default(),
+                &[i],
+                lapin::BasicProperties::default().with_reply_to("amq.rabbitmq.reply-to".into()),
+            )
+            .await
+            .expect("request");
+    }
+    let server = crate::common::lapin_channel(&c1).await;
+    let mut requests = server
+        .basic_consume(
+            "requests".into(),
+            "server".into(),
+            BasicConsumeOptions::default(),
+            Default::default(),
+        )
+        .await
+        .expect("serve on n1");
+    for _ in 0..5 {
+        let request = crate::common::within_long("a request", requests.next())
+            .await
+            .expect("stream")
+            .expect("request");
+        let reply_to = request.properties.reply_to().clone().expect("reply_to");
+        assert!(reply_to.as_str().starts_with("amq.rabbitmq.reply-to."));
+        server
+            .basic_publish(
+                "".into(),
+                reply_to.as_str().into(),
+                Default::default(),
+                &[request.data[0] * 2],
+                Default::default(),
+            )
+            .await
+            .expect("reply");
+        request.ack(Default::default()).await.expect("ack");
+    }
+    let mut got = Vec::new();
+    for _ in 0..5 {
+        let reply = crate::common::within_long("a reply", replies.next())
+            .await
+            .expect("stream")
+            .expect("reply");
+        got.push(reply.data[0]);
+    }
+    got.sort();
+    assert_eq!(got, vec![0, 2, 4, 6, 8]);
+}

@@ -130,11 +130,11 @@ impl Connection {
         }
         let tag = consumer_tag(&c);
         let events = self.events_tx.clone();
+        let key = self.broker.replies.new_key(generated_name(""));
         let channel = self.channel(ch)?;
         if channel.reply_consumer.is_some() {
             return Err(AmqpError::precondition_failed("reply consumer already set"));
         }
-        let key = generated_name("");
         channel.reply_consumer = Some((tag.clone(), key.clone()));
         self.broker.replies.register(key, events, ch, tag.clone());
         self.consume_ok(ch, c.nowait, &tag);

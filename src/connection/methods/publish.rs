@@ -258,10 +258,18 @@ impl Connection {
             content.properties.clone(),
             content.body.clone(),
         );
-        let delivered = self
-            .broker
-            .replies
-            .deliver(&routing_key, Message::from_published(content, None, props));
+        let message = Message::from_published(content, None, props);
+        let delivered = match self.broker.replies.route(&routing_key) {
+            reply_to::ReplyRoute::Here => self.broker.replies.deliver(&routing_key, message),
+            // Another node's channel: sent there (a mandatory reply is not returned if it is
+            // gone there; RabbitMQ's cross-node replies are not either).
+            reply_to::ReplyRoute::Node(node) => {
+                if let Some(cluster) = self.broker.cluster.get() {
+                    cluster.send_direct_reply(node, &routing_key, &message);
+                }
+                true
+            }
+        };
         if !delivered && mandatory {
             encode::write_return(
                 &mut self.out,

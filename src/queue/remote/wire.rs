@@ -63,6 +63,11 @@ pub enum Forward {
     Cancelled {
         consumer: u64,
     },
+    /// A direct reply for a channel of the receiving node (`amq.rabbitmq.reply-to.<key>`).
+    DirectReply {
+        routing_key: String,
+        message: WireMessage,
+    },
 }
 
 /// A queue by vhost and name.
