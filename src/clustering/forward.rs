@@ -100,11 +100,13 @@ impl Forwarding {
         });
         lock(&self.peers).insert(name.to_owned(), peer.clone());
         tokio::spawn(self.clone().relay(peer.clone(), relayed));
-        if let Some(mut up) = self.link.watch_peer(name) {
+        if let Some(mut link) = self.link.watch_peer(name) {
             let this = self.clone();
             let watched = peer.clone();
             tokio::spawn(async move {
-                let _ = up.wait_for(|up| !*up).await;
+                // The connection this peer's requests came on goes (down, or replaced by another
+                // at once): what it held is given back.
+                let _ = link.changed().await;
                 this.peer_lost(&watched);
             });
         }
@@ -189,12 +191,19 @@ impl Forwarding {
                 Err(_) => None,
             };
             let flow = peer.flow.clone();
+            let this = self.clone();
+            let relayed_to = peer.clone();
             tokio::spawn(async move {
-                if let Some(call) = sent {
-                    let _ = call.answer(TIMEOUT).await;
-                }
-                // Taken by the peer (or lost with it: then everything is requeued anyway).
+                let taken = match sent {
+                    Some(call) => call.answer(TIMEOUT).await.is_ok(),
+                    None => false,
+                };
                 flow.drained(n);
+                if !taken {
+                    // Lost on the way: the peer is taken for gone, and everything it held
+                    // (these included) goes back to the queues.
+                    this.peer_lost(&relayed_to);
+                }
             });
         }
     }

@@ -113,6 +113,14 @@ impl LinkConfig {
     }
 }
 
+/// A peer's connection as [`Link::watch_peer`] follows it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PeerLink {
+    pub up: bool,
+    /// Changes with every connection made or lost.
+    pub generation: u64,
+}
+
 /// What the link knows of one peer.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PeerStatus {
@@ -195,11 +203,17 @@ impl Link {
         }
     }
 
-    /// Follows whether `peer` is connected (None: not a known peer).
-    pub fn watch_peer(&self, peer: &str) -> Option<watch::Receiver<bool>> {
+    /// Follows `peer`'s connection (None: not a known peer): whether one is up, and which one
+    /// (a number that changes with every connection made or lost), so that a watcher notices a
+    /// connection replaced by another even when it never sees it down.
+    pub fn watch_peer(&self, peer: &str) -> Option<watch::Receiver<PeerLink>> {
         let peers = lock(&self.inner.peers);
         let mut connection = peers.get(peer)?.connection.subscribe();
-        let (up, watching) = watch::channel(connection.borrow().is_some());
+        let mut current = PeerLink {
+            up: connection.borrow().is_some(),
+            generation: 0,
+        };
+        let (link, watching) = watch::channel(current);
         tokio::spawn(async move {
             loop {
                 tokio::select! {
@@ -207,10 +221,13 @@ impl Link {
                         if changed.is_err() {
                             return;
                         }
-                        let now = connection.borrow_and_update().is_some();
-                        up.send_if_modified(|was| std::mem::replace(was, now) != now);
+                        current = PeerLink {
+                            up: connection.borrow_and_update().is_some(),
+                            generation: current.generation + 1,
+                        };
+                        let _ = link.send(current);
                     }
-                    _ = up.closed() => return,
+                    _ = link.closed() => return,
                 }
             }
         });

@@ -106,6 +106,8 @@ async fn a_restarted_peer_is_called_back() {
     let b = node("b", b"s").await;
     meet(&a, &b);
     assert!(ask(&a, "b", b"1").await.is_ok());
+    let mut watch = a.watch_peer("b").expect("a known peer");
+    assert!(watch.borrow_and_update().up);
     // b goes away; a new b listens on the same address.
     let addr = b.addr().to_owned();
     b.stop();
@@ -121,6 +123,12 @@ async fn a_restarted_peer_is_called_back() {
     b2.set_handler(Arc::new(Echo));
     assert_eq!(ask(&a, "b", b"2 ").await.unwrap(), b"2 a");
     assert_eq!(ask(&b2, "a", b"3 ").await.unwrap(), b"3 b");
+    // The watcher saw the old connection go and a new one come: up, two changes on.
+    let now = *watch
+        .wait_for(|l| l.up && l.generation >= 2)
+        .await
+        .expect("watch");
+    assert!(now.up && now.generation >= 2, "{now:?}");
 }
 
 /// A peer that passes the handshake, then never says anything again (a SIGSTOPped process): it

@@ -25,7 +25,7 @@ use std::time::Duration;
 
 use tokio::sync::{mpsc, Semaphore};
 use warren_amqp::AmqpError;
-use warren_cluster::link::{Link, Request, Response};
+use warren_cluster::link::{Link, PeerLink, Request, Response};
 
 use super::{
     ConnEvent, ConsumerOutbox, Delivery, GetReply, PublishConfirm, QueueCommand, QueueHandle,
@@ -159,15 +159,24 @@ pub fn spawn(mut spec: QueueSpec, vhost: &str, home: String, remote: Remote) -> 
     handle
 }
 
-/// Resolves when the watched home node's link goes down or comes back: its new state.
-async fn link_changed(up: &mut Option<tokio::sync::watch::Receiver<bool>>) -> bool {
-    let Some(up) = up.as_mut() else {
+/// Resolves when the watched home node's connection changes: whether one is up now, and whether
+/// one was lost (went down, or was replaced by another) rather than merely made.
+async fn link_changed(
+    link: &mut Option<tokio::sync::watch::Receiver<PeerLink>>,
+    seen: &mut Option<PeerLink>,
+) -> (bool, bool) {
+    let (Some(link), Some(before)) = (link.as_mut(), seen.as_mut()) else {
         return std::future::pending().await;
     };
-    if up.changed().await.is_err() {
+    if link.changed().await.is_err() {
         return std::future::pending().await;
     }
-    *up.borrow_and_update()
+    let now = *link.borrow_and_update();
+    // From up, the connection went; two changes or more since the last look: whatever was up
+    // meanwhile went too.
+    let lost = before.up || now.generation > before.generation + 1;
+    *before = now;
+    (now.up, lost)
 }
 
 struct Proxy {
@@ -183,8 +192,9 @@ type Batch = Vec<(WireMessage, Option<PublishConfirm>)>;
 impl Proxy {
     async fn run(self, mut rx: mpsc::Receiver<QueueCommand>) {
         let mut home_up = self.remote.link.watch_peer(&self.home);
-        if let (Some(up), Some(handle)) = (&home_up, self.handle.upgrade()) {
-            handle.home_up.store(*up.borrow(), Ordering::Release);
+        let mut seen = home_up.as_mut().map(|link| *link.borrow_and_update());
+        if let (Some(link), Some(handle)) = (seen, self.handle.upgrade()) {
+            handle.home_up.store(link.up, Ordering::Release);
         }
         let mut next: Option<QueueCommand> = None;
         loop {
@@ -196,13 +206,14 @@ impl Proxy {
                             Some(c) => c,
                             None => return,
                         },
-                        up = link_changed(&mut home_up) => {
+                        (up, lost) = link_changed(&mut home_up, &mut seen) => {
                             if let Some(handle) = self.handle.upgrade() {
                                 handle.home_up.store(up, Ordering::Release);
                             }
-                            if !up {
-                                // Its consumers here are cancelled (basic.cancel to those
-                                // that asked); commands fail until it is back.
+                            if lost {
+                                // The connection went (even if another replaced it at once): the
+                                // home node forgot its consumers from here, so they are cancelled
+                                // here too (basic.cancel to those that asked).
                                 self.remote.proxies.home_lost(&self.home);
                             }
                             continue;
