@@ -825,3 +825,52 @@ async fn direct_replies_cross_nodes() {
     got.sort();
     assert_eq!(got, vec![0, 2, 4, 6, 8]);
 }
+
+/// The node of a consumer goes (SIGKILL) with deliveries unacked: the queue's home node takes
+/// them back, and every message is still there (published = queued).
+#[tokio::test]
+async fn a_consumer_node_killed_gives_its_unacked_deliveries_back() {
+    use futures::StreamExt;
+    use lapin::options::*;
+    let cluster = Cluster::new(3).await;
+    let n1 = cluster.start(0);
+    let n2 = cluster.start(1);
+    let n3 = cluster.start(2);
+    formed(&cluster, &[&n1, &n2, &n3]).await;
+    let c1 = n1.connect().await;
+    let ch1 = confirm_channel(&c1).await;
+    ch1.queue_declare("jobs".into(), durable(), Default::default())
+        .await
+        .expect("declare on n1");
+    for i in 0..100u32 {
+        publish_confirmed(&ch1, "", "jobs", format!("j{i}").as_bytes(), i % 2 == 0).await;
+    }
+    let c3 = n3.connect().await;
+    let ch3 = crate::common::lapin_channel(&c3).await;
+    ch3.basic_qos(25, Default::default()).await.expect("qos");
+    let mut consumer = ch3
+        .basic_consume(
+            "jobs".into(),
+            "greedy".into(),
+            BasicConsumeOptions::default(),
+            Default::default(),
+        )
+        .await
+        .expect("consume on n3");
+    for _ in 0..25 {
+        crate::common::within_long("a delivery", consumer.next())
+            .await
+            .expect("stream")
+            .expect("delivery");
+    }
+    assert_eq!(passive(&c1, "jobs").await.expect("counts"), (75, 1));
+    n3.kill9();
+    // All back on n1: 100 ready, no consumer left; n2 agrees.
+    eventually_async(|| async { passive(&c1, "jobs").await.ok() }, Some((100, 0))).await;
+    let c2 = n2.connect().await;
+    assert_eq!(
+        passive(&c2, "jobs").await.expect("counts from n2"),
+        (100, 0)
+    );
+    drop(c3);
+}
