@@ -235,14 +235,32 @@ pub struct Metadata {
     group: Arc<Group>,
     applier: Arc<MetadataApplier>,
     timeout: Duration,
+    /// Changes this node made already, proposed one after another in the order they were made.
+    records: tokio::sync::mpsc::UnboundedSender<MetadataCommand>,
 }
 
 impl Metadata {
     pub fn new(group: Arc<Group>, applier: Arc<MetadataApplier>, timeout: Duration) -> Self {
+        let (records, mut recorded) = tokio::sync::mpsc::unbounded_channel::<MetadataCommand>();
+        let recorder = group.clone();
+        tokio::spawn(async move {
+            while let Some(command) = recorded.recv().await {
+                let Ok(payload) = serde_json::to_vec(&command) else {
+                    continue;
+                };
+                let proposal = recorder.proposal(payload);
+                if let Err(e) = recorder.propose(proposal, timeout).await {
+                    tracing::warn!(
+                        "a change this node made could not be recorded in the cluster: {e}"
+                    );
+                }
+            }
+        });
         Metadata {
             group,
             applier,
             timeout,
+            records,
         }
     }
 
@@ -258,19 +276,10 @@ impl Metadata {
             .clone()
     }
 
-    /// Proposes a change this node has applied already, without waiting for it.
-    pub fn record(self: &Arc<Self>, command: &MetadataCommand) {
-        let Ok(payload) = serde_json::to_vec(command) else {
-            return;
-        };
-        let proposal = self.group.proposal(payload);
-        let group = self.group.clone();
-        let timeout = self.timeout;
-        tokio::spawn(async move {
-            if let Err(e) = group.propose(proposal, timeout).await {
-                tracing::warn!("a change this node made could not be recorded in the cluster: {e}");
-            }
-        });
+    /// Proposes a change this node has applied already, without waiting for it (after the
+    /// ones recorded before it).
+    pub fn record(&self, command: &MetadataCommand) {
+        let _ = self.records.send(command.clone());
     }
 
     /// Commits a change through the group and waits until this node has applied it.
