@@ -21,6 +21,17 @@ use crate::reply_to::ReplyRegistry;
 use crate::tracking::Tracker;
 use crate::vhost::Vhost;
 
+/// A node's memory, disk and alarms (RabbitMQ's `/api/nodes` fields).
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub struct NodeFigures {
+    pub mem_alarm: bool,
+    pub disk_free_alarm: bool,
+    pub mem_used: u64,
+    pub mem_limit: Option<u64>,
+    pub disk_free: Option<u64>,
+    pub disk_free_limit: u64,
+}
+
 pub struct Broker {
     pub config: Config,
     /// This node's name (`Config::node_name`), worked out once.
@@ -389,6 +400,19 @@ impl Broker {
     /// The resource alarms, watched by every connection.
     pub fn node_name(&self) -> &str {
         &self.node_name
+    }
+
+    /// This node's memory, disk and alarms, as `/api/nodes` shows them (and other nodes ask).
+    pub fn figures(&self) -> NodeFigures {
+        let alarms = *self.alarms().borrow();
+        NodeFigures {
+            mem_alarm: alarms.memory,
+            disk_free_alarm: alarms.disk,
+            mem_used: crate::message::held_bytes(),
+            mem_limit: self.memory_limit,
+            disk_free: crate::alarm::free_bytes(&self.config.data_dir),
+            disk_free_limit: self.config.disk_free_limit,
+        }
     }
 
     pub fn alarms(&self) -> watch::Receiver<Alarms> {

@@ -309,6 +309,12 @@ impl Forwarding {
                 self.proxies.cancelled(consumer);
                 Reply::Done
             }
+            Forward::NodeFigures => match self.broker.upgrade() {
+                Some(broker) => {
+                    Reply::Json(serde_json::to_vec(&broker.figures()).unwrap_or_default())
+                }
+                None => Reply::Gone,
+            },
             Forward::DirectReply {
                 routing_key,
                 message,

@@ -191,6 +191,24 @@ impl Connected {
 }
 
 impl Clustering {
+    /// Another node's memory, disk and alarms, if it answers within a second.
+    pub async fn figures_of(&self, peer: &str) -> Option<crate::broker::NodeFigures> {
+        let bytes = wire::encode(&Forward::NodeFigures).ok()?;
+        let answer = self
+            .node
+            .link()
+            .request(peer, Request::App(bytes), Duration::from_secs(1))
+            .await
+            .ok()?;
+        let warren_cluster::link::Response::App(Ok(bytes)) = answer else {
+            return None;
+        };
+        match wire::decode(&bytes).ok()? {
+            wire::Reply::Json(json) => serde_json::from_slice(&json).ok(),
+            _ => None,
+        }
+    }
+
     /// Sends a direct reply to the node with id `node` (fire and forget).
     pub fn send_direct_reply(&self, node: NodeId, routing_key: &str, message: &Message) {
         let Some(peer) = self

@@ -315,36 +315,36 @@ pub async fn whoami(State(broker): Shared, User(name): User) -> Answer {
 /// stays empty: a node cut off from the majority cannot change anything (the metadata group has
 /// no quorum there), so there is never a split to heal.
 pub async fn nodes(State(broker): Shared, _user: User) -> Answer {
-    let alarms = *broker.alarms().borrow();
-    let c = &broker.config;
-    let me = json!({
-        "name": broker.node_name(),
-        "type": "disc",
-        "running": true,
-        "partitions": [],
-        "mem_alarm": alarms.memory,
-        "disk_free_alarm": alarms.disk,
-        "mem_used": crate::message::held_bytes(),
-        "mem_limit": broker.memory_limit,
-        "disk_free": crate::alarm::free_bytes(&c.data_dir),
-        "disk_free_limit": c.disk_free_limit,
-    });
-    let Some(cluster) = broker.cluster.get() else {
-        return Ok(Json(json!([me])));
+    let node = |name: &str, running: bool, figures: Option<crate::broker::NodeFigures>| {
+        let mut n = json!({"name": name, "type": "disc", "running": running, "partitions": []});
+        if let (Some(Value::Object(fields)), Some(map)) =
+            (figures.map(|f| json!(f)), n.as_object_mut())
+        {
+            map.extend(fields);
+        }
+        n
     };
-    let list = cluster
-        .members()
-        .into_iter()
-        .map(|m| match m.name == broker.node_name() {
-            true => me.clone(),
-            false => json!({
-                "name": m.name,
-                "type": "disc",
-                "running": m.reachable,
-                "partitions": [],
-                "cluster_links": [{"name": m.name, "peer_addr": m.addr}],
-            }),
-        })
+    let Some(cluster) = broker.cluster.get() else {
+        return Ok(Json(json!([node(
+            broker.node_name(),
+            true,
+            Some(broker.figures())
+        )])));
+    };
+    // Every node's own figures, asked of it (at most a second each, together).
+    let members = cluster.members();
+    let figures = futures::future::join_all(members.iter().map(|m| async {
+        match (m.name == broker.node_name(), m.reachable) {
+            (true, _) => Some(broker.figures()),
+            (false, true) => cluster.figures_of(&m.name).await,
+            (false, false) => None,
+        }
+    }))
+    .await;
+    let list = members
+        .iter()
+        .zip(figures)
+        .map(|(m, figures)| node(&m.name, m.reachable, figures))
         .collect();
     Ok(Json(Value::Array(list)))
 }

@@ -150,6 +150,13 @@ async fn three_nodes_form_one_cluster_and_agree_on_a_change_made_on_any() {
             |n| *n == all_running(&["n1", "n2", "n3"]),
         );
     }
+    // Every node's own figures, on any node.
+    let (_, list) = api(n2, "GET", "/api/nodes", None);
+    for n in list.as_array().expect("a list") {
+        assert!(n["mem_used"].as_u64().is_some(), "{n}");
+        assert!(n["disk_free"].as_u64().is_some_and(|d| d > 0), "{n}");
+        assert_eq!(n["disk_free_alarm"], false, "{n}");
+    }
     // `warren ctl cluster-status` on any node: every node running.
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_warren"))
         .args([

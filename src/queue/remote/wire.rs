@@ -63,6 +63,8 @@ pub enum Forward {
     Cancelled {
         consumer: u64,
     },
+    /// The receiving node's memory, disk and alarms (for `/api/nodes` on another node), as JSON.
+    NodeFigures,
     /// A direct reply for a channel of the receiving node (`amq.rabbitmq.reply-to.<key>`).
     DirectReply {
         routing_key: String,
@@ -146,6 +148,8 @@ pub enum Reply {
         consumers: u32,
     },
     Synced(bool),
+    /// JSON (a node's figures).
+    Json(Vec<u8>),
     /// The queue refused (a consume on an exclusive-consumer queue, a conditional delete).
     Refused(WireError),
     /// The queue is not there (any more).
