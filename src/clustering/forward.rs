@@ -45,7 +45,7 @@ pub struct Forwarding {
 /// What this node does for one peer's proxies.
 struct Peer {
     name: String,
-    publishers: Mutex<HashMap<QueueRef, mpsc::UnboundedSender<PublishBatch>>>,
+    publishers: Mutex<HashMap<QueueRef, mpsc::UnboundedSender<PublishWork>>>,
     /// The peer's consumers of queues here: its consumer id → (queue, the id here).
     consumers: Mutex<HashMap<u64, (Arc<QueueHandle>, u64)>>,
     /// The ids here of the peer's consumers → its own ids.
@@ -58,9 +58,14 @@ struct Peer {
     channel_flow: Arc<ChannelFlow>,
 }
 
-struct PublishBatch {
-    messages: Vec<WireMessage>,
-    answer: oneshot::Sender<Reply>,
+/// What a peer's publisher worker for one queue does, in the order it was asked.
+enum PublishWork {
+    Batch {
+        messages: Vec<WireMessage>,
+        answer: oneshot::Sender<Reply>,
+    },
+    /// Answered once everything published before is in the queue's log.
+    Sync(oneshot::Sender<Reply>),
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -221,21 +226,33 @@ impl Forwarding {
         self: &Arc<Self>,
         peer: &Arc<Peer>,
         queue: &QueueRef,
-    ) -> mpsc::UnboundedSender<PublishBatch> {
+    ) -> mpsc::UnboundedSender<PublishWork> {
         let mut publishers = lock(&peer.publishers);
         if let Some(tx) = publishers.get(queue) {
             if !tx.is_closed() {
                 return tx.clone();
             }
         }
-        let (tx, mut rx) = mpsc::unbounded_channel::<PublishBatch>();
+        let (tx, mut rx) = mpsc::unbounded_channel::<PublishWork>();
         publishers.insert(queue.clone(), tx.clone());
         let this = self.clone();
         let queue = queue.clone();
         tokio::spawn(async move {
-            while let Some(batch) = rx.recv().await {
-                let reply = this.publish(&queue, batch.messages).await;
-                let _ = batch.answer.send(reply);
+            while let Some(work) = rx.recv().await {
+                match work {
+                    PublishWork::Batch { messages, answer } => {
+                        let _ = answer.send(this.publish(&queue, messages).await);
+                    }
+                    PublishWork::Sync(answer) => {
+                        let reply = match this.queue(&queue) {
+                            Some(q) => {
+                                Reply::Synced(q.ask(QueueCommand::Sync).await.unwrap_or(false))
+                            }
+                            None => Reply::Gone,
+                        };
+                        let _ = answer.send(reply);
+                    }
+                }
             }
         });
         tx
@@ -393,10 +410,8 @@ impl Forwarding {
                 },
                 None => Reply::Gone,
             },
-            Forward::Sync { queue } => match self.queue(&queue) {
-                Some(q) => Reply::Synced(q.ask(QueueCommand::Sync).await.unwrap_or(false)),
-                None => Reply::Gone,
-            },
+            // Handled before (in order, with the publishes); never reaches here.
+            Forward::Sync { .. } => Reply::Done,
             Forward::Consume {
                 queue,
                 consumer,
@@ -490,20 +505,26 @@ impl AppHandler for ForwardingHandler {
             Err(e) => return Box::pin(async move { Err(format!("undecodable request: {e}")) }),
         };
         let peer = self.0.peer(from);
-        // Publishes are queued here, in the order they arrived.
-        if let Forward::Publish { queue, messages } = forward {
-            let (answer, answered) = oneshot::channel();
-            let _ = self
-                .0
-                .publisher(&peer, &queue)
-                .send(PublishBatch { messages, answer });
-            return Box::pin(async move {
-                let reply = answered.await.unwrap_or(Reply::Published(Vec::new()));
-                wire::encode(&reply)
-            });
-        }
-        let this = self.0.clone();
-        Box::pin(async move { wire::encode(&this.answer(peer, forward).await) })
+        // Publishes (and syncs, which follow them) are queued here, in the order they arrived.
+        let (work, queue, answered) = match forward {
+            Forward::Publish { queue, messages } => {
+                let (answer, answered) = oneshot::channel();
+                (PublishWork::Batch { messages, answer }, queue, answered)
+            }
+            Forward::Sync { queue } => {
+                let (answer, answered) = oneshot::channel();
+                (PublishWork::Sync(answer), queue, answered)
+            }
+            forward => {
+                let this = self.0.clone();
+                return Box::pin(async move { wire::encode(&this.answer(peer, forward).await) });
+            }
+        };
+        let _ = self.0.publisher(&peer, &queue).send(work);
+        Box::pin(async move {
+            let reply = answered.await.unwrap_or(Reply::Gone);
+            wire::encode(&reply)
+        })
     }
 }
 

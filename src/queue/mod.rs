@@ -326,6 +326,11 @@ impl QueueHandle {
         self.policies().effective.clone()
     }
 
+    /// Whether it is a proxy of a queue on another node (which logs what it is sent there).
+    pub fn forwards(&self) -> bool {
+        self.forwards
+    }
+
     /// Whether a publish may be refused, so that a confirm must wait for the queue's answer.
     pub fn may_reject_publish(&self) -> bool {
         self.forwards || self.may_reject_publish.load(Ordering::Acquire)

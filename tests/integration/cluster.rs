@@ -881,3 +881,44 @@ async fn a_consumer_node_killed_gives_its_unacked_deliveries_back() {
     );
     drop(c3);
 }
+
+/// A transaction on n2 publishing persistent messages to a durable queue on n1: commit-ok comes
+/// once n1 has them on disk, so a SIGKILL of n1 right after loses none.
+#[tokio::test]
+async fn a_transaction_commits_to_a_queue_on_another_node_durably() {
+    let cluster = Cluster::new(3).await;
+    let n1 = cluster.start(0);
+    let n2 = cluster.start(1);
+    let n3 = cluster.start(2);
+    formed(&cluster, &[&n1, &n2, &n3]).await;
+    let c1 = n1.connect().await;
+    crate::common::lapin_channel(&c1)
+        .await
+        .queue_declare("ledger".into(), durable(), Default::default())
+        .await
+        .expect("declare on n1");
+    let c2 = n2.connect().await;
+    let ch = crate::common::lapin_channel(&c2).await;
+    ch.tx_select().await.expect("tx.select");
+    for i in 0..50u32 {
+        ch.basic_publish(
+            "".into(),
+            "ledger".into(),
+            Default::default(),
+            format!("entry {i}").as_bytes(),
+            lapin::BasicProperties::default().with_delivery_mode(2),
+        )
+        .await
+        .expect("publish");
+    }
+    ch.tx_commit().await.expect("tx.commit");
+    n1.kill9();
+    let n1 = cluster.start(0);
+    let c1 = n1.connect().await;
+    eventually_async(
+        || async { passive(&c1, "ledger").await.ok() },
+        Some((50, 0)),
+    )
+    .await;
+    drop(n3);
+}
