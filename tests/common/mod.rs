@@ -256,32 +256,52 @@ impl ChildBroker {
                 .map(|a| a.port())
                 .expect("free port")
         };
-        let (port, http_port) = (free_port(), free_port());
-        let child = std::process::Command::new(env!("CARGO_BIN_EXE_warren"))
-            .args([
-                "server",
-                "--amqp-listen",
-                &format!("127.0.0.1:{port}"),
-                "--http-listen",
-                &format!("127.0.0.1:{http_port}"),
-            ])
-            .arg("--data-dir")
-            .arg(dir)
-            .args(args)
-            .envs(env.iter().copied())
-            .env("RUST_LOG", "warn")
-            .stdout(std::process::Stdio::null())
-            .spawn()
-            .expect("start warren");
-        let deadline = Instant::now() + READY;
-        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(Instant::now() < deadline, "broker did not start listening");
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        ChildBroker {
-            child,
-            port,
-            http_port,
+        // A free port can be taken by another test's broker between our look and the broker's
+        // bind: a broker that exits at once is started again on other ports.
+        let mut attempts = 0;
+        loop {
+            attempts += 1;
+            let (port, http_port) = (free_port(), free_port());
+            let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_warren"))
+                .args([
+                    "server",
+                    "--amqp-listen",
+                    &format!("127.0.0.1:{port}"),
+                    "--http-listen",
+                    &format!("127.0.0.1:{http_port}"),
+                ])
+                .arg("--data-dir")
+                .arg(dir)
+                .args(args)
+                .envs(env.iter().copied())
+                .env("RUST_LOG", "warn")
+                .stdout(std::process::Stdio::null())
+                .spawn()
+                .expect("start warren");
+            let deadline = Instant::now() + READY;
+            let exited = loop {
+                if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+                    break None;
+                }
+                if let Ok(Some(status)) = child.try_wait() {
+                    break Some(status);
+                }
+                assert!(Instant::now() < deadline, "broker did not start listening");
+                std::thread::sleep(Duration::from_millis(20));
+            };
+            match exited {
+                None => {
+                    return ChildBroker {
+                        child,
+                        port,
+                        http_port,
+                    }
+                }
+                Some(status) if attempts < 5 => {
+                    eprintln!("broker exited at start ({status}); starting it on other ports");
+                }
+                Some(status) => panic!("broker exited at start ({status}), {attempts} times"),
+            }
         }
     }
 

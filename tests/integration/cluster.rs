@@ -213,7 +213,8 @@ async fn a_node_with_the_wrong_secret_is_refused_and_cannot_change_anything() {
     let cluster = Cluster::new(3).await;
     let n1 = cluster.start(0);
     let n2 = cluster.start(1);
-    let n3 = cluster.start_with_secret(2, "not-the-cookie");
+    // A commit timeout well within the HTTP client's 10 s.
+    let n3 = cluster.start_with(2, "not-the-cookie", "3000");
     eventually(
         "n1 and n2 see each other, not n3",
         || nodes(&n1),
@@ -235,7 +236,8 @@ async fn a_node_with_the_wrong_secret_is_refused_and_cannot_change_anything() {
 #[tokio::test]
 async fn a_killed_node_rejoins_with_what_it_missed_and_a_lone_node_refuses_changes() {
     let cluster = Cluster::new(3).await;
-    let n1 = cluster.start(0);
+    // n1 is left alone at the end: its refusal must come within the HTTP client's 10 s.
+    let n1 = cluster.start_with(0, SECRET, "5000");
     let n2 = cluster.start(1);
     let n3 = cluster.start(2);
     eventually(
