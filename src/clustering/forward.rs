@@ -269,7 +269,8 @@ impl Forwarding {
         let mut waits = 0;
         let mut taken = vec![Taken::Yes; count];
         for (seq, m) in messages.into_iter().enumerate() {
-            let persistent = PropertiesPersistent::of(&m.properties);
+            let persistent =
+                warren_amqp::PropertiesView::parse(&m.properties).is_ok_and(|v| v.persistent());
             let storage_id =
                 (persistent && q.storage_id.is_some()).then(|| broker.store.next_message_id());
             let message = Message::from_parts(
@@ -525,16 +526,5 @@ impl AppHandler for ForwardingHandler {
             let reply = answered.await.unwrap_or(Reply::Gone);
             wire::encode(&reply)
         })
-    }
-}
-
-/// Whether properties as published say delivery mode 2.
-struct PropertiesPersistent;
-
-impl PropertiesPersistent {
-    fn of(properties: &[u8]) -> bool {
-        warren_amqp::PropertiesView::parse(properties)
-            .map(|v| v.persistent())
-            .unwrap_or(false)
     }
 }

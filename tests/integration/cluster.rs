@@ -313,6 +313,39 @@ async fn a_node_alone_is_a_cluster_of_one() {
     b.stop().await;
 }
 
+/// n1, n2 and n3 started with the same seeds, once each sees the three running.
+async fn three_formed() -> (Cluster, ChildBroker, ChildBroker, ChildBroker) {
+    let cluster = Cluster::new(3).await;
+    let n1 = cluster.start(0);
+    let n2 = cluster.start(1);
+    let n3 = cluster.start(2);
+    formed(&cluster, &[&n1, &n2, &n3]).await;
+    (cluster, n1, n2, n3)
+}
+
+/// A consumer (with prefetch `n`) that has taken `n` deliveries and acks none of them.
+async fn take_unacked(conn: &lapin::Connection, queue: &str, tag: &str, n: u16) -> lapin::Consumer {
+    use futures::StreamExt;
+    let ch = crate::common::lapin_channel(conn).await;
+    ch.basic_qos(n, Default::default()).await.expect("qos");
+    let mut consumer = ch
+        .basic_consume(
+            queue.into(),
+            tag.into(),
+            Default::default(),
+            Default::default(),
+        )
+        .await
+        .expect("consume");
+    for _ in 0..n {
+        crate::common::within_long("a delivery", consumer.next())
+            .await
+            .expect("stream")
+            .expect("delivery");
+    }
+    consumer
+}
+
 async fn formed(cluster: &Cluster, nodes: &[&ChildBroker]) {
     let names: Vec<String> = (1..=cluster.dirs.len()).map(|i| format!("n{i}")).collect();
     let names: Vec<&str> = names.iter().map(String::as_str).collect();
@@ -370,11 +403,7 @@ fn durable() -> lapin::options::QueueDeclareOptions {
 async fn a_queue_on_one_node_is_published_to_and_consumed_from_the_others() {
     use futures::StreamExt;
     use lapin::options::*;
-    let cluster = Cluster::new(3).await;
-    let n1 = cluster.start(0);
-    let n2 = cluster.start(1);
-    let n3 = cluster.start(2);
-    formed(&cluster, &[&n1, &n2, &n3]).await;
+    let (_cluster, n1, n2, n3) = three_formed().await;
     let (c1, c2, c3) = (n1.connect().await, n2.connect().await, n3.connect().await);
     let ch1 = crate::common::lapin_channel(&c1).await;
     ch1.queue_declare("orders".into(), durable(), Default::default())
@@ -518,12 +547,7 @@ async fn passive(conn: &lapin::Connection, queue: &str) -> Result<(u32, u32), la
 #[tokio::test]
 async fn a_killed_home_node_comes_back_with_its_confirmed_messages() {
     use futures::StreamExt;
-    use lapin::options::*;
-    let cluster = Cluster::new(3).await;
-    let n1 = cluster.start(0);
-    let n2 = cluster.start(1);
-    let n3 = cluster.start(2);
-    formed(&cluster, &[&n1, &n2, &n3]).await;
+    let (cluster, n1, n2, n3) = three_formed().await;
     let c1 = n1.connect().await;
     let ch1 = crate::common::lapin_channel(&c1).await;
     ch1.queue_declare("kept".into(), durable(), Default::default())
@@ -539,23 +563,7 @@ async fn a_killed_home_node_comes_back_with_its_confirmed_messages() {
     }
     // n3 takes ten and holds them unacked.
     let c3 = n3.connect().await;
-    let ch3 = crate::common::lapin_channel(&c3).await;
-    ch3.basic_qos(10, Default::default()).await.expect("qos");
-    let mut consumer = ch3
-        .basic_consume(
-            "kept".into(),
-            "held".into(),
-            BasicConsumeOptions::default(),
-            Default::default(),
-        )
-        .await
-        .expect("consume");
-    for _ in 0..10 {
-        crate::common::within_long("a delivery", consumer.next())
-            .await
-            .expect("stream")
-            .expect("delivery");
-    }
+    let mut consumer = take_unacked(&c3, "kept", "held", 10).await;
 
     n1.kill9();
     // The consumer on n3 is cancelled by the broker.
@@ -623,11 +631,7 @@ async fn a_minority_node_refuses_declares() {
 /// Users, vhosts and permissions made on one node hold on every node.
 #[tokio::test]
 async fn users_vhosts_and_permissions_are_the_clusters() {
-    let cluster = Cluster::new(3).await;
-    let n1 = cluster.start(0);
-    let n2 = cluster.start(1);
-    let n3 = cluster.start(2);
-    formed(&cluster, &[&n1, &n2, &n3]).await;
+    let (_cluster, n1, n2, n3) = three_formed().await;
     let (status, body) = api(
         &n1,
         "PUT",
@@ -758,11 +762,7 @@ async fn the_cluster_link_runs_over_tls() {
 async fn direct_replies_cross_nodes() {
     use futures::StreamExt;
     use lapin::options::*;
-    let cluster = Cluster::new(3).await;
-    let n1 = cluster.start(0);
-    let n2 = cluster.start(1);
-    let n3 = cluster.start(2);
-    formed(&cluster, &[&n1, &n2, &n3]).await;
+    let (_cluster, n1, n2, n3) = three_formed().await;
     let (c1, c2, c3) = (n1.connect().await, n2.connect().await, n3.connect().await);
     crate::common::lapin_channel(&c2)
         .await
@@ -839,13 +839,7 @@ async fn direct_replies_cross_nodes() {
 /// them back, and every message is still there (published = queued).
 #[tokio::test]
 async fn a_consumer_node_killed_gives_its_unacked_deliveries_back() {
-    use futures::StreamExt;
-    use lapin::options::*;
-    let cluster = Cluster::new(3).await;
-    let n1 = cluster.start(0);
-    let n2 = cluster.start(1);
-    let n3 = cluster.start(2);
-    formed(&cluster, &[&n1, &n2, &n3]).await;
+    let (_cluster, n1, n2, n3) = three_formed().await;
     let c1 = n1.connect().await;
     let ch1 = confirm_channel(&c1).await;
     ch1.queue_declare("jobs".into(), durable(), Default::default())
@@ -855,23 +849,7 @@ async fn a_consumer_node_killed_gives_its_unacked_deliveries_back() {
         publish_confirmed(&ch1, "", "jobs", format!("j{i}").as_bytes(), i % 2 == 0).await;
     }
     let c3 = n3.connect().await;
-    let ch3 = crate::common::lapin_channel(&c3).await;
-    ch3.basic_qos(25, Default::default()).await.expect("qos");
-    let mut consumer = ch3
-        .basic_consume(
-            "jobs".into(),
-            "greedy".into(),
-            BasicConsumeOptions::default(),
-            Default::default(),
-        )
-        .await
-        .expect("consume on n3");
-    for _ in 0..25 {
-        crate::common::within_long("a delivery", consumer.next())
-            .await
-            .expect("stream")
-            .expect("delivery");
-    }
+    let _consumer = take_unacked(&c3, "jobs", "greedy", 25).await;
     assert_eq!(passive(&c1, "jobs").await.expect("counts"), (75, 1));
     n3.kill9();
     // All back on n1: 100 ready, no consumer left; n2 agrees.
@@ -888,11 +866,7 @@ async fn a_consumer_node_killed_gives_its_unacked_deliveries_back() {
 /// once n1 has them on disk, so a SIGKILL of n1 right after loses none.
 #[tokio::test]
 async fn a_transaction_commits_to_a_queue_on_another_node_durably() {
-    let cluster = Cluster::new(3).await;
-    let n1 = cluster.start(0);
-    let n2 = cluster.start(1);
-    let n3 = cluster.start(2);
-    formed(&cluster, &[&n1, &n2, &n3]).await;
+    let (cluster, n1, n2, n3) = three_formed().await;
     let c1 = n1.connect().await;
     crate::common::lapin_channel(&c1)
         .await

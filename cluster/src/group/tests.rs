@@ -60,10 +60,11 @@ async fn listeners(n: usize) -> (Vec<TcpListener>, Vec<Node>) {
     (ls, nodes)
 }
 
-async fn member(listener: TcpListener, me: &Node, all: &[Node], dir: &Path) -> Member {
+/// A member of group "g"; without a listener, one that only calls out (a group of one).
+async fn member(listener: Option<TcpListener>, me: &Node, all: &[Node], dir: &Path) -> Member {
     let link = Link::start(
         LinkConfig::new(me.name.clone(), me.addr.clone(), b"secret".to_vec()),
-        Some(listener),
+        listener,
     );
     let node = ClusterNode::new(link.clone());
     let recorder = Arc::new(Recorder::default());
@@ -96,7 +97,7 @@ async fn proposals_from_any_member_are_applied_everywhere_in_one_order() {
     let (ls, nodes) = listeners(3).await;
     let mut members = Vec::new();
     for (i, l) in ls.into_iter().enumerate() {
-        members.push(member(l, &nodes[i], &nodes, dirs[i].path()).await);
+        members.push(member(Some(l), &nodes[i], &nodes, dirs[i].path()).await);
     }
     // Every member proposes, concurrently.
     let mut proposing = Vec::new();
@@ -145,7 +146,9 @@ async fn a_minority_cannot_commit_and_a_restarted_member_catches_up() {
     let (ls, nodes) = listeners(3).await;
     let mut members = Vec::new();
     for (i, l) in ls.into_iter().enumerate() {
-        members.push(Some(member(l, &nodes[i], &nodes, dirs[i].path()).await));
+        members.push(Some(
+            member(Some(l), &nodes[i], &nodes, dirs[i].path()).await,
+        ));
     }
     let propose = |m: &Member, byte: u8, timeout| {
         let g = m.group.clone();
@@ -172,7 +175,7 @@ async fn a_minority_cannot_commit_and_a_restarted_member_catches_up() {
             Err(_) => tokio::time::sleep(Duration::from_millis(20)).await,
         }
     };
-    let m2 = member(listener, &nodes[2], &nodes, dirs[2].path()).await;
+    let m2 = member(Some(listener), &nodes[2], &nodes, dirs[2].path()).await;
     until("m2 caught up", || {
         m2.recorder.applied() == vec![vec![1], vec![2]]
     })
@@ -200,25 +203,7 @@ async fn a_single_member_group_commits_alone_and_replays_its_log_after_a_restart
         name: "solo".into(),
         addr: String::new(),
     };
-    let start = || async {
-        let link = Link::start(LinkConfig::new("solo", "", Vec::new()), None);
-        let recorder = Arc::new(Recorder::default());
-        let group = Group::start(
-            ClusterNode::new(link.clone()),
-            "g",
-            dir.path(),
-            recorder.clone(),
-            std::slice::from_ref(&me),
-            fast(),
-        )
-        .await
-        .unwrap();
-        Member {
-            group,
-            link,
-            recorder,
-        }
-    };
+    let start = || member(None, &me, std::slice::from_ref(&me), dir.path());
     let m = start().await;
     for b in 0..5u8 {
         let p = m.group.proposal(vec![b]);

@@ -60,6 +60,13 @@ async fn send<W: AsyncWrite + Unpin>(writer: &mut W, message: &Handshake) -> Res
     writer.flush().await.map_err(LinkError::Io)
 }
 
+/// Tells the peer why it is refused (`told`: what it may know), and gives the error this side
+/// logs (`reason`).
+async fn refuse<S: AsyncWrite + Unpin>(stream: &mut S, told: String, reason: String) -> LinkError {
+    let _ = send(stream, &Handshake::Refused { reason: told }).await;
+    LinkError::Refused(reason)
+}
+
 async fn receive<R: AsyncRead + Unpin>(reader: &mut R) -> Result<Handshake, LinkError> {
     let mut buf = Vec::new();
     frame::read(reader, HANDSHAKE_FRAME_MAX, &mut buf)
@@ -100,25 +107,11 @@ pub async fn dial<S: AsyncRead + AsyncWrite + Unpin>(
             &proof_a,
         ) {
             let reason = format!("node {name} does not know this cluster's secret");
-            let _ = send(
-                stream,
-                &Handshake::Refused {
-                    reason: "wrong secret".into(),
-                },
-            )
-            .await;
-            return Err(LinkError::Refused(reason));
+            return Err(refuse(stream, "wrong secret".into(), reason).await);
         }
         if name != expects {
             let reason = format!("called {expects} but {name} answered");
-            let _ = send(
-                stream,
-                &Handshake::Refused {
-                    reason: reason.clone(),
-                },
-            )
-            .await;
-            return Err(LinkError::Refused(reason));
+            return Err(refuse(stream, reason.clone(), reason).await);
         }
         let proof_d = proof(
             secret,
@@ -158,25 +151,11 @@ pub async fn accept<S: AsyncRead + AsyncWrite + Unpin>(
         };
         if version != VERSION {
             let reason = format!("cluster link version {version}; this node speaks {VERSION}");
-            let _ = send(
-                stream,
-                &Handshake::Refused {
-                    reason: reason.clone(),
-                },
-            )
-            .await;
-            return Err(LinkError::Refused(reason));
+            return Err(refuse(stream, reason.clone(), reason).await);
         }
         if expects != me {
             let reason = format!("{name} called {expects}, but this is {me}");
-            let _ = send(
-                stream,
-                &Handshake::Refused {
-                    reason: reason.clone(),
-                },
-            )
-            .await;
-            return Err(LinkError::Refused(reason));
+            return Err(refuse(stream, reason.clone(), reason).await);
         }
         let nonce_a: [u8; 32] = rand::random();
         let proof_a = proof(
@@ -204,16 +183,12 @@ pub async fn accept<S: AsyncRead + AsyncWrite + Unpin>(
             [&nonce_a, &nonce_d, name.as_bytes(), me.as_bytes()],
             &proof_d,
         ) {
-            let _ = send(
+            return Err(refuse(
                 stream,
-                &Handshake::Refused {
-                    reason: "wrong secret".into(),
-                },
+                "wrong secret".into(),
+                format!("node {name} does not know this cluster's secret"),
             )
-            .await;
-            return Err(LinkError::Refused(format!(
-                "node {name} does not know this cluster's secret"
-            )));
+            .await);
         }
         send(stream, &Handshake::Welcome).await?;
         Ok(Peer { name, addr })
