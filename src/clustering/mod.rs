@@ -254,7 +254,26 @@ impl Clustering {
                 leader: true,
             }];
         }
-        self.metadata.group().members()
+        let members = self.metadata.group().members();
+        if !members.is_empty() {
+            return members;
+        }
+        // Just started, before the group has its membership: the seed list.
+        let peers = self.node.link().peers();
+        let mut seeds: Vec<MemberStatus> = self
+            .settings
+            .members
+            .iter()
+            .map(|m| MemberStatus {
+                name: m.name.clone(),
+                addr: m.addr.clone(),
+                reachable: m.name == self.settings.name
+                    || peers.iter().any(|p| p.name == m.name && p.connected),
+                leader: false,
+            })
+            .collect();
+        seeds.sort_by(|a, b| a.name.cmp(&b.name));
+        seeds
     }
 
     /// The cluster's name: the one set, else the name of its first seed node (RabbitMQ names a
