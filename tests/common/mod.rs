@@ -384,6 +384,15 @@ impl ChildBroker {
             * 1024
     }
 
+    /// Sends a signal by name (`STOP`, `CONT`) to the broker process.
+    pub fn signal(&self, name: &str) {
+        let status = std::process::Command::new("kill")
+            .args([&format!("-{name}"), &self.child.id().to_string()])
+            .status()
+            .expect("kill");
+        assert!(status.success(), "kill -{name}");
+    }
+
     pub fn kill9(mut self) {
         let _ = self.child.kill(); // SIGKILL
         let _ = self.child.wait();

@@ -898,3 +898,51 @@ async fn a_transaction_commits_to_a_queue_on_another_node_durably() {
     .await;
     drop(n3);
 }
+
+/// A consumer's node frozen (SIGSTOP) with deliveries unacked: the queue's home node takes it for
+/// dead within seconds and gives the deliveries back to the queue, where a consumer elsewhere
+/// gets every message; thawed, the frozen node's consumer is cancelled and nothing is delivered
+/// twice to the live one.
+#[tokio::test]
+async fn a_frozen_consumer_node_gives_its_unacked_deliveries_back() {
+    use futures::StreamExt;
+    let (_cluster, n1, n2, n3) = three_formed().await;
+    let c1 = n1.connect().await;
+    let ch1 = confirm_channel(&c1).await;
+    ch1.queue_declare("work".into(), durable(), Default::default())
+        .await
+        .expect("declare on n1");
+    for i in 0..60u32 {
+        publish_confirmed(&ch1, "", "work", format!("w{i}").as_bytes(), true).await;
+    }
+    let c3 = n3.connect().await;
+    let _frozen = take_unacked(&c3, "work", "frozen", 20).await;
+    n3.signal("STOP");
+    // n2 drains the queue: the 40 never delivered, then the 20 n3 held, once n1 gives up on it.
+    let c2 = n2.connect().await;
+    let ch2 = crate::common::lapin_channel(&c2).await;
+    let mut live = ch2
+        .basic_consume(
+            "work".into(),
+            "live".into(),
+            Default::default(),
+            Default::default(),
+        )
+        .await
+        .expect("consume on n2");
+    let mut seen = std::collections::BTreeSet::new();
+    while seen.len() < 60 {
+        let d = crate::common::within_long("a delivery", live.next())
+            .await
+            .expect("stream")
+            .expect("delivery");
+        assert!(
+            seen.insert(d.data.clone()),
+            "delivered twice to the live consumer"
+        );
+        d.ack(Default::default()).await.expect("ack");
+    }
+    n3.signal("CONT");
+    eventually_async(|| async { passive(&c1, "work").await.ok() }, Some((0, 1))).await;
+    drop(c3);
+}
