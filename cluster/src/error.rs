@@ -5,7 +5,6 @@
 //! where it crosses into openraft.
 
 use std::io;
-use std::path::PathBuf;
 
 /// What went wrong in a group's storage.
 #[derive(Debug, thiserror::Error)]
@@ -25,9 +24,6 @@ pub enum ClusterError {
         what: &'static str,
         source: postcard::Error,
     },
-    /// Reading or writing a file other than the redb database (the snapshot).
-    #[error("{}: {source}", path.display())]
-    File { path: PathBuf, source: io::Error },
     /// Stored data contradicts itself (an entry under another index, a hole in the log).
     #[error("raft storage is corrupt: {0}")]
     Corrupt(String),
@@ -50,11 +46,6 @@ impl ClusterError {
 
     pub(crate) fn decode(what: &'static str) -> impl FnOnce(postcard::Error) -> ClusterError {
         move |source| ClusterError::Decode { what, source }
-    }
-
-    pub(crate) fn file(path: impl Into<PathBuf>) -> impl FnOnce(io::Error) -> ClusterError {
-        let path = path.into();
-        move |source| ClusterError::File { path, source }
     }
 }
 
@@ -85,13 +76,11 @@ impl From<tokio::task::JoinError> for ClusterError {
 }
 
 /// openraft's storage traits return `io::Error`: decoding failures and corruption become
-/// `InvalidData` (the data, not the device, is at fault), a snapshot file's I/O error keeps its
-/// kind, the rest are `Other`.
+/// `InvalidData` (the data, not the device, is at fault), the rest are `Other`.
 impl From<ClusterError> for io::Error {
     fn from(e: ClusterError) -> Self {
         let kind = match &e {
             ClusterError::Decode { .. } | ClusterError::Corrupt(_) => io::ErrorKind::InvalidData,
-            ClusterError::File { source, .. } => source.kind(),
             _ => io::ErrorKind::Other,
         };
         io::Error::new(kind, e)

@@ -7,7 +7,6 @@
 //! membership), so nodes may start in any order and the group forms once a majority is up.
 
 use std::collections::BTreeMap;
-use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -17,7 +16,7 @@ use openraft::type_config::async_runtime::WatchReceiver;
 use thiserror::Error;
 
 use crate::link::{GroupId, LinkError, ProposeRefused, Request, Response};
-use crate::log_store::LogStore;
+use crate::log_store::{LogDb, LogStore};
 use crate::network::GroupNetwork;
 use crate::node::ClusterNode;
 use crate::state_machine::{Applier, StateMachine};
@@ -78,17 +77,17 @@ pub struct Group {
     raft: GroupRaft,
     node: Arc<ClusterNode>,
     numbers: AtomicU64,
-    /// The log's file closes once openraft's tasks have let go of it.
+    /// The log is closed once openraft's tasks have let go of it.
     log_closed: crate::log_store::Closed,
 }
 
 impl Group {
-    /// Starts this node's member of group `id`, its files in `dir`; `members` are the group's
-    /// seed members (this node among them).
+    /// Starts this node's member of group `id`, its log and snapshot in `db`; `members` are the
+    /// group's seed members (this node among them).
     pub async fn start(
         node: Arc<ClusterNode>,
         id: impl Into<GroupId>,
-        dir: &Path,
+        db: &LogDb,
         applier: Arc<dyn Applier>,
         members: &[Node],
         timing: Timing,
@@ -98,13 +97,16 @@ impl Group {
         for m in members {
             node.link().add_peer(&m.name, &m.addr);
         }
-        std::fs::create_dir_all(dir).map_err(|source| ClusterError::File {
-            path: dir.to_path_buf(),
-            source,
-        })?;
-        let log = LogStore::open(dir.join("log.redb"))?;
+        let (log, state_machine) = {
+            let (db, id) = (db.clone(), id.clone());
+            tokio::task::spawn_blocking(move || -> Result<_, ClusterError> {
+                let log = LogStore::open(&db, &id)?;
+                let state_machine = StateMachine::open(&log, applier)?;
+                Ok((log, state_machine))
+            })
+            .await??
+        };
         let log_closed = log.closed();
-        let state_machine = StateMachine::open(dir.join("snapshot"), applier)?;
         let config = openraft::Config {
             cluster_name: id.clone(),
             heartbeat_interval: timing.heartbeat.as_millis() as u64,
@@ -304,8 +306,8 @@ impl Group {
         self.member_name(leader)
     }
 
-    /// Stops the member and waits (a few seconds at most) until its files are closed, so that
-    /// it can be started again at once.
+    /// Stops the member and waits (a few seconds at most) until its log is closed, so that it
+    /// can be started again (or removed) at once.
     pub async fn shutdown(&self) {
         self.node.remove_group(&self.id);
         let _ = self.raft.shutdown().await;

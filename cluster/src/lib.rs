@@ -4,13 +4,13 @@
 //! - `types.rs`: the Raft type configuration, node names and ids.
 //! - `error.rs`: [`ClusterError`], what the crate's own functions fail with (openraft's storage
 //!   traits want `io::Error`, into which it converts).
-//! - `log_store.rs`: a group's Raft log, vote, commit and purge points in one redb file
-//!   ([`LogStore`], openraft's `RaftLogStorage`). Appends return once readable and report
-//!   durability later, so openraft can pipeline them; writes are group-committed on the blocking
-//!   pool.
+//! - `log_store/`: the node's Raft database ([`LogDb`], one redb file for every group, one writer
+//!   committing what all groups queued in one fsync) and a group's Raft log, vote, commit and
+//!   purge points in it ([`LogStore`], openraft's `RaftLogStorage`). Appends return once readable
+//!   and report durability later, so openraft can pipeline them.
 //! - `state_machine.rs`: openraft's `RaftStateMachine` ([`StateMachine`]) around an [`Applier`]
 //!   the application supplies (what a committed entry does is the application's business). Only
-//!   snapshots are persisted: on start the last one is installed and openraft re-applies the
+//!   snapshots are persisted (in the Raft database): on start the last one is installed and openraft re-applies the
 //!   committed log after it.
 //! - `link/`: the cluster link, one authenticated TCP connection per pair of nodes carrying
 //!   every group's Raft messages, proposals and the application's own requests.
@@ -32,6 +32,6 @@ pub mod types;
 mod tests;
 
 pub use error::ClusterError;
-pub use log_store::LogStore;
+pub use log_store::{LogDb, LogStore};
 pub use state_machine::{Applier, StateMachine};
 pub use types::{node_id, Node, NodeId, Proposal, TypeConfig};

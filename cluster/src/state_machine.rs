@@ -2,14 +2,12 @@
 //! entry does is the application's business, the bookkeeping Raft needs (last applied log id, last
 //! membership, the snapshot) is done here.
 //!
-//! The applied state is volatile: only snapshots are persisted (one file per group, replaced
-//! atomically). On open the last snapshot is installed into the applier and reported as applied;
+//! The applied state is volatile: only snapshots are persisted (beside the group's log, in the
+//! node's Raft database, replaced whole in one transaction). On open the last snapshot is installed into the applier and reported as applied;
 //! openraft then re-applies the committed log after it (the log store keeps the commit point).
 
 use std::fmt;
-use std::fs;
-use std::io::{self, Cursor, Write};
-use std::path::{Path, PathBuf};
+use std::io::{self, Cursor};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use futures::{Stream, TryStreamExt};
@@ -17,6 +15,7 @@ use openraft::storage::{EntryResponder, RaftStateMachine};
 use openraft::{EntryPayload, OptionalSend, RaftSnapshotBuilder};
 
 use crate::error::ClusterError;
+use crate::log_store::{LogStore, SnapshotSlot};
 use crate::types::{LogId, Proposal, SnapshotMeta, StoredMembership, TypeConfig};
 
 /// What a group's committed entries do: the application's side of the state machine. Its state is
@@ -29,11 +28,6 @@ pub trait Applier: Send + Sync + 'static {
     /// Replaces everything applied with a snapshot's contents.
     fn install(&self, snapshot: &[u8]);
 }
-
-/// The snapshot file starts with this (the format's version is its last byte), then the metadata's
-/// length (u64, little endian), the postcard-encoded metadata, and the applier's bytes to the end:
-/// the bytes are written as they are, not copied into an encoding.
-const SNAPSHOT_MAGIC: &[u8; 8] = b"WRNSNAP1";
 
 /// A snapshot as openraft hands it around: metadata, and the applier's bytes to read.
 type SnapshotOf = openraft::type_config::alias::SnapshotOf<TypeConfig, Cursor<Vec<u8>>>;
@@ -56,7 +50,7 @@ struct Shared {
     /// Serializes snapshot writes (a build and an install may race); taken on blocking threads
     /// only.
     persisting: Mutex<()>,
-    file: SnapshotFile,
+    slot: SnapshotSlot,
 }
 
 #[derive(Default)]
@@ -71,22 +65,13 @@ struct Stored {
     data: Vec<u8>,
 }
 
-struct SnapshotFile {
-    path: PathBuf,
-    /// Written then renamed over `path`: a crash leaves the old snapshot or the new one, whole.
-    tmp: PathBuf,
-}
-
 impl StateMachine {
-    /// Opens a group's state machine: `path` is its snapshot file (created on the first snapshot).
-    /// A persisted snapshot is installed into `applier`, and its last log id and membership are
-    /// reported as applied. Blocking (reads the file, runs `Applier::install`).
-    pub fn open(
-        path: impl AsRef<Path>,
-        applier: Arc<dyn Applier>,
-    ) -> Result<StateMachine, ClusterError> {
-        let file = SnapshotFile::new(path.as_ref());
-        let current = file.load()?;
+    /// Opens the state machine of the group whose log is `log` (its snapshot is kept beside the
+    /// log). A persisted snapshot is installed into `applier`, and its last log id and membership
+    /// are reported as applied. Blocking (reads the database, runs `Applier::install`).
+    pub fn open(log: &LogStore, applier: Arc<dyn Applier>) -> Result<StateMachine, ClusterError> {
+        let slot = log.snapshot_slot();
+        let current = slot.load()?.map(|(meta, data)| Stored { meta, data });
         let mut applied = Applied::default();
         if let Some(stored) = &current {
             applier.install(&stored.data);
@@ -99,7 +84,7 @@ impl StateMachine {
                 applied: Arc::new(tokio::sync::Mutex::new(applied)),
                 current: Mutex::new(current),
                 persisting: Mutex::new(()),
-                file,
+                slot,
             }),
         })
     }
@@ -122,68 +107,8 @@ impl Shared {
         if newer {
             return Ok(());
         }
-        self.file.save(stored)?;
+        self.slot.save(&stored.meta, &stored.data)?;
         *self.current() = Some(stored.clone());
-        Ok(())
-    }
-}
-
-impl SnapshotFile {
-    fn new(path: &Path) -> SnapshotFile {
-        let mut tmp = path.as_os_str().to_owned();
-        tmp.push(".tmp");
-        SnapshotFile {
-            path: path.to_owned(),
-            tmp: PathBuf::from(tmp),
-        }
-    }
-
-    fn load(&self) -> Result<Option<Stored>, ClusterError> {
-        let bytes = match fs::read(&self.path) {
-            Ok(bytes) => bytes,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
-            Err(e) => return Err(ClusterError::file(&self.path)(e)),
-        };
-        let corrupt =
-            |what: &str| ClusterError::Corrupt(format!("snapshot {}: {what}", self.path.display()));
-        let rest = bytes
-            .strip_prefix(SNAPSHOT_MAGIC.as_slice())
-            .ok_or_else(|| corrupt("not a snapshot file of this format"))?;
-        let (len, rest) = rest
-            .split_first_chunk::<8>()
-            .ok_or_else(|| corrupt("truncated"))?;
-        let len = usize::try_from(u64::from_le_bytes(*len))
-            .ok()
-            .filter(|&len| len <= rest.len())
-            .ok_or_else(|| corrupt("truncated"))?;
-        let meta: SnapshotMeta = postcard::from_bytes(&rest[..len])
-            .map_err(ClusterError::decode("snapshot metadata"))?;
-        let data = rest[len..].to_vec();
-        Ok(Some(Stored { meta, data }))
-    }
-
-    /// Writes the snapshot to the side, flushes it, renames it over the current one and flushes
-    /// the directory (the rename is durable only then).
-    fn save(&self, stored: &Stored) -> Result<(), ClusterError> {
-        let meta =
-            postcard::to_stdvec(&stored.meta).map_err(ClusterError::encode("snapshot metadata"))?;
-        let write = || -> io::Result<()> {
-            let mut file = fs::File::create(&self.tmp)?;
-            file.write_all(SNAPSHOT_MAGIC)?;
-            file.write_all(&(meta.len() as u64).to_le_bytes())?;
-            file.write_all(&meta)?;
-            file.write_all(&stored.data)?;
-            file.sync_all()
-        };
-        write().map_err(ClusterError::file(&self.tmp))?;
-        fs::rename(&self.tmp, &self.path).map_err(ClusterError::file(&self.path))?;
-        let dir = match self.path.parent() {
-            Some(dir) if !dir.as_os_str().is_empty() => dir,
-            _ => Path::new("."),
-        };
-        fs::File::open(dir)
-            .and_then(|dir| dir.sync_all())
-            .map_err(ClusterError::file(dir))?;
         Ok(())
     }
 }
@@ -191,7 +116,7 @@ impl SnapshotFile {
 impl fmt::Debug for StateMachine {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("StateMachine")
-            .field("snapshot", &self.shared.file.path)
+            .field("group", &self.shared.slot.name())
             .finish_non_exhaustive()
     }
 }

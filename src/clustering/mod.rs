@@ -30,7 +30,7 @@ use warren_cluster::group::{Group, MemberStatus, Timing};
 use warren_cluster::link::{Link, LinkConfig, LinkTls, Request};
 use warren_cluster::node::ClusterNode;
 use warren_cluster::NodeId;
-use warren_cluster::{node_id, ClusterError, Node};
+use warren_cluster::{node_id, ClusterError, LogDb, Node};
 
 pub use metadata::{Metadata, MetadataCommand};
 pub use settings::{Settings, SettingsError};
@@ -47,6 +47,8 @@ use metadata::MetadataApplier;
 
 /// The metadata group's name on the link.
 const METADATA: &str = "metadata";
+/// The node's Raft database, under `data_dir/cluster`: every group's log and snapshot.
+const RAFT_DB: &str = "raft.redb";
 /// The name a node alone goes by in its one-member group.
 const ALONE: &str = "local";
 
@@ -69,6 +71,8 @@ pub struct Clustering {
     settings: Settings,
     node: Arc<ClusterNode>,
     pub metadata: Arc<Metadata>,
+    /// This node's Raft database: every group's log and snapshot.
+    raft_db: LogDb,
 }
 
 /// A node's cluster link, before its metadata group starts: what the broker's queues need to
@@ -162,10 +166,22 @@ impl Connected {
         );
         self.node
             .set_app_handler(Arc::new(ForwardingHandler(forwarding)));
+        let dir = broker.config.data_dir.join("cluster");
+        let raft_db = {
+            let dir = dir.clone();
+            tokio::task::spawn_blocking(move || {
+                std::fs::create_dir_all(&dir).map_err(|e| {
+                    ClusterError::Failed(format!("cannot create {}: {e}", dir.display()))
+                })?;
+                LogDb::open(dir.join(RAFT_DB))
+            })
+            .await
+            .map_err(ClusterError::from)??
+        };
         let group = Group::start(
             self.node.clone(),
             METADATA,
-            &broker.config.data_dir.join("cluster").join(METADATA),
+            &raft_db,
             applier.clone(),
             &members,
             // The metadata's snapshot holds the cluster's name but not yet the vhosts'
@@ -186,6 +202,7 @@ impl Connected {
             metadata,
             settings: self.settings,
             node: self.node,
+            raft_db,
         })
     }
 }
@@ -233,6 +250,11 @@ impl Clustering {
                 let _ = call.answer(Duration::from_secs(30)).await;
             }
         });
+    }
+
+    /// This node's Raft database, where its groups keep their logs and snapshots.
+    pub fn raft_db(&self) -> &LogDb {
+        &self.raft_db
     }
 
     /// This node's name.

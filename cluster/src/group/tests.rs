@@ -1,5 +1,6 @@
 //! Three members of a group in one process, each with its own link on loopback.
 
+use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -68,7 +69,8 @@ async fn member(listener: Option<TcpListener>, me: &Node, all: &[Node], dir: &Pa
     );
     let node = ClusterNode::new(link.clone());
     let recorder = Arc::new(Recorder::default());
-    let group = Group::start(node, "g", dir, recorder.clone(), all, fast())
+    let db = LogDb::open(dir.join("raft.redb")).unwrap();
+    let group = Group::start(node, "g", &db, recorder.clone(), all, fast())
         .await
         .unwrap();
     Member {

@@ -13,8 +13,9 @@ use openraft::vote::RaftLeaderIdExt;
 use openraft::RaftTypeConfig;
 
 use crate::types::{Entry, LogId};
-use crate::{Applier, LogStore, Proposal, StateMachine, TypeConfig};
+use crate::{Applier, LogDb, LogStore, Proposal, StateMachine, TypeConfig};
 
+mod groups;
 mod restart;
 mod suite;
 mod unflushed;
@@ -49,10 +50,20 @@ impl Applier for Recorder {
     }
 }
 
-/// The files of one group, as a node lays them out.
+/// Group "g" of the Raft database in `dir`, as a node opens it (the database closes when the
+/// returned handles are dropped).
 pub(crate) fn open(dir: &Path, applier: Arc<dyn Applier>) -> (LogStore, StateMachine) {
-    let log = LogStore::open(dir.join("log.redb")).unwrap();
-    let sm = StateMachine::open(dir.join("snapshot"), applier).unwrap();
+    let db = LogDb::open(dir.join("raft.redb")).unwrap();
+    open_group(&db, "g", applier)
+}
+
+pub(crate) fn open_group(
+    db: &LogDb,
+    name: &str,
+    applier: Arc<dyn Applier>,
+) -> (LogStore, StateMachine) {
+    let log = LogStore::open(db, name).unwrap();
+    let sm = StateMachine::open(&log, applier).unwrap();
     (log, sm)
 }
 

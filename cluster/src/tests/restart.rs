@@ -178,17 +178,28 @@ async fn an_installed_snapshot_survives_restart() {
     assert_eq!(current.meta, snapshot.meta);
 }
 
-#[test]
-fn a_damaged_snapshot_is_an_error_not_a_panic() {
+#[tokio::test]
+async fn a_damaged_snapshot_is_an_error_not_a_panic() {
     let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("snapshot");
-    for bytes in [
-        &b"garbage"[..],
-        b"WRNSNAP1",
-        b"WRNSNAP1\xff\0\0\0\0\0\0\0abc",
+    let db = crate::LogDb::open(dir.path().join("raft.redb")).unwrap();
+    let meta_of = |bytes: &[u8]| {
+        let mut value = (bytes.len() as u64).to_le_bytes().to_vec();
+        value.extend_from_slice(bytes);
+        value
+    };
+    for value in [
+        meta_of(b"\xff\xff\xff"),
+        meta_of(b""),
+        meta_of(b"\x01\x02"),
+        b"\x09\0\0\0\0\0\0\0abc".to_vec(),
+        b"\x01\x02".to_vec(),
     ] {
-        std::fs::write(&path, bytes).unwrap();
-        let err = StateMachine::open(&path, Arc::new(Recorder::default())).unwrap_err();
-        assert!(matches!(err, ClusterError::Corrupt(_)), "{err}");
+        let log = crate::LogStore::open(&db, "g").unwrap();
+        log.snapshot_slot().save_raw(&value).unwrap();
+        let err = StateMachine::open(&log, Arc::new(Recorder::default())).unwrap_err();
+        assert!(
+            matches!(err, ClusterError::Decode { .. } | ClusterError::Corrupt(_)),
+            "{err}"
+        );
     }
 }

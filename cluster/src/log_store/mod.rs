@@ -1,5 +1,5 @@
-//! A group's Raft log, vote, commit point and purge point in one redb file: openraft's
-//! [`RaftLogStorage`].
+//! A group's Raft log, vote, commit point and purge point, kept in the node's Raft database
+//! ([`LogDb`], `db.rs`): openraft's [`RaftLogStorage`].
 //!
 //! Why it is shaped as it is:
 //!
@@ -9,61 +9,47 @@
 //!   commit readable and durable in the same step (and holds its single writer through the fsync),
 //!   so the entries an append hands over are kept in memory ("unwritten") until their commit, and
 //!   readers see them from there.
-//! - redb is synchronous: every write runs on tokio's blocking pool, one writer task at a time
-//!   draining a FIFO queue, so writes reach the file in the order openraft issued them. Whatever
-//!   queued up while the previous commit was being flushed goes into one transaction and one fsync
-//!   (group commit).
+//! - redb is synchronous: every write runs on tokio's blocking pool, one writer task per database
+//!   draining a FIFO queue, so a group's writes reach the file in the order openraft issued them.
+//!   Whatever every group queued while the previous commit was being flushed goes into one
+//!   transaction and one fsync (group commit).
 //! - The in-memory view (last log id, purge point, unwritten entries) changes when openraft calls,
 //!   the file follows; a reader takes its bounds from memory and its redb snapshot under the same
 //!   lock, so it never sees a hole: an entry leaves memory only once its commit is readable.
-//! - Values are postcard-encoded, keys are log indexes (redb keeps u64 keys in numeric order).
+//! - Values are postcard-encoded, keys are (group, log index) (redb keeps them in numeric order).
 
 use std::collections::BTreeMap;
 use std::fmt;
 use std::io;
 use std::ops::{Bound, RangeBounds, RangeInclusive};
-use std::panic::AssertUnwindSafe;
-use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use openraft::storage::{IOFlushed, LogState, RaftLogStorage};
 use openraft::{LogIdOptionExt, OptionalSend, RaftLogReader};
-use redb::{
-    Database, Durability, ReadTransaction, ReadableDatabase, ReadableTable, Table, TableDefinition,
-};
-use serde::de::DeserializeOwned;
-use serde::Serialize;
+use redb::{ReadTransaction, ReadableDatabase};
 use tokio::sync::oneshot;
 
 use crate::error::ClusterError;
-use crate::types::{Entry, LogId, TypeConfig, Vote};
+use crate::types::{Entry, LogId, SnapshotMeta, TypeConfig, Vote};
 
-/// Log entries by index.
-const LOG: TableDefinition<u64, &[u8]> = TableDefinition::new("log");
-/// The few values beside the log, under the keys below.
-const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
-const VOTE: &str = "vote";
-const COMMITTED: &str = "committed";
-const LAST_PURGED: &str = "last_purged";
-
-/// redb's page cache per group. Its default (1 GiB) is sized for one database per process; a node
-/// has one file per group, and the entries read most (the recent ones) are served from memory.
-const CACHE_BYTES: usize = 16 << 20;
+mod db;
+pub use db::LogDb;
+use db::{get_meta, Db, COMMITTED, LAST_PURGED, LOG, META, SNAPSHOTS, VOTE};
 
 /// How much `limited_get_log_entries` reads at once (at least one entry): replication to a far
 /// behind follower goes in slices instead of loading the whole backlog.
 const READ_SLICE_BYTES: usize = 4 << 20;
 
 /// A group's log storage. Cloning gives another handle on the same store (openraft's log reader is
-/// one); the file stays open until every handle is dropped (redb refuses a second open of it).
+/// one); the group is open until every handle is dropped (it is opened once at a time).
 /// The trait methods run on a tokio runtime: writes and reads of the file go to its blocking pool.
 #[derive(Clone)]
 pub struct LogStore {
-    shared: Arc<Shared>,
+    log: Arc<GroupLog>,
 }
 
-/// Tells when every handle on a log store is gone (its file closed, so it can be opened again).
-pub struct Closed(std::sync::Weak<Shared>);
+/// Tells when every handle on a group's log is gone (so that it can be opened again).
+pub struct Closed(std::sync::Weak<GroupLog>);
 
 impl Closed {
     pub fn is_closed(&self) -> bool {
@@ -71,9 +57,11 @@ impl Closed {
     }
 }
 
-struct Shared {
-    db: Database,
-    path: PathBuf,
+struct GroupLog {
+    db: Arc<Db>,
+    /// The group's number in the database's keys.
+    number: u64,
+    name: String,
     state: Mutex<State>,
 }
 
@@ -89,10 +77,6 @@ struct State {
     /// Entries appended but not yet committed to the file, by index: a contiguous run ending at
     /// `last_log`.
     unwritten: BTreeMap<u64, Unwritten>,
-    /// Writes not yet taken by the writer, in call order.
-    queue: Vec<Op>,
-    /// A writer task is running (and will take what is queued).
-    writing: bool,
     next_batch: u64,
     /// The first write error: later writes are refused.
     failure: Option<String>,
@@ -131,7 +115,7 @@ enum Op {
     },
 }
 
-/// What one transaction does, in order.
+/// What one transaction does for a group, in order.
 enum Step {
     Put(u64, Arc<Entry>),
     Vote(Vote),
@@ -141,59 +125,56 @@ enum Step {
 }
 
 impl LogStore {
-    /// Opens (creating if absent) the log file of a group. Blocking: call it where blocking is
-    /// fine (start-up, or `spawn_blocking`).
-    /// Watches for the store's file to close.
-    pub fn closed(&self) -> Closed {
-        Closed(Arc::downgrade(&self.shared))
-    }
-
-    pub fn open(path: impl AsRef<Path>) -> Result<LogStore, ClusterError> {
-        let path = path.as_ref();
-        // A group stopped a moment ago may still be closing the file on another thread (the
-        // last handle's drop): give it a little while.
-        let mut attempts = 0;
-        let db = loop {
-            match Database::builder().set_cache_size(CACHE_BYTES).create(path) {
-                Err(redb::DatabaseError::DatabaseAlreadyOpen) if attempts < 200 => {
-                    attempts += 1;
-                    std::thread::sleep(std::time::Duration::from_millis(10));
-                }
-                other => break other?,
-            }
-        };
-
-        // A read transaction cannot open a table that was never created.
-        let txn = db.begin_write()?;
-        txn.open_table(LOG)?;
-        txn.open_table(META)?;
-        txn.commit()?;
-
-        let txn = db.begin_read()?;
+    /// Opens (creating if absent) the log of group `name` in `db`. Blocking: call it where
+    /// blocking is fine (start-up, or `spawn_blocking`).
+    pub fn open(db: &LogDb, name: &str) -> Result<LogStore, ClusterError> {
+        let number = db.number(name)?;
+        let txn = db.shared.db.begin_read()?;
         let meta = txn.open_table(META)?;
-        let vote = get_meta::<Vote>(&meta, VOTE)?;
-        let committed = get_meta::<LogId>(&meta, COMMITTED)?;
-        let last_purged = get_meta::<LogId>(&meta, LAST_PURGED)?;
+        let vote = get_meta::<Vote>(&meta, number, VOTE)?;
+        let committed = get_meta::<LogId>(&meta, number, COMMITTED)?;
+        let last_purged = get_meta::<LogId>(&meta, number, LAST_PURGED)?;
         let log = txn.open_table(LOG)?;
-        let last_log = match log.last()? {
+        let last_log = match log.range((number, 0)..=(number, u64::MAX))?.next_back() {
             None => None,
-            Some((index, bytes)) => Some(decode_entry(index.value(), bytes.value())?.log_id),
+            Some(item) => {
+                let ((_, index), bytes) = {
+                    let (key, value) = item?;
+                    (key.value(), value)
+                };
+                Some(decode_entry(index, bytes.value())?.log_id)
+            }
         };
         drop((meta, log, txn));
 
-        Ok(LogStore {
-            shared: Arc::new(Shared {
-                db,
-                path: path.to_owned(),
-                state: Mutex::new(State {
-                    vote,
-                    committed,
-                    last_purged,
-                    last_log,
-                    ..State::default()
-                }),
+        let log = Arc::new(GroupLog {
+            db: db.shared.clone(),
+            number,
+            name: name.to_owned(),
+            state: Mutex::new(State {
+                vote,
+                committed,
+                last_purged,
+                last_log,
+                ..State::default()
             }),
-        })
+        });
+        db.claim(number, &log)?;
+        Ok(LogStore { log })
+    }
+
+    /// Watches for the store's handles to be dropped.
+    pub fn closed(&self) -> Closed {
+        Closed(Arc::downgrade(&self.log))
+    }
+
+    /// Where the group's snapshot is kept: beside its log, in the same database.
+    pub(crate) fn snapshot_slot(&self) -> SnapshotSlot {
+        SnapshotSlot {
+            db: self.log.db.clone(),
+            number: self.log.number,
+            name: self.log.name.clone(),
+        }
     }
 
     /// Queues a write and waits until it is durable.
@@ -202,10 +183,10 @@ impl LogStore {
     async fn write(&self, op: impl FnOnce(&mut State, Done) -> Op) -> Result<(), ClusterError> {
         let (done, rx) = oneshot::channel();
         {
-            let mut st = self.shared.state();
+            let mut st = self.log.state();
             st.check()?;
             let op = op(&mut st, done);
-            self.shared.enqueue(&mut st, op);
+            self.log.db.enqueue(&self.log, op);
         }
         match rx.await {
             Ok(result) => result.map_err(ClusterError::Failed),
@@ -224,7 +205,7 @@ impl LogStore {
         budget: Option<usize>,
     ) -> Result<Vec<Entry>, ClusterError> {
         let (lo, stored_end, tail, txn) = {
-            let st = self.shared.state();
+            let st = self.log.state();
             let lo = start.max(st.last_purged.next_index());
             let hi = end.min(st.last_log.next_index());
             if lo >= hi {
@@ -239,18 +220,21 @@ impl LogStore {
                 .collect();
             // Under the lock: the snapshot then holds every entry memory no longer does.
             let txn = if lo < stored_end {
-                Some(self.shared.db.begin_read()?)
+                Some(self.log.db.db.begin_read()?)
             } else {
                 None
             };
             (lo, stored_end, tail, txn)
         };
 
+        let number = self.log.number;
         let (mut entries, complete) = match txn {
             None => (Vec::new(), true),
             Some(txn) => {
-                tokio::task::spawn_blocking(move || read_stored(&txn, lo, stored_end, budget))
-                    .await??
+                tokio::task::spawn_blocking(move || {
+                    read_stored(&txn, number, lo, stored_end, budget)
+                })
+                .await??
             }
         };
         // A budget that stopped the stored part early: the tail would leave a hole.
@@ -273,54 +257,64 @@ impl LogStore {
     }
 }
 
-impl Shared {
+impl GroupLog {
     fn state(&self) -> MutexGuard<'_, State> {
         // A panic while holding the lock leaves no half-made change behind (nothing under it
         // panics by design): carry on with the state as it is.
         self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
+}
 
-    /// Queues `op`, starting the writer if none is running.
-    fn enqueue(self: &Arc<Self>, st: &mut State, op: Op) {
-        st.queue.push(op);
-        if !st.writing {
-            st.writing = true;
-            let shared = self.clone();
-            tokio::task::spawn_blocking(move || write_queued(shared));
-        }
+/// A group's snapshot in the database: its metadata and the applier's bytes, replaced whole.
+pub(crate) struct SnapshotSlot {
+    db: Arc<Db>,
+    number: u64,
+    name: String,
+}
+
+impl SnapshotSlot {
+    /// The stored snapshot: its metadata and the applier's bytes. Blocking.
+    pub(crate) fn load(&self) -> Result<Option<(SnapshotMeta, Vec<u8>)>, ClusterError> {
+        let txn = self.db.db.begin_read()?;
+        let table = txn.open_table(SNAPSHOTS)?;
+        let Some(value) = table.get(self.number)? else {
+            return Ok(None);
+        };
+        let bytes = value.value();
+        let corrupt =
+            || ClusterError::Corrupt(format!("snapshot of group {}: truncated", self.name));
+        let (len, rest) = bytes.split_first_chunk::<8>().ok_or_else(corrupt)?;
+        let len = usize::try_from(u64::from_le_bytes(*len))
+            .ok()
+            .filter(|&len| len <= rest.len())
+            .ok_or_else(corrupt)?;
+        let meta: SnapshotMeta = postcard::from_bytes(&rest[..len])
+            .map_err(ClusterError::decode("snapshot metadata"))?;
+        Ok(Some((meta, rest[len..].to_vec())))
     }
 
-    /// One transaction for everything the writer took, made durable before it returns.
-    fn commit(&self, steps: Vec<Step>) -> Result<(), ClusterError> {
-        let mut txn = self.db.begin_write()?;
-        txn.set_durability(Durability::Immediate)?;
-        {
-            let mut log = txn.open_table(LOG)?;
-            let mut meta = txn.open_table(META)?;
-            for step in steps {
-                match step {
-                    Step::Put(index, entry) => {
-                        let bytes = postcard::to_stdvec(&*entry)
-                            .map_err(ClusterError::encode("log entry"))?;
-                        log.insert(index, bytes.as_slice())?;
-                    }
-                    Step::Vote(vote) => put_meta(&mut meta, VOTE, &vote)?,
-                    Step::Committed(Some(committed)) => put_meta(&mut meta, COMMITTED, &committed)?,
-                    Step::Committed(None) => {
-                        meta.remove(COMMITTED)?;
-                    }
-                    Step::Truncate(from) => log.retain_in(from.., |_, _| false)?,
-                    Step::Purge(upto) => {
-                        // The purge point and the deletion in one commit: a crash cannot leave
-                        // entries below a purge point, nor a purge point with them still there.
-                        put_meta(&mut meta, LAST_PURGED, &upto)?;
-                        log.retain_in(..=upto.index, |_, _| false)?;
-                    }
-                }
-            }
-        }
+    /// Replaces the stored snapshot, durably: the metadata's length (u64, little endian), the
+    /// postcard-encoded metadata, the applier's bytes to the end. Blocking.
+    pub(crate) fn save(&self, meta: &SnapshotMeta, data: &[u8]) -> Result<(), ClusterError> {
+        let meta = postcard::to_stdvec(meta).map_err(ClusterError::encode("snapshot metadata"))?;
+        let mut value = Vec::with_capacity(8 + meta.len() + data.len());
+        value.extend_from_slice(&(meta.len() as u64).to_le_bytes());
+        value.extend_from_slice(&meta);
+        value.extend_from_slice(data);
+        self.save_raw(&value)
+    }
+
+    /// Stores `value` as the group's snapshot, as it is (tests store damaged ones). Blocking.
+    pub(crate) fn save_raw(&self, value: &[u8]) -> Result<(), ClusterError> {
+        let mut txn = self.db.db.begin_write()?;
+        txn.set_durability(redb::Durability::Immediate)?;
+        txn.open_table(SNAPSHOTS)?.insert(self.number, value)?;
         txn.commit()?;
         Ok(())
+    }
+
+    pub(crate) fn name(&self) -> &str {
+        &self.name
     }
 }
 
@@ -393,56 +387,6 @@ impl State {
     }
 }
 
-/// The writer: takes what is queued, commits it in one transaction, tells the waiters, until the
-/// queue is empty. Runs on the blocking pool; one at a time per store (`State::writing`).
-fn write_queued(shared: Arc<Shared>) {
-    loop {
-        let (ops, steps) = {
-            let mut st = shared.state();
-            let ops = std::mem::take(&mut st.queue);
-            if ops.is_empty() {
-                st.writing = false;
-                return;
-            }
-            let steps = st.check().map(|()| st.steps(&ops));
-            (ops, steps)
-        };
-
-        // A panic in redb must not leave `writing` set with nobody writing: every later write
-        // would wait forever. It fails the store instead, as an error would.
-        let result = steps.and_then(|steps| {
-            std::panic::catch_unwind(AssertUnwindSafe(|| shared.commit(steps))).unwrap_or_else(
-                |_| Err(ClusterError::Failed("the raft log writer panicked".into())),
-            )
-        });
-
-        let idle = {
-            let mut st = shared.state();
-            match &result {
-                Ok(()) => st.written(&ops),
-                Err(e) => {
-                    tracing::error!(path = %shared.path.display(), error = %e, "raft log write failed");
-                    if st.failure.is_none() {
-                        st.failure = Some(e.to_string());
-                    }
-                }
-            }
-            st.writing = !st.queue.is_empty();
-            !st.writing
-        };
-
-        let result = result.map_err(|e| e.to_string());
-        if idle {
-            // Let go of the database before answering: whoever waits for the last write may then
-            // drop its handles and reopen the file.
-            drop(shared);
-            answer(ops, &result);
-            return;
-        }
-        answer(ops, &result);
-    }
-}
-
 fn answer(ops: Vec<Op>, result: &Result<(), String>) {
     for op in ops {
         match op {
@@ -466,6 +410,7 @@ fn answer(ops: Vec<Op>, result: &Result<(), String>) {
 /// start of a range. Inside the run and at its end nothing may be missing.
 fn read_stored(
     txn: &ReadTransaction,
+    group: u64,
     lo: u64,
     end: u64,
     budget: Option<usize>,
@@ -473,9 +418,9 @@ fn read_stored(
     let log = txn.open_table(LOG)?;
     let mut entries: Vec<Entry> = Vec::new();
     let mut bytes_read = 0;
-    for item in log.range(lo..end)? {
-        let (index, bytes) = item?;
-        let index = index.value();
+    for item in log.range((group, lo)..(group, end))? {
+        let (key, bytes) = item?;
+        let (_, index) = key.value();
         if let Some(last) = entries.last() {
             if index != last.log_id.index + 1 {
                 return Err(ClusterError::Corrupt(format!(
@@ -513,28 +458,6 @@ fn decode_entry(index: u64, bytes: &[u8]) -> Result<Entry, ClusterError> {
     Ok(entry)
 }
 
-fn get_meta<T: DeserializeOwned>(
-    meta: &impl ReadableTable<&'static str, &'static [u8]>,
-    key: &'static str,
-) -> Result<Option<T>, ClusterError> {
-    match meta.get(key)? {
-        None => Ok(None),
-        Some(bytes) => postcard::from_bytes(bytes.value())
-            .map(Some)
-            .map_err(ClusterError::decode(key)),
-    }
-}
-
-fn put_meta<T: Serialize>(
-    meta: &mut Table<&'static str, &'static [u8]>,
-    key: &'static str,
-    value: &T,
-) -> Result<(), ClusterError> {
-    let bytes = postcard::to_stdvec(value).map_err(ClusterError::encode(key))?;
-    meta.insert(key, bytes.as_slice())?;
-    Ok(())
-}
-
 /// `range` as `start..end`, `end` exclusive.
 fn bounds(range: &impl RangeBounds<u64>) -> (u64, u64) {
     let start = match range.start_bound() {
@@ -553,7 +476,7 @@ fn bounds(range: &impl RangeBounds<u64>) -> (u64, u64) {
 impl fmt::Debug for LogStore {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("LogStore")
-            .field("path", &self.shared.path)
+            .field("group", &self.log.name)
             .finish_non_exhaustive()
     }
 }
@@ -568,7 +491,7 @@ impl RaftLogReader<TypeConfig> for LogStore {
     }
 
     async fn read_vote(&mut self) -> Result<Option<Vote>, io::Error> {
-        Ok(self.shared.state().vote)
+        Ok(self.log.state().vote)
     }
 
     async fn limited_get_log_entries(
@@ -584,7 +507,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     type LogReader = LogStore;
 
     async fn get_log_state(&mut self) -> Result<LogState<TypeConfig>, io::Error> {
-        let st = self.shared.state();
+        let st = self.log.state();
         let last_log_id = if st.last_log.next_index() > st.last_purged.next_index() {
             st.last_log
         } else {
@@ -606,15 +529,15 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     }
 
     async fn save_committed(&mut self, committed: Option<LogId>) -> Result<(), io::Error> {
-        let mut st = self.shared.state();
+        let mut st = self.log.state();
         st.check()?;
         st.committed = committed;
-        self.shared.enqueue(&mut st, Op::Committed(committed));
+        self.log.db.enqueue(&self.log, Op::Committed(committed));
         Ok(())
     }
 
     async fn read_committed(&mut self) -> Result<Option<LogId>, io::Error> {
-        Ok(self.shared.state().committed)
+        Ok(self.log.state().committed)
     }
 
     async fn append<I>(
@@ -627,7 +550,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         I::IntoIter: OptionalSend,
     {
         let entries: Vec<Entry> = entries.into_iter().collect();
-        let mut st = self.shared.state();
+        let mut st = self.log.state();
         st.check()?;
 
         // The log must stay without holes: each entry follows the last one.
@@ -666,8 +589,8 @@ impl RaftLogStorage<TypeConfig> for LogStore {
             let entry = Arc::new(entry);
             st.unwritten.insert(index, Unwritten { batch, entry });
         }
-        self.shared.enqueue(
-            &mut st,
+        self.log.db.enqueue(
+            &self.log,
             Op::Append {
                 batch,
                 indexes,

@@ -1,0 +1,382 @@
+//! The node's one Raft database: every group's log, vote, commit and purge points and snapshot in
+//! one redb file, written by one writer.
+//!
+//! Why one file for all groups: a node may hold thousands of groups (a quorum queue is one), and
+//! their appends arrive together. One writer drains what every group queued into one transaction
+//! and one fsync (group commit across groups, as RabbitMQ's Ra WAL does), instead of a file, a
+//! page cache and an fsync per group.
+//!
+//! A group is known by a number the database gives its name on first use (the `groups` table), so
+//! its keys stay short and ordered: `(group, index)` for entries, `(group, key)` for the values
+//! beside the log.
+
+use std::collections::HashMap;
+use std::panic::AssertUnwindSafe;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, MutexGuard, Weak};
+use std::time::Duration;
+
+use redb::{Database, Durability, ReadableDatabase, ReadableTable, TableDefinition};
+
+use super::{GroupLog, Op, Step};
+use crate::error::ClusterError;
+
+/// Log entries by (group, index).
+pub(super) const LOG: TableDefinition<(u64, u64), &[u8]> = TableDefinition::new("log");
+/// The few values beside a group's log, by (group, one of the keys below).
+pub(super) const META: TableDefinition<(u64, u8), &[u8]> = TableDefinition::new("meta");
+pub(super) const VOTE: u8 = 0;
+pub(super) const COMMITTED: u8 = 1;
+pub(super) const LAST_PURGED: u8 = 2;
+/// A group's snapshot (its metadata and the applier's bytes), by group.
+pub(super) const SNAPSHOTS: TableDefinition<u64, &[u8]> = TableDefinition::new("snapshots");
+/// Group names and the numbers their keys carry.
+const GROUPS: TableDefinition<&str, u64> = TableDefinition::new("groups");
+
+/// redb's page cache. Its default (1 GiB) assumes the process is mostly a database; the entries
+/// read most (the recent ones) are served from memory before they are even written.
+const CACHE_BYTES: usize = 32 << 20;
+
+/// The node's Raft database. Cloning gives another handle on it; the file stays open until every
+/// handle (and every group's log opened from it) is dropped.
+#[derive(Clone)]
+pub struct LogDb {
+    pub(super) shared: Arc<Db>,
+}
+
+pub(super) struct Db {
+    pub(super) db: Database,
+    pub(super) path: PathBuf,
+    writer: Mutex<Writer>,
+    groups: Mutex<Groups>,
+}
+
+#[derive(Default)]
+struct Groups {
+    numbers: HashMap<String, u64>,
+    next: u64,
+    /// The groups whose log is open now: a group is opened once at a time (a second handle
+    /// would keep a second view of what is unwritten).
+    open: HashMap<u64, Weak<GroupLog>>,
+}
+
+/// What the writer has to do, across groups, in call order.
+#[derive(Default)]
+struct Writer {
+    queue: Vec<(Arc<GroupLog>, Op)>,
+    /// A writer task is running (and will take what is queued).
+    writing: bool,
+}
+
+impl LogDb {
+    /// Opens (creating if absent) the database at `path`. Blocking.
+    pub fn open(path: impl AsRef<Path>) -> Result<LogDb, ClusterError> {
+        let path = path.as_ref();
+        // Handles dropped a moment ago may still be closing the file on another thread (the
+        // writer's last drop): give it a little while.
+        let mut attempts = 0;
+        let db = loop {
+            match Database::builder().set_cache_size(CACHE_BYTES).create(path) {
+                Err(redb::DatabaseError::DatabaseAlreadyOpen) if attempts < 200 => {
+                    attempts += 1;
+                    std::thread::sleep(Duration::from_millis(10));
+                }
+                other => break other?,
+            }
+        };
+        // A read transaction cannot open a table that was never created.
+        let txn = db.begin_write()?;
+        txn.open_table(LOG)?;
+        txn.open_table(META)?;
+        txn.open_table(SNAPSHOTS)?;
+        txn.open_table(GROUPS)?;
+        txn.commit()?;
+
+        let mut groups = Groups {
+            next: 1,
+            ..Groups::default()
+        };
+        let txn = db.begin_read()?;
+        for item in txn.open_table(GROUPS)?.iter()? {
+            let (name, number) = item?;
+            groups.next = groups.next.max(number.value() + 1);
+            groups
+                .numbers
+                .insert(name.value().to_owned(), number.value());
+        }
+        drop(txn);
+        Ok(LogDb {
+            shared: Arc::new(Db {
+                db,
+                path: path.to_owned(),
+                writer: Mutex::default(),
+                groups: Mutex::new(groups),
+            }),
+        })
+    }
+
+    /// The names of the groups the database holds.
+    pub fn group_names(&self) -> Vec<String> {
+        let mut names: Vec<String> = self.shared.groups().numbers.keys().cloned().collect();
+        names.sort();
+        names
+    }
+
+    /// The number of group `name`, given (durably) on first use. Blocking.
+    pub(super) fn number(&self, name: &str) -> Result<u64, ClusterError> {
+        let mut groups = self.shared.groups();
+        if let Some(&number) = groups.numbers.get(name) {
+            return Ok(number);
+        }
+        let number = groups.next;
+        let txn = self.shared.db.begin_write()?;
+        txn.open_table(GROUPS)?.insert(name, number)?;
+        txn.commit()?;
+        groups.next += 1;
+        groups.numbers.insert(name.to_owned(), number);
+        Ok(number)
+    }
+
+    /// Registers `log` as group `number`'s open log, waiting a little for a previous one to close
+    /// (a group stopped a moment ago whose last handle is being dropped).
+    pub(super) fn claim(&self, number: u64, log: &Arc<GroupLog>) -> Result<(), ClusterError> {
+        for _ in 0..200 {
+            {
+                let mut groups = self.shared.groups();
+                let taken = groups
+                    .open
+                    .get(&number)
+                    .is_some_and(|open| open.strong_count() > 0);
+                if !taken {
+                    groups.open.insert(number, Arc::downgrade(log));
+                    return Ok(());
+                }
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        Err(ClusterError::Failed(format!(
+            "group {} is open already",
+            log.name
+        )))
+    }
+
+    /// Removes group `name` and everything it stored (a deleted quorum queue's group). Its log
+    /// must be closed. Blocking.
+    pub fn remove_group(&self, name: &str) -> Result<(), ClusterError> {
+        let mut groups = self.shared.groups();
+        let Some(&number) = groups.numbers.get(name) else {
+            return Ok(());
+        };
+        if groups
+            .open
+            .get(&number)
+            .is_some_and(|open| open.strong_count() > 0)
+        {
+            return Err(ClusterError::Failed(format!("group {name} is still open")));
+        }
+        let mut txn = self.shared.db.begin_write()?;
+        txn.set_durability(Durability::Immediate)?;
+        txn.open_table(LOG)?
+            .retain_in((number, 0)..=(number, u64::MAX), |_, _| false)?;
+        txn.open_table(META)?
+            .retain_in((number, 0)..=(number, u8::MAX), |_, _| false)?;
+        txn.open_table(SNAPSHOTS)?.remove(number)?;
+        txn.open_table(GROUPS)?.remove(name)?;
+        txn.commit()?;
+        groups.numbers.remove(name);
+        groups.open.remove(&number);
+        Ok(())
+    }
+}
+
+impl Db {
+    fn groups(&self) -> MutexGuard<'_, Groups> {
+        // Nothing under the lock panics by design; carry on with what it holds.
+        self.groups.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn writer(&self) -> MutexGuard<'_, Writer> {
+        self.writer.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Queues `op` of group `log` (called under the group's lock, so a group's ops queue in the
+    /// order it made them), starting the writer if none is running.
+    pub(super) fn enqueue(self: &Arc<Self>, log: &Arc<GroupLog>, op: Op) {
+        let mut writer = self.writer();
+        writer.queue.push((log.clone(), op));
+        if !writer.writing {
+            writer.writing = true;
+            let db = self.clone();
+            tokio::task::spawn_blocking(move || write_queued(db));
+        }
+    }
+
+    /// One transaction for the steps of every group the writer took, durable before it returns.
+    fn commit(&self, plans: &[(u64, Vec<Step>)]) -> Result<(), ClusterError> {
+        let mut txn = self.db.begin_write()?;
+        txn.set_durability(Durability::Immediate)?;
+        {
+            let mut log = txn.open_table(LOG)?;
+            let mut meta = txn.open_table(META)?;
+            for (group, steps) in plans {
+                let group = *group;
+                for step in steps {
+                    match step {
+                        Step::Put(index, entry) => {
+                            let bytes = postcard::to_stdvec(&**entry)
+                                .map_err(ClusterError::encode("log entry"))?;
+                            log.insert((group, *index), bytes.as_slice())?;
+                        }
+                        Step::Vote(vote) => put_meta(&mut meta, group, VOTE, vote)?,
+                        Step::Committed(Some(committed)) => {
+                            put_meta(&mut meta, group, COMMITTED, committed)?
+                        }
+                        Step::Committed(None) => {
+                            meta.remove((group, COMMITTED))?;
+                        }
+                        Step::Truncate(from) => {
+                            log.retain_in((group, *from)..=(group, u64::MAX), |_, _| false)?
+                        }
+                        Step::Purge(upto) => {
+                            // The purge point and the deletion in one commit: a crash cannot
+                            // leave entries below a purge point, nor a purge point with them
+                            // still there.
+                            put_meta(&mut meta, group, LAST_PURGED, upto)?;
+                            log.retain_in((group, 0)..=(group, upto.index), |_, _| false)?;
+                        }
+                    }
+                }
+            }
+        }
+        txn.commit()?;
+        Ok(())
+    }
+}
+
+/// The writer: takes what every group queued, commits it in one transaction, tells the waiters,
+/// until nothing is queued. Runs on the blocking pool; one at a time per database
+/// (`Writer::writing`).
+fn write_queued(db: Arc<Db>) {
+    loop {
+        let taken = {
+            let mut writer = db.writer();
+            let taken = std::mem::take(&mut writer.queue);
+            if taken.is_empty() {
+                writer.writing = false;
+                return;
+            }
+            taken
+        };
+
+        // Each group's ops, in its order; groups in the order they first queued.
+        let mut batches: Vec<(Arc<GroupLog>, Vec<Op>)> = Vec::new();
+        let mut position: HashMap<u64, usize> = HashMap::new();
+        for (log, op) in taken {
+            let at = *position.entry(log.number).or_insert_with(|| {
+                batches.push((log.clone(), Vec::new()));
+                batches.len() - 1
+            });
+            batches[at].1.push(op);
+        }
+
+        // A group that failed before writes nothing more; its ops are answered with that failure.
+        let mut plans = Vec::new();
+        let mut refused = Vec::new();
+        for (log, ops) in &batches {
+            let st = log.state();
+            match st.check() {
+                Ok(()) => plans.push((log.number, st.steps(ops))),
+                Err(e) => refused.push((log.number, e.to_string())),
+            }
+        }
+
+        // A panic in redb must not leave `writing` set with nobody writing: every later write
+        // would wait forever. It fails the groups instead, as an error would.
+        let result = std::panic::catch_unwind(AssertUnwindSafe(|| db.commit(&plans)))
+            .unwrap_or_else(|_| Err(ClusterError::Failed("the raft log writer panicked".into())));
+        if let Err(e) = &result {
+            tracing::error!(path = %db.path.display(), error = %e, "raft log write failed");
+        }
+        let result = result.map_err(|e| e.to_string());
+
+        let mut answers = Vec::with_capacity(batches.len());
+        for (log, ops) in batches {
+            let outcome = match refused.iter().find(|(number, _)| *number == log.number) {
+                Some((_, failure)) => Err(failure.clone()),
+                None => {
+                    let mut st = log.state();
+                    match &result {
+                        Ok(()) => st.written(&ops),
+                        Err(e) => {
+                            if st.failure.is_none() {
+                                st.failure = Some(e.clone());
+                            }
+                        }
+                    }
+                    result.clone()
+                }
+            };
+            // The group's handle goes before the answer: whoever waits for the last write may
+            // then drop its own handles and open the group (or the file) again.
+            drop(log);
+            answers.push((ops, outcome));
+        }
+
+        let idle = {
+            let mut writer = db.writer();
+            writer.writing = !writer.queue.is_empty();
+            !writer.writing
+        };
+        if idle {
+            drop(db);
+            for (ops, outcome) in answers {
+                super::answer(ops, &outcome);
+            }
+            return;
+        }
+        for (ops, outcome) in answers {
+            super::answer(ops, &outcome);
+        }
+    }
+}
+
+pub(super) fn put_meta<T: serde::Serialize>(
+    meta: &mut redb::Table<(u64, u8), &'static [u8]>,
+    group: u64,
+    key: u8,
+    value: &T,
+) -> Result<(), ClusterError> {
+    let bytes = postcard::to_stdvec(value).map_err(ClusterError::encode(meta_name(key)))?;
+    meta.insert((group, key), bytes.as_slice())?;
+    Ok(())
+}
+
+pub(super) fn get_meta<T: serde::de::DeserializeOwned>(
+    meta: &impl ReadableTable<(u64, u8), &'static [u8]>,
+    group: u64,
+    key: u8,
+) -> Result<Option<T>, ClusterError> {
+    match meta.get((group, key))? {
+        None => Ok(None),
+        Some(bytes) => postcard::from_bytes(bytes.value())
+            .map(Some)
+            .map_err(ClusterError::decode(meta_name(key))),
+    }
+}
+
+fn meta_name(key: u8) -> &'static str {
+    match key {
+        VOTE => "vote",
+        COMMITTED => "commit point",
+        LAST_PURGED => "purge point",
+        _ => "log value",
+    }
+}
+
+impl std::fmt::Debug for LogDb {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LogDb")
+            .field("path", &self.shared.path)
+            .finish_non_exhaustive()
+    }
+}
