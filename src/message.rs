@@ -294,6 +294,18 @@ impl Message {
         }
     }
 
+    /// The same message with other properties (a header a queue adds to a delivery); the body
+    /// is shared, not copied.
+    pub fn with_properties(&self, properties: &[u8]) -> MessageRef {
+        Message::from_parts(
+            self.exchange(),
+            self.routing_key(),
+            properties,
+            self.body_bytes(),
+            self.storage_id(),
+        )
+    }
+
     pub fn body(&self) -> &[u8] {
         match &self.external_body {
             Some(body) => body,

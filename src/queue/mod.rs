@@ -4,14 +4,15 @@
 //! [`owner`] is the one task per queue that feeds it and carries out its effects; [`log`] is the
 //! queue's durable log (the store today); [`host`] is what a queue needs from its vhost;
 //! [`recovery`] gathers a durable queue's messages at start-up;
-//! `ready.rs` holds the ready messages in order; [`args`], [`dead_letter`] and [`dedup`] are the
-//! RabbitMQ features' rules; `delivery.rs` is what a queue sends to a connection.
+//! `ready.rs` holds the ready messages in order; [`args`], [`dead_letter`], [`dedup`] and
+//! [`delivery_count`] are the RabbitMQ features' rules; `delivery.rs` is what a queue sends to a connection.
 
 pub mod args;
 pub mod core;
 pub mod dead_letter;
 pub mod dedup;
 mod delivery;
+pub mod delivery_count;
 pub mod factory;
 pub mod host;
 pub mod log;

@@ -541,3 +541,48 @@ def queue_argument_error_texts(ctx):
         ch = ctx.channel()
         ctx.rec(what, _attempt_text(ctx, lambda: ch.queue_declare(
             ctx.name("q"), auto_delete=False, arguments=args) and None))
+
+
+def _delivery_counts(messages):
+    return [[m["body"], m.get("redelivered"),
+             (m.get("properties", {}).get("headers") or {}).get("x-delivery-count")] for m in messages]
+
+
+@scenario
+def quorum_queue_returns_go_to_the_back_with_a_delivery_count(ctx):
+    # RabbitMQ 3.10's quorum queues: a nacked (requeued) message goes behind the others and
+    # carries x-delivery-count; basic.get answers carry it from the first delivery (0).
+    q = ctx.queue("q", durable=True, arguments={"x-queue-type": "quorum"})
+    ctx.seed(q, ["m1", "m2", "m3"])
+    first = ctx.get(q, no_ack=False, props=True)
+    ctx.rec("first get", _delivery_counts([first]))
+    ctx.nack(first["delivery_tag"], requeue=True)
+    ctx.sync()
+    got = [ctx.get(q, no_ack=False, props=True) for _ in range(3)]
+    ctx.rec("after the nack", _delivery_counts(got))
+    # basic.recover hands them all back: behind, in delivery order.
+    ctx.ch.basic_recover(requeue=True)
+    ctx.sync()
+    ctx.rec("after recover", _delivery_counts(ctx.drain_get(q, props=True)))
+
+
+@scenario
+def quorum_queue_consumer_sees_a_delivery_count_on_redelivery_only(ctx):
+    q = ctx.queue("q", durable=True, arguments={"x-queue-type": "quorum"})
+    ctx.seed(q, ["a", "b", "c"], headers={"h": 1})
+    ch = ctx.channel()
+    ch.basic_qos(0, 1, False)
+    seen = []
+
+    def on_message(m):
+        d = ctx.msg(m, props=True)
+        seen.append(d)
+        if d["body"] == "a" and not d["redelivered"]:
+            ch.basic_reject(m.delivery_tag, requeue=True)
+        else:
+            ch.basic_ack(m.delivery_tag)
+
+    ch.basic_consume(q, callback=on_message)
+    ctx.wait(lambda: len(seen) >= 4)
+    ctx.settle()
+    ctx.rec("deliveries", _delivery_counts(seen))

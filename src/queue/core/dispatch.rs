@@ -4,6 +4,7 @@
 use warren_amqp::AmqpError;
 
 use super::{ActiveConsumer, ConsumerSpec, Context, Effect, Outstanding, QueueCore};
+use crate::queue::delivery_count::with_delivery_count;
 use crate::queue::ready::Entry;
 use crate::queue::GetReply;
 
@@ -55,7 +56,10 @@ impl QueueCore {
         let entry = self.ready.pop_front()?;
         // Messages behind it that expired leave now, so the count is what remains.
         self.expire(ctx);
-        let message = entry.message().cloned()?;
+        let mut message = entry.message().cloned()?;
+        if self.is_quorum() {
+            message = with_delivery_count(&message, entry.returns);
+        }
         let got = GetReply {
             id: entry.id,
             message,
@@ -91,10 +95,13 @@ impl QueueCore {
                 break;
             };
             // `prepare_head` made the head an unexpired message in memory.
-            let Some(message) = entry.message().cloned() else {
+            let Some(mut message) = entry.message().cloned() else {
                 self.ready.insert_sorted(entry);
                 break;
             };
+            if self.is_quorum() && entry.returns > 0 {
+                message = with_delivery_count(&message, entry.returns);
+            }
             let c = &mut self.consumers[i];
             let no_ack = c.spec.no_ack;
             let consumer = c.spec.id;

@@ -26,6 +26,7 @@ use std::sync::Arc;
 
 use warren_amqp::AmqpError;
 
+use super::args::QueueType;
 use super::dead_letter::Reason;
 use super::dedup::DedupCache;
 use super::log::QueueLog;
@@ -310,6 +311,12 @@ impl QueueCore {
     pub fn recover(&mut self, m: RecoveredEntry, ctx: &impl Context) {
         let entry = self.new_entry(m.slot, m.expiration_ms, m.redelivered, ctx);
         self.ready.push_back(entry);
+    }
+
+    /// Whether the queue has quorum queues' rules: returned messages go to the back, deliveries
+    /// carry `x-delivery-count`.
+    fn is_quorum(&self) -> bool {
+        self.args.queue_type == QueueType::Quorum
     }
 
     pub fn is_deleted(&self) -> bool {

@@ -170,7 +170,12 @@ impl QueueCore {
     pub(super) fn requeue(&mut self, mut ids: Vec<u64>, ctx: &mut impl Context) {
         ids.sort_unstable();
         let limit = self.args.delivery_limit;
-        for id in ids.into_iter().rev() {
+        let to_the_back = self.is_quorum();
+        if !to_the_back {
+            // Back to their original positions, each found from the end.
+            ids.reverse();
+        }
+        for id in ids {
             if let Some(o) = self.outstanding.remove(&id) {
                 self.settled(o.consumer);
                 let mut entry = o.entry;
@@ -180,8 +185,16 @@ impl QueueCore {
                     self.dead_letter(entry, Reason::DeliveryLimit, ctx);
                     continue;
                 }
-                // Back to its original position.
-                self.ready.insert_sorted(entry);
+                if to_the_back {
+                    // A quorum queue's returned message goes behind the others, in delivery
+                    // order, as RabbitMQ's does: a poison message does not block the queue. It
+                    // takes the position there (entries stay in position order).
+                    entry.id = self.next_id;
+                    self.next_id += 1;
+                    self.ready.push_back(entry);
+                } else {
+                    self.ready.insert_sorted(entry);
+                }
             }
         }
         // Requeued messages count towards the length limits too: with drop-head, RabbitMQ drops

@@ -9,6 +9,7 @@ use warren_amqp::protocol::basic::AMQPProperties;
 
 use super::*;
 use crate::message::Message;
+use crate::queue::args::QueueType;
 use crate::queue::{Overflow, QueueArgs};
 
 mod model;
@@ -67,6 +68,8 @@ struct TestCtx {
     channel_credit: HashMap<u64, u32>,
     effects: Vec<String>,
     deliveries: Vec<(u64, String, bool)>,
+    /// The `x-delivery-count` of each delivery.
+    delivery_counts: Vec<Option<i64>>,
     log: MemLog,
 }
 
@@ -100,6 +103,7 @@ impl Context for TestCtx {
         {
             self.deliveries
                 .push((*consumer, body_of(message), *redelivered));
+            self.delivery_counts.push(delivery_count(message));
         }
         self.effects.push(describe(&effect));
     }
@@ -237,6 +241,97 @@ fn requeued_message_goes_back_to_its_place_marked_redelivered() {
     assert_eq!(
         got(q.apply(Command::Get { no_ack: true }, &mut ctx)),
         Some(("a".into(), true, 1))
+    );
+}
+
+/// The `x-delivery-count` header a message carries, if any.
+fn delivery_count(message: &MessageRef) -> Option<i64> {
+    let (_, props) = warren_amqp::protocol::basic::parse_properties(message.properties()).ok()?;
+    match props.headers().as_ref()?.inner().get("x-delivery-count")? {
+        warren_amqp::types::AMQPValue::LongLongInt(n) => Some(*n),
+        other => panic!("x-delivery-count of another type: {other:?}"),
+    }
+}
+
+fn quorum() -> QueueArgs {
+    QueueArgs {
+        queue_type: QueueType::Quorum,
+        ..Default::default()
+    }
+}
+
+#[test]
+fn a_quorum_queue_returns_to_the_back_and_counts_deliveries() {
+    let (mut q, mut ctx) = (queue(quorum()), TestCtx::default());
+    for body in ["a", "b", "c"] {
+        publish(&mut q, &mut ctx, body);
+    }
+    let Outcome::Got(Some(first)) = q.apply(Command::Get { no_ack: false }, &mut ctx) else {
+        panic!("a get answer");
+    };
+    // RabbitMQ's basic.get answers carry the count from the first delivery.
+    assert_eq!(delivery_count(&first.message), Some(0));
+    q.apply(Command::Requeue(vec![first.id]), &mut ctx);
+    let mut order = Vec::new();
+    let mut ids = Vec::new();
+    while let Outcome::Got(Some(g)) = q.apply(Command::Get { no_ack: false }, &mut ctx) {
+        order.push((
+            body_of(&g.message),
+            g.redelivered,
+            delivery_count(&g.message),
+        ));
+        ids.push(g.id);
+    }
+    assert_eq!(
+        order,
+        [
+            ("b".into(), false, Some(0)),
+            ("c".into(), false, Some(0)),
+            ("a".into(), true, Some(1)),
+        ]
+    );
+    // Handed back together (basic.recover): behind, in delivery order, counted again.
+    q.apply(Command::Requeue(ids), &mut ctx);
+    let mut order = Vec::new();
+    while let Outcome::Got(Some(g)) = q.apply(Command::Get { no_ack: true }, &mut ctx) {
+        order.push((body_of(&g.message), delivery_count(&g.message)));
+    }
+    assert_eq!(
+        order,
+        [
+            ("b".into(), Some(1)),
+            ("c".into(), Some(1)),
+            ("a".into(), Some(2)),
+        ]
+    );
+}
+
+#[test]
+fn a_quorum_queue_consumer_sees_the_count_on_redeliveries_only() {
+    let (mut q, mut ctx) = (queue(quorum()), TestCtx::default());
+    publish(&mut q, &mut ctx, "a");
+    publish(&mut q, &mut ctx, "b");
+    q.apply(Command::Consume(consumer(1, 1)), &mut ctx);
+    q.apply(Command::Tick, &mut ctx);
+    q.apply(Command::Requeue(vec![0]), &mut ctx);
+    q.apply(Command::Tick, &mut ctx);
+    q.apply(Command::Ack(vec![1]), &mut ctx);
+    q.apply(Command::Tick, &mut ctx);
+    assert_eq!(
+        ctx.deliveries,
+        [
+            (1, "a".into(), false),
+            (1, "b".into(), false),
+            (1, "a".into(), true)
+        ],
+        "{:?}",
+        ctx.effects
+    );
+    assert_eq!(
+        ctx.delivery_counts,
+        [None, None, Some(1)],
+        "{:?}",
+        ctx.effects
     );
 }
 

@@ -6,6 +6,7 @@ use std::collections::HashSet;
 use proptest::prelude::*;
 
 use super::{consumer, got, message, publish_command, queue, TestCtx};
+use crate::queue::args::QueueType;
 use crate::queue::core::{Command, Outcome};
 use crate::queue::QueueArgs;
 
@@ -118,9 +119,19 @@ impl Model {
     }
 }
 
-fn run_model_and_queue(steps: &[Step]) -> Result<(), TestCaseError> {
+/// `quorum`: the queue has quorum queues' rules, and the model sends a requeued message to the
+/// back (under a new position) instead of back to its place.
+fn run_model_and_queue(steps: &[Step], quorum: bool) -> Result<(), TestCaseError> {
     let mut m = Model::default();
-    let (mut q, mut ctx) = (queue(QueueArgs::default()), TestCtx::default());
+    let args = QueueArgs {
+        queue_type: if quorum {
+            QueueType::Quorum
+        } else {
+            QueueType::Classic
+        },
+        ..QueueArgs::default()
+    };
+    let (mut q, mut ctx) = (queue(args), TestCtx::default());
     for s in steps {
         match s.clone() {
             Step::Publish { ttl } => {
@@ -169,8 +180,13 @@ fn run_model_and_queue(steps: &[Step]) -> Result<(), TestCaseError> {
             }
             Step::Requeue { pick } => {
                 if let Some((id, body, expires, _)) = m.take(pick) {
-                    let at = m.ready.partition_point(|e| e.0 < id);
-                    m.ready.insert(at, (id, body, true, expires));
+                    if quorum {
+                        m.ready.push((m.next_id, body, true, expires));
+                        m.next_id += 1;
+                    } else {
+                        let at = m.ready.partition_point(|e| e.0 < id);
+                        m.ready.insert(at, (id, body, true, expires));
+                    }
                     q.apply(Command::Requeue(vec![id]), &mut ctx);
                 }
             }
@@ -245,7 +261,12 @@ proptest! {
 
     #[test]
     fn the_queue_behaves_as_the_reference_model(steps in proptest::collection::vec(step(), 1..80)) {
-        run_model_and_queue(&steps)?;
+        run_model_and_queue(&steps, false)?;
+    }
+
+    #[test]
+    fn a_quorum_queue_behaves_as_the_reference_model(steps in proptest::collection::vec(step(), 1..80)) {
+        run_model_and_queue(&steps, true)?;
     }
 
     #[test]
