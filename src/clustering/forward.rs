@@ -5,8 +5,10 @@
 //! - Publishes from one peer to one queue go through one worker, in the order they arrived (the
 //!   link hands requests over in order), each message stored when persistent and the queue
 //!   durable, and answered once the queue's log has it.
-//! - A peer's consumers share one relay: deliveries go back in batches, and are counted in
-//!   transit until the peer has taken them (the link's back-pressure reaches the queue).
+//! - A peer's consumers share one relay: deliveries go back in batches, one consumer's a
+//!   request, and count in that consumer's transit credit until the peer answers, which it does
+//!   once the consumer's connection there has room for more: a client there that stops reading
+//!   stops its queue here as a local client would, and holds up no other consumer.
 //! - What a peer holds unsettled (deliveries, gets) is remembered; when its link goes down its
 //!   consumers are cancelled and all of that is requeued, as when a connection closes.
 
@@ -15,7 +17,7 @@ use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
 use tokio::sync::{mpsc, oneshot};
-use warren_cluster::link::{Link, Request};
+use warren_cluster::link::{Link, Request, Response};
 use warren_cluster::node::AppHandler;
 
 use crate::broker::Broker;
@@ -35,6 +37,14 @@ use crate::queue::{
 const RELAY_BATCH: usize = 256;
 const TIMEOUT: Duration = Duration::from_secs(30);
 
+/// A peer's consumer of a queue here, as the relay sees it.
+struct Relayed {
+    /// Its id on the peer.
+    remote_id: u64,
+    /// Its deliveries sent and not yet answered for (the queue's back-pressure).
+    flow: Arc<ConnectionFlow>,
+}
+
 pub struct Forwarding {
     broker: Weak<Broker>,
     link: Link,
@@ -48,14 +58,50 @@ struct Peer {
     publishers: Mutex<HashMap<QueueRef, mpsc::UnboundedSender<PublishWork>>>,
     /// The peer's consumers of queues here: its consumer id → (queue, the id here).
     consumers: Mutex<HashMap<u64, (Arc<QueueHandle>, u64)>>,
-    /// The ids here of the peer's consumers → its own ids.
-    consumer_ids: Mutex<HashMap<u64, u64>>,
+    /// The ids here of the peer's consumers → what the relay needs of them.
+    consumer_ids: Mutex<HashMap<u64, Relayed>>,
     /// Deliveries the peer holds unsettled, by queue.
     unsettled: Mutex<Vec<(Arc<QueueHandle>, HashSet<u64>)>>,
     /// Where queues deliver to the peer's consumers.
     events: mpsc::UnboundedSender<ConnEvent>,
-    flow: Arc<ConnectionFlow>,
     channel_flow: Arc<ChannelFlow>,
+}
+
+/// Deliveries gathered for one relay turn, by consumer.
+#[derive(Default)]
+struct RelayBatches {
+    by_consumer: Vec<RelayBatch>,
+    /// How many, all consumers together.
+    deliveries: usize,
+}
+
+/// One consumer's deliveries (a consumer reads from one queue).
+struct RelayBatch {
+    consumer: u64,
+    flow: Arc<ConnectionFlow>,
+    queue: Arc<QueueHandle>,
+    deliveries: Vec<WireDelivery>,
+}
+
+impl RelayBatches {
+    fn add(
+        &mut self,
+        consumer: u64,
+        flow: Arc<ConnectionFlow>,
+        queue: &Arc<QueueHandle>,
+        delivery: WireDelivery,
+    ) {
+        self.deliveries += 1;
+        match self.by_consumer.iter_mut().find(|b| b.consumer == consumer) {
+            Some(batch) => batch.deliveries.push(delivery),
+            None => self.by_consumer.push(RelayBatch {
+                consumer,
+                flow,
+                queue: queue.clone(),
+                deliveries: vec![delivery],
+            }),
+        }
+    }
 }
 
 /// What a peer's publisher worker for one queue does, in the order it was asked.
@@ -100,7 +146,6 @@ impl Forwarding {
             consumer_ids: Mutex::new(HashMap::new()),
             unsettled: Mutex::new(Vec::new()),
             events,
-            flow: Arc::new(ConnectionFlow::default()),
             channel_flow: Arc::new(ChannelFlow::default()),
         });
         lock(&self.peers).insert(name.to_owned(), peer.clone());
@@ -149,15 +194,16 @@ impl Forwarding {
         mut events: mpsc::UnboundedReceiver<ConnEvent>,
     ) {
         while let Some(first) = events.recv().await {
-            let mut batch = Vec::new();
+            let mut batches = RelayBatches::default();
             let mut next = Some(first);
             while let Some(event) = next.take() {
                 match event {
                     ConnEvent::Deliver(d) => {
-                        let Some(consumer) = lock(&peer.consumer_ids).get(&d.consumer_id).copied()
-                        else {
-                            // Cancelled meanwhile: back to the queue.
-                            peer.flow.drained(1);
+                        let relayed = lock(&peer.consumer_ids)
+                            .get(&d.consumer_id)
+                            .map(|c| (c.remote_id, c.flow.clone()));
+                        let Some((consumer, flow)) = relayed else {
+                            // Cancelled meanwhile: back to the queue (its credit went with it).
                             if !d.no_ack {
                                 d.queue.send_now(QueueCommand::Requeue(vec![d.id]));
                             }
@@ -166,48 +212,73 @@ impl Forwarding {
                         if !d.no_ack {
                             peer.hold(&d.queue, d.id);
                         }
-                        batch.push(WireDelivery {
+                        let delivery = WireDelivery {
                             consumer,
                             id: d.id,
                             redelivered: d.redelivered,
                             message: WireMessage::of(&d.message),
-                        });
+                        };
+                        batches.add(consumer, flow, &d.queue, delivery);
                     }
                     ConnEvent::ConsumerCancelled { consumer_id, .. } => {
                         let consumer = lock(&peer.consumer_ids).remove(&consumer_id);
                         if let Some(consumer) = consumer {
-                            lock(&peer.consumers).remove(&consumer);
-                            self.send(&peer.name, &Forward::Cancelled { consumer })
-                                .await;
+                            lock(&peer.consumers).remove(&consumer.remote_id);
+                            // Its deliveries first: the peer forgets the consumer at the cancel.
+                            self.send_batches(&peer, std::mem::take(&mut batches)).await;
+                            let cancelled = Forward::Cancelled {
+                                consumer: consumer.remote_id,
+                            };
+                            self.send(&peer.name, &cancelled).await;
                         }
                     }
                     ConnEvent::DirectReply { .. } | ConnEvent::Settled { .. } => {}
                 }
-                if batch.len() < RELAY_BATCH {
+                if batches.deliveries < RELAY_BATCH {
                     next = events.try_recv().ok();
                 }
             }
-            if batch.is_empty() {
-                continue;
-            }
-            let n = batch.len() as u32;
-            let sent = match wire::encode(&Forward::Deliver { deliveries: batch }) {
+            self.send_batches(&peer, batches).await;
+        }
+    }
+
+    /// Sends each consumer's batch as one request; its deliveries stay in transit (holding back
+    /// the queue once there are many) until the peer answers, for as long as the link lasts.
+    async fn send_batches(self: &Arc<Self>, peer: &Arc<Peer>, batches: RelayBatches) {
+        for batch in batches.by_consumer {
+            let n = batch.deliveries.len() as u32;
+            let deliver = Forward::Deliver {
+                deliveries: batch.deliveries,
+            };
+            let sent = match wire::encode(&deliver) {
                 Ok(bytes) => self.link.call(&peer.name, Request::App(bytes)).await.ok(),
                 Err(_) => None,
             };
-            let flow = peer.flow.clone();
             let this = self.clone();
             let relayed_to = peer.clone();
             tokio::spawn(async move {
-                let taken = match sent {
-                    Some(call) => call.answer(TIMEOUT).await.is_ok(),
-                    None => false,
+                let answer = match sent {
+                    Some(call) => call.answer_while_connected().await.ok(),
+                    None => None,
                 };
-                flow.drained(n);
-                if !taken {
-                    // Lost on the way: the peer is taken for gone, and everything it held
-                    // (these included) goes back to the queues.
-                    this.peer_lost(&relayed_to);
+                batch.flow.drained(n);
+                let not_taken = match answer {
+                    Some(Response::App(Ok(bytes))) => match wire::decode::<Reply>(&bytes) {
+                        Ok(Reply::Relayed { not_taken }) => not_taken,
+                        // Any other answer (a node of an older version): all taken.
+                        _ => Vec::new(),
+                    },
+                    Some(_) => Vec::new(),
+                    None => {
+                        // Lost on the way: the peer is taken for gone, and everything it held
+                        // (these included) goes back to the queues.
+                        this.peer_lost(&relayed_to);
+                        return;
+                    }
+                };
+                let held = relayed_to.release(&batch.queue, &not_taken);
+                if !held.is_empty() {
+                    batch.queue.send_now(QueueCommand::Requeue(held));
                 }
             });
         }
@@ -316,13 +387,8 @@ impl Forwarding {
         match forward {
             // Handled before (in order); never reaches here.
             Forward::Publish { .. } => Reply::Done,
-            Forward::Deliver { deliveries } => {
-                for (queue, ids) in self.proxies.deliver(deliveries) {
-                    // Their consumer is gone here: back to the home node's queue.
-                    queue.send_now(QueueCommand::Requeue(ids));
-                }
-                Reply::Done
-            }
+            // Handled before (in order); never reaches here.
+            Forward::Deliver { .. } => Reply::Done,
             Forward::Cancelled { consumer } => {
                 self.proxies.cancelled(consumer);
                 Reply::Done
@@ -366,7 +432,7 @@ impl Forwarding {
                 let Some(q) = self.queue(&queue) else {
                     return Reply::Gone;
                 };
-                peer.release(&q, &ids);
+                let _ = peer.release(&q, &ids);
                 q.send_now(match how {
                     Settle::Ack => QueueCommand::Ack(ids),
                     Settle::Reject => QueueCommand::Reject(ids),
@@ -425,7 +491,12 @@ impl Forwarding {
                     return Reply::Gone;
                 };
                 let id = broker.next_id();
-                lock(&peer.consumer_ids).insert(id, consumer);
+                let flow = Arc::new(ConnectionFlow::default());
+                let relayed = Relayed {
+                    remote_id: consumer,
+                    flow: flow.clone(),
+                };
+                lock(&peer.consumer_ids).insert(id, relayed);
                 lock(&peer.consumers).insert(consumer, (q.clone(), id));
                 let spec = ConsumerSpec {
                     id,
@@ -438,7 +509,7 @@ impl Forwarding {
                     channel: 0,
                     tag: Arc::from(""),
                     channel_flow: peer.channel_flow.clone(),
-                    connection_flow: peer.flow.clone(),
+                    connection_flow: flow,
                     events: peer.events.clone(),
                 };
                 let result = q
@@ -484,12 +555,12 @@ impl Peer {
         }
     }
 
-    fn release(&self, queue: &Arc<QueueHandle>, ids: &[u64]) {
+    /// Forgets deliveries settled; gives back those of `ids` that were held.
+    fn release(&self, queue: &Arc<QueueHandle>, ids: &[u64]) -> Vec<u64> {
         let mut unsettled = lock(&self.unsettled);
-        if let Some((_, held)) = unsettled.iter_mut().find(|(q, _)| Arc::ptr_eq(q, queue)) {
-            for id in ids {
-                held.remove(id);
-            }
+        match unsettled.iter_mut().find(|(q, _)| Arc::ptr_eq(q, queue)) {
+            Some((_, held)) => ids.iter().copied().filter(|id| held.remove(id)).collect(),
+            None => Vec::new(),
         }
     }
 }
@@ -515,6 +586,12 @@ impl AppHandler for ForwardingHandler {
             Forward::Sync { queue } => {
                 let (answer, answered) = oneshot::channel();
                 (PublishWork::Sync(answer), queue, answered)
+            }
+            Forward::Deliver { deliveries } => {
+                // Handed to the connections here, in the order the batches came; answered when
+                // they have room for more.
+                let handed = self.0.proxies.deliver(deliveries);
+                return Box::pin(async move { wire::encode(&handed.answer().await) });
             }
             forward => {
                 let this = self.0.clone();

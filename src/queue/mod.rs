@@ -197,6 +197,9 @@ pub struct ConnectionFlow {
     pub in_transit: AtomicU32,
     /// Queues that found the connection full; resumed when it drains.
     pub waiting: Mutex<Vec<Arc<QueueHandle>>>,
+    /// Woken with the waiting queues: relayed deliveries from another node wait here
+    /// ([`ConnectionFlow::until_room`]).
+    room: tokio::sync::Notify,
 }
 
 impl ConnectionFlow {
@@ -213,6 +216,20 @@ impl ConnectionFlow {
             for q in waiting {
                 q.resume();
             }
+            self.room.notify_waiters();
+        }
+    }
+
+    /// Resolves once the connection has room for more deliveries: at once if it has, else
+    /// when it has drained to half its credit (as queues are resumed).
+    pub async fn until_room(&self) {
+        loop {
+            // Registered before the check, so a drain between the two is not missed.
+            let drained = self.room.notified();
+            if self.has_room() {
+                return;
+            }
+            drained.await;
         }
     }
 

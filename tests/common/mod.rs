@@ -1819,6 +1819,21 @@ pub async fn assert_alive(addr: SocketAddr) {
     r.close().await;
 }
 
+/// A distinct body for message `i`, padded to `size`: [`body_number`] reads `i` back.
+pub fn numbered_body(i: usize, size: usize) -> Vec<u8> {
+    let mut b = format!("m{i:07}-").into_bytes();
+    b.resize(size.max(b.len()), b'x');
+    b
+}
+
+/// The number of a [`numbered_body`].
+pub fn body_number(body: &[u8]) -> usize {
+    body.get(1..8)
+        .and_then(|digits| std::str::from_utf8(digits).ok())
+        .and_then(|s| s.parse().ok())
+        .expect("a numbered body")
+}
+
 /// A unique name for a test's queues and exchanges.
 pub fn name(prefix: &str) -> String {
     static N: AtomicU32 = AtomicU32::new(0);

@@ -21,20 +21,6 @@ use warren_amqp::types::{AMQPValue, FieldTable, LongString};
 /// How long the broker may take to hand back what a vanished client held.
 const SETTLE: Duration = Duration::from_secs(30);
 
-/// A distinct body for message `i`, padded to `size`.
-fn body(i: usize, size: usize) -> Vec<u8> {
-    let mut b = format!("m{i:07}-").into_bytes();
-    b.resize(size.max(b.len()), b'x');
-    b
-}
-
-fn id_of(body: &[u8]) -> usize {
-    std::str::from_utf8(&body[1..8])
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .expect("message id")
-}
-
 /// The kinds of queue a vanishing consumer is tried on.
 #[derive(Debug, Clone, Copy)]
 enum Kind {
@@ -76,7 +62,7 @@ async fn fill_kind(addr: SocketAddr, q: &str, n: usize, size: usize, kind: Kind)
         "{ok:?}"
     );
     for i in 0..n {
-        let b = body(i, size);
+        let b = numbered_body(i, size);
         match kind {
             Kind::Transient => r.publish(1, "", q, &b).await,
             Kind::DurablePaged => r.publish_persistent(1, q, &b).await,
@@ -130,7 +116,7 @@ async fn drain_exactly(r: &mut Raw, q: &str, n: usize) -> usize {
     let mut seen = HashSet::new();
     let mut redelivered = 0;
     while let Some(m) = r.get(1, q, true).await {
-        let id = id_of(&m.body);
+        let id = body_number(&m.body);
         assert!(seen.insert(id), "message {id} twice");
         redelivered += usize::from(m.redelivered());
     }
@@ -460,7 +446,8 @@ async fn exchange_declare_storm_on_a_vanishing_connection_leaves_the_broker_serv
         )
         .await;
         for i in 0..50 {
-            r.publish(1, "", &q, &body(published + i, 16)).await;
+            r.publish(1, "", &q, &numbered_body(published + i, 16))
+                .await;
         }
         r.ping(1).await;
         published += 50;
@@ -669,13 +656,15 @@ async fn direct_replies_to_a_requester_that_is_not_reading_arrive_in_order_later
     assert!(address.starts_with("amq.rabbitmq.reply-to."), "{address}");
     const REPLIES: usize = 10_000;
     for i in 0..REPLIES {
-        responder.publish(1, "", &address, &body(i, 2048)).await;
+        responder
+            .publish(1, "", &address, &numbered_body(i, 2048))
+            .await;
     }
     responder.ping(1).await;
     assert_alive(b.addr).await;
     for i in 0..REPLIES {
         let m = requester.expect_deliver().await;
-        assert_eq!(id_of(&m.body), i, "replies out of order");
+        assert_eq!(body_number(&m.body), i, "replies out of order");
     }
     requester.close().await;
     responder.close().await;

@@ -6,7 +6,11 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-use crate::common::{http_json, ChildBroker};
+use crate::common::{
+    body_bytes, body_number, header_bytes, http_json, numbered_body, publish_bytes, ChildBroker,
+    Handshake, In, QOpts, Raw,
+};
+use warren_amqp::protocol::AMQPClass;
 
 const SECRET: &str = "integration-test-cookie";
 /// How long a cluster may take to form (or catch up) with debug builds on a busy 2-core machine.
@@ -323,20 +327,24 @@ async fn three_formed() -> (Cluster, ChildBroker, ChildBroker, ChildBroker) {
     (cluster, n1, n2, n3)
 }
 
+/// A consumer of `queue` on `ch`, manual acks.
+async fn consume(ch: &lapin::Channel, queue: &str, tag: &str) -> lapin::Consumer {
+    ch.basic_consume(
+        queue.into(),
+        tag.into(),
+        Default::default(),
+        Default::default(),
+    )
+    .await
+    .expect("consume")
+}
+
 /// A consumer (with prefetch `n`) that has taken `n` deliveries and acks none of them.
 async fn take_unacked(conn: &lapin::Connection, queue: &str, tag: &str, n: u16) -> lapin::Consumer {
     use futures::StreamExt;
     let ch = crate::common::lapin_channel(conn).await;
     ch.basic_qos(n, Default::default()).await.expect("qos");
-    let mut consumer = ch
-        .basic_consume(
-            queue.into(),
-            tag.into(),
-            Default::default(),
-            Default::default(),
-        )
-        .await
-        .expect("consume");
+    let mut consumer = consume(&ch, queue, tag).await;
     for _ in 0..n {
         crate::common::within_long("a delivery", consumer.next())
             .await
@@ -344,6 +352,28 @@ async fn take_unacked(conn: &lapin::Connection, queue: &str, tag: &str, n: u16) 
             .expect("delivery");
     }
     consumer
+}
+
+/// A consumer of `queue` on `ch` that has taken `n` deliveries and acked each: their bodies,
+/// each delivered once.
+async fn consume_acking(
+    ch: &lapin::Channel,
+    queue: &str,
+    tag: &str,
+    n: usize,
+) -> (lapin::Consumer, std::collections::BTreeSet<Vec<u8>>) {
+    use futures::StreamExt;
+    let mut consumer = consume(ch, queue, tag).await;
+    let mut seen = std::collections::BTreeSet::new();
+    while seen.len() < n {
+        let d = crate::common::within_long("a delivery", consumer.next())
+            .await
+            .expect("consumer ended")
+            .expect("delivery");
+        assert!(seen.insert(d.data.clone()), "delivered twice");
+        d.ack(Default::default()).await.expect("ack");
+    }
+    (consumer, seen)
 }
 
 async fn formed(cluster: &Cluster, nodes: &[&ChildBroker]) {
@@ -389,6 +419,17 @@ async fn publish_confirmed(
     assert!(confirmation.is_ack(), "nacked: {confirmation:?}");
 }
 
+/// Declares durable `queue` on `node` (its home).
+async fn declare_durable(node: &ChildBroker, queue: &str) {
+    let conn = node.connect().await;
+    crate::common::lapin_channel(&conn)
+        .await
+        .queue_declare(queue.into(), durable(), Default::default())
+        .await
+        .expect("declare");
+    let _ = conn.close(200, "bye".into()).await;
+}
+
 fn durable() -> lapin::options::QueueDeclareOptions {
     lapin::options::QueueDeclareOptions {
         durable: true,
@@ -401,7 +442,6 @@ fn durable() -> lapin::options::QueueDeclareOptions {
 /// agree on every node, and a get and a purge work from afar.
 #[tokio::test]
 async fn a_queue_on_one_node_is_published_to_and_consumed_from_the_others() {
-    use futures::StreamExt;
     use lapin::options::*;
     let (_cluster, n1, n2, n3) = three_formed().await;
     let (c1, c2, c3) = (n1.connect().await, n2.connect().await, n3.connect().await);
@@ -462,28 +502,8 @@ async fn a_queue_on_one_node_is_published_to_and_consumed_from_the_others() {
     assert_eq!(got.delivery.data, b"direct 0");
     got.delivery.ack(Default::default()).await.expect("ack");
 
-    let mut consumer = ch3
-        .basic_consume(
-            "orders".into(),
-            "c3".into(),
-            BasicConsumeOptions::default(),
-            Default::default(),
-        )
-        .await
-        .expect("consume on n3");
-    let mut seen = std::collections::BTreeSet::new();
-    while seen.len() < 99 {
-        let d = crate::common::within_long("a delivery", consumer.next())
-            .await
-            .expect("consumer ended")
-            .expect("delivery");
-        assert!(
-            seen.insert(String::from_utf8(d.data.clone()).unwrap()),
-            "delivered twice"
-        );
-        d.ack(Default::default()).await.expect("ack");
-    }
-    assert!(!seen.contains("direct 0"));
+    let (_consumer, seen) = consume_acking(&ch3, "orders", "c3", 99).await;
+    assert!(!seen.contains(b"direct 0".as_slice()));
     // Everything settled: nothing left anywhere, and the consumer counts where the queue is.
     eventually_async(|| async { passive(&c1, "orders").await.ok() }, Some((0, 1))).await;
     // A purge from n2 of what n2 publishes next.
@@ -867,12 +887,7 @@ async fn a_consumer_node_killed_gives_its_unacked_deliveries_back() {
 #[tokio::test]
 async fn a_transaction_commits_to_a_queue_on_another_node_durably() {
     let (cluster, n1, n2, n3) = three_formed().await;
-    let c1 = n1.connect().await;
-    crate::common::lapin_channel(&c1)
-        .await
-        .queue_declare("ledger".into(), durable(), Default::default())
-        .await
-        .expect("declare on n1");
+    declare_durable(&n1, "ledger").await;
     let c2 = n2.connect().await;
     let ch = crate::common::lapin_channel(&c2).await;
     ch.tx_select().await.expect("tx.select");
@@ -905,7 +920,6 @@ async fn a_transaction_commits_to_a_queue_on_another_node_durably() {
 /// twice to the live one.
 #[tokio::test]
 async fn a_frozen_consumer_node_gives_its_unacked_deliveries_back() {
-    use futures::StreamExt;
     let (_cluster, n1, n2, n3) = three_formed().await;
     let c1 = n1.connect().await;
     let ch1 = confirm_channel(&c1).await;
@@ -921,28 +935,330 @@ async fn a_frozen_consumer_node_gives_its_unacked_deliveries_back() {
     // n2 drains the queue: the 40 never delivered, then the 20 n3 held, once n1 gives up on it.
     let c2 = n2.connect().await;
     let ch2 = crate::common::lapin_channel(&c2).await;
-    let mut live = ch2
-        .basic_consume(
-            "work".into(),
-            "live".into(),
-            Default::default(),
-            Default::default(),
-        )
-        .await
-        .expect("consume on n2");
-    let mut seen = std::collections::BTreeSet::new();
-    while seen.len() < 60 {
-        let d = crate::common::within_long("a delivery", live.next())
-            .await
-            .expect("stream")
-            .expect("delivery");
-        assert!(
-            seen.insert(d.data.clone()),
-            "delivered twice to the live consumer"
-        );
-        d.ack(Default::default()).await.expect("ack");
-    }
+    let (_live, _) = consume_acking(&ch2, "work", "live", 60).await;
     n3.signal("CONT");
     eventually_async(|| async { passive(&c1, "work").await.ok() }, Some((0, 1))).await;
     drop(c3);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Hostile clients and sockets against a cluster: every message accounted for (published =
+// consumed + still queued), the cluster and other clients unaffected.
+
+fn amqp_addr(node: &ChildBroker) -> std::net::SocketAddr {
+    ([127, 0, 0, 1], node.port).into()
+}
+
+/// (ready, unacked, consumers) of `queue` in vhost `/`, as `node`'s management API reports them.
+fn queue_counts(node: &ChildBroker, queue: &str) -> (u64, u64, u64) {
+    let (status, q) = api(node, "GET", &format!("/api/queues/%2f/{queue}"), None);
+    assert_eq!(status, 200, "{q}");
+    let count = |field: &str| {
+        q[field]
+            .as_u64()
+            .unwrap_or_else(|| panic!("{field} in {q}"))
+    };
+    (
+        count("messages_ready"),
+        count("messages_unacknowledged"),
+        count("consumers"),
+    )
+}
+
+/// A raw client on `node` whose socket is reset (SO_LINGER 0) when dropped, as when its process
+/// is killed.
+async fn resetting_client(node: &ChildBroker) -> Raw {
+    let stream = tokio::net::TcpStream::connect(amqp_addr(node))
+        .await
+        .expect("connect");
+    #[allow(deprecated)] // a blocking close is what we want here: RST at once
+    stream.set_linger(Some(Duration::ZERO)).expect("linger");
+    let _ = stream.set_nodelay(true);
+    Raw::over(stream).open_as(Handshake::default()).await
+}
+
+/// Publishes messages `0..n` of `size` bytes to `queue` (declared on `node`, not durable) from a
+/// raw client, and waits until the queue holds them all.
+async fn fill(node: &ChildBroker, queue: &str, n: usize, size: usize) {
+    let mut publisher = Raw::open(amqp_addr(node)).await;
+    publisher.open_channel(1).await;
+    publisher.declare(1, queue, QOpts::default()).await;
+    for i in 0..n {
+        publisher
+            .publish(1, "", queue, &numbered_body(i, size))
+            .await;
+    }
+    eventually(
+        "the queue holds every message published",
+        || queue_counts(node, queue),
+        |&(ready, _, _)| ready == n as u64,
+    );
+    publisher.close().await;
+}
+
+/// Checks that `drained` holds each of `expected` exactly once and nothing else; gives the
+/// numbers of those flagged redelivered.
+fn exactly_once(
+    drained: &[(Vec<u8>, bool)],
+    expected: impl IntoIterator<Item = usize>,
+) -> std::collections::BTreeSet<usize> {
+    let mut seen = std::collections::BTreeSet::new();
+    let mut redelivered = std::collections::BTreeSet::new();
+    for (body, flagged) in drained {
+        let n = body_number(body);
+        assert!(seen.insert(n), "message {n} twice");
+        if *flagged {
+            redelivered.insert(n);
+        }
+    }
+    let expected: std::collections::BTreeSet<usize> = expected.into_iter().collect();
+    let lost: Vec<_> = expected.difference(&seen).take(10).collect();
+    let unexpected: Vec<_> = seen.difference(&expected).take(10).collect();
+    assert!(
+        lost.is_empty() && unexpected.is_empty(),
+        "lost (first ten) {lost:?}, unexpected {unexpected:?}, of {} expected",
+        expected.len()
+    );
+    redelivered
+}
+
+/// Publishes 20 confirmed messages to a new queue on `home` through `via` and consumes them there
+/// with acks: the path through the cluster link still works.
+async fn cross_node_round_trip(home: &ChildBroker, via: &ChildBroker, queue: &str) {
+    let home_conn = home.connect().await;
+    crate::common::lapin_channel(&home_conn)
+        .await
+        .queue_declare(queue.into(), Default::default(), Default::default())
+        .await
+        .expect("declare on the home node");
+    let conn = via.connect().await;
+    let ch = confirm_channel(&conn).await;
+    for i in 0..20 {
+        publish_confirmed(&ch, "", queue, &numbered_body(i, 64), false).await;
+    }
+    let (_consumer, seen) = consume_acking(&ch, queue, "round-trip", 20).await;
+    let numbers: Vec<usize> = seen.iter().map(|b| body_number(b)).collect();
+    assert_eq!(numbers, (0..20).collect::<Vec<_>>());
+    let _ = conn.close(200, "bye".into()).await;
+    let _ = home_conn.close(200, "bye".into()).await;
+}
+
+/// A thousand sockets on a node's cluster port that never get through the handshake (silent,
+/// half a hello, bytes that are no handshake message, a 4 GiB length): the node's links to its
+/// peers stay up, messages still cross nodes, its memory barely moves, and it closes every one
+/// of them within the handshake timeout.
+#[tokio::test]
+async fn a_flood_on_the_cluster_port_leaves_the_cluster_serving() {
+    let (cluster, n1, n2, n3) = three_formed().await;
+    let memory_before = n1.rss();
+    let port = cluster.cluster_ports[0];
+    let mut flood = Vec::new();
+    for i in 0..1000 {
+        let socket = tokio::net::TcpStream::connect(("127.0.0.1", port))
+            .await
+            .expect("connect to the cluster port");
+        let mut s = Raw::over(socket);
+        let bytes: &[u8] = match i % 4 {
+            0 => &[],
+            1 => &[0, 0, 0, 200, 0, 1, b'n'],
+            2 => &[0, 0, 0, 5, 0xff, 0xff, 0xff, 0xff, 0xff],
+            _ => &[0xff, 0xff, 0xff, 0xff],
+        };
+        // The node may already have closed it (beyond its handshake cap).
+        let _ = s.try_send(bytes).await;
+        flood.push(s);
+    }
+    for node in [&n1, &n2, &n3] {
+        assert_eq!(nodes(node), all_running(&["n1", "n2", "n3"]));
+    }
+    cross_node_round_trip(&n1, &n2, "after-flood").await;
+    let grown = n1.rss().saturating_sub(memory_before);
+    assert!(grown < 32 << 20, "n1 grew by {} MiB", grown >> 20);
+    let closed = futures::future::join_all(
+        flood
+            .iter_mut()
+            .map(|s| s.read_raw(usize::MAX, Duration::from_secs(20))),
+    )
+    .await;
+    let open = closed.iter().filter(|(_, closed)| !*closed).count();
+    assert_eq!(open, 0, "sockets still open after the handshake timeout");
+    for node in [&n1, &n2, &n3] {
+        assert_eq!(nodes(node), all_running(&["n1", "n2", "n3"]));
+    }
+}
+
+/// How many deliveries the consumer that stops reading takes before it stops.
+const TAKEN: usize = 10;
+
+/// Waits until `queue`'s counts on `node` stay the same for a second: what a stuck consumer holds
+/// once the broker stops sending it more.
+fn settled_counts(node: &ChildBroker, queue: &str) -> (u64, u64, u64) {
+    let mut last = queue_counts(node, queue);
+    let deadline = Instant::now() + FORM;
+    loop {
+        std::thread::sleep(Duration::from_secs(1));
+        let now = queue_counts(node, queue);
+        if now == last || Instant::now() > deadline {
+            return now;
+        }
+        last = now;
+    }
+}
+
+/// A consumer on n2 without a prefetch limit stops reading its socket while the queue on n1
+/// holds 120 MB: n2 takes a fixed part of it (what a client on n1 would pin in its connection's
+/// buffers, and the home node's credit for the consumer), not the whole queue; other clients are
+/// served through n2 meanwhile; once the stuck client is gone every message is back on n1 and a
+/// second consumer gets each exactly once.
+#[tokio::test]
+async fn a_consumer_on_another_node_that_stops_reading_holds_a_bounded_backlog() {
+    const N: usize = 30_000;
+    const SIZE: usize = 4096;
+    let (_cluster, n1, n2, _n3) = three_formed().await;
+    fill(&n1, "flood", N, SIZE).await;
+    let memory_before = n2.rss();
+    let mut stuck = resetting_client(&n2).await;
+    stuck.open_channel(1).await;
+    stuck.consume(1, "flood", "stuck", false, false).await;
+    for _ in 0..TAKEN {
+        stuck.expect_deliver().await;
+    }
+    // It reads no more: what n2 holds for it stops growing well short of the queue (about
+    // 9000 messages, 7000 of them in its connection's buffers and socket).
+    let (ready, unacked, _) = settled_counts(&n1, "flood");
+    assert_eq!(ready + unacked, N as u64);
+    let grown = n2.rss().saturating_sub(memory_before);
+    assert!(
+        unacked <= N as u64 / 2 && grown < (N * SIZE) as u64 * 2 / 3,
+        "n2 took {unacked} of {N} messages for a client that reads nothing, and grew by {} MiB",
+        grown >> 20
+    );
+    // Other clients are served through n2 meanwhile.
+    cross_node_round_trip(&n1, &n2, "beside-the-stuck-one").await;
+    // The stuck client vanishes: everything it held is back on n1.
+    drop(stuck);
+    eventually(
+        "every message back in the queue",
+        || queue_counts(&n1, "flood"),
+        |&c| c == (N as u64, 0, 0),
+    );
+    let drained = n2.drain("flood").await;
+    let redelivered = exactly_once(&drained, 0..N);
+    assert!(
+        (0..TAKEN).all(|i| redelivered.contains(&i)),
+        "the {TAKEN} the client saw come back redelivered"
+    );
+}
+
+/// A consumer on n3 with manual acks takes 100 deliveries of a queue on n1, acks 30, and its
+/// connection is reset: the 30 are gone, the other 70 it saw come back flagged redelivered,
+/// and the queue holds every other message exactly once.
+#[tokio::test]
+async fn a_consumer_reset_on_another_node_gives_back_what_it_held() {
+    const N: usize = 2_000;
+    const SEEN: usize = 100;
+    const ACKED: usize = 30;
+    let (_cluster, n1, _n2, n3) = three_formed().await;
+    fill(&n1, "reset", N, 512).await;
+    let mut consumer = resetting_client(&n3).await;
+    consumer.open_channel(1).await;
+    consumer.qos(1, 200, false).await;
+    consumer
+        .consume(1, "reset", "resetting", false, false)
+        .await;
+    let mut seen = Vec::new();
+    for _ in 0..SEEN {
+        let m = consumer.expect_deliver().await;
+        seen.push((m.delivery_tag(), body_number(&m.body)));
+    }
+    let (last_acked_tag, _) = seen[ACKED - 1];
+    consumer.ack(1, last_acked_tag, true).await;
+    // The ack reaches n1 before the reset (more deliveries follow it, unread).
+    eventually(
+        "the acks reach the queue",
+        || queue_counts(&n1, "reset"),
+        |&(ready, unacked, _)| ready + unacked == (N - ACKED) as u64,
+    );
+    drop(consumer);
+    eventually(
+        "everything it held back in the queue",
+        || queue_counts(&n1, "reset"),
+        |&c| c == ((N - ACKED) as u64, 0, 0),
+    );
+    let acked: std::collections::BTreeSet<usize> = seen[..ACKED].iter().map(|&(_, n)| n).collect();
+    let drained = n1.drain("reset").await;
+    let redelivered = exactly_once(&drained, (0..N).filter(|n| !acked.contains(n)));
+    for &(_, n) in &seen[ACKED..] {
+        assert!(
+            redelivered.contains(&n),
+            "message {n} not flagged redelivered"
+        );
+    }
+}
+
+/// A publisher with confirms on n2 to a durable queue on n1 sends a burst, and vanishes (reset)
+/// in the middle of a message: every message confirmed to it is in the queue once, the others
+/// at most once, the half-sent one nowhere, and the queue takes and delivers new messages.
+#[tokio::test]
+async fn a_publisher_that_vanishes_mid_message_on_another_node_loses_no_confirmed_message() {
+    use warren_amqp::protocol::basic;
+    const N: usize = 1_000;
+    const HALF_SENT: usize = 9_999_999;
+    let (_cluster, n1, n2, _n3) = three_formed().await;
+    declare_durable(&n1, "ledger").await;
+    let mut publisher = resetting_client(&n2).await;
+    publisher.open_channel(1).await;
+    publisher.confirm_select(1).await;
+    for i in 0..N {
+        publisher
+            .publish_persistent(1, "ledger", &numbered_body(i, 256))
+            .await;
+    }
+    // Confirms for at least half of them (tag i + 1 is message i).
+    let mut confirmed = std::collections::BTreeSet::new();
+    while confirmed.len() < N / 2 {
+        match publisher.recv().await {
+            In::Method(1, AMQPClass::Basic(basic::AMQPMethod::Ack(ack))) => {
+                let tag = ack.delivery_tag as usize;
+                match ack.multiple {
+                    true => confirmed.extend(0..tag),
+                    false => {
+                        confirmed.insert(tag - 1);
+                    }
+                }
+            }
+            other => panic!("expected basic.ack, got {other:?}"),
+        }
+    }
+    // Then the method, the header and half the body of one more, and the socket is reset.
+    let body = numbered_body(HALF_SENT, 256);
+    let mut half = publish_bytes(1, "", "ledger");
+    half.extend(header_bytes(1, body.len() as u64));
+    half.extend(body_bytes(1, &body)[..body.len() / 2].iter());
+    publisher.send(&half).await;
+    drop(publisher);
+    // The queue goes on: a message published after, through n2, confirmed and last in line.
+    let c2 = n2.connect().await;
+    let ch2 = confirm_channel(&c2).await;
+    publish_confirmed(&ch2, "", "ledger", &numbered_body(N, 256), true).await;
+    let drained = n1.drain("ledger").await;
+    let numbers: Vec<usize> = drained.iter().map(|(b, _)| body_number(b)).collect();
+    assert_eq!(numbers.last(), Some(&N), "the later message is not last");
+    let unconfirmed_arrived: Vec<usize> = numbers
+        .iter()
+        .copied()
+        .filter(|n| !confirmed.contains(n) && *n < N)
+        .collect();
+    exactly_once(
+        &drained,
+        confirmed
+            .iter()
+            .copied()
+            .chain(unconfirmed_arrived)
+            .chain([N]),
+    );
+    assert!(
+        !numbers.contains(&HALF_SENT),
+        "the half-sent message arrived"
+    );
 }

@@ -10,11 +10,15 @@
 //! - A dead peer is noticed within seconds: each side sends a ping when it has sent nothing for
 //!   [`LinkConfig::heartbeat`], and a side that hears nothing for [`LinkConfig::dead_after`]
 //!   closes the connection, which fails every request waiting on it.
-//! - Only nodes that know the cluster's secret get past the handshake (`handshake.rs`).
+//! - Only nodes that know the cluster's secret get past the handshake (`handshake.rs`), and at
+//!   most [`LinkConfig::max_handshakes`] sockets are in it at once: a flood of sockets that
+//!   never finish it (each dropped after [`handshake::TIMEOUT`]) costs a bounded number of tasks
+//!   and buffers, and connections already made carry on.
 
 mod connection;
 pub mod frame;
 pub mod handshake;
+mod throttle;
 pub mod tls;
 
 use std::collections::HashMap;
@@ -27,12 +31,13 @@ use std::time::Duration;
 use thiserror::Error;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{oneshot, watch};
+use tokio::sync::{oneshot, watch, OwnedSemaphorePermit, Semaphore};
 use tokio_rustls::{TlsAcceptor, TlsConnector};
 
 pub use frame::{GroupId, ProposeRefused, RaftReply, RaftRpc, Request, Response};
 
 use connection::Connection;
+use throttle::LogThrottle;
 
 #[derive(Debug, Error)]
 pub enum LinkError {
@@ -64,6 +69,11 @@ pub enum LinkError {
 
 /// How long a request waits for a connection to its peer before it is reported as not connected.
 const CONNECT_WAIT: Duration = Duration::from_millis(500);
+/// Sockets in the handshake at once, by default. A cluster's own nodes need one each when they
+/// (re)connect; the rest of the room absorbs scanners and health checks.
+pub const MAX_HANDSHAKES: usize = 64;
+/// A kind of trouble that a flood could repeat many times a second is logged at most this often.
+const LOG_EVERY: Duration = Duration::from_secs(10);
 
 /// A future a handler answers with.
 pub type Answer = Pin<Box<dyn Future<Output = Response> + Send + 'static>>;
@@ -86,6 +96,9 @@ pub struct LinkConfig {
     pub dead_after: Duration,
     /// TLS on every connection (both ways: a peer's certificate is checked as a server's).
     pub tls: Option<LinkTls>,
+    /// Accepted sockets in the handshake (TLS included) at once; one accepted beyond that is
+    /// closed at once (its node, if it is one, calls again within a second).
+    pub max_handshakes: usize,
 }
 
 /// The link's TLS: what accepts peers' connections and what calls them.
@@ -109,6 +122,7 @@ impl LinkConfig {
             heartbeat: Duration::from_secs(1),
             dead_after: Duration::from_secs(4),
             tls: None,
+            max_handshakes: MAX_HANDSHAKES,
         }
     }
 }
@@ -141,6 +155,7 @@ pub(crate) struct Inner {
     peers: Mutex<HashMap<String, PeerState>>,
     next_request: AtomicU64,
     stopped: watch::Sender<bool>,
+    failed_handshakes: LogThrottle,
 }
 
 /// This node's end of the cluster link. Cheap to clone.
@@ -159,6 +174,7 @@ impl Link {
                 peers: Mutex::new(HashMap::new()),
                 next_request: AtomicU64::new(1),
                 stopped: watch::channel(false).0,
+                failed_handshakes: LogThrottle::new(LOG_EVERY),
             }),
         };
         if let Some(listener) = listener {
@@ -307,16 +323,32 @@ impl Link {
 
     async fn accept_loop(self, listener: TcpListener) {
         let mut stopped = self.inner.stopped.subscribe();
+        let handshakes = Arc::new(Semaphore::new(self.inner.config.max_handshakes));
+        let turned_away = LogThrottle::new(LOG_EVERY);
         loop {
             let accepted = tokio::select! {
                 a = listener.accept() => a,
                 _ = stopped.wait_for(|s| *s) => return,
             };
             match accepted {
-                Ok((stream, from)) => {
-                    let link = self.clone();
-                    tokio::spawn(async move { link.accepted(stream, from).await });
-                }
+                Ok((stream, from)) => match handshakes.clone().try_acquire_owned() {
+                    Ok(slot) => {
+                        let link = self.clone();
+                        tokio::spawn(async move { link.accepted(stream, from, slot).await });
+                    }
+                    Err(_) => {
+                        // Closed at once rather than left in the backlog: a node that meant to
+                        // call retries within a second, and the listener keeps draining.
+                        drop(stream);
+                        if let Some(passed_over) = turned_away.tick() {
+                            tracing::warn!(
+                                "cluster link from {from} closed: {} handshakes already under way \
+                                 ({passed_over} more closed likewise since the last report)",
+                                self.inner.config.max_handshakes
+                            );
+                        }
+                    }
+                },
                 Err(e) => {
                     // Out of file descriptors, most likely: pause rather than spin.
                     tracing::warn!("cluster link accept failed: {e}");
@@ -326,7 +358,14 @@ impl Link {
         }
     }
 
-    async fn accepted(self, stream: TcpStream, from: std::net::SocketAddr) {
+    /// Runs an accepted socket's handshake (holding one of the handshake `slot`s meanwhile),
+    /// then its connection.
+    async fn accepted(
+        self,
+        stream: TcpStream,
+        from: std::net::SocketAddr,
+        slot: OwnedSemaphorePermit,
+    ) {
         let config = &self.inner.config;
         let _ = stream.set_nodelay(true);
         let mut stream: BoxStream = match &config.tls {
@@ -336,11 +375,11 @@ impl Link {
                 match tokio::time::timeout(handshake::TIMEOUT, accepting).await {
                     Ok(Ok(s)) => Box::new(s),
                     Ok(Err(e)) => {
-                        tracing::warn!("cluster link from {from} refused: TLS: {e}");
+                        self.handshake_failed(format_args!("refused: TLS: {e}"), from);
                         return;
                     }
                     Err(_) => {
-                        tracing::warn!("cluster link from {from}: TLS handshake timeout");
+                        self.handshake_failed(format_args!("TLS handshake timeout"), from);
                         return;
                     }
                 }
@@ -349,17 +388,30 @@ impl Link {
         let peer = match handshake::accept(&mut stream, &config.secret, &config.name).await {
             Ok(peer) => peer,
             Err(LinkError::Refused(reason)) => {
-                tracing::warn!("cluster link from {from} refused: {reason}");
+                self.handshake_failed(format_args!("refused: {reason}"), from);
                 return;
             }
             Err(e) => {
-                tracing::warn!("cluster link from {from} failed its handshake: {e}");
+                self.handshake_failed(format_args!("failed its handshake: {e}"), from);
                 return;
             }
         };
+        drop(slot);
         // A node that calls is a peer (a node joining with the secret).
         self.add_peer(&peer.name, &peer.addr);
         self.serve(stream, peer.name).await;
+    }
+
+    /// Logs a socket that did not get through the handshake (a node with another secret, or
+    /// silence, garbage, a frame cut short): at most once per [`LOG_EVERY`], since anyone who
+    /// reaches the port can repeat it at will (a misconfigured node, calling every second, is
+    /// still reported).
+    fn handshake_failed(&self, what: std::fmt::Arguments<'_>, from: std::net::SocketAddr) {
+        if let Some(passed_over) = self.inner.failed_handshakes.tick() {
+            tracing::warn!(
+                "cluster link from {from} {what} ({passed_over} more failed since the last report)"
+            );
+        }
     }
 
     async fn dial_loop(self, peer: String) {
@@ -473,6 +525,13 @@ impl Call {
             Ok(Err(_)) => Err(LinkError::Lost(self.peer)),
             Err(_) => Err(LinkError::Timeout(self.peer)),
         }
+    }
+
+    /// Waits for the answer as long as the connection it was sent on lasts (a peer that stops
+    /// answering altogether is taken for dead, which fails the wait): for a request the peer
+    /// answers only when it is ready for more, however long that takes.
+    pub async fn answer_while_connected(self) -> Result<Response, LinkError> {
+        self.answered.await.map_err(|_| LinkError::Lost(self.peer))
     }
 }
 

@@ -23,11 +23,17 @@ impl Handler for Echo {
 }
 
 async fn node(name: &str, secret: &[u8]) -> Link {
+    node_with(name, secret, |_| {}).await
+}
+
+/// A node whose configuration `tweak` changes first.
+async fn node_with(name: &str, secret: &[u8], tweak: impl FnOnce(&mut LinkConfig)) -> Link {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap().to_string();
     let mut config = LinkConfig::new(name, addr, secret.to_vec());
     config.heartbeat = Duration::from_millis(100);
     config.dead_after = Duration::from_millis(500);
+    tweak(&mut config);
     let link = Link::start(config, Some(listener));
     link.set_handler(Arc::new(Echo));
     link
@@ -172,6 +178,132 @@ async fn garbage_from_a_peer_closes_its_connection() {
     use tokio::io::AsyncReadExt;
     while stream.read(&mut buf).await.unwrap_or(0) > 0 {}
     assert_eq!(ask(&a, "b", b"ok ").await.unwrap(), b"ok a");
+}
+
+/// Whether the other end closes `stream` within `limit` (whatever it sends first is read and
+/// passed over).
+async fn closed_within(stream: &mut tokio::net::TcpStream, limit: Duration) -> bool {
+    use tokio::io::AsyncReadExt;
+    let mut buf = [0u8; 256];
+    let deadline = tokio::time::Instant::now() + limit;
+    loop {
+        match tokio::time::timeout_at(deadline, stream.read(&mut buf)).await {
+            Err(_) => return false,
+            Ok(Ok(0)) | Ok(Err(_)) => return true,
+            Ok(Ok(_)) => {}
+        }
+    }
+}
+
+/// A thousand sockets that say nothing: the first `max_handshakes` wait in the handshake, every
+/// other one is closed at once, the connection already made carries on, and once the waiting
+/// ones go their slots serve a node that calls.
+#[tokio::test]
+async fn sockets_beyond_the_handshake_cap_are_closed_at_once_and_peers_carry_on() {
+    const CAP: usize = 4;
+    const FLOOD: usize = 1000;
+    // "a" and "b" sort before "m": they call it, through its capped accept loop.
+    let m = node_with("m", b"s", |c| c.max_handshakes = CAP).await;
+    let a = node("a", b"s").await;
+    meet(&a, &m);
+    assert_eq!(ask(&a, "m", b"before ").await.unwrap(), b"before a");
+    let mut flood = Vec::with_capacity(FLOOD);
+    for _ in 0..FLOOD {
+        flood.push(
+            tokio::net::TcpStream::connect(m.addr())
+                .await
+                .expect("connect"),
+        );
+    }
+    // Well within the handshake timeout: only sockets closed for the cap are closed by then.
+    let closed = futures::future::join_all(
+        flood
+            .iter_mut()
+            .map(|s| closed_within(s, Duration::from_secs(2))),
+    )
+    .await;
+    let waiting: Vec<_> = flood
+        .into_iter()
+        .zip(&closed)
+        .filter(|(_, closed)| !**closed)
+        .map(|(s, _)| s)
+        .collect();
+    assert_eq!(waiting.len(), CAP, "sockets left in the handshake");
+    assert_eq!(ask(&a, "m", b"during ").await.unwrap(), b"during a");
+    assert_eq!(ask(&m, "a", b"back ").await.unwrap(), b"back m");
+    // The waiting ones go: their slots are free again for a node that calls.
+    drop(waiting);
+    let b = node("b", b"s").await;
+    meet(&b, &m);
+    assert_eq!(ask(&b, "m", b"joined ").await.unwrap(), b"joined b");
+}
+
+/// Before the handshake: a length over the handshake's 4 KiB, bytes that are no handshake
+/// message, and a hello for another node are closed at once; half a frame, and silence, at the
+/// handshake timeout. None of it touches the connection already made.
+#[tokio::test]
+async fn garbage_before_the_handshake_is_closed_and_the_node_carries_on() {
+    use tokio::io::AsyncWriteExt;
+    let m = node("m", b"s").await;
+    let a = node("a", b"s").await;
+    meet(&a, &m);
+    assert_eq!(ask(&a, "m", b"before ").await.unwrap(), b"before a");
+    let mut hello_elsewhere = Vec::new();
+    frame::encode(
+        &frame::Handshake::Hello {
+            version: handshake::VERSION,
+            name: "x".into(),
+            addr: "x:1".into(),
+            expects: "not-m".into(),
+            nonce: [0; 32],
+        },
+        &mut hello_elsewhere,
+    )
+    .unwrap();
+    let too_long = (frame::HANDSHAKE_FRAME_MAX + 1).to_be_bytes().to_vec();
+    let at_once: [(&str, Vec<u8>); 4] = [
+        ("a length over the limit", too_long),
+        ("a 4 GiB length", vec![0xff; 4]),
+        (
+            "no handshake message",
+            vec![0, 0, 0, 5, 0xff, 0xff, 0xff, 0xff, 0xff],
+        ),
+        ("a hello for another node", hello_elsewhere.clone()),
+    ];
+    let at_timeout: [(&str, Vec<u8>); 3] = [
+        (
+            "half a hello",
+            hello_elsewhere[..hello_elsewhere.len() / 2].to_vec(),
+        ),
+        ("half a length", vec![0, 0]),
+        ("silence", Vec::new()),
+    ];
+    let mut quick = Vec::new();
+    let mut slow = Vec::new();
+    for (kinds, sockets) in [(&at_once[..], &mut quick), (&at_timeout[..], &mut slow)] {
+        for (what, bytes) in kinds.iter() {
+            let mut s = tokio::net::TcpStream::connect(m.addr())
+                .await
+                .expect("connect");
+            s.write_all(bytes).await.expect("write");
+            sockets.push((*what, s));
+        }
+    }
+    for (what, s) in &mut quick {
+        assert!(
+            closed_within(s, Duration::from_secs(2)).await,
+            "{what}: still open"
+        );
+    }
+    assert_eq!(ask(&a, "m", b"during ").await.unwrap(), b"during a");
+    for (what, s) in &mut slow {
+        let limit = handshake::TIMEOUT + Duration::from_secs(3);
+        assert!(
+            closed_within(s, limit).await,
+            "{what}: open after the handshake timeout"
+        );
+    }
+    assert_eq!(ask(&m, "a", b"after ").await.unwrap(), b"after m");
 }
 
 mod over_tls {

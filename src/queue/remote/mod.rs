@@ -28,8 +28,8 @@ use warren_amqp::AmqpError;
 use warren_cluster::link::{Link, PeerLink, Request, Response};
 
 use super::{
-    ConnEvent, ConsumerOutbox, Delivery, GetReply, PublishConfirm, QueueCommand, QueueHandle,
-    QueueSpec, QueueStats,
+    ConnEvent, ConnectionFlow, ConsumerOutbox, Delivery, GetReply, PublishConfirm, QueueCommand,
+    QueueHandle, QueueSpec, QueueStats,
 };
 use wire::{Forward, QueueRef, Reply, Settle, Taken, WireDelivery, WireMessage};
 
@@ -58,46 +58,45 @@ impl Proxies {
         self.consumers.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Hands relayed deliveries to their consumers' connections; gives back, by queue, the ids of
-    /// those whose consumer is gone (to be requeued at home).
-    pub fn deliver(&self, deliveries: Vec<WireDelivery>) -> Vec<(Arc<QueueHandle>, Vec<u64>)> {
-        let mut orphans: Vec<(Arc<QueueHandle>, Vec<u64>)> = Vec::new();
+    /// Hands relayed deliveries to their consumers' connections, as a local queue does (so they
+    /// count in those connections' in-transit credit).
+    pub fn deliver(&self, deliveries: Vec<WireDelivery>) -> Handed {
+        let mut handed = Handed::default();
         let consumers = self.lock();
         for d in deliveries {
-            let Some(c) = consumers.get(&d.consumer) else {
-                continue;
-            };
-            let Some(queue) = c.queue.upgrade() else {
+            let Some((c, queue)) = consumers
+                .get(&d.consumer)
+                .and_then(|c| Some((c, c.queue.upgrade()?)))
+            else {
+                // Cancelled here while it was on its way: the home node takes it back.
+                handed.not_taken.push(d.id);
                 continue;
             };
             let delivery = Delivery {
                 channel: c.outbox.channel,
                 consumer_id: d.consumer,
                 consumer_tag: c.outbox.tag.clone(),
-                queue: queue.clone(),
+                queue,
                 id: d.id,
                 redelivered: d.redelivered,
                 no_ack: c.no_ack,
                 message: d.message.into_message(),
             };
-            c.outbox
-                .connection_flow
-                .in_transit
-                .fetch_add(1, Ordering::Relaxed);
+            let flow = &c.outbox.connection_flow;
+            flow.in_transit.fetch_add(1, Ordering::Relaxed);
             if c.outbox.events.send(ConnEvent::Deliver(delivery)).is_err() {
-                c.outbox
-                    .connection_flow
-                    .in_transit
-                    .fetch_sub(1, Ordering::Relaxed);
-                if !c.no_ack {
-                    match orphans.iter_mut().find(|(q, _)| Arc::ptr_eq(q, &queue)) {
-                        Some((_, ids)) => ids.push(d.id),
-                        None => orphans.push((queue, vec![d.id])),
-                    }
-                }
+                // Its connection has just closed.
+                flow.in_transit.fetch_sub(1, Ordering::Relaxed);
+                handed.not_taken.push(d.id);
+                continue;
+            }
+            if !handed.connections.iter().any(|(f, _)| Arc::ptr_eq(f, flow)) {
+                handed
+                    .connections
+                    .push((flow.clone(), c.outbox.events.clone()));
             }
         }
-        orphans
+        handed
     }
 
     /// The home node cancelled a consumer (its queue was deleted).
@@ -120,6 +119,33 @@ impl Proxies {
             .collect();
         for id in gone {
             self.cancelled(id);
+        }
+    }
+}
+
+/// What became of a batch of relayed deliveries.
+#[derive(Default)]
+pub struct Handed {
+    /// The ids of those whose consumer (or its connection) had gone here: the home node takes
+    /// them back.
+    not_taken: Vec<u64>,
+    /// The connections that took the others, each with its events (closed when it goes).
+    connections: Vec<(Arc<ConnectionFlow>, mpsc::UnboundedSender<ConnEvent>)>,
+}
+
+impl Handed {
+    /// The answer to the home node, once every connection that took deliveries has room for
+    /// more (or has closed): the home node counts relayed deliveries in transit until then, so
+    /// it sends a client that stopped reading no more than a local queue would.
+    pub async fn answer(self) -> Reply {
+        for (flow, events) in self.connections {
+            tokio::select! {
+                _ = flow.until_room() => {}
+                _ = events.closed() => {}
+            }
+        }
+        Reply::Relayed {
+            not_taken: self.not_taken,
         }
     }
 }

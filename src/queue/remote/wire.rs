@@ -154,6 +154,12 @@ pub enum Reply {
     Refused(WireError),
     /// The queue is not there (any more).
     Gone,
+    /// [`Forward::Deliver`]'s answer, once the connections that took the deliveries have room
+    /// for more: the ids of those not taken (their consumer or its connection had gone), for
+    /// the home node to requeue.
+    Relayed {
+        not_taken: Vec<u64>,
+    },
 }
 
 #[derive(Debug, Serialize, Deserialize)]
