@@ -20,6 +20,7 @@ pub mod definitions;
 pub mod forward;
 pub mod metadata;
 pub mod settings;
+pub mod state;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -63,6 +64,17 @@ pub enum ClusterStartError {
     Group(#[from] ClusterError),
     #[error(transparent)]
     Tls(#[from] warren_cluster::link::tls::LinkTlsError),
+}
+
+/// The metadata log on this node, as `/api/nodes` shows it for the node itself: its entries run
+/// from `first_index` to `last_index`; those before went into the snapshot.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct MetadataLog {
+    pub first_index: u64,
+    pub last_index: u64,
+    pub entries: u64,
+    /// The last entry the snapshot holds.
+    pub snapshot_index: Option<u64>,
 }
 
 pub struct Clustering {
@@ -168,11 +180,10 @@ impl Connected {
             &broker.config.data_dir.join("cluster").join(METADATA),
             applier.clone(),
             &members,
-            // The metadata's snapshot holds the cluster's name but not yet the vhosts'
-            // definitions, which the applier hands to the vhosts: the log is kept whole and
-            // replayed at every start until it does.
+            // The snapshot holds everything the entries did (`state`): the log is compacted
+            // behind it, and a start installs it, then replays what follows.
             Timing {
-                snapshot_every: None,
+                snapshot_every: Some(self.settings.snapshot_every),
                 ..Timing::default()
             },
         )
@@ -235,6 +246,22 @@ impl Clustering {
         });
     }
 
+    /// The metadata log's span on this node.
+    pub fn metadata_log(&self) -> MetadataLog {
+        let log = self.metadata.group().log_figures();
+        let first_index = log.purged.map_or(0, |purged| purged + 1);
+        let last_index = log.last.unwrap_or(0);
+        let entries = log
+            .last
+            .map_or(0, |last| (last + 1).saturating_sub(first_index));
+        MetadataLog {
+            first_index,
+            last_index,
+            entries,
+            snapshot_index: log.snapshot,
+        }
+    }
+
     /// This node's name.
     pub fn name(&self) -> &str {
         &self.settings.name
@@ -279,7 +306,7 @@ impl Clustering {
     /// The cluster's name: the one set, else the name of its first seed node (RabbitMQ names a
     /// cluster after the node that formed it).
     pub fn cluster_name(&self) -> String {
-        if let Some(name) = self.metadata.state().cluster_name {
+        if let Some(name) = self.metadata.cluster_name() {
             return name;
         }
         let mut names: Vec<&str> = self
