@@ -3,15 +3,17 @@
 //! asks of them.
 //!
 //! - `settings.rs`: the cluster flags, checked.
-//! - `metadata.rs`: the metadata group's state on this node, and changing it.
+//! - `metadata.rs`: the metadata group's applier on this node, and changing the metadata.
+//! - `state/`: what the metadata log adds up to, as one pure value (the group's snapshot), and
+//!   the diff that brings the broker from one such value to another (installing a snapshot).
 //! - `definitions.rs`: the vhosts' definition log of a cluster member (the metadata group).
 //! - `forward.rs`: what this node does for other nodes' proxies of its queues, and with the
 //!   deliveries they relay to its own proxies' consumers.
 //!
 //! Start-up: [`Connected::start`] opens the link (the broker's queues need it to reach other
 //! nodes' queues), the broker opens with its placement and definition log, then
-//! [`Connected::join`] starts the metadata group, which replays the definitions into the
-//! broker's vhosts.
+//! [`Connected::join`] starts the metadata group, which installs its last snapshot into the
+//! broker and replays the log after it.
 //!
 //! A node started without cluster flags is a cluster of one: its metadata group has one member
 //! (named `local`, so that a changed host name does not strand it) and no listener.
