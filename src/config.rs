@@ -149,6 +149,16 @@ pub struct Config {
     /// cluster before it is refused, in milliseconds.
     #[arg(long, env = "WARREN_CLUSTER_COMMIT_TIMEOUT", default_value_t = 10_000)]
     pub cluster_commit_timeout: u64,
+    /// The metadata log is compacted into a snapshot after this many entries (and a node that
+    /// lags further behind is sent the snapshot). A tuning knob, for tests mostly.
+    #[arg(
+        long,
+        env = "WARREN_CLUSTER_SNAPSHOT_EVERY",
+        default_value_t = 4096,
+        value_parser = clap::value_parser!(u64).range(1..),
+        hide = true
+    )]
+    pub cluster_snapshot_every: u64,
 }
 
 impl Config {
@@ -202,6 +212,7 @@ impl Config {
             cluster_secret: None,
             cluster_tls: false,
             cluster_commit_timeout: 10_000,
+            cluster_snapshot_every: 4096,
         }
     }
 

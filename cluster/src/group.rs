@@ -25,6 +25,9 @@ use crate::ClusterError;
 
 pub type GroupRaft = openraft::Raft<TypeConfig, StateMachine>;
 
+/// At most this many entries a snapshot covers are kept in the log (openraft's default).
+const MAX_KEPT_BEHIND_SNAPSHOT: u64 = 1000;
+
 /// A group's timing, and when it takes snapshots.
 #[derive(Debug, Clone)]
 pub struct Timing {
@@ -46,6 +49,14 @@ impl Default for Timing {
             snapshot_every: Some(5000),
         }
     }
+}
+
+/// A member's log, by index (see [`Group::log_figures`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LogFigures {
+    pub purged: Option<u64>,
+    pub last: Option<u64>,
+    pub snapshot: Option<u64>,
 }
 
 #[derive(Debug, Error)]
@@ -118,6 +129,14 @@ impl Group {
                 Some(n) => openraft::SnapshotPolicy::LogsSinceLast(n),
                 None => openraft::SnapshotPolicy::Never,
             },
+            // Entries a snapshot covers are kept for members a little behind (sent entries
+            // rather than the snapshot): as many as come between two snapshots, at most
+            // openraft's default, so the log stays within twice the interval.
+            max_in_snapshot_log_to_keep: timing
+                .snapshot_every
+                .map_or(MAX_KEPT_BEHIND_SNAPSHOT, |n| {
+                    n.min(MAX_KEPT_BEHIND_SNAPSHOT)
+                }),
             ..Default::default()
         }
         .validate()
@@ -298,6 +317,18 @@ impl Group {
             .collect();
         members.sort_by(|a, b| a.name.cmp(&b.name));
         members
+    }
+
+    /// This member's log: the last index purged (into a snapshot), the last index, and the last
+    /// index its snapshot holds.
+    pub fn log_figures(&self) -> LogFigures {
+        let metrics = self.raft.metrics();
+        let metrics = metrics.borrow_watched();
+        LogFigures {
+            purged: metrics.purged.map(|id| id.index),
+            last: metrics.last_log_index,
+            snapshot: metrics.snapshot.map(|id| id.index),
+        }
     }
 
     /// The leader's name, if one is known.

@@ -1,9 +1,11 @@
 //! The metadata group's state on this node: what every node of the cluster agrees on, changed
 //! only by commands the group has committed, applied in the group's order on every node.
 //!
-//! It holds the cluster's name and every vhost's definitions (exchanges, queues, bindings,
-//! policies: `crate::definitions`' commands, applied to each node's vhosts as they commit). Users,
-//! vhosts themselves and permissions are still each node's own.
+//! It holds the cluster's name, users, vhosts and permissions (`crate::access_change`) and every
+//! vhost's definitions (exchanges, queues, bindings, policies: `crate::definitions`' commands),
+//! applied to this node's broker as they commit and kept as one pure value besides
+//! (`super::state`), which is the group's snapshot: installing one brings the broker in line with
+//! it by a diff (at start-up, or when a node that lagged is sent the leader's).
 //!
 //! A queue declared through the log gets, on every node alike, the log index of its declare as
 //! its incarnation, and (when durable) a storage id made from it: unique in the cluster, so that
@@ -21,6 +23,7 @@ use tokio::sync::oneshot;
 use warren_cluster::group::{Group, ProposeError};
 use warren_cluster::{Applier, NodeId, Proposal};
 
+use super::state::{self, Change, Declarer, MetadataState};
 use crate::broker::Broker;
 use crate::definitions::DefinitionCommand;
 
@@ -45,22 +48,6 @@ pub enum MetadataCommand {
     },
     /// A change to users, vhosts or permissions.
     Access(crate::access_change::AccessChange),
-}
-
-/// What the metadata holds (the snapshot is this, serialized).
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-pub struct MetadataState {
-    pub cluster_name: Option<String>,
-}
-
-impl MetadataState {
-    fn apply(&mut self, command: MetadataCommand) {
-        match command {
-            MetadataCommand::SetClusterName(name) => self.cluster_name = Some(name),
-            // Applied to the broker, not kept here.
-            MetadataCommand::Definitions { .. } | MetadataCommand::Access(_) => {}
-        }
-    }
 }
 
 /// The applier the metadata group calls, and the proposers waiting for their changes.
@@ -131,7 +118,6 @@ impl MetadataApplier {
         applied_at_origin: bool,
     ) {
         let proposed_here = proposal.origin == self.me;
-        let before_restart = proposed_here && proposal.number < self.started;
         if applied_at_origin && proposed_here {
             return;
         }
@@ -145,56 +131,124 @@ impl MetadataApplier {
             );
             return;
         };
-        let mut stale = Vec::new();
         for command in &mut commands {
             if let DefinitionCommand::DeclareQueue(q) = command {
-                q.incarnation = index;
-                if q.storage_id.is_some() {
-                    q.storage_id = Some(CLUSTER_QUEUE_IDS | index);
-                } else if before_restart {
-                    // A transient or exclusive queue of this node's from before it restarted:
-                    // gone with that process, as RabbitMQ's are; the other nodes forget it too.
+                state::stamp_declare(q, index);
+            }
+        }
+        let declarer = Declarer {
+            node: proposal.origin,
+            number: proposal.number,
+        };
+        self.drop_stale(&vhost.name, &mut commands, |_| declarer);
+        vhost.apply_replicated(&commands, proposed_here);
+    }
+
+    /// Takes out of `commands` the declares of this node's transient and exclusive queues from
+    /// before it restarted (`declarer` tells who declared a queue, by name), and records their
+    /// deletion: they went with that process, as RabbitMQ's do, and the other nodes forget them
+    /// too once the deletion is committed.
+    fn drop_stale(
+        &self,
+        vhost: &str,
+        commands: &mut Vec<DefinitionCommand>,
+        declarer: impl Fn(&str) -> Declarer,
+    ) {
+        let mut stale = Vec::new();
+        commands.retain(|command| match command {
+            DefinitionCommand::DeclareQueue(q) if q.storage_id.is_none() => {
+                let declarer = declarer(&q.name);
+                let before_restart = declarer.node == self.me && declarer.number < self.started;
+                if before_restart {
                     stale.push(DefinitionCommand::DeleteQueue {
                         name: q.name.clone(),
                         storage_id: None,
-                        incarnation: index,
+                        incarnation: q.incarnation,
                     });
                 }
+                !before_restart
             }
-        }
+            _ => true,
+        });
         if !stale.is_empty() {
-            commands.retain(|c| match c {
-                DefinitionCommand::DeclareQueue(q) => q.storage_id.is_some(),
-                _ => true,
-            });
             self.record(MetadataCommand::Definitions {
-                vhost: vhost.name.clone(),
+                vhost: vhost.to_owned(),
                 commands: stale,
                 applied_at_origin: true,
             });
         }
-        vhost.apply_replicated(&commands, proposed_here);
+    }
+
+    /// Brings the broker's vhosts and access in line with an installed snapshot: `changes` (from
+    /// the state before to the snapshot's) through the paths committed entries take. Corrections
+    /// applying them calls for are not recorded: the snapshot's state is the log's, and whatever
+    /// this node's broker lacks of it (a queue of its own that deleted itself) it has recorded
+    /// already.
+    fn install_changes(&self, changes: Vec<Change>) {
+        let Some(broker) = self.broker.get().and_then(Weak::upgrade) else {
+            return;
+        };
+        for change in changes {
+            match change {
+                // The state alone holds it.
+                Change::ClusterName(_) => {}
+                Change::Access { change, .. } => broker.apply_replicated_access(&change),
+                Change::Definitions { vhost, commands } => {
+                    if let Some(vhost) = broker.vhost(&vhost) {
+                        vhost.apply_replicated(&commands, false);
+                    }
+                }
+                Change::DeclareQueues { vhost, queues } => {
+                    let Some(vhost) = broker.vhost(&vhost) else {
+                        continue;
+                    };
+                    let declarers: HashMap<String, Declarer> = queues
+                        .iter()
+                        .map(|q| (q.definition.name.clone(), q.declarer))
+                        .collect();
+                    let mut commands: Vec<DefinitionCommand> = queues
+                        .into_iter()
+                        .map(|q| DefinitionCommand::DeclareQueue(q.definition))
+                        .collect();
+                    self.drop_stale(&vhost.name, &mut commands, |name| {
+                        declarers.get(name).copied().unwrap_or(Declarer::UNKNOWN)
+                    });
+                    vhost.apply_replicated(&commands, false);
+                }
+            }
+        }
     }
 }
 
 impl Applier for MetadataApplier {
     fn apply(&self, index: u64, proposal: &Proposal) {
         match serde_json::from_slice::<MetadataCommand>(&proposal.payload) {
-            Ok(MetadataCommand::Definitions {
-                vhost,
-                commands,
-                applied_at_origin,
-            }) => self.apply_definitions(index, proposal, &vhost, commands, applied_at_origin),
-            Ok(MetadataCommand::Access(change)) => {
-                if let Some(broker) = self.broker.get().and_then(Weak::upgrade) {
-                    broker.apply_replicated_access(&change);
+            Ok(command) => {
+                let declarer = Declarer {
+                    node: proposal.origin,
+                    number: proposal.number,
+                };
+                self.state
+                    .write()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .apply(index, declarer, &command);
+                match command {
+                    MetadataCommand::Definitions {
+                        vhost,
+                        commands,
+                        applied_at_origin,
+                    } => {
+                        self.apply_definitions(index, proposal, &vhost, commands, applied_at_origin)
+                    }
+                    MetadataCommand::Access(change) => {
+                        if let Some(broker) = self.broker.get().and_then(Weak::upgrade) {
+                            broker.apply_replicated_access(&change);
+                        }
+                    }
+                    // The state alone holds it.
+                    MetadataCommand::SetClusterName(_) => {}
                 }
             }
-            Ok(command) => self
-                .state
-                .write()
-                .unwrap_or_else(|e| e.into_inner())
-                .apply(command),
             // Every node has the same bytes and skips them alike: the state stays the same
             // everywhere (a node of a newer version proposed what this one does not know).
             Err(e) => tracing::error!("metadata entry {index} skipped: {e}"),
@@ -211,22 +265,34 @@ impl Applier for MetadataApplier {
 
     fn snapshot(&self) -> Vec<u8> {
         let state = self.state.read().unwrap_or_else(|e| e.into_inner());
-        serde_json::to_vec(&*state).unwrap_or_default()
+        // Plain data with string keys: serializing it cannot fail.
+        serde_json::to_vec(&*state).unwrap_or_else(|e| {
+            tracing::error!("metadata snapshot could not be serialized: {e}");
+            Vec::new()
+        })
     }
 
     fn install(&self, snapshot: &[u8]) {
-        let state = if snapshot.is_empty() {
+        let installed = if snapshot.is_empty() {
             MetadataState::default()
         } else {
             match serde_json::from_slice(snapshot) {
                 Ok(state) => state,
                 Err(e) => {
-                    tracing::error!("metadata snapshot unreadable, starting empty: {e}");
-                    MetadataState::default()
+                    // Nothing of it is applied, rather than everything undone.
+                    tracing::error!("metadata snapshot unreadable, not installed: {e}");
+                    return;
                 }
             }
         };
-        *self.state.write().unwrap_or_else(|e| e.into_inner()) = state;
+        let changes = {
+            let mut state = self.state.write().unwrap_or_else(|e| e.into_inner());
+            let changes = state::diff(&state, &installed);
+            *state = installed;
+            changes
+        };
+        tracing::info!(changes = changes.len(), "metadata snapshot installed");
+        self.install_changes(changes);
     }
 }
 
@@ -268,11 +334,13 @@ impl Metadata {
         &self.group
     }
 
-    pub fn state(&self) -> MetadataState {
+    /// The cluster's name, once one is set.
+    pub fn cluster_name(&self) -> Option<String> {
         self.applier
             .state
             .read()
             .unwrap_or_else(|e| e.into_inner())
+            .cluster_name
             .clone()
     }
 

@@ -3,15 +3,17 @@
 //! asks of them.
 //!
 //! - `settings.rs`: the cluster flags, checked.
-//! - `metadata.rs`: the metadata group's state on this node, and changing it.
+//! - `metadata.rs`: the metadata group's applier on this node, and changing the metadata.
+//! - `state/`: what the metadata log adds up to, as one pure value (the group's snapshot), and
+//!   the diff that brings the broker from one such value to another (installing a snapshot).
 //! - `definitions.rs`: the vhosts' definition log of a cluster member (the metadata group).
 //! - `forward.rs`: what this node does for other nodes' proxies of its queues, and with the
 //!   deliveries they relay to its own proxies' consumers.
 //!
 //! Start-up: [`Connected::start`] opens the link (the broker's queues need it to reach other
 //! nodes' queues), the broker opens with its placement and definition log, then
-//! [`Connected::join`] starts the metadata group, which replays the definitions into the
-//! broker's vhosts.
+//! [`Connected::join`] starts the metadata group, which installs its last snapshot into the
+//! broker and replays the log after it.
 //!
 //! A node started without cluster flags is a cluster of one: its metadata group has one member
 //! (named `local`, so that a changed host name does not strand it) and no listener.
@@ -20,6 +22,7 @@ pub mod definitions;
 pub mod forward;
 pub mod metadata;
 pub mod settings;
+pub mod state;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -65,6 +68,17 @@ pub enum ClusterStartError {
     Group(#[from] ClusterError),
     #[error(transparent)]
     Tls(#[from] warren_cluster::link::tls::LinkTlsError),
+}
+
+/// The metadata log on this node, as `/api/nodes` shows it for the node itself: its entries run
+/// from `first_index` to `last_index`; those before went into the snapshot.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct MetadataLog {
+    pub first_index: u64,
+    pub last_index: u64,
+    pub entries: u64,
+    /// The last entry the snapshot holds.
+    pub snapshot_index: Option<u64>,
 }
 
 pub struct Clustering {
@@ -184,11 +198,10 @@ impl Connected {
             &raft_db,
             applier.clone(),
             &members,
-            // The metadata's snapshot holds the cluster's name but not yet the vhosts'
-            // definitions, which the applier hands to the vhosts: the log is kept whole and
-            // replayed at every start until it does.
+            // The snapshot holds everything the entries did (`state`): the log is compacted
+            // behind it, and a start installs it, then replays what follows.
             Timing {
-                snapshot_every: None,
+                snapshot_every: Some(self.settings.snapshot_every),
                 ..Timing::default()
             },
         )
@@ -257,6 +270,22 @@ impl Clustering {
         &self.raft_db
     }
 
+    /// The metadata log's span on this node.
+    pub fn metadata_log(&self) -> MetadataLog {
+        let log = self.metadata.group().log_figures();
+        let first_index = log.purged.map_or(0, |purged| purged + 1);
+        let last_index = log.last.unwrap_or(0);
+        let entries = log
+            .last
+            .map_or(0, |last| (last + 1).saturating_sub(first_index));
+        MetadataLog {
+            first_index,
+            last_index,
+            entries,
+            snapshot_index: log.snapshot,
+        }
+    }
+
     /// This node's name.
     pub fn name(&self) -> &str {
         &self.settings.name
@@ -301,7 +330,7 @@ impl Clustering {
     /// The cluster's name: the one set, else the name of its first seed node (RabbitMQ names a
     /// cluster after the node that formed it).
     pub fn cluster_name(&self) -> String {
-        if let Some(name) = self.metadata.state().cluster_name {
+        if let Some(name) = self.metadata.cluster_name() {
             return name;
         }
         let mut names: Vec<&str> = self

@@ -54,6 +54,8 @@ pub struct Settings {
     pub members: Vec<Node>,
     /// TLS on the link (`--cluster-tls`).
     pub tls: Option<TlsFiles>,
+    /// The metadata group's entries between snapshots (`--cluster-snapshot-every`).
+    pub snapshot_every: u64,
 }
 
 impl Settings {
@@ -91,6 +93,7 @@ impl Settings {
                     }],
                     name,
                     tls: None,
+                    snapshot_every: config.cluster_snapshot_every,
                 });
             }
             (None, false) => return Err(SettingsError::NoListener),
@@ -147,6 +150,7 @@ impl Settings {
             secret,
             members,
             tls,
+            snapshot_every: config.cluster_snapshot_every,
         })
     }
 

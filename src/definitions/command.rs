@@ -100,6 +100,12 @@ pub struct BindingDefinition {
     pub arguments: FieldTable,
 }
 
+/// Whether a queue removal naming `named` (its [`DefinitionCommand::DeleteQueue`] incarnation, 0
+/// for whichever) is meant for the queue of incarnation `queue`.
+pub fn removal_meant_for(named: u64, queue: u64) -> bool {
+    named == 0 || named == queue
+}
+
 impl DefinitionCommand {
     /// Whether the store keeps what this command changes: a durable exchange, a queue kept on
     /// disk, a binding between durable ends. The others still go through the log (a replicated

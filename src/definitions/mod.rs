@@ -32,7 +32,8 @@ pub mod sections;
 mod store_log;
 
 pub use command::{
-    BindingDefinition, DefinitionCommand, DestinationKind, ExchangeDefinition, QueueDefinition,
+    removal_meant_for, BindingDefinition, DefinitionCommand, DestinationKind, ExchangeDefinition,
+    QueueDefinition,
 };
 pub use import::{ImportError, Scope};
 pub use log::{Commit, CommitError, Committed, DefinitionLog};

@@ -344,7 +344,14 @@ pub async fn nodes(State(broker): Shared, _user: User) -> Answer {
     let list = members
         .iter()
         .zip(figures)
-        .map(|(m, figures)| node(&m.name, m.reachable, figures))
+        .map(|(m, figures)| {
+            let mut n = node(&m.name, m.reachable, figures);
+            // Warren's own: how long this node's metadata log is (snapshots keep it short).
+            if let (true, Some(map)) = (m.name == broker.node_name(), n.as_object_mut()) {
+                map.insert("metadata_log".to_owned(), json!(cluster.metadata_log()));
+            }
+            n
+        })
         .collect();
     Ok(Json(Value::Array(list)))
 }

@@ -15,7 +15,8 @@ use std::sync::{Arc, Mutex};
 use warren_amqp::types::FieldTable;
 
 use crate::definitions::{
-    BindingDefinition, DefinitionCommand, DestinationKind, ExchangeDefinition, QueueDefinition,
+    removal_meant_for, BindingDefinition, DefinitionCommand, DestinationKind, ExchangeDefinition,
+    QueueDefinition,
 };
 use crate::exchange::{Destination, Exchange, ExchangeKind};
 use crate::policy::{Applied as AppliedPolicies, ObjectKind, Policies};
@@ -117,7 +118,7 @@ impl Topology {
                 let same = self
                     .queues
                     .get(name)
-                    .is_some_and(|q| *incarnation == 0 || q.incarnation == *incarnation);
+                    .is_some_and(|q| removal_meant_for(*incarnation, q.incarnation));
                 match same.then(|| self.queues.remove(name)).flatten() {
                     Some(q) => {
                         self.unbind_destination(&Destination::Queue(q));

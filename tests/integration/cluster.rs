@@ -20,6 +20,9 @@ struct Cluster {
     _turn: tokio::sync::MutexGuard<'static, ()>,
     dirs: Vec<tempfile::TempDir>,
     cluster_ports: Vec<u16>,
+    /// The metadata log's entries between snapshots (`WARREN_CLUSTER_SNAPSHOT_EVERY`), when not
+    /// the default.
+    snapshot_every: Option<u64>,
 }
 
 fn free_port() -> u16 {
@@ -37,6 +40,15 @@ impl Cluster {
             _turn: crate::common::ONE_HEAVY_AT_A_TIME.lock().await,
             dirs: (0..nodes).map(|_| tempfile::tempdir().unwrap()).collect(),
             cluster_ports: (0..nodes).map(|_| free_port()).collect(),
+            snapshot_every: None,
+        }
+    }
+
+    /// As [`Cluster::new`], its nodes compacting the metadata log every `every` entries.
+    async fn snapshotting_every(nodes: usize, every: u64) -> Cluster {
+        Cluster {
+            snapshot_every: Some(every),
+            ..Cluster::new(nodes).await
         }
     }
 
@@ -59,6 +71,11 @@ impl Cluster {
         let name = format!("n{}", i + 1);
         let listen = format!("127.0.0.1:{}", self.cluster_ports[i]);
         let peers = self.peers();
+        let snapshot_every = self.snapshot_every.map(|n| n.to_string());
+        let mut env = vec![("WARREN_CLUSTER_SECRET", secret)];
+        if let Some(every) = &snapshot_every {
+            env.push(("WARREN_CLUSTER_SNAPSHOT_EVERY", every));
+        }
         ChildBroker::start_with_env(
             self.dirs[i].path(),
             &[
@@ -71,7 +88,7 @@ impl Cluster {
                 "--cluster-commit-timeout",
                 commit_timeout,
             ],
-            &[("WARREN_CLUSTER_SECRET", secret)],
+            &env,
         )
     }
 
@@ -319,7 +336,11 @@ async fn a_node_alone_is_a_cluster_of_one() {
 
 /// n1, n2 and n3 started with the same seeds, once each sees the three running.
 async fn three_formed() -> (Cluster, ChildBroker, ChildBroker, ChildBroker) {
-    let cluster = Cluster::new(3).await;
+    three_formed_of(Cluster::new(3).await).await
+}
+
+/// As [`three_formed`], of `cluster`'s nodes.
+async fn three_formed_of(cluster: Cluster) -> (Cluster, ChildBroker, ChildBroker, ChildBroker) {
     let n1 = cluster.start(0);
     let n2 = cluster.start(1);
     let n3 = cluster.start(2);
@@ -1261,4 +1282,303 @@ async fn a_publisher_that_vanishes_mid_message_on_another_node_loses_no_confirme
         !numbers.contains(&HALF_SENT),
         "the half-sent message arrived"
     );
+}
+
+/// A node's metadata log, as its own entry in `/api/nodes` shows it.
+#[derive(Debug, Clone, Copy)]
+struct LogSpan {
+    first: u64,
+    last: u64,
+    entries: u64,
+    snapshot: Option<u64>,
+}
+
+fn metadata_log(node: &ChildBroker, name: &str) -> LogSpan {
+    let (status, list) = api(node, "GET", "/api/nodes", None);
+    assert_eq!(status, 200, "{list}");
+    let me = list
+        .as_array()
+        .and_then(|all| all.iter().find(|n| n["name"] == name))
+        .unwrap_or_else(|| panic!("{name} not in {list}"));
+    let log = &me["metadata_log"];
+    let index = |key: &str| {
+        log[key]
+            .as_u64()
+            .unwrap_or_else(|| panic!("{key} in {log}"))
+    };
+    LogSpan {
+        first: index("first_index"),
+        last: index("last_index"),
+        entries: index("entries"),
+        snapshot: log["snapshot_index"].as_u64(),
+    }
+}
+
+/// The names `node` lists under `path` (`/api/queues`, ...) that start with `prefix`, sorted.
+fn names_listed(node: &ChildBroker, path: &str, prefix: &str) -> Vec<String> {
+    let (status, list) = api(node, "GET", path, None);
+    assert_eq!(status, 200, "{list}");
+    let mut names: Vec<String> = list
+        .as_array()
+        .expect("a list")
+        .iter()
+        .filter_map(|item| item["name"].as_str())
+        .filter(|name| name.starts_with(prefix))
+        .map(str::to_owned)
+        .collect();
+    names.sort();
+    names
+}
+
+/// How many bindings `node` lists from exchanges whose name starts with `prefix`.
+fn bindings_from(node: &ChildBroker, prefix: &str) -> usize {
+    let (status, list) = api(node, "GET", "/api/bindings", None);
+    assert_eq!(status, 200, "{list}");
+    list.as_array()
+        .expect("a list")
+        .iter()
+        .filter(|b| b["source"].as_str().is_some_and(|s| s.starts_with(prefix)))
+        .count()
+}
+
+/// Declares durable `queue` on `conn`'s node and publishes `n` persistent messages to it
+/// (`m0`, `m1`, ...), confirmed; the confirming channel comes back.
+async fn durable_queue_holding(conn: &lapin::Connection, queue: &str, n: u32) -> lapin::Channel {
+    let ch = confirm_channel(conn).await;
+    ch.queue_declare(queue.into(), durable(), Default::default())
+        .await
+        .expect("declare");
+    for i in 0..n {
+        publish_confirmed(&ch, "", queue, format!("m{i}").as_bytes(), true).await;
+    }
+    ch
+}
+
+fn sorted_names(prefix: &str, n: usize) -> Vec<String> {
+    let mut names: Vec<String> = (0..n).map(|i| format!("{prefix}{i}")).collect();
+    names.sort();
+    names
+}
+
+/// With snapshots every 20 entries: n3 is killed, the others make ~150 changes (queues,
+/// exchanges, bindings, users, a vhost; deletions of what n3 had seen) and compact their logs past
+/// what n3 has. n3 comes back, is sent a snapshot, and sees every definition; its own durable
+/// queue has its persistent messages back; what was deleted is gone. Every node's log stays
+/// within twice the interval.
+#[tokio::test]
+async fn a_node_behind_the_compacted_log_catches_up_from_a_snapshot() {
+    use lapin::options::*;
+    const EVERY: u64 = 20;
+    let (cluster, n1, n2, n3) = three_formed_of(Cluster::snapshotting_every(3, EVERY).await).await;
+    let c3 = n3.connect().await;
+    durable_queue_holding(&c3, "on-n3", 30).await;
+    let c1 = n1.connect().await;
+    let ch1 = crate::common::lapin_channel(&c1).await;
+    let durable_exchange = ExchangeDeclareOptions {
+        durable: true,
+        ..Default::default()
+    };
+    ch1.queue_declare("doomed".into(), durable(), Default::default())
+        .await
+        .expect("declare doomed");
+    ch1.exchange_declare(
+        "doomed-x".into(),
+        lapin::ExchangeKind::Fanout,
+        durable_exchange,
+        Default::default(),
+    )
+    .await
+    .expect("declare doomed-x");
+    let user = r#"{"password":"pw","tags":""}"#;
+    let (status, _) = api(&n1, "PUT", "/api/users/doomed-user", Some(user));
+    assert_eq!(status, 201);
+    // n3 has all that, then goes.
+    eventually(
+        "n3 has doomed-user",
+        || names_listed(&n3, "/api/users", "doomed"),
+        |names| *names == ["doomed-user"],
+    );
+    assert_eq!(passive(&c3, "doomed").await.expect("doomed on n3"), (0, 0));
+    let behind = metadata_log(&n3, "n3").last;
+    drop(c3);
+    n3.kill9();
+    // (A change under way to a leader that dies fails: wait for the others to see it gone.)
+    eventually(
+        "n1 sees n3 down",
+        || nodes(&n1),
+        |n| *n == running([true, true, false]),
+    );
+
+    for x in 0..10 {
+        ch1.exchange_declare(
+            format!("x{x}").as_str().into(),
+            lapin::ExchangeKind::Topic,
+            durable_exchange,
+            Default::default(),
+        )
+        .await
+        .expect("exchange");
+    }
+    for q in 0..60 {
+        let name = format!("q{q}");
+        ch1.queue_declare(name.as_str().into(), durable(), Default::default())
+            .await
+            .expect("queue");
+        ch1.queue_bind(
+            name.as_str().into(),
+            format!("x{}", q % 10).as_str().into(),
+            name.as_str().into(),
+            Default::default(),
+            Default::default(),
+        )
+        .await
+        .expect("bind");
+    }
+    for u in 0..5 {
+        let (status, _) = api(&n1, "PUT", &format!("/api/users/user-{u}"), Some(user));
+        assert_eq!(status, 201);
+    }
+    let (status, _) = api(&n1, "PUT", "/api/vhosts/shop", Some("{}"));
+    assert_eq!(status, 201);
+    let (status, body) = api(
+        &n1,
+        "PUT",
+        "/api/queues/shop/cart",
+        Some(r#"{"durable":true}"#),
+    );
+    assert!(status == 201 || status == 204, "{status} {body}");
+    ch1.queue_delete("doomed".into(), Default::default())
+        .await
+        .expect("delete doomed");
+    ch1.exchange_delete("doomed-x".into(), Default::default())
+        .await
+        .expect("delete doomed-x");
+    let (status, _) = api(&n1, "DELETE", "/api/users/doomed-user", None);
+    assert_eq!(status, 204);
+    let (status, _) = api(&n1, "PUT", "/api/users/last-user", Some(user));
+    assert_eq!(status, 201);
+    // The nodes up compacted their logs past what n3 has, and keep them short.
+    for (node, name) in [(&n1, "n1"), (&n2, "n2")] {
+        eventually(
+            "the log compacted past n3",
+            || metadata_log(node, name),
+            |log| log.first > behind + 1 && log.entries <= 2 * EVERY + 5,
+        );
+    }
+
+    let n3 = cluster.start(2);
+    // Sent a snapshot: n3's own starts past where it stopped.
+    eventually(
+        "n3 installs a snapshot past where it was",
+        || metadata_log(&n3, "n3"),
+        |log| log.snapshot.is_some_and(|s| s > behind),
+    );
+    // Then the entries after the snapshot: the last change made is seen last.
+    eventually(
+        "n3 has the last change",
+        || names_listed(&n3, "/api/users", "last-user"),
+        |names| *names == ["last-user"],
+    );
+    eventually(
+        "n3 lists every queue",
+        || names_listed(&n3, "/api/queues", "q"),
+        |names| *names == sorted_names("q", 60),
+    );
+    assert_eq!(
+        names_listed(&n3, "/api/exchanges", "x"),
+        sorted_names("x", 10)
+    );
+    assert_eq!(bindings_from(&n3, "x"), 60);
+    assert_eq!(
+        names_listed(&n3, "/api/users", "user-"),
+        sorted_names("user-", 5)
+    );
+    assert!(names_listed(&n3, "/api/users", "doomed").is_empty());
+    assert!(names_listed(&n3, "/api/exchanges", "doomed").is_empty());
+    assert_eq!(names_listed(&n3, "/api/queues/shop", "cart"), vec!["cart"]);
+    let c3 = n3.connect().await;
+    assert!(passive(&c3, "doomed").await.is_err(), "doomed is back");
+    for q in [0, 59] {
+        assert_eq!(passive(&c3, &format!("q{q}")).await.expect("q"), (0, 0));
+    }
+    // n3's own durable queue has its messages back, seen from n3 and from n1.
+    eventually_async(|| async { passive(&c3, "on-n3").await.ok() }, Some((30, 0))).await;
+    eventually_async(|| async { passive(&c1, "on-n3").await.ok() }, Some((30, 0))).await;
+    // A binding made before the kill routes on n3: publish through x3 to q13.
+    let ch3 = confirm_channel(&c3).await;
+    publish_confirmed(&ch3, "x3", "q13", b"routed", true).await;
+    assert_eq!(passive(&c1, "q13").await.expect("q13"), (1, 0));
+    // Every node's log stays within twice the interval.
+    for (node, name) in [(&n1, "n1"), (&n2, "n2"), (&n3, "n3")] {
+        eventually(
+            "the log stays short",
+            || metadata_log(node, name),
+            |log| log.entries <= 2 * EVERY + 5,
+        );
+    }
+}
+
+/// A node restarted whose own snapshot holds its durable queue (with persistent messages) and its
+/// transient queue, the log behind the snapshot purged: the durable queue comes back with its
+/// messages, the transient one is gone on every node.
+#[tokio::test]
+async fn a_node_restarted_from_its_own_snapshot_keeps_durable_queues_and_drops_transient_ones() {
+    const EVERY: u64 = 10;
+    let (cluster, n1, n2, n3) = three_formed_of(Cluster::snapshotting_every(3, EVERY).await).await;
+    let c1 = n1.connect().await;
+    let ch1 = durable_queue_holding(&c1, "kept", 20).await;
+    ch1.queue_declare("temp".into(), Default::default(), Default::default())
+        .await
+        .expect("transient on n1");
+    // More changes (from n2) until n1's log no longer holds the declares.
+    let declared = metadata_log(&n1, "n1").last;
+    let c2 = n2.connect().await;
+    let ch2 = crate::common::lapin_channel(&c2).await;
+    let mut filler = 0;
+    while metadata_log(&n1, "n1").first <= declared {
+        assert!(
+            filler < 500,
+            "n1's log never compacted: {:?}",
+            metadata_log(&n1, "n1")
+        );
+        let name = format!("filler{filler}");
+        ch2.queue_declare(name.as_str().into(), durable(), Default::default())
+            .await
+            .expect("filler");
+        filler += 1;
+    }
+    let snapshot = metadata_log(&n1, "n1").snapshot;
+    assert!(snapshot.is_some_and(|s| s >= declared), "{snapshot:?}");
+
+    drop(c1);
+    n1.kill9();
+    let n1 = cluster.start(0);
+    let c1 = n1.connect().await;
+    eventually_async(|| async { passive(&c1, "kept").await.ok() }, Some((20, 0))).await;
+    eventually_async(|| async { passive(&c2, "kept").await.ok() }, Some((20, 0))).await;
+    let c3 = n3.connect().await;
+    for conn in [&c1, &c2, &c3] {
+        eventually_async(|| async { passive(conn, "temp").await.is_err() }, true).await;
+    }
+    for node in [&n1, &n2, &n3] {
+        eventually(
+            "the transient queue is gone from every node's list",
+            || names_listed(node, "/api/queues", "temp"),
+            |names| names.is_empty(),
+        );
+        assert_eq!(names_listed(node, "/api/queues", "kept"), vec!["kept"]);
+        assert_eq!(
+            names_listed(node, "/api/queues", "filler").len(),
+            filler,
+            "fillers on a node"
+        );
+    }
+    // The messages are n1's: consumed from n3, they come from n1's store.
+    let ch3 = crate::common::lapin_channel(&c3).await;
+    let got = ch3
+        .basic_get("kept".into(), lapin::options::BasicGetOptions::default())
+        .await
+        .expect("get")
+        .expect("a message");
+    assert_eq!(got.delivery.data, b"m0");
 }
