@@ -21,7 +21,8 @@ use crate::reply_to::ReplyRegistry;
 use crate::tracking::Tracker;
 use crate::vhost::Vhost;
 
-/// A node's memory, disk and alarms (RabbitMQ's `/api/nodes` fields).
+/// A node's memory, disk and alarms (RabbitMQ's `/api/nodes` fields), and what the overview adds
+/// up over the cluster.
 #[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct NodeFigures {
     pub mem_alarm: bool,
@@ -30,6 +31,19 @@ pub struct NodeFigures {
     pub mem_limit: Option<u64>,
     pub disk_free: Option<u64>,
     pub disk_free_limit: u64,
+    /// Not a `/api/nodes` field: the overview's (a node of an earlier version sends none).
+    #[serde(default)]
+    pub activity: NodeActivity,
+}
+
+/// A node's listeners and open connections and channels, as `/api/overview` sums them over the
+/// cluster.
+#[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize)]
+pub struct NodeActivity {
+    /// (protocol as RabbitMQ names it, port).
+    pub listeners: Vec<(String, u16)>,
+    pub connections: usize,
+    pub channels: usize,
 }
 
 pub struct Broker {
@@ -412,6 +426,23 @@ impl Broker {
             mem_limit: self.memory_limit,
             disk_free: crate::alarm::free_bytes(&self.config.data_dir),
             disk_free_limit: self.config.disk_free_limit,
+            activity: self.activity(),
+        }
+    }
+
+    fn activity(&self) -> NodeActivity {
+        let open = self.tracker.open_connections();
+        NodeActivity {
+            listeners: self
+                .listeners
+                .get()
+                .into_iter()
+                .flatten()
+                .map(|(protocol, port)| (protocol.to_string(), *port))
+                .collect(),
+            // As RabbitMQ counts them: connections past connection.open, and their channels.
+            connections: open.len(),
+            channels: open.iter().map(|(c, _)| c.channel_count()).sum(),
         }
     }
 

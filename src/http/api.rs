@@ -2,6 +2,7 @@
 //! exchanges and bindings, with the field names and shapes RabbitMQ 3.10 uses, behind HTTP basic
 //! authentication. Vhost names in paths are percent-encoded (`%2F` for `/`).
 
+use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
@@ -274,17 +275,31 @@ pub async fn overview(State(broker): Shared, _user: User) -> Answer {
         |f: fn(&QueueStats) -> u32| queues.iter().map(|q| u64::from(f(&q.stats))).sum::<u64>();
     let exchanges: usize = vhosts.iter().map(|v| v.exchanges_info().len()).sum();
     let t = broker.counters.totals();
-    let open = broker.tracker.open_connections();
+    // Connections, channels and listeners are every node's (those that answer), as RabbitMQ's
+    // overview shows the cluster's.
+    let nodes = node_figures(&broker).await;
+    let activity = || {
+        nodes
+            .iter()
+            .filter_map(|(name, f)| Some((name, &f.as_ref()?.activity)))
+    };
+    let listeners: Vec<Value> = activity()
+        .flat_map(|(node, a)| {
+            a.listeners.iter().map(move |(protocol, port)| {
+                json!({"node": node, "protocol": protocol, "ip_address": "::", "port": port})
+            })
+        })
+        .collect();
     Ok(Json(json!({
         "management_version": env!("CARGO_PKG_VERSION"),
         "product_name": "Warren",
         "product_version": env!("CARGO_PKG_VERSION"),
         "node": broker.node_name(),
         "cluster_name": cluster_name(&broker),
+        "listeners": listeners,
         "object_totals": {
-            // As RabbitMQ counts them: connections past connection.open, and their channels.
-            "connections": open.len(),
-            "channels": open.iter().map(|(c, _)| c.channel_count()).sum::<usize>(),
+            "connections": activity().map(|(_, a)| a.connections).sum::<usize>(),
+            "channels": activity().map(|(_, a)| a.channels).sum::<usize>(),
             "exchanges": exchanges,
             "queues": queues.len(),
             "consumers": sum(|s| s.consumers),
@@ -305,6 +320,24 @@ pub async fn overview(State(broker): Shared, _user: User) -> Answer {
     })))
 }
 
+/// Every member's name and, for this node and the others that answer within a second (asked
+/// together), its figures; alone, just this node's.
+async fn node_figures(broker: &Broker) -> Vec<(String, Option<crate::broker::NodeFigures>)> {
+    let Some(cluster) = broker.cluster.get().filter(|c| !c.alone()) else {
+        return vec![(broker.node_name().to_owned(), Some(broker.figures()))];
+    };
+    let members = cluster.members();
+    let figures = futures::future::join_all(members.iter().map(|m| async {
+        match (m.name == broker.node_name(), m.reachable) {
+            (true, _) => Some(broker.figures()),
+            (false, true) => cluster.figures_of(&m.name).await,
+            (false, false) => None,
+        }
+    }))
+    .await;
+    members.into_iter().map(|m| m.name).zip(figures).collect()
+}
+
 pub async fn whoami(State(broker): Shared, User(name): User) -> Answer {
     let tags = broker.users.tags(&name);
     Ok(Json(json!({"name": name, "tags": tags})))
@@ -315,40 +348,31 @@ pub async fn whoami(State(broker): Shared, User(name): User) -> Answer {
 /// stays empty: a node cut off from the majority cannot change anything (the metadata group has
 /// no quorum there), so there is never a split to heal.
 pub async fn nodes(State(broker): Shared, _user: User) -> Answer {
-    let node = |name: &str, running: bool, figures: Option<crate::broker::NodeFigures>| {
-        let mut n = json!({"name": name, "type": "disc", "running": running, "partitions": []});
-        if let (Some(Value::Object(fields)), Some(map)) =
-            (figures.map(|f| json!(f)), n.as_object_mut())
-        {
-            map.extend(fields);
-        }
-        n
+    let running: HashMap<String, bool> = match broker.cluster.get() {
+        Some(cluster) => cluster
+            .members()
+            .into_iter()
+            .map(|m| (m.name, m.reachable))
+            .collect(),
+        None => HashMap::new(),
     };
-    let Some(cluster) = broker.cluster.get() else {
-        return Ok(Json(json!([node(
-            broker.node_name(),
-            true,
-            Some(broker.figures())
-        )])));
-    };
-    // Every node's own figures, asked of it (at most a second each, together).
-    let members = cluster.members();
-    let figures = futures::future::join_all(members.iter().map(|m| async {
-        match (m.name == broker.node_name(), m.reachable) {
-            (true, _) => Some(broker.figures()),
-            (false, true) => cluster.figures_of(&m.name).await,
-            (false, false) => None,
-        }
-    }))
-    .await;
-    let list = members
-        .iter()
-        .zip(figures)
-        .map(|(m, figures)| {
-            let mut n = node(&m.name, m.reachable, figures);
-            // Warren's own: how long this node's metadata log is (snapshots keep it short).
-            if let (true, Some(map)) = (m.name == broker.node_name(), n.as_object_mut()) {
-                map.insert("metadata_log".to_owned(), json!(cluster.metadata_log()));
+    let list = node_figures(&broker)
+        .await
+        .into_iter()
+        .map(|(name, figures)| {
+            let here = name == broker.node_name();
+            let running = here || running.get(&name).copied().unwrap_or(false);
+            let mut n = json!({"name": name, "type": "disc", "running": running, "partitions": []});
+            if let Some(map) = n.as_object_mut() {
+                if let Some(Value::Object(mut fields)) = figures.map(|f| json!(f)) {
+                    // The overview's, not a node field of RabbitMQ's.
+                    fields.remove("activity");
+                    map.extend(fields);
+                }
+                // Warren's own: how long this node's metadata log is (snapshots keep it short).
+                if let (true, Some(cluster)) = (here, broker.cluster.get()) {
+                    map.insert("metadata_log".to_owned(), json!(cluster.metadata_log()));
+                }
             }
             n
         })

@@ -224,6 +224,43 @@ async fn three_nodes_form_one_cluster_and_agree_on_a_change_made_on_any() {
     assert_eq!(status, 200);
     assert_eq!(overview["cluster_name"], "orchard");
     assert_eq!(overview["node"], "n3");
+    // The overview lists every node's listeners and counts every node's connections, on any
+    // node: one connection on n1 and two on n2, seen from n3.
+    let mut listeners: Vec<(String, String, u64)> = overview["listeners"]
+        .as_array()
+        .expect("listeners")
+        .iter()
+        .map(|l| {
+            (
+                l["node"].as_str().unwrap_or_default().to_owned(),
+                l["protocol"].as_str().unwrap_or_default().to_owned(),
+                l["port"].as_u64().unwrap_or_default(),
+            )
+        })
+        .collect();
+    listeners.sort();
+    let mut expected: Vec<(String, String, u64)> = [("n1", n1), ("n2", n2), ("n3", n3)]
+        .iter()
+        .flat_map(|(name, node)| {
+            [
+                (name.to_string(), "amqp".to_owned(), u64::from(node.port)),
+                (
+                    name.to_string(),
+                    "http".to_owned(),
+                    u64::from(node.http_port),
+                ),
+            ]
+        })
+        .collect();
+    expected.sort();
+    assert_eq!(listeners, expected, "{overview}");
+    let _c1 = n1.connect().await;
+    let (_c2a, _c2b) = (n2.connect().await, n2.connect().await);
+    eventually(
+        "the overview counts every node's connections",
+        || api(n3, "GET", "/api/overview", None).1["object_totals"]["connections"].as_u64(),
+        |n| *n == Some(3),
+    );
     // A body without a name is refused, as RabbitMQ refuses it.
     let (status, _) = api(n1, "PUT", "/api/cluster-name", Some(r#"{"other":1}"#));
     assert_eq!(status, 400);
