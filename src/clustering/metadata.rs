@@ -344,6 +344,22 @@ impl Metadata {
             .clone()
     }
 
+    /// The non-durable queues homed on `node`, as (vhost, name, incarnation).
+    pub fn transient_queues_of(&self, node: &str) -> Vec<(String, String, u64)> {
+        let state = self.applier.state.read().unwrap_or_else(|e| e.into_inner());
+        state
+            .definitions
+            .iter()
+            .flat_map(|(vhost, definitions)| {
+                definitions.queues.values().filter_map(move |q| {
+                    let d = &q.definition;
+                    (!d.durable && d.home.as_deref() == Some(node))
+                        .then(|| (vhost.clone(), d.name.clone(), d.incarnation))
+                })
+            })
+            .collect()
+    }
+
     /// Proposes a change this node has applied already, without waiting for it (after the
     /// ones recorded before it).
     pub fn record(&self, command: &MetadataCommand) {

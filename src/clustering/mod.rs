@@ -9,6 +9,7 @@
 //! - `definitions.rs`: the vhosts' definition log of a cluster member (the metadata group).
 //! - `forward.rs`: what this node does for other nodes' proxies of its queues, and with the
 //!   deliveries they relay to its own proxies' consumers.
+//! - `node_down.rs`: a node unreachable for a while loses its transient queues, as in RabbitMQ.
 //!
 //! Start-up: [`Connected::start`] opens the link (the broker's queues need it to reach other
 //! nodes' queues), the broker opens with its placement and definition log, then
@@ -21,6 +22,7 @@
 pub mod definitions;
 pub mod forward;
 pub mod metadata;
+mod node_down;
 pub mod settings;
 pub mod state;
 
@@ -210,6 +212,17 @@ impl Connected {
         applier.set_recorder(&metadata);
         if let Some(log) = &self.definitions {
             log.attach(metadata.clone());
+        }
+        for peer in self.settings.members.iter().filter(|m| m.name != me) {
+            if let Some(link) = self.node.link().watch_peer(&peer.name) {
+                tokio::spawn(node_down::watch(
+                    peer.name.clone(),
+                    me.clone(),
+                    link,
+                    metadata.clone(),
+                    Arc::downgrade(broker),
+                ));
+            }
         }
         Ok(Clustering {
             metadata,

@@ -202,6 +202,32 @@ impl Vhost {
         self.log.record(&self.name, &commands);
     }
 
+    /// Deletes a queue whose node is gone (a transient queue, which went with its node's
+    /// process, as RabbitMQ deletes a down node's transient queues), with its bindings, through
+    /// the definition log like any deletion. Nothing if that incarnation is no longer there.
+    pub async fn forget_queue_of_gone_node(
+        self: &Arc<Self>,
+        name: &str,
+        incarnation: u64,
+    ) -> Result<bool, CommitError> {
+        let change = self.begin_change().await;
+        let commands = {
+            let topo = self.read();
+            match topo.queues.get(name) {
+                Some(q) if q.incarnation == incarnation => {
+                    topo.with_cascade(DefinitionCommand::DeleteQueue {
+                        name: name.to_owned(),
+                        storage_id: None,
+                        incarnation,
+                    })
+                }
+                _ => return Ok(false),
+            }
+        };
+        self.commit_and_apply(change, commands).await?;
+        Ok(true)
+    }
+
     /// Marks the vhost deleted and empties it: its connections are told to close, its policies
     /// and exchanges go (through the log, records included); returns its queues, for the caller
     /// to delete (with their messages).

@@ -121,6 +121,7 @@ impl Topology {
                     .is_some_and(|q| removal_meant_for(*incarnation, q.incarnation));
                 match same.then(|| self.queues.remove(name)).flatten() {
                     Some(q) => {
+                        delete_if_live(&q);
                         self.unbind_destination(&Destination::Queue(q));
                         Applied::Changed
                     }
@@ -251,5 +252,19 @@ impl Topology {
         for ex in self.exchanges.values_mut() {
             ex.unbind_destination(destination);
         }
+    }
+}
+
+/// A queue of this node's that the cluster deleted without the queue deleting itself first (its
+/// node was taken for gone, or a snapshot installed without it) is told to go now, with its
+/// consumers cancelled, rather than left running unreachable. A queue that deleted itself (the
+/// usual path) and another node's proxy have nothing to do.
+fn delete_if_live(queue: &Arc<QueueHandle>) {
+    if queue.forwards() || queue.is_deleted() {
+        return;
+    }
+    if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+        let queue = queue.clone();
+        runtime.spawn(async move { queue.delete_unconditionally().await });
     }
 }

@@ -1619,3 +1619,72 @@ async fn a_node_restarted_from_its_own_snapshot_keeps_durable_queues_and_drops_t
         .expect("a message");
     assert_eq!(got.delivery.data, b"m0");
 }
+
+/// A node killed for good loses its transient queues, as in RabbitMQ: the others delete its
+/// non-durable and exclusive queues (with their bindings) once it has been unreachable for a
+/// while, and keep its durable ones, which come back with it.
+#[tokio::test]
+async fn a_node_gone_for_good_loses_its_transient_queues_and_keeps_its_durable_ones() {
+    let (cluster, n1, n2, n3) = three_formed().await;
+    let c3 = n3.connect().await;
+    let ch3 = crate::common::lapin_channel(&c3).await;
+    ch3.queue_declare("t3".into(), Default::default(), Default::default())
+        .await
+        .expect("transient");
+    let exclusive = lapin::options::QueueDeclareOptions {
+        exclusive: true,
+        ..Default::default()
+    };
+    ch3.queue_declare("x3".into(), exclusive, Default::default())
+        .await
+        .expect("exclusive");
+    ch3.queue_bind(
+        "t3".into(),
+        "amq.direct".into(),
+        "to-t3".into(),
+        Default::default(),
+        Default::default(),
+    )
+    .await
+    .expect("bind");
+    declare_durable(&n3, "d3").await;
+    for node in [&n1, &n2] {
+        eventually(
+            "every queue of n3's listed on the others",
+            || names_listed(node, "/api/queues", ""),
+            |names| {
+                ["d3", "t3", "x3"]
+                    .iter()
+                    .all(|q| names.contains(&q.to_string()))
+            },
+        );
+    }
+
+    // Killed with its connection open: the exclusive queue goes with the node, not the client.
+    n3.kill9();
+    drop(c3);
+    for node in [&n1, &n2] {
+        eventually(
+            "n3's transient queues deleted, its durable one kept",
+            || names_listed(node, "/api/queues", ""),
+            |names| *names == ["d3"],
+        );
+        let (_, bindings) = api(node, "GET", "/api/bindings", None);
+        assert!(
+            !bindings.to_string().contains("to-t3"),
+            "the binding went with its queue: {bindings}"
+        );
+    }
+    let c1 = n1.connect().await;
+    assert!(passive(&c1, "t3").await.is_err(), "t3 is gone");
+
+    // Back, n3 has its durable queue and not the others.
+    let n3 = cluster.start(2);
+    let c3 = n3.connect().await;
+    eventually_async(|| async { passive(&c3, "d3").await.ok() }, Some((0, 0))).await;
+    eventually(
+        "n3 lists what the others do",
+        || names_listed(&n3, "/api/queues", ""),
+        |names| *names == ["d3"],
+    );
+}
