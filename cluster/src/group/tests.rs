@@ -221,3 +221,88 @@ async fn a_single_member_group_commits_alone_and_replays_its_log_after_a_restart
     );
     stop(m).await;
 }
+
+/// What openraft 0.10's pipelined appends gain over appends that return only once durable (as
+/// 0.9's storage must): a three-member group in this process proposes 1 KiB payloads, 512 at
+/// a time, from its leader, on each kind of log store. A measurement, not a check: run it with
+/// `cargo test --release -p warren-cluster -- --ignored --nocapture raft_pipelining`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore]
+async fn raft_pipelining_measurement() {
+    const PROPOSALS: usize = 20_000;
+    const IN_FLIGHT: usize = 512;
+    for wait_for_flush in [false, true, false, true] {
+        let dirs: Vec<_> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
+        let (ls, nodes) = listeners(3).await;
+        let mut members = Vec::new();
+        for (i, l) in ls.into_iter().enumerate() {
+            let link = Link::start(
+                LinkConfig::new(nodes[i].name.clone(), nodes[i].addr.clone(), b"s".to_vec()),
+                Some(l),
+            );
+            let node = ClusterNode::new(link.clone());
+            let db = LogDb::open(dirs[i].path().join("raft.redb")).unwrap();
+            db.set_appends_wait_for_flush(wait_for_flush);
+            let timing = Timing {
+                snapshot_every: None,
+                ..Timing::default()
+            };
+            let recorder = Arc::new(Recorder::default());
+            let group = Group::start(node, "g", &db, recorder, &nodes, timing)
+                .await
+                .unwrap();
+            members.push((group, link));
+        }
+        let mut leader = None;
+        until("a leader", || {
+            leader = members
+                .iter()
+                .position(|(g, l)| g.leader().as_deref() == Some(l.name()));
+            leader.is_some()
+        })
+        .await;
+        let group = members[leader.unwrap()].0.clone();
+        let started = tokio::time::Instant::now();
+        let next = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let latencies = Arc::new(Mutex::new(Vec::with_capacity(PROPOSALS)));
+        let workers: Vec<_> = (0..IN_FLIGHT)
+            .map(|_| {
+                let (group, next, latencies) = (group.clone(), next.clone(), latencies.clone());
+                tokio::spawn(async move {
+                    while next.fetch_add(1, std::sync::atomic::Ordering::Relaxed) < PROPOSALS {
+                        let proposal = group.proposal(vec![7; 1024]);
+                        let at = tokio::time::Instant::now();
+                        group
+                            .propose(proposal, Duration::from_secs(30))
+                            .await
+                            .unwrap();
+                        latencies.lock().unwrap().push(at.elapsed());
+                    }
+                })
+            })
+            .collect();
+        for w in workers {
+            w.await.unwrap();
+        }
+        let elapsed = started.elapsed();
+        let mut latencies = latencies.lock().unwrap().clone();
+        latencies.sort();
+        let at =
+            |q: f64| latencies[((latencies.len() as f64 * q) as usize).min(latencies.len() - 1)];
+        println!(
+            "appends {}: {:.0} proposals/s, latency p50 {:?} p99 {:?}",
+            if wait_for_flush {
+                "wait for the flush (0.9)"
+            } else {
+                "pipelined (0.10)"
+            },
+            PROPOSALS as f64 / elapsed.as_secs_f64(),
+            at(0.5),
+            at(0.99)
+        );
+        for (group, link) in members {
+            group.shutdown().await;
+            link.stop();
+        }
+    }
+}

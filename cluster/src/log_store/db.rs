@@ -47,6 +47,9 @@ pub struct LogDb {
 pub(super) struct Db {
     pub(super) db: Database,
     pub(super) path: PathBuf,
+    /// `append` returns only once its entries are durable, as openraft 0.9's storage must: for
+    /// measuring what 0.10's pipelining gains (`benches/raft-pipelining`), never set otherwise.
+    appends_wait_for_flush: std::sync::atomic::AtomicBool,
     writer: Mutex<Writer>,
     groups: Mutex<Groups>,
 }
@@ -109,10 +112,20 @@ impl LogDb {
             shared: Arc::new(Db {
                 db,
                 path: path.to_owned(),
+                appends_wait_for_flush: Default::default(),
                 writer: Mutex::default(),
                 groups: Mutex::new(groups),
             }),
         })
+    }
+
+    /// Makes `append` wait until its entries are durable, as openraft 0.9 requires of a log
+    /// store, instead of returning once they are readable (0.10's pipelining): a measurement
+    /// knob, off unless set.
+    pub fn set_appends_wait_for_flush(&self, wait: bool) {
+        self.shared
+            .appends_wait_for_flush
+            .store(wait, std::sync::atomic::Ordering::Relaxed);
     }
 
     /// The names of the groups the database holds.
@@ -190,6 +203,11 @@ impl LogDb {
 }
 
 impl Db {
+    pub(super) fn appends_wait_for_flush(&self) -> bool {
+        self.appends_wait_for_flush
+            .load(std::sync::atomic::Ordering::Relaxed)
+    }
+
     fn groups(&self) -> MutexGuard<'_, Groups> {
         // Nothing under the lock panics by design; carry on with what it holds.
         self.groups.lock().unwrap_or_else(|p| p.into_inner())

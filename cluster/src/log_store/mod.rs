@@ -98,6 +98,8 @@ enum Op {
         batch: u64,
         indexes: Option<RangeInclusive<u64>>,
         flushed: IOFlushed<TypeConfig>,
+        /// Told too when the append is durable, if `append` waits for that (a measurement).
+        durable: Option<Done>,
     },
     Vote {
         vote: Vote,
@@ -194,6 +196,71 @@ impl LogStore {
                 "the writer dropped a write without an answer".into(),
             )),
         }
+    }
+
+    /// Makes `entries` readable and queues their write; the receiver says when they are durable
+    /// if `append` is to wait for that.
+    fn queue_append(
+        &self,
+        entries: Vec<Entry>,
+        callback: IOFlushed<TypeConfig>,
+    ) -> Result<Option<oneshot::Receiver<Result<(), String>>>, io::Error> {
+        let mut st = self.log.state();
+        st.check()?;
+
+        // The log must stay without holes: each entry follows the last one.
+        let mut expected = st.next_index();
+        for entry in &entries {
+            let index = entry.log_id.index;
+            let follows = match expected {
+                Some(next) => index == next,
+                None => index >= st.last_purged.next_index(),
+            };
+            if !follows {
+                return Err(io::Error::new(
+                    io::ErrorKind::InvalidInput,
+                    format!(
+                        "append of log entry {} would leave a hole (last: {:?}, purged: {:?})",
+                        entry.log_id, st.last_log, st.last_purged
+                    ),
+                ));
+            }
+            expected = Some(index + 1);
+        }
+
+        let batch = st.next_batch;
+        st.next_batch += 1;
+        // An empty append writes nothing, but its callback still waits for the writes queued
+        // before it.
+        let indexes = match (entries.first(), entries.last()) {
+            (Some(first), Some(last)) => Some(first.log_id.index..=last.log_id.index),
+            _ => None,
+        };
+        if let Some(last) = entries.last() {
+            st.last_log = Some(last.log_id);
+        }
+        for entry in entries {
+            let index = entry.log_id.index;
+            let entry = Arc::new(entry);
+            st.unwritten.insert(index, Unwritten { batch, entry });
+        }
+        let (durable, flushed_here) = match self.log.db.appends_wait_for_flush() {
+            true => {
+                let (tx, rx) = oneshot::channel();
+                (Some(tx), Some(rx))
+            }
+            false => (None, None),
+        };
+        self.log.db.enqueue(
+            &self.log,
+            Op::Append {
+                batch,
+                indexes,
+                flushed: callback,
+                durable,
+            },
+        );
+        Ok(flushed_here)
     }
 
     /// Entries `start..end` that the log holds: from redb up to the first unwritten entry, from
@@ -390,8 +457,13 @@ impl State {
 fn answer(ops: Vec<Op>, result: &Result<(), String>) {
     for op in ops {
         match op {
-            Op::Append { flushed, .. } => {
+            Op::Append {
+                flushed, durable, ..
+            } => {
                 flushed.io_completed(result.clone().map_err(io::Error::other));
+                if let Some(durable) = durable {
+                    let _ = durable.send(result.clone());
+                }
             }
             Op::Vote { done, .. } | Op::Truncate { done, .. } | Op::Purge { done, .. } => {
                 // The waiter may have gone (its future dropped): nothing to tell.
@@ -549,54 +621,13 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         I: IntoIterator<Item = Entry> + OptionalSend,
         I::IntoIter: OptionalSend,
     {
-        let entries: Vec<Entry> = entries.into_iter().collect();
-        let mut st = self.log.state();
-        st.check()?;
-
-        // The log must stay without holes: each entry follows the last one.
-        let mut expected = st.next_index();
-        for entry in &entries {
-            let index = entry.log_id.index;
-            let follows = match expected {
-                Some(next) => index == next,
-                None => index >= st.last_purged.next_index(),
-            };
-            if !follows {
-                return Err(io::Error::new(
-                    io::ErrorKind::InvalidInput,
-                    format!(
-                        "append of log entry {} would leave a hole (last: {:?}, purged: {:?})",
-                        entry.log_id, st.last_log, st.last_purged
-                    ),
-                ));
+        let flushed_here = self.queue_append(entries.into_iter().collect(), callback)?;
+        if let Some(flushed) = flushed_here {
+            match flushed.await {
+                Ok(result) => result.map_err(io::Error::other)?,
+                Err(_) => return Err(io::Error::other("the writer dropped an append")),
             }
-            expected = Some(index + 1);
         }
-
-        let batch = st.next_batch;
-        st.next_batch += 1;
-        // An empty append writes nothing, but its callback still waits for the writes queued
-        // before it.
-        let indexes = match (entries.first(), entries.last()) {
-            (Some(first), Some(last)) => Some(first.log_id.index..=last.log_id.index),
-            _ => None,
-        };
-        if let Some(last) = entries.last() {
-            st.last_log = Some(last.log_id);
-        }
-        for entry in entries {
-            let index = entry.log_id.index;
-            let entry = Arc::new(entry);
-            st.unwritten.insert(index, Unwritten { batch, entry });
-        }
-        self.log.db.enqueue(
-            &self.log,
-            Op::Append {
-                batch,
-                indexes,
-                flushed: callback,
-            },
-        );
         Ok(())
     }
 
