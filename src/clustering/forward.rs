@@ -22,7 +22,6 @@ use warren_cluster::node::AppHandler;
 
 use crate::broker::Broker;
 use crate::message::Message;
-use crate::queue::core::ConsumerSpec;
 use crate::queue::log::durable_form;
 use crate::queue::remote::wire::{
     self, Forward, QueueRef, Reply, Settle, Taken, WireDelivery, WireError, WireGot, WireMessage,
@@ -482,10 +481,7 @@ impl Forwarding {
             Forward::Consume {
                 queue,
                 consumer,
-                no_ack,
-                exclusive,
-                prefetch,
-                priority,
+                terms,
             } => {
                 let (Some(broker), Some(q)) = (self.broker.upgrade(), self.queue(&queue)) else {
                     return Reply::Gone;
@@ -498,13 +494,7 @@ impl Forwarding {
                 };
                 lock(&peer.consumer_ids).insert(id, relayed);
                 lock(&peer.consumers).insert(consumer, (q.clone(), id));
-                let spec = ConsumerSpec {
-                    id,
-                    no_ack,
-                    exclusive,
-                    prefetch,
-                    priority,
-                };
+                let spec = terms.spec(id);
                 let outbox = ConsumerOutbox {
                     channel: 0,
                     tag: Arc::from(""),

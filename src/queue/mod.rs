@@ -17,6 +17,7 @@ pub mod factory;
 pub mod host;
 pub mod log;
 pub mod owner;
+pub mod quorum;
 mod ready;
 pub mod recovery;
 pub mod remote;

@@ -328,6 +328,19 @@ impl QueueCore {
         self.page_out.len()
     }
 
+    /// The deliveries awaiting settlement that `consumer` holds (`None`: those handed out by
+    /// `basic.get`), in delivery order.
+    pub fn unsettled_of(&self, consumer: Option<u64>) -> Vec<u64> {
+        let mut ids: Vec<u64> = self
+            .outstanding
+            .iter()
+            .filter(|(_, o)| o.consumer == consumer)
+            .map(|(id, _)| *id)
+            .collect();
+        ids.sort_unstable();
+        ids
+    }
+
     pub fn stats(&self) -> QueueStats {
         QueueStats {
             ready: self.ready.len() as u32,

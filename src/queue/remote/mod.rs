@@ -31,7 +31,7 @@ use super::{
     ConnEvent, ConnectionFlow, ConsumerOutbox, Delivery, GetReply, PublishConfirm, QueueCommand,
     QueueHandle, QueueSpec, QueueStats,
 };
-use wire::{Forward, QueueRef, Reply, Settle, Taken, WireDelivery, WireMessage};
+use wire::{ConsumeTerms, Forward, QueueRef, Reply, Settle, Taken, WireDelivery, WireMessage};
 
 /// Publishes sent to the home node in one request, at most.
 const BATCH: usize = 256;
@@ -384,10 +384,7 @@ impl Proxy {
                     .ask(Forward::Consume {
                         queue,
                         consumer: id,
-                        no_ack: spec.no_ack,
-                        exclusive: spec.exclusive,
-                        prefetch: spec.prefetch,
-                        priority: spec.priority,
+                        terms: ConsumeTerms::of(&spec),
                     })
                     .await;
                 let result = match answer {

@@ -6,6 +6,7 @@ use serde::{Deserialize, Serialize};
 use warren_amqp::{AmqpError, ReplyCode};
 
 use crate::message::{Message, MessageRef};
+use crate::queue::core::ConsumerSpec;
 
 /// A request to a queue's home node, or from it.
 #[derive(Debug, Serialize, Deserialize)]
@@ -42,10 +43,7 @@ pub enum Forward {
     Consume {
         queue: QueueRef,
         consumer: u64,
-        no_ack: bool,
-        exclusive: bool,
-        prefetch: u32,
-        priority: i32,
+        terms: ConsumeTerms,
     },
     Cancel {
         queue: QueueRef,
@@ -79,6 +77,38 @@ pub struct QueueRef {
     pub name: String,
 }
 
+/// What a consumer asked for, as the queue's state machine takes it ([`ConsumerSpec`] without
+/// the id, which is the queue's to give).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ConsumeTerms {
+    pub no_ack: bool,
+    pub exclusive: bool,
+    pub prefetch: u32,
+    pub priority: i32,
+}
+
+impl ConsumeTerms {
+    pub fn of(spec: &ConsumerSpec) -> ConsumeTerms {
+        ConsumeTerms {
+            no_ack: spec.no_ack,
+            exclusive: spec.exclusive,
+            prefetch: spec.prefetch,
+            priority: spec.priority,
+        }
+    }
+
+    /// The consumer as the queue knows it, under `id`.
+    pub fn spec(self, id: u64) -> ConsumerSpec {
+        ConsumerSpec {
+            id,
+            no_ack: self.no_ack,
+            exclusive: self.exclusive,
+            prefetch: self.prefetch,
+            priority: self.priority,
+        }
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Settle {
     Ack,
@@ -87,7 +117,7 @@ pub enum Settle {
 }
 
 /// A message as the store writes it: exchange, routing key, properties, body.
-#[derive(Debug, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct WireMessage {
     pub exchange: Vec<u8>,
     pub routing_key: Vec<u8>,

@@ -1,0 +1,398 @@
+//! A quorum queue's replicated state machine: the queue core ([`QueueCore`]) applied by every
+//! member of the queue's Raft group to the same committed commands, with a context whose every
+//! answer comes from the log, so that every member holds the same queue.
+//!
+//! - Time is the proposer's clock as written in the command, never the applying node's; it only
+//!   moves forward (a proposer whose clock is behind another's does not take the queue back in
+//!   time), so TTLs and `x-expires` expire at the same entry everywhere.
+//! - A consumer always has room as far as the state machine is concerned: what limits its
+//!   deliveries is its prefetch, counted in the state. (Connection back-pressure is the
+//!   consumer's node's business, after the state has assigned a delivery.)
+//! - A consumer is known by the index of the entry that registered it (unique in the group,
+//!   the same on every member), with the node and the node-local consumer id it stands for.
+//! - A proposal is applied once: a node resends what may have been lost at a leader change, in
+//!   order, and the state skips a proposal number it has applied already from that node.
+//!
+//! [`QueueMachine::apply`] returns what the entry did ([`Applied`]: the proposer's answer and
+//! the effects); what each member then carries out (its own consumers' deliveries, its own
+//! proposers' answers; dead-letters on the leader only) is the quorum queue host's business.
+
+use std::collections::{BTreeMap, HashMap};
+
+use serde::{Deserialize, Serialize};
+use warren_cluster::NodeId;
+
+use crate::queue::core::{Command, Context, CoreSpec, Effect, Outcome, QueueCore, Taken};
+use crate::queue::log::{NoLog, QueueLog};
+use crate::queue::remote::wire::{ConsumeTerms, Settle, WireMessage};
+
+/// One command of a quorum queue's log.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum QuorumCommand {
+    /// Messages published through the proposing node, in order.
+    Enqueue {
+        at_ms: u64,
+        messages: Vec<WireMessage>,
+    },
+    /// A consumer on the proposing node (`consumer` is its id there; `process` the node's
+    /// process, so that a restarted node's old consumers can be told apart).
+    Consume {
+        at_ms: u64,
+        process: u64,
+        consumer: u64,
+        terms: ConsumeTerms,
+    },
+    /// The proposing node's consumer `consumer` (its id there) is cancelled.
+    Cancel {
+        at_ms: u64,
+        consumer: u64,
+    },
+    /// `basic.get` on the proposing node (`process` as for consumers: a manual-ack get's
+    /// delivery goes back to the queue if that node goes).
+    Get {
+        at_ms: u64,
+        process: u64,
+        no_ack: bool,
+    },
+    /// Deliveries settled by the node whose channel holds them.
+    Settle {
+        at_ms: u64,
+        how: Settle,
+        deliveries: Vec<u64>,
+    },
+    Purge {
+        at_ms: u64,
+    },
+    Delete {
+        at_ms: u64,
+        if_unused: bool,
+        if_empty: bool,
+    },
+    /// Time passed: expire, dispatch.
+    Tick {
+        at_ms: u64,
+    },
+    /// `node`'s consumers from processes started before `process` are gone (the node went down
+    /// or restarted): their unsettled deliveries go back to the queue.
+    ConsumersGone {
+        node: NodeId,
+        process: u64,
+    },
+}
+
+impl QuorumCommand {
+    fn at_ms(&self) -> Option<u64> {
+        match self {
+            QuorumCommand::Enqueue { at_ms, .. }
+            | QuorumCommand::Consume { at_ms, .. }
+            | QuorumCommand::Cancel { at_ms, .. }
+            | QuorumCommand::Get { at_ms, .. }
+            | QuorumCommand::Settle { at_ms, .. }
+            | QuorumCommand::Purge { at_ms }
+            | QuorumCommand::Delete { at_ms, .. }
+            | QuorumCommand::Tick { at_ms } => Some(*at_ms),
+            QuorumCommand::ConsumersGone { .. } => None,
+        }
+    }
+}
+
+/// Who a consumer of the state machine is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ConsumerHome {
+    pub node: NodeId,
+    pub process: u64,
+    /// Its id on its node.
+    pub local: u64,
+}
+
+/// What applying one entry did.
+#[derive(Debug)]
+pub struct Applied {
+    /// The answer for the proposer (`None` for a proposal applied before, skipped).
+    pub answer: Option<Answer>,
+    /// The effects, consumers named by their home.
+    pub effects: Vec<ReplicaEffect>,
+}
+
+/// The answer to a proposal.
+#[derive(Debug)]
+pub enum Answer {
+    /// What became of each message of an enqueue, in order.
+    Enqueued(Vec<Taken>),
+    /// The core's answer to anything else.
+    Core(Outcome),
+}
+
+/// An effect of the state machine, with the consumer it concerns resolved to its home.
+#[derive(Debug)]
+pub enum ReplicaEffect {
+    Deliver {
+        consumer: ConsumerHome,
+        delivery: u64,
+        redelivered: bool,
+        no_ack: bool,
+        message: crate::message::MessageRef,
+    },
+    ConsumerCancelled {
+        consumer: ConsumerHome,
+    },
+    DeadLetter(crate::queue::core::DeadLetter),
+    Deleted,
+}
+
+/// The replicated queue: the core and what the machine adds to it.
+pub struct QueueMachine {
+    core: QueueCore,
+    /// The queue's clock: the latest time a command carried.
+    now_ms: u64,
+    /// Consumers by their id in the core (the index of the entry that registered them).
+    consumers: BTreeMap<u64, ConsumerHome>,
+    /// Deliveries of manual-ack gets, by delivery id: the node and process whose channel has
+    /// them.
+    gets: BTreeMap<u64, (NodeId, u64)>,
+    /// The last proposal number applied from each node.
+    applied_numbers: HashMap<NodeId, u64>,
+}
+
+impl QueueMachine {
+    /// A new queue (`spec.logged` must be false: the Raft log is the queue's log).
+    pub fn new(spec: CoreSpec, now_ms: u64) -> QueueMachine {
+        let spec = CoreSpec {
+            logged: false,
+            memory_limit: u64::MAX,
+            ..spec
+        };
+        QueueMachine {
+            core: QueueCore::new(spec, now_ms),
+            now_ms,
+            consumers: BTreeMap::new(),
+            gets: BTreeMap::new(),
+            applied_numbers: HashMap::new(),
+        }
+    }
+
+    pub fn core(&self) -> &QueueCore {
+        &self.core
+    }
+
+    /// Applies the committed entry `index`, proposed by `origin` as its proposal `number`.
+    pub fn apply(
+        &mut self,
+        index: u64,
+        origin: NodeId,
+        number: u64,
+        command: QuorumCommand,
+    ) -> Applied {
+        let last = self.applied_numbers.entry(origin).or_insert(0);
+        if number <= *last {
+            return Applied {
+                answer: None,
+                effects: Vec::new(),
+            };
+        }
+        *last = number;
+        if let Some(at) = command.at_ms() {
+            self.now_ms = self.now_ms.max(at);
+        }
+        let mut ctx = ReplicaContext {
+            now_ms: self.now_ms,
+            effects: Vec::new(),
+            log: NoLog,
+        };
+        let answer = match command {
+            QuorumCommand::Enqueue { messages, .. } => {
+                let taken = messages
+                    .into_iter()
+                    .map(|m| {
+                        let message = m.into_message();
+                        match self.core.apply(
+                            Command::Publish {
+                                message,
+                                logged: None,
+                            },
+                            &mut ctx,
+                        ) {
+                            Outcome::Published(taken) => taken,
+                            _ => Taken::Refused,
+                        }
+                    })
+                    .collect();
+                self.core.apply(Command::Tick, &mut ctx);
+                Answer::Enqueued(taken)
+            }
+            QuorumCommand::Consume {
+                process,
+                consumer,
+                terms,
+                ..
+            } => {
+                let spec = terms.spec(index);
+                let outcome = self.core.apply(Command::Consume(spec), &mut ctx);
+                if matches!(outcome, Outcome::Consumed(Ok(()))) {
+                    self.consumers.insert(
+                        index,
+                        ConsumerHome {
+                            node: origin,
+                            process,
+                            local: consumer,
+                        },
+                    );
+                }
+                self.core.apply(Command::Tick, &mut ctx);
+                Answer::Core(outcome)
+            }
+            QuorumCommand::Cancel { consumer, .. } => {
+                let found = self
+                    .consumers
+                    .iter()
+                    .find(|(_, home)| home.node == origin && home.local == consumer)
+                    .map(|(id, _)| *id);
+                if let Some(id) = found {
+                    self.core.apply(Command::Cancel { consumer: id }, &mut ctx);
+                    self.consumers.remove(&id);
+                }
+                Answer::Core(Outcome::Done)
+            }
+            QuorumCommand::Get {
+                no_ack, process, ..
+            } => {
+                let outcome = self.core.apply(Command::Get { no_ack }, &mut ctx);
+                if let (false, Outcome::Got(Some(got))) = (no_ack, &outcome) {
+                    self.gets.insert(got.id, (origin, process));
+                }
+                Answer::Core(outcome)
+            }
+            QuorumCommand::Settle {
+                how, deliveries, ..
+            } => {
+                for id in &deliveries {
+                    self.gets.remove(id);
+                }
+                let command = match how {
+                    Settle::Ack => Command::Ack(deliveries),
+                    Settle::Reject => Command::Reject(deliveries),
+                    Settle::Requeue => Command::Requeue(deliveries),
+                };
+                self.core.apply(command, &mut ctx);
+                Answer::Core(self.core.apply(Command::Tick, &mut ctx))
+            }
+            QuorumCommand::Purge { .. } => Answer::Core(self.core.apply(Command::Purge, &mut ctx)),
+            QuorumCommand::Delete {
+                if_unused,
+                if_empty,
+                ..
+            } => Answer::Core(self.core.apply(
+                Command::Delete {
+                    if_unused,
+                    if_empty,
+                },
+                &mut ctx,
+            )),
+            QuorumCommand::Tick { .. } => Answer::Core(self.core.apply(Command::Tick, &mut ctx)),
+            QuorumCommand::ConsumersGone { node, process } => {
+                self.consumers_gone(node, process, &mut ctx);
+                Answer::Core(self.core.apply(Command::Tick, &mut ctx))
+            }
+        };
+        let effects = ctx
+            .effects
+            .into_iter()
+            .filter_map(|effect| self.resolve(effect))
+            .collect();
+        Applied {
+            answer: Some(answer),
+            effects,
+        }
+    }
+
+    /// `node`'s consumers and gets from processes before `process` are gone: what they held
+    /// goes back to the queue (redelivered, counted as a delivery), in delivery order, and the
+    /// consumers are removed.
+    fn consumers_gone(&mut self, node: NodeId, process: u64, ctx: &mut ReplicaContext) {
+        let from_gone = |(n, p): (NodeId, u64)| n == node && p < process;
+        let consumers: Vec<u64> = self
+            .consumers
+            .iter()
+            .filter(|(_, home)| from_gone((home.node, home.process)))
+            .map(|(id, _)| *id)
+            .collect();
+        let mut held: Vec<u64> = self
+            .gets
+            .iter()
+            .filter(|(_, owner)| from_gone(**owner))
+            .map(|(id, _)| *id)
+            .collect();
+        for id in &held {
+            self.gets.remove(id);
+        }
+        for id in consumers {
+            held.extend(self.core.unsettled_of(Some(id)));
+            self.core.apply(Command::Cancel { consumer: id }, ctx);
+            self.consumers.remove(&id);
+        }
+        held.sort_unstable();
+        if !held.is_empty() {
+            self.core.apply(Command::Requeue(held), ctx);
+        }
+    }
+
+    /// An effect with its consumer resolved (one no longer registered is dropped: its
+    /// cancellation was the state's own).
+    fn resolve(&mut self, effect: Effect) -> Option<ReplicaEffect> {
+        Some(match effect {
+            Effect::Deliver {
+                consumer,
+                delivery,
+                redelivered,
+                no_ack,
+                message,
+            } => ReplicaEffect::Deliver {
+                consumer: *self.consumers.get(&consumer)?,
+                delivery,
+                redelivered,
+                no_ack,
+                message,
+            },
+            Effect::ConsumerCancelled { consumer } => ReplicaEffect::ConsumerCancelled {
+                consumer: self.consumers.remove(&consumer)?,
+            },
+            Effect::DeadLetter(d) => ReplicaEffect::DeadLetter(d),
+            Effect::Deleted => ReplicaEffect::Deleted,
+        })
+    }
+}
+
+/// The context every member gives the core: answers from the log only.
+struct ReplicaContext {
+    now_ms: u64,
+    effects: Vec<Effect>,
+    log: NoLog,
+}
+
+impl Context for ReplicaContext {
+    fn now_ms(&self) -> u64 {
+        self.now_ms
+    }
+
+    fn wall_clock_ms(&self) -> u64 {
+        self.now_ms
+    }
+
+    fn consumer_has_room(&mut self, _consumer: u64) -> bool {
+        true
+    }
+
+    fn take_channel_credit(&mut self, _consumer: u64) -> bool {
+        // Quorum queues have no channel-wide prefetch (as RabbitMQ's: `basic.qos` global is
+        // not applied to them).
+        true
+    }
+
+    fn emit(&mut self, effect: Effect) {
+        self.effects.push(effect);
+    }
+
+    fn log(&mut self) -> &mut dyn QueueLog {
+        &mut self.log
+    }
+}

@@ -1,0 +1,365 @@
+//! The quorum queue's state machine: its answers come from the log alone (time, consumers,
+//! duplicates), and replicas fed the same log end equal with the same effects.
+
+use proptest::prelude::*;
+use warren_amqp::encode::encode_properties;
+use warren_amqp::protocol::basic::AMQPProperties;
+
+use super::machine::{Answer, Applied, ConsumerHome, QueueMachine, QuorumCommand, ReplicaEffect};
+use crate::queue::args::QueueType;
+use crate::queue::core::{CoreSpec, Outcome, Taken};
+use crate::queue::remote::wire::{ConsumeTerms, Settle, WireMessage};
+use crate::queue::QueueArgs;
+
+fn machine(args: QueueArgs) -> QueueMachine {
+    let spec = CoreSpec {
+        name: "q".into(),
+        vhost: "/".into(),
+        args: QueueArgs {
+            queue_type: QueueType::Quorum,
+            ..args
+        },
+        auto_delete: false,
+        logged: false,
+        memory_limit: u64::MAX,
+    };
+    QueueMachine::new(spec, 1_000)
+}
+
+fn wire(body: &str, expiration_ms: Option<u64>) -> WireMessage {
+    let mut props = AMQPProperties::default();
+    if let Some(ms) = expiration_ms {
+        props = props.with_expiration(ms.to_string().into());
+    }
+    WireMessage {
+        exchange: Vec::new(),
+        routing_key: b"q".to_vec(),
+        properties: encode_properties(&props).expect("encodable"),
+        body: body.as_bytes().to_vec(),
+    }
+}
+
+fn describe(effect: &ReplicaEffect) -> String {
+    match effect {
+        ReplicaEffect::Deliver {
+            consumer,
+            delivery,
+            redelivered,
+            message,
+            ..
+        } => format!(
+            "deliver {}/{} {delivery} {redelivered} {}",
+            consumer.node,
+            consumer.local,
+            String::from_utf8_lossy(message.body())
+        ),
+        ReplicaEffect::ConsumerCancelled { consumer } => {
+            format!("cancelled {}/{}", consumer.node, consumer.local)
+        }
+        ReplicaEffect::DeadLetter(d) => format!(
+            "dead-letter {:?} {}",
+            d.reason,
+            String::from_utf8_lossy(d.message.body())
+        ),
+        ReplicaEffect::Deleted => "deleted".into(),
+    }
+}
+
+/// Applies commands in log order (index from 1), each proposed by `origin` with increasing
+/// numbers; the effects described.
+struct Log {
+    index: u64,
+    numbers: [u64; 4],
+}
+
+impl Log {
+    fn new() -> Log {
+        Log {
+            index: 0,
+            numbers: [0; 4],
+        }
+    }
+
+    fn apply(&mut self, m: &mut QueueMachine, origin: u64, command: QuorumCommand) -> Applied {
+        self.index += 1;
+        self.numbers[origin as usize] += 1;
+        m.apply(self.index, origin, self.numbers[origin as usize], command)
+    }
+}
+
+fn bodies(applied: &Applied) -> Vec<String> {
+    applied.effects.iter().map(describe).collect()
+}
+
+fn enqueue(at_ms: u64, bodies: &[&str]) -> QuorumCommand {
+    QuorumCommand::Enqueue {
+        at_ms,
+        messages: bodies.iter().map(|b| wire(b, None)).collect(),
+    }
+}
+
+fn consume(at_ms: u64, consumer: u64, prefetch: u32) -> QuorumCommand {
+    QuorumCommand::Consume {
+        at_ms,
+        process: 1,
+        consumer,
+        terms: terms(prefetch),
+    }
+}
+
+fn terms(prefetch: u32) -> ConsumeTerms {
+    ConsumeTerms {
+        no_ack: false,
+        exclusive: false,
+        prefetch,
+        priority: 0,
+    }
+}
+
+#[test]
+fn time_is_the_logs_and_never_goes_back() {
+    let mut m = machine(QueueArgs::default());
+    let mut log = Log::new();
+    let ttl = QuorumCommand::Enqueue {
+        at_ms: 10_000,
+        messages: vec![wire("short", Some(100)), wire("long", Some(60_000))],
+    };
+    log.apply(&mut m, 1, ttl);
+    // A proposer whose clock is behind does not take the queue back in time...
+    log.apply(&mut m, 2, QuorumCommand::Tick { at_ms: 5_000 });
+    assert_eq!(m.core().stats().ready, 2);
+    // ...and the message expires at the entry that carries its expiry, whatever the clock of
+    // the node applying it.
+    log.apply(&mut m, 2, QuorumCommand::Tick { at_ms: 10_101 });
+    assert_eq!(m.core().stats().ready, 1);
+}
+
+#[test]
+fn a_proposal_applied_twice_counts_once() {
+    let mut m = machine(QueueArgs::default());
+    let first = m.apply(1, 1, 7, enqueue(1, &["a"]));
+    assert!(matches!(first.answer, Some(Answer::Enqueued(ref t)) if t == &[Taken::Taken]));
+    // Resent after a leader change, and appended again.
+    let again = m.apply(2, 1, 7, enqueue(1, &["a"]));
+    assert!(again.answer.is_none());
+    assert_eq!(m.core().stats().ready, 1);
+    // Another node's proposal of the same number is its own.
+    m.apply(3, 2, 7, enqueue(1, &["b"]));
+    assert_eq!(m.core().stats().ready, 2);
+}
+
+#[test]
+fn deliveries_name_the_consumers_home() {
+    let mut m = machine(QueueArgs::default());
+    let mut log = Log::new();
+    log.apply(&mut m, 1, enqueue(1, &["a", "b"]));
+    let on_2 = log.apply(&mut m, 2, consume(2, 40, 1));
+    assert_eq!(bodies(&on_2), ["deliver 2/40 0 false a"]);
+    let on_3 = log.apply(&mut m, 3, consume(3, 40, 1));
+    assert_eq!(bodies(&on_3), ["deliver 3/40 1 false b"]);
+    let Some(ReplicaEffect::Deliver { consumer, .. }) = on_3.effects.first() else {
+        panic!("a delivery");
+    };
+    assert_eq!(
+        *consumer,
+        ConsumerHome {
+            node: 3,
+            process: 1,
+            local: 40
+        }
+    );
+}
+
+#[test]
+fn a_gone_nodes_consumers_and_gets_give_back_what_they_held() {
+    let mut m = machine(QueueArgs::default());
+    let mut log = Log::new();
+    log.apply(&mut m, 1, enqueue(1, &["a", "b", "c", "d"]));
+    log.apply(&mut m, 2, consume(2, 40, 1)); // a, to node 2
+    log.apply(&mut m, 3, consume(3, 41, 1)); // b, to node 3
+    let got = log.apply(
+        &mut m,
+        2,
+        QuorumCommand::Get {
+            at_ms: 4,
+            process: 1,
+            no_ack: false,
+        },
+    ); // c, to a channel of node 2
+    assert!(matches!(
+        got.answer,
+        Some(Answer::Core(Outcome::Got(Some(_))))
+    ));
+    // Node 2 restarted (process 5): a and c go back, behind d, counted; b stays with node 3.
+    let gone = log.apply(
+        &mut m,
+        1,
+        QuorumCommand::ConsumersGone {
+            node: 2,
+            process: 5,
+        },
+    );
+    assert!(bodies(&gone).is_empty(), "{:?}", bodies(&gone));
+    assert_eq!(m.core().stats().ready, 3);
+    assert_eq!(m.core().stats().unacked, 1);
+    assert_eq!(m.core().stats().consumers, 1);
+    // Node 3's consumer acks b and gets the rest in order: d, then a and c redelivered.
+    let mut seen = Vec::new();
+    let mut next = 1;
+    for _ in 0..3 {
+        let settled = log.apply(
+            &mut m,
+            3,
+            QuorumCommand::Settle {
+                at_ms: 5,
+                how: Settle::Ack,
+                deliveries: vec![next],
+            },
+        );
+        for effect in &settled.effects {
+            if let ReplicaEffect::Deliver { delivery, .. } = effect {
+                next = *delivery;
+            }
+        }
+        seen.extend(bodies(&settled));
+    }
+    assert_eq!(
+        seen,
+        [
+            "deliver 3/41 3 false d",
+            "deliver 3/41 4 true a",
+            "deliver 3/41 5 true c"
+        ]
+    );
+}
+
+#[derive(Debug, Clone)]
+enum Step {
+    Enqueue {
+        origin: u64,
+        n: u8,
+        ttl: Option<u8>,
+    },
+    Consume {
+        origin: u64,
+        local: u8,
+        prefetch: u8,
+    },
+    Cancel {
+        origin: u64,
+        local: u8,
+    },
+    Get {
+        origin: u64,
+        no_ack: bool,
+    },
+    Settle {
+        origin: u64,
+        how: u8,
+        pick: u8,
+    },
+    Purge,
+    Tick {
+        ms: u8,
+    },
+    Gone {
+        node: u64,
+    },
+    Resend,
+}
+
+fn step() -> impl Strategy<Value = Step> {
+    prop_oneof![
+        4 => (1u64..4, 1u8..4, proptest::option::of(0u8..20))
+            .prop_map(|(origin, n, ttl)| Step::Enqueue { origin, n, ttl }),
+        2 => (1u64..4, 0u8..3, 0u8..3)
+            .prop_map(|(origin, local, prefetch)| Step::Consume { origin, local, prefetch }),
+        1 => (1u64..4, 0u8..3).prop_map(|(origin, local)| Step::Cancel { origin, local }),
+        1 => (1u64..4, any::<bool>()).prop_map(|(origin, no_ack)| Step::Get { origin, no_ack }),
+        3 => (1u64..4, 0u8..3, any::<u8>())
+            .prop_map(|(origin, how, pick)| Step::Settle { origin, how, pick }),
+        1 => Just(Step::Purge),
+        2 => (0u8..30).prop_map(|ms| Step::Tick { ms }),
+        1 => (1u64..4).prop_map(|node| Step::Gone { node }),
+        1 => Just(Step::Resend),
+    ]
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(300))]
+
+    /// Three replicas (a fourth that joins from the same log later would be the same) applying
+    /// one log: every entry's answer and effects are the same on each, and so are the queues.
+    #[test]
+    fn replicas_fed_one_log_agree(steps in proptest::collection::vec(step(), 1..120)) {
+        let args = QueueArgs {
+            max_length: Some(6),
+            dead_letter_exchange: Some("dlx".into()),
+            delivery_limit: Some(2),
+            ..Default::default()
+        };
+        // The log, as the leader made it: (origin, number, command).
+        let mut entries: Vec<(u64, u64, QuorumCommand)> = Vec::new();
+        let mut numbers = [0u64; 4];
+        let mut now = 1_000u64;
+        let mut body = 0u32;
+        for s in steps {
+            let (origin, command) = match s {
+                Step::Enqueue { origin, n, ttl } => {
+                    let messages = (0..n).map(|_| {
+                        body += 1;
+                        wire(&format!("m{body}"), ttl.map(u64::from))
+                    }).collect();
+                    (origin, QuorumCommand::Enqueue { at_ms: now, messages })
+                }
+                Step::Consume { origin, local, prefetch } => (origin, QuorumCommand::Consume {
+                    at_ms: now, process: 1, consumer: u64::from(local),
+                    terms: terms(u32::from(prefetch)),
+                }),
+                Step::Cancel { origin, local } => {
+                    (origin, QuorumCommand::Cancel { at_ms: now, consumer: u64::from(local) })
+                }
+                Step::Get { origin, no_ack } => {
+                    (origin, QuorumCommand::Get { at_ms: now, process: 1, no_ack })
+                }
+                Step::Settle { origin, how, pick } => {
+                    let how = [Settle::Ack, Settle::Reject, Settle::Requeue][usize::from(how)];
+                    (origin, QuorumCommand::Settle {
+                        at_ms: now, how, deliveries: vec![u64::from(pick % 24)],
+                    })
+                }
+                Step::Purge => (1, QuorumCommand::Purge { at_ms: now }),
+                Step::Tick { ms } => {
+                    now += u64::from(ms);
+                    (1, QuorumCommand::Tick { at_ms: now })
+                }
+                Step::Gone { node } => (1, QuorumCommand::ConsumersGone { node, process: 2 }),
+                Step::Resend => match entries.last().cloned() {
+                    // The last proposal again, as a node resends after a leader change.
+                    Some(last) => {
+                        entries.push(last);
+                        continue;
+                    }
+                    None => continue,
+                },
+            };
+            numbers[origin as usize] += 1;
+            entries.push((origin, numbers[origin as usize], command));
+        }
+        let mut replicas: Vec<QueueMachine> = (0..3).map(|_| machine(args.clone())).collect();
+        for (index, (origin, number, command)) in entries.into_iter().enumerate() {
+            let applied: Vec<(String, Vec<String>)> = replicas
+                .iter_mut()
+                .map(|m| {
+                    let a = m.apply(index as u64 + 1, origin, number, command.clone());
+                    (format!("{:?}", a.answer), a.effects.iter().map(describe).collect())
+                })
+                .collect();
+            prop_assert_eq!(&applied[0], &applied[1]);
+            prop_assert_eq!(&applied[0], &applied[2]);
+        }
+        let stats: Vec<_> = replicas.iter().map(|m| m.core().stats()).collect();
+        prop_assert_eq!(stats[0], stats[1]);
+        prop_assert_eq!(stats[0], stats[2]);
+    }
+}
