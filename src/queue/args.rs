@@ -1,11 +1,12 @@
 //! Queue arguments (`x-…`) as the queue engine uses them, validated with RabbitMQ's wording.
 //! Unknown `x-` arguments are accepted and kept, as RabbitMQ does.
 
+use serde::{Deserialize, Serialize};
 use warren_amqp::types::{AMQPValue, FieldTable};
 use warren_amqp::AmqpError;
 
 /// What happens to a publish that would take a queue over its length limit.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Overflow {
     /// The oldest message goes (dead-lettered if the queue has a dead-letter exchange).
     #[default]
@@ -17,7 +18,7 @@ pub enum Overflow {
 }
 
 /// `x-queue-type`: which kind of queue a declare asks for.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub enum QueueType {
     #[default]
     Classic,
@@ -41,7 +42,9 @@ impl QueueType {
     }
 }
 
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+/// The arguments a queue acts on (serializable: a replicated queue's state carries the ones in
+/// effect, which a policy change replaces).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct QueueArgs {
     pub queue_type: QueueType,
     pub message_ttl: Option<u64>,
@@ -59,7 +62,7 @@ pub struct QueueArgs {
 }
 
 /// Deduplication settings (Warren's own; the arguments follow RabbitMQ's deduplication plugin).
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Dedup {
     /// How many ids are remembered (the oldest are forgotten first).
     pub cache_size: usize,

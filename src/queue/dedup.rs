@@ -10,6 +10,8 @@
 use std::collections::{HashMap, VecDeque};
 use std::time::SystemTime;
 
+use serde::{Deserialize, Serialize};
+
 use warren_amqp::types::AMQPValue;
 use warren_amqp::PropertiesView;
 use warren_storage::{Op, RememberedId};
@@ -66,6 +68,21 @@ pub fn key_of(header: Option<&str>, props: &PropertiesView<'_>) -> Option<Vec<u8
     }
 }
 
+/// Everything a non-durable cache remembers, to rebuild it elsewhere (a replicated queue's
+/// snapshot). A durable cache's changes not yet taken for the store are not part of it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DedupState {
+    pub size: usize,
+    pub ttl_ms: Option<u64>,
+    pub header: Option<String>,
+    /// Each remembered id with when it is forgotten, sorted by id (so that equal caches give
+    /// equal states).
+    pub seen: Vec<(Vec<u8>, u64)>,
+    /// Ids in the order they were remembered, with their expiry; may hold entries an id's later
+    /// remembering superseded, which eviction skips.
+    pub order: Vec<(Vec<u8>, u64)>,
+}
+
 impl DedupCache {
     pub fn new(settings: &Dedup, durable: bool) -> Self {
         DedupCache {
@@ -75,6 +92,33 @@ impl DedupCache {
             ttl_ms: settings.ttl_ms,
             header: settings.header.clone(),
             durable,
+            remembered: Vec::new(),
+            forgotten: Vec::new(),
+        }
+    }
+
+    /// What the cache remembers, as [`DedupCache::from_state`] takes it back.
+    pub fn state(&self) -> DedupState {
+        let mut seen: Vec<_> = self.seen.iter().map(|(k, e)| (k.clone(), *e)).collect();
+        seen.sort_unstable();
+        DedupState {
+            size: self.size,
+            ttl_ms: self.ttl_ms,
+            header: self.header.clone(),
+            seen,
+            order: self.order.iter().cloned().collect(),
+        }
+    }
+
+    /// A non-durable cache remembering what `state` says.
+    pub fn from_state(state: DedupState) -> Self {
+        DedupCache {
+            seen: state.seen.into_iter().collect(),
+            order: state.order.into(),
+            size: state.size.max(1),
+            ttl_ms: state.ttl_ms,
+            header: state.header,
+            durable: false,
             remembered: Vec::new(),
             forgotten: Vec::new(),
         }

@@ -183,10 +183,9 @@ impl Ready {
         Some(e)
     }
 
-    /// Every ready entry, in the order they would be delivered.
-    #[cfg(test)]
-    pub fn iter(&self) -> impl Iterator<Item = &Entry> {
-        self.levels.iter().rev().flat_map(|q| q.iter())
+    /// The priority levels, lowest first, each in delivery order.
+    pub fn levels(&self) -> &[VecDeque<Entry>] {
+        &self.levels
     }
 
     pub fn drain(&mut self) -> Vec<Entry> {

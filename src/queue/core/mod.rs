@@ -12,18 +12,24 @@
 //! same state and the same effects on every copy, which is what a replicated queue needs; the
 //! owner task ([`super::owner`]) is the context that carries them out.
 //!
+//! A queue without a log can be copied whole: [`QueueCore::replica_state`] and
+//! [`QueueCore::from_replica_state`] (a replicated queue's snapshot).
+//!
 //! Files: `dispatch.rs` (consumers and deliveries), `removal.rs` (publish, limits, expiry,
-//! settlement, dead-lettering, purge and delete), `paging.rs` (paging out and in, log writes).
+//! settlement, dead-lettering, purge and delete), `paging.rs` (paging out and in, log writes),
+//! `replica.rs` (the state as a value).
 
 mod dispatch;
 mod paging;
 mod removal;
+mod replica;
 #[cfg(test)]
 mod tests;
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 
+use serde::{Deserialize, Serialize};
 use warren_amqp::AmqpError;
 
 use super::args::QueueType;
@@ -34,6 +40,10 @@ use super::ready::{Entry, Ready, Slot};
 use super::{GetReply, QueueArgs, QueueStats};
 use crate::message::MessageRef;
 use warren_storage::Enqueued;
+
+pub use replica::{
+    ReplicaConsumer, ReplicaDelivery, ReplicaEntry, ReplicaMessage, ReplicaState, ReplicaStateError,
+};
 
 /// What a queue is told to do.
 pub enum Command {
@@ -81,7 +91,8 @@ pub enum Command {
 }
 
 /// A consumer as the state machine sees it; where its deliveries go is the context's business.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// Serializable as part of a [`ReplicaState`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ConsumerSpec {
     /// Unique in the broker.
     pub id: u64,
@@ -544,43 +555,5 @@ impl QueueCore {
             "queue '{}' in vhost '{}' {what}",
             self.name, self.vhost
         ))
-    }
-}
-
-/// A comparable picture of a queue's state, for tests that replay commands on two copies.
-#[cfg(test)]
-#[derive(Debug, PartialEq, Eq)]
-pub struct Snapshot {
-    pub ready: Vec<(u64, bool, u16, u32)>,
-    pub outstanding: Vec<(u64, Option<u64>)>,
-    pub consumers: Vec<(u64, u32)>,
-    pub next_consumer: usize,
-    pub deleted: bool,
-}
-
-#[cfg(test)]
-impl QueueCore {
-    pub fn snapshot(&self) -> Snapshot {
-        let mut outstanding: Vec<_> = self
-            .outstanding
-            .iter()
-            .map(|(id, o)| (*id, o.consumer))
-            .collect();
-        outstanding.sort_unstable();
-        Snapshot {
-            ready: self
-                .ready
-                .iter()
-                .map(|e| (e.id, e.redelivered, e.returns, e.expires_at))
-                .collect(),
-            outstanding,
-            consumers: self
-                .consumers
-                .iter()
-                .map(|c| (c.spec.id, c.unacked))
-                .collect(),
-            next_consumer: self.next_consumer,
-            deleted: self.deleted,
-        }
     }
 }

@@ -13,6 +13,7 @@ use crate::queue::args::QueueType;
 use crate::queue::{Overflow, QueueArgs};
 
 mod model;
+mod replica;
 
 /// A log in memory: what was appended, and the messages it could give back.
 #[derive(Default)]
@@ -67,6 +68,8 @@ struct TestCtx {
     /// Channel-wide credit left per consumer (absent: unlimited).
     channel_credit: HashMap<u64, u32>,
     effects: Vec<String>,
+    /// Every effect in full (`Debug`: message bytes, dead-letter properties included).
+    effects_in_full: Vec<String>,
     deliveries: Vec<(u64, String, bool)>,
     /// The `x-delivery-count` of each delivery.
     delivery_counts: Vec<Option<i64>>,
@@ -106,6 +109,7 @@ impl Context for TestCtx {
             self.delivery_counts.push(delivery_count(message));
         }
         self.effects.push(describe(&effect));
+        self.effects_in_full.push(format!("{effect:?}"));
     }
     fn log(&mut self) -> &mut dyn QueueLog {
         &mut self.log
@@ -136,6 +140,17 @@ fn describe(effect: &Effect) -> String {
     }
 }
 
+/// The state of a queue without a log (which every test queue of this kind has).
+fn state_of(q: &QueueCore) -> ReplicaState {
+    q.replica_state()
+        .expect("a queue without a log has a replica state")
+}
+
+/// Ready entries in the order they would be delivered: highest priority level first.
+fn ready_in_delivery_order(state: &ReplicaState) -> impl Iterator<Item = &ReplicaEntry> {
+    state.ready.iter().rev().flatten()
+}
+
 fn body_of(m: &MessageRef) -> String {
     String::from_utf8_lossy(m.body()).into_owned()
 }
@@ -148,7 +163,12 @@ fn message(body: &str, expiration: Option<u64>, storage_id: Option<u64>) -> Mess
     if storage_id.is_some() {
         props = props.with_delivery_mode(2);
     }
-    let raw = encode_properties(&props).expect("encodable properties");
+    message_of(&props, body, storage_id)
+}
+
+/// A message published with `props` through the default exchange to queue `q`.
+fn message_of(props: &AMQPProperties, body: &str, storage_id: Option<u64>) -> MessageRef {
+    let raw = encode_properties(props).expect("encodable properties");
     Message::from_parts(
         b"",
         b"q",

@@ -5,13 +5,15 @@ use std::collections::HashSet;
 
 use proptest::prelude::*;
 
-use super::{consumer, got, message, publish_command, queue, TestCtx};
+use super::{
+    consumer, got, message, publish_command, queue, ready_in_delivery_order, state_of, TestCtx,
+};
 use crate::queue::args::QueueType;
 use crate::queue::core::{Command, Outcome};
 use crate::queue::QueueArgs;
 
 #[derive(Debug, Clone)]
-enum Step {
+pub(super) enum Step {
     Publish { ttl: Option<u8> },
     Consume { consumer: u8, prefetch: u8 },
     Cancel { consumer: u8 },
@@ -25,7 +27,7 @@ enum Step {
     Tick,
 }
 
-fn step() -> impl Strategy<Value = Step> {
+pub(super) fn step() -> impl Strategy<Value = Step> {
     prop_oneof![
         4 => proptest::option::of(0u8..4).prop_map(|ttl| Step::Publish { ttl }),
         1 => (0u8..3, 0u8..3).prop_map(|(consumer, prefetch)| Step::Consume { consumer, prefetch }),
@@ -240,17 +242,24 @@ fn run_model_and_queue(steps: &[Step], quorum: bool) -> Result<(), TestCaseError
         }
         prop_assert_eq!(&ctx.deliveries, &m.deliveries);
         let ready: Vec<_> = m.ready.iter().map(|e| (e.0, e.2)).collect();
-        let snapshot = q.snapshot();
-        let actual: Vec<_> = snapshot.ready.iter().map(|e| (e.0, e.1)).collect();
-        prop_assert_eq!(actual, ready);
+        let state = state_of(&q);
+        let actual: Vec<_> = ready_in_delivery_order(&state)
+            .map(|e| (e.id, e.redelivered))
+            .collect();
+        prop_assert_eq!(&actual, &ready);
         let mut outstanding: Vec<_> = m.outstanding.iter().map(|o| (o.0, o.3)).collect();
         outstanding.sort_unstable();
-        prop_assert_eq!(&snapshot.outstanding, &outstanding);
+        let actual: Vec<_> = state
+            .outstanding
+            .iter()
+            .map(|d| (d.entry.id, d.consumer))
+            .collect();
+        prop_assert_eq!(&actual, &outstanding);
         // Every message is accounted for: settled (acked, rejected, expired, purged, taken
         // without ack), ready, or delivered and unsettled.
         prop_assert_eq!(
             m.published,
-            m.settled + snapshot.ready.len() as u64 + snapshot.outstanding.len() as u64
+            m.settled + ready.len() as u64 + outstanding.len() as u64
         );
     }
     Ok(())
@@ -309,7 +318,7 @@ proptest! {
             }
         }
         let [(a, actx), (b, bctx)] = copies;
-        prop_assert_eq!(a.snapshot(), b.snapshot());
+        prop_assert_eq!(state_of(&a), state_of(&b));
         prop_assert_eq!(&actx.effects, &bctx.effects);
         prop_assert_eq!(&actx.log.records, &bctx.log.records);
     }
