@@ -1,5 +1,6 @@
 //! Queue arguments (`x-…`) as the queue engine uses them, validated with RabbitMQ's wording.
-//! Unknown `x-` arguments are accepted and kept, as RabbitMQ does.
+//! Unknown `x-` arguments are accepted and kept, as RabbitMQ does; an argument RabbitMQ knows
+//! for another queue type only is refused when a queue is declared (not when it is read back).
 
 use serde::{Deserialize, Serialize};
 use warren_amqp::types::{AMQPValue, FieldTable};
@@ -17,6 +18,46 @@ pub enum Overflow {
     RejectPublishDlx,
 }
 
+/// `x-dead-letter-strategy` of a quorum queue.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum DeadLetterStrategy {
+    /// Dead-lettered messages are published once, unconfirmed (as classic queues do).
+    #[default]
+    AtMostOnce,
+    /// The queue keeps a dead-lettered message until the target queues confirm it.
+    AtLeastOnce,
+}
+
+impl DeadLetterStrategy {
+    fn from_name(name: &str) -> Option<DeadLetterStrategy> {
+        match name {
+            "at-most-once" => Some(DeadLetterStrategy::AtMostOnce),
+            "at-least-once" => Some(DeadLetterStrategy::AtLeastOnce),
+            _ => None,
+        }
+    }
+}
+
+/// `x-queue-leader-locator`: where a replicated queue's leader is placed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LeaderLocator {
+    /// On the node of the declaring connection.
+    ClientLocal,
+    /// On the node leading the fewest queues (or a random one, with many queues).
+    Balanced,
+}
+
+impl LeaderLocator {
+    fn from_name(name: &str) -> Option<LeaderLocator> {
+        match name {
+            "client-local" => Some(LeaderLocator::ClientLocal),
+            // RabbitMQ 3.10 takes its older names as synonyms of balanced.
+            "balanced" | "random" | "least-leaders" => Some(LeaderLocator::Balanced),
+            _ => None,
+        }
+    }
+}
+
 /// `x-queue-type`: which kind of queue a declare asks for.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub enum QueueType {
@@ -25,6 +66,49 @@ pub enum QueueType {
     Quorum,
     Stream,
 }
+
+/// The arguments RabbitMQ 3.10 knows for each queue type (each type's `queue_arguments`
+/// capability), in its order, which is the order a redeclare compares them in.
+const RABBITMQ_CLASSIC_ARGUMENTS: [&str; 13] = [
+    "x-expires",
+    "x-message-ttl",
+    "x-dead-letter-exchange",
+    "x-dead-letter-routing-key",
+    "x-max-length",
+    "x-max-length-bytes",
+    "x-max-priority",
+    "x-overflow",
+    "x-queue-mode",
+    "x-queue-version",
+    "x-single-active-consumer",
+    "x-queue-type",
+    "x-queue-master-locator",
+];
+const RABBITMQ_QUORUM_ARGUMENTS: [&str; 15] = [
+    "x-dead-letter-exchange",
+    "x-dead-letter-routing-key",
+    "x-dead-letter-strategy",
+    "x-expires",
+    "x-max-length",
+    "x-max-length-bytes",
+    "x-max-in-memory-length",
+    "x-max-in-memory-bytes",
+    "x-overflow",
+    "x-single-active-consumer",
+    "x-queue-type",
+    "x-quorum-initial-group-size",
+    "x-delivery-limit",
+    "x-message-ttl",
+    "x-queue-leader-locator",
+];
+const RABBITMQ_STREAM_ARGUMENTS: [&str; 6] = [
+    "x-queue-type",
+    "x-max-length-bytes",
+    "x-max-age",
+    "x-stream-max-segment-size-bytes",
+    "x-initial-cluster-size",
+    "x-queue-leader-locator",
+];
 
 impl QueueType {
     /// Its `x-queue-type` name (and the management API's `type`).
@@ -36,10 +120,55 @@ impl QueueType {
         }
     }
 
+    /// The name of RabbitMQ's module for the type, as its error texts print it.
+    fn rabbitmq_module(self) -> &'static str {
+        match self {
+            QueueType::Classic => "rabbit_classic_queue",
+            QueueType::Quorum => "rabbit_quorum_queue",
+            QueueType::Stream => "rabbit_stream_queue",
+        }
+    }
+
     /// Replicated kinds are durable, never exclusive or auto-delete (RabbitMQ refuses those).
     pub fn needs_plain_durable(self) -> bool {
         self != QueueType::Classic
     }
+
+    /// The arguments a redeclare of a queue of this type compares with the queue's, in order:
+    /// RabbitMQ's for the type, and those Warren supports beyond RabbitMQ (delivery limits on
+    /// classic queues, priorities on quorum queues).
+    pub fn compared_arguments(self) -> impl Iterator<Item = &'static str> {
+        let (rabbitmq, warren): (&[&str], &[&str]) = match self {
+            // Streams compare as classic queues (as every type did) until they get their own
+            // checks.
+            QueueType::Classic | QueueType::Stream => {
+                (&RABBITMQ_CLASSIC_ARGUMENTS, &["x-delivery-limit"])
+            }
+            QueueType::Quorum => (&RABBITMQ_QUORUM_ARGUMENTS, &["x-max-priority"]),
+        };
+        rabbitmq.iter().chain(warren).copied()
+    }
+
+    /// Whether a declare of this type refuses `arg`: an argument RabbitMQ knows for another
+    /// type only (unknown ones are accepted). Streams keep their former checks for now.
+    fn refuses_argument(self, arg: &str) -> bool {
+        let known = RABBITMQ_CLASSIC_ARGUMENTS
+            .iter()
+            .chain(&RABBITMQ_QUORUM_ARGUMENTS)
+            .chain(&RABBITMQ_STREAM_ARGUMENTS)
+            .any(|known| *known == arg);
+        self != QueueType::Stream && known && !self.compared_arguments().any(|own| own == arg)
+    }
+}
+
+/// Which checks a parse makes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Checks {
+    /// Every check RabbitMQ makes when a queue is declared.
+    Declare,
+    /// Arguments stored before read back: checks added since are skipped (their arguments read
+    /// as absent when invalid), so that a queue stored before does not lose all its arguments.
+    Stored,
 }
 
 /// The arguments a queue acts on (serializable: a replicated queue's state carries the ones in
@@ -54,9 +183,15 @@ pub struct QueueArgs {
     pub overflow: Overflow,
     pub dead_letter_exchange: Option<String>,
     pub dead_letter_routing_key: Option<String>,
+    /// `x-dead-letter-strategy` (quorum queues).
+    pub dead_letter_strategy: DeadLetterStrategy,
     pub max_priority: Option<u8>,
     pub single_active_consumer: bool,
     pub delivery_limit: Option<u64>,
+    /// `x-quorum-initial-group-size`: how many replicas a quorum queue starts with.
+    pub initial_group_size: Option<u32>,
+    /// `x-queue-leader-locator` (quorum queues).
+    pub leader_locator: Option<LeaderLocator>,
     /// `x-message-deduplication`: drop publishes whose id was seen recently.
     pub deduplication: Option<Dedup>,
 }
@@ -79,7 +214,27 @@ impl QueueArgs {
             && (self.max_length.is_some() || self.max_length_bytes.is_some())
     }
 
+    /// The arguments of a queue being declared, with every check RabbitMQ makes.
+    pub fn parse_declared(
+        args: &FieldTable,
+        queue: &str,
+        vhost: &str,
+    ) -> Result<QueueArgs, AmqpError> {
+        Self::read(args, queue, vhost, Checks::Declare)
+    }
+
+    /// The arguments of a queue declared before (stored, replicated): the checks added since it
+    /// was declared are skipped, see [`Checks::Stored`].
     pub fn parse(args: &FieldTable, queue: &str, vhost: &str) -> Result<QueueArgs, AmqpError> {
+        Self::read(args, queue, vhost, Checks::Stored)
+    }
+
+    fn read(
+        args: &FieldTable,
+        queue: &str,
+        vhost: &str,
+        checks: Checks,
+    ) -> Result<QueueArgs, AmqpError> {
         let reader = ArgReader {
             args,
             kind: "queue",
@@ -90,14 +245,31 @@ impl QueueArgs {
         let get = |arg: &str| args.inner().get(arg);
         let non_negative = |arg: &str| reader.non_negative(arg);
         // Checked in RabbitMQ's order: the dead-letter exchange's type first (its channel looks
-        // at it before the queue's own checks), then each argument in turn.
+        // at it before the queue's own checks), then the queue type, then each argument the
+        // type knows in turn; arguments of other types last.
         if let Some(v) = get("x-dead-letter-exchange").filter(|v| string(v).is_none()) {
             return Err(AmqpError::precondition_failed(format!(
                 "invalid type '{}' for arg 'x-dead-letter-exchange' in queue '{queue}' in vhost '{vhost}'",
                 type_name(v)
             )));
         }
+        let queue_type = match reader.string_or_unacceptable("x-queue-type")?.as_deref() {
+            None | Some("classic") => QueueType::Classic,
+            Some("quorum") => QueueType::Quorum,
+            Some("stream") => QueueType::Stream,
+            Some(other) => {
+                return Err(invalid(
+                    "x-queue-type",
+                    format!("\"unsupported queue type '{other}'\""),
+                ))
+            }
+        };
+        let quorum = queue_type == QueueType::Quorum;
+        // Quorum queues' own arguments are checked at declare only: queues stored before these
+        // checks came may hold values they refuse.
+        let declared_quorum = quorum && checks == Checks::Declare;
         let mut out = QueueArgs {
+            queue_type,
             expires: non_negative("x-expires")?,
             ..Default::default()
         };
@@ -113,8 +285,21 @@ impl QueueArgs {
                 "routing_key_but_no_dlx_defined".into(),
             ));
         }
+        out.dead_letter_strategy = reader
+            .named(
+                "x-dead-letter-strategy",
+                DeadLetterStrategy::from_name,
+                "invalid_dlx_strategy",
+                declared_quorum,
+            )?
+            .unwrap_or_default();
         out.max_length = non_negative("x-max-length")?;
         out.max_length_bytes = non_negative("x-max-length-bytes")?;
+        if declared_quorum {
+            // Only checked: Warren pages by memory use, whatever the queue type.
+            non_negative("x-max-in-memory-length")?;
+            non_negative("x-max-in-memory-bytes")?;
+        }
         if let Some(n) = non_negative("x-max-priority")? {
             if n > 255 {
                 return Err(invalid(
@@ -130,25 +315,28 @@ impl QueueArgs {
             Some("reject-publish-dlx") => Overflow::RejectPublishDlx,
             Some(_) => return Err(invalid("x-overflow", "invalid_overflow".into())),
         };
-        out.queue_type = match reader.string_or_unacceptable("x-queue-type")?.as_deref() {
-            None | Some("classic") => QueueType::Classic,
-            Some("quorum") => QueueType::Quorum,
-            Some("stream") => QueueType::Stream,
-            Some(other) => {
-                return Err(invalid(
-                    "x-queue-type",
-                    format!("\"unsupported queue type '{other}'\""),
-                ))
+        // Paging is Warren's own (by memory use), so the mode is only checked. Quorum queues
+        // have no mode: RabbitMQ refuses the argument by name, whatever its value.
+        if !quorum {
+            match reader.string_or_unacceptable("x-queue-mode")?.as_deref() {
+                None | Some("default") | Some("lazy") => {}
+                Some(other) => {
+                    return Err(invalid(
+                        "x-queue-mode",
+                        format!("\"unsupported queue mode '{other}'\""),
+                    ))
+                }
             }
-        };
-        // Paging is Warren's own (by memory use), so the mode is only checked.
-        match reader.string_or_unacceptable("x-queue-mode")?.as_deref() {
-            None | Some("default") | Some("lazy") => {}
-            Some(other) => {
-                return Err(invalid(
-                    "x-queue-mode",
-                    format!("\"unsupported queue mode '{other}'\""),
-                ))
+        }
+        if queue_type == QueueType::Classic && checks == Checks::Declare {
+            // Only checked: Warren has one message store, whatever the version asked for.
+            if let Some(version) = non_negative("x-queue-version")? {
+                if !(1..=2).contains(&version) {
+                    return Err(invalid(
+                        "x-queue-version",
+                        format!("\"unsupported queue version '{version}'\""),
+                    ));
+                }
             }
         }
         out.single_active_consumer = match get("x-single-active-consumer") {
@@ -161,10 +349,64 @@ impl QueueArgs {
                 ))
             }
         };
-        out.delivery_limit = non_negative("x-delivery-limit")?;
+        out.initial_group_size = if declared_quorum {
+            match reader.any_integer("x-quorum-initial-group-size")? {
+                Some(0) => {
+                    return Err(invalid(
+                        "x-quorum-initial-group-size",
+                        "{value_zero,0}".into(),
+                    ))
+                }
+                Some(n) if n < 0 => {
+                    return Err(invalid(
+                        "x-quorum-initial-group-size",
+                        format!("{{value_negative,{n}}}"),
+                    ))
+                }
+                n => n.map(group_size),
+            }
+        } else {
+            get("x-quorum-initial-group-size")
+                .and_then(integer)
+                .filter(|n| *n > 0)
+                .map(group_size)
+        };
+        out.leader_locator = reader.named(
+            "x-queue-leader-locator",
+            LeaderLocator::from_name,
+            "invalid_queue_locator_arg",
+            declared_quorum,
+        )?;
+        out.delivery_limit = if quorum {
+            // RabbitMQ does not check a quorum queue's limit; one that is not a count is none.
+            get("x-delivery-limit")
+                .and_then(integer)
+                .and_then(|n| u64::try_from(n).ok())
+        } else {
+            non_negative("x-delivery-limit")?
+        };
         out.deduplication = Dedup::parse(&reader)?;
+        if checks == Checks::Declare {
+            // The first in the table's order (RabbitMQ's is the order the client sent).
+            if let Some(arg) = args
+                .inner()
+                .keys()
+                .find(|arg| queue_type.refuses_argument(arg.as_str()))
+            {
+                return Err(AmqpError::precondition_failed(format!(
+                    "invalid arg '{}' for queue '{queue}' in vhost '{vhost}' of queue type {}",
+                    arg.as_str(),
+                    queue_type.rabbitmq_module()
+                )));
+            }
+        }
         Ok(out)
     }
+}
+
+/// A replica count as stored: any larger count means every node anyway.
+fn group_size(n: i64) -> u32 {
+    u32::try_from(n).unwrap_or(u32::MAX)
 }
 
 /// The arguments of basic.consume RabbitMQ checks (after finding the queue): `x-priority` must
@@ -269,6 +511,28 @@ impl ArgReader<'_> {
             Some(v) => string(v).map(Some).ok_or_else(|| {
                 self.invalid(arg, format!("{{unacceptable_type,{}}}", type_name(v)))
             }),
+        }
+    }
+
+    /// A string argument naming one of a set of values (`from_name` knows them). With `strict`,
+    /// another string is refused with `why` and another type with `{unacceptable_type,…}`;
+    /// without, either reads as absent.
+    fn named<T>(
+        &self,
+        arg: &str,
+        from_name: fn(&str) -> Option<T>,
+        why: &str,
+        strict: bool,
+    ) -> Result<Option<T>, AmqpError> {
+        if !strict {
+            let value = self.args.inner().get(arg).and_then(string);
+            return Ok(value.as_deref().and_then(from_name));
+        }
+        match self.string_or_unacceptable(arg)? {
+            None => Ok(None),
+            Some(name) => from_name(&name)
+                .map(Some)
+                .ok_or_else(|| self.invalid(arg, why.to_owned())),
         }
     }
 
@@ -462,5 +726,253 @@ mod tests {
             "/"
         )
         .is_err());
+    }
+
+    /// The reply text of a declare's arguments RabbitMQ refuses.
+    fn declare_error(args: &FieldTable) -> String {
+        QueueArgs::parse_declared(args, "q", "/")
+            .unwrap_err()
+            .reply_text()
+    }
+
+    /// The arguments of a quorum queue's declare.
+    fn quorum_table(entries: &[(&str, AMQPValue)]) -> FieldTable {
+        let mut args = table(entries);
+        args.insert("x-queue-type".into(), text_value("quorum"));
+        args
+    }
+
+    fn text_value(s: &str) -> AMQPValue {
+        AMQPValue::LongString(s.into())
+    }
+
+    #[test]
+    fn quorum_arguments_are_checked_as_rabbitmq_does() {
+        let invalid = |arg: &str, why: &str| {
+            format!("PRECONDITION_FAILED - invalid arg '{arg}' for queue 'q' in vhost '/': {why}")
+        };
+        let quorum = |entries: &[(&str, AMQPValue)]| declare_error(&quorum_table(entries));
+        let expected_integer = "\"expected integer, got longstr\"";
+        let (strategy, group_size, locator) = (
+            "x-dead-letter-strategy",
+            "x-quorum-initial-group-size",
+            "x-queue-leader-locator",
+        );
+        let int = AMQPValue::LongInt;
+        for (arg, value, why) in [
+            (strategy, text_value("bogus"), "invalid_dlx_strategy"),
+            (strategy, int(5), "{unacceptable_type,signedint}"),
+            (group_size, int(0), "{value_zero,0}"),
+            (group_size, int(-1), "{value_negative,-1}"),
+            (group_size, text_value("3"), expected_integer),
+            (locator, text_value("bogus"), "invalid_queue_locator_arg"),
+            (locator, int(5), "{unacceptable_type,signedint}"),
+            ("x-max-in-memory-length", int(-1), "{value_negative,-1}"),
+            ("x-max-in-memory-bytes", text_value("x"), expected_integer),
+            ("x-expires", int(0), "{value_zero,0}"),
+        ] {
+            assert_eq!(quorum(&[(arg, value)]), invalid(arg, why));
+        }
+        // RabbitMQ's order of the checks: the strategy before the length limits and overflow,
+        // the group size after them, the locator after the group size.
+        for (entries, arg, why) in [
+            (
+                [
+                    ("x-dead-letter-strategy", text_value("bogus")),
+                    ("x-max-length", AMQPValue::LongInt(-1)),
+                ],
+                "x-dead-letter-strategy",
+                "invalid_dlx_strategy",
+            ),
+            (
+                [
+                    ("x-quorum-initial-group-size", text_value("x")),
+                    ("x-max-length", AMQPValue::LongInt(-1)),
+                ],
+                "x-max-length",
+                "{value_negative,-1}",
+            ),
+            (
+                [
+                    ("x-quorum-initial-group-size", AMQPValue::LongInt(0)),
+                    ("x-queue-leader-locator", text_value("bogus")),
+                ],
+                "x-quorum-initial-group-size",
+                "{value_zero,0}",
+            ),
+        ] {
+            assert_eq!(quorum(&entries), invalid(arg, why));
+        }
+        let ok = QueueArgs::parse_declared(
+            &quorum_table(&[
+                ("x-dead-letter-strategy", text_value("at-least-once")),
+                ("x-quorum-initial-group-size", AMQPValue::LongInt(3)),
+                ("x-queue-leader-locator", text_value("least-leaders")),
+                ("x-max-in-memory-length", AMQPValue::LongInt(10)),
+                ("x-max-in-memory-bytes", AMQPValue::LongInt(10)),
+                ("x-delivery-limit", AMQPValue::LongInt(4)),
+                ("x-max-priority", AMQPValue::LongInt(5)),
+                ("x-ha-policy", text_value("all")),
+                ("x-message-deduplication", AMQPValue::Boolean(true)),
+            ]),
+            "q",
+            "/",
+        )
+        .unwrap();
+        assert_eq!(ok.dead_letter_strategy, DeadLetterStrategy::AtLeastOnce);
+        assert_eq!(ok.initial_group_size, Some(3));
+        assert_eq!(ok.leader_locator, Some(LeaderLocator::Balanced));
+        assert_eq!(ok.delivery_limit, Some(4));
+        assert_eq!(ok.max_priority, Some(5));
+        assert!(ok.deduplication.is_some());
+        // RabbitMQ does not check a quorum queue's delivery limit: one that is no count is none.
+        for limit in [AMQPValue::LongInt(-1), text_value("x")] {
+            let args = quorum_table(&[("x-delivery-limit", limit)]);
+            let parsed = QueueArgs::parse_declared(&args, "q", "/").unwrap();
+            assert_eq!(parsed.delivery_limit, None);
+        }
+    }
+
+    #[test]
+    fn arguments_of_other_queue_types_are_refused_by_name() {
+        let of_type = |arg: &str, module: &str| {
+            format!("PRECONDITION_FAILED - invalid arg '{arg}' for queue 'q' in vhost '/' of queue type {module}")
+        };
+        let quorum = |entries: &[(&str, AMQPValue)]| declare_error(&quorum_table(entries));
+        for (arg, value) in [
+            ("x-queue-mode", text_value("lazy")),
+            ("x-queue-mode", text_value("bogus")),
+            ("x-queue-mode", AMQPValue::LongInt(5)),
+            ("x-queue-master-locator", text_value("min-masters")),
+            ("x-queue-version", AMQPValue::LongInt(2)),
+            ("x-max-age", text_value("1D")),
+            ("x-initial-cluster-size", AMQPValue::LongInt(3)),
+            ("x-stream-max-segment-size-bytes", AMQPValue::LongInt(3)),
+        ] {
+            assert_eq!(quorum(&[(arg, value)]), of_type(arg, "rabbit_quorum_queue"));
+        }
+        // A type's own checks come first; among several arguments of other types, the first.
+        assert_eq!(
+            quorum(&[
+                ("x-queue-mode", text_value("lazy")),
+                ("x-overflow", text_value("bogus")),
+            ]),
+            "PRECONDITION_FAILED - invalid arg 'x-overflow' for queue 'q' in vhost '/': invalid_overflow"
+        );
+        assert_eq!(
+            quorum(&[
+                ("x-queue-mode", text_value("lazy")),
+                ("x-max-age", text_value("1D")),
+            ]),
+            of_type("x-max-age", "rabbit_quorum_queue")
+        );
+        for (arg, value) in [
+            ("x-dead-letter-strategy", text_value("at-least-once")),
+            ("x-quorum-initial-group-size", AMQPValue::LongInt(0)),
+            ("x-queue-leader-locator", text_value("balanced")),
+            ("x-max-in-memory-length", AMQPValue::LongInt(1)),
+            ("x-max-in-memory-bytes", AMQPValue::LongInt(1)),
+            ("x-max-age", text_value("bogus")),
+            ("x-initial-cluster-size", AMQPValue::LongInt(1)),
+            ("x-stream-max-segment-size-bytes", text_value("x")),
+        ] {
+            assert_eq!(
+                declare_error(&table(&[(arg, value.clone())])),
+                of_type(arg, "rabbit_classic_queue")
+            );
+            // Read back, the same arguments are kept (a queue stored before keeps the others).
+            let stored = QueueArgs::parse(
+                &table(&[(arg, value), ("x-max-length", AMQPValue::LongInt(1))]),
+                "q",
+                "/",
+            )
+            .unwrap();
+            assert_eq!(stored.max_length, Some(1));
+        }
+        // Warren's own: delivery limits on classic queues (checked), and arguments RabbitMQ
+        // knows for no queue type.
+        let classic = QueueArgs::parse_declared(
+            &table(&[
+                ("x-delivery-limit", AMQPValue::LongInt(2)),
+                ("x-queue-version", AMQPValue::LongInt(2)),
+                ("x-queue-master-locator", text_value("min-masters")),
+                ("x-foo", text_value("kept")),
+            ]),
+            "q",
+            "/",
+        )
+        .unwrap();
+        assert_eq!(classic.delivery_limit, Some(2));
+        assert_eq!(
+            declare_error(&table(&[("x-delivery-limit", AMQPValue::LongInt(-1))])),
+            "PRECONDITION_FAILED - invalid arg 'x-delivery-limit' for queue 'q' in vhost '/': {value_negative,-1}"
+        );
+        let version = |value| declare_error(&table(&[("x-queue-version", value)]));
+        let prefix =
+            "PRECONDITION_FAILED - invalid arg 'x-queue-version' for queue 'q' in vhost '/'";
+        assert_eq!(
+            version(AMQPValue::LongInt(3)),
+            format!("{prefix}: \"unsupported queue version '3'\"")
+        );
+        assert_eq!(
+            version(AMQPValue::LongInt(-1)),
+            format!("{prefix}: {{value_negative,-1}}")
+        );
+        assert_eq!(
+            version(AMQPValue::Boolean(true)),
+            format!("{prefix}: \"expected integer, got bool\"")
+        );
+        // Streams keep their checks for now.
+        let stream = table(&[
+            ("x-queue-type", text_value("stream")),
+            ("x-max-age", text_value("1D")),
+            ("x-queue-mode", text_value("lazy")),
+        ]);
+        assert!(QueueArgs::parse_declared(&stream, "q", "/").is_ok());
+        // The queue type is checked before the other arguments.
+        assert_eq!(
+            declare_error(&table(&[
+                ("x-queue-type", text_value("bogus")),
+                ("x-expires", AMQPValue::LongInt(0)),
+            ])),
+            "PRECONDITION_FAILED - invalid arg 'x-queue-type' for queue 'q' in vhost '/': \"unsupported queue type 'bogus'\""
+        );
+    }
+
+    #[test]
+    fn stored_quorum_arguments_read_back_leniently() {
+        let stored = QueueArgs::parse(
+            &quorum_table(&[
+                ("x-dead-letter-strategy", text_value("bogus")),
+                ("x-quorum-initial-group-size", AMQPValue::LongInt(0)),
+                ("x-queue-leader-locator", AMQPValue::LongInt(1)),
+                ("x-max-in-memory-length", AMQPValue::LongInt(-1)),
+                ("x-queue-mode", text_value("bogus")),
+                ("x-max-length", AMQPValue::LongInt(7)),
+            ]),
+            "q",
+            "/",
+        )
+        .unwrap();
+        assert_eq!(stored.dead_letter_strategy, DeadLetterStrategy::AtMostOnce);
+        assert_eq!(stored.initial_group_size, None);
+        assert_eq!(stored.leader_locator, None);
+        assert_eq!(stored.max_length, Some(7));
+        let stored = QueueArgs::parse(
+            &quorum_table(&[
+                ("x-dead-letter-strategy", text_value("at-least-once")),
+                (
+                    "x-quorum-initial-group-size",
+                    AMQPValue::LongLongInt(1 << 40),
+                ),
+                ("x-queue-leader-locator", text_value("client-local")),
+            ]),
+            "q",
+            "/",
+        )
+        .unwrap();
+        assert_eq!(stored.dead_letter_strategy, DeadLetterStrategy::AtLeastOnce);
+        assert_eq!(stored.initial_group_size, Some(u32::MAX));
+        assert_eq!(stored.leader_locator, Some(LeaderLocator::ClientLocal));
     }
 }

@@ -15,22 +15,6 @@ use crate::queue::{ConnectionId, QueueArgs, QueueHandle};
 use super::topology::exchange_args;
 use super::{default_exchange_refused, Vhost};
 
-/// Queue arguments RabbitMQ compares when a queue is declared again.
-const COMPARED_QUEUE_ARGS: &[&str] = &[
-    "x-expires",
-    "x-message-ttl",
-    "x-dead-letter-exchange",
-    "x-dead-letter-routing-key",
-    "x-max-length",
-    "x-max-length-bytes",
-    "x-max-priority",
-    "x-overflow",
-    "x-queue-mode",
-    "x-queue-type",
-    "x-single-active-consumer",
-    "x-delivery-limit",
-];
-
 /// The queue.declare request, as the vhost needs it.
 pub struct DeclareQueue<'a> {
     pub name: &'a str,
@@ -191,9 +175,9 @@ impl Vhost {
                 q.auto_delete.to_string(),
             ));
         }
-        for arg in COMPARED_QUEUE_ARGS {
-            let new = req.arguments.inner().get(*arg);
-            let old = q.arguments.inner().get(*arg);
+        for arg in q.args.queue_type.compared_arguments() {
+            let new = req.arguments.inner().get(arg);
+            let old = q.arguments.inner().get(arg);
             let (received, current) = match (new, old) {
                 (None, None) => continue,
                 (Some(n), Some(o))
@@ -335,7 +319,7 @@ pub fn check_new_queue(vhost: &str, req: &DeclareQueue<'_>) -> Result<(), AmqpEr
             req.name
         )));
     }
-    let args = QueueArgs::parse(req.arguments, req.name, vhost)?;
+    let args = QueueArgs::parse_declared(req.arguments, req.name, vhost)?;
     if args.queue_type.needs_plain_durable() {
         let refused = [
             (!req.durable, "non-durable"),
