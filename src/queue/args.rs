@@ -19,7 +19,7 @@ pub enum Overflow {
 }
 
 /// `x-dead-letter-strategy` of a quorum queue.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub enum DeadLetterStrategy {
     /// Dead-lettered messages are published once, unconfirmed (as classic queues do).
     #[default]
@@ -39,7 +39,7 @@ impl DeadLetterStrategy {
 }
 
 /// `x-queue-leader-locator`: where a replicated queue's leader is placed.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub enum LeaderLocator {
     /// On the node of the declaring connection.
     ClientLocal,

@@ -484,6 +484,7 @@ fn args() -> impl Strategy<Value = QueueArgs> {
                 ttl_ms,
                 header: None,
             }),
+            ..QueueArgs::default()
         },
     )
 }
