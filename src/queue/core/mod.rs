@@ -216,6 +216,7 @@ const PAGE_IN_RETRY_MS: u64 = 500;
 const CLOCK_REBASE_AT: u32 = 1 << 31;
 
 /// What a queue needs to know about itself to start.
+#[derive(Debug, Clone)]
 pub struct CoreSpec {
     pub name: Arc<str>,
     /// For error texts.

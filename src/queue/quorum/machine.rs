@@ -22,7 +22,9 @@ use std::collections::{BTreeMap, HashMap};
 use serde::{Deserialize, Serialize};
 use warren_cluster::NodeId;
 
-use crate::queue::core::{Command, Context, CoreSpec, Effect, Outcome, QueueCore, Taken};
+use crate::queue::core::{
+    Command, Context, CoreSpec, Effect, Outcome, QueueCore, ReplicaState, ReplicaStateError, Taken,
+};
 use crate::queue::log::{NoLog, QueueLog};
 use crate::queue::remote::wire::{ConsumeTerms, Settle, WireMessage};
 
@@ -140,6 +142,17 @@ pub enum ReplicaEffect {
     Deleted,
 }
 
+/// A machine's whole state, as a snapshot carries it (a member that restarts or lags installs
+/// it, then applies the entries after it).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct MachineState {
+    core: ReplicaState,
+    now_ms: u64,
+    consumers: BTreeMap<u64, ConsumerHome>,
+    gets: BTreeMap<u64, (NodeId, u64)>,
+    applied_numbers: BTreeMap<NodeId, u64>,
+}
+
 /// The replicated queue: the core and what the machine adds to it.
 pub struct QueueMachine {
     core: QueueCore,
@@ -173,6 +186,37 @@ impl QueueMachine {
 
     pub fn core(&self) -> &QueueCore {
         &self.core
+    }
+
+    /// The machine's state, for a snapshot.
+    pub fn state(&self) -> Result<MachineState, ReplicaStateError> {
+        Ok(MachineState {
+            core: self.core.replica_state()?,
+            now_ms: self.now_ms,
+            consumers: self.consumers.clone(),
+            gets: self.gets.clone(),
+            applied_numbers: self
+                .applied_numbers
+                .iter()
+                .map(|(node, n)| (*node, *n))
+                .collect(),
+        })
+    }
+
+    /// A machine restored from a snapshot's state (`spec` as for [`QueueMachine::new`]).
+    pub fn from_state(spec: CoreSpec, state: MachineState) -> Result<Self, ReplicaStateError> {
+        let spec = CoreSpec {
+            logged: false,
+            memory_limit: u64::MAX,
+            ..spec
+        };
+        Ok(QueueMachine {
+            core: QueueCore::from_replica_state(spec, state.core)?,
+            now_ms: state.now_ms,
+            consumers: state.consumers,
+            gets: state.gets,
+            applied_numbers: state.applied_numbers.into_iter().collect(),
+        })
     }
 
     /// Applies the committed entry `index`, proposed by `origin` as its proposal `number`.

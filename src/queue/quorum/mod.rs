@@ -1,7 +1,11 @@
 //! Quorum queues (`x-queue-type: quorum`): a queue replicated by a Raft group of its own, whose
-//! state machine ([`machine`]) is the queue core, applied by every member to the same log.
+//! state machine ([`machine`]) is the queue core, applied by every member to the same log;
+//! [`applier`] runs it as the group's applier.
 
+pub mod applier;
 pub mod machine;
 
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tests_group;

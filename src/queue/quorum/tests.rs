@@ -5,14 +5,20 @@ use proptest::prelude::*;
 use warren_amqp::encode::encode_properties;
 use warren_amqp::protocol::basic::AMQPProperties;
 
-use super::machine::{Answer, Applied, ConsumerHome, QueueMachine, QuorumCommand, ReplicaEffect};
+use super::machine::{
+    Answer, Applied, ConsumerHome, MachineState, QueueMachine, QuorumCommand, ReplicaEffect,
+};
 use crate::queue::args::QueueType;
 use crate::queue::core::{CoreSpec, Outcome, Taken};
 use crate::queue::remote::wire::{ConsumeTerms, Settle, WireMessage};
 use crate::queue::QueueArgs;
 
 fn machine(args: QueueArgs) -> QueueMachine {
-    let spec = CoreSpec {
+    QueueMachine::new(spec(args), 1_000)
+}
+
+pub(super) fn spec(args: QueueArgs) -> CoreSpec {
+    CoreSpec {
         name: "q".into(),
         vhost: "/".into(),
         args: QueueArgs {
@@ -22,11 +28,10 @@ fn machine(args: QueueArgs) -> QueueMachine {
         auto_delete: false,
         logged: false,
         memory_limit: u64::MAX,
-    };
-    QueueMachine::new(spec, 1_000)
+    }
 }
 
-fn wire(body: &str, expiration_ms: Option<u64>) -> WireMessage {
+pub(super) fn wire(body: &str, expiration_ms: Option<u64>) -> WireMessage {
     let mut props = AMQPProperties::default();
     if let Some(ms) = expiration_ms {
         props = props.with_expiration(ms.to_string().into());
@@ -39,7 +44,7 @@ fn wire(body: &str, expiration_ms: Option<u64>) -> WireMessage {
     }
 }
 
-fn describe(effect: &ReplicaEffect) -> String {
+pub(super) fn describe(effect: &ReplicaEffect) -> String {
     match effect {
         ReplicaEffect::Deliver {
             consumer,
@@ -107,7 +112,7 @@ fn consume(at_ms: u64, consumer: u64, prefetch: u32) -> QuorumCommand {
     }
 }
 
-fn terms(prefetch: u32) -> ConsumeTerms {
+pub(super) fn terms(prefetch: u32) -> ConsumeTerms {
     ConsumeTerms {
         no_ack: false,
         exclusive: false,
@@ -285,6 +290,90 @@ fn step() -> impl Strategy<Value = Step> {
     ]
 }
 
+/// The log a leader makes of `steps`: (origin, number, command), a resend repeating the entry
+/// before it.
+fn log_of(steps: Vec<Step>) -> Vec<(u64, u64, QuorumCommand)> {
+    let mut entries: Vec<(u64, u64, QuorumCommand)> = Vec::new();
+    let mut numbers = [0u64; 4];
+    let mut now = 1_000u64;
+    let mut body = 0u32;
+    for s in steps {
+        let (origin, command) = match s {
+            Step::Enqueue { origin, n, ttl } => {
+                let messages = (0..n)
+                    .map(|_| {
+                        body += 1;
+                        wire(&format!("m{body}"), ttl.map(u64::from))
+                    })
+                    .collect();
+                (
+                    origin,
+                    QuorumCommand::Enqueue {
+                        at_ms: now,
+                        messages,
+                    },
+                )
+            }
+            Step::Consume {
+                origin,
+                local,
+                prefetch,
+            } => (
+                origin,
+                QuorumCommand::Consume {
+                    at_ms: now,
+                    process: 1,
+                    consumer: u64::from(local),
+                    terms: terms(u32::from(prefetch)),
+                },
+            ),
+            Step::Cancel { origin, local } => (
+                origin,
+                QuorumCommand::Cancel {
+                    at_ms: now,
+                    consumer: u64::from(local),
+                },
+            ),
+            Step::Get { origin, no_ack } => (
+                origin,
+                QuorumCommand::Get {
+                    at_ms: now,
+                    process: 1,
+                    no_ack,
+                },
+            ),
+            Step::Settle { origin, how, pick } => {
+                let how = [Settle::Ack, Settle::Reject, Settle::Requeue][usize::from(how)];
+                (
+                    origin,
+                    QuorumCommand::Settle {
+                        at_ms: now,
+                        how,
+                        deliveries: vec![u64::from(pick % 24)],
+                    },
+                )
+            }
+            Step::Purge => (1, QuorumCommand::Purge { at_ms: now }),
+            Step::Tick { ms } => {
+                now += u64::from(ms);
+                (1, QuorumCommand::Tick { at_ms: now })
+            }
+            Step::Gone { node } => (1, QuorumCommand::ConsumersGone { node, process: 2 }),
+            Step::Resend => match entries.last().cloned() {
+                // The last proposal again, as a node resends after a leader change.
+                Some(last) => {
+                    entries.push(last);
+                    continue;
+                }
+                None => continue,
+            },
+        };
+        numbers[origin as usize] += 1;
+        entries.push((origin, numbers[origin as usize], command));
+    }
+    entries
+}
+
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(300))]
 
@@ -298,54 +387,7 @@ proptest! {
             delivery_limit: Some(2),
             ..Default::default()
         };
-        // The log, as the leader made it: (origin, number, command).
-        let mut entries: Vec<(u64, u64, QuorumCommand)> = Vec::new();
-        let mut numbers = [0u64; 4];
-        let mut now = 1_000u64;
-        let mut body = 0u32;
-        for s in steps {
-            let (origin, command) = match s {
-                Step::Enqueue { origin, n, ttl } => {
-                    let messages = (0..n).map(|_| {
-                        body += 1;
-                        wire(&format!("m{body}"), ttl.map(u64::from))
-                    }).collect();
-                    (origin, QuorumCommand::Enqueue { at_ms: now, messages })
-                }
-                Step::Consume { origin, local, prefetch } => (origin, QuorumCommand::Consume {
-                    at_ms: now, process: 1, consumer: u64::from(local),
-                    terms: terms(u32::from(prefetch)),
-                }),
-                Step::Cancel { origin, local } => {
-                    (origin, QuorumCommand::Cancel { at_ms: now, consumer: u64::from(local) })
-                }
-                Step::Get { origin, no_ack } => {
-                    (origin, QuorumCommand::Get { at_ms: now, process: 1, no_ack })
-                }
-                Step::Settle { origin, how, pick } => {
-                    let how = [Settle::Ack, Settle::Reject, Settle::Requeue][usize::from(how)];
-                    (origin, QuorumCommand::Settle {
-                        at_ms: now, how, deliveries: vec![u64::from(pick % 24)],
-                    })
-                }
-                Step::Purge => (1, QuorumCommand::Purge { at_ms: now }),
-                Step::Tick { ms } => {
-                    now += u64::from(ms);
-                    (1, QuorumCommand::Tick { at_ms: now })
-                }
-                Step::Gone { node } => (1, QuorumCommand::ConsumersGone { node, process: 2 }),
-                Step::Resend => match entries.last().cloned() {
-                    // The last proposal again, as a node resends after a leader change.
-                    Some(last) => {
-                        entries.push(last);
-                        continue;
-                    }
-                    None => continue,
-                },
-            };
-            numbers[origin as usize] += 1;
-            entries.push((origin, numbers[origin as usize], command));
-        }
+        let entries = log_of(steps);
         let mut replicas: Vec<QueueMachine> = (0..3).map(|_| machine(args.clone())).collect();
         for (index, (origin, number, command)) in entries.into_iter().enumerate() {
             let applied: Vec<(String, Vec<String>)> = replicas
@@ -361,5 +403,40 @@ proptest! {
         let stats: Vec<_> = replicas.iter().map(|m| m.core().stats()).collect();
         prop_assert_eq!(stats[0], stats[1]);
         prop_assert_eq!(stats[0], stats[2]);
+        let states: Vec<_> = replicas.iter().map(|m| m.state().expect("a state")).collect();
+        prop_assert_eq!(&states[0], &states[1]);
+        prop_assert_eq!(&states[0], &states[2]);
+    }
+
+    /// A member that installs a snapshot taken after any entry, then applies the rest of the log,
+    /// answers and acts as one that applied the whole log.
+    #[test]
+    fn a_member_from_a_snapshot_agrees_with_one_from_the_log(
+        steps in proptest::collection::vec(step(), 1..100),
+        cut in any::<proptest::sample::Index>(),
+    ) {
+        let entries = log_of(steps);
+        let cut = cut.index(entries.len() + 1);
+        let args = QueueArgs { delivery_limit: Some(2), ..Default::default() };
+        let mut whole = machine(args.clone());
+        let mut applied_whole = Vec::new();
+        for (index, (origin, number, command)) in entries.iter().cloned().enumerate() {
+            let a = whole.apply(index as u64 + 1, origin, number, command);
+            applied_whole.push((format!("{:?}", a.answer), a.effects.iter().map(describe).collect::<Vec<_>>()));
+        }
+        let mut first = machine(args.clone());
+        for (index, (origin, number, command)) in entries[..cut].iter().cloned().enumerate() {
+            first.apply(index as u64 + 1, origin, number, command);
+        }
+        let bytes = postcard::to_stdvec(&first.state().expect("a state")).expect("encodes");
+        let state: MachineState = postcard::from_bytes(&bytes).expect("decodes");
+        let mut restored = QueueMachine::from_state(spec(args), state).expect("restores");
+        for (index, (origin, number, command)) in entries[cut..].iter().cloned().enumerate() {
+            let at = cut + index;
+            let a = restored.apply(at as u64 + 1, origin, number, command);
+            let applied = (format!("{:?}", a.answer), a.effects.iter().map(describe).collect::<Vec<_>>());
+            prop_assert_eq!(&applied, &applied_whole[at]);
+        }
+        prop_assert_eq!(restored.state().expect("a state"), whole.state().expect("a state"));
     }
 }

@@ -1,0 +1,96 @@
+//! The quorum queue's machine as its Raft group's [`Applier`]: entries decoded and applied in log
+//! order, what each did handed to the queue's host on this node (in the same order), snapshots
+//! of the machine's whole state.
+
+use std::sync::Mutex;
+
+use tokio::sync::mpsc;
+use warren_cluster::{Applier, NodeId, Proposal};
+
+use super::machine::{Applied, MachineState, QueueMachine, QuorumCommand};
+use crate::queue::core::CoreSpec;
+
+/// One applied entry, for the host: who proposed it and what it did.
+#[derive(Debug)]
+pub struct AppliedEntry {
+    pub index: u64,
+    pub origin: NodeId,
+    pub number: u64,
+    pub applied: Applied,
+}
+
+pub struct QuorumApplier {
+    spec: CoreSpec,
+    machine: Mutex<QueueMachine>,
+    /// To this node's host of the queue; gone when the host stops.
+    applied: mpsc::UnboundedSender<AppliedEntry>,
+}
+
+impl QuorumApplier {
+    pub fn new(
+        spec: CoreSpec,
+        now_ms: u64,
+        applied: mpsc::UnboundedSender<AppliedEntry>,
+    ) -> QuorumApplier {
+        QuorumApplier {
+            machine: Mutex::new(QueueMachine::new(spec.clone(), now_ms)),
+            spec,
+            applied,
+        }
+    }
+
+    fn machine(&self) -> std::sync::MutexGuard<'_, QueueMachine> {
+        // Nothing panics while holding it by design; a poisoned lock still holds a whole machine.
+        self.machine.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Reads the machine (counts, for the management API).
+    pub fn with_machine<T>(&self, read: impl FnOnce(&QueueMachine) -> T) -> T {
+        read(&self.machine())
+    }
+}
+
+impl Applier for QuorumApplier {
+    fn apply(&self, index: u64, proposal: &Proposal) {
+        let command: QuorumCommand = match postcard::from_bytes(&proposal.payload) {
+            Ok(command) => command,
+            // Every member has the same bytes and skips them alike (a newer version's command).
+            Err(e) => {
+                tracing::error!("quorum queue entry {index} skipped: {e}");
+                return;
+            }
+        };
+        let applied = self
+            .machine()
+            .apply(index, proposal.origin, proposal.number, command);
+        let _ = self.applied.send(AppliedEntry {
+            index,
+            origin: proposal.origin,
+            number: proposal.number,
+            applied,
+        });
+    }
+
+    fn snapshot(&self) -> Vec<u8> {
+        let state = match self.machine().state() {
+            Ok(state) => state,
+            Err(e) => {
+                tracing::error!("quorum queue state not taken for a snapshot: {e}");
+                return Vec::new();
+            }
+        };
+        postcard::to_stdvec(&state).unwrap_or_default()
+    }
+
+    fn install(&self, snapshot: &[u8]) {
+        let restored = postcard::from_bytes::<MachineState>(snapshot)
+            .map_err(|e| e.to_string())
+            .and_then(|state| {
+                QueueMachine::from_state(self.spec.clone(), state).map_err(|e| e.to_string())
+            });
+        match restored {
+            Ok(machine) => *self.machine() = machine,
+            Err(e) => tracing::error!("quorum queue snapshot not installed: {e}"),
+        }
+    }
+}
