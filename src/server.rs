@@ -58,7 +58,8 @@ impl Server {
         let amqp = TcpListener::bind(config.amqp_listen).await?;
         let http = TcpListener::bind(config.http_listen).await?;
         std::fs::create_dir_all(&config.data_dir)?;
-        let connected = crate::clustering::Connected::start(cluster_settings).await?;
+        let connected =
+            crate::clustering::Connected::start(cluster_settings, &config.data_dir).await?;
         let broker = Broker::open_in(config, connected.placement(), connected.definition_log())?;
         let commit_timeout = Duration::from_millis(broker.config.cluster_commit_timeout);
         let clustering = connected.join(&broker, commit_timeout).await?;

@@ -44,6 +44,7 @@ use crate::broker::Broker;
 use crate::definitions::DefinitionLog;
 use crate::message::Message;
 use crate::queue::factory::Placement;
+use crate::queue::quorum::host::Replication;
 use crate::queue::remote::wire::{self, Forward, WireMessage};
 use crate::queue::remote::{Proxies, Remote};
 use definitions::ClusterDefinitionLog;
@@ -99,11 +100,19 @@ pub struct Connected {
     proxies: Arc<Proxies>,
     /// The vhosts' definition log (a cluster member's; none alone).
     definitions: Option<Arc<ClusterDefinitionLog>>,
+    /// This node's Raft database: every group's log and snapshot.
+    raft_db: LogDb,
+    /// When this process started (ns since the epoch).
+    process: u64,
 }
 
 impl Connected {
-    /// Starts the cluster link: listening for peers (and calling them) if the node has any.
-    pub async fn start(settings: Settings) -> Result<Connected, ClusterStartError> {
+    /// Starts the cluster link (listening for peers, and calling them, if the node has any) and
+    /// opens the node's Raft database under `data_dir/cluster`.
+    pub async fn start(
+        settings: Settings,
+        data_dir: &std::path::Path,
+    ) -> Result<Connected, ClusterStartError> {
         let link = match settings.listen {
             None => Link::start(LinkConfig::new(ALONE, "", Vec::new()), None),
             Some(addr) => {
@@ -122,11 +131,26 @@ impl Connected {
             }
         };
         let definitions = (!settings.alone()).then(|| Arc::new(ClusterDefinitionLog::default()));
+        let dir = data_dir.join("cluster");
+        let raft_db = tokio::task::spawn_blocking(move || {
+            std::fs::create_dir_all(&dir).map_err(|e| {
+                ClusterError::Failed(format!("cannot create {}: {e}", dir.display()))
+            })?;
+            LogDb::open(dir.join(RAFT_DB))
+        })
+        .await
+        .map_err(ClusterError::from)??;
+        let process = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos() as u64)
+            .unwrap_or(1);
         Ok(Connected {
             node: ClusterNode::new(link),
             proxies: Arc::new(Proxies::default()),
             definitions,
             settings,
+            raft_db,
+            process,
         })
     }
 
@@ -139,6 +163,12 @@ impl Connected {
                 remote: Remote {
                     link: self.node.link().clone(),
                     proxies: self.proxies.clone(),
+                },
+                replication: Replication {
+                    node: self.node.clone(),
+                    db: self.raft_db.clone(),
+                    process: self.process,
+                    nodes: self.settings.members.clone(),
                 },
             },
         }
@@ -182,18 +212,7 @@ impl Connected {
         );
         self.node
             .set_app_handler(Arc::new(ForwardingHandler(forwarding)));
-        let dir = broker.config.data_dir.join("cluster");
-        let raft_db = {
-            let dir = dir.clone();
-            tokio::task::spawn_blocking(move || {
-                std::fs::create_dir_all(&dir).map_err(|e| {
-                    ClusterError::Failed(format!("cannot create {}: {e}", dir.display()))
-                })?;
-                LogDb::open(dir.join(RAFT_DB))
-            })
-            .await
-            .map_err(ClusterError::from)??
-        };
+        let raft_db = self.raft_db.clone();
         let group = Group::start(
             self.node.clone(),
             METADATA,

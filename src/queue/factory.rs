@@ -1,9 +1,10 @@
 //! The queue factory: the one place a queue is created, by its `x-queue-type`.
 //!
-//! Every type runs on the single-node engine ([`super::owner`]) for now; the declare-time rules
-//! of each type (quorum and stream queues are durable, never exclusive nor auto-delete) are
-//! enforced when the arguments are parsed ([`super::args`]). Replicated types get their own
-//! engines here when the cluster exists.
+//! A quorum queue in a cluster is a Raft group of its own ([`super::quorum`]) on its members
+//! (a proxy to its declaring node elsewhere); alone, and for the other types, a queue runs on the
+//! single-node engine ([`super::owner`]) (a quorum queue alone is as durable there: its confirms
+//! wait for the store's fsync). The declare-time rules of each type are enforced when the
+//! arguments are parsed ([`super::args`]).
 
 use std::sync::{Arc, Weak};
 
@@ -12,6 +13,8 @@ use warren_storage::Store;
 use super::args::QueueType;
 use super::host::QueueHost;
 use super::owner;
+use super::quorum;
+use super::quorum::host::Replication;
 use super::recovery::Recovery;
 use super::remote::{self, Remote};
 use super::{QueueHandle, QueueSpec};
@@ -25,6 +28,8 @@ pub enum Placement {
         /// This node's name.
         me: Arc<str>,
         remote: Remote,
+        /// What quorum queues' groups need.
+        replication: Replication,
     },
 }
 
@@ -60,6 +65,27 @@ pub fn create<H: QueueHost + 'static>(
     placement: &Placement,
     home: Option<&str>,
 ) -> Arc<QueueHandle> {
+    if let (
+        Placement::Member {
+            me, replication, ..
+        },
+        Some(home),
+    ) = (placement, home)
+    {
+        if spec.args.queue_type == QueueType::Quorum {
+            let members = replication.group_members(home, spec.args.initial_group_size);
+            if members.iter().any(|m| *m.name == **me) {
+                let host: Weak<dyn QueueHost> = host.clone();
+                return quorum::host::spawn(
+                    spec,
+                    host,
+                    store.clone(),
+                    replication.clone(),
+                    members,
+                );
+            }
+        }
+    }
     if let (Placement::Member { remote, .. }, Some(home)) = (placement, home) {
         if placement.is_remote(Some(home)) {
             let vhost = host

@@ -291,6 +291,9 @@ pub struct QueueHandle {
     /// A proxy of a queue on another node: it answers every confirm itself (once the home node
     /// has the message), whatever its policies say.
     forwards: bool,
+    /// A replicated (quorum) queue's member: it answers every confirm itself, once a majority
+    /// of its group has the message on disk.
+    replicated: bool,
 }
 
 /// The policies applied to a queue and its arguments with them.
@@ -328,6 +331,7 @@ impl QueueHandle {
             home: spec.home.map(Arc::from),
             home_up: AtomicBool::new(true),
             forwards: false,
+            replicated: false,
         }
     }
 
@@ -350,9 +354,16 @@ impl QueueHandle {
         self.forwards
     }
 
+    /// Whether the queue makes messages durable somewhere other than this node's store (a
+    /// proxy's home node, a quorum queue's group), so that it answers every confirm and a
+    /// transaction's commit waits for it.
+    pub fn answers_confirms(&self) -> bool {
+        self.forwards || self.replicated
+    }
+
     /// Whether a publish may be refused, so that a confirm must wait for the queue's answer.
     pub fn may_reject_publish(&self) -> bool {
-        self.forwards || self.may_reject_publish.load(Ordering::Acquire)
+        self.answers_confirms() || self.may_reject_publish.load(Ordering::Acquire)
     }
 
     /// Applies the policies that now match the queue; the queue is told only if they changed.

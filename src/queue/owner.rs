@@ -423,55 +423,64 @@ impl World {
     }
 
     fn dead_letter(&mut self, d: DeadLetter) {
-        let Some(host) = self.host.upgrade() else {
-            return;
-        };
-        let view = PropertiesView::parse(&d.properties).unwrap_or_default();
-        let keys: Vec<&str> = d.routing_keys.iter().map(String::as_str).collect();
-        let mut targets = Vec::new();
-        if let Err(e) = host.route(&d.exchange, &keys, view.headers, &mut targets) {
-            tracing::debug!(queue = %self.handle.name, "dead-letter exchange unusable, message dropped: {}", e.reply_text());
+        route_dead_letter(&self.handle, &self.host, &self.store, d);
+    }
+}
+
+/// Routes a dead-lettered message through the queue's dead-letter exchange (stored once for the
+/// durable queues it reaches, when persistent), skipping queues it would cycle back to.
+pub(super) fn route_dead_letter(
+    handle: &QueueHandle,
+    host: &Weak<dyn QueueHost>,
+    store: &Store,
+    d: DeadLetter,
+) {
+    let Some(host) = host.upgrade() else {
+        return;
+    };
+    let view = PropertiesView::parse(&d.properties).unwrap_or_default();
+    let keys: Vec<&str> = d.routing_keys.iter().map(String::as_str).collect();
+    let mut targets = Vec::new();
+    if let Err(e) = host.route(&d.exchange, &keys, view.headers, &mut targets) {
+        tracing::debug!(queue = %handle.name, "dead-letter exchange unusable, message dropped: {}", e.reply_text());
+        return;
+    }
+    let headers = view
+        .headers
+        .and_then(warren_amqp::encode::decode_table_entries);
+    targets.retain(|q| !dead_letter::is_cycle(headers.as_ref(), d.reason, &q.name));
+    if targets.is_empty() {
+        return;
+    }
+    let original = &d.message;
+    let durable_targets = if original.persistent {
+        targets.iter().filter(|q| q.storage_id.is_some()).count()
+    } else {
+        0
+    };
+    let storage_id = (durable_targets > 0).then(|| store.next_message_id());
+    let routing_key = keys.first().copied().unwrap_or_default();
+    let message = Message::from_parts(
+        d.exchange.as_bytes(),
+        routing_key.as_bytes(),
+        &d.properties,
+        original.body_bytes(),
+        storage_id,
+    );
+    let logged = match storage_id.map(|id| durable_form(store, &message, id, durable_targets)) {
+        Some(Ok(logged)) => Some(logged),
+        Some(Err(e)) => {
+            tracing::error!(queue = %handle.name, "cannot store a dead-lettered message, dropped: {e}");
             return;
         }
-        let headers = view
-            .headers
-            .and_then(warren_amqp::encode::decode_table_entries);
-        targets.retain(|q| !dead_letter::is_cycle(headers.as_ref(), d.reason, &q.name));
-        if targets.is_empty() {
-            return;
-        }
-        let original = &d.message;
-        let durable_targets = if original.persistent {
-            targets.iter().filter(|q| q.storage_id.is_some()).count()
-        } else {
-            0
-        };
-        let storage_id = (durable_targets > 0).then(|| self.store.next_message_id());
-        let routing_key = keys.first().copied().unwrap_or_default();
-        let message = Message::from_parts(
-            d.exchange.as_bytes(),
-            routing_key.as_bytes(),
-            &d.properties,
-            original.body_bytes(),
-            storage_id,
-        );
-        let logged = match storage_id
-            .map(|id| durable_form(&self.store, &message, id, durable_targets))
-        {
-            Some(Ok(logged)) => Some(logged),
-            Some(Err(e)) => {
-                tracing::error!(queue = %self.handle.name, "cannot store a dead-lettered message, dropped: {e}");
-                return;
-            }
-            None => None,
-        };
-        for q in targets {
-            q.send_now(QueueCommand::Publish {
-                logged: q.storage_id.and_then(|_| logged.clone()),
-                message: message.clone(),
-                confirm: None,
-            });
-        }
+        None => None,
+    };
+    for q in targets {
+        q.send_now(QueueCommand::Publish {
+            logged: q.storage_id.and_then(|_| logged.clone()),
+            message: message.clone(),
+            confirm: None,
+        });
     }
 }
 

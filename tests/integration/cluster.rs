@@ -1688,3 +1688,65 @@ async fn a_node_gone_for_good_loses_its_transient_queues_and_keeps_its_durable_o
         |names| *names == ["d3"],
     );
 }
+
+/// Declares quorum queue `queue` on `conn`'s node.
+async fn declare_quorum(conn: &lapin::Connection, queue: &str) {
+    let mut args = lapin::types::FieldTable::default();
+    args.insert(
+        "x-queue-type".into(),
+        lapin::types::AMQPValue::LongString("quorum".into()),
+    );
+    crate::common::lapin_channel(conn)
+        .await
+        .queue_declare(queue.into(), durable(), args)
+        .await
+        .expect("declare a quorum queue");
+}
+
+/// A quorum queue on three nodes: confirmed publishes through any node, consumed through
+/// another; its declaring node killed, the others keep every confirmed message and take new
+/// ones; back, the killed node catches up with the queue.
+#[tokio::test]
+async fn a_quorum_queue_keeps_its_confirmed_messages_when_a_member_is_killed() {
+    const N: usize = 200;
+    let (cluster, n1, n2, n3) = three_formed().await;
+    let c1 = n1.connect().await;
+    declare_quorum(&c1, "qq").await;
+    let c2 = n2.connect().await;
+    let ch2 = confirm_channel(&c2).await;
+    for i in 0..N {
+        publish_confirmed(&ch2, "", "qq", &crate::common::numbered_body(i, 64), true).await;
+    }
+    let c3 = n3.connect().await;
+    for conn in [&c1, &c2, &c3] {
+        eventually_async(
+            || async { passive(conn, "qq").await.ok() },
+            Some((N as u32, 0)),
+        )
+        .await;
+    }
+
+    drop(c1);
+    n1.kill9();
+    // n2 and n3 are a majority: consumed through n3, every confirmed message once.
+    let ch3 = crate::common::lapin_channel(&c3).await;
+    let (consumer, seen) = consume_acking(&ch3, "qq", "after-kill", N).await;
+    assert_eq!(seen.len(), N);
+    ch3.basic_cancel("after-kill".into(), Default::default())
+        .await
+        .expect("cancel");
+    drop(consumer);
+    // New publishes are confirmed without n1.
+    for i in N..N + 50 {
+        publish_confirmed(&ch2, "", "qq", &crate::common::numbered_body(i, 64), true).await;
+    }
+    eventually_async(|| async { passive(&c3, "qq").await.ok() }, Some((50, 0))).await;
+
+    let n1 = cluster.start(0);
+    let c1 = n1.connect().await;
+    eventually_async(
+        || async { passive(&c1, "qq").await.ok().map(|s| s.0) },
+        Some(50),
+    )
+    .await;
+}

@@ -1,8 +1,9 @@
 //! Quorum queues (`x-queue-type: quorum`): a queue replicated by a Raft group of its own, whose
 //! state machine ([`machine`]) is the queue core, applied by every member to the same log;
-//! [`applier`] runs it as the group's applier.
+//! [`applier`] runs it as the group's applier; [`host`] is the queue on one of its members.
 
 pub mod applier;
+pub mod host;
 pub mod machine;
 
 #[cfg(test)]

@@ -1,0 +1,580 @@
+//! A quorum queue on one of its members: the queue's handle takes the same commands as any
+//! queue's; here they become proposals to the queue's Raft group, and what the group applies
+//! comes back in log order ([`AppliedEntry`]) to answer this node's callers (a publish's confirm
+//! once a majority has it on disk and it is applied) and to carry out the effects that are this
+//! node's: deliveries to its own consumers, their cancellations. The leader alone carries out
+//! the rest: dead-letters, expiry ticks.
+//!
+//! Proposals leave one at a time, in order (the next waits for the previous one's commit):
+//! what piles up meanwhile goes out together, one entry for a batch of publishes.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Weak};
+use std::time::{Duration, SystemTime};
+
+use tokio::sync::{mpsc, oneshot};
+use warren_amqp::AmqpError;
+use warren_cluster::group::{Group, Timing};
+use warren_cluster::node::ClusterNode;
+use warren_cluster::{node_id, LogDb, Node, NodeId};
+use warren_storage::Store;
+
+use super::applier::{AppliedEntry, QuorumApplier};
+use super::machine::{Answer, QuorumCommand, ReplicaEffect};
+use crate::queue::core::{CoreSpec, Outcome, Taken};
+use crate::queue::host::QueueHost;
+use crate::queue::owner::route_dead_letter;
+use crate::queue::remote::wire::{ConsumeTerms, Settle, WireMessage};
+use crate::queue::{
+    ConnEvent, Consumer, ConsumerOutbox, Delivery, GetReply, PublishConfirm, QueueCommand,
+    QueueHandle, QueueSpec, QueueStats,
+};
+
+/// How long a proposal may wait for a majority before its callers are told it failed.
+const COMMIT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// What a quorum queue's members need of the cluster.
+#[derive(Clone)]
+pub struct Replication {
+    pub node: Arc<ClusterNode>,
+    pub db: LogDb,
+    /// This process's start (ns since the epoch): a consumer of an earlier process of this node
+    /// is gone.
+    pub process: u64,
+    /// The cluster's nodes, as every node has them (the seed list).
+    pub nodes: Vec<Node>,
+}
+
+impl Replication {
+    /// The members of a quorum queue declared on `home`: `size` nodes (at most the cluster's;
+    /// three by default, as RabbitMQ's `x-quorum-initial-group-size`), the declaring node
+    /// first, then the nodes after it in name order. The same on every node.
+    pub fn group_members(&self, home: &str, size: Option<u32>) -> Vec<Node> {
+        let mut nodes = self.nodes.clone();
+        nodes.sort_by(|a, b| a.name.cmp(&b.name));
+        let start = nodes.iter().position(|n| n.name == home).unwrap_or(0);
+        nodes.rotate_left(start);
+        let size = size.map_or(3, |s| s as usize).clamp(1, nodes.len().max(1));
+        nodes.truncate(size);
+        nodes
+    }
+}
+
+/// A quorum queue's group timing: elections in seconds, not milliseconds, so that many groups
+/// cost little; a snapshot every few thousand entries keeps the log short.
+fn timing() -> Timing {
+    Timing {
+        heartbeat: Duration::from_millis(500),
+        election_min: Duration::from_millis(2_000),
+        election_max: Duration::from_millis(4_000),
+        snapshot_every: Some(4_096),
+    }
+}
+
+/// The group's name: the queue's vhost, name and incarnation (a queue declared again after a
+/// delete is another group).
+pub fn group_name(vhost: &str, queue: &str, incarnation: u64) -> String {
+    format!("q/{incarnation}/{vhost}/{queue}")
+}
+
+/// Starts this node's member of the quorum queue `spec` (its group's members: `members`).
+pub fn spawn(
+    mut spec: QueueSpec,
+    host: Weak<dyn QueueHost>,
+    store: Store,
+    replication: Replication,
+    members: Vec<Node>,
+) -> Arc<QueueHandle> {
+    // The group's log holds its messages: nothing of it goes to this node's store.
+    spec.storage_id = None;
+    let (tx, rx) = tokio::sync::mpsc::channel(crate::queue::INBOX);
+    let handle = Arc::new(QueueHandle {
+        replicated: true,
+        ..QueueHandle::new(spec, tx)
+    });
+    let vhost = host
+        .upgrade()
+        .map(|h| h.vhost_name().to_owned())
+        .unwrap_or_default();
+    let core = CoreSpec {
+        name: handle.name.clone(),
+        vhost: vhost.as_str().into(),
+        args: handle.effective_args(),
+        auto_delete: false,
+        logged: false,
+        memory_limit: u64::MAX,
+    };
+    let group = group_name(&vhost, &handle.name, handle.incarnation);
+    let started = handle.clone();
+    tokio::spawn(async move {
+        let (applied_tx, applied) = mpsc::unbounded_channel();
+        let applier = Arc::new(QuorumApplier::new(core, wall_clock_ms(), applied_tx));
+        let name = replication.node.name().to_owned();
+        let me = node_id(&name);
+        let group = match Group::start(
+            replication.node.clone(),
+            group.clone(),
+            &replication.db,
+            applier.clone(),
+            &members,
+            timing(),
+        )
+        .await
+        {
+            Ok(group) => group,
+            Err(e) => {
+                tracing::error!(queue = %started.name, group, "quorum queue group not started: {e}");
+                return;
+            }
+        };
+        let (proposals, failed) = proposer(group.clone());
+        let member = Member {
+            handle: started,
+            host,
+            store,
+            applier,
+            group,
+            name,
+            me,
+            process: replication.process,
+            consumers: HashMap::new(),
+            waiting: HashMap::new(),
+            proposals,
+            enqueue: Vec::new(),
+            confirms: Vec::new(),
+            db: replication.db,
+        };
+        member.run(rx, applied, failed).await;
+    });
+    handle
+}
+
+/// Sends proposals in order, one at a time; the numbers of those that failed come back.
+fn proposer(
+    group: Arc<Group>,
+) -> (
+    mpsc::UnboundedSender<warren_cluster::Proposal>,
+    mpsc::UnboundedReceiver<u64>,
+) {
+    let (proposals, mut to_send) = mpsc::unbounded_channel::<warren_cluster::Proposal>();
+    let (failed_tx, failed) = mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        while let Some(proposal) = to_send.recv().await {
+            let number = proposal.number;
+            if let Err(e) = group.propose(proposal, COMMIT_TIMEOUT).await {
+                tracing::warn!(group = group.id(), "quorum queue proposal failed: {e}");
+                if failed_tx.send(number).is_err() {
+                    return;
+                }
+            }
+        }
+    });
+    (proposals, failed)
+}
+
+/// Who waits for a proposal of this node's to be applied.
+enum Waiter {
+    Confirms(Vec<Option<PublishConfirm>>),
+    Consume {
+        consumer: u64,
+        reply: oneshot::Sender<Result<(), AmqpError>>,
+    },
+    Cancel(oneshot::Sender<()>),
+    Get {
+        no_ack: bool,
+        reply: oneshot::Sender<Option<GetReply>>,
+    },
+    Purge(oneshot::Sender<u32>),
+    Delete(oneshot::Sender<Result<u32, AmqpError>>),
+    Sync(oneshot::Sender<bool>),
+}
+
+struct Member {
+    handle: Arc<QueueHandle>,
+    host: Weak<dyn QueueHost>,
+    store: Store,
+    applier: Arc<QuorumApplier>,
+    group: Arc<Group>,
+    db: LogDb,
+    /// This node, by name and id.
+    name: String,
+    me: NodeId,
+    process: u64,
+    /// This node's consumers, by their id here.
+    consumers: HashMap<u64, ConsumerOutbox>,
+    /// By proposal number.
+    waiting: HashMap<u64, Waiter>,
+    proposals: mpsc::UnboundedSender<warren_cluster::Proposal>,
+    /// Publishes of the batch being read, proposed together at its end.
+    enqueue: Vec<WireMessage>,
+    confirms: Vec<Option<PublishConfirm>>,
+}
+
+impl Member {
+    async fn run(
+        mut self,
+        mut rx: mpsc::Receiver<QueueCommand>,
+        mut applied: mpsc::UnboundedReceiver<AppliedEntry>,
+        mut failed: mpsc::UnboundedReceiver<u64>,
+    ) {
+        // This node's consumers of an earlier process are gone: what they held goes back.
+        self.propose(
+            QuorumCommand::ConsumersGone {
+                node: self.me,
+                process: self.process,
+            },
+            None,
+        );
+        let mut batch = Vec::with_capacity(256);
+        let mut deleted = false;
+        while !deleted {
+            let wake = self.next_tick();
+            tokio::select! {
+                received = rx.recv_many(&mut batch, 256) => {
+                    if received == 0 {
+                        break;
+                    }
+                    for cmd in batch.drain(..) {
+                        self.handle(cmd);
+                    }
+                    self.flush_enqueue();
+                }
+                Some(entry) = applied.recv() => {
+                    deleted = self.on_applied(entry);
+                }
+                Some(number) = failed.recv() => self.on_failed(number),
+                _ = tokio::time::sleep(wake) => {
+                    if self.is_leader() {
+                        self.propose(QuorumCommand::Tick { at_ms: wall_clock_ms() }, None);
+                    }
+                }
+            }
+        }
+        self.handle.mark_deleted();
+        for (_, waiter) in self.waiting.drain() {
+            waiter.fail();
+        }
+        self.group.shutdown().await;
+        if deleted {
+            let (db, name) = (self.db.clone(), self.group.id().to_owned());
+            let _ = tokio::task::spawn_blocking(move || db.remove_group(&name)).await;
+        }
+    }
+
+    fn is_leader(&self) -> bool {
+        self.group.leader().as_deref() == Some(self.name.as_str())
+    }
+
+    /// How long until the queue's next timer (an expiry, `x-expires`), at most a second.
+    fn next_tick(&self) -> Duration {
+        let now = wall_clock_ms();
+        let wake = self.applier.with_machine(|m| m.core().next_wakeup(|| now));
+        match wake {
+            Some(at) => Duration::from_millis(at.saturating_sub(now).clamp(5, 1_000)),
+            None => Duration::from_secs(1),
+        }
+    }
+
+    fn propose(&mut self, command: QuorumCommand, waiter: Option<Waiter>) {
+        let payload = match postcard::to_stdvec(&command) {
+            Ok(payload) => payload,
+            Err(e) => {
+                tracing::error!(queue = %self.handle.name, "quorum command not encoded: {e}");
+                if let Some(w) = waiter {
+                    w.fail();
+                }
+                return;
+            }
+        };
+        let proposal = self.group.proposal(payload);
+        if let Some(waiter) = waiter {
+            self.waiting.insert(proposal.number, waiter);
+        }
+        let _ = self.proposals.send(proposal);
+    }
+
+    fn flush_enqueue(&mut self) {
+        if self.enqueue.is_empty() {
+            return;
+        }
+        let messages = std::mem::take(&mut self.enqueue);
+        let confirms = std::mem::take(&mut self.confirms);
+        self.propose(
+            QuorumCommand::Enqueue {
+                at_ms: wall_clock_ms(),
+                messages,
+            },
+            Some(Waiter::Confirms(confirms)),
+        );
+    }
+
+    fn handle(&mut self, cmd: QueueCommand) {
+        let at_ms = wall_clock_ms();
+        match cmd {
+            QueueCommand::Publish {
+                message, confirm, ..
+            } => {
+                self.enqueue.push(WireMessage::of(&message));
+                self.confirms.push(confirm);
+            }
+            other => {
+                // Anything else comes after the publishes read before it.
+                self.flush_enqueue();
+                self.handle_other(other, at_ms);
+            }
+        }
+    }
+
+    fn handle_other(&mut self, cmd: QueueCommand, at_ms: u64) {
+        match cmd {
+            QueueCommand::Publish { .. } => {}
+            QueueCommand::Sync(reply) => {
+                self.propose(QuorumCommand::Tick { at_ms }, Some(Waiter::Sync(reply)))
+            }
+            QueueCommand::Consume(Consumer { spec, outbox }, reply) => {
+                let consumer = spec.id;
+                self.consumers.insert(consumer, outbox);
+                self.propose(
+                    QuorumCommand::Consume {
+                        at_ms,
+                        process: self.process,
+                        consumer,
+                        terms: ConsumeTerms::of(&spec),
+                    },
+                    Some(Waiter::Consume { consumer, reply }),
+                );
+            }
+            QueueCommand::Cancel { consumer_id, done } => {
+                self.propose(
+                    QuorumCommand::Cancel {
+                        at_ms,
+                        consumer: consumer_id,
+                    },
+                    Some(Waiter::Cancel(done)),
+                );
+                self.consumers.remove(&consumer_id);
+            }
+            QueueCommand::Get { no_ack, reply } => self.propose(
+                QuorumCommand::Get {
+                    at_ms,
+                    process: self.process,
+                    no_ack,
+                },
+                Some(Waiter::Get { no_ack, reply }),
+            ),
+            QueueCommand::Ack(ids) => self.settle(Settle::Ack, ids, at_ms),
+            QueueCommand::Reject(ids) => self.settle(Settle::Reject, ids, at_ms),
+            QueueCommand::Requeue(ids) => self.settle(Settle::Requeue, ids, at_ms),
+            QueueCommand::Purge(reply) => {
+                self.propose(QuorumCommand::Purge { at_ms }, Some(Waiter::Purge(reply)))
+            }
+            QueueCommand::Delete {
+                if_unused,
+                if_empty,
+                reply,
+            } => self.propose(
+                QuorumCommand::Delete {
+                    at_ms,
+                    if_unused,
+                    if_empty,
+                },
+                Some(Waiter::Delete(reply)),
+            ),
+            // Counted on this member's copy: no round through the group.
+            QueueCommand::Stats { reply, .. } => {
+                let stats: QueueStats = self.applier.with_machine(|m| m.core().stats());
+                let _ = reply.send(stats);
+            }
+            // Deliveries are the state's to assign; a connection's room is not asked.
+            QueueCommand::Resume => {}
+            // Policies on quorum queues apply from their declare for now (a change is not yet a
+            // command of the group's log).
+            QueueCommand::PoliciesChanged => {}
+        }
+    }
+
+    fn settle(&mut self, how: Settle, deliveries: Vec<u64>, at_ms: u64) {
+        if !deliveries.is_empty() {
+            self.propose(
+                QuorumCommand::Settle {
+                    at_ms,
+                    how,
+                    deliveries,
+                },
+                None,
+            );
+        }
+    }
+
+    /// Answers this node's waiter of an applied entry and carries out the effects that are this
+    /// node's; true once the queue is deleted.
+    fn on_applied(&mut self, entry: AppliedEntry) -> bool {
+        let mine = entry.origin == self.me;
+        let waiter = mine.then(|| self.waiting.remove(&entry.number)).flatten();
+        match (waiter, entry.applied.answer) {
+            (Some(waiter), Some(answer)) => self.answer(waiter, answer),
+            // A proposal of this node's that nobody waits for any more (it timed out, and was
+            // committed after all): a manual-ack get's message is handed back.
+            (None, Some(Answer::Core(Outcome::Got(Some(got))))) if mine => {
+                self.settle(Settle::Requeue, vec![got.id], wall_clock_ms());
+            }
+            (Some(waiter), None) => waiter.fail(),
+            _ => {}
+        }
+        let leader = self.is_leader();
+        let mut deleted = false;
+        for effect in entry.applied.effects {
+            match effect {
+                ReplicaEffect::Deliver {
+                    consumer,
+                    delivery,
+                    redelivered,
+                    no_ack,
+                    message,
+                } if consumer.node == self.me && consumer.process == self.process => {
+                    self.deliver(consumer.local, delivery, redelivered, no_ack, message);
+                }
+                ReplicaEffect::Deliver { .. } => {}
+                ReplicaEffect::ConsumerCancelled { consumer }
+                    if consumer.node == self.me && consumer.process == self.process =>
+                {
+                    if let Some(outbox) = self.consumers.remove(&consumer.local) {
+                        let _ = outbox.events.send(ConnEvent::ConsumerCancelled {
+                            channel: outbox.channel,
+                            consumer_id: consumer.local,
+                        });
+                    }
+                }
+                ReplicaEffect::ConsumerCancelled { .. } => {}
+                ReplicaEffect::DeadLetter(d) if leader => {
+                    route_dead_letter(&self.handle, &self.host, &self.store, d)
+                }
+                ReplicaEffect::DeadLetter(_) => {}
+                ReplicaEffect::Deleted => {
+                    deleted = true;
+                    self.handle.mark_deleted();
+                    // The member whose proposal deleted it tells the cluster.
+                    if mine {
+                        if let Some(host) = self.host.upgrade() {
+                            host.forget_queue(&self.handle);
+                        }
+                    }
+                }
+            }
+        }
+        deleted
+    }
+
+    fn deliver(
+        &mut self,
+        consumer: u64,
+        delivery: u64,
+        redelivered: bool,
+        no_ack: bool,
+        message: crate::message::MessageRef,
+    ) {
+        let sent = self.consumers.get(&consumer).is_some_and(|outbox| {
+            outbox
+                .connection_flow
+                .in_transit
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            let d = Delivery {
+                channel: outbox.channel,
+                consumer_id: consumer,
+                consumer_tag: outbox.tag.clone(),
+                queue: self.handle.clone(),
+                id: delivery,
+                redelivered,
+                no_ack,
+                message,
+            };
+            let sent = outbox.events.send(ConnEvent::Deliver(d)).is_ok();
+            if !sent {
+                outbox
+                    .connection_flow
+                    .in_transit
+                    .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+            }
+            sent
+        });
+        if !sent && !no_ack {
+            // Its consumer (or connection) went meanwhile: back to the queue.
+            self.consumers.remove(&consumer);
+            self.settle(Settle::Requeue, vec![delivery], wall_clock_ms());
+        }
+    }
+
+    fn answer(&mut self, waiter: Waiter, answer: Answer) {
+        match (waiter, answer) {
+            (Waiter::Confirms(confirms), Answer::Enqueued(taken)) => {
+                for (confirm, taken) in confirms.into_iter().zip(taken) {
+                    if let Some(confirm) = confirm {
+                        confirm.answer(taken != Taken::Refused);
+                    }
+                }
+            }
+            (Waiter::Consume { consumer, reply }, Answer::Core(Outcome::Consumed(result))) => {
+                if result.is_err() {
+                    self.consumers.remove(&consumer);
+                }
+                let _ = reply.send(result);
+            }
+            (Waiter::Cancel(done), _) => {
+                let _ = done.send(());
+            }
+            (Waiter::Get { no_ack, reply }, Answer::Core(Outcome::Got(got))) => {
+                if let Err(Some(got)) = reply.send(got) {
+                    // The channel stopped waiting: the message goes back.
+                    if !no_ack {
+                        self.settle(Settle::Requeue, vec![got.id], wall_clock_ms());
+                    }
+                }
+            }
+            (Waiter::Purge(reply), Answer::Core(Outcome::Purged(n))) => {
+                let _ = reply.send(n);
+            }
+            (Waiter::Delete(reply), Answer::Core(Outcome::Deleted(result))) => {
+                let _ = reply.send(result);
+            }
+            (Waiter::Sync(reply), _) => {
+                let _ = reply.send(true);
+            }
+            (waiter, _) => waiter.fail(),
+        }
+    }
+
+    fn on_failed(&mut self, number: u64) {
+        if let Some(waiter) = self.waiting.remove(&number) {
+            waiter.fail();
+        }
+    }
+}
+
+impl Waiter {
+    /// The proposal was not applied in time (no majority): confirms are nacks, the others'
+    /// answers are dropped (the caller sees the queue unreachable).
+    fn fail(self) {
+        match self {
+            Waiter::Confirms(confirms) => {
+                for confirm in confirms.into_iter().flatten() {
+                    confirm.answer(false);
+                }
+            }
+            Waiter::Sync(reply) => {
+                let _ = reply.send(false);
+            }
+            Waiter::Consume { .. }
+            | Waiter::Cancel(_)
+            | Waiter::Get { .. }
+            | Waiter::Purge(_)
+            | Waiter::Delete(_) => {}
+        }
+    }
+}
+
+fn wall_clock_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
