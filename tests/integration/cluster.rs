@@ -1750,3 +1750,58 @@ async fn a_quorum_queue_keeps_its_confirmed_messages_when_a_member_is_killed() {
     )
     .await;
 }
+
+/// A quorum queue's consumer on a member that is killed with deliveries unacked: the others
+/// take its node for gone and give those deliveries to a consumer on another node (redelivered,
+/// with `x-delivery-count`), every message once.
+#[tokio::test]
+async fn a_quorum_queue_consumer_killed_with_its_node_gives_its_deliveries_back() {
+    use futures::StreamExt;
+    const N: usize = 60;
+    let (_cluster, n1, n2, n3) = three_formed().await;
+    let c1 = n1.connect().await;
+    declare_quorum(&c1, "qq").await;
+    let ch1 = confirm_channel(&c1).await;
+    for i in 0..N {
+        publish_confirmed(&ch1, "", "qq", &crate::common::numbered_body(i, 32), true).await;
+    }
+    // n3's consumer takes 20 and acks none.
+    let c3 = n3.connect().await;
+    let ch3 = crate::common::lapin_channel(&c3).await;
+    ch3.basic_qos(20, Default::default()).await.expect("qos");
+    let mut held = consume(&ch3, "qq", "holder").await;
+    for _ in 0..20 {
+        crate::common::within_long("a delivery", held.next())
+            .await
+            .expect("consumer ended")
+            .expect("delivery");
+    }
+    n3.kill9();
+    drop((held, ch3, c3));
+    // n2's consumer gets all 60, the 20 n3 held redelivered and counted.
+    let c2 = n2.connect().await;
+    let ch2 = crate::common::lapin_channel(&c2).await;
+    let mut consumer = consume(&ch2, "qq", "taker").await;
+    let mut seen = std::collections::BTreeMap::new();
+    while seen.len() < N {
+        let d = crate::common::within_long("a delivery", consumer.next())
+            .await
+            .expect("consumer ended")
+            .expect("delivery");
+        let count = d
+            .properties
+            .headers()
+            .as_ref()
+            .and_then(|h| h.inner().get("x-delivery-count").cloned());
+        let body = crate::common::body_number(&d.data);
+        assert!(
+            seen.insert(body, (d.redelivered, count)).is_none(),
+            "message {body} delivered twice"
+        );
+        d.ack(Default::default()).await.expect("ack");
+    }
+    let redelivered = seen.values().filter(|(r, _)| *r).count();
+    assert_eq!(redelivered, 20, "{seen:?}");
+    assert!(seen.values().filter(|(r, _)| *r).all(|(_, c)| c.is_some()));
+    eventually_async(|| async { passive(&c1, "qq").await.ok() }, Some((0, 1))).await;
+}

@@ -128,6 +128,7 @@ pub fn spawn(
             }
         };
         let (proposals, failed) = proposer(group.clone());
+        let down = members_down(&replication.node, &members, &name);
         let member = Member {
             handle: started,
             host,
@@ -144,9 +145,35 @@ pub fn spawn(
             confirms: Vec::new(),
             db: replication.db,
         };
-        member.run(rx, applied, failed).await;
+        member.run(rx, applied, failed, down).await;
     });
     handle
+}
+
+/// The other members' ids each time their node's link goes down.
+fn members_down(
+    node: &Arc<ClusterNode>,
+    members: &[Node],
+    me: &str,
+) -> mpsc::UnboundedReceiver<NodeId> {
+    let (tx, down) = mpsc::unbounded_channel();
+    for m in members.iter().filter(|m| m.name != me) {
+        let Some(mut link) = node.link().watch_peer(&m.name) else {
+            continue;
+        };
+        let (tx, id) = (tx.clone(), node_id(&m.name));
+        tokio::spawn(async move {
+            loop {
+                if link.wait_for(|l| l.up).await.is_err() {
+                    return;
+                }
+                if link.wait_for(|l| !l.up).await.is_err() || tx.send(id).is_err() {
+                    return;
+                }
+            }
+        });
+    }
+    down
 }
 
 /// Sends proposals in order, one at a time; the numbers of those that failed come back.
@@ -216,6 +243,7 @@ impl Member {
         mut rx: mpsc::Receiver<QueueCommand>,
         mut applied: mpsc::UnboundedReceiver<AppliedEntry>,
         mut failed: mpsc::UnboundedReceiver<u64>,
+        mut down: mpsc::UnboundedReceiver<NodeId>,
     ) {
         // This node's consumers of an earlier process are gone: what they held goes back.
         self.propose(
@@ -243,6 +271,14 @@ impl Member {
                     deleted = self.on_applied(entry);
                 }
                 Some(number) = failed.recv() => self.on_failed(number),
+                // A member's node is gone (killed, or cut off): its consumers' deliveries go
+                // back to the queue for the others, as RabbitMQ returns a lost consumer's. Every
+                // member that sees it proposes (the gone node may have been the leader); the
+                // second finds nothing left to do.
+                Some(node) = down.recv() => {
+                    let gone = QuorumCommand::ConsumersGone { node, process: u64::MAX };
+                    self.propose(gone, None);
+                }
                 _ = tokio::time::sleep(wake) => {
                     if self.is_leader() {
                         self.propose(QuorumCommand::Tick { at_ms: wall_clock_ms() }, None);

@@ -351,7 +351,7 @@ impl QueueMachine {
 
     /// `node`'s consumers and gets from processes before `process` are gone: what they held
     /// goes back to the queue (redelivered, counted as a delivery), in delivery order, and the
-    /// consumers are removed.
+    /// consumers are cancelled.
     fn consumers_gone(&mut self, node: NodeId, process: u64, ctx: &mut ReplicaContext) {
         let from_gone = |(n, p): (NodeId, u64)| n == node && p < process;
         let consumers: Vec<u64> = self
@@ -372,7 +372,10 @@ impl QueueMachine {
         for id in consumers {
             held.extend(self.core.unsettled_of(Some(id)));
             self.core.apply(Command::Cancel { consumer: id }, ctx);
-            self.consumers.remove(&id);
+            // Told to its node, in case only its link went (a node that restarted no longer
+            // has it): the client gets `basic.cancel` rather than waiting for nothing. The
+            // effect's resolution forgets it.
+            ctx.emit(Effect::ConsumerCancelled { consumer: id });
         }
         held.sort_unstable();
         if !held.is_empty() {

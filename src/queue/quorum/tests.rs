@@ -204,7 +204,7 @@ fn a_gone_nodes_consumers_and_gets_give_back_what_they_held() {
             process: 5,
         },
     );
-    assert!(bodies(&gone).is_empty(), "{:?}", bodies(&gone));
+    assert_eq!(bodies(&gone), ["cancelled 2/40"]);
     assert_eq!(m.core().stats().ready, 3);
     assert_eq!(m.core().stats().unacked, 1);
     assert_eq!(m.core().stats().consumers, 1);
