@@ -6,6 +6,7 @@
 //! no longer read from; consumers keep draining queues. Each clears by itself.
 
 use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -99,17 +100,41 @@ pub fn memory_high_watermark(relative: f64, absolute: Option<u64>) -> Option<u64
     absolute.or_else(|| Some((total_memory()? as f64 * relative) as u64))
 }
 
+/// The memory high watermark in bytes, which an operator may change while the broker runs.
+#[derive(Debug)]
+pub struct MemoryLimit(AtomicU64);
+
+/// [`MemoryLimit`]'s value for "total memory unknown, no limit".
+const NO_LIMIT: u64 = u64::MAX;
+
+impl MemoryLimit {
+    pub fn new(limit: Option<u64>) -> MemoryLimit {
+        MemoryLimit(AtomicU64::new(limit.unwrap_or(NO_LIMIT)))
+    }
+
+    /// The limit (None: total memory unknown).
+    pub fn get(&self) -> Option<u64> {
+        Some(self.0.load(Ordering::Relaxed)).filter(|&limit| limit != NO_LIMIT)
+    }
+
+    pub fn set(&self, limit: Option<u64>) {
+        self.0.store(limit.unwrap_or(NO_LIMIT), Ordering::Relaxed);
+    }
+}
+
 /// Compares the bytes held by messages with the high watermark twice a second, for as long as the
-/// broker runs.
+/// broker runs (reading the watermark each time: it may be changed).
 pub async fn watch_memory(broker: Arc<Broker>) {
-    let Some(limit) = broker.memory_limit else {
-        tracing::warn!("total memory unknown: no memory alarm");
-        return;
-    };
-    tracing::info!(limit_bytes = limit, "memory high watermark");
+    match broker.memory_limit.get() {
+        Some(limit) => tracing::info!(limit_bytes = limit, "memory high watermark"),
+        None => tracing::warn!("total memory unknown: no memory alarm until a watermark is set"),
+    }
     let mut tick = tokio::time::interval(Duration::from_millis(500));
     loop {
         tick.tick().await;
+        let Some(limit) = broker.memory_limit.get() else {
+            continue;
+        };
         let held = crate::message::held_bytes();
         let on = held >= limit;
         if broker.set_memory_alarm(on) {

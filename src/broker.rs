@@ -58,8 +58,9 @@ pub struct Broker {
     pub users: Users,
     /// Message counts since start, for metrics and the overview.
     pub counters: crate::stats::Counters,
-    /// The memory high watermark in bytes, worked out once at start (None: total memory unknown).
-    pub memory_limit: Option<u64>,
+    /// The memory high watermark in bytes, worked out at start and changed by an operator
+    /// (`warren ctl set_vm_memory_high_watermark`).
+    pub memory_limit: crate::alarm::MemoryLimit,
     pub replies: ReplyRegistry,
     /// The live connections, for the management API and for closing a deleted user's.
     pub tracker: Arc<Tracker>,
@@ -150,10 +151,10 @@ impl Broker {
             std::mem::take(&mut recovered.topic_permissions),
             &config.loopback_users,
         );
-        let memory_limit = crate::alarm::memory_high_watermark(
+        let memory_limit = crate::alarm::MemoryLimit::new(crate::alarm::memory_high_watermark(
             config.vm_memory_high_watermark,
             config.vm_memory_high_watermark_absolute,
-        );
+        ));
         Ok(Arc::new(Broker {
             placement,
             node_name: config.node_name(),
@@ -423,7 +424,7 @@ impl Broker {
             mem_alarm: alarms.memory,
             disk_free_alarm: alarms.disk,
             mem_used: crate::message::held_bytes(),
-            mem_limit: self.memory_limit,
+            mem_limit: self.memory_limit.get(),
             disk_free: crate::alarm::free_bytes(&self.config.data_dir),
             disk_free_limit: self.config.disk_free_limit,
             activity: self.activity(),

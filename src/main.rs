@@ -50,10 +50,12 @@ async fn main() -> anyhow::Result<()> {
 /// gave, parsed again as flags (so that the file's values are checked like flags).
 fn parse_with_config_file() -> anyhow::Result<Cli> {
     let command = Cli::command();
+    let args = command_line();
+    let ctl = args.get(1).is_some_and(|a| a == "ctl");
     let matches = command
         .clone()
-        .try_get_matches()
-        .unwrap_or_else(|e| exit_on_bad_arguments(e));
+        .try_get_matches_from(&args)
+        .unwrap_or_else(|e| exit_on_bad_arguments(e, ctl));
     let cli = Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
     let (config, server_matches, server_command) = match (&cli.command, matches.subcommand()) {
         (Some(Command::Server(c)), Some(("server", m))) => {
@@ -72,10 +74,27 @@ fn parse_with_config_file() -> anyhow::Result<Cli> {
     Ok(Cli::parse_from(std::env::args_os().chain(extra)))
 }
 
+/// The name under which the binary serves as `warren ctl`: a link named `rabbitmqctl` to it
+/// takes rabbitmqctl's place for scripts and test suites that run `rabbitmqctl`.
+const RABBITMQCTL: &str = "rabbitmqctl";
+
+/// The program's arguments, with `ctl` put after the program's name when it runs as
+/// [`RABBITMQCTL`].
+fn command_line() -> Vec<std::ffi::OsString> {
+    let mut args: Vec<std::ffi::OsString> = std::env::args_os().collect();
+    let runs_as_rabbitmqctl = args
+        .first()
+        .and_then(|program| std::path::Path::new(program).file_name())
+        .is_some_and(|name| name == RABBITMQCTL);
+    if runs_as_rabbitmqctl {
+        args.insert(1, "ctl".into());
+    }
+    args
+}
+
 /// Reports a command line clap refused and exits: with 64 (EX_USAGE) for `warren ctl`, as
 /// rabbitmqctl does, else with clap's own code (help and version exit 0).
-fn exit_on_bad_arguments(e: clap::Error) -> ! {
-    let ctl = std::env::args_os().nth(1).is_some_and(|a| a == "ctl");
+fn exit_on_bad_arguments(e: clap::Error, ctl: bool) -> ! {
     if ctl && e.use_stderr() {
         let _ = e.print();
         std::process::exit(warren::ctl::EX_USAGE);

@@ -10,7 +10,7 @@ impl Connection {
     /// A publisher that just took the broker past its memory watermark is blocked at once,
     /// not at the watcher's next look (a fast client can send a lot in half a second).
     pub(super) fn check_memory(&mut self) {
-        let Some(limit) = self.broker.memory_limit else {
+        let Some(limit) = self.broker.memory_limit.get() else {
             return;
         };
         if crate::message::held_bytes() >= limit && self.broker.set_memory_alarm(true) {

@@ -6,7 +6,7 @@
 
 use serde_json::{json, Value};
 
-use super::client::{segment, Method, Request};
+use super::client::{segment, ClientError, Method, Missing, Request};
 use super::{parse_json, Ctl, CtlError, PolicyArgs};
 
 fn user_path(user: &str) -> String {
@@ -17,27 +17,39 @@ fn user_object(user: &str) -> String {
     format!("user '{user}'")
 }
 
+/// A request about the user `user` (a 404 is "no such user", exit 67).
+fn user_request(method: Method, user: &str) -> Request {
+    Request::new(method, user_path(user), user_object(user)).missing(Missing::User)
+}
+
+/// Adds a user; one that exists already is left as it is and refused, as rabbitmqctl does
+/// (the API's PUT would replace its password and tags).
 pub async fn add_user(ctl: &Ctl, user: &str, password: &str) -> Result<(), CtlError> {
     ctl.say(&format!("Adding user \"{user}\" ..."));
+    match get_user(ctl, user).await {
+        Ok(_) => {
+            return Err(CtlError::AlreadyExists {
+                what: format!("user '{user}'"),
+            })
+        }
+        Err(CtlError::Client(ClientError::NotFound { .. })) => {}
+        Err(e) => return Err(e),
+    }
     let body = json!({"password": password, "tags": ""});
-    let request = Request::new(Method::Put, user_path(user), user_object(user)).body(body);
+    let request = user_request(Method::Put, user).body(body);
     ctl.client.call(request).await?;
     Ok(())
 }
 
 pub async fn delete_user(ctl: &Ctl, user: &str) -> Result<(), CtlError> {
     ctl.say(&format!("Deleting user \"{user}\" ..."));
-    let request = Request::new(Method::Delete, user_path(user), user_object(user));
-    ctl.client.call(request).await?;
+    ctl.client.call(user_request(Method::Delete, user)).await?;
     Ok(())
 }
 
 /// The user as the API shows it (with its hash and tags).
 async fn get_user(ctl: &Ctl, user: &str) -> Result<Value, CtlError> {
-    Ok(ctl
-        .client
-        .call(Request::get(user_path(user), user_object(user)))
-        .await?)
+    Ok(ctl.client.call(user_request(Method::Get, user)).await?)
 }
 
 /// Sets a new password (`None`: none at all), keeping the user's tags.
@@ -58,7 +70,7 @@ pub async fn change_password(
             json!({"password_hash": "", "tags": tags})
         }
     };
-    let request = Request::new(Method::Put, user_path(user), user_object(user)).body(body);
+    let request = user_request(Method::Put, user).body(body);
     ctl.client.call(request).await?;
     Ok(())
 }
@@ -76,7 +88,7 @@ pub async fn set_user_tags(ctl: &Ctl, user: &str, tags: &[String]) -> Result<(),
         "hashing_algorithm": field("hashing_algorithm"),
         "tags": tags.join(","),
     });
-    let request = Request::new(Method::Put, user_path(user), user_object(user)).body(body);
+    let request = user_request(Method::Put, user).body(body);
     ctl.client.call(request).await?;
     Ok(())
 }
@@ -97,7 +109,8 @@ pub async fn add_vhost(ctl: &Ctl, name: &str, description: Option<&str>) -> Resu
 
 pub async fn delete_vhost(ctl: &Ctl, name: &str) -> Result<(), CtlError> {
     ctl.say(&format!("Deleting vhost \"{name}\" ..."));
-    let request = Request::new(Method::Delete, vhost_path(name), format!("vhost '{name}'"));
+    let request = Request::new(Method::Delete, vhost_path(name), format!("vhost '{name}'"))
+        .missing(Missing::DeletedVhost);
     ctl.client.call(request).await?;
     Ok(())
 }
@@ -110,6 +123,7 @@ fn permission_request(ctl: &Ctl, method: Method, user: &str) -> Request {
         format!("permissions of user '{user}' in vhost '{v}'"),
     )
     .in_vhost(v)
+    .missing(Missing::Unavailable)
 }
 
 pub async fn set_permissions(
@@ -121,11 +135,24 @@ pub async fn set_permissions(
         "Setting permissions for user \"{user}\" in vhost \"{}\" ...",
         ctl.vhost
     ));
+    // The API answers a missing user or vhost alike (400); rabbitmqctl tells them apart.
+    get_user(ctl, user).await?;
     let body = json!({"configure": configure, "write": write, "read": read});
-    ctl.client
+    match ctl
+        .client
         .call(permission_request(ctl, Method::Put, user).body(body))
-        .await?;
-    Ok(())
+        .await
+    {
+        // The user exists (see above), so it is the vhost that is missing.
+        Err(ClientError::BadRequest { reason }) if reason == "vhost_or_user_not_found" => {
+            Err(ClientError::NotFound {
+                what: format!("vhost '{}'", ctl.vhost),
+                missing: Missing::Unavailable,
+            }
+            .into())
+        }
+        answer => answer.map(drop).map_err(CtlError::from),
+    }
 }
 
 pub async fn clear_permissions(ctl: &Ctl, user: &str) -> Result<(), CtlError> {
@@ -133,6 +160,7 @@ pub async fn clear_permissions(ctl: &Ctl, user: &str) -> Result<(), CtlError> {
         "Clearing permissions for user \"{user}\" in vhost \"{}\" ...",
         ctl.vhost
     ));
+    get_user(ctl, user).await?;
     ctl.client
         .call(permission_request(ctl, Method::Delete, user))
         .await?;
@@ -150,6 +178,7 @@ pub async fn set_topic_permissions(
     ctl.say(&format!(
         "Setting topic permissions on \"{exchange}\" for user \"{user}\" in vhost \"{v}\" ..."
     ));
+    get_user(ctl, user).await?;
     let request = Request::new(
         Method::Put,
         format!("/api/topic-permissions/{}/{}", segment(v), segment(user)),
@@ -209,7 +238,7 @@ pub async fn set_policy(ctl: &Ctl, kind: PolicyKind, p: &PolicyArgs) -> Result<(
     let v = &ctl.vhost;
     let definition = parse_json("the policy definition", &p.definition)?;
     ctl.say(&format!(
-        "Setting {} \"{}\" for pattern \"{}\" to \"{}\" with priority \"{}\" in vhost \"{v}\" ...",
+        "Setting {} \"{}\" for pattern \"{}\" to \"{}\" with priority \"{}\" for vhost \"{v}\" ...",
         kind.noun(),
         p.name,
         p.pattern,
@@ -237,7 +266,9 @@ pub async fn clear_policy(ctl: &Ctl, kind: PolicyKind, name: &str) -> Result<(),
         kind.noun()
     ));
     let object = format!("{} '{name}' in vhost '{v}'", kind.noun());
-    let request = Request::new(Method::Delete, kind.path(v, name), object).in_vhost(v);
+    let request = Request::new(Method::Delete, kind.path(v, name), object)
+        .in_vhost(v)
+        .missing(Missing::Unavailable);
     ctl.client.call(request).await?;
     Ok(())
 }

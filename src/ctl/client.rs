@@ -30,7 +30,7 @@ pub enum ClientError {
     #[error("access refused: {reason}")]
     Forbidden { reason: String },
     #[error("{what} does not exist")]
-    NotFound { what: String },
+    NotFound { what: String, missing: Missing },
     #[error("{reason}")]
     BadRequest { reason: String },
     #[error("the node answered {status}: {reason}")]
@@ -59,6 +59,34 @@ impl Method {
     }
 }
 
+/// What kind of object a request names, so that the node's "not found" exits with the code
+/// rabbitmqctl gives for that object in that command (its codes differ by command).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Missing {
+    /// Anything else (a connection by name): 1.
+    Object,
+    /// A user: 67, EX_NOUSER.
+    User,
+    /// A vhost the command works in, a queue to purge, a policy to clear: 69.
+    Unavailable,
+    /// The vhost `delete_vhost` deletes: 65.
+    DeletedVhost,
+    /// The queue `delete_queue` deletes: 64.
+    DeletedQueue,
+}
+
+impl Missing {
+    pub fn exit_code(self) -> i32 {
+        match self {
+            Missing::Object => 1,
+            Missing::User => super::EX_NOUSER,
+            Missing::Unavailable => super::EX_UNAVAILABLE,
+            Missing::DeletedVhost => super::EX_DATAERR,
+            Missing::DeletedQueue => super::EX_USAGE,
+        }
+    }
+}
+
 /// One management operation: an API path (`/api/...`, segments already encoded with
 /// [`segment`]), a JSON body, and what it is about, so that a 404 names the missing object.
 #[derive(Clone, Debug)]
@@ -72,6 +100,8 @@ pub struct Request {
     pub object: String,
     /// The vhost the path names, named instead when the node says the vhost is missing.
     pub vhost: Option<String>,
+    /// What `object` is, for the exit code when it is missing.
+    pub missing: Missing,
 }
 
 impl Request {
@@ -83,7 +113,13 @@ impl Request {
             reason: None,
             object: object.into(),
             vhost: None,
+            missing: Missing::Object,
         }
+    }
+
+    pub fn missing(mut self, missing: Missing) -> Request {
+        self.missing = missing;
+        self
     }
 
     pub fn get(path: String, object: impl Into<String>) -> Request {
@@ -363,10 +399,14 @@ impl Client {
                 user: self.credentials.username.clone(),
             },
             403 => ClientError::Forbidden { reason },
-            404 => ClientError::NotFound {
-                what: match (&request.vhost, reason.as_str()) {
-                    (Some(vhost), "vhost_not_found") => format!("vhost '{vhost}'"),
-                    _ => request.object,
+            404 => match (&request.vhost, reason.as_str()) {
+                (Some(vhost), "vhost_not_found") => ClientError::NotFound {
+                    what: format!("vhost '{vhost}'"),
+                    missing: Missing::Unavailable,
+                },
+                _ => ClientError::NotFound {
+                    what: request.object,
+                    missing: request.missing,
                 },
             },
             400 => ClientError::BadRequest { reason },

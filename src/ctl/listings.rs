@@ -3,8 +3,8 @@
 
 use serde_json::Value;
 
-use super::client::{segment, Request};
-use super::table::{at, same, Column, Field, Listing};
+use super::client::{segment, Missing, Request};
+use super::table::{amqp_table, at, pid_at, same, Column, Field, Format, Listing, Style};
 use super::{Ctl, CtlError};
 
 pub const QUEUES: Listing = Listing {
@@ -15,7 +15,7 @@ pub const QUEUES: Listing = Listing {
         same("durable"),
         same("auto_delete"),
         same("exclusive"),
-        same("arguments"),
+        amqp_table("arguments"),
         same("policy"),
         same("operator_policy"),
         same("effective_policy_definition"),
@@ -44,7 +44,7 @@ pub const EXCHANGES: Listing = Listing {
         same("durable"),
         same("auto_delete"),
         same("internal"),
-        same("arguments"),
+        amqp_table("arguments"),
         same("policy"),
     ],
     defaults: &["name", "type"],
@@ -57,11 +57,12 @@ pub const BINDINGS: Listing = Listing {
         Column {
             name: "source_kind",
             field: Field::Const("exchange"),
+            style: Style::Plain,
         },
         at("destination_name", &["destination"]),
         at("destination_kind", &["destination_type"]),
         same("routing_key"),
-        same("arguments"),
+        amqp_table("arguments"),
         same("vhost"),
         same("properties_key"),
     ],
@@ -78,8 +79,9 @@ pub const BINDINGS: Listing = Listing {
 pub const CONNECTIONS: Listing = Listing {
     what: "connections",
     columns: &[
-        // The API has no Erlang pid; a connection's name identifies it as well.
-        at("pid", &["name"]),
+        // The API has no Erlang pid: one is made from the connection's name (see `table::pid`),
+        // which `close_connection` takes back.
+        pid_at("pid", &["node"], &["name"]),
         same("name"),
         same("port"),
         same("host"),
@@ -95,7 +97,7 @@ pub const CONNECTIONS: Listing = Listing {
         same("timeout"),
         same("frame_max"),
         same("channel_max"),
-        same("client_properties"),
+        amqp_table("client_properties"),
         same("user_provided_name"),
         same("recv_oct"),
         same("recv_cnt"),
@@ -111,8 +113,8 @@ pub const CONNECTIONS: Listing = Listing {
 pub const CHANNELS: Listing = Listing {
     what: "channels",
     columns: &[
-        at("pid", &["name"]),
-        at("connection", &["connection_details", "name"]),
+        pid_at("pid", &["node"], &["name"]),
+        pid_at("connection", &["node"], &["connection_details", "name"]),
         same("name"),
         same("number"),
         same("user"),
@@ -136,15 +138,23 @@ pub const CONSUMERS: Listing = Listing {
     what: "consumers",
     columns: &[
         at("queue_name", &["queue", "name"]),
-        at("channel_pid", &["channel_details", "name"]),
-        at("connection", &["channel_details", "connection_name"]),
+        pid_at(
+            "channel_pid",
+            &["channel_details", "node"],
+            &["channel_details", "name"],
+        ),
+        pid_at(
+            "connection",
+            &["channel_details", "node"],
+            &["channel_details", "connection_name"],
+        ),
         same("consumer_tag"),
         same("ack_required"),
         same("exclusive"),
         same("prefetch_count"),
         same("active"),
         same("activity_status"),
-        same("arguments"),
+        amqp_table("arguments"),
     ],
     defaults: &[
         "queue_name",
@@ -242,16 +252,19 @@ pub const USER_LIMITS: Listing = Listing {
     defaults: &["user", "limits"],
 };
 
-/// Reads a listing from `request` and prints the columns asked for.
+/// Reads a listing from `request` and prints the columns asked for, after rabbitmqctl's banner
+/// for it ("Listing users ...") unless quiet.
 pub async fn list(
     ctl: &Ctl,
     listing: &Listing,
     request: Request,
     asked: &[String],
+    banner: &str,
 ) -> Result<(), CtlError> {
     // Checked first, so that a typo is reported without a round trip (and exits 64 even when
     // the node is down).
     listing.select(asked)?;
+    ctl.say(banner);
     let answer = ctl.client.call(request).await?;
     let items = match answer {
         Value::Array(items) => items,
@@ -262,7 +275,14 @@ pub async fn list(
             )))
         }
     };
-    let out = super::table::render(listing, asked, &items, ctl.json)?;
+    let format = if ctl.json {
+        Format::Json
+    } else {
+        Format::Table {
+            headers: ctl.headers,
+        }
+    };
+    let out = super::table::render(listing, asked, &items, format)?;
     ctl.print(&out)
 }
 
@@ -284,4 +304,5 @@ pub fn in_vhost(kind: &str, vhost: &str) -> Request {
         format!("vhost '{vhost}'"),
     )
     .in_vhost(vhost)
+    .missing(Missing::Unavailable)
 }

@@ -1,10 +1,14 @@
 //! `warren ctl`: an operator CLI modelled on `rabbitmqctl`, talking to a running node over its
-//! management API ([`client`]). Listings print as an aligned table or JSON with rabbitmqctl's
-//! column selection ([`table`], [`listings`]); the other commands change users, vhosts and
-//! permissions ([`admin`]) or act on queues, connections and definitions ([`node`]).
+//! management API ([`client`]). It takes rabbitmqctl's command lines (underscore names, its
+//! global flags, `-n` accepted) and prints rabbitmqctl 3.10's output: banners unless `-q`, then
+//! tab-separated rows under a header row, or JSON, with rabbitmqctl's column selection
+//! ([`table`], [`listings`]); the other commands change users, vhosts and permissions
+//! ([`admin`]) or act on queues, connections, the node and definitions ([`node`]).
 //!
-//! Exit codes are rabbitmqctl's (sysexits): 64 a usage error, 65 data the node refused, 69 the
-//! node unreachable, 75 a timeout, 77 credentials or access refused, 1 a missing object.
+//! Exit codes are rabbitmqctl's (sysexits): 64 a usage error, 65 data the node refused, 67 a
+//! missing user, 69 the node unreachable or a missing vhost, 70 a user that exists already, 75 a
+//! timeout, 77 credentials or access refused; a missing object as rabbitmqctl's command exits
+//! for it ([`client::Missing`]).
 
 mod admin;
 pub mod amqp;
@@ -18,12 +22,13 @@ use std::time::Duration;
 
 use clap::{Args, Subcommand};
 
-use client::{Client, ClientError, Credentials, HttpTransport, Transport};
+use client::{Client, ClientError, Credentials, HttpTransport, Missing, Transport};
 use table::UnknownColumn;
 
 /// EX_USAGE: bad arguments (clap's own errors as well, see `main.rs`).
 pub const EX_USAGE: i32 = 64;
 pub const EX_DATAERR: i32 = 65;
+pub const EX_NOUSER: i32 = 67;
 pub const EX_UNAVAILABLE: i32 = 69;
 pub const EX_SOFTWARE: i32 = 70;
 pub const EX_IOERR: i32 = 74;
@@ -38,6 +43,12 @@ pub enum CtlError {
     Column(#[from] UnknownColumn),
     #[error("{0}")]
     Usage(String),
+    /// An argument the command cannot use (rabbitmqctl's argument validation, exiting 65).
+    #[error("Bad argument: {0}")]
+    BadArgument(String),
+    /// What `add_user` would overwrite (rabbitmqctl refuses, exiting 70).
+    #[error("{what} already exists")]
+    AlreadyExists { what: String },
     #[error("{what} is not valid JSON: {source}")]
     BadJson {
         what: String,
@@ -60,12 +71,14 @@ impl CtlError {
                 ClientError::Unreachable { .. } => EX_UNAVAILABLE,
                 ClientError::Timeout { .. } => EX_TEMPFAIL,
                 ClientError::CredentialsRefused { .. } | ClientError::Forbidden { .. } => EX_NOPERM,
-                ClientError::NotFound { .. } => 1,
+                ClientError::NotFound { missing, .. } => missing.exit_code(),
                 ClientError::BadRequest { .. } => EX_DATAERR,
                 ClientError::Status { .. } | ClientError::BadResponse(_) => EX_SOFTWARE,
             },
             CtlError::Column(_) | CtlError::Usage(_) | CtlError::BadJson { .. } => EX_USAGE,
             CtlError::File { .. } => EX_IOERR,
+            CtlError::AlreadyExists { .. } => EX_SOFTWARE,
+            CtlError::BadArgument(_) => EX_DATAERR,
         }
     }
 }
@@ -114,15 +127,38 @@ pub struct Options {
     /// The vhost, as rabbitmqctl's -p.
     #[arg(short = 'p', long, global = true, default_value = "/")]
     pub vhost: String,
-    /// Print JSON rather than a table.
+    /// Print JSON rather than a table (as `--formatter json`).
     #[arg(long, global = true)]
     pub json: bool,
-    /// No progress messages ("Adding user ...") on stderr.
+    /// rabbitmqctl's output format: `table` (tab-separated, the default) or `json`.
+    #[arg(long, global = true, value_enum)]
+    pub formatter: Option<Formatter>,
+    /// No banners ("Listing queues for vhost / ...", "Adding user ...").
     #[arg(short = 'q', long, global = true)]
     pub quiet: bool,
+    /// No banners and no header row: `-q --no-table-headers`.
+    #[arg(short = 's', long, global = true)]
+    pub silent: bool,
+    /// Listings print their rows without the header row of column names.
+    #[arg(long, global = true)]
+    pub no_table_headers: bool,
+    /// rabbitmqctl's target node (`rabbit@HOST`). Accepted so that rabbitmqctl's command lines
+    /// work unchanged; the node reached is the one --url, --uri or --host/--port name.
+    #[arg(short = 'n', long, global = true, value_name = "NODE")]
+    pub node: Option<String>,
+    /// rabbitmqctl's long node names switch; node names are not resolved, so it changes nothing.
+    #[arg(short = 'l', long, global = true)]
+    pub longnames: bool,
     /// Seconds to wait for each answer.
     #[arg(short = 't', long, global = true, default_value_t = 60)]
     pub timeout: u64,
+}
+
+/// rabbitmqctl's `--formatter`.
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Formatter {
+    Table,
+    Json,
 }
 
 /// The columns of a listing.
@@ -294,9 +330,47 @@ pub enum Command {
     /// Clears one of a user's limits, or `all`.
     #[command(alias = "clear_user_limits")]
     ClearUserLimits { user: String, limit: String },
-    /// Closes a connection (by its name, as list-connections name shows it) with 320.
+    /// Closes a connection with 320 CONNECTION_FORCED and the explanation: CONNECTION is its
+    /// pid as `list_connections pid` prints it, or its name as `list_connections name` does.
     #[command(alias = "close_connection")]
-    CloseConnection { name: String, reason: String },
+    CloseConnection {
+        #[arg(value_name = "CONNECTION")]
+        name: String,
+        #[arg(value_name = "EXPLANATION")]
+        reason: String,
+    },
+    /// Closes every connection of the vhost (--global: of every vhost) with 320.
+    #[command(alias = "close_all_connections")]
+    CloseAllConnections {
+        #[arg(value_name = "EXPLANATION")]
+        reason: String,
+        /// Every vhost's connections, not only those of -p.
+        #[arg(long)]
+        global: bool,
+        /// Close at most this many.
+        #[arg(long)]
+        limit: Option<usize>,
+        /// rabbitmqctl's pause between closes, in milliseconds; accepted and not needed.
+        #[arg(long, alias = "per_connection_delay")]
+        per_connection_delay: Option<u64>,
+    },
+    /// Sets the memory high watermark: a FRACTION of the memory (0.0 to 1.0), or `absolute`
+    /// and a size in bytes (a unit such as 512MB, 1GiB is allowed).
+    #[command(alias = "set_vm_memory_high_watermark")]
+    SetVmMemoryHighWatermark {
+        #[arg(value_name = "FRACTION | absolute", allow_hyphen_values = true)]
+        fraction_or_absolute: String,
+        #[arg(value_name = "SIZE")]
+        size: Option<String>,
+    },
+    /// Sets the cluster's name.
+    #[command(alias = "set_cluster_name")]
+    SetClusterName { name: String },
+    /// Checks that the node answers.
+    Ping,
+    /// Waits (up to --timeout seconds) until the node answers.
+    #[command(alias = "await_startup")]
+    AwaitStartup,
     /// Removes a queue's ready messages.
     #[command(alias = "purge_queue")]
     PurgeQueue { queue: String },
@@ -328,6 +402,10 @@ pub struct Ctl {
     pub vhost: String,
     pub json: bool,
     pub quiet: bool,
+    /// Whether listings start with a row of column names.
+    pub headers: bool,
+    /// How long to wait for each answer (and for `await_startup`, for the node).
+    pub timeout: Duration,
 }
 
 impl Ctl {
@@ -347,22 +425,27 @@ impl Ctl {
             Some(uri) => Transport::Amqp(amqp::AmqpTransport::parse(uri, &credentials)?),
             None => Transport::Http(HttpTransport::parse(&url)?),
         };
+        let timeout = Duration::from_secs(options.timeout.max(1));
         Ok(Ctl {
-            client: Client::new(
-                transport,
-                credentials,
-                Duration::from_secs(options.timeout.max(1)),
-            ),
+            client: Client::new(transport, credentials, timeout),
+            timeout,
             vhost: options.vhost.clone(),
-            json: options.json,
-            quiet: options.quiet,
+            json: options.json || options.formatter == Some(Formatter::Json),
+            // rabbitmqctl prints no banner before JSON, which must parse as a whole.
+            quiet: options.quiet
+                || options.silent
+                || options.json
+                || options.formatter == Some(Formatter::Json),
+            headers: !(options.no_table_headers || options.silent),
         })
     }
 
-    /// A progress message ("Adding user ..."), on stderr so that stdout stays data.
+    /// A banner ("Adding user ...", "Listing queues for vhost / ..."): on stdout before the
+    /// data, as rabbitmqctl prints it, unless `-q`; scripts that parse the output pass `-q`.
     fn say(&self, message: &str) {
         if !self.quiet {
-            eprintln!("{message}");
+            // A closed pipe is not worth failing for here: the data that follows reports it.
+            let _ = self.print(&format!("{message}\n"));
         }
     }
 
@@ -399,74 +482,127 @@ pub async fn run(args: CtlArgs) -> Result<(), CtlError> {
 async fn dispatch(ctl: &Ctl, command: Command) -> Result<(), CtlError> {
     use listings::*;
     let v = ctl.vhost.as_str();
+    let get = |path: &str, what: &str| client::Request::get(path.to_owned(), what);
     match command {
-        Command::ListQueues(c) => list(ctl, &QUEUES, in_vhost("queues", v), &c.columns).await,
-        Command::ListExchanges(c) => {
-            list(ctl, &EXCHANGES, in_vhost("exchanges", v), &c.columns).await
+        Command::ListQueues(c) => {
+            // rabbitmqctl prints its timeout before this listing only.
+            let banner = format!(
+                "Timeout: {}.0 seconds ...\nListing queues for vhost {v} ...",
+                ctl.timeout.as_secs()
+            );
+            list(ctl, &QUEUES, in_vhost("queues", v), &c.columns, &banner).await
         }
-        Command::ListBindings(c) => list(ctl, &BINDINGS, in_vhost("bindings", v), &c.columns).await,
+        Command::ListExchanges(c) => {
+            let banner = format!("Listing exchanges for vhost {v} ...");
+            list(
+                ctl,
+                &EXCHANGES,
+                in_vhost("exchanges", v),
+                &c.columns,
+                &banner,
+            )
+            .await
+        }
+        Command::ListBindings(c) => {
+            let banner = format!("Listing bindings for vhost {v}...");
+            list(ctl, &BINDINGS, in_vhost("bindings", v), &c.columns, &banner).await
+        }
         Command::ListConnections(c) => {
-            let request = client::Request::get("/api/connections".into(), "connections");
-            list(ctl, &CONNECTIONS, request, &c.columns).await
+            let request = get("/api/connections", "connections");
+            list(
+                ctl,
+                &CONNECTIONS,
+                request,
+                &c.columns,
+                "Listing connections ...",
+            )
+            .await
         }
         Command::ListChannels(c) => {
-            let request = client::Request::get("/api/channels".into(), "channels");
-            list(ctl, &CHANNELS, request, &c.columns).await
+            let request = get("/api/channels", "channels");
+            list(ctl, &CHANNELS, request, &c.columns, "Listing channels ...").await
         }
         Command::ListConsumers(c) => {
-            list(ctl, &CONSUMERS, in_vhost("consumers", v), &c.columns).await
+            let banner = format!("Listing consumers in vhost {v} ...");
+            list(
+                ctl,
+                &CONSUMERS,
+                in_vhost("consumers", v),
+                &c.columns,
+                &banner,
+            )
+            .await
         }
         Command::ListUsers(c) => {
-            let request = client::Request::get("/api/users".into(), "users");
-            list(ctl, &USERS, request, &c.columns).await
+            let request = get("/api/users", "users");
+            list(ctl, &USERS, request, &c.columns, "Listing users ...").await
         }
         Command::ListVhosts(c) => {
-            let request = client::Request::get("/api/vhosts".into(), "vhosts");
-            list(ctl, &VHOSTS, request, &c.columns).await
+            let request = get("/api/vhosts", "vhosts");
+            list(ctl, &VHOSTS, request, &c.columns, "Listing vhosts ...").await
         }
         Command::ListPermissions(c) => {
             let request = client::Request::get(
                 format!("/api/vhosts/{}/permissions", client::segment(v)),
                 format!("vhost '{v}'"),
-            );
-            list(ctl, &PERMISSIONS, request, &c.columns).await
+            )
+            .missing(Missing::Unavailable);
+            let banner = format!("Listing permissions for vhost \"{v}\" ...");
+            list(ctl, &PERMISSIONS, request, &c.columns, &banner).await
         }
         Command::ListUserPermissions { user, columns } => {
             let request = client::Request::get(
                 format!("/api/users/{}/permissions", client::segment(&user)),
                 format!("user '{user}'"),
-            );
-            list(ctl, &USER_PERMISSIONS, request, &columns.columns).await
+            )
+            .missing(Missing::User);
+            let banner = format!("Listing permissions for user \"{user}\" ...");
+            list(ctl, &USER_PERMISSIONS, request, &columns.columns, &banner).await
         }
         Command::ListTopicPermissions(c) => {
             let request = client::Request::get(
                 format!("/api/vhosts/{}/topic-permissions", client::segment(v)),
                 format!("vhost '{v}'"),
-            );
-            list(ctl, &TOPIC_PERMISSIONS, request, &c.columns).await
+            )
+            .missing(Missing::Unavailable);
+            let banner = format!("Listing topic permissions for vhost \"{v}\" ...");
+            list(ctl, &TOPIC_PERMISSIONS, request, &c.columns, &banner).await
         }
-        Command::ListPolicies(c) => list(ctl, &POLICIES, in_vhost("policies", v), &c.columns).await,
+        Command::ListPolicies(c) => {
+            let banner = format!("Listing policies for vhost \"{v}\" ...");
+            list(ctl, &POLICIES, in_vhost("policies", v), &c.columns, &banner).await
+        }
         Command::ListOperatorPolicies(c) => {
             let request = in_vhost("operator-policies", v);
-            list(ctl, &POLICIES, request, &c.columns).await
+            let banner = format!("Listing operator policy overrides for vhost \"{v}\" ...");
+            list(ctl, &POLICIES, request, &c.columns, &banner).await
         }
         Command::ListVhostLimits { global } => {
-            let request = if global {
-                client::Request::get("/api/vhost-limits".into(), "vhost limits")
+            let (request, banner) = if global {
+                let request = get("/api/vhost-limits", "vhost limits");
+                (request, "Listing limits for all vhosts ...".to_owned())
             } else {
-                in_vhost("vhost-limits", v)
+                let banner = format!("Listing limits for vhost \"{v}\" ...");
+                (in_vhost("vhost-limits", v), banner)
             };
-            list(ctl, &VHOST_LIMITS, request, &[]).await
+            list(ctl, &VHOST_LIMITS, request, &[], &banner).await
         }
         Command::ListUserLimits { user } => {
-            let request = match &user {
-                Some(user) => client::Request::get(
-                    format!("/api/user-limits/{}", client::segment(user)),
-                    format!("user '{user}'"),
+            let (request, banner) = match &user {
+                Some(user) => (
+                    client::Request::get(
+                        format!("/api/user-limits/{}", client::segment(user)),
+                        format!("user '{user}'"),
+                    )
+                    .missing(Missing::User),
+                    format!("Listing limits for user \"{user}\" ..."),
                 ),
-                None => client::Request::get("/api/user-limits".into(), "user limits"),
+                None => (
+                    get("/api/user-limits", "user limits"),
+                    "Listing limits for all users ...".to_owned(),
+                ),
             };
-            list(ctl, &USER_LIMITS, request, &[]).await
+            list(ctl, &USER_LIMITS, request, &[], &banner).await
         }
         Command::AddUser(u) => admin::add_user(ctl, &u.user, &u.password).await,
         Command::DeleteUser { user } => admin::delete_user(ctl, &user).await,
@@ -518,6 +654,25 @@ async fn dispatch(ctl: &Ctl, command: Command) -> Result<(), CtlError> {
         Command::CloseConnection { name, reason } => {
             node::close_connection(ctl, &name, &reason).await
         }
+        Command::CloseAllConnections {
+            reason,
+            global,
+            limit,
+            per_connection_delay: _,
+        } => {
+            let scope = if global { None } else { Some(v) };
+            node::close_all_connections(ctl, scope, limit, &reason).await
+        }
+        Command::SetVmMemoryHighWatermark {
+            fraction_or_absolute,
+            size,
+        } => {
+            let watermark = node::Watermark::parse(&fraction_or_absolute, size.as_deref())?;
+            node::set_vm_memory_high_watermark(ctl, watermark).await
+        }
+        Command::SetClusterName { name } => node::set_cluster_name(ctl, &name).await,
+        Command::Ping => node::ping(ctl).await,
+        Command::AwaitStartup => node::await_startup(ctl).await,
         Command::PurgeQueue { queue } => node::purge_queue(ctl, &queue).await,
         Command::DeleteQueue {
             queue,

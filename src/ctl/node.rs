@@ -4,11 +4,17 @@ use std::io::Read as _;
 
 use serde_json::{json, Value};
 
-use super::client::{segment, ClientError, Method, Request};
-use super::table::{cell, render_table};
+use super::client::{segment, ClientError, Method, Missing, Request};
+use super::table::{cell, pid, render_table};
 use super::{Ctl, CtlError};
 
-fn queue_request(ctl: &Ctl, method: Method, queue: &str, suffix: &str) -> Request {
+fn queue_request(
+    ctl: &Ctl,
+    method: Method,
+    queue: &str,
+    suffix: &str,
+    missing: Missing,
+) -> Request {
     let v = &ctl.vhost;
     Request::new(
         method,
@@ -16,6 +22,7 @@ fn queue_request(ctl: &Ctl, method: Method, queue: &str, suffix: &str) -> Reques
         format!("queue '{queue}' in vhost '{v}'"),
     )
     .in_vhost(v)
+    .missing(missing)
 }
 
 pub async fn purge_queue(ctl: &Ctl, queue: &str) -> Result<(), CtlError> {
@@ -24,7 +31,13 @@ pub async fn purge_queue(ctl: &Ctl, queue: &str) -> Result<(), CtlError> {
         ctl.vhost
     ));
     ctl.client
-        .call(queue_request(ctl, Method::Delete, queue, "/contents"))
+        .call(queue_request(
+            ctl,
+            Method::Delete,
+            queue,
+            "/contents",
+            Missing::Unavailable,
+        ))
         .await?;
     Ok(())
 }
@@ -49,13 +62,66 @@ pub async fn delete_queue(
         format!("?{}", conditions.join("&"))
     };
     ctl.client
-        .call(queue_request(ctl, Method::Delete, queue, &query))
+        .call(queue_request(
+            ctl,
+            Method::Delete,
+            queue,
+            &query,
+            Missing::DeletedQueue,
+        ))
         .await?;
     Ok(())
 }
 
-pub async fn close_connection(ctl: &Ctl, name: &str, reason: &str) -> Result<(), CtlError> {
-    ctl.say(&format!("Closing connection {name}, reason: {reason} ..."));
+/// Closes a connection named by its pid (as `list_connections pid` prints it) or its name.
+/// A pid no open connection has is not an error: rabbitmqctl, too, exits 0 for a connection
+/// that is already gone.
+pub async fn close_connection(ctl: &Ctl, connection: &str, reason: &str) -> Result<(), CtlError> {
+    ctl.say(&format!(
+        "Closing connection {connection}, reason: {reason}..."
+    ));
+    let looks_like_pid = connection.starts_with('<') && connection.ends_with('>');
+    if !looks_like_pid {
+        return close_named(ctl, connection, reason).await;
+    }
+    let open = open_connections(ctl, None).await?;
+    match open
+        .iter()
+        .find(|c| connection_pid(c).as_deref() == Some(connection))
+    {
+        Some(c) => match c.get("name").and_then(Value::as_str) {
+            Some(name) => close_named(ctl, name, reason).await,
+            None => Ok(()),
+        },
+        None => Ok(()),
+    }
+}
+
+/// The pid `list_connections pid` prints for this item of `/api/connections`.
+fn connection_pid(connection: &Value) -> Option<String> {
+    let node = connection.get("node").and_then(Value::as_str)?;
+    let name = connection.get("name").and_then(Value::as_str)?;
+    Some(pid(node, name))
+}
+
+/// The open connections: of one vhost, or of all.
+async fn open_connections(ctl: &Ctl, vhost: Option<&str>) -> Result<Vec<Value>, CtlError> {
+    let request = match vhost {
+        Some(v) => Request::get(
+            format!("/api/vhosts/{}/connections", segment(v)),
+            format!("vhost '{v}'"),
+        )
+        .in_vhost(v)
+        .missing(Missing::Unavailable),
+        None => Request::get("/api/connections".into(), "connections"),
+    };
+    match ctl.client.call(request).await? {
+        Value::Array(items) => Ok(items),
+        _ => Ok(Vec::new()),
+    }
+}
+
+async fn close_named(ctl: &Ctl, name: &str, reason: &str) -> Result<(), CtlError> {
     let mut request = Request::new(
         Method::Delete,
         format!("/api/connections/{}", segment(name)),
@@ -64,6 +130,156 @@ pub async fn close_connection(ctl: &Ctl, name: &str, reason: &str) -> Result<(),
     request.reason = Some(reason.to_owned());
     ctl.client.call(request).await?;
     Ok(())
+}
+
+/// Closes the connections of `vhost` (None: of every vhost), at most `limit` of them.
+pub async fn close_all_connections(
+    ctl: &Ctl,
+    vhost: Option<&str>,
+    limit: Option<usize>,
+    reason: &str,
+) -> Result<(), CtlError> {
+    match vhost {
+        Some(v) => ctl.say(&format!(
+            "Closing all connections in vhost {v}, reason: {reason}..."
+        )),
+        None => ctl.say(&format!(
+            "Closing all connections to node {} (across all vhosts), reason: {reason}...",
+            ctl.client.target()
+        )),
+    }
+    let open = open_connections(ctl, vhost).await?;
+    let mut closed = 0;
+    for name in open
+        .iter()
+        .filter_map(|c| c.get("name").and_then(Value::as_str))
+        .take(limit.unwrap_or(usize::MAX))
+    {
+        match close_named(ctl, name, reason).await {
+            Ok(()) => closed += 1,
+            // Gone since the listing: nothing left to close.
+            Err(CtlError::Client(ClientError::NotFound { .. })) => {}
+            Err(e) => return Err(e),
+        }
+    }
+    ctl.say(&format!("Closed {closed} connections"));
+    Ok(())
+}
+
+/// What `set_vm_memory_high_watermark` sets: a fraction of the memory, or a size in bytes.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum Watermark {
+    Relative(f64),
+    Absolute(u64),
+}
+
+impl Watermark {
+    /// rabbitmqctl's arguments: `FRACTION` or `absolute SIZE` (bytes, or with a unit: k, KiB,
+    /// KB, M, MiB, MB, G, GiB, GB).
+    pub fn parse(first: &str, size: Option<&str>) -> Result<Watermark, CtlError> {
+        match (first, size) {
+            ("absolute", Some(size)) => parse_size(size).map(Watermark::Absolute).ok_or_else(|| {
+                CtlError::BadArgument(format!(
+                    "the memory limit must be a number of bytes, with an optional unit (such as 512MB): {size}"
+                ))
+            }),
+            ("absolute", None) => Err(CtlError::Usage(
+                "absolute needs a size: set_vm_memory_high_watermark absolute SIZE".into(),
+            )),
+            (fraction, None) => match fraction.parse::<f64>() {
+                Ok(f) if (0.0..=1.0).contains(&f) => Ok(Watermark::Relative(f)),
+                _ => Err(CtlError::BadArgument(
+                    "The threshold should be a fraction between 0.0 and 1.0".into(),
+                )),
+            },
+            (_, Some(_)) => Err(CtlError::Usage(
+                "expected a FRACTION or `absolute SIZE`".into(),
+            )),
+        }
+    }
+}
+
+/// `1073741824`, `1GB` (10^9), `1GiB` or `1G` (2^30), as RabbitMQ reads memory sizes.
+fn parse_size(text: &str) -> Option<u64> {
+    let digits = text
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(text.len());
+    let (number, unit) = text.split_at(digits);
+    let number: u64 = number.parse().ok()?;
+    let multiplier: u64 = match unit {
+        "" => 1,
+        "k" | "K" | "KiB" => 1 << 10,
+        "KB" | "kB" => 1_000,
+        "M" | "MiB" => 1 << 20,
+        "MB" => 1_000_000,
+        "G" | "GiB" => 1 << 30,
+        "GB" => 1_000_000_000,
+        _ => return None,
+    };
+    number.checked_mul(multiplier)
+}
+
+pub async fn set_vm_memory_high_watermark(ctl: &Ctl, watermark: Watermark) -> Result<(), CtlError> {
+    let target = ctl.client.target().to_owned();
+    let body = match watermark {
+        Watermark::Relative(fraction) => {
+            ctl.say(&format!(
+                "Setting memory threshold on {target} to {fraction} ..."
+            ));
+            json!({ "relative": fraction })
+        }
+        Watermark::Absolute(bytes) => {
+            ctl.say(&format!(
+                "Setting memory threshold on {target} to {bytes} bytes ..."
+            ));
+            json!({ "absolute": bytes })
+        }
+    };
+    let request = Request::new(
+        Method::Put,
+        "/api/vm-memory-high-watermark".into(),
+        "the memory high watermark",
+    )
+    .body(body);
+    ctl.client.call(request).await?;
+    Ok(())
+}
+
+pub async fn set_cluster_name(ctl: &Ctl, name: &str) -> Result<(), CtlError> {
+    ctl.say(&format!("Setting cluster name to {name} ..."));
+    let request = Request::new(Method::Put, "/api/cluster-name".into(), "cluster name")
+        .body(json!({ "name": name }));
+    ctl.client.call(request).await?;
+    Ok(())
+}
+
+fn overview_request() -> Request {
+    Request::get("/api/overview".into(), "overview")
+}
+
+/// Asks the node for its overview: "Ping succeeded" when it answers, as rabbitmqctl's `ping`.
+pub async fn ping(ctl: &Ctl) -> Result<(), CtlError> {
+    ctl.say(&format!("Will ping {}.", ctl.client.target()));
+    ctl.client.call(overview_request()).await?;
+    ctl.print("Ping succeeded\n")
+}
+
+/// Waits until the node answers (a node still starting refuses connections), up to the
+/// timeout: then the last failure.
+pub async fn await_startup(ctl: &Ctl) -> Result<(), CtlError> {
+    let deadline = tokio::time::Instant::now() + ctl.timeout;
+    loop {
+        match ctl.client.call(overview_request()).await {
+            Ok(_) => return Ok(()),
+            Err(e @ (ClientError::Unreachable { .. } | ClientError::Status { .. }))
+                if tokio::time::Instant::now() < deadline =>
+            {
+                tracing::debug!(error = %e, "the node is not up yet");
+                tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
 }
 
 fn definitions_request(method: Method) -> Request {
@@ -116,11 +332,11 @@ fn print_pairs(ctl: &Ctl, pairs: Vec<(&str, Value)>) -> Result<(), CtlError> {
             pairs.into_iter().map(|(k, v)| (k.to_owned(), v)).collect();
         return ctl.print(&format!("{}\n", Value::Object(object)));
     }
-    let rows: Vec<Vec<Value>> = pairs
+    let rows: Vec<Vec<String>> = pairs
         .into_iter()
-        .map(|(k, v)| vec![json!(k), json!(cell(&v))])
+        .map(|(k, v)| vec![k.to_owned(), cell(&v)])
         .collect();
-    ctl.print(&render_table(&["key", "value"], &rows))
+    ctl.print(&render_table(&["key", "value"], &rows, ctl.headers))
 }
 
 /// The overview's main facts (with `--json`, the whole overview).

@@ -11,20 +11,35 @@ pub enum Field {
     Path(&'static [&'static str]),
     /// The same value on every row (rabbitmqctl's `source_kind` is always `exchange`).
     Const(&'static str),
+    /// A process id in rabbitmqctl's shape, `<NODE.PEER.LOCAL>` (a channel's: `.NUMBER`
+    /// appended), made from the node's name and the connection's or channel's name at these
+    /// paths; see [`pid`].
+    Pid {
+        node: &'static [&'static str],
+        name: &'static [&'static str],
+    },
+}
+
+/// How a column's values print in a table.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Style {
+    /// Strings bare, lists of scalars as `[a, b]`, objects as JSON (see [`cell`]).
+    Plain,
+    /// An AMQP table as rabbitmqctl prints one, `[{"key",value},...]` (see [`erlang_term`]):
+    /// tools such as the Java client's tests pick `"connection_name","..."` out of it.
+    Table,
 }
 
 #[derive(Clone, Copy, Debug)]
 pub struct Column {
     pub name: &'static str,
     pub field: Field,
+    pub style: Style,
 }
 
 /// A column whose value is the API field of the same name.
 pub const fn same(name: &'static str) -> Column {
-    Column {
-        name,
-        field: Field::Path(&[]),
-    }
+    at(name, &[])
 }
 
 /// A column read from another path of the API's JSON.
@@ -32,7 +47,48 @@ pub const fn at(name: &'static str, path: &'static [&'static str]) -> Column {
     Column {
         name,
         field: Field::Path(path),
+        style: Style::Plain,
     }
+}
+
+/// A column holding an AMQP table (arguments, client properties), the API field of its name.
+pub const fn amqp_table(name: &'static str) -> Column {
+    Column {
+        name,
+        field: Field::Path(&[]),
+        style: Style::Table,
+    }
+}
+
+/// A column of pids: see [`Field::Pid`].
+pub const fn pid_at(
+    name: &'static str,
+    node: &'static [&'static str],
+    of: &'static [&'static str],
+) -> Column {
+    Column {
+        name,
+        field: Field::Pid { node, name: of },
+        style: Style::Plain,
+    }
+}
+
+/// The pid `warren ctl` shows for the connection or channel `name` (`PEER -> LOCAL`, a channel's
+/// with ` (NUMBER)` after it) on `node`: `<NODE.PEER.LOCAL>` or `<NODE.PEER.LOCAL.NUMBER>`.
+/// Like an Erlang pid it has no spaces, so that scripts can split rows on whitespace, and it
+/// names one connection (its two socket addresses do), so that `close_connection` takes it back.
+pub fn pid(node: &str, name: &str) -> String {
+    let (connection, channel) = match name.strip_suffix(')').and_then(|n| n.rsplit_once(" (")) {
+        Some((connection, number)) => (connection, Some(number)),
+        None => (name, None),
+    };
+    let mut pid = format!("<{node}.{}", connection.replace(" -> ", "."));
+    if let Some(number) = channel {
+        pid.push('.');
+        pid.push_str(number);
+    }
+    pid.push('>');
+    pid
 }
 
 /// The columns a listing offers and those it shows when none are asked for.
@@ -84,14 +140,18 @@ impl Listing {
 
 /// One item's value for a column (`Null` when the API does not give it).
 pub fn value(item: &Value, column: &Column) -> Value {
+    let at = |path: &[&str]| path.iter().try_fold(item, |v, key| v.get(key));
     match column.field {
         Field::Const(v) => Value::String(v.to_owned()),
         Field::Path([]) => item.get(column.name).cloned().unwrap_or(Value::Null),
-        Field::Path(path) => path
-            .iter()
-            .try_fold(item, |v, key| v.get(key))
-            .cloned()
-            .unwrap_or(Value::Null),
+        Field::Path(path) => at(path).cloned().unwrap_or(Value::Null),
+        Field::Pid { node, name } => match (
+            at(node).and_then(Value::as_str),
+            at(name).and_then(Value::as_str),
+        ) {
+            (Some(node), Some(name)) => Value::String(pid(node, name)),
+            _ => Value::Null,
+        },
     }
 }
 
@@ -101,6 +161,39 @@ pub fn rows(items: &[Value], columns: &[Column]) -> Vec<Vec<Value>> {
         .iter()
         .map(|item| columns.iter().map(|c| value(item, c)).collect())
         .collect()
+}
+
+/// A JSON value as rabbitmqctl prints the Erlang term behind it: objects (AMQP tables) as
+/// `[{"key",value},...]` sorted by key, lists as `[a,b]`, strings quoted, no spaces.
+pub fn erlang_term(v: &Value) -> String {
+    match v {
+        Value::Null => "undefined".into(),
+        Value::String(s) => format!("{s:?}"),
+        Value::Array(items) => {
+            let items: Vec<String> = items.iter().map(erlang_term).collect();
+            format!("[{}]", items.join(","))
+        }
+        Value::Object(fields) => {
+            let mut fields: Vec<(&String, &Value)> = fields.iter().collect();
+            fields.sort_by(|a, b| a.0.cmp(b.0));
+            let fields: Vec<String> = fields
+                .into_iter()
+                .map(|(k, v)| format!("{{{k:?},{}}}", erlang_term(v)))
+                .collect();
+            format!("[{}]", fields.join(","))
+        }
+        other => other.to_string(),
+    }
+}
+
+/// A value as a table cell in its column's style.
+pub fn styled_cell(v: &Value, style: Style) -> String {
+    match (style, v) {
+        (Style::Table, Value::Object(_) | Value::Array(_)) => erlang_term(v),
+        // A missing table is an empty one.
+        (Style::Table, Value::Null) => "[]".into(),
+        _ => cell(v),
+    }
 }
 
 /// A value as a table cell: strings bare, lists of scalars as `[a, b]`, objects as JSON.
@@ -116,34 +209,20 @@ pub fn cell(v: &Value) -> String {
     }
 }
 
-/// A header line of the column names, then the rows, each column padded to its widest cell
-/// (the last one is not padded) and separated by two spaces.
-pub fn render_table(header: &[&str], rows: &[Vec<Value>]) -> String {
-    let cells: Vec<Vec<String>> = std::iter::once(header.iter().map(|h| h.to_string()).collect())
-        .chain(rows.iter().map(|r| r.iter().map(cell).collect()))
-        .collect();
-    let widths: Vec<usize> = (0..header.len())
-        .map(|i| {
-            cells
-                .iter()
-                .map(|r| r.get(i).map_or(0, |c| c.chars().count()))
-                .max()
-                .unwrap_or(0)
-        })
-        .collect();
+/// rabbitmqctl's table: a header row of the column names (unless `headers` is false), then one
+/// row per item, cells separated by tabs; no rows print nothing at all, as rabbitmqctl's
+/// listings do.
+pub fn render_table(header: &[&str], rows: &[Vec<String>], headers: bool) -> String {
+    if rows.is_empty() {
+        return String::new();
+    }
     let mut out = String::new();
-    for row in &cells {
-        let mut line = String::new();
-        for (i, c) in row.iter().enumerate() {
-            if i + 1 == row.len() {
-                line.push_str(c);
-            } else {
-                let pad = widths[i].saturating_sub(c.chars().count());
-                line.push_str(c);
-                line.push_str(&" ".repeat(pad + 2));
-            }
-        }
-        out.push_str(line.trim_end());
+    if headers {
+        out.push_str(&header.join("\t"));
+        out.push('\n');
+    }
+    for row in rows {
+        out.push_str(&row.join("\t"));
         out.push('\n');
     }
     out
@@ -171,22 +250,44 @@ pub fn render(
     listing: &Listing,
     asked: &[String],
     items: &[Value],
-    json: bool,
+    format: Format,
 ) -> Result<String, UnknownColumn> {
     let columns = listing.select(asked)?;
     let header: Vec<&str> = columns.iter().map(|c| c.name).collect();
     let rows = rows(items, &columns);
-    Ok(if json {
-        render_json(&header, &rows)
-    } else {
-        render_table(&header, &rows)
+    Ok(match format {
+        Format::Json => render_json(&header, &rows),
+        Format::Table { headers } => {
+            let cells: Vec<Vec<String>> = rows
+                .iter()
+                .map(|row| {
+                    row.iter()
+                        .zip(&columns)
+                        .map(|(v, c)| styled_cell(v, c.style))
+                        .collect()
+                })
+                .collect();
+            render_table(&header, &cells, headers)
+        }
     })
+}
+
+/// How a listing prints.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Format {
+    Json,
+    /// Tab-separated rows, with or without the header row.
+    Table {
+        headers: bool,
+    },
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use serde_json::json;
+
+    const TABLE: Format = Format::Table { headers: true };
 
     const QUEUES: Listing = Listing {
         what: "queues",
@@ -198,32 +299,35 @@ mod tests {
             Column {
                 name: "kind",
                 field: Field::Const("queue"),
+                style: Style::Plain,
             },
+            amqp_table("arguments"),
         ],
         defaults: &["name", "messages"],
     };
 
     fn items() -> Vec<Value> {
         vec![
-            json!({"name": "orders", "messages": 12, "consumers": 1, "vhost": "/"}),
+            json!({"name": "orders", "messages": 12, "consumers": 1, "vhost": "/",
+                "arguments": {"x-queue-type": "classic", "x-max-length": 5}}),
             json!({"name": "q", "messages": 0, "vhost": "/"}),
         ]
     }
 
     #[test]
     fn defaults_when_no_column_is_asked_for() {
-        let out = render(&QUEUES, &[], &items(), false).expect("render");
-        assert_eq!(out, "name    messages\norders  12\nq       0\n");
+        let out = render(&QUEUES, &[], &items(), TABLE).expect("render");
+        assert_eq!(out, "name\tmessages\norders\t12\nq\t0\n");
     }
 
     #[test]
     fn asked_columns_in_their_order() {
         let asked = ["consumers".to_owned(), "name".to_owned(), "kind".to_owned()];
-        let out = render(&QUEUES, &asked, &items(), false).expect("render");
-        assert_eq!(
-            out,
-            "consumers  name    kind\n1          orders  queue\n           q       queue\n"
-        );
+        let out = render(&QUEUES, &asked, &items(), TABLE).expect("render");
+        assert_eq!(out, "consumers\tname\tkind\n1\torders\tqueue\n\tq\tqueue\n");
+        let without_headers = Format::Table { headers: false };
+        let out = render(&QUEUES, &asked, &items(), without_headers).expect("render");
+        assert_eq!(out, "1\torders\tqueue\n\tq\tqueue\n");
     }
 
     #[test]
@@ -241,13 +345,13 @@ mod tests {
             .expect_err("unknown column");
         assert_eq!(
             err.to_string(),
-            "unknown column 'nope' for queues; valid columns: name, messages, consumers, queue_vhost, kind"
+            "unknown column 'nope' for queues; valid columns: name, messages, consumers, queue_vhost, kind, arguments"
         );
     }
 
     #[test]
     fn json_keeps_types() {
-        let out = render(&QUEUES, &[], &items(), true).expect("render");
+        let out = render(&QUEUES, &[], &items(), Format::Json).expect("render");
         let v: Value = serde_json::from_str(&out).expect("json");
         assert_eq!(
             v,
@@ -267,11 +371,46 @@ mod tests {
     }
 
     #[test]
-    fn empty_listing_is_the_header() {
+    fn an_empty_listing_prints_nothing() {
+        assert_eq!(render(&QUEUES, &[], &[], TABLE).expect("render"), "");
         assert_eq!(
-            render(&QUEUES, &[], &[], false).expect("render"),
-            "name  messages\n"
+            render(&QUEUES, &[], &[], Format::Json).expect("render"),
+            "[]\n"
         );
-        assert_eq!(render(&QUEUES, &[], &[], true).expect("render"), "[]\n");
+    }
+
+    #[test]
+    fn tables_print_as_erlang_terms() {
+        let asked = ["name".to_owned(), "arguments".to_owned()];
+        let out = render(&QUEUES, &asked, &items(), TABLE).expect("render");
+        assert_eq!(
+            out,
+            "name\targuments\norders\t[{\"x-max-length\",5},{\"x-queue-type\",\"classic\"}]\nq\t[]\n"
+        );
+        let nested = json!({"capabilities": {"basic.nack": true}, "connection_name": "c 1"});
+        assert_eq!(
+            erlang_term(&nested),
+            r#"[{"capabilities",[{"basic.nack",true}]},{"connection_name","c 1"}]"#
+        );
+    }
+
+    #[test]
+    fn pids_name_one_connection_or_channel_without_spaces() {
+        let connection = "127.0.0.1:40520 -> 127.0.0.1:5672";
+        assert_eq!(
+            pid("warren@vm", connection),
+            "<warren@vm.127.0.0.1:40520.127.0.0.1:5672>"
+        );
+        assert_eq!(
+            pid("warren@vm", &format!("{connection} (3)")),
+            "<warren@vm.127.0.0.1:40520.127.0.0.1:5672.3>"
+        );
+        let column = pid_at("pid", &["node"], &["name"]);
+        let item = json!({"node": "warren@vm", "name": "[::1]:1 -> [::1]:5672"});
+        assert_eq!(
+            value(&item, &column),
+            json!("<warren@vm.[::1]:1.[::1]:5672>")
+        );
+        assert_eq!(value(&json!({}), &column), Value::Null);
     }
 }

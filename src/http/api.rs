@@ -415,6 +415,42 @@ pub async fn put_cluster_name(
     }
 }
 
+/// `PUT /api/vm-memory-high-watermark` with `{"relative": FRACTION}` or `{"absolute": BYTES}`:
+/// changes this node's memory high watermark until it restarts (RabbitMQ has no API for it;
+/// this is what `warren ctl set_vm_memory_high_watermark` calls, as rabbitmqctl's command does
+/// over Erlang distribution). 204.
+pub async fn put_vm_memory_high_watermark(
+    State(broker): Shared,
+    _admin: super::admin::Admin,
+    body: axum::body::Bytes,
+) -> Result<axum::http::StatusCode, ApiError> {
+    let body = super::admin::object(&body)?;
+    let limit =
+        match (body.get("relative"), body.get("absolute")) {
+            (Some(relative), None) => match relative.as_f64() {
+                Some(fraction) if (0.0..=1.0).contains(&fraction) => {
+                    crate::alarm::memory_high_watermark(fraction, None)
+                }
+                _ => {
+                    return Err(ApiError::BadRequest(json!(
+                        "relative must be a fraction between 0.0 and 1.0"
+                    )))
+                }
+            },
+            (None, Some(absolute)) => Some(absolute.as_u64().ok_or_else(|| {
+                ApiError::BadRequest(json!("absolute must be a number of bytes"))
+            })?),
+            _ => {
+                return Err(ApiError::BadRequest(json!(
+                    "expected one of relative or absolute"
+                )))
+            }
+        };
+    broker.memory_limit.set(limit);
+    tracing::info!(limit_bytes = ?limit, "memory high watermark changed");
+    Ok(axum::http::StatusCode::NO_CONTENT)
+}
+
 /// A vhost as RabbitMQ 3.10 shows it (the metadata twice, as it does).
 fn vhost_json(v: &Vhost) -> Value {
     let record = v.record();

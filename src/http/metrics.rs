@@ -186,7 +186,7 @@ async fn render(broker: &Broker, per_object: bool) -> String {
             rss as f64,
         );
     }
-    if let Some(limit) = broker.memory_limit {
+    if let Some(limit) = broker.memory_limit.get() {
         out.single(
             "rabbitmq_resident_memory_limit_bytes",
             "Memory high watermark in bytes",

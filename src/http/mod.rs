@@ -33,7 +33,7 @@ use std::time::Duration;
 use axum::extract::ConnectInfo;
 use axum::extract::DefaultBodyLimit;
 use axum::http::Request;
-use axum::routing::{delete, get, post};
+use axum::routing::{delete, get, post, put};
 use axum::Router;
 use hyper::body::Incoming;
 use hyper::server::conn::http1;
@@ -142,6 +142,10 @@ fn router(broker: Arc<Broker>) -> Router {
         .route(
             "/api/cluster-name",
             get(api::get_cluster_name).put(api::put_cluster_name),
+        )
+        .route(
+            "/api/vm-memory-high-watermark",
+            put(api::put_vm_memory_high_watermark),
         )
         .route("/api/vhosts", get(api::vhosts))
         .route(

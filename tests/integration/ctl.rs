@@ -2,7 +2,10 @@
 //! API. Users and permissions it sets let a client in over AMQP; listings show what clients
 //! declared, with the columns asked for, as a table or JSON; policies, purges, vhost deletion,
 //! definitions export and import, closing a connection; and the exit codes of rabbitmqctl for a
-//! node that is down (69), refused credentials (77) and a bad column (64).
+//! node that is down (69), refused credentials (77) and a bad column (64). Then rabbitmqctl's own
+//! command lines, through a link named `rabbitmqctl`: its global flags, its tab-separated output
+//! with and without banner and header, its exit codes, and `close_connection` given the pid that
+//! `list_connections pid` printed.
 
 use std::process::Output;
 use std::time::Duration;
@@ -90,6 +93,17 @@ async fn api_get(b: &TestBroker, path: &str) -> (u16, Value) {
     (status, serde_json::from_str(&body).unwrap_or(Value::Null))
 }
 
+/// An AMQP connection to `b` as `user`, which must succeed.
+async fn connect_as(b: &TestBroker, user: &str, password: &str) -> lapin::Connection {
+    let uri = format!("amqp://{user}:{password}@{}/%2f", b.addr);
+    within(
+        "connect",
+        lapin::Connection::connect(&uri, lapin::ConnectionProperties::default()),
+    )
+    .await
+    .unwrap_or_else(|e| panic!("{user} cannot log in: {e}"))
+}
+
 /// The table's rows (after the header), split on runs of spaces.
 fn table_rows(out: &str) -> Vec<Vec<String>> {
     out.lines()
@@ -109,13 +123,7 @@ async fn added_user_with_permissions_logs_in_over_amqp() {
         )
         .await,
     );
-    let uri = format!("amqp://alice:s3cret@{}/%2f", b.addr);
-    let c = within(
-        "alice connects",
-        lapin::Connection::connect(&uri, lapin::ConnectionProperties::default()),
-    )
-    .await
-    .expect("alice logs in");
+    let c = connect_as(&b, "alice", "s3cret").await;
     lapin_declare(&lapin_channel(&c).await, "alice-q").await;
 
     // Tags replaced with the password kept, then the password changed with the tags kept.
@@ -162,7 +170,7 @@ async fn list_queues_shows_selected_columns_and_json() {
         table_rows(out).contains(&vec!["ctl-listed".into(), "3".into(), "0".into()])
     })
     .await;
-    assert_eq!(out.lines().next(), Some("name        messages  consumers"));
+    assert_eq!(out.lines().next(), Some("name\tmessages\tconsumers"));
 
     let o = ctl(&b, &["--json", "list_queues", "name", "messages"]).await;
     assert_ok(&o);
@@ -211,7 +219,7 @@ async fn set_policy_applies_to_matching_queues() {
     assert_eq!(q["policy"], "cap");
     assert_eq!(q["effective_policy_definition"]["max-length"], 2);
     let policies = stdout(&ctl(&b, &["list-policies", "name", "priority"]).await);
-    assert_eq!(policies, "name  priority\ncap   3\n");
+    assert_eq!(policies, "name\tpriority\ncap\t3\n");
 
     // A bad definition is refused before it reaches the node.
     let o = ctl(&b, &["set-policy", "bad", ".*", "{max-length"]).await;
@@ -240,7 +248,7 @@ async fn purge_queue_empties_it_and_delete_queue_removes_it() {
     let (status, _) = api_get(&b, "/api/queues/%2F/ctl-purged").await;
     assert_eq!(status, 404);
     let o = ctl(&b, &["purge-queue", "ctl-purged"]).await;
-    assert_eq!(o.status.code(), Some(1));
+    assert_eq!(o.status.code(), Some(69));
     assert!(
         stderr(&o).contains("queue 'ctl-purged' in vhost '/' does not exist"),
         "{}",
@@ -262,14 +270,14 @@ async fn add_and_delete_vhost() {
     let vhosts = stdout(&ctl(&b, &["list-vhosts"]).await);
     assert_eq!(vhosts, "name\n/\n");
     let o = ctl(&b, &["delete-vhost", "ctl-v"]).await;
-    assert_eq!(o.status.code(), Some(1));
+    assert_eq!(o.status.code(), Some(65));
     assert!(
         stderr(&o).contains("vhost 'ctl-v' does not exist"),
         "{}",
         stderr(&o)
     );
     let o = ctl(&b, &["list-queues", "-p", "ctl-v"]).await;
-    assert_eq!(o.status.code(), Some(1));
+    assert_eq!(o.status.code(), Some(69));
     assert!(
         stderr(&o).contains("vhost 'ctl-v' does not exist"),
         "{}",
@@ -355,7 +363,7 @@ async fn status_and_cluster_status() {
     let o = ctl(&b, &["status"]).await;
     assert_ok(&o);
     assert!(
-        stdout(&o).lines().any(|l| l.starts_with("node ")),
+        stdout(&o).lines().any(|l| l.starts_with("node\t")),
         "{}",
         stdout(&o)
     );
@@ -492,21 +500,15 @@ async fn commands_work_over_amqp_with_only_the_amqp_port() {
     assert_ok(&users);
     assert!(stdout(&users).contains("by-amqp"), "{}", stdout(&users));
     // The user logs in with what was set over AMQP.
-    let uri_user = format!("amqp://by-amqp:pw@{}/%2f", b.addr);
-    within(
-        "connect",
-        lapin::Connection::connect(&uri_user, lapin::ConnectionProperties::default()),
-    )
-    .await
-    .expect("by-amqp logs in");
-    // Errors keep their exit codes: a missing queue (1), refused credentials (77), a node down
+    connect_as(&b, "by-amqp", "pw").await;
+    // Errors keep their exit codes: a missing queue (69), refused credentials (77), a node down
     // (69).
     assert_eq!(
         over_amqp(&["purge-queue", "no-such-queue"])
             .await
             .status
             .code(),
-        Some(1)
+        Some(69)
     );
     let wrong = format!("amqp://guest:wrong@{}/%2f", b.addr);
     let o = ctl_raw(&["--uri", &wrong], &["list-queues"]).await;
@@ -517,5 +519,250 @@ async fn commands_work_over_amqp_with_only_the_amqp_port() {
     let down = format!("amqp://guest:guest@127.0.0.1:{port}/%2f");
     let o = ctl_raw(&["--uri", &down], &["list-queues"]).await;
     assert_eq!(o.status.code(), Some(69), "{}", stderr(&o));
+    b.stop().await;
+}
+
+/// A link named `rabbitmqctl` to the `warren` binary, in a temp dir (kept alive by the guard).
+fn rabbitmqctl_link() -> (tempfile::TempDir, std::path::PathBuf) {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let link = dir.path().join("rabbitmqctl");
+    std::os::unix::fs::symlink(env!("CARGO_BIN_EXE_warren"), &link).expect("symlink");
+    (dir, link)
+}
+
+/// `rabbitmqctl ARGS...` through `link`, reaching `b` with `WARREN_CTL_URL` (rabbitmqctl's own
+/// command lines name only the node, with -n).
+async fn rabbitmqctl(link: &std::path::Path, b: &TestBroker, args: &[&str]) -> Output {
+    let run = tokio::process::Command::new(link)
+        .args(args)
+        .env("WARREN_CTL_URL", format!("http://{}", b.http_addr))
+        .env_remove("WARREN_CTL_USERNAME")
+        .env_remove("WARREN_CTL_PASSWORD")
+        .kill_on_drop(true)
+        .output();
+    within_long("rabbitmqctl", run)
+        .await
+        .expect("run rabbitmqctl")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rabbitmqctl_command_lines_print_as_rabbitmqctl() {
+    let b = start().await;
+    let (_dir, link) = rabbitmqctl_link();
+    let node = ["-n", "rabbit@some-host"];
+    let run = |args: Vec<&'static str>| {
+        let (link, b) = (link.clone(), &b);
+        async move {
+            let args: Vec<&str> = node.iter().copied().chain(args).collect();
+            rabbitmqctl(&link, b, &args).await
+        }
+    };
+    let o = run(vec!["await_startup"]).await;
+    assert_ok(&o);
+    let o = run(vec!["-q", "ping"]).await;
+    assert_eq!(stdout(&o), "Ping succeeded\n");
+
+    // The banner and header by default, the header only with -q, the rows only with -s.
+    let o = run(vec!["list_users"]).await;
+    assert_eq!(
+        stdout(&o),
+        "Listing users ...\nuser\ttags\nguest\t[administrator]\n"
+    );
+    let o = run(vec!["list_users", "-q"]).await;
+    assert_eq!(stdout(&o), "user\ttags\nguest\t[administrator]\n");
+    let o = run(vec!["-q", "--no-table-headers", "list_users"]).await;
+    assert_eq!(stdout(&o), "guest\t[administrator]\n");
+    let o = run(vec!["--silent", "list_users"]).await;
+    assert_eq!(stdout(&o), "guest\t[administrator]\n");
+    let o = run(vec!["--formatter", "json", "list_vhosts", "name"]).await;
+    assert_eq!(stdout(&o), "[{\"name\":\"/\"}]\n");
+
+    assert_ok(&run(vec!["add_user", "java", "secret"]).await);
+    assert_ok(
+        &run(vec![
+            "set_user_tags",
+            "java",
+            "administrator",
+            "impersonator",
+        ])
+        .await,
+    );
+    assert_ok(&run(vec!["set_permissions", "-p", "/", "java", ".*", ".*", ".*"]).await);
+    let o = run(vec!["-q", "list_users"]).await;
+    assert!(
+        stdout(&o).contains("java\t[administrator, impersonator]\n"),
+        "{}",
+        stdout(&o)
+    );
+    let o = run(vec!["--vhost", "/", "-s", "list_permissions"]).await;
+    assert!(stdout(&o).contains("java\t.*\t.*\t.*\n"), "{}", stdout(&o));
+    let o = run(vec![
+        "set_policy",
+        "--priority",
+        "1",
+        "ttl",
+        "^ttl-",
+        r#"{"message-ttl":100}"#,
+    ])
+    .await;
+    assert_eq!(
+        stdout(&o),
+        "Setting policy \"ttl\" for pattern \"^ttl-\" to \"{\"message-ttl\":100}\" with priority \"1\" for vhost \"/\" ...\n"
+    );
+    let o = run(vec![
+        "-q",
+        "list_policies",
+        "name",
+        "pattern",
+        "apply-to",
+        "priority",
+    ])
+    .await;
+    assert_eq!(
+        stdout(&o),
+        "name\tpattern\tapply-to\tpriority\nttl\t^ttl-\tall\t1\n"
+    );
+    assert_ok(&run(vec!["clear_policy", "ttl"]).await);
+
+    let c = lapin_connect(&b).await;
+    let ch = lapin_channel(&c).await;
+    lapin_declare(&ch, "listed").await;
+    lapin_publish(&ch, "", "listed", b"m").await;
+    let deadline = tokio::time::Instant::now() + T;
+    loop {
+        let o = run(vec![
+            "-s",
+            "list_queues",
+            "name",
+            "messages",
+            "consumers",
+            "arguments",
+        ])
+        .await;
+        if stdout(&o) == "listed\t1\t0\t[]\n" {
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "{}", stdout(&o));
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let o = run(vec!["list_queues"]).await;
+    assert_eq!(
+        stdout(&o),
+        "Timeout: 60.0 seconds ...\nListing queues for vhost / ...\nname\tmessages\nlisted\t1\n"
+    );
+
+    // rabbitmqctl's exit codes: a missing user 67, vhost 69, a queue to purge 69, a vhost to
+    // delete 65, a user that exists 70, a fraction out of range 65, an unknown column 64.
+    for (args, code) in [
+        (vec!["delete_user", "nobody"], 67),
+        (vec!["set_permissions", "nobody", ".*", ".*", ".*"], 67),
+        (
+            vec![
+                "set_permissions",
+                "-p",
+                "no-vhost",
+                "java",
+                ".*",
+                ".*",
+                ".*",
+            ],
+            69,
+        ),
+        (vec!["purge_queue", "no-queue"], 69),
+        (vec!["delete_vhost", "no-vhost"], 65),
+        (vec!["add_user", "java", "other"], 70),
+        (vec!["set_vm_memory_high_watermark", "2"], 65),
+        (vec!["list_queues", "colour"], 64),
+        (vec!["no_such_command"], 64),
+    ] {
+        let o = run(args.clone()).await;
+        assert_eq!(o.status.code(), Some(code), "{args:?}: {}", stderr(&o));
+    }
+    // The refused add_user left the password as it was.
+    connect_as(&b, "java", "secret").await;
+
+    assert_ok(&run(vec!["set_vm_memory_high_watermark", "absolute", "12345"]).await);
+    let (_, nodes) = api_get(&b, "/api/nodes").await;
+    assert_eq!(nodes[0]["mem_limit"], 12345, "{nodes}");
+    assert_ok(&run(vec!["-q", "set_vm_memory_high_watermark", "0.4"]).await);
+    let (_, nodes) = api_get(&b, "/api/nodes").await;
+    assert_ne!(nodes[0]["mem_limit"], 12345, "{nodes}");
+    assert_ok(&run(vec!["set_cluster_name", "renamed"]).await);
+    let (_, name) = api_get(&b, "/api/cluster-name").await;
+    assert_eq!(name["name"], "renamed");
+    b.stop().await;
+}
+
+/// The Java client's tests find a connection by its peer port in `list_connections -q pid
+/// peer_port client_properties` and close it with `close_connection PID REASON`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn close_connection_takes_the_pid_that_list_connections_prints() {
+    let b = start().await;
+    let (_dir, link) = rabbitmqctl_link();
+    let properties =
+        lapin::ConnectionProperties::default().with_connection_name("recovering".into());
+    let uri = format!("amqp://guest:guest@{}/%2f", b.addr);
+    let c = within("connect", lapin::Connection::connect(&uri, properties))
+        .await
+        .expect("connect");
+    let mut events = c.events_listener();
+    let args = [
+        "-n",
+        "rabbit@host",
+        "list_connections",
+        "-q",
+        "pid",
+        "peer_port",
+        "client_properties",
+    ];
+    let deadline = tokio::time::Instant::now() + T;
+    let pid = loop {
+        let o = rabbitmqctl(&link, &b, &args).await;
+        assert_ok(&o);
+        let out = stdout(&o);
+        let row = out.lines().find_map(|line| {
+            let cells: Vec<&str> = line.split('\t').collect();
+            let named = cells
+                .get(2)?
+                .contains(r#"{"connection_name","recovering"}"#);
+            let port_is_a_number = cells.get(1)?.parse::<u16>().is_ok();
+            (named && port_is_a_number).then(|| cells[0].to_owned())
+        });
+        if let Some(pid) = row {
+            break pid;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "{out}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert!(
+        pid.starts_with('<') && pid.ends_with('>') && !pid.contains(' '),
+        "{pid}"
+    );
+    let o = rabbitmqctl(
+        &link,
+        &b,
+        &["close_connection", &pid, "Closed via rabbitmqctl"],
+    )
+    .await;
+    assert_ok(&o);
+    let error = within("the connection's close", async {
+        loop {
+            match events.next().await {
+                Some(lapin::Event::Error(e)) => break Some(e),
+                Some(_) => continue,
+                None => break None,
+            }
+        }
+    })
+    .await
+    .expect("closed by the broker");
+    assert_eq!(lapin_code(&error), Some(320));
+    assert_eq!(
+        lapin_text(&error),
+        "CONNECTION_FORCED - Closed via rabbitmqctl"
+    );
+    // A pid no connection has any more: nothing to do, as rabbitmqctl.
+    let o = rabbitmqctl(&link, &b, &["close_connection", &pid, "again"]).await;
+    assert_ok(&o);
     b.stop().await;
 }
