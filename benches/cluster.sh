@@ -13,6 +13,7 @@
 # shows medians of consumed msg/s and the forwarded/single ratio.
 #
 # Environment: DURATION=10 (seconds per run), ROUNDS=3, IDLE_QUEUES=1000, IDLE_SECONDS=30,
+# IDLE_QUEUE_TYPE=classic (or quorum: each idle queue a Raft group on three nodes),
 # WARREN_BIN (default: cargo build --release, then target/release/warren; also the load
 # generator), KEEP_TMP=1 (keep logs). Everything it starts is stopped on exit.
 set -euo pipefail
@@ -23,6 +24,7 @@ DURATION="${DURATION:-10}"
 ROUNDS="${ROUNDS:-3}"
 IDLE_QUEUES="${IDLE_QUEUES:-1000}"
 IDLE_SECONDS="${IDLE_SECONDS:-30}"
+IDLE_QUEUE_TYPE="${IDLE_QUEUE_TYPE:-classic}"
 
 log() { echo "cluster-bench: $*" >&2; }
 die() { log "error: $*"; exit 2; }
@@ -89,11 +91,15 @@ for r in $(seq 1 "$ROUNDS"); do
   log "round $r: single ${SINGLE[-1]}, forwarded ${FORWARDED[-1]} msg/s"
 done
 
-log "declaring $IDLE_QUEUES queues over the three nodes"
+rss_kib() { for p in "${PIDS[@]}"; do awk '/^VmRSS/ {print $2}' "/proc/$p/status"; done | paste -sd+ | bc; }
+rss_before="$(rss_kib)"
+log "declaring $IDLE_QUEUES $IDLE_QUEUE_TYPE queues over the three nodes"
 for q in $(seq 1 "$IDLE_QUEUES"); do
-  api $((q % 3)) PUT "/api/queues/%2F/idle-$q" '{"durable":true}' >/dev/null
+  api $((q % 3)) PUT "/api/queues/%2F/idle-$q" \
+    "{\"durable\":true,\"arguments\":{\"x-queue-type\":\"$IDLE_QUEUE_TYPE\"}}" >/dev/null
 done
-sleep 2
+sleep 5
+rss_after="$(rss_kib)"
 ticks() { for p in "${PIDS[@]}"; do awk '{print $14 + $15}' "/proc/$p/stat"; done | paste -sd+ | bc; }
 before="$(ticks)"
 sleep "$IDLE_SECONDS"
@@ -101,9 +107,10 @@ after="$(ticks)"
 hz="$(getconf CLK_TCK)"
 idle_pct="$(python3 -c "print(round(100 * ($after - $before) / $hz / $IDLE_SECONDS, 2))")"
 
-python3 - "$DURATION" "${SINGLE[*]}" "${FORWARDED[*]}" "$IDLE_QUEUES" "$IDLE_SECONDS" "$idle_pct" <<'PY'
+python3 - "$DURATION" "${SINGLE[*]}" "${FORWARDED[*]}" "$IDLE_QUEUES" "$IDLE_SECONDS" "$idle_pct" \
+  "$IDLE_QUEUE_TYPE" "$rss_before" "$rss_after" <<'PY'
 import statistics, sys
-duration, single, forwarded, queues, seconds, idle = sys.argv[1:]
+duration, single, forwarded, queues, seconds, idle, kind, rss_before, rss_after = sys.argv[1:]
 single = [int(x) for x in single.split()]
 forwarded = [int(x) for x in forwarded.split()]
 s, f = statistics.median(single), statistics.median(forwarded)
@@ -113,5 +120,7 @@ print(f"| single node (queue, producer, consumer on n1) | {s:,.0f} | {single} |"
 print(f"| forwarded (producer n1, queue n2, consumer n3) | {f:,.0f} | {forwarded} |")
 print(f"| forwarded / single | {f / s:.2f} | |")
 print()
-print(f"idle: {queues} queues on 3 nodes, no traffic: {idle}% of one core over {seconds} s (3 processes together)")
+print(f"idle: {queues} {kind} queues on 3 nodes, no traffic: {idle}% of one core over {seconds} s (3 processes together)")
+per_queue = (int(rss_after) - int(rss_before)) / int(queues)
+print(f"memory: {per_queue:.1f} KiB per {kind} queue (resident, the three processes together, after - before declaring)")
 PY
