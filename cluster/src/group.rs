@@ -38,6 +38,10 @@ pub struct Timing {
     /// an applier whose snapshot does not hold everything its entries did (the log is then
     /// replayed whole at every start).
     pub snapshot_every: Option<u64>,
+    /// Quiet: no timer of the group's own (no heartbeats while idle, no election timeouts), so
+    /// that an idle group costs nothing; elections come from [`Group::keep_led`], which watches
+    /// the nodes' links instead (one failure detector for all of a node's groups).
+    pub quiet: bool,
 }
 
 impl Default for Timing {
@@ -47,6 +51,7 @@ impl Default for Timing {
             election_min: Duration::from_millis(1000),
             election_max: Duration::from_millis(2000),
             snapshot_every: Some(5000),
+            quiet: false,
         }
     }
 }
@@ -125,6 +130,7 @@ impl Group {
             election_timeout_max: timing.election_max.as_millis() as u64,
             // A node cut off and back does not depose a healthy leader.
             enable_pre_vote: Some(true),
+            enable_tick: !timing.quiet,
             snapshot_policy: match timing.snapshot_every {
                 Some(n) => openraft::SnapshotPolicy::LogsSinceLast(n),
                 None => openraft::SnapshotPolicy::Never,
@@ -335,6 +341,62 @@ impl Group {
     pub fn leader(&self) -> Option<String> {
         let leader = self.raft.metrics().borrow_watched().current_leader?;
         self.member_name(leader)
+    }
+
+    /// For a quiet group (see [`Timing::quiet`]): runs until the member stops, making sure the
+    /// group has a leader. Every `check` it looks, locally, whether the leader it knows is this
+    /// node or a node whose link is up; if not (none known, or its node unreachable), the
+    /// reachable members try an election in turn, the first by name at once and each next one
+    /// a `check` later, so that they do not split the vote. It holds the group weakly, and ends
+    /// once the group is dropped or shut down.
+    pub async fn keep_led(group: std::sync::Weak<Group>, check: Duration) {
+        loop {
+            tokio::time::sleep(check).await;
+            let Some(this) = group.upgrade() else {
+                return;
+            };
+            if !this.lead_or_elect(check).await {
+                return;
+            }
+        }
+    }
+
+    /// One round of [`Group::keep_led`]; false once the member has stopped.
+    async fn lead_or_elect(&self, check: Duration) -> bool {
+        let me = self.node.name().to_owned();
+        if self.leader_reachable(&me) {
+            return true;
+        }
+        let peers = self.node.link().peers();
+        let mut candidates: Vec<String> = self
+            .members()
+            .into_iter()
+            .map(|m| m.name)
+            .filter(|name| *name == me || peers.iter().any(|p| p.name == *name && p.connected))
+            .collect();
+        candidates.sort();
+        let rank = candidates.iter().position(|name| *name == me).unwrap_or(0);
+        tokio::time::sleep(check * rank as u32).await;
+        if self.leader_reachable(&me) {
+            return true;
+        }
+        // Pre-vote: a member that still hears from a leader refuses, so a leader that is only
+        // slow to be seen is not deposed.
+        self.raft.trigger().elect(true).await.is_ok()
+    }
+
+    /// Whether the leader this member knows is itself or a node whose link is up.
+    fn leader_reachable(&self, me: &str) -> bool {
+        match self.leader() {
+            None => false,
+            Some(leader) if leader == me => true,
+            Some(leader) => self
+                .node
+                .link()
+                .peers()
+                .iter()
+                .any(|p| p.name == leader && p.connected),
+        }
     }
 
     /// Stops the member and waits (a few seconds at most) until its log is closed, so that it

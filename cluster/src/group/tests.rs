@@ -38,6 +38,7 @@ fn fast() -> Timing {
         election_min: Duration::from_millis(300),
         election_max: Duration::from_millis(600),
         snapshot_every: Some(3),
+        quiet: false,
     }
 }
 

@@ -60,16 +60,22 @@ impl Replication {
     }
 }
 
-/// A quorum queue's group timing: elections in seconds, not milliseconds, so that many groups
-/// cost little; a snapshot every few thousand entries keeps the log short.
+/// A quorum queue's group timing: quiet (no heartbeats or election timers of its own, so that
+/// an idle queue costs nothing; elections when the leader's node is unreachable, see
+/// [`Group::keep_led`]), a leader's lease of a few seconds (a member that heard from it that
+/// recently refuses another's election), a snapshot every few thousand entries.
 fn timing() -> Timing {
     Timing {
         heartbeat: Duration::from_millis(500),
         election_min: Duration::from_millis(2_000),
         election_max: Duration::from_millis(4_000),
         snapshot_every: Some(4_096),
+        quiet: true,
     }
 }
+
+/// How often a member looks whether its queue's leader is reachable (a local check).
+const LEADER_CHECK: Duration = Duration::from_secs(1);
 
 /// The group's name: the queue's vhost, name and incarnation (a queue declared again after a
 /// delete is another group).
@@ -127,6 +133,7 @@ pub fn spawn(
                 return;
             }
         };
+        tokio::spawn(Group::keep_led(Arc::downgrade(&group), LEADER_CHECK));
         let (proposals, failed) = proposer(group.clone());
         let down = members_down(&replication.node, &members, &name);
         let member = Member {
@@ -257,6 +264,12 @@ impl Member {
         let mut deleted = false;
         while !deleted {
             let wake = self.next_tick();
+            let timer = async {
+                match wake {
+                    Some(wait) => tokio::time::sleep(wait).await,
+                    None => std::future::pending().await,
+                }
+            };
             tokio::select! {
                 received = rx.recv_many(&mut batch, 256) => {
                     if received == 0 {
@@ -279,7 +292,7 @@ impl Member {
                     let gone = QuorumCommand::ConsumersGone { node, process: u64::MAX };
                     self.propose(gone, None);
                 }
-                _ = tokio::time::sleep(wake) => {
+                _ = timer => {
                     if self.is_leader() {
                         self.propose(QuorumCommand::Tick { at_ms: wall_clock_ms() }, None);
                     }
@@ -301,14 +314,14 @@ impl Member {
         self.group.leader().as_deref() == Some(self.name.as_str())
     }
 
-    /// How long until the queue's next timer (an expiry, `x-expires`), at most a second.
-    fn next_tick(&self) -> Duration {
+    /// How long until the queue's next timer (an expiry, `x-expires`), if it has one: only
+    /// then does the leader propose a tick (an idle queue writes nothing).
+    fn next_tick(&self) -> Option<Duration> {
         let now = wall_clock_ms();
-        let wake = self.applier.with_machine(|m| m.core().next_wakeup(|| now));
-        match wake {
-            Some(at) => Duration::from_millis(at.saturating_sub(now).clamp(5, 1_000)),
-            None => Duration::from_secs(1),
-        }
+        let wake = self
+            .applier
+            .with_machine(|m| m.core().next_wakeup(|| now))?;
+        Some(Duration::from_millis(wake.saturating_sub(now).max(5)))
     }
 
     fn propose(&mut self, command: QuorumCommand, waiter: Option<Waiter>) {
