@@ -346,23 +346,24 @@ impl Group {
     /// For a quiet group (see [`Timing::quiet`]): runs until the member stops, making sure the
     /// group has a leader. Every `check` it looks, locally, whether the leader it knows is this
     /// node or a node whose link is up; if not (none known, or its node unreachable), the
-    /// reachable members try an election in turn, the first by name at once and each next one
-    /// a `check` later, so that they do not split the vote. It holds the group weakly, and ends
-    /// once the group is dropped or shut down.
-    pub async fn keep_led(group: std::sync::Weak<Group>, check: Duration) {
+    /// reachable members try an election in turn, in the order of `preference` (member names;
+    /// the others after them by name), the first at once and each next one a `check` later, so
+    /// that they do not split the vote. It holds the group weakly, and ends once the group is
+    /// dropped or shut down.
+    pub async fn keep_led(group: std::sync::Weak<Group>, check: Duration, preference: Vec<String>) {
         loop {
             tokio::time::sleep(check).await;
             let Some(this) = group.upgrade() else {
                 return;
             };
-            if !this.lead_or_elect(check).await {
+            if !this.lead_or_elect(check, &preference).await {
                 return;
             }
         }
     }
 
     /// One round of [`Group::keep_led`]; false once the member has stopped.
-    async fn lead_or_elect(&self, check: Duration) -> bool {
+    async fn lead_or_elect(&self, check: Duration, preference: &[String]) -> bool {
         let me = self.node.name().to_owned();
         if self.leader_reachable(&me) {
             return true;
@@ -374,7 +375,10 @@ impl Group {
             .map(|m| m.name)
             .filter(|name| *name == me || peers.iter().any(|p| p.name == *name && p.connected))
             .collect();
-        candidates.sort();
+        candidates.sort_by_key(|name| {
+            let preferred = preference.iter().position(|p| p == name);
+            (preferred.unwrap_or(usize::MAX), name.clone())
+        });
         let rank = candidates.iter().position(|name| *name == me).unwrap_or(0);
         tokio::time::sleep(check * rank as u32).await;
         if self.leader_reachable(&me) {

@@ -217,10 +217,15 @@ pub use crate::definitions::json::table_to_json as table_json;
 
 fn queue_json(s: &QueueSnapshot, node: &str) -> Value {
     let (q, stats) = (&s.queue, &s.stats);
-    // In a cluster, the node the queue lives on.
-    let node = q.home.as_deref().unwrap_or(node);
+    let replica = q.replica_status();
+    // In a cluster, the node the queue lives on (a quorum queue's: its leader, as RabbitMQ's).
+    let node = replica
+        .as_ref()
+        .and_then(|r| r.leader.as_deref())
+        .or(q.home.as_deref())
+        .unwrap_or(node);
     let policies = q.applied_policies();
-    json!({
+    let mut out = json!({
         "name": &*q.name,
         "vhost": &s.vhost,
         "durable": q.durable,
@@ -237,7 +242,13 @@ fn queue_json(s: &QueueSnapshot, node: &str) -> Value {
         "state": "running",
         "type": q.args.queue_type.as_str(),
         "node": node,
-    })
+    });
+    if let (Some(r), Some(map)) = (replica, out.as_object_mut()) {
+        map.insert("leader".into(), json!(r.leader));
+        map.insert("members".into(), json!(r.members));
+        map.insert("online".into(), json!(r.online));
+    }
+    out
 }
 
 async fn queues_json(vhosts: &[Arc<Vhost>], node: &str) -> Value {

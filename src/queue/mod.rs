@@ -294,6 +294,18 @@ pub struct QueueHandle {
     /// A replicated (quorum) queue's member: it answers every confirm itself, once a majority
     /// of its group has the message on disk.
     replicated: bool,
+    /// A replicated queue's group on this node, once started (for its members' status).
+    replica: std::sync::OnceLock<Arc<warren_cluster::group::Group>>,
+}
+
+/// A replicated queue's members as the management API shows them (RabbitMQ's `leader`,
+/// `members`, `online`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReplicaStatus {
+    pub leader: Option<String>,
+    pub members: Vec<String>,
+    /// The members this node reaches (itself included).
+    pub online: Vec<String>,
 }
 
 /// The policies applied to a queue and its arguments with them.
@@ -332,6 +344,7 @@ impl QueueHandle {
             home_up: AtomicBool::new(true),
             forwards: false,
             replicated: false,
+            replica: std::sync::OnceLock::new(),
         }
     }
 
@@ -352,6 +365,22 @@ impl QueueHandle {
     /// Whether it is a proxy of a queue on another node (which logs what it is sent there).
     pub fn forwards(&self) -> bool {
         self.forwards
+    }
+
+    /// A replicated queue's members, as this node sees them (None for other queues, and until
+    /// its group has started here).
+    pub fn replica_status(&self) -> Option<ReplicaStatus> {
+        let group = self.replica.get()?;
+        let members = group.members();
+        Some(ReplicaStatus {
+            leader: group.leader(),
+            online: members
+                .iter()
+                .filter(|m| m.reachable)
+                .map(|m| m.name.clone())
+                .collect(),
+            members: members.into_iter().map(|m| m.name).collect(),
+        })
     }
 
     /// Whether the queue makes messages durable somewhere other than this node's store (a

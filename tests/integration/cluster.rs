@@ -1725,9 +1725,40 @@ async fn a_quorum_queue_keeps_its_confirmed_messages_when_a_member_is_killed() {
         )
         .await;
     }
+    // The management API shows its members, who leads (the declaring node, when up), who is
+    // online, as RabbitMQ's.
+    let replica = |node: &ChildBroker| {
+        let (_, q) = api(node, "GET", "/api/queues/%2F/qq", None);
+        (
+            q["type"].as_str().map(str::to_owned),
+            q["leader"].as_str().map(str::to_owned),
+            q["members"].to_string(),
+            q["online"].to_string(),
+        )
+    };
+    let all = r#"["n1","n2","n3"]"#.to_owned();
+    let led_by_n1 = (
+        Some("quorum".to_owned()),
+        Some("n1".to_owned()),
+        all.clone(),
+        all.clone(),
+    );
+    eventually("n2 shows the members", || replica(&n2), |r| *r == led_by_n1);
 
     drop(c1);
     n1.kill9();
+    // n2 (next by name) leads; n1 is offline.
+    let led_by_n2 = (
+        Some("quorum".to_owned()),
+        Some("n2".to_owned()),
+        all.clone(),
+        r#"["n2","n3"]"#.to_owned(),
+    );
+    eventually(
+        "n3 shows the new leader",
+        || replica(&n3),
+        |r| *r == led_by_n2,
+    );
     // n2 and n3 are a majority: consumed through n3, every confirmed message once.
     let ch3 = crate::common::lapin_channel(&c3).await;
     let (consumer, seen) = consume_acking(&ch3, "qq", "after-kill", N).await;

@@ -133,7 +133,15 @@ pub fn spawn(
                 return;
             }
         };
-        tokio::spawn(Group::keep_led(Arc::downgrade(&group), LEADER_CHECK));
+        let _ = started.replica.set(group.clone());
+        // The declaring node leads when it can (clients declaring on every node spread the
+        // leaders), then the members in the order they were chosen.
+        let preference = members.iter().map(|m| m.name.clone()).collect();
+        tokio::spawn(Group::keep_led(
+            Arc::downgrade(&group),
+            LEADER_CHECK,
+            preference,
+        ));
         let (proposals, failed) = proposer(group.clone());
         let down = members_down(&replication.node, &members, &name);
         let member = Member {
