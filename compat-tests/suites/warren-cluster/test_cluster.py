@@ -127,3 +127,48 @@ def test_rpc_across_three_nodes(cluster):
     finally:
         for conn in (server_conn, owner_conn, client_conn):
             conn.close()
+
+
+def test_a_quorum_queue_serves_every_node_and_sends_returns_to_the_back(cluster):
+    """A quorum queue declared on n1 (a Raft group on the three nodes): confirmed publishes
+    through n2, every node counts them, a consumer on n3 rejects the first delivery with requeue
+    and gets it again last, redelivered with x-delivery-count 1; all acked, every node counts 0."""
+    n1, n2, n3 = cluster
+    queue = f"quorum-{uuid.uuid4().hex[:8]}"
+    c1, c2, c3 = connect(n1), connect(n2), connect(n3)
+    try:
+        c1.channel().queue_declare(queue, durable=True, arguments={"x-queue-type": "quorum"})
+        publisher = c2.channel()
+        publisher.confirm_delivery()
+        for i in range(100):
+            publisher.basic_publish("", queue, f"job {i:03}".encode(),
+                                    pika.BasicProperties(delivery_mode=2), mandatory=True)
+        for conn in (c1, c2, c3):
+            ch = conn.channel()
+            wait_for(lambda: message_count(ch, queue) == 100, "every member has them")
+        consumer = c3.channel()
+        consumer.basic_qos(prefetch_count=10)
+        got = []
+        rejected = False
+        for method, props, body in consumer.consume(queue, inactivity_timeout=5):
+            if method is None:
+                break
+            if not rejected:
+                consumer.basic_reject(method.delivery_tag, requeue=True)
+                rejected = True
+                continue
+            got.append((body, method.redelivered, (props.headers or {}).get("x-delivery-count")))
+            consumer.basic_ack(method.delivery_tag)
+            if len(got) == 100:
+                break
+        consumer.cancel()
+        assert [g[0] for g in got] == [f"job {i:03}".encode() for i in range(1, 100)] + [b"job 000"]
+        assert got[-1][1:] == (True, 1)
+        assert all(not redelivered for _, redelivered, _ in got[:-1])
+        for conn in (c1, c2, c3):
+            ch = conn.channel()
+            wait_for(lambda: message_count(ch, queue) == 0, "acked everywhere")
+        c2.channel().queue_delete(queue)
+    finally:
+        for conn in (c1, c2, c3):
+            conn.close()
