@@ -1836,3 +1836,94 @@ async fn a_quorum_queue_consumer_killed_with_its_node_gives_its_deliveries_back(
     assert!(seen.values().filter(|(r, _)| *r).all(|(_, c)| c.is_some()));
     eventually_async(|| async { passive(&c1, "qq").await.ok() }, Some((0, 1))).await;
 }
+
+/// Confirmed publishing to a quorum queue (through n3, which stays up) while, round after round,
+/// a member is killed, paused (SIGSTOP) or restarted — the leader when it is not n3: no
+/// confirmed message is lost, none arrives twice, and the queue serves at the end.
+#[tokio::test]
+async fn a_quorum_queue_loses_no_confirmed_message_through_kills_and_pauses() {
+    use futures::StreamExt;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::{Arc, Mutex};
+    let (cluster, n1, n2, n3) = three_formed().await;
+    let c3 = n3.connect().await;
+    declare_quorum(&c3, "qq").await;
+    let ch3 = confirm_channel(&c3).await;
+    let confirmed = Arc::new(Mutex::new(Vec::new()));
+    let stop = Arc::new(AtomicBool::new(false));
+    let publisher = {
+        let (ch, confirmed, stop) = (ch3.clone(), confirmed.clone(), stop.clone());
+        tokio::spawn(async move {
+            let mut i = 0usize;
+            while !stop.load(Ordering::Relaxed) {
+                let body = crate::common::numbered_body(i, 32);
+                let props = lapin::BasicProperties::default().with_delivery_mode(2);
+                let confirm = ch
+                    .basic_publish("".into(), "qq".into(), Default::default(), &body, props)
+                    .await
+                    .expect("publish");
+                if confirm.await.expect("confirm").is_ack() {
+                    confirmed.lock().unwrap().push(i);
+                }
+                i += 1;
+            }
+            i
+        })
+    };
+    let leader = |node: &ChildBroker| {
+        api(node, "GET", "/api/queues/%2F/qq", None).1["leader"]
+            .as_str()
+            .map(str::to_owned)
+    };
+    // Waits (without blocking the publisher's runtime) until `more` confirms came after `from`.
+    let flowing = |what: &'static str, more: usize| {
+        let confirmed = confirmed.clone();
+        async move {
+            let from = confirmed.lock().unwrap().len();
+            let deadline = Instant::now() + FORM;
+            while confirmed.lock().unwrap().len() < from + more {
+                assert!(Instant::now() < deadline, "{what}");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    };
+    let mut nodes = [Some(n1), Some(n2)];
+    for round in 0..3 {
+        flowing("confirms flow", 20).await;
+        // The leader if it is n1 or n2, else n1 (a follower).
+        let victim = match leader(&n3).as_deref() {
+            Some("n2") => 1,
+            _ => 0,
+        };
+        let node = nodes[victim].take().expect("running");
+        if round == 1 {
+            node.signal("STOP");
+            tokio::time::sleep(Duration::from_secs(6)).await;
+            node.signal("CONT");
+            nodes[victim] = Some(node);
+        } else {
+            node.kill9();
+            flowing("confirms flow without it", 20).await;
+            nodes[victim] = Some(cluster.start(victim));
+        }
+    }
+    flowing("confirms flow at the end", 20).await;
+    stop.store(true, Ordering::Relaxed);
+    let published = publisher.await.expect("publisher");
+    let confirmed: std::collections::BTreeSet<usize> =
+        confirmed.lock().unwrap().iter().copied().collect();
+    // Everything in the queue, through n3 (until it stays quiet): each confirmed message
+    // once, nothing twice.
+    let mut consumer = consume(&crate::common::lapin_channel(&c3).await, "qq", "drain").await;
+    let mut seen = std::collections::BTreeSet::new();
+    while let Ok(Some(d)) = tokio::time::timeout(Duration::from_secs(5), consumer.next()).await {
+        let d = d.expect("delivery");
+        let n = crate::common::body_number(&d.data);
+        assert!(seen.insert(n), "message {n} delivered twice");
+        d.ack(Default::default()).await.expect("ack");
+    }
+    let lost: Vec<_> = confirmed.difference(&seen).collect();
+    assert!(lost.is_empty(), "confirmed and lost: {lost:?}");
+    assert!(seen.iter().all(|n| *n < published));
+    drop(nodes);
+}
