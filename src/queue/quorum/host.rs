@@ -6,7 +6,7 @@
 //! the rest: dead-letters, expiry ticks.
 //!
 //! Proposals leave one at a time, in order (the next waits for the previous one's commit):
-//! what piles up meanwhile goes out together, one entry for a batch of publishes.
+//! publishes that pile up meanwhile go out together, one entry for all of them.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Weak};
@@ -142,7 +142,7 @@ pub fn spawn(
             LEADER_CHECK,
             preference,
         ));
-        let (proposals, failed) = proposer(group.clone());
+        let (proposals, done) = proposer(group.clone());
         let down = members_down(&replication.node, &members, &name);
         let member = Member {
             handle: started,
@@ -156,11 +156,13 @@ pub fn spawn(
             consumers: HashMap::new(),
             waiting: HashMap::new(),
             proposals,
+            queued: Default::default(),
+            in_flight: false,
             enqueue: Vec::new(),
             confirms: Vec::new(),
             db: replication.db,
         };
-        member.run(rx, applied, failed, down).await;
+        member.run(rx, applied, done, down).await;
     });
     handle
 }
@@ -191,27 +193,32 @@ fn members_down(
     down
 }
 
-/// Sends proposals in order, one at a time; the numbers of those that failed come back.
+/// Sends the proposals it is given, in order; each one's number comes back once it is committed
+/// (true) or has failed (false). The host gives it one at a time.
 fn proposer(
     group: Arc<Group>,
 ) -> (
     mpsc::UnboundedSender<warren_cluster::Proposal>,
-    mpsc::UnboundedReceiver<u64>,
+    mpsc::UnboundedReceiver<(u64, bool)>,
 ) {
     let (proposals, mut to_send) = mpsc::unbounded_channel::<warren_cluster::Proposal>();
-    let (failed_tx, failed) = mpsc::unbounded_channel();
+    let (done_tx, done) = mpsc::unbounded_channel();
     tokio::spawn(async move {
         while let Some(proposal) = to_send.recv().await {
             let number = proposal.number;
-            if let Err(e) = group.propose(proposal, COMMIT_TIMEOUT).await {
-                tracing::warn!(group = group.id(), "quorum queue proposal failed: {e}");
-                if failed_tx.send(number).is_err() {
-                    return;
+            let ok = match group.propose(proposal, COMMIT_TIMEOUT).await {
+                Ok(_) => true,
+                Err(e) => {
+                    tracing::warn!(group = group.id(), "quorum queue proposal failed: {e}");
+                    false
                 }
+            };
+            if done_tx.send((number, ok)).is_err() {
+                return;
             }
         }
     });
-    (proposals, failed)
+    (proposals, done)
 }
 
 /// Who waits for a proposal of this node's to be applied.
@@ -247,6 +254,11 @@ struct Member {
     /// By proposal number.
     waiting: HashMap<u64, Waiter>,
     proposals: mpsc::UnboundedSender<warren_cluster::Proposal>,
+    /// Commands waiting for the one in flight to be committed, in order; consecutive enqueues
+    /// among them leave as one (the queue's own group commit: the slower the commits, the
+    /// bigger the batches).
+    queued: std::collections::VecDeque<(QuorumCommand, Option<Waiter>)>,
+    in_flight: bool,
     /// Publishes of the batch being read, proposed together at its end.
     enqueue: Vec<WireMessage>,
     confirms: Vec<Option<PublishConfirm>>,
@@ -257,7 +269,7 @@ impl Member {
         mut self,
         mut rx: mpsc::Receiver<QueueCommand>,
         mut applied: mpsc::UnboundedReceiver<AppliedEntry>,
-        mut failed: mpsc::UnboundedReceiver<u64>,
+        mut done: mpsc::UnboundedReceiver<(u64, bool)>,
         mut down: mpsc::UnboundedReceiver<NodeId>,
     ) {
         // This node's consumers of an earlier process are gone: what they held goes back.
@@ -291,7 +303,7 @@ impl Member {
                 Some(entry) = applied.recv() => {
                     deleted = self.on_applied(entry);
                 }
-                Some(number) = failed.recv() => self.on_failed(number),
+                Some((number, ok)) = done.recv() => self.on_done(number, ok),
                 // A member's node is gone (killed, or cut off): its consumers' deliveries go
                 // back to the queue for the others, as RabbitMQ returns a lost consumer's. Every
                 // member that sees it proposes (the gone node may have been the leader); the
@@ -332,7 +344,35 @@ impl Member {
         Some(Duration::from_millis(wake.saturating_sub(now).max(5)))
     }
 
+    /// Queues a command for the group; it leaves once those before it are committed.
     fn propose(&mut self, command: QuorumCommand, waiter: Option<Waiter>) {
+        self.queued.push_back((command, waiter));
+        self.send_next();
+    }
+
+    /// Sends the next queued command (consecutive enqueues as one) unless one is in flight.
+    fn send_next(&mut self) {
+        if self.in_flight {
+            return;
+        }
+        let Some((mut command, mut waiter)) = self.queued.pop_front() else {
+            return;
+        };
+        if let QuorumCommand::Enqueue { messages, .. } = &mut command {
+            while let Some((QuorumCommand::Enqueue { .. }, _)) = self.queued.front() {
+                let Some((QuorumCommand::Enqueue { messages: more, .. }, next)) =
+                    self.queued.pop_front()
+                else {
+                    break;
+                };
+                messages.extend(more);
+                if let (Some(Waiter::Confirms(confirms)), Some(Waiter::Confirms(others))) =
+                    (&mut waiter, next)
+                {
+                    confirms.extend(others);
+                }
+            }
+        }
         let payload = match postcard::to_stdvec(&command) {
             Ok(payload) => payload,
             Err(e) => {
@@ -340,14 +380,25 @@ impl Member {
                 if let Some(w) = waiter {
                     w.fail();
                 }
-                return;
+                return self.send_next();
             }
         };
         let proposal = self.group.proposal(payload);
         if let Some(waiter) = waiter {
             self.waiting.insert(proposal.number, waiter);
         }
-        let _ = self.proposals.send(proposal);
+        self.in_flight = self.proposals.send(proposal).is_ok();
+    }
+
+    /// The proposal in flight is committed (or failed: its waiter is told); the next goes.
+    fn on_done(&mut self, number: u64, ok: bool) {
+        self.in_flight = false;
+        if !ok {
+            if let Some(waiter) = self.waiting.remove(&number) {
+                waiter.fail();
+            }
+        }
+        self.send_next();
     }
 
     fn flush_enqueue(&mut self) {
@@ -597,12 +648,6 @@ impl Member {
                 let _ = reply.send(true);
             }
             (waiter, _) => waiter.fail(),
-        }
-    }
-
-    fn on_failed(&mut self, number: u64) {
-        if let Some(waiter) = self.waiting.remove(&number) {
-            waiter.fail();
         }
     }
 }
