@@ -228,7 +228,10 @@ enum Waiter {
         consumer: u64,
         reply: oneshot::Sender<Result<(), AmqpError>>,
     },
-    Cancel(oneshot::Sender<()>),
+    Cancel {
+        consumer: u64,
+        done: oneshot::Sender<()>,
+    },
     Get {
         no_ack: bool,
         reply: oneshot::Sender<Option<GetReply>>,
@@ -452,16 +455,18 @@ impl Member {
                     Some(Waiter::Consume { consumer, reply }),
                 );
             }
-            QueueCommand::Cancel { consumer_id, done } => {
-                self.propose(
-                    QuorumCommand::Cancel {
-                        at_ms,
-                        consumer: consumer_id,
-                    },
-                    Some(Waiter::Cancel(done)),
-                );
-                self.consumers.remove(&consumer_id);
-            }
+            // The consumer keeps its outbox until the cancel is applied: what the queue gave
+            // it before reaches it, as RabbitMQ delivers what precedes cancel-ok.
+            QueueCommand::Cancel { consumer_id, done } => self.propose(
+                QuorumCommand::Cancel {
+                    at_ms,
+                    consumer: consumer_id,
+                },
+                Some(Waiter::Cancel {
+                    consumer: consumer_id,
+                    done,
+                }),
+            ),
             QueueCommand::Get { no_ack, reply } => self.propose(
                 QuorumCommand::Get {
                     at_ms,
@@ -627,7 +632,8 @@ impl Member {
                 }
                 let _ = reply.send(result);
             }
-            (Waiter::Cancel(done), _) => {
+            (Waiter::Cancel { consumer, done }, _) => {
+                self.consumers.remove(&consumer);
                 let _ = done.send(());
             }
             (Waiter::Get { no_ack, reply }, Answer::Core(Outcome::Got(got))) => {
@@ -666,7 +672,7 @@ impl Waiter {
                 let _ = reply.send(false);
             }
             Waiter::Consume { .. }
-            | Waiter::Cancel(_)
+            | Waiter::Cancel { .. }
             | Waiter::Get { .. }
             | Waiter::Purge(_)
             | Waiter::Delete(_) => {}
