@@ -264,6 +264,39 @@ pub struct ConsumerOutbox {
     pub events: mpsc::UnboundedSender<ConnEvent>,
 }
 
+impl ConsumerOutbox {
+    /// Hands delivery `id` of `queue` to the consumer's connection, counted among the
+    /// connection's deliveries in transit until written; false (nothing counted) if the
+    /// connection has gone.
+    pub fn deliver(
+        &self,
+        queue: &Arc<QueueHandle>,
+        consumer: u64,
+        id: u64,
+        redelivered: bool,
+        no_ack: bool,
+        message: MessageRef,
+    ) -> bool {
+        let delivery = Delivery {
+            channel: self.channel,
+            consumer_id: consumer,
+            consumer_tag: self.tag.clone(),
+            queue: queue.clone(),
+            id,
+            redelivered,
+            no_ack,
+            message,
+        };
+        let in_transit = &self.connection_flow.in_transit;
+        in_transit.fetch_add(1, Ordering::Relaxed);
+        if self.events.send(ConnEvent::Deliver(delivery)).is_err() {
+            in_transit.fetch_sub(1, Ordering::Relaxed);
+            return false;
+        }
+        true
+    }
+}
+
 /// What a queue is, as declared; shared by everything that routes to or reads from it.
 pub struct QueueHandle {
     pub name: Arc<str>,

@@ -21,8 +21,7 @@ use super::host::QueueHost;
 use super::log::{durable_form, NoLog, QueueLog, StoreLog};
 use super::recovery::Recovery;
 use super::{
-    ConnEvent, Consumer, ConsumerOutbox, Delivery, PublishConfirm, QueueCommand, QueueHandle,
-    QueueSpec,
+    ConnEvent, Consumer, ConsumerOutbox, PublishConfirm, QueueCommand, QueueHandle, QueueSpec,
 };
 use crate::message::{self, Message};
 
@@ -397,24 +396,15 @@ impl World {
             }
             return;
         };
-        let d = Delivery {
-            channel: io.channel,
-            consumer_id: consumer,
-            consumer_tag: io.tag.clone(),
-            queue: self.handle.clone(),
-            id: delivery,
+        if !io.deliver(
+            &self.handle,
+            consumer,
+            delivery,
             redelivered,
             no_ack,
             message,
-        };
-        io.connection_flow
-            .in_transit
-            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        if io.events.send(ConnEvent::Deliver(d)).is_err() {
+        ) {
             // The connection went away since it was asked for room.
-            io.connection_flow
-                .in_transit
-                .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
             if !no_ack {
                 io.channel_flow.give_back(1);
                 self.undelivered.push((consumer, delivery));

@@ -26,8 +26,8 @@ use crate::queue::host::QueueHost;
 use crate::queue::owner::route_dead_letter;
 use crate::queue::remote::wire::{ConsumeTerms, Settle, WireMessage};
 use crate::queue::{
-    ConnEvent, Consumer, ConsumerOutbox, Delivery, GetReply, PublishConfirm, QueueCommand,
-    QueueHandle, QueueSpec, QueueStats,
+    ConnEvent, Consumer, ConsumerOutbox, GetReply, PublishConfirm, QueueCommand, QueueHandle,
+    QueueSpec, QueueStats,
 };
 
 /// How long a proposal may wait for a majority before its callers are told it failed.
@@ -158,8 +158,6 @@ pub fn spawn(
             proposals,
             queued: Default::default(),
             in_flight: false,
-            enqueue: Vec::new(),
-            confirms: Vec::new(),
             db: replication.db,
         };
         member.run(rx, applied, done, down).await;
@@ -257,14 +255,11 @@ struct Member {
     /// By proposal number.
     waiting: HashMap<u64, Waiter>,
     proposals: mpsc::UnboundedSender<warren_cluster::Proposal>,
-    /// Commands waiting for the one in flight to be committed, in order; consecutive enqueues
-    /// among them leave as one (the queue's own group commit: the slower the commits, the
-    /// bigger the batches).
+    /// Commands waiting for the one in flight to be committed, in order; a publish joins the
+    /// enqueue at their end, if that is what ends them (the queue's own group commit: the
+    /// slower the commits, the bigger the batches).
     queued: std::collections::VecDeque<(QuorumCommand, Option<Waiter>)>,
     in_flight: bool,
-    /// Publishes of the batch being read, proposed together at its end.
-    enqueue: Vec<WireMessage>,
-    confirms: Vec<Option<PublishConfirm>>,
 }
 
 impl Member {
@@ -301,7 +296,7 @@ impl Member {
                     for cmd in batch.drain(..) {
                         self.handle(cmd);
                     }
-                    self.flush_enqueue();
+                    self.send_next();
                 }
                 Some(entry) = applied.recv() => {
                     deleted = self.on_applied(entry);
@@ -353,29 +348,14 @@ impl Member {
         self.send_next();
     }
 
-    /// Sends the next queued command (consecutive enqueues as one) unless one is in flight.
+    /// Sends the next queued command unless one is in flight.
     fn send_next(&mut self) {
         if self.in_flight {
             return;
         }
-        let Some((mut command, mut waiter)) = self.queued.pop_front() else {
+        let Some((command, waiter)) = self.queued.pop_front() else {
             return;
         };
-        if let QuorumCommand::Enqueue { messages, .. } = &mut command {
-            while let Some((QuorumCommand::Enqueue { .. }, _)) = self.queued.front() {
-                let Some((QuorumCommand::Enqueue { messages: more, .. }, next)) =
-                    self.queued.pop_front()
-                else {
-                    break;
-                };
-                messages.extend(more);
-                if let (Some(Waiter::Confirms(confirms)), Some(Waiter::Confirms(others))) =
-                    (&mut waiter, next)
-                {
-                    confirms.extend(others);
-                }
-            }
-        }
         let payload = match postcard::to_stdvec(&command) {
             Ok(payload) => payload,
             Err(e) => {
@@ -404,19 +384,22 @@ impl Member {
         self.send_next();
     }
 
-    fn flush_enqueue(&mut self) {
-        if self.enqueue.is_empty() {
+    /// Queues a publish: into the enqueue that ends the queued commands, or as a new one. Sent
+    /// at the end of the batch of commands read.
+    fn enqueue(&mut self, message: WireMessage, confirm: Option<PublishConfirm>, at_ms: u64) {
+        if let Some((QuorumCommand::Enqueue { messages, .. }, Some(Waiter::Confirms(confirms)))) =
+            self.queued.back_mut()
+        {
+            messages.push(message);
+            confirms.push(confirm);
             return;
         }
-        let messages = std::mem::take(&mut self.enqueue);
-        let confirms = std::mem::take(&mut self.confirms);
-        self.propose(
-            QuorumCommand::Enqueue {
-                at_ms: wall_clock_ms(),
-                messages,
-            },
-            Some(Waiter::Confirms(confirms)),
-        );
+        let command = QuorumCommand::Enqueue {
+            at_ms,
+            messages: vec![message],
+        };
+        self.queued
+            .push_back((command, Some(Waiter::Confirms(vec![confirm]))));
     }
 
     fn handle(&mut self, cmd: QueueCommand) {
@@ -424,15 +407,8 @@ impl Member {
         match cmd {
             QueueCommand::Publish {
                 message, confirm, ..
-            } => {
-                self.enqueue.push(WireMessage::of(&message));
-                self.confirms.push(confirm);
-            }
-            other => {
-                // Anything else comes after the publishes read before it.
-                self.flush_enqueue();
-                self.handle_other(other, at_ms);
-            }
+            } => self.enqueue(WireMessage::of(&message), confirm, at_ms),
+            other => self.handle_other(other, at_ms),
         }
     }
 
@@ -587,28 +563,14 @@ impl Member {
         message: crate::message::MessageRef,
     ) {
         let sent = self.consumers.get(&consumer).is_some_and(|outbox| {
-            outbox
-                .connection_flow
-                .in_transit
-                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-            let d = Delivery {
-                channel: outbox.channel,
-                consumer_id: consumer,
-                consumer_tag: outbox.tag.clone(),
-                queue: self.handle.clone(),
-                id: delivery,
+            outbox.deliver(
+                &self.handle,
+                consumer,
+                delivery,
                 redelivered,
                 no_ack,
                 message,
-            };
-            let sent = outbox.events.send(ConnEvent::Deliver(d)).is_ok();
-            if !sent {
-                outbox
-                    .connection_flow
-                    .in_transit
-                    .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
-            }
-            sent
+            )
         });
         if !sent && !no_ack {
             // Its consumer (or connection) went meanwhile: back to the queue.

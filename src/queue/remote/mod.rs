@@ -28,8 +28,8 @@ use warren_amqp::AmqpError;
 use warren_cluster::link::{Link, PeerLink, Request, Response};
 
 use super::{
-    ConnEvent, ConnectionFlow, ConsumerOutbox, Delivery, GetReply, PublishConfirm, QueueCommand,
-    QueueHandle, QueueSpec, QueueStats,
+    ConnEvent, ConnectionFlow, ConsumerOutbox, GetReply, PublishConfirm, QueueCommand, QueueHandle,
+    QueueSpec, QueueStats,
 };
 use wire::{ConsumeTerms, Forward, QueueRef, Reply, Settle, Taken, WireDelivery, WireMessage};
 
@@ -72,24 +72,16 @@ impl Proxies {
                 handed.not_taken.push(d.id);
                 continue;
             };
-            let delivery = Delivery {
-                channel: c.outbox.channel,
-                consumer_id: d.consumer,
-                consumer_tag: c.outbox.tag.clone(),
-                queue,
-                id: d.id,
-                redelivered: d.redelivered,
-                no_ack: c.no_ack,
-                message: d.message.into_message(),
-            };
-            let flow = &c.outbox.connection_flow;
-            flow.in_transit.fetch_add(1, Ordering::Relaxed);
-            if c.outbox.events.send(ConnEvent::Deliver(delivery)).is_err() {
+            let message = d.message.into_message();
+            let sent = c
+                .outbox
+                .deliver(&queue, d.consumer, d.id, d.redelivered, c.no_ack, message);
+            if !sent {
                 // Its connection has just closed.
-                flow.in_transit.fetch_sub(1, Ordering::Relaxed);
                 handed.not_taken.push(d.id);
                 continue;
             }
+            let flow = &c.outbox.connection_flow;
             if !handed.connections.iter().any(|(f, _)| Arc::ptr_eq(f, flow)) {
                 handed
                     .connections
