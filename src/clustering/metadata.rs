@@ -69,16 +69,14 @@ pub struct MetadataApplier {
 }
 
 impl MetadataApplier {
-    pub fn new(me: NodeId) -> Self {
+    /// The applier of node `me`, whose process started at `started` (ns since the epoch).
+    pub fn new(me: NodeId, started: u64) -> Self {
         MetadataApplier {
             me,
             state: RwLock::default(),
             waiting: Mutex::default(),
             broker: OnceLock::new(),
-            started: std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map(|d| d.as_nanos() as u64)
-                .unwrap_or(0),
+            started,
             recorder: OnceLock::new(),
             unrecorded: Mutex::default(),
         }

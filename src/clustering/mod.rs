@@ -203,7 +203,7 @@ impl Connected {
         if !self.settings.alone() {
             broker.replies.set_node(node_id(&me));
         }
-        let applier = Arc::new(MetadataApplier::new(node_id(&me)));
+        let applier = Arc::new(MetadataApplier::new(node_id(&me), self.process));
         applier.set_broker(Arc::downgrade(broker));
         let forwarding = Forwarding::new(
             Arc::downgrade(broker),
