@@ -12,10 +12,10 @@ use openraft::raft::{
     AppendEntriesRequest, AppendEntriesResponse, SnapshotResponse, TransferLeaderRequest,
     TransferLeaderResponse, VoteRequest, VoteResponse,
 };
-use openraft::OptionalSend;
+use openraft::{EntryPayload, OptionalSend};
 
 use crate::link::{GroupId, Link, LinkError, RaftReply, RaftRpc, Request, Response};
-use crate::types::{Node, NodeId, TypeConfig, Vote};
+use crate::types::{Entry, LogId, Node, NodeId, TypeConfig, Vote};
 
 type Snapshot = openraft::type_config::alias::SnapshotOf<TypeConfig, Cursor<Vec<u8>>>;
 
@@ -74,6 +74,47 @@ impl GroupPeer {
     }
 }
 
+/// How many bytes of entries' payloads one append may carry (openraft batches by count): far
+/// below the link's frame limit, so that a batch of large entries (a queue's enqueues of big
+/// messages) goes over in parts rather than never.
+const APPEND_BUDGET: usize = 16 * 1024 * 1024;
+
+/// The rate (bytes per second) an append's timeout allows for beyond openraft's: a slow disk's,
+/// on a loaded machine.
+const APPEND_RATE: f64 = 16.0 * 1024.0 * 1024.0;
+
+/// `rpc` cut to the entries whose payloads fit in `budget` bytes (the first always goes, whatever
+/// its size), with the last sent entry's id when it was cut.
+fn within_budget(
+    mut rpc: AppendEntriesRequest<TypeConfig>,
+    budget: usize,
+) -> (AppendEntriesRequest<TypeConfig>, Option<LogId>) {
+    let mut total = 0usize;
+    let fits = rpc
+        .entries
+        .iter()
+        .position(|entry| {
+            total = total.saturating_add(payload_len(entry));
+            total > budget
+        })
+        .map(|over| over.max(1));
+    match fits {
+        Some(keep) if keep < rpc.entries.len() => {
+            rpc.entries.truncate(keep);
+            let last = rpc.entries.last().map(|e| e.log_id);
+            (rpc, last)
+        }
+        _ => (rpc, None),
+    }
+}
+
+fn payload_len(entry: &Entry) -> usize {
+    match &entry.payload {
+        EntryPayload::Normal(proposal) => proposal.payload.len(),
+        _ => 0,
+    }
+}
+
 fn unexpected(reply: RaftReply) -> RPCError<TypeConfig> {
     RPCError::Network(NetworkError::from_string(format!(
         "mismatched Raft reply {reply:?}"
@@ -88,7 +129,16 @@ impl RaftNetworkV2<TypeConfig> for GroupPeer {
         rpc: AppendEntriesRequest<TypeConfig>,
         option: RPCOption,
     ) -> Result<AppendEntriesResponse<TypeConfig>, RPCError<TypeConfig>> {
-        match self.call(RaftRpc::Append(rpc), option.hard_ttl()).await? {
+        let (rpc, sent_up_to) = within_budget(rpc, APPEND_BUDGET);
+        // openraft's timeout is the heartbeat's, whatever the append carries: a big one is
+        // given the time to cross the link and be written too.
+        let bytes: usize = rpc.entries.iter().map(payload_len).sum();
+        let ttl = option.hard_ttl() + Duration::from_secs_f64(bytes as f64 / APPEND_RATE);
+        match self.call(RaftRpc::Append(rpc), ttl).await? {
+            // The peer has the part sent: openraft sends the rest next.
+            RaftReply::Append(AppendEntriesResponse::Success) if sent_up_to.is_some() => {
+                Ok(AppendEntriesResponse::PartialSuccess(sent_up_to))
+            }
             RaftReply::Append(r) => Ok(r),
             other => Err(unexpected(other)),
         }
@@ -151,5 +201,50 @@ impl RaftNetworkV2<TypeConfig> for GroupPeer {
             RaftReply::TransferLeader(r) => Ok(r),
             other => Err(unexpected(other)),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::types::Proposal;
+    use openraft::vote::RaftLeaderIdExt;
+
+    fn request(sizes: &[usize]) -> AppendEntriesRequest<TypeConfig> {
+        let leader = <TypeConfig as openraft::RaftTypeConfig>::LeaderId::new_committed(1, 1);
+        let entries = sizes
+            .iter()
+            .enumerate()
+            .map(|(i, &size)| Entry {
+                log_id: LogId::new(leader, i as u64 + 1),
+                payload: EntryPayload::Normal(Proposal {
+                    origin: 1,
+                    number: i as u64,
+                    payload: vec![0; size],
+                }),
+            })
+            .collect();
+        AppendEntriesRequest {
+            vote: Vote::new_committed(1, 1),
+            prev_log_id: None,
+            entries,
+            leader_commit: None,
+        }
+    }
+
+    #[test]
+    fn an_append_over_the_budget_goes_in_parts_the_first_entry_always() {
+        let (rpc, cut) = within_budget(request(&[10, 10, 10]), 100);
+        assert_eq!((rpc.entries.len(), cut), (3, None));
+        let (rpc, cut) = within_budget(request(&[40, 40, 40, 40]), 100);
+        assert_eq!(rpc.entries.len(), 2);
+        assert_eq!(cut.map(|id| id.index), Some(2));
+        let (rpc, cut) = within_budget(request(&[500, 1]), 100);
+        assert_eq!(rpc.entries.len(), 1);
+        assert_eq!(cut.map(|id| id.index), Some(1));
+        let (rpc, cut) = within_budget(request(&[500]), 100);
+        assert_eq!((rpc.entries.len(), cut), (1, None));
+        let (rpc, cut) = within_budget(request(&[]), 100);
+        assert_eq!((rpc.entries.len(), cut), (0, None));
     }
 }

@@ -466,7 +466,7 @@ impl Forwarding {
                 None => Reply::Gone,
             },
             Forward::Stats { queue, used } => match self.queue(&queue) {
-                Some(q) => match q.ask(|reply| QueueCommand::Stats { used, reply }).await {
+                Some(q) => match q.stats(used).await {
                     Ok(s) => Reply::Stats {
                         ready: s.ready,
                         unacked: s.unacked,

@@ -45,7 +45,7 @@ use tokio::task::JoinSet;
 use tower::ServiceExt as _;
 
 use crate::broker::Broker;
-use crate::queue::{QueueCommand, QueueHandle, QueueStats};
+use crate::queue::{QueueHandle, QueueStats};
 use crate::vhost::Vhost;
 
 /// How long an HTTP connection may take to send a complete request head: from accept, and from
@@ -73,10 +73,7 @@ struct QueueSnapshot {
 
 /// One queue's snapshot; asking for it is not a use of the queue (`x-expires`).
 async fn queue_snapshot(vhost: &str, queue: Arc<QueueHandle>) -> QueueSnapshot {
-    let stats = queue
-        .ask(|reply| QueueCommand::Stats { used: false, reply })
-        .await
-        .unwrap_or_default();
+    let stats = queue.stats(false).await.unwrap_or_default();
     QueueSnapshot {
         vhost: vhost.to_owned(),
         queue,

@@ -329,6 +329,9 @@ pub struct QueueHandle {
     replicated: bool,
     /// A replicated queue's group on this node, once started (for its members' status).
     replica: std::sync::OnceLock<Arc<warren_cluster::group::Group>>,
+    /// A replicated queue's counts on this member, read without a round through its inbox
+    /// (which publishers may keep full while the group commits).
+    counts: std::sync::OnceLock<Box<dyn Fn() -> QueueStats + Send + Sync>>,
 }
 
 /// A replicated queue's members as the management API shows them (RabbitMQ's `leader`,
@@ -378,6 +381,7 @@ impl QueueHandle {
             forwards: false,
             replicated: false,
             replica: std::sync::OnceLock::new(),
+            counts: std::sync::OnceLock::new(),
         }
     }
 
@@ -526,6 +530,20 @@ impl QueueHandle {
         let (tx, rx) = oneshot::channel();
         self.send(make(tx)).await?;
         rx.await.map_err(|_| QueueGone)
+    }
+
+    /// The queue's counts; `used` as for [`QueueCommand::Stats`]. A replicated queue's member
+    /// answers a count that is not a use at once, from its copy.
+    pub async fn stats(&self, used: bool) -> Result<QueueStats, QueueGone> {
+        match self.counts.get() {
+            Some(counts) if !used => {
+                if self.is_deleted() {
+                    return Err(QueueGone);
+                }
+                Ok(counts())
+            }
+            _ => self.ask(|reply| QueueCommand::Stats { used, reply }).await,
+        }
     }
 
     /// Deletes the queue whatever it holds (its vhost or exclusive owner went away).

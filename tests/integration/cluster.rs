@@ -1035,12 +1035,31 @@ async fn resetting_client(node: &ChildBroker) -> Raw {
     Raw::over(stream).open_as(Handshake::default()).await
 }
 
+/// A consumer of `queue` on `node` (from a client reset when dropped) that reads its first
+/// [`TAKEN`] deliveries, then nothing more.
+async fn reading_then_stuck(node: &ChildBroker, queue: &str, tag: &str, no_ack: bool) -> Raw {
+    let mut client = resetting_client(node).await;
+    client.open_channel(1).await;
+    client.consume(1, queue, tag, no_ack, false).await;
+    for _ in 0..TAKEN {
+        client.expect_deliver().await;
+    }
+    client
+}
+
 /// Publishes messages `0..n` of `size` bytes to `queue` (declared on `node`, not durable) from a
 /// raw client, and waits until the queue holds them all.
 async fn fill(node: &ChildBroker, queue: &str, n: usize, size: usize) {
+    fill_as_declared(node, queue, n, size, true).await
+}
+
+/// As [`fill`], `declare` false for a queue declared already (with arguments of its own).
+async fn fill_as_declared(node: &ChildBroker, queue: &str, n: usize, size: usize, declare: bool) {
     let mut publisher = Raw::open(amqp_addr(node)).await;
     publisher.open_channel(1).await;
-    publisher.declare(1, queue, QOpts::default()).await;
+    if declare {
+        publisher.declare(1, queue, QOpts::default()).await;
+    }
     for i in 0..n {
         publisher
             .publish(1, "", queue, &numbered_body(i, size))
@@ -1175,12 +1194,7 @@ async fn a_consumer_on_another_node_that_stops_reading_holds_a_bounded_backlog()
     let (_cluster, n1, n2, _n3) = three_formed().await;
     fill(&n1, "flood", N, SIZE).await;
     let memory_before = n2.rss();
-    let mut stuck = resetting_client(&n2).await;
-    stuck.open_channel(1).await;
-    stuck.consume(1, "flood", "stuck", false, false).await;
-    for _ in 0..TAKEN {
-        stuck.expect_deliver().await;
-    }
+    let stuck = reading_then_stuck(&n2, "flood", "stuck", false).await;
     // It reads no more: what n2 holds for it stops growing well short of the queue (about
     // 9000 messages, 7000 of them in its connection's buffers and socket).
     let (ready, unacked, _) = settled_counts(&n1, "flood");
@@ -1923,4 +1937,58 @@ async fn a_quorum_queue_loses_no_confirmed_message_through_kills_and_pauses() {
     assert!(lost.is_empty(), "confirmed and lost: {lost:?}");
     assert!(seen.iter().all(|n| *n < published));
     drop(nodes);
+}
+
+/// Quorum queue consumers that stop reading their sockets: one on n2 with manual acks and no
+/// prefetch limit, then one on n3 without acks. The queue gives each at most 2000 deliveries at
+/// a time (RabbitMQ's credit for such consumers on a quorum queue), not the whole queue, and
+/// serves other clients meanwhile; the first gone, what it held is back; the second gone, it
+/// has taken only what its connection took; the rest is drained once each.
+#[tokio::test]
+async fn quorum_queue_consumers_that_stop_reading_are_given_a_bounded_part() {
+    const N: usize = 24_000;
+    const SIZE: usize = 4096;
+    const CREDIT: u64 = 2000;
+    let (_cluster, n1, n2, n3) = three_formed().await;
+    let c1 = n1.connect().await;
+    declare_quorum(&c1, "qflood").await;
+    fill_as_declared(&n1, "qflood", N, SIZE, false).await;
+
+    let stuck = reading_then_stuck(&n2, "qflood", "stuck", false).await;
+    let (ready, unacked, _) = settled_counts(&n1, "qflood");
+    assert_eq!(ready + unacked, N as u64);
+    assert!(
+        unacked <= CREDIT,
+        "the queue gave {unacked} of {N} to a consumer that reads nothing"
+    );
+    cross_node_round_trip(&n1, &n2, "beside-the-stuck-one").await;
+    drop(stuck);
+    eventually(
+        "every message back in the queue",
+        || queue_counts(&n1, "qflood"),
+        |&c| c == (N as u64, 0, 0),
+    );
+
+    let careless = reading_then_stuck(&n3, "qflood", "careless", true).await;
+    let (ready, unacked, _) = settled_counts(&n1, "qflood");
+    let taken = N as u64 - ready - unacked;
+    // What it took is what its connection's buffers and socket hold (about 7500 messages of
+    // 4 KiB), as for a classic queue's consumer.
+    assert!(
+        unacked <= CREDIT && taken + unacked <= N as u64 / 2,
+        "a no-ack consumer that reads nothing took {taken} and holds {unacked} of {N}"
+    );
+    drop(careless);
+    let left = eventually(
+        "the no-ack consumer gone",
+        || queue_counts(&n1, "qflood"),
+        |&(_, unacked, consumers)| unacked == 0 && consumers == 0,
+    )
+    .0;
+    let drained = n2.drain("qflood").await;
+    let numbers: std::collections::BTreeSet<usize> =
+        drained.iter().map(|(body, _)| body_number(body)).collect();
+    assert_eq!(numbers.len(), drained.len(), "a message drained twice");
+    assert_eq!(drained.len() as u64, left);
+    assert!(numbers.iter().all(|&i| i < N));
 }

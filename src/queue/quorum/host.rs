@@ -26,9 +26,18 @@ use crate::queue::host::QueueHost;
 use crate::queue::owner::route_dead_letter;
 use crate::queue::remote::wire::{ConsumeTerms, Settle, WireMessage};
 use crate::queue::{
-    ConnEvent, Consumer, ConsumerOutbox, GetReply, PublishConfirm, QueueCommand, QueueHandle,
-    QueueSpec, QueueStats,
+    ConnEvent, ConnectionFlow, Consumer, ConsumerOutbox, GetReply, PublishConfirm, QueueCommand,
+    QueueHandle, QueueSpec, QueueStats,
 };
+
+/// The most bytes of messages one enqueue carries (a message bigger than that goes alone):
+/// entries stay well within what the cluster link carries in one frame.
+const ENQUEUE_MAX_BYTES: usize = 1024 * 1024;
+
+/// The most bytes of messages a member holds waiting for earlier proposals' commits before it
+/// stops taking more from its inbox: publishers then wait (as for a classic queue that cannot
+/// keep up), rather than the member holding whatever they send.
+const QUEUED_MAX_BYTES: usize = 16 * 1024 * 1024;
 
 /// How long a proposal may wait for a majority before its callers are told it failed.
 const COMMIT_TIMEOUT: Duration = Duration::from_secs(10);
@@ -134,6 +143,10 @@ pub fn spawn(
             }
         };
         let _ = started.replica.set(group.clone());
+        let copy = applier.clone();
+        let _ = started
+            .counts
+            .set(Box::new(move || copy.with_machine(|m| m.core().stats())));
         // The declaring node leads when it can (clients declaring on every node spread the
         // leaders), then the members in the order they were chosen.
         let preference = members.iter().map(|m| m.name.clone()).collect();
@@ -154,9 +167,11 @@ pub fn spawn(
             me,
             process: replication.process,
             consumers: HashMap::new(),
+            no_ack_held: Vec::new(),
             waiting: HashMap::new(),
             proposals,
             queued: Default::default(),
+            queued_bytes: 0,
             in_flight: false,
             db: replication.db,
         };
@@ -219,6 +234,28 @@ fn proposer(
     (proposals, done)
 }
 
+/// A consumer of this node's.
+struct LocalConsumer {
+    outbox: ConsumerOutbox,
+    /// Its client acks nothing (the state holds its deliveries unsettled all the same, until
+    /// its connection has room: see [`Member::deliver`]).
+    no_ack: bool,
+}
+
+/// A command waiting to be proposed, with the bytes of the messages it carries.
+struct Queued {
+    command: QuorumCommand,
+    waiter: Option<Waiter>,
+    bytes: usize,
+}
+
+/// A no-ack delivery handed to a connection that had no room for more.
+struct HeldNoAck {
+    consumer: u64,
+    flow: Arc<ConnectionFlow>,
+    delivery: u64,
+}
+
 /// Who waits for a proposal of this node's to be applied.
 enum Waiter {
     Confirms(Vec<Option<PublishConfirm>>),
@@ -251,14 +288,20 @@ struct Member {
     me: NodeId,
     process: u64,
     /// This node's consumers, by their id here.
-    consumers: HashMap<u64, ConsumerOutbox>,
+    consumers: HashMap<u64, LocalConsumer>,
+    /// Deliveries to no-ack consumers, by delivery id, that the state holds unsettled until
+    /// their connection has room (see [`Member::deliver`]): settled once it has, in one
+    /// proposal per batch.
+    no_ack_held: Vec<HeldNoAck>,
     /// By proposal number.
     waiting: HashMap<u64, Waiter>,
     proposals: mpsc::UnboundedSender<warren_cluster::Proposal>,
     /// Commands waiting for the one in flight to be committed, in order; a publish joins the
     /// enqueue at their end, if that is what ends them (the queue's own group commit: the
     /// slower the commits, the bigger the batches).
-    queued: std::collections::VecDeque<(QuorumCommand, Option<Waiter>)>,
+    queued: std::collections::VecDeque<Queued>,
+    /// The bytes of the messages in `queued`.
+    queued_bytes: usize,
     in_flight: bool,
 }
 
@@ -288,8 +331,9 @@ impl Member {
                     None => std::future::pending().await,
                 }
             };
+            let room = self.queued_bytes < QUEUED_MAX_BYTES;
             tokio::select! {
-                received = rx.recv_many(&mut batch, 256) => {
+                received = rx.recv_many(&mut batch, 256), if room => {
                     if received == 0 {
                         break;
                     }
@@ -315,6 +359,10 @@ impl Member {
                         self.propose(QuorumCommand::Tick { at_ms: wall_clock_ms() }, None);
                     }
                 }
+            }
+            // A connection's drain may have come while the inbox was full (its resume lost).
+            if !self.no_ack_held.is_empty() {
+                self.settle_no_ack_with_room(wall_clock_ms());
             }
         }
         self.handle.mark_deleted();
@@ -344,7 +392,11 @@ impl Member {
 
     /// Queues a command for the group; it leaves once those before it are committed.
     fn propose(&mut self, command: QuorumCommand, waiter: Option<Waiter>) {
-        self.queued.push_back((command, waiter));
+        self.queued.push_back(Queued {
+            command,
+            waiter,
+            bytes: 0,
+        });
         self.send_next();
     }
 
@@ -353,9 +405,15 @@ impl Member {
         if self.in_flight {
             return;
         }
-        let Some((command, waiter)) = self.queued.pop_front() else {
+        let Some(Queued {
+            command,
+            waiter,
+            bytes,
+        }) = self.queued.pop_front()
+        else {
             return;
         };
+        self.queued_bytes = self.queued_bytes.saturating_sub(bytes);
         let payload = match postcard::to_stdvec(&command) {
             Ok(payload) => payload,
             Err(e) => {
@@ -387,19 +445,30 @@ impl Member {
     /// Queues a publish: into the enqueue that ends the queued commands, or as a new one. Sent
     /// at the end of the batch of commands read.
     fn enqueue(&mut self, message: WireMessage, confirm: Option<PublishConfirm>, at_ms: u64) {
-        if let Some((QuorumCommand::Enqueue { messages, .. }, Some(Waiter::Confirms(confirms)))) =
-            self.queued.back_mut()
+        let len = message.size();
+        self.queued_bytes += len;
+        if let Some(Queued {
+            command: QuorumCommand::Enqueue { messages, .. },
+            waiter: Some(Waiter::Confirms(confirms)),
+            bytes,
+        }) = self.queued.back_mut()
         {
-            messages.push(message);
-            confirms.push(confirm);
-            return;
+            if *bytes + len <= ENQUEUE_MAX_BYTES {
+                messages.push(message);
+                confirms.push(confirm);
+                *bytes += len;
+                return;
+            }
         }
         let command = QuorumCommand::Enqueue {
             at_ms,
             messages: vec![message],
         };
-        self.queued
-            .push_back((command, Some(Waiter::Confirms(vec![confirm]))));
+        self.queued.push_back(Queued {
+            command,
+            waiter: Some(Waiter::Confirms(vec![confirm])),
+            bytes: len,
+        });
     }
 
     fn handle(&mut self, cmd: QueueCommand) {
@@ -420,7 +489,9 @@ impl Member {
             }
             QueueCommand::Consume(Consumer { spec, outbox }, reply) => {
                 let consumer = spec.id;
-                self.consumers.insert(consumer, outbox);
+                let no_ack = spec.no_ack;
+                self.consumers
+                    .insert(consumer, LocalConsumer { outbox, no_ack });
                 self.propose(
                     QuorumCommand::Consume {
                         at_ms,
@@ -474,8 +545,9 @@ impl Member {
                 let stats: QueueStats = self.applier.with_machine(|m| m.core().stats());
                 let _ = reply.send(stats);
             }
-            // Deliveries are the state's to assign; a connection's room is not asked.
-            QueueCommand::Resume => {}
+            // A connection that had no room has drained: the no-ack deliveries held for it are
+            // settled, so the state gives their consumers more.
+            QueueCommand::Resume => self.settle_no_ack_with_room(at_ms),
             // Policies on quorum queues apply from their declare for now (a change is not yet a
             // command of the group's log).
             QueueCommand::PoliciesChanged => {}
@@ -512,22 +584,30 @@ impl Member {
         }
         let leader = self.is_leader();
         let mut deleted = false;
+        let mut no_ack_sent = Vec::new();
         for effect in entry.applied.effects {
             match effect {
                 ReplicaEffect::Deliver {
                     consumer,
                     delivery,
                     redelivered,
-                    no_ack,
                     message,
+                    ..
                 } if consumer.node == self.me && consumer.process == self.process => {
-                    self.deliver(consumer.local, delivery, redelivered, no_ack, message);
+                    self.deliver(
+                        consumer.local,
+                        delivery,
+                        redelivered,
+                        message,
+                        &mut no_ack_sent,
+                    );
                 }
                 ReplicaEffect::Deliver { .. } => {}
                 ReplicaEffect::ConsumerCancelled { consumer }
                     if consumer.node == self.me && consumer.process == self.process =>
                 {
-                    if let Some(outbox) = self.consumers.remove(&consumer.local) {
+                    if let Some(LocalConsumer { outbox, .. }) = self.forget_consumer(consumer.local)
+                    {
                         let _ = outbox.events.send(ConnEvent::ConsumerCancelled {
                             channel: outbox.channel,
                             consumer_id: consumer.local,
@@ -551,32 +631,84 @@ impl Member {
                 }
             }
         }
+        self.settle(Settle::Ack, no_ack_sent, wall_clock_ms());
         deleted
     }
 
+    /// Hands a delivery the state assigned to one of this node's consumers to its connection.
+    /// Every delivery is unsettled in the state (see `machine::credited`): a no-ack consumer's
+    /// is settled here once its connection has room for more (`no_ack_sent` gathers those of
+    /// the entry being applied, settled together), or held until the connection drains; one
+    /// whose consumer or connection has gone goes back to the queue.
     fn deliver(
         &mut self,
         consumer: u64,
         delivery: u64,
         redelivered: bool,
-        no_ack: bool,
         message: crate::message::MessageRef,
+        no_ack_sent: &mut Vec<u64>,
     ) {
-        let sent = self.consumers.get(&consumer).is_some_and(|outbox| {
-            outbox.deliver(
-                &self.handle,
-                consumer,
-                delivery,
-                redelivered,
-                no_ack,
-                message,
-            )
+        let sent = self.consumers.get(&consumer).and_then(|local| {
+            local
+                .outbox
+                .deliver(
+                    &self.handle,
+                    consumer,
+                    delivery,
+                    redelivered,
+                    local.no_ack,
+                    message,
+                )
+                .then_some(local)
         });
-        if !sent && !no_ack {
-            // Its consumer (or connection) went meanwhile: back to the queue.
-            self.consumers.remove(&consumer);
-            self.settle(Settle::Requeue, vec![delivery], wall_clock_ms());
+        match sent {
+            None => {
+                self.forget_consumer(consumer);
+                self.settle(Settle::Requeue, vec![delivery], wall_clock_ms());
+            }
+            Some(local) if local.no_ack => {
+                let flow = &local.outbox.connection_flow;
+                if flow.has_room() {
+                    no_ack_sent.push(delivery);
+                } else {
+                    flow.wait(&self.handle);
+                    self.no_ack_held.push(HeldNoAck {
+                        consumer,
+                        flow: flow.clone(),
+                        delivery,
+                    });
+                }
+            }
+            Some(_) => {}
         }
+    }
+
+    /// Settles the held no-ack deliveries whose connection has room again.
+    fn settle_no_ack_with_room(&mut self, at_ms: u64) {
+        self.settle_held(|held| held.flow.has_room(), at_ms);
+    }
+
+    /// Settles the held no-ack deliveries `which` picks.
+    fn settle_held(&mut self, mut which: impl FnMut(&HeldNoAck) -> bool, at_ms: u64) {
+        let mut settled = Vec::new();
+        self.no_ack_held.retain(|held| {
+            let picked = which(held);
+            if picked {
+                settled.push(held.delivery);
+            }
+            !picked
+        });
+        self.settle(Settle::Ack, settled, at_ms);
+    }
+
+    /// A consumer of this node's leaves (cancelled, or its connection gone): what it was handed
+    /// without acks is settled, as delivered (its client asked for no more than at most once).
+    fn forget_consumer(&mut self, consumer: u64) -> Option<LocalConsumer> {
+        let local = self.consumers.remove(&consumer)?;
+        if local.no_ack {
+            self.settle_held(|held| held.consumer == consumer, wall_clock_ms());
+        }
+        Some(local)
     }
 
     fn answer(&mut self, waiter: Waiter, answer: Answer) {
@@ -590,12 +722,12 @@ impl Member {
             }
             (Waiter::Consume { consumer, reply }, Answer::Core(Outcome::Consumed(result))) => {
                 if result.is_err() {
-                    self.consumers.remove(&consumer);
+                    self.forget_consumer(consumer);
                 }
                 let _ = reply.send(result);
             }
             (Waiter::Cancel { consumer, done }, _) => {
-                self.consumers.remove(&consumer);
+                self.forget_consumer(consumer);
                 let _ = done.send(());
             }
             (Waiter::Get { no_ack, reply }, Answer::Core(Outcome::Got(got))) => {

@@ -6,8 +6,9 @@
 //!   moves forward (a proposer whose clock is behind another's does not take the queue back in
 //!   time), so TTLs and `x-expires` expire at the same entry everywhere.
 //! - A consumer always has room as far as the state machine is concerned: what limits its
-//!   deliveries is its prefetch, counted in the state. (Connection back-pressure is the
-//!   consumer's node's business, after the state has assigned a delivery.)
+//!   deliveries is its credit, counted in the state (its prefetch; 2000 without one or without
+//!   acks, see [`credited`]). Connection back-pressure is the consumer's node's business: it
+//!   settles a no-ack consumer's deliveries once its connection has room for more.
 //! - A consumer is known by the index of the entry that registered it (unique in the group,
 //!   the same on every member), with the node and the node-local consumer id it stands for.
 //! - A proposal is applied once: a node resends what may have been lost at a leader change, in
@@ -95,6 +96,27 @@ impl QuorumCommand {
             | QuorumCommand::Tick { at_ms } => Some(*at_ms),
             QuorumCommand::ConsumersGone { .. } => None,
         }
+    }
+}
+
+/// The credit of a consumer without a prefetch limit, as RabbitMQ gives one on a quorum queue:
+/// the state assigns it at most this many unsettled deliveries.
+pub const UNLIMITED_PREFETCH: u32 = 2000;
+
+/// A consumer's terms as the state holds them: every consumer has a credit (its prefetch, or
+/// [`UNLIMITED_PREFETCH`]), and a no-ack consumer's deliveries stay unsettled in the state until
+/// its node has handed them to a connection with room (its node settles them then), so that a
+/// client that stops reading holds a bounded part of the queue, not all of it.
+fn credited(terms: ConsumeTerms) -> ConsumeTerms {
+    let prefetch = match terms.prefetch {
+        _ if terms.no_ack => UNLIMITED_PREFETCH,
+        0 => UNLIMITED_PREFETCH,
+        n => n,
+    };
+    ConsumeTerms {
+        no_ack: false,
+        prefetch,
+        ..terms
     }
 }
 
@@ -270,7 +292,7 @@ impl QueueMachine {
                 terms,
                 ..
             } => {
-                let spec = terms.spec(index);
+                let spec = credited(terms).spec(index);
                 let outcome = self.core.apply(Command::Consume(spec), &mut ctx);
                 if matches!(outcome, Outcome::Consumed(Ok(()))) {
                     self.consumers.insert(

@@ -153,6 +153,59 @@ fn a_proposal_applied_twice_counts_once() {
     assert_eq!(m.core().stats().ready, 2);
 }
 
+/// A consumer without a prefetch limit, and one without acks, are given 2000 deliveries at a
+/// time (RabbitMQ's credit for them on a quorum queue), not the whole queue: the rest waits for
+/// their node to settle some (a no-ack consumer's node settles them as its connection takes
+/// them).
+#[test]
+fn consumers_without_a_limit_or_acks_are_given_a_bounded_credit() {
+    use super::machine::UNLIMITED_PREFETCH;
+    let n = 2 * UNLIMITED_PREFETCH as usize + 500;
+    let mut m = machine(QueueArgs::default());
+    let mut log = Log::new();
+    let many: Vec<String> = (0..n).map(|i| i.to_string()).collect();
+    let many: Vec<&str> = many.iter().map(String::as_str).collect();
+    log.apply(&mut m, 1, enqueue(1, &many));
+    let unlimited = log.apply(&mut m, 2, consume(2, 40, 0));
+    assert_eq!(unlimited.effects.len(), UNLIMITED_PREFETCH as usize);
+    let no_ack = QuorumCommand::Consume {
+        at_ms: 3,
+        process: 1,
+        consumer: 41,
+        terms: ConsumeTerms {
+            no_ack: true,
+            // A no-ack consumer's prefetch is not its credit (RabbitMQ ignores it too).
+            prefetch: 1,
+            ..terms(0)
+        },
+    };
+    let no_ack = log.apply(&mut m, 3, no_ack);
+    assert_eq!(no_ack.effects.len(), UNLIMITED_PREFETCH as usize);
+    assert_eq!(m.core().stats().ready, 500);
+    assert_eq!(m.core().stats().unacked, 2 * UNLIMITED_PREFETCH);
+    // Its node settles 100 of the no-ack consumer's: it is given 100 more.
+    let settled: Vec<u64> = no_ack
+        .effects
+        .iter()
+        .take(100)
+        .map(|e| match e {
+            ReplicaEffect::Deliver { delivery, .. } => *delivery,
+            other => panic!("a delivery, not {}", describe(other)),
+        })
+        .collect();
+    let more = log.apply(
+        &mut m,
+        3,
+        QuorumCommand::Settle {
+            at_ms: 5,
+            how: Settle::Ack,
+            deliveries: settled,
+        },
+    );
+    assert_eq!(more.effects.len(), 100);
+    assert_eq!(m.core().stats().ready, 400);
+}
+
 #[test]
 fn deliveries_name_the_consumers_home() {
     let mut m = machine(QueueArgs::default());

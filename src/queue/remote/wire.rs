@@ -135,6 +135,11 @@ impl WireMessage {
         }
     }
 
+    /// Its size in bytes (what it takes in a frame, near enough).
+    pub fn size(&self) -> usize {
+        self.exchange.len() + self.routing_key.len() + self.properties.len() + self.body.len()
+    }
+
     /// The message, for this node (not stored here).
     pub fn into_message(self) -> MessageRef {
         Message::from_parts(
