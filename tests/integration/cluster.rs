@@ -1992,3 +1992,56 @@ async fn quorum_queue_consumers_that_stop_reading_are_given_a_bounded_part() {
     assert_eq!(drained.len() as u64, left);
     assert!(numbers.iter().all(|&i| i < N));
 }
+
+/// A policy set on a quorum queue after its declare applies on every member, at the same entry
+/// of the queue's log: `max-length` 5 set through n3, ten confirmed publishes through n2 leave
+/// the last five on every node; cleared, the queue takes more again.
+#[tokio::test]
+async fn a_policy_set_after_declare_applies_to_a_quorum_queue_on_every_member() {
+    let (_cluster, n1, n2, n3) = three_formed().await;
+    let c1 = n1.connect().await;
+    declare_quorum(&c1, "qpolicy").await;
+    let (status, body) = api(
+        &n3,
+        "PUT",
+        "/api/policies/%2F/short",
+        Some(r#"{"pattern":"^qpolicy$","apply-to":"queues","definition":{"max-length":5}}"#),
+    );
+    assert!(status == 201 || status == 204, "{status} {body}");
+    let c2 = n2.connect().await;
+    let ch2 = confirm_channel(&c2).await;
+    // The policy reaches each member as its metadata does: publish once n2 has it.
+    eventually(
+        "n2 shows the policy on the queue",
+        || api(&n2, "GET", "/api/queues/%2F/qpolicy", None).1["policy"].clone(),
+        |policy| policy == "short",
+    );
+    for i in 0..10 {
+        publish_confirmed(&ch2, "", "qpolicy", &numbered_body(i, 64), true).await;
+    }
+    for node in [&n1, &n2, &n3] {
+        eventually(
+            "every member holds the last five",
+            || queue_counts(node, "qpolicy"),
+            |&(ready, _, _)| ready == 5,
+        );
+    }
+    let drained = n3.drain("qpolicy").await;
+    let numbers: Vec<usize> = drained.iter().map(|(b, _)| body_number(b)).collect();
+    assert_eq!(numbers, (5..10).collect::<Vec<_>>());
+    let (status, body) = api(&n1, "DELETE", "/api/policies/%2F/short", None);
+    assert_eq!(status, 204, "{body}");
+    eventually(
+        "n2 shows no policy on the queue",
+        || api(&n2, "GET", "/api/queues/%2F/qpolicy", None).1["policy"].clone(),
+        |policy| policy.is_null() || policy == "",
+    );
+    for i in 10..20 {
+        publish_confirmed(&ch2, "", "qpolicy", &numbered_body(i, 64), true).await;
+    }
+    eventually(
+        "the queue takes ten again",
+        || queue_counts(&n1, "qpolicy"),
+        |&(ready, _, _)| ready == 10,
+    );
+}

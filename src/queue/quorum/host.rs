@@ -548,9 +548,15 @@ impl Member {
             // A connection that had no room has drained: the no-ack deliveries held for it are
             // settled, so the state gives their consumers more.
             QueueCommand::Resume => self.settle_no_ack_with_room(at_ms),
-            // Policies on quorum queues apply from their declare for now (a change is not yet a
-            // command of the group's log).
-            QueueCommand::PoliciesChanged => {}
+            // A policy change is a command of the group's log, so every member applies it at
+            // the same entry.
+            QueueCommand::PoliciesChanged => self.propose(
+                QuorumCommand::Configure {
+                    at_ms,
+                    args: self.handle.effective_args(),
+                },
+                None,
+            ),
         }
     }
 

@@ -28,6 +28,7 @@ use crate::queue::core::{
 };
 use crate::queue::log::{NoLog, QueueLog};
 use crate::queue::remote::wire::{ConsumeTerms, Settle, WireMessage};
+use crate::queue::QueueArgs;
 
 /// One command of a quorum queue's log.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -81,6 +82,12 @@ pub enum QuorumCommand {
         node: NodeId,
         process: u64,
     },
+    /// The arguments in effect changed (a policy was set or cleared): every member proposes its
+    /// latest, so the last one applied is the latest whichever member's it is.
+    Configure {
+        at_ms: u64,
+        args: QueueArgs,
+    },
 }
 
 impl QuorumCommand {
@@ -93,7 +100,8 @@ impl QuorumCommand {
             | QuorumCommand::Settle { at_ms, .. }
             | QuorumCommand::Purge { at_ms }
             | QuorumCommand::Delete { at_ms, .. }
-            | QuorumCommand::Tick { at_ms } => Some(*at_ms),
+            | QuorumCommand::Tick { at_ms }
+            | QuorumCommand::Configure { at_ms, .. } => Some(*at_ms),
             QuorumCommand::ConsumersGone { .. } => None,
         }
     }
@@ -357,6 +365,10 @@ impl QueueMachine {
             QuorumCommand::Tick { .. } => Answer::Core(self.core.apply(Command::Tick, &mut ctx)),
             QuorumCommand::ConsumersGone { node, process } => {
                 self.consumers_gone(node, process, &mut ctx);
+                Answer::Core(self.core.apply(Command::Tick, &mut ctx))
+            }
+            QuorumCommand::Configure { args, .. } => {
+                self.core.apply(Command::Configure(args), &mut ctx);
                 Answer::Core(self.core.apply(Command::Tick, &mut ctx))
             }
         };
