@@ -42,6 +42,9 @@ pub struct Timing {
     /// that an idle group costs nothing; elections come from [`Group::keep_led`], which watches
     /// the nodes' links instead (one failure detector for all of a node's groups).
     pub quiet: bool,
+    /// At most this many entries a snapshot covers stay in the log, for members a little behind
+    /// (fewer for groups whose entries are big).
+    pub kept_behind_snapshot: u64,
 }
 
 impl Default for Timing {
@@ -52,16 +55,31 @@ impl Default for Timing {
             election_max: Duration::from_millis(2000),
             snapshot_every: Some(5000),
             quiet: false,
+            kept_behind_snapshot: MAX_KEPT_BEHIND_SNAPSHOT,
         }
     }
 }
 
-/// A member's log, by index (see [`Group::log_figures`]).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// A member's log, by index, and its place in the group (see [`Group::log_figures`]).
+#[derive(Debug, Clone, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
 pub struct LogFigures {
     pub purged: Option<u64>,
     pub last: Option<u64>,
     pub snapshot: Option<u64>,
+    /// The last index it knows committed, and the last it has applied.
+    pub committed: Option<u64>,
+    pub applied: Option<u64>,
+    pub term: u64,
+    /// `leader`, `follower`, `candidate` or `learner` (as RabbitMQ's `quorum_status` says).
+    pub role: String,
+}
+
+/// One member of a group and its figures, as [`Group::member_figures`] gathers them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MemberFigures {
+    pub name: String,
+    /// `None`: its node did not answer (down, cut off) or does not have the group.
+    pub figures: Option<LogFigures>,
 }
 
 #[derive(Debug, Error)]
@@ -140,8 +158,8 @@ impl Group {
             // openraft's default, so the log stays within twice the interval.
             max_in_snapshot_log_to_keep: timing
                 .snapshot_every
-                .map_or(MAX_KEPT_BEHIND_SNAPSHOT, |n| {
-                    n.min(MAX_KEPT_BEHIND_SNAPSHOT)
+                .map_or(timing.kept_behind_snapshot, |n| {
+                    n.min(timing.kept_behind_snapshot)
                 }),
             ..Default::default()
         }
@@ -330,11 +348,40 @@ impl Group {
     pub fn log_figures(&self) -> LogFigures {
         let metrics = self.raft.metrics();
         let metrics = metrics.borrow_watched();
-        LogFigures {
-            purged: metrics.purged.map(|id| id.index),
-            last: metrics.last_log_index,
-            snapshot: metrics.snapshot.map(|id| id.index),
-        }
+        figures_of(&metrics)
+    }
+
+    /// Asks for a snapshot now (and the purge of the log it covers), whatever the entry count.
+    pub async fn snapshot_now(&self) {
+        let _ = self.raft.trigger().snapshot().await;
+    }
+
+    /// Every member's figures, asked of its node over the link (within `within`), this one's
+    /// from here; by member name.
+    pub async fn member_figures(&self, within: Duration) -> Vec<MemberFigures> {
+        let asks = self.members().into_iter().map(|member| async move {
+            let figures = if member.name == self.node.name() {
+                Some(self.log_figures())
+            } else {
+                let request = Request::Figures {
+                    group: self.id.clone(),
+                };
+                match self
+                    .node
+                    .link()
+                    .request(&member.name, request, within)
+                    .await
+                {
+                    Ok(Response::Figures(figures)) => figures,
+                    _ => None,
+                }
+            };
+            MemberFigures {
+                name: member.name,
+                figures,
+            }
+        });
+        futures::future::join_all(asks).await
     }
 
     /// The leader's name, if one is known.
@@ -412,5 +459,25 @@ impl Group {
         while !self.log_closed.is_closed() && tokio::time::Instant::now() < deadline {
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
+    }
+}
+
+/// What a member's metrics say of its log and its role.
+pub(crate) fn figures_of(metrics: &openraft::RaftMetrics<TypeConfig>) -> LogFigures {
+    let role = match metrics.state {
+        openraft::ServerState::Leader => "leader",
+        openraft::ServerState::Follower => "follower",
+        openraft::ServerState::Candidate => "candidate",
+        openraft::ServerState::Learner => "learner",
+        openraft::ServerState::Shutdown => "shutdown",
+    };
+    LogFigures {
+        purged: metrics.purged.map(|id| id.index),
+        last: metrics.last_log_index,
+        snapshot: metrics.snapshot.map(|id| id.index),
+        committed: metrics.cluster_committed.map(|id| id.index),
+        applied: metrics.last_applied.map(|id| id.index),
+        term: metrics.current_term,
+        role: role.to_owned(),
     }
 }

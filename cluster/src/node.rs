@@ -19,6 +19,8 @@ pub trait GroupEndpoint: Send + Sync + 'static {
     fn propose(&self, proposal: Proposal) -> BoxFuture<'static, Result<u64, ProposeRefused>>;
     /// Resolves once this member has applied up to `index` (true), or `within` has passed.
     fn wait_applied(&self, index: u64, within: std::time::Duration) -> BoxFuture<'static, bool>;
+    /// This member's log and role.
+    fn figures(&self) -> crate::group::LogFigures;
 }
 
 /// The application's side of the link: requests other nodes' applications send this one.
@@ -119,6 +121,10 @@ impl Handler for Router {
                 }
                 None => Box::pin(async { Response::Applied(false) }),
             },
+            Request::Figures { group } => {
+                let figures = node.group(&group).map(|g| g.figures());
+                Box::pin(async move { Response::Figures(figures) })
+            }
             Request::App(bytes) => {
                 let app = node.app.lock().unwrap_or_else(|e| e.into_inner()).clone();
                 let from = from.to_owned();
@@ -186,6 +192,11 @@ where
                 .await
                 .is_ok()
         })
+    }
+
+    fn figures(&self) -> crate::group::LogFigures {
+        use openraft::type_config::async_runtime::WatchReceiver;
+        crate::group::figures_of(&self.metrics().borrow_watched())
     }
 
     fn propose(&self, proposal: Proposal) -> BoxFuture<'static, Result<u64, ProposeRefused>> {

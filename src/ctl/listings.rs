@@ -35,6 +35,28 @@ pub const QUEUES: Listing = Listing {
     defaults: &["name", "messages"],
 };
 
+/// `quorum_status`'s table (the management API's `/api/queues/quorum/…/status`), with
+/// `rabbitmq-queues`' headers.
+pub const QUORUM_MEMBERS: Listing = Listing {
+    what: "quorum queue members",
+    columns: &[
+        at("Node Name", &["node"]),
+        at("Raft State", &["raft_state"]),
+        at("Log Index", &["log_index"]),
+        at("Commit Index", &["commit_index"]),
+        at("Snapshot Index", &["snapshot_index"]),
+        at("Term", &["term"]),
+    ],
+    defaults: &[
+        "Node Name",
+        "Raft State",
+        "Log Index",
+        "Commit Index",
+        "Snapshot Index",
+        "Term",
+    ],
+};
+
 pub const EXCHANGES: Listing = Listing {
     what: "exchanges",
     columns: &[

@@ -386,6 +386,10 @@ pub enum Command {
     /// The cluster's nodes and which are running.
     #[command(alias = "cluster_status")]
     ClusterStatus,
+    /// A quorum queue's members: each one's Raft role and log, as its node says
+    /// (`rabbitmq-queues quorum_status`).
+    #[command(alias = "quorum_status")]
+    QuorumStatus { queue: String },
     /// Writes every definition to FILE (`-`: standard output).
     #[command(alias = "export_definitions")]
     ExportDefinitions { file: String },
@@ -680,6 +684,19 @@ async fn dispatch(ctl: &Ctl, command: Command) -> Result<(), CtlError> {
             if_unused,
         } => node::delete_queue(ctl, &queue, if_empty, if_unused).await,
         Command::ClusterStatus => node::cluster_status(ctl).await,
+        Command::QuorumStatus { queue } => {
+            let request = get(
+                &format!(
+                    "/api/queues/quorum/{}/{}/status",
+                    client::segment(v),
+                    client::segment(&queue)
+                ),
+                &format!("queue '{queue}' in vhost '{v}'"),
+            )
+            .in_vhost(v);
+            let banner = format!("Status of quorum queue {queue} ...");
+            list(ctl, &QUORUM_MEMBERS, request, &[], &banner).await
+        }
         Command::ExportDefinitions { file } => node::export_definitions(ctl, &file).await,
         Command::ImportDefinitions { file } => node::import_definitions(ctl, &file).await,
         Command::Status => node::status(ctl).await,

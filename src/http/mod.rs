@@ -230,6 +230,10 @@ fn router(broker: Arc<Broker>) -> Router {
             "/api/queues/{vhost}/{name}",
             get(api::queue_one).put(queues::put).delete(queues::delete),
         )
+        .route(
+            "/api/queues/quorum/{vhost}/{name}/status",
+            get(queues::quorum_status),
+        )
         .route("/api/queues/{vhost}/{name}/contents", delete(queues::purge))
         .route("/api/queues/{vhost}/{name}/get", post(queues::get))
         .route(

@@ -120,6 +120,41 @@ pub async fn purge(
     Ok(StatusCode::NO_CONTENT)
 }
 
+/// `GET /api/queues/quorum/{vhost}/{name}/status`: a quorum queue's members, each with its Raft
+/// role and log as its node says (`rabbitmq-queues quorum_status`'s table; `noproc` for a member
+/// whose node did not answer). Asked of a node that is not a member, 400.
+pub async fn quorum_status(
+    State(broker): Shared,
+    User(user): User,
+    Path((vhost_name, name)): Path<(String, String)>,
+) -> Result<Json<Value>, ApiError> {
+    let vhost = read_vhost(&broker, &user, &vhost_name)?;
+    vhost.find_queue(&name).ok_or(ApiError::NotFound)?;
+    let q = vhost.queue(&name, broker.next_id()).map_err(direct_error)?;
+    let members = q.quorum_status().await.ok_or_else(|| {
+        ApiError::BadRequest(json!(format!(
+            "{name} in vhost {vhost_name} is not a quorum queue with a member on this node"
+        )))
+    })?;
+    let rows: Vec<Value> = members
+        .into_iter()
+        .map(|m| match m.figures {
+            Some(f) => json!({
+                "node": m.name,
+                "raft_state": f.role,
+                "log_index": f.last.unwrap_or(0),
+                "first_index": f.purged.map_or(0, |p| p + 1),
+                "commit_index": f.committed.unwrap_or(0),
+                "applied_index": f.applied.unwrap_or(0),
+                "snapshot_index": f.snapshot.unwrap_or(0),
+                "term": f.term,
+            }),
+            None => json!({"node": m.name, "raft_state": "noproc"}),
+        })
+        .collect();
+    Ok(Json(Value::Array(rows)))
+}
+
 /// What becomes of the messages a get took (RabbitMQ's `ackmode`).
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum AckMode {

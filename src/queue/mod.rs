@@ -420,6 +420,17 @@ impl QueueHandle {
         })
     }
 
+    /// A replicated queue's members with their logs, each asked of its node (None for other
+    /// queues, and until its group has started here), as `rabbitmq-queues quorum_status`.
+    pub async fn quorum_status(&self) -> Option<Vec<warren_cluster::group::MemberFigures>> {
+        let group = self.replica.get()?.clone();
+        Some(
+            group
+                .member_figures(std::time::Duration::from_secs(5))
+                .await,
+        )
+    }
+
     /// Whether the queue makes messages durable somewhere other than this node's store (a
     /// proxy's home node, a quorum queue's group), so that it answers every confirm and a
     /// transaction's commit waits for it.

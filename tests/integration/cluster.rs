@@ -1770,6 +1770,52 @@ async fn a_quorum_queue_keeps_its_confirmed_messages_when_a_member_is_killed() {
                 && online == r#"["n2","n3"]"#
         },
     );
+    // `quorum_status` (the API's and ctl's) shows n1's member down, one leader, the others'
+    // logs holding the messages.
+    let (status, members) = api(&n3, "GET", "/api/queues/quorum/%2F/qq/status", None);
+    assert_eq!(status, 200, "{members}");
+    let roles: Vec<(String, String)> = members
+        .as_array()
+        .expect("members")
+        .iter()
+        .map(|m| (m["node"].to_string(), m["raft_state"].to_string()))
+        .collect();
+    assert_eq!(
+        roles[0],
+        (r#""n1""#.into(), r#""noproc""#.into()),
+        "{members}"
+    );
+    assert_eq!(
+        roles
+            .iter()
+            .filter(|(_, role)| role == r#""leader""#)
+            .count(),
+        1,
+        "{members}"
+    );
+    assert!(members[1]["commit_index"].as_u64() >= Some(1), "{members}");
+    let ctl = std::process::Command::new(env!("CARGO_BIN_EXE_warren"))
+        .args([
+            "ctl",
+            "--url",
+            &format!("http://127.0.0.1:{}", n2.http_port),
+        ])
+        .args(["quorum_status", "qq"])
+        .output()
+        .expect("warren ctl");
+    let table = String::from_utf8_lossy(&ctl.stdout);
+    let lines: Vec<&str> = table.lines().collect();
+    assert_eq!(
+        lines.get(1).copied(),
+        Some("Node Name\tRaft State\tLog Index\tCommit Index\tSnapshot Index\tTerm"),
+        "{table}"
+    );
+    assert!(
+        lines.get(2).is_some_and(|l| l.starts_with("n1\tnoproc")),
+        "{table}"
+    );
+    assert_eq!(lines.len(), 5, "{table}");
+
     // n2 and n3 are a majority: consumed through n3, every confirmed message once.
     let ch3 = crate::common::lapin_channel(&c3).await;
     let (consumer, seen) = consume_acking(&ch3, "qq", "after-kill", N).await;
@@ -2044,4 +2090,69 @@ async fn a_policy_set_after_declare_applies_to_a_quorum_queue_on_every_member() 
         || queue_counts(&n1, "qpolicy"),
         |&(ready, _, _)| ready == 10,
     );
+}
+
+/// A quorum queue's log stays small however many messages pass through it: a million messages
+/// of 1 KiB published with confirms (through n1 and n2) and consumed with acks, the log each
+/// member keeps stays within the snapshot interval (4096 entries, or 64 MiB) and its Raft
+/// database does not grow with what passed. Minutes in a release build (outside CI):
+/// `cargo test --release --test integration -- --ignored million`.
+#[tokio::test]
+#[ignore]
+async fn a_quorum_queues_log_stays_small_over_a_million_messages() {
+    const MESSAGES: u64 = 1_000_000;
+    const MOST_ENTRIES_KEPT: u64 = 4096 + 64 + 1000;
+    const MOST_DB_BYTES: u64 = 512 << 20;
+    let (cluster, n1, n2, n3) = three_formed().await;
+    declare_quorum(&n1.connect().await, "qlong").await;
+    let mut passed = 0;
+    while passed < MESSAGES {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_warren"))
+            .args([
+                "perf",
+                "--uri",
+                &n1.uri(),
+                "--uri",
+                &n2.uri(),
+                "-u",
+                "qlong",
+            ])
+            .args(["--queue-args", "x-queue-type=quorum", "-f", "persistent"])
+            .args([
+                "-c", "1000", "-q", "1000", "-s", "1024", "-z", "10", "--json",
+            ])
+            .output()
+            .expect("warren perf");
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        let summary: Value = stdout
+            .lines()
+            .last()
+            .and_then(|line| serde_json::from_str(line).ok())
+            .unwrap_or_else(|| panic!("a JSON summary: {stdout}"));
+        assert_eq!(summary["errors"], 0, "{summary}");
+        passed += summary["consumed"].as_u64().expect("consumed");
+        let (status, members) = api(&n3, "GET", "/api/queues/quorum/%2F/qlong/status", None);
+        assert_eq!(status, 200, "{members}");
+        for m in members.as_array().expect("members") {
+            let kept =
+                m["log_index"].as_u64().unwrap_or(0) + 1 - m["first_index"].as_u64().unwrap_or(0);
+            assert!(
+                kept <= MOST_ENTRIES_KEPT,
+                "after {passed} messages, a member keeps {kept} entries: {m}"
+            );
+        }
+        let mut sizes = Vec::new();
+        for dir in &cluster.dirs {
+            let db = dir.path().join("cluster").join("raft.redb");
+            let bytes = std::fs::metadata(&db).map(|m| m.len()).unwrap_or(0);
+            assert!(
+                bytes <= MOST_DB_BYTES,
+                "after {passed} messages, {} holds {} MiB",
+                db.display(),
+                bytes >> 20
+            );
+            sizes.push(bytes >> 20);
+        }
+        eprintln!("{passed} messages through, Raft databases {sizes:?} MiB, logs: {members}");
+    }
 }

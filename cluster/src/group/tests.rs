@@ -39,6 +39,7 @@ fn fast() -> Timing {
         election_max: Duration::from_millis(600),
         snapshot_every: Some(3),
         quiet: false,
+        ..Timing::default()
     }
 }
 

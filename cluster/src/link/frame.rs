@@ -78,6 +78,10 @@ pub enum Request {
     },
     /// The application's own traffic (forwarded queue operations), opaque to the link.
     App(Vec<u8>),
+    /// The receiving member's view of `group` (its log, term, role).
+    Figures {
+        group: GroupId,
+    },
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -111,6 +115,8 @@ pub enum Response {
     /// Whether the member has applied that far.
     Applied(bool),
     App(Result<Vec<u8>, String>),
+    /// `None`: the group is not on that node.
+    Figures(Option<crate::group::LogFigures>),
 }
 
 /// Why a node did not take a proposal.

@@ -2,6 +2,7 @@
 //! order, what each did handed to the queue's host on this node (in the same order), snapshots
 //! of the machine's whole state.
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
 
 use tokio::sync::mpsc;
@@ -24,7 +25,15 @@ pub struct QuorumApplier {
     machine: Mutex<QueueMachine>,
     /// To this node's host of the queue; gone when the host stops.
     applied: mpsc::UnboundedSender<AppliedEntry>,
+    /// Bytes of entries applied since the last snapshot, and that snapshot's size: the host asks
+    /// for a snapshot once the log holds much more than one would (see [`Self::wants_snapshot`]).
+    logged_since_snapshot: AtomicU64,
+    last_snapshot: AtomicU64,
 }
+
+/// The log's bytes since the last snapshot past which a member takes one, whatever the entry
+/// count (entries carry batches of messages: a count alone would let the log hold gigabytes).
+const SNAPSHOT_AFTER_BYTES: u64 = 64 * 1024 * 1024;
 
 impl QuorumApplier {
     pub fn new(
@@ -36,7 +45,17 @@ impl QuorumApplier {
             machine: Mutex::new(QueueMachine::new(spec.clone(), now_ms)),
             spec,
             applied,
+            logged_since_snapshot: AtomicU64::new(0),
+            last_snapshot: AtomicU64::new(0),
         }
+    }
+
+    /// Whether the log since the last snapshot is big enough to be worth replacing by one: over
+    /// [`SNAPSHOT_AFTER_BYTES`] and over twice the last snapshot (a queue holding a large
+    /// backlog writes its state at most every so often, not at every 64 MiB).
+    pub fn wants_snapshot(&self) -> bool {
+        let logged = self.logged_since_snapshot.load(Ordering::Relaxed);
+        logged > SNAPSHOT_AFTER_BYTES.max(2 * self.last_snapshot.load(Ordering::Relaxed))
     }
 
     fn machine(&self) -> std::sync::MutexGuard<'_, QueueMachine> {
@@ -60,6 +79,8 @@ impl Applier for QuorumApplier {
                 return;
             }
         };
+        self.logged_since_snapshot
+            .fetch_add(proposal.payload.len() as u64, Ordering::Relaxed);
         let applied = self
             .machine()
             .apply(index, proposal.origin, proposal.number, command);
@@ -79,7 +100,11 @@ impl Applier for QuorumApplier {
                 return Vec::new();
             }
         };
-        postcard::to_stdvec(&state).unwrap_or_default()
+        let snapshot = postcard::to_stdvec(&state).unwrap_or_default();
+        self.logged_since_snapshot.store(0, Ordering::Relaxed);
+        self.last_snapshot
+            .store(snapshot.len() as u64, Ordering::Relaxed);
+        snapshot
     }
 
     fn install(&self, snapshot: &[u8]) {

@@ -80,6 +80,8 @@ fn timing() -> Timing {
         election_max: Duration::from_millis(4_000),
         snapshot_every: Some(4_096),
         quiet: true,
+        // Entries carry up to a MiB of messages each.
+        kept_behind_snapshot: 64,
     }
 }
 
@@ -173,6 +175,7 @@ pub fn spawn(
             queued: Default::default(),
             queued_bytes: 0,
             in_flight: false,
+            snapshot_asked: false,
             db: replication.db,
         };
         member.run(rx, applied, done, down).await;
@@ -303,6 +306,8 @@ struct Member {
     /// The bytes of the messages in `queued`.
     queued_bytes: usize,
     in_flight: bool,
+    /// A snapshot was asked for and the log has not been cut since.
+    snapshot_asked: bool,
 }
 
 impl Member {
@@ -344,6 +349,13 @@ impl Member {
                 }
                 Some(entry) = applied.recv() => {
                     deleted = self.on_applied(entry);
+                    if self.applier.wants_snapshot() && !self.snapshot_asked {
+                        self.snapshot_asked = true;
+                        let group = self.group.clone();
+                        tokio::spawn(async move { group.snapshot_now().await });
+                    } else if !self.applier.wants_snapshot() {
+                        self.snapshot_asked = false;
+                    }
                 }
                 Some((number, ok)) = done.recv() => self.on_done(number, ok),
                 // A member's node is gone (killed, or cut off): its consumers' deliveries go

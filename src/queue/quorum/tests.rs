@@ -493,3 +493,37 @@ proptest! {
         prop_assert_eq!(restored.state().expect("a state"), whole.state().expect("a state"));
     }
 }
+
+/// A member asks for a snapshot by the bytes its log holds since the last one, not only by the
+/// entry count: past 64 MiB, and past twice the last snapshot (a queue with a large backlog
+/// writes its state at most every so often).
+#[test]
+fn a_member_wants_a_snapshot_once_its_log_outweighs_one() {
+    use super::applier::QuorumApplier;
+    use warren_cluster::{Applier, Proposal};
+    let (tx, _rx) = tokio::sync::mpsc::unbounded_channel();
+    let applier = QuorumApplier::new(spec(QueueArgs::default()), 0, tx);
+    let body = "x".repeat(1 << 20);
+    let entry = |number: u64, body: &str| Proposal {
+        origin: 1,
+        number,
+        payload: postcard::to_stdvec(&enqueue(number, &[body])).expect("encodable"),
+    };
+    // A backlog of 100 MiB: the log outweighs 64 MiB...
+    for n in 1..=100 {
+        applier.apply(n, &entry(n, &body));
+    }
+    assert!(applier.wants_snapshot());
+    // ...its snapshot holds the backlog: the next is wanted after twice as much again.
+    let snapshot = applier.snapshot();
+    assert!(snapshot.len() > 100 << 20);
+    assert!(!applier.wants_snapshot());
+    for n in 101..=180 {
+        applier.apply(n, &entry(n, "small"));
+    }
+    assert!(!applier.wants_snapshot());
+    for n in 181..=400 {
+        applier.apply(n, &entry(n, &body));
+    }
+    assert!(applier.wants_snapshot());
+}

@@ -33,6 +33,7 @@ fn timing() -> Timing {
         election_max: Duration::from_millis(600),
         snapshot_every: Some(8),
         quiet: false,
+        ..Timing::default()
     }
 }
 
