@@ -288,6 +288,17 @@ impl Group {
         }
     }
 
+    /// Before a member leaves for good (its group's last entry applied, as a queue's delete):
+    /// the leader tells the others that `index` is committed (a quiet group sends no heartbeat
+    /// of its own), and every member waits (at most `within`) until the others it reaches have
+    /// applied it, so that none is left behind with the entry uncommitted.
+    pub async fn leave_after(&self, index: u64, within: Duration) {
+        if self.leader().as_deref() == Some(self.node.name()) {
+            let _ = self.raft.trigger().heartbeat().await;
+        }
+        self.wait_applied_everywhere(index, within).await;
+    }
+
     /// Waits (at most `within`) until every member this node reaches has applied up to `index`:
     /// a change answered after this is seen by every node that is up, as RabbitMQ's metadata
     /// changes are (a declare on one node, then a bind on another, finds the queue there).

@@ -86,13 +86,34 @@ pub fn create<H: QueueHost + 'static>(
             }
         }
     }
-    if let (Placement::Member { remote, .. }, Some(home)) = (placement, home) {
+    if let (
+        Placement::Member {
+            remote,
+            replication,
+            ..
+        },
+        Some(home),
+    ) = (placement, home)
+    {
         if placement.is_remote(Some(home)) {
             let vhost = host
                 .upgrade()
                 .map(|h| h.vhost_name().to_owned())
                 .unwrap_or_default();
-            return remote::spawn(spec, &vhost, home.to_owned(), remote.clone());
+            // A quorum queue is served by any of its members (the declaring node first).
+            let homes = match spec.args.queue_type {
+                QueueType::Quorum => replication
+                    .group_members(home, spec.args.initial_group_size)
+                    .into_iter()
+                    .map(|m| m.name)
+                    .collect(),
+                _ => Vec::new(),
+            };
+            let homes = match homes.is_empty() {
+                true => vec![home.to_owned()],
+                false => homes,
+            };
+            return remote::spawn(spec, &vhost, homes, remote.clone());
         }
     }
     match spec.args.queue_type {

@@ -2156,3 +2156,98 @@ async fn a_quorum_queues_log_stays_small_over_a_million_messages() {
         eprintln!("{passed} messages through, Raft databases {sizes:?} MiB, logs: {members}");
     }
 }
+
+/// On a node that is not one of a quorum queue's members, the queue is served by any member:
+/// four nodes, a queue of three members declared on n1; n4 publishes with confirms and consumes
+/// through n1 at first, n1 is killed, and n4 goes on through n2 or n3 (its consumer cancelled
+/// with `basic.cancel`, as the member it used went): every confirmed message is consumed.
+#[tokio::test]
+async fn a_non_member_reaches_a_quorum_queue_through_another_member_when_one_goes() {
+    use futures::StreamExt;
+    const N: usize = 50;
+    let cluster = Cluster::new(4).await;
+    let (n1, n2, n3, n4) = (
+        cluster.start(0),
+        cluster.start(1),
+        cluster.start(2),
+        cluster.start(3),
+    );
+    formed(&cluster, &[&n1, &n2, &n3, &n4]).await;
+    let c1 = n1.connect().await;
+    declare_quorum(&c1, "qfar").await;
+    eventually(
+        "n2 shows three members",
+        || api(&n2, "GET", "/api/queues/%2F/qfar", None).1["members"].to_string(),
+        |members| members == r#"["n1","n2","n3"]"#,
+    );
+    let c4 = n4.connect().await;
+    let ch4 = confirm_channel(&c4).await;
+    for i in 0..N {
+        publish_confirmed(&ch4, "", "qfar", &numbered_body(i, 64), true).await;
+    }
+    drop(c1);
+    n1.kill9();
+    // n4's proxy moves to another member: its publishes are confirmed again.
+    let mut confirmed = N;
+    let deadline = Instant::now() + FORM;
+    while confirmed < 2 * N {
+        assert!(Instant::now() < deadline, "n4 never reached another member");
+        let ok = ch4
+            .basic_publish(
+                "".into(),
+                "qfar".into(),
+                lapin::options::BasicPublishOptions::default(),
+                &numbered_body(confirmed, 64),
+                lapin::BasicProperties::default().with_delivery_mode(2),
+            )
+            .await
+            .expect("publish")
+            .await
+            .expect("confirm");
+        if ok.is_ack() {
+            confirmed += 1;
+        } else {
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+    let ch = crate::common::lapin_channel(&c4).await;
+    let mut consumer = consume(&ch, "qfar", "far").await;
+    let mut seen = std::collections::BTreeSet::new();
+    while seen.len() < 2 * N {
+        let delivery = tokio::time::timeout(FORM, consumer.next())
+            .await
+            .expect("a delivery in time")
+            .expect("a delivery")
+            .expect("no error");
+        seen.insert(body_number(&delivery.data));
+        delivery.ack(Default::default()).await.expect("ack");
+    }
+    assert_eq!(seen, (0..2 * N).collect());
+    drop((n2, n3, n4));
+}
+
+/// Deleting a quorum queue removes it on every node, every time, whichever member leads: the
+/// members apply the delete before any of them stops (a leader that stopped at once left the
+/// others without the commit: the delete hung on them and the queue stayed).
+#[tokio::test]
+async fn a_deleted_quorum_queue_is_gone_from_every_node() {
+    let (_cluster, n1, n2, n3) = three_formed().await;
+    let c2 = n2.connect().await;
+    let ch2 = confirm_channel(&c2).await;
+    for round in 0..8 {
+        let queue = format!("qdel-{round}");
+        declare_quorum(&n1.connect().await, &queue).await;
+        for i in 0..20 {
+            publish_confirmed(&ch2, "", &queue, &numbered_body(i, 64), true).await;
+        }
+        let (status, body) = api(&n1, "DELETE", &format!("/api/queues/%2F/{queue}"), None);
+        assert_eq!(status, 204, "round {round}: {body}");
+        for node in [&n1, &n2, &n3] {
+            eventually(
+                "the queue gone from every node",
+                || api(node, "GET", &format!("/api/queues/%2F/{queue}"), None).0,
+                |&status| status == 404,
+            );
+        }
+    }
+}

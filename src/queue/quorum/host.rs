@@ -85,6 +85,9 @@ fn timing() -> Timing {
     }
 }
 
+/// How long a deleted queue's member waits for the other members to apply the delete.
+const LEAVE_WITHIN: Duration = Duration::from_secs(5);
+
 /// How often a member looks whether its queue's leader is reachable (a local check).
 const LEADER_CHECK: Duration = Duration::from_secs(1);
 
@@ -328,6 +331,7 @@ impl Member {
         );
         let mut batch = Vec::with_capacity(256);
         let mut deleted = false;
+        let mut last_applied = 0;
         while !deleted {
             let wake = self.next_tick();
             let timer = async {
@@ -348,6 +352,7 @@ impl Member {
                     self.send_next();
                 }
                 Some(entry) = applied.recv() => {
+                    last_applied = entry.index;
                     deleted = self.on_applied(entry);
                     if self.applier.wants_snapshot() && !self.snapshot_asked {
                         self.snapshot_asked = true;
@@ -380,6 +385,11 @@ impl Member {
         self.handle.mark_deleted();
         for (_, waiter) in self.waiting.drain() {
             waiter.fail();
+        }
+        if deleted {
+            // The others apply the delete too (their queue goes, the proposer's node tells the
+            // cluster) before this member's group stops answering them.
+            self.group.leave_after(last_applied, LEAVE_WITHIN).await;
         }
         self.group.shutdown().await;
         if deleted {

@@ -19,7 +19,7 @@
 pub mod wire;
 
 use std::collections::HashMap;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
@@ -37,6 +37,8 @@ use wire::{ConsumeTerms, Forward, QueueRef, Reply, Settle, Taken, WireDelivery, 
 const BATCH: usize = 256;
 /// Publish batches awaiting the home node's answer at once.
 const IN_FLIGHT: usize = 8;
+/// How often a replicated queue's proxy whose member in use is down looks for another.
+const HOME_CHECK: Duration = Duration::from_secs(1);
 /// How long a forwarded command may wait for the home node.
 const TIMEOUT: Duration = Duration::from_secs(30);
 
@@ -149,8 +151,15 @@ pub struct Remote {
     pub proxies: Arc<Proxies>,
 }
 
-/// Starts the proxy of a queue homed on `home`.
-pub fn spawn(mut spec: QueueSpec, vhost: &str, home: String, remote: Remote) -> Arc<QueueHandle> {
+/// Starts the proxy of a queue homed on `homes`: its home node, or a replicated queue's members
+/// (the declaring node first). The proxy uses the first of them it reaches, and another when
+/// that one becomes unreachable.
+pub fn spawn(
+    mut spec: QueueSpec,
+    vhost: &str,
+    homes: Vec<String>,
+    remote: Remote,
+) -> Arc<QueueHandle> {
     // Nothing of it is stored here: the home node stores its messages.
     spec.storage_id = None;
     // An exclusive queue belongs to a connection of its home node: no connection here has this
@@ -169,7 +178,8 @@ pub fn spawn(mut spec: QueueSpec, vhost: &str, home: String, remote: Remote) -> 
     let proxy = Proxy {
         handle: Arc::downgrade(&handle),
         queue,
-        home,
+        homes,
+        current: AtomicUsize::new(0),
         remote,
         in_flight: Arc::new(Semaphore::new(IN_FLIGHT)),
     };
@@ -200,7 +210,9 @@ async fn link_changed(
 struct Proxy {
     handle: Weak<QueueHandle>,
     queue: QueueRef,
-    home: String,
+    /// The nodes that serve the queue (one but for a replicated queue), and the one in use.
+    homes: Vec<String>,
+    current: AtomicUsize,
     remote: Remote,
     in_flight: Arc<Semaphore>,
 }
@@ -208,12 +220,33 @@ struct Proxy {
 type Batch = Vec<(WireMessage, Option<PublishConfirm>)>;
 
 impl Proxy {
+    /// The node in use.
+    fn home(&self) -> &str {
+        &self.homes[self
+            .current
+            .load(Ordering::Relaxed)
+            .min(self.homes.len() - 1)]
+    }
+
+    /// Another of the homes whose link is up, if the one in use is not.
+    fn reachable_home(&self) -> Option<usize> {
+        let peers = self.remote.link.peers();
+        let up = |name: &str| peers.iter().any(|p| p.name == name && p.connected);
+        if up(self.home()) {
+            return None;
+        }
+        self.homes.iter().position(|h| up(h))
+    }
+
     async fn run(self, mut rx: mpsc::Receiver<QueueCommand>) {
-        let mut home_up = self.remote.link.watch_peer(&self.home);
+        let mut home_up = self.remote.link.watch_peer(self.home());
         let mut seen = home_up.as_mut().map(|link| *link.borrow_and_update());
         if let (Some(link), Some(handle)) = (seen, self.handle.upgrade()) {
             handle.home_up.store(link.up, Ordering::Release);
         }
+        // A replicated queue's proxy looks for another member while the one in use is down.
+        let mut look_again = tokio::time::interval(HOME_CHECK);
+        look_again.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut next: Option<QueueCommand> = None;
         loop {
             let command = match next.take() {
@@ -232,7 +265,19 @@ impl Proxy {
                                 // The connection went (even if another replaced it at once): the
                                 // home node forgot its consumers from here, so they are cancelled
                                 // here too (basic.cancel to those that asked).
-                                self.remote.proxies.home_lost(&self.home);
+                                self.remote.proxies.home_lost(self.home());
+                            }
+                            continue;
+                        }
+                        _ = look_again.tick(), if self.homes.len() > 1 => {
+                            if let Some(other) = self.reachable_home() {
+                                self.remote.proxies.home_lost(self.home());
+                                self.current.store(other, Ordering::Relaxed);
+                                home_up = self.remote.link.watch_peer(self.home());
+                                seen = home_up.as_mut().map(|link| *link.borrow_and_update());
+                                if let (Some(link), Some(handle)) = (seen, self.handle.upgrade()) {
+                                    handle.home_up.store(link.up, Ordering::Release);
+                                }
                             }
                             continue;
                         }
@@ -278,7 +323,12 @@ impl Proxy {
             queue: self.queue.clone(),
             messages,
         }) {
-            Ok(bytes) => self.remote.link.call(&self.home, Request::App(bytes)).await,
+            Ok(bytes) => {
+                self.remote
+                    .link
+                    .call(self.home(), Request::App(bytes))
+                    .await
+            }
             Err(e) => {
                 tracing::error!(queue = %self.queue.name, "cannot forward publishes: {e}");
                 return;
@@ -321,7 +371,7 @@ impl Proxy {
         let call = self
             .remote
             .link
-            .call(&self.home, Request::App(bytes))
+            .call(self.home(), Request::App(bytes))
             .await
             .ok()?;
         match call.answer(TIMEOUT).await {
@@ -335,7 +385,12 @@ impl Proxy {
         let Ok(bytes) = wire::encode(&forward) else {
             return;
         };
-        if let Ok(call) = self.remote.link.call(&self.home, Request::App(bytes)).await {
+        if let Ok(call) = self
+            .remote
+            .link
+            .call(self.home(), Request::App(bytes))
+            .await
+        {
             tokio::spawn(async move {
                 let _ = call.answer(TIMEOUT).await;
             });
@@ -345,7 +400,9 @@ impl Proxy {
     fn unreachable(&self) -> AmqpError {
         AmqpError::not_found(format!(
             "queue '{}' in vhost '{}' is on node {}, which cannot be reached",
-            self.queue.name, self.queue.vhost, self.home
+            self.queue.name,
+            self.queue.vhost,
+            self.home()
         ))
     }
 
@@ -367,7 +424,7 @@ impl Proxy {
                     id,
                     RemoteConsumer {
                         queue: self.handle.clone(),
-                        home: self.home.clone(),
+                        home: self.home().to_owned(),
                         no_ack: spec.no_ack,
                         outbox: consumer.outbox,
                     },
