@@ -2251,3 +2251,32 @@ async fn a_deleted_quorum_queue_is_gone_from_every_node() {
         }
     }
 }
+
+/// A quorum queue left idle goes on serving: five confirmed publishes, eight seconds of nothing
+/// (the idleness is the case under test, not a wait for readiness), then a get and a confirmed
+/// publish through every node (a quiet group's replication stalled after a few idle seconds:
+/// every proposal timed out, gets answered 404, publishes nacked).
+#[tokio::test]
+async fn an_idle_quorum_queue_goes_on_serving() {
+    let (_cluster, n1, n2, n3) = three_formed().await;
+    let c1 = n1.connect().await;
+    declare_quorum(&c1, "qidle").await;
+    let ch1 = confirm_channel(&c1).await;
+    for i in 0..5 {
+        publish_confirmed(&ch1, "", "qidle", &numbered_body(i, 64), true).await;
+    }
+    tokio::time::sleep(Duration::from_secs(8)).await;
+    for (i, node) in [&n1, &n2, &n3].into_iter().enumerate() {
+        let conn = node.connect().await;
+        let ch = confirm_channel(&conn).await;
+        let got = crate::common::within("a get after the idle time", async {
+            crate::common::lapin_get(&ch, "qidle").await
+        })
+        .await;
+        assert_eq!(got.map(|m| body_number(&m.delivery.data)), Some(i));
+        crate::common::within("a confirm after the idle time", async {
+            publish_confirmed(&ch, "", "qidle", &numbered_body(10 + i, 64), true).await
+        })
+        .await;
+    }
+}
