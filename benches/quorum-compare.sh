@@ -171,11 +171,17 @@ leader_of() {
   die "no leader for queue $2 on $1"
 }
 
-delete_queue() { # delete_queue BROKER NAME
+delete_queue() { # delete_queue BROKER NAME (a failure is logged; the run goes on)
+  local code
   case "$1" in
-    Warren) curl -sf -u guest:guest -X DELETE "http://127.0.0.1:$WARREN_HTTP1/api/queues/%2F/$2" >/dev/null ;;
-    RabbitMQ) "$HERE/rabbitmq-cluster.sh" ctl 1 delete_queue "$2" >/dev/null ;;
-  esac || log "deleting $2 on $1 failed"
+    Warren)
+      code="$(curl -s -o "$TMP/delete-$2.out" -w '%{http_code}' -u guest:guest -X DELETE \
+        "http://127.0.0.1:$WARREN_HTTP1/api/queues/%2F/$2" || true)"
+      case "$code" in 2??) ;; *) log "deleting $2 on Warren: HTTP $code $(head -c 300 "$TMP/delete-$2.out")" ;; esac ;;
+    RabbitMQ)
+      "$HERE/rabbitmq-cluster.sh" ctl 1 delete_queue "$2" >"$TMP/delete-$2.out" 2>&1 ||
+        log "deleting $2 on RabbitMQ failed: $(tail -n 3 "$TMP/delete-$2.out")" ;;
+  esac
 }
 
 # perf_uris SCENARIO BROKER LEADER: --uri flags (the first the consumer's, the second the
