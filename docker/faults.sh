@@ -44,9 +44,8 @@ extra=()
 case "$backend" in
   docker)
     tag="warren:faults-$$"
-    trap 'docker rmi "$tag" >/dev/null 2>&1 || true' EXIT
     "$HERE/build.sh" "$tag" >/dev/null
-    extra+=(--image "$tag")
+    extra+=(--image "$tag" --remove-image)
     ;;
   netns)
     bin="${WARREN_BIN:-}"
@@ -58,4 +57,5 @@ case "$backend" in
     ;;
 esac
 
-"$venv/bin/python" "$HERE/faults.py" "${extra[@]}" "$@"
+# exec: a signal (timeout, ^C) reaches the runner itself, which cleans up what it made.
+exec "$venv/bin/python" "$HERE/faults.py" "${extra[@]}" "$@"
