@@ -199,12 +199,22 @@ class DockerBackend(Backend):
         sh("docker", "update", "--cpus", "0.05", self.ctr(n))
         return n.name, lambda: sh("docker", "update", "--cpus", "2", self.ctr(n))
 
+    def dev(self, n):
+        """The node's interface on the network (eth0 at first; another name once `docker network
+        connect` has put it back)."""
+        for line in self.ns_exec(n, "ip", "-o", "-4", "addr", "show").splitlines():
+            f = line.split()
+            if f[3].split("/")[0] == n.ip:
+                return f[1]
+        raise RuntimeError(f"{n.name} has no interface with {n.ip}")
+
     def fault_slow_link(self, rng):
         """Everything the node sends through a 200 kbit/s token bucket (no netem here)."""
         n = rng.choice(self.nodes)
-        self.ns_exec(n, "tc", "qdisc", "add", "dev", "eth0", "root", "tbf", "rate", "200kbit",
+        dev = self.dev(n)
+        self.ns_exec(n, "tc", "qdisc", "add", "dev", dev, "root", "tbf", "rate", "200kbit",
                      "burst", "4kb", "latency", "500ms")
-        return n.name, lambda: self.ns_exec(n, "tc", "qdisc", "del", "dev", "eth0", "root", check=False)
+        return n.name, lambda: self.ns_exec(n, "tc", "qdisc", "del", "dev", dev, "root", check=False)
 
     def fault_disk_full(self, rng):
         """n3's data volume (a tmpfs) filled up to the last byte."""
@@ -240,7 +250,7 @@ class DockerBackend(Backend):
         for n in self.nodes:
             try:
                 self.ns_exec(n, "iptables", "-w", "-F", check=False)
-                sh("nsenter", "-t", self.pid(n), "-n", "tc", "qdisc", "del", "dev", "eth0", "root",
+                sh("nsenter", "-t", self.pid(n), "-n", "tc", "qdisc", "del", "dev", self.dev(n), "root",
                    check=False, quiet=True)
             except Exception as e:  # noqa: BLE001 - best effort
                 log(f"heal {n.name}: {e}")
@@ -773,6 +783,7 @@ def main():
     history = History()
     stop_pub, stop_con, stop_dog = threading.Event(), threading.Event(), threading.Event()
     faults = []
+    failed_injections = []
     workers = []
     ok = False
     try:
@@ -805,7 +816,14 @@ def main():
                 rng.shuffle(order)
             kind = order.pop()
             start = time.time()
-            target, heal = getattr(backend, "fault_" + kind.replace("-", "_"))(rng)
+            try:
+                target, heal = getattr(backend, "fault_" + kind.replace("-", "_"))(rng)
+            except Exception as e:  # noqa: BLE001 - a fault the machine refused: noted, not fatal
+                log(f"fault {i + 1}: {kind} could not be injected: {e}; healing everything")
+                failed_injections.append(f"{kind}: {e}")
+                backend.heal_all()
+                stop_pub.wait(rng.uniform(gmin, gmax))
+                continue
             log(f"fault {i + 1}/{args.faults}: {kind} {target}")
             stop_pub.wait(rng.uniform(fmin, fmax))
             try:
@@ -868,6 +886,8 @@ def main():
         recov = chk.recovery_times(faults, {w.name: sorted(history.ok[w.name]) for w in workers}, until=t_heal)
         stats = chk.per_fault_kind(faults, [p for p in history.publishes if p.publisher != "probe"], result.lost)
         text = report(args, result, faults, recov, final_recovery, stats, workers, t_start, t_end, drained)
+        if failed_injections:
+            text += "\nfaults that could not be injected:\n" + "".join(f"  {x}\n" for x in failed_injections)
         with open(os.path.join(out, "report.txt"), "w") as f:
             f.write(text)
         print(text, flush=True)
