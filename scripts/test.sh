@@ -44,6 +44,7 @@ compat-tests/run.sh --broker warren
 # total-queue check: nothing confirmed lost. Needs root for the namespaces; the long Docker runs
 # (docker/faults.sh) stay outside CI.
 echo "== fault test (docker/faults.sh --backend netns)"
+python3 -m unittest discover -s docker -p 'test_faults_checker.py'
 if [ "$(id -u)" = 0 ]; then
   timeout -k 10 600 docker/faults.sh --backend netns --faults 3 --kinds crash,pause,halves \
     --fault-seconds 8-12 --gap-seconds 5-8 --rate 50 --no-plot --out target/faults/ci
