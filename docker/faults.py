@@ -712,9 +712,10 @@ def report(args, result, faults, recov, final_recovery, stats, workers, t_start,
         f"drained        {'yes' if drained else 'NO'}",
         "",
         "per fault kind (publishes attempted while a fault of that kind was active; recovery = "
-        "seconds from the heal until every publisher and consumer succeeded again):",
+        "seconds from the heal until every publisher and consumer succeeded again; late = faults "
+        "after which some did not before the next fault began):",
         f"  {'kind':<12}{'faults':>7}{'attempted':>10}{'confirmed':>10}{'nacked':>8}{'indet.':>8}"
-        f"{'lost':>6}{'recovery mean':>15}{'max':>7}{'never':>7}",
+        f"{'lost':>6}{'recovery mean':>15}{'max':>7}{'late':>7}",
     ]
     by_kind = defaultdict(list)
     for f, r in zip(faults, recov):
@@ -722,12 +723,12 @@ def report(args, result, faults, recov, final_recovery, stats, workers, t_start,
     for kind in sorted(stats, key=lambda k: (k == "(no fault)", k)):
         c = stats[kind]
         rs = [r for r in by_kind.get(kind, []) if r is not None]
-        never = sum(1 for r in by_kind.get(kind, []) if r is None)
+        late = sum(1 for r in by_kind.get(kind, []) if r is None)
         mean = f"{sum(rs) / len(rs):.1f}" if rs else "-"
         mx = f"{max(rs):.1f}" if rs else "-"
         lines.append(
             f"  {kind:<12}{c['faults']:>7}{c['attempted']:>10}{c['confirmed']:>10}{c['nacked']:>8}"
-            f"{c['indeterminate']:>8}{c['lost']:>6}{mean:>15}{mx:>7}{never:>7}")
+            f"{c['indeterminate']:>8}{c['lost']:>6}{mean:>15}{mx:>7}{late:>7}")
     lines += ["", "faults (start and heal in seconds from the start; recovery in seconds):"]
     for f, r in zip(faults, recov):
         lines.append(f"  {f.start - t_start:7.1f} {f.healed - t_start:7.1f}  {f.kind:<10} {f.target:<16} "
