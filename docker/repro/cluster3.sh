@@ -7,7 +7,7 @@ D=$(mktemp -d /tmp/warren-repro.XXXX)
 P=${BASE:-473}
 pids=()
 for I in 1 2 3; do
-  WARREN_CLUSTER_SECRET=q "$BIN" server --node-name n$I --amqp-listen 127.0.0.1:${P}1$I \
+  RUST_LOG=${RUST_LOG:-warn} WARREN_CLUSTER_SECRET=q "$BIN" server --node-name n$I --amqp-listen 127.0.0.1:${P}1$I \
     --http-listen 127.0.0.1:${P}2$I --cluster-listen 127.0.0.1:${P}0$I \
     --cluster-peers n1@127.0.0.1:${P}01,n2@127.0.0.1:${P}02,n3@127.0.0.1:${P}03 \
     --data-dir $D/n$I >$D/n$I.log 2>&1 &
