@@ -2280,3 +2280,34 @@ async fn an_idle_quorum_queue_goes_on_serving() {
         .await;
     }
 }
+
+/// A node frozen for a few seconds (SIGSTOP, then SIGCONT) and back: the consumers of quorum
+/// queues on the other nodes go on receiving (its links dropped and came back; before, the
+/// resumed node took its peers' consumers for gone and every one was cancelled).
+#[tokio::test]
+async fn a_frozen_node_back_leaves_other_nodes_quorum_consumers_alone() {
+    use futures::StreamExt;
+    let (_cluster, n1, n2, n3) = three_formed().await;
+    let c1 = n1.connect().await;
+    let c2 = n2.connect().await;
+    declare_quorum(&c1, "qp1").await;
+    declare_quorum(&c2, "qp2").await;
+    let ch1 = crate::common::lapin_channel(&c1).await;
+    let ch2 = crate::common::lapin_channel(&c2).await;
+    let mut on_n1 = consume(&ch1, "qp1", "on-n1").await;
+    let mut on_n2 = consume(&ch2, "qp2", "on-n2").await;
+    n3.signal("STOP");
+    // Frozen past the link's dead-peer time (4 s): the others drop it, it drops them on waking.
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    n3.signal("CONT");
+    let publisher = confirm_channel(&c1).await;
+    for (queue, consumer) in [("qp1", &mut on_n1), ("qp2", &mut on_n2)] {
+        publish_confirmed(&publisher, "", queue, &numbered_body(1, 64), true).await;
+        let delivery = tokio::time::timeout(FORM, consumer.next())
+            .await
+            .unwrap_or_else(|_| panic!("the consumer of {queue} still receives"))
+            .unwrap_or_else(|| panic!("the consumer of {queue} was cancelled"))
+            .expect("a delivery");
+        assert_eq!(body_number(&delivery.data), 1);
+    }
+}

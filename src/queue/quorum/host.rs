@@ -89,6 +89,9 @@ fn timing() -> Timing {
     }
 }
 
+/// How long a member's node must stay unreachable before its consumers are taken for gone.
+const GONE_AFTER: Duration = Duration::from_secs(3);
+
 /// How long a deleted queue's member waits for the other members to apply the delete.
 const LEAVE_WITHIN: Duration = Duration::from_secs(5);
 
@@ -190,7 +193,7 @@ pub fn spawn(
     handle
 }
 
-/// The other members' ids each time their node's link goes down.
+/// The other members' ids each time their node's link goes down and stays down [`GONE_AFTER`].
 fn members_down(
     node: &Arc<ClusterNode>,
     members: &[Node],
@@ -207,7 +210,17 @@ fn members_down(
                 if link.wait_for(|l| l.up).await.is_err() {
                     return;
                 }
-                if link.wait_for(|l| !l.up).await.is_err() || tx.send(id).is_err() {
+                if link.wait_for(|l| !l.up).await.is_err() {
+                    return;
+                }
+                // Gone only if it stays gone: a link that drops and comes straight back (this
+                // node frozen a moment, its peers having dropped it meanwhile) leaves that
+                // node's consumers alone.
+                tokio::time::sleep(GONE_AFTER).await;
+                if link.borrow().up {
+                    continue;
+                }
+                if tx.send(id).is_err() {
                     return;
                 }
             }
