@@ -28,6 +28,9 @@ pub type GroupRaft = openraft::Raft<TypeConfig, StateMachine>;
 /// At most this many entries a snapshot covers are kept in the log (openraft's default).
 const MAX_KEPT_BEHIND_SNAPSHOT: u64 = 1000;
 
+/// A quiet group's checks without its log growing before its ticker stops (see [`Group::wake`]).
+const IDLE_CHECKS: u32 = 5;
+
 /// A group's timing, and when it takes snapshots.
 #[derive(Debug, Clone)]
 pub struct Timing {
@@ -113,6 +116,11 @@ pub struct Group {
     numbers: AtomicU64,
     /// The log is closed once openraft's tasks have let go of it.
     log_closed: crate::log_store::Closed,
+    /// A quiet group's ticker runs only while it is in use (see [`Group::wake`]).
+    quiet: bool,
+    /// [`Group::keep_led`]'s checks since the log last grew, and its last index then.
+    idle_checks: std::sync::atomic::AtomicU32,
+    last_index_seen: AtomicU64,
 }
 
 impl Group {
@@ -169,6 +177,11 @@ impl Group {
         let raft = openraft::Raft::new(me, Arc::new(config), network, log, state_machine)
             .await
             .map_err(|e| ClusterError::Raft(e.to_string()))?;
+        if timing.quiet {
+            // A quiet group's elections come from `keep_led` alone, even while its ticker runs
+            // (see `Group::wake`).
+            raft.runtime_config().elect(false);
+        }
         node.add_group(id.clone(), Arc::new(raft.clone()));
         let initialized = raft
             .is_initialized()
@@ -197,6 +210,9 @@ impl Group {
             node,
             numbers: AtomicU64::new(start),
             log_closed,
+            quiet: timing.quiet,
+            idle_checks: std::sync::atomic::AtomicU32::new(0),
+            last_index_seen: AtomicU64::new(0),
         }))
     }
 
@@ -226,6 +242,7 @@ impl Group {
         proposal: Proposal,
         timeout: Duration,
     ) -> Result<u64, ProposeError> {
+        self.wake();
         let deadline = tokio::time::Instant::now() + timeout;
         let mut metrics = self.raft.metrics();
         loop {
@@ -414,9 +431,36 @@ impl Group {
             let Some(this) = group.upgrade() else {
                 return;
             };
+            this.quiet_down_when_idle();
             if !this.lead_or_elect(check, &preference).await {
                 return;
             }
+        }
+    }
+
+    /// A quiet group's ticker on (heartbeats, lease renewals), for as long as it is in use: an
+    /// idle quiet group's leader lease runs out, and without ticks nothing renews it, so the
+    /// leader refused every write after a few idle seconds. Each member turns its own on when
+    /// it proposes or is asked to ([`crate::node`]'s proposals on a leader), and off again after
+    /// [`IDLE_CHECKS`] checks of [`Group::keep_led`] without the log growing.
+    pub fn wake(&self) {
+        if self.quiet {
+            self.idle_checks.store(0, Ordering::Relaxed);
+            self.raft.runtime_config().tick(true);
+        }
+    }
+
+    fn quiet_down_when_idle(&self) {
+        if !self.quiet {
+            return;
+        }
+        let last = self.log_figures().last.unwrap_or(0);
+        if self.last_index_seen.swap(last, Ordering::Relaxed) != last {
+            self.idle_checks.store(0, Ordering::Relaxed);
+            return;
+        }
+        if self.idle_checks.fetch_add(1, Ordering::Relaxed) + 1 == IDLE_CHECKS {
+            self.raft.runtime_config().tick(false);
         }
     }
 

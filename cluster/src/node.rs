@@ -200,6 +200,9 @@ where
     }
 
     fn propose(&self, proposal: Proposal) -> BoxFuture<'static, Result<u64, ProposeRefused>> {
+        // A quiet group's leader ticks while it is in use (see `Group::wake`); its own member
+        // turns it off again once idle.
+        self.runtime_config().tick(true);
         let raft = self.clone();
         Box::pin(async move {
             use openraft::errors::{ClientWriteError, RaftError};

@@ -69,21 +69,18 @@ impl Replication {
     }
 }
 
-/// A quorum queue's group timing: heartbeats every half second and elections after a few
-/// seconds without one (a member that heard from its leader that recently refuses another's
-/// election), a snapshot every few thousand entries.
-///
-/// Not quiet (see [`Timing::quiet`]): a quiet group stopped replicating after a few seconds
-/// idle (its leader's replication to each follower stayed in flight with nothing to retry it;
-/// every proposal then timed out), so an idle queue pays for its heartbeats until that is
-/// fixed.
+/// A quorum queue's group timing: quiet (no ticker while idle, so an idle queue costs nothing;
+/// its leader ticks, heartbeats and renews its lease while proposals come, see `Group::wake`;
+/// elections when the leader's node is unreachable, see [`Group::keep_led`]), a leader's lease of
+/// a few seconds (a member that heard from it that recently refuses another's election), a
+/// snapshot every few thousand entries.
 fn timing() -> Timing {
     Timing {
         heartbeat: Duration::from_millis(500),
         election_min: Duration::from_millis(2_000),
         election_max: Duration::from_millis(4_000),
         snapshot_every: Some(4_096),
-        quiet: false,
+        quiet: true,
         // Entries carry up to a MiB of messages each.
         kept_behind_snapshot: 64,
     }
