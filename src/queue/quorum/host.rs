@@ -368,13 +368,12 @@ impl Member {
                 Some(entry) = applied.recv() => {
                     last_applied = entry.index;
                     deleted = self.on_applied(entry);
-                    if self.applier.wants_snapshot() && !self.snapshot_asked {
-                        self.snapshot_asked = true;
+                    let wants = self.applier.wants_snapshot();
+                    if wants && !self.snapshot_asked {
                         let group = self.group.clone();
                         tokio::spawn(async move { group.snapshot_now().await });
-                    } else if !self.applier.wants_snapshot() {
-                        self.snapshot_asked = false;
                     }
+                    self.snapshot_asked = wants;
                 }
                 Some((number, ok)) = done.recv() => self.on_done(number, ok),
                 // A member's node is gone (killed, or cut off): its consumers' deliveries go
