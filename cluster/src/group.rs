@@ -192,9 +192,33 @@ impl Group {
                 .iter()
                 .map(|m| (node_id(&m.name), m.clone()))
                 .collect();
-            // Another member may have initialized it and reached this one first: fine.
-            if let Err(e) = raft.initialize(seeds).await {
-                tracing::debug!("group {id}: initialize: {e}");
+            // openraft's initialize makes this member a candidate at once, without a pre-vote:
+            // a member that did so after the group had elected its leader deposed it (its vote
+            // outranks the leader's in the same term) and the group had no leader for an
+            // election timeout or more. So the first seed initializes the group at once, and
+            // the others only if no leader has reached them within an election timeout (the
+            // first is down, or its first election found too few members up).
+            let first = members.first().is_none_or(|m| node_id(&m.name) == me);
+            let wait = match first {
+                true => Duration::ZERO,
+                false => timing.election_min,
+            };
+            let (raft, id) = (raft.clone(), id.clone());
+            let initialize = async move {
+                tokio::time::sleep(wait).await;
+                if raft.is_initialized().await.unwrap_or(true) {
+                    return;
+                }
+                // Another member may have initialized it and reached this one first: fine.
+                if let Err(e) = raft.initialize(seeds).await {
+                    tracing::debug!("group {id}: initialize: {e}");
+                }
+            };
+            match first {
+                true => initialize.await,
+                false => {
+                    tokio::spawn(initialize);
+                }
             }
         }
         // Numbers from the clock, so that a restarted node never reuses one an entry of its
@@ -269,33 +293,35 @@ impl Group {
                         Ok(Err(e)) => return Err(ProposeError::Failed(e.to_string())),
                     }
                 }
-                Some(leader) => {
-                    let Some(name) = self.member_name(leader) else {
-                        return Err(ProposeError::Failed(format!(
-                            "leader {leader:x} is not a member"
-                        )));
-                    };
-                    let request = Request::Propose {
-                        group: self.id.clone(),
-                        proposal: proposal.clone(),
-                    };
-                    match self.node.link().request(&name, request, remaining).await {
-                        Ok(Response::Propose(Ok(index))) => return Ok(index),
-                        Ok(Response::Propose(Err(ProposeRefused::NotLeader { .. }))) => {}
-                        Ok(Response::Propose(Err(ProposeRefused::Failed(e)))) => {
-                            return Err(ProposeError::Failed(e))
+                // A leader this member has heard of before learning the membership (its log
+                // still empty): wait until it knows where to send.
+                Some(leader) => match self.member_name(leader) {
+                    None => {}
+                    Some(name) => {
+                        let request = Request::Propose {
+                            group: self.id.clone(),
+                            proposal: proposal.clone(),
+                        };
+                        match self.node.link().request(&name, request, remaining).await {
+                            Ok(Response::Propose(Ok(index))) => return Ok(index),
+                            Ok(Response::Propose(Err(ProposeRefused::NotLeader { .. }))) => {}
+                            Ok(Response::Propose(Err(ProposeRefused::Failed(e)))) => {
+                                return Err(ProposeError::Failed(e))
+                            }
+                            Ok(other) => {
+                                return Err(ProposeError::Failed(format!(
+                                    "unexpected answer {other:?}"
+                                )))
+                            }
+                            Err(LinkError::Timeout(_)) => {
+                                return Err(ProposeError::Timeout(timeout))
+                            }
+                            // Never sent: safe to try again once the leader may have changed.
+                            Err(LinkError::NotConnected(_)) | Err(LinkError::UnknownPeer(_)) => {}
+                            Err(e) => return Err(ProposeError::Failed(e.to_string())),
                         }
-                        Ok(other) => {
-                            return Err(ProposeError::Failed(format!(
-                                "unexpected answer {other:?}"
-                            )))
-                        }
-                        Err(LinkError::Timeout(_)) => return Err(ProposeError::Timeout(timeout)),
-                        // Never sent: safe to try again once the leader may have changed.
-                        Err(LinkError::NotConnected(_)) | Err(LinkError::UnknownPeer(_)) => {}
-                        Err(e) => return Err(ProposeError::Failed(e.to_string())),
                     }
-                }
+                },
                 None => {}
             }
             // Wait for a (new) leader, or a moment if the same one refused.

@@ -32,6 +32,7 @@ impl fmt::Display for Node {
 pub struct Proposal {
     pub origin: NodeId,
     pub number: u64,
+    #[serde(with = "serde_bytes")]
     pub payload: Vec<u8>,
 }
 

@@ -198,7 +198,12 @@ impl Connected {
                 name: ALONE.to_owned(),
                 addr: String::new(),
             }],
-            false => self.settings.members.clone(),
+            // In one order on every node: the first initializes the group (see Group::start).
+            false => {
+                let mut members = self.settings.members.clone();
+                members.sort_by(|a, b| a.name.cmp(&b.name));
+                members
+            }
         };
         if !self.settings.alone() {
             broker.replies.set_node(node_id(&me));

@@ -232,6 +232,29 @@ pub static ONE_HEAVY_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::con
 /// How long a broker process may take to be ready for clients.
 pub const READY: Duration = Duration::from_secs(180);
 
+/// A port free now and outside the kernel's range for outgoing connections' local ports, so
+/// that a port a test keeps for a broker it restarts (a cluster node's link port) cannot be
+/// taken meanwhile by some client's connection. Ports are handed out once per test process,
+/// from a start that differs between processes.
+pub fn free_port() -> u16 {
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    let ephemeral_start = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|range| range.split_whitespace().next()?.parse::<u32>().ok())
+        .unwrap_or(32768);
+    let (low, high) = (10_000u32, ephemeral_start.max(12_000));
+    let span = high - low;
+    let start = std::process::id().wrapping_mul(7919) % span;
+    for _ in 0..span {
+        let offset = NEXT.fetch_add(1, Ordering::Relaxed);
+        let port = (low + (start + offset) % span) as u16;
+        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+    panic!("no free port in {low}..{high}");
+}
+
 pub struct ChildBroker {
     child: std::process::Child,
     pub port: u16,
@@ -250,12 +273,6 @@ impl ChildBroker {
         args: &[&str],
         env: &[(&str, &str)],
     ) -> ChildBroker {
-        let free_port = || {
-            std::net::TcpListener::bind("127.0.0.1:0")
-                .and_then(|l| l.local_addr())
-                .map(|a| a.port())
-                .expect("free port")
-        };
         // A free port can be taken by another test's broker between our look and the broker's
         // bind: a broker that exits at once is started again on other ports.
         let mut attempts = 0;
@@ -274,8 +291,15 @@ impl ChildBroker {
                 .arg(dir)
                 .args(args)
                 .envs(env.iter().copied())
-                .env("RUST_LOG", "warn")
-                .stdout(std::process::Stdio::null())
+                .env(
+                    "RUST_LOG",
+                    std::env::var("WARREN_TEST_RUST_LOG").unwrap_or_else(|_| "warn".into()),
+                )
+                // The brokers' logs are shown only when asked for (tracing a failure).
+                .stdout(match std::env::var_os("WARREN_TEST_RUST_LOG") {
+                    Some(_) => std::process::Stdio::inherit(),
+                    None => std::process::Stdio::null(),
+                })
                 .spawn()
                 .expect("start warren");
             let deadline = Instant::now() + READY;

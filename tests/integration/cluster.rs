@@ -7,10 +7,10 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 
 use crate::common::{
-    body_bytes, body_number, header_bytes, http_json, numbered_body, publish_bytes, ChildBroker,
-    Handshake, In, QOpts, Raw,
+    body_bytes, body_number, free_port, header_bytes, http_json, numbered_body, publish_bytes,
+    ChildBroker, Handshake, In, QOpts, Raw,
 };
-use warren_amqp::protocol::AMQPClass;
+use warren_amqp::protocol::{basic, AMQPClass};
 
 const SECRET: &str = "integration-test-cookie";
 /// How long a cluster may take to form (or catch up) with debug builds on a busy 2-core machine.
@@ -23,13 +23,6 @@ struct Cluster {
     /// The metadata log's entries between snapshots (`WARREN_CLUSTER_SNAPSHOT_EVERY`), when not
     /// the default.
     snapshot_every: Option<u64>,
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("free port")
 }
 
 impl Cluster {
@@ -1040,7 +1033,15 @@ async fn resetting_client(node: &ChildBroker) -> Raw {
 async fn reading_then_stuck(node: &ChildBroker, queue: &str, tag: &str, no_ack: bool) -> Raw {
     let mut client = resetting_client(node).await;
     client.open_channel(1).await;
-    client.consume(1, queue, tag, no_ack, false).await;
+    // A quorum queue's consume-ok comes once the member has applied the consume, behind what it
+    // was applying: seconds on a loaded machine, after a fill of this size.
+    client
+        .send_method(1, crate::common::consume(queue, tag, no_ack, false))
+        .await;
+    match client.next_within(FORM).await {
+        Ok(In::Method(1, AMQPClass::Basic(basic::AMQPMethod::ConsumeOk(_)))) => {}
+        other => panic!("expected basic.consume-ok, got {other:?}"),
+    }
     for _ in 0..TAKEN {
         client.expect_deliver().await;
     }
@@ -1273,7 +1274,6 @@ async fn a_consumer_reset_on_another_node_gives_back_what_it_held() {
 /// at most once, the half-sent one nowhere, and the queue takes and delivers new messages.
 #[tokio::test]
 async fn a_publisher_that_vanishes_mid_message_on_another_node_loses_no_confirmed_message() {
-    use warren_amqp::protocol::basic;
     const N: usize = 1_000;
     const HALF_SENT: usize = 9_999_999;
     let (_cluster, n1, n2, _n3) = three_formed().await;

@@ -186,11 +186,7 @@ struct LimitedBroker {
 
 impl LimitedBroker {
     fn start(data: &Path, fd_limit: usize) -> LimitedBroker {
-        let free = || {
-            std::net::TcpListener::bind("127.0.0.1:0")
-                .and_then(|l| l.local_addr())
-                .expect("free port")
-        };
+        let free = || std::net::SocketAddr::from(([127, 0, 0, 1], crate::common::free_port()));
         let (amqp, http) = (free(), free());
         let child = std::process::Command::new("sh")
             .args(["-c", "ulimit -n \"$0\" && exec \"$@\""])

@@ -308,3 +308,54 @@ async fn raft_pipelining_measurement() {
         }
     }
 }
+
+/// A member that starts after the others have elected a leader joins under that leader: it
+/// does not stand for election itself (openraft's initialize would make it a candidate at once,
+/// and its vote outranks a leader of the same term whose id is lower: the group was left
+/// without a leader for an election timeout). The late member here has the highest id.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_member_started_late_joins_under_the_elected_leader() {
+    let dirs: Vec<_> = (0..4).map(|_| tempfile::tempdir().unwrap()).collect();
+    let (ls, mut nodes) = listeners(4).await;
+    // The names by id, so that the last to start outranks every other in a term.
+    let mut names: Vec<String> = (0..4).map(|i| format!("m{i}")).collect();
+    names.sort_by_key(|n| crate::node_id(n));
+    for (node, name) in nodes.iter_mut().zip(names) {
+        node.name = name;
+    }
+    let mut members = Vec::new();
+    let mut ls = ls.into_iter();
+    for i in 0..3 {
+        let l = ls.next();
+        members.push(member(l, &nodes[i], &nodes, dirs[i].path()).await);
+    }
+    let p = members[0].group.proposal(vec![1]);
+    members[0]
+        .group
+        .propose(p, Duration::from_secs(20))
+        .await
+        .unwrap();
+    let before = members[0].group.raft().metrics().borrow_watched().clone();
+    let late = member(ls.next(), &nodes[3], &nodes, dirs[3].path()).await;
+    until("the late member has the entry", || {
+        late.recorder.applied() == vec![vec![1]]
+    })
+    .await;
+    // Long enough for its own election, had it stood for one.
+    tokio::time::sleep(fast().election_max * 2).await;
+    let p = late.group.proposal(vec![2]);
+    late.group
+        .propose(p, Duration::from_secs(20))
+        .await
+        .unwrap();
+    let after = members[0].group.raft().metrics().borrow_watched().clone();
+    assert_eq!(
+        (after.current_leader, after.current_term),
+        (before.current_leader, before.current_term),
+        "the leader changed when a member joined late"
+    );
+    stop(late).await;
+    for m in members {
+        stop(m).await;
+    }
+}

@@ -77,7 +77,7 @@ pub enum Request {
         within_ms: u64,
     },
     /// The application's own traffic (forwarded queue operations), opaque to the link.
-    App(Vec<u8>),
+    App(#[serde(with = "serde_bytes")] Vec<u8>),
     /// The receiving member's view of `group` (its log, term, role).
     Figures {
         group: GroupId,
@@ -93,6 +93,7 @@ pub enum RaftRpc {
     Snapshot {
         vote: crate::types::Vote,
         meta: crate::types::SnapshotMeta,
+        #[serde(with = "serde_bytes")]
         data: Vec<u8>,
     },
     TransferLeader(openraft::raft::TransferLeaderRequest<TypeConfig>),
@@ -114,7 +115,7 @@ pub enum Response {
     Propose(Result<u64, ProposeRefused>),
     /// Whether the member has applied that far.
     Applied(bool),
-    App(Result<Vec<u8>, String>),
+    App(#[serde(with = "bytes_or_reason")] Result<Vec<u8>, String>),
     /// `None`: the group is not on that node.
     Figures(Option<crate::group::LogFigures>),
 }
@@ -167,6 +168,29 @@ pub async fn read<T: DeserializeOwned, R: AsyncRead + Unpin>(
     postcard::from_bytes(buf)
         .map(Some)
         .map_err(LinkError::Decode)
+}
+
+/// An application's answer, its bytes encoded as one slice (as `serde_bytes` does for a
+/// `Vec<u8>`; the encoding is the same as a byte sequence's in postcard, only faster).
+mod bytes_or_reason {
+    use serde::{Deserialize, Deserializer, Serialize, Serializer};
+    use serde_bytes::{ByteBuf, Bytes};
+
+    pub fn serialize<S: Serializer>(
+        answer: &Result<Vec<u8>, String>,
+        serializer: S,
+    ) -> Result<S::Ok, S::Error> {
+        answer
+            .as_ref()
+            .map(|bytes| Bytes::new(bytes))
+            .serialize(serializer)
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(
+        deserializer: D,
+    ) -> Result<Result<Vec<u8>, String>, D::Error> {
+        Ok(Result::<ByteBuf, String>::deserialize(deserializer)?.map(ByteBuf::into_vec))
+    }
 }
 
 #[cfg(test)]
@@ -224,5 +248,26 @@ mod tests {
         assert!(read::<Frame, _>(&mut reader, FRAME_MAX, &mut buf)
             .await
             .is_err());
+    }
+
+    /// The byte fields' encoding is a byte sequence's, only faster: frames of a node not yet
+    /// upgraded read the same.
+    #[test]
+    fn byte_fields_encode_as_byte_sequences_did() {
+        let bytes: Vec<u8> = (0..=255u8).cycle().take(3000).collect();
+        for answer in [Ok(bytes.clone()), Err("refused".to_owned())] {
+            let then = postcard::to_stdvec(&answer).unwrap();
+            let now = Response::App(answer.clone());
+            let encoded = postcard::to_stdvec(&now).unwrap();
+            // The variant's index, then the answer as before.
+            assert_eq!(&encoded[1..], &then[..]);
+            match postcard::from_bytes::<Response>(&encoded).unwrap() {
+                Response::App(back) => assert_eq!(back, answer),
+                other => panic!("{other:?}"),
+            }
+        }
+        let then = postcard::to_stdvec(&bytes).unwrap();
+        let encoded = postcard::to_stdvec(&Request::App(bytes.clone())).unwrap();
+        assert_eq!(&encoded[1..], &then[..]);
     }
 }

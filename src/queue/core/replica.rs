@@ -63,9 +63,13 @@ pub struct ReplicaEntry {
 /// A message's bytes (its other fields are read from its properties again).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ReplicaMessage {
+    #[serde(with = "serde_bytes")]
     pub exchange: Vec<u8>,
+    #[serde(with = "serde_bytes")]
     pub routing_key: Vec<u8>,
+    #[serde(with = "serde_bytes")]
     pub properties: Vec<u8>,
+    #[serde(with = "serde_bytes")]
     pub body: Vec<u8>,
     /// The message's id in the store, when it is stored for another (durable) queue it reached.
     pub storage_id: Option<u64>,

@@ -119,9 +119,13 @@ pub enum Settle {
 /// A message as the store writes it: exchange, routing key, properties, body.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct WireMessage {
+    #[serde(with = "serde_bytes")]
     pub exchange: Vec<u8>,
+    #[serde(with = "serde_bytes")]
     pub routing_key: Vec<u8>,
+    #[serde(with = "serde_bytes")]
     pub properties: Vec<u8>,
+    #[serde(with = "serde_bytes")]
     pub body: Vec<u8>,
 }
 
@@ -184,7 +188,7 @@ pub enum Reply {
     },
     Synced(bool),
     /// JSON (a node's figures).
-    Json(Vec<u8>),
+    Json(#[serde(with = "serde_bytes")] Vec<u8>),
     /// The queue refused (a consume on an exclusive-consumer queue, a conditional delete).
     Refused(WireError),
     /// The queue is not there (any more).
@@ -241,4 +245,42 @@ pub fn encode<T: Serialize>(value: &T) -> Result<Vec<u8>, String> {
 
 pub fn decode<'a, T: Deserialize<'a>>(bytes: &'a [u8]) -> Result<T, String> {
     postcard::from_bytes(bytes).map_err(|e| e.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A message's fields as they were encoded before they were marked as bytes.
+    #[derive(Serialize, Deserialize, PartialEq, Debug)]
+    struct ByteByByte {
+        exchange: Vec<u8>,
+        routing_key: Vec<u8>,
+        properties: Vec<u8>,
+        body: Vec<u8>,
+    }
+
+    /// Marking the fields as bytes makes their encoding fast without changing it: logs,
+    /// snapshots and link frames written before read the same.
+    #[test]
+    fn a_message_encodes_as_it_did_byte_by_byte() {
+        let message = WireMessage {
+            exchange: b"amq.direct".to_vec(),
+            routing_key: b"key".to_vec(),
+            properties: vec![0, 1, 2, 255],
+            body: (0..=255u8).cycle().take(5000).collect(),
+        };
+        let before = ByteByByte {
+            exchange: message.exchange.clone(),
+            routing_key: message.routing_key.clone(),
+            properties: message.properties.clone(),
+            body: message.body.clone(),
+        };
+        let (now, then) = (
+            postcard::to_stdvec(&message).unwrap(),
+            postcard::to_stdvec(&before).unwrap(),
+        );
+        assert_eq!(now, then);
+        assert_eq!(postcard::from_bytes::<WireMessage>(&then).unwrap(), message);
+    }
 }
