@@ -331,6 +331,30 @@ impl Group {
         }
     }
 
+    /// As [`Group::propose`], from the leader only: a member that is not the leader refuses it
+    /// at once, never forwards it. For a proposal that states what this member observes (a
+    /// node unreachable), true only while it leads with a majority: a stale leader's entry is
+    /// replaced by the next leader's log, where a forwarded one would be committed whenever it
+    /// arrived (after a partition's heal, say).
+    pub async fn propose_as_leader(
+        &self,
+        proposal: Proposal,
+        timeout: Duration,
+    ) -> Result<u64, ProposeError> {
+        self.wake();
+        if self.raft.metrics().borrow_watched().current_leader != Some(self.me) {
+            return Err(ProposeError::Failed("this member is not the leader".into()));
+        }
+        match tokio::time::timeout(timeout, self.raft.client_write(proposal)).await {
+            Err(_) => Err(ProposeError::Timeout(timeout)),
+            Ok(Ok(written)) => {
+                let _ = self.raft.trigger().heartbeat().await;
+                Ok(written.log_id.index)
+            }
+            Ok(Err(e)) => Err(ProposeError::Failed(e.to_string())),
+        }
+    }
+
     /// Before a member leaves for good (its group's last entry applied, as a queue's delete):
     /// the leader tells the others that `index` is committed (a quiet group sends no heartbeat
     /// of its own), and every member waits (at most `within`) until the others it reaches have

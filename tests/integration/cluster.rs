@@ -23,6 +23,78 @@ struct Cluster {
     /// The metadata log's entries between snapshots (`WARREN_CLUSTER_SNAPSHOT_EVERY`), when not
     /// the default.
     snapshot_every: Option<u64>,
+    /// The last node's link proxy, when the test cuts it off (see [`Cluster::cut_off_last`]).
+    last_behind: Option<LinkProxy>,
+}
+
+/// A TCP proxy in front of one node's cluster port, through which the other nodes reach it:
+/// cut, it forwards nothing and leaves its sockets open and silent, as a partition does (each
+/// side notices only from the silence); healed, it closes them, and the nodes call again
+/// through it. The node that sorts last is the one behind it: a link's dialer is the node whose
+/// name sorts first, so every connection to the last node goes through its advertised address.
+///
+/// It runs on a runtime of its own, so that a test blocked in a wait does not stall the link.
+struct LinkProxy {
+    port: u16,
+    cut: tokio::sync::watch::Sender<bool>,
+    runtime: Option<tokio::runtime::Runtime>,
+}
+
+impl LinkProxy {
+    fn start(target: u16) -> LinkProxy {
+        let port = free_port();
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()
+            .expect("the link proxy's runtime");
+        let listener =
+            std::net::TcpListener::bind(("127.0.0.1", port)).expect("bind the link proxy");
+        listener
+            .set_nonblocking(true)
+            .expect("a non-blocking listener");
+        let (cut, _) = tokio::sync::watch::channel(false);
+        let watch = cut.clone();
+        runtime.spawn(async move {
+            let listener = tokio::net::TcpListener::from_std(listener).expect("the link proxy");
+            while let Ok((mut inbound, _)) = listener.accept().await {
+                let mut cut = watch.subscribe();
+                tokio::spawn(async move {
+                    if !*cut.borrow_and_update() {
+                        if let Ok(mut outbound) =
+                            tokio::net::TcpStream::connect(("127.0.0.1", target)).await
+                        {
+                            tokio::select! {
+                                _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound) => return,
+                                _ = cut.wait_for(|cut| *cut) => {}
+                            }
+                            // Silent until healed, then closed with the inbound side.
+                            let _ = cut.wait_for(|cut| !*cut).await;
+                            return;
+                        }
+                    }
+                    let _ = cut.wait_for(|cut| !*cut).await;
+                });
+            }
+        });
+        LinkProxy {
+            port,
+            cut,
+            runtime: Some(runtime),
+        }
+    }
+
+    fn set_cut(&self, cut: bool) {
+        self.cut.send_replace(cut);
+    }
+}
+
+impl Drop for LinkProxy {
+    fn drop(&mut self) {
+        if let Some(runtime) = self.runtime.take() {
+            runtime.shutdown_background();
+        }
+    }
 }
 
 impl Cluster {
@@ -34,7 +106,25 @@ impl Cluster {
             dirs: (0..nodes).map(|_| tempfile::tempdir().unwrap()).collect(),
             cluster_ports: (0..nodes).map(|_| free_port()).collect(),
             snapshot_every: None,
+            last_behind: None,
         }
+    }
+
+    /// As [`Cluster::new`], the last node behind a [`LinkProxy`] (its links to the others can
+    /// be cut while its clients still reach it).
+    async fn with_last_behind_a_proxy(nodes: usize) -> Cluster {
+        let mut cluster = Cluster::new(nodes).await;
+        let last = *cluster.cluster_ports.last().expect("a node");
+        cluster.last_behind = Some(LinkProxy::start(last));
+        cluster
+    }
+
+    /// Cuts the last node off from the others (`true`) or heals the cut (`false`).
+    fn cut_off_last(&self, cut: bool) {
+        self.last_behind
+            .as_ref()
+            .expect("the last node is behind a proxy")
+            .set_cut(cut);
     }
 
     /// As [`Cluster::new`], its nodes compacting the metadata log every `every` entries.
@@ -46,8 +136,14 @@ impl Cluster {
     }
 
     fn peers(&self) -> String {
+        let last = self.cluster_ports.len() - 1;
         self.cluster_ports
             .iter()
+            .enumerate()
+            .map(|(i, port)| match &self.last_behind {
+                Some(proxy) if i == last => proxy.port,
+                _ => *port,
+            })
             .enumerate()
             .map(|(i, port)| format!("n{}@127.0.0.1:{port}", i + 1))
             .collect::<Vec<_>>()
@@ -2309,5 +2405,105 @@ async fn a_frozen_node_back_leaves_other_nodes_quorum_consumers_alone() {
             .unwrap_or_else(|| panic!("the consumer of {queue} was cancelled"))
             .expect("a delivery");
         assert_eq!(body_number(&delivery.data), 1);
+    }
+}
+
+/// A member cut off from the others (a partition: its link sockets silent) for longer than it
+/// takes to be taken for gone, then healed. The majority goes on; the cut-off node saw the
+/// others gone from its side, and that is not what the queue acts on: the consumers on the
+/// majority's nodes are never cancelled, and every confirmed message reaches them once, none
+/// redelivered.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_member_cut_off_and_back_leaves_the_majoritys_consumers_alone() {
+    use futures::StreamExt;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::{Arc, Mutex};
+    let cluster = Cluster::with_last_behind_a_proxy(3).await;
+    let (cluster, n1, n2, n3) = three_formed_of(cluster).await;
+    let c1 = n1.connect().await;
+    declare_quorum(&c1, "qcut").await;
+    // Consumers on n1 and n2, acking all they get: (number, redelivered) each, and whether
+    // their consumer ended (a basic.cancel from the broker).
+    let received = Arc::new(Mutex::new(Vec::new()));
+    let cancelled = Arc::new(AtomicBool::new(false));
+    let mut consumers = Vec::new();
+    for (node, tag) in [(&n1, "on-n1"), (&n2, "on-n2")] {
+        let conn = node.connect().await;
+        let ch = crate::common::lapin_channel(&conn).await;
+        ch.basic_qos(50, Default::default()).await.expect("qos");
+        let mut consumer = consume(&ch, "qcut", tag).await;
+        let (received, cancelled) = (received.clone(), cancelled.clone());
+        consumers.push(tokio::spawn(async move {
+            let _keep = (conn, ch);
+            while let Some(delivery) = consumer.next().await {
+                let Ok(delivery) = delivery else { break };
+                let n = body_number(&delivery.data);
+                received.lock().unwrap().push((n, delivery.redelivered));
+                delivery.ack(Default::default()).await.expect("ack");
+            }
+            cancelled.store(true, Ordering::Relaxed);
+        }));
+    }
+    let ch = confirm_channel(&c1).await;
+    let mut confirmed = 0;
+    let mut publish_some = |count: usize| {
+        let ch = ch.clone();
+        let from = confirmed;
+        confirmed += count;
+        async move {
+            for i in from..from + count {
+                publish_confirmed(&ch, "", "qcut", &numbered_body(i, 64), true).await;
+            }
+        }
+    };
+    publish_some(100).await;
+
+    cluster.cut_off_last(true);
+    eventually(
+        "n3 sees the others down",
+        || nodes(&n3),
+        |n| n.iter().filter(|(_, running)| *running).count() == 1,
+    );
+    publish_some(100).await;
+    // Past the time a member takes a node whose link stays down for gone (3 s): n3 took the
+    // others' consumers for gone, from its side.
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    cluster.cut_off_last(false);
+    formed(&cluster, &[&n1, &n2, &n3]).await;
+    publish_some(100).await;
+    eventually(
+        "every member holds the queue as the leader does",
+        || {
+            [&n1, &n2, &n3]
+                .iter()
+                .map(|node| queue_counts(node, "qcut"))
+                .collect::<Vec<_>>()
+        },
+        |counts| counts.iter().all(|c| *c == (0, 0, 2)),
+    );
+    // Long enough for anything n3 proposed from its side to have been committed once healed.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    publish_some(100).await;
+    eventually(
+        "every confirmed message consumed",
+        || received.lock().unwrap().len(),
+        |&n| n >= confirmed,
+    );
+    eventually(
+        "the last acks settled",
+        || queue_counts(&n1, "qcut"),
+        |&c| c == (0, 0, 2),
+    );
+    assert!(
+        !cancelled.load(Ordering::Relaxed),
+        "a consumer was cancelled"
+    );
+    let received = received.lock().unwrap().clone();
+    let numbers: std::collections::BTreeSet<usize> = received.iter().map(|(n, _)| *n).collect();
+    assert_eq!(numbers.len(), received.len(), "a message delivered twice");
+    assert_eq!(numbers, (0..confirmed).collect());
+    assert!(received.iter().all(|(_, redelivered)| !redelivered));
+    for consumer in consumers {
+        consumer.abort();
     }
 }

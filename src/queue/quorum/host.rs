@@ -179,6 +179,12 @@ pub fn spawn(
             no_ack_held: Vec::new(),
             waiting: HashMap::new(),
             proposals,
+            suspects: Default::default(),
+            member_names: members
+                .iter()
+                .map(|m| (node_id(&m.name), m.name.clone()))
+                .collect(),
+            node: replication.node.clone(),
             queued: Default::default(),
             queued_bytes: 0,
             in_flight: false,
@@ -226,20 +232,27 @@ fn members_down(
     down
 }
 
+/// A proposal to send, and whether only as the leader ([`Group::propose_as_leader`]).
+type ToSend = (warren_cluster::Proposal, bool);
+
 /// Sends the proposals it is given, in order; each one's number comes back once it is committed
 /// (true) or has failed (false). The host gives it one at a time.
 fn proposer(
     group: Arc<Group>,
 ) -> (
-    mpsc::UnboundedSender<warren_cluster::Proposal>,
+    mpsc::UnboundedSender<ToSend>,
     mpsc::UnboundedReceiver<(u64, bool)>,
 ) {
-    let (proposals, mut to_send) = mpsc::unbounded_channel::<warren_cluster::Proposal>();
+    let (proposals, mut to_send) = mpsc::unbounded_channel::<ToSend>();
     let (done_tx, done) = mpsc::unbounded_channel();
     tokio::spawn(async move {
-        while let Some(proposal) = to_send.recv().await {
+        while let Some((proposal, leader_only)) = to_send.recv().await {
             let number = proposal.number;
-            let ok = match group.propose(proposal, COMMIT_TIMEOUT).await {
+            let proposed = match leader_only {
+                true => group.propose_as_leader(proposal, COMMIT_TIMEOUT).await,
+                false => group.propose(proposal, COMMIT_TIMEOUT).await,
+            };
+            let ok = match proposed {
                 Ok(_) => true,
                 Err(e) => {
                     tracing::warn!(group = group.id(), "quorum queue proposal failed: {e}");
@@ -267,6 +280,8 @@ struct Queued {
     command: QuorumCommand,
     waiter: Option<Waiter>,
     bytes: usize,
+    /// Proposed only as the leader (see [`Group::propose_as_leader`]).
+    leader_only: bool,
 }
 
 /// A no-ack delivery handed to a connection that had no room for more.
@@ -315,7 +330,13 @@ struct Member {
     no_ack_held: Vec<HeldNoAck>,
     /// By proposal number.
     waiting: HashMap<u64, Waiter>,
-    proposals: mpsc::UnboundedSender<warren_cluster::Proposal>,
+    proposals: mpsc::UnboundedSender<ToSend>,
+    /// The nodes of other members whose link has stayed down [`GONE_AFTER`], until this member
+    /// leads and proposes their consumers gone (or their link is back).
+    suspects: std::collections::BTreeSet<NodeId>,
+    /// Members' node ids and names (whose links tell whether they are still down).
+    member_names: Vec<(NodeId, String)>,
+    node: Arc<ClusterNode>,
     /// Commands waiting for the one in flight to be committed, in order; a publish joins the
     /// enqueue at their end, if that is what ends them (the queue's own group commit: the
     /// slower the commits, the bigger the batches).
@@ -344,6 +365,8 @@ impl Member {
             None,
         );
         let mut batch = Vec::with_capacity(256);
+        let mut suspects_check = tokio::time::interval(LEADER_CHECK);
+        suspects_check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut deleted = false;
         let mut last_applied = 0;
         while !deleted {
@@ -377,13 +400,14 @@ impl Member {
                 }
                 Some((number, ok)) = done.recv() => self.on_done(number, ok),
                 // A member's node is gone (killed, or cut off): its consumers' deliveries go
-                // back to the queue for the others, as RabbitMQ returns a lost consumer's. Every
-                // member that sees it proposes (the gone node may have been the leader); the
-                // second finds nothing left to do.
+                // back to the queue for the others, as RabbitMQ returns a lost consumer's. The
+                // leader proposes it; every member keeps it in mind, as the gone node may have
+                // been the leader (the next one proposes it).
                 Some(node) = down.recv() => {
-                    let gone = QuorumCommand::ConsumersGone { node, process: u64::MAX };
-                    self.propose(gone, None);
+                    self.suspects.insert(node);
+                    self.propose_suspects();
                 }
+                _ = suspects_check.tick(), if !self.suspects.is_empty() => self.propose_suspects(),
                 _ = timer => {
                     if self.is_leader() {
                         self.propose(QuorumCommand::Tick { at_ms: wall_clock_ms() }, None);
@@ -431,7 +455,44 @@ impl Member {
             command,
             waiter,
             bytes: 0,
+            leader_only: false,
         });
+        self.send_next();
+    }
+
+    /// Proposes, while this member leads, that the consumers of the suspects' nodes still
+    /// unreachable are gone; forgets the suspects that are back. A follower keeps its suspects
+    /// until it leads or they come back: what it saw from its side of a partition is not
+    /// proposed to a leader that may see them well.
+    fn propose_suspects(&mut self) {
+        if self.suspects.is_empty() || !self.is_leader() {
+            return;
+        }
+        let peers = self.node.link().peers();
+        let reachable = |id: &NodeId| {
+            self.member_names
+                .iter()
+                .find(|(member, _)| member == id)
+                .is_some_and(|(_, name)| peers.iter().any(|p| p.name == *name && p.connected))
+        };
+        let gone: Vec<NodeId> = self
+            .suspects
+            .iter()
+            .copied()
+            .filter(|id| !reachable(id))
+            .collect();
+        self.suspects.clear();
+        for node in gone {
+            self.queued.push_back(Queued {
+                command: QuorumCommand::ConsumersGone {
+                    node,
+                    process: u64::MAX,
+                },
+                waiter: None,
+                bytes: 0,
+                leader_only: true,
+            });
+        }
         self.send_next();
     }
 
@@ -444,6 +505,7 @@ impl Member {
             command,
             waiter,
             bytes,
+            leader_only,
         }) = self.queued.pop_front()
         else {
             return;
@@ -463,7 +525,7 @@ impl Member {
         if let Some(waiter) = waiter {
             self.waiting.insert(proposal.number, waiter);
         }
-        self.in_flight = self.proposals.send(proposal).is_ok();
+        self.in_flight = self.proposals.send((proposal, leader_only)).is_ok();
     }
 
     /// The proposal in flight is committed (or failed: its waiter is told); the next goes.
@@ -486,6 +548,7 @@ impl Member {
             command: QuorumCommand::Enqueue { messages, .. },
             waiter: Some(Waiter::Confirms(confirms)),
             bytes,
+            ..
         }) = self.queued.back_mut()
         {
             if *bytes + len <= ENQUEUE_MAX_BYTES {
@@ -503,6 +566,7 @@ impl Member {
             command,
             waiter: Some(Waiter::Confirms(vec![confirm])),
             bytes: len,
+            leader_only: false,
         });
     }
 
