@@ -29,9 +29,15 @@ async fn main() -> anyhow::Result<()> {
     tracing_subscriber::fmt()
         .with_env_filter(
             // openraft reports every election and vote change at info: its warnings are what an
-            // operator needs.
-            EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| EnvFilter::new("info,openraft=warn")),
+            // operator needs, but for the failed heartbeats and appends to a node that is down,
+            // one per group several times a second (Warren's link says once that it is down).
+            EnvFilter::try_from_default_env().unwrap_or_else(|_| {
+                EnvFilter::new(
+                    "info,openraft=warn,openraft::core::heartbeat=error,\
+                     openraft::replication=error,\
+                     openraft::engine::handler::replication_handler=error",
+                )
+            }),
         )
         .init();
     let cli = parse_with_config_file()?;

@@ -2507,3 +2507,28 @@ async fn a_member_cut_off_and_back_leaves_the_majoritys_consumers_alone() {
         consumer.abort();
     }
 }
+
+/// A consume on a quorum queue whose other members are gone (no majority to commit it) is
+/// refused as timed out (541, as RabbitMQ refuses a quorum queue's consume that times out), not
+/// as if the queue did not exist (404).
+#[tokio::test]
+async fn a_consume_without_a_majority_of_members_times_out_rather_than_not_found() {
+    let (_cluster, n1, n2, n3) = three_formed().await;
+    let c1 = n1.connect().await;
+    declare_quorum(&c1, "qalone").await;
+    n2.kill9();
+    n3.kill9();
+    let ch = crate::common::lapin_channel(&c1).await;
+    let err = ch
+        .basic_consume(
+            "qalone".into(),
+            "alone".into(),
+            Default::default(),
+            Default::default(),
+        )
+        .await
+        .expect_err("consumed without a majority");
+    let text = err.to_string();
+    assert_eq!(crate::common::lapin_code(&err), Some(541), "{text}");
+    assert!(text.contains("timed out consuming"), "{text}");
+}

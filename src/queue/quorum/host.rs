@@ -533,7 +533,12 @@ impl Member {
         self.in_flight = false;
         if !ok {
             if let Some(waiter) = self.waiting.remove(&number) {
-                waiter.fail();
+                let vhost = self
+                    .host
+                    .upgrade()
+                    .map(|h| h.vhost_name().to_owned())
+                    .unwrap_or_default();
+                waiter.time_out(&self.handle.name, &vhost);
             }
         }
         self.send_next();
@@ -858,8 +863,29 @@ impl Member {
 }
 
 impl Waiter {
-    /// The proposal was not applied in time (no majority): confirms are nacks, the others'
-    /// answers are dropped (the caller sees the queue unreachable).
+    /// The proposal was not committed in time (no majority of the members answered): a consume
+    /// or a delete is refused as RabbitMQ refuses one that times out on a quorum queue (541,
+    /// the channel's client may try again, perhaps through another node), not as if the queue
+    /// did not exist; the others as [`Waiter::fail`].
+    fn time_out(self, queue: &str, vhost: &str) {
+        let timed_out = |what: &str| {
+            AmqpError::internal_error(format!(
+                "timed out {what} quorum queue '{queue}' in vhost '{vhost}': no majority of its members answered"
+            ))
+        };
+        match self {
+            Waiter::Consume { reply, .. } => {
+                let _ = reply.send(Err(timed_out("consuming from")));
+            }
+            Waiter::Delete(reply) => {
+                let _ = reply.send(Err(timed_out("deleting")));
+            }
+            other => other.fail(),
+        }
+    }
+
+    /// The proposal was not applied (the queue is gone, or it was not committed in time):
+    /// confirms are nacks, the others' answers are dropped (the caller sees the queue gone).
     fn fail(self) {
         match self {
             Waiter::Confirms(confirms) => {
