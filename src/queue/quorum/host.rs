@@ -364,7 +364,8 @@ impl Member {
             },
             None,
         );
-        let mut batch = Vec::with_capacity(256);
+        // Grown by what arrives: an idle queue holds no room for a burst.
+        let mut batch = Vec::new();
         let mut suspects_check = tokio::time::interval(LEADER_CHECK);
         suspects_check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut deleted = false;
