@@ -466,23 +466,23 @@ impl Member {
     /// until it leads or they come back: what it saw from its side of a partition is not
     /// proposed to a leader that may see them well.
     fn propose_suspects(&mut self) {
-        if self.suspects.is_empty() || !self.is_leader() {
+        if self.suspects.is_empty() {
             return;
         }
         let peers = self.node.link().peers();
+        let names = &self.member_names;
         let reachable = |id: &NodeId| {
-            self.member_names
+            names
                 .iter()
                 .find(|(member, _)| member == id)
                 .is_some_and(|(_, name)| peers.iter().any(|p| p.name == *name && p.connected))
         };
-        let gone: Vec<NodeId> = self
-            .suspects
-            .iter()
-            .copied()
-            .filter(|id| !reachable(id))
-            .collect();
-        self.suspects.clear();
+        // Back: nothing to propose, and no check left running for it on a follower.
+        self.suspects.retain(|id| !reachable(id));
+        if self.suspects.is_empty() || !self.is_leader() {
+            return;
+        }
+        let gone = std::mem::take(&mut self.suspects);
         for node in gone {
             self.queued.push_back(Queued {
                 command: QuorumCommand::ConsumersGone {
