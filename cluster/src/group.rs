@@ -161,13 +161,13 @@ impl Group {
                 Some(n) => openraft::SnapshotPolicy::LogsSinceLast(n),
                 None => openraft::SnapshotPolicy::Never,
             },
+            // Latency per stage of each entry's life, kept only for openraft's `runtime-stats`
+            // feature (not built) but allocated all the same: 6 rings of 1,024 by default, a
+            // good part of an idle member's memory.
+            log_stage_capacity: Some(1),
             // Entries a snapshot covers are kept for members a little behind (sent entries
             // rather than the snapshot): as many as come between two snapshots, at most
             // openraft's default, so the log stays within twice the interval.
-            // Latency per stage of each entry's life, kept only for openraft's `runtime-stats`
-            // feature (not built) but allocated all the same: 6 rings of 1,024 by default, most
-            // of an idle member's memory.
-            log_stage_capacity: Some(1),
             max_in_snapshot_log_to_keep: timing
                 .snapshot_every
                 .map_or(timing.kept_behind_snapshot, |n| {

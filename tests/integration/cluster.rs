@@ -2510,10 +2510,13 @@ async fn a_member_cut_off_and_back_leaves_the_majoritys_consumers_alone() {
 
 /// A consume on a quorum queue whose other members are gone (no majority to commit it) is
 /// refused as timed out (541, as RabbitMQ refuses a quorum queue's consume that times out), not
-/// as if the queue did not exist (404).
+/// as if the queue did not exist (404). The refused consume stays in the leader's log and is
+/// committed once a member is back: the queue cancels it, and a consumer that comes then gets
+/// every message.
 #[tokio::test]
 async fn a_consume_without_a_majority_of_members_times_out_rather_than_not_found() {
-    let (_cluster, n1, n2, n3) = three_formed().await;
+    use futures::StreamExt;
+    let (cluster, n1, n2, n3) = three_formed().await;
     let c1 = n1.connect().await;
     declare_quorum(&c1, "qalone").await;
     n2.kill9();
@@ -2531,4 +2534,29 @@ async fn a_consume_without_a_majority_of_members_times_out_rather_than_not_found
     let text = err.to_string();
     assert_eq!(crate::common::lapin_code(&err), Some(541), "{text}");
     assert!(text.contains("timed out consuming"), "{text}");
+
+    let _n2 = cluster.start(1);
+    // 541 closes the connection (as RabbitMQ's does).
+    let c1 = n1.connect().await;
+    let ch = confirm_channel(&c1).await;
+    for i in 0..10 {
+        publish_confirmed(&ch, "", "qalone", &numbered_body(i, 32), true).await;
+    }
+    eventually(
+        "the refused consumer gone, the messages ready",
+        || queue_counts(&n1, "qalone"),
+        |&c| c == (10, 0, 0),
+    );
+    let ch = crate::common::lapin_channel(&c1).await;
+    let mut consumer = consume(&ch, "qalone", "after").await;
+    for i in 0..10 {
+        let delivery = tokio::time::timeout(FORM, consumer.next())
+            .await
+            .expect("a delivery in time")
+            .expect("a delivery")
+            .expect("no error");
+        assert_eq!(body_number(&delivery.data), i);
+        assert!(!delivery.redelivered);
+        delivery.ack(Default::default()).await.expect("ack");
+    }
 }

@@ -180,6 +180,7 @@ pub fn spawn(
             waiting: HashMap::new(),
             proposals,
             suspects: Default::default(),
+            orphans: Default::default(),
             member_names: members
                 .iter()
                 .map(|m| (node_id(&m.name), m.name.clone()))
@@ -334,6 +335,9 @@ struct Member {
     /// The nodes of other members whose link has stayed down [`GONE_AFTER`], until this member
     /// leads and proposes their consumers gone (or their link is back).
     suspects: std::collections::BTreeSet<NodeId>,
+    /// Consumers of this node's that the state may hold but this member no longer serves (a
+    /// consume that timed out and may be committed later): cancelled once each.
+    orphans: std::collections::HashSet<u64>,
     /// Members' node ids and names (whose links tell whether they are still down).
     member_names: Vec<(NodeId, String)>,
     node: Arc<ClusterNode>,
@@ -534,6 +538,12 @@ impl Member {
         self.in_flight = false;
         if !ok {
             if let Some(waiter) = self.waiting.remove(&number) {
+                if let Waiter::Consume { consumer, .. } = &waiter {
+                    // Refused to its client, but perhaps committed later: cancelled after it.
+                    let consumer = *consumer;
+                    self.forget_consumer(consumer);
+                    self.cancel_orphan(consumer);
+                }
                 let vhost = self
                     .host
                     .upgrade()
@@ -776,6 +786,8 @@ impl Member {
             None => {
                 self.forget_consumer(consumer);
                 self.settle(Settle::Requeue, vec![delivery], wall_clock_ms());
+                // Else the state would give it the next message again, and again.
+                self.cancel_orphan(consumer);
             }
             Some(local) if local.no_ack => {
                 let flow = &local.outbox.connection_flow;
@@ -814,6 +826,19 @@ impl Member {
 
     /// A consumer of this node's leaves (cancelled, or its connection gone): what it was handed
     /// without acks is settled, as delivered (its client asked for no more than at most once).
+    /// Proposes the cancel of a consumer of this node's that nobody here serves, once.
+    fn cancel_orphan(&mut self, consumer: u64) {
+        if self.orphans.insert(consumer) {
+            self.propose(
+                QuorumCommand::Cancel {
+                    at_ms: wall_clock_ms(),
+                    consumer,
+                },
+                None,
+            );
+        }
+    }
+
     fn forget_consumer(&mut self, consumer: u64) -> Option<LocalConsumer> {
         let local = self.consumers.remove(&consumer)?;
         if local.no_ack {
