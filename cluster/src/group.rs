@@ -584,7 +584,17 @@ pub(crate) fn figures_of(metrics: &openraft::RaftMetrics<TypeConfig>) -> LogFigu
         purged: metrics.purged.map(|id| id.index),
         last: metrics.last_log_index,
         snapshot: metrics.snapshot.map(|id| id.index),
-        committed: metrics.cluster_committed.map(|id| id.index),
+        // What the cluster is known to have committed, or at least what this member has
+        // committed or applied: a leader just elected knows no cluster commit of its own until
+        // an entry of its term is committed, yet everything it applied was committed.
+        committed: [
+            metrics.cluster_committed.map(|id| id.index),
+            metrics.local_committed.map(|id| id.index),
+            metrics.last_applied.map(|id| id.index),
+        ]
+        .into_iter()
+        .max()
+        .flatten(),
         applied: metrics.last_applied.map(|id| id.index),
         term: metrics.current_term,
         role: role.to_owned(),
