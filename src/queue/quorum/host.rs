@@ -181,11 +181,6 @@ pub fn spawn(
             proposals,
             suspects: Default::default(),
             orphans: Default::default(),
-            member_names: members
-                .iter()
-                .map(|m| (node_id(&m.name), m.name.clone()))
-                .collect(),
-            node: replication.node.clone(),
             queued: Default::default(),
             queued_bytes: 0,
             in_flight: false,
@@ -338,9 +333,6 @@ struct Member {
     /// Consumers of this node's that the state may hold but this member no longer serves (a
     /// consume that timed out and may be committed later): cancelled once each.
     orphans: std::collections::HashSet<u64>,
-    /// Members' node ids and names (whose links tell whether they are still down).
-    member_names: Vec<(NodeId, String)>,
-    node: Arc<ClusterNode>,
     /// Commands waiting for the one in flight to be committed, in order; a publish joins the
     /// enqueue at their end, if that is what ends them (the queue's own group commit: the
     /// slower the commits, the bigger the batches).
@@ -473,13 +465,11 @@ impl Member {
         if self.suspects.is_empty() {
             return;
         }
-        let peers = self.node.link().peers();
-        let names = &self.member_names;
+        let members = self.group.members();
         let reachable = |id: &NodeId| {
-            names
+            members
                 .iter()
-                .find(|(member, _)| member == id)
-                .is_some_and(|(_, name)| peers.iter().any(|p| p.name == *name && p.connected))
+                .any(|m| node_id(&m.name) == *id && m.reachable)
         };
         // Back: nothing to propose, and no check left running for it on a follower.
         self.suspects.retain(|id| !reachable(id));
