@@ -374,12 +374,10 @@ impl Group {
     /// a change answered after this is seen by every node that is up, as RabbitMQ's metadata
     /// changes are (a declare on one node, then a bind on another, finds the queue there).
     pub async fn wait_applied_everywhere(&self, index: u64, within: Duration) {
-        let peers = self.node.link().peers();
         let members: Vec<String> = self
             .members()
             .into_iter()
-            .filter(|m| m.name != self.node.name())
-            .filter(|m| peers.iter().any(|p| p.name == m.name && p.connected))
+            .filter(|m| m.name != self.node.name() && m.reachable)
             .map(|m| m.name)
             .collect();
         let asks = members.iter().map(|name| {
@@ -409,7 +407,7 @@ impl Group {
     pub fn members(&self) -> Vec<MemberStatus> {
         let metrics = self.raft.metrics();
         let metrics = metrics.borrow_watched();
-        let peers = self.node.link().peers();
+        let link = self.node.link();
         let mut members: Vec<MemberStatus> = metrics
             .membership_config
             .membership()
@@ -417,7 +415,7 @@ impl Group {
             .map(|(id, n)| MemberStatus {
                 name: n.name.clone(),
                 addr: n.addr.clone(),
-                reachable: *id == self.me || peers.iter().any(|p| p.name == n.name && p.connected),
+                reachable: *id == self.me || link.is_connected(&n.name),
                 leader: metrics.current_leader == Some(*id),
             })
             .collect();
@@ -524,12 +522,11 @@ impl Group {
         if self.leader_reachable(&me) {
             return true;
         }
-        let peers = self.node.link().peers();
         let mut candidates: Vec<String> = self
             .members()
             .into_iter()
+            .filter(|m| m.reachable)
             .map(|m| m.name)
-            .filter(|name| *name == me || peers.iter().any(|p| p.name == *name && p.connected))
             .collect();
         candidates.sort_by_key(|name| {
             let preferred = preference.iter().position(|p| p == name);
@@ -550,12 +547,7 @@ impl Group {
         match self.leader() {
             None => false,
             Some(leader) if leader == me => true,
-            Some(leader) => self
-                .node
-                .link()
-                .peers()
-                .iter()
-                .any(|p| p.name == leader && p.connected),
+            Some(leader) => self.node.link().is_connected(&leader),
         }
     }
 

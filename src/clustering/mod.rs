@@ -347,7 +347,7 @@ impl Clustering {
             return members;
         }
         // Just started, before the group has its membership: the seed list.
-        let peers = self.node.link().peers();
+        let link = self.node.link();
         let mut seeds: Vec<MemberStatus> = self
             .settings
             .members
@@ -355,8 +355,7 @@ impl Clustering {
             .map(|m| MemberStatus {
                 name: m.name.clone(),
                 addr: m.addr.clone(),
-                reachable: m.name == self.settings.name
-                    || peers.iter().any(|p| p.name == m.name && p.connected),
+                reachable: m.name == self.settings.name || link.is_connected(&m.name),
                 leader: false,
             })
             .collect();

@@ -251,6 +251,13 @@ impl Link {
     }
 
     /// The peers and whether each is connected now.
+    /// Whether `peer`'s connection is up now.
+    pub fn is_connected(&self, peer: &str) -> bool {
+        lock(&self.inner.peers)
+            .get(peer)
+            .is_some_and(|p| p.connection.borrow().is_some())
+    }
+
     pub fn peers(&self) -> Vec<PeerStatus> {
         let peers = lock(&self.inner.peers);
         let mut all: Vec<PeerStatus> = peers

@@ -230,8 +230,7 @@ impl Proxy {
 
     /// Another of the homes whose link is up, if the one in use is not.
     fn reachable_home(&self) -> Option<usize> {
-        let peers = self.remote.link.peers();
-        let up = |name: &str| peers.iter().any(|p| p.name == name && p.connected);
+        let up = |name: &str| self.remote.link.is_connected(name);
         if up(self.home()) {
             return None;
         }
