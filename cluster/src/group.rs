@@ -6,7 +6,7 @@
 //! initializes the group with them (openraft allows every member to do so with the same
 //! membership), so nodes may start in any order and the group forms once a majority is up.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -75,6 +75,10 @@ pub struct LogFigures {
     pub term: u64,
     /// `leader`, `follower`, `candidate` or `learner` (as RabbitMQ's `quorum_status` says).
     pub role: String,
+    /// The voters of the membership it has (the new ones while a change is under way), by name.
+    pub voters: Vec<String>,
+    /// A membership change is under way (old and new voters both count).
+    pub joint: bool,
 }
 
 /// One member of a group and its figures, as [`Group::member_figures`] gathers them.
@@ -83,6 +87,17 @@ pub struct MemberFigures {
     pub name: String,
     /// `None`: its node did not answer (down, cut off) or does not have the group.
     pub figures: Option<LogFigures>,
+}
+
+/// What [`Group::change_members`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MembershipStep {
+    /// The group's voters are the members wanted.
+    Done,
+    /// This member does not lead: the leader makes the change.
+    NotLeader,
+    /// This member led but is not wanted: it handed the leadership to a wanted one.
+    HandedOver,
 }
 
 #[derive(Debug, Error)]
@@ -134,7 +149,32 @@ impl Group {
         members: &[Node],
         timing: Timing,
     ) -> Result<Arc<Group>, ClusterError> {
-        let id = id.into();
+        Self::open(node, id.into(), db, applier, members, timing, true).await
+    }
+
+    /// Starts this node's member of group `id`, which exists already: it never initializes the
+    /// group (its log may be empty), but waits for the leader to add it ([`Group::change_members`]
+    /// on the leader's node). `members`: the group's members as wanted, this node among them.
+    pub async fn join(
+        node: Arc<ClusterNode>,
+        id: impl Into<GroupId>,
+        db: &LogDb,
+        applier: Arc<dyn Applier>,
+        members: &[Node],
+        timing: Timing,
+    ) -> Result<Arc<Group>, ClusterError> {
+        Self::open(node, id.into(), db, applier, members, timing, false).await
+    }
+
+    async fn open(
+        node: Arc<ClusterNode>,
+        id: GroupId,
+        db: &LogDb,
+        applier: Arc<dyn Applier>,
+        members: &[Node],
+        timing: Timing,
+        may_initialize: bool,
+    ) -> Result<Arc<Group>, ClusterError> {
         let me = node_id(node.name());
         for m in members {
             node.link().add_peer(&m.name, &m.addr);
@@ -191,7 +231,7 @@ impl Group {
             .is_initialized()
             .await
             .map_err(|e| ClusterError::Raft(e.to_string()))?;
-        if !initialized {
+        if !initialized && may_initialize {
             let seeds: BTreeMap<NodeId, Node> = members
                 .iter()
                 .map(|m| (node_id(&m.name), m.clone()))
@@ -464,6 +504,94 @@ impl Group {
         futures::future::join_all(asks).await
     }
 
+    /// One step towards a group whose voters are `wanted` (this node's member never leaves
+    /// the group by itself: the leader removes it). Only the leader acts: it adds the wanted
+    /// members that are not in the group as learners and waits (at most `within`) until they
+    /// have caught up, then makes them the voters. A leader that is not wanted first makes the
+    /// wanted members voters beside it, then hands its leadership to one of them, which makes
+    /// the rest of the change (openraft keeps a leader that removed itself leading). Called
+    /// again until it answers [`MembershipStep::Done`]: a step cut short (a leader change, a
+    /// member not up) is taken again from where the group is.
+    pub async fn change_members(
+        &self,
+        wanted: &[Node],
+        within: Duration,
+    ) -> Result<MembershipStep, ClusterError> {
+        let wanted_ids: BTreeSet<NodeId> = wanted.iter().map(|n| node_id(&n.name)).collect();
+        if wanted_ids.is_empty() {
+            return Err(ClusterError::Raft(
+                "a group keeps at least one member".into(),
+            ));
+        }
+        let (leader, configs, known) = {
+            let metrics = self.raft.metrics();
+            let metrics = metrics.borrow_watched();
+            let membership = metrics.membership_config.membership();
+            let known: BTreeSet<NodeId> = membership.nodes().map(|(id, _)| *id).collect();
+            (
+                metrics.current_leader,
+                membership.get_joint_config().clone(),
+                known,
+            )
+        };
+        if leader != Some(self.me) {
+            return Ok(MembershipStep::NotLeader);
+        }
+        if configs.len() == 1 && configs[0] == wanted_ids {
+            return Ok(MembershipStep::Done);
+        }
+        let failed = |e: String| ClusterError::Raft(format!("group {}: {e}", self.id));
+        self.wake();
+        for node in wanted {
+            let id = node_id(&node.name);
+            let voter = configs.iter().any(|c| c.contains(&id));
+            if known.contains(&id) && voter {
+                continue;
+            }
+            self.node.link().add_peer(&node.name, &node.addr);
+            match tokio::time::timeout(within, self.raft.add_learner(id, node.clone(), true)).await
+            {
+                Err(_) => return Err(failed(format!("{} did not catch up in time", node.name))),
+                Ok(Err(e)) => return Err(failed(e.to_string())),
+                Ok(Ok(_)) => {}
+            }
+        }
+        let mut voters = wanted_ids.clone();
+        let stays = wanted_ids.contains(&self.me);
+        if !stays {
+            voters.insert(self.me);
+        }
+        let current = configs.last().cloned().unwrap_or_default();
+        if configs.len() > 1 || current != voters {
+            match tokio::time::timeout(within, self.raft.change_membership(voters, false)).await {
+                Err(_) => return Err(failed("the membership change timed out".into())),
+                Ok(Err(e)) => return Err(failed(e.to_string())),
+                Ok(Ok(_)) => {}
+            }
+            let _ = self.raft.trigger().heartbeat().await;
+        }
+        if stays {
+            return Ok(MembershipStep::Done);
+        }
+        // Handed to a wanted member its link reaches (a voter now, caught up as a learner).
+        let to = wanted
+            .iter()
+            .find(|n| self.node.link().is_connected(&n.name))
+            .ok_or_else(|| failed("no wanted member is reachable to lead".into()))?;
+        self.raft
+            .trigger()
+            .transfer_leader(node_id(&to.name))
+            .await
+            .map_err(|e| failed(e.to_string()))?;
+        Ok(MembershipStep::HandedOver)
+    }
+
+    /// The voters of the membership this member has (the new ones while a change is under way),
+    /// by name.
+    pub fn voters(&self) -> Vec<String> {
+        self.log_figures().voters
+    }
+
     /// The leader's name, if one is known.
     pub fn leader(&self) -> Option<String> {
         let leader = self.raft.metrics().borrow_watched().current_leader?;
@@ -565,6 +693,8 @@ impl Group {
 
 /// What a member's metrics say of its log and its role.
 pub(crate) fn figures_of(metrics: &openraft::RaftMetrics<TypeConfig>) -> LogFigures {
+    let membership = metrics.membership_config.membership();
+    let configs = membership.get_joint_config();
     let role = match metrics.state {
         openraft::ServerState::Leader => "leader",
         openraft::ServerState::Follower => "follower",
@@ -590,5 +720,21 @@ pub(crate) fn figures_of(metrics: &openraft::RaftMetrics<TypeConfig>) -> LogFigu
         applied: metrics.last_applied.map(|id| id.index),
         term: metrics.current_term,
         role: role.to_owned(),
+        voters: voter_names(membership, configs.last()),
+        joint: configs.len() > 1,
     }
+}
+
+/// The names of `ids` in `membership`, sorted.
+fn voter_names(
+    membership: &openraft::Membership<NodeId, Node>,
+    ids: Option<&BTreeSet<NodeId>>,
+) -> Vec<String> {
+    let mut names: Vec<String> = ids
+        .into_iter()
+        .flatten()
+        .filter_map(|id| membership.get_node(id).map(|n| n.name.clone()))
+        .collect();
+    names.sort();
+    names
 }

@@ -71,6 +71,26 @@ impl ClusterNode {
             .remove(id);
     }
 
+    /// Group `group`'s figures on node `peer` (this one's from here), asked within `within`;
+    /// None if that node did not answer or has no member of the group.
+    pub async fn group_figures(
+        &self,
+        peer: &str,
+        group: &str,
+        within: std::time::Duration,
+    ) -> Option<crate::group::LogFigures> {
+        if peer == self.name() {
+            return self.group(group).map(|g| g.figures());
+        }
+        let request = Request::Figures {
+            group: group.to_owned(),
+        };
+        match self.link().request(peer, request, within).await {
+            Ok(Response::Figures(figures)) => figures,
+            _ => None,
+        }
+    }
+
     fn group(&self, id: &str) -> Option<Arc<dyn GroupEndpoint>> {
         self.groups
             .read()

@@ -359,3 +359,124 @@ async fn a_member_started_late_joins_under_the_elected_leader() {
         stop(m).await;
     }
 }
+
+/// Asks every member to take a step towards `wanted` until one (the leader) has made it.
+async fn change_members(members: &[&Member], wanted: &[Node]) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        for m in members {
+            let step = m
+                .group
+                .change_members(wanted, Duration::from_secs(10))
+                .await;
+            if let Ok(MembershipStep::Done) = step {
+                return;
+            }
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no member made the change"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn members_are_added_and_removed_the_leader_included() {
+    let dirs: Vec<_> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
+    let (mut ls, nodes) = listeners(3).await;
+    let third = ls.pop().unwrap();
+    let mut members = Vec::new();
+    for (i, l) in ls.into_iter().enumerate() {
+        members.push(member(Some(l), &nodes[i], &nodes[..2], dirs[i].path()).await);
+    }
+    for k in 0..10u8 {
+        let p = members[0].group.proposal(vec![k]);
+        members[0]
+            .group
+            .propose(p, Duration::from_secs(20))
+            .await
+            .unwrap();
+    }
+    // The third joins an existing group: it never initializes one of its own, though its log
+    // is empty, and has everything once the leader has added it.
+    let link = Link::start(
+        LinkConfig::new(
+            nodes[2].name.clone(),
+            nodes[2].addr.clone(),
+            b"secret".to_vec(),
+        ),
+        Some(third),
+    );
+    let recorder = Arc::new(Recorder::default());
+    let db = LogDb::open(dirs[2].path().join("raft.redb")).unwrap();
+    let group = Group::join(
+        ClusterNode::new(link.clone()),
+        "g",
+        &db,
+        recorder.clone(),
+        &nodes,
+        fast(),
+    )
+    .await
+    .unwrap();
+    members.push(Member {
+        group,
+        link,
+        recorder,
+    });
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    assert!(
+        members[2].group.voters().is_empty(),
+        "a joining member made a group of its own: {:?}",
+        members[2].group.voters()
+    );
+    change_members(&members.iter().collect::<Vec<_>>(), &nodes).await;
+    let names: Vec<String> = nodes.iter().map(|n| n.name.clone()).collect();
+    until("the third has every entry and the new membership", || {
+        members[2].recorder.applied().len() >= 10 && members[2].group.voters() == names
+    })
+    .await;
+    assert_eq!(
+        members[2].recorder.applied()[..10],
+        members[0].recorder.applied()[..10]
+    );
+
+    // The leader goes: it hands the leadership to a remaining member, which completes the change.
+    let leader = members
+        .iter()
+        .position(|m| m.group.leader().as_deref() == Some(m.link.name()))
+        .expect("a leader");
+    let wanted: Vec<Node> = nodes
+        .iter()
+        .filter(|n| n.name != nodes[leader].name)
+        .cloned()
+        .collect();
+    let wanted_names: Vec<String> = wanted.iter().map(|n| n.name.clone()).collect();
+    change_members(&members.iter().collect::<Vec<_>>(), &wanted).await;
+    let rest: Vec<&Member> = members
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| *i != leader)
+        .map(|(_, m)| m)
+        .collect();
+    until(
+        "the others have the membership without the old leader",
+        || rest.iter().all(|m| m.group.voters() == wanted_names),
+    )
+    .await;
+    let p = rest[0].group.proposal(vec![99]);
+    rest[0]
+        .group
+        .propose(p, Duration::from_secs(20))
+        .await
+        .unwrap();
+    until("both remaining members applied it", || {
+        rest.iter()
+            .all(|m| m.recorder.applied().last() == Some(&vec![99]))
+    })
+    .await;
+    for m in members {
+        stop(m).await;
+    }
+}
