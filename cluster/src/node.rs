@@ -64,6 +64,14 @@ impl ClusterNode {
             .insert(id, group);
     }
 
+    /// Whether a member of group `id` runs on this node.
+    pub fn has_group(&self, id: &str) -> bool {
+        self.groups
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .contains_key(id)
+    }
+
     pub(crate) fn remove_group(&self, id: &str) {
         self.groups
             .write()

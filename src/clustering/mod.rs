@@ -104,6 +104,8 @@ pub struct Connected {
     raft_db: LogDb,
     /// When this process started (ns since the epoch).
     process: u64,
+    /// Quorum queue members leaving their group (see `Replication::leaving`).
+    leaving_members: crate::queue::quorum::host::LeavingMembers,
 }
 
 impl Connected {
@@ -147,6 +149,7 @@ impl Connected {
         Ok(Connected {
             node: ClusterNode::new(link),
             proxies: Arc::new(Proxies::default()),
+            leaving_members: Default::default(),
             definitions,
             settings,
             raft_db,
@@ -169,6 +172,7 @@ impl Connected {
                     db: self.raft_db.clone(),
                     process: self.process,
                     nodes: self.settings.members.clone(),
+                    leaving: self.leaving_members.clone(),
                 },
             },
         }

@@ -390,6 +390,26 @@ pub enum Command {
     /// (`rabbitmq-queues quorum_status`).
     #[command(alias = "quorum_status")]
     QuorumStatus { queue: String },
+    /// Adds a member on NODE to a quorum queue; done once it has caught up and votes
+    /// (`rabbitmq-queues add_member`).
+    #[command(alias = "add_member")]
+    AddMember { queue: String, node: String },
+    /// Removes the member on NODE from a quorum queue (`rabbitmq-queues delete_member`).
+    #[command(alias = "delete_member")]
+    DeleteMember { queue: String, node: String },
+    /// Adds a member on NODE to every quorum queue the patterns match (`all`), or to those with
+    /// an even number of members (`even`) (`rabbitmq-queues grow`).
+    Grow {
+        node: String,
+        #[arg(value_parser = ["all", "even"])]
+        strategy: String,
+        #[arg(long, alias = "vhost_pattern", default_value = ".*")]
+        vhost_pattern: String,
+        #[arg(long, alias = "queue_pattern", default_value = ".*")]
+        queue_pattern: String,
+    },
+    /// Removes NODE's member from every quorum queue that has another (`rabbitmq-queues shrink`).
+    Shrink { node: String },
     /// Writes every definition to FILE (`-`: standard output).
     #[command(alias = "export_definitions")]
     ExportDefinitions { file: String },
@@ -697,6 +717,15 @@ async fn dispatch(ctl: &Ctl, command: Command) -> Result<(), CtlError> {
             let banner = format!("Status of quorum queue {queue} ...");
             list(ctl, &QUORUM_MEMBERS, request, &[], &banner).await
         }
+        Command::AddMember { queue, node } => node::add_member(ctl, &queue, &node).await,
+        Command::DeleteMember { queue, node } => node::delete_member(ctl, &queue, &node).await,
+        Command::Grow {
+            node,
+            strategy,
+            vhost_pattern,
+            queue_pattern,
+        } => node::grow(ctl, &node, &strategy, &vhost_pattern, &queue_pattern).await,
+        Command::Shrink { node } => node::shrink(ctl, &node).await,
         Command::ExportDefinitions { file } => node::export_definitions(ctl, &file).await,
         Command::ImportDefinitions { file } => node::import_definitions(ctl, &file).await,
         Command::Status => node::status(ctl).await,

@@ -415,3 +415,74 @@ pub async fn cluster_status(ctl: &Ctl) -> Result<(), CtlError> {
         ],
     )
 }
+
+/// A request about quorum queue `queue`'s members (`/api/queues/quorum/V/Q/replicas/ACTION`).
+fn members_request(ctl: &Ctl, method: Method, queue: &str, action: &str, node: &str) -> Request {
+    let v = &ctl.vhost;
+    Request::new(
+        method,
+        format!(
+            "/api/queues/quorum/{}/{}/replicas/{action}",
+            segment(v),
+            segment(queue)
+        ),
+        format!("queue '{queue}' in vhost '{v}'"),
+    )
+    .body(json!({ "node": node }))
+    .in_vhost(v)
+    .missing(Missing::Unavailable)
+}
+
+pub async fn add_member(ctl: &Ctl, queue: &str, node: &str) -> Result<(), CtlError> {
+    ctl.say(&format!(
+        "Adding a replica for queue {queue} on node {node}..."
+    ));
+    let request = members_request(ctl, Method::Post, queue, "add", node);
+    ctl.client.call(request).await?;
+    Ok(())
+}
+
+pub async fn delete_member(ctl: &Ctl, queue: &str, node: &str) -> Result<(), CtlError> {
+    ctl.say(&format!(
+        "Removing a replica of queue {queue} in vhost {} on node {node}...",
+        ctl.vhost
+    ));
+    let request = members_request(ctl, Method::Delete, queue, "delete", node);
+    ctl.client.call(request).await?;
+    Ok(())
+}
+
+pub async fn grow(
+    ctl: &Ctl,
+    node: &str,
+    strategy: &str,
+    vhost_pattern: &str,
+    queue_pattern: &str,
+) -> Result<(), CtlError> {
+    ctl.say(&format!(
+        "Growing {strategy} quorum queues matching {queue_pattern} in vhosts matching {vhost_pattern} to {node}..."
+    ));
+    let request = Request::new(
+        Method::Post,
+        format!("/api/queues/quorum/replicas/on/{}/grow", segment(node)),
+        format!("node '{node}'"),
+    )
+    .body(json!({
+        "strategy": strategy,
+        "vhost_pattern": vhost_pattern,
+        "queue_pattern": queue_pattern,
+    }));
+    ctl.client.call(request).await?;
+    Ok(())
+}
+
+pub async fn shrink(ctl: &Ctl, node: &str) -> Result<(), CtlError> {
+    ctl.say(&format!("Shrinking all quorum queues on {node}..."));
+    let request = Request::new(
+        Method::Delete,
+        format!("/api/queues/quorum/replicas/on/{}/shrink", segment(node)),
+        format!("node '{node}'"),
+    );
+    ctl.client.call(request).await?;
+    Ok(())
+}

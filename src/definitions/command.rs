@@ -46,6 +46,13 @@ pub enum DefinitionCommand {
         kind: PolicyKind,
         name: String,
     },
+    /// A quorum queue's members are now `members` (in a cluster only: nothing of it is kept in
+    /// the node's store). Skipped if the queue is not that incarnation.
+    SetQueueMembers {
+        name: String,
+        incarnation: u64,
+        members: Vec<String>,
+    },
 }
 
 /// A queue as declared.
@@ -69,6 +76,11 @@ pub struct QueueDefinition {
     /// the same name leaves the new one be.
     #[serde(default)]
     pub incarnation: u64,
+    /// A quorum queue's members, by node name, once they were changed (`add_member`,
+    /// `delete_member`, `grow`, `shrink`); None: those chosen at its declare (see
+    /// `Replication::group_members`).
+    #[serde(default)]
+    pub members: Option<Vec<String>>,
 }
 
 /// An exchange as declared.
@@ -120,6 +132,8 @@ impl DefinitionCommand {
             | DefinitionCommand::Unbind { durable, .. } => *durable,
             // Policies are kept whatever they match, as RabbitMQ keeps them.
             DefinitionCommand::SetPolicy(_) | DefinitionCommand::ClearPolicy { .. } => true,
+            // The metadata log holds it: a node alone has no members to change.
+            DefinitionCommand::SetQueueMembers { .. } => false,
         }
     }
 }

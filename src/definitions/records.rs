@@ -31,6 +31,7 @@ impl QueueDefinition {
             arguments: decode_table(&record.arguments).unwrap_or_default(),
             home: None,
             incarnation: 0,
+            members: None,
         }
     }
 }

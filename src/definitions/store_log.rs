@@ -85,6 +85,8 @@ fn write_ops(vhost: &str, command: &DefinitionCommand, ops: &mut Vec<Op>) {
             name: name.clone(),
             operator: *kind == PolicyKind::Operator,
         }),
+        // Not durable here (see `DefinitionCommand::is_durable`).
+        DefinitionCommand::SetQueueMembers { .. } => {}
     }
 }
 

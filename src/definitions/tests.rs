@@ -31,6 +31,7 @@ fn queue(name: &str, storage_id: Option<u64>) -> DefinitionCommand {
         arguments: FieldTable::default(),
         home: None,
         incarnation: 0,
+        members: None,
     })
 }
 

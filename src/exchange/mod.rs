@@ -225,6 +225,25 @@ impl Exchange {
     }
 
     /// Removes every binding to `destination`; true if there were any.
+    /// Moves every binding to `from` to `to` (a queue started again in another form).
+    pub fn repoint(&mut self, from: &Destination, to: &Destination) {
+        let moved: Vec<(String, FieldTable)> = self
+            .bindings
+            .iter()
+            .filter(|b| &b.destination == from)
+            .map(|b| (b.routing_key.clone(), b.arguments.clone()))
+            .collect();
+        if moved.is_empty() {
+            return;
+        }
+        self.unbind_destination(from);
+        for (key, arguments) in moved {
+            if let Err(e) = self.bind(to.clone(), &key, arguments) {
+                tracing::error!(exchange = %self.name, "binding not moved: {e}");
+            }
+        }
+    }
+
     pub fn unbind_destination(&mut self, destination: &Destination) -> bool {
         let mut removed = Vec::new();
         self.bindings.retain(|b| {

@@ -247,6 +247,9 @@ fn queue_json(s: &QueueSnapshot, node: &str) -> Value {
         map.insert("leader".into(), json!(r.leader));
         map.insert("members".into(), json!(r.members));
         map.insert("online".into(), json!(r.online));
+    } else if let (Some(members), Some(map)) = (q.members(), out.as_object_mut()) {
+        // A quorum queue without a member on this node: its members as the cluster has them.
+        map.insert("members".into(), json!(members));
     }
     out
 }

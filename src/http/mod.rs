@@ -4,7 +4,8 @@
 //! policies; [`queues`],
 //! [`exchanges`], [`bindings`]: declaring, deleting, purging, binding, publishing and getting,
 //! with [`access`] deciding who may and how refusals read; [`definitions`]: export and import;
-//! [`connections`] and [`channels`]: the live connections, channels and consumers) and Prometheus
+//! [`connections`] and [`channels`]: the live connections, channels and consumers; [`members`]:
+//! quorum queues' members) and Prometheus
 //! metrics ([`metrics`]), on an accept loop of its own that bounds what HTTP clients can hold: a
 //! request-head (and idle) timeout, a cap on connections and on request bodies.
 
@@ -19,6 +20,7 @@ mod definitions;
 mod exchanges;
 mod health;
 mod limits;
+mod members;
 mod message_json;
 mod metrics;
 mod policies;
@@ -233,6 +235,22 @@ fn router(broker: Arc<Broker>) -> Router {
         .route(
             "/api/queues/quorum/{vhost}/{name}/status",
             get(queues::quorum_status),
+        )
+        .route(
+            "/api/queues/quorum/{vhost}/{name}/replicas/add",
+            post(members::add),
+        )
+        .route(
+            "/api/queues/quorum/{vhost}/{name}/replicas/delete",
+            delete(members::delete),
+        )
+        .route(
+            "/api/queues/quorum/replicas/on/{node}/grow",
+            post(members::grow),
+        )
+        .route(
+            "/api/queues/quorum/replicas/on/{node}/shrink",
+            delete(members::shrink),
         )
         .route("/api/queues/{vhost}/{name}/contents", delete(queues::purge))
         .route("/api/queues/{vhost}/{name}/get", post(queues::get))

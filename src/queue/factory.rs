@@ -58,7 +58,7 @@ impl Placement {
 /// Creates a queue of the type its arguments name and starts it: here, or (homed on another
 /// node) as a proxy of it. `recovered` holds the messages a durable queue had on disk, in order.
 pub fn create<H: QueueHost + 'static>(
-    spec: QueueSpec,
+    mut spec: QueueSpec,
     host: Weak<H>,
     store: &Store,
     recovered: Option<Recovery>,
@@ -73,15 +73,19 @@ pub fn create<H: QueueHost + 'static>(
     ) = (placement, home)
     {
         if spec.args.queue_type == QueueType::Quorum {
-            let members = replication.group_members(home, spec.args.initial_group_size);
+            let members = replication.members_of(home, &spec);
             if members.iter().any(|m| *m.name == **me) {
                 let host: Weak<dyn QueueHost> = host.clone();
+                // A group whose members were changed exists already: a member added later
+                // waits for its leader to add it, its log empty until then.
+                let joins = spec.members.is_some();
                 return quorum::host::spawn(
                     spec,
                     host,
                     store.clone(),
                     replication.clone(),
                     members,
+                    joins,
                 );
             }
         }
@@ -100,10 +104,11 @@ pub fn create<H: QueueHost + 'static>(
                 .upgrade()
                 .map(|h| h.vhost_name().to_owned())
                 .unwrap_or_default();
-            // A quorum queue is served by any of its members (the declaring node first).
+            // A quorum queue is served by any of its members (the declaring node first, while
+            // its members are those chosen at its declare).
             let homes = match spec.args.queue_type {
                 QueueType::Quorum => replication
-                    .group_members(home, spec.args.initial_group_size)
+                    .members_of(home, &spec)
                     .into_iter()
                     .map(|m| m.name)
                     .collect(),
@@ -111,7 +116,11 @@ pub fn create<H: QueueHost + 'static>(
             };
             let homes = match homes.is_empty() {
                 true => vec![home.to_owned()],
-                false => homes,
+                false => {
+                    // Shown as the queue's members here too, as on its members' nodes.
+                    spec.members = Some(homes.clone());
+                    homes
+                }
             };
             return remote::spawn(spec, &vhost, homes, remote.clone());
         }

@@ -319,6 +319,8 @@ pub struct QueueHandle {
     pub incarnation: u64,
     /// The node it lives on, in a cluster (None alone).
     pub home: Option<Arc<str>>,
+    /// A quorum queue's members once changed (see `QueueDefinition::members`).
+    members: Mutex<Option<Vec<String>>>,
     /// False while the node it lives on cannot be reached (a proxy's; always true here).
     home_up: AtomicBool,
     /// A proxy of a queue on another node: it answers every confirm itself (once the home node
@@ -332,6 +334,15 @@ pub struct QueueHandle {
     /// A replicated queue's counts on this member, read without a round through its inbox
     /// (which publishers may keep full while the group commits).
     counts: std::sync::OnceLock<Box<dyn Fn() -> QueueStats + Send + Sync>>,
+    /// A replicated queue's member: how it is told the members wanted of its group.
+    membership: Option<MemberControl>,
+}
+
+/// How a replicated queue's member on this node is told the members its group should have.
+pub(crate) struct MemberControl {
+    /// This node's name.
+    pub node: Arc<str>,
+    pub wanted: tokio::sync::watch::Sender<Vec<String>>,
 }
 
 /// A replicated queue's members as the management API shows them (RabbitMQ's `leader`,
@@ -377,11 +388,49 @@ impl QueueHandle {
             deleted: Default::default(),
             incarnation: spec.incarnation,
             home: spec.home.map(Arc::from),
+            members: Mutex::new(spec.members),
             home_up: AtomicBool::new(true),
             forwards: false,
             replicated: false,
             replica: std::sync::OnceLock::new(),
             counts: std::sync::OnceLock::new(),
+            membership: None,
+        }
+    }
+
+    /// A replicated queue's members are now `members`: its member here is told (it leaves its
+    /// group if this node is not among them). True if this handle still serves the queue (a
+    /// member that stays); false if the vhost must start another in its place (a proxy, or a
+    /// member that leaves).
+    pub fn set_members(&self, members: &[String]) -> bool {
+        *self.members.lock().unwrap_or_else(|e| e.into_inner()) = Some(members.to_vec());
+        let Some(control) = &self.membership else {
+            return false;
+        };
+        control.wanted.send_replace(members.to_vec());
+        members.iter().any(|m| **m == *control.node)
+    }
+
+    /// A quorum queue's members once changed (None: as chosen at its declare).
+    pub fn members(&self) -> Option<Vec<String>> {
+        self.members
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// The queue as declared, with `members` as its members.
+    pub fn definition(&self, members: Option<Vec<String>>) -> crate::definitions::QueueDefinition {
+        crate::definitions::QueueDefinition {
+            name: self.name.to_string(),
+            storage_id: self.storage_id,
+            durable: self.durable,
+            exclusive_owner: self.exclusive_owner,
+            auto_delete: self.auto_delete,
+            arguments: self.arguments.clone(),
+            home: self.home.as_deref().map(str::to_owned),
+            incarnation: self.incarnation,
+            members,
         }
     }
 
@@ -599,4 +648,6 @@ pub struct QueueSpec {
     pub incarnation: u64,
     /// The node it lives on, in a cluster.
     pub home: Option<String>,
+    /// A quorum queue's members once changed (see `QueueDefinition::members`).
+    pub members: Option<Vec<String>>,
 }

@@ -151,6 +151,7 @@ impl Vhost {
             home: self.placement.home_here(),
             // Set when the metadata log applies the declare.
             incarnation: 0,
+            members: None,
         })
     }
 

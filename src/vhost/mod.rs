@@ -16,12 +16,14 @@
 //! - `recovery.rs`: rebuilding the durable topology and queues at start-up.
 //! - `info.rs`: listings for the management API.
 //! - `policies.rs`: setting and clearing policies, and listing them.
+//! - `members.rs`: changing a quorum queue's members.
 
 mod bindings;
 mod cascade;
 mod change;
 mod declare;
 mod info;
+mod members;
 mod policies;
 mod recovery;
 mod routing;
@@ -43,6 +45,7 @@ use crate::queue::{factory, ConnectionId, QueueArgs, QueueHandle, QueueSpec};
 
 pub use declare::{check_new_exchange, check_new_queue, DeclareExchange, DeclareQueue};
 pub use info::{BindingInfo, ExchangeInfo};
+pub use members::{MemberChange, MembersChanged, MembersError};
 pub use routing::Routing;
 use topology::Topology;
 pub use topology::PREDECLARED;
@@ -228,6 +231,7 @@ impl Vhost {
             policies,
             incarnation: definition.incarnation,
             home: definition.home.clone(),
+            members: definition.members.clone(),
         };
         factory::create(
             spec,

@@ -208,5 +208,6 @@ fn plain_queue(name: &str) -> QueueDefinition {
         arguments: Default::default(),
         home: None,
         incarnation: 0,
+        members: None,
     }
 }

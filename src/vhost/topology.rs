@@ -20,7 +20,7 @@ use crate::definitions::{
 };
 use crate::exchange::{Destination, Exchange, ExchangeKind};
 use crate::policy::{Applied as AppliedPolicies, ObjectKind, Policies};
-use crate::queue::args::{ArgReader, Dedup};
+use crate::queue::args::{ArgReader, Dedup, QueueType};
 use crate::queue::dedup::DedupCache;
 use crate::queue::QueueHandle;
 
@@ -169,6 +169,38 @@ impl Topology {
                     return Applied::Unchanged;
                 }
                 self.apply_policies();
+                Applied::Changed
+            }
+            DefinitionCommand::SetQueueMembers {
+                name,
+                incarnation,
+                members,
+            } => {
+                let Some(old) = self
+                    .queues
+                    .get(name)
+                    .filter(|q| removal_meant_for(*incarnation, q.incarnation))
+                    .filter(|q| q.args.queue_type == QueueType::Quorum)
+                    .cloned()
+                else {
+                    return Applied::Skipped;
+                };
+                if old.set_members(members) {
+                    return Applied::Changed;
+                }
+                // This node's part changes (a member here or not), or a proxy's members do: a
+                // new handle takes the queue's name and bindings. The old one serves the
+                // consumers it has until they go (a member that leaves cancels its own).
+                let definition = old.definition(Some(members.clone()));
+                let policies = self.policies.for_object(ObjectKind::Queue, name);
+                let Some(new) = start_queue(&definition, policies) else {
+                    return Applied::Skipped;
+                };
+                let (from, to) = (Destination::Queue(old), Destination::Queue(new.clone()));
+                for ex in self.exchanges.values_mut() {
+                    ex.repoint(&from, &to);
+                }
+                self.queues.insert(name.clone(), new);
                 Applied::Changed
             }
         }

@@ -2560,3 +2560,278 @@ async fn a_consume_without_a_majority_of_members_times_out_rather_than_not_found
         delivery.ack(Default::default()).await.expect("ack");
     }
 }
+
+/// The nodes `node` says a quorum queue's members are, sorted.
+fn quorum_members(node: &ChildBroker, queue: &str) -> Vec<String> {
+    let (_, q) = api(node, "GET", &format!("/api/queues/%2F/{queue}"), None);
+    let mut members: Vec<String> = q["members"]
+        .as_array()
+        .map(|m| {
+            m.iter()
+                .filter_map(|n| n.as_str().map(str::to_owned))
+                .collect()
+        })
+        .unwrap_or_default();
+    members.sort();
+    members
+}
+
+/// The members a quorum queue's status (asked of `node`) lists, sorted.
+fn status_members(node: &ChildBroker, queue: &str) -> Vec<String> {
+    let (code, rows) = api(
+        node,
+        "GET",
+        &format!("/api/queues/quorum/%2F/{queue}/status"),
+        None,
+    );
+    if code != 200 {
+        return vec![format!("{code}: {rows}")];
+    }
+    let mut names: Vec<String> = rows
+        .as_array()
+        .expect("rows")
+        .iter()
+        .filter_map(|r| r["node"].as_str().map(str::to_owned))
+        .collect();
+    names.sort();
+    names
+}
+
+/// `rabbitmq-queues add_member` / `delete_member` through the management API: a member added to
+/// a queue holding messages catches up (it serves them once an original member is gone), a member
+/// removed (its node the queue's leader, with a consumer holding unacked deliveries) hands them
+/// back with its consumer cancelled, the group no longer counts it (it can be stopped for good),
+/// and it can be added again with an empty log. Every confirmed message is consumed once in the
+/// end, those that were held redelivered.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn quorum_queue_members_are_added_and_removed_without_losing_a_message() {
+    use futures::StreamExt;
+    const N: usize = 300;
+    const HELD: u16 = 10;
+    let (_cluster, n1, n2, n3) = three_formed().await;
+    let c1 = n1.connect().await;
+    let mut args = lapin::types::FieldTable::default();
+    args.insert(
+        "x-queue-type".into(),
+        lapin::types::AMQPValue::LongString("quorum".into()),
+    );
+    args.insert(
+        "x-quorum-initial-group-size".into(),
+        lapin::types::AMQPValue::LongInt(2),
+    );
+    crate::common::lapin_channel(&c1)
+        .await
+        .queue_declare("grown".into(), durable(), args)
+        .await
+        .expect("declare");
+    eventually(
+        "two members",
+        || quorum_members(&n3, "grown"),
+        |m| *m == ["n1", "n2"],
+    );
+    let ch1 = confirm_channel(&c1).await;
+    for i in 0..N {
+        publish_confirmed(&ch1, "", "grown", &numbered_body(i, 256), true).await;
+    }
+    let mut holder = take_unacked(&c1, "grown", "holder", HELD).await;
+    // Through n3 (a proxy, then a member) and on, while the members change.
+    let publishing = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true));
+    let publisher = {
+        let (c3, publishing) = (n3.connect().await, publishing.clone());
+        tokio::spawn(async move {
+            let ch = confirm_channel(&c3).await;
+            let (mut confirmed, mut nacked) = (Vec::new(), 0);
+            let mut i = N;
+            while publishing.load(std::sync::atomic::Ordering::Relaxed) {
+                let confirm = ch
+                    .basic_publish(
+                        "".into(),
+                        "grown".into(),
+                        Default::default(),
+                        &numbered_body(i, 256),
+                        lapin::BasicProperties::default().with_delivery_mode(2),
+                    )
+                    .await
+                    .expect("publish");
+                match crate::common::within_long("a confirm", confirm).await {
+                    Ok(c) if c.is_ack() => confirmed.push(i),
+                    _ => nacked += 1,
+                }
+                i += 1;
+            }
+            let _ = c3.close(200, "bye".into()).await;
+            (confirmed, nacked)
+        })
+    };
+
+    // Wrong requests are refused as RabbitMQ refuses them.
+    let body = |node: &str| serde_json::json!({ "node": node }).to_string();
+    let (code, _) = api(
+        &n2,
+        "POST",
+        "/api/queues/quorum/%2F/grown/replicas/add",
+        Some(&body("n1")),
+    );
+    assert_eq!(code, 400, "a member already");
+    let (code, _) = api(
+        &n2,
+        "POST",
+        "/api/queues/quorum/%2F/grown/replicas/add",
+        Some(&body("n9")),
+    );
+    assert_eq!(code, 400, "no such node");
+    let (code, _) = api(
+        &n2,
+        "POST",
+        "/api/queues/quorum/%2F/nothing/replicas/add",
+        Some(&body("n3")),
+    );
+    assert_eq!(code, 404, "no such queue");
+
+    let (code, answer) = api(
+        &n2,
+        "POST",
+        "/api/queues/quorum/%2F/grown/replicas/add",
+        Some(&body("n3")),
+    );
+    assert_eq!(code, 204, "add_member: {answer}");
+    eventually(
+        "n3's status lists the members",
+        || status_members(&n3, "grown"),
+        |m| *m == ["n1", "n2", "n3"],
+    );
+    eventually(
+        "n1 lists three members",
+        || quorum_members(&n1, "grown"),
+        |m| *m == ["n1", "n2", "n3"],
+    );
+
+    // n1 (the declaring node, its leader) leaves: its consumer is cancelled.
+    let (code, answer) = api(
+        &n3,
+        "DELETE",
+        "/api/queues/quorum/%2F/grown/replicas/delete",
+        Some(&body("n1")),
+    );
+    assert_eq!(code, 202, "delete_member: {answer}");
+    eventually(
+        "n2's status lists the members",
+        || status_members(&n2, "grown"),
+        |m| *m == ["n2", "n3"],
+    );
+    let end = crate::common::within_long("the holder's cancel", async {
+        loop {
+            match holder.next().await {
+                None => return,
+                Some(Ok(_)) => {}
+                Some(Err(e)) => panic!("consumer error: {e}"),
+            }
+        }
+    });
+    end.await;
+    let (code, _) = api(&n1, "GET", "/api/queues/quorum/%2F/grown/status", None);
+    assert_eq!(code, 400, "n1 has no member any more");
+
+    // n1 again, at once: the member still leaving there hands its log to the new one (or, once
+    // gone, the new one starts from an empty log), which catches up from the others.
+    let (code, answer) = api(
+        &n1,
+        "POST",
+        "/api/queues/quorum/%2F/grown/replicas/add",
+        Some(&body("n1")),
+    );
+    assert_eq!(code, 204, "add_member again: {answer}");
+    eventually(
+        "n1's status lists the members",
+        || status_members(&n1, "grown"),
+        |m| *m == ["n1", "n2", "n3"],
+    );
+    // n2, an original member, goes for good: n3 (added) and n1 (added again) hold it all.
+    drop((ch1, c1));
+    publishing.store(false, std::sync::atomic::Ordering::Relaxed);
+    let (confirmed, nacked) = publisher.await.expect("publisher");
+    assert_eq!(nacked, 0, "publishes nacked while the members changed");
+    assert!(
+        confirmed.len() > 10,
+        "too few publishes: {}",
+        confirmed.len()
+    );
+    n2.kill9();
+    eventually(
+        "n1 or n3 leads",
+        || api(&n3, "GET", "/api/queues/%2F/grown", None).1["leader"].clone(),
+        |leader| *leader == "n1" || *leader == "n3",
+    );
+    let drained = n3.drain("grown").await;
+    let redelivered = exactly_once(&drained, (0..N).chain(confirmed));
+    assert_eq!(
+        redelivered.len(),
+        HELD as usize,
+        "the held deliveries came back"
+    );
+    let (ready, unacked, _) = queue_counts(&n1, "grown");
+    assert_eq!((ready, unacked), (0, 0));
+    drop((n1, n3));
+}
+
+/// `warren ctl` on `node`: its exit status and standard output.
+async fn ctl_on(node: &ChildBroker, args: &[&str]) -> (i32, String) {
+    let url = format!("http://127.0.0.1:{}", node.http_port);
+    let out = crate::ctl::ctl_raw(&["--url", &url], args).await;
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr),
+    )
+}
+
+/// `rabbitmq-queues shrink` / `grow` / `add_member` / `delete_member` as `warren ctl` commands:
+/// a node's members go from every quorum queue that has another, come back to those the
+/// patterns and strategy pick, one by one; the queues keep their messages throughout.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn quorum_queues_shrink_and_grow_through_ctl() {
+    const N: usize = 50;
+    let (_cluster, n1, n2, n3) = three_formed().await;
+    let c1 = n1.connect().await;
+    let ch1 = confirm_channel(&c1).await;
+    for q in ["g.one", "g.two", "other"] {
+        declare_quorum(&c1, q).await;
+        for i in 0..N {
+            publish_confirmed(&ch1, "", q, &numbered_body(i, 64), true).await;
+        }
+    }
+    let all = ["n1", "n2", "n3"];
+    for q in ["g.one", "g.two", "other"] {
+        eventually("three members", || quorum_members(&n2, q), |m| *m == all);
+    }
+    let (code, out) = ctl_on(&n3, &["shrink", "n2"]).await;
+    assert_eq!(code, 0, "shrink: {out}");
+    for q in ["g.one", "g.two", "other"] {
+        assert_eq!(quorum_members(&n1, q), ["n1", "n3"], "{q} after shrink");
+    }
+    // `even`: every queue has two members, so each grows.
+    let (code, out) = ctl_on(&n1, &["grow", "n2", "even", "--queue-pattern", "^g\\."]).await;
+    assert_eq!(code, 0, "grow: {out}");
+    assert_eq!(quorum_members(&n1, "g.one"), all);
+    assert_eq!(quorum_members(&n1, "g.two"), all);
+    assert_eq!(quorum_members(&n1, "other"), ["n1", "n3"]);
+    // `even` again: the three-member queues are left alone.
+    let (code, out) = ctl_on(&n1, &["grow", "n2", "even"]).await;
+    assert_eq!(code, 0, "grow even: {out}");
+    assert_eq!(quorum_members(&n1, "g.one"), all);
+    assert_eq!(quorum_members(&n1, "other"), all);
+    let (code, out) = ctl_on(&n2, &["delete_member", "g.one", "n1"]).await;
+    assert_eq!(code, 0, "delete_member: {out}");
+    assert_eq!(quorum_members(&n2, "g.one"), ["n2", "n3"]);
+    let (code, out) = ctl_on(&n2, &["delete_member", "g.one", "n1"]).await;
+    assert_ne!(code, 0, "not a member any more: {out}");
+    let (code, out) = ctl_on(&n2, &["add-member", "g.one", "n1"]).await;
+    assert_eq!(code, 0, "add-member: {out}");
+    assert_eq!(quorum_members(&n3, "g.one"), all);
+    // Each queue still has every message, once.
+    drop((ch1, c1));
+    for q in ["g.one", "g.two", "other"] {
+        let drained = n2.drain(q).await;
+        exactly_once(&drained, 0..N);
+    }
+    drop((n1, n3));
+}

@@ -28,7 +28,7 @@ async fn ctl(b: &TestBroker, args: &[&str]) -> Output {
     ctl_as(b, ("guest", "guest"), args).await
 }
 
-async fn ctl_raw(options: &[&str], args: &[&str]) -> Output {
+pub(crate) async fn ctl_raw(options: &[&str], args: &[&str]) -> Output {
     let run = tokio::process::Command::new(env!("CARGO_BIN_EXE_warren"))
         .arg("ctl")
         .arg("-q")

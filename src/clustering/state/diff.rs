@@ -204,6 +204,23 @@ impl Plan {
                 .filter(|e| !from.exchanges.contains_key(&e.name))
                 .map(|e| DefinitionCommand::DeclareExchange(e.clone())),
         );
+        // A queue's members changed (it was not deleted: see `removals`).
+        additions.extend(
+            to.queues
+                .values()
+                .filter(|q| {
+                    from.queues
+                        .get(&q.definition.name)
+                        .is_some_and(|f| f.definition.members != q.definition.members)
+                })
+                .filter_map(|q| {
+                    Some(DefinitionCommand::SetQueueMembers {
+                        name: q.definition.name.clone(),
+                        incarnation: q.definition.incarnation,
+                        members: q.definition.members.clone()?,
+                    })
+                }),
+        );
         let queues: Vec<DeclaredQueue> = to
             .queues
             .values()
@@ -263,7 +280,11 @@ fn removals(from: &VhostDefinitions, to: &VhostDefinitions) -> Vec<DefinitionCom
     commands.extend(
         from.queues
             .values()
-            .filter(|q| to.queues.get(&q.definition.name) != Some(*q))
+            .filter(|q| {
+                !to.queues
+                    .get(&q.definition.name)
+                    .is_some_and(|t| same_but_members(q, t))
+            })
             .map(|q| DefinitionCommand::DeleteQueue {
                 name: q.definition.name.clone(),
                 storage_id: q.definition.storage_id,
@@ -280,6 +301,13 @@ fn removals(from: &VhostDefinitions, to: &VhostDefinitions) -> Vec<DefinitionCom
             }),
     );
     commands
+}
+
+/// Whether two queues are the same declare, their members (which change) aside.
+fn same_but_members(a: &DeclaredQueue, b: &DeclaredQueue) -> bool {
+    let mut b = b.clone();
+    b.definition.members = a.definition.members.clone();
+    *a == b
 }
 
 /// Whether a binding is kept on disk: both ends durable, as the topology decides it.

@@ -445,6 +445,17 @@ impl VhostDefinitions {
             DefinitionCommand::ClearPolicy { kind, name } => {
                 self.policies_mut(*kind).remove(name);
             }
+            DefinitionCommand::SetQueueMembers {
+                name,
+                incarnation,
+                members,
+            } => {
+                if let Some(q) = self.queues.get_mut(name) {
+                    if removal_meant_for(*incarnation, q.definition.incarnation) {
+                        q.definition.members = Some(members.clone());
+                    }
+                }
+            }
         }
     }
 }

@@ -17,6 +17,7 @@ fn queue(name: &str, durable: bool) -> QueueDefinition {
         arguments: FieldTable::default(),
         home: Some("n1".to_owned()),
         incarnation: 0,
+        members: None,
     }
 }
 
@@ -430,6 +431,13 @@ fn definition_command() -> impl Strategy<Value = DefinitionCommand> {
             }
         ),
         1 => name().prop_map(|name| DefinitionCommand::ClearPolicy { kind: PolicyKind::User, name }),
+        1 => (name(), 0u64..6, prop::sample::subsequence(vec!["n1", "n2", "n3"], 1..=3)).prop_map(
+            |(name, incarnation, members)| DefinitionCommand::SetQueueMembers {
+                name,
+                incarnation,
+                members: members.into_iter().map(str::to_owned).collect(),
+            }
+        ),
     ]
 }
 
@@ -540,4 +548,40 @@ proptest! {
         prop_assert_eq!(&diffed(&MetadataState::default(), &installed), &after_b);
         prop_assert!(diff(&after_b, &after_b).is_empty());
     }
+}
+
+/// A quorum queue whose members changed is told so by a snapshot's diff, never deleted and
+/// declared again (which would delete it on every node).
+#[test]
+fn a_change_of_members_is_diffed_as_one() {
+    let mut before = MetadataState::default();
+    let mut q = queue("q", true);
+    q.members = None;
+    before.apply(
+        1,
+        Declarer::UNKNOWN,
+        &definitions("/", vec![DefinitionCommand::DeclareQueue(q)]),
+    );
+    let mut after = before.clone();
+    let change = DefinitionCommand::SetQueueMembers {
+        name: "q".into(),
+        incarnation: 1,
+        members: vec!["n2".into(), "n3".into()],
+    };
+    after.apply(
+        2,
+        Declarer::UNKNOWN,
+        &definitions("/", vec![change.clone()]),
+    );
+    assert_eq!(
+        after.definitions["/"].queues["q"].definition.members,
+        Some(vec!["n2".to_owned(), "n3".to_owned()])
+    );
+    assert_eq!(
+        diff(&before, &after),
+        vec![Change::Definitions {
+            vhost: "/".into(),
+            commands: vec![change],
+        }]
+    );
 }

@@ -12,7 +12,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Weak};
 use std::time::{Duration, SystemTime};
 
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot, watch};
 use warren_amqp::AmqpError;
 use warren_cluster::group::{Group, Timing};
 use warren_cluster::node::ClusterNode;
@@ -26,8 +26,8 @@ use crate::queue::host::QueueHost;
 use crate::queue::owner::route_dead_letter;
 use crate::queue::remote::wire::{ConsumeTerms, Settle, WireMessage};
 use crate::queue::{
-    ConnEvent, ConnectionFlow, Consumer, ConsumerOutbox, GetReply, PublishConfirm, QueueCommand,
-    QueueHandle, QueueSpec, QueueStats,
+    ConnEvent, ConnectionFlow, Consumer, ConsumerOutbox, GetReply, MemberControl, PublishConfirm,
+    QueueCommand, QueueHandle, QueueSpec, QueueStats,
 };
 
 /// The most bytes of messages one enqueue carries (a message bigger than that goes alone):
@@ -52,7 +52,13 @@ pub struct Replication {
     pub process: u64,
     /// The cluster's nodes, as every node has them (the seed list).
     pub nodes: Vec<Node>,
+    /// This node's members that leave their group, by group: a member of the same group
+    /// started again here (the node added back) tells the one leaving to stop now.
+    pub leaving: LeavingMembers,
 }
+
+/// See [`Replication::leaving`].
+pub type LeavingMembers = Arc<std::sync::Mutex<HashMap<String, Arc<tokio::sync::Notify>>>>;
 
 impl Replication {
     /// The members of a quorum queue declared on `home`: `size` nodes (at most the cluster's;
@@ -66,6 +72,51 @@ impl Replication {
         let size = size.map_or(3, |s| s as usize).clamp(1, nodes.len().max(1));
         nodes.truncate(size);
         nodes
+    }
+
+    /// The members of quorum queue `spec` declared on `home`: as its members were last
+    /// changed, else as chosen at its declare ([`Replication::group_members`]).
+    pub fn members_of(&self, home: &str, spec: &QueueSpec) -> Vec<Node> {
+        match &spec.members {
+            Some(names) => self.nodes_named(names),
+            None => self.group_members(home, spec.args.initial_group_size),
+        }
+    }
+
+    /// Waits (at most `within`) until group `group`'s voters are `members`, as every member
+    /// that answers says (a majority of them at least), no change under way; whether they are.
+    pub async fn wait_for_members(
+        &self,
+        group: &str,
+        members: &[String],
+        within: Duration,
+    ) -> bool {
+        let mut wanted = members.to_vec();
+        wanted.sort();
+        let deadline = tokio::time::Instant::now() + within;
+        loop {
+            let asks = members
+                .iter()
+                .map(|peer| self.node.group_figures(peer, group, LEADER_CHECK));
+            let answers: Vec<_> = futures::future::join_all(asks)
+                .await
+                .into_iter()
+                .flatten()
+                .collect();
+            let agree = answers.iter().all(|f| !f.joint && f.voters == wanted);
+            if agree && answers.len() > members.len() / 2 {
+                return true;
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return false;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// The cluster's nodes of those names, in that order (a name of no node is left out).
+    pub fn nodes_named(&self, names: &[String]) -> Vec<Node> {
+        nodes_named(&self.nodes, names)
     }
 }
 
@@ -95,25 +146,41 @@ const LEAVE_WITHIN: Duration = Duration::from_secs(5);
 /// How often a member looks whether its queue's leader is reachable (a local check).
 const LEADER_CHECK: Duration = Duration::from_secs(1);
 
+/// How long a leader's step of a membership change may take (a member added catches up within
+/// it, a snapshot and the entries after it).
+const MEMBERSHIP_STEP_WITHIN: Duration = Duration::from_secs(30);
+
+/// How long a member no longer wanted waits for the leader to remove it from its group before
+/// it stops all the same (keeping its log: the group may still count it).
+const LEAVE_AT_MOST: Duration = Duration::from_secs(60);
+
 /// The group's name: the queue's vhost, name and incarnation (a queue declared again after a
 /// delete is another group).
 pub fn group_name(vhost: &str, queue: &str, incarnation: u64) -> String {
     format!("q/{incarnation}/{vhost}/{queue}")
 }
 
-/// Starts this node's member of the quorum queue `spec` (its group's members: `members`).
+/// Starts this node's member of the quorum queue `spec` (its group's members: `members`);
+/// `joins`: the group exists already (its members were changed since its declare), so this
+/// member never initializes it (see [`Group::join`]).
 pub fn spawn(
     mut spec: QueueSpec,
     host: Weak<dyn QueueHost>,
     store: Store,
     replication: Replication,
     members: Vec<Node>,
+    joins: bool,
 ) -> Arc<QueueHandle> {
     // The group's log holds its messages: nothing of it goes to this node's store.
     spec.storage_id = None;
     let (tx, rx) = tokio::sync::mpsc::channel(crate::queue::INBOX);
+    let (wanted_tx, wanted) = watch::channel(members.iter().map(|m| m.name.clone()).collect());
     let handle = Arc::new(QueueHandle {
         replicated: true,
+        membership: Some(MemberControl {
+            node: replication.node.name().into(),
+            wanted: wanted_tx,
+        }),
         ..QueueHandle::new(spec, tx)
     });
     let vhost = host
@@ -135,16 +202,29 @@ pub fn spawn(
         let applier = Arc::new(QuorumApplier::new(core, wall_clock_ms(), applied_tx));
         let name = replication.node.name().to_owned();
         let me = node_id(&name);
-        let group = match Group::start(
-            replication.node.clone(),
-            group.clone(),
-            &replication.db,
-            applier.clone(),
-            &members,
-            timing(),
-        )
-        .await
-        {
+        // A member of this group that is leaving this node (removed, then added again at
+        // once) stops now, keeping its log for this one; one that left lets go of its log.
+        let leaving = replication
+            .leaving
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&group)
+            .cloned();
+        if let Some(leaving) = leaving {
+            leaving.notify_one();
+        }
+        let deadline = tokio::time::Instant::now() + LEAVE_AT_MOST + LEAVE_WITHIN;
+        while replication.node.has_group(&group) && tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        let (node, db) = (replication.node.clone(), &replication.db);
+        let opened = match joins {
+            true => Group::join(node, group.clone(), db, applier.clone(), &members, timing()).await,
+            false => {
+                Group::start(node, group.clone(), db, applier.clone(), &members, timing()).await
+            }
+        };
+        let group = match opened {
             Ok(group) => group,
             Err(e) => {
                 tracing::error!(queue = %started.name, group, "quorum queue group not started: {e}");
@@ -186,6 +266,12 @@ pub fn spawn(
             in_flight: false,
             snapshot_asked: false,
             db: replication.db,
+            nodes: replication.nodes,
+            cluster: replication.node,
+            leaving_members: replication.leaving,
+            wanted,
+            changing: false,
+            leaving: None,
         };
         member.run(rx, applied, done, down).await;
     });
@@ -226,6 +312,22 @@ fn members_down(
         });
     }
     down
+}
+
+/// What came of a membership step's task.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum MembershipNews {
+    StepDone,
+    /// The group no longer counts this (leaving) member.
+    Removed,
+}
+
+/// The nodes of those names, in that order.
+fn nodes_named(nodes: &[Node], names: &[String]) -> Vec<Node> {
+    names
+        .iter()
+        .filter_map(|name| nodes.iter().find(|n| n.name == *name).cloned())
+        .collect()
 }
 
 /// A proposal to send, and whether only as the leader ([`Group::propose_as_leader`]).
@@ -342,6 +444,20 @@ struct Member {
     in_flight: bool,
     /// A snapshot was asked for and the log has not been cut since.
     snapshot_asked: bool,
+    /// The cluster's nodes.
+    nodes: Vec<Node>,
+    cluster: Arc<ClusterNode>,
+    /// The members the group should have, by node name (changed by `add_member`,
+    /// `delete_member`, `grow`, `shrink`); the leader makes the group's voters these.
+    wanted: watch::Receiver<Vec<String>>,
+    /// A step of a membership change is under way (this member leads), or a leaving member
+    /// asks whether the group has removed it.
+    changing: bool,
+    /// This node is not wanted any more: since when it leaves (its consumers cancelled, it
+    /// waits until the group has removed it).
+    leaving: Option<tokio::time::Instant>,
+    /// Where it says that it is leaving (see [`Replication::leaving`]).
+    leaving_members: LeavingMembers,
 }
 
 impl Member {
@@ -366,7 +482,13 @@ impl Member {
         suspects_check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut deleted = false;
         let mut last_applied = 0;
-        while !deleted {
+        let mut wanted_changes = self.wanted.clone();
+        let (membership_tx, mut membership) = mpsc::unbounded_channel();
+        let mut membership_check = tokio::time::interval(LEADER_CHECK);
+        membership_check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut removed = false;
+        let handed_over = Arc::new(tokio::sync::Notify::new());
+        while !deleted && !removed {
             let wake = self.next_tick();
             let timer = async {
                 match wake {
@@ -405,6 +527,23 @@ impl Member {
                     self.propose_suspects();
                 }
                 _ = suspects_check.tick(), if !self.suspects.is_empty() => self.propose_suspects(),
+                Ok(()) = wanted_changes.changed() => self.step_membership(&membership_tx, &handed_over),
+                _ = membership_check.tick(), if self.membership_unsettled() => {
+                    if self.leaving.is_some_and(|since| since.elapsed() > LEAVE_AT_MOST) {
+                        tracing::warn!(
+                            queue = %self.handle.name,
+                            "quorum queue member not wanted here stops, its group not having removed it"
+                        );
+                        break;
+                    }
+                    self.step_membership(&membership_tx, &handed_over);
+                }
+                // Added back meanwhile: the member started in its place takes over its log.
+                _ = handed_over.notified(), if self.leaving.is_some() => break,
+                Some(news) = membership.recv() => {
+                    self.changing = false;
+                    removed = news == MembershipNews::Removed;
+                }
                 _ = timer => {
                     if self.is_leader() {
                         self.propose(QuorumCommand::Tick { at_ms: wall_clock_ms() }, None);
@@ -416,6 +555,12 @@ impl Member {
                 self.settle_no_ack_with_room(wall_clock_ms());
             }
         }
+        if self.leaving.is_some() {
+            self.leaving_members
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .remove(self.group.id());
+        }
         self.handle.mark_deleted();
         for (_, waiter) in self.waiting.drain() {
             waiter.fail();
@@ -426,7 +571,7 @@ impl Member {
             self.group.leave_after(last_applied, LEAVE_WITHIN).await;
         }
         self.group.shutdown().await;
-        if deleted {
+        if deleted || removed {
             let (db, name) = (self.db.clone(), self.group.id().to_owned());
             let _ = tokio::task::spawn_blocking(move || db.remove_group(&name)).await;
         }
@@ -434,6 +579,98 @@ impl Member {
 
     fn is_leader(&self) -> bool {
         self.group.leader().as_deref() == Some(self.name.as_str())
+    }
+
+    /// Whether the group's voters are the members wanted.
+    fn group_has_wanted(&self) -> bool {
+        let figures = self.group.log_figures();
+        let mut wanted = self.wanted.borrow().clone();
+        wanted.sort();
+        !figures.joint && figures.voters == wanted
+    }
+
+    /// Whether a membership change has a step left that this member takes: it leads a group
+    /// whose voters are not the members wanted, or it is leaving.
+    fn membership_unsettled(&self) -> bool {
+        self.leaving.is_some() || (self.is_leader() && !self.group_has_wanted())
+    }
+
+    /// The members wanted changed, or a check came: a member not wanted any more leaves (its
+    /// consumers cancelled); the leader takes the next step towards the wanted voters (a task of
+    /// its own: a member added catches up meanwhile); a leaving member asks the wanted ones
+    /// whether the group has removed it.
+    fn step_membership(
+        &mut self,
+        news: &mpsc::UnboundedSender<MembershipNews>,
+        handed_over: &Arc<tokio::sync::Notify>,
+    ) {
+        let wanted_names = self.wanted.borrow().clone();
+        if self.leaving.is_none() && !wanted_names.contains(&self.name) {
+            self.leave(handed_over);
+        }
+        if self.changing {
+            return;
+        }
+        let news = news.clone();
+        if self.is_leader() && !self.group_has_wanted() {
+            self.changing = true;
+            let wanted = nodes_named(&self.nodes, &wanted_names);
+            let group = self.group.clone();
+            tokio::spawn(async move {
+                if let Err(e) = group.change_members(&wanted, MEMBERSHIP_STEP_WITHIN).await {
+                    tracing::warn!(group = group.id(), "quorum queue membership change: {e}");
+                }
+                let _ = news.send(MembershipNews::StepDone);
+            });
+        } else if self.leaving.is_some() {
+            self.changing = true;
+            let (cluster, group, me) = (
+                self.cluster.clone(),
+                self.group.id().to_owned(),
+                self.name.clone(),
+            );
+            tokio::spawn(async move {
+                let asks = wanted_names
+                    .iter()
+                    .map(|peer| cluster.group_figures(peer, &group, LEADER_CHECK));
+                let removed = futures::future::join_all(asks)
+                    .await
+                    .into_iter()
+                    .flatten()
+                    .any(|f| !f.joint && !f.voters.is_empty() && !f.voters.contains(&me));
+                let _ = news.send(match removed {
+                    true => MembershipNews::Removed,
+                    false => MembershipNews::StepDone,
+                });
+            });
+        }
+    }
+
+    /// This node is no longer wanted among the members: its consumers are cancelled (their
+    /// clients told, what they held back to the queue for the members' consumers), and the
+    /// member keeps its part in the group until the leader has removed it.
+    fn leave(&mut self, handed_over: &Arc<tokio::sync::Notify>) {
+        self.leaving = Some(tokio::time::Instant::now());
+        self.leaving_members
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(self.group.id().to_owned(), handed_over.clone());
+        let consumers: Vec<u64> = self.consumers.keys().copied().collect();
+        for consumer in consumers {
+            if let Some(LocalConsumer { outbox, .. }) = self.forget_consumer(consumer) {
+                let _ = outbox.events.send(ConnEvent::ConsumerCancelled {
+                    channel: outbox.channel,
+                    consumer_id: consumer,
+                });
+            }
+        }
+        self.propose(
+            QuorumCommand::ConsumersGone {
+                node: self.me,
+                process: u64::MAX,
+            },
+            None,
+        );
     }
 
     /// How long until the queue's next timer (an expiry, `x-expires`), if it has one: only
@@ -591,6 +828,13 @@ impl Member {
             QueueCommand::Publish { .. } => {}
             QueueCommand::Sync(reply) => {
                 self.propose(QuorumCommand::Tick { at_ms }, Some(Waiter::Sync(reply)))
+            }
+            // Reached the member that leaves before the vhost started the queue's new handle.
+            QueueCommand::Consume(_, reply) if self.leaving.is_some() => {
+                let _ = reply.send(Err(AmqpError::internal_error(format!(
+                    "quorum queue '{}' has no member on this node any more: consume again",
+                    self.handle.name
+                ))));
             }
             QueueCommand::Consume(Consumer { spec, outbox }, reply) => {
                 let consumer = spec.id;

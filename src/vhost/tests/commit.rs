@@ -30,6 +30,9 @@ fn summary(command: &DefinitionCommand) -> String {
         }
         DefinitionCommand::SetPolicy(p) => format!("set policy {}", p.name),
         DefinitionCommand::ClearPolicy { name, .. } => format!("clear policy {name}"),
+        DefinitionCommand::SetQueueMembers { name, members, .. } => {
+            format!("members of {name}: {members:?}")
+        }
     }
 }
 
