@@ -5,7 +5,7 @@ use warren_amqp::protocol::basic::{parse_properties, AMQPProperties};
 use warren_amqp::types::{AMQPValue, FieldArray, FieldTable, LongString};
 
 /// Why a message was dead-lettered, as `x-death` names it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum Reason {
     Rejected,
     Expired,

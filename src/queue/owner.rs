@@ -425,22 +425,35 @@ pub(super) fn route_dead_letter(
     store: &Store,
     d: DeadLetter,
 ) {
+    route_dead_letter_confirmed(handle, host, store, d, None);
+}
+
+/// As [`route_dead_letter`]; with `confirms` (a connection's events and a number), each queue
+/// it reaches answers a confirm of that number there once it has the message (on disk, when it
+/// keeps it so). How many queues it reached.
+pub(super) fn route_dead_letter_confirmed(
+    handle: &QueueHandle,
+    host: &Weak<dyn QueueHost>,
+    store: &Store,
+    d: DeadLetter,
+    confirms: Option<(&mpsc::UnboundedSender<super::ConnEvent>, u64)>,
+) -> usize {
     let Some(host) = host.upgrade() else {
-        return;
+        return 0;
     };
     let view = PropertiesView::parse(&d.properties).unwrap_or_default();
     let keys: Vec<&str> = d.routing_keys.iter().map(String::as_str).collect();
     let mut targets = Vec::new();
     if let Err(e) = host.route(&d.exchange, &keys, view.headers, &mut targets) {
         tracing::debug!(queue = %handle.name, "dead-letter exchange unusable, message dropped: {}", e.reply_text());
-        return;
+        return 0;
     }
     let headers = view
         .headers
         .and_then(warren_amqp::encode::decode_table_entries);
     targets.retain(|q| !dead_letter::is_cycle(headers.as_ref(), d.reason, &q.name));
     if targets.is_empty() {
-        return;
+        return 0;
     }
     let original = &d.message;
     let durable_targets = if original.persistent {
@@ -461,17 +474,19 @@ pub(super) fn route_dead_letter(
         Some(Ok(logged)) => Some(logged),
         Some(Err(e)) => {
             tracing::error!(queue = %handle.name, "cannot store a dead-lettered message, dropped: {e}");
-            return;
+            return 0;
         }
         None => None,
     };
+    let reached = targets.len();
     for q in targets {
         q.send_now(QueueCommand::Publish {
             logged: q.storage_id.and_then(|_| logged.clone()),
             message: message.clone(),
-            confirm: None,
+            confirm: confirms.map(|(events, seq)| PublishConfirm::new(events.clone(), 0, seq)),
         });
     }
+    reached
 }
 
 impl Context for World {

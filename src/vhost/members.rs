@@ -41,6 +41,8 @@ pub enum MembersError {
     NotQuorum { queue: String, vhost: String },
     #[error("{node} is not a node of the cluster")]
     UnknownNode { node: String },
+    #[error("{node} is not running (or this node does not reach it): a member is added on a running node")]
+    NodeDown { node: String },
     #[error("{node} is already a member of quorum queue '{queue}'")]
     AlreadyMember { node: String, queue: String },
     #[error("{node} is not a member of quorum queue '{queue}'")]
@@ -102,6 +104,11 @@ impl Vhost {
             MemberChange::Add(node) => {
                 if !replication.nodes.iter().any(|n| n.name == *node) {
                     return Err(MembersError::UnknownNode { node: node.clone() });
+                }
+                let reached =
+                    *node == *replication.node.name() || replication.node.link().is_connected(node);
+                if !reached && !current.contains(node) {
+                    return Err(MembersError::NodeDown { node: node.clone() });
                 }
                 if current.contains(node) {
                     return Err(MembersError::AlreadyMember {

@@ -2827,11 +2827,113 @@ async fn quorum_queues_shrink_and_grow_through_ctl() {
     let (code, out) = ctl_on(&n2, &["add-member", "g.one", "n1"]).await;
     assert_eq!(code, 0, "add-member: {out}");
     assert_eq!(quorum_members(&n3, "g.one"), all);
+    // A node down: its member goes all the same (the others are a majority of the old and the
+    // new members); it cannot be added while down.
+    n3.kill9();
+    let (code, out) = ctl_on(&n1, &["delete_member", "other", "n3"]).await;
+    assert_eq!(code, 0, "delete_member of a node down: {out}");
+    assert_eq!(quorum_members(&n1, "other"), ["n1", "n2"]);
+    let (code, out) = ctl_on(&n1, &["add_member", "other", "n3"]).await;
+    assert_ne!(code, 0, "a node down is not added: {out}");
+    assert!(out.contains("not running"), "{out}");
     // Each queue still has every message, once.
     drop((ch1, c1));
     for q in ["g.one", "g.two", "other"] {
+        eventually(
+            "a leader on n1 or n2",
+            || api(&n2, "GET", &format!("/api/queues/%2F/{q}"), None).1["leader"].clone(),
+            |leader| *leader == "n1" || *leader == "n2",
+        );
         let drained = n2.drain(q).await;
         exactly_once(&drained, 0..N);
     }
-    drop((n1, n3));
+    drop(n1);
+}
+
+/// `x-dead-letter-strategy: at-least-once` (with `x-overflow: reject-publish`), as RabbitMQ's
+/// quorum queues have it: a dead-letter that reaches no queue is kept by the source queue and
+/// routed again until a queue confirms it, through a leader change; at-most-once drops it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn at_least_once_dead_letters_wait_for_a_queue_through_a_leader_change() {
+    use lapin::types::{AMQPValue, FieldTable};
+    const N: usize = 20;
+    let (_cluster, n1, n2, n3) = three_formed().await;
+    let c1 = n1.connect().await;
+    let ch1 = confirm_channel(&c1).await;
+    for (queue, strategy) in [("dl.src", "at-least-once"), ("dl.amo", "at-most-once")] {
+        let mut args = FieldTable::default();
+        args.insert(
+            "x-queue-type".into(),
+            AMQPValue::LongString("quorum".into()),
+        );
+        args.insert(
+            "x-dead-letter-exchange".into(),
+            AMQPValue::LongString("".into()),
+        );
+        args.insert(
+            "x-dead-letter-routing-key".into(),
+            AMQPValue::LongString("dl.target".into()),
+        );
+        args.insert(
+            "x-dead-letter-strategy".into(),
+            AMQPValue::LongString(strategy.into()),
+        );
+        args.insert(
+            "x-overflow".into(),
+            AMQPValue::LongString("reject-publish".into()),
+        );
+        ch1.queue_declare(queue.into(), durable(), args)
+            .await
+            .expect("declare");
+        for i in 0..N {
+            publish_confirmed(&ch1, "", queue, &numbered_body(i, 64), true).await;
+        }
+        // Every message rejected without requeue: dead-lettered to a queue not there yet.
+        let ch = crate::common::lapin_channel(&c1).await;
+        for _ in 0..N {
+            let got = crate::common::within(
+                "basic.get",
+                ch.basic_get(
+                    queue.into(),
+                    lapin::options::BasicGetOptions { no_ack: false },
+                ),
+            )
+            .await
+            .expect("basic.get")
+            .expect("a message");
+            got.delivery
+                .nack(lapin::options::BasicNackOptions {
+                    requeue: false,
+                    ..Default::default()
+                })
+                .await
+                .expect("nack");
+        }
+        eventually(
+            "the source empty",
+            || queue_counts(&n2, queue),
+            |(ready, unacked, _)| (*ready, *unacked) == (0, 0),
+        );
+    }
+    // The source's leader goes; the next one routes what is held once the target is there.
+    drop((ch1, c1));
+    n1.kill9();
+    eventually(
+        "a new leader of dl.src",
+        || api(&n2, "GET", "/api/queues/%2F/dl.src", None).1["leader"].clone(),
+        |leader| *leader == "n2" || *leader == "n3",
+    );
+    let c2 = n2.connect().await;
+    declare_quorum(&c2, "dl.target").await;
+    eventually(
+        "the target has the held ones",
+        || queue_counts(&n3, "dl.target").0,
+        |n| *n == N as u64,
+    );
+    let drained = n3.drain("dl.target").await;
+    exactly_once(&drained, 0..N);
+    // And nothing more comes (at-most-once dropped its own; the held ones were released).
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(queue_counts(&n3, "dl.target").0, 0);
+    drop((n2, n3));
 }

@@ -331,6 +331,11 @@ impl QueueCore {
         self.args.queue_type == QueueType::Quorum
     }
 
+    /// The arguments it acts on (its declare's, with its policies).
+    pub fn args(&self) -> &QueueArgs {
+        &self.args
+    }
+
     pub fn is_deleted(&self) -> bool {
         self.deleted
     }

@@ -8,7 +8,7 @@ use std::sync::Mutex;
 use tokio::sync::mpsc;
 use warren_cluster::{Applier, NodeId, Proposal};
 
-use super::machine::{Applied, MachineState, QueueMachine, QuorumCommand};
+use super::machine::{Applied, HeldDeadLetters, MachineState, QueueMachine, QuorumCommand};
 use crate::queue::core::CoreSpec;
 
 /// One applied entry, for the host: who proposed it and what it did.
@@ -100,7 +100,16 @@ impl Applier for QuorumApplier {
                 return Vec::new();
             }
         };
-        let snapshot = postcard::to_stdvec(&state).unwrap_or_default();
+        // The held dead-letters after the state: a snapshot from before they were ends there.
+        let machine = self.machine();
+        let snapshot = postcard::to_stdvec(&state)
+            .and_then(|mut bytes| {
+                let held = postcard::to_stdvec(machine.held_dead_letters())?;
+                bytes.extend(held);
+                Ok(bytes)
+            })
+            .unwrap_or_default();
+        drop(machine);
         self.logged_since_snapshot.store(0, Ordering::Relaxed);
         self.last_snapshot
             .store(snapshot.len() as u64, Ordering::Relaxed);
@@ -108,10 +117,18 @@ impl Applier for QuorumApplier {
     }
 
     fn install(&self, snapshot: &[u8]) {
-        let restored = postcard::from_bytes::<MachineState>(snapshot)
+        let restored = postcard::take_from_bytes::<MachineState>(snapshot)
+            .and_then(|(state, rest)| {
+                let held = match rest.is_empty() {
+                    true => HeldDeadLetters::default(),
+                    false => postcard::from_bytes(rest)?,
+                };
+                Ok((state, held))
+            })
             .map_err(|e| e.to_string())
-            .and_then(|state| {
-                QueueMachine::from_state(self.spec.clone(), state).map_err(|e| e.to_string())
+            .and_then(|(state, held)| {
+                QueueMachine::from_snapshot(self.spec.clone(), state, held)
+                    .map_err(|e| e.to_string())
             });
         match restored {
             Ok(machine) => *self.machine() = machine,

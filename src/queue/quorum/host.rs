@@ -23,7 +23,7 @@ use super::applier::{AppliedEntry, QuorumApplier};
 use super::machine::{Answer, QuorumCommand, ReplicaEffect};
 use crate::queue::core::{CoreSpec, Outcome, Taken};
 use crate::queue::host::QueueHost;
-use crate::queue::owner::route_dead_letter;
+use crate::queue::owner::{route_dead_letter, route_dead_letter_confirmed};
 use crate::queue::remote::wire::{ConsumeTerms, Settle, WireMessage};
 use crate::queue::{
     ConnEvent, ConnectionFlow, Consumer, ConsumerOutbox, GetReply, MemberControl, PublishConfirm,
@@ -245,7 +245,9 @@ pub fn spawn(
             preference,
         ));
         let (proposals, done) = proposer(group.clone());
-        let down = members_down(&replication.node, &members, &name);
+        let (dead_letter_confirms, dead_letter_answers) = mpsc::unbounded_channel();
+        // Every other node of the cluster: a member may be added on any of them later.
+        let down = members_down(&replication.node, &replication.nodes, &name);
         let member = Member {
             handle: started,
             host,
@@ -272,13 +274,18 @@ pub fn spawn(
             wanted,
             changing: false,
             leaving: None,
+            dead_letters: HashMap::new(),
+            dead_letter_confirms,
         };
-        member.run(rx, applied, done, down).await;
+        member
+            .run(rx, applied, done, down, dead_letter_answers)
+            .await;
     });
     handle
 }
 
-/// The other members' ids each time their node's link goes down and stays down [`GONE_AFTER`].
+/// The ids of the other nodes of `nodes` each time their link goes down and stays down
+/// [`GONE_AFTER`].
 fn members_down(
     node: &Arc<ClusterNode>,
     members: &[Node],
@@ -458,7 +465,27 @@ struct Member {
     leaving: Option<tokio::time::Instant>,
     /// Where it says that it is leaving (see [`Replication::leaving`]).
     leaving_members: LeavingMembers,
+    /// The held dead-letters (at-least-once) this member, as the leader, has routed: where
+    /// their confirms stand.
+    dead_letters: HashMap<u64, HeldRouting>,
+    /// Where the queues a held dead-letter was routed to answer its confirms.
+    dead_letter_confirms: mpsc::UnboundedSender<ConnEvent>,
 }
+
+/// A held dead-letter routed by this member.
+enum HeldRouting {
+    /// Confirms still to come, and whether those that came were all acks.
+    Confirming { remaining: usize, all_ok: bool },
+    /// Confirmed by every queue it reached: its release is proposed (since when).
+    Releasing(tokio::time::Instant),
+}
+
+/// How long a held dead-letter's release may take to be applied before it is routed again.
+const RELEASE_WITHIN: Duration = Duration::from_secs(30);
+
+/// How often the leader routes again the held dead-letters that could not be routed or were
+/// refused (no queue bound, a target that nacked).
+const DEAD_LETTER_RETRY: Duration = Duration::from_secs(1);
 
 impl Member {
     async fn run(
@@ -467,6 +494,7 @@ impl Member {
         mut applied: mpsc::UnboundedReceiver<AppliedEntry>,
         mut done: mpsc::UnboundedReceiver<(u64, bool)>,
         mut down: mpsc::UnboundedReceiver<NodeId>,
+        mut dead_letter_answers: mpsc::UnboundedReceiver<ConnEvent>,
     ) {
         // This node's consumers of an earlier process are gone: what they held goes back.
         self.propose(
@@ -488,6 +516,8 @@ impl Member {
         membership_check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut removed = false;
         let handed_over = Arc::new(tokio::sync::Notify::new());
+        let mut dead_letter_retry = tokio::time::interval(DEAD_LETTER_RETRY);
+        dead_letter_retry.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         while !deleted && !removed {
             let wake = self.next_tick();
             let timer = async {
@@ -537,6 +567,10 @@ impl Member {
                         break;
                     }
                     self.step_membership(&membership_tx, &handed_over);
+                }
+                Some(event) = dead_letter_answers.recv() => self.on_dead_letter_confirm(event),
+                _ = dead_letter_retry.tick(), if self.has_held_dead_letters() => {
+                    self.route_held_dead_letters();
                 }
                 // Added back meanwhile: the member started in its place takes over its log.
                 _ = handed_over.notified(), if self.leaving.is_some() => break,
@@ -974,6 +1008,8 @@ impl Member {
                     route_dead_letter(&self.handle, &self.host, &self.store, d)
                 }
                 ReplicaEffect::DeadLetter(_) => {}
+                ReplicaEffect::DeadLetterHeld { id } if leader => self.route_held_dead_letter(id),
+                ReplicaEffect::DeadLetterHeld { .. } => {}
                 ReplicaEffect::Deleted => {
                     deleted = true;
                     self.handle.mark_deleted();
@@ -988,6 +1024,89 @@ impl Member {
         }
         self.settle(Settle::Ack, no_ack_sent, wall_clock_ms());
         deleted
+    }
+
+    /// Whether this member leads and the state holds dead-letters (at-least-once).
+    fn has_held_dead_letters(&self) -> bool {
+        self.is_leader()
+            && self
+                .applier
+                .with_machine(|m| !m.held_dead_letters().held.is_empty())
+    }
+
+    /// The leader routes the held dead-letters it has not routed (a new leader: all of them)
+    /// or whose routing failed, and forgets those the state no longer holds.
+    fn route_held_dead_letters(&mut self) {
+        let held: Vec<u64> = self
+            .applier
+            .with_machine(|m| m.held_dead_letters().held.keys().copied().collect());
+        self.dead_letters.retain(|id, routing| {
+            let stuck = matches!(routing, HeldRouting::Releasing(since) if since.elapsed() > RELEASE_WITHIN);
+            held.binary_search(id).is_ok() && !stuck
+        });
+        for id in held {
+            self.route_held_dead_letter(id);
+        }
+    }
+
+    /// Routes held dead-letter `id` with confirms, unless it is under way; one that reached no
+    /// queue is routed again at the next retry.
+    fn route_held_dead_letter(&mut self, id: u64) {
+        if self.dead_letters.contains_key(&id) {
+            return;
+        }
+        let Some(dead) = self
+            .applier
+            .with_machine(|m| m.held_dead_letter(id).map(|h| h.dead_letter()))
+        else {
+            return;
+        };
+        let confirms = Some((&self.dead_letter_confirms, id));
+        let reached =
+            route_dead_letter_confirmed(&self.handle, &self.host, &self.store, dead, confirms);
+        if reached > 0 {
+            self.dead_letters.insert(
+                id,
+                HeldRouting::Confirming {
+                    remaining: reached,
+                    all_ok: true,
+                },
+            );
+        }
+    }
+
+    /// A queue a held dead-letter was routed to answered: once all have, and all took it, the
+    /// queue lets go of it (one release proposed for those confirmed together); a refusal has
+    /// it routed again at the next retry.
+    fn on_dead_letter_confirm(&mut self, event: ConnEvent) {
+        let ConnEvent::Settled { seq: id, ok, .. } = event else {
+            return;
+        };
+        let Some(HeldRouting::Confirming { remaining, all_ok }) = self.dead_letters.get_mut(&id)
+        else {
+            return;
+        };
+        *remaining = remaining.saturating_sub(1);
+        *all_ok &= ok;
+        if *remaining > 0 {
+            return;
+        }
+        if !*all_ok {
+            self.dead_letters.remove(&id);
+            return;
+        }
+        self.dead_letters
+            .insert(id, HeldRouting::Releasing(tokio::time::Instant::now()));
+        if let Some(Queued {
+            command: QuorumCommand::DeadLettered { ids },
+            waiter: None,
+            ..
+        }) = self.queued.back_mut()
+        {
+            ids.push(id);
+            return;
+        }
+        self.propose(QuorumCommand::DeadLettered { ids: vec![id] }, None);
     }
 
     /// Hands a delivery the state assigned to one of this node's consumers to its connection.

@@ -88,6 +88,11 @@ pub enum QuorumCommand {
         at_ms: u64,
         args: QueueArgs,
     },
+    /// Held dead-letters (at-least-once) that every queue they were routed to has confirmed:
+    /// the queue lets go of them.
+    DeadLettered {
+        ids: Vec<u64>,
+    },
 }
 
 impl QuorumCommand {
@@ -102,7 +107,7 @@ impl QuorumCommand {
             | QuorumCommand::Delete { at_ms, .. }
             | QuorumCommand::Tick { at_ms }
             | QuorumCommand::Configure { at_ms, .. } => Some(*at_ms),
-            QuorumCommand::ConsumersGone { .. } => None,
+            QuorumCommand::ConsumersGone { .. } | QuorumCommand::DeadLettered { .. } => None,
         }
     }
 }
@@ -169,7 +174,55 @@ pub enum ReplicaEffect {
         consumer: ConsumerHome,
     },
     DeadLetter(crate::queue::core::DeadLetter),
+    /// A dead-letter the queue holds until its targets confirm it (`x-dead-letter-strategy`
+    /// at-least-once): the leader routes it ([`QueueMachine::held_dead_letter`]).
+    DeadLetterHeld {
+        id: u64,
+    },
     Deleted,
+}
+
+/// A dead-lettered message the queue keeps until the queues it is routed to have confirmed it
+/// (RabbitMQ's at-least-once dead-lettering), as the state holds it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct HeldDeadLetter {
+    pub exchange: String,
+    pub routing_keys: Vec<String>,
+    #[serde(with = "serde_bytes")]
+    pub properties: Vec<u8>,
+    pub reason: crate::queue::dead_letter::Reason,
+    pub message: WireMessage,
+}
+
+impl HeldDeadLetter {
+    fn of(d: &crate::queue::core::DeadLetter) -> HeldDeadLetter {
+        HeldDeadLetter {
+            exchange: d.exchange.clone(),
+            routing_keys: d.routing_keys.clone(),
+            properties: d.properties.clone(),
+            reason: d.reason,
+            message: WireMessage::of(&d.message),
+        }
+    }
+
+    /// As the core hands a dead-letter over, to route it.
+    pub fn dead_letter(&self) -> crate::queue::core::DeadLetter {
+        crate::queue::core::DeadLetter {
+            exchange: self.exchange.clone(),
+            routing_keys: self.routing_keys.clone(),
+            properties: self.properties.clone(),
+            reason: self.reason,
+            message: self.message.clone().into_message(),
+        }
+    }
+}
+
+/// The held dead-letters, by id, and the next id: kept after [`MachineState`] in a snapshot (a
+/// snapshot without them, from before they were, has none).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct HeldDeadLetters {
+    pub held: BTreeMap<u64, HeldDeadLetter>,
+    pub next: u64,
 }
 
 /// A machine's whole state, as a snapshot carries it (a member that restarts or lags installs
@@ -195,6 +248,8 @@ pub struct QueueMachine {
     gets: BTreeMap<u64, (NodeId, u64)>,
     /// The last proposal number applied from each node.
     applied_numbers: HashMap<NodeId, u64>,
+    /// Dead-letters held until confirmed (at-least-once).
+    dead_letters: HeldDeadLetters,
 }
 
 impl QueueMachine {
@@ -211,6 +266,7 @@ impl QueueMachine {
             consumers: BTreeMap::new(),
             gets: BTreeMap::new(),
             applied_numbers: HashMap::new(),
+            dead_letters: HeldDeadLetters::default(),
         }
     }
 
@@ -233,6 +289,36 @@ impl QueueMachine {
         })
     }
 
+    /// The dead-letters it holds, for a snapshot.
+    pub fn held_dead_letters(&self) -> &HeldDeadLetters {
+        &self.dead_letters
+    }
+
+    /// A held dead-letter, to route it.
+    pub fn held_dead_letter(&self, id: u64) -> Option<&HeldDeadLetter> {
+        self.dead_letters.held.get(&id)
+    }
+
+    /// A machine restored from a snapshot's state and held dead-letters (`spec` as for
+    /// [`QueueMachine::new`]).
+    pub fn from_snapshot(
+        spec: CoreSpec,
+        state: MachineState,
+        dead_letters: HeldDeadLetters,
+    ) -> Result<Self, ReplicaStateError> {
+        let mut machine = Self::from_state(spec, state)?;
+        machine.dead_letters = dead_letters;
+        Ok(machine)
+    }
+
+    /// Whether a dead-letter is held until confirmed: RabbitMQ's at-least-once strategy, which
+    /// takes `x-overflow` reject-publish (with drop-head it is at-most-once).
+    fn holds_dead_letters(&self) -> bool {
+        let args = self.core.args();
+        args.dead_letter_strategy == crate::queue::args::DeadLetterStrategy::AtLeastOnce
+            && args.overflow == crate::queue::args::Overflow::RejectPublish
+    }
+
     /// A machine restored from a snapshot's state (`spec` as for [`QueueMachine::new`]).
     pub fn from_state(spec: CoreSpec, state: MachineState) -> Result<Self, ReplicaStateError> {
         let spec = CoreSpec {
@@ -246,6 +332,7 @@ impl QueueMachine {
             consumers: state.consumers,
             gets: state.gets,
             applied_numbers: state.applied_numbers.into_iter().collect(),
+            dead_letters: HeldDeadLetters::default(),
         })
     }
 
@@ -371,6 +458,12 @@ impl QueueMachine {
                 self.core.apply(Command::Configure(args), &mut ctx);
                 Answer::Core(self.core.apply(Command::Tick, &mut ctx))
             }
+            QuorumCommand::DeadLettered { ids } => {
+                for id in ids {
+                    self.dead_letters.held.remove(&id);
+                }
+                Answer::Core(Outcome::Done)
+            }
         };
         let effects = ctx
             .effects
@@ -437,6 +530,12 @@ impl QueueMachine {
             Effect::ConsumerCancelled { consumer } => ReplicaEffect::ConsumerCancelled {
                 consumer: self.consumers.remove(&consumer)?,
             },
+            Effect::DeadLetter(d) if self.holds_dead_letters() => {
+                let id = self.dead_letters.next;
+                self.dead_letters.next += 1;
+                self.dead_letters.held.insert(id, HeldDeadLetter::of(&d));
+                ReplicaEffect::DeadLetterHeld { id }
+            }
             Effect::DeadLetter(d) => ReplicaEffect::DeadLetter(d),
             Effect::Deleted => ReplicaEffect::Deleted,
         })

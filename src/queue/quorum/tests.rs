@@ -66,6 +66,7 @@ pub(super) fn describe(effect: &ReplicaEffect) -> String {
             d.reason,
             String::from_utf8_lossy(d.message.body())
         ),
+        ReplicaEffect::DeadLetterHeld { id } => format!("held {id}"),
         ReplicaEffect::Deleted => "deleted".into(),
     }
 }
@@ -526,4 +527,73 @@ fn a_member_wants_a_snapshot_once_its_log_outweighs_one() {
         applier.apply(n, &entry(n, &body));
     }
     assert!(applier.wants_snapshot());
+}
+
+/// RabbitMQ's at-least-once dead-lettering (with `x-overflow` reject-publish): a dead-letter is
+/// held in the state (and in its snapshot) until released, once its targets have confirmed it;
+/// with drop-head it is at-most-once, handed over and forgotten.
+#[test]
+fn at_least_once_dead_letters_are_held_until_released() {
+    use crate::queue::args::{DeadLetterStrategy, Overflow};
+    let args = QueueArgs {
+        dead_letter_exchange: Some("dlx".into()),
+        dead_letter_strategy: DeadLetterStrategy::AtLeastOnce,
+        overflow: Overflow::RejectPublish,
+        ..Default::default()
+    };
+    let mut m = machine(args.clone());
+    let mut log = Log::new();
+    log.apply(&mut m, 1, enqueue(1, &["a", "b"]));
+    log.apply(&mut m, 2, consume(2, 40, 2));
+    let rejected = log.apply(&mut m, 2, reject(vec![0, 1]));
+    assert_eq!(bodies(&rejected), ["held 0", "held 1"]);
+    assert_eq!(m.core().stats().ready, 0);
+    let held = m.held_dead_letter(0).expect("held").dead_letter();
+    assert_eq!(held.message.body(), b"a");
+    assert_eq!(held.exchange, "dlx");
+
+    // A member that installs a snapshot holds them too.
+    let mut snapshot = postcard::to_stdvec(&m.state().expect("state")).expect("encoded");
+    snapshot.extend(postcard::to_stdvec(m.held_dead_letters()).expect("encoded"));
+    let (state, rest) = postcard::take_from_bytes::<MachineState>(&snapshot).expect("state");
+    let mut restored = QueueMachine::from_snapshot(
+        spec(args.clone()),
+        state,
+        postcard::from_bytes(rest).expect("held"),
+    )
+    .expect("restored");
+    assert_eq!(restored.held_dead_letters(), m.held_dead_letters());
+
+    for replica in [&mut m, &mut restored] {
+        let mut log = Log {
+            index: 3,
+            numbers: [0, 1, 2, 0],
+        };
+        log.apply(replica, 1, QuorumCommand::DeadLettered { ids: vec![1] });
+        assert_eq!(
+            replica.held_dead_letters().held.keys().collect::<Vec<_>>(),
+            [&0]
+        );
+        log.apply(replica, 1, QuorumCommand::DeadLettered { ids: vec![0] });
+        assert!(replica.held_dead_letters().held.is_empty());
+    }
+
+    let mut m = machine(QueueArgs {
+        overflow: Overflow::DropHead,
+        ..args
+    });
+    let mut log = Log::new();
+    log.apply(&mut m, 1, enqueue(1, &["a"]));
+    log.apply(&mut m, 2, consume(2, 40, 1));
+    let rejected = log.apply(&mut m, 2, reject(vec![0]));
+    assert_eq!(bodies(&rejected), ["dead-letter Rejected a"]);
+    assert!(m.held_dead_letters().held.is_empty());
+}
+
+fn reject(deliveries: Vec<u64>) -> QuorumCommand {
+    QuorumCommand::Settle {
+        at_ms: 3,
+        how: Settle::Reject,
+        deliveries,
+    }
 }
