@@ -89,6 +89,17 @@ pub struct MemberFigures {
     pub figures: Option<LogFigures>,
 }
 
+/// What became of a proposal handed to [`Group::submit_as_leader`].
+#[derive(Debug)]
+pub enum Pipelined {
+    /// Committed at this index.
+    Committed(u64),
+    /// The leader lost its leadership before appending it: never in the log.
+    NotAppended(Proposal),
+    /// Not committed, or not known to be.
+    Failed(String),
+}
+
 /// What [`Group::change_members`] did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum MembershipStep {
@@ -373,6 +384,43 @@ impl Group {
                 tokio::time::timeout(remaining.min(Duration::from_millis(100)), metrics.changed())
                     .await;
         }
+    }
+
+    /// Hands `proposal` to the group's log at once if this member leads, without waiting for
+    /// its commit: proposals handed over one after the other are appended in that order, and
+    /// the future answers when this one is committed (its index), as [`Group::propose`] does.
+    /// A member that does not lead gives the proposal back (propose it with
+    /// [`Group::propose`]). A leader that lost its leadership before appending it answers
+    /// [`Pipelined::NotAppended`]: the proposal can be proposed again.
+    pub async fn submit_as_leader(
+        &self,
+        proposal: Proposal,
+    ) -> Result<impl std::future::Future<Output = Pipelined> + Send + 'static, Proposal> {
+        self.wake();
+        if self.raft.metrics().borrow_watched().current_leader != Some(self.me) {
+            return Err(proposal);
+        }
+        let (responder, answer) = openraft::impls::ProgressResponder::complete_only();
+        if self
+            .raft
+            .client_write_ff(proposal.clone(), Some(responder))
+            .await
+            .is_err()
+        {
+            return Err(proposal);
+        }
+        let raft = self.raft.clone();
+        Ok(async move {
+            match answer.await {
+                Ok(Ok(written)) => {
+                    let _ = raft.trigger().heartbeat().await;
+                    Pipelined::Committed(written.log_id.index)
+                }
+                Ok(Err(ClientWriteError::ForwardToLeader(_))) => Pipelined::NotAppended(proposal),
+                Ok(Err(e)) => Pipelined::Failed(e.to_string()),
+                Err(_) => Pipelined::Failed("the group stopped".into()),
+            }
+        })
     }
 
     /// As [`Group::propose`], from the leader only: a member that is not the leader refuses it

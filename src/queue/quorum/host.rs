@@ -5,8 +5,9 @@
 //! node's: deliveries to its own consumers, their cancellations. The leader alone carries out
 //! the rest: dead-letters, expiry ticks.
 //!
-//! Proposals leave one at a time, in order (the next waits for the previous one's commit):
-//! publishes that pile up meanwhile go out together, one entry for all of them.
+//! Proposals leave in order, a few at a time on the leader (its log appends the next while the
+//! earlier ones replicate), one at a time elsewhere (the next waits for the previous one's
+//! commit): publishes that pile up meanwhile go out together, one entry for all of them.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Weak};
@@ -265,7 +266,7 @@ pub fn spawn(
             orphans: Default::default(),
             queued: Default::default(),
             queued_bytes: 0,
-            in_flight: false,
+            in_flight: 0,
             snapshot_asked: false,
             db: replication.db,
             nodes: replication.nodes,
@@ -340,32 +341,103 @@ fn nodes_named(nodes: &[Node], names: &[String]) -> Vec<Node> {
 /// A proposal to send, and whether only as the leader ([`Group::propose_as_leader`]).
 type ToSend = (warren_cluster::Proposal, bool);
 
+/// How many proposals a leading member may have in its group's hands at once.
+const PIPELINE: usize = 4;
+
 /// Sends the proposals it is given, in order; each one's number comes back once it is committed
-/// (true) or has failed (false). The host gives it one at a time.
+/// (true) or has failed (false). On the leader, up to [`PIPELINE`] are appended before the first
+/// is committed ([`Group::submit_as_leader`]); elsewhere each waits for the one before.
 fn proposer(
     group: Arc<Group>,
 ) -> (
     mpsc::UnboundedSender<ToSend>,
     mpsc::UnboundedReceiver<(u64, bool)>,
 ) {
+    use futures::stream::{FuturesOrdered, StreamExt};
+    use warren_cluster::group::Pipelined;
+    type Pending = futures::future::BoxFuture<'static, (u64, Pipelined)>;
+
+    /// Proposes one and waits for its commit.
+    async fn propose_now(
+        group: &Group,
+        proposal: warren_cluster::Proposal,
+        leader_only: bool,
+    ) -> bool {
+        let proposed = match leader_only {
+            true => group.propose_as_leader(proposal, COMMIT_TIMEOUT).await,
+            false => group.propose(proposal, COMMIT_TIMEOUT).await,
+        };
+        match proposed {
+            Ok(_) => true,
+            Err(e) => {
+                tracing::warn!(group = group.id(), "quorum queue proposal failed: {e}");
+                false
+            }
+        }
+    }
+
+    /// The outcome of a pipelined proposal: one the leader lost before appending it is
+    /// proposed again, now.
+    async fn settle(group: &Group, outcome: Pipelined) -> bool {
+        match outcome {
+            Pipelined::Committed(_) => true,
+            Pipelined::NotAppended(proposal) => propose_now(group, proposal, false).await,
+            Pipelined::Failed(e) => {
+                tracing::warn!(group = group.id(), "quorum queue proposal failed: {e}");
+                false
+            }
+        }
+    }
+
     let (proposals, mut to_send) = mpsc::unbounded_channel::<ToSend>();
     let (done_tx, done) = mpsc::unbounded_channel();
     tokio::spawn(async move {
-        while let Some((proposal, leader_only)) = to_send.recv().await {
-            let number = proposal.number;
-            let proposed = match leader_only {
-                true => group.propose_as_leader(proposal, COMMIT_TIMEOUT).await,
-                false => group.propose(proposal, COMMIT_TIMEOUT).await,
-            };
-            let ok = match proposed {
-                Ok(_) => true,
-                Err(e) => {
-                    tracing::warn!(group = group.id(), "quorum queue proposal failed: {e}");
-                    false
+        let mut pending: FuturesOrdered<Pending> = FuturesOrdered::new();
+        loop {
+            tokio::select! {
+                biased;
+                Some((number, outcome)) = pending.next(), if !pending.is_empty() => {
+                    let ok = settle(&group, outcome).await;
+                    if done_tx.send((number, ok)).is_err() {
+                        return;
+                    }
                 }
-            };
-            if done_tx.send((number, ok)).is_err() {
-                return;
+                received = to_send.recv(), if pending.len() < PIPELINE => {
+                    let Some((proposal, leader_only)) = received else {
+                        return;
+                    };
+                    let number = proposal.number;
+                    let proposal = match leader_only {
+                        true => proposal,
+                        false => match group.submit_as_leader(proposal).await {
+                            Ok(committed) => {
+                                pending.push_back(Box::pin(async move {
+                                    let outcome = tokio::time::timeout(COMMIT_TIMEOUT, committed)
+                                        .await
+                                        .unwrap_or_else(|_| {
+                                            Pipelined::Failed(format!(
+                                                "not committed within {COMMIT_TIMEOUT:?}"
+                                            ))
+                                        });
+                                    (number, outcome)
+                                }));
+                                continue;
+                            }
+                            Err(proposal) => proposal,
+                        },
+                    };
+                    // Not pipelined: those before it first, in order.
+                    while let Some((earlier, outcome)) = pending.next().await {
+                        let ok = settle(&group, outcome).await;
+                        if done_tx.send((earlier, ok)).is_err() {
+                            return;
+                        }
+                    }
+                    let ok = propose_now(&group, proposal, leader_only).await;
+                    if done_tx.send((number, ok)).is_err() {
+                        return;
+                    }
+                }
             }
         }
     });
@@ -448,7 +520,8 @@ struct Member {
     queued: std::collections::VecDeque<Queued>,
     /// The bytes of the messages in `queued`.
     queued_bytes: usize,
-    in_flight: bool,
+    /// Proposals sent and not yet committed (or failed).
+    in_flight: usize,
     /// A snapshot was asked for and the log has not been cut since.
     snapshot_asked: bool,
     /// The cluster's nodes.
@@ -762,11 +835,20 @@ impl Member {
         self.send_next();
     }
 
-    /// Sends the next queued command unless one is in flight.
+    /// Sends the queued commands while fewer than the member may have are in flight: a leader
+    /// up to [`PIPELINE`] (its log appends the next while earlier ones replicate), a follower
+    /// one (its proposals go to the leader one at a time; those queued meanwhile go together).
     fn send_next(&mut self) {
-        if self.in_flight {
-            return;
+        let limit = match self.is_leader() {
+            true => PIPELINE,
+            false => 1,
+        };
+        while self.in_flight < limit && !self.queued.is_empty() {
+            self.send_one();
         }
+    }
+
+    fn send_one(&mut self) {
         let Some(Queued {
             command,
             waiter,
@@ -784,19 +866,21 @@ impl Member {
                 if let Some(w) = waiter {
                     w.fail();
                 }
-                return self.send_next();
+                return;
             }
         };
         let proposal = self.group.proposal(payload);
         if let Some(waiter) = waiter {
             self.waiting.insert(proposal.number, waiter);
         }
-        self.in_flight = self.proposals.send((proposal, leader_only)).is_ok();
+        if self.proposals.send((proposal, leader_only)).is_ok() {
+            self.in_flight += 1;
+        }
     }
 
     /// The proposal in flight is committed (or failed: its waiter is told); the next goes.
     fn on_done(&mut self, number: u64, ok: bool) {
-        self.in_flight = false;
+        self.in_flight = self.in_flight.saturating_sub(1);
         if !ok {
             if let Some(waiter) = self.waiting.remove(&number) {
                 if let Waiter::Consume { consumer, .. } = &waiter {
