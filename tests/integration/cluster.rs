@@ -2508,6 +2508,112 @@ async fn a_member_cut_off_and_back_leaves_the_majoritys_consumers_alone() {
     }
 }
 
+/// A consumer on a member that is cut off and frozen (SIGSTOP) while it holds unacked
+/// deliveries: the majority gives them to its own consumers (redelivered) and is not disturbed;
+/// back, the frozen consumer is cancelled and its late acks settle nothing. Every confirmed
+/// message is consumed, only those it held twice.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cut_off_frozen_members_consumer_gives_back_what_it_held() {
+    use futures::StreamExt;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::{Arc, Mutex};
+    const HELD: u16 = 10;
+    let cluster = Cluster::with_last_behind_a_proxy(3).await;
+    let (cluster, n1, n2, n3) = three_formed_of(cluster).await;
+    let c1 = n1.connect().await;
+    declare_quorum(&c1, "qheld").await;
+    let ch = confirm_channel(&c1).await;
+    for i in 0..HELD as usize {
+        publish_confirmed(&ch, "", "qheld", &numbered_body(i, 64), true).await;
+    }
+    let c3 = n3.connect().await;
+    let mut holder = take_unacked(&c3, "qheld", "holder", HELD).await;
+    let received = Arc::new(Mutex::new(Vec::new()));
+    let cancelled = Arc::new(AtomicBool::new(false));
+    let mut consumers = Vec::new();
+    for (node, tag) in [(&n1, "on-n1"), (&n2, "on-n2")] {
+        let conn = node.connect().await;
+        let ch = crate::common::lapin_channel(&conn).await;
+        ch.basic_qos(50, Default::default()).await.expect("qos");
+        let mut consumer = consume(&ch, "qheld", tag).await;
+        let (received, cancelled) = (received.clone(), cancelled.clone());
+        consumers.push(tokio::spawn(async move {
+            let _keep = (conn, ch);
+            while let Some(delivery) = consumer.next().await {
+                let Ok(delivery) = delivery else { break };
+                let n = body_number(&delivery.data);
+                received.lock().unwrap().push((n, delivery.redelivered));
+                delivery.ack(Default::default()).await.expect("ack");
+            }
+            cancelled.store(true, Ordering::Relaxed);
+        }));
+    }
+    let mut confirmed = HELD as usize;
+    cluster.cut_off_last(true);
+    n3.signal("STOP");
+    for i in confirmed..confirmed + 100 {
+        publish_confirmed(&ch, "", "qheld", &numbered_body(i, 64), true).await;
+    }
+    confirmed += 100;
+    eventually(
+        "the held ones given to the majority's consumers",
+        || received.lock().unwrap().len(),
+        |&n| n >= confirmed,
+    );
+    n3.signal("CONT");
+    cluster.cut_off_last(false);
+    formed(&cluster, &[&n1, &n2, &n3]).await;
+    // The frozen consumer's acks arrive late: its deliveries were given back already.
+    let late = crate::common::within_long("the holder's end", async {
+        let mut acked = 0;
+        while let Some(Ok(delivery)) = holder.next().await {
+            let _ = delivery.ack(Default::default()).await;
+            acked += 1;
+        }
+        acked
+    })
+    .await;
+    assert!(late <= HELD as usize, "the holder got more: {late}");
+    for i in confirmed..confirmed + 100 {
+        publish_confirmed(&ch, "", "qheld", &numbered_body(i, 64), true).await;
+    }
+    confirmed += 100;
+    eventually(
+        "every confirmed message consumed",
+        || received.lock().unwrap().len(),
+        |&n| n >= confirmed,
+    );
+    eventually(
+        "every member holds the queue as the leader does",
+        || {
+            [&n1, &n2, &n3]
+                .iter()
+                .map(|node| queue_counts(node, "qheld"))
+                .collect::<Vec<_>>()
+        },
+        |counts| counts.iter().all(|c| *c == (0, 0, 2)),
+    );
+    assert!(
+        !cancelled.load(Ordering::Relaxed),
+        "a majority consumer was cancelled"
+    );
+    let received = received.lock().unwrap().clone();
+    let numbers: std::collections::BTreeSet<usize> = received.iter().map(|(n, _)| *n).collect();
+    assert_eq!(numbers, (0..confirmed).collect(), "every confirmed message");
+    for (n, redelivered) in &received {
+        assert_eq!(
+            *redelivered,
+            *n < HELD as usize,
+            "message {n}'s redelivered flag"
+        );
+    }
+    assert_eq!(received.len(), confirmed, "each once to the majority");
+    for consumer in consumers {
+        consumer.abort();
+    }
+    drop((c3, n3));
+}
+
 /// A consume on a quorum queue whose other members are gone (no majority to commit it) is
 /// refused as timed out (541, as RabbitMQ refuses a quorum queue's consume that times out), not
 /// as if the queue did not exist (404). The refused consume stays in the leader's log and is
