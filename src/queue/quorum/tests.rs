@@ -597,3 +597,51 @@ fn reject(deliveries: Vec<u64>) -> QuorumCommand {
         deliveries,
     }
 }
+
+/// A node cut off had its consumer's deliveries given to a consumer of another node: the
+/// redelivery has a delivery id of its own, so the cut-off node's late settles (ack, reject,
+/// requeue) of the old one settle nothing; the holder's do.
+#[test]
+fn a_gone_nodes_late_settles_leave_what_another_node_holds() {
+    let mut m = machine(QueueArgs::default());
+    let mut log = Log::new();
+    log.apply(&mut m, 1, enqueue(1, &["a"]));
+    let to_2 = log.apply(&mut m, 2, consume(2, 40, 1));
+    assert_eq!(bodies(&to_2), ["deliver 2/40 0 false a"]);
+    log.apply(&mut m, 3, consume(3, 41, 1));
+    let gone = log.apply(
+        &mut m,
+        1,
+        QuorumCommand::ConsumersGone {
+            node: 2,
+            process: u64::MAX,
+        },
+    );
+    assert!(
+        bodies(&gone).contains(&"deliver 3/41 1 true a".to_owned()),
+        "{:?}",
+        bodies(&gone)
+    );
+    for how in [Settle::Ack, Settle::Reject, Settle::Requeue] {
+        log.apply(
+            &mut m,
+            2,
+            QuorumCommand::Settle {
+                at_ms: 4,
+                how,
+                deliveries: vec![0],
+            },
+        );
+        assert_eq!((m.core().stats().ready, m.core().stats().unacked), (0, 1));
+    }
+    log.apply(
+        &mut m,
+        3,
+        QuorumCommand::Settle {
+            at_ms: 5,
+            how: Settle::Ack,
+            deliveries: vec![1],
+        },
+    );
+    assert_eq!((m.core().stats().ready, m.core().stats().unacked), (0, 0));
+}
