@@ -640,6 +640,29 @@ impl Group {
         self.log_figures().voters
     }
 
+    /// Whether the group's voters are exactly the nodes `names` (no change under way), as this
+    /// member knows them; without allocating (checked as often as the member's loop turns).
+    pub fn has_voters(&self, names: &[String]) -> bool {
+        let metrics = self.raft.metrics();
+        let metrics = metrics.borrow_watched();
+        let membership = metrics.membership_config.membership();
+        let configs = membership.get_joint_config();
+        let [voters] = configs.as_slice() else {
+            return false;
+        };
+        voters.len() == names.len()
+            && voters.iter().all(|id| {
+                membership
+                    .get_node(id)
+                    .is_some_and(|n| names.contains(&n.name))
+            })
+    }
+
+    /// Whether this member leads the group (as it knows).
+    pub fn is_leader(&self) -> bool {
+        self.raft.metrics().borrow_watched().current_leader == Some(self.me)
+    }
+
     /// The leader's name, if one is known.
     pub fn leader(&self) -> Option<String> {
         let leader = self.raft.metrics().borrow_watched().current_leader?;

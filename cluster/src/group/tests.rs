@@ -441,6 +441,8 @@ async fn members_are_added_and_removed_the_leader_included() {
         members[2].recorder.applied()[..10],
         members[0].recorder.applied()[..10]
     );
+    assert!(members[2].group.has_voters(&names));
+    assert!(!members[2].group.has_voters(&names[..2]));
 
     // The leader goes: it hands the leadership to a remaining member, which completes the change.
     let leader = members

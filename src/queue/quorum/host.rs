@@ -685,15 +685,12 @@ impl Member {
     }
 
     fn is_leader(&self) -> bool {
-        self.group.leader().as_deref() == Some(self.name.as_str())
+        self.group.is_leader()
     }
 
     /// Whether the group's voters are the members wanted.
     fn group_has_wanted(&self) -> bool {
-        let figures = self.group.log_figures();
-        let mut wanted = self.wanted.borrow().clone();
-        wanted.sort();
-        !figures.joint && figures.voters == wanted
+        self.group.has_voters(&self.wanted.borrow())
     }
 
     /// Whether a membership change has a step left that this member takes: it leads a group
