@@ -227,7 +227,17 @@ class DockerBackend(Backend):
                     f.flush()
             except OSError:
                 pass
-        return "n3", self.free_disk
+        return "n3", self.free_disk_and_restart
+
+    def free_disk_and_restart(self):
+        """The disk freed; a node that stopped on its full disk (Warren stops a member whose Raft
+        log cannot be written) is started again, as a supervisor would."""
+        self.free_disk()
+        n = next(n for n in self.nodes if n.name == "n3")
+        st = sh("docker", "inspect", "-f", "{{.State.Status}}", self.ctr(n), check=False).strip()
+        if st in ("exited", "dead"):
+            log("n3 stopped on its full disk: starting it again")
+            sh("docker", "start", self.ctr(n), check=False)
 
     def free_disk(self):
         if self.ballast and os.path.exists(self.ballast):

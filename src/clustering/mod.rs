@@ -211,6 +211,7 @@ impl Connected {
         };
         if !self.settings.alone() {
             broker.replies.set_node(node_id(&me));
+            stop_when_the_log_fails(self.raft_db.failed());
         }
         let applier = Arc::new(MetadataApplier::new(node_id(&me), self.process));
         applier.set_broker(Arc::downgrade(broker));
@@ -388,4 +389,26 @@ impl Clustering {
         self.metadata.group().shutdown().await;
         self.node.link().stop();
     }
+}
+
+/// A cluster member whose Raft log can no longer be written (its disk full, an I/O error) stops
+/// the process (exit status 74, EX_IOERR): every group on the node has stopped with the file
+/// (redb takes no more writes until it is opened again), and a member that stays up with dead
+/// groups holds on to clients and stale leaders that never recover. Started again once the disk
+/// is fixed (a supervisor's restart, `restart: on-failure` in docker/), it catches up from the
+/// others. A node alone keeps running: its messages are in its store, and only definition
+/// changes need the log.
+fn stop_when_the_log_fails(mut failed: tokio::sync::watch::Receiver<Option<String>>) {
+    tokio::spawn(async move {
+        let Ok(reason) = failed.wait_for(Option::is_some).await.map(|r| r.clone()) else {
+            return;
+        };
+        tracing::error!(
+            "the Raft log cannot be written ({}): stopping this node; start it again once its disk is fixed",
+            reason.unwrap_or_default()
+        );
+        // Let the log line out before the process goes.
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        std::process::exit(74);
+    });
 }

@@ -50,6 +50,8 @@ pub(super) struct Db {
     /// `append` returns only once its entries are durable, as openraft 0.9's storage must: for
     /// measuring what 0.10's pipelining gains (`benches/raft-pipelining`), never set otherwise.
     appends_wait_for_flush: std::sync::atomic::AtomicBool,
+    /// The first failed write (see [`LogDb::failed`]).
+    failed: tokio::sync::watch::Sender<Option<String>>,
     writer: Mutex<Writer>,
     groups: Mutex<Groups>,
 }
@@ -113,10 +115,19 @@ impl LogDb {
                 db,
                 path: path.to_owned(),
                 appends_wait_for_flush: Default::default(),
+                failed: tokio::sync::watch::Sender::new(None),
                 writer: Mutex::default(),
                 groups: Mutex::new(groups),
             }),
         })
+    }
+
+    /// The first write that failed (a full disk, an I/O error), once one has. The file takes no
+    /// more writes after it (redb must be opened again), so every group here stops: the node
+    /// cannot go on as a member, and whoever runs it decides what to do (Warren stops the
+    /// process, to be started again once the disk is fixed).
+    pub fn failed(&self) -> tokio::sync::watch::Receiver<Option<String>> {
+        self.shared.failed.subscribe()
     }
 
     /// Makes `append` wait until its entries are durable, as openraft 0.9 requires of a log
@@ -314,6 +325,13 @@ fn write_queued(db: Arc<Db>) {
             .unwrap_or_else(|_| Err(ClusterError::Failed("the raft log writer panicked".into())));
         if let Err(e) = &result {
             tracing::error!(path = %db.path.display(), error = %e, "raft log write failed");
+            db.failed.send_if_modified(|failed| {
+                let first = failed.is_none();
+                if first {
+                    *failed = Some(e.to_string());
+                }
+                first
+            });
         }
         let result = result.map_err(|e| e.to_string());
 
