@@ -417,6 +417,11 @@ impl ChildBroker {
         assert!(status.success(), "kill -{name}");
     }
 
+    /// The broker process's exit code, if it has exited.
+    pub fn exit_code(&mut self) -> Option<i32> {
+        self.child.try_wait().ok().flatten().and_then(|s| s.code())
+    }
+
     pub fn kill9(mut self) {
         let _ = self.child.kill(); // SIGKILL
         let _ = self.child.wait();

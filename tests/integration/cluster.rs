@@ -2880,11 +2880,7 @@ async fn quorum_queue_members_are_added_and_removed_without_losing_a_message() {
         confirmed.len()
     );
     n2.kill9();
-    eventually(
-        "n1 or n3 leads",
-        || api(&n3, "GET", "/api/queues/%2F/grown", None).1["leader"].clone(),
-        |leader| *leader == "n1" || *leader == "n3",
-    );
+    leader_among(&n3, "grown", &["n1", "n3"]);
     let drained = n3.drain("grown").await;
     let redelivered = exactly_once(&drained, (0..N).chain(confirmed));
     assert_eq!(
@@ -2962,11 +2958,7 @@ async fn quorum_queues_shrink_and_grow_through_ctl() {
     // Each queue still has every message, once.
     drop((ch1, c1));
     for q in ["g.one", "g.two", "other"] {
-        eventually(
-            "a leader on n1 or n2",
-            || api(&n2, "GET", &format!("/api/queues/%2F/{q}"), None).1["leader"].clone(),
-            |leader| *leader == "n1" || *leader == "n2",
-        );
+        leader_among(&n2, q, &["n1", "n2"]);
         let drained = n2.drain(q).await;
         exactly_once(&drained, 0..N);
     }
@@ -3041,11 +3033,7 @@ async fn at_least_once_dead_letters_wait_for_a_queue_through_a_leader_change() {
     // The source's leader goes; the next one routes what is held once the target is there.
     drop((ch1, c1));
     n1.kill9();
-    eventually(
-        "a new leader of dl.src",
-        || api(&n2, "GET", "/api/queues/%2F/dl.src", None).1["leader"].clone(),
-        |leader| *leader == "n2" || *leader == "n3",
-    );
+    leader_among(&n2, "dl.src", &["n2", "n3"]);
     let c2 = n2.connect().await;
     declare_quorum(&c2, "dl.target").await;
     eventually(
@@ -3059,4 +3047,74 @@ async fn at_least_once_dead_letters_wait_for_a_queue_through_a_leader_change() {
     tokio::time::sleep(Duration::from_secs(3)).await;
     assert_eq!(queue_counts(&n3, "dl.target").0, 0);
     drop((n2, n3));
+}
+
+/// A member whose disk fills up stops (exit status 74: its Raft log takes no more writes) rather
+/// than staying up with dead queue members; the others go on confirming; started again once the
+/// disk has room, it catches up and serves every confirmed message. Needs root (a tmpfs for the
+/// member's data); elsewhere it says so and passes without running.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_member_whose_disk_fills_stops_and_catches_up_once_started_again() {
+    use std::io::Write as _;
+    let cluster = Cluster::new(3).await;
+    let Some(disk) = crate::disk_full::Tmpfs::mount(cluster.dirs[2].path(), "48m") else {
+        eprintln!("skipped: mounting a tmpfs needs root");
+        return;
+    };
+    let (n1, n2, mut n3) = (cluster.start(0), cluster.start(1), cluster.start(2));
+    formed(&cluster, &[&n1, &n2, &n3]).await;
+    let c1 = n1.connect().await;
+    declare_quorum(&c1, "qdisk").await;
+    let ch = confirm_channel(&c1).await;
+    let mut confirmed = 0;
+    for _ in 0..100 {
+        publish_confirmed(&ch, "", "qdisk", &numbered_body(confirmed, 1024), true).await;
+        confirmed += 1;
+    }
+    // n3's disk filled to the last byte.
+    let ballast = cluster.dirs[2].path().join("ballast");
+    {
+        let mut f = std::fs::File::create(&ballast).expect("ballast");
+        let chunk = vec![0u8; 1 << 20];
+        while f.write_all(&chunk).and_then(|_| f.flush()).is_ok() {}
+    }
+    let deadline = Instant::now() + FORM;
+    while n3.exit_code().is_none() {
+        assert!(
+            Instant::now() < deadline,
+            "n3 did not stop on its full disk"
+        );
+        publish_confirmed(&ch, "", "qdisk", &numbered_body(confirmed, 1024), true).await;
+        confirmed += 1;
+    }
+    assert_eq!(n3.exit_code(), Some(74), "n3's exit status");
+    for _ in 0..100 {
+        publish_confirmed(&ch, "", "qdisk", &numbered_body(confirmed, 1024), true).await;
+        confirmed += 1;
+    }
+    std::fs::remove_file(&ballast).expect("ballast removed");
+    drop(n3);
+    let n3 = cluster.start(2);
+    formed(&cluster, &[&n1, &n2, &n3]).await;
+    eventually(
+        "n3 has every message",
+        || queue_counts(&n3, "qdisk").0,
+        |&ready| ready == confirmed as u64,
+    );
+    drop((ch, c1));
+    // n1 gone too: n3 and n2 hold the queue.
+    n1.kill9();
+    leader_among(&n3, "qdisk", &["n2", "n3"]);
+    let drained = n3.drain("qdisk").await;
+    exactly_once(&drained, 0..confirmed);
+    drop((n2, n3, disk));
+}
+
+/// Waits until `node` says quorum queue `queue`'s leader is one of `nodes` (a failover done).
+fn leader_among(node: &ChildBroker, queue: &str, nodes: &[&str]) {
+    eventually(
+        &format!("{queue} led by one of {nodes:?}"),
+        || api(node, "GET", &format!("/api/queues/%2F/{queue}"), None).1["leader"].clone(),
+        |leader| nodes.iter().any(|n| leader == n),
+    );
 }
