@@ -73,7 +73,8 @@ pub fn create<H: QueueHost + 'static>(
     ) = (placement, home)
     {
         if spec.args.queue_type == QueueType::Quorum {
-            let members = replication.members_of(home, &spec);
+            let members =
+                replication.members_of(home, spec.args.initial_group_size, spec.members.as_deref());
             if members.iter().any(|m| *m.name == **me) {
                 let host: Weak<dyn QueueHost> = host.clone();
                 // A group whose members were changed exists already: a member added later
@@ -108,7 +109,7 @@ pub fn create<H: QueueHost + 'static>(
             // its members are those chosen at its declare).
             let homes = match spec.args.queue_type {
                 QueueType::Quorum => replication
-                    .members_of(home, &spec)
+                    .members_of(home, spec.args.initial_group_size, spec.members.as_deref())
                     .into_iter()
                     .map(|m| m.name)
                     .collect(),

@@ -14,7 +14,8 @@ use super::Vhost;
 use crate::definitions::DefinitionCommand;
 use crate::queue::args::QueueType;
 use crate::queue::factory::Placement;
-use crate::queue::quorum::host::group_name;
+use crate::queue::quorum::host::{group_name, Replication};
+use crate::queue::QueueHandle;
 
 /// One change to a quorum queue's members.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -54,8 +55,8 @@ pub enum MembersError {
 }
 
 impl Vhost {
-    /// The members of quorum queue `name` now (by node name, the first the preferred leader).
-    pub fn queue_members(&self, name: &str) -> Result<Vec<String>, MembersError> {
+    /// Quorum queue `name`, and what its members need of the cluster.
+    fn quorum_queue(&self, name: &str) -> Result<(Arc<QueueHandle>, &Replication), MembersError> {
         let Placement::Member { replication, .. } = &self.placement else {
             return Err(MembersError::NotClustered);
         };
@@ -74,17 +75,13 @@ impl Vhost {
                 vhost: self.name.clone(),
             });
         }
-        Ok(match q.members() {
-            Some(members) => members,
-            None => replication
-                .group_members(
-                    q.home.as_deref().unwrap_or_default(),
-                    q.args.initial_group_size,
-                )
-                .into_iter()
-                .map(|n| n.name)
-                .collect(),
-        })
+        Ok((q, replication))
+    }
+
+    /// The members of quorum queue `name` now (by node name, the first the preferred leader).
+    pub fn queue_members(&self, name: &str) -> Result<Vec<String>, MembersError> {
+        let (q, replication) = self.quorum_queue(name)?;
+        Ok(members_now(&q, replication))
     }
 
     /// Changes quorum queue `name`'s members, committed through the metadata log (every node
@@ -94,27 +91,25 @@ impl Vhost {
         name: &str,
         change: &MemberChange,
     ) -> Result<MembersChanged, MembersError> {
-        let Placement::Member { replication, .. } = &self.placement else {
-            return Err(MembersError::NotClustered);
-        };
         let held = self.begin_change().await;
-        let current = self.queue_members(name)?;
+        let (q, replication) = self.quorum_queue(name)?;
+        let current = members_now(&q, replication);
         let queue = || name.to_owned();
         let members = match change {
             MemberChange::Add(node) => {
                 if !replication.nodes.iter().any(|n| n.name == *node) {
                     return Err(MembersError::UnknownNode { node: node.clone() });
                 }
-                let reached =
-                    *node == *replication.node.name() || replication.node.link().is_connected(node);
-                if !reached && !current.contains(node) {
-                    return Err(MembersError::NodeDown { node: node.clone() });
-                }
                 if current.contains(node) {
                     return Err(MembersError::AlreadyMember {
                         node: node.clone(),
                         queue: queue(),
                     });
+                }
+                let reached =
+                    *node == *replication.node.name() || replication.node.link().is_connected(node);
+                if !reached {
+                    return Err(MembersError::NodeDown { node: node.clone() });
                 }
                 let mut members = current;
                 members.push(node.clone());
@@ -136,12 +131,7 @@ impl Vhost {
                 current.into_iter().filter(|m| m != node).collect()
             }
         };
-        let incarnation = self
-            .read()
-            .queues
-            .get(name)
-            .map(|q| q.incarnation)
-            .unwrap_or_default();
+        let incarnation = q.incarnation;
         let command = DefinitionCommand::SetQueueMembers {
             name: name.to_owned(),
             incarnation,
@@ -155,6 +145,16 @@ impl Vhost {
             members,
         })
     }
+}
+
+/// A quorum queue's members as its handle here knows them.
+fn members_now(q: &QueueHandle, replication: &Replication) -> Vec<String> {
+    let home = q.home.as_deref().unwrap_or_default();
+    replication
+        .members_of(home, q.args.initial_group_size, q.members().as_deref())
+        .into_iter()
+        .map(|n| n.name)
+        .collect()
 }
 
 impl Vhost {

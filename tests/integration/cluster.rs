@@ -2720,6 +2720,22 @@ fn status_members(node: &ChildBroker, queue: &str) -> Vec<String> {
     names
 }
 
+/// `POST /api/queues/quorum/%2F/{queue}/replicas/add` (`action` add) or `DELETE
+/// .../replicas/delete` with `{"node": member}`, asked of `node`.
+fn replicas(node: &ChildBroker, action: &str, queue: &str, member: &str) -> (u16, Value) {
+    let method = match action {
+        "add" => "POST",
+        _ => "DELETE",
+    };
+    let body = serde_json::json!({ "node": member }).to_string();
+    api(
+        node,
+        method,
+        &format!("/api/queues/quorum/%2F/{queue}/replicas/{action}"),
+        Some(&body),
+    )
+}
+
 /// `rabbitmq-queues add_member` / `delete_member` through the management API: a member added to
 /// a queue holding messages catches up (it serves them once an original member is gone), a member
 /// removed (its node the queue's leader, with a consumer holding unacked deliveries) hands them
@@ -2788,35 +2804,14 @@ async fn quorum_queue_members_are_added_and_removed_without_losing_a_message() {
     };
 
     // Wrong requests are refused as RabbitMQ refuses them.
-    let body = |node: &str| serde_json::json!({ "node": node }).to_string();
-    let (code, _) = api(
-        &n2,
-        "POST",
-        "/api/queues/quorum/%2F/grown/replicas/add",
-        Some(&body("n1")),
-    );
+    let (code, _) = replicas(&n2, "add", "grown", "n1");
     assert_eq!(code, 400, "a member already");
-    let (code, _) = api(
-        &n2,
-        "POST",
-        "/api/queues/quorum/%2F/grown/replicas/add",
-        Some(&body("n9")),
-    );
+    let (code, _) = replicas(&n2, "add", "grown", "n9");
     assert_eq!(code, 400, "no such node");
-    let (code, _) = api(
-        &n2,
-        "POST",
-        "/api/queues/quorum/%2F/nothing/replicas/add",
-        Some(&body("n3")),
-    );
+    let (code, _) = replicas(&n2, "add", "nothing", "n3");
     assert_eq!(code, 404, "no such queue");
 
-    let (code, answer) = api(
-        &n2,
-        "POST",
-        "/api/queues/quorum/%2F/grown/replicas/add",
-        Some(&body("n3")),
-    );
+    let (code, answer) = replicas(&n2, "add", "grown", "n3");
     assert_eq!(code, 204, "add_member: {answer}");
     eventually(
         "n3's status lists the members",
@@ -2830,12 +2825,7 @@ async fn quorum_queue_members_are_added_and_removed_without_losing_a_message() {
     );
 
     // n1 (the declaring node, its leader) leaves: its consumer is cancelled.
-    let (code, answer) = api(
-        &n3,
-        "DELETE",
-        "/api/queues/quorum/%2F/grown/replicas/delete",
-        Some(&body("n1")),
-    );
+    let (code, answer) = replicas(&n3, "delete", "grown", "n1");
     assert_eq!(code, 202, "delete_member: {answer}");
     eventually(
         "n2's status lists the members",
@@ -2857,12 +2847,7 @@ async fn quorum_queue_members_are_added_and_removed_without_losing_a_message() {
 
     // n1 again, at once: the member still leaving there hands its log to the new one (or, once
     // gone, the new one starts from an empty log), which catches up from the others.
-    let (code, answer) = api(
-        &n1,
-        "POST",
-        "/api/queues/quorum/%2F/grown/replicas/add",
-        Some(&body("n1")),
-    );
+    let (code, answer) = replicas(&n1, "add", "grown", "n1");
     assert_eq!(code, 204, "add_member again: {answer}");
     eventually(
         "n1's status lists the members",

@@ -29,6 +29,9 @@ pub struct QuorumApplier {
     /// for a snapshot once the log holds much more than one would (see [`Self::wants_snapshot`]).
     logged_since_snapshot: AtomicU64,
     last_snapshot: AtomicU64,
+    /// How many dead-letters the machine holds (at-least-once), as of the last entry applied:
+    /// read on the host's every turn, without the machine's lock.
+    held_dead_letters: AtomicU64,
 }
 
 /// The log's bytes since the last snapshot past which a member takes one, whatever the entry
@@ -47,6 +50,7 @@ impl QuorumApplier {
             applied,
             logged_since_snapshot: AtomicU64::new(0),
             last_snapshot: AtomicU64::new(0),
+            held_dead_letters: AtomicU64::new(0),
         }
     }
 
@@ -61,6 +65,18 @@ impl QuorumApplier {
     fn machine(&self) -> std::sync::MutexGuard<'_, QueueMachine> {
         // Nothing panics while holding it by design; a poisoned lock still holds a whole machine.
         self.machine.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Whether the machine holds dead-letters until their targets confirm them.
+    pub fn holds_dead_letters(&self) -> bool {
+        self.held_dead_letters.load(Ordering::Relaxed) > 0
+    }
+
+    fn count_held(&self, machine: &QueueMachine) {
+        self.held_dead_letters.store(
+            machine.held_dead_letters().held.len() as u64,
+            Ordering::Relaxed,
+        );
     }
 
     /// Reads the machine (counts, for the management API).
@@ -81,9 +97,12 @@ impl Applier for QuorumApplier {
         };
         self.logged_since_snapshot
             .fetch_add(proposal.payload.len() as u64, Ordering::Relaxed);
-        let applied = self
-            .machine()
-            .apply(index, proposal.origin, proposal.number, command);
+        let applied = {
+            let mut machine = self.machine();
+            let applied = machine.apply(index, proposal.origin, proposal.number, command);
+            self.count_held(&machine);
+            applied
+        };
         let _ = self.applied.send(AppliedEntry {
             index,
             origin: proposal.origin,
@@ -131,7 +150,10 @@ impl Applier for QuorumApplier {
                     .map_err(|e| e.to_string())
             });
         match restored {
-            Ok(machine) => *self.machine() = machine,
+            Ok(machine) => {
+                self.count_held(&machine);
+                *self.machine() = machine;
+            }
             Err(e) => tracing::error!("quorum queue snapshot not installed: {e}"),
         }
     }

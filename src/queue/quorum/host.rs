@@ -75,12 +75,18 @@ impl Replication {
         nodes
     }
 
-    /// The members of quorum queue `spec` declared on `home`: as its members were last
-    /// changed, else as chosen at its declare ([`Replication::group_members`]).
-    pub fn members_of(&self, home: &str, spec: &QueueSpec) -> Vec<Node> {
-        match &spec.members {
+    /// The members of a quorum queue declared on `home` with `initial_group_size`: as its
+    /// members were last `changed`, else as chosen at its declare
+    /// ([`Replication::group_members`]).
+    pub fn members_of(
+        &self,
+        home: &str,
+        initial_group_size: Option<u32>,
+        changed: Option<&[String]>,
+    ) -> Vec<Node> {
+        match changed {
             Some(names) => self.nodes_named(names),
-            None => self.group_members(home, spec.args.initial_group_size),
+            None => self.group_members(home, initial_group_size),
         }
     }
 
@@ -1109,10 +1115,7 @@ impl Member {
 
     /// Whether this member leads and the state holds dead-letters (at-least-once).
     fn has_held_dead_letters(&self) -> bool {
-        self.is_leader()
-            && self
-                .applier
-                .with_machine(|m| !m.held_dead_letters().held.is_empty())
+        self.applier.holds_dead_letters() && self.is_leader()
     }
 
     /// The leader routes the held dead-letters it has not routed (a new leader: all of them)
