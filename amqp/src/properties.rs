@@ -126,6 +126,54 @@ impl<'a> PropertiesView<'a> {
     }
 }
 
+/// `raw` (property flags then values) with one more header, `name` set to the long-long integer
+/// `value`: the entry is appended to the headers table in place (the table is added when there
+/// is none), the other bytes kept as they are. None when `raw` is malformed, uses a second flags
+/// word, or its headers may already hold `name` (the caller then decodes and re-encodes them).
+pub fn with_long_long_header(raw: &[u8], name: &str, value: i64) -> Option<Vec<u8>> {
+    let name_len = u8::try_from(name.len()).ok()?;
+    let mut c = Cursor { buf: raw, pos: 0 };
+    let f = c.take(2).ok()?;
+    let flags = u16::from_be_bytes([f[0], f[1]]);
+    if flags & 1 != 0 {
+        return None;
+    }
+    if flags & FLAG_CONTENT_TYPE != 0 {
+        c.short_str().ok()?;
+    }
+    if flags & FLAG_CONTENT_ENCODING != 0 {
+        c.short_str().ok()?;
+    }
+    let at = c.pos;
+    let entry_len = 1 + name.len() + 1 + 8;
+    let mut out = Vec::with_capacity(raw.len() + entry_len + 4);
+    let push_entry = |out: &mut Vec<u8>| {
+        out.push(name_len);
+        out.extend_from_slice(name.as_bytes());
+        out.push(b'l');
+        out.extend_from_slice(&value.to_be_bytes());
+    };
+    if flags & FLAG_HEADERS != 0 {
+        let table = c.table().ok()?;
+        if table.windows(name.len()).any(|w| w == name.as_bytes()) {
+            return None;
+        }
+        let new_len = u32::try_from(table.len() + entry_len).ok()?;
+        out.extend_from_slice(&raw[..at]);
+        out.extend_from_slice(&new_len.to_be_bytes());
+        out.extend_from_slice(table);
+        push_entry(&mut out);
+        out.extend_from_slice(&raw[c.pos..]);
+    } else {
+        out.extend_from_slice(&(flags | FLAG_HEADERS).to_be_bytes());
+        out.extend_from_slice(&raw[2..at]);
+        out.extend_from_slice(&(entry_len as u32).to_be_bytes());
+        push_entry(&mut out);
+        out.extend_from_slice(&raw[at..]);
+    }
+    Some(out)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -172,6 +220,37 @@ mod tests {
             prop_assert_eq!(v.headers.is_some(), hdr.is_some());
             for cut in 0..raw.len() {
                 let _ = PropertiesView::parse(&raw[..cut]);
+            }
+        }
+
+        #[test]
+        fn an_appended_header_reads_back_with_everything_else(ct in proptest::option::of("[a-z/]{0,20}"), ce in proptest::option::of("[a-z]{0,5}"),
+                                     dm in proptest::option::of(1u8..3), hdr in proptest::option::of("[a-z]{1,10}"),
+                                     app in proptest::option::of("[a-z]{0,10}"), value in any::<i64>()) {
+            let mut p = AMQPProperties::default();
+            if let Some(ct) = &ct { p = p.with_content_type(ct.clone().into()); }
+            if let Some(ce) = &ce { p = p.with_content_encoding(ce.clone().into()); }
+            if let Some(dm) = dm { p = p.with_delivery_mode(dm); }
+            if let Some(h) = &hdr {
+                let mut t = FieldTable::default();
+                t.insert(h.clone().into(), AMQPValue::LongInt(7));
+                p = p.with_headers(t);
+            }
+            if let Some(app) = &app { p = p.with_app_id(app.clone().into()); }
+            let raw = encode(&p);
+            let out = with_long_long_header(&raw, "x-stream-offset", value).unwrap();
+            let (_, back) = amq_protocol::protocol::basic::parse_properties(out.as_slice()).unwrap();
+            let mut want = p.headers().clone().unwrap_or_default();
+            want.insert("x-stream-offset".into(), AMQPValue::LongLongInt(value));
+            prop_assert_eq!(back.headers().clone(), Some(want));
+            prop_assert_eq!(back.content_type(), p.content_type());
+            prop_assert_eq!(back.content_encoding(), p.content_encoding());
+            prop_assert_eq!(back.delivery_mode(), p.delivery_mode());
+            prop_assert_eq!(back.app_id(), p.app_id());
+            // A second time: the name is there already, so the caller must re-encode.
+            prop_assert_eq!(with_long_long_header(&out, "x-stream-offset", 1), None);
+            for cut in 0..raw.len() {
+                let _ = with_long_long_header(&raw[..cut], "x-stream-offset", 1);
             }
         }
     }

@@ -24,7 +24,8 @@ use crate::broker::Broker;
 use crate::message::Message;
 use crate::queue::log::durable_form;
 use crate::queue::remote::wire::{
-    self, Forward, QueueRef, Reply, Settle, Taken, WireDelivery, WireError, WireGot, WireMessage,
+    self, ConsumeTerms, Forward, QueueRef, Reply, Settle, Taken, WireDelivery, WireError, WireGot,
+    WireMessage,
 };
 use crate::queue::remote::Proxies;
 use crate::queue::{
@@ -342,7 +343,7 @@ impl Forwarding {
             let persistent =
                 warren_amqp::PropertiesView::parse(&m.properties).is_ok_and(|v| v.persistent());
             let storage_id =
-                (persistent && q.storage_id.is_some()).then(|| broker.store.next_message_id());
+                (persistent && q.logs_in_store()).then(|| broker.store.next_message_id());
             let message = Message::from_parts(
                 &m.exchange,
                 &m.routing_key,
@@ -380,6 +381,57 @@ impl Forwarding {
             }
         }
         Reply::Published(taken)
+    }
+
+    /// A consumer on `peer`'s node of a queue here (of a stream, from `stream_start`).
+    async fn consume(
+        &self,
+        peer: Arc<Peer>,
+        queue: QueueRef,
+        consumer: u64,
+        terms: ConsumeTerms,
+        stream_start: Option<crate::queue::stream::StreamStart>,
+    ) -> Reply {
+        let (Some(broker), Some(q)) = (self.broker.upgrade(), self.queue(&queue)) else {
+            return Reply::Gone;
+        };
+        let id = broker.next_id();
+        let flow = Arc::new(ConnectionFlow::default());
+        let relayed = Relayed {
+            remote_id: consumer,
+            flow: flow.clone(),
+        };
+        lock(&peer.consumer_ids).insert(id, relayed);
+        lock(&peer.consumers).insert(consumer, (q.clone(), id));
+        let spec = terms.spec(id);
+        let outbox = ConsumerOutbox {
+            channel: 0,
+            tag: Arc::from(""),
+            channel_flow: peer.channel_flow.clone(),
+            connection_flow: flow,
+            events: peer.events.clone(),
+        };
+        let result = q
+            .ask(|reply| QueueCommand::Consume(
+                Consumer {
+                    spec,
+                    outbox,
+                    stream_start,
+                },
+                reply,
+            ))
+            .await;
+        match result {
+            Ok(Ok(())) => Reply::Done,
+            other => {
+                lock(&peer.consumer_ids).remove(&id);
+                lock(&peer.consumers).remove(&consumer);
+                match other {
+                    Ok(Err(e)) => Reply::Refused(WireError::from(&e)),
+                    _ => Reply::Gone,
+                }
+            }
+        }
     }
 
     async fn answer(self: Arc<Self>, peer: Arc<Peer>, forward: Forward) -> Reply {
@@ -482,41 +534,13 @@ impl Forwarding {
                 queue,
                 consumer,
                 terms,
-            } => {
-                let (Some(broker), Some(q)) = (self.broker.upgrade(), self.queue(&queue)) else {
-                    return Reply::Gone;
-                };
-                let id = broker.next_id();
-                let flow = Arc::new(ConnectionFlow::default());
-                let relayed = Relayed {
-                    remote_id: consumer,
-                    flow: flow.clone(),
-                };
-                lock(&peer.consumer_ids).insert(id, relayed);
-                lock(&peer.consumers).insert(consumer, (q.clone(), id));
-                let spec = terms.spec(id);
-                let outbox = ConsumerOutbox {
-                    channel: 0,
-                    tag: Arc::from(""),
-                    channel_flow: peer.channel_flow.clone(),
-                    connection_flow: flow,
-                    events: peer.events.clone(),
-                };
-                let result = q
-                    .ask(|reply| QueueCommand::Consume(Consumer { spec, outbox }, reply))
-                    .await;
-                match result {
-                    Ok(Ok(())) => Reply::Done,
-                    other => {
-                        lock(&peer.consumer_ids).remove(&id);
-                        lock(&peer.consumers).remove(&consumer);
-                        match other {
-                            Ok(Err(e)) => Reply::Refused(WireError::from(&e)),
-                            _ => Reply::Gone,
-                        }
-                    }
-                }
-            }
+            } => self.consume(peer, queue, consumer, terms, None).await,
+            Forward::ConsumeStream {
+                queue,
+                consumer,
+                terms,
+                start,
+            } => self.consume(peer, queue, consumer, terms, Some(start)).await,
             Forward::Cancel { queue: _, consumer } => {
                 let found = lock(&peer.consumers).remove(&consumer);
                 if let Some((q, id)) = found {

@@ -201,7 +201,7 @@ async fn publish_message(
         return Ok(false);
     }
     let durable_targets = if view.persistent() {
-        targets.iter().filter(|q| q.storage_id.is_some()).count()
+        targets.iter().filter(|q| q.logs_in_store()).count()
     } else {
         0
     };
@@ -226,7 +226,7 @@ async fn publish_message(
     let (events, mut answers) = mpsc::unbounded_channel();
     let mut waits = 0;
     for q in targets {
-        let logged = q.storage_id.and_then(|_| logged.clone());
+        let logged = q.logs_in_store().then(|| logged.clone()).flatten();
         let confirm = (logged.is_some() || q.args.may_reject_publish()).then(|| {
             waits += 1;
             PublishConfirm::new(events.clone(), 0, 1)

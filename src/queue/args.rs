@@ -139,25 +139,22 @@ impl QueueType {
     /// classic queues, priorities on quorum queues).
     pub fn compared_arguments(self) -> impl Iterator<Item = &'static str> {
         let (rabbitmq, warren): (&[&str], &[&str]) = match self {
-            // Streams compare as classic queues (as every type did) until they get their own
-            // checks.
-            QueueType::Classic | QueueType::Stream => {
-                (&RABBITMQ_CLASSIC_ARGUMENTS, &["x-delivery-limit"])
-            }
+            QueueType::Classic => (&RABBITMQ_CLASSIC_ARGUMENTS, &["x-delivery-limit"]),
+            QueueType::Stream => (&RABBITMQ_STREAM_ARGUMENTS, &[]),
             QueueType::Quorum => (&RABBITMQ_QUORUM_ARGUMENTS, &["x-max-priority"]),
         };
         rabbitmq.iter().chain(warren).copied()
     }
 
     /// Whether a declare of this type refuses `arg`: an argument RabbitMQ knows for another
-    /// type only (unknown ones are accepted). Streams keep their former checks for now.
+    /// type only (unknown ones are accepted).
     fn refuses_argument(self, arg: &str) -> bool {
         let known = RABBITMQ_CLASSIC_ARGUMENTS
             .iter()
             .chain(&RABBITMQ_QUORUM_ARGUMENTS)
             .chain(&RABBITMQ_STREAM_ARGUMENTS)
             .any(|known| *known == arg);
-        self != QueueType::Stream && known && !self.compared_arguments().any(|own| own == arg)
+        known && !self.compared_arguments().any(|own| own == arg)
     }
 }
 
@@ -295,6 +292,16 @@ impl QueueArgs {
             .unwrap_or_default();
         out.max_length = non_negative("x-max-length")?;
         out.max_length_bytes = non_negative("x-max-length-bytes")?;
+        let declared_stream = queue_type == QueueType::Stream && checks == Checks::Declare;
+        if declared_stream {
+            // Kept in the arguments, read by the stream itself (StreamArgs).
+            if let Some(age) = reader.string_or_unacceptable("x-max-age")? {
+                if parse_age(&age).is_none() {
+                    return Err(invalid("x-max-age", "invalid_max_age".into()));
+                }
+            }
+            non_negative("x-stream-max-segment-size-bytes")?;
+        }
         if declared_quorum {
             // Only checked: Warren pages by memory use, whatever the queue type.
             non_negative("x-max-in-memory-length")?;
@@ -375,7 +382,7 @@ impl QueueArgs {
             "x-queue-leader-locator",
             LeaderLocator::from_name,
             "invalid_queue_locator_arg",
-            declared_quorum,
+            declared_quorum || declared_stream,
         )?;
         out.delivery_limit = if quorum {
             // RabbitMQ does not check a quorum queue's limit; one that is not a count is none.
@@ -402,6 +409,49 @@ impl QueueArgs {
         }
         Ok(out)
     }
+}
+
+/// A stream's own arguments (`x-max-age`, `x-stream-max-segment-size-bytes`), as it acts on
+/// them: kept out of [`QueueArgs`], whose serialized form replicated queues carry.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct StreamArgs {
+    pub max_age_ms: Option<u64>,
+    pub max_segment_bytes: Option<u64>,
+}
+
+impl StreamArgs {
+    /// From a stream's arguments, checked when it was declared (anything unreadable reads as
+    /// absent).
+    pub fn of(args: &FieldTable) -> StreamArgs {
+        let get = |arg: &str| args.inner().get(arg);
+        StreamArgs {
+            max_age_ms: get("x-max-age")
+                .and_then(string)
+                .and_then(|age| parse_age(&age)),
+            max_segment_bytes: get("x-stream-max-segment-size-bytes")
+                .and_then(integer)
+                .and_then(|n| u64::try_from(n).ok()),
+        }
+    }
+}
+
+/// An age or interval as RabbitMQ writes them for streams (`x-max-age`, `x-stream-offset`): a
+/// positive count and one of the units `Y` (365 days), `M` (30 days), `D`, `h`, `m`, `s`; in
+/// milliseconds.
+pub fn parse_age(text: &str) -> Option<u64> {
+    let digits = text.bytes().take_while(u8::is_ascii_digit).count();
+    let (count, unit) = text.split_at(digits);
+    let count: u64 = count.parse().ok().filter(|n| *n > 0)?;
+    let unit_ms: u64 = match unit {
+        "Y" => 365 * 86_400_000,
+        "M" => 30 * 86_400_000,
+        "D" => 86_400_000,
+        "h" => 3_600_000,
+        "m" => 60_000,
+        "s" => 1000,
+        _ => return None,
+    };
+    Some(count.saturating_mul(unit_ms))
 }
 
 /// A replica count as stored: any larger count means every node anyway.

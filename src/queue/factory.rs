@@ -17,6 +17,7 @@ use super::quorum;
 use super::quorum::host::Replication;
 use super::recovery::Recovery;
 use super::remote::{self, Remote};
+use super::stream;
 use super::{QueueHandle, QueueSpec};
 
 /// Where this node stands: alone, or a member of a cluster (whose queues may live elsewhere).
@@ -127,6 +128,9 @@ pub fn create<H: QueueHost + 'static>(
         }
     }
     match spec.args.queue_type {
+        // A stream has a log of its own (stored arguments of a non-durable one, from before
+        // streams had one, run on the classic engine).
+        QueueType::Stream if spec.storage_id.is_some() => stream::spawn(spec, host, store),
         QueueType::Classic | QueueType::Quorum | QueueType::Stream => {
             owner::spawn(spec, host, store, recovered)
         }

@@ -21,6 +21,7 @@ pub mod quorum;
 mod ready;
 pub mod recovery;
 pub mod remote;
+pub mod stream;
 
 pub use args::{Overflow, QueueArgs};
 pub use delivery::{ConnEvent, Delivery};
@@ -253,6 +254,8 @@ pub struct Consumer {
     pub spec: core::ConsumerSpec,
     /// Where its deliveries go.
     pub outbox: ConsumerOutbox,
+    /// Where a stream's consumer starts (`x-stream-offset`); None for other queues.
+    pub stream_start: Option<stream::StreamStart>,
 }
 
 /// Where a consumer's deliveries go, and the credit they take.
@@ -336,6 +339,9 @@ pub struct QueueHandle {
     counts: std::sync::OnceLock<Box<dyn Fn() -> QueueStats + Send + Sync>>,
     /// A replicated queue's member: how it is told the members wanted of its group.
     membership: Option<MemberControl>,
+    /// A stream (`x-queue-type: stream`): it keeps every message in its own log, so it answers
+    /// every confirm itself, and routers never store messages in the store for it.
+    stream: bool,
 }
 
 /// How a replicated queue's member on this node is told the members its group should have.
@@ -395,6 +401,7 @@ impl QueueHandle {
             replica: std::sync::OnceLock::new(),
             counts: std::sync::OnceLock::new(),
             membership: None,
+            stream: false,
         }
     }
 
@@ -484,7 +491,18 @@ impl QueueHandle {
     /// proxy's home node, a quorum queue's group), so that it answers every confirm and a
     /// transaction's commit waits for it.
     pub fn answers_confirms(&self) -> bool {
-        self.forwards || self.replicated
+        self.forwards || self.replicated || self.stream
+    }
+
+    /// Whether it is a stream (served from its own log; see [`stream`]).
+    pub fn is_stream(&self) -> bool {
+        self.stream
+    }
+
+    /// Whether a persistent message routed to it is written to this node's store for it (a
+    /// durable queue's, not a stream's: streams keep messages in their own log).
+    pub fn logs_in_store(&self) -> bool {
+        self.storage_id.is_some() && !self.stream
     }
 
     /// Whether a publish may be refused, so that a confirm must wait for the queue's answer.

@@ -296,7 +296,7 @@ impl Owner {
             }
             QueueCommand::Sync(reply) => self.waiting.push(Waiter::Sync(reply)),
             QueueCommand::Consume(consumer, reply) => {
-                let Consumer { spec, outbox } = consumer;
+                let Consumer { spec, outbox, .. } = consumer;
                 let id = spec.id;
                 self.world.consumers.insert(id, outbox);
                 let result = match self.apply(Command::Consume(spec)) {
@@ -457,7 +457,7 @@ pub(super) fn route_dead_letter_confirmed(
     }
     let original = &d.message;
     let durable_targets = if original.persistent {
-        targets.iter().filter(|q| q.storage_id.is_some()).count()
+        targets.iter().filter(|q| q.logs_in_store()).count()
     } else {
         0
     };
@@ -481,7 +481,7 @@ pub(super) fn route_dead_letter_confirmed(
     let reached = targets.len();
     for q in targets {
         q.send_now(QueueCommand::Publish {
-            logged: q.storage_id.and_then(|_| logged.clone()),
+            logged: q.logs_in_store().then(|| logged.clone()).flatten(),
             message: message.clone(),
             confirm: confirms.map(|(events, seq)| PublishConfirm::new(events.clone(), 0, seq)),
         });

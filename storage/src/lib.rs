@@ -18,6 +18,7 @@ mod db;
 mod error;
 mod reads;
 mod records;
+pub mod stream;
 mod writer;
 
 use std::path::Path;
@@ -154,6 +155,8 @@ struct Inner {
     failed_puts: Arc<std::sync::Mutex<std::collections::HashSet<u64>>>,
     /// Seals and opens stored messages, when encryption at rest is on.
     cipher: Option<Arc<Cipher>>,
+    /// The directory the database is in (streams keep their logs beside it).
+    dir: std::path::PathBuf,
 }
 
 impl Drop for Inner {
@@ -295,6 +298,7 @@ impl Store {
                 failures,
                 failed_puts,
                 cipher,
+                dir: dir.to_owned(),
             }),
         };
         Ok((store, recovered))
@@ -303,6 +307,11 @@ impl Store {
     /// The database, unless it is being reopened after a failure.
     fn db(&self) -> Result<Arc<Database>, StorageError> {
         self.inner.db.get()
+    }
+
+    /// Where the stream queue `queue_id` keeps its log ([`stream::StreamLog`]).
+    pub fn stream_dir(&self, queue_id: u64) -> std::path::PathBuf {
+        self.inner.dir.join("streams").join(queue_id.to_string())
     }
 
     pub fn next_message_id(&self) -> u64 {

@@ -32,6 +32,16 @@ impl Connection {
             self.events_tx.clone(),
         );
         let channel = self.channel(ch)?;
+        let stream_start = match q.is_stream() {
+            true => Some(crate::queue::stream::check_consume(
+                &c.arguments,
+                channel.consumer_prefetch,
+                c.no_ack,
+                &name,
+                &vhost.name,
+            )?),
+            false => None,
+        };
         if channel.consumers().contains_key(&tag) {
             return Err(AmqpError::not_allowed(format!(
                 "attempt to reuse consumer tag '{tag}'"
@@ -59,6 +69,7 @@ impl Connection {
                 connection_flow,
                 events,
             },
+            stream_start,
         };
         // Registered before the queue can deliver, so the first delivery finds its consumer.
         let shown = ConsumerInfo {

@@ -15,6 +15,13 @@ impl Connection {
         let name = self.queue_name(ch, g.queue.as_str())?;
         self.check_access(Access::Read, "queue", &name)?;
         let q = vhost.queue(&name, self.id)?;
+        if q.is_stream() {
+            return Err(crate::queue::stream::not_supported(
+                "basic.get",
+                &name,
+                &vhost.name,
+            ));
+        }
         let no_ack = g.no_ack;
         let got = q
             .ask(|reply| QueueCommand::Get { no_ack, reply })

@@ -320,7 +320,7 @@ impl Connection {
         // A persistent message for durable queues is logged by each of them; its durable form
         // is made here, once (stored once for all of them when they are several).
         let durable_targets = if props.persistent() {
-            targets.iter().filter(|q| q.storage_id.is_some()).count()
+            targets.iter().filter(|q| q.logs_in_store()).count()
         } else {
             0
         };
@@ -346,7 +346,7 @@ impl Connection {
         };
         let mut waits = 0;
         for q in targets.drain(..) {
-            let logged = q.storage_id.and_then(|_| logged.clone());
+            let logged = q.logs_in_store().then(|| logged.clone()).flatten();
             // A queue that logs the message, or may refuse it (x-overflow reject-publish),
             // answers the confirm.
             let confirm = match confirm_seq {

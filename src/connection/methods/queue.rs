@@ -128,7 +128,8 @@ impl Connection {
                         AMQPClass::Queue(queue::AMQPMethod::DeclareOk(queue::DeclareOk {
                             queue: name.into(),
                             message_count: stats.ready,
-                            consumer_count: stats.consumers,
+                            // RabbitMQ's streams count no consumers here.
+                            consumer_count: if q.is_stream() { 0 } else { stats.consumers },
                         })),
                     );
                 }
@@ -179,6 +180,13 @@ impl Connection {
                 let name = self.queue_name(ch, p.queue.as_str())?;
                 self.check_access(Access::Read, "queue", &name)?;
                 let q = vhost.queue(&name, self.id)?;
+                if q.is_stream() {
+                    return Err(crate::queue::stream::not_supported(
+                        "queue.purge",
+                        &name,
+                        &vhost.name,
+                    ));
+                }
                 let n = q
                     .ask(QueueCommand::Purge)
                     .await

@@ -32,6 +32,15 @@ impl Connection {
     ) -> Result<(), AmqpError> {
         let c = self.channel(ch)?;
         let settled = c.take_settled(delivery_tag, multiple)?;
+        if let Some((_, d)) = settled.iter().find(|(_, d)| d.queue.is_stream()) {
+            let vhost = self.vhost()?;
+            return Err(crate::queue::stream::not_supported(
+                "basic.nack and basic.reject",
+                &d.queue.name,
+                &vhost.name,
+            ));
+        }
+        let c = self.channel(ch)?;
         c.settle_or_buffer(
             settled,
             if requeue {

@@ -957,7 +957,7 @@ impl Member {
                     self.handle.name
                 ))));
             }
-            QueueCommand::Consume(Consumer { spec, outbox }, reply) => {
+            QueueCommand::Consume(Consumer { spec, outbox, .. }, reply) => {
                 let consumer = spec.id;
                 let no_ack = spec.no_ack;
                 self.consumers

@@ -428,13 +428,21 @@ impl Proxy {
                         outbox: consumer.outbox,
                     },
                 );
-                let answer = self
-                    .ask(Forward::Consume {
+                let terms = ConsumeTerms::of(&spec);
+                let forward = match consumer.stream_start {
+                    Some(start) => Forward::ConsumeStream {
                         queue,
                         consumer: id,
-                        terms: ConsumeTerms::of(&spec),
-                    })
-                    .await;
+                        terms,
+                        start,
+                    },
+                    None => Forward::Consume {
+                        queue,
+                        consumer: id,
+                        terms,
+                    },
+                };
+                let answer = self.ask(forward).await;
                 let result = match answer {
                     Some(Reply::Done) => Ok(()),
                     Some(Reply::Refused(e)) => Err(e.into_error()),

@@ -68,6 +68,14 @@ pub enum Forward {
         routing_key: String,
         message: WireMessage,
     },
+    /// A consumer of a stream on the proxy's node, starting at `start` (appended after the
+    /// others, so that nodes of the version before read the ones they know).
+    ConsumeStream {
+        queue: QueueRef,
+        consumer: u64,
+        terms: ConsumeTerms,
+        start: crate::queue::stream::StreamStart,
+    },
 }
 
 /// A queue by vhost and name.

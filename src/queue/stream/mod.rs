@@ -1,0 +1,746 @@
+//! Stream queues (`x-queue-type: stream`): an append-only log that every consumer reads from an
+//! offset of its choosing, as RabbitMQ's streams serve AMQP 0-9-1 clients. Messages are kept
+//! until retention (`x-max-length-bytes`, `x-max-age`) drops the oldest segments, never because
+//! they were consumed: an ack only gives the consumer credit.
+//!
+//! One task per stream (the owner, below) takes publishes in batches, hands each batch to a
+//! blocking thread that appends it to the log ([`warren_storage::stream`]) and fsyncs, then
+//! confirms it and offers it to consumers. A consumer at the end of the stream is served from
+//! the recent messages kept in memory ([`TAIL_BYTES`]); one further back reads ahead from disk,
+//! on a blocking thread, a bounded batch at a time, so an old reader never holds up publishers.
+//! Each message carries its offset in an `x-stream-offset` header, set once when it is
+//! appended.
+
+pub mod offset;
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::{Arc, Weak};
+use std::time::Duration;
+
+use tokio::sync::{mpsc, oneshot};
+use warren_amqp::types::FieldTable;
+use warren_amqp::{AmqpError, PropertiesView};
+use warren_storage::stream::{StreamError, StreamFigures, StreamLog, StreamReader};
+use warren_storage::{MessageParts, StoredMessage, Store};
+
+use super::args::StreamArgs;
+use super::dedup::{self, DedupCache};
+use super::host::QueueHost;
+use super::{ConsumerOutbox, PublishConfirm, QueueCommand, QueueHandle, QueueSpec, QueueStats};
+use crate::message::{Message, MessageRef};
+pub use offset::StreamStart;
+
+/// Recent messages kept in memory for the consumers that follow the end of the stream.
+const TAIL_BYTES: u64 = 8 * 1024 * 1024;
+const TAIL_MESSAGES: usize = 16 * 1024;
+/// What one append takes at most (the rest waits for the next).
+const APPEND_MESSAGES: usize = 4096;
+const APPEND_BYTES: usize = 16 * 1024 * 1024;
+/// What a consumer behind the tail reads ahead from disk at a time.
+const READ_AHEAD_MESSAGES: usize = 256;
+const READ_AHEAD_BYTES: usize = 1024 * 1024;
+/// How often age-based retention is looked at when nothing is appended.
+const RETENTION_EVERY: Duration = Duration::from_secs(1);
+
+/// Creates a stream queue and starts its task; its log is opened (and checked) by the task, so
+/// commands wait in its inbox meanwhile.
+pub fn spawn(
+    spec: QueueSpec,
+    host: Weak<dyn QueueHost>,
+    store: &Store,
+) -> Arc<QueueHandle> {
+    let (tx, rx) = mpsc::channel(super::INBOX);
+    let dir = spec.storage_id.map(|id| store.stream_dir(id));
+    let mut handle = QueueHandle::new(spec, tx);
+    handle.stream = true;
+    let handle = Arc::new(handle);
+    let settings = Settings::of(&handle);
+    let task_handle = handle.clone();
+    tokio::spawn(async move {
+        let Some(dir) = dir else {
+            tracing::error!(queue = %task_handle.name, "a stream needs a durable queue id");
+            task_handle.mark_deleted();
+            return;
+        };
+        let max_segment = settings.max_segment_bytes;
+        let opened =
+            tokio::task::spawn_blocking(move || StreamLog::open(&dir, max_segment)).await;
+        let log = match opened {
+            Ok(Ok(log)) => log,
+            Ok(Err(e)) => {
+                tracing::error!(queue = %task_handle.name, "cannot open the stream's log: {e}");
+                task_handle.mark_deleted();
+                return;
+            }
+            Err(e) => {
+                tracing::error!(queue = %task_handle.name, "cannot open the stream's log: {e}");
+                task_handle.mark_deleted();
+                return;
+            }
+        };
+        Owner::new(task_handle, host, settings, log).run(rx).await;
+    });
+    handle
+}
+
+/// What the stream acts on: its arguments with its policies applied.
+#[derive(Debug, Clone, Copy)]
+struct Settings {
+    max_bytes: Option<u64>,
+    max_age_ms: Option<u64>,
+    max_segment_bytes: u64,
+}
+
+impl Settings {
+    fn of(handle: &QueueHandle) -> Settings {
+        let own = StreamArgs::of(&handle.arguments);
+        Settings {
+            max_bytes: handle.effective_args().max_length_bytes,
+            max_age_ms: own.max_age_ms,
+            max_segment_bytes: own
+                .max_segment_bytes
+                .unwrap_or(warren_storage::stream::DEFAULT_MAX_SEGMENT_BYTES),
+        }
+    }
+}
+
+/// A publish waiting for its append.
+struct Pending {
+    message: MessageRef,
+    confirm: Option<PublishConfirm>,
+}
+
+/// What the blocking threads report back.
+enum Done {
+    Appended {
+        log: StreamLog,
+        result: Result<(), StreamError>,
+        first: u64,
+        messages: Vec<MessageRef>,
+        confirms: Vec<PublishConfirm>,
+        syncs: Vec<oneshot::Sender<bool>>,
+    },
+    Read {
+        consumer: u64,
+        result: Result<(u64, Vec<(u64, MessageRef)>), StreamError>,
+    },
+    Located {
+        consumer: u64,
+        offset: u64,
+    },
+}
+
+/// Where a consumer is.
+enum Position {
+    /// Waiting for the offset of a timestamp to be looked up.
+    Locating,
+    /// The next offset it gets.
+    At(u64),
+}
+
+struct StreamConsumer {
+    outbox: ConsumerOutbox,
+    prefetch: u32,
+    outstanding: u32,
+    position: Position,
+    /// Read ahead from disk, in order, not yet delivered.
+    ahead: VecDeque<(u64, MessageRef)>,
+    reading: bool,
+}
+
+struct Owner {
+    handle: Arc<QueueHandle>,
+    host: Weak<dyn QueueHost>,
+    settings: Settings,
+    /// The log, unless a blocking thread is appending to it.
+    log: Option<StreamLog>,
+    reader: StreamReader,
+    /// The offset the next publish gets.
+    next_offset: u64,
+    figures: StreamFigures,
+    pending: VecDeque<Pending>,
+    pending_bytes: usize,
+    syncs: Vec<oneshot::Sender<bool>>,
+    /// The newest durable messages: `tail[i]` is offset `tail_first + i`.
+    tail: VecDeque<MessageRef>,
+    tail_first: u64,
+    tail_bytes: u64,
+    consumers: HashMap<u64, StreamConsumer>,
+    /// Delivery id → consumer, for the deliveries not yet settled.
+    in_flight: HashMap<u64, u64>,
+    next_delivery: u64,
+    dedup: Option<DedupCache>,
+    done_tx: mpsc::UnboundedSender<Done>,
+    done_rx: mpsc::UnboundedReceiver<Done>,
+    deleted: bool,
+}
+
+impl Owner {
+    fn new(
+        handle: Arc<QueueHandle>,
+        host: Weak<dyn QueueHost>,
+        settings: Settings,
+        log: StreamLog,
+    ) -> Owner {
+        let (done_tx, done_rx) = mpsc::unbounded_channel();
+        let figures = log.figures();
+        let dedup = handle
+            .effective_args()
+            .deduplication
+            .map(|d| DedupCache::new(&d, false));
+        Owner {
+            reader: log.reader(),
+            next_offset: log.next_offset(),
+            tail_first: figures.end_offset,
+            figures,
+            log: Some(log),
+            handle,
+            host,
+            settings,
+            pending: VecDeque::new(),
+            pending_bytes: 0,
+            syncs: Vec::new(),
+            tail: VecDeque::new(),
+            tail_bytes: 0,
+            consumers: HashMap::new(),
+            in_flight: HashMap::new(),
+            next_delivery: 1,
+            dedup,
+            done_tx,
+            done_rx,
+            deleted: false,
+        }
+    }
+
+    async fn run(mut self, mut rx: mpsc::Receiver<QueueCommand>) {
+        let mut batch = Vec::with_capacity(256);
+        let mut retention = tokio::time::interval(RETENTION_EVERY);
+        retention.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        while !self.deleted && !self.handle.is_deleted() {
+            tokio::select! {
+                received = rx.recv_many(&mut batch, 256) => {
+                    if received == 0 {
+                        break;
+                    }
+                    for cmd in batch.drain(..) {
+                        self.handle(cmd);
+                    }
+                }
+                Some(done) = self.done_rx.recv() => self.finished(done),
+                _ = retention.tick(), if self.settings.max_age_ms.is_some() => self.retain(),
+            }
+            self.append();
+            self.dispatch();
+        }
+        // Deleted: what is still asked is answered as a deleted classic queue answers it.
+        rx.close();
+        while let Ok(cmd) = rx.try_recv() {
+            self.handle(cmd);
+        }
+        for p in self.pending.drain(..) {
+            if let Some(confirm) = p.confirm {
+                confirm.answer(true);
+            }
+        }
+        for sync in self.syncs.drain(..) {
+            let _ = sync.send(true);
+        }
+        self.handle.mark_deleted();
+        // An append under way hands the log back before it is removed.
+        let log = match self.log.take() {
+            Some(log) => Some(log),
+            None => loop {
+                match self.done_rx.recv().await {
+                    Some(Done::Appended { log, confirms, .. }) => {
+                        for c in confirms {
+                            c.answer(true);
+                        }
+                        break Some(log);
+                    }
+                    Some(_) => continue,
+                    None => break None,
+                }
+            },
+        };
+        if let Some(log) = log {
+            let name = self.handle.name.clone();
+            let removed = tokio::task::spawn_blocking(move || log.remove()).await;
+            if let Ok(Err(e)) = removed {
+                tracing::warn!(queue = %name, "cannot remove the stream's log: {e}");
+            }
+        }
+        tracing::debug!(queue = %self.handle.name, "stream task stopped");
+    }
+
+    fn handle(&mut self, cmd: QueueCommand) {
+        if self.deleted {
+            match cmd {
+                QueueCommand::Publish {
+                    confirm: Some(confirm),
+                    ..
+                } => confirm.answer(true),
+                QueueCommand::Sync(reply) => {
+                    let _ = reply.send(true);
+                }
+                _ => {}
+            }
+            return;
+        }
+        match cmd {
+            QueueCommand::Publish {
+                message, confirm, ..
+            } => self.publish(message, confirm),
+            QueueCommand::Sync(reply) => {
+                if self.pending.is_empty() && self.log.is_some() {
+                    let _ = reply.send(true);
+                } else {
+                    self.syncs.push(reply);
+                }
+            }
+            QueueCommand::Consume(consumer, reply) => {
+                let id = consumer.spec.id;
+                let start = consumer.stream_start.unwrap_or(StreamStart::Next);
+                let position = match start {
+                    StreamStart::First => Position::At(self.figures.first_offset),
+                    StreamStart::Last => Position::At(self.figures.last_chunk),
+                    StreamStart::Next => Position::At(self.figures.end_offset),
+                    StreamStart::Offset(n) => Position::At(n.max(self.figures.first_offset)),
+                    StreamStart::Timestamp(ms) => {
+                        let reader = self.reader.clone();
+                        let done = self.done_tx.clone();
+                        tokio::task::spawn_blocking(move || {
+                            let offset = reader.offset_at(ms).unwrap_or_else(|e| {
+                                tracing::warn!("stream: cannot look a timestamp up: {e}");
+                                reader.figures().end_offset
+                            });
+                            let _ = done.send(Done::Located {
+                                consumer: id,
+                                offset,
+                            });
+                        });
+                        Position::Locating
+                    }
+                };
+                self.consumers.insert(
+                    id,
+                    StreamConsumer {
+                        outbox: consumer.outbox,
+                        prefetch: consumer.spec.prefetch.max(1),
+                        outstanding: 0,
+                        position,
+                        ahead: VecDeque::new(),
+                        reading: false,
+                    },
+                );
+                let _ = reply.send(Ok(()));
+            }
+            QueueCommand::Cancel { consumer_id, done } => {
+                self.forget_consumer(consumer_id);
+                let _ = done.send(());
+            }
+            // Refused by the channel before it gets here (RabbitMQ: 540): nothing to get.
+            QueueCommand::Get { reply, .. } => {
+                let _ = reply.send(None);
+            }
+            // Settling gives the consumer its credit back; nothing leaves the stream.
+            QueueCommand::Ack(ids) | QueueCommand::Reject(ids) | QueueCommand::Requeue(ids) => {
+                for id in ids {
+                    if let Some(consumer) = self.in_flight.remove(&id) {
+                        if let Some(c) = self.consumers.get_mut(&consumer) {
+                            c.outstanding = c.outstanding.saturating_sub(1);
+                        }
+                    }
+                }
+            }
+            QueueCommand::Purge(reply) => {
+                let _ = reply.send(0);
+            }
+            QueueCommand::Delete { reply, .. } => {
+                // RabbitMQ deletes a stream whatever if-unused and if-empty say.
+                self.deleted = true;
+                for (id, c) in self.consumers.drain() {
+                    let _ = c.outbox.events.send(super::ConnEvent::ConsumerCancelled {
+                        channel: c.outbox.channel,
+                        consumer_id: id,
+                    });
+                }
+                self.in_flight.clear();
+                self.handle.mark_deleted();
+                if let Some(host) = self.host.upgrade() {
+                    host.forget_queue(&self.handle);
+                }
+                let _ = reply.send(Ok(0));
+            }
+            QueueCommand::Stats { reply, .. } => {
+                let _ = reply.send(self.stats());
+            }
+            QueueCommand::Resume => {}
+            QueueCommand::PoliciesChanged => {
+                self.settings = Settings::of(&self.handle);
+                if let Some(log) = self.log.as_mut() {
+                    log.set_max_segment_bytes(self.settings.max_segment_bytes);
+                }
+                self.retain();
+            }
+        }
+    }
+
+    /// RabbitMQ counts a stream's messages (its committed offset less the first) as ready.
+    fn stats(&self) -> QueueStats {
+        QueueStats {
+            ready: u32::try_from(self.figures.end_offset - self.figures.first_offset)
+                .unwrap_or(u32::MAX),
+            unacked: 0,
+            consumers: self.consumers.len() as u32,
+        }
+    }
+
+    fn publish(&mut self, message: MessageRef, confirm: Option<PublishConfirm>) {
+        if let Some(cache) = self.dedup.as_mut() {
+            let view = PropertiesView::parse(message.properties()).unwrap_or_default();
+            if let Some(key) = cache.key_of(&view) {
+                if cache.is_duplicate(key, dedup::now_ms()) {
+                    if let Some(confirm) = confirm {
+                        confirm.answer(true);
+                    }
+                    return;
+                }
+            }
+        }
+        self.pending_bytes += message.body().len();
+        self.pending.push_back(Pending { message, confirm });
+    }
+
+    /// Starts an append of what is pending, unless one is under way.
+    fn append(&mut self) {
+        if self.pending.is_empty() {
+            if self.log.is_some() {
+                for sync in self.syncs.drain(..) {
+                    let _ = sync.send(true);
+                }
+            }
+            return;
+        }
+        let Some(mut log) = self.log.take() else {
+            return;
+        };
+        let first = self.next_offset;
+        let mut messages = Vec::new();
+        let mut confirms = Vec::new();
+        let mut entries = Vec::new();
+        let mut bytes = 0;
+        while messages.is_empty() || (messages.len() < APPEND_MESSAGES && bytes < APPEND_BYTES) {
+            let Some(p) = self.pending.pop_front() else {
+                break;
+            };
+            bytes += p.message.body().len();
+            self.pending_bytes = self.pending_bytes.saturating_sub(p.message.body().len());
+            let offset = first + messages.len() as u64;
+            let message = with_offset(&p.message, offset);
+            entries.push(StoredMessage::encode(
+                message.exchange(),
+                message.routing_key(),
+                message.properties(),
+                message.body(),
+            ));
+            messages.push(message);
+            confirms.extend(p.confirm);
+        }
+        self.next_offset = first + messages.len() as u64;
+        // A sync asked for now is answered once this append is durable.
+        let syncs = if self.pending.is_empty() {
+            std::mem::take(&mut self.syncs)
+        } else {
+            Vec::new()
+        };
+        let settings = self.settings;
+        let done = self.done_tx.clone();
+        tokio::task::spawn_blocking(move || {
+            let refs: Vec<&[u8]> = entries.iter().map(|e| &e[..]).collect();
+            let now = now_ms();
+            let result = log.append(&refs, now);
+            if result.is_ok() {
+                if let Err(e) = log.retain(settings.max_bytes, settings.max_age_ms, now) {
+                    tracing::warn!("stream retention: {e}");
+                }
+            }
+            let _ = done.send(Done::Appended {
+                log,
+                result,
+                first,
+                messages,
+                confirms,
+                syncs,
+            });
+        });
+    }
+
+    fn finished(&mut self, done: Done) {
+        match done {
+            Done::Appended {
+                log,
+                result,
+                first,
+                messages,
+                confirms,
+                syncs,
+            } => {
+                let ok = result.is_ok();
+                if let Err(e) = result {
+                    tracing::error!(queue = %self.handle.name, "cannot append to the stream: {e}");
+                    // Not kept (publishers get nacks): the offsets are given again.
+                    self.next_offset = log.next_offset();
+                }
+                self.log = Some(log);
+                self.figures = self.reader.figures();
+                if ok {
+                    self.keep_in_tail(first, messages);
+                }
+                for c in confirms {
+                    c.answer(ok);
+                }
+                for s in syncs {
+                    let _ = s.send(ok);
+                }
+            }
+            Done::Read { consumer, result } => {
+                let Some(c) = self.consumers.get_mut(&consumer) else {
+                    return;
+                };
+                c.reading = false;
+                match result {
+                    Ok((next, read)) => {
+                        c.ahead.extend(read);
+                        if let Position::At(at) = &mut c.position {
+                            *at = (*at).max(next);
+                        }
+                    }
+                    Err(e) => {
+                        tracing::error!(queue = %self.handle.name, "cannot read the stream: {e}");
+                        // Cancelled, as RabbitMQ cancels a consumer whose reader failed.
+                        self.cancel_consumer(consumer);
+                    }
+                }
+            }
+            Done::Located { consumer, offset } => {
+                if let Some(c) = self.consumers.get_mut(&consumer) {
+                    c.position = Position::At(offset);
+                }
+            }
+        }
+    }
+
+    fn keep_in_tail(&mut self, first: u64, messages: Vec<MessageRef>) {
+        if first != self.tail_first + self.tail.len() as u64 {
+            self.tail.clear();
+            self.tail_bytes = 0;
+            self.tail_first = first;
+        }
+        for m in messages {
+            self.tail_bytes += m.body().len() as u64;
+            self.tail.push_back(m);
+        }
+        while self.tail.len() > TAIL_MESSAGES || self.tail_bytes > TAIL_BYTES {
+            let Some(m) = self.tail.pop_front() else {
+                break;
+            };
+            self.tail_bytes -= m.body().len() as u64;
+            self.tail_first += 1;
+        }
+    }
+
+    fn retain(&mut self) {
+        let Some(log) = self.log.as_mut() else {
+            return;
+        };
+        match log.retain(self.settings.max_bytes, self.settings.max_age_ms, now_ms()) {
+            Ok(0) => {}
+            Ok(_) => self.figures = self.reader.figures(),
+            Err(e) => tracing::warn!(queue = %self.handle.name, "stream retention: {e}"),
+        }
+    }
+
+    fn cancel_consumer(&mut self, id: u64) {
+        if let Some(c) = self.consumers.get(&id) {
+            let _ = c.outbox.events.send(super::ConnEvent::ConsumerCancelled {
+                channel: c.outbox.channel,
+                consumer_id: id,
+            });
+        }
+        self.forget_consumer(id);
+    }
+
+    fn forget_consumer(&mut self, id: u64) {
+        if self.consumers.remove(&id).is_some() {
+            self.in_flight.retain(|_, c| *c != id);
+        }
+    }
+
+    /// Hands each consumer what its credit allows: from what it read ahead, from the tail, or
+    /// by starting a read from disk.
+    fn dispatch(&mut self) {
+        let mut gone = Vec::new();
+        let ids: Vec<u64> = self.consumers.keys().copied().collect();
+        for id in ids {
+            if !self.serve(id) {
+                gone.push(id);
+            }
+        }
+        for id in gone {
+            self.forget_consumer(id);
+        }
+    }
+
+    /// False if the consumer's connection is gone.
+    fn serve(&mut self, id: u64) -> bool {
+        let first = self.figures.first_offset;
+        let end = self.figures.end_offset;
+        loop {
+            let Some(c) = self.consumers.get_mut(&id) else {
+                return true;
+            };
+            if c.outbox.events.is_closed() {
+                return false;
+            }
+            let Position::At(at) = c.position else {
+                return true;
+            };
+            if c.outstanding >= c.prefetch {
+                return true;
+            }
+            if !c.outbox.connection_flow.has_room() {
+                c.outbox.connection_flow.wait(&self.handle);
+                return true;
+            }
+            // The next message: read ahead, in the tail, or to be read.
+            let next = match c.ahead.front() {
+                Some((offset, _)) if *offset == at.max(first) => c.ahead.pop_front(),
+                _ => {
+                    c.ahead.clear();
+                    let at = at.max(first);
+                    if at >= end {
+                        c.position = Position::At(at);
+                        return true;
+                    }
+                    if at >= self.tail_first {
+                        let i = (at - self.tail_first) as usize;
+                        self.tail.get(i).map(|m| (at, m.clone()))
+                    } else {
+                        if !c.reading {
+                            c.reading = true;
+                            c.position = Position::At(at);
+                            let want = READ_AHEAD_MESSAGES.max(c.prefetch as usize);
+                            let reader = self.reader.clone();
+                            let done = self.done_tx.clone();
+                            tokio::task::spawn_blocking(move || {
+                                let mut read = Vec::new();
+                                let result = reader
+                                    .read(at, want, READ_AHEAD_BYTES, |offset, entry| {
+                                        if let Ok(m) = stored_message(entry) {
+                                            read.push((offset, m));
+                                        }
+                                    })
+                                    .map(|end| (end.next, read));
+                                let _ = done.send(Done::Read {
+                                    consumer: id,
+                                    result,
+                                });
+                            });
+                        }
+                        return true;
+                    }
+                }
+            };
+            let Some((offset, message)) = next else {
+                return true;
+            };
+            if !c.outbox.channel_flow.try_take() {
+                c.ahead.push_front((offset, message));
+                return true;
+            }
+            let delivery = self.next_delivery;
+            self.next_delivery += 1;
+            if !c
+                .outbox
+                .deliver(&self.handle, id, delivery, false, false, message)
+            {
+                c.outbox.channel_flow.give_back(1);
+                return false;
+            }
+            c.outstanding += 1;
+            c.position = Position::At(offset + 1);
+            self.in_flight.insert(delivery, id);
+        }
+    }
+}
+
+/// RabbitMQ's answer (540, closing the connection) to what streams do not do: `basic.get`,
+/// `queue.purge`, `basic.nack`/`basic.reject`, automatic acknowledgement.
+pub fn not_supported(what: &str, queue: &str, vhost: &str) -> AmqpError {
+    AmqpError::not_implemented(format!(
+        "{what} not supported by stream queues queue '{queue}' in vhost '{vhost}'"
+    ))
+}
+
+/// RabbitMQ's checks of a basic.consume of a stream, in its order; where the consumer starts.
+pub fn check_consume(
+    arguments: &FieldTable,
+    prefetch: u16,
+    no_ack: bool,
+    queue: &str,
+    vhost: &str,
+) -> Result<StreamStart, AmqpError> {
+    if arguments.inner().contains_key("x-priority") {
+        return Err(AmqpError::precondition_failed(format!(
+            "invalid arg 'x-priority' for queue '{queue}' in vhost '{vhost}' of queue type rabbit_stream_queue"
+        )));
+    }
+    if prefetch == 0 {
+        return Err(AmqpError::precondition_failed(format!(
+            "consumer prefetch count is not set for 'queue '{queue}' in vhost '{vhost}''"
+        )));
+    }
+    if no_ack {
+        return Err(not_supported("automatic acknowledgement", queue, vhost));
+    }
+    StreamStart::of(arguments, queue, vhost, now_ms())
+}
+
+/// `message` as the stream keeps it: with its offset in an `x-stream-offset` header.
+fn with_offset(message: &MessageRef, offset: u64) -> MessageRef {
+    let value = i64::try_from(offset).unwrap_or(i64::MAX);
+    match warren_amqp::properties::with_long_long_header(
+        message.properties(),
+        offset::ARGUMENT,
+        value,
+    ) {
+        Some(properties) => message.with_properties(&properties),
+        None => replace_header(message, value),
+    }
+}
+
+/// The slow way, for properties that already have the header (a message from another stream).
+fn replace_header(message: &MessageRef, value: i64) -> MessageRef {
+    use warren_amqp::protocol::basic::parse_properties;
+    use warren_amqp::types::{AMQPValue, FieldTable};
+    let Ok((_, properties)) = parse_properties(message.properties()) else {
+        return message.clone();
+    };
+    let mut headers: FieldTable = properties.headers().clone().unwrap_or_default();
+    headers.insert(offset::ARGUMENT.into(), AMQPValue::LongLongInt(value));
+    match warren_amqp::encode::encode_properties(&properties.with_headers(headers)) {
+        Ok(bytes) => message.with_properties(&bytes),
+        Err(_) => message.clone(),
+    }
+}
+
+fn stored_message(entry: &[u8]) -> Result<MessageRef, warren_storage::StorageError> {
+    Ok(Message::from_stored(MessageParts::decode(entry)?, None))
+}
+
+fn now_ms() -> i64 {
+    i64::try_from(dedup::now_ms()).unwrap_or(i64::MAX)
+}
+
+#[cfg(test)]
+mod tests;
