@@ -412,14 +412,16 @@ impl Forwarding {
             events: peer.events.clone(),
         };
         let result = q
-            .ask(|reply| QueueCommand::Consume(
-                Consumer {
-                    spec,
-                    outbox,
-                    stream_start,
-                },
-                reply,
-            ))
+            .ask(|reply| {
+                QueueCommand::Consume(
+                    Consumer {
+                        spec,
+                        outbox,
+                        stream_start,
+                    },
+                    reply,
+                )
+            })
             .await;
         match result {
             Ok(Ok(())) => Reply::Done,
@@ -540,7 +542,10 @@ impl Forwarding {
                 consumer,
                 terms,
                 start,
-            } => self.consume(peer, queue, consumer, terms, Some(start)).await,
+            } => {
+                self.consume(peer, queue, consumer, terms, Some(start))
+                    .await
+            }
             Forward::Cancel { queue: _, consumer } => {
                 let found = lock(&peer.consumers).remove(&consumer);
                 if let Some((q, id)) = found {

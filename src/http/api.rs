@@ -223,7 +223,8 @@ fn queue_json(s: &QueueSnapshot, node: &str) -> Value {
         .as_ref()
         .and_then(|r| r.leader.as_deref())
         .or(q.home.as_deref())
-        .unwrap_or(node);
+        .unwrap_or(node)
+        .to_owned();
     let policies = q.applied_policies();
     let mut out = json!({
         "name": &*q.name,
@@ -250,6 +251,16 @@ fn queue_json(s: &QueueSnapshot, node: &str) -> Value {
     } else if let (Some(members), Some(map)) = (q.members(), out.as_object_mut()) {
         // A quorum queue without a member on this node: its members as the cluster has them.
         map.insert("members".into(), json!(members));
+    }
+    if let (Some(f), Some(map)) = (q.stream_figures(), out.as_object_mut()) {
+        // A stream on one node: RabbitMQ's members and readers, and Warren's figures of its log.
+        map.insert("members".into(), json!([node]));
+        map.insert("online".into(), json!([node]));
+        map.insert("readers".into(), json!({ node.as_str(): stats.consumers }));
+        map.insert("first_offset".into(), json!(f.first_offset));
+        map.insert("committed_offset".into(), json!(f.end_offset));
+        map.insert("segments".into(), json!(f.segments));
+        map.insert("disk_bytes".into(), json!(f.bytes));
     }
     out
 }

@@ -972,13 +972,36 @@ mod tests {
             version(AMQPValue::Boolean(true)),
             format!("{prefix}: \"expected integer, got bool\"")
         );
-        // Streams keep their checks for now.
-        let stream = table(&[
-            ("x-queue-type", text_value("stream")),
-            ("x-max-age", text_value("1D")),
-            ("x-queue-mode", text_value("lazy")),
-        ]);
-        assert!(QueueArgs::parse_declared(&stream, "q", "/").is_ok());
+        // Streams take their own (as RabbitMQ 3.10 answered them) and refuse the others.
+        let stream =
+            |extra: (&str, AMQPValue)| table(&[("x-queue-type", text_value("stream")), extra]);
+        for age in ["14D", "12h", "30m", "45s", "1Y", "2M", "100000000Y"] {
+            assert!(
+                QueueArgs::parse_declared(&stream(("x-max-age", text_value(age))), "q", "/")
+                    .is_ok(),
+                "{age}"
+            );
+        }
+        for age in ["0s", "10", "1d", "5 s", "-1h", "abc", ""] {
+            assert_eq!(
+                declare_error(&stream(("x-max-age", text_value(age)))),
+                "PRECONDITION_FAILED - invalid arg 'x-max-age' for queue 'q' in vhost '/': invalid_max_age",
+                "{age}"
+            );
+        }
+        assert_eq!(
+            declare_error(&stream(("x-max-age", AMQPValue::LongInt(5)))),
+            "PRECONDITION_FAILED - invalid arg 'x-max-age' for queue 'q' in vhost '/': {unacceptable_type,signedint}"
+        );
+        assert_eq!(
+            declare_error(&stream(("x-queue-mode", text_value("lazy")))),
+            "PRECONDITION_FAILED - invalid arg 'x-queue-mode' for queue 'q' in vhost '/' of queue type rabbit_stream_queue"
+        );
+        assert_eq!(
+            declare_error(&stream(("x-stream-max-segment-size-bytes", AMQPValue::LongInt(-5)))),
+            "PRECONDITION_FAILED - invalid arg 'x-stream-max-segment-size-bytes' for queue 'q' in vhost '/': {value_negative,-5}"
+        );
+        assert_eq!(parse_age("2M"), Some(30 * 2 * 86_400_000));
         // The queue type is checked before the other arguments.
         assert_eq!(
             declare_error(&table(&[

@@ -342,6 +342,8 @@ pub struct QueueHandle {
     /// A stream (`x-queue-type: stream`): it keeps every message in its own log, so it answers
     /// every confirm itself, and routers never store messages in the store for it.
     stream: bool,
+    /// A stream's log, once opened (for its figures).
+    stream_log: std::sync::OnceLock<warren_storage::stream::StreamReader>,
 }
 
 /// How a replicated queue's member on this node is told the members its group should have.
@@ -402,6 +404,7 @@ impl QueueHandle {
             counts: std::sync::OnceLock::new(),
             membership: None,
             stream: false,
+            stream_log: std::sync::OnceLock::new(),
         }
     }
 
@@ -497,6 +500,12 @@ impl QueueHandle {
     /// Whether it is a stream (served from its own log; see [`stream`]).
     pub fn is_stream(&self) -> bool {
         self.stream
+    }
+
+    /// A stream's offsets, segments and bytes on disk (None for other queues, and until its
+    /// log is open).
+    pub fn stream_figures(&self) -> Option<warren_storage::stream::StreamFigures> {
+        self.stream_log.get().map(|r| r.figures())
     }
 
     /// Whether a persistent message routed to it is written to this node's store for it (a

@@ -162,7 +162,7 @@ async fn definitions_and_persistent_messages_survive_restart_transient_ones_do_n
 
 /// Publishes persistent messages (ids 0, 1, …) to `exchange` with up to 500 unconfirmed until
 /// the broker dies; records the ids it saw confirmed.
-async fn publish_until_killed(
+pub(crate) async fn publish_until_killed(
     uri: String,
     exchange: &'static str,
     routing_key: &'static str,

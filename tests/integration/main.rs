@@ -39,4 +39,5 @@ mod queue_features;
 mod queues;
 mod routing;
 mod sasl;
+mod streams;
 mod tls;

@@ -21,7 +21,7 @@ use tokio::sync::{mpsc, oneshot};
 use warren_amqp::types::FieldTable;
 use warren_amqp::{AmqpError, PropertiesView};
 use warren_storage::stream::{StreamError, StreamFigures, StreamLog, StreamReader};
-use warren_storage::{MessageParts, StoredMessage, Store};
+use warren_storage::{MessageParts, Store, StoredMessage};
 
 use super::args::StreamArgs;
 use super::dedup::{self, DedupCache};
@@ -44,11 +44,7 @@ const RETENTION_EVERY: Duration = Duration::from_secs(1);
 
 /// Creates a stream queue and starts its task; its log is opened (and checked) by the task, so
 /// commands wait in its inbox meanwhile.
-pub fn spawn(
-    spec: QueueSpec,
-    host: Weak<dyn QueueHost>,
-    store: &Store,
-) -> Arc<QueueHandle> {
+pub fn spawn(spec: QueueSpec, host: Weak<dyn QueueHost>, store: &Store) -> Arc<QueueHandle> {
     let (tx, rx) = mpsc::channel(super::INBOX);
     let dir = spec.storage_id.map(|id| store.stream_dir(id));
     let mut handle = QueueHandle::new(spec, tx);
@@ -63,8 +59,7 @@ pub fn spawn(
             return;
         };
         let max_segment = settings.max_segment_bytes;
-        let opened =
-            tokio::task::spawn_blocking(move || StreamLog::open(&dir, max_segment)).await;
+        let opened = tokio::task::spawn_blocking(move || StreamLog::open(&dir, max_segment)).await;
         let log = match opened {
             Ok(Ok(log)) => log,
             Ok(Err(e)) => {
@@ -78,6 +73,7 @@ pub fn spawn(
                 return;
             }
         };
+        let _ = task_handle.stream_log.set(log.reader());
         Owner::new(task_handle, host, settings, log).run(rx).await;
     });
     handle
@@ -122,7 +118,7 @@ enum Done {
     },
     Read {
         consumer: u64,
-        result: Result<(u64, Vec<(u64, MessageRef)>), StreamError>,
+        result: Result<Vec<(u64, MessageRef)>, StreamError>,
     },
     Located {
         consumer: u64,
@@ -509,12 +505,8 @@ impl Owner {
                 };
                 c.reading = false;
                 match result {
-                    Ok((next, read)) => {
-                        c.ahead.extend(read);
-                        if let Position::At(at) = &mut c.position {
-                            *at = (*at).max(next);
-                        }
-                    }
+                    // Delivered from its position on (which the read started at).
+                    Ok(read) => c.ahead.extend(read),
                     Err(e) => {
                         tracing::error!(queue = %self.handle.name, "cannot read the stream: {e}");
                         // Cancelled, as RabbitMQ cancels a consumer whose reader failed.
@@ -640,7 +632,7 @@ impl Owner {
                                             read.push((offset, m));
                                         }
                                     })
-                                    .map(|end| (end.next, read));
+                                    .map(|_| read);
                                 let _ = done.send(Done::Read {
                                     consumer: id,
                                     result,
@@ -741,6 +733,3 @@ fn stored_message(entry: &[u8]) -> Result<MessageRef, warren_storage::StorageErr
 fn now_ms() -> i64 {
     i64::try_from(dedup::now_ms()).unwrap_or(i64::MAX)
 }
-
-#[cfg(test)]
-mod tests;

@@ -64,7 +64,7 @@ impl ChunkHeader {
     }
 
     /// Its length in the file, header included.
-    pub fn len(&self) -> u64 {
+    pub fn stored_len(&self) -> u64 {
         HEADER_LEN as u64 + u64::from(self.data_len)
     }
 }

@@ -96,7 +96,7 @@ impl Segment {
             });
         }
         self.end_offset = header.end_offset();
-        self.bytes = position + header.len();
+        self.bytes = position + header.stored_len();
         self.last_timestamp_ms = self.last_timestamp_ms.max(header.timestamp_ms);
     }
 
@@ -109,7 +109,10 @@ impl Segment {
     }
 
     fn position_for_time(&self, timestamp_ms: i64) -> u64 {
-        match self.index.partition_point(|p| p.timestamp_ms < timestamp_ms) {
+        match self
+            .index
+            .partition_point(|p| p.timestamp_ms < timestamp_ms)
+        {
             0 => 0,
             n => self.index[n - 1].position,
         }
@@ -290,7 +293,7 @@ impl StreamLog {
                 now.iter().copied(),
                 &mut self.buf,
             );
-            if segment_size > 0 && segment_size + header.len() > self.max_segment_bytes {
+            if segment_size > 0 && segment_size + header.stored_len() > self.max_segment_bytes {
                 // A new segment, named by its first offset; the one before is whole on disk.
                 let full = segment_path(&dir, segment_first);
                 self.file.sync_data().map_err(io_at(&full))?;
@@ -308,7 +311,7 @@ impl StreamLog {
                 .write_all(&self.buf)
                 .map_err(io_at(&segment_path(&dir, segment_first)))?;
             chunks.push((header, segment_first, segment_size));
-            segment_size += header.len();
+            segment_size += header.stored_len();
             self.next_offset = header.end_offset();
         }
         self.file
@@ -381,7 +384,8 @@ impl StreamLog {
             let oldest = &layout.segments[0];
             let too_big = max_bytes.is_some_and(|max| total > max);
             let too_old = max_age_ms.is_some_and(|age| {
-                oldest.last_timestamp_ms < now_ms.saturating_sub(i64::try_from(age).unwrap_or(i64::MAX))
+                oldest.last_timestamp_ms
+                    < now_ms.saturating_sub(i64::try_from(age).unwrap_or(i64::MAX))
             });
             if !(too_big || too_old) {
                 break;
@@ -436,7 +440,9 @@ fn scan_segment(path: &Path, first_offset: u64, verify: bool) -> Result<Segment,
     let mut data = Vec::new();
     loop {
         let header = match chunk::read_header(&mut reader).map_err(io_at(path))? {
-            Some(h) if h.first_offset == segment.end_offset && position + h.len() <= len => h,
+            Some(h) if h.first_offset == segment.end_offset && position + h.stored_len() <= len => {
+                h
+            }
             _ => break,
         };
         if verify {
@@ -451,7 +457,7 @@ fn scan_segment(path: &Path, first_offset: u64, verify: bool) -> Result<Segment,
                 .map_err(io_at(path))?;
         }
         segment.add_chunk(&header, position);
-        position += header.len();
+        position += header.stored_len();
     }
     drop(reader);
     if position < len {
@@ -619,7 +625,9 @@ impl StreamReader {
         };
         let mut file = match File::open(&path) {
             Ok(f) => f,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(self.figures().first_offset),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                return Ok(self.figures().first_offset)
+            }
             Err(e) => return Err(io_at(&path)(e)),
         };
         file.seek(SeekFrom::Start(position)).map_err(io_at(&path))?;

@@ -136,7 +136,11 @@ fn reads_are_bounded_and_chunks_split_big_appends() {
             n += 1;
         })
         .unwrap();
-    assert_eq!((n, end.next), (2, 2), "stops after the entry that passes max_bytes");
+    assert_eq!(
+        (n, end.next),
+        (2, 2),
+        "stops after the entry that passes max_bytes"
+    );
     let mut offsets = Vec::new();
     log.reader()
         .read(4, 3, usize::MAX, |o, _| offsets.push(o))

@@ -1,0 +1,602 @@
+//! Stream queues (`x-queue-type: stream`) as a lapin client sees them: offsets of every kind,
+//! several consumers, acks as credit, retention by size and by age, restarts and `kill -9`
+//! (no confirmed entry lost, offsets unchanged), and the hostile cases: a consumer that never
+//! acks, one that vanishes, one that reads from the start of a large stream.
+
+use std::collections::HashSet;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use futures::stream::FuturesUnordered;
+use futures::StreamExt;
+use lapin::options::{
+    BasicAckOptions, BasicCancelOptions, BasicConsumeOptions, BasicNackOptions,
+    BasicPublishOptions, BasicQosOptions, ConfirmSelectOptions, QueueDeclareOptions,
+};
+use lapin::types::{AMQPValue, FieldTable, LongString};
+use lapin::{BasicProperties, Connection};
+
+use crate::common::*;
+
+fn stream_args(extra: &[(&str, AMQPValue)]) -> FieldTable {
+    let mut t = FieldTable::default();
+    t.insert(
+        "x-queue-type".into(),
+        AMQPValue::LongString("stream".into()),
+    );
+    for (k, v) in extra {
+        t.insert((*k).into(), v.clone());
+    }
+    t
+}
+
+async fn declare_stream(ch: &lapin::Channel, name: &str, extra: &[(&str, AMQPValue)]) -> u32 {
+    within(
+        "queue.declare",
+        ch.queue_declare(
+            name.into(),
+            QueueDeclareOptions {
+                durable: true,
+                ..Default::default()
+            },
+            stream_args(extra),
+        ),
+    )
+    .await
+    .expect("stream declare")
+    .message_count()
+}
+
+/// Publishes `bodies` one at a time, each confirmed before the next (so each is a chunk of its
+/// own, as with RabbitMQ).
+async fn publish_each_confirmed(ch: &lapin::Channel, stream: &str, bodies: &[String]) {
+    for body in bodies {
+        let confirm = within(
+            "basic.publish",
+            ch.basic_publish(
+                "".into(),
+                stream.into(),
+                BasicPublishOptions::default(),
+                body.as_bytes(),
+                BasicProperties::default(),
+            ),
+        )
+        .await
+        .expect("publish");
+        assert!(
+            within("confirm", confirm).await.expect("confirm").is_ack(),
+            "{body} confirmed"
+        );
+    }
+}
+
+async fn confirming_channel(conn: &Connection) -> lapin::Channel {
+    let ch = lapin_channel(conn).await;
+    ch.confirm_select(ConfirmSelectOptions::default())
+        .await
+        .expect("confirm.select");
+    ch
+}
+
+fn offset_of(d: &lapin::message::Delivery) -> i64 {
+    let headers = d.properties.headers().as_ref().expect("headers");
+    match headers.inner().get("x-stream-offset") {
+        Some(AMQPValue::LongLongInt(n)) => *n,
+        other => panic!("x-stream-offset: {other:?}"),
+    }
+}
+
+/// A consumer of `stream` on a channel of its own with prefetch `prefetch`, from `start`.
+async fn consume_from(
+    conn: &Connection,
+    stream: &str,
+    prefetch: u16,
+    start: Option<AMQPValue>,
+) -> (lapin::Channel, lapin::Consumer) {
+    let ch = lapin_channel(conn).await;
+    ch.basic_qos(prefetch, BasicQosOptions::default())
+        .await
+        .expect("qos");
+    let mut args = FieldTable::default();
+    if let Some(start) = start {
+        args.insert("x-stream-offset".into(), start);
+    }
+    let consumer = within(
+        "basic.consume",
+        ch.basic_consume(
+            stream.into(),
+            "".into(),
+            BasicConsumeOptions::default(),
+            args,
+        ),
+    )
+    .await
+    .expect("consume");
+    (ch, consumer)
+}
+
+/// The next `n` deliveries as (offset, body), each acked.
+async fn take_acked(consumer: &mut lapin::Consumer, n: usize) -> Vec<(i64, String)> {
+    let mut out = Vec::with_capacity(n);
+    for _ in 0..n {
+        let d = lapin_next(consumer).await;
+        assert!(!d.redelivered, "stream deliveries are never redelivered");
+        out.push((offset_of(&d), String::from_utf8_lossy(&d.data).into_owned()));
+        d.ack(BasicAckOptions::default()).await.expect("ack");
+    }
+    out
+}
+
+fn text(s: &str) -> AMQPValue {
+    AMQPValue::LongString(LongString::from(s))
+}
+
+fn numbered(range: std::ops::Range<u64>) -> Vec<(i64, String)> {
+    range.map(|i| (i as i64, format!("m{i}"))).collect()
+}
+
+#[tokio::test]
+async fn stream_consumers_start_from_every_kind_of_offset() {
+    let b = start().await;
+    let conn = lapin_connect(&b).await;
+    let ch = confirming_channel(&conn).await;
+    assert_eq!(declare_stream(&ch, "s", &[]).await, 0);
+    let before = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let bodies: Vec<String> = (0..10).map(|i| format!("m{i}")).collect();
+    publish_each_confirmed(&ch, "s", &bodies).await;
+    assert_eq!(
+        lapin_count(&ch, "s").await,
+        10,
+        "declare-ok counts the messages"
+    );
+
+    let (_c1, mut first) = consume_from(&conn, "s", 20, Some(text("first"))).await;
+    assert_eq!(take_acked(&mut first, 10).await, numbered(0..10));
+    let (_c2, mut last) = consume_from(&conn, "s", 20, Some(text("last"))).await;
+    assert_eq!(take_acked(&mut last, 1).await, numbered(9..10));
+    let (_c3, mut at7) = consume_from(&conn, "s", 20, Some(AMQPValue::LongLongInt(7))).await;
+    assert_eq!(take_acked(&mut at7, 3).await, numbered(7..10));
+    let (_c4, mut negative) = consume_from(&conn, "s", 20, Some(AMQPValue::LongInt(-1))).await;
+    assert_eq!(take_acked(&mut negative, 10).await, numbered(0..10));
+    let (_c5, mut since) = consume_from(
+        &conn,
+        "s",
+        20,
+        Some(AMQPValue::Timestamp(before.saturating_sub(60))),
+    )
+    .await;
+    assert_eq!(take_acked(&mut since, 10).await, numbered(0..10));
+    let (_c6, mut interval) = consume_from(&conn, "s", 20, Some(text("10m"))).await;
+    assert_eq!(take_acked(&mut interval, 10).await, numbered(0..10));
+    let (_c7, mut future) =
+        consume_from(&conn, "s", 20, Some(AMQPValue::Timestamp(before + 3600))).await;
+    let (_c8, mut next) = consume_from(&conn, "s", 20, Some(text("next"))).await;
+    let (_c9, mut default) = consume_from(&conn, "s", 20, None).await;
+    let (_c10, mut ahead) = consume_from(&conn, "s", 20, Some(AMQPValue::LongLongInt(12))).await;
+    lapin_none(&mut next).await;
+    lapin_none(&mut ahead).await;
+
+    // Consumers at the end get what comes next; one waiting for offset 12 gets it once there.
+    let more: Vec<String> = (10..13).map(|i| format!("m{i}")).collect();
+    publish_each_confirmed(&ch, "s", &more).await;
+    assert_eq!(take_acked(&mut next, 3).await, numbered(10..13));
+    assert_eq!(take_acked(&mut default, 3).await, numbered(10..13));
+    assert_eq!(take_acked(&mut future, 3).await, numbered(10..13));
+    assert_eq!(take_acked(&mut ahead, 1).await, numbered(12..13));
+    // And those that read everything see the new ones too: many consumers, every message.
+    assert_eq!(take_acked(&mut first, 3).await, numbered(10..13));
+    assert_eq!(take_acked(&mut at7, 3).await, numbered(10..13));
+    conn.close(200, "bye".into()).await.ok();
+    b.stop().await;
+}
+
+#[tokio::test]
+async fn a_stream_consumer_cancelled_and_started_again_reads_the_same_messages() {
+    let b = start().await;
+    let conn = lapin_connect(&b).await;
+    let ch = confirming_channel(&conn).await;
+    declare_stream(&ch, "again", &[]).await;
+    let bodies: Vec<String> = (0..5).map(|i| format!("m{i}")).collect();
+    publish_each_confirmed(&ch, "again", &bodies).await;
+    for _ in 0..3 {
+        let (c, mut consumer) =
+            consume_from(&conn, "again", 10, Some(AMQPValue::LongLongInt(1))).await;
+        assert_eq!(take_acked(&mut consumer, 4).await, numbered(1..5));
+        c.basic_cancel(consumer.tag(), BasicCancelOptions::default())
+            .await
+            .expect("cancel");
+    }
+    // Acks removed nothing.
+    assert_eq!(lapin_count(&ch, "again").await, 5);
+    b.stop().await;
+}
+
+#[tokio::test]
+async fn a_stream_consumer_that_never_acks_stops_at_its_prefetch_and_goes_on_when_it_acks() {
+    let b = start().await;
+    let conn = lapin_connect(&b).await;
+    let ch = confirming_channel(&conn).await;
+    declare_stream(&ch, "credit", &[]).await;
+    let bodies: Vec<String> = (0..20).map(|i| format!("m{i}")).collect();
+    publish_each_confirmed(&ch, "credit", &bodies).await;
+    let (_c, mut consumer) = consume_from(&conn, "credit", 3, Some(text("first"))).await;
+    let mut held = Vec::new();
+    for i in 0..3 {
+        let d = lapin_next(&mut consumer).await;
+        assert_eq!(offset_of(&d), i);
+        held.push(d);
+    }
+    lapin_none(&mut consumer).await;
+    // One ack, one more delivery.
+    held.remove(0)
+        .ack(BasicAckOptions::default())
+        .await
+        .expect("ack");
+    assert_eq!(offset_of(&lapin_next(&mut consumer).await), 3);
+    lapin_none(&mut consumer).await;
+    // Another consumer is not held up by this one.
+    let (_c2, mut other) = consume_from(&conn, "credit", 50, Some(text("first"))).await;
+    assert_eq!(take_acked(&mut other, 20).await.len(), 20);
+    b.stop().await;
+}
+
+#[tokio::test]
+async fn streams_refuse_what_rabbitmq_refuses() {
+    let b = start().await;
+    let conn = lapin_connect(&b).await;
+    let ch = confirming_channel(&conn).await;
+    declare_stream(&ch, "strict", &[]).await;
+    publish_each_confirmed(&ch, "strict", &["one".to_owned()]).await;
+
+    // Not durable, or an argument of another queue type: 406, the channel closed.
+    let ch2 = lapin_channel(&conn).await;
+    let e = ch2
+        .queue_declare(
+            "loose".into(),
+            QueueDeclareOptions::default(),
+            stream_args(&[]),
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(lapin_code(&e), Some(406), "{e}");
+    let ch2 = lapin_channel(&conn).await;
+    let e = ch2
+        .queue_declare(
+            "ttl".into(),
+            QueueDeclareOptions {
+                durable: true,
+                ..Default::default()
+            },
+            stream_args(&[("x-message-ttl", AMQPValue::LongInt(1000))]),
+        )
+        .await
+        .unwrap_err();
+    assert!(
+        lapin_text(&e).contains("of queue type rabbit_stream_queue"),
+        "{e}"
+    );
+    let ch2 = lapin_channel(&conn).await;
+    let e = ch2
+        .queue_declare(
+            "old".into(),
+            QueueDeclareOptions {
+                durable: true,
+                ..Default::default()
+            },
+            stream_args(&[("x-max-age", text("10 days"))]),
+        )
+        .await
+        .unwrap_err();
+    assert!(lapin_text(&e).contains("invalid_max_age"), "{e}");
+
+    // A consumer without a prefetch: 406.
+    let ch2 = lapin_channel(&conn).await;
+    let e = ch2
+        .basic_consume(
+            "strict".into(),
+            "".into(),
+            BasicConsumeOptions::default(),
+            FieldTable::default(),
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(lapin_code(&e), Some(406), "{e}");
+    assert!(
+        lapin_text(&e).contains("consumer prefetch count is not set"),
+        "{e}"
+    );
+
+    // basic.get, queue.purge, automatic acks, nack: 540, the connection closed.
+    for refused in ["get", "purge", "no-ack", "nack"] {
+        let conn = lapin_connect(&b).await;
+        let ch = lapin_channel(&conn).await;
+        ch.basic_qos(10, BasicQosOptions::default())
+            .await
+            .expect("qos");
+        let e = match refused {
+            "get" => ch
+                .basic_get("strict".into(), lapin::options::BasicGetOptions::default())
+                .await
+                .map(|_| ())
+                .unwrap_err(),
+            "purge" => ch
+                .queue_purge("strict".into(), Default::default())
+                .await
+                .map(|_| ())
+                .unwrap_err(),
+            "no-ack" => ch
+                .basic_consume(
+                    "strict".into(),
+                    "".into(),
+                    BasicConsumeOptions {
+                        no_ack: true,
+                        ..Default::default()
+                    },
+                    FieldTable::default(),
+                )
+                .await
+                .map(|_| ())
+                .unwrap_err(),
+            _ => {
+                let mut args = FieldTable::default();
+                args.insert("x-stream-offset".into(), text("first"));
+                let mut consumer = ch
+                    .basic_consume(
+                        "strict".into(),
+                        "".into(),
+                        BasicConsumeOptions::default(),
+                        args,
+                    )
+                    .await
+                    .expect("consume");
+                let d = lapin_next(&mut consumer).await;
+                d.nack(BasicNackOptions {
+                    requeue: true,
+                    ..Default::default()
+                })
+                .await
+                .ok();
+                // The next method finds the connection closed.
+                within("the connection closing", async {
+                    loop {
+                        if !conn.status().connected() {
+                            break;
+                        }
+                        tokio::time::sleep(Duration::from_millis(20)).await;
+                    }
+                })
+                .await;
+                continue;
+            }
+        };
+        assert_eq!(lapin_code(&e), Some(540), "{refused}: {e}");
+        assert!(
+            lapin_text(&e).contains("not supported by stream queues"),
+            "{refused}: {e}"
+        );
+    }
+    // Nothing of that touched the stream.
+    let ch = lapin_channel(&lapin_connect(&b).await).await;
+    assert_eq!(lapin_count(&ch, "strict").await, 1);
+    b.stop().await;
+}
+
+#[tokio::test]
+async fn a_vanished_stream_consumer_leaves_the_others_and_the_stream_as_they_were() {
+    let b = start().await;
+    let conn = lapin_connect(&b).await;
+    let ch = confirming_channel(&conn).await;
+    declare_stream(&ch, "vanish", &[]).await;
+    let bodies: Vec<String> = (0..50).map(|i| format!("m{i}")).collect();
+    publish_each_confirmed(&ch, "vanish", &bodies).await;
+    // A raw client: consumes with prefetch 10 and drops its socket without closing anything.
+    {
+        let doomed = lapin_connect(&b).await;
+        let (_dc, mut consumer) = consume_from(&doomed, "vanish", 10, Some(text("first"))).await;
+        let _held = lapin_next(&mut consumer).await;
+        drop(consumer);
+        // lapin has no reset; a connection dropped without close is the closest it comes.
+        drop(doomed);
+    }
+    let (_c, mut survivor) = consume_from(&conn, "vanish", 7, Some(text("first"))).await;
+    assert_eq!(take_acked(&mut survivor, 50).await, numbered(0..50));
+    assert_eq!(lapin_count(&ch, "vanish").await, 50);
+    b.stop().await;
+}
+
+#[tokio::test]
+async fn retention_drops_the_oldest_segments_by_size_and_by_age() {
+    let b = start().await;
+    let conn = lapin_connect(&b).await;
+    let ch = confirming_channel(&conn).await;
+    // Segments of about one message: each confirmed publish rolls a new one.
+    let small = [
+        ("x-stream-max-segment-size-bytes", AMQPValue::LongInt(200)),
+        ("x-max-length-bytes", AMQPValue::LongInt(2000)),
+    ];
+    declare_stream(&ch, "sized", &small).await;
+    let bodies: Vec<String> = (0..100).map(|i| format!("{i:0>100}")).collect();
+    publish_each_confirmed(&ch, "sized", &bodies).await;
+    let kept = lapin_count(&ch, "sized").await;
+    assert!(
+        (5..=20).contains(&kept),
+        "about 2,000 bytes kept: {kept} messages"
+    );
+    let (_c, mut consumer) = consume_from(&conn, "sized", 100, Some(text("first"))).await;
+    let got = take_acked(&mut consumer, kept as usize).await;
+    assert_eq!(got.first().map(|g| g.0), Some(100 - i64::from(kept)));
+    assert_eq!(got.last().map(|g| g.0), Some(99), "the newest are kept");
+
+    let aged = [
+        ("x-stream-max-segment-size-bytes", AMQPValue::LongInt(100)),
+        ("x-max-age", text("1s")),
+    ];
+    declare_stream(&ch, "aged", &aged).await;
+    let bodies: Vec<String> = (0..5).map(|i| format!("old {i}")).collect();
+    publish_each_confirmed(&ch, "aged", &bodies).await;
+    // Every segment but the last is dropped once a second older than its newest message.
+    eventually_count(&ch, "aged", 1).await;
+    let (_c, mut consumer) = consume_from(&conn, "aged", 10, Some(text("first"))).await;
+    let got = take_acked(&mut consumer, 1).await;
+    assert_eq!(got, vec![(4, "old 4".to_owned())]);
+    b.stop().await;
+}
+
+async fn eventually_count(ch: &lapin::Channel, stream: &str, want: u32) {
+    within_long("retention", async {
+        loop {
+            if lapin_count(ch, stream).await == want {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    })
+    .await;
+}
+
+/// Every message read from the stream from its start: (offset, id).
+async fn read_all(b: &ChildBroker, stream: &str) -> Vec<(i64, u64)> {
+    let conn = b.connect().await;
+    let count = lapin_count(&lapin_channel(&conn).await, stream).await;
+    let (_c, mut consumer) = consume_from(&conn, stream, 1000, Some(text("first"))).await;
+    let mut out = Vec::with_capacity(count as usize);
+    for _ in 0..count {
+        let d = lapin_next(&mut consumer).await;
+        let id = u64::from_be_bytes(d.data[..8].try_into().expect("an id"));
+        out.push((offset_of(&d), id));
+        d.ack(BasicAckOptions::default()).await.expect("ack");
+    }
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_confirmed_stream_entry_is_lost_on_kill_9_and_offsets_do_not_change() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut before: Vec<(i64, u64)> = Vec::new();
+    for round in 0..3 {
+        let b = ChildBroker::start(dir.path(), &[]);
+        {
+            let conn = b.connect().await;
+            declare_stream(&lapin_channel(&conn).await, "crash", &[]).await;
+        }
+        // What earlier rounds kept is still there, at the same offsets.
+        let now = read_all(&b, "crash").await;
+        assert_eq!(
+            &now[..before.len()],
+            &before[..],
+            "round {round}: earlier entries unchanged"
+        );
+        for (i, (offset, _)) in now.iter().enumerate() {
+            assert_eq!(
+                *offset, i as i64,
+                "round {round}: offsets run without a gap"
+            );
+        }
+        let confirmed = Arc::new(Mutex::new(HashSet::new()));
+        let publisher = tokio::spawn(crate::durability::publish_until_killed(
+            b.uri(),
+            "",
+            "crash",
+            confirmed.clone(),
+        ));
+        let delay = 200 + 300 * round as u64;
+        tokio::time::sleep(Duration::from_millis(delay)).await;
+        b.kill9();
+        let _ = tokio::time::timeout(Duration::from_secs(10), publisher).await;
+        let confirmed = confirmed.lock().unwrap().clone();
+
+        let b = ChildBroker::start(dir.path(), &[]);
+        let after = read_all(&b, "crash").await;
+        // Ids restart at 0 each round: look at this round's part only.
+        let this_round: HashSet<u64> = after[now.len()..].iter().map(|e| e.1).collect();
+        let lost: Vec<u64> = confirmed.difference(&this_round).copied().collect();
+        assert!(
+            lost.is_empty(),
+            "round {round}: {} confirmed entries lost (e.g. {:?}); {} confirmed, {} kept",
+            lost.len(),
+            &lost[..lost.len().min(5)],
+            confirmed.len(),
+            this_round.len()
+        );
+        assert!(
+            !confirmed.is_empty(),
+            "round {round}: something was confirmed before the kill"
+        );
+        before = after;
+        b.stop();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_consumer_reading_from_the_start_of_a_large_stream_gets_everything_in_order_while_publishers_go_on(
+) {
+    let b = start().await;
+    let conn = lapin_connect(&b).await;
+    let ch = confirming_channel(&conn).await;
+    declare_stream(
+        &ch,
+        "big",
+        &[(
+            "x-stream-max-segment-size-bytes",
+            AMQPValue::LongInt(4 * 1024 * 1024),
+        )],
+    )
+    .await;
+    // 40 MiB in 10,000 messages of 4 KiB: many segments, far more than the broker keeps in memory.
+    let body = vec![b'x'; 4096];
+    let mut confirms = FuturesUnordered::new();
+    for i in 0..10_000u32 {
+        let mut data = i.to_be_bytes().to_vec();
+        data.extend_from_slice(&body);
+        let c = ch
+            .basic_publish(
+                "".into(),
+                "big".into(),
+                BasicPublishOptions::default(),
+                &data,
+                BasicProperties::default(),
+            )
+            .await
+            .expect("publish");
+        confirms.push(c);
+        while confirms.len() > 1000 {
+            assert!(confirms.next().await.unwrap().unwrap().is_ack());
+        }
+    }
+    while let Some(c) = confirms.next().await {
+        assert!(c.unwrap().is_ack());
+    }
+    // A reader from the start, while a publisher keeps publishing.
+    let publishing = {
+        let ch = confirming_channel(&conn).await;
+        tokio::spawn(async move {
+            for i in 10_000..12_000u32 {
+                let c = ch
+                    .basic_publish(
+                        "".into(),
+                        "big".into(),
+                        BasicPublishOptions::default(),
+                        &i.to_be_bytes(),
+                        BasicProperties::default(),
+                    )
+                    .await
+                    .expect("publish");
+                assert!(c.await.expect("confirm").is_ack());
+            }
+        })
+    };
+    let (_c, mut consumer) = consume_from(&conn, "big", 200, Some(text("first"))).await;
+    for i in 0..12_000u32 {
+        let d = lapin_next(&mut consumer).await;
+        assert_eq!(offset_of(&d), i64::from(i));
+        assert_eq!(&d.data[..4], &i.to_be_bytes());
+        d.ack(BasicAckOptions::default()).await.expect("ack");
+    }
+    within_long("the publisher", publishing)
+        .await
+        .expect("publisher");
+    b.stop().await;
+}
