@@ -22,6 +22,7 @@ import scenarios_properties  # noqa: F401
 import scenarios_queue_features  # noqa: F401
 import scenarios_queues  # noqa: F401
 import scenarios_routing  # noqa: F401
+import scenarios_streams  # noqa: F401
 
 AMQP_URL = os.environ.get("AMQP_URL")
 REFERENCE_URL = os.environ.get("REFERENCE_URL")
