@@ -600,3 +600,58 @@ async fn a_consumer_reading_from_the_start_of_a_large_stream_gets_everything_in_
         .expect("publisher");
     b.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retention_set_by_a_policy_applies_to_a_stream_already_holding_messages() {
+    let b = start().await;
+    let conn = lapin_connect(&b).await;
+    let ch = confirming_channel(&conn).await;
+    declare_stream(&ch, "ruled", &[]).await;
+    let bodies: Vec<String> = (0..30).map(|i| format!("{i:0>100}")).collect();
+    publish_each_confirmed(&ch, "ruled", &bodies[..10]).await;
+    let info = |b: &TestBroker| {
+        let (status, body) = http_json(
+            b.http_addr,
+            "GET",
+            "/api/queues/%2F/ruled",
+            None,
+            ("guest", "guest"),
+        );
+        assert_eq!(status, 200, "{body}");
+        body
+    };
+    let before = info(&b);
+    assert_eq!(before["type"], "stream");
+    assert_eq!(before["messages"], 10);
+    assert_eq!(before["committed_offset"], 10);
+    assert_eq!(before["segments"], 1);
+    assert!(before["disk_bytes"].as_u64().unwrap() > 1000, "{before}");
+    // Small segments and a size limit, from a policy: segments roll from now on, and the oldest
+    // go once the stream holds more than the limit.
+    let policy = serde_json::json!({
+        "pattern": "^ruled$",
+        "definition": {"stream-max-segment-size-bytes": 200, "max-length-bytes": 3000},
+        "apply-to": "queues"
+    });
+    let (status, body) = http_json(
+        b.http_addr,
+        "PUT",
+        "/api/policies/%2F/streams",
+        Some(&policy.to_string()),
+        ("guest", "guest"),
+    );
+    assert_eq!(status, 201, "{body}");
+    publish_each_confirmed(&ch, "ruled", &bodies[10..]).await;
+    let after = info(&b);
+    let first = after["first_offset"].as_u64().unwrap();
+    assert!(
+        first > 0,
+        "the first segment (the ten before the policy) was dropped: {after}"
+    );
+    assert_eq!(after["committed_offset"], 30);
+    assert_eq!(after["messages"].as_u64().unwrap(), 30 - first);
+    let (_c, mut consumer) = consume_from(&conn, "ruled", 50, Some(text("first"))).await;
+    let got = take_acked(&mut consumer, (30 - first) as usize).await;
+    assert_eq!(got.first().map(|g| g.0 as u64), Some(first));
+    b.stop().await;
+}

@@ -88,13 +88,26 @@ struct Settings {
 }
 
 impl Settings {
+    /// Its arguments with its policies: where both set one, the smaller wins (RabbitMQ's rule
+    /// for `max-length-bytes`, `max-age` and `stream-max-segment-size-bytes`).
     fn of(handle: &QueueHandle) -> Settings {
         let own = StreamArgs::of(&handle.arguments);
+        let policy = handle.applied_policies().effective_definition();
+        let smaller = |a: Option<u64>, b: Option<u64>| match (a, b) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
+        let policy_age = policy
+            .get("max-age")
+            .and_then(|v| v.as_str())
+            .and_then(super::args::parse_age);
+        let policy_segment = policy
+            .get("stream-max-segment-size-bytes")
+            .and_then(|v| v.as_u64());
         Settings {
             max_bytes: handle.effective_args().max_length_bytes,
-            max_age_ms: own.max_age_ms,
-            max_segment_bytes: own
-                .max_segment_bytes
+            max_age_ms: smaller(own.max_age_ms, policy_age),
+            max_segment_bytes: smaller(own.max_segment_bytes, policy_segment)
                 .unwrap_or(warren_storage::stream::DEFAULT_MAX_SEGMENT_BYTES),
         }
     }
