@@ -131,22 +131,32 @@ impl<'a> PropertiesView<'a> {
 /// is none), the other bytes kept as they are. None when `raw` is malformed, uses a second flags
 /// word, or its headers may already hold `name` (the caller then decodes and re-encodes them).
 pub fn with_long_long_header(raw: &[u8], name: &str, value: i64) -> Option<Vec<u8>> {
-    let name_len = u8::try_from(name.len()).ok()?;
+    let mut out = Vec::with_capacity(raw.len() + name.len() + 14);
+    write_with_long_long_header(raw, name, value, &mut out).then_some(out)
+}
+
+/// As [`with_long_long_header`], appending to `out`; false (and `out` as it was) when that
+/// would be None.
+pub fn write_with_long_long_header(raw: &[u8], name: &str, value: i64, out: &mut Vec<u8>) -> bool {
+    let Ok(name_len) = u8::try_from(name.len()) else {
+        return false;
+    };
     let mut c = Cursor { buf: raw, pos: 0 };
-    let f = c.take(2).ok()?;
+    let Ok(f) = c.take(2) else {
+        return false;
+    };
     let flags = u16::from_be_bytes([f[0], f[1]]);
     if flags & 1 != 0 {
-        return None;
+        return false;
     }
-    if flags & FLAG_CONTENT_TYPE != 0 {
-        c.short_str().ok()?;
+    if flags & FLAG_CONTENT_TYPE != 0 && c.short_str().is_err() {
+        return false;
     }
-    if flags & FLAG_CONTENT_ENCODING != 0 {
-        c.short_str().ok()?;
+    if flags & FLAG_CONTENT_ENCODING != 0 && c.short_str().is_err() {
+        return false;
     }
     let at = c.pos;
     let entry_len = 1 + name.len() + 1 + 8;
-    let mut out = Vec::with_capacity(raw.len() + entry_len + 4);
     let push_entry = |out: &mut Vec<u8>| {
         out.push(name_len);
         out.extend_from_slice(name.as_bytes());
@@ -154,24 +164,28 @@ pub fn with_long_long_header(raw: &[u8], name: &str, value: i64) -> Option<Vec<u
         out.extend_from_slice(&value.to_be_bytes());
     };
     if flags & FLAG_HEADERS != 0 {
-        let table = c.table().ok()?;
+        let Ok(table) = c.table() else {
+            return false;
+        };
         if table.windows(name.len()).any(|w| w == name.as_bytes()) {
-            return None;
+            return false;
         }
-        let new_len = u32::try_from(table.len() + entry_len).ok()?;
+        let Ok(new_len) = u32::try_from(table.len() + entry_len) else {
+            return false;
+        };
         out.extend_from_slice(&raw[..at]);
         out.extend_from_slice(&new_len.to_be_bytes());
         out.extend_from_slice(table);
-        push_entry(&mut out);
+        push_entry(out);
         out.extend_from_slice(&raw[c.pos..]);
     } else {
         out.extend_from_slice(&(flags | FLAG_HEADERS).to_be_bytes());
         out.extend_from_slice(&raw[2..at]);
         out.extend_from_slice(&(entry_len as u32).to_be_bytes());
-        push_entry(&mut out);
+        push_entry(out);
         out.extend_from_slice(&raw[at..]);
     }
-    Some(out)
+    true
 }
 
 #[cfg(test)]

@@ -100,7 +100,10 @@ fn protocol(e: impl std::fmt::Display) -> ClientError {
 async fn ask(conn: &mut Conn, request: &Request) -> Result<(u16, Vec<u8>), ClientError> {
     conn.open_channel(CHANNEL).await.map_err(protocol)?;
     match conn
-        .rpc(CHANNEL, consume_method(PSEUDO_QUEUE, "ctl", true))
+        .rpc(
+            CHANNEL,
+            consume_method(PSEUDO_QUEUE, "ctl", true, &Default::default()),
+        )
         .await
         .map_err(protocol)?
     {

@@ -81,6 +81,10 @@ pub struct PerfArgs {
     /// `x-max-priority=10` (PerfTest's `--queue-args`).
     #[arg(long = "queue-args", value_delimiter = ',')]
     pub queue_args: Vec<String>,
+    /// Consumer arguments, `KEY=VALUE[,…]` as `--queue-args` (PerfTest's `--consumer-args`),
+    /// e.g. `x-stream-offset=first` to read a stream from its start.
+    #[arg(long = "consumer-args", value_delimiter = ',')]
+    pub consumer_args: Vec<String>,
     /// Message properties, `KEY=VALUE[,…]` (PerfTest's `--message-properties`): `priority` and
     /// `expiration` (milliseconds). A range `A-B` cycles messages through the priorities A..=B, or
     /// through 10 expirations spread evenly over A..=B.
@@ -196,6 +200,7 @@ impl Plan {
                 auto_ack: args.auto_ack,
                 prefetch: args.prefetch,
                 ack_every,
+                arguments: parse_queue_args(&args.consumer_args)?,
             },
         })
     }

@@ -408,11 +408,17 @@ pub fn close_method() -> AMQPClass {
 }
 
 /// `basic.consume` for a consumer tag of our choosing.
-pub fn consume_method(queue: &str, consumer_tag: &str, no_ack: bool) -> AMQPClass {
+pub fn consume_method(
+    queue: &str,
+    consumer_tag: &str,
+    no_ack: bool,
+    arguments: &warren_amqp::types::FieldTable,
+) -> AMQPClass {
     AMQPClass::Basic(basic::AMQPMethod::Consume(basic::Consume {
         queue: queue.into(),
         consumer_tag: consumer_tag.into(),
         no_ack,
+        arguments: arguments.clone(),
         ..Default::default()
     }))
 }

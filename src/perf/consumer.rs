@@ -32,6 +32,8 @@ pub struct ConsumerOptions {
     pub prefetch: u16,
     /// Acknowledge after this many messages (one `basic.ack` with `multiple`).
     pub ack_every: u64,
+    /// basic.consume's arguments (`--consumer-args`), e.g. `x-stream-offset=first`.
+    pub arguments: warren_amqp::types::FieldTable,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -88,7 +90,10 @@ impl ConsumerConn {
         let tag_base = rand::random::<u32>();
         for (i, queue) in queues.iter().enumerate() {
             let tag = format!("perf-{tag_base:08x}-{i}");
-            conn.queue_method(i as u16 + 1, &consume_method(queue, &tag, opts.auto_ack))?;
+            conn.queue_method(
+                i as u16 + 1,
+                &consume_method(queue, &tag, opts.auto_ack, &opts.arguments),
+            )?;
         }
         conn.flush().await?;
 

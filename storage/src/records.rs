@@ -3,7 +3,7 @@
 
 use std::collections::BTreeMap;
 
-use bytes::{BufMut, Bytes, BytesMut};
+use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 
 use crate::StorageError;
@@ -181,18 +181,40 @@ pub struct StoredMessage {
 impl StoredMessage {
     /// `len(exchange) exchange len(key) key len32(properties) properties body`.
     pub fn encode(exchange: &[u8], routing_key: &[u8], properties: &[u8], body: &[u8]) -> Bytes {
+        let mut out = Vec::with_capacity(
+            6 + exchange.len() + routing_key.len() + properties.len() + body.len(),
+        );
+        Self::encode_into(
+            &mut out,
+            exchange,
+            routing_key,
+            |out| out.extend_from_slice(properties),
+            body,
+        );
+        Bytes::from(out)
+    }
+
+    /// As [`StoredMessage::encode`], appended to `out`, the properties written by
+    /// `write_properties` (a stream adds a header to them on the way).
+    pub fn encode_into(
+        out: &mut Vec<u8>,
+        exchange: &[u8],
+        routing_key: &[u8],
+        write_properties: impl FnOnce(&mut Vec<u8>),
+        body: &[u8],
+    ) {
         let ex = &exchange[..exchange.len().min(255)];
         let rk = &routing_key[..routing_key.len().min(255)];
-        let mut b =
-            BytesMut::with_capacity(6 + ex.len() + rk.len() + properties.len() + body.len());
-        b.put_u8(ex.len() as u8);
-        b.put_slice(ex);
-        b.put_u8(rk.len() as u8);
-        b.put_slice(rk);
-        b.put_u32(properties.len() as u32);
-        b.put_slice(properties);
-        b.put_slice(body);
-        b.freeze()
+        out.push(ex.len() as u8);
+        out.extend_from_slice(ex);
+        out.push(rk.len() as u8);
+        out.extend_from_slice(rk);
+        let at = out.len();
+        out.extend_from_slice(&[0; 4]);
+        write_properties(out);
+        let len = (out.len() - at - 4) as u32;
+        out[at..at + 4].copy_from_slice(&len.to_be_bytes());
+        out.extend_from_slice(body);
     }
 
     pub fn decode(data: Bytes) -> Result<Self, StorageError> {

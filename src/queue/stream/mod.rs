@@ -20,7 +20,7 @@ use std::time::Duration;
 use tokio::sync::{mpsc, oneshot};
 use warren_amqp::types::FieldTable;
 use warren_amqp::{AmqpError, PropertiesView};
-use warren_storage::stream::{StreamError, StreamFigures, StreamLog, StreamReader};
+use warren_storage::stream::{EntryBatch, StreamError, StreamFigures, StreamLog, StreamReader};
 use warren_storage::{MessageParts, Store, StoredMessage};
 
 use super::args::StreamArgs;
@@ -113,6 +113,21 @@ impl Settings {
     }
 }
 
+/// A message of the tail: as published, and with its `x-stream-offset` header once a consumer
+/// needed it (made once, whatever the number of consumers).
+struct TailEntry {
+    message: MessageRef,
+    stamped: Option<MessageRef>,
+}
+
+impl TailEntry {
+    fn stamped(&mut self, offset: u64) -> MessageRef {
+        self.stamped
+            .get_or_insert_with(|| with_offset(&self.message, offset))
+            .clone()
+    }
+}
+
 /// A publish waiting for its append.
 struct Pending {
     message: MessageRef,
@@ -123,6 +138,7 @@ struct Pending {
 enum Done {
     Appended {
         log: StreamLog,
+        batch: EntryBatch,
         result: Result<(), StreamError>,
         first: u64,
         messages: Vec<MessageRef>,
@@ -163,6 +179,8 @@ struct Owner {
     settings: Settings,
     /// The log, unless a blocking thread is appending to it.
     log: Option<StreamLog>,
+    /// What an append writes (reused; with the log while it appends).
+    batch: EntryBatch,
     reader: StreamReader,
     /// The offset the next publish gets.
     next_offset: u64,
@@ -171,7 +189,7 @@ struct Owner {
     pending_bytes: usize,
     syncs: Vec<oneshot::Sender<bool>>,
     /// The newest durable messages: `tail[i]` is offset `tail_first + i`.
-    tail: VecDeque<MessageRef>,
+    tail: VecDeque<TailEntry>,
     tail_first: u64,
     tail_bytes: u64,
     consumers: HashMap<u64, StreamConsumer>,
@@ -203,6 +221,7 @@ impl Owner {
             tail_first: figures.end_offset,
             figures,
             log: Some(log),
+            batch: EntryBatch::default(),
             handle,
             host,
             settings,
@@ -434,25 +453,20 @@ impl Owner {
             return;
         };
         let first = self.next_offset;
+        let mut batch = std::mem::take(&mut self.batch);
+        batch.clear();
         let mut messages = Vec::new();
         let mut confirms = Vec::new();
-        let mut entries = Vec::new();
-        let mut bytes = 0;
-        while messages.is_empty() || (messages.len() < APPEND_MESSAGES && bytes < APPEND_BYTES) {
+        while messages.is_empty()
+            || (messages.len() < APPEND_MESSAGES && batch.bytes() < APPEND_BYTES)
+        {
             let Some(p) = self.pending.pop_front() else {
                 break;
             };
-            bytes += p.message.body().len();
             self.pending_bytes = self.pending_bytes.saturating_sub(p.message.body().len());
             let offset = first + messages.len() as u64;
-            let message = with_offset(&p.message, offset);
-            entries.push(StoredMessage::encode(
-                message.exchange(),
-                message.routing_key(),
-                message.properties(),
-                message.body(),
-            ));
-            messages.push(message);
+            batch.push_with(|out| encode_entry(&p.message, offset, out));
+            messages.push(p.message);
             confirms.extend(p.confirm);
         }
         self.next_offset = first + messages.len() as u64;
@@ -465,9 +479,8 @@ impl Owner {
         let settings = self.settings;
         let done = self.done_tx.clone();
         tokio::task::spawn_blocking(move || {
-            let refs: Vec<&[u8]> = entries.iter().map(|e| &e[..]).collect();
             let now = now_ms();
-            let result = log.append(&refs, now);
+            let result = log.append(&batch, now);
             if result.is_ok() {
                 if let Err(e) = log.retain(settings.max_bytes, settings.max_age_ms, now) {
                     tracing::warn!("stream retention: {e}");
@@ -475,6 +488,7 @@ impl Owner {
             }
             let _ = done.send(Done::Appended {
                 log,
+                batch,
                 result,
                 first,
                 messages,
@@ -488,6 +502,7 @@ impl Owner {
         match done {
             Done::Appended {
                 log,
+                batch,
                 result,
                 first,
                 messages,
@@ -501,6 +516,7 @@ impl Owner {
                     self.next_offset = log.next_offset();
                 }
                 self.log = Some(log);
+                self.batch = batch;
                 self.figures = self.reader.figures();
                 if ok {
                     self.keep_in_tail(first, messages);
@@ -541,15 +557,18 @@ impl Owner {
             self.tail_bytes = 0;
             self.tail_first = first;
         }
-        for m in messages {
-            self.tail_bytes += m.body().len() as u64;
-            self.tail.push_back(m);
+        for message in messages {
+            self.tail_bytes += message.body().len() as u64;
+            self.tail.push_back(TailEntry {
+                message,
+                stamped: None,
+            });
         }
         while self.tail.len() > TAIL_MESSAGES || self.tail_bytes > TAIL_BYTES {
-            let Some(m) = self.tail.pop_front() else {
+            let Some(e) = self.tail.pop_front() else {
                 break;
             };
-            self.tail_bytes -= m.body().len() as u64;
+            self.tail_bytes -= e.message.body().len() as u64;
             self.tail_first += 1;
         }
     }
@@ -629,7 +648,7 @@ impl Owner {
                     }
                     if at >= self.tail_first {
                         let i = (at - self.tail_first) as usize;
-                        self.tail.get(i).map(|m| (at, m.clone()))
+                        self.tail.get_mut(i).map(|e| (at, e.stamped(at)))
                     } else {
                         if !c.reading {
                             c.reading = true;
@@ -722,6 +741,29 @@ fn with_offset(message: &MessageRef, offset: u64) -> MessageRef {
         Some(properties) => message.with_properties(&properties),
         None => replace_header(message, value),
     }
+}
+
+/// Writes `message` as the log keeps it (the store's message encoding, its properties with the
+/// `x-stream-offset` header) at the end of `out`.
+fn encode_entry(message: &MessageRef, offset: u64, out: &mut Vec<u8>) {
+    let value = i64::try_from(offset).unwrap_or(i64::MAX);
+    StoredMessage::encode_into(
+        out,
+        message.exchange(),
+        message.routing_key(),
+        |out| {
+            let raw = message.properties();
+            if !warren_amqp::properties::write_with_long_long_header(
+                raw,
+                offset::ARGUMENT,
+                value,
+                out,
+            ) {
+                out.extend_from_slice(replace_header(message, value).properties());
+            }
+        },
+        message.body(),
+    );
 }
 
 /// The slow way, for properties that already have the header (a message from another stream).

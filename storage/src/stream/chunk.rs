@@ -70,6 +70,7 @@ impl ChunkHeader {
 }
 
 /// Encodes entries as one chunk starting at `first_offset` into `out` (cleared first).
+#[cfg(test)]
 pub fn encode<'a>(
     first_offset: u64,
     timestamp_ms: i64,

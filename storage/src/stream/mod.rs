@@ -152,6 +152,73 @@ pub struct StreamFigures {
     pub bytes: u64,
 }
 
+/// Entries to append, each encoded straight into one buffer as a chunk's data holds them
+/// (`length u32, entry`), so that appending copies nothing per entry and allocates nothing once
+/// the buffer has grown. Reused from append to append.
+#[derive(Debug, Default)]
+pub struct EntryBatch {
+    data: Vec<u8>,
+    /// Where each entry's record ends in `data`.
+    ends: Vec<usize>,
+}
+
+impl EntryBatch {
+    pub fn clear(&mut self) {
+        self.data.clear();
+        self.ends.clear();
+    }
+
+    pub fn len(&self) -> usize {
+        self.ends.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.ends.is_empty()
+    }
+
+    /// Bytes of the entries so far.
+    pub fn bytes(&self) -> usize {
+        self.data.len()
+    }
+
+    /// Adds one entry, written by `write` at the end of the buffer it is given.
+    pub fn push_with(&mut self, write: impl FnOnce(&mut Vec<u8>)) {
+        let start = self.data.len();
+        self.data.extend_from_slice(&[0; 4]);
+        write(&mut self.data);
+        let len = (self.data.len() - start - 4) as u32;
+        self.data[start..start + 4].copy_from_slice(&len.to_be_bytes());
+        self.ends.push(self.data.len());
+    }
+
+    pub fn push(&mut self, entry: &[u8]) {
+        self.push_with(|out| out.extend_from_slice(entry));
+    }
+
+    /// The batch cut into chunks: (first entry, entries, data) each.
+    fn chunks(&self) -> impl Iterator<Item = (usize, u32, &[u8])> + '_ {
+        let mut first = 0;
+        let mut start = 0;
+        std::iter::from_fn(move || {
+            if first == self.ends.len() {
+                return None;
+            }
+            let mut n = 1;
+            while first + n < self.ends.len()
+                && n < MAX_CHUNK_ENTRIES
+                && self.ends[first + n] - start <= MAX_CHUNK_DATA
+            {
+                n += 1;
+            }
+            let end = self.ends[first + n - 1];
+            let chunk = (first, n as u32, &self.data[start..end]);
+            first += n;
+            start = end;
+            Some(chunk)
+        })
+    }
+}
+
 /// The appending side of a stream's log.
 pub struct StreamLog {
     layout: Arc<Mutex<Layout>>,
@@ -247,15 +314,19 @@ impl StreamLog {
         self.max_segment_bytes = max.max(1);
     }
 
-    /// Appends `entries` (given the offsets from [`StreamLog::next_offset`] on) as chunks stamped
-    /// `timestamp_ms`, written and fsynced before it returns; readers see them then. On an error
-    /// nothing of it is kept (the file is cut back) and the offsets will be given again.
-    pub fn append(&mut self, entries: &[&[u8]], timestamp_ms: i64) -> Result<(), StreamError> {
-        if let Some(big) = entries.iter().find(|e| e.len() > chunk::MAX_DATA_LEN - 4) {
-            return Err(StreamError::TooLarge(big.len()));
+    /// Appends the batch's entries (given the offsets from [`StreamLog::next_offset`] on) as
+    /// chunks stamped `timestamp_ms`, written and fsynced before it returns; readers see them
+    /// then. On an error nothing of it is kept (the file is cut back) and the offsets will be
+    /// given again.
+    pub fn append(&mut self, batch: &EntryBatch, timestamp_ms: i64) -> Result<(), StreamError> {
+        if let Some((_, _, data)) = batch
+            .chunks()
+            .find(|(_, _, data)| data.len() > chunk::MAX_DATA_LEN)
+        {
+            return Err(StreamError::TooLarge(data.len()));
         }
         let before = self.clone_state();
-        match self.write_all(entries, timestamp_ms) {
+        match self.write_all(batch, timestamp_ms) {
             Ok(()) => Ok(()),
             Err(e) => {
                 self.restore(before);
@@ -264,7 +335,7 @@ impl StreamLog {
         }
     }
 
-    fn write_all(&mut self, entries: &[&[u8]], timestamp_ms: i64) -> Result<(), StreamError> {
+    fn write_all(&mut self, batch: &EntryBatch, timestamp_ms: i64) -> Result<(), StreamError> {
         let dir = self.dir();
         // Each chunk written: its header, its segment (by first offset), its position there.
         let mut chunks: Vec<(ChunkHeader, u64, u64)> = Vec::new();
@@ -273,50 +344,61 @@ impl StreamLog {
             let active = layout.segments.last().expect("never empty");
             (active.first_offset, active.bytes)
         };
-        let mut rest = entries;
-        while !rest.is_empty() {
-            let mut n = 0;
-            let mut data = 0;
-            while n < rest.len() && n < MAX_CHUNK_ENTRIES {
-                let add = rest[n].len() + 4;
-                if n > 0 && data + add > MAX_CHUNK_DATA {
-                    break;
-                }
-                data += add;
-                n += 1;
-            }
-            let (now, later) = rest.split_at(n);
-            rest = later;
-            let header = chunk::encode(
-                self.next_offset,
+        // What goes to the current segment, written at once.
+        let mut out = std::mem::take(&mut self.buf);
+        out.clear();
+        let mut result = Ok(());
+        for (_, count, data) in batch.chunks() {
+            let header = ChunkHeader {
+                first_offset: self.next_offset,
+                count,
                 timestamp_ms,
-                now.iter().copied(),
-                &mut self.buf,
-            );
+                data_len: data.len() as u32,
+                crc: crc32fast::hash(data),
+            };
             if segment_size > 0 && segment_size + header.stored_len() > self.max_segment_bytes {
                 // A new segment, named by its first offset; the one before is whole on disk.
                 let full = segment_path(&dir, segment_first);
-                self.file.sync_data().map_err(io_at(&full))?;
+                result = self
+                    .file
+                    .write_all(&out)
+                    .and_then(|()| self.file.sync_data())
+                    .map_err(io_at(&full));
+                out.clear();
+                if result.is_err() {
+                    break;
+                }
                 segment_first = self.next_offset;
                 let path = segment_path(&dir, segment_first);
-                self.file = OpenOptions::new()
-                    .create(true)
-                    .append(true)
-                    .open(&path)
-                    .map_err(io_at(&path))?;
-                sync_dir(&dir)?;
+                match OpenOptions::new().create(true).append(true).open(&path) {
+                    Ok(file) => self.file = file,
+                    Err(e) => {
+                        result = Err(io_at(&path)(e));
+                        break;
+                    }
+                }
+                if let Err(e) = sync_dir(&dir) {
+                    result = Err(e);
+                    break;
+                }
                 segment_size = 0;
             }
-            self.file
-                .write_all(&self.buf)
-                .map_err(io_at(&segment_path(&dir, segment_first)))?;
+            out.extend_from_slice(&header.encode());
+            out.extend_from_slice(data);
             chunks.push((header, segment_first, segment_size));
             segment_size += header.stored_len();
             self.next_offset = header.end_offset();
         }
-        self.file
-            .sync_data()
-            .map_err(io_at(&segment_path(&dir, segment_first)))?;
+        if result.is_ok() {
+            result = self
+                .file
+                .write_all(&out)
+                .and_then(|()| self.file.sync_data())
+                .map_err(io_at(&segment_path(&dir, segment_first)));
+        }
+        out.clear();
+        self.buf = out;
+        result?;
         // Durable: now readers may see it.
         let mut layout = self.layout();
         for (header, segment_first, position) in chunks {

@@ -5,9 +5,11 @@ fn entry(i: u64) -> Vec<u8> {
 }
 
 fn append_range(log: &mut StreamLog, range: std::ops::Range<u64>, ts: i64) {
-    let owned: Vec<Vec<u8>> = range.map(entry).collect();
-    let entries: Vec<&[u8]> = owned.iter().map(Vec::as_slice).collect();
-    log.append(&entries, ts).unwrap();
+    let mut batch = EntryBatch::default();
+    for i in range {
+        batch.push(&entry(i));
+    }
+    log.append(&batch, ts).unwrap();
 }
 
 fn read_all(reader: &StreamReader, from: u64) -> Vec<(u64, Vec<u8>)> {
@@ -124,8 +126,11 @@ fn reads_are_bounded_and_chunks_split_big_appends() {
     let dir = tempfile::tempdir().unwrap();
     let mut log = StreamLog::open(dir.path(), DEFAULT_MAX_SEGMENT_BYTES).unwrap();
     let big = vec![7u8; 300 * 1024];
-    let entries: Vec<&[u8]> = (0..10).map(|_| big.as_slice()).collect();
-    log.append(&entries, 5).unwrap();
+    let mut batch = EntryBatch::default();
+    for _ in 0..10 {
+        batch.push(&big);
+    }
+    log.append(&batch, 5).unwrap();
     // 300 KiB entries: three to a 1 MiB chunk.
     assert_eq!(log.figures().last_chunk, 9);
     let mut n = 0;
