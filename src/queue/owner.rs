@@ -31,7 +31,7 @@ const PAGE_OUT_BACKLOG: usize = 2048;
 /// Consumer ids are unique counters: a multiplicative hash spreads them well enough, and a
 /// delivery looks its consumer up a few times (credit, then send), so the lookup stays cheap.
 #[derive(Default)]
-struct IdHasher(u64);
+pub(super) struct IdHasher(u64);
 
 impl std::hash::Hasher for IdHasher {
     fn finish(&self) -> u64 {
@@ -49,7 +49,10 @@ impl std::hash::Hasher for IdHasher {
     }
 }
 
-type ConsumerMap = HashMap<u64, ConsumerOutbox, std::hash::BuildHasherDefault<IdHasher>>;
+type ConsumerMap = HashMap<u64, ConsumerOutbox, IdHash>;
+
+/// Hashing for maps keyed by counters.
+pub(super) type IdHash = std::hash::BuildHasherDefault<IdHasher>;
 
 /// The state machine's world: everything [`QueueCore`] may not touch itself.
 struct World {

@@ -26,6 +26,7 @@ use warren_storage::{MessageParts, Store, StoredMessage};
 use super::args::StreamArgs;
 use super::dedup::{self, DedupCache};
 use super::host::QueueHost;
+use super::owner::IdHash;
 use super::{ConsumerOutbox, PublishConfirm, QueueCommand, QueueHandle, QueueSpec, QueueStats};
 use crate::message::{Message, MessageRef};
 pub use offset::StreamStart;
@@ -146,11 +147,12 @@ enum Done {
         syncs: Vec<oneshot::Sender<bool>>,
     },
     Read {
-        consumer: u64,
+        /// The consumer's key.
+        key: u64,
         result: Result<Vec<(u64, MessageRef)>, StreamError>,
     },
     Located {
-        consumer: u64,
+        key: u64,
         offset: u64,
     },
 }
@@ -164,6 +166,10 @@ enum Position {
 }
 
 struct StreamConsumer {
+    /// Its id in the broker.
+    id: u64,
+    /// Deliveries made so far (the low 32 bits of their ids).
+    delivered: u64,
     outbox: ConsumerOutbox,
     prefetch: u32,
     outstanding: u32,
@@ -192,10 +198,14 @@ struct Owner {
     tail: VecDeque<TailEntry>,
     tail_first: u64,
     tail_bytes: u64,
-    consumers: HashMap<u64, StreamConsumer>,
-    /// Delivery id → consumer, for the deliveries not yet settled.
-    in_flight: HashMap<u64, u64>,
-    next_delivery: u64,
+    /// By a key of the stream's own (a counter): a delivery's id is its consumer's key in the
+    /// high 32 bits, so that settling finds the consumer without a map of deliveries.
+    consumers: HashMap<u64, StreamConsumer, IdHash>,
+    /// Consumer id (the broker's) → key.
+    keys: HashMap<u64, u64, IdHash>,
+    next_key: u64,
+    /// Reused by each dispatch.
+    serving: Vec<u64>,
     dedup: Option<DedupCache>,
     done_tx: mpsc::UnboundedSender<Done>,
     done_rx: mpsc::UnboundedReceiver<Done>,
@@ -230,9 +240,10 @@ impl Owner {
             syncs: Vec::new(),
             tail: VecDeque::new(),
             tail_bytes: 0,
-            consumers: HashMap::new(),
-            in_flight: HashMap::new(),
-            next_delivery: 1,
+            consumers: HashMap::default(),
+            keys: HashMap::default(),
+            next_key: 1,
+            serving: Vec::new(),
             dedup,
             done_tx,
             done_rx,
@@ -326,7 +337,8 @@ impl Owner {
                 }
             }
             QueueCommand::Consume(consumer, reply) => {
-                let id = consumer.spec.id;
+                let key = self.next_key;
+                self.next_key += 1;
                 let start = consumer.stream_start.unwrap_or(StreamStart::Next);
                 let position = match start {
                     StreamStart::First => Position::At(self.figures.first_offset),
@@ -341,17 +353,17 @@ impl Owner {
                                 tracing::warn!("stream: cannot look a timestamp up: {e}");
                                 reader.figures().end_offset
                             });
-                            let _ = done.send(Done::Located {
-                                consumer: id,
-                                offset,
-                            });
+                            let _ = done.send(Done::Located { key, offset });
                         });
                         Position::Locating
                     }
                 };
+                self.keys.insert(consumer.spec.id, key);
                 self.consumers.insert(
-                    id,
+                    key,
                     StreamConsumer {
+                        id: consumer.spec.id,
+                        delivered: 0,
                         outbox: consumer.outbox,
                         prefetch: consumer.spec.prefetch.max(1),
                         outstanding: 0,
@@ -363,7 +375,9 @@ impl Owner {
                 let _ = reply.send(Ok(()));
             }
             QueueCommand::Cancel { consumer_id, done } => {
-                self.forget_consumer(consumer_id);
+                if let Some(key) = self.keys.get(&consumer_id).copied() {
+                    self.forget_consumer(key);
+                }
                 let _ = done.send(());
             }
             // Refused by the channel before it gets here (RabbitMQ: 540): nothing to get.
@@ -373,10 +387,9 @@ impl Owner {
             // Settling gives the consumer its credit back; nothing leaves the stream.
             QueueCommand::Ack(ids) | QueueCommand::Reject(ids) | QueueCommand::Requeue(ids) => {
                 for id in ids {
-                    if let Some(consumer) = self.in_flight.remove(&id) {
-                        if let Some(c) = self.consumers.get_mut(&consumer) {
-                            c.outstanding = c.outstanding.saturating_sub(1);
-                        }
+                    // A consumer since cancelled is not found: nothing to give back.
+                    if let Some(c) = self.consumers.get_mut(&(id >> 32)) {
+                        c.outstanding = c.outstanding.saturating_sub(1);
                     }
                 }
             }
@@ -386,13 +399,13 @@ impl Owner {
             QueueCommand::Delete { reply, .. } => {
                 // RabbitMQ deletes a stream whatever if-unused and if-empty say.
                 self.deleted = true;
-                for (id, c) in self.consumers.drain() {
+                for (_, c) in self.consumers.drain() {
                     let _ = c.outbox.events.send(super::ConnEvent::ConsumerCancelled {
                         channel: c.outbox.channel,
-                        consumer_id: id,
+                        consumer_id: c.id,
                     });
                 }
-                self.in_flight.clear();
+                self.keys.clear();
                 self.handle.mark_deleted();
                 if let Some(host) = self.host.upgrade() {
                     host.forget_queue(&self.handle);
@@ -528,8 +541,8 @@ impl Owner {
                     let _ = s.send(ok);
                 }
             }
-            Done::Read { consumer, result } => {
-                let Some(c) = self.consumers.get_mut(&consumer) else {
+            Done::Read { key, result } => {
+                let Some(c) = self.consumers.get_mut(&key) else {
                     return;
                 };
                 c.reading = false;
@@ -539,12 +552,12 @@ impl Owner {
                     Err(e) => {
                         tracing::error!(queue = %self.handle.name, "cannot read the stream: {e}");
                         // Cancelled, as RabbitMQ cancels a consumer whose reader failed.
-                        self.cancel_consumer(consumer);
+                        self.cancel_consumer(key);
                     }
                 }
             }
-            Done::Located { consumer, offset } => {
-                if let Some(c) = self.consumers.get_mut(&consumer) {
+            Done::Located { key, offset } => {
+                if let Some(c) = self.consumers.get_mut(&key) {
                     c.position = Position::At(offset);
                 }
             }
@@ -584,43 +597,43 @@ impl Owner {
         }
     }
 
-    fn cancel_consumer(&mut self, id: u64) {
-        if let Some(c) = self.consumers.get(&id) {
+    fn cancel_consumer(&mut self, key: u64) {
+        if let Some(c) = self.consumers.get(&key) {
             let _ = c.outbox.events.send(super::ConnEvent::ConsumerCancelled {
                 channel: c.outbox.channel,
-                consumer_id: id,
+                consumer_id: c.id,
             });
         }
-        self.forget_consumer(id);
+        self.forget_consumer(key);
     }
 
-    fn forget_consumer(&mut self, id: u64) {
-        if self.consumers.remove(&id).is_some() {
-            self.in_flight.retain(|_, c| *c != id);
+    /// Forgets the consumer of key `key`.
+    fn forget_consumer(&mut self, key: u64) {
+        if let Some(c) = self.consumers.remove(&key) {
+            self.keys.remove(&c.id);
         }
     }
 
     /// Hands each consumer what its credit allows: from what it read ahead, from the tail, or
     /// by starting a read from disk.
     fn dispatch(&mut self) {
-        let mut gone = Vec::new();
-        let ids: Vec<u64> = self.consumers.keys().copied().collect();
-        for id in ids {
-            if !self.serve(id) {
-                gone.push(id);
+        let mut keys = std::mem::take(&mut self.serving);
+        keys.clear();
+        keys.extend(self.consumers.keys().copied());
+        for &key in &keys {
+            if !self.serve(key) {
+                self.forget_consumer(key);
             }
         }
-        for id in gone {
-            self.forget_consumer(id);
-        }
+        self.serving = keys;
     }
 
     /// False if the consumer's connection is gone.
-    fn serve(&mut self, id: u64) -> bool {
+    fn serve(&mut self, key: u64) -> bool {
         let first = self.figures.first_offset;
         let end = self.figures.end_offset;
         loop {
-            let Some(c) = self.consumers.get_mut(&id) else {
+            let Some(c) = self.consumers.get_mut(&key) else {
                 return true;
             };
             if c.outbox.events.is_closed() {
@@ -665,10 +678,7 @@ impl Owner {
                                         }
                                     })
                                     .map(|_| read);
-                                let _ = done.send(Done::Read {
-                                    consumer: id,
-                                    result,
-                                });
+                                let _ = done.send(Done::Read { key, result });
                             });
                         }
                         return true;
@@ -682,18 +692,17 @@ impl Owner {
                 c.ahead.push_front((offset, message));
                 return true;
             }
-            let delivery = self.next_delivery;
-            self.next_delivery += 1;
+            c.delivered += 1;
+            let delivery = key << 32 | (c.delivered & 0xFFFF_FFFF);
             if !c
                 .outbox
-                .deliver(&self.handle, id, delivery, false, false, message)
+                .deliver(&self.handle, c.id, delivery, false, false, message)
             {
                 c.outbox.channel_flow.give_back(1);
                 return false;
             }
             c.outstanding += 1;
             c.position = Position::At(offset + 1);
-            self.in_flight.insert(delivery, id);
         }
     }
 }
