@@ -20,11 +20,15 @@
 #      freshly restarted broker, so that memory kept from the floods of a-e does not count)
 #   h  b on a priority queue (x-max-priority 10), priorities 0-9 in turn   consumed msg/s
 #   i  b with a per-message expiration (60 s, nothing expires)   consumed msg/s
+#   j  1 producer -> a stream (x-queue-type=stream), 16 B, confirms (1000 in flight), no
+#      consumer                                                  confirmed msg/s
+#   k  10 consumers each reading one stream from `first` (prefetch 1000), the stream filled by
+#      a DURATION-long run of j first (it grows round by round)  delivered msg/s (all 10)
 #
 # Environment:
 #   DURATION=10        seconds per run
 #   ROUNDS=2           rounds (the table shows the median over rounds)
-#   SCENARIOS="a b c d e f g h i"
+#   SCENARIOS="a b c d e f g h i j k"
 #   EXTRA_URI="amqp://user:pass@host:port/vhost ..."  more brokers (already running), one column
 #                      each; their RSS is not measured
 #   WARREN_BIN         prebuilt warren binary (default: cargo build --release, then
@@ -42,7 +46,7 @@ TARGET_DIR="${CARGO_TARGET_DIR:-$ROOT/target}"
 case "$TARGET_DIR" in /*) ;; *) TARGET_DIR="$ROOT/$TARGET_DIR" ;; esac
 DURATION="${DURATION:-10}"
 ROUNDS="${ROUNDS:-2}"
-SCENARIOS="${SCENARIOS:-a b c d e f g h i}"
+SCENARIOS="${SCENARIOS:-a b c d e f g h i j k}"
 EXTRA_URI="${EXTRA_URI:-}"
 RMQ_LIB=/usr/lib/rabbitmq/bin
 
@@ -52,7 +56,7 @@ die() { log "error: $*"; exit 2; }
 [[ "$DURATION" =~ ^[0-9]+([.][0-9]+)?$ ]] || die "DURATION must be a number of seconds"
 [[ "$ROUNDS" =~ ^[1-9][0-9]*$ ]] || die "ROUNDS must be a positive integer"
 for s in $SCENARIOS; do
-  case "$s" in a|b|c|d|e|f|g|h|i) ;; *) die "unknown scenario '$s' (a-i)" ;; esac
+  case "$s" in a|b|c|d|e|f|g|h|i|j|k) ;; *) die "unknown scenario '$s' (a-k)" ;; esac
 done
 command -v python3 >/dev/null || die "python3 is required"
 
@@ -254,6 +258,8 @@ scenario_args() {
     g) echo "-x 1000 -y 1 -r 10 -s 16 -a" ;;
     h) echo "-x 1 -y 1 -s 1024 -c 1000 -q 1000 --queue-args x-max-priority=10 --message-properties priority=0-9" ;;
     i) echo "-x 1 -y 1 -s 1024 -c 1000 -q 1000 --message-properties expiration=60000" ;;
+    j) echo "-x 1 -y 0 -s 16 -c 1000 -f persistent --queue-args x-queue-type=stream" ;;
+    k) echo "-x 0 -y 10 -q 1000 -u perf-stream-k -f persistent --queue-args x-queue-type=stream --consumer-args x-stream-offset=first" ;;
   esac
 }
 
@@ -267,6 +273,13 @@ run_one() {
   local round="$1" s="$2" b="$3" uri="${URI_OF[$3]}" pid="${PID_OF[$3]:-}" out json peak=0 before=0 rc=0
   out="$TMP/run-$round-$s-$b.out"
   if [ -n "$pid" ]; then before="$(rss_kib "$pid")"; fi
+  if [ "$s" = k ]; then
+    # The stream k reads, filled (more) first.
+    # shellcheck disable=SC2046
+    RUST_BACKTRACE=0 timeout --kill-after=10 $((${DURATION%.*} + 120)) "$BIN" perf --uri "$uri" \
+      -x 1 -y 0 -s 16 -c 1000 -u perf-stream-k -f persistent --queue-args x-queue-type=stream \
+      -z "$DURATION" --json >"$out.fill" 2>&1 || log "round $round: filling the stream for k failed"
+  fi
   # shellcheck disable=SC2046
   RUST_BACKTRACE=0 timeout --kill-after=10 $((${DURATION%.*} + 120)) "$BIN" perf --uri "$uri" $(scenario_args "$s") \
     -z "$DURATION" --json >"$out" 2>"$out.err" &
@@ -368,6 +381,8 @@ def consumed(j, *_):
     return j["consumed_per_s"]
 def published(j, *_):
     return j["published_per_s"]
+def confirmed(j, *_):
+    return j["confirmed_per_s"]
 def lat(q):
     return lambda j, *_: (j.get("latency_us") or {}).get(q)
 def rss(_, peak, __):
@@ -389,6 +404,8 @@ rows = [
     ("g", "", "peak broker RSS MiB", rss, "lower"),
     ("h", "b, priority queue, 10 levels", "consumed msg/s", consumed, "higher"),
     ("i", "b, per-message TTL", "consumed msg/s", consumed, "higher"),
+    ("j", "1->stream 16 B, confirms", "confirmed msg/s", confirmed, "higher"),
+    ("k", "10 stream readers from first", "delivered msg/s", consumed, "higher"),
 ]
 present = {s for (s, _) in runs}
 header = ["", "scenario", "metric"] + brokers
