@@ -134,6 +134,32 @@ async fn render(broker: &Broker, per_object: bool) -> String {
         "Sum of ready and unacknowledged messages - total queue depth",
         &series(|i| u64::from(i.ready) + u64::from(i.unacked)),
     );
+    // Streams' logs (Warren's own series).
+    let streams = |f: fn(&warren_storage::stream::StreamFigures) -> u64| -> Vec<(String, f64)> {
+        let figures = queues
+            .iter()
+            .filter_map(|s| s.queue.stream_figures().map(|f| (s, f)));
+        if per_object {
+            figures
+                .map(|(s, fig)| {
+                    let labels = labels(&[("vhost", &s.vhost), ("queue", &s.queue.name)]);
+                    (labels, f(&fig) as f64)
+                })
+                .collect()
+        } else {
+            vec![(String::new(), figures.map(|(_, fig)| f(&fig) as f64).sum())]
+        }
+    };
+    out.gauge(
+        "warren_stream_segments",
+        "Segment files of streams",
+        &streams(|f| f.segments as u64),
+    );
+    out.gauge(
+        "warren_stream_disk_bytes",
+        "Bytes of streams' segment files",
+        &streams(|f| f.bytes),
+    );
     let t = broker.counters.totals();
     for (name, help, value) in [
         ("received", "Total number of messages received from publishers", t.received),

@@ -650,6 +650,17 @@ async fn retention_set_by_a_policy_applies_to_a_stream_already_holding_messages(
     );
     assert_eq!(after["committed_offset"], 30);
     assert_eq!(after["messages"].as_u64().unwrap(), 30 - first);
+    // Prometheus: the stream's segments and bytes.
+    let (_, metrics) = http_get(b.http_addr, "/metrics/per-object", None);
+    let series = |name: &str| {
+        metrics
+            .lines()
+            .find(|l| l.starts_with(name) && l.contains("queue=\"ruled\""))
+            .and_then(|l| l.rsplit(' ').next())
+            .and_then(|v| v.parse::<f64>().ok())
+    };
+    assert_eq!(series("warren_stream_segments"), after["segments"].as_f64(), "{metrics}");
+    assert_eq!(series("warren_stream_disk_bytes"), after["disk_bytes"].as_f64(), "{metrics}");
     let (_c, mut consumer) = consume_from(&conn, "ruled", 50, Some(text("first"))).await;
     let got = take_acked(&mut consumer, (30 - first) as usize).await;
     assert_eq!(got.first().map(|g| g.0 as u64), Some(first));
