@@ -659,10 +659,106 @@ async fn retention_set_by_a_policy_applies_to_a_stream_already_holding_messages(
             .and_then(|l| l.rsplit(' ').next())
             .and_then(|v| v.parse::<f64>().ok())
     };
-    assert_eq!(series("warren_stream_segments"), after["segments"].as_f64(), "{metrics}");
-    assert_eq!(series("warren_stream_disk_bytes"), after["disk_bytes"].as_f64(), "{metrics}");
+    assert_eq!(
+        series("warren_stream_segments"),
+        after["segments"].as_f64(),
+        "{metrics}"
+    );
+    assert_eq!(
+        series("warren_stream_disk_bytes"),
+        after["disk_bytes"].as_f64(),
+        "{metrics}"
+    );
     let (_c, mut consumer) = consume_from(&conn, "ruled", 50, Some(text("first"))).await;
     let got = take_acked(&mut consumer, (30 - first) as usize).await;
     assert_eq!(got.first().map(|g| g.0 as u64), Some(first));
+    b.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_frozen_stream_reader_holds_up_nobody_and_is_dropped_on_missed_heartbeats() {
+    use warren_amqp::protocol::{basic, AMQPClass};
+    let b = start().await;
+    let conn = lapin_connect(&b).await;
+    let ch = confirming_channel(&conn).await;
+    declare_stream(&ch, "frozen", &[]).await;
+    // 40 MB: more than a socket's buffers and the broker's output buffer for one connection.
+    let body = vec![b'f'; 2048];
+    let mut confirms = FuturesUnordered::new();
+    for _ in 0..20_000 {
+        let c = ch
+            .basic_publish(
+                "".into(),
+                "frozen".into(),
+                BasicPublishOptions::default(),
+                &body,
+                BasicProperties::default(),
+            )
+            .await
+            .expect("publish");
+        confirms.push(c);
+        while confirms.len() > 500 {
+            assert!(confirms.next().await.unwrap().unwrap().is_ack());
+        }
+    }
+    while let Some(c) = confirms.next().await {
+        assert!(c.unwrap().is_ack());
+    }
+    // Frozen (as with SIGSTOP): subscribes with the largest prefetch, then reads nothing and
+    // sends nothing, heartbeats included.
+    let mut frozen = Raw::open_with(
+        b.addr,
+        Handshake {
+            heartbeat: 1,
+            ..Handshake::default()
+        },
+    )
+    .await;
+    frozen.open_channel(1).await;
+    frozen.qos(1, u16::MAX, false).await;
+    let mut args = FieldTable::default();
+    args.insert("x-stream-offset".into(), text("first"));
+    frozen
+        .send_method(
+            1,
+            AMQPClass::Basic(basic::AMQPMethod::Consume(basic::Consume {
+                queue: "frozen".into(),
+                consumer_tag: "frozen".into(),
+                arguments: args,
+                ..Default::default()
+            })),
+        )
+        .await;
+    // Meanwhile a reader gets everything, and a publisher its confirms.
+    let more: Vec<String> = (0..200).map(|i| format!("later {i}")).collect();
+    publish_each_confirmed(&ch, "frozen", &more).await;
+    let (_c, mut reader) = consume_from(&conn, "frozen", 500, Some(text("first"))).await;
+    for i in 0..20_200i64 {
+        let d = lapin_next(&mut reader).await;
+        assert_eq!(offset_of(&d), i);
+        if i % 100 == 99 {
+            d.ack(BasicAckOptions { multiple: true })
+                .await
+                .expect("ack");
+        }
+    }
+    // The frozen one is dropped once its heartbeats stop: the stream has one consumer left.
+    within_long("the frozen reader dropped", async {
+        loop {
+            let (_, body) = http_json(
+                b.http_addr,
+                "GET",
+                "/api/queues/%2F/frozen",
+                None,
+                ("guest", "guest"),
+            );
+            if body["consumers"] == 1 {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    })
+    .await;
+    drop(frozen);
     b.stop().await;
 }
