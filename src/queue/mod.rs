@@ -497,9 +497,10 @@ impl QueueHandle {
         self.forwards || self.replicated || self.stream
     }
 
-    /// Whether it is a stream (served from its own log; see [`stream`]).
+    /// Whether it is a stream (served from its own log; see [`stream`]), here or, for a proxy,
+    /// on its home node: clients get a stream's rules on any node.
     pub fn is_stream(&self) -> bool {
-        self.stream
+        self.stream || (self.forwards && self.args.queue_type == args::QueueType::Stream)
     }
 
     /// A stream's offsets, segments and bytes on disk (None for other queues, and until its

@@ -671,6 +671,57 @@ async fn a_queue_on_one_node_is_published_to_and_consumed_from_the_others() {
     for conn in [&c1, &c2, &c3] {
         eventually_async(|| async { passive(conn, "orders").await.is_err() }, true).await;
     }
+
+    // A stream on n1, published to through n2 and read from an offset through n3.
+    let mut stream_args = lapin::types::FieldTable::default();
+    stream_args.insert(
+        "x-queue-type".into(),
+        lapin::types::AMQPValue::LongString("stream".into()),
+    );
+    ch1.queue_declare("events".into(), durable(), stream_args)
+        .await
+        .expect("stream on n1");
+    eventually_async(|| async { passive(&c2, "events").await.is_ok() }, true).await;
+    for i in 0..10u32 {
+        publish_confirmed(&ch2, "", "events", format!("event {i}").as_bytes(), false).await;
+    }
+    let reader = crate::common::lapin_channel(&c3).await;
+    // Through n3 too, a stream's rules: a consumer needs a prefetch.
+    let refused = reader
+        .basic_consume(
+            "events".into(),
+            "".into(),
+            Default::default(),
+            Default::default(),
+        )
+        .await
+        .expect_err("no prefetch");
+    assert_eq!(crate::common::lapin_code(&refused), Some(406), "{refused}");
+    let reader = crate::common::lapin_channel(&c3).await;
+    reader.basic_qos(5, Default::default()).await.expect("qos");
+    let mut from = lapin::types::FieldTable::default();
+    from.insert(
+        "x-stream-offset".into(),
+        lapin::types::AMQPValue::LongLongInt(6),
+    );
+    let mut consumer = reader
+        .basic_consume("events".into(), "".into(), Default::default(), from)
+        .await
+        .expect("consume through n3");
+    for i in 6..10u32 {
+        let d = crate::common::lapin_next(&mut consumer).await;
+        assert_eq!(d.data, format!("event {i}").into_bytes());
+        let offset = d
+            .properties
+            .headers()
+            .as_ref()
+            .and_then(|h| h.inner().get("x-stream-offset").cloned());
+        assert_eq!(
+            offset,
+            Some(lapin::types::AMQPValue::LongLongInt(i64::from(i)))
+        );
+        d.ack(Default::default()).await.expect("ack");
+    }
 }
 
 async fn eventually_async<T, F, Fut>(mut probe: F, expected: T)
