@@ -762,3 +762,48 @@ async fn a_frozen_stream_reader_holds_up_nobody_and_is_dropped_on_missed_heartbe
     drop(frozen);
     b.stop().await;
 }
+
+#[tokio::test]
+async fn a_deduplicating_stream_keeps_one_of_each_message_id() {
+    let b = start().await;
+    let conn = lapin_connect(&b).await;
+    let ch = confirming_channel(&conn).await;
+    declare_stream(
+        &ch,
+        "dedup",
+        &[("x-message-deduplication", AMQPValue::Boolean(true))],
+    )
+    .await;
+    for (id, body) in [
+        ("a", "first a"),
+        ("b", "b"),
+        ("a", "second a"),
+        ("c", "c"),
+        ("b", "again b"),
+    ] {
+        let confirm = ch
+            .basic_publish(
+                "".into(),
+                "dedup".into(),
+                BasicPublishOptions::default(),
+                body.as_bytes(),
+                BasicProperties::default().with_message_id(id.into()),
+            )
+            .await
+            .expect("publish");
+        // A duplicate is confirmed too (it is there already).
+        assert!(confirm.await.expect("confirm").is_ack());
+    }
+    let (_c, mut consumer) = consume_from(&conn, "dedup", 10, Some(text("first"))).await;
+    let got = take_acked(&mut consumer, 3).await;
+    assert_eq!(
+        got,
+        vec![
+            (0, "first a".to_owned()),
+            (1, "b".to_owned()),
+            (2, "c".to_owned())
+        ]
+    );
+    lapin_none(&mut consumer).await;
+    b.stop().await;
+}

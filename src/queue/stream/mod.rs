@@ -14,6 +14,7 @@
 pub mod offset;
 
 use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Weak};
 use std::time::Duration;
 
@@ -34,12 +35,16 @@ pub use offset::StreamStart;
 /// Recent messages kept in memory for the consumers that follow the end of the stream.
 const TAIL_BYTES: u64 = 8 * 1024 * 1024;
 const TAIL_MESSAGES: usize = 16 * 1024;
+/// The tails of all streams together keep at most this much (beyond it each stream keeps no
+/// more than it just appended): many streams do not add up to a backlog in memory.
+const ALL_TAILS_BYTES: u64 = 128 * 1024 * 1024;
+static ALL_TAILS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
 /// What one append takes at most (the rest waits for the next).
 const APPEND_MESSAGES: usize = 4096;
 const APPEND_BYTES: usize = 16 * 1024 * 1024;
 /// What a consumer behind the tail reads ahead from disk at a time.
 const READ_AHEAD_MESSAGES: usize = 256;
-const READ_AHEAD_BYTES: usize = 1024 * 1024;
+const READ_AHEAD_BYTES: usize = 256 * 1024;
 /// How often age-based retention is looked at when nothing is appended.
 const RETENTION_EVERY: Duration = Duration::from_secs(1);
 
@@ -271,11 +276,31 @@ impl Owner {
             self.append();
             self.dispatch();
         }
-        // Deleted: what is still asked is answered as a deleted classic queue answers it.
         rx.close();
         while let Ok(cmd) = rx.try_recv() {
             self.handle(cmd);
         }
+        if !self.deleted {
+            // Stopping (the broker shuts down): what was taken is written and answered first,
+            // and the log stays.
+            loop {
+                if self.log.is_none() {
+                    match self.done_rx.recv().await {
+                        Some(done) => self.finished(done),
+                        None => break,
+                    }
+                } else if self.pending.is_empty() {
+                    break;
+                } else {
+                    self.append();
+                }
+            }
+            self.handle.mark_deleted();
+            while self.drop_oldest_of_tail() {}
+            tracing::debug!(queue = %self.handle.name, "stream task stopped");
+            return;
+        }
+        // Deleted: what is still asked is answered as a deleted classic queue answers it.
         for p in self.pending.drain(..) {
             if let Some(confirm) = p.confirm {
                 confirm.answer(true);
@@ -285,6 +310,7 @@ impl Owner {
             let _ = sync.send(true);
         }
         self.handle.mark_deleted();
+        while self.drop_oldest_of_tail() {}
         // An append under way hands the log back before it is removed.
         let log = match self.log.take() {
             Some(log) => Some(log),
@@ -566,24 +592,38 @@ impl Owner {
 
     fn keep_in_tail(&mut self, first: u64, messages: Vec<MessageRef>) {
         if first != self.tail_first + self.tail.len() as u64 {
-            self.tail.clear();
-            self.tail_bytes = 0;
+            while self.drop_oldest_of_tail() {}
             self.tail_first = first;
         }
+        let appended = messages.len();
         for message in messages {
             self.tail_bytes += message.body().len() as u64;
+            ALL_TAILS.fetch_add(message.body().len() as u64, Ordering::Relaxed);
             self.tail.push_back(TailEntry {
                 message,
                 stamped: None,
             });
         }
-        while self.tail.len() > TAIL_MESSAGES || self.tail_bytes > TAIL_BYTES {
-            let Some(e) = self.tail.pop_front() else {
+        while self.tail.len() > TAIL_MESSAGES
+            || self.tail_bytes > TAIL_BYTES
+            || (self.tail.len() > appended && ALL_TAILS.load(Ordering::Relaxed) > ALL_TAILS_BYTES)
+        {
+            if !self.drop_oldest_of_tail() {
                 break;
-            };
-            self.tail_bytes -= e.message.body().len() as u64;
-            self.tail_first += 1;
+            }
         }
+    }
+
+    /// False when the tail is empty.
+    fn drop_oldest_of_tail(&mut self) -> bool {
+        let Some(e) = self.tail.pop_front() else {
+            return false;
+        };
+        let bytes = e.message.body().len() as u64;
+        self.tail_bytes -= bytes;
+        ALL_TAILS.fetch_sub(bytes, Ordering::Relaxed);
+        self.tail_first += 1;
+        true
     }
 
     fn retain(&mut self) {
