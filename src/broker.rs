@@ -58,6 +58,8 @@ pub struct Broker {
     pub users: Users,
     /// Message counts since start, for metrics and the overview.
     pub counters: crate::stats::Counters,
+    /// The counters' rates, sampled every `collect_statistics_interval`.
+    pub rates: crate::stats::RateSampler,
     /// The memory high watermark in bytes, worked out at start and changed by an operator
     /// (`warren ctl set_vm_memory_high_watermark`).
     pub memory_limit: crate::alarm::MemoryLimit,
@@ -163,6 +165,7 @@ impl Broker {
             definitions,
             users,
             counters: crate::stats::Counters::default(),
+            rates: crate::stats::RateSampler::default(),
             memory_limit,
             replies: ReplyRegistry::default(),
             tracker: Arc::default(),

@@ -60,6 +60,14 @@ pub struct Config {
     /// RabbitMQ's consumer_timeout does; 0 disables.
     #[arg(long, env = "WARREN_CONSUMER_TIMEOUT", default_value_t = 1_800_000)]
     pub consumer_timeout: u64,
+    /// How often message rates (the management API's `*_details.rate`) are sampled, in
+    /// milliseconds (RabbitMQ's `collect_statistics_interval`).
+    #[arg(
+        long,
+        env = "WARREN_COLLECT_STATISTICS_INTERVAL",
+        default_value_t = 5000
+    )]
+    pub collect_statistics_interval: u64,
     /// Free disk space (bytes) under the data directory below which publishers are blocked.
     #[arg(long, env = "WARREN_DISK_FREE_LIMIT", default_value_t = 50_000_000)]
     pub disk_free_limit: u64,
@@ -194,6 +202,7 @@ impl Config {
             channel_max: 2047,
             max_message_size: 134_217_728,
             consumer_timeout: 1_800_000,
+            collect_statistics_interval: 5000,
             disk_free_limit: 50_000_000,
             vm_memory_high_watermark: 0.4,
             vm_memory_high_watermark_absolute: None,

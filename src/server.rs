@@ -110,6 +110,7 @@ impl Server {
         let http = tokio::spawn(crate::http::serve(self.http, self.broker.clone()));
         let disk = tokio::spawn(crate::alarm::watch_disk(self.broker.clone()));
         let memory = tokio::spawn(crate::alarm::watch_memory(self.broker.clone()));
+        let rates = tokio::spawn(sample_rates(self.broker.clone()));
         let broker = &self.broker;
         let accept = accept_each(&self.amqp, |stream, peer| {
             tokio::spawn(crate::connection::serve(broker.clone(), stream, peer));
@@ -155,9 +156,23 @@ impl Server {
         http.abort();
         disk.abort();
         memory.abort();
+        rates.abort();
         if let Some(cluster) = self.broker.cluster.get() {
             cluster.stop().await;
         }
+    }
+}
+
+/// Samples the message counters every `collect_statistics_interval` (for their rates).
+async fn sample_rates(broker: Arc<Broker>) {
+    let every = Duration::from_millis(broker.config.collect_statistics_interval.max(10));
+    let mut ticks = tokio::time::interval(every);
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        ticks.tick().await;
+        broker
+            .rates
+            .record(std::time::Instant::now(), broker.counters.totals());
     }
 }
 

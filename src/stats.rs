@@ -71,6 +71,55 @@ impl Counters {
     }
 }
 
+/// The counters' rates: the last two samples of the totals, taken every
+/// `collect_statistics_interval` (the management API's `*_details.rate`, per second).
+#[derive(Default)]
+pub struct RateSampler {
+    samples: std::sync::Mutex<[Option<(std::time::Instant, Counts)>; 2]>,
+}
+
+/// Messages per second of each counter, over the last sampling interval.
+#[derive(Debug, Default, Clone, Copy, PartialEq)]
+pub struct Rates {
+    pub received: f64,
+    pub routed: f64,
+    pub unroutable_dropped: f64,
+    pub unroutable_returned: f64,
+    pub delivered: f64,
+    pub acknowledged: f64,
+    pub confirmed: f64,
+}
+
+impl RateSampler {
+    pub fn record(&self, at: std::time::Instant, totals: Counts) {
+        let mut samples = self.samples.lock().unwrap_or_else(|e| e.into_inner());
+        samples[0] = samples[1].take();
+        samples[1] = Some((at, totals));
+    }
+
+    /// Zero until two samples were taken.
+    pub fn rates(&self) -> Rates {
+        let samples = self.samples.lock().unwrap_or_else(|e| e.into_inner());
+        let (Some((t0, a)), Some((t1, b))) = (samples[0], samples[1]) else {
+            return Rates::default();
+        };
+        let secs = t1.duration_since(t0).as_secs_f64();
+        if secs <= 0.0 {
+            return Rates::default();
+        }
+        let rate = |x: u64, y: u64| y.saturating_sub(x) as f64 / secs;
+        Rates {
+            received: rate(a.received, b.received),
+            routed: rate(a.routed, b.routed),
+            unroutable_dropped: rate(a.unroutable_dropped, b.unroutable_dropped),
+            unroutable_returned: rate(a.unroutable_returned, b.unroutable_returned),
+            delivered: rate(a.delivered, b.delivered),
+            acknowledged: rate(a.acknowledged, b.acknowledged),
+            confirmed: rate(a.confirmed, b.confirmed),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -89,5 +138,27 @@ mod tests {
         counters.flush(&mut local);
         let totals = counters.totals();
         assert_eq!((totals.received, totals.delivered), (4, 2));
+    }
+
+    #[test]
+    fn rates_are_the_last_interval_s_differences_per_second() {
+        let sampler = RateSampler::default();
+        let start = std::time::Instant::now();
+        let counts = |received, acknowledged| Counts {
+            received,
+            acknowledged,
+            ..Counts::default()
+        };
+        sampler.record(start, counts(100, 0));
+        assert_eq!(sampler.rates(), Rates::default(), "one sample: no rate yet");
+        sampler.record(start + std::time::Duration::from_secs(5), counts(600, 50));
+        let r = sampler.rates();
+        assert_eq!((r.received, r.acknowledged), (100.0, 10.0));
+        sampler.record(start + std::time::Duration::from_secs(7), counts(600, 50));
+        assert_eq!(
+            sampler.rates().received,
+            0.0,
+            "only the last interval counts"
+        );
     }
 }

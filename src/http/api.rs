@@ -300,6 +300,7 @@ pub async fn overview(State(broker): Shared, _user: User) -> Answer {
         |f: fn(&QueueStats) -> u32| queues.iter().map(|q| u64::from(f(&q.stats))).sum::<u64>();
     let exchanges: usize = vhosts.iter().map(|v| v.exchanges_info().len()).sum();
     let t = broker.counters.totals();
+    let r = broker.rates.rates();
     // Connections, channels and listeners are every node's (those that answer), as RabbitMQ's
     // overview shows the cluster's.
     let nodes = node_figures(&broker).await;
@@ -331,11 +332,17 @@ pub async fn overview(State(broker): Shared, _user: User) -> Answer {
         },
         "message_stats": {
             "publish": t.received,
+            "publish_details": {"rate": r.received},
             "confirm": t.confirmed,
+            "confirm_details": {"rate": r.confirmed},
             "deliver_get": t.delivered,
+            "deliver_get_details": {"rate": r.delivered},
             "ack": t.acknowledged,
+            "ack_details": {"rate": r.acknowledged},
             "return_unroutable": t.unroutable_returned,
+            "return_unroutable_details": {"rate": r.unroutable_returned},
             "drop_unroutable": t.unroutable_dropped,
+            "drop_unroutable_details": {"rate": r.unroutable_dropped},
         },
         "queue_totals": {
             "messages": sum(|s| s.ready) + sum(|s| s.unacked),

@@ -197,13 +197,65 @@ async fn message_counters_in_metrics_and_overview() {
     }
     assert_eq!(seen, want);
     let (_, overview) = api(&b, "/api/overview");
-    assert_eq!(
-        overview["message_stats"],
-        json!({"publish": 5, "confirm": 5, "deliver_get": 2, "ack": 1,
-               "return_unroutable": 1, "drop_unroutable": 1})
-    );
+    let stats = &overview["message_stats"];
+    for (key, n) in [
+        ("publish", 5),
+        ("confirm", 5),
+        ("deliver_get", 2),
+        ("ack", 1),
+        ("return_unroutable", 1),
+        ("drop_unroutable", 1),
+    ] {
+        assert_eq!(stats[key], n, "{key}: {stats}");
+        assert!(
+            stats[format!("{key}_details")]["rate"].is_number(),
+            "{key}: {stats}"
+        );
+    }
     c.close().await;
     drop(r);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_overview_shows_message_rates_that_follow_the_traffic() {
+    let b = start_with(|c| c.collect_statistics_interval = 200).await;
+    let conn = lapin_connect(&b).await;
+    let ch = lapin_channel(&conn).await;
+    lapin_declare(&ch, "rated").await;
+    let rate = |key: &str| {
+        let (_, overview) = api(&b, "/api/overview");
+        overview["message_stats"][format!("{key}_details")]["rate"]
+            .as_f64()
+            .expect("a rate")
+    };
+    // Publishing steadily (about 500/s): the publish rate shows it.
+    let publishing = {
+        let ch = lapin_channel(&conn).await;
+        tokio::spawn(async move {
+            for _ in 0..750 {
+                lapin_publish(&ch, "", "rated", b"x").await;
+                tokio::time::sleep(Duration::from_millis(2)).await;
+            }
+        })
+    };
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let mut seen = rate("publish");
+    while seen <= 0.0 && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        seen = rate("publish");
+    }
+    assert!(seen > 0.0, "a publish rate while publishing: {seen}");
+    assert_eq!(rate("ack"), 0.0, "nothing acknowledged");
+    within("the publisher", publishing)
+        .await
+        .expect("publisher");
+    // Stopped: two intervals later the rate is back to zero.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while rate("publish") > 0.0 && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(rate("publish"), 0.0);
+    b.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
