@@ -57,7 +57,7 @@ FILL=$!
 PIDS+=("$FILL")
 start=$(date +%s)
 while [ "$(bytes_on_disk)" -lt "$want" ]; do
-  sleep 2
+  sleep 0.5
   kill -0 "$FILL" 2>/dev/null || die "the filling publisher stopped: $(tail -n 3 "$TMP/fill.out")"
 done
 kill "$FILL" 2>/dev/null || true
@@ -77,7 +77,7 @@ start=$(date +%s)
 peak=0; samples=()
 while kill -0 "$READER" 2>/dev/null; do
   r=$(rss_mib); samples+=("$r"); [ "$r" -gt "$peak" ] && peak=$r
-  consumed=$(grep -o 'consumed *[0-9]*' "$TMP/read.out" | awk '{s+=$2} END {print s+0}')
+  consumed=$( (grep -o 'consumed *[0-9]*' "$TMP/read.out" || true) | awk '{s+=$2} END {print s+0}')
   if [ "$consumed" -ge "$messages" ]; then break; fi
   sleep 1
 done
