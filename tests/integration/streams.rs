@@ -807,3 +807,30 @@ async fn a_deduplicating_stream_keeps_one_of_each_message_id() {
     lapin_none(&mut consumer).await;
     b.stop().await;
 }
+
+#[tokio::test]
+async fn a_transaction_commit_waits_until_its_messages_are_in_the_stream() {
+    let b = start().await;
+    let conn = lapin_connect(&b).await;
+    let ch = lapin_channel(&conn).await;
+    declare_stream(&ch, "tx", &[]).await;
+    ch.tx_select().await.expect("tx.select");
+    for round in 1..=3u32 {
+        for i in 0..100 {
+            ch.basic_publish(
+                "".into(),
+                "tx".into(),
+                BasicPublishOptions::default(),
+                format!("{round}.{i}").as_bytes(),
+                // Transient: a stream keeps it all the same.
+                BasicProperties::default(),
+            )
+            .await
+            .expect("publish");
+        }
+        ch.tx_commit().await.expect("tx.commit");
+        // Committed means written: counted at once.
+        assert_eq!(lapin_count(&ch, "tx").await, round * 100);
+    }
+    b.stop().await;
+}

@@ -358,8 +358,11 @@ impl Connection {
             };
             // A transaction's commit waits for the logs that have its messages: here, or (a
             // persistent message for a durable queue on another node, or a quorum queue's
-            // group) there.
-            if logged.is_some() || (q.answers_confirms() && q.durable && props.persistent()) {
+            // group) there; a stream logs every message.
+            if logged.is_some()
+                || q.is_stream()
+                || (q.answers_confirms() && q.durable && props.persistent())
+            {
                 if let Some(synced) = self.tx_logged.as_mut() {
                     if !synced.iter().any(|s| Arc::ptr_eq(s, &q)) {
                         synced.push(q.clone());
