@@ -114,6 +114,11 @@ pub async fn purge(
     vhost.find_queue(&name).ok_or(ApiError::NotFound)?;
     check(&broker, &user, &vhost.name, Access::Read, "queue", &name).map_err(direct_error)?;
     let q = vhost.queue(&name, broker.next_id()).map_err(direct_error)?;
+    if q.is_stream() {
+        // 400 with the text only, as RabbitMQ answers it.
+        let refused = crate::queue::stream::not_supported("queue.purge", &name, &vhost.name);
+        return Err(direct_error(refused));
+    }
     q.ask(QueueCommand::Purge)
         .await
         .map_err(|_| ApiError::NotFound)?;
@@ -230,6 +235,11 @@ pub async fn get(
             ))))
         }
     };
+    if q.is_stream() {
+        // 400 `540 TEXT`, as RabbitMQ answers it.
+        let refused = crate::queue::stream::not_supported("basic.get", &name, &vhost.name);
+        return Err(ApiError::BadRequest(json!(format!("540 {}", refused.text))));
+    }
     let mut out = Vec::new();
     let mut taken = Vec::new();
     // A negative count takes until the queue is empty, as RabbitMQ's loop does.

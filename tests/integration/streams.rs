@@ -243,7 +243,7 @@ async fn a_stream_consumer_that_never_acks_stops_at_its_prefetch_and_goes_on_whe
     b.stop().await;
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn streams_refuse_what_rabbitmq_refuses() {
     let b = start().await;
     let conn = lapin_connect(&b).await;
@@ -378,6 +378,33 @@ async fn streams_refuse_what_rabbitmq_refuses() {
             "{refused}: {e}"
         );
     }
+    // The management API refuses them too, as RabbitMQ 3.10 does: 400 with its texts.
+    let guest = ("guest", "guest");
+    let (status, body) = http_json(
+        b.http_addr,
+        "DELETE",
+        "/api/queues/%2F/strict/contents",
+        None,
+        guest,
+    );
+    assert_eq!(status, 400, "{body}");
+    assert_eq!(
+        body["reason"],
+        "queue.purge not supported by stream queues queue 'strict' in vhost '/'"
+    );
+    let get = r#"{"count":1,"ackmode":"ack_requeue_true","encoding":"auto"}"#;
+    let (status, body) = http_json(
+        b.http_addr,
+        "POST",
+        "/api/queues/%2F/strict/get",
+        Some(get),
+        guest,
+    );
+    assert_eq!(status, 400, "{body}");
+    assert_eq!(
+        body["reason"],
+        "540 basic.get not supported by stream queues queue 'strict' in vhost '/'"
+    );
     // Nothing of that touched the stream.
     let ch = lapin_channel(&lapin_connect(&b).await).await;
     assert_eq!(lapin_count(&ch, "strict").await, 1);
