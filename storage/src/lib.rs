@@ -12,6 +12,8 @@
 //!
 //! Instead of a mark per delivery, each queue records the highest message id it has handed to a
 //! consumer: after a restart, messages up to that mark come back `redelivered`.
+//!
+//! Streams keep their messages elsewhere: segment files beside the database, see [`stream`].
 
 mod crypto;
 mod db;
