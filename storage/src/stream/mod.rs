@@ -9,7 +9,7 @@
 //!
 //! One [`StreamLog`] appends (on a blocking thread: it writes and fsyncs); any number of
 //! [`StreamReader`]s read what is durable, each with its own file handles. They share the
-//! [`Layout`]: which segments exist, a sparse index into each, and how far the log is durable.
+//! layout (`Layout`): which segments exist, a sparse index into each, and how far the log is durable.
 
 pub mod chunk;
 
