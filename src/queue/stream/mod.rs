@@ -573,8 +573,16 @@ impl Owner {
                 };
                 c.reading = false;
                 match result {
-                    // Delivered from its position on (which the read started at).
-                    Ok(read) => c.ahead.extend(read),
+                    // Delivered from its position on (which the read started at, or later
+                    // when retention dropped what was before).
+                    Ok(read) => {
+                        if let (Some((first, _)), Position::At(at)) =
+                            (read.first(), &mut c.position)
+                        {
+                            *at = (*at).max(*first);
+                        }
+                        c.ahead.extend(read);
+                    }
                     Err(e) => {
                         tracing::error!(queue = %self.handle.name, "cannot read the stream: {e}");
                         // Cancelled, as RabbitMQ cancels a consumer whose reader failed.
