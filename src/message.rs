@@ -52,6 +52,25 @@ pub fn held_bytes() -> u64 {
     HELD_BYTES.load(Ordering::Relaxed)
 }
 
+/// `message` with header `name` set to `value` (an earlier value replaced): its properties
+/// decoded and encoded again. Properties that cannot be parsed are left as they are.
+pub fn with_header(
+    message: &MessageRef,
+    name: &str,
+    value: warren_amqp::types::AMQPValue,
+) -> MessageRef {
+    use warren_amqp::protocol::basic::parse_properties;
+    let Ok((_, properties)) = parse_properties(message.properties()) else {
+        return message.clone();
+    };
+    let mut headers = properties.headers().clone().unwrap_or_default();
+    headers.insert(name.into(), value);
+    match warren_amqp::encode::encode_properties(&properties.with_headers(headers)) {
+        Ok(bytes) => message.with_properties(&bytes),
+        Err(_) => message.clone(),
+    }
+}
+
 /// Bytes the broker holds for a client outside any message, counted in [`held_bytes`] with the
 /// messages while it lives: a partly received body, an uncommitted transaction's publishes.
 #[derive(Debug, Default)]

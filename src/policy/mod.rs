@@ -19,6 +19,8 @@ mod erlang;
 pub mod resolve;
 mod validate;
 
+pub use validate::parse_age;
+
 use std::collections::BTreeMap;
 use std::sync::Arc;
 

@@ -354,9 +354,26 @@ fn check_value(key: &str, value: &Value) -> Result<(), String> {
 
 /// `max-age`: a positive number and a unit, `Y`, `M`, `D`, `h`, `m` or `s` (`7D`).
 fn valid_max_age(s: &str) -> bool {
-    let digits = s.bytes().take_while(u8::is_ascii_digit).count();
-    let (number, unit) = s.split_at(digits);
-    number.parse::<u64>().is_ok_and(|n| n > 0) && ["Y", "M", "D", "h", "m", "s"].contains(&unit)
+    parse_age(s).is_some()
+}
+
+/// An age or interval as RabbitMQ writes them for streams (`x-max-age`, `x-stream-offset`): a
+/// positive count and one of the units `Y` (365 days), `M` (30 days), `D`, `h`, `m`, `s`; in
+/// milliseconds.
+pub fn parse_age(text: &str) -> Option<u64> {
+    let digits = text.bytes().take_while(u8::is_ascii_digit).count();
+    let (count, unit) = text.split_at(digits);
+    let count: u64 = count.parse().ok().filter(|n| *n > 0)?;
+    let unit_ms: u64 = match unit {
+        "Y" => 365 * 86_400_000,
+        "M" => 30 * 86_400_000,
+        "D" => 86_400_000,
+        "h" => 3_600_000,
+        "m" => 60_000,
+        "s" => 1000,
+        _ => return None,
+    };
+    Some(count.saturating_mul(unit_ms))
 }
 
 #[cfg(test)]

@@ -6,6 +6,9 @@ use serde::{Deserialize, Serialize};
 use warren_amqp::types::{AMQPValue, FieldTable};
 use warren_amqp::AmqpError;
 
+/// Ages and intervals (`x-max-age`, `x-stream-offset`) read as policies read `max-age`.
+pub use crate::policy::parse_age;
+
 /// What happens to a publish that would take a queue over its length limit.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Overflow {
@@ -433,25 +436,6 @@ impl StreamArgs {
                 .and_then(|n| u64::try_from(n).ok()),
         }
     }
-}
-
-/// An age or interval as RabbitMQ writes them for streams (`x-max-age`, `x-stream-offset`): a
-/// positive count and one of the units `Y` (365 days), `M` (30 days), `D`, `h`, `m`, `s`; in
-/// milliseconds.
-pub fn parse_age(text: &str) -> Option<u64> {
-    let digits = text.bytes().take_while(u8::is_ascii_digit).count();
-    let (count, unit) = text.split_at(digits);
-    let count: u64 = count.parse().ok().filter(|n| *n > 0)?;
-    let unit_ms: u64 = match unit {
-        "Y" => 365 * 86_400_000,
-        "M" => 30 * 86_400_000,
-        "D" => 86_400_000,
-        "h" => 3_600_000,
-        "m" => 60_000,
-        "s" => 1000,
-        _ => return None,
-    };
-    Some(count.saturating_mul(unit_ms))
 }
 
 /// A replica count as stored: any larger count means every node anyway.

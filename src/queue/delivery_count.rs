@@ -3,8 +3,7 @@
 //! consumer's delivery once the count is above zero, and to every `basic.get` answer, even the
 //! first (count 0).
 
-use warren_amqp::protocol::basic::parse_properties;
-use warren_amqp::types::{AMQPValue, FieldTable};
+use warren_amqp::types::AMQPValue;
 
 use crate::message::MessageRef;
 
@@ -14,22 +13,14 @@ pub const HEADER: &str = "x-delivery-count";
 /// message dead-lettered from one quorum queue to another starts counting again). Properties
 /// that cannot be parsed are left as they are.
 pub fn with_delivery_count(message: &MessageRef, count: u16) -> MessageRef {
-    let Ok((_, properties)) = parse_properties(message.properties()) else {
-        return message.clone();
-    };
-    let mut headers: FieldTable = properties.headers().clone().unwrap_or_default();
-    headers.insert(HEADER.into(), AMQPValue::LongLongInt(i64::from(count)));
-    match warren_amqp::encode::encode_properties(&properties.with_headers(headers)) {
-        Ok(bytes) => message.with_properties(&bytes),
-        Err(_) => message.clone(),
-    }
+    crate::message::with_header(message, HEADER, AMQPValue::LongLongInt(i64::from(count)))
 }
 
 #[cfg(test)]
 mod tests {
     use bytes::Bytes;
-    use warren_amqp::protocol::basic::AMQPProperties;
-    use warren_amqp::types::ShortString;
+    use warren_amqp::protocol::basic::{parse_properties, AMQPProperties};
+    use warren_amqp::types::{FieldTable, ShortString};
 
     use super::*;
     use crate::message::Message;

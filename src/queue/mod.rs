@@ -88,6 +88,24 @@ pub enum QueueCommand {
     PoliciesChanged,
 }
 
+impl QueueCommand {
+    /// The answer of a queue that is deleted: a publish is confirmed (as RabbitMQ confirms a
+    /// publish whose queue is deleted), a sync succeeds; anything else finds no queue, its answer
+    /// dropped so that the asker sees the queue gone.
+    pub(crate) fn answer_as_deleted(self) {
+        match self {
+            QueueCommand::Publish {
+                confirm: Some(confirm),
+                ..
+            } => confirm.answer(true),
+            QueueCommand::Sync(reply) => {
+                let _ = reply.send(true);
+            }
+            _ => {}
+        }
+    }
+}
+
 /// Where a queue answers a confirm-mode publish it must vouch for: one it logs, or one it might
 /// refuse (`x-overflow` reject-publish).
 /// Answered exactly once: one that is dropped unanswered (its queue's task died) is a nack, so

@@ -261,19 +261,7 @@ impl Owner {
 
     fn handle(&mut self, cmd: QueueCommand) {
         if self.core.is_deleted() {
-            match cmd {
-                // Confirmed, as RabbitMQ confirms a publish whose queue is deleted.
-                QueueCommand::Publish {
-                    confirm: Some(confirm),
-                    ..
-                } => confirm.answer(true),
-                QueueCommand::Sync(reply) => {
-                    let _ = reply.send(true);
-                }
-                // Anything else finds no queue: its answer is dropped, so the asker sees the
-                // queue gone.
-                _ => {}
-            }
+            cmd.answer_as_deleted();
             return;
         }
         match cmd {

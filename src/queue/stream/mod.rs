@@ -339,16 +339,7 @@ impl Owner {
 
     fn handle(&mut self, cmd: QueueCommand) {
         if self.deleted {
-            match cmd {
-                QueueCommand::Publish {
-                    confirm: Some(confirm),
-                    ..
-                } => confirm.answer(true),
-                QueueCommand::Sync(reply) => {
-                    let _ = reply.send(true);
-                }
-                _ => {}
-            }
+            cmd.answer_as_deleted();
             return;
         }
         match cmd {
@@ -796,7 +787,11 @@ fn with_offset(message: &MessageRef, offset: u64) -> MessageRef {
         value,
     ) {
         Some(properties) => message.with_properties(&properties),
-        None => replace_header(message, value),
+        None => crate::message::with_header(
+            message,
+            offset::ARGUMENT,
+            warren_amqp::types::AMQPValue::LongLongInt(value),
+        ),
     }
 }
 
@@ -816,26 +811,18 @@ fn encode_entry(message: &MessageRef, offset: u64, out: &mut Vec<u8>) {
                 value,
                 out,
             ) {
-                out.extend_from_slice(replace_header(message, value).properties());
+                // The slow way: properties that have the header already (a message from
+                // another stream).
+                let stamped = crate::message::with_header(
+                    message,
+                    offset::ARGUMENT,
+                    warren_amqp::types::AMQPValue::LongLongInt(value),
+                );
+                out.extend_from_slice(stamped.properties());
             }
         },
         message.body(),
     );
-}
-
-/// The slow way, for properties that already have the header (a message from another stream).
-fn replace_header(message: &MessageRef, value: i64) -> MessageRef {
-    use warren_amqp::protocol::basic::parse_properties;
-    use warren_amqp::types::{AMQPValue, FieldTable};
-    let Ok((_, properties)) = parse_properties(message.properties()) else {
-        return message.clone();
-    };
-    let mut headers: FieldTable = properties.headers().clone().unwrap_or_default();
-    headers.insert(offset::ARGUMENT.into(), AMQPValue::LongLongInt(value));
-    match warren_amqp::encode::encode_properties(&properties.with_headers(headers)) {
-        Ok(bytes) => message.with_properties(&bytes),
-        Err(_) => message.clone(),
-    }
 }
 
 fn stored_message(entry: &[u8]) -> Result<MessageRef, warren_storage::StorageError> {

@@ -195,8 +195,8 @@ impl EntryBatch {
         self.push_with(|out| out.extend_from_slice(entry));
     }
 
-    /// The batch cut into chunks: (first entry, entries, data) each.
-    fn chunks(&self) -> impl Iterator<Item = (usize, u32, &[u8])> + '_ {
+    /// The batch cut into chunks: (entries, data) each.
+    fn chunks(&self) -> impl Iterator<Item = (u32, &[u8])> + '_ {
         let mut first = 0;
         let mut start = 0;
         std::iter::from_fn(move || {
@@ -211,7 +211,7 @@ impl EntryBatch {
                 n += 1;
             }
             let end = self.ends[first + n - 1];
-            let chunk = (first, n as u32, &self.data[start..end]);
+            let chunk = (n as u32, &self.data[start..end]);
             first += n;
             start = end;
             Some(chunk)
@@ -319,12 +319,6 @@ impl StreamLog {
     /// then. On an error nothing of it is kept (the file is cut back) and the offsets will be
     /// given again.
     pub fn append(&mut self, batch: &EntryBatch, timestamp_ms: i64) -> Result<(), StreamError> {
-        if let Some((_, _, data)) = batch
-            .chunks()
-            .find(|(_, _, data)| data.len() > chunk::MAX_DATA_LEN)
-        {
-            return Err(StreamError::TooLarge(data.len()));
-        }
         let before = self.clone_state();
         match self.write_all(batch, timestamp_ms) {
             Ok(()) => Ok(()),
@@ -348,7 +342,12 @@ impl StreamLog {
         let mut out = std::mem::take(&mut self.buf);
         out.clear();
         let mut result = Ok(());
-        for (_, count, data) in batch.chunks() {
+        for (count, data) in batch.chunks() {
+            if data.len() > chunk::MAX_DATA_LEN {
+                // Nothing of the batch is kept (cut back by the caller).
+                result = Err(StreamError::TooLarge(data.len()));
+                break;
+            }
             let header = ChunkHeader {
                 first_offset: self.next_offset,
                 count,
