@@ -16,6 +16,7 @@ use serde_json::{json, Value};
 
 use super::QueueSnapshot;
 use crate::broker::Broker;
+use crate::queue::args::QueueType;
 use crate::queue::QueueStats;
 use crate::vhost::Vhost;
 
@@ -244,6 +245,13 @@ fn queue_json(s: &QueueSnapshot, node: &str) -> Value {
         "type": q.args.queue_type.as_str(),
         "node": node,
     });
+    if let (QueueType::Quorum, Some(map)) = (q.args.queue_type, out.as_object_mut()) {
+        map.insert("messages_dlx".into(), json!(stats.held_dead_letters));
+        map.insert(
+            "message_bytes_dlx".into(),
+            json!(stats.held_dead_letter_bytes),
+        );
+    }
     if let (Some(r), Some(map)) = (replica, out.as_object_mut()) {
         map.insert("leader".into(), json!(r.leader));
         map.insert("members".into(), json!(r.members));

@@ -155,6 +155,10 @@ pub struct QueueStats {
     /// Delivered and not yet settled.
     pub unacked: u32,
     pub consumers: u32,
+    /// A quorum queue's dead-letters held until their targets confirm them (at-least-once), and
+    /// their body bytes: RabbitMQ's `messages_dlx` and `message_bytes_dlx`.
+    pub held_dead_letters: u32,
+    pub held_dead_letter_bytes: u64,
 }
 
 #[derive(Debug)]

@@ -3065,6 +3065,15 @@ async fn at_least_once_dead_letters_wait_for_a_queue_through_a_leader_change() {
             || queue_counts(&n2, queue),
             |(ready, unacked, _)| (*ready, *unacked) == (0, 0),
         );
+        // What the source holds, as RabbitMQ's API shows it (on a follower too).
+        let (status, q) = api(&n2, "GET", &format!("/api/queues/%2f/{queue}"), None);
+        assert_eq!(status, 200, "{q}");
+        let held = match strategy {
+            "at-least-once" => N as u64,
+            _ => 0,
+        };
+        assert_eq!(q["messages_dlx"], held, "{q}");
+        assert_eq!(q["message_bytes_dlx"], held * 64, "{q}");
     }
     // The source's leader goes; the next one routes what is held once the target is there.
     drop((ch1, c1));

@@ -272,6 +272,10 @@ pub struct QueueCore {
     delivered_through: u64,
     delivered_recorded: u64,
     deleted: bool,
+    /// Dead-letters kept outside the ready list until their targets confirm them (a quorum
+    /// queue's at-least-once dead-lettering), by count and body bytes: they count against the
+    /// length limits, as RabbitMQ's do, so reject-publish pushes back while a target is away.
+    held_dead_letters: (u64, u64),
 }
 
 impl QueueCore {
@@ -310,7 +314,14 @@ impl QueueCore {
             delivered_through: 0,
             delivered_recorded: 0,
             deleted: false,
+            held_dead_letters: (0, 0),
         }
+    }
+
+    /// How many dead-letters (and body bytes) the queue keeps until their targets confirm them;
+    /// they count against `x-max-length` and `x-max-length-bytes`.
+    pub fn set_held_dead_letters(&mut self, count: u64, bytes: u64) {
+        self.held_dead_letters = (count, bytes);
     }
 
     /// The deduplication cache, for restoring what a logged queue remembered.
@@ -363,6 +374,8 @@ impl QueueCore {
             ready: self.ready.len() as u32,
             unacked: self.outstanding.len() as u32,
             consumers: self.consumers.len() as u32,
+            held_dead_letters: self.held_dead_letters.0 as u32,
+            held_dead_letter_bytes: self.held_dead_letters.1,
         }
     }
 

@@ -36,12 +36,13 @@ impl QueueCore {
             }
         }
         let args = &self.args;
+        let (held, held_bytes) = self.held_dead_letters;
         let over_length = args
             .max_length
-            .is_some_and(|max| self.ready.len() as u64 >= max);
+            .is_some_and(|max| self.ready.len() as u64 + held >= max);
         let over_bytes = args
             .max_length_bytes
-            .is_some_and(|max| self.ready.bytes() + message.body().len() as u64 > max);
+            .is_some_and(|max| self.ready.bytes() + held_bytes + message.body().len() as u64 > max);
         let overflow = args.overflow;
         let ttl_zero = args.message_ttl == Some(0) || message.expiration_ms() == Some(0);
         if (over_length || over_bytes) && overflow != Overflow::DropHead {

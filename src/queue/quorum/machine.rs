@@ -248,8 +248,9 @@ pub struct QueueMachine {
     gets: BTreeMap<u64, (NodeId, u64)>,
     /// The last proposal number applied from each node.
     applied_numbers: HashMap<NodeId, u64>,
-    /// Dead-letters held until confirmed (at-least-once).
+    /// Dead-letters held until confirmed (at-least-once), and their body bytes.
     dead_letters: HeldDeadLetters,
+    held_bytes: u64,
 }
 
 impl QueueMachine {
@@ -267,6 +268,7 @@ impl QueueMachine {
             gets: BTreeMap::new(),
             applied_numbers: HashMap::new(),
             dead_letters: HeldDeadLetters::default(),
+            held_bytes: 0,
         }
     }
 
@@ -307,8 +309,21 @@ impl QueueMachine {
         dead_letters: HeldDeadLetters,
     ) -> Result<Self, ReplicaStateError> {
         let mut machine = Self::from_state(spec, state)?;
+        machine.held_bytes = dead_letters
+            .held
+            .values()
+            .map(|d| d.message.body.len() as u64)
+            .sum();
         machine.dead_letters = dead_letters;
+        machine.count_held_dead_letters();
         Ok(machine)
+    }
+
+    /// Tells the core what the held dead-letters amount to: they count against its length
+    /// limits (RabbitMQ's `is_over_limit` adds them to the ready messages).
+    fn count_held_dead_letters(&mut self) {
+        let count = self.dead_letters.held.len() as u64;
+        self.core.set_held_dead_letters(count, self.held_bytes);
     }
 
     /// Whether a dead-letter is held until confirmed: RabbitMQ's at-least-once strategy, which
@@ -333,6 +348,7 @@ impl QueueMachine {
             gets: state.gets,
             applied_numbers: state.applied_numbers.into_iter().collect(),
             dead_letters: HeldDeadLetters::default(),
+            held_bytes: 0,
         })
     }
 
@@ -460,16 +476,24 @@ impl QueueMachine {
             }
             QuorumCommand::DeadLettered { ids } => {
                 for id in ids {
-                    self.dead_letters.held.remove(&id);
+                    if let Some(d) = self.dead_letters.held.remove(&id) {
+                        self.held_bytes =
+                            self.held_bytes.saturating_sub(d.message.body.len() as u64);
+                    }
                 }
+                self.count_held_dead_letters();
                 Answer::Core(Outcome::Done)
             }
         };
+        let held = self.dead_letters.held.len();
         let effects = ctx
             .effects
             .into_iter()
             .filter_map(|effect| self.resolve(effect))
             .collect();
+        if self.dead_letters.held.len() != held {
+            self.count_held_dead_letters();
+        }
         Applied {
             answer: Some(answer),
             effects,
@@ -533,6 +557,7 @@ impl QueueMachine {
             Effect::DeadLetter(d) if self.holds_dead_letters() => {
                 let id = self.dead_letters.next;
                 self.dead_letters.next += 1;
+                self.held_bytes += d.message.body().len() as u64;
                 self.dead_letters.held.insert(id, HeldDeadLetter::of(&d));
                 ReplicaEffect::DeadLetterHeld { id }
             }

@@ -590,6 +590,68 @@ fn at_least_once_dead_letters_are_held_until_released() {
     assert!(m.held_dead_letters().held.is_empty());
 }
 
+/// Held dead-letters count against the source's length limits, as RabbitMQ's `is_over_limit`
+/// counts them: with reject-publish, a queue whose dead-letter target is away refuses
+/// publishes once ready and held messages reach `x-max-length` (or `x-max-length-bytes`), and
+/// takes them again once the held ones are confirmed. A member restored from a snapshot counts
+/// them alike.
+#[test]
+fn held_dead_letters_count_against_the_length_limits() {
+    use crate::queue::args::{DeadLetterStrategy, Overflow};
+    let refused = |applied: &Applied| matches!(&applied.answer, Some(Answer::Enqueued(t)) if t == &[Taken::Refused]);
+    for (max_length, max_length_bytes) in [(Some(3), None), (None, Some(12))] {
+        let args = QueueArgs {
+            dead_letter_exchange: Some("dlx".into()),
+            dead_letter_strategy: DeadLetterStrategy::AtLeastOnce,
+            overflow: Overflow::RejectPublish,
+            max_length,
+            max_length_bytes,
+            ..Default::default()
+        };
+        let mut m = machine(args.clone());
+        let mut log = Log::new();
+        log.apply(&mut m, 1, enqueue(1, &["aaaa", "bbbb"]));
+        log.apply(&mut m, 2, consume(2, 40, 2));
+        log.apply(&mut m, 2, reject(vec![0, 1]));
+        let stats = m.core().stats();
+        assert_eq!((stats.ready, stats.held_dead_letters), (0, 2));
+        assert_eq!(stats.held_dead_letter_bytes, 8);
+        // The consumer goes, so the next message stays ready: 1 ready + 2 held is the limit.
+        log.apply(
+            &mut m,
+            2,
+            QuorumCommand::Cancel {
+                at_ms: 2,
+                consumer: 40,
+            },
+        );
+        assert!(!refused(&log.apply(&mut m, 1, enqueue(3, &["cccc"]))));
+        assert!(refused(&log.apply(&mut m, 1, enqueue(3, &["dddd"]))));
+
+        let mut snapshot = postcard::to_stdvec(&m.state().expect("state")).expect("encoded");
+        snapshot.extend(postcard::to_stdvec(m.held_dead_letters()).expect("encoded"));
+        let (state, rest) = postcard::take_from_bytes::<MachineState>(&snapshot).expect("state");
+        let mut restored = QueueMachine::from_snapshot(
+            spec(args),
+            state,
+            postcard::from_bytes(rest).expect("held"),
+        )
+        .expect("restored");
+        assert_eq!(restored.core().stats(), m.core().stats());
+        for replica in [&mut m, &mut restored] {
+            let mut log = Log {
+                index: log.index,
+                numbers: log.numbers,
+            };
+            assert!(refused(&log.apply(replica, 1, enqueue(4, &["eeee"]))));
+            log.apply(replica, 1, QuorumCommand::DeadLettered { ids: vec![0] });
+            assert_eq!(replica.core().stats().held_dead_letter_bytes, 4);
+            assert!(!refused(&log.apply(replica, 1, enqueue(5, &["ffff"]))));
+            assert!(refused(&log.apply(replica, 1, enqueue(5, &["gggg"]))));
+        }
+    }
+}
+
 fn reject(deliveries: Vec<u64>) -> QuorumCommand {
     QuorumCommand::Settle {
         at_ms: 3,

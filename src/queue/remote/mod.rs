@@ -521,6 +521,7 @@ impl Proxy {
                         ready,
                         unacked,
                         consumers,
+                        ..QueueStats::default()
                     },
                     _ => QueueStats::default(),
                 };

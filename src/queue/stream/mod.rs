@@ -450,6 +450,7 @@ impl Owner {
                 .unwrap_or(u32::MAX),
             unacked: 0,
             consumers: self.consumers.len() as u32,
+            ..QueueStats::default()
         }
     }
 
