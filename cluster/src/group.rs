@@ -634,6 +634,48 @@ impl Group {
         Ok(MembershipStep::HandedOver)
     }
 
+    /// Hands the group's leadership to its member on node `to` (a voter), and waits (at most
+    /// `within`) until this member knows it leads: the leader is asked over the link when it is
+    /// another node. True once `to` leads.
+    pub async fn transfer_leadership(&self, to: &str, within: Duration) -> bool {
+        let deadline = tokio::time::Instant::now() + within;
+        let target = node_id(to);
+        let mut metrics = self.raft.metrics();
+        loop {
+            let leader = metrics.borrow_watched().current_leader;
+            if leader == Some(target) {
+                return true;
+            }
+            let remaining = deadline.saturating_duration_since(tokio::time::Instant::now());
+            if remaining.is_zero() {
+                return false;
+            }
+            match leader.and_then(|id| self.member_name(id)) {
+                Some(name) if name == self.node.name() => {
+                    let _ = self.raft.trigger().transfer_leader(target).await;
+                }
+                Some(name) => {
+                    let request = Request::TransferLeader {
+                        group: self.id.clone(),
+                        to: to.to_owned(),
+                    };
+                    let _ = self.node.link().request(&name, request, remaining).await;
+                }
+                None => {}
+            }
+            // The new leader's election, or the next attempt.
+            let wait = remaining.min(Duration::from_millis(500));
+            let _ = tokio::time::timeout(wait, async {
+                while metrics.changed().await.is_ok() {
+                    if metrics.borrow_watched().current_leader == Some(target) {
+                        return;
+                    }
+                }
+            })
+            .await;
+        }
+    }
+
     /// The voters of the membership this member has (the new ones while a change is under way),
     /// by name.
     pub fn voters(&self) -> Vec<String> {

@@ -11,7 +11,7 @@ use futures::future::BoxFuture;
 use crate::link::{
     Answer, GroupId, Handler, Link, ProposeRefused, RaftReply, RaftRpc, Request, Response,
 };
-use crate::types::{Proposal, TypeConfig};
+use crate::types::{NodeId, Proposal, TypeConfig};
 
 /// What the link needs of a group: to hand it Raft messages and proposals.
 pub trait GroupEndpoint: Send + Sync + 'static {
@@ -21,6 +21,8 @@ pub trait GroupEndpoint: Send + Sync + 'static {
     fn wait_applied(&self, index: u64, within: std::time::Duration) -> BoxFuture<'static, bool>;
     /// This member's log and role.
     fn figures(&self) -> crate::group::LogFigures;
+    /// If this member leads, hands its leadership to member `to`.
+    fn transfer_leader(&self, to: NodeId) -> BoxFuture<'static, Result<(), String>>;
 }
 
 /// The application's side of the link: requests other nodes' applications send this one.
@@ -153,6 +155,15 @@ impl Handler for Router {
                 let figures = node.group(&group).map(|g| g.figures());
                 Box::pin(async move { Response::Figures(figures) })
             }
+            Request::TransferLeader { group, to } => match node.group(&group) {
+                Some(g) => {
+                    let transferred = g.transfer_leader(crate::types::node_id(&to));
+                    Box::pin(async move { Response::Transferred(transferred.await) })
+                }
+                None => Box::pin(async move {
+                    Response::Transferred(Err(format!("no group {group} on this node")))
+                }),
+            },
             Request::App(bytes) => {
                 let app = node.app.lock().unwrap_or_else(|e| e.into_inner()).clone();
                 let from = from.to_owned();
@@ -225,6 +236,25 @@ where
     fn figures(&self) -> crate::group::LogFigures {
         use openraft::type_config::async_runtime::WatchReceiver;
         crate::group::figures_of(&self.metrics().borrow_watched())
+    }
+
+    fn transfer_leader(&self, to: NodeId) -> BoxFuture<'static, Result<(), String>> {
+        use openraft::type_config::async_runtime::WatchReceiver;
+        let leads = {
+            let metrics = self.metrics();
+            let metrics = metrics.borrow_watched();
+            metrics.current_leader == Some(metrics.id)
+        };
+        let raft = self.clone();
+        Box::pin(async move {
+            if !leads {
+                return Err("this member does not lead the group".into());
+            }
+            raft.trigger()
+                .transfer_leader(to)
+                .await
+                .map_err(|e| e.to_string())
+        })
     }
 
     fn propose(&self, proposal: Proposal) -> BoxFuture<'static, Result<u64, ProposeRefused>> {

@@ -410,6 +410,16 @@ pub enum Command {
     },
     /// Removes NODE's member from every quorum queue that has another (`rabbitmq-queues shrink`).
     Shrink { node: String },
+    /// Spreads the leaders of the quorum queues the patterns match over the running nodes, then
+    /// prints how many each leads (`rabbitmq-queues rebalance`).
+    Rebalance {
+        #[arg(value_parser = ["all", "classic", "quorum"])]
+        kind: String,
+        #[arg(long, alias = "vhost_pattern", default_value = ".*")]
+        vhost_pattern: String,
+        #[arg(long, alias = "queue_pattern", default_value = ".*")]
+        queue_pattern: String,
+    },
     /// Writes every definition to FILE (`-`: standard output).
     #[command(alias = "export_definitions")]
     ExportDefinitions { file: String },
@@ -726,6 +736,11 @@ async fn dispatch(ctl: &Ctl, command: Command) -> Result<(), CtlError> {
             queue_pattern,
         } => node::grow(ctl, &node, &strategy, &vhost_pattern, &queue_pattern).await,
         Command::Shrink { node } => node::shrink(ctl, &node).await,
+        Command::Rebalance {
+            kind,
+            vhost_pattern,
+            queue_pattern,
+        } => node::rebalance(ctl, &kind, &vhost_pattern, &queue_pattern).await,
         Command::ExportDefinitions { file } => node::export_definitions(ctl, &file).await,
         Command::ImportDefinitions { file } => node::import_definitions(ctl, &file).await,
         Command::Status => node::status(ctl).await,

@@ -486,3 +486,70 @@ pub async fn shrink(ctl: &Ctl, node: &str) -> Result<(), CtlError> {
     ctl.client.call(request).await?;
     Ok(())
 }
+
+/// `rabbitmq-queues rebalance TYPE`: the leaders of the quorum queues the patterns match spread
+/// over the running nodes (classic queues are not replicated: nothing moves), then how many of
+/// them each running node leads.
+pub async fn rebalance(
+    ctl: &Ctl,
+    kind: &str,
+    vhost_pattern: &str,
+    queue_pattern: &str,
+) -> Result<(), CtlError> {
+    let (vhosts, queues) = (pattern(vhost_pattern)?, pattern(queue_pattern)?);
+    ctl.say(match kind {
+        "all" => "Re-balancing leaders of all replicated queues...",
+        "classic" => {
+            "Re-balancing leaders of replicated (mirrored, non-exclusive) classic queues..."
+        }
+        _ => "Re-balancing leaders of quorum queues...",
+    });
+    let request =
+        Request::new(Method::Post, "/api/rebalance/queues".into(), "rebalance").body(json!({
+            "type": kind,
+            "vhost_pattern": vhost_pattern,
+            "queue_pattern": queue_pattern,
+        }));
+    ctl.client.call(request).await?;
+    let nodes = ctl
+        .client
+        .call(Request::get("/api/nodes".into(), "nodes"))
+        .await?;
+    let all = ctl
+        .client
+        .call(Request::get("/api/queues".into(), "queues"))
+        .await?;
+    let text = |v: &Value, key: &str| v.get(key).and_then(Value::as_str).map(str::to_owned);
+    let led: Vec<String> = all
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|q| text(q, "type").as_deref() == Some("quorum"))
+        .filter(|q| text(q, "vhost").is_some_and(|v| vhosts.is_match(&v)))
+        .filter(|q| text(q, "name").is_some_and(|n| queues.is_match(&n)))
+        .filter_map(|q| text(q, "leader"))
+        .collect();
+    let header = ["Node name", "Number of quorum queues"];
+    let rows: Vec<Vec<Value>> = nodes
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|n| n.get("running").and_then(Value::as_bool).unwrap_or(false))
+        .filter_map(|n| text(n, "name"))
+        .map(|name| {
+            let count = led.iter().filter(|l| **l == name).count();
+            vec![json!(name), json!(count)]
+        })
+        .collect();
+    if ctl.json {
+        return ctl.print(&super::table::render_json(&header, &rows));
+    }
+    let cells: Vec<Vec<String>> = rows.iter().map(|r| r.iter().map(cell).collect()).collect();
+    ctl.print(&render_table(&header, &cells, ctl.headers))
+}
+
+/// A `--vhost-pattern` or `--queue-pattern`, checked here as the broker will read it.
+fn pattern(text: &str) -> Result<regex::Regex, CtlError> {
+    regex::Regex::new(text)
+        .map_err(|e| CtlError::Usage(format!("{text} is not a regular expression: {e}")))
+}

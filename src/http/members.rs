@@ -5,7 +5,8 @@
 //! `queue_pattern` and `vhost_pattern`, and `DELETE /api/queues/quorum/replicas/on/{node}/shrink`.
 //! Administrators only. Each answers once the queue's group has its new members as voters (a
 //! member added has caught up), or 503 if that did not happen in time (the change is committed
-//! and completes once it can).
+//! and completes once it can). `POST /api/rebalance/queues` spreads quorum queue leaders over
+//! the nodes (`rabbitmq-queues rebalance`).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -17,11 +18,16 @@ use serde_json::json;
 
 use super::admin::{object, required_strings, Admin, Done};
 use super::api::{ApiError, Shared};
+use crate::queue::quorum::rebalance::{plan, Led};
 use crate::vhost::{MemberChange, MembersChanged, MembersError, Vhost};
 
 /// How long a change may take to be in place before the answer says it is not yet (within
 /// `warren ctl`'s default timeout of a minute).
 const IN_PLACE_WITHIN: Duration = Duration::from_secs(50);
+
+/// How long a rebalance waits for one queue's new leader, and how many move at once.
+const LEADER_MOVED_WITHIN: Duration = Duration::from_secs(10);
+const REBALANCE_CONCURRENCY: usize = 16;
 
 fn refused(e: MembersError) -> ApiError {
     match e {
@@ -204,4 +210,83 @@ pub async fn shrink(State(broker): Shared, _admin: Admin, Path(node): Path<Strin
     .await?;
     in_place(&changes).await?;
     Ok(StatusCode::ACCEPTED)
+}
+
+/// `POST /api/rebalance/queues`: the leaders of the quorum queues the patterns match spread
+/// over the nodes that are up (`rabbitmq-queues rebalance`), each queue's leadership handed to
+/// a member on a node that leads fewer; 204 once the moves are made. `type` `all` (the
+/// default) or `quorum`; `classic` queues are not replicated (each lives on its node): nothing
+/// moves. Only queues with a member on this node are seen (in a cluster whose queues have a
+/// member on every node, all of them).
+pub async fn rebalance(State(broker): Shared, _admin: Admin, body: Bytes) -> Done {
+    use futures::StreamExt as _;
+    let body = object(&body)?;
+    let kind = match body.get("type") {
+        None | Some(serde_json::Value::Null) => "all",
+        Some(v) => v
+            .as_str()
+            .ok_or_else(|| ApiError::BadRequest(json!("type must be a string")))?,
+    };
+    match kind {
+        "all" | "quorum" => {}
+        "classic" => return Ok(StatusCode::NO_CONTENT),
+        other => {
+            return Err(ApiError::BadRequest(json!(format!(
+                "type must be all, classic or quorum, not {other}"
+            ))))
+        }
+    }
+    let (vhosts, queues) = (
+        pattern(&body, "vhost_pattern")?,
+        pattern(&body, "queue_pattern")?,
+    );
+    let Some(cluster) = broker.cluster.get() else {
+        return Ok(StatusCode::NO_CONTENT);
+    };
+    let nodes: Vec<String> = cluster
+        .members()
+        .into_iter()
+        .filter(|m| m.reachable)
+        .map(|m| m.name)
+        .collect();
+    let mut led = Vec::new();
+    for vhost in broker.vhosts().iter().filter(|v| vhosts.is_match(&v.name)) {
+        for q in vhost.queues() {
+            let quorum = q.args.queue_type == crate::queue::args::QueueType::Quorum;
+            if !quorum || !queues.is_match(&q.name) {
+                continue;
+            }
+            let Some(status) = q.replica_status() else {
+                continue;
+            };
+            if let Some(leader) = status.leader {
+                led.push(Led {
+                    queue: q,
+                    leader,
+                    members: status.members,
+                });
+            }
+        }
+    }
+    let moves = plan(&led, &nodes);
+    let moved: Vec<bool> = futures::stream::iter(moves)
+        .map(|(queue, to)| async move {
+            let moved = queue.transfer_leadership(&to, LEADER_MOVED_WITHIN).await;
+            if !moved {
+                tracing::warn!(
+                    "rebalance: the leader of queue {} did not move to {to}",
+                    queue.name
+                );
+            }
+            moved
+        })
+        .buffer_unordered(REBALANCE_CONCURRENCY)
+        .collect()
+        .await;
+    tracing::info!(
+        "rebalance: {} of {} quorum queue leaders moved",
+        moved.iter().filter(|m| **m).count(),
+        moved.len()
+    );
+    Ok(StatusCode::NO_CONTENT)
 }

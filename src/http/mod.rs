@@ -252,6 +252,7 @@ fn router(broker: Arc<Broker>) -> Router {
             "/api/queues/quorum/replicas/on/{node}/shrink",
             delete(members::shrink),
         )
+        .route("/api/rebalance/queues", post(members::rebalance))
         .route("/api/queues/{vhost}/{name}/contents", delete(queues::purge))
         .route("/api/queues/{vhost}/{name}/get", post(queues::get))
         .route(

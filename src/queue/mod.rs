@@ -501,6 +501,15 @@ impl QueueHandle {
         })
     }
 
+    /// Hands a replicated queue's leadership to its member on `node` and waits (at most
+    /// `within`) until it leads; false if it did not, or the queue has no member here.
+    pub async fn transfer_leadership(&self, node: &str, within: std::time::Duration) -> bool {
+        let Some(group) = self.replica.get().cloned() else {
+            return false;
+        };
+        group.transfer_leadership(node, within).await
+    }
+
     /// A replicated queue's members with their logs, each asked of its node (None for other
     /// queues, and until its group has started here), as `rabbitmq-queues quorum_status`.
     pub async fn quorum_status(&self) -> Option<Vec<warren_cluster::group::MemberFigures>> {

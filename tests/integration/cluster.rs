@@ -2982,6 +2982,46 @@ async fn quorum_queues_shrink_and_grow_through_ctl() {
     let (code, out) = ctl_on(&n2, &["add-member", "g.one", "n1"]).await;
     assert_eq!(code, 0, "add-member: {out}");
     assert_eq!(quorum_members(&n3, "g.one"), all);
+    // Leaders spread again (`rabbitmq-queues rebalance`): three more queues declared on n1 are
+    // led from n1; after the rebalance each node leads two of the six.
+    for q in ["r.1", "r.2", "r.3"] {
+        declare_quorum(&c1, q).await;
+        publish_confirmed(&ch1, "", q, &numbered_body(0, 64), true).await;
+    }
+    let queues = ["g.one", "g.two", "other", "r.1", "r.2", "r.3"];
+    for q in queues {
+        eventually("three members", || quorum_members(&n2, q), |m| *m == all);
+    }
+    let (code, out) = ctl_on(&n2, &["rebalance", "quorum"]).await;
+    assert_eq!(code, 0, "rebalance: {out}");
+    assert!(
+        out.starts_with("Node name\tNumber of quorum queues\n"),
+        "{out}"
+    );
+    for node in all {
+        assert!(
+            out.contains(&format!("{node}\t2\n")),
+            "{node} leads two: {out}"
+        );
+    }
+    let leaders: Vec<String> = queues
+        .iter()
+        .map(|q| {
+            let (_, json) = api(&n3, "GET", &format!("/api/queues/%2F/{q}"), None);
+            json["leader"].as_str().unwrap_or_default().to_owned()
+        })
+        .collect();
+    for node in all {
+        let led = leaders.iter().filter(|l| *l == node).count();
+        assert_eq!(led, 2, "{node} leads two of {leaders:?}");
+    }
+    // Balanced: nothing moves; a pattern that matches nothing moves nothing.
+    let (code, out) = ctl_on(&n1, &["rebalance", "all", "--queue-pattern", "^none$"]).await;
+    assert_eq!(code, 0, "rebalance: {out}");
+    for q in ["r.1", "r.2", "r.3"] {
+        let drained = n1.drain(q).await;
+        exactly_once(&drained, 0..1);
+    }
     // A node down: its member goes all the same (the others are a majority of the old and the
     // new members); it cannot be added while down.
     n3.kill9();

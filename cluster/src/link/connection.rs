@@ -210,6 +210,7 @@ impl Response {
             Request::App(_) => Response::App(Err(reason.to_owned())),
             Request::WaitApplied { .. } => Response::Applied(false),
             Request::Figures { .. } => Response::Figures(None),
+            Request::TransferLeader { .. } => Response::Transferred(Err(reason.to_owned())),
         }
     }
 }

@@ -82,6 +82,12 @@ pub enum Request {
     Figures {
         group: GroupId,
     },
+    /// The receiving member, if it leads `group`, hands its leadership to the member on node
+    /// `to` (a rebalance of leaders).
+    TransferLeader {
+        group: GroupId,
+        to: String,
+    },
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -118,6 +124,8 @@ pub enum Response {
     App(#[serde(with = "bytes_or_reason")] Result<Vec<u8>, String>),
     /// `None`: the group is not on that node.
     Figures(Option<crate::group::LogFigures>),
+    /// The leadership handed over (the new leader's election started), or why not.
+    Transferred(Result<(), String>),
 }
 
 /// Why a node did not take a proposal.
