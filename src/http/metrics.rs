@@ -160,6 +160,11 @@ async fn render(broker: &Broker, per_object: bool) -> String {
         "Bytes of streams' segment files",
         &streams(|f| f.bytes),
     );
+    out.single(
+        "warren_stream_read_ahead_bytes",
+        "Bytes stream consumers have read ahead from disk and not yet delivered, reads under way included",
+        crate::queue::stream::read_ahead_bytes() as f64,
+    );
     let t = broker.counters.totals();
     for (name, help, value) in [
         ("received", "Total number of messages received from publishers", t.received),

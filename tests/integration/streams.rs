@@ -1,7 +1,8 @@
 //! Stream queues (`x-queue-type: stream`) as a lapin client sees them: offsets of every kind,
 //! several consumers, acks as credit, retention by size and by age, restarts and `kill -9`
 //! (no confirmed entry lost, offsets unchanged), and the hostile cases: a consumer that never
-//! acks, one that vanishes, one that reads from the start of a large stream.
+//! acks, one that vanishes, one that reads from the start of a large stream, readers killed or
+//! reset mid-read, a thousand readers that stop reading.
 
 use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
@@ -67,6 +68,34 @@ async fn publish_each_confirmed(ch: &lapin::Channel, stream: &str, bodies: &[Str
             within("confirm", confirm).await.expect("confirm").is_ack(),
             "{body} confirmed"
         );
+    }
+}
+
+/// Publishes `bodies` with up to 500 unconfirmed at a time; every one confirmed.
+async fn publish_pipelined(
+    ch: &lapin::Channel,
+    stream: &str,
+    bodies: impl IntoIterator<Item = impl AsRef<[u8]>>,
+) {
+    let mut confirms = FuturesUnordered::new();
+    for body in bodies {
+        let c = ch
+            .basic_publish(
+                "".into(),
+                stream.into(),
+                BasicPublishOptions::default(),
+                body.as_ref(),
+                BasicProperties::default(),
+            )
+            .await
+            .expect("publish");
+        confirms.push(c);
+        while confirms.len() > 500 {
+            assert!(confirms.next().await.unwrap().unwrap().is_ack());
+        }
+    }
+    while let Some(c) = confirms.next().await {
+        assert!(c.unwrap().is_ack());
     }
 }
 
@@ -711,26 +740,7 @@ async fn a_frozen_stream_reader_holds_up_nobody_and_is_dropped_on_missed_heartbe
     declare_stream(&ch, "frozen", &[]).await;
     // 40 MB: more than a socket's buffers and the broker's output buffer for one connection.
     let body = vec![b'f'; 2048];
-    let mut confirms = FuturesUnordered::new();
-    for _ in 0..20_000 {
-        let c = ch
-            .basic_publish(
-                "".into(),
-                "frozen".into(),
-                BasicPublishOptions::default(),
-                &body,
-                BasicProperties::default(),
-            )
-            .await
-            .expect("publish");
-        confirms.push(c);
-        while confirms.len() > 500 {
-            assert!(confirms.next().await.unwrap().unwrap().is_ack());
-        }
-    }
-    while let Some(c) = confirms.next().await {
-        assert!(c.unwrap().is_ack());
-    }
+    publish_pipelined(&ch, "frozen", std::iter::repeat_n(&body, 20_000)).await;
     // Frozen (as with SIGSTOP): subscribes with the largest prefetch, then reads nothing and
     // sends nothing, heartbeats included.
     let mut frozen = Raw::open_with(
@@ -860,4 +870,235 @@ async fn a_transaction_commit_waits_until_its_messages_are_in_the_stream() {
         assert_eq!(lapin_count(&ch, "tx").await, round * 100);
     }
     b.stop().await;
+}
+
+/// A thousand readers that start at the beginning of a stream (behind the tail kept in memory)
+/// with prefetch 1, take one delivery and never read or ack again: what they read ahead from
+/// disk stays within the broker's read-ahead budget (64 MiB, `warren_stream_read_ahead_bytes`),
+/// where each held a batch of its own before (256 KiB each, 250 MiB in all), and the messages
+/// the broker holds stay bounded. A reader that comes after them still reads everything.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_thousand_idle_readers_hold_no_more_than_the_read_ahead_budget() {
+    use warren_amqp::protocol::{basic, AMQPClass};
+    const ENTRIES: usize = 12_000; // 12 MiB: the first 4 MiB are read from disk
+    const CONNECTIONS: u16 = 10;
+    const CHANNELS: u16 = 100;
+    let dir = tempfile::tempdir().unwrap();
+    let b = ChildBroker::start(dir.path(), &[]);
+    let conn = b.connect().await;
+    let ch = confirming_channel(&conn).await;
+    declare_stream(&ch, "idle", &[]).await;
+    let body = vec![b'i'; 1024];
+    publish_pipelined(&ch, "idle", std::iter::repeat_n(&body, ENTRIES)).await;
+    let addr: std::net::SocketAddr = ([127, 0, 0, 1], b.port).into();
+    let http: std::net::SocketAddr = ([127, 0, 0, 1], b.http_port).into();
+    let mut readers = Vec::new();
+    for _ in 0..CONNECTIONS {
+        let mut raw = Raw::open_with(addr, Handshake::default()).await;
+        // Channels first: consume-ok and deliveries then come unread.
+        for channel in 1..=CHANNELS {
+            raw.open_channel(channel).await;
+            raw.qos(channel, 1, false).await;
+        }
+        for channel in 1..=CHANNELS {
+            let mut args = FieldTable::default();
+            args.insert("x-stream-offset".into(), text("first"));
+            raw.send_method(
+                channel,
+                AMQPClass::Basic(basic::AMQPMethod::Consume(basic::Consume {
+                    queue: "idle".into(),
+                    consumer_tag: format!("idle-{channel}").into(),
+                    arguments: args,
+                    ..Default::default()
+                })),
+            )
+            .await;
+        }
+        readers.push(raw);
+    }
+    let expected = u64::from(CONNECTIONS * CHANNELS);
+    let metric = |name: &str| {
+        let (_, metrics) = http_get(http, "/metrics", None);
+        metrics
+            .lines()
+            .find(|l| l.starts_with(name))
+            .and_then(|l| l.rsplit(' ').next())
+            .and_then(|v| v.parse::<f64>().ok())
+            .unwrap_or_else(|| panic!("{name} in {metrics}"))
+    };
+    // Every reader subscribed and served its first delivery (its read landed).
+    within_long("the readers subscribed and served", async {
+        loop {
+            let (_, q) = http_json(
+                http,
+                "GET",
+                "/api/queues/%2F/idle",
+                None,
+                ("guest", "guest"),
+            );
+            let (_, ch) = http_json(http, "GET", "/api/channels", None, ("guest", "guest"));
+            let unacked: u64 = ch
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(|c| c["messages_unacknowledged"].as_u64())
+                .sum();
+            if q["consumers"] == expected && unacked >= expected {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    })
+    .await;
+    let read_ahead = metric("warren_stream_read_ahead_bytes");
+    assert!(
+        read_ahead <= (64 << 20) as f64,
+        "read ahead {read_ahead} bytes, over the 64 MiB budget"
+    );
+    let (_, nodes) = http_json(http, "GET", "/api/nodes", None, ("guest", "guest"));
+    let held = nodes[0]["mem_used"].as_u64().expect("mem_used");
+    // The budget, the 8 MiB tail, and a delivery of ~1 KiB (plus its frames) per reader.
+    assert!(held < 96 << 20, "the broker holds {held} bytes of messages");
+    // A reader after them reads the whole stream.
+    let (_c, mut reader) = consume_from(&conn, "idle", 1000, Some(text("first"))).await;
+    for i in 0..ENTRIES as i64 {
+        let d = lapin_next(&mut reader).await;
+        assert_eq!(offset_of(&d), i);
+        if i % 500 == 499 {
+            d.ack(BasicAckOptions { multiple: true })
+                .await
+                .expect("ack");
+        }
+    }
+    drop(readers);
+    // Gone, they hold nothing.
+    within_long("the readers' read-ahead released", async {
+        while metric("warren_stream_read_ahead_bytes") > 0.0 {
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    })
+    .await;
+}
+
+/// Readers that vanish in the middle of reading a stream from disk: a client process killed
+/// with SIGKILL (`warren perf`, four consumers) and a raw client whose socket is reset
+/// (SO_LINGER 0) after a few deliveries. Their consumers go, what they had read ahead is given
+/// back, and the stream is as it was: every entry still there at its offset for the next
+/// reader.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn readers_killed_or_reset_mid_read_leave_the_stream_whole() {
+    use warren_amqp::protocol::{basic, AMQPClass};
+    const ENTRIES: usize = 20_000; // 20 MiB: most of it read from disk
+    let dir = tempfile::tempdir().unwrap();
+    let b = ChildBroker::start(dir.path(), &[]);
+    let conn = b.connect().await;
+    let ch = confirming_channel(&conn).await;
+    declare_stream(&ch, "vanishing", &[]).await;
+    let bodies: Vec<String> = (0..ENTRIES).map(|i| format!("{i:01024}")).collect();
+    publish_pipelined(&ch, "vanishing", &bodies).await;
+    let addr: std::net::SocketAddr = ([127, 0, 0, 1], b.port).into();
+    let http: std::net::SocketAddr = ([127, 0, 0, 1], b.http_port).into();
+    let consumers = || {
+        let (_, q) = http_json(
+            http,
+            "GET",
+            "/api/queues/%2F/vanishing",
+            None,
+            ("guest", "guest"),
+        );
+        q["consumers"].as_u64().unwrap_or(0)
+    };
+    // A client process reading with four consumers, killed while they read.
+    let uri = format!("amqp://guest:guest@127.0.0.1:{}/%2f", b.port);
+    let mut perf = tokio::process::Command::new(env!("CARGO_BIN_EXE_warren"))
+        .args([
+            "perf",
+            "--uri",
+            &uri,
+            "-x",
+            "0",
+            "-y",
+            "4",
+            "-q",
+            "1",
+            "-u",
+            "vanishing",
+        ])
+        .args(["-f", "persistent", "--queue-args", "x-queue-type=stream"])
+        .args(["--consumer-args", "x-stream-offset=first", "-z", "60"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("warren perf");
+    within_long("perf's consumers reading", async {
+        while consumers() < 4 {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    })
+    .await;
+    // Mid-read: with prefetch 1, a consumer reads a few thousand entries a second.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    perf.start_kill().expect("SIGKILL perf");
+    let _ = perf.wait().await;
+    // A raw reader reset after a few deliveries.
+    let stream = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    #[allow(deprecated)] // a blocking close is what we want here: RST at once
+    stream.set_linger(Some(Duration::ZERO)).expect("linger");
+    let mut raw = Raw::over(stream).open_as(Handshake::default()).await;
+    raw.open_channel(1).await;
+    raw.qos(1, 50, false).await;
+    let mut args = FieldTable::default();
+    args.insert("x-stream-offset".into(), text("first"));
+    raw.send_method(
+        1,
+        AMQPClass::Basic(basic::AMQPMethod::Consume(basic::Consume {
+            queue: "vanishing".into(),
+            consumer_tag: "reset".into(),
+            arguments: args,
+            ..Default::default()
+        })),
+    )
+    .await;
+    let mut bodies_seen = 0;
+    while bodies_seen < 10 {
+        if let In::Body(..) = raw.recv().await {
+            bodies_seen += 1;
+        }
+    }
+    drop(raw);
+    within_long("the vanished readers gone", async {
+        while consumers() > 0 {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    })
+    .await;
+    within_long("what they read ahead given back", async {
+        loop {
+            let (_, metrics) = http_get(http, "/metrics", None);
+            let ahead = metrics
+                .lines()
+                .find(|l| l.starts_with("warren_stream_read_ahead_bytes"))
+                .and_then(|l| l.rsplit(' ').next())
+                .and_then(|v| v.parse::<f64>().ok());
+            if ahead == Some(0.0) {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    })
+    .await;
+    // The stream as it was: the next reader gets every entry at its offset.
+    eventually_count(&ch, "vanishing", ENTRIES as u32).await;
+    let (_c, mut reader) = consume_from(&conn, "vanishing", 1000, Some(text("first"))).await;
+    for (i, body) in bodies.iter().enumerate() {
+        let d = lapin_next(&mut reader).await;
+        assert_eq!(offset_of(&d), i as i64);
+        assert_eq!(d.data, body.as_bytes());
+        if i % 500 == 499 {
+            d.ack(BasicAckOptions { multiple: true })
+                .await
+                .expect("ack");
+        }
+    }
 }

@@ -11,7 +11,10 @@
 //! Each message carries its offset in an `x-stream-offset` header, set once when it is
 //! appended.
 
+mod ahead;
 pub mod offset;
+
+pub use ahead::read_ahead_bytes;
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::Ordering;
@@ -42,9 +45,6 @@ static ALL_TAILS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::n
 /// What one append takes at most (the rest waits for the next).
 const APPEND_MESSAGES: usize = 4096;
 const APPEND_BYTES: usize = 16 * 1024 * 1024;
-/// What a consumer behind the tail reads ahead from disk at a time.
-const READ_AHEAD_MESSAGES: usize = 256;
-const READ_AHEAD_BYTES: usize = 256 * 1024;
 /// How often age-based retention is looked at when nothing is appended.
 const RETENTION_EVERY: Duration = Duration::from_secs(1);
 
@@ -155,6 +155,9 @@ enum Done {
         /// The consumer's key.
         key: u64,
         result: Result<Vec<(u64, MessageRef)>, StreamError>,
+        /// Its share of the read-ahead budget, given back once what it read is held (or
+        /// dropped) here.
+        reading: ahead::Reading,
     },
     Located {
         key: u64,
@@ -180,7 +183,7 @@ struct StreamConsumer {
     outstanding: u32,
     position: Position,
     /// Read ahead from disk, in order, not yet delivered.
-    ahead: VecDeque<(u64, MessageRef)>,
+    ahead: ahead::ReadAhead,
     reading: bool,
 }
 
@@ -385,7 +388,7 @@ impl Owner {
                         prefetch: consumer.spec.prefetch.max(1),
                         outstanding: 0,
                         position,
-                        ahead: VecDeque::new(),
+                        ahead: ahead::ReadAhead::default(),
                         reading: false,
                     },
                 );
@@ -559,7 +562,11 @@ impl Owner {
                     let _ = s.send(ok);
                 }
             }
-            Done::Read { key, result } => {
+            Done::Read {
+                key,
+                result,
+                reading: _reading,
+            } => {
                 let Some(c) = self.consumers.get_mut(&key) else {
                     return;
                 };
@@ -690,8 +697,8 @@ impl Owner {
                 return true;
             }
             // The next message: read ahead, in the tail, or to be read.
-            let next = match c.ahead.front() {
-                Some((offset, _)) if *offset == at.max(first) => c.ahead.pop_front(),
+            let next = match c.ahead.front_offset() {
+                Some(offset) if offset == at.max(first) => c.ahead.pop_front(),
                 _ => {
                     c.ahead.clear();
                     let at = at.max(first);
@@ -706,19 +713,24 @@ impl Owner {
                         if !c.reading {
                             c.reading = true;
                             c.position = Position::At(at);
-                            let want = READ_AHEAD_MESSAGES.max(c.prefetch as usize);
+                            let (want, bytes, reading) =
+                                ahead::next_read(c.prefetch - c.outstanding);
                             let reader = self.reader.clone();
                             let done = self.done_tx.clone();
                             tokio::task::spawn_blocking(move || {
                                 let mut read = Vec::new();
                                 let result = reader
-                                    .read(at, want, READ_AHEAD_BYTES, |offset, entry| {
+                                    .read(at, want, bytes, |offset, entry| {
                                         if let Ok(m) = stored_message(entry) {
                                             read.push((offset, m));
                                         }
                                     })
                                     .map(|_| read);
-                                let _ = done.send(Done::Read { key, result });
+                                let _ = done.send(Done::Read {
+                                    key,
+                                    result,
+                                    reading,
+                                });
                             });
                         }
                         return true;
@@ -729,7 +741,7 @@ impl Owner {
                 return true;
             };
             if !c.outbox.channel_flow.try_take() {
-                c.ahead.push_front((offset, message));
+                c.ahead.push_front(offset, message);
                 return true;
             }
             c.delivered += 1;
