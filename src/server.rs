@@ -163,16 +163,32 @@ impl Server {
     }
 }
 
-/// Samples the message counters every `collect_statistics_interval` (for their rates).
+/// How long the sampler waits for one queue's counts.
+const QUEUE_SAMPLE_WITHIN: Duration = Duration::from_millis(100);
+
+/// Samples the message counters, the broker's and each queue's, every
+/// `collect_statistics_interval` (for their rates).
 async fn sample_rates(broker: Arc<Broker>) {
     let every = Duration::from_millis(broker.config.collect_statistics_interval.max(10));
     let mut ticks = tokio::time::interval(every);
     ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         ticks.tick().await;
-        broker
-            .rates
-            .record(std::time::Instant::now(), broker.counters.totals());
+        let now = std::time::Instant::now();
+        broker.rates.record(now, broker.counters.totals());
+        // Each queue that lives here (a proxy's queue is sampled on its own node).
+        for vhost in broker.vhosts() {
+            for queue in vhost.queues() {
+                if queue.forwards() {
+                    continue;
+                }
+                // A queue whose inbox publishers keep full does not hold up the others.
+                let stats = tokio::time::timeout(QUEUE_SAMPLE_WITHIN, queue.stats(false));
+                if let Ok(Ok(stats)) = stats.await {
+                    queue.rates.record(now, stats);
+                }
+            }
+        }
     }
 }
 

@@ -71,11 +71,47 @@ impl Counters {
     }
 }
 
-/// The counters' rates: the last two samples of the totals, taken every
-/// `collect_statistics_interval` (the management API's `*_details.rate`, per second).
-#[derive(Default)]
-pub struct RateSampler {
-    samples: std::sync::Mutex<[Option<(std::time::Instant, Counts)>; 2]>,
+/// Counters' rates: the last two samples of them, taken every `collect_statistics_interval`
+/// (the management API's `*_details.rate`, per second). `T` is what is sampled: the broker's
+/// [`Counts`], or a queue's counts and depths.
+pub struct RateSampler<T = Counts> {
+    samples: std::sync::Mutex<[Option<(std::time::Instant, T)>; 2]>,
+}
+
+impl<T> Default for RateSampler<T> {
+    fn default() -> Self {
+        RateSampler {
+            samples: std::sync::Mutex::new([None, None]),
+        }
+    }
+}
+
+impl<T: Copy> RateSampler<T> {
+    pub fn record(&self, at: std::time::Instant, sample: T) {
+        let mut samples = self.samples.lock().unwrap_or_else(|e| e.into_inner());
+        samples[0] = samples[1].take();
+        samples[1] = Some((at, sample));
+    }
+
+    /// The change per second of what `of` reads from a sample, over the last interval: zero
+    /// until two samples were taken, and for a counter that went down (a depth that fell has a
+    /// negative rate: use [`RateSampler::signed_rate`]).
+    pub fn rate(&self, of: impl Fn(&T) -> u64) -> f64 {
+        self.signed_rate(|t| of(t) as f64).max(0.0)
+    }
+
+    /// As [`RateSampler::rate`], for a figure that goes up and down (a queue's depth).
+    pub fn signed_rate(&self, of: impl Fn(&T) -> f64) -> f64 {
+        let samples = self.samples.lock().unwrap_or_else(|e| e.into_inner());
+        let (Some((t0, a)), Some((t1, b))) = (&samples[0], &samples[1]) else {
+            return 0.0;
+        };
+        let secs = t1.duration_since(*t0).as_secs_f64();
+        if secs <= 0.0 {
+            return 0.0;
+        }
+        (of(b) - of(a)) / secs
+    }
 }
 
 /// Messages per second of each counter, over the last sampling interval.
@@ -90,32 +126,17 @@ pub struct Rates {
     pub confirmed: f64,
 }
 
-impl RateSampler {
-    pub fn record(&self, at: std::time::Instant, totals: Counts) {
-        let mut samples = self.samples.lock().unwrap_or_else(|e| e.into_inner());
-        samples[0] = samples[1].take();
-        samples[1] = Some((at, totals));
-    }
-
+impl RateSampler<Counts> {
     /// Zero until two samples were taken.
     pub fn rates(&self) -> Rates {
-        let samples = self.samples.lock().unwrap_or_else(|e| e.into_inner());
-        let (Some((t0, a)), Some((t1, b))) = (samples[0], samples[1]) else {
-            return Rates::default();
-        };
-        let secs = t1.duration_since(t0).as_secs_f64();
-        if secs <= 0.0 {
-            return Rates::default();
-        }
-        let rate = |x: u64, y: u64| y.saturating_sub(x) as f64 / secs;
         Rates {
-            received: rate(a.received, b.received),
-            routed: rate(a.routed, b.routed),
-            unroutable_dropped: rate(a.unroutable_dropped, b.unroutable_dropped),
-            unroutable_returned: rate(a.unroutable_returned, b.unroutable_returned),
-            delivered: rate(a.delivered, b.delivered),
-            acknowledged: rate(a.acknowledged, b.acknowledged),
-            confirmed: rate(a.confirmed, b.confirmed),
+            received: self.rate(|c| c.received),
+            routed: self.rate(|c| c.routed),
+            unroutable_dropped: self.rate(|c| c.unroutable_dropped),
+            unroutable_returned: self.rate(|c| c.unroutable_returned),
+            delivered: self.rate(|c| c.delivered),
+            acknowledged: self.rate(|c| c.acknowledged),
+            confirmed: self.rate(|c| c.confirmed),
         }
     }
 }

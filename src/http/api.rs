@@ -245,6 +245,9 @@ fn queue_json(s: &QueueSnapshot, node: &str) -> Value {
         "type": q.args.queue_type.as_str(),
         "node": node,
     });
+    if let Some(map) = out.as_object_mut() {
+        queue_rates_json(q, stats, map);
+    }
     if let (QueueType::Quorum, Some(map)) = (q.args.queue_type, out.as_object_mut()) {
         map.insert("messages_dlx".into(), json!(stats.held_dead_letters));
         map.insert(
@@ -271,6 +274,48 @@ fn queue_json(s: &QueueSnapshot, node: &str) -> Value {
         map.insert("disk_bytes".into(), json!(f.bytes));
     }
     out
+}
+
+/// A queue's `message_stats` (its counts and their rates, as RabbitMQ's) and the rates of its
+/// depths (`messages_details` and the like), from the samples taken every
+/// `collect_statistics_interval`.
+fn queue_rates_json(
+    q: &crate::queue::QueueHandle,
+    stats: &QueueStats,
+    map: &mut serde_json::Map<String, Value>,
+) {
+    use crate::queue::QueueCounts;
+    let c = &stats.counts;
+    let deliver_get = |c: &QueueCounts| c.delivered + c.delivered_no_ack + c.got + c.got_no_ack;
+    type Counter = (&'static str, u64, fn(&QueueCounts) -> u64);
+    let counters: [Counter; 8] = [
+        ("publish", c.published, |c| c.published),
+        ("deliver", c.delivered, |c| c.delivered),
+        ("deliver_no_ack", c.delivered_no_ack, |c| c.delivered_no_ack),
+        ("get", c.got, |c| c.got),
+        ("get_no_ack", c.got_no_ack, |c| c.got_no_ack),
+        ("deliver_get", deliver_get(c), deliver_get),
+        ("redeliver", c.redelivered, |c| c.redelivered),
+        ("ack", c.acked, |c| c.acked),
+    ];
+    let mut message_stats = serde_json::Map::new();
+    for (name, value, of) in counters {
+        let rate = q.rates.rate(|s| of(&s.counts));
+        message_stats.insert(name.into(), json!(value));
+        message_stats.insert(format!("{name}_details"), json!({ "rate": rate }));
+    }
+    map.insert("message_stats".into(), Value::Object(message_stats));
+    type Depth = (&'static str, fn(&QueueStats) -> f64);
+    let depths: [Depth; 3] = [
+        ("messages_details", |s| {
+            f64::from(s.ready) + f64::from(s.unacked)
+        }),
+        ("messages_ready_details", |s| f64::from(s.ready)),
+        ("messages_unacknowledged_details", |s| f64::from(s.unacked)),
+    ];
+    for (name, of) in depths {
+        map.insert(name.into(), json!({ "rate": q.rates.signed_rate(of) }));
+    }
 }
 
 async fn queues_json(vhosts: &[Arc<Vhost>], node: &str) -> Value {

@@ -148,6 +148,24 @@ impl Drop for PublishConfirm {
     }
 }
 
+/// What a queue has taken in and handed out since it started on this node (RabbitMQ's
+/// per-queue `message_stats`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct QueueCounts {
+    /// Messages taken in (`publish`).
+    pub published: u64,
+    /// Delivered to consumers that ack (`deliver`), and to those that do not (`deliver_no_ack`).
+    pub delivered: u64,
+    pub delivered_no_ack: u64,
+    /// Fetched with `basic.get` (`get`, `get_no_ack`).
+    pub got: u64,
+    pub got_no_ack: u64,
+    /// Of the deliveries and gets, those flagged redelivered (`redeliver`).
+    pub redelivered: u64,
+    /// Deliveries acknowledged (`ack`).
+    pub acked: u64,
+}
+
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct QueueStats {
     /// Ready messages (declare-ok's message_count).
@@ -159,6 +177,7 @@ pub struct QueueStats {
     /// their body bytes: RabbitMQ's `messages_dlx` and `message_bytes_dlx`.
     pub held_dead_letters: u32,
     pub held_dead_letter_bytes: u64,
+    pub counts: QueueCounts,
 }
 
 #[derive(Debug)]
@@ -359,6 +378,8 @@ pub struct QueueHandle {
     /// A replicated queue's counts on this member, read without a round through its inbox
     /// (which publishers may keep full while the group commits).
     counts: std::sync::OnceLock<Box<dyn Fn() -> QueueStats + Send + Sync>>,
+    /// Its counts sampled every `collect_statistics_interval`, for their rates.
+    pub rates: crate::stats::RateSampler<QueueStats>,
     /// A replicated queue's member: how it is told the members wanted of its group.
     membership: Option<MemberControl>,
     /// A stream (`x-queue-type: stream`): it keeps every message in its own log, so it answers
@@ -424,6 +445,7 @@ impl QueueHandle {
             replicated: false,
             replica: std::sync::OnceLock::new(),
             counts: std::sync::OnceLock::new(),
+            rates: crate::stats::RateSampler::default(),
             membership: None,
             stream: false,
             stream_log: std::sync::OnceLock::new(),

@@ -260,6 +260,184 @@ async fn the_overview_shows_message_rates_that_follow_the_traffic() {
     b.stop().await;
 }
 
+/// A queue's `message_stats` count what it took in and handed out (publish, deliver, get with
+/// and without acks, redeliver, ack, deliver_get) and carry their rates, and its depths have
+/// rates too (`messages_details`): while a publisher fills it, both rise; stopped, they are
+/// back to zero. A stream counts its appends, deliveries and acks.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_queue_shows_its_message_counts_and_rates() {
+    use lapin::options::BasicRejectOptions;
+    use lapin::options::{BasicAckOptions, BasicConsumeOptions, BasicGetOptions, BasicQosOptions};
+    let b = start_with(|c| c.collect_statistics_interval = 200).await;
+    let conn = lapin_connect(&b).await;
+    let ch = lapin_channel(&conn).await;
+    lapin_declare(&ch, "counted").await;
+    for i in 0..10 {
+        lapin_publish(&ch, "", "counted", format!("m{i}").as_bytes()).await;
+    }
+    let get = |no_ack| ch.basic_get("counted".into(), BasicGetOptions { no_ack });
+    let first = get(false).await.expect("get").expect("a message");
+    first
+        .delivery
+        .ack(BasicAckOptions::default())
+        .await
+        .expect("ack");
+    let second = get(false).await.expect("get").expect("a message");
+    second
+        .delivery
+        .reject(BasicRejectOptions { requeue: true })
+        .await
+        .expect("reject");
+    get(true).await.expect("get").expect("a message");
+    // A consumer gets the other seven and the one put back (redelivered), and acks them.
+    ch.basic_qos(100, BasicQosOptions::default())
+        .await
+        .expect("qos");
+    let mut consumer = ch
+        .basic_consume(
+            "counted".into(),
+            "counter".into(),
+            BasicConsumeOptions::default(),
+            FieldTable::default(),
+        )
+        .await
+        .expect("consume");
+    for _ in 0..8 {
+        let d = lapin_next(&mut consumer).await;
+        d.ack(BasicAckOptions::default()).await.expect("ack");
+    }
+    let stats = |queue: &str| {
+        let (status, q) = api(&b, &format!("/api/queues/%2F/{queue}"));
+        assert_eq!(status, 200, "{q}");
+        q
+    };
+    let expected = json!({"publish": 10, "deliver": 8, "deliver_no_ack": 0, "get": 2,
+        "get_no_ack": 1, "deliver_get": 11, "redeliver": 1, "ack": 9});
+    let counts = |q: &Value| {
+        let m = &q["message_stats"];
+        let keys = [
+            "publish",
+            "deliver",
+            "deliver_no_ack",
+            "get",
+            "get_no_ack",
+            "deliver_get",
+            "redeliver",
+            "ack",
+        ];
+        Value::Object(
+            keys.iter()
+                .map(|k| (k.to_string(), m[*k].clone()))
+                .collect(),
+        )
+    };
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while counts(&stats("counted")) != expected && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(counts(&stats("counted")), expected);
+    // Filling another queue steadily: its publish rate and its depth's rate rise.
+    lapin_declare(&ch, "filling").await;
+    let publishing = {
+        let ch = lapin_channel(&conn).await;
+        tokio::spawn(async move {
+            for _ in 0..750 {
+                lapin_publish(&ch, "", "filling", b"x").await;
+                tokio::time::sleep(Duration::from_millis(2)).await;
+            }
+        })
+    };
+    let rate = |q: &Value, path: [&str; 2]| q[path[0]][path[1]]["rate"].as_f64().expect("a rate");
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let mut q = stats("filling");
+    while rate(&q, ["message_stats", "publish_details"]) <= 0.0 && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        q = stats("filling");
+    }
+    assert!(rate(&q, ["message_stats", "publish_details"]) > 0.0, "{q}");
+    assert!(
+        q["messages_details"]["rate"].as_f64().expect("a rate") > 0.0,
+        "{q}"
+    );
+    within("the publisher", publishing)
+        .await
+        .expect("publisher");
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let mut q = stats("filling");
+    while rate(&q, ["message_stats", "publish_details"]) > 0.0 && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        q = stats("filling");
+    }
+    assert_eq!(rate(&q, ["message_stats", "publish_details"]), 0.0, "{q}");
+    assert_eq!(q["messages_details"]["rate"], 0.0, "{q}");
+    assert_eq!(q["message_stats"]["publish"], 750, "{q}");
+    // A stream: what it appended, delivered and had acked.
+    let mut args = FieldTable::default();
+    args.insert(
+        "x-queue-type".into(),
+        AMQPValue::LongString("stream".into()),
+    );
+    ch.queue_declare(
+        "counted.stream".into(),
+        lapin::options::QueueDeclareOptions {
+            durable: true,
+            ..Default::default()
+        },
+        args,
+    )
+    .await
+    .expect("declare stream");
+    ch.confirm_select(Default::default())
+        .await
+        .expect("confirms");
+    for _ in 0..5 {
+        let confirm = ch
+            .basic_publish(
+                "".into(),
+                "counted.stream".into(),
+                Default::default(),
+                b"s",
+                Default::default(),
+            )
+            .await
+            .expect("publish");
+        assert!(confirm.await.expect("confirm").is_ack());
+    }
+    let mut args = FieldTable::default();
+    args.insert(
+        "x-stream-offset".into(),
+        AMQPValue::LongString("first".into()),
+    );
+    let mut reader = ch
+        .basic_consume(
+            "counted.stream".into(),
+            "reader".into(),
+            BasicConsumeOptions::default(),
+            args,
+        )
+        .await
+        .expect("consume");
+    for _ in 0..5 {
+        let d = lapin_next(&mut reader).await;
+        d.ack(BasicAckOptions::default()).await.expect("ack");
+    }
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let sums = |q: &Value| {
+        let m = &q["message_stats"];
+        (m["publish"].clone(), m["deliver"].clone(), m["ack"].clone())
+    };
+    while sums(&stats("counted.stream")) != (json!(5), json!(5), json!(5))
+        && Instant::now() < deadline
+    {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(
+        sums(&stats("counted.stream")),
+        (json!(5), json!(5), json!(5))
+    );
+    b.stop().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn listing_a_queue_is_not_a_use_of_it() {
     // x-expires counts consumers, gets and declares as use; the management API does not.

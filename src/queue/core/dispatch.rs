@@ -66,6 +66,11 @@ impl QueueCore {
             redelivered: entry.redelivered,
             remaining: self.ready.len() as u32,
         };
+        match no_ack {
+            true => self.counts.got_no_ack += 1,
+            false => self.counts.got += 1,
+        }
+        self.counts.redelivered += u64::from(got.redelivered);
         self.handed_out(entry, no_ack, None);
         Some(got)
     }
@@ -109,6 +114,11 @@ impl QueueCore {
                 c.unacked += 1;
             }
             let (delivery, redelivered) = (entry.id, entry.redelivered);
+            match no_ack {
+                true => self.counts.delivered_no_ack += 1,
+                false => self.counts.delivered += 1,
+            }
+            self.counts.redelivered += u64::from(redelivered);
             self.handed_out(entry, no_ack, (!no_ack).then_some(consumer));
             ctx.emit(Effect::Deliver {
                 consumer,

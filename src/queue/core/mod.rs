@@ -276,6 +276,8 @@ pub struct QueueCore {
     /// queue's at-least-once dead-lettering), by count and body bytes: they count against the
     /// length limits, as RabbitMQ's do, so reject-publish pushes back while a target is away.
     held_dead_letters: (u64, u64),
+    /// Messages in and out so far, for the management API's rates.
+    counts: super::QueueCounts,
 }
 
 impl QueueCore {
@@ -315,6 +317,7 @@ impl QueueCore {
             delivered_recorded: 0,
             deleted: false,
             held_dead_letters: (0, 0),
+            counts: super::QueueCounts::default(),
         }
     }
 
@@ -376,6 +379,7 @@ impl QueueCore {
             consumers: self.consumers.len() as u32,
             held_dead_letters: self.held_dead_letters.0 as u32,
             held_dead_letter_bytes: self.held_dead_letters.1,
+            counts: self.counts,
         }
     }
 

@@ -90,6 +90,7 @@ impl QueueCore {
             self.unstamped += 1;
         }
         self.ready.push_back(entry);
+        self.counts.published += 1;
         self.enforce_limits(ctx);
         if ttl_zero {
             // A zero TTL means "deliver now or never": hand it out before it expires.
@@ -153,6 +154,7 @@ impl QueueCore {
     pub(super) fn ack(&mut self, ids: Vec<u64>) {
         for id in ids {
             if let Some(o) = self.outstanding.remove(&id) {
+                self.counts.acked += 1;
                 self.settled(o.consumer);
                 self.forget_logged_copy(&o.entry);
             }

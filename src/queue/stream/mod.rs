@@ -199,6 +199,8 @@ struct Owner {
     /// The offset the next publish gets.
     next_offset: u64,
     figures: StreamFigures,
+    /// Messages appended, delivered and acked so far, for the management API's rates.
+    counts: super::QueueCounts,
     pending: VecDeque<Pending>,
     pending_bytes: usize,
     syncs: Vec<oneshot::Sender<bool>>,
@@ -238,6 +240,7 @@ impl Owner {
             next_offset: log.next_offset(),
             tail_first: figures.end_offset,
             figures,
+            counts: super::QueueCounts::default(),
             log: Some(log),
             batch: EntryBatch::default(),
             handle,
@@ -410,6 +413,7 @@ impl Owner {
                     // A consumer since cancelled is not found: nothing to give back.
                     if let Some(c) = self.consumers.get_mut(&(id >> 32)) {
                         c.outstanding = c.outstanding.saturating_sub(1);
+                        self.counts.acked += 1;
                     }
                 }
             }
@@ -453,6 +457,7 @@ impl Owner {
                 .unwrap_or(u32::MAX),
             unacked: 0,
             consumers: self.consumers.len() as u32,
+            counts: self.counts,
             ..QueueStats::default()
         }
     }
@@ -553,6 +558,7 @@ impl Owner {
                 self.batch = batch;
                 self.figures = self.reader.figures();
                 if ok {
+                    self.counts.published += messages.len() as u64;
                     self.keep_in_tail(first, messages);
                 }
                 for c in confirms {
@@ -755,6 +761,7 @@ impl Owner {
             }
             c.outstanding += 1;
             c.position = Position::At(offset + 1);
+            self.counts.delivered += 1;
         }
     }
 }

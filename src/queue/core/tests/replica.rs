@@ -641,7 +641,15 @@ fn apply_op(op: &Op, serial: usize, declared: &QueueArgs, held: &ReplicaState, c
             if_empty,
         },
     };
-    let outcome = copy.core.apply(command, ctx);
+    let outcome = match copy.core.apply(command, ctx) {
+        // The message counts are this copy's own since it started (the management API's
+        // rates), not part of the replicated state.
+        Outcome::Stats(stats) => Outcome::Stats(crate::queue::QueueStats {
+            counts: Default::default(),
+            ..stats
+        }),
+        outcome => outcome,
+    };
     copy.outcomes.push(format!("{outcome:?}"));
 }
 
