@@ -17,7 +17,8 @@ use serde_json::{json, Value};
 use super::QueueSnapshot;
 use crate::broker::Broker;
 use crate::queue::args::QueueType;
-use crate::queue::QueueStats;
+use crate::queue::{QueueCounts, QueueStats};
+use crate::stats::RateSampler;
 use crate::vhost::Vhost;
 
 pub type Shared = State<Arc<Broker>>;
@@ -246,7 +247,7 @@ fn queue_json(s: &QueueSnapshot, node: &str) -> Value {
         "node": node,
     });
     if let Some(map) = out.as_object_mut() {
-        queue_rates_json(q, stats, map);
+        rates_json(&[(stats, &q.rates)], map);
     }
     if let (QueueType::Quorum, Some(map)) = (q.args.queue_type, out.as_object_mut()) {
         map.insert("messages_dlx".into(), json!(stats.held_dead_letters));
@@ -276,32 +277,31 @@ fn queue_json(s: &QueueSnapshot, node: &str) -> Value {
     out
 }
 
-/// A queue's `message_stats` (its counts and their rates, as RabbitMQ's) and the rates of its
-/// depths (`messages_details` and the like), from the samples taken every
-/// `collect_statistics_interval`.
-fn queue_rates_json(
-    q: &crate::queue::QueueHandle,
-    stats: &QueueStats,
+/// The `message_stats` (counts and their rates, as RabbitMQ's) and the depths' rates
+/// (`messages_details` and the like) of some queues together: one queue's, or a vhost's. Each
+/// queue's counts with its samples, taken every `collect_statistics_interval`.
+fn rates_json(
+    queues: &[(&QueueStats, &RateSampler<QueueStats>)],
     map: &mut serde_json::Map<String, Value>,
 ) {
-    use crate::queue::QueueCounts;
-    let c = &stats.counts;
-    let deliver_get = |c: &QueueCounts| c.delivered + c.delivered_no_ack + c.got + c.got_no_ack;
-    type Counter = (&'static str, u64, fn(&QueueCounts) -> u64);
+    type Counter = (&'static str, fn(&QueueCounts) -> u64);
     let counters: [Counter; 8] = [
-        ("publish", c.published, |c| c.published),
-        ("deliver", c.delivered, |c| c.delivered),
-        ("deliver_no_ack", c.delivered_no_ack, |c| c.delivered_no_ack),
-        ("get", c.got, |c| c.got),
-        ("get_no_ack", c.got_no_ack, |c| c.got_no_ack),
-        ("deliver_get", deliver_get(c), deliver_get),
-        ("redeliver", c.redelivered, |c| c.redelivered),
-        ("ack", c.acked, |c| c.acked),
+        ("publish", |c| c.published),
+        ("deliver", |c| c.delivered),
+        ("deliver_no_ack", |c| c.delivered_no_ack),
+        ("get", |c| c.got),
+        ("get_no_ack", |c| c.got_no_ack),
+        ("deliver_get", |c| {
+            c.delivered + c.delivered_no_ack + c.got + c.got_no_ack
+        }),
+        ("redeliver", |c| c.redelivered),
+        ("ack", |c| c.acked),
     ];
     let mut message_stats = serde_json::Map::new();
-    for (name, value, of) in counters {
-        let rate = q.rates.rate(|s| of(&s.counts));
-        message_stats.insert(name.into(), json!(value));
+    for (name, of) in counters {
+        let total: u64 = queues.iter().map(|(s, _)| of(&s.counts)).sum();
+        let rate: f64 = queues.iter().map(|(_, r)| r.rate(|s| of(&s.counts))).sum();
+        message_stats.insert(name.into(), json!(total));
         message_stats.insert(format!("{name}_details"), json!({ "rate": rate }));
     }
     map.insert("message_stats".into(), Value::Object(message_stats));
@@ -314,7 +314,8 @@ fn queue_rates_json(
         ("messages_unacknowledged_details", |s| f64::from(s.unacked)),
     ];
     for (name, of) in depths {
-        map.insert(name.into(), json!({ "rate": q.rates.signed_rate(of) }));
+        let rate: f64 = queues.iter().map(|(_, r)| r.signed_rate(of)).sum();
+        map.insert(name.into(), json!({ "rate": rate }));
     }
 }
 
@@ -536,30 +537,42 @@ pub async fn put_vm_memory_high_watermark(
     Ok(axum::http::StatusCode::NO_CONTENT)
 }
 
-/// A vhost as RabbitMQ 3.10 shows it (the metadata twice, as it does).
-fn vhost_json(v: &Vhost) -> Value {
+/// A vhost as RabbitMQ 3.10 shows it (the metadata twice, as it does), with its queues' depths
+/// and message counts together, and their rates.
+fn vhost_json(v: &Vhost, queues: &[QueueSnapshot]) -> Value {
     let record = v.record();
     let mut metadata = json!({"description": record.description, "tags": record.tags});
     if let (Some(t), Some(m)) = (&record.default_queue_type, metadata.as_object_mut()) {
         m.insert("default_queue_type".into(), json!(t));
     }
-    json!({
+    let sum =
+        |f: fn(&QueueStats) -> u32| queues.iter().map(|q| u64::from(f(&q.stats))).sum::<u64>();
+    let mut out = json!({
         "name": &v.name,
         "description": record.description,
         "tags": record.tags,
         "default_queue_type": record.default_queue_type.as_deref().unwrap_or("undefined"),
         "metadata": metadata,
         "tracing": false,
-    })
+        "messages": sum(|s| s.ready) + sum(|s| s.unacked),
+        "messages_ready": sum(|s| s.ready),
+        "messages_unacknowledged": sum(|s| s.unacked),
+    });
+    if let Some(map) = out.as_object_mut() {
+        let sampled: Vec<_> = queues.iter().map(|q| (&q.stats, &q.queue.rates)).collect();
+        rates_json(&sampled, map);
+    }
+    out
 }
 
 pub async fn vhosts(State(broker): Shared, User(user): User) -> Answer {
-    let list: Vec<Value> = broker
-        .vhosts()
-        .iter()
-        .filter(|v| sees_vhost(&broker, &user, &v.name))
-        .map(|v| vhost_json(v))
-        .collect();
+    let mut list = Vec::new();
+    for v in broker.vhosts() {
+        if sees_vhost(&broker, &user, &v.name) {
+            let queues = super::queue_snapshots(std::slice::from_ref(&v)).await;
+            list.push(vhost_json(&v, &queues));
+        }
+    }
     Ok(Json(Value::Array(list)))
 }
 
@@ -573,7 +586,8 @@ pub async fn vhost_one(
         return Err(ApiError::NotAuthorised("Not administrator user"));
     }
     let v = vhost(&broker, &name)?;
-    Ok(Json(vhost_json(&v)))
+    let queues = super::queue_snapshots(std::slice::from_ref(&v)).await;
+    Ok(Json(vhost_json(&v, &queues)))
 }
 
 /// The vhosts whose objects `user` sees in listings across vhosts.

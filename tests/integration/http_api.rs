@@ -435,6 +435,13 @@ async fn a_queue_shows_its_message_counts_and_rates() {
         sums(&stats("counted.stream")),
         (json!(5), json!(5), json!(5))
     );
+    // The vhost: its queues together (750 ready in one, 5 in the stream).
+    let (status, v) = api(&b, "/api/vhosts/%2F");
+    assert_eq!(status, 200, "{v}");
+    assert_eq!(v["messages"], 755, "{v}");
+    assert_eq!(v["message_stats"]["publish"], 10 + 750 + 5, "{v}");
+    assert_eq!(v["message_stats"]["deliver_get"], 11 + 5, "{v}");
+    assert!(v["messages_details"]["rate"].is_number(), "{v}");
     b.stop().await;
 }
 
