@@ -176,6 +176,13 @@ async fn sample_rates(broker: Arc<Broker>) {
         ticks.tick().await;
         let now = std::time::Instant::now();
         broker.rates.record(now, broker.counters.totals());
+        for (connection, _) in broker.tracker.open_connections() {
+            let sample = (connection.message_totals(), connection.traffic());
+            connection.rates.record(now, sample);
+            for (_, channel) in connection.channels() {
+                channel.rates.record(now, channel.counts.totals());
+            }
+        }
         // Each queue that lives here (a proxy's queue is sampled on its own node).
         for vhost in broker.vhosts() {
             for queue in vhost.queues() {

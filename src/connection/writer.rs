@@ -15,7 +15,7 @@ use warren_amqp::protocol::AMQPClass;
 use super::{Connection, OUT_HIGH_WATER, READ_CHUNK};
 use crate::message::MessageRef;
 use crate::queue::{ConnEvent, Delivery, QueueCommand, QueueHandle};
-use crate::tracking::ConnectionInfo;
+use crate::tracking::{bump, ConnectionInfo};
 
 /// Frames encoded for the socket may wait in this many batches before the connection stops
 /// taking more work (deliveries, client frames) for it.
@@ -137,6 +137,17 @@ impl Connection {
             return;
         };
         let tag = c.record_delivery(&d);
+        let counts = &c.info.counts;
+        bump(
+            match d.no_ack {
+                true => &counts.deliver_no_ack,
+                false => &counts.deliver,
+            },
+            1,
+        );
+        if d.redelivered {
+            bump(&counts.redeliver, 1);
+        }
         self.counts.delivered += 1;
         let m = &d.message;
         encode::write_deliver(
@@ -219,7 +230,9 @@ impl Connection {
                 for (tag, multiple, ack) in c.take_due_confirms() {
                     encode::write_confirm(&mut self.out, ch, tag, multiple, ack);
                     if ack {
-                        self.counts.confirmed += if multiple { tag - through } else { 1 };
+                        let n = if multiple { tag - through } else { 1 };
+                        self.counts.confirmed += n;
+                        bump(&c.info.counts.confirm, n);
                     }
                     through = tag;
                 }

@@ -9,7 +9,7 @@ use serde_json::{json, Value};
 
 use super::api::{table_json, ApiError, Shared, User};
 use super::connections::{one, visible, Open};
-use crate::tracking::{ChannelView, ConsumerInfo};
+use crate::tracking::{ChannelView, ConsumerInfo, MessageTotals};
 
 type Answer = Result<Json<Value>, ApiError>;
 
@@ -18,6 +18,7 @@ struct Shown<'a> {
     conn: &'a Open,
     number: u16,
     view: ChannelView,
+    info: std::sync::Arc<crate::tracking::ChannelInfo>,
 }
 
 impl Shown<'_> {
@@ -36,6 +37,7 @@ fn channels_of(conns: &[Open]) -> Vec<Shown<'_>> {
                 conn,
                 number,
                 view: channel.view(),
+                info: channel,
             });
         }
     }
@@ -88,6 +90,7 @@ fn channel_json(ch: &Shown, node: &str) -> Value {
         "global_prefetch_count": v.global_prefetch_count,
         "confirm": v.confirm,
         "transactional": v.transactional,
+        "message_stats": message_stats_json(&ch.info.counts.totals(), |of| ch.info.rates.rate(of)),
     })
 }
 
@@ -179,4 +182,23 @@ pub async fn consumers_in(
         &visible(&broker, &user, Some(&v))?,
         broker.node_name(),
     )))
+}
+
+/// A channel's or connection's `message_stats`, as RabbitMQ's: each count with its rate over the
+/// last sampling interval, and `deliver_get` (deliveries and gets of every kind).
+pub(super) fn message_stats_json(
+    totals: &MessageTotals,
+    rate: impl Fn(fn(&MessageTotals) -> u64) -> f64,
+) -> Value {
+    let mut out = serde_json::Map::new();
+    let deliver_get = |t: &MessageTotals| t.deliver + t.deliver_no_ack + t.get + t.get_no_ack;
+    let named = MessageTotals::NAMED
+        .iter()
+        .copied()
+        .chain([("deliver_get", deliver_get as fn(&MessageTotals) -> u64)]);
+    for (name, of) in named {
+        out.insert(name.into(), json!(of(totals)));
+        out.insert(format!("{name}_details"), json!({ "rate": rate(of) }));
+    }
+    Value::Object(out)
 }

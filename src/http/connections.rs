@@ -99,6 +99,20 @@ fn connection_json((info, s): &Open, node: &str) -> Value {
         "send_oct": send_oct,
         "send_cnt": send_cnt,
     });
+    // Rates of its traffic, as RabbitMQ's, and its channels' message counts (Warren's own).
+    type Octets = (&'static str, fn(&(u64, u64, u64, u64)) -> u64);
+    let octets: [Octets; 4] = [
+        ("recv_oct_details", |t| t.0),
+        ("recv_cnt_details", |t| t.1),
+        ("send_oct_details", |t| t.2),
+        ("send_cnt_details", |t| t.3),
+    ];
+    for (name, of) in octets {
+        v[name] = json!({ "rate": info.rates.rate(|(_, traffic)| of(traffic)) });
+    }
+    v["message_stats"] = super::channels::message_stats_json(&info.message_totals(), |of| {
+        info.rates.rate(|(totals, _)| of(totals))
+    });
     // As RabbitMQ: the name a client gave its connection, when it gave one.
     if let Some(AMQPValue::LongString(name)) = s.client_properties.inner().get("connection_name") {
         v["user_provided_name"] = json!(String::from_utf8_lossy(name.as_bytes()));

@@ -27,6 +27,10 @@ pub struct ChannelInfo {
     transactional: AtomicBool,
     unacked: AtomicU32,
     consumers: Mutex<Vec<ConsumerInfo>>,
+    /// Messages published, delivered, acked... on it (its connection bumps them).
+    pub counts: super::MessageCounts,
+    /// Its counts sampled every `collect_statistics_interval`, for their rates.
+    pub rates: crate::stats::RateSampler<super::MessageTotals>,
 }
 
 /// A channel's state at one moment.

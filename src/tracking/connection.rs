@@ -78,6 +78,11 @@ pub struct ConnectionInfo {
     send_oct: AtomicU64,
     send_cnt: AtomicU64,
     channels: Mutex<BTreeMap<u16, Arc<ChannelInfo>>>,
+    /// The message counts of its channels closed so far (the open ones count on their own).
+    closed_channels: super::MessageCounts,
+    /// Its message counts and traffic (as [`ConnectionInfo::traffic`]) sampled every
+    /// `collect_statistics_interval`, for their rates.
+    pub rates: crate::stats::RateSampler<(super::MessageTotals, (u64, u64, u64, u64))>,
     /// The reason of the first close asked for; the connection watches it.
     close: watch::Sender<Option<Arc<str>>>,
 }
@@ -107,6 +112,8 @@ impl ConnectionInfo {
             send_oct: AtomicU64::new(0),
             send_cnt: AtomicU64::new(0),
             channels: Mutex::new(BTreeMap::new()),
+            closed_channels: super::MessageCounts::default(),
+            rates: crate::stats::RateSampler::default(),
             close: watch::channel(None).0,
         }
     }
@@ -174,11 +181,25 @@ impl ConnectionInfo {
             .insert(number, channel);
     }
 
+    /// Channel `number` closed; its message counts stay with the connection's. By the
+    /// connection's own task.
     pub fn channel_closed(&self, number: u16) {
-        self.channels
+        let closed = self
+            .channels
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .remove(&number);
+        if let Some(channel) = closed {
+            self.closed_channels.add_totals(&channel.counts.totals());
+        }
+    }
+
+    /// The message counts of all its channels, open and closed.
+    pub fn message_totals(&self) -> super::MessageTotals {
+        let open = self.channels.lock().unwrap_or_else(|e| e.into_inner());
+        open.values().fold(self.closed_channels.totals(), |sum, c| {
+            sum + c.counts.totals()
+        })
     }
 
     /// The open channels, by number.

@@ -9,15 +9,19 @@
 //! - `mod.rs`: the [`Tracker`] (register, list, find by name, close a user's connections)
 //! - `connection.rs`: [`ConnectionInfo`], one connection's shared handle, and its close request
 //! - `channel.rs`: [`ChannelInfo`] and [`ConsumerInfo`], what a connection shows of its channels
+//! - `counts.rs`: [`MessageCounts`], a channel's message counts (bumped without locked
+//!   instructions: one writer)
 
 mod channel;
 mod connection;
+mod counts;
 
 use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
 
 pub use channel::{ChannelInfo, ChannelView, ConsumerInfo};
 pub use connection::{ConnectionInfo, ConnectionState, Session};
+pub use counts::{bump, MessageCounts, MessageTotals};
 
 /// The live connections, by id.
 #[derive(Default)]

@@ -445,6 +445,125 @@ async fn a_queue_shows_its_message_counts_and_rates() {
     b.stop().await;
 }
 
+/// A channel's `message_stats` count what went through it (publish, confirm, get_no_ack,
+/// deliver, ack, deliver_get, an unroutable publish dropped), with rates; its connection's sum
+/// its channels', closed ones included, and carry traffic rates (`recv_oct_details`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn channels_and_connections_show_their_message_counts() {
+    use lapin::options::{BasicAckOptions, BasicConsumeOptions, BasicGetOptions};
+    let b = start_with(|c| c.collect_statistics_interval = 200).await;
+    let conn = lapin_connect(&b).await;
+    let ch = lapin_channel(&conn).await;
+    lapin_declare(&ch, "via.channel").await;
+    ch.confirm_select(Default::default())
+        .await
+        .expect("confirms");
+    for i in 0..20 {
+        let confirm = ch
+            .basic_publish(
+                "".into(),
+                "via.channel".into(),
+                Default::default(),
+                format!("m{i}").as_bytes(),
+                Default::default(),
+            )
+            .await
+            .expect("publish");
+        assert!(confirm.await.expect("confirm").is_ack());
+    }
+    lapin_publish(&ch, "", "nowhere", b"dropped").await;
+    for _ in 0..2 {
+        ch.basic_get("via.channel".into(), BasicGetOptions { no_ack: true })
+            .await
+            .expect("get")
+            .expect("a message");
+    }
+    let mut consumer = ch
+        .basic_consume(
+            "via.channel".into(),
+            "c".into(),
+            BasicConsumeOptions::default(),
+            FieldTable::default(),
+        )
+        .await
+        .expect("consume");
+    for _ in 0..18 {
+        let d = lapin_next(&mut consumer).await;
+        d.ack(BasicAckOptions::default()).await.expect("ack");
+    }
+    let expected = json!({"publish": 21, "confirm": 21, "drop_unroutable": 1,
+        "return_unroutable": 0, "get": 0, "get_no_ack": 2, "deliver": 18, "deliver_no_ack": 0,
+        "redeliver": 0, "ack": 18, "deliver_get": 20});
+    let pick = |m: &Value| {
+        let keys = expected.as_object().expect("an object").keys();
+        Value::Object(keys.map(|k| (k.clone(), m[k].clone())).collect())
+    };
+    let channel_stats = || {
+        let (status, list) = api(&b, "/api/channels");
+        assert_eq!(status, 200, "{list}");
+        list[0]["message_stats"].clone()
+    };
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while pick(&channel_stats()) != expected && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(pick(&channel_stats()), expected);
+    // A steady publisher on another channel: its channel and the connection show a rate.
+    lapin_declare(&ch, "via.other").await;
+    let publishing = {
+        let ch = lapin_channel(&conn).await;
+        tokio::spawn(async move {
+            for _ in 0..500 {
+                lapin_publish(&ch, "", "via.other", b"x").await;
+                tokio::time::sleep(Duration::from_millis(2)).await;
+            }
+        })
+    };
+    let publish_rate = |m: &Value| m["publish_details"]["rate"].as_f64().unwrap_or(0.0);
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let mut rated = (false, false);
+    while rated != (true, true) && Instant::now() < deadline {
+        let (_, channels) = api(&b, "/api/channels");
+        let (_, connections) = api(&b, "/api/connections");
+        rated.0 |= channels
+            .as_array()
+            .into_iter()
+            .flatten()
+            .any(|c| publish_rate(&c["message_stats"]) > 0.0);
+        rated.1 |= publish_rate(&connections[0]["message_stats"]) > 0.0;
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(
+        rated,
+        (true, true),
+        "publish rates of the channel and the connection"
+    );
+    within("the publisher", publishing)
+        .await
+        .expect("publisher");
+    let connection = || {
+        let (status, list) = api(&b, "/api/connections");
+        assert_eq!(status, 200, "{list}");
+        list[0].clone()
+    };
+    assert!(connection()["recv_oct_details"]["rate"].is_number());
+    // Closed, the channel's counts stay with its connection.
+    ch.close(200, "done".into()).await.expect("close");
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while api(&b, "/api/channels")
+        .1
+        .as_array()
+        .is_some_and(|l| !l.is_empty())
+        && Instant::now() < deadline
+    {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let mut with_steady = expected.clone();
+    with_steady["publish"] = json!(21 + 500);
+    assert_eq!(pick(&connection()["message_stats"]), with_steady);
+    b.stop().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn listing_a_queue_is_not_a_use_of_it() {
     // x-expires counts consumers, gets and declares as use; the management API does not.

@@ -7,6 +7,7 @@ use super::gone;
 use crate::auth::Access;
 use crate::connection::Connection;
 use crate::queue::QueueCommand;
+use crate::tracking::bump;
 
 impl Connection {
     /// basic.get: the delivery is tracked like a consumer's, but outside the prefetch.
@@ -30,7 +31,20 @@ impl Connection {
         match got {
             Some(r) => {
                 self.counts.delivered += 1;
-                let tag = self.channel(ch)?.next_tag(q.clone(), r.id, !no_ack, false);
+                let channel = self.channel(ch)?;
+                let counts = &channel.info.counts;
+                bump(
+                    if no_ack {
+                        &counts.get_no_ack
+                    } else {
+                        &counts.get
+                    },
+                    1,
+                );
+                if r.redelivered {
+                    bump(&counts.redeliver, 1);
+                }
+                let tag = channel.next_tag(q.clone(), r.id, !no_ack, false);
                 let m = &r.message;
                 encode::write_get_ok(
                     &mut self.out,

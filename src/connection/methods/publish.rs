@@ -17,6 +17,7 @@ use crate::message::Message;
 use crate::queue::log::durable_form;
 use crate::queue::{PublishConfirm, QueueHandle};
 use crate::reply_to;
+use crate::tracking::bump;
 use crate::vhost::{Routing, Vhost};
 
 impl Connection {
@@ -175,7 +176,8 @@ impl Connection {
             }
         };
         drop(headers);
-        if targets.is_empty() && routing == Routing::Routed {
+        let unroutable = targets.is_empty() && routing == Routing::Routed;
+        if unroutable {
             if content.publish.mandatory {
                 self.counts.unroutable_returned += 1;
             } else {
@@ -188,6 +190,19 @@ impl Connection {
             content.properties = without_bcc(&content.properties).unwrap_or(content.properties);
         }
         let channel = self.channel(ch)?;
+        let counts = &channel.info.counts;
+        bump(&counts.publish, 1);
+        if unroutable {
+            let mandatory = content.publish.mandatory;
+            bump(
+                if mandatory {
+                    &counts.return_unroutable
+                } else {
+                    &counts.drop_unroutable
+                },
+                1,
+            );
+        }
         let confirm_seq = channel.confirm.then(|| {
             channel.published += 1;
             channel.published

@@ -16,6 +16,7 @@ impl Connection {
     ) -> Result<(), AmqpError> {
         let c = self.channel(ch)?;
         let settled = c.take_settled(delivery_tag, multiple)?;
+        crate::tracking::bump(&c.info.counts.ack, settled.len() as u64);
         self.counts.acknowledged += settled.len() as u64;
         let c = self.channel(ch)?;
         c.settle_or_buffer(settled, Settlement::Ack).await;
