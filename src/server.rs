@@ -185,6 +185,9 @@ async fn sample_rates(broker: Arc<Broker>) {
         }
         // Each queue that lives here (a proxy's queue is sampled on its own node).
         for vhost in broker.vhosts() {
+            for stats in vhost.exchange_stats().into_values() {
+                stats.rates.record(now, stats.totals());
+            }
             for queue in vhost.queues() {
                 if queue.forwards() {
                     continue;

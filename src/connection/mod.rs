@@ -136,6 +136,9 @@ pub(crate) struct Connection {
     alarms: tokio::sync::watch::Receiver<crate::alarm::Alarms>,
     /// Message counts not yet added to the broker's totals (once per loop turn).
     counts: crate::stats::Counts,
+    /// Publishes to the last exchange published to, not yet added to its stats (on a change of
+    /// exchange, every tick and at the end).
+    exchange_tally: crate::exchange::stats::ExchangeTally,
     /// connection.close and close-ok were exchanged (either way round).
     close_handshake_done: bool,
     /// The client closed and we answered close-ok: it closes the socket first (as with
@@ -290,6 +293,7 @@ impl Connection {
                 }
                 _ = tick.tick() => {
                     let now = Instant::now();
+                    self.flush_exchange_tally();
                     if self.phase == Phase::Open {
                         self.check_consumer_timeouts(now).await;
                     }

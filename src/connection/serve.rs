@@ -98,6 +98,7 @@ async fn serve_split<R, W>(
         blocked: false,
         alarms: broker.alarms(),
         counts: crate::stats::Counts::default(),
+        exchange_tally: Default::default(),
         close_handshake_done: false,
         sent_close_ok: false,
         pending: std::collections::VecDeque::new(),
@@ -114,6 +115,7 @@ async fn serve_split<R, W>(
     conn.release_all().await;
     conn.requeue_undelivered(&mut events_rx).await;
     broker.counters.flush(&mut conn.counts);
+    conn.flush_exchange_tally();
     // Let the writer flush what is left (close-ok above all). After a clean close, read and
     // discard until the client closes its side, so it never sees a reset before close-ok; a
     // writer stuck on a client that does not read is abandoned.

@@ -8,8 +8,10 @@
 //!   key to destinations) and fanout (every binding) are a few lines each and live here.
 //! - `topic.rs`: the topic trie with its memoised walk, and `topic_matches`, the reference.
 //! - `headers.rs`: headers matching (`x-match`), RabbitMQ's value equality, `LazyHeaders`.
+//! - `stats.rs`: what passed through an exchange, and a connection's tally of it.
 
 mod headers;
+pub mod stats;
 mod topic;
 
 use std::collections::HashMap;
@@ -98,6 +100,8 @@ pub struct Exchange {
     bindings: Vec<Binding>,
     direct: HashMap<String, Vec<Destination>>,
     topic: TopicNode,
+    /// What was published into it and routed out of it.
+    pub stats: std::sync::Arc<stats::ExchangeStats>,
 }
 
 impl Exchange {
@@ -128,6 +132,7 @@ impl Exchange {
             bindings: Vec::new(),
             direct: HashMap::new(),
             topic: TopicNode::default(),
+            stats: Default::default(),
         }
     }
 

@@ -326,9 +326,19 @@ async fn queues_json(vhosts: &[Arc<Vhost>], node: &str) -> Value {
 }
 
 fn exchanges_json(v: &Vhost) -> Vec<Value> {
+    let stats = v.exchange_stats();
     v.exchanges_info()
         .into_iter()
         .map(|e| {
+            let message_stats = stats.get(&e.name).map(|s| {
+                let (published, routed) = s.totals();
+                json!({
+                    "publish_in": published,
+                    "publish_in_details": {"rate": s.rates.rate(|t| t.0)},
+                    "publish_out": routed,
+                    "publish_out_details": {"rate": s.rates.rate(|t| t.1)},
+                })
+            });
             let mut out = json!({
                 "name": e.name,
                 "vhost": &v.name,
@@ -337,6 +347,7 @@ fn exchanges_json(v: &Vhost) -> Vec<Value> {
                 "auto_delete": e.auto_delete,
                 "internal": e.internal,
                 "arguments": table_json(&e.arguments),
+                "message_stats": message_stats,
             });
             // RabbitMQ shows an exchange's policy only when one applies.
             if let (Some(policy), Some(map)) = (e.policy, out.as_object_mut()) {

@@ -54,6 +54,25 @@ impl Vhost {
         self.read().exchanges_info()
     }
 
+    /// Adds a connection's tally of publishes to exchange `name` (gone meanwhile: dropped).
+    pub fn count_exchange_publishes(&self, name: &str, published: u64, routed: u64) {
+        if let Some(exchange) = self.read().exchanges.get(name) {
+            exchange.stats.add(published, routed);
+        }
+    }
+
+    /// Each exchange's stats, by name.
+    pub fn exchange_stats(
+        &self,
+    ) -> std::collections::HashMap<String, std::sync::Arc<crate::exchange::stats::ExchangeStats>>
+    {
+        let topo = self.read();
+        topo.exchanges
+            .values()
+            .map(|e| (e.name.clone(), e.stats.clone()))
+            .collect()
+    }
+
     /// Every binding, the default exchange's implicit ones to each queue first, as RabbitMQ
     /// lists them.
     pub fn bindings_info(&self) -> Vec<BindingInfo> {

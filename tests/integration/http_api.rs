@@ -447,7 +447,9 @@ async fn a_queue_shows_its_message_counts_and_rates() {
 
 /// A channel's `message_stats` count what went through it (publish, confirm, get_no_ack,
 /// deliver, ack, deliver_get, an unroutable publish dropped), with rates; its connection's sum
-/// its channels', closed ones included, and carry traffic rates (`recv_oct_details`).
+/// its channels', closed ones included, and carry traffic rates (`recv_oct_details`); an
+/// exchange's count what was published into it and what it routed (`publish_in`,
+/// `publish_out`).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn channels_and_connections_show_their_message_counts() {
     use lapin::options::{BasicAckOptions, BasicConsumeOptions, BasicGetOptions};
@@ -561,6 +563,50 @@ async fn channels_and_connections_show_their_message_counts() {
     let mut with_steady = expected.clone();
     with_steady["publish"] = json!(21 + 500);
     assert_eq!(pick(&connection()["message_stats"]), with_steady);
+    // The exchanges: the default one took 521 and routed 520 (one went nowhere); a direct
+    // exchange took 3 and routed 2 (one key unbound).
+    let ch = lapin_channel(&conn).await;
+    ch.exchange_declare(
+        "ex.counted".into(),
+        lapin::ExchangeKind::Direct,
+        Default::default(),
+        FieldTable::default(),
+    )
+    .await
+    .expect("exchange");
+    ch.queue_bind(
+        "via.other".into(),
+        "ex.counted".into(),
+        "k".into(),
+        Default::default(),
+        FieldTable::default(),
+    )
+    .await
+    .expect("bind");
+    for key in ["k", "k", "unbound"] {
+        lapin_publish(&ch, "ex.counted", key, b"e").await;
+    }
+    let exchange = |name: &str| {
+        let (_, list) = api(&b, "/api/exchanges/%2F");
+        let found = list
+            .as_array()
+            .and_then(|l| l.iter().find(|e| e["name"] == name).cloned());
+        let m = found
+            .map(|e| e["message_stats"].clone())
+            .unwrap_or_default();
+        (m["publish_in"].clone(), m["publish_out"].clone())
+    };
+    let want = [
+        ("", (json!(521), json!(520))),
+        ("ex.counted", (json!(3), json!(2))),
+    ];
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while want.iter().any(|(n, w)| exchange(n) != *w) && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    for (name, w) in want {
+        assert_eq!(exchange(name), w, "exchange '{name}'");
+    }
     b.stop().await;
 }
 

@@ -139,6 +139,15 @@ impl Connection {
         self.route_and_deliver(ch, &vhost, content, &props).await
     }
 
+    /// Adds the publishes tallied for the last exchange to its stats.
+    pub(in crate::connection) fn flush_exchange_tally(&mut self) {
+        if let Ok(vhost) = self.vhost() {
+            self.exchange_tally.flush(|name, published, routed| {
+                vhost.count_exchange_publishes(name, published, routed)
+            });
+        }
+    }
+
     /// Routes a complete message and hands it to its queues (or returns it), confirming it in
     /// confirm mode.
     pub(super) async fn route_and_deliver(
@@ -177,6 +186,11 @@ impl Connection {
         };
         drop(headers);
         let unroutable = targets.is_empty() && routing == Routing::Routed;
+        self.exchange_tally.count(
+            &content.publish.exchange,
+            !targets.is_empty(),
+            |name, published, routed| vhost.count_exchange_publishes(name, published, routed),
+        );
         if unroutable {
             if content.publish.mandatory {
                 self.counts.unroutable_returned += 1;
