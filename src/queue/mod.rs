@@ -106,8 +106,8 @@ impl QueueCommand {
     }
 }
 
-/// Where a queue answers a confirm-mode publish it must vouch for: one it logs, or one it might
-/// refuse (`x-overflow` reject-publish).
+/// Where a queue answers a confirm-mode publish once it has taken the message (logged it, when it
+/// logs it) or refused it (`x-overflow` reject-publish).
 /// Answered exactly once: one that is dropped unanswered (its queue's task died) is a nack, so
 /// the publisher's later confirms never wait for it.
 pub struct PublishConfirm {

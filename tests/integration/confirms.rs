@@ -459,3 +459,35 @@ async fn publishes_to_a_queue_deleted_meanwhile_are_all_confirmed() {
         }
     }
 }
+
+/// A transient message published in confirm mode to a queue consumed on the same connection:
+/// the delivery comes before the confirm, every time, as from RabbitMQ (its queue takes the
+/// message, hands it to the consumer, then confirms). aiormq's connection tests wait for the
+/// delivery after the confirm and counted on it.
+#[tokio::test]
+async fn a_consumer_on_the_publishers_connection_gets_the_delivery_before_the_confirm() {
+    let b = start().await;
+    let mut r = Raw::open(b.addr).await;
+    r.open_channel(1).await;
+    r.open_channel(2).await;
+    r.declare(1, "deliver.first", QOpts::default()).await;
+    r.consume(2, "deliver.first", "c", true, false).await;
+    r.confirm_select(1).await;
+    for i in 0..200u64 {
+        r.publish(1, "", "deliver.first", b"m").await;
+        match r.recv().await {
+            In::Method(2, AMQPClass::Basic(m @ basic::AMQPMethod::Deliver(_))) => {
+                r.read_content(m).await;
+            }
+            other => panic!("publish {i}: expected the delivery first, got {other:?}"),
+        }
+        match r.recv().await {
+            In::Method(1, AMQPClass::Basic(basic::AMQPMethod::Ack(ack))) => {
+                assert_eq!(ack.delivery_tag, i + 1);
+            }
+            other => panic!("publish {i}: expected the confirm, got {other:?}"),
+        }
+    }
+    r.close().await;
+    b.stop().await;
+}
