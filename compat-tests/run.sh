@@ -11,10 +11,12 @@
 #   --broker amqp://…  use an already running broker at that URI, as is.
 #   --reference …      a second broker, for suites that compare two (differential): rabbitmq
 #                      (a private node, as above) or amqp://URI. Exported as REFERENCE_URL.
-#   --suite NAME       run compat-tests/suites/NAME; repeatable. Default: every suite.
+#   --suite NAME       run compat-tests/suites/NAME; repeatable. Default: every suite but the
+#                      opt-in ones (a file OPT_IN in the suite's dir, its first line the reason).
 #
 # Environment: WARREN_BIN (prebuilt binary; skips cargo build), CARGO_TARGET_DIR,
-# COMPAT_SUITE_TIMEOUT (seconds for one suite as a whole, default 600),
+# COMPAT_SUITE_TIMEOUT (seconds for one suite as a whole, default 600, or the first line of the
+# suite's file TIMEOUT if it has one),
 # COMPAT_KEEP_TMP=1 (keep the temp dir with broker logs and junit xml),
 # COMPAT_KNOWN_FAILURES=0 (with --broker warren: ignore compat-tests/known-failures/).
 #
@@ -33,7 +35,7 @@ SUITE_TIMEOUT="${COMPAT_SUITE_TIMEOUT:-600}"
 log() { echo "compat-tests: $*" >&2; }
 die() { log "error: $*"; exit 2; }
 
-usage() { sed -n '2,22p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; }
+usage() { sed -n '2,24p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; }
 
 # ---------------------------------------------------------------- arguments
 BROKER=warren
@@ -62,9 +64,17 @@ esac
 if [ "$BROKER" = rabbitmq ] && [ "$REFERENCE" = rabbitmq ]; then
   die "--broker rabbitmq --reference rabbitmq would compare RabbitMQ with itself; give one as a URI"
 fi
+OPT_IN_SKIPPED=()     # opt-in suites left out of the default run, one summary line each
 if [ ${#SUITES[@]} -eq 0 ]; then
   for d in "$HERE"/suites/*/; do
-    [ -d "$d" ] && SUITES+=("$(basename "$d")")
+    [ -d "$d" ] || continue
+    # A suite with a file OPT_IN (its first line: why) runs only when named with --suite.
+    if [ -f "$d/OPT_IN" ]; then
+      OPT_IN_SKIPPED+=("$(basename "$d"): not run, opt-in ($(head -n1 "$d/OPT_IN")); run it with --suite $(basename "$d")")
+      log "${OPT_IN_SKIPPED[-1]}"
+      continue
+    fi
+    SUITES+=("$(basename "$d")")
   done
 fi
 [ ${#SUITES[@]} -gt 0 ] || die "no suites under $HERE/suites"
@@ -427,14 +437,20 @@ for s in "${SUITES[@]}"; do
   if [ "$COMPAT_BROKER" = warren ] && [ "${COMPAT_KNOWN_FAILURES:-1}" != 0 ] && [ -f "$xfail_file" ]; then
     export COMPAT_XFAIL_FILE="$xfail_file"
   fi
+  # A suite that needs longer than the default has a file TIMEOUT (seconds, first line);
+  # COMPAT_SUITE_TIMEOUT, when set, applies to every suite all the same.
+  suite_timeout="$SUITE_TIMEOUT"
+  if [ -z "${COMPAT_SUITE_TIMEOUT:-}" ] && [ -f "$sdir/TIMEOUT" ]; then
+    suite_timeout="$(head -n1 "$sdir/TIMEOUT" | tr -d '[:space:]')"
+  fi
   log "running suite $s"
   # In the background (in its own process group) and waited for, so that a signal to this script
   # runs its traps at once (cleanup ends the suite, then the broker) rather than after the suite.
   if [ -f "$sdir/run-suite.sh" ]; then
     # An external suite: its hook fetches what it tests and runs pytest (see lib/suite-common.sh).
-    (cd "$ROOT" && exec setsid timeout --kill-after=10 "$SUITE_TIMEOUT" bash "$sdir/run-suite.sh") &
+    (cd "$ROOT" && exec setsid timeout --kill-after=10 "$suite_timeout" bash "$sdir/run-suite.sh") &
   else
-    (cd "$ROOT" && exec setsid timeout --kill-after=10 "$SUITE_TIMEOUT" \
+    (cd "$ROOT" && exec setsid timeout --kill-after=10 "$suite_timeout" \
       "$VENV/bin/python" -m pytest -q -c "$HERE/pytest.ini" --rootdir "$HERE" \
         -p no:cacheprovider -p compat_plugin --junitxml "$xml" "compat-tests/suites/$s") &
   fi
@@ -442,7 +458,7 @@ for s in "${SUITES[@]}"; do
   rc=0
   wait "$SUITE_PID" || rc=$?
   SUITE_PID=""
-  [ "$rc" -ne 124 ] || log "suite $s: killed after ${SUITE_TIMEOUT} s (COMPAT_SUITE_TIMEOUT)"
+  [ "$rc" -ne 124 ] || log "suite $s: killed after ${suite_timeout} s (COMPAT_SUITE_TIMEOUT or the suite's TIMEOUT)"
   # junit xml -> "passed failed skipped xfailed"; failed counts failures and errors, skipped
   # includes expected failures (xfailed), which are also counted on their own.
   counts="$("$VENV/bin/python" - "$xml" <<'PY'
@@ -485,4 +501,5 @@ if [ "$overall" -ne 0 ]; then
 fi
 echo
 for line in "${summaries[@]}"; do echo "$line"; done
+for line in ${OPT_IN_SKIPPED[@]+"${OPT_IN_SKIPPED[@]}"}; do echo "$line"; done
 exit "$overall"
