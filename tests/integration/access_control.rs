@@ -783,3 +783,64 @@ async fn a_vhost_default_queue_type_applies_where_it_fits() {
     );
     b.stop().await;
 }
+
+/// The `user_id` property must name the publishing user (406 otherwise, the channel closed),
+/// except for a user tagged `impersonator`, as in RabbitMQ (the Java client's
+/// `UserIDHeader.impersonatedUserId`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_impersonator_may_publish_with_another_users_id() {
+    let b = start().await;
+    let a = b.http_addr;
+    for (user, tags) in [("imp", "impersonator"), ("plain", "")] {
+        let body = json!({"password": "pw", "tags": tags}).to_string();
+        assert_eq!(
+            http(a, "PUT", &format!("/api/users/{user}"), Some(&body), GUEST).0,
+            201
+        );
+        let all = json!({"configure": ".*", "write": ".*", "read": ".*"}).to_string();
+        let path = format!("/api/permissions/%2F/{user}");
+        assert_eq!(http(a, "PUT", &path, Some(&all), GUEST).0, 201);
+    }
+    let admin = lapin_connect(&b).await;
+    let ach = lapin_channel(&admin).await;
+    lapin_declare(&ach, "as.someone").await;
+    let publish_as = |conn: lapin::Connection| async move {
+        let ch = lapin_channel(&conn).await;
+        ch.confirm_select(ConfirmSelectOptions::default())
+            .await
+            .expect("confirms");
+        let props = lapin::BasicProperties::default().with_user_id("guest".into());
+        let confirm = ch
+            .basic_publish(
+                "".into(),
+                "as.someone".into(),
+                BasicPublishOptions::default(),
+                b"impersonated",
+                props,
+            )
+            .await
+            .expect("publish");
+        (confirm.await, conn)
+    };
+    let (confirmed, _imp) = publish_as(connect_as(&b, "imp", "pw", "/").await.unwrap()).await;
+    assert!(confirmed.expect("a confirm").is_ack());
+    let (refused, _plain) = publish_as(connect_as(&b, "plain", "pw", "/").await.unwrap()).await;
+    let text = format!("{refused:?}");
+    assert!(
+        text.contains("PRECONDITION_FAILED") || text.contains("406"),
+        "refused with 406: {text}"
+    );
+    let got = lapin_get(&ach, "as.someone")
+        .await
+        .expect("the impersonator's message");
+    assert_eq!(
+        got.delivery
+            .properties
+            .user_id()
+            .as_ref()
+            .map(|u| u.as_str()),
+        Some("guest")
+    );
+    assert!(lapin_get(&ach, "as.someone").await.is_none());
+    b.stop().await;
+}

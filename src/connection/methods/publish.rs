@@ -102,7 +102,12 @@ impl Connection {
         }
         validate_properties(&props)?;
         if let Some(user_id) = props.user_id {
-            if user_id != self.user.as_bytes() {
+            // RabbitMQ's `impersonator` tag lets a user publish as another.
+            let impersonator = || {
+                let tags = self.broker.users.tags(&self.user);
+                tags.iter().any(|t| t == "impersonator")
+            };
+            if user_id != self.user.as_bytes() && !impersonator() {
                 return Err(AmqpError::precondition_failed(format!(
                     "user_id property set to '{}' but authenticated user was '{}'",
                     String::from_utf8_lossy(user_id),
