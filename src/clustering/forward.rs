@@ -232,7 +232,10 @@ impl Forwarding {
                             self.send(&peer.name, &cancelled).await;
                         }
                     }
-                    ConnEvent::DirectReply { .. } | ConnEvent::Settled { .. } => {}
+                    // A connection's own marker; never sent here.
+                    ConnEvent::DirectReply { .. }
+                    | ConnEvent::Settled { .. }
+                    | ConnEvent::Cancelled { .. } => {}
                 }
                 if batches.deliveries < RELAY_BATCH {
                     next = events.try_recv().ok();

@@ -79,6 +79,9 @@ pub(super) struct Channel {
     pub partial_body: HeldCharge,
     /// Which of the channel's queues is resumed first when channel-wide credit comes back.
     resume_turn: usize,
+    /// Consumers cancelled whose cancel-ok has not gone out: the deliveries their queues sent
+    /// before taking the cancel are still theirs (see `ConnEvent::Cancelled`).
+    pub cancelling: Vec<u64>,
 }
 
 /// What a transaction holds until commit.
@@ -113,10 +116,11 @@ const TX_PUBLISH_OVERHEAD: u64 = 128;
 impl Channel {
     pub fn accepts_delivery(&self, d: &Delivery) -> bool {
         !self.closing
-            && self
+            && (self
                 .consumers
                 .get(&d.consumer_tag)
                 .is_some_and(|c| c.id == d.consumer_id)
+                || self.cancelling.contains(&d.consumer_id))
     }
 
     /// Assigns the next delivery tag, remembering the delivery until it is settled.

@@ -96,6 +96,12 @@ impl Connection {
                     consumer_id,
                 } => self.consumer_cancelled(channel, consumer_id),
                 ConnEvent::Settled { channel, seq, ok } => self.publish_settled(channel, seq, ok),
+                ConnEvent::Cancelled {
+                    channel,
+                    consumer_id,
+                    consumer_tag,
+                    nowait,
+                } => self.cancel_done(channel, consumer_id, consumer_tag, nowait),
                 ConnEvent::DirectReply {
                     channel,
                     consumer_tag,
@@ -237,6 +243,42 @@ impl Connection {
                     through = tag;
                 }
             }
+        }
+    }
+
+    /// A cancelled consumer's queue has taken the cancel and what it sent before has been
+    /// handled: its deliveries held back (the socket was full) go out now, then cancel-ok.
+    fn cancel_done(&mut self, ch: u16, consumer_id: u64, tag: Arc<str>, nowait: bool) {
+        let mut held = Vec::new();
+        let mut i = 0;
+        while i < self.pending.len() {
+            if self.pending[i].channel == ch && self.pending[i].consumer_id == consumer_id {
+                held.extend(self.pending.remove(i));
+            } else {
+                i += 1;
+            }
+        }
+        if !held.is_empty() {
+            self.flow.drained(held.len() as u32);
+            for d in held {
+                self.deliver(d);
+            }
+        }
+        let Some(channel) = self.channels.get_mut(&ch) else {
+            return;
+        };
+        let before = channel.cancelling.len();
+        channel.cancelling.retain(|id| *id != consumer_id);
+        // A channel closed and opened again meanwhile has no such cancel: nothing to answer.
+        if !nowait && channel.cancelling.len() < before {
+            self.send_method(
+                ch,
+                AMQPClass::Basic(warren_amqp::protocol::basic::AMQPMethod::CancelOk(
+                    warren_amqp::protocol::basic::CancelOk {
+                        consumer_tag: tag.as_ref().into(),
+                    },
+                )),
+            );
         }
     }
 

@@ -21,6 +21,15 @@ pub enum ConnEvent {
         channel: u16,
         consumer_id: u64,
     },
+    /// The connection's own marker, sent to itself once a queue has taken a consumer's
+    /// basic.cancel: behind it are the deliveries the queue sent before, which go out first;
+    /// then basic.cancel-ok (unless `nowait`).
+    Cancelled {
+        channel: u16,
+        consumer_id: u64,
+        consumer_tag: Arc<str>,
+        nowait: bool,
+    },
     /// One of the things a confirm-mode publish waits for happened: the disk has it (or failed
     /// to), or a queue that may refuse publishes took (or refused) it.
     Settled {

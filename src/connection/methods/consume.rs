@@ -11,7 +11,7 @@ use crate::connection::channel::ConsumerEntry;
 use crate::connection::Connection;
 use crate::queue::args::{check_consume_args, integer};
 use crate::queue::core::ConsumerSpec;
-use crate::queue::{Consumer, ConsumerOutbox, QueueCommand};
+use crate::queue::{ConnEvent, Consumer, ConsumerOutbox, QueueCommand};
 use crate::reply_to;
 use crate::tracking::ConsumerInfo;
 
@@ -110,8 +110,14 @@ impl Connection {
         if is_reply_consumer {
             self.drop_reply_consumer(ch);
         }
-        let entry = self.channel(ch)?.remove_consumer(tag);
+        let channel = self.channel(ch)?;
+        let entry = channel.remove_consumer(tag);
         if let Some(entry) = entry {
+            // As in RabbitMQ, what the queue sent the consumer before it took the cancel is
+            // delivered before cancel-ok (a no-ack consumer's would be lost otherwise): those
+            // deliveries are in the events channel already when the queue answers, so a marker
+            // sent after them says when cancel-ok goes out.
+            channel.cancelling.push(entry.id);
             let _ = entry
                 .queue
                 .ask(|done| QueueCommand::Cancel {
@@ -119,7 +125,13 @@ impl Connection {
                     done,
                 })
                 .await;
-            self.requeue_dead_pending();
+            let _ = self.events_tx.send(ConnEvent::Cancelled {
+                channel: ch,
+                consumer_id: entry.id,
+                consumer_tag: tag.into(),
+                nowait: c.nowait,
+            });
+            return Ok(());
         }
         if !c.nowait {
             self.send_method(
