@@ -558,7 +558,15 @@ async fn no_confirmed_stream_entry_is_lost_on_kill_9_and_offsets_do_not_change()
             "crash",
             confirmed.clone(),
         ));
-        let delay = 200 + 300 * round as u64;
+        // Killed a moment after the first confirms (not after a fixed time: a loaded machine
+        // may confirm nothing in the first few hundred milliseconds).
+        within_long("the first confirms", async {
+            while confirmed.lock().unwrap().is_empty() {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        })
+        .await;
+        let delay = 100 + 300 * round as u64;
         tokio::time::sleep(Duration::from_millis(delay)).await;
         b.kill9();
         let _ = tokio::time::timeout(Duration::from_secs(10), publisher).await;
