@@ -32,6 +32,7 @@ use std::time::{Duration, Instant};
 use bytes::{Bytes, BytesMut};
 use tokio::io::{AsyncRead, AsyncReadExt};
 use tokio::sync::mpsc;
+use warren_amqp::frame::FRAME_OVERHEAD;
 use warren_amqp::protocol::{connection as conn_methods, AMQPClass};
 use warren_amqp::{encode, AmqpError, Frame, FrameDecoder, FrameKind, Method, ReplyCode};
 
@@ -113,6 +114,9 @@ pub(crate) struct Connection {
     pending_login: Option<String>,
     vhost: Option<Arc<Vhost>>,
     decoder: FrameDecoder,
+    /// Octets of an oversized frame still to skip (after its 501) so that the client's close-ok
+    /// behind it is read.
+    skip_input: usize,
     frame_max: u32,
     channel_max: u16,
     heartbeat: u16,
@@ -378,13 +382,35 @@ impl Connection {
             if self.phase == Phase::Done {
                 return Ok(());
             }
+            if self.skip_input > 0 {
+                let n = self.skip_input.min(rbuf.len());
+                bytes::Buf::advance(rbuf, n);
+                self.skip_input -= n;
+                if self.skip_input > 0 {
+                    return Ok(());
+                }
+            }
             let frame = match self.decoder.decode(rbuf) {
                 Ok(Some(frame)) => frame,
                 Ok(None) => return Ok(()),
                 Err(e) => {
+                    // The socket stays open for the close (as RabbitMQ keeps it after a 501), so
+                    // the client reads connection.close rather than a broken pipe: an oversized
+                    // frame is skipped whole (its size is known), and the frames behind it are
+                    // read, close-ok among them; after a frame that cannot be delimited, what
+                    // comes is discarded until the client closes or the close times out.
+                    let skip = match &e {
+                        warren_amqp::FrameError::TooLarge { size, .. } => {
+                            usize::try_from(*size).ok().map(|s| s + FRAME_OVERHEAD)
+                        }
+                        _ => None,
+                    };
+                    match skip {
+                        Some(total) => self.skip_input = total,
+                        None => rbuf.clear(),
+                    }
                     if self.phase == Phase::Closing {
-                        self.phase = Phase::Done;
-                        return Ok(());
+                        continue;
                     }
                     if matches!(
                         self.phase,

@@ -383,6 +383,61 @@ async fn client_lower_frame_max_wins() {
     assert_alive(b.addr).await;
 }
 
+/// A frame larger than frame_max: connection.close 501 FRAME_ERROR, and, as RabbitMQ, the
+/// socket stays open while the client reads it (what it sends meanwhile is discarded, not
+/// answered with a reset) until its close-ok or its own close (the Java client's
+/// `FrameMax.rejectExceedingFrameMax` writes basic.qos after the big frame and expects the 501,
+/// not a broken pipe).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn after_an_oversized_frame_the_socket_stays_open_for_the_close() {
+    let b = start().await;
+    let h = Handshake {
+        frame_max: Some(4096),
+        ..Handshake::default()
+    };
+    let mut r = Raw::open_with(b.addr, h).await;
+    r.open_channel(1).await;
+    let mut bytes = method_bytes(
+        1,
+        &AMQPClass::Basic(warren_amqp::protocol::basic::AMQPMethod::Publish(
+            warren_amqp::protocol::basic::Publish {
+                exchange: "".into(),
+                routing_key: "big".into(),
+                mandatory: false,
+                immediate: false,
+            },
+        )),
+    );
+    bytes.extend(header_bytes(1, 10_000));
+    bytes.extend(body_bytes(1, &vec![0u8; 10_000]));
+    r.send(&bytes).await;
+    let c = r.expect_connection_close().await;
+    c.assert(501, 0, 0);
+    // Open still: what the client sends now is taken (and dropped), nothing comes back.
+    r.send(&method_bytes(
+        1,
+        &AMQPClass::Basic(warren_amqp::protocol::basic::AMQPMethod::Qos(
+            warren_amqp::protocol::basic::Qos {
+                prefetch_count: 1,
+                global: false,
+            },
+        )),
+    ))
+    .await;
+    r.expect_silence(Duration::from_millis(500)).await;
+    // close-ok ends it (or, framing lost, the close times out after 3 s).
+    let _ = r
+        .try_send(&method_bytes(
+            0,
+            &AMQPClass::Connection(warren_amqp::protocol::connection::AMQPMethod::CloseOk(
+                warren_amqp::protocol::connection::CloseOk {},
+            )),
+        ))
+        .await;
+    r.expect_eof(Duration::from_secs(5)).await;
+    assert_alive(b.addr).await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn client_lower_heartbeat_and_channel_max_win() {
     let b = start().await;
