@@ -79,9 +79,46 @@ pub(super) struct Channel {
     pub partial_body: HeldCharge,
     /// Which of the channel's queues is resumed first when channel-wide credit comes back.
     resume_turn: usize,
+    /// The connection's count of its consumers per queue (shared by its channels).
+    pub consumed: ConsumedQueues,
     /// Consumers cancelled whose cancel-ok has not gone out: the deliveries their queues sent
     /// before taking the cancel are still theirs (see `ConnEvent::Cancelled`).
     pub cancelling: Vec<u64>,
+}
+
+/// How many consumers a connection has on each queue (by the queue handle's address): a
+/// confirm-mode publish to a queue the connection consumes from is confirmed by the queue,
+/// after the deliveries it makes, as RabbitMQ orders them; others are confirmed at once.
+#[derive(Default, Clone)]
+pub(super) struct ConsumedQueues(Arc<std::sync::Mutex<HashMap<usize, u32>>>);
+
+impl ConsumedQueues {
+    fn key(queue: &Arc<QueueHandle>) -> usize {
+        Arc::as_ptr(queue) as usize
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<usize, u32>> {
+        self.0.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn add(&self, queue: &Arc<QueueHandle>) {
+        *self.lock().entry(Self::key(queue)).or_insert(0) += 1;
+    }
+
+    fn remove(&self, queue: &Arc<QueueHandle>) {
+        let mut map = self.lock();
+        if let std::collections::hash_map::Entry::Occupied(mut e) = map.entry(Self::key(queue)) {
+            *e.get_mut() -= 1;
+            if *e.get() == 0 {
+                e.remove();
+            }
+        }
+    }
+
+    /// Whether the connection has a consumer on `queue`.
+    pub fn contains(&self, queue: &Arc<QueueHandle>) -> bool {
+        self.lock().contains_key(&Self::key(queue))
+    }
 }
 
 /// What a transaction holds until commit.
@@ -158,6 +195,7 @@ impl Channel {
 
     /// Registers a consumer (and shows it).
     pub fn add_consumer(&mut self, entry: ConsumerEntry, shown: ConsumerInfo) {
+        self.consumed.add(&entry.queue);
         self.consumers.insert(shown.tag.clone(), entry);
         self.info.add_consumer(shown);
     }
@@ -165,6 +203,7 @@ impl Channel {
     /// Forgets a consumer (cancelled, or refused by its queue).
     pub fn remove_consumer(&mut self, tag: &str) -> Option<ConsumerEntry> {
         let entry = self.consumers.remove(tag)?;
+        self.consumed.remove(&entry.queue);
         self.info.remove_consumer(tag);
         Some(entry)
     }
@@ -344,6 +383,7 @@ impl Channel {
         // stays in its inbox.)
         self.info.clear_consumers();
         for (_, c) in self.consumers.drain() {
+            self.consumed.remove(&c.queue);
             let cancel = c.queue.ask(|done| QueueCommand::Cancel {
                 consumer_id: c.id,
                 done,

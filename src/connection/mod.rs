@@ -114,6 +114,8 @@ pub(crate) struct Connection {
     pending_login: Option<String>,
     vhost: Option<Arc<Vhost>>,
     decoder: FrameDecoder,
+    /// Its consumers per queue, shared by its channels.
+    consumed: channel::ConsumedQueues,
     /// Octets of an oversized frame still to skip (after its 501) so that the client's close-ok
     /// behind it is read.
     skip_input: usize,
@@ -538,7 +540,8 @@ impl Connection {
 
     /// Opens channel `ch` (or reopens it, replacing what was there) and shows it.
     fn insert_channel(&mut self, ch: u16) {
-        let channel = Channel::default();
+        let mut channel = Channel::default();
+        channel.consumed = self.consumed.clone();
         self.info.channel_opened(ch, channel.info.clone());
         self.channels.insert(ch, channel);
     }

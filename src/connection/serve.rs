@@ -82,6 +82,7 @@ async fn serve_split<R, W>(
         // that has not logged in cannot make the broker buffer large frames.
         decoder: FrameDecoder::new(FRAME_MIN_SIZE),
         skip_input: 0,
+        consumed: Default::default(),
         frame_max: broker.config.frame_max,
         channel_max: broker.config.channel_max,
         heartbeat: 0,

@@ -381,12 +381,15 @@ impl Connection {
         let mut waits = 0;
         for q in targets.drain(..) {
             let logged = q.logs_in_store().then(|| logged.clone()).flatten();
-            // Every queue answers the confirm once it has taken the message (logged it, when it
-            // logs it): as in RabbitMQ, a publisher is confirmed after the queue has handed the
-            // message to its consumers, so a consumer on the same connection gets the delivery
-            // before the publisher gets the confirm.
+            // A queue that logs the message, or may refuse it (x-overflow reject-publish),
+            // answers the confirm; so does one this connection consumes from, after the
+            // deliveries it makes (as RabbitMQ orders them: a consumer on the publisher's
+            // connection gets the delivery before the publisher gets the confirm). Others are
+            // confirmed at once (no round through the queue: nobody could see the order).
             let confirm = match confirm_seq {
-                Some(seq) => {
+                Some(seq)
+                    if logged.is_some() || q.may_reject_publish() || self.consumed.contains(&q) =>
+                {
                     waits += 1;
                     Some(PublishConfirm::new(self.events_tx.clone(), ch, seq))
                 }
