@@ -43,6 +43,21 @@ def _read_list(path):
     return entries
 
 
+def listed(path):
+    """(pattern, reason) of each line of a skip or known-failure list (none without a path), for
+    the runners of non-pytest suites (lib/gotest_suite.py, suites/java-client/junit_suite.py)."""
+    return [(pattern, reason) for pattern, reason, _where in _read_list(path)] if path else []
+
+
+def matching(entries, name):
+    """The (pattern, reason) of `entries` that names test `name` (exactly or as an fnmatch
+    pattern), or None."""
+    for pattern, reason in entries:
+        if name == pattern or fnmatch.fnmatchcase(name, pattern):
+            return pattern, reason
+    return None
+
+
 def is_flaky(reason):
     """A known failure that does not happen on every run (see the module's docstring)."""
     return reason.startswith("flaky:")

@@ -32,7 +32,6 @@ is an error, as in compat_plugin. Prints one line per test, go's output for each
 """
 
 import argparse
-import fnmatch
 import json
 import os
 import re
@@ -43,23 +42,12 @@ import tempfile
 import time
 import xml.etree.ElementTree as ET
 
-from compat_plugin import _read_list, is_flaky
+from compat_plugin import is_flaky, listed as read_list, matching
 
 NAME = re.compile(r"^(Test|Example)\w*$")
 # The test binary being run, so that a signal to this script (run.sh ending the suite) ends it too:
 # it runs in a process group of its own.
 CURRENT = None
-
-
-def read_list(path):
-    return [(pattern, reason) for pattern, reason, _where in _read_list(path)] if path else []
-
-
-def matching(entries, name):
-    for pattern, reason in entries:
-        if name == pattern or fnmatch.fnmatchcase(name, pattern):
-            return pattern, reason
-    return None
 
 
 def go(args, what):

@@ -19,28 +19,15 @@ that matches no test is an error, as in compat_plugin. Exit status: 0 if nothing
 """
 
 import argparse
-import fnmatch
 import re
 import subprocess
 import sys
 import time
 import xml.etree.ElementTree as ET
 
-from compat_plugin import _read_list, is_flaky
+from compat_plugin import is_flaky, listed as read_list, matching
 
 RESULT = re.compile(r"^test (\S+)(?: - should panic)? \.\.\. (ok|FAILED|ignored)(?:, (.*))?$")
-
-
-def read_list(path):
-    # The same format as compat_plugin's lists, read by the same code.
-    return [(pattern, reason) for pattern, reason, _where in _read_list(path)] if path else []
-
-
-def matching(entries, full_name):
-    for pattern, reason in entries:
-        if fnmatch.fnmatchcase(full_name, pattern):
-            return pattern, reason
-    return None
 
 
 def list_tests(exe):
