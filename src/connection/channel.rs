@@ -90,7 +90,14 @@ pub(super) struct Channel {
 /// confirm-mode publish to a queue the connection consumes from is confirmed by the queue,
 /// after the deliveries it makes, as RabbitMQ orders them; others are confirmed at once.
 #[derive(Default, Clone)]
-pub(super) struct ConsumedQueues(Arc<std::sync::Mutex<HashMap<usize, u32>>>);
+pub(super) struct ConsumedQueues(Arc<Consumed>);
+
+#[derive(Default)]
+struct Consumed {
+    by_queue: std::sync::Mutex<HashMap<usize, u32>>,
+    /// Consumers in all: a publisher-only connection (the common case) answers without the lock.
+    total: std::sync::atomic::AtomicUsize,
+}
 
 impl ConsumedQueues {
     fn key(queue: &Arc<QueueHandle>) -> usize {
@@ -98,11 +105,12 @@ impl ConsumedQueues {
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<usize, u32>> {
-        self.0.lock().unwrap_or_else(|e| e.into_inner())
+        self.0.by_queue.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     fn add(&self, queue: &Arc<QueueHandle>) {
         *self.lock().entry(Self::key(queue)).or_insert(0) += 1;
+        self.0.total.fetch_add(1, Ordering::Relaxed);
     }
 
     fn remove(&self, queue: &Arc<QueueHandle>) {
@@ -112,12 +120,13 @@ impl ConsumedQueues {
             if *e.get() == 0 {
                 e.remove();
             }
+            self.0.total.fetch_sub(1, Ordering::Relaxed);
         }
     }
 
     /// Whether the connection has a consumer on `queue`.
     pub fn contains(&self, queue: &Arc<QueueHandle>) -> bool {
-        self.lock().contains_key(&Self::key(queue))
+        self.0.total.load(Ordering::Relaxed) > 0 && self.lock().contains_key(&Self::key(queue))
     }
 }
 
