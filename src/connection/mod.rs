@@ -32,7 +32,6 @@ use std::time::{Duration, Instant};
 use bytes::{Bytes, BytesMut};
 use tokio::io::{AsyncRead, AsyncReadExt};
 use tokio::sync::mpsc;
-use warren_amqp::frame::FRAME_OVERHEAD;
 use warren_amqp::protocol::{connection as conn_methods, AMQPClass};
 use warren_amqp::{encode, AmqpError, Frame, FrameDecoder, FrameKind, Method, ReplyCode};
 
@@ -45,6 +44,9 @@ use channel::Channel;
 use handshake::ClientCaps;
 
 pub(crate) const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// `connection.close-ok` on the wire: a method frame on channel 0 of 4 octets, class 10 method
+/// 51, frame end.
+const CLOSE_OK_FRAME: [u8; 12] = [1, 0, 0, 0, 0, 0, 4, 0, 10, 0, 51, 0xCE];
 /// How long to wait for `connection.close-ok` after sending `connection.close`.
 const CLOSE_TIMEOUT: Duration = Duration::from_secs(3);
 const READ_CHUNK: usize = 64 * 1024;
@@ -116,9 +118,10 @@ pub(crate) struct Connection {
     decoder: FrameDecoder,
     /// Its consumers per queue, shared by its channels.
     consumed: channel::ConsumedQueues,
-    /// Octets of an oversized frame still to skip (after its 501) so that the client's close-ok
-    /// behind it is read.
-    skip_input: usize,
+    /// After a frame error framing is lost: input is discarded, but searched for the client's
+    /// close-ok (a fixed 12 octets); these are the last octets discarded, for one that
+    /// straddles two reads.
+    framing_lost: Option<Vec<u8>>,
     frame_max: u32,
     channel_max: u16,
     heartbeat: u16,
@@ -384,33 +387,30 @@ impl Connection {
             if self.phase == Phase::Done {
                 return Ok(());
             }
-            if self.skip_input > 0 {
-                let n = self.skip_input.min(rbuf.len());
-                bytes::Buf::advance(rbuf, n);
-                self.skip_input -= n;
-                if self.skip_input > 0 {
-                    return Ok(());
+            if let Some(tail) = self.framing_lost.as_mut() {
+                tail.extend_from_slice(rbuf);
+                rbuf.clear();
+                if tail
+                    .windows(CLOSE_OK_FRAME.len())
+                    .any(|w| w == CLOSE_OK_FRAME)
+                {
+                    self.phase = Phase::Done;
+                    self.close_handshake_done = true;
+                } else {
+                    let keep = tail.len().saturating_sub(CLOSE_OK_FRAME.len() - 1);
+                    tail.drain(..keep);
                 }
+                return Ok(());
             }
             let frame = match self.decoder.decode(rbuf) {
                 Ok(Some(frame)) => frame,
                 Ok(None) => return Ok(()),
                 Err(e) => {
                     // The socket stays open for the close (as RabbitMQ keeps it after a 501), so
-                    // the client reads connection.close rather than a broken pipe: an oversized
-                    // frame is skipped whole (its size is known), and the frames behind it are
-                    // read, close-ok among them; after a frame that cannot be delimited, what
-                    // comes is discarded until the client closes or the close times out.
-                    let skip = match &e {
-                        warren_amqp::FrameError::TooLarge { size, .. } => {
-                            usize::try_from(*size).ok().map(|s| s + FRAME_OVERHEAD)
-                        }
-                        _ => None,
-                    };
-                    match skip {
-                        Some(total) => self.skip_input = total,
-                        None => rbuf.clear(),
-                    }
+                    // the client reads connection.close rather than a broken pipe; what it
+                    // sends is discarded until its close-ok (looked for in what comes), its own
+                    // close of the socket, or the close's timeout.
+                    self.framing_lost = Some(Vec::new());
                     if self.phase == Phase::Closing {
                         continue;
                     }

@@ -81,7 +81,7 @@ async fn serve_split<R, W>(
         // Until tune-ok, frames are held to the protocol's minimum (as in RabbitMQ): a client
         // that has not logged in cannot make the broker buffer large frames.
         decoder: FrameDecoder::new(FRAME_MIN_SIZE),
-        skip_input: 0,
+        framing_lost: None,
         consumed: Default::default(),
         frame_max: broker.config.frame_max,
         channel_max: broker.config.channel_max,
