@@ -2682,6 +2682,70 @@ async fn a_cut_off_frozen_members_consumer_gives_back_what_it_held() {
     drop((holder_channel, c3, n3));
 }
 
+/// Acks in flight to a quorum queue's leader when it is cut off fail there; the consumer's node
+/// proposes them again to the next leader. Dropped (as they were), their messages stayed unacked
+/// for as long as the consumer lived, and after: its channel, having acked them, had nothing to
+/// give back when it closed (a fault run ended with two messages no one could get).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn acks_in_flight_to_a_leader_cut_off_are_applied_through_the_next() {
+    const HELD: u16 = 20;
+    let cluster = Cluster::with_last_behind_a_proxy(3).await;
+    let (cluster, n1, n2, n3) = three_formed_of(cluster).await;
+    let c3 = n3.connect().await;
+    declare_quorum(&c3, "qacks").await;
+    leader_among(&n1, "qacks", &["n3"]);
+    let ch = confirm_channel(&c3).await;
+    for i in 0..HELD as usize {
+        publish_confirmed(&ch, "", "qacks", &numbered_body(i, 64), true).await;
+    }
+    // A consumer on n1 holding every message, unacked.
+    let c1 = n1.connect().await;
+    let holder_channel = crate::common::lapin_channel(&c1).await;
+    holder_channel
+        .basic_qos(HELD, Default::default())
+        .await
+        .expect("qos");
+    let mut holder = consume(&holder_channel, "qacks", "holder").await;
+    let mut held = Vec::new();
+    for _ in 0..HELD {
+        use futures::StreamExt;
+        held.push(
+            crate::common::within_long("a delivery", holder.next())
+                .await
+                .expect("stream")
+                .expect("delivery"),
+        );
+    }
+    assert_eq!(queue_counts(&n1, "qacks"), (0, u64::from(HELD), 1));
+    // The leader cut off, then every delivery acked: n1 sends the acks to n3, which never
+    // answers; n1 and n2 elect another leader meanwhile.
+    cluster.cut_off_last(true);
+    for delivery in held {
+        delivery.ack(Default::default()).await.expect("ack");
+    }
+    leader_among(&n1, "qacks", &["n1", "n2"]);
+    eventually(
+        "the acks applied through the next leader",
+        || queue_counts(&n1, "qacks"),
+        |c| *c == (0, 0, 1),
+    );
+    cluster.cut_off_last(false);
+    formed(&cluster, &[&n1, &n2, &n3]).await;
+    // Closed, the consumer leaves nothing behind (an ack lost would be a message back).
+    holder_channel
+        .close(200, "done".into())
+        .await
+        .expect("close");
+    for node in [&n1, &n2, &n3] {
+        eventually(
+            "every member holds the queue empty",
+            || queue_counts(node, "qacks"),
+            |c| *c == (0, 0, 0),
+        );
+    }
+    drop((ch, c1, c3));
+}
+
 /// A consume on a quorum queue whose other members are gone (no majority to commit it) is
 /// refused as timed out (541, as RabbitMQ refuses a quorum queue's consume that times out), not
 /// as if the queue did not exist (404). The refused consume stays in the leader's log and is

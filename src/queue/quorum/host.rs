@@ -283,6 +283,9 @@ pub fn spawn(
             leaving: None,
             dead_letters: HashMap::new(),
             dead_letter_confirms,
+            must_apply: HashMap::new(),
+            retry: Vec::new(),
+            retry_at: None,
         };
         member
             .run(rx, applied, done, down, dead_letter_answers)
@@ -549,7 +552,18 @@ struct Member {
     dead_letters: HashMap<u64, HeldRouting>,
     /// Where the queues a held dead-letter was routed to answer its confirms.
     dead_letter_confirms: mpsc::UnboundedSender<ConnEvent>,
+    /// The proposals in flight that must reach the log however long it takes, by proposal
+    /// number: settlements and cancels. An ack in flight to a leader that was cut off or
+    /// killed fails; dropped, it would leave its message unacked for as long as its consumer
+    /// lives (its channel, having sent the ack, does not give it back when it closes).
+    must_apply: HashMap<u64, QuorumCommand>,
+    /// Those that failed, with their waiters: proposed again at `retry_at`.
+    retry: Vec<(QuorumCommand, Option<Waiter>)>,
+    retry_at: Option<tokio::time::Instant>,
 }
+
+/// How long a settlement or a cancel that failed waits before it is proposed again.
+const RETRY_AFTER: Duration = Duration::from_millis(500);
 
 /// A held dead-letter routed by this member.
 enum HeldRouting {
@@ -648,6 +662,7 @@ impl Member {
                     self.step_membership(&membership_tx, &handed_over);
                 }
                 Some(event) = dead_letter_answers.recv() => self.on_dead_letter_confirm(event),
+                _ = sleep_until_some(self.retry_at) => self.propose_again(),
                 _ = dead_letter_retry.tick(), if self.has_held_dead_letters() => {
                     self.route_held_dead_letters();
                 }
@@ -676,6 +691,9 @@ impl Member {
         }
         self.handle.mark_deleted();
         for (_, waiter) in self.waiting.drain() {
+            waiter.fail();
+        }
+        for waiter in self.retry.drain(..).filter_map(|(_, waiter)| waiter) {
             waiter.fail();
         }
         if deleted {
@@ -876,6 +894,12 @@ impl Member {
         if let Some(waiter) = waiter {
             self.waiting.insert(proposal.number, waiter);
         }
+        if matches!(
+            command,
+            QuorumCommand::Settle { .. } | QuorumCommand::Cancel { .. }
+        ) {
+            self.must_apply.insert(proposal.number, command);
+        }
         if self.proposals.send((proposal, leader_only)).is_ok() {
             self.in_flight += 1;
         }
@@ -884,7 +908,17 @@ impl Member {
     /// The proposal in flight is committed (or failed: its waiter is told); the next goes.
     fn on_done(&mut self, number: u64, ok: bool) {
         self.in_flight = self.in_flight.saturating_sub(1);
-        if !ok {
+        let must_apply = self.must_apply.remove(&number);
+        if let (false, Some(command)) = (ok, must_apply) {
+            // Perhaps committed after all: applied twice, it changes nothing the second time
+            // (a settled delivery's id is not handed out again; a cancelled consumer is not
+            // found).
+            tracing::debug!(queue = %self.handle.name, "proposed again later: {command:?}");
+            let waiter = self.waiting.remove(&number);
+            self.retry.push((command, waiter));
+            self.retry_at
+                .get_or_insert_with(|| tokio::time::Instant::now() + RETRY_AFTER);
+        } else if !ok {
             if let Some(waiter) = self.waiting.remove(&number) {
                 if let Waiter::Consume { consumer, .. } = &waiter {
                     // Refused to its client, but perhaps committed later: cancelled after it.
@@ -899,6 +933,20 @@ impl Member {
                     .unwrap_or_default();
                 waiter.time_out(&self.handle.name, &vhost);
             }
+        }
+        self.send_next();
+    }
+
+    /// Proposes again the settlements and cancels that failed.
+    fn propose_again(&mut self) {
+        self.retry_at = None;
+        for (command, waiter) in std::mem::take(&mut self.retry) {
+            self.queued.push_back(Queued {
+                command,
+                waiter,
+                bytes: 0,
+                leader_only: false,
+            });
         }
         self.send_next();
     }
@@ -1365,6 +1413,14 @@ impl Waiter {
             | Waiter::Purge(_)
             | Waiter::Delete(_) => {}
         }
+    }
+}
+
+/// Sleeps until `at`; forever if `None`.
+async fn sleep_until_some(at: Option<tokio::time::Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
     }
 }
 
