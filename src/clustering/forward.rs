@@ -65,6 +65,9 @@ struct Peer {
     /// Where queues deliver to the peer's consumers.
     events: mpsc::UnboundedSender<ConnEvent>,
     channel_flow: Arc<ChannelFlow>,
+    /// The peer's cancels whose queue has taken them, by consumer id here: told once the relay
+    /// has sent what the queue delivered before (see [`Forwarding::relay`]).
+    cancels: Mutex<HashMap<u64, oneshot::Sender<()>>>,
 }
 
 /// Deliveries gathered for one relay turn, by consumer.
@@ -112,6 +115,12 @@ enum PublishWork {
     },
     /// Answered once everything published before is in the queue's log.
     Sync(oneshot::Sender<Reply>),
+    /// A consumer's cancel: the publishes before it reach the queue first, as a channel's
+    /// methods take effect in the order they were sent.
+    Cancel {
+        consumer: u64,
+        answer: oneshot::Sender<Reply>,
+    },
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -147,6 +156,7 @@ impl Forwarding {
             unsettled: Mutex::new(Vec::new()),
             events,
             channel_flow: Arc::new(ChannelFlow::default()),
+            cancels: Mutex::new(HashMap::new()),
         });
         lock(&self.peers).insert(name.to_owned(), peer.clone());
         tokio::spawn(self.clone().relay(peer.clone(), relayed));
@@ -232,10 +242,19 @@ impl Forwarding {
                             self.send(&peer.name, &cancelled).await;
                         }
                     }
-                    // A connection's own marker; never sent here.
-                    ConnEvent::DirectReply { .. }
-                    | ConnEvent::Settled { .. }
-                    | ConnEvent::Cancelled { .. } => {}
+                    // A peer's cancel that its queue has taken: what the queue delivered
+                    // before is ahead of it, and goes to the peer before the cancel's answer
+                    // (the link keeps their order), so the peer's client gets those
+                    // deliveries before cancel-ok, as from a local queue.
+                    ConnEvent::Cancelled { consumer_id, .. } => {
+                        self.send_batches(&peer, std::mem::take(&mut batches)).await;
+                        lock(&peer.consumer_ids).remove(&consumer_id);
+                        if let Some(relayed) = lock(&peer.cancels).remove(&consumer_id) {
+                            let _ = relayed.send(());
+                        }
+                    }
+                    // A connection's own markers; never sent here.
+                    ConnEvent::DirectReply { .. } | ConnEvent::Settled { .. } => {}
                 }
                 if batches.deliveries < RELAY_BATCH {
                     next = events.try_recv().ok();
@@ -287,6 +306,41 @@ impl Forwarding {
         }
     }
 
+    /// The peer's consumer `consumer` is cancelled: once the queue has taken the cancel and
+    /// the relay has sent what the queue delivered before it.
+    async fn cancel(&self, peer: &Peer, consumer: u64) -> Reply {
+        let found = lock(&peer.consumers).remove(&consumer);
+        if let Some((q, id)) = found {
+            // The relay still knows the consumer: what the queue delivers before it takes the
+            // cancel reaches the peer's consumer (no-ack deliveries are no longer the queue's
+            // to take back).
+            let _ = q
+                .ask(|done| QueueCommand::Cancel {
+                    consumer_id: id,
+                    done,
+                })
+                .await;
+            let (relayed, sent) = oneshot::channel();
+            lock(&peer.cancels).insert(id, relayed);
+            let marker = ConnEvent::Cancelled {
+                channel: 0,
+                consumer_id: id,
+                consumer_tag: Arc::from(""),
+                nowait: true,
+            };
+            match peer.events.send(marker) {
+                Ok(()) => {
+                    let _ = tokio::time::timeout(TIMEOUT, sent).await;
+                }
+                Err(_) => {
+                    lock(&peer.cancels).remove(&id);
+                    lock(&peer.consumer_ids).remove(&id);
+                }
+            }
+        }
+        Reply::Done
+    }
+
     async fn send(&self, peer: &str, forward: &Forward) {
         if let Ok(bytes) = wire::encode(forward) {
             if let Ok(call) = self.link.call(peer, Request::App(bytes)).await {
@@ -311,9 +365,18 @@ impl Forwarding {
         publishers.insert(queue.clone(), tx.clone());
         let this = self.clone();
         let queue = queue.clone();
+        // Weak: the peer holds this worker's sender.
+        let peer = Arc::downgrade(peer);
         tokio::spawn(async move {
             while let Some(work) = rx.recv().await {
                 match work {
+                    PublishWork::Cancel { consumer, answer } => {
+                        let reply = match peer.upgrade() {
+                            Some(peer) => this.cancel(&peer, consumer).await,
+                            None => Reply::Gone,
+                        };
+                        let _ = answer.send(reply);
+                    }
                     PublishWork::Batch { messages, answer } => {
                         let _ = answer.send(this.publish(&queue, messages).await);
                     }
@@ -549,19 +612,8 @@ impl Forwarding {
                 self.consume(peer, queue, consumer, terms, Some(start))
                     .await
             }
-            Forward::Cancel { queue: _, consumer } => {
-                let found = lock(&peer.consumers).remove(&consumer);
-                if let Some((q, id)) = found {
-                    lock(&peer.consumer_ids).remove(&id);
-                    let _ = q
-                        .ask(|done| QueueCommand::Cancel {
-                            consumer_id: id,
-                            done,
-                        })
-                        .await;
-                }
-                Reply::Done
-            }
+            // Taken in order with the publishes, before it reaches here.
+            Forward::Cancel { .. } => Reply::Done,
         }
     }
 }
@@ -599,7 +651,8 @@ impl AppHandler for ForwardingHandler {
             Err(e) => return Box::pin(async move { Err(format!("undecodable request: {e}")) }),
         };
         let peer = self.0.peer(from);
-        // Publishes (and syncs, which follow them) are queued here, in the order they arrived.
+        // Publishes (and the syncs and cancels that follow them) are queued here, in the order
+        // they arrived.
         let (work, queue, answered) = match forward {
             Forward::Publish { queue, messages } => {
                 let (answer, answered) = oneshot::channel();
@@ -608,6 +661,10 @@ impl AppHandler for ForwardingHandler {
             Forward::Sync { queue } => {
                 let (answer, answered) = oneshot::channel();
                 (PublishWork::Sync(answer), queue, answered)
+            }
+            Forward::Cancel { queue, consumer } => {
+                let (answer, answered) = oneshot::channel();
+                (PublishWork::Cancel { consumer, answer }, queue, answered)
             }
             Forward::Deliver { deliveries } => {
                 // Handed to the connections here, in the order the batches came; answered when

@@ -1848,6 +1848,63 @@ pub async fn assert_alive(addr: SocketAddr) {
     r.close().await;
 }
 
+/// `rounds` times on `r` (channels 1 and 2 open, a no-ack consumer of `queue` on channel 2): a
+/// higher-priority no-ack consumer on channel 1, ten publishes, then its basic.cancel at once.
+/// Asserts that all ten reach it before cancel-ok, as from RabbitMQ: none to the other
+/// consumer, none lost.
+pub async fn cancel_rounds_with_deliveries_in_flight(r: &mut Raw, queue: &str, rounds: usize) {
+    for round in 0..rounds {
+        let tag = format!("high-{round}");
+        let mut arguments = FieldTable::default();
+        arguments.insert("x-priority".into(), AMQPValue::LongInt(10));
+        let consume = AMQPClass::Basic(basic::AMQPMethod::Consume(basic::Consume {
+            queue: queue.into(),
+            consumer_tag: tag.as_str().into(),
+            no_local: false,
+            no_ack: true,
+            exclusive: false,
+            nowait: false,
+            arguments,
+        }));
+        r.send_method(1, consume).await;
+        match r.recv().await {
+            In::Method(1, AMQPClass::Basic(basic::AMQPMethod::ConsumeOk(_))) => {}
+            other => panic!("round {round}: expected consume-ok, got {other:?}"),
+        }
+        for _ in 0..10 {
+            r.publish(1, "", queue, b"m").await;
+        }
+        let cancel = AMQPClass::Basic(basic::AMQPMethod::Cancel(basic::Cancel {
+            consumer_tag: tag.as_str().into(),
+            nowait: false,
+        }));
+        r.send_method(1, cancel).await;
+        let mut to_high = 0;
+        loop {
+            match r.recv().await {
+                In::Method(_, AMQPClass::Basic(m @ basic::AMQPMethod::Deliver(_))) => {
+                    let basic::AMQPMethod::Deliver(d) = &m else {
+                        unreachable!()
+                    };
+                    assert_eq!(
+                        d.consumer_tag.as_str(),
+                        tag,
+                        "round {round}: a delivery to another consumer"
+                    );
+                    to_high += 1;
+                    r.read_content(m).await;
+                }
+                In::Method(1, AMQPClass::Basic(basic::AMQPMethod::CancelOk(ok))) => {
+                    assert_eq!(ok.consumer_tag.as_str(), tag);
+                    break;
+                }
+                other => panic!("round {round}: unexpected {other:?}"),
+            }
+        }
+        assert_eq!(to_high, 10, "round {round}: all ten before cancel-ok");
+    }
+}
+
 /// A distinct body for message `i`, padded to `size`: [`body_number`] reads `i` back.
 pub fn numbered_body(i: usize, size: usize) -> Vec<u8> {
     let mut b = format!("m{i:07}-").into_bytes();

@@ -1253,63 +1253,13 @@ async fn consumer_priority_must_be_an_integer() {
 /// already forgotten: dropped when no-ack, given to the next consumer otherwise.
 #[tokio::test]
 async fn deliveries_sent_before_a_cancel_reach_the_cancelled_consumer_before_cancel_ok() {
-    use warren_amqp::types::AMQPValue;
     let b = start().await;
     let mut r = Raw::open(b.addr).await;
     r.open_channel(1).await;
     r.open_channel(2).await;
     r.declare(1, "cancel.order", QOpts::default()).await;
     r.consume(2, "cancel.order", "low", true, false).await;
-    for round in 0..100 {
-        let tag = format!("high-{round}");
-        let mut arguments = FieldTable::default();
-        arguments.insert("x-priority".into(), AMQPValue::LongInt(10));
-        let consume = AMQPClass::Basic(basic::AMQPMethod::Consume(basic::Consume {
-            queue: "cancel.order".into(),
-            consumer_tag: tag.as_str().into(),
-            no_local: false,
-            no_ack: true,
-            exclusive: false,
-            nowait: false,
-            arguments,
-        }));
-        r.send_method(1, consume).await;
-        match r.recv().await {
-            In::Method(1, AMQPClass::Basic(basic::AMQPMethod::ConsumeOk(_))) => {}
-            other => panic!("round {round}: expected consume-ok, got {other:?}"),
-        }
-        for _ in 0..10 {
-            r.publish(1, "", "cancel.order", b"m").await;
-        }
-        let cancel = AMQPClass::Basic(basic::AMQPMethod::Cancel(basic::Cancel {
-            consumer_tag: tag.as_str().into(),
-            nowait: false,
-        }));
-        r.send_method(1, cancel).await;
-        let mut to_high = 0;
-        loop {
-            match r.recv().await {
-                In::Method(_, AMQPClass::Basic(m @ basic::AMQPMethod::Deliver(_))) => {
-                    let basic::AMQPMethod::Deliver(d) = &m else {
-                        unreachable!()
-                    };
-                    assert_eq!(
-                        d.consumer_tag.as_str(),
-                        tag,
-                        "round {round}: a delivery to another consumer"
-                    );
-                    to_high += 1;
-                    r.read_content(m).await;
-                }
-                In::Method(1, AMQPClass::Basic(basic::AMQPMethod::CancelOk(ok))) => {
-                    assert_eq!(ok.consumer_tag.as_str(), tag);
-                    break;
-                }
-                other => panic!("round {round}: unexpected {other:?}"),
-            }
-        }
-        assert_eq!(to_high, 10, "round {round}: all ten before cancel-ok");
-    }
+    cancel_rounds_with_deliveries_in_flight(&mut r, "cancel.order", 100).await;
     r.expect_silence(Duration::from_millis(200)).await;
     b.stop().await;
 }

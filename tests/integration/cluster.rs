@@ -1080,6 +1080,26 @@ async fn a_consumer_node_killed_gives_its_unacked_deliveries_back() {
     drop(c3);
 }
 
+/// The cluster form of `basic::deliveries_sent_before_a_cancel_reach_the_cancelled_consumer_before_cancel_ok`:
+/// the queue on n1, the client on n2, whose consumers are proxies of n1's queue. Deliveries
+/// relayed before the cancel reach the cancelled consumer before cancel-ok: n1 forgot the
+/// consumer before its queue took the cancel and dropped the no-ack deliveries still on their
+/// way, and n2 forgot it before n1 answered.
+#[tokio::test]
+async fn deliveries_relayed_before_a_cancel_reach_the_cancelled_consumer_before_cancel_ok() {
+    let (_cluster, n1, n2, _n3) = three_formed().await;
+    let mut home = Raw::open(amqp_addr(&n1)).await;
+    home.open_channel(1).await;
+    home.declare(1, "cancel.relayed", QOpts::default()).await;
+    let mut r = Raw::open(amqp_addr(&n2)).await;
+    r.open_channel(1).await;
+    r.open_channel(2).await;
+    r.consume(2, "cancel.relayed", "low", true, false).await;
+    crate::common::cancel_rounds_with_deliveries_in_flight(&mut r, "cancel.relayed", 100).await;
+    r.expect_silence(Duration::from_millis(200)).await;
+    drop(home);
+}
+
 /// A transaction on n2 publishing persistent messages to a durable queue on n1: commit-ok comes
 /// once n1 has them on disk, so a SIGKILL of n1 right after loses none.
 #[tokio::test]

@@ -453,14 +453,16 @@ impl Proxy {
                 }
                 let _ = reply.send(result);
             }
+            // The consumer is forgotten here once the home node has answered: the deliveries
+            // it relayed before the cancel come ahead of the answer, and reach the consumer.
             QueueCommand::Cancel { consumer_id, done } => {
-                self.remote.proxies.lock().remove(&consumer_id);
                 let _ = self
                     .ask(Forward::Cancel {
                         queue,
                         consumer: consumer_id,
                     })
                     .await;
+                self.remote.proxies.lock().remove(&consumer_id);
                 let _ = done.send(());
             }
             QueueCommand::Get { no_ack, reply } => {
