@@ -763,6 +763,8 @@ def main():
     ap.add_argument("--gap-seconds", default="10-20", help="quiet time between faults, MIN-MAX")
     ap.add_argument("--rate", type=float, default=100, help="publishes per second per publisher (0: as fast as confirms come)")
     ap.add_argument("--recovery-limit", type=float, default=90, help="seconds the cluster may take to serve after the final heal")
+    ap.add_argument("--drain-limit", type=float, default=300,
+                    help="seconds the consumers may take to empty the queues once publishing stops")
     ap.add_argument("--seed", type=int, default=None)
     ap.add_argument("--image", default="warren:dev")
     ap.add_argument("--remove-image", action="store_true", help="docker rmi the image at the end")
@@ -860,7 +862,7 @@ def main():
         log("publishers stopped; draining")
         drained = False
         quiet_since = None
-        drain_deadline = time.time() + 300
+        drain_deadline = time.time() + args.drain_limit
         while time.time() < drain_deadline:
             depths = queue_depths(nodes, queues)
             idle = all(time.time() - c.last > 3 for c in cons)

@@ -36,8 +36,13 @@ fi
 echo "== cargo test"
 cargo test --workspace
 
+# The suites and the fault test run the debug binary `cargo test` just built (they check
+# behaviour, not speed): a release build would add minutes on CI's two cores.
+warren_bin="${CARGO_TARGET_DIR:-target}/debug/warren"
+[ -x "$warren_bin" ] || cargo build -p warren
+
 echo "== compat-tests (real clients against a live Warren)"
-compat-tests/run.sh --broker warren
+WARREN_BIN="$warren_bin" compat-tests/run.sh --broker warren
 
 # Three nodes in network namespaces this test makes (no Docker): kill -9, pause (SIGSTOP) and a
 # partition (iptables in a namespace) under confirmed publishers and acking consumers, then the
@@ -46,8 +51,9 @@ compat-tests/run.sh --broker warren
 echo "== fault test (docker/faults.sh --backend netns)"
 python3 -m unittest discover -s docker -p 'test_faults_checker.py'
 if [ "$(id -u)" = 0 ]; then
-  timeout -k 10 600 docker/faults.sh --backend netns --faults 3 --kinds crash,pause,halves \
-    --fault-seconds 8-12 --gap-seconds 5-8 --rate 50 --no-plot --out target/faults/ci
+  WARREN_BIN="$warren_bin" timeout -k 10 600 docker/faults.sh --backend netns --faults 3 \
+    --kinds crash,pause,halves --fault-seconds 8-12 --gap-seconds 5-8 --rate 50 --drain-limit 120 \
+    --no-plot --out target/faults/ci
 else
   echo "skipped: needs root (network namespaces)"
 fi

@@ -55,6 +55,8 @@ fi
 
 # ---------------------------------------------------------------- build (outside the namespace)
 export CARGO_TARGET_DIR="$COMPAT_CACHE/amqprs-target"
+# Built once per clean checkout (CI's case), and only run: no debug info, no incremental state.
+export CARGO_INCREMENTAL=0 CARGO_PROFILE_DEV_DEBUG=0 CARGO_PROFILE_TEST_DEBUG=0
 compat_log "building amqprs $version's tests (cargo test --no-run, its own Cargo.lock)"
 binaries=()
 while IFS= read -r line; do binaries+=("$line"); done < <(
