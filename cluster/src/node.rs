@@ -23,6 +23,8 @@ pub trait GroupEndpoint: Send + Sync + 'static {
     fn figures(&self) -> crate::group::LogFigures;
     /// If this member leads, hands its leadership to member `to`.
     fn transfer_leader(&self, to: NodeId) -> BoxFuture<'static, Result<(), String>>;
+    /// The member this one takes for the leader, if any.
+    fn leader(&self) -> Option<NodeId>;
 }
 
 /// The application's side of the link: requests other nodes' applications send this one.
@@ -99,6 +101,25 @@ impl ClusterNode {
             Ok(Response::Figures(figures)) => figures,
             _ => None,
         }
+    }
+
+    /// How many of the groups with a member here (those `counted`) each node leads, as the
+    /// members here see it; and how many groups were counted.
+    pub fn leaders(&self, counted: impl Fn(&str) -> bool) -> (HashMap<NodeId, usize>, usize) {
+        let groups = self.groups.read().unwrap_or_else(|e| e.into_inner());
+        let mut led = HashMap::new();
+        let mut total = 0;
+        for group in groups
+            .iter()
+            .filter(|(id, _)| counted(id))
+            .map(|(_, group)| group)
+        {
+            total += 1;
+            if let Some(leader) = group.leader() {
+                *led.entry(leader).or_insert(0) += 1;
+            }
+        }
+        (led, total)
     }
 
     fn group(&self, id: &str) -> Option<Arc<dyn GroupEndpoint>> {
@@ -236,6 +257,11 @@ where
     fn figures(&self) -> crate::group::LogFigures {
         use openraft::type_config::async_runtime::WatchReceiver;
         crate::group::figures_of(&self.metrics().borrow_watched())
+    }
+
+    fn leader(&self) -> Option<NodeId> {
+        use openraft::type_config::async_runtime::WatchReceiver;
+        self.metrics().borrow_watched().current_leader
     }
 
     fn transfer_leader(&self, to: NodeId) -> BoxFuture<'static, Result<(), String>> {

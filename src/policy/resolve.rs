@@ -21,6 +21,7 @@ use serde_json::Value;
 use warren_amqp::types::FieldTable;
 
 use super::{Definition, ObjectKind, Policy};
+use crate::queue::args::LeaderLocator;
 use crate::queue::{Overflow, QueueArgs};
 
 /// The keys for which the smaller of two values wins, when a user policy and an operator policy
@@ -111,6 +112,11 @@ pub fn queue_args(
     }
     if declared.dead_letter_routing_key.is_none() {
         out.dead_letter_routing_key = text("dead-letter-routing-key");
+    }
+    if declared.leader_locator.is_none() {
+        out.leader_locator = text("queue-leader-locator")
+            .as_deref()
+            .and_then(LeaderLocator::from_name);
     }
     // `overflow` parses to drop-head when absent: whether the argument was given is in the table.
     if !arguments.inner().contains_key("x-overflow") {

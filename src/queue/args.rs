@@ -51,7 +51,7 @@ pub enum LeaderLocator {
 }
 
 impl LeaderLocator {
-    fn from_name(name: &str) -> Option<LeaderLocator> {
+    pub fn from_name(name: &str) -> Option<LeaderLocator> {
         match name {
             "client-local" => Some(LeaderLocator::ClientLocal),
             // RabbitMQ 3.10 takes its older names as synonyms of balanced.

@@ -43,6 +43,17 @@ impl Placement {
         }
     }
 
+    /// The home of a queue `queue` declared on this node now: this node, in a cluster; for a
+    /// quorum queue whose leader is to be `balanced`, the node that leads the fewest.
+    pub fn home_for(&self, queue: &str, balanced: bool) -> Option<String> {
+        match self {
+            Placement::Member { replication, .. } if balanced => {
+                Some(replication.balanced_home(queue))
+            }
+            _ => self.home_here(),
+        }
+    }
+
     pub fn is_member(&self) -> bool {
         matches!(self, Placement::Member { .. })
     }

@@ -9,7 +9,8 @@ use warren_amqp::AmqpError;
 
 use crate::definitions::{DefinitionCommand, ExchangeDefinition, QueueDefinition};
 use crate::exchange::ExchangeKind;
-use crate::queue::args::{type_name, Dedup};
+use crate::policy::{resolve, ObjectKind};
+use crate::queue::args::{type_name, Dedup, LeaderLocator, QueueType};
 use crate::queue::{ConnectionId, QueueArgs, QueueHandle};
 
 use super::topology::exchange_args;
@@ -139,7 +140,16 @@ impl Vhost {
 
     /// The definition of the queue a (not passive) declare creates, once its checks pass.
     fn new_queue(&self, req: &DeclareQueue<'_>) -> Result<QueueDefinition, AmqpError> {
-        check_new_queue(&self.name, req)?;
+        let declared = check_new_queue(&self.name, req)?;
+        // Where a quorum queue's leader goes: its argument, else its policy's
+        // `queue-leader-locator`, as RabbitMQ takes it.
+        let effective = {
+            let topology = self.read();
+            let policies = topology.policies.for_object(ObjectKind::Queue, req.name);
+            resolve::queue_args(req.arguments, &declared, &policies.effective_definition())
+        };
+        let balanced = effective.queue_type == QueueType::Quorum
+            && effective.leader_locator == Some(LeaderLocator::Balanced);
         Ok(QueueDefinition {
             name: req.name.to_owned(),
             // Exclusive queues die with their connection, so they never go to disk.
@@ -148,7 +158,7 @@ impl Vhost {
             exclusive_owner: req.exclusive.then_some(req.connection),
             auto_delete: req.auto_delete,
             arguments: req.arguments.clone(),
-            home: self.placement.home_here(),
+            home: self.placement.home_for(req.name, balanced),
             // Set when the metadata log applies the declare.
             incarnation: 0,
             members: None,
@@ -313,7 +323,7 @@ impl Vhost {
 /// The checks of a queue a declare creates that need nothing but the declare (its name, its
 /// arguments, its queue type's properties), with RabbitMQ's texts: apart so that a definitions
 /// import can make them before the vhost it fills exists.
-pub fn check_new_queue(vhost: &str, req: &DeclareQueue<'_>) -> Result<(), AmqpError> {
+pub fn check_new_queue(vhost: &str, req: &DeclareQueue<'_>) -> Result<QueueArgs, AmqpError> {
     if req.name.starts_with("amq.") && !req.server_named {
         return Err(AmqpError::access_refused(format!(
             "queue name '{}' contains reserved prefix 'amq.*'",
@@ -334,7 +344,7 @@ pub fn check_new_queue(vhost: &str, req: &DeclareQueue<'_>) -> Result<(), AmqpEr
             )));
         }
     }
-    Ok(())
+    Ok(args)
 }
 
 /// The checks of an exchange a declare creates (its type, its name, its arguments), as

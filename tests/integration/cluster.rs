@@ -2766,6 +2766,74 @@ async fn acks_in_flight_to_a_leader_cut_off_are_applied_through_the_next() {
     drop((ch, c1, c3));
 }
 
+/// `x-queue-leader-locator: balanced` (or a policy's `queue-leader-locator`), as RabbitMQ
+/// places such queues: each declared queue is led by the node that leads the fewest; without
+/// it, the declaring node leads (`client-local`).
+#[tokio::test]
+async fn balanced_quorum_queues_are_led_by_the_node_that_leads_the_fewest() {
+    use lapin::types::AMQPValue;
+    let (_cluster, n1, n2, n3) = three_formed().await;
+    let c1 = n1.connect().await;
+    let ch = crate::common::lapin_channel(&c1).await;
+    let leader = |q: &str| {
+        let (_, json) = api(&n2, "GET", &format!("/api/queues/%2F/{q}"), None);
+        json["leader"].as_str().unwrap_or_default().to_owned()
+    };
+    let declare = |q: &'static str, locator: Option<&'static str>| {
+        let ch = ch.clone();
+        async move {
+            let mut args = lapin::types::FieldTable::default();
+            args.insert(
+                "x-queue-type".into(),
+                AMQPValue::LongString("quorum".into()),
+            );
+            if let Some(locator) = locator {
+                args.insert(
+                    "x-queue-leader-locator".into(),
+                    AMQPValue::LongString(locator.into()),
+                );
+            }
+            ch.queue_declare(q.into(), durable(), args)
+                .await
+                .expect("declare");
+            // Led before the next is declared (a leader not elected yet counts for no node).
+            eventually(&format!("{q} led"), || leader(q), |l| !l.is_empty());
+        }
+    };
+    // Two client-local queues: both led from n1, the declaring node.
+    for q in ["local.1", "local.2"] {
+        declare(q, None).await;
+        assert_eq!(leader(q), "n1", "{q}");
+    }
+    // Four balanced ones through n1: to n2 and n3 first (n1 leads two already), then one each.
+    for q in ["bal.1", "bal.2", "bal.3", "bal.4"] {
+        declare(q, Some("balanced")).await;
+    }
+    let led = |node: &str, queues: &[&str]| queues.iter().filter(|q| leader(q) == node).count();
+    let all = ["local.1", "local.2", "bal.1", "bal.2", "bal.3", "bal.4"];
+    for node in ["n1", "n2", "n3"] {
+        assert_eq!(led(node, &all), 2, "{node} leads two of {all:?}");
+    }
+    // A policy's locator, the older name RabbitMQ takes for balanced: three more, one each.
+    let (status, body) = api(
+        &n1,
+        "PUT",
+        "/api/policies/%2F/spread",
+        Some(
+            r#"{"pattern":"^pol\\.","definition":{"queue-leader-locator":"least-leaders"},"apply-to":"queues"}"#,
+        ),
+    );
+    assert!(status < 300, "{status} {body}");
+    for q in ["pol.1", "pol.2", "pol.3"] {
+        declare(q, None).await;
+    }
+    let pol = ["pol.1", "pol.2", "pol.3"];
+    for node in ["n1", "n2", "n3"] {
+        assert_eq!(led(node, &pol), 1, "{node} leads one of {pol:?}");
+    }
+    drop((c1, n3));
+}
+
 /// A consume on a quorum queue whose other members are gone (no majority to commit it) is
 /// refused as timed out (541, as RabbitMQ refuses a quorum queue's consume that times out), not
 /// as if the queue did not exist (404). The refused consume stays in the leader's log and is

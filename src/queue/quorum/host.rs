@@ -75,6 +75,35 @@ impl Replication {
         nodes
     }
 
+    /// The home (first member, and so first leader) of a quorum queue `queue` declared here with
+    /// `x-queue-leader-locator: balanced`, as RabbitMQ places one: the running node that leads
+    /// the fewest quorum queues (ties: the first by name), or, once there are 1000 queues or
+    /// more, one picked by the queue's name (counting would cost each declare too much).
+    pub fn balanced_home(&self, queue: &str) -> String {
+        let me = self.node.name();
+        let mut running: Vec<&str> = self
+            .nodes
+            .iter()
+            .map(|n| n.name.as_str())
+            .filter(|name| *name == me || self.node.link().is_connected(name))
+            .collect();
+        running.sort_unstable();
+        if running.is_empty() {
+            return me.to_owned();
+        }
+        let (led, groups) = self.node.leaders(|group| group.starts_with(GROUP_PREFIX));
+        if groups >= BALANCED_COUNT_UP_TO {
+            use std::hash::{Hash, Hasher};
+            let mut hasher = std::collections::hash_map::DefaultHasher::new();
+            queue.hash(&mut hasher);
+            return running[(hasher.finish() % running.len() as u64) as usize].to_owned();
+        }
+        running
+            .iter()
+            .min_by_key(|name| led.get(&node_id(name)).copied().unwrap_or(0))
+            .map_or_else(|| me.to_owned(), |name| (*name).to_owned())
+    }
+
     /// The members of a quorum queue declared on `home` with `initial_group_size`: as its
     /// members were last `changed`, else as chosen at its declare
     /// ([`Replication::group_members`]).
@@ -164,8 +193,14 @@ const LEAVE_AT_MOST: Duration = Duration::from_secs(60);
 /// The group's name: the queue's vhost, name and incarnation (a queue declared again after a
 /// delete is another group).
 pub fn group_name(vhost: &str, queue: &str, incarnation: u64) -> String {
-    format!("q/{incarnation}/{vhost}/{queue}")
+    format!("{GROUP_PREFIX}{incarnation}/{vhost}/{queue}")
 }
+
+/// What every quorum queue's group name starts with.
+const GROUP_PREFIX: &str = "q/";
+
+/// With this many quorum queues or more, `balanced` no longer counts leaders (as RabbitMQ).
+const BALANCED_COUNT_UP_TO: usize = 1000;
 
 /// Starts this node's member of the quorum queue `spec` (its group's members: `members`);
 /// `joins`: the group exists already (its members were changed since its declare), so this
