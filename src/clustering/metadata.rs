@@ -66,6 +66,34 @@ pub struct MetadataApplier {
     /// decided before.
     recorder: OnceLock<Weak<Metadata>>,
     unrecorded: Mutex<Vec<MetadataCommand>>,
+    /// The latest proposals applied, by (origin, number): one committed twice (proposed again
+    /// after a timeout that hid its commit) is applied once.
+    applied: Mutex<RecentProposals>,
+}
+
+/// The last [`RecentProposals::KEPT`] proposals applied, by (origin, number).
+#[derive(Default)]
+struct RecentProposals {
+    order: std::collections::VecDeque<(NodeId, u64)>,
+    seen: std::collections::HashSet<(NodeId, u64)>,
+}
+
+impl RecentProposals {
+    const KEPT: usize = 4096;
+
+    /// Whether `key` is new; remembered if so.
+    fn first_time(&mut self, key: (NodeId, u64)) -> bool {
+        if !self.seen.insert(key) {
+            return false;
+        }
+        self.order.push_back(key);
+        if self.order.len() > Self::KEPT {
+            if let Some(oldest) = self.order.pop_front() {
+                self.seen.remove(&oldest);
+            }
+        }
+        true
+    }
 }
 
 impl MetadataApplier {
@@ -79,6 +107,7 @@ impl MetadataApplier {
             started,
             recorder: OnceLock::new(),
             unrecorded: Mutex::default(),
+            applied: Mutex::default(),
         }
     }
 
@@ -89,6 +118,18 @@ impl MetadataApplier {
             std::mem::take(&mut *self.unrecorded.lock().unwrap_or_else(|e| e.into_inner()));
         for command in pending {
             metadata.record(&command);
+        }
+    }
+
+    /// Tells this node's proposer, if it waits, that `proposal` is applied.
+    fn answer(&self, proposal: &Proposal) {
+        let waiter = self
+            .waiting
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&(proposal.origin, proposal.number));
+        if let Some(waiter) = waiter {
+            let _ = waiter.send(());
         }
     }
 
@@ -220,7 +261,20 @@ impl MetadataApplier {
 
 impl Applier for MetadataApplier {
     fn apply(&self, index: u64, proposal: &Proposal) {
-        match serde_json::from_slice::<MetadataCommand>(&proposal.payload) {
+        let first_time = self
+            .applied
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .first_time((proposal.origin, proposal.number));
+        let parsed = match first_time {
+            true => serde_json::from_slice::<MetadataCommand>(&proposal.payload),
+            false => {
+                tracing::debug!("metadata entry {index}: {proposal} applied already, skipped");
+                self.answer(proposal);
+                return;
+            }
+        };
+        match parsed {
             Ok(command) => {
                 let declarer = Declarer {
                     node: proposal.origin,
@@ -251,14 +305,7 @@ impl Applier for MetadataApplier {
             // everywhere (a node of a newer version proposed what this one does not know).
             Err(e) => tracing::error!("metadata entry {index} skipped: {e}"),
         }
-        let waiter = self
-            .waiting
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .remove(&(proposal.origin, proposal.number));
-        if let Some(waiter) = waiter {
-            let _ = waiter.send(());
-        }
+        self.answer(proposal);
     }
 
     fn snapshot(&self) -> Vec<u8> {
@@ -303,6 +350,10 @@ pub struct Metadata {
     records: tokio::sync::mpsc::UnboundedSender<MetadataCommand>,
 }
 
+/// How long a change this node made waits before it is proposed again, at first and at most.
+const RECORD_RETRY_FIRST: Duration = Duration::from_millis(200);
+const RECORD_RETRY_MAX: Duration = Duration::from_secs(5);
+
 impl Metadata {
     pub fn new(group: Arc<Group>, applier: Arc<MetadataApplier>, timeout: Duration) -> Self {
         let (records, mut recorded) = tokio::sync::mpsc::unbounded_channel::<MetadataCommand>();
@@ -312,11 +363,17 @@ impl Metadata {
                 let Ok(payload) = serde_json::to_vec(&command) else {
                     continue;
                 };
+                // Applied here already: it must reach the others however long that takes (this
+                // node cut off, a leader change), or they would keep what it deleted. Proposed
+                // again as the same proposal, it is applied once (see `RecentProposals`).
                 let proposal = recorder.proposal(payload);
-                if let Err(e) = recorder.propose(proposal, timeout).await {
+                let mut pause = RECORD_RETRY_FIRST;
+                while let Err(e) = recorder.propose(proposal.clone(), timeout).await {
                     tracing::warn!(
-                        "a change this node made could not be recorded in the cluster: {e}"
+                        "a change this node made is not recorded in the cluster yet ({e}); trying again in {pause:?}"
                     );
+                    tokio::time::sleep(pause).await;
+                    pause = (pause * 2).min(RECORD_RETRY_MAX);
                 }
             }
         });

@@ -394,6 +394,10 @@ pub(crate) struct MemberControl {
     /// This node's name.
     pub node: Arc<str>,
     pub wanted: tokio::sync::watch::Sender<Vec<String>>,
+    /// Told when the cluster's metadata has deleted the queue while this member had not applied
+    /// its group's delete (its node was down then, its group's others gone since): it stops and
+    /// lets go of its log.
+    pub dropped: Arc<tokio::sync::Notify>,
 }
 
 /// A replicated queue's members as the management API shows them (RabbitMQ's `leader`,
@@ -463,6 +467,19 @@ impl QueueHandle {
         };
         control.wanted.send_replace(members.to_vec());
         members.iter().any(|m| **m == *control.node)
+    }
+
+    /// The cluster's metadata deleted the queue: a member here that has not seen its group's
+    /// delete stops and lets go of its log (see [`MemberControl::dropped`]).
+    /// Whether it was such a member.
+    pub fn drop_member(&self) -> bool {
+        match &self.membership {
+            Some(control) => {
+                control.dropped.notify_one();
+                true
+            }
+            None => false,
+        }
     }
 
     /// A quorum queue's members once changed (None: as chosen at its declare).

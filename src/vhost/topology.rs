@@ -295,6 +295,11 @@ fn delete_if_live(queue: &Arc<QueueHandle>) {
     if queue.forwards() || queue.is_deleted() {
         return;
     }
+    // A replicated queue's group had the delete (the metadata's comes after it), or its others
+    // are gone: the member here need not wait for it.
+    if queue.drop_member() {
+        return;
+    }
     if let Ok(runtime) = tokio::runtime::Handle::try_current() {
         let queue = queue.clone();
         runtime.spawn(async move { queue.delete_unconditionally().await });

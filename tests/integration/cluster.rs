@@ -2834,6 +2834,59 @@ async fn balanced_quorum_queues_are_led_by_the_node_that_leads_the_fewest() {
     drop((c1, n3));
 }
 
+/// The quorum queue groups whose logs node `dir`'s raft database holds (the node stopped).
+fn group_logs(dir: &std::path::Path) -> Vec<String> {
+    let db = warren_cluster::LogDb::open(dir.join("cluster").join("raft.redb"))
+        .expect("the node's raft database");
+    db.group_names()
+        .into_iter()
+        .filter(|name| name.starts_with("q/"))
+        .collect()
+}
+
+/// A quorum queue deleted while one of its members is down: back, that member lets go of the
+/// queue's log (it kept it forever, its disk never given back), and keeps the others'.
+#[tokio::test]
+async fn a_member_down_while_its_quorum_queue_is_deleted_drops_its_log_when_back() {
+    let (cluster, n1, n2, n3) = three_formed().await;
+    let c1 = n1.connect().await;
+    declare_quorum(&c1, "doomed").await;
+    declare_quorum(&c1, "kept").await;
+    let ch = confirm_channel(&c1).await;
+    for q in ["doomed", "kept"] {
+        for i in 0..50 {
+            publish_confirmed(&ch, "", q, &numbered_body(i, 1024), true).await;
+        }
+    }
+    eventually(
+        "n3 holds both queues",
+        || [queue_counts(&n3, "doomed").0, queue_counts(&n3, "kept").0],
+        |c| *c == [50, 50],
+    );
+    n3.stop();
+    let logs = group_logs(cluster.dirs[2].path());
+    assert_eq!(logs.len(), 2, "{logs:?}");
+    crate::common::lapin_channel(&c1)
+        .await
+        .queue_delete("doomed".into(), Default::default())
+        .await
+        .expect("delete");
+    let n3 = cluster.start(2);
+    formed(&cluster, &[&n1, &n2, &n3]).await;
+    eventually(
+        "n3 has no queue doomed",
+        || api(&n3, "GET", "/api/queues/%2F/doomed", None).0,
+        |status| *status == 404,
+    );
+    assert_eq!(queue_counts(&n3, "kept").0, 50);
+    // Looked at with the node stopped.
+    n3.stop();
+    let left = group_logs(cluster.dirs[2].path());
+    assert_eq!(left.len(), 1, "{left:?}");
+    assert!(left[0].ends_with("/kept"), "{left:?}");
+    drop((c1, n1, n2));
+}
+
 /// A consume on a quorum queue whose other members are gone (no majority to commit it) is
 /// refused as timed out (541, as RabbitMQ refuses a quorum queue's consume that times out), not
 /// as if the queue did not exist (404). The refused consume stays in the leader's log and is

@@ -217,11 +217,13 @@ pub fn spawn(
     spec.storage_id = None;
     let (tx, rx) = tokio::sync::mpsc::channel(crate::queue::INBOX);
     let (wanted_tx, wanted) = watch::channel(members.iter().map(|m| m.name.clone()).collect());
+    let dropped = Arc::new(tokio::sync::Notify::new());
     let handle = Arc::new(QueueHandle {
         replicated: true,
         membership: Some(MemberControl {
             node: replication.node.name().into(),
             wanted: wanted_tx,
+            dropped: dropped.clone(),
         }),
         ..QueueHandle::new(spec, tx)
     });
@@ -321,6 +323,7 @@ pub fn spawn(
             must_apply: HashMap::new(),
             retry: Vec::new(),
             retry_at: None,
+            dropped,
         };
         member
             .run(rx, applied, done, down, dead_letter_answers)
@@ -595,6 +598,8 @@ struct Member {
     /// Those that failed, with their waiters: proposed again at `retry_at`.
     retry: Vec<(QuorumCommand, Option<Waiter>)>,
     retry_at: Option<tokio::time::Instant>,
+    /// See [`crate::queue::MemberControl::dropped`].
+    dropped: Arc<tokio::sync::Notify>,
 }
 
 /// How long a settlement or a cancel that failed waits before it is proposed again.
@@ -643,6 +648,8 @@ impl Member {
         let mut membership_check = tokio::time::interval(LEADER_CHECK);
         membership_check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut removed = false;
+        let mut dropped = false;
+        let dropped_by_cluster = self.dropped.clone();
         let handed_over = Arc::new(tokio::sync::Notify::new());
         let mut dead_letter_retry = tokio::time::interval(DEAD_LETTER_RETRY);
         dead_letter_retry.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -703,6 +710,10 @@ impl Member {
                 }
                 // Added back meanwhile: the member started in its place takes over its log.
                 _ = handed_over.notified(), if self.leaving.is_some() => break,
+                _ = dropped_by_cluster.notified() => {
+                    dropped = true;
+                    break;
+                }
                 Some(news) = membership.recv() => {
                     self.changing = false;
                     removed = news == MembershipNews::Removed;
@@ -736,8 +747,17 @@ impl Member {
             // cluster) before this member's group stops answering them.
             self.group.leave_after(last_applied, LEAVE_WITHIN).await;
         }
+        if dropped {
+            // As a delete applied here would have cancelled them.
+            for (id, LocalConsumer { outbox, .. }) in self.consumers.drain() {
+                let _ = outbox.events.send(ConnEvent::ConsumerCancelled {
+                    channel: outbox.channel,
+                    consumer_id: id,
+                });
+            }
+        }
         self.group.shutdown().await;
-        if deleted || removed {
+        if deleted || removed || dropped {
             let (db, name) = (self.db.clone(), self.group.id().to_owned());
             let _ = tokio::task::spawn_blocking(move || db.remove_group(&name)).await;
         }
