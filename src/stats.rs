@@ -93,6 +93,13 @@ impl<T: Copy> RateSampler<T> {
         samples[1] = Some((at, sample));
     }
 
+    /// The last sample taken, if any: figures at most one interval old, for what must not ask
+    /// every queue for its own (ordering a page of 10,000 queues by depth).
+    pub fn latest(&self) -> Option<T> {
+        let samples = self.samples.lock().unwrap_or_else(|e| e.into_inner());
+        samples[1].as_ref().map(|(_, sample)| *sample)
+    }
+
     /// The change per second of what `of` reads from a sample, over the last interval: zero
     /// until two samples were taken, and for a counter that went down (a depth that fell has a
     /// negative rate: use [`RateSampler::signed_rate`]).

@@ -4,11 +4,13 @@
 //! own.
 
 use axum::extract::{Path, State};
+use axum::http::Uri;
 use axum::Json;
 use serde_json::{json, Value};
 
 use super::api::{table_json, ApiError, Shared, User};
 use super::connections::{one, visible, Open};
+use super::listing::ListQuery;
 use crate::tracking::{ChannelView, ConsumerInfo, MessageTotals};
 
 type Answer = Result<Json<Value>, ApiError>;
@@ -94,12 +96,12 @@ fn channel_json(ch: &Shown, node: &str) -> Value {
     })
 }
 
-fn channels_json(conns: &[Open], node: &str) -> Value {
+fn channels_json(conns: &[Open], node: &str) -> Vec<Value> {
     let mut shown = channels_of(conns);
     // RabbitMQ's default order: by vhost, then name (the connections come sorted so already,
     // but channel 10 sorts before channel 2 by name).
     shown.sort_by_cached_key(|c| (c.conn.1.vhost.clone(), c.name()));
-    Value::Array(shown.iter().map(|c| channel_json(c, node)).collect())
+    shown.iter().map(|c| channel_json(c, node)).collect()
 }
 
 fn consumers_json(conns: &[Open], node: &str) -> Value {
@@ -124,18 +126,21 @@ fn consumers_json(conns: &[Open], node: &str) -> Value {
     )
 }
 
-pub async fn all(State(broker): Shared, User(user): User) -> Answer {
-    Ok(Json(channels_json(
-        &visible(&broker, &user, None)?,
-        broker.node_name(),
-    )))
+pub async fn all(State(broker): Shared, User(user): User, uri: Uri) -> Answer {
+    let query = ListQuery::parse(&uri)?;
+    let list = channels_json(&visible(&broker, &user, None)?, broker.node_name());
+    Ok(Json(query.apply(list)?))
 }
 
-pub async fn in_vhost(State(broker): Shared, User(user): User, Path(v): Path<String>) -> Answer {
-    Ok(Json(channels_json(
-        &visible(&broker, &user, Some(&v))?,
-        broker.node_name(),
-    )))
+pub async fn in_vhost(
+    State(broker): Shared,
+    User(user): User,
+    Path(v): Path<String>,
+    uri: Uri,
+) -> Answer {
+    let query = ListQuery::parse(&uri)?;
+    let list = channels_json(&visible(&broker, &user, Some(&v))?, broker.node_name());
+    Ok(Json(query.apply(list)?))
 }
 
 /// `GET /api/connections/{name}/channels`.
@@ -145,7 +150,10 @@ pub async fn of_connection(
     Path(name): Path<String>,
 ) -> Answer {
     let conn = one(&broker, &user, &name, false)?;
-    Ok(Json(channels_json(&[conn], broker.node_name())))
+    Ok(Json(Value::Array(channels_json(
+        &[conn],
+        broker.node_name(),
+    ))))
 }
 
 /// `GET /api/channels/{name}`: the channel with its consumers.

@@ -7,12 +7,13 @@
 use std::sync::Arc;
 
 use axum::extract::{Path, State};
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::{HeaderMap, StatusCode, Uri};
 use axum::Json;
 use serde_json::{json, Value};
 use warren_amqp::types::AMQPValue;
 
 use super::api::{table_json, vhost, ApiError, Shared, User};
+use super::listing::ListQuery;
 use crate::broker::Broker;
 use crate::tracking::{ConnectionInfo, Session};
 
@@ -120,22 +121,25 @@ fn connection_json((info, s): &Open, node: &str) -> Value {
     v
 }
 
-fn connections_json(list: &[Open], node: &str) -> Value {
-    Value::Array(list.iter().map(|c| connection_json(c, node)).collect())
+fn connections_json(list: &[Open], node: &str) -> Vec<Value> {
+    list.iter().map(|c| connection_json(c, node)).collect()
 }
 
-pub async fn all(State(broker): Shared, User(user): User) -> Answer {
-    Ok(Json(connections_json(
-        &visible(&broker, &user, None)?,
-        broker.node_name(),
-    )))
+pub async fn all(State(broker): Shared, User(user): User, uri: Uri) -> Answer {
+    let query = ListQuery::parse(&uri)?;
+    let list = connections_json(&visible(&broker, &user, None)?, broker.node_name());
+    Ok(Json(query.apply(list)?))
 }
 
-pub async fn in_vhost(State(broker): Shared, User(user): User, Path(v): Path<String>) -> Answer {
-    Ok(Json(connections_json(
-        &visible(&broker, &user, Some(&v))?,
-        broker.node_name(),
-    )))
+pub async fn in_vhost(
+    State(broker): Shared,
+    User(user): User,
+    Path(v): Path<String>,
+    uri: Uri,
+) -> Answer {
+    let query = ListQuery::parse(&uri)?;
+    let list = connections_json(&visible(&broker, &user, Some(&v))?, broker.node_name());
+    Ok(Json(query.apply(list)?))
 }
 
 pub async fn get_one(State(broker): Shared, User(user): User, Path(name): Path<String>) -> Answer {

@@ -5,9 +5,10 @@
 //! [`exchanges`], [`bindings`]: declaring, deleting, purging, binding, publishing and getting,
 //! with [`access`] deciding who may and how refusals read; [`definitions`]: export and import;
 //! [`connections`] and [`channels`]: the live connections, channels and consumers; [`members`]:
-//! quorum queues' members) and Prometheus
-//! metrics ([`metrics`]), on an accept loop of its own that bounds what HTTP clients can hold: a
-//! request-head (and idle) timeout, a cap on connections and on request bodies.
+//! quorum queues' members; [`listing`]: RabbitMQ's paging, filtering and sorting of the lists),
+//! Prometheus metrics ([`metrics`]) and the web UI ([`ui`]: the page at `/` and its files), on an
+//! accept loop of its own that bounds what HTTP clients can hold: a request-head (and idle)
+//! timeout, a cap on connections and on request bodies.
 
 mod access;
 mod admin;
@@ -20,6 +21,7 @@ mod definitions;
 mod exchanges;
 mod health;
 mod limits;
+mod listing;
 mod members;
 mod message_json;
 mod metrics;
@@ -27,6 +29,7 @@ mod policies;
 mod queues;
 mod stall;
 mod topic_permissions;
+mod ui;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -105,9 +108,11 @@ async fn queue_snapshots_where(
     out
 }
 
-/// Every route: health checks, the management API, the metrics.
+/// Every route: health checks, the management API, the metrics, the web UI.
 fn router(broker: Arc<Broker>) -> Router {
     Router::new()
+        .route("/", get(ui::index))
+        .route("/ui/{file}", get(ui::asset))
         .route("/api/health/checks/alarms", get(health::alarms))
         .route("/api/health/checks/local-alarms", get(health::local_alarms))
         .route(

@@ -909,3 +909,312 @@ async fn aliveness_test_reports_an_inequivalent_queue_as_a_bad_request() {
     );
     r.close().await;
 }
+
+/// The names of a listing's items (a page's or a plain array's), as `vhost/name`.
+fn listed(answer: &Value) -> Vec<String> {
+    answer
+        .get("items")
+        .unwrap_or(answer)
+        .as_array()
+        .map(|items| {
+            items
+                .iter()
+                .map(|i| {
+                    format!(
+                        "{}/{}",
+                        i["vhost"].as_str().unwrap_or("?"),
+                        i["name"].as_str().unwrap_or("?")
+                    )
+                })
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// RabbitMQ's pagination of the queue listings (`page`, `page_size`, `name`, `use_regex`,
+/// `sort`, `sort_reverse`, `columns`), with the answers and refusals RabbitMQ 3.10.8 gave for
+/// the same queues: twelve `pq.NN` in `/` and one `pq.x` in vhost `pv`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn queue_listings_page_filter_and_sort_as_rabbitmq_s_do() {
+    let b = start_with(|c| c.collect_statistics_interval = 100).await;
+    let guest = ("guest", "guest");
+    let put = |path: &str, body: &str| {
+        let (status, answer) = http_json(b.http_addr, "PUT", path, Some(body), guest);
+        assert!(
+            status == 201 || status == 204,
+            "PUT {path}: {status} {answer}"
+        );
+    };
+    for i in 0..12 {
+        put(&format!("/api/queues/%2F/pq.{i:02}"), "{}");
+    }
+    put("/api/vhosts/pv", "{}");
+    put("/api/queues/pv/pq.x", "{}");
+    for (queue, count) in [("pq.03", 5), ("pq.07", 2), ("pq.05", 9)] {
+        for _ in 0..count {
+            let body = json!({"properties": {}, "routing_key": queue, "payload": "x", "payload_encoding": "string"});
+            let (status, answer) = http_json(
+                b.http_addr,
+                "POST",
+                "/api/exchanges/%2F/amq.default/publish",
+                Some(&body.to_string()),
+                guest,
+            );
+            assert_eq!((status, answer), (200, json!({"routed": true})));
+        }
+    }
+
+    let (status, page) = api(&b, "/api/queues?page=1&page_size=5");
+    assert_eq!(status, 200, "{page}");
+    assert_eq!(
+        (
+            &page["filtered_count"],
+            &page["item_count"],
+            &page["page"],
+            &page["page_count"],
+            &page["page_size"],
+            &page["total_count"]
+        ),
+        (
+            &json!(13),
+            &json!(5),
+            &json!(1),
+            &json!(3),
+            &json!(5),
+            &json!(13)
+        )
+    );
+    assert_eq!(
+        listed(&page),
+        ["//pq.00", "//pq.01", "//pq.02", "//pq.03", "//pq.04"]
+    );
+    // The page's queues carry their counts, as in the plain listing.
+    assert_eq!(page["items"][3]["messages"], json!(5), "{page}");
+    let (_, last) = api(&b, "/api/queues?page=3&page_size=5");
+    assert_eq!(listed(&last), ["//pq.10", "//pq.11", "pv/pq.x"]);
+    assert_eq!(last["item_count"], json!(3));
+    let (_, of_vhost) = api(&b, "/api/queues/%2F?page=2&page_size=10");
+    assert_eq!(
+        (listed(&of_vhost), &of_vhost["total_count"]),
+        (vec!["//pq.10".to_owned(), "//pq.11".to_owned()], &json!(12))
+    );
+
+    // Refusals, as RabbitMQ words them.
+    for (query, error, reason) in [
+        (
+            "page=4&page_size=5",
+            "page_out_of_range",
+            "Page out of range, page: 4 page size: 5, len: 13",
+        ),
+        (
+            "page=0",
+            "invalid_pagination_parameters",
+            "Invalid pagination parameters: page number 0, page size undefined",
+        ),
+        (
+            "page=1&page_size=501",
+            "invalid_pagination_parameters",
+            "Invalid pagination parameters: page number 1, page size 501",
+        ),
+        ("page=x", "bad_request", "Pagination parameters are invalid"),
+        (
+            "page=1&name=%5B&use_regex=true",
+            "bad_request",
+            "Pagination parameters are invalid",
+        ),
+    ] {
+        let (status, answer) = api(&b, &format!("/api/queues?{query}"));
+        assert_eq!(
+            (status, answer),
+            (400, json!({"error": error, "reason": reason})),
+            "{query}"
+        );
+    }
+    // An empty first page is a page (of none); the second is out of range.
+    let (status, none) = api(&b, "/api/queues?page=1&name=nothing");
+    assert_eq!(
+        (status, &none["page_count"], &none["items"]),
+        (200, &json!(0), &json!([]))
+    );
+    assert_eq!(api(&b, "/api/queues?page=2&name=nothing").0, 400);
+
+    // Names: a part of the name, whatever its case; or a regular expression, ignoring case.
+    let names = |query: &str| listed(&api(&b, &format!("/api/queues?page=1&{query}")).1);
+    assert_eq!(names("name=PQ.1"), ["//pq.10", "//pq.11"]);
+    assert_eq!(
+        names("name=.").len(),
+        13,
+        "a dot is a dot without use_regex"
+    );
+    assert_eq!(
+        names("name=%5EPQ%5C.1&use_regex=true"),
+        ["//pq.10", "//pq.11"]
+    );
+    assert_eq!(names("name=x%24&use_regex=true"), ["pv/pq.x"]);
+    let (_, filtered) = api(&b, "/api/queues?page=1&name=pq.1");
+    assert_eq!(
+        (&filtered["filtered_count"], &filtered["total_count"]),
+        (&json!(2), &json!(13))
+    );
+    // Without `page` the name filter does not apply (RabbitMQ's listing ignores it too).
+    assert_eq!(listed(&api(&b, "/api/queues?name=pq.1").1).len(), 13);
+
+    // Sorting: by name, reversed; by a count (from the queues' last samples, taken every
+    // 100 ms here), ties in the listing's order.
+    assert_eq!(
+        names("sort=name&sort_reverse=true&page_size=3"),
+        ["pv/pq.x", "//pq.11", "//pq.10"]
+    );
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let by_depth = loop {
+        let top = names("sort=messages&sort_reverse=true&page_size=4");
+        if top[..3] == ["//pq.05", "//pq.03", "//pq.07"] || Instant::now() > deadline {
+            break top;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert_eq!(by_depth, ["//pq.05", "//pq.03", "//pq.07", "pv/pq.x"]);
+    assert_eq!(names("sort=messages&page_size=2"), ["//pq.00", "//pq.01"]);
+    assert_eq!(
+        names("sort=no.such.field&page_size=2"),
+        ["//pq.00", "//pq.01"]
+    );
+    // The plain listing sorts as well.
+    let (_, sorted) = api(&b, "/api/queues?sort=messages&sort_reverse=true");
+    assert_eq!(listed(&sorted)[..3], ["//pq.05", "//pq.03", "//pq.07"]);
+
+    // Columns: only those fields, nested ones kept nested.
+    let (_, cut) = api(
+        &b,
+        "/api/queues?page=1&page_size=1&columns=name,messages,message_stats.publish",
+    );
+    assert_eq!(
+        cut["items"],
+        json!([{"name": "pq.00", "messages": 0, "message_stats": {"publish": 0}}])
+    );
+    let (_, cut) = api(&b, "/api/queues/pv?columns=name");
+    assert_eq!(cut, json!([{"name": "pq.x"}]));
+    b.stop().await;
+}
+
+/// Exchanges, connections and channels page, filter and sort as queues do.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn other_listings_page_too() {
+    let b = start().await;
+    let (_, page) = api(&b, "/api/exchanges?page=2&page_size=3&sort=name");
+    assert_eq!(
+        listed(&page),
+        ["//amq.headers", "//amq.match", "//amq.rabbitmq.trace"]
+    );
+    assert_eq!(
+        (&page["total_count"], &page["page_count"]),
+        (&json!(7), &json!(3))
+    );
+    let (_, page) = api(&b, "/api/exchanges/%2F?page=1&name=topic");
+    assert_eq!(listed(&page), ["//amq.topic"]);
+
+    let mut r = Raw::open(b.addr).await;
+    r.open_channel(1).await;
+    r.open_channel(2).await;
+    let (_, connections) = api(&b, "/api/connections?page=1&columns=name,user");
+    assert_eq!(
+        (
+            &connections["total_count"],
+            &connections["items"][0]["user"]
+        ),
+        (&json!(1), &json!("guest"))
+    );
+    assert_eq!(
+        connections["items"][0].as_object().map(|o| o.len()),
+        Some(2),
+        "{connections}"
+    );
+    let (_, channels) = api(
+        &b,
+        "/api/channels?page=1&page_size=1&sort=number&sort_reverse=true",
+    );
+    assert_eq!(
+        (&channels["total_count"], &channels["items"][0]["number"]),
+        (&json!(2), &json!(2))
+    );
+    assert_eq!(api(&b, "/api/channels?page=3&page_size=1").0, 400);
+    b.stop().await;
+}
+
+/// The web UI: its page at `/` and its files under `/ui/`, without credentials (they hold no
+/// data), with their types, a policy that keeps the page to this origin, and revalidation by
+/// entity tag.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_web_ui_is_served_with_its_files() {
+    let b = start().await;
+    let (status, head, body) =
+        crate::common::http_exchange(b.http_addr, "GET", "/", &[], None, None);
+    assert_eq!(status, 200);
+    let head = head.to_ascii_lowercase();
+    assert!(
+        head.contains("content-type: text/html; charset=utf-8"),
+        "{head}"
+    );
+    assert!(
+        head.contains("content-security-policy: default-src 'self'"),
+        "{head}"
+    );
+    assert!(head.contains("cache-control: no-cache"), "{head}");
+    assert!(
+        body.contains("/ui/app.js") && body.contains("/ui/app.css"),
+        "{body}"
+    );
+    let tag = head
+        .lines()
+        .find_map(|l| l.strip_prefix("etag: "))
+        .expect("an etag")
+        .to_owned();
+    let (status, _, body) = crate::common::http_exchange(
+        b.http_addr,
+        "GET",
+        "/",
+        &[("If-None-Match", &tag)],
+        None,
+        None,
+    );
+    assert_eq!((status, body.as_str()), (304, ""));
+
+    for (file, kind) in [
+        ("app.js", "text/javascript"),
+        ("queues.js", "text/javascript"),
+        ("app.css", "text/css"),
+        ("favicon.svg", "image/svg+xml"),
+    ] {
+        let (status, head, body) = crate::common::http_exchange(
+            b.http_addr,
+            "GET",
+            &format!("/ui/{file}"),
+            &[],
+            None,
+            None,
+        );
+        assert_eq!(status, 200, "{file}");
+        assert!(
+            head.to_ascii_lowercase()
+                .contains(&format!("content-type: {kind}")),
+            "{file}: {head}"
+        );
+        assert!(!body.is_empty(), "{file}");
+    }
+    // Every module the page imports is served.
+    let (_, _, app) =
+        crate::common::http_exchange(b.http_addr, "GET", "/ui/app.js", &[], None, None);
+    for module in app
+        .lines()
+        .filter_map(|l| l.split("from './").nth(1)?.split('\'').next())
+    {
+        assert_eq!(
+            http_get(b.http_addr, &format!("/ui/{module}"), None).0,
+            200,
+            "{module}"
+        );
+    }
+    assert_eq!(http_get(b.http_addr, "/ui/nope.js", None).0, 404);
+    assert_eq!(http_get(b.http_addr, "/ui/../Cargo.toml", None).0, 404);
+    b.stop().await;
+}
