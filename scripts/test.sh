@@ -21,19 +21,22 @@ python3 -c 'import venv, ensurepip' 2>/dev/null || need_apt+=(python3-venv)
 if [ "$(id -u)" = 0 ]; then # the fault test's namespaces and partitions
   command -v ip >/dev/null || need_apt+=(iproute2)
   command -v iptables >/dev/null || need_apt+=(iptables)
+  # The web UI's browser tests (compat-tests/suites/web-ui; skipped where these are missing).
+  command -v chromium >/dev/null || need_apt+=(chromium)
+  command -v chromedriver >/dev/null || need_apt+=(chromium-driver)
 fi
 if [ ${#need_apt[@]} -gt 0 ]; then
   apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q "${need_apt[@]}"
 fi
 
 if [ "$lint" = 1 ]; then
-  echo "== cargo fmt --check"
+  echo "== cargo fmt --check (at ${SECONDS} s)"
   cargo fmt --all -- --check
-  echo "== cargo clippy"
+  echo "== cargo clippy (at ${SECONDS} s)"
   cargo clippy --workspace --all-targets -- -D warnings
 fi
 
-echo "== cargo test"
+echo "== cargo test (at ${SECONDS} s)"
 cargo test --workspace
 
 # The suites and the fault test run the debug binary `cargo test` just built (they check
@@ -41,14 +44,14 @@ cargo test --workspace
 warren_bin="${CARGO_TARGET_DIR:-target}/debug/warren"
 [ -x "$warren_bin" ] || cargo build -p warren
 
-echo "== compat-tests (real clients against a live Warren)"
+echo "== compat-tests: real clients against a live Warren (at ${SECONDS} s)"
 WARREN_BIN="$warren_bin" compat-tests/run.sh --broker warren
 
 # Three nodes in network namespaces this test makes (no Docker): kill -9, pause (SIGSTOP) and a
 # partition (iptables in a namespace) under confirmed publishers and acking consumers, then the
 # total-queue check: nothing confirmed lost. Needs root for the namespaces; the long Docker runs
 # (docker/faults.sh) stay outside CI.
-echo "== fault test (docker/faults.sh --backend netns)"
+echo "== fault test: docker/faults.sh --backend netns (at ${SECONDS} s)"
 python3 -m unittest discover -s docker -p 'test_faults_checker.py'
 if [ "$(id -u)" = 0 ]; then
   WARREN_BIN="$warren_bin" timeout -k 10 600 docker/faults.sh --backend netns --faults 3 \
@@ -57,3 +60,4 @@ if [ "$(id -u)" = 0 ]; then
 else
   echo "skipped: needs root (network namespaces)"
 fi
+echo "== done in ${SECONDS} s"
