@@ -226,7 +226,7 @@ export function one(main, vhost, name) {
     h('div', { class: 'columns' }, section('Arguments', args), section('Effective policy', policy)),
     section('Consumers', consumers),
     section('Bindings', bindings, bindStatus, foldout('Add a binding to this queue', false, bind.el)),
-    h('div', { class: 'columns' }, section('Publish a message', publish.el), section('Get messages', h('p', { class: 'muted', text: 'Getting a message with requeue puts it back at the head of the queue, redelivered.' }), getMessages.el, got)),
+    h('div', { class: 'columns' }, section('Publish a message', publish.el), section('Get messages', h('p', { class: 'muted', text: 'Getting a message with requeue puts it back, redelivered: at the head of a classic queue, at the back of a quorum queue.' }), getMessages.el, got)),
   );
 
   function show(q) {
