@@ -93,6 +93,24 @@ impl<T: Copy> RateSampler<T> {
         samples[1] = Some((at, sample));
     }
 
+    /// The last two samples, the earlier first, with the time between them (none until two
+    /// were taken): what another node needs to show the same rates.
+    pub fn pair(&self) -> Option<(std::time::Duration, T, T)> {
+        let samples = self.samples.lock().unwrap_or_else(|e| e.into_inner());
+        let (Some((t0, a)), Some((t1, b))) = (&samples[0], &samples[1]) else {
+            return None;
+        };
+        Some((t1.duration_since(*t0), *a, *b))
+    }
+
+    /// Takes another sampler's last two samples (see [`RateSampler::pair`]), the later as of now.
+    pub fn set_pair(&self, between: std::time::Duration, earlier: T, later: T) {
+        let now = std::time::Instant::now();
+        let then = now.checked_sub(between).unwrap_or(now);
+        let mut samples = self.samples.lock().unwrap_or_else(|e| e.into_inner());
+        *samples = [Some((then, earlier)), Some((now, later))];
+    }
+
     /// The last sample taken, if any: figures at most one interval old, for what must not ask
     /// every queue for its own (ordering a page of 10,000 queues by depth).
     pub fn latest(&self) -> Option<T> {

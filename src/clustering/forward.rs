@@ -585,6 +585,18 @@ impl Forwarding {
                 },
                 None => Reply::Gone,
             },
+            Forward::Figures { queue, used } => match self.queue(&queue) {
+                Some(q) => match q.stats(used).await {
+                    Ok(now) => Reply::Figures {
+                        now,
+                        sampled: q.rates.pair().map(|(between, earlier, later)| {
+                            (between.as_micros() as u64, earlier, later)
+                        }),
+                    },
+                    Err(_) => Reply::Gone,
+                },
+                None => Reply::Gone,
+            },
             Forward::Stats { queue, used } => match self.queue(&queue) {
                 Some(q) => match q.stats(used).await {
                     Ok(s) => Reply::Stats {

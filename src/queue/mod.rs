@@ -150,7 +150,7 @@ impl Drop for PublishConfirm {
 
 /// What a queue has taken in and handed out since it started on this node (RabbitMQ's
 /// per-queue `message_stats`).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct QueueCounts {
     /// Messages taken in (`publish`).
     pub published: u64,
@@ -166,7 +166,7 @@ pub struct QueueCounts {
     pub acked: u64,
 }
 
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct QueueStats {
     /// Ready messages (declare-ok's message_count).
     pub ready: u32,

@@ -23,6 +23,9 @@ struct Cluster {
     /// The metadata log's entries between snapshots (`WARREN_CLUSTER_SNAPSHOT_EVERY`), when not
     /// the default.
     snapshot_every: Option<u64>,
+    /// How often its nodes sample message rates (`WARREN_COLLECT_STATISTICS_INTERVAL`, ms),
+    /// when not the default.
+    statistics_every: Option<u64>,
     /// The last node's link proxy, when the test cuts it off (see [`Cluster::cut_off_last`]).
     last_behind: Option<LinkProxy>,
 }
@@ -106,6 +109,7 @@ impl Cluster {
             dirs: (0..nodes).map(|_| tempfile::tempdir().unwrap()).collect(),
             cluster_ports: (0..nodes).map(|_| free_port()).collect(),
             snapshot_every: None,
+            statistics_every: None,
             last_behind: None,
         }
     }
@@ -161,9 +165,13 @@ impl Cluster {
         let listen = format!("127.0.0.1:{}", self.cluster_ports[i]);
         let peers = self.peers();
         let snapshot_every = self.snapshot_every.map(|n| n.to_string());
+        let statistics_every = self.statistics_every.map(|n| n.to_string());
         let mut env = vec![("WARREN_CLUSTER_SECRET", secret)];
         if let Some(every) = &snapshot_every {
             env.push(("WARREN_CLUSTER_SNAPSHOT_EVERY", every));
+        }
+        if let Some(every) = &statistics_every {
+            env.push(("WARREN_COLLECT_STATISTICS_INTERVAL", every));
         }
         ChildBroker::start_with_env(
             self.dirs[i].path(),
@@ -1098,6 +1106,53 @@ async fn deliveries_relayed_before_a_cancel_reach_the_cancelled_consumer_before_
     crate::common::cancel_rounds_with_deliveries_in_flight(&mut r, "cancel.relayed", 100).await;
     r.expect_silence(Duration::from_millis(200)).await;
     drop(home);
+}
+
+/// A queue's message counts and rates read through another node are its home node's: the
+/// proxy's stats carried no counts, so `/api/queues` on n2 showed a queue of n1's with no
+/// `message_stats` and zero rates.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_queue_on_another_node_shows_its_home_nodes_counts_and_rates() {
+    let cluster = Cluster {
+        statistics_every: Some(200),
+        ..Cluster::new(3).await
+    };
+    let (_cluster, n1, n2, _n3) = three_formed_of(cluster).await;
+    declare_durable(&n1, "counted").await;
+    let c1 = n1.connect().await;
+    let ch = confirm_channel(&c1).await;
+    for i in 0..20 {
+        publish_confirmed(&ch, "", "counted", &numbered_body(i, 64), true).await;
+    }
+    let (_consumer, _) = consume_acking(&ch, "counted", "acking", 20).await;
+    let seen = |node: &ChildBroker| {
+        let (_, q) = api(node, "GET", "/api/queues/%2F/counted", None);
+        let stats = &q["message_stats"];
+        let count = |k: &str| stats[k].as_u64().unwrap_or(0);
+        (count("publish"), count("deliver"), count("ack"))
+    };
+    eventually("n1 counts them", || seen(&n1), |c| *c == (20, 20, 20));
+    assert_eq!(seen(&n2), (20, 20, 20), "n2 shows n1's counts");
+    // Rates: published while n2 looks, the home node's rate shows on n2 as well.
+    let publishing = {
+        let ch = ch.clone();
+        tokio::spawn(async move {
+            for i in 20..2000 {
+                publish_confirmed(&ch, "", "counted", &numbered_body(i, 64), true).await;
+            }
+        })
+    };
+    eventually(
+        "n2 shows a publish rate",
+        || {
+            let (_, q) = api(&n2, "GET", "/api/queues/%2F/counted", None);
+            q["message_stats"]["publish_details"]["rate"]
+                .as_f64()
+                .unwrap_or(0.0)
+        },
+        |rate| *rate > 0.0,
+    );
+    publishing.abort();
 }
 
 /// A transaction on n2 publishing persistent messages to a durable queue on n1: commit-ok comes

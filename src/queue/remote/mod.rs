@@ -514,6 +514,25 @@ impl Proxy {
                 let _ = reply.send(result);
             }
             QueueCommand::Stats { used, reply } => {
+                // With its counts and the home node's last samples (the rates the API shows
+                // here are the home node's); a node of a version before answers only `Stats`.
+                let figures = self
+                    .ask(Forward::Figures {
+                        queue: queue.clone(),
+                        used,
+                    })
+                    .await;
+                if let Some(Reply::Figures { now, sampled }) = figures {
+                    if let (Some((micros, earlier, later)), Some(handle)) =
+                        (sampled, self.handle.upgrade())
+                    {
+                        handle
+                            .rates
+                            .set_pair(Duration::from_micros(micros), earlier, later);
+                    }
+                    let _ = reply.send(now);
+                    return;
+                }
                 let stats = match self.ask(Forward::Stats { queue, used }).await {
                     Some(Reply::Stats {
                         ready,

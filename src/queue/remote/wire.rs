@@ -7,6 +7,7 @@ use warren_amqp::{AmqpError, ReplyCode};
 
 use crate::message::{Message, MessageRef};
 use crate::queue::core::ConsumerSpec;
+use crate::queue::QueueStats;
 
 /// A request to a queue's home node, or from it.
 #[derive(Debug, Serialize, Deserialize)]
@@ -75,6 +76,13 @@ pub enum Forward {
         consumer: u64,
         terms: ConsumeTerms,
         start: crate::queue::stream::StreamStart,
+    },
+    /// [`Forward::Stats`] with the queue's message counts and its last two samples (for the
+    /// management API's `message_stats` and rates on another node); appended, so that nodes of
+    /// the versions before read the ones they know.
+    Figures {
+        queue: QueueRef,
+        used: bool,
     },
 }
 
@@ -206,6 +214,12 @@ pub enum Reply {
     /// the home node to requeue.
     Relayed {
         not_taken: Vec<u64>,
+    },
+    /// [`Forward::Figures`]' answer: the queue's counts now, and its last two samples with the
+    /// microseconds between them.
+    Figures {
+        now: QueueStats,
+        sampled: Option<(u64, QueueStats, QueueStats)>,
     },
 }
 
