@@ -496,17 +496,34 @@ async fn consume(ch: &lapin::Channel, queue: &str, tag: &str) -> lapin::Consumer
 
 /// A consumer (with prefetch `n`) that has taken `n` deliveries and acks none of them.
 async fn take_unacked(conn: &lapin::Connection, queue: &str, tag: &str, n: u16) -> lapin::Consumer {
+    hold_unacked(conn, queue, tag, n).await.1
+}
+
+/// As [`take_unacked`], with the consumer's channel and the deliveries it holds (to ack later).
+async fn hold_unacked(
+    conn: &lapin::Connection,
+    queue: &str,
+    tag: &str,
+    n: u16,
+) -> (
+    lapin::Channel,
+    lapin::Consumer,
+    Vec<lapin::message::Delivery>,
+) {
     use futures::StreamExt;
     let ch = crate::common::lapin_channel(conn).await;
     ch.basic_qos(n, Default::default()).await.expect("qos");
     let mut consumer = consume(&ch, queue, tag).await;
+    let mut held = Vec::with_capacity(usize::from(n));
     for _ in 0..n {
-        crate::common::within_long("a delivery", consumer.next())
-            .await
-            .expect("stream")
-            .expect("delivery");
+        held.push(
+            crate::common::within_long("a delivery", consumer.next())
+                .await
+                .expect("stream")
+                .expect("delivery"),
+        );
     }
-    consumer
+    (ch, consumer, held)
 }
 
 /// A consumer of `queue` on `ch` that has taken `n` deliveries and acked each: their bodies,
@@ -2653,21 +2670,7 @@ async fn a_cut_off_frozen_members_consumer_gives_back_what_it_held() {
         publish_confirmed(&ch, "", "qheld", &numbered_body(i, 64), true).await;
     }
     let c3 = n3.connect().await;
-    let holder_channel = crate::common::lapin_channel(&c3).await;
-    holder_channel
-        .basic_qos(HELD, Default::default())
-        .await
-        .expect("qos");
-    let mut holder = consume(&holder_channel, "qheld", "holder").await;
-    let mut held = Vec::new();
-    for _ in 0..HELD {
-        held.push(
-            crate::common::within_long("a delivery", holder.next())
-                .await
-                .expect("stream")
-                .expect("delivery"),
-        );
-    }
+    let (holder_channel, mut holder, held) = hold_unacked(&c3, "qheld", "holder", HELD).await;
     let received = Arc::new(Mutex::new(Vec::new()));
     let cancelled = Arc::new(AtomicBool::new(false));
     let mut consumers = Vec::new();
@@ -2775,22 +2778,7 @@ async fn acks_in_flight_to_a_leader_cut_off_are_applied_through_the_next() {
     }
     // A consumer on n1 holding every message, unacked.
     let c1 = n1.connect().await;
-    let holder_channel = crate::common::lapin_channel(&c1).await;
-    holder_channel
-        .basic_qos(HELD, Default::default())
-        .await
-        .expect("qos");
-    let mut holder = consume(&holder_channel, "qacks", "holder").await;
-    let mut held = Vec::new();
-    for _ in 0..HELD {
-        use futures::StreamExt;
-        held.push(
-            crate::common::within_long("a delivery", holder.next())
-                .await
-                .expect("stream")
-                .expect("delivery"),
-        );
-    }
+    let (holder_channel, _holder, held) = hold_unacked(&c1, "qacks", "holder", HELD).await;
     assert_eq!(queue_counts(&n1, "qacks"), (0, u64::from(HELD), 1));
     // The leader cut off, then every delivery acked: n1 sends the acks to n3, which never
     // answers; n1 and n2 elect another leader meanwhile.

@@ -996,14 +996,8 @@ impl Member {
     fn propose_again(&mut self) {
         self.retry_at = None;
         for (command, waiter) in std::mem::take(&mut self.retry) {
-            self.queued.push_back(Queued {
-                command,
-                waiter,
-                bytes: 0,
-                leader_only: false,
-            });
+            self.propose(command, waiter);
         }
-        self.send_next();
     }
 
     /// Queues a publish: into the enqueue that ends the queued commands, or as a new one. Sent
