@@ -2224,6 +2224,77 @@ async fn a_quorum_queue_loses_no_confirmed_message_through_kills_and_pauses() {
     drop(nodes);
 }
 
+/// Publishes without confirms through a member (n1) while the queue's leader is killed, then
+/// while the next one is frozen: n1 proposes again the enqueues whose fate it does not know,
+/// and the queue applies each once, so every message its connection took is in the queue
+/// exactly once (a leader change neither loses nor duplicates an enqueue).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unconfirmed_publishes_through_leader_changes_are_neither_lost_nor_duplicated() {
+    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+    use std::sync::Arc;
+    let (cluster, n1, n2, n3) = three_formed().await;
+    declare_quorum(&n2.connect().await, "unconfirmed").await;
+    leader_among(&n1, "unconfirmed", &["n2"]);
+    let published = Arc::new(AtomicUsize::new(0));
+    let stop = Arc::new(AtomicBool::new(false));
+    let mut client = Raw::open(amqp_addr(&n1)).await;
+    client.open_channel(1).await;
+    let publisher = {
+        let (published, stop) = (published.clone(), stop.clone());
+        tokio::spawn(async move {
+            let mut i = 0;
+            while !stop.load(Ordering::Relaxed) {
+                for _ in 0..10 {
+                    client
+                        .publish(1, "", "unconfirmed", &numbered_body(i, 64))
+                        .await;
+                    i += 1;
+                }
+                published.store(i, Ordering::Relaxed);
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+            // Its close-ok comes after n1 has taken every publish before it.
+            client.close().await;
+            i
+        })
+    };
+    let held = |node: &ChildBroker| queue_counts(node, "unconfirmed").0;
+    let flowing = |via: &ChildBroker, more: u64| {
+        let from = held(via);
+        eventually(
+            "messages flow into the queue",
+            || held(via),
+            |&n| n >= from + more,
+        );
+    };
+    flowing(&n1, 500);
+    n2.kill9();
+    flowing(&n1, 500);
+    let n2 = cluster.start(1);
+    flowing(&n1, 500);
+    // Frozen past the election timeout, then back: its proposals in flight time out on n1.
+    let frozen = match api(&n1, "GET", "/api/queues/%2F/unconfirmed", None).1["leader"].as_str() {
+        Some("n3") => &n3,
+        _ => &n2,
+    };
+    frozen.signal("STOP");
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    frozen.signal("CONT");
+    flowing(&n1, 500);
+    stop.store(true, Ordering::Relaxed);
+    let published = publisher.await.expect("publisher");
+    assert!(published > 2000, "{published}");
+    // Duplicates, if any, show in the drain.
+    eventually(
+        "every message published in the queue",
+        || held(&n3),
+        |&n| n >= published as u64,
+    );
+    let drained = n3.drain("unconfirmed").await;
+    exactly_once(&drained, 0..published);
+    drop((n1, n2));
+}
+
 /// Quorum queue consumers that stop reading their sockets: one on n2 with manual acks and no
 /// prefetch limit, then one on n3 without acks. The queue gives each at most 2000 deliveries at
 /// a time (RabbitMQ's credit for such consumers on a quorum queue), not the whole queue, and

@@ -8,7 +8,9 @@ use std::sync::Mutex;
 use tokio::sync::mpsc;
 use warren_cluster::{Applier, NodeId, Proposal};
 
-use super::machine::{Applied, HeldDeadLetters, MachineState, QueueMachine, QuorumCommand};
+use super::machine::{
+    Applied, Enqueuers, HeldDeadLetters, MachineState, QueueMachine, QuorumCommand,
+};
 use crate::queue::core::CoreSpec;
 
 /// One applied entry, for the host: who proposed it and what it did.
@@ -119,12 +121,13 @@ impl Applier for QuorumApplier {
                 return Vec::new();
             }
         };
-        // The held dead-letters after the state: a snapshot from before they were ends there.
+        // The held dead-letters after the state, then the enqueuers: a snapshot from before
+        // they were ends before them.
         let machine = self.machine();
         let snapshot = postcard::to_stdvec(&state)
             .and_then(|mut bytes| {
-                let held = postcard::to_stdvec(machine.held_dead_letters())?;
-                bytes.extend(held);
+                bytes.extend(postcard::to_stdvec(machine.held_dead_letters())?);
+                bytes.extend(postcard::to_stdvec(machine.enqueuers())?);
                 Ok(bytes)
             })
             .unwrap_or_default();
@@ -138,15 +141,19 @@ impl Applier for QuorumApplier {
     fn install(&self, snapshot: &[u8]) {
         let restored = postcard::take_from_bytes::<MachineState>(snapshot)
             .and_then(|(state, rest)| {
-                let held = match rest.is_empty() {
-                    true => HeldDeadLetters::default(),
+                let (held, rest) = match rest.is_empty() {
+                    true => (HeldDeadLetters::default(), rest),
+                    false => postcard::take_from_bytes(rest)?,
+                };
+                let enqueuers: Enqueuers = match rest.is_empty() {
+                    true => Enqueuers::default(),
                     false => postcard::from_bytes(rest)?,
                 };
-                Ok((state, held))
+                Ok((state, held, enqueuers))
             })
             .map_err(|e| e.to_string())
-            .and_then(|(state, held)| {
-                QueueMachine::from_snapshot(self.spec.clone(), state, held)
+            .and_then(|(state, held, enqueuers)| {
+                QueueMachine::from_snapshot(self.spec.clone(), state, held, enqueuers)
                     .map_err(|e| e.to_string())
             });
         match restored {

@@ -9,7 +9,8 @@
 //! earlier ones replicate), one at a time elsewhere (the next waits for the previous one's
 //! commit): publishes that pile up meanwhile go out together, one entry for all of them.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Weak};
 use std::time::{Duration, SystemTime};
 
@@ -324,6 +325,10 @@ pub fn spawn(
             retry: Vec::new(),
             retry_at: None,
             dropped,
+            enqueuer: replication.process + MEMBERS_STARTED.fetch_add(1, Ordering::Relaxed),
+            next_seq: 1,
+            sent_enqueues: BTreeMap::new(),
+            sent_bytes: 0,
         };
         member
             .run(rx, applied, done, down, dead_letter_answers)
@@ -331,6 +336,10 @@ pub fn spawn(
     });
     handle
 }
+
+/// How many members this process has started: a member's enqueuer id is the process's start
+/// plus this (see [`super::machine::EnqueuerId`]).
+static MEMBERS_STARTED: AtomicU64 = AtomicU64::new(0);
 
 /// The ids of the other nodes of `nodes` each time their link goes down and stays down
 /// [`GONE_AFTER`].
@@ -506,6 +515,33 @@ struct Queued {
     bytes: usize,
     /// Proposed only as the leader (see [`Group::propose_as_leader`]).
     leader_only: bool,
+    /// An enqueue that publishes may join: never proposed yet (one proposed again keeps what it
+    /// carried, as its number may have been applied).
+    open: bool,
+}
+
+impl Queued {
+    fn of(command: QuorumCommand, waiter: Option<Waiter>) -> Queued {
+        Queued {
+            command,
+            waiter,
+            bytes: 0,
+            leader_only: false,
+            open: false,
+        }
+    }
+}
+
+/// A numbered enqueue proposed and not yet applied.
+struct SentEnqueue {
+    command: QuorumCommand,
+    waiter: Option<Waiter>,
+    bytes: usize,
+    /// The numbers of the proposals it went in (a late commit of an earlier one counts).
+    proposals: Vec<u64>,
+    /// Its fate is unknown (its proposal failed) or it came out of sequence: proposed again at
+    /// the next retry.
+    again: bool,
 }
 
 /// A no-ack delivery handed to a connection that had no room for more.
@@ -600,6 +636,16 @@ struct Member {
     retry_at: Option<tokio::time::Instant>,
     /// See [`crate::queue::MemberControl::dropped`].
     dropped: Arc<tokio::sync::Notify>,
+    /// This member's enqueuer id in the state (see [`super::machine::EnqueuerId`]) and the
+    /// number of its next enqueue.
+    enqueuer: u64,
+    next_seq: u64,
+    /// Numbered enqueues proposed and not yet applied, by their number: proposed again until
+    /// the state has applied them (a publish without confirms is not lost at a leader change,
+    /// nor one with confirms nacked; the state applies each once), their bytes counted in
+    /// `sent_bytes`, which with `queued_bytes` stops the inbox when the group stalls.
+    sent_enqueues: BTreeMap<u64, SentEnqueue>,
+    sent_bytes: usize,
 }
 
 /// How long a settlement or a cancel that failed waits before it is proposed again.
@@ -661,7 +707,7 @@ impl Member {
                     None => std::future::pending().await,
                 }
             };
-            let room = self.queued_bytes < QUEUED_MAX_BYTES;
+            let room = self.queued_bytes + self.sent_bytes < QUEUED_MAX_BYTES;
             tokio::select! {
                 received = rx.recv_many(&mut batch, 256), if room => {
                     if received == 0 {
@@ -740,6 +786,14 @@ impl Member {
             waiter.fail();
         }
         for waiter in self.retry.drain(..).filter_map(|(_, waiter)| waiter) {
+            waiter.fail();
+        }
+        let unapplied = std::mem::take(&mut self.sent_enqueues).into_values();
+        let queued = std::mem::take(&mut self.queued);
+        for waiter in unapplied
+            .filter_map(|sent| sent.waiter)
+            .chain(queued.into_iter().filter_map(|q| q.waiter))
+        {
             waiter.fail();
         }
         if deleted {
@@ -868,12 +922,7 @@ impl Member {
 
     /// Queues a command for the group; it leaves once those before it are committed.
     fn propose(&mut self, command: QuorumCommand, waiter: Option<Waiter>) {
-        self.queued.push_back(Queued {
-            command,
-            waiter,
-            bytes: 0,
-            leader_only: false,
-        });
+        self.queued.push_back(Queued::of(command, waiter));
         self.send_next();
     }
 
@@ -899,13 +948,14 @@ impl Member {
         let gone = std::mem::take(&mut self.suspects);
         for node in gone {
             self.queued.push_back(Queued {
-                command: QuorumCommand::ConsumersGone {
-                    node,
-                    process: u64::MAX,
-                },
-                waiter: None,
-                bytes: 0,
                 leader_only: true,
+                ..Queued::of(
+                    QuorumCommand::ConsumersGone {
+                        node,
+                        process: u64::MAX,
+                    },
+                    None,
+                )
             });
         }
         self.send_next();
@@ -930,6 +980,7 @@ impl Member {
             waiter,
             bytes,
             leader_only,
+            ..
         }) = self.queued.pop_front()
         else {
             return;
@@ -946,6 +997,23 @@ impl Member {
             }
         };
         let proposal = self.group.proposal(payload);
+        if let QuorumCommand::EnqueueNumbered { seq, .. } = command {
+            let sent = self.sent_enqueues.entry(seq).or_insert(SentEnqueue {
+                command,
+                waiter: None,
+                bytes,
+                proposals: Vec::new(),
+                again: false,
+            });
+            sent.waiter = sent.waiter.take().or(waiter);
+            sent.proposals.push(proposal.number);
+            sent.again = false;
+            self.sent_bytes += bytes;
+            if self.proposals.send((proposal, leader_only)).is_ok() {
+                self.in_flight += 1;
+            }
+            return;
+        }
         if let Some(waiter) = waiter {
             self.waiting.insert(proposal.number, waiter);
         }
@@ -963,6 +1031,15 @@ impl Member {
     /// The proposal in flight is committed (or failed: its waiter is told); the next goes.
     fn on_done(&mut self, number: u64, ok: bool) {
         self.in_flight = self.in_flight.saturating_sub(1);
+        if !ok {
+            if let Some(seq) = self.sent_enqueue_of(number) {
+                // Perhaps committed after all: proposed again, the state applies it once.
+                tracing::debug!(queue = %self.handle.name, seq, "enqueue proposed again later");
+                self.enqueue_again(seq);
+                self.send_next();
+                return;
+            }
+        }
         let must_apply = self.must_apply.remove(&number);
         if let (false, Some(command)) = (ok, must_apply) {
             // Perhaps committed after all: applied twice, it changes nothing the second time
@@ -992,11 +1069,86 @@ impl Member {
         self.send_next();
     }
 
-    /// Proposes again the settlements and cancels that failed.
+    /// Proposes again the settlements and cancels that failed, and the enqueues whose fate is
+    /// unknown or that came out of sequence, these first and in their order (before the
+    /// enqueues queued since, numbered after them).
     fn propose_again(&mut self) {
         self.retry_at = None;
+        // Up to the first still in flight: those after it would come out of sequence again.
+        let again: Vec<u64> = self
+            .sent_enqueues
+            .iter()
+            .take_while(|(_, sent)| sent.again)
+            .map(|(seq, _)| *seq)
+            .collect();
+        for seq in again.into_iter().rev() {
+            let Some(sent) = self.sent_enqueues.remove(&seq) else {
+                continue;
+            };
+            self.sent_bytes -= sent.bytes;
+            self.queued_bytes += sent.bytes;
+            self.queued.push_front(Queued {
+                bytes: sent.bytes,
+                ..Queued::of(sent.command, sent.waiter)
+            });
+        }
         for (command, waiter) in std::mem::take(&mut self.retry) {
             self.propose(command, waiter);
+        }
+        self.send_next();
+    }
+
+    /// The number of the sent enqueue that went in proposal `number`.
+    fn sent_enqueue_of(&self, number: u64) -> Option<u64> {
+        self.sent_enqueues
+            .iter()
+            .find(|(_, sent)| sent.proposals.contains(&number))
+            .map(|(seq, _)| *seq)
+    }
+
+    /// Enqueue `seq` is to be proposed again at the next retry.
+    fn enqueue_again(&mut self, seq: u64) {
+        if let Some(sent) = self.sent_enqueues.get_mut(&seq) {
+            sent.again = true;
+            self.retry_at
+                .get_or_insert_with(|| tokio::time::Instant::now() + RETRY_AFTER);
+        }
+    }
+
+    /// What the state did with a numbered enqueue of this member's (proposal `number`; `None`:
+    /// skipped as a proposal applied before, which an earlier one proposed again after it
+    /// can be).
+    fn on_enqueue_applied(&mut self, number: u64, answer: Option<Answer>) {
+        // Not found: already answered (a late commit of a proposal that was proposed again).
+        let Some(seq) = self.sent_enqueue_of(number) else {
+            return;
+        };
+        let taken = match answer {
+            Some(Answer::Enqueued(taken)) => Some(taken),
+            Some(Answer::Duplicate) => None,
+            _ => {
+                self.enqueue_again(seq);
+                return;
+            }
+        };
+        let Some(sent) = self.sent_enqueues.remove(&seq) else {
+            return;
+        };
+        self.sent_bytes -= sent.bytes;
+        if self.sent_enqueues.values().any(|sent| sent.again) {
+            // Those after it that waited for it to be applied.
+            self.retry_at
+                .get_or_insert_with(|| tokio::time::Instant::now() + RETRY_AFTER);
+        }
+        let Some(Waiter::Confirms(confirms)) = sent.waiter else {
+            return;
+        };
+        for (i, confirm) in confirms.into_iter().enumerate() {
+            if let Some(confirm) = confirm {
+                // A duplicate's first application was not seen here: it was applied.
+                let refused = taken.as_ref().and_then(|t| t.get(i)) == Some(&Taken::Refused);
+                confirm.answer(!refused);
+            }
         }
     }
 
@@ -1006,9 +1158,10 @@ impl Member {
         let len = message.size();
         self.queued_bytes += len;
         if let Some(Queued {
-            command: QuorumCommand::Enqueue { messages, .. },
+            command: QuorumCommand::EnqueueNumbered { messages, .. },
             waiter: Some(Waiter::Confirms(confirms)),
             bytes,
+            open: true,
             ..
         }) = self.queued.back_mut()
         {
@@ -1019,15 +1172,17 @@ impl Member {
                 return;
             }
         }
-        let command = QuorumCommand::Enqueue {
+        let command = QuorumCommand::EnqueueNumbered {
             at_ms,
+            enqueuer: self.enqueuer,
+            seq: self.next_seq,
             messages: vec![message],
         };
+        self.next_seq += 1;
         self.queued.push_back(Queued {
-            command,
-            waiter: Some(Waiter::Confirms(vec![confirm])),
             bytes: len,
-            leader_only: false,
+            open: true,
+            ..Queued::of(command, Some(Waiter::Confirms(vec![confirm])))
         });
     }
 
@@ -1142,8 +1297,15 @@ impl Member {
 
     /// Answers this node's waiter of an applied entry and carries out the effects that are this
     /// node's; true once the queue is deleted.
-    fn on_applied(&mut self, entry: AppliedEntry) -> bool {
+    fn on_applied(&mut self, mut entry: AppliedEntry) -> bool {
         let mine = entry.origin == self.me;
+        if mine && !self.sent_enqueues.is_empty() && !self.waiting.contains_key(&entry.number) {
+            let answer = entry.applied.answer.take();
+            match answer {
+                Some(core @ Answer::Core(_)) => entry.applied.answer = Some(core),
+                enqueue => self.on_enqueue_applied(entry.number, enqueue),
+            }
+        }
         let waiter = mine.then(|| self.waiting.remove(&entry.number)).flatten();
         match (waiter, entry.applied.answer) {
             (Some(waiter), Some(answer)) => self.answer(waiter, answer),

@@ -13,6 +13,11 @@
 //!   the same on every member), with the node and the node-local consumer id it stands for.
 //! - A proposal is applied once: a node resends what may have been lost at a leader change, in
 //!   order, and the state skips a proposal number it has applied already from that node.
+//! - An enqueue is applied once and in order however often it is proposed: each member numbers
+//!   its enqueues ([`QuorumCommand::EnqueueNumbered`], as RabbitMQ's `rabbit_fifo_client`
+//!   numbers its enqueuer's), proposes again any whose fate it does not know (a timeout, a
+//!   leader lost), and the state applies the next number only: an earlier one again is a
+//!   duplicate (answered as done), a later one waits for the gap to be proposed again.
 //!
 //! [`QueueMachine::apply`] returns what the entry did ([`Applied`]: the proposer's answer and
 //! the effects); what each member then carries out (its own consumers' deliveries, its own
@@ -93,12 +98,21 @@ pub enum QuorumCommand {
     DeadLettered {
         ids: Vec<u64>,
     },
+    /// Messages published through the proposing node, in order: its enqueuer's (one per member
+    /// started, see [`EnqueuerId`]) enqueue `seq`, applied only after `seq - 1` and only once.
+    EnqueueNumbered {
+        at_ms: u64,
+        enqueuer: u64,
+        seq: u64,
+        messages: Vec<WireMessage>,
+    },
 }
 
 impl QuorumCommand {
     fn at_ms(&self) -> Option<u64> {
         match self {
             QuorumCommand::Enqueue { at_ms, .. }
+            | QuorumCommand::EnqueueNumbered { at_ms, .. }
             | QuorumCommand::Consume { at_ms, .. }
             | QuorumCommand::Cancel { at_ms, .. }
             | QuorumCommand::Get { at_ms, .. }
@@ -156,6 +170,11 @@ pub struct Applied {
 pub enum Answer {
     /// What became of each message of an enqueue, in order.
     Enqueued(Vec<Taken>),
+    /// A numbered enqueue applied before (its first proposal was committed after all).
+    Duplicate,
+    /// A numbered enqueue that came before the one its enqueuer numbered before it: not
+    /// applied; proposed again after that one.
+    OutOfSequence,
     /// The core's answer to anything else.
     Core(Outcome),
 }
@@ -225,6 +244,18 @@ pub struct HeldDeadLetters {
     pub next: u64,
 }
 
+/// An enqueuer: the node whose member numbers its enqueues, and the member's own id there (its
+/// process's start, plus how many members that process started before it: every member of a
+/// later process has a higher one).
+pub type EnqueuerId = (NodeId, u64);
+
+/// The last enqueue applied of each enqueuer: kept after [`HeldDeadLetters`] in a snapshot (a
+/// snapshot from before it ends before it; its enqueuers start again at their next enqueue).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Enqueuers {
+    pub last: BTreeMap<EnqueuerId, u64>,
+}
+
 /// A machine's whole state, as a snapshot carries it (a member that restarts or lags installs
 /// it, then applies the entries after it).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -251,6 +282,7 @@ pub struct QueueMachine {
     /// Dead-letters held until confirmed (at-least-once), and their body bytes.
     dead_letters: HeldDeadLetters,
     held_bytes: u64,
+    enqueuers: Enqueuers,
 }
 
 impl QueueMachine {
@@ -269,6 +301,7 @@ impl QueueMachine {
             applied_numbers: HashMap::new(),
             dead_letters: HeldDeadLetters::default(),
             held_bytes: 0,
+            enqueuers: Enqueuers::default(),
         }
     }
 
@@ -296,19 +329,26 @@ impl QueueMachine {
         &self.dead_letters
     }
 
+    /// The last enqueue applied of each enqueuer, for a snapshot.
+    pub fn enqueuers(&self) -> &Enqueuers {
+        &self.enqueuers
+    }
+
     /// A held dead-letter, to route it.
     pub fn held_dead_letter(&self, id: u64) -> Option<&HeldDeadLetter> {
         self.dead_letters.held.get(&id)
     }
 
-    /// A machine restored from a snapshot's state and held dead-letters (`spec` as for
-    /// [`QueueMachine::new`]).
+    /// A machine restored from a snapshot's state, held dead-letters and enqueuers (`spec` as
+    /// for [`QueueMachine::new`]).
     pub fn from_snapshot(
         spec: CoreSpec,
         state: MachineState,
         dead_letters: HeldDeadLetters,
+        enqueuers: Enqueuers,
     ) -> Result<Self, ReplicaStateError> {
         let mut machine = Self::from_state(spec, state)?;
+        machine.enqueuers = enqueuers;
         machine.held_bytes = dead_letters
             .held
             .values()
@@ -349,6 +389,7 @@ impl QueueMachine {
             applied_numbers: state.applied_numbers.into_iter().collect(),
             dead_letters: HeldDeadLetters::default(),
             held_bytes: 0,
+            enqueuers: Enqueuers::default(),
         })
     }
 
@@ -377,25 +418,22 @@ impl QueueMachine {
             log: NoLog,
         };
         let answer = match command {
-            QuorumCommand::Enqueue { messages, .. } => {
-                let taken = messages
-                    .into_iter()
-                    .map(|m| {
-                        let message = m.into_message();
-                        match self.core.apply(
-                            Command::Publish {
-                                message,
-                                logged: None,
-                            },
-                            &mut ctx,
-                        ) {
-                            Outcome::Published(taken) => taken,
-                            _ => Taken::Refused,
-                        }
-                    })
-                    .collect();
-                self.core.apply(Command::Tick, &mut ctx);
-                Answer::Enqueued(taken)
+            QuorumCommand::Enqueue { messages, .. } => self.enqueue(messages, &mut ctx),
+            QuorumCommand::EnqueueNumbered {
+                enqueuer,
+                seq,
+                messages,
+                ..
+            } => {
+                let last = self.enqueuers.last.entry((origin, enqueuer)).or_insert(0);
+                match seq.cmp(&(*last + 1)) {
+                    std::cmp::Ordering::Less => Answer::Duplicate,
+                    std::cmp::Ordering::Greater => Answer::OutOfSequence,
+                    std::cmp::Ordering::Equal => {
+                        *last = seq;
+                        self.enqueue(messages, &mut ctx)
+                    }
+                }
             }
             QuorumCommand::Consume {
                 process,
@@ -468,6 +506,13 @@ impl QueueMachine {
             QuorumCommand::Tick { .. } => Answer::Core(self.core.apply(Command::Tick, &mut ctx)),
             QuorumCommand::ConsumersGone { node, process } => {
                 self.consumers_gone(node, process, &mut ctx);
+                // A node that restarted numbers its enqueues afresh. A node only suspected gone
+                // (`u64::MAX`) may be alive and propose again what it numbered: kept.
+                if process != u64::MAX {
+                    self.enqueuers
+                        .last
+                        .retain(|(n, enqueuer), _| *n != node || *enqueuer >= process);
+                }
                 Answer::Core(self.core.apply(Command::Tick, &mut ctx))
             }
             QuorumCommand::Configure { args, .. } => {
@@ -498,6 +543,27 @@ impl QueueMachine {
             answer: Some(answer),
             effects,
         }
+    }
+
+    fn enqueue(&mut self, messages: Vec<WireMessage>, ctx: &mut ReplicaContext) -> Answer {
+        let taken = messages
+            .into_iter()
+            .map(|m| {
+                let message = m.into_message();
+                match self.core.apply(
+                    Command::Publish {
+                        message,
+                        logged: None,
+                    },
+                    ctx,
+                ) {
+                    Outcome::Published(taken) => taken,
+                    _ => Taken::Refused,
+                }
+            })
+            .collect();
+        self.core.apply(Command::Tick, ctx);
+        Answer::Enqueued(taken)
     }
 
     /// `node`'s consumers and gets from processes before `process` are gone: what they held

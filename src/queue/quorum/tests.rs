@@ -104,6 +104,15 @@ fn enqueue(at_ms: u64, bodies: &[&str]) -> QuorumCommand {
     }
 }
 
+fn numbered(enqueuer: u64, seq: u64, bodies: &[&str]) -> QuorumCommand {
+    QuorumCommand::EnqueueNumbered {
+        at_ms: 1,
+        enqueuer,
+        seq,
+        messages: bodies.iter().map(|b| wire(b, None)).collect(),
+    }
+}
+
 fn consume(at_ms: u64, consumer: u64, prefetch: u32) -> QuorumCommand {
     QuorumCommand::Consume {
         at_ms,
@@ -560,6 +569,7 @@ fn at_least_once_dead_letters_are_held_until_released() {
         spec(args.clone()),
         state,
         postcard::from_bytes(rest).expect("held"),
+        Default::default(),
     )
     .expect("restored");
     assert_eq!(restored.held_dead_letters(), m.held_dead_letters());
@@ -635,6 +645,7 @@ fn held_dead_letters_count_against_the_length_limits() {
             spec(args),
             state,
             postcard::from_bytes(rest).expect("held"),
+            Default::default(),
         )
         .expect("restored");
         let held = |m: &QueueMachine| {
@@ -710,4 +721,98 @@ fn a_gone_nodes_late_settles_leave_what_another_node_holds() {
         },
     );
     assert_eq!((m.core().stats().ready, m.core().stats().unacked), (0, 0));
+}
+
+/// A member's numbered enqueues are applied once and in order, however often and in whatever
+/// order they are committed: one proposed again after a leader change is a duplicate if its
+/// first proposal was committed after all, and one committed before the one numbered before it
+/// (that one proposed again later) waits for it. Each enqueuer has its own numbers; a snapshot
+/// keeps them; a restarted node's old enqueuers are forgotten, a node only suspected gone keeps
+/// its own.
+#[test]
+fn numbered_enqueues_are_applied_once_and_in_order() {
+    use super::applier::QuorumApplier;
+    use warren_cluster::{Applier, Proposal};
+
+    use tokio::sync::mpsc;
+
+    struct Replica(
+        QuorumApplier,
+        mpsc::UnboundedReceiver<super::applier::AppliedEntry>,
+    );
+    let replica = || {
+        let (tx, applied) = mpsc::unbounded_channel();
+        Replica(
+            QuorumApplier::new(spec(QueueArgs::default()), 1_000, tx),
+            applied,
+        )
+    };
+    let mut index = 0;
+    let mut apply = |replica: &mut Replica, origin: u64, command: QuorumCommand| {
+        index += 1;
+        let payload = postcard::to_stdvec(&command).expect("encoded");
+        // Every proposal a number of its own: the enqueue's sequence alone decides.
+        replica.0.apply(
+            index,
+            &Proposal {
+                origin,
+                number: index,
+                payload,
+            },
+        );
+        let answer = replica.1.try_recv().expect("applied").applied.answer;
+        format!("{answer:?}")
+    };
+    let ready = |replica: &Replica| replica.0.with_machine(|m| m.core().stats().ready);
+    let enqueued = format!("{:?}", Some(Answer::Enqueued(vec![Taken::Taken])));
+    let mut member = replica();
+    assert_eq!(apply(&mut member, 1, numbered(100, 1, &["a"])), enqueued);
+    // Seq 2 lost with its leader; seq 3 committed first: not applied.
+    assert_eq!(
+        apply(&mut member, 1, numbered(100, 3, &["c"])),
+        "Some(OutOfSequence)"
+    );
+    // A new enqueuer starts at 1 only.
+    assert_eq!(
+        apply(&mut member, 2, numbered(100, 2, &["x"])),
+        "Some(OutOfSequence)"
+    );
+    assert_eq!(ready(&member), 1);
+    assert_eq!(apply(&mut member, 1, numbered(100, 2, &["b"])), enqueued);
+    // Seq 2's first proposal committed after all: a duplicate.
+    assert_eq!(
+        apply(&mut member, 1, numbered(100, 2, &["b"])),
+        "Some(Duplicate)"
+    );
+    assert_eq!(apply(&mut member, 1, numbered(100, 3, &["c"])), enqueued);
+    assert_eq!(apply(&mut member, 2, numbered(100, 1, &["y"])), enqueued);
+    assert_eq!(ready(&member), 4);
+
+    // A member that installs a snapshot knows the numbers applied.
+    let mut restored = replica();
+    restored.0.install(&member.0.snapshot());
+    assert_eq!(ready(&restored), 4);
+    for replica in [&mut member, &mut restored] {
+        assert_eq!(
+            apply(replica, 1, numbered(100, 3, &["c"])),
+            "Some(Duplicate)"
+        );
+        // Node 1 only suspected gone: it may be alive and propose seq 4.
+        let suspected = QuorumCommand::ConsumersGone {
+            node: 1,
+            process: u64::MAX,
+        };
+        apply(replica, 3, suspected);
+        assert_eq!(apply(replica, 1, numbered(100, 4, &["d"])), enqueued);
+        // Node 1 restarted (its process 200 after enqueuer 100): enqueuer 100 is forgotten,
+        // node 2's is not.
+        let restarted = QuorumCommand::ConsumersGone {
+            node: 1,
+            process: 200,
+        };
+        apply(replica, 1, restarted);
+        let enqueuers = replica.0.with_machine(|m| m.enqueuers().last.clone());
+        assert_eq!(enqueuers.keys().collect::<Vec<_>>(), [&(2, 100)]);
+        assert_eq!(ready(replica), 5);
+    }
 }
