@@ -819,26 +819,19 @@ async fn a_deduplicating_stream_keeps_one_of_each_message_id() {
         &[("x-message-deduplication", AMQPValue::Boolean(true))],
     )
     .await;
-    for (id, body) in [
-        ("a", "first a"),
-        ("b", "b"),
-        ("a", "second a"),
-        ("c", "c"),
-        ("b", "again b"),
-    ] {
-        let confirm = ch
-            .basic_publish(
-                "".into(),
-                "dedup".into(),
-                BasicPublishOptions::default(),
-                body.as_bytes(),
-                BasicProperties::default().with_message_id(id.into()),
-            )
-            .await
-            .expect("publish");
-        // A duplicate is confirmed too (it is there already).
-        assert!(confirm.await.expect("confirm").is_ack());
-    }
+    // A duplicate is confirmed too (it is there already).
+    publish_with_ids(
+        &ch,
+        "dedup",
+        &[
+            ("a", "first a"),
+            ("b", "b"),
+            ("a", "second a"),
+            ("c", "c"),
+            ("b", "again b"),
+        ],
+    )
+    .await;
     let (_c, mut consumer) = consume_from(&conn, "dedup", 10, Some(text("first"))).await;
     let got = take_acked(&mut consumer, 3).await;
     assert_eq!(
@@ -851,6 +844,78 @@ async fn a_deduplicating_stream_keeps_one_of_each_message_id() {
     );
     lapin_none(&mut consumer).await;
     b.stop().await;
+}
+
+/// Publishes each `(message-id, body)` confirmed (a duplicate is confirmed too).
+async fn publish_with_ids(ch: &lapin::Channel, stream: &str, messages: &[(&str, &str)]) {
+    for (id, body) in messages {
+        let confirm = ch
+            .basic_publish(
+                "".into(),
+                stream.into(),
+                BasicPublishOptions::default(),
+                body.as_bytes(),
+                BasicProperties::default().with_message_id((*id).into()),
+            )
+            .await
+            .expect("publish");
+        assert!(confirm.await.expect("confirm").is_ack());
+    }
+}
+
+/// Declares the deduplicating streams "remembers" (a cache of 3 ids) and "forgets" (ids kept
+/// 300 ms) on `b` and publishes `each` to them; the connection stays open.
+async fn publish_deduplicated(b: &ChildBroker, each: [&[(&str, &str)]; 2]) -> Connection {
+    let conn = b.connect().await;
+    let ch = confirming_channel(&conn).await;
+    let dedup = ("x-message-deduplication", AMQPValue::Boolean(true));
+    for ((stream, cache), messages) in [
+        ("remembers", ("x-cache-size", AMQPValue::LongInt(3))),
+        ("forgets", ("x-cache-ttl", AMQPValue::LongInt(300))),
+    ]
+    .into_iter()
+    .zip(each)
+    {
+        declare_stream(&ch, stream, &[dedup.clone(), cache]).await;
+        publish_with_ids(&ch, stream, messages).await;
+    }
+    conn
+}
+
+/// A deduplicating stream remembers, after `kill -9`, the ids of what it holds: a publisher that
+/// sends again after the restart what it had published before it (its confirms lost with the
+/// connection) adds nothing; ids past the cache's TTL, or pushed out of its size, are taken
+/// again.
+#[tokio::test]
+async fn a_deduplicating_stream_remembers_its_ids_through_kill_9() {
+    let dir = tempfile::tempdir().unwrap();
+    let b = ChildBroker::start(dir.path(), &[]);
+    let before = [("a", "a"), ("b", "b"), ("c", "c"), ("d", "d")];
+    let conn = publish_deduplicated(&b, [&before, &[("a", "a")]]).await;
+    b.kill9();
+    drop(conn);
+    // Past the second stream's TTL.
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    let b = ChildBroker::start(dir.path(), &[]);
+    // The first stream's cache holds three: b, c, d, not a.
+    let after = [
+        ("b", "b again"),
+        ("d", "d again"),
+        ("a", "a again"),
+        ("e", "e"),
+    ];
+    let conn = publish_deduplicated(&b, [&after, &[("a", "a again")]]).await;
+    let bodies = |got: Vec<(i64, String)>| got.into_iter().map(|(_, b)| b).collect::<Vec<_>>();
+    let (_c, mut consumer) = consume_from(&conn, "remembers", 10, Some(text("first"))).await;
+    assert_eq!(
+        bodies(take_acked(&mut consumer, 6).await),
+        ["a", "b", "c", "d", "a again", "e"]
+    );
+    lapin_none(&mut consumer).await;
+    let (_f, mut consumer) = consume_from(&conn, "forgets", 10, Some(text("first"))).await;
+    assert_eq!(bodies(take_acked(&mut consumer, 2).await), ["a", "a again"]);
+    lapin_none(&mut consumer).await;
+    b.stop();
 }
 
 #[tokio::test]

@@ -65,9 +65,17 @@ pub fn spawn(spec: QueueSpec, host: Weak<dyn QueueHost>, store: &Store) -> Arc<Q
             return;
         };
         let max_segment = settings.max_segment_bytes;
-        let opened = tokio::task::spawn_blocking(move || StreamLog::open(&dir, max_segment)).await;
-        let log = match opened {
-            Ok(Ok(log)) => log,
+        let dedup = task_handle.effective_args().deduplication;
+        let opened = tokio::task::spawn_blocking(move || {
+            let log = StreamLog::open(&dir, max_segment)?;
+            let ids = dedup
+                .map(|d| remembered_ids(&log.reader(), &d, dedup::now_ms()))
+                .transpose()?;
+            Ok::<_, StreamError>((log, ids))
+        })
+        .await;
+        let (log, dedup) = match opened {
+            Ok(Ok(opened)) => opened,
             Ok(Err(e)) => {
                 tracing::error!(queue = %task_handle.name, "cannot open the stream's log: {e}");
                 task_handle.mark_deleted();
@@ -80,9 +88,57 @@ pub fn spawn(spec: QueueSpec, host: Weak<dyn QueueHost>, store: &Store) -> Arc<Q
             }
         };
         let _ = task_handle.stream_log.set(log.reader());
-        Owner::new(task_handle, host, settings, log).run(rx).await;
+        Owner::new(task_handle, host, settings, log, dedup)
+            .run(rx)
+            .await;
     });
     handle
+}
+
+/// How many entries back from the end a deduplicating stream looks at start-up for the ids it
+/// remembers, per id its cache holds: the cache keeps the last `x-cache-size` ids, and the
+/// entries without one between them take no room in it.
+const REMEMBERED_SPAN: u64 = 4;
+
+/// The cache of a deduplicating stream that starts (the broker restarted): the ids of its
+/// recent entries, each remembered from the time its chunk was appended, so that a publisher
+/// that sends again what it published before the restart is deduplicated as before it. Only
+/// what is durable in the stream counts (a publish that was lost may be sent again).
+fn remembered_ids(
+    reader: &StreamReader,
+    settings: &super::args::Dedup,
+    now: u64,
+) -> Result<DedupCache, StreamError> {
+    let mut cache = DedupCache::new(settings, false);
+    let figures = reader.figures();
+    let by_count = figures
+        .end_offset
+        .saturating_sub((settings.cache_size as u64).saturating_mul(REMEMBERED_SPAN));
+    let by_age = match settings.ttl_ms {
+        Some(ttl) => reader.offset_at(i64::try_from(now.saturating_sub(ttl)).unwrap_or(0))?,
+        None => 0,
+    };
+    let mut from = by_count.max(by_age).max(figures.first_offset);
+    while from < figures.end_offset {
+        let end = reader.read_stamped(from, APPEND_MESSAGES, APPEND_BYTES, |_, at, entry| {
+            let Ok(parts) = MessageParts::decode(entry) else {
+                return;
+            };
+            let view = PropertiesView::parse(parts.properties).unwrap_or_default();
+            if let Some(key) = cache.key_of(&view) {
+                let at = u64::try_from(at).unwrap_or(0);
+                let expiry = settings
+                    .ttl_ms
+                    .map_or(u64::MAX, |ttl| at.saturating_add(ttl));
+                cache.restore(vec![(key, at, expiry)], now);
+            }
+        })?;
+        if end.next <= from {
+            break;
+        }
+        from = end.next;
+    }
+    Ok(cache)
 }
 
 /// What the stream acts on: its arguments with its policies applied.
@@ -228,13 +284,10 @@ impl Owner {
         host: Weak<dyn QueueHost>,
         settings: Settings,
         log: StreamLog,
+        dedup: Option<DedupCache>,
     ) -> Owner {
         let (done_tx, done_rx) = mpsc::unbounded_channel();
         let figures = log.figures();
-        let dedup = handle
-            .effective_args()
-            .deduplication
-            .map(|d| DedupCache::new(&d, false));
         Owner {
             reader: log.reader(),
             next_offset: log.next_offset(),

@@ -617,6 +617,19 @@ impl StreamReader {
         max_bytes: usize,
         mut each: impl FnMut(u64, &[u8]),
     ) -> Result<ReadEnd, StreamError> {
+        self.read_stamped(from, max_entries, max_bytes, |offset, _, entry| {
+            each(offset, entry)
+        })
+    }
+
+    /// As [`StreamReader::read`], each entry with the time its chunk was appended (Unix ms).
+    pub fn read_stamped(
+        &self,
+        from: u64,
+        max_entries: usize,
+        max_bytes: usize,
+        mut each: impl FnMut(u64, i64, &[u8]),
+    ) -> Result<ReadEnd, StreamError> {
         let (path, position, end, from) = {
             let layout = self.layout();
             let from = from.max(layout.first_offset());
@@ -677,7 +690,7 @@ impl StreamReader {
                 if taken == max_entries || bytes >= max_bytes || offset >= end {
                     break;
                 }
-                each(offset, entry);
+                each(offset, h.timestamp_ms, entry);
                 bytes += entry.len();
                 taken += 1;
                 next = offset + 1;
