@@ -143,6 +143,18 @@ impl Broker {
             }
             vhosts.insert(record.name.clone(), vhost);
         }
+        if !replicated {
+            // In a cluster the queues come from the metadata group, later.
+            let known: std::collections::HashSet<u64> =
+                recovered.queues.iter().map(|q| q.id).collect();
+            match store.remove_unknown_streams(|id| known.contains(&id)) {
+                Ok(removed) if !removed.is_empty() => {
+                    tracing::info!(?removed, "logs of deleted streams removed")
+                }
+                Ok(_) => {}
+                Err(e) => tracing::warn!("logs of deleted streams not removed: {e}"),
+            }
+        }
         tracing::info!(
             elapsed_ms = started.elapsed().as_millis() as u64,
             "storage recovered"

@@ -316,6 +316,15 @@ impl Store {
         self.inner.dir.join("streams").join(queue_id.to_string())
     }
 
+    /// Removes the stream logs of queues `known` does not know (see
+    /// [`stream::remove_unknown`]): the ids removed.
+    pub fn remove_unknown_streams(
+        &self,
+        known: impl Fn(u64) -> bool,
+    ) -> Result<Vec<u64>, stream::StreamError> {
+        stream::remove_unknown(&self.inner.dir.join("streams"), known)
+    }
+
     pub fn next_message_id(&self) -> u64 {
         self.inner.next_message_id.fetch_add(1, Ordering::Relaxed)
     }

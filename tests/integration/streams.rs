@@ -918,6 +918,45 @@ async fn a_deduplicating_stream_remembers_its_ids_through_kill_9() {
     b.stop();
 }
 
+/// The log of a stream whose queue the broker no longer knows (its delete cut short by a
+/// crash after its record went) is removed at start-up; a live stream's log and anything not
+/// named as a stream's are kept.
+#[tokio::test]
+async fn the_log_of_a_stream_deleted_before_a_crash_is_removed_at_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let streams = dir.path().join("streams");
+    let logs = || {
+        let mut names: Vec<String> = std::fs::read_dir(&streams)
+            .expect("streams")
+            .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
+            .collect();
+        names.sort();
+        names
+    };
+    let b = ChildBroker::start(dir.path(), &[]);
+    {
+        let conn = b.connect().await;
+        let ch = confirming_channel(&conn).await;
+        declare_stream(&ch, "kept", &[]).await;
+        publish_each_confirmed(&ch, "kept", &["one".to_owned()]).await;
+    }
+    b.kill9();
+    let live = logs();
+    assert_eq!(live.len(), 1, "{live:?}");
+    let orphan = streams.join("987654");
+    std::fs::create_dir_all(&orphan).unwrap();
+    std::fs::write(orphan.join("00000000000000000000.segment"), vec![7u8; 4096]).unwrap();
+    std::fs::create_dir_all(streams.join("notes")).unwrap();
+    let b = ChildBroker::start(dir.path(), &[]);
+    let conn = b.connect().await;
+    let ch = lapin_channel(&conn).await;
+    assert_eq!(declare_stream(&ch, "kept", &[]).await, 1);
+    let mut expected = [live, vec!["notes".to_owned()]].concat();
+    expected.sort();
+    assert_eq!(logs(), expected);
+    b.stop();
+}
+
 #[tokio::test]
 async fn a_transaction_commit_waits_until_its_messages_are_in_the_stream() {
     let b = start().await;

@@ -500,6 +500,39 @@ impl StreamLog {
     }
 }
 
+/// Removes the logs in `streams` (a directory per stream, named by its queue id) of the
+/// queues `known` does not know: a stream whose delete was cut short by a crash after its
+/// record went, or whose vhost went while the broker was down. Entries not named as a
+/// stream's are left alone. The ids removed.
+pub fn remove_unknown(
+    streams: &Path,
+    known: impl Fn(u64) -> bool,
+) -> Result<Vec<u64>, StreamError> {
+    let entries = match fs::read_dir(streams) {
+        Ok(entries) => entries,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(io_at(streams)(e)),
+    };
+    let mut removed = Vec::new();
+    for entry in entries {
+        let entry = entry.map_err(io_at(streams))?;
+        let path = entry.path();
+        let Some(id) = entry
+            .file_name()
+            .to_str()
+            .and_then(|n| n.parse::<u64>().ok())
+        else {
+            continue;
+        };
+        if known(id) || !entry.file_type().map_err(io_at(&path))?.is_dir() {
+            continue;
+        }
+        fs::remove_dir_all(&path).map_err(io_at(&path))?;
+        removed.push(id);
+    }
+    Ok(removed)
+}
+
 fn sync_dir(dir: &Path) -> Result<(), StreamError> {
     File::open(dir)
         .and_then(|d| d.sync_all())
