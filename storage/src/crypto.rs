@@ -56,44 +56,45 @@ impl Cipher {
 
     /// Seals a record stored under `id`.
     pub(crate) fn seal(&self, id: u64, plain: &[u8]) -> Result<Bytes, StorageError> {
+        self.seal_bound(&id.to_be_bytes(), plain).map(Bytes::from)
+    }
+
+    /// Seals `plain` bound to `aad` (what it is and where it is: it opens only under the same).
+    pub(crate) fn seal_bound(&self, aad: &[u8], plain: &[u8]) -> Result<Vec<u8>, StorageError> {
         let nonce = XChaCha20Poly1305::generate_nonce(&mut OsRng);
-        let aad = id.to_be_bytes();
         let sealed = self
             .0
-            .encrypt(
-                &nonce,
-                Payload {
-                    msg: plain,
-                    aad: &aad,
-                },
-            )
+            .encrypt(&nonce, Payload { msg: plain, aad })
             .map_err(|_| StorageError::Corrupt("cannot encrypt a record".into()))?;
         let mut out = Vec::with_capacity(NONCE_LEN + sealed.len());
         out.extend_from_slice(&nonce);
         out.extend_from_slice(&sealed);
-        Ok(out.into())
+        Ok(out)
     }
 
     /// Opens a record stored under `id`; fails if it was not sealed under this key and id.
     pub(crate) fn open(&self, id: u64, sealed: &[u8]) -> Result<Vec<u8>, StorageError> {
+        self.open_bound(&id.to_be_bytes(), sealed)
+            .ok_or_else(|| match sealed.len() < NONCE_LEN {
+                true => StorageError::Corrupt(format!("encrypted record {id} is truncated")),
+                false => {
+                    StorageError::Corrupt(format!("encrypted record {id} does not authenticate"))
+                }
+            })
+    }
+
+    /// Opens what [`Cipher::seal_bound`] sealed under `aad`; None if it was sealed under another
+    /// key or `aad`, or is cut short.
+    pub(crate) fn open_bound(&self, aad: &[u8], sealed: &[u8]) -> Option<Vec<u8>> {
         if sealed.len() < NONCE_LEN {
-            return Err(StorageError::Corrupt(format!(
-                "encrypted record {id} is truncated"
-            )));
+            return None;
         }
         let (nonce, ciphertext) = sealed.split_at(NONCE_LEN);
-        let aad = id.to_be_bytes();
-        self.0
-            .decrypt(
-                XNonce::from_slice(nonce),
-                Payload {
-                    msg: ciphertext,
-                    aad: &aad,
-                },
-            )
-            .map_err(|_| {
-                StorageError::Corrupt(format!("encrypted record {id} does not authenticate"))
-            })
+        let payload = Payload {
+            msg: ciphertext,
+            aad,
+        };
+        self.0.decrypt(XNonce::from_slice(nonce), payload).ok()
     }
 
     pub(crate) fn key_check(&self) -> Result<Bytes, StorageError> {

@@ -316,6 +316,20 @@ impl Store {
         self.inner.dir.join("streams").join(queue_id.to_string())
     }
 
+    /// Opens (or creates) the log of stream queue `queue_id` (see [`stream::StreamLog::open`]),
+    /// its chunks sealed under the store's key if it has one (encryption at rest).
+    pub fn open_stream(
+        &self,
+        queue_id: u64,
+        max_segment_bytes: u64,
+    ) -> Result<stream::StreamLog, stream::StreamError> {
+        stream::StreamLog::open_sealed(
+            &self.stream_dir(queue_id),
+            max_segment_bytes,
+            self.inner.cipher.clone(),
+        )
+    }
+
     /// Removes the stream logs of queues `known` does not know (see
     /// [`stream::remove_unknown`]): the ids removed.
     pub fn remove_unknown_streams(

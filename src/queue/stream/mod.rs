@@ -52,14 +52,14 @@ const RETENTION_EVERY: Duration = Duration::from_secs(1);
 /// commands wait in its inbox meanwhile.
 pub fn spawn(spec: QueueSpec, host: Weak<dyn QueueHost>, store: &Store) -> Arc<QueueHandle> {
     let (tx, rx) = mpsc::channel(super::INBOX);
-    let dir = spec.storage_id.map(|id| store.stream_dir(id));
+    let stored = spec.storage_id.map(|id| (store.clone(), id));
     let mut handle = QueueHandle::new(spec, tx);
     handle.stream = true;
     let handle = Arc::new(handle);
     let settings = Settings::of(&handle);
     let task_handle = handle.clone();
     tokio::spawn(async move {
-        let Some(dir) = dir else {
+        let Some((store, id)) = stored else {
             tracing::error!(queue = %task_handle.name, "a stream needs a durable queue id");
             task_handle.mark_deleted();
             return;
@@ -67,7 +67,7 @@ pub fn spawn(spec: QueueSpec, host: Weak<dyn QueueHost>, store: &Store) -> Arc<Q
         let max_segment = settings.max_segment_bytes;
         let dedup = task_handle.effective_args().deduplication;
         let opened = tokio::task::spawn_blocking(move || {
-            let log = StreamLog::open(&dir, max_segment)?;
+            let log = store.open_stream(id, max_segment)?;
             let ids = dedup
                 .map(|d| remembered_ids(&log.reader(), &d, dedup::now_ms()))
                 .transpose()?;

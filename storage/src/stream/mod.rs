@@ -22,6 +22,37 @@ use thiserror::Error;
 
 use chunk::ChunkHeader;
 
+use crate::crypto::Cipher;
+
+/// In a stream's directory when its chunks are sealed (encryption at rest): a log that holds
+/// chunks opens only under the same choice (with a key or without).
+const SEALED_MARKER: &str = "encrypted";
+
+/// How a stream's chunks are sealed: each chunk's data under the broker's key, bound to the
+/// stream (its queue id) and the chunk's first offset, so that a chunk cannot be passed off as
+/// another's. The header stays plain (retention, seeking and recovery read headers only) and
+/// its checksum covers the sealed bytes (a torn chunk is told without the key).
+#[derive(Clone)]
+struct Sealing {
+    cipher: Arc<Cipher>,
+    stream: u64,
+}
+
+impl std::fmt::Debug for Sealing {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Sealing(stream {})", self.stream)
+    }
+}
+
+impl Sealing {
+    fn aad(&self, first_offset: u64) -> [u8; 16] {
+        let mut aad = [0u8; 16];
+        aad[..8].copy_from_slice(&self.stream.to_be_bytes());
+        aad[8..].copy_from_slice(&first_offset.to_be_bytes());
+        aad
+    }
+}
+
 /// A chunk holds at most this much data (and [`MAX_CHUNK_ENTRIES`] entries), so a reader holds
 /// little at a time; one entry bigger than this is a chunk of its own.
 pub const MAX_CHUNK_DATA: usize = 1024 * 1024;
@@ -44,6 +75,9 @@ pub enum StreamError {
     Corrupt { path: PathBuf, why: String },
     #[error("stream entry of {0} bytes is too large")]
     TooLarge(usize),
+    /// Its chunks are sealed and no key was given, or the other way round.
+    #[error("stream log {path}: {why}")]
+    Key { path: PathBuf, why: String },
 }
 
 fn io_at(path: &Path) -> impl FnOnce(io::Error) -> StreamError + '_ {
@@ -133,6 +167,7 @@ struct Layout {
     durable_end: u64,
     /// The first offset of the last chunk made durable (the `last` of `x-stream-offset`).
     last_chunk: u64,
+    sealing: Option<Sealing>,
 }
 
 impl Layout {
@@ -228,12 +263,23 @@ pub struct StreamLog {
     /// The offset the next entry gets (written, maybe not yet durable).
     next_offset: u64,
     buf: Vec<u8>,
+    sealing: Option<Sealing>,
 }
 
 impl StreamLog {
     /// Opens (or creates) the log in `dir`. A chunk torn by a crash at the end of the last
     /// segment (short, or failing its checksum) is cut off: it was never reported durable.
     pub fn open(dir: &Path, max_segment_bytes: u64) -> Result<StreamLog, StreamError> {
+        Self::open_sealed(dir, max_segment_bytes, None)
+    }
+
+    /// As [`StreamLog::open`], its chunks sealed under `cipher` if there is one (the log must
+    /// have been written under the same choice, unless it is empty).
+    pub(crate) fn open_sealed(
+        dir: &Path,
+        max_segment_bytes: u64,
+        cipher: Option<Arc<Cipher>>,
+    ) -> Result<StreamLog, StreamError> {
         fs::create_dir_all(dir).map_err(io_at(dir))?;
         let mut firsts = Vec::new();
         for entry in fs::read_dir(dir).map_err(io_at(dir))? {
@@ -280,6 +326,8 @@ impl StreamLog {
             .open(&path)
             .map_err(io_at(&path))?;
         let next_offset = segments.last().map_or(0, |s| s.end_offset);
+        let has_chunks = segments.iter().any(|s| s.bytes > 0);
+        let sealing = sealing_of(dir, cipher, has_chunks)?;
         let last_chunk = last_chunk_of(dir, &segments)?;
         Ok(StreamLog {
             layout: Arc::new(Mutex::new(Layout {
@@ -287,11 +335,13 @@ impl StreamLog {
                 segments,
                 durable_end: next_offset,
                 last_chunk,
+                sealing: sealing.clone(),
             })),
             file,
             max_segment_bytes: max_segment_bytes.max(1),
             next_offset,
             buf: Vec::new(),
+            sealing,
         })
     }
 
@@ -342,7 +392,25 @@ impl StreamLog {
         let mut out = std::mem::take(&mut self.buf);
         out.clear();
         let mut result = Ok(());
-        for (count, data) in batch.chunks() {
+        for (count, plain) in batch.chunks() {
+            let sealed;
+            let data = match &self.sealing {
+                None => plain,
+                Some(sealing) => {
+                    let aad = sealing.aad(self.next_offset);
+                    match sealing.cipher.seal_bound(&aad, plain) {
+                        Ok(s) => sealed = s,
+                        Err(e) => {
+                            result = Err(StreamError::Key {
+                                path: dir.clone(),
+                                why: e.to_string(),
+                            });
+                            break;
+                        }
+                    }
+                    &sealed[..]
+                }
+            };
             if data.len() > chunk::MAX_DATA_LEN {
                 // Nothing of the batch is kept (cut back by the caller).
                 result = Err(StreamError::TooLarge(data.len()));
@@ -533,6 +601,49 @@ pub fn remove_unknown(
     Ok(removed)
 }
 
+/// How the log in `dir` is sealed, checked against how its chunks were written: a log with
+/// chunks opens only under the same choice it was written under (its marker says which); an
+/// empty one takes the choice given.
+fn sealing_of(
+    dir: &Path,
+    cipher: Option<Arc<Cipher>>,
+    has_chunks: bool,
+) -> Result<Option<Sealing>, StreamError> {
+    let marker = dir.join(SEALED_MARKER);
+    let marked = marker.exists();
+    match (cipher.is_some(), marked, has_chunks) {
+        (true, false, true) => {
+            return Err(StreamError::Key {
+                path: dir.to_owned(),
+                why: "its chunks are not encrypted, and an encryption key was given: \
+                      a stream is not encrypted in place"
+                    .into(),
+            })
+        }
+        (false, true, true) => {
+            return Err(StreamError::Key {
+                path: dir.to_owned(),
+                why: "its chunks are encrypted, and no encryption key was given".into(),
+            })
+        }
+        (true, false, false) => {
+            File::create(&marker).map_err(io_at(&marker))?;
+            sync_dir(dir)?;
+        }
+        (false, true, false) => {
+            fs::remove_file(&marker).map_err(io_at(&marker))?;
+            sync_dir(dir)?;
+        }
+        _ => {}
+    }
+    let stream = dir
+        .file_name()
+        .and_then(|n| n.to_str())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(0);
+    Ok(cipher.map(|cipher| Sealing { cipher, stream }))
+}
+
 fn sync_dir(dir: &Path) -> Result<(), StreamError> {
     File::open(dir)
         .and_then(|d| d.sync_all())
@@ -663,7 +774,7 @@ impl StreamReader {
         max_bytes: usize,
         mut each: impl FnMut(u64, i64, &[u8]),
     ) -> Result<ReadEnd, StreamError> {
-        let (path, position, end, from) = {
+        let (path, position, end, from, sealing) = {
             let layout = self.layout();
             let from = from.max(layout.first_offset());
             let end = layout.durable_end;
@@ -680,6 +791,7 @@ impl StreamReader {
                 segment.position_for(from),
                 end.min(segment.end_offset),
                 from,
+                layout.sealing.clone(),
             )
         };
         let mut file = match File::open(&path) {
@@ -712,7 +824,24 @@ impl StreamReader {
                     why: format!("chunk at offset {} fails its checksum", h.first_offset),
                 });
             }
-            let entries = chunk::entries(&data, h.count).map_err(|e| StreamError::Corrupt {
+            let opened;
+            let plain = match &sealing {
+                None => &data[..],
+                Some(sealing) => {
+                    opened = sealing
+                        .cipher
+                        .open_bound(&sealing.aad(h.first_offset), &data)
+                        .ok_or_else(|| StreamError::Key {
+                            path: path.clone(),
+                            why: format!(
+                                "chunk at offset {} does not open under this key",
+                                h.first_offset
+                            ),
+                        })?;
+                    &opened[..]
+                }
+            };
+            let entries = chunk::entries(plain, h.count).map_err(|e| StreamError::Corrupt {
                 path: path.clone(),
                 why: e.to_string(),
             })?;

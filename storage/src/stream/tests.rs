@@ -56,6 +56,14 @@ fn appended_entries_are_read_back_from_any_offset_and_after_a_reopen() {
     assert_eq!(read_all(&log.reader(), 13).len(), 37);
 }
 
+/// Cuts the last three bytes off the segment that starts at offset 0, as a crash mid-write.
+fn tear_first_segment(dir: &Path) {
+    let path = segment_path(dir, 0);
+    let len = fs::metadata(&path).unwrap().len();
+    let file = OpenOptions::new().write(true).open(&path).unwrap();
+    file.set_len(len - 3).unwrap();
+}
+
 #[test]
 fn a_torn_tail_is_cut_off_and_its_offsets_given_again() {
     let dir = tempfile::tempdir().unwrap();
@@ -63,15 +71,8 @@ fn a_torn_tail_is_cut_off_and_its_offsets_given_again() {
     append_range(&mut log, 0..3, 1);
     append_range(&mut log, 3..6, 2);
     drop(log);
-    let path = segment_path(dir.path(), 0);
-    let len = fs::metadata(&path).unwrap().len();
     // A crash in the middle of the second chunk's write.
-    OpenOptions::new()
-        .write(true)
-        .open(&path)
-        .unwrap()
-        .set_len(len - 3)
-        .unwrap();
+    tear_first_segment(dir.path());
     let mut log = StreamLog::open(dir.path(), DEFAULT_MAX_SEGMENT_BYTES).unwrap();
     assert_eq!(log.next_offset(), 3);
     assert_eq!(log.figures().last_chunk, 0);
@@ -82,6 +83,7 @@ fn a_torn_tail_is_cut_off_and_its_offsets_given_again() {
 
     // A chunk whose bytes were changed fails its checksum: cut off as well.
     drop(log);
+    let path = segment_path(dir.path(), 0);
     let mut bytes = fs::read(&path).unwrap();
     let last = bytes.len() - 1;
     bytes[last] ^= 0xff;
@@ -161,4 +163,76 @@ fn a_removed_log_leaves_nothing() {
     append_range(&mut log, 0..5, 0);
     log.remove().unwrap();
     assert!(!path.exists());
+}
+
+/// Encryption at rest: a sealed log's segments hold none of its entries in the clear, read back
+/// (after a reopen, a torn tail cut off as in a plain log) under its key; a log with chunks
+/// opens only under the choice it was written under; a chunk moved to another stream's log, or
+/// to another offset, does not open.
+#[test]
+fn a_sealed_log_keeps_nothing_in_the_clear_and_opens_only_under_its_key() {
+    let key = crate::EncryptionKey::from_hex(&"ab".repeat(32)).unwrap();
+    let cipher = Some(Arc::new(Cipher::new(&key)));
+    let root = tempfile::tempdir().unwrap();
+    let dir = root.path().join("7");
+    let mut log = StreamLog::open_sealed(&dir, 300, cipher.clone()).unwrap();
+    for start in (0..30).step_by(3) {
+        append_range(&mut log, start..start + 3, 1000 + start as i64);
+    }
+    let want: Vec<(u64, Vec<u8>)> = (0..30).map(|i| (i, entry(i))).collect();
+    assert_eq!(read_all(&log.reader(), 0), want);
+    assert!(log.figures().segments > 1);
+    drop(log);
+    let mut segments = Vec::new();
+    for e in fs::read_dir(&dir).unwrap() {
+        let path = e.unwrap().path();
+        let bytes = fs::read(&path).unwrap();
+        assert!(
+            !bytes.windows(7).any(|w| w == b"message"),
+            "{path:?} holds an entry in the clear"
+        );
+        if path.extension().is_some() {
+            segments.push(path);
+        }
+    }
+    segments.sort();
+
+    let log = StreamLog::open_sealed(&dir, 300, cipher.clone()).unwrap();
+    assert_eq!(read_all(&log.reader(), 5), want[5..]);
+    assert_eq!(log.reader().offset_at(1010).unwrap(), 12);
+    drop(log);
+    match StreamLog::open(&dir, 300) {
+        Err(StreamError::Key { .. }) => {}
+        other => panic!("opened without its key: {:?}", other.map(|l| l.figures())),
+    }
+
+    // The same chunks under another stream's directory (another queue id) do not open.
+    let other = root.path().join("8");
+    fs::create_dir_all(&other).unwrap();
+    for path in &segments {
+        fs::copy(path, other.join(path.file_name().unwrap())).unwrap();
+    }
+    fs::write(other.join(SEALED_MARKER), b"").unwrap();
+    let moved = StreamLog::open_sealed(&other, 300, cipher.clone()).unwrap();
+    let read = moved.reader().read(0, 10, usize::MAX, |_, _| {});
+    assert!(matches!(read, Err(StreamError::Key { .. })), "{read:?}");
+
+    // A plain log with chunks does not open with a key; an empty one takes either.
+    let plain = root.path().join("9");
+    append_range(&mut StreamLog::open(&plain, 300).unwrap(), 0..1, 1);
+    assert!(matches!(
+        StreamLog::open_sealed(&plain, 300, cipher.clone()),
+        Err(StreamError::Key { .. })
+    ));
+    let empty = root.path().join("10");
+    drop(StreamLog::open(&empty, 300).unwrap());
+    let mut sealed = StreamLog::open_sealed(&empty, 300, cipher.clone()).unwrap();
+    append_range(&mut sealed, 0..2, 1);
+    append_range(&mut sealed, 2..4, 2);
+    drop(sealed);
+    // A crash in the middle of the second chunk's write: cut off without the key's help.
+    tear_first_segment(&empty);
+    let sealed = StreamLog::open_sealed(&empty, 300, cipher).unwrap();
+    assert_eq!(sealed.next_offset(), 2);
+    assert_eq!(read_all(&sealed.reader(), 0), want[..2]);
 }
