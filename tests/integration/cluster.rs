@@ -1944,7 +1944,15 @@ async fn a_node_gone_for_good_loses_its_transient_queues_and_keeps_its_durable_o
 
 /// Declares quorum queue `queue` on `conn`'s node.
 async fn declare_quorum(conn: &lapin::Connection, queue: &str) {
-    let mut args = lapin::types::FieldTable::default();
+    declare_quorum_with(conn, queue, lapin::types::FieldTable::default()).await
+}
+
+/// As [`declare_quorum`], with arguments of its own.
+async fn declare_quorum_with(
+    conn: &lapin::Connection,
+    queue: &str,
+    mut args: lapin::types::FieldTable,
+) {
     args.insert(
         "x-queue-type".into(),
         lapin::types::AMQPValue::LongString("quorum".into()),
@@ -3106,6 +3114,104 @@ fn replicas(node: &ChildBroker, action: &str, queue: &str, member: &str) -> (u16
     )
 }
 
+/// Declares quorum queue `queue` through `conn` with two members (n1 and n2, as the declaring
+/// node is n1), and waits until `node` lists them.
+async fn declare_quorum_on_two(conn: &lapin::Connection, queue: &str, node: &ChildBroker) {
+    let mut args = lapin::types::FieldTable::default();
+    args.insert(
+        "x-quorum-initial-group-size".into(),
+        lapin::types::AMQPValue::LongInt(2),
+    );
+    declare_quorum_with(conn, queue, args).await;
+    eventually(
+        &format!("{queue} on n1 and n2"),
+        || quorum_members(node, queue),
+        |m| *m == ["n1", "n2"],
+    );
+}
+
+/// Adds `member` to quorum queue `queue` of n1 and n2 through `node`'s management API, and waits
+/// until the group's status lists the three.
+fn add_member(node: &ChildBroker, queue: &str, member: &str) {
+    let (code, answer) = replicas(node, "add", queue, member);
+    assert_eq!(code, 204, "add_member {member}: {answer}");
+    eventually(
+        &format!("{queue}'s status lists {member}"),
+        || status_members(node, queue),
+        |m| *m == ["n1", "n2", "n3"],
+    );
+}
+
+/// Membership changed while a node is down. n3 removed from a queue while it is down: the others
+/// go on as a group of two, and n3, back, lets go of the queue's log (it keeps serving the
+/// queue through the members). n3 added to another queue while it is down is refused (as
+/// RabbitMQ refuses it); added once back, it catches up and holds every message (an original
+/// member then killed, the two left serve everything, once).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn members_removed_or_added_while_their_node_is_down_settle_when_it_is_back() {
+    let (cluster, n1, n2, n3) = three_formed().await;
+    let c1 = n1.connect().await;
+    declare_quorum(&c1, "shrunk").await;
+    declare_quorum_on_two(&c1, "grows", &n1).await;
+    let ch = confirm_channel(&c1).await;
+    for q in ["shrunk", "grows"] {
+        for i in 0..50 {
+            publish_confirmed(&ch, "", q, &numbered_body(i, 512), true).await;
+        }
+    }
+    eventually(
+        "n3 holds shrunk",
+        || queue_counts(&n3, "shrunk").0,
+        |&c| c == 50,
+    );
+    n3.stop();
+
+    let (code, answer) = replicas(&n1, "delete", "shrunk", "n3");
+    assert_eq!(code, 202, "delete_member of a node that is down: {answer}");
+    // As RabbitMQ refuses it (nodedown).
+    let (code, answer) = replicas(&n1, "add", "grows", "n3");
+    assert_eq!(code, 400, "add_member of a node that is down: {answer}");
+    eventually(
+        "shrunk's group is n1 and n2",
+        || status_members(&n2, "shrunk"),
+        |m| *m == ["n1", "n2"],
+    );
+    for q in ["shrunk", "grows"] {
+        for i in 50..100 {
+            publish_confirmed(&ch, "", q, &numbered_body(i, 512), true).await;
+        }
+    }
+
+    let n3 = cluster.start(2);
+    formed(&cluster, &[&n1, &n2, &n3]).await;
+    add_member(&n1, "grows", "n3");
+    eventually(
+        "n3 holds what grows holds",
+        || queue_counts(&n3, "grows").0,
+        |&c| c == 100,
+    );
+    eventually(
+        "n3 knows it is no member of shrunk",
+        || quorum_members(&n3, "shrunk"),
+        |m| *m == ["n1", "n2"],
+    );
+    n3.stop();
+    let logs = group_logs(cluster.dirs[2].path());
+    assert!(
+        logs.len() == 1 && logs[0].ends_with("/grows"),
+        "n3's quorum logs: {logs:?}"
+    );
+    let n3 = cluster.start(2);
+    formed(&cluster, &[&n1, &n2, &n3]).await;
+    // Through n3, no member of it any more.
+    exactly_once(&n3.drain("shrunk").await, 0..100);
+    // n1, an original member of grows, goes: n2 and n3 hold it all.
+    drop((ch, c1));
+    n1.kill9();
+    leader_among(&n3, "grows", &["n2", "n3"]);
+    exactly_once(&n3.drain("grows").await, 0..100);
+}
+
 /// `rabbitmq-queues add_member` / `delete_member` through the management API: a member added to
 /// a queue holding messages catches up (it serves them once an original member is gone), a member
 /// removed (its node the queue's leader, with a consumer holding unacked deliveries) hands them
@@ -3119,25 +3225,7 @@ async fn quorum_queue_members_are_added_and_removed_without_losing_a_message() {
     const HELD: u16 = 10;
     let (_cluster, n1, n2, n3) = three_formed().await;
     let c1 = n1.connect().await;
-    let mut args = lapin::types::FieldTable::default();
-    args.insert(
-        "x-queue-type".into(),
-        lapin::types::AMQPValue::LongString("quorum".into()),
-    );
-    args.insert(
-        "x-quorum-initial-group-size".into(),
-        lapin::types::AMQPValue::LongInt(2),
-    );
-    crate::common::lapin_channel(&c1)
-        .await
-        .queue_declare("grown".into(), durable(), args)
-        .await
-        .expect("declare");
-    eventually(
-        "two members",
-        || quorum_members(&n3, "grown"),
-        |m| *m == ["n1", "n2"],
-    );
+    declare_quorum_on_two(&c1, "grown", &n3).await;
     let ch1 = confirm_channel(&c1).await;
     for i in 0..N {
         publish_confirmed(&ch1, "", "grown", &numbered_body(i, 256), true).await;
@@ -3181,13 +3269,7 @@ async fn quorum_queue_members_are_added_and_removed_without_losing_a_message() {
     let (code, _) = replicas(&n2, "add", "nothing", "n3");
     assert_eq!(code, 404, "no such queue");
 
-    let (code, answer) = replicas(&n2, "add", "grown", "n3");
-    assert_eq!(code, 204, "add_member: {answer}");
-    eventually(
-        "n3's status lists the members",
-        || status_members(&n3, "grown"),
-        |m| *m == ["n1", "n2", "n3"],
-    );
+    add_member(&n2, "grown", "n3");
     eventually(
         "n1 lists three members",
         || quorum_members(&n1, "grown"),
