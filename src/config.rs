@@ -167,6 +167,16 @@ pub struct Config {
         hide = true
     )]
     pub cluster_snapshot_every: u64,
+    /// A quorum queue's member idle this long (milliseconds; 0: never) stops its Raft instance
+    /// until it is used again, so that idle queues cost little memory. A tuning knob, for tests
+    /// mostly.
+    #[arg(
+        long,
+        env = "WARREN_QUORUM_DORMANT_AFTER",
+        default_value_t = 30_000,
+        hide = true
+    )]
+    pub quorum_dormant_after: u64,
 }
 
 impl Config {
@@ -222,6 +232,7 @@ impl Config {
             cluster_tls: false,
             cluster_commit_timeout: 10_000,
             cluster_snapshot_every: 4096,
+            quorum_dormant_after: 30_000,
         }
     }
 

@@ -48,6 +48,10 @@ pub struct Timing {
     /// At most this many entries a snapshot covers stay in the log, for members a little behind
     /// (fewer for groups whose entries are big).
     pub kept_behind_snapshot: u64,
+    /// A quiet group's member idle this long (nothing appended, everything applied) stops its
+    /// Raft instance and keeps only its state machine, until it is used again (see
+    /// [`dormant`]); None: never.
+    pub dormant_after: Option<Duration>,
 }
 
 impl Default for Timing {
@@ -59,6 +63,7 @@ impl Default for Timing {
             snapshot_every: Some(5000),
             quiet: false,
             kept_behind_snapshot: MAX_KEPT_BEHIND_SNAPSHOT,
+            dormant_after: None,
         }
     }
 }
@@ -79,6 +84,8 @@ pub struct LogFigures {
     pub voters: Vec<String>,
     /// A membership change is under way (old and new voters both count).
     pub joint: bool,
+    /// The member is dormant (see [`dormant`]): the rest is what it knew when it went so.
+    pub dormant: bool,
 }
 
 /// One member of a group and its figures, as [`Group::member_figures`] gathers them.
@@ -131,17 +138,23 @@ pub struct MemberStatus {
     pub leader: bool,
 }
 
+mod dormant;
 #[cfg(test)]
 mod tests;
+
+use dormant::{Instance, Restart};
 
 pub struct Group {
     id: GroupId,
     me: NodeId,
-    raft: GroupRaft,
+    /// Its Raft instance, or what it was when it went dormant.
+    instance: std::sync::RwLock<Instance>,
     node: Arc<ClusterNode>,
     numbers: AtomicU64,
     /// The log is closed once openraft's tasks have let go of it.
-    log_closed: crate::log_store::Closed,
+    log_closed: std::sync::Mutex<crate::log_store::Closed>,
+    /// What starting its Raft instance again takes (see [`dormant`]).
+    restart: Restart,
     /// A quiet group's ticker runs only while it is in use (see [`Group::wake`]).
     quiet: bool,
     /// [`Group::keep_led`]'s checks since the log last grew, and its last index then.
@@ -200,6 +213,7 @@ impl Group {
             .await??
         };
         let log_closed = log.closed();
+        let restart_sm = state_machine.clone();
         let config = openraft::Config {
             cluster_name: id.clone(),
             heartbeat_interval: timing.heartbeat.as_millis() as u64,
@@ -228,8 +242,9 @@ impl Group {
         }
         .validate()
         .map_err(|e| ClusterError::Raft(e.to_string()))?;
+        let config = Arc::new(config);
         let network = GroupNetwork::new(node.link().clone(), id.clone());
-        let raft = openraft::Raft::new(me, Arc::new(config), network, log, state_machine)
+        let raft = openraft::Raft::new(me, config.clone(), network, log, state_machine)
             .await
             .map_err(|e| ClusterError::Raft(e.to_string()))?;
         if timing.quiet {
@@ -237,7 +252,25 @@ impl Group {
             // (see `Group::wake`).
             raft.runtime_config().elect(false);
         }
-        node.add_group(id.clone(), Arc::new(raft.clone()));
+        // Numbers from the clock, so that a restarted node never reuses one an entry of its
+        // previous life still carries.
+        let start = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_nanos() as u64)
+            .unwrap_or(1);
+        let group = Arc::new(Group {
+            id: id.clone(),
+            me,
+            instance: std::sync::RwLock::new(Instance::Running(raft.clone())),
+            node: node.clone(),
+            numbers: AtomicU64::new(start),
+            log_closed: std::sync::Mutex::new(log_closed),
+            restart: Restart::new(db.clone(), restart_sm, config, timing.dormant_after),
+            quiet: timing.quiet,
+            idle_checks: std::sync::atomic::AtomicU32::new(0),
+            last_index_seen: AtomicU64::new(0),
+        });
+        node.add_group(id.clone(), dormant::endpoint(&group));
         let initialized = raft
             .is_initialized()
             .await
@@ -276,31 +309,16 @@ impl Group {
                 }
             }
         }
-        // Numbers from the clock, so that a restarted node never reuses one an entry of its
-        // previous life still carries.
-        let start = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map(|d| d.as_nanos() as u64)
-            .unwrap_or(1);
-        Ok(Arc::new(Group {
-            id,
-            me,
-            raft,
-            node,
-            numbers: AtomicU64::new(start),
-            log_closed,
-            quiet: timing.quiet,
-            idle_checks: std::sync::atomic::AtomicU32::new(0),
-            last_index_seen: AtomicU64::new(0),
-        }))
+        Ok(group)
     }
 
     pub fn id(&self) -> &str {
         &self.id
     }
 
-    pub fn raft(&self) -> &GroupRaft {
-        &self.raft
+    /// Its Raft instance, unless it is dormant.
+    pub fn raft(&self) -> Option<GroupRaft> {
+        self.live()
     }
 
     /// A proposal of this node's, numbered: the applier knows it by (origin, number).
@@ -321,11 +339,20 @@ impl Group {
         proposal: Proposal,
         timeout: Duration,
     ) -> Result<u64, ProposeError> {
+        let (_in_use, raft) = self
+            .running()
+            .await
+            .map_err(|e| ProposeError::Failed(e.to_string()))?;
         self.wake();
         let deadline = tokio::time::Instant::now() + timeout;
-        let mut metrics = self.raft.metrics();
+        let mut metrics = raft.metrics();
         loop {
-            let leader = metrics.borrow_watched().current_leader;
+            // Just woken, a member knows no leader until one speaks: the one it knew before
+            // (woken by the proposal, it stands for election at once).
+            let leader = metrics
+                .borrow_watched()
+                .current_leader
+                .or_else(|| self.restart.leader_before());
             let remaining = deadline.saturating_duration_since(tokio::time::Instant::now());
             if remaining.is_zero() {
                 return Err(ProposeError::Timeout(timeout));
@@ -333,13 +360,12 @@ impl Group {
             match leader {
                 Some(leader) if leader == self.me => {
                     let outcome =
-                        tokio::time::timeout(remaining, self.raft.client_write(proposal.clone()))
-                            .await;
+                        tokio::time::timeout(remaining, raft.client_write(proposal.clone())).await;
                     match outcome {
                         Err(_) => return Err(ProposeError::Timeout(timeout)),
                         Ok(Ok(written)) => {
                             // The followers learn of the commit now, not at the next heartbeat.
-                            let _ = self.raft.trigger().heartbeat().await;
+                            let _ = raft.trigger().heartbeat().await;
                             return Ok(written.log_id.index);
                         }
                         Ok(Err(RaftError::APIError(ClientWriteError::ForwardToLeader(_)))) => {
@@ -396,20 +422,21 @@ impl Group {
         &self,
         proposal: Proposal,
     ) -> Result<impl std::future::Future<Output = Pipelined> + Send + 'static, Proposal> {
+        let Ok((_in_use, raft)) = self.running().await else {
+            return Err(proposal);
+        };
         self.wake();
-        if self.raft.metrics().borrow_watched().current_leader != Some(self.me) {
+        if raft.metrics().borrow_watched().current_leader != Some(self.me) {
             return Err(proposal);
         }
         let (responder, answer) = openraft::impls::ProgressResponder::complete_only();
-        if self
-            .raft
+        if raft
             .client_write_ff(proposal.clone(), Some(responder))
             .await
             .is_err()
         {
             return Err(proposal);
         }
-        let raft = self.raft.clone();
         Ok(async move {
             match answer.await {
                 Ok(Ok(written)) => {
@@ -433,14 +460,18 @@ impl Group {
         proposal: Proposal,
         timeout: Duration,
     ) -> Result<u64, ProposeError> {
+        let (_in_use, raft) = self
+            .running()
+            .await
+            .map_err(|e| ProposeError::Failed(e.to_string()))?;
         self.wake();
-        if self.raft.metrics().borrow_watched().current_leader != Some(self.me) {
+        if raft.metrics().borrow_watched().current_leader != Some(self.me) {
             return Err(ProposeError::Failed("this member is not the leader".into()));
         }
-        match tokio::time::timeout(timeout, self.raft.client_write(proposal)).await {
+        match tokio::time::timeout(timeout, raft.client_write(proposal)).await {
             Err(_) => Err(ProposeError::Timeout(timeout)),
             Ok(Ok(written)) => {
-                let _ = self.raft.trigger().heartbeat().await;
+                let _ = raft.trigger().heartbeat().await;
                 Ok(written.log_id.index)
             }
             Ok(Err(e)) => Err(ProposeError::Failed(e.to_string())),
@@ -452,8 +483,8 @@ impl Group {
     /// of its own), and every member waits (at most `within`) until the others it reaches have
     /// applied it, so that none is left behind with the entry uncommitted.
     pub async fn leave_after(&self, index: u64, within: Duration) {
-        if self.leader().as_deref() == Some(self.node.name()) {
-            let _ = self.raft.trigger().heartbeat().await;
+        if let Some(raft) = self.live().filter(|_| self.is_leader()) {
+            let _ = raft.trigger().heartbeat().await;
         }
         self.wait_applied_everywhere(index, within).await;
     }
@@ -482,31 +513,31 @@ impl Group {
     }
 
     fn member_name(&self, id: NodeId) -> Option<String> {
-        let metrics = self.raft.metrics();
-        let metrics = metrics.borrow_watched();
-        metrics
-            .membership_config
-            .membership()
-            .get_node(&id)
-            .map(|n| n.name.clone())
+        self.with_metrics(|metrics| {
+            metrics
+                .membership_config
+                .membership()
+                .get_node(&id)
+                .map(|n| n.name.clone())
+        })
     }
 
     /// The group's members as this node sees them.
     pub fn members(&self) -> Vec<MemberStatus> {
-        let metrics = self.raft.metrics();
-        let metrics = metrics.borrow_watched();
         let link = self.node.link();
-        let mut members: Vec<MemberStatus> = metrics
-            .membership_config
-            .membership()
-            .nodes()
-            .map(|(id, n)| MemberStatus {
-                name: n.name.clone(),
-                addr: n.addr.clone(),
-                reachable: *id == self.me || link.is_connected(&n.name),
-                leader: metrics.current_leader == Some(*id),
-            })
-            .collect();
+        let mut members: Vec<MemberStatus> = self.with_metrics(|metrics| {
+            metrics
+                .membership_config
+                .membership()
+                .nodes()
+                .map(|(id, n)| MemberStatus {
+                    name: n.name.clone(),
+                    addr: n.addr.clone(),
+                    reachable: *id == self.me || link.is_connected(&n.name),
+                    leader: metrics.current_leader == Some(*id),
+                })
+                .collect()
+        });
         members.sort_by(|a, b| a.name.cmp(&b.name));
         members
     }
@@ -514,14 +545,17 @@ impl Group {
     /// This member's log: the last index purged (into a snapshot), the last index, and the last
     /// index its snapshot holds.
     pub fn log_figures(&self) -> LogFigures {
-        let metrics = self.raft.metrics();
-        let metrics = metrics.borrow_watched();
-        figures_of(&metrics)
+        LogFigures {
+            dormant: self.is_dormant(),
+            ..self.with_metrics(figures_of)
+        }
     }
 
     /// Asks for a snapshot now (and the purge of the log it covers), whatever the entry count.
     pub async fn snapshot_now(&self) {
-        let _ = self.raft.trigger().snapshot().await;
+        if let Some(raft) = self.live() {
+            let _ = raft.trigger().snapshot().await;
+        }
     }
 
     /// Every member's figures, asked of its node over the link (within `within`), this one's
@@ -571,8 +605,9 @@ impl Group {
                 "a group keeps at least one member".into(),
             ));
         }
+        let (_in_use, raft) = self.running().await?;
         let (leader, configs, known) = {
-            let metrics = self.raft.metrics();
+            let metrics = raft.metrics();
             let metrics = metrics.borrow_watched();
             let membership = metrics.membership_config.membership();
             let known: BTreeSet<NodeId> = membership.nodes().map(|(id, _)| *id).collect();
@@ -597,8 +632,7 @@ impl Group {
                 continue;
             }
             self.node.link().add_peer(&node.name, &node.addr);
-            match tokio::time::timeout(within, self.raft.add_learner(id, node.clone(), true)).await
-            {
+            match tokio::time::timeout(within, raft.add_learner(id, node.clone(), true)).await {
                 Err(_) => return Err(failed(format!("{} did not catch up in time", node.name))),
                 Ok(Err(e)) => return Err(failed(e.to_string())),
                 Ok(Ok(_)) => {}
@@ -611,12 +645,12 @@ impl Group {
         }
         let current = configs.last().cloned().unwrap_or_default();
         if configs.len() > 1 || current != voters {
-            match tokio::time::timeout(within, self.raft.change_membership(voters, false)).await {
+            match tokio::time::timeout(within, raft.change_membership(voters, false)).await {
                 Err(_) => return Err(failed("the membership change timed out".into())),
                 Ok(Err(e)) => return Err(failed(e.to_string())),
                 Ok(Ok(_)) => {}
             }
-            let _ = self.raft.trigger().heartbeat().await;
+            let _ = raft.trigger().heartbeat().await;
         }
         if stays {
             return Ok(MembershipStep::Done);
@@ -626,8 +660,7 @@ impl Group {
             .iter()
             .find(|n| self.node.link().is_connected(&n.name))
             .ok_or_else(|| failed("no wanted member is reachable to lead".into()))?;
-        self.raft
-            .trigger()
+        raft.trigger()
             .transfer_leader(node_id(&to.name))
             .await
             .map_err(|e| failed(e.to_string()))?;
@@ -640,7 +673,10 @@ impl Group {
     pub async fn transfer_leadership(&self, to: &str, within: Duration) -> bool {
         let deadline = tokio::time::Instant::now() + within;
         let target = node_id(to);
-        let mut metrics = self.raft.metrics();
+        let Ok((_in_use, raft)) = self.running().await else {
+            return false;
+        };
+        let mut metrics = raft.metrics();
         loop {
             let leader = metrics.borrow_watched().current_leader;
             if leader == Some(target) {
@@ -652,7 +688,7 @@ impl Group {
             }
             match leader.and_then(|id| self.member_name(id)) {
                 Some(name) if name == self.node.name() => {
-                    let _ = self.raft.trigger().transfer_leader(target).await;
+                    let _ = raft.trigger().transfer_leader(target).await;
                 }
                 Some(name) => {
                     let request = Request::TransferLeader {
@@ -685,46 +721,61 @@ impl Group {
     /// Whether the group's voters are exactly the nodes `names` (no change under way), as this
     /// member knows them; without allocating (checked as often as the member's loop turns).
     pub fn has_voters(&self, names: &[String]) -> bool {
-        let metrics = self.raft.metrics();
-        let metrics = metrics.borrow_watched();
-        let membership = metrics.membership_config.membership();
-        let configs = membership.get_joint_config();
-        let [voters] = configs.as_slice() else {
-            return false;
-        };
-        voters.len() == names.len()
-            && voters.iter().all(|id| {
-                membership
-                    .get_node(id)
-                    .is_some_and(|n| names.contains(&n.name))
-            })
+        self.with_metrics(|metrics| voters_are(metrics, names))
     }
 
     /// Whether this member leads the group (as it knows).
     pub fn is_leader(&self) -> bool {
-        self.raft.metrics().borrow_watched().current_leader == Some(self.me)
+        self.with_metrics(|m| m.current_leader == Some(self.me))
     }
 
     /// The leader's name, if one is known.
     pub fn leader(&self) -> Option<String> {
-        let leader = self.raft.metrics().borrow_watched().current_leader?;
+        let leader = self.with_metrics(|m| m.current_leader)?;
         self.member_name(leader)
     }
+}
 
+/// Whether the voters of `metrics`' membership are exactly the nodes `names`.
+fn voters_are(metrics: &openraft::RaftMetrics<TypeConfig>, names: &[String]) -> bool {
+    let membership = metrics.membership_config.membership();
+    let configs = membership.get_joint_config();
+    let [voters] = configs.as_slice() else {
+        return false;
+    };
+    voters.len() == names.len()
+        && voters.iter().all(|id| {
+            membership
+                .get_node(id)
+                .is_some_and(|n| names.contains(&n.name))
+        })
+}
+
+impl Group {
     /// For a quiet group (see [`Timing::quiet`]): runs until the member stops, making sure the
     /// group has a leader. Every `check` it looks, locally, whether the leader it knows is this
     /// node or a node whose link is up; if not (none known, or its node unreachable), the
     /// reachable members try an election in turn, in the order of `preference` (member names;
     /// the others after them by name), the first at once and each next one a `check` later, so
-    /// that they do not split the vote. It holds the group weakly, and ends once the group is
-    /// dropped or shut down.
+    /// that they do not split the vote. A member idle for [`Timing::dormant_after`] goes
+    /// dormant (see [`dormant`]); a dormant one is not checked (it looks again once woken). It
+    /// holds the group weakly, and ends once the group is dropped or shut down.
     pub async fn keep_led(group: std::sync::Weak<Group>, check: Duration, preference: Vec<String>) {
         loop {
             tokio::time::sleep(check).await;
             let Some(this) = group.upgrade() else {
                 return;
             };
-            this.quiet_down_when_idle();
+            if this.is_dormant() {
+                if this.restart.stopped() {
+                    return;
+                }
+                continue;
+            }
+            if this.quiet_down_when_idle(check) {
+                this.go_dormant().await;
+                continue;
+            }
             if !this.lead_or_elect(check, &preference).await {
                 return;
             }
@@ -739,22 +790,33 @@ impl Group {
     pub fn wake(&self) {
         if self.quiet {
             self.idle_checks.store(0, Ordering::Relaxed);
-            self.raft.runtime_config().tick(true);
+            if let Some(raft) = self.live() {
+                raft.runtime_config().tick(true);
+            }
         }
     }
 
-    fn quiet_down_when_idle(&self) {
+    /// Counts a check of [`Group::keep_led`]: a quiet group's ticker goes off after
+    /// [`IDLE_CHECKS`] without the log growing; true once the member has been idle for
+    /// [`Timing::dormant_after`] (checks `check` apart) and may go dormant.
+    fn quiet_down_when_idle(&self, check: Duration) -> bool {
         if !self.quiet {
-            return;
+            return false;
         }
         let last = self.log_figures().last.unwrap_or(0);
         if self.last_index_seen.swap(last, Ordering::Relaxed) != last {
             self.idle_checks.store(0, Ordering::Relaxed);
-            return;
+            return false;
         }
-        if self.idle_checks.fetch_add(1, Ordering::Relaxed) + 1 == IDLE_CHECKS {
-            self.raft.runtime_config().tick(false);
+        let idle = self.idle_checks.fetch_add(1, Ordering::Relaxed) + 1;
+        if idle == IDLE_CHECKS {
+            if let Some(raft) = self.live() {
+                raft.runtime_config().tick(false);
+            }
         }
+        self.restart
+            .dormant_after()
+            .is_some_and(|after| check * idle >= after)
     }
 
     /// One round of [`Group::keep_led`]; false once the member has stopped.
@@ -780,7 +842,10 @@ impl Group {
         }
         // Pre-vote: a member that still hears from a leader refuses, so a leader that is only
         // slow to be seen is not deposed.
-        self.raft.trigger().elect(true).await.is_ok()
+        match self.live() {
+            Some(raft) => raft.trigger().elect(true).await.is_ok(),
+            None => true,
+        }
     }
 
     /// Whether the leader this member knows is itself or a node whose link is up.
@@ -796,9 +861,22 @@ impl Group {
     /// can be started again (or removed) at once.
     pub async fn shutdown(&self) {
         self.node.remove_group(&self.id);
-        let _ = self.raft.shutdown().await;
+        if let Some(raft) = self.stop_for_good().await {
+            let _ = raft.shutdown().await;
+        }
+        self.wait_log_closed().await;
+    }
+
+    /// Waits (a few seconds at most) until the log of the last Raft instance is closed.
+    async fn wait_log_closed(&self) {
+        let closed = || {
+            self.log_closed
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .is_closed()
+        };
         let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
-        while !self.log_closed.is_closed() && tokio::time::Instant::now() < deadline {
+        while !closed() && tokio::time::Instant::now() < deadline {
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
     }
@@ -835,6 +913,7 @@ pub(crate) fn figures_of(metrics: &openraft::RaftMetrics<TypeConfig>) -> LogFigu
         role: role.to_owned(),
         voters: voter_names(membership, configs.last()),
         joint: configs.len() > 1,
+        dormant: false,
     }
 }
 

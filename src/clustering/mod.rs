@@ -173,6 +173,7 @@ impl Connected {
                     process: self.process,
                     nodes: self.settings.members.clone(),
                     leaving: self.leaving_members.clone(),
+                    dormant_after: self.settings.quorum_dormant_after,
                 },
             },
         }

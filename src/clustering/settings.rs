@@ -56,6 +56,15 @@ pub struct Settings {
     pub tls: Option<TlsFiles>,
     /// The metadata group's entries between snapshots (`--cluster-snapshot-every`).
     pub snapshot_every: u64,
+    /// How long a quorum queue's member stays idle before it goes dormant
+    /// (`--quorum-dormant-after`).
+    pub quorum_dormant_after: Option<std::time::Duration>,
+}
+
+/// `--quorum-dormant-after`, 0 for never.
+fn dormant_after(config: &Config) -> Option<std::time::Duration> {
+    (config.quorum_dormant_after > 0)
+        .then(|| std::time::Duration::from_millis(config.quorum_dormant_after))
 }
 
 impl Settings {
@@ -94,6 +103,7 @@ impl Settings {
                     name,
                     tls: None,
                     snapshot_every: config.cluster_snapshot_every,
+                    quorum_dormant_after: dormant_after(config),
                 });
             }
             (None, false) => return Err(SettingsError::NoListener),
@@ -151,6 +161,7 @@ impl Settings {
             members,
             tls,
             snapshot_every: config.cluster_snapshot_every,
+            quorum_dormant_after: dormant_after(config),
         })
     }
 

@@ -153,6 +153,7 @@ pub async fn quorum_status(
                 "applied_index": f.applied.unwrap_or(0),
                 "snapshot_index": f.snapshot.unwrap_or(0),
                 "term": f.term,
+                "dormant": f.dormant,
             }),
             None => json!({"node": m.name, "raft_state": "noproc"}),
         })

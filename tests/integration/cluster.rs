@@ -26,6 +26,8 @@ struct Cluster {
     /// How often its nodes sample message rates (`WARREN_COLLECT_STATISTICS_INTERVAL`, ms),
     /// when not the default.
     statistics_every: Option<u64>,
+    /// Quorum queue members go dormant after this many idle milliseconds.
+    dormant_after: Option<u64>,
     /// The last node's link proxy, when the test cuts it off (see [`Cluster::cut_off_last`]).
     last_behind: Option<LinkProxy>,
 }
@@ -110,6 +112,7 @@ impl Cluster {
             cluster_ports: (0..nodes).map(|_| free_port()).collect(),
             snapshot_every: None,
             statistics_every: None,
+            dormant_after: None,
             last_behind: None,
         }
     }
@@ -166,7 +169,11 @@ impl Cluster {
         let peers = self.peers();
         let snapshot_every = self.snapshot_every.map(|n| n.to_string());
         let statistics_every = self.statistics_every.map(|n| n.to_string());
+        let dormant_after = self.dormant_after.map(|n| n.to_string());
         let mut env = vec![("WARREN_CLUSTER_SECRET", secret)];
+        if let Some(after) = &dormant_after {
+            env.push(("WARREN_QUORUM_DORMANT_AFTER", after));
+        }
         if let Some(every) = &snapshot_every {
             env.push(("WARREN_CLUSTER_SNAPSHOT_EVERY", every));
         }
@@ -2301,6 +2308,109 @@ async fn unconfirmed_publishes_through_leader_changes_are_neither_lost_nor_dupli
     let drained = n3.drain("unconfirmed").await;
     exactly_once(&drained, 0..published);
     drop((n1, n2));
+}
+
+/// Which members of quorum queue `queue` are dormant, as `node`'s status says (by node name).
+fn dormant_members(node: &ChildBroker, queue: &str) -> Vec<String> {
+    let (_, rows) = api(
+        node,
+        "GET",
+        &format!("/api/queues/quorum/%2F/{queue}/status"),
+        None,
+    );
+    let mut names: Vec<String> = rows
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|r| r["dormant"].as_bool() == Some(true))
+        .filter_map(|r| r["node"].as_str().map(str::to_owned))
+        .collect();
+    names.sort();
+    names
+}
+
+/// Takes `n` deliveries from `consumer`, acking each: their numbers.
+async fn take_numbers(consumer: &mut lapin::Consumer, n: usize) -> Vec<usize> {
+    use futures::StreamExt;
+    let mut got = Vec::new();
+    for _ in 0..n {
+        let d = crate::common::within_long("a delivery", consumer.next())
+            .await
+            .expect("consumer open")
+            .expect("delivery");
+        got.push(body_number(&d.data));
+        d.ack(Default::default()).await.expect("ack");
+    }
+    got
+}
+
+/// Idle quorum queue members go dormant (their Raft instances stopped) and wake when used: a
+/// consumer waiting on a dormant queue gets what is published through another node, a confirm
+/// comes for each publish, the counts stay right; dormant again, the leader's node killed, the
+/// two left wake, elect a leader and take and deliver confirmed publishes; every message once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dormant_quorum_queues_wake_for_publishers_and_consumers() {
+    let cluster = Cluster {
+        dormant_after: Some(1500),
+        ..Cluster::new(3).await
+    };
+    let (cluster, n1, n2, n3) = three_formed_of(cluster).await;
+    let c1 = n1.connect().await;
+    declare_quorum(&c1, "sleepy").await;
+    let all = ["n1", "n2", "n3"];
+    let ch1 = confirm_channel(&c1).await;
+    for i in 0..10 {
+        publish_confirmed(&ch1, "", "sleepy", &numbered_body(i, 128), true).await;
+    }
+    eventually(
+        "all three dormant",
+        || dormant_members(&n1, "sleepy"),
+        |d| *d == all,
+    );
+    assert_eq!(queue_counts(&n3, "sleepy").0, 10);
+    // A consumer on n3 takes the ten, then waits on a queue that goes dormant again.
+    let c3 = n3.connect().await;
+    let ch3 = crate::common::lapin_channel(&c3).await;
+    let mut consumer = consume(&ch3, "sleepy", "waiting").await;
+    let mut seen = Vec::new();
+    seen.extend(take_numbers(&mut consumer, 10).await);
+    eventually(
+        "dormant with a consumer",
+        || dormant_members(&n1, "sleepy"),
+        |d| *d == all,
+    );
+    let ch2 = confirm_channel(&n2.connect().await).await;
+    for i in 10..20 {
+        publish_confirmed(&ch2, "", "sleepy", &numbered_body(i, 128), true).await;
+    }
+    seen.extend(take_numbers(&mut consumer, 10).await);
+    drop((consumer, ch3, c3));
+    eventually(
+        "dormant again",
+        || dormant_members(&n2, "sleepy"),
+        |d| *d == all,
+    );
+    let leader = api(&n2, "GET", "/api/queues/%2F/sleepy", None).1["leader"]
+        .as_str()
+        .map(str::to_owned);
+    let mut nodes = [Some(n1), Some(n2), Some(n3)];
+    let victim = match leader.as_deref() {
+        Some("n2") => 1,
+        Some("n3") => 2,
+        _ => 0,
+    };
+    drop(ch1);
+    nodes[victim].take().expect("running").kill9();
+    let via = nodes.iter().flatten().next().expect("a node left");
+    let ch = confirm_channel(&via.connect().await).await;
+    for i in 20..30 {
+        publish_confirmed(&ch, "", "sleepy", &numbered_body(i, 128), true).await;
+    }
+    let drained = via.drain("sleepy").await;
+    let numbers: Vec<usize> = drained.iter().map(|(b, _)| body_number(b)).collect();
+    assert_eq!(numbers, (20..30).collect::<Vec<_>>());
+    assert_eq!(seen, (0..20).collect::<Vec<_>>());
+    drop((cluster, nodes));
 }
 
 /// Quorum queue consumers that stop reading their sockets: one on n2 with manual acks and no

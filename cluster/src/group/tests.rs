@@ -65,6 +65,16 @@ async fn listeners(n: usize) -> (Vec<TcpListener>, Vec<Node>) {
 
 /// A member of group "g"; without a listener, one that only calls out (a group of one).
 async fn member(listener: Option<TcpListener>, me: &Node, all: &[Node], dir: &Path) -> Member {
+    member_timed(listener, me, all, dir, fast()).await
+}
+
+async fn member_timed(
+    listener: Option<TcpListener>,
+    me: &Node,
+    all: &[Node],
+    dir: &Path,
+    timing: Timing,
+) -> Member {
     let link = Link::start(
         LinkConfig::new(me.name.clone(), me.addr.clone(), b"secret".to_vec()),
         listener,
@@ -72,7 +82,7 @@ async fn member(listener: Option<TcpListener>, me: &Node, all: &[Node], dir: &Pa
     let node = ClusterNode::new(link.clone());
     let recorder = Arc::new(Recorder::default());
     let db = LogDb::open(dir.join("raft.redb")).unwrap();
-    let group = Group::start(node, "g", &db, recorder.clone(), all, fast())
+    let group = Group::start(node, "g", &db, recorder.clone(), all, timing)
         .await
         .unwrap();
     Member {
@@ -335,7 +345,8 @@ async fn a_member_started_late_joins_under_the_elected_leader() {
         .propose(p, Duration::from_secs(20))
         .await
         .unwrap();
-    let before = members[0].group.raft().metrics().borrow_watched().clone();
+    let leader_and_term = |g: &Group| (g.leader(), g.log_figures().term);
+    let before = leader_and_term(&members[0].group);
     let late = member(ls.next(), &nodes[3], &nodes, dirs[3].path()).await;
     until("the late member has the entry", || {
         late.recorder.applied() == vec![vec![1]]
@@ -348,10 +359,9 @@ async fn a_member_started_late_joins_under_the_elected_leader() {
         .propose(p, Duration::from_secs(20))
         .await
         .unwrap();
-    let after = members[0].group.raft().metrics().borrow_watched().clone();
     assert_eq!(
-        (after.current_leader, after.current_term),
-        (before.current_leader, before.current_term),
+        leader_and_term(&members[0].group),
+        before,
         "the leader changed when a member joined late"
     );
     stop(late).await;
@@ -476,6 +486,72 @@ async fn members_are_added_and_removed_the_leader_included() {
     until("both remaining members applied it", || {
         rest.iter()
             .all(|m| m.recorder.applied().last() == Some(&vec![99]))
+    })
+    .await;
+    for m in members {
+        stop(m).await;
+    }
+}
+
+/// Quiet members that go dormant when idle: all three stop their Raft instances; a proposal
+/// through a follower wakes its member and the others (its leader by the proposal, the rest by
+/// the leader's election and appends) and is applied once everywhere, nothing applied before
+/// applied again; dormant again, their former leader's node gone, a proposal through another
+/// member is committed by the two left.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dormant_members_wake_when_used_and_apply_nothing_twice() {
+    let dirs: Vec<_> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
+    let (ls, nodes) = listeners(3).await;
+    let timing = Timing {
+        quiet: true,
+        dormant_after: Some(Duration::from_millis(500)),
+        ..fast()
+    };
+    let mut members = Vec::new();
+    for (i, l) in ls.into_iter().enumerate() {
+        let m = member_timed(Some(l), &nodes[i], &nodes, dirs[i].path(), timing.clone()).await;
+        tokio::spawn(Group::keep_led(
+            Arc::downgrade(&m.group),
+            Duration::from_millis(100),
+            nodes.iter().map(|n| n.name.clone()).collect(),
+        ));
+        members.push(m);
+    }
+    let propose = |m: &Member, payload: u8| {
+        let g = m.group.clone();
+        async move {
+            let p = g.proposal(vec![payload]);
+            g.propose(p, Duration::from_secs(20)).await
+        }
+    };
+    propose(&members[0], 1).await.unwrap();
+    let all_dormant = |members: &[Member]| members.iter().all(|m| m.group.is_dormant());
+    until("all three dormant", || all_dormant(&members)).await;
+    let leader = members
+        .iter()
+        .position(|m| m.group.log_figures().role == "leader")
+        .expect("the leader as it was");
+    assert!(members.iter().all(|m| m.group.raft().is_none()));
+    let follower = (leader + 1) % 3;
+    propose(&members[follower], 2).await.unwrap();
+    until("every member applied both", || {
+        members
+            .iter()
+            .all(|m| m.recorder.applied() == [vec![1], vec![2]])
+    })
+    .await;
+
+    until("all three dormant again", || all_dormant(&members)).await;
+    let leader = members
+        .iter()
+        .position(|m| m.group.log_figures().role == "leader")
+        .expect("the leader as it was");
+    stop(members.remove(leader)).await;
+    propose(&members[0], 3).await.unwrap();
+    until("the two left applied the third", || {
+        members
+            .iter()
+            .all(|m| m.recorder.applied() == [vec![1], vec![2], vec![3]])
     })
     .await;
     for m in members {

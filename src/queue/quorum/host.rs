@@ -57,6 +57,9 @@ pub struct Replication {
     /// This node's members that leave their group, by group: a member of the same group
     /// started again here (the node added back) tells the one leaving to stop now.
     pub leaving: LeavingMembers,
+    /// How long a member stays idle before its Raft instance stops until it is used again (see
+    /// `warren_cluster::group::Timing::dormant_after`).
+    pub dormant_after: Option<Duration>,
 }
 
 /// See [`Replication::leaving`].
@@ -162,7 +165,7 @@ impl Replication {
 /// elections when the leader's node is unreachable, see [`Group::keep_led`]), a leader's lease of
 /// a few seconds (a member that heard from it that recently refuses another's election), a
 /// snapshot every few thousand entries.
-fn timing() -> Timing {
+fn timing(dormant_after: Option<Duration>) -> Timing {
     Timing {
         heartbeat: Duration::from_millis(500),
         election_min: Duration::from_millis(2_000),
@@ -171,6 +174,7 @@ fn timing() -> Timing {
         quiet: true,
         // Entries carry up to a MiB of messages each.
         kept_behind_snapshot: 64,
+        dormant_after,
     }
 }
 
@@ -263,11 +267,10 @@ pub fn spawn(
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
         let (node, db) = (replication.node.clone(), &replication.db);
+        let timing = timing(replication.dormant_after);
         let opened = match joins {
-            true => Group::join(node, group.clone(), db, applier.clone(), &members, timing()).await,
-            false => {
-                Group::start(node, group.clone(), db, applier.clone(), &members, timing()).await
-            }
+            true => Group::join(node, group.clone(), db, applier.clone(), &members, timing).await,
+            false => Group::start(node, group.clone(), db, applier.clone(), &members, timing).await,
         };
         let group = match opened {
             Ok(group) => group,

@@ -1,0 +1,295 @@
+//! Dormant members: a quiet group's member idle for a while stops its Raft instance (openraft's
+//! tasks, channels and buffers: most of an idle member's memory) and keeps only its state
+//! machine and what it knew (its metrics, frozen), until something uses it again: a proposal of
+//! its own, or a request of another member's (the node's endpoint for the group wakes it). Woken,
+//! it starts a Raft instance again from its log, with the state machine it kept (nothing is
+//! applied again); a member that led stands for election at once (its followers, woken by its
+//! pre-vote, know no leader and grant it), and a follower sends its proposals to the leader it
+//! knew, which wakes that one.
+//!
+//! Only a member with everything applied and a leader goes dormant, never while a caller uses its
+//! instance (callers hold an [`InUse`] while they do; a member going dormant waits for none).
+//! Nothing watches a dormant group: a member whose node went down meanwhile is found out when the
+//! group wakes (its election, its consumers' node seen down).
+
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, Weak};
+use std::time::Duration;
+
+use futures::future::BoxFuture;
+use openraft::type_config::async_runtime::WatchReceiver;
+use openraft::RaftMetrics;
+
+use super::{Group, GroupRaft, LogFigures};
+use crate::link::{ProposeRefused, RaftReply, RaftRpc};
+use crate::log_store::{LogDb, LogStore};
+use crate::network::GroupNetwork;
+use crate::node::GroupEndpoint;
+use crate::state_machine::StateMachine;
+use crate::types::{NodeId, Proposal, TypeConfig};
+use crate::ClusterError;
+
+/// A member's Raft instance, or what it knew when it went dormant.
+pub(super) enum Instance {
+    Running(GroupRaft),
+    Dormant(Box<RaftMetrics<TypeConfig>>),
+}
+
+/// What starting a member's Raft instance again takes, and the bookkeeping of dormancy.
+pub(super) struct Restart {
+    db: LogDb,
+    /// Kept across instances: its applied state is the group's, so a woken member applies
+    /// nothing twice.
+    state_machine: StateMachine,
+    config: Arc<openraft::Config>,
+    dormant_after: Option<Duration>,
+    /// Callers using the instance now.
+    in_use: AtomicUsize,
+    /// Held while the member goes dormant, wakes, or stops.
+    waking: tokio::sync::Mutex<()>,
+    /// It led when it went dormant.
+    led: AtomicBool,
+    /// The leader it knew when it went dormant, if another member.
+    leader_before: Mutex<Option<NodeId>>,
+    stopped: AtomicBool,
+}
+
+impl Restart {
+    pub(super) fn new(
+        db: LogDb,
+        state_machine: StateMachine,
+        config: Arc<openraft::Config>,
+        dormant_after: Option<Duration>,
+    ) -> Restart {
+        Restart {
+            db,
+            state_machine,
+            config,
+            dormant_after,
+            in_use: AtomicUsize::new(0),
+            waking: tokio::sync::Mutex::new(()),
+            led: AtomicBool::new(false),
+            leader_before: Mutex::new(None),
+            stopped: AtomicBool::new(false),
+        }
+    }
+
+    pub(super) fn dormant_after(&self) -> Option<Duration> {
+        self.dormant_after
+    }
+
+    /// The other member that led when this one went dormant (until it knows a leader again).
+    pub(super) fn leader_before(&self) -> Option<NodeId> {
+        *self.leader_before.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The member has stopped for good: it is never woken again.
+    pub(super) fn stopped(&self) -> bool {
+        self.stopped.load(Ordering::Relaxed)
+    }
+}
+
+/// A caller using a member's Raft instance: the member does not go dormant meanwhile.
+pub(super) struct InUse<'a>(&'a Restart);
+
+impl Drop for InUse<'_> {
+    fn drop(&mut self) {
+        self.0.in_use.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+impl Group {
+    /// Its Raft instance, unless it is dormant.
+    pub(super) fn live(&self) -> Option<GroupRaft> {
+        match &*self.instance.read().unwrap_or_else(|e| e.into_inner()) {
+            Instance::Running(raft) => Some(raft.clone()),
+            Instance::Dormant(_) => None,
+        }
+    }
+
+    /// Whether its Raft instance is stopped until it is used again.
+    pub fn is_dormant(&self) -> bool {
+        matches!(
+            &*self.instance.read().unwrap_or_else(|e| e.into_inner()),
+            Instance::Dormant(_)
+        )
+    }
+
+    /// Reads its metrics: the instance's, or those it had when it went dormant.
+    pub(super) fn with_metrics<T>(&self, read: impl FnOnce(&RaftMetrics<TypeConfig>) -> T) -> T {
+        match &*self.instance.read().unwrap_or_else(|e| e.into_inner()) {
+            Instance::Running(raft) => read(&raft.metrics().borrow_watched()),
+            Instance::Dormant(metrics) => read(metrics),
+        }
+    }
+
+    /// Its Raft instance, woken if dormant, and a hold that keeps it from going dormant while the
+    /// caller uses it.
+    pub(super) async fn running(&self) -> Result<(InUse<'_>, GroupRaft), ClusterError> {
+        // Counted before looking: a member going dormant either sees this caller or is seen
+        // dormant by it (it checks the count under the instance's write lock).
+        self.restart.in_use.fetch_add(1, Ordering::SeqCst);
+        let in_use = InUse(&self.restart);
+        if let Some(raft) = self.live() {
+            return Ok((in_use, raft));
+        }
+        self.wake_up().await?;
+        let raft = self
+            .live()
+            .ok_or_else(|| ClusterError::Raft(format!("group {} has stopped", self.id)))?;
+        Ok((in_use, raft))
+    }
+
+    /// Stops its Raft instance, if nothing uses it, everything is applied and it knows a leader.
+    pub(super) async fn go_dormant(&self) {
+        let _waking = self.restart.waking.lock().await;
+        let raft = {
+            let mut instance = self.instance.write().unwrap_or_else(|e| e.into_inner());
+            let Instance::Running(raft) = &*instance else {
+                return;
+            };
+            if self.restart.in_use.load(Ordering::SeqCst) > 0 || self.restart.stopped() {
+                return;
+            }
+            let metrics = raft.metrics().borrow_watched().clone();
+            let applied = metrics.last_applied.map(|id| id.index);
+            let Some(leader) = metrics.current_leader else {
+                return;
+            };
+            if applied != metrics.last_log_index {
+                return;
+            }
+            self.restart.led.store(leader == self.me, Ordering::Relaxed);
+            *self
+                .restart
+                .leader_before
+                .lock()
+                .unwrap_or_else(|e| e.into_inner()) = (leader != self.me).then_some(leader);
+            let raft = raft.clone();
+            *instance = Instance::Dormant(Box::new(metrics));
+            raft
+        };
+        let _ = raft.shutdown().await;
+        tracing::debug!(group = %self.id, "dormant");
+    }
+
+    /// Starts its Raft instance again (if it is dormant) from its log and kept state machine.
+    async fn wake_up(&self) -> Result<(), ClusterError> {
+        let _waking = self.restart.waking.lock().await;
+        if self.live().is_some() {
+            return Ok(());
+        }
+        if self.restart.stopped() {
+            return Err(ClusterError::Raft(format!("group {} has stopped", self.id)));
+        }
+        // The last instance's tasks let go of the log after its shutdown returned.
+        self.wait_log_closed().await;
+        let (db, id) = (self.restart.db.clone(), self.id.clone());
+        let log = tokio::task::spawn_blocking(move || LogStore::open(&db, &id)).await??;
+        *self.log_closed.lock().unwrap_or_else(|e| e.into_inner()) = log.closed();
+        let network = GroupNetwork::new(self.node.link().clone(), self.id.clone());
+        let raft = openraft::Raft::new(
+            self.me,
+            self.restart.config.clone(),
+            network,
+            log,
+            self.restart.state_machine.clone(),
+        )
+        .await
+        .map_err(|e| ClusterError::Raft(e.to_string()))?;
+        if self.quiet {
+            raft.runtime_config().elect(false);
+            raft.runtime_config().tick(true);
+        }
+        self.idle_checks.store(0, Ordering::Relaxed);
+        *self.instance.write().unwrap_or_else(|e| e.into_inner()) = Instance::Running(raft.clone());
+        if self.restart.led.load(Ordering::Relaxed) {
+            // Rather than after a check of `keep_led`: what woke it waits for a leader.
+            let _ = raft.trigger().elect(true).await;
+        }
+        tracing::debug!(group = %self.id, "woken");
+        Ok(())
+    }
+
+    /// Marks the member stopped for good (never woken again): its instance, if running, for the
+    /// caller to shut down.
+    pub(super) async fn stop_for_good(&self) -> Option<GroupRaft> {
+        let _waking = self.restart.waking.lock().await;
+        self.restart.stopped.store(true, Ordering::Relaxed);
+        self.live()
+    }
+}
+
+/// The node's endpoint for a group's member: requests of other members wake it.
+pub(super) fn endpoint(group: &Arc<Group>) -> Arc<dyn GroupEndpoint> {
+    Arc::new(Endpoint(Arc::downgrade(group)))
+}
+
+struct Endpoint(Weak<Group>);
+
+fn gone() -> String {
+    "the group's member has stopped".into()
+}
+
+impl GroupEndpoint for Endpoint {
+    fn raft(&self, rpc: RaftRpc) -> BoxFuture<'static, Result<RaftReply, String>> {
+        let group = self.0.clone();
+        Box::pin(async move {
+            let group = group.upgrade().ok_or_else(gone)?;
+            let (_in_use, raft) = group.running().await.map_err(|e| e.to_string())?;
+            GroupEndpoint::raft(&raft, rpc).await
+        })
+    }
+
+    fn propose(&self, proposal: Proposal) -> BoxFuture<'static, Result<u64, ProposeRefused>> {
+        let group = self.0.clone();
+        Box::pin(async move {
+            let group = group
+                .upgrade()
+                .ok_or_else(|| ProposeRefused::Failed(gone()))?;
+            let (_in_use, raft) = group
+                .running()
+                .await
+                .map_err(|e| ProposeRefused::Failed(e.to_string()))?;
+            GroupEndpoint::propose(&raft, proposal).await
+        })
+    }
+
+    fn wait_applied(&self, index: u64, within: Duration) -> BoxFuture<'static, bool> {
+        let group = self.0.clone();
+        Box::pin(async move {
+            let Some(group) = group.upgrade() else {
+                return false;
+            };
+            // A dormant member has applied everything it has.
+            if group.log_figures().applied >= Some(index) {
+                return true;
+            }
+            let applied = match group.running().await {
+                Ok((_in_use, raft)) => GroupEndpoint::wait_applied(&raft, index, within).await,
+                Err(_) => false,
+            };
+            applied
+        })
+    }
+
+    fn figures(&self) -> LogFigures {
+        self.0
+            .upgrade()
+            .map(|g| g.log_figures())
+            .unwrap_or_default()
+    }
+
+    fn transfer_leader(&self, to: NodeId) -> BoxFuture<'static, Result<(), String>> {
+        let group = self.0.clone();
+        Box::pin(async move {
+            let group = group.upgrade().ok_or_else(gone)?;
+            let (_in_use, raft) = group.running().await.map_err(|e| e.to_string())?;
+            GroupEndpoint::transfer_leader(&raft, to).await
+        })
+    }
+
+    fn leader(&self) -> Option<NodeId> {
+        self.0.upgrade()?.with_metrics(|m| m.current_leader)
+    }
+}
