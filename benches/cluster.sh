@@ -13,7 +13,9 @@
 # shows medians of consumed msg/s and the forwarded/single ratio.
 #
 # Environment: DURATION=10 (seconds per run), ROUNDS=3, IDLE_QUEUES=1000, IDLE_SECONDS=30,
-# IDLE_QUEUE_TYPE=classic (or quorum: each idle queue a Raft group on three nodes),
+# IDLE_QUEUE_TYPE=classic (or quorum: each idle queue a Raft group on three nodes; its members go
+# dormant after WARREN_QUORUM_DORMANT_AFTER ms idle, 30,000 by default: memory is measured again
+# after IDLE_SECONDS),
 # WARREN_BIN (default: cargo build --release, then target/release/warren; also the load
 # generator), KEEP_TMP=1 (keep logs). Everything it starts is stopped on exit.
 set -euo pipefail
@@ -104,13 +106,14 @@ ticks() { for p in "${PIDS[@]}"; do awk '{print $14 + $15}' "/proc/$p/stat"; don
 before="$(ticks)"
 sleep "$IDLE_SECONDS"
 after="$(ticks)"
+rss_idle="$(rss_kib)"
 hz="$(getconf CLK_TCK)"
 idle_pct="$(python3 -c "print(round(100 * ($after - $before) / $hz / $IDLE_SECONDS, 2))")"
 
 python3 - "$DURATION" "${SINGLE[*]}" "${FORWARDED[*]}" "$IDLE_QUEUES" "$IDLE_SECONDS" "$idle_pct" \
-  "$IDLE_QUEUE_TYPE" "$rss_before" "$rss_after" <<'PY'
+  "$IDLE_QUEUE_TYPE" "$rss_before" "$rss_after" "$rss_idle" <<'PY'
 import statistics, sys
-duration, single, forwarded, queues, seconds, idle, kind, rss_before, rss_after = sys.argv[1:]
+duration, single, forwarded, queues, seconds, idle, kind, rss_before, rss_after, rss_idle = sys.argv[1:]
 single = [int(x) for x in single.split()]
 forwarded = [int(x) for x in forwarded.split()]
 s, f = statistics.median(single), statistics.median(forwarded)
@@ -123,4 +126,6 @@ print()
 print(f"idle: {queues} {kind} queues on 3 nodes, no traffic: {idle}% of one core over {seconds} s (3 processes together)")
 per_queue = (int(rss_after) - int(rss_before)) / int(queues)
 print(f"memory: {per_queue:.1f} KiB per {kind} queue (resident, the three processes together, after - before declaring)")
+per_queue_idle = (int(rss_idle) - int(rss_before)) / int(queues)
+print(f"memory after {seconds} s idle: {per_queue_idle:.1f} KiB per {kind} queue (quorum members go dormant after --quorum-dormant-after)")
 PY

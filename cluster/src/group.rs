@@ -758,8 +758,9 @@ impl Group {
     /// reachable members try an election in turn, in the order of `preference` (member names;
     /// the others after them by name), the first at once and each next one a `check` later, so
     /// that they do not split the vote. A member idle for [`Timing::dormant_after`] goes
-    /// dormant (see [`dormant`]); a dormant one is not checked (it looks again once woken). It
-    /// holds the group weakly, and ends once the group is dropped or shut down.
+    /// dormant (see [`dormant`]); a dormant one only looks whether the node of the leader it
+    /// knew is still reachable (if not, it wakes and elects another). It holds the group
+    /// weakly, and ends once the group is dropped or shut down.
     pub async fn keep_led(group: std::sync::Weak<Group>, check: Duration, preference: Vec<String>) {
         loop {
             tokio::time::sleep(check).await;
@@ -770,10 +771,16 @@ impl Group {
                 if this.restart.stopped() {
                     return;
                 }
-                continue;
+                if !this.leader_gone() {
+                    continue;
+                }
+                // Woken to elect another among those left, as RabbitMQ's followers do when
+                // their leader's node goes, idle or not.
+                if this.running().await.is_err() {
+                    continue;
+                }
             }
-            if this.quiet_down_when_idle(check) {
-                this.go_dormant().await;
+            if this.quiet_down_when_idle(check) && this.go_dormant().await {
                 continue;
             }
             if !this.lead_or_elect(check, &preference).await {
@@ -846,6 +853,15 @@ impl Group {
             Some(raft) => raft.trigger().elect(true).await.is_ok(),
             None => true,
         }
+    }
+
+    /// Whether the other member that led when this one went dormant is on a node whose link is
+    /// down.
+    fn leader_gone(&self) -> bool {
+        self.restart
+            .leader_before()
+            .and_then(|id| self.member_name(id))
+            .is_some_and(|name| !self.node.link().is_connected(&name))
     }
 
     /// Whether the leader this member knows is itself or a node whose link is up.

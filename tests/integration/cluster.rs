@@ -2988,9 +2988,9 @@ async fn acks_in_flight_to_a_leader_cut_off_are_applied_through_the_next() {
         .close(200, "done".into())
         .await
         .expect("close");
-    for node in [&n1, &n2, &n3] {
+    for (name, node) in [("n1", &n1), ("n2", &n2), ("n3", &n3)] {
         eventually(
-            "every member holds the queue empty",
+            &format!("{name} holds the queue empty"),
             || queue_counts(node, "qacks"),
             |c| *c == (0, 0, 0),
         );

@@ -3,14 +3,16 @@
 //! machine and what it knew (its metrics, frozen), until something uses it again: a proposal of
 //! its own, or a request of another member's (the node's endpoint for the group wakes it). Woken,
 //! it starts a Raft instance again from its log, with the state machine it kept (nothing is
-//! applied again); a member that led stands for election at once (its followers, woken by its
-//! pre-vote, know no leader and grant it), and a follower sends its proposals to the leader it
-//! knew, which wakes that one.
+//! applied again). A member that led leads again at once (openraft restores a leader whose vote
+//! was committed; its followers, woken by its appends, take them in the same term), and a
+//! follower sends its proposals to the leader it knew, which wakes that one.
 //!
-//! Only a member with everything applied and a leader goes dormant, never while a caller uses its
+//! Only a member with everything applied and a leader goes dormant (a leader only once every
+//! follower has everything too: one down keeps it awake), never while a caller uses its
 //! instance (callers hold an [`InUse`] while they do; a member going dormant waits for none).
-//! Nothing watches a dormant group: a member whose node went down meanwhile is found out when the
-//! group wakes (its election, its consumers' node seen down).
+//! A dormant follower whose leader's node goes wakes and elects another (see
+//! [`Group::keep_led`]); the application's own watch of nodes (a consumer's node gone) wakes the
+//! group by proposing.
 
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, Weak};
@@ -26,8 +28,11 @@ use crate::log_store::{LogDb, LogStore};
 use crate::network::GroupNetwork;
 use crate::node::GroupEndpoint;
 use crate::state_machine::StateMachine;
-use crate::types::{NodeId, Proposal, TypeConfig};
+use crate::types::{LogId, NodeId, Proposal, TypeConfig};
 use crate::ClusterError;
+
+/// How long a woken member that led waits to lead again (restored, and acknowledged by a quorum).
+const RESTORED_WITHIN: Duration = Duration::from_secs(2);
 
 /// A member's Raft instance, or what it knew when it went dormant.
 pub(super) enum Instance {
@@ -47,10 +52,10 @@ pub(super) struct Restart {
     in_use: AtomicUsize,
     /// Held while the member goes dormant, wakes, or stops.
     waking: tokio::sync::Mutex<()>,
-    /// It led when it went dormant.
-    led: AtomicBool,
     /// The leader it knew when it went dormant, if another member.
     leader_before: Mutex<Option<NodeId>>,
+    /// This member led when it went dormant.
+    led: AtomicBool,
     stopped: AtomicBool,
 }
 
@@ -68,8 +73,8 @@ impl Restart {
             dormant_after,
             in_use: AtomicUsize::new(0),
             waking: tokio::sync::Mutex::new(()),
-            led: AtomicBool::new(false),
             leader_before: Mutex::new(None),
+            led: AtomicBool::new(false),
             stopped: AtomicBool::new(false),
         }
     }
@@ -140,24 +145,35 @@ impl Group {
         Ok((in_use, raft))
     }
 
-    /// Stops its Raft instance, if nothing uses it, everything is applied and it knows a leader.
-    pub(super) async fn go_dormant(&self) {
+    /// Stops its Raft instance, if nothing uses it, everything is applied and it knows a leader:
+    /// whether it did.
+    pub(super) async fn go_dormant(&self) -> bool {
         let _waking = self.restart.waking.lock().await;
         let raft = {
             let mut instance = self.instance.write().unwrap_or_else(|e| e.into_inner());
             let Instance::Running(raft) = &*instance else {
-                return;
+                return false;
             };
             if self.restart.in_use.load(Ordering::SeqCst) > 0 || self.restart.stopped() {
-                return;
+                return false;
             }
             let metrics = raft.metrics().borrow_watched().clone();
             let applied = metrics.last_applied.map(|id| id.index);
             let Some(leader) = metrics.current_leader else {
-                return;
+                return false;
             };
             if applied != metrics.last_log_index {
-                return;
+                return false;
+            }
+            // A leader whose follower lags (back from a cut, say) replicates to it first:
+            // dormant, it would leave it behind until the queue is used again.
+            let caught_up = |replication: &std::collections::BTreeMap<NodeId, Option<LogId>>| {
+                replication
+                    .values()
+                    .all(|matched| matched.map(|id| id.index) == metrics.last_log_index)
+            };
+            if leader == self.me && !metrics.replication.as_ref().is_some_and(caught_up) {
+                return false;
             }
             self.restart.led.store(leader == self.me, Ordering::Relaxed);
             *self
@@ -171,6 +187,7 @@ impl Group {
         };
         let _ = raft.shutdown().await;
         tracing::debug!(group = %self.id, "dormant");
+        true
     }
 
     /// Starts its Raft instance again (if it is dormant) from its log and kept state machine.
@@ -202,11 +219,27 @@ impl Group {
             raft.runtime_config().tick(true);
         }
         self.idle_checks.store(0, Ordering::Relaxed);
-        *self.instance.write().unwrap_or_else(|e| e.into_inner()) = Instance::Running(raft.clone());
         if self.restart.led.load(Ordering::Relaxed) {
-            // Rather than after a check of `keep_led`: what woke it waits for a leader.
-            let _ = raft.trigger().elect(true).await;
+            // Restored as leader by the instance's start (its metrics show it a moment later),
+            // it takes writes once a quorum has acknowledged it again (its lease): what woke it
+            // may be a proposal only the leader makes. Its heartbeat wakes the followers.
+            let restored = async {
+                let _ = raft
+                    .wait(None)
+                    .state(openraft::ServerState::Leader, "leader restored")
+                    .await;
+                let _ = raft.trigger().heartbeat().await;
+                let _ = raft
+                    .wait(None)
+                    .metrics(
+                        |m| m.last_quorum_acked.is_some(),
+                        "acknowledged by a quorum",
+                    )
+                    .await;
+            };
+            let _ = tokio::time::timeout(RESTORED_WITHIN, restored).await;
         }
+        *self.instance.write().unwrap_or_else(|e| e.into_inner()) = Instance::Running(raft.clone());
         tracing::debug!(group = %self.id, "woken");
         Ok(())
     }

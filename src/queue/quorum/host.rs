@@ -328,6 +328,7 @@ pub fn spawn(
             retry: Vec::new(),
             retry_at: None,
             dropped,
+            gone_proposed: HashMap::new(),
             enqueuer: replication.process + MEMBERS_STARTED.fetch_add(1, Ordering::Relaxed),
             next_seq: 1,
             sent_enqueues: BTreeMap::new(),
@@ -639,6 +640,9 @@ struct Member {
     retry_at: Option<tokio::time::Instant>,
     /// See [`crate::queue::MemberControl::dropped`].
     dropped: Arc<tokio::sync::Notify>,
+    /// The nodes whose consumers this member, leading, proposed gone, by proposal number: a
+    /// suspect again if the proposal fails (a leader that lost its leadership meanwhile).
+    gone_proposed: HashMap<u64, NodeId>,
     /// This member's enqueuer id in the state (see [`super::machine::EnqueuerId`]) and the
     /// number of its next enqueue.
     enqueuer: u64,
@@ -1020,11 +1024,17 @@ impl Member {
         if let Some(waiter) = waiter {
             self.waiting.insert(proposal.number, waiter);
         }
-        if matches!(
-            command,
-            QuorumCommand::Settle { .. } | QuorumCommand::Cancel { .. }
-        ) {
-            self.must_apply.insert(proposal.number, command);
+        match command {
+            QuorumCommand::Settle { .. } | QuorumCommand::Cancel { .. } => {
+                self.must_apply.insert(proposal.number, command);
+            }
+            QuorumCommand::ConsumersGone {
+                node,
+                process: u64::MAX,
+            } if leader_only => {
+                self.gone_proposed.insert(proposal.number, node);
+            }
+            _ => {}
         }
         if self.proposals.send((proposal, leader_only)).is_ok() {
             self.in_flight += 1;
@@ -1034,6 +1044,11 @@ impl Member {
     /// The proposal in flight is committed (or failed: its waiter is told); the next goes.
     fn on_done(&mut self, number: u64, ok: bool) {
         self.in_flight = self.in_flight.saturating_sub(1);
+        let gone = self.gone_proposed.remove(&number);
+        if let (false, Some(node)) = (ok, gone) {
+            // Proposed again at the next check, by whichever member leads then.
+            self.suspects.insert(node);
+        }
         if !ok {
             if let Some(seq) = self.sent_enqueue_of(number) {
                 // Perhaps committed after all: proposed again, the state applies it once.
