@@ -575,6 +575,19 @@ async fn confirm_channel(conn: &lapin::Connection) -> lapin::Channel {
     ch
 }
 
+/// Publishes messages numbered `numbers` (each `size` bytes, persistent) to `queue` through the
+/// default exchange, each confirmed before the next.
+async fn publish_numbered(
+    ch: &lapin::Channel,
+    queue: &str,
+    numbers: std::ops::Range<usize>,
+    size: usize,
+) {
+    for i in numbers {
+        publish_confirmed(ch, "", queue, &crate::common::numbered_body(i, size), true).await;
+    }
+}
+
 async fn publish_confirmed(
     ch: &lapin::Channel,
     exchange: &str,
@@ -1145,9 +1158,7 @@ async fn a_queue_on_another_node_shows_its_home_nodes_counts_and_rates() {
     declare_durable(&n1, "counted").await;
     let c1 = n1.connect().await;
     let ch = confirm_channel(&c1).await;
-    for i in 0..20 {
-        publish_confirmed(&ch, "", "counted", &numbered_body(i, 64), true).await;
-    }
+    publish_numbered(&ch, "counted", 0..20, 64).await;
     let (_consumer, _) = consume_acking(&ch, "counted", "acking", 20).await;
     let seen = |node: &ChildBroker| {
         let (_, q) = api(node, "GET", "/api/queues/%2F/counted", None);
@@ -1161,9 +1172,7 @@ async fn a_queue_on_another_node_shows_its_home_nodes_counts_and_rates() {
     let publishing = {
         let ch = ch.clone();
         tokio::spawn(async move {
-            for i in 20..2000 {
-                publish_confirmed(&ch, "", "counted", &numbered_body(i, 64), true).await;
-            }
+            publish_numbered(&ch, "counted", 20..2000, 64).await;
         })
     };
     eventually(
@@ -1982,9 +1991,7 @@ async fn a_quorum_queue_keeps_its_confirmed_messages_when_a_member_is_killed() {
     declare_quorum(&c1, "qq").await;
     let c2 = n2.connect().await;
     let ch2 = confirm_channel(&c2).await;
-    for i in 0..N {
-        publish_confirmed(&ch2, "", "qq", &crate::common::numbered_body(i, 64), true).await;
-    }
+    publish_numbered(&ch2, "qq", 0..N, 64).await;
     let c3 = n3.connect().await;
     for conn in [&c1, &c2, &c3] {
         eventually_async(
@@ -2079,9 +2086,7 @@ async fn a_quorum_queue_keeps_its_confirmed_messages_when_a_member_is_killed() {
         .expect("cancel");
     drop(consumer);
     // New publishes are confirmed without n1.
-    for i in N..N + 50 {
-        publish_confirmed(&ch2, "", "qq", &crate::common::numbered_body(i, 64), true).await;
-    }
+    publish_numbered(&ch2, "qq", N..N + 50, 64).await;
     eventually_async(|| async { passive(&c3, "qq").await.ok() }, Some((50, 0))).await;
 
     let n1 = cluster.start(0);
@@ -2104,9 +2109,7 @@ async fn a_quorum_queue_consumer_killed_with_its_node_gives_its_deliveries_back(
     let c1 = n1.connect().await;
     declare_quorum(&c1, "qq").await;
     let ch1 = confirm_channel(&c1).await;
-    for i in 0..N {
-        publish_confirmed(&ch1, "", "qq", &crate::common::numbered_body(i, 32), true).await;
-    }
+    publish_numbered(&ch1, "qq", 0..N, 32).await;
     // n3's consumer takes 20 and acks none.
     let c3 = n3.connect().await;
     let ch3 = crate::common::lapin_channel(&c3).await;
@@ -2359,9 +2362,7 @@ async fn dormant_quorum_queues_wake_for_publishers_and_consumers() {
     declare_quorum(&c1, "sleepy").await;
     let all = ["n1", "n2", "n3"];
     let ch1 = confirm_channel(&c1).await;
-    for i in 0..10 {
-        publish_confirmed(&ch1, "", "sleepy", &numbered_body(i, 128), true).await;
-    }
+    publish_numbered(&ch1, "sleepy", 0..10, 128).await;
     eventually(
         "all three dormant",
         || dormant_members(&n1, "sleepy"),
@@ -2380,9 +2381,7 @@ async fn dormant_quorum_queues_wake_for_publishers_and_consumers() {
         |d| *d == all,
     );
     let ch2 = confirm_channel(&n2.connect().await).await;
-    for i in 10..20 {
-        publish_confirmed(&ch2, "", "sleepy", &numbered_body(i, 128), true).await;
-    }
+    publish_numbered(&ch2, "sleepy", 10..20, 128).await;
     seen.extend(take_numbers(&mut consumer, 10).await);
     drop((consumer, ch3, c3));
     eventually(
@@ -2403,9 +2402,7 @@ async fn dormant_quorum_queues_wake_for_publishers_and_consumers() {
     nodes[victim].take().expect("running").kill9();
     let via = nodes.iter().flatten().next().expect("a node left");
     let ch = confirm_channel(&via.connect().await).await;
-    for i in 20..30 {
-        publish_confirmed(&ch, "", "sleepy", &numbered_body(i, 128), true).await;
-    }
+    publish_numbered(&ch, "sleepy", 20..30, 128).await;
     let drained = via.drain("sleepy").await;
     let numbers: Vec<usize> = drained.iter().map(|(b, _)| body_number(b)).collect();
     assert_eq!(numbers, (20..30).collect::<Vec<_>>());
@@ -2490,9 +2487,7 @@ async fn a_policy_set_after_declare_applies_to_a_quorum_queue_on_every_member() 
         || api(&n2, "GET", "/api/queues/%2F/qpolicy", None).1["policy"].clone(),
         |policy| policy == "short",
     );
-    for i in 0..10 {
-        publish_confirmed(&ch2, "", "qpolicy", &numbered_body(i, 64), true).await;
-    }
+    publish_numbered(&ch2, "qpolicy", 0..10, 64).await;
     for node in [&n1, &n2, &n3] {
         eventually(
             "every member holds the last five",
@@ -2510,9 +2505,7 @@ async fn a_policy_set_after_declare_applies_to_a_quorum_queue_on_every_member() 
         || api(&n2, "GET", "/api/queues/%2F/qpolicy", None).1["policy"].clone(),
         |policy| policy.is_null() || policy == "",
     );
-    for i in 10..20 {
-        publish_confirmed(&ch2, "", "qpolicy", &numbered_body(i, 64), true).await;
-    }
+    publish_numbered(&ch2, "qpolicy", 10..20, 64).await;
     eventually(
         "the queue takes ten again",
         || queue_counts(&n1, "qpolicy"),
@@ -2610,9 +2603,7 @@ async fn a_non_member_reaches_a_quorum_queue_through_another_member_when_one_goe
     );
     let c4 = n4.connect().await;
     let ch4 = confirm_channel(&c4).await;
-    for i in 0..N {
-        publish_confirmed(&ch4, "", "qfar", &numbered_body(i, 64), true).await;
-    }
+    publish_numbered(&ch4, "qfar", 0..N, 64).await;
     drop(c1);
     n1.kill9();
     // n4's proxy moves to another member: its publishes are confirmed again.
@@ -2665,9 +2656,7 @@ async fn a_deleted_quorum_queue_is_gone_from_every_node() {
     for round in 0..8 {
         let queue = format!("qdel-{round}");
         declare_quorum(&n1.connect().await, &queue).await;
-        for i in 0..20 {
-            publish_confirmed(&ch2, "", &queue, &numbered_body(i, 64), true).await;
-        }
+        publish_numbered(&ch2, &queue, 0..20, 64).await;
         let (status, body) = api(&n1, "DELETE", &format!("/api/queues/%2F/{queue}"), None);
         assert_eq!(status, 204, "round {round}: {body}");
         for node in [&n1, &n2, &n3] {
@@ -2690,9 +2679,7 @@ async fn an_idle_quorum_queue_goes_on_serving() {
     let c1 = n1.connect().await;
     declare_quorum(&c1, "qidle").await;
     let ch1 = confirm_channel(&c1).await;
-    for i in 0..5 {
-        publish_confirmed(&ch1, "", "qidle", &numbered_body(i, 64), true).await;
-    }
+    publish_numbered(&ch1, "qidle", 0..5, 64).await;
     tokio::time::sleep(Duration::from_secs(8)).await;
     for (i, node) in [&n1, &n2, &n3].into_iter().enumerate() {
         let conn = node.connect().await;
@@ -2783,9 +2770,7 @@ async fn a_member_cut_off_and_back_leaves_the_majoritys_consumers_alone() {
         let from = confirmed;
         confirmed += count;
         async move {
-            for i in from..from + count {
-                publish_confirmed(&ch, "", "qcut", &numbered_body(i, 64), true).await;
-            }
+            publish_numbered(&ch, "qcut", from..from + count, 64).await;
         }
     };
     publish_some(100).await;
@@ -2855,9 +2840,7 @@ async fn a_cut_off_frozen_members_consumer_gives_back_what_it_held() {
     let c1 = n1.connect().await;
     declare_quorum(&c1, "qheld").await;
     let ch = confirm_channel(&c1).await;
-    for i in 0..HELD as usize {
-        publish_confirmed(&ch, "", "qheld", &numbered_body(i, 64), true).await;
-    }
+    publish_numbered(&ch, "qheld", 0..HELD as usize, 64).await;
     let c3 = n3.connect().await;
     let (holder_channel, mut holder, held) = hold_unacked(&c3, "qheld", "holder", HELD).await;
     let received = Arc::new(Mutex::new(Vec::new()));
@@ -2883,9 +2866,7 @@ async fn a_cut_off_frozen_members_consumer_gives_back_what_it_held() {
     let mut confirmed = HELD as usize;
     cluster.cut_off_last(true);
     n3.signal("STOP");
-    for i in confirmed..confirmed + 100 {
-        publish_confirmed(&ch, "", "qheld", &numbered_body(i, 64), true).await;
-    }
+    publish_numbered(&ch, "qheld", confirmed..confirmed + 100, 64).await;
     confirmed += 100;
     eventually(
         "the held ones given to the majority's consumers",
@@ -2909,9 +2890,7 @@ async fn a_cut_off_frozen_members_consumer_gives_back_what_it_held() {
     for delivery in held {
         let _ = delivery.ack(Default::default()).await;
     }
-    for i in confirmed..confirmed + 100 {
-        publish_confirmed(&ch, "", "qheld", &numbered_body(i, 64), true).await;
-    }
+    publish_numbered(&ch, "qheld", confirmed..confirmed + 100, 64).await;
     confirmed += 100;
     eventually(
         "every confirmed message consumed",
@@ -2962,9 +2941,7 @@ async fn acks_in_flight_to_a_leader_cut_off_are_applied_through_the_next() {
     declare_quorum(&c3, "qacks").await;
     leader_among(&n1, "qacks", &["n3"]);
     let ch = confirm_channel(&c3).await;
-    for i in 0..HELD as usize {
-        publish_confirmed(&ch, "", "qacks", &numbered_body(i, 64), true).await;
-    }
+    publish_numbered(&ch, "qacks", 0..HELD as usize, 64).await;
     // A consumer on n1 holding every message, unacked.
     let c1 = n1.connect().await;
     let (holder_channel, _holder, held) = hold_unacked(&c1, "qacks", "holder", HELD).await;
@@ -3086,9 +3063,7 @@ async fn a_member_down_while_its_quorum_queue_is_deleted_drops_its_log_when_back
     declare_quorum(&c1, "kept").await;
     let ch = confirm_channel(&c1).await;
     for q in ["doomed", "kept"] {
-        for i in 0..50 {
-            publish_confirmed(&ch, "", q, &numbered_body(i, 1024), true).await;
-        }
+        publish_numbered(&ch, q, 0..50, 1024).await;
     }
     eventually(
         "n3 holds both queues",
@@ -3150,9 +3125,7 @@ async fn a_consume_without_a_majority_of_members_times_out_rather_than_not_found
     // 541 closes the connection (as RabbitMQ's does).
     let c1 = n1.connect().await;
     let ch = confirm_channel(&c1).await;
-    for i in 0..10 {
-        publish_confirmed(&ch, "", "qalone", &numbered_body(i, 32), true).await;
-    }
+    publish_numbered(&ch, "qalone", 0..10, 32).await;
     eventually(
         "the refused consumer gone, the messages ready",
         || queue_counts(&n1, "qalone"),
@@ -3265,9 +3238,7 @@ async fn members_removed_or_added_while_their_node_is_down_settle_when_it_is_bac
     declare_quorum_on_two(&c1, "grows", &n1).await;
     let ch = confirm_channel(&c1).await;
     for q in ["shrunk", "grows"] {
-        for i in 0..50 {
-            publish_confirmed(&ch, "", q, &numbered_body(i, 512), true).await;
-        }
+        publish_numbered(&ch, q, 0..50, 512).await;
     }
     eventually(
         "n3 holds shrunk",
@@ -3287,9 +3258,7 @@ async fn members_removed_or_added_while_their_node_is_down_settle_when_it_is_bac
         |m| *m == ["n1", "n2"],
     );
     for q in ["shrunk", "grows"] {
-        for i in 50..100 {
-            publish_confirmed(&ch, "", q, &numbered_body(i, 512), true).await;
-        }
+        publish_numbered(&ch, q, 50..100, 512).await;
     }
 
     let n3 = cluster.start(2);
@@ -3337,9 +3306,7 @@ async fn quorum_queue_members_are_added_and_removed_without_losing_a_message() {
     let c1 = n1.connect().await;
     declare_quorum_on_two(&c1, "grown", &n3).await;
     let ch1 = confirm_channel(&c1).await;
-    for i in 0..N {
-        publish_confirmed(&ch1, "", "grown", &numbered_body(i, 256), true).await;
-    }
+    publish_numbered(&ch1, "grown", 0..N, 256).await;
     let mut holder = take_unacked(&c1, "grown", "holder", HELD).await;
     // Through n3 (a proxy, then a member) and on, while the members change.
     let publishing = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true));
@@ -3461,9 +3428,7 @@ async fn quorum_queues_shrink_and_grow_through_ctl() {
     let ch1 = confirm_channel(&c1).await;
     for q in ["g.one", "g.two", "other"] {
         declare_quorum(&c1, q).await;
-        for i in 0..N {
-            publish_confirmed(&ch1, "", q, &numbered_body(i, 64), true).await;
-        }
+        publish_numbered(&ch1, q, 0..N, 64).await;
     }
     let all = ["n1", "n2", "n3"];
     for q in ["g.one", "g.two", "other"] {
@@ -3587,9 +3552,7 @@ async fn at_least_once_dead_letters_wait_for_a_queue_through_a_leader_change() {
         ch1.queue_declare(queue.into(), durable(), args)
             .await
             .expect("declare");
-        for i in 0..N {
-            publish_confirmed(&ch1, "", queue, &numbered_body(i, 64), true).await;
-        }
+        publish_numbered(&ch1, queue, 0..N, 64).await;
         // Every message rejected without requeue: dead-lettered to a queue not there yet.
         let ch = crate::common::lapin_channel(&c1).await;
         for _ in 0..N {
