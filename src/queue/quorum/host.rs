@@ -1066,8 +1066,7 @@ impl Member {
             tracing::debug!(queue = %self.handle.name, "proposed again later: {command:?}");
             let waiter = self.waiting.remove(&number);
             self.retry.push((command, waiter));
-            self.retry_at
-                .get_or_insert_with(|| tokio::time::Instant::now() + RETRY_AFTER);
+            self.retry_later();
         } else if !ok {
             if let Some(waiter) = self.waiting.remove(&number) {
                 if let Waiter::Consume { consumer, .. } = &waiter {
@@ -1124,12 +1123,17 @@ impl Member {
             .map(|(seq, _)| *seq)
     }
 
+    /// What failed is proposed again [`RETRY_AFTER`] from now, unless a retry is due already.
+    fn retry_later(&mut self) {
+        self.retry_at
+            .get_or_insert_with(|| tokio::time::Instant::now() + RETRY_AFTER);
+    }
+
     /// Enqueue `seq` is to be proposed again at the next retry.
     fn enqueue_again(&mut self, seq: u64) {
         if let Some(sent) = self.sent_enqueues.get_mut(&seq) {
             sent.again = true;
-            self.retry_at
-                .get_or_insert_with(|| tokio::time::Instant::now() + RETRY_AFTER);
+            self.retry_later();
         }
     }
 
@@ -1155,18 +1159,17 @@ impl Member {
         self.sent_bytes -= sent.bytes;
         if self.sent_enqueues.values().any(|sent| sent.again) {
             // Those after it that waited for it to be applied.
-            self.retry_at
-                .get_or_insert_with(|| tokio::time::Instant::now() + RETRY_AFTER);
+            self.retry_later();
         }
-        let Some(Waiter::Confirms(confirms)) = sent.waiter else {
-            return;
-        };
-        for (i, confirm) in confirms.into_iter().enumerate() {
-            if let Some(confirm) = confirm {
-                // A duplicate's first application was not seen here: it was applied.
-                let refused = taken.as_ref().and_then(|t| t.get(i)) == Some(&Taken::Refused);
-                confirm.answer(!refused);
+        match (sent.waiter, taken) {
+            (Some(waiter), Some(taken)) => self.answer(waiter, Answer::Enqueued(taken)),
+            // A duplicate's first application was not seen here: it was applied.
+            (Some(Waiter::Confirms(confirms)), None) => {
+                for confirm in confirms.into_iter().flatten() {
+                    confirm.answer(true);
+                }
             }
+            _ => {}
         }
     }
 
