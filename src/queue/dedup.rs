@@ -135,9 +135,14 @@ impl DedupCache {
         if self.seen.get(&key).is_some_and(|expiry| *expiry > now) {
             return true;
         }
-        let expiry = self.ttl_ms.map_or(NEVER, |ttl| now.saturating_add(ttl));
+        let expiry = self.expiry_of(now);
         self.remember(key, now, expiry);
         false
+    }
+
+    /// When an id remembered at `at` is forgotten.
+    pub fn expiry_of(&self, at: u64) -> u64 {
+        self.ttl_ms.map_or(NEVER, |ttl| at.saturating_add(ttl))
     }
 
     /// Takes back what the store held: (id, remembered at, expires at), oldest first.

@@ -120,6 +120,7 @@ fn remembered_ids(
     };
     let mut from = by_count.max(by_age).max(figures.first_offset);
     while from < figures.end_offset {
+        let mut ids = Vec::new();
         let end = reader.read_stamped(from, APPEND_MESSAGES, APPEND_BYTES, |_, at, entry| {
             let Ok(parts) = MessageParts::decode(entry) else {
                 return;
@@ -127,12 +128,10 @@ fn remembered_ids(
             let view = PropertiesView::parse(parts.properties).unwrap_or_default();
             if let Some(key) = cache.key_of(&view) {
                 let at = u64::try_from(at).unwrap_or(0);
-                let expiry = settings
-                    .ttl_ms
-                    .map_or(u64::MAX, |ttl| at.saturating_add(ttl));
-                cache.restore(vec![(key, at, expiry)], now);
+                ids.push((key, at, cache.expiry_of(at)));
             }
         })?;
+        cache.restore(ids, now);
         if end.next <= from {
             break;
         }
