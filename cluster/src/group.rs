@@ -316,11 +316,6 @@ impl Group {
         &self.id
     }
 
-    /// Its Raft instance, unless it is dormant.
-    pub fn raft(&self) -> Option<GroupRaft> {
-        self.live()
-    }
-
     /// A proposal of this node's, numbered: the applier knows it by (origin, number).
     pub fn proposal(&self, payload: Vec<u8>) -> Proposal {
         Proposal {

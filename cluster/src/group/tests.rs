@@ -531,7 +531,7 @@ async fn dormant_members_wake_when_used_and_apply_nothing_twice() {
         .iter()
         .position(|m| m.group.log_figures().role == "leader")
         .expect("the leader as it was");
-    assert!(members.iter().all(|m| m.group.raft().is_none()));
+    assert!(members.iter().all(|m| m.group.live().is_none()));
     let follower = (leader + 1) % 3;
     propose(&members[follower], 2).await.unwrap();
     until("every member applied both", || {
