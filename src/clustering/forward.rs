@@ -626,6 +626,27 @@ impl Forwarding {
             }
             // Taken in order with the publishes, before it reaches here.
             Forward::Cancel { .. } => Reply::Done,
+            Forward::ReadStream {
+                queue,
+                from,
+                max_bytes,
+            } => match self.queue(&queue).and_then(|q| q.stream_reader()) {
+                Some(reader) => {
+                    let read = tokio::task::spawn_blocking(move || {
+                        crate::queue::stream::read_for_replica(&reader, from, max_bytes)
+                    })
+                    .await;
+                    match read {
+                        Ok(Ok(reply)) => reply,
+                        Ok(Err(e)) => {
+                            tracing::warn!(queue = %queue.name, "stream not read for a member: {e}");
+                            Reply::Gone
+                        }
+                        Err(_) => Reply::Gone,
+                    }
+                }
+                None => Reply::Gone,
+            },
         }
     }
 }

@@ -264,6 +264,7 @@ fn queue_json(s: &QueueSnapshot, node: &str) -> Value {
             json!(stats.held_dead_letter_bytes),
         );
     }
+    let replicated = replica.is_some();
     if let (Some(r), Some(map)) = (replica, out.as_object_mut()) {
         map.insert("leader".into(), json!(r.leader));
         map.insert("members".into(), json!(r.members));
@@ -273,9 +274,12 @@ fn queue_json(s: &QueueSnapshot, node: &str) -> Value {
         map.insert("members".into(), json!(members));
     }
     if let (Some(f), Some(map)) = (q.stream_figures(), out.as_object_mut()) {
-        // A stream on one node: RabbitMQ's members and readers, and Warren's figures of its log.
-        map.insert("members".into(), json!([node]));
-        map.insert("online".into(), json!([node]));
+        // A stream on one node: RabbitMQ's members and readers; and Warren's figures of its
+        // log (a replicated stream's: of its copy here).
+        if !replicated {
+            map.insert("members".into(), json!([node]));
+            map.insert("online".into(), json!([node]));
+        }
         map.insert("readers".into(), json!({ node.as_str(): stats.consumers }));
         map.insert("first_offset".into(), json!(f.first_offset));
         map.insert("committed_offset".into(), json!(f.end_offset));

@@ -420,6 +420,8 @@ impl QueueArgs {
 pub struct StreamArgs {
     pub max_age_ms: Option<u64>,
     pub max_segment_bytes: Option<u64>,
+    /// `x-initial-cluster-size`: on how many nodes a stream in a cluster is replicated.
+    pub initial_cluster_size: Option<u32>,
 }
 
 impl StreamArgs {
@@ -434,6 +436,10 @@ impl StreamArgs {
             max_segment_bytes: get("x-stream-max-segment-size-bytes")
                 .and_then(integer)
                 .and_then(|n| u64::try_from(n).ok()),
+            initial_cluster_size: get("x-initial-cluster-size")
+                .and_then(integer)
+                .filter(|n| *n > 0)
+                .map(group_size),
         }
     }
 }

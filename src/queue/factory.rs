@@ -67,6 +67,17 @@ impl Placement {
     }
 }
 
+/// The members of a stream declared on `home`: `x-initial-cluster-size` nodes (three by
+/// default, at most the cluster's), the declaring node first, as a quorum queue's.
+fn stream_members(
+    replication: &Replication,
+    home: &str,
+    spec: &QueueSpec,
+) -> Vec<warren_cluster::Node> {
+    let size = super::args::StreamArgs::of(&spec.arguments).initial_cluster_size;
+    replication.members_of(home, size, spec.members.as_deref())
+}
+
 /// Creates a queue of the type its arguments name and starts it: here, or (homed on another
 /// node) as a proxy of it. `recovered` holds the messages a durable queue had on disk, in order.
 pub fn create<H: QueueHost + 'static>(
@@ -102,6 +113,13 @@ pub fn create<H: QueueHost + 'static>(
                 );
             }
         }
+        if spec.args.queue_type == QueueType::Stream && spec.storage_id.is_some() {
+            let members = stream_members(replication, home, &spec);
+            if members.iter().any(|m| *m.name == **me) {
+                let host: Weak<dyn QueueHost> = host.clone();
+                return stream::replicated::spawn(spec, host, store, replication.clone(), members);
+            }
+        }
     }
     if let (
         Placement::Member {
@@ -125,6 +143,12 @@ pub fn create<H: QueueHost + 'static>(
                     .into_iter()
                     .map(|m| m.name)
                     .collect(),
+                QueueType::Stream if spec.storage_id.is_some() => {
+                    stream_members(replication, home, &spec)
+                        .into_iter()
+                        .map(|m| m.name)
+                        .collect()
+                }
                 _ => Vec::new(),
             };
             let homes = match homes.is_empty() {

@@ -579,6 +579,11 @@ impl QueueHandle {
         self.stream_log.get().map(|r| r.figures())
     }
 
+    /// A stream's log here, to read (None for other queues, and until its log is open).
+    pub fn stream_reader(&self) -> Option<warren_storage::stream::StreamReader> {
+        self.stream_log.get().cloned()
+    }
+
     /// Whether a persistent message routed to it is written to this node's store for it (a
     /// durable queue's, not a stream's: streams keep messages in their own log).
     pub fn logs_in_store(&self) -> bool {

@@ -12,6 +12,8 @@ use crate::common::{
 };
 use warren_amqp::protocol::{basic, AMQPClass};
 
+mod streams;
+
 const SECRET: &str = "integration-test-cookie";
 /// How long a cluster may take to form (or catch up) with debug builds on a busy 2-core machine.
 const FORM: Duration = Duration::from_secs(90);

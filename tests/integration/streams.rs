@@ -19,7 +19,7 @@ use lapin::{BasicProperties, Connection};
 
 use crate::common::*;
 
-fn stream_args(extra: &[(&str, AMQPValue)]) -> FieldTable {
+pub(crate) fn stream_args(extra: &[(&str, AMQPValue)]) -> FieldTable {
     let mut t = FieldTable::default();
     t.insert(
         "x-queue-type".into(),
@@ -116,7 +116,7 @@ fn offset_of(d: &lapin::message::Delivery) -> i64 {
 }
 
 /// A consumer of `stream` on a channel of its own with prefetch `prefetch`, from `start`.
-async fn consume_from(
+pub(crate) async fn consume_from(
     conn: &Connection,
     stream: &str,
     prefetch: u16,

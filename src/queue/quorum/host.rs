@@ -165,7 +165,7 @@ impl Replication {
 /// elections when the leader's node is unreachable, see [`Group::keep_led`]), a leader's lease of
 /// a few seconds (a member that heard from it that recently refuses another's election), a
 /// snapshot every few thousand entries.
-fn timing(dormant_after: Option<Duration>) -> Timing {
+pub(crate) fn timing(dormant_after: Option<Duration>) -> Timing {
     Timing {
         heartbeat: Duration::from_millis(500),
         election_min: Duration::from_millis(2_000),
@@ -182,10 +182,10 @@ fn timing(dormant_after: Option<Duration>) -> Timing {
 const GONE_AFTER: Duration = Duration::from_secs(3);
 
 /// How long a deleted queue's member waits for the other members to apply the delete.
-const LEAVE_WITHIN: Duration = Duration::from_secs(5);
+pub(crate) const LEAVE_WITHIN: Duration = Duration::from_secs(5);
 
 /// How often a member looks whether its queue's leader is reachable (a local check).
-const LEADER_CHECK: Duration = Duration::from_secs(1);
+pub(crate) const LEADER_CHECK: Duration = Duration::from_secs(1);
 
 /// How long a leader's step of a membership change may take (a member added catches up within
 /// it, a snapshot and the entries after it).
@@ -343,7 +343,7 @@ pub fn spawn(
 
 /// How many members this process has started: a member's enqueuer id is the process's start
 /// plus this (see [`super::machine::EnqueuerId`]).
-static MEMBERS_STARTED: AtomicU64 = AtomicU64::new(0);
+pub(crate) static MEMBERS_STARTED: AtomicU64 = AtomicU64::new(0);
 
 /// The ids of the other nodes of `nodes` each time their link goes down and stays down
 /// [`GONE_AFTER`].
@@ -399,7 +399,7 @@ fn nodes_named(nodes: &[Node], names: &[String]) -> Vec<Node> {
 }
 
 /// A proposal to send, and whether only as the leader ([`Group::propose_as_leader`]).
-type ToSend = (warren_cluster::Proposal, bool);
+pub(crate) type ToSend = (warren_cluster::Proposal, bool);
 
 /// How many proposals a leading member may have in its group's hands at once.
 const PIPELINE: usize = 4;
@@ -407,7 +407,7 @@ const PIPELINE: usize = 4;
 /// Sends the proposals it is given, in order; each one's number comes back once it is committed
 /// (true) or has failed (false). On the leader, up to [`PIPELINE`] are appended before the first
 /// is committed ([`Group::submit_as_leader`]); elsewhere each waits for the one before.
-fn proposer(
+pub(crate) fn proposer(
     group: Arc<Group>,
 ) -> (
     mpsc::UnboundedSender<ToSend>,
@@ -430,7 +430,7 @@ fn proposer(
         match proposed {
             Ok(_) => true,
             Err(e) => {
-                tracing::warn!(group = group.id(), "quorum queue proposal failed: {e}");
+                tracing::warn!(group = group.id(), "replicated queue proposal failed: {e}");
                 false
             }
         }
@@ -443,7 +443,7 @@ fn proposer(
             Pipelined::Committed(_) => true,
             Pipelined::NotAppended(proposal) => propose_now(group, proposal, false).await,
             Pipelined::Failed(e) => {
-                tracing::warn!(group = group.id(), "quorum queue proposal failed: {e}");
+                tracing::warn!(group = group.id(), "replicated queue proposal failed: {e}");
                 false
             }
         }
@@ -1656,7 +1656,7 @@ async fn sleep_until_some(at: Option<tokio::time::Instant>) {
     }
 }
 
-fn wall_clock_ms() -> u64 {
+pub(crate) fn wall_clock_ms() -> u64 {
     SystemTime::now()
         .duration_since(SystemTime::UNIX_EPOCH)
         .map(|d| d.as_millis() as u64)

@@ -84,6 +84,13 @@ pub enum Forward {
         queue: QueueRef,
         used: bool,
     },
+    /// A replicated stream's member asks another for the entries of its log from `from` on (at
+    /// most `max_bytes` of them, near enough), to fill what it missed (appended).
+    ReadStream {
+        queue: QueueRef,
+        from: u64,
+        max_bytes: u32,
+    },
 }
 
 /// A queue by vhost and name.
@@ -221,6 +228,23 @@ pub enum Reply {
         now: QueueStats,
         sampled: Option<(u64, QueueStats, QueueStats)>,
     },
+    /// [`Forward::ReadStream`]'s answer: the first offset the member's log keeps, the offset
+    /// after its last, and entries from the one asked for (or from its first, if that one is
+    /// gone), in order, each with its chunk's timestamp, as its log stores them.
+    StreamRead {
+        first: u64,
+        end: u64,
+        entries: Vec<StreamEntry>,
+    },
+}
+
+/// An entry of a stream's log, as [`Reply::StreamRead`] carries it.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct StreamEntry {
+    pub offset: u64,
+    pub timestamp_ms: i64,
+    #[serde(with = "serde_bytes")]
+    pub entry: Vec<u8>,
 }
 
 #[derive(Debug, Serialize, Deserialize)]

@@ -13,8 +13,10 @@
 
 mod ahead;
 pub mod offset;
+pub mod replicated;
 
 pub use ahead::read_ahead_bytes;
+pub use replicated::read_for_replica;
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::Ordering;
@@ -45,6 +47,9 @@ static ALL_TAILS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::n
 /// What one append takes at most (the rest waits for the next).
 const APPEND_MESSAGES: usize = 4096;
 const APPEND_BYTES: usize = 16 * 1024 * 1024;
+/// The most bytes of publishes a stream holds before its append (or, replicated, before its
+/// group applies them): beyond it, publishers wait.
+const HELD_MAX_BYTES: usize = 32 * 1024 * 1024;
 /// How often age-based retention is looked at when nothing is appended.
 const RETENTION_EVERY: Duration = Duration::from_secs(1);
 
@@ -59,33 +64,8 @@ pub fn spawn(spec: QueueSpec, host: Weak<dyn QueueHost>, store: &Store) -> Arc<Q
     let settings = Settings::of(&handle);
     let task_handle = handle.clone();
     tokio::spawn(async move {
-        let Some((store, id)) = stored else {
-            tracing::error!(queue = %task_handle.name, "a stream needs a durable queue id");
-            task_handle.mark_deleted();
+        let Some((log, dedup)) = open_log(&task_handle, &settings, stored).await else {
             return;
-        };
-        let max_segment = settings.max_segment_bytes;
-        let dedup = task_handle.effective_args().deduplication;
-        let opened = tokio::task::spawn_blocking(move || {
-            let log = store.open_stream(id, max_segment)?;
-            let ids = dedup
-                .map(|d| remembered_ids(&log.reader(), &d, dedup::now_ms()))
-                .transpose()?;
-            Ok::<_, StreamError>((log, ids))
-        })
-        .await;
-        let (log, dedup) = match opened {
-            Ok(Ok(opened)) => opened,
-            Ok(Err(e)) => {
-                tracing::error!(queue = %task_handle.name, "cannot open the stream's log: {e}");
-                task_handle.mark_deleted();
-                return;
-            }
-            Err(e) => {
-                tracing::error!(queue = %task_handle.name, "cannot open the stream's log: {e}");
-                task_handle.mark_deleted();
-                return;
-            }
         };
         let _ = task_handle.stream_log.set(log.reader());
         Owner::new(task_handle, host, settings, log, dedup)
@@ -93,6 +73,39 @@ pub fn spawn(spec: QueueSpec, host: Weak<dyn QueueHost>, store: &Store) -> Arc<Q
             .await;
     });
     handle
+}
+
+/// Opens a stream's log (`stored`: the store and the queue's id in it), and the cache of its
+/// deduplication if it has one (on a blocking thread). None if it cannot: the queue is marked
+/// deleted.
+async fn open_log(
+    handle: &QueueHandle,
+    settings: &Settings,
+    stored: Option<(Store, u64)>,
+) -> Option<(StreamLog, Option<DedupCache>)> {
+    let Some((store, id)) = stored else {
+        tracing::error!(queue = %handle.name, "a stream needs a durable queue id");
+        handle.mark_deleted();
+        return None;
+    };
+    let max_segment = settings.max_segment_bytes;
+    let dedup = handle.effective_args().deduplication;
+    let opened = tokio::task::spawn_blocking(move || {
+        let log = store.open_stream(id, max_segment)?;
+        let ids = dedup
+            .map(|d| remembered_ids(&log.reader(), &d, dedup::now_ms()))
+            .transpose()?;
+        Ok::<_, StreamError>((log, ids))
+    })
+    .await;
+    let error = match opened {
+        Ok(Ok(opened)) => return Some(opened),
+        Ok(Err(e)) => e.to_string(),
+        Err(e) => e.to_string(),
+    };
+    tracing::error!(queue = %handle.name, "cannot open the stream's log: {error}");
+    handle.mark_deleted();
+    None
 }
 
 /// How many entries back from the end a deduplicating stream looks at start-up for the ids it
@@ -218,6 +231,16 @@ enum Done {
         key: u64,
         offset: u64,
     },
+    /// A replicated stream's fetch from another member's copy (see [`replicated`]).
+    Fetched {
+        from: u64,
+        fetched: replicated::Fetched,
+    },
+    /// What was fetched is written (or not).
+    Filled {
+        log: StreamLog,
+        ok: bool,
+    },
 }
 
 /// Where a consumer is.
@@ -275,6 +298,9 @@ struct Owner {
     done_tx: mpsc::UnboundedSender<Done>,
     done_rx: mpsc::UnboundedReceiver<Done>,
     deleted: bool,
+    /// In a cluster: its group and what this member proposed (publishes are appended once the
+    /// group applies them).
+    replica: Option<replicated::Replica>,
 }
 
 impl Owner {
@@ -311,7 +337,23 @@ impl Owner {
             done_tx,
             done_rx,
             deleted: false,
+            replica: None,
         }
+    }
+
+    /// Whether the publishes taken so far are all appended (replicated: applied).
+    fn settled(&self) -> bool {
+        self.pending.is_empty()
+            && match &self.replica {
+                Some(replica) => replica.all_applied(),
+                None => self.log.is_some(),
+            }
+    }
+
+    /// Whether it takes more from its inbox.
+    fn has_room(&self) -> bool {
+        let sent = self.replica.as_ref().map_or(0, |r| r.sent_bytes);
+        self.pending_bytes + sent < HELD_MAX_BYTES
     }
 
     async fn run(mut self, mut rx: mpsc::Receiver<QueueCommand>) {
@@ -320,7 +362,7 @@ impl Owner {
         retention.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         while !self.deleted && !self.handle.is_deleted() {
             tokio::select! {
-                received = rx.recv_many(&mut batch, 256) => {
+                received = rx.recv_many(&mut batch, 256), if self.has_room() => {
                     if received == 0 {
                         break;
                     }
@@ -330,6 +372,7 @@ impl Owner {
                 }
                 Some(done) = self.done_rx.recv() => self.finished(done),
                 _ = retention.tick(), if self.settings.max_age_ms.is_some() => self.retain(),
+                event = replicated::next_event(&mut self.replica) => self.on_replica_event(event),
             }
             self.append();
             self.dispatch();
@@ -337,6 +380,9 @@ impl Owner {
         rx.close();
         while let Ok(cmd) = rx.try_recv() {
             self.handle(cmd);
+        }
+        if self.replica.is_some() {
+            return self.stop_replica().await;
         }
         if !self.deleted {
             // Stopping (the broker shuts down): what was taken is written and answered first,
@@ -359,40 +405,60 @@ impl Owner {
             return;
         }
         // Deleted: what is still asked is answered as a deleted classic queue answers it.
+        self.answer_waiting(true);
+        self.handle.mark_deleted();
+        while self.drop_oldest_of_tail() {}
+        if let Some(log) = self.take_log_back(true).await {
+            self.remove_log(log).await;
+        }
+        tracing::debug!(queue = %self.handle.name, "stream task stopped");
+    }
+
+    /// The stream stops: the publishes not appended (replicated: not applied) and the syncs
+    /// waiting for them are answered `ok`.
+    fn answer_waiting(&mut self, ok: bool) {
         for p in self.pending.drain(..) {
             if let Some(confirm) = p.confirm {
-                confirm.answer(true);
+                confirm.answer(ok);
+            }
+        }
+        if let Some(replica) = self.replica.as_mut() {
+            for confirm in replica.take_unapplied() {
+                confirm.answer(ok);
             }
         }
         for sync in self.syncs.drain(..) {
-            let _ = sync.send(true);
+            let _ = sync.send(ok);
         }
-        self.handle.mark_deleted();
-        while self.drop_oldest_of_tail() {}
-        // An append under way hands the log back before it is removed.
-        let log = match self.log.take() {
-            Some(log) => Some(log),
-            None => loop {
-                match self.done_rx.recv().await {
-                    Some(Done::Appended { log, confirms, .. }) => {
-                        for c in confirms {
-                            c.answer(true);
-                        }
-                        break Some(log);
+    }
+
+    /// The log, handed back by a write under way if there is one (its confirms answered `ok`).
+    async fn take_log_back(&mut self, ok: bool) -> Option<StreamLog> {
+        if let Some(log) = self.log.take() {
+            return Some(log);
+        }
+        loop {
+            match self.done_rx.recv().await {
+                Some(Done::Appended { log, confirms, .. }) => {
+                    for c in confirms {
+                        c.answer(ok);
                     }
-                    Some(_) => continue,
-                    None => break None,
+                    return Some(log);
                 }
-            },
-        };
-        if let Some(log) = log {
-            let name = self.handle.name.clone();
-            let removed = tokio::task::spawn_blocking(move || log.remove()).await;
-            if let Ok(Err(e)) = removed {
-                tracing::warn!(queue = %name, "cannot remove the stream's log: {e}");
+                Some(Done::Filled { log, .. }) => return Some(log),
+                Some(_) => continue,
+                None => return None,
             }
         }
-        tracing::debug!(queue = %self.handle.name, "stream task stopped");
+    }
+
+    /// Removes the stream's log (it was deleted).
+    async fn remove_log(&self, log: StreamLog) {
+        let name = self.handle.name.clone();
+        let removed = tokio::task::spawn_blocking(move || log.remove()).await;
+        if let Ok(Err(e)) = removed {
+            tracing::warn!(queue = %name, "cannot remove the stream's log: {e}");
+        }
     }
 
     fn handle(&mut self, cmd: QueueCommand) {
@@ -405,7 +471,7 @@ impl Owner {
                 message, confirm, ..
             } => self.publish(message, confirm),
             QueueCommand::Sync(reply) => {
-                if self.pending.is_empty() && self.log.is_some() {
+                if self.settled() {
                     let _ = reply.send(true);
                 } else {
                     self.syncs.push(reply);
@@ -472,20 +538,12 @@ impl Owner {
             QueueCommand::Purge(reply) => {
                 let _ = reply.send(0);
             }
+            // RabbitMQ deletes a stream whatever if-unused and if-empty say.
+            QueueCommand::Delete { reply, .. } if self.replica.is_some() => {
+                self.propose_delete(reply)
+            }
             QueueCommand::Delete { reply, .. } => {
-                // RabbitMQ deletes a stream whatever if-unused and if-empty say.
-                self.deleted = true;
-                for (_, c) in self.consumers.drain() {
-                    let _ = c.outbox.events.send(super::ConnEvent::ConsumerCancelled {
-                        channel: c.outbox.channel,
-                        consumer_id: c.id,
-                    });
-                }
-                self.keys.clear();
-                self.handle.mark_deleted();
-                if let Some(host) = self.host.upgrade() {
-                    host.forget_queue(&self.handle);
-                }
+                self.delete_here(true);
                 let _ = reply.send(Ok(0));
             }
             QueueCommand::Stats { reply, .. } => {
@@ -498,6 +556,25 @@ impl Owner {
                     log.set_max_segment_bytes(self.settings.max_segment_bytes);
                 }
                 self.retain();
+            }
+        }
+    }
+
+    /// The stream is deleted: its consumers are cancelled; `tell_host`: the vhost is told (the
+    /// node where it was deleted tells it; the cluster tells the others).
+    fn delete_here(&mut self, tell_host: bool) {
+        self.deleted = true;
+        for (_, c) in self.consumers.drain() {
+            let _ = c.outbox.events.send(super::ConnEvent::ConsumerCancelled {
+                channel: c.outbox.channel,
+                consumer_id: c.id,
+            });
+        }
+        self.keys.clear();
+        self.handle.mark_deleted();
+        if tell_host {
+            if let Some(host) = self.host.upgrade() {
+                host.forget_queue(&self.handle);
             }
         }
     }
@@ -530,8 +607,19 @@ impl Owner {
         self.pending.push_back(Pending { message, confirm });
     }
 
-    /// Starts an append of what is pending, unless one is under way.
+    /// Starts an append of what is pending, unless one is under way (replicated: proposes what
+    /// is pending, and writes what the group applied).
     fn append(&mut self) {
+        if self.replica.is_some() {
+            self.propose_pending();
+            self.write_applied();
+            if self.settled() {
+                for sync in self.syncs.drain(..) {
+                    let _ = sync.send(true);
+                }
+            }
+            return;
+        }
         if self.pending.is_empty() {
             if self.log.is_some() {
                 for sync in self.syncs.drain(..) {
@@ -540,7 +628,7 @@ impl Owner {
             }
             return;
         }
-        let Some(mut log) = self.log.take() else {
+        let Some(log) = self.log.take() else {
             return;
         };
         let first = self.next_offset;
@@ -567,11 +655,28 @@ impl Owner {
         } else {
             Vec::new()
         };
+        self.write(log, batch, None, first, messages, confirms, syncs);
+    }
+
+    /// Appends `batch` (its entries from offset `first`, the log's end) on a blocking thread,
+    /// its chunks stamped `stamp` (now if `None`), then applies retention; reported back as
+    /// [`Done::Appended`] with what waits for it.
+    #[allow(clippy::too_many_arguments)]
+    fn write(
+        &self,
+        mut log: StreamLog,
+        batch: EntryBatch,
+        stamp: Option<i64>,
+        first: u64,
+        messages: Vec<MessageRef>,
+        confirms: Vec<PublishConfirm>,
+        syncs: Vec<oneshot::Sender<bool>>,
+    ) {
         let settings = self.settings;
         let done = self.done_tx.clone();
         tokio::task::spawn_blocking(move || {
             let now = now_ms();
-            let result = log.append(&batch, now);
+            let result = log.append(&batch, stamp.unwrap_or(now));
             if result.is_ok() {
                 if let Err(e) = log.retain(settings.max_bytes, settings.max_age_ms, now) {
                     tracing::warn!("stream retention: {e}");
@@ -612,6 +717,7 @@ impl Owner {
                 if ok {
                     self.counts.published += messages.len() as u64;
                     self.keep_in_tail(first, messages);
+                    self.made_durable();
                 }
                 for c in confirms {
                     c.answer(ok);
@@ -650,6 +756,19 @@ impl Owner {
             Done::Located { key, offset } => {
                 if let Some(c) = self.consumers.get_mut(&key) {
                     c.position = Position::At(offset);
+                }
+            }
+            Done::Fetched { from, fetched } => self.on_fetched(from, fetched),
+            Done::Filled { log, ok } => {
+                self.log = Some(log);
+                self.figures = self.reader.figures();
+                // What the tail held may be gone (the copy started again further on).
+                while self.drop_oldest_of_tail() {}
+                self.tail_first = self.figures.end_offset;
+                if ok {
+                    self.made_durable();
+                } else if let Some(replica) = self.replica.as_mut() {
+                    replica.fetch_later();
                 }
             }
         }

@@ -556,6 +556,46 @@ impl StreamLog {
         self.reader().figures()
     }
 
+    /// Drops every entry and starts the log again, empty, at `offset` (a replica whose copy
+    /// ends before what the others still keep: what it has would leave a gap). The old segments
+    /// go oldest first, so a crash meanwhile leaves a log that opens (what is left of the old
+    /// entries, or none), which the caller restarts again.
+    pub fn restart_at(&mut self, offset: u64) -> Result<(), StreamError> {
+        let dir = self.dir();
+        let old: Vec<u64> = self
+            .layout()
+            .segments
+            .iter()
+            .map(|s| s.first_offset)
+            .collect();
+        {
+            // Readers see an empty log from here on.
+            let mut layout = self.layout();
+            layout.segments = vec![Segment::empty(offset)];
+            layout.durable_end = offset;
+            layout.last_chunk = offset;
+        }
+        self.next_offset = offset;
+        for first in old {
+            let path = segment_path(&dir, first);
+            match fs::remove_file(&path) {
+                Ok(()) => {}
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                Err(e) => return Err(io_at(&path)(e)),
+            }
+        }
+        let path = segment_path(&dir, offset);
+        self.file = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&path)
+            .map_err(io_at(&path))?;
+        File::open(&dir)
+            .and_then(|d| d.sync_all())
+            .map_err(io_at(&dir))?;
+        Ok(())
+    }
+
     /// Removes the whole log (the stream was deleted).
     pub fn remove(self) -> Result<(), StreamError> {
         let dir = self.dir();

@@ -236,3 +236,33 @@ fn a_sealed_log_keeps_nothing_in_the_clear_and_opens_only_under_its_key() {
     assert_eq!(sealed.next_offset(), 2);
     assert_eq!(read_all(&sealed.reader(), 0), want[..2]);
 }
+
+#[test]
+fn a_log_restarted_further_on_drops_what_it_had_and_appends_from_there() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut log = StreamLog::open(dir.path(), 100).unwrap();
+    for start in (0..40).step_by(5) {
+        append_range(&mut log, start..start + 5, 1000);
+    }
+    let reader = log.reader();
+    assert!(reader.figures().segments > 1);
+    log.restart_at(500).unwrap();
+    assert_eq!(log.next_offset(), 500);
+    let figures = reader.figures();
+    assert_eq!((figures.first_offset, figures.end_offset), (500, 500));
+    assert!(read_all(&reader, 0).is_empty(), "nothing left before 500");
+    append_range(&mut log, 500..503, 2000);
+    let want: Vec<(u64, Vec<u8>)> = (500..503).map(|i| (i, entry(i))).collect();
+    assert_eq!(read_all(&reader, 0), want);
+    drop(log);
+    // Reopened: only the new segment, at 500.
+    let log = StreamLog::open(dir.path(), 100).unwrap();
+    assert_eq!(log.next_offset(), 503);
+    assert_eq!(read_all(&log.reader(), 0), want);
+    let segments = std::fs::read_dir(dir.path())
+        .unwrap()
+        .flatten()
+        .filter(|e| e.file_name().to_string_lossy().ends_with(SUFFIX))
+        .count();
+    assert_eq!(segments, 1);
+}
