@@ -2250,69 +2250,84 @@ async fn a_quorum_queue_loses_no_confirmed_message_through_kills_and_pauses() {
 /// exactly once (a leader change neither loses nor duplicates an enqueue).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unconfirmed_publishes_through_leader_changes_are_neither_lost_nor_duplicated() {
-    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+    use std::sync::atomic::{AtomicBool, Ordering};
     use std::sync::Arc;
     let (cluster, n1, n2, n3) = three_formed().await;
     declare_quorum(&n2.connect().await, "unconfirmed").await;
     leader_among(&n1, "unconfirmed", &["n2"]);
-    let published = Arc::new(AtomicUsize::new(0));
     let stop = Arc::new(AtomicBool::new(false));
-    let mut client = Raw::open(amqp_addr(&n1)).await;
-    client.open_channel(1).await;
-    let publisher = {
-        let (published, stop) = (published.clone(), stop.clone());
-        tokio::spawn(async move {
-            let mut i = 0;
-            while !stop.load(Ordering::Relaxed) {
-                for _ in 0..10 {
-                    client
-                        .publish(1, "", "unconfirmed", &numbered_body(i, 64))
-                        .await;
-                    i += 1;
-                }
-                published.store(i, Ordering::Relaxed);
-                tokio::time::sleep(Duration::from_millis(10)).await;
-            }
-            // Its close-ok comes after n1 has taken every publish before it.
-            client.close().await;
-            i
-        })
-    };
-    let held = |node: &ChildBroker| queue_counts(node, "unconfirmed").0;
-    let flowing = |via: &ChildBroker, more: u64| {
-        let from = held(via);
-        eventually(
-            "messages flow into the queue",
-            || held(via),
-            |&n| n >= from + more,
-        );
-    };
-    flowing(&n1, 500);
+    let publisher = publish_unconfirmed_until(&n1, "unconfirmed", stop.clone()).await;
+    messages_flow(&n1, "unconfirmed", 500);
     n2.kill9();
-    flowing(&n1, 500);
+    messages_flow(&n1, "unconfirmed", 500);
     let n2 = cluster.start(1);
-    flowing(&n1, 500);
+    messages_flow(&n1, "unconfirmed", 500);
     // Frozen past the election timeout, then back: its proposals in flight time out on n1.
-    let frozen = match api(&n1, "GET", "/api/queues/%2F/unconfirmed", None).1["leader"].as_str() {
-        Some("n3") => &n3,
-        _ => &n2,
-    };
-    frozen.signal("STOP");
-    tokio::time::sleep(Duration::from_secs(6)).await;
-    frozen.signal("CONT");
-    flowing(&n1, 500);
+    let candidates = [("n2", &n2), ("n3", &n3)];
+    freeze_leader(&n1, "unconfirmed", candidates, Duration::from_secs(6)).await;
+    messages_flow(&n1, "unconfirmed", 500);
     stop.store(true, Ordering::Relaxed);
     let published = publisher.await.expect("publisher");
     assert!(published > 2000, "{published}");
     // Duplicates, if any, show in the drain.
     eventually(
         "every message published in the queue",
-        || held(&n3),
+        || queue_counts(&n3, "unconfirmed").0,
         |&n| n >= published as u64,
     );
     let drained = n3.drain("unconfirmed").await;
     exactly_once(&drained, 0..published);
     drop((n1, n2));
+}
+
+/// Publishes numbered messages (64 bytes) to `queue` through `node` with a raw client, without
+/// confirms, ten every 10 ms, until `stop`: how many (its close-ok comes once `node` has taken
+/// every one).
+async fn publish_unconfirmed_until(
+    node: &ChildBroker,
+    queue: &'static str,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+) -> tokio::task::JoinHandle<usize> {
+    let mut client = Raw::open(amqp_addr(node)).await;
+    client.open_channel(1).await;
+    tokio::spawn(async move {
+        let mut i = 0;
+        while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+            for _ in 0..10 {
+                client.publish(1, "", queue, &numbered_body(i, 64)).await;
+                i += 1;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        client.close().await;
+        i
+    })
+}
+
+/// Waits until `node` shows `more` messages more in `queue` than it does now.
+fn messages_flow(node: &ChildBroker, queue: &str, more: u64) {
+    let held = || queue_counts(node, queue).0;
+    let from = held();
+    eventually("messages flow into the queue", held, |&n| n >= from + more);
+}
+
+/// Freezes (SIGSTOP) the leader of `queue` as `via` names it, of `candidates` (by name; the
+/// first if it names none of them) for `pause`, then resumes it.
+async fn freeze_leader(
+    via: &ChildBroker,
+    queue: &str,
+    candidates: [(&str, &ChildBroker); 2],
+    pause: Duration,
+) {
+    let (_, q) = api(via, "GET", &format!("/api/queues/%2F/{queue}"), None);
+    let leader = q["leader"].as_str();
+    let frozen = match candidates.iter().find(|(name, _)| Some(*name) == leader) {
+        Some((_, node)) => node,
+        None => candidates[0].1,
+    };
+    frozen.signal("STOP");
+    tokio::time::sleep(pause).await;
+    frozen.signal("CONT");
 }
 
 /// Which members of quorum queue `queue` are dormant, as `node`'s status says (by node name).

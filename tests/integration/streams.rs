@@ -107,7 +107,7 @@ async fn confirming_channel(conn: &Connection) -> lapin::Channel {
     ch
 }
 
-fn offset_of(d: &lapin::message::Delivery) -> i64 {
+pub(crate) fn offset_of(d: &lapin::message::Delivery) -> i64 {
     let headers = d.properties.headers().as_ref().expect("headers");
     match headers.inner().get("x-stream-offset") {
         Some(AMQPValue::LongLongInt(n)) => *n,

@@ -376,6 +376,9 @@ impl Owner {
             }
             self.append();
             self.dispatch();
+            if let Some(replica) = &self.replica {
+                *replica.counts.lock().unwrap_or_else(|e| e.into_inner()) = self.stats();
+            }
         }
         rx.close();
         while let Ok(cmd) = rx.try_recv() {

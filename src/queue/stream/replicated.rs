@@ -35,7 +35,7 @@ use super::{Done, Owner, Settings};
 use crate::queue::host::QueueHost;
 use crate::queue::quorum::host::{self as quorum_host, Replication, ToSend};
 use crate::queue::remote::wire::{self, Forward, QueueRef, Reply, StreamEntry, WireMessage};
-use crate::queue::{MemberControl, PublishConfirm, QueueHandle, QueueSpec};
+use crate::queue::{MemberControl, PublishConfirm, QueueHandle, QueueSpec, QueueStats};
 
 /// The most bytes of messages one append proposal carries (a bigger message goes alone).
 const PROPOSAL_MAX_BYTES: usize = 1024 * 1024;
@@ -257,6 +257,9 @@ pub(super) struct Replica {
     queue: QueueRef,
     link: warren_cluster::link::Link,
     db: warren_cluster::LogDb,
+    /// Its counts as of the owner's last turn, read by the management API without a round
+    /// through its inbox (which publishers may keep full while the group commits).
+    pub(super) counts: Arc<Mutex<QueueStats>>,
 }
 
 /// Starts this node's member of the stream `spec` (its group's members: `members`, this node
@@ -324,7 +327,13 @@ pub fn spawn(
         ));
         let (proposals, done) = quorum_host::proposer(group.clone());
         let _ = task_handle.stream_log.set(log.reader());
+        let counts = Arc::new(Mutex::new(QueueStats::default()));
+        let read = counts.clone();
+        let _ = task_handle.counts.set(Box::new(move || {
+            *read.lock().unwrap_or_else(|e| e.into_inner())
+        }));
         let replica = Replica {
+            counts,
             me: node_id(replication.node.name()),
             enqueuer: replication.process
                 + quorum_host::MEMBERS_STARTED.fetch_add(1, Ordering::Relaxed),
@@ -488,15 +497,29 @@ impl Owner {
         }
     }
 
-    /// A proposal's outcome: a failed one is proposed again later with whatever else is not
-    /// applied.
-    pub(super) fn on_proposal_done(&mut self, ok: bool) {
+    /// A proposal's outcome: a failed append is proposed again later with whatever else is not
+    /// applied; a failed delete is refused as RabbitMQ refuses one that times out (the client
+    /// may try again).
+    pub(super) fn on_proposal_done(&mut self, number: u64, ok: bool) {
+        let name = self.handle.name.clone();
         let Some(replica) = self.replica() else {
             return;
         };
         replica.in_flight = replica.in_flight.saturating_sub(1);
-        if !ok {
-            replica.resend_later();
+        if ok {
+            return;
+        }
+        match replica.deleting.take() {
+            Some((n, reply)) if n == number => {
+                let vhost = &replica.queue.vhost;
+                let _ = reply.send(Err(AmqpError::internal_error(format!(
+                    "timed out deleting stream '{name}' in vhost '{vhost}': no majority of its members answered"
+                ))));
+            }
+            other => {
+                replica.deleting = other;
+                replica.resend_later();
+            }
         }
     }
 
@@ -821,8 +844,8 @@ fn restart_and_write(
 /// What a replicated stream's member acts on besides its inbox and its log's work.
 pub(super) enum ReplicaEvent {
     Applied(StreamApplied),
-    /// A proposal's outcome.
-    Proposed(bool),
+    /// A proposal's outcome: its number, whether it was committed.
+    Proposed(u64, bool),
     RetryTimer,
     /// The cluster dropped the stream while this member had not applied its delete.
     Dropped,
@@ -836,7 +859,7 @@ pub(super) async fn next_event(replica: &mut Option<Replica>) -> ReplicaEvent {
     let retry_at = r.retry_at;
     tokio::select! {
         Some(applied) = r.applied.recv() => ReplicaEvent::Applied(applied),
-        Some((_, ok)) = r.done.recv() => ReplicaEvent::Proposed(ok),
+        Some((number, ok)) = r.done.recv() => ReplicaEvent::Proposed(number, ok),
         _ = sleep_until_some(retry_at) => ReplicaEvent::RetryTimer,
         _ = r.dropped.notified() => ReplicaEvent::Dropped,
     }
@@ -854,7 +877,7 @@ impl Owner {
     pub(super) fn on_replica_event(&mut self, event: ReplicaEvent) {
         match event {
             ReplicaEvent::Applied(applied) => self.on_applied(applied),
-            ReplicaEvent::Proposed(ok) => self.on_proposal_done(ok),
+            ReplicaEvent::Proposed(number, ok) => self.on_proposal_done(number, ok),
             ReplicaEvent::RetryTimer => self.on_retry_timer(),
             ReplicaEvent::Dropped => {
                 if let Some(replica) = self.replica.as_mut() {

@@ -34,16 +34,10 @@ async fn read_copy(node: &ChildBroker, stream: &str, count: u32) -> Vec<(i64, us
     let mut out = Vec::with_capacity(count as usize);
     for _ in 0..count {
         let d = crate::common::lapin_next(&mut consumer).await;
-        let offset = match d
-            .properties
-            .headers()
-            .as_ref()
-            .and_then(|h| h.inner().get("x-stream-offset").cloned())
-        {
-            Some(AMQPValue::LongLongInt(n)) => n,
-            other => panic!("x-stream-offset: {other:?}"),
-        };
-        out.push((offset, crate::common::body_number(&d.data)));
+        out.push((
+            crate::streams::offset_of(&d),
+            crate::common::body_number(&d.data),
+        ));
         d.ack(BasicAckOptions::default()).await.expect("ack");
     }
     let _ = conn.close(200, "bye".into()).await;
@@ -308,5 +302,81 @@ async fn a_member_back_after_its_group_truncated_the_log_fills_its_copy_from_ano
             assert_eq!(n1s, number, "n1 and n3 differ at offset {offset}");
         }
     }
-    drop(n2);
+
+    // Deleted while n2 is down: back, n2 lets go of its copy and of the group's log.
+    n2.stop();
+    confirm_channel(&c1)
+        .await
+        .queue_delete("away".into(), Default::default())
+        .await
+        .expect("delete");
+    let n2 = cluster.start(1);
+    formed(&cluster, &[&n1, &n2, &n3]).await;
+    eventually(
+        "n2 has no stream away",
+        || api(&n2, "GET", "/api/queues/%2F/away", None).0,
+        |status| *status == 404,
+    );
+    eventually(
+        "n2's copy removed",
+        || stream_logs(cluster.dirs[1].path()),
+        Vec::is_empty,
+    );
+    n2.stop();
+    let groups =
+        warren_cluster::LogDb::open(cluster.dirs[1].path().join("cluster").join("raft.redb"))
+            .expect("n2's raft database")
+            .group_names();
+    assert!(!groups.iter().any(|g| g.starts_with("s/")), "{groups:?}");
+}
+
+/// Publishes without confirms through n1 to a stream led by n2, while n2 is killed and started
+/// again and then its successor is frozen past the commit timeout: every message the
+/// connection took is in the stream once (a leader change neither loses nor doubles an
+/// append), and a reader on n3 that followed the stream all along got each once, in order.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unconfirmed_stream_publishes_through_leader_changes_are_neither_lost_nor_duplicated() {
+    let (cluster, n1, n2, n3) = three_formed().await;
+    declare_stream(&n2.connect().await, "flow", &[]).await;
+    leader_among(&n1, "flow", &["n2"]);
+    let c3 = n3.connect().await;
+    eventually_async(|| async { passive(&c3, "flow").await.is_ok() }, true).await;
+    let first = AMQPValue::LongString(LongString::from("first"));
+    let (_reader, mut following) =
+        crate::streams::consume_from(&c3, "flow", 500, Some(first)).await;
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let publisher = publish_unconfirmed_until(&n1, "flow", stop.clone()).await;
+    messages_flow(&n1, "flow", 500);
+    n2.kill9();
+    messages_flow(&n1, "flow", 500);
+    let n2 = cluster.start(1);
+    messages_flow(&n1, "flow", 500);
+    // Longer than a proposal waits for its commit (10 s): what n1 had sent to it fails there.
+    let candidates = [("n2", &n2), ("n3", &n3)];
+    freeze_leader(&n1, "flow", candidates, Duration::from_secs(12)).await;
+    messages_flow(&n1, "flow", 500);
+    stop.store(true, Ordering::Relaxed);
+    let published = publisher.await.expect("publisher");
+    assert!(published > 2000, "{published}");
+
+    let kept = settled_count(&[&n1, &n2, &n3], "flow");
+    assert!(kept as usize >= published, "{kept} kept of {published}");
+    let copy = read_copy(&n3, "flow", kept).await;
+    assert_contiguous(&copy, "n3");
+    let bodies: Vec<(Vec<u8>, bool)> = copy
+        .iter()
+        .map(|(_, n)| (numbered_body(*n, 64), false))
+        .collect();
+    exactly_once(&bodies, 0..published);
+    // The reader on n3 followed it all: the same entries, in the same order.
+    let mut followed = Vec::with_capacity(copy.len());
+    for _ in 0..copy.len() {
+        let d = crate::common::lapin_next(&mut following).await;
+        followed.push((crate::streams::offset_of(&d), body_number(&d.data)));
+        d.ack(BasicAckOptions::default()).await.expect("ack");
+    }
+    assert_eq!(followed, copy);
+    assert_eq!(read_copy(&n2, "flow", kept).await, copy, "n2's copy");
+    drop(n1);
 }
