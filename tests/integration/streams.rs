@@ -847,7 +847,7 @@ async fn a_deduplicating_stream_keeps_one_of_each_message_id() {
 }
 
 /// Publishes each `(message-id, body)` confirmed (a duplicate is confirmed too).
-async fn publish_with_ids(ch: &lapin::Channel, stream: &str, messages: &[(&str, &str)]) {
+pub(crate) async fn publish_with_ids(ch: &lapin::Channel, stream: &str, messages: &[(&str, &str)]) {
     for (id, body) in messages {
         let confirm = ch
             .basic_publish(

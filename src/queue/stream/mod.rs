@@ -64,7 +64,7 @@ pub fn spawn(spec: QueueSpec, host: Weak<dyn QueueHost>, store: &Store) -> Arc<Q
     let settings = Settings::of(&handle);
     let task_handle = handle.clone();
     tokio::spawn(async move {
-        let Some((log, dedup)) = open_log(&task_handle, &settings, stored).await else {
+        let Some((log, dedup)) = open_log(&task_handle, &settings, stored, true).await else {
             return;
         };
         let _ = task_handle.stream_log.set(log.reader());
@@ -75,13 +75,14 @@ pub fn spawn(spec: QueueSpec, host: Weak<dyn QueueHost>, store: &Store) -> Arc<Q
     handle
 }
 
-/// Opens a stream's log (`stored`: the store and the queue's id in it), and the cache of its
-/// deduplication if it has one (on a blocking thread). None if it cannot: the queue is marked
-/// deleted.
+/// Opens a stream's log (`stored`: the store and the queue's id in it), and (`remember`) the
+/// cache of its deduplication if it has one, from its recent entries (on a blocking thread).
+/// None if it cannot: the queue is marked deleted.
 async fn open_log(
     handle: &QueueHandle,
     settings: &Settings,
     stored: Option<(Store, u64)>,
+    remember: bool,
 ) -> Option<(StreamLog, Option<DedupCache>)> {
     let Some((store, id)) = stored else {
         tracing::error!(queue = %handle.name, "a stream needs a durable queue id");
@@ -89,7 +90,7 @@ async fn open_log(
         return None;
     };
     let max_segment = settings.max_segment_bytes;
-    let dedup = handle.effective_args().deduplication;
+    let dedup = handle.effective_args().deduplication.filter(|_| remember);
     let opened = tokio::task::spawn_blocking(move || {
         let log = store.open_stream(id, max_segment)?;
         let ids = dedup

@@ -24,7 +24,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 use tokio::sync::{mpsc, oneshot, watch};
-use warren_amqp::AmqpError;
+use warren_amqp::{AmqpError, PropertiesView};
 use warren_cluster::group::Group;
 use warren_cluster::link::{Request, Response};
 use warren_cluster::{node_id, Applier, Node, NodeId, Proposal};
@@ -32,6 +32,7 @@ use warren_storage::stream::{EntryBatch, StreamError, StreamLog, StreamReader};
 use warren_storage::Store;
 
 use super::{Done, Owner, Settings};
+use crate::queue::dedup::{DedupCache, DedupState};
 use crate::queue::host::QueueHost;
 use crate::queue::quorum::host::{self as quorum_host, Replication, ToSend};
 use crate::queue::remote::wire::{self, Forward, QueueRef, Reply, StreamEntry, WireMessage};
@@ -105,16 +106,21 @@ struct Appended {
 }
 
 impl Appended {
-    /// Applies an append of `count` messages numbered `seq` by `enqueuer` of `node`: what it came
-    /// to, and its first offset.
-    fn append(&mut self, node: NodeId, enqueuer: u64, seq: u64, count: u64) -> (AppendAnswer, u64) {
+    /// What an append numbered `seq` by `enqueuer` of `node` comes to.
+    fn check(&self, node: NodeId, enqueuer: u64, seq: u64) -> AppendAnswer {
         let last = self.last.get(&(node, enqueuer)).copied().unwrap_or(0);
         if seq <= last {
-            return (AppendAnswer::Duplicate, self.next_offset);
+            AppendAnswer::Duplicate
+        } else if seq != last + 1 {
+            AppendAnswer::OutOfSequence
+        } else {
+            AppendAnswer::Appended
         }
-        if seq != last + 1 {
-            return (AppendAnswer::OutOfSequence, self.next_offset);
-        }
+    }
+
+    /// Takes the append numbered `seq` (the next of its proposer's: see [`Appended::check`]) of
+    /// `count` messages: its first offset.
+    fn take(&mut self, node: NodeId, enqueuer: u64, seq: u64, count: u64) -> u64 {
         if seq == 1 {
             // A member started again on that node: the ones before it there are gone.
             self.last.retain(|(n, e), _| *n != node || *e >= enqueuer);
@@ -122,20 +128,28 @@ impl Appended {
         self.last.insert((node, enqueuer), seq);
         let first = self.next_offset;
         self.next_offset += count;
-        (AppendAnswer::Appended, first)
+        first
     }
+}
+
+/// The applier's state: the appends, and a deduplicating stream's ids (applied in log order
+/// with each append's time, so every member drops the same duplicates, whichever node they
+/// came through).
+struct Applied {
+    appended: Appended,
+    dedup: Option<DedupCache>,
 }
 
 /// The stream's state machine as its group's [`Applier`].
 pub struct StreamApplier {
-    state: Mutex<Appended>,
+    state: Mutex<Applied>,
     applied: mpsc::UnboundedSender<StreamApplied>,
     /// The offset this member's copy is on disk up to.
     durable: watch::Receiver<u64>,
 }
 
 impl StreamApplier {
-    fn state(&self) -> std::sync::MutexGuard<'_, Appended> {
+    fn state(&self) -> std::sync::MutexGuard<'_, Applied> {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 }
@@ -155,21 +169,32 @@ impl Applier for StreamApplier {
                 enqueuer,
                 seq,
                 at_ms,
-                messages,
+                mut messages,
             } => {
-                let count = messages.len() as u64;
-                let (answer, first) = self.state().append(proposal.origin, enqueuer, seq, count);
+                let mut state = self.state();
+                let origin = proposal.origin;
+                let answer = state.appended.check(origin, enqueuer, seq);
+                let first = match answer {
+                    AppendAnswer::Appended => {
+                        if let Some(cache) = state.dedup.as_mut() {
+                            messages.retain(|m| !is_duplicate(cache, m, at_ms));
+                        }
+                        let count = messages.len() as u64;
+                        state.appended.take(origin, enqueuer, seq, count)
+                    }
+                    _ => {
+                        messages.clear();
+                        state.appended.next_offset
+                    }
+                };
                 StreamApplied::Append {
-                    origin: proposal.origin,
+                    origin,
                     enqueuer,
                     seq,
                     answer,
                     first,
                     at_ms,
-                    messages: match answer {
-                        AppendAnswer::Appended => messages,
-                        _ => Vec::new(),
-                    },
+                    messages,
                 }
             }
             StreamCommand::Delete => StreamApplied::Deleted {
@@ -186,7 +211,13 @@ impl Applier for StreamApplier {
     /// [`SNAPSHOT_WAITS_AT_MOST`], taken all the same (a copy left short after a crash then
     /// fills its gap from another member's).
     fn snapshot(&self) -> Vec<u8> {
-        let state = self.state().clone();
+        let (state, dedup) = {
+            let state = self.state();
+            (
+                state.appended.clone(),
+                state.dedup.as_ref().map(DedupCache::state),
+            )
+        };
         let mut durable = self.durable.clone();
         let deadline = std::time::Instant::now() + SNAPSHOT_WAITS_AT_MOST;
         while *durable.borrow_and_update() < state.next_offset {
@@ -200,18 +231,33 @@ impl Applier for StreamApplier {
             // On a blocking thread (see the trait): a short sleep, not a runtime's wait.
             std::thread::sleep(Duration::from_millis(5));
         }
-        postcard::to_stdvec(&state).unwrap_or_default()
+        postcard::to_stdvec(&(state, dedup)).unwrap_or_default()
     }
 
     fn install(&self, snapshot: &[u8]) {
-        match postcard::from_bytes::<Appended>(snapshot) {
-            Ok(state) => {
-                let next_offset = state.next_offset;
-                *self.state() = state;
+        match postcard::from_bytes::<(Appended, Option<DedupState>)>(snapshot) {
+            Ok((appended, dedup)) => {
+                let next_offset = appended.next_offset;
+                let mut state = self.state();
+                state.appended = appended;
+                // A cache the snapshot has not (deduplication set since) starts empty.
+                if let (Some(cache), Some(dedup)) = (state.dedup.as_mut(), dedup) {
+                    *cache = DedupCache::from_state(dedup);
+                }
+                drop(state);
                 let _ = self.applied.send(StreamApplied::Installed { next_offset });
             }
             Err(e) => tracing::error!("stream snapshot not installed: {e}"),
         }
+    }
+}
+
+/// Whether `message` repeats an id the cache remembers at `at_ms` (remembering it if not).
+fn is_duplicate(cache: &mut DedupCache, message: &WireMessage, at_ms: u64) -> bool {
+    let view = PropertiesView::parse(&message.properties).unwrap_or_default();
+    match cache.key_of(&view) {
+        Some(key) => cache.is_duplicate(key, at_ms),
+        None => false,
     }
 }
 
@@ -294,13 +340,20 @@ pub fn spawn(
     let group_name = group_name(&vhost, &handle.name, handle.incarnation);
     let task_handle = handle.clone();
     tokio::spawn(async move {
-        let Some((log, dedup)) = super::open_log(&task_handle, &settings, stored).await else {
+        let Some((log, _)) = super::open_log(&task_handle, &settings, stored, false).await else {
             return;
         };
         let (durable_tx, durable) = watch::channel(log.next_offset());
         let (applied_tx, applied) = mpsc::unbounded_channel();
+        // Deduplication happens where the group applies appends, not here.
         let applier = Arc::new(StreamApplier {
-            state: Mutex::new(Appended::default()),
+            state: Mutex::new(Applied {
+                appended: Appended::default(),
+                dedup: task_handle
+                    .effective_args()
+                    .deduplication
+                    .map(|d| DedupCache::new(&d, false)),
+            }),
             applied: applied_tx,
             durable,
         });
@@ -364,7 +417,7 @@ pub fn spawn(
             db: replication.db.clone(),
             group,
         };
-        let mut owner = Owner::new(task_handle, host, settings, log, dedup);
+        let mut owner = Owner::new(task_handle, host, settings, log, None);
         owner.replica = Some(replica);
         owner.run(rx).await;
     });
@@ -948,7 +1001,10 @@ mod tests {
         let (tx, rx) = mpsc::unbounded_channel();
         let (_, durable) = watch::channel(u64::MAX);
         let applier = StreamApplier {
-            state: Mutex::new(Appended::default()),
+            state: Mutex::new(Applied {
+                appended: Appended::default(),
+                dedup: None,
+            }),
             applied: tx,
             durable,
         };
@@ -1027,12 +1083,93 @@ mod tests {
                 (OutOfSequence, 8, 0),
             ]
         );
-        let state = applier.state().clone();
+        let state = applier.state().appended.clone();
         assert_eq!(state.next_offset, 8);
         assert_eq!(
             state.last.into_iter().collect::<Vec<_>>(),
             vec![((1, 11), 1), ((2, 7), 1)]
         );
+    }
+
+    /// An append of messages with these ids (`message-id`).
+    fn append_ids(node: NodeId, enqueuer: u64, seq: u64, at_ms: u64, ids: &[&str]) -> Proposal {
+        use warren_amqp::protocol::BasicProperties;
+        let messages = ids
+            .iter()
+            .map(|id| WireMessage {
+                exchange: Vec::new(),
+                routing_key: b"s".to_vec(),
+                properties: warren_amqp::encode::encode_properties(
+                    &BasicProperties::default().with_message_id((*id).into()),
+                )
+                .unwrap(),
+                body: id.as_bytes().to_vec(),
+            })
+            .collect();
+        let command = StreamCommand::Append {
+            enqueuer,
+            seq,
+            at_ms,
+            messages,
+        };
+        Proposal {
+            origin: node,
+            number: seq,
+            payload: postcard::to_stdvec(&command).unwrap(),
+        }
+    }
+
+    /// The bodies each applied append carries.
+    fn bodies(rx: &mut mpsc::UnboundedReceiver<StreamApplied>) -> Vec<Vec<String>> {
+        let mut out = Vec::new();
+        while let Ok(applied) = rx.try_recv() {
+            if let StreamApplied::Append { messages, .. } = applied {
+                out.push(
+                    messages
+                        .iter()
+                        .map(|m| String::from_utf8_lossy(&m.body).into_owned())
+                        .collect(),
+                );
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn a_deduplicating_streams_members_drop_the_same_ids_whichever_node_sent_them() {
+        let settings = crate::queue::args::Dedup {
+            cache_size: 10,
+            ttl_ms: Some(1_000),
+            header: None,
+        };
+        let deduplicating = || {
+            let (applier, rx) = applier();
+            applier.state().dedup = Some(DedupCache::new(&settings, false));
+            (applier, rx)
+        };
+        let (whole, mut whole_rx) = deduplicating();
+        let (later, mut later_rx) = deduplicating();
+        let steps = [
+            append_ids(1, 10, 1, 100, &["a", "b"]),
+            // Through another node, the same ids: dropped.
+            append_ids(2, 20, 1, 200, &["b", "c", "a"]),
+        ];
+        for (i, p) in steps.iter().enumerate() {
+            whole.apply(i as u64 + 1, p);
+        }
+        later.install(&whole.snapshot());
+        let _ = bodies(&mut later_rx);
+        // Past the TTL of "a" (remembered at 100), within that of "c" (at 200).
+        let next = append_ids(1, 10, 2, 1_150, &["a", "c", "d"]);
+        whole.apply(3, &next);
+        later.apply(3, &next);
+        assert_eq!(
+            bodies(&mut whole_rx),
+            vec![vec!["a", "b"], vec!["c"], vec!["a", "d"]]
+        );
+        assert_eq!(bodies(&mut later_rx), vec![vec!["a", "d"]]);
+        assert_eq!(whole.state().appended, later.state().appended);
+        assert_eq!(whole.state().appended.next_offset, 5);
     }
 
     proptest! {
@@ -1066,7 +1203,7 @@ mod tests {
             let whole_out = outcomes(&mut whole_rx);
             let later_out = outcomes(&mut later_rx);
             prop_assert_eq!(&whole_out, &later_out);
-            prop_assert_eq!(whole.state().clone(), later.state().clone());
+            prop_assert_eq!(whole.state().appended.clone(), later.state().appended.clone());
 
             // Everything again from scratch: numbers applied per proposer run 1, 2, 3…
             let (fresh, mut fresh_rx) = applier();
@@ -1082,7 +1219,7 @@ mod tests {
                     }
                 }
             }
-            prop_assert_eq!(fresh.state().next_offset, next);
+            prop_assert_eq!(fresh.state().appended.next_offset, next);
             for ((node, enqueuer), seqs) in &applied_seqs {
                 // A proposer restarted (a new enqueuer at 1) resets what an older one of its
                 // node counts; apart from that each runs 1, 2, 3… without repeats.

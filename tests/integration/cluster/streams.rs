@@ -380,3 +380,31 @@ async fn unconfirmed_stream_publishes_through_leader_changes_are_neither_lost_no
     assert_eq!(read_copy(&n2, "flow", kept).await, copy, "n2's copy");
     drop(n1);
 }
+
+async fn publish_ids(conn: &lapin::Connection, messages: &[(&str, &str)]) {
+    let ch = confirm_channel(conn).await;
+    crate::streams::publish_with_ids(&ch, "once", messages).await;
+}
+
+/// A deduplicating stream in a cluster drops a message id it holds whichever node the repeat
+/// comes through, also once its leader was killed (the ids are the group's state, not a node's).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replicated_deduplicating_stream_drops_repeats_sent_through_any_node() {
+    let (_cluster, n1, n2, n3) = three_formed().await;
+    let c1 = n1.connect().await;
+    let dedup = ("x-message-deduplication", AMQPValue::Boolean(true));
+    declare_stream(&c1, "once", &[dedup]).await;
+    let (c2, c3) = (n2.connect().await, n3.connect().await);
+    eventually_async(|| async { passive(&c3, "once").await.is_ok() }, true).await;
+    publish_ids(&c1, &[("a", "m0000000-a"), ("b", "m0000001-b")]).await;
+    publish_ids(&c2, &[("a", "m0000000-a again"), ("c", "m0000002-c")]).await;
+    drop(c1);
+    n1.kill9();
+    publish_ids(&c3, &[("b", "m0000001-b again"), ("d", "m0000003-d")]).await;
+    publish_ids(&c2, &[("c", "m0000002-c again")]).await;
+    let kept = settled_count(&[&n2, &n3], "once");
+    assert_eq!(kept, 4);
+    let copy = read_copy(&n2, "once", kept).await;
+    assert_eq!(copy, vec![(0, 0), (1, 1), (2, 2), (3, 3)]);
+    assert_eq!(read_copy(&n3, "once", kept).await, copy);
+}
