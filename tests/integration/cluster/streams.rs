@@ -408,3 +408,31 @@ async fn a_replicated_deduplicating_stream_drops_repeats_sent_through_any_node()
     assert_eq!(copy, vec![(0, 0), (1, 1), (2, 2), (3, 3)]);
     assert_eq!(read_copy(&n3, "once", kept).await, copy);
 }
+
+/// A stream on two of the three nodes (`x-initial-cluster-size: 2`): the third has no copy and
+/// serves its clients through a member, publishes and reads from an offset alike.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_without_a_copy_serves_a_stream_through_its_members() {
+    let (cluster, n1, n2, n3) = three_formed().await;
+    let c1 = n1.connect().await;
+    let two = ("x-initial-cluster-size", AMQPValue::LongInt(2));
+    declare_stream(&c1, "pair", &[two]).await;
+    let c3 = n3.connect().await;
+    eventually_async(|| async { passive(&c3, "pair").await.is_ok() }, true).await;
+    eventually(
+        "n3 shows the stream's two members",
+        || api(&n3, "GET", "/api/queues/%2F/pair", None).1["members"].to_string(),
+        |members| members == r#"["n1","n2"]"#,
+    );
+    publish_numbered(&confirm_channel(&c3).await, "pair", 0..50, 32).await;
+    let kept = settled_count(&[&n1, &n2], "pair");
+    assert_eq!(kept, 50);
+    let through_n3 = read_copy(&n3, "pair", kept).await;
+    let expected: Vec<(i64, usize)> = (0..50).map(|i| (i as i64, i as usize)).collect();
+    assert_eq!(through_n3, expected);
+    assert!(
+        stream_logs(cluster.dirs[2].path()).is_empty(),
+        "n3 keeps no copy"
+    );
+    drop((n1, n2));
+}
