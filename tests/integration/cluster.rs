@@ -3627,7 +3627,8 @@ async fn at_least_once_dead_letters_wait_for_a_queue_through_a_leader_change() {
 
 /// A member whose disk fills up stops (exit status 74: its Raft log takes no more writes) rather
 /// than staying up with dead queue members; the others go on confirming; started again once the
-/// disk has room, it catches up and serves every confirmed message. Needs root (a tmpfs for the
+/// disk has room, it catches up and serves every confirmed message, of a quorum queue and of a
+/// stream (its copy the same as the others', offset for offset). Needs root (a tmpfs for the
 /// member's data); elsewhere it says so and passes without running.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_member_whose_disk_fills_stops_and_catches_up_once_started_again() {
@@ -3641,10 +3642,19 @@ async fn a_member_whose_disk_fills_stops_and_catches_up_once_started_again() {
     formed(&cluster, &[&n1, &n2, &n3]).await;
     let c1 = n1.connect().await;
     declare_quorum(&c1, "qdisk").await;
+    streams::declare_stream(&c1, "sdisk", &[]).await;
     let ch = confirm_channel(&c1).await;
     let mut confirmed = 0;
+    let publish = |n: usize| {
+        let ch = ch.clone();
+        async move {
+            for queue in ["qdisk", "sdisk"] {
+                publish_confirmed(&ch, "", queue, &numbered_body(n, 1024), true).await;
+            }
+        }
+    };
     for _ in 0..100 {
-        publish_confirmed(&ch, "", "qdisk", &numbered_body(confirmed, 1024), true).await;
+        publish(confirmed).await;
         confirmed += 1;
     }
     // n3's disk filled to the last byte.
@@ -3660,12 +3670,12 @@ async fn a_member_whose_disk_fills_stops_and_catches_up_once_started_again() {
             Instant::now() < deadline,
             "n3 did not stop on its full disk"
         );
-        publish_confirmed(&ch, "", "qdisk", &numbered_body(confirmed, 1024), true).await;
+        publish(confirmed).await;
         confirmed += 1;
     }
     assert_eq!(n3.exit_code(), Some(74), "n3's exit status");
     for _ in 0..100 {
-        publish_confirmed(&ch, "", "qdisk", &numbered_body(confirmed, 1024), true).await;
+        publish(confirmed).await;
         confirmed += 1;
     }
     std::fs::remove_file(&ballast).expect("ballast removed");
@@ -3677,6 +3687,11 @@ async fn a_member_whose_disk_fills_stops_and_catches_up_once_started_again() {
         || queue_counts(&n3, "qdisk").0,
         |&ready| ready == confirmed as u64,
     );
+    let kept = streams::settled_count(&[&n1, &n3], "sdisk");
+    assert_eq!(kept as usize, confirmed);
+    let copy = streams::read_copy(&n3, "sdisk", kept).await;
+    let expected: Vec<(i64, usize)> = (0..confirmed).map(|i| (i as i64, i)).collect();
+    assert_eq!(copy, expected, "n3's copy of the stream");
     drop((ch, c1));
     // n1 gone too: n3 and n2 hold the queue.
     n1.kill9();

@@ -47,6 +47,8 @@ const PROPOSALS_IN_FLIGHT: usize = 8;
 const RETRY_AFTER: Duration = Duration::from_millis(500);
 /// How much a member asks another's copy for at once when it fills a gap.
 const FETCH_BYTES: u32 = 4 * 1024 * 1024;
+/// See [`Replica::to_write_bytes`].
+const TO_WRITE_MAX_BYTES: usize = 64 * 1024 * 1024;
 /// How long a snapshot waits for this member's copy to be on disk up to it.
 const SNAPSHOT_WAITS_AT_MOST: Duration = Duration::from_secs(10);
 
@@ -285,6 +287,9 @@ pub(super) struct Replica {
     fetch_not_before: Option<tokio::time::Instant>,
     /// Applied, not yet written to this copy: offset, the append's time, the message.
     to_write: VecDeque<(u64, u64, crate::message::MessageRef)>,
+    /// Their bodies' bytes: past [`TO_WRITE_MAX_BYTES`] what is applied is not kept but fetched
+    /// from another member's copy later (a copy whose disk falls behind holds a bounded backlog).
+    to_write_bytes: usize,
     /// Entries below this offset are missing here and fetched from another member.
     fetch_until: Option<u64>,
     fetching: bool,
@@ -399,6 +404,7 @@ pub fn spawn(
             resend: false,
             fetch_not_before: None,
             to_write: VecDeque::new(),
+            to_write_bytes: 0,
             fetch_until: None,
             fetching: false,
             fetch_from: 0,
@@ -602,6 +608,7 @@ impl Owner {
         match applied {
             StreamApplied::Installed { next_offset } => {
                 replica.to_write.clear();
+                replica.to_write_bytes = 0;
                 replica.fetch_until = Some(next_offset);
             }
             StreamApplied::Append {
@@ -632,6 +639,12 @@ impl Owner {
                     }
                 }
                 for (offset, m) in (first..).zip(messages) {
+                    if replica.to_write_bytes + m.body.len() > TO_WRITE_MAX_BYTES {
+                        replica.fetch_until =
+                            Some(replica.fetch_until.unwrap_or(0).max(offset + 1));
+                        continue;
+                    }
+                    replica.to_write_bytes += m.body.len();
                     replica
                         .to_write
                         .push_back((offset, at_ms, m.into_message()));
@@ -688,17 +701,20 @@ impl Owner {
         };
         let local = log.next_offset();
         while replica.to_write.front().is_some_and(|(o, _, _)| *o < local) {
-            replica.to_write.pop_front();
-        }
-        if let Some((front, _, _)) = replica.to_write.front() {
-            if *front > local {
-                replica.fetch_until = Some(replica.fetch_until.unwrap_or(0).max(*front));
-            }
+            replica.pop_to_write();
         }
         if replica.fetch_until.is_some_and(|until| until <= local) {
             replica.fetch_until = None;
         }
-        if replica.fetch_until.is_some() {
+        // What comes next here is missing: fetched first (what is held is written first).
+        let missing = match replica.to_write.front() {
+            Some((front, _, _)) => *front > local,
+            None => replica.fetch_until.is_some(),
+        };
+        if missing {
+            if let Some((front, _, _)) = replica.to_write.front() {
+                replica.fetch_until = Some(replica.fetch_until.unwrap_or(0).max(*front));
+            }
             self.fetch_missing();
             return;
         }
@@ -716,7 +732,15 @@ impl Owner {
         while messages.is_empty()
             || (messages.len() < super::APPEND_MESSAGES && batch.bytes() < super::APPEND_BYTES)
         {
-            let Some((offset, at_ms, message)) = replica.to_write.pop_front() else {
+            // Contiguous only (what was not kept is fetched later).
+            if replica
+                .to_write
+                .front()
+                .is_none_or(|(offset, _, _)| *offset != first + messages.len() as u64)
+            {
+                break;
+            }
+            let Some((offset, at_ms, message)) = replica.pop_to_write() else {
                 break;
             };
             stamp = stamp.max(at_ms);
@@ -843,6 +867,12 @@ impl Replica {
     fn resend_later(&mut self) {
         self.resend = true;
         self.retry_later();
+    }
+
+    fn pop_to_write(&mut self) -> Option<(u64, u64, crate::message::MessageRef)> {
+        let next = self.to_write.pop_front()?;
+        self.to_write_bytes = self.to_write_bytes.saturating_sub(next.2.body().len());
+        Some(next)
     }
 
     /// The next fetch goes to another member, a moment later.

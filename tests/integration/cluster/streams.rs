@@ -12,7 +12,11 @@ use lapin::types::{AMQPValue, LongString};
 
 use super::*;
 
-async fn declare_stream(conn: &lapin::Connection, name: &str, extra: &[(&str, AMQPValue)]) {
+pub(super) async fn declare_stream(
+    conn: &lapin::Connection,
+    name: &str,
+    extra: &[(&str, AMQPValue)],
+) {
     crate::common::lapin_channel(conn)
         .await
         .queue_declare(name.into(), durable(), crate::streams::stream_args(extra))
@@ -22,7 +26,7 @@ async fn declare_stream(conn: &lapin::Connection, name: &str, extra: &[(&str, AM
 
 /// Every entry of `stream` as `node`'s copy has it, from its first: (offset, the number of its
 /// body). Read once the node's copy holds `count` entries.
-async fn read_copy(node: &ChildBroker, stream: &str, count: u32) -> Vec<(i64, usize)> {
+pub(super) async fn read_copy(node: &ChildBroker, stream: &str, count: u32) -> Vec<(i64, usize)> {
     let conn = node.connect().await;
     eventually_async(
         || async { passive(&conn, stream).await.ok().map(|c| c.0) },
@@ -109,7 +113,7 @@ async fn confirmed_at_least(confirmed: &Mutex<HashSet<usize>>, n: usize) {
 
 /// The stream's count once every copy of `nodes` holds the same entries and holds still (no
 /// publisher left).
-fn settled_count(nodes: &[&ChildBroker], stream: &str) -> u32 {
+pub(super) fn settled_count(nodes: &[&ChildBroker], stream: &str) -> u32 {
     let path = format!("/api/queues/%2F/{stream}");
     let figures = || -> Vec<(Option<u64>, Option<u64>)> {
         nodes
