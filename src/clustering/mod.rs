@@ -106,6 +106,8 @@ pub struct Connected {
     process: u64,
     /// Quorum queue members leaving their group (see `Replication::leaving`).
     leaving_members: crate::queue::quorum::host::LeavingMembers,
+    /// Other nodes taken for gone, for the quorum queue members here (see `Replication::gone`).
+    nodes_gone: crate::queue::quorum::host::NodesGone,
 }
 
 impl Connected {
@@ -150,6 +152,7 @@ impl Connected {
             node: ClusterNode::new(link),
             proxies: Arc::new(Proxies::default()),
             leaving_members: Default::default(),
+            nodes_gone: Default::default(),
             definitions,
             settings,
             raft_db,
@@ -174,6 +177,7 @@ impl Connected {
                     nodes: self.settings.members.clone(),
                     leaving: self.leaving_members.clone(),
                     dormant_after: self.settings.quorum_dormant_after,
+                    gone: self.nodes_gone.clone(),
                 },
             },
         }

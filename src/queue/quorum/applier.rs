@@ -25,8 +25,9 @@ pub struct AppliedEntry {
 pub struct QuorumApplier {
     spec: CoreSpec,
     machine: Mutex<QueueMachine>,
-    /// To this node's host of the queue; gone when the host stops.
-    applied: mpsc::UnboundedSender<AppliedEntry>,
+    /// To this node's host of the queue; gone when the host stops. Boxed: a channel allocates its
+    /// first block of slots when it is made, and a dormant member keeps it.
+    applied: mpsc::UnboundedSender<Box<AppliedEntry>>,
     /// Bytes of entries applied since the last snapshot, and that snapshot's size: the host asks
     /// for a snapshot once the log holds much more than one would (see [`Self::wants_snapshot`]).
     logged_since_snapshot: AtomicU64,
@@ -44,7 +45,7 @@ impl QuorumApplier {
     pub fn new(
         spec: CoreSpec,
         now_ms: u64,
-        applied: mpsc::UnboundedSender<AppliedEntry>,
+        applied: mpsc::UnboundedSender<Box<AppliedEntry>>,
     ) -> QuorumApplier {
         QuorumApplier {
             machine: Mutex::new(QueueMachine::new(spec.clone(), now_ms)),
@@ -105,12 +106,12 @@ impl Applier for QuorumApplier {
             self.count_held(&machine);
             applied
         };
-        let _ = self.applied.send(AppliedEntry {
+        let _ = self.applied.send(Box::new(AppliedEntry {
             index,
             origin: proposal.origin,
             number: proposal.number,
             applied,
-        });
+        }));
     }
 
     fn snapshot(&self) -> Vec<u8> {

@@ -60,6 +60,38 @@ pub struct Replication {
     /// How long a member stays idle before its Raft instance stops until it is used again (see
     /// `warren_cluster::group::Timing::dormant_after`).
     pub dormant_after: Option<Duration>,
+    /// The other nodes taken for gone, told to every member here.
+    pub gone: NodesGone,
+}
+
+/// The other nodes of the cluster each time their link goes down and stays down
+/// [`GONE_AFTER`], told to every member of this node that listens: one watcher per peer for the
+/// node, started with the first member (the link knows its peers by then), not one per member.
+#[derive(Clone, Default)]
+pub struct NodesGone {
+    told: Arc<std::sync::OnceLock<tokio::sync::broadcast::Sender<NodeId>>>,
+}
+
+/// How many node-gone news a member may leave unread before it misses some (it then looks at
+/// every link itself: see [`Member::missed_nodes_gone`]).
+const NODES_GONE_KEPT: usize = 64;
+
+impl NodesGone {
+    /// News of the other nodes of `nodes` gone, from now on (the watchers started on the first
+    /// call, on `node`'s link).
+    pub fn subscribe(
+        &self,
+        node: &Arc<ClusterNode>,
+        nodes: &[Node],
+    ) -> tokio::sync::broadcast::Receiver<NodeId> {
+        self.told
+            .get_or_init(|| {
+                let (tx, _) = tokio::sync::broadcast::channel(NODES_GONE_KEPT);
+                watch_nodes_gone(node, nodes, &tx);
+                tx
+            })
+            .subscribe()
+    }
 }
 
 /// See [`Replication::leaving`].
@@ -295,7 +327,9 @@ pub fn spawn(
         let (proposals, done) = proposer(group.clone());
         let (dead_letter_confirms, dead_letter_answers) = mpsc::unbounded_channel();
         // Every other node of the cluster: a member may be added on any of them later.
-        let down = members_down(&replication.node, &replication.nodes, &name);
+        let down = replication
+            .gone
+            .subscribe(&replication.node, &replication.nodes);
         let member = Member {
             handle: started,
             host,
@@ -345,19 +379,19 @@ pub fn spawn(
 /// plus this (see [`super::machine::EnqueuerId`]).
 pub(crate) static MEMBERS_STARTED: AtomicU64 = AtomicU64::new(0);
 
-/// The ids of the other nodes of `nodes` each time their link goes down and stays down
-/// [`GONE_AFTER`].
-fn members_down(
+/// Sends the id of each other node of `nodes` into `told` each time its link goes down and stays
+/// down [`GONE_AFTER`] (whether a member listens or not).
+fn watch_nodes_gone(
     node: &Arc<ClusterNode>,
-    members: &[Node],
-    me: &str,
-) -> mpsc::UnboundedReceiver<NodeId> {
-    let (tx, down) = mpsc::unbounded_channel();
-    for m in members.iter().filter(|m| m.name != me) {
+    nodes: &[Node],
+    told: &tokio::sync::broadcast::Sender<NodeId>,
+) {
+    let me = node.name().to_owned();
+    for m in nodes.iter().filter(|m| m.name != me) {
         let Some(mut link) = node.link().watch_peer(&m.name) else {
             continue;
         };
-        let (tx, id) = (tx.clone(), node_id(&m.name));
+        let (told, id) = (told.clone(), node_id(&m.name));
         tokio::spawn(async move {
             loop {
                 if link.wait_for(|l| l.up).await.is_err() {
@@ -373,13 +407,11 @@ fn members_down(
                 if link.borrow().up {
                     continue;
                 }
-                if tx.send(id).is_err() {
-                    return;
-                }
+                // No member listening is no reason to stop watching.
+                let _ = told.send(id);
             }
         });
     }
-    down
 }
 
 /// What came of a membership step's task.
@@ -399,7 +431,9 @@ fn nodes_named(nodes: &[Node], names: &[String]) -> Vec<Node> {
 }
 
 /// A proposal to send, and whether only as the leader ([`Group::propose_as_leader`]).
-pub(crate) type ToSend = (warren_cluster::Proposal, bool);
+/// Boxed: a channel allocates its first block of slots when it is made, and a dormant member
+/// keeps it.
+pub(crate) type ToSend = Box<(warren_cluster::Proposal, bool)>;
 
 /// How many proposals a leading member may have in its group's hands at once.
 const PIPELINE: usize = 4;
@@ -463,9 +497,10 @@ pub(crate) fn proposer(
                     }
                 }
                 received = to_send.recv(), if pending.len() < PIPELINE => {
-                    let Some((proposal, leader_only)) = received else {
+                    let Some(received) = received else {
                         return;
                     };
+                    let (proposal, leader_only) = *received;
                     let number = proposal.number;
                     let proposal = match leader_only {
                         true => proposal,
@@ -677,9 +712,9 @@ impl Member {
     async fn run(
         mut self,
         mut rx: mpsc::Receiver<QueueCommand>,
-        mut applied: mpsc::UnboundedReceiver<AppliedEntry>,
+        mut applied: mpsc::UnboundedReceiver<Box<AppliedEntry>>,
         mut done: mpsc::UnboundedReceiver<(u64, bool)>,
-        mut down: mpsc::UnboundedReceiver<NodeId>,
+        mut down: tokio::sync::broadcast::Receiver<NodeId>,
         mut dead_letter_answers: mpsc::UnboundedReceiver<ConnEvent>,
     ) {
         // This node's consumers of an earlier process are gone: what they held goes back.
@@ -695,6 +730,7 @@ impl Member {
         let mut suspects_check = tokio::time::interval(LEADER_CHECK);
         suspects_check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut deleted = false;
+        let mut down_closed = false;
         let mut last_applied = 0;
         let mut wanted_changes = self.wanted.clone();
         let (membership_tx, mut membership) = mpsc::unbounded_channel();
@@ -727,7 +763,7 @@ impl Member {
                 }
                 Some(entry) = applied.recv() => {
                     last_applied = entry.index;
-                    deleted = self.on_applied(entry);
+                    deleted = self.on_applied(*entry);
                     let wants = self.applier.wants_snapshot();
                     if wants && !self.snapshot_asked {
                         let group = self.group.clone();
@@ -740,8 +776,15 @@ impl Member {
                 // back to the queue for the others, as RabbitMQ returns a lost consumer's. The
                 // leader proposes it; every member keeps it in mind, as the gone node may have
                 // been the leader (the next one proposes it).
-                Some(node) = down.recv() => {
-                    self.suspects.insert(node);
+                news = down.recv(), if !down_closed => {
+                    use tokio::sync::broadcast::error::RecvError;
+                    match news {
+                        Ok(node) => {
+                            self.suspects.insert(node);
+                        }
+                        Err(RecvError::Lagged(_)) => self.missed_nodes_gone(),
+                        Err(RecvError::Closed) => down_closed = true,
+                    }
                     self.propose_suspects();
                 }
                 _ = suspects_check.tick(), if !self.suspects.is_empty() => self.propose_suspects(),
@@ -826,6 +869,16 @@ impl Member {
 
     fn is_leader(&self) -> bool {
         self.group.is_leader()
+    }
+
+    /// Node-gone news were missed (this member left too many unread): every other node whose
+    /// link is down now is suspected instead.
+    fn missed_nodes_gone(&mut self) {
+        for node in &self.nodes {
+            if node.name != self.name && !self.cluster.link().is_connected(&node.name) {
+                self.suspects.insert(node_id(&node.name));
+            }
+        }
     }
 
     /// Whether the group's voters are the members wanted.
@@ -1016,7 +1069,11 @@ impl Member {
             sent.proposals.push(proposal.number);
             sent.again = false;
             self.sent_bytes += bytes;
-            if self.proposals.send((proposal, leader_only)).is_ok() {
+            if self
+                .proposals
+                .send(Box::new((proposal, leader_only)))
+                .is_ok()
+            {
                 self.in_flight += 1;
             }
             return;
@@ -1036,7 +1093,11 @@ impl Member {
             }
             _ => {}
         }
-        if self.proposals.send((proposal, leader_only)).is_ok() {
+        if self
+            .proposals
+            .send(Box::new((proposal, leader_only)))
+            .is_ok()
+        {
             self.in_flight += 1;
         }
     }

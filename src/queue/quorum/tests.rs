@@ -738,7 +738,7 @@ fn numbered_enqueues_are_applied_once_and_in_order() {
 
     struct Replica(
         QuorumApplier,
-        mpsc::UnboundedReceiver<super::applier::AppliedEntry>,
+        mpsc::UnboundedReceiver<Box<super::applier::AppliedEntry>>,
     );
     let replica = || {
         let (tx, applied) = mpsc::unbounded_channel();

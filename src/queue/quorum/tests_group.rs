@@ -23,7 +23,7 @@ struct Member {
     group: Arc<Group>,
     link: Link,
     applier: Arc<QuorumApplier>,
-    applied: mpsc::UnboundedReceiver<AppliedEntry>,
+    applied: mpsc::UnboundedReceiver<Box<AppliedEntry>>,
 }
 
 fn timing() -> Timing {

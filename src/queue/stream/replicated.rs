@@ -541,7 +541,7 @@ impl Owner {
                 }
             };
             let proposal = replica.group.proposal(payload.clone());
-            if replica.proposals.send((proposal, false)).is_ok() {
+            if replica.proposals.send(Box::new((proposal, false))).is_ok() {
                 replica.in_flight += 1;
             }
             replica.sent_bytes += bytes;
@@ -595,7 +595,7 @@ impl Owner {
         }
         for sent in replica.sent.values() {
             let proposal = replica.group.proposal(sent.payload.clone());
-            if replica.proposals.send((proposal, false)).is_ok() {
+            if replica.proposals.send(Box::new((proposal, false))).is_ok() {
                 replica.in_flight += 1;
             }
         }
@@ -686,7 +686,7 @@ impl Owner {
         };
         let proposal = replica.group.proposal(payload);
         replica.deleting = Some((proposal.number, reply));
-        if replica.proposals.send((proposal, false)).is_ok() {
+        if replica.proposals.send(Box::new((proposal, false))).is_ok() {
             replica.in_flight += 1;
         }
     }
