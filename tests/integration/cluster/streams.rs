@@ -440,3 +440,42 @@ async fn a_node_without_a_copy_serves_a_stream_through_its_members() {
     );
     drop((n1, n2));
 }
+
+/// A member frozen (SIGSTOP) past the election timeout while a reader on its node follows the
+/// stream and confirmed publishes go on through another node: the others confirm meanwhile; back,
+/// its copy catches up and the reader goes on from where it was, every entry once, in order.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_frozen_member_catches_up_and_its_reader_misses_nothing() {
+    let (_cluster, n1, n2, n3) = three_formed().await;
+    let c1 = n1.connect().await;
+    declare_stream(&c1, "thaw", &[]).await;
+    let c3 = n3.connect().await;
+    eventually_async(|| async { passive(&c3, "thaw").await.is_ok() }, true).await;
+    let first = AMQPValue::LongString(LongString::from("first"));
+    let (_reader, mut following) =
+        crate::streams::consume_from(&c3, "thaw", 100, Some(first)).await;
+    let ch1 = confirm_channel(&c1).await;
+    publish_numbered(&ch1, "thaw", 0..200, 32).await;
+    let mut followed = Vec::new();
+    for _ in 0..200 {
+        let d = crate::common::lapin_next(&mut following).await;
+        followed.push((crate::streams::offset_of(&d), body_number(&d.data)));
+        d.ack(BasicAckOptions::default()).await.expect("ack");
+    }
+    n3.signal("STOP");
+    // n1 and n2 confirm without n3.
+    publish_numbered(&ch1, "thaw", 200..700, 32).await;
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    n3.signal("CONT");
+    publish_numbered(&ch1, "thaw", 700..800, 32).await;
+    for _ in 200..800 {
+        let d = crate::common::lapin_next(&mut following).await;
+        followed.push((crate::streams::offset_of(&d), body_number(&d.data)));
+        d.ack(BasicAckOptions::default()).await.expect("ack");
+    }
+    let expected: Vec<(i64, usize)> = (0..800).map(|i| (i as i64, i as usize)).collect();
+    assert_eq!(followed, expected, "what the reader on n3 got");
+    let kept = settled_count(&[&n1, &n2, &n3], "thaw");
+    assert_eq!(kept, 800);
+    assert_eq!(read_copy(&n3, "thaw", kept).await, expected, "n3's copy");
+}
