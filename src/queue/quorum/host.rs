@@ -325,7 +325,6 @@ pub fn spawn(
             preference,
         ));
         let (proposals, done) = proposer(group.clone());
-        let (dead_letter_confirms, dead_letter_answers) = mpsc::unbounded_channel();
         // Every other node of the cluster: a member may be added on any of them later.
         let down = replication
             .gone
@@ -357,7 +356,8 @@ pub fn spawn(
             changing: false,
             leaving: None,
             dead_letters: HashMap::new(),
-            dead_letter_confirms,
+            dead_letter_confirms: None,
+            dead_letter_answers: None,
             must_apply: HashMap::new(),
             retry: Vec::new(),
             retry_at: None,
@@ -368,9 +368,7 @@ pub fn spawn(
             sent_enqueues: BTreeMap::new(),
             sent_bytes: 0,
         };
-        member
-            .run(rx, applied, done, down, dead_letter_answers)
-            .await;
+        member.run(rx, applied, done, down).await;
     });
     handle
 }
@@ -663,8 +661,11 @@ struct Member {
     /// The held dead-letters (at-least-once) this member, as the leader, has routed: where
     /// their confirms stand.
     dead_letters: HashMap<u64, HeldRouting>,
-    /// Where the queues a held dead-letter was routed to answer its confirms.
-    dead_letter_confirms: mpsc::UnboundedSender<ConnEvent>,
+    /// Where the queues a held dead-letter was routed to answer its confirms, and where the
+    /// member reads them: made with the first such dead-letter (a channel allocates its first
+    /// slots when made, and most queues never hold a dead-letter).
+    dead_letter_confirms: Option<mpsc::UnboundedSender<ConnEvent>>,
+    dead_letter_answers: Option<mpsc::UnboundedReceiver<ConnEvent>>,
     /// The proposals in flight that must reach the log however long it takes, by proposal
     /// number: settlements and cancels. An ack in flight to a leader that was cut off or
     /// killed fails; dropped, it would leave its message unacked for as long as its consumer
@@ -715,7 +716,6 @@ impl Member {
         mut applied: mpsc::UnboundedReceiver<Box<AppliedEntry>>,
         mut done: mpsc::UnboundedReceiver<(u64, bool)>,
         mut down: tokio::sync::broadcast::Receiver<NodeId>,
-        mut dead_letter_answers: mpsc::UnboundedReceiver<ConnEvent>,
     ) {
         // This node's consumers of an earlier process are gone: what they held goes back.
         self.propose(
@@ -799,7 +799,9 @@ impl Member {
                     }
                     self.step_membership(&membership_tx, &handed_over);
                 }
-                Some(event) = dead_letter_answers.recv() => self.on_dead_letter_confirm(event),
+                Some(event) = recv_if_made(&mut self.dead_letter_answers) => {
+                    self.on_dead_letter_confirm(event)
+                }
                 _ = sleep_until_some(self.retry_at) => self.propose_again(),
                 _ = dead_letter_retry.tick(), if self.has_held_dead_letters() => {
                     self.route_held_dead_letters();
@@ -1486,7 +1488,12 @@ impl Member {
         else {
             return;
         };
-        let confirms = Some((&self.dead_letter_confirms, id));
+        if self.dead_letter_confirms.is_none() {
+            let (confirms, answers) = mpsc::unbounded_channel();
+            self.dead_letter_confirms = Some(confirms);
+            self.dead_letter_answers = Some(answers);
+        }
+        let confirms = self.dead_letter_confirms.as_ref().map(|c| (c, id));
         let reached =
             route_dead_letter_confirmed(&self.handle, &self.host, &self.store, dead, confirms);
         if reached > 0 {
@@ -1706,6 +1713,14 @@ impl Waiter {
             | Waiter::Purge(_)
             | Waiter::Delete(_) => {}
         }
+    }
+}
+
+/// The next message of `channel`; never, if it is not made.
+async fn recv_if_made<T>(channel: &mut Option<mpsc::UnboundedReceiver<T>>) -> Option<T> {
+    match channel {
+        Some(channel) => channel.recv().await,
+        None => std::future::pending().await,
     }
 }
 
