@@ -57,6 +57,9 @@ pub(super) struct Restart {
     /// This member led when it went dormant.
     led: AtomicBool,
     stopped: AtomicBool,
+    /// Whether it is dormant, for the application to watch (it may let go of what it keeps for
+    /// a running member).
+    dormant: tokio::sync::watch::Sender<bool>,
 }
 
 impl Restart {
@@ -76,6 +79,7 @@ impl Restart {
             leader_before: Mutex::new(None),
             led: AtomicBool::new(false),
             stopped: AtomicBool::new(false),
+            dormant: tokio::sync::watch::Sender::new(false),
         }
     }
 
@@ -110,6 +114,11 @@ impl Group {
             Instance::Running(raft) => Some(raft.clone()),
             Instance::Dormant(_) => None,
         }
+    }
+
+    /// Whether it is dormant, as it changes (see [`Group::is_dormant`]).
+    pub fn watch_dormant(&self) -> tokio::sync::watch::Receiver<bool> {
+        self.restart.dormant.subscribe()
     }
 
     /// Whether its Raft instance is stopped until it is used again.
@@ -186,6 +195,7 @@ impl Group {
             raft
         };
         let _ = raft.shutdown().await;
+        self.restart.dormant.send_replace(true);
         tracing::debug!(group = %self.id, "dormant");
         true
     }
@@ -240,6 +250,7 @@ impl Group {
             let _ = tokio::time::timeout(RESTORED_WITHIN, restored).await;
         }
         *self.instance.write().unwrap_or_else(|e| e.into_inner()) = Instance::Running(raft.clone());
+        self.restart.dormant.send_replace(false);
         tracing::debug!(group = %self.id, "woken");
         Ok(())
     }

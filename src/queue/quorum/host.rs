@@ -324,7 +324,7 @@ pub fn spawn(
             LEADER_CHECK,
             preference,
         ));
-        let (proposals, done) = proposer(group.clone());
+        let dormancy = group.watch_dormant();
         // Every other node of the cluster: a member may be added on any of them later.
         let down = replication
             .gone
@@ -341,7 +341,9 @@ pub fn spawn(
             consumers: HashMap::new(),
             no_ack_held: Vec::new(),
             waiting: HashMap::new(),
-            proposals,
+            proposals: None,
+            done: None,
+            dormancy,
             suspects: Default::default(),
             orphans: Default::default(),
             queued: Default::default(),
@@ -368,7 +370,7 @@ pub fn spawn(
             sent_enqueues: BTreeMap::new(),
             sent_bytes: 0,
         };
-        member.run(rx, applied, done, down).await;
+        member.run(rx, applied, down).await;
     });
     handle
 }
@@ -627,7 +629,11 @@ struct Member {
     no_ack_held: Vec<HeldNoAck>,
     /// By proposal number.
     waiting: HashMap<u64, Waiter>,
-    proposals: mpsc::UnboundedSender<ToSend>,
+    /// Its proposer's channels (see [`proposer`]): made with the first proposal, dropped (the
+    /// proposer's task ends) when the group goes dormant with nothing in flight.
+    proposals: Option<mpsc::UnboundedSender<ToSend>>,
+    done: Option<mpsc::UnboundedReceiver<(u64, bool)>>,
+    dormancy: watch::Receiver<bool>,
     /// The nodes of other members whose link has stayed down [`GONE_AFTER`], until this member
     /// leads and proposes their consumers gone (or their link is back).
     suspects: std::collections::BTreeSet<NodeId>,
@@ -714,7 +720,6 @@ impl Member {
         mut self,
         mut rx: mpsc::Receiver<QueueCommand>,
         mut applied: mpsc::UnboundedReceiver<Box<AppliedEntry>>,
-        mut done: mpsc::UnboundedReceiver<(u64, bool)>,
         mut down: tokio::sync::broadcast::Receiver<NodeId>,
     ) {
         // This node's consumers of an earlier process are gone: what they held goes back.
@@ -771,7 +776,8 @@ impl Member {
                     }
                     self.snapshot_asked = wants;
                 }
-                Some((number, ok)) = done.recv() => self.on_done(number, ok),
+                Some((number, ok)) = recv_if_made(&mut self.done) => self.on_done(number, ok),
+                Ok(()) = self.dormancy.changed() => self.on_dormancy(),
                 // A member's node is gone (killed, or cut off): its consumers' deliveries go
                 // back to the queue for the others, as RabbitMQ returns a lost consumer's. The
                 // leader proposes it; every member keeps it in mind, as the gone node may have
@@ -1071,13 +1077,7 @@ impl Member {
             sent.proposals.push(proposal.number);
             sent.again = false;
             self.sent_bytes += bytes;
-            if self
-                .proposals
-                .send(Box::new((proposal, leader_only)))
-                .is_ok()
-            {
-                self.in_flight += 1;
-            }
+            self.submit(proposal, leader_only);
             return;
         }
         if let Some(waiter) = waiter {
@@ -1095,12 +1095,31 @@ impl Member {
             }
             _ => {}
         }
-        if self
+        self.submit(proposal, leader_only);
+    }
+
+    /// Hands `proposal` to the proposer (started if it is not running).
+    fn submit(&mut self, proposal: warren_cluster::Proposal, leader_only: bool) {
+        if self.proposals.is_none() {
+            let (proposals, done) = proposer(self.group.clone());
+            self.proposals = Some(proposals);
+            self.done = Some(done);
+        }
+        let sent = self
             .proposals
-            .send(Box::new((proposal, leader_only)))
-            .is_ok()
-        {
+            .as_ref()
+            .is_some_and(|p| p.send(Box::new((proposal, leader_only))).is_ok());
+        if sent {
             self.in_flight += 1;
+        }
+    }
+
+    /// The group went dormant (or woke): with nothing in flight, the proposer's task and
+    /// channels go (a dormant member keeps as little as it can); the next proposal starts them.
+    fn on_dormancy(&mut self) {
+        if *self.dormancy.borrow_and_update() && self.in_flight == 0 && self.queued.is_empty() {
+            self.proposals = None;
+            self.done = None;
         }
     }
 
