@@ -1,10 +1,12 @@
 //! The queue factory: the one place a queue is created, by its `x-queue-type`.
 //!
 //! A quorum queue in a cluster is a Raft group of its own ([`super::quorum`]) on its members
-//! (a proxy to its declaring node elsewhere); alone, and for the other types, a queue runs on the
-//! single-node engine ([`super::owner`]) (a quorum queue alone is as durable there: its confirms
-//! wait for the store's fsync). The declare-time rules of each type are enforced when the
-//! arguments are parsed ([`super::args`]).
+//! (a proxy to one of them elsewhere); so is a stream ([`super::stream::replicated`]), each member
+//! keeping a copy of its log. Alone, a stream runs on its own log ([`super::stream`]), and the
+//! other types on the single-node engine ([`super::owner`]) (a quorum queue alone is as durable
+//! there: its confirms wait for the store's fsync); a classic queue in a cluster lives on its
+//! declaring node. The declare-time rules of each type are enforced when the arguments are
+//! parsed ([`super::args`]).
 
 use std::sync::{Arc, Weak};
 
