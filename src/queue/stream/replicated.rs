@@ -10,12 +10,16 @@
 //!   so a leader change neither loses nor doubles a publish, with or without confirms.
 //! - A member writes what is applied after what its copy holds (an entry it has already, a
 //!   restart's re-applied entries, is skipped). The group's snapshots hold no messages, only
-//!   the next offset and the proposers' last numbers, and are taken once the member's copy is
-//!   on disk up to them; a member that needs entries the group's log no longer has (it was
+//!   the next offset, the proposers' last numbers and a deduplicating stream's ids, and are
+//!   taken once the member's copy is on disk up to them; a member that needs entries the group's log no longer has (it was
 //!   away while the log was truncated) is sent the snapshot and fetches what it misses from
 //!   another member's copy ([`Forward::ReadStream`]), starting where the others' copies start
 //!   if retention dropped the rest.
+//! - Deduplication (`x-message-deduplication`) happens where appends are applied, by each
+//!   append's own time: every member drops the same repeats, whichever node they came through.
 //! - Retention drops each copy's oldest segments on its own, by the same rules.
+//! - Bounded: publishes not yet applied (32 MiB, then publishers wait) and applied entries not
+//!   yet written to the copy (64 MiB, then they are fetched later from another member's copy).
 
 use std::collections::{BTreeMap, VecDeque};
 use std::sync::atomic::Ordering;
