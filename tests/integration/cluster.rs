@@ -2250,25 +2250,18 @@ async fn a_quorum_queue_loses_no_confirmed_message_through_kills_and_pauses() {
 /// exactly once (a leader change neither loses nor duplicates an enqueue).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unconfirmed_publishes_through_leader_changes_are_neither_lost_nor_duplicated() {
-    use std::sync::atomic::{AtomicBool, Ordering};
-    use std::sync::Arc;
     let (cluster, n1, n2, n3) = three_formed().await;
     declare_quorum(&n2.connect().await, "unconfirmed").await;
     leader_among(&n1, "unconfirmed", &["n2"]);
-    let stop = Arc::new(AtomicBool::new(false));
-    let publisher = publish_unconfirmed_until(&n1, "unconfirmed", stop.clone()).await;
-    messages_flow(&n1, "unconfirmed", 500);
-    n2.kill9();
-    messages_flow(&n1, "unconfirmed", 500);
-    let n2 = cluster.start(1);
-    messages_flow(&n1, "unconfirmed", 500);
     // Frozen past the election timeout, then back: its proposals in flight time out on n1.
-    let candidates = [("n2", &n2), ("n3", &n3)];
-    freeze_leader(&n1, "unconfirmed", candidates, Duration::from_secs(6)).await;
-    messages_flow(&n1, "unconfirmed", 500);
-    stop.store(true, Ordering::Relaxed);
-    let published = publisher.await.expect("publisher");
-    assert!(published > 2000, "{published}");
+    let (n2, published) = publish_unconfirmed_through_leader_changes(
+        &cluster,
+        [&n1, &n3],
+        n2,
+        "unconfirmed",
+        Duration::from_secs(6),
+    )
+    .await;
     // Duplicates, if any, show in the drain.
     eventually(
         "every message published in the queue",
@@ -2302,6 +2295,34 @@ async fn publish_unconfirmed_until(
         client.close().await;
         i
     })
+}
+
+/// A raw publisher without confirms on n1 (`[n1, n3]`) to `queue`, led by `n2`, while n2 is
+/// killed and started again, then the leader then (n2 or n3) frozen for `freeze`: the n2
+/// started again and how many messages the publisher sent (n1 took every one).
+async fn publish_unconfirmed_through_leader_changes(
+    cluster: &Cluster,
+    [n1, n3]: [&ChildBroker; 2],
+    n2: ChildBroker,
+    queue: &'static str,
+    freeze: Duration,
+) -> (ChildBroker, usize) {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::Arc;
+    let stop = Arc::new(AtomicBool::new(false));
+    let publisher = publish_unconfirmed_until(n1, queue, stop.clone()).await;
+    messages_flow(n1, queue, 500);
+    n2.kill9();
+    messages_flow(n1, queue, 500);
+    let n2 = cluster.start(1);
+    messages_flow(n1, queue, 500);
+    let candidates = [("n2", &n2), ("n3", n3)];
+    freeze_leader(n1, queue, candidates, freeze).await;
+    messages_flow(n1, queue, 500);
+    stop.store(true, Ordering::Relaxed);
+    let published = publisher.await.expect("publisher");
+    assert!(published > 2000, "{published}");
+    (n2, published)
 }
 
 /// Waits until `node` shows `more` messages more in `queue` than it does now.

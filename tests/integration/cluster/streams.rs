@@ -35,16 +35,22 @@ pub(super) async fn read_copy(node: &ChildBroker, stream: &str, count: u32) -> V
     .await;
     let first = AMQPValue::LongString(LongString::from("first"));
     let (_ch, mut consumer) = crate::streams::consume_from(&conn, stream, 1000, Some(first)).await;
-    let mut out = Vec::with_capacity(count as usize);
-    for _ in 0..count {
-        let d = crate::common::lapin_next(&mut consumer).await;
+    let out = take_entries(&mut consumer, count as usize).await;
+    let _ = conn.close(200, "bye".into()).await;
+    out
+}
+
+/// The next `n` deliveries of a stream consumer as (offset, the number of its body), each acked.
+async fn take_entries(consumer: &mut lapin::Consumer, n: usize) -> Vec<(i64, usize)> {
+    let mut out = Vec::with_capacity(n);
+    for _ in 0..n {
+        let d = crate::common::lapin_next(consumer).await;
         out.push((
             crate::streams::offset_of(&d),
             crate::common::body_number(&d.data),
         ));
         d.ack(BasicAckOptions::default()).await.expect("ack");
     }
-    let _ = conn.close(200, "bye".into()).await;
     out
 }
 
@@ -349,20 +355,15 @@ async fn unconfirmed_stream_publishes_through_leader_changes_are_neither_lost_no
     let (_reader, mut following) =
         crate::streams::consume_from(&c3, "flow", 500, Some(first)).await;
 
-    let stop = Arc::new(AtomicBool::new(false));
-    let publisher = publish_unconfirmed_until(&n1, "flow", stop.clone()).await;
-    messages_flow(&n1, "flow", 500);
-    n2.kill9();
-    messages_flow(&n1, "flow", 500);
-    let n2 = cluster.start(1);
-    messages_flow(&n1, "flow", 500);
     // Longer than a proposal waits for its commit (10 s): what n1 had sent to it fails there.
-    let candidates = [("n2", &n2), ("n3", &n3)];
-    freeze_leader(&n1, "flow", candidates, Duration::from_secs(12)).await;
-    messages_flow(&n1, "flow", 500);
-    stop.store(true, Ordering::Relaxed);
-    let published = publisher.await.expect("publisher");
-    assert!(published > 2000, "{published}");
+    let (n2, published) = publish_unconfirmed_through_leader_changes(
+        &cluster,
+        [&n1, &n3],
+        n2,
+        "flow",
+        Duration::from_secs(12),
+    )
+    .await;
 
     let kept = settled_count(&[&n1, &n2, &n3], "flow");
     assert!(kept as usize >= published, "{kept} kept of {published}");
@@ -374,12 +375,7 @@ async fn unconfirmed_stream_publishes_through_leader_changes_are_neither_lost_no
         .collect();
     exactly_once(&bodies, 0..published);
     // The reader on n3 followed it all: the same entries, in the same order.
-    let mut followed = Vec::with_capacity(copy.len());
-    for _ in 0..copy.len() {
-        let d = crate::common::lapin_next(&mut following).await;
-        followed.push((crate::streams::offset_of(&d), body_number(&d.data)));
-        d.ack(BasicAckOptions::default()).await.expect("ack");
-    }
+    let followed = take_entries(&mut following, copy.len()).await;
     assert_eq!(followed, copy);
     assert_eq!(read_copy(&n2, "flow", kept).await, copy, "n2's copy");
     drop(n1);
@@ -456,23 +452,14 @@ async fn a_frozen_member_catches_up_and_its_reader_misses_nothing() {
         crate::streams::consume_from(&c3, "thaw", 100, Some(first)).await;
     let ch1 = confirm_channel(&c1).await;
     publish_numbered(&ch1, "thaw", 0..200, 32).await;
-    let mut followed = Vec::new();
-    for _ in 0..200 {
-        let d = crate::common::lapin_next(&mut following).await;
-        followed.push((crate::streams::offset_of(&d), body_number(&d.data)));
-        d.ack(BasicAckOptions::default()).await.expect("ack");
-    }
+    let mut followed = take_entries(&mut following, 200).await;
     n3.signal("STOP");
     // n1 and n2 confirm without n3.
     publish_numbered(&ch1, "thaw", 200..700, 32).await;
     tokio::time::sleep(Duration::from_secs(5)).await;
     n3.signal("CONT");
     publish_numbered(&ch1, "thaw", 700..800, 32).await;
-    for _ in 200..800 {
-        let d = crate::common::lapin_next(&mut following).await;
-        followed.push((crate::streams::offset_of(&d), body_number(&d.data)));
-        d.ack(BasicAckOptions::default()).await.expect("ack");
-    }
+    followed.extend(take_entries(&mut following, 600).await);
     let expected: Vec<(i64, usize)> = (0..800).map(|i| (i as i64, i as usize)).collect();
     assert_eq!(followed, expected, "what the reader on n3 got");
     let kept = settled_count(&[&n1, &n2, &n3], "thaw");
