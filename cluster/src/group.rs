@@ -139,6 +139,7 @@ pub struct MemberStatus {
 }
 
 mod dormant;
+pub(crate) mod keeper;
 #[cfg(test)]
 mod tests;
 
@@ -160,6 +161,8 @@ pub struct Group {
     /// [`Group::keep_led`]'s checks since the log last grew, and its last index then.
     idle_checks: std::sync::atomic::AtomicU32,
     last_index_seen: AtomicU64,
+    /// A round of [`Group::keep_led`] is under way for it.
+    keeping: std::sync::atomic::AtomicBool,
 }
 
 impl Group {
@@ -269,6 +272,7 @@ impl Group {
             quiet: timing.quiet,
             idle_checks: std::sync::atomic::AtomicU32::new(0),
             last_index_seen: AtomicU64::new(0),
+            keeping: std::sync::atomic::AtomicBool::new(false),
         });
         node.add_group(id.clone(), dormant::endpoint(&group));
         let initialized = raft
@@ -747,41 +751,18 @@ fn voters_are(metrics: &openraft::RaftMetrics<TypeConfig>, names: &[String]) -> 
 }
 
 impl Group {
-    /// For a quiet group (see [`Timing::quiet`]): runs until the member stops, making sure the
-    /// group has a leader. Every `check` it looks, locally, whether the leader it knows is this
+    /// For a quiet group (see [`Timing::quiet`]): from now until the member stops, makes sure
+    /// the group has a leader (one loop for all the node's groups: [`keeper`]). Every `check` it
+    /// looks, locally, whether the leader it knows is this
     /// node or a node whose link is up; if not (none known, or its node unreachable), the
     /// reachable members try an election in turn, in the order of `preference` (member names;
     /// the others after them by name), the first at once and each next one a `check` later, so
     /// that they do not split the vote. A member idle for [`Timing::dormant_after`] goes
     /// dormant (see [`dormant`]); a dormant one only looks whether the node of the leader it
     /// knew is still reachable (if not, it wakes and elects another). It holds the group
-    /// weakly, and ends once the group is dropped or shut down.
-    pub async fn keep_led(group: std::sync::Weak<Group>, check: Duration, preference: Vec<String>) {
-        loop {
-            tokio::time::sleep(check).await;
-            let Some(this) = group.upgrade() else {
-                return;
-            };
-            if this.is_dormant() {
-                if this.restart.stopped() {
-                    return;
-                }
-                if !this.leader_gone() {
-                    continue;
-                }
-                // Woken to elect another among those left, as RabbitMQ's followers do when
-                // their leader's node goes, idle or not.
-                if this.running().await.is_err() {
-                    continue;
-                }
-            }
-            if this.quiet_down_when_idle(check) && this.go_dormant().await {
-                continue;
-            }
-            if !this.lead_or_elect(check, &preference).await {
-                return;
-            }
-        }
+    /// weakly, and forgets it once the group is dropped or shut down.
+    pub fn keep_led(self: &Arc<Self>, check: Duration, preference: Vec<String>) {
+        self.node.keepers.keep(self, check, preference);
     }
 
     /// A quiet group's ticker on (heartbeats, lease renewals), for as long as it is in use: an

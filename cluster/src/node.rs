@@ -36,6 +36,8 @@ pub struct ClusterNode {
     link: Link,
     groups: RwLock<HashMap<GroupId, Arc<dyn GroupEndpoint>>>,
     app: Mutex<Option<Arc<dyn AppHandler>>>,
+    /// What keeps this node's groups led (see [`crate::group::Group::keep_led`]).
+    pub(crate) keepers: crate::group::keeper::Keepers,
 }
 
 impl ClusterNode {
@@ -44,6 +46,7 @@ impl ClusterNode {
             link: link.clone(),
             groups: RwLock::new(HashMap::new()),
             app: Mutex::new(None),
+            keepers: Default::default(),
         });
         link.set_handler(Arc::new(Router(Arc::downgrade(&node))));
         node

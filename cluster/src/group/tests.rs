@@ -511,11 +511,10 @@ async fn dormant_members_wake_when_used_and_apply_nothing_twice() {
     let mut members = Vec::new();
     for (i, l) in ls.into_iter().enumerate() {
         let m = member_timed(Some(l), &nodes[i], &nodes, dirs[i].path(), timing.clone()).await;
-        tokio::spawn(Group::keep_led(
-            Arc::downgrade(&m.group),
+        m.group.keep_led(
             Duration::from_millis(100),
             nodes.iter().map(|n| n.name.clone()).collect(),
-        ));
+        );
         members.push(m);
     }
     let propose = |m: &Member, payload: u8| {

@@ -319,11 +319,7 @@ pub fn spawn(
         // The declaring node leads when it can (clients declaring on every node spread the
         // leaders), then the members in the order they were chosen.
         let preference = members.iter().map(|m| m.name.clone()).collect();
-        tokio::spawn(Group::keep_led(
-            Arc::downgrade(&group),
-            LEADER_CHECK,
-            preference,
-        ));
+        group.keep_led(LEADER_CHECK, preference);
         let dormancy = group.watch_dormant();
         // Every other node of the cluster: a member may be added on any of them later.
         let down = replication

@@ -382,11 +382,7 @@ pub fn spawn(
         };
         let _ = task_handle.replica.set(group.clone());
         let preference = members.iter().map(|m| m.name.clone()).collect();
-        tokio::spawn(Group::keep_led(
-            Arc::downgrade(&group),
-            quorum_host::LEADER_CHECK,
-            preference,
-        ));
+        group.keep_led(quorum_host::LEADER_CHECK, preference);
         let (proposals, done) = quorum_host::proposer(group.clone());
         let _ = task_handle.stream_log.set(log.reader());
         let counts = Arc::new(Mutex::new(QueueStats::default()));
