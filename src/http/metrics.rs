@@ -165,6 +165,11 @@ async fn render(broker: &Broker, per_object: bool) -> String {
         "Bytes stream consumers have read ahead from disk and not yet delivered, reads under way included",
         crate::queue::stream::read_ahead_bytes() as f64,
     );
+    out.single(
+        "warren_quorum_members_asleep",
+        "Quorum queue members of this node asleep while idle (their tasks and channels let go)",
+        crate::queue::quorum::members_asleep() as f64,
+    );
     let t = broker.counters.totals();
     for (name, help, value) in [
         ("received", "Total number of messages received from publishers", t.received),

@@ -357,7 +357,7 @@ pub struct QueueHandle {
     /// Whether publishes may be refused (`x-overflow` reject-publish, from an argument or a
     /// policy), so confirms wait for the queue's answer: read on every confirmed publish.
     may_reject_publish: AtomicBool,
-    tx: mpsc::Sender<QueueCommand>,
+    tx: Inbox,
     deleted: AtomicBool,
     /// Which declare of its name it is, in a cluster (0 alone).
     pub incarnation: u64,
@@ -389,6 +389,25 @@ pub struct QueueHandle {
     stream_log: std::sync::OnceLock<warren_storage::stream::StreamReader>,
 }
 
+/// Where a queue's commands go: its task's inbox, or, for a task that ends while its queue is
+/// idle (a quorum queue's member: see `quorum::sleep`), what wakes it and gives its inbox.
+pub(crate) enum Inbox {
+    Open(mpsc::Sender<QueueCommand>),
+    Waking(Arc<dyn WakingInbox>),
+}
+
+impl From<mpsc::Sender<QueueCommand>> for Inbox {
+    fn from(tx: mpsc::Sender<QueueCommand>) -> Inbox {
+        Inbox::Open(tx)
+    }
+}
+
+/// A queue's task that may be asleep: [`WakingInbox::sender`] wakes it if it is.
+pub(crate) trait WakingInbox: Send + Sync {
+    /// Its inbox, the task woken if it was asleep; None once the queue is gone.
+    fn sender(&self) -> Option<mpsc::Sender<QueueCommand>>;
+}
+
 /// How a replicated queue's member on this node is told the members its group should have.
 pub(crate) struct MemberControl {
     /// This node's name.
@@ -417,10 +436,10 @@ struct QueuePolicies {
 }
 
 /// How many commands may wait in a queue's inbox before senders (publishers) wait.
-const INBOX: usize = 8192;
+pub(crate) const INBOX: usize = 8192;
 
 impl QueueHandle {
-    fn new(spec: QueueSpec, tx: mpsc::Sender<QueueCommand>) -> Self {
+    fn new(spec: QueueSpec, tx: impl Into<Inbox>) -> Self {
         let effective = resolve::queue_args(
             &spec.arguments,
             &spec.args,
@@ -439,7 +458,7 @@ impl QueueHandle {
                 applied: spec.policies,
                 effective,
             }),
-            tx,
+            tx: tx.into(),
             deleted: Default::default(),
             incarnation: spec.incarnation,
             home: spec.home.map(Arc::from),
@@ -466,6 +485,7 @@ impl QueueHandle {
             return false;
         };
         control.wanted.send_replace(members.to_vec());
+        self.wake();
         members.iter().any(|m| **m == *control.node)
     }
 
@@ -476,6 +496,7 @@ impl QueueHandle {
         match &self.membership {
             Some(control) => {
                 control.dropped.notify_one();
+                self.wake();
                 true
             }
             None => false,
@@ -633,12 +654,38 @@ impl QueueHandle {
     /// Queues a command, waiting for room (back-pressure on publishers). Fails only when the
     /// queue is gone.
     pub async fn send(&self, cmd: QueueCommand) -> Result<(), QueueGone> {
-        self.tx.send(cmd).await.map_err(|_| QueueGone)
+        self.send_or_return(cmd).await.map_err(|_| QueueGone)
     }
 
     /// Sends a command; gives it back if the queue is gone.
     pub async fn send_or_return(&self, cmd: QueueCommand) -> Result<(), QueueCommand> {
-        self.tx.send(cmd).await.map_err(|e| e.0)
+        match &self.tx {
+            Inbox::Open(tx) => tx.send(cmd).await.map_err(|e| e.0),
+            Inbox::Waking(inbox) => match inbox.sender() {
+                Some(tx) => tx.send(cmd).await.map_err(|e| e.0),
+                None => Err(cmd),
+            },
+        }
+    }
+
+    /// Calls `send` with the queue's inbox, if it has one (a sleeping task woken).
+    fn with_inbox(&self, send: impl FnOnce(&mpsc::Sender<QueueCommand>)) {
+        match &self.tx {
+            Inbox::Open(tx) => send(tx),
+            Inbox::Waking(inbox) => {
+                if let Some(tx) = inbox.sender() {
+                    send(&tx)
+                }
+            }
+        }
+    }
+
+    /// Wakes the queue's task if it sleeps (it has something to look at that came some other
+    /// way than its inbox).
+    fn wake(&self) {
+        if let Inbox::Waking(inbox) = &self.tx {
+            drop(inbox.sender());
+        }
     }
 
     /// Hands a routed message to the queue (waiting for room). A confirm for a queue deleted
@@ -669,20 +716,22 @@ impl QueueHandle {
     /// Queues a command without waiting: for settlements from connections that must not block.
     /// A full inbox falls back to a task that waits.
     pub fn send_now(&self, cmd: QueueCommand) {
-        match self.tx.try_send(cmd) {
+        self.with_inbox(|tx| match tx.try_send(cmd) {
             Ok(()) => {}
             Err(mpsc::error::TrySendError::Full(cmd)) => {
-                let tx = self.tx.clone();
+                let tx = tx.clone();
                 tokio::spawn(async move {
                     let _ = tx.send(cmd).await;
                 });
             }
             Err(mpsc::error::TrySendError::Closed(_)) => {}
-        }
+        })
     }
 
     pub fn resume(&self) {
-        let _ = self.tx.try_send(QueueCommand::Resume);
+        self.with_inbox(|tx| {
+            let _ = tx.try_send(QueueCommand::Resume);
+        })
     }
 
     /// Sends a command and waits for its answer.

@@ -2385,10 +2385,20 @@ async fn take_numbers(consumer: &mut lapin::Consumer, n: usize) -> Vec<usize> {
     got
 }
 
-/// Idle quorum queue members go dormant (their Raft instances stopped) and wake when used: a
-/// consumer waiting on a dormant queue gets what is published through another node, a confirm
-/// comes for each publish, the counts stay right; dormant again, the leader's node killed, the
-/// two left wake, elect a leader and take and deliver confirmed publishes; every message once.
+/// How many quorum queue members sleep on `node` (`warren_quorum_members_asleep`).
+fn members_asleep(node: &ChildBroker) -> Option<u64> {
+    let (_, text) = node.http_get("/metrics");
+    text.lines()
+        .find_map(|l| l.strip_prefix("warren_quorum_members_asleep "))
+        .and_then(|v| v.trim().parse().ok())
+}
+
+/// Idle quorum queue members go dormant (their Raft instances stopped) and asleep (their tasks
+/// ended), and wake when used: a consumer waiting on a dormant queue gets what is published
+/// through another node (its members dormant but awake: a consumer keeps them so), a confirm
+/// comes for each publish, the counts stay right; asleep again, a count asked and a policy set
+/// wake them and they sleep again; then the leader's node killed, the two left wake, elect a
+/// leader and take and deliver confirmed publishes; every message once.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn dormant_quorum_queues_wake_for_publishers_and_consumers() {
     let cluster = Cluster {
@@ -2406,6 +2416,16 @@ async fn dormant_quorum_queues_wake_for_publishers_and_consumers() {
         || dormant_members(&n1, "sleepy"),
         |d| *d == all,
     );
+    let nodes_asleep = |asleep: u64| {
+        for node in [&n1, &n2, &n3] {
+            eventually(
+                "members asleep",
+                || members_asleep(node),
+                |n| *n == Some(asleep),
+            );
+        }
+    };
+    nodes_asleep(1);
     assert_eq!(queue_counts(&n3, "sleepy").0, 10);
     // A consumer on n3 takes the ten, then waits on a queue that goes dormant again.
     let c3 = n3.connect().await;
@@ -2418,6 +2438,10 @@ async fn dormant_quorum_queues_wake_for_publishers_and_consumers() {
         || dormant_members(&n1, "sleepy"),
         |d| *d == all,
     );
+    // Dormant, but awake: a consumer in the state keeps every member from sleeping.
+    for node in [&n1, &n2, &n3] {
+        assert_eq!(members_asleep(node), Some(0));
+    }
     let ch2 = confirm_channel(&n2.connect().await).await;
     publish_numbered(&ch2, "sleepy", 10..20, 128).await;
     seen.extend(take_numbers(&mut consumer, 10).await);
@@ -2427,6 +2451,23 @@ async fn dormant_quorum_queues_wake_for_publishers_and_consumers() {
         || dormant_members(&n2, "sleepy"),
         |d| *d == all,
     );
+    nodes_asleep(1);
+    // Woken by what reaches them some other way than a publish (a declare's check of the
+    // queue, a policy), they answer and sleep again.
+    let c2 = n2.connect().await;
+    assert_eq!(
+        passive(&c2, "sleepy").await.expect("passive declare"),
+        (0, 0)
+    );
+    let (status, body) = api(
+        &n1,
+        "PUT",
+        "/api/policies/%2F/sleepy-limit",
+        Some(r#"{"pattern":"^sleepy$","apply-to":"queues","definition":{"max-length":1000}}"#),
+    );
+    assert!(status < 300, "{status} {body}");
+    nodes_asleep(1);
+    drop(c2);
     let leader = api(&n2, "GET", "/api/queues/%2F/sleepy", None).1["leader"]
         .as_str()
         .map(str::to_owned);

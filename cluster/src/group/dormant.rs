@@ -98,6 +98,18 @@ impl Restart {
     }
 }
 
+/// What a dormant member keeps of its metrics: what its figures, its leader and its voters are
+/// read from; not the per-follower progress a leader tracks (stale once the instance stops
+/// anyway), and the membership once if the committed one is the same.
+fn frozen(mut metrics: RaftMetrics<TypeConfig>) -> RaftMetrics<TypeConfig> {
+    metrics.replication = None;
+    metrics.heartbeat = None;
+    if metrics.committed_membership_config == metrics.membership_config {
+        metrics.committed_membership_config = metrics.membership_config.clone();
+    }
+    metrics
+}
+
 /// A caller using a member's Raft instance: the member does not go dormant meanwhile.
 pub(super) struct InUse<'a>(&'a Restart);
 
@@ -191,7 +203,7 @@ impl Group {
                 .lock()
                 .unwrap_or_else(|e| e.into_inner()) = (leader != self.me).then_some(leader);
             let raft = raft.clone();
-            *instance = Instance::Dormant(Box::new(metrics));
+            *instance = Instance::Dormant(Box::new(frozen(metrics)));
             raft
         };
         let _ = raft.shutdown().await;

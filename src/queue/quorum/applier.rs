@@ -22,12 +22,31 @@ pub struct AppliedEntry {
     pub applied: Applied,
 }
 
+/// Where a member's applied entries go: its host on this node (which may be asleep: see
+/// [`super::sleep`]).
+pub trait AppliedSink: Send + Sync {
+    fn applied(&self, entry: Box<AppliedEntry>);
+}
+
+impl AppliedSink for mpsc::UnboundedSender<Box<AppliedEntry>> {
+    fn applied(&self, entry: Box<AppliedEntry>) {
+        // Gone with its host: nothing to tell.
+        let _ = self.send(entry);
+    }
+}
+
+impl<T: AppliedSink + ?Sized> AppliedSink for std::sync::Arc<T> {
+    fn applied(&self, entry: Box<AppliedEntry>) {
+        (**self).applied(entry)
+    }
+}
+
 pub struct QuorumApplier {
     spec: CoreSpec,
     machine: Mutex<QueueMachine>,
-    /// To this node's host of the queue; gone when the host stops. Boxed: a channel allocates its
-    /// first block of slots when it is made, and a dormant member keeps it.
-    applied: mpsc::UnboundedSender<Box<AppliedEntry>>,
+    /// To this node's host of the queue. Entries are boxed: a channel allocates its first block
+    /// of slots when it is made.
+    applied: Box<dyn AppliedSink>,
     /// Bytes of entries applied since the last snapshot, and that snapshot's size: the host asks
     /// for a snapshot once the log holds much more than one would (see [`Self::wants_snapshot`]).
     logged_since_snapshot: AtomicU64,
@@ -42,15 +61,11 @@ pub struct QuorumApplier {
 const SNAPSHOT_AFTER_BYTES: u64 = 64 * 1024 * 1024;
 
 impl QuorumApplier {
-    pub fn new(
-        spec: CoreSpec,
-        now_ms: u64,
-        applied: mpsc::UnboundedSender<Box<AppliedEntry>>,
-    ) -> QuorumApplier {
+    pub fn new(spec: CoreSpec, now_ms: u64, applied: impl AppliedSink + 'static) -> QuorumApplier {
         QuorumApplier {
             machine: Mutex::new(QueueMachine::new(spec.clone(), now_ms)),
             spec,
-            applied,
+            applied: Box::new(applied),
             logged_since_snapshot: AtomicU64::new(0),
             last_snapshot: AtomicU64::new(0),
             held_dead_letters: AtomicU64::new(0),
@@ -106,7 +121,7 @@ impl Applier for QuorumApplier {
             self.count_held(&machine);
             applied
         };
-        let _ = self.applied.send(Box::new(AppliedEntry {
+        self.applied.applied(Box::new(AppliedEntry {
             index,
             origin: proposal.origin,
             number: proposal.number,

@@ -23,13 +23,14 @@ use warren_storage::Store;
 
 use super::applier::{AppliedEntry, QuorumApplier};
 use super::machine::{Answer, QuorumCommand, ReplicaEffect};
+use super::sleep::{Bed, Wake};
 use crate::queue::core::{CoreSpec, Outcome, Taken};
 use crate::queue::host::QueueHost;
 use crate::queue::owner::{route_dead_letter, route_dead_letter_confirmed};
 use crate::queue::remote::wire::{ConsumeTerms, Settle, WireMessage};
 use crate::queue::{
-    ConnEvent, ConnectionFlow, Consumer, ConsumerOutbox, GetReply, MemberControl, PublishConfirm,
-    QueueCommand, QueueHandle, QueueSpec, QueueStats,
+    ConnEvent, ConnectionFlow, Consumer, ConsumerOutbox, GetReply, Inbox, MemberControl,
+    PublishConfirm, QueueCommand, QueueHandle, QueueSpec, QueueStats,
 };
 
 /// The most bytes of messages one enqueue carries (a message bigger than that goes alone):
@@ -252,7 +253,7 @@ pub fn spawn(
 ) -> Arc<QueueHandle> {
     // The group's log holds its messages: nothing of it goes to this node's store.
     spec.storage_id = None;
-    let (tx, rx) = tokio::sync::mpsc::channel(crate::queue::INBOX);
+    let (bed, wake) = Bed::new();
     let (wanted_tx, wanted) = watch::channel(members.iter().map(|m| m.name.clone()).collect());
     let dropped = Arc::new(tokio::sync::Notify::new());
     let handle = Arc::new(QueueHandle {
@@ -262,7 +263,7 @@ pub fn spawn(
             wanted: wanted_tx,
             dropped: dropped.clone(),
         }),
-        ..QueueHandle::new(spec, tx)
+        ..QueueHandle::new(spec, Inbox::Waking(bed.clone()))
     });
     let vhost = host
         .upgrade()
@@ -279,8 +280,7 @@ pub fn spawn(
     let group = group_name(&vhost, &handle.name, handle.incarnation);
     let started = handle.clone();
     tokio::spawn(async move {
-        let (applied_tx, applied) = mpsc::unbounded_channel();
-        let applier = Arc::new(QuorumApplier::new(core, wall_clock_ms(), applied_tx));
+        let applier = Arc::new(QuorumApplier::new(core, wall_clock_ms(), bed.clone()));
         let name = replication.node.name().to_owned();
         let me = node_id(&name);
         // A member of this group that is leaving this node (removed, then added again at
@@ -321,10 +321,6 @@ pub fn spawn(
         let preference = members.iter().map(|m| m.name.clone()).collect();
         group.keep_led(LEADER_CHECK, preference);
         let dormancy = group.watch_dormant();
-        // Every other node of the cluster: a member may be added on any of them later.
-        let down = replication
-            .gone
-            .subscribe(&replication.node, &replication.nodes);
         let member = Member {
             handle: started,
             host,
@@ -365,8 +361,10 @@ pub fn spawn(
             next_seq: 1,
             sent_enqueues: BTreeMap::new(),
             sent_bytes: 0,
+            bed,
+            gone: replication.gone,
         };
-        member.run(rx, applied, down).await;
+        live(Box::new(member), wake, true).await;
     });
     handle
 }
@@ -606,7 +604,7 @@ enum Waiter {
     Sync(oneshot::Sender<bool>),
 }
 
-struct Member {
+pub(super) struct Member {
     handle: Arc<QueueHandle>,
     host: Weak<dyn QueueHost>,
     store: Store,
@@ -691,6 +689,36 @@ struct Member {
     /// `sent_bytes`, which with `queued_bytes` stops the inbox when the group stalls.
     sent_enqueues: BTreeMap<u64, SentEnqueue>,
     sent_bytes: usize,
+    /// Where it sleeps while idle (see [`super::sleep`]).
+    bed: Arc<Bed>,
+    /// News of other nodes gone, subscribed to each time it runs.
+    gone: NodesGone,
+}
+
+/// Why [`Member::run`] returned.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Ran {
+    /// The member has stopped for good (its queue deleted here, or its member removed).
+    Ended,
+    /// Idle with its group dormant: it may sleep.
+    Idle,
+}
+
+/// Runs a member until it stops, asleep whenever it may (see [`super::sleep`]); `fresh`: this
+/// process's first run of it (not woken).
+pub(super) async fn live(mut member: Box<Member>, mut wake: Wake, mut fresh: bool) {
+    loop {
+        if member.run(&mut wake, fresh).await == Ran::Ended {
+            member.bed.gone();
+            return;
+        }
+        fresh = false;
+        let bed = member.bed.clone();
+        match bed.try_sleep(member, wake) {
+            None => return,
+            Some((awake, unread)) => (member, wake) = (awake, unread),
+        }
+    }
 }
 
 /// How long a settlement or a cancel that failed waits before it is proposed again.
@@ -712,20 +740,25 @@ const RELEASE_WITHIN: Duration = Duration::from_secs(30);
 const DEAD_LETTER_RETRY: Duration = Duration::from_secs(1);
 
 impl Member {
-    async fn run(
-        mut self,
-        mut rx: mpsc::Receiver<QueueCommand>,
-        mut applied: mpsc::UnboundedReceiver<Box<AppliedEntry>>,
-        mut down: tokio::sync::broadcast::Receiver<NodeId>,
-    ) {
-        // This node's consumers of an earlier process are gone: what they held goes back.
-        self.propose(
-            QuorumCommand::ConsumersGone {
-                node: self.me,
-                process: self.process,
-            },
-            None,
-        );
+    /// Runs the member until it stops for good, or until it is idle with its group dormant.
+    async fn run(&mut self, wake: &mut Wake, fresh: bool) -> Ran {
+        if fresh {
+            // This node's consumers of an earlier process are gone: what they held goes back.
+            self.propose(
+                QuorumCommand::ConsumersGone {
+                    node: self.me,
+                    process: self.process,
+                },
+                None,
+            );
+        }
+        // Every other node of the cluster: a member may be added on any of them later.
+        let Wake {
+            inbox: rx,
+            applied,
+            down,
+        } = wake;
+        let down = down.get_or_insert_with(|| self.gone.subscribe(&self.cluster, &self.nodes));
         // Grown by what arrives: an idle queue holds no room for a burst.
         let mut batch = Vec::new();
         let mut suspects_check = tokio::time::interval(LEADER_CHECK);
@@ -828,6 +861,11 @@ impl Member {
             if !self.no_ack_held.is_empty() {
                 self.settle_no_ack_with_room(wall_clock_ms());
             }
+            // Looked at after something happened (its group going dormant is an event too), so a
+            // member woken by a command handles it before it sleeps again.
+            if !deleted && !removed && rx.is_empty() && applied.is_empty() && self.may_sleep() {
+                return Ran::Idle;
+            }
         }
         if self.leaving.is_some() {
             self.leaving_members
@@ -869,6 +907,58 @@ impl Member {
             let (db, name) = (self.db.clone(), self.group.id().to_owned());
             let _ = tokio::task::spawn_blocking(move || db.remove_group(&name)).await;
         }
+        Ran::Ended
+    }
+
+    /// Whether it may sleep: its group is dormant, and it has nothing in hand that a timer, a
+    /// node's news or its leadership would need it for (no consumer or unsettled delivery in
+    /// the state, no timer due in it, nothing held to dead-letter, nothing proposed or queued,
+    /// its group's voters those wanted).
+    fn may_sleep(&self) -> bool {
+        *self.dormancy.borrow()
+            && self.in_flight == 0
+            && self.queued.is_empty()
+            && self.sent_enqueues.is_empty()
+            && self.waiting.is_empty()
+            && self.retry.is_empty()
+            && self.must_apply.is_empty()
+            && self.consumers.is_empty()
+            && self.no_ack_held.is_empty()
+            && self.suspects.is_empty()
+            && self.orphans.is_empty()
+            && self.dead_letters.is_empty()
+            && self.gone_proposed.is_empty()
+            && !self.changing
+            && self.leaving.is_none()
+            && !self.applier.holds_dead_letters()
+            && self.group_has_wanted()
+            && self.applier.with_machine(|m| {
+                let stats = m.core().stats();
+                stats.consumers == 0
+                    && stats.unacked == 0
+                    && m.core().next_wakeup(wall_clock_ms).is_none()
+            })
+    }
+
+    /// Lets go of the room its collections grew (it sleeps with all of them empty).
+    pub(super) fn shed(&mut self) {
+        self.consumers = HashMap::new();
+        self.no_ack_held = Vec::new();
+        self.waiting = HashMap::new();
+        self.proposals = None;
+        self.done = None;
+        self.orphans = Default::default();
+        self.queued = Default::default();
+        self.dead_letters = HashMap::new();
+        self.dead_letter_confirms = None;
+        self.dead_letter_answers = None;
+        self.must_apply = HashMap::new();
+        self.retry = Vec::new();
+        self.gone_proposed = HashMap::new();
+    }
+
+    pub(super) fn queue_name(&self) -> &str {
+        &self.handle.name
     }
 
     fn is_leader(&self) -> bool {
