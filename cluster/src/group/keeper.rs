@@ -20,6 +20,9 @@ pub(crate) struct Keepers(Mutex<HashMap<Duration, Arc<Mutex<Vec<Kept>>>>>);
 struct Kept {
     group: Weak<Group>,
     preference: Arc<[String]>,
+    /// Its first round comes a whole `check` after it was registered (a new group's first
+    /// member is still electing itself before that: the others must not stand yet).
+    since: tokio::time::Instant,
 }
 
 /// What a member does this round, found without waiting.
@@ -42,6 +45,7 @@ impl Keepers {
         let kept = Kept {
             group: Arc::downgrade(group),
             preference: preference.into(),
+            since: tokio::time::Instant::now(),
         };
         if let Some(list) = keepers.get(&check) {
             list.lock().unwrap_or_else(|e| e.into_inner()).push(kept);
@@ -66,6 +70,7 @@ async fn keep_all(list: Weak<Mutex<Vec<Kept>>>, check: Duration) {
             let mut kept = kept.lock().unwrap_or_else(|e| e.into_inner());
             kept.retain(|k| k.group.strong_count() > 0);
             kept.iter()
+                .filter(|k| k.since.elapsed() >= check)
                 .filter_map(|k| Some((k.group.upgrade()?, k.preference.clone())))
                 .collect()
         };
