@@ -389,6 +389,14 @@ pub struct QueueHandle {
     stream_log: std::sync::OnceLock<warren_storage::stream::StreamReader>,
 }
 
+/// The next message of `channel`; never, if it is not made (a channel made only when needed).
+pub(crate) async fn recv_if_made<T>(channel: &mut Option<mpsc::UnboundedReceiver<T>>) -> Option<T> {
+    match channel {
+        Some(channel) => channel.recv().await,
+        None => std::future::pending().await,
+    }
+}
+
 /// Where a queue's commands go: its task's inbox, or, for a task that ends while its queue is
 /// idle (a quorum queue's member: see `quorum::sleep`), what wakes it and gives its inbox.
 pub(crate) enum Inbox {

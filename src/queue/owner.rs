@@ -66,7 +66,24 @@ struct World {
     undelivered: Vec<(u64, u64)>,
     /// Consumers whose connection is gone.
     gone: Vec<u64>,
+    /// The dead-letters the queue holds until their targets confirm them (see
+    /// [`DeadLetter::held`]), by hold id.
+    held: HashMap<u64, HeldRoute>,
+    /// Where the queues a held dead-letter reached confirm it.
+    dead_letter_confirms: DeadLetterConfirms,
 }
+
+/// A held dead-letter and where its routing stands.
+struct HeldRoute {
+    dead: DeadLetter,
+    /// The confirms still to come from the queues it reached, and whether those that came were
+    /// all acks; None: to be routed (again) at the next retry.
+    confirming: Option<(usize, bool)>,
+}
+
+/// How often a queue routes again the held dead-letters that reached no queue or were refused,
+/// as a quorum queue's leader does.
+const DEAD_LETTER_RETRY: Duration = Duration::from_secs(1);
 
 /// Creates a queue and starts its owner task. `recovered` holds the messages a durable queue had
 /// on disk, in order.
@@ -103,6 +120,8 @@ pub fn spawn<H: QueueHost + 'static>(
         started: Instant::now(),
         undelivered: Vec::new(),
         gone: Vec::new(),
+        held: HashMap::new(),
+        dead_letter_confirms: DeadLetterConfirms::default(),
     };
     let core_spec = CoreSpec {
         name: handle.name.clone(),
@@ -161,6 +180,8 @@ enum Waiter {
 impl Owner {
     async fn run(mut self, mut rx: mpsc::Receiver<QueueCommand>) {
         let mut batch = Vec::with_capacity(256);
+        let mut dead_letter_retry = tokio::time::interval(DEAD_LETTER_RETRY);
+        dead_letter_retry.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         while !self.core.is_deleted() && !self.world.handle.is_deleted() {
             let wake = self
                 .core
@@ -184,6 +205,12 @@ impl Owner {
                     }
                 }
                 _ = timer => {}
+                Some(event) = self.world.dead_letter_confirms.next() => {
+                    self.on_dead_letter_confirm(event);
+                }
+                _ = dead_letter_retry.tick(), if self.world.has_unrouted_dead_letters() => {
+                    self.world.route_held_dead_letters();
+                }
             }
             if self.core.is_deleted() {
                 break;
@@ -208,6 +235,31 @@ impl Owner {
         }
         self.world.handle.mark_deleted();
         tracing::debug!(queue = %self.world.handle.name, "queue task stopped");
+    }
+
+    /// A queue a held dead-letter reached answered: once all have, and all took it, the queue
+    /// lets go of it; a refusal has it routed again at the next retry.
+    fn on_dead_letter_confirm(&mut self, event: ConnEvent) {
+        let ConnEvent::Settled { seq: id, ok, .. } = event else {
+            return;
+        };
+        let Some(route) = self.world.held.get_mut(&id) else {
+            return;
+        };
+        let Some((remaining, all_ok)) = &mut route.confirming else {
+            return;
+        };
+        *remaining = remaining.saturating_sub(1);
+        *all_ok &= ok;
+        if *remaining > 0 {
+            return;
+        }
+        if !*all_ok {
+            route.confirming = None;
+            return;
+        }
+        self.world.held.remove(&id);
+        self.apply(Command::DeadLettersReleased(vec![id]));
     }
 
     /// Hands what waits to the log, answered once the batch's writes are durable.
@@ -404,7 +456,53 @@ impl World {
     }
 
     fn dead_letter(&mut self, d: DeadLetter) {
-        route_dead_letter(&self.handle, &self.host, &self.store, d);
+        let Some(id) = d.held else {
+            route_dead_letter(&self.handle, &self.host, &self.store, d);
+            return;
+        };
+        self.held.insert(
+            id,
+            HeldRoute {
+                dead: d,
+                confirming: None,
+            },
+        );
+        self.route_held_dead_letter(id);
+    }
+
+    fn has_unrouted_dead_letters(&self) -> bool {
+        self.held.values().any(|route| route.confirming.is_none())
+    }
+
+    /// Routes again the held dead-letters that reached no queue or were refused.
+    fn route_held_dead_letters(&mut self) {
+        let unrouted: Vec<u64> = self
+            .held
+            .iter()
+            .filter(|(_, route)| route.confirming.is_none())
+            .map(|(id, _)| *id)
+            .collect();
+        for id in unrouted {
+            self.route_held_dead_letter(id);
+        }
+    }
+
+    /// Routes held dead-letter `id` with confirms; one that reached no queue waits for the next
+    /// retry.
+    fn route_held_dead_letter(&mut self, id: u64) {
+        let Some(route) = self.held.get_mut(&id) else {
+            return;
+        };
+        let reached = self.dead_letter_confirms.route(
+            &self.handle,
+            &self.host,
+            &self.store,
+            route.dead.clone(),
+            id,
+        );
+        if reached > 0 {
+            route.confirming = Some((reached, true));
+        }
     }
 }
 
@@ -478,6 +576,41 @@ pub(super) fn route_dead_letter_confirmed(
         });
     }
     reached
+}
+
+/// Where the queues a held dead-letter reached answer its confirms (see
+/// [`route_dead_letter_confirmed`]): made with the first such dead-letter (a channel allocates
+/// its first slots when made, and most queues never hold one).
+#[derive(Default)]
+pub(super) struct DeadLetterConfirms {
+    confirms: Option<mpsc::UnboundedSender<ConnEvent>>,
+    answers: Option<mpsc::UnboundedReceiver<ConnEvent>>,
+}
+
+impl DeadLetterConfirms {
+    /// Routes held dead-letter `id` with confirms answered here (their `seq` is `id`): how
+    /// many queues it reached.
+    pub(super) fn route(
+        &mut self,
+        handle: &QueueHandle,
+        host: &Weak<dyn QueueHost>,
+        store: &Store,
+        dead: DeadLetter,
+        id: u64,
+    ) -> usize {
+        if self.confirms.is_none() {
+            let (confirms, answers) = mpsc::unbounded_channel();
+            self.confirms = Some(confirms);
+            self.answers = Some(answers);
+        }
+        let confirms = self.confirms.as_ref().map(|c| (c, id));
+        route_dead_letter_confirmed(handle, host, store, dead, confirms)
+    }
+
+    /// The next answer; never, if nothing was routed.
+    pub(super) async fn next(&mut self) -> Option<ConnEvent> {
+        super::recv_if_made(&mut self.answers).await
+    }
 }
 
 impl Context for World {

@@ -40,6 +40,30 @@ pub async fn within<F: Future>(what: &str, fut: F) -> F::Output {
 
 /// [`within`] with a longer bound: for a broker process that may be recovering, or a debug build
 /// on a loaded machine moving hundreds of megabytes.
+/// Takes `n` messages from `queue` with `basic.get` and rejects each without requeue (to the
+/// queue's dead-letter exchange).
+pub async fn get_and_reject(ch: &lapin::Channel, queue: &str, n: usize) {
+    for _ in 0..n {
+        let got = within(
+            "basic.get",
+            ch.basic_get(
+                queue.into(),
+                lapin::options::BasicGetOptions { no_ack: false },
+            ),
+        )
+        .await
+        .expect("basic.get")
+        .expect("a message");
+        got.delivery
+            .nack(lapin::options::BasicNackOptions {
+                requeue: false,
+                ..Default::default()
+            })
+            .await
+            .expect("nack");
+    }
+}
+
 pub async fn within_long<F: Future>(what: &str, fut: F) -> F::Output {
     match tokio::time::timeout(Duration::from_secs(60), fut).await {
         Ok(v) => v,

@@ -3634,25 +3634,7 @@ async fn at_least_once_dead_letters_wait_for_a_queue_through_a_leader_change() {
         publish_numbered(&ch1, queue, 0..N, 64).await;
         // Every message rejected without requeue: dead-lettered to a queue not there yet.
         let ch = crate::common::lapin_channel(&c1).await;
-        for _ in 0..N {
-            let got = crate::common::within(
-                "basic.get",
-                ch.basic_get(
-                    queue.into(),
-                    lapin::options::BasicGetOptions { no_ack: false },
-                ),
-            )
-            .await
-            .expect("basic.get")
-            .expect("a message");
-            got.delivery
-                .nack(lapin::options::BasicNackOptions {
-                    requeue: false,
-                    ..Default::default()
-                })
-                .await
-                .expect("nack");
-        }
+        crate::common::get_and_reject(&ch, queue, N).await;
         eventually(
             "the source empty",
             || queue_counts(&n2, queue),

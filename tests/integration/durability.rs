@@ -466,3 +466,128 @@ async fn encrypted_store_restarts_with_its_key_and_refuses_another() {
     );
     b.stop();
 }
+
+/// The ready and held (`messages_dlx`) counts of queue `queue`, as the management API shows them.
+fn ready_and_held(b: &Broker, queue: &str) -> (u64, u64) {
+    let (status, q) = crate::common::http_json(
+        ([127, 0, 0, 1], b.http_port).into(),
+        "GET",
+        &format!("/api/queues/%2F/{queue}"),
+        None,
+        ("guest", "guest"),
+    );
+    assert_eq!(status, 200, "{q}");
+    (
+        q["messages_ready"].as_u64().unwrap_or(u64::MAX),
+        // Only quorum queues show it.
+        q["messages_dlx"].as_u64().unwrap_or(0),
+    )
+}
+
+async fn eventually_counts(b: &Broker, queue: &str, want: (u64, u64)) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let got = ready_and_held(b, queue);
+        if got == want {
+            return;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{queue}: (ready, held) {got:?}, not {want:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// A quorum queue alone with `x-dead-letter-strategy: at-least-once` (and `x-overflow:
+/// reject-publish`, which RabbitMQ requires for it) keeps its dead-letters until a queue confirms
+/// them, as RabbitMQ's quorum queues do: while no queue is bound they wait (`messages_dlx`),
+/// a target that refuses (reject-publish at its limit) gets them as it makes room, and a kill -9
+/// loses none (the log keeps each until its release: back in the source after the restart).
+/// At-most-once drops them. Every message is counted once: in the target, drained from it, or in
+/// the source.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn at_least_once_dead_letters_wait_for_a_queue_that_takes_them() {
+    use lapin::types::AMQPValue;
+    const N: usize = 20;
+    let dir = tempfile::tempdir().unwrap();
+    let b = Broker::start(dir.path(), &[]);
+    let conn = connect(&b).await;
+    let ch = conn.create_channel().await.unwrap();
+    ch.confirm_select(ConfirmSelectOptions::default())
+        .await
+        .unwrap();
+    for (queue, strategy) in [("dl.src", "at-least-once"), ("dl.amo", "at-most-once")] {
+        let mut args = FieldTable::default();
+        for (key, value) in [
+            ("x-queue-type", "quorum"),
+            ("x-dead-letter-exchange", ""),
+            ("x-dead-letter-routing-key", "dl.target"),
+            ("x-dead-letter-strategy", strategy),
+            ("x-overflow", "reject-publish"),
+        ] {
+            args.insert(key.into(), AMQPValue::LongString(value.into()));
+        }
+        ch.queue_declare(queue.into(), durable(), args)
+            .await
+            .unwrap();
+        for i in 0..N {
+            ch.basic_publish(
+                "".into(),
+                queue.into(),
+                BasicPublishOptions::default(),
+                &crate::common::numbered_body(i, 64),
+                persistent(),
+            )
+            .await
+            .unwrap()
+            .await
+            .unwrap();
+        }
+        // Every message rejected without requeue: dead-lettered to a queue not there yet.
+        crate::common::get_and_reject(&ch, queue, N).await;
+    }
+    eventually_counts(&b, "dl.src", (0, N as u64)).await;
+    eventually_counts(&b, "dl.amo", (0, 0)).await;
+    // A target with room for five, refusing the rest: five taken, the others still held.
+    let mut limited = FieldTable::default();
+    limited.insert("x-max-length".into(), AMQPValue::LongInt(5));
+    limited.insert(
+        "x-overflow".into(),
+        AMQPValue::LongString("reject-publish".into()),
+    );
+    ch.queue_declare("dl.target".into(), durable(), limited)
+        .await
+        .unwrap();
+    eventually_counts(&b, "dl.target", (5, 0)).await;
+    eventually_counts(&b, "dl.src", (0, N as u64 - 5)).await;
+    // Room for five more: the next retry fills it.
+    let mut seen: Vec<usize> = b
+        .drain("dl.target")
+        .await
+        .iter()
+        .map(|(body, _)| crate::common::body_number(body))
+        .collect();
+    assert_eq!(seen.len(), 5);
+    eventually_counts(&b, "dl.target", (5, 0)).await;
+    eventually_counts(&b, "dl.src", (0, N as u64 - 10)).await;
+    drop((ch, conn));
+    b.kill9();
+    // Back: what was held is in the source again (its log kept it), what the target took is
+    // there; nothing lost, nothing twice.
+    let b = Broker::start(dir.path(), &[]);
+    let in_target = b.drain("dl.target").await;
+    assert_eq!(in_target.len(), 5);
+    let back = b.drain("dl.src").await;
+    assert_eq!(back.len(), N - 10);
+    seen.extend(
+        in_target
+            .iter()
+            .chain(back.iter())
+            .map(|(body, _)| crate::common::body_number(body)),
+    );
+    seen.sort_unstable();
+    assert_eq!(seen, (0..N).collect::<Vec<_>>());
+    assert_eq!(ready_and_held(&b, "dl.amo"), (0, 0));
+    b.stop();
+}

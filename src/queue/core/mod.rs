@@ -88,6 +88,9 @@ pub enum Command {
     /// The queue's settings changed (a policy was set, changed or cleared): act on these
     /// arguments from now on.
     Configure(QueueArgs),
+    /// Held dead-letters (see [`DeadLetter::held`]) that every queue they reached has
+    /// confirmed: the queue lets go of them.
+    DeadLettersReleased(Vec<u64>),
 }
 
 /// A consumer as the state machine sees it; where its deliveries go is the context's business.
@@ -147,7 +150,7 @@ pub enum Effect {
 }
 
 /// A message on its way to the queue's dead-letter exchange.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct DeadLetter {
     pub exchange: String,
     /// The first is the key it is delivered with.
@@ -157,6 +160,11 @@ pub struct DeadLetter {
     pub reason: Reason,
     /// The original message (its body goes along).
     pub message: MessageRef,
+    /// Held by the queue until every queue it reaches has confirmed it (a quorum queue's
+    /// at-least-once dead-lettering, alone: the log keeps the message until then), by this id:
+    /// routed with confirms, again after a refusal, released with
+    /// [`Command::DeadLettersReleased`]. None: the queue has let go of it.
+    pub held: Option<u64>,
 }
 
 /// The state machine's view of the world: inputs it asks for, outputs it hands over.
@@ -237,6 +245,14 @@ pub struct RecoveredEntry {
     pub redelivered: bool,
 }
 
+/// A dead-letter a logged queue holds (see [`DeadLetter::held`]).
+#[derive(Debug)]
+pub(super) struct HeldEntry {
+    /// Where the log has its message (see [`Entry::stored_as`]).
+    stored: Option<(u64, bool)>,
+    bytes: u64,
+}
+
 pub struct QueueCore {
     name: Arc<str>,
     vhost: Arc<str>,
@@ -276,6 +292,10 @@ pub struct QueueCore {
     /// queue's at-least-once dead-lettering), by count and body bytes: they count against the
     /// length limits, as RabbitMQ's do, so reject-publish pushes back while a target is away.
     held_dead_letters: (u64, u64),
+    /// The dead-letters this queue holds itself (a logged quorum queue alone: a replicated one's
+    /// machine holds them), by hold id: where the log has each, and its body bytes.
+    held: HashMap<u64, HeldEntry>,
+    next_hold: u64,
     /// Messages in and out so far, for the management API's rates.
     counts: super::QueueCounts,
 }
@@ -317,6 +337,8 @@ impl QueueCore {
             delivered_recorded: 0,
             deleted: false,
             held_dead_letters: (0, 0),
+            held: HashMap::new(),
+            next_hold: 0,
             counts: super::QueueCounts::default(),
         }
     }
@@ -462,6 +484,10 @@ impl QueueCore {
                 self.configure(args, ctx);
                 Outcome::Done
             }
+            Command::DeadLettersReleased(ids) => {
+                self.release_dead_letters(ids);
+                Outcome::Done
+            }
         }
     }
 
@@ -563,10 +589,15 @@ impl QueueCore {
 
     /// An entry leaves the queue for good: its copy in the log (if any) goes at the next write.
     fn forget_logged_copy(&mut self, entry: &Entry) {
+        self.forget_stored(entry.stored_as());
+    }
+
+    /// Drops a message from the log (see [`Entry::stored_as`]) with the batch's writes.
+    fn forget_stored(&mut self, stored: Option<(u64, bool)>) {
         if !self.logged {
             return;
         }
-        match entry.stored_as() {
+        match stored {
             Some((id, false)) => self.removed.push(id),
             Some((id, true)) => self.removed_copies.push(id),
             None => {}

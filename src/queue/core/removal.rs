@@ -5,8 +5,9 @@ use warren_amqp::AmqpError;
 
 use warren_storage::Enqueued;
 
-use super::{Context, DeadLetter, Effect, PageOut, QueueCore, Taken, UNSTAMPED};
+use super::{Context, DeadLetter, Effect, HeldEntry, PageOut, QueueCore, Taken, UNSTAMPED};
 use crate::message::MessageRef;
+use crate::queue::args::{DeadLetterStrategy, QueueType};
 use crate::queue::dead_letter::{self, Reason};
 use crate::queue::log::LogRecord;
 use crate::queue::ready::{Entry, Slot};
@@ -51,7 +52,7 @@ impl QueueCore {
                 // Never logged here, so nothing to remove from the log.
                 let expiration = message.expiration_ms();
                 let entry = self.new_entry(Slot::Loaded(message), expiration, false, ctx);
-                self.dead_letter_unlogged(entry, Reason::MaxLen, ctx);
+                self.emit_dead_letter(entry, Reason::MaxLen, None, ctx);
             }
             return Taken::Refused;
         }
@@ -230,19 +231,61 @@ impl QueueCore {
 
     /// A message leaves the queue for good (rejected, expired, over a limit): it goes to the
     /// dead-letter exchange if the queue has one, and is dropped otherwise.
+    /// A queue that holds its dead-letters until they are confirmed (see [`DeadLetter::held`])
+    /// keeps the message in its log until then.
     pub(super) fn dead_letter(&mut self, entry: Entry, reason: Reason, ctx: &mut impl Context) {
-        self.forget_logged_copy(&entry);
-        self.dead_letter_unlogged(entry, reason, ctx);
+        let stored = entry.stored_as();
+        if self.holds_dead_letters() {
+            let hold = self.next_hold;
+            if let Some(bytes) = self.emit_dead_letter(entry, reason, Some(hold), ctx) {
+                self.next_hold += 1;
+                self.held.insert(hold, HeldEntry { stored, bytes });
+                self.held_dead_letters.0 += 1;
+                self.held_dead_letters.1 += bytes;
+                return;
+            }
+        } else {
+            self.emit_dead_letter(entry, reason, None, ctx);
+        }
+        self.forget_stored(stored);
     }
 
-    /// Dead-letters an entry the log does not hold.
-    fn dead_letter_unlogged(&mut self, entry: Entry, reason: Reason, ctx: &mut impl Context) {
-        let Some(exchange) = self.args.dead_letter_exchange.clone() else {
-            return;
-        };
+    /// Whether this queue holds its dead-letters itself until their targets confirm them:
+    /// RabbitMQ's at-least-once strategy (a quorum queue with `x-overflow` reject-publish) on
+    /// a logged queue. A replicated queue's machine holds them in its state instead.
+    fn holds_dead_letters(&self) -> bool {
+        let args = &self.args;
+        self.logged
+            && args.queue_type == QueueType::Quorum
+            && args.dead_letter_strategy == DeadLetterStrategy::AtLeastOnce
+            && args.overflow == Overflow::RejectPublish
+            && args.dead_letter_exchange.is_some()
+    }
+
+    /// Lets go of held dead-letters their targets have confirmed: out of the log.
+    pub(super) fn release_dead_letters(&mut self, ids: Vec<u64>) {
+        for id in ids {
+            if let Some(held) = self.held.remove(&id) {
+                self.held_dead_letters.0 = self.held_dead_letters.0.saturating_sub(1);
+                self.held_dead_letters.1 = self.held_dead_letters.1.saturating_sub(held.bytes);
+                self.forget_stored(held.stored);
+            }
+        }
+    }
+
+    /// Sends an entry to the dead-letter exchange, `held` as [`DeadLetter::held`] says: its body
+    /// bytes, or None if it went nowhere (no dead-letter exchange, or it could not be read).
+    fn emit_dead_letter(
+        &mut self,
+        entry: Entry,
+        reason: Reason,
+        held: Option<u64>,
+        ctx: &mut impl Context,
+    ) -> Option<u64> {
+        let exchange = self.args.dead_letter_exchange.clone()?;
         let Some(message) = self.load(&entry, ctx) else {
             tracing::warn!(queue = %self.name, "cannot read a paged-out message to dead-letter it; dropped");
-            return;
+            return None;
         };
         let original_key = String::from_utf8_lossy(message.routing_key()).into_owned();
         let original_exchange = String::from_utf8_lossy(message.exchange()).into_owned();
@@ -256,15 +299,18 @@ impl QueueCore {
             ctx.wall_clock_ms() / 1000,
         ) else {
             tracing::warn!(queue = %self.name, "cannot decode the properties of a dead-lettered message; dropped");
-            return;
+            return None;
         };
+        let bytes = message.body().len() as u64;
         ctx.emit(Effect::DeadLetter(DeadLetter {
             exchange,
             routing_keys: dead.routing_keys,
             properties: dead.properties,
             reason,
             message,
+            held,
         }));
+        Some(bytes)
     }
 
     pub(super) fn delete_if(
@@ -298,6 +344,9 @@ impl QueueCore {
         self.removed_copies.clear();
         self.page_out.clear();
         self.unstamped = 0;
+        // Gone with the queue (the log forgets them with the rest).
+        self.held.clear();
+        self.held_dead_letters = (0, 0);
         // Taken but not yet written: gone with the queue before they reach the log.
         self.enqueued.clear();
         if self.logged {

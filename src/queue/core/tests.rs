@@ -640,3 +640,59 @@ fn a_queue_deleted_before_its_batch_ends_logs_only_its_deletion() {
     q.apply(Command::Tick, &mut ctx);
     assert_eq!(ctx.log.records, ["Deleted { remembered_ids: false }"]);
 }
+
+/// A logged quorum queue with at-least-once dead-lettering (and reject-publish) keeps a
+/// dead-letter's message in its log until it is released, and counts it against its length
+/// limit meanwhile; at-most-once (or a replicated machine's core, unlogged) removes it at once.
+#[test]
+fn an_at_least_once_dead_letter_stays_in_the_log_until_released() {
+    use crate::queue::args::DeadLetterStrategy;
+    let args = |strategy| QueueArgs {
+        dead_letter_exchange: Some("dlx".into()),
+        dead_letter_strategy: strategy,
+        overflow: Overflow::RejectPublish,
+        max_length: Some(2),
+        ..quorum()
+    };
+    let held_of = |effects: &[String]| effects.iter().filter(|e| e.contains("held: Some")).count();
+    for (strategy, logged, holds) in [
+        (DeadLetterStrategy::AtLeastOnce, true, true),
+        (DeadLetterStrategy::AtMostOnce, true, false),
+        (DeadLetterStrategy::AtLeastOnce, false, false),
+    ] {
+        let mut q = queue_with(args(strategy), logged, 1 << 20);
+        let mut ctx = TestCtx::default();
+        for (body, id) in [("a", 1), ("b", 2)] {
+            q.apply(publish_command(message(body, None, Some(id))), &mut ctx);
+        }
+        let Outcome::Got(Some(got)) = q.apply(Command::Get { no_ack: false }, &mut ctx) else {
+            panic!("a message");
+        };
+        q.apply(Command::Reject(vec![got.id]), &mut ctx);
+        q.apply(Command::Tick, &mut ctx);
+        let what = format!("{strategy:?}, logged {logged}");
+        assert_eq!(held_of(&ctx.effects_in_full), usize::from(holds), "{what}");
+        let records = ctx.log.records.join("\n");
+        // Removed from the log at once unless held (an unlogged queue logs nothing).
+        assert_eq!(
+            records.contains("Removed([1])"),
+            logged && !holds,
+            "{what}: {records}"
+        );
+        // Held, it still counts against the limit: the queue (one ready, one held) is full.
+        let refused = matches!(
+            q.apply(publish_command(message("c", None, Some(3))), &mut ctx),
+            Outcome::Published(Taken::Refused)
+        );
+        assert_eq!(refused, holds, "{what}");
+        if holds {
+            assert_eq!(q.stats().held_dead_letters, 1);
+            q.apply(Command::DeadLettersReleased(vec![0]), &mut ctx);
+            q.apply(Command::Tick, &mut ctx);
+            assert!(ctx.log.records.join("\n").contains("Removed([1])"));
+            assert_eq!(q.stats().held_dead_letters, 0);
+            let taken = q.apply(publish_command(message("d", None, Some(4))), &mut ctx);
+            assert!(matches!(taken, Outcome::Published(Taken::Logged)), "{what}");
+        }
+    }
+}

@@ -26,7 +26,8 @@ use super::machine::{Answer, QuorumCommand, ReplicaEffect};
 use super::sleep::{Bed, Wake};
 use crate::queue::core::{CoreSpec, Outcome, Taken};
 use crate::queue::host::QueueHost;
-use crate::queue::owner::{route_dead_letter, route_dead_letter_confirmed};
+use crate::queue::owner::{route_dead_letter, DeadLetterConfirms};
+use crate::queue::recv_if_made;
 use crate::queue::remote::wire::{ConsumeTerms, Settle, WireMessage};
 use crate::queue::{
     ConnEvent, ConnectionFlow, Consumer, ConsumerOutbox, GetReply, Inbox, MemberControl,
@@ -350,8 +351,7 @@ pub fn spawn(
             changing: false,
             leaving: None,
             dead_letters: HashMap::new(),
-            dead_letter_confirms: None,
-            dead_letter_answers: None,
+            dead_letter_confirms: DeadLetterConfirms::default(),
             must_apply: HashMap::new(),
             retry: Vec::new(),
             retry_at: None,
@@ -661,11 +661,8 @@ pub(super) struct Member {
     /// The held dead-letters (at-least-once) this member, as the leader, has routed: where
     /// their confirms stand.
     dead_letters: HashMap<u64, HeldRouting>,
-    /// Where the queues a held dead-letter was routed to answer its confirms, and where the
-    /// member reads them: made with the first such dead-letter (a channel allocates its first
-    /// slots when made, and most queues never hold a dead-letter).
-    dead_letter_confirms: Option<mpsc::UnboundedSender<ConnEvent>>,
-    dead_letter_answers: Option<mpsc::UnboundedReceiver<ConnEvent>>,
+    /// Where the queues a held dead-letter was routed to answer its confirms.
+    dead_letter_confirms: DeadLetterConfirms,
     /// The proposals in flight that must reach the log however long it takes, by proposal
     /// number: settlements and cancels. An ack in flight to a leader that was cut off or
     /// killed fails; dropped, it would leave its message unacked for as long as its consumer
@@ -834,7 +831,7 @@ impl Member {
                     }
                     self.step_membership(&membership_tx, &handed_over);
                 }
-                Some(event) = recv_if_made(&mut self.dead_letter_answers) => {
+                Some(event) = self.dead_letter_confirms.next() => {
                     self.on_dead_letter_confirm(event)
                 }
                 _ = sleep_until_some(self.retry_at) => self.propose_again(),
@@ -950,8 +947,7 @@ impl Member {
         self.orphans = Default::default();
         self.queued = Default::default();
         self.dead_letters = HashMap::new();
-        self.dead_letter_confirms = None;
-        self.dead_letter_answers = None;
+        self.dead_letter_confirms = DeadLetterConfirms::default();
         self.must_apply = HashMap::new();
         self.retry = Vec::new();
         self.gone_proposed = HashMap::new();
@@ -1593,14 +1589,9 @@ impl Member {
         else {
             return;
         };
-        if self.dead_letter_confirms.is_none() {
-            let (confirms, answers) = mpsc::unbounded_channel();
-            self.dead_letter_confirms = Some(confirms);
-            self.dead_letter_answers = Some(answers);
-        }
-        let confirms = self.dead_letter_confirms.as_ref().map(|c| (c, id));
         let reached =
-            route_dead_letter_confirmed(&self.handle, &self.host, &self.store, dead, confirms);
+            self.dead_letter_confirms
+                .route(&self.handle, &self.host, &self.store, dead, id);
         if reached > 0 {
             self.dead_letters.insert(
                 id,
@@ -1818,14 +1809,6 @@ impl Waiter {
             | Waiter::Purge(_)
             | Waiter::Delete(_) => {}
         }
-    }
-}
-
-/// The next message of `channel`; never, if it is not made.
-async fn recv_if_made<T>(channel: &mut Option<mpsc::UnboundedReceiver<T>>) -> Option<T> {
-    match channel {
-        Some(channel) => channel.recv().await,
-        None => std::future::pending().await,
     }
 }
 

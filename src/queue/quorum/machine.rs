@@ -232,6 +232,8 @@ impl HeldDeadLetter {
             properties: self.properties.clone(),
             reason: self.reason,
             message: self.message.clone().into_message(),
+            // The machine holds it (in the group's state), not the core.
+            held: None,
         }
     }
 }
