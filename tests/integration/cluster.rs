@@ -2489,6 +2489,70 @@ async fn dormant_quorum_queues_wake_for_publishers_and_consumers() {
     drop((cluster, nodes));
 }
 
+/// Members put to sleep and woken over and over: a short dormancy, publishes and gets through
+/// every node in turn with pauses around it (each use a wake, from the inbox or from an entry
+/// applied, racing the member's going to sleep). Every confirmed message is got exactly once,
+/// and none is left.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn members_woken_and_put_to_sleep_over_and_over_lose_nothing() {
+    let cluster = Cluster {
+        dormant_after: Some(400),
+        ..Cluster::new(3).await
+    };
+    let (_cluster, n1, n2, n3) = three_formed_of(cluster).await;
+    let nodes = [&n1, &n2, &n3];
+    let mut conns = Vec::new();
+    for node in nodes {
+        conns.push(node.connect().await);
+    }
+    declare_quorum(&conns[0], "churn").await;
+    let (mut publishers, mut getters) = (Vec::new(), Vec::new());
+    for conn in &conns {
+        publishers.push(confirm_channel(conn).await);
+        getters.push(crate::common::lapin_channel(conn).await);
+    }
+    let (mut got, mut published, mut seen_asleep) = (Vec::new(), 0, 0);
+    for round in 0..15 {
+        publish_numbered(
+            &publishers[round % 3],
+            "churn",
+            published..published + 5,
+            32,
+        )
+        .await;
+        published += 5;
+        // The pause is the point: shorter than the dormancy, about it, and well past it.
+        let pause = [100, 380, 450, 700, 1500][round % 5];
+        tokio::time::sleep(Duration::from_millis(pause)).await;
+        seen_asleep += nodes
+            .iter()
+            .filter(|n| members_asleep(n) == Some(1))
+            .count();
+        for _ in 0..4 {
+            let getter = &getters[(round + 1) % 3];
+            let Some(m) = crate::common::within(
+                "basic.get",
+                getter.basic_get("churn".into(), lapin::options::BasicGetOptions::default()),
+            )
+            .await
+            .expect("basic.get") else {
+                break;
+            };
+            got.push(body_number(&m.delivery.data));
+            m.delivery.ack(Default::default()).await.expect("ack");
+        }
+    }
+    drop((publishers, getters, conns));
+    let rest = n3.drain("churn").await;
+    got.extend(rest.iter().map(|(body, _)| body_number(body)));
+    got.sort_unstable();
+    assert_eq!(got, (0..published).collect::<Vec<_>>());
+    assert!(
+        seen_asleep > 0,
+        "the members never slept: the test exercised nothing"
+    );
+}
+
 /// Quorum queue consumers that stop reading their sockets: one on n2 with manual acks and no
 /// prefetch limit, then one on n3 without acks. The queue gives each at most 2000 deliveries at
 /// a time (RabbitMQ's credit for such consumers on a quorum queue), not the whole queue, and
