@@ -56,7 +56,8 @@ struct Shared {
 #[derive(Default)]
 struct Applied {
     last_applied: Option<LogId>,
-    last_membership: StoredMembership,
+    /// Shared with a dormant member's frozen metrics (see `group::dormant`): one copy.
+    last_membership: Arc<StoredMembership>,
 }
 
 #[derive(Clone)]
@@ -66,6 +67,11 @@ struct Stored {
 }
 
 impl StateMachine {
+    /// The membership as of the last entry applied.
+    pub(crate) async fn membership(&self) -> Arc<StoredMembership> {
+        self.shared.applied.lock().await.last_membership.clone()
+    }
+
     /// Opens the state machine of the group whose log is `log` (its snapshot is kept beside the
     /// log). A persisted snapshot is installed into `applier`, and its last log id and membership
     /// are reported as applied. Blocking (reads the database, runs `Applier::install`).
@@ -76,7 +82,7 @@ impl StateMachine {
         if let Some(stored) = &current {
             applier.install(&stored.data);
             applied.last_applied = stored.meta.last_log_id;
-            applied.last_membership = stored.meta.last_membership.clone();
+            applied.last_membership = Arc::new(stored.meta.last_membership.clone());
         }
         Ok(StateMachine {
             shared: Arc::new(Shared {
@@ -134,7 +140,7 @@ impl RaftSnapshotBuilder<TypeConfig> for StateMachine {
             let stored = Stored {
                 meta: SnapshotMeta {
                     last_log_id: applied.last_applied,
-                    last_membership: applied.last_membership.clone(),
+                    last_membership: (*applied.last_membership).clone(),
                 },
                 data: shared.applier.snapshot(),
             };
@@ -157,7 +163,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
 
     async fn applied_state(&mut self) -> Result<(Option<LogId>, StoredMembership), io::Error> {
         let applied = self.shared.applied.lock().await;
-        Ok((applied.last_applied, applied.last_membership.clone()))
+        Ok((applied.last_applied, (*applied.last_membership).clone()))
     }
 
     async fn apply<Strm>(&mut self, mut entries: Strm) -> Result<(), io::Error>
@@ -173,8 +179,10 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
                     self.shared.applier.apply(entry.log_id.index, proposal)
                 }
                 EntryPayload::Membership(membership) => {
-                    applied.last_membership =
-                        StoredMembership::new(Some(entry.log_id), membership.clone());
+                    applied.last_membership = Arc::new(StoredMembership::new(
+                        Some(entry.log_id),
+                        membership.clone(),
+                    ));
                 }
             }
             applied.last_applied = Some(entry.log_id);
@@ -206,7 +214,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             shared.keep(&stored)?;
             shared.applier.install(&stored.data);
             applied.last_applied = stored.meta.last_log_id;
-            applied.last_membership = stored.meta.last_membership;
+            applied.last_membership = Arc::new(stored.meta.last_membership);
             Ok(())
         })
         .await

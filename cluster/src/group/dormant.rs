@@ -28,7 +28,7 @@ use crate::log_store::{LogDb, LogStore};
 use crate::network::GroupNetwork;
 use crate::node::GroupEndpoint;
 use crate::state_machine::StateMachine;
-use crate::types::{LogId, NodeId, Proposal, TypeConfig};
+use crate::types::{LogId, NodeId, Proposal, StoredMembership, TypeConfig};
 use crate::ClusterError;
 
 /// How long a woken member that led waits to lead again (restored, and acknowledged by a quorum).
@@ -100,10 +100,17 @@ impl Restart {
 
 /// What a dormant member keeps of its metrics: what its figures, its leader and its voters are
 /// read from; not the per-follower progress a leader tracks (stale once the instance stops
-/// anyway), and the membership once if the committed one is the same.
-fn frozen(mut metrics: RaftMetrics<TypeConfig>) -> RaftMetrics<TypeConfig> {
+/// anyway), and the membership once: the state machine's, if it is the same (and the committed
+/// one too).
+fn frozen(
+    mut metrics: RaftMetrics<TypeConfig>,
+    applied: Arc<StoredMembership>,
+) -> RaftMetrics<TypeConfig> {
     metrics.replication = None;
     metrics.heartbeat = None;
+    if metrics.membership_config == applied {
+        metrics.membership_config = applied;
+    }
     if metrics.committed_membership_config == metrics.membership_config {
         metrics.committed_membership_config = metrics.membership_config.clone();
     }
@@ -170,6 +177,7 @@ impl Group {
     /// whether it did.
     pub(super) async fn go_dormant(&self) -> bool {
         let _waking = self.restart.waking.lock().await;
+        let applied_membership = self.restart.state_machine.membership().await;
         let raft = {
             let mut instance = self.instance.write().unwrap_or_else(|e| e.into_inner());
             let Instance::Running(raft) = &*instance else {
@@ -203,7 +211,7 @@ impl Group {
                 .lock()
                 .unwrap_or_else(|e| e.into_inner()) = (leader != self.me).then_some(leader);
             let raft = raft.clone();
-            *instance = Instance::Dormant(Box::new(frozen(metrics)));
+            *instance = Instance::Dormant(Box::new(frozen(metrics, applied_membership)));
             raft
         };
         let _ = raft.shutdown().await;
