@@ -174,7 +174,7 @@ impl Connected {
                     node: self.node.clone(),
                     db: self.raft_db.clone(),
                     process: self.process,
-                    nodes: self.settings.members.clone(),
+                    nodes: self.settings.members.clone().into(),
                     leaving: self.leaving_members.clone(),
                     dormant_after: self.settings.quorum_dormant_after,
                     gone: self.nodes_gone.clone(),

@@ -54,8 +54,8 @@ pub struct Replication {
     /// This process's start (ns since the epoch): a consumer of an earlier process of this node
     /// is gone.
     pub process: u64,
-    /// The cluster's nodes, as every node has them (the seed list).
-    pub nodes: Vec<Node>,
+    /// The cluster's nodes, as every node has them (the seed list): shared by every member.
+    pub nodes: Arc<[Node]>,
     /// This node's members that leave their group, by group: a member of the same group
     /// started again here (the node added back) tells the one leaving to stop now.
     pub leaving: LeavingMembers,
@@ -104,7 +104,7 @@ impl Replication {
     /// three by default, as RabbitMQ's `x-quorum-initial-group-size`), the declaring node
     /// first, then the nodes after it in name order. The same on every node.
     pub fn group_members(&self, home: &str, size: Option<u32>) -> Vec<Node> {
-        let mut nodes = self.nodes.clone();
+        let mut nodes = self.nodes.to_vec();
         nodes.sort_by(|a, b| a.name.cmp(&b.name));
         let start = nodes.iter().position(|n| n.name == home).unwrap_or(0);
         nodes.rotate_left(start);
@@ -645,7 +645,7 @@ pub(super) struct Member {
     /// A snapshot was asked for and the log has not been cut since.
     snapshot_asked: bool,
     /// The cluster's nodes.
-    nodes: Vec<Node>,
+    nodes: Arc<[Node]>,
     cluster: Arc<ClusterNode>,
     /// The members the group should have, by node name (changed by `add_member`,
     /// `delete_member`, `grow`, `shrink`); the leader makes the group's voters these.
@@ -964,7 +964,7 @@ impl Member {
     /// Node-gone news were missed (this member left too many unread): every other node whose
     /// link is down now is suspected instead.
     fn missed_nodes_gone(&mut self) {
-        for node in &self.nodes {
+        for node in self.nodes.iter() {
             if node.name != self.name && !self.cluster.link().is_connected(&node.name) {
                 self.suspects.insert(node_id(&node.name));
             }
