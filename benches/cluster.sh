@@ -15,7 +15,8 @@
 # Environment: DURATION=10 (seconds per run), ROUNDS=3, IDLE_QUEUES=1000, IDLE_SECONDS=30,
 # IDLE_QUEUE_TYPE=classic (or quorum: each idle queue a Raft group on three nodes; its members go
 # dormant after WARREN_QUORUM_DORMANT_AFTER ms idle, 30,000 by default: memory is measured again
-# after IDLE_SECONDS),
+# after IDLE_SECONDS), IDLE_SETTLE=5 (seconds between the last declare and the CPU window: longer
+# than the dormancy to measure queues already dormant and asleep),
 # WARREN_BIN (default: cargo build --release, then target/release/warren; also the load
 # generator), KEEP_TMP=1 (keep logs). Everything it starts is stopped on exit.
 set -euo pipefail
@@ -26,6 +27,7 @@ DURATION="${DURATION:-10}"
 ROUNDS="${ROUNDS:-3}"
 IDLE_QUEUES="${IDLE_QUEUES:-1000}"
 IDLE_SECONDS="${IDLE_SECONDS:-30}"
+IDLE_SETTLE="${IDLE_SETTLE:-5}"
 IDLE_QUEUE_TYPE="${IDLE_QUEUE_TYPE:-classic}"
 
 log() { echo "cluster-bench: $*" >&2; }
@@ -100,7 +102,7 @@ for q in $(seq 1 "$IDLE_QUEUES"); do
   api $((q % 3)) PUT "/api/queues/%2F/idle-$q" \
     "{\"durable\":true,\"arguments\":{\"x-queue-type\":\"$IDLE_QUEUE_TYPE\"}}" >/dev/null
 done
-sleep 5
+sleep "$IDLE_SETTLE"
 rss_after="$(rss_kib)"
 ticks() { for p in "${PIDS[@]}"; do awk '{print $14 + $15}' "/proc/$p/stat"; done | paste -sd+ | bc; }
 before="$(ticks)"
