@@ -397,6 +397,14 @@ pub(crate) async fn recv_if_made<T>(channel: &mut Option<mpsc::UnboundedReceiver
     }
 }
 
+/// Sleeps until `at`; forever if `None` (a timer set only when needed).
+pub(crate) async fn sleep_until_some(at: Option<tokio::time::Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
+    }
+}
+
 /// Where a queue's commands go: its task's inbox, or, for a task that ends while its queue is
 /// idle (a quorum queue's member: see `quorum::sleep`), what wakes it and gives its inbox.
 pub(crate) enum Inbox {

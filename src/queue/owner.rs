@@ -71,6 +71,9 @@ struct World {
     held: HashMap<u64, HeldRoute>,
     /// Where the queues a held dead-letter reached confirm it.
     dead_letter_confirms: DeadLetterConfirms,
+    /// When the held dead-letters that reached no queue or were refused are routed again (None:
+    /// none is waiting; most queues never need the timer).
+    dead_letter_retry: Option<tokio::time::Instant>,
 }
 
 /// A held dead-letter and where its routing stands.
@@ -122,6 +125,7 @@ pub fn spawn<H: QueueHost + 'static>(
         gone: Vec::new(),
         held: HashMap::new(),
         dead_letter_confirms: DeadLetterConfirms::default(),
+        dead_letter_retry: None,
     };
     let core_spec = CoreSpec {
         name: handle.name.clone(),
@@ -180,8 +184,6 @@ enum Waiter {
 impl Owner {
     async fn run(mut self, mut rx: mpsc::Receiver<QueueCommand>) {
         let mut batch = Vec::with_capacity(256);
-        let mut dead_letter_retry = tokio::time::interval(DEAD_LETTER_RETRY);
-        dead_letter_retry.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         while !self.core.is_deleted() && !self.world.handle.is_deleted() {
             let wake = self
                 .core
@@ -208,7 +210,7 @@ impl Owner {
                 Some(event) = self.world.dead_letter_confirms.next() => {
                     self.on_dead_letter_confirm(event);
                 }
-                _ = dead_letter_retry.tick(), if self.world.has_unrouted_dead_letters() => {
+                _ = super::sleep_until_some(self.world.dead_letter_retry) => {
                     self.world.route_held_dead_letters();
                 }
             }
@@ -256,6 +258,7 @@ impl Owner {
         }
         if !*all_ok {
             route.confirming = None;
+            self.world.retry_dead_letters();
             return;
         }
         self.world.held.remove(&id);
@@ -470,12 +473,16 @@ impl World {
         self.route_held_dead_letter(id);
     }
 
-    fn has_unrouted_dead_letters(&self) -> bool {
-        self.held.values().any(|route| route.confirming.is_none())
+    /// Has the held dead-letters waiting for a route routed again [`DEAD_LETTER_RETRY`] from now,
+    /// unless a retry is due already.
+    fn retry_dead_letters(&mut self) {
+        self.dead_letter_retry
+            .get_or_insert_with(|| tokio::time::Instant::now() + DEAD_LETTER_RETRY);
     }
 
     /// Routes again the held dead-letters that reached no queue or were refused.
     fn route_held_dead_letters(&mut self) {
+        self.dead_letter_retry = None;
         let unrouted: Vec<u64> = self
             .held
             .iter()
@@ -500,8 +507,9 @@ impl World {
             route.dead.clone(),
             id,
         );
-        if reached > 0 {
-            route.confirming = Some((reached, true));
+        match reached {
+            0 => self.retry_dead_letters(),
+            _ => route.confirming = Some((reached, true)),
         }
     }
 }

@@ -834,7 +834,7 @@ impl Member {
                 Some(event) = self.dead_letter_confirms.next() => {
                     self.on_dead_letter_confirm(event)
                 }
-                _ = sleep_until_some(self.retry_at) => self.propose_again(),
+                _ = crate::queue::sleep_until_some(self.retry_at) => self.propose_again(),
                 _ = dead_letter_retry.tick(), if self.has_held_dead_letters() => {
                     self.route_held_dead_letters();
                 }
@@ -1809,14 +1809,6 @@ impl Waiter {
             | Waiter::Purge(_)
             | Waiter::Delete(_) => {}
         }
-    }
-}
-
-/// Sleeps until `at`; forever if `None`.
-async fn sleep_until_some(at: Option<tokio::time::Instant>) {
-    match at {
-        Some(at) => tokio::time::sleep_until(at).await,
-        None => std::future::pending().await,
     }
 }
 

@@ -59,16 +59,6 @@ impl Bed {
         self.0.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// The member's inbox, the member woken first if it sleeps; None once it is gone.
-    fn awake_inbox(&self) -> Option<mpsc::Sender<QueueCommand>> {
-        let mut state = self.state();
-        wake_up(&mut state);
-        match &*state {
-            State::Awake { inbox, .. } => Some(inbox.clone()),
-            _ => None,
-        }
-    }
-
     /// Puts `member` to sleep unless something reached it since it looked (a command in its
     /// inbox or on its way there, an entry applied): then it is given back to run on.
     pub(super) fn try_sleep(
@@ -134,8 +124,14 @@ fn wake_up(state: &mut State) {
 }
 
 impl WakingInbox for Bed {
+    /// The member's inbox, the member woken first if it sleeps; None once it is gone.
     fn sender(&self) -> Option<mpsc::Sender<QueueCommand>> {
-        self.awake_inbox()
+        let mut state = self.state();
+        wake_up(&mut state);
+        match &*state {
+            State::Awake { inbox, .. } => Some(inbox.clone()),
+            _ => None,
+        }
     }
 }
 

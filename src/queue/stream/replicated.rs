@@ -943,16 +943,8 @@ pub(super) async fn next_event(replica: &mut Option<Replica>) -> ReplicaEvent {
     tokio::select! {
         Some(applied) = r.applied.recv() => ReplicaEvent::Applied(applied),
         Some((number, ok)) = r.done.recv() => ReplicaEvent::Proposed(number, ok),
-        _ = sleep_until_some(retry_at) => ReplicaEvent::RetryTimer,
+        _ = crate::queue::sleep_until_some(retry_at) => ReplicaEvent::RetryTimer,
         _ = r.dropped.notified() => ReplicaEvent::Dropped,
-    }
-}
-
-/// Sleeps until `at`; forever if `None`.
-async fn sleep_until_some(at: Option<tokio::time::Instant>) {
-    match at {
-        Some(at) => tokio::time::sleep_until(at).await,
-        None => std::future::pending().await,
     }
 }
 

@@ -40,6 +40,18 @@ pub(super) async fn read_copy(node: &ChildBroker, stream: &str, count: u32) -> V
     out
 }
 
+/// A consumer of `stream` through `conn` from its first entry (`prefetch` deliveries at a time),
+/// once the connection's node knows the stream.
+async fn follow_from_first(
+    conn: &lapin::Connection,
+    stream: &str,
+    prefetch: u16,
+) -> (lapin::Channel, lapin::Consumer) {
+    eventually_async(|| async { passive(conn, stream).await.is_ok() }, true).await;
+    let first = AMQPValue::LongString(LongString::from("first"));
+    crate::streams::consume_from(conn, stream, prefetch, Some(first)).await
+}
+
 /// The next `n` deliveries of a stream consumer as (offset, the number of its body), each acked.
 async fn take_entries(consumer: &mut lapin::Consumer, n: usize) -> Vec<(i64, usize)> {
     let mut out = Vec::with_capacity(n);
@@ -350,10 +362,7 @@ async fn unconfirmed_stream_publishes_through_leader_changes_are_neither_lost_no
     declare_stream(&n2.connect().await, "flow", &[]).await;
     leader_among(&n1, "flow", &["n2"]);
     let c3 = n3.connect().await;
-    eventually_async(|| async { passive(&c3, "flow").await.is_ok() }, true).await;
-    let first = AMQPValue::LongString(LongString::from("first"));
-    let (_reader, mut following) =
-        crate::streams::consume_from(&c3, "flow", 500, Some(first)).await;
+    let (_reader, mut following) = follow_from_first(&c3, "flow", 500).await;
 
     // Longer than a proposal waits for its commit (10 s): what n1 had sent to it fails there.
     let (n2, published) = publish_unconfirmed_through_leader_changes(
@@ -446,10 +455,7 @@ async fn a_frozen_member_catches_up_and_its_reader_misses_nothing() {
     let c1 = n1.connect().await;
     declare_stream(&c1, "thaw", &[]).await;
     let c3 = n3.connect().await;
-    eventually_async(|| async { passive(&c3, "thaw").await.is_ok() }, true).await;
-    let first = AMQPValue::LongString(LongString::from("first"));
-    let (_reader, mut following) =
-        crate::streams::consume_from(&c3, "thaw", 100, Some(first)).await;
+    let (_reader, mut following) = follow_from_first(&c3, "thaw", 100).await;
     let ch1 = confirm_channel(&c1).await;
     publish_numbered(&ch1, "thaw", 0..200, 32).await;
     let mut followed = take_entries(&mut following, 200).await;
