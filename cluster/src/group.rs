@@ -163,6 +163,9 @@ pub struct Group {
     last_index_seen: AtomicU64,
     /// A round of [`Group::keep_led`] is under way for it.
     keeping: std::sync::atomic::AtomicBool,
+    /// The last entry its log knew committed when this process opened it (see
+    /// [`Group::recovered_index`]).
+    recovered: u64,
 }
 
 impl Group {
@@ -215,6 +218,7 @@ impl Group {
             })
             .await??
         };
+        let recovered = log.committed_index().unwrap_or(0);
         let log_closed = log.closed();
         let restart_sm = state_machine.clone();
         let config = openraft::Config {
@@ -246,8 +250,17 @@ impl Group {
         .validate()
         .map_err(|e| ClusterError::Raft(e.to_string()))?;
         let config = Arc::new(config);
+        // A member started by this process never leads at once on what its log says it led
+        // before (openraft's default): the others may have elected another since, and until it
+        // heard of it, it would do a leader's work (dead-lettering, as it replays its log) on a
+        // stale state. It waits for an election, as a Ra server does. A dormant member woken
+        // (see `dormant`) does lead again at once: its log is as current as its leadership.
+        let first_config = Arc::new(openraft::Config {
+            enable_leader_restore: Some(false),
+            ..(*config).clone()
+        });
         let network = GroupNetwork::new(node.link().clone(), id.clone());
-        let raft = openraft::Raft::new(me, config.clone(), network, log, state_machine)
+        let raft = openraft::Raft::new(me, first_config, network, log, state_machine)
             .await
             .map_err(|e| ClusterError::Raft(e.to_string()))?;
         if timing.quiet {
@@ -273,6 +286,7 @@ impl Group {
             idle_checks: std::sync::atomic::AtomicU32::new(0),
             last_index_seen: AtomicU64::new(0),
             keeping: std::sync::atomic::AtomicBool::new(false),
+            recovered,
         });
         node.add_group(id.clone(), dormant::endpoint(&group));
         let initialized = raft
@@ -314,6 +328,13 @@ impl Group {
             }
         }
         Ok(group)
+    }
+
+    /// Entries up to this index were committed, and applied, in this member's previous life
+    /// (before this process opened its log): applied again as the log is replayed, their effects
+    /// outside the group (a dead-letter routed) happened then and are not to be repeated.
+    pub fn recovered_index(&self) -> u64 {
+        self.recovered
     }
 
     pub fn id(&self) -> &str {

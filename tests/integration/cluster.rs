@@ -12,6 +12,7 @@ use crate::common::{
 };
 use warren_amqp::protocol::{basic, AMQPClass};
 
+mod quorum_faults;
 mod streams;
 
 const SECRET: &str = "integration-test-cookie";

@@ -165,6 +165,12 @@ impl LogStore {
         Ok(LogStore { log })
     }
 
+    /// The index of the last entry known committed, as last saved (entries up to it were
+    /// applied in this log's previous life, unless a snapshot covers them).
+    pub(crate) fn committed_index(&self) -> Option<u64> {
+        self.log.state().committed.map(|id| id.index)
+    }
+
     /// Watches for the store's handles to be dropped.
     pub fn closed(&self) -> Closed {
         Closed(Arc::downgrade(&self.log))

@@ -1483,7 +1483,12 @@ impl Member {
     /// Answers this node's waiter of an applied entry and carries out the effects that are this
     /// node's; true once the queue is deleted.
     fn on_applied(&mut self, mut entry: AppliedEntry) -> bool {
-        let mine = entry.origin == self.me;
+        // An entry this member applied in its previous life (replayed as the process starts)
+        // had its effects then: its proposer's answer was given (or lost with that process),
+        // its dead-letters were routed (those held are the state's, routed by the leader of
+        // now).
+        let replayed = entry.index <= self.group.recovered_index();
+        let mine = entry.origin == self.me && !replayed;
         if mine && !self.sent_enqueues.is_empty() && !self.waiting.contains_key(&entry.number) {
             let answer = entry.applied.answer.take();
             match answer {
@@ -1502,7 +1507,7 @@ impl Member {
             (Some(waiter), None) => waiter.fail(),
             _ => {}
         }
-        let leader = self.is_leader();
+        let leader = self.is_leader() && !replayed;
         let mut deleted = false;
         let mut no_ack_sent = Vec::new();
         for effect in entry.applied.effects {
@@ -1544,8 +1549,9 @@ impl Member {
                 ReplicaEffect::Deleted => {
                     deleted = true;
                     self.handle.mark_deleted();
-                    // The member whose proposal deleted it tells the cluster.
-                    if mine {
+                    // The member whose proposal deleted it tells the cluster (again, if this is
+                    // its log replayed: the process may have gone before it told it).
+                    if entry.origin == self.me {
                         if let Some(host) = self.host.upgrade() {
                             host.forget_queue(&self.handle);
                         }

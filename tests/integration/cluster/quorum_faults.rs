@@ -1,0 +1,281 @@
+//! Quorum queues against the worst moments: consumers that vanish holding everything while
+//! their dead-letters are confirmed through a killed leader, and a node frozen while its members
+//! sleep.
+
+use lapin::types::{AMQPValue, FieldTable};
+
+use super::*;
+
+/// Publishes `numbers` to `queue` with confirms, each awaited for up to a minute (a leader
+/// frozen or killed first has to be noticed and replaced).
+async fn publish_through_a_leader_change(
+    ch: &lapin::Channel,
+    queue: &str,
+    numbers: std::ops::Range<usize>,
+) {
+    for i in numbers {
+        let props = lapin::BasicProperties::default().with_delivery_mode(2);
+        let confirm = crate::common::within_long(
+            "basic.publish",
+            ch.basic_publish(
+                "".into(),
+                queue.into(),
+                Default::default(),
+                &numbered_body(i, 64),
+                props,
+            ),
+        )
+        .await
+        .expect("basic.publish");
+        let confirmation = crate::common::within_long("the confirm", confirm)
+            .await
+            .expect("confirm");
+        assert!(
+            confirmation.is_ack(),
+            "message {i} nacked: {confirmation:?}"
+        );
+    }
+}
+
+/// A consumer on `node` (its socket reset when it goes, as when its process is killed) that
+/// takes all `n` messages of `queue` and vanishes without settling one.
+async fn take_all_and_vanish(node: &ChildBroker, queue: &str, n: usize) {
+    let mut consumer = resetting_client(node).await;
+    consumer.open_channel(1).await;
+    consumer.qos(1, n as u16, false).await;
+    consumer.consume(1, queue, "vanishing", false, false).await;
+    for _ in 0..n {
+        consumer.expect_deliver().await;
+    }
+    drop(consumer);
+}
+
+/// (messages_ready, messages_unacknowledged, messages_dlx) of `queue` as `node` reports them.
+fn ready_unacked_held(node: &ChildBroker, queue: &str) -> (u64, u64, u64) {
+    let (status, q) = api(node, "GET", &format!("/api/queues/%2f/{queue}"), None);
+    assert_eq!(status, 200, "{q}");
+    let count = |field: &str| q[field].as_u64().unwrap_or(u64::MAX);
+    (
+        count("messages_ready"),
+        count("messages_unacknowledged"),
+        count("messages_dlx"),
+    )
+}
+
+/// A quorum queue with `x-delivery-limit: 1` and at-least-once dead-lettering to a target with
+/// room for a third of them: two consumers on other nodes take every message and vanish (socket
+/// reset), the second return passes the limit and dead-letters them all; most are held, routed
+/// again as a consumer drains the target, and the source's leader is killed while that goes on.
+/// Every published message reaches the target (a dead-letter confirmed whose release the kill
+/// lost may come twice: at-least-once), none is left in the source, and the killed node, back,
+/// agrees.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn vanished_consumers_dead_letters_survive_the_source_leaders_kill() {
+    const N: usize = 240;
+    const ROOM: usize = N / 3;
+    let (cluster, n1, n2, n3) = three_formed().await;
+    let c2 = n2.connect().await;
+    let mut limited = FieldTable::default();
+    limited.insert("x-max-length".into(), AMQPValue::LongInt(ROOM as i32));
+    limited.insert(
+        "x-overflow".into(),
+        AMQPValue::LongString("reject-publish".into()),
+    );
+    declare_quorum_with(&c2, "vanish.target", limited).await;
+    let c1 = n1.connect().await;
+    let mut args = FieldTable::default();
+    args.insert("x-delivery-limit".into(), AMQPValue::LongInt(1));
+    for (key, value) in [
+        ("x-dead-letter-exchange", ""),
+        ("x-dead-letter-routing-key", "vanish.target"),
+        ("x-dead-letter-strategy", "at-least-once"),
+        ("x-overflow", "reject-publish"),
+    ] {
+        args.insert(key.into(), AMQPValue::LongString(value.into()));
+    }
+    declare_quorum_with(&c1, "vanish.src", args).await;
+    leader_among(&n2, "vanish.src", &["n1"]);
+    leader_among(&n3, "vanish.target", &["n2"]);
+    let ch = confirm_channel(&c2).await;
+    publish_numbered(&ch, "vanish.src", 0..N, 64).await;
+    // Returned once: every message back, ready.
+    take_all_and_vanish(&n3, "vanish.src", N).await;
+    eventually(
+        "every message returned once",
+        || ready_unacked_held(&n2, "vanish.src"),
+        |&c| c == (N as u64, 0, 0),
+    );
+    // Returned twice: past the limit, dead-lettered; the target takes a third, the source holds
+    // the rest.
+    take_all_and_vanish(&n2, "vanish.src", N).await;
+    eventually(
+        "a third in the target, the rest held",
+        || {
+            (
+                queue_counts(&n3, "vanish.target").0,
+                ready_unacked_held(&n3, "vanish.src"),
+            )
+        },
+        |&(target, src)| target == ROOM as u64 && src == (0, 0, (N - ROOM) as u64),
+    );
+    // A consumer drains the target as the held ones are routed to it; the source's leader is
+    // killed half way.
+    drop((ch, c1, c2));
+    let c3 = n3.connect().await;
+    let ch3 = crate::common::lapin_channel(&c3).await;
+    ch3.basic_qos(20, Default::default()).await.expect("qos");
+    let mut consumer = consume(&ch3, "vanish.target", "draining").await;
+    let mut got = take_numbers(&mut consumer, N / 2).await;
+    n1.kill9();
+    let mut seen: std::collections::BTreeSet<usize> = got.iter().copied().collect();
+    while seen.len() < N {
+        let more = take_numbers(&mut consumer, 1).await;
+        seen.extend(more.iter().copied());
+        got.extend(more);
+    }
+    eventually(
+        "nothing left in the source",
+        || ready_unacked_held(&n2, "vanish.src"),
+        |&c| c == (0, 0, 0),
+    );
+    drop((consumer, ch3, c3));
+    // What the target still has is what was routed twice; the numbers are all of 0..N.
+    let rest = n3.drain("vanish.target").await;
+    got.extend(rest.iter().map(|(body, _)| body_number(body)));
+    let duplicates = got.len() - N;
+    eprintln!("dead-letters routed twice through the kill: {duplicates}");
+    assert_eq!(seen, (0..N).collect());
+    let n1 = cluster.start(0);
+    formed(&cluster, &[&n1, &n2, &n3]).await;
+    eventually(
+        "the restarted node agrees: nothing in the source or the target",
+        || {
+            (
+                ready_unacked_held(&n1, "vanish.src"),
+                queue_counts(&n1, "vanish.target").0,
+            )
+        },
+        |&c| c == ((0, 0, 0), 0),
+    );
+}
+
+/// Quorum queues led by n1, every member asleep; n1 frozen (SIGSTOP). Publishers and a getter on
+/// the other nodes wake their members, which elect a leader among themselves and confirm and
+/// deliver; n1 thawed catches up (its members woken by the new leader), serves every message
+/// once, and every member sleeps again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_frozen_while_its_members_sleep_is_led_around_and_catches_up() {
+    const QUEUES: [&str; 3] = ["frozen.a", "frozen.b", "frozen.c"];
+    let cluster = Cluster {
+        dormant_after: Some(1000),
+        ..Cluster::new(3).await
+    };
+    let (_cluster, n1, n2, n3) = three_formed_of(cluster).await;
+    let c1 = n1.connect().await;
+    let ch1 = confirm_channel(&c1).await;
+    for queue in QUEUES {
+        declare_quorum(&c1, queue).await;
+        publish_numbered(&ch1, queue, 0..10, 64).await;
+    }
+    drop((ch1, c1));
+    let all_asleep = |node: &ChildBroker| {
+        eventually(
+            "every member asleep",
+            || members_asleep(node),
+            |n| *n == Some(QUEUES.len() as u64),
+        )
+    };
+    for node in [&n1, &n2, &n3] {
+        all_asleep(node);
+    }
+    for queue in QUEUES {
+        leader_among(&n2, queue, &["n1"]);
+    }
+    n1.signal("STOP");
+    let c2 = n2.connect().await;
+    let ch2 = confirm_channel(&c2).await;
+    for queue in QUEUES {
+        publish_through_a_leader_change(&ch2, queue, 10..20).await;
+    }
+    let c3 = n3.connect().await;
+    let getter = crate::common::lapin_channel(&c3).await;
+    let mut got: std::collections::BTreeMap<&str, Vec<usize>> = Default::default();
+    for queue in QUEUES {
+        for _ in 0..5 {
+            let m = crate::common::within_long(
+                "basic.get",
+                getter.basic_get(queue.into(), Default::default()),
+            )
+            .await
+            .expect("basic.get")
+            .expect("a message");
+            got.entry(queue)
+                .or_default()
+                .push(body_number(&m.delivery.data));
+            m.delivery.ack(Default::default()).await.expect("ack");
+        }
+    }
+    drop((ch2, c2, getter, c3));
+    n1.signal("CONT");
+    for queue in QUEUES {
+        eventually(
+            "the thawed node has caught up",
+            || queue_counts(&n1, queue).0,
+            |&ready| ready == 15,
+        );
+        let rest = n1.drain(queue).await;
+        let taken = got.entry(queue).or_default();
+        taken.extend(rest.iter().map(|(body, _)| body_number(body)));
+        taken.sort_unstable();
+        assert_eq!(*taken, (0..20).collect::<Vec<_>>(), "{queue}");
+    }
+    for node in [&n1, &n2, &n3] {
+        all_asleep(node);
+    }
+}
+
+/// A quorum queue's leader killed and started again replays its log: what that log dead-lettered
+/// long ago (rejected messages, at-most-once) is not dead-lettered again, whether the restarted
+/// node leads again or not.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restarted_leader_does_not_dead_letter_again_what_its_log_replays() {
+    const N: usize = 10;
+    let (cluster, n1, n2, n3) = three_formed().await;
+    let c1 = n1.connect().await;
+    declare_quorum(&c1, "replayed.target").await;
+    let mut args = FieldTable::default();
+    for (key, value) in [
+        ("x-dead-letter-exchange", ""),
+        ("x-dead-letter-routing-key", "replayed.target"),
+    ] {
+        args.insert(key.into(), AMQPValue::LongString(value.into()));
+    }
+    declare_quorum_with(&c1, "replayed.src", args).await;
+    leader_among(&n2, "replayed.src", &["n1"]);
+    let ch = confirm_channel(&c1).await;
+    publish_numbered(&ch, "replayed.src", 0..N, 64).await;
+    crate::common::get_and_reject(&crate::common::lapin_channel(&c1).await, "replayed.src", N)
+        .await;
+    eventually(
+        "every message dead-lettered",
+        || queue_counts(&n2, "replayed.target").0,
+        |&n| n == N as u64,
+    );
+    let drained = n2.drain("replayed.target").await;
+    exactly_once(&drained, 0..N);
+    drop((ch, c1));
+    n1.kill9();
+    leader_among(&n2, "replayed.src", &["n2", "n3"]);
+    let n1 = cluster.start(0);
+    formed(&cluster, &[&n1, &n2, &n3]).await;
+    let c1 = n1.connect().await;
+    let ch = confirm_channel(&c1).await;
+    publish_numbered(&ch, "replayed.target", N..N + 1, 64).await;
+    eventually(
+        "n1 has the marker",
+        || queue_counts(&n1, "replayed.target").0,
+        |&n| n >= 1,
+    );
+    let drained = n3.drain("replayed.target").await;
+    exactly_once(&drained, N..N + 1);
+}
