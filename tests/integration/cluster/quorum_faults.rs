@@ -279,3 +279,83 @@ async fn a_restarted_leader_does_not_dead_letter_again_what_its_log_replays() {
     let drained = n3.drain("replayed.target").await;
     exactly_once(&drained, N..N + 1);
 }
+
+/// Every node killed (SIGKILL) at once and started again: no member restores a leadership of
+/// before, so each group elects a leader among the restarted; a quorum queue keeps every
+/// confirmed message not acked (those held unacked back, redelivered), and an at-least-once
+/// source keeps the dead-letters it held, routed once a target is declared.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_whole_cluster_killed_and_started_again_keeps_what_was_confirmed() {
+    const N: usize = 100;
+    const HELD: usize = 20;
+    const ACKED: usize = 10;
+    let (cluster, n1, n2, n3) = three_formed().await;
+    let c1 = n1.connect().await;
+    declare_quorum(&c1, "all.q").await;
+    let mut args = FieldTable::default();
+    for (key, value) in [
+        ("x-dead-letter-exchange", ""),
+        ("x-dead-letter-routing-key", "all.target"),
+        ("x-dead-letter-strategy", "at-least-once"),
+        ("x-overflow", "reject-publish"),
+    ] {
+        args.insert(key.into(), AMQPValue::LongString(value.into()));
+    }
+    declare_quorum_with(&c1, "all.src", args).await;
+    let c2 = n2.connect().await;
+    let ch2 = confirm_channel(&c2).await;
+    publish_numbered(&ch2, "all.q", 0..N, 64).await;
+    publish_numbered(&ch2, "all.src", 0..HELD, 64).await;
+    crate::common::get_and_reject(&crate::common::lapin_channel(&c2).await, "all.src", HELD).await;
+    // n3's consumer takes 20 and acks the first 10: 10 more come, 20 held.
+    let c3 = n3.connect().await;
+    let (_ch3, _consumer, held) = hold_unacked(&c3, "all.q", "holder", HELD as u16).await;
+    let acked: Vec<usize> = held[..ACKED].iter().map(|d| body_number(&d.data)).collect();
+    for d in &held[..ACKED] {
+        d.ack(Default::default()).await.expect("ack");
+    }
+    eventually(
+        "the acks applied, the dead-letters held",
+        || {
+            (
+                queue_counts(&n1, "all.q"),
+                ready_unacked_held(&n1, "all.src"),
+            )
+        },
+        |&(q, src)| {
+            (q.0, q.1) == ((N - HELD - ACKED) as u64, HELD as u64) && src == (0, 0, HELD as u64)
+        },
+    );
+    drop((ch2, c1, c2, c3));
+    for node in [n1, n2, n3] {
+        node.kill9();
+    }
+    let (n1, n2, n3) = (cluster.start(0), cluster.start(1), cluster.start(2));
+    formed(&cluster, &[&n1, &n2, &n3]).await;
+    for queue in ["all.q", "all.src"] {
+        leader_among(&n2, queue, &["n1", "n2", "n3"]);
+    }
+    // The consumer's node, started again, gives back what its previous life held.
+    eventually(
+        "what n3's consumer held back in the queue",
+        || queue_counts(&n2, "all.q"),
+        |&c| c == ((N - ACKED) as u64, 0, 0),
+    );
+    let drained = n2.drain("all.q").await;
+    let redelivered = exactly_once(&drained, (0..N).filter(|n| !acked.contains(n)));
+    assert_eq!(redelivered.len(), HELD, "{redelivered:?}");
+    let c1 = n1.connect().await;
+    declare_quorum(&c1, "all.target").await;
+    eventually(
+        "the held dead-letters routed",
+        || {
+            (
+                queue_counts(&n3, "all.target").0,
+                ready_unacked_held(&n3, "all.src"),
+            )
+        },
+        |&c| c == (HELD as u64, (0, 0, 0)),
+    );
+    let drained = n3.drain("all.target").await;
+    exactly_once(&drained, 0..HELD);
+}
