@@ -12,6 +12,7 @@
 //!   the application supplies (what a committed entry does is the application's business). Only
 //!   snapshots are persisted (in the Raft database): on start the last one is installed and openraft re-applies the
 //!   committed log after it.
+//! - `shared_membership.rs`: one copy of each membership for all the groups that have it.
 //! - `link/`: the cluster link, one authenticated TCP connection per pair of nodes carrying
 //!   every group's Raft messages, proposals and the application's own requests.
 //! - `network.rs`: openraft's network for a group, over the link.
@@ -25,6 +26,7 @@ pub mod link;
 mod log_store;
 pub mod network;
 pub mod node;
+mod shared_membership;
 mod state_machine;
 pub mod types;
 

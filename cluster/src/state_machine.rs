@@ -16,6 +16,7 @@ use openraft::{EntryPayload, OptionalSend, RaftSnapshotBuilder};
 
 use crate::error::ClusterError;
 use crate::log_store::{LogStore, SnapshotSlot};
+use crate::shared_membership;
 use crate::types::{LogId, Proposal, SnapshotMeta, StoredMembership, TypeConfig};
 
 /// What a group's committed entries do: the application's side of the state machine. Its state is
@@ -82,7 +83,8 @@ impl StateMachine {
         if let Some(stored) = &current {
             applier.install(&stored.data);
             applied.last_applied = stored.meta.last_log_id;
-            applied.last_membership = Arc::new(stored.meta.last_membership.clone());
+            applied.last_membership =
+                shared_membership::shared(stored.meta.last_membership.clone());
         }
         Ok(StateMachine {
             shared: Arc::new(Shared {
@@ -179,7 +181,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
                     self.shared.applier.apply(entry.log_id.index, proposal)
                 }
                 EntryPayload::Membership(membership) => {
-                    applied.last_membership = Arc::new(StoredMembership::new(
+                    applied.last_membership = shared_membership::shared(StoredMembership::new(
                         Some(entry.log_id),
                         membership.clone(),
                     ));
@@ -214,7 +216,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             shared.keep(&stored)?;
             shared.applier.install(&stored.data);
             applied.last_applied = stored.meta.last_log_id;
-            applied.last_membership = Arc::new(stored.meta.last_membership);
+            applied.last_membership = shared_membership::shared(stored.meta.last_membership);
             Ok(())
         })
         .await

@@ -66,7 +66,8 @@ pub struct QueueDefinition {
     /// The connection an exclusive queue belongs to.
     pub exclusive_owner: Option<ConnectionId>,
     pub auto_delete: bool,
-    pub arguments: FieldTable,
+    /// Shared with the queue's handle (see `QueueHandle::arguments`): one copy per queue.
+    pub arguments: std::sync::Arc<FieldTable>,
     /// The node the queue lives on, in a cluster (where it was declared, as RabbitMQ places a
     /// classic queue); the other nodes reach it over the cluster link. None: this node, alone.
     #[serde(default)]

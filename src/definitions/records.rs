@@ -28,7 +28,7 @@ impl QueueDefinition {
             durable: true,
             exclusive_owner: None,
             auto_delete: record.auto_delete,
-            arguments: decode_table(&record.arguments).unwrap_or_default(),
+            arguments: decode_table(&record.arguments).unwrap_or_default().into(),
             home: None,
             incarnation: 0,
             members: None,

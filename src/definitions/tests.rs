@@ -28,7 +28,7 @@ fn queue(name: &str, storage_id: Option<u64>) -> DefinitionCommand {
         durable: storage_id.is_some(),
         exclusive_owner: None,
         auto_delete: false,
-        arguments: FieldTable::default(),
+        arguments: FieldTable::default().into(),
         home: None,
         incarnation: 0,
         members: None,

@@ -349,7 +349,8 @@ pub struct QueueHandle {
     pub durable: bool,
     pub exclusive_owner: Option<ConnectionId>,
     pub auto_delete: bool,
-    pub arguments: FieldTable,
+    /// As declared (shared with the queue's definition).
+    pub arguments: Arc<FieldTable>,
     /// The arguments as declared, parsed.
     pub args: QueueArgs,
     /// The policies that apply to the queue, and what it acts on with them.
@@ -428,11 +429,47 @@ pub(crate) trait WakingInbox: Send + Sync {
 pub(crate) struct MemberControl {
     /// This node's name.
     pub node: Arc<str>,
-    pub wanted: tokio::sync::watch::Sender<Vec<String>>,
+    pub news: Arc<MemberNews>,
+}
+
+/// What the handle of a replicated queue tells its member, which may be asleep (it reads it
+/// when woken): the members wanted, and that the cluster dropped it. One small record, where a
+/// watch channel per member held most of half a kilobyte of wakers.
+pub(crate) struct MemberNews {
+    /// The members wanted, by node name, and how many times they were set.
+    wanted: Mutex<(u64, Arc<[String]>)>,
+    pub wanted_changed: tokio::sync::Notify,
     /// Told when the cluster's metadata has deleted the queue while this member had not applied
     /// its group's delete (its node was down then, its group's others gone since): it stops and
     /// lets go of its log.
-    pub dropped: Arc<tokio::sync::Notify>,
+    pub dropped: tokio::sync::Notify,
+}
+
+impl MemberNews {
+    pub fn new(wanted: Vec<String>) -> MemberNews {
+        MemberNews {
+            wanted: Mutex::new((0, wanted.into())),
+            wanted_changed: tokio::sync::Notify::new(),
+            dropped: tokio::sync::Notify::new(),
+        }
+    }
+
+    /// The members wanted, and which setting of them it is (see [`MemberNews::want`]).
+    pub fn wanted(&self) -> (u64, Arc<[String]>) {
+        self.wanted
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    fn want(&self, members: &[String]) {
+        {
+            let mut wanted = self.wanted.lock().unwrap_or_else(|e| e.into_inner());
+            *wanted = (wanted.0 + 1, members.into());
+        }
+        // A permit kept for a member not waiting (busy, or asleep: it waits when woken).
+        self.wanted_changed.notify_one();
+    }
 }
 
 /// A replicated queue's members as the management API shows them (RabbitMQ's `leader`,
@@ -500,18 +537,18 @@ impl QueueHandle {
         let Some(control) = &self.membership else {
             return false;
         };
-        control.wanted.send_replace(members.to_vec());
+        control.news.want(members);
         self.wake();
         members.iter().any(|m| **m == *control.node)
     }
 
     /// The cluster's metadata deleted the queue: a member here that has not seen its group's
-    /// delete stops and lets go of its log (see [`MemberControl::dropped`]).
+    /// delete stops and lets go of its log (see [`MemberNews::dropped`]).
     /// Whether it was such a member.
     pub fn drop_member(&self) -> bool {
         match &self.membership {
             Some(control) => {
-                control.dropped.notify_one();
+                control.news.dropped.notify_one();
                 self.wake();
                 true
             }
@@ -806,7 +843,7 @@ pub struct QueueSpec {
     pub durable: bool,
     pub exclusive_owner: Option<ConnectionId>,
     pub auto_delete: bool,
-    pub arguments: FieldTable,
+    pub arguments: Arc<FieldTable>,
     /// Body bytes of ready messages a durable queue keeps in memory; persistent messages beyond
     /// it are paged out to the store and read back when they near the head.
     pub memory_limit: u64,

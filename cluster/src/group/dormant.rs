@@ -14,7 +14,7 @@
 //! [`Group::keep_led`]); the application's own watch of nodes (a consumer's node gone) wakes the
 //! group by proposing.
 
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
@@ -57,9 +57,11 @@ pub(super) struct Restart {
     /// This member led when it went dormant.
     led: AtomicBool,
     stopped: AtomicBool,
-    /// Whether it is dormant, for the application to watch (it may let go of what it keeps for
-    /// a running member).
-    dormant: tokio::sync::watch::Sender<bool>,
+    /// How many times it went dormant or woke, and a wake-up for those waiting for the next
+    /// time (see [`Group::dormancy_changed`]): the application lets go of what it keeps for a
+    /// running member. (A watch channel, most of half a kilobyte of wakers, per member before.)
+    dormancy_changes: AtomicU64,
+    dormancy_changed: tokio::sync::Notify,
 }
 
 impl Restart {
@@ -79,7 +81,8 @@ impl Restart {
             leader_before: Mutex::new(None),
             led: AtomicBool::new(false),
             stopped: AtomicBool::new(false),
-            dormant: tokio::sync::watch::Sender::new(false),
+            dormancy_changes: AtomicU64::new(0),
+            dormancy_changed: tokio::sync::Notify::new(),
         }
     }
 
@@ -90,6 +93,11 @@ impl Restart {
     /// The other member that led when this one went dormant (until it knows a leader again).
     pub(super) fn leader_before(&self) -> Option<NodeId> {
         *self.leader_before.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn dormancy_changed(&self) {
+        self.dormancy_changes.fetch_add(1, Ordering::SeqCst);
+        self.dormancy_changed.notify_waiters();
     }
 
     /// The member has stopped for good: it is never woken again.
@@ -135,9 +143,25 @@ impl Group {
         }
     }
 
-    /// Whether it is dormant, as it changes (see [`Group::is_dormant`]).
-    pub fn watch_dormant(&self) -> tokio::sync::watch::Receiver<bool> {
-        self.restart.dormant.subscribe()
+    /// How many times it went dormant or woke so far (see [`Group::dormancy_changed`]).
+    pub fn dormancy_changes(&self) -> u64 {
+        self.restart.dormancy_changes.load(Ordering::SeqCst)
+    }
+
+    /// Waits until it has gone dormant or woken more times than `seen` (at once if it has):
+    /// the count then ([`Group::is_dormant`] says which it is now).
+    pub async fn dormancy_changed(&self, seen: u64) -> u64 {
+        loop {
+            // Registered before the count is read: a change between the two still wakes it.
+            let notified = self.restart.dormancy_changed.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            let now = self.dormancy_changes();
+            if now != seen {
+                return now;
+            }
+            notified.await;
+        }
     }
 
     /// Whether its Raft instance is stopped until it is used again.
@@ -215,7 +239,7 @@ impl Group {
             raft
         };
         let _ = raft.shutdown().await;
-        self.restart.dormant.send_replace(true);
+        self.restart.dormancy_changed();
         tracing::debug!(group = %self.id, "dormant");
         true
     }
@@ -270,7 +294,7 @@ impl Group {
             let _ = tokio::time::timeout(RESTORED_WITHIN, restored).await;
         }
         *self.instance.write().unwrap_or_else(|e| e.into_inner()) = Instance::Running(raft.clone());
-        self.restart.dormant.send_replace(false);
+        self.restart.dormancy_changed();
         tracing::debug!(group = %self.id, "woken");
         Ok(())
     }

@@ -14,7 +14,7 @@ fn queue(name: &str, durable: bool) -> QueueDefinition {
         durable,
         exclusive_owner: None,
         auto_delete: false,
-        arguments: FieldTable::default(),
+        arguments: FieldTable::default().into(),
         home: Some("n1".to_owned()),
         incarnation: 0,
         members: None,
@@ -336,7 +336,7 @@ fn the_state_round_trips_through_json_with_every_kind_of_argument() {
     nested.insert("inner".into(), AMQPValue::ShortShortUInt(3));
     arguments.insert("x-table".into(), AMQPValue::FieldTable(nested));
     let mut q = queue("q", true);
-    q.arguments = arguments.clone();
+    q.arguments = arguments.clone().into();
     q.exclusive_owner = Some(42);
     let mut b = binding("amq.headers", "q", "");
     b.arguments = arguments;

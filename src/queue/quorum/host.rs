@@ -14,7 +14,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Weak};
 use std::time::{Duration, SystemTime};
 
-use tokio::sync::{mpsc, oneshot, watch};
+use tokio::sync::{mpsc, oneshot};
 use warren_amqp::AmqpError;
 use warren_cluster::group::{Group, Timing};
 use warren_cluster::node::ClusterNode;
@@ -31,7 +31,7 @@ use crate::queue::recv_if_made;
 use crate::queue::remote::wire::{ConsumeTerms, Settle, WireMessage};
 use crate::queue::{
     ConnEvent, ConnectionFlow, Consumer, ConsumerOutbox, GetReply, Inbox, MemberControl,
-    PublishConfirm, QueueCommand, QueueHandle, QueueSpec, QueueStats,
+    MemberNews, PublishConfirm, QueueCommand, QueueHandle, QueueSpec, QueueStats,
 };
 
 /// The most bytes of messages one enqueue carries (a message bigger than that goes alone):
@@ -255,14 +255,14 @@ pub fn spawn(
     // The group's log holds its messages: nothing of it goes to this node's store.
     spec.storage_id = None;
     let (bed, wake) = Bed::new();
-    let (wanted_tx, wanted) = watch::channel(members.iter().map(|m| m.name.clone()).collect());
-    let dropped = Arc::new(tokio::sync::Notify::new());
+    let news = Arc::new(MemberNews::new(
+        members.iter().map(|m| m.name.clone()).collect(),
+    ));
     let handle = Arc::new(QueueHandle {
         replicated: true,
         membership: Some(MemberControl {
             node: replication.node.name().into(),
-            wanted: wanted_tx,
-            dropped: dropped.clone(),
+            news: news.clone(),
         }),
         ..QueueHandle::new(spec, Inbox::Waking(bed.clone()))
     });
@@ -321,7 +321,7 @@ pub fn spawn(
         // leaders), then the members in the order they were chosen.
         let preference = members.iter().map(|m| m.name.clone()).collect();
         group.keep_led(LEADER_CHECK, preference);
-        let dormancy = group.watch_dormant();
+        let dormancy_seen = group.dormancy_changes();
         let member = Member {
             handle: started,
             host,
@@ -336,7 +336,7 @@ pub fn spawn(
             waiting: HashMap::new(),
             proposals: None,
             done: None,
-            dormancy,
+            dormancy_seen,
             suspects: Default::default(),
             orphans: Default::default(),
             queued: Default::default(),
@@ -347,7 +347,8 @@ pub fn spawn(
             nodes: replication.nodes,
             cluster: replication.node,
             leaving_members: replication.leaving,
-            wanted,
+            news,
+            wanted_seen: 0,
             changing: false,
             leaving: None,
             dead_letters: HashMap::new(),
@@ -355,7 +356,6 @@ pub fn spawn(
             must_apply: HashMap::new(),
             retry: Vec::new(),
             retry_at: None,
-            dropped,
             gone_proposed: HashMap::new(),
             enqueuer: replication.process + MEMBERS_STARTED.fetch_add(1, Ordering::Relaxed),
             next_seq: 1,
@@ -627,7 +627,9 @@ pub(super) struct Member {
     /// proposer's task ends) when the group goes dormant with nothing in flight.
     proposals: Option<mpsc::UnboundedSender<ToSend>>,
     done: Option<mpsc::UnboundedReceiver<(u64, bool)>>,
-    dormancy: watch::Receiver<bool>,
+    /// Its group's going dormant and waking as far as it has seen them (see
+    /// [`Group::dormancy_changed`]).
+    dormancy_seen: u64,
     /// The nodes of other members whose link has stayed down [`GONE_AFTER`], until this member
     /// leads and proposes their consumers gone (or their link is back).
     suspects: std::collections::BTreeSet<NodeId>,
@@ -648,8 +650,11 @@ pub(super) struct Member {
     nodes: Arc<[Node]>,
     cluster: Arc<ClusterNode>,
     /// The members the group should have, by node name (changed by `add_member`,
-    /// `delete_member`, `grow`, `shrink`); the leader makes the group's voters these.
-    wanted: watch::Receiver<Vec<String>>,
+    /// `delete_member`, `grow`, `shrink`; the leader makes the group's voters these), and the
+    /// cluster dropping the member (see [`MemberNews`]).
+    news: Arc<MemberNews>,
+    /// Which setting of the members wanted it last acted on.
+    wanted_seen: u64,
     /// A step of a membership change is under way (this member leads), or a leaving member
     /// asks whether the group has removed it.
     changing: bool,
@@ -671,8 +676,6 @@ pub(super) struct Member {
     /// Those that failed, with their waiters: proposed again at `retry_at`.
     retry: Vec<(QuorumCommand, Option<Waiter>)>,
     retry_at: Option<tokio::time::Instant>,
-    /// See [`crate::queue::MemberControl::dropped`].
-    dropped: Arc<tokio::sync::Notify>,
     /// The nodes whose consumers this member, leading, proposed gone, by proposal number: a
     /// suspect again if the proposal fails (a leader that lost its leadership meanwhile).
     gone_proposed: HashMap<u64, NodeId>,
@@ -763,13 +766,12 @@ impl Member {
         let mut deleted = false;
         let mut down_closed = false;
         let mut last_applied = 0;
-        let mut wanted_changes = self.wanted.clone();
         let (membership_tx, mut membership) = mpsc::unbounded_channel();
         let mut membership_check = tokio::time::interval(LEADER_CHECK);
         membership_check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut removed = false;
         let mut dropped = false;
-        let dropped_by_cluster = self.dropped.clone();
+        let news = self.news.clone();
         let handed_over = Arc::new(tokio::sync::Notify::new());
         let mut dead_letter_retry = tokio::time::interval(DEAD_LETTER_RETRY);
         dead_letter_retry.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -803,7 +805,10 @@ impl Member {
                     self.snapshot_asked = wants;
                 }
                 Some((number, ok)) = recv_if_made(&mut self.done) => self.on_done(number, ok),
-                Ok(()) = self.dormancy.changed() => self.on_dormancy(),
+                seen = self.group.dormancy_changed(self.dormancy_seen) => {
+                    self.dormancy_seen = seen;
+                    self.on_dormancy();
+                }
                 // A member's node is gone (killed, or cut off): its consumers' deliveries go
                 // back to the queue for the others, as RabbitMQ returns a lost consumer's. The
                 // leader proposes it; every member keeps it in mind, as the gone node may have
@@ -820,7 +825,13 @@ impl Member {
                     self.propose_suspects();
                 }
                 _ = suspects_check.tick(), if !self.suspects.is_empty() => self.propose_suspects(),
-                Ok(()) = wanted_changes.changed() => self.step_membership(&membership_tx, &handed_over),
+                _ = news.wanted_changed.notified() => {
+                    let (setting, _) = self.news.wanted();
+                    if setting != self.wanted_seen {
+                        self.wanted_seen = setting;
+                        self.step_membership(&membership_tx, &handed_over);
+                    }
+                }
                 _ = membership_check.tick(), if self.membership_unsettled() => {
                     if self.leaving.is_some_and(|since| since.elapsed() > LEAVE_AT_MOST) {
                         tracing::warn!(
@@ -840,7 +851,7 @@ impl Member {
                 }
                 // Added back meanwhile: the member started in its place takes over its log.
                 _ = handed_over.notified(), if self.leaving.is_some() => break,
-                _ = dropped_by_cluster.notified() => {
+                _ = news.dropped.notified() => {
                     dropped = true;
                     break;
                 }
@@ -912,7 +923,7 @@ impl Member {
     /// the state, no timer due in it, nothing held to dead-letter, nothing proposed or queued,
     /// its group's voters those wanted).
     fn may_sleep(&self) -> bool {
-        *self.dormancy.borrow()
+        self.group.is_dormant()
             && self.in_flight == 0
             && self.queued.is_empty()
             && self.sent_enqueues.is_empty()
@@ -973,7 +984,7 @@ impl Member {
 
     /// Whether the group's voters are the members wanted.
     fn group_has_wanted(&self) -> bool {
-        self.group.has_voters(&self.wanted.borrow())
+        self.group.has_voters(&self.news.wanted().1)
     }
 
     /// Whether a membership change has a step left that this member takes: it leads a group
@@ -991,7 +1002,7 @@ impl Member {
         news: &mpsc::UnboundedSender<MembershipNews>,
         handed_over: &Arc<tokio::sync::Notify>,
     ) {
-        let wanted_names = self.wanted.borrow().clone();
+        let (_, wanted_names) = self.news.wanted();
         if self.leaving.is_none() && !wanted_names.contains(&self.name) {
             self.leave(handed_over);
         }
@@ -1199,7 +1210,7 @@ impl Member {
     /// The group went dormant (or woke): with nothing in flight, the proposer's task and
     /// channels go (a dormant member keeps as little as it can); the next proposal starts them.
     fn on_dormancy(&mut self) {
-        if *self.dormancy.borrow_and_update() && self.in_flight == 0 && self.queued.is_empty() {
+        if self.group.is_dormant() && self.in_flight == 0 && self.queued.is_empty() {
             self.proposals = None;
             self.done = None;
         }

@@ -40,7 +40,7 @@ use crate::queue::dedup::{DedupCache, DedupState};
 use crate::queue::host::QueueHost;
 use crate::queue::quorum::host::{self as quorum_host, Replication, ToSend};
 use crate::queue::remote::wire::{self, Forward, QueueRef, Reply, StreamEntry, WireMessage};
-use crate::queue::{MemberControl, PublishConfirm, QueueHandle, QueueSpec, QueueStats};
+use crate::queue::{MemberControl, MemberNews, PublishConfirm, QueueHandle, QueueSpec, QueueStats};
 
 /// The most bytes of messages one append proposal carries (a bigger message goes alone).
 const PROPOSAL_MAX_BYTES: usize = 1024 * 1024;
@@ -304,8 +304,9 @@ pub(super) struct Replica {
     deleting: Option<(u64, oneshot::Sender<Result<u32, AmqpError>>)>,
     /// The index of the delete, once applied.
     pub(super) deleted_at: Option<u64>,
-    /// Told when the cluster deleted the stream without this member applying its delete.
-    pub(super) dropped: Arc<tokio::sync::Notify>,
+    /// Told when the cluster deleted the stream without this member applying its delete (see
+    /// [`MemberNews::dropped`]; a stream's members are not changed, the members wanted unread).
+    pub(super) news: Arc<MemberNews>,
     pub(super) was_dropped: bool,
     pub(super) applied: mpsc::UnboundedReceiver<StreamApplied>,
     pub(super) done: mpsc::UnboundedReceiver<(u64, bool)>,
@@ -328,14 +329,14 @@ pub fn spawn(
 ) -> Arc<QueueHandle> {
     let (tx, rx) = mpsc::channel(crate::queue::INBOX);
     let stored = spec.storage_id.map(|id| (store.clone(), id));
-    let (wanted, _) = watch::channel(members.iter().map(|m| m.name.clone()).collect());
-    let dropped = Arc::new(tokio::sync::Notify::new());
+    let news = Arc::new(MemberNews::new(
+        members.iter().map(|m| m.name.clone()).collect(),
+    ));
     let mut handle = QueueHandle {
         replicated: true,
         membership: Some(MemberControl {
             node: replication.node.name().into(),
-            wanted,
-            dropped: dropped.clone(),
+            news: news.clone(),
         }),
         ..QueueHandle::new(spec, tx)
     };
@@ -411,7 +412,7 @@ pub fn spawn(
             durable: durable_tx,
             deleting: None,
             deleted_at: None,
-            dropped,
+            news,
             was_dropped: false,
             applied,
             done,
@@ -944,7 +945,7 @@ pub(super) async fn next_event(replica: &mut Option<Replica>) -> ReplicaEvent {
         Some(applied) = r.applied.recv() => ReplicaEvent::Applied(applied),
         Some((number, ok)) = r.done.recv() => ReplicaEvent::Proposed(number, ok),
         _ = crate::queue::sleep_until_some(retry_at) => ReplicaEvent::RetryTimer,
-        _ = r.dropped.notified() => ReplicaEvent::Dropped,
+        _ = r.news.dropped.notified() => ReplicaEvent::Dropped,
     }
 }
 

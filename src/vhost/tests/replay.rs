@@ -248,7 +248,7 @@ fn commands_survive_a_round_trip_through_json() {
         DefinitionCommand::DeclareQueue(QueueDefinition {
             storage_id: Some(3),
             durable: true,
-            arguments: arguments.clone(),
+            arguments: arguments.clone().into(),
             ..plain_queue("q")
         }),
         DefinitionCommand::DeclareExchange(ExchangeDefinition {
