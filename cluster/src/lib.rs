@@ -12,7 +12,8 @@
 //!   the application supplies (what a committed entry does is the application's business). Only
 //!   snapshots are persisted (in the Raft database): on start the last one is installed and openraft re-applies the
 //!   committed log after it.
-//! - `shared_membership.rs`: one copy of each membership for all the groups that have it.
+//! - `shared_copies.rs`: one live copy of each value for all who hold an equal one (group
+//!   memberships; the application's queue arguments).
 //! - `link/`: the cluster link, one authenticated TCP connection per pair of nodes carrying
 //!   every group's Raft messages, proposals and the application's own requests.
 //! - `network.rs`: openraft's network for a group, over the link.
@@ -26,7 +27,7 @@ pub mod link;
 mod log_store;
 pub mod network;
 pub mod node;
-mod shared_membership;
+pub mod shared_copies;
 mod state_machine;
 pub mod types;
 

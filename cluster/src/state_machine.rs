@@ -16,7 +16,7 @@ use openraft::{EntryPayload, OptionalSend, RaftSnapshotBuilder};
 
 use crate::error::ClusterError;
 use crate::log_store::{LogStore, SnapshotSlot};
-use crate::shared_membership;
+use crate::shared_copies;
 use crate::types::{LogId, Proposal, SnapshotMeta, StoredMembership, TypeConfig};
 
 /// What a group's committed entries do: the application's side of the state machine. Its state is
@@ -84,7 +84,7 @@ impl StateMachine {
             applier.install(&stored.data);
             applied.last_applied = stored.meta.last_log_id;
             applied.last_membership =
-                shared_membership::shared(stored.meta.last_membership.clone());
+                shared_copies::membership(stored.meta.last_membership.clone());
         }
         Ok(StateMachine {
             shared: Arc::new(Shared {
@@ -181,7 +181,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
                     self.shared.applier.apply(entry.log_id.index, proposal)
                 }
                 EntryPayload::Membership(membership) => {
-                    applied.last_membership = shared_membership::shared(StoredMembership::new(
+                    applied.last_membership = shared_copies::membership(StoredMembership::new(
                         Some(entry.log_id),
                         membership.clone(),
                     ));
@@ -216,7 +216,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             shared.keep(&stored)?;
             shared.applier.install(&stored.data);
             applied.last_applied = stored.meta.last_log_id;
-            applied.last_membership = shared_membership::shared(stored.meta.last_membership);
+            applied.last_membership = shared_copies::membership(stored.meta.last_membership);
             Ok(())
         })
         .await

@@ -66,7 +66,9 @@ pub struct QueueDefinition {
     /// The connection an exclusive queue belongs to.
     pub exclusive_owner: Option<ConnectionId>,
     pub auto_delete: bool,
-    /// Shared with the queue's handle (see `QueueHandle::arguments`): one copy per queue.
+    /// Shared with the queue's handle (see `QueueHandle::arguments`), and with every queue
+    /// declared with the same (see [`super::shared_arguments`]).
+    #[serde(deserialize_with = "super::shared_arguments::deserialize")]
     pub arguments: std::sync::Arc<FieldTable>,
     /// The node the queue lives on, in a cluster (where it was declared, as RabbitMQ places a
     /// classic queue); the other nodes reach it over the cluster link. None: this node, alone.

@@ -16,6 +16,7 @@
 //! - `json.rs`: AMQP argument tables to and from JSON, as the file and the HTTP API write them.
 //! - `export.rs` / `import.rs`: the broker's definitions as such a file, and such a file applied
 //!   to the broker (checked whole first).
+//! - `shared_arguments.rs`: one copy of each queue argument table for all queues declared alike.
 //! - `sections.rs`: the file's sections whose features are not here yet (policies, topic
 //!   permissions, parameters, limits): refused on import, empty on export.
 //!
@@ -29,6 +30,7 @@ pub mod json;
 mod log;
 mod records;
 pub mod sections;
+pub mod shared_arguments;
 mod store_log;
 
 pub use command::{

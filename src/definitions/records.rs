@@ -28,7 +28,9 @@ impl QueueDefinition {
             durable: true,
             exclusive_owner: None,
             auto_delete: record.auto_delete,
-            arguments: decode_table(&record.arguments).unwrap_or_default().into(),
+            arguments: super::shared_arguments::shared(
+                decode_table(&record.arguments).unwrap_or_default(),
+            ),
             home: None,
             incarnation: 0,
             members: None,

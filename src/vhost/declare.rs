@@ -157,7 +157,7 @@ impl Vhost {
             durable: req.durable,
             exclusive_owner: req.exclusive.then_some(req.connection),
             auto_delete: req.auto_delete,
-            arguments: req.arguments.clone().into(),
+            arguments: crate::definitions::shared_arguments::shared(req.arguments.clone()),
             home: self.placement.home_for(req.name, balanced),
             // Set when the metadata log applies the declare.
             incarnation: 0,

@@ -301,6 +301,18 @@ pub struct QueueCore {
 }
 
 impl QueueCore {
+    /// What it was made from (with the arguments in effect now), to make another like it.
+    pub fn spec(&self) -> CoreSpec {
+        CoreSpec {
+            name: self.name.clone(),
+            vhost: self.vhost.clone(),
+            args: self.args.clone(),
+            auto_delete: self.auto_delete,
+            logged: self.logged,
+            memory_limit: self.memory_limit,
+        }
+    }
+
     pub fn new(spec: CoreSpec, now_ms: u64) -> Self {
         let dedup = spec
             .args

@@ -42,7 +42,7 @@ impl<T: AppliedSink + ?Sized> AppliedSink for std::sync::Arc<T> {
 }
 
 pub struct QuorumApplier {
-    spec: CoreSpec,
+    /// The queue (its spec, what a snapshot is installed with, kept there only).
     machine: Mutex<QueueMachine>,
     /// To this node's host of the queue. Entries are boxed: a channel allocates its first block
     /// of slots when it is made.
@@ -63,8 +63,7 @@ const SNAPSHOT_AFTER_BYTES: u64 = 64 * 1024 * 1024;
 impl QuorumApplier {
     pub fn new(spec: CoreSpec, now_ms: u64, applied: impl AppliedSink + 'static) -> QuorumApplier {
         QuorumApplier {
-            machine: Mutex::new(QueueMachine::new(spec.clone(), now_ms)),
-            spec,
+            machine: Mutex::new(QueueMachine::new(spec, now_ms)),
             applied: Box::new(applied),
             logged_since_snapshot: AtomicU64::new(0),
             last_snapshot: AtomicU64::new(0),
@@ -155,6 +154,8 @@ impl Applier for QuorumApplier {
     }
 
     fn install(&self, snapshot: &[u8]) {
+        // The snapshot's state carries its own arguments (a policy's); the rest is the queue's.
+        let spec = self.machine().core().spec();
         let restored = postcard::take_from_bytes::<MachineState>(snapshot)
             .and_then(|(state, rest)| {
                 let (held, rest) = match rest.is_empty() {
@@ -169,8 +170,7 @@ impl Applier for QuorumApplier {
             })
             .map_err(|e| e.to_string())
             .and_then(|(state, held, enqueuers)| {
-                QueueMachine::from_snapshot(self.spec.clone(), state, held, enqueuers)
-                    .map_err(|e| e.to_string())
+                QueueMachine::from_snapshot(spec, state, held, enqueuers).map_err(|e| e.to_string())
             });
         match restored {
             Ok(machine) => {
