@@ -1495,9 +1495,9 @@ impl Member {
     /// node's; true once the queue is deleted.
     fn on_applied(&mut self, mut entry: AppliedEntry) -> bool {
         // An entry this member applied in its previous life (replayed as the process starts)
-        // had its effects then: its proposer's answer was given (or lost with that process),
-        // its dead-letters were routed (those held are the state's, routed by the leader of
-        // now).
+        // had its effects then, or lost them with that process: its proposer's answer, its
+        // dead-letters (an at-most-once one the process died before routing is lost, as
+        // at-most-once allows; those held are the state's, routed by the leader of now).
         let replayed = entry.index <= self.group.recovered_index();
         let mine = entry.origin == self.me && !replayed;
         if mine && !self.sent_enqueues.is_empty() && !self.waiting.contains_key(&entry.number) {
