@@ -2,10 +2,6 @@
 //! `warren ctl` are clients of one.
 
 use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
-
-#[cfg(all(target_os = "linux", feature = "jemalloc"))]
-#[global_allocator]
-static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 use tracing_subscriber::EnvFilter;
 use warren::{Config, Server};
 
