@@ -3660,6 +3660,22 @@ async fn quorum_queues_shrink_and_grow_through_ctl() {
     drop(n1);
 }
 
+/// Adds dead-lettering to `target` through the default exchange with `strategy` (and
+/// `x-overflow: reject-publish`, which RabbitMQ requires for at-least-once) to a declare's `args`.
+fn dead_letter_to(args: &mut lapin::types::FieldTable, target: &str, strategy: &str) {
+    for (key, value) in [
+        ("x-dead-letter-exchange", ""),
+        ("x-dead-letter-routing-key", target),
+        ("x-dead-letter-strategy", strategy),
+        ("x-overflow", "reject-publish"),
+    ] {
+        args.insert(
+            key.into(),
+            lapin::types::AMQPValue::LongString(value.into()),
+        );
+    }
+}
+
 /// `x-dead-letter-strategy: at-least-once` (with `x-overflow: reject-publish`), as RabbitMQ's
 /// quorum queues have it: a dead-letter that reaches no queue is kept by the source queue and
 /// routed again until a queue confirms it, through a leader change; at-most-once drops it.
@@ -3676,22 +3692,7 @@ async fn at_least_once_dead_letters_wait_for_a_queue_through_a_leader_change() {
             "x-queue-type".into(),
             AMQPValue::LongString("quorum".into()),
         );
-        args.insert(
-            "x-dead-letter-exchange".into(),
-            AMQPValue::LongString("".into()),
-        );
-        args.insert(
-            "x-dead-letter-routing-key".into(),
-            AMQPValue::LongString("dl.target".into()),
-        );
-        args.insert(
-            "x-dead-letter-strategy".into(),
-            AMQPValue::LongString(strategy.into()),
-        );
-        args.insert(
-            "x-overflow".into(),
-            AMQPValue::LongString("reject-publish".into()),
-        );
+        dead_letter_to(&mut args, "dl.target", strategy);
         ch1.queue_declare(queue.into(), durable(), args)
             .await
             .expect("declare");

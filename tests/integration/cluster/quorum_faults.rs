@@ -50,19 +50,6 @@ async fn take_all_and_vanish(node: &ChildBroker, queue: &str, n: usize) {
     drop(consumer);
 }
 
-/// Adds at-least-once dead-lettering to `target` through the default exchange (with
-/// reject-publish, which RabbitMQ requires for it) to a declare's `args`.
-fn dead_letter_at_least_once(args: &mut FieldTable, target: &str) {
-    for (key, value) in [
-        ("x-dead-letter-exchange", ""),
-        ("x-dead-letter-routing-key", target),
-        ("x-dead-letter-strategy", "at-least-once"),
-        ("x-overflow", "reject-publish"),
-    ] {
-        args.insert(key.into(), AMQPValue::LongString(value.into()));
-    }
-}
-
 /// (messages_ready, messages_unacknowledged, messages_dlx) of `queue` as `node` reports them.
 fn ready_unacked_held(node: &ChildBroker, queue: &str) -> (u64, u64, u64) {
     let (status, q) = api(node, "GET", &format!("/api/queues/%2f/{queue}"), None);
@@ -98,7 +85,7 @@ async fn vanished_consumers_dead_letters_survive_the_source_leaders_kill() {
     let c1 = n1.connect().await;
     let mut args = FieldTable::default();
     args.insert("x-delivery-limit".into(), AMQPValue::LongInt(1));
-    dead_letter_at_least_once(&mut args, "vanish.target");
+    dead_letter_to(&mut args, "vanish.target", "at-least-once");
     declare_quorum_with(&c1, "vanish.src", args).await;
     leader_among(&n2, "vanish.src", &["n1"]);
     leader_among(&n3, "vanish.target", &["n2"]);
@@ -299,7 +286,7 @@ async fn a_whole_cluster_killed_and_started_again_keeps_what_was_confirmed() {
     let c1 = n1.connect().await;
     declare_quorum(&c1, "all.q").await;
     let mut args = FieldTable::default();
-    dead_letter_at_least_once(&mut args, "all.target");
+    dead_letter_to(&mut args, "all.target", "at-least-once");
     declare_quorum_with(&c1, "all.src", args).await;
     let c2 = n2.connect().await;
     let ch2 = confirm_channel(&c2).await;
