@@ -143,6 +143,7 @@ pub(crate) mod keeper;
 #[cfg(test)]
 mod tests;
 
+pub(crate) use dormant::Known;
 use dormant::{Instance, Restart};
 
 pub struct Group {
@@ -533,9 +534,9 @@ impl Group {
     }
 
     fn member_name(&self, id: NodeId) -> Option<String> {
-        self.with_metrics(|metrics| {
-            metrics
-                .membership_config
+        self.with_known(|known| {
+            known
+                .membership
                 .membership()
                 .get_node(&id)
                 .map(|n| n.name.clone())
@@ -545,16 +546,16 @@ impl Group {
     /// The group's members as this node sees them.
     pub fn members(&self) -> Vec<MemberStatus> {
         let link = self.node.link();
-        let mut members: Vec<MemberStatus> = self.with_metrics(|metrics| {
-            metrics
-                .membership_config
+        let mut members: Vec<MemberStatus> = self.with_known(|known| {
+            known
+                .membership
                 .membership()
                 .nodes()
                 .map(|(id, n)| MemberStatus {
                     name: n.name.clone(),
                     addr: n.addr.clone(),
                     reachable: *id == self.me || link.is_connected(&n.name),
-                    leader: metrics.current_leader == Some(*id),
+                    leader: known.leader == Some(*id),
                 })
                 .collect()
         });
@@ -567,7 +568,7 @@ impl Group {
     pub fn log_figures(&self) -> LogFigures {
         LogFigures {
             dormant: self.is_dormant(),
-            ..self.with_metrics(figures_of)
+            ..self.with_known(figures_of)
         }
     }
 
@@ -741,24 +742,24 @@ impl Group {
     /// Whether the group's voters are exactly the nodes `names` (no change under way), as this
     /// member knows them; without allocating (checked as often as the member's loop turns).
     pub fn has_voters(&self, names: &[String]) -> bool {
-        self.with_metrics(|metrics| voters_are(metrics, names))
+        self.with_known(|known| voters_are(known, names))
     }
 
     /// Whether this member leads the group (as it knows).
     pub fn is_leader(&self) -> bool {
-        self.with_metrics(|m| m.current_leader == Some(self.me))
+        self.with_known(|k| k.leader == Some(self.me))
     }
 
     /// The leader's name, if one is known.
     pub fn leader(&self) -> Option<String> {
-        let leader = self.with_metrics(|m| m.current_leader)?;
+        let leader = self.with_known(|k| k.leader)?;
         self.member_name(leader)
     }
 }
 
-/// Whether the voters of `metrics`' membership are exactly the nodes `names`.
-fn voters_are(metrics: &openraft::RaftMetrics<TypeConfig>, names: &[String]) -> bool {
-    let membership = metrics.membership_config.membership();
+/// Whether the voters of `known`'s membership are exactly the nodes `names`.
+fn voters_are(known: &Known, names: &[String]) -> bool {
+    let membership = known.membership.membership();
     let configs = membership.get_joint_config();
     let [voters] = configs.as_slice() else {
         return false;
@@ -896,10 +897,10 @@ impl Group {
 }
 
 /// What a member's metrics say of its log and its role.
-pub(crate) fn figures_of(metrics: &openraft::RaftMetrics<TypeConfig>) -> LogFigures {
-    let membership = metrics.membership_config.membership();
+pub(crate) fn figures_of(known: &Known) -> LogFigures {
+    let membership = known.membership.membership();
     let configs = membership.get_joint_config();
-    let role = match metrics.state {
+    let role = match known.state {
         openraft::ServerState::Leader => "leader",
         openraft::ServerState::Follower => "follower",
         openraft::ServerState::Candidate => "candidate",
@@ -907,22 +908,12 @@ pub(crate) fn figures_of(metrics: &openraft::RaftMetrics<TypeConfig>) -> LogFigu
         openraft::ServerState::Shutdown => "shutdown",
     };
     LogFigures {
-        purged: metrics.purged.map(|id| id.index),
-        last: metrics.last_log_index,
-        snapshot: metrics.snapshot.map(|id| id.index),
-        // What the cluster is known to have committed, or at least what this member has
-        // committed or applied: a leader just elected knows no cluster commit of its own until
-        // an entry of its term is committed, yet everything it applied was committed.
-        committed: [
-            metrics.cluster_committed.map(|id| id.index),
-            metrics.local_committed.map(|id| id.index),
-            metrics.last_applied.map(|id| id.index),
-        ]
-        .into_iter()
-        .max()
-        .flatten(),
-        applied: metrics.last_applied.map(|id| id.index),
-        term: metrics.current_term,
+        purged: known.purged,
+        last: known.last,
+        snapshot: known.snapshot,
+        committed: known.committed,
+        applied: known.applied,
+        term: known.term,
         role: role.to_owned(),
         voters: voter_names(membership, configs.last()),
         joint: configs.len() > 1,

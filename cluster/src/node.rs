@@ -259,7 +259,7 @@ where
 
     fn figures(&self) -> crate::group::LogFigures {
         use openraft::type_config::async_runtime::WatchReceiver;
-        crate::group::figures_of(&self.metrics().borrow_watched())
+        crate::group::figures_of(&crate::group::Known::of(&self.metrics().borrow_watched()))
     }
 
     fn leader(&self) -> Option<NodeId> {

@@ -37,7 +37,48 @@ const RESTORED_WITHIN: Duration = Duration::from_secs(2);
 /// A member's Raft instance, or what it knew when it went dormant.
 pub(super) enum Instance {
     Running(GroupRaft),
-    Dormant(Box<RaftMetrics<TypeConfig>>),
+    Dormant(Box<Known>),
+}
+
+/// What a member knows of its group, read from its Raft metrics: all that is read of them (its
+/// leader, role, log figures, membership), and all a dormant member keeps (openraft's
+/// `RaftMetrics` is 440 bytes, most of them a running leader's; this about a quarter).
+pub(crate) struct Known {
+    pub(crate) leader: Option<NodeId>,
+    pub(crate) state: openraft::ServerState,
+    pub(crate) term: u64,
+    pub(crate) last: Option<u64>,
+    pub(crate) applied: Option<u64>,
+    /// What the cluster is known to have committed, or at least what this member has committed
+    /// or applied: a leader just elected knows no cluster commit of its own until an entry of
+    /// its term is committed, yet everything it applied was committed.
+    pub(crate) committed: Option<u64>,
+    pub(crate) purged: Option<u64>,
+    pub(crate) snapshot: Option<u64>,
+    pub(crate) membership: Arc<StoredMembership>,
+}
+
+impl Known {
+    pub(crate) fn of(metrics: &RaftMetrics<TypeConfig>) -> Known {
+        Known {
+            leader: metrics.current_leader,
+            state: metrics.state,
+            term: metrics.current_term,
+            last: metrics.last_log_index,
+            applied: metrics.last_applied.map(|id| id.index),
+            committed: [
+                metrics.cluster_committed.map(|id| id.index),
+                metrics.local_committed.map(|id| id.index),
+                metrics.last_applied.map(|id| id.index),
+            ]
+            .into_iter()
+            .max()
+            .flatten(),
+            purged: metrics.purged.map(|id| id.index),
+            snapshot: metrics.snapshot.map(|id| id.index),
+            membership: metrics.membership_config.clone(),
+        }
+    }
 }
 
 /// What starting a member's Raft instance again takes, and the bookkeeping of dormancy.
@@ -106,23 +147,14 @@ impl Restart {
     }
 }
 
-/// What a dormant member keeps of its metrics: what its figures, its leader and its voters are
-/// read from; not the per-follower progress a leader tracks (stale once the instance stops
-/// anyway), and the membership once: the state machine's, if it is the same (and the committed
-/// one too).
-fn frozen(
-    mut metrics: RaftMetrics<TypeConfig>,
-    applied: Arc<StoredMembership>,
-) -> RaftMetrics<TypeConfig> {
-    metrics.replication = None;
-    metrics.heartbeat = None;
-    if metrics.membership_config == applied {
-        metrics.membership_config = applied;
+/// What a dormant member keeps of its metrics: what it knew ([`Known`]), with the membership
+/// once: the state machine's, if it is the same.
+fn frozen(metrics: &RaftMetrics<TypeConfig>, applied: Arc<StoredMembership>) -> Known {
+    let mut known = Known::of(metrics);
+    if known.membership == applied {
+        known.membership = applied;
     }
-    if metrics.committed_membership_config == metrics.membership_config {
-        metrics.committed_membership_config = metrics.membership_config.clone();
-    }
-    metrics
+    known
 }
 
 /// A caller using a member's Raft instance: the member does not go dormant meanwhile.
@@ -172,11 +204,11 @@ impl Group {
         )
     }
 
-    /// Reads its metrics: the instance's, or those it had when it went dormant.
-    pub(super) fn with_metrics<T>(&self, read: impl FnOnce(&RaftMetrics<TypeConfig>) -> T) -> T {
+    /// Reads what it knows: from the instance's metrics, or what it knew when it went dormant.
+    pub(super) fn with_known<T>(&self, read: impl FnOnce(&Known) -> T) -> T {
         match &*self.instance.read().unwrap_or_else(|e| e.into_inner()) {
-            Instance::Running(raft) => read(&raft.metrics().borrow_watched()),
-            Instance::Dormant(metrics) => read(metrics),
+            Instance::Running(raft) => read(&Known::of(&raft.metrics().borrow_watched())),
+            Instance::Dormant(known) => read(known),
         }
     }
 
@@ -235,7 +267,7 @@ impl Group {
                 .lock()
                 .unwrap_or_else(|e| e.into_inner()) = (leader != self.me).then_some(leader);
             let raft = raft.clone();
-            *instance = Instance::Dormant(Box::new(frozen(metrics, applied_membership)));
+            *instance = Instance::Dormant(Box::new(frozen(&metrics, applied_membership)));
             raft
         };
         let _ = raft.shutdown().await;
@@ -378,6 +410,6 @@ impl GroupEndpoint for Endpoint {
     }
 
     fn leader(&self) -> Option<NodeId> {
-        self.0.upgrade()?.with_metrics(|m| m.current_leader)
+        self.0.upgrade()?.with_known(|k| k.leader)
     }
 }
