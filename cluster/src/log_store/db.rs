@@ -71,7 +71,14 @@ struct Writer {
     queue: Vec<(Arc<GroupLog>, Op)>,
     /// A writer task is running (and will take what is queued).
     writing: bool,
+    /// The last commit was not made durable (commit points alone): the next durable one, or a
+    /// sync [`SYNC_AFTER`] later, makes it so.
+    unsynced: bool,
 }
+
+/// How long commit points written without an fsync may wait for the next durable commit before
+/// the writer syncs them on its own (an idle node's last ones).
+const SYNC_AFTER: Duration = Duration::from_millis(100);
 
 impl LogDb {
     /// Opens (creating if absent) the database at `path`. Blocking.
@@ -240,10 +247,15 @@ impl Db {
         }
     }
 
-    /// One transaction for the steps of every group the writer took, durable before it returns.
-    fn commit(&self, plans: &[(u64, Vec<Step>)]) -> Result<(), ClusterError> {
+    /// One transaction for the steps of every group the writer took, durable before it returns
+    /// if `durable` (else with the next durable one).
+    fn commit(&self, plans: &[(u64, Vec<Step>)], durable: bool) -> Result<(), ClusterError> {
         let mut txn = self.db.begin_write()?;
-        txn.set_durability(Durability::Immediate)?;
+        txn.set_durability(if durable {
+            Durability::Immediate
+        } else {
+            Durability::None
+        })?;
         {
             let mut log = txn.open_table(LOG)?;
             let mut meta = txn.open_table(META)?;
@@ -290,12 +302,20 @@ fn write_queued(db: Arc<Db>) {
         let taken = {
             let mut writer = db.writer();
             let taken = std::mem::take(&mut writer.queue);
-            if taken.is_empty() {
+            if taken.is_empty() && !writer.unsynced {
                 writer.writing = false;
                 return;
             }
             taken
         };
+
+        // Commit points alone are written without an fsync: nobody waits for them (one lost in
+        // a crash only means the entries after it count as new at start-up), and an fsync of
+        // their own after every append's doubled the node's fsyncs and held up the next append
+        // behind it. The next durable commit (the next append's, or a sync at most SYNC_AFTER
+        // later) makes them durable too. (Nothing taken: the writer was started to sync them.)
+        let durable =
+            taken.is_empty() || taken.iter().any(|(_, op)| !matches!(op, Op::Committed(_)));
 
         // Each group's ops, in its order; groups in the order they first queued.
         let mut batches: Vec<(Arc<GroupLog>, Vec<Op>)> = Vec::new();
@@ -321,7 +341,7 @@ fn write_queued(db: Arc<Db>) {
 
         // A panic in redb must not leave `writing` set with nobody writing: every later write
         // would wait forever. It fails the groups instead, as an error would.
-        let result = std::panic::catch_unwind(AssertUnwindSafe(|| db.commit(&plans)))
+        let result = std::panic::catch_unwind(AssertUnwindSafe(|| db.commit(&plans, durable)))
             .unwrap_or_else(|_| Err(ClusterError::Failed("the raft log writer panicked".into())));
         if let Err(e) = &result {
             tracing::error!(path = %db.path.display(), error = %e, "raft log write failed");
@@ -358,11 +378,17 @@ fn write_queued(db: Arc<Db>) {
             answers.push((ops, outcome));
         }
 
-        let idle = {
+        let (idle, sync_later) = {
             let mut writer = db.writer();
+            if result.is_ok() {
+                writer.unsynced = !durable;
+            }
             writer.writing = !writer.queue.is_empty();
-            !writer.writing
+            (!writer.writing, !writer.writing && writer.unsynced)
         };
+        if sync_later {
+            sync_after(&db);
+        }
         if idle {
             drop(db);
             for (ops, outcome) in answers {
@@ -374,6 +400,27 @@ fn write_queued(db: Arc<Db>) {
             super::answer(ops, &outcome);
         }
     }
+}
+
+/// Starts the writer [`SYNC_AFTER`] from now to make durable what it wrote without an fsync, if
+/// nothing has by then (and the database is still open).
+fn sync_after(db: &Arc<Db>) {
+    let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+        return;
+    };
+    let db = Arc::downgrade(db);
+    runtime.spawn(async move {
+        tokio::time::sleep(SYNC_AFTER).await;
+        let Some(db) = db.upgrade() else {
+            return;
+        };
+        let mut writer = db.writer();
+        if writer.unsynced && !writer.writing {
+            writer.writing = true;
+            let db = db.clone();
+            tokio::task::spawn_blocking(move || write_queued(db));
+        }
+    });
 }
 
 pub(super) fn put_meta<T: serde::Serialize>(
