@@ -460,10 +460,11 @@ impl Group {
         }
         Ok(async move {
             match answer.await {
-                Ok(Ok(written)) => {
-                    let _ = raft.trigger().heartbeat().await;
-                    Pipelined::Committed(written.log_id.index)
-                }
+                // No heartbeat to tell the followers (as a single proposal's commit does): the
+                // leader's append stream carries each commit to them (the next append, or one
+                // of its own when none follows), and a heartbeat per commit doubled the messages
+                // of a busy queue (local-5k p99 median 21 against 12 ms without, 4 runs each).
+                Ok(Ok(written)) => Pipelined::Committed(written.log_id.index),
                 Ok(Err(ClientWriteError::ForwardToLeader(_))) => Pipelined::NotAppended(proposal),
                 Ok(Err(e)) => Pipelined::Failed(e.to_string()),
                 Err(_) => Pipelined::Failed("the group stopped".into()),

@@ -5,12 +5,14 @@ use std::future::Future;
 use std::io::Cursor;
 use std::time::Duration;
 
+use futures::{Stream, StreamExt};
+use openraft::base::{BoxFuture, BoxStream};
 use openraft::errors::{NetworkError, RPCError, ReplicationClosed, StreamingError, Unreachable};
 use openraft::network::v2::RaftNetworkV2;
 use openraft::network::{RPCOption, RaftNetworkFactory};
 use openraft::raft::{
-    AppendEntriesRequest, AppendEntriesResponse, SnapshotResponse, TransferLeaderRequest,
-    TransferLeaderResponse, VoteRequest, VoteResponse,
+    AppendEntriesRequest, AppendEntriesResponse, SnapshotResponse, StreamAppendResult,
+    TransferLeaderRequest, TransferLeaderResponse, VoteRequest, VoteResponse,
 };
 use openraft::{EntryPayload, OptionalSend};
 
@@ -18,6 +20,7 @@ use crate::link::{GroupId, Link, LinkError, RaftReply, RaftRpc, Request, Respons
 use crate::types::{Entry, LogId, Node, NodeId, TypeConfig, Vote};
 
 type Snapshot = openraft::type_config::alias::SnapshotOf<TypeConfig, Cursor<Vec<u8>>>;
+type StreamAnswer = Result<StreamAppendResult<TypeConfig>, RPCError<TypeConfig>>;
 
 /// Makes a group's connections to its peers (all share the node's link).
 pub struct GroupNetwork {
@@ -57,20 +60,85 @@ impl GroupPeer {
             group: self.group.clone(),
             rpc,
         };
-        match self.link.request(&self.peer, request, ttl).await {
-            Ok(Response::Raft(Ok(reply))) => Ok(reply),
-            Ok(Response::Raft(Err(remote))) => Err(RPCError::Unreachable(
-                Unreachable::from_string(format!("{}: {remote}", self.peer)),
-            )),
-            Ok(other) => Err(RPCError::Network(NetworkError::from_string(format!(
-                "{} answered {other:?} to a Raft message",
-                self.peer
-            )))),
-            Err(e @ LinkError::Encode(_)) | Err(e @ LinkError::TooLarge(_)) => {
-                Err(RPCError::Network(NetworkError::new(&e)))
-            }
-            Err(e) => Err(RPCError::Unreachable(Unreachable::new(&e))),
+        reply_of(
+            &self.peer,
+            self.link.request(&self.peer, request, ttl).await,
+        )
+    }
+
+    /// Sends `rpc` now (after those sent before it), and gives back the wait for its reply.
+    async fn send(
+        &self,
+        rpc: RaftRpc,
+        ttl: Duration,
+    ) -> impl Future<Output = Result<RaftReply, RPCError<TypeConfig>>> + Send + use<'_> {
+        let request = Request::Raft {
+            group: self.group.clone(),
+            rpc,
+        };
+        let sent = self.link.call(&self.peer, request).await;
+        async move {
+            let answer = match sent {
+                Ok(call) => call.answer(ttl).await,
+                Err(e) => Err(e),
+            };
+            reply_of(&self.peer, answer)
         }
+    }
+}
+
+/// A Raft reply from `peer`'s link answer.
+fn reply_of(
+    peer: &str,
+    answer: Result<Response, LinkError>,
+) -> Result<RaftReply, RPCError<TypeConfig>> {
+    match answer {
+        Ok(Response::Raft(Ok(reply))) => Ok(reply),
+        Ok(Response::Raft(Err(remote))) => Err(RPCError::Unreachable(Unreachable::from_string(
+            format!("{peer}: {remote}"),
+        ))),
+        Ok(other) => Err(RPCError::Network(NetworkError::from_string(format!(
+            "{peer} answered {other:?} to a Raft message"
+        )))),
+        Err(e @ LinkError::Encode(_)) | Err(e @ LinkError::TooLarge(_)) => {
+            Err(RPCError::Network(NetworkError::new(&e)))
+        }
+        Err(e) => Err(RPCError::Unreachable(Unreachable::new(&e))),
+    }
+}
+
+/// How many appends may be on their way to a peer at once: openraft streams a leader's appends
+/// to a follower that has caught up, the follower takes them in the order sent (see the link's
+/// reader) and answers each once it is written, so the next batch need not wait for the
+/// previous one's round trip and fsync on the follower (RabbitMQ's Ra pipelines its appends
+/// likewise).
+const APPENDS_IN_FLIGHT: usize = 16;
+
+/// An append as sent: cut to [`APPEND_BUDGET`], its timeout (openraft's is the heartbeat's,
+/// whatever the append carries: a big one is given the time to cross the link and be written
+/// too), and the last entry sent if it was cut.
+fn outgoing_append(
+    rpc: AppendEntriesRequest<TypeConfig>,
+    hard_ttl: Duration,
+) -> (RaftRpc, Duration, Option<LogId>) {
+    let (rpc, sent_up_to) = within_budget(rpc, APPEND_BUDGET);
+    let bytes: usize = rpc.entries.iter().map(payload_len).sum();
+    let ttl = hard_ttl + Duration::from_secs_f64(bytes as f64 / APPEND_RATE);
+    (RaftRpc::Append(rpc), ttl, sent_up_to)
+}
+
+/// The peer's answer to an append sent by [`outgoing_append`].
+fn append_answered(
+    reply: Result<RaftReply, RPCError<TypeConfig>>,
+    sent_up_to: Option<LogId>,
+) -> Result<AppendEntriesResponse<TypeConfig>, RPCError<TypeConfig>> {
+    match reply? {
+        // The peer has the part sent: openraft sends the rest next.
+        RaftReply::Append(AppendEntriesResponse::Success) if sent_up_to.is_some() => {
+            Ok(AppendEntriesResponse::PartialSuccess(sent_up_to))
+        }
+        RaftReply::Append(r) => Ok(r),
+        other => Err(unexpected(other)),
     }
 }
 
@@ -129,19 +197,48 @@ impl RaftNetworkV2<TypeConfig> for GroupPeer {
         rpc: AppendEntriesRequest<TypeConfig>,
         option: RPCOption,
     ) -> Result<AppendEntriesResponse<TypeConfig>, RPCError<TypeConfig>> {
-        let (rpc, sent_up_to) = within_budget(rpc, APPEND_BUDGET);
-        // openraft's timeout is the heartbeat's, whatever the append carries: a big one is
-        // given the time to cross the link and be written too.
-        let bytes: usize = rpc.entries.iter().map(payload_len).sum();
-        let ttl = option.hard_ttl() + Duration::from_secs_f64(bytes as f64 / APPEND_RATE);
-        match self.call(RaftRpc::Append(rpc), ttl).await? {
-            // The peer has the part sent: openraft sends the rest next.
-            RaftReply::Append(AppendEntriesResponse::Success) if sent_up_to.is_some() => {
-                Ok(AppendEntriesResponse::PartialSuccess(sent_up_to))
-            }
-            RaftReply::Append(r) => Ok(r),
-            other => Err(unexpected(other)),
-        }
+        let (rpc, ttl, sent_up_to) = outgoing_append(rpc, option.hard_ttl());
+        append_answered(self.call(rpc, ttl).await, sent_up_to)
+    }
+
+    /// Pipelined: each append is sent as openraft makes it, up to [`APPENDS_IN_FLIGHT`] before
+    /// the first is answered; answers come back in the order sent. The stream ends after the
+    /// first answer that is not a whole success (a conflict, a higher vote, an error, an append
+    /// cut to the budget): openraft starts another from what the peer has.
+    // Each append's future yields the wait for its answer: sent in order, awaited `buffered`.
+    #[allow(clippy::async_yields_async)]
+    fn stream_append<'s, S>(
+        &'s mut self,
+        input: S,
+        option: RPCOption,
+    ) -> BoxFuture<'s, Result<BoxStream<'s, StreamAnswer>, RPCError<TypeConfig>>>
+    where
+        S: Stream<Item = AppendEntriesRequest<TypeConfig>> + OptionalSend + Unpin + 'static,
+    {
+        let peer: &'s GroupPeer = self;
+        let hard_ttl = option.hard_ttl();
+        Box::pin(async move {
+            let answers = input
+                .then(move |rpc| async move {
+                    let prev = rpc.prev_log_id;
+                    let last = rpc.entries.last().map(|e| e.log_id).or(prev);
+                    let (rpc, ttl, sent_up_to) = outgoing_append(rpc, hard_ttl);
+                    let reply = peer.send(rpc, ttl).await;
+                    async move {
+                        let answer = append_answered(reply.await, sent_up_to)
+                            .map(|r| r.into_stream_result(prev, last));
+                        let whole = matches!(answer, Ok(Ok(_))) && sent_up_to.is_none();
+                        (answer, whole)
+                    }
+                })
+                .buffered(APPENDS_IN_FLIGHT)
+                .scan(true, |going, (answer, whole)| {
+                    let this = (*going).then_some(answer);
+                    *going = *going && whole;
+                    futures::future::ready(this)
+                });
+            Ok(Box::pin(answers) as BoxStream<'s, StreamAnswer>)
+        })
     }
 
     async fn vote(

@@ -4,6 +4,7 @@
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
+use std::task::Poll;
 use std::time::Duration;
 
 use tokio::io::{AsyncWriteExt, BufReader, ReadHalf, WriteHalf};
@@ -119,17 +120,37 @@ impl Connection {
                 Frame::Request { id, body } => {
                     // The handler is called here, in the order requests arrive, so what it does
                     // before its answer's future (queueing work in order) keeps their order;
-                    // the answers are awaited concurrently.
-                    let answer = match link.handler() {
+                    // the answers are awaited concurrently. A Raft message's future is also
+                    // polled once here: a member takes a leader's pipelined appends into its
+                    // Raft core on that first poll, so in the order they were sent.
+                    let in_order = matches!(body, Request::Raft { .. });
+                    let mut answer = match link.handler() {
                         Some(h) => h.handle(&self.peer, body),
                         None => {
                             let refusal = Response::refusal(&body, "the node is starting");
                             Box::pin(async move { refusal })
                         }
                     };
+                    let started = if in_order {
+                        let waker = futures::task::noop_waker();
+                        let mut cx = std::task::Context::from_waker(&waker);
+                        // A panic stays the request's (as in its own task), not the reader's.
+                        std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                            answer.as_mut().poll(&mut cx)
+                        }))
+                        .unwrap_or_else(|_| {
+                            Poll::Ready(Response::Raft(Err("the member failed".into())))
+                        })
+                    } else {
+                        Poll::Pending
+                    };
                     let out = self.out.clone();
                     tokio::spawn(async move {
-                        let body = answer.await;
+                        // Polled again by its task, it registers that task's waker instead.
+                        let body = match started {
+                            Poll::Ready(body) => body,
+                            Poll::Pending => answer.await,
+                        };
                         let _ = out.send(Frame::Response { id, body }).await;
                     });
                 }

@@ -374,3 +374,54 @@ mod over_tls {
         }
     }
 }
+
+/// Records the order in which Raft messages reach it (on their answer's first poll, where a
+/// member hands an append to its Raft core), then answers each after a while of its own.
+struct Recorder(Arc<std::sync::Mutex<Vec<String>>>);
+
+impl Handler for Recorder {
+    fn handle(&self, _from: &str, request: Request) -> Answer {
+        let seen = self.0.clone();
+        Box::pin(async move {
+            let Request::Raft { group, .. } = request else {
+                return Response::App(Err("raft only".into()));
+            };
+            seen.lock().unwrap().push(group.clone());
+            let n: u64 = group.parse().unwrap_or(0);
+            tokio::time::sleep(Duration::from_micros(n * 7919 % 2000)).await;
+            Response::Raft(Err(group))
+        })
+    }
+}
+
+/// Raft messages sent one after another are started by the peer in that order (a follower takes
+/// a leader's pipelined appends in order), however long each takes to answer, and each answer
+/// reaches its own request.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn raft_messages_are_started_in_the_order_sent() {
+    let a = node("a", b"s").await;
+    let b = node("b", b"s").await;
+    let seen = Arc::new(std::sync::Mutex::new(Vec::new()));
+    b.set_handler(Arc::new(Recorder(seen.clone())));
+    meet(&a, &b);
+    let mut calls = Vec::new();
+    for i in 0..500u32 {
+        let rpc = RaftRpc::Vote(openraft::raft::VoteRequest::new(
+            crate::types::Vote::new_committed(1, 1),
+            None,
+        ));
+        let request = Request::Raft {
+            group: i.to_string(),
+            rpc,
+        };
+        calls.push(a.call("b", request).await.expect("sent"));
+    }
+    for (i, call) in calls.into_iter().enumerate() {
+        match call.answer(Duration::from_secs(10)).await {
+            Ok(Response::Raft(Err(group))) => assert_eq!(group, i.to_string()),
+            other => panic!("request {i}: {other:?}"),
+        }
+    }
+    let expected: Vec<String> = (0..500).map(|i| i.to_string()).collect();
+    assert_eq!(*seen.lock().unwrap(), expected);
+}
