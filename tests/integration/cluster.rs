@@ -536,6 +536,29 @@ async fn hold_unacked(
     (ch, consumer, held)
 }
 
+/// A consumer that held `held` unacked while its node was frozen and taken for gone: waits for
+/// the broker to cancel it (its stream ends) with nothing more delivered to it meanwhile, then
+/// acks what it held, late (its deliveries were given back already: the acks must settle
+/// nothing).
+async fn cancelled_then_late_acks(
+    holder: &mut lapin::Consumer,
+    held: Vec<lapin::message::Delivery>,
+) {
+    use futures::StreamExt;
+    let more = crate::common::within_long("the holder's cancel", async {
+        let mut more = 0;
+        while let Some(Ok(_)) = holder.next().await {
+            more += 1;
+        }
+        more
+    })
+    .await;
+    assert_eq!(more, 0, "the holder got more while frozen out");
+    for delivery in held {
+        let _ = delivery.ack(Default::default()).await;
+    }
+}
+
 /// A consumer of `queue` on `ch` that has taken `n` deliveries and acked each: their bodies,
 /// each delivered once.
 async fn consume_acking(
@@ -3019,20 +3042,8 @@ async fn a_cut_off_frozen_members_consumer_gives_back_what_it_held() {
     n3.signal("CONT");
     cluster.cut_off_last(false);
     formed(&cluster, &[&n1, &n2, &n3]).await;
-    // The frozen consumer is cancelled; its acks arrive late (its deliveries were given back
-    // already) and settle nothing.
-    let more = crate::common::within_long("the holder's cancel", async {
-        let mut more = 0;
-        while let Some(Ok(_)) = holder.next().await {
-            more += 1;
-        }
-        more
-    })
-    .await;
-    assert_eq!(more, 0, "the holder got more while frozen out");
-    for delivery in held {
-        let _ = delivery.ack(Default::default()).await;
-    }
+    // The frozen consumer is cancelled; its acks arrive late and settle nothing.
+    cancelled_then_late_acks(&mut holder, held).await;
     publish_numbered(&ch, "qheld", confirmed..confirmed + 100, 64).await;
     confirmed += 100;
     eventually(

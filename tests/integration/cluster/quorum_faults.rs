@@ -345,3 +345,60 @@ async fn a_whole_cluster_killed_and_started_again_keeps_what_was_confirmed() {
     let drained = n3.drain("all.target").await;
     exactly_once(&drained, 0..HELD);
 }
+
+/// A consumer's node frozen (SIGSTOP) while the consumer holds every message of a quorum queue
+/// with `x-delivery-limit: 0` and at-least-once dead-lettering: taken for gone, its deliveries
+/// come back past the limit and are dead-lettered while it is frozen. Thawed, the consumer is
+/// cancelled and its late acks settle nothing twice: the target has every message once, the
+/// source nothing (published = in the target), on every node.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_frozen_consumers_deliveries_are_dead_lettered_once_and_its_late_acks_settle_nothing() {
+    const N: u16 = 30;
+    let (cluster, n1, n2, n3) = three_formed().await;
+    let c1 = n1.connect().await;
+    declare_quorum_with(&c1, "frozen.target", FieldTable::default()).await;
+    let mut args = FieldTable::default();
+    args.insert("x-delivery-limit".into(), AMQPValue::LongInt(0));
+    dead_letter_to(&mut args, "frozen.target", "at-least-once");
+    declare_quorum_with(&c1, "frozen.src", args).await;
+    leader_among(&n2, "frozen.src", &["n1"]);
+    let ch = confirm_channel(&c1).await;
+    publish_numbered(&ch, "frozen.src", 0..usize::from(N), 64).await;
+    let c3 = n3.connect().await;
+    let (holder_channel, mut holder, held) = hold_unacked(&c3, "frozen.src", "holder", N).await;
+    assert_eq!(ready_unacked_held(&n1, "frozen.src"), (0, u64::from(N), 0));
+    n3.signal("STOP");
+    eventually(
+        "the frozen consumer's deliveries dead-lettered to the target",
+        || {
+            (
+                ready_unacked_held(&n1, "frozen.src"),
+                queue_counts(&n1, "frozen.target").0,
+            )
+        },
+        |&c| c == ((0, 0, 0), u64::from(N)),
+    );
+    n3.signal("CONT");
+    formed(&cluster, &[&n1, &n2, &n3]).await;
+    cancelled_then_late_acks(&mut holder, held).await;
+    // One more publish, left ready (no consumer): the late acks must not touch it either.
+    publish_numbered(&ch, "frozen.src", usize::from(N)..usize::from(N) + 1, 64).await;
+    for node in [&n1, &n2, &n3] {
+        eventually(
+            "every node: the source holding the last publish only, the target each message once",
+            || {
+                (
+                    ready_unacked_held(node, "frozen.src"),
+                    queue_counts(node, "frozen.target").0,
+                )
+            },
+            |&c| c == ((1, 0, 0), u64::from(N)),
+        );
+    }
+    let got = n2.drain("frozen.target").await;
+    let numbers: std::collections::BTreeSet<usize> =
+        got.iter().map(|(body, _)| body_number(body)).collect();
+    assert_eq!(got.len(), usize::from(N), "each dead-lettered once");
+    assert_eq!(numbers, (0..usize::from(N)).collect());
+    drop((holder_channel, c3));
+}
