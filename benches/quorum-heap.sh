@@ -10,7 +10,8 @@
 #
 # Environment: COUNTS="300 600", IDLE=25 (seconds idle after the last declare),
 # WARREN_QUORUM_DORMANT_AFTER=3000 (ms: members dormant, then asleep, well within IDLE),
-# WARREN_BIN (default: cargo build --release, then target/release/warren), TOP=0 (also list what
+# WARREN_BIN (default: cargo build --release --no-default-features into target/heap, then its
+# warren: heaptrack sees only the system allocator's calls, not jemalloc's), TOP=0 (also list what
 # one more member costs at the TOP allocation sites, by their first frame in Warren's code: the
 # first and last counts' runs compared), KEEP_TMP=1.
 set -euo pipefail
@@ -28,9 +29,9 @@ die() { log "error: $*"; exit 2; }
 command -v heaptrack >/dev/null && command -v heaptrack_print >/dev/null ||
   die "needs heaptrack and heaptrack_print (Debian: apt-get install heaptrack)"
 if [ -z "${WARREN_BIN:-}" ]; then
-  log "building warren (cargo build --release -p warren)"
-  (cd "$ROOT" && cargo build --release -p warren) >&2
-  WARREN_BIN="${CARGO_TARGET_DIR:-$ROOT/target}/release/warren"
+  log "building warren with the system allocator (cargo build --release --no-default-features)"
+  (cd "$ROOT" && cargo build --release -p warren --no-default-features --target-dir target/heap) >&2
+  WARREN_BIN="$ROOT/target/heap/release/warren"
 fi
 [ -x "$WARREN_BIN" ] || die "no warren binary at $WARREN_BIN"
 

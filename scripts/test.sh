@@ -18,6 +18,8 @@ done
 need_apt=()
 command -v cargo >/dev/null || { echo "cargo is required (install Rust with rustup)" >&2; exit 2; }
 python3 -c 'import venv, ensurepip' 2>/dev/null || need_apt+=(python3-venv)
+# jemalloc (the broker's allocator) is built from C with make.
+command -v make >/dev/null || need_apt+=(make)
 if [ "$(id -u)" = 0 ]; then # the fault test's namespaces and partitions
   command -v ip >/dev/null || need_apt+=(iproute2)
   command -v iptables >/dev/null || need_apt+=(iptables)

@@ -2,6 +2,18 @@
 //! `warren ctl` are clients of one.
 
 use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
+
+#[cfg(all(target_os = "linux", feature = "jemalloc"))]
+#[global_allocator]
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
+/// jemalloc's settings (its `malloc_conf`, read at its start; a C string). A background thread
+/// gives freed pages back to the system within about a second, instead of at the next
+/// allocations of the arena that freed them (a backlog drained, idle quorum members gone to
+/// sleep: nothing may allocate there for a long while); muzzy pages are given back at once.
+#[cfg(all(target_os = "linux", feature = "jemalloc"))]
+#[export_name = "_rjem_malloc_conf"]
+static JEMALLOC_CONF: &[u8; 60] = b"background_thread:true,dirty_decay_ms:1000,muzzy_decay_ms:0\0";
 use tracing_subscriber::EnvFilter;
 use warren::{Config, Server};
 
