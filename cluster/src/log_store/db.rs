@@ -74,6 +74,8 @@ struct Writer {
     /// The last commit was not made durable (commit points alone): the next durable one, or a
     /// sync [`SYNC_AFTER`] later, makes it so.
     unsynced: bool,
+    /// That sync is on its way (one at a time, not one per commit point).
+    sync_scheduled: bool,
 }
 
 /// How long commit points written without an fsync may wait for the next durable commit before
@@ -378,17 +380,17 @@ fn write_queued(db: Arc<Db>) {
             answers.push((ops, outcome));
         }
 
-        let (idle, sync_later) = {
+        let idle = {
             let mut writer = db.writer();
             if result.is_ok() {
                 writer.unsynced = !durable;
             }
             writer.writing = !writer.queue.is_empty();
-            (!writer.writing, !writer.writing && writer.unsynced)
+            if !writer.writing && writer.unsynced && !writer.sync_scheduled {
+                writer.sync_scheduled = sync_after(&db);
+            }
+            !writer.writing
         };
-        if sync_later {
-            sync_after(&db);
-        }
         if idle {
             drop(db);
             for (ops, outcome) in answers {
@@ -403,10 +405,10 @@ fn write_queued(db: Arc<Db>) {
 }
 
 /// Starts the writer [`SYNC_AFTER`] from now to make durable what it wrote without an fsync, if
-/// nothing has by then (and the database is still open).
-fn sync_after(db: &Arc<Db>) {
+/// nothing has by then (and the database is still open): whether that is scheduled.
+fn sync_after(db: &Arc<Db>) -> bool {
     let Ok(runtime) = tokio::runtime::Handle::try_current() else {
-        return;
+        return false;
     };
     let db = Arc::downgrade(db);
     runtime.spawn(async move {
@@ -415,12 +417,14 @@ fn sync_after(db: &Arc<Db>) {
             return;
         };
         let mut writer = db.writer();
+        writer.sync_scheduled = false;
         if writer.unsynced && !writer.writing {
             writer.writing = true;
             let db = db.clone();
             tokio::task::spawn_blocking(move || write_queued(db));
         }
     });
+    true
 }
 
 pub(super) fn put_meta<T: serde::Serialize>(
