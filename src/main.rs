@@ -2,6 +2,8 @@
 //! `warren ctl` are clients of one.
 
 use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
+use tracing_subscriber::EnvFilter;
+use warren::{Config, Server};
 
 #[cfg(all(target_os = "linux", feature = "jemalloc"))]
 #[global_allocator]
@@ -14,8 +16,6 @@ static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 #[cfg(all(target_os = "linux", feature = "jemalloc"))]
 #[export_name = "_rjem_malloc_conf"]
 static JEMALLOC_CONF: &[u8; 60] = b"background_thread:true,dirty_decay_ms:1000,muzzy_decay_ms:0\0";
-use tracing_subscriber::EnvFilter;
-use warren::{Config, Server};
 
 #[derive(Parser)]
 #[command(name = "warren", version, about = "An AMQP 0-9-1 message broker")]
