@@ -306,6 +306,7 @@ mod tests {
     use super::*;
     use crate::types::Proposal;
     use openraft::vote::RaftLeaderIdExt;
+    use std::sync::Arc;
 
     fn request(sizes: &[usize]) -> AppendEntriesRequest<TypeConfig> {
         let leader = <TypeConfig as openraft::RaftTypeConfig>::LeaderId::new_committed(1, 1);
@@ -343,5 +344,107 @@ mod tests {
         assert_eq!((rpc.entries.len(), cut), (1, None));
         let (rpc, cut) = within_budget(request(&[]), 100);
         assert_eq!((rpc.entries.len(), cut), (0, None));
+    }
+
+    /// A follower's end for [`pipelined_appends_are_answered_in_order_until_the_first_refusal`]:
+    /// it answers no append before it has received `expect` of them (so only a pipelined sender
+    /// gets answers), then each after a delay that makes later ones answer first; it refuses
+    /// (conflict) the one whose previous entry is `conflict_after`.
+    struct Follower {
+        expect: usize,
+        conflict_after: u64,
+        seen: Arc<tokio::sync::watch::Sender<Vec<u64>>>,
+    }
+
+    impl crate::link::Handler for Follower {
+        fn handle(&self, _from: &str, request: Request) -> crate::link::Answer {
+            let Request::Raft {
+                rpc: RaftRpc::Append(rpc),
+                ..
+            } = request
+            else {
+                return Box::pin(async { Response::Raft(Err("appends only".into())) });
+            };
+            let prev = rpc.prev_log_id.map_or(0, |id| id.index);
+            self.seen.send_modify(|seen| seen.push(prev));
+            let conflict = prev == self.conflict_after;
+            let (mut seen, expect) = (self.seen.subscribe(), self.expect);
+            Box::pin(async move {
+                let _ = seen.wait_for(|seen| seen.len() >= expect).await;
+                tokio::time::sleep(Duration::from_millis(30u64.saturating_sub(prev * 3))).await;
+                Response::Raft(Ok(RaftReply::Append(if conflict {
+                    AppendEntriesResponse::Conflict
+                } else {
+                    AppendEntriesResponse::Success
+                })))
+            })
+        }
+    }
+
+    async fn link(name: &str) -> Link {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap().to_string();
+        Link::start(
+            crate::link::LinkConfig::new(name, addr, b"s".to_vec()),
+            Some(listener),
+        )
+    }
+
+    /// The appends of a stream are all sent before the first is answered (the follower answers
+    /// none before it has all eight: one at a time, the first would time out), the answers come
+    /// back in the order sent (though the follower answered the later ones first), and the
+    /// stream ends with the first refusal, the appends after it unanswered.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn pipelined_appends_are_answered_in_order_until_the_first_refusal() {
+        let leader = link("a").await;
+        let follower = link("b").await;
+        let seen = Arc::new(tokio::sync::watch::Sender::new(Vec::new()));
+        follower.set_handler(Arc::new(Follower {
+            expect: 8,
+            conflict_after: 5,
+            seen: seen.clone(),
+        }));
+        leader.add_peer(follower.name(), follower.addr());
+        follower.add_peer(leader.name(), leader.addr());
+        let mut peer = GroupPeer {
+            link: leader.clone(),
+            group: "g".into(),
+            peer: "b".into(),
+        };
+        let appends: Vec<AppendEntriesRequest<TypeConfig>> = (0..8u64)
+            .map(|i| {
+                let mut rpc = request(&[1]);
+                rpc.prev_log_id = (i > 0).then(|| LogId::new(rpc.entries[0].log_id.leader_id, i));
+                rpc.entries[0].log_id.index = i + 1;
+                rpc
+            })
+            .collect();
+        let answers: Vec<StreamAnswer> = {
+            let stream = peer
+                .stream_append(
+                    futures::stream::iter(appends),
+                    RPCOption::new(Duration::from_secs(5)),
+                )
+                .await
+                .expect("a stream");
+            stream.collect().await
+        };
+        let indexes: Vec<Option<u64>> = answers
+            .iter()
+            .map(|a| match a {
+                Ok(Ok(last)) => last.map(|id| id.index),
+                other => panic!("{other:?}"),
+            })
+            .take(5)
+            .collect();
+        assert_eq!(indexes, (1..=5).map(Some).collect::<Vec<_>>());
+        assert_eq!(answers.len(), 6, "the stream ends with the refusal");
+        assert!(
+            matches!(&answers[5], Ok(Err(openraft::raft::StreamAppendError::Conflict(prev))) if prev.index == 5),
+            "{:?}",
+            answers[5]
+        );
+        // Received in the order sent.
+        assert_eq!(*seen.borrow(), (0..8).collect::<Vec<u64>>());
     }
 }
