@@ -48,6 +48,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::task::JoinSet;
 use tower::ServiceExt as _;
+use tower_http::timeout::TimeoutBody;
 
 use crate::broker::Broker;
 use crate::queue::{QueueHandle, QueueStats};
@@ -60,8 +61,9 @@ pub const REQUEST_HEAD_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// HTTP connections served at once; more wait, unaccepted, until one closes.
 pub const MAX_CONNECTIONS: usize = 256;
-/// A connection whose reads or writes make no progress this long in the middle of a request (a
-/// body that never comes, a response never read) is closed.
+/// A request body that stops coming this long fails its request; a connection whose response
+/// is not read for this long is closed. Waiting for a handler's answer, however long, is not a
+/// stall.
 pub const STALL_TIMEOUT: Duration = Duration::from_secs(15);
 
 /// The largest request body read (a definitions file, a published message), in octets; a
@@ -414,8 +416,11 @@ async fn serve_connection(
     app: Router,
     _slot: OwnedSemaphorePermit,
 ) {
-    // Handlers that check credentials need the peer (guest may only log in from loopback).
-    let service = app.map_request(move |mut request: Request<Incoming>| {
+    // Handlers that check credentials need the peer (guest may only log in from loopback). A
+    // request body that stops coming for STALL_TIMEOUT fails the handler reading it.
+    let service = app.map_request(move |request: Request<Incoming>| {
+        let mut request =
+            request.map(|body| axum::body::Body::new(TimeoutBody::new(STALL_TIMEOUT, body)));
         request.extensions_mut().insert(ConnectInfo(peer));
         request
     });
@@ -428,5 +433,69 @@ async fn serve_connection(
         );
     if let Err(e) = connection.await {
         tracing::debug!(%peer, "http connection closed: {e}");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    /// `app` served on one connection, as the listener serves each: the client's end, and the
+    /// task that ends when the connection closes.
+    async fn one_connection(app: Router) -> (TcpStream, tokio::task::JoinHandle<()>) {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let address = listener.local_addr().unwrap();
+        let server = tokio::spawn(async move {
+            let (stream, peer) = listener.accept().await.unwrap();
+            let slot = Arc::new(Semaphore::new(1)).acquire_owned().await.unwrap();
+            serve_connection(stream, peer, app, slot).await;
+        });
+        (TcpStream::connect(address).await.unwrap(), server)
+    }
+
+    /// A handler that takes longer than the stall timeout (a quorum queue's member change may
+    /// take most of a minute) still gets its answer to a client that waits for it: waiting for
+    /// the handler is not a stalled peer.
+    #[tokio::test(start_paused = true)]
+    async fn a_slow_handler_is_answered_on_a_connection_that_waits() {
+        let slow = STALL_TIMEOUT * 3;
+        let app = Router::new().route(
+            "/slow",
+            get(move || async move {
+                tokio::time::sleep(slow).await;
+                "done"
+            }),
+        );
+        let (mut client, server) = one_connection(app).await;
+        client
+            .write_all(b"GET /slow HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+            .await
+            .unwrap();
+        let mut answer = Vec::new();
+        client.read_to_end(&mut answer).await.unwrap();
+        let answer = String::from_utf8_lossy(&answer);
+        assert!(answer.starts_with("HTTP/1.1 200"), "{answer:?}");
+        assert!(answer.ends_with("done"), "{answer:?}");
+        server.await.unwrap();
+    }
+
+    /// A request body that stops coming half-way fails the request once it has not moved for
+    /// the stall timeout, and the connection is closed: the client holds no slot for good.
+    #[tokio::test(start_paused = true)]
+    async fn a_request_body_that_stops_coming_fails_its_request() {
+        let app = Router::new().route("/echo", post(|body: String| async move { body }));
+        let (mut client, server) = one_connection(app).await;
+        let sent = tokio::time::Instant::now();
+        client
+            .write_all(b"POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\nten octets")
+            .await
+            .unwrap();
+        let mut answer = Vec::new();
+        client.read_to_end(&mut answer).await.unwrap();
+        let answer = String::from_utf8_lossy(&answer);
+        assert!(answer.starts_with("HTTP/1.1 400"), "{answer:?}");
+        assert!(sent.elapsed() >= STALL_TIMEOUT, "{:?}", sent.elapsed());
+        server.await.unwrap();
     }
 }
