@@ -249,9 +249,16 @@ impl Drop for TestBroker {
 // ---------------------------------------------------------------------------------------------
 // A broker as a separate process (for restarts, `kill -9` and memory measurements)
 
-/// Held by the tests that load the machine most (a backlog of hundreds of megabytes, a cluster
-/// of three broker processes), so that they take turns instead of starving each other.
-pub static ONE_HEAVY_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+/// Turns for the tests that load the machine most, so that they do not starve each other: a
+/// cluster of three broker processes takes one of its two permits ([`HEAVY_CLUSTER`]), a backlog
+/// of hundreds of megabytes both ([`HEAVY_ALONE`]). Two clusters at once fit on two cores: their
+/// tests mostly wait (for elections, timeouts, a node's restart), and taking turns made them
+/// most of the suite's time.
+pub static HEAVY: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(HEAVY_ALONE as usize);
+/// The permits of [`HEAVY`] a cluster test takes.
+pub const HEAVY_CLUSTER: u32 = 1;
+/// The permits of [`HEAVY`] a test that must run alone among the heavy ones takes.
+pub const HEAVY_ALONE: u32 = 2;
 
 /// How long a broker process may take to be ready for clients.
 pub const READY: Duration = Duration::from_secs(180);

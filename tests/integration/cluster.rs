@@ -20,7 +20,7 @@ const SECRET: &str = "integration-test-cookie";
 const FORM: Duration = Duration::from_secs(90);
 
 struct Cluster {
-    _turn: tokio::sync::MutexGuard<'static, ()>,
+    _turn: tokio::sync::SemaphorePermit<'static>,
     dirs: Vec<tempfile::TempDir>,
     cluster_ports: Vec<u16>,
     /// The metadata log's entries between snapshots (`WARREN_CLUSTER_SNAPSHOT_EVERY`), when not
@@ -110,7 +110,10 @@ impl Cluster {
     /// (`_turn` is held until the cluster is dropped).
     async fn new(nodes: usize) -> Cluster {
         Cluster {
-            _turn: crate::common::ONE_HEAVY_AT_A_TIME.lock().await,
+            _turn: crate::common::HEAVY
+                .acquire_many(crate::common::HEAVY_CLUSTER)
+                .await
+                .expect("the heavy tests' turns are never closed"),
             dirs: (0..nodes).map(|_| tempfile::tempdir().unwrap()).collect(),
             cluster_ports: (0..nodes).map(|_| free_port()).collect(),
             snapshot_every: None,

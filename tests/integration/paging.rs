@@ -255,7 +255,10 @@ async fn a_transient_backlog_is_paged_out_and_gone_after_a_restart() {
 async fn backlog_beyond_the_memory_limit(persistent_messages: bool) {
     // Hundreds of megabytes through a broker process: on a 2-core machine such tests take turns
     // rather than starve each other (and their brokers' handshakes and memory figures).
-    let _turn = ONE_HEAVY_AT_A_TIME.lock().await;
+    let _turn = HEAVY
+        .acquire_many(HEAVY_ALONE)
+        .await
+        .expect("the heavy tests' turns are never closed");
     // 320 MiB of bodies. Transient messages are confirmed before they reach the queue, so up to
     // a full queue inbox of them (8,192) is in memory too: smaller ones keep that part small.
     let (size, count) = if persistent_messages {
