@@ -883,12 +883,9 @@ impl Group {
 
     /// Waits (a few seconds at most) until the log of the last Raft instance is closed.
     async fn wait_log_closed(&self) {
-        let closed = || {
-            self.log_closed
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .is_closed()
-        };
+        let log_closed = || self.log_closed.lock().unwrap_or_else(|e| e.into_inner());
+        log_closed().write_queued();
+        let closed = || log_closed().is_closed();
         let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
         while !closed() && tokio::time::Instant::now() < deadline {
             tokio::time::sleep(Duration::from_millis(10)).await;

@@ -71,16 +71,16 @@ struct Writer {
     queue: Vec<(Arc<GroupLog>, Op)>,
     /// A writer task is running (and will take what is queued).
     writing: bool,
-    /// The last commit was not made durable (commit points alone): the next durable one, or a
-    /// sync [`SYNC_AFTER`] later, makes it so.
-    unsynced: bool,
-    /// That sync is on its way (one at a time, not one per commit point).
-    sync_scheduled: bool,
+    /// A writer run is on its way for commit points queued alone (see [`WRITE_LONE_AFTER`]).
+    lone_scheduled: bool,
 }
 
-/// How long commit points written without an fsync may wait for the next durable commit before
-/// the writer syncs them on its own (an idle node's last ones).
-const SYNC_AFTER: Duration = Duration::from_millis(100);
+/// How long commit points queued alone wait for the next write before the writer takes them on
+/// their own (an idle node's last ones). Nobody waits for a commit point (one lost in a crash
+/// only means re-applying less at start-up), and a writer run of its own after each commit (a
+/// thread woken, a transaction, an fsync) cost every member of a group as much again as the
+/// append before it.
+const WRITE_LONE_AFTER: Duration = Duration::from_millis(100);
 
 impl LogDb {
     /// Opens (creating if absent) the database at `path`. Blocking.
@@ -241,7 +241,29 @@ impl Db {
     /// order it made them), starting the writer if none is running.
     pub(super) fn enqueue(self: &Arc<Self>, log: &Arc<GroupLog>, op: Op) {
         let mut writer = self.writer();
+        let waited_for = !matches!(op, Op::Committed(_));
         writer.queue.push((log.clone(), op));
+        if writer.writing {
+            return;
+        }
+        // A commit point goes with the next write, or on its own WRITE_LONE_AFTER from now.
+        if !waited_for && self.schedule_lone(&mut writer) {
+            return;
+        }
+        self.start_writer(&mut writer);
+    }
+
+    /// Schedules a writer run [`WRITE_LONE_AFTER`] from now for what is queued then, unless one
+    /// is scheduled: whether one is (not without a runtime to wait on).
+    fn schedule_lone(self: &Arc<Self>, writer: &mut Writer) -> bool {
+        if !writer.lone_scheduled {
+            writer.lone_scheduled = write_lone_after(self);
+        }
+        writer.lone_scheduled
+    }
+
+    /// Starts the writer on what is queued, unless it is running.
+    fn start_writer(self: &Arc<Self>, writer: &mut Writer) {
         if !writer.writing {
             writer.writing = true;
             let db = self.clone();
@@ -249,15 +271,19 @@ impl Db {
         }
     }
 
-    /// One transaction for the steps of every group the writer took, durable before it returns
-    /// if `durable` (else with the next durable one).
-    fn commit(&self, plans: &[(u64, Vec<Step>)], durable: bool) -> Result<(), ClusterError> {
+    /// Writes at once what waits for the next write (commit points): a group that closes does
+    /// not keep its log open until then.
+    pub(super) fn write_now(self: &Arc<Self>) {
+        let mut writer = self.writer();
+        if !writer.queue.is_empty() {
+            self.start_writer(&mut writer);
+        }
+    }
+
+    /// One transaction for the steps of every group the writer took, durable before it returns.
+    fn commit(&self, plans: &[(u64, Vec<Step>)]) -> Result<(), ClusterError> {
         let mut txn = self.db.begin_write()?;
-        txn.set_durability(if durable {
-            Durability::Immediate
-        } else {
-            Durability::None
-        })?;
+        txn.set_durability(Durability::Immediate)?;
         {
             let mut log = txn.open_table(LOG)?;
             let mut meta = txn.open_table(META)?;
@@ -304,20 +330,12 @@ fn write_queued(db: Arc<Db>) {
         let taken = {
             let mut writer = db.writer();
             let taken = std::mem::take(&mut writer.queue);
-            if taken.is_empty() && !writer.unsynced {
+            if taken.is_empty() {
                 writer.writing = false;
                 return;
             }
             taken
         };
-
-        // Commit points alone are written without an fsync: nobody waits for them (one lost in
-        // a crash only means the entries after it count as new at start-up), and an fsync of
-        // their own after every append's doubled the node's fsyncs and held up the next append
-        // behind it. The next durable commit (the next append's, or a sync at most SYNC_AFTER
-        // later) makes them durable too. (Nothing taken: the writer was started to sync them.)
-        let durable =
-            taken.is_empty() || taken.iter().any(|(_, op)| !matches!(op, Op::Committed(_)));
 
         // Each group's ops, in its order; groups in the order they first queued.
         let mut batches: Vec<(Arc<GroupLog>, Vec<Op>)> = Vec::new();
@@ -343,7 +361,7 @@ fn write_queued(db: Arc<Db>) {
 
         // A panic in redb must not leave `writing` set with nobody writing: every later write
         // would wait forever. It fails the groups instead, as an error would.
-        let result = std::panic::catch_unwind(AssertUnwindSafe(|| db.commit(&plans, durable)))
+        let result = std::panic::catch_unwind(AssertUnwindSafe(|| db.commit(&plans)))
             .unwrap_or_else(|_| Err(ClusterError::Failed("the raft log writer panicked".into())));
         if let Err(e) = &result {
             tracing::error!(path = %db.path.display(), error = %e, "raft log write failed");
@@ -382,13 +400,13 @@ fn write_queued(db: Arc<Db>) {
 
         let idle = {
             let mut writer = db.writer();
-            if result.is_ok() {
-                writer.unsynced = !durable;
-            }
-            writer.writing = !writer.queue.is_empty();
-            if !writer.writing && writer.unsynced && !writer.sync_scheduled {
-                writer.sync_scheduled = sync_after(&db);
-            }
+            // Commit points queued alone meanwhile wait, as in `enqueue`.
+            let waited_for = writer
+                .queue
+                .iter()
+                .any(|(_, op)| !matches!(op, Op::Committed(_)));
+            writer.writing =
+                waited_for || (!writer.queue.is_empty() && !db.schedule_lone(&mut writer));
             !writer.writing
         };
         if idle {
@@ -404,24 +422,22 @@ fn write_queued(db: Arc<Db>) {
     }
 }
 
-/// Starts the writer [`SYNC_AFTER`] from now to make durable what it wrote without an fsync, if
-/// nothing has by then (and the database is still open): whether that is scheduled.
-fn sync_after(db: &Arc<Db>) -> bool {
+/// Starts the writer [`WRITE_LONE_AFTER`] from now on what is queued then, if it is not running
+/// (and the database is still open): whether that is scheduled.
+fn write_lone_after(db: &Arc<Db>) -> bool {
     let Ok(runtime) = tokio::runtime::Handle::try_current() else {
         return false;
     };
     let db = Arc::downgrade(db);
     runtime.spawn(async move {
-        tokio::time::sleep(SYNC_AFTER).await;
+        tokio::time::sleep(WRITE_LONE_AFTER).await;
         let Some(db) = db.upgrade() else {
             return;
         };
         let mut writer = db.writer();
-        writer.sync_scheduled = false;
-        if writer.unsynced && !writer.writing {
-            writer.writing = true;
-            let db = db.clone();
-            tokio::task::spawn_blocking(move || write_queued(db));
+        writer.lone_scheduled = false;
+        if !writer.queue.is_empty() {
+            db.start_writer(&mut writer);
         }
     });
     true

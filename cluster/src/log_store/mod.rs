@@ -55,6 +55,14 @@ impl Closed {
     pub fn is_closed(&self) -> bool {
         self.0.strong_count() == 0
     }
+
+    /// Writes now what the group's log has queued for the next write (its commit points), which
+    /// holds the log open until then.
+    pub fn write_queued(&self) {
+        if let Some(log) = self.0.upgrade() {
+            log.db.write_now();
+        }
+    }
 }
 
 struct GroupLog {

@@ -204,10 +204,9 @@ async fn a_damaged_snapshot_is_an_error_not_a_panic() {
     }
 }
 
-/// A commit point is written without an fsync of its own (the next append's makes it durable),
-/// but one written last, with nothing after it, is synced on its own soon after: a copy of the
-/// file as it is on disk (what a crash would leave; redb keeps a commit made without an fsync in
-/// memory only) has it within a second.
+/// A commit point waits for the next write (the next append's transaction takes it), but one
+/// queued last, with nothing after it, is written on its own soon after: a copy of the file as it
+/// is on disk (what a crash would leave) has it within a second.
 #[tokio::test]
 async fn a_commit_point_written_last_reaches_the_disk_on_its_own() {
     let dir = tempfile::tempdir().unwrap();
