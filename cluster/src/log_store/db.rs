@@ -10,7 +10,7 @@
 //! its keys stay short and ordered: `(group, index)` for entries, `(group, key)` for the values
 //! beside the log.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::panic::AssertUnwindSafe;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
@@ -73,7 +73,16 @@ struct Writer {
     writing: bool,
     /// A writer run is on its way for commit points queued alone (see [`WRITE_LONE_AFTER`]).
     lone_scheduled: bool,
+    /// Groups whose file may still hold entries below their purge point, by group: up to which
+    /// index. A purge moves the purge point at once and deletes the entries below it a slice per
+    /// write ([`DELETED_PER_WRITE`]): a snapshot's purge of thousands of entries in one
+    /// transaction held every group's appends behind it for milliseconds, on every member at
+    /// once (they snapshot at the same index).
+    stale: BTreeMap<u64, u64>,
 }
+
+/// How many purged entries a write deletes at most, beside what it was started for.
+const DELETED_PER_WRITE: u64 = 128;
 
 /// How long commit points queued alone wait for the next write before the writer takes them on
 /// their own (an idle node's last ones). Nobody waits for a commit point (one lost in a crash
@@ -216,9 +225,24 @@ impl LogDb {
         txn.open_table(SNAPSHOTS)?.remove(number)?;
         txn.open_table(GROUPS)?.remove(name)?;
         txn.commit()?;
+        self.shared.writer().stale.remove(&number);
         groups.numbers.remove(name);
         groups.open.remove(&number);
         Ok(())
+    }
+}
+
+#[cfg(test)]
+impl LogDb {
+    /// The indexes of the entries group `name` has in the file (below its purge point too).
+    pub(crate) fn stored_indexes(&self, name: &str) -> Vec<u64> {
+        let number = self.shared.groups().numbers[name];
+        let txn = self.shared.db.begin_read().unwrap();
+        let log = txn.open_table(LOG).unwrap();
+        log.range((number, 0)..=(number, u64::MAX))
+            .unwrap()
+            .map(|item| item.unwrap().0.value().1)
+            .collect()
     }
 }
 
@@ -271,6 +295,18 @@ impl Db {
         }
     }
 
+    /// Notes that group `number`'s file may hold entries up to `upto` below its purge point
+    /// (found at start-up: a purge whose deletion a crash interrupted).
+    pub(super) fn stale_upto(self: &Arc<Self>, number: u64, upto: u64) {
+        let mut writer = self.writer();
+        let at = writer.stale.entry(number).or_insert(upto);
+        *at = (*at).max(upto);
+        // Without a runtime to wait on, the next write starts on them.
+        if !writer.writing {
+            self.schedule_lone(&mut writer);
+        }
+    }
+
     /// Writes at once what waits for the next write (commit points): a group that closes does
     /// not keep its log open until then.
     pub(super) fn write_now(self: &Arc<Self>) {
@@ -280,10 +316,17 @@ impl Db {
         }
     }
 
-    /// One transaction for the steps of every group the writer took, durable before it returns.
-    fn commit(&self, plans: &[(u64, Vec<Step>)]) -> Result<(), ClusterError> {
+    /// One transaction for the steps of every group the writer took, and a slice of the purged
+    /// entries still in the file (`stale`), durable before it returns: the groups whose purged
+    /// entries are all gone, with the index they were purged to.
+    fn commit(
+        &self,
+        plans: &[(u64, Vec<Step>)],
+        stale: &BTreeMap<u64, u64>,
+    ) -> Result<Vec<(u64, u64)>, ClusterError> {
         let mut txn = self.db.begin_write()?;
         txn.set_durability(Durability::Immediate)?;
+        let mut cleaned = Vec::new();
         {
             let mut log = txn.open_table(LOG)?;
             let mut meta = txn.open_table(META)?;
@@ -306,19 +349,36 @@ impl Db {
                         Step::Truncate(from) => {
                             log.retain_in((group, *from)..=(group, u64::MAX), |_, _| false)?
                         }
-                        Step::Purge(upto) => {
-                            // The purge point and the deletion in one commit: a crash cannot
-                            // leave entries below a purge point, nor a purge point with them
-                            // still there.
-                            put_meta(&mut meta, group, LAST_PURGED, upto)?;
-                            log.retain_in((group, 0)..=(group, upto.index), |_, _| false)?;
-                        }
+                        // The entries below it are deleted later (`stale`); nothing reads
+                        // below a purge point, and start-up finds those a crash left.
+                        Step::Purge(upto) => put_meta(&mut meta, group, LAST_PURGED, upto)?,
                     }
+                }
+            }
+            let mut budget = DELETED_PER_WRITE;
+            for (&group, &upto) in stale {
+                if budget == 0 {
+                    break;
+                }
+                // Entries run without a hole from the first one stored.
+                let first = match log.range((group, 0)..=(group, upto))?.next() {
+                    None => None,
+                    Some(item) => Some(item?.0.value().1),
+                };
+                let Some(first) = first else {
+                    cleaned.push((group, upto));
+                    continue;
+                };
+                let last = upto.min(first.saturating_add(budget - 1));
+                log.retain_in((group, first)..=(group, last), |_, _| false)?;
+                budget -= last - first + 1;
+                if last == upto {
+                    cleaned.push((group, upto));
                 }
             }
         }
         txn.commit()?;
-        Ok(())
+        Ok(cleaned)
     }
 }
 
@@ -330,7 +390,7 @@ fn write_queued(db: Arc<Db>) {
         let taken = {
             let mut writer = db.writer();
             let taken = std::mem::take(&mut writer.queue);
-            if taken.is_empty() {
+            if taken.is_empty() && writer.stale.is_empty() {
                 writer.writing = false;
                 return;
             }
@@ -359,12 +419,37 @@ fn write_queued(db: Arc<Db>) {
             }
         }
 
+        // What purges this write makes join the purged entries still to delete.
+        let stale = {
+            let mut writer = db.writer();
+            for (group, steps) in &plans {
+                for step in steps {
+                    if let Step::Purge(upto) = step {
+                        let at = writer.stale.entry(*group).or_insert(upto.index);
+                        *at = (*at).max(upto.index);
+                    }
+                }
+            }
+            writer.stale.clone()
+        };
+
         // A panic in redb must not leave `writing` set with nobody writing: every later write
         // would wait forever. It fails the groups instead, as an error would.
-        let result = std::panic::catch_unwind(AssertUnwindSafe(|| db.commit(&plans)))
+        let result = std::panic::catch_unwind(AssertUnwindSafe(|| db.commit(&plans, &stale)))
             .unwrap_or_else(|_| Err(ClusterError::Failed("the raft log writer panicked".into())));
+        let result = result.map(|cleaned| {
+            let mut writer = db.writer();
+            for (group, upto) in cleaned {
+                // Unless a purge since moved it further.
+                if writer.stale.get(&group) == Some(&upto) {
+                    writer.stale.remove(&group);
+                }
+            }
+        });
         if let Err(e) = &result {
             tracing::error!(path = %db.path.display(), error = %e, "raft log write failed");
+            // The file takes no more writes.
+            db.writer().stale.clear();
             db.failed.send_if_modified(|failed| {
                 let first = failed.is_none();
                 if first {
@@ -400,13 +485,14 @@ fn write_queued(db: Arc<Db>) {
 
         let idle = {
             let mut writer = db.writer();
-            // Commit points queued alone meanwhile wait, as in `enqueue`.
+            // Commit points queued alone meanwhile wait, as in `enqueue`, and so do purged
+            // entries left to delete.
             let waited_for = writer
                 .queue
                 .iter()
                 .any(|(_, op)| !matches!(op, Op::Committed(_)));
-            writer.writing =
-                waited_for || (!writer.queue.is_empty() && !db.schedule_lone(&mut writer));
+            let left = !writer.queue.is_empty() || (result.is_ok() && !writer.stale.is_empty());
+            writer.writing = waited_for || (left && !db.schedule_lone(&mut writer));
             !writer.writing
         };
         if idle {
@@ -436,7 +522,7 @@ fn write_lone_after(db: &Arc<Db>) -> bool {
         };
         let mut writer = db.writer();
         writer.lone_scheduled = false;
-        if !writer.queue.is_empty() {
+        if !writer.queue.is_empty() || !writer.stale.is_empty() {
             db.start_writer(&mut writer);
         }
     });

@@ -145,6 +145,13 @@ impl LogStore {
         let committed = get_meta::<LogId>(&meta, number, COMMITTED)?;
         let last_purged = get_meta::<LogId>(&meta, number, LAST_PURGED)?;
         let log = txn.open_table(LOG)?;
+        // Entries a crash left below the purge point (deleted after it, a slice per write).
+        if let Some(purged) = last_purged {
+            if let Some(first) = log.range((number, 0)..=(number, purged.index))?.next() {
+                first?;
+                db.shared.stale_upto(number, purged.index);
+            }
+        }
         let last_log = match log.range((number, 0)..=(number, u64::MAX))?.next_back() {
             None => None,
             Some(item) => {

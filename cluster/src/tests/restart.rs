@@ -10,9 +10,9 @@ use openraft::entry::RaftEntry;
 use openraft::storage::{RaftLogStorage, RaftSnapshotBuilder, RaftStateMachine};
 use openraft::{Membership, RaftLogReader, StorageHelper, StoredMembership};
 
-use super::{append, blank, ids, log_id, normal, open, Recorder};
+use super::{append, blank, ids, log_id, normal, open, open_group, Recorder};
 use crate::types::{Entry, Vote};
-use crate::{ClusterError, StateMachine};
+use crate::{ClusterError, LogDb, StateMachine};
 
 fn membership(term: u64, index: u64) -> Entry {
     Entry::new_membership(
@@ -80,6 +80,53 @@ async fn a_log_purged_past_its_end_stays_so() {
     assert!(log.try_get_log_entries(0..).await.unwrap().is_empty());
     append(&mut log, vec![blank(2, 21)]).await;
     assert_eq!(ids(&log.try_get_log_entries(0..).await.unwrap()), [(2, 21)]);
+}
+
+/// A purge moves the purge point at once and deletes the entries below it a slice per write (one
+/// purge of thousands of entries in one transaction held up every group's appends): the rest go
+/// soon after with no write to carry them, and those a crash leaves are found at the next start.
+#[tokio::test]
+async fn purged_entries_leave_the_file_a_slice_per_write_even_across_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("raft.redb");
+    {
+        let db = LogDb::open(&path).unwrap();
+        let (mut log, _sm) = open_group(&db, "g", Arc::new(Recorder::default()));
+        append(&mut log, (0..=1000).map(|i| blank(1, i)).collect()).await;
+        log.purge(log_id(1, 900)).await.unwrap();
+        let read = log.try_get_log_entries(0..).await.unwrap();
+        assert_eq!(read.first().map(|e| e.log_id.index), Some(901));
+        let below = db
+            .stored_indexes("g")
+            .into_iter()
+            .filter(|i| *i <= 900)
+            .count();
+        assert!(
+            below > 0 && below < 901,
+            "the purge's own write deletes a slice: {below} left"
+        );
+    }
+
+    // Closed with most of them still there, as a crash would leave it.
+    let db = LogDb::open(&path).unwrap();
+    let (mut log, _sm) = open_group(&db, "g", Arc::new(Recorder::default()));
+    let state = log.get_log_state().await.unwrap();
+    assert_eq!(state.last_purged_log_id, Some(log_id(1, 900)));
+    assert_eq!(state.last_log_id, Some(log_id(1, 1000)));
+    let kept: Vec<u64> = (901..=1000).collect();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while db.stored_indexes("g") != kept {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "purged entries still stored: {:?}",
+            db.stored_indexes("g").first()
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    append(&mut log, vec![blank(1, 1001)]).await;
+    let read = log.try_get_log_entries(0..).await.unwrap();
+    assert_eq!(read.len(), 101);
+    assert_eq!(read.last().map(|e| e.log_id.index), Some(1001));
 }
 
 #[tokio::test]
