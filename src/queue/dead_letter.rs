@@ -22,6 +22,26 @@ impl Reason {
             Reason::DeliveryLimit => "delivery_limit",
         }
     }
+
+    /// Its code in the store (a held dead-letter's reason, see [`warren_storage::Op::Hold`]).
+    pub fn code(self) -> u8 {
+        match self {
+            Reason::Rejected => 0,
+            Reason::Expired => 1,
+            Reason::MaxLen => 2,
+            Reason::DeliveryLimit => 3,
+        }
+    }
+
+    pub fn from_code(code: u8) -> Option<Reason> {
+        match code {
+            0 => Some(Reason::Rejected),
+            1 => Some(Reason::Expired),
+            2 => Some(Reason::MaxLen),
+            3 => Some(Reason::DeliveryLimit),
+            _ => None,
+        }
+    }
 }
 
 fn text(v: &AMQPValue) -> Option<String> {

@@ -8,6 +8,7 @@ use std::collections::{HashMap, HashSet};
 
 use warren_storage::{Enqueued, Op, RememberedId, StorageError, Store};
 
+use super::dead_letter::Reason;
 use crate::message::{Message, MessageRef};
 
 /// What a queue writes to its log.
@@ -20,6 +21,10 @@ pub enum LogRecord {
     Delivered { through: u64 },
     /// Messages settled or dropped for good.
     Removed(Vec<u64>),
+    /// Messages dead-lettered and held until their targets confirm them, and why.
+    Held(Vec<(u64, Reason)>),
+    /// Held dead-letters their targets confirmed.
+    Released(Vec<u64>),
     /// Copies of transient messages (written only to page them out) no longer needed.
     CopiesRemoved(Vec<u64>),
     /// A transient message's copy, so that it can leave memory.
@@ -108,6 +113,14 @@ impl QueueLog for StoreLog {
             LogRecord::Enqueued(messages) => Op::Enqueue { queue, messages },
             LogRecord::Delivered { through } => Op::MarkDelivered { queue, through },
             LogRecord::Removed(messages) => Op::Remove { queue, messages },
+            LogRecord::Held(messages) => Op::Hold {
+                queue,
+                messages: messages
+                    .into_iter()
+                    .map(|(id, reason)| (id, reason.code()))
+                    .collect(),
+            },
+            LogRecord::Released(messages) => Op::Release { queue, messages },
             LogRecord::CopiesRemoved(messages) => Op::Remove {
                 queue: warren_storage::shadow_queue(queue),
                 messages,

@@ -74,6 +74,8 @@ struct World {
     /// When the held dead-letters that reached no queue or were refused are routed again (None:
     /// none is waiting; most queues never need the timer).
     dead_letter_retry: Option<tokio::time::Instant>,
+    /// The queue is being restored (its task not yet running): held dead-letters wait for it.
+    starting: bool,
 }
 
 /// A held dead-letter and where its routing stands.
@@ -114,7 +116,7 @@ pub fn spawn<H: QueueHost + 'static>(
         )),
         None => Box::new(NoLog),
     };
-    let world = World {
+    let mut world = World {
         handle: handle.clone(),
         host,
         store: store.clone(),
@@ -126,6 +128,7 @@ pub fn spawn<H: QueueHost + 'static>(
         held: HashMap::new(),
         dead_letter_confirms: DeadLetterConfirms::default(),
         dead_letter_retry: None,
+        starting: true,
     };
     let core_spec = CoreSpec {
         name: handle.name.clone(),
@@ -151,9 +154,11 @@ pub fn spawn<H: QueueHost + 'static>(
             slot: m.slot,
             expiration_ms: m.expiration_ms,
             redelivered: m.redelivered,
+            dead_lettered: m.dead_lettered,
         };
-        core.recover(entry, &world);
+        core.recover(entry, &mut world);
     }
+    world.starting = false;
     tokio::spawn(
         Owner {
             core,
@@ -470,6 +475,12 @@ impl World {
                 confirming: None,
             },
         );
+        if self.starting {
+            // Dead-letters held before a restart: routed once the queue's task runs (the vhost
+            // is still being restored, its exchanges maybe not yet).
+            self.dead_letter_retry = Some(tokio::time::Instant::now());
+            return;
+        }
         self.route_held_dead_letter(id);
     }
 

@@ -6,6 +6,7 @@ use warren_amqp::PropertiesView;
 use warren_storage::{MessageParts, RememberedId};
 
 use super::args::Dedup;
+use super::dead_letter::Reason;
 use super::dedup;
 use super::ready::Slot;
 use crate::message::{self, Message};
@@ -15,6 +16,8 @@ pub(super) struct RecoveredMessage {
     pub(super) slot: Slot,
     pub(super) expiration_ms: Option<u32>,
     pub(super) redelivered: bool,
+    /// Held as a dead-letter its targets had not confirmed, and why it was dead-lettered.
+    pub(super) dead_lettered: Option<Reason>,
 }
 
 /// Gathers a durable queue's stored messages at start-up: in memory up to the queue's memory
@@ -46,7 +49,13 @@ impl Recovery {
         self
     }
 
-    pub fn push(&mut self, storage_id: u64, redelivered: bool, parts: MessageParts<'_>) {
+    pub fn push(
+        &mut self,
+        storage_id: u64,
+        redelivered: bool,
+        dead_lettered: Option<Reason>,
+        parts: MessageParts<'_>,
+    ) {
         if let Some((header, _)) = &self.dedup {
             let view = PropertiesView::parse(parts.properties).unwrap_or_default();
             self.dedup_keys
@@ -72,6 +81,7 @@ impl Recovery {
             slot,
             expiration_ms,
             redelivered,
+            dead_lettered,
         });
     }
 

@@ -11,6 +11,7 @@ use crate::definitions::{
     BindingDefinition, DefinitionCommand, ExchangeDefinition, QueueDefinition,
 };
 use crate::policy::PolicyDefinition;
+use crate::queue::dead_letter::Reason;
 use crate::queue::dedup;
 use crate::queue::recovery::Recovery;
 use crate::queue::QueueArgs;
@@ -31,8 +32,8 @@ impl Vhost {
             recovery = recovery.with_dedup(settings, remembered);
         }
         self.store
-            .for_each_queue_message(storage_id, |id, redelivered, parts| {
-                recovery.push(id, redelivered, parts)
+            .for_each_queue_message(storage_id, |id, redelivered, held, parts| {
+                recovery.push(id, redelivered, held.and_then(Reason::from_code), parts)
             })?;
         Ok(recovery)
     }

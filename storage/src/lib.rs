@@ -52,6 +52,9 @@ const MESSAGE_REFS: TableDefinition<u64, u32> = TableDefinition::new("message_re
 const QUEUE_INDEX: TableDefinition<(u64, u64), &[u8]> = TableDefinition::new("queue_index");
 /// Queue id → highest message id handed to a consumer.
 const DELIVERED: TableDefinition<u64, u64> = TableDefinition::new("delivered");
+/// (queue id, message id) → why: messages a queue has dead-lettered and holds until their targets
+/// confirm them (a quorum queue's at-least-once dead-lettering), the reason as the queue coded it.
+const HELD: TableDefinition<(u64, u64), u8> = TableDefinition::new("held_dead_letters");
 /// (vhost, name) → JSON queue record.
 const QUEUES: TableDefinition<(&str, &str), &[u8]> = TableDefinition::new("queues");
 /// (vhost, name) → JSON exchange record.
@@ -200,6 +203,7 @@ impl Store {
                 w.open_table(MESSAGE_REFS)?;
                 w.open_table(QUEUE_INDEX)?;
                 w.open_table(DELIVERED)?;
+                w.open_table(HELD)?;
                 w.open_table(DEDUP)?;
                 let mut meta = w.open_table(META)?;
                 let found = meta.get("schema_version")?.map(|v| v.value());

@@ -6,8 +6,8 @@ use redb::{Database, ReadableDatabase, ReadableTable};
 
 use crate::records::{MessageParts, StoredMessage, TopicPermissionRecord};
 use crate::{
-    crypto, Recovered, StorageError, Store, BINDINGS, DEDUP, DELIVERED, EXCHANGES, MESSAGES, META,
-    OPERATOR_POLICIES, PERMISSIONS, POLICIES, QUEUES, QUEUE_INDEX, TOPIC_PERMISSIONS, USERS,
+    crypto, Recovered, StorageError, Store, BINDINGS, DEDUP, DELIVERED, EXCHANGES, HELD, MESSAGES,
+    META, OPERATOR_POLICIES, PERMISSIONS, POLICIES, QUEUES, QUEUE_INDEX, TOPIC_PERMISSIONS, USERS,
     VHOSTS,
 };
 
@@ -25,14 +25,23 @@ impl Store {
         crypto::plain(self.inner.cipher.as_deref(), message_id, stored)
     }
 
-    /// Calls `each` with a durable queue's messages in order: (message id, redelivered, message
-    /// parts borrowed from the database page). Returns how many there were.
+    /// Calls `each` with a durable queue's messages in order: (message id, redelivered, the reason
+    /// code it is held as a dead-letter with if it is ([`crate::Op::Hold`]), message parts
+    /// borrowed from the database page). Returns how many there were.
     pub fn for_each_queue_message(
         &self,
         queue_id: u64,
-        mut each: impl FnMut(u64, bool, MessageParts<'_>),
+        mut each: impl FnMut(u64, bool, Option<u8>, MessageParts<'_>),
     ) -> Result<usize, StorageError> {
         let r = self.db()?.begin_read()?;
+        let mut held = std::collections::HashMap::new();
+        for entry in r
+            .open_table(HELD)?
+            .range((queue_id, 0)..=(queue_id, u64::MAX))?
+        {
+            let (key, reason) = entry?;
+            held.insert(key.value().1, reason.value());
+        }
         let index = r.open_table(QUEUE_INDEX)?;
         let messages = r.open_table(MESSAGES)?;
         let delivered_through = r
@@ -45,6 +54,7 @@ impl Store {
             let (key, inline) = entry?;
             let (_, message_id) = key.value();
             let redelivered = message_id <= delivered_through;
+            let held = held.get(&message_id).copied();
             if inline.value().is_empty() {
                 let Some(shared) = messages.get(message_id)? else {
                     tracing::warn!(
@@ -55,10 +65,10 @@ impl Store {
                     continue;
                 };
                 let plain = self.plain(message_id, shared.value())?;
-                each(message_id, redelivered, MessageParts::decode(&plain)?);
+                each(message_id, redelivered, held, MessageParts::decode(&plain)?);
             } else {
                 let plain = self.plain(message_id, inline.value())?;
-                each(message_id, redelivered, MessageParts::decode(&plain)?);
+                each(message_id, redelivered, held, MessageParts::decode(&plain)?);
             }
             n += 1;
         }
@@ -118,8 +128,17 @@ impl Store {
         queue_id: u64,
     ) -> Result<Vec<(u64, bool, StoredMessage)>, StorageError> {
         let mut out = Vec::new();
-        self.for_each_queue_message(queue_id, |id, redelivered, parts| {
+        self.for_each_queue_message(queue_id, |id, redelivered, _, parts| {
             out.push((id, redelivered, parts.to_owned()))
+        })?;
+        Ok(out)
+    }
+
+    /// The dead-letters a durable queue holds (see [`crate::Op::Hold`]): (message id, reason code).
+    pub fn held_dead_letters(&self, queue_id: u64) -> Result<Vec<(u64, u8)>, StorageError> {
+        let mut out = Vec::new();
+        self.for_each_queue_message(queue_id, |id, _, held, _| {
+            out.extend(held.map(|reason| (id, reason)))
         })?;
         Ok(out)
     }

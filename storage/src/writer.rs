@@ -12,8 +12,8 @@ use crate::records::{
     TopicPermissionRecord, UserRecord, VhostRecord,
 };
 use crate::{
-    DbSlot, StorageError, BINDINGS, DEDUP, DELIVERED, EXCHANGES, MESSAGES, MESSAGE_REFS, META,
-    OPERATOR_POLICIES, PERMISSIONS, POLICIES, QUEUES, QUEUE_INDEX, TOPIC_PERMISSIONS, USERS,
+    DbSlot, StorageError, BINDINGS, DEDUP, DELIVERED, EXCHANGES, HELD, MESSAGES, MESSAGE_REFS,
+    META, OPERATOR_POLICIES, PERMISSIONS, POLICIES, QUEUES, QUEUE_INDEX, TOPIC_PERMISSIONS, USERS,
     VHOSTS,
 };
 use redb::TableDefinition;
@@ -47,6 +47,17 @@ pub enum Op {
     MarkDelivered {
         queue: u64,
         through: u64,
+    },
+    /// A queue has dead-lettered these messages (with a reason code of its own) and holds them
+    /// until their targets confirm them: after a restart they are dead-lettered again.
+    Hold {
+        queue: u64,
+        messages: Vec<(u64, u8)>,
+    },
+    /// Held dead-letters their targets confirmed (their messages are removed apart).
+    Release {
+        queue: u64,
+        messages: Vec<u64>,
     },
     PutQueue(QueueRecord),
     /// Deletes a queue's record and every message it held.
@@ -313,6 +324,18 @@ fn apply(w: &WriteTransaction, op: &Op, elided: &HashSet<(u64, u64)>) -> Result<
                 delivered.insert(*queue, *through)?;
             }
         }
+        Op::Hold { queue, messages } => {
+            let mut held = w.open_table(HELD)?;
+            for (m, reason) in messages {
+                held.insert((*queue, *m), *reason)?;
+            }
+        }
+        Op::Release { queue, messages } => {
+            let mut held = w.open_table(HELD)?;
+            for m in messages {
+                held.remove((*queue, *m))?;
+            }
+        }
         Op::PutQueue(q) => {
             w.open_table(QUEUES)?
                 .insert((q.vhost.as_str(), q.name.as_str()), &json(q)[..])?;
@@ -334,6 +357,8 @@ fn apply(w: &WriteTransaction, op: &Op, elided: &HashSet<(u64, u64)>) -> Result<
                 }
             }
             w.open_table(DELIVERED)?.remove(*id)?;
+            w.open_table(HELD)?
+                .retain_in((*id, 0)..=(*id, u64::MAX), |_, _| false)?;
         }
         Op::PutExchange(e) => {
             w.open_table(EXCHANGES)?

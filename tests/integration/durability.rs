@@ -503,9 +503,9 @@ async fn eventually_counts(b: &Broker, queue: &str, want: (u64, u64)) {
 /// reject-publish`, which RabbitMQ requires for it) keeps its dead-letters until a queue confirms
 /// them, as RabbitMQ's quorum queues do: while no queue is bound they wait (`messages_dlx`),
 /// a target that refuses (reject-publish at its limit) gets them as it makes room, and a kill -9
-/// loses none (the log keeps each until its release: back in the source after the restart).
-/// At-most-once drops them. Every message is counted once: in the target, drained from it, or in
-/// the source.
+/// loses none: the log keeps each held until its release, and the restarted queue dead-letters
+/// them again (RabbitMQ's quorum queues send theirs again), not back among its ready messages.
+/// At-most-once drops them. Every message is counted once: drained from the target, exactly once.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn at_least_once_dead_letters_wait_for_a_queue_that_takes_them() {
     use lapin::types::AMQPValue;
@@ -573,19 +573,25 @@ async fn at_least_once_dead_letters_wait_for_a_queue_that_takes_them() {
     eventually_counts(&b, "dl.src", (0, N as u64 - 10)).await;
     drop((ch, conn));
     b.kill9();
-    // Back: what was held is in the source again (its log kept it), what the target took is
-    // there; nothing lost, nothing twice.
+    // Back: what the target took is there, what was held is held again (none ready in the
+    // source), and goes to the target five at a time as it is drained; nothing lost, nothing
+    // twice.
     let b = Broker::start(dir.path(), &[]);
-    let in_target = b.drain("dl.target").await;
-    assert_eq!(in_target.len(), 5);
-    let back = b.drain("dl.src").await;
-    assert_eq!(back.len(), N - 10);
-    seen.extend(
-        in_target
-            .iter()
-            .chain(back.iter())
-            .map(|(body, _)| crate::common::body_number(body)),
-    );
+    eventually_counts(&b, "dl.target", (5, 0)).await;
+    eventually_counts(&b, "dl.src", (0, N as u64 - 10)).await;
+    for left in [N as u64 - 10, N as u64 - 15, 0] {
+        eventually_counts(&b, "dl.target", (5, 0)).await;
+        eventually_counts(&b, "dl.src", (0, left)).await;
+        let taken = b.drain("dl.target").await;
+        assert_eq!(taken.len(), 5);
+        seen.extend(
+            taken
+                .iter()
+                .map(|(body, _)| crate::common::body_number(body)),
+        );
+    }
+    eventually_counts(&b, "dl.src", (0, 0)).await;
+    eventually_counts(&b, "dl.target", (0, 0)).await;
     seen.sort_unstable();
     assert_eq!(seen, (0..N).collect::<Vec<_>>());
     assert_eq!(ready_and_held(&b, "dl.amo"), (0, 0));

@@ -243,6 +243,8 @@ pub struct RecoveredEntry {
     pub slot: Slot,
     pub expiration_ms: Option<u32>,
     pub redelivered: bool,
+    /// Held as a dead-letter its targets had not confirmed, and why it was dead-lettered.
+    pub dead_lettered: Option<Reason>,
 }
 
 /// A dead-letter a logged queue holds (see [`DeadLetter::held`]).
@@ -296,6 +298,10 @@ pub struct QueueCore {
     /// machine holds them), by hold id: where the log has each, and its body bytes.
     held: HashMap<u64, HeldEntry>,
     next_hold: u64,
+    /// Messages held as dead-letters, and held dead-letters let go, since the last log write
+    /// (written once per batch): a restart dead-letters the held ones again.
+    held_logged: Vec<(u64, Reason)>,
+    released_logged: Vec<u64>,
     /// Messages in and out so far, for the management API's rates.
     counts: super::QueueCounts,
 }
@@ -351,6 +357,8 @@ impl QueueCore {
             held_dead_letters: (0, 0),
             held: HashMap::new(),
             next_hold: 0,
+            held_logged: Vec::new(),
+            released_logged: Vec::new(),
             counts: super::QueueCounts::default(),
         }
     }
@@ -367,10 +375,15 @@ impl QueueCore {
     }
 
     /// Puts back a message the queue held before a restart. Recovered messages start their TTL
-    /// afresh, as RabbitMQ's do.
-    pub fn recover(&mut self, m: RecoveredEntry, ctx: &impl Context) {
+    /// afresh, as RabbitMQ's do. A dead-letter it held unconfirmed is dead-lettered again, as
+    /// RabbitMQ's quorum queues send theirs again (if the queue holds dead-letters no more, it
+    /// goes back among the ready ones rather than be lost).
+    pub fn recover(&mut self, m: RecoveredEntry, ctx: &mut impl Context) {
         let entry = self.new_entry(m.slot, m.expiration_ms, m.redelivered, ctx);
-        self.ready.push_back(entry);
+        match m.dead_lettered {
+            Some(reason) if self.holds_dead_letters() => self.dead_letter(entry, reason, ctx),
+            _ => self.ready.push_back(entry),
+        }
     }
 
     /// Whether the queue has quorum queues' rules: returned messages go to the back, deliveries

@@ -120,6 +120,14 @@ impl QueueCore {
                 through: self.delivered_through,
             });
         }
+        if !self.held_logged.is_empty() {
+            log.append(LogRecord::Held(std::mem::take(&mut self.held_logged)));
+        }
+        if !self.released_logged.is_empty() {
+            log.append(LogRecord::Released(std::mem::take(
+                &mut self.released_logged,
+            )));
+        }
         if !self.removed.is_empty() {
             log.append(LogRecord::Removed(std::mem::take(&mut self.removed)));
         }

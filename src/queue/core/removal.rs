@@ -239,6 +239,10 @@ impl QueueCore {
             let hold = self.next_hold;
             if let Some(bytes) = self.emit_dead_letter(entry, reason, Some(hold), ctx) {
                 self.next_hold += 1;
+                // A transient message's paged-out copy does not outlive a restart anyway.
+                if let Some((id, false)) = stored {
+                    self.held_logged.push((id, reason));
+                }
                 self.held.insert(hold, HeldEntry { stored, bytes });
                 self.held_dead_letters.0 += 1;
                 self.held_dead_letters.1 += bytes;
@@ -253,7 +257,7 @@ impl QueueCore {
     /// Whether this queue holds its dead-letters itself until their targets confirm them:
     /// RabbitMQ's at-least-once strategy (a quorum queue with `x-overflow` reject-publish) on
     /// a logged queue. A replicated queue's machine holds them in its state instead.
-    fn holds_dead_letters(&self) -> bool {
+    pub(super) fn holds_dead_letters(&self) -> bool {
         let args = &self.args;
         self.logged
             && args.queue_type == QueueType::Quorum
@@ -266,6 +270,9 @@ impl QueueCore {
     pub(super) fn release_dead_letters(&mut self, ids: Vec<u64>) {
         for id in ids {
             if let Some(held) = self.held.remove(&id) {
+                if let Some((id, false)) = held.stored {
+                    self.released_logged.push(id);
+                }
                 self.held_dead_letters.0 = self.held_dead_letters.0.saturating_sub(1);
                 self.held_dead_letters.1 = self.held_dead_letters.1.saturating_sub(held.bytes);
                 self.forget_stored(held.stored);
@@ -347,6 +354,8 @@ impl QueueCore {
         // Gone with the queue (the log forgets them with the rest).
         self.held.clear();
         self.held_dead_letters = (0, 0);
+        self.held_logged.clear();
+        self.released_logged.clear();
         // Taken but not yet written: gone with the queue before they reach the log.
         self.enqueued.clear();
         if self.logged {

@@ -679,6 +679,12 @@ fn an_at_least_once_dead_letter_stays_in_the_log_until_released() {
             logged && !holds,
             "{what}: {records}"
         );
+        // Held, the log says so (a restart dead-letters it again) and why.
+        assert_eq!(
+            records.contains("Held([(1, Rejected)])"),
+            logged && holds,
+            "{what}: {records}"
+        );
         // Held, it still counts against the limit: the queue (one ready, one held) is full.
         let refused = matches!(
             q.apply(publish_command(message("c", None, Some(3))), &mut ctx),
@@ -689,10 +695,57 @@ fn an_at_least_once_dead_letter_stays_in_the_log_until_released() {
             assert_eq!(q.stats().held_dead_letters, 1);
             q.apply(Command::DeadLettersReleased(vec![0]), &mut ctx);
             q.apply(Command::Tick, &mut ctx);
-            assert!(ctx.log.records.join("\n").contains("Removed([1])"));
+            let records = ctx.log.records.join("\n");
+            assert!(records.contains("Released([1])"), "{records}");
+            assert!(records.contains("Removed([1])"), "{records}");
             assert_eq!(q.stats().held_dead_letters, 0);
             let taken = q.apply(publish_command(message("d", None, Some(4))), &mut ctx);
             assert!(matches!(taken, Outcome::Published(Taken::Logged)), "{what}");
         }
+    }
+}
+
+/// A dead-letter a logged at-least-once queue held unconfirmed before a restart is dead-lettered
+/// again when the queue comes back (held until confirmed, as before), not put back among the
+/// ready messages; one the queue no longer holds dead-letters for goes back among them.
+#[test]
+fn a_held_dead_letter_recovered_is_dead_lettered_again() {
+    use crate::queue::args::DeadLetterStrategy;
+    use crate::queue::dead_letter::Reason;
+    for (strategy, held_again) in [
+        (DeadLetterStrategy::AtLeastOnce, true),
+        (DeadLetterStrategy::AtMostOnce, false),
+    ] {
+        let args = QueueArgs {
+            dead_letter_exchange: Some("dlx".into()),
+            dead_letter_strategy: strategy,
+            overflow: Overflow::RejectPublish,
+            ..quorum()
+        };
+        let mut q = queue_with(args, true, 1 << 20);
+        let mut ctx = TestCtx::default();
+        for (body, id, dead_lettered) in [("a", 1, Some(Reason::Expired)), ("b", 2, None)] {
+            let entry = RecoveredEntry {
+                slot: Slot::Loaded(message(body, None, Some(id))),
+                expiration_ms: None,
+                redelivered: false,
+                dead_lettered,
+            };
+            q.recover(entry, &mut ctx);
+        }
+        q.apply(Command::Tick, &mut ctx);
+        let what = format!("{strategy:?}");
+        let dead: Vec<&String> = ctx
+            .effects_in_full
+            .iter()
+            .filter(|e| e.starts_with("DeadLetter"))
+            .collect();
+        assert_eq!(dead.len(), usize::from(held_again), "{what}: {dead:?}");
+        if held_again {
+            assert!(dead[0].contains("held: Some"), "{what}: {dead:?}");
+            assert!(dead[0].contains("Expired"), "{what}: {dead:?}");
+            assert_eq!(q.stats().held_dead_letters, 1, "{what}");
+        }
+        assert_eq!(q.stats().ready, 2 - u32::from(held_again), "{what}");
     }
 }

@@ -398,3 +398,65 @@ async fn callbacks_hear_whether_their_write_is_on_disk() {
     let heard: Vec<_> = rx.try_iter().collect();
     assert_eq!(heard, [(0, true), (1, true), (2, true)]);
 }
+
+/// Held dead-letters: marked with their reason, read back after a reopen with the queue's
+/// messages, let go by a release, and gone with their queue.
+#[tokio::test]
+async fn held_dead_letters_survive_reopen_until_released_or_their_queue_goes() {
+    let dir = tempfile::tempdir().unwrap();
+    let (q, ids) = {
+        let (store, _) = open(dir.path());
+        let q = store.next_queue_id();
+        let mut ids = Vec::new();
+        for i in 0..3u8 {
+            let id = store.next_message_id();
+            ids.push(id);
+            let data = StoredMessage::encode(b"", b"k", &[0, 0], &[i]);
+            for op in enqueue(&store, id, data, &[q]) {
+                store.submit(op, None);
+            }
+        }
+        store
+            .write(Op::Hold {
+                queue: q,
+                messages: vec![(ids[0], 1), (ids[2], 3)],
+            })
+            .await
+            .unwrap();
+        (q, ids)
+    };
+    let (store, _) = open(dir.path());
+    assert_eq!(store.queue_messages(q).unwrap().len(), 3);
+    assert_eq!(
+        store.held_dead_letters(q).unwrap(),
+        vec![(ids[0], 1), (ids[2], 3)]
+    );
+    store
+        .write(Op::Release {
+            queue: q,
+            messages: vec![ids[0]],
+        })
+        .await
+        .unwrap();
+    assert_eq!(store.held_dead_letters(q).unwrap(), vec![(ids[2], 3)]);
+    store
+        .write(Op::DeleteQueue {
+            vhost: "/".into(),
+            name: "q".into(),
+            id: q,
+        })
+        .await
+        .unwrap();
+    assert!(store.held_dead_letters(q).unwrap().is_empty());
+    // Nothing of the queue's held marks is left behind for a message id met again.
+    for op in enqueue(
+        &store,
+        ids[2],
+        StoredMessage::encode(b"", b"k", &[0, 0], &[9]),
+        &[q],
+    ) {
+        store.submit(op, None);
+    }
+    store.write(Op::Nothing).await.unwrap();
+    assert!(store.held_dead_letters(q).unwrap().is_empty());
+}
