@@ -53,6 +53,9 @@ pub(super) struct Db {
     /// The first failed write (see [`LogDb::failed`]).
     failed: tokio::sync::watch::Sender<Option<String>>,
     writer: Mutex<Writer>,
+    /// Tests hold the writer before its commits while this is set (a disk that stalls).
+    #[cfg(test)]
+    stalled: (Mutex<bool>, std::sync::Condvar),
     groups: Mutex<Groups>,
 }
 
@@ -135,6 +138,8 @@ impl LogDb {
                 appends_wait_for_flush: Default::default(),
                 failed: tokio::sync::watch::Sender::new(None),
                 writer: Mutex::default(),
+                #[cfg(test)]
+                stalled: Default::default(),
                 groups: Mutex::new(groups),
             }),
         })
@@ -234,6 +239,13 @@ impl LogDb {
 
 #[cfg(test)]
 impl LogDb {
+    /// Holds every write before its commit while `on` (a disk that stalls), or lets them go.
+    pub(crate) fn set_stalled(&self, on: bool) {
+        let (stalled, changed) = &self.shared.stalled;
+        *stalled.lock().unwrap() = on;
+        changed.notify_all();
+    }
+
     /// The indexes of the entries group `name` has in the file (below its purge point too).
     pub(crate) fn stored_indexes(&self, name: &str) -> Vec<u64> {
         let number = self.shared.groups().numbers[name];
@@ -247,6 +259,15 @@ impl LogDb {
 }
 
 impl Db {
+    #[cfg(test)]
+    fn wait_while_stalled(&self) {
+        let (stalled, changed) = &self.stalled;
+        let mut on = stalled.lock().unwrap_or_else(|p| p.into_inner());
+        while *on {
+            on = changed.wait(on).unwrap_or_else(|p| p.into_inner());
+        }
+    }
+
     pub(super) fn appends_wait_for_flush(&self) -> bool {
         self.appends_wait_for_flush
             .load(std::sync::atomic::Ordering::Relaxed)
@@ -435,6 +456,8 @@ fn write_queued(db: Arc<Db>) {
 
         // A panic in redb must not leave `writing` set with nobody writing: every later write
         // would wait forever. It fails the groups instead, as an error would.
+        #[cfg(test)]
+        db.wait_while_stalled();
         let result = std::panic::catch_unwind(AssertUnwindSafe(|| db.commit(&plans, &stale)))
             .unwrap_or_else(|_| Err(ClusterError::Failed("the raft log writer panicked".into())));
         let result = result.map(|cleaned| {
