@@ -84,7 +84,8 @@ struct Writer {
     stale: BTreeMap<u64, u64>,
 }
 
-/// How many purged entries a write deletes at most, beside what it was started for.
+/// How many purged entries a write deletes at most beside what it was started for (or twice
+/// the entries it adds, if more).
 const DELETED_PER_WRITE: u64 = 128;
 
 /// How long commit points queued alone wait for the next write before the writer takes them on
@@ -376,7 +377,13 @@ impl Db {
                     }
                 }
             }
-            let mut budget = DELETED_PER_WRITE;
+            // At least twice what this write adds, so that deleting keeps up with any load.
+            let added = plans
+                .iter()
+                .flat_map(|(_, steps)| steps)
+                .filter(|step| matches!(step, Step::Put(..)))
+                .count() as u64;
+            let mut budget = DELETED_PER_WRITE.max(2 * added);
             for (&group, &upto) in stale {
                 if budget == 0 {
                     break;
