@@ -33,15 +33,9 @@ impl Store {
         queue_id: u64,
         mut each: impl FnMut(u64, bool, Option<u8>, MessageParts<'_>),
     ) -> Result<usize, StorageError> {
+        let held: std::collections::HashMap<u64, u8> =
+            self.held_dead_letters(queue_id)?.into_iter().collect();
         let r = self.db()?.begin_read()?;
-        let mut held = std::collections::HashMap::new();
-        for entry in r
-            .open_table(HELD)?
-            .range((queue_id, 0)..=(queue_id, u64::MAX))?
-        {
-            let (key, reason) = entry?;
-            held.insert(key.value().1, reason.value());
-        }
         let index = r.open_table(QUEUE_INDEX)?;
         let messages = r.open_table(MESSAGES)?;
         let delivered_through = r
@@ -136,10 +130,13 @@ impl Store {
 
     /// The dead-letters a durable queue holds (see [`crate::Op::Hold`]): (message id, reason code).
     pub fn held_dead_letters(&self, queue_id: u64) -> Result<Vec<(u64, u8)>, StorageError> {
+        let r = self.db()?.begin_read()?;
+        let held = r.open_table(HELD)?;
         let mut out = Vec::new();
-        self.for_each_queue_message(queue_id, |id, _, held, _| {
-            out.extend(held.map(|reason| (id, reason)))
-        })?;
+        for entry in held.range((queue_id, 0)..=(queue_id, u64::MAX))? {
+            let (key, reason) = entry?;
+            out.push((key.value().1, reason.value()));
+        }
         Ok(out)
     }
 }

@@ -84,6 +84,14 @@ struct Writer {
     stale: BTreeMap<u64, u64>,
 }
 
+impl Writer {
+    /// Group `group`'s file may hold entries up to `upto` below its purge point.
+    fn note_stale(&mut self, group: u64, upto: u64) {
+        let at = self.stale.entry(group).or_insert(upto);
+        *at = (*at).max(upto);
+    }
+}
+
 /// How many purged entries a write deletes at most beside what it was started for (or twice
 /// the entries it adds, if more).
 const DELETED_PER_WRITE: u64 = 128;
@@ -321,8 +329,7 @@ impl Db {
     /// (found at start-up: a purge whose deletion a crash interrupted).
     pub(super) fn stale_upto(self: &Arc<Self>, number: u64, upto: u64) {
         let mut writer = self.writer();
-        let at = writer.stale.entry(number).or_insert(upto);
-        *at = (*at).max(upto);
+        writer.note_stale(number, upto);
         // Without a runtime to wait on, the next write starts on them.
         if !writer.writing {
             self.schedule_lone(&mut writer);
@@ -453,8 +460,7 @@ fn write_queued(db: Arc<Db>) {
             for (group, steps) in &plans {
                 for step in steps {
                     if let Step::Purge(upto) = step {
-                        let at = writer.stale.entry(*group).or_insert(upto.index);
-                        *at = (*at).max(upto.index);
+                        writer.note_stale(*group, upto.index);
                     }
                 }
             }
