@@ -31,6 +31,20 @@ const MAX_KEPT_BEHIND_SNAPSHOT: u64 = 1000;
 /// A quiet group's checks without its log growing before its ticker stops (see [`Group::wake`]).
 const IDLE_CHECKS: u32 = 5;
 
+/// For an idle member checked every `check`: at which idle check its ticker goes off, and at
+/// which it goes dormant (if it may). Dormant at the first check `dormant_after` reaches, but
+/// never at the check that turns the ticker off: a heartbeat still in flight when the instance
+/// stops has its answer refused by the stopped core (openraft logs that as an error), and a
+/// check is longer than a heartbeat's timeout.
+fn idle_schedule(check: Duration, dormant_after: Option<Duration>) -> (u32, Option<u32>) {
+    let dormant_at = dormant_after.map(|after| {
+        let checks = after.as_millis().div_ceil(check.as_millis().max(1));
+        u32::try_from(checks).unwrap_or(u32::MAX).max(2)
+    });
+    let tick_off_at = dormant_at.map_or(IDLE_CHECKS, |at| IDLE_CHECKS.min(at - 1));
+    (tick_off_at, dormant_at)
+}
+
 /// A group's timing, and when it takes snapshots.
 #[derive(Debug, Clone)]
 pub struct Timing {
@@ -802,7 +816,7 @@ impl Group {
     }
 
     /// Counts a check of [`Group::keep_led`]: a quiet group's ticker goes off after
-    /// [`IDLE_CHECKS`] without the log growing; true once the member has been idle for
+    /// [`IDLE_CHECKS`] without the log growing (or a check before it goes dormant); true once the member has been idle for
     /// [`Timing::dormant_after`] (checks `check` apart) and may go dormant.
     fn quiet_down_when_idle(&self, check: Duration) -> bool {
         if !self.quiet {
@@ -814,14 +828,13 @@ impl Group {
             return false;
         }
         let idle = self.idle_checks.fetch_add(1, Ordering::Relaxed) + 1;
-        if idle == IDLE_CHECKS {
+        let (tick_off_at, dormant_at) = idle_schedule(check, self.restart.dormant_after());
+        if idle == tick_off_at {
             if let Some(raft) = self.live() {
                 raft.runtime_config().tick(false);
             }
         }
-        self.restart
-            .dormant_after()
-            .is_some_and(|after| check * idle >= after)
+        dormant_at.is_some_and(|at| idle >= at)
     }
 
     /// One round of [`Group::keep_led`]; false once the member has stopped.

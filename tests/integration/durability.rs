@@ -499,6 +499,50 @@ async fn eventually_counts(b: &Broker, queue: &str, want: (u64, u64)) {
     }
 }
 
+/// A connection and a channel in confirm mode on it.
+async fn confirming_channel(b: &Broker) -> (Connection, lapin::Channel) {
+    let conn = connect(b).await;
+    let ch = conn.create_channel().await.unwrap();
+    ch.confirm_select(ConfirmSelectOptions::default())
+        .await
+        .unwrap();
+    (conn, ch)
+}
+
+/// A quorum queue's arguments dead-lettering to `target` through the default exchange with
+/// `strategy`, refusing publishes at its limits (which RabbitMQ requires for at-least-once).
+fn dead_lettering_quorum_args(target: &str, strategy: &str) -> FieldTable {
+    use lapin::types::AMQPValue;
+    let mut args = FieldTable::default();
+    for (key, value) in [
+        ("x-queue-type", "quorum"),
+        ("x-dead-letter-exchange", ""),
+        ("x-dead-letter-routing-key", target),
+        ("x-dead-letter-strategy", strategy),
+        ("x-overflow", "reject-publish"),
+    ] {
+        args.insert(key.into(), AMQPValue::LongString(value.into()));
+    }
+    args
+}
+
+/// Publishes messages 0..n (persistent) to `queue`, each confirmed before the next.
+async fn publish_numbered_confirmed(ch: &lapin::Channel, queue: &str, n: usize) {
+    for i in 0..n {
+        ch.basic_publish(
+            "".into(),
+            queue.into(),
+            BasicPublishOptions::default(),
+            &crate::common::numbered_body(i, 64),
+            persistent(),
+        )
+        .await
+        .unwrap()
+        .await
+        .unwrap();
+    }
+}
+
 /// A quorum queue alone with `x-dead-letter-strategy: at-least-once` (and `x-overflow:
 /// reject-publish`, which RabbitMQ requires for it) keeps its dead-letters until a queue confirms
 /// them, as RabbitMQ's quorum queues do: while no queue is bound they wait (`messages_dlx`),
@@ -512,38 +556,13 @@ async fn at_least_once_dead_letters_wait_for_a_queue_that_takes_them() {
     const N: usize = 20;
     let dir = tempfile::tempdir().unwrap();
     let b = Broker::start(dir.path(), &[]);
-    let conn = connect(&b).await;
-    let ch = conn.create_channel().await.unwrap();
-    ch.confirm_select(ConfirmSelectOptions::default())
-        .await
-        .unwrap();
+    let (conn, ch) = confirming_channel(&b).await;
     for (queue, strategy) in [("dl.src", "at-least-once"), ("dl.amo", "at-most-once")] {
-        let mut args = FieldTable::default();
-        for (key, value) in [
-            ("x-queue-type", "quorum"),
-            ("x-dead-letter-exchange", ""),
-            ("x-dead-letter-routing-key", "dl.target"),
-            ("x-dead-letter-strategy", strategy),
-            ("x-overflow", "reject-publish"),
-        ] {
-            args.insert(key.into(), AMQPValue::LongString(value.into()));
-        }
+        let args = dead_lettering_quorum_args("dl.target", strategy);
         ch.queue_declare(queue.into(), durable(), args)
             .await
             .unwrap();
-        for i in 0..N {
-            ch.basic_publish(
-                "".into(),
-                queue.into(),
-                BasicPublishOptions::default(),
-                &crate::common::numbered_body(i, 64),
-                persistent(),
-            )
-            .await
-            .unwrap()
-            .await
-            .unwrap();
-        }
+        publish_numbered_confirmed(&ch, queue, N).await;
         // Every message rejected without requeue: dead-lettered to a queue not there yet.
         crate::common::get_and_reject(&ch, queue, N).await;
     }
@@ -595,5 +614,115 @@ async fn at_least_once_dead_letters_wait_for_a_queue_that_takes_them() {
     seen.sort_unstable();
     assert_eq!(seen, (0..N).collect::<Vec<_>>());
     assert_eq!(ready_and_held(&b, "dl.amo"), (0, 0));
+    b.stop();
+}
+
+/// A consumer on `queue` (prefetch `take`) that reads `take` deliveries, acks none, and is
+/// returned still connected: dropping it resets its socket, as when its process is killed.
+async fn greedy_consumer(b: &Broker, queue: &str, take: u16) -> crate::common::Raw {
+    let stream = tokio::net::TcpStream::connect(("127.0.0.1", b.port))
+        .await
+        .expect("connect");
+    #[allow(deprecated)] // a blocking close is what we want here: RST at once
+    stream.set_linger(Some(Duration::ZERO)).expect("linger");
+    let mut c = crate::common::Raw::over(stream)
+        .open_as(crate::common::Handshake::default())
+        .await;
+    c.open_channel(1).await;
+    c.qos(1, take, false).await;
+    c.consume(1, queue, "greedy", false, false).await;
+    for _ in 0..take {
+        c.expect_deliver().await;
+    }
+    c
+}
+
+/// The hostile round of a quorum queue's delivery limit: consumers vanish (socket reset) with
+/// deliveries in flight, again and again, until messages pass `x-delivery-limit` and are
+/// dead-lettered at-least-once with no queue to take them (held); then the broker is killed -9
+/// while another consumer holds deliveries. After the restart every message is counted once
+/// (acked + ready + held = published), the held ones stay held, and when a target queue comes
+/// each message reaches a consumer exactly once; the ones left in the source come redelivered.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn vanishing_consumers_and_a_kill_9_lose_nothing_past_the_delivery_limit() {
+    use lapin::types::AMQPValue;
+    const N: usize = 40;
+    const ACKED: usize = 5;
+    let dir = tempfile::tempdir().unwrap();
+    let b = Broker::start(dir.path(), &[]);
+    let (conn, ch) = confirming_channel(&b).await;
+    let mut args = dead_lettering_quorum_args("lim.target", "at-least-once");
+    // Dead-lettered on the second delivery lost.
+    args.insert("x-delivery-limit".into(), AMQPValue::LongInt(1));
+    ch.queue_declare("lim.src".into(), durable(), args)
+        .await
+        .unwrap();
+    publish_numbered_confirmed(&ch, "lim.src", N).await;
+    // A well-behaved client takes five and acks them.
+    let mut seen = Vec::new();
+    for _ in 0..ACKED {
+        let got = ch
+            .basic_get("lim.src".into(), BasicGetOptions { no_ack: false })
+            .await
+            .unwrap()
+            .expect("a message");
+        seen.push(crate::common::body_number(&got.delivery.data));
+        got.delivery
+            .ack(lapin::options::BasicAckOptions::default())
+            .await
+            .unwrap();
+    }
+    let left = (N - ACKED) as u64;
+    // Every message left is delivered once and lost: all back, none past the limit yet.
+    drop(greedy_consumer(&b, "lim.src", left as u16).await);
+    eventually_counts(&b, "lim.src", (left, 0)).await;
+    // Twenty of them lost a second time: past the limit, dead-lettered and held.
+    drop(greedy_consumer(&b, "lim.src", 20).await);
+    eventually_counts(&b, "lim.src", (left - 20, 20)).await;
+    // Ten more in flight when the broker dies.
+    let in_flight = greedy_consumer(&b, "lim.src", 10).await;
+    drop((ch, conn));
+    b.kill9();
+    drop(in_flight);
+    let b = Broker::start(dir.path(), &[]);
+    // The ten in flight are back, or past the limit (a consumer lost with the broker counts as
+    // a delivery lost, as RabbitMQ's quorum queues count it); the twenty held are still held.
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    let (ready, held) = loop {
+        let (ready, held) = ready_and_held(&b, "lim.src");
+        if ready + held == left || std::time::Instant::now() > deadline {
+            break (ready, held);
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert_eq!(ready + held, left, "ready {ready} + held {held}");
+    assert!(held >= 20, "the twenty held before the kill: {held} held");
+    // A target comes: the held ones reach it, the ready ones stay.
+    let conn = connect(&b).await;
+    let ch = conn.create_channel().await.unwrap();
+    ch.queue_declare("lim.target".into(), durable(), FieldTable::default())
+        .await
+        .unwrap();
+    eventually_counts(&b, "lim.src", (ready, 0)).await;
+    let dead = b.drain("lim.target").await;
+    assert_eq!(dead.len() as u64, held);
+    let rest = b.drain("lim.src").await;
+    assert_eq!(rest.len() as u64, ready);
+    assert!(
+        rest.iter().all(|(_, redelivered)| *redelivered),
+        "every message left in the source was delivered before"
+    );
+    seen.extend(
+        dead.iter()
+            .chain(&rest)
+            .map(|(body, _)| crate::common::body_number(body)),
+    );
+    seen.sort_unstable();
+    assert_eq!(
+        seen,
+        (0..N).collect::<Vec<_>>(),
+        "each message exactly once"
+    );
+    drop((ch, conn));
     b.stop();
 }

@@ -629,3 +629,44 @@ async fn dormant_members_wake_when_used_and_apply_nothing_twice() {
         stop(m).await;
     }
 }
+
+/// An idle quiet member's ticker goes off at least one check before the member goes dormant,
+/// whatever `dormant_after` is against the check (so no heartbeat is in flight when its
+/// instance stops), goes off after `IDLE_CHECKS` when the member stays awake longer or for good,
+/// and a member goes dormant no earlier than `dormant_after`.
+#[test]
+fn an_idle_members_ticker_goes_off_a_check_before_it_goes_dormant() {
+    let check = Duration::from_millis(1000);
+    assert_eq!(idle_schedule(check, None), (IDLE_CHECKS, None));
+    for after_ms in [
+        1,
+        400,
+        999,
+        1000,
+        1001,
+        2000,
+        3000,
+        4999,
+        5000,
+        6000,
+        30_000,
+        u64::MAX,
+    ] {
+        let after = Duration::from_millis(after_ms);
+        let (tick_off_at, dormant_at) = idle_schedule(check, Some(after));
+        let dormant_at = dormant_at.expect("dormant some time");
+        assert!(
+            tick_off_at >= 1 && tick_off_at < dormant_at,
+            "{after_ms} ms"
+        );
+        assert!(tick_off_at <= IDLE_CHECKS, "{after_ms} ms");
+        assert!(
+            check * dormant_at >= after || dormant_at == u32::MAX,
+            "{after_ms} ms: dormant at check {dormant_at}, before {after:?}"
+        );
+        assert!(
+            dormant_at == 2 || check * (dormant_at - 1) < after,
+            "{after_ms} ms: dormant at check {dormant_at}, a check later than it might"
+        );
+    }
+}
