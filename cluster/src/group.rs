@@ -816,8 +816,9 @@ impl Group {
     }
 
     /// Counts a check of [`Group::keep_led`]: a quiet group's ticker goes off after
-    /// [`IDLE_CHECKS`] without the log growing (or a check before it goes dormant); true once the member has been idle for
-    /// [`Timing::dormant_after`] (checks `check` apart) and may go dormant.
+    /// [`IDLE_CHECKS`] without the log growing (or a check before it goes dormant); true once
+    /// the member has been idle for [`Timing::dormant_after`] (checks `check` apart) and may go
+    /// dormant.
     fn quiet_down_when_idle(&self, check: Duration) -> bool {
         if !self.quiet {
             return false;
