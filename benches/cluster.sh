@@ -16,7 +16,10 @@
 # IDLE_QUEUE_TYPE=classic (or quorum: each idle queue a Raft group on three nodes; its members go
 # dormant after WARREN_QUORUM_DORMANT_AFTER ms idle, 30,000 by default: memory is measured again
 # after IDLE_SECONDS), IDLE_SETTLE=5 (seconds between the last declare and the CPU window: longer
-# than the dormancy to measure queues already dormant and asleep),
+# than the dormancy to measure queues already dormant and asleep), IDLE_BATCH=0 and
+# IDLE_BATCH_PAUSE=6 (declare the idle queues in batches of IDLE_BATCH, IDLE_BATCH_PAUSE seconds
+# apart, so that fewer members are awake at once; 0: all in one go, eight declares at a time),
+# ROUNDS=0 (the idle part only),
 # WARREN_BIN (default: cargo build --release, then target/release/warren; also the load
 # generator), KEEP_TMP=1 (keep logs). Everything it starts is stopped on exit.
 set -euo pipefail
@@ -98,10 +101,23 @@ done
 rss_kib() { for p in "${PIDS[@]}"; do awk '/^VmRSS/ {print $2}' "/proc/$p/status"; done | paste -sd+ | bc; }
 rss_before="$(rss_kib)"
 log "declaring $IDLE_QUEUES $IDLE_QUEUE_TYPE queues over the three nodes"
+DECLARING=()
+wait_declares() { # every declare under way must have succeeded
+  local p
+  for p in "${DECLARING[@]}"; do wait "$p" || die "a declare failed (see $TMP/n*.log)"; done
+  DECLARING=()
+}
 for q in $(seq 1 "$IDLE_QUEUES"); do
   api $((q % 3)) PUT "/api/queues/%2F/idle-$q" \
-    "{\"durable\":true,\"arguments\":{\"x-queue-type\":\"$IDLE_QUEUE_TYPE\"}}" >/dev/null
+    "{\"durable\":true,\"arguments\":{\"x-queue-type\":\"$IDLE_QUEUE_TYPE\"}}" >/dev/null &
+  DECLARING+=("$!")
+  if [ "${#DECLARING[@]}" = 8 ]; then wait_declares; fi
+  if [ "${IDLE_BATCH:-0}" -gt 0 ] && [ $((q % IDLE_BATCH)) = 0 ] && [ "$q" -lt "$IDLE_QUEUES" ]; then
+    wait_declares
+    sleep "${IDLE_BATCH_PAUSE:-6}"
+  fi
 done
+wait_declares
 sleep "$IDLE_SETTLE"
 rss_after="$(rss_kib)"
 ticks() { for p in "${PIDS[@]}"; do awk '{print $14 + $15}' "/proc/$p/stat"; done | paste -sd+ | bc; }
@@ -118,13 +134,14 @@ import statistics, sys
 duration, single, forwarded, queues, seconds, idle, kind, rss_before, rss_after, rss_idle = sys.argv[1:]
 single = [int(x) for x in single.split()]
 forwarded = [int(x) for x in forwarded.split()]
-s, f = statistics.median(single), statistics.median(forwarded)
-print(f"| scenario (1 -> 1, 16 B, auto-ack, {duration} s runs) | consumed msg/s (median) | rounds |")
-print("|---|---|---|")
-print(f"| single node (queue, producer, consumer on n1) | {s:,.0f} | {single} |")
-print(f"| forwarded (producer n1, queue n2, consumer n3) | {f:,.0f} | {forwarded} |")
-print(f"| forwarded / single | {f / s:.2f} | |")
-print()
+if single and forwarded:
+    s, f = statistics.median(single), statistics.median(forwarded)
+    print(f"| scenario (1 -> 1, 16 B, auto-ack, {duration} s runs) | consumed msg/s (median) | rounds |")
+    print("|---|---|---|")
+    print(f"| single node (queue, producer, consumer on n1) | {s:,.0f} | {single} |")
+    print(f"| forwarded (producer n1, queue n2, consumer n3) | {f:,.0f} | {forwarded} |")
+    print(f"| forwarded / single | {f / s:.2f} | |")
+    print()
 print(f"idle: {queues} {kind} queues on 3 nodes, no traffic: {idle}% of one core over {seconds} s (3 processes together)")
 per_queue = (int(rss_after) - int(rss_before)) / int(queues)
 print(f"memory: {per_queue:.1f} KiB per {kind} queue (resident, the three processes together, after - before declaring)")
