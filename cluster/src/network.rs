@@ -55,15 +55,17 @@ pub struct GroupPeer {
 }
 
 impl GroupPeer {
-    async fn call(&self, rpc: RaftRpc, ttl: Duration) -> Result<RaftReply, RPCError<TypeConfig>> {
-        let request = Request::Raft {
+    fn request(&self, rpc: RaftRpc) -> Request {
+        Request::Raft {
             group: self.group.clone(),
             rpc,
-        };
-        reply_of(
-            &self.peer,
-            self.link.request(&self.peer, request, ttl).await,
-        )
+        }
+    }
+
+    /// Sends `rpc` and waits for its reply, `ttl` at most for both.
+    async fn call(&self, rpc: RaftRpc, ttl: Duration) -> Result<RaftReply, RPCError<TypeConfig>> {
+        let answer = self.link.request(&self.peer, self.request(rpc), ttl).await;
+        reply_of(&self.peer, answer)
     }
 
     /// Sends `rpc` now (after those sent before it), and gives back the wait for its reply.
@@ -72,11 +74,7 @@ impl GroupPeer {
         rpc: RaftRpc,
         ttl: Duration,
     ) -> impl Future<Output = Result<RaftReply, RPCError<TypeConfig>>> + Send + use<'_> {
-        let request = Request::Raft {
-            group: self.group.clone(),
-            rpc,
-        };
-        let sent = self.link.call(&self.peer, request).await;
+        let sent = self.link.call(&self.peer, self.request(rpc)).await;
         async move {
             let answer = match sent {
                 Ok(call) => call.answer(ttl).await,
