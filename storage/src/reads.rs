@@ -33,9 +33,8 @@ impl Store {
         queue_id: u64,
         mut each: impl FnMut(u64, bool, Option<u8>, MessageParts<'_>),
     ) -> Result<usize, StorageError> {
-        let held: std::collections::HashMap<u64, u8> =
-            self.held_dead_letters(queue_id)?.into_iter().collect();
         let r = self.db()?.begin_read()?;
+        let held: std::collections::HashMap<u64, u8> = held_in(&r, queue_id)?.into_iter().collect();
         let index = r.open_table(QUEUE_INDEX)?;
         let messages = r.open_table(MESSAGES)?;
         let delivered_through = r
@@ -130,15 +129,19 @@ impl Store {
 
     /// The dead-letters a durable queue holds (see [`crate::Op::Hold`]): (message id, reason code).
     pub fn held_dead_letters(&self, queue_id: u64) -> Result<Vec<(u64, u8)>, StorageError> {
-        let r = self.db()?.begin_read()?;
-        let held = r.open_table(HELD)?;
-        let mut out = Vec::new();
-        for entry in held.range((queue_id, 0)..=(queue_id, u64::MAX))? {
-            let (key, reason) = entry?;
-            out.push((key.value().1, reason.value()));
-        }
-        Ok(out)
+        held_in(&self.db()?.begin_read()?, queue_id)
     }
+}
+
+/// A queue's held dead-letters as `r` sees them: (message id, reason code).
+fn held_in(r: &redb::ReadTransaction, queue_id: u64) -> Result<Vec<(u64, u8)>, StorageError> {
+    let held = r.open_table(HELD)?;
+    let mut out = Vec::new();
+    for entry in held.range((queue_id, 0)..=(queue_id, u64::MAX))? {
+        let (key, reason) = entry?;
+        out.push((key.value().1, reason.value()));
+    }
+    Ok(out)
 }
 
 pub(crate) fn read_definitions(db: &Database) -> Result<Recovered, StorageError> {
