@@ -45,6 +45,15 @@ fn idle_schedule(check: Duration, dormant_after: Option<Duration>) -> (u32, Opti
     (tick_off_at, dormant_at)
 }
 
+/// `config` with openraft's leader restore off: the instance becomes a follower even if its vote
+/// says it led (see [`Group::start`]'s use of it).
+fn without_restore(config: &Arc<openraft::Config>) -> Arc<openraft::Config> {
+    Arc::new(openraft::Config {
+        enable_leader_restore: Some(false),
+        ..(**config).clone()
+    })
+}
+
 /// A group's timing, and when it takes snapshots.
 #[derive(Debug, Clone)]
 pub struct Timing {
@@ -66,6 +75,11 @@ pub struct Timing {
     /// Raft instance and keeps only its state machine, until it is used again (see
     /// [`dormant`]); None: never.
     pub dormant_after: Option<Duration>,
+    /// A quiet group that may go dormant is born so: a new group's members write what its
+    /// first member's `initialize` would and start no Raft instance; the first use wakes them,
+    /// and the first member stands for election then (see [`dormant`]). A thousand groups
+    /// declared at once then never run a thousand Raft instances at once.
+    pub born_dormant: bool,
 }
 
 impl Default for Timing {
@@ -78,6 +92,7 @@ impl Default for Timing {
             quiet: false,
             kept_behind_snapshot: MAX_KEPT_BEHIND_SNAPSHOT,
             dormant_after: None,
+            born_dormant: false,
         }
     }
 }
@@ -181,6 +196,8 @@ pub struct Group {
     /// The last entry its log knew committed when this process opened it (see
     /// [`Group::recovered_index`]).
     recovered: u64,
+    /// Born dormant in this process (see [`Group::is_newborn`]).
+    newborn: bool,
 }
 
 impl Group {
@@ -265,45 +282,65 @@ impl Group {
         .validate()
         .map_err(|e| ClusterError::Raft(e.to_string()))?;
         let config = Arc::new(config);
-        // A member started by this process never leads at once on what its log says it led
-        // before (openraft's default): the others may have elected another since, and until it
-        // heard of it, it would do a leader's work (dead-lettering, as it replays its log) on a
-        // stale state. It waits for an election, as a Ra server does. A dormant member woken
-        // (see `dormant`) does lead again at once: its log is as current as its leadership.
-        let first_config = Arc::new(openraft::Config {
-            enable_leader_restore: Some(false),
-            ..(*config).clone()
-        });
-        let network = GroupNetwork::new(node.link().clone(), id.clone());
-        let raft = openraft::Raft::new(me, first_config, network, log, state_machine)
-            .await
-            .map_err(|e| ClusterError::Raft(e.to_string()))?;
-        if timing.quiet {
-            // A quiet group's elections come from `keep_led` alone, even while its ticker runs
-            // (see `Group::wake`).
-            raft.runtime_config().elect(false);
-        }
+        let may_be_born =
+            may_initialize && timing.born_dormant && timing.quiet && timing.dormant_after.is_some();
+        let born = match may_be_born {
+            true => dormant::born(&log, me, members).await?,
+            false => None,
+        };
+        let newborn = born.is_some();
+        let (instance, raft) = match born {
+            Some(known) => {
+                drop(log);
+                (Instance::Dormant(Box::new(known)), None)
+            }
+            None => {
+                // A member started by this process never leads at once on what its log says
+                // it led before (openraft's default): the others may have elected another
+                // since, and until it heard of it, it would do a leader's work
+                // (dead-lettering, as it replays its log) on a stale state. It waits for an
+                // election, as a Ra server does. A dormant member woken (see `dormant`) does
+                // lead again at once: its log is as current as its leadership.
+                let network = GroupNetwork::new(node.link().clone(), id.clone());
+                let raft =
+                    openraft::Raft::new(me, without_restore(&config), network, log, state_machine)
+                        .await
+                        .map_err(|e| ClusterError::Raft(e.to_string()))?;
+                if timing.quiet {
+                    // A quiet group's elections come from `keep_led` alone, even while its
+                    // ticker runs (see `Group::wake`).
+                    raft.runtime_config().elect(false);
+                }
+                (Instance::Running(raft.clone()), Some(raft))
+            }
+        };
         // Numbers from the clock, so that a restarted node never reuses one an entry of its
         // previous life still carries.
         let start = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map(|d| d.as_nanos() as u64)
             .unwrap_or(1);
+        let restart = Restart::new(db.clone(), restart_sm, config, timing.dormant_after);
         let group = Arc::new(Group {
             id: id.clone(),
             me,
-            instance: std::sync::RwLock::new(Instance::Running(raft.clone())),
+            instance: std::sync::RwLock::new(instance),
             node: node.clone(),
             numbers: AtomicU64::new(start),
             log_closed: std::sync::Mutex::new(log_closed),
-            restart: Restart::new(db.clone(), restart_sm, config, timing.dormant_after),
+            restart,
             quiet: timing.quiet,
             idle_checks: std::sync::atomic::AtomicU32::new(0),
             last_index_seen: AtomicU64::new(0),
             keeping: std::sync::atomic::AtomicBool::new(false),
             recovered,
+            newborn,
         });
         node.add_group(id.clone(), dormant::endpoint(&group));
+        let Some(raft) = raft else {
+            group.restart.born(me, members);
+            return Ok(group);
+        };
         let initialized = raft
             .is_initialized()
             .await
@@ -350,6 +387,13 @@ impl Group {
     /// outside the group (a dead-letter routed) happened then and are not to be repeated.
     pub fn recovered_index(&self) -> u64 {
         self.recovered
+    }
+
+    /// Whether this process gave the member its log, born dormant (see [`Timing::born_dormant`]):
+    /// no earlier process of this node took part in the group through it (a member is used only
+    /// once its log is durable).
+    pub fn is_newborn(&self) -> bool {
+        self.newborn
     }
 
     pub fn id(&self) -> &str {

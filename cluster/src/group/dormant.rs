@@ -14,12 +14,15 @@
 //! [`Group::keep_led`]); the application's own watch of nodes (a consumer's node gone) wakes the
 //! group by proposing.
 
+use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
 use futures::future::BoxFuture;
+use openraft::entry::RaftEntry;
 use openraft::type_config::async_runtime::WatchReceiver;
+use openraft::vote::RaftLeaderIdExt;
 use openraft::RaftMetrics;
 
 use super::{Group, GroupRaft, LogFigures};
@@ -28,7 +31,9 @@ use crate::log_store::{LogDb, LogStore};
 use crate::network::GroupNetwork;
 use crate::node::GroupEndpoint;
 use crate::state_machine::StateMachine;
-use crate::types::{LogId, NodeId, Proposal, StoredMembership, TypeConfig};
+use crate::types::{
+    node_id, Entry, LogId, Node, NodeId, Proposal, StoredMembership, TypeConfig, Vote,
+};
 use crate::ClusterError;
 
 /// How long a woken member that led waits to lead again (restored, and acknowledged by a quorum).
@@ -98,6 +103,9 @@ pub(super) struct Restart {
     /// This member led when it went dormant.
     led: AtomicBool,
     stopped: AtomicBool,
+    /// Born dormant as its group's first member (see [`born`]): nobody has led the group yet,
+    /// and this member stands for election when it is first woken.
+    stands_when_woken: AtomicBool,
     /// How many times it went dormant or woke, and a wake-up for those waiting for the next
     /// time (see [`Group::dormancy_changed`]): the application lets go of what it keeps for a
     /// running member. (A watch channel, most of half a kilobyte of wakers, per member before.)
@@ -122,6 +130,7 @@ impl Restart {
             leader_before: Mutex::new(None),
             led: AtomicBool::new(false),
             stopped: AtomicBool::new(false),
+            stands_when_woken: AtomicBool::new(false),
             dormancy_changes: AtomicU64::new(0),
             dormancy_changed: tokio::sync::Notify::new(),
         }
@@ -141,10 +150,69 @@ impl Restart {
         self.dormancy_changed.notify_waiters();
     }
 
+    /// The member was born dormant (see [`born`]): the first of `members` stands for election
+    /// when it is first woken; the others take it for their leader until they hear of one.
+    pub(super) fn born(&self, me: NodeId, members: &[Node]) {
+        let first = members.first().map(|m| node_id(&m.name));
+        match first == Some(me) {
+            true => self.stands_when_woken.store(true, Ordering::Relaxed),
+            false => *self.leader_before.lock().unwrap_or_else(|e| e.into_inner()) = first,
+        }
+    }
+
     /// The member has stopped for good: it is never woken again.
     pub(super) fn stopped(&self) -> bool {
         self.stopped.load(Ordering::Relaxed)
     }
+}
+
+/// Gives a new group's member, its log empty and its vote never cast, what the first of
+/// `members` has after openraft's `initialize` (its vote for itself in term 0, and the first
+/// entry, the membership, in that term) and what the others have once that first entry reached
+/// them: nothing to elect, nothing to replicate, no Raft instance to run until the group is
+/// used. What it knows then, or None if its log holds anything (the group formed before).
+///
+/// Nothing is taken for granted that an election would decide: woken, the first member stands
+/// for election (term 1) as `initialize` would have had it do at once, and the others, woken by
+/// its vote requests, answer them as they would have.
+pub(super) async fn born(
+    log: &LogStore,
+    me: NodeId,
+    members: &[Node],
+) -> Result<Option<Known>, ClusterError> {
+    let Some(first) = members.first().map(|m| node_id(&m.name)) else {
+        return Ok(None);
+    };
+    if !members.iter().any(|m| node_id(&m.name) == me) {
+        return Ok(None);
+    }
+    let seeds: BTreeMap<NodeId, Node> = members
+        .iter()
+        .map(|m| (node_id(&m.name), m.clone()))
+        .collect();
+    let membership = openraft::Membership::from(seeds);
+    let log_id = LogId::new(
+        <TypeConfig as openraft::RaftTypeConfig>::LeaderId::new_committed(0, first),
+        0,
+    );
+    let entry = Entry::new_membership(log_id, membership.clone());
+    if !log.seed(Vote::new_committed(0, first), entry).await? {
+        return Ok(None);
+    }
+    Ok(Some(Known {
+        leader: Some(first),
+        state: match first == me {
+            true => openraft::ServerState::Leader,
+            false => openraft::ServerState::Follower,
+        },
+        term: 0,
+        last: Some(0),
+        applied: None,
+        committed: None,
+        purged: None,
+        snapshot: None,
+        membership: Arc::new(StoredMembership::new(Some(log_id), membership)),
+    }))
 }
 
 /// What a dormant member keeps of its metrics: what it knew ([`Known`]), with the membership
@@ -291,9 +359,15 @@ impl Group {
         let log = tokio::task::spawn_blocking(move || LogStore::open(&db, &id)).await??;
         *self.log_closed.lock().unwrap_or_else(|e| e.into_inner()) = log.closed();
         let network = GroupNetwork::new(self.node.link().clone(), self.id.clone());
+        let stands = self.restart.stands_when_woken.load(Ordering::Relaxed);
+        // Born first, its vote for itself in term 0 says it leads: it does once elected.
+        let config = match stands {
+            true => super::without_restore(&self.restart.config),
+            false => self.restart.config.clone(),
+        };
         let raft = openraft::Raft::new(
             self.me,
-            self.restart.config.clone(),
+            config,
             network,
             log,
             self.restart.state_machine.clone(),
@@ -305,7 +379,15 @@ impl Group {
             raft.runtime_config().tick(true);
         }
         self.idle_checks.store(0, Ordering::Relaxed);
-        if self.restart.led.load(Ordering::Relaxed) {
+        if stands {
+            // Once: the others wake at its (pre-)vote requests. Not waited for: a member woken
+            // by the appends of a leader elected without it (it was down) only fails its
+            // pre-vote, and a proposal waits for the leader in any case.
+            let _ = raft.trigger().elect(true).await;
+            self.restart
+                .stands_when_woken
+                .store(false, Ordering::Relaxed);
+        } else if self.restart.led.load(Ordering::Relaxed) {
             // Restored as leader by the instance's start (its metrics show it a moment later),
             // it takes writes once a quorum has acknowledged it again (its lease): what woke it
             // may be a proposal only the leader makes. Its heartbeat wakes the followers.

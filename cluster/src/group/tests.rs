@@ -630,6 +630,151 @@ async fn dormant_members_wake_when_used_and_apply_nothing_twice() {
     }
 }
 
+fn born_dormant() -> Timing {
+    Timing {
+        quiet: true,
+        dormant_after: Some(Duration::from_millis(500)),
+        born_dormant: true,
+        ..fast()
+    }
+}
+
+/// Members of a new group born dormant: no Raft instance runs until the group is used, each
+/// knows the members and the first as its leader-to-be; a proposal from another member wakes
+/// them, the first is elected (term 1) and everyone applies it. Members started again before
+/// any use (their log holds the first entry) start as any member does, and a member that joins
+/// an empty directory again while the others have gone on follows them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn members_born_dormant_elect_their_first_at_first_use() {
+    let dirs: Vec<_> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
+    let (ls, nodes) = listeners(3).await;
+    let names: Vec<String> = nodes.iter().map(|n| n.name.clone()).collect();
+    let mut members = Vec::new();
+    for (i, l) in ls.into_iter().enumerate() {
+        let m = member_timed(Some(l), &nodes[i], &nodes, dirs[i].path(), born_dormant()).await;
+        m.group.keep_led(Duration::from_millis(100), names.clone());
+        members.push(m);
+    }
+    for (i, m) in members.iter().enumerate() {
+        assert!(
+            m.group.is_dormant() && m.group.live().is_none(),
+            "member {i} born dormant"
+        );
+        assert!(m.group.is_newborn());
+        let figures = m.group.log_figures();
+        assert_eq!(figures.voters, names, "member {i} knows the members");
+        assert_eq!(figures.role, if i == 0 { "leader" } else { "follower" });
+        assert_eq!(m.group.leader().as_deref(), Some("m0"));
+        assert_eq!(
+            (figures.term, figures.last, figures.applied),
+            (0, Some(0), None)
+        );
+    }
+    // Nothing wakes them meanwhile (several checks of their keeper).
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    assert!(members.iter().all(|m| m.group.is_dormant()));
+
+    let propose = |m: &Member, payload: u8| {
+        let g = m.group.clone();
+        async move {
+            let p = g.proposal(vec![payload]);
+            g.propose(p, Duration::from_secs(20)).await
+        }
+    };
+    propose(&members[2], 1).await.unwrap();
+    until("every member applied it", || {
+        members.iter().all(|m| m.recorder.applied() == [vec![1]])
+    })
+    .await;
+    let figures = members[0].group.log_figures();
+    assert_eq!((figures.role.as_str(), figures.term), ("leader", 1));
+
+    // The first member loses its directory and comes back born again, while the others go on
+    // under another leader: it follows them.
+    stop(members.remove(0)).await;
+    propose(&members[0], 2).await.unwrap();
+    let fresh = tempfile::tempdir().unwrap();
+    let listener = loop {
+        match TcpListener::bind(&nodes[0].addr).await {
+            Ok(l) => break l,
+            Err(_) => tokio::time::sleep(Duration::from_millis(20)).await,
+        }
+    };
+    let back = member_timed(
+        Some(listener),
+        &nodes[0],
+        &nodes,
+        fresh.path(),
+        born_dormant(),
+    )
+    .await;
+    back.group
+        .keep_led(Duration::from_millis(100), names.clone());
+    members.insert(0, back);
+    propose(&members[1], 3).await.unwrap();
+    until("every member applied all three", || {
+        members
+            .iter()
+            .all(|m| m.recorder.applied() == [vec![1], vec![2], vec![3]])
+    })
+    .await;
+    assert_ne!(members[0].group.leader().as_deref(), Some("m0"));
+    for m in members {
+        stop(m).await;
+    }
+}
+
+/// Born dormant with its first member never up: the others, their leader-to-be unreachable,
+/// elect one of themselves, and a member started again before any use starts as usual.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn members_born_dormant_elect_another_when_their_first_is_down() {
+    let dirs: Vec<_> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
+    let (mut ls, nodes) = listeners(3).await;
+    let names: Vec<String> = nodes.iter().map(|n| n.name.clone()).collect();
+    drop(ls.remove(0));
+    let mut members = Vec::new();
+    for (i, l) in ls.into_iter().enumerate() {
+        let i = i + 1;
+        let m = member_timed(Some(l), &nodes[i], &nodes, dirs[i].path(), born_dormant()).await;
+        members.push(m);
+    }
+    // Started again before any use: from its log, as any member.
+    let m2 = members.pop().unwrap();
+    stop(m2).await;
+    let listener = loop {
+        match TcpListener::bind(&nodes[2].addr).await {
+            Ok(l) => break l,
+            Err(_) => tokio::time::sleep(Duration::from_millis(20)).await,
+        }
+    };
+    let m2 = member_timed(
+        Some(listener),
+        &nodes[2],
+        &nodes,
+        dirs[2].path(),
+        born_dormant(),
+    )
+    .await;
+    assert!(!m2.group.is_newborn());
+    members.push(m2);
+    for m in &members {
+        m.group.keep_led(Duration::from_millis(100), names.clone());
+    }
+    let g = members[0].group.clone();
+    g.propose(g.proposal(vec![1]), Duration::from_secs(20))
+        .await
+        .unwrap();
+    until("both applied it", || {
+        members.iter().all(|m| m.recorder.applied() == [vec![1]])
+    })
+    .await;
+    let leader = members[0].group.leader();
+    assert!(matches!(leader.as_deref(), Some("m1" | "m2")), "{leader:?}");
+    for m in members {
+        stop(m).await;
+    }
+}
+
 /// An idle quiet member's ticker goes off at least one check before the member goes dormant,
 /// whatever `dormant_after` is against the check (so no heartbeat is in flight when its
 /// instance stops), goes off after `IDLE_CHECKS` when the member stays awake longer or for good,

@@ -123,6 +123,13 @@ enum Op {
         upto: LogId,
         done: Done,
     },
+    /// A new member's vote and first entry, in one transaction (see [`LogStore::seed`]).
+    Seed {
+        vote: Vote,
+        batch: u64,
+        index: u64,
+        done: Done,
+    },
 }
 
 /// What one transaction does for a group, in order.
@@ -211,12 +218,35 @@ impl LogStore {
             let op = op(&mut st, done);
             self.log.db.enqueue(&self.log, op);
         }
-        match rx.await {
-            Ok(result) => result.map_err(ClusterError::Failed),
-            Err(_) => Err(ClusterError::TaskEnded(
-                "the writer dropped a write without an answer".into(),
-            )),
+        durable(rx).await
+    }
+
+    /// Gives a member whose log is empty, and which has never voted, `vote` and `entry` (its
+    /// first), both durable in one transaction when it returns: the state openraft's
+    /// `initialize` leaves on the member that makes it, or that a member reached by that one's
+    /// first append has. False, writing nothing, if the log holds anything or a vote.
+    pub async fn seed(&self, vote: Vote, entry: Entry) -> Result<bool, ClusterError> {
+        let (done, rx) = oneshot::channel();
+        {
+            let mut st = self.log.state();
+            st.check()?;
+            if st.vote.is_some() || st.last_log.is_some() || st.last_purged.is_some() {
+                return Ok(false);
+            }
+            let (batch, index) = (st.next_batch, entry.log_id.index);
+            st.next_batch += 1;
+            st.last_log = Some(entry.log_id);
+            let entry = Arc::new(entry);
+            st.unwritten.insert(index, Unwritten { batch, entry });
+            let op = Op::Seed {
+                vote,
+                batch,
+                index,
+                done,
+            };
+            self.log.db.enqueue(&self.log, op);
         }
+        durable(rx).await.map(|()| true)
     }
 
     /// Makes `entries` readable and queues their write; the receiver says when they are durable
@@ -345,6 +375,16 @@ impl LogStore {
     }
 }
 
+/// Waits for the writer's answer to a write.
+async fn durable(answer: oneshot::Receiver<Result<(), String>>) -> Result<(), ClusterError> {
+    match answer.await {
+        Ok(result) => result.map_err(ClusterError::Failed),
+        Err(_) => Err(ClusterError::TaskEnded(
+            "the writer dropped a write without an answer".into(),
+        )),
+    }
+}
+
 impl GroupLog {
     fn state(&self) -> MutexGuard<'_, State> {
         // A panic while holding the lock leaves no half-made change behind (nothing under it
@@ -442,6 +482,14 @@ impl State {
                 Op::Committed(committed) => steps.push(Step::Committed(*committed)),
                 Op::Truncate { from, .. } => steps.push(Step::Truncate(*from)),
                 Op::Purge { upto, .. } => steps.push(Step::Purge(*upto)),
+                Op::Seed {
+                    vote, batch, index, ..
+                } => {
+                    steps.push(Step::Vote(*vote));
+                    if let Some(u) = self.unwritten.get(index).filter(|u| u.batch == *batch) {
+                        steps.push(Step::Put(*index, u.entry.clone()));
+                    }
+                }
             }
         }
         steps
@@ -469,6 +517,14 @@ impl State {
                 }
                 Op::Append { indexes: None, .. } => {}
                 Op::Vote { vote, .. } => self.vote = Some(*vote),
+                Op::Seed {
+                    vote, batch, index, ..
+                } => {
+                    self.vote = Some(*vote);
+                    if self.unwritten.get(index).is_some_and(|u| u.batch == *batch) {
+                        self.unwritten.remove(index);
+                    }
+                }
                 Op::Committed(_) | Op::Truncate { .. } | Op::Purge { .. } => {}
             }
         }
@@ -486,7 +542,10 @@ fn answer(ops: Vec<Op>, result: &Result<(), String>) {
                     let _ = durable.send(result.clone());
                 }
             }
-            Op::Vote { done, .. } | Op::Truncate { done, .. } | Op::Purge { done, .. } => {
+            Op::Vote { done, .. }
+            | Op::Truncate { done, .. }
+            | Op::Purge { done, .. }
+            | Op::Seed { done, .. } => {
                 // The waiter may have gone (its future dropped): nothing to tell.
                 let _ = done.send(result.clone());
             }

@@ -209,6 +209,8 @@ pub(crate) fn timing(dormant_after: Option<Duration>) -> Timing {
         // Entries carry up to a MiB of messages each.
         kept_behind_snapshot: 64,
         dormant_after,
+        // Declaring a thousand queues runs no Raft instance until each is used.
+        born_dormant: true,
     }
 }
 
@@ -742,8 +744,9 @@ const DEAD_LETTER_RETRY: Duration = Duration::from_secs(1);
 impl Member {
     /// Runs the member until it stops for good, or until it is idle with its group dormant.
     async fn run(&mut self, wake: &mut Wake, fresh: bool) -> Ran {
-        if fresh {
-            // This node's consumers of an earlier process are gone: what they held goes back.
+        // This node's consumers of an earlier process are gone: what they held goes back. (A
+        // member born in this process had none: it is not woken for nothing.)
+        if fresh && !self.group.is_newborn() {
             self.propose(
                 QuorumCommand::ConsumersGone {
                     node: self.me,

@@ -367,7 +367,12 @@ pub fn spawn(
             applied: applied_tx,
             durable,
         });
-        let timing = quorum_host::timing(replication.dormant_after);
+        // Born dormant is made for quorum queues' members (their host sleeps while its group
+        // does); a stream's start as they did.
+        let timing = warren_cluster::group::Timing {
+            born_dormant: false,
+            ..quorum_host::timing(replication.dormant_after)
+        };
         let group = match Group::start(
             replication.node.clone(),
             group_name.clone(),
