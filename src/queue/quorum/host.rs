@@ -778,6 +778,11 @@ impl Member {
         let handed_over = Arc::new(tokio::sync::Notify::new());
         let mut dead_letter_retry = tokio::time::interval(DEAD_LETTER_RETRY);
         dead_letter_retry.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        // A member whose group was born dormant has no event coming to make it look: it looks
+        // now.
+        if rx.is_empty() && applied.is_empty() && self.may_sleep() {
+            return Ran::Idle;
+        }
         while !deleted && !removed {
             let wake = self.next_tick();
             let timer = async {
