@@ -211,7 +211,11 @@ pub(super) async fn born(
         committed: None,
         purged: None,
         snapshot: None,
-        membership: Arc::new(StoredMembership::new(Some(log_id), membership)),
+        // One copy for every group born with these members (the same first among them).
+        membership: crate::shared_copies::membership(StoredMembership::new(
+            Some(log_id),
+            membership,
+        )),
     }))
 }
 

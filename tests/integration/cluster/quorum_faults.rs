@@ -1,6 +1,6 @@
 //! Quorum queues against the worst moments: consumers that vanish holding everything while
-//! their dead-letters are confirmed through a killed leader, and a node frozen while its members
-//! sleep.
+//! their dead-letters are confirmed through a killed leader, a node frozen while its members
+//! sleep, and a new queue's leader-to-be lost before any use.
 
 use lapin::types::{AMQPValue, FieldTable};
 
@@ -401,4 +401,77 @@ async fn a_frozen_consumers_deliveries_are_dead_lettered_once_and_its_late_acks_
     assert_eq!(got.len(), usize::from(N), "each dead-lettered once");
     assert_eq!(numbers, (0..usize::from(N)).collect());
     drop((holder_channel, c3));
+}
+
+/// A new quorum queue's members are born dormant and asleep (no Raft instance runs until it is
+/// used; the declaring node is shown as its leader), and its first use elects that node. Its
+/// leader-to-be lost before any use: frozen (SIGSTOP) while another node publishes, the other
+/// two elect one of themselves and confirm; killed, they go on; started again with the log it
+/// was born with, it catches up with what they did meanwhile. Every confirmed message is
+/// consumed once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_new_quorum_queues_leader_to_be_frozen_or_killed_before_any_use_loses_nothing() {
+    let (cluster, n1, n2, n3) = three_formed().await;
+    let c1 = n1.connect().await;
+    declare_quorum(&c1, "unborn").await;
+    declare_quorum(&c1, "first-use").await;
+    let (c2, c3) = (n2.connect().await, n3.connect().await);
+    for conn in [&c2, &c3] {
+        for q in ["unborn", "first-use"] {
+            eventually_async(|| async { passive(conn, q).await.ok() }, Some((0, 0))).await;
+        }
+    }
+    for node in [&n1, &n2, &n3] {
+        eventually(
+            "every member asleep",
+            || members_asleep(node),
+            |n| *n == Some(2),
+        );
+        let (_, q) = api(node, "GET", "/api/queues/%2F/unborn", None);
+        assert_eq!(q["leader"].as_str(), Some("n1"), "{q}");
+    }
+    assert_eq!(dormant_members(&n2, "unborn"), ["n1", "n2", "n3"]);
+    // Its first use elects the declaring node.
+    let ch2 = confirm_channel(&c2).await;
+    publish_numbered(&ch2, "first-use", 0..5, 64).await;
+    let status = api(&n2, "GET", "/api/queues/quorum/%2F/first-use/status", None).1;
+    let n1_row = &status[0];
+    assert_eq!(
+        (n1_row["node"].as_str(), n1_row["raft_state"].as_str()),
+        (Some("n1"), Some("leader")),
+        "{status}"
+    );
+    assert!(n1_row["term"].as_u64() >= Some(1), "{status}");
+
+    // Frozen before any use of "unborn": the others elect one of themselves and confirm.
+    n1.signal("STOP");
+    publish_through_a_leader_change(&ch2, "unborn", 0..20).await;
+    let ch3 = crate::common::lapin_channel(&c3).await;
+    let mut consumer = consume(&ch3, "unborn", "c3").await;
+    let mut got = take_numbers(&mut consumer, 10).await;
+    n1.signal("CONT");
+    drop(c1);
+    n1.kill9();
+    publish_through_a_leader_change(&ch2, "unborn", 20..30).await;
+    got.extend(take_numbers(&mut consumer, 15).await);
+    drop((consumer, ch3));
+    let _ = c3.close(200, "bye".into()).await;
+    // Back with the log it was born with: it catches up with the 5 left.
+    let n1 = cluster.start(0);
+    let c1 = n1.connect().await;
+    eventually_async(|| async { passive(&c1, "unborn").await.ok() }, Some((5, 0))).await;
+    let ch1 = crate::common::lapin_channel(&c1).await;
+    let mut consumer = consume(&ch1, "unborn", "c1").await;
+    got.extend(take_numbers(&mut consumer, 5).await);
+    got.sort_unstable();
+    assert_eq!(got, (0..30).collect::<Vec<_>>());
+    // published = consumed + still queued, on every node.
+    for conn in [&c1, &c2] {
+        eventually_async(
+            || async { passive(conn, "unborn").await.ok() },
+            Some((0, 1)),
+        )
+        .await;
+    }
+    drop(ch1);
 }
