@@ -45,11 +45,26 @@ fn idle_schedule(check: Duration, dormant_after: Option<Duration>) -> (u32, Opti
     (tick_off_at, dormant_at)
 }
 
-/// `config` with openraft's leader restore off: the instance becomes a follower even if its vote
-/// says it led (see [`Group::start`]'s use of it).
-fn without_restore(config: &Arc<openraft::Config>) -> Arc<openraft::Config> {
+/// The configurations groups share: one copy for all those of the same timing (a dormant member
+/// keeps it, and a thousand idle queues held a thousand equal copies).
+static CONFIGS: crate::shared_copies::LiveCopies<openraft::Config> =
+    crate::shared_copies::LiveCopies::new();
+
+fn shared_config(config: openraft::Config) -> Arc<openraft::Config> {
+    CONFIGS.shared(format!("{config:?}").into_bytes(), config)
+}
+
+/// What an instance of group `id` starts with: the shared `config` named after the group (its
+/// logs say which group), with openraft's leader restore on or off (off: it becomes a follower
+/// even if its vote says it led; see [`Group::start`]'s use of it).
+fn instance_config(
+    config: &Arc<openraft::Config>,
+    id: &GroupId,
+    restore: bool,
+) -> Arc<openraft::Config> {
     Arc::new(openraft::Config {
-        enable_leader_restore: Some(false),
+        cluster_name: id.clone(),
+        enable_leader_restore: Some(restore),
         ..(**config).clone()
     })
 }
@@ -254,7 +269,8 @@ impl Group {
         let log_closed = log.closed();
         let restart_sm = state_machine.clone();
         let config = openraft::Config {
-            cluster_name: id.clone(),
+            // Named when an instance starts (see `instance_config`): the rest is shared.
+            cluster_name: String::new(),
             heartbeat_interval: timing.heartbeat.as_millis() as u64,
             election_timeout_min: timing.election_min.as_millis() as u64,
             election_timeout_max: timing.election_max.as_millis() as u64,
@@ -281,7 +297,7 @@ impl Group {
         }
         .validate()
         .map_err(|e| ClusterError::Raft(e.to_string()))?;
-        let config = Arc::new(config);
+        let config = shared_config(config);
         let may_be_born =
             may_initialize && timing.born_dormant && timing.quiet && timing.dormant_after.is_some();
         let born = match may_be_born {
@@ -302,10 +318,15 @@ impl Group {
                 // election, as a Ra server does. A dormant member woken (see `dormant`) does
                 // lead again at once: its log is as current as its leadership.
                 let network = GroupNetwork::new(node.link().clone(), id.clone());
-                let raft =
-                    openraft::Raft::new(me, without_restore(&config), network, log, state_machine)
-                        .await
-                        .map_err(|e| ClusterError::Raft(e.to_string()))?;
+                let raft = openraft::Raft::new(
+                    me,
+                    instance_config(&config, &id, false),
+                    network,
+                    log,
+                    state_machine,
+                )
+                .await
+                .map_err(|e| ClusterError::Raft(e.to_string()))?;
                 if timing.quiet {
                     // A quiet group's elections come from `keep_led` alone, even while its
                     // ticker runs (see `Group::wake`).

@@ -54,11 +54,20 @@ struct Shared {
     slot: SnapshotSlot,
 }
 
-#[derive(Default)]
 struct Applied {
     last_applied: Option<LogId>,
     /// Shared with a dormant member's frozen metrics (see `group::dormant`): one copy.
     last_membership: Arc<StoredMembership>,
+}
+
+impl Default for Applied {
+    fn default() -> Self {
+        Applied {
+            last_applied: None,
+            // Nothing applied yet (a group born dormant): the one empty membership.
+            last_membership: shared_copies::membership(StoredMembership::default()),
+        }
+    }
 }
 
 #[derive(Clone)]

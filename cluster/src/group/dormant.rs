@@ -365,10 +365,7 @@ impl Group {
         let network = GroupNetwork::new(self.node.link().clone(), self.id.clone());
         let stands = self.restart.stands_when_woken.load(Ordering::Relaxed);
         // Born first, its vote for itself in term 0 says it leads: it does once elected.
-        let config = match stands {
-            true => super::without_restore(&self.restart.config),
-            false => self.restart.config.clone(),
-        };
+        let config = super::instance_config(&self.restart.config, &self.id, !stands);
         let raft = openraft::Raft::new(
             self.me,
             config,

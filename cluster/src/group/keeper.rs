@@ -11,6 +11,10 @@ use std::time::Duration;
 
 use super::Group;
 
+/// The orders of election of every group kept: a node's thousand queues have a few.
+static PREFERENCES: crate::shared_copies::LiveCopies<Vec<String>> =
+    crate::shared_copies::LiveCopies::new();
+
 /// The groups kept, by check interval (each interval has its own loop).
 #[derive(Default)]
 pub(crate) struct Keepers(Mutex<HashMap<Duration, Arc<Mutex<Vec<Kept>>>>>);
@@ -19,7 +23,8 @@ pub(crate) struct Keepers(Mutex<HashMap<Duration, Arc<Mutex<Vec<Kept>>>>>);
 /// which members stand for election.
 struct Kept {
     group: Weak<Group>,
-    preference: Arc<[String]>,
+    /// One copy for every group of the same order (see [`PREFERENCES`]).
+    preference: Arc<Vec<String>>,
     /// Its first round comes a whole `check` after it was registered (a new group's first
     /// member is still electing itself before that: the others must not stand yet).
     since: tokio::time::Instant,
@@ -44,7 +49,7 @@ impl Keepers {
         let mut keepers = self.0.lock().unwrap_or_else(|e| e.into_inner());
         let kept = Kept {
             group: Arc::downgrade(group),
-            preference: preference.into(),
+            preference: PREFERENCES.shared(preference.join("\n").into_bytes(), preference),
             since: tokio::time::Instant::now(),
         };
         if let Some(list) = keepers.get(&check) {
@@ -66,7 +71,7 @@ async fn keep_all(list: Weak<Mutex<Vec<Kept>>>, check: Duration) {
         let Some(kept) = list.upgrade() else {
             return;
         };
-        let groups: Vec<(Arc<Group>, Arc<[String]>)> = {
+        let groups: Vec<(Arc<Group>, Arc<Vec<String>>)> = {
             let mut kept = kept.lock().unwrap_or_else(|e| e.into_inner());
             kept.retain(|k| k.group.strong_count() > 0);
             kept.iter()

@@ -324,7 +324,7 @@ pub fn spawn(
         let preference = members.iter().map(|m| m.name.clone()).collect();
         group.keep_led(LEADER_CHECK, preference);
         let dormancy_seen = group.dormancy_changes();
-        let member = Member {
+        let member = Member::woken(Sleeping {
             handle: started,
             host,
             store,
@@ -333,17 +333,7 @@ pub fn spawn(
             name,
             me,
             process: replication.process,
-            consumers: HashMap::new(),
-            no_ack_held: Vec::new(),
-            waiting: HashMap::new(),
-            proposals: None,
-            done: None,
             dormancy_seen,
-            suspects: Default::default(),
-            orphans: Default::default(),
-            queued: Default::default(),
-            queued_bytes: 0,
-            in_flight: 0,
             snapshot_asked: false,
             db: replication.db,
             nodes: replication.nodes,
@@ -351,22 +341,12 @@ pub fn spawn(
             leaving_members: replication.leaving,
             news,
             wanted_seen: 0,
-            changing: false,
-            leaving: None,
-            dead_letters: HashMap::new(),
-            dead_letter_confirms: DeadLetterConfirms::default(),
-            must_apply: HashMap::new(),
-            retry: Vec::new(),
-            retry_at: None,
-            gone_proposed: HashMap::new(),
             enqueuer: replication.process + MEMBERS_STARTED.fetch_add(1, Ordering::Relaxed),
             next_seq: 1,
-            sent_enqueues: BTreeMap::new(),
-            sent_bytes: 0,
             bed,
             gone: replication.gone,
-        };
-        live(Box::new(member), wake, true).await;
+        });
+        live(member, wake, true).await;
     });
     handle
 }
@@ -697,6 +677,37 @@ pub(super) struct Member {
     gone: NodesGone,
 }
 
+/// What a member keeps while it sleeps (see [`super::sleep`]): a third of a running member's
+/// size, a node holding thousands of idle queues.
+pub(super) struct Sleeping {
+    handle: Arc<QueueHandle>,
+    host: Weak<dyn QueueHost>,
+    store: Store,
+    applier: Arc<QuorumApplier>,
+    group: Arc<Group>,
+    db: LogDb,
+    name: String,
+    me: NodeId,
+    process: u64,
+    dormancy_seen: u64,
+    snapshot_asked: bool,
+    nodes: Arc<[Node]>,
+    cluster: Arc<ClusterNode>,
+    news: Arc<MemberNews>,
+    wanted_seen: u64,
+    leaving_members: LeavingMembers,
+    enqueuer: u64,
+    next_seq: u64,
+    bed: Arc<Bed>,
+    gone: NodesGone,
+}
+
+impl Sleeping {
+    pub(super) fn queue_name(&self) -> &str {
+        &self.handle.name
+    }
+}
+
 /// Why [`Member::run`] returned.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Ran {
@@ -956,24 +967,78 @@ impl Member {
             })
     }
 
-    /// Lets go of the room its collections grew (it sleeps with all of them empty).
-    pub(super) fn shed(&mut self) {
-        self.consumers = HashMap::new();
-        self.no_ack_held = Vec::new();
-        self.waiting = HashMap::new();
-        self.proposals = None;
-        self.done = None;
-        self.orphans = Default::default();
-        self.queued = Default::default();
-        self.dead_letters = HashMap::new();
-        self.dead_letter_confirms = DeadLetterConfirms::default();
-        self.must_apply = HashMap::new();
-        self.retry = Vec::new();
-        self.gone_proposed = HashMap::new();
+    /// What it keeps while it sleeps: all but its collections and counts, which are empty then
+    /// (see [`Member::may_sleep`]) and made again, empty, when it wakes ([`Member::woken`]).
+    pub(super) fn sleeping(self: Box<Self>) -> Sleeping {
+        let member = *self;
+        Sleeping {
+            handle: member.handle,
+            host: member.host,
+            store: member.store,
+            applier: member.applier,
+            group: member.group,
+            db: member.db,
+            name: member.name,
+            me: member.me,
+            process: member.process,
+            dormancy_seen: member.dormancy_seen,
+            snapshot_asked: member.snapshot_asked,
+            nodes: member.nodes,
+            cluster: member.cluster,
+            news: member.news,
+            wanted_seen: member.wanted_seen,
+            leaving_members: member.leaving_members,
+            enqueuer: member.enqueuer,
+            next_seq: member.next_seq,
+            bed: member.bed,
+            gone: member.gone,
+        }
     }
 
-    pub(super) fn queue_name(&self) -> &str {
-        &self.handle.name
+    /// A member made from what it kept asleep (or was started with), with nothing in hand.
+    pub(super) fn woken(kept: Sleeping) -> Box<Member> {
+        Box::new(Member {
+            handle: kept.handle,
+            host: kept.host,
+            store: kept.store,
+            applier: kept.applier,
+            group: kept.group,
+            db: kept.db,
+            name: kept.name,
+            me: kept.me,
+            process: kept.process,
+            consumers: HashMap::new(),
+            no_ack_held: Vec::new(),
+            waiting: HashMap::new(),
+            proposals: None,
+            done: None,
+            dormancy_seen: kept.dormancy_seen,
+            suspects: Default::default(),
+            orphans: Default::default(),
+            queued: Default::default(),
+            queued_bytes: 0,
+            in_flight: 0,
+            snapshot_asked: kept.snapshot_asked,
+            nodes: kept.nodes,
+            cluster: kept.cluster,
+            news: kept.news,
+            wanted_seen: kept.wanted_seen,
+            changing: false,
+            leaving: None,
+            leaving_members: kept.leaving_members,
+            dead_letters: HashMap::new(),
+            dead_letter_confirms: DeadLetterConfirms::default(),
+            must_apply: HashMap::new(),
+            retry: Vec::new(),
+            retry_at: None,
+            gone_proposed: HashMap::new(),
+            enqueuer: kept.enqueuer,
+            next_seq: kept.next_seq,
+            sent_enqueues: BTreeMap::new(),
+            sent_bytes: 0,
+            bed: kept.bed,
+            gone: kept.gone,
+        })
     }
 
     fn is_leader(&self) -> bool {

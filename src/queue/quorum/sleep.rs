@@ -17,7 +17,7 @@ use tokio::sync::{broadcast, mpsc};
 use warren_cluster::NodeId;
 
 use super::applier::{AppliedEntry, AppliedSink};
-use super::host::{self, Member};
+use super::host::{self, Member, Sleeping};
 use crate::queue::{QueueCommand, WakingInbox, INBOX};
 
 /// How many members of this process sleep now.
@@ -36,7 +36,7 @@ enum State {
         inbox: mpsc::Sender<QueueCommand>,
         applied: mpsc::UnboundedSender<Box<AppliedEntry>>,
     },
-    Asleep(Box<Member>),
+    Asleep(Box<Sleeping>),
     Gone,
 }
 
@@ -63,7 +63,7 @@ impl Bed {
     /// inbox or on its way there, an entry applied): then it is given back to run on.
     pub(super) fn try_sleep(
         self: &Arc<Self>,
-        mut member: Box<Member>,
+        member: Box<Member>,
         wake: Wake,
     ) -> Option<(Box<Member>, Wake)> {
         let mut state = self.state();
@@ -78,9 +78,9 @@ impl Bed {
         if !untouched {
             return Some((member, wake));
         }
-        member.shed();
+        let member = member.sleeping();
         tracing::trace!(queue = %member.queue_name(), "quorum queue member asleep");
-        *state = State::Asleep(member);
+        *state = State::Asleep(Box::new(member));
         ASLEEP.fetch_add(1, Ordering::Relaxed);
         None
     }
@@ -120,7 +120,7 @@ fn wake_up(state: &mut State) {
     };
     ASLEEP.fetch_sub(1, Ordering::Relaxed);
     tracing::trace!(queue = %member.queue_name(), "quorum queue member woken");
-    tokio::spawn(host::live(member, wake, false));
+    tokio::spawn(host::live(Member::woken(*member), wake, false));
 }
 
 impl WakingInbox for Bed {
