@@ -193,7 +193,8 @@ pub struct QueueArgs {
     /// `x-queue-leader-locator` (quorum queues).
     pub leader_locator: Option<LeaderLocator>,
     /// `x-message-deduplication`: drop publishes whose id was seen recently.
-    pub deduplication: Option<Dedup>,
+    /// Boxed: few queues have it, and a queue keeps several copies of its arguments.
+    pub deduplication: Option<Box<Dedup>>,
 }
 
 /// Deduplication settings (Warren's own; the arguments follow RabbitMQ's deduplication plugin).
@@ -395,7 +396,7 @@ impl QueueArgs {
         } else {
             non_negative("x-delivery-limit")?
         };
-        out.deduplication = Dedup::parse(&reader)?;
+        out.deduplication = Dedup::parse(&reader)?.map(Box::new);
         if checks == Checks::Declare {
             // The first in the table's order (RabbitMQ's is the order the client sent).
             if let Some(arg) = args

@@ -272,7 +272,8 @@ pub struct QueueCore {
     epoch: u64,
     /// Last use (consume, get, declare) for `x-expires`, on the context's clock.
     last_used: u64,
-    dedup: Option<DedupCache>,
+    /// Boxed: most queues have none, and an idle queue's core is kept by every member.
+    dedup: Option<Box<DedupCache>>,
     memory_limit: u64,
     /// Entries to page out once the log has their message, oldest first.
     page_out: VecDeque<PageOut>,
@@ -324,7 +325,7 @@ impl QueueCore {
             .args
             .deduplication
             .as_ref()
-            .map(|d| DedupCache::new(d, spec.logged));
+            .map(|d| Box::new(DedupCache::new(d, spec.logged)));
         QueueCore {
             ready: Ready::new(spec.args.max_priority),
             memory_limit: if spec.logged {
@@ -371,7 +372,7 @@ impl QueueCore {
 
     /// The deduplication cache, for restoring what a logged queue remembered.
     pub fn dedup_mut(&mut self) -> Option<&mut DedupCache> {
-        self.dedup.as_mut()
+        self.dedup.as_deref_mut()
     }
 
     /// Puts back a message the queue held before a restart. Recovered messages start their TTL

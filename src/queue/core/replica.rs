@@ -166,7 +166,7 @@ impl QueueCore {
             epoch: self.epoch,
             last_used: self.last_used,
             delivered_through: self.delivered_through,
-            dedup: self.dedup.as_ref().map(DedupCache::state),
+            dedup: self.dedup.as_deref().map(DedupCache::state),
             deleted: self.deleted,
         })
     }
@@ -234,7 +234,7 @@ impl QueueCore {
         core.last_used = state.last_used;
         // The cache as it was, whatever the arguments in effect say: a cache is made once, when
         // the queue is.
-        core.dedup = state.dedup.map(DedupCache::from_state);
+        core.dedup = state.dedup.map(|d| Box::new(DedupCache::from_state(d)));
         core.delivered_through = state.delivered_through;
         // Without a log there is nothing to record.
         core.delivered_recorded = state.delivered_through;

@@ -252,11 +252,11 @@ fn the_ttl_clock_and_x_expires_carry_over() {
 #[test]
 fn the_deduplication_cache_carries_over_with_its_order() {
     let args = QueueArgs {
-        deduplication: Some(Dedup {
+        deduplication: Some(Box::new(Dedup {
             cache_size: 2,
             ttl_ms: Some(1_000),
             header: None,
-        }),
+        })),
         ..QueueArgs::default()
     };
     let (mut q, mut ctx) = (queue(args.clone()), TestCtx::default());
@@ -479,10 +479,12 @@ fn args() -> impl Strategy<Value = QueueArgs> {
             max_priority,
             single_active_consumer,
             delivery_limit,
-            deduplication: dedup.map(|(cache_size, ttl_ms)| Dedup {
-                cache_size,
-                ttl_ms,
-                header: None,
+            deduplication: dedup.map(|(cache_size, ttl_ms)| {
+                Box::new(Dedup {
+                    cache_size,
+                    ttl_ms,
+                    header: None,
+                })
             }),
             ..QueueArgs::default()
         },
