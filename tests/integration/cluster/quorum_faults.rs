@@ -475,3 +475,151 @@ async fn a_new_quorum_queues_leader_to_be_frozen_or_killed_before_any_use_loses_
     }
     drop(ch1);
 }
+
+/// A delivery's `x-delivery-count` header, as a number (none on a first delivery).
+fn delivery_count(d: &lapin::message::Delivery) -> Option<i64> {
+    let value = d
+        .properties
+        .headers()
+        .as_ref()?
+        .inner()
+        .get("x-delivery-count")?
+        .clone();
+    match value {
+        AMQPValue::LongLongInt(n) => Some(n),
+        AMQPValue::LongInt(n) => Some(i64::from(n)),
+        AMQPValue::LongUInt(n) => Some(i64::from(n)),
+        AMQPValue::ShortInt(n) => Some(i64::from(n)),
+        other => panic!("x-delivery-count is {other:?}"),
+    }
+}
+
+/// A consumer's node frozen (SIGSTOP) while it holds deliveries of a quorum queue (no delivery
+/// limit): taken for gone, what it held goes to a consumer on another node, redelivered with
+/// `x-delivery-count` 1, and that consumer holds them too. Thawed, the frozen consumer is
+/// cancelled and its late acks settle nothing the other holds; what the other requeues comes
+/// back once more (`x-delivery-count` 2 for those the frozen one had). Every message is acked
+/// once by a live consumer, and every node ends with the queue empty.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_frozen_consumers_late_acks_settle_nothing_another_consumer_holds() {
+    use futures::StreamExt;
+    const N: u16 = 30;
+    const HELD: u16 = 10;
+    const REQUEUED: usize = 5;
+    let (cluster, n1, n2, n3) = three_formed().await;
+    let c1 = n1.connect().await;
+    declare_quorum(&c1, "frozen.held").await;
+    let ch = confirm_channel(&c1).await;
+    publish_numbered(&ch, "frozen.held", 0..usize::from(N), 64).await;
+    let c3 = n3.connect().await;
+    let (holder_channel, mut holder, held) = hold_unacked(&c3, "frozen.held", "holder", HELD).await;
+    let held_numbers: std::collections::BTreeSet<usize> =
+        held.iter().map(|d| body_number(&d.data)).collect();
+    eventually(
+        "the holder's deliveries unacked",
+        || ready_unacked_held(&n1, "frozen.held"),
+        |&c| c == (u64::from(N - HELD), u64::from(HELD), 0),
+    );
+
+    n3.signal("STOP");
+    eventually(
+        "the frozen consumer's deliveries back in the queue",
+        || queue_counts(&n1, "frozen.held"),
+        |&c| c == (u64::from(N), 0, 0),
+    );
+    let c2 = n2.connect().await;
+    let (taker_channel, _taker, taken) = hold_unacked(&c2, "frozen.held", "taker", N).await;
+    let mut numbers = Vec::new();
+    for d in &taken {
+        let n = body_number(&d.data);
+        let was_held = held_numbers.contains(&n);
+        assert_eq!(d.redelivered, was_held, "message {n}: redelivered");
+        assert_eq!(
+            delivery_count(d),
+            was_held.then_some(1),
+            "message {n}: x-delivery-count"
+        );
+        numbers.push(n);
+    }
+    numbers.sort_unstable();
+    assert_eq!(numbers, (0..usize::from(N)).collect::<Vec<_>>());
+
+    n3.signal("CONT");
+    formed(&cluster, &[&n1, &n2, &n3]).await;
+    cancelled_then_late_acks(&mut holder, held).await;
+    // After the late acks, on their channel: the queue has nothing to give (the taker holds
+    // everything), and nothing was settled.
+    let got = crate::common::within_long(
+        "basic.get after the late acks",
+        holder_channel.basic_get("frozen.held".into(), Default::default()),
+    )
+    .await;
+    assert!(matches!(got, Ok(None)), "{got:?}");
+    for node in [&n1, &n2, &n3] {
+        eventually(
+            "every node: everything still unacked by the taker",
+            || ready_unacked_held(node, "frozen.held"),
+            |&c| c == (0, u64::from(N), 0),
+        );
+    }
+
+    // The taker stops consuming, requeues a few (the frozen one's first among them) and acks
+    // the rest.
+    taker_channel
+        .basic_cancel("taker".into(), Default::default())
+        .await
+        .expect("basic.cancel");
+    let mut order: Vec<&lapin::message::Delivery> = taken.iter().collect();
+    order.sort_by_key(|d| !held_numbers.contains(&body_number(&d.data)));
+    let (requeue, ack) = order.split_at(REQUEUED);
+    let requeued: std::collections::BTreeMap<usize, Option<i64>> = requeue
+        .iter()
+        .map(|d| (body_number(&d.data), delivery_count(d)))
+        .collect();
+    for d in requeue {
+        d.nack(lapin::options::BasicNackOptions {
+            requeue: true,
+            ..Default::default()
+        })
+        .await
+        .expect("nack");
+    }
+    let mut acked: Vec<usize> = Vec::new();
+    for d in ack {
+        d.ack(Default::default()).await.expect("ack");
+        acked.push(body_number(&d.data));
+    }
+    let ch1 = crate::common::lapin_channel(&c1).await;
+    let mut last = consume(&ch1, "frozen.held", "last").await;
+    for _ in 0..REQUEUED {
+        let d = crate::common::within_long("a requeued delivery", last.next())
+            .await
+            .expect("consumer open")
+            .expect("delivery");
+        let n = body_number(&d.data);
+        let before = requeued.get(&n).copied();
+        assert!(before.is_some(), "message {n} was not requeued");
+        assert!(d.redelivered, "message {n}: redelivered");
+        assert_eq!(
+            delivery_count(&d),
+            Some(before.flatten().unwrap_or(0) + 1),
+            "message {n}: x-delivery-count"
+        );
+        d.ack(Default::default()).await.expect("ack");
+        acked.push(n);
+    }
+    acked.sort_unstable();
+    assert_eq!(
+        acked,
+        (0..usize::from(N)).collect::<Vec<_>>(),
+        "each acked once"
+    );
+    for node in [&n1, &n2, &n3] {
+        eventually(
+            "every node: the queue empty",
+            || ready_unacked_held(node, "frozen.held"),
+            |&c| c == (0, 0, 0),
+        );
+    }
+    drop((taker_channel, c2, holder_channel, c3, last, ch1));
+}
