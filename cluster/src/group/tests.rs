@@ -110,13 +110,17 @@ async fn three_members() -> (Vec<tempfile::TempDir>, Vec<Node>, Vec<Option<Membe
 /// Member `i` of `nodes` started again on its address (once the stopped one let it go) and
 /// directory.
 async fn restarted(nodes: &[Node], i: usize, dir: &Path) -> Member {
-    let listener = loop {
-        match TcpListener::bind(&nodes[i].addr).await {
-            Ok(l) => break l,
+    member(Some(listener_again(&nodes[i]).await), &nodes[i], nodes, dir).await
+}
+
+/// A listener on `node`'s address again, once the stopped member let it go.
+async fn listener_again(node: &Node) -> TcpListener {
+    loop {
+        match TcpListener::bind(&node.addr).await {
+            Ok(l) => return l,
             Err(_) => tokio::time::sleep(Duration::from_millis(20)).await,
         }
-    };
-    member(Some(listener), &nodes[i], nodes, dir).await
+    }
 }
 
 async fn stop(m: Member) {
@@ -694,12 +698,7 @@ async fn members_born_dormant_elect_their_first_at_first_use() {
     stop(members.remove(0)).await;
     propose(&members[0], 2).await.unwrap();
     let fresh = tempfile::tempdir().unwrap();
-    let listener = loop {
-        match TcpListener::bind(&nodes[0].addr).await {
-            Ok(l) => break l,
-            Err(_) => tokio::time::sleep(Duration::from_millis(20)).await,
-        }
-    };
+    let listener = listener_again(&nodes[0]).await;
     let back = member_timed(
         Some(listener),
         &nodes[0],
@@ -741,12 +740,7 @@ async fn members_born_dormant_elect_another_when_their_first_is_down() {
     // Started again before any use: from its log, as any member.
     let m2 = members.pop().unwrap();
     stop(m2).await;
-    let listener = loop {
-        match TcpListener::bind(&nodes[2].addr).await {
-            Ok(l) => break l,
-            Err(_) => tokio::time::sleep(Duration::from_millis(20)).await,
-        }
-    };
+    let listener = listener_again(&nodes[2]).await;
     let m2 = member_timed(
         Some(listener),
         &nodes[2],

@@ -324,7 +324,7 @@ pub fn spawn(
         let preference = members.iter().map(|m| m.name.clone()).collect();
         group.keep_led(LEADER_CHECK, preference);
         let dormancy_seen = group.dormancy_changes();
-        let member = Member::woken(Sleeping {
+        let member = Member::woken(Kept {
             handle: started,
             host,
             store,
@@ -587,16 +587,8 @@ enum Waiter {
 }
 
 pub(super) struct Member {
-    handle: Arc<QueueHandle>,
-    host: Weak<dyn QueueHost>,
-    store: Store,
-    applier: Arc<QuorumApplier>,
-    group: Arc<Group>,
-    db: LogDb,
-    /// This node, by name and id.
-    name: String,
-    me: NodeId,
-    process: u64,
+    /// What it keeps asleep too.
+    kept: Kept,
     /// This node's consumers, by their id here.
     consumers: HashMap<u64, LocalConsumer>,
     /// Deliveries to no-ack consumers, by delivery id, that the state holds unsettled until
@@ -609,9 +601,6 @@ pub(super) struct Member {
     /// proposer's task ends) when the group goes dormant with nothing in flight.
     proposals: Option<mpsc::UnboundedSender<ToSend>>,
     done: Option<mpsc::UnboundedReceiver<(u64, bool)>>,
-    /// Its group's going dormant and waking as far as it has seen them (see
-    /// [`Group::dormancy_changed`]).
-    dormancy_seen: u64,
     /// The nodes of other members whose link has stayed down [`GONE_AFTER`], until this member
     /// leads and proposes their consumers gone (or their link is back).
     suspects: std::collections::BTreeSet<NodeId>,
@@ -626,25 +615,12 @@ pub(super) struct Member {
     queued_bytes: usize,
     /// Proposals sent and not yet committed (or failed).
     in_flight: usize,
-    /// A snapshot was asked for and the log has not been cut since.
-    snapshot_asked: bool,
-    /// The cluster's nodes.
-    nodes: Arc<[Node]>,
-    cluster: Arc<ClusterNode>,
-    /// The members the group should have, by node name (changed by `add_member`,
-    /// `delete_member`, `grow`, `shrink`; the leader makes the group's voters these), and the
-    /// cluster dropping the member (see [`MemberNews`]).
-    news: Arc<MemberNews>,
-    /// Which setting of the members wanted it last acted on.
-    wanted_seen: u64,
     /// A step of a membership change is under way (this member leads), or a leaving member
     /// asks whether the group has removed it.
     changing: bool,
     /// This node is not wanted any more: since when it leaves (its consumers cancelled, it
     /// waits until the group has removed it).
     leaving: Option<tokio::time::Instant>,
-    /// Where it says that it is leaving (see [`Replication::leaving`]).
-    leaving_members: LeavingMembers,
     /// The held dead-letters (at-least-once) this member, as the leader, has routed: where
     /// their confirms stand.
     dead_letters: HashMap<u64, HeldRouting>,
@@ -661,48 +637,55 @@ pub(super) struct Member {
     /// The nodes whose consumers this member, leading, proposed gone, by proposal number: a
     /// suspect again if the proposal fails (a leader that lost its leadership meanwhile).
     gone_proposed: HashMap<u64, NodeId>,
-    /// This member's enqueuer id in the state (see [`super::machine::EnqueuerId`]) and the
-    /// number of its next enqueue.
-    enqueuer: u64,
-    next_seq: u64,
     /// Numbered enqueues proposed and not yet applied, by their number: proposed again until
     /// the state has applied them (a publish without confirms is not lost at a leader change,
     /// nor one with confirms nacked; the state applies each once), their bytes counted in
     /// `sent_bytes`, which with `queued_bytes` stops the inbox when the group stalls.
     sent_enqueues: BTreeMap<u64, SentEnqueue>,
     sent_bytes: usize,
-    /// Where it sleeps while idle (see [`super::sleep`]).
-    bed: Arc<Bed>,
-    /// News of other nodes gone, subscribed to each time it runs.
-    gone: NodesGone,
 }
 
-/// What a member keeps while it sleeps (see [`super::sleep`]): a third of a running member's
-/// size, a node holding thousands of idle queues.
-pub(super) struct Sleeping {
+/// What a member keeps whether it runs or sleeps (see [`super::sleep`]): a sleeping member keeps
+/// only this (its collections, empty then, are made again when it wakes), a third of a running
+/// member's size, for a node holding thousands of idle queues.
+pub(super) struct Kept {
     handle: Arc<QueueHandle>,
     host: Weak<dyn QueueHost>,
     store: Store,
     applier: Arc<QuorumApplier>,
     group: Arc<Group>,
     db: LogDb,
+    /// This node, by name and id.
     name: String,
     me: NodeId,
     process: u64,
+    /// Its group's going dormant and waking as far as it has seen them (see
+    /// [`Group::dormancy_changed`]).
     dormancy_seen: u64,
+    /// A snapshot was asked for and the log has not been cut since.
     snapshot_asked: bool,
+    /// The cluster's nodes.
     nodes: Arc<[Node]>,
     cluster: Arc<ClusterNode>,
+    /// The members the group should have, by node name (changed by `add_member`,
+    /// `delete_member`, `grow`, `shrink`; the leader makes the group's voters these), and the
+    /// cluster dropping the member (see [`MemberNews`]).
     news: Arc<MemberNews>,
+    /// Which setting of the members wanted it last acted on.
     wanted_seen: u64,
+    /// Where it says that it is leaving (see [`Replication::leaving`]).
     leaving_members: LeavingMembers,
+    /// This member's enqueuer id in the state (see [`super::machine::EnqueuerId`]) and the
+    /// number of its next enqueue.
     enqueuer: u64,
     next_seq: u64,
+    /// Where it sleeps while idle (see [`super::sleep`]).
     bed: Arc<Bed>,
+    /// News of other nodes gone, subscribed to each time it runs.
     gone: NodesGone,
 }
 
-impl Sleeping {
+impl Kept {
     pub(super) fn queue_name(&self) -> &str {
         &self.handle.name
     }
@@ -722,11 +705,11 @@ enum Ran {
 pub(super) async fn live(mut member: Box<Member>, mut wake: Wake, mut fresh: bool) {
     loop {
         if member.run(&mut wake, fresh).await == Ran::Ended {
-            member.bed.gone();
+            member.kept.bed.gone();
             return;
         }
         fresh = false;
-        let bed = member.bed.clone();
+        let bed = member.kept.bed.clone();
         match bed.try_sleep(member, wake) {
             None => return,
             Some((awake, unread)) => (member, wake) = (awake, unread),
@@ -757,11 +740,11 @@ impl Member {
     async fn run(&mut self, wake: &mut Wake, fresh: bool) -> Ran {
         // This node's consumers of an earlier process are gone: what they held goes back. (A
         // member born in this process had none: it is not woken for nothing.)
-        if fresh && !self.group.is_newborn() {
+        if fresh && !self.kept.group.is_newborn() {
             self.propose(
                 QuorumCommand::ConsumersGone {
-                    node: self.me,
-                    process: self.process,
+                    node: self.kept.me,
+                    process: self.kept.process,
                 },
                 None,
             );
@@ -772,7 +755,11 @@ impl Member {
             applied,
             down,
         } = wake;
-        let down = down.get_or_insert_with(|| self.gone.subscribe(&self.cluster, &self.nodes));
+        let down = down.get_or_insert_with(|| {
+            self.kept
+                .gone
+                .subscribe(&self.kept.cluster, &self.kept.nodes)
+        });
         // Grown by what arrives: an idle queue holds no room for a burst.
         let mut batch = Vec::new();
         let mut suspects_check = tokio::time::interval(LEADER_CHECK);
@@ -785,7 +772,7 @@ impl Member {
         membership_check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut removed = false;
         let mut dropped = false;
-        let news = self.news.clone();
+        let news = self.kept.news.clone();
         let handed_over = Arc::new(tokio::sync::Notify::new());
         let mut dead_letter_retry = tokio::time::interval(DEAD_LETTER_RETRY);
         dead_letter_retry.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -816,16 +803,16 @@ impl Member {
                 Some(entry) = applied.recv() => {
                     last_applied = entry.index;
                     deleted = self.on_applied(*entry);
-                    let wants = self.applier.wants_snapshot();
-                    if wants && !self.snapshot_asked {
-                        let group = self.group.clone();
+                    let wants = self.kept.applier.wants_snapshot();
+                    if wants && !self.kept.snapshot_asked {
+                        let group = self.kept.group.clone();
                         tokio::spawn(async move { group.snapshot_now().await });
                     }
-                    self.snapshot_asked = wants;
+                    self.kept.snapshot_asked = wants;
                 }
                 Some((number, ok)) = recv_if_made(&mut self.done) => self.on_done(number, ok),
-                seen = self.group.dormancy_changed(self.dormancy_seen) => {
-                    self.dormancy_seen = seen;
+                seen = self.kept.group.dormancy_changed(self.kept.dormancy_seen) => {
+                    self.kept.dormancy_seen = seen;
                     self.on_dormancy();
                 }
                 // A member's node is gone (killed, or cut off): its consumers' deliveries go
@@ -845,16 +832,16 @@ impl Member {
                 }
                 _ = suspects_check.tick(), if !self.suspects.is_empty() => self.propose_suspects(),
                 _ = news.wanted_changed.notified() => {
-                    let (setting, _) = self.news.wanted();
-                    if setting != self.wanted_seen {
-                        self.wanted_seen = setting;
+                    let (setting, _) = self.kept.news.wanted();
+                    if setting != self.kept.wanted_seen {
+                        self.kept.wanted_seen = setting;
                         self.step_membership(&membership_tx, &handed_over);
                     }
                 }
                 _ = membership_check.tick(), if self.membership_unsettled() => {
                     if self.leaving.is_some_and(|since| since.elapsed() > LEAVE_AT_MOST) {
                         tracing::warn!(
-                            queue = %self.handle.name,
+                            queue = %self.kept.handle.name,
                             "quorum queue member not wanted here stops, its group not having removed it"
                         );
                         break;
@@ -895,12 +882,13 @@ impl Member {
             }
         }
         if self.leaving.is_some() {
-            self.leaving_members
+            self.kept
+                .leaving_members
                 .lock()
                 .unwrap_or_else(|e| e.into_inner())
-                .remove(self.group.id());
+                .remove(self.kept.group.id());
         }
-        self.handle.mark_deleted();
+        self.kept.handle.mark_deleted();
         for (_, waiter) in self.waiting.drain() {
             waiter.fail();
         }
@@ -918,7 +906,10 @@ impl Member {
         if deleted {
             // The others apply the delete too (their queue goes, the proposer's node tells the
             // cluster) before this member's group stops answering them.
-            self.group.leave_after(last_applied, LEAVE_WITHIN).await;
+            self.kept
+                .group
+                .leave_after(last_applied, LEAVE_WITHIN)
+                .await;
         }
         if dropped {
             // As a delete applied here would have cancelled them.
@@ -929,9 +920,9 @@ impl Member {
                 });
             }
         }
-        self.group.shutdown().await;
+        self.kept.group.shutdown().await;
         if deleted || removed || dropped {
-            let (db, name) = (self.db.clone(), self.group.id().to_owned());
+            let (db, name) = (self.kept.db.clone(), self.kept.group.id().to_owned());
             let _ = tokio::task::spawn_blocking(move || db.remove_group(&name)).await;
         }
         Ran::Ended
@@ -942,7 +933,7 @@ impl Member {
     /// the state, no timer due in it, nothing held to dead-letter, nothing proposed or queued,
     /// its group's voters those wanted).
     fn may_sleep(&self) -> bool {
-        self.group.is_dormant()
+        self.kept.group.is_dormant()
             && self.in_flight == 0
             && self.queued.is_empty()
             && self.sent_enqueues.is_empty()
@@ -957,9 +948,9 @@ impl Member {
             && self.gone_proposed.is_empty()
             && !self.changing
             && self.leaving.is_none()
-            && !self.applier.holds_dead_letters()
+            && !self.kept.applier.holds_dead_letters()
             && self.group_has_wanted()
-            && self.applier.with_machine(|m| {
+            && self.kept.applier.with_machine(|m| {
                 let stats = m.core().stats();
                 stats.consumers == 0
                     && stats.unacked == 0
@@ -969,87 +960,46 @@ impl Member {
 
     /// What it keeps while it sleeps: all but its collections and counts, which are empty then
     /// (see [`Member::may_sleep`]) and made again, empty, when it wakes ([`Member::woken`]).
-    pub(super) fn sleeping(self: Box<Self>) -> Sleeping {
-        let member = *self;
-        Sleeping {
-            handle: member.handle,
-            host: member.host,
-            store: member.store,
-            applier: member.applier,
-            group: member.group,
-            db: member.db,
-            name: member.name,
-            me: member.me,
-            process: member.process,
-            dormancy_seen: member.dormancy_seen,
-            snapshot_asked: member.snapshot_asked,
-            nodes: member.nodes,
-            cluster: member.cluster,
-            news: member.news,
-            wanted_seen: member.wanted_seen,
-            leaving_members: member.leaving_members,
-            enqueuer: member.enqueuer,
-            next_seq: member.next_seq,
-            bed: member.bed,
-            gone: member.gone,
-        }
+    pub(super) fn sleeping(self: Box<Self>) -> Kept {
+        self.kept
     }
 
     /// A member made from what it kept asleep (or was started with), with nothing in hand.
-    pub(super) fn woken(kept: Sleeping) -> Box<Member> {
+    pub(super) fn woken(kept: Kept) -> Box<Member> {
         Box::new(Member {
-            handle: kept.handle,
-            host: kept.host,
-            store: kept.store,
-            applier: kept.applier,
-            group: kept.group,
-            db: kept.db,
-            name: kept.name,
-            me: kept.me,
-            process: kept.process,
+            kept,
             consumers: HashMap::new(),
             no_ack_held: Vec::new(),
             waiting: HashMap::new(),
             proposals: None,
             done: None,
-            dormancy_seen: kept.dormancy_seen,
             suspects: Default::default(),
             orphans: Default::default(),
             queued: Default::default(),
             queued_bytes: 0,
             in_flight: 0,
-            snapshot_asked: kept.snapshot_asked,
-            nodes: kept.nodes,
-            cluster: kept.cluster,
-            news: kept.news,
-            wanted_seen: kept.wanted_seen,
             changing: false,
             leaving: None,
-            leaving_members: kept.leaving_members,
             dead_letters: HashMap::new(),
             dead_letter_confirms: DeadLetterConfirms::default(),
             must_apply: HashMap::new(),
             retry: Vec::new(),
             retry_at: None,
             gone_proposed: HashMap::new(),
-            enqueuer: kept.enqueuer,
-            next_seq: kept.next_seq,
             sent_enqueues: BTreeMap::new(),
             sent_bytes: 0,
-            bed: kept.bed,
-            gone: kept.gone,
         })
     }
 
     fn is_leader(&self) -> bool {
-        self.group.is_leader()
+        self.kept.group.is_leader()
     }
 
     /// Node-gone news were missed (this member left too many unread): every other node whose
     /// link is down now is suspected instead.
     fn missed_nodes_gone(&mut self) {
-        for node in self.nodes.iter() {
-            if node.name != self.name && !self.cluster.link().is_connected(&node.name) {
+        for node in self.kept.nodes.iter() {
+            if node.name != self.kept.name && !self.kept.cluster.link().is_connected(&node.name) {
                 self.suspects.insert(node_id(&node.name));
             }
         }
@@ -1057,7 +1007,7 @@ impl Member {
 
     /// Whether the group's voters are the members wanted.
     fn group_has_wanted(&self) -> bool {
-        self.group.has_voters(&self.news.wanted().1)
+        self.kept.group.has_voters(&self.kept.news.wanted().1)
     }
 
     /// Whether a membership change has a step left that this member takes: it leads a group
@@ -1075,8 +1025,8 @@ impl Member {
         news: &mpsc::UnboundedSender<MembershipNews>,
         handed_over: &Arc<tokio::sync::Notify>,
     ) {
-        let (_, wanted_names) = self.news.wanted();
-        if self.leaving.is_none() && !wanted_names.contains(&self.name) {
+        let (_, wanted_names) = self.kept.news.wanted();
+        if self.leaving.is_none() && !wanted_names.contains(&self.kept.name) {
             self.leave(handed_over);
         }
         if self.changing {
@@ -1085,8 +1035,8 @@ impl Member {
         let news = news.clone();
         if self.is_leader() && !self.group_has_wanted() {
             self.changing = true;
-            let wanted = nodes_named(&self.nodes, &wanted_names);
-            let group = self.group.clone();
+            let wanted = nodes_named(&self.kept.nodes, &wanted_names);
+            let group = self.kept.group.clone();
             tokio::spawn(async move {
                 if let Err(e) = group.change_members(&wanted, MEMBERSHIP_STEP_WITHIN).await {
                     tracing::warn!(group = group.id(), "quorum queue membership change: {e}");
@@ -1096,9 +1046,9 @@ impl Member {
         } else if self.leaving.is_some() {
             self.changing = true;
             let (cluster, group, me) = (
-                self.cluster.clone(),
-                self.group.id().to_owned(),
-                self.name.clone(),
+                self.kept.cluster.clone(),
+                self.kept.group.id().to_owned(),
+                self.kept.name.clone(),
             );
             tokio::spawn(async move {
                 let asks = wanted_names
@@ -1122,10 +1072,11 @@ impl Member {
     /// member keeps its part in the group until the leader has removed it.
     fn leave(&mut self, handed_over: &Arc<tokio::sync::Notify>) {
         self.leaving = Some(tokio::time::Instant::now());
-        self.leaving_members
+        self.kept
+            .leaving_members
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .insert(self.group.id().to_owned(), handed_over.clone());
+            .insert(self.kept.group.id().to_owned(), handed_over.clone());
         let consumers: Vec<u64> = self.consumers.keys().copied().collect();
         for consumer in consumers {
             if let Some(LocalConsumer { outbox, .. }) = self.forget_consumer(consumer) {
@@ -1137,7 +1088,7 @@ impl Member {
         }
         self.propose(
             QuorumCommand::ConsumersGone {
-                node: self.me,
+                node: self.kept.me,
                 process: u64::MAX,
             },
             None,
@@ -1149,6 +1100,7 @@ impl Member {
     fn next_tick(&self) -> Option<Duration> {
         let now = wall_clock_ms();
         let wake = self
+            .kept
             .applier
             .with_machine(|m| m.core().next_wakeup(|| now))?;
         Some(Duration::from_millis(wake.saturating_sub(now).max(5)))
@@ -1168,7 +1120,7 @@ impl Member {
         if self.suspects.is_empty() {
             return;
         }
-        let members = self.group.members();
+        let members = self.kept.group.members();
         let reachable = |id: &NodeId| {
             members
                 .iter()
@@ -1223,14 +1175,14 @@ impl Member {
         let payload = match postcard::to_stdvec(&command) {
             Ok(payload) => payload,
             Err(e) => {
-                tracing::error!(queue = %self.handle.name, "quorum command not encoded: {e}");
+                tracing::error!(queue = %self.kept.handle.name, "quorum command not encoded: {e}");
                 if let Some(w) = waiter {
                     w.fail();
                 }
                 return;
             }
         };
-        let proposal = self.group.proposal(payload);
+        let proposal = self.kept.group.proposal(payload);
         if let QuorumCommand::EnqueueNumbered { seq, .. } = command {
             let sent = self.sent_enqueues.entry(seq).or_insert(SentEnqueue {
                 command,
@@ -1267,7 +1219,7 @@ impl Member {
     /// Hands `proposal` to the proposer (started if it is not running).
     fn submit(&mut self, proposal: warren_cluster::Proposal, leader_only: bool) {
         if self.proposals.is_none() {
-            let (proposals, done) = proposer(self.group.clone());
+            let (proposals, done) = proposer(self.kept.group.clone());
             self.proposals = Some(proposals);
             self.done = Some(done);
         }
@@ -1283,7 +1235,7 @@ impl Member {
     /// The group went dormant (or woke): with nothing in flight, the proposer's task and
     /// channels go (a dormant member keeps as little as it can); the next proposal starts them.
     fn on_dormancy(&mut self) {
-        if self.group.is_dormant() && self.in_flight == 0 && self.queued.is_empty() {
+        if self.kept.group.is_dormant() && self.in_flight == 0 && self.queued.is_empty() {
             self.proposals = None;
             self.done = None;
         }
@@ -1300,7 +1252,7 @@ impl Member {
         if !ok {
             if let Some(seq) = self.sent_enqueue_of(number) {
                 // Perhaps committed after all: proposed again, the state applies it once.
-                tracing::debug!(queue = %self.handle.name, seq, "enqueue proposed again later");
+                tracing::debug!(queue = %self.kept.handle.name, seq, "enqueue proposed again later");
                 self.enqueue_again(seq);
                 self.send_next();
                 return;
@@ -1311,7 +1263,7 @@ impl Member {
             // Perhaps committed after all: applied twice, it changes nothing the second time
             // (a settled delivery's id is not handed out again; a cancelled consumer is not
             // found).
-            tracing::debug!(queue = %self.handle.name, "proposed again later: {command:?}");
+            tracing::debug!(queue = %self.kept.handle.name, "proposed again later: {command:?}");
             let waiter = self.waiting.remove(&number);
             self.retry.push((command, waiter));
             self.retry_later();
@@ -1324,11 +1276,12 @@ impl Member {
                     self.cancel_orphan(consumer);
                 }
                 let vhost = self
+                    .kept
                     .host
                     .upgrade()
                     .map(|h| h.vhost_name().to_owned())
                     .unwrap_or_default();
-                waiter.time_out(&self.handle.name, &vhost);
+                waiter.time_out(&self.kept.handle.name, &vhost);
             }
         }
         self.send_next();
@@ -1443,11 +1396,11 @@ impl Member {
         }
         let command = QuorumCommand::EnqueueNumbered {
             at_ms,
-            enqueuer: self.enqueuer,
-            seq: self.next_seq,
+            enqueuer: self.kept.enqueuer,
+            seq: self.kept.next_seq,
             messages: vec![message],
         };
-        self.next_seq += 1;
+        self.kept.next_seq += 1;
         self.queued.push_back(Queued {
             bytes: len,
             open: true,
@@ -1475,7 +1428,7 @@ impl Member {
             QueueCommand::Consume(_, reply) if self.leaving.is_some() => {
                 let _ = reply.send(Err(AmqpError::internal_error(format!(
                     "quorum queue '{}' has no member on this node any more: consume again",
-                    self.handle.name
+                    self.kept.handle.name
                 ))));
             }
             QueueCommand::Consume(Consumer { spec, outbox, .. }, reply) => {
@@ -1486,7 +1439,7 @@ impl Member {
                 self.propose(
                     QuorumCommand::Consume {
                         at_ms,
-                        process: self.process,
+                        process: self.kept.process,
                         consumer,
                         terms: ConsumeTerms::of(&spec),
                     },
@@ -1508,7 +1461,7 @@ impl Member {
             QueueCommand::Get { no_ack, reply } => self.propose(
                 QuorumCommand::Get {
                     at_ms,
-                    process: self.process,
+                    process: self.kept.process,
                     no_ack,
                 },
                 Some(Waiter::Get { no_ack, reply }),
@@ -1533,7 +1486,7 @@ impl Member {
             ),
             // Counted on this member's copy: no round through the group.
             QueueCommand::Stats { reply, .. } => {
-                let stats: QueueStats = self.applier.with_machine(|m| m.core().stats());
+                let stats: QueueStats = self.kept.applier.with_machine(|m| m.core().stats());
                 let _ = reply.send(stats);
             }
             // A connection that had no room has drained: the no-ack deliveries held for it are
@@ -1544,7 +1497,7 @@ impl Member {
             QueueCommand::PoliciesChanged => self.propose(
                 QuorumCommand::Configure {
                     at_ms,
-                    args: self.handle.effective_args(),
+                    args: self.kept.handle.effective_args(),
                 },
                 None,
             ),
@@ -1571,8 +1524,8 @@ impl Member {
         // had its effects then, or lost them with that process: its proposer's answer, its
         // dead-letters (an at-most-once one the process died before routing is lost, as
         // at-most-once allows; those held are the state's, routed by the leader of now).
-        let replayed = entry.index <= self.group.recovered_index();
-        let mine = entry.origin == self.me && !replayed;
+        let replayed = entry.index <= self.kept.group.recovered_index();
+        let mine = entry.origin == self.kept.me && !replayed;
         if mine && !self.sent_enqueues.is_empty() && !self.waiting.contains_key(&entry.number) {
             let answer = entry.applied.answer.take();
             match answer {
@@ -1602,7 +1555,7 @@ impl Member {
                     redelivered,
                     message,
                     ..
-                } if consumer.node == self.me && consumer.process == self.process => {
+                } if consumer.node == self.kept.me && consumer.process == self.kept.process => {
                     self.deliver(
                         consumer.local,
                         delivery,
@@ -1613,7 +1566,7 @@ impl Member {
                 }
                 ReplicaEffect::Deliver { .. } => {}
                 ReplicaEffect::ConsumerCancelled { consumer }
-                    if consumer.node == self.me && consumer.process == self.process =>
+                    if consumer.node == self.kept.me && consumer.process == self.kept.process =>
                 {
                     if let Some(LocalConsumer { outbox, .. }) = self.forget_consumer(consumer.local)
                     {
@@ -1625,19 +1578,19 @@ impl Member {
                 }
                 ReplicaEffect::ConsumerCancelled { .. } => {}
                 ReplicaEffect::DeadLetter(d) if leader => {
-                    route_dead_letter(&self.handle, &self.host, &self.store, d)
+                    route_dead_letter(&self.kept.handle, &self.kept.host, &self.kept.store, d)
                 }
                 ReplicaEffect::DeadLetter(_) => {}
                 ReplicaEffect::DeadLetterHeld { id } if leader => self.route_held_dead_letter(id),
                 ReplicaEffect::DeadLetterHeld { .. } => {}
                 ReplicaEffect::Deleted => {
                     deleted = true;
-                    self.handle.mark_deleted();
+                    self.kept.handle.mark_deleted();
                     // The member whose proposal deleted it tells the cluster (again, if this is
                     // its log replayed: the process may have gone before it told it).
-                    if entry.origin == self.me {
-                        if let Some(host) = self.host.upgrade() {
-                            host.forget_queue(&self.handle);
+                    if entry.origin == self.kept.me {
+                        if let Some(host) = self.kept.host.upgrade() {
+                            host.forget_queue(&self.kept.handle);
                         }
                     }
                 }
@@ -1649,13 +1602,14 @@ impl Member {
 
     /// Whether this member leads and the state holds dead-letters (at-least-once).
     fn has_held_dead_letters(&self) -> bool {
-        self.applier.holds_dead_letters() && self.is_leader()
+        self.kept.applier.holds_dead_letters() && self.is_leader()
     }
 
     /// The leader routes the held dead-letters it has not routed (a new leader: all of them)
     /// or whose routing failed, and forgets those the state no longer holds.
     fn route_held_dead_letters(&mut self) {
         let held: Vec<u64> = self
+            .kept
             .applier
             .with_machine(|m| m.held_dead_letters().held.keys().copied().collect());
         self.dead_letters.retain(|id, routing| {
@@ -1674,14 +1628,19 @@ impl Member {
             return;
         }
         let Some(dead) = self
+            .kept
             .applier
             .with_machine(|m| m.held_dead_letter(id).map(|h| h.dead_letter()))
         else {
             return;
         };
-        let reached =
-            self.dead_letter_confirms
-                .route(&self.handle, &self.host, &self.store, dead, id);
+        let reached = self.dead_letter_confirms.route(
+            &self.kept.handle,
+            &self.kept.host,
+            &self.kept.store,
+            dead,
+            id,
+        );
         if reached > 0 {
             self.dead_letters.insert(
                 id,
@@ -1744,7 +1703,7 @@ impl Member {
             local
                 .outbox
                 .deliver(
-                    &self.handle,
+                    &self.kept.handle,
                     consumer,
                     delivery,
                     redelivered,
@@ -1765,7 +1724,7 @@ impl Member {
                 if flow.has_room() {
                     no_ack_sent.push(delivery);
                 } else {
-                    flow.wait(&self.handle);
+                    flow.wait(&self.kept.handle);
                     self.no_ack_held.push(HeldNoAck {
                         consumer,
                         flow: flow.clone(),

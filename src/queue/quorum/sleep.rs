@@ -17,7 +17,7 @@ use tokio::sync::{broadcast, mpsc};
 use warren_cluster::NodeId;
 
 use super::applier::{AppliedEntry, AppliedSink};
-use super::host::{self, Member, Sleeping};
+use super::host::{self, Kept, Member};
 use crate::queue::{QueueCommand, WakingInbox, INBOX};
 
 /// How many members of this process sleep now.
@@ -36,7 +36,7 @@ enum State {
         inbox: mpsc::Sender<QueueCommand>,
         applied: mpsc::UnboundedSender<Box<AppliedEntry>>,
     },
-    Asleep(Box<Sleeping>),
+    Asleep(Box<Kept>),
     Gone,
 }
 
