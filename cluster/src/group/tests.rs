@@ -769,6 +769,83 @@ async fn members_born_dormant_elect_another_when_their_first_is_down() {
     }
 }
 
+/// What a group born dormant costs its first user, against one started awake (the first member
+/// initializing it and electing itself at once): three nodes in this process, 20 groups of each
+/// kind started on them one after the other, each timed from its start on the three nodes to
+/// its first proposal (from the first member) committed. A measurement, not a check: run it with
+/// `cargo test --release -p warren-cluster -- --ignored --nocapture first_commit`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore]
+async fn first_commit_measurement() {
+    const GROUPS: usize = 20;
+    let dirs: Vec<_> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
+    let (ls, nodes) = listeners(3).await;
+    let mut hosts = Vec::new();
+    for (i, l) in ls.into_iter().enumerate() {
+        let link = Link::start(
+            LinkConfig::new(nodes[i].name.clone(), nodes[i].addr.clone(), b"s".to_vec()),
+            Some(l),
+        );
+        let node = ClusterNode::new(link.clone());
+        let db = LogDb::open(dirs[i].path().join("raft.redb")).unwrap();
+        hosts.push((node, db, link));
+    }
+    let names: Vec<String> = nodes.iter().map(|n| n.name.clone()).collect();
+    for (round, born) in [true, false, true, false].into_iter().enumerate() {
+        let (mut started, mut committed) = (Vec::new(), Vec::new());
+        for g in 0..GROUPS {
+            let id = format!("{round}-{g}");
+            let timing = Timing {
+                born_dormant: born,
+                dormant_after: Some(Duration::from_secs(30)),
+                ..crate::group::Timing {
+                    quiet: true,
+                    ..Timing::default()
+                }
+            };
+            let t0 = std::time::Instant::now();
+            let mut groups = Vec::new();
+            for (node, db, _) in &hosts {
+                let recorder = Arc::new(Recorder::default());
+                let group = Group::start(
+                    node.clone(),
+                    id.clone(),
+                    db,
+                    recorder,
+                    &nodes,
+                    timing.clone(),
+                )
+                .await
+                .unwrap();
+                group.keep_led(Duration::from_millis(1000), names.clone());
+                groups.push(group);
+            }
+            started.push(t0.elapsed());
+            let first = &groups[0];
+            first
+                .propose(first.proposal(vec![1]), Duration::from_secs(20))
+                .await
+                .unwrap();
+            committed.push(t0.elapsed());
+            for group in groups {
+                group.shutdown().await;
+            }
+        }
+        started.sort();
+        committed.sort();
+        let median = |v: &[Duration]| v[v.len() / 2];
+        eprintln!(
+            "born dormant {born}: started on three nodes in {:?} (median), first proposal committed {:?} after the start (median; max {:?})",
+            median(&started),
+            median(&committed),
+            committed[committed.len() - 1]
+        );
+    }
+    for (_, _, link) in hosts {
+        link.stop();
+    }
+}
+
 /// An idle quiet member's ticker goes off at least one check before the member goes dormant,
 /// whatever `dormant_after` is against the check (so no heartbeat is in flight when its
 /// instance stops), goes off after `IDLE_CHECKS` when the member stays awake longer or for good,
