@@ -777,8 +777,10 @@ impl Member {
         let mut dead_letter_retry = tokio::time::interval(DEAD_LETTER_RETRY);
         dead_letter_retry.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         // A member whose group was born dormant has no event coming to make it look: it looks
-        // now.
-        if rx.is_empty() && applied.is_empty() && self.may_sleep() {
+        // now. (Only then: one woken for news of its members, which it reads in the loop below,
+        // would sleep again before reading them.)
+        let born_idle = fresh && self.kept.group.is_newborn();
+        if born_idle && rx.is_empty() && applied.is_empty() && self.may_sleep() {
             return Ran::Idle;
         }
         while !deleted && !removed {
