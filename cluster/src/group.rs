@@ -357,9 +357,12 @@ impl Group {
             recovered,
             newborn,
         });
+        if newborn {
+            // Before any request can reach it: woken, it must know how it was born.
+            group.restart.born(me, members);
+        }
         node.add_group(id.clone(), dormant::endpoint(&group));
         let Some(raft) = raft else {
-            group.restart.born(me, members);
             return Ok(group);
         };
         let initialized = raft
