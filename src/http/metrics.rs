@@ -165,6 +165,13 @@ async fn render(broker: &Broker, per_object: bool) -> String {
         "Bytes stream consumers have read ahead from disk and not yet delivered, reads under way included",
         crate::queue::stream::read_ahead_bytes() as f64,
     );
+    if let Some(cluster) = broker.cluster.get() {
+        out.single(
+            "warren_raft_group_logs",
+            "Raft groups whose log this node's database holds: the metadata's, and each quorum queue's and replicated stream's member here, until it lets go of it",
+            cluster.raft_db().group_count() as f64,
+        );
+    }
     out.single(
         "warren_quorum_members_asleep",
         "Quorum queue members of this node asleep while idle (their tasks and channels let go)",

@@ -3251,6 +3251,82 @@ async fn a_member_down_while_its_quorum_queue_is_deleted_drops_its_log_when_back
     drop((c1, n1, n2));
 }
 
+/// The same with the member asleep and its node cut off rather than stopped: a quorum queue
+/// declared on the last node (which leads it) and its members asleep, that node's link cut (its
+/// member, the leader, sleeps on; the two others elect one of themselves), the queue deleted
+/// through n1 (the two apply their group's delete and leave without it); the link back, the
+/// cluster's delete reaches the sleeping member, which wakes, reads it, and lets go of the
+/// queue's log (`warren_raft_group_logs` one less); the other queue's stays.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sleeping_member_cut_off_while_its_quorum_queue_is_deleted_drops_its_log_when_back() {
+    let cluster = Cluster {
+        dormant_after: Some(1000),
+        ..Cluster::with_last_behind_a_proxy(3).await
+    };
+    let (cluster, n1, n2, n3) = three_formed_of(cluster).await;
+    let (c1, c3) = (n1.connect().await, n3.connect().await);
+    declare_quorum(&c3, "doomed").await;
+    declare_quorum(&c3, "kept").await;
+    let ch = confirm_channel(&c1).await;
+    for q in ["doomed", "kept"] {
+        publish_numbered(&ch, q, 0..5, 64).await;
+        leader_among(&n1, q, &["n3"]);
+    }
+    drop(c3);
+    for node in [&n1, &n2, &n3] {
+        eventually(
+            "every member asleep",
+            || members_asleep(node),
+            |n| *n == Some(2),
+        );
+    }
+    let logs = raft_group_logs(&n3).expect("n3's group logs");
+    cluster.cut_off_last(true);
+    leader_among(&n1, "doomed", &["n1", "n2"]);
+    crate::common::lapin_channel(&c1)
+        .await
+        .queue_delete("doomed".into(), Default::default())
+        .await
+        .expect("delete");
+    for node in [&n1, &n2] {
+        eventually(
+            "n1 and n2 have no queue doomed",
+            || api(node, "GET", "/api/queues/%2F/doomed", None).0,
+            |status| *status == 404,
+        );
+    }
+    assert_eq!(
+        members_asleep(&n3),
+        Some(2),
+        "n3's members slept through the cut"
+    );
+    cluster.cut_off_last(false);
+    eventually(
+        "n3 has no queue doomed",
+        || api(&n3, "GET", "/api/queues/%2F/doomed", None).0,
+        |status| *status == 404,
+    );
+    eventually(
+        "n3's member of doomed has let go of its log",
+        || raft_group_logs(&n3),
+        |n| *n == Some(logs - 1),
+    );
+    // Looked at with the node stopped.
+    n3.stop();
+    let left = group_logs(cluster.dirs[2].path());
+    assert_eq!(left.len(), 1, "{left:?}");
+    assert!(left[0].ends_with("/kept"), "{left:?}");
+    drop((c1, n1, n2));
+}
+
+/// How many Raft group logs `node`'s database holds (`warren_raft_group_logs`).
+fn raft_group_logs(node: &ChildBroker) -> Option<u64> {
+    let (_, text) = node.http_get("/metrics");
+    text.lines()
+        .find_map(|l| l.strip_prefix("warren_raft_group_logs "))
+        .and_then(|v| v.trim().parse().ok())
+}
+
 /// A consume on a quorum queue whose other members are gone (no majority to commit it) is
 /// refused as timed out (541, as RabbitMQ refuses a quorum queue's consume that times out), not
 /// as if the queue did not exist (404). The refused consume stays in the leader's log and is

@@ -178,6 +178,11 @@ impl LogDb {
         names
     }
 
+    /// How many groups the database holds (a log each, until removed).
+    pub fn group_count(&self) -> usize {
+        self.shared.groups().numbers.len()
+    }
+
     /// The number of group `name`, given (durably) on first use. Blocking.
     pub(super) fn number(&self, name: &str) -> Result<u64, ClusterError> {
         let mut groups = self.shared.groups();
