@@ -2414,9 +2414,14 @@ async fn take_numbers(consumer: &mut lapin::Consumer, n: usize) -> Vec<usize> {
 
 /// How many quorum queue members sleep on `node` (`warren_quorum_members_asleep`).
 fn members_asleep(node: &ChildBroker) -> Option<u64> {
+    metric(node, "warren_quorum_members_asleep")
+}
+
+/// The value of `node`'s Prometheus metric `name` (one without labels).
+fn metric(node: &ChildBroker, name: &str) -> Option<u64> {
     let (_, text) = node.http_get("/metrics");
     text.lines()
-        .find_map(|l| l.strip_prefix("warren_quorum_members_asleep "))
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' '))
         .and_then(|v| v.trim().parse().ok())
 }
 
@@ -3321,10 +3326,7 @@ async fn a_sleeping_member_cut_off_while_its_quorum_queue_is_deleted_drops_its_l
 
 /// How many Raft group logs `node`'s database holds (`warren_raft_group_logs`).
 fn raft_group_logs(node: &ChildBroker) -> Option<u64> {
-    let (_, text) = node.http_get("/metrics");
-    text.lines()
-        .find_map(|l| l.strip_prefix("warren_raft_group_logs "))
-        .and_then(|v| v.trim().parse().ok())
+    metric(node, "warren_raft_group_logs")
 }
 
 /// A consume on a quorum queue whose other members are gone (no majority to commit it) is
