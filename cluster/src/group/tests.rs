@@ -69,6 +69,18 @@ async fn member(listener: Option<TcpListener>, me: &Node, all: &[Node], dir: &Pa
     member_timed(listener, me, all, dir, fast()).await
 }
 
+/// Node `me` of a test cluster: its link (calling out only, without a listener), its cluster
+/// node and its Raft database in `dir`.
+fn host(listener: Option<TcpListener>, me: &Node, dir: &Path) -> (Arc<ClusterNode>, Link, LogDb) {
+    let link = Link::start(
+        LinkConfig::new(me.name.clone(), me.addr.clone(), b"secret".to_vec()),
+        listener,
+    );
+    let node = ClusterNode::new(link.clone());
+    let db = LogDb::open(dir.join("raft.redb")).unwrap();
+    (node, link, db)
+}
+
 async fn member_timed(
     listener: Option<TcpListener>,
     me: &Node,
@@ -76,13 +88,8 @@ async fn member_timed(
     dir: &Path,
     timing: Timing,
 ) -> Member {
-    let link = Link::start(
-        LinkConfig::new(me.name.clone(), me.addr.clone(), b"secret".to_vec()),
-        listener,
-    );
-    let node = ClusterNode::new(link.clone());
+    let (node, link, db) = host(listener, me, dir);
     let recorder = Arc::new(Recorder::default());
-    let db = LogDb::open(dir.join("raft.redb")).unwrap();
     let group = Group::start(node, "g", &db, recorder.clone(), all, timing)
         .await
         .unwrap();
@@ -322,12 +329,7 @@ async fn raft_pipelining_measurement() {
         let (ls, nodes) = listeners(3).await;
         let mut members = Vec::new();
         for (i, l) in ls.into_iter().enumerate() {
-            let link = Link::start(
-                LinkConfig::new(nodes[i].name.clone(), nodes[i].addr.clone(), b"s".to_vec()),
-                Some(l),
-            );
-            let node = ClusterNode::new(link.clone());
-            let db = LogDb::open(dirs[i].path().join("raft.redb")).unwrap();
+            let (node, link, db) = host(Some(l), &nodes[i], dirs[i].path());
             db.set_appends_wait_for_flush(wait_for_flush);
             let timing = Timing {
                 snapshot_every: None,
@@ -780,16 +782,11 @@ async fn first_commit_measurement() {
     const GROUPS: usize = 20;
     let dirs: Vec<_> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
     let (ls, nodes) = listeners(3).await;
-    let mut hosts = Vec::new();
-    for (i, l) in ls.into_iter().enumerate() {
-        let link = Link::start(
-            LinkConfig::new(nodes[i].name.clone(), nodes[i].addr.clone(), b"s".to_vec()),
-            Some(l),
-        );
-        let node = ClusterNode::new(link.clone());
-        let db = LogDb::open(dirs[i].path().join("raft.redb")).unwrap();
-        hosts.push((node, db, link));
-    }
+    let hosts: Vec<_> = ls
+        .into_iter()
+        .enumerate()
+        .map(|(i, l)| host(Some(l), &nodes[i], dirs[i].path()))
+        .collect();
     let names: Vec<String> = nodes.iter().map(|n| n.name.clone()).collect();
     for (round, born) in [true, false, true, false].into_iter().enumerate() {
         let (mut started, mut committed) = (Vec::new(), Vec::new());
@@ -798,14 +795,12 @@ async fn first_commit_measurement() {
             let timing = Timing {
                 born_dormant: born,
                 dormant_after: Some(Duration::from_secs(30)),
-                ..crate::group::Timing {
-                    quiet: true,
-                    ..Timing::default()
-                }
+                quiet: true,
+                ..Timing::default()
             };
             let t0 = std::time::Instant::now();
             let mut groups = Vec::new();
-            for (node, db, _) in &hosts {
+            for (node, _, db) in &hosts {
                 let recorder = Arc::new(Recorder::default());
                 let group = Group::start(
                     node.clone(),
@@ -841,7 +836,7 @@ async fn first_commit_measurement() {
             committed[committed.len() - 1]
         );
     }
-    for (_, _, link) in hosts {
+    for (_, link, _) in hosts {
         link.stop();
     }
 }
