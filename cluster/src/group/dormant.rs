@@ -152,12 +152,14 @@ impl Restart {
 
     /// The member was born dormant (see [`born`]): the first of `members` stands for election
     /// when it is first woken; the others take it for their leader until they hear of one.
+    /// Being born dormant counts as going dormant (see [`Group::dormancy_changes`]).
     pub(super) fn born(&self, me: NodeId, members: &[Node]) {
         let first = members.first().map(|m| node_id(&m.name));
         match first == Some(me) {
             true => self.stands_when_woken.store(true, Ordering::Relaxed),
             false => *self.leader_before.lock().unwrap_or_else(|e| e.into_inner()) = first,
         }
+        self.dormancy_changed();
     }
 
     /// The member has stopped for good: it is never woken again.
@@ -247,7 +249,8 @@ impl Group {
         }
     }
 
-    /// How many times it went dormant or woke so far (see [`Group::dormancy_changed`]).
+    /// How many times it went dormant (born so included) or woke so far (see
+    /// [`Group::dormancy_changed`]).
     pub fn dormancy_changes(&self) -> u64 {
         self.restart.dormancy_changes.load(Ordering::SeqCst)
     }

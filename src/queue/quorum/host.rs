@@ -323,7 +323,9 @@ pub fn spawn(
         // leaders), then the members in the order they were chosen.
         let preference = members.iter().map(|m| m.name.clone()).collect();
         group.keep_led(LEADER_CHECK, preference);
-        let dormancy_seen = group.dormancy_changes();
+        // None seen yet: a group born dormant counts its birth as a change, so the member's
+        // first turn looks whether it may sleep.
+        let dormancy_seen = 0;
         let member = Member::woken(Kept {
             handle: started,
             host,
@@ -776,13 +778,6 @@ impl Member {
         let handed_over = Arc::new(tokio::sync::Notify::new());
         let mut dead_letter_retry = tokio::time::interval(DEAD_LETTER_RETRY);
         dead_letter_retry.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        // A member whose group was born dormant has no event coming to make it look: it looks
-        // now. (Only then: one woken for news of its members, which it reads in the loop below,
-        // would sleep again before reading them.)
-        let born_idle = fresh && self.kept.group.is_newborn();
-        if born_idle && rx.is_empty() && applied.is_empty() && self.may_sleep() {
-            return Ran::Idle;
-        }
         while !deleted && !removed {
             let wake = self.next_tick();
             let timer = async {
