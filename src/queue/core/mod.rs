@@ -370,6 +370,12 @@ impl QueueCore {
         self.held_dead_letters = (count, bytes);
     }
 
+    /// Takes the counts of a copy of this queue (they are not part of its replicated state: a
+    /// quorum queue's machine packed while its member sleeps keeps them beside it).
+    pub fn restore_counts(&mut self, counts: super::QueueCounts) {
+        self.counts = counts;
+    }
+
     /// The deduplication cache, for restoring what a logged queue remembered.
     pub fn dedup_mut(&mut self) -> Option<&mut DedupCache> {
         self.dedup.as_deref_mut()

@@ -958,11 +958,14 @@ impl Member {
     /// What it keeps while it sleeps: all but its collections and counts, which are empty then
     /// (see [`Member::may_sleep`]) and made again, empty, when it wakes ([`Member::woken`]).
     pub(super) fn sleeping(self: Box<Self>) -> Kept {
+        // Packed, if the queue holds nothing: most of an idle member's bytes.
+        self.kept.applier.pack();
         self.kept
     }
 
     /// A member made from what it kept asleep (or was started with), with nothing in hand.
     pub(super) fn woken(kept: Kept) -> Box<Member> {
+        kept.applier.unpack();
         Box::new(Member {
             kept,
             consumers: HashMap::new(),

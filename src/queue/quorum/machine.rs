@@ -326,6 +326,24 @@ impl QueueMachine {
         })
     }
 
+    /// Whether the queue holds nothing: no message ready or delivered, no consumer, no get's
+    /// delivery, no dead-letter held (what it keeps is its counters, clock and settings).
+    pub fn holds_nothing(&self) -> bool {
+        let stats = self.core.stats();
+        stats.ready == 0
+            && stats.unacked == 0
+            && stats.consumers == 0
+            && self.consumers.is_empty()
+            && self.gets.is_empty()
+            && self.dead_letters.held.is_empty()
+    }
+
+    /// Takes the counts of the copy of this machine it was made from (see
+    /// [`QueueCore::restore_counts`]).
+    pub fn restore_counts(&mut self, counts: crate::queue::QueueCounts) {
+        self.core.restore_counts(counts);
+    }
+
     /// The dead-letters it holds, for a snapshot.
     pub fn held_dead_letters(&self) -> &HeldDeadLetters {
         &self.dead_letters

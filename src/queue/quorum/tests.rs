@@ -504,6 +504,158 @@ proptest! {
     }
 }
 
+/// An applier fed a log (its entries' answers and effects as its host receives them).
+struct Fed {
+    applier: super::applier::QuorumApplier,
+    applied: tokio::sync::mpsc::UnboundedReceiver<Box<super::applier::AppliedEntry>>,
+}
+
+impl Fed {
+    fn new(args: QueueArgs) -> Fed {
+        let (tx, applied) = tokio::sync::mpsc::unbounded_channel();
+        Fed {
+            applier: super::applier::QuorumApplier::new(spec(args), 1_000, tx),
+            applied,
+        }
+    }
+
+    /// Applies one entry: what it answered and did.
+    fn apply(&mut self, index: u64, origin: u64, number: u64, command: &QuorumCommand) -> String {
+        use warren_cluster::{Applier, Proposal};
+        let payload = postcard::to_stdvec(command).expect("encodable");
+        self.applier.apply(
+            index,
+            &Proposal {
+                origin,
+                number,
+                payload,
+            },
+        );
+        let entry = self.applied.try_recv().expect("applied");
+        let effects: Vec<String> = entry.applied.effects.iter().map(describe).collect();
+        format!("{:?} {effects:?}", entry.applied.answer)
+    }
+
+    /// Its machine's state, counts and numbers, as a reader sees them.
+    fn seen(&self) -> String {
+        self.applier.with_machine(|m| {
+            format!(
+                "{:?} {:?} {:?} {:?}",
+                m.state().expect("a state"),
+                m.core().stats(),
+                m.enqueuers(),
+                m.held_dead_letters()
+            )
+        })
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(200))]
+
+    /// A member's machine packed whenever its queue holds nothing (as when the member sleeps)
+    /// answers, acts and reads as one never packed, its counts included; and it packs only then.
+    #[test]
+    fn a_machine_packed_while_its_queue_holds_nothing_acts_as_one_never_packed(
+        steps in proptest::collection::vec(step(), 1..120),
+        packs in proptest::collection::vec(any::<bool>(), 120),
+    ) {
+        let args = QueueArgs {
+            max_length: Some(6),
+            dead_letter_exchange: Some("dlx".into()),
+            delivery_limit: Some(2),
+            ..Default::default()
+        };
+        let (mut packed, mut plain) = (Fed::new(args.clone()), Fed::new(args));
+        for (index, (origin, number, command)) in log_of(steps).into_iter().enumerate() {
+            let index = index as u64 + 1;
+            prop_assert_eq!(
+                packed.apply(index, origin, number, &command),
+                plain.apply(index, origin, number, &command)
+            );
+            if packs[index as usize % packs.len()] {
+                let holds_nothing = plain.applier.with_machine(|m| m.holds_nothing());
+                prop_assert_eq!(packed.applier.pack(), holds_nothing);
+            }
+            prop_assert_eq!(packed.seen(), plain.seen());
+        }
+        // Packed or not, its snapshot installs the same machine.
+        use warren_cluster::Applier;
+        let (from_packed, from_plain) = (Fed::new(QueueArgs::default()), Fed::new(QueueArgs::default()));
+        from_packed.applier.install(&packed.applier.snapshot());
+        from_plain.applier.install(&plain.applier.snapshot());
+        let state = |fed: &Fed| fed.applier.with_machine(|m| m.state().expect("a state"));
+        prop_assert_eq!(state(&from_packed), state(&from_plain));
+    }
+}
+
+/// A queue used and emptied packs its machine; a packed machine keeps what was applied to it
+/// (enqueuers' numbers, proposal numbers, counts), and the next entry unpacks it.
+#[test]
+fn a_used_and_emptied_queue_packs_and_forgets_nothing() {
+    let mut fed = Fed::new(QueueArgs::default());
+    let settle = |deliveries: Vec<u64>| QuorumCommand::Settle {
+        at_ms: 1_002,
+        how: Settle::Ack,
+        deliveries,
+    };
+    fed.apply(1, 1, 1, &numbered(100, 1, &["a", "b"]));
+    assert!(!fed.applier.pack(), "two messages ready: nothing packed");
+    fed.apply(
+        2,
+        2,
+        1,
+        &QuorumCommand::Get {
+            at_ms: 1_001,
+            process: 1,
+            no_ack: false,
+        },
+    );
+    fed.apply(
+        3,
+        2,
+        2,
+        &QuorumCommand::Get {
+            at_ms: 1_001,
+            process: 1,
+            no_ack: true,
+        },
+    );
+    assert!(
+        !fed.applier.pack(),
+        "a get's delivery unsettled: nothing packed"
+    );
+    fed.apply(4, 2, 3, &settle(vec![0]));
+    let before = fed.seen();
+    assert!(fed.applier.pack(), "empty: packed");
+    assert_eq!(fed.seen(), before);
+    let counts = fed.applier.with_machine(|m| m.core().stats().counts);
+    assert_eq!(
+        (
+            counts.published,
+            counts.got,
+            counts.got_no_ack,
+            counts.acked
+        ),
+        (2, 1, 1, 1)
+    );
+    // Packed, it still knows node 1's enqueuer at 1 and node 2's proposal 3.
+    assert_eq!(
+        fed.apply(5, 1, 2, &numbered(100, 1, &["a"])),
+        "Some(Duplicate) []"
+    );
+    assert!(fed.applier.pack());
+    assert_eq!(fed.apply(6, 2, 3, &settle(vec![0])), "None []");
+    assert!(fed.applier.pack());
+    assert_eq!(
+        fed.apply(7, 1, 3, &numbered(100, 2, &["c"])),
+        format!("{:?} []", Some(Answer::Enqueued(vec![Taken::Taken])))
+    );
+    assert!(!fed.applier.pack(), "a message ready again");
+    let stats = fed.applier.with_machine(|m| m.core().stats());
+    assert_eq!((stats.ready, stats.counts.published), (1, 3));
+}
+
 /// A member asks for a snapshot by the bytes its log holds since the last one, not only by the
 /// entry count: past 64 MiB, and past twice the last snapshot (a queue with a large backlog
 /// writes its state at most every so often).
