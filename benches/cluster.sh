@@ -98,8 +98,14 @@ for r in $(seq 1 "$ROUNDS"); do
   log "round $r: single ${SINGLE[-1]}, forwarded ${FORWARDED[-1]} msg/s"
 done
 
-rss_kib() { for p in "${PIDS[@]}"; do awk '/^VmRSS/ {print $2}' "/proc/$p/status"; done | paste -sd+ | bc; }
+# The three processes' resident KiB: VmRSS (all of it), or RssAnon (without the pages of the
+# binary and its libraries, which the first queue of a kind pages in once: about 2.4 MB of code
+# per node for the first quorum queue).
+rss_kib() { # [VmRSS|RssAnon]
+  for p in "${PIDS[@]}"; do awk -v f="^${1:-VmRSS}:" '$0 ~ f {print $2}' "/proc/$p/status"; done | paste -sd+ | bc
+}
 rss_before="$(rss_kib)"
+anon_before="$(rss_kib RssAnon)"
 log "declaring $IDLE_QUEUES $IDLE_QUEUE_TYPE queues over the three nodes"
 DECLARING=()
 wait_declares() { # every declare under way must have succeeded
@@ -120,6 +126,7 @@ done
 wait_declares
 sleep "$IDLE_SETTLE"
 rss_after="$(rss_kib)"
+anon_after="$(rss_kib RssAnon)"
 ticks() { for p in "${PIDS[@]}"; do awk '{print $14 + $15}' "/proc/$p/stat"; done | paste -sd+ | bc; }
 before="$(ticks)"
 sleep "$IDLE_SECONDS"
@@ -129,9 +136,10 @@ hz="$(getconf CLK_TCK)"
 idle_pct="$(python3 -c "print(round(100 * ($after - $before) / $hz / $IDLE_SECONDS, 2))")"
 
 python3 - "$DURATION" "${SINGLE[*]}" "${FORWARDED[*]}" "$IDLE_QUEUES" "$IDLE_SECONDS" "$idle_pct" \
-  "$IDLE_QUEUE_TYPE" "$rss_before" "$rss_after" "$rss_idle" <<'PY'
+  "$IDLE_QUEUE_TYPE" "$rss_before" "$rss_after" "$rss_idle" "$anon_before" "$anon_after" <<'PY'
 import statistics, sys
-duration, single, forwarded, queues, seconds, idle, kind, rss_before, rss_after, rss_idle = sys.argv[1:]
+(duration, single, forwarded, queues, seconds, idle, kind, rss_before, rss_after, rss_idle,
+ anon_before, anon_after) = sys.argv[1:]
 single = [int(x) for x in single.split()]
 forwarded = [int(x) for x in forwarded.split()]
 if single and forwarded:
@@ -145,6 +153,8 @@ if single and forwarded:
 print(f"idle: {queues} {kind} queues on 3 nodes, no traffic: {idle}% of one core over {seconds} s (3 processes together)")
 per_queue = (int(rss_after) - int(rss_before)) / int(queues)
 print(f"memory: {per_queue:.1f} KiB per {kind} queue (resident, the three processes together, after - before declaring)")
+anon_per_queue = (int(anon_after) - int(anon_before)) / int(queues)
+print(f"  of which anonymous: {anon_per_queue:.1f} KiB (the rest: code and libraries paged in once)")
 per_queue_idle = (int(rss_idle) - int(rss_before)) / int(queues)
 print(f"memory after {seconds} s idle: {per_queue_idle:.1f} KiB per {kind} queue (quorum members go dormant after --quorum-dormant-after)")
 PY

@@ -75,20 +75,33 @@ impl Counters {
 /// (the management API's `*_details.rate`, per second). `T` is what is sampled: the broker's
 /// [`Counts`], or a queue's counts and depths.
 pub struct RateSampler<T = Counts> {
-    samples: std::sync::Mutex<[Option<(std::time::Instant, T)>; 2]>,
+    /// The last two samples, the earlier first: none kept while every sample taken was all
+    /// zeros (all it would say is zero rates). Most queues of a broker that holds thousands may
+    /// never be used; the two samples are 200 bytes for each.
+    samples: std::sync::Mutex<Option<Box<Samples<T>>>>,
 }
+
+type Samples<T> = [Option<(std::time::Instant, T)>; 2];
 
 impl<T> Default for RateSampler<T> {
     fn default() -> Self {
         RateSampler {
-            samples: std::sync::Mutex::new([None, None]),
+            samples: std::sync::Mutex::new(None),
         }
     }
 }
 
-impl<T: Copy> RateSampler<T> {
+impl<T: Copy + Default + PartialEq> RateSampler<T> {
+    fn samples(&self) -> std::sync::MutexGuard<'_, Option<Box<Samples<T>>>> {
+        self.samples.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
     pub fn record(&self, at: std::time::Instant, sample: T) {
-        let mut samples = self.samples.lock().unwrap_or_else(|e| e.into_inner());
+        let mut samples = self.samples();
+        if samples.is_none() && sample == T::default() {
+            return;
+        }
+        let samples = samples.get_or_insert_with(|| Box::new([None, None]));
         samples[0] = samples[1].take();
         samples[1] = Some((at, sample));
     }
@@ -96,8 +109,8 @@ impl<T: Copy> RateSampler<T> {
     /// The last two samples, the earlier first, with the time between them (none until two
     /// were taken): what another node needs to show the same rates.
     pub fn pair(&self) -> Option<(std::time::Duration, T, T)> {
-        let samples = self.samples.lock().unwrap_or_else(|e| e.into_inner());
-        let (Some((t0, a)), Some((t1, b))) = (&samples[0], &samples[1]) else {
+        let samples = self.samples();
+        let [Some((t0, a)), Some((t1, b))] = samples.as_deref()? else {
             return None;
         };
         Some((t1.duration_since(*t0), *a, *b))
@@ -107,15 +120,14 @@ impl<T: Copy> RateSampler<T> {
     pub fn set_pair(&self, between: std::time::Duration, earlier: T, later: T) {
         let now = std::time::Instant::now();
         let then = now.checked_sub(between).unwrap_or(now);
-        let mut samples = self.samples.lock().unwrap_or_else(|e| e.into_inner());
-        *samples = [Some((then, earlier)), Some((now, later))];
+        *self.samples() = Some(Box::new([Some((then, earlier)), Some((now, later))]));
     }
 
     /// The last sample taken, if any: figures at most one interval old, for what must not ask
     /// every queue for its own (ordering a page of 10,000 queues by depth).
     pub fn latest(&self) -> Option<T> {
-        let samples = self.samples.lock().unwrap_or_else(|e| e.into_inner());
-        samples[1].as_ref().map(|(_, sample)| *sample)
+        let samples = self.samples();
+        samples.as_deref()?[1].as_ref().map(|(_, sample)| *sample)
     }
 
     /// The change per second of what `of` reads from a sample, over the last interval: zero
@@ -127,8 +139,8 @@ impl<T: Copy> RateSampler<T> {
 
     /// As [`RateSampler::rate`], for a figure that goes up and down (a queue's depth).
     pub fn signed_rate(&self, of: impl Fn(&T) -> f64) -> f64 {
-        let samples = self.samples.lock().unwrap_or_else(|e| e.into_inner());
-        let (Some((t0, a)), Some((t1, b))) = (&samples[0], &samples[1]) else {
+        let samples = self.samples();
+        let Some([Some((t0, a)), Some((t1, b))]) = samples.as_deref() else {
             return 0.0;
         };
         let secs = t1.duration_since(*t0).as_secs_f64();
@@ -206,5 +218,37 @@ mod tests {
             0.0,
             "only the last interval counts"
         );
+    }
+
+    /// A sampler that has seen only zeros keeps nothing and reads as one that kept them: zero
+    /// rates, no pair to hand another node; its first non-zero sample counts from zero.
+    #[test]
+    fn a_sampler_of_zeros_keeps_nothing_and_reads_as_zero() {
+        let sampler = RateSampler::default();
+        let start = std::time::Instant::now();
+        let at = |secs| start + std::time::Duration::from_secs(secs);
+        for secs in 0..3 {
+            sampler.record(at(secs), Counts::default());
+        }
+        assert!(sampler.samples().is_none(), "nothing kept");
+        assert_eq!(sampler.rates(), Rates::default());
+        assert_eq!(sampler.latest(), None);
+        assert_eq!(sampler.pair(), None);
+        let received = Counts {
+            received: 30,
+            ..Counts::default()
+        };
+        sampler.record(at(3), received);
+        assert_eq!(sampler.latest(), Some(received));
+        assert_eq!(sampler.rates(), Rates::default(), "one sample: no rate yet");
+        sampler.record(at(5), received);
+        assert_eq!(sampler.rates(), Rates::default());
+        sampler.record(at(6), Counts::default());
+        assert_eq!(
+            sampler.latest(),
+            Some(Counts::default()),
+            "zeros again are kept"
+        );
+        assert_eq!(sampler.signed_rate(|c| c.received as f64), -30.0);
     }
 }

@@ -63,7 +63,7 @@ fn instance_config(
     restore: bool,
 ) -> Arc<openraft::Config> {
     Arc::new(openraft::Config {
-        cluster_name: id.clone(),
+        cluster_name: id.to_string(),
         enable_leader_restore: Some(restore),
         ..(**config).clone()
     })
@@ -259,7 +259,7 @@ impl Group {
         let (log, state_machine) = {
             let (db, id) = (db.clone(), id.clone());
             tokio::task::spawn_blocking(move || -> Result<_, ClusterError> {
-                let log = LogStore::open(&db, &id)?;
+                let log = LogStore::open(&db, id.clone())?;
                 let state_machine = StateMachine::open(&log, applier)?;
                 Ok((log, state_machine))
             })

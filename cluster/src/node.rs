@@ -98,7 +98,7 @@ impl ClusterNode {
             return self.group(group).map(|g| g.figures());
         }
         let request = Request::Figures {
-            group: group.to_owned(),
+            group: group.into(),
         };
         match self.link().request(peer, request, within).await {
             Ok(Response::Figures(figures)) => figures,

@@ -47,7 +47,9 @@ struct Shared {
     applied: Arc<tokio::sync::Mutex<Applied>>,
     /// The current snapshot, as persisted; its own lock so reading it does not wait for apply.
     /// Held only to read or replace it, never across file I/O (async callers take it).
-    current: Mutex<Option<Stored>>,
+    /// Boxed: most groups (idle queues) never take one, and their state machine is kept while
+    /// they sleep.
+    current: Mutex<Option<Box<Stored>>>,
     /// Serializes snapshot writes (a build and an install may race); taken on blocking threads
     /// only.
     persisting: Mutex<()>,
@@ -87,7 +89,9 @@ impl StateMachine {
     /// are reported as applied. Blocking (reads the database, runs `Applier::install`).
     pub fn open(log: &LogStore, applier: Arc<dyn Applier>) -> Result<StateMachine, ClusterError> {
         let slot = log.snapshot_slot();
-        let current = slot.load()?.map(|(meta, data)| Stored { meta, data });
+        let current = slot
+            .load()?
+            .map(|(meta, data)| Box::new(Stored { meta, data }));
         let mut applied = Applied::default();
         if let Some(stored) = &current {
             applier.install(&stored.data);
@@ -108,7 +112,7 @@ impl StateMachine {
 }
 
 impl Shared {
-    fn current(&self) -> MutexGuard<'_, Option<Stored>> {
+    fn current(&self) -> MutexGuard<'_, Option<Box<Stored>>> {
         // Nothing panics while holding it; a poisoned lock still holds a whole snapshot.
         self.current.lock().unwrap_or_else(|p| p.into_inner())
     }
@@ -125,7 +129,7 @@ impl Shared {
             return Ok(());
         }
         self.slot.save(&stored.meta, &stored.data)?;
-        *self.current() = Some(stored.clone());
+        *self.current() = Some(Box::new(stored.clone()));
         Ok(())
     }
 }

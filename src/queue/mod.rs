@@ -351,8 +351,9 @@ pub struct QueueHandle {
     pub auto_delete: bool,
     /// As declared (shared with the queue's definition).
     pub arguments: Arc<FieldTable>,
-    /// The arguments as declared, parsed.
-    pub args: QueueArgs,
+    /// The arguments as declared, parsed (shared with `effective` while no policy changes
+    /// them: a broker may hold thousands of queues).
+    pub args: Arc<QueueArgs>,
     /// The policies that apply to the queue, and what it acts on with them.
     policies: Mutex<QueuePolicies>,
     /// Whether publishes may be refused (`x-overflow` reject-publish, from an argument or a
@@ -485,7 +486,15 @@ pub struct ReplicaStatus {
 /// The policies applied to a queue and its arguments with them.
 struct QueuePolicies {
     applied: Applied,
-    effective: QueueArgs,
+    effective: Arc<QueueArgs>,
+}
+
+/// `effective`, as `declared` if no policy changed them (one copy of both).
+fn shared_args(declared: &Arc<QueueArgs>, effective: QueueArgs) -> Arc<QueueArgs> {
+    match effective == **declared {
+        true => declared.clone(),
+        false => Arc::new(effective),
+    }
 }
 
 /// How many commands may wait in a queue's inbox before senders (publishers) wait.
@@ -493,10 +502,14 @@ pub(crate) const INBOX: usize = 8192;
 
 impl QueueHandle {
     fn new(spec: QueueSpec, tx: impl Into<Inbox>) -> Self {
-        let effective = resolve::queue_args(
-            &spec.arguments,
-            &spec.args,
-            &spec.policies.effective_definition(),
+        let args = Arc::new(spec.args);
+        let effective = shared_args(
+            &args,
+            resolve::queue_args(
+                &spec.arguments,
+                &args,
+                &spec.policies.effective_definition(),
+            ),
         );
         QueueHandle {
             name: spec.name.into(),
@@ -505,7 +518,7 @@ impl QueueHandle {
             exclusive_owner: spec.exclusive_owner,
             auto_delete: spec.auto_delete,
             arguments: spec.arguments,
-            args: spec.args,
+            args,
             may_reject_publish: AtomicBool::new(effective.may_reject_publish()),
             policies: Mutex::new(QueuePolicies {
                 applied: spec.policies,
@@ -590,7 +603,7 @@ impl QueueHandle {
 
     /// What the queue acts on: its arguments with its policies applied.
     pub fn effective_args(&self) -> QueueArgs {
-        self.policies().effective.clone()
+        (*self.policies().effective).clone()
     }
 
     /// Whether it is a proxy of a queue on another node (which logs what it is sent there).
@@ -675,8 +688,10 @@ impl QueueHandle {
         if current.applied == applied {
             return;
         }
-        let effective =
-            resolve::queue_args(&self.arguments, &self.args, &applied.effective_definition());
+        let effective = shared_args(
+            &self.args,
+            resolve::queue_args(&self.arguments, &self.args, &applied.effective_definition()),
+        );
         self.may_reject_publish
             .store(effective.may_reject_publish(), Ordering::Release);
         *current = QueuePolicies { applied, effective };

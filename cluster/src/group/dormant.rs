@@ -363,7 +363,7 @@ impl Group {
         // The last instance's tasks let go of the log after its shutdown returned.
         self.wait_log_closed().await;
         let (db, id) = (self.restart.db.clone(), self.id.clone());
-        let log = tokio::task::spawn_blocking(move || LogStore::open(&db, &id)).await??;
+        let log = tokio::task::spawn_blocking(move || LogStore::open(&db, id)).await??;
         *self.log_closed.lock().unwrap_or_else(|e| e.into_inner()) = log.closed();
         let network = GroupNetwork::new(self.node.link().clone(), self.id.clone());
         let stands = self.restart.stands_when_woken.load(Ordering::Relaxed);

@@ -55,8 +55,10 @@ pub enum Frame {
     Ping,
 }
 
-/// The Raft groups of the cluster: the metadata group, and (later) one per quorum queue.
-pub type GroupId = String;
+/// The Raft groups of the cluster: the metadata group, and one per quorum queue or stream. Shared:
+/// a member's log, its node's table of groups and the database's table of names hold one copy.
+/// (On the wire a string, as before.)
+pub type GroupId = std::sync::Arc<str>;
 
 #[derive(Debug, Serialize, Deserialize)]
 pub enum Request {

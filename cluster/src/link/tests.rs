@@ -386,10 +386,10 @@ impl Handler for Recorder {
             let Request::Raft { group, .. } = request else {
                 return Response::App(Err("raft only".into()));
             };
-            seen.lock().unwrap().push(group.clone());
+            seen.lock().unwrap().push(group.to_string());
             let n: u64 = group.parse().unwrap_or(0);
             tokio::time::sleep(Duration::from_micros(n * 7919 % 2000)).await;
-            Response::Raft(Err(group))
+            Response::Raft(Err(group.to_string()))
         })
     }
 }
@@ -411,7 +411,7 @@ async fn raft_messages_are_started_in_the_order_sent() {
             None,
         ));
         let request = Request::Raft {
-            group: i.to_string(),
+            group: i.to_string().into(),
             rpc,
         };
         calls.push(a.call("b", request).await.expect("sent"));

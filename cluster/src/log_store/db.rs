@@ -20,6 +20,7 @@ use redb::{Database, Durability, ReadableDatabase, ReadableTable, TableDefinitio
 
 use super::{GroupLog, Op, Step};
 use crate::error::ClusterError;
+use crate::link::GroupId;
 
 /// Log entries by (group, index).
 pub(super) const LOG: TableDefinition<(u64, u64), &[u8]> = TableDefinition::new("log");
@@ -61,7 +62,7 @@ pub(super) struct Db {
 
 #[derive(Default)]
 struct Groups {
-    numbers: HashMap<String, u64>,
+    numbers: HashMap<GroupId, u64>,
     next: u64,
     /// The groups whose log is open now: a group is opened once at a time (a second handle
     /// would keep a second view of what is unwritten).
@@ -135,9 +136,7 @@ impl LogDb {
         for item in txn.open_table(GROUPS)?.iter()? {
             let (name, number) = item?;
             groups.next = groups.next.max(number.value() + 1);
-            groups
-                .numbers
-                .insert(name.value().to_owned(), number.value());
+            groups.numbers.insert(name.value().into(), number.value());
         }
         drop(txn);
         Ok(LogDb {
@@ -173,7 +172,8 @@ impl LogDb {
 
     /// The names of the groups the database holds.
     pub fn group_names(&self) -> Vec<String> {
-        let mut names: Vec<String> = self.shared.groups().numbers.keys().cloned().collect();
+        let groups = self.shared.groups();
+        let mut names: Vec<String> = groups.numbers.keys().map(|n| n.to_string()).collect();
         names.sort();
         names
     }
@@ -184,17 +184,17 @@ impl LogDb {
     }
 
     /// The number of group `name`, given (durably) on first use. Blocking.
-    pub(super) fn number(&self, name: &str) -> Result<u64, ClusterError> {
+    pub(super) fn number(&self, name: &GroupId) -> Result<u64, ClusterError> {
         let mut groups = self.shared.groups();
         if let Some(&number) = groups.numbers.get(name) {
             return Ok(number);
         }
         let number = groups.next;
         let txn = self.shared.db.begin_write()?;
-        txn.open_table(GROUPS)?.insert(name, number)?;
+        txn.open_table(GROUPS)?.insert(&**name, number)?;
         txn.commit()?;
         groups.next += 1;
-        groups.numbers.insert(name.to_owned(), number);
+        groups.numbers.insert(name.clone(), number);
         Ok(number)
     }
 

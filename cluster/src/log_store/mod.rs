@@ -30,6 +30,7 @@ use redb::{ReadTransaction, ReadableDatabase};
 use tokio::sync::oneshot;
 
 use crate::error::ClusterError;
+use crate::link::GroupId;
 use crate::types::{Entry, LogId, SnapshotMeta, TypeConfig, Vote};
 
 mod db;
@@ -69,7 +70,7 @@ struct GroupLog {
     db: Arc<Db>,
     /// The group's number in the database's keys.
     number: u64,
-    name: String,
+    name: GroupId,
     state: Mutex<State>,
 }
 
@@ -144,8 +145,9 @@ enum Step {
 impl LogStore {
     /// Opens (creating if absent) the log of group `name` in `db`. Blocking: call it where
     /// blocking is fine (start-up, or `spawn_blocking`).
-    pub fn open(db: &LogDb, name: &str) -> Result<LogStore, ClusterError> {
-        let number = db.number(name)?;
+    pub fn open(db: &LogDb, name: impl Into<GroupId>) -> Result<LogStore, ClusterError> {
+        let name = name.into();
+        let number = db.number(&name)?;
         let txn = db.shared.db.begin_read()?;
         let meta = txn.open_table(META)?;
         let vote = get_meta::<Vote>(&meta, number, VOTE)?;
@@ -174,7 +176,7 @@ impl LogStore {
         let log = Arc::new(GroupLog {
             db: db.shared.clone(),
             number,
-            name: name.to_owned(),
+            name,
             state: Mutex::new(State {
                 vote,
                 committed,
@@ -397,7 +399,7 @@ impl GroupLog {
 pub(crate) struct SnapshotSlot {
     db: Arc<Db>,
     number: u64,
-    name: String,
+    name: GroupId,
 }
 
 impl SnapshotSlot {
