@@ -1,6 +1,7 @@
 //! Quorum queues against the worst moments: consumers that vanish holding everything while
 //! their dead-letters are confirmed through a killed leader, a node frozen while its members
-//! sleep, and a new queue's leader-to-be lost before any use.
+//! sleep, a new queue's leader-to-be lost before any use, and a node killed while most of its
+//! queues were never used.
 
 use lapin::types::{AMQPValue, FieldTable};
 
@@ -622,4 +623,96 @@ async fn a_frozen_consumers_late_acks_settle_nothing_another_consumer_holds() {
         );
     }
     drop((taker_channel, c2, holder_channel, c3, last, ch1));
+}
+
+/// A node killed (SIGKILL) while it is the leader-to-be of many quorum queues born dormant and
+/// never used, and the leader of two that were: through another node, a publish to each is
+/// confirmed (the two survivors of each group elect one of themselves) and every message is
+/// consumed once on the third. Started again with the logs it was born with, the node follows
+/// each group, and a queue first used through it afterwards works too.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_killed_with_its_unused_quorum_queues_asleep_loses_no_confirmed_message() {
+    const QUEUES: usize = 10;
+    const USED: usize = 2;
+    const EACH: usize = 3;
+    let name = |q: usize| format!("unused.{q}");
+    let (cluster, n1, n2, n3) = three_formed().await;
+    let c1 = n1.connect().await;
+    for q in 0..QUEUES {
+        declare_quorum(&c1, &name(q)).await;
+    }
+    let (c2, c3) = (n2.connect().await, n3.connect().await);
+    for conn in [&c2, &c3] {
+        eventually_async(
+            || async { passive(conn, &name(QUEUES - 1)).await.ok() },
+            Some((0, 0)),
+        )
+        .await;
+    }
+    for node in [&n1, &n2, &n3] {
+        eventually(
+            "every member asleep",
+            || members_asleep(node),
+            |n| *n == Some(QUEUES as u64),
+        );
+    }
+    // Two used through n1 (which they elect), the rest never.
+    let ch1 = confirm_channel(&c1).await;
+    for q in 0..USED {
+        publish_numbered(&ch1, &name(q), 0..EACH, 64).await;
+    }
+    drop(ch1);
+    drop(c1);
+    n1.kill9();
+
+    let ch2 = confirm_channel(&c2).await;
+    for q in 0..QUEUES {
+        let from = if q < USED { EACH } else { 0 };
+        publish_through_a_leader_change(&ch2, &name(q), from..2 * EACH).await;
+    }
+    let ch3 = crate::common::lapin_channel(&c3).await;
+    for q in 0..QUEUES {
+        let mut consumer = consume(&ch3, &name(q), &format!("c3.{q}")).await;
+        let mut got = take_numbers(&mut consumer, 2 * EACH).await;
+        got.sort_unstable();
+        assert_eq!(got, (0..2 * EACH).collect::<Vec<_>>(), "{}", name(q));
+        ch3.basic_cancel(format!("c3.{q}").as_str().into(), Default::default())
+            .await
+            .expect("basic.cancel");
+        // published = consumed (nothing ready, nothing delivered twice and unacked).
+        for node in [&n2, &n3] {
+            eventually(
+                "the queue empty",
+                || queue_counts(node, &name(q)),
+                |&c| c == (0, 0, 0),
+            );
+        }
+    }
+
+    // Back with the logs it was born with: it follows each group and catches up.
+    let n1 = cluster.start(0);
+    formed(&cluster, &[&n1, &n2, &n3]).await;
+    for q in 0..QUEUES {
+        eventually(
+            "the restarted node's member caught up",
+            || queue_counts(&n1, &name(q)),
+            |&c| c == (0, 0, 0),
+        );
+    }
+    let c1 = n1.connect().await;
+    let ch1 = confirm_channel(&c1).await;
+    let last = name(QUEUES - 1);
+    publish_through_a_leader_change(&ch1, &last, 2 * EACH..3 * EACH).await;
+    let mut consumer = consume(&ch3, &last, "c3.after").await;
+    let mut got = take_numbers(&mut consumer, EACH).await;
+    got.sort_unstable();
+    assert_eq!(got, (2 * EACH..3 * EACH).collect::<Vec<_>>());
+    for node in [&n1, &n2, &n3] {
+        eventually(
+            "every node: the last queue empty but for its consumer",
+            || queue_counts(node, &last),
+            |&c| c == (0, 0, 1),
+        );
+    }
+    drop((consumer, ch1, ch2, ch3));
 }
