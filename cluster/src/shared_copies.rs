@@ -66,6 +66,14 @@ pub(crate) fn membership(membership: StoredMembership) -> Arc<StoredMembership> 
     }
 }
 
+static NAME_LISTS: LiveCopies<Vec<String>> = LiveCopies::new();
+
+/// The live copy of a list of node names (a group's members as wanted, its order of election):
+/// a node's thousands of groups have a few.
+pub fn names(names: Vec<String>) -> Arc<Vec<String>> {
+    NAME_LISTS.shared(names.join("\n").into_bytes(), names)
+}
+
 #[cfg(test)]
 mod tests {
     use std::collections::{BTreeMap, BTreeSet};

@@ -438,7 +438,8 @@ pub(crate) struct MemberControl {
 /// watch channel per member held most of half a kilobyte of wakers.
 pub(crate) struct MemberNews {
     /// The members wanted, by node name, and how many times they were set.
-    wanted: Mutex<(u64, Arc<[String]>)>,
+    /// (One copy for every queue with the same list.)
+    wanted: Mutex<(u64, Arc<Vec<String>>)>,
     pub wanted_changed: tokio::sync::Notify,
     /// Told when the cluster's metadata has deleted the queue while this member had not applied
     /// its group's delete (its node was down then, its group's others gone since): it stops and
@@ -449,14 +450,14 @@ pub(crate) struct MemberNews {
 impl MemberNews {
     pub fn new(wanted: Vec<String>) -> MemberNews {
         MemberNews {
-            wanted: Mutex::new((0, wanted.into())),
+            wanted: Mutex::new((0, warren_cluster::shared_copies::names(wanted))),
             wanted_changed: tokio::sync::Notify::new(),
             dropped: tokio::sync::Notify::new(),
         }
     }
 
     /// The members wanted, and which setting of them it is (see [`MemberNews::want`]).
-    pub fn wanted(&self) -> (u64, Arc<[String]>) {
+    pub fn wanted(&self) -> (u64, Arc<Vec<String>>) {
         self.wanted
             .lock()
             .unwrap_or_else(|e| e.into_inner())
@@ -466,7 +467,10 @@ impl MemberNews {
     fn want(&self, members: &[String]) {
         {
             let mut wanted = self.wanted.lock().unwrap_or_else(|e| e.into_inner());
-            *wanted = (wanted.0 + 1, members.into());
+            *wanted = (
+                wanted.0 + 1,
+                warren_cluster::shared_copies::names(members.to_vec()),
+            );
         }
         // A permit kept for a member not waiting (busy, or asleep: it waits when woken).
         self.wanted_changed.notify_one();

@@ -11,10 +11,6 @@ use std::time::Duration;
 
 use super::Group;
 
-/// The orders of election of every group kept: a node's thousand queues have a few.
-static PREFERENCES: crate::shared_copies::LiveCopies<Vec<String>> =
-    crate::shared_copies::LiveCopies::new();
-
 /// The groups kept, by check interval (each interval has its own loop).
 #[derive(Default)]
 pub(crate) struct Keepers(Mutex<HashMap<Duration, Arc<Mutex<Vec<Kept>>>>>);
@@ -23,7 +19,7 @@ pub(crate) struct Keepers(Mutex<HashMap<Duration, Arc<Mutex<Vec<Kept>>>>>);
 /// which members stand for election.
 struct Kept {
     group: Weak<Group>,
-    /// One copy for every group of the same order (see [`PREFERENCES`]).
+    /// One copy for every group of the same order (see [`crate::shared_copies::names`]).
     preference: Arc<Vec<String>>,
     /// Its first round comes a whole `check` after it was registered (a new group's first
     /// member is still electing itself before that: the others must not stand yet).
@@ -49,7 +45,7 @@ impl Keepers {
         let mut keepers = self.0.lock().unwrap_or_else(|e| e.into_inner());
         let kept = Kept {
             group: Arc::downgrade(group),
-            preference: PREFERENCES.shared(preference.join("\n").into_bytes(), preference),
+            preference: crate::shared_copies::names(preference),
             since: tokio::time::Instant::now(),
         };
         if let Some(list) = keepers.get(&check) {

@@ -71,7 +71,10 @@ struct GroupLog {
     /// The group's number in the database's keys.
     number: u64,
     name: GroupId,
-    state: Mutex<State>,
+    /// Boxed: the log's `Closed` and the database's table of open logs hold it weakly, which
+    /// keeps the allocation of an `Arc`'s contents after the last handle went (a dormant member
+    /// has none): a few words, not the state.
+    state: Box<Mutex<State>>,
 }
 
 /// The log as openraft sees it, ahead of the file by the writes still queued.
@@ -177,13 +180,13 @@ impl LogStore {
             db: db.shared.clone(),
             number,
             name,
-            state: Mutex::new(State {
+            state: Box::new(Mutex::new(State {
                 vote,
                 committed,
                 last_purged,
                 last_log,
                 ..State::default()
-            }),
+            })),
         });
         db.claim(number, &log)?;
         Ok(LogStore { log })
