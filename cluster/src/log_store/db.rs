@@ -64,6 +64,10 @@ pub(super) struct Db {
 struct Groups {
     numbers: HashMap<GroupId, u64>,
     next: u64,
+    /// Names given a number that the file does not hold yet: the next write transaction
+    /// stores them, so a name is in the file no later than anything stored under its number
+    /// (a number given to a group that wrote nothing before a crash is simply given again).
+    unwritten_names: Vec<(GroupId, u64)>,
     /// The groups whose log is open now: a group is opened once at a time (a second handle
     /// would keep a second view of what is unwritten).
     open: HashMap<u64, Weak<GroupLog>>,
@@ -183,19 +187,18 @@ impl LogDb {
         self.shared.groups().numbers.len()
     }
 
-    /// The number of group `name`, given (durably) on first use. Blocking.
-    pub(super) fn number(&self, name: &GroupId) -> Result<u64, ClusterError> {
+    /// The number of group `name`, given on first use: stored with the first write that stores
+    /// anything of the group (see [`Groups::unwritten_names`]), not in a transaction of its own.
+    pub(super) fn number(&self, name: &GroupId) -> u64 {
         let mut groups = self.shared.groups();
         if let Some(&number) = groups.numbers.get(name) {
-            return Ok(number);
+            return number;
         }
         let number = groups.next;
-        let txn = self.shared.db.begin_write()?;
-        txn.open_table(GROUPS)?.insert(&**name, number)?;
-        txn.commit()?;
         groups.next += 1;
         groups.numbers.insert(name.clone(), number);
-        Ok(number)
+        groups.unwritten_names.push((name.clone(), number));
+        number
     }
 
     /// Registers `log` as group `number`'s open log, waiting a little for a previous one to close
@@ -247,6 +250,7 @@ impl LogDb {
         self.shared.writer().stale.remove(&number);
         groups.numbers.remove(name);
         groups.open.remove(&number);
+        groups.unwritten_names.retain(|(_, n)| *n != number);
         Ok(())
     }
 }
@@ -290,6 +294,34 @@ impl Db {
     fn groups(&self) -> MutexGuard<'_, Groups> {
         // Nothing under the lock panics by design; carry on with what it holds.
         self.groups.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Stores in `txn` the names given a number since the last write (see
+    /// [`Groups::unwritten_names`]): their numbers, to pass to [`Db::names_written`] once `txn`
+    /// is committed. Called with anything a group stores, after its ops were taken (a group's
+    /// name is given before it queues any).
+    pub(super) fn put_unwritten_names(
+        &self,
+        txn: &redb::WriteTransaction,
+    ) -> Result<Vec<u64>, ClusterError> {
+        let names = self.groups().unwritten_names.clone();
+        if names.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut table = txn.open_table(GROUPS)?;
+        for (name, number) in &names {
+            table.insert(&**name, *number)?;
+        }
+        Ok(names.into_iter().map(|(_, number)| number).collect())
+    }
+
+    /// The names [`Db::put_unwritten_names`] stored are in the file.
+    pub(super) fn names_written(&self, numbers: &[u64]) {
+        if !numbers.is_empty() {
+            self.groups()
+                .unwritten_names
+                .retain(|(_, n)| !numbers.contains(n));
+        }
     }
 
     fn writer(&self) -> MutexGuard<'_, Writer> {
@@ -360,6 +392,7 @@ impl Db {
     ) -> Result<Vec<(u64, u64)>, ClusterError> {
         let mut txn = self.db.begin_write()?;
         txn.set_durability(Durability::Immediate)?;
+        let names = self.put_unwritten_names(&txn)?;
         let mut cleaned = Vec::new();
         {
             let mut log = txn.open_table(LOG)?;
@@ -418,6 +451,7 @@ impl Db {
             }
         }
         txn.commit()?;
+        self.names_written(&names);
         Ok(cleaned)
     }
 }

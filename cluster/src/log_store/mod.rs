@@ -150,7 +150,7 @@ impl LogStore {
     /// blocking is fine (start-up, or `spawn_blocking`).
     pub fn open(db: &LogDb, name: impl Into<GroupId>) -> Result<LogStore, ClusterError> {
         let name = name.into();
-        let number = db.number(&name)?;
+        let number = db.number(&name);
         let txn = db.shared.db.begin_read()?;
         let meta = txn.open_table(META)?;
         let vote = get_meta::<Vote>(&meta, number, VOTE)?;
@@ -441,8 +441,11 @@ impl SnapshotSlot {
     pub(crate) fn save_raw(&self, value: &[u8]) -> Result<(), ClusterError> {
         let mut txn = self.db.db.begin_write()?;
         txn.set_durability(redb::Durability::Immediate)?;
+        // A member that joins may store a snapshot before any entry.
+        let names = self.db.put_unwritten_names(&txn)?;
         txn.open_table(SNAPSHOTS)?.insert(self.number, value)?;
         txn.commit()?;
+        self.db.names_written(&names);
         Ok(())
     }
 

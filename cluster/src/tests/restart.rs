@@ -277,3 +277,36 @@ async fn a_commit_point_written_last_reaches_the_disk_on_its_own() {
     };
     assert_eq!(on_disk, Some(log_id(1, 5)));
 }
+
+/// A group's number is given without a write of its own: its name reaches the file with the
+/// first thing stored of the group (entries, or a snapshot before any). A group that stored
+/// nothing before the database closed is not in it, and the next group opened, given that
+/// number again, finds nothing of anyone's; one removed before it stored anything leaves
+/// nothing either.
+#[tokio::test]
+async fn a_groups_name_is_stored_with_the_first_thing_it_stores() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("raft.redb");
+    {
+        let db = LogDb::open(&path).unwrap();
+        let (mut appended, _sm) = open_group(&db, "appended", Arc::new(Recorder::default()));
+        append(&mut appended, (0..=2).map(|i| normal(1, i)).collect()).await;
+        let snapshotted = crate::LogStore::open(&db, "snapshotted").unwrap();
+        drop(crate::LogStore::open(&db, "removed").unwrap());
+        db.remove_group("removed").unwrap();
+        snapshotted.snapshot_slot().save_raw(b"state").unwrap();
+        // Opened after the last write: a name given, nothing stored.
+        let idle = crate::LogStore::open(&db, "idle").unwrap();
+        assert_eq!(db.group_names(), ["appended", "idle", "snapshotted"]);
+        drop((appended, idle, snapshotted));
+    }
+    let db = LogDb::open(&path).unwrap();
+    assert_eq!(db.group_names(), ["appended", "snapshotted"]);
+    let (mut appended, _sm) = open_group(&db, "appended", Arc::new(Recorder::default()));
+    let state = appended.get_log_state().await.unwrap();
+    assert_eq!(state.last_log_id, Some(log_id(1, 2)));
+    let (mut fresh, _sm) = open_group(&db, "fresh", Arc::new(Recorder::default()));
+    let state = fresh.get_log_state().await.unwrap();
+    assert_eq!((state.last_purged_log_id, state.last_log_id), (None, None));
+    assert_eq!(fresh.read_vote().await.unwrap(), None);
+}
