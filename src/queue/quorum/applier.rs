@@ -12,6 +12,7 @@ use super::machine::{
     Applied, Enqueuers, HeldDeadLetters, MachineState, QueueMachine, QuorumCommand,
 };
 use crate::queue::core::CoreSpec;
+use crate::queue::QueueStats;
 
 /// One applied entry, for the host: who proposed it and what it did.
 #[derive(Debug)]
@@ -96,7 +97,8 @@ impl Packed {
             == machine.state().map_err(|e| e.to_string())?
             && unpacked.held_dead_letters() == machine.held_dead_letters()
             && unpacked.enqueuers() == machine.enqueuers()
-            && unpacked.core().stats() == machine.core().stats();
+            && unpacked.core().stats() == machine.core().stats()
+            && packed.stats() == machine.core().stats();
         match same {
             true => Ok(packed),
             false => Err("the machine unpacked differs".into()),
@@ -122,6 +124,15 @@ impl Packed {
         let counts = postcard::from_bytes(counts).map_err(|e| e.to_string())?;
         machine.restore_counts(counts);
         Ok(machine)
+    }
+
+    /// The queue's figures without unpacking it (read every sampling interval for every queue):
+    /// its counts, and nothing in it (what it holds is nothing, or it would not be packed).
+    fn stats(&self) -> QueueStats {
+        QueueStats {
+            counts: postcard::from_bytes(&self.bytes[self.snapshot_len..]).unwrap_or_default(),
+            ..QueueStats::default()
+        }
     }
 
     /// The machine again. Never empty-handed: [`Packed::of`] checked that these bytes unpack.
@@ -216,6 +227,14 @@ impl QuorumApplier {
         match &*self.slot() {
             Slot::Live(machine) => read(machine),
             Slot::Packed(packed) => read(&packed.unpack_or_new()),
+        }
+    }
+
+    /// The queue's figures on this member (packed, without unpacking it).
+    pub fn stats(&self) -> QueueStats {
+        match &*self.slot() {
+            Slot::Live(machine) => machine.core().stats(),
+            Slot::Packed(packed) => packed.stats(),
         }
     }
 

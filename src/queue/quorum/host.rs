@@ -316,9 +316,7 @@ pub fn spawn(
         };
         let _ = started.replica.set(group.clone());
         let copy = applier.clone();
-        let _ = started
-            .counts
-            .set(Box::new(move || copy.with_machine(|m| m.core().stats())));
+        let _ = started.counts.set(Box::new(move || copy.stats()));
         // The declaring node leads when it can (clients declaring on every node spread the
         // leaders), then the members in the order they were chosen.
         let preference = members.iter().map(|m| m.name.clone()).collect();
@@ -1486,7 +1484,7 @@ impl Member {
             ),
             // Counted on this member's copy: no round through the group.
             QueueCommand::Stats { reply, .. } => {
-                let stats: QueueStats = self.kept.applier.with_machine(|m| m.core().stats());
+                let stats: QueueStats = self.kept.applier.stats();
                 let _ = reply.send(stats);
             }
             // A connection that had no room has drained: the no-ack deliveries held for it are

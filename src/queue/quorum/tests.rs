@@ -538,6 +538,8 @@ impl Fed {
 
     /// Its machine's state, counts and numbers, as a reader sees them.
     fn seen(&self) -> String {
+        let stats = self.applier.stats();
+        assert_eq!(self.applier.with_machine(|m| m.core().stats()), stats);
         self.applier.with_machine(|m| {
             format!(
                 "{:?} {:?} {:?} {:?}",
