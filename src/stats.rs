@@ -75,42 +75,54 @@ impl Counters {
 /// (the management API's `*_details.rate`, per second). `T` is what is sampled: the broker's
 /// [`Counts`], or a queue's counts and depths.
 pub struct RateSampler<T = Counts> {
-    /// The last two samples, the earlier first: none kept while every sample taken was all
-    /// zeros (all it would say is zero rates). Most queues of a broker that holds thousands may
-    /// never be used; the two samples are 200 bytes for each.
-    samples: std::sync::Mutex<Option<Box<Samples<T>>>>,
+    samples: std::sync::Mutex<Held<T>>,
 }
 
-type Samples<T> = [Option<(std::time::Instant, T)>; 2];
+/// What a sampler holds: the last two samples, the earlier first; or, while every sample taken
+/// was all zeros (all they say is zero rates), when the last was taken. Most queues of a broker
+/// that holds thousands may never be used, and the two samples are 200 bytes for each.
+enum Held<T> {
+    Zeros(Option<std::time::Instant>),
+    Samples(Box<[Option<(std::time::Instant, T)>; 2]>),
+}
 
 impl<T> Default for RateSampler<T> {
     fn default() -> Self {
         RateSampler {
-            samples: std::sync::Mutex::new(None),
+            samples: std::sync::Mutex::new(Held::Zeros(None)),
         }
     }
 }
 
 impl<T: Copy + Default + PartialEq> RateSampler<T> {
-    fn samples(&self) -> std::sync::MutexGuard<'_, Option<Box<Samples<T>>>> {
+    fn held(&self) -> std::sync::MutexGuard<'_, Held<T>> {
         self.samples.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     pub fn record(&self, at: std::time::Instant, sample: T) {
-        let mut samples = self.samples();
-        if samples.is_none() && sample == T::default() {
-            return;
+        let mut held = self.held();
+        match &mut *held {
+            Held::Zeros(last) if sample == T::default() => *last = Some(at),
+            // The first that is not: counted from the last zeros, as if they had been kept.
+            Held::Zeros(last) => {
+                let earlier = last.map(|then| (then, T::default()));
+                *held = Held::Samples(Box::new([earlier, Some((at, sample))]));
+            }
+            Held::Samples(samples) => {
+                samples[0] = samples[1].take();
+                samples[1] = Some((at, sample));
+            }
         }
-        let samples = samples.get_or_insert_with(|| Box::new([None, None]));
-        samples[0] = samples[1].take();
-        samples[1] = Some((at, sample));
     }
 
     /// The last two samples, the earlier first, with the time between them (none until two
-    /// were taken): what another node needs to show the same rates.
+    /// were taken, nor while all were zeros): what another node needs to show the same rates.
     pub fn pair(&self) -> Option<(std::time::Duration, T, T)> {
-        let samples = self.samples();
-        let [Some((t0, a)), Some((t1, b))] = samples.as_deref()? else {
+        let held = self.held();
+        let Held::Samples(samples) = &*held else {
+            return None;
+        };
+        let [Some((t0, a)), Some((t1, b))] = &**samples else {
             return None;
         };
         Some((t1.duration_since(*t0), *a, *b))
@@ -120,14 +132,16 @@ impl<T: Copy + Default + PartialEq> RateSampler<T> {
     pub fn set_pair(&self, between: std::time::Duration, earlier: T, later: T) {
         let now = std::time::Instant::now();
         let then = now.checked_sub(between).unwrap_or(now);
-        *self.samples() = Some(Box::new([Some((then, earlier)), Some((now, later))]));
+        *self.held() = Held::Samples(Box::new([Some((then, earlier)), Some((now, later))]));
     }
 
     /// The last sample taken, if any: figures at most one interval old, for what must not ask
     /// every queue for its own (ordering a page of 10,000 queues by depth).
     pub fn latest(&self) -> Option<T> {
-        let samples = self.samples();
-        samples.as_deref()?[1].as_ref().map(|(_, sample)| *sample)
+        match &*self.held() {
+            Held::Zeros(last) => last.map(|_| T::default()),
+            Held::Samples(samples) => samples[1].as_ref().map(|(_, sample)| *sample),
+        }
     }
 
     /// The change per second of what `of` reads from a sample, over the last interval: zero
@@ -139,8 +153,11 @@ impl<T: Copy + Default + PartialEq> RateSampler<T> {
 
     /// As [`RateSampler::rate`], for a figure that goes up and down (a queue's depth).
     pub fn signed_rate(&self, of: impl Fn(&T) -> f64) -> f64 {
-        let samples = self.samples();
-        let Some([Some((t0, a)), Some((t1, b))]) = samples.as_deref() else {
+        let held = self.held();
+        let Held::Samples(samples) = &*held else {
+            return 0.0;
+        };
+        let [Some((t0, a)), Some((t1, b))] = &**samples else {
             return 0.0;
         };
         let secs = t1.duration_since(*t0).as_secs_f64();
@@ -220,27 +237,36 @@ mod tests {
         );
     }
 
-    /// A sampler that has seen only zeros keeps nothing and reads as one that kept them: zero
-    /// rates, no pair to hand another node; its first non-zero sample counts from zero.
+    /// A sampler that has seen only zeros keeps no samples and reads as one that kept them:
+    /// zero rates, no pair to hand another node; its first sample that is not zeros counts from
+    /// the last zeros.
     #[test]
-    fn a_sampler_of_zeros_keeps_nothing_and_reads_as_zero() {
+    fn a_sampler_of_zeros_keeps_no_samples_and_reads_as_zero() {
         let sampler = RateSampler::default();
         let start = std::time::Instant::now();
         let at = |secs| start + std::time::Duration::from_secs(secs);
+        assert_eq!(sampler.latest(), None, "nothing sampled yet");
         for secs in 0..3 {
             sampler.record(at(secs), Counts::default());
         }
-        assert!(sampler.samples().is_none(), "nothing kept");
+        assert!(
+            matches!(*sampler.held(), Held::Zeros(Some(_))),
+            "no samples kept"
+        );
         assert_eq!(sampler.rates(), Rates::default());
-        assert_eq!(sampler.latest(), None);
+        assert_eq!(sampler.latest(), Some(Counts::default()));
         assert_eq!(sampler.pair(), None);
         let received = Counts {
             received: 30,
             ..Counts::default()
         };
-        sampler.record(at(3), received);
+        sampler.record(at(4), received);
         assert_eq!(sampler.latest(), Some(received));
-        assert_eq!(sampler.rates(), Rates::default(), "one sample: no rate yet");
+        assert_eq!(
+            sampler.rates().received,
+            15.0,
+            "30 over the 2 s since the last zeros"
+        );
         sampler.record(at(5), received);
         assert_eq!(sampler.rates(), Rates::default());
         sampler.record(at(6), Counts::default());
