@@ -7,7 +7,8 @@
 #   single     1 -> 1, 16 B, auto-ack, all on n1 (a queue of n1's, clients on n1)
 #   forwarded  the same with the queue homed on n2, the producer on n1, the consumer on n3
 #   idle       IDLE_QUEUES queues spread over the three nodes, no message flowing: CPU used by
-#              the three processes over IDLE_SECONDS, in % of one core
+#              the three processes over IDLE_SECONDS, in % of one core, and their resident
+#              memory per queue (after - before declaring; all of it, and the anonymous part)
 #
 # For each round both throughput scenarios run (in turn, alternating which goes first); the table
 # shows medians of consumed msg/s and the forwarded/single ratio.
