@@ -310,7 +310,11 @@ impl Applier for QuorumApplier {
 
     fn install(&self, snapshot: &[u8]) {
         let mut slot = self.slot();
-        let spec = slot.live().core().spec();
+        // A packed machine's spec is at hand: no need to unpack what is about to be replaced.
+        let spec = match &*slot {
+            Slot::Live(machine) => machine.core().spec(),
+            Slot::Packed(packed) => packed.spec(),
+        };
         match decode(spec, snapshot) {
             Ok(machine) => {
                 self.count_held(&machine);

@@ -656,6 +656,14 @@ fn a_used_and_emptied_queue_packs_and_forgets_nothing() {
     assert!(!fed.applier.pack(), "a message ready again");
     let stats = fed.applier.with_machine(|m| m.core().stats());
     assert_eq!((stats.ready, stats.counts.published), (1, 3));
+    // A packed member that installs a snapshot holds what the snapshot holds.
+    use warren_cluster::Applier;
+    let other = Fed::new(QueueArgs::default());
+    assert!(other.applier.pack());
+    other.applier.install(&fed.applier.snapshot());
+    let state = |fed: &Fed| fed.applier.with_machine(|m| m.state().expect("a state"));
+    assert_eq!(state(&other), state(&fed));
+    assert_eq!(other.applier.stats().ready, 1);
 }
 
 /// A member asks for a snapshot by the bytes its log holds since the last one, not only by the
