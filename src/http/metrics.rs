@@ -177,6 +177,11 @@ async fn render(broker: &Broker, per_object: bool) -> String {
         "Quorum queue members of this node asleep while idle (their tasks and channels let go)",
         crate::queue::quorum::members_asleep() as f64,
     );
+    out.single(
+        "warren_quorum_machines_packed",
+        "Quorum queue members of this node asleep with nothing in their queue, their state machine packed into its snapshot's bytes",
+        crate::queue::quorum::machines_packed() as f64,
+    );
     let t = broker.counters.totals();
     for (name, help, value) in [
         ("received", "Total number of messages received from publishers", t.received),

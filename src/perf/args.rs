@@ -90,6 +90,11 @@ pub struct PerfArgs {
     /// through 10 expirations spread evenly over A..=B.
     #[arg(long = "message-properties", value_delimiter = ',')]
     pub message_properties: Vec<String>,
+    /// Write every consumed message's send time (ns since the epoch) and end-to-end latency (µs),
+    /// one message a line in send order, to this file at the end: to see whether a tail is a
+    /// few stalls or spread evenly over the run.
+    #[arg(long = "latency-log")]
+    pub latency_log: Option<std::path::PathBuf>,
 }
 
 /// The run as the flags describe it, checked.
@@ -201,6 +206,7 @@ impl Plan {
                 prefetch: args.prefetch,
                 ack_every,
                 arguments: parse_queue_args(&args.consumer_args)?,
+                latency_log: args.latency_log.as_ref().map(|_| Default::default()),
             },
         })
     }

@@ -5,7 +5,7 @@
 //! messages with one `basic.ack` (`multiple = true`), written once per read.
 
 use std::sync::atomic::Ordering;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use amq_protocol::uri::AMQPUri;
@@ -34,7 +34,12 @@ pub struct ConsumerOptions {
     pub ack_every: u64,
     /// basic.consume's arguments (`--consumer-args`), e.g. `x-stream-offset=first`.
     pub arguments: warren_amqp::types::FieldTable,
+    /// With `--latency-log`: every connection's (send time ns, latency µs) pairs, added at its end.
+    pub latency_log: Option<LatencyLog>,
 }
+
+/// `--latency-log`'s samples: (send time ns since the epoch, end-to-end latency µs).
+pub type LatencyLog = Arc<Mutex<Vec<(u64, u64)>>>;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Expect {
@@ -113,6 +118,8 @@ impl ConsumerConn {
         let decoder = conn.decoder;
         let mut wbuf = BytesMut::with_capacity(4096);
         let mut read_size = 16 * 1024;
+        let mut samples: Vec<(u64, u64)> = Vec::new();
+        let keep_samples = opts.latency_log.is_some();
         loop {
             let now = wire::now_nanos();
             let mut consumed = 0;
@@ -170,9 +177,11 @@ impl ConsumerConn {
                                     if sent <= now + CLOCK_SLACK_NS
                                         && now.saturating_sub(sent) < MAX_AGE_NS
                                     {
-                                        hist.saturating_record(
-                                            (now.saturating_sub(sent) / 1000).max(1),
-                                        );
+                                        let micros = (now.saturating_sub(sent) / 1000).max(1);
+                                        hist.saturating_record(micros);
+                                        if keep_samples {
+                                            samples.push((sent, micros));
+                                        }
                                     }
                                 }
                             }
@@ -231,6 +240,11 @@ impl ConsumerConn {
             }
         }
 
+        if let Some(log) = &opts.latency_log {
+            if let Ok(mut all) = log.lock() {
+                all.append(&mut samples);
+            }
+        }
         // Settle what this connection still holds, then close.
         for (i, ch) in channels.iter().enumerate() {
             if ch.unacked > 0 {

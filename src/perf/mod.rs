@@ -25,7 +25,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use amq_protocol::types::FieldTable;
-use anyhow::{bail, Context};
+use anyhow::{anyhow, bail, Context};
 use hdrhistogram::Histogram;
 use tokio::sync::{oneshot, watch, Notify, Semaphore};
 use tokio::task::JoinHandle;
@@ -311,6 +311,9 @@ async fn load(args: &PerfArgs, plan: &Plan, control: &mut Conn) -> anyhow::Resul
     let _ = reporter_done.send(());
     let mut latency = reporter.await.unwrap_or_else(|_| stats::new_histogram());
     latencies.drain_into(&mut latency);
+    if let (Some(path), Some(log)) = (&args.latency_log, &plan.consumer_opts.latency_log) {
+        write_latency_log(path, log)?;
+    }
     Ok(Summary {
         duration,
         at_stop,
@@ -319,6 +322,25 @@ async fn load(args: &PerfArgs, plan: &Plan, control: &mut Conn) -> anyhow::Resul
         latency: Percentiles::of(&latency),
         errors: workers.failed.load(Ordering::SeqCst),
     })
+}
+
+/// `--latency-log`: one `send_ns latency_us` line per message, in send order.
+fn write_latency_log(
+    path: &std::path::Path,
+    log: &std::sync::Mutex<Vec<(u64, u64)>>,
+) -> anyhow::Result<()> {
+    use std::io::Write;
+    let mut samples =
+        std::mem::take(&mut *log.lock().map_err(|_| anyhow!("latency log poisoned"))?);
+    samples.sort_unstable();
+    let file =
+        std::fs::File::create(path).with_context(|| format!("creating {}", path.display()))?;
+    let mut out = std::io::BufWriter::new(file);
+    for (sent, micros) in samples {
+        writeln!(out, "{sent} {micros}")?;
+    }
+    out.flush()?;
+    Ok(())
 }
 
 /// Ready messages left in the queues (`None` if a queue is gone or the check failed).

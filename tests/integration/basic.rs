@@ -1263,3 +1263,64 @@ async fn deliveries_sent_before_a_cancel_reach_the_cancelled_consumer_before_can
     r.expect_silence(Duration::from_millis(200)).await;
     b.stop().await;
 }
+
+/// `warren perf --latency-log FILE` writes one `send_ns latency_us` line per message consumed,
+/// in send order: as many lines as the summary's consumed messages, each latency within the
+/// run's, each send time within the run.
+#[tokio::test]
+async fn perf_writes_every_consumed_messages_latency_in_send_order() {
+    let broker = start().await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let log = dir.path().join("latency.txt");
+    let before = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock")
+        .as_nanos() as u64;
+    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_warren"))
+        .args(["perf", "--uri", &broker.uri(), "-u", "perf.latency"])
+        .args(["-r", "500", "-z", "1", "--json", "--latency-log"])
+        .arg(&log)
+        .output()
+        .await
+        .expect("warren perf");
+    let after = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock")
+        .as_nanos() as u64;
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout}");
+    let summary: serde_json::Value = stdout
+        .lines()
+        .last()
+        .and_then(|line| serde_json::from_str(line).ok())
+        .unwrap_or_else(|| panic!("a JSON summary: {stdout}"));
+    let consumed = summary["consumed"].as_u64().expect("consumed");
+    assert!(consumed > 100, "{summary}");
+    let text = std::fs::read_to_string(&log).expect("the latency log");
+    let lines: Vec<(u64, u64)> = text
+        .lines()
+        .map(|line| {
+            let mut fields = line.split(' ').map(|f| f.parse::<u64>().expect("a number"));
+            let pair = (
+                fields.next().expect("send time"),
+                fields.next().expect("latency"),
+            );
+            assert_eq!(fields.next(), None, "{line}");
+            pair
+        })
+        .collect();
+    assert_eq!(
+        lines.len() as u64,
+        consumed,
+        "one line per message consumed"
+    );
+    assert!(lines.windows(2).all(|w| w[0].0 <= w[1].0), "in send order");
+    let max = summary["latency_us"]["max"].as_u64().expect("max latency");
+    for &(sent, micros) in &lines {
+        assert!((before..after).contains(&sent), "sent at {sent}");
+        assert!(
+            micros >= 1 && micros <= max,
+            "latency {micros} µs, max {max}"
+        );
+    }
+}

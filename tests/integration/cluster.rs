@@ -2417,6 +2417,11 @@ fn members_asleep(node: &ChildBroker) -> Option<u64> {
     metric(node, "warren_quorum_members_asleep")
 }
 
+/// How many quorum queue machines are packed on `node` (`warren_quorum_machines_packed`).
+fn machines_packed(node: &ChildBroker) -> Option<u64> {
+    metric(node, "warren_quorum_machines_packed")
+}
+
 /// The value of `node`'s Prometheus metric `name` (one without labels).
 fn metric(node: &ChildBroker, name: &str) -> Option<u64> {
     let (_, text) = node.http_get("/metrics");

@@ -76,6 +76,32 @@ struct Packed {
     /// carry: they are this node's).
     bytes: Box<[u8]>,
     snapshot_len: usize,
+    _counted: CountedPacked,
+}
+
+/// How many machines of this process are packed now.
+static PACKED: AtomicU64 = AtomicU64::new(0);
+
+/// How many quorum queue machines of this node are packed now (for the node's metrics).
+pub fn machines_packed() -> u64 {
+    PACKED.load(Ordering::Relaxed)
+}
+
+/// Counts a [`Packed`] in [`PACKED`] for as long as it lives, however it goes (unpacked,
+/// replaced by a snapshot, or dropped with its queue).
+struct CountedPacked;
+
+impl CountedPacked {
+    fn new() -> CountedPacked {
+        PACKED.fetch_add(1, Ordering::Relaxed);
+        CountedPacked
+    }
+}
+
+impl Drop for CountedPacked {
+    fn drop(&mut self) {
+        PACKED.fetch_sub(1, Ordering::Relaxed);
+    }
 }
 
 impl Packed {
@@ -91,6 +117,7 @@ impl Packed {
             vhost: spec.vhost,
             bytes: bytes.into_boxed_slice(),
             snapshot_len,
+            _counted: CountedPacked::new(),
         };
         let unpacked = packed.unpack()?;
         let same = unpacked.state().map_err(|e| e.to_string())?

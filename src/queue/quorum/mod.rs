@@ -9,6 +9,7 @@ pub mod machine;
 pub mod rebalance;
 mod sleep;
 
+pub use applier::machines_packed;
 pub use sleep::members_asleep;
 
 #[cfg(test)]

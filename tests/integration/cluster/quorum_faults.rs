@@ -495,6 +495,28 @@ fn delivery_count(d: &lapin::message::Delivery) -> Option<i64> {
     }
 }
 
+/// The numbers of `taken`, sorted, once each was checked: `redelivered` with `x-delivery-count`
+/// 1 if a frozen consumer held it before (`held`), neither otherwise.
+fn redelivered_once_if_held(
+    taken: &[lapin::message::Delivery],
+    held: &std::collections::BTreeSet<usize>,
+) -> Vec<usize> {
+    let mut numbers = Vec::new();
+    for d in taken {
+        let n = body_number(&d.data);
+        let was_held = held.contains(&n);
+        assert_eq!(d.redelivered, was_held, "message {n}: redelivered");
+        assert_eq!(
+            delivery_count(d),
+            was_held.then_some(1),
+            "message {n}: x-delivery-count"
+        );
+        numbers.push(n);
+    }
+    numbers.sort_unstable();
+    numbers
+}
+
 /// A consumer's node frozen (SIGSTOP) while it holds deliveries of a quorum queue (no delivery
 /// limit): taken for gone, what it held goes to a consumer on another node, redelivered with
 /// `x-delivery-count` 1, and that consumer holds them too. Thawed, the frozen consumer is
@@ -530,19 +552,7 @@ async fn a_frozen_consumers_late_acks_settle_nothing_another_consumer_holds() {
     );
     let c2 = n2.connect().await;
     let (taker_channel, _taker, taken) = hold_unacked(&c2, "frozen.held", "taker", N).await;
-    let mut numbers = Vec::new();
-    for d in &taken {
-        let n = body_number(&d.data);
-        let was_held = held_numbers.contains(&n);
-        assert_eq!(d.redelivered, was_held, "message {n}: redelivered");
-        assert_eq!(
-            delivery_count(d),
-            was_held.then_some(1),
-            "message {n}: x-delivery-count"
-        );
-        numbers.push(n);
-    }
-    numbers.sort_unstable();
+    let numbers = redelivered_once_if_held(&taken, &held_numbers);
     assert_eq!(numbers, (0..usize::from(N)).collect::<Vec<_>>());
 
     n3.signal("CONT");
@@ -623,6 +633,128 @@ async fn a_frozen_consumers_late_acks_settle_nothing_another_consumer_holds() {
         );
     }
     drop((taker_channel, c2, holder_channel, c3, last, ch1));
+}
+
+/// A quorum queue used, emptied and left asleep on every member (each packs its empty machine),
+/// then woken by a publish: a consumer on n3 holds deliveries, n3 is frozen (SIGSTOP) at once,
+/// and the queue takes it for gone: what it held goes back and is redelivered to a consumer on
+/// n2 (`redelivered`, `x-delivery-count` 1), each message once. Thawed, the frozen consumer is
+/// cancelled and its late acks settle nothing. Asleep and packed again everywhere, every node
+/// counts the queue empty, and a publish through the once-frozen node reaches a consumer on n1.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_packed_quorum_queues_consumer_frozen_as_it_wakes_loses_and_doubles_nothing() {
+    use futures::StreamExt;
+    const FIRST: usize = 4;
+    const N: u16 = 20;
+    const HELD: u16 = 8;
+    let q = "packed.frozen";
+    let cluster = Cluster {
+        dormant_after: Some(1000),
+        ..Cluster::new(3).await
+    };
+    let (cluster, n1, n2, n3) = three_formed_of(cluster).await;
+    let c1 = n1.connect().await;
+    declare_quorum(&c1, q).await;
+    let ch1 = confirm_channel(&c1).await;
+    publish_numbered(&ch1, q, 0..FIRST, 64).await;
+    let c2 = n2.connect().await;
+    let ch2 = crate::common::lapin_channel(&c2).await;
+    let mut first = consume(&ch2, q, "first").await;
+    let mut got = take_numbers(&mut first, FIRST).await;
+    got.sort_unstable();
+    assert_eq!(got, (0..FIRST).collect::<Vec<_>>());
+    ch2.basic_cancel("first".into(), Default::default())
+        .await
+        .expect("basic.cancel");
+    for node in [&n1, &n2, &n3] {
+        eventually(
+            "every member asleep and packed, the queue empty",
+            || {
+                (
+                    members_asleep(node),
+                    machines_packed(node),
+                    queue_counts(node, q),
+                )
+            },
+            |c| *c == (Some(1), Some(1), (0, 0, 0)),
+        );
+    }
+
+    // Woken by a publish; n3's consumer takes some and its node freezes right away.
+    let numbers = FIRST..FIRST + usize::from(N);
+    publish_numbered(&ch1, q, numbers.clone(), 64).await;
+    let c3 = n3.connect().await;
+    let (holder_channel, mut holder, held) = hold_unacked(&c3, q, "holder", HELD).await;
+    let held_numbers: std::collections::BTreeSet<usize> =
+        held.iter().map(|d| body_number(&d.data)).collect();
+    n3.signal("STOP");
+    eventually(
+        "the frozen consumer's deliveries back in the queue",
+        || queue_counts(&n1, q),
+        |&c| c == (u64::from(N), 0, 0),
+    );
+    let (taker_channel, taker, taken) = hold_unacked(&c2, q, "taker", N).await;
+    let got = redelivered_once_if_held(&taken, &held_numbers);
+    assert_eq!(
+        got,
+        numbers.clone().collect::<Vec<_>>(),
+        "each delivered once"
+    );
+
+    n3.signal("CONT");
+    formed(&cluster, &[&n1, &n2, &n3]).await;
+    cancelled_then_late_acks(&mut holder, held).await;
+    for node in [&n1, &n2, &n3] {
+        eventually(
+            "every node: everything unacked by the taker, nothing settled by the late acks",
+            || ready_unacked_held(node, q),
+            |&c| c == (0, u64::from(N), 0),
+        );
+    }
+    for d in &taken {
+        d.ack(Default::default()).await.expect("ack");
+    }
+    taker_channel
+        .basic_cancel("taker".into(), Default::default())
+        .await
+        .expect("basic.cancel");
+    drop((taker, taker_channel));
+    // published = consumed: empty, asleep (and so packed) on every member again.
+    for node in [&n1, &n2, &n3] {
+        eventually(
+            "every node: the queue empty, its member asleep and packed",
+            || {
+                (
+                    members_asleep(node),
+                    machines_packed(node),
+                    queue_counts(node, q),
+                )
+            },
+            |c| *c == (Some(1), Some(1), (0, 0, 0)),
+        );
+    }
+
+    // Through the node that was frozen: a publish wakes every member and reaches n1's consumer.
+    let last = FIRST + usize::from(N);
+    let ch3 = confirm_channel(&c3).await;
+    publish_numbered(&ch3, q, last..last + 1, 64).await;
+    let ch1c = crate::common::lapin_channel(&c1).await;
+    let mut after = consume(&ch1c, q, "after").await;
+    let d = crate::common::within_long("the last delivery", after.next())
+        .await
+        .expect("consumer open")
+        .expect("delivery");
+    assert_eq!(body_number(&d.data), last);
+    assert!(!d.redelivered);
+    d.ack(Default::default()).await.expect("ack");
+    for node in [&n1, &n2, &n3] {
+        eventually(
+            "every node: the queue empty but for its consumer, its machine unpacked",
+            || (machines_packed(node), queue_counts(node, q)),
+            |&c| c == (Some(0), (0, 0, 1)),
+        );
+    }
+    drop((after, ch1c, ch3, holder_channel, c3, ch2, c2, ch1, c1));
 }
 
 /// A node killed (SIGKILL) while it is the leader-to-be of many quorum queues born dormant and
