@@ -95,6 +95,10 @@ pub struct Timing {
     /// and the first member stands for election then (see [`dormant`]). A thousand groups
     /// declared at once then never run a thousand Raft instances at once.
     pub born_dormant: bool,
+    /// A quiet group that may go dormant, opened on a log that says the group was settled
+    /// (see [`dormant`]'s `restarted`), starts dormant: a node restarted with a thousand idle
+    /// groups runs no thousand Raft instances, and wakes none of their groups.
+    pub dormant_if_settled: bool,
 }
 
 impl Default for Timing {
@@ -108,6 +112,7 @@ impl Default for Timing {
             kept_behind_snapshot: MAX_KEPT_BEHIND_SNAPSHOT,
             dormant_after: None,
             born_dormant: false,
+            dormant_if_settled: false,
         }
     }
 }
@@ -305,7 +310,14 @@ impl Group {
             false => None,
         };
         let newborn = born.is_some();
-        let (instance, raft) = match born {
+        let may_start_dormant =
+            timing.dormant_if_settled && timing.quiet && timing.dormant_after.is_some();
+        let restarted = match (born.is_none(), may_start_dormant) {
+            (true, true) => dormant::restarted(&log, &restart_sm, me).await?,
+            _ => None,
+        };
+        let restarted_leader = restarted.as_ref().and_then(|known| known.leader);
+        let (instance, raft) = match born.or(restarted) {
             Some(known) => {
                 drop(log);
                 (Instance::Dormant(Box::new(known)), None)
@@ -360,6 +372,8 @@ impl Group {
         if newborn {
             // Before any request can reach it: woken, it must know how it was born.
             group.restart.born(me, members);
+        } else if restarted_leader.is_some() {
+            group.restart.restarted(restarted_leader);
         }
         node.add_group(id.clone(), dormant::endpoint(&group));
         let Some(raft) = raft else {

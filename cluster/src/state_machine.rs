@@ -17,7 +17,7 @@ use openraft::{EntryPayload, OptionalSend, RaftSnapshotBuilder};
 use crate::error::ClusterError;
 use crate::log_store::{LogStore, SnapshotSlot};
 use crate::shared_copies;
-use crate::types::{LogId, Proposal, SnapshotMeta, StoredMembership, TypeConfig};
+use crate::types::{Entry, LogId, Proposal, SnapshotMeta, StoredMembership, TypeConfig};
 
 /// What a group's committed entries do: the application's side of the state machine. Its state is
 /// volatile: on start the group installs the last snapshot, then re-applies the committed log after it.
@@ -111,7 +111,47 @@ impl StateMachine {
     }
 }
 
+impl StateMachine {
+    /// The last entry applied.
+    pub(crate) async fn last_applied(&self) -> Option<LogId> {
+        self.shared.applied.lock().await.last_applied
+    }
+
+    /// Applies committed `entries`, which follow the last applied, as openraft applies the
+    /// committed log when its instance starts: for a member started dormant (see
+    /// `group::dormant::restarted`), which runs no instance.
+    pub(crate) async fn replay(&self, entries: &[Entry]) {
+        let mut applied = self.shared.applied.lock().await;
+        for entry in entries {
+            self.shared.apply_one(&mut applied, entry);
+        }
+    }
+
+    /// The index of the last snapshot taken or installed.
+    pub(crate) fn snapshot_index(&self) -> Option<u64> {
+        self.shared
+            .current()
+            .as_ref()
+            .and_then(|stored| stored.meta.last_log_id.map(|id| id.index))
+    }
+}
+
 impl Shared {
+    fn apply_one(&self, applied: &mut Applied, entry: &Entry) {
+        match &entry.payload {
+            // A new leader's first entry: nothing for the application.
+            EntryPayload::Blank => {}
+            EntryPayload::Normal(proposal) => self.applier.apply(entry.log_id.index, proposal),
+            EntryPayload::Membership(membership) => {
+                applied.last_membership = shared_copies::membership(StoredMembership::new(
+                    Some(entry.log_id),
+                    membership.clone(),
+                ));
+            }
+        }
+        applied.last_applied = Some(entry.log_id);
+    }
+
     fn current(&self) -> MutexGuard<'_, Option<Box<Stored>>> {
         // Nothing panics while holding it; a poisoned lock still holds a whole snapshot.
         self.current.lock().unwrap_or_else(|p| p.into_inner())
@@ -187,20 +227,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
     {
         let mut applied = self.shared.applied.lock().await;
         while let Some((entry, responder)) = entries.try_next().await? {
-            match &entry.payload {
-                // A new leader's first entry: nothing for the application.
-                EntryPayload::Blank => {}
-                EntryPayload::Normal(proposal) => {
-                    self.shared.applier.apply(entry.log_id.index, proposal)
-                }
-                EntryPayload::Membership(membership) => {
-                    applied.last_membership = shared_copies::membership(StoredMembership::new(
-                        Some(entry.log_id),
-                        membership.clone(),
-                    ));
-                }
-            }
-            applied.last_applied = Some(entry.log_id);
+            self.shared.apply_one(&mut applied, &entry);
             // Only the proposer's own node has a responder: `client_write` returns on it.
             if let Some(responder) = responder {
                 responder.send(());

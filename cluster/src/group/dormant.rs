@@ -162,6 +162,13 @@ impl Restart {
         self.dormancy_changed();
     }
 
+    /// The member was started dormant by this process (see [`restarted`]), `leader` leading
+    /// as far as it knows. Counts as going dormant.
+    pub(super) fn restarted(&self, leader: Option<NodeId>) {
+        *self.leader_before.lock().unwrap_or_else(|e| e.into_inner()) = leader;
+        self.dormancy_changed();
+    }
+
     /// The member has stopped for good: it is never woken again.
     pub(super) fn stopped(&self) -> bool {
         self.stopped.load(Ordering::Relaxed)
@@ -218,6 +225,73 @@ pub(super) async fn born(
             Some(log_id),
             membership,
         )),
+    }))
+}
+
+/// A member opened by this process, whose log says the group was settled when its last
+/// process stopped, starts dormant instead of running a Raft instance (a node restarted with a
+/// thousand idle queues then starts no thousand instances, and no election wakes their groups):
+/// its vote committed to another member's leadership, and every entry of its log known committed
+/// (nothing appended after the last commit it saved). It applies the committed log after its
+/// snapshot itself, as openraft would on start, and takes that member for its leader until it
+/// hears otherwise: what it knows then, or None if its log is not so settled. A member that led
+/// itself starts its instance and waits for an election, as before: another may lead by now.
+///
+/// Behind the others (the group went on while its node was down), it is brought up to date as
+/// any follower: the leader, awake while a follower lags, sends what it lacks, which wakes it.
+pub(super) async fn restarted(
+    log: &LogStore,
+    state_machine: &StateMachine,
+    me: NodeId,
+) -> Result<Option<Known>, ClusterError> {
+    use openraft::storage::{RaftLogReader, RaftLogStorage};
+    use openraft::vote::RaftLeaderId;
+    let mut reader = log.clone();
+    let failed = |e: std::io::Error| ClusterError::Raft(e.to_string());
+    let Some(vote) = reader.read_vote().await.map_err(failed)? else {
+        return Ok(None);
+    };
+    let leader = *vote.leader_id().node_id();
+    if !vote.is_committed() || leader == me {
+        return Ok(None);
+    }
+    let state = reader.get_log_state().await.map_err(failed)?;
+    let committed = reader.read_committed().await.map_err(failed)?;
+    let Some(last) = state.last_log_id else {
+        return Ok(None);
+    };
+    if committed != Some(last) {
+        return Ok(None);
+    }
+    let applied = state_machine.last_applied().await;
+    if applied.map(|id| id.index) > Some(last.index) {
+        return Ok(None);
+    }
+    let from = applied.map_or(0, |id| id.index + 1);
+    if from <= last.index {
+        let entries = reader
+            .try_get_log_entries(from..=last.index)
+            .await
+            .map_err(failed)?;
+        if entries.len() as u64 != last.index + 1 - from {
+            return Ok(None);
+        }
+        state_machine.replay(&entries).await;
+    }
+    let membership = state_machine.membership().await;
+    if !membership.membership().voter_ids().any(|id| id == leader) {
+        return Ok(None);
+    }
+    Ok(Some(Known {
+        leader: Some(leader),
+        state: openraft::ServerState::Follower,
+        term: vote.leader_id().term(),
+        last: Some(last.index),
+        applied: Some(last.index),
+        committed: Some(last.index),
+        purged: state.last_purged_log_id.map(|id| id.index),
+        snapshot: state_machine.snapshot_index(),
+        membership,
     }))
 }
 

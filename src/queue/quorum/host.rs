@@ -211,6 +211,8 @@ pub(crate) fn timing(dormant_after: Option<Duration>) -> Timing {
         dormant_after,
         // Declaring a thousand queues runs no Raft instance until each is used.
         born_dormant: true,
+        // Nor does restarting a node that holds a thousand idle ones.
+        dormant_if_settled: true,
     }
 }
 
@@ -294,6 +296,7 @@ pub fn spawn(
             .unwrap_or_else(|e| e.into_inner())
             .get(&group)
             .cloned();
+        let handed_over = leaving.is_some();
         if let Some(leaving) = leaving {
             leaving.notify_one();
         }
@@ -302,7 +305,12 @@ pub fn spawn(
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
         let (node, db) = (replication.node.clone(), &replication.db);
-        let timing = timing(replication.dormant_after);
+        // A member handed the log of one leaving (removed and added again at once) starts its
+        // Raft instance: its group is changing its members.
+        let timing = Timing {
+            dormant_if_settled: !handed_over,
+            ..timing(replication.dormant_after)
+        };
         let opened = match joins {
             true => Group::join(node, group.clone(), db, applier.clone(), &members, timing).await,
             false => Group::start(node, group.clone(), db, applier.clone(), &members, timing).await,
@@ -335,6 +343,7 @@ pub fn spawn(
             process: replication.process,
             dormancy_seen,
             snapshot_asked: false,
+            consumers_gone_pending: false,
             db: replication.db,
             nodes: replication.nodes,
             cluster: replication.node,
@@ -664,6 +673,11 @@ pub(super) struct Kept {
     dormancy_seen: u64,
     /// A snapshot was asked for and the log has not been cut since.
     snapshot_asked: bool,
+    /// Started by this process with its group dormant and nothing of an earlier process of
+    /// this node in the state but, perhaps, its enqueuers: their `ConsumersGone` waits for the
+    /// first command the member takes or the first entry it applies that its last process did
+    /// not (see [`Member::run`]), rather than waking the group at start.
+    consumers_gone_pending: bool,
     /// The cluster's nodes.
     nodes: Arc<[Node]>,
     cluster: Arc<ClusterNode>,
@@ -736,18 +750,30 @@ const RELEASE_WITHIN: Duration = Duration::from_secs(30);
 const DEAD_LETTER_RETRY: Duration = Duration::from_secs(1);
 
 impl Member {
+    /// Proposes that this node's consumers, gets and enqueuers of earlier processes are gone.
+    fn propose_consumers_gone(&mut self) {
+        self.propose(
+            QuorumCommand::ConsumersGone {
+                node: self.kept.me,
+                process: self.kept.process,
+            },
+            None,
+        );
+    }
+
     /// Runs the member until it stops for good, or until it is idle with its group dormant.
     async fn run(&mut self, wake: &mut Wake, fresh: bool) -> Ran {
         // This node's consumers of an earlier process are gone: what they held goes back. (A
-        // member born in this process had none: it is not woken for nothing.)
+        // member born in this process had none: it is not woken for nothing. Nor is one started
+        // dormant whose state holds no consumer or get of this node: the enqueuers an earlier
+        // process left are forgotten with its first command.)
         if fresh && !self.kept.group.is_newborn() {
-            self.propose(
-                QuorumCommand::ConsumersGone {
-                    node: self.kept.me,
-                    process: self.kept.process,
-                },
-                None,
-            );
+            let me = self.kept.me;
+            let held_here = self.kept.applier.with_machine(|m| m.holds_anything_of(me));
+            match held_here || !self.kept.group.is_dormant() {
+                true => self.propose_consumers_gone(),
+                false => self.kept.consumers_gone_pending = true,
+            }
         }
         // Every other node of the cluster: a member may be added on any of them later.
         let Wake {
@@ -791,13 +817,28 @@ impl Member {
                         break;
                     }
                     for cmd in batch.drain(..) {
+                        // With the first command that uses the group (not a read of counts).
+                        let reads_only = matches!(
+                            cmd,
+                            QueueCommand::Stats { .. } | QueueCommand::Sync(_) | QueueCommand::Resume
+                        );
+                        if self.kept.consumers_gone_pending && !reads_only {
+                            self.kept.consumers_gone_pending = false;
+                            self.propose_consumers_gone();
+                        }
                         self.handle(cmd);
                     }
                     self.send_next();
                 }
                 Some(entry) = applied.recv() => {
                     last_applied = entry.index;
+                    // An entry its last process never had (the leader sends what it missed
+                    // while down) may be a consume or a get of that process: gone too.
+                    let new = entry.index > self.kept.group.recovered_index();
                     deleted = self.on_applied(*entry);
+                    if new && !deleted && std::mem::take(&mut self.kept.consumers_gone_pending) {
+                        self.propose_consumers_gone();
+                    }
                     let wants = self.kept.applier.wants_snapshot();
                     if wants && !self.kept.snapshot_asked {
                         let group = self.kept.group.clone();

@@ -338,6 +338,13 @@ impl QueueMachine {
             && self.dead_letters.held.is_empty()
     }
 
+    /// Whether a consumer or a get's delivery of `node` is in the state (of any of its
+    /// processes).
+    pub fn holds_anything_of(&self, node: NodeId) -> bool {
+        self.consumers.values().any(|home| home.node == node)
+            || self.gets.values().any(|(n, _)| *n == node)
+    }
+
     /// Takes the counts of the copy of this machine it was made from (see
     /// [`QueueCore::restore_counts`]).
     pub fn restore_counts(&mut self, counts: crate::queue::QueueCounts) {

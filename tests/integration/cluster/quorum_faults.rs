@@ -848,3 +848,120 @@ async fn a_node_killed_with_its_unused_quorum_queues_asleep_loses_no_confirmed_m
     }
     drop((consumer, ch1, ch2, ch3));
 }
+
+/// A follower's node killed (SIGKILL) while its quorum queues sleep, started again: the members
+/// whose group was settled start asleep, without running a Raft instance (the node comes back
+/// with a dormancy too long to fall asleep again within the test: asleep means never woken),
+/// with the state their log holds (counts, and a packed machine for the emptied queue). A queue
+/// the others used while it was down catches up (its leader sends what it lacks). Through the
+/// restarted node, every queue takes a publish and gives back exactly what it holds: published
+/// = consumed, on every node.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_restarted_with_idle_quorum_queues_starts_them_asleep_and_loses_nothing() {
+    const QUEUES: usize = 5;
+    const EACH: usize = 3;
+    let name = |q: usize| format!("restarted.{q}");
+    let cluster = Cluster {
+        dormant_after: Some(1000),
+        ..Cluster::new(3).await
+    };
+    let (mut cluster, n1, n2, n3) = three_formed_of(cluster).await;
+    let c1 = n1.connect().await;
+    for q in 0..QUEUES {
+        declare_quorum(&c1, &name(q)).await;
+    }
+    // Published through n2 (its enqueuers in every state), one of each consumed through n3
+    // (every one of queue 0).
+    let c2 = n2.connect().await;
+    let ch2 = confirm_channel(&c2).await;
+    for q in 0..QUEUES {
+        publish_numbered(&ch2, &name(q), 0..EACH, 64).await;
+    }
+    drop((ch2, c2));
+    let c3 = n3.connect().await;
+    for q in 0..QUEUES {
+        // The channel closed after: what it was sent beyond what it acked goes back.
+        let ch3 = crate::common::lapin_channel(&c3).await;
+        let taken = if q == 0 { EACH } else { 1 };
+        let mut consumer = consume(&ch3, &name(q), &format!("first.{q}")).await;
+        assert_eq!(
+            take_numbers(&mut consumer, taken).await,
+            (0..taken).collect::<Vec<_>>()
+        );
+        ch3.close(200, "done".into()).await.expect("channel.close");
+    }
+    let held = |q: usize| if q == 0 { 0 } else { (EACH - 1) as u64 };
+    for node in [&n1, &n2, &n3] {
+        for q in 0..QUEUES {
+            eventually(
+                "the queue's counts",
+                || queue_counts(node, &name(q)),
+                |&c| c == (held(q), 0, 0),
+            );
+        }
+        eventually(
+            "every member asleep",
+            || members_asleep(node),
+            |&n| n == Some(QUEUES as u64),
+        );
+    }
+
+    n2.kill9();
+    // Queue 1 goes on without n2.
+    let ch1 = confirm_channel(&c1).await;
+    publish_numbered(&ch1, &name(1), EACH..EACH + 1, 64).await;
+    cluster.dormant_after = Some(600_000);
+    let n2 = cluster.start(1);
+    formed(&cluster, &[&n1, &n2, &n3]).await;
+    eventually(
+        "n2: queue 1 caught up",
+        || queue_counts(&n2, &name(1)),
+        |&c| c == (held(1) + 1, 0, 0),
+    );
+    eventually(
+        "n2: every member but queue 1's asleep, never woken; queue 0's packed",
+        || (members_asleep(&n2), machines_packed(&n2)),
+        |&c| c == (Some(QUEUES as u64 - 1), Some(1)),
+    );
+    for q in 0..QUEUES {
+        assert_eq!(
+            queue_counts(&n2, &name(q)),
+            (held(q) + u64::from(q == 1), 0, 0),
+            "n2: {}",
+            name(q)
+        );
+    }
+
+    // Through n2: a publish to each, then everything each holds consumed there.
+    let c2 = n2.connect().await;
+    let ch2 = confirm_channel(&c2).await;
+    for q in 0..QUEUES {
+        publish_numbered(&ch2, &name(q), EACH + 1..EACH + 2, 64).await;
+    }
+    let ch2c = crate::common::lapin_channel(&c2).await;
+    let mut consumers = Vec::new();
+    for q in 0..QUEUES {
+        let mut expected: Vec<usize> = match q {
+            0 => vec![],
+            1 => (1..EACH + 1).collect(),
+            _ => (1..EACH).collect(),
+        };
+        expected.push(EACH + 1);
+        let tag = format!("after.{q}");
+        let mut consumer = consume(&ch2c, &name(q), &tag).await;
+        let mut got = take_numbers(&mut consumer, expected.len()).await;
+        got.sort_unstable();
+        assert_eq!(got, expected, "{}", name(q));
+        consumers.push(consumer);
+    }
+    for node in [&n1, &n2, &n3] {
+        for q in 0..QUEUES {
+            eventually(
+                "every node: the queue empty but for its consumer",
+                || queue_counts(node, &name(q)),
+                |&c| c == (0, 0, 1),
+            );
+        }
+    }
+    drop((consumers, ch2c, ch2, c2, ch1, c3, c1));
+}
