@@ -313,8 +313,13 @@ impl Group {
         let may_start_dormant =
             timing.dormant_if_settled && timing.quiet && timing.dormant_after.is_some();
         let restarted = match (born.is_none(), may_start_dormant) {
-            (true, true) => dormant::restarted(&log, &restart_sm, me).await?,
+            (true, true) => dormant::restarted(&log, &restart_sm, me, members).await?,
             _ => None,
+        };
+        let (as_born, restarted) = match restarted {
+            Some(dormant::Restarted::AsBorn(known)) => (true, Some(known)),
+            Some(dormant::Restarted::Settled(known)) => (false, Some(known)),
+            None => (false, None),
         };
         let restarted_leader = restarted.as_ref().and_then(|known| known.leader);
         let (instance, raft) = match born.or(restarted) {
@@ -369,7 +374,7 @@ impl Group {
             recovered,
             newborn,
         });
-        if newborn {
+        if newborn || as_born {
             // Before any request can reach it: woken, it must know how it was born.
             group.restart.born(me, members);
         } else if restarted_leader.is_some() {

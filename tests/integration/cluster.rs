@@ -3550,8 +3550,10 @@ async fn quorum_queue_members_are_added_and_removed_without_losing_a_message() {
     let mut holder = take_unacked(&c1, "grown", "holder", HELD).await;
     // Through n3 (a proxy, then a member) and on, while the members change.
     let publishing = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true));
+    let confirms = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let publisher = {
         let (c3, publishing) = (n3.connect().await, publishing.clone());
+        let confirms = confirms.clone();
         tokio::spawn(async move {
             let ch = confirm_channel(&c3).await;
             let (mut confirmed, mut nacked) = (Vec::new(), 0);
@@ -3568,7 +3570,10 @@ async fn quorum_queue_members_are_added_and_removed_without_losing_a_message() {
                     .await
                     .expect("publish");
                 match crate::common::within_long("a confirm", confirm).await {
-                    Ok(c) if c.is_ack() => confirmed.push(i),
+                    Ok(c) if c.is_ack() => {
+                        confirmed.push(i);
+                        confirms.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    }
                     _ => nacked += 1,
                 }
                 i += 1;
@@ -3625,6 +3630,14 @@ async fn quorum_queue_members_are_added_and_removed_without_losing_a_message() {
     );
     // n2, an original member, goes for good: n3 (added) and n1 (added again) hold it all.
     drop((ch1, c1));
+    // Publishes went on through the changes (one at a time, each awaiting its confirm: a slow
+    // machine may not have confirmed many yet).
+    crate::common::within_long("more than 10 publishes confirmed", async {
+        while confirms.load(std::sync::atomic::Ordering::Relaxed) <= 10 {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    })
+    .await;
     publishing.store(false, std::sync::atomic::Ordering::Relaxed);
     let (confirmed, nacked) = publisher.await.expect("publisher");
     assert_eq!(nacked, 0, "publishes nacked while the members changed");

@@ -189,43 +189,70 @@ pub(super) async fn born(
     me: NodeId,
     members: &[Node],
 ) -> Result<Option<Known>, ClusterError> {
-    let Some(first) = members.first().map(|m| node_id(&m.name)) else {
+    let Some(seed) = Seed::of(me, members) else {
         return Ok(None);
     };
-    if !members.iter().any(|m| node_id(&m.name) == me) {
+    if !log.seed(seed.vote, seed.entry).await? {
         return Ok(None);
     }
-    let seeds: BTreeMap<NodeId, Node> = members
-        .iter()
-        .map(|m| (node_id(&m.name), m.clone()))
-        .collect();
-    let membership = openraft::Membership::from(seeds);
-    let log_id = LogId::new(
-        <TypeConfig as openraft::RaftTypeConfig>::LeaderId::new_committed(0, first),
-        0,
-    );
-    let entry = Entry::new_membership(log_id, membership.clone());
-    if !log.seed(Vote::new_committed(0, first), entry).await? {
-        return Ok(None);
+    Ok(Some(seed.known))
+}
+
+/// What a new group's member is born with (see [`born`]), and what it knows then.
+struct Seed {
+    vote: Vote,
+    entry: Entry,
+    known: Known,
+}
+
+impl Seed {
+    /// None if `me` is not one of `members`.
+    fn of(me: NodeId, members: &[Node]) -> Option<Seed> {
+        let first = members.first().map(|m| node_id(&m.name))?;
+        if !members.iter().any(|m| node_id(&m.name) == me) {
+            return None;
+        }
+        let seeds: BTreeMap<NodeId, Node> = members
+            .iter()
+            .map(|m| (node_id(&m.name), m.clone()))
+            .collect();
+        let membership = openraft::Membership::from(seeds);
+        let log_id = LogId::new(
+            <TypeConfig as openraft::RaftTypeConfig>::LeaderId::new_committed(0, first),
+            0,
+        );
+        let known = Known {
+            leader: Some(first),
+            state: match first == me {
+                true => openraft::ServerState::Leader,
+                false => openraft::ServerState::Follower,
+            },
+            term: 0,
+            last: Some(0),
+            applied: None,
+            committed: None,
+            purged: None,
+            snapshot: None,
+            // One copy for every group born with these members (the same first among them).
+            membership: crate::shared_copies::membership(StoredMembership::new(
+                Some(log_id),
+                membership.clone(),
+            )),
+        };
+        Some(Seed {
+            vote: Vote::new_committed(0, first),
+            entry: Entry::new_membership(log_id, membership),
+            known,
+        })
     }
-    Ok(Some(Known {
-        leader: Some(first),
-        state: match first == me {
-            true => openraft::ServerState::Leader,
-            false => openraft::ServerState::Follower,
-        },
-        term: 0,
-        last: Some(0),
-        applied: None,
-        committed: None,
-        purged: None,
-        snapshot: None,
-        // One copy for every group born with these members (the same first among them).
-        membership: crate::shared_copies::membership(StoredMembership::new(
-            Some(log_id),
-            membership,
-        )),
-    }))
+}
+
+/// How a member opened by this process starts dormant (see [`restarted`]).
+pub(super) enum Restarted {
+    /// Its log is still what it was born with (see [`born`]): as if born now.
+    AsBorn(Known),
+    /// Its group was settled, this other member leading.
+    Settled(Known),
 }
 
 /// A member opened by this process, whose log says the group was settled when its last
@@ -243,7 +270,8 @@ pub(super) async fn restarted(
     log: &LogStore,
     state_machine: &StateMachine,
     me: NodeId,
-) -> Result<Option<Known>, ClusterError> {
+    members: &[Node],
+) -> Result<Option<Restarted>, ClusterError> {
     use openraft::storage::{RaftLogReader, RaftLogStorage};
     use openraft::vote::RaftLeaderId;
     let mut reader = log.clone();
@@ -251,19 +279,34 @@ pub(super) async fn restarted(
     let Some(vote) = reader.read_vote().await.map_err(failed)? else {
         return Ok(None);
     };
-    let leader = *vote.leader_id().node_id();
-    if !vote.is_committed() || leader == me {
-        return Ok(None);
-    }
     let state = reader.get_log_state().await.map_err(failed)?;
     let committed = reader.read_committed().await.map_err(failed)?;
     let Some(last) = state.last_log_id else {
         return Ok(None);
     };
+    let applied = state_machine.last_applied().await;
+    // Born dormant and never used through this member: nothing happened that it knows of.
+    // (The others may have used the group since: their leader sends what it missed.)
+    if let Some(seed) = Seed::of(me, members) {
+        let as_born = vote == seed.vote
+            && last == seed.entry.log_id
+            && state.last_purged_log_id.is_none()
+            && committed.is_none_or(|c| c == last)
+            && applied.is_none();
+        if as_born {
+            let first = reader.try_get_log_entries(0..=0).await.map_err(failed)?;
+            if first.first() == Some(&seed.entry) {
+                return Ok(Some(Restarted::AsBorn(seed.known)));
+            }
+        }
+    }
+    let leader = *vote.leader_id().node_id();
+    if !vote.is_committed() || leader == me {
+        return Ok(None);
+    }
     if committed != Some(last) {
         return Ok(None);
     }
-    let applied = state_machine.last_applied().await;
     if applied.map(|id| id.index) > Some(last.index) {
         return Ok(None);
     }
@@ -282,7 +325,7 @@ pub(super) async fn restarted(
     if !membership.membership().voter_ids().any(|id| id == leader) {
         return Ok(None);
     }
-    Ok(Some(Known {
+    Ok(Some(Restarted::Settled(Known {
         leader: Some(leader),
         state: openraft::ServerState::Follower,
         term: vote.leader_id().term(),
@@ -292,7 +335,7 @@ pub(super) async fn restarted(
         purged: state.last_purged_log_id.map(|id| id.index),
         snapshot: state_machine.snapshot_index(),
         membership,
-    }))
+    })))
 }
 
 /// What a dormant member keeps of its metrics: what it knew ([`Known`]), with the membership

@@ -850,17 +850,19 @@ async fn a_node_killed_with_its_unused_quorum_queues_asleep_loses_no_confirmed_m
 }
 
 /// A follower's node killed (SIGKILL) while its quorum queues sleep, started again: the members
-/// whose group was settled start asleep, without running a Raft instance (the node comes back
-/// with a dormancy too long to fall asleep again within the test: asleep means never woken),
-/// with the state their log holds (counts, and a packed machine for the emptied queue). A queue
-/// the others used while it was down catches up (its leader sends what it lacks). Through the
-/// restarted node, every queue takes a publish and gives back exactly what it holds: published
-/// = consumed, on every node.
+/// whose group was settled, and those of queues never used, start asleep, without running a
+/// Raft instance (the node comes back with a dormancy too long to fall asleep again within the
+/// test: asleep means never woken), with the state their log holds (counts, and a packed
+/// machine for the emptied and the unused queues). A queue the others used while it was down
+/// catches up (its leader sends what it lacks). Through the restarted node, every queue takes a
+/// publish and gives back exactly what it holds: published = consumed, on every node.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_node_restarted_with_idle_quorum_queues_starts_them_asleep_and_loses_nothing() {
     const QUEUES: usize = 5;
+    const UNUSED: usize = 2;
     const EACH: usize = 3;
     let name = |q: usize| format!("restarted.{q}");
+    let unused = |q: usize| format!("restarted.unused.{q}");
     let cluster = Cluster {
         dormant_after: Some(1000),
         ..Cluster::new(3).await
@@ -869,6 +871,9 @@ async fn a_node_restarted_with_idle_quorum_queues_starts_them_asleep_and_loses_n
     let c1 = n1.connect().await;
     for q in 0..QUEUES {
         declare_quorum(&c1, &name(q)).await;
+    }
+    for q in 0..UNUSED {
+        declare_quorum(&c1, &unused(q)).await;
     }
     // Published through n2 (its enqueuers in every state), one of each consumed through n3
     // (every one of queue 0).
@@ -902,7 +907,7 @@ async fn a_node_restarted_with_idle_quorum_queues_starts_them_asleep_and_loses_n
         eventually(
             "every member asleep",
             || members_asleep(node),
-            |&n| n == Some(QUEUES as u64),
+            |&n| n == Some((QUEUES + UNUSED) as u64),
         );
     }
 
@@ -919,9 +924,9 @@ async fn a_node_restarted_with_idle_quorum_queues_starts_them_asleep_and_loses_n
         |&c| c == (held(1) + 1, 0, 0),
     );
     eventually(
-        "n2: every member but queue 1's asleep, never woken; queue 0's packed",
+        "n2: every member but queue 1's asleep, never woken (the unused ones too); queue 0's and the unused ones' packed",
         || (members_asleep(&n2), machines_packed(&n2)),
-        |&c| c == (Some(QUEUES as u64 - 1), Some(1)),
+        |&c| c == (Some((QUEUES + UNUSED) as u64 - 1), Some(1 + UNUSED as u64)),
     );
     for q in 0..QUEUES {
         assert_eq!(
@@ -954,7 +959,26 @@ async fn a_node_restarted_with_idle_quorum_queues_starts_them_asleep_and_loses_n
         assert_eq!(got, expected, "{}", name(q));
         consumers.push(consumer);
     }
+    // The unused ones: first used through n2.
+    for q in 0..UNUSED {
+        publish_numbered(&ch2, &unused(q), 0..1, 64).await;
+        let mut consumer = consume(&ch2c, &unused(q), &format!("unused.{q}")).await;
+        assert_eq!(
+            take_numbers(&mut consumer, 1).await,
+            vec![0],
+            "{}",
+            unused(q)
+        );
+        consumers.push(consumer);
+    }
     for node in [&n1, &n2, &n3] {
+        for q in 0..UNUSED {
+            eventually(
+                "every node: the unused queue empty but for its consumer",
+                || queue_counts(node, &unused(q)),
+                |&c| c == (0, 0, 1),
+            );
+        }
         for q in 0..QUEUES {
             eventually(
                 "every node: the queue empty but for its consumer",
