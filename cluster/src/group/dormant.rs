@@ -310,16 +310,23 @@ pub(super) async fn restarted(
     if applied.map(|id| id.index) > Some(last.index) {
         return Ok(None);
     }
-    let from = applied.map_or(0, |id| id.index + 1);
-    if from <= last.index {
-        let entries = reader
-            .try_get_log_entries(from..=last.index)
+    // In slices, as replication reads them: a queue's backlog read whole would be in memory
+    // twice. (Stopped half-way, the instance started instead applies the rest.)
+    let mut next = applied.map_or(0, |id| id.index + 1);
+    while next <= last.index {
+        let slice = reader
+            .limited_get_log_entries(next, last.index + 1)
             .await
             .map_err(failed)?;
-        if entries.len() as u64 != last.index + 1 - from {
+        let (Some(first), Some(end)) = (slice.first(), slice.last()) else {
+            return Ok(None);
+        };
+        let (first, end) = (first.log_id.index, end.log_id.index);
+        if first != next || end + 1 - next != slice.len() as u64 {
             return Ok(None);
         }
-        state_machine.replay(&entries).await;
+        state_machine.replay(&slice).await;
+        next = end + 1;
     }
     let membership = state_machine.membership().await;
     if !membership.membership().voter_ids().any(|id| id == leader) {

@@ -861,6 +861,10 @@ async fn a_node_restarted_with_idle_quorum_queues_starts_them_asleep_and_loses_n
     const QUEUES: usize = 5;
     const UNUSED: usize = 2;
     const EACH: usize = 3;
+    // A backlog of 6.25 MiB: replayed from the log in more than one slice.
+    const BIG: usize = 40;
+    const BIG_BYTES: usize = 160 * 1024;
+    let big = "restarted.big";
     let name = |q: usize| format!("restarted.{q}");
     let unused = |q: usize| format!("restarted.unused.{q}");
     let cluster = Cluster {
@@ -875,6 +879,9 @@ async fn a_node_restarted_with_idle_quorum_queues_starts_them_asleep_and_loses_n
     for q in 0..UNUSED {
         declare_quorum(&c1, &unused(q)).await;
     }
+    declare_quorum(&c1, big).await;
+    let ch1 = confirm_channel(&c1).await;
+    publish_numbered(&ch1, big, 0..BIG, BIG_BYTES).await;
     // Published through n2 (its enqueuers in every state), one of each consumed through n3
     // (every one of queue 0).
     let c2 = n2.connect().await;
@@ -907,13 +914,12 @@ async fn a_node_restarted_with_idle_quorum_queues_starts_them_asleep_and_loses_n
         eventually(
             "every member asleep",
             || members_asleep(node),
-            |&n| n == Some((QUEUES + UNUSED) as u64),
+            |&n| n == Some((QUEUES + UNUSED + 1) as u64),
         );
     }
 
     n2.kill9();
     // Queue 1 goes on without n2.
-    let ch1 = confirm_channel(&c1).await;
     publish_numbered(&ch1, &name(1), EACH..EACH + 1, 64).await;
     cluster.dormant_after = Some(600_000);
     let n2 = cluster.start(1);
@@ -926,7 +932,7 @@ async fn a_node_restarted_with_idle_quorum_queues_starts_them_asleep_and_loses_n
     eventually(
         "n2: every member but queue 1's asleep, never woken (the unused ones too); queue 0's and the unused ones' packed",
         || (members_asleep(&n2), machines_packed(&n2)),
-        |&c| c == (Some((QUEUES + UNUSED) as u64 - 1), Some(1 + UNUSED as u64)),
+        |&c| c == (Some((QUEUES + UNUSED) as u64), Some(1 + UNUSED as u64)),
     );
     for q in 0..QUEUES {
         assert_eq!(
@@ -959,6 +965,12 @@ async fn a_node_restarted_with_idle_quorum_queues_starts_them_asleep_and_loses_n
         assert_eq!(got, expected, "{}", name(q));
         consumers.push(consumer);
     }
+    assert_eq!(queue_counts(&n2, big), (BIG as u64, 0, 0), "n2: {big}");
+    let mut consumer = consume(&ch2c, big, "big").await;
+    let mut got = take_numbers(&mut consumer, BIG).await;
+    got.sort_unstable();
+    assert_eq!(got, (0..BIG).collect::<Vec<_>>(), "{big}");
+    consumers.push(consumer);
     // The unused ones: first used through n2.
     for q in 0..UNUSED {
         publish_numbered(&ch2, &unused(q), 0..1, 64).await;
@@ -972,6 +984,11 @@ async fn a_node_restarted_with_idle_quorum_queues_starts_them_asleep_and_loses_n
         consumers.push(consumer);
     }
     for node in [&n1, &n2, &n3] {
+        eventually(
+            "every node: the big queue empty but for its consumer",
+            || queue_counts(node, big),
+            |&c| c == (0, 0, 1),
+        );
         for q in 0..UNUSED {
             eventually(
                 "every node: the unused queue empty but for its consumer",
