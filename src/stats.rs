@@ -153,18 +153,14 @@ impl<T: Copy + Default + PartialEq> RateSampler<T> {
 
     /// As [`RateSampler::rate`], for a figure that goes up and down (a queue's depth).
     pub fn signed_rate(&self, of: impl Fn(&T) -> f64) -> f64 {
-        let held = self.held();
-        let Held::Samples(samples) = &*held else {
+        let Some((between, a, b)) = self.pair() else {
             return 0.0;
         };
-        let [Some((t0, a)), Some((t1, b))] = &**samples else {
-            return 0.0;
-        };
-        let secs = t1.duration_since(*t0).as_secs_f64();
+        let secs = between.as_secs_f64();
         if secs <= 0.0 {
             return 0.0;
         }
-        (of(b) - of(a)) / secs
+        (of(&b) - of(&a)) / secs
     }
 }
 

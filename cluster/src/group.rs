@@ -377,8 +377,8 @@ impl Group {
         if newborn || as_born {
             // Before any request can reach it: woken, it must know how it was born.
             group.restart.born(me, members);
-        } else if restarted_leader.is_some() {
-            group.restart.restarted(restarted_leader);
+        } else if let Some(leader) = restarted_leader {
+            group.restart.restarted(leader);
         }
         node.add_group(id.clone(), dormant::endpoint(&group));
         let Some(raft) = raft else {

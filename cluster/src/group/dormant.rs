@@ -164,8 +164,8 @@ impl Restart {
 
     /// The member was started dormant by this process (see [`restarted`]), `leader` leading
     /// as far as it knows. Counts as going dormant.
-    pub(super) fn restarted(&self, leader: Option<NodeId>) {
-        *self.leader_before.lock().unwrap_or_else(|e| e.into_inner()) = leader;
+    pub(super) fn restarted(&self, leader: NodeId) {
+        *self.leader_before.lock().unwrap_or_else(|e| e.into_inner()) = Some(leader);
         self.dormancy_changed();
     }
 
@@ -286,13 +286,12 @@ pub(super) async fn restarted(
     };
     let applied = state_machine.last_applied().await;
     // Born dormant and never used through this member: nothing happened that it knows of.
-    // (The others may have used the group since: their leader sends what it missed.)
-    if let Some(seed) = Seed::of(me, members) {
-        let as_born = vote == seed.vote
-            && last == seed.entry.log_id
-            && state.last_purged_log_id.is_none()
-            && committed.is_none_or(|c| c == last)
-            && applied.is_none();
+    // (The others may have used the group since: their leader sends what it missed.) The seed
+    // is made only for a log of one entry: not for every used group a node starts.
+    let one_entry = last.index == 0 && state.last_purged_log_id.is_none() && applied.is_none();
+    if let Some(seed) = one_entry.then(|| Seed::of(me, members)).flatten() {
+        let as_born =
+            vote == seed.vote && last == seed.entry.log_id && committed.is_none_or(|c| c == last);
         if as_born {
             let first = reader.try_get_log_entries(0..=0).await.map_err(failed)?;
             if first.first() == Some(&seed.entry) {

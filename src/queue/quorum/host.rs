@@ -761,6 +761,14 @@ impl Member {
         );
     }
 
+    /// Proposes the `ConsumersGone` a member started dormant left pending (see
+    /// [`Kept::consumers_gone_pending`]), if it did.
+    fn propose_pending_consumers_gone(&mut self) {
+        if std::mem::take(&mut self.kept.consumers_gone_pending) {
+            self.propose_consumers_gone();
+        }
+    }
+
     /// Runs the member until it stops for good, or until it is idle with its group dormant.
     async fn run(&mut self, wake: &mut Wake, fresh: bool) -> Ran {
         // This node's consumers of an earlier process are gone: what they held goes back. (A
@@ -822,9 +830,8 @@ impl Member {
                             cmd,
                             QueueCommand::Stats { .. } | QueueCommand::Sync(_) | QueueCommand::Resume
                         );
-                        if self.kept.consumers_gone_pending && !reads_only {
-                            self.kept.consumers_gone_pending = false;
-                            self.propose_consumers_gone();
+                        if !reads_only {
+                            self.propose_pending_consumers_gone();
                         }
                         self.handle(cmd);
                     }
@@ -836,8 +843,8 @@ impl Member {
                     // while down) may be a consume or a get of that process: gone too.
                     let new = entry.index > self.kept.group.recovered_index();
                     deleted = self.on_applied(*entry);
-                    if new && !deleted && std::mem::take(&mut self.kept.consumers_gone_pending) {
-                        self.propose_consumers_gone();
+                    if new && !deleted {
+                        self.propose_pending_consumers_gone();
                     }
                     let wants = self.kept.applier.wants_snapshot();
                     if wants && !self.kept.snapshot_asked {
