@@ -1006,3 +1006,74 @@ async fn a_node_restarted_with_idle_quorum_queues_starts_them_asleep_and_loses_n
     }
     drop((consumers, ch2c, ch2, c2, ch1, c3, c1));
 }
+
+/// A consumer's node killed (SIGKILL) while the consumer holds deliveries of a quorum queue
+/// whose group is dormant (settled: every member idle), and started again at once: what the
+/// consumer held comes back redelivered (`x-delivery-count` 1), whichever notices first (the
+/// leader taking the node for gone, or the restarted member finding its earlier process's
+/// consumer in the state it replayed), and each message is consumed once through the restarted
+/// node; every node ends with the queue empty but for the new consumer.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_consumers_node_killed_while_its_queue_sleeps_gets_its_deliveries_back_once() {
+    const N: u16 = 10;
+    const HELD: u16 = 4;
+    let q = "held.restart";
+    let cluster = Cluster {
+        dormant_after: Some(1000),
+        ..Cluster::new(3).await
+    };
+    let (mut cluster, n1, n2, n3) = three_formed_of(cluster).await;
+    let c1 = n1.connect().await;
+    declare_quorum(&c1, q).await;
+    let ch1 = confirm_channel(&c1).await;
+    publish_numbered(&ch1, q, 0..usize::from(N), 64).await;
+    let c2 = n2.connect().await;
+    let (_holder_channel, _holder, held) = hold_unacked(&c2, q, "holder", HELD).await;
+    let held_numbers: std::collections::BTreeSet<usize> =
+        held.iter().map(|d| body_number(&d.data)).collect();
+    eventually(
+        "every member dormant, the holder's deliveries unacked",
+        || {
+            let (_, rows) = api(
+                &n1,
+                "GET",
+                &format!("/api/queues/quorum/%2F/{q}/status"),
+                None,
+            );
+            let dormant = rows
+                .as_array()
+                .map(|rows| rows.iter().filter(|r| r["dormant"] == true).count());
+            (dormant, ready_unacked_held(&n1, q))
+        },
+        |c| *c == (Some(3), (u64::from(N - HELD), u64::from(HELD), 0)),
+    );
+
+    // Killed with the client still connected: nothing is closed or cancelled first.
+    n2.kill9();
+    drop((held, c2));
+    cluster.dormant_after = Some(600_000);
+    let n2 = cluster.start(1);
+    formed(&cluster, &[&n1, &n2, &n3]).await;
+    for node in [&n1, &n2, &n3] {
+        eventually(
+            "every node: the held deliveries back, no consumer",
+            || queue_counts(node, q),
+            |&c| c == (u64::from(N), 0, 0),
+        );
+    }
+    let c2 = n2.connect().await;
+    let (_taker_channel, _taker, taken) = hold_unacked(&c2, q, "taker", N).await;
+    let got = redelivered_once_if_held(&taken, &held_numbers);
+    assert_eq!(got, (0..usize::from(N)).collect::<Vec<_>>(), "each once");
+    for d in &taken {
+        d.ack(Default::default()).await.expect("ack");
+    }
+    for node in [&n1, &n2, &n3] {
+        eventually(
+            "every node: the queue empty but for the taker",
+            || queue_counts(node, q),
+            |&c| c == (0, 0, 1),
+        );
+    }
+    drop((taken, c2, ch1, c1));
+}
