@@ -213,6 +213,9 @@ pub struct Group {
     last_index_seen: AtomicU64,
     /// A round of [`Group::keep_led`] is under way for it.
     keeping: std::sync::atomic::AtomicBool,
+    /// Rounds in a row that found the leader a dormant member knew on a node whose link is
+    /// down (see [`LEADER_GONE_ROUNDS`]).
+    leader_gone_rounds: std::sync::atomic::AtomicU8,
     /// The last entry its log knew committed when this process opened it (see
     /// [`Group::recovered_index`]).
     recovered: u64,
@@ -371,6 +374,7 @@ impl Group {
             idle_checks: std::sync::atomic::AtomicU32::new(0),
             last_index_seen: AtomicU64::new(0),
             keeping: std::sync::atomic::AtomicBool::new(false),
+            leader_gone_rounds: std::sync::atomic::AtomicU8::new(0),
             recovered,
             newborn,
         });

@@ -445,7 +445,11 @@ impl Group {
             let Some(leader) = metrics.current_leader else {
                 return false;
             };
-            if applied != metrics.last_log_index {
+            // Woken alone while its group is as it was born (its leader-to-be's link blinked,
+            // say), a follower holds one entry, the membership, that nothing commits until the
+            // group is used: it goes back to sleep as born. (It stayed awake for good.)
+            let as_born = metrics.current_term == 0 && metrics.last_log_index == Some(0);
+            if applied != metrics.last_log_index && !(as_born && leader != self.me) {
                 return false;
             }
             // A leader whose follower lags (back from a cut, say) replicates to it first:

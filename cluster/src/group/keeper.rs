@@ -11,6 +11,11 @@ use std::time::Duration;
 
 use super::Group;
 
+/// How many rounds in a row a dormant member finds its leader's node unreachable before it
+/// wakes to elect another: a link that blinks (a reconnection, a node just started whose links
+/// are not all up) woke every dormant follower of that leader, thousands of queues at once.
+const LEADER_GONE_ROUNDS: u8 = 2;
+
 /// The groups kept, by check interval (each interval has its own loop).
 #[derive(Default)]
 pub(crate) struct Keepers(Mutex<HashMap<Duration, Arc<Mutex<Vec<Kept>>>>>);
@@ -29,7 +34,8 @@ struct Kept {
 /// What a member does this round, found without waiting.
 enum Step {
     Nothing,
-    /// Dormant, its leader's node gone: it wakes to elect another.
+    /// Dormant, its leader's node gone ([`LEADER_GONE_ROUNDS`] in a row): it wakes to elect
+    /// another.
     WakeToElect,
     /// Idle long enough: it goes dormant (or, if it cannot, keeps its leader as below).
     GoDormant,
@@ -107,8 +113,16 @@ impl Group {
             if self.restart.stopped() {
                 return Step::Forget;
             }
-            return match self.leader_gone() {
-                true => Step::WakeToElect,
+            if !self.leader_gone() {
+                self.leader_gone_rounds.store(0, Ordering::Relaxed);
+                return Step::Nothing;
+            }
+            let rounds = self.leader_gone_rounds.fetch_add(1, Ordering::Relaxed) + 1;
+            return match rounds >= LEADER_GONE_ROUNDS {
+                true => {
+                    self.leader_gone_rounds.store(0, Ordering::Relaxed);
+                    Step::WakeToElect
+                }
                 false => Step::Nothing,
             };
         }

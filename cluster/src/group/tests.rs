@@ -645,13 +645,9 @@ fn born_dormant() -> Timing {
     }
 }
 
-/// Members of a new group born dormant: no Raft instance runs until the group is used, each
-/// knows the members and the first as its leader-to-be; a proposal from another member wakes
-/// them, the first is elected (term 1) and everyone applies it. Members started again before
-/// any use (their log holds the first entry) start as any member does, and a member that joins
-/// an empty directory again while the others have gone on follows them.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn members_born_dormant_elect_their_first_at_first_use() {
+/// Three members of a new group "g" born dormant, each kept led (checked every 100 ms): their
+/// directories, nodes, names and members.
+async fn three_born_dormant() -> (Vec<tempfile::TempDir>, Vec<Node>, Vec<String>, Vec<Member>) {
     let dirs: Vec<_> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
     let (ls, nodes) = listeners(3).await;
     let names: Vec<String> = nodes.iter().map(|n| n.name.clone()).collect();
@@ -661,6 +657,17 @@ async fn members_born_dormant_elect_their_first_at_first_use() {
         m.group.keep_led(Duration::from_millis(100), names.clone());
         members.push(m);
     }
+    (dirs, nodes, names, members)
+}
+
+/// Members of a new group born dormant: no Raft instance runs until the group is used, each
+/// knows the members and the first as its leader-to-be; a proposal from another member wakes
+/// them, the first is elected (term 1) and everyone applies it. Members started again before
+/// any use (their log holds the first entry) start as any member does, and a member that joins
+/// an empty directory again while the others have gone on follows them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn members_born_dormant_elect_their_first_at_first_use() {
+    let (_dirs, nodes, names, mut members) = three_born_dormant().await;
     for (i, m) in members.iter().enumerate() {
         assert!(
             m.group.is_dormant() && m.group.live().is_none(),
@@ -766,6 +773,47 @@ async fn members_born_dormant_elect_another_when_their_first_is_down() {
     .await;
     let leader = members[0].group.leader();
     assert!(matches!(leader.as_deref(), Some("m1" | "m2")), "{leader:?}");
+    for m in members {
+        stop(m).await;
+    }
+}
+
+/// A follower of a group born dormant woken alone (as its keeper wakes it when the link to its
+/// leader-to-be is down, the link back before it elects anyone): the one entry it holds is
+/// committed by nobody until the group is used, yet it goes back to sleep as born, and the group
+/// still elects its first at first use. (It stayed awake for good.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_born_follower_woken_alone_goes_back_to_sleep() {
+    let (_dirs, _, _, members) = three_born_dormant().await;
+    drop(members[2].group.running().await.unwrap());
+    assert!(!members[2].group.is_dormant(), "woken");
+    until("the woken follower asleep again", || {
+        members[2].group.is_dormant()
+    })
+    .await;
+    assert!(members[..2].iter().all(|m| m.group.is_dormant()));
+    let figures = members[2].group.log_figures();
+    assert_eq!(
+        (
+            figures.role.as_str(),
+            figures.term,
+            figures.last,
+            figures.applied
+        ),
+        ("follower", 0, Some(0), None)
+    );
+    assert_eq!(members[2].group.leader().as_deref(), Some("m0"));
+
+    let g = members[2].group.clone();
+    g.propose(g.proposal(vec![1]), Duration::from_secs(20))
+        .await
+        .unwrap();
+    until("every member applied it", || {
+        members.iter().all(|m| m.recorder.applied() == [vec![1]])
+    })
+    .await;
+    let figures = members[0].group.log_figures();
+    assert_eq!((figures.role.as_str(), figures.term), ("leader", 1));
     for m in members {
         stop(m).await;
     }
