@@ -109,22 +109,22 @@ async fn keep_all(list: Weak<Mutex<Vec<Kept>>>, check: Duration) {
 impl Group {
     /// This round's step for its member, decided without waiting.
     fn next_step(&self, check: Duration) -> Step {
+        // Rounds in a row: a round that finds the member awake, or its leader reachable, ends
+        // the count.
+        let gone_before = self.leader_gone_rounds.swap(0, Ordering::Relaxed);
         if self.is_dormant() {
             if self.restart.stopped() {
                 return Step::Forget;
             }
             if !self.leader_gone() {
-                self.leader_gone_rounds.store(0, Ordering::Relaxed);
                 return Step::Nothing;
             }
-            let rounds = self.leader_gone_rounds.fetch_add(1, Ordering::Relaxed) + 1;
-            return match rounds >= LEADER_GONE_ROUNDS {
-                true => {
-                    self.leader_gone_rounds.store(0, Ordering::Relaxed);
-                    Step::WakeToElect
-                }
-                false => Step::Nothing,
-            };
+            let rounds = gone_before.saturating_add(1);
+            if rounds < LEADER_GONE_ROUNDS {
+                self.leader_gone_rounds.store(rounds, Ordering::Relaxed);
+                return Step::Nothing;
+            }
+            return Step::WakeToElect;
         }
         if self.restart.stopped() {
             return Step::Forget;
