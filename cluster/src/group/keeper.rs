@@ -32,7 +32,8 @@ struct Kept {
 }
 
 /// What a member does this round, found without waiting.
-enum Step {
+#[cfg_attr(test, derive(Debug, PartialEq))]
+pub(super) enum Step {
     Nothing,
     /// Dormant, its leader's node gone ([`LEADER_GONE_ROUNDS`] in a row): it wakes to elect
     /// another.
@@ -108,7 +109,7 @@ async fn keep_all(list: Weak<Mutex<Vec<Kept>>>, check: Duration) {
 
 impl Group {
     /// This round's step for its member, decided without waiting.
-    fn next_step(&self, check: Duration) -> Step {
+    pub(super) fn next_step(&self, check: Duration) -> Step {
         // Rounds in a row: a round that finds the member awake, or its leader reachable, ends
         // the count.
         let gone_before = self.leader_gone_rounds.swap(0, Ordering::Relaxed);

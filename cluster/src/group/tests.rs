@@ -732,13 +732,11 @@ async fn members_born_dormant_elect_their_first_at_first_use() {
     }
 }
 
-/// Born dormant with its first member never up: the others, their leader-to-be unreachable,
-/// elect one of themselves, and a member started again before any use starts as usual.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn members_born_dormant_elect_another_when_their_first_is_down() {
+/// Members m1 and m2 of a new group "g" of three born dormant, the first member's node (m0) not
+/// up: the directories of all three, the nodes, and the two members.
+async fn born_dormant_without_their_first() -> (Vec<tempfile::TempDir>, Vec<Node>, Vec<Member>) {
     let dirs: Vec<_> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
     let (mut ls, nodes) = listeners(3).await;
-    let names: Vec<String> = nodes.iter().map(|n| n.name.clone()).collect();
     drop(ls.remove(0));
     let mut members = Vec::new();
     for (i, l) in ls.into_iter().enumerate() {
@@ -746,6 +744,15 @@ async fn members_born_dormant_elect_another_when_their_first_is_down() {
         let m = member_timed(Some(l), &nodes[i], &nodes, dirs[i].path(), born_dormant()).await;
         members.push(m);
     }
+    (dirs, nodes, members)
+}
+
+/// Born dormant with its first member never up: the others, their leader-to-be unreachable,
+/// elect one of themselves, and a member started again before any use starts as usual.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn members_born_dormant_elect_another_when_their_first_is_down() {
+    let (dirs, nodes, mut members) = born_dormant_without_their_first().await;
+    let names: Vec<String> = nodes.iter().map(|n| n.name.clone()).collect();
     // Started again before any use: from its log, as any member.
     let m2 = members.pop().unwrap();
     stop(m2).await;
@@ -814,6 +821,47 @@ async fn a_born_follower_woken_alone_goes_back_to_sleep() {
     .await;
     let figures = members[0].group.log_figures();
     assert_eq!((figures.role.as_str(), figures.term), ("leader", 1));
+    for m in members {
+        stop(m).await;
+    }
+}
+
+/// A dormant follower whose leader-to-be's node is unreachable wakes to elect another only at
+/// the second check in a row that finds it so: a link down for one check (a reconnection, a
+/// node restarting) wakes nobody, and a check that finds the link up starts the count again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dormant_follower_wakes_to_elect_only_at_the_second_check_without_its_leader() {
+    use super::keeper::Step;
+    let check = Duration::from_millis(100);
+    let (dirs, nodes, members) = born_dormant_without_their_first().await;
+    let m1 = &members[0];
+    assert_eq!(m1.group.leader().as_deref(), Some("m0"));
+    assert_eq!(m1.group.next_step(check), Step::Nothing, "first check");
+    assert!(m1.group.is_dormant());
+
+    // m0 comes up before the second check: the count starts again.
+    let m0 = member_timed(
+        Some(listener_again(&nodes[0]).await),
+        &nodes[0],
+        &nodes,
+        dirs[0].path(),
+        born_dormant(),
+    )
+    .await;
+    until("m1's link to m0 up", || m1.link.is_connected("m0")).await;
+    assert_eq!(m1.group.next_step(check), Step::Nothing, "m0 reachable");
+    stop(m0).await;
+    until("m1's link to m0 down", || !m1.link.is_connected("m0")).await;
+    assert_eq!(
+        m1.group.next_step(check),
+        Step::Nothing,
+        "first check again"
+    );
+    assert_eq!(
+        m1.group.next_step(check),
+        Step::WakeToElect,
+        "second check in a row"
+    );
     for m in members {
         stop(m).await;
     }
