@@ -214,7 +214,7 @@ pub struct Group {
     /// A round of [`Group::keep_led`] is under way for it.
     keeping: std::sync::atomic::AtomicBool,
     /// Rounds in a row that found the leader a dormant member knew on a node whose link is
-    /// down (see [`LEADER_GONE_ROUNDS`]).
+    /// down (see `keeper::LEADER_GONE_ROUNDS`).
     leader_gone_rounds: std::sync::atomic::AtomicU8,
     /// The last entry its log knew committed when this process opened it (see
     /// [`Group::recovered_index`]).
