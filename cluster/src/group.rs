@@ -315,9 +315,10 @@ impl Group {
         let newborn = born.is_some();
         let may_start_dormant =
             timing.dormant_if_settled && timing.quiet && timing.dormant_after.is_some();
-        let restarted = match (born.is_none(), may_start_dormant) {
-            (true, true) => dormant::restarted(&log, &restart_sm, me, members).await?,
-            _ => None,
+        let restarted = if born.is_none() && may_start_dormant {
+            dormant::restarted(&log, &restart_sm, me, members).await?
+        } else {
+            None
         };
         let (as_born, restarted) = match restarted {
             Some(dormant::Restarted::AsBorn(known)) => (true, Some(known)),

@@ -109,9 +109,7 @@ impl StateMachine {
             }),
         })
     }
-}
 
-impl StateMachine {
     /// The last entry applied.
     pub(crate) async fn last_applied(&self) -> Option<LogId> {
         self.shared.applied.lock().await.last_applied
